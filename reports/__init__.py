@@ -1,0 +1,1 @@
+"""Report rendering: view model + Jinja2 templates shipped in the wheel."""

@@ -1,0 +1,56 @@
+"""One base error with a human ``diagnostics()``; typed subclasses per failure class."""
+
+from __future__ import annotations
+
+
+class SigauditError(Exception):
+    """Base class of every error sigaudit raises on purpose."""
+
+    def diagnostics(self) -> str:
+        return str(self)
+
+
+class ConfigError(SigauditError):
+    """Bad policy, bad flags, unreadable key: the user must fix input. CLI exit 2."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None,
+                 field: str | None = None) -> None:
+        self.source, self.line, self.field = source, line, field
+        where = source or ""
+        if line is not None:
+            where += f":{line}"
+        if field:
+            where += f" ({field})" if where else field
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ParseError(SigauditError):
+    """Untrusted bytes that are not what they claim to be (manifest, envelope, pod list, ...)."""
+
+
+class LimitExceeded(ParseError):
+    """Untrusted input larger or deeper than a configured bound."""
+
+
+class RegistryError(SigauditError):
+    """A registry request failed; ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, registry: str = "", status: int | None = None) -> None:
+        self.registry, self.status = registry, status
+        super().__init__(message)
+
+
+class NotFound(RegistryError):
+    """The registry answered 404 for a manifest/tag/blob."""
+
+
+class InventoryError(SigauditError):
+    """The pod inventory could not be read completely. CLI exit 3."""
+
+
+class StoreError(SigauditError):
+    """The database is unreachable or refused the scan. CLI exit 3."""
+
+
+class ScanInProgress(StoreError):
+    """Another scan for the same cluster is running."""

@@ -1,0 +1,267 @@
+"""Plain, frozen, typed models that flow between the pipeline stages.
+
+inventory -> resolve -> fetch signatures -> verify -> evaluate policy -> store -> export
+
+No stage imports a later one; every stage takes and returns these models.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class ContainerType(enum.StrEnum):
+    CONTAINER = "container"
+    INIT = "initContainer"
+    EPHEMERAL = "ephemeralContainer"
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """The top-level owner of a pod (Deployment, CronJob, ...) or the pod itself."""
+
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRef:
+    """One container of one pod, as the inventory saw it."""
+
+    namespace: str
+    pod: str
+    container: str
+    container_type: ContainerType
+    image: str  # the image as written in the pod spec
+    image_id: str | None  # status.*ContainerStatuses[].imageID, raw
+    workload: Workload
+    pull_secrets: tuple[str, ...] = ()
+    pod_uid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReference:
+    """A normalised image reference: docker.io/library/nginx:1.25@sha256:..."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def repo(self) -> str:
+        """registry/repository, the name policies and trust scopes match on."""
+        return f"{self.registry}/{self.repository}"
+
+    def __str__(self) -> str:
+        out = self.repo
+        if self.tag:
+            out += f":{self.tag}"
+        if self.digest:
+            out += f"@{self.digest}"
+        return out
+
+    def with_digest(self, digest: str) -> ImageReference:
+        return ImageReference(self.registry, self.repository, self.tag, digest)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningImage:
+    """One unique running digest, with every container that runs it.
+
+    ``reference`` is the repository (and tag, for display) the digest was pulled from.
+    ``notes`` carry how the digest was found (e.g. resolved from the tag because the
+    runtime reported none), and end up among the verdict's reasons.
+    """
+
+    reference: ImageReference  # always has .digest set after resolution
+    containers: tuple[ContainerRef, ...]
+    notes: tuple[str, ...] = ()
+    pull_secrets: tuple[tuple[str, str], ...] = ()  # (namespace, secret name)
+
+    @property
+    def digest(self) -> str:
+        assert self.reference.digest is not None
+        return self.reference.digest
+
+
+@dataclass(frozen=True, slots=True)
+class UnresolvedImage:
+    """A container whose running digest could not be determined."""
+
+    reference: ImageReference | None
+    image: str
+    containers: tuple[ContainerRef, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """An OCI content descriptor."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    artifact_type: str | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Signature material, fetched by scanner.signatures and handed, as bytes, to the verifiers.
+
+
+@dataclass(frozen=True, slots=True)
+class CosignLayer:
+    """One layer of a cosign legacy ``.sig`` manifest: payload bytes plus its annotations."""
+
+    payload: bytes  # the simplesigning JSON, digest-checked against the layer descriptor
+    media_type: str
+    annotations: Mapping[str, str]
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerArtifact:
+    """A referrer manifest (notation signature, sigstore bundle, ...) and its single blob."""
+
+    manifest_digest: str
+    artifact_type: str  # artifactType, or config.mediaType for old notation signatures
+    blob_media_type: str
+    blob: bytes  # digest-checked
+    annotations: Mapping[str, str]
+    subject: Descriptor | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureMaterial:
+    """Everything found attached to one digest. ``errors`` are discovery failures."""
+
+    image: Descriptor  # the running image's own descriptor (media type, digest, size)
+    cosign_layers: tuple[CosignLayer, ...] = ()
+    cosign_sig_digest: str | None = None  # digest of the .sig manifest, for change detection
+    referrers: tuple[ReferrerArtifact, ...] = ()
+    errors: tuple[str, ...] = ()
+    truncated: bool = False  # more signatures than the configured bound
+
+
+# ----------------------------------------------------------------------------------------------
+# Verification results.
+
+
+class Outcome(enum.StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"  # the check could not run: never a pass, never the same as failed
+    SKIPPED = "skipped"
+
+
+class CheckName(enum.StrEnum):
+    INTEGRITY = "integrity"
+    AUTHENTICITY = "authenticity"
+    IDENTITY = "trusted-identity"
+    EXPIRY = "expiry"
+    TIMESTAMP = "authentic-timestamp"
+    REVOCATION = "revocation"
+    TLOG = "transparency-log"
+    DIGEST = "digest-binding"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: CheckName
+    outcome: Outcome
+    reason: str = ""
+    enforced: bool = True  # a logged-only (not enforced) failure is reported, not fatal
+
+
+class SignatureFailure(enum.StrEnum):
+    """Why a single signature did not count, as the policy needs to know it."""
+
+    NONE = ""
+    INVALID = "invalid"  # bad signature, wrong key, payload for another digest, identity mismatch
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    ERROR = "error"  # could not be decided
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureResult:
+    """The result of checking one signature against one verifier's trust material."""
+
+    kind: str  # "cosign", "cosign-keyless", "sigstore-bundle", "notation", ...
+    verifier: str  # human name of the verifier that judged it (rule/verifier index)
+    outcome: Outcome  # PASSED only when every enforced check passed
+    reason: str
+    failure: SignatureFailure = SignatureFailure.NONE
+    signer: str = ""  # key id (sha256 of SPKI), certificate subject or SAN
+    key_sha256: str | None = None  # hex sha256 of the signer's SubjectPublicKeyInfo DER
+    identity: str | None = None  # certificate SAN / subject, for identity revocation
+    issuer: str | None = None  # OIDC issuer or certificate issuer
+    signed_at: datetime | None = None  # authentic signing time when known
+    not_after: datetime | None = None  # earliest of signature expiry and chain notAfter
+    checks: tuple[Check, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)  # chain fingerprints, log index, ...
+
+
+class Status(enum.StrEnum):
+    VERIFIED = "verified"
+    UNSIGNED = "unsigned"
+    INVALID = "invalid"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    EXEMPT = "exempt"
+    NO_POLICY = "no-policy"
+    ERROR = "error"
+
+    @property
+    def compliant(self) -> bool:
+        return self in (Status.VERIFIED, Status.EXEMPT)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    image: RunningImage | UnresolvedImage
+    status: Status
+    reasons: tuple[str, ...]
+    rule: str | None = None
+    policy_source: str | None = None
+    signatures: tuple[SignatureResult, ...] = ()
+    expiring: bool = False
+    not_after: datetime | None = None
+    warn_only: bool = False  # reported, not counted non-compliant (e.g. policy mode: warn)
+
+    @property
+    def digest(self) -> str | None:
+        if isinstance(self.image, RunningImage):
+            return self.image.digest
+        return None
+
+    @property
+    def compliant(self) -> bool:
+        return self.status.compliant or self.warn_only
+
+
+class ScanState(enum.StrEnum):
+    RUNNING = "running"
+    COMPLETE = "complete"
+    PARTIAL = "partial"  # finished, but some inputs could not be read (e.g. a namespace forbidden)
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    cluster: str
+    started_at: datetime
+    finished_at: datetime
+    state: ScanState
+    verdicts: tuple[Verdict, ...]
+    policy_digest: str
+    errors: tuple[str, ...] = ()
+    scan_id: int | None = None
+    sigaudit_version: str = ""

@@ -1,0 +1,202 @@
+"""The AuditPolicy file format (``apiVersion: sigaudit.io/v1alpha1``, ``kind: AuditPolicy``).
+
+Pydantic lives here, at the edge: the loader turns a file into these models (unknown fields are
+errors), then builds plain verifiers and rules from them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Go-style durations as Kubernetes users write them: ``720h``, ``30d``, ``1h30m``."""
+    m = _DURATION.match(text.strip())
+    if not text.strip() or not m or not any(m.groups()):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 720h, 30d, 1h30m)")
+    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Identity(_Strict):
+    """A keyless identity, with the semantics of cosign's --certificate-identity[-regexp] and
+    --certificate-oidc-issuer[-regexp]: exact strings, or regular expressions that must match the
+    whole value."""
+
+    issuer: str | None = None
+    issuer_regexp: str | None = Field(default=None, alias="issuerRegExp")
+    subject: str | None = None
+    subject_regexp: str | None = Field(default=None, alias="subjectRegExp")
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> Identity:
+        if (self.issuer is None) == (self.issuer_regexp is None):
+            raise ValueError("give exactly one of issuer / issuerRegExp")
+        if (self.subject is None) == (self.subject_regexp is None):
+            raise ValueError("give exactly one of subject / subjectRegExp")
+        for pattern in (self.issuer_regexp, self.subject_regexp):
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"bad regular expression {pattern!r}: {exc}") from exc
+        return self
+
+
+class PubKeyRef(_Strict):
+    pubkey: str  # PEM, file path or https URL
+
+
+class CtlogConfig(_Strict):
+    pubkey: str | None = None
+    ignore_sct: bool = Field(default=False, alias="ignoreSCT")
+
+
+class Keyless(_Strict):
+    identities: list[Identity] = Field(min_length=1)
+    trusted_root: str | None = Field(default=None, alias="trustedRoot")  # trusted_root.json path
+    roots: str | None = None  # Kyverno-style PEM roots (Fulcio chain)
+    rekor: PubKeyRef | None = None
+    ctlog: CtlogConfig | None = None
+
+
+class CosignVerifierSpec(_Strict):
+    key: str | None = None  # PEM, file path, https URL, or a KMS URI (awskms://, hashivault://, ...)
+    keyless: Keyless | None = None
+    ignore_tlog: bool = Field(default=False, alias="ignoreTlog")
+    ignore_sct: bool = Field(default=False, alias="ignoreSCT")
+    rekor_pubkey: str | None = Field(default=None, alias="rekorPubKey")  # for key-based + tlog
+    trusted_root: str | None = Field(default=None, alias="trustedRoot")
+    require_predicate_types: list[str] = Field(default_factory=list, alias="requirePredicateTypes")
+    annotations: dict[str, str] = Field(default_factory=dict)  # cosign -a k=v
+
+    @model_validator(mode="after")
+    def _key_or_keyless(self) -> CosignVerifierSpec:
+        if (self.key is None) == (self.keyless is None):
+            raise ValueError("a cosign verifier needs exactly one of key / keyless")
+        return self
+
+
+class NotationVerifierSpec(_Strict):
+    trust_policy: str = Field(alias="trustPolicy")  # trustpolicy.json (notation's own format)
+    trust_store: str = Field(alias="trustStore")  # directory: x509/{ca,signingAuthority,tsa}/<name>/
+
+
+class AttestationVerifierSpec(_Strict):
+    attestor: str
+    public_keys: list[str] = Field(alias="publicKeys", min_length=1)
+    source: str = "registry"  # "registry" or a Grafeas URL (grafeas+http://host:port/v1beta1/projects/p)
+
+
+class VerifierSpec(_Strict):
+    cosign: CosignVerifierSpec | None = None
+    notation: NotationVerifierSpec | None = None
+    attestation: AttestationVerifierSpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> VerifierSpec:
+        given = [n for n in ("cosign", "notation", "attestation") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("each verifier entry names exactly one of: cosign, notation, attestation")
+        return self
+
+
+def _check_globs(values: list[str]) -> list[str]:
+    for glob in values:
+        if not glob or glob.strip() != glob:
+            raise ValueError(f"bad glob {glob!r}: empty or surrounded by spaces")
+        if "[" in glob or "]" in glob:
+            # Character classes are not part of the format; refusing them avoids silent surprises.
+            raise ValueError(f"bad glob {glob!r}: only * and ? are supported")
+    return values
+
+
+class Rule(_Strict):
+    name: str = Field(min_length=1)
+    images: list[str] = Field(min_length=1)
+    namespaces: list[str] = Field(default_factory=lambda: ["*"])
+    verifiers: list[VerifierSpec] = Field(min_length=1)
+    mode: Literal["enforce", "warn"] = "enforce"
+
+    _globs = field_validator("images", "namespaces")(_check_globs)
+
+
+class Exemption(_Strict):
+    images: list[str] = Field(min_length=1)
+    namespaces: list[str] = Field(default_factory=lambda: ["*"])
+    reason: str = Field(min_length=1)
+    until: datetime
+    approved_by: str | None = Field(default=None, alias="approvedBy")
+
+    _globs = field_validator("images", "namespaces")(_check_globs)
+
+    @field_validator("until")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("until must carry a timezone, e.g. 2027-01-01T00:00:00Z")
+        return v
+
+
+class Revocation(_Strict):
+    key_sha256: str | None = Field(default=None, alias="keySha256")
+    identity: str | None = None  # x509 subject, certificate SAN, or signing-profile ARN
+    revoked_at: datetime | None = Field(default=None, alias="revokedAt")
+    reason: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> Revocation:
+        if (self.key_sha256 is None) == (self.identity is None):
+            raise ValueError("a revocation names exactly one of keySha256 / identity")
+        if self.key_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.key_sha256.lower()):
+            raise ValueError("keySha256 must be 64 hex digits (sha256 of the SubjectPublicKeyInfo DER)")
+        if self.revoked_at is not None and self.revoked_at.tzinfo is None:
+            raise ValueError("revokedAt must carry a timezone")
+        return self
+
+
+class Spec(_Strict):
+    expiry_warning: str = Field(default="720h", alias="expiryWarning")
+    insecure_registries: list[str] = Field(default_factory=list, alias="insecureRegistries")
+    max_signatures: int = Field(default=50, ge=1, le=10_000, alias="maxSignatures")
+    rules: list[Rule] = Field(default_factory=list)
+    exemptions: list[Exemption] = Field(default_factory=list)
+    revocations: list[Revocation] = Field(default_factory=list)
+
+    @field_validator("expiry_warning")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> Spec:
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
+        return self
+
+
+class Metadata(_Strict):
+    name: str = "default"
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class AuditPolicyDocument(_Strict):
+    api_version: Literal["sigaudit.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["AuditPolicy"]
+    metadata: Metadata = Field(default_factory=Metadata)
+    spec: Spec
+
