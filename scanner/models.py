@@ -265,3 +265,6 @@ class ScanResult:
     errors: tuple[str, ...] = ()
     scan_id: int | None = None
     sigaudit_version: str = ""
+    # Counters of the scan's own work, e.g. {"registry_requests": {"<registry>|<code>": n},
+    # "registry_errors": {...}, "verifications": {"<verifier kind>|<outcome>": n}}. Persisted as JSON.
+    stats: Mapping[str, Any] = field(default_factory=dict)
