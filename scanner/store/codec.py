@@ -1,0 +1,115 @@
+"""JSON encoding of the values the models keep in free-form mappings (``SignatureResult.details``).
+
+JSON has no tuples, datetimes or bytes; verifiers put all three in ``details``. They are tagged on the
+way in and rebuilt on the way out, so that what is loaded equals what was saved.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
+
+_TAG = "$sigaudit"
+
+
+def encode(value: Any) -> Any:
+    """Turn ``value`` into plain JSON, tagging what JSON cannot hold."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime in signature details: use an aware UTC datetime")
+        return {_TAG: "datetime", "v": value.isoformat()}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {_TAG: "bytes", "v": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, tuple):
+        return {_TAG: "tuple", "v": [encode(v) for v in value]}
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"signature details keys must be strings, not {type(k).__name__}")
+            out[k] = encode(v)
+        if _TAG in out:  # a mapping that happens to use our tag: wrap it
+            return {_TAG: "dict", "v": out}
+        return out
+    if isinstance(value, frozenset | set):
+        return {_TAG: "tuple", "v": sorted((encode(v) for v in value), key=repr)}
+    # StrEnum / IntEnum are str / int and handled above; anything else is a bug in the caller.
+    raise TypeError(f"cannot store a {type(value).__name__} in signature details")
+
+
+def decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    if isinstance(value, dict):
+        tag = value.get(_TAG)
+        if tag is not None and set(value) == {_TAG, "v"}:
+            raw = value["v"]
+            if tag == "datetime":
+                return datetime.fromisoformat(raw)
+            if tag == "bytes":
+                return base64.b64decode(raw)
+            if tag == "tuple":
+                return tuple(decode(v) for v in raw)
+            if tag == "dict":
+                return {k: decode(v) for k, v in raw.items()}
+        return {k: decode(v) for k, v in value.items()}
+    return value
+
+
+def _dt(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _undt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def signature_to_json(sig: SignatureResult) -> dict[str, Any]:
+    """A SignatureResult as plain JSON (for the verification cache)."""
+    return {
+        "kind": sig.kind,
+        "verifier": sig.verifier,
+        "outcome": str(sig.outcome),
+        "reason": sig.reason,
+        "failure": str(sig.failure),
+        "signer": sig.signer,
+        "key_sha256": sig.key_sha256,
+        "identity": sig.identity,
+        "issuer": sig.issuer,
+        "signed_at": _dt(sig.signed_at),
+        "not_after": _dt(sig.not_after),
+        "checks": [
+            {"name": str(c.name), "outcome": str(c.outcome), "reason": c.reason, "enforced": c.enforced}
+            for c in sig.checks
+        ],
+        "details": encode(dict(sig.details)),
+    }
+
+
+def signature_from_json(raw: Mapping[str, Any]) -> SignatureResult:
+    return SignatureResult(
+        kind=raw["kind"],
+        verifier=raw["verifier"],
+        outcome=Outcome(raw["outcome"]),
+        reason=raw["reason"],
+        failure=SignatureFailure(raw["failure"]),
+        signer=raw["signer"],
+        key_sha256=raw["key_sha256"],
+        identity=raw["identity"],
+        issuer=raw["issuer"],
+        signed_at=_undt(raw["signed_at"]),
+        not_after=_undt(raw["not_after"]),
+        checks=tuple(
+            Check(CheckName(c["name"]), Outcome(c["outcome"]), c["reason"], bool(c["enforced"]))
+            for c in raw["checks"]
+        ),
+        details=decode(raw["details"]),
+    )

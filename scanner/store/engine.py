@@ -1,0 +1,142 @@
+"""Database URLs and engines: SQLite by default, PostgreSQL (psycopg 3) by URL."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from scanner.errors import StoreError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_IMMEDIATE = "sigaudit_sqlite_immediate"
+
+
+def data_dir() -> Path:
+    """``$SIGAUDIT_DATA_DIR``, else ``$XDG_DATA_HOME/sigaudit``, else ``~/.local/share/sigaudit``."""
+    explicit = os.environ.get("SIGAUDIT_DATA_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "sigaudit"
+
+
+def default_db_url() -> str:
+    """``$SIGAUDIT_DB`` if set, else a SQLite file in the data directory (created if missing)."""
+    explicit = os.environ.get("SIGAUDIT_DB")
+    if explicit:
+        return explicit
+    directory = data_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the data directory {directory}: {exc.strerror or exc}") from exc
+    return f"sqlite:///{directory / 'sigaudit.db'}"
+
+
+_PASSWORD_IN_TEXT = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
+
+
+def mask_password(text: str) -> str:
+    """Replace any ``user:password@`` inside ``text`` with ``user:***@``."""
+    return _PASSWORD_IN_TEXT.sub(r"\1***\2", text)
+
+
+def parse_url(url: str) -> URL:
+    """Parse and normalise a database URL; plain ``postgresql://`` means psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise StoreError(f"not a database URL: {mask_password(url)!r}") from None
+    backend = parsed.get_backend_name()
+    driver = parsed.get_driver_name()
+    if backend in ("postgresql", "postgres"):
+        if driver not in ("psycopg", "psycopg2") or parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend == "sqlite":
+        if driver not in ("pysqlite",) and parsed.drivername != "sqlite":
+            raise StoreError(f"unsupported SQLite driver {parsed.drivername!r}: use sqlite:///path")
+    else:
+        raise StoreError(f"unsupported database {backend!r}: use sqlite:///path or postgresql://...")
+    return parsed
+
+
+def display_url(url: str | URL) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return mask_password(url)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take over transaction control from pysqlite so BEGIN is ours (IMMEDIATE for writes).
+    dbapi_connection.isolation_level = None
+    cur = dbapi_connection.cursor()
+    try:
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cur.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # Writers take the write lock when they begin, so two writers queue on busy_timeout instead of
+    # one failing with "database is locked" when it upgrades a read lock (WAL snapshot too old).
+    if conn.get_execution_options().get(_IMMEDIATE):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def make_engine(url: str | URL, *, pool_size: int = 5) -> sa.Engine:
+    """An engine with sane pool settings for the backend."""
+    parsed = url if isinstance(url, URL) else parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            parent = Path(database).expanduser().parent
+            if not parent.is_dir():
+                raise StoreError(f"cannot open {display_url(parsed)}: directory {parent} does not exist")
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        )
+        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return sa.create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=2,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        pool_timeout=30,
+        connect_args={"connect_timeout": 10, "application_name": "sigaudit"},
+    )
+
+
+def write_options() -> dict[str, Any]:
+    """Execution options for a connection that will write (BEGIN IMMEDIATE on SQLite)."""
+    return {_IMMEDIATE: True}
+
+
+def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def describe_db_error(action: str, url: str | URL, exc: BaseException) -> StoreError:
+    """A StoreError for a database failure, never showing the password."""
+    orig = getattr(exc, "orig", None) or exc
+    detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return StoreError(f"{action} {display_url(url)}: {mask_password(detail)}")

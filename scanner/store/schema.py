@@ -1,0 +1,221 @@
+"""SQLAlchemy 2 typed models of the store. These classes never leave ``scanner.store``.
+
+One scan row per run (per cluster); its verdicts (``images``), the containers that run each image,
+the signatures judged for each image and their individual checks hang off it and are written in one
+transaction by :meth:`scanner.store.Store.finish_scan`. ``verification_cache`` survives across scans
+(issue 9): it is keyed by digest and the fingerprint of the trust material that judged it.
+
+Enumerations (status, outcome, state, ...) are stored as plain strings, not database enums, so that a
+new value never needs a migration. Free-form lists and mappings (reasons, notes, details, errors) are
+JSON columns, which work the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names (Alembic's naming.rst): batch migrations on SQLite and drops on
+# PostgreSQL need to find constraints by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    Naive datetimes are refused on the way in (an unknown zone is a bug, not a default). SQLite keeps
+    no zone, so values are stored as naive UTC and given ``UTC`` back on the way out.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r} given to the store: use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: sa.JSON(),
+        list[Any]: sa.JSON(),
+    }
+
+
+class Scan(Base):
+    __tablename__ = "scans"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    cluster: Mapped[str] = mapped_column(sa.String(253))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime]
+    policy_digest: Mapped[str] = mapped_column(sa.String(200))
+    sigaudit_version: Mapped[str] = mapped_column(sa.String(64))
+    # Who runs it: host name and process id, to tell a crashed scan from a live one on the same host.
+    owner_host: Mapped[str] = mapped_column(sa.String(253), server_default="")
+    owner_pid: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    errors: Mapped[list[Any]]
+    counts: Mapped[dict[str, Any]]  # {status: number of images}
+    total: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    compliant: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+
+    __table_args__ = (
+        sa.Index("ix_scans_cluster_started_at", "cluster", "started_at"),
+        sa.Index("ix_scans_cluster_state", "cluster", "state"),
+    )
+
+
+class Image(Base):
+    """One verdict: a running digest (or a container whose digest could not be resolved)."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    scan_id: Mapped[int] = mapped_column(sa.ForeignKey("scans.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(sa.Integer)  # order of the verdict in the scan
+    resolved: Mapped[bool] = mapped_column(sa.Boolean)  # RunningImage (true) or UnresolvedImage
+    # The normalised reference; all NULL for an unresolved image without one.
+    # "registry" is reserved on declarative classes: the attribute has another name than the column.
+    ref_registry: Mapped[str | None] = mapped_column("registry", sa.String(255))
+    repository: Mapped[str | None] = mapped_column(sa.String(512))
+    tag: Mapped[str | None] = mapped_column(sa.String(128))
+    digest: Mapped[str | None] = mapped_column(sa.String(200))
+    image: Mapped[str] = mapped_column(sa.Text)  # as written (unresolved) or the reference's text
+    unresolved_reason: Mapped[str | None] = mapped_column(sa.Text)
+    notes: Mapped[list[Any]]
+    pull_secrets: Mapped[list[Any]]  # [[namespace, secret name]]: names only, never contents
+    status: Mapped[str] = mapped_column(sa.String(32))
+    reasons: Mapped[list[Any]]
+    rule: Mapped[str | None] = mapped_column(sa.String(253))
+    policy_source: Mapped[str | None] = mapped_column(sa.Text)
+    expiring: Mapped[bool] = mapped_column(sa.Boolean)
+    not_after: Mapped[datetime | None]
+    warn_only: Mapped[bool] = mapped_column(sa.Boolean)
+
+    __table_args__ = (
+        sa.Index("ix_images_scan_id_status", "scan_id", "status"),
+        sa.Index("ix_images_digest", "digest"),
+        sa.UniqueConstraint("scan_id", "position", name="uq_images_scan_id_position"),
+    )
+
+
+class Container(Base):
+    """One container of one pod, and the verdict (image row) it ran under."""
+
+    __tablename__ = "containers"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    scan_id: Mapped[int] = mapped_column(sa.ForeignKey("scans.id", ondelete="CASCADE"))
+    image_row_id: Mapped[int] = mapped_column(sa.ForeignKey("images.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(sa.Integer)
+    namespace: Mapped[str] = mapped_column(sa.String(253))
+    pod: Mapped[str] = mapped_column(sa.String(253))
+    pod_uid: Mapped[str] = mapped_column(sa.String(64))
+    container: Mapped[str] = mapped_column(sa.String(253))
+    container_type: Mapped[str] = mapped_column(sa.String(32))
+    image: Mapped[str] = mapped_column(sa.Text)  # as written in the pod spec
+    image_id: Mapped[str | None] = mapped_column(sa.Text)  # status imageID, raw
+    workload_kind: Mapped[str] = mapped_column(sa.String(128))
+    workload_name: Mapped[str] = mapped_column(sa.String(253))
+    pull_secrets: Mapped[list[Any]]  # secret names only
+
+    __table_args__ = (
+        sa.Index("ix_containers_scan_id_namespace", "scan_id", "namespace"),
+        sa.Index("ix_containers_image_row_id", "image_row_id"),
+    )
+
+
+class Signature(Base):
+    """One signature judged for one image by one verifier."""
+
+    __tablename__ = "signatures"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    scan_id: Mapped[int] = mapped_column(sa.ForeignKey("scans.id", ondelete="CASCADE"))
+    image_row_id: Mapped[int] = mapped_column(sa.ForeignKey("images.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(sa.Integer)
+    kind: Mapped[str] = mapped_column(sa.String(64))
+    verifier: Mapped[str] = mapped_column(sa.Text)
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    failure: Mapped[str] = mapped_column(sa.String(16))
+    signer: Mapped[str] = mapped_column(sa.Text)
+    key_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    identity: Mapped[str | None] = mapped_column(sa.Text)
+    issuer: Mapped[str | None] = mapped_column(sa.Text)
+    signed_at: Mapped[datetime | None]
+    not_after: Mapped[datetime | None]
+    details: Mapped[dict[str, Any]]
+
+    __table_args__ = (
+        sa.Index("ix_signatures_scan_id", "scan_id"),
+        sa.Index("ix_signatures_image_row_id", "image_row_id"),
+        sa.Index("ix_signatures_key_sha256", "key_sha256"),
+    )
+
+
+class SignatureCheck(Base):
+    """One check (integrity, authenticity, identity, ...) of one signature."""
+
+    __tablename__ = "signature_checks"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    signature_id: Mapped[int] = mapped_column(sa.ForeignKey("signatures.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(sa.Integer)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    enforced: Mapped[bool] = mapped_column(sa.Boolean)
+
+    __table_args__ = (sa.Index("ix_signature_checks_signature_id", "signature_id"),)
+
+
+class VerificationCache(Base):
+    """Signature results kept across scans (issue 9).
+
+    Keyed by the image digest and the fingerprint of the trust material and rule that judged it, so
+    a changed policy or trust root misses the cache. ``material_fingerprint`` identifies the signature
+    material that was judged (e.g. the ``.sig`` manifest digest and the referrers index digest): a
+    cheap re-list that gives a different fingerprint means the signatures changed. Expiry and
+    revocation are re-evaluated by the caller every scan; the cache only saves the cryptography.
+    """
+
+    __tablename__ = "verification_cache"
+
+    digest: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    trust_fingerprint: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    material_fingerprint: Mapped[str] = mapped_column(sa.String(512))
+    results: Mapped[list[Any]]  # serialised SignatureResult tuple
+    computed_at: Mapped[datetime]
+    used_at: Mapped[datetime]
+
+    __table_args__ = (sa.Index("ix_verification_cache_used_at", "used_at"),)
+
+
+metadata = Base.metadata
