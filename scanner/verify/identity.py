@@ -1,0 +1,168 @@
+"""Keyless identities: which Fulcio certificate subjects (SAN) and OIDC issuers a policy trusts.
+
+Semantics of cosign's ``--certificate-identity[-regexp]`` and ``--certificate-oidc-issuer[-regexp]``:
+exact strings, or regular expressions that must match the **whole** value (cosign anchors with
+Go's ``regexp.MatchString`` on an expression the user writes; Kyverno and sigaudit require a full
+match, so ``philipp`` does not accept ``philipp.belitz@example.com`` — write ``philipp.*``).
+
+The issuer is read from the Fulcio extensions (https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md):
+1.3.6.1.4.1.57264.1.8 (DER UTF8String, current) and, when that is absent, 1.3.6.1.4.1.57264.1.1
+(raw bytes, deprecated).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat import asn1
+from cryptography.x509 import ObjectIdentifier
+from sigstore.errors import VerificationError
+
+from scanner.policy.schema import Identity as IdentitySpec
+
+OIDC_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
+OIDC_ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
+_FULCIO_OTHERNAME = ObjectIdentifier("1.3.6.1.4.1.57264.1.7")
+
+_MAX_PATTERN = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    """An exact string or a full-match regular expression."""
+
+    exact: str | None = None
+    regexp: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.exact is None) == (self.regexp is None):
+            raise ValueError("give exactly one of an exact value or a regular expression")
+        if self.regexp is not None:
+            if len(self.regexp) > _MAX_PATTERN:
+                raise ValueError("regular expression too long")
+            re.compile(self.regexp)
+
+    def matches(self, value: str) -> bool:
+        if self.exact is not None:
+            return value == self.exact
+        assert self.regexp is not None
+        # fullmatch: a regexp that only matches a prefix must not pass.
+        return re.fullmatch(self.regexp, value) is not None
+
+    def __str__(self) -> str:
+        return self.exact if self.exact is not None else f"~/{self.regexp}/"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityMatcher:
+    """One trusted (issuer, subject) pair."""
+
+    issuer: _Match
+    subject: _Match
+
+    @classmethod
+    def exact(cls, *, subject: str, issuer: str) -> IdentityMatcher:
+        return cls(_Match(exact=issuer), _Match(exact=subject))
+
+    @classmethod
+    def regexp(cls, *, subject: str, issuer: str) -> IdentityMatcher:
+        return cls(_Match(regexp=issuer), _Match(regexp=subject))
+
+    @classmethod
+    def from_spec(cls, spec: IdentitySpec) -> IdentityMatcher:
+        return cls(
+            _Match(exact=spec.issuer, regexp=spec.issuer_regexp),
+            _Match(exact=spec.subject, regexp=spec.subject_regexp),
+        )
+
+    def matches(self, sans: Iterable[str], issuer: str | None) -> bool:
+        if issuer is None or not self.issuer.matches(issuer):
+            return False
+        return any(self.subject.matches(san) for san in sans)
+
+    def __str__(self) -> str:
+        return f"subject {self.subject} issuer {self.issuer}"
+
+
+@dataclass(frozen=True, slots=True)
+class CertIdentity:
+    """What a Fulcio certificate says about its holder."""
+
+    sans: tuple[str, ...]
+    issuer: str | None
+
+    @property
+    def primary(self) -> str:
+        return self.sans[0] if self.sans else ""
+
+
+def cert_identity(cert: x509.Certificate) -> CertIdentity:
+    """SANs (email, URI, Fulcio otherName) and the OIDC issuer of a certificate."""
+    sans: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        sans.extend(san.get_values_for_type(x509.RFC822Name))
+        sans.extend(san.get_values_for_type(x509.UniformResourceIdentifier))
+        for other in san.get_values_for_type(x509.OtherName):
+            if other.type_id == _FULCIO_OTHERNAME:
+                try:
+                    sans.append(asn1.decode_der(str, other.value))
+                except Exception:  # noqa: S112 - a malformed otherName is simply not an identity
+                    continue
+    return CertIdentity(tuple(sans), cert_issuer(cert))
+
+
+def cert_issuer(cert: x509.Certificate) -> str | None:
+    """The OIDC issuer: the v2 extension (DER UTF8String) first, then the v1 raw-bytes form."""
+    for oid in (OIDC_ISSUER_V2, OIDC_ISSUER_V1):
+        try:
+            ext = cert.extensions.get_extension_for_oid(oid).value
+        except x509.ExtensionNotFound:
+            continue
+        raw = getattr(ext, "value", None)
+        if not isinstance(raw, bytes):
+            continue
+        try:
+            if oid == OIDC_ISSUER_V2:
+                return asn1.decode_der(str, raw)
+            return raw.decode("utf-8")
+        except Exception:  # noqa: S112 - malformed extension: try the other form
+            continue
+    return None
+
+
+def match_identities(cert: x509.Certificate, identities: Sequence[IdentityMatcher]) -> tuple[bool, str]:
+    """(matched, reason) for a certificate against any of the trusted identities."""
+    ident = cert_identity(cert)
+    if not ident.sans:
+        return False, "certificate has no subject alternative name"
+    if ident.issuer is None:
+        return False, "certificate has no OIDC issuer extension (1.3.6.1.4.1.57264.1.8 / .1.1)"
+    for matcher in identities:
+        if matcher.matches(ident.sans, ident.issuer):
+            return True, f"identity {ident.primary} (issuer {ident.issuer}) matches {matcher}"
+    return False, (
+        f"identity {', '.join(ident.sans)} (issuer {ident.issuer}) matches none of the trusted "
+        f"identities: {'; '.join(str(m) for m in identities)}"
+    )
+
+
+class IdentityPolicy:
+    """A sigstore-python ``VerificationPolicy``: any of the identities must match."""
+
+    def __init__(self, identities: Sequence[IdentityMatcher]) -> None:
+        if not identities:
+            # Like sigstore-python's AllOf: an empty policy is refused as likely misuse.
+            raise ValueError("at least one identity is required")
+        self._identities = tuple(identities)
+
+    def verify(self, cert: x509.Certificate) -> None:
+        ok, reason = match_identities(cert, self._identities)
+        if not ok:
+            raise VerificationError(reason)

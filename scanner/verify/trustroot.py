@@ -1,0 +1,234 @@
+"""Sigstore trust roots: a ``trusted_root.json`` file, Kyverno-style PEMs, or the public-good root.
+
+Everything becomes one sigstore-python ``TrustedRoot`` (protobuf-specs ``trusted_root.json``), so
+bundle verification, SET/checkpoint/SCT keys and TSA chains all come from the same place.
+
+* ``load_trusted_root_file(path)``: the file of the Sigstore protobuf specs (private deployments,
+  air-gapped clusters).
+* ``trust_from_pems(roots_pem, rekor_pem, ctlog_pem)``: Kyverno's ``roots`` + ``rekor.pubkey`` +
+  ``ctlog.pubkey``; assembled into an equivalent ``trusted_root.json`` with open-ended validity.
+* ``public_good_trust(offline=...)``: the Sigstore public-good instance through sigstore-python's TUF
+  client, whose cache lives on disk (``~/.cache/sigstore-python``, ``~/.local/share/sigstore-python``);
+  offline it uses the cache, or the root embedded in sigstore-python when the cache is empty.
+
+Loading happens at the edge (policy loading, or lazily once per process for the public-good root);
+verification itself never reads files.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from sigstore.models import TrustedRoot
+from sigstore_models.trustroot import v1 as trustroot_v1
+
+from scanner.errors import ConfigError
+
+_log = logging.getLogger(__name__)
+
+MAX_TRUSTED_ROOT_BYTES = 4 * 1024 * 1024
+_EPOCH = "1970-01-01T00:00:00Z"
+
+
+@dataclass(frozen=True, slots=True)
+class SigstoreTrust:
+    """A loaded Sigstore trust root plus where it came from (for names and fingerprints)."""
+
+    root: TrustedRoot
+    source: str
+    fingerprint: str  # sha256 of the trusted_root.json bytes
+    raw: bytes = field(repr=False, default=b"")
+
+
+def trust_from_json(raw: bytes, *, source: str) -> SigstoreTrust:
+    """Parse ``trusted_root.json`` bytes (raises ``ConfigError`` when malformed)."""
+    if len(raw) > MAX_TRUSTED_ROOT_BYTES:
+        raise ConfigError(f"trusted root larger than {MAX_TRUSTED_ROOT_BYTES} bytes", source=source)
+    try:
+        inner = trustroot_v1.TrustedRoot.from_json(raw)
+        root = TrustedRoot(inner)
+    except Exception as exc:  # pydantic ValidationError, sigstore Error, ValueError ...
+        raise ConfigError(f"not a valid Sigstore trusted_root.json: {exc}", source=source) from exc
+    if not inner.tlogs:
+        raise ConfigError("trusted root has no transparency log (tlogs)", source=source)
+    return SigstoreTrust(root, source, hashlib.sha256(raw).hexdigest(), raw)
+
+
+def load_trusted_root_file(path: str | Path, *, base_dir: Path | None = None) -> SigstoreTrust:
+    p = Path(path)
+    if base_dir is not None and not p.is_absolute():
+        p = base_dir / p
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read trusted root: {exc}", source=str(p)) from exc
+    return trust_from_json(raw, source=str(p))
+
+
+def _read_pem_arg(text_or_path: str, base_dir: Path | None, what: str) -> bytes:
+    if "-----BEGIN" in text_or_path:
+        return text_or_path.encode()
+    p = Path(text_or_path)
+    if base_dir is not None and not p.is_absolute():
+        p = base_dir / p
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc}", source=str(p)) from exc
+
+
+def _key_details(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {
+            "secp256r1": "PKIX_ECDSA_P256_SHA_256",
+            "secp384r1": "PKIX_ECDSA_P384_SHA_384",
+            "secp521r1": "PKIX_ECDSA_P521_SHA_512",
+        }.get(key.curve.name, "UNSPECIFIED")
+    if isinstance(key, rsa.RSAPublicKey):
+        return "PKIX_RSA_PKCS1V15_2048_SHA256" if key.key_size <= 2048 else (
+            "PKIX_RSA_PKCS1V15_3072_SHA256" if key.key_size <= 3072 else "PKIX_RSA_PKCS1V15_4096_SHA256")
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "PKIX_ED25519"
+    return "UNSPECIFIED"
+
+
+def _log_instance(pem: bytes, what: str) -> dict[str, object]:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError as exc:
+        raise ConfigError(f"{what} is not a PEM public key: {exc}") from exc
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    details = _key_details(key)
+    if details == "UNSPECIFIED":
+        raise ConfigError(f"{what}: unsupported key type")
+    return {
+        "baseUrl": "",
+        "hashAlgorithm": "SHA2_256",
+        "publicKey": {
+            "rawBytes": base64.b64encode(der).decode(),
+            "keyDetails": details,
+            "validFor": {"start": _EPOCH},
+        },
+        "logId": {"keyId": base64.b64encode(hashlib.sha256(der).digest()).decode()},
+    }
+
+
+def trusted_root_json_from_pems(roots_pem: bytes, rekor_pem: bytes, ctlog_pem: bytes | None) -> bytes:
+    """Assemble a ``trusted_root.json`` from Kyverno-style PEM material (open-ended validity)."""
+    try:
+        certs = x509.load_pem_x509_certificates(roots_pem)
+    except ValueError as exc:
+        raise ConfigError(f"roots is not PEM certificates: {exc}") from exc
+    if not certs or len(certs) > 10:
+        raise ConfigError("roots must hold between 1 and 10 PEM certificates")
+    doc: dict[str, object] = {
+        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+        "tlogs": [_log_instance(rekor_pem, "rekor.pubkey")],
+        "certificateAuthorities": [
+            {
+                "subject": {},
+                "uri": "",
+                "certChain": {
+                    "certificates": [
+                        {"rawBytes": base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()}
+                        for c in certs
+                    ]
+                },
+                "validFor": {"start": _EPOCH},
+            }
+        ],
+        "ctlogs": [_log_instance(ctlog_pem, "ctlog.pubkey")] if ctlog_pem else [],
+        "timestampAuthorities": [],
+    }
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+def trust_from_pems(
+    roots: str, rekor_pubkey: str, ctlog_pubkey: str | None, *, base_dir: Path | None = None
+) -> SigstoreTrust:
+    raw = trusted_root_json_from_pems(
+        _read_pem_arg(roots, base_dir, "roots"),
+        _read_pem_arg(rekor_pubkey, base_dir, "rekor.pubkey"),
+        _read_pem_arg(ctlog_pubkey, base_dir, "ctlog.pubkey") if ctlog_pubkey else None,
+    )
+    return trust_from_json(raw, source="keyless roots/rekor/ctlog PEMs")
+
+
+def public_good_trust(*, offline: bool) -> SigstoreTrust:
+    """The Sigstore public-good root through sigstore-python's TUF client.
+
+    Online: refresh TUF metadata, falling back to the on-disk cache when the refresh fails (a
+    warning is logged). Offline: the cache only (sigstore-python seeds it from its embedded root).
+    Raises ``ConfigError`` when no root can be had.
+    """
+    from sigstore.models import ClientTrustConfig
+
+    errors: list[str] = []
+    for mode in ((True,) if offline else (False, True)):
+        try:
+            config = ClientTrustConfig.production(offline=mode)
+            root = config.trusted_root
+        except Exception as exc:  # TUFError, OSError, validation errors
+            errors.append(f"{'offline cache' if mode else 'TUF refresh'}: {exc}")
+            if not mode:
+                _log.warning("Sigstore public-good TUF refresh failed (%s); using the on-disk cache", exc)
+            continue
+        raw = root._inner.to_json().encode()
+        return SigstoreTrust(root, "sigstore public-good (TUF)", hashlib.sha256(raw).hexdigest(), raw)
+    raise ConfigError("cannot load the Sigstore public-good trust root: " + "; ".join(errors))
+
+
+class LazyTrust:
+    """A trust root loaded on first use, once (the public-good TUF root), remembering a failure."""
+
+    def __init__(self, loader: Callable[[], SigstoreTrust], *, name: str) -> None:
+        self._loader = loader
+        self.name = name
+        self._lock = threading.Lock()
+        self._value: SigstoreTrust | None = None
+        self._error: ConfigError | None = None
+
+    def get(self) -> SigstoreTrust:
+        with self._lock:
+            if self._value is None and self._error is None:
+                try:
+                    self._value = self._loader()
+                except ConfigError as exc:
+                    self._error = exc
+                except Exception as exc:
+                    self._error = ConfigError(f"cannot load {self.name}: {exc}")
+            if self._error is not None:
+                raise self._error
+            assert self._value is not None
+            return self._value
+
+
+def ca_valid_at(ca: trustroot_v1.CertificateAuthority, when: datetime) -> bool:
+    """``validFor`` is a closed interval (protobuf-specs TimeRange)."""
+    start = ca.valid_for.start
+    end = ca.valid_for.end
+    return start <= when and (end is None or when <= end)
+
+
+def fulcio_certs_at(trust: SigstoreTrust, when: datetime) -> list[x509.Certificate]:
+    """Certificates of every Fulcio CA whose validity period covers ``when``."""
+    out: list[x509.Certificate] = []
+    for ca in trust.root._inner.certificate_authorities:
+        if ca_valid_at(ca, when):
+            out.extend(x509.load_der_x509_certificate(c.raw_bytes) for c in ca.cert_chain.certificates)
+    return out
+
+
+def utc(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
