@@ -138,5 +138,13 @@ def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
 def describe_db_error(action: str, url: str | URL, exc: BaseException) -> StoreError:
     """A StoreError for a database failure, never showing the password."""
     orig = getattr(exc, "orig", None) or exc
-    detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    return StoreError(f"{action} {display_url(url)}: {mask_password(detail)}")
+    text = str(orig).strip()
+    detail = " ".join(line.strip() for line in text.splitlines()[:2]) if text else type(orig).__name__
+    detail = mask_password(detail)
+    try:
+        password = url.password if isinstance(url, URL) else make_url(url).password
+    except (ArgumentError, ValueError):
+        password = None
+    if password:
+        detail = detail.replace(str(password), "***")
+    return StoreError(f"{action} {display_url(url)}: {detail}")

@@ -1,0 +1,733 @@
+"""Repository functions over the store. Takes and returns the frozen models of ``scanner.models``.
+
+A scan is recorded in two steps: :meth:`Store.begin_scan` inserts a ``running`` row (and, on
+PostgreSQL, takes an advisory lock per cluster for the life of the scan); :meth:`Store.finish_scan`
+writes every verdict, container, signature and check and marks the scan finished in ONE transaction.
+A crash or a lost connection in between leaves the row ``running``; the next scan of that cluster
+marks it ``failed`` ("abandoned (process died)"). Readers that ask for the latest complete scan never
+see a half-written one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
+
+from scanner.clock import Clock, system_clock
+from scanner.errors import ScanInProgress, StoreError
+from scanner.models import (
+    Check,
+    CheckName,
+    ContainerRef,
+    ContainerType,
+    ImageReference,
+    Outcome,
+    RunningImage,
+    ScanResult,
+    ScanState,
+    SignatureFailure,
+    SignatureResult,
+    Status,
+    UnresolvedImage,
+    Verdict,
+    Workload,
+)
+from scanner.store import codec
+from scanner.store.engine import (
+    describe_db_error,
+    display_url,
+    is_sqlite,
+    make_engine,
+    parse_url,
+    write_options,
+)
+from scanner.store.migrate import check_schema_on
+from scanner.store.schema import Container, Image, Scan, Signature, SignatureCheck, VerificationCache
+
+DEFAULT_STALE_AFTER = timedelta(minutes=10)
+ABANDONED = "abandoned (process died)"
+_FINISHED = (ScanState.COMPLETE.value, ScanState.PARTIAL.value)
+_CHUNK = 500
+
+_scans = cast(sa.Table, Scan.__table__)
+_images = cast(sa.Table, Image.__table__)
+_containers = cast(sa.Table, Container.__table__)
+_signatures = cast(sa.Table, Signature.__table__)
+_checks = cast(sa.Table, SignatureCheck.__table__)
+_cache = cast(sa.Table, VerificationCache.__table__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSummary:
+    """One scan without its verdicts: for listings, trends and metrics."""
+
+    id: int
+    cluster: str
+    state: ScanState
+    started_at: datetime
+    finished_at: datetime | None
+    counts: Mapping[str, int]  # every Status value -> number of images
+    compliant: int
+    total: int
+    policy_digest: str
+    version: str
+    errors: tuple[str, ...] = ()
+    heartbeat_at: datetime | None = None
+
+    @property
+    def noncompliant(self) -> int:
+        return self.total - self.compliant
+
+
+@dataclass(frozen=True, slots=True)
+class CachedVerification:
+    """Signature results for one digest under one trust fingerprint, kept across scans."""
+
+    digest: str
+    trust_fingerprint: str
+    material_fingerprint: str
+    signatures: tuple[SignatureResult, ...]
+    computed_at: datetime
+    used_at: datetime | None = field(default=None, compare=False)
+
+
+def _lock_key(namespace: str, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"sigaudit:{namespace}:{name}".encode()).digest()[:8], "big",
+                          signed=True)
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    """The database of scans. Create with :func:`open_store`; close with :meth:`close`."""
+
+    def __init__(self, engine: sa.Engine, url: URL, *, clock: Clock = system_clock,
+                 stale_after: timedelta = DEFAULT_STALE_AFTER) -> None:
+        self._engine = engine
+        self._url = url
+        self._clock = clock
+        self._stale_after = stale_after
+        self._scan_locks: dict[int, sa.Connection] = {}
+        self._host = socket.gethostname()[:253]
+        self._lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (for the metrics collector's read-only queries and for tests)."""
+        return self._engine
+
+    @property
+    def url(self) -> str:
+        """The database URL with the password hidden."""
+        return display_url(self._url)
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        with self._lock:
+            locks, self._scan_locks = self._scan_locks, {}
+        for conn in locks.values():
+            self._drop_lock_connection(conn)
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except SQLAlchemyError as exc:
+            raise describe_db_error(f"{action}:", self._url, exc) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite)."""
+        with self._engine.connect() as conn:
+            if is_sqlite(conn):
+                conn.execution_options(**write_options())
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self._engine.connect() as conn:
+            yield conn
+
+    def check_schema(self) -> None:
+        """Raise StoreError unless the schema is at the head revision of this sigaudit."""
+        with self._errors("cannot read the schema version"), self._read() as conn:
+            check_schema_on(conn, display_url(self._url))
+
+    # -- scan lifecycle ---------------------------------------------------------------------------
+
+    def begin_scan(self, cluster: str, started_at: datetime, policy_digest: str, version: str) -> int:
+        """Record a running scan; refuse if another live scan of ``cluster`` is running."""
+        if not cluster:
+            raise ValueError("cluster name must not be empty")
+        lock_conn: sa.Connection | None = None
+        with self._errors(f"cannot start a scan of cluster {cluster!r}"):
+            if not is_sqlite(self._engine):
+                lock_conn = self._take_cluster_lock(cluster)
+            try:
+                scan_id = self._insert_running(cluster, started_at, policy_digest, version,
+                                               lock_held=lock_conn is not None)
+            except BaseException:
+                if lock_conn is not None:
+                    self._drop_lock_connection(lock_conn)
+                raise
+        if lock_conn is not None:
+            with self._lock:
+                self._scan_locks[scan_id] = lock_conn
+        return scan_id
+
+    def _take_cluster_lock(self, cluster: str) -> sa.Connection:
+        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(_lock_key("scan", cluster)))).scalar()
+        except BaseException:
+            conn.invalidate()
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            raise ScanInProgress(
+                f"another sigaudit process is scanning cluster {cluster!r} (it holds the scan lock in "
+                f"{display_url(self._url)}); wait for it to finish"
+            )
+        return conn
+
+    @staticmethod
+    def _drop_lock_connection(conn: sa.Connection) -> None:
+        # Closing the physical connection releases every session-level advisory lock it held, even
+        # if an explicit unlock would fail; never hand such a connection back to the pool.
+        try:
+            conn.invalidate()
+        except SQLAlchemyError:
+            pass
+        try:
+            conn.close()
+        except SQLAlchemyError:
+            pass
+
+    def _release_scan_lock(self, scan_id: int) -> None:
+        with self._lock:
+            conn = self._scan_locks.pop(scan_id, None)
+        if conn is not None:
+            self._drop_lock_connection(conn)
+
+    def _owner_alive(self, row: Any, now: datetime, lock_held: bool) -> bool:
+        if lock_held:
+            # We hold the cluster's advisory lock: whoever wrote this row no longer has its session.
+            return False
+        if row.owner_host == self._host and row.owner_pid and row.owner_pid != os.getpid():
+            if not _pid_alive(row.owner_pid):
+                return False
+        return bool(now - row.heartbeat_at < self._stale_after)
+
+    def _insert_running(self, cluster: str, started_at: datetime, policy_digest: str, version: str,
+                        *, lock_held: bool) -> int:
+        now = self._clock()
+        with self._write() as conn:
+            running = conn.execute(
+                sa.select(_scans.c.id, _scans.c.started_at, _scans.c.heartbeat_at, _scans.c.owner_host,
+                          _scans.c.owner_pid, _scans.c.errors)
+                .where(_scans.c.cluster == cluster, _scans.c.state == ScanState.RUNNING.value)
+                .order_by(_scans.c.id)
+            ).all()
+            for row in running:
+                if self._owner_alive(row, now, lock_held):
+                    raise ScanInProgress(
+                        f"scan {row.id} of cluster {cluster!r} is running (started "
+                        f"{row.started_at.isoformat()}, pid {row.owner_pid} on {row.owner_host or '?'}, "
+                        f"last heartbeat {row.heartbeat_at.isoformat()}); wait for it to finish"
+                    )
+                conn.execute(
+                    _scans.update()
+                    .where(_scans.c.id == row.id, _scans.c.state == ScanState.RUNNING.value)
+                    .values(state=ScanState.FAILED.value, finished_at=now,
+                            errors=[*(row.errors or []), ABANDONED])
+                )
+            return int(conn.execute(
+                _scans.insert().returning(_scans.c.id).values(
+                    cluster=cluster, state=ScanState.RUNNING.value, started_at=started_at,
+                    finished_at=None, heartbeat_at=now, policy_digest=policy_digest,
+                    sigaudit_version=version, owner_host=self._host, owner_pid=os.getpid(),
+                    errors=[], counts={}, total=0, compliant=0,
+                )
+            ).scalar_one())
+
+    def heartbeat(self, scan_id: int) -> None:
+        """Tell other processes this scan is alive. Raises StoreError if it is no longer running."""
+        with self._errors(f"cannot record the heartbeat of scan {scan_id}"), self._write() as conn:
+            done = conn.execute(
+                _scans.update()
+                .where(_scans.c.id == scan_id, _scans.c.state == ScanState.RUNNING.value)
+                .values(heartbeat_at=self._clock())
+            ).rowcount
+        if not done:
+            raise StoreError(f"scan {scan_id} is no longer running (another process marked it abandoned?)")
+
+    @contextmanager
+    def keepalive(self, scan_id: int, interval: float = 60.0) -> Iterator[None]:
+        """Send heartbeats from a background thread while the block runs."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.heartbeat(scan_id)
+                except StoreError:
+                    return
+
+        thread = threading.Thread(target=beat, name=f"sigaudit-heartbeat-{scan_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def finish_scan(self, scan_id: int, result: ScanResult) -> None:
+        """Write every verdict and mark the scan finished, all in one transaction."""
+        if result.state == ScanState.RUNNING:
+            raise ValueError("finish_scan needs a finished state (complete, partial or failed)")
+        try:
+            with self._errors(f"cannot record scan {scan_id}"), self._write() as conn:
+                self._write_scan(conn, scan_id, result)
+        finally:
+            self._release_scan_lock(scan_id)
+
+    def _write_scan(self, conn: sa.Connection, scan_id: int, result: ScanResult) -> None:
+        query = sa.select(_scans.c.state, _scans.c.cluster).where(_scans.c.id == scan_id)
+        if not is_sqlite(conn):
+            query = query.with_for_update()
+        row = conn.execute(query).one_or_none()
+        if row is None:
+            raise StoreError(f"cannot record scan {scan_id}: there is no such scan")
+        if row.state != ScanState.RUNNING.value:
+            raise StoreError(f"cannot record scan {scan_id}: it is {row.state}, not running "
+                             "(another process marked it abandoned)")
+        if row.cluster != result.cluster:
+            raise StoreError(f"cannot record scan {scan_id}: it belongs to cluster {row.cluster!r}, "
+                             f"the result to {result.cluster!r}")
+
+        image_rows = [_image_row(scan_id, pos, v) for pos, v in enumerate(result.verdicts)]
+        image_ids: list[int] = []
+        for chunk in _chunks(image_rows):
+            image_ids.extend(conn.execute(
+                _images.insert().returning(_images.c.id, sort_by_parameter_order=True), list(chunk)
+            ).scalars())
+
+        container_rows: list[dict[str, Any]] = []
+        sig_rows: list[dict[str, Any]] = []
+        sig_checks: list[tuple[Check, ...]] = []
+        for image_id, verdict in zip(image_ids, result.verdicts, strict=True):
+            for pos, c in enumerate(verdict.image.containers):
+                container_rows.append(_container_row(scan_id, image_id, pos, c))
+            for pos, s in enumerate(verdict.signatures):
+                sig_rows.append(_signature_row(scan_id, image_id, pos, s))
+                sig_checks.append(s.checks)
+        for chunk in _chunks(container_rows):
+            conn.execute(_containers.insert(), list(chunk))
+
+        sig_ids: list[int] = []
+        for chunk in _chunks(sig_rows):
+            sig_ids.extend(conn.execute(
+                _signatures.insert().returning(_signatures.c.id, sort_by_parameter_order=True), list(chunk)
+            ).scalars())
+        check_rows = [
+            {"signature_id": sig_id, "position": pos, "name": str(c.name), "outcome": str(c.outcome),
+             "reason": c.reason, "enforced": c.enforced}
+            for sig_id, checks in zip(sig_ids, sig_checks, strict=True)
+            for pos, c in enumerate(checks)
+        ]
+        for chunk in _chunks(check_rows):
+            conn.execute(_checks.insert(), list(chunk))
+
+        counts = Counter(str(v.status) for v in result.verdicts)
+        # The last statement of the transaction: only now does the scan read as finished.
+        conn.execute(
+            _scans.update().where(_scans.c.id == scan_id).values(
+                state=result.state.value, started_at=result.started_at, finished_at=result.finished_at,
+                heartbeat_at=self._clock(), policy_digest=result.policy_digest,
+                sigaudit_version=result.sigaudit_version or sa.literal_column("sigaudit_version"),
+                errors=list(result.errors), counts=dict(sorted(counts.items())),
+                total=len(result.verdicts), compliant=sum(1 for v in result.verdicts if v.compliant),
+            )
+        )
+
+    def fail_scan(self, scan_id: int, errors: Sequence[str]) -> None:
+        """Mark a running scan failed (no verdicts are written). A no-op if it is not running."""
+        try:
+            with self._errors(f"cannot mark scan {scan_id} failed"), self._write() as conn:
+                conn.execute(
+                    _scans.update()
+                    .where(_scans.c.id == scan_id, _scans.c.state == ScanState.RUNNING.value)
+                    .values(state=ScanState.FAILED.value, finished_at=self._clock(), errors=list(errors))
+                )
+        finally:
+            self._release_scan_lock(scan_id)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def load_scan(self, scan_id: int) -> ScanResult:
+        """The scan as it was saved, as frozen models."""
+        with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
+            scan = conn.execute(sa.select(_scans).where(_scans.c.id == scan_id)).one_or_none()
+            if scan is None:
+                raise StoreError(f"there is no scan {scan_id} in {self.url}")
+            images = conn.execute(
+                sa.select(_images).where(_images.c.scan_id == scan_id).order_by(_images.c.position)
+            ).all()
+            containers: dict[int, list[ContainerRef]] = {}
+            for c in conn.execute(
+                sa.select(_containers).where(_containers.c.scan_id == scan_id)
+                .order_by(_containers.c.image_row_id, _containers.c.position)
+            ):
+                containers.setdefault(c.image_row_id, []).append(_container_from_row(c))
+            checks: dict[int, list[Check]] = {}
+            for k in conn.execute(
+                sa.select(_checks)
+                .join(_signatures, _signatures.c.id == _checks.c.signature_id)
+                .where(_signatures.c.scan_id == scan_id)
+                .order_by(_checks.c.signature_id, _checks.c.position)
+            ):
+                checks.setdefault(k.signature_id, []).append(
+                    Check(CheckName(k.name), Outcome(k.outcome), k.reason, bool(k.enforced)))
+            signatures: dict[int, list[SignatureResult]] = {}
+            for s in conn.execute(
+                sa.select(_signatures).where(_signatures.c.scan_id == scan_id)
+                .order_by(_signatures.c.image_row_id, _signatures.c.position)
+            ):
+                signatures.setdefault(s.image_row_id, []).append(
+                    _signature_from_row(s, tuple(checks.get(s.id, ()))))
+
+        verdicts = tuple(
+            _verdict_from_row(i, tuple(containers.get(i.id, ())), tuple(signatures.get(i.id, ())))
+            for i in images
+        )
+        return ScanResult(
+            cluster=scan.cluster,
+            started_at=scan.started_at,
+            finished_at=scan.finished_at or scan.heartbeat_at,
+            state=ScanState(scan.state),
+            verdicts=verdicts,
+            policy_digest=scan.policy_digest,
+            errors=tuple(scan.errors or ()),
+            scan_id=scan.id,
+            sigaudit_version=scan.sigaudit_version,
+        )
+
+    def scan_summary(self, scan_id: int) -> ScanSummary:
+        with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
+            row = conn.execute(sa.select(_scans).where(_scans.c.id == scan_id)).one_or_none()
+        if row is None:
+            raise StoreError(f"there is no scan {scan_id} in {self.url}")
+        return _summary(row)
+
+    def latest_scan_id(self, cluster: str | None = None, *, complete_only: bool = True,
+                       include_partial: bool = False) -> int | None:
+        """The newest scan (of ``cluster``, or of any cluster); by default the newest complete one."""
+        query = sa.select(_scans.c.id)
+        if cluster is not None:
+            query = query.where(_scans.c.cluster == cluster)
+        if complete_only:
+            states = list(_FINISHED) if include_partial else [ScanState.COMPLETE.value]
+            query = query.where(_scans.c.state.in_(states))
+        query = query.order_by(_scans.c.started_at.desc(), _scans.c.id.desc()).limit(1)
+        with self._errors("cannot read the scans"), self._read() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    def previous_scan_id(self, scan_id: int) -> int | None:
+        """The complete scan of the same cluster just before ``scan_id`` (for diffs)."""
+        with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
+            row = conn.execute(
+                sa.select(_scans.c.cluster, _scans.c.started_at).where(_scans.c.id == scan_id)
+            ).one_or_none()
+            if row is None:
+                return None
+            return conn.execute(
+                sa.select(_scans.c.id)
+                .where(
+                    _scans.c.cluster == row.cluster,
+                    _scans.c.state == ScanState.COMPLETE.value,
+                    _scans.c.id != scan_id,
+                    sa.or_(_scans.c.started_at < row.started_at,
+                           sa.and_(_scans.c.started_at == row.started_at, _scans.c.id < scan_id)),
+                )
+                .order_by(_scans.c.started_at.desc(), _scans.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+
+    def list_scans(self, cluster: str | None = None, limit: int = 50) -> list[ScanSummary]:
+        """Scans of every state, newest first."""
+        query = sa.select(_scans)
+        if cluster is not None:
+            query = query.where(_scans.c.cluster == cluster)
+        query = query.order_by(_scans.c.started_at.desc(), _scans.c.id.desc()).limit(limit)
+        with self._errors("cannot list the scans"), self._read() as conn:
+            return [_summary(r) for r in conn.execute(query)]
+
+    def history(self, cluster: str, limit: int = 100) -> list[ScanSummary]:
+        """The last ``limit`` finished (complete or partial) scans of ``cluster``, oldest first."""
+        query = (
+            sa.select(_scans)
+            .where(_scans.c.cluster == cluster, _scans.c.state.in_(_FINISHED))
+            .order_by(_scans.c.started_at.desc(), _scans.c.id.desc())
+            .limit(limit)
+        )
+        with self._errors("cannot read the scan history"), self._read() as conn:
+            rows = [_summary(r) for r in conn.execute(query)]
+        rows.reverse()
+        return rows
+
+    def clusters(self) -> list[str]:
+        with self._errors("cannot list the clusters"), self._read() as conn:
+            return list(conn.execute(
+                sa.select(_scans.c.cluster).distinct().order_by(_scans.c.cluster)).scalars())
+
+    def delete_scans_before(self, before: datetime, cluster: str | None = None) -> int:
+        """Retention: delete finished and failed scans started before ``before``; the newest
+        complete scan of each cluster is always kept. Returns how many scans were deleted."""
+        with self._errors("cannot delete old scans"), self._write() as conn:
+            keep = (
+                sa.select(sa.func.max(_scans.c.id))
+                .where(_scans.c.state == ScanState.COMPLETE.value)
+                .group_by(_scans.c.cluster)
+            )
+            cond = [_scans.c.started_at < before, _scans.c.state != ScanState.RUNNING.value,
+                    _scans.c.id.not_in(keep)]
+            if cluster is not None:
+                cond.append(_scans.c.cluster == cluster)
+            ids = list(conn.execute(sa.select(_scans.c.id).where(*cond)).scalars())
+            for chunk in _chunks(ids):
+                sig_ids = sa.select(_signatures.c.id).where(_signatures.c.scan_id.in_(chunk))
+                conn.execute(_checks.delete().where(_checks.c.signature_id.in_(sig_ids)))
+                conn.execute(_signatures.delete().where(_signatures.c.scan_id.in_(chunk)))
+                conn.execute(_containers.delete().where(_containers.c.scan_id.in_(chunk)))
+                conn.execute(_images.delete().where(_images.c.scan_id.in_(chunk)))
+                conn.execute(_scans.delete().where(_scans.c.id.in_(chunk)))
+            return len(ids)
+
+    # -- verification cache (issue 9) -------------------------------------------------------------
+
+    def cache_get(self, digest: str, trust_fingerprint: str) -> CachedVerification | None:
+        return self.cache_get_many([(digest, trust_fingerprint)]).get((digest, trust_fingerprint))
+
+    def cache_get_many(self, keys: Iterable[tuple[str, str]], *, touch: bool = True
+                       ) -> dict[tuple[str, str], CachedVerification]:
+        """Cached results for (digest, trust fingerprint) pairs; misses are absent from the dict.
+        ``touch`` records the use, so that :meth:`cache_prune` keeps what is still running."""
+        wanted = set(keys)
+        digests = sorted({d for d, _ in wanted})
+        found: dict[tuple[str, str], CachedVerification] = {}
+        with self._errors("cannot read the verification cache"):
+            with self._read() as conn:
+                for chunk in _chunks(digests):
+                    for row in conn.execute(sa.select(_cache).where(_cache.c.digest.in_(chunk))):
+                        key = (row.digest, row.trust_fingerprint)
+                        if key in wanted:
+                            found[key] = _cached_from_row(row)
+            if touch and found:
+                now = self._clock()
+                with self._write() as conn:
+                    for chunk in _chunks(sorted({d for d, _ in found})):
+                        conn.execute(_cache.update().where(_cache.c.digest.in_(chunk)).values(used_at=now))
+        return found
+
+    def cache_put(self, digest: str, trust_fingerprint: str, material_fingerprint: str,
+                  signatures: Sequence[SignatureResult], computed_at: datetime | None = None) -> None:
+        self.cache_put_many([CachedVerification(digest, trust_fingerprint, material_fingerprint,
+                                                tuple(signatures), computed_at or self._clock())])
+
+    def cache_put_many(self, entries: Iterable[CachedVerification]) -> None:
+        """Insert or replace cache entries, in one transaction."""
+        now = self._clock()
+        rows = {
+            (e.digest, e.trust_fingerprint): {
+                "digest": e.digest, "trust_fingerprint": e.trust_fingerprint,
+                "material_fingerprint": e.material_fingerprint,
+                "results": [codec.signature_to_json(s) for s in e.signatures],
+                "computed_at": e.computed_at, "used_at": now,
+            }
+            for e in entries
+        }
+        if not rows:
+            return
+        insert: Callable[..., Any] = sqlite_dialect.insert if is_sqlite(self._engine) else pg_dialect.insert
+        with self._errors("cannot write the verification cache"), self._write() as conn:
+            for chunk in _chunks(list(rows.values())):
+                stmt = insert(_cache)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[_cache.c.digest, _cache.c.trust_fingerprint],
+                    set_={c: stmt.excluded[c] for c in
+                          ("material_fingerprint", "results", "computed_at", "used_at")},
+                )
+                conn.execute(stmt, list(chunk))
+
+    def cache_invalidate(self, digest: str | None = None) -> int:
+        """Drop cache entries (of one digest, or all). Returns how many were dropped."""
+        stmt = _cache.delete()
+        if digest is not None:
+            stmt = stmt.where(_cache.c.digest == digest)
+        with self._errors("cannot clear the verification cache"), self._write() as conn:
+            return int(conn.execute(stmt).rowcount)
+
+    def cache_prune(self, unused_since: datetime) -> int:
+        """Drop entries not used since ``unused_since``. Returns how many were dropped."""
+        with self._errors("cannot prune the verification cache"), self._write() as conn:
+            return int(conn.execute(_cache.delete().where(_cache.c.used_at < unused_since)).rowcount)
+
+
+# -- rows <-> models ------------------------------------------------------------------------------
+
+
+def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
+    img = v.image
+    ref = img.reference
+    if isinstance(img, RunningImage):
+        text, unresolved, notes = str(ref), None, list(img.notes)
+        secrets = [list(p) for p in img.pull_secrets]
+    else:
+        text, unresolved, notes, secrets = img.image, img.reason, [], []
+    return {
+        "scan_id": scan_id, "position": position, "resolved": isinstance(img, RunningImage),
+        "registry": ref.registry if ref else None, "repository": ref.repository if ref else None,
+        "tag": ref.tag if ref else None, "digest": ref.digest if ref else None,
+        "image": text, "unresolved_reason": unresolved, "notes": notes, "pull_secrets": secrets,
+        "status": str(v.status), "reasons": list(v.reasons), "rule": v.rule,
+        "policy_source": v.policy_source, "expiring": v.expiring, "not_after": v.not_after,
+        "warn_only": v.warn_only,
+    }
+
+
+def _container_row(scan_id: int, image_id: int, position: int, c: ContainerRef) -> dict[str, Any]:
+    return {
+        "scan_id": scan_id, "image_row_id": image_id, "position": position,
+        "namespace": c.namespace, "pod": c.pod, "pod_uid": c.pod_uid, "container": c.container,
+        "container_type": str(c.container_type), "image": c.image, "image_id": c.image_id,
+        "workload_kind": c.workload.kind, "workload_name": c.workload.name,
+        "pull_secrets": list(c.pull_secrets),
+    }
+
+
+def _signature_row(scan_id: int, image_id: int, position: int, s: SignatureResult) -> dict[str, Any]:
+    return {
+        "scan_id": scan_id, "image_row_id": image_id, "position": position, "kind": s.kind,
+        "verifier": s.verifier, "outcome": str(s.outcome), "reason": s.reason,
+        "failure": str(s.failure), "signer": s.signer, "key_sha256": s.key_sha256,
+        "identity": s.identity, "issuer": s.issuer, "signed_at": s.signed_at,
+        "not_after": s.not_after, "details": codec.encode(dict(s.details)),
+    }
+
+
+def _container_from_row(c: Any) -> ContainerRef:
+    return ContainerRef(
+        namespace=c.namespace, pod=c.pod, container=c.container,
+        container_type=ContainerType(c.container_type), image=c.image, image_id=c.image_id,
+        workload=Workload(c.workload_kind, c.workload_name),
+        pull_secrets=tuple(c.pull_secrets or ()), pod_uid=c.pod_uid,
+    )
+
+
+def _signature_from_row(s: Any, checks: tuple[Check, ...]) -> SignatureResult:
+    return SignatureResult(
+        kind=s.kind, verifier=s.verifier, outcome=Outcome(s.outcome), reason=s.reason,
+        failure=SignatureFailure(s.failure), signer=s.signer, key_sha256=s.key_sha256,
+        identity=s.identity, issuer=s.issuer, signed_at=s.signed_at, not_after=s.not_after,
+        checks=checks, details=codec.decode(s.details or {}),
+    )
+
+
+def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
+                      signatures: tuple[SignatureResult, ...]) -> Verdict:
+    ref = (ImageReference(i.registry, i.repository, i.tag, i.digest)
+           if i.registry is not None and i.repository is not None else None)
+    image: RunningImage | UnresolvedImage
+    if i.resolved:
+        if ref is None or ref.digest is None:
+            raise StoreError(f"image row {i.id} is resolved but has no digest: the database is damaged")
+        image = RunningImage(ref, containers, tuple(i.notes or ()),
+                             tuple((ns, name) for ns, name in (i.pull_secrets or ())))
+    else:
+        image = UnresolvedImage(ref, i.image, containers, i.unresolved_reason or "")
+    return Verdict(
+        image=image, status=Status(i.status), reasons=tuple(i.reasons or ()), rule=i.rule,
+        policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),
+        not_after=i.not_after, warn_only=bool(i.warn_only),
+    )
+
+
+def _summary(r: Any) -> ScanSummary:
+    counts = {str(s): 0 for s in Status}
+    counts.update({k: int(v) for k, v in (r.counts or {}).items()})
+    return ScanSummary(
+        id=r.id, cluster=r.cluster, state=ScanState(r.state), started_at=r.started_at,
+        finished_at=r.finished_at, counts=counts, compliant=r.compliant, total=r.total,
+        policy_digest=r.policy_digest, version=r.sigaudit_version, errors=tuple(r.errors or ()),
+        heartbeat_at=r.heartbeat_at,
+    )
+
+
+def _cached_from_row(row: Any) -> CachedVerification:
+    return CachedVerification(
+        digest=row.digest, trust_fingerprint=row.trust_fingerprint,
+        material_fingerprint=row.material_fingerprint,
+        signatures=tuple(codec.signature_from_json(s) for s in row.results),
+        computed_at=row.computed_at, used_at=row.used_at,
+    )
+
+
+def open_store(url: str, *, clock: Clock = system_clock, stale_after: timedelta = DEFAULT_STALE_AFTER,
+               pool_size: int = 5) -> Store:
+    """Open the database at ``url`` (and check it answers). Raises StoreError, password masked."""
+    parsed = parse_url(url)
+    engine = make_engine(parsed, pool_size=pool_size)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise describe_db_error("cannot connect to", parsed, exc) from None
+    return Store(engine, parsed, clock=clock, stale_after=stale_after)
