@@ -1,0 +1,481 @@
+"""Sigstore bundles (v0.1 to v0.3) bound to a running image digest.
+
+Certificate (keyless) bundles are verified by **sigstore-python** (``Verifier.verify_dsse`` /
+``verify_artifact``: trusted time, chain at that time, SCT, identity policy, inclusion proof,
+checkpoint, SET, entry consistency). Written here, because sigstore-python does not do it:
+
+* the binding to the image: a DSSE in-toto statement must name the running digest among its
+  ``subject[].digest.sha256`` (cosign ``IntotoSubjectClaimVerifier``); a message signature must be
+  over the digest (``messageDigest`` = the manifest's sha256);
+* public-key ("managed key") bundles, whose verification material is only a key hint: the
+  signature on ``cryptography``, the log entry's consistency (hashedrekord 0.0.1/0.0.2, dsse 0.0.1)
+  by hand, while the inclusion proof, checkpoint, SET and RFC 3161 timestamps reuse
+  sigstore-python's own checks (``TransparencyLogEntry._verify``, ``Verifier._verify_signed_timestamp``);
+* the predicate types of attestations, recorded in ``details["predicate_types"]``.
+
+Spec: sigstore protobuf-specs ``sigstore_bundle.proto``, the client verification steps in
+../shared/vectors/SPEC-NOTES.md §2, cosign ``specs/BUNDLE_SPEC.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from sigstore.errors import Error as SigstoreError
+from sigstore.errors import VerificationError
+from sigstore.models import Bundle, InvalidBundle, TransparencyLogEntry
+
+from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
+from scanner.verify.identity import IdentityMatcher, IdentityPolicy, cert_identity, match_identities
+from scanner.verify.rekor import (
+    RekorError,
+    VerifyingKey,
+    check_hashedrekord_body,
+    verify_signature,
+)
+from scanner.verify.trustroot import SigstoreTrust, utc
+
+DEFAULT_MAX_BUNDLE_BYTES = 4 * 1024 * 1024
+BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
+INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
+_MAX_TIMESTAMPS = 32  # as sigstore-python / sigstore-go
+_FUTURE_SKEW = timedelta(minutes=5)
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+KIND = "sigstore-bundle"
+
+
+def is_bundle_media_type(media_type: str | None) -> bool:
+    return bool(media_type) and str(media_type).startswith(BUNDLE_MEDIA_TYPE_PREFIX)
+
+
+class _Fail(Exception):
+    """One check failed; carries the check and the failure class."""
+
+    def __init__(self, check: CheckName, reason: str, failure: SignatureFailure = SignatureFailure.INVALID):
+        self.check, self.reason, self.failure = check, reason, failure
+        super().__init__(reason)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    signer: str = ""
+    issuer: str | None = None
+    key_sha256: str | None = None
+    signed_at: datetime | None = None
+    details: dict[str, Any] | None = None
+
+
+def _spki_sha256(key: Any) -> str:
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def _predicate_info(payload_type: str, payload: bytes, digest_hex: str) -> str:
+    """Bind an in-toto statement to the digest; returns its predicate type."""
+    if payload_type != INTOTO_PAYLOAD_TYPE:
+        raise _Fail(CheckName.DIGEST, f"DSSE payload type {payload_type!r} is not an in-toto statement")
+    try:
+        stmt = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _Fail(CheckName.INTEGRITY, f"in-toto statement is not JSON: {exc}") from exc
+    if not isinstance(stmt, dict) or not isinstance(stmt.get("subject"), list):
+        raise _Fail(CheckName.INTEGRITY, "in-toto statement has no subject list")
+    if stmt.get("_type") not in ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"):
+        raise _Fail(CheckName.INTEGRITY, f"unknown in-toto statement type {stmt.get('_type')!r}")
+    subjects = [
+        str(s["digest"]["sha256"]).lower()
+        for s in stmt["subject"][:1024]
+        if isinstance(s, dict) and isinstance(s.get("digest"), dict) and "sha256" in s["digest"]
+    ]
+    if digest_hex not in subjects:
+        raise _Fail(CheckName.DIGEST,
+                    f"the in-toto statement's subjects do not include sha256:{digest_hex} "
+                    "(attestation for another artifact)")
+    ptype = stmt.get("predicateType")
+    return ptype if isinstance(ptype, str) else ""
+
+
+# ----------------------------------------------------------------------------------------------
+# certificate bundles: sigstore-python
+
+
+def _verify_cert_bundle(bundle: Bundle, digest_hex: str, trust: SigstoreTrust,
+                        identities: Sequence[IdentityMatcher], extra_policy: Any,
+                        checks: list[Check]) -> _Outcome:
+    from sigstore.hashes import Hashed
+    from sigstore.verify import Verifier
+    from sigstore.verify.policy import AllOf
+    from sigstore_models.common.v1 import HashAlgorithm
+
+    cert = bundle.signing_certificate
+    ident = cert_identity(cert)
+    ok, why = match_identities(cert, identities)
+    if not ok:
+        raise _Fail(CheckName.IDENTITY, why)
+    checks.append(Check(CheckName.IDENTITY, Outcome.PASSED, why))
+
+    policies: list[Any] = [IdentityPolicy(identities)]
+    if extra_policy is not None:
+        policies.append(extra_policy)
+    try:
+        verifier = Verifier(trusted_root=trust.root)
+    except SigstoreError as exc:
+        raise _Fail(CheckName.AUTHENTICITY, f"trust root unusable: {exc}", SignatureFailure.ERROR) from exc
+
+    details: dict[str, Any] = {}
+    try:
+        if bundle._inner.dsse_envelope is not None:
+            ptype, payload = verifier.verify_dsse(bundle, AllOf(policies))
+            checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
+                                "DSSE signature, certificate chain, SCT and log entry verified"))
+            details["content"] = "dsse-envelope"
+            details["predicate_types"] = [_predicate_info(ptype, payload, digest_hex)]
+        else:
+            hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest_hex))
+            verifier.verify_artifact(hashed, bundle, AllOf(policies))
+            checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
+                                "signature over the digest, certificate chain, SCT and log entry verified"))
+            details["content"] = "message-signature"
+            details["predicate_types"] = []
+        times = verifier._establish_time(bundle)
+    except _Fail:
+        raise
+    except (VerificationError, InvalidBundle) as exc:
+        raise _Fail(CheckName.AUTHENTICITY, f"sigstore verification failed: {exc}") from exc
+    except SigstoreError as exc:  # MetadataError etc.: the trust root could not be used
+        raise _Fail(CheckName.AUTHENTICITY, f"sigstore verification could not run: {exc}",
+                    SignatureFailure.ERROR) from exc
+
+    chain_fps = [hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()]
+    details["chain_sha256"] = chain_fps
+    details["verified_times"] = sorted(t.time.isoformat() for t in times)
+    return _Outcome(
+        signer=ident.primary, issuer=ident.issuer, key_sha256=_spki_sha256(cert.public_key()),
+        signed_at=min((t.time for t in times), default=None), details=details,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# public-key bundles: hand-written on cryptography (sigstore-python refuses them)
+
+
+def _verify_prehashed(key: VerifyingKey, signature: bytes, digest: bytes, artifact: bytes | None) -> bool:
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+        else:
+            if artifact is None:
+                raise _Fail(CheckName.INTEGRITY, "Ed25519 message signatures need the artifact bytes",
+                            SignatureFailure.ERROR)
+            key.verify(signature, artifact)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _b64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise _Fail(CheckName.TLOG, f"log entry: {what} missing")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _Fail(CheckName.TLOG, f"log entry: {what} is not base64") from exc
+
+
+def _same_key(pem_or_der: bytes, key: VerifyingKey) -> bool:
+    from scanner.verify.rekor import load_signer
+
+    try:
+        other = load_signer(pem_or_der)
+    except RekorError:
+        return False
+    other_key = other.public_key() if isinstance(other, x509.Certificate) else other
+    return _spki_sha256(other_key) == _spki_sha256(key)
+
+
+def _check_key_entry_body(entry: TransparencyLogEntry, *, key: VerifyingKey, signature: bytes,
+                          digest: bytes, dsse_payload: bytes | None) -> str:
+    """The log entry must describe this signature, key and artifact (CVE-2022-36056 class)."""
+    kind = entry._inner.kind_version.kind
+    version = entry._inner.kind_version.version
+    body = entry._inner.canonicalized_body
+    try:
+        doc: Any = json.loads(body)
+        spec: Any = doc["spec"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _Fail(CheckName.TLOG, f"log entry body is malformed: {exc}") from exc
+    if (doc.get("kind"), doc.get("apiVersion")) != (kind, version):
+        raise _Fail(CheckName.TLOG, "log entry body kind/version differ from the bundle's kindVersion")
+    try:
+        if kind == "hashedrekord" and version == "0.0.1":
+            if dsse_payload is not None:
+                raise _Fail(CheckName.TLOG, "a DSSE bundle cannot be logged as hashedrekord 0.0.1")
+            check_hashedrekord_body(body, signature=signature, payload_sha256=digest.hex(), signer=key)
+        elif kind == "hashedrekord" and version == "0.0.2":
+            rek = spec["hashedRekordV002"]
+            if rek["data"].get("algorithm") != "SHA2_256" or _b64(rek["data"]["digest"], "digest") != digest:
+                raise _Fail(CheckName.TLOG, "log entry is for another artifact (data.digest differs)")
+            if _b64(rek["signature"]["content"], "signature") != signature:
+                raise _Fail(CheckName.TLOG, "log entry is for another signature")
+            raw_key = _b64(rek["signature"]["verifier"]["publicKey"]["rawBytes"], "verifier key")
+            if not _same_key(raw_key, key):
+                raise _Fail(CheckName.TLOG, "log entry is for another key")
+        elif kind == "dsse" and version == "0.0.1":
+            if dsse_payload is None:
+                raise _Fail(CheckName.TLOG, "a message-signature bundle cannot be logged as dsse")
+            ph = spec["payloadHash"]
+            if ph.get("algorithm") != "sha256" or ph.get("value") != hashlib.sha256(dsse_payload).hexdigest():
+                raise _Fail(CheckName.TLOG, "log entry payload hash does not match the envelope")
+            sigs = spec["signatures"]
+            if not isinstance(sigs, list) or len(sigs) != 1:
+                raise _Fail(CheckName.TLOG, "log entry must list exactly the envelope's one signature")
+            if _b64(sigs[0]["signature"], "signature") != signature or not _same_key(
+                    _b64(sigs[0]["verifier"], "verifier"), key):
+                raise _Fail(CheckName.TLOG, "log entry signatures do not match the envelope")
+        else:
+            raise _Fail(CheckName.TLOG, f"unsupported log entry type {kind}/{version}")
+    except RekorError as exc:
+        raise _Fail(CheckName.TLOG, exc.reason) from exc
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise _Fail(CheckName.TLOG, f"log entry body lacks {exc}") from exc
+    return f"{kind}/{version}"
+
+
+def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: VerifyingKey,
+                       artifact: bytes | None, checks: list[Check]) -> _Outcome:
+    from rfc3161_client import decode_timestamp_response
+    from sigstore._internal.trust import KeyringPurpose
+    from sigstore.dsse import Envelope
+    from sigstore.verify import Verifier
+    from sigstore.verify import verifier as sigstore_verifier
+
+    try:
+        Bundle.BundleType(inner.media_type)
+    except ValueError as exc:
+        raise _Fail(CheckName.INTEGRITY, f"unsupported bundle media type {inner.media_type!r}") from exc
+    vm = inner.verification_material
+    entries = vm.tlog_entries
+    if len(entries) != 1:
+        raise _Fail(CheckName.INTEGRITY, "expected exactly one transparency log entry in the bundle")
+    try:
+        entry = TransparencyLogEntry(entries[0])
+    except InvalidBundle as exc:
+        raise _Fail(CheckName.INTEGRITY, str(exc)) from exc
+    tsrs_raw = (vm.timestamp_verification_data.rfc3161_timestamps
+                if vm.timestamp_verification_data else [])
+    if len(tsrs_raw) > _MAX_TIMESTAMPS:
+        raise _Fail(CheckName.TIMESTAMP, f"too many signed timestamps: {len(tsrs_raw)}")
+    if len({t.signed_timestamp for t in tsrs_raw}) != len(tsrs_raw):
+        raise _Fail(CheckName.TIMESTAMP, "duplicate signed timestamps")
+    promise = entry._inner.inclusion_promise
+    if inner.media_type == Bundle.BundleType.BUNDLE_0_1 and not promise:
+        raise _Fail(CheckName.INTEGRITY, "a v0.1 bundle must contain an inclusion promise")
+    if not promise and not tsrs_raw:
+        raise _Fail(CheckName.INTEGRITY, "bundle must contain an inclusion promise or signed timestamps")
+
+    # The signature over the artifact (message) or the DSSE PAE.
+    dsse_payload: bytes | None = None
+    if inner.dsse_envelope is not None:
+        try:
+            env = Envelope(inner.dsse_envelope)
+        except SigstoreError as exc:
+            raise _Fail(CheckName.INTEGRITY, f"bad DSSE envelope: {exc}") from exc
+        signature = env.signature
+        if not verify_signature(key, signature, env.pae()):
+            raise _Fail(CheckName.INTEGRITY, "DSSE signature does not verify with the configured key")
+        dsse_payload = env._inner.payload
+        digest = bytes.fromhex(digest_hex)
+        ptypes = [_predicate_info(env._inner.payload_type, dsse_payload, digest_hex)]
+        entry_digest = hashlib.sha256(env.pae()).digest() if entry._inner.kind_version.version == "0.0.2" \
+            else digest
+    elif inner.message_signature is not None:
+        ms = inner.message_signature
+        signature = ms.signature
+        digest = bytes.fromhex(digest_hex)
+        if ms.message_digest is not None and ms.message_digest.digest != digest:
+            raise _Fail(CheckName.DIGEST, "the bundle's messageDigest is not the artifact's digest")
+        if not _verify_prehashed(key, signature, digest, artifact):
+            raise _Fail(CheckName.INTEGRITY, "signature does not verify with the configured key")
+        ptypes = []
+        entry_digest = digest
+    else:
+        raise _Fail(CheckName.INTEGRITY, "bundle has neither a message signature nor a DSSE envelope")
+    checks.append(Check(CheckName.INTEGRITY, Outcome.PASSED, "signature verified with the configured key"))
+
+    # Trusted time: RFC 3161 timestamps from the trust root's TSAs, and the SET's integrated time.
+    times: list[datetime] = []
+    if tsrs_raw:
+        if not trust.root.get_timestamp_authorities():
+            raise _Fail(CheckName.TIMESTAMP, "bundle has signed timestamps but the trust root has no TSA")
+        verifier = Verifier(trusted_root=trust.root)
+        for raw in tsrs_raw:
+            try:
+                tsr = decode_timestamp_response(raw.signed_timestamp)
+            except ValueError as exc:
+                raise _Fail(CheckName.TIMESTAMP, "invalid timestamp response") from exc
+            result = verifier._verify_signed_timestamp(tsr, signature)
+            if result is not None:
+                times.append(result.time)
+    if entry._inner.integrated_time and promise:
+        kv = entry._inner.kind_version
+        if not (kv.kind in ("dsse", "hashedrekord") and kv.version == "0.0.1"):
+            raise _Fail(CheckName.TLOG, "integrated time only supported for dsse/hashedrekord 0.0.1")
+        times.append(utc(entry._inner.integrated_time))
+    if len(times) < sigstore_verifier.VERIFIED_TIME_THRESHOLD:
+        raise _Fail(CheckName.TIMESTAMP, "not enough sources of verified time")
+
+    try:
+        entry._verify(trust.root.rekor_keyring(KeyringPurpose.VERIFY))
+    except VerificationError as exc:
+        raise _Fail(CheckName.TLOG, f"invalid log entry: {exc}") from exc
+    except SigstoreError as exc:
+        raise _Fail(CheckName.TLOG, f"log entry could not be checked: {exc}", SignatureFailure.ERROR) from exc
+    kind = _check_key_entry_body(entry, key=key, signature=signature, digest=entry_digest,
+                                 dsse_payload=dsse_payload)
+    checks.append(Check(CheckName.TLOG, Outcome.PASSED,
+                        f"{kind} entry {entry._inner.log_index} included and consistent"))
+    key_id = _spki_sha256(key)
+    return _Outcome(
+        signer=f"sha256:{key_id}", key_sha256=key_id, signed_at=min(times),
+        details={"content": "dsse-envelope" if dsse_payload is not None else "message-signature",
+                 "predicate_types": ptypes, "verified_times": sorted(t.isoformat() for t in times)},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def verify_bundle(
+    bundle_bytes: bytes,
+    artifact_sha256: str,
+    *,
+    trust: SigstoreTrust,
+    identities: Sequence[IdentityMatcher] = (),
+    public_key: VerifyingKey | None = None,
+    now: datetime | None = None,
+    artifact: bytes | None = None,
+    extra_policy: Any = None,
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+    verifier_name: str = "sigstore bundle",
+) -> SignatureResult:
+    """Verify one Sigstore bundle over an artifact whose sha256 (hex) is given.
+
+    Exactly one of ``identities`` (certificate bundles) and ``public_key`` (managed-key bundles).
+    ``extra_policy`` is an optional sigstore-python ``VerificationPolicy`` applied on top.
+    Never raises for bad input: returns a ``SignatureResult`` (INVALID / ERROR with a reason).
+    """
+    checks: list[Check] = []
+
+    def result(outcome: Outcome, reason: str, failure: SignatureFailure, out: _Outcome | None,
+               extra: dict[str, Any]) -> SignatureResult:
+        details = dict(out.details or {}) if out else {}
+        details.update(extra)
+        return SignatureResult(
+            kind=KIND, verifier=verifier_name, outcome=outcome, reason=reason, failure=failure,
+            signer=out.signer if out else "", key_sha256=out.key_sha256 if out else None,
+            identity=(out.signer or None) if out and out.issuer else None,
+            issuer=out.issuer if out else None, signed_at=out.signed_at if out else None,
+            checks=tuple(checks), details=details,
+        )
+
+    extra: dict[str, Any] = {"artifact_sha256": artifact_sha256}
+    try:
+        if (not identities) == (public_key is None):
+            raise _Fail(CheckName.AUTHENTICITY,
+                        "a bundle verifier needs exactly one of identities / public key",
+                        SignatureFailure.ERROR)
+        if not re.fullmatch(r"[0-9a-f]{64}", artifact_sha256):
+            raise _Fail(CheckName.DIGEST, f"not a sha256 hex digest: {artifact_sha256!r}",
+                        SignatureFailure.ERROR)
+        if len(bundle_bytes) > max_bundle_bytes:
+            raise _Fail(CheckName.INTEGRITY, f"bundle is {len(bundle_bytes)} bytes, larger than the "
+                                             f"{max_bundle_bytes}-byte bound")
+        from sigstore_models.bundle.v1 import Bundle as _InnerBundle
+
+        try:
+            inner = _InnerBundle.from_json(bundle_bytes)
+        except ValueError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise _Fail(CheckName.INTEGRITY, f"malformed bundle: {first}") from exc
+        extra["media_type"] = inner.media_type
+        entries = inner.verification_material.tlog_entries
+        if entries:
+            extra["log_index"] = int(entries[0].log_index)
+            extra["log_id"] = entries[0].log_id.key_id.hex()
+            extra["tlog_kind"] = f"{entries[0].kind_version.kind}/{entries[0].kind_version.version}"
+            if entries[0].integrated_time:
+                extra["integrated_time"] = int(entries[0].integrated_time)
+        if inner.verification_material.public_key is not None:
+            if public_key is None:
+                raise _Fail(CheckName.AUTHENTICITY, "bundle is signed with a managed key (no certificate); "
+                                                   "this verifier trusts certificate identities")
+            out = _verify_key_bundle(inner, artifact_sha256, trust, public_key, artifact, checks)
+        else:
+            if public_key is not None:
+                raise _Fail(CheckName.AUTHENTICITY,
+                            "bundle carries a certificate; this verifier trusts a key")
+            try:
+                bundle = Bundle(inner)
+            except (InvalidBundle, VerificationError, ValueError) as exc:
+                raise _Fail(CheckName.INTEGRITY, f"invalid bundle: {exc}") from exc
+            out = _verify_cert_bundle(bundle, artifact_sha256, trust, identities, extra_policy, checks)
+        if now is not None and out.signed_at is not None and out.signed_at > now + _FUTURE_SKEW:
+            raise _Fail(CheckName.TIMESTAMP, f"signing time {out.signed_at.isoformat()} is in the future")
+    except _Fail as f:
+        checks.append(Check(f.check, Outcome.ERROR if f.failure is SignatureFailure.ERROR else Outcome.FAILED,
+                            f.reason))
+        outcome = Outcome.ERROR if f.failure is SignatureFailure.ERROR else Outcome.FAILED
+        return result(outcome, f.reason, f.failure, None, extra)
+    except Exception as exc:  # a bug or an unexpected library error: never crash the scan
+        reason = f"bundle verification could not run: {type(exc).__name__}: {exc}"
+        checks.append(Check(CheckName.AUTHENTICITY, Outcome.ERROR, reason))
+        return result(Outcome.ERROR, reason, SignatureFailure.ERROR, None, extra)
+    checks.append(Check(CheckName.DIGEST, Outcome.PASSED, f"bound to sha256:{artifact_sha256}"))
+    ptypes = (out.details or {}).get("predicate_types") or []
+    what = f"attestation {ptypes[0]}" if ptypes and ptypes[0] else "signature"
+    who = f"{out.signer} (issuer {out.issuer})" if out.issuer else out.signer
+    return result(Outcome.PASSED, f"sigstore bundle {what} by {who} verified", SignatureFailure.NONE,
+                  out, extra)
+
+
+def verify_bundle_for_digest(
+    bundle_bytes: bytes,
+    image_digest: str,
+    *,
+    trust: SigstoreTrust,
+    identities: Sequence[IdentityMatcher] = (),
+    public_key: VerifyingKey | None = None,
+    now: datetime | None = None,
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+    verifier_name: str = "sigstore bundle",
+) -> SignatureResult:
+    """Verify a bundle found as an OCI referrer of ``image_digest`` (``sha256:<hex>``).
+
+    DSSE bundles must carry an in-toto statement naming the digest; message signatures must be
+    over the digest (the sha256 of the image manifest). Predicate types land in
+    ``details["predicate_types"]``.
+    """
+    m = _DIGEST.fullmatch(image_digest)
+    if m is None:
+        reason = f"unsupported image digest {image_digest!r} (sha256 only)"
+        return SignatureResult(kind=KIND, verifier=verifier_name, outcome=Outcome.ERROR, reason=reason,
+                               failure=SignatureFailure.ERROR,
+                               checks=(Check(CheckName.DIGEST, Outcome.ERROR, reason),))
+    return verify_bundle(bundle_bytes, m.group(1), trust=trust, identities=identities, public_key=public_key,
+                         now=now, max_bundle_bytes=max_bundle_bytes, verifier_name=verifier_name)
