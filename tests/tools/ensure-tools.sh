@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Build the pinned Go peer tools used by sigaudit's integration tests.
+#
+#   tests/tools/ensure-tools.sh [TOOL...]     (no args: all default tools)
+#
+# Tools: cosign cosign3 notation helm kubeconform ocireg kube-apiserver
+# Each lands in ${SIGAUDIT_TOOLS_DIR:-~/.cache/sigaudit-tools}/<tool>-<version>/bin/<tool>,
+# versions pinned in tests/tools/versions.env. Idempotent: a tool whose binary is
+# already there is not rebuilt. Builds run one at a time (the machines have 2 cores).
+# Prints one line per tool: "<tool> <path>". Exits non-zero if a build fails, after
+# showing the tail of the build log.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$HERE/versions.env"
+
+CACHE="${SIGAUDIT_TOOLS_DIR:-$HOME/.cache/sigaudit-tools}"
+mkdir -p "$CACHE"
+LOG="${SIGAUDIT_TOOLS_LOG:-$CACHE/build.log}"
+DEFAULT_TOOLS=(cosign cosign3 notation helm kubeconform ocireg kube-apiserver)
+
+export GOFLAGS=-mod=mod
+
+fail() {
+    echo "ensure-tools: $1 failed; last lines of $LOG:" >&2
+    tail -n 40 "$LOG" >&2 || true
+    exit 1
+}
+
+# go_tool TOOL VERSION PKG: go install PKG@VERSION into the tool's bin dir.
+go_tool() {
+    local tool="$1" version="$2" pkg="$3"
+    local bin="$CACHE/$tool-$version/bin"
+    local want="$bin/$tool"
+    if [[ -x "$want" ]]; then
+        echo "$tool $want"
+        return 0
+    fi
+    mkdir -p "$bin"
+    local built="${pkg##*/}"
+    local t0=$SECONDS
+    echo "== $(date -u +%FT%TZ) go install $pkg@$version" >>"$LOG"
+    if ! GOBIN="$bin" go install "$pkg@$version" >>"$LOG" 2>&1; then
+        fail "$tool $version"
+    fi
+    if [[ "$built" != "$tool" ]]; then
+        mv -f "$bin/$built" "$want"
+    fi
+    echo "== $tool $version built in $((SECONDS - t0))s" >>"$LOG"
+    echo "$tool $want"
+}
+
+# ocireg is our own module (tests/tools/ocireg), built from the checkout.
+ocireg_tool() {
+    local bin="$CACHE/ocireg-$OCIREG_VERSION/bin"
+    local want="$bin/ocireg"
+    if [[ -x "$want" ]]; then
+        echo "ocireg $want"
+        return 0
+    fi
+    mkdir -p "$bin"
+    local t0=$SECONDS
+    echo "== $(date -u +%FT%TZ) go install ./tests/tools/ocireg" >>"$LOG"
+    if ! (cd "$HERE/ocireg" && GOBIN="$bin" go install .) >>"$LOG" 2>&1; then
+        fail "ocireg $OCIREG_VERSION"
+    fi
+    echo "== ocireg built in $((SECONDS - t0))s" >>"$LOG"
+    echo "ocireg $want"
+}
+
+kube_tool() {
+    local explicit="$1"
+    if [[ -f "$HERE/build-kube.sh" ]]; then
+        # build-kube.sh (owned by the kube tests) prints kube-apiserver's path, then etcd's.
+        local out
+        out="$(bash "$HERE/build-kube.sh" 2>>"$LOG")" || fail "kube-apiserver (tests/tools/build-kube.sh)"
+        paste -d' ' <(printf 'kube-apiserver\netcd\n') <(printf '%s\n' "$out") | head -n 2
+    elif [[ "$explicit" == 1 ]]; then
+        echo "ensure-tools: tests/tools/build-kube.sh does not exist" >&2
+        exit 1
+    else
+        echo "kube-apiserver skipped (tests/tools/build-kube.sh not present)"
+    fi
+}
+
+build() {
+    local tool="$1" explicit="$2"
+    case "$tool" in
+        cosign) go_tool cosign "$COSIGN_VERSION" "$COSIGN_PKG" ;;
+        cosign3) go_tool cosign3 "$COSIGN3_VERSION" "$COSIGN3_PKG" ;;
+        notation) go_tool notation "$NOTATION_VERSION" "$NOTATION_PKG" ;;
+        helm) go_tool helm "$HELM_VERSION" "$HELM_PKG" ;;
+        kubeconform) go_tool kubeconform "$KUBECONFORM_VERSION" "$KUBECONFORM_PKG" ;;
+        ocireg) ocireg_tool ;;
+        kube-apiserver) kube_tool "$explicit" ;;
+        *)
+            echo "ensure-tools: unknown tool '$tool' (known: ${DEFAULT_TOOLS[*]})" >&2
+            exit 2
+            ;;
+    esac
+}
+
+command -v go >/dev/null || { echo "ensure-tools: go is not installed" >&2; exit 1; }
+
+if [[ $# -eq 0 ]]; then
+    for t in "${DEFAULT_TOOLS[@]}"; do build "$t" 0; done
+else
+    for t in "$@"; do build "$t" 1; done
+fi
