@@ -54,13 +54,12 @@ def parse_url(url: str) -> URL:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise StoreError(f"not a database URL: {mask_password(url)!r}") from None
-    backend = parsed.get_backend_name()
-    driver = parsed.get_driver_name()
+    backend, _, driver = parsed.drivername.partition("+")
     if backend in ("postgresql", "postgres"):
-        if driver not in ("psycopg", "psycopg2") or parsed.drivername in ("postgresql", "postgres"):
+        if driver not in ("psycopg", "psycopg2"):
             parsed = parsed.set(drivername="postgresql+psycopg")
     elif backend == "sqlite":
-        if driver not in ("pysqlite",) and parsed.drivername != "sqlite":
+        if driver not in ("", "pysqlite"):
             raise StoreError(f"unsupported SQLite driver {parsed.drivername!r}: use sqlite:///path")
     else:
         raise StoreError(f"unsupported database {backend!r}: use sqlite:///path or postgresql://...")

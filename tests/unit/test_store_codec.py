@@ -1,0 +1,66 @@
+"""The store's JSON encoding of signature details and cache entries, and its UTC timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
+from scanner.store import codec
+from scanner.store.schema import UTCDateTime
+
+T = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+
+
+def test_details_with_tuples_bytes_and_datetimes_come_back_equal() -> None:
+    details = {
+        "chain": ("ab", "cd"),
+        "der": b"\x00\x01\xff",
+        "integrated": T,
+        "log": {"index": 12, "ok": True, "ratio": 0.5, "none": None, "list": [1, (2, 3)]},
+    }
+    assert codec.decode(codec.encode(details)) == details
+    assert isinstance(codec.decode(codec.encode(details))["chain"], tuple)
+
+
+def test_a_mapping_that_uses_the_tag_key_is_not_mistaken_for_a_tagged_value() -> None:
+    hostile = {"$sigaudit": "bytes", "v": "AAAA"}
+    assert codec.decode(codec.encode(hostile)) == hostile
+
+
+def test_values_json_cannot_hold_faithfully_are_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        codec.encode({"t": datetime(2026, 1, 1)})
+    with pytest.raises(TypeError, match="keys must be strings"):
+        codec.encode({1: "x"})
+    with pytest.raises(TypeError, match="cannot store"):
+        codec.encode({"o": object()})
+
+
+def test_signature_result_json_round_trip() -> None:
+    sig = SignatureResult(
+        kind="notation", verifier="rule vendor / verifier 1", outcome=Outcome.FAILED,
+        reason="certificate revoked", failure=SignatureFailure.REVOKED, signer="CN=signer",
+        key_sha256="ab" * 32, identity="CN=signer", issuer="CN=ca", signed_at=T,
+        not_after=T + timedelta(days=1),
+        checks=(Check(CheckName.INTEGRITY, Outcome.PASSED), Check(CheckName.REVOCATION, Outcome.FAILED,
+                "serial 12 revoked", enforced=False)),
+        details={"chain": ("a", "b")},
+    )
+    assert codec.signature_from_json(codec.signature_to_json(sig)) == sig
+
+
+def test_utc_datetime_refuses_naive_and_normalises_to_utc() -> None:
+    col = UTCDateTime()
+    pg = sa.dialects.postgresql.dialect()  # type: ignore[attr-defined]
+    lite = sa.dialects.sqlite.dialect()  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="naive"):
+        col.process_bind_param(datetime(2026, 1, 1), pg)
+    plus2 = datetime(2026, 1, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert col.process_bind_param(plus2, pg) == datetime(2026, 1, 1, tzinfo=UTC)
+    stored = col.process_bind_param(plus2, lite)
+    assert stored == datetime(2026, 1, 1) and stored.tzinfo is None
+    back = col.process_result_value(stored, lite)
+    assert back == datetime(2026, 1, 1, tzinfo=UTC) and back.tzinfo is UTC
