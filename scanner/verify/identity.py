@@ -1,9 +1,11 @@
 """Keyless identities: which Fulcio certificate subjects (SAN) and OIDC issuers a policy trusts.
 
-Semantics of cosign's ``--certificate-identity[-regexp]`` and ``--certificate-oidc-issuer[-regexp]``:
-exact strings, or regular expressions that must match the **whole** value (cosign anchors with
-Go's ``regexp.MatchString`` on an expression the user writes; Kyverno and sigaudit require a full
-match, so ``philipp`` does not accept ``philipp.belitz@example.com`` — write ``philipp.*``).
+Semantics of cosign's ``--certificate-identity[-regexp]`` and ``--certificate-oidc-issuer[-regexp]``,
+with one deliberate difference: a regular expression must match the **whole** value (as the
+policy schema says). cosign calls Go's unanchored ``regexp.MatchString``, so there ``philipp``
+accepts ``philipp.belitz@example.com`` and ``https://github.com/org`` accepts
+``https://github.com/org-evil/...``; here a regexp that matches only a prefix or a substring does
+not pass (write ``philipp.*``).
 
 The issuer is read from the Fulcio extensions (https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md):
 1.3.6.1.4.1.57264.1.8 (DER UTF8String, current) and, when that is absent, 1.3.6.1.4.1.57264.1.1

@@ -102,7 +102,7 @@ def _spki(key: PublicKeyTypes) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _as_verifying_key(key: PublicKeyTypes, what: str) -> VerifyingKey:
+def as_verifying_key(key: PublicKeyTypes, what: str) -> VerifyingKey:
     if isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
         return key
     raise ConfigError(f"{what}: unsupported key type {type(key).__name__}")
@@ -111,7 +111,7 @@ def _as_verifying_key(key: PublicKeyTypes, what: str) -> VerifyingKey:
 def rekor_key_from_public_key(key: PublicKeyTypes, *, source: str = "",
                               valid_from: datetime | None = None,
                               valid_until: datetime | None = None) -> RekorKey:
-    vk = _as_verifying_key(key, source or "rekor key")
+    vk = as_verifying_key(key, source or "rekor key")
     return RekorKey(vk, hashlib.sha256(_spki(vk)).digest(), valid_from, valid_until, source)
 
 
@@ -153,7 +153,7 @@ def load_rekor_keys_from_trusted_root(raw: bytes | str | Path, *, source: str = 
             continue
         try:
             key = serialization.load_der_public_key(pk.raw_bytes)
-            vk = _as_verifying_key(key, "tlog key")
+            vk = as_verifying_key(key, "tlog key")
         except (ValueError, ConfigError):
             continue  # unsupported key types are skipped, like sigstore-python's Keyring
         valid = pk.valid_for
@@ -264,7 +264,7 @@ def load_signer(pem_or_der: bytes) -> x509.Certificate | VerifyingKey:
             pass
     for load_key in (serialization.load_pem_public_key, serialization.load_der_public_key):
         try:
-            return _as_verifying_key(load_key(pem_or_der), "signer")
+            return as_verifying_key(load_key(pem_or_der), "signer")
         except (ValueError, ConfigError):
             pass
     raise RekorParseError("signer is neither a certificate nor a public key (PEM or DER)")

@@ -30,6 +30,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 from sigstore.models import TrustedRoot
 from sigstore_models.trustroot import v1 as trustroot_v1
 
@@ -124,6 +125,12 @@ def _log_instance(pem: bytes, what: str) -> dict[str, object]:
     }
 
 
+def _name_attr(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str:
+    attrs = cert.subject.get_attributes_for_oid(oid)
+    value = attrs[0].value if attrs else ""
+    return value if isinstance(value, str) else value.decode(errors="replace")
+
+
 def trusted_root_json_from_pems(roots_pem: bytes, rekor_pem: bytes, ctlog_pem: bytes | None) -> bytes:
     """Assemble a ``trusted_root.json`` from Kyverno-style PEM material (open-ended validity)."""
     try:
@@ -137,7 +144,8 @@ def trusted_root_json_from_pems(roots_pem: bytes, rekor_pem: bytes, ctlog_pem: b
         "tlogs": [_log_instance(rekor_pem, "rekor.pubkey")],
         "certificateAuthorities": [
             {
-                "subject": {},
+                "subject": {"organization": _name_attr(certs[-1], NameOID.ORGANIZATION_NAME),
+                            "commonName": _name_attr(certs[-1], NameOID.COMMON_NAME)},
                 "uri": "",
                 "certChain": {
                     "certificates": [
