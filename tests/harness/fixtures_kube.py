@@ -9,12 +9,12 @@ The binaries come from ``tests/tools/build-kube.sh`` (kube-apiserver built from 
 cached in ``~/.cache/sigaudit-tools/kube-apiserver-<version>/bin``; Debian's etcd-server). When they
 are missing the fixture fails under ``CI=true`` and skips otherwise.
 
-Use in a test module::
-
-    from tests.harness.fixtures_kube import kube_apiserver  # noqa: F401  (registers the fixture)
+``tests/conftest.py`` registers this module as a plugin, so a test just asks for the fixture::
 
     def test_x(kube_apiserver: KubeAPIServer) -> None:
-        api = kube_apiserver.admin_client()
+        api = kube_apiserver.admin_client()            # kubernetes.client.ApiClient (system:masters)
+        kubeconfig = kube_apiserver.kubeconfig           # admin kubeconfig file
+        sa_kubeconfig = kube_apiserver.service_account_kubeconfig("ns", "sa")  # TokenRequest token
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.harness.tools import cache_root
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tests" / "tools" / "build-kube.sh"
 READY_TIMEOUT_S = 120.0
@@ -63,13 +65,13 @@ def pinned_kube_version() -> str:
 
 
 def tools_cache() -> Path:
-    return Path(os.environ.get("SIGAUDIT_TOOLS_CACHE", Path.home() / ".cache" / "sigaudit-tools"))
+    return cache_root()
 
 
 def _missing(what: str) -> None:
-    msg = f"{what} not available; run tests/tools/build-kube.sh (or tests/tools/ensure-tools.sh)"
+    msg = f"{what} not available: run tests/tools/ensure-tools.sh kube-apiserver (tests/tools/build-kube.sh)"
     if os.environ.get("CI"):
-        pytest.fail(msg)
+        pytest.fail(msg, pytrace=False)
     pytest.skip(msg)
 
 

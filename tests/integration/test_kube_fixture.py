@@ -13,7 +13,6 @@ from tests.harness.fixtures_kube import (
     container,
     create,
     ensure_namespace,
-    kube_apiserver,  # noqa: F401  (registers the session fixture)
     make_deployment,
     pinned_kube_version,
     pod_template,
@@ -69,7 +68,9 @@ def test_helpers_make_what_controllers_and_kubelet_would(kube_apiserver: KubeAPI
         ref = pod["metadata"]["ownerReferences"][0]
         assert (ref["kind"], ref["uid"], ref["controller"]) == ("ReplicaSet", rs["metadata"]["uid"], True)
         assert pod["metadata"]["labels"]["pod-template-hash"] == rs["metadata"]["name"].rsplit("-", 1)[1]
-    out = report_status(kube_apiserver, made.pods[0], {"app": f"docker.io/library/nginx@{DIGEST}", "init": None})
+    out = report_status(
+        kube_apiserver, made.pods[0], {"app": f"docker.io/library/nginx@{DIGEST}", "init": None}
+    )
     assert out["status"]["containerStatuses"][0]["imageID"] == f"docker.io/library/nginx@{DIGEST}"
     assert out["status"]["initContainerStatuses"][0]["imageID"] == ""
     assert out["status"]["phase"] == "Pending"
@@ -81,8 +82,15 @@ def test_api_server_validates_what_the_helpers_send(kube_apiserver: KubeAPIServe
     ns = "fixture-objects"
     ensure_namespace(kube_apiserver, ns)
     with pytest.raises(KubeAPIError) as err:
-        create(kube_apiserver, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "namespace": ns},
-                                "spec": {"containers": [{"name": "NOT valid", "image": "x"}]}})
+        create(
+            kube_apiserver,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "x", "namespace": ns},
+                "spec": {"containers": [{"name": "NOT valid", "image": "x"}]},
+            },
+        )
     assert err.value.status == 422
 
 

@@ -14,7 +14,7 @@
 set -euo pipefail
 
 KUBE_VERSION="${SIGAUDIT_KUBE_VERSION:-v1.34.4}"     # pinned; staging modules are v0.<minor>.<patch>
-CACHE_ROOT="${SIGAUDIT_TOOLS_CACHE:-$HOME/.cache/sigaudit-tools}"
+CACHE_ROOT="${SIGAUDIT_TOOLS_DIR:-$HOME/.cache/sigaudit-tools}"
 
 staging_version="v0.${KUBE_VERSION#v1.}"
 out_dir="$CACHE_ROOT/kube-apiserver-$KUBE_VERSION/bin"
