@@ -13,8 +13,9 @@ class SigauditError(Exception):
 class ConfigError(SigauditError):
     """Bad policy, bad flags, unreadable key: the user must fix input. CLI exit 2."""
 
-    def __init__(self, message: str, *, source: str | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, source: str | None = None, line: int | None = None, field: str | None = None
+    ) -> None:
         self.source, self.line, self.field = source, line, field
         where = source or ""
         if line is not None:

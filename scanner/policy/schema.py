@@ -199,4 +199,3 @@ class AuditPolicyDocument(_Strict):
     kind: Literal["AuditPolicy"]
     metadata: Metadata = Field(default_factory=Metadata)
     spec: Spec
-

@@ -1,0 +1,389 @@
+"""The ``sigaudit`` command. The only module that exits the process.
+
+Exit codes: 0 compliant, 1 non-compliant found, 2 usage/config error, 3 the scan failed or was partial.
+Every option also reads ``SIGAUDIT_<OPTION>`` from the environment. Data goes to stdout; progress
+and logs to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scanner import __version__
+from scanner.errors import ConfigError, InventoryError, ParseError, ScanInProgress, SigauditError, StoreError
+
+EXIT_OK, EXIT_VIOLATIONS, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+log = logging.getLogger("sigaudit")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "httpcore", "kubernetes", "urllib3", "hpack", "h2"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"sigaudit: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(
+    context_settings={"auto_envvar_prefix": "SIGAUDIT", "help_option_names": ["-h", "--help"], "show_default": True}
+)
+@click.version_option(__version__, prog_name="sigaudit")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+def main(verbose: int) -> None:
+    """Audit the signatures of the container images running in a Kubernetes cluster."""
+    _setup_logging(verbose)
+
+
+def _progress_printer(enabled: bool) -> Any:
+    if not enabled:
+        return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        last: dict[str, int] = {}
+
+        def plain(phase: str, done: int, total: int) -> None:
+            step = max(1, total // 10)
+            if done == total or done - last.get(phase, 0) >= step:
+                last[phase] = done
+                click.echo(f"sigaudit: {phase}: {done}/{total}", err=True)
+
+        return plain, None
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    return update, bar
+
+
+@main.command()
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="AuditPolicy file (YAML).")
+@click.option(
+    "--policy-from",
+    "policy_from",
+    multiple=True,
+    help="Import policies: kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster, notation:DIR.",
+)
+@click.option(
+    "--pods-file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="`kubectl get pods -A -o json` output ('-' for stdin) instead of the live API.",
+)
+@click.option("-n", "--namespace", "namespaces", multiple=True, help="Only these namespaces (repeatable, globs).")
+@click.option("--exclude-namespace", "exclude_namespaces", multiple=True, help="Skip these namespaces (globs).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, help="kubeconfig file.")
+@click.option("--context", default=None, help="kubeconfig context.")
+@click.option("--db", "db_url", default=None, help="Database URL (default: SQLite in $SIGAUDIT_DATA_DIR).")
+@click.option("--no-store", is_flag=True, help="Do not record the scan in a database.")
+@click.option("--cluster", default="default", help="Cluster name recorded with the scan.")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "none"]), default="table")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the JSON document here.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option("--pushgateway", default=None, help="Push metrics to this Prometheus Pushgateway URL.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False), help="Write metrics (text format) here.")
+@click.option(
+    "--docker-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Docker config.json with registry credentials (default: $DOCKER_CONFIG or ~/.docker).",
+)
+@click.option(
+    "--pull-secrets/--no-pull-secrets",
+    default=False,
+    help="Read the pods' imagePullSecrets through the API for registry credentials.",
+)
+@click.option("--concurrency", type=click.IntRange(1, 256), default=16, help="Images verified at once.")
+@click.option("--registry-concurrency", type=click.IntRange(1, 256), default=8, help="Requests per registry at once.")
+@click.option("--page-size", type=click.IntRange(1, 5000), default=500, help="Pods per API list page.")
+@click.option(
+    "--exit-zero-on-violations",
+    is_flag=True,
+    help="Exit 0 when the scan succeeded but found non-compliant images (CronJobs).",
+)
+@click.option("--progress/--no-progress", default=True, help="Progress on stderr.")
+def scan(**opts: Any) -> None:
+    """Scan running pods once, verify their images, store and print the verdicts."""
+    sys.exit(run_scan_command(**opts))
+
+
+def run_scan_command(**opts: Any) -> int:
+    from scanner.document import scan_document
+    from scanner.pipeline import run_scan
+    from scanner.policy.sources import load_policies
+    from scanner.registry.auth import CredentialStore
+    from scanner.registry.client import RegistryClient
+
+    try:
+        policy = load_policies(
+            opts["policy_path"], opts["policy_from"], kubeconfig=opts["kubeconfig"], context=opts["context"]
+        )
+        credentials = CredentialStore.from_docker_config(opts["docker_config"])
+    except ConfigError as exc:
+        _fail(exc.diagnostics(), EXIT_USAGE)
+    except InventoryError as exc:
+        _fail(exc.diagnostics(), EXIT_FAILED)
+
+    store = None
+    scan_id = None
+    if not opts["no_store"]:
+        from scanner import store as store_mod
+
+        try:
+            url = opts["db_url"] or store_mod.default_db_url()
+            if url.startswith("sqlite"):
+                store_mod.upgrade(url)  # a laptop or CronJob SQLite file migrates itself
+            store = store_mod.open_store(url)
+            store.check_schema()
+        except StoreError as exc:
+            _fail(exc.diagnostics(), EXIT_FAILED)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+        click.echo(f"sigaudit: received signal {signum}; stopping, the scan will not be recorded as complete", err=True)
+
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    progress, bar = _progress_printer(opts["progress"])
+    client = RegistryClient(
+        credentials=credentials,
+        insecure_registries=policy.insecure_registries,
+        per_registry_concurrency=opts["registry_concurrency"],
+    )
+    from scanner.clock import system_clock
+
+    try:
+        if store is not None:
+            scan_id = store.begin_scan(opts["cluster"], system_clock(), policy.digest, __version__)
+        problems: list[str] = []
+        owners = None
+        if opts["pods_file"]:
+            from scanner.inventory.pods import iter_pods_file
+
+            pods = iter_pods_file(opts["pods_file"])
+        else:
+            from scanner.inventory.kube import KubeOwnerResolver, iter_pods, load_api_client, read_pull_secret
+
+            api = load_api_client(opts["kubeconfig"], opts["context"])
+            owners = KubeOwnerResolver(api)
+            pods = iter_pods(
+                api_client=api,
+                namespaces=opts["namespaces"],
+                exclude_namespaces=opts["exclude_namespaces"],
+                page_size=opts["page_size"],
+                problems=problems,
+            )
+            if opts["pull_secrets"]:
+                pods = _with_pull_secrets(pods, api, credentials, read_pull_secret)
+        if opts["pods_file"] and (opts["namespaces"] or opts["exclude_namespaces"]):
+            from scanner.inventory.pods import namespace_selected
+
+            pods = (
+                p
+                for p in pods
+                if namespace_selected(
+                    str((p.get("metadata") or {}).get("namespace", "default")),
+                    opts["namespaces"],
+                    opts["exclude_namespaces"],
+                )
+            )
+        if bar is not None:
+            bar.start()
+        try:
+            result = run_scan(
+                policy,
+                pods,
+                client=client,
+                cluster=opts["cluster"],
+                owners=owners,
+                workers=opts["concurrency"],
+                progress=progress,
+                inventory_problems=problems,
+                stop=stop,
+            )
+        finally:
+            if bar is not None:
+                bar.stop()
+        if owners is not None and owners.problems:
+            from dataclasses import replace
+
+            from scanner.models import ScanState
+
+            result = replace(result, errors=(*result.errors, *owners.problems), state=ScanState.PARTIAL)
+        if stop.is_set():
+            raise InterruptedError("interrupted by signal")
+        if store is not None and scan_id is not None:
+            from dataclasses import replace
+
+            store.finish_scan(scan_id, result)
+            result = replace(result, scan_id=scan_id)
+    except ScanInProgress as exc:
+        _fail(exc.diagnostics(), EXIT_FAILED)
+    except (InventoryError, StoreError, ParseError, InterruptedError) as exc:
+        if store is not None and scan_id is not None:
+            try:
+                store.fail_scan(scan_id, [str(exc)])
+            except StoreError:
+                pass
+        msg = exc.diagnostics() if isinstance(exc, SigauditError) else str(exc)
+        _fail(f"scan failed: {msg}", EXIT_FAILED)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        client.close()
+
+    doc = scan_document(result)
+    if opts["json_out"]:
+        Path(opts["json_out"]).write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    if opts["output"] == "json":
+        click.echo(json.dumps(doc, indent=2))
+    elif opts["output"] == "table":
+        from scanner.table import print_table
+
+        print_table(result)
+    _exports(result, store, opts)
+    if store is not None:
+        store.close()
+    if result.state.value != "complete":
+        for err in result.errors:
+            click.echo(f"sigaudit: warning: {err}", err=True)
+        return EXIT_FAILED
+    if doc["summary"]["non_compliant"] and not opts["exit_zero_on_violations"]:
+        return EXIT_VIOLATIONS
+    return EXIT_OK
+
+
+def _with_pull_secrets(pods: Any, api: Any, credentials: Any, read: Any) -> Any:
+    seen: set[tuple[str, str]] = set()
+    for pod in pods:
+        ns = str((pod.get("metadata") or {}).get("namespace") or "default")
+        for s in (pod.get("spec") or {}).get("imagePullSecrets") or []:
+            key = (ns, str(s.get("name")))
+            if s.get("name") and key not in seen:
+                seen.add(key)
+                data = read(api, ns, key[1])
+                if data:
+                    credentials.add_pull_secret(ns, key[1], data)
+        yield pod
+
+
+def _exports(result: Any, store: Any, opts: dict[str, Any]) -> None:
+    """Metrics and reports after a scan; failures here are reported but do not change the verdicts."""
+    if opts.get("metrics_file") or opts.get("pushgateway"):
+        try:
+            from scanner.metrics import export
+
+            export.after_scan(result, store, metrics_file=opts.get("metrics_file"), pushgateway=opts.get("pushgateway"))
+        except (ImportError, OSError, SigauditError) as exc:
+            click.echo(f"sigaudit: warning: metrics export failed: {exc}", err=True)
+    if opts.get("report_path"):
+        try:
+            from reports import render
+
+            Path(opts["report_path"]).write_text(render.html_for_result(result, store))
+            click.echo(f"sigaudit: report written to {opts['report_path']}", err=True)
+        except (ImportError, OSError, SigauditError) as exc:
+            click.echo(f"sigaudit: warning: report failed: {exc}", err=True)
+
+
+@main.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command("upgrade")
+@click.option("--db", "db_url", default=None, help="Database URL.")
+@click.option("--revision", default="head")
+def db_upgrade(db_url: str | None, revision: str) -> None:
+    """Apply migrations (idempotent)."""
+    from scanner import store as store_mod
+
+    url = db_url or store_mod.default_db_url()
+    try:
+        store_mod.upgrade(url, revision)
+        click.echo(f"database at {store_mod.current_revision(url)}", err=True)
+    except StoreError as exc:
+        _fail(exc.diagnostics(), EXIT_FAILED)
+
+
+@db.command("downgrade")
+@click.option("--db", "db_url", default=None, help="Database URL.")
+@click.argument("revision")
+def db_downgrade(db_url: str | None, revision: str) -> None:
+    """Revert migrations to REVISION (e.g. base)."""
+    from scanner import store as store_mod
+
+    url = db_url or store_mod.default_db_url()
+    try:
+        store_mod.downgrade(url, revision)
+    except StoreError as exc:
+        _fail(exc.diagnostics(), EXIT_FAILED)
+
+
+@db.command("current")
+@click.option("--db", "db_url", default=None, help="Database URL.")
+def db_current(db_url: str | None) -> None:
+    """Print the database's migration revision."""
+    from scanner import store as store_mod
+
+    try:
+        click.echo(store_mod.current_revision(db_url or store_mod.default_db_url()) or "base")
+    except StoreError as exc:
+        _fail(exc.diagnostics(), EXIT_FAILED)
+
+
+@main.command("check-policy")
+@click.argument("policy_path", type=click.Path(dir_okay=False))
+def check_policy(policy_path: str) -> None:
+    """Validate a policy file (and load its keys) without scanning."""
+    from scanner.policy.loader import load_policy, policy_summary
+
+    try:
+        policy = load_policy(policy_path)
+    except ConfigError as exc:
+        _fail(exc.diagnostics(), EXIT_USAGE)
+    click.echo(json.dumps(policy_summary(policy), indent=2, default=str))
+
+
+def _register_optional_commands() -> None:
+    """Commands whose modules may not be installed in every build (serve, report)."""
+    for module, name in (("scanner.server", "serve"), ("reports.cli", "report")):
+        try:
+            mod = __import__(module, fromlist=["command"])
+        except ImportError:
+            continue
+        main.add_command(mod.command, name)
+
+
+_register_optional_commands()
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,102 @@
+"""Image references, normalised the way the container tools do.
+
+``nginx`` -> ``docker.io/library/nginx:latest``; ``index.docker.io/x/y`` -> ``docker.io/x/y``.
+Grammar: distribution/reference (``reference/regexp.go``); hand-written because no maintained
+Python package implements it with docker's normalisation rules.
+"""
+
+from __future__ import annotations
+
+import re
+
+from scanner.errors import ParseError
+from scanner.models import ImageReference
+
+DOCKER_HUB = "docker.io"
+_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com", "docker.io"}
+MAX_REFERENCE_LENGTH = 4096
+
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_NAME_RE = re.compile(rf"^(?:({_DOMAIN})/)?({_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)$")
+_TAG_RE = re.compile(rf"^{_TAG}$")
+_DIGEST_RE = re.compile(rf"^{_DIGEST}$")
+SHA256_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def _split_domain(name: str) -> tuple[str, str]:
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+        return first, rest
+    return DOCKER_HUB, name
+
+
+def parse_reference(text: str) -> ImageReference:
+    """Parse and normalise an image reference; raise ParseError on anything malformed."""
+    if not isinstance(text, str) or not text or len(text) > MAX_REFERENCE_LENGTH:
+        raise ParseError(f"invalid image reference {str(text)[:80]!r}: empty or too long")
+    rest, _, digest = text.partition("@")
+    if "@" in digest:
+        raise ParseError(f"invalid image reference {text!r}: more than one '@'")
+    tag: str | None = None
+    slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    if colon > slash:
+        rest, tag = rest[:colon], rest[colon + 1 :]
+        if not _TAG_RE.match(tag):
+            raise ParseError(f"invalid image reference {text!r}: bad tag {tag!r}")
+    if digest:
+        if not _DIGEST_RE.match(digest):
+            raise ParseError(f"invalid image reference {text!r}: bad digest")
+        if digest.startswith("sha256:") and not SHA256_RE.match(digest):
+            raise ParseError(f"invalid image reference {text!r}: sha256 digest must be 64 lowercase hex")
+    domain, path = _split_domain(rest)
+    if domain.lower() in _HUB_ALIASES:
+        domain = DOCKER_HUB
+        if "/" not in path:
+            path = f"library/{path}"
+    full = f"{domain}/{path}"
+    if not _NAME_RE.match(full):
+        raise ParseError(f"invalid image reference {text!r}: repository names are lowercase [a-z0-9._-/]")
+    if tag is None and not digest:
+        tag = "latest"
+    return ImageReference(registry=domain, repository=path, tag=tag, digest=digest or None)
+
+
+def registry_api_host(registry: str) -> str:
+    """The host that serves the distribution API for a registry name."""
+    return "registry-1.docker.io" if registry == DOCKER_HUB else registry
+
+
+def parse_image_id(image_id: str | None) -> tuple[ImageReference | None, str | None, str | None]:
+    """Interpret ``status.containerStatuses[].imageID``.
+
+    Returns (repository reference or None, manifest digest or None, note). Runtimes report:
+    ``docker.io/library/nginx@sha256:…`` (containerd, CRI-O), ``docker-pullable://nginx@sha256:…``
+    (dockershim), ``sha256:…`` (a bare digest: the repository must come from the spec), and
+    ``docker://sha256:…`` (a local image id, *not* a registry digest).
+    """
+    if not image_id:
+        return None, None, "the runtime reported no image digest (container not started?)"
+    value = image_id.strip()
+    for scheme in ("docker-pullable://", "containerd://", "cri-o://"):
+        if value.startswith(scheme):
+            value = value[len(scheme) :]
+            break
+    else:
+        if value.startswith("docker://"):
+            return None, None, f"the runtime reported a local image id ({image_id[:80]}), not a registry digest"
+    if SHA256_RE.match(value):
+        return None, value, None
+    if "@" not in value:
+        return None, None, f"unrecognised imageID {image_id[:120]!r}"
+    try:
+        ref = parse_reference(value)
+    except ParseError as exc:
+        return None, None, f"unparseable imageID: {exc}"
+    if ref.digest is None or not SHA256_RE.match(ref.digest):
+        return None, None, f"imageID {image_id[:120]!r} carries no sha256 digest"
+    return ImageReference(ref.registry, ref.repository, None, ref.digest), ref.digest, None

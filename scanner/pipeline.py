@@ -1,0 +1,314 @@
+"""The one module that wires the stages:
+
+inventory -> resolve -> fetch signatures -> verify -> evaluate policy  (-> store -> export, in the CLI)
+
+Each unique running digest is fetched and verified once per scan, however many pods run it, with
+bounded concurrency (per registry in the client, overall here).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from scanner import __version__
+from scanner.clock import Clock, system_clock
+from scanner.errors import ParseError, RegistryError
+from scanner.inventory.pods import OwnerResolver, StaticOwnerResolver, containers_from_pod
+from scanner.inventory.references import parse_image_id, parse_reference
+from scanner.models import (
+    ContainerRef,
+    ImageReference,
+    RunningImage,
+    ScanResult,
+    ScanState,
+    SignatureMaterial,
+    SignatureResult,
+    UnresolvedImage,
+    Verdict,
+)
+from scanner.policy.engine import evaluate, match_rule, unresolved_verdict
+from scanner.policy.loader import CompiledRule, Policy
+from scanner.registry.client import RegistryClient
+from scanner.signatures.discovery import discover
+from scanner.verify.base import Verifier, Wants
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass
+class Inventory:
+    """Containers grouped by running digest (or by spec image when no digest is known)."""
+
+    running: dict[tuple[str, str, str], list[ContainerRef]] = field(default_factory=lambda: defaultdict(list))
+    tags: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
+    notes: dict[tuple[str, str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    to_resolve: dict[str, list[ContainerRef]] = field(default_factory=lambda: defaultdict(list))
+    unparseable: dict[str, tuple[str, list[ContainerRef]]] = field(default_factory=dict)
+    pods: int = 0
+    containers: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, c: ContainerRef) -> None:
+        self.containers += 1
+        try:
+            spec_ref = parse_reference(c.image)
+        except ParseError as exc:
+            self.unparseable.setdefault(c.image, (str(exc), []))[1].append(c)
+            return
+        id_ref, digest, note = parse_image_id(c.image_id)
+        if digest is None and spec_ref.digest:
+            digest = spec_ref.digest
+            note = "digest taken from the pod spec (the runtime reported none)"
+        if digest is None:
+            self.to_resolve[str(spec_ref)].append(c)
+            return
+        repo = id_ref or spec_ref
+        key = (repo.registry, repo.repository, digest)
+        self.running[key].append(c)
+        self.tags.setdefault(key, spec_ref.tag)
+        if note:
+            self.notes[key].add(note)
+        if id_ref is not None and id_ref.repo != spec_ref.repo:
+            self.notes[key].add(f"pulled from {id_ref.repo} (spec names {spec_ref.repo})")
+
+
+def build_inventory(pods: Iterable[dict[str, Any]], owners: OwnerResolver | None = None) -> Inventory:
+    owners = owners or StaticOwnerResolver()
+    inv = Inventory()
+    for pod in pods:
+        inv.pods += 1
+        try:
+            containers = containers_from_pod(pod, owners)
+        except ParseError as exc:
+            meta = pod.get("metadata") if isinstance(pod, dict) else None
+            name = f"{meta.get('namespace')}/{meta.get('name')}" if isinstance(meta, dict) else "?"
+            inv.problems.append(f"pod {name} skipped: {exc}")
+            continue
+        for c in containers:
+            inv.add(c)
+    return inv
+
+
+def _pull_secrets(containers: Iterable[ContainerRef]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted({(c.namespace, s) for c in containers for s in c.pull_secrets}))
+
+
+def resolve(
+    inv: Inventory, client: RegistryClient, *, workers: int
+) -> tuple[list[RunningImage], list[UnresolvedImage]]:
+    """Tag -> digest for containers whose runtime gave no digest; group into RunningImages."""
+    running: dict[tuple[str, str, str], RunningImage] = {}
+    unresolved: list[UnresolvedImage] = []
+    for key, containers in inv.running.items():
+        registry, repository, digest = key
+        ref = ImageReference(registry, repository, inv.tags.get(key), digest)
+        running[key] = RunningImage(
+            ref, tuple(containers), tuple(sorted(inv.notes.get(key, ()))), _pull_secrets(containers)
+        )
+    for image, (reason, containers) in inv.unparseable.items():
+        unresolved.append(UnresolvedImage(None, image, tuple(containers), reason))
+
+    def _resolve(item: tuple[str, list[ContainerRef]]) -> tuple[str, list[ContainerRef], str | None, str]:
+        text, containers = item
+        ref = parse_reference(text)
+        try:
+            desc = client.head_manifest(ref, ref.tag or "latest", _pull_secrets(containers))
+            return text, containers, desc.digest, ""
+        except (RegistryError, ParseError) as exc:
+            return text, containers, None, str(exc)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for text, containers, digest, err in pool.map(_resolve, list(inv.to_resolve.items())):
+            ref = parse_reference(text)
+            if digest is None:
+                unresolved.append(
+                    UnresolvedImage(
+                        ref,
+                        text,
+                        tuple(containers),
+                        f"no digest from the runtime and the tag could not be resolved: {err}",
+                    )
+                )
+                continue
+            note = (
+                f"the runtime reported no digest; tag {ref.tag} resolved to {digest} at scan time "
+                "(the tag may have moved since the pod started)"
+            )
+            key = (ref.registry, ref.repository, digest)
+            if key in running:
+                prev = running[key]
+                running[key] = RunningImage(
+                    prev.reference,
+                    prev.containers + tuple(containers),
+                    tuple(sorted({*prev.notes, note})),
+                    _pull_secrets([*prev.containers, *containers]),
+                )
+            else:
+                running[key] = RunningImage(
+                    ref.with_digest(digest), tuple(containers), (note,), _pull_secrets(containers)
+                )
+    return list(running.values()), unresolved
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    rule: CompiledRule | None
+    namespace: str
+    containers: tuple[ContainerRef, ...]
+
+
+def _groups(policy: Policy, image: RunningImage) -> list[_Group]:
+    """Split an image's containers by the rule (and exemption scope) their namespace selects."""
+    by_ns: dict[str, list[ContainerRef]] = defaultdict(list)
+    for c in image.containers:
+        by_ns[c.namespace].append(c)
+    by_rule: dict[tuple[str | None, str], list[ContainerRef]] = defaultdict(list)
+    rules: dict[str | None, CompiledRule | None] = {}
+    first_ns: dict[tuple[str | None, str], str] = {}
+    for ns, cs in sorted(by_ns.items()):
+        rule = match_rule(policy, image.reference, ns)
+        exemption_key = _exemption_key(policy, image, ns)
+        key = (rule.name if rule else None, exemption_key)
+        rules[key[0]] = rule
+        by_rule[key] += cs
+        first_ns.setdefault(key, ns)
+    return [_Group(rules[k[0]], first_ns[k], tuple(cs)) for k, cs in by_rule.items()]
+
+
+def _exemption_key(policy: Policy, image: RunningImage, namespace: str) -> str:
+    from scanner.policy.engine import match_exemption
+
+    ex = match_exemption(policy, image.reference, str(image.reference), namespace)
+    return f"{ex.reason}|{ex.until.isoformat()}" if ex else ""
+
+
+@dataclass
+class ScanStats:
+    verifications: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def verify_image(
+    image: RunningImage,
+    groups: list[_Group],
+    client: RegistryClient,
+    policy: Policy,
+    now: datetime,
+    stats: ScanStats,
+) -> list[Verdict]:
+    verifiers: dict[int, Verifier] = {}
+    for g in groups:
+        for v in g.rule.verifiers if g.rule else ():
+            verifiers[id(v)] = v
+    material = SignatureMaterial(image=_placeholder(image))
+    if verifiers:
+        wants = Wants()
+        for v in verifiers.values():
+            wants = wants | v.wants
+        material = discover(
+            client, image, wants, max_signatures=policy.max_signatures, need_descriptor=bool(wants.referrer_types)
+        )
+    results: dict[int, tuple[SignatureResult, ...]] = {}
+    for vid, v in verifiers.items():
+        try:
+            results[vid] = v.verify(image, material, now)
+        except Exception as exc:
+            log.exception("verifier %s crashed on %s", v.name, image.reference)
+            from scanner.models import Outcome, SignatureFailure
+
+            results[vid] = (
+                SignatureResult(
+                    kind="internal",
+                    verifier=v.name,
+                    outcome=Outcome.ERROR,
+                    reason=f"verifier failed: {type(exc).__name__}: {str(exc)[:200]}",
+                    failure=SignatureFailure.ERROR,
+                ),
+            )
+        with stats.lock:
+            for r in results[vid]:
+                stats.verifications[f"{r.kind}|{r.outcome.value}"] += 1
+    verdicts = []
+    for g in groups:
+        sub = RunningImage(image.reference, g.containers, image.notes, image.pull_secrets)
+        rs = [r for v in (g.rule.verifiers if g.rule else ()) for r in results[id(v)]]
+        verdicts.append(evaluate(sub, g.rule, rs, material.errors, policy, now, g.namespace))
+    return verdicts
+
+
+def _placeholder(image: RunningImage) -> Any:
+    from scanner.models import Descriptor
+
+    return Descriptor("", image.digest, 0)
+
+
+def iter_with_progress(items: list[Any], progress: Progress | None, phase: str) -> Iterator[Any]:
+    for i, item in enumerate(items, 1):
+        yield item
+        if progress:
+            progress(phase, i, len(items))
+
+
+def run_scan(
+    policy: Policy,
+    pods: Iterable[dict[str, Any]],
+    *,
+    client: RegistryClient,
+    cluster: str,
+    owners: OwnerResolver | None = None,
+    clock: Clock = system_clock,
+    workers: int = 16,
+    progress: Progress | None = None,
+    inventory_problems: list[str] | None = None,
+    stop: threading.Event | None = None,
+) -> ScanResult:
+    started = clock()
+    inv = build_inventory(pods, owners)
+    problems = [*(inventory_problems or []), *inv.problems]
+    if progress:
+        progress("inventory", inv.containers, inv.containers)
+    running, unresolved = resolve(inv, client, workers=workers)
+    now = clock()
+    stats = ScanStats()
+    verdicts: list[Verdict] = []
+    work = [(img, _groups(policy, img)) for img in running]
+    done = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(verify_image, img, groups, client, policy, now, stats) for img, groups in work]
+        for fut in futures:
+            if stop is not None and stop.is_set():
+                for f in futures:
+                    f.cancel()
+                raise InterruptedError("scan interrupted")
+            verdicts += fut.result()
+            done += 1
+            if progress:
+                progress("verify", done, len(futures))
+    verdicts += [unresolved_verdict(u, policy, now) for u in unresolved]
+    verdicts.sort(key=lambda v: (str(v.image.reference) if v.image.reference else v.image.image, v.rule or ""))
+    state = ScanState.PARTIAL if problems else ScanState.COMPLETE
+    return ScanResult(
+        cluster=cluster,
+        started_at=started,
+        finished_at=clock(),
+        state=state,
+        verdicts=tuple(verdicts),
+        policy_digest=policy.digest,
+        errors=tuple(problems),
+        sigaudit_version=__version__,
+        stats={
+            **client.stats.as_dict(),
+            "verifications": dict(stats.verifications),
+            "pods": inv.pods,
+            "containers": inv.containers,
+        },
+    )

@@ -1,0 +1,261 @@
+"""Turn verification results into verdicts. Pure: results, policy and a clock in; a verdict out.
+
+- First matching rule applies (images glob on the normalised reference; namespaces glob).
+- Any one verifier with one passing signature is enough.
+- Revocations (key sha256, or identity with an optional effective time) turn passes into failures.
+- Exemptions waive non-compliance until their end date, and say so; lapsed ones are reported.
+- Anything that could not be decided is ``error`` — never compliant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from fnmatch import fnmatchcase
+
+from scanner.errors import ParseError
+from scanner.inventory.references import parse_reference
+from scanner.models import (
+    ImageReference,
+    Outcome,
+    RunningImage,
+    SignatureFailure,
+    SignatureMaterial,
+    SignatureResult,
+    Status,
+    UnresolvedImage,
+    Verdict,
+)
+from scanner.policy.loader import CompiledRule, Policy
+from scanner.policy.schema import Exemption, Revocation
+
+_WILDCARDS = ("*", "?")
+
+
+def _candidates(ref: ImageReference) -> list[str]:
+    out = [ref.repo]
+    if ref.tag:
+        out.append(f"{ref.repo}:{ref.tag}")
+    if ref.digest:
+        out.append(f"{ref.repo}@{ref.digest}")
+        if ref.tag:
+            out.append(f"{ref.repo}:{ref.tag}@{ref.digest}")
+    return out
+
+
+def _normalise_glob(glob: str) -> str:
+    if any(w in glob for w in _WILDCARDS):
+        return glob
+    try:
+        ref = parse_reference(glob)
+    except ParseError:
+        return glob
+    # A plain reference without tag/digest matches the repository whatever the tag.
+    if ":" not in glob.rsplit("/", 1)[-1] and "@" not in glob:
+        return ref.repo
+    return str(ref)
+
+
+def image_matches(globs: Iterable[str], ref: ImageReference) -> bool:
+    cands = _candidates(ref)
+    return any(fnmatchcase(c, _normalise_glob(g)) for g in globs for c in cands)
+
+
+def namespace_matches(globs: Iterable[str], namespace: str) -> bool:
+    return any(fnmatchcase(namespace, g) for g in globs)
+
+
+def match_rule(policy: Policy, ref: ImageReference, namespace: str) -> CompiledRule | None:
+    for rule in policy.rules:
+        if image_matches(rule.images, ref) and namespace_matches(rule.namespaces, namespace):
+            return rule
+    return None
+
+
+def match_exemption(policy: Policy, ref: ImageReference | None, image_text: str, namespace: str) -> Exemption | None:
+    """The matching exemption with the latest end date (lapsed ones included; the caller decides)."""
+    found: Exemption | None = None
+    for ex in policy.exemptions:
+        if not namespace_matches(ex.namespaces, namespace):
+            continue
+        hit = image_matches(ex.images, ref) if ref is not None else any(fnmatchcase(image_text, g) for g in ex.images)
+        if hit and (found is None or ex.until > found.until):
+            found = ex
+    return found
+
+
+def _revoked(result: SignatureResult, revocations: Sequence[Revocation]) -> Revocation | None:
+    for rev in revocations:
+        if rev.key_sha256 is not None:
+            if result.key_sha256 and result.key_sha256.lower() == rev.key_sha256.lower():
+                return rev
+            continue
+        names = {result.identity, result.signer, *(result.details.get("identities") or [])}
+        if rev.identity in names:
+            # With an effective time (AWS Signer's model) only signatures made at or after it are
+            # revoked; without a trusted signing time we cannot tell, so the revocation applies.
+            if rev.revoked_at is None or result.signed_at is None or result.signed_at >= rev.revoked_at:
+                return rev
+    return None
+
+
+def apply_revocations(
+    results: Sequence[SignatureResult], revocations: Sequence[Revocation]
+) -> tuple[SignatureResult, ...]:
+    out = []
+    for r in results:
+        rev = _revoked(r, revocations) if r.outcome is Outcome.PASSED else None
+        if rev is None:
+            out.append(r)
+            continue
+        who = f"key sha256:{rev.key_sha256}" if rev.key_sha256 else f"identity {rev.identity!r}"
+        when = f" (signatures made after {rev.revoked_at.isoformat()})" if rev.revoked_at else ""
+        out.append(
+            replace(
+                r,
+                outcome=Outcome.FAILED,
+                failure=SignatureFailure.REVOKED,
+                reason=f"{r.reason}; but {who} is revoked{when}: {rev.reason}",
+            )
+        )
+    return tuple(out)
+
+
+_FAILURE_ORDER = (SignatureFailure.ERROR, SignatureFailure.REVOKED, SignatureFailure.EXPIRED, SignatureFailure.INVALID)
+_FAILURE_STATUS = {
+    SignatureFailure.ERROR: Status.ERROR,
+    SignatureFailure.REVOKED: Status.REVOKED,
+    SignatureFailure.EXPIRED: Status.EXPIRED,
+    SignatureFailure.INVALID: Status.INVALID,
+}
+
+
+def evaluate(
+    image: RunningImage,
+    rule: CompiledRule | None,
+    results: Sequence[SignatureResult],
+    material_errors: Sequence[str],
+    policy: Policy,
+    now: datetime,
+    namespace: str,
+) -> Verdict:
+    """The verdict for one running digest (as seen from one namespace's rule and exemptions)."""
+    notes = list(image.notes)
+    source = rule.source if rule else None
+    exemption = match_exemption(policy, image.reference, str(image.reference), namespace)
+    if rule is None:
+        base = Verdict(image, Status.NO_POLICY, (*notes, "no policy rule matches this image"), None, None)
+        return _exempt(base, exemption, now)
+
+    results = apply_revocations(results, policy.revocations)
+    passed = [r for r in results if r.outcome is Outcome.PASSED]
+    reasons: list[str] = []
+    if passed:
+        best = max(passed, key=lambda r: (r.not_after is None, r.not_after or now))
+        not_after = (
+            None if any(r.not_after is None for r in passed) else max(r.not_after for r in passed if r.not_after)
+        )
+        expiring = not_after is not None and not_after - now <= policy.expiry_warning
+        reasons.append(best.reason)
+        reasons += [f"also: {r.reason}" for r in results if r is not best and r.outcome is not Outcome.PASSED][:5]
+        for r in passed:
+            reasons += [
+                f"logged (not enforced): {c.name}: {c.reason}"
+                for c in r.checks
+                if not c.enforced and c.outcome in (Outcome.FAILED, Outcome.ERROR)
+            ]
+        if expiring and not_after is not None:
+            reasons.append(
+                f"signature or certificate lapses at {not_after.isoformat()}, inside the expiry warning window"
+            )
+        verdict = Verdict(
+            image,
+            Status.VERIFIED,
+            tuple(reasons),
+            rule.name,
+            source,
+            tuple(results),
+            expiring,
+            not_after,
+            rule.mode == "warn",
+        )
+        return _exempt(verdict, exemption, now)
+
+    if not results:
+        if material_errors:
+            status = Status.ERROR
+            reasons += [f"could not read signatures: {e}" for e in material_errors]
+        else:
+            status = Status.UNSIGNED
+            kinds = ", ".join(v.name for v in rule.verifiers)
+            reasons.append(f"no signature found for the verifiers of rule {rule.name!r} ({kinds})")
+    else:
+        failures = {r.failure for r in results}
+        worst = next((f for f in _FAILURE_ORDER if f in failures), SignatureFailure.INVALID)
+        status = _FAILURE_STATUS[worst]
+        if material_errors and status is not Status.ERROR:
+            # A signature we could not read might have been the valid one.
+            reasons += [f"could not read all signatures: {e}" for e in material_errors]
+            status = Status.ERROR
+        reasons += [r.reason for r in results][:10]
+    reasons += notes
+    verdict = Verdict(
+        image, status, tuple(reasons), rule.name, source, tuple(results), False, None, rule.mode == "warn"
+    )
+    return _exempt(verdict, exemption, now)
+
+
+def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime) -> Verdict:
+    if exemption is None or verdict.status is Status.VERIFIED:
+        if exemption is not None and exemption.until > now:
+            return verdict
+        if exemption is not None:
+            return replace(
+                verdict,
+                reasons=(*verdict.reasons, f"exemption lapsed at {exemption.until.isoformat()} ({exemption.reason})"),
+            )
+        return verdict
+    if exemption.until <= now:
+        return replace(
+            verdict,
+            reasons=(
+                *verdict.reasons,
+                f"exemption lapsed at {exemption.until.isoformat()}: {exemption.reason}; not applied",
+            ),
+        )
+    by = f", approved by {exemption.approved_by}" if exemption.approved_by else ""
+    return replace(
+        verdict,
+        status=Status.EXEMPT,
+        reasons=(
+            f"exempt until {exemption.until.isoformat()}: {exemption.reason}{by}",
+            f"without the exemption: {verdict.status.value}",
+            *verdict.reasons,
+        ),
+        not_after=exemption.until,
+        expiring=exemption.until - now <= _WARN_EXEMPTION,
+    )
+
+
+from datetime import timedelta  # noqa: E402
+
+_WARN_EXEMPTION = timedelta(days=14)
+
+
+def unresolved_verdict(image: UnresolvedImage, policy: Policy, now: datetime) -> Verdict:
+    namespace = image.containers[0].namespace if image.containers else "*"
+    exemption = match_exemption(policy, image.reference, image.image, namespace)
+    rule = match_rule(policy, image.reference, namespace) if image.reference else None
+    v = Verdict(
+        image,
+        Status.ERROR,
+        (f"running digest unknown: {image.reason}",),
+        rule.name if rule else None,
+        rule.source if rule else None,
+    )
+    return _exempt(v, exemption, now)
+
+
+def material_only_errors(material: SignatureMaterial) -> tuple[str, ...]:
+    return material.errors

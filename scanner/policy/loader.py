@@ -1,0 +1,281 @@
+"""Load an AuditPolicy file: YAML -> pydantic schema -> compiled rules with built verifiers.
+
+This is the edge where files and URLs are read (keys, trust stores, trusted roots). Every problem is
+a ConfigError naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from scanner.errors import ConfigError, ParseError
+from scanner.policy.schema import (
+    AuditPolicyDocument,
+    CosignVerifierSpec,
+    Exemption,
+    Revocation,
+    VerifierSpec,
+    parse_duration,
+)
+from scanner.verify.base import Fetcher, Verifier
+from scanner.verify.cosign import CosignKeyVerifier
+from scanner.verify.keys import PublicKey, parse_public_key
+
+MAX_POLICY_BYTES = 4 * 1024 * 1024
+MAX_URL_KEY_BYTES = 64 * 1024
+KMS_SCHEMES = ("awskms://", "gcpkms://", "azurekms://", "hashivault://")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    name: str
+    images: tuple[str, ...]
+    namespaces: tuple[str, ...]
+    verifiers: tuple[Verifier, ...]
+    mode: str = "enforce"
+    source: str = ""  # which policy (file, imported resource) the rule came from
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    rules: tuple[CompiledRule, ...]
+    exemptions: tuple[Exemption, ...]
+    revocations: tuple[Revocation, ...]
+    expiry_warning: timedelta
+    insecure_registries: frozenset[str]
+    max_signatures: int
+    digest: str  # sha256 over the policy documents (and referenced trust material), for the report
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+
+KeyFetcher = Callable[[str], bytes]
+
+
+def _default_key_fetcher(url: str) -> bytes:
+    import httpx
+
+    try:
+        with httpx.Client(timeout=10.0, follow_redirects=True) as client, client.stream("GET", url) as resp:
+            if resp.status_code != 200:
+                raise ConfigError(f"key URL answered {resp.status_code}", field=url)
+            body = b""
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > MAX_URL_KEY_BYTES:
+                    raise ConfigError(f"key URL returned more than {MAX_URL_KEY_BYTES} bytes", field=url)
+            return body
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot fetch key: {type(exc).__name__}: {exc}", field=url) from exc
+
+
+def _yaml_line(root: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+    """The 1-based line of the YAML node at a pydantic error location (aliases already applied)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == part:
+                    nxt = v
+                    line = k.start_mark.line + 1
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+        if node is None:
+            break
+    return line
+
+
+def parse_policy_document(data: bytes, source: str) -> AuditPolicyDocument:
+    if len(data) > MAX_POLICY_BYTES:
+        raise ConfigError(f"policy file larger than {MAX_POLICY_BYTES} bytes", source=source)
+    try:
+        text = data.decode("utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        doc = yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError("policy is not UTF-8 text", source=source) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            f"invalid YAML: {getattr(exc, 'problem', exc)}", source=source, line=mark.line + 1 if mark else None
+        ) from exc
+    if not isinstance(doc, dict):
+        raise ConfigError("a policy file is a YAML mapping (apiVersion, kind, spec)", source=source)
+    try:
+        return AuditPolicyDocument.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after"))]
+        dotted = ".".join(str(p) for p in loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+        raise ConfigError(msg + more, source=source, line=_yaml_line(root, loc), field=dotted or None) from exc
+
+
+class PolicyLoader:
+    """Builds verifiers from specs. One per scan; caches keys loaded from URLs."""
+
+    def __init__(self, *, key_fetcher: KeyFetcher | None = None, fetcher: Fetcher | None = None) -> None:
+        self._fetch_key = key_fetcher or _default_key_fetcher
+        self._fetcher = fetcher
+        self._keys: dict[str, PublicKey] = {}
+        self.trust_material: list[bytes] = []  # everything trust-relevant, hashed into the policy digest
+
+    def load_key(self, text: str, base_dir: Path, where: str) -> tuple[PublicKey, str]:
+        text = text.strip()
+        if text in self._keys:
+            return self._keys[text], _label(text)
+        if text.startswith(KMS_SCHEMES):
+            from scanner.verify import kms  # optional, provider SDKs are extras
+
+            data = kms.fetch_public_key_pem(text)
+        elif text.startswith("-----BEGIN"):
+            data = text.encode()
+        elif text.startswith("https://"):
+            data = self._fetch_key(text)
+        elif text.startswith("http://"):
+            raise ConfigError("keys are fetched over https only", field=where)
+        else:
+            path = (base_dir / text).expanduser()
+            try:
+                data = path.read_bytes()[: MAX_URL_KEY_BYTES + 1]
+            except OSError as exc:
+                raise ConfigError(f"cannot read key file {path}: {exc.strerror}", field=where) from exc
+        try:
+            key = parse_public_key(data)
+        except ParseError as exc:
+            raise ConfigError(f"unusable key: {exc}", field=where) from exc
+        self._keys[text] = key
+        self.trust_material.append(data)
+        return key, _label(text)
+
+    def build_verifier(self, spec: VerifierSpec, base_dir: Path, where: str, rule: str) -> Verifier:
+        if spec.cosign is not None:
+            return self._cosign(spec.cosign, base_dir, where, rule)
+        if spec.notation is not None:
+            from scanner.verify.notation import NotationVerifier
+
+            return NotationVerifier.from_spec(spec.notation, base_dir=base_dir, fetcher=self._fetcher)
+        if spec.attestation is not None:
+            from scanner.verify.attestation import AttestationVerifier
+
+            return AttestationVerifier.from_spec(spec.attestation, base_dir=base_dir, loader=self)
+        raise ConfigError("empty verifier", field=where)  # pragma: no cover - schema forbids it
+
+    def _cosign(self, spec: CosignVerifierSpec, base_dir: Path, where: str, rule: str) -> Verifier:
+        if spec.keyless is not None:
+            from scanner.verify.cosign_keyless import CosignKeylessVerifier
+
+            return CosignKeylessVerifier.from_spec(spec, base_dir=base_dir)
+        assert spec.key is not None
+        key, label = self.load_key(spec.key, base_dir, f"{where}.cosign.key")
+        tlog_check, bundle_check = _sigstore_hooks(spec, base_dir)
+        return CosignKeyVerifier(
+            key,
+            key_label=label,
+            ignore_tlog=spec.ignore_tlog,
+            annotations=spec.annotations,
+            tlog_check=tlog_check,
+            bundle_check=bundle_check,
+            rule=rule,
+        )
+
+
+def _sigstore_hooks(spec: CosignVerifierSpec, base_dir: Path) -> tuple[Any, Any]:
+    """Rekor SET checking and key-signed bundle checking, from scanner.verify.rekor / sigstore_bundle."""
+    try:
+        from scanner.verify import sigstore_hooks
+    except ImportError:
+        return None, None
+    return sigstore_hooks.for_key_verifier(spec, base_dir)
+
+
+def _label(text: str) -> str:
+    if text.startswith("-----BEGIN"):
+        return "(inline PEM)"
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def load_policy(path: str | Path, *, loader: PolicyLoader | None = None) -> Policy:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy: {exc.strerror}", source=str(p)) from exc
+    return compile_policy(
+        parse_policy_document(data, str(p)), source=str(p), base_dir=p.parent, raw=data, loader=loader
+    )
+
+
+def compile_policy(
+    doc: AuditPolicyDocument, *, source: str, base_dir: Path, raw: bytes, loader: PolicyLoader | None = None
+) -> Policy:
+    loader = loader or PolicyLoader()
+    rules = []
+    for i, rule in enumerate(doc.spec.rules):
+        verifiers = []
+        for j, v in enumerate(rule.verifiers):
+            where = f"spec.rules.{i}.verifiers.{j}"
+            try:
+                verifiers.append(loader.build_verifier(v, base_dir, where, rule.name))
+            except ConfigError as exc:
+                if exc.source is None:
+                    raise ConfigError(str(exc), source=source, field=exc.field or where) from exc
+                raise
+        rules.append(
+            CompiledRule(rule.name, tuple(rule.images), tuple(rule.namespaces), tuple(verifiers), rule.mode, source)
+        )
+    h = hashlib.sha256(raw)
+    for material in loader.trust_material:
+        h.update(hashlib.sha256(material).digest())
+    for r in rules:
+        for v in r.verifiers:
+            h.update(v.trust_fingerprint.encode())
+    return Policy(
+        rules=tuple(rules),
+        exemptions=tuple(doc.spec.exemptions),
+        revocations=tuple(doc.spec.revocations),
+        expiry_warning=parse_duration(doc.spec.expiry_warning),
+        insecure_registries=frozenset(doc.spec.insecure_registries),
+        max_signatures=doc.spec.max_signatures,
+        digest="sha256:" + h.hexdigest(),
+        sources=(source,),
+    )
+
+
+def policy_summary(policy: Policy) -> dict[str, Any]:
+    """A JSON-able description for reports (no key material)."""
+    return {
+        "digest": policy.digest,
+        "sources": list(policy.sources),
+        "rules": [
+            {
+                "name": r.name,
+                "images": list(r.images),
+                "namespaces": list(r.namespaces),
+                "mode": r.mode,
+                "verifiers": [v.name for v in r.verifiers],
+                "source": r.source,
+            }
+            for r in policy.rules
+        ],
+        "exemptions": [json.loads(e.model_dump_json(by_alias=True)) for e in policy.exemptions],
+        "revocations": [json.loads(r.model_dump_json(by_alias=True)) for r in policy.revocations],
+    }

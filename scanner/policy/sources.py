@@ -1,0 +1,26 @@
+"""Where policies come from: the native AuditPolicy file, plus imports of policies users already have."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scanner.errors import ConfigError
+from scanner.policy.loader import Policy, PolicyLoader, load_policy
+
+
+def load_policies(
+    policy_path: str | None, policy_from: Sequence[str], *, kubeconfig: str | None = None, context: str | None = None
+) -> Policy:
+    """The native policy file and any ``--policy-from`` imports, merged (native rules first)."""
+    if not policy_path and not policy_from:
+        raise ConfigError("no policy: give --policy FILE (an AuditPolicy) or --policy-from SOURCE")
+    loader = PolicyLoader()
+    policy = load_policy(policy_path, loader=loader) if policy_path else None
+    if policy_from:
+        try:
+            from scanner.policy import imports
+        except ImportError as exc:
+            raise ConfigError("--policy-from is not available in this build") from exc
+        return imports.merge(policy, policy_from, loader=loader, kubeconfig=kubeconfig, context=context)
+    assert policy is not None
+    return policy

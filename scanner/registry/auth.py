@@ -1,0 +1,118 @@
+"""Registry credentials: docker ``config.json`` and the pods' imagePullSecrets.
+
+Secrets live only in memory here; ``Credential.__repr__`` never shows them, and nothing in this
+module logs them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scanner.errors import ConfigError
+from scanner.inventory.references import DOCKER_HUB
+
+_HUB_KEYS = {
+    "https://index.docker.io/v1/",
+    "index.docker.io",
+    "docker.io",
+    "registry-1.docker.io",
+    "https://index.docker.io/v1",
+    "https://registry-1.docker.io",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    username: str = field(repr=False)
+    password: str = field(repr=False)
+    identity_token: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return "Credential(<redacted>)"
+
+
+def _normalise_key(key: str) -> str:
+    if key in _HUB_KEYS:
+        return DOCKER_HUB
+    key = re.sub(r"^https?://", "", key.strip())
+    host = key.split("/", 1)[0]
+    return DOCKER_HUB if host in _HUB_KEYS else host
+
+
+def parse_docker_config(data: bytes, source: str) -> dict[str, Credential]:
+    """``{"auths": {"host": {"auth": b64(user:pass)} | {"username","password"} | {"identitytoken"}}}``."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid JSON: {exc}", source=source) from exc
+    if not isinstance(doc, dict):
+        raise ConfigError("not a JSON object", source=source)
+    auths = doc.get("auths", {})
+    if not isinstance(auths, dict):
+        raise ConfigError("`auths` is not an object", source=source)
+    out: dict[str, Credential] = {}
+    for key, entry in auths.items():
+        if not isinstance(entry, dict):
+            continue
+        user, password = entry.get("username"), entry.get("password")
+        if entry.get("auth"):
+            try:
+                decoded = base64.b64decode(entry["auth"], validate=False).decode()
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                raise ConfigError(f"auths[{key!r}].auth is not base64 user:password", source=source) from None
+            user, _, password = decoded.partition(":")
+        token = entry.get("identitytoken")
+        if user or token:
+            out[_normalise_key(str(key))] = Credential(
+                str(user or "<token>"), str(password or ""), str(token) if token else None
+            )
+    return out
+
+
+def default_docker_config_path() -> Path:
+    base = os.environ.get("DOCKER_CONFIG")
+    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
+class CredentialStore:
+    """Lookup order: the pod's imagePullSecrets (per namespace/secret), then docker config.json."""
+
+    def __init__(self, default: dict[str, Credential] | None = None) -> None:
+        self._default = dict(default or {})
+        self._secrets: dict[tuple[str, str], dict[str, Credential]] = {}
+
+    @classmethod
+    def from_docker_config(cls, path: str | Path | None) -> CredentialStore:
+        p = Path(path) if path else default_docker_config_path()
+        if not p.exists():
+            if path:
+                raise ConfigError("docker config file not found", source=str(p))
+            return cls()
+        return cls(parse_docker_config(p.read_bytes(), str(p)))
+
+    def add_pull_secret(self, namespace: str, name: str, dockerconfigjson: bytes) -> None:
+        try:
+            self._secrets[(namespace, name)] = parse_docker_config(dockerconfigjson, f"secret {namespace}/{name}")
+        except ConfigError:
+            self._secrets[(namespace, name)] = {}
+
+    def lookup(self, registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> Credential | None:
+        for key in secrets:
+            cred = self._secrets.get(key, {}).get(registry)
+            if cred is not None:
+                return cred
+        return self._default.get(registry)
+
+    def all_secrets(self) -> list[str]:
+        """Every secret string held (for tests that grep outputs for leaks)."""
+        out = []
+        for creds in [self._default, *self._secrets.values()]:
+            for c in creds.values():
+                out += [c.password] + ([c.identity_token] if c.identity_token else [])
+        return [s for s in out if s]

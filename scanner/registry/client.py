@@ -1,0 +1,580 @@
+"""An OCI distribution client: manifests, indexes, tags, blobs and the referrers API.
+
+Built on a shared, thread-safe ``httpx.Client`` (HTTP/2 where offered, connection reuse) used from a
+bounded thread pool; concurrency is bounded per registry. Every reply is untrusted: sizes are capped
+while streaming, digests are checked before anything is parsed, retries honour ``Retry-After``,
+redirects to another host never carry credentials, and plain HTTP is used only for registries the
+policy lists as insecure.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import httpx
+
+from scanner.errors import LimitExceeded, NotFound, ParseError, RegistryError
+from scanner.inventory.references import SHA256_RE, registry_api_host
+from scanner.models import Descriptor, ImageReference
+from scanner.registry.auth import Credential, CredentialStore
+
+log = logging.getLogger(__name__)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+ACCEPT = ", ".join(MANIFEST_TYPES)
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    manifest_bytes: int = 4 * 1024 * 1024
+    blob_bytes: int = 4 * 1024 * 1024
+    index_entries: int = 1000
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    total_timeout: float = 60.0  # per request, including a slow trickle of bytes
+    retries: int = 3
+    max_retry_after: float = 30.0
+    max_redirects: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    digest: str
+    media_type: str
+    raw: bytes
+    doc: Mapping[str, Any]
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, len(self.raw))
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+
+@dataclass
+class RegistryStats:
+    """Thread-safe counters: requests and errors by registry and status code."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, registry: str, code: str, error: bool) -> None:
+        with self._lock:
+            self.requests[f"{registry}|{code}"] += 1
+            if error:
+                self.errors[f"{registry}|{code}"] += 1
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {"registry_requests": dict(self.requests), "registry_errors": dict(self.errors)}
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def parse_descriptor(obj: Any, where: str) -> Descriptor:
+    if not isinstance(obj, Mapping):
+        raise ParseError(f"{where}: descriptor is not an object")
+    media_type, digest, size = obj.get("mediaType"), obj.get("digest"), obj.get("size")
+    if not isinstance(digest, str) or not re.fullmatch(r"[a-z0-9]+:[0-9a-f]{32,128}", digest):
+        raise ParseError(f"{where}: descriptor digest missing or malformed")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ParseError(f"{where}: descriptor size missing or negative")
+    annotations = obj.get("annotations") or {}
+    if not isinstance(annotations, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        raise ParseError(f"{where}: annotations must map strings to strings")
+    artifact_type = obj.get("artifactType")
+    return Descriptor(
+        media_type=str(media_type or ""),
+        digest=digest,
+        size=size,
+        annotations=dict(annotations),
+        artifact_type=artifact_type if isinstance(artifact_type, str) else None,
+    )
+
+
+def parse_manifest(raw: bytes, media_type_header: str, digest: str) -> Manifest:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError(f"manifest {digest[:19]}: not JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ParseError(f"manifest {digest[:19]}: not a JSON object")
+    if doc.get("schemaVersion") != 2:
+        raise ParseError(f"manifest {digest[:19]}: schemaVersion {doc.get('schemaVersion')!r} is not supported")
+    media_type = doc.get("mediaType") or media_type_header.split(";")[0].strip()
+    if not media_type:
+        media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST
+    if media_type not in MANIFEST_TYPES and media_type != "application/vnd.oci.artifact.manifest.v1+json":
+        raise ParseError(f"manifest {digest[:19]}: unsupported media type {media_type!r}")
+    return Manifest(digest=digest, media_type=str(media_type), raw=raw, doc=doc)
+
+
+def _retry_after(value: str | None, cap: float) -> float | None:
+    if not value:
+        return None
+    try:
+        secs = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        secs = when.timestamp() - time.time()
+    return max(0.0, min(secs, cap))
+
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryClient:
+    """Thread-safe; share one per scan. ``secrets`` arguments name the pods' pull secrets."""
+
+    def __init__(
+        self,
+        *,
+        credentials: CredentialStore | None = None,
+        insecure_registries: frozenset[str] | set[str] = frozenset(),
+        limits: Limits | None = None,
+        per_registry_concurrency: int = 16,
+        transport: httpx.BaseTransport | None = None,
+        verify_tls: bool | str = True,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.credentials = credentials or CredentialStore()
+        self.insecure = frozenset(insecure_registries)
+        self.stats = RegistryStats()
+        self._per_registry = per_registry_concurrency
+        self._sems: dict[str, threading.BoundedSemaphore] = {}
+        self._tokens: dict[tuple[str, str, int], tuple[str, float]] = {}
+        self._basic: set[str] = set()
+        self._lock = threading.Lock()
+        timeout = httpx.Timeout(self.limits.read_timeout, connect=self.limits.connect_timeout)
+        pool = httpx.Limits(max_connections=max(64, per_registry_concurrency * 4), max_keepalive_connections=64)
+        self._http = httpx.Client(
+            http2=True,
+            timeout=timeout,
+            limits=pool,
+            follow_redirects=False,
+            transport=transport,
+            verify=verify_tls,
+            headers={"User-Agent": "sigaudit"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _base(self, registry: str) -> str:
+        scheme = "http" if registry in self.insecure else "https"
+        return f"{scheme}://{registry_api_host(registry)}"
+
+    def _sem(self, registry: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            if registry not in self._sems:
+                self._sems[registry] = threading.BoundedSemaphore(self._per_registry)
+            return self._sems[registry]
+
+    def _auth_header(self, registry: str, scope: str, cred: Credential | None) -> dict[str, str]:
+        key = (registry, scope, id(cred) if cred else 0)
+        with self._lock:
+            tok = self._tokens.get(key)
+            basic = registry in self._basic
+        if tok and tok[1] > time.monotonic():
+            return {"Authorization": f"Bearer {tok[0]}"}
+        if basic and cred:
+            return {"Authorization": httpx.BasicAuth(cred.username, cred.password)._auth_header}
+        return {}
+
+    def _fetch_token(self, registry: str, challenge: str, scope: str, cred: Credential | None) -> None:
+        params = dict(_CHALLENGE_PARAM.findall(challenge))
+        realm = params.get("realm")
+        if not realm:
+            raise RegistryError(f"{registry}: bearer challenge without realm", registry=registry, status=401)
+        realm_url = urlsplit(realm)
+        if realm_url.scheme not in ("https", "http"):
+            raise RegistryError(f"{registry}: token realm {realm!r} is not http(s)", registry=registry, status=401)
+        if realm_url.scheme == "http" and registry not in self.insecure:
+            raise RegistryError(
+                f"{registry}: token realm {realm} is plain HTTP; refusing (list the registry in "
+                "insecureRegistries to allow)",
+                registry=registry,
+                status=401,
+            )
+        query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
+        query = {k: v for k, v in query.items() if v}
+        try:
+            if cred and cred.identity_token:
+                resp = self._http.post(
+                    realm,
+                    data={
+                        **query,
+                        "grant_type": "refresh_token",
+                        "refresh_token": cred.identity_token,
+                        "client_id": "sigaudit",
+                    },
+                )
+            else:
+                auth = httpx.BasicAuth(cred.username, cred.password) if cred else None
+                resp = self._http.get(realm + ("&" if "?" in realm else "?") + urlencode(query), auth=auth)
+        except httpx.HTTPError as exc:
+            raise RegistryError(
+                f"{registry}: token service {realm_url.netloc} unreachable: {type(exc).__name__}", registry=registry
+            ) from exc
+        self.stats.record(registry, f"token-{resp.status_code}", resp.status_code >= 400)
+        if resp.status_code in (401, 403):
+            who = "the configured credentials were rejected" if cred else "anonymous access refused"
+            raise RegistryError(
+                f"{registry}: token service refused ({resp.status_code}): {who}",
+                registry=registry,
+                status=resp.status_code,
+            )
+        if resp.status_code != 200 or len(resp.content) > 1024 * 1024:
+            raise RegistryError(
+                f"{registry}: token service answered {resp.status_code}", registry=registry, status=resp.status_code
+            )
+        try:
+            body = resp.json()
+            token = body.get("token") or body.get("access_token")
+            ttl = float(body.get("expires_in") or 60)
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise RegistryError(f"{registry}: token service reply is not JSON", registry=registry) from exc
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"{registry}: token service reply has no token", registry=registry)
+        with self._lock:
+            self._tokens[(registry, scope, id(cred) if cred else 0)] = (token, time.monotonic() + max(ttl - 10, 5))
+
+    def _request(
+        self,
+        method: str,
+        registry: str,
+        path: str,
+        *,
+        scope: str,
+        secrets: tuple[tuple[str, str], ...],
+        headers: Mapping[str, str] | None = None,
+        max_bytes: int,
+    ) -> tuple[httpx.Response, bytes]:
+        """One request with auth, retries and a streamed size cap. Returns (response, body)."""
+        cred = self.credentials.lookup(registry, secrets)
+        url = self._base(registry) + path
+        attempt, authed = 0, False
+        with self._sem(registry):
+            while True:
+                hdrs = {**(headers or {}), **self._auth_header(registry, scope, cred)}
+                try:
+                    resp, body = self._send(method, url, hdrs, max_bytes, registry)
+                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                    self.stats.record(registry, type(exc).__name__, True)
+                    if attempt < min(self.limits.retries, 2) and not isinstance(
+                        exc, httpx.ConnectError | httpx.ReadTimeout
+                    ):
+                        attempt += 1
+                        time.sleep(0.2 * 2**attempt)
+                        continue
+                    raise RegistryError(f"{registry}: {_describe_transport_error(exc)}", registry=registry) from exc
+                self.stats.record(registry, str(resp.status_code), resp.status_code >= 400 and resp.status_code != 404)
+                if resp.status_code == 401 and not authed:
+                    authed = True
+                    challenge = resp.headers.get("www-authenticate", "")
+                    if challenge.lower().startswith("bearer"):
+                        self._fetch_token(registry, challenge, scope, cred)
+                        continue
+                    if challenge.lower().startswith("basic") and cred is not None:
+                        with self._lock:
+                            self._basic.add(registry)
+                        continue
+                    raise RegistryError(
+                        f"{registry}: authentication required and no credentials configured",
+                        registry=registry,
+                        status=401,
+                    )
+                if resp.status_code in RETRY_STATUS and attempt < self.limits.retries:
+                    attempt += 1
+                    wait = _retry_after(resp.headers.get("retry-after"), self.limits.max_retry_after)
+                    time.sleep(wait if wait is not None else min(0.5 * 2**attempt, 8.0))
+                    continue
+                return resp, body
+
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], max_bytes: int, registry: str
+    ) -> tuple[httpx.Response, bytes]:
+        origin = urlsplit(url).netloc
+        deadline = time.monotonic() + self.limits.total_timeout
+        for _ in range(self.limits.max_redirects + 1):
+            with self._http.stream(method, url, headers=headers) as resp:
+                if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
+                    url = urljoin(url, resp.headers["location"])
+                    if urlsplit(url).netloc != origin:
+                        # Credentials never follow a redirect to another host (blob storage, CDN, ...).
+                        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                    if urlsplit(url).scheme == "http" and registry not in self.insecure:
+                        raise RegistryError(
+                            f"{registry}: redirect to plain HTTP {urlsplit(url).netloc} refused", registry=registry
+                        )
+                    continue
+                if method == "HEAD" or (resp.status_code >= 400 and resp.status_code not in (404,)):
+                    body = b"" if method == "HEAD" else _read_capped(resp, 64 * 1024, deadline, url, quiet=True)
+                    return resp, body
+                if resp.status_code == 404:
+                    return resp, b""
+                length = resp.headers.get("content-length")
+                if length and length.isdigit() and int(length) > max_bytes:
+                    raise LimitExceeded(f"{_short(url)}: {int(length)} bytes exceeds the limit of {max_bytes}")
+                return resp, _read_capped(resp, max_bytes, deadline, url)
+        raise RegistryError(f"{registry}: too many redirects", registry=registry)
+
+    # -- API --------------------------------------------------------------------------------------
+
+    def _check(self, resp: httpx.Response, registry: str, what: str) -> None:
+        code = resp.status_code
+        if code == 404:
+            raise NotFound(f"{registry}: {what} not found", registry=registry, status=404)
+        if code == 401:
+            raise RegistryError(f"{registry}: {what}: authentication refused (401)", registry=registry, status=401)
+        if code == 403:
+            raise RegistryError(f"{registry}: {what}: access denied (403)", registry=registry, status=403)
+        if code == 429:
+            raise RegistryError(f"{registry}: {what}: rate limited (429) after retries", registry=registry, status=429)
+        if code >= 400:
+            raise RegistryError(f"{registry}: {what}: registry answered {code}", registry=registry, status=code)
+        if code >= 300:
+            raise RegistryError(f"{registry}: {what}: unexpected {code}", registry=registry, status=code)
+
+    def head_manifest(
+        self, ref: ImageReference, reference: str, secrets: tuple[tuple[str, str], ...] = ()
+    ) -> Descriptor:
+        """tag or digest -> descriptor (digest from ``Docker-Content-Digest``; GET if HEAD lacks it)."""
+        path = f"/v2/{ref.repository}/manifests/{reference}"
+        resp, _ = self._request(
+            "HEAD",
+            ref.registry,
+            path,
+            scope=f"repository:{ref.repository}:pull",
+            secrets=secrets,
+            headers={"Accept": ACCEPT},
+            max_bytes=0,
+        )
+        self._check(resp, ref.registry, f"manifest {ref.repo}:{reference}")
+        digest = resp.headers.get("docker-content-digest", "")
+        media = resp.headers.get("content-type", "").split(";")[0].strip()
+        size = resp.headers.get("content-length", "")
+        if SHA256_RE.match(digest) and media in MANIFEST_TYPES and size.isdigit():
+            if reference.startswith("sha256:") and digest != reference:
+                raise ParseError(f"{ref.repo}: registry reports digest {digest} for {reference}")
+            return Descriptor(media, digest, int(size))
+        return self.get_manifest(ref, reference, secrets).descriptor
+
+    def get_manifest(
+        self,
+        ref: ImageReference,
+        reference: str,
+        secrets: tuple[tuple[str, str], ...] = (),
+        *,
+        max_bytes: int | None = None,
+    ) -> Manifest:
+        path = f"/v2/{ref.repository}/manifests/{reference}"
+        resp, body = self._request(
+            "GET",
+            ref.registry,
+            path,
+            scope=f"repository:{ref.repository}:pull",
+            secrets=secrets,
+            headers={"Accept": ACCEPT},
+            max_bytes=max_bytes or self.limits.manifest_bytes,
+        )
+        self._check(resp, ref.registry, f"manifest {ref.repo}:{reference}")
+        actual = sha256_digest(body)
+        if reference.startswith("sha256:"):
+            if actual != reference:
+                raise ParseError(f"{ref.repo}@{reference}: manifest content hashes to {actual}: tampered or corrupt")
+        else:
+            claimed = resp.headers.get("docker-content-digest")
+            if claimed and claimed.startswith("sha256:") and claimed != actual:
+                raise ParseError(f"{ref.repo}:{reference}: manifest hashes to {actual}, registry claims {claimed}")
+        return parse_manifest(body, resp.headers.get("content-type", ""), actual)
+
+    def get_blob(
+        self,
+        ref: ImageReference,
+        desc: Descriptor,
+        secrets: tuple[tuple[str, str], ...] = (),
+        *,
+        max_bytes: int | None = None,
+    ) -> bytes:
+        limit = max_bytes or self.limits.blob_bytes
+        if desc.size > limit:
+            raise LimitExceeded(
+                f"{ref.repo}: blob {desc.digest[:19]} of {desc.size} bytes exceeds the limit of {limit}"
+            )
+        resp, body = self._request(
+            "GET",
+            ref.registry,
+            f"/v2/{ref.repository}/blobs/{desc.digest}",
+            scope=f"repository:{ref.repository}:pull",
+            secrets=secrets,
+            max_bytes=limit,
+        )
+        self._check(resp, ref.registry, f"blob {desc.digest[:19]}")
+        if len(body) != desc.size:
+            raise ParseError(f"{ref.repo}: blob {desc.digest[:19]} is {len(body)} bytes, descriptor says {desc.size}")
+        if desc.digest.startswith("sha256:") and sha256_digest(body) != desc.digest:
+            raise ParseError(f"{ref.repo}: blob {desc.digest[:19]} does not match its digest: tampered or corrupt")
+        if not desc.digest.startswith("sha256:"):
+            algo, _, hexd = desc.digest.partition(":")
+            if algo not in ("sha384", "sha512") or hashlib.new(algo, body).hexdigest() != hexd:
+                raise ParseError(f"{ref.repo}: blob digest {desc.digest[:19]} unsupported or mismatched")
+        return body
+
+    def referrers(
+        self,
+        ref: ImageReference,
+        digest: str,
+        artifact_type: str | None = None,
+        secrets: tuple[tuple[str, str], ...] = (),
+    ) -> tuple[list[Descriptor], str]:
+        """Referrers of ``digest``: the OCI 1.1 API, else the ``sha256-<hex>`` tag schema.
+
+        Returns (descriptors, source) where source is "api", "tag" or "none". Filtering by
+        artifactType is always re-applied here (the registry may ignore the filter).
+        """
+        path = f"/v2/{ref.repository}/referrers/{digest}"
+        if artifact_type:
+            path += "?" + urlencode({"artifactType": artifact_type})
+        entries: list[Descriptor] = []
+        source = "api"
+        pages = 0
+        while True:
+            resp, body = self._request(
+                "GET",
+                ref.registry,
+                path,
+                scope=f"repository:{ref.repository}:pull",
+                secrets=secrets,
+                headers={"Accept": OCI_INDEX},
+                max_bytes=self.limits.manifest_bytes,
+            )
+            if resp.status_code == 404 and pages == 0:
+                return self._referrers_tag(ref, digest, artifact_type, secrets)
+            self._check(resp, ref.registry, f"referrers of {digest[:19]}")
+            entries += self._index_entries(body, f"{ref.repo} referrers of {digest[:19]}")
+            pages += 1
+            nxt = _next_link(resp.headers.get("link"))
+            if not nxt or pages >= 20:
+                break
+            path = (
+                nxt
+                if nxt.startswith("/")
+                else urlsplit(nxt).path + ("?" + urlsplit(nxt).query if urlsplit(nxt).query else "")
+            )
+        return _filter(entries, artifact_type), source
+
+    def _referrers_tag(
+        self, ref: ImageReference, digest: str, artifact_type: str | None, secrets: tuple[tuple[str, str], ...]
+    ) -> tuple[list[Descriptor], str]:
+        tag = digest.replace(":", "-", 1)[:128]
+        try:
+            m = self.get_manifest(ref, tag, secrets)
+        except NotFound:
+            return [], "none"
+        if not m.is_index:
+            return [], "none"
+        return _filter(self._index_entries(m.raw, f"{ref.repo}:{tag}"), artifact_type), "tag"
+
+    def _index_entries(self, raw: bytes, where: str) -> list[Descriptor]:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ParseError(f"{where}: index is not JSON") from exc
+        manifests = doc.get("manifests") if isinstance(doc, dict) else None
+        if manifests is None:
+            manifests = []
+        if not isinstance(manifests, list):
+            raise ParseError(f"{where}: `manifests` is not a list")
+        if len(manifests) > self.limits.index_entries:
+            raise LimitExceeded(f"{where}: {len(manifests)} entries exceed the limit of {self.limits.index_entries}")
+        return [parse_descriptor(m, where) for m in manifests]
+
+
+def _filter(entries: list[Descriptor], artifact_type: str | None) -> list[Descriptor]:
+    if not artifact_type:
+        return entries
+    return [e for e in entries if e.artifact_type is None or e.artifact_type.startswith(artifact_type)]
+
+
+def _next_link(header: str | None) -> str | None:
+    if not header:
+        return None
+    m = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', header)
+    return m.group(1) if m else None
+
+
+def _short(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.netloc}{parts.path}"[:160]
+
+
+def _read_capped(resp: httpx.Response, max_bytes: int, deadline: float, url: str, *, quiet: bool = False) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    it: Iterator[bytes] = resp.iter_bytes()
+    for chunk in it:
+        total += len(chunk)
+        if total > max_bytes:
+            if quiet:
+                break
+            raise LimitExceeded(f"{_short(url)}: reply exceeds the limit of {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise RegistryError(f"{_short(url)}: reply too slow (total timeout exceeded)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _describe_transport_error(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, httpx.ReadTimeout):
+        return "reply stalled (read timeout)"
+    if isinstance(exc, httpx.ConnectError):
+        low = text.lower()
+        if "name or service not known" in low or "nodename nor servname" in low or "temporary failure in name" in low:
+            return "DNS lookup failed"
+        if "certificate" in low or "ssl" in low or "tls" in low:
+            return f"TLS error: {text[:200]}"
+        if "refused" in low:
+            return "connection refused"
+        return f"cannot connect: {text[:200]}"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"connection broken mid-reply (truncated body?): {text[:200]}"
+    return f"{type(exc).__name__}: {text[:200]}"

@@ -1,0 +1,159 @@
+"""Find what is attached to a running digest: cosign ``.sig`` tags and OCI referrers.
+
+Fetches bytes only (digest-checked by the registry client); judging them is the verifiers' job.
+Every failure is recorded in ``SignatureMaterial.errors`` — an image whose material could not be
+read completely is never mistaken for an unsigned one, and never for a verified one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from scanner.errors import LimitExceeded, NotFound, ParseError, RegistryError
+from scanner.models import CosignLayer, Descriptor, ReferrerArtifact, RunningImage, SignatureMaterial
+from scanner.registry.client import RegistryClient, parse_descriptor
+from scanner.verify.base import Wants
+
+log = logging.getLogger(__name__)
+
+SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+
+
+def cosign_sig_tag(digest: str) -> str:
+    algo, _, hexd = digest.partition(":")
+    return f"{algo}-{hexd}.sig"
+
+
+def _artifact_type(doc: Mapping[str, object]) -> str:
+    at = doc.get("artifactType")
+    if isinstance(at, str) and at:
+        return at
+    config = doc.get("config")
+    if isinstance(config, Mapping) and isinstance(config.get("mediaType"), str):
+        return str(config["mediaType"])
+    return ""
+
+
+def discover(
+    client: RegistryClient,
+    image: RunningImage,
+    wants: Wants,
+    *,
+    max_signatures: int = 50,
+    need_descriptor: bool = True,
+) -> SignatureMaterial:
+    ref = image.reference
+    secrets = image.pull_secrets
+    errors: list[str] = []
+    truncated = False
+    descriptor = Descriptor("", image.digest, 0)
+    if need_descriptor:
+        try:
+            descriptor = client.head_manifest(ref, image.digest, secrets)
+        except NotFound:
+            errors.append(f"the running digest {image.digest} is no longer in {ref.repo} (deleted or moved)")
+        except (RegistryError, ParseError) as exc:
+            errors.append(f"cannot read the image manifest: {exc}")
+
+    layers: list[CosignLayer] = []
+    sig_digest: str | None = None
+    if wants.cosign_sig:
+        try:
+            sig = client.get_manifest(ref, cosign_sig_tag(image.digest), secrets)
+            sig_digest = sig.digest
+            raw_layers = sig.doc.get("layers") or []
+            if not isinstance(raw_layers, list):
+                raise ParseError("cosign signature manifest: `layers` is not a list")
+            if len(raw_layers) > max_signatures:
+                truncated = True
+                errors.append(
+                    f"cosign signature manifest has {len(raw_layers)} layers; only the first "
+                    f"{max_signatures} were examined (maxSignatures)"
+                )
+            for i, entry in enumerate(raw_layers[:max_signatures]):
+                desc = parse_descriptor(entry, f"cosign signature layer {i}")
+                if desc.media_type != SIMPLESIGNING:
+                    continue
+                payload = client.get_blob(ref, desc, secrets)
+                layers.append(
+                    CosignLayer(
+                        payload=payload,
+                        media_type=desc.media_type,
+                        annotations=dict(desc.annotations),
+                        digest=desc.digest,
+                    )
+                )
+        except NotFound:
+            pass  # no .sig tag: no legacy cosign signatures
+        except (RegistryError, ParseError) as exc:
+            errors.append(f"cannot read cosign signatures ({cosign_sig_tag(image.digest)}): {exc}")
+
+    referrers: list[ReferrerArtifact] = []
+    if wants.referrer_types:
+        types = sorted(wants.referrer_types)
+        try:
+            # One listing, filtered here: the tag-schema fallback cannot filter server-side, and a
+            # single request serves every wanted type.
+            descs, _source = client.referrers(ref, image.digest, types[0] if len(types) == 1 else None, secrets)
+            wanted = [d for d in descs if d.artifact_type is None or any(d.artifact_type.startswith(t) for t in types)]
+            if len(wanted) > max_signatures:
+                truncated = True
+                errors.append(f"{len(wanted)} referrers found; only the first {max_signatures} were examined")
+            for d in wanted[:max_signatures]:
+                art = _fetch_referrer(client, image, d, types, errors)
+                if art is not None:
+                    referrers.append(art)
+        except (RegistryError, ParseError) as exc:
+            errors.append(f"cannot list referrers: {exc}")
+    return SignatureMaterial(
+        image=descriptor,
+        cosign_layers=tuple(layers),
+        cosign_sig_digest=sig_digest,
+        referrers=tuple(referrers),
+        errors=tuple(errors),
+        truncated=truncated,
+    )
+
+
+def _fetch_referrer(
+    client: RegistryClient, image: RunningImage, d: Descriptor, types: list[str], errors: list[str]
+) -> ReferrerArtifact | None:
+    ref, secrets = image.reference, image.pull_secrets
+    try:
+        m = client.get_manifest(ref, d.digest, secrets)
+        doc = m.doc
+        atype = _artifact_type(doc)
+        if not any(atype.startswith(t) for t in types):
+            layers0 = doc.get("layers") or []
+            first = layers0[0] if isinstance(layers0, list) and layers0 else {}
+            lt = first.get("mediaType", "") if isinstance(first, Mapping) else ""
+            if not any(str(lt).startswith(t) for t in types):
+                return None
+            atype = str(lt)
+        subject = parse_descriptor(doc["subject"], "referrer subject") if doc.get("subject") is not None else None
+        if subject is None or subject.digest != image.digest:
+            errors.append(f"referrer {d.digest[:19]} names another subject; ignored")
+            return None
+        layers = doc.get("layers") or doc.get("blobs") or []
+        if not isinstance(layers, list) or not layers:
+            raise ParseError(f"referrer {d.digest[:19]} has no layers")
+        blob_desc = parse_descriptor(layers[0], f"referrer {d.digest[:19]} layer")
+        blob = client.get_blob(ref, blob_desc, secrets)
+        annotations = doc.get("annotations") or {}
+        return ReferrerArtifact(
+            manifest_digest=m.digest,
+            artifact_type=atype,
+            blob_media_type=blob_desc.media_type,
+            blob=blob,
+            annotations={str(k): str(v) for k, v in annotations.items()} if isinstance(annotations, Mapping) else {},
+            subject=subject,
+        )
+    except NotFound:
+        errors.append(f"referrer {d.digest[:19]} listed but not found")
+    except LimitExceeded as exc:
+        errors.append(f"referrer {d.digest[:19]} too large: {exc}")
+    except (RegistryError, ParseError, KeyError) as exc:
+        errors.append(f"cannot read referrer {d.digest[:19]}: {exc}")
+    return None

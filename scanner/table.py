@@ -1,0 +1,50 @@
+"""The human table: one row per running image, non-compliant first."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from scanner.document import summary
+from scanner.models import RunningImage, ScanResult, Status
+
+_STYLE = {Status.VERIFIED: "green", Status.EXEMPT: "cyan", Status.NO_POLICY: "yellow", Status.ERROR: "magenta"}
+
+
+def print_table(result: ScanResult, console: Console | None = None) -> None:
+    if console is None:
+        console = Console(soft_wrap=False)
+        if not console.is_terminal:
+            console = Console(soft_wrap=False, width=200)  # files and pipes: don't squeeze into 80 columns
+    table = Table(
+        title=f"sigaudit scan of cluster {escape(result.cluster)} ({result.state.value})",
+        show_lines=False,
+        expand=False,
+    )
+    for col in ("STATUS", "IMAGE", "DIGEST", "WORKLOADS", "REASON"):
+        table.add_column(col, overflow="fold")
+    order = sorted(result.verdicts, key=lambda v: (v.compliant, v.status.value, str(v.image.reference or "")))
+    for v in order:
+        img = v.image
+        workloads = sorted({f"{c.namespace}/{c.workload.kind}/{c.workload.name}" for c in img.containers})
+        shown = ", ".join(workloads[:3]) + (f" (+{len(workloads) - 3})" if len(workloads) > 3 else "")
+        digest = img.digest[7:19] if isinstance(img, RunningImage) else "-"
+        ref = (
+            img.reference.repo + (f":{img.reference.tag}" if img.reference.tag else "") if img.reference else img.image
+        )  # type: ignore[union-attr]
+        status = v.status.value + ("*" if v.expiring else "") + (" (warn)" if v.warn_only else "")
+        table.add_row(
+            f"[{_STYLE.get(v.status, 'red')}]{status}[/]",
+            escape(ref),
+            digest,
+            escape(shown),
+            escape(v.reasons[0] if v.reasons else ""),
+        )
+    console.print(table)
+    s = summary(result)
+    counts = ", ".join(f"{k} {n}" for k, n in s["by_status"].items() if n)
+    console.print(
+        f"{s['images']} images in {s['containers']} containers: {counts}. "
+        f"Compliant {s['compliant']}/{s['images']}" + (" (* expiring soon)" if s["expiring"] else "")
+    )

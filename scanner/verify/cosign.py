@@ -1,0 +1,261 @@
+"""cosign key-based verification of the legacy ``.sig`` layout (and key-signed Sigstore bundles).
+
+Per cosign ``specs/SIGNATURE_SPEC.md`` and ``pkg/cosign/verify.go``: each simplesigning layer's
+``dev.cosignproject.cosign/signature`` annotation is a base64 signature over the exact layer bytes;
+the payload's ``critical.image.docker-manifest-digest`` must equal the running digest
+(``critical.identity.docker-reference`` is ignored, as cosign ignores it). Pure: bytes, a key and a
+clock in; results out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from scanner.models import (
+    Check,
+    CheckName,
+    CosignLayer,
+    Outcome,
+    RunningImage,
+    SignatureFailure,
+    SignatureMaterial,
+    SignatureResult,
+)
+from scanner.verify.base import Wants
+from scanner.verify.keys import PublicKey, describe_key, key_sha256, spki_der, verify_signature
+
+SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
+BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
+BUNDLE_ARTIFACT_PREFIX = "application/vnd.dev.sigstore.bundle"
+MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TlogEntry:
+    integrated_time: datetime
+    log_index: int
+    log_id: str
+
+
+# (bundle annotation JSON, signature base64, payload bytes, signer key DER) -> entry; raises on failure.
+TlogCheck = Callable[[str, str, bytes, bytes], TlogEntry]
+# (bundle bytes, image digest, key, now) -> result (sigstore bundles attached as referrers).
+BundleCheck = Callable[[bytes, str, PublicKey, datetime], SignatureResult]
+
+
+class PayloadError(ValueError):
+    pass
+
+
+def parse_simplesigning(payload: bytes) -> Mapping[str, Any]:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"payload is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("critical"), dict):
+        raise PayloadError("payload has no `critical` object")
+    image = doc["critical"].get("image")
+    if not isinstance(image, dict) or not isinstance(image.get("docker-manifest-digest"), str):
+        raise PayloadError("payload has no critical.image.docker-manifest-digest")
+    return doc
+
+
+class CosignKeyVerifier:
+    """One public key; any one signature that verifies with it (and binds the digest) passes."""
+
+    kind = "cosign"
+
+    def __init__(
+        self,
+        key: PublicKey,
+        *,
+        key_label: str,
+        ignore_tlog: bool,
+        annotations: Mapping[str, str] | None = None,
+        tlog_check: TlogCheck | None = None,
+        bundle_check: BundleCheck | None = None,
+        rule: str = "",
+    ) -> None:
+        self._key = key
+        self._key_der = spki_der(key)
+        self._key_id = key_sha256(key)
+        self._label = key_label
+        self._ignore_tlog = ignore_tlog
+        self._annotations = dict(annotations or {})
+        self._tlog_check = tlog_check
+        self._bundle_check = bundle_check
+        self._rule = rule
+
+    @property
+    def name(self) -> str:
+        return f"cosign key {describe_key(self._key)} sha256:{self._key_id[:12]}"
+
+    @property
+    def wants(self) -> Wants:
+        types = frozenset({BUNDLE_ARTIFACT_PREFIX}) if self._bundle_check is not None else frozenset()
+        return Wants(cosign_sig=True, referrer_types=types)
+
+    @property
+    def trust_fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(self._key_der)
+        h.update(
+            json.dumps(
+                {"tlog": not self._ignore_tlog, "ann": self._annotations, "bundles": self._bundle_check is not None},
+                sort_keys=True,
+            ).encode()
+        )
+        return h.hexdigest()
+
+    def verify(self, image: RunningImage, material: SignatureMaterial, now: datetime) -> tuple[SignatureResult, ...]:
+        results: list[SignatureResult] = []
+        if self._bundle_check is not None:
+            for art in material.referrers:
+                if art.artifact_type.startswith(BUNDLE_ARTIFACT_PREFIX) or art.blob_media_type.startswith(
+                    BUNDLE_ARTIFACT_PREFIX
+                ):
+                    results.append(self._bundle_check(art.blob, image.digest, self._key, now))
+        for layer in material.cosign_layers:
+            results.append(self._verify_layer(layer, image.digest))
+        return tuple(results)
+
+    def _result(
+        self, outcome: Outcome, reason: str, failure: SignatureFailure, checks: list[Check], **extra: Any
+    ) -> SignatureResult:
+        return SignatureResult(
+            kind=self.kind,
+            verifier=self.name,
+            outcome=outcome,
+            reason=reason,
+            failure=failure,
+            signer=f"sha256:{self._key_id}",
+            key_sha256=self._key_id,
+            checks=tuple(checks),
+            **extra,
+        )
+
+    def _verify_layer(self, layer: CosignLayer, digest: str) -> SignatureResult:
+        checks: list[Check] = []
+        sig_b64 = layer.annotations.get(SIG_ANNOTATION)
+        if not sig_b64:
+            checks.append(Check(CheckName.INTEGRITY, Outcome.FAILED, "layer has no signature annotation"))
+            return self._result(
+                Outcome.FAILED,
+                "signature layer without a signature annotation",
+                SignatureFailure.INVALID,
+                checks,
+                details={"layer": layer.digest},
+            )
+        try:
+            signature = base64.b64decode(sig_b64, validate=True)
+        except (binascii.Error, ValueError):
+            checks.append(Check(CheckName.INTEGRITY, Outcome.FAILED, "signature annotation is not base64"))
+            return self._result(
+                Outcome.FAILED,
+                "malformed signature (not base64)",
+                SignatureFailure.INVALID,
+                checks,
+                details={"layer": layer.digest},
+            )
+        if not verify_signature(self._key, signature, layer.payload):
+            checks.append(Check(CheckName.AUTHENTICITY, Outcome.FAILED, f"does not verify with {self._label}"))
+            return self._result(
+                Outcome.FAILED,
+                f"signature does not verify with key {self._label} (signed by another key, or the payload was altered)",
+                SignatureFailure.INVALID,
+                checks,
+                details={"layer": layer.digest},
+            )
+        checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED, f"verifies with {self._label}"))
+        try:
+            doc = parse_simplesigning(layer.payload)
+        except PayloadError as exc:
+            checks.append(Check(CheckName.INTEGRITY, Outcome.FAILED, str(exc)))
+            return self._result(
+                Outcome.FAILED,
+                f"signed payload is malformed: {exc}",
+                SignatureFailure.INVALID,
+                checks,
+                details={"layer": layer.digest},
+            )
+        signed_digest = doc["critical"]["image"]["docker-manifest-digest"]
+        docker_ref = (doc["critical"].get("identity") or {}).get("docker-reference", "")
+        details: dict[str, Any] = {"layer": layer.digest, "docker_reference": str(docker_ref)[:512]}
+        if signed_digest != digest:
+            checks.append(Check(CheckName.DIGEST, Outcome.FAILED, f"payload is for {signed_digest[:80]}"))
+            return self._result(
+                Outcome.FAILED,
+                f"signature is for another image ({signed_digest[:80]}), not the running digest",
+                SignatureFailure.INVALID,
+                checks,
+                details=details,
+            )
+        checks.append(Check(CheckName.DIGEST, Outcome.PASSED, "payload names the running digest"))
+        optional = doc.get("optional") if isinstance(doc.get("optional"), dict) else {}
+        for k, v in self._annotations.items():
+            if str(optional.get(k)) != v:
+                checks.append(Check(CheckName.INTEGRITY, Outcome.FAILED, f"annotation {k} != {v!r}"))
+                return self._result(
+                    Outcome.FAILED,
+                    f"required annotation {k}={v!r} missing from the payload",
+                    SignatureFailure.INVALID,
+                    checks,
+                    details=details,
+                )
+        signed_at: datetime | None = None
+        if self._ignore_tlog:
+            checks.append(Check(CheckName.TLOG, Outcome.SKIPPED, "ignoreTlog: true"))
+        else:
+            bundle = layer.annotations.get(BUNDLE_ANNOTATION)
+            if not bundle:
+                checks.append(Check(CheckName.TLOG, Outcome.ERROR, "no Rekor bundle attached"))
+                return self._result(
+                    Outcome.ERROR,
+                    "the transparency log is required but the signature carries no "
+                    "Rekor bundle, and the log is not queried online (set ignoreTlog: true for "
+                    "keys used without a log)",
+                    SignatureFailure.ERROR,
+                    checks,
+                    details=details,
+                )
+            if self._tlog_check is None:
+                checks.append(Check(CheckName.TLOG, Outcome.ERROR, "no Rekor key configured"))
+                return self._result(
+                    Outcome.ERROR,
+                    "the transparency log is required but cannot be checked: no "
+                    "Rekor public key or trusted root is configured",
+                    SignatureFailure.ERROR,
+                    checks,
+                    details=details,
+                )
+            try:
+                entry = self._tlog_check(bundle, sig_b64, layer.payload, self._key_der)
+            except Exception as exc:
+                checks.append(Check(CheckName.TLOG, Outcome.FAILED, str(exc)[:300]))
+                return self._result(
+                    Outcome.FAILED,
+                    f"transparency-log bundle does not verify: {str(exc)[:300]}",
+                    SignatureFailure.INVALID,
+                    checks,
+                    details=details,
+                )
+            signed_at = entry.integrated_time.astimezone(UTC)
+            details.update({"log_index": entry.log_index, "log_id": entry.log_id})
+            checks.append(Check(CheckName.TLOG, Outcome.PASSED, f"Rekor entry {entry.log_index}"))
+        return self._result(
+            Outcome.PASSED,
+            f"signed with key {self._label}",
+            SignatureFailure.NONE,
+            checks,
+            signed_at=signed_at,
+            details=details,
+        )
