@@ -6,7 +6,8 @@ Fixtures:
 * ``registry_factory`` (function): ``registry_factory(auth=None|"htpasswd"|"token", **options)``
   starts another one, stopped at the test's end. Options: ``users`` ({name: password}, default
   ``{"alice": "wonderland"}``), ``token_grants`` / ``anonymous_actions`` (token auth), ``storage``
-  (a directory to reuse), ``extra_config`` (a dict deep-merged into the generated config).
+  (a directory to reuse), ``tls=True`` (HTTPS with a fresh CA: ``.ca_path``, ``.url`` is https),
+  ``extra_config`` (a dict deep-merged into the generated config).
 * ``referrers_registry`` (session) and ``referrers_registry_factory``: a registry that serves the
   OCI 1.1 referrers API — ``ocireg`` (go-containerregistry's reference registry, built by
   ``tests/tools/ensure-tools.sh ocireg``). ``zot_registry`` is the same object under the name the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import re
+import ssl
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -62,10 +64,11 @@ class RunningRegistry:
     auth: Any = None
     users: Mapping[str, str] = field(default_factory=dict)
     token_server: TokenServer | None = None
+    ca_path: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.ca_path else 'http'}://{self.host}"
 
     @property
     def port(self) -> int:
@@ -93,7 +96,11 @@ class RunningRegistry:
 
     def client(self) -> httpx.Client:
         """An httpx client with this registry's credentials (close it, or use ``with``)."""
-        return httpx.Client(base_url=self.url, auth=self.auth, timeout=30.0)
+        return httpx.Client(base_url=self.url, auth=self.auth, timeout=30.0, verify=self.ssl_context())
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """What to pass as httpx ``verify=``: a context trusting this registry's CA, or True."""
+        return ssl.create_default_context(cafile=str(self.ca_path)) if self.ca_path else True
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -126,6 +133,59 @@ def _htpasswd_lines(users: Mapping[str, str]) -> str:
     )
 
 
+def write_tls_material(workdir: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> tuple[Path, Path, Path]:
+    """A fresh CA and a server certificate for ``hosts``; returns (ca.pem, server.pem, server-key.pem)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sigaudit test registry CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            sans.append(x509.DNSName(h))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = workdir / "ca.pem", workdir / "server.pem", workdir / "server-key.pem"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return ca_path, cert_path, key_path
+
+
 def start_distribution(
     workdir: Path,
     *,
@@ -134,6 +194,7 @@ def start_distribution(
     token_grants: Mapping[str, set[str]] | None = None,
     anonymous_actions: frozenset[str] = frozenset(),
     storage: Path | None = None,
+    tls: bool = False,
     extra_config: Mapping[str, Any] | None = None,
 ) -> RunningRegistry:
     """Start Debian's docker-registry with a generated config; returns once /v2/ answers."""
@@ -155,6 +216,10 @@ def start_distribution(
     }
     client_auth: Any = None
     token_server: TokenServer | None = None
+    ca_path: Path | None = None
+    if tls:
+        ca_path, cert_path, key_path = write_tls_material(workdir)
+        config["http"]["tls"] = {"certificate": str(cert_path), "key": str(key_path)}
     if auth == "htpasswd":
         htpasswd = workdir / "htpasswd"
         htpasswd.write_text(_htpasswd_lines(users), encoding="utf-8")
@@ -196,9 +261,16 @@ def start_distribution(
         auth=client_auth,
         users=users if auth else {},
         token_server=token_server,
+        ca_path=ca_path,
     )
     try:
-        wait_for_http(f"{reg.url}/v2/", ok_statuses=(200, 401), proc=proc, log_path=log_path)
+        wait_for_http(
+            f"{reg.url}/v2/",
+            ok_statuses=(200, 401),
+            proc=proc,
+            log_path=log_path,
+            verify=reg.ssl_context(),
+        )
     except BaseException:
         reg.stop()
         raise

@@ -13,6 +13,7 @@ import functools
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Sequence
@@ -117,6 +118,7 @@ def wait_for_http(
     ok_statuses: Sequence[int] = (200,),
     proc: subprocess.Popen[bytes] | None = None,
     log_path: Path | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> None:
     """Poll ``url`` until it answers one of ``ok_statuses``; raise with the log tail on timeout or exit."""
     deadline = time.monotonic() + timeout
@@ -125,7 +127,7 @@ def wait_for_http(
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered{_tail(log_path)}")
         try:
-            r = httpx.get(url, timeout=2.0)
+            r = httpx.get(url, timeout=2.0, verify=verify)
             if r.status_code in ok_statuses:
                 return
             last = f"HTTP {r.status_code}"

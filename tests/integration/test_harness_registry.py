@@ -149,3 +149,13 @@ def test_distribution_has_no_referrers_api(registry):
     """Sanity check on the peers: distribution 2.8 answers 404, so clients must fall back to tags."""
     subject = oci.push_image(registry.url, "harness/norefs", "v1")
     assert oci.list_referrers(registry.url, "harness/norefs", subject.digest).status_code == 404
+
+
+def test_tls_registry(registry_factory):
+    reg = registry_factory(tls=True)
+    assert reg.url.startswith("https://") and reg.ca_path is not None
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{reg.url}/v2/")  # not trusted by default
+    with reg.client() as c:
+        digest = oci.make_image(reg.url, "tls/app", "v1", client=c)
+        assert oci.get_manifest(reg.url, "tls/app", digest, client=c)[0]
