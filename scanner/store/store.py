@@ -14,6 +14,7 @@ import hashlib
 import os
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -221,26 +222,39 @@ class Store:
                 self._scan_locks[scan_id] = lock_conn
         return scan_id
 
-    def _take_cluster_lock(self, cluster: str) -> sa.Connection:
-        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(_lock_key("scan", cluster)))).scalar()
-        except BaseException:
-            conn.invalidate()
+    def _take_cluster_lock(self, cluster: str, wait: float = 2.0) -> sa.Connection:
+        """Take the cluster's session-level advisory lock on a dedicated connection.
+
+        Retries for ``wait`` seconds: a process that just died may still have a backend winding down.
+        """
+        key = _lock_key("scan", cluster)
+        deadline = time.monotonic() + wait
+        while True:
+            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar()
+            except BaseException:
+                self._drop_lock_connection(conn, unlock=False)
+                raise
+            if got:
+                return conn
             conn.close()
-            raise
-        if not got:
-            conn.close()
-            raise ScanInProgress(
-                f"another sigaudit process is scanning cluster {cluster!r} (it holds the scan lock in "
-                f"{display_url(self._url)}); wait for it to finish"
-            )
-        return conn
+            if time.monotonic() >= deadline:
+                raise ScanInProgress(
+                    f"another sigaudit process is scanning cluster {cluster!r} (it holds the scan lock "
+                    f"in {display_url(self._url)}); wait for it to finish"
+                )
+            time.sleep(0.1)
 
     @staticmethod
-    def _drop_lock_connection(conn: sa.Connection) -> None:
-        # Closing the physical connection releases every session-level advisory lock it held, even
-        # if an explicit unlock would fail; never hand such a connection back to the pool.
+    def _drop_lock_connection(conn: sa.Connection, unlock: bool = True) -> None:
+        # Unlock explicitly (closing alone releases the lock only once the server notices), then
+        # close the physical connection so that a failed unlock cannot leak a lock into the pool.
+        if unlock:
+            try:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock_all()))
+            except SQLAlchemyError:
+                pass
         try:
             conn.invalidate()
         except SQLAlchemyError:

@@ -1,0 +1,423 @@
+"""Scans in the store, on SQLite and a real PostgreSQL: round trip, one scan per cluster at a time,
+abandoned scans, atomic writes under injected faults (killed connection, killed process)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+try:
+    from tests.harness.fixtures_postgres import db_url, postgres_server, postgres_url, sqlite_url
+except ImportError:  # tests/ not importable as a package: add the checkout root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.harness.fixtures_postgres import db_url, postgres_server, postgres_url, sqlite_url
+
+from scanner.errors import ScanInProgress, StoreError
+from scanner.models import (
+    Check,
+    CheckName,
+    ContainerRef,
+    ContainerType,
+    ImageReference,
+    Outcome,
+    RunningImage,
+    ScanResult,
+    ScanState,
+    SignatureFailure,
+    SignatureResult,
+    Status,
+    UnresolvedImage,
+    Verdict,
+    Workload,
+)
+from scanner.store import ABANDONED, Store, open_store, upgrade
+
+__all__ = ["db_url", "postgres_server", "postgres_url", "sqlite_url"]
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+def _container(ns: str, pod: str, name: str, image: str, kind: str = "Deployment",
+               ctype: ContainerType = ContainerType.CONTAINER, image_id: str | None = None) -> ContainerRef:
+    return ContainerRef(ns, pod, name, ctype, image, image_id, Workload(kind, pod.rsplit("-", 1)[0]),
+                        pull_secrets=("regcred",), pod_uid=f"uid-{pod}-{name}")
+
+
+def sample_result(cluster: str = "prod", at: datetime = T0, n_extra: int = 0,
+                  state: ScanState = ScanState.COMPLETE) -> ScanResult:
+    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    key = "ab" * 32
+    good = SignatureResult(
+        kind="cosign", verifier="rule vendor / cosign key 1", outcome=Outcome.PASSED,
+        reason="signature verified", signer=key, key_sha256=key, signed_at=at - timedelta(days=3),
+        not_after=None,
+        checks=(Check(CheckName.INTEGRITY, Outcome.PASSED, "payload digest matches"),
+                Check(CheckName.AUTHENTICITY, Outcome.PASSED, "ECDSA P-256"),
+                Check(CheckName.TLOG, Outcome.SKIPPED, "ignoreTlog", enforced=False)),
+        details={"payload_digest": "sha256:" + "9" * 64, "annotations": ("a", "b"), "raw": b"\x00\x01"},
+    )
+    bad = SignatureResult(
+        kind="notation", verifier="rule vendor / notation 2", outcome=Outcome.FAILED,
+        reason="certificate expired", failure=SignatureFailure.EXPIRED, signer="CN=<script>alert(1)</script>",
+        identity="CN=signer", issuer="CN=CA", signed_at=at - timedelta(days=400),
+        not_after=(at - timedelta(days=1)).astimezone(timezone(timedelta(hours=-5))),
+        checks=(Check(CheckName.EXPIRY, Outcome.FAILED, "notAfter passed"),),
+        details={"chain_sha256": ("c1", "c2"), "when": at},
+    )
+    running = RunningImage(
+        ImageReference("docker.io", "library/nginx", "1.25", d1),
+        (_container("web", "web-abc12", "nginx", "nginx:1.25", image_id=f"docker.io/library/nginx@{d1}"),
+         _container("web", "web-def34", "nginx", "nginx:1.25", image_id=f"docker-pullable://nginx@{d1}"),
+         _container("jobs", "backup-1", "init", "nginx:1.25", kind="CronJob", ctype=ContainerType.INIT)),
+        notes=("digest resolved from tag because the runtime reported none",),
+        pull_secrets=(("web", "regcred"),),
+    )
+    multi = RunningImage(ImageReference("ghcr.io", "acme/app", None, d2),
+                         (_container("apps", "app-1", "app", f"ghcr.io/acme/app@{d2}", kind="Pod"),))
+    verdicts = [
+        Verdict(running, Status.VERIFIED, ("signature verified by cosign key 1",), rule="vendor",
+                policy_source="policy.yaml", signatures=(good,), expiring=True,
+                not_after=at + timedelta(days=10)),
+        Verdict(multi, Status.EXPIRED, ("certificate expired",), rule="vendor", signatures=(bad, good)),
+        Verdict(UnresolvedImage(ImageReference("quay.io", "x/y", "latest"), "quay.io/x/y:latest",
+                                (_container("ops", "y-1", "y", "quay.io/x/y:latest"),), "registry unreachable"),
+                Status.ERROR, ("registry unreachable",)),
+        Verdict(UnresolvedImage(None, "::bad::", (_container("ops", "z-1", "z", "::bad::"),), "bad reference"),
+                Status.ERROR, ("bad reference",), warn_only=True),
+        Verdict(RunningImage(ImageReference("registry.k8s.io", "pause", "3.9", "sha256:" + "3" * 64), ()),
+                Status.EXEMPT, ("exempt until 2027-01-01: pause image",), rule=None),
+    ]
+    for i in range(n_extra):
+        d = f"sha256:{i:064x}"
+        verdicts.append(Verdict(
+            RunningImage(ImageReference("localhost:5000", f"bench/r{i % 200}", None, d),
+                         tuple(_container(f"ns{i % 7}", f"p{i}-{j}", "c", f"localhost:5000/bench/r{i % 200}")
+                               for j in range(5))),
+            Status.VERIFIED, ("ok",), rule="bench", signatures=(good, bad)))
+    return ScanResult(cluster=cluster, started_at=at, finished_at=at + timedelta(seconds=42), state=state,
+                      verdicts=tuple(verdicts), policy_digest="sha256:" + "p" * 64,
+                      errors=("namespace secret-ns: forbidden",) if state == ScanState.PARTIAL else (),
+                      sigaudit_version="0.1.0")
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    upgrade(db_url)
+    s = open_store(db_url)
+    s.check_schema()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def record(store: Store, result: ScanResult) -> int:
+    scan_id = store.begin_scan(result.cluster, result.started_at, result.policy_digest,
+                               result.sigaudit_version)
+    store.finish_scan(scan_id, result)
+    return scan_id
+
+
+# -- round trip ----------------------------------------------------------------------------------
+
+
+def test_save_then_load_gives_the_same_scan(store: Store) -> None:
+    result = sample_result()
+    scan_id = record(store, result)
+    loaded = store.load_scan(scan_id)
+    assert loaded.scan_id == scan_id
+    assert dataclasses.replace(loaded, scan_id=None) == result
+    # Datetimes come back aware UTC, on SQLite too.
+    sig = loaded.verdicts[1].signatures[0]
+    assert sig.not_after is not None and sig.not_after.utcoffset() == timedelta(0)
+    assert loaded.started_at.tzinfo is not None and loaded.started_at.utcoffset() == timedelta(0)
+    assert loaded.verdicts[0].signatures[0].details["raw"] == b"\x00\x01"
+    assert isinstance(loaded.verdicts[0].image, RunningImage)
+    assert isinstance(loaded.verdicts[3].image, UnresolvedImage) and loaded.verdicts[3].image.reference is None
+
+
+def test_summary_counts_and_listings(store: Store) -> None:
+    first = record(store, sample_result("prod", T0))
+    other = record(store, sample_result("staging", T0 + timedelta(minutes=5)))
+    partial = record(store, sample_result("prod", T0 + timedelta(hours=1), state=ScanState.PARTIAL))
+    second = record(store, sample_result("prod", T0 + timedelta(hours=2)))
+
+    summary = store.scan_summary(second)
+    assert summary.total == 5 and summary.compliant == 3  # verified, exempt, warn-only error
+    assert summary.counts["verified"] == 1 and summary.counts["error"] == 2 and summary.counts["unsigned"] == 0
+    assert summary.state == ScanState.COMPLETE and summary.version == "0.1.0"
+
+    assert store.clusters() == ["prod", "staging"]
+    assert store.latest_scan_id("prod") == second
+    assert store.latest_scan_id() == second
+    assert store.latest_scan_id("staging") == other
+    assert store.latest_scan_id("nope") is None
+    assert store.previous_scan_id(second) == first  # partial scans are skipped for diffs
+    assert store.previous_scan_id(first) is None
+    assert [s.id for s in store.list_scans("prod")] == [second, partial, first]
+    assert [s.id for s in store.list_scans(limit=2)] == [second, partial]
+    assert [s.id for s in store.history("prod", limit=10)] == [first, partial, second]
+    assert store.scan_summary(partial).errors == ("namespace secret-ns: forbidden",)
+
+
+def test_retention_keeps_the_latest_complete_scan(store: Store) -> None:
+    ids = [record(store, sample_result("prod", T0 + timedelta(days=i))) for i in range(3)]
+    assert store.delete_scans_before(T0 + timedelta(days=30)) == 2
+    assert [s.id for s in store.list_scans()] == [ids[-1]]
+    assert store.load_scan(ids[-1]).verdicts  # its rows are intact
+
+
+# -- one scan per cluster ------------------------------------------------------------------------
+
+
+def test_a_second_scan_of_the_same_cluster_is_refused(store: Store, db_url: str) -> None:
+    first = store.begin_scan("prod", T0, "p", "v")
+    other = open_store(db_url)
+    try:
+        with pytest.raises(ScanInProgress, match="prod"):
+            other.begin_scan("prod", T0, "p", "v")
+        other_cluster = other.begin_scan("staging", T0, "p", "v")  # another cluster is fine
+        other.fail_scan(other_cluster, ["test"])
+        store.finish_scan(first, sample_result("prod"))
+        nxt = other.begin_scan("prod", T0 + timedelta(hours=1), "p", "v")  # after it finished: fine
+        other.fail_scan(nxt, ["test"])
+    finally:
+        other.close()
+
+
+def test_two_scans_starting_at_once_never_both_run(db_url: str, store: Store) -> None:
+    stores = [open_store(db_url) for _ in range(3)]
+    barrier = threading.Barrier(len(stores))
+    started: list[int] = []
+    refused: list[BaseException] = []
+
+    def go(s: Store) -> None:
+        barrier.wait(timeout=30)
+        try:
+            started.append(s.begin_scan("prod", T0, "p", "v"))
+        except ScanInProgress as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in stores]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert len(started) == 1 and len(refused) == 2
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_heartbeat_and_fail(store: Store) -> None:
+    scan_id = store.begin_scan("prod", T0, "p", "v")
+    store.heartbeat(scan_id)
+    store.fail_scan(scan_id, ["inventory: API server unreachable"])
+    summary = store.scan_summary(scan_id)
+    assert summary.state == ScanState.FAILED and summary.errors == ("inventory: API server unreachable",)
+    assert store.latest_scan_id("prod") is None
+    assert store.latest_scan_id("prod", complete_only=False) == scan_id
+    with pytest.raises(StoreError, match="no longer running"):
+        store.heartbeat(scan_id)
+    with pytest.raises(StoreError, match="failed, not running"):
+        store.finish_scan(scan_id, sample_result("prod"))
+
+
+def test_a_stale_running_scan_is_abandoned(db_url: str, store: Store) -> None:
+    crashed = store.begin_scan("prod", T0, "p", "v")
+    # The process that started it dies without a word: on PostgreSQL its session (and lock) ends.
+    store.close()
+    clock = Clock(datetime.now(UTC))
+    later = open_store(db_url, clock=clock)
+    try:
+        if later.dialect == "sqlite":
+            # SQLite has no session locks: a fresh heartbeat from this very process counts as alive ...
+            with pytest.raises(ScanInProgress):
+                later.begin_scan("prod", T0, "p", "v")
+            clock.at += timedelta(minutes=11)  # ... until it is older than the stale limit.
+        scan_id = later.begin_scan("prod", T0 + timedelta(minutes=11), "p", "v")
+        old = later.scan_summary(crashed)
+        assert old.state == ScanState.FAILED and ABANDONED in old.errors
+        assert later.scan_summary(scan_id).state == ScanState.RUNNING
+        later.finish_scan(scan_id, sample_result("prod", T0 + timedelta(minutes=11)))
+        assert later.latest_scan_id("prod") == scan_id
+    finally:
+        later.close()
+
+
+def test_a_scan_abandoned_by_another_process_cannot_be_finished(db_url: str, store: Store) -> None:
+    clock = Clock(datetime.now(UTC))
+    slow = open_store(db_url, clock=clock)
+    try:
+        scan_id = slow.begin_scan("prod", T0, "p", "v")
+        if slow.dialect != "sqlite":
+            slow._release_scan_lock(scan_id)  # its lock session is lost (network blip)
+        clock.at += timedelta(minutes=30)
+        fresh = open_store(db_url, clock=clock)
+        try:
+            fresh.fail_scan(fresh.begin_scan("prod", T0, "p", "v"), ["x"])
+        finally:
+            fresh.close()
+        with pytest.raises(StoreError, match="not running"):
+            slow.finish_scan(scan_id, sample_result("prod"))
+        assert slow.load_scan(scan_id).verdicts == ()
+    finally:
+        slow.close()
+
+
+# -- atomicity under faults ----------------------------------------------------------------------
+
+
+def _state_and_rows(store: Store, scan_id: int) -> tuple[str, int, int]:
+    with store.engine.connect() as conn:
+        state = conn.execute(sa.text("SELECT state FROM scans WHERE id = :i"), {"i": scan_id}).scalar_one()
+        images = conn.execute(sa.text("SELECT count(*) FROM images WHERE scan_id = :i"), {"i": scan_id}).scalar()
+        ctrs = conn.execute(sa.text("SELECT count(*) FROM containers WHERE scan_id = :i"),
+                            {"i": scan_id}).scalar()
+    return state, int(images or 0), int(ctrs or 0)
+
+
+def test_a_failure_half_way_through_the_write_records_nothing(store: Store) -> None:
+    previous = record(store, sample_result("prod"))
+    scan_id = store.begin_scan("prod", T0 + timedelta(hours=1), "p", "v")
+
+    def explode(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT INTO SIGNATURES"):  # images, containers done
+            raise RuntimeError("injected failure after half the rows")
+
+    sa.event.listen(store.engine, "before_cursor_execute", explode)
+    try:
+        with pytest.raises(RuntimeError, match="injected"):
+            store.finish_scan(scan_id, sample_result("prod", T0 + timedelta(hours=1), n_extra=50))
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", explode)
+    assert _state_and_rows(store, scan_id) == ("running", 0, 0)
+    assert store.latest_scan_id("prod") == previous
+
+
+@pytest.mark.parametrize("dummy", [0])
+def test_connection_killed_mid_write_leaves_the_scan_unfinished(postgres_url: str, dummy: int) -> None:
+    upgrade(postgres_url)
+    store = open_store(postgres_url)
+    admin = open_store(postgres_url)
+    try:
+        previous = record(store, sample_result("prod"))
+        scan_id = store.begin_scan("prod", T0 + timedelta(hours=1), "p", "v")
+        killed: list[int] = []
+
+        def kill(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+            if statement.lstrip().upper().startswith("INSERT INTO CONTAINERS") and not killed:
+                pid = conn.connection.dbapi_connection.info.backend_pid
+                with admin.engine.connect() as other:
+                    assert other.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+                killed.append(pid)
+
+        sa.event.listen(store.engine, "before_cursor_execute", kill)
+        try:
+            with pytest.raises(StoreError, match="cannot record scan") as err:
+                store.finish_scan(scan_id, sample_result("prod", T0 + timedelta(hours=1), n_extra=50))
+        finally:
+            sa.event.remove(store.engine, "before_cursor_execute", kill)
+        assert killed, "the connection was not killed: the test did not test anything"
+        assert "postgres@" in str(err.value) or "127.0.0.1" in str(err.value)
+        assert _state_and_rows(admin, scan_id) == ("running", 0, 0)
+        assert admin.latest_scan_id("prod") == previous
+        # finish_scan gave up the cluster lock: the next run starts cleanly, abandoning the old row.
+        nxt = admin.begin_scan("prod", T0 + timedelta(hours=2), "p", "v")
+        assert admin.scan_summary(scan_id).errors == (ABANDONED,)
+        admin.finish_scan(nxt, sample_result("prod", T0 + timedelta(hours=2)))
+        assert admin.latest_scan_id("prod") == nxt
+    finally:
+        store.close()
+        admin.close()
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from datetime import datetime, timedelta, UTC
+    import sqlalchemy as sa
+    sys.path.insert(0, sys.argv[2])
+    from test_store_scans import sample_result, T0
+    from scanner.store import open_store
+    store = open_store(sys.argv[1])
+    scan_id = store.begin_scan("prod", T0 + timedelta(hours=1), "p", "v")
+
+    def hang(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO SIGNATURES"):
+            print(f"MIDWRITE {scan_id}", flush=True)
+            time.sleep(120)
+
+    sa.event.listen(store.engine, "before_cursor_execute", hang)
+    store.finish_scan(scan_id, sample_result("prod", T0 + timedelta(hours=1), n_extra=100))
+    print("FINISHED", flush=True)
+""")
+
+
+def test_process_killed_mid_write_then_a_clean_next_scan(store: Store, db_url: str) -> None:
+    previous = record(store, sample_result("prod"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, db_url, str(Path(__file__).parent)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.startswith("MIDWRITE"), f"child did not reach the write: {line!r} {child.stderr.read()}"
+        scan_id = int(line.split()[1])
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert _state_and_rows(store, scan_id) == ("running", 0, 0)
+    assert store.latest_scan_id("prod") == previous
+    # Restart: the dead process's scan is abandoned at once (its pid is gone / its lock released).
+    nxt = store.begin_scan("prod", T0 + timedelta(hours=2), "p", "v")
+    assert store.scan_summary(scan_id).state == ScanState.FAILED
+    store.finish_scan(nxt, sample_result("prod", T0 + timedelta(hours=2)))
+    assert store.latest_scan_id("prod") == nxt
+
+
+def test_unreachable_database_is_a_store_error_without_the_password(postgres_server) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    with pytest.raises(StoreError) as err:
+        open_store(f"postgresql://sigaudit:Sup3rS3cret@127.0.0.1:{port}/sigaudit")
+    assert "Sup3rS3cret" not in str(err.value)
+    assert "cannot connect to postgresql+psycopg://sigaudit:***@127.0.0.1" in str(err.value)
+    # A server that answers but has no such database.
+    with pytest.raises(StoreError) as err:
+        open_store(postgres_server.url("no_such_db").replace("postgres@", "postgres:Sup3rS3cret@"))
+    assert "Sup3rS3cret" not in str(err.value) and "no_such_db" in str(err.value)
+
+
+def test_large_scan_round_trip(store: Store) -> None:
+    result = sample_result("prod", n_extra=400)
+    scan_id = record(store, result)
+    assert dataclasses.replace(store.load_scan(scan_id), scan_id=None) == result
