@@ -25,6 +25,11 @@ from cryptography.exceptions import InvalidSignature
 from scanner.errors import LimitExceeded, ParseError
 from scanner.verify.x509 import ChainError, algorithm_for_key, load_der_chain, verify_jose_signature
 
+
+def _q(value: object) -> str:
+    """Quote like Go's %q, so messages read as notation's do."""
+    return json.dumps(value)
+
 JWS_MEDIA_TYPE = "application/jose+json"
 COSE_MEDIA_TYPE = "application/cose"
 PAYLOAD_CONTENT_TYPE = "application/vnd.cncf.notary.payload.v1+json"
@@ -132,7 +137,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise EnvelopeError(f"duplicate JSON member {k!r}")
+            raise EnvelopeError(f"duplicate JSON member {_q(k)}")
         out[k] = v
     return out
 
@@ -151,11 +156,11 @@ def _rfc3339(value: Any, what: str) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if not isinstance(value, str) or not re.fullmatch(
             r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", value):
-        raise EnvelopeError(f"{what} is not an RFC 3339 time: {value!r}")
+        raise EnvelopeError(f"{what} is not an RFC 3339 time: {_q(value)}")
     try:
         return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
-        raise EnvelopeError(f"{what} is not an RFC 3339 time: {value!r}") from None
+        raise EnvelopeError(f"{what} is not an RFC 3339 time: {_q(value)}") from None
 
 
 def parse_payload(payload: bytes) -> TargetArtifact:
@@ -185,12 +190,12 @@ def _signed_attributes(hdr: Mapping[str, Any], crit: list[Any]) -> dict[str, Any
         raise EnvelopeError("crit lists a header twice")
     scheme = hdr.get(H_SCHEME)
     if scheme not in (SCHEME_X509, SCHEME_SIGNING_AUTHORITY):
-        raise EnvelopeError(f"signing scheme {scheme!r} is not supported")
+        raise EnvelopeError(f"signing scheme {_q(scheme)} is not supported")
     if H_SCHEME not in crit:
         raise EnvelopeError(f"{H_SCHEME} must be marked critical")
     for c in crit:
         if c not in hdr:
-            raise EnvelopeError(f"critical header {c!r} is not present in the protected headers")
+            raise EnvelopeError(f"critical header {_q(c)} is not present in the protected headers")
     for name in (H_AUTHENTIC_TIME, H_EXPIRY, H_PLUGIN, H_PLUGIN_MIN):
         if name in hdr and name not in crit:
             raise EnvelopeError(f"header {name} must be marked critical")
@@ -230,7 +235,7 @@ def parse_jws(blob: bytes) -> Envelope:
         raise EnvelopeError(f"JWS envelope has unsupported members {sorted(extra)}")
     for k in ("payload", "protected", "header", "signature"):
         if k not in doc:
-            raise EnvelopeError(f"JWS envelope is missing {k!r}")
+            raise EnvelopeError(f"JWS envelope is missing {_q(k)}")
     prot_b64, payload_b64 = doc["protected"], doc["payload"]
     if isinstance(prot_b64, str) and len(prot_b64) > MAX_PROTECTED_BYTES:
         raise LimitExceeded(f"JWS protected header is larger than {MAX_PROTECTED_BYTES} bytes")
@@ -242,9 +247,9 @@ def parse_jws(blob: bytes) -> Envelope:
         raise EnvelopeError("protected header must be a JSON object")
     alg = hdr.get("alg")
     if alg not in _JWS_ALGS:
-        raise EnvelopeError(f"signature algorithm {alg!r} is not supported")
+        raise EnvelopeError(f"signature algorithm {_q(alg)} is not supported")
     if hdr.get("cty") != PAYLOAD_CONTENT_TYPE:
-        raise EnvelopeError(f"payload content type {hdr.get('cty')!r} is not supported")
+        raise EnvelopeError(f"payload content type {_q(hdr.get('cty'))} is not supported")
     crit = hdr.get("crit")
     if not isinstance(crit, list):
         raise EnvelopeError("missing or malformed critical headers (crit)")
@@ -326,9 +331,9 @@ def parse_cose(blob: bytes) -> Envelope:
         raise EnvelopeError("COSE protected header must be a map")
     alg = _COSE_ALGS.get(hdr.get(_COSE_ALG))  # type: ignore[arg-type]
     if alg is None:
-        raise EnvelopeError(f"signature algorithm {hdr.get(_COSE_ALG)!r} is not supported")
+        raise EnvelopeError(f"signature algorithm {_q(hdr.get(_COSE_ALG))} is not supported")
     if hdr.get(_COSE_CTY) != PAYLOAD_CONTENT_TYPE:
-        raise EnvelopeError(f"payload content type {hdr.get(_COSE_CTY)!r} is not supported")
+        raise EnvelopeError(f"payload content type {_q(hdr.get(_COSE_CTY))} is not supported")
     crit = hdr.get(_COSE_CRIT)
     if isinstance(crit, tuple):
         crit = list(crit)
@@ -371,4 +376,4 @@ def parse_envelope(media_type: str, blob: bytes) -> Envelope:
         return parse_jws(blob)
     if media_type == COSE_MEDIA_TYPE:
         return parse_cose(blob)
-    raise EnvelopeError(f"signature envelope format with media type {media_type!r} is not supported")
+    raise EnvelopeError(f"signature envelope format with media type {_q(media_type)} is not supported")

@@ -11,6 +11,8 @@ notaryproject/specifications ``specs/signature-specification.md`` "Certificate R
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
@@ -23,6 +25,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from scanner.errors import LimitExceeded, ParseError
+
+
+def _q(value: object) -> str:
+    """Quote like Go's %q, so messages read as notation's do."""
+    return json.dumps(value)
 
 MAX_CHAIN = 10  # certificates in an envelope's x5c / x5chain
 MAX_CERT_BYTES = 64 * 1024
@@ -86,7 +93,7 @@ def _ext(cert: x509.Certificate, cls: type[x509.ExtensionType]) -> x509.Extensio
     except x509.ExtensionNotFound:
         return None
     except ValueError as exc:  # duplicate or malformed extensions
-        raise ChainError(f"certificate with subject {subject(cert)!r} has malformed extensions: {exc}") from None
+        raise ChainError(f"certificate with subject {_q(subject(cert))} has malformed extensions: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,14 +154,14 @@ def _check_key_strength(cert: x509.Certificate) -> None:
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < 2048:
-            raise ChainError(f"certificate with subject {subject(cert)!r}: RSA key size {key.key_size} is "
+            raise ChainError(f"certificate with subject {_q(subject(cert))}: RSA key size {key.key_size} is "
                              "too small (minimum 2048)")
     elif isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.key_size < 256:
-            raise ChainError(f"certificate with subject {subject(cert)!r}: EC key size {key.curve.key_size} "
+            raise ChainError(f"certificate with subject {_q(subject(cert))}: EC key size {key.curve.key_size} "
                              "is too small (minimum 256)")
     else:
-        raise ChainError(f"certificate with subject {subject(cert)!r}: unsupported key type "
+        raise ChainError(f"certificate with subject {_q(subject(cert))}: unsupported key type "
                          f"{type(key).__name__}")
 
 
@@ -162,10 +169,10 @@ def _check_no_sha1(cert: x509.Certificate) -> None:
     try:
         alg = cert.signature_hash_algorithm
     except UnsupportedAlgorithm:
-        raise ChainError(f"certificate with subject {subject(cert)!r} uses an unsupported signature "
+        raise ChainError(f"certificate with subject {_q(subject(cert))} uses an unsupported signature "
                          "algorithm") from None
     if isinstance(alg, hashes.SHA1 | hashes.MD5):
-        raise ChainError(f"certificate with subject {subject(cert)!r} is signed with {alg.name}, which is "
+        raise ChainError(f"certificate with subject {_q(subject(cert))} is signed with {alg.name}, which is "
                          "not allowed")
 
 
@@ -175,17 +182,17 @@ def _check_ca(cert: x509.Certificate, below: int) -> None:
     s = subject(cert)
     bc = _ext(cert, x509.BasicConstraints)
     if bc is None or not isinstance(bc.value, x509.BasicConstraints) or not bc.value.ca:
-        raise ChainError(f"certificate with subject {s!r}: ca field in basic constraints must be true")
+        raise ChainError(f"certificate with subject {_q(s)}: ca field in basic constraints must be true")
     if not bc.critical:
-        raise ChainError(f"certificate with subject {s!r}: basic constraints extension must be critical")
+        raise ChainError(f"certificate with subject {_q(s)}: basic constraints extension must be critical")
     if bc.value.path_length is not None and below > bc.value.path_length:
-        raise ChainError(f"certificate with subject {s!r}: expected path length of {below} but certificate "
+        raise ChainError(f"certificate with subject {_q(s)}: expected path length of {below} but certificate "
                          f"has path length {bc.value.path_length} instead")
     ku = _ext(cert, x509.KeyUsage)
     if ku is None or not isinstance(ku.value, x509.KeyUsage) or not ku.value.key_cert_sign:
-        raise ChainError(f"certificate with subject {s!r}: key usage must include certificate signing")
+        raise ChainError(f"certificate with subject {_q(s)}: key usage must include certificate signing")
     if not ku.critical:
-        raise ChainError(f"certificate with subject {s!r}: key usage extension must be critical")
+        raise ChainError(f"certificate with subject {_q(s)}: key usage extension must be critical")
 
 
 _FORBIDDEN_LEAF_EKU = {
@@ -201,18 +208,18 @@ def _check_code_signing_leaf(cert: x509.Certificate) -> None:
     s = subject(cert)
     bc = _ext(cert, x509.BasicConstraints)
     if bc is not None and isinstance(bc.value, x509.BasicConstraints) and bc.value.ca:
-        raise ChainError(f"the certificate with subject {s!r} is invalid: if the basic constraints "
+        raise ChainError(f"the certificate with subject {_q(s)} is invalid: if the basic constraints "
                          "extension is present, the ca field must be set to false")
     ku = _ext(cert, x509.KeyUsage)
     if ku is None or not isinstance(ku.value, x509.KeyUsage):
-        raise ChainError(f"the certificate with subject {s!r} is invalid: the key usage extension must be "
+        raise ChainError(f"the certificate with subject {_q(s)} is invalid: the key usage extension must be "
                          "present")
     if not ku.critical:
-        raise ChainError(f"the certificate with subject {s!r} is invalid: the key usage extension must be "
+        raise ChainError(f"the certificate with subject {_q(s)} is invalid: the key usage extension must be "
                          "critical")
     v = ku.value
     if not v.digital_signature:
-        raise ChainError(f"the certificate with subject {s!r} is invalid: the key usage must have the bit "
+        raise ChainError(f"the certificate with subject {_q(s)} is invalid: the key usage must have the bit "
                          "positions for Digital Signature set")
     bad = [n for n, on in (("KeyEncipherment", v.key_encipherment), ("DataEncipherment", v.data_encipherment),
                            ("KeyAgreement", v.key_agreement), ("CertSign", v.key_cert_sign),
@@ -223,13 +230,13 @@ def _check_code_signing_leaf(cert: x509.Certificate) -> None:
         if v.decipher_only:
             bad.append("DecipherOnly")
     if bad:
-        raise ChainError(f"the certificate with subject {s!r} is invalid: the key usage must not include "
+        raise ChainError(f"the certificate with subject {_q(s)} is invalid: the key usage must not include "
                          f"{', '.join(bad)}")
     eku = _ext(cert, x509.ExtendedKeyUsage)
     if eku is not None and isinstance(eku.value, x509.ExtendedKeyUsage):
         for oid in eku.value:
             if oid in _FORBIDDEN_LEAF_EKU:
-                raise ChainError(f"the certificate with subject {s!r} is invalid: extended key usage must "
+                raise ChainError(f"the certificate with subject {_q(s)} is invalid: extended key usage must "
                                  f"not contain {_FORBIDDEN_LEAF_EKU[oid]} eku")
 
 
@@ -238,20 +245,20 @@ def _check_timestamping_leaf(cert: x509.Certificate) -> None:
     s = subject(cert)
     bc = _ext(cert, x509.BasicConstraints)
     if bc is not None and isinstance(bc.value, x509.BasicConstraints) and bc.value.ca:
-        raise ChainError(f"the timestamping certificate with subject {s!r} must not be a CA")
+        raise ChainError(f"the timestamping certificate with subject {_q(s)} must not be a CA")
     eku = _ext(cert, x509.ExtendedKeyUsage)
     if eku is None or not isinstance(eku.value, x509.ExtendedKeyUsage):
-        raise ChainError(f"timestamp signing certificate with subject {s!r} must have extended key usage "
+        raise ChainError(f"timestamp signing certificate with subject {_q(s)} must have extended key usage "
                          "extension")
     if not eku.critical:
-        raise ChainError(f"timestamp signing certificate with subject {s!r} must have a critical extended "
+        raise ChainError(f"timestamp signing certificate with subject {_q(s)} must have a critical extended "
                          "key usage extension")
     if list(eku.value) != [ExtendedKeyUsageOID.TIME_STAMPING]:
-        raise ChainError(f"timestamp signing certificate with subject {s!r} must have and only have "
+        raise ChainError(f"timestamp signing certificate with subject {_q(s)} must have and only have "
                          "TimeStamping as extended key usage")
     ku = _ext(cert, x509.KeyUsage)
     if ku is not None and isinstance(ku.value, x509.KeyUsage) and not ku.value.digital_signature:
-        raise ChainError(f"timestamp signing certificate with subject {s!r}: key usage must include "
+        raise ChainError(f"timestamp signing certificate with subject {_q(s)}: key usage must include "
                          "Digital Signature")
 
 
@@ -264,21 +271,21 @@ def _validate_chain(chain: Sequence[x509.Certificate], timestamping: bool) -> No
     if len(chain) == 1:
         # signature-specification.md: a chain of one certificate is a self-signed signing certificate.
         if not is_self_signed(leaf):
-            raise ChainError(f"invalid self-signed certificate. subject: {subject(leaf)!r}. Error: the "
+            raise ChainError(f"invalid self-signed certificate. subject: {_q(subject(leaf))}. Error: the "
                              "certificate is not self-signed")
     else:
         for i in range(len(chain) - 1):
             child, parent = chain[i], chain[i + 1]
             if not is_issued_by(child, parent):
-                raise ChainError(f"invalid certificates or certificate with subject {subject(child)!r} is not "
-                                 f"issued by {subject(parent)!r}")
+                raise ChainError(f"invalid certificates or certificate with subject {_q(subject(child))} is not "
+                                 f"issued by {_q(subject(parent))}")
         root = chain[-1]
         if not is_self_signed(root):
-            raise ChainError(f"root certificate with subject {subject(root)!r} is not self-signed. Certificate "
+            raise ChainError(f"root certificate with subject {_q(subject(root))} is not self-signed. Certificate "
                              "chain must end with a valid self-signed root certificate")
         for i in range(1, len(chain) - 1):
             if is_self_signed(chain[i]):
-                raise ChainError(f"intermediate certificate with subject {subject(chain[i])!r} is self-signed. "
+                raise ChainError(f"intermediate certificate with subject {_q(subject(chain[i]))} is self-signed. "
                                  "Certificate chain must not contain self-signed intermediate certificates")
         for i in range(1, len(chain)):
             _check_ca(chain[i], below=i - 1)
@@ -311,11 +318,11 @@ def chain_trusted_by(chain: Sequence[x509.Certificate], trusted: Sequence[x509.C
 def validity_problem(cert: x509.Certificate, at: datetime) -> str | None:
     fmt = "%a, %d %b %Y %H:%M:%S +0000"
     if at < cert.not_valid_before_utc:
-        return (f"certificate {subject(cert)!r} is not yet valid at {at.isoformat()}, it will be valid from "
-                f"{cert.not_valid_before_utc.strftime(fmt)!r}")
+        return (f"certificate {_q(subject(cert))} is not yet valid at {at.isoformat()}, it will be valid from "
+                f"{_q(cert.not_valid_before_utc.strftime(fmt))}")
     if at > cert.not_valid_after_utc:
-        return (f"certificate {subject(cert)!r} is not valid at {at.isoformat()}, it expired at "
-                f"{cert.not_valid_after_utc.strftime(fmt)!r}")
+        return (f"certificate {_q(subject(cert))} is not valid at {at.isoformat()}, it expired at "
+                f"{_q(cert.not_valid_after_utc.strftime(fmt))}")
     return None
 
 
