@@ -1,0 +1,99 @@
+"""The verification cache across scans (issue 9), on SQLite and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+try:
+    from tests.harness.fixtures_postgres import db_url, postgres_server, postgres_url, sqlite_url
+except ImportError:  # tests/ not importable as a package: add the checkout root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.harness.fixtures_postgres import db_url, postgres_server, postgres_url, sqlite_url
+
+from scanner.models import Check, CheckName, Outcome, SignatureResult
+from scanner.store import CachedVerification, Store, open_store, upgrade
+
+__all__ = ["db_url", "postgres_server", "postgres_url", "sqlite_url"]
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+D1, D2 = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+def sig(reason: str = "verified") -> SignatureResult:
+    return SignatureResult(
+        kind="cosign", verifier="rule a / key 1", outcome=Outcome.PASSED, reason=reason, signer="k",
+        key_sha256="cd" * 32, signed_at=T0, checks=(Check(CheckName.INTEGRITY, Outcome.PASSED, "ok"),),
+        details={"payload": b"{}", "layers": ("x",)},
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+@pytest.fixture
+def store(db_url: str, clock: Clock) -> Iterator[Store]:
+    upgrade(db_url)
+    s = open_store(db_url, clock=clock)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_a_cached_verification_comes_back_equal(store: Store) -> None:
+    assert store.cache_get(D1, "trust-1") is None
+    store.cache_put(D1, "trust-1", "sig:sha256:1|ref:sha256:2", [sig(), sig("second")])
+    hit = store.cache_get(D1, "trust-1")
+    assert hit == CachedVerification(D1, "trust-1", "sig:sha256:1|ref:sha256:2", (sig(), sig("second")), T0)
+
+
+def test_another_trust_fingerprint_misses(store: Store) -> None:
+    store.cache_put(D1, "trust-1", "m", [sig()])
+    assert store.cache_get(D1, "trust-2") is None  # changed policy or trust root: re-verify
+    assert store.cache_get(D2, "trust-1") is None
+
+
+def test_put_replaces_and_get_many_returns_only_hits(store: Store, clock: Clock) -> None:
+    store.cache_put(D1, "t", "m1", [sig("old")])
+    clock.at = T0 + timedelta(hours=1)
+    store.cache_put_many([CachedVerification(D1, "t", "m2", (sig("new"),), clock.at),
+                          CachedVerification(D2, "t", "m3", (), clock.at)])
+    got = store.cache_get_many([(D1, "t"), (D2, "t"), (D2, "other"), ("sha256:" + "c" * 64, "t")])
+    assert set(got) == {(D1, "t"), (D2, "t")}
+    assert got[(D1, "t")].material_fingerprint == "m2" and got[(D1, "t")].signatures == (sig("new"),)
+    assert got[(D2, "t")].signatures == ()
+
+
+def test_prune_drops_what_was_not_used(store: Store, clock: Clock) -> None:
+    store.cache_put(D1, "t", "m", [sig()])
+    store.cache_put(D2, "t", "m", [sig()])
+    clock.at = T0 + timedelta(days=10)
+    assert store.cache_get(D1, "t") is not None  # a hit counts as a use
+    assert store.cache_prune(T0 + timedelta(days=5)) == 1
+    assert store.cache_get(D1, "t") is not None and store.cache_get(D2, "t") is None
+    assert store.cache_invalidate() == 1
+    assert store.cache_get(D1, "t") is None
+
+
+def test_many_entries_in_chunks(store: Store) -> None:
+    entries = [CachedVerification(f"sha256:{i:064x}", "t", f"m{i}", (sig(),), T0) for i in range(1200)]
+    store.cache_put_many(entries)
+    got = store.cache_get_many([(e.digest, "t") for e in entries], touch=False)
+    assert len(got) == 1200 and got[(entries[777].digest, "t")].material_fingerprint == "m777"
