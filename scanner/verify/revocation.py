@@ -18,9 +18,8 @@ reached only through the injected ``Fetcher`` (which bounds size and time), and 
 
 from __future__ import annotations
 
-import json
-
 import enum
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -383,5 +382,5 @@ def _ocsp_responder(resp: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.C
 def _names_responder(resp: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
     if resp.responder_name is not None:
         return bool(resp.responder_name == cert.subject)
-    key_hash = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest  # type: ignore[arg-type]
+    key_hash = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
     return resp.responder_key_hash == key_hash

@@ -107,7 +107,7 @@ def _sort_certificates(token: bytes) -> bytes:
     ci = _children(token, cs, ce)  # contentType, [0] content
     if len(ci) != 2 or ci[1][0] != 0xA0:
         raise TimestampError("failed to parse timestamp countersignature: not a CMS ContentInfo")
-    _, explicit_pos, ecs, ece = ci[1]
+    _, _, ecs, ece = ci[1]
     sd_items = _children(token, ecs, ece)
     if len(sd_items) != 1 or sd_items[0][0] != 0x30:
         raise TimestampError("failed to parse timestamp countersignature: not a CMS SignedData")

@@ -11,10 +11,9 @@ notaryproject/specifications ``specs/signature-specification.md`` "Certificate R
 
 from __future__ import annotations
 
-import json
-
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from cryptography import x509
@@ -101,7 +100,8 @@ def _ext(cert: x509.Certificate, cls: type[x509.ExtensionType]) -> x509.Extensio
 
 _RSA_ALG = {2048: "PS256", 3072: "PS384", 4096: "PS512"}
 _EC_ALG = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
-_HASH = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+_HASH: dict[str, Callable[[], hashes.HashAlgorithm]] = {"256": hashes.SHA256, "384": hashes.SHA384,
+                                                      "512": hashes.SHA512}
 
 
 def algorithm_for_key(key: object) -> str:

@@ -328,7 +328,6 @@ def test_parse_cases(case: dict[str, Any]) -> None:
         assert env.target.digest == case["expected_fields"]["targetArtifact.digest"]
         assert env.signing_scheme == case["expected_fields"]["signingScheme"]
         return
-    target, material = layout_material(VECTORS / case["oci_layout"], "v1") if False else (None, None)
     layout = VECTORS / case["oci_layout"]
     index = json.loads((layout / "index.json").read_text())
     sig_manifests = [json.loads((layout / "blobs/sha256" / m["digest"].split(":")[1]).read_bytes())
@@ -385,7 +384,7 @@ class _CRLServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.hits += 1
                 body = files.get(self.path)
                 if body is None:
@@ -481,7 +480,7 @@ def test_crl_extension_parse_cases(case: dict[str, Any]) -> None:
     cert = load_certificates(data, path.name)[0]
     if expected.startswith("error"):
         with pytest.raises(ValueError):
-            cert.extensions  # noqa: B018  (cryptography refuses the malformed extension)
+            cert.extensions
             delta_crl_urls(cert)
         return
     try:
