@@ -1,0 +1,283 @@
+"""A custom Prometheus collector: fresh metric families on every collection, computed from the store.
+
+One code path for both ways sigaudit runs: ``sigaudit serve`` registers :class:`SigauditCollector` over
+a :class:`StoreSource` and answers ``/metrics`` with it; the one-shot ``sigaudit scan`` pushes (or writes)
+what the very same collector yields over the same store, or — with ``--no-store`` — over a
+:class:`ResultSource` that presents the fresh result as a one-scan store. The values therefore mean the
+same whichever way they reach Prometheus.
+
+Verdict series describe the latest *complete* scan of each cluster (a half-written or failed scan is
+never shown as the state of the cluster); ``last_completion``/``last_scan_state`` describe the latest
+finished scan of any state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from scanner.errors import StoreError
+from scanner.metrics import names as n
+from scanner.models import RunningImage, ScanResult, ScanState, Verdict
+from scanner.store import Store
+
+log = logging.getLogger(__name__)
+
+FINISHED_STATES = (ScanState.COMPLETE, ScanState.PARTIAL, ScanState.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """What the metrics of one cluster are computed from."""
+
+    cluster: str
+    latest_complete: ScanResult | None
+    last_finished_state: ScanState | None = None
+    last_finished_at: datetime | None = None
+
+
+class MetricsSource(Protocol):
+    """Where the collector reads scans from: the store, or one fresh ScanResult."""
+
+    from_store: bool
+
+    def views(self) -> Sequence[ClusterView]:
+        """One view per cluster; raises StoreError when the database cannot be read."""
+        ...
+
+    def label_cluster(self) -> str:
+        """The ``cluster`` label of series that are not about one scan (``sigaudit_store_up``)."""
+        ...
+
+
+class ResultSource:
+    """A single ScanResult, seen as a store holding that one scan (``scan --no-store``)."""
+
+    from_store = False
+
+    def __init__(self, result: ScanResult) -> None:
+        self._result = result
+
+    def views(self) -> Sequence[ClusterView]:
+        r = self._result
+        if r.state == ScanState.RUNNING:
+            return [ClusterView(r.cluster, None)]
+        return [ClusterView(r.cluster, r if r.state == ScanState.COMPLETE else None, r.state, r.finished_at)]
+
+    def label_cluster(self) -> str:
+        return self._result.cluster
+
+
+class StoreSource:
+    """The latest scans in the database, of one cluster or of every cluster it holds.
+
+    Complete scans never change, so the loaded result is cached by scan id: a scrape costs two small
+    queries per cluster until a new scan completes.
+    """
+
+    from_store = True
+
+    def __init__(self, store: Store, cluster: str | None = None) -> None:
+        self.store = store
+        self.cluster = cluster
+        self._cache: dict[str, ScanResult] = {}
+        self._lock = threading.Lock()
+
+    def label_cluster(self) -> str:
+        return self.cluster or ""
+
+    def _load(self, cluster: str, scan_id: int) -> ScanResult:
+        with self._lock:
+            cached = self._cache.get(cluster)
+        if cached is not None and cached.scan_id == scan_id:
+            return cached
+        result = self.store.load_scan(scan_id)
+        with self._lock:
+            self._cache[cluster] = result
+        return result
+
+    def views(self) -> Sequence[ClusterView]:
+        clusters = [self.cluster] if self.cluster else self.store.clusters()
+        out = []
+        for cluster in clusters:
+            latest_id = self.store.latest_scan_id(cluster)
+            latest = self._load(cluster, latest_id) if latest_id is not None else None
+            state, at = None, None
+            for s in self.store.list_scans(cluster, limit=20):
+                if s.state in FINISHED_STATES and s.finished_at is not None:
+                    state, at = s.state, s.finished_at
+                    break
+            out.append(ClusterView(cluster, latest, state, at))
+        return out
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    registry, _, code = str(key).rpartition("|")
+    return (registry, code) if registry else (str(key), "")
+
+
+def _image_label(v: Verdict) -> tuple[str, str]:
+    img = v.image
+    ref = img.reference
+    if ref is None:
+        return img.image, ""  # type: ignore[union-attr]
+    text = ref.repo + (f":{ref.tag}" if ref.tag else "")
+    return text, (img.digest if isinstance(img, RunningImage) else (ref.digest or ""))
+
+
+def _gauge(series: n.Series) -> GaugeMetricFamily:
+    return GaugeMetricFamily(series.name, series.help, labels=list(series.labels))
+
+
+def _sorted_add(family: GaugeMetricFamily, values: dict[tuple[str, ...], float]) -> None:
+    for labels, value in sorted(values.items()):
+        family.add_metric(list(labels), value)
+
+
+def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
+    """The metric families of one cluster. Pure: the same view gives the same families."""
+    c = view.cluster
+    out: list[Metric] = []
+    if view.last_finished_at is not None and view.last_finished_state is not None:
+        f = _gauge(n.LAST_COMPLETION)
+        f.add_metric([c], _ts(view.last_finished_at))
+        out.append(f)
+        f = _gauge(n.LAST_STATE)
+        for state in FINISHED_STATES:
+            f.add_metric([c, state.value], 1.0 if state == view.last_finished_state else 0.0)
+        out.append(f)
+    r = view.latest_complete
+    if r is None:
+        return out
+
+    f = _gauge(n.SCAN_INFO)
+    f.add_metric([c, str(r.scan_id) if r.scan_id is not None else "", r.policy_digest, r.sigaudit_version], 1.0)
+    out.append(f)
+    f = _gauge(n.LAST_SUCCESS)
+    f.add_metric([c], _ts(r.finished_at))
+    out.append(f)
+    f = _gauge(n.SCAN_DURATION)
+    f.add_metric([c], max(0.0, (r.finished_at - r.started_at).total_seconds()))
+    out.append(f)
+
+    images: Counter[tuple[str, ...]] = Counter()
+    containers: Counter[tuple[str, ...]] = Counter()
+    ns_total: Counter[str] = Counter()
+    ns_compliant: Counter[str] = Counter()
+    expiring: Counter[str] = Counter()
+    not_after: dict[str, datetime] = {}
+    workloads: Counter[tuple[str, ...]] = Counter()
+    verifications: Counter[tuple[str, ...]] = Counter()
+    image_info: dict[tuple[str, ...], float] = {}
+    image_not_after: dict[tuple[str, ...], float] = {}
+    for v in r.verdicts:
+        status, compliant = v.status.value, "true" if v.compliant else "false"
+        by_ns: dict[str, int] = defaultdict(int)
+        for ctr in v.image.containers:
+            by_ns[ctr.namespace] += 1
+            if not v.compliant:
+                workloads[(c, ctr.namespace, ctr.workload.kind, ctr.workload.name, status)] += 1
+        for sig in v.signatures:
+            verifications[(c, sig.kind, sig.outcome.value, sig.failure.value or "none")] += 1
+        image, digest = _image_label(v) if per_image else ("", "")
+        for ns, count in by_ns.items():
+            images[(c, ns, status, compliant)] += 1
+            containers[(c, ns, status, compliant)] += count
+            ns_total[ns] += 1
+            ns_compliant[ns] += 1 if v.compliant else 0
+            expiring[ns] += 1 if v.expiring else 0
+            if v.not_after is not None and (ns not in not_after or v.not_after < not_after[ns]):
+                not_after[ns] = v.not_after
+            if per_image:
+                image_info[(c, ns, image, digest, status, compliant, v.rule or "")] = 1.0
+                if v.not_after is not None:
+                    key = (c, ns, image, digest)
+                    image_not_after[key] = min(_ts(v.not_after), image_not_after.get(key, float("inf")))
+
+    for series, values in (
+        (n.IMAGES, images),
+        (n.CONTAINERS, containers),
+        (n.NAMESPACE_COMPLIANCE, {(c, ns): ns_compliant[ns] / ns_total[ns] for ns in ns_total}),
+        (n.COMPLIANCE, {(c,): _ratio(r)}),
+        (n.NONCOMPLIANT_WORKLOADS, workloads),
+        (n.EXPIRING, {(c, ns): expiring[ns] for ns in ns_total}),
+        (n.NAMESPACE_NOT_AFTER, {(c, ns): _ts(t) for ns, t in not_after.items()}),
+        (n.VERIFICATIONS, verifications),
+        (n.REGISTRY_REQUESTS, _registry(c, r.stats.get("registry_requests"))),
+        (n.REGISTRY_ERRORS, _registry(c, r.stats.get("registry_errors"))),
+    ):
+        f = _gauge(series)
+        _sorted_add(f, {k: float(val) for k, val in values.items()})
+        out.append(f)
+    if per_image:
+        for series, values in ((n.IMAGE_INFO, image_info), (n.IMAGE_NOT_AFTER, image_not_after)):
+            f = _gauge(series)
+            _sorted_add(f, values)
+            out.append(f)
+    return out
+
+
+def _ratio(r: ScanResult) -> float:
+    if not r.verdicts:
+        return 1.0
+    return sum(1 for v in r.verdicts if v.compliant) / len(r.verdicts)
+
+
+def _registry(cluster: str, counts: object) -> dict[tuple[str, ...], float]:
+    if not isinstance(counts, dict):
+        return {}
+    out: dict[tuple[str, ...], float] = {}
+    for key, value in counts.items():
+        registry, code = _split_key(key)
+        out[(cluster, registry, code)] = out.get((cluster, registry, code), 0.0) + float(value)
+    return out
+
+
+def merge(families: Iterable[Metric]) -> list[Metric]:
+    """Join same-named families of several clusters into one family each (one HELP/TYPE per name)."""
+    merged: dict[str, Metric] = {}
+    for fam in families:
+        if fam.name in merged:
+            merged[fam.name].samples.extend(fam.samples)
+        else:
+            merged[fam.name] = fam
+    return list(merged.values())
+
+
+class SigauditCollector(Collector):
+    """Register in a ``CollectorRegistry``; every ``collect()`` reads the source afresh."""
+
+    def __init__(self, source: MetricsSource, *, per_image: bool = False) -> None:
+        self.source = source
+        self.per_image = per_image
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # no collection (no database query) at registration time
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            views = self.source.views()
+        except StoreError as exc:
+            log.warning("metrics: cannot read the store: %s", exc.diagnostics())
+            if self.source.from_store:
+                f = _gauge(n.STORE_UP)
+                f.add_metric([self.source.label_cluster()], 0.0)
+                yield f
+            return
+        if self.source.from_store:
+            f = _gauge(n.STORE_UP)
+            f.add_metric([self.source.label_cluster()], 1.0)
+            yield f
+        yield from merge(fam for view in views for fam in families_for(view, per_image=self.per_image))

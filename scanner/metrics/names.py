@@ -1,0 +1,102 @@
+"""Every series sigaudit exports: name, type, labels and meaning (the README table is generated from here).
+
+Conventions (Prometheus instrumentation practices): the ``sigaudit_`` prefix, base units (seconds),
+Unix timestamps rather than ages, a ``cluster`` label on every series, low-cardinality labels by
+default; per-image series only with ``--per-image-metrics``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "sigaudit_"
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    name: str
+    type: str  # "gauge" | "info"-style gauge (value 1)
+    labels: tuple[str, ...]
+    help: str
+    per_image: bool = False  # only with --per-image-metrics
+
+
+SCAN_INFO = Series(
+    "sigaudit_scan_info", "gauge", ("cluster", "scan_id", "policy_digest", "sigaudit_version"),
+    "The latest complete scan of the cluster (value 1); the other verdict series describe this scan.")
+IMAGES = Series(
+    "sigaudit_images", "gauge", ("cluster", "namespace", "status", "compliant"),
+    "Unique running images (one per digest and policy rule) with at least one container in the namespace, "
+    "by verdict status, in the latest complete scan.")
+CONTAINERS = Series(
+    "sigaudit_containers", "gauge", ("cluster", "namespace", "status", "compliant"),
+    "Containers (including init and ephemeral containers) by the verdict status of the image they run, "
+    "in the latest complete scan.")
+NAMESPACE_COMPLIANCE = Series(
+    "sigaudit_namespace_compliance_ratio", "gauge", ("cluster", "namespace"),
+    "Compliant images / images in the namespace (0..1), latest complete scan.")
+COMPLIANCE = Series(
+    "sigaudit_compliance_ratio", "gauge", ("cluster",),
+    "Compliant images / images in the cluster (0..1; 1 with no images), latest complete scan.")
+NONCOMPLIANT_WORKLOADS = Series(
+    "sigaudit_noncompliant_workload_containers", "gauge",
+    ("cluster", "namespace", "workload_kind", "workload", "status"),
+    "Containers of a workload (top-level owner) that run a non-compliant image, by status; only workloads "
+    "with violations appear, so the cardinality follows the number of violations.")
+EXPIRING = Series(
+    "sigaudit_expiring_images", "gauge", ("cluster", "namespace"),
+    "Images whose signature, certificate or exemption lapses inside the policy's expiry warning window "
+    "(0 when none), latest complete scan.")
+NAMESPACE_NOT_AFTER = Series(
+    "sigaudit_namespace_earliest_not_after_timestamp_seconds", "gauge", ("cluster", "namespace"),
+    "Earliest not-after (signature/certificate expiry or exemption end) among the namespace's images, "
+    "Unix seconds; absent when nothing in the namespace expires.")
+VERIFICATIONS = Series(
+    "sigaudit_verifications", "gauge", ("cluster", "verifier", "outcome", "reason"),
+    "Signature results in the latest complete scan by verifier kind (cosign, notation, ...), outcome "
+    "(passed, failed, error, skipped) and reason class (none, invalid, expired, revoked, error).")
+REGISTRY_REQUESTS = Series(
+    "sigaudit_registry_requests", "gauge", ("cluster", "registry", "code"),
+    "HTTP requests the latest complete scan made, by registry and status code (\"error\" when no response).")
+REGISTRY_ERRORS = Series(
+    "sigaudit_registry_errors", "gauge", ("cluster", "registry", "code"),
+    "Failed registry requests of the latest complete scan, by registry and status code.")
+SCAN_DURATION = Series(
+    "sigaudit_scan_duration_seconds", "gauge", ("cluster",),
+    "Wall-clock duration of the latest complete scan.")
+LAST_SUCCESS = Series(
+    "sigaudit_last_success_timestamp_seconds", "gauge", ("cluster",),
+    "When the latest complete scan finished, Unix seconds (the key metric of a batch job).")
+LAST_COMPLETION = Series(
+    "sigaudit_last_completion_timestamp_seconds", "gauge", ("cluster",),
+    "When the latest finished scan (complete, partial or failed) ended, Unix seconds.")
+LAST_STATE = Series(
+    "sigaudit_last_scan_state", "gauge", ("cluster", "state"),
+    "1 for the state of the latest finished scan (complete, partial, failed), 0 for the others.")
+STORE_UP = Series(
+    "sigaudit_store_up", "gauge", ("cluster",),
+    "1 if the database answered this collection, 0 if not (then the other series are absent). Only "
+    "exported when the metrics come from a database (not with `scan --no-store`).")
+IMAGE_INFO = Series(
+    "sigaudit_image_info", "gauge",
+    ("cluster", "namespace", "image", "digest", "status", "compliant", "rule"),
+    "One series per image and namespace (value 1), latest complete scan. Opt-in: --per-image-metrics.",
+    per_image=True)
+IMAGE_NOT_AFTER = Series(
+    "sigaudit_image_not_after_timestamp_seconds", "gauge", ("cluster", "namespace", "image", "digest"),
+    "Not-after of each image that expires, Unix seconds. Opt-in: --per-image-metrics.", per_image=True)
+
+ALL: tuple[Series, ...] = (
+    SCAN_INFO, IMAGES, CONTAINERS, NAMESPACE_COMPLIANCE, COMPLIANCE, NONCOMPLIANT_WORKLOADS, EXPIRING,
+    NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, SCAN_DURATION, LAST_SUCCESS,
+    LAST_COMPLETION, LAST_STATE, STORE_UP, IMAGE_INFO, IMAGE_NOT_AFTER,
+)
+
+
+def markdown_table() -> str:
+    """The README's table of series."""
+    rows = ["| Series | Type | Labels | Meaning |", "|---|---|---|---|"]
+    for s in ALL:
+        labels = ", ".join(f"`{label}`" for label in s.labels)
+        rows.append(f"| `{s.name}` | {s.type} | {labels} | {s.help} |")
+    return "\n".join(rows) + "\n"
