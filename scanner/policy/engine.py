@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
 from scanner.errors import ParseError
@@ -146,11 +146,35 @@ def evaluate(
     exemption = match_exemption(policy, image.reference, str(image.reference), namespace)
     if rule is None:
         base = Verdict(image, Status.NO_POLICY, (*notes, "no policy rule matches this image"), None, None)
-        return _exempt(base, exemption, now)
+        return _exempt(base, exemption, now, policy.expiry_warning)
 
     results = apply_revocations(results, policy.revocations)
     passed = [r for r in results if r.outcome is Outcome.PASSED]
     reasons: list[str] = []
+    passing_verifiers = {r.verifier for r in passed}
+    if passed and len(passing_verifiers) < rule.count:
+        # n-of-m: some verifiers passed, not enough of them. What failed decides the status below.
+        reasons.append(
+            f"only {len(passing_verifiers)} of the {rule.count} required verifiers found a valid signature "
+            f"({', '.join(sorted(passing_verifiers))})"
+        )
+        missing = [v.name for v in rule.verifiers if v.name not in passing_verifiers]
+        reasons.append(f"no valid signature for: {', '.join(missing)}")
+        failed = [r for r in results if r.outcome is not Outcome.PASSED]
+        results_for_status = failed or [
+            replace(passed[0], outcome=Outcome.FAILED, failure=SignatureFailure.INVALID)
+        ]
+        status = _FAILURE_STATUS[
+            next((f for f in _FAILURE_ORDER if f in {r.failure for r in results_for_status}), SignatureFailure.INVALID)
+        ]
+        if material_errors:
+            reasons += [f"could not read all signatures: {e}" for e in material_errors]
+            status = Status.ERROR
+        reasons += notes
+        verdict = Verdict(
+            image, status, tuple(reasons), rule.name, source, tuple(results), False, None, rule.mode == "warn"
+        )
+        return _exempt(verdict, exemption, now, policy.expiry_warning)
     if passed:
         best = max(passed, key=lambda r: (r.not_after is None, r.not_after or now))
         not_after = (
@@ -169,6 +193,7 @@ def evaluate(
             reasons.append(
                 f"signature or certificate lapses at {not_after.isoformat()}, inside the expiry warning window"
             )
+        reasons += notes
         verdict = Verdict(
             image,
             Status.VERIFIED,
@@ -180,7 +205,7 @@ def evaluate(
             not_after,
             rule.mode == "warn",
         )
-        return _exempt(verdict, exemption, now)
+        return _exempt(verdict, exemption, now, policy.expiry_warning)
 
     if not results:
         if material_errors:
@@ -203,10 +228,10 @@ def evaluate(
     verdict = Verdict(
         image, status, tuple(reasons), rule.name, source, tuple(results), False, None, rule.mode == "warn"
     )
-    return _exempt(verdict, exemption, now)
+    return _exempt(verdict, exemption, now, policy.expiry_warning)
 
 
-def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime) -> Verdict:
+def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime, warn: timedelta) -> Verdict:
     if exemption is None or verdict.status is Status.VERIFIED:
         if exemption is not None and exemption.until > now:
             return verdict
@@ -234,13 +259,9 @@ def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime) -> Ver
             *verdict.reasons,
         ),
         not_after=exemption.until,
-        expiring=exemption.until - now <= _WARN_EXEMPTION,
+        expiring=exemption.until - now <= warn,
     )
 
-
-from datetime import timedelta  # noqa: E402
-
-_WARN_EXEMPTION = timedelta(days=14)
 
 
 def unresolved_verdict(image: UnresolvedImage, policy: Policy, now: datetime) -> Verdict:
@@ -254,7 +275,7 @@ def unresolved_verdict(image: UnresolvedImage, policy: Policy, now: datetime) ->
         rule.name if rule else None,
         rule.source if rule else None,
     )
-    return _exempt(v, exemption, now)
+    return _exempt(v, exemption, now, policy.expiry_warning)
 
 
 def material_only_errors(material: SignatureMaterial) -> tuple[str, ...]:

@@ -43,6 +43,7 @@ class CompiledRule:
     verifiers: tuple[Verifier, ...]
     mode: str = "enforce"
     source: str = ""  # which policy (file, imported resource) the rule came from
+    count: int = 1  # verifiers that must each pass (n-of-m)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +241,9 @@ def compile_policy(
                     raise ConfigError(str(exc), source=source, field=exc.field or where) from exc
                 raise
         rules.append(
-            CompiledRule(rule.name, tuple(rule.images), tuple(rule.namespaces), tuple(verifiers), rule.mode, source)
+            CompiledRule(
+                rule.name, tuple(rule.images), tuple(rule.namespaces), tuple(verifiers), rule.mode, source, rule.count
+            )
         )
     h = hashlib.sha256(raw)
     for material in loader.trust_material:

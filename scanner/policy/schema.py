@@ -126,9 +126,18 @@ class Rule(_Strict):
     images: list[str] = Field(min_length=1)
     namespaces: list[str] = Field(default_factory=lambda: ["*"])
     verifiers: list[VerifierSpec] = Field(min_length=1)
+    # How many of the listed verifiers must each find a valid signature (n-of-m, as Kyverno's
+    # attestors[].count and connaisseur's threshold); 1 = any one is enough.
+    count: int = Field(default=1, ge=1)
     mode: Literal["enforce", "warn"] = "enforce"
 
     _globs = field_validator("images", "namespaces")(_check_globs)
+
+    @model_validator(mode="after")
+    def _count_fits(self) -> Rule:
+        if self.count > len(self.verifiers):
+            raise ValueError(f"count {self.count} exceeds the {len(self.verifiers)} verifiers listed")
+        return self
 
 
 class Exemption(_Strict):

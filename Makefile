@@ -1,0 +1,58 @@
+# sigaudit — the two commands a newcomer needs:
+#   make demo   a local registry with signed/unsigned/wrong-key/tampered/revoked images, one scan into
+#               SQLite, the table, JSON, HTML report and metrics written to ./demo-out
+#   make test   everything CI runs (installs what it needs, starts and stops its own servers)
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# Debian packages the tests and the demo start as real servers or use as real tools.
+APT_NEEDED := docker-registry postgresql prometheus prometheus-pushgateway chromium etcd-server
+PYTEST_ARGS ?=
+
+.PHONY: all demo test unit integration lint typecheck tools system-deps venv bench fuzz clean
+
+all: test
+
+system-deps:
+	@missing=""; for p in $(APT_NEEDED); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make: installing Debian packages:$$missing" >&2; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+tools:
+	bash tests/tools/ensure-tools.sh
+
+demo: system-deps venv
+	$(PY) -m tests.harness.demo --out demo-out
+
+lint: venv
+	$(VENV)/bin/ruff check scanner reports migrations tests bench
+	$(VENV)/bin/mypy
+
+test: system-deps venv tools
+	$(VENV)/bin/ruff check scanner reports migrations
+	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+bench: system-deps venv
+	$(PY) -m bench.run
+
+fuzz: venv
+	$(PY) -m tests.fuzz.run
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -1,0 +1,222 @@
+"""Policy file errors (file, line, field), glob matching, exemptions, revocations and verdict rules."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from scanner.errors import ConfigError
+from scanner.models import (
+    ContainerRef,
+    ContainerType,
+    ImageReference,
+    Outcome,
+    RunningImage,
+    SignatureFailure,
+    SignatureResult,
+    Status,
+    Workload,
+)
+from scanner.policy.engine import evaluate, image_matches, match_rule
+from scanner.policy.loader import CompiledRule, Policy, load_policy
+from scanner.policy.schema import Exemption, Revocation
+from tests.harness.cosign_sign import KeyPair
+
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+D = "sha256:" + "e" * 64
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "policy.yaml"
+    p.write_text(body)
+    return p
+
+
+HEAD = "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+
+
+def test_unknown_field_names_file_line_and_field(tmp_path: Path) -> None:
+    p = write(tmp_path, HEAD + "  rules:\n    - name: a\n      images: ['*']\n      colour: red\n"
+              "      verifiers: [{cosign: {key: k.pub}}]\n")
+    with pytest.raises(ConfigError) as e:
+        load_policy(p)
+    msg = e.value.diagnostics()
+    assert str(p) in msg and ":7" in msg and "spec.rules.0.colour" in msg and "unknown field" in msg
+
+
+def test_bad_glob_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, HEAD + "  rules:\n    - name: a\n      images: ['docker.io/[ab]*']\n"
+              "      verifiers: [{cosign: {key: k.pub}}]\n")
+    with pytest.raises(ConfigError, match="only \\* and \\? are supported"):
+        load_policy(p)
+
+
+def test_unreadable_key_is_a_config_error(tmp_path: Path) -> None:
+    p = write(tmp_path, HEAD + "  rules:\n    - name: a\n      images: ['*']\n"
+              "      verifiers: [{cosign: {key: missing.pub, ignoreTlog: true}}]\n")
+    with pytest.raises(ConfigError, match="cannot read key file"):
+        load_policy(p)
+
+
+def test_garbage_key_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "k.pub").write_text("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+    p = write(tmp_path, HEAD + "  rules:\n    - name: a\n      images: ['*']\n"
+              "      verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]\n")
+    with pytest.raises(ConfigError, match="unusable key"):
+        load_policy(p)
+
+
+def test_invalid_yaml_reports_line(tmp_path: Path) -> None:
+    p = write(tmp_path, HEAD + "  rules: [\n")
+    with pytest.raises(ConfigError) as e:
+        load_policy(p)
+    assert e.value.line is not None
+
+
+def test_exemption_needs_timezone(tmp_path: Path) -> None:
+    p = write(tmp_path, HEAD + "  exemptions:\n    - {images: ['*'], reason: r, until: '2027-01-01T00:00:00'}\n")
+    with pytest.raises(ConfigError, match="timezone"):
+        load_policy(p)
+
+
+def test_inline_pem_key_loads_and_policy_digest_changes_with_key(tmp_path: Path) -> None:
+    k1, k2 = KeyPair.ecdsa(), KeyPair.ecdsa()
+    digests = []
+    for k in (k1, k2):
+        (tmp_path / "k.pub").write_text(k.public_pem)
+        p = write(tmp_path, HEAD + "  rules:\n    - name: a\n      images: ['*']\n"
+                  "      verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]\n")
+        digests.append(load_policy(p).digest)
+    assert digests[0] != digests[1]
+
+
+@pytest.mark.parametrize(
+    ("glob", "ref", "hit"),
+    [
+        ("docker.io/wallarm/*", "docker.io/wallarm/ingress:4.8", True),
+        ("docker.io/wallarm/*", "docker.io/wallarmx/ingress:4.8", False),
+        ("registry.k8s.io/pause*", "registry.k8s.io/pause:3.9", True),
+        ("*", "ghcr.io/a/b:1", True),
+        ("nginx", "docker.io/library/nginx:1.25", True),
+        ("nginx:1.25", "docker.io/library/nginx:1.26", False),
+        ("ghcr.io/org/*:v1*", "ghcr.io/org/team/app:v1.2", True),
+    ],
+)
+def test_image_globs_on_normalised_reference(glob: str, ref: str, hit: bool) -> None:
+    from scanner.inventory.references import parse_reference
+
+    assert image_matches([glob], parse_reference(ref)) is hit
+
+
+class FakeVerifier:
+    """A stand-in verifier: the engine only reads names from it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def result(outcome: Outcome, failure: SignatureFailure = SignatureFailure.NONE, *, verifier: str = "v1",
+           key: str | None = "ab" * 32, identity: str | None = None, signed_at: datetime | None = None,
+           not_after: datetime | None = None) -> SignatureResult:
+    return SignatureResult("cosign", verifier, outcome, f"reason {outcome}", failure, key_sha256=key,
+                           identity=identity, signed_at=signed_at, not_after=not_after)
+
+
+def image(ns: str = "ns") -> RunningImage:
+    c = ContainerRef(ns, "p", "c", ContainerType.CONTAINER, "r.io/a:1", None, Workload("Pod", "p"))
+    return RunningImage(ImageReference("r.io", "a", "1", D), (c,))
+
+
+def policy(*rules: CompiledRule, exemptions=(), revocations=()) -> Policy:
+    return Policy(tuple(rules), tuple(exemptions), tuple(revocations), timedelta(days=30), frozenset(), 50, "x")
+
+
+RULE = CompiledRule("r", ("r.io/*",), ("*",), (FakeVerifier("v1"),))  # type: ignore[arg-type]
+
+
+def test_first_matching_rule_applies_and_namespace_filters() -> None:
+    a = CompiledRule("a", ("r.io/*",), ("prod-*",), ())
+    b = CompiledRule("b", ("r.io/*",), ("*",), ())
+    pol = policy(a, b)
+    assert match_rule(pol, image().reference, "prod-eu").name == "a"
+    assert match_rule(pol, image().reference, "dev").name == "b"
+
+
+@pytest.mark.parametrize(
+    ("results", "errors", "status"),
+    [
+        ([result(Outcome.PASSED)], [], Status.VERIFIED),
+        ([], [], Status.UNSIGNED),
+        ([], ["registry down"], Status.ERROR),
+        ([result(Outcome.FAILED, SignatureFailure.INVALID)], [], Status.INVALID),
+        ([result(Outcome.FAILED, SignatureFailure.INVALID)], ["one referrer unreadable"], Status.ERROR),
+        ([result(Outcome.FAILED, SignatureFailure.EXPIRED)], [], Status.EXPIRED),
+        ([result(Outcome.FAILED, SignatureFailure.INVALID), result(Outcome.ERROR, SignatureFailure.ERROR)], [],
+         Status.ERROR),
+        ([result(Outcome.FAILED, SignatureFailure.REVOKED), result(Outcome.FAILED, SignatureFailure.INVALID)], [],
+         Status.REVOKED),
+    ],
+)
+def test_verdict_from_results(results, errors, status) -> None:
+    v = evaluate(image(), RULE, results, errors, policy(RULE), NOW, "ns")
+    assert v.status is status and v.reasons
+    assert v.compliant is (status is Status.VERIFIED)
+
+
+def test_no_rule_is_no_policy_and_not_compliant() -> None:
+    v = evaluate(image(), None, [], [], policy(), NOW, "ns")
+    assert v.status is Status.NO_POLICY and not v.compliant
+
+
+def test_revoked_key_turns_a_pass_into_revoked() -> None:
+    rev = Revocation.model_validate({"keySha256": "ab" * 32, "reason": "leaked"})
+    v = evaluate(image(), RULE, [result(Outcome.PASSED)], [], policy(RULE, revocations=[rev]), NOW, "ns")
+    assert v.status is Status.REVOKED and any("leaked" in r for r in v.reasons)
+
+
+def test_identity_revocation_with_effective_time_spares_older_signatures() -> None:
+    rev = Revocation.model_validate({"identity": "arn:aws:signer:profile/p1", "reason": "profile revoked",
+                                     "revokedAt": "2026-06-01T00:00:00Z"})
+    pol = policy(RULE, revocations=[rev])
+    before = result(Outcome.PASSED, identity="arn:aws:signer:profile/p1", signed_at=datetime(2026, 5, 1, tzinfo=UTC))
+    after = result(Outcome.PASSED, identity="arn:aws:signer:profile/p1", signed_at=datetime(2026, 7, 1, tzinfo=UTC))
+    assert evaluate(image(), RULE, [before], [], pol, NOW, "ns").status is Status.VERIFIED
+    assert evaluate(image(), RULE, [after], [], pol, NOW, "ns").status is Status.REVOKED
+
+
+def test_active_exemption_waives_and_says_why_and_lapsed_one_does_not() -> None:
+    active = Exemption.model_validate({"images": ["r.io/*"], "reason": "SEC-1", "until": "2027-01-01T00:00:00Z"})
+    lapsed = Exemption.model_validate({"images": ["r.io/*"], "reason": "SEC-2", "until": "2026-01-01T00:00:00Z"})
+    v = evaluate(image(), RULE, [], [], policy(RULE, exemptions=[active]), NOW, "ns")
+    assert v.status is Status.EXEMPT and "SEC-1" in v.reasons[0] and "unsigned" in v.reasons[1]
+    v = evaluate(image(), RULE, [], [], policy(RULE, exemptions=[lapsed]), NOW, "ns")
+    assert v.status is Status.UNSIGNED and any("lapsed" in r for r in v.reasons)
+
+
+def test_exemption_scoped_to_namespace() -> None:
+    ex = Exemption.model_validate({"images": ["r.io/*"], "namespaces": ["kube-system"], "reason": "r",
+                                   "until": "2027-01-01T00:00:00Z"})
+    assert evaluate(image("default"), RULE, [], [], policy(RULE, exemptions=[ex]), NOW, "default").status \
+        is Status.UNSIGNED
+
+
+def test_expiring_flag_inside_warning_window() -> None:
+    soon = result(Outcome.PASSED, not_after=NOW + timedelta(days=5))
+    late = result(Outcome.PASSED, not_after=NOW + timedelta(days=90))
+    assert evaluate(image(), RULE, [soon], [], policy(RULE), NOW, "ns").expiring is True
+    v = evaluate(image(), RULE, [late], [], policy(RULE), NOW, "ns")
+    assert v.expiring is False and v.not_after == NOW + timedelta(days=90)
+
+
+def test_count_two_needs_two_distinct_verifiers() -> None:
+    rule = CompiledRule("r", ("*",), ("*",), (FakeVerifier("v1"), FakeVerifier("v2")), count=2)  # type: ignore[arg-type]
+    one = [result(Outcome.PASSED, verifier="v1")]
+    both = [result(Outcome.PASSED, verifier="v1"), result(Outcome.PASSED, verifier="v2")]
+    assert evaluate(image(), rule, one, [], policy(rule), NOW, "ns").status is Status.INVALID
+    assert evaluate(image(), rule, both, [], policy(rule), NOW, "ns").status is Status.VERIFIED
+
+
+def test_warn_mode_is_reported_but_not_counted_non_compliant() -> None:
+    rule = CompiledRule("r", ("*",), ("*",), (FakeVerifier("v1"),), mode="warn")  # type: ignore[arg-type]
+    v = evaluate(image(), rule, [], [], policy(rule), NOW, "ns")
+    assert v.status is Status.UNSIGNED and v.warn_only and v.compliant

@@ -1,0 +1,62 @@
+"""Image reference normalisation and imageID parsing, as the container tools do it."""
+
+import pytest
+
+from scanner.errors import ParseError
+from scanner.inventory.references import parse_image_id, parse_reference
+
+D = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("nginx", "docker.io/library/nginx:latest"),
+        ("nginx:1.25", "docker.io/library/nginx:1.25"),
+        ("library/nginx", "docker.io/library/nginx:latest"),
+        ("index.docker.io/wallarm/ingress:4", "docker.io/wallarm/ingress:4"),
+        ("registry-1.docker.io/x/y", "docker.io/x/y:latest"),
+        ("localhost:5000/app", "localhost:5000/app:latest"),
+        ("localhost/app:v1", "localhost/app:v1"),
+        ("ghcr.io/org/team/app:v1.2.3", "ghcr.io/org/team/app:v1.2.3"),
+        (f"registry.k8s.io/pause@{D}", f"registry.k8s.io/pause@{D}"),
+        (f"quay.io/a/b:1@{D}", f"quay.io/a/b:1@{D}"),
+        ("127.0.0.1:5000/demo/x:1.0", "127.0.0.1:5000/demo/x:1.0"),
+    ],
+)
+def test_normalises_like_docker(text: str, expected: str) -> None:
+    assert str(parse_reference(text)) == expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "UPPER/case", "a b", "nginx:", "nginx@sha256:xyz", "x@@y", ":tag", "a//b", "x" * 5000,
+            f"nginx@sha256:{'A' * 64}", "nginx:" + "t" * 200],
+)
+def test_rejects_malformed_references(bad: str) -> None:
+    with pytest.raises(ParseError):
+        parse_reference(bad)
+
+
+def test_image_id_containerd_form() -> None:
+    ref, digest, note = parse_image_id(f"docker.io/library/nginx@{D}")
+    assert (ref.repo, digest, note) == ("docker.io/library/nginx", D, None)
+
+
+def test_image_id_docker_pullable_form() -> None:
+    ref, digest, _ = parse_image_id(f"docker-pullable://nginx@{D}")
+    assert ref is not None and ref.repo == "docker.io/library/nginx" and digest == D
+
+
+def test_image_id_local_docker_id_is_not_a_registry_digest() -> None:
+    ref, digest, note = parse_image_id(f"docker://{D}")
+    assert ref is None and digest is None and "local image id" in note
+
+
+def test_image_id_bare_digest_keeps_spec_repository() -> None:
+    assert parse_image_id(D) == (None, D, None)
+
+
+@pytest.mark.parametrize("empty", [None, ""])
+def test_image_id_missing(empty: str | None) -> None:
+    ref, digest, note = parse_image_id(empty)
+    assert digest is None and "no image digest" in note
