@@ -1,0 +1,194 @@
+"""Render a scan (or the fleet) as one self-contained HTML file, as CSV, or as the JSON document.
+
+HTML: Jinja2 with ``PackageLoader`` (templates ship in the wheel), autoescaping for every template
+and ``StrictUndefined``. The page carries its CSS inline, draws charts as inline SVG, loads nothing
+(a ``Content-Security-Policy`` of ``default-src 'none'`` makes sure of it) and runs no script.
+
+JSON is :func:`scanner.document.scan_document` (``schema_version`` 1), nothing else.
+CSV is one row per container, with spreadsheet formula injection neutralised.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from reports import view
+from scanner import __version__
+from scanner.clock import Clock, system_clock
+from scanner.document import scan_document
+from scanner.errors import StoreError
+from scanner.models import RunningImage, ScanResult
+
+if TYPE_CHECKING:
+    from scanner.store import Store
+
+TREND_SCANS = view.TREND_SCANS
+
+CSV_COLUMNS = (
+    "cluster", "scan_id", "namespace", "workload_kind", "workload_name", "pod", "container", "container_type",
+    "image", "digest", "status", "compliant", "reasons", "rule", "signers", "not_after", "expiring",
+)
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        # Templates are named *.html.j2 / *.css: escape everything whatever its name (a CSS include has
+        # no expressions, so escaping it changes nothing).
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "htm", "xml", "j2"), default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["short"] = view.short_digest
+    return env
+
+
+def _css() -> str:
+    loader = environment().loader
+    assert loader is not None
+    source, _, _ = loader.get_source(environment(), "report.css")
+    return source
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML
+
+
+def _history(store: Store | None, cluster: str, limit: int = TREND_SCANS) -> list[view.HistoryPoint]:
+    if store is None:
+        return []
+    return [view.HistoryPoint(s.id, s.started_at, s.compliant, s.total) for s in store.history(cluster, limit)]
+
+
+def _previous(store: Store | None, result: ScanResult) -> ScanResult | None:
+    if store is None:
+        return None
+    if result.scan_id is not None:
+        prev = store.previous_scan_id(result.scan_id)
+    else:  # an unstored scan: compare with the newest stored one of the cluster
+        prev = store.latest_scan_id(result.cluster)
+    return store.load_scan(prev) if prev is not None else None
+
+
+def report_model(result: ScanResult, store: Store | None = None, *, policy_summary: Mapping[str, Any] | None = None,
+                 clock: Clock = system_clock) -> view.Report:
+    """The view model of ``result``'s report, with history and changes from ``store`` when given."""
+    return view.build_report(
+        result,
+        previous=_previous(store, result),
+        history=_history(store, result.cluster),
+        policy_summary=policy_summary,
+        generated_at=clock(),
+        generator_version=__version__,
+    )
+
+
+def render_report(model: view.Report) -> str:
+    return environment().get_template("report.html.j2").render(r=model, css=_css())
+
+
+def html_for_result(result: ScanResult, store: Store | None, *, policy_summary: Mapping[str, Any] | None = None,
+                    clock: Clock = system_clock) -> str:
+    """The HTML report of a scan just run (the CLI's ``scan --report``)."""
+    return render_report(report_model(result, store, policy_summary=policy_summary, clock=clock))
+
+
+def render_html(store: Store, scan_id: int, *, policy_summary: Mapping[str, Any] | None = None,
+                clock: Clock = system_clock) -> str:
+    """The HTML report of stored scan ``scan_id``. Raises StoreError when there is no such scan."""
+    return html_for_result(store.load_scan(scan_id), store, policy_summary=policy_summary, clock=clock)
+
+
+def render_fleet_html(store: Store, *, clock: Clock = system_clock) -> str:
+    """One report across every cluster of the database: a row per cluster from its latest scan."""
+    rows: list[tuple[str, Any, list[view.HistoryPoint]]] = []
+    for cluster in store.clusters():
+        latest = store.latest_scan_id(cluster, include_partial=True)
+        summary = store.scan_summary(latest) if latest is not None else None
+        rows.append((cluster, summary, _history(store, cluster, 20) if summary is not None else []))
+    now = clock()
+    model = view.build_fleet(rows, generated_at=now, generator_version=__version__, now=now)
+    return environment().get_template("fleet.html.j2").render(f=model, css=_css())
+
+
+# ----------------------------------------------------------------------------------------------
+# JSON and CSV
+
+
+def json_for_result(result: ScanResult) -> str:
+    return json.dumps(scan_document(result), indent=2) + "\n"
+
+
+def render_json(store: Store, scan_id: int) -> str:
+    """The scan's ``schema_version`` JSON document (the same as ``sigaudit scan -o json``)."""
+    return json_for_result(store.load_scan(scan_id))
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell that a spreadsheet will not run: text starting with = + - @ (or tab/CR) gets a quote.
+
+    OWASP "CSV Injection": prefixing a single quote makes Excel, LibreOffice and Sheets show text.
+    """
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_PREFIXES):
+        return "'" + text
+    return text
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat().replace("+00:00", "Z") if value else ""
+
+
+def csv_for_result(result: ScanResult) -> str:
+    """One row per container, sorted by namespace, workload, pod and container."""
+    rows: list[tuple[Any, ...]] = []
+    for v in result.verdicts:
+        img = v.image
+        digest = img.digest if isinstance(img, RunningImage) else ""
+        signers = "; ".join(sorted({s.signer for s in v.signatures if s.signer and s.outcome.value == "passed"}))
+        reasons = " | ".join(v.reasons)
+        for c in img.containers:
+            rows.append((
+                result.cluster, result.scan_id if result.scan_id is not None else "", c.namespace, c.workload.kind,
+                c.workload.name, c.pod, c.container, c.container_type.value, c.image, digest, v.status.value,
+                "true" if v.compliant else "false", reasons, v.rule or "", signers, _iso(v.not_after),
+                "true" if v.expiring else "false",
+            ))
+    rows.sort(key=lambda r: (r[2], r[3], r[4], r[5], r[6], r[8]))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow([csv_cell(x) for x in r])
+    return out.getvalue()
+
+
+def render_csv(store: Store, scan_id: int) -> str:
+    return csv_for_result(store.load_scan(scan_id))
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "StoreError",
+    "csv_cell",
+    "csv_for_result",
+    "html_for_result",
+    "json_for_result",
+    "render_csv",
+    "render_fleet_html",
+    "render_html",
+    "render_json",
+    "report_model",
+]
