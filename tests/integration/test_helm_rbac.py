@@ -1,0 +1,161 @@
+"""The chart's RBAC grants exactly what the scanner's code calls.
+
+The permissions the code needs are derived from its source by ``helm/rbac_from_code.py`` (``ast`` over
+``scanner/``, each kubernetes-client method mapped to group/resource/verb by the client itself); the
+chart's permissions are read from ``helm template`` output. Both sides are compared per switch: the
+always-on inventory rules, ``registryAuth.fromImagePullSecrets`` and each ``policyImport`` source.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.tools import require_tool
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "sigaudit"
+
+
+def _load_deriver() -> Any:
+    spec = importlib.util.spec_from_file_location("rbac_from_code", REPO / "helm" / "rbac_from_code.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rbac_from_code"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+rbac = _load_deriver()
+Permission = rbac.Permission
+
+# Which switch of the chart stands behind the permissions of each API group the importers read.
+IMPORT_GROUPS = {
+    "policyImport.kyverno": "kyverno.io",
+    "policyImport.clusterImagePolicy": "policy.sigstore.dev",
+    "policyImport.notation": "notation.nirmata.io",
+}
+ALL_ON = {
+    "policyImport": {"kyverno": True, "clusterImagePolicy": True, "notation": True},
+    "registryAuth": {"fromImagePullSecrets": True},
+}
+
+
+def render(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    helm = require_tool("helm")
+    args = [str(helm), "template", "sigaudit", str(CHART), "--namespace", "sigaudit"]
+    for k, v in values.items():
+        args += ["--set-json", f"{k}={json.dumps(v)}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if isinstance(d, dict)]
+
+
+def granted(objs: Sequence[Mapping[str, Any]], kinds: tuple[str, ...] = ("ClusterRole", "Role")) -> set[Any]:
+    perms = set()
+    for o in objs:
+        if o.get("kind") not in kinds:
+            continue
+        for rule in o.get("rules") or []:
+            assert not rule.get("nonResourceURLs"), o["metadata"]["name"]
+            assert not rule.get("resourceNames"), "resourceNames would make the comparison meaningless"
+            for g, r, v in itertools.product(rule["apiGroups"], rule["resources"], rule["verbs"]):
+                assert "*" not in (g, r, v), f"wildcard in {o['kind']}/{o['metadata']['name']}: {rule}"
+                perms.add(Permission(g, r, v))
+    return perms
+
+
+@pytest.fixture(scope="module")
+def derived() -> Any:
+    result = rbac.derive()
+    assert not result.problems, "API calls whose RBAC cannot be derived:\n" + "\n".join(result.problems)
+    return result
+
+
+def _split(perms: set[Any]) -> tuple[set[Any], set[Any], dict[str, set[Any]]]:
+    """(inventory, secrets, {switch: perms of its API group})."""
+    imports = {switch: {p for p in perms if p.group == group} for switch, group in IMPORT_GROUPS.items()}
+    imported = set().union(*imports.values())
+    secrets = {p for p in perms if p.group == "" and p.resource == "secrets"}
+    return perms - imported - secrets, secrets, imports
+
+
+def test_code_uses_the_inventory_calls_the_chart_is_built_around(derived: Any) -> None:
+    perms = set(derived.permissions)
+    assert Permission("", "pods", "list") in perms
+    assert Permission("apps", "replicasets", "get") in perms
+    assert Permission("batch", "jobs", "get") in perms
+    for perm in perms:
+        assert perm.verb in ("get", "list", "watch"), (
+            f"the scanner writes to the API: {perm} at {derived.permissions[perm]}"
+        )
+
+
+def test_default_chart_grants_exactly_the_inventory_calls(derived: Any) -> None:
+    inventory, _, _ = _split(set(derived.permissions))
+    assert granted(render({})) == inventory
+
+
+def test_pull_secrets_switch_adds_exactly_secret_reads(derived: Any) -> None:
+    inventory, secrets, _ = _split(set(derived.permissions))
+    assert secrets, "the code reads no Secret, yet the chart offers registryAuth.fromImagePullSecrets"
+    assert granted(render({"registryAuth": {"fromImagePullSecrets": True}})) == inventory | secrets
+
+
+@pytest.mark.parametrize("switch", sorted(IMPORT_GROUPS))
+def test_each_policy_import_switch_grants_exactly_what_its_importer_calls(derived: Any, switch: str) -> None:
+    inventory, _, imports = _split(set(derived.permissions))
+    key = switch.split(".")[1]
+    chart_extra = granted(render({"policyImport": {key: True}})) - inventory
+    code = imports[switch]
+    if not code:
+        pytest.skip(
+            f"no code reads {IMPORT_GROUPS[switch]} yet; the chart grants {sorted(map(str, chart_extra))} "
+            f"for {switch}, to be checked once the importer lands"
+        )
+    assert chart_extra == code, (
+        f"{switch}: chart grants {sorted(map(str, chart_extra))}, code calls "
+        f"{ {str(p): [str(s) for s in derived.permissions[p]] for p in code} }"
+    )
+
+
+def test_all_switches_on_grant_no_more_than_the_code_calls(derived: Any) -> None:
+    """The whole union: nothing granted that no code calls, except importers not written yet."""
+    code = set(derived.permissions)
+    _, _, imports = _split(code)
+    pending = {g for s, g in IMPORT_GROUPS.items() if not imports[s]}
+    chart = {p for p in granted(render(ALL_ON)) if p.group not in pending}
+    assert chart == code, {
+        "granted, never called": sorted(map(str, chart - code)),
+        "called, not granted": sorted(map(str, code - chart)),
+    }
+
+
+def test_namespaced_scope_puts_namespaced_rules_in_roles(derived: Any) -> None:
+    objs = render({"scope": {"namespaces": ["team-a", "team-b"]}, **ALL_ON})
+    roles = [o for o in objs if o["kind"] == "Role"]
+    assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
+    namespaced = granted(objs, ("Role",))
+    cluster = granted(objs, ("ClusterRole",))
+    inventory, secrets, _ = _split(set(derived.permissions))
+    assert namespaced >= inventory | secrets
+    assert not (cluster & (inventory | secrets)), f"namespaced reads granted cluster-wide: {cluster & inventory}"
+    # Only cluster-scoped policy resources remain in the ClusterRole.
+    assert all(p.group in IMPORT_GROUPS.values() for p in cluster), cluster
+
+
+def test_the_rbac_table_in_the_readme_lists_every_derived_permission(derived: Any) -> None:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    for perm in derived.permissions:
+        assert f"`{perm.resource}`" in readme and perm.verb in readme, f"README RBAC table lacks {perm}"
