@@ -11,6 +11,7 @@ see a half-written one.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -57,7 +58,15 @@ from scanner.store.engine import (
     write_options,
 )
 from scanner.store.migrate import check_schema_on
-from scanner.store.schema import Container, Image, Scan, Signature, SignatureCheck, VerificationCache
+from scanner.store.schema import (
+    Container,
+    Image,
+    Scan,
+    Signature,
+    SignatureCheck,
+    UTCDateTime,
+    VerificationCache,
+)
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
 ABANDONED = "abandoned (process died)"
@@ -72,6 +81,7 @@ _checks = cast(sa.Table, SignatureCheck.__table__)
 _cache = cast(sa.Table, VerificationCache.__table__)
 
 T = TypeVar("T")
+_UTC = UTCDateTime()
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,38 +376,33 @@ class Store:
             raise StoreError(f"cannot record scan {scan_id}: it belongs to cluster {row.cluster!r}, "
                              f"the result to {result.cluster!r}")
 
+        # Ids are allocated up front so that children can point at their parents without a RETURNING
+        # round trip per batch; the rows then go in by COPY (PostgreSQL) or executemany (SQLite).
         image_rows = [_image_row(scan_id, pos, v) for pos, v in enumerate(result.verdicts)]
-        image_ids: list[int] = []
-        for chunk in _chunks(image_rows):
-            image_ids.extend(conn.execute(
-                _images.insert().returning(_images.c.id, sort_by_parameter_order=True), list(chunk)
-            ).scalars())
-
+        image_ids = _allocate_ids(conn, _images, len(image_rows))
         container_rows: list[dict[str, Any]] = []
         sig_rows: list[dict[str, Any]] = []
         sig_checks: list[tuple[Check, ...]] = []
-        for image_id, verdict in zip(image_ids, result.verdicts, strict=True):
+        for image_id, image_row, verdict in zip(image_ids, image_rows, result.verdicts, strict=True):
+            image_row["id"] = image_id
             for pos, c in enumerate(verdict.image.containers):
                 container_rows.append(_container_row(scan_id, image_id, pos, c))
-            for pos, s in enumerate(verdict.signatures):
-                sig_rows.append(_signature_row(scan_id, image_id, pos, s))
-                sig_checks.append(s.checks)
-        for chunk in _chunks(container_rows):
-            conn.execute(_containers.insert(), list(chunk))
-
-        sig_ids: list[int] = []
-        for chunk in _chunks(sig_rows):
-            sig_ids.extend(conn.execute(
-                _signatures.insert().returning(_signatures.c.id, sort_by_parameter_order=True), list(chunk)
-            ).scalars())
-        check_rows = [
-            {"signature_id": sig_id, "position": pos, "name": str(c.name), "outcome": str(c.outcome),
-             "reason": c.reason, "enforced": c.enforced}
-            for sig_id, checks in zip(sig_ids, sig_checks, strict=True)
-            for pos, c in enumerate(checks)
-        ]
-        for chunk in _chunks(check_rows):
-            conn.execute(_checks.insert(), list(chunk))
+            for pos, sr in enumerate(verdict.signatures):
+                sig_rows.append(_signature_row(scan_id, image_id, pos, sr))
+                sig_checks.append(sr.checks)
+        sig_ids = _allocate_ids(conn, _signatures, len(sig_rows))
+        check_rows: list[dict[str, Any]] = []
+        for sig_id, sig_row, checks in zip(sig_ids, sig_rows, sig_checks, strict=True):
+            sig_row["id"] = sig_id
+            check_rows.extend(
+                {"signature_id": sig_id, "position": pos, "name": str(c.name), "outcome": str(c.outcome),
+                 "reason": c.reason, "enforced": c.enforced}
+                for pos, c in enumerate(checks)
+            )
+        _bulk_insert(conn, _images, image_rows)
+        _bulk_insert(conn, _containers, container_rows)
+        _bulk_insert(conn, _signatures, sig_rows)
+        _bulk_insert(conn, _checks, check_rows)
 
         counts = Counter(str(v.status) for v in result.verdicts)
         # The last statement of the transaction: only now does the scan read as finished.
@@ -632,6 +637,55 @@ class Store:
         """Drop entries not used since ``unused_since``. Returns how many were dropped."""
         with self._errors("cannot prune the verification cache"), self._write() as conn:
             return int(conn.execute(_cache.delete().where(_cache.c.used_at < unused_since)).rowcount)
+
+
+def _allocate_ids(conn: sa.Connection, table: sa.Table, n: int) -> list[int]:
+    """``n`` fresh primary keys for ``table``, inside the caller's write transaction."""
+    if n == 0:
+        return []
+    if is_sqlite(conn):
+        # BEGIN IMMEDIATE holds the database's write lock: nobody else can take these ids.
+        top = conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one()
+        return list(range(int(top) + 1, int(top) + 1 + n))
+    seq = sa.func.pg_get_serial_sequence(table.name, "id")
+    return list(conn.execute(
+        sa.select(sa.func.nextval(seq)).select_from(sa.func.generate_series(1, n))
+    ).scalars())
+
+
+def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    if is_sqlite(conn):
+        for chunk in _chunks(rows, 5000):
+            conn.execute(table.insert(), list(chunk))
+        return
+    # PostgreSQL: COPY on the same (transactional) connection, far cheaper than INSERTs per row.
+    columns = list(rows[0])
+    dialect = conn.dialect
+
+    def as_json(v: Any) -> Any:
+        return None if v is None else json.dumps(v, ensure_ascii=False)
+
+    def as_utc(v: Any) -> Any:
+        return _UTC.process_bind_param(v, dialect)  # refuses naive datetimes, as INSERT would
+
+    def same(v: Any) -> Any:
+        return v
+
+    converters: list[Callable[[Any], Any]] = []
+    for name in columns:
+        col_type = table.c[name].type
+        converters.append(as_json if isinstance(col_type, sa.JSON)
+                          else as_utc if isinstance(col_type, UTCDateTime) else same)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cols = ", ".join(f'"{c}"' for c in columns)
+        with cursor.copy(f'COPY "{table.name}" ({cols}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([conv(row[c]) for conv, c in zip(converters, columns, strict=True)])
+    finally:
+        cursor.close()
 
 
 # -- rows <-> models ------------------------------------------------------------------------------

@@ -303,10 +303,14 @@ def _state_and_rows(store: Store, scan_id: int) -> tuple[str, int, int]:
 def test_a_failure_half_way_through_the_write_records_nothing(store: Store) -> None:
     previous = record(store, sample_result("prod"))
     scan_id = store.begin_scan("prod", T0 + timedelta(hours=1), "p", "v")
+    seen_inside: list[int] = []
 
     def explode(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("INSERT INTO SIGNATURES"):  # images, containers done
-            raise RuntimeError("injected failure after half the rows")
+        # The last statement: every image, container, signature and check row is already written.
+        if statement.lstrip().upper().startswith("UPDATE SCANS"):
+            cursor.execute(f"SELECT count(*) FROM containers WHERE scan_id = {int(scan_id)}")
+            seen_inside.append(cursor.fetchone()[0])
+            raise RuntimeError("injected failure after the rows, before the scan is marked finished")
 
     sa.event.listen(store.engine, "before_cursor_execute", explode)
     try:
@@ -314,7 +318,8 @@ def test_a_failure_half_way_through_the_write_records_nothing(store: Store) -> N
             store.finish_scan(scan_id, sample_result("prod", T0 + timedelta(hours=1), n_extra=50))
     finally:
         sa.event.remove(store.engine, "before_cursor_execute", explode)
-    assert _state_and_rows(store, scan_id) == ("running", 0, 0)
+    assert seen_inside == [3 + 1 + 1 + 1 + 50 * 5]  # the rows were there, inside the transaction ...
+    assert _state_and_rows(store, scan_id) == ("running", 0, 0)  # ... and are gone with it
     assert store.latest_scan_id("prod") == previous
 
 
@@ -329,7 +334,7 @@ def test_connection_killed_mid_write_leaves_the_scan_unfinished(postgres_url: st
         killed: list[int] = []
 
         def kill(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
-            if statement.lstrip().upper().startswith("INSERT INTO CONTAINERS") and not killed:
+            if statement.lstrip().upper().startswith("UPDATE SCANS") and not killed:
                 pid = conn.connection.dbapi_connection.info.backend_pid
                 with admin.engine.connect() as other:
                     assert other.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
@@ -366,7 +371,7 @@ CHILD = textwrap.dedent("""
     scan_id = store.begin_scan("prod", T0 + timedelta(hours=1), "p", "v")
 
     def hang(conn, cursor, statement, params, context, executemany):
-        if statement.lstrip().upper().startswith("INSERT INTO SIGNATURES"):
+        if statement.lstrip().upper().startswith("UPDATE SCANS"):  # every row written, not marked
             print(f"MIDWRITE {scan_id}", flush=True)
             time.sleep(120)
 
