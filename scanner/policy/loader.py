@@ -136,6 +136,7 @@ class PolicyLoader:
     def __init__(self, *, key_fetcher: KeyFetcher | None = None, fetcher: Fetcher | None = None) -> None:
         self._fetch_key = key_fetcher or _default_key_fetcher
         self._fetcher = fetcher
+        self._crl_cache: Any = None
         self._keys: dict[str, PublicKey] = {}
         self.trust_material: list[bytes] = []  # everything trust-relevant, hashed into the policy digest
 
@@ -172,8 +173,25 @@ class PolicyLoader:
             return self._cosign(spec.cosign, base_dir, where, rule)
         if spec.notation is not None:
             from scanner.verify.notation import NotationVerifier
+            from scanner.verify.revocation import CRLCache
 
-            return NotationVerifier.from_spec(spec.notation, base_dir=base_dir, fetcher=self._fetcher)
+            if self._fetcher is None:
+                from scanner.registry.fetcher import HttpFetcher
+
+                self._fetcher = HttpFetcher()  # CRL/OCSP over HTTP, size- and time-bounded
+            if self._crl_cache is None:
+                self._crl_cache = CRLCache()  # one per process: CRLs reused until nextUpdate
+            try:
+                for f in (spec.notation.trust_policy, spec.notation.trust_store):
+                    p = (base_dir / f).expanduser()
+                    if p.is_file():
+                        self.trust_material.append(p.read_bytes())
+            except OSError:
+                pass
+            verifier: Verifier = NotationVerifier.from_spec(
+                spec.notation, base_dir=base_dir, fetcher=self._fetcher, crl_cache=self._crl_cache
+            )
+            return verifier
         if spec.attestation is not None:
             from scanner.verify.attestation import AttestationVerifier
 

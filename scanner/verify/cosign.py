@@ -14,7 +14,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,7 +123,14 @@ class CosignKeyVerifier:
                 if art.artifact_type.startswith(BUNDLE_ARTIFACT_PREFIX) or art.blob_media_type.startswith(
                     BUNDLE_ARTIFACT_PREFIX
                 ):
-                    results.append(self._bundle_check(art.blob, image.digest, self._key, now))
+                    r = self._bundle_check(art.blob, image.digest, self._key, now)
+                    # Attribute the bundle to this verifier and key: n-of-m counting and key
+                    # revocation both rely on it.
+                    results.append(
+                        replace(
+                            r, verifier=self.name, key_sha256=self._key_id, signer=r.signer or f"sha256:{self._key_id}"
+                        )
+                    )
         for layer in material.cosign_layers:
             results.append(self._verify_layer(layer, image.digest))
         return tuple(results)

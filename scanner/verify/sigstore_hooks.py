@@ -1,0 +1,87 @@
+"""Sigstore pieces for key-based cosign verification: the Rekor SET of the legacy ``.sig`` bundle
+annotation, and key-signed Sigstore bundles found as referrers (cosign v3 layout).
+
+Trust material is resolved here, at the edge (policy loading): the verifier's ``rekorPubKey`` or
+``trustedRoot`` when given, else the Sigstore public-good root, loaded lazily once and only if a
+signature actually needs it (so air-gapped key-only policies never touch TUF).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from scanner.errors import ConfigError
+from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
+from scanner.policy.schema import CosignVerifierSpec
+from scanner.verify.cosign import BundleCheck, TlogCheck, TlogEntry
+from scanner.verify.keys import PublicKey
+from scanner.verify.rekor import (
+    RekorKey,
+    load_rekor_keys_from_pem,
+    load_rekor_keys_from_trusted_root,
+    verify_rekor_bundle_annotation,
+)
+from scanner.verify.sigstore_bundle import verify_bundle_for_digest
+from scanner.verify.trustroot import LazyTrust, SigstoreTrust, load_trusted_root_file, public_good_trust
+
+
+def _read(text: str, base_dir: Path, what: str) -> bytes:
+    if text.lstrip().startswith("-----BEGIN"):
+        return text.encode()
+    path = (base_dir / text).expanduser()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def _trust(spec: CosignVerifierSpec, base_dir: Path) -> Callable[[], SigstoreTrust]:
+    if spec.trusted_root:
+        loaded = load_trusted_root_file(spec.trusted_root, base_dir=base_dir)
+        return lambda: loaded
+    offline = os.environ.get("SIGAUDIT_SIGSTORE_OFFLINE", "") not in ("", "0", "false")
+    lazy = LazyTrust(lambda: public_good_trust(offline=offline), name="the Sigstore public-good trust root")
+    return lazy.get
+
+
+def for_key_verifier(spec: CosignVerifierSpec, base_dir: Path) -> tuple[TlogCheck | None, BundleCheck]:
+    trust = _trust(spec, base_dir)
+    rekor_keys: list[RekorKey] | None = None
+    if spec.rekor_pubkey:
+        rekor_keys = load_rekor_keys_from_pem(
+            _read(spec.rekor_pubkey, base_dir, "Rekor public key"), source="rekorPubKey"
+        )
+
+    def keys() -> list[RekorKey]:
+        if rekor_keys is not None:
+            return rekor_keys
+        t = trust()
+        return load_rekor_keys_from_trusted_root(t.raw, source=t.source)
+
+    def tlog_check(annotation: str, signature_b64: str, payload: bytes, key_der: bytes) -> TlogEntry:
+        res = verify_rekor_bundle_annotation(
+            annotation, signature_b64=signature_b64, payload=payload, signer_pem_or_der=key_der, rekor_keys=keys()
+        )
+        return TlogEntry(res.integrated_time, res.log_index, res.log_id)
+
+    def bundle_check(bundle: bytes, digest: str, key: PublicKey, now: datetime) -> SignatureResult:
+        try:
+            t = trust()
+        except ConfigError as exc:
+            reason = f"a Sigstore bundle is attached but no trust root is available to check its log entry: {exc}"
+            return SignatureResult(
+                kind="sigstore-bundle",
+                verifier="cosign key (bundle)",
+                outcome=Outcome.ERROR,
+                reason=reason,
+                failure=SignatureFailure.ERROR,
+                checks=(Check(CheckName.TLOG, Outcome.ERROR, reason),),
+            )
+        return verify_bundle_for_digest(
+            bundle, digest, trust=t, public_key=key, now=now, verifier_name="cosign key (bundle)"
+        )
+
+    return (None if spec.ignore_tlog else tlog_check), bundle_check
