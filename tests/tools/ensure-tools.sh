@@ -103,6 +103,10 @@ build() {
 
 command -v go >/dev/null || { echo "ensure-tools: go is not installed" >&2; exit 1; }
 
+# One build at a time across concurrent callers (two engineers, or a test run and CI setup).
+exec 8>"$CACHE/.ensure-tools.lock"
+flock 8
+
 if [[ $# -eq 0 ]]; then
     for t in "${DEFAULT_TOOLS[@]}"; do build "$t" 0; done
 else
