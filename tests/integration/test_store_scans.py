@@ -426,3 +426,21 @@ def test_large_scan_round_trip(store: Store) -> None:
     result = sample_result("prod", n_extra=400)
     scan_id = record(store, result)
     assert dataclasses.replace(store.load_scan(scan_id), scan_id=None) == result
+
+
+def test_keepalive_refreshes_the_heartbeat(store: Store) -> None:
+    import time
+
+    scan_id = store.begin_scan("prod", T0, "p", "v")
+    before = store.scan_summary(scan_id).heartbeat_at
+    with store.keepalive(scan_id, interval=0.05):
+        time.sleep(0.5)
+    after = store.scan_summary(scan_id).heartbeat_at
+    assert before is not None and after is not None and after > before
+    store.fail_scan(scan_id, ["test"])
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(StoreError, match="naive datetime"):
+        store.begin_scan("prod", datetime(2026, 1, 1), "p", "v")
+    assert store.list_scans() == []
