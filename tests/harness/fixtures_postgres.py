@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,7 +112,8 @@ class PostgresServer:
             self._running = False
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def admin(self):  # type: ignore[no-untyped-def]
+    def admin(self) -> Any:
+        """An autocommit psycopg connection to the ``postgres`` database, as the superuser."""
         import psycopg
 
         return psycopg.connect(host=self.host, port=self.port, user=self.user, dbname="postgres",
