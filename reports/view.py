@@ -627,7 +627,9 @@ def build_exemptions(result: ScanResult, policy_summary: Mapping[str, Any] | Non
     else:
         for (reason, _until_text), (applied, lapsed_hits, by, refs, until_dt) in seen.items():
             names = sorted(refs)
-            scope = ", ".join(clean(n, 300) for n in names[:5]) + (f", +{len(names) - 5} more" if len(names) > 5 else "")
+            scope = ", ".join(clean(n, 300) for n in names[:5])
+            if len(names) > 5:
+                scope += f", +{len(names) - 5} more"
             rows.append(_exemption_row(scope=scope, namespaces="", reason=reason, approved_by=by, until=until_dt,
                                        at=at, applied=applied, lapsed_hits=lapsed_hits, source="verdicts",
                                        warn_within_days=warn_within_days))
@@ -667,6 +669,10 @@ def _scalar(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | tuple | Mapping) and len(value) == 0)
+
+
 # Details shown first, in this order (the evidence an auditor asks for); the rest follow by name.
 _DETAIL_ORDER = ("chain_sha256", "chain_subjects", "log_index", "log_id", "timestamp", "signing_time",
                  "authentic_signing_time", "signed_at_source", "expiry", "revocation", "docker_reference", "layer")
@@ -681,7 +687,7 @@ def signature_view(s: SignatureResult) -> SignatureView:
         key_sha256=clean(s.key_sha256 or "", 64), identity=clean(s.identity or "", 500),
         issuer=clean(s.issuer or "", 500), signed_at=ts(s.signed_at), not_after=ts(s.not_after),
         checks=tuple(CheckView(c.name.value, c.outcome.value, clean(c.reason), c.enforced) for c in s.checks),
-        details=tuple(DetailView(clean(k, 64), _detail_values(v)) for k, v in details[:30] if v not in (None, "", [])),
+        details=tuple(DetailView(clean(k, 64), _detail_values(v)) for k, v in details[:30] if not _empty(v)),
     )
 
 
