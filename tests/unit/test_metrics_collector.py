@@ -1,0 +1,336 @@
+"""The collector's families, the textfile writer, the schedule translation, the dashboard/rules files.
+
+Pure and fast: scans are built from the models; the store-backed path is in tests/integration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from scanner.errors import ConfigError, StoreError
+from scanner.metrics import names
+from scanner.metrics.collector import ResultSource, SigauditCollector, StoreSource
+from scanner.metrics.export import registry_for, render, write_textfile
+from scanner.models import (
+    ContainerRef,
+    ContainerType,
+    ImageReference,
+    Outcome,
+    RunningImage,
+    ScanResult,
+    ScanState,
+    SignatureFailure,
+    SignatureResult,
+    Status,
+    UnresolvedImage,
+    Verdict,
+    Workload,
+)
+from scanner.scheduler import crontab_day_of_week, parse_schedule
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+def _ctr(ns: str, pod: str, kind: str = "Deployment", wl: str = "web") -> ContainerRef:
+    return ContainerRef(ns, pod, "c", ContainerType.CONTAINER, "img", None, Workload(kind, wl))
+
+
+def _img(repo: str, digest: str, *containers: ContainerRef) -> RunningImage:
+    return RunningImage(ImageReference("reg.example", repo, "1.0", digest), tuple(containers))
+
+
+def _sig(outcome: Outcome, failure: SignatureFailure = SignatureFailure.NONE) -> SignatureResult:
+    return SignatureResult("cosign", "rule/0", outcome, "r", failure)
+
+
+def sample(state: ScanState = ScanState.COMPLETE) -> ScanResult:
+    na = T0 + timedelta(days=10)
+    verdicts = (
+        Verdict(_img("shop/web", "sha256:" + "a" * 64, _ctr("shop", "w1"), _ctr("shop", "w2"), _ctr("pay", "p1")),
+                Status.VERIFIED, ("ok",), rule="r", signatures=(_sig(Outcome.PASSED),), expiring=True, not_after=na),
+        Verdict(_img("shop/cart", "sha256:" + "b" * 64, _ctr("shop", "c1", "StatefulSet", "cart")),
+                Status.INVALID, ("bad",), rule="r", signatures=(_sig(Outcome.FAILED, SignatureFailure.INVALID),)),
+        Verdict(_img("pay/api", "sha256:" + "c" * 64, _ctr("pay", "a1", "Deployment", "api")),
+                Status.INVALID, ("warn",), rule="r", warn_only=True, not_after=na + timedelta(days=5),
+                signatures=(_sig(Outcome.FAILED, SignatureFailure.EXPIRED),)),
+        Verdict(UnresolvedImage(None, "bad::ref", (_ctr("tools", "x1", "Pod", "x1"),), "unparseable"),
+                Status.ERROR, ("unresolved",)),
+    )
+    return ScanResult(
+        cluster="c1", started_at=T0, finished_at=T0 + timedelta(seconds=42), state=state, verdicts=verdicts,
+        policy_digest="sha256:p", scan_id=7, sigaudit_version="9.9",
+        stats={"registry_requests": {"reg.example|200": 10, "reg.example|404": 2, "127.0.0.1:9|error": 1},
+               "registry_errors": {"127.0.0.1:9|error": 1}},
+    )
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(got: dict, name: str, **labels: str) -> float:
+    return got[(name, tuple(sorted(labels.items())))]
+
+
+def test_families_of_a_complete_scan_have_the_documented_names_labels_and_values() -> None:
+    text = render(sample(), None).decode()
+    got = samples(text)
+    c = {"cluster": "c1"}
+    assert value(got, "sigaudit_scan_info", **c, scan_id="7", policy_digest="sha256:p", sigaudit_version="9.9") == 1
+    assert value(got, "sigaudit_last_success_timestamp_seconds", **c) == (T0 + timedelta(seconds=42)).timestamp()
+    assert value(got, "sigaudit_last_completion_timestamp_seconds", **c) == (T0 + timedelta(seconds=42)).timestamp()
+    assert value(got, "sigaudit_scan_duration_seconds", **c) == 42.0
+    assert value(got, "sigaudit_last_scan_state", **c, state="complete") == 1
+    assert value(got, "sigaudit_last_scan_state", **c, state="failed") == 0
+    # the web image runs in shop (2 containers) and pay (1): one image in each namespace
+    assert value(got, "sigaudit_images", **c, namespace="shop", status="verified", compliant="true") == 1
+    assert value(got, "sigaudit_containers", **c, namespace="shop", status="verified", compliant="true") == 2
+    assert value(got, "sigaudit_images", **c, namespace="pay", status="verified", compliant="true") == 1
+    # warn-only counts compliant though its status is invalid
+    assert value(got, "sigaudit_images", **c, namespace="pay", status="invalid", compliant="true") == 1
+    assert value(got, "sigaudit_images", **c, namespace="shop", status="invalid", compliant="false") == 1
+    assert value(got, "sigaudit_namespace_compliance_ratio", **c, namespace="shop") == 0.5
+    assert value(got, "sigaudit_namespace_compliance_ratio", **c, namespace="pay") == 1.0
+    assert value(got, "sigaudit_namespace_compliance_ratio", **c, namespace="tools") == 0.0
+    assert value(got, "sigaudit_compliance_ratio", **c) == 0.5
+    assert value(got, "sigaudit_noncompliant_workload_containers", **c, namespace="shop", workload_kind="StatefulSet",
+                 workload="cart", status="invalid") == 1
+    assert value(got, "sigaudit_noncompliant_workload_containers", **c, namespace="tools", workload_kind="Pod",
+                 workload="x1", status="error") == 1
+    assert not any(k[0] == "sigaudit_noncompliant_workload_containers" and ("workload", "web") in k[1] for k in got)
+    assert value(got, "sigaudit_expiring_images", **c, namespace="shop") == 1
+    assert value(got, "sigaudit_expiring_images", **c, namespace="tools") == 0
+    assert value(got, "sigaudit_namespace_earliest_not_after_timestamp_seconds", **c, namespace="pay") == (
+        T0 + timedelta(days=10)).timestamp()
+    assert ("sigaudit_namespace_earliest_not_after_timestamp_seconds",
+            (("cluster", "c1"), ("namespace", "tools"))) not in got
+    assert value(got, "sigaudit_verifications", **c, verifier="cosign", outcome="failed", reason="expired") == 1
+    assert value(got, "sigaudit_verifications", **c, verifier="cosign", outcome="passed", reason="none") == 1
+    assert value(got, "sigaudit_registry_requests", **c, registry="reg.example", code="404") == 2
+    assert value(got, "sigaudit_registry_errors", **c, registry="127.0.0.1:9", code="error") == 1
+    # without a store there is no store_up; per-image series are off by default
+    names_seen = {k[0] for k in got}
+    assert "sigaudit_store_up" not in names_seen
+    assert not names_seen & {"sigaudit_image_info", "sigaudit_image_not_after_timestamp_seconds"}
+    # every label set carries cluster, and every documented non-optional series appears
+    assert all(dict(k[1]).get("cluster") == "c1" for k in got)
+    documented = {s.name for s in names.ALL if not s.per_image and s.name != "sigaudit_store_up"}
+    assert documented <= names_seen
+
+
+def test_per_image_series_are_opt_in() -> None:
+    reg = registry_for(ResultSource(sample()), per_image=True)
+    from prometheus_client import generate_latest
+
+    got = samples(generate_latest(reg).decode())
+    assert value(got, "sigaudit_image_info", cluster="c1", namespace="shop", image="reg.example/shop/cart:1.0",
+                 digest="sha256:" + "b" * 64, status="invalid", compliant="false", rule="r") == 1
+    assert value(got, "sigaudit_image_info", cluster="c1", namespace="tools", image="bad::ref", digest="",
+                 status="error", compliant="false", rule="") == 1
+    assert value(got, "sigaudit_image_not_after_timestamp_seconds", cluster="c1", namespace="pay",
+                 image="reg.example/shop/web:1.0", digest="sha256:" + "a" * 64) == (T0 + timedelta(days=10)).timestamp()
+
+
+@pytest.mark.parametrize("state", [ScanState.PARTIAL, ScanState.FAILED])
+def test_an_unfinished_or_partial_scan_never_reads_as_the_clusters_state(state: ScanState) -> None:
+    got = samples(render(sample(state), None).decode())
+    assert {k[0] for k in got} == {"sigaudit_last_completion_timestamp_seconds", "sigaudit_last_scan_state"}
+    assert value(got, "sigaudit_last_scan_state", cluster="c1", state=state.value) == 1
+
+
+class _BrokenStore:
+    """Every query fails the way Store's do when the database is down."""
+
+    def __getattr__(self, name: str) -> object:
+        def fail(*_a: object, **_k: object) -> None:
+            raise StoreError("database is down")
+
+        return fail
+
+
+def test_an_unreachable_store_yields_store_up_zero_and_nothing_else() -> None:
+    collector = SigauditCollector(StoreSource(_BrokenStore(), "c1"))  # type: ignore[arg-type]
+    fams = list(collector.collect())
+    assert [(f.name, [(s.labels, s.value) for s in f.samples]) for f in fams] == [
+        ("sigaudit_store_up", [({"cluster": "c1"}, 0.0)])]
+
+
+def test_collect_builds_fresh_families_every_time() -> None:
+    collector = SigauditCollector(ResultSource(sample()))
+    a, b = list(collector.collect()), list(collector.collect())
+    assert [f.name for f in a] == [f.name for f in b]
+    assert all(x is not y for x, y in zip(a, b, strict=True))
+
+
+def test_textfile_is_replaced_atomically(tmp_path: Path) -> None:
+    target = tmp_path / "sigaudit.prom"
+    target.write_text("old\n")
+    write_textfile(target, render(sample(), None))
+    assert "sigaudit_compliance_ratio" in target.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["sigaudit.prom"]  # no temp file left behind
+    assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+def test_textfile_write_failure_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "sigaudit.prom"
+    target.write_text("previous\n")
+
+    def boom(*_a: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        write_textfile(target, b"new")
+    assert target.read_text() == "previous\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["sigaudit.prom"]
+
+
+def test_readme_table_lists_every_series() -> None:
+    table = names.markdown_table()
+    for s in names.ALL:
+        assert f"`{s.name}`" in table
+        assert s.name.startswith("sigaudit_")
+
+
+# --- schedule -----------------------------------------------------------------------------------
+
+MONDAY = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("cron", "aps"), [
+    ("0", "sun"), ("7", "sun"), ("1", "mon"), ("6", "sat"), ("1-5", "mon,tue,wed,thu,fri"),
+    ("5-7", "sun,fri,sat"), ("*/2", "sun,tue,thu,sat"), ("1/2", "mon,wed,fri"), ("sat,sun", "sun,sat"),
+    ("mon-wed", "mon,tue,wed"), ("*", "*"),
+])
+def test_crontab_weekdays_are_translated_to_apscheduler(cron: str, aps: str) -> None:
+    assert crontab_day_of_week(cron) == aps
+
+
+@pytest.mark.parametrize("bad", ["8", "5-1", "funday", "1-", "*/0"])
+def test_bad_weekdays_are_refused(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        crontab_day_of_week(bad)
+
+
+def _fires(expr: str, n: int = 4) -> list[str]:
+    return [t.strftime("%a %Y-%m-%d %H:%M:%S") for t in parse_schedule(expr, now=MONDAY).next_fire_times(MONDAY, n)]
+
+
+def test_sunday_zero_fires_on_sunday_not_monday() -> None:
+    # APScheduler 3.x's own from_crontab would run "0 0 * * 0" on Mondays.
+    assert _fires("0 0 * * 0", 2) == ["Sun 2026-11-29 00:00:00", "Sun 2026-12-06 00:00:00"]
+    assert _fires("30 9 * * 1-5", 5)[-1] == "Mon 2026-11-30 09:30:00"
+    assert all(not d.startswith(("Sat", "Sun")) for d in _fires("30 9 * * 1-5", 10))
+
+
+def test_day_of_month_and_weekday_are_ored_like_cron() -> None:
+    assert _fires("0 0 1,15 * 1", 4) == ["Mon 2026-11-30 00:00:00", "Tue 2026-12-01 00:00:00",
+                                         "Mon 2026-12-07 00:00:00", "Mon 2026-12-14 00:00:00"]
+
+
+def test_schedule_is_utc_and_its_interval_is_the_longest_gap() -> None:
+    s = parse_schedule("0 */6 * * *", now=MONDAY)
+    assert s.interval == timedelta(hours=6)
+    assert _fires("0 */6 * * *", 2) == ["Mon 2026-11-23 12:00:00", "Mon 2026-11-23 18:00:00"]
+    assert parse_schedule("30 9 * * 1-5", now=MONDAY).interval == timedelta(days=3)  # Friday -> Monday
+    assert parse_schedule("*/10 * * * * *", now=MONDAY).interval == timedelta(seconds=10)
+    assert parse_schedule("@daily", now=MONDAY).interval == timedelta(days=1)
+
+
+@pytest.mark.parametrize("bad", ["", "* * *", "61 * * * *", "0 0 31 2 *"])
+def test_bad_schedules_are_config_errors(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_schedule(bad, now=MONDAY)
+
+
+def test_scheduler_job_has_utc_single_instance_coalesce_and_grace() -> None:
+    from scanner.scheduler import build_scheduler
+
+    sched = build_scheduler(parse_schedule("0 */6 * * *"), lambda: None, misfire_grace_time=123)
+    sched.start(paused=True)
+    try:
+        job = sched.get_job("scan")
+        assert (job.max_instances, job.coalesce, job.misfire_grace_time) == (1, True, 123)
+        assert str(sched.timezone) == "UTC"
+    finally:
+        sched.shutdown(wait=False)
+
+
+# --- dashboard and rules files -------------------------------------------------------------------
+
+DASHBOARD = ROOT / "helm/sigaudit/dashboards/sigaudit.json"
+RULES = ROOT / "helm/sigaudit/rules/sigaudit.yaml"
+
+
+def dashboard_exprs() -> list[str]:
+    d = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
+
+
+def rule_exprs() -> dict[str, str]:
+    doc = yaml.safe_load(RULES.read_text())
+    return {r["alert"]: r["expr"] for g in doc["groups"] for r in g["rules"]}
+
+
+def test_dashboard_has_what_grafana_import_requires() -> None:
+    d = json.loads(DASHBOARD.read_text())
+    assert d["uid"] and d["title"] and isinstance(d["schemaVersion"], int)
+    assert d["__inputs"][0]["type"] == "datasource" and d["__inputs"][0]["pluginId"] == "prometheus"
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert "cluster" in variables and variables["cluster"]["includeAll"]
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in d["panels"]:
+        assert p["gridPos"]["w"] > 0
+        if p["type"] != "row":
+            assert p["targets"], p["title"]
+            assert p["datasource"]["uid"] == "${datasource}"  # works imported and sidecar-provisioned
+            for t in p["targets"]:
+                assert 'cluster=~"$cluster"' in t["expr"], t["expr"]
+    titles = " ".join(p["title"].lower() for p in d["panels"])
+    for needed in ("compliance over time", "non-compliant workloads", "expiring", "scan", "registry errors"):
+        assert needed in titles
+
+
+def test_every_metric_used_by_dashboard_and_rules_is_documented() -> None:
+    import re
+
+    documented = {s.name for s in names.ALL}
+    for expr in [*dashboard_exprs(), *rule_exprs().values()]:
+        for used in re.findall(r"\bsigaudit_[a-z_]+", expr):
+            assert used in documented, (used, expr)
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("promtool not installed (Debian: prometheus)")
+    return str(path)
+
+
+def test_rules_pass_promtool_check_and_unit_tests() -> None:
+    promtool = _promtool()
+    check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "3 rules found" in check.stdout + check.stderr
+    test = subprocess.run([promtool, "test", "rules", "sigaudit_test.yaml"], cwd=RULES.parent, capture_output=True,
+                          text=True)
+    assert test.returncode == 0, test.stdout + test.stderr
+    tests_doc = yaml.safe_load((RULES.parent / "sigaudit_test.yaml").read_text())
+    tested = {a["alertname"] for t in tests_doc["tests"] for a in t.get("alert_rule_test", [])}
+    assert tested == set(rule_exprs())  # a unit test per alert
