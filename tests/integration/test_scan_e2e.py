@@ -217,3 +217,44 @@ spec:
                  "--no-progress")
     got = {(i["rule"], i["status"]) for i in json.loads(r.stdout)["images"]}
     assert got == {("good", "verified"), ("wrong", "invalid")}, r.stdout
+
+
+def test_bad_signature_material_gives_reasons_not_crashes(registry, tmp_path: Path) -> None:
+    """Malformed payloads, missing annotations and oversized layers in a real registry."""
+    from tests.harness.cosign_sign import SIG_ANNOTATION, push_signatures
+
+    key = KeyPair.ecdsa()
+    host, url = registry.host, registry.url
+    cases: dict[str, tuple[str, str]] = {}
+
+    def image(name: str) -> str:
+        d = oci.make_image(url, f"bad/{name}", "1")
+        cases[name] = (d, "")
+        return d
+
+    garbage = b"{not json"
+    push_signatures(url, "bad/garbage", image("garbage"),
+                    [(garbage, {SIG_ANNOTATION: base64.b64encode(key.sign(garbage)).decode()})])
+    no_digest = b'{"critical": {"image": {}}}'
+    push_signatures(url, "bad/nodigest", image("nodigest"),
+                    [(no_digest, {SIG_ANNOTATION: base64.b64encode(key.sign(no_digest)).decode()})])
+    push_signatures(url, "bad/noannotation", image("noannotation"), [(b"{}", {})])
+    push_signatures(url, "bad/notbase64", image("notbase64"), [(b"{}", {SIG_ANNOTATION: "%%%not-base64%%%"})])
+    big = b"x" * (5 * 1024 * 1024)
+    push_signatures(url, "bad/oversized", image("oversized"), [(big, {SIG_ANNOTATION: "AAAA"})])
+    expected = {"garbage": "invalid", "nodigest": "invalid", "noannotation": "invalid", "notbase64": "invalid",
+                "oversized": "error"}
+    policy = _private_registry_policy(tmp_path, host, key)
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"kind": "List", "items": [
+        _pod("a", f"p-{n}", [("c", f"{host}/bad/{n}:1", f"{host}/bad/{n}@{d}")]) for n, (d, _) in cases.items()]}))
+    r = sigaudit("scan", "--pods-file", str(pods), "--policy", str(policy), "--no-store", "-o", "json",
+                 "--no-progress")
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    got = {i["repository"].rsplit("/", 1)[-1]: i for i in json.loads(r.stdout)["images"]}
+    for name, status in expected.items():
+        assert got[name]["status"] == status, (name, got[name]["reasons"])
+        assert got[name]["reasons"], name
+    assert any("exceeds the limit" in x for x in got["oversized"]["reasons"])
+    assert any("malformed" in x for x in got["garbage"]["reasons"])
