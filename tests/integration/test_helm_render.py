@@ -409,6 +409,7 @@ def test_server_postgres() -> None:
     args = args_of(server)
     assert args[0] == "serve"
     assert "--schedule=15 */4 * * *" in args and "--listen=0.0.0.0:8080" in args
+    assert "--shutdown-timeout=105" in args and "--per-image-metrics" not in args
     assert "--concurrency=8" in args and "--policy-from=notation:/etc/sigaudit/trust/notation" in args
     assert "--exit-zero-on-violations" not in args and not any(a.startswith("--pushgateway") for a in args)
     assert server["livenessProbe"]["httpGet"]["path"] == "/healthz"
