@@ -226,7 +226,7 @@ def installed(
     wheel: Path, dockerfile: tuple[dict[str, str], list[Stage]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Installed]:
     """The final stage's pip install, into a fresh virtualenv (no system site-packages, no checkout)."""
-    global_args, stages = dockerfile
+    _, stages = dockerfile
     final = stages[-1]
     extras = stage_args(final).get("EXTRAS", "")
     root = tmp_path_factory.mktemp("image")
