@@ -190,6 +190,12 @@ class Store:
             raise
         except SQLAlchemyError as exc:
             raise describe_db_error(f"{action}:", self._url, exc) from None
+        except Exception as exc:
+            # The driver's own errors (COPY runs on the raw psycopg connection).
+            dbapi = getattr(self._engine.dialect, "loaded_dbapi", None)
+            if dbapi is not None and isinstance(exc, dbapi.Error):
+                raise describe_db_error(f"{action}:", self._url, exc) from None
+            raise
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
