@@ -552,6 +552,18 @@ class Store:
             return list(conn.execute(
                 sa.select(_scans.c.cluster).distinct().order_by(_scans.c.cluster)).scalars())
 
+    def counts_by_namespace(self, scan_id: int) -> dict[tuple[str, str], int]:
+        """(namespace, status) -> number of distinct images running in that namespace, for the
+        metrics collector's low-cardinality series. An image running in two namespaces counts in both."""
+        query = (
+            sa.select(_containers.c.namespace, _images.c.status, sa.func.count(sa.distinct(_images.c.id)))
+            .join(_images, _images.c.id == _containers.c.image_row_id)
+            .where(_containers.c.scan_id == scan_id)
+            .group_by(_containers.c.namespace, _images.c.status)
+        )
+        with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
+            return {(ns, status): int(n) for ns, status, n in conn.execute(query)}
+
     def delete_scans_before(self, before: datetime, cluster: str | None = None) -> int:
         """Retention: delete finished and failed scans started before ``before``; the newest
         complete scan of each cluster is always kept. Returns how many scans were deleted."""

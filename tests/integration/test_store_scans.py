@@ -454,3 +454,13 @@ def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="naive datetime"):
         store.begin_scan("prod", datetime(2026, 1, 1), "p", "v")
     assert store.list_scans() == []
+
+
+def test_counts_by_namespace(store: Store) -> None:
+    scan_id = record(store, sample_result("prod"))
+    assert store.counts_by_namespace(scan_id) == {
+        ("web", "verified"): 1,  # two pods, one image
+        ("jobs", "verified"): 1,
+        ("apps", "expired"): 1,
+        ("ops", "error"): 2,
+    }
