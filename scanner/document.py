@@ -55,7 +55,7 @@ def image_doc(v: Verdict) -> dict[str, Any]:
     img = v.image
     ref = img.reference
     return {
-        "reference": str(ref) if ref else img.image,  # type: ignore[union-attr]
+        "reference": img.display,
         "repository": ref.repo if ref else None,
         "digest": img.digest if isinstance(img, RunningImage) else None,
         "status": v.status.value,

@@ -90,6 +90,10 @@ class RunningImage:
         assert self.reference.digest is not None
         return self.reference.digest
 
+    @property
+    def display(self) -> str:
+        return str(self.reference)
+
 
 @dataclass(frozen=True, slots=True)
 class UnresolvedImage:
@@ -99,6 +103,10 @@ class UnresolvedImage:
     image: str
     containers: tuple[ContainerRef, ...]
     reason: str
+
+    @property
+    def display(self) -> str:
+        return str(self.reference) if self.reference else self.image
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,7 @@ def resolve(
         unresolved.append(UnresolvedImage(None, image, tuple(containers), reason))
 
     def _resolve(item: tuple[str, list[ContainerRef]]) -> tuple[str, list[ContainerRef], str | None, str]:
+        # returns (image text, containers, digest or None, error)
         text, containers = item
         ref = parse_reference(text)
         try:
@@ -127,9 +128,9 @@ def resolve(
             return text, containers, None, str(exc)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for text, containers, digest, err in pool.map(_resolve, list(inv.to_resolve.items())):
+        for text, containers, resolved, err in pool.map(_resolve, list(inv.to_resolve.items())):
             ref = parse_reference(text)
-            if digest is None:
+            if resolved is None:
                 unresolved.append(
                     UnresolvedImage(
                         ref,
@@ -140,10 +141,10 @@ def resolve(
                 )
                 continue
             note = (
-                f"the runtime reported no digest; tag {ref.tag} resolved to {digest} at scan time "
+                f"the runtime reported no digest; tag {ref.tag} resolved to {resolved} at scan time "
                 "(the tag may have moved since the pod started)"
             )
-            key = (ref.registry, ref.repository, digest)
+            key = (ref.registry, ref.repository, resolved)
             if key in running:
                 prev = running[key]
                 running[key] = RunningImage(
@@ -154,7 +155,7 @@ def resolve(
                 )
             else:
                 running[key] = RunningImage(
-                    ref.with_digest(digest), tuple(containers), (note,), _pull_secrets(containers)
+                    ref.with_digest(resolved), tuple(containers), (note,), _pull_secrets(containers)
                 )
     return list(running.values()), unresolved
 
@@ -294,7 +295,7 @@ def run_scan(
             if progress:
                 progress("verify", done, len(futures))
     verdicts += [unresolved_verdict(u, policy, now) for u in unresolved]
-    verdicts.sort(key=lambda v: (str(v.image.reference) if v.image.reference else v.image.image, v.rule or ""))
+    verdicts.sort(key=lambda v: (v.image.display, v.rule or ""))
     state = ScanState.PARTIAL if problems else ScanState.COMPLETE
     return ScanResult(
         cluster=cluster,

@@ -30,9 +30,7 @@ def print_table(result: ScanResult, console: Console | None = None) -> None:
         workloads = sorted({f"{c.namespace}/{c.workload.kind}/{c.workload.name}" for c in img.containers})
         shown = ", ".join(workloads[:3]) + (f" (+{len(workloads) - 3})" if len(workloads) > 3 else "")
         digest = img.digest[7:19] if isinstance(img, RunningImage) else "-"
-        ref = (
-            img.reference.repo + (f":{img.reference.tag}" if img.reference.tag else "") if img.reference else img.image
-        )  # type: ignore[union-attr]
+        ref = img.display.split("@", 1)[0]
         status = v.status.value + ("*" if v.expiring else "") + (" (warn)" if v.warn_only else "")
         table.add_row(
             f"[{_STYLE.get(v.status, 'red')}]{status}[/]",

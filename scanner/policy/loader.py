@@ -195,7 +195,8 @@ class PolicyLoader:
         if spec.attestation is not None:
             from scanner.verify.attestation import AttestationVerifier
 
-            return AttestationVerifier.from_spec(spec.attestation, base_dir=base_dir, loader=self)
+            attestation: Verifier = AttestationVerifier.from_spec(spec.attestation, base_dir=base_dir, loader=self)
+            return attestation
         raise ConfigError("empty verifier", field=where)  # pragma: no cover - schema forbids it
 
     def _cosign(self, spec: CosignVerifierSpec, base_dir: Path, where: str, rule: str) -> Verifier:
@@ -266,9 +267,9 @@ def compile_policy(
     h = hashlib.sha256(raw)
     for material in loader.trust_material:
         h.update(hashlib.sha256(material).digest())
-    for r in rules:
-        for v in r.verifiers:
-            h.update(v.trust_fingerprint.encode())
+    for compiled in rules:
+        for built in compiled.verifiers:
+            h.update(built.trust_fingerprint.encode())
     return Policy(
         rules=tuple(rules),
         exemptions=tuple(doc.spec.exemptions),

@@ -207,7 +207,8 @@ class CosignKeyVerifier:
                 details=details,
             )
         checks.append(Check(CheckName.DIGEST, Outcome.PASSED, "payload names the running digest"))
-        optional = doc.get("optional") if isinstance(doc.get("optional"), dict) else {}
+        raw_optional = doc.get("optional")
+        optional: Mapping[str, Any] = raw_optional if isinstance(raw_optional, dict) else {}
         for k, v in self._annotations.items():
             if str(optional.get(k)) != v:
                 checks.append(Check(CheckName.INTEGRITY, Outcome.FAILED, f"annotation {k} != {v!r}"))
