@@ -1,0 +1,160 @@
+"""``sigaudit serve`` as a real process on 127.0.0.1: the schedule fires, probes and /metrics answer, a
+second scan while one runs is refused (409 here, ScanInProgress for another process), and SIGTERM in
+the middle of a scan leaves the previous scan intact and the interrupted one failed, never complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from scanner.models import ScanState
+from scanner.store import open_store
+from tests.harness.demo import publish_estate, write_pods, write_policy
+from tests.harness.tools import free_port, stop_process, wait_for_http
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stalling_registry() -> Iterator[str]:
+    """A TCP port that accepts connections and never answers (a registry that hangs)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not done.is_set():
+            try:
+                conn, _ = srv.accept()
+                held.append(conn)
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield f"127.0.0.1:{srv.getsockname()[1]}"
+    done.set()
+    t.join(timeout=2)
+    for c in held:
+        c.close()
+    srv.close()
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise TimeoutError(what)
+
+
+def test_serve_schedule_probes_409_and_sigterm_mid_scan(registry: Any, stalling_registry: str,
+                                                        tmp_path: Path) -> None:
+    est = publish_estate(registry.url, registry.host)
+    policy_path = write_policy(est, tmp_path)
+    policy = yaml.safe_load(policy_path.read_text())
+    policy["spec"]["insecureRegistries"].append(stalling_registry)
+    policy["spec"]["rules"][0]["images"].append(f"{stalling_registry}/*")
+    policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    pods = write_pods(est, tmp_path / "pods.json")
+    db_url = f"sqlite:///{tmp_path / 'sigaudit.db'}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scanner.cli", "serve", "--pods-file", str(pods), "--policy", str(policy_path),
+             "--db", db_url, "--cluster", "demo", "--listen", f"127.0.0.1:{port}", "--no-run-at-start",
+             "--schedule", "*/5 * * * * *", "--shutdown-timeout", "3"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_for_http(f"{base}/healthz", proc=proc, log_path=log_path, timeout=60)
+        assert httpx.get(f"{base}/healthz").text == "ok\n"
+
+        # 1. The schedule fires (no scan at start-up was asked for) and completes a scan.
+        def completed() -> list[dict[str, Any]]:
+            scans = httpx.get(f"{base}/api/scans", timeout=10).json()["scans"]
+            return [s for s in scans if s["status"] == "complete"]
+
+        first = _wait(completed, 40, "no scheduled scan completed")[-1]
+        ready = httpx.get(f"{base}/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json()["database"] == "ok", ready.text
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        assert f'sigaudit_scan_info{{cluster="demo",policy_digest="{first["policy_digest"]}"' in metrics
+        assert 'sigaudit_last_success_timestamp_seconds{cluster="demo"}' in metrics
+        doc = httpx.get(f"{base}/api/scans/{first['id']}", timeout=10).json()
+        assert doc["schema_version"] == 1 and len(doc["images"]) == 13
+        assert httpx.get(f"{base}/reports/latest.json", timeout=10).json()["scan"]["id"] >= first["id"]
+
+        # 2. Now the pods also run an image from a registry that never answers: the next scan hangs.
+        stalled_pod = json.loads(pods.read_text())
+        stalled_pod["items"].append({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "hang-1", "namespace": "slow", "uid": "uid-hang"},
+            "spec": {"containers": [{"name": "x", "image": f"{stalling_registry}/demo/hang:1.0"}]},
+            "status": {"phase": "Running", "containerStatuses": [
+                {"name": "x", "image": f"{stalling_registry}/demo/hang:1.0",
+                 "imageID": f"{stalling_registry}/demo/hang@sha256:" + "ef" * 32}]}})
+        pods.write_text(json.dumps(stalled_pod))
+        with open_store(db_url) as store:
+            before = store.load_scan(store.latest_scan_id("demo"))  # type: ignore[arg-type]
+        last_known = max(s["id"] for s in httpx.get(f"{base}/api/scans", timeout=10).json()["scans"])
+
+        def running_new() -> int | None:
+            r = httpx.post(f"{base}/api/scans", timeout=10)
+            if r.status_code == 202:
+                return int(r.json()["scan_id"])
+            body = r.json()
+            assert r.status_code == 409, r.text
+            rid = body.get("running_scan_id")
+            return rid if rid and rid > last_known else None
+
+        stalled_id = _wait(running_new, 30, "no scan of the hanging estate started")
+        time.sleep(1.0)
+        second = httpx.post(f"{base}/api/scans", timeout=10)
+        assert second.status_code == 409, second.text
+        assert second.json()["running_scan_id"] == stalled_id
+        # another process is refused by the store
+        other = subprocess.run(
+            [sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(pods), "--policy", str(policy_path),
+             "--db", db_url, "--cluster", "demo", "--no-progress", "-o", "none"],
+            capture_output=True, text=True, timeout=120)
+        assert other.returncode == 3 and "running" in other.stderr, other.stderr
+        assert httpx.get(f"{base}/api/scans", timeout=10).json()["running_scan_id"] == stalled_id
+
+        # 3. SIGTERM mid-scan: exit 0 promptly; previous scan intact; the interrupted one failed.
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+        assert time.monotonic() - t0 < 15
+        with open_store(db_url) as store:
+            interrupted = store.scan_summary(stalled_id)
+            assert interrupted.state == ScanState.FAILED
+            assert any("interrupted" in e or "shut" in e for e in interrupted.errors), interrupted.errors
+            assert not [s for s in store.list_scans("demo") if s.state == ScanState.RUNNING]
+            latest = store.latest_scan_id("demo")
+            assert latest is not None and latest < stalled_id
+            after = store.load_scan(before.scan_id)  # type: ignore[arg-type]
+            assert after == before
+            assert store.load_scan(stalled_id).verdicts == ()
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)
