@@ -456,8 +456,8 @@ def build_trend(history: Sequence[HistoryPoint], current_id: int | None, *, widt
     return Trend(
         points=tuple(pts), polyline=polyline, area=area, width=width, height=height, left=left, top=top,
         plot_width=pw, plot_height=ph, gridlines=grid,
-        first_label=pts[0].started_at[:10] if pts else "",
-        last_label=pts[-1].started_at[:10] if pts else "",
+        first_label=pts[0].started_at[:16] if pts else "",
+        last_label=pts[-1].started_at[:16] if pts else "",
     )
 
 

@@ -147,7 +147,7 @@ def test_trend_places_ratios_oldest_first_and_marks_the_current_scan() -> None:
     assert [p.current for p in t.points] == [False, False, True]
     assert t.points[0].x < t.points[1].x < t.points[2].x
     assert t.polyline.count(",") == 3 and t.area
-    assert t.first_label == (T0 - timedelta(days=2)).strftime("%Y-%m-%d")
+    assert t.first_label == (T0 - timedelta(days=2)).strftime("%Y-%m-%d %H:%M")
 
 
 def test_report_trend_adds_an_unstored_scan_and_keeps_the_last_n() -> None:
