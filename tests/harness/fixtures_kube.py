@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -77,11 +78,7 @@ def _missing(what: str) -> None:
 
 def find_kube_apiserver() -> Path | None:
     env = os.environ.get("SIGAUDIT_KUBE_APISERVER")
-    path = (
-        Path(env)
-        if env
-        else tools_cache() / f"kube-apiserver-{pinned_kube_version()}" / "bin" / "kube-apiserver"
-    )
+    path = Path(env) if env else tools_cache() / f"kube-apiserver-{pinned_kube_version()}" / "bin" / "kube-apiserver"
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
@@ -102,9 +99,7 @@ def find_etcd() -> Path | None:
 
 def _pem_key(key: Any) -> bytes:
     return bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
 
 
@@ -137,9 +132,7 @@ def _cert(
         b = b.add_extension(
             x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
         ).add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
     if sans:
@@ -294,9 +287,13 @@ class Etcd:
         return int(res["header"]["revision"])
 
     def compact(self, revision: int | None = None) -> int:
-        """Compact etcd's history up to ``revision`` (default: now): older resourceVersions, and so
-        the continue tokens that carry them, become too old (410 Gone)."""
+        """Compact etcd's history up to ``revision`` (default: now), as a peer API server's compactor does:
+        record it under ``compact_rev_key`` (which every kube-apiserver watches, so its watch cache drops
+        the older snapshots) and compact. Older resourceVersions, and so the continue tokens that carry
+        them, become too old: 410 Gone."""
         rev = revision if revision is not None else self.revision()
+        key = base64.b64encode(b"compact_rev_key").decode()
+        self._v3("kv/put", {"key": key, "value": base64.b64encode(str(rev).encode()).decode()})
         self._v3("kv/compaction", {"revision": rev, "physical": True})
         return rev
 
@@ -401,9 +398,7 @@ class KubeAPIServer:
             while time.monotonic() - t0 < READY_TIMEOUT_S:
                 assert self.proc is not None
                 if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"kube-apiserver exited with {self.proc.returncode}:\n{_tail(self.log)}"
-                    )
+                    raise RuntimeError(f"kube-apiserver exited with {self.proc.returncode}:\n{_tail(self.log)}")
                 try:
                     r = c.get("/readyz")
                     if r.status_code == 200:
@@ -417,20 +412,40 @@ class KubeAPIServer:
     def stop(self) -> None:
         _stop(self.proc)
 
+    def expire_continue_tokens(self, probe_path: str = "/api/v1/pods", timeout: float = 45.0) -> None:
+        """Compact etcd (see ``Etcd.compact``) and wait until the API server answers 410 Gone to a
+        continue token taken before, on ``probe_path`` (a list with at least two items). Each resource's
+        watch cache notices compactions on its own poll (15 s in 1.34), hence the wait."""
+        with self.http() as c:
+            token = _check(c.get(probe_path, params={"limit": 1})).json()["metadata"].get("continue")
+            assert token, f"{probe_path} has fewer than two items"
+            create(
+                c,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"generateName": "compact-", "namespace": "default"},
+                },
+            )
+            self.etcd.compact()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                r = c.get(probe_path, params={"limit": 1, "continue": token})
+                if r.status_code == 410:
+                    return
+                _check(r)
+                time.sleep(0.5)
+        raise AssertionError(f"continue tokens on {probe_path} still valid {timeout}s after an etcd compaction")
+
     # -- clients ---------------------------------------------------------------------------------
 
     def http(self, *, timeout: float = 30, token: str | None = None) -> httpx.Client:
         """A raw REST client (admin client certificate, or ``token``); fast for bulk object creation."""
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_crt))
         if token:
             return httpx.Client(
-                base_url=self.url,
-                verify=str(self.pki.ca_crt),
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=timeout,
+                base_url=self.url, verify=ctx, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
             )
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=str(self.pki.ca_crt))
         ctx.load_cert_chain(str(self.pki.admin_crt), str(self.pki.admin_key))
         return httpx.Client(base_url=self.url, verify=ctx, timeout=timeout)
 
@@ -598,9 +613,7 @@ def delete(server: KubeAPIServer, obj: Mapping[str, Any]) -> None:
             _check(r)
 
 
-def ensure_namespace(
-    server: KubeAPIServer, name: str, labels: Mapping[str, str] | None = None
-) -> dict[str, Any]:
+def ensure_namespace(server: KubeAPIServer, name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     return apply(
         server,
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels or {})}},
@@ -680,9 +693,7 @@ def _selector(name: str) -> dict[str, str]:
     return {"app": name}
 
 
-def make_bare_pod(
-    server: KubeAPIServer, namespace: str, name: str, template: Mapping[str, Any]
-) -> dict[str, Any]:
+def make_bare_pod(server: KubeAPIServer, namespace: str, name: str, template: Mapping[str, Any]) -> dict[str, Any]:
     return create(server, pod_manifest(namespace, name, template))
 
 
@@ -785,9 +796,7 @@ def make_cronjob(
     return WorkloadObjects(cj, tuple(made_jobs), tuple(pods))
 
 
-def make_job(
-    server: KubeAPIServer, namespace: str, name: str, template: Mapping[str, Any]
-) -> WorkloadObjects:
+def make_job(server: KubeAPIServer, namespace: str, name: str, template: Mapping[str, Any]) -> WorkloadObjects:
     """A Job with no CronJob above it."""
     tpl = json.loads(json.dumps(template))
     tpl["spec"].setdefault("restartPolicy", "Never")
@@ -805,9 +814,7 @@ def make_job(
     labels = job["spec"]["template"]["metadata"]["labels"]
     pod = create(
         server,
-        pod_manifest(
-            namespace, f"{name}-{_rand()}", {"metadata": {"labels": labels}, "spec": tpl["spec"]}, job
-        ),
+        pod_manifest(namespace, f"{name}-{_rand()}", {"metadata": {"labels": labels}, "spec": tpl["spec"]}, job),
     )
     return WorkloadObjects(job, (), (pod,))
 
@@ -868,9 +875,7 @@ def make_statefulset(
     pods = tuple(
         create(
             server,
-            pod_manifest(
-                namespace, f"{name}-{i}", tpl, sts, {"statefulset.kubernetes.io/pod-name": f"{name}-{i}"}
-            ),
+            pod_manifest(namespace, f"{name}-{i}", tpl, sts, {"statefulset.kubernetes.io/pod-name": f"{name}-{i}"}),
         )
         for i in range(replicas)
     )
@@ -895,9 +900,7 @@ def container_status(c: Mapping[str, Any], image_id: str | None, *, running: boo
         st["state"] = {"running": {"startedAt": now}}
         st["containerID"] = "containerd://" + uuid.uuid4().hex * 2
     elif image_id:
-        st["state"] = {
-            "terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}
-        }
+        st["state"] = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}}
         st["containerID"] = "containerd://" + uuid.uuid4().hex * 2
     else:
         st["state"] = {"waiting": {"reason": "ContainerCreating"}}
@@ -928,9 +931,7 @@ def report_status(
         "startTime": now,
         "qosClass": "BestEffort",
         "containerStatuses": mains,
-        "conditions": [
-            {"type": "Ready", "status": "False" if pending else "True", "lastTransitionTime": now}
-        ],
+        "conditions": [{"type": "Ready", "status": "False" if pending else "True", "lastTransitionTime": now}],
     }
     if inits:
         status["initContainerStatuses"] = inits
@@ -948,16 +949,12 @@ def report_status(
     return out
 
 
-def add_ephemeral_container(
-    server: KubeAPIServer, pod: Mapping[str, Any], name: str, image: str
-) -> dict[str, Any]:
+def add_ephemeral_container(server: KubeAPIServer, pod: Mapping[str, Any], name: str, image: str) -> dict[str, Any]:
     """What ``kubectl debug`` does: add an ephemeral container through the ``ephemeralcontainers``
     subresource."""
     meta = pod["metadata"]
     current = list(pod["spec"].get("ephemeralContainers") or [])
-    current.append(
-        {"name": name, "image": image, "targetContainerName": pod["spec"]["containers"][0]["name"]}
-    )
+    current.append({"name": name, "image": image, "targetContainerName": pod["spec"]["containers"][0]["name"]})
     with server.http() as c:
         r = _check(
             c.patch(

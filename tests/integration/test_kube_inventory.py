@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -58,21 +59,21 @@ class Cluster:
 
 
 class CountingClient:
-    """Wraps a real ApiClient and records each request (method, path, query) it sends."""
+    """Wraps a real ApiClient's REST layer and records each request (method, path, query) it sends."""
 
     def __init__(self, api_client: Any) -> None:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
-        real = api_client.call_api
+        rest = api_client.rest_client
+        real = rest.request
 
-        def call_api(resource_path: str, method: str, *args: Any, **kwargs: Any) -> Any:
-            path_params = kwargs.get("path_params") or (args[0] if args else {}) or {}
-            path = resource_path
-            for k, v in path_params.items():
-                path = path.replace("{" + k + "}", str(v))
-            self.calls.append((method, path, dict(kwargs.get("query_params") or [])))
-            return real(resource_path, method, *args, **kwargs)
+        def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            parts = urlsplit(url)
+            query = dict(parse_qsl(parts.query))
+            query.update({str(k): v for k, v in (kwargs.get("query_params") or [])})
+            self.calls.append((method, parts.path, query))
+            return real(method, url, *args, **kwargs)
 
-        api_client.call_api = call_api
+        rest.request = request
         self.api_client = api_client
 
     def lists(self) -> list[dict[str, Any]]:
@@ -285,7 +286,7 @@ def test_sigaudit_scan_reads_the_cluster(cluster: Cluster, tmp_path: Path) -> No
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
-        "  exemptions:\n    - {images: ['*'], reason: inventory test}\n"
+        "  exemptions:\n    - {images: ['*'], reason: inventory test, until: '2099-01-01T00:00:00Z'}\n"
     )
     cmd = [
         sys.executable,

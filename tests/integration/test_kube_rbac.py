@@ -49,6 +49,7 @@ spec:
   exemptions:
     - images: ["*"]
       reason: RBAC test, no registry involved
+      until: "2099-01-01T00:00:00Z"
 """
 
 
