@@ -129,6 +129,9 @@ def _progress_printer(enabled: bool) -> Any:
     help="Exit 0 when the scan succeeded but found non-compliant images (CronJobs).",
 )
 @click.option("--progress/--no-progress", default=True, help="Progress on stderr.")
+@click.option("--cache/--no-cache", default=True,
+              help="Reuse verification results across scans (keyed by digest, trust material and the signatures "
+                   "attached; revocation and expiry are re-checked every scan).")
 def scan(**opts: Any) -> None:
     """Scan running pods once, verify their images, store and print the verdicts."""
     sys.exit(run_scan_command(**opts))
@@ -228,6 +231,7 @@ def run_scan_command(**opts: Any) -> int:
                 progress=progress,
                 inventory_problems=problems,
                 stop=stop,
+                cache=store if (store is not None and opts["cache"]) else None,
             )
         finally:
             if bar is not None:

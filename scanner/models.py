@@ -156,6 +156,7 @@ class SignatureMaterial:
     referrers: tuple[ReferrerArtifact, ...] = ()
     errors: tuple[str, ...] = ()
     truncated: bool = False  # more signatures than the configured bound
+    referrers_listed: bool = False  # whether referrers were looked up at all (for cache fingerprints)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from scanner import __version__
 from scanner.clock import Clock, system_clock
@@ -36,7 +36,7 @@ from scanner.models import (
 from scanner.policy.engine import evaluate, match_rule, unresolved_verdict
 from scanner.policy.loader import CompiledRule, Policy
 from scanner.registry.client import RegistryClient
-from scanner.signatures.discovery import discover
+from scanner.signatures.discovery import discover, merge_material
 from scanner.verify.base import Verifier, Wants
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,36 @@ class ScanStats:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class VerificationCache(Protocol):
+    """Signature results kept across scans (the store implements it)."""
+
+    def cache_get_many(self, keys: Iterable[tuple[str, str]]) -> Mapping[tuple[str, str], Any]: ...
+
+    def cache_put_many(self, entries: Iterable[Any]) -> None: ...
+
+
+@dataclass
+class CacheState:
+    """Per-scan view of the cache: what was loaded up front, what to write back at the end."""
+
+    hits: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    new: list[Any] = field(default_factory=list)
+    reused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _cacheable(v: Verifier) -> bool:
+    # Verifiers whose verdict depends only on bytes + trust material. Notation re-checks revocation
+    # (CRL/OCSP) every scan, so it is never served from the cache.
+    return bool(getattr(v, "cacheable", False))
+
+
+def _still_valid(results: tuple[SignatureResult, ...], now: datetime) -> bool:
+    from scanner.models import Outcome
+
+    return all(r.not_after is None or r.not_after > now for r in results if r.outcome is Outcome.PASSED)
+
+
 def verify_image(
     image: RunningImage,
     groups: list[_Group],
@@ -205,38 +235,53 @@ def verify_image(
     policy: Policy,
     now: datetime,
     stats: ScanStats,
+    cache: CacheState | None = None,
 ) -> list[Verdict]:
     verifiers: dict[int, Verifier] = {}
     for g in groups:
         for v in g.rule.verifiers if g.rule else ():
             verifiers[id(v)] = v
     material = SignatureMaterial(image=_placeholder(image))
-    if verifiers:
-        wants = Wants()
-        for v in verifiers.values():
-            wants = wants | v.wants
-        material = discover(
-            client, image, wants, max_signatures=policy.max_signatures, need_descriptor=bool(wants.referrer_types)
-        )
     results: dict[int, tuple[SignatureResult, ...]] = {}
-    for vid, v in verifiers.items():
-        try:
-            results[vid] = v.verify(image, material, now)
-        except Exception as exc:
-            log.exception("verifier %s crashed on %s", v.name, image.reference)
-            from scanner.models import Outcome, SignatureFailure
-
-            results[vid] = (
-                SignatureResult(
-                    kind="internal",
-                    verifier=v.name,
-                    outcome=Outcome.ERROR,
-                    reason=f"verifier failed: {type(exc).__name__}: {str(exc)[:200]}",
-                    failure=SignatureFailure.ERROR,
-                ),
+    wants = Wants()
+    for v in verifiers.values():
+        wants = wants | v.wants
+    cached = _from_cache(image, verifiers, client, policy, now, wants, cache)
+    if cached is not None:
+        results = cached
+    elif verifiers:
+        # Referrer types that a verifier needs on their own (notation) are listed at once; those that
+        # only complement the .sig layout (cosign bundles) are listed only when .sig did not satisfy
+        # the rule — a signed image then costs two requests, not four.
+        eager = frozenset(t for v in verifiers.values() if not v.wants.cosign_sig for t in v.wants.referrer_types)
+        lazy = wants.referrer_types - eager
+        material = discover(
+            client,
+            image,
+            Wants(wants.cosign_sig, eager),
+            max_signatures=policy.max_signatures,
+            need_descriptor=bool(eager),
+        )
+        results = {vid: _run_verifier(v, image, material, now) for vid, v in verifiers.items()}
+        if lazy and not _satisfied(groups, results, policy):
+            extra = discover(
+                client, image, Wants(False, lazy), max_signatures=policy.max_signatures, need_descriptor=False
             )
-        with stats.lock:
-            for r in results[vid]:
+            material = merge_material(material, extra)
+            results = {vid: _run_verifier(v, image, material, now) for vid, v in verifiers.items()}
+        if cache is not None and not material.errors and all(_cacheable(v) for v in verifiers.values()):
+            from scanner.signatures.discovery import material_fingerprint
+            from scanner.store import CachedVerification
+
+            fp = material_fingerprint(material)
+            with cache.lock:
+                cache.new += [
+                    CachedVerification(image.digest, v.trust_fingerprint, fp, results[vid], now)
+                    for vid, v in verifiers.items()
+                ]
+    with stats.lock:
+        for found in results.values():
+            for r in found:
                 stats.verifications[f"{r.kind}|{r.outcome.value}"] += 1
     verdicts = []
     for g in groups:
@@ -244,6 +289,81 @@ def verify_image(
         rs = [r for v in (g.rule.verifiers if g.rule else ()) for r in results[id(v)]]
         verdicts.append(evaluate(sub, g.rule, rs, material.errors, policy, now, g.namespace))
     return verdicts
+
+
+def _satisfied(groups: list[_Group], results: Mapping[int, tuple[SignatureResult, ...]], policy: Policy) -> bool:
+    """Every group's rule already has enough verifiers with an unrevoked passing signature."""
+    from scanner.models import Outcome
+    from scanner.policy.engine import apply_revocations
+
+    for g in groups:
+        if g.rule is None:
+            continue
+        passing = {
+            v.name
+            for v in g.rule.verifiers
+            if any(r.outcome is Outcome.PASSED for r in apply_revocations(results[id(v)], policy.revocations))
+        }
+        if len(passing) < g.rule.count:
+            return False
+    return True
+
+
+def _from_cache(
+    image: RunningImage,
+    verifiers: Mapping[int, Verifier],
+    client: RegistryClient,
+    policy: Policy,
+    now: datetime,
+    wants: Wants,
+    cache: CacheState | None,
+) -> dict[int, tuple[SignatureResult, ...]] | None:
+    """Cached results when every verifier is cacheable, cached, unexpired, and a cheap re-list shows
+    the same signatures still attached (a vanished or replaced signature is a miss)."""
+    if cache is None or not verifiers or not all(_cacheable(v) for v in verifiers.values()):
+        return None
+    entries: dict[int, Any] = {}
+    for vid, v in verifiers.items():
+        entry = cache.hits.get((image.digest, v.trust_fingerprint))
+        if entry is None:
+            return None
+        entries[vid] = entry
+    fingerprints = {e.material_fingerprint for e in entries.values()}
+    if len(fingerprints) != 1 or not all(_still_valid(e.signatures, now) for e in entries.values()):
+        return None
+    from scanner.signatures.discovery import relist_fingerprint
+
+    try:
+        current = relist_fingerprint(
+            client, image, next(iter(fingerprints)), wants.referrer_types, max_signatures=policy.max_signatures
+        )
+    except (RegistryError, ParseError):
+        return None
+    if current != next(iter(fingerprints)):
+        return None
+    with cache.lock:
+        cache.reused += 1
+    return {vid: e.signatures for vid, e in entries.items()}
+
+
+def _run_verifier(
+    v: Verifier, image: RunningImage, material: SignatureMaterial, now: datetime
+) -> tuple[SignatureResult, ...]:
+    try:
+        return v.verify(image, material, now)
+    except Exception as exc:  # a verifier crash is an error verdict, never a pass
+        log.exception("verifier %s crashed on %s", v.name, image.reference)
+        from scanner.models import Outcome, SignatureFailure
+
+        return (
+            SignatureResult(
+                kind="internal",
+                verifier=v.name,
+                outcome=Outcome.ERROR,
+                reason=f"verifier failed: {type(exc).__name__}: {str(exc)[:200]}",
+                failure=SignatureFailure.ERROR,
+            ),
+        )
 
 
 def _placeholder(image: RunningImage) -> Any:
@@ -271,6 +391,7 @@ def run_scan(
     progress: Progress | None = None,
     inventory_problems: list[str] | None = None,
     stop: threading.Event | None = None,
+    cache: VerificationCache | None = None,
 ) -> ScanResult:
     started = clock()
     inv = build_inventory(pods, owners)
@@ -282,9 +403,22 @@ def run_scan(
     stats = ScanStats()
     verdicts: list[Verdict] = []
     work = [(img, _groups(policy, img)) for img in running]
+    cache_state = None
+    if cache is not None:
+        keys = [
+            (img.digest, v.trust_fingerprint)
+            for img, gs in work
+            for g in gs
+            if g.rule
+            for v in g.rule.verifiers
+            if _cacheable(v)
+        ]
+        cache_state = CacheState(hits=cache.cache_get_many(keys) if keys else {})
     done = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(verify_image, img, groups, client, policy, now, stats) for img, groups in work]
+        futures = [
+            pool.submit(verify_image, img, groups, client, policy, now, stats, cache_state) for img, groups in work
+        ]
         for fut in futures:
             if stop is not None and stop.is_set():
                 for f in futures:
@@ -294,6 +428,8 @@ def run_scan(
             done += 1
             if progress:
                 progress("verify", done, len(futures))
+    if cache is not None and cache_state is not None and cache_state.new:
+        cache.cache_put_many(cache_state.new)
     verdicts += [unresolved_verdict(u, policy, now) for u in unresolved]
     verdicts.sort(key=lambda v: (v.image.display, v.rule or ""))
     state = ScanState.PARTIAL if problems else ScanState.COMPLETE
@@ -310,6 +446,7 @@ def run_scan(
             **client.stats.as_dict(),
             "verifications": dict(stats.verifications),
             "pods": inv.pods,
+            "cache_reused": cache_state.reused if cache_state else 0,
             "containers": inv.containers,
         },
     )

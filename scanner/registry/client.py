@@ -171,6 +171,7 @@ class RegistryClient:
         self._sems: dict[str, threading.BoundedSemaphore] = {}
         self._tokens: dict[tuple[str, str, int], tuple[str, float]] = {}
         self._basic: set[str] = set()
+        self._no_referrers_api: set[str] = set()  # registries that answered 404: go straight to the tag
         self._lock = threading.Lock()
         timeout = httpx.Timeout(self.limits.read_timeout, connect=self.limits.connect_timeout)
         pool = httpx.Limits(max_connections=max(64, per_registry_concurrency * 4), max_keepalive_connections=64)
@@ -468,6 +469,8 @@ class RegistryClient:
         Returns (descriptors, source) where source is "api", "tag" or "none". Filtering by
         artifactType is always re-applied here (the registry may ignore the filter).
         """
+        if ref.registry in self._no_referrers_api:
+            return self._referrers_tag(ref, digest, artifact_type, secrets)
         path = f"/v2/{ref.repository}/referrers/{digest}"
         if artifact_type:
             path += "?" + urlencode({"artifactType": artifact_type})
@@ -485,6 +488,8 @@ class RegistryClient:
                 max_bytes=self.limits.manifest_bytes,
             )
             if resp.status_code == 404 and pages == 0:
+                with self._lock:
+                    self._no_referrers_api.add(ref.registry)
                 return self._referrers_tag(ref, digest, artifact_type, secrets)
             self._check(resp, ref.registry, f"referrers of {digest[:19]}")
             entries += self._index_entries(body, f"{ref.repo} referrers of {digest[:19]}")

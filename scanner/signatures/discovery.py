@@ -108,6 +108,7 @@ def discover(
         except (RegistryError, ParseError) as exc:
             errors.append(f"cannot list referrers: {exc}")
     return SignatureMaterial(
+        referrers_listed=bool(wants.referrer_types),
         image=descriptor,
         cosign_layers=tuple(layers),
         cosign_sig_digest=sig_digest,
@@ -157,3 +158,45 @@ def _fetch_referrer(
     except (RegistryError, ParseError, KeyError) as exc:
         errors.append(f"cannot read referrer {d.digest[:19]}: {exc}")
     return None
+
+
+def material_fingerprint(material: SignatureMaterial) -> str:
+    """What was found attached to a digest, as a short string that changes when signatures do.
+    Says which lookups were made, so a re-list repeats exactly those."""
+    out = f"sig={material.cosign_sig_digest or '-'}"
+    if material.referrers_listed:
+        out += ";refs=" + ",".join(sorted(r.manifest_digest for r in material.referrers))
+    return out
+
+
+def relist_fingerprint(
+    client: RegistryClient, image: RunningImage, previous: str, types: frozenset[str], *, max_signatures: int = 50
+) -> str:
+    """The fingerprint again from a cheap re-list (a HEAD on the ``.sig`` tag; one referrers listing
+    only if the previous scan listed them), without fetching signature blobs. Raises on registry
+    errors (the caller then re-fetches everything)."""
+    ref, secrets = image.reference, image.pull_secrets
+    try:
+        out = f"sig={client.head_manifest(ref, cosign_sig_tag(image.digest), secrets).digest}"
+    except NotFound:
+        out = "sig=-"
+    if ";refs=" in previous:
+        order = sorted(types)
+        descs, _ = client.referrers(ref, image.digest, order[0] if len(order) == 1 else None, secrets)
+        wanted = [d for d in descs if d.artifact_type is None or any(d.artifact_type.startswith(t) for t in order)]
+        out += ";refs=" + ",".join(sorted(d.digest for d in wanted[:max_signatures]))
+    return out
+
+
+def merge_material(first: SignatureMaterial, second: SignatureMaterial) -> SignatureMaterial:
+    """``.sig`` material from one lookup plus referrers from a later one."""
+    image = first.image if first.image.media_type else second.image
+    return SignatureMaterial(
+        image=image,
+        cosign_layers=first.cosign_layers + second.cosign_layers,
+        cosign_sig_digest=first.cosign_sig_digest or second.cosign_sig_digest,
+        referrers=first.referrers + second.referrers,
+        errors=first.errors + second.errors,
+        truncated=first.truncated or second.truncated,
+        referrers_listed=first.referrers_listed or second.referrers_listed,
+    )

@@ -73,6 +73,7 @@ class CosignKeyVerifier:
     """One public key; any one signature that verifies with it (and binds the digest) passes."""
 
     kind = "cosign"
+    cacheable = True  # the verdict depends only on bytes and the key: safe to reuse across scans
 
     def __init__(
         self,
