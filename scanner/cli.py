@@ -109,6 +109,7 @@ def _progress_printer(enabled: bool) -> Any:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
 @click.option("--pushgateway", default=None, help="Push metrics to this Prometheus Pushgateway URL.")
 @click.option("--metrics-file", type=click.Path(dir_okay=False), help="Write metrics (text format) here.")
+@click.option("--per-image-metrics", is_flag=True, help="Also export per-image series (high cardinality).")
 @click.option(
     "--docker-config",
     type=click.Path(dir_okay=False),
@@ -304,7 +305,13 @@ def _exports(result: Any, store: Any, opts: dict[str, Any]) -> None:
         try:
             from scanner.metrics import export
 
-            export.after_scan(result, store, metrics_file=opts.get("metrics_file"), pushgateway=opts.get("pushgateway"))
+            export.after_scan(
+                result,
+                store,
+                metrics_file=opts.get("metrics_file"),
+                pushgateway=opts.get("pushgateway"),
+                per_image=bool(opts.get("per_image_metrics")),
+            )
         except (ImportError, OSError, SigauditError) as exc:
             click.echo(f"sigaudit: warning: metrics export failed: {exc}", err=True)
     if opts.get("report_path"):
