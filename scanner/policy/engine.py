@@ -66,9 +66,19 @@ def namespace_matches(globs: Iterable[str], namespace: str) -> bool:
     return any(fnmatchcase(namespace, g) for g in globs)
 
 
+def rule_applies(rule: CompiledRule, ref: ImageReference, namespace: str) -> bool:
+    hit = rule.matcher(ref) if rule.matcher is not None else image_matches(rule.images, ref)
+    return (
+        hit
+        and namespace_matches(rule.namespaces, namespace)
+        and not (rule.exclude_namespaces and namespace_matches(rule.exclude_namespaces, namespace))
+        and not (rule.skip_images and image_matches(rule.skip_images, ref))
+    )
+
+
 def match_rule(policy: Policy, ref: ImageReference, namespace: str) -> CompiledRule | None:
     for rule in policy.rules:
-        if image_matches(rule.images, ref) and namespace_matches(rule.namespaces, namespace):
+        if rule_applies(rule, ref, namespace):
             return rule
     return None
 
@@ -161,9 +171,7 @@ def evaluate(
         missing = [v.name for v in rule.verifiers if v.name not in passing_verifiers]
         reasons.append(f"no valid signature for: {', '.join(missing)}")
         failed = [r for r in results if r.outcome is not Outcome.PASSED]
-        results_for_status = failed or [
-            replace(passed[0], outcome=Outcome.FAILED, failure=SignatureFailure.INVALID)
-        ]
+        results_for_status = failed or [replace(passed[0], outcome=Outcome.FAILED, failure=SignatureFailure.INVALID)]
         status = _FAILURE_STATUS[
             next((f for f in _FAILURE_ORDER if f in {r.failure for r in results_for_status}), SignatureFailure.INVALID)
         ]
@@ -194,6 +202,7 @@ def evaluate(
                 f"signature or certificate lapses at {not_after.isoformat()}, inside the expiry warning window"
             )
         reasons += notes
+        reasons += list(rule.notes)
         verdict = Verdict(
             image,
             Status.VERIFIED,
@@ -207,6 +216,7 @@ def evaluate(
         )
         return _exempt(verdict, exemption, now, policy.expiry_warning)
 
+    warn_only = rule.mode == "warn"
     if not results:
         if material_errors:
             status = Status.ERROR
@@ -215,6 +225,9 @@ def evaluate(
             status = Status.UNSIGNED
             kinds = ", ".join(v.name for v in rule.verifiers)
             reasons.append(f"no signature found for the verifiers of rule {rule.name!r} ({kinds})")
+            if not rule.required:
+                warn_only = True
+                reasons.append("the policy does not require a signature (required: false): reported, not counted")
     else:
         failures = {r.failure for r in results}
         worst = next((f for f in _FAILURE_ORDER if f in failures), SignatureFailure.INVALID)
@@ -225,9 +238,8 @@ def evaluate(
             status = Status.ERROR
         reasons += [r.reason for r in results][:10]
     reasons += notes
-    verdict = Verdict(
-        image, status, tuple(reasons), rule.name, source, tuple(results), False, None, rule.mode == "warn"
-    )
+    reasons += list(rule.notes)
+    verdict = Verdict(image, status, tuple(reasons), rule.name, source, tuple(results), False, None, warn_only)
     return _exempt(verdict, exemption, now, policy.expiry_warning)
 
 
@@ -261,7 +273,6 @@ def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime, warn: 
         not_after=exemption.until,
         expiring=exemption.until - now <= warn,
     )
-
 
 
 def unresolved_verdict(image: UnresolvedImage, policy: Policy, now: datetime) -> Verdict:

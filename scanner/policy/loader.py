@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from scanner.errors import ConfigError, ParseError
+from scanner.models import ImageReference
 from scanner.policy.schema import (
     AuditPolicyDocument,
     CosignVerifierSpec,
@@ -44,6 +45,12 @@ class CompiledRule:
     mode: str = "enforce"
     source: str = ""  # which policy (file, imported resource) the rule came from
     count: int = 1  # verifiers that must each pass (n-of-m)
+    # Imported policies (Kyverno, ClusterImagePolicy, notation) need a little more than the native file:
+    skip_images: tuple[str, ...] = ()  # globs the rule does not apply to (Kyverno skipImageReferences)
+    exclude_namespaces: tuple[str, ...] = ()  # namespaces the rule does not apply to
+    required: bool = True  # False: unsigned is allowed (reported, not counted), a bad signature is not
+    matcher: Callable[[ImageReference], bool] | None = None  # replaces `images` globs when set
+    notes: tuple[str, ...] = ()  # approximations and unsupported fields, shown with every verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,7 @@ class Policy:
     max_signatures: int
     digest: str  # sha256 over the policy documents (and referenced trust material), for the report
     sources: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = ()  # unsupported fields of imported policies, per rule
 
 
 KeyFetcher = Callable[[str], bytes]
