@@ -84,6 +84,30 @@ kube_tool() {
     fi
 }
 
+# sigstore-mock: @sigstore/cli + @sigstore/mock from npm, pinned by tests/sigstore_mock/package.json
+# and package-lock.json (npm ci), for the offline keyless signing harness (tests/sigstore_mock/).
+npm_sigstore_mock() {
+    local src="$HERE/../sigstore_mock"
+    local version
+    version="$(sed -n 's/.*"@sigstore\/mock": *"\([^"]*\)".*/\1/p' "$src/package.json")"
+    local dir="$CACHE/sigstore-mock-$version"
+    if [[ -x "$dir/node_modules/.bin/sigstore" && -f "$dir/node_modules/@sigstore/mock/package.json" ]] \
+        && cmp -s "$src/package-lock.json" "$dir/package-lock.json"; then
+        echo "sigstore-mock $dir"
+        return 0
+    fi
+    command -v npm >/dev/null || { echo "ensure-tools: npm is not installed (apt-get install npm)" >&2; exit 1; }
+    mkdir -p "$dir"
+    cp "$src/package.json" "$src/package-lock.json" "$dir/"
+    local t0=$SECONDS
+    echo "== $(date -u +%FT%TZ) npm ci (@sigstore/mock $version)" >>"$LOG"
+    if ! (cd "$dir" && npm ci --no-audit --no-fund) >>"$LOG" 2>&1; then
+        fail "sigstore-mock $version"
+    fi
+    echo "== sigstore-mock $version installed in $((SECONDS - t0))s" >>"$LOG"
+    echo "sigstore-mock $dir"
+}
+
 build() {
     local tool="$1" explicit="$2"
     case "$tool" in
@@ -94,6 +118,7 @@ build() {
         kubeconform) go_tool kubeconform "$KUBECONFORM_VERSION" "$KUBECONFORM_PKG" ;;
         ocireg) ocireg_tool ;;
         kube-apiserver) kube_tool "$explicit" ;;
+        sigstore-mock) npm_sigstore_mock ;;
         *)
             echo "ensure-tools: unknown tool '$tool' (known: ${DEFAULT_TOOLS[*]})" >&2
             exit 2
