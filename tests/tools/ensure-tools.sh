@@ -3,7 +3,7 @@
 #
 #   tests/tools/ensure-tools.sh [TOOL...]     (no args: all default tools)
 #
-# Tools: cosign cosign3 notation helm kubeconform ocireg kube-apiserver
+# Tools: cosign cosign3 notation helm kubeconform ocireg kube-apiserver notation-go
 # Each lands in ${SIGAUDIT_TOOLS_DIR:-~/.cache/sigaudit-tools}/<tool>-<version>/bin/<tool>,
 # versions pinned in tests/tools/versions.env. Idempotent: a tool whose binary is
 # already there is not rebuilt. Builds run one at a time (the machines have 2 cores).
@@ -18,7 +18,7 @@ source "$HERE/versions.env"
 CACHE="${SIGAUDIT_TOOLS_DIR:-$HOME/.cache/sigaudit-tools}"
 mkdir -p "$CACHE"
 LOG="${SIGAUDIT_TOOLS_LOG:-$CACHE/build.log}"
-DEFAULT_TOOLS=(cosign cosign3 notation helm kubeconform ocireg kube-apiserver)
+DEFAULT_TOOLS=(cosign cosign3 notation helm kubeconform ocireg kube-apiserver notation-go)
 
 export GOFLAGS=-mod=mod
 
@@ -69,6 +69,24 @@ ocireg_tool() {
     echo "ocireg $want"
 }
 
+# notation-go is our own thin CLI over notation-go (tests/tools/notation-go), built from the checkout.
+notationgo_tool() {
+    local bin="$CACHE/notation-go-$NOTATION_GO_VERSION/bin"
+    local want="$bin/notation-go"
+    if [[ -x "$want" ]]; then
+        echo "notation-go $want"
+        return 0
+    fi
+    mkdir -p "$bin"
+    local t0=$SECONDS
+    echo "== $(date -u +%FT%TZ) go install ./tests/tools/notation-go" >>"$LOG"
+    if ! (cd "$HERE/notation-go" && GOBIN="$bin" go install .) >>"$LOG" 2>&1; then
+        fail "notation-go $NOTATION_GO_VERSION"
+    fi
+    echo "== notation-go built in $((SECONDS - t0))s" >>"$LOG"
+    echo "notation-go $want"
+}
+
 kube_tool() {
     local explicit="$1"
     if [[ -f "$HERE/build-kube.sh" ]]; then
@@ -117,6 +135,7 @@ build() {
         helm) go_tool helm "$HELM_VERSION" "$HELM_PKG" ;;
         kubeconform) go_tool kubeconform "$KUBECONFORM_VERSION" "$KUBECONFORM_PKG" ;;
         ocireg) ocireg_tool ;;
+        notation-go) notationgo_tool ;;
         kube-apiserver) kube_tool "$explicit" ;;
         sigstore-mock) npm_sigstore_mock ;;
         *)
