@@ -29,6 +29,7 @@ from tests.harness.fixtures_kube import (
     make_bare_pod,
     make_cronjob,
     make_deployment,
+    pinned_kube_version,
     pod_template,
     report_status,
 )
@@ -74,7 +75,17 @@ def render(release: str, namespace: str, values: Mapping[str, Any]) -> list[dict
     helm = require_tool("helm")
     if not (CHART / "Chart.yaml").is_file():
         pytest.fail(f"no chart at {CHART}")
-    args = [str(helm), "template", release, str(CHART), "--namespace", namespace]
+    # The server's version: `go install`ed helm otherwise assumes v1.20, below the chart's kubeVersion.
+    args = [
+        str(helm),
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        pinned_kube_version(),
+    ]
     for k, v in values.items():
         args += ["--set-json", f"{k}={json.dumps(v)}"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=120)
@@ -266,14 +277,25 @@ SCENARIOS = {
     # values, extra scan args
     "cluster-wide": ({}, ["-n", "sigaudit-rbac-*"]),
     "cluster-wide-pull-secrets": (
-        {"registryAuth": {"fromImagePullSecrets": True}},
+        {"registryAuth.fromImagePullSecrets": True},
         ["-n", "sigaudit-rbac-*", "--pull-secrets"],
     ),
-    "namespaced": ({"scope": {"namespaces": [APPS]}}, ["-n", APPS]),
+    "namespaced": ({"scope.namespaces": [APPS]}, ["-n", APPS]),
 }
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+# Known gap (reported to the inventory owner): a 403 on an imagePullSecret is only logged as
+# "cannot read pull secret ns/name: 403 Forbidden" and the scan still completes. Strict, so the fix
+# makes this xfail fail and the mark is removed.
+_PULL_SECRET_GAP = pytest.mark.xfail(
+    strict=True, reason="a forbidden pull-secret read does not fail the scan nor name `get secrets`"
+)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [pytest.param(s, marks=_PULL_SECRET_GAP) if "pull-secrets" in s else s for s in sorted(SCENARIOS)],
+)
 def test_chart_rbac_is_enough_and_every_permission_is_needed(
     kube_apiserver: KubeAPIServer, apps: dict[str, tuple[str, str]], tmp_path: Path, scenario: str
 ) -> None:
