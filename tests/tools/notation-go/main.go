@@ -13,6 +13,9 @@
 // one JSON line on stdout. Exit status: 0 success, 1 verification failed, 2 usage or I/O error.
 // Unlike the notation CLI (whose --force-referrers-tag defaults to true), sign uses the referrers
 // API when the registry has it and the referrers tag schema otherwise, unless --force-referrers-tag.
+// "Has it" is learnt by listing the image's referrers first (as oras-go does on reads), because
+// oras-go otherwise relies on an OCI-Subject response header that not every registry sends.
+// --trust-store names the directory holding x509/ (sigaudit's trustStore), not notation's config dir.
 package main
 
 import (
@@ -20,8 +23,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/notaryproject/notation-core-go/revocation"
@@ -69,7 +75,18 @@ func fatal(err error) int {
 	return 2
 }
 
-func repository(reference string, insecure, forceTag bool) (notationregistry.Repository, registry.Reference, error) {
+// storeFS serves notation's "truststore/x509/..." paths from a directory holding x509/.
+type storeFS struct{ root string }
+
+func (s storeFS) rel(name string) string {
+	return filepath.Join(s.root, strings.TrimPrefix(strings.TrimPrefix(name, dir.TrustStoreDir), "/"))
+}
+
+func (s storeFS) Open(name string) (fs.File, error) { return os.Open(s.rel(name)) }
+
+func (s storeFS) SysPath(items ...string) (string, error) { return s.rel(filepath.Join(items...)), nil }
+
+func repository(ctx context.Context, reference string, insecure, forceTag bool) (notationregistry.Repository, registry.Reference, error) {
 	ref, err := registry.ParseReference(reference)
 	if err != nil {
 		return nil, ref, err
@@ -83,19 +100,22 @@ func repository(reference string, insecure, forceTag bool) (notationregistry.Rep
 		if err := remoteRepo.SetReferrersCapability(false); err != nil {
 			return nil, ref, err
 		}
+	} else if desc, err := remoteRepo.Resolve(ctx, ref.Reference); err == nil {
+		// Learn whether the referrers API exists (oras-go falls back to the tag schema if not).
+		_ = remoteRepo.Referrers(ctx, desc, "", func([]ocispec.Descriptor) error { return nil })
 	}
 	return notationregistry.NewRepository(remoteRepo), ref, nil
 }
 
 func runSign(args []string) int {
-	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
-	key := fs.String("key", "", "PEM private key")
-	cert := fs.String("cert", "", "PEM certificate chain, leaf first")
-	format := fs.String("signature-format", "jws", "jws or cose")
-	expiry := fs.Duration("expiry", 0, "signature expiry duration (0: none)")
-	forceTag := fs.Bool("force-referrers-tag", false, "always use the referrers tag schema")
-	insecure := fs.Bool("insecure-registry", false, "plain HTTP")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+	flags := flag.NewFlagSet("sign", flag.ContinueOnError)
+	key := flags.String("key", "", "PEM private key")
+	cert := flags.String("cert", "", "PEM certificate chain, leaf first")
+	format := flags.String("signature-format", "jws", "jws or cose")
+	expiry := flags.Duration("expiry", 0, "signature expiry duration (0: none)")
+	forceTag := flags.Bool("force-referrers-tag", false, "always use the referrers tag schema")
+	insecure := flags.Bool("insecure-registry", false, "plain HTTP")
+	if err := flags.Parse(args); err != nil || flags.NArg() != 1 {
 		return 2
 	}
 	mediaType := map[string]string{"jws": "application/jose+json", "cose": "application/cose"}[*format]
@@ -107,7 +127,7 @@ func runSign(args []string) int {
 		return fatal(err)
 	}
 	ctx := context.Background()
-	repo, ref, err := repository(fs.Arg(0), *insecure, *forceTag)
+	repo, ref, err := repository(ctx, flags.Arg(0), *insecure, *forceTag)
 	if err != nil {
 		return fatal(err)
 	}
@@ -122,7 +142,7 @@ func runSign(args []string) int {
 	if _, err := notation.Sign(ctx, s, repo, opts); err != nil {
 		return fatal(err)
 	}
-	emit(map[string]any{"signed": fs.Arg(0), "digest": desc.Digest.String(), "signatureMediaType": mediaType})
+	emit(map[string]any{"signed": flags.Arg(0), "digest": desc.Digest.String(), "signatureMediaType": mediaType})
 	return 0
 }
 
@@ -184,12 +204,12 @@ func outcomeJSON(o *notation.VerificationOutcome) map[string]any {
 }
 
 func runVerify(args []string) int {
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	policyPath := fs.String("trust-policy", "", "trustpolicy.json")
-	storeDir := fs.String("trust-store", "", "directory holding x509/<type>/<name>/")
-	insecure := fs.Bool("insecure-registry", false, "plain HTTP")
-	maxSigs := fs.Int("max-signatures", 100, "maximum number of signatures to evaluate")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+	flags := flag.NewFlagSet("verify", flag.ContinueOnError)
+	policyPath := flags.String("trust-policy", "", "trustpolicy.json")
+	storeDir := flags.String("trust-store", "", "directory holding x509/<type>/<name>/")
+	insecure := flags.Bool("insecure-registry", false, "plain HTTP")
+	maxSigs := flags.Int("max-signatures", 100, "maximum number of signatures to evaluate")
+	if err := flags.Parse(args); err != nil || flags.NArg() != 1 {
 		return 2
 	}
 	raw, err := os.ReadFile(*policyPath)
@@ -208,7 +228,7 @@ func runVerify(args []string) int {
 	if err != nil {
 		return fatal(err)
 	}
-	store := truststore.NewX509TrustStore(dir.NewSysFS(*storeDir))
+	store := truststore.NewX509TrustStore(storeFS{root: *storeDir})
 	inner, err := verifier.NewWithOptions(&doc, store, nil, verifier.VerifierOptions{
 		RevocationCodeSigningValidator: codeSigning, RevocationTimestampingValidator: timestamping,
 	})
@@ -216,15 +236,15 @@ func runVerify(args []string) int {
 		return fatal(err)
 	}
 	v := &recorder{inner: inner}
-	repo, _, err := repository(fs.Arg(0), *insecure, false)
+	ctx := context.Background()
+	repo, _, err := repository(ctx, flags.Arg(0), *insecure, false)
 	if err != nil {
 		return fatal(err)
 	}
-	ctx := context.Background()
 	_, outcomes, err := notation.Verify(ctx, v, repo, notation.VerifyOptions{
-		ArtifactReference: fs.Arg(0), MaxSignatureAttempts: *maxSigs,
+		ArtifactReference: flags.Arg(0), MaxSignatureAttempts: *maxSigs,
 	})
-	out := map[string]any{"reference": fs.Arg(0), "verified": err == nil && len(outcomes) > 0}
+	out := map[string]any{"reference": flags.Arg(0), "verified": err == nil && len(outcomes) > 0}
 	if err != nil {
 		out["error"] = err.Error()
 	}
