@@ -150,6 +150,8 @@ def run_scan_command(**opts: Any) -> int:
             opts["policy_path"], opts["policy_from"], kubeconfig=opts["kubeconfig"], context=opts["context"]
         )
         credentials = CredentialStore.from_docker_config(opts["docker_config"])
+        for warning in policy.warnings:
+            click.echo(f"sigaudit: warning: {warning}", err=True)
     except ConfigError as exc:
         _fail(exc.diagnostics(), EXIT_USAGE)
     except InventoryError as exc:
@@ -371,16 +373,25 @@ def db_current(db_url: str | None) -> None:
 
 
 @main.command("check-policy")
-@click.argument("policy_path", type=click.Path(dir_okay=False))
-def check_policy(policy_path: str) -> None:
-    """Validate a policy file (and load its keys) without scanning."""
-    from scanner.policy.loader import load_policy, policy_summary
+@click.argument("policy_path", type=click.Path(dir_okay=False), required=False)
+@click.option("--policy-from", "policy_from", multiple=True, help="Imported policies, as for scan.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None)
+@click.option("--context", default=None)
+def check_policy(policy_path: str | None, policy_from: tuple[str, ...], kubeconfig: str | None,
+                 context: str | None) -> None:
+    """Validate a policy (and imports), load their keys, and print the rules sigaudit will apply."""
+    from scanner.policy.loader import policy_summary
+    from scanner.policy.sources import load_policies
 
     try:
-        policy = load_policy(policy_path)
+        policy = load_policies(policy_path, policy_from, kubeconfig=kubeconfig, context=context)
     except ConfigError as exc:
         _fail(exc.diagnostics(), EXIT_USAGE)
-    click.echo(json.dumps(policy_summary(policy), indent=2, default=str))
+    except InventoryError as exc:
+        _fail(exc.diagnostics(), EXIT_FAILED)
+    for w in policy.warnings:
+        click.echo(f"sigaudit: warning: {w}", err=True)
+    click.echo(json.dumps({**policy_summary(policy), "warnings": list(policy.warnings)}, indent=2, default=str))
 
 
 def _register_optional_commands() -> None:

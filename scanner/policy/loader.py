@@ -300,9 +300,14 @@ def policy_summary(policy: Policy) -> dict[str, Any]:
                 "name": r.name,
                 "images": list(r.images),
                 "namespaces": list(r.namespaces),
+                "exclude_namespaces": list(r.exclude_namespaces),
+                "skip_images": list(r.skip_images),
                 "mode": r.mode,
+                "count": r.count,
+                "required": r.required,
                 "verifiers": [v.name for v in r.verifiers],
                 "source": r.source,
+                "notes": list(r.notes),
             }
             for r in policy.rules
         ],

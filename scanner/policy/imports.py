@@ -1,0 +1,776 @@
+"""Audit with the policies users already have: Kyverno ``verifyImages``, sigstore policy-controller
+``ClusterImagePolicy`` and notation trust policies, mapped onto native rules.
+
+``--policy-from kyverno:FILE|cluster``, ``clusterimagepolicy:FILE|cluster``, ``notation:DIR``. Imported
+rules come after the native file's rules (native rules first, first match wins); native exemptions and
+revocations apply on top. Every field that is not supported, or only approximated, is reported per rule
+(``Policy.warnings``, and as a note on every verdict the rule produces) — never silently ignored.
+
+Kubernetes API calls (for the chart's RBAC; see scanner/inventory/kube.py):
+- ``CustomObjectsApi.list_cluster_custom_object``  kyverno.io/v1 clusterpolicies,
+  policy.sigstore.dev/v1beta1 clusterimagepolicies, policy.sigstore.dev/v1alpha1 trustroots: list
+- ``CustomObjectsApi.list_custom_object_for_all_namespaces``  kyverno.io/v1 policies: list
+- ``CoreV1Api.read_namespaced_secret``  secrets named by key.secretRef / keys.secret: get
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scanner.errors import ConfigError
+from scanner.models import ImageReference
+from scanner.policy.loader import CompiledRule, Policy, PolicyLoader
+from scanner.policy.schema import CosignVerifierSpec, NotationVerifierSpec, VerifierSpec, parse_duration
+from scanner.verify.base import Verifier
+from scanner.verify.static import StaticVerifier
+
+MAX_IMPORT_BYTES = 8 * 1024 * 1024
+_KYVERNO_RULE_FIELDS = (
+    "name",
+    "match",
+    "exclude",
+    "verifyImages",
+    "context",
+    "preconditions",
+    "skipBackgroundRequests",
+)
+_PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]+-----.+?-----END [A-Z ]+-----", re.S)
+
+
+@dataclass
+class ImportContext:
+    loader: PolicyLoader
+    base_dir: Path
+    source: str
+    api_client: Any = None  # set when reading from the cluster
+    warnings: list[str] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
+
+    def warn(self, rule: str, message: str) -> str:
+        text = f"{self.source} rule {rule}: {message}"
+        self.warnings.append(text)
+        return message
+
+
+def _docs(data: bytes, source: str) -> list[dict[str, Any]]:
+    if len(data) > MAX_IMPORT_BYTES:
+        raise ConfigError(f"larger than {MAX_IMPORT_BYTES} bytes", source=source)
+    try:
+        docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if d is not None]
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"invalid YAML/JSON: {exc}", source=source) from exc
+    out: list[dict[str, Any]] = []
+    for d in docs:
+        if isinstance(d, dict) and d.get("kind") == "List" and isinstance(d.get("items"), list):
+            out += [i for i in d["items"] if isinstance(i, dict)]
+        elif isinstance(d, dict):
+            out.append(d)
+        else:
+            raise ConfigError("each document must be a mapping", source=source)
+    return out
+
+
+def _pems(text: str) -> list[str]:
+    return [m.group(0) + "\n" for m in _PEM_BLOCK.finditer(text or "")]
+
+
+def _tmpfile(content: str | bytes, suffix: str) -> str:
+    """Trust material that the verifiers load from files (notation stores, trusted roots)."""
+    d = Path(tempfile.gettempdir()) / "sigaudit-imports"
+    d.mkdir(parents=True, exist_ok=True)
+    data = content.encode() if isinstance(content, str) else content
+    p = d / (hashlib.sha256(data).hexdigest()[:24] + suffix)
+    p.write_bytes(data)
+    return str(p)
+
+
+def _secret_value(ctx: ImportContext, namespace: str, name: str, rule: str) -> str | None:
+    if ctx.api_client is None:
+        ctx.warn(rule, f"key from Secret {namespace}/{name} can only be read with --policy-from ...:cluster")
+        return None
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        resp = client.CoreV1Api(ctx.api_client).read_namespaced_secret(name, namespace, _preload_content=False)
+        obj = json.loads(resp.data)  # type: ignore[arg-type]
+    except ApiException as exc:
+        raise ConfigError(
+            f"cannot read Secret {namespace}/{name} named by rule {rule}: {exc.status} {exc.reason}", source=ctx.source
+        ) from exc
+    data = obj.get("data") or {}
+    for key in ("cosign.pub", "publicKey", "key", *data.keys()):
+        if key in data:
+            return base64.b64decode(data[key]).decode()
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Kyverno
+
+
+def _kyverno_namespaces(block: Any) -> tuple[list[str], list[str], list[str]]:
+    """(namespaces, kinds, unsupported) of a Kyverno match/exclude block (any/all/legacy forms)."""
+    namespaces: list[str] = []
+    kinds: list[str] = []
+    unsupported: list[str] = []
+    if not isinstance(block, Mapping):
+        return namespaces, kinds, unsupported
+    filters: list[Mapping[str, Any]] = []
+    for key in ("any", "all"):
+        for f in block.get(key) or []:
+            if isinstance(f, Mapping):
+                filters.append(f)
+    if "resources" in block:
+        filters.append(block)
+    for f in filters:
+        res = f.get("resources") or {}
+        namespaces += [str(n) for n in res.get("namespaces") or []]
+        kinds += [str(k) for k in res.get("kinds") or []]
+        for k in res:
+            if k not in ("namespaces", "kinds", "names", "operations"):
+                unsupported.append(f"resources.{k}")
+        for k in f:
+            if k != "resources":
+                unsupported.append(k)
+    return namespaces, kinds, unsupported
+
+
+def _kyverno_entry(ctx: ImportContext, entry: Mapping[str, Any], vtype: str, rule: str, ns: str) -> list[Verifier]:
+    verifiers: list[Verifier] = []
+    if vtype.lower() == "notary":
+        certs = entry.get("certificates") or {}
+        pem = "".join(_pems(str(certs.get("cert") or ""))) + "".join(_pems(str(certs.get("certChain") or "")))
+        if not pem:
+            ctx.warn(rule, "Notary attestor entry without certificates: skipped")
+            return verifiers
+        return [_notation_from_certs(ctx, pem, rule, tsa=str(entry.get("tsaCerts") or ""))]
+    keys = entry.get("keys")
+    if isinstance(keys, Mapping):
+        rekor = keys.get("rekor") or {}
+        ctlog = keys.get("ctlog") or {}
+        material: list[str] = []
+        if keys.get("publicKeys"):
+            material += _pems(str(keys["publicKeys"])) or [str(keys["publicKeys"])]
+        if keys.get("kms"):
+            material.append(str(keys["kms"]))
+        secret = keys.get("secret")
+        if isinstance(secret, Mapping) and secret.get("name"):
+            value = _secret_value(ctx, str(secret.get("namespace") or ns or "default"), str(secret["name"]), rule)
+            if value:
+                material.append(value)
+        if keys.get("signatureAlgorithm") not in (None, "sha256"):
+            ctx.warn(rule, f"signatureAlgorithm {keys['signatureAlgorithm']} not supported; sha256 used")
+        for item in material:
+            spec = CosignVerifierSpec.model_validate(
+                {
+                    "key": item,
+                    "ignoreTlog": bool(rekor.get("ignoreTlog", False)),
+                    "ignoreSCT": bool(ctlog.get("ignoreSCT", False)),
+                    **({"rekorPubKey": rekor["pubkey"]} if rekor.get("pubkey") else {}),
+                }
+            )
+            verifiers.append(ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, f"{rule}.keys", rule))
+        if rekor.get("url"):
+            ctx.warn(
+                rule,
+                "rekor.url is not queried (audits run offline); the Rekor bundle attached to the "
+                "signature is verified instead",
+            )
+    keyless = entry.get("keyless")
+    if isinstance(keyless, Mapping):
+        ident: dict[str, str] = {}
+        for k, alias in (
+            ("subject", "subject"),
+            ("subjectRegExp", "subjectRegExp"),
+            ("issuer", "issuer"),
+            ("issuerRegExp", "issuerRegExp"),
+        ):
+            if keyless.get(k):
+                ident[alias] = str(keyless[k])
+        if "issuer" not in ident and "issuerRegExp" not in ident:
+            ident["issuerRegExp"] = ".*"
+        if "subject" not in ident and "subjectRegExp" not in ident:
+            ident["subjectRegExp"] = ".*"
+        spec_d: dict[str, Any] = {"identities": [ident]}
+        if keyless.get("roots"):
+            spec_d["roots"] = _tmpfile(str(keyless["roots"]), ".pem")
+        rekor = keyless.get("rekor") or {}
+        if rekor.get("pubkey"):
+            spec_d["rekor"] = {"pubkey": _tmpfile(str(rekor["pubkey"]), ".pem")}
+        ctlog = keyless.get("ctlog") or {}
+        if ctlog.get("pubkey") or ctlog.get("ignoreSCT"):
+            spec_d["ctlog"] = {
+                k: v
+                for k, v in {
+                    "pubkey": _tmpfile(str(ctlog["pubkey"]), ".pem") if ctlog.get("pubkey") else None,
+                    "ignoreSCT": bool(ctlog.get("ignoreSCT")),
+                }.items()
+                if v is not None
+            }
+        spec = CosignVerifierSpec.model_validate(
+            {"keyless": spec_d, "ignoreTlog": bool(rekor.get("ignoreTlog", False))}
+        )
+        verifiers.append(ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, f"{rule}.keyless", rule))
+    certs = entry.get("certificates")
+    if isinstance(certs, Mapping) and vtype.lower() != "notary":
+        cert = "".join(_pems(str(certs.get("cert") or "")))
+        if cert:
+            spec = CosignVerifierSpec.model_validate(
+                {"key": cert, "ignoreTlog": bool((certs.get("rekor") or {}).get("ignoreTlog", False))}
+            )
+            verifiers.append(
+                ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, f"{rule}.certificates", rule)
+            )
+            if certs.get("certChain"):
+                ctx.warn(rule, "certificates.certChain is not validated; the certificate's key is trusted directly")
+    for k in entry:
+        if k not in ("keys", "keyless", "certificates", "attestor", "repository", "annotations"):
+            ctx.warn(rule, f"attestor entry field {k!r} is not supported")
+    if entry.get("attestor"):
+        ctx.warn(rule, "nested attestors are not supported")
+    return verifiers
+
+
+def _notation_from_certs(ctx: ImportContext, pem: str, rule: str, *, tsa: str = "") -> Verifier:
+    """A notation verifier trusting these certificates (Kyverno's Notary attestor: any identity)."""
+    root = Path(_tmpfile(pem, "")).with_suffix(".d")
+    store = root / "x509" / "ca" / "kyverno"
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "certs.pem").write_text(pem)
+    stores = ["ca:kyverno"]
+    if tsa.strip():
+        tsa_dir = root / "x509" / "tsa" / "kyverno-tsa"
+        tsa_dir.mkdir(parents=True, exist_ok=True)
+        (tsa_dir / "tsa.pem").write_text("".join(_pems(tsa)))
+        stores.append("tsa:kyverno-tsa")
+    policy = {
+        "version": "1.0",
+        "trustPolicies": [
+            {
+                "name": re.sub(r"[^A-Za-z0-9_.-]", "-", rule)[:60] or "kyverno",
+                "registryScopes": ["*"],
+                "signatureVerification": {"level": "strict"},
+                "trustStores": stores,
+                "trustedIdentities": ["*"],
+            }
+        ],
+    }
+    (root / "trustpolicy.json").write_text(json.dumps(policy))
+    spec = NotationVerifierSpec.model_validate({"trustPolicy": str(root / "trustpolicy.json"), "trustStore": str(root)})
+    return ctx.loader.build_verifier(VerifierSpec(notation=spec), ctx.base_dir, f"{rule}.notary", rule)
+
+
+def kyverno_rules(ctx: ImportContext, docs: Iterable[Mapping[str, Any]]) -> list[CompiledRule]:
+    rules: list[CompiledRule] = []
+    for doc in docs:
+        kind = doc.get("kind")
+        if kind not in ("ClusterPolicy", "Policy") or not str(doc.get("apiVersion", "")).startswith("kyverno.io/"):
+            continue
+        meta = doc.get("metadata") or {}
+        pname = str(meta.get("name") or "?")
+        pns = str(meta.get("namespace") or "") if kind == "Policy" else ""
+        spec = doc.get("spec") or {}
+        for r in spec.get("rules") or []:
+            if not isinstance(r, Mapping) or not r.get("verifyImages"):
+                continue
+            rname = f"{pname}/{r.get('name', '?')}"
+            label = f"{kind}/{pname}"
+            ns_in, kinds, bad = _kyverno_namespaces(r.get("match"))
+            ns_out, _, bad_ex = _kyverno_namespaces(r.get("exclude"))
+            for b in sorted(set(bad + bad_ex)):
+                ctx.warn(rname, f"match/exclude field {b!r} is not supported (only namespaces and kinds)")
+            if kinds and not any(k in ("Pod", "*", "v1/Pod") for k in kinds):
+                ctx.warn(rname, f"matches kinds {kinds}: audited on the pods they create")
+            namespaces = [pns] if pns else (ns_in or ["*"])
+            for k in r:
+                if k not in (
+                    "name",
+                    "match",
+                    "exclude",
+                    "verifyImages",
+                    "context",
+                    "preconditions",
+                    "skipBackgroundRequests",
+                ):
+                    ctx.warn(rname, f"rule field {k!r} is not supported")
+            if r.get("preconditions") or r.get("context"):
+                ctx.warn(rname, "preconditions/context are not evaluated: the rule applies to every matching image")
+            for i, vi in enumerate(r.get("verifyImages") or []):
+                if not isinstance(vi, Mapping):
+                    continue
+                vname = rname if len(r["verifyImages"]) == 1 else f"{rname}#{i}"
+                rules += _kyverno_verify_images(ctx, vi, vname, label, namespaces, ns_out, pns)
+    return rules
+
+
+def _kyverno_verify_images(
+    ctx: ImportContext,
+    vi: Mapping[str, Any],
+    name: str,
+    label: str,
+    namespaces: list[str],
+    exclude: list[str],
+    pns: str,
+) -> list[CompiledRule]:
+    images = [str(x) for x in vi.get("imageReferences") or vi.get("images") or []]
+    if vi.get("image"):
+        images.append(str(vi["image"]))
+    if not images:
+        ctx.warn(name, "verifyImages entry without imageReferences: skipped")
+        return []
+    vtype = str(vi.get("type") or "Cosign")
+    notes: list[str] = []
+    verifiers: list[Verifier] = []
+    attestors = [a for a in vi.get("attestors") or [] if isinstance(a, Mapping)]
+    if vi.get("key"):  # the old single-key form
+        attestors.append({"entries": [{"keys": {"publicKeys": vi["key"]}}]})
+    count = 0
+    for a in attestors:
+        entries = [e for e in a.get("entries") or [] if isinstance(e, Mapping)]
+        built = [v for e in entries for v in _kyverno_entry(ctx, e, vtype, name, pns)]
+        want = a.get("count")
+        verifiers += built
+        if want is None:
+            count += len(built)  # Kyverno: no count means every entry must verify
+        else:
+            count += min(int(want), len(built))
+    if len(attestors) > 1 and any(a.get("count") is not None for a in attestors):
+        notes.append(
+            ctx.warn(
+                name, f"several attestors with counts: approximated as {count} of the {len(verifiers)} entries together"
+            )
+        )
+    if vi.get("attestations"):
+        notes.append(
+            ctx.warn(
+                name, "attestations (in-toto predicate conditions) are not evaluated; only the image signatures are"
+            )
+        )
+    for k in ("mutateDigest", "useCache", "imageRegistryCredentials", "validate", "repository", "cosignOCI11"):
+        if vi.get(k) not in (None, False, True) or (
+            k in ("repository", "validate", "imageRegistryCredentials") and vi.get(k)
+        ):
+            notes.append(ctx.warn(name, f"verifyImages.{k} is not supported"))
+    if vi.get("verifyDigest") is False:
+        notes.append("verifyDigest: false — sigaudit always verifies the running digest")
+    if not verifiers:
+        ctx.warn(name, "no usable attestor: every image it matches will be reported as not verifiable")
+        verifiers = [StaticVerifier("fail", source=f"{label} {name} (no usable attestor)")]
+        count = 1
+    return [
+        CompiledRule(
+            name=name,
+            images=tuple(images),
+            namespaces=tuple(namespaces),
+            verifiers=tuple(verifiers),
+            mode="enforce",
+            source=f"kyverno:{label}",
+            count=max(1, min(count or 1, len(verifiers))),
+            skip_images=tuple(str(x) for x in vi.get("skipImageReferences") or []),
+            exclude_namespaces=tuple(exclude),
+            required=bool(vi.get("required", True)),
+            notes=tuple(notes),
+        )
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# sigstore policy-controller ClusterImagePolicy
+
+
+def cip_glob_matcher(globs: Sequence[str]) -> Callable[[ImageReference], bool]:
+    """policy-controller's glob: ``*`` stays within one path segment, ``**`` crosses them; a glob without
+    a registry means Docker Hub (``index.docker.io``); it matches the repository, with or without tag."""
+    patterns = []
+    for g in globs:
+        g = g.strip()
+        if g.startswith("index.docker.io/"):
+            g = "docker.io/" + g[len("index.docker.io/") :]
+        first = g.split("/", 1)[0]
+        has_registry = "/" in g and ("." in first or ":" in first or first == "localhost")
+        if not has_registry and not g.startswith("*"):
+            g = ("docker.io/library/" if "/" not in g else "docker.io/") + g
+        rx = ""
+        i = 0
+        while i < len(g):
+            if g.startswith("**", i):
+                rx += ".*"
+                i += 2
+            elif g[i] == "*":
+                rx += "[^/]*"
+                i += 1
+            elif g[i] == "?":
+                rx += "[^/]"
+                i += 1
+            else:
+                rx += re.escape(g[i])
+                i += 1
+        patterns.append(re.compile(rf"^{rx}(?::[\w][\w.-]*)?(?:@sha256:[0-9a-f]{{64}})?$"))
+
+    def match(ref: ImageReference) -> bool:
+        cands = [ref.repo, f"{ref.repo}:{ref.tag}" if ref.tag else ref.repo]
+        return any(p.match(c) for p in patterns for c in cands)
+
+    return match
+
+
+def _trust_roots(docs: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    return {
+        str((d.get("metadata") or {}).get("name")): d
+        for d in docs
+        if d.get("kind") == "TrustRoot" and str(d.get("apiVersion", "")).startswith("policy.sigstore.dev/")
+    }
+
+
+def _trust_root_json(tr: Mapping[str, Any]) -> bytes | None:
+    """A TrustRoot resource with ``sigstoreKeys`` is a trusted_root.json in YAML (PEMs base64'd)."""
+    keys = (tr.get("spec") or {}).get("sigstoreKeys")
+    if not isinstance(keys, Mapping):
+        return None
+
+    def der_of(b64pem: str) -> str:
+        pem = base64.b64decode(b64pem).decode() if "-----BEGIN" not in b64pem else b64pem
+        blocks = _pems(pem)
+        body = "".join(blocks[0].splitlines()[1:-1]) if blocks else ""
+        return body
+
+    def conv(items: Any, kind: str) -> list[dict[str, Any]]:
+        out = []
+        for it in items or []:
+            d = dict(it)
+            if kind == "ca":
+                chain = d.get("certChain") or {}
+                raw = chain.get("certificates") if isinstance(chain, Mapping) else None
+                if isinstance(chain, str) or raw is None:
+                    pems = _pems(base64.b64decode(chain).decode() if isinstance(chain, str) else "")
+                    d["certChain"] = {"certificates": [{"rawBytes": "".join(p.splitlines()[1:-1])} for p in pems]}
+            else:
+                pk = d.get("publicKey")
+                if isinstance(pk, str):
+                    d["publicKey"] = {
+                        "rawBytes": der_of(pk),
+                        "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                        "validFor": {"start": "1970-01-01T00:00:00Z"},
+                    }
+                if "logID" in d and "logId" not in d:
+                    d["logId"] = {"keyId": d.pop("logID")}
+                if isinstance(d.get("logId"), str):
+                    d["logId"] = {"keyId": d["logId"]}
+            d.setdefault("validFor", {"start": "1970-01-01T00:00:00Z"})
+            out.append(d)
+        return out
+
+    root = {
+        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+        "certificateAuthorities": conv(keys.get("certificateAuthorities"), "ca"),
+        "tlogs": conv(keys.get("tLogs") or keys.get("tlogs"), "log"),
+        "ctlogs": conv(keys.get("ctLogs") or keys.get("ctlogs"), "log"),
+        "timestampAuthorities": conv(keys.get("timestampAuthorities"), "ca"),
+    }
+    return json.dumps(root).encode()
+
+
+def cip_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRule]:
+    roots = _trust_roots(docs)
+    rules: list[CompiledRule] = []
+    for doc in docs:
+        if doc.get("kind") != "ClusterImagePolicy" or not str(doc.get("apiVersion", "")).startswith(
+            "policy.sigstore.dev/"
+        ):
+            continue
+        name = str((doc.get("metadata") or {}).get("name") or "?")
+        spec = doc.get("spec") or {}
+        globs = [str(i.get("glob")) for i in spec.get("images") or [] if isinstance(i, Mapping) and i.get("glob")]
+        if not globs:
+            ctx.warn(name, "no images[].glob: skipped")
+            continue
+        notes: list[str] = []
+        verifiers: list[Verifier] = []
+        for j, auth in enumerate(spec.get("authorities") or []):
+            if not isinstance(auth, Mapping):
+                continue
+            aname = str(auth.get("name") or f"authority-{j}")
+            verifiers += _cip_authority(ctx, auth, f"{name}/{aname}", roots, notes)
+        if spec.get("policy"):
+            notes.append(ctx.warn(name, "spec.policy (CUE/Rego) is not evaluated"))
+        mode = str(spec.get("mode") or "enforce")
+        if mode not in ("enforce", "warn"):
+            ctx.warn(name, f"mode {mode!r} unknown: enforce used")
+            mode = "enforce"
+        if not verifiers:
+            verifiers = [StaticVerifier("fail", source=f"ClusterImagePolicy/{name} (no usable authority)")]
+        rules.append(
+            CompiledRule(
+                name=name,
+                images=tuple(globs),
+                namespaces=("*",),
+                verifiers=tuple(verifiers),
+                mode=mode,
+                source=f"clusterimagepolicy:ClusterImagePolicy/{name}",
+                count=1,
+                matcher=cip_glob_matcher(globs),
+                notes=tuple(notes),
+            )
+        )
+    return rules
+
+
+def _cip_authority(
+    ctx: ImportContext, auth: Mapping[str, Any], name: str, roots: Mapping[str, Mapping[str, Any]], notes: list[str]
+) -> list[Verifier]:
+    if "static" in auth:
+        action = str((auth.get("static") or {}).get("action") or "")
+        try:
+            return [StaticVerifier(action, source=f"ClusterImagePolicy {name}")]
+        except ValueError as exc:
+            raise ConfigError(str(exc), source=ctx.source, field=name) from exc
+    for k in ("attestations", "source", "signatureFormat"):
+        if auth.get(k):
+            notes.append(ctx.warn(name, f"authorities[].{k} is not supported"))
+    rekor = auth.get("rekor") or {}
+    ctlog = auth.get("ctlog") or {}
+    # policy-controller verifies the transparency log unless the authority names no rekor and sets
+    # the trust root's ignoreTlog; audits run offline: the attached Rekor bundle is verified.
+    ignore_tlog = bool(rekor.get("ignoreTlog") or ctlog.get("ignoreTlog") or auth.get("ignoreTlog"))
+    trusted_root: str | None = None
+    ref = (auth.get("keyless") or {}).get("trustRootRef") if isinstance(auth.get("keyless"), Mapping) else None
+    ref = ref or (auth.get("key") or {}).get("trustRootRef") if isinstance(auth.get("key"), Mapping) else ref
+    if ref:
+        tr = roots.get(str(ref))
+        data = _trust_root_json(tr) if tr else None
+        if data is None:
+            notes.append(
+                ctx.warn(
+                    name,
+                    f"trustRootRef {ref!r}: no TrustRoot with sigstoreKeys found "
+                    "(give it in the same file or read from the cluster)",
+                )
+            )
+        else:
+            trusted_root = _tmpfile(data, ".json")
+            ctx.raw.append(data)
+    key = auth.get("key")
+    if isinstance(key, Mapping):
+        material = key.get("data") or key.get("kms")
+        secret = key.get("secretRef")
+        if not material and isinstance(secret, Mapping) and secret.get("name"):
+            material = _secret_value(ctx, str(secret.get("namespace") or "cosign-system"), str(secret["name"]), name)
+        if not material:
+            notes.append(ctx.warn(name, "key authority without data, kms or a readable secretRef"))
+            return []
+        if key.get("hashAlgorithm") not in (None, "sha256"):
+            notes.append(ctx.warn(name, f"hashAlgorithm {key['hashAlgorithm']} not supported; sha256 used"))
+        spec = CosignVerifierSpec.model_validate(
+            {"key": str(material), "ignoreTlog": ignore_tlog, **({"trustedRoot": trusted_root} if trusted_root else {})}
+        )
+        return [ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, name, name)]
+    keyless = auth.get("keyless")
+    if isinstance(keyless, Mapping):
+        ids = []
+        for ident in keyless.get("identities") or []:
+            if not isinstance(ident, Mapping):
+                continue
+            d = {k: str(ident[k]) for k in ("issuer", "issuerRegExp", "subject", "subjectRegExp") if ident.get(k)}
+            if "issuer" not in d:
+                d.setdefault("issuerRegExp", ".*")
+            if "subject" not in d:
+                d.setdefault("subjectRegExp", ".*")
+            ids.append(d)
+        if not ids:
+            notes.append(ctx.warn(name, "keyless authority without identities: any identity accepted"))
+            ids = [{"issuerRegExp": ".*", "subjectRegExp": ".*"}]
+        if keyless.get("url"):
+            notes.append(
+                f"keyless.url {keyless['url']} is not contacted; certificates are checked against the trust root"
+            )
+        ca = keyless.get("ca-cert") or keyless.get("caCert")
+        spec_d: dict[str, Any] = {"identities": ids}
+        if trusted_root:
+            spec_d["trustedRoot"] = trusted_root
+        elif isinstance(ca, Mapping) and ca.get("data"):
+            spec_d["roots"] = _tmpfile(str(ca["data"]), ".pem")
+            notes.append(ctx.warn(name, "ca-cert without Rekor/CT keys: give a TrustRoot for full verification"))
+        spec = CosignVerifierSpec.model_validate(
+            {"keyless": spec_d, "ignoreTlog": ignore_tlog, "ignoreSCT": bool(ctlog.get("ignoreSCT", False))}
+        )
+        return [ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, name, name)]
+    notes.append(ctx.warn(name, "authority with neither key, keyless nor static: ignored"))
+    return []
+
+
+# ----------------------------------------------------------------------------------------------
+# notation configuration directory
+
+
+def notation_rules(ctx: ImportContext, directory: Path) -> list[CompiledRule]:
+    policy_file = next(
+        (directory / n for n in ("trustpolicy.oci.json", "trustpolicy.json") if (directory / n).is_file()), None
+    )
+    if policy_file is None:
+        raise ConfigError(
+            "no trustpolicy.oci.json or trustpolicy.json in the notation directory", source=str(directory)
+        )
+    store = directory / "truststore"
+    if not store.is_dir():
+        raise ConfigError("no truststore/ directory beside the trust policy", source=str(directory))
+    data = policy_file.read_bytes()
+    ctx.raw.append(data)
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise ConfigError(f"trust policy is not JSON: {exc}", source=str(policy_file)) from exc
+    scopes: list[str] = []
+    for st in doc.get("trustPolicies") or []:
+        scopes += [str(s) for s in st.get("registryScopes") or []]
+    spec = NotationVerifierSpec.model_validate({"trustPolicy": str(policy_file), "trustStore": str(store)})
+    verifier = ctx.loader.build_verifier(VerifierSpec(notation=spec), directory, "notation", "notation")
+    images = ("*",) if "*" in scopes else tuple(dict.fromkeys(scopes))
+    return [
+        CompiledRule(
+            name=f"notation:{policy_file.name}",
+            images=images,
+            namespaces=("*",),
+            verifiers=(verifier,),
+            source=f"notation:{directory}",
+        )
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# from the cluster
+
+
+def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client)
+    calls: list[tuple[str, Callable[[], Any]]]
+    if kind == "kyverno":
+        calls = [
+            (
+                "kyverno.io/v1 clusterpolicies",
+                lambda: api.list_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", _preload_content=False),
+            ),
+            (
+                "kyverno.io/v1 policies",
+                lambda: api.list_custom_object_for_all_namespaces(
+                    "kyverno.io", "v1", "policies", _preload_content=False
+                ),
+            ),
+        ]
+    else:
+        calls = [
+            (
+                "policy.sigstore.dev/v1beta1 clusterimagepolicies",
+                lambda: api.list_cluster_custom_object(
+                    "policy.sigstore.dev", "v1beta1", "clusterimagepolicies", _preload_content=False
+                ),
+            ),
+            (
+                "policy.sigstore.dev/v1alpha1 trustroots",
+                lambda: api.list_cluster_custom_object(
+                    "policy.sigstore.dev", "v1alpha1", "trustroots", _preload_content=False
+                ),
+            ),
+        ]
+    out: list[dict[str, Any]] = []
+    for what, call in calls:
+        try:
+            items = json.loads(call().data).get("items") or []
+        except ApiException as exc:
+            if exc.status == 404:  # CRD not installed
+                continue
+            if exc.status == 403:
+                raise ConfigError(f"forbidden: list {what} (the service account lacks this RBAC permission)") from exc
+            raise ConfigError(f"cannot list {what}: {exc.status} {exc.reason}") from exc
+        for it in items:
+            it.setdefault("apiVersion", what.split()[0])
+            it.setdefault(
+                "kind",
+                {
+                    "clusterpolicies": "ClusterPolicy",
+                    "policies": "Policy",
+                    "clusterimagepolicies": "ClusterImagePolicy",
+                    "trustroots": "TrustRoot",
+                }[what.split()[1]],
+            )
+        out += items
+    return out
+
+
+def merge(
+    policy: Policy | None,
+    policy_from: Sequence[str],
+    *,
+    loader: PolicyLoader,
+    kubeconfig: str | None,
+    context: str | None,
+) -> Policy:
+    rules = list(policy.rules) if policy else []
+    warnings: list[str] = list(policy.warnings) if policy else []
+    sources = list(policy.sources) if policy else []
+    h = hashlib.sha256((policy.digest if policy else "").encode())
+    api_client = None
+    for spec in policy_from:
+        kind, sep, where = spec.partition(":")
+        kind = kind.lower()
+        if not sep or kind not in ("kyverno", "clusterimagepolicy", "notation") or not where:
+            raise ConfigError(
+                f"--policy-from {spec!r}: use kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster or notation:DIR"
+            )
+        ctx = ImportContext(
+            loader=loader, base_dir=Path(where).parent if where != "cluster" else Path.cwd(), source=spec
+        )
+        if kind == "notation":
+            new = notation_rules(ctx, Path(where))
+        else:
+            if where == "cluster":
+                if api_client is None:
+                    from scanner.inventory.kube import load_api_client
+
+                    api_client = load_api_client(kubeconfig, context)
+                ctx.api_client = api_client
+                docs = _cluster_docs(api_client, kind)
+                ctx.raw.append(json.dumps(docs, sort_keys=True).encode())
+            else:
+                try:
+                    data = Path(where).read_bytes()
+                except OSError as exc:
+                    raise ConfigError(f"cannot read: {exc.strerror}", source=where) from exc
+                ctx.raw.append(data)
+                docs = _docs(data, where)
+            new = kyverno_rules(ctx, docs) if kind == "kyverno" else cip_rules(ctx, docs)
+            if not new:
+                ctx.warnings.append(f"{spec}: no image verification rules found")
+        rules += new
+        warnings += ctx.warnings
+        sources.append(spec)
+        for raw in ctx.raw:
+            h.update(hashlib.sha256(raw).digest())
+    for r in rules:
+        for v in r.verifiers:
+            h.update(v.trust_fingerprint.encode())
+    base = policy or Policy(
+        rules=(),
+        exemptions=(),
+        revocations=(),
+        expiry_warning=parse_duration("720h"),
+        insecure_registries=frozenset(),
+        max_signatures=50,
+        digest="",
+    )
+    return replace(
+        base, rules=tuple(rules), warnings=tuple(warnings), sources=tuple(sources), digest="sha256:" + h.hexdigest()
+    )
