@@ -123,6 +123,9 @@ def _progress_printer(enabled: bool) -> Any:
 )
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, help="Images verified at once.")
 @click.option("--registry-concurrency", type=click.IntRange(1, 256), default=8, help="Requests per registry at once.")
+@click.option("--registry-budget", type=click.IntRange(min=0), default=None, envvar="SIGAUDIT_REGISTRY_BUDGET",
+              help="At most N manifest GETs per registry per scan (pull-rate limits count these; HEADs are free); "
+                   "images beyond it get an error verdict.")
 @click.option("--page-size", type=click.IntRange(1, 5000), default=500, help="Pods per API list page.")
 @click.option(
     "--exit-zero-on-violations",
@@ -183,6 +186,7 @@ def run_scan_command(**opts: Any) -> int:
         credentials=credentials,
         insecure_registries=policy.insecure_registries,
         per_registry_concurrency=opts["registry_concurrency"],
+        manifest_budget=opts.get("registry_budget"),
     )
     from scanner.clock import system_clock
 
@@ -275,7 +279,7 @@ def run_scan_command(**opts: Any) -> int:
         from scanner.table import print_table
 
         print_table(result)
-    _exports(result, store, opts)
+    _exports(result, store, opts, policy)
     if store is not None:
         store.close()
     if result.state.value != "complete":
@@ -301,7 +305,7 @@ def _with_pull_secrets(pods: Any, api: Any, credentials: Any, read: Any) -> Any:
         yield pod
 
 
-def _exports(result: Any, store: Any, opts: dict[str, Any]) -> None:
+def _exports(result: Any, store: Any, opts: dict[str, Any], policy: Any = None) -> None:
     """Metrics and reports after a scan; failures here are reported but do not change the verdicts."""
     if opts.get("metrics_file") or opts.get("pushgateway"):
         try:
@@ -319,8 +323,10 @@ def _exports(result: Any, store: Any, opts: dict[str, Any]) -> None:
     if opts.get("report_path"):
         try:
             from reports import render
+            from scanner.policy.loader import policy_summary
 
-            Path(opts["report_path"]).write_text(render.html_for_result(result, store))
+            summary = policy_summary(policy) if policy is not None else None
+            Path(opts["report_path"]).write_text(render.html_for_result(result, store, policy_summary=summary))
             click.echo(f"sigaudit: report written to {opts['report_path']}", err=True)
         except (ImportError, OSError, SigauditError) as exc:
             click.echo(f"sigaudit: warning: report failed: {exc}", err=True)
