@@ -7,13 +7,11 @@ goes to real HTTP servers on 127.0.0.1 through ``HttpFetcher``.
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,10 +21,8 @@ import cbor2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from scanner.errors import ConfigError, LimitExceeded, ParseError
 from scanner.models import (
@@ -45,6 +41,8 @@ from scanner.verify.base import Verifier
 from scanner.verify.notation import NotationVerifier
 from scanner.verify.notation_envelope import COSE_MEDIA_TYPE, JWS_MEDIA_TYPE, parse_envelope
 from scanner.verify.revocation import CRLCache, RevocationChecker, RevocationStatus
+from tests.harness import notation_sign
+from tests.harness.notation_sign import Issued
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=10)
@@ -53,97 +51,37 @@ IMAGE = RunningImage(ImageReference("localhost:5000", "app", "v1", TARGET.digest
 
 
 # ----------------------------------------------------------------------------------------------
-# A small PKI.
+# A small PKI and envelopes, from the fixture builder shared with the demo and the integration tests.
 
 
-@dataclass
-class Issued:
-    cert: x509.Certificate
-    key: Any
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-                      x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "WA"),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def issue(cn: str, *, issuer: Issued | None = None, ca: bool = False, key: Any = None,
-          not_after: datetime | None = None, crl_url: str | None = None, ocsp_url: str | None = None,
-          serial: int | None = None, eku: list[x509.ObjectIdentifier] | None = None) -> Issued:
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    b = (x509.CertificateBuilder().subject_name(_name(cn))
-         .issuer_name(issuer.cert.subject if issuer else _name(cn))
-         .public_key(key.public_key()).serial_number(serial or x509.random_serial_number())
-         .not_valid_before(T0 - timedelta(days=1)).not_valid_after(not_after or T0 + timedelta(days=365)))
-    if ca:
-        b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-    else:
-        b = b.add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-        b = b.add_extension(x509.ExtendedKeyUsage(eku or [ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-    if crl_url:
-        b = b.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-            [x509.UniformResourceIdentifier(crl_url)], None, None, None)]), critical=False)
-    if ocsp_url:
-        b = b.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]), critical=False)
-    signer = issuer.key if issuer else key
-    return Issued(b.sign(signer, hashes.SHA256()), key)
-
-
-def b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _raw_sig(key: Any, data: bytes, alg: str) -> bytes:
-    h = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}[alg[2:]]
-    if alg.startswith("PS"):
-        return key.sign(data, padding.PSS(padding.MGF1(h), h.digest_size), h)
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(h)))
-    size = (key.curve.key_size + 7) // 8
-    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+def issue(cn: str, **kw: Any) -> Issued:
+    """A certificate valid from T0 - 1 day to T0 + 365 days unless told otherwise (org "Acme")."""
+    kw.setdefault("not_before", T0 - timedelta(days=1))
+    kw.setdefault("not_after", T0 + timedelta(days=365))
+    return notation_sign.issue(cn, org="Acme", **kw)
 
 
 def payload(target: Descriptor = TARGET, annotations: dict[str, str] | None = None) -> bytes:
     t: dict[str, Any] = {"mediaType": target.media_type, "digest": target.digest, "size": target.size}
     if annotations:
         t["annotations"] = annotations
-    return json.dumps({"targetArtifact": t}).encode()
+    return notation_sign.payload(t)
+
+
+def _target() -> dict[str, Any]:
+    return {"mediaType": TARGET.media_type, "digest": TARGET.digest, "size": TARGET.size}
 
 
 def jws(chain: list[Issued], *, alg: str = "ES256", extra: dict[str, Any] | None = None,
         crit: list[str] | None = None, body: bytes | None = None, scheme: str = "notary.x509",
         signing_time: datetime = T0) -> bytes:
-    hdr: dict[str, Any] = {"alg": alg, "cty": "application/vnd.cncf.notary.payload.v1+json",
-                           "crit": crit or ["io.cncf.notary.signingScheme"],
-                           "io.cncf.notary.signingScheme": scheme}
-    if scheme == "notary.x509":
-        hdr["io.cncf.notary.signingTime"] = signing_time.isoformat()
-    else:
-        hdr["io.cncf.notary.authenticSigningTime"] = signing_time.isoformat()
-        hdr["crit"] = hdr["crit"] + ["io.cncf.notary.authenticSigningTime"]
-    hdr.update(extra or {})
-    prot, pay = b64u(json.dumps(hdr).encode()), b64u(body if body is not None else payload())
-    sig = _raw_sig(chain[0].key, f"{prot}.{pay}".encode(), alg)
-    x5c = [base64.b64encode(c.cert.public_bytes(serialization.Encoding.DER)).decode() for c in chain]
-    return json.dumps({"payload": pay, "protected": prot, "header": {"x5c": x5c}, "signature": b64u(sig)}).encode()
+    return notation_sign.jws_envelope(chain, _target(), signing_time=signing_time, alg=alg, scheme=scheme,
+                                      extra=extra, crit=crit, body=body, time_format=datetime.isoformat)
 
 
 def cose(chain: list[Issued], *, alg: int = -7, expiry: datetime | None = None) -> bytes:
-    hdr: dict[Any, Any] = {1: alg, 2: ["io.cncf.notary.signingScheme"] + (["io.cncf.notary.expiry"] if expiry else []),
-                           3: "application/vnd.cncf.notary.payload.v1+json",
-                           "io.cncf.notary.signingScheme": "notary.x509",
-                           "io.cncf.notary.signingTime": cbor2.CBORTag(1, int(T0.timestamp()))}
-    if expiry:
-        hdr["io.cncf.notary.expiry"] = cbor2.CBORTag(1, int(expiry.timestamp()))
-    prot = cbor2.dumps(hdr)
-    pay = payload()
-    tbs = cbor2.dumps(["Signature1", prot, b"", pay])
-    sig = _raw_sig(chain[0].key, tbs, {-7: "ES256", -35: "ES384", -37: "PS256"}[alg])
-    return cbor2.dumps(cbor2.CBORTag(18, [prot, {33: [c.cert.public_bytes(serialization.Encoding.DER)
-                                                       for c in chain]}, pay, sig]))
+    name = {-7: "ES256", -35: "ES384", -37: "PS256"}[alg]
+    return notation_sign.cose_envelope(chain, _target(), signing_time=T0, expiry=expiry, alg=name)
 
 
 def material(blob: bytes, media_type: str = JWS_MEDIA_TYPE) -> SignatureMaterial:
