@@ -150,6 +150,10 @@ def _retry_after(value: str | None, cap: float) -> float | None:
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
+class BudgetExhausted(RegistryError):
+    """The per-registry manifest GET budget of this scan is spent (pull-rate etiquette)."""
+
+
 class RegistryClient:
     """Thread-safe; share one per scan. ``secrets`` arguments name the pods' pull secrets."""
 
@@ -162,7 +166,11 @@ class RegistryClient:
         per_registry_concurrency: int = 16,
         transport: httpx.BaseTransport | None = None,
         verify_tls: bool | str = True,
+        manifest_budget: int | None = None,
     ) -> None:
+        """``manifest_budget``: at most this many manifest GETs per registry for the life of the client
+        (one scan) — what pull-rate limits such as Docker Hub's count; HEADs are free. Once spent,
+        every further manifest GET to that registry raises :class:`BudgetExhausted`."""
         self.limits = limits or Limits()
         self.credentials = credentials or CredentialStore()
         self.insecure = frozenset(insecure_registries)
@@ -172,6 +180,8 @@ class RegistryClient:
         self._tokens: dict[tuple[str, str, int], tuple[str, float]] = {}
         self._basic: set[str] = set()
         self._no_referrers_api: set[str] = set()  # registries that answered 404: go straight to the tag
+        self._budget = manifest_budget
+        self._manifest_gets: Counter[str] = Counter()
         self._lock = threading.Lock()
         timeout = httpx.Timeout(self.limits.read_timeout, connect=self.limits.connect_timeout)
         pool = httpx.Limits(max_connections=max(64, per_registry_concurrency * 4), max_keepalive_connections=64)
@@ -205,6 +215,26 @@ class RegistryClient:
             if registry not in self._sems:
                 self._sems[registry] = threading.BoundedSemaphore(self._per_registry)
             return self._sems[registry]
+
+    def _spend_budget(self, registry: str) -> None:
+        with self._lock:
+            if self._budget is not None and self._manifest_gets[registry] >= self._budget:
+                exhausted = True
+            else:
+                exhausted = False
+                self._manifest_gets[registry] += 1
+        if exhausted:
+            self.stats.record(registry, "budget-exhausted", True)
+            raise BudgetExhausted(
+                f"{registry}: registry request budget exhausted ({self._budget} manifest GETs this scan, "
+                "--registry-budget)",
+                registry=registry,
+            )
+
+    def manifest_gets(self, registry: str) -> int:
+        """Manifest GETs sent to ``registry`` so far (what the budget counts)."""
+        with self._lock:
+            return self._manifest_gets[registry]
 
     def _auth_header(self, registry: str, scope: str, cred: Credential | None) -> dict[str, str]:
         key = (registry, scope, id(cred) if cred else 0)
@@ -287,6 +317,8 @@ class RegistryClient:
         max_bytes: int,
     ) -> tuple[httpx.Response, bytes]:
         """One request with auth, retries and a streamed size cap. Returns (response, body)."""
+        if method == "GET" and "/manifests/" in path:
+            self._spend_budget(registry)
         cred = self.credentials.lookup(registry, secrets)
         url = self._base(registry) + path
         attempt, authed = 0, False
