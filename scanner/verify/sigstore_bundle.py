@@ -62,6 +62,46 @@ def is_bundle_media_type(media_type: str | None) -> bool:
     return bool(media_type) and str(media_type).startswith(BUNDLE_MEDIA_TYPE_PREFIX)
 
 
+def _with_proto3_defaults(bundle_bytes: bytes) -> bytes:
+    """Restore the fields protobuf's JSON mapping omits when they hold their default value.
+
+    ProtoJSON writers (cosign's protojson, sigstore-js's ts-proto encoder) drop empty repeated fields
+    and zero scalars, but sigstore-python's bundle model requires some of them: a key-signed bundle
+    made without a log (``cosign sign --key --tlog-upload=false``) has no ``tlogEntries`` at all, and
+    the inclusion proof of entry 0 of a shard has no ``logIndex`` (and a one-leaf tree no ``hashes``).
+    Refill exactly those, so the model sees what the writer meant; anything else is left to the
+    model's own validation. Non-JSON input is returned unchanged (the model reports it)."""
+    try:
+        doc = json.loads(bundle_bytes)
+    except (ValueError, UnicodeDecodeError):
+        return bundle_bytes
+    if not isinstance(doc, dict) or not isinstance(doc.get("verificationMaterial"), dict):
+        return bundle_bytes
+    vm = doc["verificationMaterial"]
+    changed = False
+    if "tlogEntries" not in vm:
+        vm["tlogEntries"] = []
+        changed = True
+    entries = vm.get("tlogEntries")
+    if isinstance(entries, list):
+        for entry in entries:
+            proof = entry.get("inclusionProof") if isinstance(entry, dict) else None
+            if isinstance(proof, dict):
+                for name, default in (("logIndex", "0"), ("hashes", [])):
+                    if name not in proof:
+                        proof[name] = default
+                        changed = True
+    return json.dumps(doc).encode() if changed else bundle_bytes
+
+
+def _validation_summary(exc: ValueError) -> str:
+    """``malformed bundle: <field path>: <message>`` rather than pydantic's bare headline."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) >= 3 and "validation error" in lines[0]:
+        return f"{lines[0]} ({lines[1]}: {lines[2].split(' [type=')[0]})"
+    return lines[0] if lines else type(exc).__name__
+
+
 class _Fail(Exception):
     """One check failed; carries the check and the failure class."""
 
@@ -258,7 +298,7 @@ def _check_key_entry_body(entry: TransparencyLogEntry, *, key: VerifyingKey, sig
 
 
 def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: VerifyingKey,
-                       artifact: bytes | None, checks: list[Check]) -> _Outcome:
+                       artifact: bytes | None, checks: list[Check], ignore_tlog: bool = False) -> _Outcome:
     from rfc3161_client import decode_timestamp_response
     from sigstore._internal.trust import KeyringPurpose
     from sigstore.dsse import Envelope
@@ -271,14 +311,21 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
         raise _Fail(CheckName.INTEGRITY, f"unsupported bundle media type {inner.media_type!r}") from exc
     vm = inner.verification_material
     entries = vm.tlog_entries
+    tsrs_raw = (vm.timestamp_verification_data.rfc3161_timestamps
+                if vm.timestamp_verification_data else [])
+    if not entries and ignore_tlog and not tsrs_raw:
+        # ``cosign sign --key --tlog-upload=false`` (v3): no log entry, no timestamp. With the
+        # policy's ``ignoreTlog: true`` (cosign ``--insecure-ignore-tlog``) the key signature and
+        # the binding to the digest are the whole check, as for a legacy ``.sig`` without a bundle.
+        return _verify_key_bundle_without_log(inner, digest_hex, key, checks)
     if len(entries) != 1:
-        raise _Fail(CheckName.INTEGRITY, "expected exactly one transparency log entry in the bundle")
+        raise _Fail(CheckName.INTEGRITY, "expected exactly one transparency log entry in the bundle"
+                    + ("" if entries or ignore_tlog else " (set ignoreTlog: true for signatures made without "
+                                                          "a log)"))
     try:
         entry = TransparencyLogEntry(entries[0])
     except InvalidBundle as exc:
         raise _Fail(CheckName.INTEGRITY, str(exc)) from exc
-    tsrs_raw = (vm.timestamp_verification_data.rfc3161_timestamps
-                if vm.timestamp_verification_data else [])
     if len(tsrs_raw) > _MAX_TIMESTAMPS:
         raise _Fail(CheckName.TIMESTAMP, f"too many signed timestamps: {len(tsrs_raw)}")
     if len({t.signed_timestamp for t in tsrs_raw}) != len(tsrs_raw):
@@ -358,6 +405,28 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
     )
 
 
+def _verify_key_bundle_without_log(inner: Any, digest_hex: str, key: VerifyingKey,
+                                   checks: list[Check]) -> _Outcome:
+    """A key-signed DSSE bundle with neither a log entry nor a timestamp (policy ignores the log)."""
+    from sigstore.dsse import Envelope
+
+    if inner.dsse_envelope is None:
+        raise _Fail(CheckName.INTEGRITY, "a bundle without a log entry must carry a DSSE envelope")
+    try:
+        env = Envelope(inner.dsse_envelope)
+    except SigstoreError as exc:
+        raise _Fail(CheckName.INTEGRITY, f"bad DSSE envelope: {exc}") from exc
+    if not verify_signature(key, env.signature, env.pae()):
+        raise _Fail(CheckName.INTEGRITY, "DSSE signature does not verify with the configured key")
+    ptypes = [_predicate_info(env._inner.payload_type, env._inner.payload, digest_hex)]
+    checks.append(Check(CheckName.INTEGRITY, Outcome.PASSED, "signature verified with the configured key"))
+    checks.append(Check(CheckName.TLOG, Outcome.SKIPPED, "no transparency log entry; not required (ignoreTlog)",
+                        enforced=False))
+    key_id = _spki_sha256(key)
+    return _Outcome(signer=f"sha256:{key_id}", key_sha256=key_id, signed_at=None,
+                    details={"content": "dsse-envelope", "predicate_types": ptypes, "verified_times": []})
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -373,11 +442,13 @@ def verify_bundle(
     extra_policy: Any = None,
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
     verifier_name: str = "sigstore bundle",
+    ignore_tlog: bool = False,
 ) -> SignatureResult:
     """Verify one Sigstore bundle over an artifact whose sha256 (hex) is given.
 
     Exactly one of ``identities`` (certificate bundles) and ``public_key`` (managed-key bundles).
     ``extra_policy`` is an optional sigstore-python ``VerificationPolicy`` applied on top.
+    ``ignore_tlog`` (public-key bundles only) accepts a bundle with no log entry and no timestamp.
     Never raises for bad input: returns a ``SignatureResult`` (INVALID / ERROR with a reason).
     """
     checks: list[Check] = []
@@ -409,10 +480,9 @@ def verify_bundle(
         from sigstore_models.bundle.v1 import Bundle as _InnerBundle
 
         try:
-            inner = _InnerBundle.from_json(bundle_bytes)
+            inner = _InnerBundle.from_json(_with_proto3_defaults(bundle_bytes))
         except ValueError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise _Fail(CheckName.INTEGRITY, f"malformed bundle: {first}") from exc
+            raise _Fail(CheckName.INTEGRITY, f"malformed bundle: {_validation_summary(exc)}") from exc
         extra["media_type"] = inner.media_type
         entries = inner.verification_material.tlog_entries
         if entries:
@@ -425,7 +495,7 @@ def verify_bundle(
             if public_key is None:
                 raise _Fail(CheckName.AUTHENTICITY, "bundle is signed with a managed key (no certificate); "
                                                    "this verifier trusts certificate identities")
-            out = _verify_key_bundle(inner, artifact_sha256, trust, public_key, artifact, checks)
+            out = _verify_key_bundle(inner, artifact_sha256, trust, public_key, artifact, checks, ignore_tlog)
         else:
             if public_key is not None:
                 raise _Fail(CheckName.AUTHENTICITY,
@@ -464,6 +534,7 @@ def verify_bundle_for_digest(
     now: datetime | None = None,
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
     verifier_name: str = "sigstore bundle",
+    ignore_tlog: bool = False,
 ) -> SignatureResult:
     """Verify a bundle found as an OCI referrer of ``image_digest`` (``sha256:<hex>``).
 
@@ -478,4 +549,5 @@ def verify_bundle_for_digest(
                                failure=SignatureFailure.ERROR,
                                checks=(Check(CheckName.DIGEST, Outcome.ERROR, reason),))
     return verify_bundle(bundle_bytes, m.group(1), trust=trust, identities=identities, public_key=public_key,
-                         now=now, max_bundle_bytes=max_bundle_bytes, verifier_name=verifier_name)
+                         now=now, max_bundle_bytes=max_bundle_bytes, verifier_name=verifier_name,
+                         ignore_tlog=ignore_tlog)

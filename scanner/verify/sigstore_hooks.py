@@ -81,7 +81,8 @@ def for_key_verifier(spec: CosignVerifierSpec, base_dir: Path) -> tuple[TlogChec
                 checks=(Check(CheckName.TLOG, Outcome.ERROR, reason),),
             )
         return verify_bundle_for_digest(
-            bundle, digest, trust=t, public_key=key, now=now, verifier_name="cosign key (bundle)"
+            bundle, digest, trust=t, public_key=key, now=now, verifier_name="cosign key (bundle)",
+            ignore_tlog=spec.ignore_tlog,
         )
 
     return (None if spec.ignore_tlog else tlog_check), bundle_check
