@@ -225,7 +225,7 @@ def run_scan(
         "json",
         "--no-progress",
         "--page-size",
-        "50",
+        "500",
         *args,
     ]
     env = {**os.environ, "HOME": str(tmp), "DOCKER_CONFIG": str(tmp / "docker")}
