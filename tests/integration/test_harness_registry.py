@@ -137,12 +137,40 @@ def test_referrers_registry_serves_referrers_api(referrers_registry):
     found = {m["digest"]: m for m in index["manifests"]}
     assert set(found) == {art.digest, other.digest}
     assert found[art.digest]["artifactType"] == "application/vnd.example.sig"
+    assert found[art.digest]["annotations"] == {"org.example": "yes"}
 
-    filtered = oci.list_referrers(
+    filtered_r = oci.list_referrers(
         reg.url, "harness/signed", subject.digest, artifact_type="application/vnd.example.sbom"
-    ).json()
-    assert [m["digest"] for m in filtered["manifests"]] == [other.digest]
+    )
+    assert filtered_r.headers["oci-filters-applied"] == "artifactType"
+    assert [m["digest"] for m in filtered_r.json()["manifests"]] == [other.digest]
     assert reg.request_count("GET", "/v2/harness/signed/referrers/") == 3
+
+    # a manifest PUT with a subject is acknowledged with OCI-Subject (distribution-spec v1.1)
+    raw = oci.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": oci.OCI_MANIFEST,
+            "artifactType": "application/vnd.example.note",
+            "config": oci.descriptor(oci.OCI_EMPTY, oci.EMPTY_JSON),
+            "layers": [oci.descriptor(oci.OCI_EMPTY, oci.EMPTY_JSON)],
+            "subject": subject.descriptor(),
+        }
+    )
+    put = httpx.put(
+        f"{reg.url}/v2/harness/signed/manifests/{oci.sha256_digest(raw)}",
+        content=raw,
+        headers={"Content-Type": oci.OCI_MANIFEST},
+    )
+    assert put.status_code == 201 and put.headers["oci-subject"] == subject.digest
+    plain = oci.push_image(reg.url, "harness/signed", "plain")
+    assert "oci-subject" not in httpx.head(f"{reg.url}/v2/harness/signed/manifests/{plain.digest}").headers
+    assert httpx.delete(f"{reg.url}/v2/harness/signed/manifests/{oci.sha256_digest(raw)}").status_code == 202
+
+    # deleting a referrer removes it from the list
+    assert httpx.delete(f"{reg.url}/v2/harness/signed/manifests/{other.digest}").status_code == 202
+    left = oci.list_referrers(reg.url, "harness/signed", subject.digest).json()["manifests"]
+    assert [m["digest"] for m in left] == [art.digest]
 
 
 def test_distribution_has_no_referrers_api(registry):

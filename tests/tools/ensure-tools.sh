@@ -42,7 +42,17 @@ go_tool() {
     local t0=$SECONDS
     echo "== $(date -u +%FT%TZ) go install $pkg@$version" >>"$LOG"
     if ! GOBIN="$bin" go install "$pkg@$version" >>"$LOG" 2>&1; then
-        fail "$tool $version"
+        # `go install pkg@version` also reads the module's version list (for deprecation
+        # notices); the module proxy answers 403 to that for some modules (notation) while
+        # serving the pinned version itself. Then build the downloaded module in place: the
+        # same sources and go.sum, only without the version stamp in the build info.
+        grep -q "loading deprecation" <(tail -n 5 "$LOG") || fail "$tool $version"
+        local module="${pkg%%/cmd/*}" dir
+        echo "== fallback: go build ./cmd/${pkg#*/cmd/} inside $module@$version" >>"$LOG"
+        dir="$(go mod download -json "$module@$version" 2>>"$LOG" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+        [[ -d "$dir" ]] || fail "$tool $version (go mod download)"
+        (cd "$dir" && GOFLAGS=-mod=readonly go build -o "$bin/$built" "./cmd/${pkg#*/cmd/}") >>"$LOG" 2>&1 \
+            || fail "$tool $version"
     fi
     if [[ "$built" != "$tool" ]]; then
         mv -f "$bin/$built" "$want"

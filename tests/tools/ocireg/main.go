@@ -1,5 +1,5 @@
 // Command ocireg serves go-containerregistry's reference registry (pkg/registry)
-// with the OCI 1.1 referrers API enabled, for sigaudit's integration tests.
+// with the OCI 1.1 referrers API (referrers.go), for sigaudit's integration tests.
 //
 // Manifests are kept in memory; blobs go to --disk when given. Each request is
 // written to --log as one access-log line, `"METHOD URI PROTO" STATUS BYTES`, the
@@ -22,18 +22,25 @@ import (
 
 type recorder struct {
 	http.ResponseWriter
-	status int
-	bytes  int
+	status       int
+	bytes        int
+	beforeHeader func(status int) // optional: last chance to set response headers
 }
 
 func (r *recorder) WriteHeader(code int) {
+	if r.status != 0 {
+		return
+	}
 	r.status = code
+	if r.beforeHeader != nil {
+		r.beforeHeader(code)
+	}
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
-		r.status = http.StatusOK
+		r.WriteHeader(http.StatusOK)
 	}
 	n, err := r.ResponseWriter.Write(b)
 	r.bytes += n
@@ -72,7 +79,6 @@ func main() {
 	}
 
 	opts := []registry.Option{
-		registry.WithReferrersSupport(true),
 		registry.Logger(log.New(os.Stderr, "", log.LstdFlags)),
 	}
 	if *disk != "" {
@@ -84,6 +90,6 @@ func main() {
 		log.Fatalln(err)
 	}
 	log.Printf("serving on %s", ln.Addr())
-	srv := &http.Server{Handler: accessLog(out, registry.New(opts...)), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: accessLog(out, newReferrers().wrap(registry.New(opts...))), ReadHeaderTimeout: 5 * time.Second}
 	log.Fatalln(srv.Serve(ln))
 }
