@@ -76,7 +76,12 @@ def discover(
                 desc = parse_descriptor(entry, f"cosign signature layer {i}")
                 if desc.media_type != SIMPLESIGNING:
                     continue
-                payload = client.get_blob(ref, desc, secrets)
+                try:
+                    payload = client.get_blob(ref, desc, secrets)
+                except NotFound as exc:
+                    # Only a missing .sig tag means "no cosign signatures"; a listed layer that is gone
+                    # is a signature we could not read.
+                    raise RegistryError(f"signature layer {desc.digest[:19]} listed but not found: {exc}") from exc
                 layers.append(
                     CosignLayer(
                         payload=payload,

@@ -12,6 +12,7 @@ name that cannot resolve. Every image is signed with the trusted key, so any ver
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import subprocess
@@ -74,7 +75,7 @@ def matrix(registry, tmp_path_factory) -> Iterator[Matrix]:
         digests: dict[str, str] = {}
         rows = ["forbidden", "stall", "truncated", "corrupt", "huge", "huge-declared", "sig10k", "error500",
                 "throttled", "retry-after", "recovers", "redirect", "noauth", "wrongauth", "tagmissing",
-                "deleted", "control"]
+                "deleted", "blobgone", "control"]
         for row in rows:
             if row == "deleted":
                 digests[row] = "sha256:" + "de" * 32  # never pushed
@@ -93,6 +94,7 @@ def matrix(registry, tmp_path_factory) -> Iterator[Matrix]:
                                                                chunked=True)))
         hostile.add(Rule("GET", f"/v2/faults/huge-declared{SIG}", Body(b" ", size=50 << 20)))
         hostile.add(Rule("GET", f"/v2/faults/sig10k{SIG}", Body(sig_index(10_000))))
+        hostile.add(Rule("GET", f"/v2/faults/blobgone{SIG}", Body(sig_index(1))))
         hostile.add(Rule("GET", f"/v2/faults/error500{SIG}", Status(500)))
         hostile.add(Rule("GET", f"/v2/faults/throttled{SIG}", Status(429)))
         hostile.add(Rule("GET", f"/v2/faults/retry-after{SIG}", Status(429, headers={"Retry-After": "2"}), times=2))
@@ -220,7 +222,7 @@ def test_429_with_retry_after_is_honoured_then_recovers(matrix: Matrix) -> None:
     assert row(matrix, "retry-after")[0] == "verified", row(matrix, "retry-after")
     hits = matrix.hostile.seen(f"/v2/faults/retry-after{SIG}", "GET")
     assert [h.fault for h in hits] == ["Status", "Status", ""]
-    assert all(b.at - a.at >= 1.9 for a, b in zip(hits, hits[1:], strict=False)), [h.at for h in hits]
+    assert all(b.at - a.at >= 1.9 for a, b in itertools.pairwise(hits)), [h.at for h in hits]
 
 
 def test_500_forever_is_an_error(matrix: Matrix) -> None:
@@ -256,6 +258,10 @@ def test_sig_manifest_with_10000_entries_is_bounded(matrix: Matrix) -> None:
     assert_error(matrix, "sig10k", "only the first 50", "10000 layers")
     blob_gets = matrix.hostile.seen(f"/v2/faults/sig10k{BLOB}", "GET")
     assert 1 <= len(blob_gets) <= 50
+
+
+def test_sig_layer_listed_but_missing_is_an_error_not_unsigned(matrix: Matrix) -> None:
+    assert_error(matrix, "blobgone", "listed but not found")
 
 
 def test_cross_host_redirect_does_not_carry_credentials(matrix: Matrix) -> None:
