@@ -9,8 +9,8 @@ the server runs as the ``postgres`` user (initdb refuses root). Stopped and remo
 
 Missing binaries: the tests fail when ``CI`` is set and are skipped otherwise.
 
-Use by importing the fixtures into a test module or a conftest (``pytest_plugins``): the server is a
-process-wide singleton, so importing them into several modules still starts one server.
+tests/conftest.py registers this module as a plugin. The server is a process-wide singleton, so a
+module that also imports these fixtures still shares the one server.
 """
 
 from __future__ import annotations

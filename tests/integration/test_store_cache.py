@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-try:
-    from tests.harness.fixtures_postgres import db_url, postgres_server, postgres_url, sqlite_url
-except ImportError:  # tests/ not importable as a package: add the checkout root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.harness.fixtures_postgres import db_url, postgres_server, postgres_url, sqlite_url
-
 from scanner.models import Check, CheckName, Outcome, SignatureResult
 from scanner.store import CachedVerification, Store, open_store, upgrade
-
-__all__ = ["db_url", "postgres_server", "postgres_url", "sqlite_url"]
 
 pytestmark = pytest.mark.integration
 

@@ -17,12 +17,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-try:
-    from tests.harness.fixtures_postgres import db_url, postgres_server, postgres_url, sqlite_url
-except ImportError:  # tests/ not importable as a package: add the checkout root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.harness.fixtures_postgres import db_url, postgres_server, postgres_url, sqlite_url
-
 from scanner.errors import ScanInProgress, StoreError
 from scanner.models import (
     Check,
@@ -42,8 +36,6 @@ from scanner.models import (
     Workload,
 )
 from scanner.store import ABANDONED, Store, open_store, upgrade
-
-__all__ = ["db_url", "postgres_server", "postgres_url", "sqlite_url"]
 
 pytestmark = pytest.mark.integration
 
