@@ -77,6 +77,7 @@ class CallSite:
     path: str
     line: int
     method: str
+    cluster_wide: bool = False  # the request spans all namespaces (or a cluster-scoped resource)
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line} {self.method}"
@@ -239,10 +240,10 @@ def _record(
     consts: dict[str, str],
     streamed: bool = False,
 ) -> None:
-    site = CallSite(name, getattr(where, "lineno", 0), method)
+    line = getattr(where, "lineno", 0)
     classes = api_methods()[method]
     if len(classes) > 1:
-        result.problems.append(f"{site}: method name defined by several API classes {classes}; cannot tell which")
+        result.problems.append(f"{name}:{line} {method}: defined by several API classes {classes}; cannot tell which")
         return
     cls_name = classes[0]
     verb = _verb(method)
@@ -252,7 +253,8 @@ def _record(
         plural = _string(bound.get("plural", bound.get("resource_plural")), consts)
         if group is None or plural is None:
             result.problems.append(
-                f"{site}: group/plural are not string literals or module constants; RBAC cannot be derived"
+                f"{name}:{line} {method}: group/plural are not string literals or module constants; "
+                "RBAC cannot be derived"
             )
             return
         resource = plural
@@ -260,9 +262,13 @@ def _record(
             if method.endswith(f"_{sub}"):
                 resource = f"{plural}/{sub}"
         perms = [Permission(group, resource, verb)]
+        cluster_wide = "namespaced" not in method
     else:
-        perms = [permission_for_path(request_path(cls_name, method), verb)]
+        path = request_path(cls_name, method)
+        perms = [permission_for_path(path, verb)]
         bound = {kw.arg: kw.value for kw in call.keywords if kw.arg}
+        cluster_wide = "{namespace}" not in path
+    site = CallSite(name, line, method, cluster_wide)
     watching = streamed or _is_true(bound.get("watch"))
     for perm in perms:
         if watching and perm.verb == "list":
@@ -291,12 +297,18 @@ def derive(dirs: Iterable[Path] = DEFAULT_SOURCES) -> Derivation:
     return result
 
 
+def needs_cluster_wide(result: Derivation, perm: Permission) -> bool:
+    """True when no call site of ``perm`` works within one namespace (so a Role cannot grant it)."""
+    return all(site.cluster_wide for site in result.permissions[perm])
+
+
 def markdown(result: Derivation) -> str:
-    lines = ["| API group | Resource | Verb | Called from |", "|---|---|---|---|"]
+    lines = ["| API group | Resource | Verb | Scope | Called from |", "|---|---|---|---|---|"]
     for perm in sorted(result.permissions):
         sites = ", ".join(sorted({f"`{s.method}` ({s.path}:{s.line})" for s in result.permissions[perm]}))
         group = perm.group or '""'
-        lines.append(f"| `{group}` | `{perm.resource}` | {perm.verb} | {sites} |")
+        scope = "cluster-wide" if needs_cluster_wide(result, perm) else "per namespace"
+        lines.append(f"| `{group}` | `{perm.resource}` | {perm.verb} | {scope} | {sites} |")
     return "\n".join(lines)
 
 

@@ -271,18 +271,43 @@ def schema_dir() -> Path:
     return Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
 
 
+@pytest.fixture(scope="session")
+def kubeconform_schemas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kubernetes-validate's schemas, made self-contained for kubeconform.
+
+    Each shipped schema has ``$id: https://kubernetes.io/api/<kind>/<version>`` and refers to
+    ``/api/_definitions.json#/$defs/...``, which resolves against that ``$id`` to a URL kubeconform would try
+    to download. Here the ``$id`` is dropped and the reference made relative to the file, so everything
+    resolves to the ``_definitions.json`` next to it. Nothing else changes.
+    """
+    src = schema_dir()
+    out = tmp_path_factory.mktemp("kube-schemas")
+    for version in KUBE_VERSIONS:
+        name = f"v{version}-local-strict"
+        if not (src / name).is_dir():
+            pytest.fail(f"kubernetes-validate ships no {name}: {sorted(p.name for p in src.iterdir())}")
+        (out / name).mkdir()
+        for f in (src / name).glob("*.json"):
+            doc = json.loads(f.read_text(encoding="utf-8"))
+            doc.pop("$id", None)
+            text = json.dumps(doc).replace('"/api/_definitions.json#', '"_definitions.json#')
+            (out / name / f.name).write_text(text, encoding="utf-8")
+    return out
+
+
 def schema_location(schemas: Path) -> str:
-    """kubeconform's template syntax over kubernetes-validate's tree (``v1.34.0-local-strict/…``)."""
-    layout = "v{{ .NormalizedKubernetesVersion }}-local-strict/{{ .ResourceKind }}{{ .KindSuffix }}.json"
+    """kubeconform's template syntax over the tree above (``v1.34.0-local-strict/service-v1.json``)."""
+    layout = "{{ .NormalizedKubernetesVersion }}-local-strict/{{ .ResourceKind }}{{ .KindSuffix }}.json"
     return f"{schemas}/{layout}"
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("values", CI_VALUES, ids=SCENARIOS)
-def test_rendered_manifests_pass_kubeconform(values: Path, kube_version: str, tmp_path: Path) -> None:
+def test_rendered_manifests_pass_kubeconform(
+    values: Path, kube_version: str, tmp_path: Path, kubeconform_schemas: Path
+) -> None:
     kubeconform = require_tool("kubeconform")
-    schemas = schema_dir()
-    assert (schemas / f"v{kube_version}-local-strict").is_dir(), sorted(p.name for p in schemas.iterdir())
+    schemas = kubeconform_schemas
     rendered = template([values], kube_version=kube_version).stdout
     manifest = tmp_path / "rendered.yaml"
     manifest.write_text(rendered, encoding="utf-8")
@@ -313,10 +338,10 @@ def test_rendered_manifests_pass_kubeconform(values: Path, kube_version: str, tm
     assert summary["skipped"] == len([d for d in docs(rendered) if d["kind"] in CRD_KINDS]), (summary, kinds)
 
 
-def test_kubeconform_rejects_an_invalid_manifest(tmp_path: Path) -> None:
+def test_kubeconform_rejects_an_invalid_manifest(tmp_path: Path, kubeconform_schemas: Path) -> None:
     """The schema location above really points at schemas: a wrong field type fails validation."""
     kubeconform = require_tool("kubeconform")
-    schemas = schema_dir()
+    schemas = kubeconform_schemas
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: not-a-number}]}\n",

@@ -86,6 +86,26 @@ def test_custom_objects_read_group_and_plural_from_literals_and_constants() -> N
     }
 
 
+def test_scope_of_each_call_is_derived() -> None:
+    result = derive(
+        """
+        def f(core, co):
+            core.list_namespaced_pod("ns")
+            core.list_pod_for_all_namespaces()
+            core.read_namespaced_secret("s", "ns")
+            co.list_custom_object_for_all_namespaces("kyverno.io", "v1", "policies")
+            co.list_namespaced_custom_object("kyverno.io", "v1", "ns", "policies")
+            co.list_cluster_custom_object("kyverno.io", "v1", "clusterpolicies")
+            core.list_namespace()
+        """
+    )
+    wide = {p for p in result.permissions if rbac.needs_cluster_wide(result, p)}
+    # pods and kyverno policies are also read one namespace at a time; the rest only cluster-wide.
+    assert wide == {P("kyverno.io", "clusterpolicies", "list"), P("", "namespaces", "list")}
+    only_wide = derive("def f(co):\n    co.list_custom_object_for_all_namespaces('kyverno.io', 'v1', 'policies')\n")
+    assert rbac.needs_cluster_wide(only_wide, P("kyverno.io", "policies", "list"))
+
+
 def test_watches_need_the_watch_verb() -> None:
     result = derive(
         """
