@@ -345,6 +345,11 @@ def _parse_statement(stmt: Any, kind: str) -> TrustPolicyStatement:
     stores = _str_list(stmt, "trustStores", name) or []
     identities = _str_list(stmt, "trustedIdentities", name) or []
     parsed_stores: list[tuple[str, str]] = []
+    if level is Level.SKIP and (stores or identities):
+        # notation-go trustpolicy.validatePolicyCore refuses this rather than ignoring the lists.
+        raise TrustPolicyError(f"trust policy statement {_q(name)} is set to skip signature verification but "
+                               "configured with trust stores and/or trusted identities, remove them if signature "
+                               "verification needs to be skipped")
     if level is not Level.SKIP:
         if not stores or not identities:
             raise TrustPolicyError(f"trust policy statement {_q(name)} is either missing trust stores or "

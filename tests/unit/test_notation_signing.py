@@ -34,7 +34,12 @@ from scanner.models import (
     SignatureFailure,
     SignatureMaterial,
 )
-from scanner.policy.notation_trust import load_trust_policy, load_trust_store_crs, parse_trust_policy
+from scanner.policy.notation_trust import (
+    TrustPolicyError,
+    load_trust_policy,
+    load_trust_store_crs,
+    parse_trust_policy,
+)
 from scanner.policy.schema import NotationVerifierSpec
 from scanner.registry.fetcher import HttpFetcher
 from scanner.verify.base import Verifier
@@ -100,9 +105,10 @@ def make_verifier(tmp_path: Path, roots: list[Issued], *, level: str = "strict",
     sv: dict[str, Any] = {"level": level}
     if override:
         sv["override"] = override
-    policy = {"version": "1.0", "trustPolicies": [{
-        "name": "acme", "registryScopes": ["localhost:5000/app"], "signatureVerification": sv,
-        "trustStores": [f"{store_type}:acme"], "trustedIdentities": identities or ["*"]}]}
+    statement: dict[str, Any] = {"name": "acme", "registryScopes": ["localhost:5000/app"], "signatureVerification": sv}
+    if level != "skip":  # a skip statement names no trust stores or identities (notation refuses them)
+        statement.update(trustStores=[f"{store_type}:acme"], trustedIdentities=identities or ["*"])
+    policy = {"version": "1.0", "trustPolicies": [statement]}
     (tmp_path / "trustpolicy.json").write_text(json.dumps(policy))
     spec = NotationVerifierSpec(trustPolicy="trustpolicy.json", trustStore="store")
     return NotationVerifier.from_spec(spec, base_dir=tmp_path, fetcher=fetcher, **kw)
@@ -546,3 +552,12 @@ def test_parse_errors_are_typed() -> None:
     assert parse_trust_policy({"version": "1.0", "trustPolicies": [{
         "name": "s", "registryScopes": ["*"], "signatureVerification": {"level": "skip"}}]}).statements[0].level.value \
         == "skip"
+
+
+def test_skip_statement_with_trust_stores_is_refused() -> None:
+    """notation-go refuses (does not ignore) trust stores or identities on a "skip" statement."""
+    for extra in ({"trustStores": ["ca:acme"]}, {"trustedIdentities": ["*"]}):
+        doc = {"version": "1.0", "trustPolicies": [{"name": "s", "registryScopes": ["*"],
+                                                    "signatureVerification": {"level": "skip"}, **extra}]}
+        with pytest.raises(TrustPolicyError, match="is set to skip signature verification but configured with trust"):
+            parse_trust_policy(doc)
