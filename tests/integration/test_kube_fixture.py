@@ -21,7 +21,7 @@ from tests.harness.fixtures_kube import (
     report_status,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tools]
 
 DIGEST = "sha256:" + "ab" * 32
 

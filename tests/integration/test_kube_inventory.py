@@ -37,7 +37,7 @@ from tests.harness.fixtures_kube import (
     report_status,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tools]
 
 NS_A, NS_B, NS_OTHER = "sigaudit-inv-a", "sigaudit-inv-b", "other-inv-c"
 

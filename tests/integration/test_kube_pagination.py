@@ -20,7 +20,7 @@ from tests.harness.fixtures_kube import (
     pod_template,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tools]
 
 NS = "sigaudit-bulk"
 COUNT = 2000
@@ -86,7 +86,7 @@ def test_pod_stream_is_lazy_page_by_page(kube_apiserver: KubeAPIServer, bulk: li
     assert len(counting.lists) == 1  # the second page is asked for only when the first is consumed
     next(it)
     assert len(counting.lists) == 2
-    it.close()
+    it.close()  # type: ignore[attr-defined]  # a generator
 
 
 def test_expired_continue_token_restarts_the_list_and_sees_every_pod_once(
