@@ -42,7 +42,7 @@ OTHER_IDENTITY = "x509.subject: C=US, ST=WA, O=Someone Else, CN=Nobody"
 STRICT = {
     "good-jws": "verified", "good-cose": "verified", "expiring": "verified", "builder-jws": "verified",
     "builder-cose": "verified", "expired-signature": "expired", "expired-certificate": "expired",
-    "revoked": "revoked", "untrusted-root": "invalid", "wrong-identity": "invalid",
+    "revoked": "revoked", "crl-unavailable": "error", "untrusted-root": "invalid", "wrong-identity": "invalid",
     "moved-signature": "invalid", "corrupt-envelope": "invalid", "unsigned": "unsigned",
 }
 
@@ -102,8 +102,8 @@ def _failed_checks(out: dict[str, Any]) -> str:
     checks = [r["type"] for s in out["signatures"] for r in s["results"] if r["error"] and r["action"] == "enforce"]
     if checks:
         return "fail " + ",".join(checks)
-    errors = [s["error"].rsplit(", ", 1)[-1] for s in out["signatures"] if s.get("error")]
-    return "fail (" + (errors[0] if errors else out.get("error", "").splitlines()[0])[:38] + ")"
+    errors = [str(s["error"]).rsplit(", ", 1)[-1] for s in out["signatures"] if s.get("error")]
+    return "fail (" + (errors[0] if errors else str(out.get("error", "")).splitlines()[0])[:38] + ")"
 
 
 def _pod(i: int, image: str, iid: str) -> dict[str, Any]:
@@ -193,6 +193,7 @@ def test_verdicts_agree_with_notation_go(registry_fixture: str, request: pytest.
         crl_leaf = ns.issue("IT Revoked Signer", issuer=crl_root, crl_url=f"{crl.base}/leaf.crl", serial=0x5151)
         crl_pki = ns.PKI(crl_root, crl_leaf)
         crl.files["/leaf.crl"] = ns.crl(crl_root, [0x5151])
+        lost_leaf = ns.issue("IT Unknown Signer", issuer=crl_root, crl_url=f"{crl.base}/missing.crl")  # 404
         old = ns.make_pki("IT Old Signer", leaf_not_before=now - timedelta(days=10),
                           leaf_not_after=now - timedelta(days=1))
 
@@ -208,6 +209,7 @@ def test_verdicts_agree_with_notation_go(registry_fixture: str, request: pytest.
         tool.sign(image("good-cose"), pki, "--signature-format", "cose", "--expiry", "8760h")
         tool.sign(image("expiring"), pki, "--expiry", "48h")
         tool.sign(image("revoked"), crl_pki)
+        tool.sign(image("crl-unavailable"), ns.PKI(crl_root, lost_leaf))
         tool.sign(image("untrusted-root"), stranger)
         tool.sign(image("wrong-identity"), pki)
         image("unsigned")
