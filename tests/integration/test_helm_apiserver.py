@@ -112,14 +112,15 @@ def test_api_server_accepts_the_chart_under_restricted_pod_security(
     assert not problems, json.dumps(problems, indent=2)
 
 
-def test_the_restricted_namespace_really_refuses_a_privileged_pod(kube_apiserver: KubeAPIServer) -> None:
+def test_the_restricted_namespace_really_refuses_an_unhardened_pod(kube_apiserver: KubeAPIServer) -> None:
     ensure_namespace(kube_apiserver, "chart-pss-negative", RESTRICTED)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "bad", "namespace": "chart-pss-negative"},
-        "spec": {"containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}]},
+        # Baseline-clean but not restricted: no securityContext at all.
+        "spec": {"containers": [{"name": "c", "image": "x"}]},
     }
     with kube_apiserver.http() as c:
         r = c.post(collection(pod), params={"dryRun": "All"}, json=pod)
-    assert r.status_code == 403 and "restricted" in r.text, r.text
+    assert r.status_code == 403 and 'violates PodSecurity "restricted' in r.json()["message"], r.text
