@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.harness import oci
+from tests.harness import notation_sign, oci
 from tests.harness.cosign_sign import KeyPair, sign_image
 
 
@@ -32,6 +32,8 @@ class Estate:
     digests: dict[str, str] = field(default_factory=dict)
     pods: list[dict[str, Any]] = field(default_factory=list)
     expected: dict[str, str] = field(default_factory=dict)  # image name -> expected status
+    expiring: set[str] = field(default_factory=set)  # image names expected to be flagged expiring
+    notation: notation_sign.PKI | None = None  # the notation signer's root + leaf
 
 
 def _pod(
@@ -101,6 +103,14 @@ def publish_estate(url: str, host: str) -> Estate:
     sign_image(url, host, "demo/pending", pending, trusted)
     image("pause", "3.9")
     image("legacy")
+    # Notary Project (notation) signatures: valid, expired, and expiring inside the 720h warning window.
+    est.notation = pki = notation_sign.make_pki("Demo Signer")
+    now = datetime.now(UTC)
+    notation_sign.sign_image(url, "demo/notation-signed", image("notation-signed"), pki.chain)
+    notation_sign.sign_image(url, "demo/notation-expired", image("notation-expired"), pki.chain,
+                             signing_time=now - timedelta(days=2), expiry=now - timedelta(days=1))
+    notation_sign.sign_image(url, "demo/notation-expiring", image("notation-expiring"), pki.chain, envelope="cose",
+                             expiry=timedelta(days=7))
 
     d = est.digests
 
@@ -125,6 +135,12 @@ def publish_estate(url: str, host: str) -> Estate:
         _pod("payments", "worker-x", [("worker", ref("revoked"), iid("revoked"))], owner=("DaemonSet", "worker")),
         _pod("payments", "drift-1", [("app", ref("drifted"), iid("drifted"))]),
         _pod("payments", "pending-1", [("app", ref("pending"), None)]),
+        _pod("shop", "search-0", [("search", ref("notation-signed"), iid("notation-signed"))],
+             owner=("StatefulSet", "search")),
+        _pod("shop", "recs-0", [("recs", ref("notation-expired"), iid("notation-expired"))],
+             owner=("StatefulSet", "recs")),
+        _pod("shop", "mail-0", [("mail", ref("notation-expiring"), iid("notation-expiring"))],
+             owner=("StatefulSet", "mail")),
         _pod("kube-system", "pause-1", [("pause", ref("pause", "3.9"), iid("pause"))]),
         _pod("legacy", "old-1", [("old", ref("legacy"), iid("legacy"))]),
         _pod("tools", "unmatched-1",
@@ -137,7 +153,9 @@ def publish_estate(url: str, host: str) -> Estate:
         "signed": "verified", "multiarch": "verified", "unsigned": "unsigned", "wrong-key": "invalid",
         "tampered": "invalid", "other-digest": "invalid", "revoked": "revoked", "drifted": "verified",
         "pending": "verified", "pause": "exempt", "legacy": "unsigned", "busybox": "no-policy", "gone": "error",
+        "notation-signed": "verified", "notation-expired": "expired", "notation-expiring": "verified",
     }
+    est.expiring = {"notation-expiring"}
     return est
 
 
@@ -145,6 +163,14 @@ def write_policy(est: Estate, directory: Path, *, now: datetime | None = None) -
     now = now or datetime.now(UTC)
     (directory / "trusted.pub").write_text(est.keys["trusted"].public_pem)
     (directory / "revoked.pub").write_text(est.keys["revoked"].public_pem)
+    notation_rules: list[dict[str, Any]] = []
+    if est.notation is not None:
+        notation_sign.write_trust_material(directory / "notation", {"demo": [est.notation.root]},
+                                           scopes=[f"{est.host}/demo/notation-{n}"
+                                                   for n in ("signed", "expired", "expiring")])
+        notation_rules.append({"name": "notation-images", "images": [f"{est.host}/demo/notation-*"],
+                               "verifiers": [{"notation": {"trustPolicy": "notation/trustpolicy.json",
+                                                           "trustStore": "notation/truststore"}}]})
     policy = {
         "apiVersion": "sigaudit.io/v1alpha1",
         "kind": "AuditPolicy",
@@ -153,6 +179,7 @@ def write_policy(est: Estate, directory: Path, *, now: datetime | None = None) -
             "expiryWarning": "720h",
             "insecureRegistries": [est.host, "127.0.0.1:9"],
             "rules": [
+                *notation_rules,
                 {"name": "demo-images", "images": [f"{est.host}/demo/*", "127.0.0.1:9/*"],
                  "verifiers": [{"cosign": {"key": "trusted.pub", "ignoreTlog": True}},
                                {"cosign": {"key": "revoked.pub", "ignoreTlog": True}}]},
@@ -214,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.loads((out / "scan.json").read_text())
         got = {i["repository"].rsplit("/", 1)[-1]: i["status"] for i in doc["images"]}
         wrong = {k: (v, got.get(k)) for k, v in est.expected.items() if got.get(k) != v}
+        flagged = {i["repository"].rsplit("/", 1)[-1] for i in doc["images"] if i["expiring"]}
+        wrong.update({k: ("expiring", "not expiring") for k in est.expiring - flagged})
         if wrong:
             print(f"demo: UNEXPECTED verdicts (expected, got): {wrong}", file=sys.stderr)
             return 4
