@@ -223,8 +223,14 @@ def evaluate(
             reasons += [f"could not read signatures: {e}" for e in material_errors]
         else:
             status = Status.UNSIGNED
-            kinds = ", ".join(v.name for v in rule.verifiers)
-            reasons.append(f"no signature found for the verifiers of rule {rule.name!r} ({kinds})")
+            # Verifiers may word "nothing found" themselves (attestations: "image is not attested by X").
+            own = [str(nf) for v in rule.verifiers if (nf := getattr(v, "not_found_reason", None))]
+            if own and len(own) == len(rule.verifiers):
+                reasons += own
+            else:
+                kinds = ", ".join(v.name for v in rule.verifiers)
+                reasons.append(f"no signature found for the verifiers of rule {rule.name!r} ({kinds})")
+                reasons += own
             if not rule.required:
                 warn_only = True
                 reasons.append("the policy does not require a signature (required: false): reported, not counted")

@@ -96,6 +96,10 @@ class AttestationVerifierSpec(_Strict):
     attestor: str
     public_keys: list[str] = Field(alias="publicKeys", min_length=1)
     source: str = "registry"  # "registry" or a Grafeas URL (grafeas+http://host:port/v1beta1/projects/p)
+    # Only occurrences of this Grafeas note count (projects/P/notes/N); kritis' noteReference.
+    note_name: str | None = Field(default=None, alias="noteName")
+    # Extra publicKeyId hints naming these keys (the ni:///sha-256 id and KMS names are implied).
+    public_key_ids: list[str] = Field(default_factory=list, alias="publicKeyIds")
 
 
 class VerifierSpec(_Strict):

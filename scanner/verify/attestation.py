@@ -1,0 +1,594 @@
+"""Attestations as Binary Authorization and kritis define them: an attestor's PKIX signature over a
+small JSON payload naming the image digest.
+
+Payload (the "container signature" JSON, verified over the exact ``serializedPayload`` bytes, never
+re-serialised: kritis writes compact JSON, gcloud indented key-sorted JSON with a newline)::
+
+    {"critical": {"identity": {"docker-reference": "REGISTRY/REPO"},
+                  "image": {"docker-manifest-digest": "sha256:..."},
+                  "type": "atomic container signature" | "Google cloud binauthz container signature"}}
+
+Signatures (kritis ``pkg/attestlib`` and Binary Authorization's PKIX algorithms): RSA PKCS#1 v1.5 and
+RSA-PSS with SHA-256 / SHA-512 (PSS salt length detected, since kritis signs with the maximum salt and
+Cloud KMS with the digest length), ECDSA P-256/SHA-256, P-384/SHA-384, P-521/SHA-512. ``publicKeyId``
+is a hint only: every signature is tried against every key of the attestor.
+
+Where attestations come from:
+
+* ``source: http(s)://HOST[:PORT][/PREFIX]/v1beta1/projects/PROJECT`` (or ``/v1/projects/PROJECT``):
+  a Grafeas API (Container Analysis, kritis' Grafeas). ``GET .../occurrences?filter=...&pageSize=&
+  pageToken=`` — the filter is sent but not relied on (Grafeas' in-memory store ignores it): kind,
+  resource URL (with and without ``https://``) and note are matched here, pages are bounded.
+* ``source: registry``: OCI 1.1 referrers of the image with artifactType
+  :data:`REGISTRY_ARTIFACT_TYPE`, whose single layer (same media type) is the Grafeas v1
+  ``AttestationOccurrence`` JSON: ``{"serializedPayload": "<base64>", "signatures": [{"publicKeyId":
+  "...", "signature": "<base64>"}]}``.
+
+The trust decision (:func:`judge`) is pure. Reading Grafeas is I/O through an injected
+:class:`AttestationSource` built at policy-load time (:class:`GrafeasClient` by default).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from scanner.errors import ConfigError, ParseError, SigauditError
+from scanner.models import (
+    Outcome,
+    ReferrerArtifact,
+    RunningImage,
+    SignatureFailure,
+    SignatureMaterial,
+    SignatureResult,
+)
+from scanner.verify.base import Wants
+from scanner.verify.keys import PublicKey, describe_key, key_sha256, spki_der
+
+if TYPE_CHECKING:
+    from scanner.policy.loader import PolicyLoader
+    from scanner.policy.schema import AttestationVerifierSpec
+
+log = logging.getLogger(__name__)
+
+REGISTRY_ARTIFACT_TYPE = "application/vnd.sigaudit.attestation.v1+json"
+KNOWN_PAYLOAD_TYPES = frozenset(
+    {"atomic container signature", "Google cloud binauthz container signature", "cosign container image signature"}
+)
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_SIGNATURES_PER_ATTESTATION = 16
+MAX_ATTESTATIONS = 100  # examined per image
+MAX_PAGES = 20
+PAGE_SIZE = 100
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+TIMEOUT_SECONDS = 15.0
+
+
+class AttestationSourceError(SigauditError):
+    """The attestation source could not be read: the verdict is ``error``."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Models (parse once)
+
+
+@dataclass(frozen=True, slots=True)
+class DetachedSignature:
+    signature: bytes
+    key_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attestation:
+    """One signed attestation: payload bytes exactly as signed, and its signatures."""
+
+    serialized_payload: bytes
+    signatures: tuple[DetachedSignature, ...]
+    origin: str  # occurrence name or referrer digest, for reasons
+    note_name: str = ""
+    resource_url: str = ""
+
+    @classmethod
+    def from_generic(
+        cls, doc: Mapping[str, Any], *, origin: str, note_name: str = "", resource_url: str = ""
+    ) -> Attestation:
+        """From a Grafeas ``GenericSignedAttestation`` (v1beta1) or ``AttestationOccurrence`` (v1)."""
+        payload_b64 = doc.get("serializedPayload")
+        if not isinstance(payload_b64, str) or not payload_b64:
+            raise ParseError(f"attestation {origin}: no serializedPayload")
+        payload = _b64decode(payload_b64, f"attestation {origin}: serializedPayload")
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise ParseError(f"attestation {origin}: payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        raw_sigs = doc.get("signatures") or []
+        if not isinstance(raw_sigs, list):
+            raise ParseError(f"attestation {origin}: signatures is not a list")
+        sigs = []
+        for s in raw_sigs[:MAX_SIGNATURES_PER_ATTESTATION]:
+            if not isinstance(s, Mapping) or not isinstance(s.get("signature"), str):
+                raise ParseError(f"attestation {origin}: a signature entry without a signature")
+            sigs.append(
+                DetachedSignature(
+                    _b64decode(s["signature"], f"attestation {origin}: signature"), str(s.get("publicKeyId") or "")
+                )
+            )
+        return cls(payload, tuple(sigs), origin, note_name, resource_url)
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    """Grafeas' JSON carries bytes as standard base64; kritis' Go tests use unpadded base64url."""
+    t = text.strip()
+    try:
+        if "-" in t or "_" in t:
+            return base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))
+        return base64.b64decode(t + "=" * (-len(t) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ParseError(f"{what}: not base64") from exc
+
+
+def occurrence_attestation(occ: Mapping[str, Any]) -> Attestation | None:
+    """A Grafeas occurrence (v1beta1 or v1 JSON) -> its PKIX attestation; None for other kinds and PGP."""
+    if occ.get("kind") not in ("ATTESTATION", None):
+        return None
+    name = str(occ.get("name") or "(unnamed occurrence)")
+    note = str(occ.get("noteName") or "")
+    resource = occ.get("resource")
+    url = str(occ.get("resourceUri") or (resource.get("uri") if isinstance(resource, Mapping) else "") or "")
+    details = occ.get("attestation")
+    if not isinstance(details, Mapping):
+        return None
+    inner = details.get("attestation")
+    if isinstance(inner, Mapping):  # v1beta1: attestation.attestation.genericSignedAttestation
+        generic = inner.get("genericSignedAttestation")
+        if not isinstance(generic, Mapping):
+            return None  # pgpSignedAttestation: not supported
+        return Attestation.from_generic(generic, origin=name, note_name=note, resource_url=url)
+    if "serializedPayload" in details:  # v1: attestation.{serializedPayload, signatures}
+        return Attestation.from_generic(details, origin=name, note_name=note, resource_url=url)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    docker_reference: str
+    digest: str
+    type: str
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Payload:
+        if len(data) > MAX_PAYLOAD_BYTES:
+            raise ParseError("payload too large")
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:
+            raise ParseError(f"payload is not JSON: {exc}") from exc
+        crit = doc.get("critical") if isinstance(doc, dict) else None
+        if not isinstance(crit, dict):
+            raise ParseError("payload has no critical section")
+        ident, image = crit.get("identity"), crit.get("image")
+        ref = ident.get("docker-reference") if isinstance(ident, dict) else None
+        digest = image.get("docker-manifest-digest") if isinstance(image, dict) else None
+        ptype = crit.get("type")
+        if not isinstance(digest, str) or not isinstance(ptype, str):
+            raise ParseError("payload lacks critical.image.docker-manifest-digest or critical.type")
+        return cls(ref if isinstance(ref, str) else "", digest, ptype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Signature checks (pure)
+
+
+def pkix_key_id(key: PublicKey) -> str:
+    """The default PKIX key id: ``ni:///sha-256;`` + unpadded base64url SHA-256 of the DER SPKI (RFC 6920)."""
+    digest = hashlib.sha256(spki_der(key)).digest()
+    return "ni:///sha-256;" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+_EC_HASH: Mapping[str, type[hashes.HashAlgorithm]] = {
+    "secp256r1": hashes.SHA256,
+    "secp384r1": hashes.SHA384,
+    "secp521r1": hashes.SHA512,
+}
+
+
+def verify_pkix(key: PublicKey, signature: bytes, payload: bytes) -> str | None:
+    """The algorithm name if ``signature`` verifies over ``payload`` under ``key``, else None."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        h = _EC_HASH.get(key.curve.name)
+        if h is None:
+            return None
+        try:
+            algo = h()
+            key.verify(signature, payload, ec.ECDSA(algo))
+            return f"ECDSA_{key.curve.name.upper()}_{algo.name.upper()}"
+        except (InvalidSignature, ValueError):
+            return None
+    if isinstance(key, rsa.RSAPublicKey):
+        for h in (hashes.SHA256, hashes.SHA512):
+            try:
+                key.verify(signature, payload, padding.PKCS1v15(), h())
+                return f"RSA_SIGN_PKCS1_{key.key_size}_{h.name.upper()}"
+            except (InvalidSignature, ValueError):
+                pass
+            try:
+                key.verify(signature, payload, padding.PSS(padding.MGF1(h()), padding.PSS.AUTO), h())
+                return f"RSA_SIGN_PSS_{key.key_size}_{h.name.upper()}"
+            except (InvalidSignature, ValueError):
+                pass
+        return None
+    return None  # Ed25519 is not a Binary Authorization / kritis PKIX algorithm
+
+
+@dataclass(frozen=True, slots=True)
+class AttestorKey:
+    """One public key of an attestor, or the reason it is unavailable (a KMS outage)."""
+
+    ref: str  # label: file, KMS URI or "(inline PEM)"
+    key: PublicKey | None
+    ids: frozenset[str] = frozenset()
+    unavailable: str = ""
+
+
+def resource_urls(image: RunningImage) -> tuple[str, ...]:
+    """The resource URLs an attestation for this digest may carry: kritis uses ``https://``, gcloud none."""
+    bare = f"{image.reference.repo}@{image.digest}"
+    return (f"https://{bare}", bare)
+
+
+def judge(
+    attestation: Attestation,
+    image: RunningImage,
+    attestor: str,
+    keys: Sequence[AttestorKey],
+    *,
+    verifier: str,
+    source: str,
+) -> SignatureResult | None:
+    """One attestation -> a result; None when it is evidently another attestor's (every key id hint
+    names a key we do not hold and nothing verifies)."""
+    usable = [k for k in keys if k.key is not None]
+    our_ids = frozenset().union(*(k.ids for k in keys))
+    base_details: dict[str, Any] = {"attestation": attestation.origin, "source": source}
+    signed_by: tuple[AttestorKey, str, DetachedSignature] | None = None
+    for sig in attestation.signatures:
+        for k in usable:
+            assert k.key is not None
+            alg = verify_pkix(k.key, sig.signature, attestation.serialized_payload)
+            if alg:
+                signed_by = (k, alg, sig)
+                break
+        if signed_by:
+            break
+    if signed_by is None:
+        hinted = [s.key_id for s in attestation.signatures if s.key_id]
+        if hinted and not any(h in our_ids for h in hinted):
+            return None  # someone else's attestation in the same project / on the same image
+        why = (
+            "has no signatures"
+            if not attestation.signatures
+            else f"signature does not verify with any of {attestor}'s {len(usable)} key(s)"
+        )
+        return SignatureResult(
+            kind="attestation",
+            verifier=verifier,
+            outcome=Outcome.FAILED,
+            reason=f"attestation {attestation.origin} by {attestor} {why}",
+            failure=SignatureFailure.INVALID,
+            signer=attestor,
+            identity=attestor,
+            details={**base_details, "key_ids": hinted},
+        )
+    key, alg, sig = signed_by
+    assert key.key is not None
+    common: dict[str, Any] = {
+        "kind": "attestation",
+        "verifier": verifier,
+        "signer": attestor,
+        "identity": attestor,
+        "key_sha256": key_sha256(key.key),
+    }
+    details = {**base_details, "algorithm": alg, "key": key.ref, "key_id": sig.key_id}
+    try:
+        payload = Payload.from_bytes(attestation.serialized_payload)
+    except ParseError as exc:
+        return SignatureResult(
+            outcome=Outcome.FAILED,
+            reason=f"attestation {attestation.origin} by {attestor}: signed payload is malformed: {exc}",
+            failure=SignatureFailure.INVALID,
+            details=details,
+            **common,
+        )
+    if payload.digest != image.digest:
+        return SignatureResult(
+            outcome=Outcome.FAILED,
+            reason=(
+                f"attestation {attestation.origin} by {attestor} is for another image: it names "
+                f"{payload.docker_reference or '?'}@{payload.digest}, the running digest is {image.digest}"
+            ),
+            failure=SignatureFailure.INVALID,
+            details=details,
+            **common,
+        )
+    if payload.type not in KNOWN_PAYLOAD_TYPES:
+        return SignatureResult(
+            outcome=Outcome.FAILED,
+            reason=f"attestation {attestation.origin} by {attestor} has an unknown payload type {payload.type!r}",
+            failure=SignatureFailure.INVALID,
+            details=details,
+            **common,
+        )
+    note = ""
+    if payload.docker_reference and payload.docker_reference.split("@")[0] != image.reference.repo:
+        note = f" (payload names {payload.docker_reference}; the digest matches)"
+    return SignatureResult(
+        outcome=Outcome.PASSED,
+        reason=f"attested by {attestor} ({describe_key(key.key)} {alg}, {key.ref}){note}",
+        details=details,
+        **common,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources (I/O at the edge, injected)
+
+
+class AttestationSource(Protocol):
+    """Where a verifier reads attestations that are not part of the registry material."""
+
+    @property
+    def label(self) -> str: ...
+
+    def attestations(self, resource_urls: Sequence[str], note_name: str | None) -> list[Attestation]:
+        """Attestation occurrences for these resource URLs. Raises AttestationSourceError."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class GrafeasEndpoint:
+    base: str  # scheme://host[:port][/prefix]
+    version: str  # "v1beta1" | "v1"
+    project: str
+
+    @classmethod
+    def parse(cls, source: str) -> GrafeasEndpoint:
+        url = source.removeprefix("grafeas+")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"attestation source {source!r}: use 'registry' or a Grafeas URL "
+                              "http(s)://HOST[:PORT]/v1beta1/projects/PROJECT")
+        segs = [s for s in parts.path.split("/") if s]
+        for i in range(len(segs) - 2):
+            if segs[i] in ("v1beta1", "v1") and segs[i + 1] == "projects" and i + 3 == len(segs):
+                prefix = "/".join(segs[:i])
+                base = f"{parts.scheme}://{parts.netloc}" + (f"/{prefix}" if prefix else "")
+                return cls(base, segs[i], segs[i + 2])
+        raise ConfigError(f"attestation source {source!r}: the path must end in /v1beta1/projects/PROJECT "
+                          "(or /v1/projects/PROJECT)")
+
+    @property
+    def occurrences_url(self) -> str:
+        return f"{self.base}/{self.version}/projects/{self.project}/occurrences"
+
+
+class GrafeasClient:
+    """Lists ATTESTATION occurrences over Grafeas' REST API (v1beta1 or v1), bounded in pages, bytes
+    and time. Authorization: a bearer token from env SIGAUDIT_GRAFEAS_TOKEN, if set."""
+
+    def __init__(self, endpoint: GrafeasEndpoint, *, token: str | None = None, client: Any = None) -> None:
+        import httpx
+
+        self.endpoint = endpoint
+        self._token = token
+        self._client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
+        if endpoint.base.startswith("http://"):
+            host = urlsplit(endpoint.base).hostname or ""
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                log.warning("insecure: reading attestations over plain http from %s", endpoint.base)
+
+    @property
+    def label(self) -> str:
+        return f"{self.endpoint.base}/{self.endpoint.version}/projects/{self.endpoint.project}"
+
+    def _get(self, params: Mapping[str, str]) -> dict[str, Any]:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        url = self.endpoint.occurrences_url
+        try:
+            with self._client.stream("GET", url, params=params, headers=headers) as resp:
+                body = b""
+                for chunk in resp.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise AttestationSourceError(f"{url}: response larger than {MAX_RESPONSE_BYTES} bytes")
+                if resp.status_code != 200:
+                    raise AttestationSourceError(f"{url} answered {resp.status_code}: {body[:200]!r}")
+        except httpx.HTTPError as exc:
+            raise AttestationSourceError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise AttestationSourceError(f"{url}: response is not JSON") from exc
+        if not isinstance(doc, dict):
+            raise AttestationSourceError(f"{url}: response is not a JSON object")
+        return doc
+
+    def attestations(self, resource_urls: Sequence[str], note_name: str | None) -> list[Attestation]:
+        wanted = set(resource_urls)
+        quoted = " OR ".join(f'resourceUrl="{u}"' for u in resource_urls)
+        params = {"filter": f'kind="ATTESTATION" AND ({quoted})', "pageSize": str(PAGE_SIZE)}
+        out: list[Attestation] = []
+        token = ""
+        for _page in range(MAX_PAGES):
+            doc = self._get({**params, **({"pageToken": token} if token else {})})
+            occs = doc.get("occurrences") or []
+            if not isinstance(occs, list):
+                raise AttestationSourceError(f"{self.label}: occurrences is not a list")
+            for occ in occs:
+                if not isinstance(occ, Mapping):
+                    continue
+                try:
+                    att = occurrence_attestation(occ)
+                except ParseError as exc:
+                    # A malformed occurrence about this image is reported, not skipped silently.
+                    url = str(occ.get("resourceUri") or (occ.get("resource") or {}).get("uri") or "")
+                    if url in wanted:
+                        raise AttestationSourceError(f"{self.label}: {exc}") from exc
+                    continue
+                if att is None or att.resource_url not in wanted:
+                    continue
+                if note_name and _note_tail(att.note_name) != _note_tail(note_name):
+                    continue
+                out.append(att)
+            token = str(doc.get("nextPageToken") or "")
+            if not token or len(out) >= MAX_ATTESTATIONS:
+                return out[:MAX_ATTESTATIONS]
+        log.warning("%s: stopped after %d pages of occurrences", self.label, MAX_PAGES)
+        return out[:MAX_ATTESTATIONS]
+
+
+def _note_tail(name: str) -> str:
+    """``v1beta1/projects/p/notes/n`` and ``projects/p/notes/n`` name the same note."""
+    i = name.find("projects/")
+    return name[i:] if i >= 0 else name
+
+
+def registry_attestations(referrers: Iterable[ReferrerArtifact]) -> list[Attestation]:
+    out = []
+    for r in referrers:
+        if not r.artifact_type.startswith(REGISTRY_ARTIFACT_TYPE):
+            continue
+        try:
+            doc = json.loads(r.blob)
+        except ValueError as exc:
+            raise ParseError(f"attestation referrer {r.manifest_digest[:19]}: not JSON") from exc
+        if not isinstance(doc, Mapping):
+            raise ParseError(f"attestation referrer {r.manifest_digest[:19]}: not a JSON object")
+        out.append(Attestation.from_generic(doc, origin=f"referrer {r.manifest_digest[:19]}"))
+        if len(out) >= MAX_ATTESTATIONS:
+            break
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The verifier
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationVerifier:
+    attestor: str
+    keys: tuple[AttestorKey, ...]
+    source: AttestationSource | None = None  # None: attestations attached in the registry
+    note_name: str | None = None
+    rule: str = ""
+    _fingerprint: str = field(default="", compare=False)
+
+    @property
+    def cacheable(self) -> bool:
+        # Registry attestations are part of the digest-checked material; Grafeas content is not.
+        return self.source is None and all(k.key is not None for k in self.keys)
+
+    @property
+    def name(self) -> str:
+        return f"attestation by {self.attestor}"
+
+    @property
+    def not_found_reason(self) -> str:
+        return f"image is not attested by {self.attestor}"
+
+    @property
+    def wants(self) -> Wants:
+        if self.source is None:
+            return Wants(referrer_types=frozenset({REGISTRY_ARTIFACT_TYPE}))
+        return Wants()
+
+    @property
+    def trust_fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def source_label(self) -> str:
+        return self.source.label if self.source is not None else "registry"
+
+    def verify(self, image: RunningImage, material: SignatureMaterial, now: datetime) -> tuple[SignatureResult, ...]:
+        try:
+            if self.source is None:
+                found = registry_attestations(material.referrers)
+            else:
+                found = self.source.attestations(resource_urls(image), self.note_name)
+        except (AttestationSourceError, ParseError) as exc:
+            return (self._error(f"cannot read {self.attestor}'s attestations from {self.source_label}: {exc}"),)
+        results = [r for a in found if (r := judge(a, image, self.attestor, self.keys,
+                                                   verifier=self.name, source=self.source_label))]
+        if not any(r.outcome is Outcome.PASSED for r in results):
+            # A key we could not fetch might have verified one of them: that is undecided, not absent.
+            results += [
+                self._error(f"key {k.ref} of {self.attestor} unavailable: {k.unavailable}")
+                for k in self.keys
+                if k.key is None
+            ]
+        return tuple(results)
+
+    def _error(self, reason: str) -> SignatureResult:
+        return SignatureResult(
+            kind="attestation",
+            verifier=self.name,
+            outcome=Outcome.ERROR,
+            reason=reason,
+            failure=SignatureFailure.ERROR,
+            signer=self.attestor,
+            identity=self.attestor,
+        )
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: AttestationVerifierSpec,
+        *,
+        base_dir: Path,
+        loader: PolicyLoader,
+        source: AttestationSource | None = None,
+        rule: str = "",
+    ) -> AttestationVerifier:
+        """Keys through the loader (files, PEM, https, KMS: cached per reference for the scan); a KMS
+        key that cannot be fetched becomes an ``unavailable`` key, so images are ``error``, not the scan."""
+        from scanner.verify.kms import KmsKeyUnavailable, key_ids_for
+
+        extra_ids = frozenset(getattr(spec, "public_key_ids", None) or ())
+        keys: list[AttestorKey] = []
+        h = hashlib.sha256(f"attestation\0{spec.attestor}\0{spec.source}".encode())
+        for i, text in enumerate(spec.public_keys):
+            where = f"attestation.publicKeys.{i}"
+            try:
+                key, label = loader.load_key(text, base_dir, where)
+            except KmsKeyUnavailable as exc:
+                keys.append(AttestorKey(text.strip(), None, frozenset(key_ids_for(text.strip())), exc.message))
+                h.update(b"\0unavailable:" + text.strip().encode())
+                continue
+            if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+                raise ConfigError(f"{describe_key(key)} is not a PKIX attestation key (RSA or ECDSA)", field=where)
+            ids = {pkix_key_id(key), *extra_ids}
+            if text.strip().startswith(("awskms://", "gcpkms://", "azurekms://", "hashivault://")):
+                ids.update(key_ids_for(text.strip()))
+            keys.append(AttestorKey(label, key, frozenset(ids)))
+            h.update(b"\0" + key_sha256(key).encode())
+        note = getattr(spec, "note_name", None)
+        h.update(f"\0note:{note or ''}".encode())
+        if source is None and spec.source != "registry":
+            endpoint = GrafeasEndpoint.parse(spec.source)
+            import os
+
+            source = GrafeasClient(endpoint, token=os.environ.get("SIGAUDIT_GRAFEAS_TOKEN") or None)
+        return cls(spec.attestor, tuple(keys), source, note, rule, h.hexdigest())
