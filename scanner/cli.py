@@ -254,7 +254,9 @@ def run_scan_command(**opts: Any) -> int:
         if store is not None and scan_id is not None:
             from dataclasses import replace
 
-            store.finish_scan(scan_id, result)
+            from scanner.policy.loader import policy_summary
+
+            store.finish_scan(scan_id, result, policy_summary(policy))
             result = replace(result, scan_id=scan_id)
     except ScanInProgress as exc:
         _fail(exc.diagnostics(), EXIT_FAILED)

@@ -36,8 +36,13 @@ log = logging.getLogger(__name__)
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numbering: 0 (and 7) = Sunday
 _MACROS = {
-    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
 }
 _ITEM = re.compile(r"^(\*|[0-7]|[a-z]{3})(?:-([0-7]|[a-z]{3}))?(?:/(\d+))?$")
 
@@ -109,8 +114,7 @@ def parse_schedule(expr: str, *, now: datetime | None = None) -> Schedule:
     elif len(fields) == 6:
         second, fields = fields[0], fields[1:]
     else:
-        raise ConfigError(f"{expr!r}: a cron schedule has 5 fields (minute hour day month weekday)",
-                          field="--schedule")
+        raise ConfigError(f"{expr!r}: a cron schedule has 5 fields (minute hour day month weekday)", field="--schedule")
     minute, hour, dom, month, dow = fields
     try:
         dow_aps = crontab_day_of_week(dow)
@@ -187,9 +191,15 @@ class RunOutcome:
 class ScanRunner:
     """Runs one scan at a time and records it in the store."""
 
-    def __init__(self, options: ScanOptions, store: Store, *, clock: Clock = system_clock,
-                 heartbeat_interval: float = 30.0,
-                 on_finished: Callable[[ScanResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        options: ScanOptions,
+        store: Store,
+        *,
+        clock: Clock = system_clock,
+        heartbeat_interval: float = 30.0,
+        on_finished: Callable[[ScanResult], None] | None = None,
+    ) -> None:
         self.options = options
         self.store = store
         self.clock = clock
@@ -232,8 +242,9 @@ class ScanRunner:
         if wait:
             self._execute(run, policy)
         else:
-            run.thread = threading.Thread(target=self._execute, args=(run, policy), name=f"sigaudit-scan-{scan_id}",
-                                          daemon=True)
+            run.thread = threading.Thread(
+                target=self._execute, args=(run, policy), name=f"sigaudit-scan-{scan_id}", daemon=True
+            )
             run.thread.start()
         return scan_id
 
@@ -258,12 +269,17 @@ class ScanRunner:
         try:
             with self.store.keepalive(run.scan_id, interval=self.heartbeat_interval):
                 credentials = CredentialStore.from_docker_config(o.docker_config)
-                client = RegistryClient(credentials=credentials, insecure_registries=policy.insecure_registries,
-                                        per_registry_concurrency=o.registry_concurrency)
+                client = RegistryClient(
+                    credentials=credentials,
+                    insecure_registries=policy.insecure_registries,
+                    per_registry_concurrency=o.registry_concurrency,
+                )
                 result = self._scan(policy, client, credentials, run)
                 if run.stop.is_set():
                     raise InterruptedError("interrupted: the server is shutting down")
-                self.store.finish_scan(run.scan_id, result)
+                from scanner.policy.loader import policy_summary
+
+                self.store.finish_scan(run.scan_id, result, policy_summary(policy))
             result = replace(result, scan_id=run.scan_id)
             outcome = RunOutcome(run.scan_id, result.state, result.finished_at, result.errors)
             log.info("scan %d finished: %s, %d images", run.scan_id, result.state.value, len(result.verdicts))
@@ -304,21 +320,40 @@ class ScanRunner:
 
             pods = iter_pods_file(o.pods_file)
             if o.namespaces or o.exclude_namespaces:
-                pods = (p for p in pods if namespace_selected(
-                    str((p.get("metadata") or {}).get("namespace", "default")), o.namespaces, o.exclude_namespaces))
+                pods = (
+                    p
+                    for p in pods
+                    if namespace_selected(
+                        str((p.get("metadata") or {}).get("namespace", "default")), o.namespaces, o.exclude_namespaces
+                    )
+                )
         else:
             from scanner.inventory.kube import KubeOwnerResolver, iter_pods, load_api_client, read_pull_secret
 
             api = load_api_client(o.kubeconfig, o.context)
             owners = KubeOwnerResolver(api)
-            pods = iter_pods(api_client=api, namespaces=o.namespaces, exclude_namespaces=o.exclude_namespaces,
-                             page_size=o.page_size, problems=problems)
+            pods = iter_pods(
+                api_client=api,
+                namespaces=o.namespaces,
+                exclude_namespaces=o.exclude_namespaces,
+                page_size=o.page_size,
+                problems=problems,
+            )
             if o.pull_secrets:
                 from scanner.cli import _with_pull_secrets
 
                 pods = _with_pull_secrets(pods, api, credentials, read_pull_secret)
-        result = run_scan(policy, pods, client=client, cluster=o.cluster, owners=owners, workers=o.concurrency,
-                          inventory_problems=problems, stop=run.stop, clock=self.clock)
+        result = run_scan(
+            policy,
+            pods,
+            client=client,
+            cluster=o.cluster,
+            owners=owners,
+            workers=o.concurrency,
+            inventory_problems=problems,
+            stop=run.stop,
+            clock=self.clock,
+        )
         if owners is not None and owners.problems:
             result = replace(result, errors=(*result.errors, *owners.problems), state=ScanState.PARTIAL)
         return result
@@ -356,8 +391,17 @@ class ScanRunner:
 def build_scheduler(schedule: Schedule, job: Callable[[], None], *, misfire_grace_time: int) -> BackgroundScheduler:
     """A UTC BackgroundScheduler with the scan job: one instance at a time, missed runs coalesced into
     one, a run later than ``misfire_grace_time`` seconds skipped."""
-    scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
-        "coalesce": True, "max_instances": 1, "misfire_grace_time": misfire_grace_time})
-    scheduler.add_job(job, schedule.trigger, id="scan", name=f"scan ({schedule.expr})", coalesce=True,
-                      max_instances=1, misfire_grace_time=misfire_grace_time, replace_existing=True)
+    scheduler = BackgroundScheduler(
+        timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": misfire_grace_time}
+    )
+    scheduler.add_job(
+        job,
+        schedule.trigger,
+        id="scan",
+        name=f"scan ({schedule.expr})",
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=misfire_grace_time,
+        replace_existing=True,
+    )
     return scheduler

@@ -181,6 +181,10 @@ class RegistryClient:
         self._basic: set[str] = set()
         self._no_referrers_api: set[str] = set()  # registries that answered 404: go straight to the tag
         self._budget = manifest_budget
+        self._tag_sets: dict[tuple[str, str], frozenset[str] | None] = {}
+        self._has_referrers_api: set[str] = set()
+        self._probe_locks: dict[str, threading.Lock] = {}
+        self._tag_locks: dict[tuple[str, str], threading.Lock] = {}
         self._manifest_gets: Counter[str] = Counter()
         self._lock = threading.Lock()
         timeout = httpx.Timeout(self.limits.read_timeout, connect=self.limits.connect_timeout)
@@ -376,11 +380,15 @@ class RegistryClient:
                             f"{registry}: redirect to plain HTTP {urlsplit(url).netloc} refused", registry=registry
                         )
                     continue
-                if method == "HEAD" or (resp.status_code >= 400 and resp.status_code not in (404,)):
-                    body = b"" if method == "HEAD" else _read_capped(resp, 64 * 1024, deadline, url, quiet=True)
-                    return resp, body
-                if resp.status_code == 404:
+                # Every reply is read to its end (a HEAD's is empty; error bodies are capped small): a
+                # response closed mid-stream closes its connection, and the next request would then pay
+                # for a new one (measured in bench/: every HEAD of a warm scan opened a connection).
+                if method == "HEAD":
+                    _read_capped(resp, 0, deadline, url, quiet=True)
                     return resp, b""
+                if resp.status_code >= 400:
+                    body = _read_capped(resp, 64 * 1024, deadline, url, quiet=True)
+                    return resp, b"" if resp.status_code == 404 else body
                 length = resp.headers.get("content-length")
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise LimitExceeded(f"{_short(url)}: {int(length)} bytes exceeds the limit of {max_bytes}")
@@ -489,6 +497,83 @@ class RegistryClient:
                 raise ParseError(f"{ref.repo}: blob digest {desc.digest[:19]} unsupported or mismatched")
         return body
 
+    def uses_referrers_tag_schema(
+        self, ref: ImageReference, digest: str, secrets: tuple[tuple[str, str], ...] = ()
+    ) -> bool:
+        """Whether ``ref``'s registry lacks the referrers API (its referrers then live in tags). Asked
+        once per registry and client: the first caller probes with one referrers request for
+        ``digest`` while the others wait for its answer. Raises what the probe raises."""
+        registry = ref.registry
+        with self._lock:
+            if registry in self._no_referrers_api:
+                return True
+            if registry in self._has_referrers_api:
+                return False
+            lock = self._probe_locks.setdefault(registry, threading.Lock())
+        with lock:
+            with self._lock:
+                if registry in self._no_referrers_api or registry in self._has_referrers_api:
+                    return registry in self._no_referrers_api
+            self.referrers(ref, digest, secrets=secrets)
+            with self._lock:
+                return registry in self._no_referrers_api
+
+    def tag_set(
+        self, ref: ImageReference, secrets: tuple[tuple[str, str], ...] = (), *, max_pages: int = 5
+    ) -> frozenset[str] | None:
+        """Every tag of ``ref``'s repository, listed once per client (one scan) however many threads
+        ask; None when the listing is refused, fails or exceeds ``max_pages`` pages of 1000 tags (the
+        caller then asks per digest). Lets a warm scan see that ``.sig`` / referrers tags are still
+        absent without one request per digest."""
+        key = (ref.registry, ref.repository)
+        with self._lock:
+            if key in self._tag_sets:
+                return self._tag_sets[key]
+            lock = self._tag_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._tag_sets:
+                    return self._tag_sets[key]
+            found = self._list_tags(ref, secrets, max_pages)
+            with self._lock:
+                self._tag_sets[key] = found
+            return found
+
+    def _list_tags(
+        self, ref: ImageReference, secrets: tuple[tuple[str, str], ...], max_pages: int
+    ) -> frozenset[str] | None:
+        path = f"/v2/{ref.repository}/tags/list?n=1000"
+        tags: set[str] = set()
+        for _ in range(max_pages):
+            try:
+                resp, body = self._request(
+                    "GET",
+                    ref.registry,
+                    path,
+                    scope=f"repository:{ref.repository}:pull",
+                    secrets=secrets,
+                    max_bytes=self.limits.manifest_bytes,
+                )
+                if resp.status_code != 200:
+                    return None
+                doc = json.loads(body)
+            except (RegistryError, ParseError, ValueError, UnicodeDecodeError):
+                return None
+            page = doc.get("tags") if isinstance(doc, dict) else None
+            if page is None:
+                page = []
+            if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
+                return None
+            tags.update(page)
+            nxt = _next_link(resp.headers.get("link"))
+            if not nxt:
+                return frozenset(tags)
+            parts = urlsplit(nxt)
+            if parts.netloc and parts.netloc != registry_api_host(ref.registry):
+                return None
+            path = parts.path + ("?" + parts.query if parts.query else "")
+        return None  # too many tags to be cheaper than asking per digest
+
     def referrers(
         self,
         ref: ImageReference,
@@ -524,6 +609,9 @@ class RegistryClient:
                     self._no_referrers_api.add(ref.registry)
                 return self._referrers_tag(ref, digest, artifact_type, secrets)
             self._check(resp, ref.registry, f"referrers of {digest[:19]}")
+            if pages == 0:
+                with self._lock:
+                    self._has_referrers_api.add(ref.registry)
             entries += self._index_entries(body, f"{ref.repo} referrers of {digest[:19]}")
             pages += 1
             nxt = _next_link(resp.headers.get("link"))
@@ -563,10 +651,15 @@ class RegistryClient:
         return [parse_descriptor(m, where) for m in manifests]
 
 
+_UNTRUSTED_TYPES = (None, "", "application/vnd.oci.empty.v1+json")
+
+
 def _filter(entries: list[Descriptor], artifact_type: str | None) -> list[Descriptor]:
     if not artifact_type:
         return entries
-    return [e for e in entries if e.artifact_type is None or e.artifact_type.startswith(artifact_type)]
+    # Registries and old fallback indexes may report the config's media type (the empty type) as a
+    # referrer's artifactType: keep those and decide from the manifest itself (SPEC-NOTES §4/§6).
+    return [e for e in entries if e.artifact_type in _UNTRUSTED_TYPES or e.artifact_type.startswith(artifact_type)]
 
 
 def _next_link(header: str | None) -> str | None:

@@ -21,6 +21,11 @@ SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 
 
+def _candidate(d: Descriptor, types: list[str]) -> bool:
+    """A listed referrer worth fetching: its listed type is wanted, or missing/the empty config type."""
+    return d.artifact_type in (None, "", EMPTY_CONFIG) or any(d.artifact_type.startswith(t) for t in types)
+
+
 def cosign_sig_tag(digest: str) -> str:
     algo, _, hexd = digest.partition(":")
     return f"{algo}-{hexd}.sig"
@@ -101,8 +106,10 @@ def discover(
         try:
             # One listing, filtered here: the tag-schema fallback cannot filter server-side, and a
             # single request serves every wanted type.
-            descs, _source = client.referrers(ref, image.digest, types[0] if len(types) == 1 else None, secrets)
-            wanted = [d for d in descs if d.artifact_type is None or any(d.artifact_type.startswith(t) for t in types)]
+            # Unfiltered, as cosign's GetBundles does: a registry may apply the filter to the wrong type;
+            # the listed artifactType is only a hint, each candidate manifest decides.
+            descs, _source = client.referrers(ref, image.digest, None, secrets)
+            wanted = [d for d in descs if _candidate(d, types)]
             if len(wanted) > max_signatures:
                 truncated = True
                 errors.append(f"{len(wanted)} referrers found; only the first {max_signatures} were examined")
@@ -175,20 +182,43 @@ def material_fingerprint(material: SignatureMaterial) -> str:
 
 
 def relist_fingerprint(
-    client: RegistryClient, image: RunningImage, previous: str, types: frozenset[str], *, max_signatures: int = 50
+    client: RegistryClient,
+    image: RunningImage,
+    previous: str,
+    types: frozenset[str],
+    *,
+    max_signatures: int = 50,
+    list_tags: bool = False,
 ) -> str:
     """The fingerprint again from a cheap re-list (a HEAD on the ``.sig`` tag; one referrers listing
     only if the previous scan listed them), without fetching signature blobs. Raises on registry
-    errors (the caller then re-fetches everything)."""
+    errors (the caller then re-fetches everything).
+
+    ``list_tags`` (many digests of one repository in this scan): the repository's tag list, fetched
+    once per scan, answers "still no ``.sig`` tag" and "still no referrers tag" (registries without
+    the referrers API keep referrers in a ``sha256-<hex>`` tag) without a request per digest. A tag
+    that exists is still looked at per digest: a replaced signature keeps its tag."""
     ref, secrets = image.reference, image.pull_secrets
-    try:
-        out = f"sig={client.head_manifest(ref, cosign_sig_tag(image.digest), secrets).digest}"
-    except NotFound:
+    tags = client.tag_set(ref, secrets) if list_tags else None
+    sig_tag = cosign_sig_tag(image.digest)
+    if tags is not None and sig_tag not in tags:
         out = "sig=-"
+    else:
+        try:
+            out = f"sig={client.head_manifest(ref, sig_tag, secrets).digest}"
+        except NotFound:
+            out = "sig=-"
+    if (
+        previous.endswith(";refs=")
+        and tags is not None
+        and image.digest.replace(":", "-", 1)[:128] not in tags
+        and client.uses_referrers_tag_schema(ref, image.digest, secrets)
+    ):
+        return out + ";refs="
     if ";refs=" in previous:
         order = sorted(types)
-        descs, _ = client.referrers(ref, image.digest, order[0] if len(order) == 1 else None, secrets)
-        wanted = [d for d in descs if d.artifact_type is None or any(d.artifact_type.startswith(t) for t in order)]
+        descs, _ = client.referrers(ref, image.digest, None, secrets)
+        wanted = [d for d in descs if _candidate(d, order)]
         out += ";refs=" + ",".join(sorted(d.digest for d in wanted[:max_signatures]))
     return out
 

@@ -144,6 +144,8 @@ def describe_db_error(action: str, url: str | URL, exc: BaseException) -> StoreE
         password = url.password if isinstance(url, URL) else make_url(url).password
     except (ArgumentError, ValueError):
         password = None
-    if password:
-        detail = detail.replace(str(password), "***")
+    if password and str(password) in detail:
+        # A short password would turn every occurrence of its letters into stars and make the message
+        # unreadable; then the driver's detail is dropped rather than risk showing the password.
+        detail = detail.replace(str(password), "***") if len(str(password)) >= 4 else type(orig).__name__
     return StoreError(f"{action} {display_url(url)}: {detail}")

@@ -84,6 +84,10 @@ class Scan(Base):
     counts: Mapped[dict[str, Any]]  # {status: number of images}
     total: Mapped[int] = mapped_column(sa.Integer, server_default="0")
     compliant: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    # The scan's own counters (registry requests/errors by registry and code, verification outcomes)
+    # for the metrics collector, and the policy it applied (rules, exemptions) for the report.
+    stats: Mapped[dict[str, Any] | None]
+    policy_summary: Mapped[dict[str, Any] | None]
 
     __table_args__ = (
         sa.Index("ix_scans_cluster_started_at", "cluster", "started_at"),

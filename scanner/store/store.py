@@ -358,17 +358,18 @@ class Store:
             stop.set()
             thread.join(timeout=5)
 
-    def finish_scan(self, scan_id: int, result: ScanResult) -> None:
+    def finish_scan(self, scan_id: int, result: ScanResult, policy_summary: Mapping[str, Any] | None = None) -> None:
         """Write every verdict and mark the scan finished, all in one transaction."""
         if result.state == ScanState.RUNNING:
             raise ValueError("finish_scan needs a finished state (complete, partial or failed)")
         try:
             with self._errors(f"cannot record scan {scan_id}"), self._write() as conn:
-                self._write_scan(conn, scan_id, result)
+                self._write_scan(conn, scan_id, result, policy_summary)
         finally:
             self._release_scan_lock(scan_id)
 
-    def _write_scan(self, conn: sa.Connection, scan_id: int, result: ScanResult) -> None:
+    def _write_scan(self, conn: sa.Connection, scan_id: int, result: ScanResult,
+                    policy_summary: Mapping[str, Any] | None = None) -> None:
         query = sa.select(_scans.c.state, _scans.c.cluster).where(_scans.c.id == scan_id)
         if not is_sqlite(conn):
             query = query.with_for_update()
@@ -419,6 +420,8 @@ class Store:
                 sigaudit_version=result.sigaudit_version or sa.literal_column("sigaudit_version"),
                 errors=list(result.errors), counts=dict(sorted(counts.items())),
                 total=len(result.verdicts), compliant=sum(1 for v in result.verdicts if v.compliant),
+                stats=json.loads(json.dumps(dict(result.stats), default=str)),
+                policy_summary=json.loads(json.dumps(dict(policy_summary), default=str)) if policy_summary else None,
             )
         )
 
@@ -482,7 +485,14 @@ class Store:
             errors=tuple(scan.errors or ()),
             scan_id=scan.id,
             sigaudit_version=scan.sigaudit_version,
+            stats=dict(scan.stats or {}),
         )
+
+    def policy_summary(self, scan_id: int) -> dict[str, Any] | None:
+        """The policy a scan applied (rules, exemptions, revocations), as recorded by finish_scan."""
+        with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
+            value = conn.execute(sa.select(_scans.c.policy_summary).where(_scans.c.id == scan_id)).scalar()
+        return dict(value) if value else None
 
     def scan_summary(self, scan_id: int) -> ScanSummary:
         with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
