@@ -35,6 +35,7 @@ import binascii
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,7 +57,7 @@ from scanner.models import (
     SignatureResult,
 )
 from scanner.verify.base import Wants
-from scanner.verify.keys import PublicKey, describe_key, key_sha256, spki_der
+from scanner.verify.keys import PublicKey, describe_key, key_sha256, parse_public_key, spki_der
 
 if TYPE_CHECKING:
     from scanner.policy.loader import PolicyLoader
@@ -229,6 +230,21 @@ def verify_pkix(key: PublicKey, signature: bytes, payload: bytes) -> str | None:
                 pass
         return None
     return None  # Ed25519 is not a Binary Authorization / kritis PKIX algorithm
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----\r?\n[A-Za-z0-9+/=\r\n]+-----END \1-----")
+
+
+def parse_pkix_pem(data: bytes) -> PublicKey:
+    """One PEM public key and nothing else (kritis refuses a PEM followed by extra data), RSA or ECDSA."""
+    text = data.strip()
+    m = _PEM_BLOCK.fullmatch(text)
+    if m is None or m.group(1) != b"PUBLIC KEY":
+        raise ParseError("not exactly one PEM PUBLIC KEY block")
+    key = parse_public_key(text)
+    if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise ParseError(f"{describe_key(key)} is not a PKIX attestation key (RSA or ECDSA)")
+    return key
 
 
 @dataclass(frozen=True, slots=True)
