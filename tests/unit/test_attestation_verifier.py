@@ -44,15 +44,16 @@ DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
 IMAGE = RunningImage(
     ImageReference("registry.example", "team/app", "1.0", DIGEST),
-    (ContainerRef("prod", "p", "c", ContainerType.CONTAINER, "registry.example/team/app:1.0", None, Workload("Pod", "p")),),
+    (ContainerRef("prod", "p", "c", ContainerType.CONTAINER, "registry.example/team/app:1.0", None,
+                  Workload("Pod", "p")),),
 )
 MATERIAL = SignatureMaterial(Descriptor("application/vnd.oci.image.manifest.v1+json", DIGEST, 1))
 
 
 def payload(digest: str = DIGEST, *, gcloud: bool = False) -> bytes:
+    kind = "Google cloud binauthz container signature" if gcloud else "atomic container signature"
     doc = {"critical": {"identity": {"docker-reference": "registry.example/team/app"},
-                        "image": {"docker-manifest-digest": digest},
-                        "type": "Google cloud binauthz container signature" if gcloud else "atomic container signature"}}
+                        "image": {"docker-manifest-digest": digest}, "type": kind}}
     if gcloud:
         return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -129,7 +130,8 @@ def test_nothing_found_reads_not_attested_by(tmp_path: Path) -> None:
     assert out.status is Status.UNSIGNED
     assert out.reasons[0] == "image is not attested by prod-attestor"
     # Both spellings of the resource URL are asked for.
-    assert set(source.asked[0][0]) == {f"https://registry.example/team/app@{DIGEST}", f"registry.example/team/app@{DIGEST}"}
+    bare = f"registry.example/team/app@{DIGEST}"
+    assert set(source.asked[0][0]) == {f"https://{bare}", bare}
 
 
 def test_attestation_for_another_digest_is_invalid(tmp_path: Path) -> None:

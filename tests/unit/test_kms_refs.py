@@ -111,7 +111,7 @@ def test_vault_transit_takes_the_latest_version() -> None:
 
 def test_vault_without_address_names_the_reference(monkeypatch) -> None:
     monkeypatch.delenv("VAULT_ADDR", raising=False)
-    with pytest.raises(KmsKeyUnavailable, match="hashivault://cosign.*VAULT_ADDR"):
+    with pytest.raises(KmsKeyUnavailable, match=r"hashivault://cosign.*VAULT_ADDR"):
         fetch_public_key_pem("hashivault://cosign")
 
 
