@@ -212,7 +212,7 @@ def run_scan_command(**opts: Any) -> int:
                 problems=problems,
             )
             if opts["pull_secrets"]:
-                pods = _with_pull_secrets(pods, api, credentials, read_pull_secret)
+                pods = _with_pull_secrets(pods, api, credentials, read_pull_secret, problems)
         if opts["pods_file"] and (opts["namespaces"] or opts["exclude_namespaces"]):
             from scanner.inventory.pods import namespace_selected
 
@@ -293,7 +293,7 @@ def run_scan_command(**opts: Any) -> int:
     return EXIT_OK
 
 
-def _with_pull_secrets(pods: Any, api: Any, credentials: Any, read: Any) -> Any:
+def _with_pull_secrets(pods: Any, api: Any, credentials: Any, read: Any, problems: list[str]) -> Any:
     seen: set[tuple[str, str]] = set()
     for pod in pods:
         ns = str((pod.get("metadata") or {}).get("namespace") or "default")
@@ -301,7 +301,7 @@ def _with_pull_secrets(pods: Any, api: Any, credentials: Any, read: Any) -> Any:
             key = (ns, str(s.get("name")))
             if s.get("name") and key not in seen:
                 seen.add(key)
-                data = read(api, ns, key[1])
+                data = read(api, ns, key[1], problems)
                 if data:
                     credentials.add_pull_secret(ns, key[1], data)
         yield pod

@@ -342,7 +342,7 @@ class ScanRunner:
             if o.pull_secrets:
                 from scanner.cli import _with_pull_secrets
 
-                pods = _with_pull_secrets(pods, api, credentials, read_pull_secret)
+                pods = _with_pull_secrets(pods, api, credentials, read_pull_secret, problems)
         result = run_scan(
             policy,
             pods,

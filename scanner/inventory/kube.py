@@ -181,8 +181,13 @@ class KubeOwnerResolver:
         return self._static.workload(namespace, pod)
 
 
-def read_pull_secret(api_client: Any, namespace: str, name: str) -> bytes | None:
-    """The ``.dockerconfigjson`` (or legacy ``.dockercfg``) of an imagePullSecret, or None."""
+def read_pull_secret(
+    api_client: Any, namespace: str, name: str, problems: list[str] | None = None
+) -> bytes | None:
+    """The ``.dockerconfigjson`` (or legacy ``.dockercfg``) of an imagePullSecret, or None.
+
+    A forbidden read is a problem of the scan (it becomes partial): images behind that secret may
+    then fail to authenticate, and the reader must know why."""
     import base64
 
     from kubernetes import client
@@ -192,6 +197,11 @@ def read_pull_secret(api_client: Any, namespace: str, name: str) -> bytes | None
         obj = _load(client.CoreV1Api(api_client).read_namespaced_secret(name, namespace, _preload_content=False))
     except ApiException as exc:
         log.warning("cannot read pull secret %s/%s: %s %s", namespace, name, exc.status, exc.reason)
+        if problems is not None and exc.status in (401, 403):
+            problems.append(
+                f"forbidden: get secrets in {namespace} (imagePullSecret {name}); "
+                "registry credentials from it were not used"
+            )
         return None
     data = obj.get("data") or {}
     for key in (".dockerconfigjson", ".dockercfg"):

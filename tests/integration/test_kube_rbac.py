@@ -286,17 +286,9 @@ SCENARIOS: dict[str, tuple[dict[str, Any], list[str], set[str] | None]] = {
 }
 
 
-# Known gap (reported to the inventory owner): a 403 on an imagePullSecret is only logged as
-# "cannot read pull secret ns/name: 403 Forbidden" and the scan still completes. Strict, so the fix
-# makes this xfail fail and the mark is removed.
-_PULL_SECRET_GAP = pytest.mark.xfail(
-    strict=True, reason="a forbidden pull-secret read does not fail the scan nor name `get secrets`"
-)
-
-
 @pytest.mark.parametrize(
     "scenario",
-    [pytest.param(s, marks=_PULL_SECRET_GAP) if "pull-secrets" in s else s for s in sorted(SCENARIOS)],
+    sorted(SCENARIOS),
 )
 def test_chart_rbac_is_enough_and_every_permission_is_needed(
     kube_apiserver: KubeAPIServer, apps: dict[str, tuple[str, str]], tmp_path: Path, scenario: str
