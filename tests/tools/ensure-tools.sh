@@ -3,7 +3,7 @@
 #
 #   tests/tools/ensure-tools.sh [TOOL...]     (no args: all default tools)
 #
-# Tools: cosign cosign3 notation helm kubeconform ocireg kube-apiserver notation-go
+# Tools: cosign cosign3 notation helm kubeconform ocireg kube-apiserver notation-go sigstore-mock
 # Each lands in ${SIGAUDIT_TOOLS_DIR:-~/.cache/sigaudit-tools}/<tool>-<version>/bin/<tool>,
 # versions pinned in tests/tools/versions.env. Idempotent: a tool whose binary is
 # already there is not rebuilt. Builds run one at a time (the machines have 2 cores).
@@ -18,7 +18,7 @@ source "$HERE/versions.env"
 CACHE="${SIGAUDIT_TOOLS_DIR:-$HOME/.cache/sigaudit-tools}"
 mkdir -p "$CACHE"
 LOG="${SIGAUDIT_TOOLS_LOG:-$CACHE/build.log}"
-DEFAULT_TOOLS=(cosign cosign3 notation helm kubeconform ocireg kube-apiserver notation-go)
+DEFAULT_TOOLS=(cosign cosign3 notation helm kubeconform ocireg kube-apiserver notation-go sigstore-mock)
 
 export GOFLAGS=-mod=mod
 
