@@ -227,6 +227,10 @@ def test_verdicts_agree_with_notation_go(registry_fixture: str, request: pytest.
         image("corrupt-envelope")
         _corrupt_signature(reg, "nv/corrupt-envelope", images["corrupt-envelope"], pki)
         time.sleep(max(0.0, 1.5 - (time.monotonic() - t_expired)))
+        # Where the signatures went: the tag schema without a referrers API, the API alone with one.
+        with httpx.Client(timeout=30) as c:
+            tags = c.get(f"{reg.url}/v2/nv/good-jws/tags/list").json()["tags"]
+        assert (images["good-jws"].replace(":", "-") in tags) is (reg.kind != "ocireg"), tags
 
         rows: list[tuple[str, str, str, str, bool]] = []  # case, level, notation-go, sigaudit, agree
         sigaudit_docs: dict[str, dict[str, Any]] = {}
