@@ -254,7 +254,7 @@ def push_signature(url_base: str, repo: str, subject: Mapping[str, Any], envelop
                         "org.opencontainers.image.created": _rfc3339(signed_at or datetime.now(UTC))},
     }
     body = json.dumps(manifest, separators=(",", ":")).encode()
-    digest = oci.push_manifest(url_base, repo, body, oci.OCI_MANIFEST, auth=auth)
+    digest = oci.push_manifest(url_base, repo, oci.sha256_digest(body), body, oci.OCI_MANIFEST, auth)
     if tag_schema is None:
         tag_schema = not referrers_api(url_base, repo, subject["digest"], auth)
     if tag_schema:
@@ -275,8 +275,7 @@ def _add_to_tag_index(url_base: str, repo: str, subject_digest: str, entry: Mapp
     elif r.status_code != 404:
         raise RuntimeError(f"read referrers tag {tag}: HTTP {r.status_code} {r.text[:300]}")
     index = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [*manifests, dict(entry)]}
-    oci.push_manifest(url_base, repo, json.dumps(index, separators=(",", ":")).encode(), oci.OCI_INDEX,
-                      tag=tag, auth=auth)
+    oci.push_manifest(url_base, repo, tag, json.dumps(index, separators=(",", ":")).encode(), oci.OCI_INDEX, auth)
 
 
 def image_descriptor(url_base: str, repo: str, digest: str, auth: oci.AuthLike = None) -> dict[str, Any]:
