@@ -546,16 +546,19 @@ class AttestationVerifier:
                 found = self.source.attestations(resource_urls(image), self.note_name)
         except (AttestationSourceError, ParseError) as exc:
             return (self._error(f"cannot read {self.attestor}'s attestations from {self.source_label}: {exc}"),)
+        unavailable = [
+            self._error(f"key {k.ref} of {self.attestor} unavailable: {k.unavailable}")
+            for k in self.keys
+            if k.key is None
+        ]
+        if len(unavailable) == len(self.keys):
+            return tuple(unavailable)  # nothing can be judged without a key: undecided, not absent
         results = [r for a in found if (r := judge(a, image, self.attestor, self.keys,
                                                    verifier=self.name, source=self.source_label))]
-        if not any(r.outcome is Outcome.PASSED for r in results):
-            # A key we could not fetch might have verified one of them: that is undecided, not absent.
-            results += [
-                self._error(f"key {k.ref} of {self.attestor} unavailable: {k.unavailable}")
-                for k in self.keys
-                if k.key is None
-            ]
-        return tuple(results)
+        if any(r.outcome is Outcome.PASSED for r in results):
+            return tuple(results)
+        # A key we could not fetch might have verified one of them: that is undecided, not absent.
+        return (*unavailable, *results)
 
     def _error(self, reason: str) -> SignatureResult:
         return SignatureResult(
