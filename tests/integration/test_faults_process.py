@@ -1,0 +1,219 @@
+"""Fault matrix, process / database / Kubernetes rows, with the real ``sigaudit scan`` process:
+
+* SIGTERM and SIGKILL in the middle of a scan (made slow by a registry that stalls mid-body): the
+  interrupted scan is never complete, the previous scan stays the latest, and the next scan is clean;
+* a second scan of the same cluster while one runs is refused (exit 3), never interleaved;
+* the database unreachable at the start (exit 3, a clear message without the password), and lost in
+  the middle of the scan (PostgreSQL backends terminated): not complete, the previous scan stays latest;
+* the Kubernetes API server unreachable: exit 3 and no half scan stored.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from scanner.models import ScanState
+from scanner.store import open_store
+from tests.harness import oci
+from tests.harness.cosign_sign import KeyPair, sign_image
+from tests.harness.demo import _pod
+from tests.harness.hostile_registry import HostileRegistry, Rule, Stall
+from tests.harness.tools import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Setup:
+    tmp: Path
+    policy: Path
+    fast_pods: Path  # one signed image, scans in a second
+    slow_pods: Path  # the same plus an image whose signature blob stalls mid-body
+    hostile: HostileRegistry
+
+
+@pytest.fixture(scope="module")
+def setup(registry, tmp_path_factory) -> Iterator[Setup]:
+    tmp = tmp_path_factory.mktemp("proc")
+    key = KeyPair.ecdsa()
+    hostile = HostileRegistry(upstream=registry.url)
+    try:
+        fast = oci.make_image(registry.url, "proc/fast", "1")
+        sign_image(registry.url, hostile.host, "proc/fast", fast, key)
+        slow = oci.make_image(registry.url, "proc/slow", "1")
+        sign_image(registry.url, hostile.host, "proc/slow", slow, key)
+        hostile.add(Rule("GET", r"/v2/proc/slow/blobs/sha256:", Stall(hold=15)))
+        (tmp / "k.pub").write_text(key.public_pem)
+        policy = tmp / "policy.yaml"
+        policy.write_text(
+            "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+            f"  insecureRegistries: ['{hostile.host}']\n"
+            f"  rules:\n    - {{name: r, images: ['{hostile.host}/*'], "
+            "verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n"
+        )
+        fast_pod = _pod("a", "fast", [("c", f"{hostile.host}/proc/fast:1", f"{hostile.host}/proc/fast@{fast}")])
+        slow_pod = _pod("a", "slow", [("c", f"{hostile.host}/proc/slow:1", f"{hostile.host}/proc/slow@{slow}")])
+        fast_pods, slow_pods = tmp / "fast.json", tmp / "slow.json"
+        fast_pods.write_text(json.dumps({"kind": "List", "items": [fast_pod]}))
+        slow_pods.write_text(json.dumps({"kind": "List", "items": [fast_pod, slow_pod]}))
+        yield Setup(tmp, policy, fast_pods, slow_pods, hostile)
+    finally:
+        hostile.close()
+
+
+def scan_cmd(s: Setup, pods: Path, db: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(pods), "--policy", str(s.policy),
+            "--db", db, "--cluster", "c1", "-o", "json", "--no-progress", *extra]
+
+
+def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def start_slow(s: Setup, db: str) -> subprocess.Popen:
+    before = len(s.hostile.seen("/v2/proc/slow/blobs/"))
+    proc = subprocess.Popen(scan_cmd(s, s.slow_pods, db), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while len(s.hostile.seen("/v2/proc/slow/blobs/")) == before:  # the scan is now inside the stall
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the scan never reached the stalling registry"
+        time.sleep(0.1)
+    time.sleep(0.3)
+    return proc
+
+
+def states(db: str) -> tuple[int | None, list[str]]:
+    store = open_store(db)
+    try:
+        latest = store.latest_scan_id("c1")
+        rows = [x.state.value for x in sorted(store.list_scans("c1"), key=lambda x: x.id)]
+        return latest, rows
+    finally:
+        store.close()
+
+
+def test_sigterm_mid_scan_leaves_the_previous_scan_latest_and_restarts_clean(setup: Setup, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    first = run(scan_cmd(setup, setup.fast_pods, db))
+    assert first.returncode == 0, first.stderr
+    first_id = json.loads(first.stdout)["scan"]["id"]
+    proc = start_slow(setup, db)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, (proc.returncode, err)
+    assert "received signal" in err and "Traceback" not in err, err
+    latest, rows = states(db)
+    assert latest == first_id
+    assert rows == ["complete", "failed"], rows
+    again = run(scan_cmd(setup, setup.fast_pods, db))
+    assert again.returncode == 0, again.stderr
+    latest, rows = states(db)
+    assert latest == json.loads(again.stdout)["scan"]["id"] and rows == ["complete", "failed", "complete"]
+
+
+def test_sigkill_mid_scan_then_the_next_scan_is_clean(setup: Setup, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    first = run(scan_cmd(setup, setup.fast_pods, db))
+    first_id = json.loads(first.stdout)["scan"]["id"]
+    proc = start_slow(setup, db)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    latest, rows = states(db)
+    assert latest == first_id and rows == ["complete", "running"], rows  # killed: nobody could mark it
+    again = run(scan_cmd(setup, setup.fast_pods, db))
+    assert again.returncode == 0, again.stderr  # the dead process's scan is abandoned, not waited for
+    latest, rows = states(db)
+    assert latest == json.loads(again.stdout)["scan"]["id"]
+    assert rows == ["complete", "failed", "complete"], rows
+
+
+def test_a_second_scan_while_one_runs_is_refused(setup: Setup, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'two.db'}"
+    proc = start_slow(setup, db)
+    try:
+        second = run(scan_cmd(setup, setup.fast_pods, db))
+        assert second.returncode == 3, second.stderr
+        assert "in progress" in second.stderr.lower() or "running" in second.stderr.lower(), second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    latest, rows = states(db)
+    assert latest is None and rows == ["failed"], rows  # one scan only, never two interleaved
+
+
+def test_database_unreachable_at_start_is_exit_3_with_a_clear_message(setup: Setup) -> None:
+    port = free_port()
+    r = run(scan_cmd(setup, setup.fast_pods, f"postgresql+psycopg://sigaudit:Db-Pa55word@127.0.0.1:{port}/x"))
+    assert r.returncode == 3, r.stderr
+    assert "cannot connect" in r.stderr and "Db-Pa55word" not in r.stderr + r.stdout, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_postgres_connection_lost_mid_scan_then_another_scan_takes_over(
+    setup: Setup, postgres_server, postgres_url: str
+) -> None:
+    for _ in range(2):  # migrations run twice: the second is a no-op
+        up = run([sys.executable, "-m", "scanner.cli", "db", "upgrade", "--db", postgres_url])
+        assert up.returncode == 0, up.stderr
+    first = run(scan_cmd(setup, setup.fast_pods, postgres_url))
+    assert first.returncode == 0, first.stderr
+    first_id = json.loads(first.stdout)["scan"]["id"]
+    proc = start_slow(setup, postgres_url)
+    dbname = postgres_url.rsplit("/", 1)[1].split("?")[0]
+    admin = postgres_server.admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                        "AND pid <> pg_backend_pid()", (dbname,))
+            killed = cur.rowcount
+    finally:
+        admin.close()
+    assert killed >= 1, "the scan held no connection to terminate"
+    # Its cluster lock went with its session: a second scan may now start, and it takes over.
+    second = run(scan_cmd(setup, setup.fast_pods, postgres_url))
+    assert second.returncode == 0, second.stderr
+    second_id = json.loads(second.stdout)["scan"]["id"]
+    _out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 3, err  # the first scan cannot record itself over the one that took over
+    assert "Traceback" not in err and "abandoned" in err, err
+    store = open_store(postgres_url)
+    try:
+        assert store.latest_scan_id("c1") == second_id
+        states_by_id = {x.id: x.state for x in store.list_scans("c1")}
+    finally:
+        store.close()
+    assert states_by_id[first_id] is ScanState.COMPLETE and states_by_id[second_id] is ScanState.COMPLETE
+    interrupted = [i for i in states_by_id if i not in (first_id, second_id)]
+    assert len(interrupted) == 1 and states_by_id[interrupted[0]] is ScanState.FAILED, states_by_id
+
+
+def test_kube_api_unreachable_is_exit_3_and_no_half_scan(setup: Setup, tmp_path: Path) -> None:
+    port = free_port()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "x", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                                "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "kube-T0ken-secret"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "u"}}],
+    }))
+    db = f"sqlite:///{tmp_path / 'kube.db'}"
+    r = run([sys.executable, "-m", "scanner.cli", "scan", "--kubeconfig", str(kubeconfig), "--policy",
+             str(setup.policy), "--db", db, "--cluster", "c1", "--no-progress", "-o", "json"], timeout=180)
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr and "kube-T0ken-secret" not in r.stderr + r.stdout, r.stderr
+    assert r.stdout == ""
+    latest, rows = states(db)
+    assert latest is None and all(s != "complete" for s in rows), rows
+
