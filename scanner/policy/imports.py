@@ -723,12 +723,14 @@ def merge(
     sources = list(policy.sources) if policy else []
     h = hashlib.sha256((policy.digest if policy else "").encode())
     api_client = None
+    extra_exemptions: list[Any] = []  # kritis admission allowlists
     for spec in policy_from:
         kind, sep, where = spec.partition(":")
         kind = kind.lower()
-        if not sep or kind not in ("kyverno", "clusterimagepolicy", "notation") or not where:
+        if not sep or kind not in ("kyverno", "clusterimagepolicy", "notation", "kritis") or not where:
             raise ConfigError(
-                f"--policy-from {spec!r}: use kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster or notation:DIR"
+                f"--policy-from {spec!r}: use kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster, "
+                "kritis:FILE|cluster or notation:DIR"
             )
         ctx = ImportContext(
             loader=loader, base_dir=Path(where).parent if where != "cluster" else Path.cwd(), source=spec
@@ -742,7 +744,12 @@ def merge(
 
                     api_client = load_api_client(kubeconfig, context)
                 ctx.api_client = api_client
-                docs = _cluster_docs(api_client, kind)
+                if kind == "kritis":
+                    from scanner.policy.kritis import cluster_docs
+
+                    docs = cluster_docs(api_client)
+                else:
+                    docs = _cluster_docs(api_client, kind)
                 ctx.raw.append(json.dumps(docs, sort_keys=True).encode())
             else:
                 try:
@@ -751,7 +758,13 @@ def merge(
                     raise ConfigError(f"cannot read: {exc.strerror}", source=where) from exc
                 ctx.raw.append(data)
                 docs = _docs(data, where)
-            new = kyverno_rules(ctx, docs) if kind == "kyverno" else cip_rules(ctx, docs)
+            if kind == "kritis":
+                from scanner.policy.kritis import kritis_rules
+
+                new, allowlisted = kritis_rules(ctx, docs)
+                extra_exemptions += allowlisted
+            else:
+                new = kyverno_rules(ctx, docs) if kind == "kyverno" else cip_rules(ctx, docs)
             if not new:
                 ctx.warnings.append(f"{spec}: no image verification rules found")
         rules += new
@@ -772,5 +785,10 @@ def merge(
         digest="",
     )
     return replace(
-        base, rules=tuple(rules), warnings=tuple(warnings), sources=tuple(sources), digest="sha256:" + h.hexdigest()
+        base,
+        rules=tuple(rules),
+        exemptions=(*base.exemptions, *extra_exemptions),
+        warnings=tuple(warnings),
+        sources=tuple(sources),
+        digest="sha256:" + h.hexdigest(),
     )

@@ -1,0 +1,228 @@
+"""Audit with the kritis policies a cluster already enforces (``--policy-from kritis:FILE|cluster``).
+
+Resources (``kritis.grafeas.io/v1beta1``; every form the CRDs have had is accepted):
+
+* ``AttestationAuthority``: ``spec.noteReference`` (``[v1beta1/]projects/P/notes/N``), ``spec.publicKeys[]``
+  (``keyType: PKIX`` with ``pkixPublicKey.publicKeyPem``, ``keyId``), legacy ``spec.publicKeyData``
+  (base64 of the key) and ACK's ``spec.publicKeyId``. PGP keys are not supported (reported).
+* ``GenericAttestationPolicy``: ``attestationAuthorityNames`` — an image must be attested by every
+  listed authority (n-of-n); ``admissionAllowlistPatterns`` / ``admissionWhitelistPatterns``
+  (``namePattern``) become exemptions with the reason "kritis admission allowlist".
+* ``ImageSecurityPolicy``: ``attestationAuthorityName`` (current) or ``attestationAuthorityNames``;
+  ``imageAllowlist`` / ``imageWhitelist`` become exemptions; vulnerability requirements are reported
+  as not audited.
+
+Attestations are read from Grafeas: ``$SIGAUDIT_GRAFEAS_URL`` (default Container Analysis,
+``https://containeranalysis.googleapis.com``), v1beta1, in the note's project, only that note's occurrences.
+
+Kubernetes API calls (for the chart's RBAC): ``CustomObjectsApi.list_custom_object_for_all_namespaces``
+kritis.grafeas.io/v1beta1 attestationauthorities, genericattestationpolicies, imagesecuritypolicies: list.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from scanner.errors import ConfigError
+from scanner.policy.loader import CompiledRule
+from scanner.policy.schema import AttestationVerifierSpec, Exemption, VerifierSpec
+from scanner.verify.base import Verifier
+
+ALLOWLIST_REASON = "kritis admission allowlist"
+FOREVER = datetime(9999, 12, 31, tzinfo=UTC)
+DEFAULT_GRAFEAS = "https://containeranalysis.googleapis.com"
+_NOTE = re.compile(r"^(?:v1beta1/|v1/)?projects/([^/]+)/notes/([^/]+)$")
+_KINDS = ("AttestationAuthority", "GenericAttestationPolicy", "ImageSecurityPolicy")
+_CLUSTER_RESOURCES = {
+    "attestationauthorities": "AttestationAuthority",
+    "genericattestationpolicies": "GenericAttestationPolicy",
+    "imagesecuritypolicies": "ImageSecurityPolicy",
+}
+
+
+def _meta(doc: Mapping[str, Any]) -> tuple[str, str]:
+    meta = doc.get("metadata") or {}
+    return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+
+
+def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(PEM keys or KMS URIs, key id hints) of an AttestationAuthority; warnings via ctx."""
+    keys: list[str] = []
+    ids: list[str] = []
+    for i, pk in enumerate(spec.get("publicKeys") or []):
+        if not isinstance(pk, Mapping):
+            continue
+        ktype = str(pk.get("keyType") or "PKIX").upper()
+        if pk.get("keyId"):
+            ids.append(str(pk["keyId"]))
+        if ktype == "PGP" or pk.get("asciiArmoredPgpPublicKey"):
+            ctx.warn(name, f"publicKeys[{i}] is a PGP key: not supported, ignored")
+            continue
+        pem = (pk.get("pkixPublicKey") or {}).get("publicKeyPem")
+        if pem:
+            keys.append(str(pem))
+        else:
+            ctx.warn(name, f"publicKeys[{i}] has no pkixPublicKey.publicKeyPem")
+    if spec.get("publicKeyData"):
+        raw = str(spec["publicKeyData"]).strip()
+        text = raw
+        if "-----BEGIN" not in raw:
+            try:
+                text = base64.b64decode(raw, validate=True).decode("utf-8")
+            except (binascii.Error, ValueError, UnicodeDecodeError):
+                ctx.warn(name, "publicKeyData is neither PEM nor base64 of a PEM key: ignored")
+                text = ""
+        if "BEGIN PGP" in text:
+            ctx.warn(name, "publicKeyData is a PGP key: not supported, ignored")
+        elif "-----BEGIN" in text:
+            keys.append(text)
+        elif text.startswith(("awskms://", "gcpkms://", "azurekms://", "hashivault://")):
+            keys.append(text)
+    if spec.get("publicKeyId"):  # ACK's fork
+        ids.append(str(spec["publicKeyId"]))
+    return keys, ids
+
+
+def _allowlist(ns: str, patterns: Sequence[str], source: str) -> list[Exemption]:
+    good = [p for p in patterns if p and p.strip() == p and "[" not in p and "]" not in p]
+    if not good:
+        return []
+    return [
+        Exemption.model_validate(
+            {"images": good, "namespaces": [ns], "reason": f"{ALLOWLIST_REASON} ({source})", "until": FOREVER}
+        )
+    ]
+
+
+def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> tuple[list[CompiledRule], list[Exemption]]:
+    """``ctx`` is a :class:`scanner.policy.imports.ImportContext`."""
+    grafeas = os.environ.get("SIGAUDIT_GRAFEAS_URL", DEFAULT_GRAFEAS).rstrip("/")
+    authorities: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for d in docs:
+        if d.get("kind") == "AttestationAuthority":
+            authorities[_meta(d)] = d
+    by_name = {name: d for (_ns, name), d in authorities.items()}
+    built: dict[tuple[str, str], Verifier | None] = {}
+
+    def verifier_for(ns: str, auth_name: str, rule: str) -> Verifier | None:
+        doc = authorities.get((ns, auth_name)) or by_name.get(auth_name)
+        if doc is None:
+            ctx.warn(rule, f"AttestationAuthority {auth_name!r} not found: images are judged without it")
+            return None
+        key = _meta(doc)
+        if key in built:
+            return built[key]
+        spec = doc.get("spec") or {}
+        note = str(spec.get("noteReference") or "")
+        m = _NOTE.match(note)
+        if not m:
+            raise ConfigError(
+                f"AttestationAuthority {auth_name}: noteReference {note!r} is not projects/P/notes/N", source=ctx.source
+            )
+        keys, ids = _authority_keys(ctx, rule, spec)
+        if not keys:
+            ctx.warn(rule, f"AttestationAuthority {auth_name!r} has no usable PKIX key: images are judged without it")
+            built[key] = None
+            return None
+        att = AttestationVerifierSpec.model_validate(
+            {
+                "attestor": auth_name,
+                "publicKeys": keys,
+                "source": f"{grafeas}/v1beta1/projects/{m.group(1)}",
+                "noteName": f"projects/{m.group(1)}/notes/{m.group(2)}",
+                "publicKeyIds": ids,
+            }
+        )
+        v: Verifier = ctx.loader.build_verifier(
+            VerifierSpec(attestation=att), ctx.base_dir, f"{rule}.{auth_name}", rule
+        )
+        built[key] = v
+        return v
+
+    rules: list[CompiledRule] = []
+    exemptions: list[Exemption] = []
+    seen_ns: dict[str, str] = {}
+    for d in docs:
+        kind = d.get("kind")
+        if kind not in ("GenericAttestationPolicy", "ImageSecurityPolicy"):
+            continue
+        ns, name = _meta(d)
+        spec = d.get("spec") or {}
+        rule = f"kritis:{ns}/{name}"
+        if kind == "GenericAttestationPolicy":
+            names = [str(n) for n in spec.get("attestationAuthorityNames") or []]
+            patterns = spec.get("admissionAllowlistPatterns") or spec.get("admissionWhitelistPatterns") or []
+            allow = [str(p.get("namePattern") or "") for p in patterns if isinstance(p, Mapping)]
+        else:
+            names = [str(n) for n in spec.get("attestationAuthorityNames") or []]
+            if spec.get("attestationAuthorityName"):
+                names.append(str(spec["attestationAuthorityName"]))
+            allow = [str(p) for p in spec.get("imageAllowlist") or spec.get("imageWhitelist") or []]
+            if spec.get("packageVulnerabilityRequirements"):
+                ctx.warn(rule, "packageVulnerabilityRequirements are not audited (attestations only)")
+            if spec.get("builtProjectIDs"):
+                ctx.warn(rule, "builtProjectIDs are not audited")
+        exemptions += _allowlist(ns, allow, rule)
+        if not names:
+            ctx.warn(rule, "no attestation authority named: nothing to audit")
+            continue
+        if ns in seen_ns:
+            # kritis admits an image attested by all authorities of ANY policy of the namespace;
+            # first-match rules can only express one of them.
+            ctx.warn(rule, f"namespace {ns} already audited by {seen_ns[ns]}: this policy is not applied")
+            continue
+        seen_ns[ns] = rule
+        verifiers = [v for n in dict.fromkeys(names) if (v := verifier_for(ns, n, rule)) is not None]
+        notes: list[str] = []
+        if len(verifiers) < len(set(names)):
+            notes.append("some attestation authorities could not be used (see warnings): judged without them")
+        if not verifiers:
+            continue
+        rules.append(
+            CompiledRule(
+                name=rule,
+                images=("*",),
+                namespaces=(ns,),
+                verifiers=tuple(verifiers),
+                source=f"kritis:{name}",
+                count=len(verifiers),  # attested by every authority the policy names
+                notes=tuple(notes),
+            )
+        )
+    return rules, exemptions
+
+
+def cluster_docs(api_client: Any) -> list[dict[str, Any]]:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client)
+    out: list[dict[str, Any]] = []
+    for plural, kind in _CLUSTER_RESOURCES.items():
+        try:
+            resp: Any = api.list_custom_object_for_all_namespaces(
+                "kritis.grafeas.io", "v1beta1", plural, _preload_content=False
+            )
+            items = json.loads(resp.data).get("items") or []
+        except ApiException as exc:
+            if exc.status == 404:  # CRD not installed
+                continue
+            if exc.status == 403:
+                raise ConfigError(f"forbidden: list kritis.grafeas.io/v1beta1 {plural}") from exc
+            raise ConfigError(f"cannot list kritis.grafeas.io/v1beta1 {plural}: {exc.status} {exc.reason}") from exc
+        for it in items:
+            it.setdefault("apiVersion", "kritis.grafeas.io/v1beta1")
+            it.setdefault("kind", kind)
+        out += items
+    return out
+
+
+def is_kritis(doc: Mapping[str, Any]) -> bool:
+    return doc.get("kind") in _KINDS
