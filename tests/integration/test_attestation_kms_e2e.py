@@ -182,3 +182,37 @@ def test_grafeas_down_is_an_error_naming_the_source(estate: Estate, moto_kms) ->
         assert by[name]["status"] == "error", by[name]
         assert any("cannot reach" in r and gone in r for r in by[name]["reasons"])
     assert by["in-registry"]["status"] == "verified"  # registry attestations do not need Grafeas
+
+
+def test_kritis_import_against_grafeas(estate: Estate, moto_kms, grafeas_server) -> None:
+    """kritis' own resources, imported: the AttestationAuthority carries the KMS key's PEM (as users
+    paste it), the GenericAttestationPolicy allowlists the registry-attested repository."""
+    from scanner.verify.kms import der_to_pem
+
+    pem = der_to_pem(bytes(moto_kms.client().get_public_key(KeyId=estate.attestor_arn)["PublicKey"])).decode()
+    docs = [
+        {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "AttestationAuthority",
+         "metadata": {"name": ATTESTOR, "namespace": "prod"},
+         "spec": {"noteReference": f"v1beta1/{estate.note}",
+                  "publicKeys": [{"keyType": "PKIX", "keyId": estate.attestor_arn,
+                                  "pkixPublicKey": {"publicKeyPem": pem}}]}},
+        {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "GenericAttestationPolicy",
+         "metadata": {"name": "require-attestation", "namespace": "prod"},
+         "spec": {"attestationAuthorityNames": [ATTESTOR],
+                  "admissionAllowlistPatterns": [{"namePattern": f"{estate.host}/reg/*"}]}},
+    ]
+    path = estate.dir / "kritis.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    # The test registry is plain http: a native policy without rules lists it as insecure.
+    native = estate.dir / "insecure-only.yaml"
+    native.write_text(yaml.safe_dump({"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy",
+                                      "spec": {"insecureRegistries": [estate.host]}}))
+    r = sigaudit("scan", "--pods-file", str(estate.pods()), "--policy", str(native), "--policy-from",
+                 f"kritis:{path}", "--no-store", "-o", "json", "--no-progress",
+                 env={**moto_kms.env, "SIGAUDIT_GRAFEAS_URL": grafeas_server.url})
+    assert r.returncode in (0, 1), r.stderr
+    by = {i["repository"].rsplit("/", 1)[-1]: i for i in json.loads(r.stdout)["images"]}
+    got = {k: v["status"] for k, v in by.items()}
+    assert got["attested"] == "verified" and got["unattested"] == "unsigned" and got["other-digest"] == "invalid"
+    assert got["in-registry"] == "exempt"
+    assert any("kritis admission allowlist" in x for x in by["in-registry"]["reasons"])
