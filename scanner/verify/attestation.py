@@ -402,11 +402,20 @@ class GrafeasClient:
     """Lists ATTESTATION occurrences over Grafeas' REST API (v1beta1 or v1), bounded in pages, bytes
     and time. Authorization: a bearer token from env SIGAUDIT_GRAFEAS_TOKEN, if set."""
 
-    def __init__(self, endpoint: GrafeasEndpoint, *, token: str | None = None, client: Any = None) -> None:
+    def __init__(
+        self,
+        endpoint: GrafeasEndpoint,
+        *,
+        token: str | None = None,
+        client: Any = None,
+        page_size: int = PAGE_SIZE,
+        max_pages: int = MAX_PAGES,
+    ) -> None:
         import httpx
 
         self.endpoint = endpoint
         self._token = token
+        self.page_size, self.max_pages = page_size, max_pages
         self._client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
         if endpoint.base.startswith("http://"):
             host = urlsplit(endpoint.base).hostname or ""
@@ -444,10 +453,10 @@ class GrafeasClient:
     def attestations(self, resource_urls: Sequence[str], note_name: str | None) -> list[Attestation]:
         wanted = set(resource_urls)
         quoted = " OR ".join(f'resourceUrl="{u}"' for u in resource_urls)
-        params = {"filter": f'kind="ATTESTATION" AND ({quoted})', "pageSize": str(PAGE_SIZE)}
+        params = {"filter": f'kind="ATTESTATION" AND ({quoted})', "pageSize": str(self.page_size)}
         out: list[Attestation] = []
         token = ""
-        for _page in range(MAX_PAGES):
+        for _page in range(self.max_pages):
             doc = self._get({**params, **({"pageToken": token} if token else {})})
             occs = doc.get("occurrences") or []
             if not isinstance(occs, list):
@@ -471,7 +480,7 @@ class GrafeasClient:
             token = str(doc.get("nextPageToken") or "")
             if not token or len(out) >= MAX_ATTESTATIONS:
                 return out[:MAX_ATTESTATIONS]
-        log.warning("%s: stopped after %d pages of occurrences", self.label, MAX_PAGES)
+        log.warning("%s: stopped after %d pages of occurrences", self.label, self.max_pages)
         return out[:MAX_ATTESTATIONS]
 
 
