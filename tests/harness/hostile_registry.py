@@ -115,8 +115,12 @@ class Seen:
 
 
 class HostileRegistry:
-    def __init__(self, upstream: str | None = None, *, basic_auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, upstream: str | None = None, *, basic_auth: tuple[str, str] | None = None,
+                 forward_auth: bool = False) -> None:
+        """``forward_auth``: pass the client's Authorization header upstream (a registry with its own
+        auth behind the proxy); by default it is dropped."""
         self.upstream = upstream.rstrip("/") if upstream else None
+        self.forward_auth = forward_auth
         self.basic_auth = basic_auth
         self.rules: list[Rule] = []
         self.requests: list[Seen] = []
@@ -230,7 +234,8 @@ class HostileRegistry:
     def _forward(self, h: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
         if self.upstream is None:
             return 404, {"Content-Type": "application/json"}, b'{"errors":[{"code":"NAME_UNKNOWN"}]}'
-        headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP | {"host", "authorization"}}
+        drop = HOP_BY_HOP | {"host"} | (set() if self.forward_auth else {"authorization"})
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in drop}
         headers["Accept-Encoding"] = "identity"
         resp = self._http.request(h.command, self.upstream + h.path, headers=headers, content=body or None)
         out = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP}
