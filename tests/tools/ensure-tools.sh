@@ -4,6 +4,7 @@
 #   tests/tools/ensure-tools.sh [TOOL...]     (no args: all default tools)
 #
 # Tools: cosign cosign3 notation helm kubeconform ocireg kube-apiserver notation-go sigstore-mock
+# grafeas (explicit only, not in the default set)
 # Each lands in ${SIGAUDIT_TOOLS_DIR:-~/.cache/sigaudit-tools}/<tool>-<version>/bin/<tool>,
 # versions pinned in tests/tools/versions.env. Idempotent: a tool whose binary is
 # already there is not rebuilt. Builds run one at a time (the machines have 2 cores).
