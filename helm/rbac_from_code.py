@@ -167,14 +167,72 @@ def _module_constants(tree: ast.Module) -> dict[str, str]:
     return consts
 
 
-def _string(node: ast.expr | None, consts: dict[str, str]) -> str | None:
+def _strings(node: ast.expr | None, consts: dict[str, str], loops: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The values an argument can take: a literal, a string constant, or a loop variable over a constant
+    collection. Empty when it cannot be told from the source."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
+        return (node.value,)
     if isinstance(node, ast.Name):
-        return consts.get(node.id)
-    if isinstance(node, ast.Attribute):  # e.g. SomeClass.GROUP: resolve by attribute name if unique
-        return consts.get(node.attr)
-    return None
+        if node.id in consts:
+            return (consts[node.id],)
+        return loops.get(node.id, ())
+    if isinstance(node, ast.Attribute) and node.attr in consts:  # e.g. self.PLURAL, a class constant
+        return (consts[node.attr],)
+    return ()
+
+
+def _collections(tree: ast.Module) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Module-level dicts / tuples / lists of string literals: name -> (keys or items, dict values)."""
+    out: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            value = node.value
+            keys: list[str] = []
+            values: list[str] = []
+            if isinstance(value, ast.Dict):
+                keys = [k.value for k in value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+                values = [v.value for v in value.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+                if len(keys) != len(value.keys):
+                    continue
+            elif isinstance(value, ast.Tuple | ast.List):
+                keys = [e.value for e in value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+                if len(keys) != len(value.elts):
+                    continue
+            else:
+                continue
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    out[t.id] = (tuple(keys), tuple(values))
+    return out
+
+
+def _loop_values(tree: ast.Module) -> dict[str, tuple[str, ...]]:
+    """Loop variables over constant collections: ``for p in PLURALS``, ``for p, kind in KINDS.items()``,
+    ``for p in KINDS`` / ``KINDS.keys()`` / ``KINDS.values()``."""
+    colls = _collections(tree)
+    out: dict[str, tuple[str, ...]] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.For | ast.comprehension):
+            continue
+        it, target = node.iter, node.target
+        method = None
+        if isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute) and not it.args:
+            method, it = it.func.attr, it.func.value
+        if not (isinstance(it, ast.Name) and it.id in colls):
+            continue
+        keys, values = colls[it.id]
+        if method in (None, "keys") and isinstance(target, ast.Name):
+            out[target.id] = keys
+        elif method == "values" and isinstance(target, ast.Name):
+            out[target.id] = values
+        elif method == "items" and isinstance(target, ast.Tuple) and len(target.elts) == 2:
+            k, v = target.elts
+            if isinstance(k, ast.Name):
+                out[k.id] = keys
+            if isinstance(v, ast.Name):
+                out[v.id] = values
+    return out
 
 
 def _bind(cls_name: str, method: str, call: ast.Call) -> dict[str, ast.expr]:
@@ -206,6 +264,7 @@ def _class_constants(tree: ast.Module) -> dict[str, str]:
 def derive_file(path: Path, text: str, result: Derivation, rel: str | None = None) -> None:
     tree = ast.parse(text, filename=str(path))
     consts = {**_class_constants(tree), **_module_constants(tree)}
+    loops = _loop_values(tree)
     methods = api_methods()
     name = rel or str(path)
     for node in ast.walk(tree):
@@ -218,13 +277,13 @@ def derive_file(path: Path, text: str, result: Derivation, rel: str | None = Non
             if attr == "call_api":
                 result.problems.append(f"{name}:{node.lineno}: call_api: raw API access cannot be derived")
             elif attr in methods and attr not in DISCOVERY:
-                _record(result, name, node, attr, node, consts)
+                _record(result, name, node, attr, node, consts, loops)
         # A method passed rather than called, e.g. Watch().stream(api.list_x, ...).
         for arg in node.args:
             if isinstance(arg, ast.Attribute) and arg.attr in methods and arg.attr not in DISCOVERY:
                 fake = ast.Call(func=arg, args=node.args[1:], keywords=node.keywords)
                 ast.copy_location(fake, node)
-                _record(result, name, fake, arg.attr, node, consts, streamed=_is_stream(node))
+                _record(result, name, fake, arg.attr, node, consts, loops, streamed=_is_stream(node))
 
 
 def _is_stream(call: ast.Call) -> bool:
@@ -238,6 +297,7 @@ def _record(
     method: str,
     where: ast.AST,
     consts: dict[str, str],
+    loops: dict[str, tuple[str, ...]],
     streamed: bool = False,
 ) -> None:
     line = getattr(where, "lineno", 0)
@@ -249,19 +309,16 @@ def _record(
     verb = _verb(method)
     if cls_name == "CustomObjectsApi":
         bound = _bind(cls_name, method, call)
-        group = _string(bound.get("group"), consts)
-        plural = _string(bound.get("plural", bound.get("resource_plural")), consts)
-        if group is None or plural is None:
+        groups = _strings(bound.get("group"), consts, loops)
+        plurals = _strings(bound.get("plural", bound.get("resource_plural")), consts, loops)
+        if not groups or not plurals:
             result.problems.append(
-                f"{name}:{line} {method}: group/plural are not string literals or module constants; "
-                "RBAC cannot be derived"
+                f"{name}:{line} {method}: group/plural are not string literals, constants or loop variables "
+                "over a constant collection; RBAC cannot be derived"
             )
             return
-        resource = plural
-        for sub in ("status", "scale"):
-            if method.endswith(f"_{sub}"):
-                resource = f"{plural}/{sub}"
-        perms = [Permission(group, resource, verb)]
+        sub = next((f"/{x}" for x in ("status", "scale") if method.endswith(f"_{x}")), "")
+        perms = [Permission(g, f"{p}{sub}", verb) for g in groups for p in plurals]
         cluster_wide = "namespaced" not in method
     else:
         path = request_path(cls_name, method)

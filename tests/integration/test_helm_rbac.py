@@ -45,9 +45,10 @@ IMPORT_GROUPS = {
     "policyImport.kyverno": "kyverno.io",
     "policyImport.clusterImagePolicy": "policy.sigstore.dev",
     "policyImport.notation": "notation.nirmata.io",
+    "policyImport.kritis": "kritis.grafeas.io",
 }
 ALL_ON = {
-    "policyImport": {"kyverno": True, "clusterImagePolicy": True, "notation": True},
+    "policyImport": {"kyverno": True, "clusterImagePolicy": True, "notation": True, "kritis": True},
     "registryAuth": {"fromImagePullSecrets": True},
 }
 

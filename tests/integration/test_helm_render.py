@@ -509,7 +509,7 @@ def test_namespaced_scope_uses_roles_only() -> None:
 def test_policy_import_flags() -> None:
     objs = render("policy-import")
     args = args_of(main_container(next(s for w, s in pod_specs(objs) if w.startswith("CronJob"))))
-    for source in ("kyverno:cluster", "clusterimagepolicy:cluster", "notation:cluster"):
+    for source in ("kyverno:cluster", "clusterimagepolicy:cluster", "notation:cluster", "kritis:cluster"):
         assert f"--policy-from={source}" in args
     assert "--pull-secrets" in args and "--docker-config=/etc/sigaudit/docker/config.json" in args
     key_roles = [r for r in by_kind(objs, "Role") if r["metadata"]["name"].endswith("-key-secrets")]

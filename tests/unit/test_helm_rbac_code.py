@@ -106,6 +106,27 @@ def test_scope_of_each_call_is_derived() -> None:
     assert rbac.needs_cluster_wide(only_wide, P("kyverno.io", "policies", "list"))
 
 
+def test_loop_variables_over_constant_collections_are_resolved() -> None:
+    result = derive(
+        """
+        KINDS = {"imagesecuritypolicies": "ImageSecurityPolicy", "attestationauthorities": "AttestationAuthority"}
+        GROUPS = ("a.example", "b.example")
+        def f(co):
+            for plural, kind in KINDS.items():
+                co.list_custom_object_for_all_namespaces("kritis.grafeas.io", "v1beta1", plural)
+            for g in GROUPS:
+                co.list_cluster_custom_object(g, "v1", "things")
+        """
+    )
+    assert not result.problems
+    assert set(result.permissions) == {
+        P("kritis.grafeas.io", "imagesecuritypolicies", "list"),
+        P("kritis.grafeas.io", "attestationauthorities", "list"),
+        P("a.example", "things", "list"),
+        P("b.example", "things", "list"),
+    }
+
+
 def test_watches_need_the_watch_verb() -> None:
     result = derive(
         """

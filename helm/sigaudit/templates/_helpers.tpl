@@ -237,6 +237,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.policyImport.notation }}
 - --policy-from=notation:cluster
 {{- end }}
+{{- if .Values.policyImport.kritis }}
+- --policy-from=kritis:cluster
+{{- end }}
 {{- range .Values.scope.namespaces }}
 - -n
 - {{ . | quote }}
