@@ -280,3 +280,25 @@ def test_no_row_is_compliant_by_accident(matrix: Matrix) -> None:
         if name not in recovered:
             assert img["status"] not in ("verified", "exempt"), (name, img["reasons"])
     assert matrix.result.returncode == 1
+
+
+def test_referrers_list_with_10000_entries_is_refused_as_an_error() -> None:
+    """The referrers API answering 10,000 descriptors: discovery records an error (bounded), no fetches."""
+    from scanner.models import ImageReference, RunningImage
+    from scanner.registry.client import RegistryClient
+    from scanner.signatures.discovery import discover
+    from scanner.verify.base import Wants
+
+    notary = "application/vnd.cncf.notary.signature"
+    entries = [{"mediaType": oci.OCI_MANIFEST, "digest": "sha256:" + f"{i:064x}", "size": 500,
+                "artifactType": notary} for i in range(10_000)]
+    index = oci.canonical_json({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": entries})
+    digest = "sha256:" + "ab" * 32
+    with HostileRegistry() as hostile:
+        hostile.add(Rule("GET", "/v2/many/referrers/", Body(index, content_type=oci.OCI_INDEX)))
+        image = RunningImage(ImageReference(hostile.host, "many", "1", digest), ())
+        with RegistryClient(insecure_registries={hostile.host}) as client:
+            material = discover(client, image, Wants(False, frozenset({notary})), need_descriptor=False)
+        assert material.referrers == ()
+        assert any("10000 entries exceed the limit" in e for e in material.errors), material.errors
+        assert not hostile.seen("/manifests/sha256:")  # nothing listed was fetched
