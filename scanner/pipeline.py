@@ -214,6 +214,12 @@ class CacheState:
     new: list[Any] = field(default_factory=list)
     reused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Running digests per (registry, repository): where many share a repository, one tag listing per
+    # repository replaces a request per digest in the warm re-list.
+    repo_digests: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+
+LIST_TAGS_FROM = 3  # running digests in one repository before its tag list is worth a request
 
 
 def _cacheable(v: Verifier) -> bool:
@@ -335,7 +341,13 @@ def _from_cache(
 
     try:
         current = relist_fingerprint(
-            client, image, next(iter(fingerprints)), wants.referrer_types, max_signatures=policy.max_signatures
+            client,
+            image,
+            next(iter(fingerprints)),
+            wants.referrer_types,
+            max_signatures=policy.max_signatures,
+            list_tags=cache.repo_digests.get((image.reference.registry, image.reference.repository), 0)
+            >= LIST_TAGS_FROM,
         )
     except (RegistryError, ParseError):
         return None
@@ -413,7 +425,10 @@ def run_scan(
             for v in g.rule.verifiers
             if _cacheable(v)
         ]
-        cache_state = CacheState(hits=cache.cache_get_many(keys) if keys else {})
+        cache_state = CacheState(
+            hits=cache.cache_get_many(keys) if keys else {},
+            repo_digests=Counter((img.reference.registry, img.reference.repository) for img in running),
+        )
     done = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [

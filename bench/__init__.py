@@ -1,0 +1,1 @@
+"""The sigaudit benchmark (issue 9): ``make bench`` runs ``python -m bench.run``."""

@@ -1,0 +1,163 @@
+"""Smoke test of the benchmark harness (bench/run.py) on a tiny estate: it publishes to a real
+docker-registry, scans cold and warm, renders the report, runs the baselines, and writes a result
+JSON with every field the README table is built from. Not a timed test: no figure is compared with
+a target here, only that the figures exist, are sane and that every verdict was the expected one.
+
+Also the per-registry budget end to end: a real scan with ``--registry-budget`` against the real
+registry gives the images beyond it an ``error`` verdict naming the budget, and the registry's own
+access log shows no more manifest GETs than the budget allows."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import run as bench
+from tests.harness.tools import require_binary, tool_path
+
+
+def test_harness_writes_complete_results(tmp_path: Path) -> None:
+    require_binary("docker-registry")
+    out = tmp_path / "results"
+    sample = 2 if tool_path("cosign") else 0
+    rc = bench.main(["--digests", "20", "--repos", "4", "--pods", "50", "--baseline-sample", str(sample),
+                     "--out", str(out), "--skip-clients", "--no-notation"])
+    assert rc == 0
+    res = json.loads((out / "latest.json").read_text())
+    stamped = [p for p in out.glob("*.json") if p.name != "latest.json"]
+    assert len(stamped) == 1 and json.loads(stamped[0].read_text()) == res
+    assert res["schema_version"] == bench.SCHEMA_VERSION
+    assert res["estate"]["digests"] == 20 and res["estate"]["repos"] == 4
+    assert sum(res["estate"]["kinds"].values()) == 20 and res["estate"]["kinds"]["unsigned"] == 2
+    for label in ("cold", "warm"):
+        scan = res["scans"][label]
+        for key in ("wall_s", "cpu_s", "user_s", "sys_s", "peak_rss_mb", "registry_requests",
+                    "requests_per_digest", "manifest_gets", "verdicts"):
+            assert key in scan, (label, key)
+        assert scan["wall_s"] > 0 and scan["cpu_s"] > 0 and 20 < scan["peak_rss_mb"] < 2000
+        assert scan["unexpected_verdicts"] == 0
+        assert scan["images"] == 20 and scan["containers"] == 50
+        assert scan["verdicts"] == {"invalid": 2, "unsigned": 2, "verified": 16}
+    cold, warm = res["scans"]["cold"], res["scans"]["warm"]
+    assert cold["registry_requests"] >= 20  # at least one lookup per digest, counted by the registry
+    assert warm["registry_requests"] < cold["registry_requests"]
+    assert res["report"]["bytes"] > 1000 and res["report"]["wall_s"] > 0
+    floor = res["baselines"]["ideal_floor"]
+    assert floor["digests"] == 20 and floor["verified"] == 16 and floor["wall_s"] > 0
+    cosign = res["baselines"]["cosign"]
+    if sample:
+        assert cosign["sample"] == 2 and cosign["per_digest_s"] > 0 and cosign["agrees_with_expected"] == 2
+        assert res["ratios"]["cosign_loop_over_cold_wall"] > 0
+    else:
+        assert "skipped" in cosign
+    assert set(res["targets"]) == set(bench.TARGETS)
+    for t in res["targets"].values():
+        assert t["met"] in (True, False, None)
+    md = (out / "latest.md").read_text()
+    assert "sigaudit scan, cold" in md and "sigaudit scan, warm" in md and "| target |" in md
+
+
+def test_registry_budget_end_to_end(tmp_path: Path) -> None:
+    require_binary("docker-registry")
+    from tests.harness.cosign_sign import KeyPair
+    from tests.harness.fixtures_registry import start_distribution
+
+    reg = start_distribution(tmp_path / "registry")
+    try:
+        keys = {"trusted": KeyPair.ecdsa(), "wrong": KeyPair.ecdsa()}
+        est = bench.publish(reg.url, reg.host, 12, 3, keys, False, tmp_path)
+        pods = tmp_path / "pods.json"
+        bench.write_pods(est, 12, pods)
+        policy = bench.write_policy(est, keys, tmp_path)
+        before = bench.settle_count(reg)
+        budget = 5
+        run = bench.run_measured([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(pods), "--policy",
+                                  str(policy), "--no-store", "--json-out", str(tmp_path / "scan.json"), "-o", "none",
+                                  "--no-progress", "--registry-budget", str(budget), "--concurrency", "1"],
+                                 cwd=tmp_path)
+        assert run.exit_code == 1, run.stderr_tail
+        logged = reg.requests()[before:]
+        manifest_gets = [r for r in logged if r.method == "GET" and "/manifests/" in r.path]
+        assert len(manifest_gets) == budget
+    finally:
+        reg.stop()
+    doc = json.loads((tmp_path / "scan.json").read_text())
+    errors = [i for i in doc["images"] if i["status"] == "error"]
+    assert len(errors) >= 12 - budget
+    assert all(any("registry request budget exhausted" in r for r in i["reasons"]) for i in errors)
+    assert {i["status"] for i in doc["images"]} - {"error"}  # the first images were judged normally
+
+
+def test_mix_is_deterministic() -> None:
+    kinds = [bench.kind_for(i, False) for i in range(20)]
+    assert kinds.count(bench.UNSIGNED) == 2 and kinds.count(bench.WRONG_KEY) == 1
+    assert kinds.count(bench.TAMPERED) == 1 and kinds.count(bench.COSIGN) == 16
+    assert [bench.kind_for(i, True) for i in range(20)].count(bench.NOTATION) == 4
+    assert random.Random(1).sample(range(100), 3) == random.Random(1).sample(range(100), 3)
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_rejects_empty_estates(value: str) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--digests", value])
+
+
+def test_warm_rescan_lists_tags_once_per_repository_and_still_sees_changes(tmp_path: Path) -> None:
+    """Twelve digests in one repository: the warm scan lists the repository's tags once instead of a
+    request per unsigned digest, and still notices a deleted and a replaced signature."""
+    require_binary("docker-registry")
+    import httpx
+
+    from tests.harness import oci
+    from tests.harness.cosign_sign import KeyPair, sig_tag, sign_image
+    from tests.harness.fixtures_registry import start_distribution
+
+    reg = start_distribution(tmp_path / "registry")
+    try:
+        keys = {"trusted": KeyPair.ecdsa(), "wrong": KeyPair.ecdsa()}
+        est = bench.publish(reg.url, reg.host, 12, 1, keys, False, tmp_path)
+        pods = tmp_path / "pods.json"
+        bench.write_pods(est, 12, pods)
+        policy = bench.write_policy(est, keys, tmp_path)
+        db = tmp_path / "s.db"
+
+        def scan() -> tuple[dict[str, str], list[object]]:
+            before = bench.settle_count(reg)
+            run = bench.run_measured([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(pods),
+                                      "--policy", str(policy), "--db", f"sqlite:///{db}", "--json-out",
+                                      str(tmp_path / "scan.json"), "-o", "none", "--no-progress"], cwd=tmp_path)
+            assert run.exit_code == 1, run.stderr_tail
+            logged = reg.requests()[before:]
+            doc = json.loads((tmp_path / "scan.json").read_text())
+            return {str(i["digest"]): str(i["status"]) for i in doc["images"]}, list(logged)
+
+        cold, _ = scan()
+        want = {i.digest: bench.EXPECTED[i.kind] for i in est.images}
+        assert cold == want
+        warm, logged = scan()
+        assert warm == want
+        tag_lists = [r for r in logged if "/tags/list" in r.path]  # type: ignore[attr-defined]
+        assert len(tag_lists) == 1
+        heads = [r for r in logged if r.method == "HEAD"]  # type: ignore[attr-defined]
+        assert len(heads) == sum(1 for i in est.images if i.kind != bench.UNSIGNED)  # one per .sig tag only
+        # Besides: the tag list and one referrers probe for the registry (the API's 404 and its tag
+        # fallback), never a referrers lookup per digest.
+        assert len(logged) - len(heads) <= 3, " ".join(f"{r.method}:{r.path[-24:]}" for r in logged)  # type: ignore[attr-defined]
+
+        signed = [i for i in est.images if i.kind == bench.COSIGN]
+        gone, replaced = signed[0], signed[1]
+        with httpx.Client() as c:
+            r = c.head(f"{reg.url}/v2/{gone.repo}/manifests/{sig_tag(gone.digest)}",
+                       headers={"Accept": oci.OCI_MANIFEST})
+            c.delete(f"{reg.url}/v2/{gone.repo}/manifests/{r.headers['docker-content-digest']}").raise_for_status()
+        sign_image(reg.url, reg.host, replaced.repo, replaced.digest, KeyPair.ecdsa())
+        unsigned = next(i for i in est.images if i.kind == bench.UNSIGNED)
+        sign_image(reg.url, reg.host, unsigned.repo, unsigned.digest, keys["trusted"])  # newly signed
+        after, _ = scan()
+        assert after == {**want, gone.digest: "unsigned", replaced.digest: "invalid", unsigned.digest: "verified"}
+    finally:
+        reg.stop()
