@@ -52,7 +52,7 @@ bench: system-deps venv
 	$(PY) -m bench.run
 
 fuzz: venv
-	$(PY) -m tests.fuzz.run
+	$(PY) -m tests.fuzz.run $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -43,7 +43,7 @@ def _scan_id(store: object, scan: str, cluster: str | None) -> int:
     return wanted
 
 
-@click.command()
+@click.command(context_settings={"auto_envvar_prefix": "SIGAUDIT"})
 @click.option("--db", "db_url", default=None, help="Database URL (default: SQLite in $SIGAUDIT_DATA_DIR).")
 @click.option("--scan", "scan", default="latest", help="Scan id, or 'latest' (of --cluster when given).")
 @click.option("--cluster", default=None, help="Cluster whose latest scan to report.")

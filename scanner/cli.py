@@ -84,13 +84,14 @@ def _progress_printer(enabled: bool) -> Any:
     return update, bar
 
 
-@main.command()
+@main.command(context_settings={"auto_envvar_prefix": "SIGAUDIT"})
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="AuditPolicy file (YAML).")
 @click.option(
     "--policy-from",
     "policy_from",
     multiple=True,
-    help="Import policies: kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster, notation:DIR.",
+    help="Import policies: kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster, kritis:FILE|cluster, "
+    "notation:DIR|cluster.",
 )
 @click.option(
     "--pods-file",
@@ -334,12 +335,12 @@ def _exports(result: Any, store: Any, opts: dict[str, Any], policy: Any = None) 
             click.echo(f"sigaudit: warning: report failed: {exc}", err=True)
 
 
-@main.group()
+@main.group(context_settings={"auto_envvar_prefix": "SIGAUDIT"})
 def db() -> None:
     """Database migrations."""
 
 
-@db.command("upgrade")
+@db.command("upgrade", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
 @click.option("--db", "db_url", default=None, help="Database URL.")
 @click.option("--revision", default="head")
 def db_upgrade(db_url: str | None, revision: str) -> None:
@@ -354,7 +355,7 @@ def db_upgrade(db_url: str | None, revision: str) -> None:
         _fail(exc.diagnostics(), EXIT_FAILED)
 
 
-@db.command("downgrade")
+@db.command("downgrade", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
 @click.option("--db", "db_url", default=None, help="Database URL.")
 @click.argument("revision")
 def db_downgrade(db_url: str | None, revision: str) -> None:
@@ -368,7 +369,7 @@ def db_downgrade(db_url: str | None, revision: str) -> None:
         _fail(exc.diagnostics(), EXIT_FAILED)
 
 
-@db.command("current")
+@db.command("current", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
 @click.option("--db", "db_url", default=None, help="Database URL.")
 def db_current(db_url: str | None) -> None:
     """Print the database's migration revision."""
@@ -380,7 +381,7 @@ def db_current(db_url: str | None) -> None:
         _fail(exc.diagnostics(), EXIT_FAILED)
 
 
-@main.command("check-policy")
+@main.command("check-policy", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
 @click.argument("policy_path", type=click.Path(dir_okay=False), required=False)
 @click.option("--policy-from", "policy_from", multiple=True, help="Imported policies, as for scan.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None)

@@ -247,7 +247,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an explicit ":PORT" asks for it
 
 
-@click.command("serve")
+@click.command("serve", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="AuditPolicy file (YAML).")
 @click.option("--policy-from", "policy_from", multiple=True,
               help="Import policies: kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster, notation:DIR.")

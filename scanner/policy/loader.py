@@ -213,7 +213,15 @@ class PolicyLoader:
 
             return CosignKeylessVerifier.from_spec(spec, base_dir=base_dir)
         assert spec.key is not None
-        key, label = self.load_key(spec.key, base_dir, f"{where}.cosign.key")
+        try:
+            key, label = self.load_key(spec.key, base_dir, f"{where}.cosign.key")
+        except ConfigError as exc:
+            from scanner.verify.kms import KmsKeyUnavailable, UnavailableKeyVerifier
+
+            if not isinstance(exc, KmsKeyUnavailable):
+                raise
+            # A KMS outage makes the images this key judges `error`; it does not abort the scan.
+            return UnavailableKeyVerifier(exc.ref, exc.message, kind="cosign", rule=rule)
         tlog_check, bundle_check = _sigstore_hooks(spec, base_dir)
         return CosignKeyVerifier(
             key,

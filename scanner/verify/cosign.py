@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from scanner.errors import ParseError
 from scanner.models import (
     Check,
     CheckName,
@@ -50,7 +51,7 @@ TlogCheck = Callable[[str, str, bytes, bytes], TlogEntry]
 BundleCheck = Callable[[bytes, str, PublicKey, datetime], SignatureResult]
 
 
-class PayloadError(ValueError):
+class PayloadError(ParseError, ValueError):
     pass
 
 

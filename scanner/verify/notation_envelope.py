@@ -20,7 +20,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from scanner.errors import LimitExceeded, ParseError
 from scanner.verify.x509 import ChainError, algorithm_for_key, load_der_chain, verify_jose_signature
@@ -102,7 +102,10 @@ class Envelope:
 
         Raises ``EnvelopeError`` with the reason otherwise.
         """
-        key = self.certificates[0].public_key()
+        try:
+            key = self.certificates[0].public_key()
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise EnvelopeError(f"signing certificate key cannot be read: {exc}") from None
         try:
             expected = algorithm_for_key(key)
         except ChainError as exc:

@@ -216,9 +216,14 @@ class RevocationChecker:
         try:
             crl = x509.load_der_x509_crl(raw) if not raw.lstrip().startswith(b"-----") \
                 else x509.load_pem_x509_crl(raw)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise _Unknown(f"CRL from {url} is malformed: {exc}") from None
-        if crl.issuer != issuer.subject:
+        try:
+            crl_issuer = crl.issuer
+            crl_issuer.rfc4514_string()
+        except (ValueError, TypeError) as exc:
+            raise _Unknown(f"CRL from {url} is malformed: {exc}") from None
+        if crl_issuer != issuer.subject:
             raise _Unknown(f"CRL from {url} is issued by {_q(crl.issuer.rfc4514_string())}, not by the "
                            "certificate's issuer")
         try:

@@ -34,7 +34,7 @@ MAX_CHAIN = 10  # certificates in an envelope's x5c / x5chain
 MAX_CERT_BYTES = 64 * 1024
 
 
-class ChainError(ValueError):
+class ChainError(ParseError, ValueError):
     """The certificate chain does not meet the Notary Project certificate requirements."""
 
 
@@ -48,9 +48,13 @@ def load_der_chain(ders: Sequence[bytes]) -> list[x509.Certificate]:
         if len(der) > MAX_CERT_BYTES:
             raise LimitExceeded(f"certificate {i} of the chain is larger than {MAX_CERT_BYTES} bytes")
         try:
-            out.append(x509.load_der_x509_certificate(der))
-        except ValueError as exc:
+            cert = x509.load_der_x509_certificate(der)
+            # cryptography parses lazily: touch the fields every later step reads, so malformed
+            # DER fails here as a parse error rather than later as an untyped exception.
+            _ = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.version, cert.public_key())
+        except (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
             raise ParseError(f"certificate {i} of the chain is malformed: {exc}") from None
+        out.append(cert)
     return out
 
 
