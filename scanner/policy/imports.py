@@ -10,6 +10,7 @@ Kubernetes API calls (for the chart's RBAC; see scanner/inventory/kube.py):
 - ``CustomObjectsApi.list_cluster_custom_object``  kyverno.io/v1 clusterpolicies,
   policy.sigstore.dev/v1beta1 clusterimagepolicies, policy.sigstore.dev/v1alpha1 trustroots: list
 - ``CustomObjectsApi.list_custom_object_for_all_namespaces``  kyverno.io/v1 policies: list
+- ``CustomObjectsApi.list_cluster_custom_object``  notation.nirmata.io/v1alpha1 trustpolicies, truststores: list
 - ``CoreV1Api.read_namespaced_secret``  secrets named by key.secretRef / keys.secret: get
 """
 
@@ -647,6 +648,37 @@ def notation_rules(ctx: ImportContext, directory: Path) -> list[CompiledRule]:
     ]
 
 
+def notation_cluster_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRule]:
+    """kyverno-notation-aws ``TrustPolicy``/``TrustStore`` resources (notation.nirmata.io/v1alpha1): one
+    rule per TrustPolicy, with every TrustStore available to it."""
+    stores = [d for d in docs if d.get("kind") == "TrustStore"]
+    store_file = _tmpfile(yaml.safe_dump_all(stores) if stores else "", ".truststores.yaml")
+    rules: list[CompiledRule] = []
+    for doc in docs:
+        if doc.get("kind") != "TrustPolicy":
+            continue
+        name = str((doc.get("metadata") or {}).get("name") or "?")
+        policy_file = _tmpfile(yaml.safe_dump(doc), ".trustpolicy.yaml")
+        scopes = [
+            str(s)
+            for st in (doc.get("spec") or {}).get("trustPolicies") or []
+            for s in (st.get("registryScopes") or [])
+        ]
+        spec = NotationVerifierSpec.model_validate({"trustPolicy": policy_file, "trustStore": store_file})
+        verifier = ctx.loader.build_verifier(VerifierSpec(notation=spec), ctx.base_dir, f"TrustPolicy/{name}", name)
+        images = ("*",) if "*" in scopes else tuple(dict.fromkeys(scopes))
+        rules.append(
+            CompiledRule(
+                name=f"TrustPolicy/{name}",
+                images=images or ("*",),
+                namespaces=("*",),
+                verifiers=(verifier,),
+                source=f"notation:TrustPolicy/{name}",
+            )
+        )
+    return rules
+
+
 # ----------------------------------------------------------------------------------------------
 # from the cluster
 
@@ -657,7 +689,22 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
 
     api = client.CustomObjectsApi(api_client)
     calls: list[tuple[str, Callable[[], Any]]]
-    if kind == "kyverno":
+    if kind == "notation":
+        calls = [
+            (
+                "notation.nirmata.io/v1alpha1 trustpolicies",
+                lambda: api.list_cluster_custom_object(
+                    "notation.nirmata.io", "v1alpha1", "trustpolicies", _preload_content=False
+                ),
+            ),
+            (
+                "notation.nirmata.io/v1alpha1 truststores",
+                lambda: api.list_cluster_custom_object(
+                    "notation.nirmata.io", "v1alpha1", "truststores", _preload_content=False
+                ),
+            ),
+        ]
+    elif kind == "kyverno":
         calls = [
             (
                 "kyverno.io/v1 clusterpolicies",
@@ -704,6 +751,8 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
                     "policies": "Policy",
                     "clusterimagepolicies": "ClusterImagePolicy",
                     "trustroots": "TrustRoot",
+                    "trustpolicies": "TrustPolicy",
+                    "truststores": "TrustStore",
                 }[what.split()[1]],
             )
         out += items
@@ -735,7 +784,7 @@ def merge(
         ctx = ImportContext(
             loader=loader, base_dir=Path(where).parent if where != "cluster" else Path.cwd(), source=spec
         )
-        if kind == "notation":
+        if kind == "notation" and where != "cluster":
             new = notation_rules(ctx, Path(where))
         else:
             if where == "cluster":
@@ -763,6 +812,8 @@ def merge(
 
                 new, allowlisted = kritis_rules(ctx, docs)
                 extra_exemptions += allowlisted
+            elif kind == "notation":
+                new = notation_cluster_rules(ctx, docs)
             else:
                 new = kyverno_rules(ctx, docs) if kind == "kyverno" else cip_rules(ctx, docs)
             if not new:

@@ -49,10 +49,13 @@ def test_policies_read_from_the_cluster(kube_apiserver, tmp_path: Path) -> None:
     for args in (("kyverno.io", "v1", "ClusterPolicy", "clusterpolicies", "Cluster"),
                  ("kyverno.io", "v1", "Policy", "policies", "Namespaced"),
                  ("policy.sigstore.dev", "v1beta1", "ClusterImagePolicy", "clusterimagepolicies", "Cluster"),
-                 ("policy.sigstore.dev", "v1alpha1", "TrustRoot", "trustroots", "Cluster")):
+                 ("policy.sigstore.dev", "v1alpha1", "TrustRoot", "trustroots", "Cluster"),
+                 ("notation.nirmata.io", "v1alpha1", "TrustPolicy", "trustpolicies", "Cluster"),
+                 ("notation.nirmata.io", "v1alpha1", "TrustStore", "truststores", "Cluster")):
         apply(server, crd(*args))
     for path in ("/apis/kyverno.io/v1/clusterpolicies", "/apis/kyverno.io/v1/policies",
-                 "/apis/policy.sigstore.dev/v1beta1/clusterimagepolicies"):
+                 "/apis/policy.sigstore.dev/v1beta1/clusterimagepolicies",
+                 "/apis/notation.nirmata.io/v1alpha1/trustpolicies"):
         wait_for(server, path)
     ensure_namespace(server, "team-a")
     key, secret_key = KeyPair.ecdsa(), KeyPair.ecdsa()
@@ -67,17 +70,33 @@ def test_policies_read_from_the_cluster(kube_apiserver, tmp_path: Path) -> None:
                    "metadata": {"name": "team", "namespace": "team-a"},
                    "spec": {"rules": [{"name": "r2", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
                                        "verifyImages": [{"imageReferences": ["ghcr.io/team-a/*"], "attestors": [{
-                                           "entries": [{"keys": {"secret": {"name": "cosign-pub", "namespace": "team-a"},
-                                                                 "rekor": {"ignoreTlog": True}}}]}]}]}]}})
+                                           "entries": [{"keys": {
+                                               "secret": {"name": "cosign-pub", "namespace": "team-a"},
+                                               "rekor": {"ignoreTlog": True}}}]}]}]}]}})
     apply(server, {"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy",
                    "metadata": {"name": "cip"}, "spec": {"images": [{"glob": "quay.io/**"}],
                                                         "authorities": [{"static": {"action": "pass"}}]}})
+    # kyverno-notation-aws resources: a TrustStore with a CA bundle and a TrustPolicy using it.
+    from tests.harness.notation_sign import make_pki
+
+    pki = make_pki("Team A")
+    apply(server, {"apiVersion": "notation.nirmata.io/v1alpha1", "kind": "TrustStore",
+                   "metadata": {"name": "team-a-ca"},
+                   "spec": {"trustStoreName": "team-a", "type": "ca", "caBundle": pki.root.pem.decode()}})
+    apply(server, {"apiVersion": "notation.nirmata.io/v1alpha1", "kind": "TrustPolicy",
+                   "metadata": {"name": "team-a-policy"},
+                   "spec": {"version": "1.0", "trustPolicies": [{
+                       "name": "team-a", "registryScopes": ["ghcr.io/team-a/app"],
+                       "signatureVerification": {"level": "strict"}, "trustStores": ["ca:team-a"],
+                       "trustedIdentities": ["*"]}]}})
     r = sigaudit("check-policy", "--policy-from", "kyverno:cluster", "--policy-from", "clusterimagepolicy:cluster",
-                 "--kubeconfig", str(server.kubeconfig))
+                 "--policy-from", "notation:cluster", "--kubeconfig", str(server.kubeconfig))
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     rules = {x["name"]: x for x in doc["rules"]}
-    assert set(rules) == {"verify/r1", "team/r2", "cip"}
+    assert set(rules) == {"verify/r1", "team/r2", "cip", "TrustPolicy/team-a-policy"}
+    assert rules["TrustPolicy/team-a-policy"]["images"] == ["ghcr.io/team-a/app"]
+    assert rules["TrustPolicy/team-a-policy"]["source"] == "notation:TrustPolicy/team-a-policy"
     assert rules["team/r2"]["namespaces"] == ["team-a"]  # a namespaced Policy applies to its namespace
     from scanner.verify.keys import key_sha256, parse_public_key
 
