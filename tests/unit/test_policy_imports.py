@@ -142,3 +142,25 @@ def test_policy_without_verify_images_is_reported(tmp_path: Path) -> None:
                  "  - name: r\n    validate: {message: m}\n")
     pol = load(f"kyverno:{f}")
     assert pol.rules == () and any("no image verification rules" in w for w in pol.warnings)
+
+
+UPSTREAM = DATA / "upstream"
+
+
+def test_upstream_kyverno_sample_maps_to_one_key_rule() -> None:
+    pol = load(f"kyverno:{UPSTREAM / 'kyverno-policies-verify-image.yaml'}")
+    (rule,) = pol.rules
+    assert (rule.name, rule.source) == ("verify-image/verify-image", "kyverno:ClusterPolicy/verify-image")
+    assert rule.images == ("ghcr.io/kyverno/test-verify-image*",) and rule.count == 1 and rule.required
+    assert rule.verifiers[0].name.startswith("cosign key ECDSA secp256r1")
+    assert match_rule(pol, parse_reference("ghcr.io/kyverno/test-verify-image:signed"), "any") is rule
+    assert pol.warnings == ()  # mutateDigest is an admission concern, not an unsupported audit field
+
+
+def test_upstream_policy_controller_sample_maps_to_one_keyless_rule() -> None:
+    pol = load(f"clusterimagepolicy:{UPSTREAM / 'policy-controller-signed-by-github-actions.yaml'}")
+    (rule,) = pol.rules
+    assert rule.name == "image-is-signed-by-github-actions" and rule.mode == "enforce"
+    assert "subject https://github.com/sigstore/policy-controller/" in rule.verifiers[0].name
+    assert "issuer https://token.actions.githubusercontent.com" in rule.verifiers[0].name
+    assert match_rule(pol, parse_reference("quay.io/any/thing:1"), "x") is rule  # glob "**"
