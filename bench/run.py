@@ -677,7 +677,10 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"Estate: {est['digests']} unique digests in {est['repos']} repositories, {p['pods']} pods "
         f"({cold['containers']} containers); mix {est['kinds']}. Published in {est['publish_s']:.1f}s. "
-        f"Machine: {res['machine']['cpus']} CPUs, Python {res['machine']['python']}.",
+        f"Machine: {res['machine']['cpus']} CPUs, Python {res['machine']['python']}, 1-minute load average "
+        f"{res['machine'].get('load_average_at_start', ['?'])[0]} at start and "
+        f"{res['machine'].get('load_average_at_end', ['?'])[0]} at the end (a shared machine: wall times move "
+        "with it, CPU times much less).",
         "",
         "| | wall s | CPU s | peak RSS MB | registry requests / unique digest |",
         "|---|---:|---:|---:|---:|",
