@@ -48,7 +48,7 @@ test: system-deps venv tools
 unit: venv
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-bench: system-deps venv
+bench: system-deps venv tools
 	$(PY) -m bench.run
 
 fuzz: venv
