@@ -39,7 +39,27 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+class _LazyGroup(click.Group):
+    """Commands whose modules are heavy (the web server, the report renderer) are imported only when
+    invoked: a CronJob's `sigaudit scan` does not pay for Starlette, uvicorn or Jinja2 at start-up."""
+
+    _lazy = {"serve": "scanner.server", "report": "reports.cli"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy and cmd_name not in self.commands:
+            try:
+                module = __import__(self._lazy[cmd_name], fromlist=["command"])
+            except ImportError:
+                return None
+            self.add_command(module.command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
 @click.group(
+    cls=_LazyGroup,
     context_settings={"auto_envvar_prefix": "SIGAUDIT", "help_option_names": ["-h", "--help"], "show_default": True}
 )
 @click.version_option(__version__, prog_name="sigaudit")
@@ -168,7 +188,7 @@ def run_scan_command(**opts: Any) -> int:
 
         try:
             url = opts["db_url"] or store_mod.default_db_url()
-            if url.startswith("sqlite"):
+            if url.startswith("sqlite") and store_mod.current_revision(url) != store_mod.head_revision():
                 store_mod.upgrade(url)  # a laptop or CronJob SQLite file migrates itself
             store = store_mod.open_store(url)
             store.check_schema()
@@ -402,18 +422,6 @@ def check_policy(policy_path: str | None, policy_from: tuple[str, ...], kubeconf
         click.echo(f"sigaudit: warning: {w}", err=True)
     click.echo(json.dumps({**policy_summary(policy), "warnings": list(policy.warnings)}, indent=2, default=str))
 
-
-def _register_optional_commands() -> None:
-    """Commands whose modules may not be installed in every build (serve, report)."""
-    for module, name in (("scanner.server", "serve"), ("reports.cli", "report")):
-        try:
-            mod = __import__(module, fromlist=["command"])
-        except ImportError:
-            continue
-        main.add_command(mod.command, name)
-
-
-_register_optional_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

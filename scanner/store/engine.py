@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +85,18 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys = ON")
-        cur.execute("PRAGMA journal_mode = WAL")
+        # Switching a fresh file to WAL needs an exclusive lock and SQLite answers "database is
+        # locked" at once, without waiting on busy_timeout, when another connection is switching it
+        # too (two first scans or upgrades at the same moment): check first, then retry briefly.
+        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            for attempt in range(50):
+                try:
+                    cur.execute("PRAGMA journal_mode = WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise
+                    time.sleep(0.1)
         cur.execute("PRAGMA synchronous = NORMAL")
     finally:
         cur.close()

@@ -9,23 +9,24 @@ signature actually needs it (so air-gapped key-only policies never touch TUF).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scanner.errors import ConfigError
 from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
 from scanner.policy.schema import CosignVerifierSpec
 from scanner.verify.cosign import BundleCheck, TlogCheck, TlogEntry
 from scanner.verify.keys import PublicKey
-from scanner.verify.rekor import (
-    RekorKey,
-    load_rekor_keys_from_pem,
-    load_rekor_keys_from_trusted_root,
-    verify_rekor_bundle_annotation,
-)
-from scanner.verify.sigstore_bundle import verify_bundle_for_digest
-from scanner.verify.trustroot import LazyTrust, SigstoreTrust, load_trusted_root_file, public_good_trust
+
+if TYPE_CHECKING:
+    from scanner.verify.rekor import RekorKey
+    from scanner.verify.trustroot import SigstoreTrust
+
+# sigstore-python (and through it tuf, securesystemslib, ...) costs about half a second to import; a
+# key-only policy whose images carry no Rekor bundle and no Sigstore bundle never pays for it.
 
 
 def _read(text: str, base_dir: Path, what: str) -> bytes:
@@ -39,6 +40,8 @@ def _read(text: str, base_dir: Path, what: str) -> bytes:
 
 
 def _trust(spec: CosignVerifierSpec, base_dir: Path) -> Callable[[], SigstoreTrust]:
+    from scanner.verify.trustroot import LazyTrust, load_trusted_root_file, public_good_trust
+
     if spec.trusted_root:
         loaded = load_trusted_root_file(spec.trusted_root, base_dir=base_dir)
         return lambda: loaded
@@ -48,26 +51,44 @@ def _trust(spec: CosignVerifierSpec, base_dir: Path) -> Callable[[], SigstoreTru
 
 
 def for_key_verifier(spec: CosignVerifierSpec, base_dir: Path) -> tuple[TlogCheck | None, BundleCheck]:
-    trust = _trust(spec, base_dir)
+    # A configured trusted root is read now (a bad file is a configuration error, exit 2); the
+    # public-good root, and sigstore-python with it, only when a signature needs it.
+    loaded: list[Callable[[], SigstoreTrust]] = [_trust(spec, base_dir)] if spec.trusted_root else []
+    lock = threading.Lock()
+
+    def trust() -> SigstoreTrust:
+        with lock:
+            if not loaded:
+                loaded.append(_trust(spec, base_dir))
+        return loaded[0]()
+
     rekor_keys: list[RekorKey] | None = None
     if spec.rekor_pubkey:
+        from scanner.verify.rekor import load_rekor_keys_from_pem
+
         rekor_keys = load_rekor_keys_from_pem(
             _read(spec.rekor_pubkey, base_dir, "Rekor public key"), source="rekorPubKey"
         )
 
     def keys() -> list[RekorKey]:
+        from scanner.verify.rekor import load_rekor_keys_from_trusted_root
+
         if rekor_keys is not None:
             return rekor_keys
         t = trust()
         return load_rekor_keys_from_trusted_root(t.raw, source=t.source)
 
     def tlog_check(annotation: str, signature_b64: str, payload: bytes, key_der: bytes) -> TlogEntry:
+        from scanner.verify.rekor import verify_rekor_bundle_annotation
+
         res = verify_rekor_bundle_annotation(
             annotation, signature_b64=signature_b64, payload=payload, signer_pem_or_der=key_der, rekor_keys=keys()
         )
         return TlogEntry(res.integrated_time, res.log_index, res.log_id)
 
     def bundle_check(bundle: bytes, digest: str, key: PublicKey, now: datetime) -> SignatureResult:
+        from scanner.verify.sigstore_bundle import verify_bundle_for_digest
+
         try:
             t = trust()
         except ConfigError as exc:
