@@ -118,17 +118,20 @@ def test_collector_over_a_store_filled_by_a_real_scan(stack: Stack) -> None:
         return got[(name, tuple(sorted([c, *labels.items()])))]
 
     # the demo estate's verdicts (tests/harness/demo.py), per namespace
-    assert v("sigaudit_images", namespace="shop", status="verified", compliant="true") == 2  # signed, multiarch
-    assert v("sigaudit_containers", namespace="shop", status="verified", compliant="true") == 3
+    # signed, multiarch, notation-signed, notation-expiring
+    assert v("sigaudit_images", namespace="shop", status="verified", compliant="true") == 4
+    assert v("sigaudit_containers", namespace="shop", status="verified", compliant="true") == 5
+    assert v("sigaudit_images", namespace="shop", status="expired", compliant="false") == 1  # notation-expired
     assert v("sigaudit_images", namespace="shop", status="invalid", compliant="false") == 2  # wrong-key, tampered
     assert v("sigaudit_images", namespace="payments", status="revoked", compliant="false") == 1
     assert v("sigaudit_images", namespace="kube-system", status="exempt", compliant="true") == 1
     assert v("sigaudit_images", namespace="tools", status="error", compliant="false") == 1
     assert v("sigaudit_images", namespace="tools", status="no-policy", compliant="false") == 1
-    assert v("sigaudit_namespace_compliance_ratio", namespace="shop") == pytest.approx(2 / 5)
-    assert v("sigaudit_compliance_ratio") == pytest.approx(5 / 13)
+    assert v("sigaudit_namespace_compliance_ratio", namespace="shop") == pytest.approx(4 / 8)
+    compliant = sum(1 for x in stack.estate.expected.values() if x in ("verified", "exempt"))
+    assert v("sigaudit_compliance_ratio") == pytest.approx(compliant / len(stack.estate.expected))
     assert v("sigaudit_expiring_images", namespace="kube-system") == 1
-    assert v("sigaudit_expiring_images", namespace="shop") == 0
+    assert v("sigaudit_expiring_images", namespace="shop") == 1  # notation-expiring (7 days)
     pause = next(x for x in result.verdicts if x.status.value == "exempt")
     assert v("sigaudit_namespace_earliest_not_after_timestamp_seconds", namespace="kube-system") == \
         pause.not_after.timestamp()  # type: ignore[union-attr]
