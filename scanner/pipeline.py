@@ -223,9 +223,18 @@ LIST_TAGS_FROM = 3  # running digests in one repository before its tag list is w
 
 
 def _cacheable(v: Verifier) -> bool:
-    # Verifiers whose verdict depends only on bytes + trust material. Notation re-checks revocation
-    # (CRL/OCSP) every scan, so it is never served from the cache.
-    return bool(getattr(v, "cacheable", False))
+    # Verifiers whose verdict depends only on bytes + trust material (+ the clock, re-checked through
+    # not_after). A verifier that may consult the network (notation: CRL/OCSP) says per result.
+    return bool(getattr(v, "cacheable", False)) or hasattr(v, "results_cacheable")
+
+
+def _results_cacheable(v: Verifier, results: tuple[SignatureResult, ...]) -> bool:
+    from scanner.models import Outcome
+
+    if any(r.outcome is Outcome.ERROR for r in results):
+        return False  # a check that could not run is retried next scan, never remembered
+    check = getattr(v, "results_cacheable", None)
+    return True if check is None else bool(check(results))
 
 
 def _still_valid(results: tuple[SignatureResult, ...], now: datetime) -> bool:
@@ -275,7 +284,11 @@ def verify_image(
             )
             material = merge_material(material, extra)
             results = {vid: _run_verifier(v, image, material, now) for vid, v in verifiers.items()}
-        if cache is not None and not material.errors and all(_cacheable(v) for v in verifiers.values()):
+        if (
+            cache is not None
+            and not material.errors
+            and all(_cacheable(v) and _results_cacheable(v, results[vid]) for vid, v in verifiers.items())
+        ):
             from scanner.signatures.discovery import material_fingerprint
             from scanner.store import CachedVerification
 
@@ -348,6 +361,7 @@ def _from_cache(
             max_signatures=policy.max_signatures,
             list_tags=cache.repo_digests.get((image.reference.registry, image.reference.repository), 0)
             >= LIST_TAGS_FROM,
+            check_sig=wants.cosign_sig,
         )
     except (RegistryError, ParseError):
         return None

@@ -514,7 +514,7 @@ class RegistryClient:
             with self._lock:
                 if registry in self._no_referrers_api or registry in self._has_referrers_api:
                     return registry in self._no_referrers_api
-            self.referrers(ref, digest, secrets=secrets)
+            self.referrers(ref, digest, secrets=secrets, _probing=True)
             with self._lock:
                 return registry in self._no_referrers_api
 
@@ -580,12 +580,26 @@ class RegistryClient:
         digest: str,
         artifact_type: str | None = None,
         secrets: tuple[tuple[str, str], ...] = (),
+        *,
+        _probing: bool = False,
     ) -> tuple[list[Descriptor], str]:
         """Referrers of ``digest``: the OCI 1.1 API, else the ``sha256-<hex>`` tag schema.
 
         Returns (descriptors, source) where source is "api", "tag" or "none". Filtering by
-        artifactType is always re-applied here (the registry may ignore the filter).
+        artifactType is always re-applied here (the registry may ignore the filter). Whether the
+        registry has the API is learnt once per client: concurrent first callers wait for one probe.
         """
+        if not _probing:
+            registry = ref.registry
+            with self._lock:
+                known = registry in self._no_referrers_api or registry in self._has_referrers_api
+                lock = None if known else self._probe_locks.setdefault(registry, threading.Lock())
+            if lock is not None:
+                with lock:  # the first caller's own request is the probe; the others wait for it
+                    with self._lock:
+                        known = registry in self._no_referrers_api or registry in self._has_referrers_api
+                    if not known:
+                        return self.referrers(ref, digest, artifact_type, secrets, _probing=True)
         if ref.registry in self._no_referrers_api:
             return self._referrers_tag(ref, digest, artifact_type, secrets)
         path = f"/v2/{ref.repository}/referrers/{digest}"

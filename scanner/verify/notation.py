@@ -282,6 +282,18 @@ class NotationVerifier:
     def policy(self) -> TrustPolicyDocument:
         return self._policy
 
+    def results_cacheable(self, results: tuple[SignatureResult, ...]) -> bool:
+        """Results may be reused across scans only when no network answer went into them: no
+        certificate in a chain names an OCSP responder or CRL (revocation is re-checked every scan
+        otherwise), and no RFC 3161 timestamp was relied on (its TSA chain may be revocable)."""
+        for r in results:
+            if r.details.get("signed_at_source") == "timestamp":
+                return False
+            certs = r.details.get("revocation") or ()
+            if any(c.get("method") != "none" or c.get("status") == "unknown" for c in certs):
+                return False
+        return True
+
     def verify(self, image: RunningImage, material: SignatureMaterial,
                now: datetime) -> tuple[SignatureResult, ...]:
         repo = image.reference.repo

@@ -72,3 +72,32 @@ def test_warm_scan_reuses_and_notices_changes(registry_factory, tmp_path: Path) 
     (tmp_path / "k.pub").write_text(other.public_pem)
     after = {i["repository"].rsplit("/", 1)[-1]: i["status"] for i in scan(pods, policy, db)["images"]}
     assert set(after.values()) <= {"invalid", "unsigned"} and after["app2"] == "invalid"
+
+
+def test_notation_results_are_reused_when_no_revocation_endpoint_is_named(registry_factory, tmp_path: Path) -> None:
+    """Notation verdicts are cached only when no network answer (CRL/OCSP/TSA) went into them."""
+    from tests.harness import notation_sign
+
+    reg = registry_factory()
+    pki = notation_sign.make_pki("Cache Signer")
+    names = ["n0", "n1", "n2"]
+    digests = {n: oci.make_image(reg.url, f"nc/{n}", "1") for n in names}
+    for n in names:
+        notation_sign.sign_image(reg.url, f"nc/{n}", digests[n], pki.chain)
+    policy_path, store_dir = notation_sign.write_trust_material(tmp_path / "trust", {"sigaudit": [pki.root]})
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+                      f"  insecureRegistries: ['{reg.host}']\n  rules:\n    - name: n\n      images: ['{reg.host}/*']\n"
+                      f"      verifiers: [{{notation: {{trustPolicy: {policy_path}, trustStore: {store_dir}}}}}]\n")
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"kind": "List", "items": [
+        _pod("ns", f"p-{n}", [("c", f"{reg.host}/nc/{n}:1", f"{reg.host}/nc/{n}@{d}")]) for n, d in digests.items()]}))
+    db = f"sqlite:///{tmp_path / 'n.db'}"
+    before = reg.request_count()
+    assert {i["status"] for i in scan(pods, policy, db)["images"]} == {"verified"}
+    cold = reg.request_count() - before
+    before = reg.request_count()
+    assert {i["status"] for i in scan(pods, policy, db)["images"]} == {"verified"}
+    warm = reg.request_count() - before
+    # One referrers listing per digest, plus one probe per registry for the referrers API.
+    assert warm <= len(names) + 1 < cold, (cold, warm)
