@@ -17,10 +17,8 @@ def load_policies(
     loader = PolicyLoader()
     policy = load_policy(policy_path, loader=loader) if policy_path else None
     if policy_from:
-        try:
-            from scanner.policy import imports
-        except ImportError as exc:
-            raise ConfigError("--policy-from is not available in this build") from exc
-        return imports.merge(policy, policy_from, loader=loader, kubeconfig=kubeconfig, context=context)
+        from scanner.policy.imports import merge
+
+        return merge(policy, policy_from, loader=loader, kubeconfig=kubeconfig, context=context)
     assert policy is not None
     return policy
