@@ -43,6 +43,7 @@ lint: venv
 
 test: system-deps venv tools
 	$(VENV)/bin/ruff check scanner reports migrations
+	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: venv
