@@ -716,8 +716,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["", "Registry requests per digest by signature kind (cold / warm): cosign-keyed "
                   f"{f(cold['requests_per_digest_cosign_repos'])} / {f(warm['requests_per_digest_cosign_repos'])}, "
                   f"notation {f(cold['requests_per_digest_notation_repos'])} / "
-                  f"{f(warm['requests_per_digest_notation_repos'])} (notation verdicts are never served from "
-                  "the cache: revocation is re-checked every scan)."]
+                  f"{f(warm['requests_per_digest_notation_repos'])} (notation verdicts are reused only when no "
+                  "CRL/OCSP/TSA answer went into them; revocable chains are re-checked every scan)."]
     r = res["ratios"]
     lines += ["", "Ratios (same run): "
               f"cosign loop / cold scan = **{f(r.get('cosign_loop_over_cold_wall'), '{:.0f}')}x** wall "
