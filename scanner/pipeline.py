@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,19 +24,22 @@ from scanner.inventory.pods import OwnerResolver, StaticOwnerResolver, container
 from scanner.inventory.references import parse_image_id, parse_reference
 from scanner.models import (
     ContainerRef,
+    Descriptor,
     ImageReference,
+    Outcome,
     RunningImage,
     ScanResult,
     ScanState,
+    SignatureFailure,
     SignatureMaterial,
     SignatureResult,
     UnresolvedImage,
     Verdict,
 )
-from scanner.policy.engine import evaluate, match_rule, unresolved_verdict
+from scanner.policy.engine import apply_revocations, evaluate, match_exemption, match_rule, unresolved_verdict
 from scanner.policy.loader import CompiledRule, Policy
 from scanner.registry.client import RegistryClient
-from scanner.signatures.discovery import discover, merge_material
+from scanner.signatures.discovery import discover, material_fingerprint, merge_material, relist_fingerprint
 from scanner.verify.base import Verifier, Wants
 
 log = logging.getLogger(__name__)
@@ -186,8 +189,6 @@ def _groups(policy: Policy, image: RunningImage) -> list[_Group]:
 
 
 def _exemption_key(policy: Policy, image: RunningImage, namespace: str) -> str:
-    from scanner.policy.engine import match_exemption
-
     ex = match_exemption(policy, image.reference, str(image.reference), namespace)
     return f"{ex.reason}|{ex.until.isoformat()}" if ex else ""
 
@@ -229,8 +230,6 @@ def _cacheable(v: Verifier) -> bool:
 
 
 def _results_cacheable(v: Verifier, results: tuple[SignatureResult, ...]) -> bool:
-    from scanner.models import Outcome
-
     if any(r.outcome is Outcome.ERROR for r in results):
         return False  # a check that could not run is retried next scan, never remembered
     check = getattr(v, "results_cacheable", None)
@@ -238,8 +237,6 @@ def _results_cacheable(v: Verifier, results: tuple[SignatureResult, ...]) -> boo
 
 
 def _still_valid(results: tuple[SignatureResult, ...], now: datetime) -> bool:
-    from scanner.models import Outcome
-
     return all(r.not_after is None or r.not_after > now for r in results if r.outcome is Outcome.PASSED)
 
 
@@ -256,7 +253,7 @@ def verify_image(
     for g in groups:
         for v in g.rule.verifiers if g.rule else ():
             verifiers[id(v)] = v
-    material = SignatureMaterial(image=_placeholder(image))
+    material = SignatureMaterial(image=Descriptor("", image.digest, 0))
     results: dict[int, tuple[SignatureResult, ...]] = {}
     wants = Wants()
     for v in verifiers.values():
@@ -289,7 +286,6 @@ def verify_image(
             and not material.errors
             and all(_cacheable(v) and _results_cacheable(v, results[vid]) for vid, v in verifiers.items())
         ):
-            from scanner.signatures.discovery import material_fingerprint
             from scanner.store import CachedVerification
 
             fp = material_fingerprint(material)
@@ -312,9 +308,6 @@ def verify_image(
 
 def _satisfied(groups: list[_Group], results: Mapping[int, tuple[SignatureResult, ...]], policy: Policy) -> bool:
     """Every group's rule already has enough verifiers with an unrevoked passing signature."""
-    from scanner.models import Outcome
-    from scanner.policy.engine import apply_revocations
-
     for g in groups:
         if g.rule is None:
             continue
@@ -350,8 +343,6 @@ def _from_cache(
     fingerprints = {e.material_fingerprint for e in entries.values()}
     if len(fingerprints) != 1 or not all(_still_valid(e.signatures, now) for e in entries.values()):
         return None
-    from scanner.signatures.discovery import relist_fingerprint
-
     try:
         current = relist_fingerprint(
             client,
@@ -379,8 +370,6 @@ def _run_verifier(
         return v.verify(image, material, now)
     except Exception as exc:  # a verifier crash is an error verdict, never a pass
         log.exception("verifier %s crashed on %s", v.name, image.reference)
-        from scanner.models import Outcome, SignatureFailure
-
         return (
             SignatureResult(
                 kind="internal",
@@ -390,19 +379,6 @@ def _run_verifier(
                 failure=SignatureFailure.ERROR,
             ),
         )
-
-
-def _placeholder(image: RunningImage) -> Any:
-    from scanner.models import Descriptor
-
-    return Descriptor("", image.digest, 0)
-
-
-def iter_with_progress(items: list[Any], progress: Progress | None, phase: str) -> Iterator[Any]:
-    for i, item in enumerate(items, 1):
-        yield item
-        if progress:
-            progress(phase, i, len(items))
 
 
 def run_scan(

@@ -21,7 +21,6 @@ from scanner.models import (
     Outcome,
     RunningImage,
     SignatureFailure,
-    SignatureMaterial,
     SignatureResult,
     Status,
     UnresolvedImage,
@@ -293,7 +292,3 @@ def unresolved_verdict(image: UnresolvedImage, policy: Policy, now: datetime) ->
         rule.source if rule else None,
     )
     return _exempt(v, exemption, now, policy.expiry_warning)
-
-
-def material_only_errors(material: SignatureMaterial) -> tuple[str, ...]:
-    return material.errors

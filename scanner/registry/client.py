@@ -412,21 +412,27 @@ class RegistryClient:
         if code >= 300:
             raise RegistryError(f"{registry}: {what}: unexpected {code}", registry=registry, status=code)
 
+    def _manifest_request(
+        self, method: str, ref: ImageReference, reference: str, secrets: tuple[tuple[str, str], ...], max_bytes: int
+    ) -> tuple[httpx.Response, bytes]:
+        """HEAD or GET ``/v2/<repo>/manifests/<reference>``, checked (404 -> NotFound, ...)."""
+        resp, body = self._request(
+            method,
+            ref.registry,
+            f"/v2/{ref.repository}/manifests/{reference}",
+            scope=f"repository:{ref.repository}:pull",
+            secrets=secrets,
+            headers={"Accept": ACCEPT},
+            max_bytes=max_bytes,
+        )
+        self._check(resp, ref.registry, f"manifest {ref.repo}:{reference}")
+        return resp, body
+
     def head_manifest(
         self, ref: ImageReference, reference: str, secrets: tuple[tuple[str, str], ...] = ()
     ) -> Descriptor:
         """tag or digest -> descriptor (digest from ``Docker-Content-Digest``; GET if HEAD lacks it)."""
-        path = f"/v2/{ref.repository}/manifests/{reference}"
-        resp, _ = self._request(
-            "HEAD",
-            ref.registry,
-            path,
-            scope=f"repository:{ref.repository}:pull",
-            secrets=secrets,
-            headers={"Accept": ACCEPT},
-            max_bytes=0,
-        )
-        self._check(resp, ref.registry, f"manifest {ref.repo}:{reference}")
+        resp, _ = self._manifest_request("HEAD", ref, reference, secrets, 0)
         digest = resp.headers.get("docker-content-digest", "")
         media = resp.headers.get("content-type", "").split(";")[0].strip()
         size = resp.headers.get("content-length", "")
@@ -444,17 +450,7 @@ class RegistryClient:
         *,
         max_bytes: int | None = None,
     ) -> Manifest:
-        path = f"/v2/{ref.repository}/manifests/{reference}"
-        resp, body = self._request(
-            "GET",
-            ref.registry,
-            path,
-            scope=f"repository:{ref.repository}:pull",
-            secrets=secrets,
-            headers={"Accept": ACCEPT},
-            max_bytes=max_bytes or self.limits.manifest_bytes,
-        )
-        self._check(resp, ref.registry, f"manifest {ref.repo}:{reference}")
+        resp, body = self._manifest_request("GET", ref, reference, secrets, max_bytes or self.limits.manifest_bytes)
         actual = sha256_digest(body)
         if reference.startswith("sha256:"):
             if actual != reference:

@@ -152,74 +152,71 @@ class CosignKeyVerifier:
             **extra,
         )
 
+    def _invalid(
+        self, checks: list[Check], check: CheckName, check_reason: str, reason: str, details: Mapping[str, Any]
+    ) -> SignatureResult:
+        """The failed check recorded, and the signature counted invalid with the reason."""
+        checks.append(Check(check, Outcome.FAILED, check_reason))
+        return self._result(Outcome.FAILED, reason, SignatureFailure.INVALID, checks, details=details)
+
     def _verify_layer(self, layer: CosignLayer, digest: str) -> SignatureResult:
         checks: list[Check] = []
         sig_b64 = layer.annotations.get(SIG_ANNOTATION)
         if not sig_b64:
-            checks.append(Check(CheckName.INTEGRITY, Outcome.FAILED, "layer has no signature annotation"))
-            return self._result(
-                Outcome.FAILED,
-                "signature layer without a signature annotation",
-                SignatureFailure.INVALID,
+            return self._invalid(
                 checks,
-                details={"layer": layer.digest},
+                CheckName.INTEGRITY,
+                "layer has no signature annotation",
+                "signature layer without a signature annotation",
+                {"layer": layer.digest},
             )
         try:
             signature = base64.b64decode(sig_b64, validate=True)
         except (binascii.Error, ValueError):
-            checks.append(Check(CheckName.INTEGRITY, Outcome.FAILED, "signature annotation is not base64"))
-            return self._result(
-                Outcome.FAILED,
-                "malformed signature (not base64)",
-                SignatureFailure.INVALID,
+            return self._invalid(
                 checks,
-                details={"layer": layer.digest},
+                CheckName.INTEGRITY,
+                "signature annotation is not base64",
+                "malformed signature (not base64)",
+                {"layer": layer.digest},
             )
         if not verify_signature(self._key, signature, layer.payload):
-            checks.append(Check(CheckName.AUTHENTICITY, Outcome.FAILED, f"does not verify with {self._label}"))
-            return self._result(
-                Outcome.FAILED,
-                f"signature does not verify with key {self._label} (signed by another key, or the payload was altered)",
-                SignatureFailure.INVALID,
+            return self._invalid(
                 checks,
-                details={"layer": layer.digest},
+                CheckName.AUTHENTICITY,
+                f"does not verify with {self._label}",
+                f"signature does not verify with key {self._label} (signed by another key, or the payload was altered)",
+                {"layer": layer.digest},
             )
         checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED, f"verifies with {self._label}"))
         try:
             doc = parse_simplesigning(layer.payload)
         except PayloadError as exc:
-            checks.append(Check(CheckName.INTEGRITY, Outcome.FAILED, str(exc)))
-            return self._result(
-                Outcome.FAILED,
-                f"signed payload is malformed: {exc}",
-                SignatureFailure.INVALID,
-                checks,
-                details={"layer": layer.digest},
+            return self._invalid(
+                checks, CheckName.INTEGRITY, str(exc), f"signed payload is malformed: {exc}", {"layer": layer.digest}
             )
         signed_digest = doc["critical"]["image"]["docker-manifest-digest"]
         docker_ref = (doc["critical"].get("identity") or {}).get("docker-reference", "")
         details: dict[str, Any] = {"layer": layer.digest, "docker_reference": str(docker_ref)[:512]}
         if signed_digest != digest:
-            checks.append(Check(CheckName.DIGEST, Outcome.FAILED, f"payload is for {signed_digest[:80]}"))
-            return self._result(
-                Outcome.FAILED,
-                f"signature is for another image ({signed_digest[:80]}), not the running digest",
-                SignatureFailure.INVALID,
+            return self._invalid(
                 checks,
-                details=details,
+                CheckName.DIGEST,
+                f"payload is for {signed_digest[:80]}",
+                f"signature is for another image ({signed_digest[:80]}), not the running digest",
+                details,
             )
         checks.append(Check(CheckName.DIGEST, Outcome.PASSED, "payload names the running digest"))
         raw_optional = doc.get("optional")
         optional: Mapping[str, Any] = raw_optional if isinstance(raw_optional, dict) else {}
         for k, v in self._annotations.items():
             if str(optional.get(k)) != v:
-                checks.append(Check(CheckName.INTEGRITY, Outcome.FAILED, f"annotation {k} != {v!r}"))
-                return self._result(
-                    Outcome.FAILED,
-                    f"required annotation {k}={v!r} missing from the payload",
-                    SignatureFailure.INVALID,
+                return self._invalid(
                     checks,
-                    details=details,
+                    CheckName.INTEGRITY,
+                    f"annotation {k} != {v!r}",
+                    f"required annotation {k}={v!r} missing from the payload",
+                    details,
                 )
         signed_at: datetime | None = None
         if self._ignore_tlog:
@@ -250,13 +247,12 @@ class CosignKeyVerifier:
             try:
                 entry = self._tlog_check(bundle, sig_b64, layer.payload, self._key_der)
             except Exception as exc:
-                checks.append(Check(CheckName.TLOG, Outcome.FAILED, str(exc)[:300]))
-                return self._result(
-                    Outcome.FAILED,
-                    f"transparency-log bundle does not verify: {str(exc)[:300]}",
-                    SignatureFailure.INVALID,
+                return self._invalid(
                     checks,
-                    details=details,
+                    CheckName.TLOG,
+                    str(exc)[:300],
+                    f"transparency-log bundle does not verify: {str(exc)[:300]}",
+                    details,
                 )
             signed_at = entry.integrated_time.astimezone(UTC)
             details.update({"log_index": entry.log_index, "log_id": entry.log_id})
