@@ -62,40 +62,25 @@ go_tool() {
     echo "$tool $want"
 }
 
-# ocireg is our own module (tests/tools/ocireg), built from the checkout.
-ocireg_tool() {
-    local bin="$CACHE/ocireg-$OCIREG_VERSION/bin"
-    local want="$bin/ocireg"
+# checkout_tool NAME VERSION: our own small Go programs under tests/tools/NAME (ocireg: a registry
+# with the referrers API; notation-go: a thin CLI over notation-go), built from the checkout. Bump
+# VERSION in versions.env when the sources change, so cached binaries are rebuilt.
+checkout_tool() {
+    local tool="$1" version="$2"
+    local bin="$CACHE/$tool-$version/bin"
+    local want="$bin/$tool"
     if [[ -x "$want" ]]; then
-        echo "ocireg $want"
+        echo "$tool $want"
         return 0
     fi
     mkdir -p "$bin"
     local t0=$SECONDS
-    echo "== $(date -u +%FT%TZ) go install ./tests/tools/ocireg" >>"$LOG"
-    if ! (cd "$HERE/ocireg" && GOBIN="$bin" go install .) >>"$LOG" 2>&1; then
-        fail "ocireg $OCIREG_VERSION"
+    echo "== $(date -u +%FT%TZ) go install ./tests/tools/$tool" >>"$LOG"
+    if ! (cd "$HERE/$tool" && GOBIN="$bin" go install .) >>"$LOG" 2>&1; then
+        fail "$tool $version"
     fi
-    echo "== ocireg built in $((SECONDS - t0))s" >>"$LOG"
-    echo "ocireg $want"
-}
-
-# notation-go is our own thin CLI over notation-go (tests/tools/notation-go), built from the checkout.
-notationgo_tool() {
-    local bin="$CACHE/notation-go-$NOTATION_GO_VERSION/bin"
-    local want="$bin/notation-go"
-    if [[ -x "$want" ]]; then
-        echo "notation-go $want"
-        return 0
-    fi
-    mkdir -p "$bin"
-    local t0=$SECONDS
-    echo "== $(date -u +%FT%TZ) go install ./tests/tools/notation-go" >>"$LOG"
-    if ! (cd "$HERE/notation-go" && GOBIN="$bin" go install .) >>"$LOG" 2>&1; then
-        fail "notation-go $NOTATION_GO_VERSION"
-    fi
-    echo "== notation-go built in $((SECONDS - t0))s" >>"$LOG"
-    echo "notation-go $want"
+    echo "== $tool built in $((SECONDS - t0))s" >>"$LOG"
+    echo "$tool $want"
 }
 
 kube_tool() {
@@ -165,8 +150,8 @@ build() {
         notation) go_tool notation "$NOTATION_VERSION" "$NOTATION_PKG" ;;
         helm) go_tool helm "$HELM_VERSION" "$HELM_PKG" ;;
         kubeconform) go_tool kubeconform "$KUBECONFORM_VERSION" "$KUBECONFORM_PKG" ;;
-        ocireg) ocireg_tool ;;
-        notation-go) notationgo_tool ;;
+        ocireg) checkout_tool ocireg "$OCIREG_VERSION" ;;
+        notation-go) checkout_tool notation-go "$NOTATION_GO_VERSION" ;;
         kube-apiserver) kube_tool "$explicit" ;;
         sigstore-mock) npm_sigstore_mock ;;
         grafeas) grafeas_tool ;;
