@@ -45,6 +45,7 @@ from scanner.models import (
 )
 from scanner.policy.schema import CosignVerifierSpec
 from scanner.verify.base import Wants
+from scanner.verify.cosign import PayloadError, parse_simplesigning
 from scanner.verify.identity import IdentityMatcher, cert_identity, match_identities
 from scanner.verify.rekor import (
     RekorError,
@@ -79,7 +80,6 @@ KIND_LEGACY = "cosign-keyless"
 MAX_SIGNATURES = 100
 MAX_CERT_PEM_BYTES = 64 * 1024
 MAX_CHAIN_CERTS = 10
-MAX_PAYLOAD_BYTES = 1024 * 1024
 OFFLINE_ENV = "SIGAUDIT_SIGSTORE_OFFLINE"
 
 
@@ -106,13 +106,11 @@ def check_simplesigning_payload(payload: bytes, image_digest: str,
     """cosign ``SimpleClaimVerifier``: the payload's ``critical.image.docker-manifest-digest``
     must be the running digest (``docker-reference`` is ignored by design), and the requested
     ``optional`` annotations must match exactly."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise _Fail(CheckName.INTEGRITY, f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
     try:
-        doc: Any = json.loads(payload)
-        claimed = doc["critical"]["image"]["docker-manifest-digest"]
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise _Fail(CheckName.INTEGRITY, "payload is not a cosign simplesigning document") from exc
+        doc = parse_simplesigning(payload)  # one parser (and size bound) for key-based and keyless
+    except PayloadError as exc:
+        raise _Fail(CheckName.INTEGRITY, f"payload is not a cosign simplesigning document: {exc}") from exc
+    claimed = doc["critical"]["image"]["docker-manifest-digest"]
     if claimed != image_digest:
         raise _Fail(CheckName.DIGEST, f"payload signs {claimed}, not the running digest {image_digest}")
     optional = doc.get("optional") or {}
