@@ -424,7 +424,7 @@ def build_summary(result: ScanResult) -> Summary:
         namespaces=len(namespaces),
         compliant=compliant,
         non_compliant=len(result.verdicts) - compliant,
-        warn_only=sum(1 for v in result.verdicts if v.warn_only and not v.status.compliant),
+        warn_only=sum(1 for v in result.verdicts if v.compliant and not v.status.compliant),
         expiring=sum(1 for v in result.verdicts if v.expiring),
         ratio=ratio,
         percent=percent,

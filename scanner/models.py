@@ -253,7 +253,9 @@ class Verdict:
 
     @property
     def compliant(self) -> bool:
-        return self.status.compliant or self.warn_only
+        # warn-only rules (policy-controller mode: warn, Kyverno required: false) report violations
+        # without counting them; a verdict that could not be decided is never compliant, warn or not.
+        return self.status.compliant or (self.warn_only and self.status is not Status.ERROR)
 
 
 class ScanState(enum.StrEnum):

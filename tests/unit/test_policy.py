@@ -220,3 +220,9 @@ def test_warn_mode_is_reported_but_not_counted_non_compliant() -> None:
     rule = CompiledRule("r", ("*",), ("*",), (FakeVerifier("v1"),), mode="warn")  # type: ignore[arg-type]
     v = evaluate(image(), rule, [], [], policy(rule), NOW, "ns")
     assert v.status is Status.UNSIGNED and v.warn_only and v.compliant
+
+
+def test_warn_mode_never_makes_an_undecided_image_compliant() -> None:
+    rule = CompiledRule("r", ("*",), ("*",), (FakeVerifier("v1"),), mode="warn")  # type: ignore[arg-type]
+    v = evaluate(image(), rule, [], ["registry unreachable"], policy(rule), NOW, "ns")
+    assert v.status is Status.ERROR and v.warn_only and not v.compliant
