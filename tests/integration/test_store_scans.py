@@ -157,7 +157,8 @@ def test_summary_counts_and_listings(store: Store) -> None:
     second = record(store, sample_result("prod", T0 + timedelta(hours=2)))
 
     summary = store.scan_summary(second)
-    assert summary.total == 5 and summary.compliant == 3  # verified, exempt, warn-only error
+    # verified and exempt; a warn-only error is never compliant (undecided is not waived by warn mode)
+    assert summary.total == 5 and summary.compliant == 2
     assert summary.counts["verified"] == 1 and summary.counts["error"] == 2 and summary.counts["unsigned"] == 0
     assert summary.state == ScanState.COMPLETE and summary.version == "0.1.0"
 
