@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 APT_NEEDED := docker-registry postgresql prometheus prometheus-pushgateway chromium etcd-server
 PYTEST_ARGS ?=
 
-.PHONY: all demo test unit integration lint typecheck tools system-deps venv bench fuzz clean
+.PHONY: all demo test ci-fresh unit integration lint typecheck tools system-deps venv bench fuzz clean
 
 all: test
 
@@ -41,10 +41,20 @@ lint: venv
 	$(VENV)/bin/ruff check scanner reports migrations tests bench
 	$(VENV)/bin/mypy
 
-test: system-deps venv tools
-	$(VENV)/bin/ruff check scanner reports migrations
-	$(VENV)/bin/mypy
-	$(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+# Each phase says how long it took (tests/tools/phase.sh); `make ci-fresh` collects the figures.
+PHASE := bash tests/tools/phase.sh
+test:
+	@$(PHASE) apt $(MAKE) --no-print-directory system-deps
+	@$(PHASE) venv $(MAKE) --no-print-directory venv
+	@$(PHASE) tools bash tests/tools/ensure-tools.sh
+	@$(PHASE) lint $(VENV)/bin/ruff check scanner reports migrations
+	@$(PHASE) typecheck $(VENV)/bin/mypy
+	@$(PHASE) pytest $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# What a new machine does: a clone with no ../shared beside it, HOME (and so every tool, Go module,
+# pip and npm cache) empty, then CI=true bash .ci/run; prints the wall time of each phase.
+ci-fresh:
+	bash tests/tools/ci-fresh.sh
 
 unit: venv
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)

@@ -14,7 +14,7 @@ checkpoint, SET, entry consistency). Written here, because sigstore-python does 
 * the predicate types of attestations, recorded in ``details["predicate_types"]``.
 
 Spec: sigstore protobuf-specs ``sigstore_bundle.proto``, the client verification steps in
-../shared/vectors/SPEC-NOTES.md §2, cosign ``specs/BUNDLE_SPEC.md``.
+tests/data/vectors/SPEC-NOTES.md §2, cosign ``specs/BUNDLE_SPEC.md``.
 """
 
 from __future__ import annotations

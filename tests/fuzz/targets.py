@@ -3,7 +3,7 @@
 A target passes an input when the code under test returns normally or raises a *typed* error:
 ``scanner.errors.SigauditError`` (ParseError, LimitExceeded, ConfigError, InventoryError, ...) — or,
 for verifiers, returns ``SignatureResult``s. Anything else (KeyError, TypeError, RecursionError, an
-untyped ValueError, ...) is a finding. Seeds come from the public vectors in ``/work/shared/vectors``
+untyped ValueError, ...) is a finding. Seeds come from the public vectors in ``tests/data/vectors``
 (read, never copied) and from material made here at import time (keys, a CA, a CRL, signed payloads).
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import SigauditError
+from tests.vectors import VECTORS
 
-VECTORS = Path("/work/shared/vectors")
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 DIGEST = "sha256:" + "ab" * 32
 

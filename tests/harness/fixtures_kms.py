@@ -7,7 +7,7 @@ Fixtures:
   ``AWS_ENDPOINT_URL``), ``.client()`` (a boto3 KMS client), ``.create_key(spec)`` -> ARN and
   ``.sign(arn, message, algorithm)`` through KMS' own ``Sign``. Needs ``pip install 'moto[server]'``.
 * ``grafeas_server`` (module): the open-source Grafeas v1beta1 server (``github.com/grafeas/grafeas``
-  ``go/v1beta1/main``, built by ``tests/tools/ensure-tools.sh grafeas``) with in-memory storage and
+  ``go/v1beta1/main``, built by ``make tools``) with in-memory storage and
   no TLS, bound to 127.0.0.1 by a config file. ``.project_url(project)``, ``.create_project``,
   ``.create_note``, ``.create_attestation``.
 

@@ -89,7 +89,7 @@ def require_tool(name: str) -> Path:
     path = tool_path(name)
     if path is None:
         version = pinned_versions().get(name, "?")
-        _missing(f"{name} {version} is not built: run {ENSURE_TOOLS} {name}")
+        _missing(f"{name} {version} is not built: run `make tools` (or {ENSURE_TOOLS} {name})")
         raise AssertionError("unreachable")
     return path
 

@@ -1,6 +1,6 @@
 """Public cosign vectors (connaisseur, real cosign .sig manifests) through the key verifier + policy engine.
 
-Used as they are from ../shared/vectors/cosign; connaisseur's `threshold`/`required` map to the rule's
+Used as they are from tests/data/vectors/cosign; connaisseur's `threshold`/`required` map to the rule's
 `count` over one verifier per key (required signers: a rule over just those keys, all of them needed).
 """
 
@@ -27,8 +27,9 @@ from scanner.policy.engine import evaluate
 from scanner.policy.loader import CompiledRule, Policy
 from scanner.verify.cosign import CosignKeyVerifier
 from scanner.verify.keys import parse_public_key
+from tests.vectors import VECTORS as ALL_VECTORS
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "cosign"
+VECTORS = ALL_VECTORS / "cosign"
 CASES = json.loads((VECTORS / "cases.json").read_text())["legacy_oci"]["cases"]
 KEY_CASES = [c for c in CASES if "keyless" not in (c.get("policy") or {})]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

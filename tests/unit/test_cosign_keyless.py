@@ -38,8 +38,8 @@ from scanner.verify.cosign_keyless import ANN_BUNDLE, CosignKeylessVerifier
 from scanner.verify.identity import IdentityMatcher
 from scanner.verify.sigstore_bundle import verify_bundle_for_digest
 from scanner.verify.trustroot import SigstoreTrust, load_trusted_root_file, trust_from_pems
+from tests.vectors import VECTORS
 
-VECTORS = Path("/work/shared/vectors")
 COSIGN = VECTORS / "cosign"
 LEGACY = COSIGN / "legacy-oci-connaisseur"
 CASES = json.loads((COSIGN / "cases.json").read_text())

@@ -26,7 +26,7 @@ def test_fuzz_findings_stay_fixed(path: Path) -> None:
 def test_seeds_are_parsed_without_untyped_exceptions(name: str) -> None:
     target = TARGETS[name]
     seeds = target.seeds()
-    assert seeds, f"{name}: no seeds (are the vectors in /work/shared/vectors?)"
+    assert seeds, f"{name}: no seeds (are the vectors in tests/data/vectors?)"
     for data in seeds:
         run_one(target, data)
 

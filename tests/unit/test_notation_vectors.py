@@ -1,4 +1,4 @@
-"""Every notation vector in ../shared/vectors/notation/cases.json, used as it is.
+"""Every notation vector in tests/data/vectors/notation/cases.json, used as it is.
 
 Clocks: the vectors were made between 2020 and 2025 and several certificates have expired since;
 each group says which instant it verifies at and why. The CRL vectors are served by a real HTTP
@@ -48,12 +48,10 @@ from scanner.verify.notation_envelope import (
 )
 from scanner.verify.revocation import RevocationChecker, RevocationStatus, delta_crl_urls
 from scanner.verify.x509 import validate_timestamping_chain
+from tests.vectors import VECTORS as ALL_VECTORS
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "notation"
-if not VECTORS.is_dir():
-    VECTORS = Path("/work/shared/vectors/notation")
-CASES: dict[str, Any] = json.loads((VECTORS / "cases.json").read_text()) if VECTORS.is_dir() else {}
-pytestmark = pytest.mark.skipif(not CASES, reason="vectors not present")
+VECTORS = ALL_VECTORS / "notation"
+CASES: dict[str, Any] = json.loads((VECTORS / "cases.json").read_text())
 
 TRUSTSTORE = VECTORS / "notation-go/verifier/testdata/truststore"
 

@@ -14,9 +14,10 @@ from scanner.policy.engine import match_rule
 from scanner.policy.imports import cip_glob_matcher, merge
 from scanner.policy.loader import PolicyLoader
 from scanner.verify.keys import key_sha256, parse_public_key
+from tests.vectors import VECTORS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "policies"
-ALICE = Path(__file__).resolve().parents[2].parent / "shared/vectors/cosign/legacy-oci-connaisseur/keys/alice.pub.pem"
+ALICE = VECTORS / "cosign/legacy-oci-connaisseur/keys/alice.pub.pem"
 
 
 def load(*specs: str, key_fetcher=None):

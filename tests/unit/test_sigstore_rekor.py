@@ -22,8 +22,9 @@ from scanner.verify.rekor import (
     load_rekor_keys_from_trusted_root,
     verify_rekor_bundle_annotation,
 )
+from tests.vectors import VECTORS
 
-LEGACY = Path("/work/shared/vectors/cosign/legacy-oci-connaisseur")
+LEGACY = VECTORS / "cosign" / "legacy-oci-connaisseur"
 SIG_MANIFEST = "sha256-31dc72a13a0c34b40eb95419d2b2fd67320c856baf3b72da518023ee8d370aee.sig.json"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -27,10 +27,8 @@ from scanner.models import Outcome, SignatureFailure
 from scanner.verify.identity import IdentityMatcher
 from scanner.verify.sigstore_bundle import verify_bundle
 from scanner.verify.trustroot import load_trusted_root_file, trust_from_json
+from tests.vectors import VECTORS
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
-if not VECTORS.is_dir():  # the checkout may live elsewhere; /work/shared is the canonical place
-    VECTORS = Path("/work/shared/vectors")
 CONF = VECTORS / "sigstore-conformance"
 SPY = VECTORS / "sigstore-python"
 

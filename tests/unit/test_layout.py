@@ -1,0 +1,54 @@
+"""A plain clone of the project runs its own tests: nothing under tests/ reads outside the repository."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.vectors import VECTORS
+
+ROOT = Path(__file__).resolve().parents[2]
+# A path that leaves the checkout: the shared folder beside CI's clone, or this machine's layout.
+OUTSIDE = re.compile(r"""(\.\./shared|/work/|["']shared["']\s*/|parents\[\d\]\.parent)""")
+
+
+def _sources() -> list[Path]:
+    files = []
+    for ext in ("*.py", "*.sh", "*.js", "*.go"):
+        files += [p for p in (ROOT / "tests").rglob(ext) if "data" not in p.relative_to(ROOT / "tests").parts[:1]]
+    files += [ROOT / "Makefile", *(ROOT / ".ci").glob("*")]
+    return [p for p in files if "node_modules" not in p.parts and p.is_file()]
+
+
+def test_no_test_source_reads_outside_the_repository() -> None:
+    offenders = []
+    for path in _sources():
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            code = line.split("#", 1)[0] if path.suffix in (".sh", "") else line
+            if OUTSIDE.search(code) and path.name != "test_layout.py":
+                offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert offenders == [], "tests must use tests/data (copy vectors there with PROVENANCE.md):\n" + "\n".join(offenders)
+
+
+def test_every_vector_set_carries_its_provenance() -> None:
+    sets = [p for p in VECTORS.iterdir() if p.is_dir()]
+    assert {p.name for p in sets} >= {"cosign", "notation", "sigstore-conformance", "sigstore-python"}
+    for s in sets:
+        assert (s / "PROVENANCE.md").is_file(), f"{s.name} has no PROVENANCE.md"
+        assert (s / "cases.json").is_file(), f"{s.name} has no cases.json"
+
+
+def test_make_tools_builds_every_tool_a_test_asks_for() -> None:
+    """A fresh machine's `make test` builds exactly what CI's tests need (grafeas was once left out)."""
+    script = (ROOT / "tests/tools/ensure-tools.sh").read_text()
+    default = set(re.search(r"^DEFAULT_TOOLS=\(([^)]*)\)", script, re.M).group(1).split())  # type: ignore[union-attr]
+    asked = set()
+    for path in _sources():
+        if path.suffix == ".py":
+            asked |= set(re.findall(r"""(?:require_tool|tool_path)\(\s*["']([\w-]+)["']""", path.read_text()))
+    asked |= {"kube-apiserver", "sigstore-mock"}  # required by fixtures_kube.py and sigstore_mock/harness.py
+    assert asked, "found no tool requests: the pattern above is stale"
+    assert asked <= default, f"tools the tests need that `make tools` does not build: {sorted(asked - default)}"
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"ensure-tools\.sh\s*$", recipe, re.M), "`make test` must build the default tool set"
