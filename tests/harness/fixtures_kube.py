@@ -70,7 +70,8 @@ def tools_cache() -> Path:
 
 
 def _missing(what: str) -> None:
-    msg = f"{what} not available: run `make tools` (or tests/tools/ensure-tools.sh kube-apiserver) (tests/tools/build-kube.sh)"
+    msg = f"{what} not available: run `make tools` (or tests/tools/ensure-tools.sh kube-apiserver,"
+    msg += " tests/tools/build-kube.sh)"
     if os.environ.get("CI"):
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg)

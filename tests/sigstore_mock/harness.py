@@ -56,7 +56,10 @@ def require_mock() -> tuple[Path, Path]:
         _missing("node is not installed (apt-get install nodejs npm)")
         raise AssertionError("unreachable")
     if not (modules / "@sigstore" / "mock").is_dir() or not (modules / ".bin" / "sigstore").exists():
-        _missing(f"@sigstore/mock {MOCK_VERSION} is not installed: run `make tools` (or tests/tools/ensure-tools.sh sigstore-mock)")
+        _missing(
+            f"@sigstore/mock {MOCK_VERSION} is not installed: "
+            "run `make tools` (or tests/tools/ensure-tools.sh sigstore-mock)"
+        )
         raise AssertionError("unreachable")
     return Path(node), modules
 

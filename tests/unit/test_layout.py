@@ -27,7 +27,8 @@ def test_no_test_source_reads_outside_the_repository() -> None:
             code = line.split("#", 1)[0] if path.suffix in (".sh", "") else line
             if OUTSIDE.search(code) and path.name != "test_layout.py":
                 offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
-    assert offenders == [], "tests must use tests/data (copy vectors there with PROVENANCE.md):\n" + "\n".join(offenders)
+    hint = "tests must use tests/data (copy vectors there with PROVENANCE.md):\n"
+    assert offenders == [], hint + "\n".join(offenders)
 
 
 def test_every_vector_set_carries_its_provenance() -> None:
