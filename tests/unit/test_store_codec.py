@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
+from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult, SignedTime, TimeSource
 from scanner.store import codec
 from scanner.store.schema import UTCDateTime
 
@@ -43,7 +43,7 @@ def test_signature_result_json_round_trip() -> None:
     sig = SignatureResult(
         kind="notation", verifier="rule vendor / verifier 1", outcome=Outcome.FAILED,
         reason="certificate revoked", failure=SignatureFailure.REVOKED, signer="CN=signer",
-        key_sha256="ab" * 32, identity="CN=signer", issuer="CN=ca", signed_at=T,
+        key_sha256="ab" * 32, identity="CN=signer", issuer="CN=ca", signed_at=SignedTime(T, TimeSource.TSA),
         not_after=T + timedelta(days=1),
         checks=(Check(CheckName.INTEGRITY, Outcome.PASSED), Check(CheckName.REVOCATION, Outcome.FAILED,
                 "serial 12 revoked", enforced=False)),
