@@ -1,6 +1,6 @@
 """signatures.signed_at_source: where a signature's signing time comes from
 
-Revision ID: 0003
+Revision ID: 0003_signed_at_source
 Revises: 0002
 Create Date: 2026-12-07
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
+revision: str = "0003_signed_at_source"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -52,6 +52,16 @@ def test_signature_result_json_round_trip() -> None:
     assert codec.signature_from_json(codec.signature_to_json(sig)) == sig
 
 
+def test_rows_without_a_time_source_load_as_unknown_never_authentic() -> None:
+    """Cache rows written before the source was recorded: the time is kept, but it proves nothing."""
+    sig = SignatureResult(kind="cosign", verifier="v", outcome=Outcome.PASSED, reason="ok",
+                          signed_at=SignedTime(T, TimeSource.REKOR_SET))
+    old = {k: v for k, v in codec.signature_to_json(sig).items() if k != "signed_at_source"}
+    back = codec.signature_from_json(old)
+    assert back.signed_at == SignedTime(T, TimeSource.UNKNOWN) and not back.signed_at.authentic
+    assert codec.signed_time(T, "no-such-source") == SignedTime(T, TimeSource.UNKNOWN)
+
+
 def test_utc_datetime_refuses_naive_and_normalises_to_utc() -> None:
     col = UTCDateTime()
     pg = sa.dialects.postgresql.dialect()  # type: ignore[attr-defined]
