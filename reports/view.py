@@ -675,7 +675,19 @@ def _empty(value: Any) -> bool:
 
 # Details shown first, in this order (the evidence an auditor asks for); the rest follow by name.
 _DETAIL_ORDER = ("chain_sha256", "chain_subjects", "log_index", "log_id", "timestamp", "signing_time",
-                 "authentic_signing_time", "signed_at_source", "expiry", "revocation", "docker_reference", "layer")
+                 "authentic_signing_time", "expiry", "revocation", "docker_reference", "layer")
+
+
+_TIME_SOURCES = {"tsa": "RFC 3161 timestamp", "rekor-set": "Rekor log entry", "signing-authority":
+                 "signing authority", "claimed": "claimed by the signer, not authenticated",
+                 "unknown": "source not recorded"}
+
+
+def _signed_at(s: SignatureResult) -> str:
+    if s.signed_at is None:
+        return ""
+    src = s.signed_at.source.value
+    return f"{ts(s.signed_at.value)} ({_TIME_SOURCES.get(src, src)})"
 
 
 def signature_view(s: SignatureResult) -> SignatureView:
@@ -685,7 +697,7 @@ def signature_view(s: SignatureResult) -> SignatureView:
         kind=clean(s.kind, 64), verifier=clean(s.verifier, 300), outcome=s.outcome.value,
         failure=s.failure.value, reason=clean(s.reason), signer=clean(s.signer, 500),
         key_sha256=clean(s.key_sha256 or "", 64), identity=clean(s.identity or "", 500),
-        issuer=clean(s.issuer or "", 500), signed_at=ts(s.signed_at), not_after=ts(s.not_after),
+        issuer=clean(s.issuer or "", 500), signed_at=_signed_at(s), not_after=ts(s.not_after),
         checks=tuple(CheckView(c.name.value, c.outcome.value, clean(c.reason), c.enforced) for c in s.checks),
         details=tuple(DetailView(clean(k, 64), _detail_values(v)) for k, v in details[:30] if not _empty(v)),
     )

@@ -41,7 +41,8 @@ def signature_doc(s: SignatureResult) -> dict[str, Any]:
         "outcome": s.outcome.value,
         "failure": s.failure.value or None,
         "reason": s.reason,
-        "signed_at": _ts(s.signed_at),
+        "signed_at": _ts(s.signed_at.value if s.signed_at else None),
+        "signed_at_source": s.signed_at.source.value if s.signed_at else None,
         "not_after": _ts(s.not_after),
         "checks": [
             {"name": c.name.value, "outcome": c.outcome.value, "reason": c.reason, "enforced": c.enforced}

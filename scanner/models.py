@@ -8,7 +8,7 @@ No stage imports a later one; every stage takes and returns these models.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -199,6 +199,38 @@ class SignatureFailure(enum.StrEnum):
     ERROR = "error"  # could not be decided
 
 
+class TimeSource(enum.StrEnum):
+    """Where a signing time comes from. Only an authentic source may change a verdict (e.g. keep a
+    signature made before a ``revokedAt`` revocation valid); a time the signer merely claims never does."""
+
+    TSA = "tsa"  # an RFC 3161 countersignature verified against a trusted timestamping authority
+    REKOR_SET = "rekor-set"  # a Rekor integrated time signed by the log (SET / inclusion promise), verified
+    SIGNING_AUTHORITY = "signing-authority"  # notation ``authenticSigningTime``, vouched for by the signing service
+    CLAIMED = "claimed"  # the signer's own claim (notation ``signingTime``): never authentic
+    UNKNOWN = "unknown"  # stored by a version that did not record the source: never authentic
+
+    @property
+    def authentic(self) -> bool:
+        return self in (TimeSource.TSA, TimeSource.REKOR_SET, TimeSource.SIGNING_AUTHORITY)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTime:
+    """A signing time and where it came from. Compare ``value`` only after checking ``authentic``."""
+
+    value: datetime
+    source: TimeSource
+
+    @property
+    def authentic(self) -> bool:
+        return self.source.authentic
+
+    @staticmethod
+    def earliest(times: Sequence[SignedTime]) -> SignedTime | None:
+        """The earliest of several verified times (each proves the signature existed by then)."""
+        return min(times, key=lambda t: t.value, default=None)
+
+
 @dataclass(frozen=True, slots=True)
 class SignatureResult:
     """The result of checking one signature against one verifier's trust material."""
@@ -212,7 +244,7 @@ class SignatureResult:
     key_sha256: str | None = None  # hex sha256 of the signer's SubjectPublicKeyInfo DER
     identity: str | None = None  # certificate SAN / subject, for identity revocation
     issuer: str | None = None  # OIDC issuer or certificate issuer
-    signed_at: datetime | None = None  # authentic signing time when known
+    signed_at: SignedTime | None = None  # the signing time and its source (authentic or only claimed)
     not_after: datetime | None = None  # earliest of signature expiry and chain notAfter
     checks: tuple[Check, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)  # chain fingerprints, log index, ...

@@ -94,19 +94,41 @@ def match_exemption(policy: Policy, ref: ImageReference | None, image_text: str,
     return found
 
 
+def _signed_before(result: SignatureResult, revoked_at: datetime) -> bool:
+    """Whether the signature is proven to exist before ``revoked_at``: only an authentic time (a
+    verified TSA countersignature, a Rekor SET, a signing authority's authenticSigningTime) can
+    prove it. A time the signer merely claims, or none, proves nothing."""
+    t = result.signed_at
+    return t is not None and t.authentic and t.value < revoked_at
+
+
 def _revoked(result: SignatureResult, revocations: Sequence[Revocation]) -> Revocation | None:
     for rev in revocations:
         if rev.key_sha256 is not None:
-            if result.key_sha256 and result.key_sha256.lower() == rev.key_sha256.lower():
-                return rev
-            continue
-        names = {result.identity, result.signer, *(result.details.get("identities") or [])}
-        if rev.identity in names:
-            # With an effective time (AWS Signer's model) only signatures made at or after it are
-            # revoked; without a trusted signing time we cannot tell, so the revocation applies.
-            if rev.revoked_at is None or result.signed_at is None or result.signed_at >= rev.revoked_at:
-                return rev
+            hit = bool(result.key_sha256) and str(result.key_sha256).lower() == rev.key_sha256.lower()
+        else:
+            hit = rev.identity in {result.identity, result.signer, *(result.details.get("identities") or [])}
+        # With an effective time (AWS Signer's model) only signatures made at or after it are revoked;
+        # a signature escapes only when an authentic time proves it was made before.
+        if hit and (rev.revoked_at is None or not _signed_before(result, rev.revoked_at)):
+            return rev
     return None
+
+
+def _revocation_reason(r: SignatureResult, rev: Revocation) -> str:
+    who = f"key sha256:{rev.key_sha256}" if rev.key_sha256 else f"identity {rev.identity!r}"
+    if rev.revoked_at is None:
+        return f"{r.reason}; but {who} is revoked: {rev.reason}"
+    when = f"{who} is revoked for signatures made after {rev.revoked_at.isoformat()}"
+    t = r.signed_at
+    if t is None:
+        why = "no authentic signing time proves this signature is older"
+    elif not t.authentic:
+        why = (f"its signing time {t.value.isoformat()} is {t.source.value}, not authenticated "
+               "(no verified timestamp), so it cannot prove the signature is older")
+    else:
+        why = f"signed at {t.value.isoformat()} ({t.source.value})"
+    return f"{r.reason}; but {when} and {why}: {rev.reason}"
 
 
 def apply_revocations(
@@ -118,16 +140,8 @@ def apply_revocations(
         if rev is None:
             out.append(r)
             continue
-        who = f"key sha256:{rev.key_sha256}" if rev.key_sha256 else f"identity {rev.identity!r}"
-        when = f" (signatures made after {rev.revoked_at.isoformat()})" if rev.revoked_at else ""
-        out.append(
-            replace(
-                r,
-                outcome=Outcome.FAILED,
-                failure=SignatureFailure.REVOKED,
-                reason=f"{r.reason}; but {who} is revoked{when}: {rev.reason}",
-            )
-        )
+        out.append(replace(r, outcome=Outcome.FAILED, failure=SignatureFailure.REVOKED,
+                           reason=_revocation_reason(r, rev)))
     return tuple(out)
 
 
@@ -216,7 +230,9 @@ def evaluate(
         return _exempt(verdict, exemption, now, policy.expiry_warning)
 
     warn_only = rule.mode == "warn"
-    if not results:
+    # "skipped": examined but not a signature of the rule's kinds (e.g. a verified attestation).
+    judged = [r for r in results if r.outcome is not Outcome.SKIPPED]
+    if not judged:
         if material_errors:
             status = Status.ERROR
             reasons += [f"could not read signatures: {e}" for e in material_errors]
@@ -230,11 +246,12 @@ def evaluate(
                 kinds = ", ".join(v.name for v in rule.verifiers)
                 reasons.append(f"no signature found for the verifiers of rule {rule.name!r} ({kinds})")
                 reasons += own
+            reasons += [r.reason for r in results if r.outcome is Outcome.SKIPPED][:5]
             if not rule.required:
                 warn_only = True
                 reasons.append("the policy does not require a signature (required: false): reported, not counted")
     else:
-        failures = {r.failure for r in results}
+        failures = {r.failure for r in judged}
         worst = next((f for f in _FAILURE_ORDER if f in failures), SignatureFailure.INVALID)
         status = _FAILURE_STATUS[worst]
         if material_errors and status is not Status.ERROR:

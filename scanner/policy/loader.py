@@ -228,6 +228,7 @@ class PolicyLoader:
             key_label=label,
             ignore_tlog=spec.ignore_tlog,
             annotations=spec.annotations,
+            require_predicate_types=spec.require_predicate_types,
             tlog_check=tlog_check,
             bundle_check=bundle_check,
             rule=rule,

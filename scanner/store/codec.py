@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
+from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult, SignedTime, TimeSource
 
 _TAG = "$sigaudit"
 
@@ -72,6 +72,18 @@ def _undt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+def signed_time(value: datetime | None, source: str | None) -> SignedTime | None:
+    """A stored signing time; rows written before the source was recorded load as ``unknown``
+    (never authentic: an old row cannot keep a signature out of a revocation)."""
+    if value is None:
+        return None
+    try:
+        src = TimeSource(source) if source else TimeSource.UNKNOWN
+    except ValueError:
+        src = TimeSource.UNKNOWN
+    return SignedTime(value, src)
+
+
 def signature_to_json(sig: SignatureResult) -> dict[str, Any]:
     """A SignatureResult as plain JSON (for the verification cache)."""
     return {
@@ -84,7 +96,8 @@ def signature_to_json(sig: SignatureResult) -> dict[str, Any]:
         "key_sha256": sig.key_sha256,
         "identity": sig.identity,
         "issuer": sig.issuer,
-        "signed_at": _dt(sig.signed_at),
+        "signed_at": _dt(sig.signed_at.value if sig.signed_at else None),
+        "signed_at_source": sig.signed_at.source.value if sig.signed_at else None,
         "not_after": _dt(sig.not_after),
         "checks": [
             {"name": str(c.name), "outcome": str(c.outcome), "reason": c.reason, "enforced": c.enforced}
@@ -105,7 +118,7 @@ def signature_from_json(raw: Mapping[str, Any]) -> SignatureResult:
         key_sha256=raw["key_sha256"],
         identity=raw["identity"],
         issuer=raw["issuer"],
-        signed_at=_undt(raw["signed_at"]),
+        signed_at=signed_time(_undt(raw["signed_at"]), raw.get("signed_at_source")),
         not_after=_undt(raw["not_after"]),
         checks=tuple(
             Check(CheckName(c["name"]), Outcome(c["outcome"]), c["reason"], bool(c["enforced"]))

@@ -174,6 +174,8 @@ class Signature(Base):
     identity: Mapped[str | None] = mapped_column(sa.Text)
     issuer: Mapped[str | None] = mapped_column(sa.Text)
     signed_at: Mapped[datetime | None]
+    # Where signed_at comes from (scanner.models.TimeSource); NULL in rows older than migration 0003.
+    signed_at_source: Mapped[str | None] = mapped_column(sa.String(32))
     not_after: Mapped[datetime | None]
     details: Mapped[dict[str, Any]]
 

@@ -762,8 +762,9 @@ def _signature_row(scan_id: int, image_id: int, position: int, s: SignatureResul
         "scan_id": scan_id, "image_row_id": image_id, "position": position, "kind": s.kind,
         "verifier": s.verifier, "outcome": str(s.outcome), "reason": s.reason,
         "failure": str(s.failure), "signer": s.signer, "key_sha256": s.key_sha256,
-        "identity": s.identity, "issuer": s.issuer, "signed_at": s.signed_at,
-        "not_after": s.not_after, "details": codec.encode(dict(s.details)),
+        "identity": s.identity, "issuer": s.issuer, "signed_at": s.signed_at.value if s.signed_at else None,
+        "signed_at_source": s.signed_at.source.value if s.signed_at else None, "not_after": s.not_after,
+        "details": codec.encode(dict(s.details)),
     }
 
 
@@ -780,7 +781,8 @@ def _signature_from_row(s: Any, checks: tuple[Check, ...]) -> SignatureResult:
     return SignatureResult(
         kind=s.kind, verifier=s.verifier, outcome=Outcome(s.outcome), reason=s.reason,
         failure=SignatureFailure(s.failure), signer=s.signer, key_sha256=s.key_sha256,
-        identity=s.identity, issuer=s.issuer, signed_at=s.signed_at, not_after=s.not_after,
+        identity=s.identity, issuer=s.issuer, signed_at=codec.signed_time(s.signed_at, s.signed_at_source),
+        not_after=s.not_after,
         checks=checks, details=codec.decode(s.details or {}),
     )
 

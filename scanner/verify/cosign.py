@@ -1,5 +1,10 @@
 """cosign key-based verification of the legacy ``.sig`` layout (and key-signed Sigstore bundles).
 
+The policy fields of a ``cosign:`` entry apply to every layout, through the rules shared with the
+keyless verifier (``scanner.verify.cosign_rules``): ``annotations`` on each image signature,
+``requirePredicateTypes`` over the verified attestation bundles, attestations never counted as
+image signatures.
+
 Per cosign ``specs/SIGNATURE_SPEC.md`` and ``pkg/cosign/verify.go``: each simplesigning layer's
 ``dev.cosignproject.cosign/signature`` annotation is a base64 signature over the exact layer bytes;
 the payload's ``critical.image.docker-manifest-digest`` must equal the running digest
@@ -13,12 +18,12 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from scanner.errors import ParseError
+from scanner.errors import ConfigError, ParseError
 from scanner.models import (
     Check,
     CheckName,
@@ -28,8 +33,11 @@ from scanner.models import (
     SignatureFailure,
     SignatureMaterial,
     SignatureResult,
+    SignedTime,
+    TimeSource,
 )
 from scanner.verify.base import Wants
+from scanner.verify.cosign_rules import apply_cosign_rules
 from scanner.verify.keys import PublicKey, describe_key, key_sha256, spki_der, verify_signature
 
 SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -47,8 +55,9 @@ class TlogEntry:
 
 # (bundle annotation JSON, signature base64, payload bytes, signer key DER) -> entry; raises on failure.
 TlogCheck = Callable[[str, str, bytes, bytes], TlogEntry]
-# (bundle bytes, image digest, key, now) -> result (sigstore bundles attached as referrers).
-BundleCheck = Callable[[bytes, str, PublicKey, datetime], SignatureResult]
+# (bundle bytes, image digest, key, now, required annotations) -> result (sigstore bundles attached
+# as referrers).
+BundleCheck = Callable[[bytes, str, PublicKey, datetime, Mapping[str, str]], SignatureResult]
 
 
 class PayloadError(ParseError, ValueError):
@@ -83,6 +92,7 @@ class CosignKeyVerifier:
         key_label: str,
         ignore_tlog: bool,
         annotations: Mapping[str, str] | None = None,
+        require_predicate_types: Sequence[str] = (),
         tlog_check: TlogCheck | None = None,
         bundle_check: BundleCheck | None = None,
         rule: str = "",
@@ -93,6 +103,11 @@ class CosignKeyVerifier:
         self._label = key_label
         self._ignore_tlog = ignore_tlog
         self._annotations = dict(annotations or {})
+        self._require = tuple(require_predicate_types)
+        if self._require and bundle_check is None:
+            # Attestations are only read from Sigstore bundles; without them the field could not be honoured.
+            raise ConfigError("requirePredicateTypes needs Sigstore bundle support (sigstore-python), "
+                              "which is not installed", field="requirePredicateTypes")
         self._tlog_check = tlog_check
         self._bundle_check = bundle_check
         self._rule = rule
@@ -112,7 +127,10 @@ class CosignKeyVerifier:
         h.update(self._key_der)
         h.update(
             json.dumps(
-                {"tlog": not self._ignore_tlog, "ann": self._annotations, "bundles": self._bundle_check is not None},
+                {"tlog": not self._ignore_tlog, "ann": self._annotations, "bundles": self._bundle_check is not None,
+                 "require": sorted(self._require),
+                 # v2: attestations are not image signatures; annotations apply to bundles too.
+                 "rules": 2},
                 sort_keys=True,
             ).encode()
         )
@@ -125,7 +143,7 @@ class CosignKeyVerifier:
                 if art.artifact_type.startswith(BUNDLE_ARTIFACT_PREFIX) or art.blob_media_type.startswith(
                     BUNDLE_ARTIFACT_PREFIX
                 ):
-                    r = self._bundle_check(art.blob, image.digest, self._key, now)
+                    r = self._bundle_check(art.blob, image.digest, self._key, now, self._annotations)
                     # Attribute the bundle to this verifier and key: n-of-m counting and key
                     # revocation both rely on it.
                     results.append(
@@ -135,7 +153,7 @@ class CosignKeyVerifier:
                     )
         for layer in material.cosign_layers:
             results.append(self._verify_layer(layer, image.digest))
-        return tuple(results)
+        return apply_cosign_rules(results, self._require)
 
     def _result(
         self, outcome: Outcome, reason: str, failure: SignatureFailure, checks: list[Check], **extra: Any
@@ -209,16 +227,18 @@ class CosignKeyVerifier:
         checks.append(Check(CheckName.DIGEST, Outcome.PASSED, "payload names the running digest"))
         raw_optional = doc.get("optional")
         optional: Mapping[str, Any] = raw_optional if isinstance(raw_optional, dict) else {}
-        for k, v in self._annotations.items():
-            if str(optional.get(k)) != v:
+        for k, v in sorted(self._annotations.items()):
+            got = optional.get(k)
+            # cosign compares the JSON values: 1 is not "1", and an absent annotation is not "None".
+            if not isinstance(got, str) or got != v:
                 return self._invalid(
                     checks,
                     CheckName.INTEGRITY,
-                    f"annotation {k} != {v!r}",
+                    f"annotation {k} is {'absent' if k not in optional else repr(got)[:120]}, not {v!r}",
                     f"required annotation {k}={v!r} missing from the payload",
                     details,
                 )
-        signed_at: datetime | None = None
+        signed_at: SignedTime | None = None
         if self._ignore_tlog:
             checks.append(Check(CheckName.TLOG, Outcome.SKIPPED, "ignoreTlog: true"))
         else:
@@ -254,7 +274,7 @@ class CosignKeyVerifier:
                     f"transparency-log bundle does not verify: {str(exc)[:300]}",
                     details,
                 )
-            signed_at = entry.integrated_time.astimezone(UTC)
+            signed_at = SignedTime(entry.integrated_time.astimezone(UTC), TimeSource.REKOR_SET)
             details.update({"log_index": entry.log_index, "log_id": entry.log_id})
             checks.append(Check(CheckName.TLOG, Outcome.PASSED, f"Rekor entry {entry.log_index}"))
         return self._result(

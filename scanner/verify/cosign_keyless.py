@@ -3,8 +3,10 @@
 Layouts (cosign v3 semantics, ``cmd/cosign/cli/verify/verify.go``):
 
 * **Sigstore bundles as OCI referrers** (cosign v3 / ``--new-bundle-format``, sigstore-js): verified
-  by ``scanner.verify.sigstore_bundle`` (sigstore-python underneath). If any bundle is attached,
-  only bundles count: there is no fallback to ``.sig`` when bundles exist but fail.
+  by ``scanner.verify.sigstore_bundle`` (sigstore-python underneath). If an image-signature bundle
+  is attached, only bundles count: there is no fallback to ``.sig`` when they exist but fail.
+  Attestation bundles (``cosign attest``) are judged too, for ``requirePredicateTypes``, but are
+  never image signatures (``scanner.verify.cosign_rules``), so they do not hide a ``.sig``.
 * **Legacy ``.sig`` tag** (``sha256-<hex>.sig``), one layer per signature: simplesigning payload,
   ``dev.cosignproject.cosign/signature``, ``dev.sigstore.cosign/certificate`` + ``/chain``,
   ``dev.sigstore.cosign/bundle`` (Rekor SET), ``dev.sigstore.cosign/rfc3161timestamp``. Verified here
@@ -42,10 +44,13 @@ from scanner.models import (
     SignatureFailure,
     SignatureMaterial,
     SignatureResult,
+    SignedTime,
+    TimeSource,
 )
 from scanner.policy.schema import CosignVerifierSpec
 from scanner.verify.base import Wants
 from scanner.verify.cosign import PayloadError, parse_simplesigning
+from scanner.verify.cosign_rules import ROLE_SIGNATURE, apply_cosign_rules, claimed_role
 from scanner.verify.identity import IdentityMatcher, cert_identity, match_identities
 from scanner.verify.rekor import (
     RekorError,
@@ -114,10 +119,10 @@ def check_simplesigning_payload(payload: bytes, image_digest: str,
     if claimed != image_digest:
         raise _Fail(CheckName.DIGEST, f"payload signs {claimed}, not the running digest {image_digest}")
     optional = doc.get("optional") or {}
-    for key, want in (annotations or {}).items():
+    for key, want in sorted((annotations or {}).items()):
         got = optional.get(key) if isinstance(optional, dict) else None
-        if got != want:
-            raise _Fail(CheckName.DIGEST, f"payload annotation {key}={got!r}, policy requires {want!r}")
+        if not isinstance(got, str) or got != want:
+            raise _Fail(CheckName.INTEGRITY, f"payload annotation {key}={got!r}, policy requires {want!r}")
 
 
 def _verify_chain_at(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
@@ -285,37 +290,18 @@ class CosignKeylessVerifier:
             return (SignatureResult(kind="sigstore-bundle" if bundles else KIND_LEGACY, verifier=self.name,
                                     outcome=Outcome.ERROR, reason=reason, failure=SignatureFailure.ERROR,
                                     checks=(Check(CheckName.AUTHENTICITY, Outcome.ERROR, reason),)),)
-        results: list[SignatureResult]
-        if bundles:
-            # cosign v3: bundles found -> only bundles count (no fallback to .sig when they fail).
-            results = []
-            for ref in bundles[:MAX_SIGNATURES]:
-                res = verify_bundle_for_digest(ref.blob, image.digest, trust=trust, identities=self._identities,
-                                               now=now, max_bundle_bytes=self._max_bundle,
-                                               verifier_name=self.name)
-                results.append(_with_details(res, {"referrer": ref.manifest_digest}))
-        else:
-            results = [self._verify_layer(layer, image.digest, trust, now) for layer in layers[:MAX_SIGNATURES]]
-        return tuple(self._require_predicates(results))
+        results: list[SignatureResult] = []
+        for ref in bundles[:MAX_SIGNATURES]:
+            res = verify_bundle_for_digest(ref.blob, image.digest, trust=trust, identities=self._identities,
+                                           now=now, max_bundle_bytes=self._max_bundle,
+                                           verifier_name=self.name, annotations=self._annotations)
+            results.append(_with_details(res, {"referrer": ref.manifest_digest}))
+        # cosign v3: image-signature bundles found -> only bundles count (no fallback to .sig when they fail).
+        if not any(claimed_role(ref.blob) == ROLE_SIGNATURE for ref in bundles[:MAX_SIGNATURES]):
+            results += [self._verify_layer(layer, image.digest, trust, now) for layer in layers[:MAX_SIGNATURES]]
+        return apply_cosign_rules(results, self._require)
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _require_predicates(self, results: list[SignatureResult]) -> list[SignatureResult]:
-        if not self._require:
-            return results
-        present = {p for r in results if r.outcome is Outcome.PASSED
-                   for p in (r.details.get("predicate_types") or [])}
-        missing = [p for p in self._require if p not in present]
-        if not missing:
-            return results
-        reason = f"required predicate type(s) not attested by a verified bundle: {', '.join(missing)}"
-        out = []
-        for r in results:
-            if r.outcome is Outcome.PASSED:
-                r = dataclasses.replace(r, outcome=Outcome.FAILED, reason=reason, failure=SignatureFailure.INVALID,
-                                        checks=(*r.checks, Check(CheckName.DIGEST, Outcome.FAILED, reason)))
-            out.append(r)
-        return out
 
     def _keys_for(self, trust: SigstoreTrust) -> list[RekorKey]:
         if self._rekor_keys is None or self._rekor_keys[0] != trust.fingerprint:
@@ -329,7 +315,7 @@ class CosignKeylessVerifier:
         signer = ""
         issuer: str | None = None
         key_sha: str | None = None
-        signed_at: datetime | None = None
+        signed_at: SignedTime | None = None
         try:
             ann = layer.annotations
             sig_b64 = ann.get(ANN_SIGNATURE)
@@ -363,7 +349,7 @@ class CosignKeylessVerifier:
             checks.append(Check(CheckName.INTEGRITY, Outcome.PASSED, "signature verified"))
 
             # 2. trusted time: Rekor SET integrated time, RFC 3161 timestamps.
-            times: list[datetime] = []
+            times: list[SignedTime] = []
             bundle_ann = ann.get(ANN_BUNDLE)
             if not self._ignore_tlog:
                 if not bundle_ann:
@@ -375,24 +361,26 @@ class CosignKeylessVerifier:
                         rekor_keys=self._keys_for(trust), now=now)
                 except RekorError as exc:
                     raise _Fail(CheckName.TLOG, f"Rekor bundle: {exc.reason}") from exc
-                times.append(rk.integrated_time)
+                times.append(SignedTime(rk.integrated_time, TimeSource.REKOR_SET))
                 details.update(log_index=rk.log_index, log_id=rk.log_id, integrated_time=int(
                     rk.integrated_time.timestamp()))
                 checks.append(Check(CheckName.TLOG, Outcome.PASSED,
                                     f"Rekor SET verified (log index {rk.log_index})"))
             tsa_ann = ann.get(ANN_RFC3161)
             if tsa_ann:
-                times.append(_verify_tsa(tsa_ann, signature, trust))
+                times.append(SignedTime(_verify_tsa(tsa_ann, signature, trust), TimeSource.TSA))
             if not times:
                 raise _Fail(CheckName.TIMESTAMP,
                             "no trusted signing time (neither a Rekor SET nor an RFC 3161 timestamp)")
-            signed_at = min(times)
-            checks.append(Check(CheckName.TIMESTAMP, Outcome.PASSED, f"signed at {signed_at.isoformat()}"))
+            signed_at = SignedTime.earliest(times)
+            assert signed_at is not None
+            checks.append(Check(CheckName.TIMESTAMP, Outcome.PASSED,
+                                f"signed at {signed_at.value.isoformat()} ({signed_at.source.value})"))
 
             # 3. authenticity: chain at every trusted time, Fulcio profile, SCT.
             verified_chain: list[x509.Certificate] = []
             for t in times:
-                verified_chain = _verify_chain_at(cert, chain, trust, t)
+                verified_chain = _verify_chain_at(cert, chain, trust, t.value)
             _check_fulcio_profile(cert)
             details["chain_sha256"] = [hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest()
                                        for c in verified_chain]

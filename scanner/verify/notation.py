@@ -33,6 +33,8 @@ from scanner.models import (
     SignatureFailure,
     SignatureMaterial,
     SignatureResult,
+    SignedTime,
+    TimeSource,
 )
 from scanner.policy.notation_trust import (
     Action,
@@ -287,7 +289,7 @@ class NotationVerifier:
         certificate in a chain names an OCSP responder or CRL (revocation is re-checked every scan
         otherwise), and no RFC 3161 timestamp was relied on (its TSA chain may be revocable)."""
         for r in results:
-            if r.details.get("signed_at_source") == "timestamp":
+            if r.signed_at is not None and r.signed_at.source is TimeSource.TSA:
                 return False
             certs = r.details.get("revocation") or ()
             if any(c.get("method") != "none" or c.get("status") == "unknown" for c in certs):
@@ -404,13 +406,12 @@ class NotationVerifier:
             details["timestamp"] = {"gen_time": ts.gen_time.isoformat(), "accuracy_seconds":
                                     ts.accuracy.total_seconds(), "tsa_chain_sha256": [fingerprint(c) for c in
                                                                                       ts.tsa_chain]}
-        signed_at, source = _signing_time(env, ts_check)
-        details["signed_at_source"] = source
+        signed_at = _signing_time(env, ts_check, _authentic_chain(run))
         if run.stopped:
             return self._result(run, env, details, now, ts_check)
         # 5. Revocation -----------------------------------------------------------------------------
         if run.action(Validation.REVOCATION) is not Action.SKIP:
-            authentic = signed_at if source in ("timestamp", "authenticSigningTime") else None
+            authentic = signed_at.value if signed_at is not None and signed_at.authentic else None
             rr = self._revocation.check_chain(chain, now, authentic)
             details["revocation"] = [{"subject": c.subject, "status": c.status.value, "method": c.method,
                                       "reason": c.reason} for c in rr.certificates]
@@ -451,14 +452,13 @@ class NotationVerifier:
         checks = tuple(sorted(run.checks, key=lambda c: _ORDER.index(c.name) if c.name in _ORDER else 99))
         leaf = env.certificates[0] if env is not None else None
         signer = subject_string(leaf.subject) if leaf is not None else ""
-        signed_at, source = _signing_time(env, ts_check) if env is not None else (None, "")
+        signed_at = _signing_time(env, ts_check, _authentic_chain(run)) if env is not None else None
         not_after = None
         if env is not None:
             candidates = [c.not_valid_after_utc for c in env.certificates]
             if env.expiry is not None:
                 candidates.append(env.expiry)
             not_after = min(candidates)
-        details.setdefault("signed_at_source", source)
         if run.stopped is None:
             outcome, failure = Outcome.PASSED, SignatureFailure.NONE
             reason = (f"notation signature verified by trust policy statement {_q(run.statement.name)} "
@@ -488,13 +488,21 @@ class NotationVerifier:
         )
 
 
-def _signing_time(env: Envelope | None, ts_check: TimestampCheck | None) -> tuple[datetime | None, str]:
-    """The authentic signing time when there is one: a verified timestamp, else the signing
-    authority's authenticSigningTime, else the (unauthenticated) signingTime."""
+def _authentic_chain(run: _Run) -> bool:
+    """Whether the signature's chain led to the trust store (not merely logged as failing)."""
+    return any(c.name is CheckName.AUTHENTICITY and c.outcome is Outcome.PASSED for c in run.checks)
+
+
+def _signing_time(env: Envelope, ts_check: TimestampCheck | None, authentic_chain: bool) -> SignedTime | None:
+    """The signing time and its source: a verified RFC 3161 countersignature, else the signing
+    authority's authenticSigningTime (only when its chain leads to the signingAuthority trust store:
+    under a level that merely logs authenticity, an untrusted "authority" vouches for nothing), else
+    the signer's own, unauthenticated, signingTime claim."""
     if ts_check is not None and ts_check.timestamp is not None and ts_check.problem is None:
-        return ts_check.timestamp.gen_time, "timestamp"
-    if env is None:
-        return None, ""
+        return SignedTime(ts_check.timestamp.gen_time, TimeSource.TSA)
     if env.authentic_signing_time is not None:
-        return env.authentic_signing_time, "authenticSigningTime"
-    return env.signing_time, "signingTime"
+        return SignedTime(env.authentic_signing_time,
+                          TimeSource.SIGNING_AUTHORITY if authentic_chain else TimeSource.CLAIMED)
+    if env.signing_time is not None:
+        return SignedTime(env.signing_time, TimeSource.CLAIMED)
+    return None

@@ -11,7 +11,14 @@ checkpoint, SET, entry consistency). Written here, because sigstore-python does 
   signature on ``cryptography``, the log entry's consistency (hashedrekord 0.0.1/0.0.2, dsse 0.0.1)
   by hand, while the inclusion proof, checkpoint, SET and RFC 3161 timestamps reuse
   sigstore-python's own checks (``TransparencyLogEntry._verify``, ``Verifier._verify_signed_timestamp``);
-* the predicate types of attestations, recorded in ``details["predicate_types"]``.
+* the predicate types of attestations, recorded in ``details["predicate_types"]``;
+* what the bundle is (``details["role"]``), as cosign v3 writes them: ``cosign sign`` makes an
+  **image signature** — a DSSE in-toto statement with predicate type :data:`COSIGN_SIGN_PREDICATE`,
+  whose ``-a`` annotations are the ``annotations`` of the statement's subject (cosign
+  ``signDigestBundle``, checked by ``IntotoSubjectClaimVerifier``) — or, from other clients, a
+  message signature over the digest; any other predicate type (``cosign attest --type spdxjson``,
+  SLSA, ...) is an **attestation**, never an image signature;
+* the policy's required annotations, on image signatures (a message signature carries none).
 
 Spec: sigstore protobuf-specs ``sigstore_bundle.proto``, the client verification steps in
 tests/data/vectors/SPEC-NOTES.md §2, cosign ``specs/BUNDLE_SPEC.md``.
@@ -24,9 +31,9 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -38,7 +45,15 @@ from sigstore.errors import Error as SigstoreError
 from sigstore.errors import VerificationError
 from sigstore.models import Bundle, InvalidBundle, TransparencyLogEntry
 
-from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
+from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult, SignedTime, TimeSource
+from scanner.verify.cosign_rules import (
+    CONTENT_DSSE,
+    CONTENT_MESSAGE,
+    INTOTO_PAYLOAD_TYPE,
+    ROLE_ATTESTATION,
+    ROLE_SIGNATURE,
+    content_role,
+)
 from scanner.verify.identity import IdentityMatcher, IdentityPolicy, cert_identity, match_identities
 from scanner.verify.rekor import (
     RekorError,
@@ -50,8 +65,6 @@ from scanner.verify.trustroot import SigstoreTrust, utc
 
 DEFAULT_MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
-INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
-COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 _MAX_TIMESTAMPS = 32  # as sigstore-python / sigstore-go
 _FUTURE_SKEW = timedelta(minutes=5)
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
@@ -110,13 +123,22 @@ class _Fail(Exception):
         super().__init__(reason)
 
 
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """What the verifier needs from a verified in-toto statement."""
+
+    predicate_type: str
+    subject_annotations: Mapping[str, Any]  # of the first subject naming the digest (cosign's rule)
+
+
 @dataclass(slots=True)
 class _Outcome:
     signer: str = ""
     issuer: str | None = None
     key_sha256: str | None = None
-    signed_at: datetime | None = None
+    signed_at: SignedTime | None = None
     details: dict[str, Any] | None = None
+    statement: _Statement | None = field(default=None)
 
 
 def _spki_sha256(key: Any) -> str:
@@ -124,8 +146,8 @@ def _spki_sha256(key: Any) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def _predicate_info(payload_type: str, payload: bytes, digest_hex: str) -> str:
-    """Bind an in-toto statement to the digest; returns its predicate type."""
+def _statement(payload_type: str, payload: bytes, digest_hex: str) -> _Statement:
+    """Bind an in-toto statement to the digest (cosign ``IntotoSubjectClaimVerifier``)."""
     if payload_type != INTOTO_PAYLOAD_TYPE:
         raise _Fail(CheckName.DIGEST, f"DSSE payload type {payload_type!r} is not an in-toto statement")
     try:
@@ -136,17 +158,34 @@ def _predicate_info(payload_type: str, payload: bytes, digest_hex: str) -> str:
         raise _Fail(CheckName.INTEGRITY, "in-toto statement has no subject list")
     if stmt.get("_type") not in ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"):
         raise _Fail(CheckName.INTEGRITY, f"unknown in-toto statement type {stmt.get('_type')!r}")
-    subjects = [
-        str(s["digest"]["sha256"]).lower()
-        for s in stmt["subject"][:1024]
-        if isinstance(s, dict) and isinstance(s.get("digest"), dict) and "sha256" in s["digest"]
-    ]
-    if digest_hex not in subjects:
-        raise _Fail(CheckName.DIGEST,
-                    f"the in-toto statement's subjects do not include sha256:{digest_hex} "
-                    "(attestation for another artifact)")
-    ptype = stmt.get("predicateType")
-    return ptype if isinstance(ptype, str) else ""
+    for s in stmt["subject"][:1024]:
+        if not (isinstance(s, dict) and isinstance(s.get("digest"), dict) and "sha256" in s["digest"]):
+            continue
+        if str(s["digest"]["sha256"]).lower() != digest_hex:
+            continue
+        ann = s.get("annotations")
+        ptype = stmt.get("predicateType")
+        return _Statement(ptype if isinstance(ptype, str) else "", ann if isinstance(ann, dict) else {})
+    raise _Fail(CheckName.DIGEST,
+                f"the in-toto statement's subjects do not include sha256:{digest_hex} "
+                "(attestation for another artifact)")
+
+
+def _check_annotations(required: Mapping[str, str], content: str, statement: _Statement | None) -> str:
+    """cosign ``-a k=v`` on an image-signature bundle: each must be on the statement's subject, as
+    the same string (cosign compares the JSON values; ``1`` is not ``"1"``, absent is not ``"None"``)."""
+    if content == CONTENT_MESSAGE or statement is None:
+        raise _Fail(CheckName.INTEGRITY,
+                    f"the policy requires annotations ({', '.join(sorted(required))}) but a message-signature "
+                    "bundle carries none")
+    have = statement.subject_annotations
+    for key, want in sorted(required.items()):
+        got = have.get(key)
+        if not isinstance(got, str) or got != want:
+            shown = "absent" if key not in have else repr(got)[:120]
+            raise _Fail(CheckName.INTEGRITY, f"required annotation {key}={want!r} not on the signed subject "
+                                             f"({shown})")
+    return f"annotations {', '.join(f'{k}={v!r}' for k, v in sorted(required.items()))} signed"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,15 +221,18 @@ def _verify_cert_bundle(bundle: Bundle, digest_hex: str, trust: SigstoreTrust,
             ptype, payload = verifier.verify_dsse(bundle, AllOf(policies))
             checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
                                 "DSSE signature, certificate chain, SCT and log entry verified"))
-            details["content"] = "dsse-envelope"
-            details["predicate_types"] = [_predicate_info(ptype, payload, digest_hex)]
+            details["content"] = CONTENT_DSSE
+            statement: _Statement | None = _statement(ptype, payload, digest_hex)
+            assert statement is not None
+            details["predicate_types"] = [statement.predicate_type]
         else:
             hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest_hex))
             verifier.verify_artifact(hashed, bundle, AllOf(policies))
             checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
                                 "signature over the digest, certificate chain, SCT and log entry verified"))
-            details["content"] = "message-signature"
+            details["content"] = CONTENT_MESSAGE
             details["predicate_types"] = []
+            statement = None
         times = verifier._establish_time(bundle)
     except _Fail:
         raise
@@ -203,9 +245,13 @@ def _verify_cert_bundle(bundle: Bundle, digest_hex: str, trust: SigstoreTrust,
     chain_fps = [hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()]
     details["chain_sha256"] = chain_fps
     details["verified_times"] = sorted(t.time.isoformat() for t in times)
+    from sigstore._internal.timestamp import TimestampSource
+
+    signed = [SignedTime(t.time.astimezone(UTC), TimeSource.TSA if t.source is TimestampSource.TIMESTAMP_AUTHORITY
+                         else TimeSource.REKOR_SET) for t in times]
     return _Outcome(
         signer=ident.primary, issuer=ident.issuer, key_sha256=_spki_sha256(cert.public_key()),
-        signed_at=min((t.time for t in times), default=None), details=details,
+        signed_at=SignedTime.earliest(signed), details=details, statement=statement,
     )
 
 
@@ -348,7 +394,9 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
             raise _Fail(CheckName.INTEGRITY, "DSSE signature does not verify with the configured key")
         dsse_payload = env._inner.payload
         digest = bytes.fromhex(digest_hex)
-        ptypes = [_predicate_info(env._inner.payload_type, dsse_payload, digest_hex)]
+        statement: _Statement | None = _statement(env._inner.payload_type, dsse_payload, digest_hex)
+        assert statement is not None
+        ptypes = [statement.predicate_type]
         entry_digest = hashlib.sha256(env.pae()).digest() if entry._inner.kind_version.version == "0.0.2" \
             else digest
     elif inner.message_signature is not None:
@@ -360,13 +408,14 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
         if not _verify_prehashed(key, signature, digest, artifact):
             raise _Fail(CheckName.INTEGRITY, "signature does not verify with the configured key")
         ptypes = []
+        statement = None
         entry_digest = digest
     else:
         raise _Fail(CheckName.INTEGRITY, "bundle has neither a message signature nor a DSSE envelope")
     checks.append(Check(CheckName.INTEGRITY, Outcome.PASSED, "signature verified with the configured key"))
 
     # Trusted time: RFC 3161 timestamps from the trust root's TSAs, and the SET's integrated time.
-    times: list[datetime] = []
+    times: list[SignedTime] = []
     if tsrs_raw:
         if not trust.root.get_timestamp_authorities():
             raise _Fail(CheckName.TIMESTAMP, "bundle has signed timestamps but the trust root has no TSA")
@@ -378,12 +427,12 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
                 raise _Fail(CheckName.TIMESTAMP, "invalid timestamp response") from exc
             result = verifier._verify_signed_timestamp(tsr, signature)
             if result is not None:
-                times.append(result.time)
+                times.append(SignedTime(result.time.astimezone(UTC), TimeSource.TSA))
     if entry._inner.integrated_time and promise:
         kv = entry._inner.kind_version
         if not (kv.kind in ("dsse", "hashedrekord") and kv.version == "0.0.1"):
             raise _Fail(CheckName.TLOG, "integrated time only supported for dsse/hashedrekord 0.0.1")
-        times.append(utc(entry._inner.integrated_time))
+        times.append(SignedTime(utc(entry._inner.integrated_time), TimeSource.REKOR_SET))
     if len(times) < sigstore_verifier.VERIFIED_TIME_THRESHOLD:
         raise _Fail(CheckName.TIMESTAMP, "not enough sources of verified time")
 
@@ -399,9 +448,10 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
                         f"{kind} entry {entry._inner.log_index} included and consistent"))
     key_id = _spki_sha256(key)
     return _Outcome(
-        signer=f"sha256:{key_id}", key_sha256=key_id, signed_at=min(times),
-        details={"content": "dsse-envelope" if dsse_payload is not None else "message-signature",
-                 "predicate_types": ptypes, "verified_times": sorted(t.isoformat() for t in times)},
+        signer=f"sha256:{key_id}", key_sha256=key_id, signed_at=SignedTime.earliest(times),
+        details={"content": CONTENT_DSSE if dsse_payload is not None else CONTENT_MESSAGE,
+                 "predicate_types": ptypes, "verified_times": sorted(t.value.isoformat() for t in times)},
+        statement=statement,
     )
 
 
@@ -418,13 +468,14 @@ def _verify_key_bundle_without_log(inner: Any, digest_hex: str, key: VerifyingKe
         raise _Fail(CheckName.INTEGRITY, f"bad DSSE envelope: {exc}") from exc
     if not verify_signature(key, env.signature, env.pae()):
         raise _Fail(CheckName.INTEGRITY, "DSSE signature does not verify with the configured key")
-    ptypes = [_predicate_info(env._inner.payload_type, env._inner.payload, digest_hex)]
+    statement = _statement(env._inner.payload_type, env._inner.payload, digest_hex)
     checks.append(Check(CheckName.INTEGRITY, Outcome.PASSED, "signature verified with the configured key"))
     checks.append(Check(CheckName.TLOG, Outcome.SKIPPED, "no transparency log entry; not required (ignoreTlog)",
                         enforced=False))
     key_id = _spki_sha256(key)
     return _Outcome(signer=f"sha256:{key_id}", key_sha256=key_id, signed_at=None,
-                    details={"content": "dsse-envelope", "predicate_types": ptypes, "verified_times": []})
+                    details={"content": CONTENT_DSSE, "predicate_types": [statement.predicate_type],
+                             "verified_times": []}, statement=statement)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -443,12 +494,16 @@ def verify_bundle(
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
     verifier_name: str = "sigstore bundle",
     ignore_tlog: bool = False,
+    annotations: Mapping[str, str] | None = None,
 ) -> SignatureResult:
     """Verify one Sigstore bundle over an artifact whose sha256 (hex) is given.
 
     Exactly one of ``identities`` (certificate bundles) and ``public_key`` (managed-key bundles).
     ``extra_policy`` is an optional sigstore-python ``VerificationPolicy`` applied on top.
     ``ignore_tlog`` (public-key bundles only) accepts a bundle with no log entry and no timestamp.
+    ``annotations`` (cosign ``-a``) must be signed on an image-signature bundle's subject; they are
+    not asked of attestations (as ``cosign verify-attestation`` does not). ``details["role"]`` says
+    which of the two the bundle is.
     Never raises for bad input: returns a ``SignatureResult`` (INVALID / ERROR with a reason).
     """
     checks: list[Check] = []
@@ -505,8 +560,16 @@ def verify_bundle(
             except (InvalidBundle, VerificationError, ValueError) as exc:
                 raise _Fail(CheckName.INTEGRITY, f"invalid bundle: {exc}") from exc
             out = _verify_cert_bundle(bundle, artifact_sha256, trust, identities, extra_policy, checks)
-        if now is not None and out.signed_at is not None and out.signed_at > now + _FUTURE_SKEW:
-            raise _Fail(CheckName.TIMESTAMP, f"signing time {out.signed_at.isoformat()} is in the future")
+        if now is not None and out.signed_at is not None and out.signed_at.value > now + _FUTURE_SKEW:
+            raise _Fail(CheckName.TIMESTAMP, f"signing time {out.signed_at.value.isoformat()} is in the future")
+        details = out.details if out.details is not None else {}
+        out.details = details
+        ptypes_seen = details.get("predicate_types") or []
+        role = content_role(str(details.get("content", "")), ptypes_seen[0] if ptypes_seen else None)
+        extra["role"] = role
+        if annotations and role == ROLE_SIGNATURE:
+            checks.append(Check(CheckName.INTEGRITY, Outcome.PASSED,
+                                _check_annotations(annotations, str(details.get("content", "")), out.statement)))
     except _Fail as f:
         checks.append(Check(f.check, Outcome.ERROR if f.failure is SignatureFailure.ERROR else Outcome.FAILED,
                             f.reason))
@@ -518,7 +581,7 @@ def verify_bundle(
         return result(Outcome.ERROR, reason, SignatureFailure.ERROR, None, extra)
     checks.append(Check(CheckName.DIGEST, Outcome.PASSED, f"bound to sha256:{artifact_sha256}"))
     ptypes = (out.details or {}).get("predicate_types") or []
-    what = f"attestation {ptypes[0]}" if ptypes and ptypes[0] else "signature"
+    what = f"attestation {ptypes[0]}" if extra.get("role") == ROLE_ATTESTATION else "image signature"
     who = f"{out.signer} (issuer {out.issuer})" if out.issuer else out.signer
     return result(Outcome.PASSED, f"sigstore bundle {what} by {who} verified", SignatureFailure.NONE,
                   out, extra)
@@ -535,6 +598,7 @@ def verify_bundle_for_digest(
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
     verifier_name: str = "sigstore bundle",
     ignore_tlog: bool = False,
+    annotations: Mapping[str, str] | None = None,
 ) -> SignatureResult:
     """Verify a bundle found as an OCI referrer of ``image_digest`` (``sha256:<hex>``).
 
@@ -550,4 +614,4 @@ def verify_bundle_for_digest(
                                checks=(Check(CheckName.DIGEST, Outcome.ERROR, reason),))
     return verify_bundle(bundle_bytes, m.group(1), trust=trust, identities=identities, public_key=public_key,
                          now=now, max_bundle_bytes=max_bundle_bytes, verifier_name=verifier_name,
-                         ignore_tlog=ignore_tlog)
+                         ignore_tlog=ignore_tlog, annotations=annotations)

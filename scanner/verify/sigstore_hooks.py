@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,7 +86,8 @@ def for_key_verifier(spec: CosignVerifierSpec, base_dir: Path) -> tuple[TlogChec
         )
         return TlogEntry(res.integrated_time, res.log_index, res.log_id)
 
-    def bundle_check(bundle: bytes, digest: str, key: PublicKey, now: datetime) -> SignatureResult:
+    def bundle_check(bundle: bytes, digest: str, key: PublicKey, now: datetime,
+                     annotations: Mapping[str, str]) -> SignatureResult:
         from scanner.verify.sigstore_bundle import verify_bundle_for_digest
 
         try:
@@ -103,7 +104,7 @@ def for_key_verifier(spec: CosignVerifierSpec, base_dir: Path) -> tuple[TlogChec
             )
         return verify_bundle_for_digest(
             bundle, digest, trust=t, public_key=key, now=now, verifier_name="cosign key (bundle)",
-            ignore_tlog=spec.ignore_tlog,
+            ignore_tlog=spec.ignore_tlog, annotations=annotations,
         )
 
     return (None if spec.ignore_tlog else tlog_check), bundle_check

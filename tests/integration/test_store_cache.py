@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scanner.models import Check, CheckName, Outcome, SignatureResult
+from scanner.models import Check, CheckName, Outcome, SignatureResult, SignedTime, TimeSource
 from scanner.store import CachedVerification, Store, open_store, upgrade
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,8 @@ class Clock:
 def sig(reason: str = "verified") -> SignatureResult:
     return SignatureResult(
         kind="cosign", verifier="rule a / key 1", outcome=Outcome.PASSED, reason=reason, signer="k",
-        key_sha256="cd" * 32, signed_at=T0, checks=(Check(CheckName.INTEGRITY, Outcome.PASSED, "ok"),),
+        key_sha256="cd" * 32, signed_at=SignedTime(T0, TimeSource.REKOR_SET),
+        checks=(Check(CheckName.INTEGRITY, Outcome.PASSED, "ok"),),
         details={"payload": b"{}", "layers": ("x",)},
     )
 

@@ -31,6 +31,8 @@ from scanner.models import (
     RunningImage,
     SignatureFailure,
     SignatureMaterial,
+    SignedTime,
+    TimeSource,
 )
 from scanner.policy.schema import CosignVerifierSpec
 from scanner.verify.base import Verifier
@@ -130,7 +132,7 @@ def test_legacy_keyless_vectors(case: dict[str, Any], trust_kind: str, prod_trus
         assert res.outcome is Outcome.PASSED, res.reason
         assert res.signer == case["expected_identity"]["san_email"]
         assert res.issuer == case["expected_identity"]["oidc_issuer"]
-        assert res.signed_at == datetime.fromtimestamp(1717082297, tz=UTC)
+        assert res.signed_at == SignedTime(datetime.fromtimestamp(1717082297, tz=UTC), TimeSource.REKOR_SET)
         assert res.not_after is None
         assert res.details["log_index"] == 98235800
         assert res.details["log_id"].startswith("c0d23d6a")
@@ -293,27 +295,54 @@ def test_new_bundle_vectors(case: dict[str, Any], v3: tuple[bytes, SigstoreTrust
     (res,) = v.verify(_image(digest), _material(digest, referrers=(_bundle_referrer(blob, digest),)), NOW)
     assert res.kind == "sigstore-bundle"
     if case["expected"] == "pass":
-        assert res.outcome is Outcome.PASSED, res.reason
+        # The bundle verifies, but it is an attestation (predicate type cosign.sigstore.dev/attestation/v1),
+        # not an image signature: examined, kept as evidence, never a pass on its own.
+        assert res.outcome is Outcome.SKIPPED, res.reason
+        assert "not an image signature" in res.reason
+        assert res.details["role"] == "attestation"
         assert res.signer == "cody@soyland.com"
         assert res.details["predicate_types"] == ["https://cosign.sigstore.dev/attestation/v1"]
-        assert res.signed_at is not None and res.not_after is None
+        assert res.signed_at is not None and res.signed_at.authentic and res.not_after is None
     else:
         assert res.outcome is Outcome.FAILED and res.failure is SignatureFailure.INVALID
 
 
-def test_bundles_present_means_no_fallback_to_sig(v3: tuple[bytes, SigstoreTrust],
-                                                   prod_trust: SigstoreTrust) -> None:
-    """cosign v3: when bundles are attached, a valid legacy .sig does not rescue failing bundles."""
+def _as_signature_bundle(blob: bytes) -> bytes:
+    """The attestation bundle with its statement's predicate type changed to cosign's sign
+    predicate: claims to be an image signature, and no longer verifies (the payload changed)."""
+    doc = json.loads(blob)
+    stmt = json.loads(base64.b64decode(doc["dsseEnvelope"]["payload"]))
+    stmt["predicateType"] = "https://sigstore.dev/cosign/sign/v1"
+    doc["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(stmt).encode()).decode()
+    return json.dumps(doc).encode()
+
+
+def test_signature_bundles_present_means_no_fallback_to_sig(v3: tuple[bytes, SigstoreTrust],
+                                                             prod_trust: SigstoreTrust) -> None:
+    """cosign v3: when image-signature bundles are attached, a valid legacy .sig does not rescue
+    failing bundles."""
     blob, _ = v3
     layers = _layers(_legacy_keyless[0]["signature_manifest"])
     v = CosignKeylessVerifier(identities=[PHILIPP], trust=prod_trust)
-    results = v.verify(_image(KEYLESS_DIGEST),
-                       _material(KEYLESS_DIGEST, layers, (_bundle_referrer(blob, KEYLESS_DIGEST),)), NOW)
+    bad_sig_bundle = _bundle_referrer(_as_signature_bundle(blob), KEYLESS_DIGEST)
+    results = v.verify(_image(KEYLESS_DIGEST), _material(KEYLESS_DIGEST, layers, (bad_sig_bundle,)), NOW)
     assert [r.kind for r in results] == ["sigstore-bundle"]
     assert results[0].outcome is Outcome.FAILED
     # ... and without bundles the same .sig verifies.
     (res,) = v.verify(_image(KEYLESS_DIGEST), _material(KEYLESS_DIGEST, layers), NOW)
     assert res.outcome is Outcome.PASSED
+
+
+def test_attestation_bundles_do_not_hide_the_sig(v3: tuple[bytes, SigstoreTrust],
+                                                 prod_trust: SigstoreTrust) -> None:
+    """An attestation is not an image signature: attached beside a legacy .sig, the .sig is still judged."""
+    blob, _ = v3
+    layers = _layers(_legacy_keyless[0]["signature_manifest"])
+    v = CosignKeylessVerifier(identities=[PHILIPP], trust=prod_trust)
+    results = v.verify(_image(KEYLESS_DIGEST),
+                       _material(KEYLESS_DIGEST, layers, (_bundle_referrer(blob, KEYLESS_DIGEST),)), NOW)
+    assert [r.kind for r in results] == ["sigstore-bundle", "cosign-keyless"]
+    assert results[1].outcome is Outcome.PASSED
 
 
 def test_oversized_bundle_is_invalid(v3: tuple[bytes, SigstoreTrust]) -> None:
@@ -339,17 +368,15 @@ def test_bundle_garbage_never_crashes(v3: tuple[bytes, SigstoreTrust]) -> None:
 
 
 def test_required_predicate_type(v3: tuple[bytes, SigstoreTrust]) -> None:
+    """A verified attestation satisfies requirePredicateTypes but is not the image signature: alone, it
+    never passes, whether its type is required or not."""
     blob, trust = v3
     ident = IdentityMatcher.regexp(subject=".*", issuer=".*")
     mat = _material(V3_DIGEST, referrers=(_bundle_referrer(blob, V3_DIGEST),))
-    need_slsa = CosignKeylessVerifier(identities=[ident], trust=trust,
-                                      require_predicate_types=["https://slsa.dev/provenance/v1"])
-    (res,) = need_slsa.verify(_image(V3_DIGEST), mat, NOW)
-    assert res.outcome is Outcome.FAILED and "https://slsa.dev/provenance/v1" in res.reason
-    need_att = CosignKeylessVerifier(identities=[ident], trust=trust,
-                                     require_predicate_types=["https://cosign.sigstore.dev/attestation/v1"])
-    (res,) = need_att.verify(_image(V3_DIGEST), mat, NOW)
-    assert res.outcome is Outcome.PASSED
+    for required in (["https://slsa.dev/provenance/v1"], ["https://cosign.sigstore.dev/attestation/v1"], []):
+        v = CosignKeylessVerifier(identities=[ident], trust=trust, require_predicate_types=required)
+        (res,) = v.verify(_image(V3_DIGEST), mat, NOW)
+        assert res.outcome is Outcome.SKIPPED and res.details["role"] == "attestation", required
 
 
 # -- construction, trust roots -------------------------------------------------------------------

@@ -33,6 +33,8 @@ from scanner.models import (
     RunningImage,
     SignatureFailure,
     SignatureMaterial,
+    SignedTime,
+    TimeSource,
 )
 from scanner.policy.notation_trust import (
     TrustPolicyError,
@@ -144,7 +146,7 @@ def test_good_jws_and_cose(tmp_path: Path, pki: dict[str, Issued]) -> None:
                                                     "authentic-timestamp", "revocation"]
         assert r.details["envelope_type"] == mt
         assert len(r.details["chain_sha256"]) == 3
-        assert r.signed_at == T0 and r.details["signed_at_source"] == "signingTime"
+        assert r.signed_at == SignedTime(T0, TimeSource.CLAIMED)  # notary.x509 signingTime: only claimed
     assert r.not_after == T0 + timedelta(days=30)  # COSE expiry before the chain's notAfter
 
 
@@ -153,7 +155,7 @@ def test_signing_authority_uses_authentic_signing_time(tmp_path: Path, pki: dict
     chain = [pki["leaf"], pki["inter"], pki["root"]]
     (r,) = v.verify(IMAGE, material(jws(chain, scheme="notary.x509.signingAuthority")), NOW)
     assert r.outcome is Outcome.PASSED, r.reason
-    assert r.signed_at == T0 and r.details["signed_at_source"] == "authenticSigningTime"
+    assert r.signed_at == SignedTime(T0, TimeSource.SIGNING_AUTHORITY)
     # A signing-authority signature is not trusted through a "ca" store.
     v2 = make_verifier(tmp_path / "ca", [pki["root"]], store_type="ca")
     (r2,) = v2.verify(IMAGE, material(jws(chain, scheme="notary.x509.signingAuthority")), NOW)

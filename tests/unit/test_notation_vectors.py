@@ -29,6 +29,8 @@ from scanner.models import (
     RunningImage,
     SignatureMaterial,
     SignatureResult,
+    SignedTime,
+    TimeSource,
 )
 from scanner.policy.notation_trust import (
     TrustPolicyError,
@@ -303,8 +305,7 @@ def test_e2e_oci_layout_cases(case: dict[str, Any], tmp_path: Path) -> None:
         assert r.details["chain_sha256"] == ["e38aea13f2b051f7183cca64a51ee676f4d4456f41d9fecf15eb367efc7343b9"]
         assert json.loads(material.referrers[0].annotations["io.cncf.notary.x509chain.thumbprint#S256"]) == \
             r.details["chain_sha256"]
-        assert r.signed_at == datetime.fromisoformat("2023-06-27T13:30:33+08:00")
-        assert r.details["signed_at_source"] == "signingTime"
+        assert r.signed_at == SignedTime(datetime.fromisoformat("2023-06-27T13:30:33+08:00"), TimeSource.CLAIMED)
     if case["id"] == "e2e-invalid-sig-skip":
         assert results[0].reason.startswith("verification level skip")
     if case["id"] == "e2e-expired-sig-strict":

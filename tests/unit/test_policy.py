@@ -14,7 +14,9 @@ from scanner.models import (
     RunningImage,
     SignatureFailure,
     SignatureResult,
+    SignedTime,
     Status,
+    TimeSource,
     Workload,
 )
 from scanner.policy.engine import evaluate, image_matches, match_rule
@@ -116,7 +118,7 @@ class FakeVerifier:
 
 
 def result(outcome: Outcome, failure: SignatureFailure = SignatureFailure.NONE, *, verifier: str = "v1",
-           key: str | None = "ab" * 32, identity: str | None = None, signed_at: datetime | None = None,
+           key: str | None = "ab" * 32, identity: str | None = None, signed_at: SignedTime | None = None,
            not_after: datetime | None = None) -> SignatureResult:
     return SignatureResult("cosign", verifier, outcome, f"reason {outcome}", failure, key_sha256=key,
                            identity=identity, signed_at=signed_at, not_after=not_after)
@@ -178,8 +180,10 @@ def test_identity_revocation_with_effective_time_spares_older_signatures() -> No
     rev = Revocation.model_validate({"identity": "arn:aws:signer:profile/p1", "reason": "profile revoked",
                                      "revokedAt": "2026-06-01T00:00:00Z"})
     pol = policy(RULE, revocations=[rev])
-    before = result(Outcome.PASSED, identity="arn:aws:signer:profile/p1", signed_at=datetime(2026, 5, 1, tzinfo=UTC))
-    after = result(Outcome.PASSED, identity="arn:aws:signer:profile/p1", signed_at=datetime(2026, 7, 1, tzinfo=UTC))
+    before = result(Outcome.PASSED, identity="arn:aws:signer:profile/p1",
+                    signed_at=SignedTime(datetime(2026, 5, 1, tzinfo=UTC), TimeSource.SIGNING_AUTHORITY))
+    after = result(Outcome.PASSED, identity="arn:aws:signer:profile/p1",
+                   signed_at=SignedTime(datetime(2026, 7, 1, tzinfo=UTC), TimeSource.SIGNING_AUTHORITY))
     assert evaluate(image(), RULE, [before], [], pol, NOW, "ns").status is Status.VERIFIED
     assert evaluate(image(), RULE, [after], [], pol, NOW, "ns").status is Status.REVOKED
 

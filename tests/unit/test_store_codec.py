@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
+from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult, SignedTime, TimeSource
 from scanner.store import codec
 from scanner.store.schema import UTCDateTime
 
@@ -43,13 +43,23 @@ def test_signature_result_json_round_trip() -> None:
     sig = SignatureResult(
         kind="notation", verifier="rule vendor / verifier 1", outcome=Outcome.FAILED,
         reason="certificate revoked", failure=SignatureFailure.REVOKED, signer="CN=signer",
-        key_sha256="ab" * 32, identity="CN=signer", issuer="CN=ca", signed_at=T,
+        key_sha256="ab" * 32, identity="CN=signer", issuer="CN=ca", signed_at=SignedTime(T, TimeSource.TSA),
         not_after=T + timedelta(days=1),
         checks=(Check(CheckName.INTEGRITY, Outcome.PASSED), Check(CheckName.REVOCATION, Outcome.FAILED,
                 "serial 12 revoked", enforced=False)),
         details={"chain": ("a", "b")},
     )
     assert codec.signature_from_json(codec.signature_to_json(sig)) == sig
+
+
+def test_rows_without_a_time_source_load_as_unknown_never_authentic() -> None:
+    """Cache rows written before the source was recorded: the time is kept, but it proves nothing."""
+    sig = SignatureResult(kind="cosign", verifier="v", outcome=Outcome.PASSED, reason="ok",
+                          signed_at=SignedTime(T, TimeSource.REKOR_SET))
+    old = {k: v for k, v in codec.signature_to_json(sig).items() if k != "signed_at_source"}
+    back = codec.signature_from_json(old)
+    assert back.signed_at == SignedTime(T, TimeSource.UNKNOWN) and not back.signed_at.authentic
+    assert codec.signed_time(T, "no-such-source") == SignedTime(T, TimeSource.UNKNOWN)
 
 
 def test_utc_datetime_refuses_naive_and_normalises_to_utc() -> None:
