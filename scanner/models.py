@@ -244,6 +244,18 @@ class Verdict:
     expiring: bool = False
     not_after: datetime | None = None
     warn_only: bool = False  # reported, not counted non-compliant (e.g. policy mode: warn)
+    # Index into ``reasons`` of the reason that decided ``status`` (the others add context). Tables
+    # and reports show this one as the verdict's headline; nothing parses the reasons' words.
+    deciding_reason: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.deciding_reason < max(1, len(self.reasons))):
+            raise ValueError(f"deciding_reason {self.deciding_reason} is not an index into {len(self.reasons)} reasons")
+
+    @property
+    def headline(self) -> str:
+        """The reason that decided the status ("" only for a verdict without reasons)."""
+        return self.reasons[self.deciding_reason] if self.reasons else ""
 
     @property
     def digest(self) -> str | None:

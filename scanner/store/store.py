@@ -743,7 +743,7 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
         "image": text, "unresolved_reason": unresolved, "notes": notes, "pull_secrets": secrets,
         "status": str(v.status), "reasons": list(v.reasons), "rule": v.rule,
         "policy_source": v.policy_source, "expiring": v.expiring, "not_after": v.not_after,
-        "warn_only": v.warn_only,
+        "warn_only": v.warn_only, "deciding_reason": v.deciding_reason,
     }
 
 
@@ -800,7 +800,7 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
     return Verdict(
         image=image, status=Status(i.status), reasons=tuple(i.reasons or ()), rule=i.rule,
         policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),
-        not_after=i.not_after, warn_only=bool(i.warn_only),
+        not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=i.deciding_reason or 0,
     )
 
 
