@@ -305,13 +305,15 @@ def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime, warn: 
 
 
 def unresolved_verdict(image: UnresolvedImage, policy: Policy, now: datetime) -> Verdict:
+    """Containers whose running digest is unknown: ``error``, never compliant, whatever their tag names
+    now. The image's notes (what the spec names at scan time, and its verdict) follow as information."""
     namespace = image.containers[0].namespace if image.containers else "*"
     exemption = match_exemption(policy, image.reference, image.image, namespace)
     rule = match_rule(policy, image.reference, namespace) if image.reference else None
     v = Verdict(
         image,
         Status.ERROR,
-        (f"running digest unknown: {image.reason}",),
+        (f"running digest unknown: {image.reason}", *image.notes),
         rule.name if rule else None,
         rule.source if rule else None,
     )

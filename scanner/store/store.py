@@ -735,7 +735,7 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
         text, unresolved, notes = str(ref), None, list(img.notes)
         secrets = [list(p) for p in img.pull_secrets]
     else:
-        text, unresolved, notes, secrets = img.image, img.reason, [], []
+        text, unresolved, notes, secrets = img.image, img.reason, list(img.notes), []
     return {
         "scan_id": scan_id, "position": position, "resolved": isinstance(img, RunningImage),
         "registry": ref.registry if ref else None, "repository": ref.repository if ref else None,
@@ -796,7 +796,7 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
         image = RunningImage(ref, containers, tuple(i.notes or ()),
                              tuple((ns, name) for ns, name in (i.pull_secrets or ())))
     else:
-        image = UnresolvedImage(ref, i.image, containers, i.unresolved_reason or "")
+        image = UnresolvedImage(ref, i.image, containers, i.unresolved_reason or "", tuple(i.notes or ()))
     return Verdict(
         image=image, status=Status(i.status), reasons=tuple(i.reasons or ()), rule=i.rule,
         policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),

@@ -15,10 +15,11 @@ from scanner.models import (
     SignatureFailure,
     SignatureResult,
     Status,
+    UnresolvedImage,
     Verdict,
     Workload,
 )
-from scanner.policy.engine import evaluate, image_matches, match_rule
+from scanner.policy.engine import evaluate, image_matches, match_rule, unresolved_verdict
 from scanner.policy.loader import CompiledRule, Policy, load_policy
 from scanner.policy.schema import Exemption, Revocation
 from tests.harness.cosign_sign import KeyPair
@@ -302,3 +303,17 @@ def test_a_verdict_refuses_a_deciding_reason_outside_its_reasons() -> None:
     with pytest.raises(ValueError, match="deciding_reason"):
         Verdict(image(), Status.INVALID, ("a",), deciding_reason=1)
     assert Verdict(image(), Status.ERROR, ()).headline == ""
+
+
+# -- containers whose running digest is unknown -----------------------------------------------------
+
+
+def test_an_unknown_running_digest_is_an_error_whatever_its_tag_would_get() -> None:
+    c = ContainerRef("ns", "p", "c", ContainerType.CONTAINER, "r.io/a:1", "docker://" + D, Workload("Pod", "p"))
+    info = "information only, not what runs: tag 1 resolves to sha256:…; that digest on its own is verified: ok"
+    u = UnresolvedImage(ImageReference("r.io", "a", "1"), "r.io/a:1", (c,), "a local image id", (info,))
+    v = unresolved_verdict(u, policy(RULE), NOW)
+    assert v.status is Status.ERROR and not v.compliant and v.rule == "r"
+    assert v.headline == "running digest unknown: a local image id" and v.reasons[1:] == (info,)
+    warn = CompiledRule("r", ("*",), ("*",), (FakeVerifier("v1"),), mode="warn")  # type: ignore[arg-type]
+    assert not unresolved_verdict(u, policy(warn), NOW).compliant
