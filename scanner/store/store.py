@@ -797,10 +797,14 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
                              tuple((ns, name) for ns, name in (i.pull_secrets or ())))
     else:
         image = UnresolvedImage(ref, i.image, containers, i.unresolved_reason or "", tuple(i.notes or ()))
+    deciding = i.deciding_reason or 0
+    if not 0 <= deciding < max(1, len(i.reasons or ())):
+        raise StoreError(f"image row {i.id}: deciding_reason {deciding} is not one of its reasons: the database "
+                         "is damaged")
     return Verdict(
         image=image, status=Status(i.status), reasons=tuple(i.reasons or ()), rule=i.rule,
         policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),
-        not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=i.deciding_reason or 0,
+        not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=deciding,
     )
 
 
