@@ -34,7 +34,7 @@ TREND_SCANS = view.TREND_SCANS
 
 CSV_COLUMNS = (
     "cluster", "scan_id", "namespace", "workload_kind", "workload_name", "pod", "container", "container_type",
-    "image", "digest", "status", "compliant", "reasons", "rule", "signers", "not_after", "expiring",
+    "image", "digest", "status", "compliant", "reason", "reasons", "rule", "signers", "not_after", "expiring",
 )
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -163,7 +163,7 @@ def csv_for_result(result: ScanResult) -> str:
             rows.append((
                 result.cluster, result.scan_id if result.scan_id is not None else "", c.namespace, c.workload.kind,
                 c.workload.name, c.pod, c.container, c.container_type.value, c.image, digest, v.status.value,
-                "true" if v.compliant else "false", reasons, v.rule or "", signers, _iso(v.not_after),
+                "true" if v.compliant else "false", v.headline, reasons, v.rule or "", signers, _iso(v.not_after),
                 "true" if v.expiring else "false",
             ))
     rows.sort(key=lambda r: (r[2], r[3], r[4], r[5], r[6], r[8]))

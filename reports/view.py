@@ -213,7 +213,8 @@ class WorkloadRow:
     digest: str
     status: str
     warn_only: bool
-    reasons: tuple[str, ...]
+    deciding: str  # the reason that decided the status (Verdict.headline)
+    reasons: tuple[str, ...]  # the other reasons, in the engine's order
     rule: str
     evidence_id: str
 
@@ -292,7 +293,8 @@ class EvidenceItem:
     rule: str
     policy_source: str
     not_after: str
-    reasons: tuple[str, ...]
+    deciding: str  # the reason that decided the status (Verdict.headline)
+    reasons: tuple[str, ...]  # the other reasons, in the engine's order
     notes: tuple[str, ...]
     signatures: tuple[SignatureView, ...]
     signatures_hidden: int
@@ -523,6 +525,11 @@ def _container_label(c: ContainerRef) -> str:
     return clean(c.container, 253) + suffix
 
 
+def _other_reasons(v: Verdict) -> tuple[str, ...]:
+    """A verdict's reasons without the deciding one (shown first, on its own)."""
+    return tuple(clean(r) for i, r in enumerate(v.reasons) if i != v.deciding_reason)
+
+
 def build_groups(verdicts: Iterable[Verdict], anchors: Mapping[str, str]) -> tuple[NamespaceGroup, ...]:
     """Verdicts grouped by namespace, then one row per (workload, image) with its pods and containers."""
     rows: dict[str, dict[tuple[str, str, str], list[ContainerRef]]] = defaultdict(dict)
@@ -546,7 +553,7 @@ def build_groups(verdicts: Iterable[Verdict], anchors: Mapping[str, str]) -> tup
                 workload_kind=clean(kind, 128), workload_name=clean(name, 253),
                 containers=", ".join(sorted({_container_label(c) for c in cs})),
                 pods=shown, pod_count=len(pods), reference=clean(reference_text(v)), digest=v.digest or "",
-                status=v.status.value, warn_only=v.warn_only, reasons=tuple(clean(r) for r in v.reasons),
+                status=v.status.value, warn_only=v.warn_only, deciding=clean(v.headline), reasons=_other_reasons(v),
                 rule=clean(v.rule or ""), evidence_id=anchors.get(key, ""),
             )))
         out.sort(key=lambda t: (_sort_key(t[0]), t[1].workload_kind, t[1].workload_name, t[1].containers))
@@ -719,7 +726,7 @@ def build_evidence(ordered: Sequence[Verdict], anchors: Mapping[str, str]) -> tu
             anchor=anchors[image_key(v)], reference=clean(reference_text(v)), digest=v.digest or "",
             status=v.status.value, compliant=v.compliant, warn_only=v.warn_only, rule=clean(v.rule or ""),
             policy_source=clean(v.policy_source or ""), not_after=ts(v.not_after),
-            reasons=tuple(clean(r) for r in v.reasons), notes=tuple(clean(n) for n in notes),
+            deciding=clean(v.headline), reasons=_other_reasons(v), notes=tuple(clean(n) for n in notes),
             signatures=tuple(signature_view(s) for s in v.signatures[:MAX_SIGNATURES]),
             signatures_hidden=max(0, len(v.signatures) - MAX_SIGNATURES),
             containers=tuple(

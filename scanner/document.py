@@ -63,6 +63,7 @@ def image_doc(v: Verdict) -> dict[str, Any]:
         "compliant": v.compliant,
         "warn_only": v.warn_only,
         "reasons": list(v.reasons),
+        "deciding_reason": v.deciding_reason,
         "expiring": v.expiring,
         "not_after": _ts(v.not_after),
         "rule": v.rule,

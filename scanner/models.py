@@ -75,9 +75,9 @@ class ImageReference:
 class RunningImage:
     """One unique running digest, with every container that runs it.
 
-    ``reference`` is the repository (and tag, for display) the digest was pulled from.
-    ``notes`` carry how the digest was found (e.g. resolved from the tag because the
-    runtime reported none), and end up among the verdict's reasons.
+    ``reference`` is the repository (and tag, for display) the digest was pulled from. The digest
+    is always the runtime's (``imageID``), never a tag resolved at scan time. ``notes`` (e.g. pulled
+    from another repository than the spec names) end up among the verdict's reasons.
     """
 
     reference: ImageReference  # always has .digest set after resolution
@@ -97,12 +97,18 @@ class RunningImage:
 
 @dataclass(frozen=True, slots=True)
 class UnresolvedImage:
-    """A container whose running digest could not be determined."""
+    """Containers whose running digest is not known (not started yet, a local image id, an imageID
+    that cannot be parsed, an image reference that cannot be parsed). Never compliant.
+
+    ``reason`` says why the running digest is unknown. ``notes`` are information only: what the
+    pod spec's tag or digest names at scan time and how that digest would be judged; never what runs.
+    """
 
     reference: ImageReference | None
     image: str
     containers: tuple[ContainerRef, ...]
     reason: str
+    notes: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
@@ -276,6 +282,18 @@ class Verdict:
     expiring: bool = False
     not_after: datetime | None = None
     warn_only: bool = False  # reported, not counted non-compliant (e.g. policy mode: warn)
+    # Index into ``reasons`` of the reason that decided ``status`` (the others add context). Tables
+    # and reports show this one as the verdict's headline; nothing parses the reasons' words.
+    deciding_reason: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.deciding_reason < max(1, len(self.reasons))):
+            raise ValueError(f"deciding_reason {self.deciding_reason} is not an index into {len(self.reasons)} reasons")
+
+    @property
+    def headline(self) -> str:
+        """The reason that decided the status ("" only for a verdict without reasons)."""
+        return self.reasons[self.deciding_reason] if self.reasons else ""
 
     @property
     def digest(self) -> str | None:

@@ -13,7 +13,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -49,12 +49,13 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 @dataclass
 class Inventory:
-    """Containers grouped by running digest (or by spec image when no digest is known)."""
+    """Containers grouped by running digest; those whose running digest is unknown are grouped by
+    spec image and the reason it is unknown (they are never judged on what the spec names)."""
 
     running: dict[tuple[str, str, str], list[ContainerRef]] = field(default_factory=lambda: defaultdict(list))
     tags: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
     notes: dict[tuple[str, str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
-    to_resolve: dict[str, list[ContainerRef]] = field(default_factory=lambda: defaultdict(list))
+    unknown: dict[tuple[str, str], list[ContainerRef]] = field(default_factory=lambda: defaultdict(list))
     unparseable: dict[str, tuple[str, list[ContainerRef]]] = field(default_factory=dict)
     pods: int = 0
     containers: int = 0
@@ -67,19 +68,16 @@ class Inventory:
         except ParseError as exc:
             self.unparseable.setdefault(c.image, (str(exc), []))[1].append(c)
             return
-        id_ref, digest, note = parse_image_id(c.image_id)
-        if digest is None and spec_ref.digest:
-            digest = spec_ref.digest
-            note = "digest taken from the pod spec (the runtime reported none)"
+        id_ref, digest, why = parse_image_id(c.image_id)
         if digest is None:
-            self.to_resolve[str(spec_ref)].append(c)
+            # Not started yet, a local image id, an imageID we cannot read: what runs is unknown, and
+            # neither the spec's tag nor its digest stands in for it.
+            self.unknown[(str(spec_ref), why or "the runtime reported no registry digest")].append(c)
             return
         repo = id_ref or spec_ref
         key = (repo.registry, repo.repository, digest)
         self.running[key].append(c)
         self.tags.setdefault(key, spec_ref.tag)
-        if note:
-            self.notes[key].add(note)
         if id_ref is not None and id_ref.repo != spec_ref.repo:
             self.notes[key].add(f"pulled from {id_ref.repo} (spec names {spec_ref.repo})")
 
@@ -105,12 +103,23 @@ def _pull_secrets(containers: Iterable[ContainerRef]) -> tuple[tuple[str, str], 
     return tuple(sorted({(c.namespace, s) for c in containers for s in c.pull_secrets}))
 
 
+@dataclass(frozen=True, slots=True)
+class UnknownDigest:
+    """Containers whose running digest is unknown, and what their pod spec names at scan time (its
+    pinned digest, or its tag resolved now): judged for information only, never as what runs."""
+
+    image: UnresolvedImage
+    current: RunningImage | None = None
+    named: str = ""  # how ``current`` was found, for the information reason
+
+
 def resolve(
     inv: Inventory, client: RegistryClient, *, workers: int
-) -> tuple[list[RunningImage], list[UnresolvedImage]]:
-    """Tag -> digest for containers whose runtime gave no digest; group into RunningImages."""
+) -> tuple[list[RunningImage], list[UnknownDigest]]:
+    """Group containers into RunningImages by running digest. For containers whose running digest is
+    unknown, resolve what the spec names now (a tag -> digest request), for information only."""
     running: dict[tuple[str, str, str], RunningImage] = {}
-    unresolved: list[UnresolvedImage] = []
+    unknown: list[UnknownDigest] = []
     for key, containers in inv.running.items():
         registry, repository, digest = key
         ref = ImageReference(registry, repository, inv.tags.get(key), digest)
@@ -118,49 +127,49 @@ def resolve(
             ref, tuple(containers), tuple(sorted(inv.notes.get(key, ()))), _pull_secrets(containers)
         )
     for image, (reason, containers) in inv.unparseable.items():
-        unresolved.append(UnresolvedImage(None, image, tuple(containers), reason))
+        unknown.append(UnknownDigest(UnresolvedImage(None, image, tuple(containers), reason)))
 
-    def _resolve(item: tuple[str, list[ContainerRef]]) -> tuple[str, list[ContainerRef], str | None, str]:
-        # returns (image text, containers, digest or None, error)
-        text, containers = item
+    def _current(item: tuple[tuple[str, str], list[ContainerRef]]) -> UnknownDigest:
+        (text, why), containers = item
         ref = parse_reference(text)
+        secrets = _pull_secrets(containers)
+        image = UnresolvedImage(ref, text, tuple(containers), why)
+        if ref.digest:
+            return UnknownDigest(image, RunningImage(ref, image.containers, (), secrets),
+                                 f"the pod spec names {ref.digest}")
+        tag = ref.tag or "latest"
         try:
-            desc = client.head_manifest(ref, ref.tag or "latest", _pull_secrets(containers))
-            return text, containers, desc.digest, ""
+            desc = client.head_manifest(ref, tag, secrets)
         except (RegistryError, ParseError) as exc:
-            return text, containers, None, str(exc)
+            return UnknownDigest(replace(image, notes=(f"information only: tag {tag} could not be resolved: {exc}",)))
+        return UnknownDigest(image, RunningImage(ref.with_digest(desc.digest), image.containers, (), secrets),
+                             f"tag {tag} resolves to {desc.digest} at scan time")
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for text, containers, resolved, err in pool.map(_resolve, list(inv.to_resolve.items())):
-            ref = parse_reference(text)
-            if resolved is None:
-                unresolved.append(
-                    UnresolvedImage(
-                        ref,
-                        text,
-                        tuple(containers),
-                        f"no digest from the runtime and the tag could not be resolved: {err}",
-                    )
+        unknown += pool.map(_current, list(inv.unknown.items()))
+    return list(running.values()), unknown
+
+
+def _unknown_verdicts(
+    unknown: list[UnknownDigest], client: RegistryClient, policy: Policy, now: datetime, stats: ScanStats,
+    *, workers: int,
+) -> list[Verdict]:
+    """``error`` verdicts for containers whose running digest is unknown; the verdict of what their spec
+    names at scan time is added to the reasons as information only."""
+
+    def _one(item: UnknownDigest) -> Verdict:
+        notes = list(item.image.notes)
+        if item.current is not None:
+            for v in verify_image(item.current, _groups(policy, item.current), client, policy, now, stats):
+                rule = f" under rule {v.rule!r}" if v.rule else ""
+                notes.append(
+                    f"information only, not what runs: {item.named}; that digest on its own is "
+                    f"{v.status.value}{rule}: {v.headline}"
                 )
-                continue
-            note = (
-                f"the runtime reported no digest; tag {ref.tag} resolved to {resolved} at scan time "
-                "(the tag may have moved since the pod started)"
-            )
-            key = (ref.registry, ref.repository, resolved)
-            if key in running:
-                prev = running[key]
-                running[key] = RunningImage(
-                    prev.reference,
-                    prev.containers + tuple(containers),
-                    tuple(sorted({*prev.notes, note})),
-                    _pull_secrets([*prev.containers, *containers]),
-                )
-            else:
-                running[key] = RunningImage(
-                    ref.with_digest(resolved), tuple(containers), (note,), _pull_secrets(containers)
-                )
-    return list(running.values()), unresolved
+        return unresolved_verdict(replace(item.image, notes=tuple(notes)), policy, now)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(_one, unknown))
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +409,7 @@ def run_scan(
     problems = [*(inventory_problems or []), *inv.problems]
     if progress:
         progress("inventory", inv.containers, inv.containers)
-    running, unresolved = resolve(inv, client, workers=workers)
+    running, unknown = resolve(inv, client, workers=workers)
     now = clock()
     stats = ScanStats()
     verdicts: list[Verdict] = []
@@ -435,7 +444,7 @@ def run_scan(
                 progress("verify", done, len(futures))
     if cache is not None and cache_state is not None and cache_state.new:
         cache.cache_put_many(cache_state.new)
-    verdicts += [unresolved_verdict(u, policy, now) for u in unresolved]
+    verdicts += _unknown_verdicts(unknown, client, policy, now, stats, workers=workers)
     verdicts.sort(key=lambda v: (v.image.display, v.rule or ""))
     state = ScanState.PARTIAL if problems else ScanState.COMPLETE
     return ScanResult(

@@ -37,7 +37,7 @@ def print_table(result: ScanResult, console: Console | None = None) -> None:
             escape(ref),
             digest,
             escape(shown),
-            escape(v.reasons[0] if v.reasons else ""),
+            escape(v.headline),
         )
     console.print(table)
     s = summary(result)

@@ -74,10 +74,13 @@ def registry_api_host(registry: str) -> str:
 def parse_image_id(image_id: str | None) -> tuple[ImageReference | None, str | None, str | None]:
     """Interpret ``status.containerStatuses[].imageID``.
 
-    Returns (repository reference or None, manifest digest or None, note). Runtimes report:
-    ``docker.io/library/nginx@sha256:…`` (containerd, CRI-O), ``docker-pullable://nginx@sha256:…``
-    (dockershim), ``sha256:…`` (a bare digest: the repository must come from the spec), and
-    ``docker://sha256:…`` (a local image id, *not* a registry digest).
+    Returns (repository reference, manifest digest, None) when the runtime names the registry digest
+    that runs, else (None, None, why it does not). Runtimes report ``docker.io/library/nginx@sha256:…``
+    (containerd, CRI-O) and ``docker-pullable://nginx@sha256:…`` (dockershim) for pulled images. For an
+    image without a repository digest (built or loaded on the node) they report its local image id, the
+    digest of its config, not of a manifest: ``docker://sha256:…`` (dockershim) or a bare ``sha256:…``
+    (containerd's CRI sets ``imageRef`` to the image id unless the image has a repo digest). Those, and
+    anything not in the exact form (upper-case hex, another algorithm), leave the running digest unknown.
     """
     if not image_id:
         return None, None, "the runtime reported no image digest (container not started?)"
@@ -90,7 +93,10 @@ def parse_image_id(image_id: str | None) -> tuple[ImageReference | None, str | N
         if value.startswith("docker://"):
             return None, None, f"the runtime reported a local image id ({image_id[:80]}), not a registry digest"
     if SHA256_RE.match(value):
-        return None, value, None
+        return None, None, (
+            f"the runtime reported an image id ({value[:80]}) without a repository digest: a local image "
+            "(built or loaded on the node), not a registry digest"
+        )
     if "@" not in value:
         return None, None, f"unrecognised imageID {image_id[:120]!r}"
     try:

@@ -168,7 +168,10 @@ def evaluate(
     source = rule.source if rule else None
     exemption = match_exemption(policy, image.reference, str(image.reference), namespace)
     if rule is None:
-        base = Verdict(image, Status.NO_POLICY, (*notes, "no policy rule matches this image"), None, None)
+        base = Verdict(
+            image, Status.NO_POLICY, (*notes, "no policy rule matches this image"), None, None,
+            deciding_reason=len(notes),
+        )
         return _exempt(base, exemption, now, policy.expiry_warning)
 
     results = apply_revocations(results, policy.revocations)
@@ -185,15 +188,23 @@ def evaluate(
         reasons.append(f"no valid signature for: {', '.join(missing)}")
         failed = [r for r in results if r.outcome is not Outcome.PASSED]
         results_for_status = failed or [replace(passed[0], outcome=Outcome.FAILED, failure=SignatureFailure.INVALID)]
-        status = _FAILURE_STATUS[
-            next((f for f in _FAILURE_ORDER if f in {r.failure for r in results_for_status}), SignatureFailure.INVALID)
-        ]
+        seen = {r.failure for r in results_for_status}
+        worst = next((f for f in _FAILURE_ORDER if f in seen), SignatureFailure.INVALID)
+        status = _FAILURE_STATUS[worst]
+        # The headline is the signature whose failure gave the status; without one, the count itself.
+        decider = next((r for r in failed if r.failure is worst), None)
+        deciding = 0
+        if decider is not None:
+            deciding = len(reasons)
+            reasons.append(decider.reason)
         if material_errors:
+            deciding = len(reasons)
             reasons += [f"could not read all signatures: {e}" for e in material_errors]
             status = Status.ERROR
         reasons += notes
         verdict = Verdict(
-            image, status, tuple(reasons), rule.name, source, tuple(results), False, None, rule.mode == "warn"
+            image, status, tuple(reasons), rule.name, source, tuple(results), False, None, rule.mode == "warn",
+            deciding,
         )
         return _exempt(verdict, exemption, now, policy.expiry_warning)
     if passed:
@@ -232,6 +243,7 @@ def evaluate(
     warn_only = rule.mode == "warn"
     # "skipped": examined but not a signature of the rule's kinds (e.g. a verified attestation).
     judged = [r for r in results if r.outcome is not Outcome.SKIPPED]
+    deciding = 0
     if not judged:
         if material_errors:
             status = Status.ERROR
@@ -254,14 +266,25 @@ def evaluate(
         failures = {r.failure for r in judged}
         worst = next((f for f in _FAILURE_ORDER if f in failures), SignatureFailure.INVALID)
         status = _FAILURE_STATUS[worst]
+        # The first signature whose failure gave the status decides, wherever it is listed: another
+        # key's "does not verify" listed first must not stand for a revocation.
+        first = next((i for i, r in enumerate(results) if r.failure is worst), 0)
+        shown = list(range(min(10, len(results))))
+        if first not in shown:
+            shown.append(first)
         if material_errors and status is not Status.ERROR:
-            # A signature we could not read might have been the valid one.
+            # A signature we could not read might have been the valid one: that decides.
+            deciding = len(reasons)
             reasons += [f"could not read all signatures: {e}" for e in material_errors]
             status = Status.ERROR
-        reasons += [r.reason for r in results][:10]
+        else:
+            deciding = len(reasons) + shown.index(first)
+        reasons += [results[i].reason for i in shown]
     reasons += notes
     reasons += list(rule.notes)
-    verdict = Verdict(image, status, tuple(reasons), rule.name, source, tuple(results), False, None, warn_only)
+    verdict = Verdict(
+        image, status, tuple(reasons), rule.name, source, tuple(results), False, None, warn_only, deciding
+    )
     return _exempt(verdict, exemption, now, policy.expiry_warning)
 
 
@@ -294,17 +317,20 @@ def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime, warn: 
         ),
         not_after=exemption.until,
         expiring=exemption.until - now <= warn,
+        deciding_reason=0,
     )
 
 
 def unresolved_verdict(image: UnresolvedImage, policy: Policy, now: datetime) -> Verdict:
+    """Containers whose running digest is unknown: ``error``, never compliant, whatever their tag names
+    now. The image's notes (what the spec names at scan time, and its verdict) follow as information."""
     namespace = image.containers[0].namespace if image.containers else "*"
     exemption = match_exemption(policy, image.reference, image.image, namespace)
     rule = match_rule(policy, image.reference, namespace) if image.reference else None
     v = Verdict(
         image,
         Status.ERROR,
-        (f"running digest unknown: {image.reason}",),
+        (f"running digest unknown: {image.reason}", *image.notes),
         rule.name if rule else None,
         rule.source if rule else None,
     )

@@ -93,6 +93,40 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+# Digest algorithms whose content is checked: OCI image-spec descriptor.md ("Registered algorithms":
+# sha256, sha512) and sha384, which distribution also accepts. Anything else is refused, never fetched
+# and parsed unchecked.
+DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
+def is_digest(reference: str) -> bool:
+    """A manifest reference that is a digest, not a tag (tags never contain ':')."""
+    return ":" in reference
+
+
+def checkable_digest(digest: str, where: str) -> tuple[str, str]:
+    """(algorithm, hex) of a digest whose content we can check; ParseError for any other."""
+    algo, _, hexd = digest.partition(":")
+    length = DIGEST_HEX_LENGTHS.get(algo)
+    if length is None:
+        raise ParseError(
+            f"{where}: digest algorithm {algo[:20]!r} is not supported ({', '.join(DIGEST_HEX_LENGTHS)}); "
+            "refused rather than read unchecked"
+        )
+    if len(hexd) != length or not re.fullmatch(r"[0-9a-f]+", hexd):
+        raise ParseError(f"{where}: malformed {algo} digest {digest[:80]!r}")
+    return algo, hexd
+
+
+def verify_digest(data: bytes, digest: str, where: str) -> None:
+    """Raise ParseError unless ``data`` hashes to ``digest``; an algorithm we cannot check is an error."""
+    algo, hexd = checkable_digest(digest, where)
+    actual = hashlib.new(algo, data).hexdigest()
+    if actual != hexd:
+        raise ParseError(f"{where}: content hashes to {algo}:{actual}, not {digest}: does not match its digest: "
+                         "tampered or corrupt")
+
+
 def parse_descriptor(obj: Any, where: str) -> Descriptor:
     if not isinstance(obj, Mapping):
         raise ParseError(f"{where}: descriptor is not an object")
@@ -432,6 +466,8 @@ class RegistryClient:
         self, ref: ImageReference, reference: str, secrets: tuple[tuple[str, str], ...] = ()
     ) -> Descriptor:
         """tag or digest -> descriptor (digest from ``Docker-Content-Digest``; GET if HEAD lacks it)."""
+        if is_digest(reference):
+            checkable_digest(reference, f"manifest {ref.repo}@{reference[:80]}")
         resp, _ = self._manifest_request("HEAD", ref, reference, secrets, 0)
         digest = resp.headers.get("docker-content-digest", "")
         media = resp.headers.get("content-type", "").split(";")[0].strip()
@@ -439,7 +475,9 @@ class RegistryClient:
         if SHA256_RE.match(digest) and media in MANIFEST_TYPES and size.isdigit():
             if reference.startswith("sha256:") and digest != reference:
                 raise ParseError(f"{ref.repo}: registry reports digest {digest} for {reference}")
-            return Descriptor(media, digest, int(size))
+            if not is_digest(reference) or digest == reference:
+                return Descriptor(media, digest, int(size))
+        # No usable header, or asked by another algorithm's digest: fetch it and check it.
         return self.get_manifest(ref, reference, secrets).descriptor
 
     def get_manifest(
@@ -450,16 +488,18 @@ class RegistryClient:
         *,
         max_bytes: int | None = None,
     ) -> Manifest:
+        if is_digest(reference):
+            checkable_digest(reference, f"manifest {ref.repo}@{reference[:80]}")  # refused before any request
         resp, body = self._manifest_request("GET", ref, reference, secrets, max_bytes or self.limits.manifest_bytes)
-        actual = sha256_digest(body)
-        if reference.startswith("sha256:"):
-            if actual != reference:
-                raise ParseError(f"{ref.repo}@{reference}: manifest content hashes to {actual}: tampered or corrupt")
-        else:
-            claimed = resp.headers.get("docker-content-digest")
-            if claimed and claimed.startswith("sha256:") and claimed != actual:
-                raise ParseError(f"{ref.repo}:{reference}: manifest hashes to {actual}, registry claims {claimed}")
-        return parse_manifest(body, resp.headers.get("content-type", ""), actual)
+        if is_digest(reference):
+            # Asked by digest (the running image, a referrer listed by digest): the content must be it,
+            # whatever the algorithm; one we cannot check is refused.
+            verify_digest(body, reference, f"manifest {ref.repo}@{reference[:80]}")
+            return parse_manifest(body, resp.headers.get("content-type", ""), reference)
+        claimed = resp.headers.get("docker-content-digest")
+        if claimed:
+            verify_digest(body, claimed, f"manifest {ref.repo}:{reference} (registry's Docker-Content-Digest)")
+        return parse_manifest(body, resp.headers.get("content-type", ""), sha256_digest(body))
 
     def get_blob(
         self,
@@ -470,6 +510,7 @@ class RegistryClient:
         max_bytes: int | None = None,
     ) -> bytes:
         limit = max_bytes or self.limits.blob_bytes
+        checkable_digest(desc.digest, f"{ref.repo}: blob {desc.digest[:19]}")  # refused before any request
         if desc.size > limit:
             raise LimitExceeded(
                 f"{ref.repo}: blob {desc.digest[:19]} of {desc.size} bytes exceeds the limit of {limit}"
@@ -485,12 +526,7 @@ class RegistryClient:
         self._check(resp, ref.registry, f"blob {desc.digest[:19]}")
         if len(body) != desc.size:
             raise ParseError(f"{ref.repo}: blob {desc.digest[:19]} is {len(body)} bytes, descriptor says {desc.size}")
-        if desc.digest.startswith("sha256:") and sha256_digest(body) != desc.digest:
-            raise ParseError(f"{ref.repo}: blob {desc.digest[:19]} does not match its digest: tampered or corrupt")
-        if not desc.digest.startswith("sha256:"):
-            algo, _, hexd = desc.digest.partition(":")
-            if algo not in ("sha384", "sha512") or hashlib.new(algo, body).hexdigest() != hexd:
-                raise ParseError(f"{ref.repo}: blob digest {desc.digest[:19]} unsupported or mismatched")
+        verify_digest(body, desc.digest, f"{ref.repo}: blob {desc.digest[:19]}")
         return body
 
     def uses_referrers_tag_schema(

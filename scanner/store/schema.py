@@ -121,6 +121,8 @@ class Image(Base):
     expiring: Mapped[bool] = mapped_column(sa.Boolean)
     not_after: Mapped[datetime | None]
     warn_only: Mapped[bool] = mapped_column(sa.Boolean)
+    # Index into ``reasons`` of the one that decided the status; NULL in scans stored before 0004 (0).
+    deciding_reason: Mapped[int | None] = mapped_column(sa.Integer)
 
     __table_args__ = (
         sa.Index("ix_images_scan_id_status", "scan_id", "status"),

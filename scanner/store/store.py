@@ -735,7 +735,7 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
         text, unresolved, notes = str(ref), None, list(img.notes)
         secrets = [list(p) for p in img.pull_secrets]
     else:
-        text, unresolved, notes, secrets = img.image, img.reason, [], []
+        text, unresolved, notes, secrets = img.image, img.reason, list(img.notes), []
     return {
         "scan_id": scan_id, "position": position, "resolved": isinstance(img, RunningImage),
         "registry": ref.registry if ref else None, "repository": ref.repository if ref else None,
@@ -743,7 +743,7 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
         "image": text, "unresolved_reason": unresolved, "notes": notes, "pull_secrets": secrets,
         "status": str(v.status), "reasons": list(v.reasons), "rule": v.rule,
         "policy_source": v.policy_source, "expiring": v.expiring, "not_after": v.not_after,
-        "warn_only": v.warn_only,
+        "warn_only": v.warn_only, "deciding_reason": v.deciding_reason,
     }
 
 
@@ -798,11 +798,15 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
         image = RunningImage(ref, containers, tuple(i.notes or ()),
                              tuple((ns, name) for ns, name in (i.pull_secrets or ())))
     else:
-        image = UnresolvedImage(ref, i.image, containers, i.unresolved_reason or "")
+        image = UnresolvedImage(ref, i.image, containers, i.unresolved_reason or "", tuple(i.notes or ()))
+    deciding = i.deciding_reason or 0
+    if not 0 <= deciding < max(1, len(i.reasons or ())):
+        raise StoreError(f"image row {i.id}: deciding_reason {deciding} is not one of its reasons: the database "
+                         "is damaged")
     return Verdict(
         image=image, status=Status(i.status), reasons=tuple(i.reasons or ()), rule=i.rule,
         policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),
-        not_after=i.not_after, warn_only=bool(i.warn_only),
+        not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=deciding,
     )
 
 

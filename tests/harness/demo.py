@@ -99,8 +99,12 @@ def publish_estate(url: str, host: str) -> Estate:
     drift_running = image("drifted")
     sign_image(url, host, "demo/drifted", drift_running, trusted)
     est.digests["drifted-now"] = oci.make_image(url, "demo/drifted", "1.0")
-    pending = image("pending")  # the pod has no imageID yet: sigaudit resolves the tag
+    # The running digest is unknown: never compliant, whatever the tag names now (signed, in all three).
+    pending = image("pending")  # the pod has not started: no imageID yet, nothing runs
     sign_image(url, host, "demo/pending", pending, trusted)
+    sign_image(url, host, "demo/uppercase-id", image("uppercase-id"), trusted)
+    est.digests["uppercase-id-runs"] = oci.make_image(url, "demo/uppercase-id", "0.9")  # unsigned
+    sign_image(url, host, "demo/local-build", image("local-build"), trusted)
     image("pause", "3.9")
     image("legacy")
     # Notary Project (notation) signatures: valid, expired, and expiring inside the 720h warning window.
@@ -120,6 +124,8 @@ def publish_estate(url: str, host: str) -> Estate:
     def iid(name: str) -> str:
         return f"{host}/demo/{name}@{d[name]}"
 
+    upper_runs = "sha256:" + d["uppercase-id-runs"].removeprefix("sha256:").upper()
+
     est.pods = [
         _pod("shop", "web-7d9f8b6c5-abcde", [("web", ref("signed"), iid("signed"))],
              owner=("ReplicaSet", "web-7d9f8b6c5"), labels={"pod-template-hash": "7d9f8b6c5"},
@@ -135,6 +141,10 @@ def publish_estate(url: str, host: str) -> Estate:
         _pod("payments", "worker-x", [("worker", ref("revoked"), iid("revoked"))], owner=("DaemonSet", "worker")),
         _pod("payments", "drift-1", [("app", ref("drifted"), iid("drifted"))]),
         _pod("payments", "pending-1", [("app", ref("pending"), None)]),
+        # An imageID no runtime writes (upper-case hex) naming the unsigned digest, and a local image id
+        # (built or loaded on the node, never pulled): the signed tag must not stand in for either.
+        _pod("payments", "uppercase-1", [("app", ref("uppercase-id"), f"{host}/demo/uppercase-id@{upper_runs}")]),
+        _pod("payments", "local-1", [("app", ref("local-build"), "docker://sha256:" + "5e" * 32)]),
         _pod("shop", "search-0", [("search", ref("notation-signed"), iid("notation-signed"))],
              owner=("StatefulSet", "search")),
         _pod("shop", "recs-0", [("recs", ref("notation-expired"), iid("notation-expired"))],
@@ -152,7 +162,8 @@ def publish_estate(url: str, host: str) -> Estate:
     est.expected = {
         "signed": "verified", "multiarch": "verified", "unsigned": "unsigned", "wrong-key": "invalid",
         "tampered": "invalid", "other-digest": "invalid", "revoked": "revoked", "drifted": "verified",
-        "pending": "verified", "pause": "exempt", "legacy": "unsigned", "busybox": "no-policy", "gone": "error",
+        "pending": "error", "uppercase-id": "error", "local-build": "error",
+        "pause": "exempt", "legacy": "unsigned", "busybox": "no-policy", "gone": "error",
         "notation-signed": "verified", "notation-expired": "expired", "notation-expiring": "verified",
     }
     est.expiring = {"notation-expiring"}

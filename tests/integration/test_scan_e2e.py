@@ -4,6 +4,7 @@ CLI as a process, SQLite and PostgreSQL stores. Each verdict of issue 3's 'done 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import subprocess
@@ -55,8 +56,11 @@ def test_verdict_matrix_into_sqlite(estate, tmp_path: Path) -> None:
     assert any("connection refused" in r or "cannot connect" in r for r in by["gone"]["reasons"])
     # The drifted image is judged on the digest that runs, not where the tag points now.
     assert by["drifted"]["digest"] == est.digests["drifted"] != est.digests["drifted-now"]
-    # Pending pod: tag resolved, and the reasons say so.
-    assert any("resolved" in r for r in by["pending"]["reasons"])
+    # Running digest unknown (not started, upper-case imageID, local image id): error, never compliant;
+    # what the (signed) tag names now is information only.
+    for name in ("pending", "uppercase-id", "local-build"):
+        assert not by[name]["compliant"] and by[name]["digest"] is None
+        assert by[name]["reasons"][by[name]["deciding_reason"]].startswith("running digest unknown")
     # Containers of all kinds and their workloads.
     kinds = {(c["container_type"], c["workload_kind"]) for i in doc["images"] for c in i["containers"]}
     assert ("initContainer", "Deployment") in kinds and ("ephemeralContainer", "Deployment") in kinds
@@ -66,6 +70,29 @@ def test_verdict_matrix_into_sqlite(estate, tmp_path: Path) -> None:
     assert by["notation-expired"]["signatures"][0]["failure"] == "expired"
     # One verification per unique digest: 51 containers of 'signed' would still be one image.
     assert len(by["signed"]["containers"]) == 2
+
+
+def test_an_unknown_running_digest_is_never_judged_on_its_tag(estate) -> None:
+    """Issue 17: the tag of each of these names a digest signed by the trusted key. What runs is not
+    known (an upper-case imageID naming the unsigned digest, a local image id, a pod not started yet),
+    so each is an error; the tag's verdict is given for information, never counted."""
+    est, policy, pods, _ = estate
+    r = sigaudit("scan", "--pods-file", str(pods), "--policy", str(policy), "--no-store", "-o", "json",
+                 "-n", "payments", "--no-progress")
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    by = {i["repository"].rsplit("/", 1)[-1]: i for i in doc["images"]}
+    for name, why in (("uppercase-id", "imageID"), ("local-build", "local image id"), ("pending", "no image digest")):
+        img = by[name]
+        assert (img["status"], img["compliant"], img["digest"]) == ("error", False, None), img
+        headline = img["reasons"][img["deciding_reason"]]
+        assert headline.startswith("running digest unknown") and why in headline, img["reasons"]
+        info = [x for x in img["reasons"] if x.startswith("information only")]
+        assert len(info) == 1 and est.digests[name] in info[0] and "is verified" in info[0], img["reasons"]
+        assert img["signatures"] == []  # the tag's signatures are not evidence about what runs
+    # The unsigned digest that actually runs under uppercase-id is never reported as verified.
+    assert est.digests["uppercase-id-runs"] not in json.dumps([i for i in doc["images"] if i["compliant"]])
+    assert doc["summary"]["by_status"]["verified"] == 1  # drifted: its running digest is known and signed
 
 
 def test_exit_zero_when_everything_in_scope_is_compliant(estate, tmp_path: Path) -> None:
@@ -84,7 +111,7 @@ def test_exit_zero_on_violations_flag_for_cronjobs(estate) -> None:
 
 
 def test_postgres_store_round_trip(estate, postgres_url: str) -> None:
-    est, policy, pods, _ = estate
+    _, policy, pods, _ = estate
     assert sigaudit("db", "upgrade", "--db", postgres_url).returncode == 0
     assert sigaudit("db", "upgrade", "--db", postgres_url).returncode == 0  # twice is a no-op
     r = sigaudit("scan", "--pods-file", str(pods), "--policy", str(policy), "--db", postgres_url, "-o", "json",
@@ -108,6 +135,13 @@ def test_table_output_for_people(estate) -> None:
     assert r.returncode == 1
     compliant = sum(1 for v in est.expected.values() if v in ("verified", "exempt"))
     assert "revoked" in r.stdout and f"Compliant {compliant}/{len(est.expected)}" in r.stdout
+    # The revoked image's row gives the revocation that decided it, not the other key's failure
+    # listed first among its reasons.
+    lines = r.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "demo/revoked" in line)
+    row = [lines[start], *itertools.takewhile(lambda x: x.startswith("│           │"), lines[start + 1:])]
+    reason = " ".join(line.rsplit("│", 2)[-2].strip() for line in row)
+    assert "is revoked" in reason and "INC-7" in reason and "does not verify" not in reason, reason
 
 
 def test_config_errors_exit_2(estate, tmp_path: Path) -> None:

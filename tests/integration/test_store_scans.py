@@ -95,10 +95,12 @@ def sample_result(cluster: str = "prod", at: datetime = T0, n_extra: int = 0,
         Verdict(running, Status.VERIFIED, ("signature verified by cosign key 1",), rule="vendor",
                 policy_source="policy.yaml", signatures=(good,), expiring=True,
                 not_after=at + timedelta(days=10)),
-        Verdict(multi, Status.EXPIRED, ("certificate expired",), rule="vendor", signatures=(bad, good)),
+        Verdict(multi, Status.EXPIRED, ("signature by key 3 does not verify", "certificate expired"), rule="vendor",
+                signatures=(bad, good), deciding_reason=1),
         Verdict(UnresolvedImage(ImageReference("quay.io", "x/y", "latest"), "quay.io/x/y:latest",
-                                (_container("ops", "y-1", "y", "quay.io/x/y:latest"),), "registry unreachable"),
-                Status.ERROR, ("registry unreachable",)),
+                                (_container("ops", "y-1", "y", "quay.io/x/y:latest"),), "registry unreachable",
+                                ("information only: tag latest could not be resolved: refused",)),
+                Status.ERROR, ("registry unreachable", "information only: tag latest could not be resolved: refused")),
         Verdict(UnresolvedImage(None, "::bad::", (_container("ops", "z-1", "z", "::bad::"),), "bad reference"),
                 Status.ERROR, ("bad reference",), warn_only=True),
         Verdict(RunningImage(ImageReference("registry.k8s.io", "pause", "3.9", "sha256:" + "3" * 64), ()),
@@ -151,6 +153,15 @@ def test_save_then_load_gives_the_same_scan(store: Store) -> None:
     assert loaded.verdicts[0].signatures[0].details["raw"] == b"\x00\x01"
     assert isinstance(loaded.verdicts[0].image, RunningImage)
     assert isinstance(loaded.verdicts[3].image, UnresolvedImage) and loaded.verdicts[3].image.reference is None
+
+
+def test_a_deciding_reason_outside_the_reasons_is_a_damaged_database_not_a_crash(store: Store) -> None:
+    scan_id = record(store, sample_result())
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE images SET deciding_reason = 7 WHERE scan_id = :i AND position = 1"),
+                     {"i": scan_id})
+    with pytest.raises(StoreError, match=r"deciding_reason 7 .* damaged"):
+        store.load_scan(scan_id)
 
 
 def test_summary_counts_and_listings(store: Store) -> None:

@@ -52,15 +52,37 @@ def test_each_unique_digest_is_grouped_once_across_pods() -> None:
     assert len(inv.running[("r.io", "a", D1)]) == 51
 
 
-def test_pending_pod_goes_to_tag_resolution() -> None:
+def test_pending_pod_is_not_judged_on_its_tag() -> None:
     inv = build_inventory([_pod("a", "p", [("c", "r.io/a:1", None)])])
-    assert list(inv.to_resolve) == ["r.io/a:1"]
+    assert not inv.running
+    [(spec, why)] = inv.unknown
+    assert spec == "r.io/a:1" and "no image digest" in why
 
 
-def test_spec_digest_used_when_runtime_has_none() -> None:
+def test_spec_digest_does_not_stand_in_for_a_missing_running_digest() -> None:
+    # Not started yet: nothing runs, whatever the spec pins.
     inv = build_inventory([_pod("a", "p", [("c", f"r.io/a@{D1}", None)])])
-    assert ("r.io", "a", D1) in inv.running
-    assert any("pod spec" in n for n in inv.notes[("r.io", "a", D1)])
+    assert not inv.running and [spec for spec, _ in inv.unknown] == [f"r.io/a@{D1}"]
+
+
+@pytest.mark.parametrize(
+    "image_id",
+    [
+        f"r.io/a@sha256:{'AB' * 32}",  # upper-case hex: not a digest any runtime reports
+        f"docker-pullable://r.io/a@sha256:{'A' * 64}",
+        f"sha256:{'B' * 64}",
+        f"docker://{D2}",  # a local image id (built or loaded on the node), not a registry digest
+        f"r.io/a@sha512:{'c' * 128}",
+        "garbage",
+    ],
+)
+def test_an_image_id_that_is_not_a_registry_digest_makes_the_running_digest_unknown(image_id: str) -> None:
+    # Neither the tag nor the spec's own digest may stand in for it: the tag below names D1.
+    for spec in ("r.io/a:1", f"r.io/a@{D1}"):
+        inv = build_inventory([_pod("a", "p", [("c", spec, image_id)])])
+        assert not inv.running, (spec, image_id)
+        [(got_spec, why)] = inv.unknown
+        assert got_spec == spec and why
 
 
 def test_malformed_pod_is_reported_not_fatal() -> None:

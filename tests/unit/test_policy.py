@@ -17,9 +17,11 @@ from scanner.models import (
     SignedTime,
     Status,
     TimeSource,
+    UnresolvedImage,
+    Verdict,
     Workload,
 )
-from scanner.policy.engine import evaluate, image_matches, match_rule
+from scanner.policy.engine import evaluate, image_matches, match_rule, unresolved_verdict
 from scanner.policy.loader import CompiledRule, Policy, load_policy
 from scanner.policy.schema import Exemption, Revocation
 from tests.harness.cosign_sign import KeyPair
@@ -230,3 +232,92 @@ def test_warn_mode_never_makes_an_undecided_image_compliant() -> None:
     rule = CompiledRule("r", ("*",), ("*",), (FakeVerifier("v1"),), mode="warn")  # type: ignore[arg-type]
     v = evaluate(image(), rule, [], ["registry unreachable"], policy(rule), NOW, "ns")
     assert v.status is Status.ERROR and v.warn_only and not v.compliant
+
+
+# -- the reason that decided a verdict (Verdict.deciding_reason) -----------------------------------
+
+
+def named(reason: str, outcome: Outcome, failure: SignatureFailure = SignatureFailure.NONE, *,
+          verifier: str = "v1", key: str | None = "ab" * 32) -> SignatureResult:
+    return SignatureResult("cosign", verifier, outcome, reason, failure, key_sha256=key)
+
+
+RULE2 = CompiledRule("r", ("r.io/*",), ("*",), (FakeVerifier("v1"), FakeVerifier("v2")))  # type: ignore[arg-type]
+
+
+def test_a_revocation_decides_even_when_another_keys_failure_is_listed_first() -> None:
+    rev = Revocation.model_validate({"keySha256": "cd" * 32, "reason": "key leaked (INC-7)"})
+    results = [named("v1: signature does not verify with this key", Outcome.FAILED, SignatureFailure.INVALID),
+               named("v2: signature verified", Outcome.PASSED, verifier="v2", key="cd" * 32)]
+    v = evaluate(image(), RULE2, results, [], policy(RULE2, revocations=[rev]), NOW, "ns")
+    assert v.status is Status.REVOKED
+    assert v.reasons[0].startswith("v1: signature does not verify")  # what the table used to show
+    assert "INC-7" in v.headline and v.reasons[v.deciding_reason] == v.headline
+
+
+def test_the_deciding_signature_is_kept_beyond_the_first_ten_reasons() -> None:
+    results = [named(f"invalid {i}", Outcome.FAILED, SignatureFailure.INVALID) for i in range(12)]
+    results.append(named("expired one", Outcome.FAILED, SignatureFailure.EXPIRED))
+    v = evaluate(image(), RULE, results, [], policy(RULE), NOW, "ns")
+    assert v.status is Status.EXPIRED and v.headline == "expired one"
+
+
+@pytest.mark.parametrize(
+    ("results", "errors", "status", "headline"),
+    [
+        ([named("ok", Outcome.PASSED)], [], Status.VERIFIED, "ok"),
+        ([], ["registry down"], Status.ERROR, "could not read signatures: registry down"),
+        ([named("bad", Outcome.FAILED, SignatureFailure.INVALID)], ["one referrer unreadable"], Status.ERROR,
+         "could not read all signatures: one referrer unreadable"),
+        ([named("bad", Outcome.FAILED, SignatureFailure.INVALID),
+          named("no network", Outcome.ERROR, SignatureFailure.ERROR)], [], Status.ERROR, "no network"),
+        ([named("bad", Outcome.FAILED, SignatureFailure.INVALID),
+          named("old", Outcome.FAILED, SignatureFailure.EXPIRED)], [], Status.EXPIRED, "old"),
+    ],
+)
+def test_each_status_is_headed_by_the_reason_that_gave_it(results, errors, status, headline) -> None:
+    v = evaluate(image(), RULE, results, errors, policy(RULE), NOW, "ns")
+    assert (v.status, v.headline) == (status, headline)
+
+
+def test_n_of_m_is_headed_by_the_signature_that_gave_its_status() -> None:
+    rule = CompiledRule("r", ("*",), ("*",), (FakeVerifier("v1"), FakeVerifier("v2")), count=2)  # type: ignore[arg-type]
+    rev = Revocation.model_validate({"keySha256": "cd" * 32, "reason": "key leaked"})
+    results = [named("v1 ok", Outcome.PASSED), named("v2 ok", Outcome.PASSED, verifier="v2", key="cd" * 32)]
+    v = evaluate(image(), rule, results, [], policy(rule, revocations=[rev]), NOW, "ns")
+    assert v.status is Status.REVOKED and "key leaked" in v.headline
+    assert "only 1 of the 2" in v.reasons[0]  # the count stays among the reasons
+
+
+def test_no_policy_is_headed_by_no_rule_not_by_a_note() -> None:
+    img = RunningImage(image().reference, image().containers, ("pulled from r.io/b (spec names r.io/a)",))
+    v = evaluate(img, None, [], [], policy(), NOW, "ns")
+    assert v.headline == "no policy rule matches this image" and v.reasons[0].startswith("pulled from")
+
+
+def test_an_exemption_heads_the_verdict_it_waives() -> None:
+    ex = Exemption.model_validate({"images": ["r.io/*"], "reason": "SEC-1", "until": "2027-01-01T00:00:00Z"})
+    results = [named("bad", Outcome.FAILED, SignatureFailure.INVALID),
+               named("old", Outcome.FAILED, SignatureFailure.EXPIRED)]
+    v = evaluate(image(), RULE, results, [], policy(RULE, exemptions=[ex]), NOW, "ns")
+    assert v.status is Status.EXEMPT and "SEC-1" in v.headline
+
+
+def test_a_verdict_refuses_a_deciding_reason_outside_its_reasons() -> None:
+    with pytest.raises(ValueError, match="deciding_reason"):
+        Verdict(image(), Status.INVALID, ("a",), deciding_reason=1)
+    assert Verdict(image(), Status.ERROR, ()).headline == ""
+
+
+# -- containers whose running digest is unknown -----------------------------------------------------
+
+
+def test_an_unknown_running_digest_is_an_error_whatever_its_tag_would_get() -> None:
+    c = ContainerRef("ns", "p", "c", ContainerType.CONTAINER, "r.io/a:1", "docker://" + D, Workload("Pod", "p"))
+    info = "information only, not what runs: tag 1 resolves to sha256:…; that digest on its own is verified: ok"
+    u = UnresolvedImage(ImageReference("r.io", "a", "1"), "r.io/a:1", (c,), "a local image id", (info,))
+    v = unresolved_verdict(u, policy(RULE), NOW)
+    assert v.status is Status.ERROR and not v.compliant and v.rule == "r"
+    assert v.headline == "running digest unknown: a local image id" and v.reasons[1:] == (info,)
+    warn = CompiledRule("r", ("*",), ("*",), (FakeVerifier("v1"),), mode="warn")  # type: ignore[arg-type]
+    assert not unresolved_verdict(u, policy(warn), NOW).compliant

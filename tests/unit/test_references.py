@@ -52,11 +52,32 @@ def test_image_id_local_docker_id_is_not_a_registry_digest() -> None:
     assert ref is None and digest is None and "local image id" in note
 
 
-def test_image_id_bare_digest_keeps_spec_repository() -> None:
-    assert parse_image_id(D) == (None, D, None)
+def test_image_id_bare_digest_is_a_local_image_id_not_a_registry_digest() -> None:
+    # containerd's CRI reports the image id (its config's digest) when the image has no repo digest.
+    ref, digest, note = parse_image_id(D)
+    assert ref is None and digest is None and "local image" in note
+
+
+@pytest.mark.parametrize(
+    "image_id",
+    [
+        f"docker.io/library/nginx@sha256:{'AB' * 32}",  # upper-case hex: no runtime writes it
+        f"docker-pullable://nginx@sha256:{'Ab' * 32}",
+        f"sha256:{'AB' * 32}",
+        f"SHA256:{'ab' * 32}",
+        f"docker.io/library/nginx@sha512:{'ab' * 64}",
+        f"docker.io/library/nginx@sha256:{'ab' * 31}",
+        "DOCKER://" + D,
+        "nginx:1.25",  # a tag is not a digest
+        f"docker.io/library/nginx@{D}@{D}",
+    ],
+)
+def test_an_image_id_not_in_the_exact_registry_form_gives_no_digest(image_id: str) -> None:
+    ref, digest, note = parse_image_id(image_id)
+    assert ref is None and digest is None and note
 
 
 @pytest.mark.parametrize("empty", [None, ""])
 def test_image_id_missing(empty: str | None) -> None:
-    ref, digest, note = parse_image_id(empty)
+    _ref, digest, note = parse_image_id(empty)
     assert digest is None and "no image digest" in note

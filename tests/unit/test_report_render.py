@@ -165,7 +165,7 @@ def test_csv_is_one_row_per_container_and_formula_safe() -> None:
     assert len(rows) == 3
     evil = rows[0]  # '= sorts before 's'
     assert evil["namespace"] == "'=cmd|' /C calc'!A0" and evil["pod"] == "'@pod" and evil["container"] == "'-c"
-    assert evil["workload_name"] == "'+w" and evil["reasons"] == "'=1+1 | second"
+    assert evil["workload_name"] == "'+w" and evil["reasons"] == "'=1+1 | second" and evil["reason"] == "'=1+1"
     assert evil["compliant"] == "false" and evil["status"] == "unsigned"
     web = rows[1]
     assert web["signers"] == "sha256:" + "ab" * 32 and web["compliant"] == "true" and web["scan_id"] == "2"
@@ -173,6 +173,13 @@ def test_csv_is_one_row_per_container_and_formula_safe() -> None:
     for row in rows:
         for cell in row.values():
             assert not cell.startswith(("=", "+", "-", "@"))
+
+
+def test_csv_reason_is_the_one_that_decided_the_verdict() -> None:
+    v = replace(verdict("r", Status.REVOKED, [container("shop", "api-1")],
+                        reasons=("key a: does not verify", "key b: revoked")), deciding_reason=1)
+    [row] = list(csv.DictReader(io.StringIO(render.csv_for_result(result([v])))))
+    assert row["reason"] == "key b: revoked" and row["reasons"] == "key a: does not verify | key b: revoked"
 
 
 def test_json_is_the_scan_document() -> None:

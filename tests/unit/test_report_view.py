@@ -230,6 +230,18 @@ def test_non_compliant_grouped_by_namespace_and_workload_worst_first() -> None:
     assert r.summary.containers == 17 and r.summary.containers_non_compliant == 15  # warn-only counts compliant
 
 
+def test_rows_and_evidence_lead_with_the_reason_that_decided_the_verdict() -> None:
+    # A revocation listed after another key's failure: the report shows the revocation first, from the
+    # verdict's field, not from the reasons' order or words.
+    v = replace(verdict("revoked", Status.REVOKED, [container("shop", "api-1", workload="api")],
+                        reasons=("key a: does not verify", "key b: revoked (INC-7)", "note")), deciding_reason=1)
+    r = build(result([v]))
+    row = r.non_compliant[0].rows[0]
+    assert row.deciding == "key b: revoked (INC-7)" and row.reasons == ("key a: does not verify", "note")
+    ev = r.evidence[0]
+    assert ev.deciding == "key b: revoked (INC-7)" and ev.reasons == ("key a: does not verify", "note")
+
+
 def test_report_is_independent_of_input_order() -> None:
     vs = [verdict(f"i{i}", s, [container(f"ns{i % 3}", f"p{i}-1"), container("zz", f"q{i}-1")])
           for i, s in enumerate([Status.VERIFIED, Status.UNSIGNED, Status.INVALID, Status.EXEMPT, Status.ERROR] * 4)]
