@@ -252,6 +252,10 @@ class RegistryClient:
         return {}
 
     def _fetch_token(self, registry: str, challenge: str, scope: str, cred: Credential | None) -> None:
+        """Exchange ``cred`` for a bearer token at the realm of ``challenge``. The caller passes only a
+        challenge the registry itself answered (never one from a host it redirected to), so the realm is
+        the registry's choice: like containerd and the docker CLI, the credentials go to that realm even
+        on another host (Docker Hub's is auth.docker.io), over HTTPS unless the registry is insecure."""
         params = dict(_CHALLENGE_PARAM.findall(challenge))
         realm = params.get("realm")
         if not realm:
@@ -330,7 +334,7 @@ class RegistryClient:
             while True:
                 hdrs = {**(headers or {}), **self._auth_header(registry, scope, cred)}
                 try:
-                    resp, body = self._send(method, url, hdrs, max_bytes, registry)
+                    resp, body, final_url = self._send(method, url, hdrs, max_bytes, registry)
                 except (httpx.TimeoutException, httpx.TransportError) as exc:
                     self.stats.record(registry, type(exc).__name__, True)
                     if attempt < min(self.limits.retries, 2) and not isinstance(
@@ -341,6 +345,14 @@ class RegistryClient:
                         continue
                     raise RegistryError(f"{registry}: {_describe_transport_error(exc)}", registry=registry) from exc
                 self.stats.record(registry, str(resp.status_code), resp.status_code >= 400 and resp.status_code != 404)
+                if resp.status_code == 401 and urlsplit(final_url).netloc != urlsplit(url).netloc:
+                    # A host the registry redirected to (blob storage, a CDN) may not say where the
+                    # registry's credentials go: its challenge is never answered (host = host:port).
+                    raise RegistryError(
+                        f"{registry}: redirect target {urlsplit(final_url).netloc} demanded authentication (401); "
+                        "the registry's credentials are never sent on a redirect target's challenge",
+                        registry=registry,
+                    )
                 if resp.status_code == 401 and not authed:
                     authed = True
                     challenge = resp.headers.get("www-authenticate", "")
@@ -365,7 +377,8 @@ class RegistryClient:
 
     def _send(
         self, method: str, url: str, headers: dict[str, str], max_bytes: int, registry: str
-    ) -> tuple[httpx.Response, bytes]:
+    ) -> tuple[httpx.Response, bytes, str]:
+        """Follows redirects itself; returns (response, body, the URL that answered)."""
         origin = urlsplit(url).netloc
         deadline = time.monotonic() + self.limits.total_timeout
         for _ in range(self.limits.max_redirects + 1):
@@ -385,14 +398,14 @@ class RegistryClient:
                 # for a new one (measured in bench/: every HEAD of a warm scan opened a connection).
                 if method == "HEAD":
                     _read_capped(resp, 0, deadline, url, quiet=True)
-                    return resp, b""
+                    return resp, b"", url
                 if resp.status_code >= 400:
                     body = _read_capped(resp, 64 * 1024, deadline, url, quiet=True)
-                    return resp, b"" if resp.status_code == 404 else body
+                    return resp, b"" if resp.status_code == 404 else body, url
                 length = resp.headers.get("content-length")
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise LimitExceeded(f"{_short(url)}: {int(length)} bytes exceeds the limit of {max_bytes}")
-                return resp, _read_capped(resp, max_bytes, deadline, url)
+                return resp, _read_capped(resp, max_bytes, deadline, url), url
         raise RegistryError(f"{registry}: too many redirects", registry=registry)
 
     # -- API --------------------------------------------------------------------------------------
