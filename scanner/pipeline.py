@@ -13,7 +13,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from scanner.models import (
 )
 from scanner.policy.engine import apply_revocations, evaluate, match_exemption, match_rule, unresolved_verdict
 from scanner.policy.loader import CompiledRule, Policy
+from scanner.registry.auth import Credential
 from scanner.registry.client import RegistryClient
 from scanner.signatures.discovery import discover, material_fingerprint, merge_material, relist_fingerprint
 from scanner.verify.base import Verifier, Wants
@@ -101,37 +102,68 @@ def build_inventory(pods: Iterable[dict[str, Any]], owners: OwnerResolver | None
     return inv
 
 
-def _pull_secrets(containers: Iterable[ContainerRef]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted({(c.namespace, s) for c in containers for s in c.pull_secrets}))
+def _secret_refs(c: ContainerRef) -> tuple[tuple[str, str], ...]:
+    """The pod's own imagePullSecrets, (namespace, name) in the pod's order."""
+    return tuple((c.namespace, s) for s in c.pull_secrets)
+
+
+def _by_credentials(
+    client: RegistryClient, registry: str, containers: Iterable[ContainerRef]
+) -> list[tuple[tuple[tuple[str, str], ...], list[ContainerRef]]]:
+    """Split containers by the credentials their pods may use for ``registry`` (their own pull
+    secrets, then the scanner's): a verdict is reached with one credential set and never lent to
+    pods of another — the same digest under two sets is judged twice. Returns (pull secrets that
+    stand for the set, containers), in first-seen order."""
+    sets: dict[tuple[Credential, ...], tuple[tuple[tuple[str, str], ...], list[ContainerRef]]] = {}
+    for c in containers:
+        refs = _secret_refs(c)
+        sets.setdefault(client.credentials.candidates(registry, refs), (refs, []))[1].append(c)
+    return list(sets.values())
+
+
+def _judged_apart(client: RegistryClient, registry: str, refs: tuple[tuple[str, str], ...]) -> str:
+    return (
+        f"judged with {client.credentials.describe(registry, refs)}: pods of this digest that use other "
+        "registry credentials are judged separately"
+    )
 
 
 def resolve(
     inv: Inventory, client: RegistryClient, *, workers: int
 ) -> tuple[list[RunningImage], list[UnresolvedImage]]:
-    """Tag -> digest for containers whose runtime gave no digest; group into RunningImages."""
-    running: dict[tuple[str, str, str], RunningImage] = {}
+    """Tag -> digest for containers whose runtime gave no digest; group into RunningImages, one per
+    digest and credential set (see :func:`_by_credentials`)."""
+    running: dict[tuple[str, str, str, tuple[Credential, ...]], RunningImage] = {}
     unresolved: list[UnresolvedImage] = []
-    for key, containers in inv.running.items():
+    for key, all_containers in inv.running.items():
         registry, repository, digest = key
         ref = ImageReference(registry, repository, inv.tags.get(key), digest)
-        running[key] = RunningImage(
-            ref, tuple(containers), tuple(sorted(inv.notes.get(key, ()))), _pull_secrets(containers)
-        )
+        for refs, containers in _by_credentials(client, registry, all_containers):
+            running[(registry, repository, digest, client.credentials.candidates(registry, refs))] = RunningImage(
+                ref, tuple(containers), tuple(sorted(inv.notes.get(key, ()))), refs
+            )
     for image, (reason, containers) in inv.unparseable.items():
         unresolved.append(UnresolvedImage(None, image, tuple(containers), reason))
+    to_resolve = [
+        (text, refs, containers)
+        for text, all_containers in inv.to_resolve.items()
+        for refs, containers in _by_credentials(client, parse_reference(text).registry, all_containers)
+    ]
 
-    def _resolve(item: tuple[str, list[ContainerRef]]) -> tuple[str, list[ContainerRef], str | None, str]:
-        # returns (image text, containers, digest or None, error)
-        text, containers = item
+    def _resolve(
+        item: tuple[str, tuple[tuple[str, str], ...], list[ContainerRef]],
+    ) -> tuple[str, tuple[tuple[str, str], ...], list[ContainerRef], str | None, str]:
+        # returns (image text, pull secrets, containers, digest or None, error)
+        text, refs, containers = item
         ref = parse_reference(text)
         try:
-            desc = client.head_manifest(ref, ref.tag or "latest", _pull_secrets(containers))
-            return text, containers, desc.digest, ""
+            desc = client.head_manifest(ref, ref.tag or "latest", refs)
+            return text, refs, containers, desc.digest, ""
         except (RegistryError, ParseError) as exc:
-            return text, containers, None, str(exc)
+            return text, refs, containers, None, str(exc)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for text, containers, resolved, err in pool.map(_resolve, list(inv.to_resolve.items())):
+        for text, refs, containers, resolved, err in pool.map(_resolve, to_resolve):
             ref = parse_reference(text)
             if resolved is None:
                 unresolved.append(
@@ -147,20 +179,24 @@ def resolve(
                 f"the runtime reported no digest; tag {ref.tag} resolved to {resolved} at scan time "
                 "(the tag may have moved since the pod started)"
             )
-            key = (ref.registry, ref.repository, resolved)
-            if key in running:
-                prev = running[key]
-                running[key] = RunningImage(
+            at = (ref.registry, ref.repository, resolved, client.credentials.candidates(ref.registry, refs))
+            if at in running:
+                prev = running[at]
+                running[at] = RunningImage(
                     prev.reference,
                     prev.containers + tuple(containers),
                     tuple(sorted({*prev.notes, note})),
-                    _pull_secrets([*prev.containers, *containers]),
+                    prev.pull_secrets,
                 )
             else:
-                running[key] = RunningImage(
-                    ref.with_digest(resolved), tuple(containers), (note,), _pull_secrets(containers)
-                )
-    return list(running.values()), unresolved
+                running[at] = RunningImage(ref.with_digest(resolved), tuple(containers), (note,), refs)
+    per_digest = Counter(k[:3] for k in running)
+    return [
+        replace(img, notes=(*img.notes, _judged_apart(client, k[0], img.pull_secrets)))
+        if per_digest[k[:3]] > 1
+        else img
+        for k, img in running.items()
+    ], unresolved
 
 
 @dataclass(frozen=True, slots=True)
