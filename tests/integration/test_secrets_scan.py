@@ -305,3 +305,63 @@ def test_cached_verdicts_are_never_served_to_another_credential_set(tenancy: Ten
         assert second[("team-b", t.unsigned[0])][0] == "error", second
     finally:
         store.close()
+
+
+def test_kube_pull_secrets_stay_in_their_namespace(kube_apiserver, registry_factory, tmp_path: Path) -> None:
+    """The CLI path: pods and their imagePullSecrets in a real kube-apiserver, ``sigaudit scan
+    --pull-secrets`` against the real htpasswd docker-registry. creds-0 names a wrong secret, creds-a a
+    right one, creds-b none; the scanner itself has no credentials. Scanned alone, creds-a and creds-b
+    show that creds-b is never verified through creds-a's secret; scanned together, that creds-0's wrong
+    secret does not turn creds-a's verdict into an error."""
+    from tests.harness.fixtures_kube import (
+        container,
+        create,
+        ensure_namespace,
+        make_bare_pod,
+        pod_template,
+        report_status,
+    )
+
+    reg = registry_factory(auth="htpasswd", users=TENANTS)
+    key = KeyPair.ecdsa()
+    digest = oci.make_image(reg.url, "team/app", "1", auth=reg.auth)
+    sign_image(reg.url, reg.host, "team/app", digest, key, auth=reg.auth)
+    (tmp_path / "k.pub").write_text(key.public_pem)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+        f"  insecureRegistries: ['{reg.host}']\n"
+        f"  rules:\n    - {{name: r, images: ['{reg.host}/*'], "
+        "verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n"
+    )
+    s = kube_apiserver
+    secrets = {"creds-0": ("alice", "not-the-password"), "creds-a": ("alice", TENANTS["alice"]), "creds-b": None}
+    for ns, cred in secrets.items():
+        ensure_namespace(s, ns)
+        if cred is not None:
+            create(s, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                       "metadata": {"name": "regcred", "namespace": ns},
+                       "stringData": {".dockerconfigjson": _dockerconfigjson(reg.host, *cred).decode()}})
+        tpl = pod_template({}, [container("app", f"{reg.host}/team/app:1")],
+                           pull_secrets=["regcred"] if cred is not None else [])
+        report_status(s, make_bare_pod(s, ns, "web", tpl), {"app": f"{reg.host}/team/app@{digest}"})
+    (tmp_path / "docker").mkdir()
+
+    def scan(*namespaces: str) -> dict[str, tuple[str, str]]:
+        args = [a for ns in namespaces for a in ("-n", ns)]
+        r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--kubeconfig", str(s.kubeconfig),
+                            "--policy", str(policy), "--no-store", "-o", "json", "--no-progress", "--pull-secrets",
+                            *args], capture_output=True, text=True, timeout=180,
+                           env={**os.environ, "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path / "docker")})
+        assert r.returncode in (0, 1), r.stderr[-3000:]
+        assert TENANTS["alice"] not in r.stdout + r.stderr
+        return {c["namespace"]: (i["status"], " | ".join(i["reasons"]))
+                for i in json.loads(r.stdout)["images"] for c in i["containers"]}
+
+    alone = scan("creds-a", "creds-b")
+    assert alone["creds-a"][0] == "verified", alone
+    assert alone["creds-b"][0] == "error", alone
+    together = scan("creds-0", "creds-a", "creds-b")
+    assert together["creds-a"][0] == "verified", together
+    assert together["creds-0"][0] == "error" and together["creds-b"][0] == "error", together
+    assert "pull secret creds-a/regcred" in together["creds-a"][1]
