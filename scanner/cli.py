@@ -221,7 +221,7 @@ def run_scan_command(**opts: Any) -> int:
 
             pods = iter_pods_file(opts["pods_file"])
         else:
-            from scanner.inventory.kube import KubeOwnerResolver, iter_pods, load_api_client, read_pull_secret
+            from scanner.inventory.kube import KubeOwnerResolver, iter_pods, load_api_client, with_pull_secrets
 
             api = load_api_client(opts["kubeconfig"], opts["context"])
             owners = KubeOwnerResolver(api)
@@ -233,7 +233,7 @@ def run_scan_command(**opts: Any) -> int:
                 problems=problems,
             )
             if opts["pull_secrets"]:
-                pods = _with_pull_secrets(pods, api, credentials, read_pull_secret, problems)
+                pods = with_pull_secrets(pods, api, credentials, problems)
         if opts["pods_file"] and (opts["namespaces"] or opts["exclude_namespaces"]):
             from scanner.inventory.pods import namespace_selected
 
@@ -312,20 +312,6 @@ def run_scan_command(**opts: Any) -> int:
     if doc["summary"]["non_compliant"] and not opts["exit_zero_on_violations"]:
         return EXIT_VIOLATIONS
     return EXIT_OK
-
-
-def _with_pull_secrets(pods: Any, api: Any, credentials: Any, read: Any, problems: list[str]) -> Any:
-    seen: set[tuple[str, str]] = set()
-    for pod in pods:
-        ns = str((pod.get("metadata") or {}).get("namespace") or "default")
-        for s in (pod.get("spec") or {}).get("imagePullSecrets") or []:
-            key = (ns, str(s.get("name")))
-            if s.get("name") and key not in seen:
-                seen.add(key)
-                data = read(api, ns, key[1], problems)
-                if data:
-                    credentials.add_pull_secret(ns, key[1], data)
-        yield pod
 
 
 def _exports(result: Any, store: Any, opts: dict[str, Any], policy: Any = None) -> None:

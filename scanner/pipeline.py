@@ -38,6 +38,7 @@ from scanner.models import (
 )
 from scanner.policy.engine import apply_revocations, evaluate, match_exemption, match_rule, unresolved_verdict
 from scanner.policy.loader import CompiledRule, Policy
+from scanner.registry.auth import Credential
 from scanner.registry.client import RegistryClient
 from scanner.signatures.discovery import discover, material_fingerprint, merge_material, relist_fingerprint
 from scanner.verify.base import Verifier, Wants
@@ -99,8 +100,30 @@ def build_inventory(pods: Iterable[dict[str, Any]], owners: OwnerResolver | None
     return inv
 
 
-def _pull_secrets(containers: Iterable[ContainerRef]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted({(c.namespace, s) for c in containers for s in c.pull_secrets}))
+def _secret_refs(c: ContainerRef) -> tuple[tuple[str, str], ...]:
+    """The pod's own imagePullSecrets, (namespace, name) in the pod's order."""
+    return tuple((c.namespace, s) for s in c.pull_secrets)
+
+
+def _by_credentials(
+    client: RegistryClient, registry: str, containers: Iterable[ContainerRef]
+) -> list[tuple[tuple[tuple[str, str], ...], list[ContainerRef]]]:
+    """Split containers by the credentials their pods may use for ``registry`` (their own pull
+    secrets, then the scanner's): a verdict is reached with one credential set and never lent to
+    pods of another — the same digest under two sets is judged twice. Returns (pull secrets that
+    stand for the set, containers), in first-seen order."""
+    sets: dict[tuple[Credential, ...], tuple[tuple[tuple[str, str], ...], list[ContainerRef]]] = {}
+    for c in containers:
+        refs = _secret_refs(c)
+        sets.setdefault(client.credentials.candidates(registry, refs), (refs, []))[1].append(c)
+    return list(sets.values())
+
+
+def _judged_apart(client: RegistryClient, registry: str, refs: tuple[tuple[str, str], ...]) -> str:
+    return (
+        f"judged with {client.credentials.describe(registry, refs)}: pods of this digest that use other "
+        "registry credentials are judged separately"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,23 +139,29 @@ class UnknownDigest:
 def resolve(
     inv: Inventory, client: RegistryClient, *, workers: int
 ) -> tuple[list[RunningImage], list[UnknownDigest]]:
-    """Group containers into RunningImages by running digest. For containers whose running digest is
-    unknown, resolve what the spec names now (a tag -> digest request), for information only."""
-    running: dict[tuple[str, str, str], RunningImage] = {}
+    """Group containers into RunningImages, one per running digest and credential set (see
+    :func:`_by_credentials`). For containers whose running digest is unknown, resolve what the spec
+    names now (a tag -> digest request, with their own credentials), for information only."""
+    running: dict[tuple[str, str, str, tuple[Credential, ...]], RunningImage] = {}
     unknown: list[UnknownDigest] = []
-    for key, containers in inv.running.items():
+    for key, all_containers in inv.running.items():
         registry, repository, digest = key
         ref = ImageReference(registry, repository, inv.tags.get(key), digest)
-        running[key] = RunningImage(
-            ref, tuple(containers), tuple(sorted(inv.notes.get(key, ()))), _pull_secrets(containers)
-        )
+        for refs, containers in _by_credentials(client, registry, all_containers):
+            running[(registry, repository, digest, client.credentials.candidates(registry, refs))] = RunningImage(
+                ref, tuple(containers), tuple(sorted(inv.notes.get(key, ()))), refs
+            )
     for image, (reason, containers) in inv.unparseable.items():
         unknown.append(UnknownDigest(UnresolvedImage(None, image, tuple(containers), reason)))
+    to_look_up = [
+        (text, why, refs, containers)
+        for (text, why), all_containers in inv.unknown.items()
+        for refs, containers in _by_credentials(client, parse_reference(text).registry, all_containers)
+    ]
 
-    def _current(item: tuple[tuple[str, str], list[ContainerRef]]) -> UnknownDigest:
-        (text, why), containers = item
+    def _current(item: tuple[str, str, tuple[tuple[str, str], ...], list[ContainerRef]]) -> UnknownDigest:
+        text, why, secrets, containers = item
         ref = parse_reference(text)
-        secrets = _pull_secrets(containers)
         image = UnresolvedImage(ref, text, tuple(containers), why)
         if ref.digest:
             return UnknownDigest(image, RunningImage(ref, image.containers, (), secrets),
@@ -146,8 +175,14 @@ def resolve(
                              f"tag {tag} resolves to {desc.digest} at scan time")
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        unknown += pool.map(_current, list(inv.unknown.items()))
-    return list(running.values()), unknown
+        unknown += pool.map(_current, to_look_up)
+    per_digest = Counter(k[:3] for k in running)
+    return [
+        replace(img, notes=(*img.notes, _judged_apart(client, k[0], img.pull_secrets)))
+        if per_digest[k[:3]] > 1
+        else img
+        for k, img in running.items()
+    ], unknown
 
 
 def _unknown_verdicts(

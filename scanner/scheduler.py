@@ -328,7 +328,7 @@ class ScanRunner:
                     )
                 )
         else:
-            from scanner.inventory.kube import KubeOwnerResolver, iter_pods, load_api_client, read_pull_secret
+            from scanner.inventory.kube import KubeOwnerResolver, iter_pods, load_api_client, with_pull_secrets
 
             api = load_api_client(o.kubeconfig, o.context)
             owners = KubeOwnerResolver(api)
@@ -340,9 +340,7 @@ class ScanRunner:
                 problems=problems,
             )
             if o.pull_secrets:
-                from scanner.cli import _with_pull_secrets
-
-                pods = _with_pull_secrets(pods, api, credentials, read_pull_secret, problems)
+                pods = with_pull_secrets(pods, api, credentials, problems)
         result = run_scan(
             policy,
             pods,

@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from scanner.errors import InventoryError
 from scanner.inventory.pods import StaticOwnerResolver, controller_ref, namespace_selected
@@ -179,6 +179,31 @@ class KubeOwnerResolver:
             if parent is not None:
                 return parent
         return self._static.workload(namespace, pod)
+
+
+class PullSecretSink(Protocol):
+    """Where read pull secrets go (the registry credential store), kept per (namespace, name)."""
+
+    def add_pull_secret(self, namespace: str, name: str, dockerconfigjson: bytes) -> None: ...
+
+
+def with_pull_secrets(
+    pods: Iterable[dict[str, Any]], api_client: Any, sink: PullSecretSink, problems: list[str]
+) -> Iterator[dict[str, Any]]:
+    """Pass the pods through, reading each imagePullSecret they name (once) into ``sink`` under its
+    own namespace and name before the pod that names it is yielded. The sink keeps them apart: a
+    secret is only ever used for the pods of its namespace that name it."""
+    seen: set[tuple[str, str]] = set()
+    for pod in pods:
+        ns = str((pod.get("metadata") or {}).get("namespace") or "default")
+        for s in (pod.get("spec") or {}).get("imagePullSecrets") or []:
+            name = s.get("name") if isinstance(s, Mapping) else None
+            if name and (ns, str(name)) not in seen:
+                seen.add((ns, str(name)))
+                data = read_pull_secret(api_client, ns, str(name), problems)
+                if data:
+                    sink.add_pull_secret(ns, str(name), data)
+        yield pod
 
 
 def read_pull_secret(

@@ -81,11 +81,19 @@ def default_docker_config_path() -> Path:
 
 
 class CredentialStore:
-    """Lookup order: the pod's imagePullSecrets (per namespace/secret), then docker config.json."""
+    """Registry credentials, kept per owner: the scanner's own (docker ``config.json``) and each pull
+    secret under its (namespace, name). Nothing is pooled: :meth:`candidates` gives a pod only its own
+    pull secrets and the scanner's credentials, in the order the kubelet tries them."""
 
     def __init__(self, default: dict[str, Credential] | None = None) -> None:
-        self._default = dict(default or {})
+        self._interned: dict[Credential, Credential] = {}
+        self._default = {k: self._intern(c) for k, c in (default or {}).items()}
         self._secrets: dict[tuple[str, str], dict[str, Credential]] = {}
+
+    def _intern(self, cred: Credential) -> Credential:
+        # Equal credentials (the same docker config copied into many namespaces) become one object,
+        # so a credential set is one key however many secrets carry it.
+        return self._interned.setdefault(cred, cred)
 
     @classmethod
     def from_docker_config(cls, path: str | Path | None) -> CredentialStore:
@@ -98,16 +106,32 @@ class CredentialStore:
 
     def add_pull_secret(self, namespace: str, name: str, dockerconfigjson: bytes) -> None:
         try:
-            self._secrets[(namespace, name)] = parse_docker_config(dockerconfigjson, f"secret {namespace}/{name}")
+            creds = parse_docker_config(dockerconfigjson, f"secret {namespace}/{name}")
         except ConfigError:
-            self._secrets[(namespace, name)] = {}
+            creds = {}
+        self._secrets[(namespace, name)] = {k: self._intern(c) for k, c in creds.items()}
 
-    def lookup(self, registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> Credential | None:
+    def candidates(self, registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> tuple[Credential, ...]:
+        """The credentials to try for ``registry`` on behalf of pods whose imagePullSecrets are
+        ``secrets`` ((namespace, name) in the pod's order), in the kubelet's order: each of those
+        secrets' entry for the registry, then the scanner's own docker config; each credential once.
+        Empty: anonymous. Another namespace's secrets are never among them."""
+        out: list[Credential] = []
         for key in secrets:
             cred = self._secrets.get(key, {}).get(registry)
-            if cred is not None:
-                return cred
-        return self._default.get(registry)
+            if cred is not None and cred not in out:
+                out.append(cred)
+        own = self._default.get(registry)
+        if own is not None and own not in out:
+            out.append(own)
+        return tuple(out)
+
+    def describe(self, registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> str:
+        """Where :meth:`candidates` come from, by name only (never a secret's contents)."""
+        names = [f"pull secret {ns}/{name}" for ns, name in secrets if registry in self._secrets.get((ns, name), {})]
+        if registry in self._default:
+            names.append("the scanner's docker config")
+        return ", ".join(dict.fromkeys(names)) or "no credentials (anonymous)"
 
     def all_secrets(self) -> list[str]:
         """Every secret string held (for tests that grep outputs for leaks)."""

@@ -211,14 +211,17 @@ class RegistryClient:
         self.stats = RegistryStats()
         self._per_registry = per_registry_concurrency
         self._sems: dict[str, threading.BoundedSemaphore] = {}
-        self._tokens: dict[tuple[str, str, int], tuple[str, float]] = {}
+        # Tokens and tag lists are kept per credential: what one tenant's credentials read is never
+        # served to a request made on behalf of another.
+        self._tokens: dict[tuple[str, str, Credential | None], tuple[str, float]] = {}
+        self._preferred: dict[tuple[str, str, tuple[Credential, ...]], Credential] = {}
         self._basic: set[str] = set()
         self._no_referrers_api: set[str] = set()  # registries that answered 404: go straight to the tag
         self._budget = manifest_budget
-        self._tag_sets: dict[tuple[str, str], frozenset[str] | None] = {}
+        self._tag_sets: dict[tuple[str, str, tuple[Credential, ...]], frozenset[str] | None] = {}
         self._has_referrers_api: set[str] = set()
         self._probe_locks: dict[str, threading.Lock] = {}
-        self._tag_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._tag_locks: dict[tuple[str, str, tuple[Credential, ...]], threading.Lock] = {}
         self._manifest_gets: Counter[str] = Counter()
         self._lock = threading.Lock()
         timeout = httpx.Timeout(self.limits.read_timeout, connect=self.limits.connect_timeout)
@@ -275,9 +278,8 @@ class RegistryClient:
             return self._manifest_gets[registry]
 
     def _auth_header(self, registry: str, scope: str, cred: Credential | None) -> dict[str, str]:
-        key = (registry, scope, id(cred) if cred else 0)
         with self._lock:
-            tok = self._tokens.get(key)
+            tok = self._tokens.get((registry, scope, cred))
             basic = registry in self._basic
         if tok and tok[1] > time.monotonic():
             return {"Authorization": f"Bearer {tok[0]}"}
@@ -286,6 +288,10 @@ class RegistryClient:
         return {}
 
     def _fetch_token(self, registry: str, challenge: str, scope: str, cred: Credential | None) -> None:
+        """Exchange ``cred`` for a bearer token at the realm of ``challenge``. The caller passes only a
+        challenge the registry itself answered (never one from a host it redirected to), so the realm is
+        the registry's choice: like containerd and the docker CLI, the credentials go to that realm even
+        on another host (Docker Hub's is auth.docker.io), over HTTPS unless the registry is insecure."""
         params = dict(_CHALLENGE_PARAM.findall(challenge))
         realm = params.get("realm")
         if not realm:
@@ -341,7 +347,7 @@ class RegistryClient:
         if not isinstance(token, str) or not token:
             raise RegistryError(f"{registry}: token service reply has no token", registry=registry)
         with self._lock:
-            self._tokens[(registry, scope, id(cred) if cred else 0)] = (token, time.monotonic() + max(ttl - 10, 5))
+            self._tokens[(registry, scope, cred)] = (token, time.monotonic() + max(ttl - 10, 5))
 
     def _request(
         self,
@@ -354,52 +360,100 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         max_bytes: int,
     ) -> tuple[httpx.Response, bytes]:
-        """One request with auth, retries and a streamed size cap. Returns (response, body)."""
+        """One request with auth, retries and a streamed size cap. Returns (response, body).
+
+        ``secrets`` are the pull secrets of the pods the request is made for: only their credentials
+        and the scanner's own are used, each tried in turn when the registry refuses the previous one
+        (401/403), as the kubelet does; the one that worked is tried first next time."""
         if method == "GET" and "/manifests/" in path:
             self._spend_budget(registry)
-        cred = self.credentials.lookup(registry, secrets)
+        candidates = self.credentials.candidates(registry, secrets)
+        with self._lock:
+            preferred = self._preferred.get((registry, scope, candidates))
+        order: list[Credential | None] = (
+            [preferred, *(c for c in candidates if c is not preferred)] if preferred else list(candidates)
+        ) or [None]
         url = self._base(registry) + path
-        attempt, authed = 0, False
         with self._sem(registry):
-            while True:
-                hdrs = {**(headers or {}), **self._auth_header(registry, scope, cred)}
+            for i, cred in enumerate(order):
+                more = i + 1 < len(order)
                 try:
-                    resp, body = self._send(method, url, hdrs, max_bytes, registry)
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    self.stats.record(registry, type(exc).__name__, True)
-                    if attempt < min(self.limits.retries, 2) and not isinstance(
-                        exc, httpx.ConnectError | httpx.ReadTimeout
-                    ):
-                        attempt += 1
-                        time.sleep(0.2 * 2**attempt)
-                        continue
-                    raise RegistryError(f"{registry}: {_describe_transport_error(exc)}", registry=registry) from exc
-                self.stats.record(registry, str(resp.status_code), resp.status_code >= 400 and resp.status_code != 404)
-                if resp.status_code == 401 and not authed:
-                    authed = True
-                    challenge = resp.headers.get("www-authenticate", "")
-                    if challenge.lower().startswith("bearer"):
-                        self._fetch_token(registry, challenge, scope, cred)
-                        continue
-                    if challenge.lower().startswith("basic") and cred is not None:
-                        with self._lock:
-                            self._basic.add(registry)
-                        continue
-                    raise RegistryError(
-                        f"{registry}: authentication required and no credentials configured",
-                        registry=registry,
-                        status=401,
+                    resp, body, from_registry = self._authenticated(
+                        method, registry, url, scope, cred, headers or {}, max_bytes
                     )
-                if resp.status_code in RETRY_STATUS and attempt < self.limits.retries:
-                    attempt += 1
-                    wait = _retry_after(resp.headers.get("retry-after"), self.limits.max_retry_after)
-                    time.sleep(wait if wait is not None else min(0.5 * 2**attempt, 8.0))
+                except RegistryError as exc:
+                    if more and exc.status in (401, 403):
+                        continue
+                    raise
+                if more and from_registry and resp.status_code in (401, 403):
                     continue
+                if cred is not None and resp.status_code < 400 and i > 0:
+                    with self._lock:
+                        self._preferred[(registry, scope, candidates)] = cred
                 return resp, body
+        raise AssertionError("unreachable: the last credential's answer is always returned")
+
+    def _authenticated(
+        self,
+        method: str,
+        registry: str,
+        url: str,
+        scope: str,
+        cred: Credential | None,
+        headers: Mapping[str, str],
+        max_bytes: int,
+    ) -> tuple[httpx.Response, bytes, bool]:
+        """The request with one credential (or none): answers the registry's own challenge once,
+        retries transient failures. Returns (response, body, whether the registry itself answered)."""
+        attempt, authed = 0, False
+        while True:
+            hdrs = {**headers, **self._auth_header(registry, scope, cred)}
+            try:
+                resp, body, final_url = self._send(method, url, hdrs, max_bytes, registry)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                self.stats.record(registry, type(exc).__name__, True)
+                transient = not isinstance(exc, httpx.ConnectError | httpx.ReadTimeout)
+                if attempt < min(self.limits.retries, 2) and transient:
+                    attempt += 1
+                    time.sleep(0.2 * 2**attempt)
+                    continue
+                raise RegistryError(f"{registry}: {_describe_transport_error(exc)}", registry=registry) from exc
+            self.stats.record(registry, str(resp.status_code), resp.status_code >= 400 and resp.status_code != 404)
+            from_registry = urlsplit(final_url).netloc == urlsplit(url).netloc
+            if resp.status_code == 401 and not from_registry:
+                # A host the registry redirected to (blob storage, a CDN) may not say where the
+                # registry's credentials go: its challenge is never answered (host = host:port).
+                raise RegistryError(
+                    f"{registry}: redirect target {urlsplit(final_url).netloc} demanded authentication (401); "
+                    "the registry's credentials are never sent on a redirect target's challenge",
+                    registry=registry,
+                )
+            if resp.status_code == 401 and not authed:
+                authed = True
+                challenge = resp.headers.get("www-authenticate", "")
+                if challenge.lower().startswith("bearer"):
+                    self._fetch_token(registry, challenge, scope, cred)
+                    continue
+                if challenge.lower().startswith("basic") and cred is not None:
+                    with self._lock:
+                        self._basic.add(registry)
+                    continue
+                raise RegistryError(
+                    f"{registry}: authentication required and no credentials configured",
+                    registry=registry,
+                    status=401,
+                )
+            if resp.status_code in RETRY_STATUS and attempt < self.limits.retries:
+                attempt += 1
+                wait = _retry_after(resp.headers.get("retry-after"), self.limits.max_retry_after)
+                time.sleep(wait if wait is not None else min(0.5 * 2**attempt, 8.0))
+                continue
+            return resp, body, from_registry
 
     def _send(
         self, method: str, url: str, headers: dict[str, str], max_bytes: int, registry: str
-    ) -> tuple[httpx.Response, bytes]:
+    ) -> tuple[httpx.Response, bytes, str]:
+        """Follows redirects itself; returns (response, body, the URL that answered)."""
         origin = urlsplit(url).netloc
         deadline = time.monotonic() + self.limits.total_timeout
         for _ in range(self.limits.max_redirects + 1):
@@ -419,14 +473,14 @@ class RegistryClient:
                 # for a new one (measured in bench/: every HEAD of a warm scan opened a connection).
                 if method == "HEAD":
                     _read_capped(resp, 0, deadline, url, quiet=True)
-                    return resp, b""
+                    return resp, b"", url
                 if resp.status_code >= 400:
                     body = _read_capped(resp, 64 * 1024, deadline, url, quiet=True)
-                    return resp, b"" if resp.status_code == 404 else body
+                    return resp, b"" if resp.status_code == 404 else body, url
                 length = resp.headers.get("content-length")
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise LimitExceeded(f"{_short(url)}: {int(length)} bytes exceeds the limit of {max_bytes}")
-                return resp, _read_capped(resp, max_bytes, deadline, url)
+                return resp, _read_capped(resp, max_bytes, deadline, url), url
         raise RegistryError(f"{registry}: too many redirects", registry=registry)
 
     # -- API --------------------------------------------------------------------------------------
@@ -553,11 +607,12 @@ class RegistryClient:
     def tag_set(
         self, ref: ImageReference, secrets: tuple[tuple[str, str], ...] = (), *, max_pages: int = 5
     ) -> frozenset[str] | None:
-        """Every tag of ``ref``'s repository, listed once per client (one scan) however many threads
-        ask; None when the listing is refused, fails or exceeds ``max_pages`` pages of 1000 tags (the
-        caller then asks per digest). Lets a warm scan see that ``.sig`` / referrers tags are still
-        absent without one request per digest."""
-        key = (ref.registry, ref.repository)
+        """Every tag of ``ref``'s repository, listed once per client (one scan) and credential set
+        however many threads ask; None when the listing is refused, fails or exceeds ``max_pages``
+        pages of 1000 tags (the caller then asks per digest). Lets a warm scan see that ``.sig`` /
+        referrers tags are still absent without one request per digest. Per credential set: a list
+        read with one tenant's credentials never answers for another's."""
+        key = (ref.registry, ref.repository, self.credentials.candidates(ref.registry, secrets))
         with self._lock:
             if key in self._tag_sets:
                 return self._tag_sets[key]

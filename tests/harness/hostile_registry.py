@@ -116,9 +116,10 @@ class Seen:
 
 class HostileRegistry:
     def __init__(self, upstream: str | None = None, *, basic_auth: tuple[str, str] | None = None,
-                 forward_auth: bool = False) -> None:
+                 forward_auth: bool = False, bind: str = "127.0.0.1") -> None:
         """``forward_auth``: pass the client's Authorization header upstream (a registry with its own
-        auth behind the proxy); by default it is dropped."""
+        auth behind the proxy); by default it is dropped. ``bind``: the loopback address to listen on
+        (``127.0.0.2`` gives a server that is another host, not only another port)."""
         self.upstream = upstream.rstrip("/") if upstream else None
         self.forward_auth = forward_auth
         self.basic_auth = basic_auth
@@ -150,7 +151,8 @@ class HostileRegistry:
             def do_PATCH(self) -> None:
                 owner._handle(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._bind = bind
+        self._server = ThreadingHTTPServer((bind, 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -159,7 +161,7 @@ class HostileRegistry:
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._bind}:{self._server.server_address[1]}"
 
     @property
     def url(self) -> str:

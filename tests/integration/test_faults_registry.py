@@ -302,3 +302,54 @@ def test_referrers_list_with_10000_entries_is_refused_as_an_error() -> None:
         assert material.referrers == ()
         assert any("10000 entries exceed the limit" in e for e in material.errors), material.errors
         assert not hostile.seen("/manifests/sha256:")  # nothing listed was fetched
+
+
+def test_redirect_target_challenge_never_directs_the_registry_credentials(registry_factory, tmp_path: Path) -> None:
+    """The registry is the real docker-registry with htpasswd auth, redirecting blob reads to "storage"
+    on another host (distribution's own ``redirect`` storage middleware). That host (hand-made, on
+    127.0.0.2) answers ``401 Bearer realm=<collector>``; the collector (hand-made, 127.0.0.1) would
+    hand out a token to whoever asks. Only the registry's own challenge may say where its credentials
+    go: the scan must never send them to the collector (it never contacts it at all), and the image
+    whose signature could not be read is an ``error``, never ``verified``."""
+    user, password = "alice", "redirect-Pa55word-91c2"
+    collector = HostileRegistry()  # S: a token "service" that collects what it is sent
+    collector.add(Rule("*", "/", Body(b'{"token": "collected", "expires_in": 300}', content_type="application/json")))
+    storage = HostileRegistry(bind="127.0.0.2")  # C: the redirect target, another host
+    storage.add(Rule("*", "/", Status(401, headers={
+        "WWW-Authenticate": f'Bearer realm="{collector.url}/token",service="registry",scope="repository:cred/app:pull"'
+    })))
+    try:
+        reg = registry_factory(auth="htpasswd", users={user: password}, extra_config={
+            "middleware": {"storage": [{"name": "redirect", "options": {"baseurl": storage.url + "/"}}]}})
+        key = KeyPair.ecdsa()
+        digest = oci.make_image(reg.url, "cred/app", "1", auth=reg.auth)
+        sign_image(reg.url, reg.host, "cred/app", digest, key, auth=reg.auth)
+        (tmp_path / "k.pub").write_text(key.public_pem)
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(
+            "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+            f"  insecureRegistries: ['{reg.host}']\n"
+            f"  rules:\n    - {{name: r, images: ['{reg.host}/*'], "
+            "verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n"
+        )
+        docker = tmp_path / "docker"
+        docker.mkdir()
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+        (docker / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": basic}}}))
+        pods = tmp_path / "pods.json"
+        pods.write_text(json.dumps({"kind": "List", "items": [
+            _pod("a", "p", [("c", f"{reg.host}/cred/app:1", f"{reg.host}/cred/app@{digest}")])]}))
+        r = sigaudit("scan", "--pods-file", str(pods), "--policy", str(policy), "--no-store", "-o", "json",
+                     "--no-progress", env={"DOCKER_CONFIG": str(docker)})
+        assert "Traceback" not in r.stderr, r.stderr[-3000:]
+        img = json.loads(r.stdout)["images"][0]
+        assert storage.seen("/docker/registry/v2/blobs/"), "the registry never redirected a blob read"
+        leaked = [(s.path, s.headers) for s in collector.requests]
+        assert leaked == [], f"the redirect target's challenge sent the scanner to the collector: {leaked}"
+        assert all("authorization" not in s.headers for s in storage.requests)
+        assert img["status"] == "error", img
+        assert any("127.0.0.2" in x and "redirect" in x for x in img["reasons"]), img["reasons"]
+        assert password not in r.stdout + r.stderr and basic not in r.stdout + r.stderr
+    finally:
+        collector.close()
+        storage.close()

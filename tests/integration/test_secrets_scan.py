@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -175,3 +176,192 @@ def test_hostile_strings_survive_csv_as_one_cell(outputs: Outputs) -> None:
     # A spreadsheet must not evaluate cluster strings as formulas.
     assert not any(c.startswith(("=cmd", '=HYPERLINK')) for c in cells), [
         c for c in cells if c[:1] in "=+@"]
+
+
+# -- Credentials stay with their owner -----------------------------------------------------------------
+# A pod's images are read with its own imagePullSecrets and the scanner's own credentials only, each
+# tried in turn on 401/403 as the kubelet does; the same digest under two credential sets is judged
+# once per set. The registry is the real docker-registry (htpasswd, or token auth with the hand-made
+# issuer); the pull secrets go into the same CredentialStore the CLI's --pull-secrets fills (the CLI
+# path through a real kube-apiserver is test_kube_pull_secrets_stay_in_their_namespace below).
+
+TENANTS = {"alice": "alice-Pa55-4d1e", "bob": "bob-Pa55-77a0"}
+
+
+def _dockerconfigjson(host: str, user: str, password: str) -> bytes:
+    return json.dumps({"auths": {host: {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}}}).encode()
+
+
+@dataclass
+class Tenancy:
+    reg: object
+    host: str
+    policy: object
+    signed: str
+    unsigned: list[str]
+
+
+@pytest.fixture(params=["htpasswd", "token"])
+def tenancy(request, registry_factory, tmp_path) -> Tenancy:
+    from scanner.policy.loader import load_policy
+
+    reg = registry_factory(auth=request.param, users=TENANTS)
+    auth = oci.RegistryAuth(*next(iter(TENANTS.items())))
+    key = KeyPair.ecdsa()
+    signed = oci.make_image(reg.url, "team/app", "1", auth=auth)
+    sign_image(reg.url, reg.host, "team/app", signed, key, auth=auth)
+    unsigned = [oci.make_image(reg.url, "team/plain", str(i), auth=auth) for i in range(3)]
+    (tmp_path / "k.pub").write_text(key.public_pem)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+        f"  insecureRegistries: ['{reg.host}']\n"
+        f"  rules:\n    - {{name: r, images: ['{reg.host}/*'], "
+        "verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n"
+    )
+    return Tenancy(reg, reg.host, load_policy(policy), signed, unsigned)
+
+
+def _tenant_scan(t: Tenancy, pods: list[dict], secrets: dict[tuple[str, str], tuple[str, str]],
+                 own: tuple[str, str] | None = None, cache: object = None,
+                 workers: int = 4) -> dict[tuple[str, str], tuple[str, str]]:
+    """One scan; returns {(namespace, digest): (status, reasons)}."""
+    from scanner.pipeline import run_scan
+    from scanner.registry.auth import CredentialStore, parse_docker_config
+    from scanner.registry.client import RegistryClient
+
+    store = CredentialStore(parse_docker_config(_dockerconfigjson(t.host, *own), "own") if own else None)
+    for (ns, name), (user, password) in secrets.items():
+        store.add_pull_secret(ns, name, _dockerconfigjson(t.host, user, password))
+    with RegistryClient(credentials=store, insecure_registries=t.policy.insecure_registries) as client:
+        result = run_scan(t.policy, pods, client=client, cluster="tenants", cache=cache,  # type: ignore[arg-type]
+                          workers=workers)
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    for v in result.verdicts:
+        for c in v.image.containers:
+            assert (c.namespace, v.digest) not in out, "one namespace's containers split across verdicts"
+            out[(c.namespace, v.digest)] = (v.status.value, " | ".join(v.reasons))
+    return out
+
+
+def _tenant_pod(t: Tenancy, ns: str, digest: str, secrets: list[str], repo: str = "team/app") -> dict:
+    return _pod(ns, f"p-{digest[7:15]}", [("c", f"{t.host}/{repo}:1", f"{t.host}/{repo}@{digest}")],
+                pull_secrets=secrets)
+
+
+def test_another_namespaces_pull_secret_never_verifies_a_pod(tenancy: Tenancy) -> None:
+    t = tenancy
+    got = _tenant_scan(t, [_tenant_pod(t, "team-a", t.signed, ["regcred"]), _tenant_pod(t, "team-b", t.signed, [])],
+                       {("team-a", "regcred"): ("alice", TENANTS["alice"])})
+    assert got[("team-a", t.signed)][0] == "verified", got
+    status, reasons = got[("team-b", t.signed)]
+    assert status == "error", got  # team-b has no credentials: undecided, never verified through team-a's
+    assert "judged separately" in reasons
+
+
+def test_a_tenants_wrong_secret_never_spoils_another_tenants_verdict(tenancy: Tenancy) -> None:
+    t = tenancy
+    pods = [_tenant_pod(t, "team-a", t.signed, ["regcred"]), _tenant_pod(t, "team-b", t.signed, ["regcred"]),
+            _tenant_pod(t, "team-c", t.signed, ["stale", "regcred"])]
+    got = _tenant_scan(t, pods, {("team-a", "regcred"): ("alice", "not-the-password"),
+                                 ("team-b", "regcred"): ("bob", TENANTS["bob"]),
+                                 ("team-c", "stale"): ("alice", "expired-password"),
+                                 ("team-c", "regcred"): ("alice", TENANTS["alice"])})
+    assert got[("team-a", t.signed)][0] == "error", got
+    assert got[("team-b", t.signed)][0] == "verified", got
+    assert got[("team-c", t.signed)][0] == "verified", got  # its second secret is tried after the first's 401
+
+
+def test_the_scanners_own_credentials_are_tried_after_a_refused_pull_secret(tenancy: Tenancy) -> None:
+    t = tenancy
+    got = _tenant_scan(t, [_tenant_pod(t, "team-a", t.signed, ["regcred"]), _tenant_pod(t, "team-b", t.signed, [])],
+                       {("team-a", "regcred"): ("alice", "not-the-password")}, own=("bob", TENANTS["bob"]))
+    assert got[("team-a", t.signed)][0] == "verified", got
+    assert got[("team-b", t.signed)][0] == "verified", got
+
+
+def test_cached_verdicts_are_never_served_to_another_credential_set(tenancy: Tenancy, tmp_path: Path) -> None:
+    """Scan 1: team-a alone fills the verification cache (a signed image, three unsigned ones, so the
+    warm scan lists the repository's tags once instead of asking per digest). Scan 2: team-b, without
+    credentials, runs the same digests: every one is an error, whether the cache or the scan's own tag
+    listing (read with team-a's secret) could have answered for it."""
+    from scanner.store import open_store, upgrade
+
+    t = tenancy
+    upgrade(f"sqlite:///{tmp_path / 'cache.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'cache.db'}")
+    secret = {("team-a", "regcred"): ("alice", TENANTS["alice"])}
+    team_a = [_tenant_pod(t, "team-a", t.signed, ["regcred"])]
+    team_a += [_tenant_pod(t, "team-a", d, ["regcred"], "team/plain") for d in t.unsigned]
+    try:
+        first = _tenant_scan(t, team_a, secret, cache=store)
+        assert first[("team-a", t.signed)][0] == "verified"
+        assert {first[("team-a", d)][0] for d in t.unsigned} == {"unsigned"}
+        team_b = [_tenant_pod(t, "team-b", t.signed, []), _tenant_pod(t, "team-b", t.unsigned[0], [], "team/plain")]
+        # One worker: team-a's images go first, so its tag listing exists before team-b asks.
+        second = _tenant_scan(t, [*team_a, *team_b], secret, cache=store, workers=1)
+        assert second[("team-a", t.signed)][0] == "verified", second
+        assert second[("team-b", t.signed)][0] == "error", second
+        assert second[("team-b", t.unsigned[0])][0] == "error", second
+    finally:
+        store.close()
+
+
+def test_kube_pull_secrets_stay_in_their_namespace(kube_apiserver, registry_factory, tmp_path: Path) -> None:
+    """The CLI path: pods and their imagePullSecrets in a real kube-apiserver, ``sigaudit scan
+    --pull-secrets`` against the real htpasswd docker-registry. creds-0 names a wrong secret, creds-a a
+    right one, creds-b none; the scanner itself has no credentials. Scanned alone, creds-a and creds-b
+    show that creds-b is never verified through creds-a's secret; scanned together, that creds-0's wrong
+    secret does not turn creds-a's verdict into an error."""
+    from tests.harness.fixtures_kube import (
+        container,
+        create,
+        ensure_namespace,
+        make_bare_pod,
+        pod_template,
+        report_status,
+    )
+
+    reg = registry_factory(auth="htpasswd", users=TENANTS)
+    key = KeyPair.ecdsa()
+    digest = oci.make_image(reg.url, "team/app", "1", auth=reg.auth)
+    sign_image(reg.url, reg.host, "team/app", digest, key, auth=reg.auth)
+    (tmp_path / "k.pub").write_text(key.public_pem)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+        f"  insecureRegistries: ['{reg.host}']\n"
+        f"  rules:\n    - {{name: r, images: ['{reg.host}/*'], "
+        "verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n"
+    )
+    s = kube_apiserver
+    secrets = {"creds-0": ("alice", "not-the-password"), "creds-a": ("alice", TENANTS["alice"]), "creds-b": None}
+    for ns, cred in secrets.items():
+        ensure_namespace(s, ns)
+        if cred is not None:
+            create(s, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                       "metadata": {"name": "regcred", "namespace": ns},
+                       "stringData": {".dockerconfigjson": _dockerconfigjson(reg.host, *cred).decode()}})
+        tpl = pod_template({}, [container("app", f"{reg.host}/team/app:1")],
+                           pull_secrets=["regcred"] if cred is not None else [])
+        report_status(s, make_bare_pod(s, ns, "web", tpl), {"app": f"{reg.host}/team/app@{digest}"})
+    (tmp_path / "docker").mkdir()
+
+    def scan(*namespaces: str) -> dict[str, tuple[str, str]]:
+        args = [a for ns in namespaces for a in ("-n", ns)]
+        r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--kubeconfig", str(s.kubeconfig),
+                            "--policy", str(policy), "--no-store", "-o", "json", "--no-progress", "--pull-secrets",
+                            *args], capture_output=True, text=True, timeout=180,
+                           env={**os.environ, "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path / "docker")})
+        assert r.returncode in (0, 1), r.stderr[-3000:]
+        assert TENANTS["alice"] not in r.stdout + r.stderr
+        return {c["namespace"]: (i["status"], " | ".join(i["reasons"]))
+                for i in json.loads(r.stdout)["images"] for c in i["containers"]}
+
+    alone = scan("creds-a", "creds-b")
+    assert alone["creds-a"][0] == "verified", alone
+    assert alone["creds-b"][0] == "error", alone
+    together = scan("creds-0", "creds-a", "creds-b")
+    assert together["creds-a"][0] == "verified", together
+    assert together["creds-0"][0] == "error" and together["creds-b"][0] == "error", together
+    assert "pull secret creds-a/regcred" in together["creds-a"][1]
