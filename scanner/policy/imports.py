@@ -519,6 +519,20 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
     return out
 
 
+def _refuse_duplicates(rules: Sequence[CompiledRule]) -> None:
+    """A rule's identity is (source, namespace, name). Two rules with the same identity (the same
+    policy given twice, in two files or as two documents) are refused, never merged or shadowed."""
+    seen: set[tuple[str, str, str]] = set()
+    for r in rules:
+        if r.identity in seen:
+            where = f" in namespace {r.namespace}" if r.namespace else ""
+            raise ConfigError(
+                f"rule {r.name!r}{where} from {r.source} is defined twice: give each policy once "
+                "(two documents or two --policy-from sources hold the same policy)"
+            )
+        seen.add(r.identity)
+
+
 def merge(
     policy: Policy | None,
     policy_from: Sequence[str],
@@ -583,9 +597,11 @@ def merge(
         sources.append(spec)
         for raw in ctx.raw:
             h.update(hashlib.sha256(raw).digest())
+    _refuse_duplicates(rules)
     for r in rules:
         for v in r.verifiers:
             h.update(v.trust_fingerprint.encode())
+        h.update(json.dumps([r.identity, r.sets, r.refused, r.count], default=str).encode())
     base = policy or Policy(
         rules=(),
         exemptions=(),
