@@ -30,6 +30,7 @@ import yaml
 
 from scanner.errors import ConfigError
 from scanner.models import ImageReference
+from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.loader import CompiledRule, Policy, PolicyLoader
 from scanner.policy.schema import CosignVerifierSpec, NotationVerifierSpec, VerifierSpec, parse_duration
 from scanner.verify.base import Verifier
@@ -242,6 +243,66 @@ def _trust_root_json(tr: Mapping[str, Any]) -> bytes | None:
     return json.dumps(root).encode()
 
 
+_OFFLINE = "not contacted (audits run offline): the attached Rekor bundle and certificates are verified"
+_ELSEWHERE = (
+    "signatures are looked up in the image's own repository: signatures kept only elsewhere are not "
+    "found (unsigned), never accepted"
+)
+_A = "spec.authorities[]"
+
+# What every field of policy-controller's ClusterImagePolicy (and a referenced TrustRoot) becomes;
+# see scanner/policy/fields.py. Semantics: pkg/webhook/validator.go (an authority without ctlog has no
+# transparency-log check, except keyless without a trustRootRef, which uses the public Rekor keys).
+CIP_FIELDS: FieldTable = table(
+    {
+        "apiVersion": mapped(),
+        "kind": mapped(),
+        "metadata": mapped("the name identifies the rule"),
+        "status": mapped("written by policy-controller"),
+        "spec.images[].glob": mapped("policy-controller's glob semantics"),
+        "spec.mode": mapped("warn: reported, not counted"),
+        "spec.match": reported("resource selectors are not evaluated: the policy applies to every matching image"),
+        "spec.policy": refused("CUE/Rego policies are not evaluated"),
+        f"{_A}.name": mapped(),
+        f"{_A}.key.data": mapped(),
+        f"{_A}.key.kms": mapped(),
+        f"{_A}.key.secretRef.name": mapped(),
+        f"{_A}.key.secretRef.namespace": mapped(),
+        f"{_A}.key.hashAlgorithm": reported("only sha256 is used: other signatures do not verify"),
+        f"{_A}.keyless.url": reported(_OFFLINE),
+        f"{_A}.keyless.ca-cert.data": mapped(),
+        f"{_A}.keyless.ca-cert.kms": refused("a Fulcio CA from a KMS is not supported"),
+        f"{_A}.keyless.ca-cert.secretRef": refused("a Fulcio CA from a Secret is not supported"),
+        f"{_A}.keyless.ca-cert.hashAlgorithm": reported("only sha256 is used"),
+        f"{_A}.keyless.identities[].issuer": mapped(),
+        f"{_A}.keyless.identities[].issuerRegExp": mapped("must match the whole issuer"),
+        f"{_A}.keyless.identities[].subject": mapped(),
+        f"{_A}.keyless.identities[].subjectRegExp": mapped("must match the whole subject"),
+        f"{_A}.keyless.insecureIgnoreSCT": mapped(),
+        f"{_A}.keyless.trustRootRef": mapped(),
+        f"{_A}.ctlog.url": mapped("a transparency-log entry is required; " + _OFFLINE),
+        f"{_A}.ctlog.trustRootRef": mapped("the Rekor keys of that TrustRoot"),
+        f"{_A}.rfc3161timestamp.trustRootRef": refused("signed timestamps (TSA) are not supported"),
+        f"{_A}.signatureFormat": mapped("where signatures are stored: .sig tags and bundle referrers are both read"),
+        f"{_A}.source": reported(_ELSEWHERE),
+        f"{_A}.attestations": refused("attestations and their policies are not evaluated"),
+        f"{_A}.static.action": mapped(),
+        f"{_A}.static.message": mapped("shown with the verdict"),
+    }
+)
+TRUSTROOT_FIELDS: FieldTable = table(
+    {
+        "apiVersion": mapped(),
+        "kind": mapped(),
+        "metadata": mapped("the name is what trustRootRef names"),
+        "status": mapped("written by policy-controller"),
+        "spec.sigstoreKeys": mapped("becomes a trusted_root.json"),
+        "spec.remote": refused("a TUF-served trust root is not supported: give sigstoreKeys"),
+        "spec.repository": refused("a TUF repository trust root is not supported: give sigstoreKeys"),
+    }
+)
+
+
 def cip_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRule]:
     roots = _trust_roots(docs)
     rules: list[CompiledRule] = []
@@ -256,71 +317,90 @@ def cip_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]) -> list[Com
         if not globs:
             ctx.warn(name, "no images[].glob: skipped")
             continue
-        notes: list[str] = []
+        fields = classify(doc, CIP_FIELDS)
+        notes: list[str] = list(fields.reported)
+        refusals: list[str] = list(fields.refused)
         verifiers: list[Verifier] = []
-        for j, auth in enumerate(spec.get("authorities") or []):
-            if not isinstance(auth, Mapping):
-                continue
-            aname = str(auth.get("name") or f"authority-{j}")
-            verifiers += _cip_authority(ctx, auth, f"{name}/{aname}", roots, notes)
-        if spec.get("policy"):
-            notes.append(ctx.warn(name, "spec.policy (CUE/Rego) is not evaluated"))
+        if not refusals:
+            for j, auth in enumerate(spec.get("authorities") or []):
+                if not isinstance(auth, Mapping):
+                    continue
+                aname = str(auth.get("name") or f"authority-{j}")
+                verifiers += _cip_authority(ctx, auth, f"{name}/{aname}", roots, notes, refusals)
+            if not spec.get("authorities"):
+                refusals.append("no authorities: nothing to verify the image against")
         mode = str(spec.get("mode") or "enforce")
         if mode not in ("enforce", "warn"):
-            ctx.warn(name, f"mode {mode!r} unknown: enforce used")
+            notes.append(f"mode {mode!r} unknown: enforce used")
             mode = "enforce"
-        if not verifiers:
-            verifiers = [StaticVerifier("fail", source=f"ClusterImagePolicy/{name} (no usable authority)")]
+        for n in notes:
+            ctx.warn(name, n)
+        for why in refusals:
+            ctx.warn(name, f"refused: {why}")
         rules.append(
             CompiledRule(
                 name=name,
                 images=tuple(globs),
                 namespaces=("*",),
-                verifiers=tuple(verifiers),
+                verifiers=() if refusals else tuple(verifiers),
                 mode=mode,
                 source=f"clusterimagepolicy:ClusterImagePolicy/{name}",
                 count=1,
                 matcher=cip_glob_matcher(globs),
-                notes=tuple(notes),
+                notes=tuple(dict.fromkeys(notes)),
+                refused=tuple(dict.fromkeys(refusals)),
             )
         )
     return rules
 
 
 def _cip_authority(
-    ctx: ImportContext, auth: Mapping[str, Any], name: str, roots: Mapping[str, Mapping[str, Any]], notes: list[str]
+    ctx: ImportContext,
+    auth: Mapping[str, Any],
+    name: str,
+    roots: Mapping[str, Mapping[str, Any]],
+    notes: list[str],
+    refusals: list[str],
 ) -> list[Verifier]:
+    """The verifier of one authority (policy-controller: any one authority passing is enough)."""
+    kinds = [k for k in ("key", "keyless", "static") if k in auth]
+    if len(kinds) != 1:
+        refusals.append(f"authority {name}: give exactly one of key, keyless, static (has {kinds})")
+        return []
     if "static" in auth:
         action = str((auth.get("static") or {}).get("action") or "")
         try:
             return [StaticVerifier(action, source=f"ClusterImagePolicy {name}")]
         except ValueError as exc:
             raise ConfigError(str(exc), source=ctx.source, field=name) from exc
-    for k in ("attestations", "source", "signatureFormat"):
-        if auth.get(k):
-            notes.append(ctx.warn(name, f"authorities[].{k} is not supported"))
-    rekor = auth.get("rekor") or {}
-    ctlog = auth.get("ctlog") or {}
-    # policy-controller verifies the transparency log unless the authority names no rekor and sets
-    # the trust root's ignoreTlog; audits run offline: the attached Rekor bundle is verified.
-    ignore_tlog = bool(rekor.get("ignoreTlog") or ctlog.get("ignoreTlog") or auth.get("ignoreTlog"))
+    keyless = auth.get("keyless") if isinstance(auth.get("keyless"), Mapping) else None
+    ctlog = auth.get("ctlog") if isinstance(auth.get("ctlog"), Mapping) else None
+    # policy-controller: no ctlog means no transparency-log check, except keyless without a
+    # trustRootRef, which checks against the public Rekor keys.
+    ignore_tlog = ctlog is None and not (keyless is not None and not keyless.get("trustRootRef"))
+    refs = {str(r) for r in ((keyless or {}).get("trustRootRef"), (ctlog or {}).get("trustRootRef")) if r}
+    if len(refs) > 1:
+        refusals.append(f"authority {name}: keyless and ctlog name different trustRootRefs {sorted(refs)}")
+        return []
     trusted_root: str | None = None
-    ref = (auth.get("keyless") or {}).get("trustRootRef") if isinstance(auth.get("keyless"), Mapping) else None
-    ref = ref or (auth.get("key") or {}).get("trustRootRef") if isinstance(auth.get("key"), Mapping) else ref
-    if ref:
-        tr = roots.get(str(ref))
-        data = _trust_root_json(tr) if tr else None
-        if data is None:
-            notes.append(
-                ctx.warn(
-                    name,
-                    f"trustRootRef {ref!r}: no TrustRoot with sigstoreKeys found "
-                    "(give it in the same file or read from the cluster)",
-                )
+    if refs:
+        (ref,) = refs
+        tr = roots.get(ref)
+        if tr is None:
+            refusals.append(
+                f"authority {name}: TrustRoot {ref!r} not found (give it in the same file or read from the cluster)"
             )
-        else:
-            trusted_root = _tmpfile(data, ".json")
-            ctx.raw.append(data)
+            return []
+        tr_fields = classify(tr, TRUSTROOT_FIELDS)
+        if tr_fields.refused:
+            refusals += [f"TrustRoot {ref}: {why}" for why in tr_fields.refused]
+            return []
+        data = _trust_root_json(tr)
+        if data is None:
+            refusals.append(f"authority {name}: TrustRoot {ref!r} has no sigstoreKeys")
+            return []
+        trusted_root = _tmpfile(data, ".json")
+        ctx.raw.append(data)
     key = auth.get("key")
     if isinstance(key, Mapping):
         material = key.get("data") or key.get("kms")
@@ -328,16 +408,13 @@ def _cip_authority(
         if not material and isinstance(secret, Mapping) and secret.get("name"):
             material = _secret_value(ctx, str(secret.get("namespace") or "cosign-system"), str(secret["name"]), name)
         if not material:
-            notes.append(ctx.warn(name, "key authority without data, kms or a readable secretRef"))
+            refusals.append(f"authority {name}: key without data, kms or a readable secretRef")
             return []
-        if key.get("hashAlgorithm") not in (None, "sha256"):
-            notes.append(ctx.warn(name, f"hashAlgorithm {key['hashAlgorithm']} not supported; sha256 used"))
         spec = CosignVerifierSpec.model_validate(
             {"key": str(material), "ignoreTlog": ignore_tlog, **({"trustedRoot": trusted_root} if trusted_root else {})}
         )
         return [ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, name, name)]
-    keyless = auth.get("keyless")
-    if isinstance(keyless, Mapping):
+    if keyless is not None:
         ids = []
         for ident in keyless.get("identities") or []:
             if not isinstance(ident, Mapping):
@@ -349,24 +426,21 @@ def _cip_authority(
                 d.setdefault("subjectRegExp", ".*")
             ids.append(d)
         if not ids:
-            notes.append(ctx.warn(name, "keyless authority without identities: any identity accepted"))
-            ids = [{"issuerRegExp": ".*", "subjectRegExp": ".*"}]
-        if keyless.get("url"):
-            notes.append(
-                f"keyless.url {keyless['url']} is not contacted; certificates are checked against the trust root"
-            )
+            # policy-controller requires identities on a keyless authority; without them nothing is pinned.
+            refusals.append(f"authority {name}: keyless without identities")
+            return []
         ca = keyless.get("ca-cert") or keyless.get("caCert")
         spec_d: dict[str, Any] = {"identities": ids}
         if trusted_root:
             spec_d["trustedRoot"] = trusted_root
         elif isinstance(ca, Mapping) and ca.get("data"):
             spec_d["roots"] = _tmpfile(str(ca["data"]), ".pem")
-            notes.append(ctx.warn(name, "ca-cert without Rekor/CT keys: give a TrustRoot for full verification"))
+            notes.append(f"authority {name}: ca-cert without Rekor/CT keys: give a TrustRoot for full verification")
         spec = CosignVerifierSpec.model_validate(
-            {"keyless": spec_d, "ignoreTlog": ignore_tlog, "ignoreSCT": bool(ctlog.get("ignoreSCT", False))}
+            {"keyless": spec_d, "ignoreTlog": ignore_tlog, "ignoreSCT": bool(keyless.get("insecureIgnoreSCT"))}
         )
         return [ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, name, name)]
-    notes.append(ctx.warn(name, "authority with neither key, keyless nor static: ignored"))
+    refusals.append(f"authority {name}: {kinds[0]} is not a mapping")
     return []
 
 
