@@ -61,11 +61,12 @@ def test_imported_policies_match_native(registry, tmp_path: Path) -> None:
     assert by["signed"]["policy_source"] == "kyverno:ClusterPolicy/demo"
     assert by["signed"]["rule"] == "demo/demo-images"
 
-    # The same as a ClusterImagePolicy: its globs are per path segment (demo/* matches demo/x only).
+    # The same as a ClusterImagePolicy: its globs are per path segment (demo/* matches demo/x only). A key
+    # authority without ctlog has no transparency-log check in policy-controller (pkg/webhook/validator.go).
     cip = {"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy", "metadata": {"name": "demo"},
            "spec": {"images": [{"glob": f"{est.host}/demo/*"}, {"glob": "127.0.0.1:9/**"}], "authorities": [
-               {"name": "trusted", "key": {"data": trusted}, "ctlog": {"ignoreTlog": True}},
-               {"name": "revoked", "key": {"data": revoked}, "ctlog": {"ignoreTlog": True}}]}}
+               {"name": "trusted", "key": {"data": trusted}},
+               {"name": "revoked", "key": {"data": revoked}}]}}
     (tmp_path / "cip.yaml").write_text(yaml.safe_dump(cip))
     got = scan("--pods-file", str(pods), "--policy", str(tmp_path / "rest.yaml"),
                "--policy-from", f"clusterimagepolicy:{tmp_path / 'cip.yaml'}")
