@@ -299,6 +299,10 @@ def compile_policy(
                         raise ConfigError(str(exc), source=source, field=exc.field or where) from exc
                     raise
                 members.append(len(verifiers) - 1)
+            prints = [verifiers[m].trust_fingerprint for m in members]
+            if count > 1 and len(set(prints)) < len(prints):
+                # n-of-m over one verifier listed twice would be met by a single signature.
+                raise ConfigError(f"the same verifier is listed twice while count is {count}", source=source, field=at)
             sets.append((count, tuple(members)))
         rules.append(
             CompiledRule(

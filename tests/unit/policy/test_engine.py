@@ -164,6 +164,15 @@ def test_native_verifier_sets_load(tmp_path: Path) -> None:
     assert rule.requirement_sets == ((1, (0, 1)), (1, (2,))) and len(rule.verifiers) == 3
 
 
+def test_one_verifier_listed_twice_cannot_make_two_of_two(tmp_path: Path) -> None:
+    (tmp_path / "k.pub").write_text(KeyPair.ecdsa().public_pem)
+    p = tmp_path / "p.yaml"
+    p.write_text(HEAD + "      count: 2\n      verifiers: [{cosign: {key: k.pub, ignoreTlog: true}},"
+                 " {cosign: {key: k.pub, ignoreTlog: true}}]\n")
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_policy(p)
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
