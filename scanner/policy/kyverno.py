@@ -90,7 +90,10 @@ def _match_fields(block: str, exclude: bool) -> dict[str, Field]:
         out |= {
             f"{b}.resources.kinds": mapped("Pod (or a workload kind: audited on the pods it creates)"),
             f"{b}.resources.namespaces": mapped(),
-            f"{b}.resources.operations": mapped("admission operations: every running pod was once created"),
+            f"{b}.resources.operations": mapped(
+                "every running pod was admitted by a CREATE: match applies whatever they are; an exclude "
+                "filter without CREATE excludes nothing from an audit"
+            ),
             f"{b}.resources.name": reported(dropped),
             f"{b}.resources.names": reported(dropped),
             f"{b}.resources.selector": reported(dropped),
@@ -194,22 +197,36 @@ def _filters(block: Any) -> tuple[str, list[Mapping[str, Any]]]:
     return "any", filters
 
 
+def _mixed(block: Any) -> bool:
+    """A block that combines any, all and the legacy form: its meaning is not approximated."""
+    if not isinstance(block, Mapping):
+        return False
+    legacy = any(block.get(k) for k in ("resources", "subjects", "roles", "clusterRoles"))
+    return sum(bool(x) for x in (block.get("any"), block.get("all"), legacy)) > 1
+
+
 def _pod_kinds(kinds: list[str]) -> bool:
     return not kinds or any(k.rsplit("/", 1)[-1] in ("Pod", "*") for k in kinds)
 
 
 def _clean(f: Mapping[str, Any]) -> bool:
-    """A filter that only names namespaces (and pods, operations): an audit can evaluate it exactly."""
+    """An exclude filter that only names namespaces (and pods, and the CREATE that admitted every
+    running pod): an audit can evaluate it exactly."""
     res = f.get("resources") or {}
     if any(f.get(k) for k in ("subjects", "roles", "clusterRoles")):
         return False
     if any(res.get(k) for k in ("name", "names", "selector", "namespaceSelector", "annotations")):
         return False
+    operations = [str(o).upper() for o in res.get("operations") or []]
+    if operations and "CREATE" not in operations:
+        return False  # excludes other requests only: the pods' creation was still verified
     return _pod_kinds([str(k) for k in res.get("kinds") or []])
 
 
 def _match_namespaces(block: Any) -> tuple[list[str], str | None]:
     """(namespace globs the rule applies to, a note when the approximation widens the rule)."""
+    if _mixed(block):
+        return ["*"], "match combines any/all/resources: the rule is audited in every namespace"
     how, filters = _filters(block)
     lists = [[str(n) for n in (f.get("resources") or {}).get("namespaces") or []] for f in filters]
     if not filters:
@@ -229,6 +246,8 @@ def _match_namespaces(block: Any) -> tuple[list[str], str | None]:
 def _exclude_namespaces(block: Any) -> tuple[list[str], str | None]:
     """(namespace globs excluded, a note when filters were dropped). Only filters an audit can
     evaluate exactly exclude anything: dropping a filter makes the rule apply more widely, never less."""
+    if _mixed(block):
+        return [], "exclude combines any/all/resources: it was dropped"
     how, filters = _filters(block)
     if not filters:
         return [], None

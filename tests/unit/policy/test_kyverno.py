@@ -155,6 +155,10 @@ def test_annotations_are_required_of_the_signature(tmp_path: Path) -> None:
         ({"any": [{"resources": {"namespaces": ["kube-system"]}, "subjects": [{"kind": "User", "name": "x"}]}]}, ()),
         ({"all": [{"resources": {"namespaces": ["kube-system"]}}, {"resources": {"names": ["x"]}}]}, ()),
         ({"any": [{"resources": {"namespaces": ["kube-system"], "kinds": ["Deployment"]}}]}, ()),
+        # Excluding only UPDATE/DELETE requests leaves the pods' creation verified by Kyverno.
+        ({"any": [{"resources": {"namespaces": ["kube-system"], "operations": ["UPDATE", "DELETE"]}}]}, ()),
+        ({"any": [{"resources": {"namespaces": ["kube-system"], "operations": ["CREATE"]}}]}, ("kube-system",)),
+        ({"any": [{"resources": {"namespaces": ["a"]}}], "all": [{"resources": {"namespaces": ["b"]}}]}, ()),
     ],
 )
 def test_exclude_filters_an_audit_cannot_evaluate_are_dropped(tmp_path: Path, exclude: dict[str, Any],
@@ -164,8 +168,14 @@ def test_exclude_filters_an_audit_cannot_evaluate_are_dropped(tmp_path: Path, ex
     assert rule.exclude_namespaces == excluded
 
 
-def test_a_match_filter_without_namespaces_matches_every_namespace(tmp_path: Path) -> None:
-    match = {"any": [{"resources": {"kinds": ["Pod"], "namespaces": ["prod"]}}, {"resources": {"kinds": ["Pod"]}}]}
+@pytest.mark.parametrize(
+    "match",
+    [
+        {"any": [{"resources": {"kinds": ["Pod"], "namespaces": ["prod"]}}, {"resources": {"kinds": ["Pod"]}}]},
+        {"any": [{"resources": {"namespaces": ["a"]}}], "all": [{"resources": {"namespaces": ["b"]}}]},
+    ],
+)
+def test_match_filters_that_reach_every_namespace(tmp_path: Path, match: dict[str, Any]) -> None:
     doc = policy_doc({"attestors": [{"entries": [entry(KEYS[0])]}]}, rule={"match": match})
     (rule,) = load(tmp_path, doc).rules
     assert rule.namespaces == ("*",)
