@@ -348,8 +348,10 @@ def policy_summary(policy: Policy) -> dict[str, Any]:
                 "skip_images": list(r.skip_images),
                 "mode": r.mode,
                 "count": r.count,
+                # What must pass: every set, each with `count` of its verifiers (one set unless verifierSets).
                 "verifier_sets": [
-                    {"count": n, "verifiers": [r.verifiers[i].name for i in members]} for n, members in r.sets
+                    {"count": n, "verifiers": [r.verifiers[i].name for i in members]}
+                    for n, members in (r.requirement_sets if r.verifiers else ())
                 ],
                 "namespace": r.namespace,
                 "refused": list(r.refused),
