@@ -36,7 +36,7 @@ from scanner.models import (
     UnresolvedImage,
     Verdict,
 )
-from scanner.policy.engine import apply_revocations, evaluate, match_exemption, match_rule, unresolved_verdict
+from scanner.policy.engine import evaluate, rule_satisfied, scopes, unresolved_verdicts
 from scanner.policy.loader import CompiledRule, Policy
 from scanner.registry.auth import Credential
 from scanner.registry.client import RegistryClient
@@ -192,7 +192,7 @@ def _unknown_verdicts(
     """``error`` verdicts for containers whose running digest is unknown; the verdict of what their spec
     names at scan time is added to the reasons as information only."""
 
-    def _one(item: UnknownDigest) -> Verdict:
+    def _one(item: UnknownDigest) -> list[Verdict]:
         notes = list(item.image.notes)
         if item.current is not None:
             for v in verify_image(item.current, _groups(policy, item.current), client, policy, now, stats):
@@ -201,10 +201,10 @@ def _unknown_verdicts(
                     f"information only, not what runs: {item.named}; that digest on its own is "
                     f"{v.status.value}{rule}: {v.headline}"
                 )
-        return unresolved_verdict(replace(item.image, notes=tuple(notes)), policy, now)
+        return unresolved_verdicts(replace(item.image, notes=tuple(notes)), policy, now)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(_one, unknown))
+        return [v for verdicts in pool.map(_one, unknown) for v in verdicts]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,26 +215,12 @@ class _Group:
 
 
 def _groups(policy: Policy, image: RunningImage) -> list[_Group]:
-    """Split an image's containers by the rule (and exemption scope) their namespace selects."""
-    by_ns: dict[str, list[ContainerRef]] = defaultdict(list)
-    for c in image.containers:
-        by_ns[c.namespace].append(c)
-    by_rule: dict[tuple[str | None, str], list[ContainerRef]] = defaultdict(list)
-    rules: dict[str | None, CompiledRule | None] = {}
-    first_ns: dict[tuple[str | None, str], str] = {}
-    for ns, cs in sorted(by_ns.items()):
-        rule = match_rule(policy, image.reference, ns)
-        exemption_key = _exemption_key(policy, image, ns)
-        key = (rule.name if rule else None, exemption_key)
-        rules[key[0]] = rule
-        by_rule[key] += cs
-        first_ns.setdefault(key, ns)
-    return [_Group(rules[k[0]], first_ns[k], tuple(cs)) for k, cs in by_rule.items()]
-
-
-def _exemption_key(policy: Policy, image: RunningImage, namespace: str) -> str:
-    ex = match_exemption(policy, image.reference, str(image.reference), namespace)
-    return f"{ex.reason}|{ex.until.isoformat()}" if ex else ""
+    """Split an image's containers by the rule and exemption their namespace selects (by identity,
+    never by rule name: see scanner.policy.engine.scopes)."""
+    return [
+        _Group(sc.rule, sc.namespace, sc.containers)
+        for sc in scopes(policy, image.reference, str(image.reference), image.containers)
+    ]
 
 
 @dataclass
@@ -345,24 +331,21 @@ def verify_image(
     verdicts = []
     for g in groups:
         sub = RunningImage(image.reference, g.containers, image.notes, image.pull_secrets)
-        rs = [r for v in (g.rule.verifiers if g.rule else ()) for r in results[id(v)]]
-        verdicts.append(evaluate(sub, g.rule, rs, material.errors, policy, now, g.namespace))
+        per_verifier = [results[id(v)] for v in (g.rule.verifiers if g.rule else ())]
+        rs = [r for found in per_verifier for r in found]
+        verdicts.append(
+            evaluate(sub, g.rule, rs, material.errors, policy, now, g.namespace, per_verifier=per_verifier)
+        )
     return verdicts
 
 
 def _satisfied(groups: list[_Group], results: Mapping[int, tuple[SignatureResult, ...]], policy: Policy) -> bool:
-    """Every group's rule already has enough verifiers with an unrevoked passing signature."""
-    for g in groups:
-        if g.rule is None:
-            continue
-        passing = {
-            v.name
-            for v in g.rule.verifiers
-            if any(r.outcome is Outcome.PASSED for r in apply_revocations(results[id(v)], policy.revocations))
-        }
-        if len(passing) < g.rule.count:
-            return False
-    return True
+    """Every group's rule is already satisfied (the same decision as the verdict's)."""
+    return all(
+        rule_satisfied(g.rule, [results[id(v)] for v in g.rule.verifiers], policy.revocations).ok
+        for g in groups
+        if g.rule is not None
+    )
 
 
 def _from_cache(

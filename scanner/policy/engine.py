@@ -1,7 +1,8 @@
 """Turn verification results into verdicts. Pure: results, policy and a clock in; a verdict out.
 
 - First matching rule applies (images glob on the normalised reference; namespaces glob).
-- Any one verifier with one passing signature is enough.
+- A rule is satisfied when every one of its requirement sets has ``count`` verifiers, each with an
+  unrevoked passing signature (:func:`rule_satisfied`, the one place that decides it).
 - Revocations (key sha256, or identity with an optional effective time) turn passes into failures.
 - Exemptions waive non-compliance until their end date, and say so; lapsed ones are reported.
 - Anything that could not be decided is ``error`` — never compliant.
@@ -10,13 +11,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
 from scanner.errors import ParseError
 from scanner.inventory.references import parse_reference
 from scanner.models import (
+    ContainerRef,
     ImageReference,
     Outcome,
     RunningImage,
@@ -102,6 +104,39 @@ def _signed_before(result: SignatureResult, revoked_at: datetime) -> bool:
     return t is not None and t.authentic and t.value < revoked_at
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Containers of one image that share a rule and an exemption (the unit a verdict is made for)."""
+
+    rule: CompiledRule | None
+    exemption: Exemption | None
+    namespace: str  # one namespace of the group, as seen by the rule and the exemption
+    containers: tuple[ContainerRef, ...]
+
+
+def scopes(
+    policy: Policy, ref: ImageReference | None, image_text: str, containers: Iterable[ContainerRef]
+) -> list[Scope]:
+    """Split an image's containers by the rule and the exemption their namespace selects.
+
+    Rules and exemptions are told apart by the objects themselves (a rule's identity is its source,
+    namespace and name), never by a name: two policies' rules that share a name are never merged.
+    Resolved and unresolved images are split alike."""
+    by_ns: dict[str, list[ContainerRef]] = {}
+    for c in containers:
+        by_ns.setdefault(c.namespace, []).append(c)
+    groups: dict[tuple[int, int], Scope] = {}
+    for ns, cs in sorted(by_ns.items()):
+        rule = match_rule(policy, ref, ns) if ref is not None else None
+        exemption = match_exemption(policy, ref, image_text, ns)
+        key = (id(rule), id(exemption))
+        prev = groups.get(key)
+        groups[key] = (
+            Scope(rule, exemption, ns, tuple(cs)) if prev is None else replace(prev, containers=(*prev.containers, *cs))
+        )
+    return list(groups.values())
+
+
 def _revoked(result: SignatureResult, revocations: Sequence[Revocation]) -> Revocation | None:
     for rev in revocations:
         if rev.key_sha256 is not None:
@@ -145,6 +180,54 @@ def apply_revocations(
     return tuple(out)
 
 
+@dataclass(frozen=True, slots=True)
+class Satisfaction:
+    """Whether a rule's requirement sets are met by the results of its verifiers."""
+
+    ok: bool
+    passing: tuple[int, ...]  # indices of rule.verifiers with an unrevoked passing signature
+    unmet: tuple[str, ...]  # one line per requirement set that is not met
+
+
+def rule_satisfied(
+    rule: CompiledRule, per_verifier: Sequence[Sequence[SignatureResult]], revocations: Sequence[Revocation]
+) -> Satisfaction:
+    """The one n-of-m decision (the pipeline's early stop and the verdict both use it).
+
+    ``per_verifier[i]`` are the results of ``rule.verifiers[i]``: a result counts for the verifier that
+    produced it, never for another one that happens to bear the same name. Every requirement set must
+    have ``count`` distinct passing verifiers; a refused rule or an empty set is never satisfied."""
+    if len(per_verifier) != len(rule.verifiers):
+        raise ValueError("one result list per verifier of the rule is needed")
+    passing = tuple(
+        i
+        for i, rs in enumerate(per_verifier)
+        if any(r.outcome is Outcome.PASSED for r in apply_revocations(rs, revocations))
+    )
+    unmet: list[str] = []
+    sets = rule.requirement_sets
+    for count, members in sets:
+        got = [i for i in members if i in passing]
+        if not members or len(got) < count:
+            names = ", ".join(rule.verifiers[i].name for i in members) or "(none)"
+            which = "" if len(sets) == 1 else f" of [{names}]"
+            unmet.append(f"{len(got)} of the {count} required verifiers{which} found a valid signature")
+    ok = not rule.refused and bool(rule.verifiers) and not unmet
+    return Satisfaction(ok, passing, tuple(unmet))
+
+
+def _per_verifier(rule: CompiledRule, results: Sequence[SignatureResult]) -> list[list[SignatureResult]]:
+    """Flat results attributed by verifier name (for callers that ran one verifier per name)."""
+    out: list[list[SignatureResult]] = [[] for _ in rule.verifiers]
+    index: dict[str, int] = {}
+    for i, v in enumerate(rule.verifiers):
+        index.setdefault(v.name, i)
+    for r in results:
+        if r.verifier in index:
+            out[index[r.verifier]].append(r)
+    return out
+
+
 _FAILURE_ORDER = (SignatureFailure.ERROR, SignatureFailure.REVOKED, SignatureFailure.EXPIRED, SignatureFailure.INVALID)
 _FAILURE_STATUS = {
     SignatureFailure.ERROR: Status.ERROR,
@@ -162,8 +245,13 @@ def evaluate(
     policy: Policy,
     now: datetime,
     namespace: str,
+    *,
+    per_verifier: Sequence[Sequence[SignatureResult]] | None = None,
 ) -> Verdict:
-    """The verdict for one running digest (as seen from one namespace's rule and exemptions)."""
+    """The verdict for one running digest (as seen from one namespace's rule and exemptions).
+
+    ``per_verifier`` gives the results of each of ``rule.verifiers`` (the pipeline always does);
+    without it, ``results`` are attributed to the verifiers by name."""
     notes = list(image.notes)
     source = rule.source if rule else None
     exemption = match_exemption(policy, image.reference, str(image.reference), namespace)
@@ -173,18 +261,25 @@ def evaluate(
             deciding_reason=len(notes),
         )
         return _exempt(base, exemption, now, policy.expiry_warning)
+    if rule.refused:
+        why = tuple(f"rule {rule.name!r} ({rule.source}) cannot be enforced as written: {r}" for r in rule.refused)
+        refused = Verdict(
+            image, Status.ERROR, (*why, *notes, *rule.notes), rule.name, source, (), False, None, rule.mode == "warn"
+        )
+        return _exempt(refused, exemption, now, policy.expiry_warning)
 
+    if per_verifier is None:
+        per_verifier = _per_verifier(rule, results)
+    sat = rule_satisfied(rule, per_verifier, policy.revocations)
     results = apply_revocations(results, policy.revocations)
     passed = [r for r in results if r.outcome is Outcome.PASSED]
     reasons: list[str] = []
-    passing_verifiers = {r.verifier for r in passed}
-    if passed and len(passing_verifiers) < rule.count:
+    if passed and not sat.ok:
         # n-of-m: some verifiers passed, not enough of them. What failed decides the status below.
-        reasons.append(
-            f"only {len(passing_verifiers)} of the {rule.count} required verifiers found a valid signature "
-            f"({', '.join(sorted(passing_verifiers))})"
-        )
-        missing = [v.name for v in rule.verifiers if v.name not in passing_verifiers]
+        names = ", ".join(sorted({rule.verifiers[i].name for i in sat.passing})) or "none of the rule's"
+        reasons += [f"not enough: {u}" for u in sat.unmet]
+        reasons.append(f"valid signatures for: {names}")
+        missing = [v.name for i, v in enumerate(rule.verifiers) if i not in sat.passing]
         reasons.append(f"no valid signature for: {', '.join(missing)}")
         failed = [r for r in results if r.outcome is not Outcome.PASSED]
         results_for_status = failed or [replace(passed[0], outcome=Outcome.FAILED, failure=SignatureFailure.INVALID)]
@@ -207,7 +302,7 @@ def evaluate(
             deciding,
         )
         return _exempt(verdict, exemption, now, policy.expiry_warning)
-    if passed:
+    if sat.ok and passed:
         best = max(passed, key=lambda r: (r.not_after is None, r.not_after or now))
         not_after = (
             None if any(r.not_after is None for r in passed) else max(r.not_after for r in passed if r.not_after)
@@ -321,17 +416,24 @@ def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime, warn: 
     )
 
 
-def unresolved_verdict(image: UnresolvedImage, policy: Policy, now: datetime) -> Verdict:
-    """Containers whose running digest is unknown: ``error``, never compliant, whatever their tag names
-    now. The image's notes (what the spec names at scan time, and its verdict) follow as information."""
-    namespace = image.containers[0].namespace if image.containers else "*"
-    exemption = match_exemption(policy, image.reference, image.image, namespace)
-    rule = match_rule(policy, image.reference, namespace) if image.reference else None
-    v = Verdict(
-        image,
-        Status.ERROR,
-        (f"running digest unknown: {image.reason}", *image.notes),
-        rule.name if rule else None,
-        rule.source if rule else None,
-    )
-    return _exempt(v, exemption, now, policy.expiry_warning)
+def unresolved_verdicts(image: UnresolvedImage, policy: Policy, now: datetime) -> list[Verdict]:
+    """``error`` verdicts for an image whose running digest is unknown (never compliant, whatever its tag
+        names now; the image's notes follow as information), one per rule and exemption scope, exactly as a
+    resolved image's containers are split: an exemption applies to the containers of the namespaces it
+    names, whatever the order of the pods."""
+    out = []
+    for scope in scopes(policy, image.reference, image.image, image.containers) or [
+        Scope(None, None, "", image.containers)
+    ]:
+        rule = scope.rule
+        sub = replace(image, containers=scope.containers)
+        v = Verdict(
+            sub,
+            Status.ERROR,
+            (f"running digest unknown: {image.reason}", *image.notes),
+            rule.name if rule else None,
+            rule.source if rule else None,
+            warn_only=False,
+        )
+        out.append(_exempt(v, scope.exemption, now, policy.expiry_warning))
+    return out

@@ -30,21 +30,13 @@ import yaml
 
 from scanner.errors import ConfigError
 from scanner.models import ImageReference
+from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.loader import CompiledRule, Policy, PolicyLoader
 from scanner.policy.schema import CosignVerifierSpec, NotationVerifierSpec, VerifierSpec, parse_duration
 from scanner.verify.base import Verifier
 from scanner.verify.static import StaticVerifier
 
 MAX_IMPORT_BYTES = 8 * 1024 * 1024
-_KYVERNO_RULE_FIELDS = (
-    "name",
-    "match",
-    "exclude",
-    "verifyImages",
-    "context",
-    "preconditions",
-    "skipBackgroundRequests",
-)
 _PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]+-----.+?-----END [A-Z ]+-----", re.S)
 
 
@@ -120,129 +112,6 @@ def _secret_value(ctx: ImportContext, namespace: str, name: str, rule: str) -> s
 # Kyverno
 
 
-def _kyverno_namespaces(block: Any) -> tuple[list[str], list[str], list[str]]:
-    """(namespaces, kinds, unsupported) of a Kyverno match/exclude block (any/all/legacy forms)."""
-    namespaces: list[str] = []
-    kinds: list[str] = []
-    unsupported: list[str] = []
-    if not isinstance(block, Mapping):
-        return namespaces, kinds, unsupported
-    filters: list[Mapping[str, Any]] = []
-    for key in ("any", "all"):
-        for f in block.get(key) or []:
-            if isinstance(f, Mapping):
-                filters.append(f)
-    if "resources" in block:
-        filters.append(block)
-    for f in filters:
-        res = f.get("resources") or {}
-        namespaces += [str(n) for n in res.get("namespaces") or []]
-        kinds += [str(k) for k in res.get("kinds") or []]
-        for k in res:
-            if k not in ("namespaces", "kinds", "names", "operations"):
-                unsupported.append(f"resources.{k}")
-        for k in f:
-            if k != "resources":
-                unsupported.append(k)
-    return namespaces, kinds, unsupported
-
-
-def _kyverno_entry(ctx: ImportContext, entry: Mapping[str, Any], vtype: str, rule: str, ns: str) -> list[Verifier]:
-    verifiers: list[Verifier] = []
-    if vtype.lower() == "notary":
-        certs = entry.get("certificates") or {}
-        pem = "".join(_pems(str(certs.get("cert") or ""))) + "".join(_pems(str(certs.get("certChain") or "")))
-        if not pem:
-            ctx.warn(rule, "Notary attestor entry without certificates: skipped")
-            return verifiers
-        return [_notation_from_certs(ctx, pem, rule, tsa=str(entry.get("tsaCerts") or ""))]
-    keys = entry.get("keys")
-    if isinstance(keys, Mapping):
-        rekor = keys.get("rekor") or {}
-        ctlog = keys.get("ctlog") or {}
-        material: list[str] = []
-        if keys.get("publicKeys"):
-            material += _pems(str(keys["publicKeys"])) or [str(keys["publicKeys"])]
-        if keys.get("kms"):
-            material.append(str(keys["kms"]))
-        secret = keys.get("secret")
-        if isinstance(secret, Mapping) and secret.get("name"):
-            value = _secret_value(ctx, str(secret.get("namespace") or ns or "default"), str(secret["name"]), rule)
-            if value:
-                material.append(value)
-        if keys.get("signatureAlgorithm") not in (None, "sha256"):
-            ctx.warn(rule, f"signatureAlgorithm {keys['signatureAlgorithm']} not supported; sha256 used")
-        for item in material:
-            spec = CosignVerifierSpec.model_validate(
-                {
-                    "key": item,
-                    "ignoreTlog": bool(rekor.get("ignoreTlog", False)),
-                    "ignoreSCT": bool(ctlog.get("ignoreSCT", False)),
-                    **({"rekorPubKey": rekor["pubkey"]} if rekor.get("pubkey") else {}),
-                }
-            )
-            verifiers.append(ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, f"{rule}.keys", rule))
-        if rekor.get("url"):
-            ctx.warn(
-                rule,
-                "rekor.url is not queried (audits run offline); the Rekor bundle attached to the "
-                "signature is verified instead",
-            )
-    keyless = entry.get("keyless")
-    if isinstance(keyless, Mapping):
-        ident: dict[str, str] = {}
-        for k, alias in (
-            ("subject", "subject"),
-            ("subjectRegExp", "subjectRegExp"),
-            ("issuer", "issuer"),
-            ("issuerRegExp", "issuerRegExp"),
-        ):
-            if keyless.get(k):
-                ident[alias] = str(keyless[k])
-        if "issuer" not in ident and "issuerRegExp" not in ident:
-            ident["issuerRegExp"] = ".*"
-        if "subject" not in ident and "subjectRegExp" not in ident:
-            ident["subjectRegExp"] = ".*"
-        spec_d: dict[str, Any] = {"identities": [ident]}
-        if keyless.get("roots"):
-            spec_d["roots"] = _tmpfile(str(keyless["roots"]), ".pem")
-        rekor = keyless.get("rekor") or {}
-        if rekor.get("pubkey"):
-            spec_d["rekor"] = {"pubkey": _tmpfile(str(rekor["pubkey"]), ".pem")}
-        ctlog = keyless.get("ctlog") or {}
-        if ctlog.get("pubkey") or ctlog.get("ignoreSCT"):
-            spec_d["ctlog"] = {
-                k: v
-                for k, v in {
-                    "pubkey": _tmpfile(str(ctlog["pubkey"]), ".pem") if ctlog.get("pubkey") else None,
-                    "ignoreSCT": bool(ctlog.get("ignoreSCT")),
-                }.items()
-                if v is not None
-            }
-        spec = CosignVerifierSpec.model_validate(
-            {"keyless": spec_d, "ignoreTlog": bool(rekor.get("ignoreTlog", False))}
-        )
-        verifiers.append(ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, f"{rule}.keyless", rule))
-    certs = entry.get("certificates")
-    if isinstance(certs, Mapping) and vtype.lower() != "notary":
-        cert = "".join(_pems(str(certs.get("cert") or "")))
-        if cert:
-            spec = CosignVerifierSpec.model_validate(
-                {"key": cert, "ignoreTlog": bool((certs.get("rekor") or {}).get("ignoreTlog", False))}
-            )
-            verifiers.append(
-                ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, f"{rule}.certificates", rule)
-            )
-            if certs.get("certChain"):
-                ctx.warn(rule, "certificates.certChain is not validated; the certificate's key is trusted directly")
-    for k in entry:
-        if k not in ("keys", "keyless", "certificates", "attestor", "repository", "annotations"):
-            ctx.warn(rule, f"attestor entry field {k!r} is not supported")
-    if entry.get("attestor"):
-        ctx.warn(rule, "nested attestors are not supported")
-    return verifiers
-
-
 def _notation_from_certs(ctx: ImportContext, pem: str, rule: str, *, tsa: str = "") -> Verifier:
     """A notation verifier trusting these certificates (Kyverno's Notary attestor: any identity)."""
     root = Path(_tmpfile(pem, "")).with_suffix(".d")
@@ -273,117 +142,9 @@ def _notation_from_certs(ctx: ImportContext, pem: str, rule: str, *, tsa: str = 
 
 
 def kyverno_rules(ctx: ImportContext, docs: Iterable[Mapping[str, Any]]) -> list[CompiledRule]:
-    rules: list[CompiledRule] = []
-    for doc in docs:
-        kind = doc.get("kind")
-        if kind not in ("ClusterPolicy", "Policy") or not str(doc.get("apiVersion", "")).startswith("kyverno.io/"):
-            continue
-        meta = doc.get("metadata") or {}
-        pname = str(meta.get("name") or "?")
-        pns = str(meta.get("namespace") or "") if kind == "Policy" else ""
-        spec = doc.get("spec") or {}
-        for r in spec.get("rules") or []:
-            if not isinstance(r, Mapping) or not r.get("verifyImages"):
-                continue
-            rname = f"{pname}/{r.get('name', '?')}"
-            label = f"{kind}/{pname}"
-            ns_in, kinds, bad = _kyverno_namespaces(r.get("match"))
-            ns_out, _, bad_ex = _kyverno_namespaces(r.get("exclude"))
-            for b in sorted(set(bad + bad_ex)):
-                ctx.warn(rname, f"match/exclude field {b!r} is not supported (only namespaces and kinds)")
-            if kinds and not any(k in ("Pod", "*", "v1/Pod") for k in kinds):
-                ctx.warn(rname, f"matches kinds {kinds}: audited on the pods they create")
-            namespaces = [pns] if pns else (ns_in or ["*"])
-            for k in r:
-                if k not in (
-                    "name",
-                    "match",
-                    "exclude",
-                    "verifyImages",
-                    "context",
-                    "preconditions",
-                    "skipBackgroundRequests",
-                ):
-                    ctx.warn(rname, f"rule field {k!r} is not supported")
-            if r.get("preconditions") or r.get("context"):
-                ctx.warn(rname, "preconditions/context are not evaluated: the rule applies to every matching image")
-            for i, vi in enumerate(r.get("verifyImages") or []):
-                if not isinstance(vi, Mapping):
-                    continue
-                vname = rname if len(r["verifyImages"]) == 1 else f"{rname}#{i}"
-                rules += _kyverno_verify_images(ctx, vi, vname, label, namespaces, ns_out, pns)
-    return rules
+    from scanner.policy.kyverno import kyverno_rules as rules
 
-
-def _kyverno_verify_images(
-    ctx: ImportContext,
-    vi: Mapping[str, Any],
-    name: str,
-    label: str,
-    namespaces: list[str],
-    exclude: list[str],
-    pns: str,
-) -> list[CompiledRule]:
-    images = [str(x) for x in vi.get("imageReferences") or vi.get("images") or []]
-    if vi.get("image"):
-        images.append(str(vi["image"]))
-    if not images:
-        ctx.warn(name, "verifyImages entry without imageReferences: skipped")
-        return []
-    vtype = str(vi.get("type") or "Cosign")
-    notes: list[str] = []
-    verifiers: list[Verifier] = []
-    attestors = [a for a in vi.get("attestors") or [] if isinstance(a, Mapping)]
-    if vi.get("key"):  # the old single-key form
-        attestors.append({"entries": [{"keys": {"publicKeys": vi["key"]}}]})
-    count = 0
-    for a in attestors:
-        entries = [e for e in a.get("entries") or [] if isinstance(e, Mapping)]
-        built = [v for e in entries for v in _kyverno_entry(ctx, e, vtype, name, pns)]
-        want = a.get("count")
-        verifiers += built
-        if want is None:
-            count += len(built)  # Kyverno: no count means every entry must verify
-        else:
-            count += min(int(want), len(built))
-    if len(attestors) > 1 and any(a.get("count") is not None for a in attestors):
-        notes.append(
-            ctx.warn(
-                name, f"several attestors with counts: approximated as {count} of the {len(verifiers)} entries together"
-            )
-        )
-    if vi.get("attestations"):
-        notes.append(
-            ctx.warn(
-                name, "attestations (in-toto predicate conditions) are not evaluated; only the image signatures are"
-            )
-        )
-    for k in ("mutateDigest", "useCache", "imageRegistryCredentials", "validate", "repository", "cosignOCI11"):
-        if vi.get(k) not in (None, False, True) or (
-            k in ("repository", "validate", "imageRegistryCredentials") and vi.get(k)
-        ):
-            notes.append(ctx.warn(name, f"verifyImages.{k} is not supported"))
-    if vi.get("verifyDigest") is False:
-        notes.append("verifyDigest: false — sigaudit always verifies the running digest")
-    if not verifiers:
-        ctx.warn(name, "no usable attestor: every image it matches will be reported as not verifiable")
-        verifiers = [StaticVerifier("fail", source=f"{label} {name} (no usable attestor)")]
-        count = 1
-    return [
-        CompiledRule(
-            name=name,
-            images=tuple(images),
-            namespaces=tuple(namespaces),
-            verifiers=tuple(verifiers),
-            mode="enforce",
-            source=f"kyverno:{label}",
-            count=max(1, min(count or 1, len(verifiers))),
-            skip_images=tuple(str(x) for x in vi.get("skipImageReferences") or []),
-            exclude_namespaces=tuple(exclude),
-            required=bool(vi.get("required", True)),
-            notes=tuple(notes),
-        )
-    ]
+    return rules(ctx, docs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -482,6 +243,66 @@ def _trust_root_json(tr: Mapping[str, Any]) -> bytes | None:
     return json.dumps(root).encode()
 
 
+_OFFLINE = "not contacted (audits run offline): the attached Rekor bundle and certificates are verified"
+_ELSEWHERE = (
+    "signatures are looked up in the image's own repository: signatures kept only elsewhere are not "
+    "found (unsigned), never accepted"
+)
+_A = "spec.authorities[]"
+
+# What every field of policy-controller's ClusterImagePolicy (and a referenced TrustRoot) becomes;
+# see scanner/policy/fields.py. Semantics: pkg/webhook/validator.go (an authority without ctlog has no
+# transparency-log check, except keyless without a trustRootRef, which uses the public Rekor keys).
+CIP_FIELDS: FieldTable = table(
+    {
+        "apiVersion": mapped(),
+        "kind": mapped(),
+        "metadata": mapped("the name identifies the rule"),
+        "status": mapped("written by policy-controller"),
+        "spec.images[].glob": mapped("policy-controller's glob semantics"),
+        "spec.mode": mapped("warn: reported, not counted"),
+        "spec.match": reported("resource selectors are not evaluated: the policy applies to every matching image"),
+        "spec.policy": refused("CUE/Rego policies are not evaluated"),
+        f"{_A}.name": mapped(),
+        f"{_A}.key.data": mapped(),
+        f"{_A}.key.kms": mapped(),
+        f"{_A}.key.secretRef.name": mapped(),
+        f"{_A}.key.secretRef.namespace": mapped(),
+        f"{_A}.key.hashAlgorithm": reported("only sha256 is used: other signatures do not verify"),
+        f"{_A}.keyless.url": reported(_OFFLINE),
+        f"{_A}.keyless.ca-cert.data": mapped(),
+        f"{_A}.keyless.ca-cert.kms": refused("a Fulcio CA from a KMS is not supported"),
+        f"{_A}.keyless.ca-cert.secretRef": refused("a Fulcio CA from a Secret is not supported"),
+        f"{_A}.keyless.ca-cert.hashAlgorithm": reported("only sha256 is used"),
+        f"{_A}.keyless.identities[].issuer": mapped(),
+        f"{_A}.keyless.identities[].issuerRegExp": mapped("must match the whole issuer"),
+        f"{_A}.keyless.identities[].subject": mapped(),
+        f"{_A}.keyless.identities[].subjectRegExp": mapped("must match the whole subject"),
+        f"{_A}.keyless.insecureIgnoreSCT": mapped(),
+        f"{_A}.keyless.trustRootRef": mapped(),
+        f"{_A}.ctlog.url": mapped("a transparency-log entry is required; " + _OFFLINE),
+        f"{_A}.ctlog.trustRootRef": mapped("the Rekor keys of that TrustRoot"),
+        f"{_A}.rfc3161timestamp.trustRootRef": refused("signed timestamps (TSA) are not supported"),
+        f"{_A}.signatureFormat": mapped("where signatures are stored: .sig tags and bundle referrers are both read"),
+        f"{_A}.source": reported(_ELSEWHERE),
+        f"{_A}.attestations": refused("attestations and their policies are not evaluated"),
+        f"{_A}.static.action": mapped(),
+        f"{_A}.static.message": mapped("shown with the verdict"),
+    }
+)
+TRUSTROOT_FIELDS: FieldTable = table(
+    {
+        "apiVersion": mapped(),
+        "kind": mapped(),
+        "metadata": mapped("the name is what trustRootRef names"),
+        "status": mapped("written by policy-controller"),
+        "spec.sigstoreKeys": mapped("becomes a trusted_root.json"),
+        "spec.remote": refused("a TUF-served trust root is not supported: give sigstoreKeys"),
+        "spec.repository": refused("a TUF repository trust root is not supported: give sigstoreKeys"),
+    }
+)
+
+
 def cip_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRule]:
     roots = _trust_roots(docs)
     rules: list[CompiledRule] = []
@@ -496,71 +317,90 @@ def cip_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]) -> list[Com
         if not globs:
             ctx.warn(name, "no images[].glob: skipped")
             continue
-        notes: list[str] = []
+        fields = classify(doc, CIP_FIELDS)
+        notes: list[str] = list(fields.reported)
+        refusals: list[str] = list(fields.refused)
         verifiers: list[Verifier] = []
-        for j, auth in enumerate(spec.get("authorities") or []):
-            if not isinstance(auth, Mapping):
-                continue
-            aname = str(auth.get("name") or f"authority-{j}")
-            verifiers += _cip_authority(ctx, auth, f"{name}/{aname}", roots, notes)
-        if spec.get("policy"):
-            notes.append(ctx.warn(name, "spec.policy (CUE/Rego) is not evaluated"))
+        if not refusals:
+            for j, auth in enumerate(spec.get("authorities") or []):
+                if not isinstance(auth, Mapping):
+                    continue
+                aname = str(auth.get("name") or f"authority-{j}")
+                verifiers += _cip_authority(ctx, auth, f"{name}/{aname}", roots, notes, refusals)
+            if not spec.get("authorities"):
+                refusals.append("no authorities: nothing to verify the image against")
         mode = str(spec.get("mode") or "enforce")
         if mode not in ("enforce", "warn"):
-            ctx.warn(name, f"mode {mode!r} unknown: enforce used")
+            notes.append(f"mode {mode!r} unknown: enforce used")
             mode = "enforce"
-        if not verifiers:
-            verifiers = [StaticVerifier("fail", source=f"ClusterImagePolicy/{name} (no usable authority)")]
+        for n in notes:
+            ctx.warn(name, n)
+        for why in refusals:
+            ctx.warn(name, f"refused: {why}")
         rules.append(
             CompiledRule(
                 name=name,
                 images=tuple(globs),
                 namespaces=("*",),
-                verifiers=tuple(verifiers),
+                verifiers=() if refusals else tuple(verifiers),
                 mode=mode,
                 source=f"clusterimagepolicy:ClusterImagePolicy/{name}",
                 count=1,
                 matcher=cip_glob_matcher(globs),
-                notes=tuple(notes),
+                notes=tuple(dict.fromkeys(notes)),
+                refused=tuple(dict.fromkeys(refusals)),
             )
         )
     return rules
 
 
 def _cip_authority(
-    ctx: ImportContext, auth: Mapping[str, Any], name: str, roots: Mapping[str, Mapping[str, Any]], notes: list[str]
+    ctx: ImportContext,
+    auth: Mapping[str, Any],
+    name: str,
+    roots: Mapping[str, Mapping[str, Any]],
+    notes: list[str],
+    refusals: list[str],
 ) -> list[Verifier]:
+    """The verifier of one authority (policy-controller: any one authority passing is enough)."""
+    kinds = [k for k in ("key", "keyless", "static") if k in auth]
+    if len(kinds) != 1:
+        refusals.append(f"authority {name}: give exactly one of key, keyless, static (has {kinds})")
+        return []
     if "static" in auth:
         action = str((auth.get("static") or {}).get("action") or "")
         try:
             return [StaticVerifier(action, source=f"ClusterImagePolicy {name}")]
         except ValueError as exc:
             raise ConfigError(str(exc), source=ctx.source, field=name) from exc
-    for k in ("attestations", "source", "signatureFormat"):
-        if auth.get(k):
-            notes.append(ctx.warn(name, f"authorities[].{k} is not supported"))
-    rekor = auth.get("rekor") or {}
-    ctlog = auth.get("ctlog") or {}
-    # policy-controller verifies the transparency log unless the authority names no rekor and sets
-    # the trust root's ignoreTlog; audits run offline: the attached Rekor bundle is verified.
-    ignore_tlog = bool(rekor.get("ignoreTlog") or ctlog.get("ignoreTlog") or auth.get("ignoreTlog"))
+    keyless = auth.get("keyless") if isinstance(auth.get("keyless"), Mapping) else None
+    ctlog = auth.get("ctlog") if isinstance(auth.get("ctlog"), Mapping) else None
+    # policy-controller: no ctlog means no transparency-log check, except keyless without a
+    # trustRootRef, which checks against the public Rekor keys.
+    ignore_tlog = ctlog is None and not (keyless is not None and not keyless.get("trustRootRef"))
+    refs = {str(r) for r in ((keyless or {}).get("trustRootRef"), (ctlog or {}).get("trustRootRef")) if r}
+    if len(refs) > 1:
+        refusals.append(f"authority {name}: keyless and ctlog name different trustRootRefs {sorted(refs)}")
+        return []
     trusted_root: str | None = None
-    ref = (auth.get("keyless") or {}).get("trustRootRef") if isinstance(auth.get("keyless"), Mapping) else None
-    ref = ref or (auth.get("key") or {}).get("trustRootRef") if isinstance(auth.get("key"), Mapping) else ref
-    if ref:
-        tr = roots.get(str(ref))
-        data = _trust_root_json(tr) if tr else None
-        if data is None:
-            notes.append(
-                ctx.warn(
-                    name,
-                    f"trustRootRef {ref!r}: no TrustRoot with sigstoreKeys found "
-                    "(give it in the same file or read from the cluster)",
-                )
+    if refs:
+        (ref,) = refs
+        tr = roots.get(ref)
+        if tr is None:
+            refusals.append(
+                f"authority {name}: TrustRoot {ref!r} not found (give it in the same file or read from the cluster)"
             )
-        else:
-            trusted_root = _tmpfile(data, ".json")
-            ctx.raw.append(data)
+            return []
+        tr_fields = classify(tr, TRUSTROOT_FIELDS)
+        if tr_fields.refused:
+            refusals += [f"TrustRoot {ref}: {why}" for why in tr_fields.refused]
+            return []
+        data = _trust_root_json(tr)
+        if data is None:
+            refusals.append(f"authority {name}: TrustRoot {ref!r} has no sigstoreKeys")
+            return []
+        trusted_root = _tmpfile(data, ".json")
+        ctx.raw.append(data)
     key = auth.get("key")
     if isinstance(key, Mapping):
         material = key.get("data") or key.get("kms")
@@ -568,16 +408,13 @@ def _cip_authority(
         if not material and isinstance(secret, Mapping) and secret.get("name"):
             material = _secret_value(ctx, str(secret.get("namespace") or "cosign-system"), str(secret["name"]), name)
         if not material:
-            notes.append(ctx.warn(name, "key authority without data, kms or a readable secretRef"))
+            refusals.append(f"authority {name}: key without data, kms or a readable secretRef")
             return []
-        if key.get("hashAlgorithm") not in (None, "sha256"):
-            notes.append(ctx.warn(name, f"hashAlgorithm {key['hashAlgorithm']} not supported; sha256 used"))
         spec = CosignVerifierSpec.model_validate(
             {"key": str(material), "ignoreTlog": ignore_tlog, **({"trustedRoot": trusted_root} if trusted_root else {})}
         )
         return [ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, name, name)]
-    keyless = auth.get("keyless")
-    if isinstance(keyless, Mapping):
+    if keyless is not None:
         ids = []
         for ident in keyless.get("identities") or []:
             if not isinstance(ident, Mapping):
@@ -589,24 +426,21 @@ def _cip_authority(
                 d.setdefault("subjectRegExp", ".*")
             ids.append(d)
         if not ids:
-            notes.append(ctx.warn(name, "keyless authority without identities: any identity accepted"))
-            ids = [{"issuerRegExp": ".*", "subjectRegExp": ".*"}]
-        if keyless.get("url"):
-            notes.append(
-                f"keyless.url {keyless['url']} is not contacted; certificates are checked against the trust root"
-            )
+            # policy-controller requires identities on a keyless authority; without them nothing is pinned.
+            refusals.append(f"authority {name}: keyless without identities")
+            return []
         ca = keyless.get("ca-cert") or keyless.get("caCert")
         spec_d: dict[str, Any] = {"identities": ids}
         if trusted_root:
             spec_d["trustedRoot"] = trusted_root
         elif isinstance(ca, Mapping) and ca.get("data"):
             spec_d["roots"] = _tmpfile(str(ca["data"]), ".pem")
-            notes.append(ctx.warn(name, "ca-cert without Rekor/CT keys: give a TrustRoot for full verification"))
+            notes.append(f"authority {name}: ca-cert without Rekor/CT keys: give a TrustRoot for full verification")
         spec = CosignVerifierSpec.model_validate(
-            {"keyless": spec_d, "ignoreTlog": ignore_tlog, "ignoreSCT": bool(ctlog.get("ignoreSCT", False))}
+            {"keyless": spec_d, "ignoreTlog": ignore_tlog, "ignoreSCT": bool(keyless.get("insecureIgnoreSCT"))}
         )
         return [ctx.loader.build_verifier(VerifierSpec(cosign=spec), ctx.base_dir, name, name)]
-    notes.append(ctx.warn(name, "authority with neither key, keyless nor static: ignored"))
+    refusals.append(f"authority {name}: {kinds[0]} is not a mapping")
     return []
 
 
@@ -759,6 +593,20 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
     return out
 
 
+def _refuse_duplicates(rules: Sequence[CompiledRule]) -> None:
+    """A rule's identity is (source, namespace, name). Two rules with the same identity (the same
+    policy given twice, in two files or as two documents) are refused, never merged or shadowed."""
+    seen: set[tuple[str, str, str]] = set()
+    for r in rules:
+        if r.identity in seen:
+            where = f" in namespace {r.namespace}" if r.namespace else ""
+            raise ConfigError(
+                f"rule {r.name!r}{where} from {r.source} is defined twice: give each policy once "
+                "(two documents or two --policy-from sources hold the same policy)"
+            )
+        seen.add(r.identity)
+
+
 def merge(
     policy: Policy | None,
     policy_from: Sequence[str],
@@ -823,9 +671,11 @@ def merge(
         sources.append(spec)
         for raw in ctx.raw:
             h.update(hashlib.sha256(raw).digest())
+    _refuse_duplicates(rules)
     for r in rules:
         for v in r.verifiers:
             h.update(v.trust_fingerprint.encode())
+        h.update(json.dumps([r.identity, r.sets, r.refused, r.count], default=str).encode())
     base = policy or Policy(
         rules=(),
         exemptions=(),

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scanner.errors import ConfigError
+from scanner.policy.fields import FieldTable, classify, mapped, reported, table
 from scanner.policy.loader import CompiledRule
 from scanner.policy.schema import AttestationVerifierSpec, Exemption, VerifierSpec
 from scanner.verify.base import Verifier
@@ -44,6 +45,62 @@ _CLUSTER_RESOURCES = {
     "attestationauthorities": "AttestationAuthority",
     "genericattestationpolicies": "GenericAttestationPolicy",
     "imagesecuritypolicies": "ImageSecurityPolicy",
+}
+
+
+_SIGNER = "used by kritis to sign, not to verify"
+_COMMON = {
+    "apiVersion": mapped(),
+    "kind": mapped(),
+    "metadata": mapped("name and namespace identify the resource"),
+    "status": mapped("written by kritis"),
+}
+# What every field of the kritis resources becomes (scanner/policy/fields.py). The fields are those of
+# the Go types (grafeas/kritis pkg/kritis/apis/kritis/v1beta1/*.go, which decode JSON keys
+# case-insensitively) and of the CRDs in artifacts/*-crd.yaml, which spell some differently.
+FIELDS: Mapping[str, FieldTable] = {
+    "AttestationAuthority": table(
+        {
+            **_COMMON,
+            "spec.noteReference": mapped("only this note's occurrences count"),
+            "spec.publicKeys[].keyId": mapped(),
+            "spec.publicKeys[].keyType": mapped("PKIX; PGP keys are left out (fewer keys: stricter)"),
+            "spec.publicKeys[].asciiArmoredPgpPublicKey": reported(
+                "PGP keys are not supported: attestations signed with them are not accepted"
+            ),
+            "spec.publicKeys[].pkixPublicKey.publicKeyPem": mapped(),
+            "spec.publicKeys[].pkixPublicKey.signatureAlgorithm": reported(
+                "the algorithm is taken from the key and signature (RSA PKCS#1 v1.5/PSS, ECDSA), same key"
+            ),
+            "spec.publicKeyData": mapped("legacy: base64 of a PEM key"),
+            "spec.publicKeyId": mapped("ACK's fork: a key id hint"),
+            "spec.privateKeySecretName": mapped(_SIGNER),
+            "spec.policyType": reported("not used when verifying attestations"),
+        }
+    ),
+    "GenericAttestationPolicy": table(
+        {
+            **_COMMON,
+            "spec.attestationAuthorityNames": mapped("attested by every authority named (n-of-n)"),
+            "spec.admissionAllowlistPatterns[].namePattern": mapped("an exemption"),
+            "spec.admissionWhitelistPatterns[].namePattern": mapped("an exemption (former spelling)"),
+        }
+    ),
+    "ImageSecurityPolicy": table(
+        {
+            **_COMMON,
+            "spec.attestationAuthorityName": mapped("attested by this authority"),
+            "spec.attestationAuthorityNames": mapped("attested by every authority named"),
+            "spec.imageAllowlist": mapped("exemptions"),
+            "spec.imageAllowList": mapped("exemptions (the CRD's spelling)"),
+            "spec.imageWhitelist": mapped("exemptions (former spelling)"),
+            "spec.packageVulnerabilityRequirements": reported(
+                "vulnerability requirements are not audited (sigaudit audits signatures and attestations)"
+            ),
+            "spec.builtProjectIDs": reported("not audited"),
+            "spec.privateKeySecretName": mapped(_SIGNER),
+        }
+    ),
 }
 
 
@@ -108,17 +165,18 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> tuple[list[Comp
     for d in docs:
         if d.get("kind") == "AttestationAuthority":
             authorities[_meta(d)] = d
-    by_name = {name: d for (_ns, name), d in authorities.items()}
-    built: dict[tuple[str, str], Verifier | None] = {}
 
-    def verifier_for(ns: str, auth_name: str, rule: str) -> Verifier | None:
-        doc = authorities.get((ns, auth_name)) or by_name.get(auth_name)
+    def verifier_for(ns: str, auth_name: str, rule: str, notes: list[str], refusals: list[str]) -> Verifier | None:
+        # kritis looks the authority up in the policy's own namespace, never in another one.
+        doc = authorities.get((ns, auth_name))
         if doc is None:
-            ctx.warn(rule, f"AttestationAuthority {auth_name!r} not found: images are judged without it")
+            refusals.append(f"AttestationAuthority {ns}/{auth_name} not found")
             return None
-        key = _meta(doc)
-        if key in built:
-            return built[key]
+        fields = classify(doc, FIELDS["AttestationAuthority"])
+        notes += [f"AttestationAuthority {auth_name}: {n}" for n in fields.reported]
+        if fields.refused:
+            refusals += [f"AttestationAuthority {auth_name}: {r}" for r in fields.refused]
+            return None
         spec = doc.get("spec") or {}
         note = str(spec.get("noteReference") or "")
         m = _NOTE.match(note)
@@ -128,8 +186,7 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> tuple[list[Comp
             )
         keys, ids = _authority_keys(ctx, rule, spec)
         if not keys:
-            ctx.warn(rule, f"AttestationAuthority {auth_name!r} has no usable PKIX key: images are judged without it")
-            built[key] = None
+            refusals.append(f"AttestationAuthority {auth_name} has no usable PKIX key")
             return None
         att = AttestationVerifierSpec.model_validate(
             {
@@ -143,7 +200,6 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> tuple[list[Comp
         v: Verifier = ctx.loader.build_verifier(
             VerifierSpec(attestation=att), ctx.base_dir, f"{rule}.{auth_name}", rule
         )
-        built[key] = v
         return v
 
     rules: list[CompiledRule] = []
@@ -156,6 +212,9 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> tuple[list[Comp
         ns, name = _meta(d)
         spec = d.get("spec") or {}
         rule = f"kritis:{ns}/{name}"
+        fields = classify(d, FIELDS[str(kind)])
+        notes: list[str] = list(fields.reported)
+        refusals: list[str] = list(fields.refused)
         if kind == "GenericAttestationPolicy":
             names = [str(n) for n in spec.get("attestationAuthorityNames") or []]
             patterns = spec.get("admissionAllowlistPatterns") or spec.get("admissionWhitelistPatterns") or []
@@ -164,36 +223,41 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> tuple[list[Comp
             names = [str(n) for n in spec.get("attestationAuthorityNames") or []]
             if spec.get("attestationAuthorityName"):
                 names.append(str(spec["attestationAuthorityName"]))
-            allow = [str(p) for p in spec.get("imageAllowlist") or spec.get("imageWhitelist") or []]
-            if spec.get("packageVulnerabilityRequirements"):
-                ctx.warn(rule, "packageVulnerabilityRequirements are not audited (attestations only)")
-            if spec.get("builtProjectIDs"):
-                ctx.warn(rule, "builtProjectIDs are not audited")
+            allow = [
+                str(p)
+                for p in spec.get("imageAllowlist") or spec.get("imageAllowList") or spec.get("imageWhitelist") or []
+            ]
         exemptions += _allowlist(ns, allow, rule)
         if not names:
             ctx.warn(rule, "no attestation authority named: nothing to audit")
             continue
         if ns in seen_ns:
             # kritis admits an image attested by all authorities of ANY policy of the namespace;
-            # first-match rules can only express one of them.
+            # first-match rules can only express one of them (stricter: the first one must hold).
             ctx.warn(rule, f"namespace {ns} already audited by {seen_ns[ns]}: this policy is not applied")
             continue
         seen_ns[ns] = rule
-        verifiers = [v for n in dict.fromkeys(names) if (v := verifier_for(ns, n, rule)) is not None]
-        notes: list[str] = []
-        if len(verifiers) < len(set(names)):
-            notes.append("some attestation authorities could not be used (see warnings): judged without them")
-        if not verifiers:
-            continue
+        verifiers = []
+        if not refusals:
+            for n in dict.fromkeys(names):
+                v = verifier_for(ns, n, rule, notes, refusals)
+                if v is not None:
+                    verifiers.append(v)
+        for n in notes:
+            ctx.warn(rule, n)
+        for why in refusals:
+            ctx.warn(rule, f"refused: {why}")
         rules.append(
             CompiledRule(
                 name=rule,
                 images=("*",),
                 namespaces=(ns,),
-                verifiers=tuple(verifiers),
+                verifiers=() if refusals else tuple(verifiers),
                 source=f"kritis:{name}",
-                count=len(verifiers),  # attested by every authority the policy names
-                notes=tuple(notes),
+                count=len(verifiers) or 1,  # attested by every authority the policy names
+                notes=tuple(dict.fromkeys(notes)),
+                refused=tuple(dict.fromkeys(refusals)),
+                namespace=ns,
             )
         )
     return rules, exemptions

@@ -51,6 +51,22 @@ class CompiledRule:
     required: bool = True  # False: unsigned is allowed (reported, not counted), a bad signature is not
     matcher: Callable[[ImageReference], bool] | None = None  # replaces `images` globs when set
     notes: tuple[str, ...] = ()  # approximations and unsupported fields, shown with every verdict
+    # Requirement sets, all required: (count, indices into `verifiers`). Empty: one set, `count` of all.
+    sets: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    # Why an imported rule cannot be enforced as written: every image it matches is `error`.
+    refused: tuple[str, ...] = ()
+    namespace: str = ""  # the namespace of a namespaced source object (Kyverno Policy); "" = cluster-wide
+
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """What tells two rules apart: (source, namespace, name). Never merged by name alone."""
+        return (self.source, self.namespace, self.name)
+
+    @property
+    def requirement_sets(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        if self.sets:
+            return self.sets
+        return ((self.count, tuple(range(len(self.verifiers)))),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,18 +283,38 @@ def compile_policy(
     loader = loader or PolicyLoader()
     rules = []
     for i, rule in enumerate(doc.spec.rules):
-        verifiers = []
-        for j, v in enumerate(rule.verifiers):
-            where = f"spec.rules.{i}.verifiers.{j}"
-            try:
-                verifiers.append(loader.build_verifier(v, base_dir, where, rule.name))
-            except ConfigError as exc:
-                if exc.source is None:
-                    raise ConfigError(str(exc), source=source, field=exc.field or where) from exc
-                raise
+        verifiers: list[Verifier] = []
+        sets: list[tuple[int, tuple[int, ...]]] = []
+        groups = [(rule.count or 1, rule.verifiers, f"spec.rules.{i}.verifiers")] if rule.verifiers else [
+            (vs.count, vs.verifiers, f"spec.rules.{i}.verifierSets.{k}.verifiers")
+            for k, vs in enumerate(rule.verifier_sets)
+        ]
+        for count, specs, at in groups:
+            members = []
+            for j, v in enumerate(specs):
+                where = f"{at}.{j}"
+                try:
+                    verifiers.append(loader.build_verifier(v, base_dir, where, rule.name))
+                except ConfigError as exc:
+                    if exc.source is None:
+                        raise ConfigError(str(exc), source=source, field=exc.field or where) from exc
+                    raise
+                members.append(len(verifiers) - 1)
+            prints = [verifiers[m].trust_fingerprint for m in members]
+            if count > 1 and len(set(prints)) < len(prints):
+                # n-of-m over one verifier listed twice would be met by a single signature.
+                raise ConfigError(f"the same verifier is listed twice while count is {count}", source=source, field=at)
+            sets.append((count, tuple(members)))
         rules.append(
             CompiledRule(
-                rule.name, tuple(rule.images), tuple(rule.namespaces), tuple(verifiers), rule.mode, source, rule.count
+                rule.name,
+                tuple(rule.images),
+                tuple(rule.namespaces),
+                tuple(verifiers),
+                rule.mode,
+                source,
+                rule.count or 1,
+                sets=tuple(sets) if rule.verifier_sets else (),
             )
         )
     h = hashlib.sha256(raw)
@@ -313,6 +349,13 @@ def policy_summary(policy: Policy) -> dict[str, Any]:
                 "skip_images": list(r.skip_images),
                 "mode": r.mode,
                 "count": r.count,
+                # What must pass: every set, each with `count` of its verifiers (one set unless verifierSets).
+                "verifier_sets": [
+                    {"count": n, "verifiers": [r.verifiers[i].name for i in members]}
+                    for n, members in (r.requirement_sets if r.verifiers else ())
+                ],
+                "namespace": r.namespace,
+                "refused": list(r.refused),
                 "required": r.required,
                 "verifiers": [v.name for v in r.verifiers],
                 "source": r.source,

@@ -513,7 +513,12 @@ def load_trust_policy_cr(data: bytes) -> TrustPolicyDocument:
     spec = doc.get("spec")
     if not isinstance(spec, dict):
         raise TrustPolicyError("TrustPolicy has no spec")
-    spec = {k: v for k, v in spec.items() if k in ("version", "trustPolicies")}
+    unknown = set(spec) - {"version", "trustPolicies"}
+    if unknown:
+        # The CRD (kyverno-notation-aws configs/crds/notation.nirmata.io_trustpolicies.yaml) has only
+        # these two; anything else is not understood, and is refused rather than dropped.
+        raise TrustPolicyError(f"TrustPolicy spec has unknown fields {sorted(unknown)}")
+    spec = dict(spec)
     # The CRD lets `override: {}` through; strip empty optional objects before validating.
     for st in spec.get("trustPolicies") or []:
         if isinstance(st, dict) and isinstance(st.get("signatureVerification"), dict):
@@ -630,6 +635,9 @@ def load_trust_store_crs(data: bytes) -> list[NamedStore]:
         if doc.get("apiVersion") != CR_API_VERSION:
             raise TrustStoreError(f"TrustStore apiVersion must be {CR_API_VERSION}")
         spec = doc.get("spec") or {}
+        unknown = set(spec) - {"trustStoreName", "type", "caBundle"}
+        if unknown:
+            raise TrustStoreError(f"TrustStore spec has unknown fields {sorted(unknown)}")
         name = spec.get("trustStoreName") or (doc.get("metadata") or {}).get("name")
         typ = spec.get("type", "ca")
         bundle = spec.get("caBundle")

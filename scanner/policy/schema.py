@@ -28,15 +28,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+# Fulcio's certificate extensions that a keyless identity may require (cosign's CertExtensionMap;
+# https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md): name -> OID. Their values are the
+# extensions' raw bytes as UTF-8, as cosign and Kyverno read them; an absent extension reads as "".
+FULCIO_EXTENSIONS = {
+    "oidcIssuer": "1.3.6.1.4.1.57264.1.1",
+    "githubWorkflowTrigger": "1.3.6.1.4.1.57264.1.2",
+    "githubWorkflowSha": "1.3.6.1.4.1.57264.1.3",
+    "githubWorkflowName": "1.3.6.1.4.1.57264.1.4",
+    "githubWorkflowRepository": "1.3.6.1.4.1.57264.1.5",
+    "githubWorkflowRef": "1.3.6.1.4.1.57264.1.6",
+}
+
+
+def extension_name(key: str) -> str:
+    """The extension's name for a name or its dotted OID; ValueError for anything else."""
+    if key in FULCIO_EXTENSIONS:
+        return key
+    for name, oid in FULCIO_EXTENSIONS.items():
+        if key == oid:
+            return name
+    raise ValueError(f"unknown certificate extension {key!r} (known: {', '.join(FULCIO_EXTENSIONS)}, or their OIDs)")
+
+
 class Identity(_Strict):
     """A keyless identity, with the semantics of cosign's --certificate-identity[-regexp] and
     --certificate-oidc-issuer[-regexp]: exact strings, or regular expressions that must match the
-    whole value."""
+    whole value. ``extensions`` / ``extensionsRegExp`` require Fulcio certificate extensions too
+    (cosign's --certificate-github-workflow-*; Kyverno's keyless ``additionalExtensions``)."""
 
     issuer: str | None = None
     issuer_regexp: str | None = Field(default=None, alias="issuerRegExp")
     subject: str | None = None
     subject_regexp: str | None = Field(default=None, alias="subjectRegExp")
+    extensions: dict[str, str] = Field(default_factory=dict)
+    extensions_regexp: dict[str, str] = Field(default_factory=dict, alias="extensionsRegExp")
 
     @model_validator(mode="after")
     def _one_of_each(self) -> Identity:
@@ -44,7 +70,10 @@ class Identity(_Strict):
             raise ValueError("give exactly one of issuer / issuerRegExp")
         if (self.subject is None) == (self.subject_regexp is None):
             raise ValueError("give exactly one of subject / subjectRegExp")
-        for pattern in (self.issuer_regexp, self.subject_regexp):
+        names = [extension_name(k) for k in (*self.extensions, *self.extensions_regexp)]
+        if len(set(names)) != len(names):
+            raise ValueError("an extension is named twice (in extensions and extensionsRegExp, or by name and OID)")
+        for pattern in (self.issuer_regexp, self.subject_regexp, *self.extensions_regexp.values()):
             if pattern is not None:
                 try:
                     re.compile(pattern)
@@ -125,21 +154,42 @@ def _check_globs(values: list[str]) -> list[str]:
     return values
 
 
+class VerifierSet(_Strict):
+    """One requirement of a rule with ``verifierSets``: ``count`` of these verifiers must each pass.
+    Every set of a rule must be satisfied (Kyverno's ``attestors: [{count, entries}, ...]``)."""
+
+    count: int = Field(default=1, ge=1)
+    verifiers: list[VerifierSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _count_fits(self) -> VerifierSet:
+        if self.count > len(self.verifiers):
+            raise ValueError(f"count {self.count} exceeds the {len(self.verifiers)} verifiers listed")
+        return self
+
+
 class Rule(_Strict):
     name: str = Field(min_length=1)
     images: list[str] = Field(min_length=1)
     namespaces: list[str] = Field(default_factory=lambda: ["*"])
-    verifiers: list[VerifierSpec] = Field(min_length=1)
-    # How many of the listed verifiers must each find a valid signature (n-of-m, as Kyverno's
-    # attestors[].count and connaisseur's threshold); 1 = any one is enough.
-    count: int = Field(default=1, ge=1)
+    verifiers: list[VerifierSpec] = Field(default_factory=list)
+    # How many of the listed verifiers must each find a valid signature (n-of-m, as connaisseur's
+    # threshold); 1 = any one is enough. Default 1.
+    count: int | None = Field(default=None, ge=1)
+    # Instead of verifiers/count: several sets, each with its own count, all required
+    # ("(A or B) and C" = [{count: 1, verifiers: [A, B]}, {verifiers: [C]}]).
+    verifier_sets: list[VerifierSet] = Field(default_factory=list, alias="verifierSets")
     mode: Literal["enforce", "warn"] = "enforce"
 
     _globs = field_validator("images", "namespaces")(_check_globs)
 
     @model_validator(mode="after")
     def _count_fits(self) -> Rule:
-        if self.count > len(self.verifiers):
+        if bool(self.verifiers) == bool(self.verifier_sets):
+            raise ValueError("a rule needs exactly one of verifiers (with an optional count) / verifierSets")
+        if self.verifier_sets and self.count is not None:
+            raise ValueError("count belongs inside each of verifierSets, not beside them")
+        if self.count is not None and self.count > len(self.verifiers):
             raise ValueError(f"count {self.count} exceeds the {len(self.verifiers)} verifiers listed")
         return self
 

@@ -15,14 +15,15 @@ The issuer is read from the Fulcio extensions (https://github.com/sigstore/fulci
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat import asn1
 from cryptography.x509 import ObjectIdentifier
 from sigstore.errors import VerificationError
 
+from scanner.policy.schema import FULCIO_EXTENSIONS, extension_name
 from scanner.policy.schema import Identity as IdentitySpec
 
 OIDC_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
@@ -60,10 +61,11 @@ class _Match:
 
 @dataclass(frozen=True, slots=True)
 class IdentityMatcher:
-    """One trusted (issuer, subject) pair."""
+    """One trusted (issuer, subject) pair, and the Fulcio extensions it requires (all of them)."""
 
     issuer: _Match
     subject: _Match
+    extensions: tuple[tuple[str, _Match], ...] = ()  # (extension name, required value)
 
     @classmethod
     def exact(cls, *, subject: str, issuer: str) -> IdentityMatcher:
@@ -75,18 +77,28 @@ class IdentityMatcher:
 
     @classmethod
     def from_spec(cls, spec: IdentitySpec) -> IdentityMatcher:
+        exts = [(extension_name(k), _Match(exact=v)) for k, v in spec.extensions.items()]
+        exts += [(extension_name(k), _Match(regexp=v)) for k, v in spec.extensions_regexp.items()]
         return cls(
             _Match(exact=spec.issuer, regexp=spec.issuer_regexp),
             _Match(exact=spec.subject, regexp=spec.subject_regexp),
+            tuple(sorted(exts, key=lambda e: e[0])),
         )
 
-    def matches(self, sans: Iterable[str], issuer: str | None) -> bool:
+    def matches(self, sans: Iterable[str], issuer: str | None, extensions: Mapping[str, str] | None = None) -> bool:
         if issuer is None or not self.issuer.matches(issuer):
             return False
-        return any(self.subject.matches(san) for san in sans)
+        if not any(self.subject.matches(san) for san in sans):
+            return False
+        # Every required extension must be present with a matching value; a certificate whose
+        # extensions were not read never satisfies a matcher that requires some.
+        if self.extensions and extensions is None:
+            return False
+        return all(want.matches((extensions or {}).get(name, "")) for name, want in self.extensions)
 
     def __str__(self) -> str:
-        return f"subject {self.subject} issuer {self.issuer}"
+        exts = "".join(f" {name} {want}" for name, want in self.extensions)
+        return f"subject {self.subject} issuer {self.issuer}{exts}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +107,7 @@ class CertIdentity:
 
     sans: tuple[str, ...]
     issuer: str | None
+    extensions: Mapping[str, str] = field(default_factory=dict)  # FULCIO_EXTENSIONS name -> value
 
     @property
     def primary(self) -> str:
@@ -117,7 +130,20 @@ def cert_identity(cert: x509.Certificate) -> CertIdentity:
                     sans.append(asn1.decode_der(str, other.value))
                 except Exception:  # noqa: S112 - a malformed otherName is simply not an identity
                     continue
-    return CertIdentity(tuple(sans), cert_issuer(cert))
+    return CertIdentity(tuple(sans), cert_issuer(cert), cert_extensions(cert))
+
+
+def cert_extensions(cert: x509.Certificate) -> dict[str, str]:
+    """The Fulcio extensions of FULCIO_EXTENSIONS, read as cosign reads them: the raw extension
+    bytes as a string (undecodable bytes are replaced, so they match no sane pattern)."""
+    by_oid = {oid: name for name, oid in FULCIO_EXTENSIONS.items()}
+    out: dict[str, str] = {}
+    for ext in cert.extensions:
+        name = by_oid.get(ext.oid.dotted_string)
+        raw = getattr(ext.value, "value", None)
+        if name is not None and isinstance(raw, bytes):
+            out[name] = raw.decode("utf-8", errors="replace")
+    return out
 
 
 def cert_issuer(cert: x509.Certificate) -> str | None:
@@ -147,10 +173,12 @@ def match_identities(cert: x509.Certificate, identities: Sequence[IdentityMatche
     if ident.issuer is None:
         return False, "certificate has no OIDC issuer extension (1.3.6.1.4.1.57264.1.8 / .1.1)"
     for matcher in identities:
-        if matcher.matches(ident.sans, ident.issuer):
+        if matcher.matches(ident.sans, ident.issuer, ident.extensions):
             return True, f"identity {ident.primary} (issuer {ident.issuer}) matches {matcher}"
+    wanted = sorted({name for m in identities for name, _ in m.extensions})
+    seen = "".join(f", {n} {ident.extensions.get(n, '(absent)')!r}" for n in wanted)
     return False, (
-        f"identity {', '.join(ident.sans)} (issuer {ident.issuer}) matches none of the trusted "
+        f"identity {', '.join(ident.sans)} (issuer {ident.issuer}{seen}) matches none of the trusted "
         f"identities: {'; '.join(str(m) for m in identities)}"
     )
 

@@ -94,13 +94,15 @@ def test_policies_read_from_the_cluster(kube_apiserver, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     rules = {x["name"]: x for x in doc["rules"]}
-    assert set(rules) == {"verify/r1", "team/r2", "cip", "TrustPolicy/team-a-policy"}
+    assert set(rules) == {"verify/r1", "team-a/team/r2", "cip", "TrustPolicy/team-a-policy"}
     assert rules["TrustPolicy/team-a-policy"]["images"] == ["ghcr.io/team-a/app"]
     assert rules["TrustPolicy/team-a-policy"]["source"] == "notation:TrustPolicy/team-a-policy"
-    assert rules["team/r2"]["namespaces"] == ["team-a"]  # a namespaced Policy applies to its namespace
+    assert rules["team-a/team/r2"]["namespaces"] == ["team-a"]  # a namespaced Policy applies to its namespace
+    assert rules["team-a/team/r2"]["source"] == "kyverno:Policy/team-a/team"
     from scanner.verify.keys import key_sha256, parse_public_key
 
-    assert rules["team/r2"]["verifiers"][0].endswith(key_sha256(parse_public_key(secret_key.public_pem.encode()))[:12])
+    secret_key_id = key_sha256(parse_public_key(secret_key.public_pem.encode()))
+    assert rules["team-a/team/r2"]["verifiers"][0].endswith(secret_key_id[:12])
     assert rules["cip"]["source"] == "clusterimagepolicy:ClusterImagePolicy/cip"
 
     # Without permission to list the policy resources: a clear message naming what is missing.

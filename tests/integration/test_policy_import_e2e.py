@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness.demo import publish_estate, write_pods, write_policy
+from tests.harness import oci
+from tests.harness.cosign_sign import KeyPair, sign_image
+from tests.harness.demo import _pod, publish_estate, write_pods, write_policy
 
 pytestmark = pytest.mark.integration
 
@@ -59,14 +61,99 @@ def test_imported_policies_match_native(registry, tmp_path: Path) -> None:
     assert by["signed"]["policy_source"] == "kyverno:ClusterPolicy/demo"
     assert by["signed"]["rule"] == "demo/demo-images"
 
-    # The same as a ClusterImagePolicy: its globs are per path segment (demo/* matches demo/x only).
+    # The same as a ClusterImagePolicy: its globs are per path segment (demo/* matches demo/x only). A key
+    # authority without ctlog has no transparency-log check in policy-controller (pkg/webhook/validator.go).
     cip = {"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy", "metadata": {"name": "demo"},
            "spec": {"images": [{"glob": f"{est.host}/demo/*"}, {"glob": "127.0.0.1:9/**"}], "authorities": [
-               {"name": "trusted", "key": {"data": trusted}, "ctlog": {"ignoreTlog": True}},
-               {"name": "revoked", "key": {"data": revoked}, "ctlog": {"ignoreTlog": True}}]}}
+               {"name": "trusted", "key": {"data": trusted}},
+               {"name": "revoked", "key": {"data": revoked}}]}}
     (tmp_path / "cip.yaml").write_text(yaml.safe_dump(cip))
     got = scan("--pods-file", str(pods), "--policy", str(tmp_path / "rest.yaml"),
                "--policy-from", f"clusterimagepolicy:{tmp_path / 'cip.yaml'}")
     assert verdicts(got) == est.expected
     assert {i["policy_source"] for i in got["images"] if i["rule"] and i["rule"] != "notation-images"} == {
         "clusterimagepolicy:ClusterImagePolicy/demo"}
+
+
+# -- rules apply exactly where they are written (issue #17, section C) -----------------------------
+
+
+def _native(tmp_path: Path, host: str, extra: str = "") -> Path:
+    p = tmp_path / "native.yaml"
+    p.write_text(f"apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  insecureRegistries: ['{host}']\n"
+                 + extra)
+    return p
+
+
+def _key_entry(key: KeyPair) -> dict:
+    return {"keys": {"publicKeys": key.public_pem, "rekor": {"ignoreTlog": True}}}
+
+
+def _by_namespace(doc: dict) -> dict[str, tuple[str, str | None, str | None]]:
+    out = {}
+    for i in doc["images"]:
+        for c in i["containers"]:
+            out[c["namespace"]] = (i["status"], i["rule"], i["policy_source"])
+    return out
+
+
+def test_two_teams_policies_with_the_same_names_are_never_merged(registry, tmp_path: Path) -> None:
+    """Kyverno Policy "team"/rule "verify" in team-a trusts key A, in team-b key B. An image signed only
+    by B runs in both namespaces: team-b's pod is verified, team-a's is not (it was: the rules were
+    merged by name and team-a's pod judged by team-b's key)."""
+    a, b = KeyPair.ecdsa(), KeyPair.ecdsa()
+    digest = oci.make_image(registry.url, "teams/app", "1.0")
+    sign_image(registry.url, registry.host, "teams/app", digest, b)
+    ref = f"{registry.host}/teams/app:1.0"
+    iid = f"{registry.host}/teams/app@{digest}"
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"items": [_pod(ns, "app", [("app", ref, iid)]) for ns in ("team-a", "team-b")]}))
+    docs = [{"apiVersion": "kyverno.io/v1", "kind": "Policy", "metadata": {"name": "team", "namespace": ns},
+             "spec": {"rules": [{"name": "verify", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                                 "verifyImages": [{"imageReferences": [f"{registry.host}/teams/*"],
+                                                   "attestors": [{"entries": [_key_entry(key)]}]}]}]}}
+            for ns, key in (("team-a", a), ("team-b", b))]
+    (tmp_path / "kyverno.yaml").write_text(yaml.safe_dump_all(docs))
+    got = scan("--pods-file", str(pods), "--policy", str(_native(tmp_path, registry.host)),
+               "--policy-from", f"kyverno:{tmp_path / 'kyverno.yaml'}")
+    assert _by_namespace(got) == {
+        "team-a": ("invalid", "team-a/team/verify", "kyverno:Policy/team-a/team"),
+        "team-b": ("verified", "team-b/team/verify", "kyverno:Policy/team-b/team"),
+    }
+
+
+def test_kyverno_attestor_sets_are_all_required(registry, tmp_path: Path) -> None:
+    """attestors: [{count: 1, entries: [A, B]}, {entries: [C]}] means (A or B) and C: an image signed by
+    A and B is not verified (it was: the import made it "any 2 of A, B, C")."""
+    a, b, c = KeyPair.ecdsa(), KeyPair.ecdsa(), KeyPair.ecdsa()
+    items = []
+    for name, keys in (("ab", (a, b)), ("ac", (a, c)), ("bc", (b, c)), ("c", (c,))):
+        digest = oci.make_image(registry.url, f"sets/{name}", "1.0")
+        sign_image(registry.url, registry.host, f"sets/{name}", digest, *keys)
+        items.append(_pod("prod", name, [("app", f"{registry.host}/sets/{name}:1.0",
+                                          f"{registry.host}/sets/{name}@{digest}")]))
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"items": items}))
+    doc = {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "sets"},
+           "spec": {"rules": [{"name": "r", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                               "verifyImages": [{"imageReferences": [f"{registry.host}/sets/*"], "attestors": [
+                                   {"count": 1, "entries": [_key_entry(a), _key_entry(b)]},
+                                   {"entries": [_key_entry(c)]}]}]}]}}
+    (tmp_path / "kyverno.yaml").write_text(yaml.safe_dump(doc))
+    got = scan("--pods-file", str(pods), "--policy", str(_native(tmp_path, registry.host)),
+               "--policy-from", f"kyverno:{tmp_path / 'kyverno.yaml'}")
+    assert verdicts(got) == {"ab": "invalid", "ac": "verified", "bc": "verified", "c": "invalid"}
+
+
+def test_unresolved_image_in_an_exempt_and_a_plain_namespace(tmp_path: Path) -> None:
+    """An image whose digest is unknown runs in kube-system (exempted) and default (not): whatever the
+    pod order, default's container is an error and kube-system's is exempt (it was decided by the
+    namespace of the first container)."""
+    ref = "127.0.0.1:9/infra/agent:1.0"  # nothing listens on port 9: the tag cannot be resolved
+    policy = _native(tmp_path, "127.0.0.1:9", "  exemptions:\n    - {images: ['127.0.0.1:9/infra/*'], "
+                     "namespaces: [kube-system], reason: SEC-1, until: '2099-01-01T00:00:00Z'}\n")
+    for order in (("kube-system", "default"), ("default", "kube-system")):
+        pods = tmp_path / "pods.json"
+        pods.write_text(json.dumps({"items": [_pod(ns, "agent", [("agent", ref, None)]) for ns in order]}))
+        got = scan("--pods-file", str(pods), "--policy", str(policy))
+        assert {ns: v[0] for ns, v in _by_namespace(got).items()} == {"kube-system": "exempt", "default": "error"}

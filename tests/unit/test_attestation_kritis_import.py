@@ -62,7 +62,7 @@ def _import(tmp_path: Path, docs: list, monkeypatch) -> object:
 def test_rules_exemptions_and_warnings(tmp_path: Path, monkeypatch) -> None:
     policy = _import(tmp_path, DOCS, monkeypatch)
     rules = {r.name: r for r in policy.rules}
-    assert set(rules) == {"kritis:prod/gap", "kritis:staging/isp"}
+    assert set(rules) == {"kritis:prod/gap", "kritis:staging/isp", "kritis:legacy-ns/old"}
     gap = rules["kritis:prod/gap"]
     assert gap.namespaces == ("prod",) and gap.images == ("*",) and gap.count == 2  # every authority
     qa, legacy = gap.verifiers
@@ -71,13 +71,20 @@ def test_rules_exemptions_and_warnings(tmp_path: Path, monkeypatch) -> None:
     assert qa.source_label == "http://127.0.0.1:1/v1beta1/projects/build-proj"
     assert len(qa.keys) == 1 and "qa-key-1" in qa.keys[0].ids  # the PGP key is not used
     assert "ack-key" in legacy.keys[0].ids
-    assert rules["kritis:staging/isp"].count == 1
+    # kritis looks an authority up in the policy's own namespace: staging has no "qa" (prod's is not
+    # borrowed), and legacy-ns has no "missing". Judging without them would be looser: refused.
+    assert rules["kritis:staging/isp"].refused == ("AttestationAuthority staging/qa not found",)
+    assert rules["kritis:legacy-ns/old"].refused == ("AttestationAuthority legacy-ns/missing not found",)
+    assert rules["kritis:staging/isp"].verifiers == () == rules["kritis:legacy-ns/old"].verifiers
     ex = {(e.images[0], e.namespaces[0]): e for e in policy.exemptions}
     assert set(ex) == {("gcr.io/distroless/*", "prod"), ("registry.example/base:1", "staging"),
                        ("quay.io/old/*", "legacy-ns")}
     assert all(e.reason.startswith("kritis admission allowlist") for e in policy.exemptions)
     text = "\n".join(policy.warnings)
-    assert "PGP" in text and "packageVulnerabilityRequirements" in text and "'missing' not found" in text
+    assert "PGP" in text and "packageVulnerabilityRequirements" in text and "legacy-ns/missing not found" in text
+    # Reported fields are notes on every verdict of the rule, not only warnings on stderr.
+    assert any("asciiArmoredPgpPublicKey" in n for n in gap.notes)
+    assert any("packageVulnerabilityRequirements" in n for n in rules["kritis:staging/isp"].notes)
 
 
 def test_bad_note_reference_is_a_config_error(tmp_path: Path, monkeypatch) -> None:

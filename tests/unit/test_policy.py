@@ -21,7 +21,7 @@ from scanner.models import (
     Verdict,
     Workload,
 )
-from scanner.policy.engine import evaluate, image_matches, match_rule, unresolved_verdict
+from scanner.policy.engine import evaluate, image_matches, match_rule, unresolved_verdicts
 from scanner.policy.loader import CompiledRule, Policy, load_policy
 from scanner.policy.schema import Exemption, Revocation
 from tests.harness.cosign_sign import KeyPair
@@ -286,7 +286,7 @@ def test_n_of_m_is_headed_by_the_signature_that_gave_its_status() -> None:
     results = [named("v1 ok", Outcome.PASSED), named("v2 ok", Outcome.PASSED, verifier="v2", key="cd" * 32)]
     v = evaluate(image(), rule, results, [], policy(rule, revocations=[rev]), NOW, "ns")
     assert v.status is Status.REVOKED and "key leaked" in v.headline
-    assert "only 1 of the 2" in v.reasons[0]  # the count stays among the reasons
+    assert "1 of the 2 required" in v.reasons[0]  # the count stays among the reasons
 
 
 def test_no_policy_is_headed_by_no_rule_not_by_a_note() -> None:
@@ -316,8 +316,8 @@ def test_an_unknown_running_digest_is_an_error_whatever_its_tag_would_get() -> N
     c = ContainerRef("ns", "p", "c", ContainerType.CONTAINER, "r.io/a:1", "docker://" + D, Workload("Pod", "p"))
     info = "information only, not what runs: tag 1 resolves to sha256:…; that digest on its own is verified: ok"
     u = UnresolvedImage(ImageReference("r.io", "a", "1"), "r.io/a:1", (c,), "a local image id", (info,))
-    v = unresolved_verdict(u, policy(RULE), NOW)
+    (v,) = unresolved_verdicts(u, policy(RULE), NOW)
     assert v.status is Status.ERROR and not v.compliant and v.rule == "r"
     assert v.headline == "running digest unknown: a local image id" and v.reasons[1:] == (info,)
     warn = CompiledRule("r", ("*",), ("*",), (FakeVerifier("v1"),), mode="warn")  # type: ignore[arg-type]
-    assert not unresolved_verdict(u, policy(warn), NOW).compliant
+    assert not any(x.compliant for x in unresolved_verdicts(u, policy(warn), NOW))

@@ -72,7 +72,10 @@ def test_unsupported_fields_are_reported_per_rule(tmp_path: Path) -> None:
     pol = load(f"kyverno:{f}")
     text = " | ".join(pol.warnings)
     assert "rule p/r" in text and "selector" in text and "preconditions" in text and "attestations" in text
-    assert any("attestations" in n for n in pol.rules[0].notes)
+    # Left out, a selector or a precondition only widens the rule: reported on every verdict.
+    assert any("selector" in n for n in pol.rules[0].notes) and any("preconditions" in n for n in pol.rules[0].notes)
+    # Left out, attestation conditions would loosen it: the rule is refused, never approximated.
+    assert any("attestations" in n for n in pol.rules[0].refused) and pol.rules[0].verifiers == ()
 
 
 def test_required_false_and_multiple_entries_default_to_all() -> None:
@@ -87,7 +90,7 @@ def test_required_false_and_multiple_entries_default_to_all() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(docs, fh)
     pol = load(f"kyverno:{fh.name}")
-    assert pol.rules[0].count == 2 and pol.rules[0].required is False
+    assert pol.rules[0].requirement_sets == ((2, (0, 1)),) and pol.rules[0].required is False
 
 
 def test_cip_glob_semantics() -> None:

@@ -1,0 +1,575 @@
+"""Kyverno ``ClusterPolicy`` / ``Policy`` rules with ``verifyImages`` (kyverno.io/v1), as native rules.
+
+Semantics followed (kyverno ``pkg/engine/internal/imageverifier.go``, ``api/kyverno/v1``):
+
+* A namespaced ``Policy`` applies only in its own namespace. Its rules are named
+  ``<namespace>/<policy>/<rule>`` and come from ``kyverno:Policy/<namespace>/<policy>``, so two
+  teams' policies that share names stay two rules.
+* ``attestors`` is a list of sets, **every** set must be satisfied; within a set, ``count`` entries
+  (all of them when no count is given) must verify. A ``publicKeys`` holding several PEM keys is
+  several entries (Kyverno's ExpandStaticKeys). This maps onto native ``verifierSets``.
+* Keyless ``subject``/``issuer`` are Kyverno wildcards (``*``, ``?``) over the whole value;
+  ``additionalExtensions`` are Fulcio certificate extensions matched the same way; both are enforced.
+* The deprecated single-attestor fields (``key``, ``issuer``/``subject``/``roots``,
+  ``additionalExtensions``, ``annotations``) are converted as ``ImageVerification.Convert`` does.
+
+What every field of the CRD becomes is declared in :data:`FIELDS` (see scanner/policy/fields.py):
+mapped, reported on every verdict of the rule, or refused (the rule's images are then ``error``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from scanner.errors import ConfigError
+from scanner.policy.engine import namespace_matches
+from scanner.policy.fields import Field, FieldTable, classify, mapped, refused, reported, table
+from scanner.policy.imports import ImportContext, _notation_from_certs, _pems, _secret_value, _tmpfile
+from scanner.policy.loader import CompiledRule
+from scanner.policy.schema import FULCIO_EXTENSIONS, CosignVerifierSpec, VerifierSpec, extension_name
+from scanner.verify.base import Verifier
+
+_ADMISSION = "admission-controller behaviour: an audit judges every running pod whatever it says"
+_OFFLINE_REKOR = "not queried (audits run offline): the Rekor bundle attached to the signature is verified"
+_TSA = "timestamp authority chains are not supported by this importer"
+_ELSEWHERE = (
+    "signatures are looked up in the image's own repository: signatures kept only elsewhere are not "
+    "found (unsigned), never accepted"
+)
+_SHA256 = "only sha256 is used: a signature made with another digest algorithm does not verify"
+
+VI = "spec.rules[].verifyImages[]"
+
+
+def _entry_fields(e: str) -> dict[str, Field]:
+    out: dict[str, Field] = {
+        f"{e}.keys.publicKeys": mapped(),
+        f"{e}.keys.kms": mapped(),
+        f"{e}.keys.secret.name": mapped(),
+        f"{e}.keys.secret.namespace": mapped(),
+        f"{e}.keys.signatureAlgorithm": reported(_SHA256),
+        f"{e}.signatureAlgorithm": reported(_SHA256),
+        f"{e}.certificates.cert": mapped(),
+        f"{e}.certificates.certChain": mapped("Notary: the trust store; Cosign: refused (the chain is not validated)"),
+        f"{e}.keyless.issuer": mapped("a Kyverno wildcard over the whole issuer"),
+        f"{e}.keyless.issuerRegExp": mapped("must match the whole issuer (stricter than Go's unanchored match)"),
+        f"{e}.keyless.subject": mapped("a Kyverno wildcard over the whole subject"),
+        f"{e}.keyless.subjectRegExp": mapped("must match the whole subject (stricter than Go's unanchored match)"),
+        f"{e}.keyless.roots": mapped(),
+        f"{e}.keyless.additionalExtensions": mapped("Fulcio extensions, enforced (Kyverno wildcards)"),
+        f"{e}.attestor": refused("nested attestor sets are not supported"),
+        f"{e}.repository": reported(_ELSEWHERE),
+        f"{e}.annotations": mapped("signature annotations that must be present (cosign -a)"),
+    }
+    for kind in ("keys", "certificates", "keyless"):
+        out[f"{e}.{kind}.rekor.ignoreTlog"] = mapped()
+        out[f"{e}.{kind}.rekor.pubkey"] = mapped()
+        out[f"{e}.{kind}.rekor.url"] = reported(_OFFLINE_REKOR)
+        out[f"{e}.{kind}.ctlog.ignoreSCT"] = mapped()
+        out[f"{e}.{kind}.ctlog.pubkey"] = mapped("keyless: the CT log key; keys and certificates have no SCT")
+        out[f"{e}.{kind}.ctlog.tsaCertChain"] = refused(_TSA)
+    return out
+
+
+def _match_fields(block: str, exclude: bool) -> dict[str, Field]:
+    dropped = (
+        "not evaluated: an exclude filter that uses it is dropped, so the rule applies more widely"
+        if exclude
+        else "not evaluated: the rule applies to every pod of the namespaces it names"
+    )
+    who = (
+        "who made the admission request is unknown to an audit: an exclude filter that uses it is dropped"
+        if exclude
+        else "who made the admission request is unknown to an audit: the rule applies whoever it was"
+    )
+    out: dict[str, Field] = {}
+    for form in ("", ".any[]", ".all[]"):
+        b = f"spec.rules[].{block}{form}"
+        out |= {
+            f"{b}.resources.kinds": mapped("Pod (or a workload kind: audited on the pods it creates)"),
+            f"{b}.resources.namespaces": mapped(),
+            f"{b}.resources.operations": mapped(
+                "every running pod was admitted by a CREATE: match applies whatever they are; an exclude "
+                "filter without CREATE excludes nothing from an audit"
+            ),
+            f"{b}.resources.name": reported(dropped),
+            f"{b}.resources.names": reported(dropped),
+            f"{b}.resources.selector": reported(dropped),
+            f"{b}.resources.namespaceSelector": reported(dropped),
+            f"{b}.resources.annotations": reported(dropped),
+            f"{b}.subjects": reported(who),
+            f"{b}.roles": reported(who),
+            f"{b}.clusterRoles": reported(who),
+        }
+    return out
+
+
+FIELDS: FieldTable = table(
+    {
+        "apiVersion": mapped(),
+        "kind": mapped(),
+        "metadata": mapped("name (and a Policy's namespace) identify the rules"),
+        "status": mapped("written by Kyverno"),
+        **{
+            f"spec.{k}": mapped(_ADMISSION)
+            for k in (
+                "admission",
+                "background",
+                "emitWarning",
+                "failurePolicy",
+                "generateExisting",
+                "generateExistingOnPolicyUpdate",
+                "mutateExistingOnPolicyUpdate",
+                "schemaValidation",
+                "useServerSideApply",
+                "validationFailureAction",
+                "validationFailureActionOverrides",
+                "webhookTimeoutSeconds",
+                "webhookConfiguration.failurePolicy",
+                "webhookConfiguration.timeoutSeconds",
+            )
+        },
+        "spec.applyRules": mapped("the first matching rule applies, as sigaudit always does"),
+        "spec.webhookConfiguration.matchConditions": reported(
+            "CEL match conditions are not evaluated: the rules apply to every matching pod"
+        ),
+        "spec.rules[].name": mapped(),
+        "spec.rules[].context": reported("not evaluated; variables ({{...}}) that would use it are refused"),
+        "spec.rules[].preconditions": reported("not evaluated: the rule applies to every matching image"),
+        "spec.rules[].celPreconditions": reported("not evaluated: the rule applies to every matching image"),
+        "spec.rules[].imageExtractors": reported("images in custom resources: the pods' containers are audited"),
+        "spec.rules[].reportProperties": mapped("labels of Kyverno's reports"),
+        "spec.rules[].skipBackgroundRequests": mapped(_ADMISSION),
+        "spec.rules[].validate": mapped("another kind of rule: only verifyImages rules are imported"),
+        "spec.rules[].mutate": mapped("another kind of rule: only verifyImages rules are imported"),
+        "spec.rules[].generate": mapped("another kind of rule: only verifyImages rules are imported"),
+        **_match_fields("match", exclude=False),
+        **_match_fields("exclude", exclude=True),
+        f"{VI}.imageReferences": mapped(),
+        f"{VI}.image": mapped("deprecated: converted as ImageVerification.Convert does"),
+        f"{VI}.skipImageReferences": mapped(),
+        f"{VI}.type": mapped("Cosign and SigstoreBundle: cosign verifiers (.sig and bundle referrers); Notary"),
+        f"{VI}.key": mapped("deprecated: converted as ImageVerification.Convert does"),
+        f"{VI}.issuer": mapped("deprecated: converted as ImageVerification.Convert does"),
+        f"{VI}.subject": mapped("deprecated: converted as ImageVerification.Convert does"),
+        f"{VI}.roots": mapped("deprecated: converted as ImageVerification.Convert does; refused elsewhere"),
+        f"{VI}.additionalExtensions": mapped("deprecated: converted as ImageVerification.Convert does"),
+        f"{VI}.annotations": mapped("signature annotations that must be present (cosign -a)"),
+        f"{VI}.required": mapped(),
+        f"{VI}.verifyDigest": mapped("sigaudit always verifies the running digest"),
+        f"{VI}.mutateDigest": mapped(_ADMISSION),
+        f"{VI}.useCache": mapped(_ADMISSION),
+        f"{VI}.failureAction": mapped(_ADMISSION),
+        f"{VI}.cosignOCI11": mapped("where signatures are stored: sigaudit reads .sig tags and OCI 1.1 referrers"),
+        f"{VI}.repository": reported(_ELSEWHERE),
+        f"{VI}.imageRegistryCredentials": reported("registry credentials come from sigaudit's own configuration"),
+        f"{VI}.attestations": refused("attestations (in-toto predicates and their conditions) are not evaluated"),
+        f"{VI}.validate": refused("validate.deny conditions are not evaluated"),
+        f"{VI}.attestors[].count": mapped("each attestor set becomes one of the rule's verifierSets"),
+        **_entry_fields(f"{VI}.attestors[].entries[]"),
+    }
+)
+
+_VARIABLE = re.compile(r"\{\{.*?\}\}", re.S)
+
+
+def _wildcard_regexp(pattern: str) -> str:
+    """Kyverno's wildcard (IGLOU-EU/go-wildcard v1: ``*`` any run, ``?`` one character) as a
+    full-match regular expression."""
+    return "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+
+
+# ----------------------------------------------------------------------------------------------
+# match / exclude
+
+
+def _filters(block: Any) -> tuple[str, list[Mapping[str, Any]]]:
+    """("any" | "all", filters) of a match/exclude block (the legacy form is one "any" filter)."""
+    if not isinstance(block, Mapping):
+        return "any", []
+    if block.get("all"):
+        return "all", [f for f in block["all"] if isinstance(f, Mapping)]
+    filters = [f for f in block.get("any") or [] if isinstance(f, Mapping)]
+    if block.get("resources") or block.get("subjects") or block.get("roles") or block.get("clusterRoles"):
+        filters.append(block)
+    return "any", filters
+
+
+def _mixed(block: Any) -> bool:
+    """A block that combines any, all and the legacy form: its meaning is not approximated."""
+    if not isinstance(block, Mapping):
+        return False
+    legacy = any(block.get(k) for k in ("resources", "subjects", "roles", "clusterRoles"))
+    return sum(bool(x) for x in (block.get("any"), block.get("all"), legacy)) > 1
+
+
+def _pod_kinds(kinds: list[str]) -> bool:
+    return not kinds or any(k.rsplit("/", 1)[-1] in ("Pod", "*") for k in kinds)
+
+
+def _clean(f: Mapping[str, Any]) -> bool:
+    """An exclude filter that only names namespaces (and pods, and the CREATE that admitted every
+    running pod): an audit can evaluate it exactly."""
+    res = f.get("resources") or {}
+    if any(f.get(k) for k in ("subjects", "roles", "clusterRoles")):
+        return False
+    if any(res.get(k) for k in ("name", "names", "selector", "namespaceSelector", "annotations")):
+        return False
+    operations = [str(o).upper() for o in res.get("operations") or []]
+    if operations and "CREATE" not in operations:
+        return False  # excludes other requests only: the pods' creation was still verified
+    return _pod_kinds([str(k) for k in res.get("kinds") or []])
+
+
+def _match_namespaces(block: Any) -> tuple[list[str], str | None]:
+    """(namespace globs the rule applies to, a note when the approximation widens the rule)."""
+    if _mixed(block):
+        return ["*"], "match combines any/all/resources: the rule is audited in every namespace"
+    how, filters = _filters(block)
+    lists = [[str(n) for n in (f.get("resources") or {}).get("namespaces") or []] for f in filters]
+    if not filters:
+        return ["*"], None
+    if how == "any":
+        if any(not ns for ns in lists):
+            return ["*"], None  # one filter without namespaces matches pods of every namespace
+        return sorted({n for ns in lists for n in ns}), None
+    named = [ns for ns in lists if ns]
+    if not named:
+        return ["*"], None
+    if len(named) == 1:
+        return named[0], None
+    return sorted({n for ns in named for n in ns}), "match.all with several namespace lists: the union is audited"
+
+
+def _exclude_namespaces(block: Any) -> tuple[list[str], str | None]:
+    """(namespace globs excluded, a note when filters were dropped). Only filters an audit can
+    evaluate exactly exclude anything: dropping a filter makes the rule apply more widely, never less."""
+    if _mixed(block):
+        return [], "exclude combines any/all/resources: it was dropped"
+    how, filters = _filters(block)
+    if not filters:
+        return [], None
+    if how == "any":
+        out: list[str] = []
+        dropped = 0
+        for f in filters:
+            ns = [str(n) for n in (f.get("resources") or {}).get("namespaces") or []]
+            kinds = [str(k) for k in (f.get("resources") or {}).get("kinds") or []]
+            if not _clean(f):
+                dropped += 1
+            elif ns:
+                out += ns
+            elif kinds:
+                out.append("*")  # excludes pods in every namespace
+            else:
+                dropped += 1
+        note = f"{dropped} exclude filter(s) not evaluable by an audit were dropped" if dropped else None
+        return sorted(set(out)), note
+    if all(_clean(f) for f in filters):
+        named = [[str(n) for n in (f.get("resources") or {}).get("namespaces") or []] for f in filters]
+        named = [ns for ns in named if ns]
+        if len(named) == 1:
+            return named[0], None
+    return [], "exclude.all is not evaluable by an audit: it was dropped"
+
+
+# ----------------------------------------------------------------------------------------------
+# attestors
+
+
+def _convert(vi: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The attestor sets, with the deprecated single-attestor form converted as Kyverno does
+    (ImageVerification.Convert: key, or issuer+subject+roots, with annotations)."""
+    sets = [a for a in vi.get("attestors") or [] if isinstance(a, Mapping)]
+    if vi.get("key") or vi.get("issuer"):
+        entry: dict[str, Any] = {}
+        if vi.get("annotations"):
+            entry["annotations"] = vi["annotations"]
+        if vi.get("key"):
+            entry["keys"] = {"publicKeys": vi["key"]}
+        elif vi.get("issuer"):
+            entry["keyless"] = {
+                k: v
+                for k, v in {
+                    "issuer": vi.get("issuer"),
+                    "subject": vi.get("subject"),
+                    "roots": vi.get("roots"),
+                    "additionalExtensions": vi.get("additionalExtensions"),
+                }.items()
+                if v
+            }
+        if entry:
+            sets = [*sets, {"entries": [entry]}]
+    return sets
+
+
+def _expand_static_keys(entries: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Kyverno's ExpandStaticKeys: an entry whose publicKeys holds several PEM keys is several entries."""
+    out: list[Mapping[str, Any]] = []
+    for e in entries:
+        keys = e.get("keys")
+        pems = _pems(str(keys.get("publicKeys") or "")) if isinstance(keys, Mapping) else []
+        if isinstance(keys, Mapping) and len(pems) > 1:
+            out += [{**e, "keys": {**keys, "publicKeys": pem}} for pem in pems]
+        else:
+            out.append(e)
+    return out
+
+
+def _cosign(ctx: ImportContext, rule: str, where: str, spec: dict[str, Any]) -> Verifier:
+    return ctx.loader.build_verifier(
+        VerifierSpec(cosign=CosignVerifierSpec.model_validate(spec)), ctx.base_dir, f"{rule}.{where}", rule
+    )
+
+
+def _entry(
+    ctx: ImportContext,
+    entry: Mapping[str, Any],
+    vtype: str,
+    rule: str,
+    ns: str,
+    annotations: Mapping[str, Any],
+    refusals: list[str],
+) -> Verifier | None:
+    """The one verifier of one attestor entry (Kyverno: an entry is keys, certificates or keyless)."""
+    kinds = [k for k in ("keys", "certificates", "keyless", "attestor") if entry.get(k)]
+    if len(kinds) != 1:
+        refusals.append(f"an attestor entry must give exactly one of keys, certificates, keyless (has {kinds})")
+        return None
+    ann = entry.get("annotations") if entry.get("annotations") is not None else annotations
+    ann = {str(k): str(v) for k, v in (ann or {}).items()}
+    if vtype == "notary":
+        certs = entry.get("certificates") or {}
+        pem = "".join(_pems(str(certs.get("cert") or ""))) + "".join(_pems(str(certs.get("certChain") or "")))
+        if not pem or kinds != ["certificates"]:
+            refusals.append("a Notary attestor entry needs certificates (cert and/or certChain)")
+            return None
+        if ann:
+            refusals.append("annotations on Notary signatures are not supported")
+            return None
+        return _notation_from_certs(ctx, pem, rule)
+    keys = entry.get("keys")
+    if isinstance(keys, Mapping):
+        rekor = keys.get("rekor") or {}
+        sources = [k for k in ("publicKeys", "kms", "secret") if keys.get(k)]
+        if len(sources) != 1:
+            refusals.append(f"keys must give exactly one of publicKeys, kms, secret (has {sources})")
+            return None
+        if keys.get("publicKeys"):
+            material = (_pems(str(keys["publicKeys"])) or [str(keys["publicKeys"])])[0]
+        elif keys.get("kms"):
+            material = str(keys["kms"])
+        else:
+            secret = keys["secret"]
+            value = _secret_value(ctx, str(secret.get("namespace") or ns or "default"), str(secret.get("name")), rule)
+            if not value:
+                refusals.append(f"the key in Secret {secret.get('name')!r} could not be read")
+                return None
+            material = value
+        return _cosign(
+            ctx,
+            rule,
+            "keys",
+            {
+                "key": material,
+                "ignoreTlog": bool(rekor.get("ignoreTlog", False)),
+                "annotations": ann,
+                **({"rekorPubKey": rekor["pubkey"]} if rekor.get("pubkey") else {}),
+            },
+        )
+    keyless = entry.get("keyless")
+    if isinstance(keyless, Mapping):
+        ident: dict[str, Any] = {}
+        for exact, rx in (("subject", "subjectRegExp"), ("issuer", "issuerRegExp")):
+            if keyless.get(rx):
+                if keyless.get(exact):
+                    # Kyverno checks both when both are given; one identity here holds one of each.
+                    refusals.append(f"keyless gives both {exact} and {rx}")
+                    return None
+                ident[rx] = str(keyless[rx])
+            elif keyless.get(exact):
+                ident[rx] = _wildcard_regexp(str(keyless[exact]))
+            else:
+                ident[rx] = ".*"
+        extensions = keyless.get("additionalExtensions") or {}
+        if extensions:
+            try:
+                ident["extensionsRegExp"] = {
+                    extension_name(str(k)): _wildcard_regexp(str(v)) for k, v in extensions.items()
+                }
+            except ValueError as exc:
+                refusals.append(f"additionalExtensions: {exc} (Kyverno knows {', '.join(FULCIO_EXTENSIONS)})")
+                return None
+        spec_d: dict[str, Any] = {"identities": [ident]}
+        if keyless.get("roots"):
+            spec_d["roots"] = _tmpfile(str(keyless["roots"]), ".pem")
+        rekor = keyless.get("rekor") or {}
+        if rekor.get("pubkey"):
+            spec_d["rekor"] = {"pubkey": _tmpfile(str(rekor["pubkey"]), ".pem")}
+        ctlog = keyless.get("ctlog") or {}
+        if ctlog.get("pubkey") or ctlog.get("ignoreSCT"):
+            spec_d["ctlog"] = {
+                **({"pubkey": _tmpfile(str(ctlog["pubkey"]), ".pem")} if ctlog.get("pubkey") else {}),
+                "ignoreSCT": bool(ctlog.get("ignoreSCT")),
+            }
+        return _cosign(
+            ctx,
+            rule,
+            "keyless",
+            {"keyless": spec_d, "ignoreTlog": bool(rekor.get("ignoreTlog", False)), "annotations": ann},
+        )
+    certs = entry.get("certificates")
+    if isinstance(certs, Mapping):
+        cert = "".join(_pems(str(certs.get("cert") or "")))
+        if not cert:
+            refusals.append("certificates without a cert")
+            return None
+        if certs.get("certChain"):
+            refusals.append("certificates.certChain: the chain of a Cosign certificate is not validated")
+            return None
+        return _cosign(
+            ctx,
+            rule,
+            "certificates",
+            {
+                "key": cert,
+                "ignoreTlog": bool((certs.get("rekor") or {}).get("ignoreTlog", False)),
+                "annotations": ann,
+            },
+        )
+    refusals.append("nested attestor sets are not supported")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# policies and rules
+
+
+def kyverno_rules(ctx: ImportContext, docs: Iterable[Mapping[str, Any]]) -> list[CompiledRule]:
+    rules: list[CompiledRule] = []
+    for doc in docs:
+        kind = doc.get("kind")
+        if kind not in ("ClusterPolicy", "Policy") or not str(doc.get("apiVersion", "")).startswith("kyverno.io/"):
+            continue
+        meta = doc.get("metadata") or {}
+        pname = str(meta.get("name") or "?")
+        pns = ""
+        if kind == "Policy":
+            pns = str(meta.get("namespace") or "")
+            if not pns:
+                raise ConfigError(
+                    f"Kyverno Policy {pname!r} has no metadata.namespace: a namespaced Policy applies only in "
+                    "its namespace (export it with `kubectl get policy -A -o yaml`, or set the namespace)",
+                    source=ctx.source,
+                )
+        label = f"Policy/{pns}/{pname}" if pns else f"ClusterPolicy/{pname}"
+        prefix = f"{pns}/{pname}" if pns else pname
+        spec = doc.get("spec") or {}
+        # Fields of the policy itself (every rule of it shares them); the rules are classified one by one.
+        top = classify(doc, FIELDS, skip=("spec.rules",))
+        for r in spec.get("rules") or []:
+            if not isinstance(r, Mapping) or not r.get("verifyImages"):
+                continue
+            rname = f"{prefix}/{r.get('name', '?')}"
+            rule_fields = classify(r, FIELDS, "spec.rules[]", skip=("spec.rules[].verifyImages",))
+            notes = [*top.reported, *rule_fields.reported]
+            refusals = [*top.refused, *rule_fields.refused]
+            ns_in, widened = _match_namespaces(r.get("match"))
+            ns_out, dropped = _exclude_namespaces(r.get("exclude"))
+            notes += [n for n in (widened, dropped) if n]
+            if pns:
+                if not namespace_matches(ns_in, pns):
+                    ctx.warn(rname, f"matches namespaces {ns_in}, never {pns!r}, its own: it applies nowhere")
+                    continue
+                namespaces = [pns]
+            else:
+                namespaces = ns_in
+            vis = [vi for vi in r.get("verifyImages") or [] if isinstance(vi, Mapping)]
+            for i, vi in enumerate(vis):
+                vname = rname if len(vis) == 1 else f"{rname}#{i}"
+                rules += _verify_images(
+                    ctx, vi, vname, label, pns, namespaces, ns_out, list(dict.fromkeys(notes)), list(refusals)
+                )
+    return rules
+
+
+def _verify_images(
+    ctx: ImportContext,
+    vi: Mapping[str, Any],
+    name: str,
+    label: str,
+    pns: str,
+    namespaces: list[str],
+    exclude: list[str],
+    notes: list[str],
+    refusals: list[str],
+) -> list[CompiledRule]:
+    images = [str(x) for x in vi.get("imageReferences") or vi.get("images") or []]
+    if vi.get("image"):
+        images.append(str(vi["image"]))
+    if not images:
+        ctx.warn(name, "verifyImages entry without imageReferences: skipped")
+        return []
+    fields = classify(vi, FIELDS, VI)
+    notes += fields.reported
+    refusals += fields.refused
+    for text in (*images, *(str(x) for x in vi.get("skipImageReferences") or [])):
+        if _VARIABLE.search(text):
+            refusals.append(f"image reference {text!r} uses a variable: variables are not evaluated")
+    vtype = str(vi.get("type") or "Cosign").lower()
+    if vtype not in ("cosign", "sigstorebundle", "notary"):
+        refusals.append(f"type {vi.get('type')!r} is not supported")
+    if vi.get("roots") and not vi.get("issuer"):
+        refusals.append("verifyImages.roots without issuer: applies to other attestors in ways not mapped")
+    verifiers: list[Verifier] = []
+    sets: list[tuple[int, tuple[int, ...]]] = []
+    attestor_sets = _convert(vi)
+    if not refusals:
+        for k, a in enumerate(attestor_sets):
+            entries = _expand_static_keys([e for e in a.get("entries") or [] if isinstance(e, Mapping)])
+            members: list[int] = []
+            for e in entries:
+                if _VARIABLE.search(str(e)):
+                    refusals.append(f"attestors[{k}] uses a variable: variables are not evaluated")
+                    break
+                v = _entry(ctx, e, vtype, name, pns, vi.get("annotations") or {}, refusals)
+                if v is not None:
+                    verifiers.append(v)
+                    members.append(len(verifiers) - 1)
+            if refusals:
+                break
+            want = a.get("count")
+            if want is not None and (not isinstance(want, int) or isinstance(want, bool) or want < 0):
+                refusals.append(f"attestors[{k}].count {want!r} is not a count")
+                break
+            need = len(members) if not want else int(want)  # Kyverno: no count (or 0) means every entry
+            if not members or need > len(members):
+                refusals.append(f"attestors[{k}] needs {need} of {len(members)} entries: it can never be satisfied")
+                break
+            sets.append((need, tuple(members)))
+        if not attestor_sets:
+            refusals.append("no attestors: nothing to verify the image signature against")
+    for n in notes:
+        ctx.warn(name, n)
+    for why in refusals:
+        ctx.warn(name, f"refused: {why}")
+    return [
+        CompiledRule(
+            name=name,
+            images=tuple(images),
+            namespaces=tuple(namespaces),
+            verifiers=() if refusals else tuple(verifiers),
+            mode="enforce",
+            source=f"kyverno:{label}",
+            count=1,
+            skip_images=tuple(str(x) for x in vi.get("skipImageReferences") or []),
+            exclude_namespaces=tuple(exclude),
+            required=bool(vi.get("required", True)),
+            notes=tuple(dict.fromkeys(notes)),
+            sets=() if refusals else tuple(sets),
+            refused=tuple(dict.fromkeys(refusals)),
+            namespace=pns,
+        )
+    ]

@@ -1,0 +1,217 @@
+"""Rules apply exactly where they are written: rules are told apart by identity (never merged by name),
+every requirement set of a rule must be met (n-of-m decided in one place), and unresolved images are
+split by namespace and exemption like resolved ones."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from scanner.errors import ConfigError
+from scanner.models import (
+    ContainerRef,
+    ContainerType,
+    ImageReference,
+    Outcome,
+    RunningImage,
+    SignatureFailure,
+    SignatureResult,
+    Status,
+    UnresolvedImage,
+    Workload,
+)
+from scanner.pipeline import _groups, _satisfied
+from scanner.policy.engine import evaluate, rule_satisfied, unresolved_verdicts
+from scanner.policy.loader import CompiledRule, Policy, load_policy
+from scanner.policy.schema import Exemption
+from tests.harness.cosign_sign import KeyPair
+
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+D = "sha256:" + "e" * 64
+
+
+class FakeVerifier:
+    """A stand-in verifier: the engine only reads its name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def passed(verifier: str) -> SignatureResult:
+    return SignatureResult("cosign", verifier, Outcome.PASSED, f"{verifier} ok", SignatureFailure.NONE,
+                           key_sha256="ab" * 32)
+
+
+def failed(verifier: str) -> SignatureResult:
+    return SignatureResult("cosign", verifier, Outcome.FAILED, f"{verifier} bad", SignatureFailure.INVALID)
+
+
+def container(ns: str, pod: str = "p") -> ContainerRef:
+    return ContainerRef(ns, pod, "c", ContainerType.CONTAINER, "r.io/a:1", None, Workload("Pod", pod))
+
+
+def policy(*rules: CompiledRule, exemptions: tuple[Exemption, ...] = ()) -> Policy:
+    return Policy(tuple(rules), exemptions, (), timedelta(days=30), frozenset(), 50, "x")
+
+
+# -- item 6: rules that share a name ------------------------------------------------------------
+
+
+def team_rules() -> tuple[CompiledRule, CompiledRule]:
+    """Two namespaced policies with the same policy and rule names, trusting different keys."""
+    a = CompiledRule("team/r", ("r.io/*",), ("team-a",), (FakeVerifier("key A"),),  # type: ignore[arg-type]
+                     source="kyverno:Policy/team", namespace="team-a")
+    b = CompiledRule("team/r", ("r.io/*",), ("team-b",), (FakeVerifier("key B"),),  # type: ignore[arg-type]
+                     source="kyverno:Policy/team", namespace="team-b")
+    return a, b
+
+
+def test_rules_that_share_a_name_are_never_merged() -> None:
+    a, b = team_rules()
+    img = RunningImage(ImageReference("r.io", "a", "1", D), (container("team-a"), container("team-b")))
+    groups = _groups(policy(a, b), img)
+    assert [(g.rule, [c.namespace for c in g.containers]) for g in groups] == [(a, ["team-a"]), (b, ["team-b"])]
+    # Signed by B only: team-b's pod is verified, team-a's is not (before: one group judged by B's rule).
+    verdicts = {}
+    for g in groups:
+        assert g.rule is not None
+        # What each key's verifier finds on the one signature (by B).
+        per = [[passed("key B")] if v.name == "key B" else [failed(v.name)] for v in g.rule.verifiers]
+        sub = RunningImage(img.reference, g.containers)
+        flat = [r for rs in per for r in rs]
+        verdicts[g.namespace] = evaluate(sub, g.rule, flat, [], policy(a, b), NOW, g.namespace,
+                                         per_verifier=per).status
+    assert verdicts == {"team-a": Status.INVALID, "team-b": Status.VERIFIED}
+
+
+def test_same_exemption_text_in_two_exemptions_is_two_scopes() -> None:
+    rule = CompiledRule("r", ("r.io/*",), ("*",), (FakeVerifier("v"),))  # type: ignore[arg-type]
+    until = NOW + timedelta(days=3)
+    ex1 = Exemption.model_validate({"images": ["r.io/*"], "namespaces": ["a"], "reason": "x", "until": until,
+                                    "approvedBy": "alice"})
+    ex2 = Exemption.model_validate({"images": ["r.io/*"], "namespaces": ["b"], "reason": "x", "until": until,
+                                    "approvedBy": "mallory"})
+    img = RunningImage(ImageReference("r.io", "a", "1", D), (container("a"), container("b")))
+    groups = _groups(policy(rule, exemptions=(ex1, ex2)), img)
+    assert sorted(g.namespace for g in groups) == ["a", "b"]
+
+
+# -- item 7: every requirement set ----------------------------------------------------------------
+
+
+def sets_rule() -> CompiledRule:
+    """(A or B) and C."""
+    vs = (FakeVerifier("A"), FakeVerifier("B"), FakeVerifier("C"))
+    return CompiledRule("r", ("r.io/*",), ("*",), vs, sets=((1, (0, 1)), (1, (2,))))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("signed_by", "ok"),
+    [({"A", "B"}, False), ({"A", "C"}, True), ({"B", "C"}, True), ({"C"}, False), ({"A", "B", "C"}, True)],
+)
+def test_every_requirement_set_must_be_met(signed_by: set[str], ok: bool) -> None:
+    rule = sets_rule()
+    per = [[passed(v.name)] if v.name in signed_by else [failed(v.name)] for v in rule.verifiers]
+    assert rule_satisfied(rule, per, ()).ok is ok
+    flat = [r for rs in per for r in rs]
+    img = RunningImage(ImageReference("r.io", "a", "1", D), (container("ns"),))
+    v = evaluate(img, rule, flat, [], policy(rule), NOW, "ns", per_verifier=per)
+    assert (v.status is Status.VERIFIED) is ok
+    if not ok:
+        assert any("not enough" in r for r in v.reasons)
+    # The pipeline's early stop makes the same decision.
+    from scanner.pipeline import _Group
+
+    assert _satisfied([_Group(rule, "ns", img.containers)], {id(x): tuple(rs) for x, rs in zip(rule.verifiers, per,
+                                                                                                strict=True)},
+                      policy(rule)) is ok
+
+
+def test_a_result_counts_only_for_the_verifier_that_produced_it() -> None:
+    # Two verifiers that bear the same name (say, one identity under two trust roots), in two sets:
+    # the first passing must not satisfy the second.
+    same1, same2 = FakeVerifier("cosign keyless X"), FakeVerifier("cosign keyless X")
+    rule = CompiledRule("r", ("*",), ("*",), (same1, same2), sets=((1, (0,)), (1, (1,))))  # type: ignore[arg-type]
+    per = [[passed("cosign keyless X")], [failed("cosign keyless X")]]
+    assert rule_satisfied(rule, per, ()).ok is False
+    img = RunningImage(ImageReference("r.io", "a", "1", D), (container("ns"),))
+    flat = [r for rs in per for r in rs]
+    assert evaluate(img, rule, flat, [], policy(rule), NOW, "ns", per_verifier=per).status is Status.INVALID
+
+
+def test_a_refused_rule_is_an_error_never_compliant() -> None:
+    rule = CompiledRule("r", ("r.io/*",), ("*",), (), refused=("field x is not supported",))
+    img = RunningImage(ImageReference("r.io", "a", "1", D), (container("ns"),))
+    v = evaluate(img, rule, [], [], policy(rule), NOW, "ns", per_verifier=[])
+    assert v.status is Status.ERROR and not v.compliant and "field x is not supported" in v.reasons[0]
+
+
+HEAD = "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  rules:\n    - name: a\n      images: ['*']\n"
+
+
+def test_native_verifier_sets_load(tmp_path: Path) -> None:
+    keys = [KeyPair.ecdsa() for _ in range(3)]
+    for i, k in enumerate(keys):
+        (tmp_path / f"k{i}.pub").write_text(k.public_pem)
+    p = tmp_path / "p.yaml"
+    p.write_text(HEAD + "      verifierSets:\n"
+                 "        - {count: 1, verifiers: [{cosign: {key: k0.pub, ignoreTlog: true}},"
+                 " {cosign: {key: k1.pub, ignoreTlog: true}}]}\n"
+                 "        - {verifiers: [{cosign: {key: k2.pub, ignoreTlog: true}}]}\n")
+    (rule,) = load_policy(p).rules
+    assert rule.requirement_sets == ((1, (0, 1)), (1, (2,))) and len(rule.verifiers) == 3
+
+
+def test_one_verifier_listed_twice_cannot_make_two_of_two(tmp_path: Path) -> None:
+    (tmp_path / "k.pub").write_text(KeyPair.ecdsa().public_pem)
+    p = tmp_path / "p.yaml"
+    p.write_text(HEAD + "      count: 2\n      verifiers: [{cosign: {key: k.pub, ignoreTlog: true}},"
+                 " {cosign: {key: k.pub, ignoreTlog: true}}]\n")
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_policy(p)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("      verifiers: [{cosign: {key: k.pub}}]\n      verifierSets: [{verifiers: [{cosign: {key: k.pub}}]}]\n",
+         "exactly one of verifiers"),
+        ("      count: 1\n      verifierSets: [{verifiers: [{cosign: {key: k.pub}}]}]\n", "count belongs inside"),
+        ("      verifierSets: [{count: 2, verifiers: [{cosign: {key: k.pub}}]}]\n", "count 2 exceeds"),
+        ("      verifierSets: []\n", "exactly one of verifiers"),
+        ("      verifierSets: [{verifiers: []}]\n", "at least 1"),
+    ],
+)
+def test_native_verifier_sets_are_validated_at_load(tmp_path: Path, body: str, message: str) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text(HEAD + body)
+    with pytest.raises(ConfigError, match=message) as e:
+        load_policy(p)
+    assert "spec.rules.0" in (e.value.field or "")
+
+
+# -- item 9: unresolved images split by namespace and exemption -------------------------------------
+
+
+@pytest.mark.parametrize("order", [("kube-system", "default"), ("default", "kube-system")])
+def test_unresolved_image_exemption_does_not_depend_on_pod_order(order: tuple[str, str]) -> None:
+    rule = CompiledRule("r", ("r.io/*",), ("*",), (FakeVerifier("v"),))  # type: ignore[arg-type]
+    ex = Exemption.model_validate({"images": ["r.io/*"], "namespaces": ["kube-system"], "reason": "SEC-1",
+                                   "until": NOW + timedelta(days=60)})
+    img = UnresolvedImage(ImageReference("r.io", "a", "1", None), "r.io/a:1",
+                          tuple(container(ns, f"pod-{ns}") for ns in order), "tag could not be resolved")
+    verdicts = unresolved_verdicts(img, policy(rule, exemptions=(ex,)), NOW)
+    by_ns = {v.image.containers[0].namespace: v for v in verdicts}
+    assert {ns: (v.status, len(v.image.containers)) for ns, v in by_ns.items()} == {
+        "kube-system": (Status.EXEMPT, 1), "default": (Status.ERROR, 1)}
+    assert not by_ns["default"].compliant
+
+
+def test_unparseable_image_is_split_by_exemption_too() -> None:
+    ex = Exemption.model_validate({"images": ["bad image*"], "namespaces": ["kube-system"], "reason": "r",
+                                   "until": NOW + timedelta(days=60)})
+    img = UnresolvedImage(None, "bad image", (container("default"), container("kube-system")), "unparseable")
+    statuses = sorted(v.status.value for v in unresolved_verdicts(img, policy(exemptions=(ex,)), NOW))
+    assert statuses == ["error", "exempt"]

@@ -1,0 +1,181 @@
+"""The Kyverno importer follows Kyverno's semantics and never approximates towards looser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scanner.errors import ConfigError
+from scanner.inventory.references import parse_reference
+from scanner.policy.engine import match_rule, rule_satisfied
+from scanner.policy.imports import merge
+from scanner.policy.loader import Policy, PolicyLoader
+from scanner.verify.cosign_keyless import CosignKeylessVerifier
+from tests.harness.cosign_sign import KeyPair
+
+KEYS = [KeyPair.ecdsa() for _ in range(3)]
+
+
+def entry(k: KeyPair) -> dict[str, Any]:
+    return {"keys": {"publicKeys": k.public_pem, "rekor": {"ignoreTlog": True}}}
+
+
+def policy_doc(vi: dict[str, Any], *, kind: str = "ClusterPolicy", name: str = "p", ns: str | None = None,
+               rule: dict[str, Any] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, **({"namespace": ns} if ns else {})}
+    r = {"name": "r", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]}, **(rule or {}),
+         "verifyImages": [{"imageReferences": ["r.io/*"], **vi}]}
+    return {"apiVersion": "kyverno.io/v1", "kind": kind, "metadata": meta, "spec": {"rules": [r]}}
+
+
+def load(tmp_path: Path, *docs: dict[str, Any], files: int = 1) -> Policy:
+    specs = []
+    for i in range(files):
+        f = tmp_path / f"k{i}.yaml"
+        f.write_text(yaml.safe_dump_all(docs))
+        specs.append(f"kyverno:{f}")
+    return merge(None, specs, loader=PolicyLoader(), kubeconfig=None, context=None)
+
+
+REF = parse_reference("r.io/app:1")
+
+
+def test_namespaced_policies_with_the_same_names_are_two_rules(tmp_path: Path) -> None:
+    a = policy_doc({"attestors": [{"entries": [entry(KEYS[0])]}]}, kind="Policy", name="team", ns="team-a")
+    b = policy_doc({"attestors": [{"entries": [entry(KEYS[1])]}]}, kind="Policy", name="team", ns="team-b")
+    pol = load(tmp_path, a, b)
+    ra, rb = pol.rules
+    assert (ra.name, ra.source, ra.namespaces, ra.namespace) == (
+        "team-a/team/r", "kyverno:Policy/team-a/team", ("team-a",), "team-a")
+    assert (rb.name, rb.source, rb.namespaces) == ("team-b/team/r", "kyverno:Policy/team-b/team", ("team-b",))
+    assert ra.identity != rb.identity
+    assert match_rule(pol, REF, "team-a") is ra and match_rule(pol, REF, "team-b") is rb
+    assert match_rule(pol, REF, "team-c") is None
+
+
+def test_a_policy_without_namespace_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no metadata\.namespace"):
+        load(tmp_path, policy_doc({"attestors": [{"entries": [entry(KEYS[0])]}]}, kind="Policy"))
+
+
+def test_a_namespaced_policy_matching_other_namespaces_applies_nowhere(tmp_path: Path) -> None:
+    doc = policy_doc({"attestors": [{"entries": [entry(KEYS[0])]}]}, kind="Policy", ns="team-a",
+                     rule={"match": {"any": [{"resources": {"kinds": ["Pod"], "namespaces": ["team-b"]}}]}})
+    pol = load(tmp_path, doc)
+    assert pol.rules == () and any("applies nowhere" in w for w in pol.warnings)
+
+
+def test_the_same_policy_twice_is_refused_not_merged(tmp_path: Path) -> None:
+    doc = policy_doc({"attestors": [{"entries": [entry(KEYS[0])]}]})
+    with pytest.raises(ConfigError, match="defined twice"):
+        load(tmp_path, doc, files=2)
+
+
+def test_attestor_sets_map_to_requirement_sets(tmp_path: Path) -> None:
+    vi = {"attestors": [{"count": 1, "entries": [entry(KEYS[0]), entry(KEYS[1])]}, {"entries": [entry(KEYS[2])]}]}
+    (rule,) = load(tmp_path, policy_doc(vi)).rules
+    assert rule.requirement_sets == ((1, (0, 1)), (1, (2,)))
+
+
+def test_several_pems_in_one_entry_are_several_entries_all_required(tmp_path: Path) -> None:
+    both = KEYS[0].public_pem + KEYS[1].public_pem
+    vi = {"attestors": [{"entries": [{"keys": {"publicKeys": both, "rekor": {"ignoreTlog": True}}}]}]}
+    (rule,) = load(tmp_path, policy_doc(vi)).rules
+    assert rule.requirement_sets == ((2, (0, 1)),)
+
+
+@pytest.mark.parametrize(
+    ("vi", "why"),
+    [
+        ({"attestors": [{"entries": [entry(KEYS[0]), {"keys": {"secret": {"name": "s", "namespace": "n"}}}]}]},
+         "could not be read"),
+        ({"attestors": [{"entries": [entry(KEYS[0]), {"attestor": {"entries": [entry(KEYS[1])]}}]}]},
+         "nested attestor"),
+        ({"attestors": [{"count": 3, "entries": [entry(KEYS[0]), entry(KEYS[1])]}]}, "can never be satisfied"),
+        ({"attestors": [{"entries": [{"keyless": {"subject": "{{ request.object.metadata.name }}",
+                                                 "issuer": "https://i"}}]}]}, "variable"),
+        ({"imageReferences": ["{{ images }}"], "attestors": [{"entries": [entry(KEYS[0])]}]}, "variable"),
+        ({"type": "Rego", "attestors": [{"entries": [entry(KEYS[0])]}]}, "type 'Rego'"),
+        ({}, "no attestors"),
+        ({"attestors": [{"entries": [{**entry(KEYS[0]), "keyless": {"subject": "s", "issuer": "i"}}]}]},
+         "exactly one of keys"),
+        ({"attestors": [{"entries": [{"keyless": {"subject": "s", "issuer": "i",
+                                                 "additionalExtensions": {"buildTrigger": "push"}}}]}]},
+         "unknown certificate extension"),
+    ],
+)
+def test_what_cannot_be_mapped_exactly_refuses_the_rule(tmp_path: Path, vi: dict[str, Any], why: str) -> None:
+    """Each of these used to be dropped (a looser rule) or approximated; now the rule is refused."""
+    (rule,) = load(tmp_path, policy_doc(vi)).rules
+    assert rule.verifiers == () and any(why in r for r in rule.refused), rule.refused
+    assert not rule_satisfied(rule, [], ()).ok
+
+
+def test_keyless_wildcards_and_additional_extensions_are_enforced(tmp_path: Path) -> None:
+    vi = {"attestors": [{"entries": [{"keyless": {
+        "subject": "https://github.com/acme/*", "issuer": "https://token.actions.githubusercontent.com",
+        "additionalExtensions": {"githubWorkflowRepository": "acme/app", "1.3.6.1.4.1.57264.1.2": "push"},
+        "rekor": {"ignoreTlog": True}, "ctlog": {"ignoreSCT": True}}}]}]}
+    (rule,) = load(tmp_path, policy_doc(vi)).rules
+    (v,) = rule.verifiers
+    assert isinstance(v, CosignKeylessVerifier)
+    (ident,) = v._identities
+    assert ident.subject.regexp == r"https://github\.com/acme/.*"
+    assert dict((n, m.regexp) for n, m in ident.extensions) == {
+        "githubWorkflowRepository": "acme/app", "githubWorkflowTrigger": "push"}
+    assert "githubWorkflowRepository" in v.name
+
+
+def test_deprecated_single_attestor_fields_are_converted(tmp_path: Path) -> None:
+    vi = {"issuer": "https://accounts.google.com", "subject": "ops@acme.io",
+          "additionalExtensions": {"githubWorkflowRef": "refs/heads/main"}}
+    (rule,) = load(tmp_path, policy_doc(vi)).rules
+    (v,) = rule.verifiers
+    (ident,) = v._identities  # type: ignore[attr-defined]
+    assert ident.subject.regexp == r"ops@acme\.io" and dict((n, m.regexp) for n, m in ident.extensions) == {
+        "githubWorkflowRef": "refs/heads/main"}
+
+
+def test_annotations_are_required_of_the_signature(tmp_path: Path) -> None:
+    vi = {"annotations": {"env": "prod"}, "attestors": [{"entries": [entry(KEYS[0])]}]}
+    (rule,) = load(tmp_path, policy_doc(vi)).rules
+    assert rule.verifiers[0]._annotations == {"env": "prod"}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("exclude", "excluded"),
+    [
+        ({"any": [{"resources": {"namespaces": ["kube-system"]}}]}, ("kube-system",)),
+        # A filter that also needs a label cannot be evaluated by an audit: dropped (the rule applies
+        # more widely), never read as "exclude all of kube-system".
+        ({"any": [{"resources": {"namespaces": ["kube-system"], "selector": {"matchLabels": {"a": "b"}}}}]}, ()),
+        ({"any": [{"resources": {"namespaces": ["kube-system"]}, "subjects": [{"kind": "User", "name": "x"}]}]}, ()),
+        ({"all": [{"resources": {"namespaces": ["kube-system"]}}, {"resources": {"names": ["x"]}}]}, ()),
+        ({"any": [{"resources": {"namespaces": ["kube-system"], "kinds": ["Deployment"]}}]}, ()),
+        # Excluding only UPDATE/DELETE requests leaves the pods' creation verified by Kyverno.
+        ({"any": [{"resources": {"namespaces": ["kube-system"], "operations": ["UPDATE", "DELETE"]}}]}, ()),
+        ({"any": [{"resources": {"namespaces": ["kube-system"], "operations": ["CREATE"]}}]}, ("kube-system",)),
+        ({"any": [{"resources": {"namespaces": ["a"]}}], "all": [{"resources": {"namespaces": ["b"]}}]}, ()),
+    ],
+)
+def test_exclude_filters_an_audit_cannot_evaluate_are_dropped(tmp_path: Path, exclude: dict[str, Any],
+                                                               excluded: tuple[str, ...]) -> None:
+    doc = policy_doc({"attestors": [{"entries": [entry(KEYS[0])]}]}, rule={"exclude": exclude})
+    (rule,) = load(tmp_path, doc).rules
+    assert rule.exclude_namespaces == excluded
+
+
+@pytest.mark.parametrize(
+    "match",
+    [
+        {"any": [{"resources": {"kinds": ["Pod"], "namespaces": ["prod"]}}, {"resources": {"kinds": ["Pod"]}}]},
+        {"any": [{"resources": {"namespaces": ["a"]}}], "all": [{"resources": {"namespaces": ["b"]}}]},
+    ],
+)
+def test_match_filters_that_reach_every_namespace(tmp_path: Path, match: dict[str, Any]) -> None:
+    doc = policy_doc({"attestors": [{"entries": [entry(KEYS[0])]}]}, rule={"match": match})
+    (rule,) = load(tmp_path, doc).rules
+    assert rule.namespaces == ("*",)
