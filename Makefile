@@ -49,7 +49,7 @@ test:
 	@$(PHASE) tools bash tests/tools/ensure-tools.sh
 	@$(PHASE) lint $(VENV)/bin/ruff check scanner reports migrations
 	@$(PHASE) typecheck $(VENV)/bin/mypy
-	@$(PHASE) pytest $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+	@$(PHASE) pytest env -u SIGAUDIT_PHASE_LOG $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # What a new machine does: a clone with no ../shared beside it, HOME (and so every tool, Go module,
 # pip and npm cache) empty, then CI=true bash .ci/run; prints the wall time of each phase.
