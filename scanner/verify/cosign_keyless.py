@@ -44,7 +44,7 @@ from scanner.models import (
     SignatureResult,
 )
 from scanner.policy.schema import CosignVerifierSpec
-from scanner.verify.base import Wants
+from scanner.verify.base import Verifier, Wants, decision_identity
 from scanner.verify.cosign import PayloadError, parse_simplesigning
 from scanner.verify.identity import IdentityMatcher, cert_identity, match_identities
 from scanner.verify.rekor import (
@@ -180,7 +180,7 @@ def _verify_tsa(annotation: str, signature: bytes, trust: SigstoreTrust) -> date
     return result.time
 
 
-class CosignKeylessVerifier:
+class CosignKeylessVerifier(Verifier):
     """The ``Verifier`` for ``cosign: {keyless: ...}`` policy entries."""
 
     def __init__(
@@ -270,6 +270,25 @@ class CosignKeylessVerifier:
             "require": sorted(self._require), "annotations": sorted(self._annotations.items()),
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def decision_identity(self, image: RunningImage) -> str | None:
+        """The trust root by content (Fulcio CAs, Rekor, CT and TSA keys all live in it; the
+        public-good root is loaded to name it), identities, log/SCT settings, required predicate
+        types and annotations. The repository is not read: bundles and payloads bind the digest."""
+        try:
+            trust = self._trust.get() if isinstance(self._trust, LazyTrust) else self._trust
+        except ConfigError:
+            return None  # judged afresh: signatures then get an error verdict naming the root
+        return decision_identity("cosign-keyless", {
+            "name": self._name,
+            "trusted_root_sha256": trust.fingerprint,
+            "identities": [_identity_doc(i) for i in self._identities],
+            "ignore_tlog": self._ignore_tlog,
+            "ignore_sct": self._ignore_sct,
+            "require_predicate_types": sorted(set(self._require)),
+            "annotations": dict(sorted(self._annotations.items())),
+            "max_bundle_bytes": self._max_bundle,
+        })
 
     def verify(self, image: RunningImage, material: SignatureMaterial,
                now: datetime) -> tuple[SignatureResult, ...]:
@@ -432,6 +451,12 @@ class CosignKeylessVerifier:
             reason=f"keyless signature by {signer} (issuer {issuer}) verified", signer=signer,
             key_sha256=key_sha, identity=signer, issuer=issuer, signed_at=signed_at, not_after=None,
             checks=tuple(checks), details=details)
+
+
+def _identity_doc(i: IdentityMatcher) -> dict[str, dict[str, str | None]]:
+    """Exact values and regular expressions kept apart (``str(i)`` would let one pass for the other)."""
+    return {"issuer": {"exact": i.issuer.exact, "regexp": i.issuer.regexp},
+            "subject": {"exact": i.subject.exact, "regexp": i.subject.regexp}}
 
 
 def _with_details(res: SignatureResult, extra: Mapping[str, Any]) -> SignatureResult:
