@@ -134,6 +134,9 @@ class CosignKeyVerifier(Verifier):
                 sort_keys=True,
             ).encode()
         )
+        if self._sigstore_trust is not None and any(self._sigstore_trust.pinned.values()):
+            # the configured Rekor key / trusted root, by content (the policy digest shows a change)
+            h.update(json.dumps(dict(self._sigstore_trust.pinned), sort_keys=True).encode())
         return h.hexdigest()
 
     def decision_identity(self, image: RunningImage) -> str | None:

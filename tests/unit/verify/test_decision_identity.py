@@ -519,3 +519,13 @@ def test_results_with_errors_or_network_answers_are_not_cached(env: Env) -> None
     crl = dataclasses.replace(ok, details={"revocation": [{"method": "crl", "status": "good"}]})
     ts = dataclasses.replace(ok, details={"signed_at_source": "timestamp"})
     assert v.results_cacheable((ok,)) and not v.results_cacheable((crl,)) and not v.results_cacheable((ts,))
+
+
+def test_policy_digest_input_names_the_configured_log_trust(env: Env) -> None:
+    """The key verifier's trust fingerprint (hashed into the policy digest a scan reports) changes
+    with the rekorPubKey and trustedRoot content too, not only the cache key."""
+    before = env.build(KEY).trust_fingerprint
+    env.write("rekor.pub", 1)
+    after_rekor = env.build(KEY).trust_fingerprint
+    env.write("root.json", 1)
+    assert len({before, after_rekor, env.build(KEY).trust_fingerprint}) == 3
