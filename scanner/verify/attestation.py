@@ -56,7 +56,7 @@ from scanner.models import (
     SignatureMaterial,
     SignatureResult,
 )
-from scanner.verify.base import Verifier, Wants, decision_identity
+from scanner.verify.base import Verifier, Wants, identity_of
 from scanner.verify.keys import PublicKey, describe_key, key_sha256, parse_public_key, spki_der
 
 if TYPE_CHECKING:
@@ -545,7 +545,7 @@ class AttestationVerifier(Verifier):
         and the repository (a payload naming another repository is noted in the reason)."""
         if self.source is not None or any(k.key is None for k in self.keys):
             return None
-        return decision_identity("attestation", {
+        return identity_of("attestation", {
             "name": self.name,
             "attestor": self.attestor,
             "keys": [{"ref": k.ref, "spki_sha256": key_sha256(k.key) if k.key is not None else None,

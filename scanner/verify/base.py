@@ -39,7 +39,7 @@ class Wants:
         return Wants(self.cosign_sig or other.cosign_sig, self.referrer_types | other.referrer_types)
 
 
-def decision_identity(kind: str, parts: Mapping[str, Any]) -> str:
+def identity_of(kind: str, parts: Mapping[str, Any]) -> str:
     """The decision identity a verifier declares: ``di<N>:`` + sha256 over the RFC 8785 canonical
     JSON of ``parts`` (plain JSON values; trust material as the sha256 of its bytes), the verifier
     kind, :data:`IDENTITY_VERSION` and sigaudit's version."""
@@ -73,7 +73,7 @@ class Verifier(Protocol):
 
     def decision_identity(self, image: RunningImage) -> str | None:
         """Everything :meth:`verify` reads for ``image`` besides the image digest, the signature
-        material and the clock, as :func:`decision_identity` — or None when results for this image
+        material and the clock, as :func:`identity_of` — or None when results for this image
         must not be reused across scans (a source outside the digest-checked material, trust that
         cannot be established now).
 

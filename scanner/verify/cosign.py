@@ -29,7 +29,7 @@ from scanner.models import (
     SignatureMaterial,
     SignatureResult,
 )
-from scanner.verify.base import Verifier, Wants, decision_identity
+from scanner.verify.base import Verifier, Wants, identity_of
 from scanner.verify.keys import PublicKey, describe_key, key_sha256, spki_der, verify_signature
 
 SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -154,7 +154,7 @@ class CosignKeyVerifier(Verifier):
                 except ConfigError:
                     return None  # verified afresh; a check needing the root is then an error
             sigstore["bundles_pinned"] = self._sigstore_trust.bundles_pinned
-        return decision_identity(self.kind, {
+        return identity_of(self.kind, {
             "name": self.name,
             "label": self._label,
             "key_spki_sha256": self._key_id,

@@ -44,7 +44,7 @@ from scanner.models import (
     SignatureResult,
 )
 from scanner.policy.schema import CosignVerifierSpec
-from scanner.verify.base import Verifier, Wants, decision_identity
+from scanner.verify.base import Verifier, Wants, identity_of
 from scanner.verify.cosign import PayloadError, parse_simplesigning
 from scanner.verify.identity import IdentityMatcher, cert_identity, match_identities
 from scanner.verify.rekor import (
@@ -279,7 +279,7 @@ class CosignKeylessVerifier(Verifier):
             trust = self._trust.get() if isinstance(self._trust, LazyTrust) else self._trust
         except ConfigError:
             return None  # judged afresh: signatures then get an error verdict naming the root
-        return decision_identity("cosign-keyless", {
+        return identity_of("cosign-keyless", {
             "name": self._name,
             "trusted_root_sha256": trust.fingerprint,
             "identities": [_identity_doc(i) for i in self._identities],

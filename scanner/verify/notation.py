@@ -49,7 +49,7 @@ from scanner.policy.notation_trust import (
     subject_string,
 )
 from scanner.policy.schema import NotationVerifierSpec
-from scanner.verify.base import Fetcher, Verifier, Wants, decision_identity
+from scanner.verify.base import Fetcher, Verifier, Wants, identity_of
 from scanner.verify.notation_envelope import (
     SCHEME_SIGNING_AUTHORITY,
     SCHEME_X509,
@@ -316,7 +316,7 @@ class NotationVerifier(Verifier):
             }
             parts["trust_store_certificates_sha256"] = {f"{t}:{n}": self._store_certs[(t, n)]
                                                         for t, n in stmt.trust_stores}
-        return decision_identity("notation", parts)
+        return identity_of("notation", parts)
 
     def results_cacheable(self, results: tuple[SignatureResult, ...]) -> bool:
         """Results may be reused across scans only when no network answer went into them: no

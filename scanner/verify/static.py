@@ -13,7 +13,7 @@ from scanner.models import (
     SignatureMaterial,
     SignatureResult,
 )
-from scanner.verify.base import Verifier, Wants, decision_identity
+from scanner.verify.base import Verifier, Wants, identity_of
 
 
 class StaticVerifier(Verifier):
@@ -39,7 +39,7 @@ class StaticVerifier(Verifier):
 
     def decision_identity(self, image: RunningImage) -> str | None:
         """The action and where it came from (the result names it); nothing else is read."""
-        return decision_identity(self.kind, {"action": self._action, "source": self._source})
+        return identity_of(self.kind, {"action": self._action, "source": self._source})
 
     def verify(self, image: RunningImage, material: SignatureMaterial, now: datetime) -> tuple[SignatureResult, ...]:
         passed = self._action == "pass"
