@@ -71,6 +71,7 @@ class Env:
     d: Path
     keys: list[ec.EllipticCurvePrivateKey]
     pems: dict[str, list[bytes]]  # name -> [first content, second content]
+    notation_chain: list[notation_sign.Issued] | None = None  # the notation probe's signer and root
 
     def write(self, name: str, which: int = 0) -> str:
         (self.d / name).write_bytes(self.pems[name.split(".")[0]][which])
@@ -130,6 +131,7 @@ class Case:
 
 
 KEY = {"cosign": {"key": "k.pub", "ignoreTlog": False, "rekorPubKey": "rekor.pub", "trustedRoot": "root.json"}}
+KEY_NO_LOG = {"cosign": {"key": "k.pub", "ignoreTlog": True, "trustedRoot": "root.json"}}
 IDENT = {"issuer": "https://issuer.example", "subject": "release@example.com"}
 KEYLESS = {"cosign": {"keyless": {"identities": [IDENT], "trustedRoot": "root.json"}}}
 ROOTS = {"cosign": {"keyless": {"identities": [IDENT], "roots": "fulcio.pem", "rekor": {"pubkey": "rekor.pub"},
@@ -224,7 +226,8 @@ CASES = [
     # cosign, key-based
     Case(("CosignVerifierSpec.key",), "the key file's content", same(KEY), rewrite("k.pub", KEY)),
     Case(("CosignVerifierSpec.ignore_tlog",), "key: ignoreTlog", same(KEY), set_(KEY, "cosign.ignoreTlog", True)),
-    Case(("CosignVerifierSpec.ignore_sct",), "key: ignoreSCT", same(KEY), set_(KEY, "cosign.ignoreSCT", True),
+    Case(("CosignVerifierSpec.ignore_sct",), "key: ignoreSCT", same(KEY_NO_LOG),
+         set_(KEY_NO_LOG, "cosign.ignoreSCT", True),
          "a key-signed signature carries no certificate, so no SCT to check"),
     Case(("CosignVerifierSpec.rekor_pubkey",), "key: the rekorPubKey file's content (item 2)", same(KEY),
          rewrite("rekor.pub", KEY)),
@@ -234,8 +237,8 @@ CASES = [
          set_(KEY, "cosign.trustedRoot", None), same(KEY)),
     Case(("CosignVerifierSpec.annotations",), "key: annotations", same(KEY),
          set_(KEY, "cosign.annotations", {"env": "prod"})),
-    Case(("CosignVerifierSpec.require_predicate_types",), "key: requirePredicateTypes", same(KEY),
-         set_(KEY, "cosign.requirePredicateTypes", ["https://slsa.dev/provenance/v1"]),
+    Case(("CosignVerifierSpec.require_predicate_types",), "key: requirePredicateTypes", same(KEY_NO_LOG),
+         set_(KEY_NO_LOG, "cosign.requirePredicateTypes", ["https://slsa.dev/provenance/v1"]),
          "NOT READ by the key verifier (a silently ignored policy field: reported to the lead, issue 17)"),
     # cosign, keyless
     Case(("CosignVerifierSpec.keyless", "Keyless.identities"), "keyless: one more identity", same(KEYLESS),
@@ -331,14 +334,28 @@ CASES = [
 ]
 
 
+def _probes(env: Env) -> list[SignatureMaterial]:
+    """Material the "cannot change the verdict" records are checked on: a key signature that
+    verifies with the first key, a notation signature chaining to the first store root, nothing."""
+    return [_sig_material(env), _notation_probe(env), SignatureMaterial(Descriptor("", DIGEST, 0))]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.label for c in CASES])
 def test_each_spec_field_changes_the_identity_or_says_why_not(case: Case, env: Env) -> None:
-    before = env.build(case.base(env)).decision_identity(image(case.repository))
-    after = env.build(case.changed(env)).decision_identity(image(case.repository))
+    probes = _probes(env)
+    first = env.build(case.base(env))
+    before = first.decision_identity(image(case.repository))
+    second = env.build(case.changed(env))
+    after = second.decision_identity(image(case.repository))
     if case.expect == DIFFERS:
         assert before != after, f"{case.label}: the identity did not change"
     else:
         assert before == after, f"{case.label}: recorded as not changing the verdict ({case.expect})"
+        # The record is checked, not trusted: the verifiers give equal results on the probes (a field
+        # that starts being read makes this fail, and then the identity must name it).
+        for m in probes:
+            img = image(case.repository)
+            assert first.verify(img, m, NOW) == second.verify(img, m, NOW), f"{case.label}: results differ"
     if "Grafeas" not in case.label:
         assert before is not None and before.startswith(base.IDENTITY_PREFIX)
 
@@ -416,6 +433,17 @@ def _notation_material(target: dict[str, Any], chain: list[notation_sign.Issued]
                            None)
     desc = Descriptor(target["mediaType"], target["digest"], target["size"])
     return SignatureMaterial(desc, referrers=(ref,), referrers_listed=True)
+
+
+def _notation_probe(env: Env) -> SignatureMaterial:
+    """A notation signature whose chain ends at the root in store ca:s0 (``fulcio`` content 0)."""
+    if env.notation_chain is None:
+        root = notation_sign.issue("Probe Root", ca=True)
+        env.pems["fulcio"][0] = root.pem
+        env.write("fulcio.pem")
+        env.notation_chain = [notation_sign.issue("Probe Signer", issuer=root), root]
+    target = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": DIGEST, "size": 100}
+    return _notation_material(target, env.notation_chain)
 
 
 def test_notation_identity_follows_the_statement_the_repository_selects(env: Env) -> None:
@@ -511,14 +539,13 @@ def test_identity_is_stable_across_builds(env: Env) -> None:
 
 
 def test_results_with_errors_or_network_answers_are_not_cached(env: Env) -> None:
-    """Unchanged rules, restated: notation results that relied on a CRL/OCSP answer or a timestamp
-    are not reused (the identity cannot pin a network answer)."""
+    """Unchanged rule, restated: notation results that relied on a CRL/OCSP answer are not reused
+    (the identity cannot pin a network answer)."""
     v = env.build(notation_env(env, TWO))
     ok = SignatureResult(kind="notation", verifier="n", outcome=Outcome.PASSED, reason="ok",
                          details={"revocation": [{"method": "none", "status": "non-revokable"}]})
     crl = dataclasses.replace(ok, details={"revocation": [{"method": "crl", "status": "good"}]})
-    ts = dataclasses.replace(ok, details={"signed_at_source": "timestamp"})
-    assert v.results_cacheable((ok,)) and not v.results_cacheable((crl,)) and not v.results_cacheable((ts,))
+    assert v.results_cacheable((ok,)) and not v.results_cacheable((crl,))
 
 
 def test_policy_digest_input_names_the_configured_log_trust(env: Env) -> None:
