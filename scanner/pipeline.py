@@ -253,17 +253,21 @@ class CacheState:
 LIST_TAGS_FROM = 3  # running digests in one repository before its tag list is worth a request
 
 
-def _cacheable(v: Verifier) -> bool:
-    # Verifiers whose verdict depends only on bytes + trust material (+ the clock, re-checked through
-    # not_after). A verifier that may consult the network (notation: CRL/OCSP) says per result.
-    return bool(getattr(v, "cacheable", False)) or hasattr(v, "results_cacheable")
+def _cache_key(image: RunningImage, v: Verifier) -> tuple[str, str] | None:
+    """The one place a cache key is made: the digest and the identity the verifier declares for this
+    image (None: its results for this image are not reused)."""
+    try:
+        identity = v.decision_identity(image)
+    except Exception:  # a bug in a verifier costs the cache, never the scan or the verdict
+        log.exception("verifier %s could not state its decision identity for %s", v.name, image.reference)
+        return None
+    return None if identity is None else (image.digest, identity)
 
 
 def _results_cacheable(v: Verifier, results: tuple[SignatureResult, ...]) -> bool:
     if any(r.outcome is Outcome.ERROR for r in results):
         return False  # a check that could not run is retried next scan, never remembered
-    check = getattr(v, "results_cacheable", None)
-    return True if check is None else bool(check(results))
+    return v.results_cacheable(results)
 
 
 def _still_valid(results: tuple[SignatureResult, ...], now: datetime) -> bool:
@@ -288,7 +292,8 @@ def verify_image(
     wants = Wants()
     for v in verifiers.values():
         wants = wants | v.wants
-    cached = _from_cache(image, verifiers, client, policy, now, wants, cache)
+    keys = {vid: _cache_key(image, v) for vid, v in verifiers.items()} if cache is not None else {}
+    cached = _from_cache(image, keys, client, policy, now, wants, cache)
     if cached is not None:
         results = cached
     elif verifiers:
@@ -314,15 +319,16 @@ def verify_image(
         if (
             cache is not None
             and not material.errors
-            and all(_cacheable(v) and _results_cacheable(v, results[vid]) for vid, v in verifiers.items())
+            and all(keys[vid] is not None and _results_cacheable(v, results[vid]) for vid, v in verifiers.items())
         ):
             from scanner.store import CachedVerification
 
             fp = material_fingerprint(material)
             with cache.lock:
                 cache.new += [
-                    CachedVerification(image.digest, v.trust_fingerprint, fp, results[vid], now)
-                    for vid, v in verifiers.items()
+                    CachedVerification(*key, fp, results[vid], now)
+                    for vid in verifiers
+                    if (key := keys[vid]) is not None
                 ]
     with stats.lock:
         for found in results.values():
@@ -350,20 +356,21 @@ def _satisfied(groups: list[_Group], results: Mapping[int, tuple[SignatureResult
 
 def _from_cache(
     image: RunningImage,
-    verifiers: Mapping[int, Verifier],
+    keys: Mapping[int, tuple[str, str] | None],
     client: RegistryClient,
     policy: Policy,
     now: datetime,
     wants: Wants,
     cache: CacheState | None,
 ) -> dict[int, tuple[SignatureResult, ...]] | None:
-    """Cached results when every verifier is cacheable, cached, unexpired, and a cheap re-list shows
-    the same signatures still attached (a vanished or replaced signature is a miss)."""
-    if cache is None or not verifiers or not all(_cacheable(v) for v in verifiers.values()):
+    """Cached results when every verifier declares an identity for this image, is cached under it,
+    unexpired, and a cheap re-list shows the same signatures still attached (a vanished or replaced
+    signature is a miss)."""
+    if cache is None or not keys:
         return None
     entries: dict[int, Any] = {}
-    for vid, v in verifiers.items():
-        entry = cache.hits.get((image.digest, v.trust_fingerprint))
+    for vid, key in keys.items():
+        entry = cache.hits.get(key) if key is not None else None
         if entry is None:
             return None
         entries[vid] = entry
@@ -435,12 +442,12 @@ def run_scan(
     cache_state = None
     if cache is not None:
         keys = [
-            (img.digest, v.trust_fingerprint)
+            key
             for img, gs in work
             for g in gs
             if g.rule
             for v in g.rule.verifiers
-            if _cacheable(v)
+            if (key := _cache_key(img, v)) is not None
         ]
         cache_state = CacheState(
             hits=cache.cache_get_many(keys) if keys else {},

@@ -238,7 +238,7 @@ class PolicyLoader:
                 raise
             # A KMS outage makes the images this key judges `error`; it does not abort the scan.
             return UnavailableKeyVerifier(exc.ref, exc.message, kind="cosign", rule=rule)
-        tlog_check, bundle_check = _sigstore_hooks(spec, base_dir)
+        tlog_check, bundle_check, sigstore_trust = _sigstore_hooks(spec, base_dir)
         return CosignKeyVerifier(
             key,
             key_label=label,
@@ -247,16 +247,18 @@ class PolicyLoader:
             require_predicate_types=spec.require_predicate_types,
             tlog_check=tlog_check,
             bundle_check=bundle_check,
+            sigstore_trust=sigstore_trust,
             rule=rule,
         )
 
 
-def _sigstore_hooks(spec: CosignVerifierSpec, base_dir: Path) -> tuple[Any, Any]:
-    """Rekor SET checking and key-signed bundle checking, from scanner.verify.rekor / sigstore_bundle."""
+def _sigstore_hooks(spec: CosignVerifierSpec, base_dir: Path) -> tuple[Any, Any, Any]:
+    """Rekor SET checking and key-signed bundle checking, from scanner.verify.rekor / sigstore_bundle,
+    and what they trust (for the verifier's decision identity)."""
     try:
         from scanner.verify import sigstore_hooks
     except ImportError:
-        return None, None
+        return None, None, None
     return sigstore_hooks.for_key_verifier(spec, base_dir)
 
 

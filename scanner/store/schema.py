@@ -207,8 +207,13 @@ class SignatureCheck(Base):
 class VerificationCache(Base):
     """Signature results kept across scans (issue 9).
 
-    Keyed by the image digest and the fingerprint of the trust material and rule that judged it, so
-    a changed policy or trust root misses the cache. ``material_fingerprint`` identifies the signature
+    Keyed by the image digest and the verifier's decision identity for the image
+    (``Verifier.decision_identity``: everything its results depend on, the repository where it
+    matters, trust material by content, a logic version), so a changed policy, trust root or
+    repository misses the cache. The key column keeps its first name, ``trust_fingerprint``; it holds
+    ``di<N>:<sha256>`` identities, which no key written before them (a bare sha256 hex,
+    ``static:…``) can equal, so old rows are never read, only left for :meth:`Store.cache_prune`.
+    ``material_fingerprint`` identifies the signature
     material that was judged (e.g. the ``.sig`` manifest digest and the referrers index digest): a
     cheap re-list that gives a different fingerprint means the signatures changed. Expiry and
     revocation are re-evaluated by the caller every scan; the cache only saves the cryptography.

@@ -108,10 +108,11 @@ class ScanSummary:
 
 @dataclass(frozen=True, slots=True)
 class CachedVerification:
-    """Signature results for one digest under one trust fingerprint, kept across scans."""
+    """Signature results for one digest under one decision identity (what the verifier declares
+    its results depend on: ``Verifier.decision_identity``), kept across scans."""
 
     digest: str
-    trust_fingerprint: str
+    decision_identity: str
     material_fingerprint: str
     signatures: tuple[SignatureResult, ...]
     computed_at: datetime
@@ -599,12 +600,12 @@ class Store:
 
     # -- verification cache (issue 9) -------------------------------------------------------------
 
-    def cache_get(self, digest: str, trust_fingerprint: str) -> CachedVerification | None:
-        return self.cache_get_many([(digest, trust_fingerprint)]).get((digest, trust_fingerprint))
+    def cache_get(self, digest: str, decision_identity: str) -> CachedVerification | None:
+        return self.cache_get_many([(digest, decision_identity)]).get((digest, decision_identity))
 
     def cache_get_many(self, keys: Iterable[tuple[str, str]], *, touch: bool = True
                        ) -> dict[tuple[str, str], CachedVerification]:
-        """Cached results for (digest, trust fingerprint) pairs; misses are absent from the dict.
+        """Cached results for (digest, decision identity) pairs; misses are absent from the dict.
         ``touch`` records the use, so that :meth:`cache_prune` keeps what is still running."""
         wanted = set(keys)
         digests = sorted({d for d, _ in wanted})
@@ -623,17 +624,17 @@ class Store:
                         conn.execute(_cache.update().where(_cache.c.digest.in_(chunk)).values(used_at=now))
         return found
 
-    def cache_put(self, digest: str, trust_fingerprint: str, material_fingerprint: str,
+    def cache_put(self, digest: str, decision_identity: str, material_fingerprint: str,
                   signatures: Sequence[SignatureResult], computed_at: datetime | None = None) -> None:
-        self.cache_put_many([CachedVerification(digest, trust_fingerprint, material_fingerprint,
+        self.cache_put_many([CachedVerification(digest, decision_identity, material_fingerprint,
                                                 tuple(signatures), computed_at or self._clock())])
 
     def cache_put_many(self, entries: Iterable[CachedVerification]) -> None:
         """Insert or replace cache entries, in one transaction."""
         now = self._clock()
         rows = {
-            (e.digest, e.trust_fingerprint): {
-                "digest": e.digest, "trust_fingerprint": e.trust_fingerprint,
+            (e.digest, e.decision_identity): {
+                "digest": e.digest, "trust_fingerprint": e.decision_identity,
                 "material_fingerprint": e.material_fingerprint,
                 "results": [codec.signature_to_json(s) for s in e.signatures],
                 "computed_at": e.computed_at, "used_at": now,
@@ -823,7 +824,7 @@ def _summary(r: Any) -> ScanSummary:
 
 def _cached_from_row(row: Any) -> CachedVerification:
     return CachedVerification(
-        digest=row.digest, trust_fingerprint=row.trust_fingerprint,
+        digest=row.digest, decision_identity=row.trust_fingerprint,
         material_fingerprint=row.material_fingerprint,
         signatures=tuple(codec.signature_from_json(s) for s in row.results),
         computed_at=row.computed_at, used_at=row.used_at,

@@ -56,7 +56,7 @@ from scanner.models import (
     SignatureMaterial,
     SignatureResult,
 )
-from scanner.verify.base import Wants
+from scanner.verify.base import Verifier, Wants, identity_of
 from scanner.verify.keys import PublicKey, describe_key, key_sha256, parse_public_key, spki_der
 
 if TYPE_CHECKING:
@@ -512,18 +512,13 @@ def registry_attestations(referrers: Iterable[ReferrerArtifact]) -> list[Attesta
 
 
 @dataclass(frozen=True, slots=True)
-class AttestationVerifier:
+class AttestationVerifier(Verifier):
     attestor: str
     keys: tuple[AttestorKey, ...]
     source: AttestationSource | None = None  # None: attestations attached in the registry
     note_name: str | None = None
     rule: str = ""
     _fingerprint: str = field(default="", compare=False)
-
-    @property
-    def cacheable(self) -> bool:
-        # Registry attestations are part of the digest-checked material; Grafeas content is not.
-        return self.source is None and all(k.key is not None for k in self.keys)
 
     @property
     def name(self) -> str:
@@ -542,6 +537,22 @@ class AttestationVerifier:
     @property
     def trust_fingerprint(self) -> str:
         return self._fingerprint
+
+    def decision_identity(self, image: RunningImage) -> str | None:
+        """Registry attestations only (Grafeas content is not part of the digest-checked material),
+        with every key available: the attestor, each key by content and the ids that claim it (an
+        attestation hinting only at ids we do not hold is someone else's, not a failure), the note,
+        and the repository (a payload naming another repository is noted in the reason)."""
+        if self.source is not None or any(k.key is None for k in self.keys):
+            return None
+        return identity_of("attestation", {
+            "name": self.name,
+            "attestor": self.attestor,
+            "keys": [{"ref": k.ref, "spki_sha256": key_sha256(k.key) if k.key is not None else None,
+                      "ids": sorted(k.ids)} for k in self.keys],
+            "note_name": self.note_name,
+            "repository": image.reference.repo,
+        })
 
     @property
     def source_label(self) -> str:

@@ -11,11 +11,21 @@ injected fetcher interface, never through a direct HTTP call.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+import rfc8785
+
+from scanner import __version__
 from scanner.models import RunningImage, SignatureMaterial, SignatureResult
+
+# Bump when what a verifier decides from the same inputs changes (a check added, a rule tightened):
+# every cached verdict judged by the older logic then misses. The released version is hashed too.
+IDENTITY_VERSION = 1
+IDENTITY_PREFIX = f"di{IDENTITY_VERSION}:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +39,24 @@ class Wants:
         return Wants(self.cosign_sig or other.cosign_sig, self.referrer_types | other.referrer_types)
 
 
+def identity_of(kind: str, parts: Mapping[str, Any]) -> str:
+    """The decision identity a verifier declares: ``di<N>:`` + sha256 over the RFC 8785 canonical
+    JSON of ``parts`` (plain JSON values; trust material as the sha256 of its bytes), the verifier
+    kind, :data:`IDENTITY_VERSION` and sigaudit's version."""
+    doc: dict[str, Any] = {"identity_version": IDENTITY_VERSION, "sigaudit": __version__, "kind": kind,
+                           "parts": dict(parts)}
+    return IDENTITY_PREFIX + hashlib.sha256(rfc8785.dumps(doc)).hexdigest()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 @runtime_checkable
 class Verifier(Protocol):
+    """What the pipeline needs from a verifier. Implementations subclass it explicitly, so that the
+    optional capabilities below come with their defaults (and mypy names a missing required one)."""
+
     @property
     def name(self) -> str:
         """Human name, e.g. ``cosign key sha256:ab12…`` or ``notation policy 'wabbit'``."""
@@ -41,8 +67,32 @@ class Verifier(Protocol):
 
     @property
     def trust_fingerprint(self) -> str:
-        """A stable hash of the trust material and settings; keys caches of verdicts."""
+        """A stable hash of the verifier's configuration, hashed into the policy digest shown with
+        each scan. It is not a cache key: see :meth:`decision_identity`."""
         ...
+
+    def decision_identity(self, image: RunningImage) -> str | None:
+        """Everything :meth:`verify` reads for ``image`` besides the image digest, the signature
+        material and the clock, as :func:`identity_of` — or None when results for this image
+        must not be reused across scans (a source outside the digest-checked material, trust that
+        cannot be established now).
+
+        Contract: two calls that return the same identity for images of the same digest, given the
+        same material and clock, return equal results. So the identity names the repository where
+        the verdict depends on it (notation: registryScopes choose the statement), the content of
+        every piece of trust material (key bytes, Rekor/CT/TSA keys, trusted-root bytes, trust-store
+        certificates), identities, annotations, predicate types, verification levels, revocation
+        settings, and the verifier's name (results carry it; n-of-m counts by it). The verification
+        cache is keyed by ``(digest, identity)`` and by nothing assembled elsewhere.
+        """
+        ...
+
+    def results_cacheable(self, results: tuple[SignatureResult, ...]) -> bool:
+        """Optional: whether these results (for an image with a non-None identity) may be reused
+        across scans. False when something outside the identity went into them (a CRL or OCSP
+        answer, trust the identity does not pin). Results with an ERROR are never reused, whatever
+        this says."""
+        return True
 
     def verify(
         self, image: RunningImage, material: SignatureMaterial, now: datetime

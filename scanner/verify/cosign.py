@@ -36,7 +36,7 @@ from scanner.models import (
     SignedTime,
     TimeSource,
 )
-from scanner.verify.base import Wants
+from scanner.verify.base import Verifier, Wants, identity_of
 from scanner.verify.cosign_rules import apply_cosign_rules
 from scanner.verify.keys import PublicKey, describe_key, key_sha256, spki_der, verify_signature
 
@@ -60,6 +60,23 @@ TlogCheck = Callable[[str, str, bytes, bytes], TlogEntry]
 BundleCheck = Callable[[bytes, str, PublicKey, datetime, Mapping[str, str]], SignatureResult]
 
 
+@dataclass(frozen=True, slots=True)
+class SigstoreTrustRef:
+    """What the tlog and bundle checks of a key verifier trust, named for its decision identity.
+
+    ``pinned``: the sha256 of the configured material's bytes (``rekorPubKey``, ``trustedRoot``;
+    None when not configured). ``public_good``: set when the checks consult the Sigstore public-good
+    root for every logged signature (the log is required and neither is configured); it loads the
+    root and returns the sha256 of its content, raising ``ConfigError`` when it cannot be had.
+    ``bundles_pinned`` False: key-signed bundles are checked against the public-good root although
+    the identity does not name it, so results that relied on it are not reused.
+    """
+
+    pinned: Mapping[str, str | None]
+    public_good: Callable[[], str] | None = None
+    bundles_pinned: bool = True
+
+
 class PayloadError(ParseError, ValueError):
     pass
 
@@ -79,11 +96,10 @@ def parse_simplesigning(payload: bytes) -> Mapping[str, Any]:
     return doc
 
 
-class CosignKeyVerifier:
+class CosignKeyVerifier(Verifier):
     """One public key; any one signature that verifies with it (and binds the digest) passes."""
 
     kind = "cosign"
-    cacheable = True  # the verdict depends only on bytes and the key: safe to reuse across scans
 
     def __init__(
         self,
@@ -95,6 +111,7 @@ class CosignKeyVerifier:
         require_predicate_types: Sequence[str] = (),
         tlog_check: TlogCheck | None = None,
         bundle_check: BundleCheck | None = None,
+        sigstore_trust: SigstoreTrustRef | None = None,
         rule: str = "",
     ) -> None:
         self._key = key
@@ -110,6 +127,7 @@ class CosignKeyVerifier:
                               "which is not installed", field="requirePredicateTypes")
         self._tlog_check = tlog_check
         self._bundle_check = bundle_check
+        self._sigstore_trust = sigstore_trust
         self._rule = rule
 
     @property
@@ -134,7 +152,49 @@ class CosignKeyVerifier:
                 sort_keys=True,
             ).encode()
         )
+        if self._sigstore_trust is not None and any(self._sigstore_trust.pinned.values()):
+            # the configured Rekor key / trusted root, by content (the policy digest shows a change)
+            h.update(json.dumps(dict(self._sigstore_trust.pinned), sort_keys=True).encode())
         return h.hexdigest()
+
+    def decision_identity(self, image: RunningImage) -> str | None:
+        """Key, label, log and annotation settings, and the content of the Rekor/trusted-root trust
+        the SET and bundle checks use. Nothing here reads the repository: the payload's
+        docker-reference is ignored (as cosign does), only the digest binds."""
+        sigstore: dict[str, Any] | None = None
+        if self._tlog_check is not None or self._bundle_check is not None:
+            if self._sigstore_trust is None:
+                return None  # a check whose trust is not named: its results cannot be keyed
+            sigstore = dict(self._sigstore_trust.pinned)
+            if self._sigstore_trust.public_good is not None:
+                try:
+                    sigstore["public_good"] = self._sigstore_trust.public_good()
+                except ConfigError:
+                    return None  # verified afresh; a check needing the root is then an error
+            sigstore["bundles_pinned"] = self._sigstore_trust.bundles_pinned
+        return identity_of(self.kind, {
+            "name": self.name,
+            "label": self._label,
+            "key_spki_sha256": self._key_id,
+            "tlog": not self._ignore_tlog,
+            "tlog_check": self._tlog_check is not None,
+            "bundle_check": self._bundle_check is not None,
+            "annotations": dict(sorted(self._annotations.items())),
+            "require_predicate_types": sorted(set(self._require)),
+            "sigstore": sigstore,
+        })
+
+    def results_cacheable(self, results: tuple[SignatureResult, ...]) -> bool:
+        """A bundle whose log entry or timestamp was checked against a root the identity does not
+        pin (the public-good root, consulted for bundles only) is judged afresh every scan."""
+        if self._sigstore_trust is None or self._sigstore_trust.bundles_pinned:
+            return True
+        return not any(
+            r.kind == "sigstore-bundle"
+            and any(c.name in (CheckName.TLOG, CheckName.TIMESTAMP) and c.outcome is not Outcome.SKIPPED
+                    for c in r.checks)
+            for r in results
+        )
 
     def verify(self, image: RunningImage, material: SignatureMaterial, now: datetime) -> tuple[SignatureResult, ...]:
         results: list[SignatureResult] = []

@@ -48,7 +48,7 @@ from scanner.models import (
     TimeSource,
 )
 from scanner.policy.schema import CosignVerifierSpec
-from scanner.verify.base import Wants
+from scanner.verify.base import Verifier, Wants, identity_of
 from scanner.verify.cosign import PayloadError, parse_simplesigning
 from scanner.verify.cosign_rules import ROLE_SIGNATURE, apply_cosign_rules, claimed_role
 from scanner.verify.identity import IdentityMatcher, cert_identity, match_identities
@@ -185,7 +185,7 @@ def _verify_tsa(annotation: str, signature: bytes, trust: SigstoreTrust) -> date
     return result.time
 
 
-class CosignKeylessVerifier:
+class CosignKeylessVerifier(Verifier):
     """The ``Verifier`` for ``cosign: {keyless: ...}`` policy entries."""
 
     def __init__(
@@ -275,6 +275,25 @@ class CosignKeylessVerifier:
             "require": sorted(self._require), "annotations": sorted(self._annotations.items()),
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def decision_identity(self, image: RunningImage) -> str | None:
+        """The trust root by content (Fulcio CAs, Rekor, CT and TSA keys all live in it; the
+        public-good root is loaded to name it), identities, log/SCT settings, required predicate
+        types and annotations. The repository is not read: bundles and payloads bind the digest."""
+        try:
+            trust = self._trust.get() if isinstance(self._trust, LazyTrust) else self._trust
+        except ConfigError:
+            return None  # judged afresh: signatures then get an error verdict naming the root
+        return identity_of("cosign-keyless", {
+            "name": self._name,
+            "trusted_root_sha256": trust.fingerprint,
+            "identities": [_identity_doc(i) for i in self._identities],
+            "ignore_tlog": self._ignore_tlog,
+            "ignore_sct": self._ignore_sct,
+            "require_predicate_types": sorted(set(self._require)),
+            "annotations": dict(sorted(self._annotations.items())),
+            "max_bundle_bytes": self._max_bundle,
+        })
 
     def verify(self, image: RunningImage, material: SignatureMaterial,
                now: datetime) -> tuple[SignatureResult, ...]:
@@ -420,6 +439,13 @@ class CosignKeylessVerifier:
             reason=f"keyless signature by {signer} (issuer {issuer}) verified", signer=signer,
             key_sha256=key_sha, identity=signer, issuer=issuer, signed_at=signed_at, not_after=None,
             checks=tuple(checks), details=details)
+
+
+def _identity_doc(i: IdentityMatcher) -> dict[str, Any]:
+    """Exact values and regular expressions kept apart (``str(i)`` would let one pass for the other)."""
+    return {"issuer": {"exact": i.issuer.exact, "regexp": i.issuer.regexp},
+            "subject": {"exact": i.subject.exact, "regexp": i.subject.regexp},
+            "extensions": {name: {"exact": m.exact, "regexp": m.regexp} for name, m in sorted(i.extensions)}}
 
 
 def _with_details(res: SignatureResult, extra: Mapping[str, Any]) -> SignatureResult:

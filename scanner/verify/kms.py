@@ -42,7 +42,7 @@ from scanner.models import (
     SignatureMaterial,
     SignatureResult,
 )
-from scanner.verify.base import Wants
+from scanner.verify.base import Verifier, Wants
 
 KMS_SCHEMES = ("awskms://", "gcpkms://", "azurekms://", "hashivault://")
 MAX_KMS_RESPONSE_BYTES = 1024 * 1024
@@ -352,7 +352,7 @@ def fetch_public_key_pem(ref: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class UnavailableKeyVerifier:
+class UnavailableKeyVerifier(Verifier):
     """Yields one ERROR result per image: the key reference and why it could not be fetched.
 
     The policy loader builds it in place of a key verifier when :class:`KmsKeyUnavailable` is raised,
@@ -364,7 +364,6 @@ class UnavailableKeyVerifier:
     message: str
     kind: str = "cosign"
     rule: str = ""
-    cacheable = False
 
     @property
     def name(self) -> str:
@@ -377,6 +376,9 @@ class UnavailableKeyVerifier:
     @property
     def trust_fingerprint(self) -> str:
         return "unavailable:" + hashlib.sha256(self.ref.encode()).hexdigest()
+
+    def decision_identity(self, image: RunningImage) -> str | None:
+        return None  # an error verdict is never reused: the key is fetched again next scan
 
     def verify(self, image: RunningImage, material: SignatureMaterial, now: datetime) -> tuple[SignatureResult, ...]:
         return (

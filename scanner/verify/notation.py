@@ -51,7 +51,7 @@ from scanner.policy.notation_trust import (
     subject_string,
 )
 from scanner.policy.schema import NotationVerifierSpec
-from scanner.verify.base import Fetcher, Wants
+from scanner.verify.base import Fetcher, Verifier, Wants, identity_of
 from scanner.verify.notation_envelope import (
     SCHEME_SIGNING_AUTHORITY,
     SCHEME_X509,
@@ -202,7 +202,7 @@ _ORDER = (CheckName.INTEGRITY, CheckName.AUTHENTICITY, CheckName.IDENTITY, Check
           CheckName.TIMESTAMP, CheckName.REVOCATION)
 
 
-class NotationVerifier:
+class NotationVerifier(Verifier):
     """Verifies notation signatures against notation's trust policy and trust store."""
 
     def __init__(self, policy: TrustPolicyDocument, stores: Mapping[tuple[str, str], NamedStore], *,
@@ -231,6 +231,8 @@ class NotationVerifier:
         h.update(json.dumps(sorted(self._user_metadata.items())).encode())
         h.update(f"max={max_signatures};net={self._revocation.fetcher is not None}".encode())
         self._fingerprint = h.hexdigest()
+        self._store_certs = {key: sorted(fingerprint(c) for c in store.certificates)
+                             for key, store in self._stores.items()}
 
     # -- construction at the edge --------------------------------------------------------------
 
@@ -283,6 +285,40 @@ class NotationVerifier:
     @property
     def policy(self) -> TrustPolicyDocument:
         return self._policy
+
+    def decision_identity(self, image: RunningImage) -> str | None:
+        """Per repository: the trust policy statement its registryScopes select (level, overrides,
+        timestamp rule, trust stores, trusted identities), the certificates of the stores that
+        statement names, revocation settings, required metadata and the signature bound. Two
+        repositories that select the same statement share the identity; when none is selected the
+        repository itself is named (the result says which repository had no statement)."""
+        repo = image.reference.repo
+        stmt = self._policy.statement_for(repo)
+        r = self._revocation
+        parts: dict[str, Any] = {
+            "name": self._name,
+            "max_signatures": self._max,
+            "user_metadata": dict(sorted(self._user_metadata.items())),
+            "revocation": {"network": r.fetcher is not None, "crl_max_bytes": r.crl_max_bytes,
+                           "crl_timeout": r.crl_timeout, "ocsp_max_bytes": r.ocsp_max_bytes,
+                           "ocsp_timeout": r.ocsp_timeout},
+        }
+        if stmt is None:
+            parts["statement"] = None
+            parts["repository"] = repo
+        else:
+            parts["statement"] = {
+                "name": stmt.name,
+                "level": stmt.level.value,
+                "actions": {v.value: a.value for v, a in sorted(stmt.actions.items())},
+                "verify_timestamp": stmt.verify_timestamp,
+                "registry_scopes": list(stmt.registry_scopes),
+                "trust_stores": [f"{t}:{n}" for t, n in stmt.trust_stores],
+                "trusted_identities": list(stmt.trusted_identities),
+            }
+            parts["trust_store_certificates_sha256"] = {f"{t}:{n}": self._store_certs[(t, n)]
+                                                        for t, n in stmt.trust_stores}
+        return identity_of("notation", parts)
 
     def results_cacheable(self, results: tuple[SignatureResult, ...]) -> bool:
         """Results may be reused across scans only when no network answer went into them: no

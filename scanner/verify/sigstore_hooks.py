@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from scanner.errors import ConfigError
 from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
 from scanner.policy.schema import CosignVerifierSpec
-from scanner.verify.cosign import BundleCheck, TlogCheck, TlogEntry
+from scanner.verify.base import sha256_hex
+from scanner.verify.cosign import BundleCheck, SigstoreTrustRef, TlogCheck, TlogEntry
 from scanner.verify.keys import PublicKey
 
 if TYPE_CHECKING:
@@ -50,9 +51,13 @@ def _trust(spec: CosignVerifierSpec, base_dir: Path) -> Callable[[], SigstoreTru
     return lazy.get
 
 
-def for_key_verifier(spec: CosignVerifierSpec, base_dir: Path) -> tuple[TlogCheck | None, BundleCheck]:
+def for_key_verifier(
+    spec: CosignVerifierSpec, base_dir: Path
+) -> tuple[TlogCheck | None, BundleCheck, SigstoreTrustRef]:
+    """The SET check (None when the log is ignored), the bundle check, and what both trust."""
     # A configured trusted root is read now (a bad file is a configuration error, exit 2); the
-    # public-good root, and sigstore-python with it, only when a signature needs it.
+    # public-good root, and sigstore-python with it, only when a signature (or, with a cache, the
+    # decision identity of a verifier that checks every logged signature against it) needs it.
     loaded: list[Callable[[], SigstoreTrust]] = [_trust(spec, base_dir)] if spec.trusted_root else []
     lock = threading.Lock()
 
@@ -63,12 +68,12 @@ def for_key_verifier(spec: CosignVerifierSpec, base_dir: Path) -> tuple[TlogChec
         return loaded[0]()
 
     rekor_keys: list[RekorKey] | None = None
+    rekor_pem: bytes | None = None
     if spec.rekor_pubkey:
         from scanner.verify.rekor import load_rekor_keys_from_pem
 
-        rekor_keys = load_rekor_keys_from_pem(
-            _read(spec.rekor_pubkey, base_dir, "Rekor public key"), source="rekorPubKey"
-        )
+        rekor_pem = _read(spec.rekor_pubkey, base_dir, "Rekor public key")
+        rekor_keys = load_rekor_keys_from_pem(rekor_pem, source="rekorPubKey")
 
     def keys() -> list[RekorKey]:
         from scanner.verify.rekor import load_rekor_keys_from_trusted_root
@@ -107,4 +112,19 @@ def for_key_verifier(spec: CosignVerifierSpec, base_dir: Path) -> tuple[TlogChec
             ignore_tlog=spec.ignore_tlog, annotations=annotations,
         )
 
-    return (None if spec.ignore_tlog else tlog_check), bundle_check
+    # What the checks trust, by content. Configured material is pinned by its bytes. The public-good
+    # root is named by its content when every logged .sig signature is checked against it (the log
+    # is required and no rekorPubKey/trustedRoot is given); when it only serves key-signed bundles,
+    # it is left unnamed (an air-gapped, key-only policy never loads it for a cache key) and the
+    # results of bundles that relied on it are not reused.
+    pinned = {
+        "rekor_pubkey_sha256": sha256_hex(rekor_pem) if rekor_pem is not None else None,
+        "trusted_root_sha256": trust().fingerprint if spec.trusted_root else None,
+    }
+    routine = not spec.ignore_tlog and rekor_pem is None and not spec.trusted_root
+    ref = SigstoreTrustRef(
+        pinned,
+        public_good=(lambda: trust().fingerprint) if routine else None,
+        bundles_pinned=bool(spec.trusted_root) or routine,
+    )
+    return (None if spec.ignore_tlog else tlog_check), bundle_check, ref

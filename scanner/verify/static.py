@@ -13,12 +13,11 @@ from scanner.models import (
     SignatureMaterial,
     SignatureResult,
 )
-from scanner.verify.base import Wants
+from scanner.verify.base import Verifier, Wants, identity_of
 
 
-class StaticVerifier:
+class StaticVerifier(Verifier):
     kind = "static"
-    cacheable = True
 
     def __init__(self, action: str, *, source: str) -> None:
         if action not in ("pass", "fail"):
@@ -37,6 +36,10 @@ class StaticVerifier:
     @property
     def trust_fingerprint(self) -> str:
         return f"static:{self._action}"
+
+    def decision_identity(self, image: RunningImage) -> str | None:
+        """The action and where it came from (the result names it); nothing else is read."""
+        return identity_of(self.kind, {"action": self._action, "source": self._source})
 
     def verify(self, image: RunningImage, material: SignatureMaterial, now: datetime) -> tuple[SignatureResult, ...]:
         passed = self._action == "pass"

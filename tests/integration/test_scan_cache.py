@@ -101,3 +101,181 @@ def test_notation_results_are_reused_when_no_revocation_endpoint_is_named(regist
     warm = reg.request_count() - before
     # One referrers listing per digest, plus one probe per registry for the referrers API.
     assert warm <= len(names) + 1 < cold, (cold, warm)
+
+
+# -- issue 17 A: a cached verdict is keyed by every input of the decision ------------------------------
+
+
+def scan_statuses(pods: Path, policy: Path, db: str | None) -> dict[str, str]:
+    """{repository: status} of one scan; ``db`` None: ``--no-store`` (no cache at all)."""
+    store = ["--db", db] if db else ["--no-store"]
+    r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(pods), "--policy",
+                        str(policy), *store, "-o", "json", "--no-progress"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "SIGAUDIT_SIGSTORE_OFFLINE": "1"})
+    assert r.returncode in (0, 1), r.stderr
+    return {i["repository"]: i["status"] for i in json.loads(r.stdout)["images"]}
+
+
+def copy_with_referrers(url: str, src: str, dst: str, digest: str, tag: str = "1") -> None:
+    """Promote ``src@digest`` to ``dst`` the way ``oras cp -r`` / ``regctl image copy --referrers``
+    do: the same manifest bytes (so the same digest), its blobs, and the signatures attached to it
+    (docker-registry 2.8 has no referrers API: the ``sha256-<hex>`` tag index and what it lists)."""
+
+    def copy_manifest(ref: str, to: str) -> None:
+        raw, media_type = oci.get_manifest(url, src, ref)
+        doc = json.loads(raw)
+        for desc in [doc.get("config"), *doc.get("layers", []), *doc.get("manifests", [])]:
+            if desc and desc.get("mediaType") not in (oci.OCI_MANIFEST, oci.OCI_INDEX):
+                oci.push_blob(url, dst, oci.get_blob(url, src, desc["digest"]))
+            elif desc:
+                copy_manifest(desc["digest"], desc["digest"])
+        oci.push_manifest(url, dst, to, raw, media_type.split(";")[0])
+
+    copy_manifest(digest, tag)
+    referrers_tag = digest.replace(":", "-", 1)
+    if httpx.head(f"{url}/v2/{src}/manifests/{referrers_tag}", headers={"Accept": oci.OCI_INDEX}).status_code == 200:
+        copy_manifest(referrers_tag, referrers_tag)
+
+
+def _two_repo_estate(tmp_path: Path, reg, statements: list[dict], stores: dict[str, list]) -> Path:
+    """A trust policy with ``statements`` and ca stores ``{name: [Issued]}``, and an AuditPolicy using it."""
+    trust = tmp_path / "trust"
+    for name, certs in stores.items():
+        d = trust / "truststore" / "x509" / "ca" / name
+        d.mkdir(parents=True)
+        for i, c in enumerate(certs):
+            (d / f"cert{i}.pem").write_bytes(c.pem)
+    (trust / "trustpolicy.json").write_text(json.dumps({"version": "1.0", "trustPolicies": statements}))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+                      f"  insecureRegistries: ['{reg.host}']\n  rules:\n    - name: n\n      images: ['{reg.host}/*']\n"
+                      f"      verifiers: [{{notation: {{trustPolicy: {trust / 'trustpolicy.json'}, "
+                      f"trustStore: {trust / 'truststore'}}}}}]\n")
+    return policy
+
+
+def _pods(tmp_path: Path, name: str, reg, digest: str, repos: list[str]) -> Path:
+    pods = tmp_path / name
+    pods.write_text(json.dumps({"kind": "List", "items": [
+        _pod(r.split("/")[0], f"p-{r.replace('/', '-')}", [("c", f"{reg.host}/{r}:1", f"{reg.host}/{r}@{digest}")])
+        for r in repos]}))
+    return pods
+
+
+def _strict(name: str, scope: str, store: str) -> dict:
+    return {"name": name, "registryScopes": [scope], "signatureVerification": {"level": "strict"},
+            "trustStores": [f"ca:{store}"], "trustedIdentities": ["*"]}
+
+
+def test_notation_verdict_of_one_repository_is_not_reused_for_another(registry_factory, tmp_path: Path) -> None:
+    """One digest in dev/app and prod/app, with the dev signer's notation signature promoted along
+    with it. The trust policy's registryScopes choose the statement: dev trusts the dev signer, prod
+    only the prod signer. A scan of dev must not make the prod pod `verified` from the cache."""
+    from tests.harness import notation_sign
+
+    reg = registry_factory()
+    dev_pki, prod_pki = notation_sign.make_pki("Dev Signer"), notation_sign.make_pki("Prod Signer")
+    digest = oci.make_image(reg.url, "dev/app", "1")
+    notation_sign.sign_image(reg.url, "dev/app", digest, dev_pki.chain)
+    copy_with_referrers(reg.url, "dev/app", "prod/app", digest)
+    policy = _two_repo_estate(tmp_path, reg, [_strict("dev", f"{reg.host}/dev/app", "dev"),
+                                              _strict("prod", f"{reg.host}/prod/app", "prod")],
+                              {"dev": [dev_pki.root], "prod": [prod_pki.root]})
+    dev, prod = f"{reg.host}/dev/app", f"{reg.host}/prod/app"
+    dev_pods = _pods(tmp_path, "dev.json", reg, digest, ["dev/app"])
+    prod_pods = _pods(tmp_path, "prod.json", reg, digest, ["prod/app"])
+    both = _pods(tmp_path, "both.json", reg, digest, ["dev/app", "prod/app"])
+    # Without a cache: what each repository's statement says.
+    assert scan_statuses(both, policy, None) == {dev: "verified", prod: "invalid"}
+
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    assert scan_statuses(dev_pods, policy, db) == {dev: "verified"}
+    assert scan_statuses(prod_pods, policy, db) == {prod: "invalid"}  # was `verified`, by the dev statement
+    assert scan_statuses(dev_pods, policy, db) == {dev: "verified"}
+
+    # Both in one scan, then again warm: each keeps its own verdict.
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    assert scan_statuses(both, policy, db) == {dev: "verified", prod: "invalid"}
+    assert scan_statuses(both, policy, db) == {dev: "verified", prod: "invalid"}
+
+
+def test_notation_skip_statement_of_one_repository_is_not_reused_for_another(registry_factory,
+                                                                              tmp_path: Path) -> None:
+    """dev/app's statement is `skip`; prod/app's is strict. The same unsigned digest runs in both:
+    the dev verdict (verified by skip) must not be served to the prod pod."""
+    from tests.harness import notation_sign
+
+    reg = registry_factory()
+    prod_pki = notation_sign.make_pki("Prod Signer")
+    digest = oci.make_image(reg.url, "dev/app", "1")
+    copy_with_referrers(reg.url, "dev/app", "prod/app", digest)
+    policy = _two_repo_estate(tmp_path, reg, [
+        {"name": "dev", "registryScopes": [f"{reg.host}/dev/app"], "signatureVerification": {"level": "skip"}},
+        _strict("prod", f"{reg.host}/prod/app", "prod")], {"prod": [prod_pki.root]})
+    dev, prod = f"{reg.host}/dev/app", f"{reg.host}/prod/app"
+    dev_pods = _pods(tmp_path, "dev.json", reg, digest, ["dev/app"])
+    prod_pods = _pods(tmp_path, "prod.json", reg, digest, ["prod/app"])
+    both = _pods(tmp_path, "both.json", reg, digest, ["dev/app", "prod/app"])
+    assert scan_statuses(both, policy, None) == {dev: "verified", prod: "unsigned"}
+
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    assert scan_statuses(dev_pods, policy, db) == {dev: "verified"}
+    assert scan_statuses(prod_pods, policy, db) == {prod: "unsigned"}  # was `verified`, by dev's skip
+
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    assert scan_statuses(both, policy, db) == {dev: "verified", prod: "unsigned"}
+    assert scan_statuses(both, policy, db) == {dev: "verified", prod: "unsigned"}
+
+
+def _cosign_key_policy(path: Path, reg, verifier: str) -> Path:
+    path.write_text(f"apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+                    f"  insecureRegistries: ['{reg.host}']\n  rules:\n    - name: k\n      images: ['{reg.host}/*']\n"
+                    f"      verifiers: [{{cosign: {verifier}}}]\n")
+    return path
+
+
+def test_cosign_key_verdict_is_not_reused_under_another_rekor_key_or_trusted_root(registry_factory,
+                                                                                    tmp_path: Path) -> None:
+    """A key signature made by the real cosign with the log (a mock Rekor's SET). The key verifier
+    checks the SET against `rekorPubKey` / the `trustedRoot`'s logs: when that trust changes (same
+    file, other content), a warm scan must judge as a scan without cache does: `invalid`."""
+    from tests.harness.tools import require_tool
+    from tests.sigstore_mock.harness import MockSigstore
+
+    cosign = require_tool("cosign")
+    reg = registry_factory()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run([str(cosign), "generate-key-pair"], cwd=keys, check=True, capture_output=True, timeout=60,
+                   env={**os.environ, "COSIGN_PASSWORD": ""})
+    digest = oci.make_image(reg.url, "c/logged", "1")
+    with MockSigstore.start(tmp_path / "mock") as mock, MockSigstore.start(tmp_path / "other") as other:
+        r = subprocess.run([str(cosign), "sign", "--key", str(keys / "cosign.key"), "--rekor-url", mock.url,
+                            "--allow-http-registry", "--allow-insecure-registry", "-y",
+                            f"{reg.host}/c/logged@{digest}"], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "COSIGN_PASSWORD": "", "TUF_ROOT": "/nonexistent-sigaudit",
+                                "SIGSTORE_REKOR_PUBLIC_KEY": str(mock.rekor_pub)})
+        assert r.returncode == 0, r.stderr[-3000:]
+        ours = {"rekor": mock.rekor_pub.read_bytes(), "root": mock.trusted_root.read_bytes()}
+        theirs = {"rekor": other.rekor_pub.read_bytes(), "root": other.trusted_root.read_bytes()}
+    pods = _pods(tmp_path, "pods.json", reg, digest, ["c/logged"])
+    image = f"{reg.host}/c/logged"
+    (tmp_path / "rekor.pub").write_bytes(ours["rekor"])
+    (tmp_path / "root.json").write_bytes(ours["root"])
+    pub = keys / "cosign.pub"
+    for label, verifier, trust_file, kind in (
+        ("rekorPubKey", f"{{key: {pub}, ignoreTlog: false, rekorPubKey: rekor.pub}}", "rekor.pub", "rekor"),
+        ("trustedRoot", f"{{key: {pub}, ignoreTlog: false, trustedRoot: root.json}}", "root.json", "root"),
+    ):
+        (tmp_path / trust_file).write_bytes(ours[kind])
+        policy = _cosign_key_policy(tmp_path / f"policy-{kind}.yaml", reg, verifier)
+        db = f"sqlite:///{tmp_path / f'{kind}.db'}"
+        assert scan_statuses(pods, policy, db) == {image: "verified"}, label
+        assert scan_statuses(pods, policy, db) == {image: "verified"}, label
+        # Another log's key, written over the same file: the SET is from a log no longer trusted.
+        (tmp_path / trust_file).write_bytes(theirs[kind])
+        assert scan_statuses(pods, policy, None) == {image: "invalid"}, label
+        assert scan_statuses(pods, policy, db) == {image: "invalid"}, label  # was `verified` from the cache
+        # And back: the first verdict is served again (the old entry is still valid for the old trust).
+        (tmp_path / trust_file).write_bytes(ours[kind])
+        assert scan_statuses(pods, policy, db) == {image: "verified"}, label

@@ -88,3 +88,23 @@ def test_many_entries_in_chunks(store: Store) -> None:
     store.cache_put_many(entries)
     got = store.cache_get_many([(e.digest, "t") for e in entries], touch=False)
     assert len(got) == 1200 and got[(entries[777].digest, "t")].material_fingerprint == "m777"
+
+
+def test_rows_keyed_before_decision_identities_are_never_read(store: Store) -> None:
+    """Issue 17 A: keys are now ``di<N>:<sha256>`` decision identities. A row written under an older
+    key (a bare sha256 hex trust fingerprint, ``static:pass``) can never equal one, so it is never
+    served; the key still fits the column, so no migration is needed."""
+    from scanner.models import ImageReference, RunningImage
+    from scanner.store.schema import VerificationCache
+    from scanner.verify.static import StaticVerifier
+
+    image = RunningImage(ImageReference("reg.example", "prod/app", "1", D1), ())
+    identity = StaticVerifier("pass", source="s").decision_identity(image)
+    assert identity is not None and identity.startswith("di1:")
+    assert len(identity) <= VerificationCache.__table__.c.trust_fingerprint.type.length
+    for legacy in ("ab" * 32, "static:pass"):
+        store.cache_put(D1, legacy, "m", [sig("old logic")])
+    assert store.cache_get(D1, identity) is None
+    store.cache_put(D1, identity, "m", [sig()])
+    assert store.cache_get(D1, identity).signatures == (sig(),)
+    assert store.cache_get(D1, "static:pass").signatures == (sig("old logic"),)
