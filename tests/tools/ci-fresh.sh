@@ -17,6 +17,7 @@ root="${CI_FRESH_ROOT:-$(mktemp -d /tmp/sigaudit-ci-fresh.XXXXXX)}"
 mkdir -p "$root/home"
 [[ -z "$(ls -A "$root/home")" ]] || { echo "ci-fresh: $root/home is not empty" >&2; exit 2; }
 git clone -q "$repo" "$root/sigaudit" || exit 2
+commit="$(git -C "$root/sigaudit" rev-parse --short HEAD)"
 [[ ! -e "$root/shared" ]] || { echo "ci-fresh: $root/shared exists" >&2; exit 2; }
 
 # Configuration (not caches) the machine's users have in HOME: registry settings for npm and Go,
@@ -31,14 +32,14 @@ unset SIGAUDIT_TOOLS_DIR GOPATH GOMODCACHE GOCACHE npm_config_cache PIP_CACHE_DI
 export SIGAUDIT_PHASE_LOG="$root/phases.log"
 : >"$SIGAUDIT_PHASE_LOG"
 
-echo "ci-fresh: clone of $(git -C "$repo" rev-parse --short HEAD) in $root/sigaudit, HOME=$HOME" >&2
+echo "ci-fresh: clone of $commit in $root/sigaudit, HOME=$HOME" >&2
 t0=$SECONDS
 (cd "$root/sigaudit" && CI=true bash .ci/run) >"$root/ci.log" 2>&1
 rc=$?
 total=$((SECONDS - t0))
 
 {
-    echo "## make ci-fresh: $(date -u +%FT%TZ), commit $(git -C "$repo" rev-parse --short HEAD), $(nproc) cores, exit $rc"
+    echo "## make ci-fresh: $(date -u +%FT%TZ), commit $commit, $(nproc) cores, exit $rc"
     echo
     echo "| phase | wall s |"
     echo "|---|---|"
