@@ -576,9 +576,13 @@ def build_expiring(verdicts: Iterable[Verdict], anchors: Mapping[str, str]) -> t
 
 # The policy engine's exemption reasons (scanner.policy.engine._exempt). Parsed only for scans whose
 # policy was not handed to the report; the policy summary is the better source.
-_EXEMPT = re.compile(r"^exempt until (?P<until>\S+): (?P<reason>.*?)(?:, approved by (?P<by>.*))?$", re.S)
+# Under several rules, a rule's own waiver is said in that rule's reasons ("rule 'r' (source): exempt ...").
+_EXEMPT = re.compile(
+    r"^(?:rule .+?: )?exempt until (?P<until>\S+): (?P<reason>.*?)(?:, approved by (?P<by>.*))?$", re.S
+)
 _LAPSED = re.compile(
-    r"^exemption lapsed at (?P<until>\S+)(?:: (?P<reason>.*); not applied| \((?P<reason2>.*)\))$", re.S
+    r"^(?:rule .+?: )?exemption lapsed at (?P<until>\S+)(?:: (?P<reason>.*); not applied| \((?P<reason2>.*)\))$",
+    re.S,
 )
 
 

@@ -36,7 +36,7 @@ from scanner.models import (
     UnresolvedImage,
     Verdict,
 )
-from scanner.policy.engine import evaluate, rule_satisfied, scopes, unresolved_verdicts
+from scanner.policy.engine import evaluate_rules, rule_satisfied, scopes, unresolved_verdicts
 from scanner.policy.loader import CompiledRule, Policy
 from scanner.registry.auth import Credential
 from scanner.registry.client import RegistryClient
@@ -209,16 +209,20 @@ def _unknown_verdicts(
 
 @dataclass(frozen=True, slots=True)
 class _Group:
-    rule: CompiledRule | None
+    rules: tuple[CompiledRule, ...]  # every rule that applies (each must hold); empty: no rule matches
     namespace: str
     containers: tuple[ContainerRef, ...]
 
+    @property
+    def verifiers(self) -> tuple[Verifier, ...]:
+        return tuple(v for r in self.rules for v in r.verifiers)
+
 
 def _groups(policy: Policy, image: RunningImage) -> list[_Group]:
-    """Split an image's containers by the rule and exemption their namespace selects (by identity,
+    """Split an image's containers by the rules and exemption their namespace selects (by identity,
     never by rule name: see scanner.policy.engine.scopes)."""
     return [
-        _Group(sc.rule, sc.namespace, sc.containers)
+        _Group(sc.rules, sc.namespace, sc.containers)
         for sc in scopes(policy, image.reference, str(image.reference), image.containers)
     ]
 
@@ -285,7 +289,7 @@ def verify_image(
 ) -> list[Verdict]:
     verifiers: dict[int, Verifier] = {}
     for g in groups:
-        for v in g.rule.verifiers if g.rule else ():
+        for v in g.verifiers:
             verifiers[id(v)] = v
     material = SignatureMaterial(image=Descriptor("", image.digest, 0))
     results: dict[int, tuple[SignatureResult, ...]] = {}
@@ -337,20 +341,17 @@ def verify_image(
     verdicts = []
     for g in groups:
         sub = RunningImage(image.reference, g.containers, image.notes, image.pull_secrets)
-        per_verifier = [results[id(v)] for v in (g.rule.verifiers if g.rule else ())]
-        rs = [r for found in per_verifier for r in found]
-        verdicts.append(
-            evaluate(sub, g.rule, rs, material.errors, policy, now, g.namespace, per_verifier=per_verifier)
-        )
+        per_rule = [[results[id(v)] for v in rule.verifiers] for rule in g.rules]
+        verdicts.append(evaluate_rules(sub, g.rules, per_rule, material.errors, policy, now, g.namespace))
     return verdicts
 
 
 def _satisfied(groups: list[_Group], results: Mapping[int, tuple[SignatureResult, ...]], policy: Policy) -> bool:
-    """Every group's rule is already satisfied (the same decision as the verdict's)."""
+    """Every rule of every group is already satisfied (the same decision as the verdict's)."""
     return all(
-        rule_satisfied(g.rule, [results[id(v)] for v in g.rule.verifiers], policy.revocations).ok
+        rule_satisfied(rule, [results[id(v)] for v in rule.verifiers], policy.revocations).ok
         for g in groups
-        if g.rule is not None
+        for rule in g.rules
     )
 
 
@@ -445,8 +446,7 @@ def run_scan(
             key
             for img, gs in work
             for g in gs
-            if g.rule
-            for v in g.rule.verifiers
+            for v in g.verifiers
             if (key := _cache_key(img, v)) is not None
         ]
         cache_state = CacheState(

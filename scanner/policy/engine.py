@@ -1,6 +1,10 @@
 """Turn verification results into verdicts. Pure: results, policy and a clock in; a verdict out.
 
-- First matching rule applies (images glob on the normalised reference; namespaces glob).
+- Every rule that matches an image (images glob on the normalised reference; namespaces glob) applies,
+  and all of them must hold, as Kyverno and policy-controller require of every matching policy; rules
+  that declare themselves alternatives (``CompiledRule.first_match``: the native file's default
+  ``match: first``) yield to the first of their group that matches (:func:`match_rules`). The verdict
+  is the worst of the rules' verdicts, every rule's reasons kept (:func:`evaluate_rules`).
 - A rule is satisfied when every one of its requirement sets has ``count`` verifiers, each with an
   unrevoked passing signature (:func:`rule_satisfied`, the one place that decides it).
 - Revocations (key sha256, or identity with an optional effective time) turn passes into failures.
@@ -77,17 +81,46 @@ def rule_applies(rule: CompiledRule, ref: ImageReference, namespace: str) -> boo
     )
 
 
-def match_rule(policy: Policy, ref: ImageReference, namespace: str) -> CompiledRule | None:
+def match_rules(policy: Policy, ref: ImageReference, namespace: str) -> tuple[CompiledRule, ...]:
+    """Every rule that applies to the image in this namespace, in policy order; each must hold.
+
+    A rule with a ``first_match`` group is skipped when an earlier rule of the same group matched: of a
+    group only the first matching rule applies. Rules without a group, and the first of every other
+    group, apply whenever they match."""
+    out: list[CompiledRule] = []
+    taken: set[str] = set()
     for rule in policy.rules:
-        if rule_applies(rule, ref, namespace):
-            return rule
-    return None
+        if not rule_applies(rule, ref, namespace):
+            continue
+        if rule.first_match:
+            if rule.first_match in taken:
+                continue
+            taken.add(rule.first_match)
+        out.append(rule)
+    return tuple(out)
+
+
+def match_rule(policy: Policy, ref: ImageReference, namespace: str) -> CompiledRule | None:
+    """The first of :func:`match_rules` (the others apply too)."""
+    rules = match_rules(policy, ref, namespace)
+    return rules[0] if rules else None
 
 
 def match_exemption(policy: Policy, ref: ImageReference | None, image_text: str, namespace: str) -> Exemption | None:
     """The matching exemption with the latest end date (lapsed ones included; the caller decides)."""
+    return _latest(policy.exemptions, ref, image_text, namespace)
+
+
+def match_waiver(rule: CompiledRule, ref: ImageReference | None, image_text: str, namespace: str) -> Exemption | None:
+    """The rule's own waiver for the image (``CompiledRule.waivers``: it waives this rule's verdict only)."""
+    return _latest(rule.waivers, ref, image_text, namespace)
+
+
+def _latest(
+    exemptions: Iterable[Exemption], ref: ImageReference | None, image_text: str, namespace: str
+) -> Exemption | None:
     found: Exemption | None = None
-    for ex in policy.exemptions:
+    for ex in exemptions:
         if not namespace_matches(ex.namespaces, namespace):
             continue
         hit = image_matches(ex.images, ref) if ref is not None else any(fnmatchcase(image_text, g) for g in ex.images)
@@ -106,9 +139,10 @@ def _signed_before(result: SignatureResult, revoked_at: datetime) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Containers of one image that share a rule and an exemption (the unit a verdict is made for)."""
+    """Containers of one image that share the rules that apply and an exemption (the unit a verdict is
+    made for). ``rules`` is empty when no rule matches; every one of them must hold."""
 
-    rule: CompiledRule | None
+    rules: tuple[CompiledRule, ...]
     exemption: Exemption | None
     namespace: str  # one namespace of the group, as seen by the rule and the exemption
     containers: tuple[ContainerRef, ...]
@@ -117,7 +151,7 @@ class Scope:
 def scopes(
     policy: Policy, ref: ImageReference | None, image_text: str, containers: Iterable[ContainerRef]
 ) -> list[Scope]:
-    """Split an image's containers by the rule and the exemption their namespace selects.
+    """Split an image's containers by the rules and the exemption their namespace selects.
 
     Rules and exemptions are told apart by the objects themselves (a rule's identity is its source,
     namespace and name), never by a name: two policies' rules that share a name are never merged.
@@ -125,14 +159,16 @@ def scopes(
     by_ns: dict[str, list[ContainerRef]] = {}
     for c in containers:
         by_ns.setdefault(c.namespace, []).append(c)
-    groups: dict[tuple[int, int], Scope] = {}
+    groups: dict[tuple[tuple[tuple[int, int], ...], int], Scope] = {}
     for ns, cs in sorted(by_ns.items()):
-        rule = match_rule(policy, ref, ns) if ref is not None else None
+        rules = match_rules(policy, ref, ns) if ref is not None else ()
         exemption = match_exemption(policy, ref, image_text, ns)
-        key = (id(rule), id(exemption))
+        key = (tuple((id(r), id(match_waiver(r, ref, image_text, ns))) for r in rules), id(exemption))
         prev = groups.get(key)
         groups[key] = (
-            Scope(rule, exemption, ns, tuple(cs)) if prev is None else replace(prev, containers=(*prev.containers, *cs))
+            Scope(rules, exemption, ns, tuple(cs))
+            if prev is None
+            else replace(prev, containers=(*prev.containers, *cs))
         )
     return list(groups.values())
 
@@ -248,25 +284,40 @@ def evaluate(
     *,
     per_verifier: Sequence[Sequence[SignatureResult]] | None = None,
 ) -> Verdict:
-    """The verdict for one running digest (as seen from one namespace's rule and exemptions).
+    """The verdict for one running digest under one rule (as seen from one namespace's exemptions).
 
     ``per_verifier`` gives the results of each of ``rule.verifiers`` (the pipeline always does);
     without it, ``results`` are attributed to the verifiers by name."""
+    verdict = _judge(image, rule, results, material_errors, policy, now, per_verifier)
+    if rule is not None:
+        verdict = _exempt(verdict, match_waiver(rule, image.reference, str(image.reference), namespace), now,
+                          policy.expiry_warning)
+    exemption = match_exemption(policy, image.reference, str(image.reference), namespace)
+    return _exempt(verdict, exemption, now, policy.expiry_warning)
+
+
+def _judge(
+    image: RunningImage,
+    rule: CompiledRule | None,
+    results: Sequence[SignatureResult],
+    material_errors: Sequence[str],
+    policy: Policy,
+    now: datetime,
+    per_verifier: Sequence[Sequence[SignatureResult]] | None,
+) -> Verdict:
+    """The verdict of one rule, before exemptions."""
     notes = list(image.notes)
     source = rule.source if rule else None
-    exemption = match_exemption(policy, image.reference, str(image.reference), namespace)
     if rule is None:
-        base = Verdict(
+        return Verdict(
             image, Status.NO_POLICY, (*notes, "no policy rule matches this image"), None, None,
             deciding_reason=len(notes),
         )
-        return _exempt(base, exemption, now, policy.expiry_warning)
     if rule.refused:
         why = tuple(f"rule {rule.name!r} ({rule.source}) cannot be enforced as written: {r}" for r in rule.refused)
-        refused = Verdict(
+        return Verdict(
             image, Status.ERROR, (*why, *notes, *rule.notes), rule.name, source, (), False, None, rule.mode == "warn"
         )
-        return _exempt(refused, exemption, now, policy.expiry_warning)
 
     if per_verifier is None:
         per_verifier = _per_verifier(rule, results)
@@ -297,11 +348,10 @@ def evaluate(
             reasons += [f"could not read all signatures: {e}" for e in material_errors]
             status = Status.ERROR
         reasons += notes
-        verdict = Verdict(
+        return Verdict(
             image, status, tuple(reasons), rule.name, source, tuple(results), False, None, rule.mode == "warn",
             deciding,
         )
-        return _exempt(verdict, exemption, now, policy.expiry_warning)
     if sat.ok and passed:
         best = max(passed, key=lambda r: (r.not_after is None, r.not_after or now))
         not_after = (
@@ -322,7 +372,7 @@ def evaluate(
             )
         reasons += notes
         reasons += list(rule.notes)
-        verdict = Verdict(
+        return Verdict(
             image,
             Status.VERIFIED,
             tuple(reasons),
@@ -333,7 +383,6 @@ def evaluate(
             not_after,
             rule.mode == "warn",
         )
-        return _exempt(verdict, exemption, now, policy.expiry_warning)
 
     warn_only = rule.mode == "warn"
     # "skipped": examined but not a signature of the rule's kinds (e.g. a verified attestation).
@@ -377,14 +426,116 @@ def evaluate(
         reasons += [results[i].reason for i in shown]
     reasons += notes
     reasons += list(rule.notes)
-    verdict = Verdict(
+    return Verdict(
         image, status, tuple(reasons), rule.name, source, tuple(results), False, None, warn_only, deciding
     )
-    return _exempt(verdict, exemption, now, policy.expiry_warning)
+
+
+# How bad a rule's verdict is, when several rules judge one image: what is counted non-compliant comes
+# first (a warn-only violation never hides an enforced one), then the status; a waived verdict shows
+# before a verified one (the image's compliance rests on the waiver).
+_SEVERITY = {
+    Status.ERROR: 7,
+    Status.REVOKED: 6,
+    Status.EXPIRED: 5,
+    Status.INVALID: 4,
+    Status.UNSIGNED: 3,
+    Status.NO_POLICY: 2,
+    Status.EXEMPT: 1,
+    Status.VERIFIED: 0,
+}
+
+
+def _badness(v: Verdict) -> tuple[bool, int]:
+    return (not v.compliant, _SEVERITY[v.status])
+
+
+def _label(rule: CompiledRule) -> str:
+    return f"rule {rule.name!r} ({rule.source})"
+
+
+def evaluate_rules(
+    image: RunningImage,
+    rules: Sequence[CompiledRule],
+    per_rule: Sequence[Sequence[Sequence[SignatureResult]]],
+    material_errors: Sequence[str],
+    policy: Policy,
+    now: datetime,
+    namespace: str,
+) -> Verdict:
+    """The verdict for one running digest under every rule that applies to it (:func:`match_rules`):
+    each must hold. ``per_rule[k][i]`` are the results of ``rules[k].verifiers[i]``. One rule (or none)
+    gives exactly :func:`evaluate`'s verdict; several are combined by :func:`_combine`. The policy's
+    exemptions waive the combined verdict, so every rule's verdict at once; a rule's own waivers only
+    its own."""
+    if len(per_rule) != len(rules):
+        raise ValueError("one list of per-verifier results per rule is needed")
+    if len(rules) <= 1:
+        rule = rules[0] if rules else None
+        per = per_rule[0] if rules else []
+        flat = [r for rs in per for r in rs]
+        return evaluate(image, rule, flat, material_errors, policy, now, namespace, per_verifier=per)
+    bare = replace(image, notes=())  # the image's notes are said once, not once per rule
+    judged = [
+        _exempt(
+            _judge(bare, rule, [r for rs in per for r in rs], material_errors, policy, now, per),
+            match_waiver(rule, image.reference, str(image.reference), namespace),
+            now,
+            policy.expiry_warning,
+        )
+        for rule, per in zip(rules, per_rule, strict=True)
+    ]
+    exemption = match_exemption(policy, image.reference, str(image.reference), namespace)
+    return _exempt(_combine(image, rules, judged), exemption, now, policy.expiry_warning)
+
+
+def _combine(
+    image: RunningImage | UnresolvedImage, rules: Sequence[CompiledRule], judged: Sequence[Verdict]
+) -> Verdict:
+    """One verdict from the verdicts of several rules that must all hold (each judged without the image's
+    notes). The status is the worst (non-compliant before compliant, then error, revoked, expired,
+    invalid, unsigned, exempt); ``rule``/``policy_source``/``warn_only`` are the deciding rule's and
+    ``deciding_reason`` points at its deciding reason. Every rule's reasons are kept, each prefixed by
+    its rule, after a first line with each rule's outcome; the image's notes follow once."""
+    decider = max(range(len(judged)), key=lambda k: _badness(judged[k]))  # the first of the worst
+    worst = judged[decider]
+
+    def outcome(v: Verdict) -> str:
+        return v.status.value + (
+            " (warn only: reported, not counted)" if v.warn_only and not v.status.compliant else ""
+        )
+
+    reasons = [
+        f"{len(rules)} rules apply to this image and each must hold: "
+        + "; ".join(f"{_label(r)}: {outcome(v)}" for r, v in zip(rules, judged, strict=True))
+    ]
+    deciding = 0
+    for k, (rule, v) in enumerate(zip(rules, judged, strict=True)):
+        if k == decider and worst.status is not Status.VERIFIED:
+            deciding = len(reasons) + v.deciding_reason
+        reasons += [f"{_label(rule)}: {r}" for r in v.reasons]
+    reasons += image.notes
+    signatures: list[SignatureResult] = []
+    for v in judged:
+        signatures += [s for s in v.signatures if not any(s is t for t in signatures)]
+    lapses = [v.not_after for v in judged if v.not_after is not None]
+    return Verdict(
+        image,
+        worst.status,
+        tuple(reasons),
+        worst.rule,
+        worst.policy_source,
+        tuple(signatures),
+        any(v.expiring for v in judged),
+        min(lapses) if lapses else None,  # every rule must hold: the first to lapse ends compliance
+        worst.warn_only,
+        deciding,
+    )
 
 
 def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime, warn: timedelta) -> Verdict:
-    if exemption is None or verdict.status is Status.VERIFIED:
+    # A verified verdict needs no waiver; an exempt one (waived by its rule's own waiver) keeps it.
+    if exemption is None or verdict.status in (Status.VERIFIED, Status.EXEMPT):
         if exemption is not None and exemption.until > now:
             return verdict
         if exemption is not None:
@@ -418,22 +569,30 @@ def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime, warn: 
 
 def unresolved_verdicts(image: UnresolvedImage, policy: Policy, now: datetime) -> list[Verdict]:
     """``error`` verdicts for an image whose running digest is unknown (never compliant, whatever its tag
-        names now; the image's notes follow as information), one per rule and exemption scope, exactly as a
+    names now; the image's notes follow as information), one per rules and exemption scope, exactly as a
     resolved image's containers are split: an exemption applies to the containers of the namespaces it
-    names, whatever the order of the pods."""
+    names, whatever the order of the pods. Under several rules, each rule's error (or its own waiver)
+    is combined as for a resolved image."""
     out = []
     for scope in scopes(policy, image.reference, image.image, image.containers) or [
-        Scope(None, None, "", image.containers)
+        Scope((), None, "", image.containers)
     ]:
-        rule = scope.rule
         sub = replace(image, containers=scope.containers)
-        v = Verdict(
-            sub,
-            Status.ERROR,
-            (f"running digest unknown: {image.reason}", *image.notes),
-            rule.name if rule else None,
-            rule.source if rule else None,
-            warn_only=False,
-        )
+        if len(scope.rules) <= 1:
+            v = _unknown(sub, scope.rules[0] if scope.rules else None, image.notes, scope.namespace, policy, now)
+        else:
+            v = _combine(sub, scope.rules, [_unknown(sub, r, (), scope.namespace, policy, now) for r in scope.rules])
         out.append(_exempt(v, scope.exemption, now, policy.expiry_warning))
     return out
+
+
+def _unknown(
+    image: UnresolvedImage, rule: CompiledRule | None, notes: tuple[str, ...], namespace: str, policy: Policy,
+    now: datetime,
+) -> Verdict:
+    """One rule's ``error`` for an image whose running digest is unknown (or the rule's own waiver of it)."""
+    v = Verdict(image, Status.ERROR, (f"running digest unknown: {image.reason}", *notes),
+                rule.name if rule else None, rule.source if rule else None, warn_only=False)
+    if rule is None:
+        return v
+    return _exempt(v, match_waiver(rule, image.reference, image.image, namespace), now, policy.expiry_warning)

@@ -2,7 +2,9 @@
 ``ClusterImagePolicy`` and notation trust policies, mapped onto native rules.
 
 ``--policy-from kyverno:FILE|cluster``, ``clusterimagepolicy:FILE|cluster``, ``notation:DIR``. Imported
-rules come after the native file's rules (native rules first, first match wins); native exemptions and
+rules come after the native file's rules. Every imported rule that matches an image applies, beside the
+native file's (whose own rules combine as its ``match`` says): all of them must hold, as the admission
+controllers require of every matching policy (see scanner/policy/engine.py). Native exemptions and
 revocations apply on top. Every field that is not supported, or only approximated, is reported per rule
 (``Policy.warnings``, and as a note on every verdict the rule produces) — never silently ignored.
 
@@ -620,7 +622,6 @@ def merge(
     sources = list(policy.sources) if policy else []
     h = hashlib.sha256((policy.digest if policy else "").encode())
     api_client = None
-    extra_exemptions: list[Any] = []  # kritis admission allowlists
     for spec in policy_from:
         kind, sep, where = spec.partition(":")
         kind = kind.lower()
@@ -658,8 +659,7 @@ def merge(
             if kind == "kritis":
                 from scanner.policy.kritis import kritis_rules
 
-                new, allowlisted = kritis_rules(ctx, docs)
-                extra_exemptions += allowlisted
+                new = kritis_rules(ctx, docs)
             elif kind == "notation":
                 new = notation_cluster_rules(ctx, docs)
             else:
@@ -688,7 +688,6 @@ def merge(
     return replace(
         base,
         rules=tuple(rules),
-        exemptions=(*base.exemptions, *extra_exemptions),
         warnings=tuple(warnings),
         sources=tuple(sources),
         digest="sha256:" + h.hexdigest(),

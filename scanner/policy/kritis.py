@@ -7,10 +7,11 @@ Resources (``kritis.grafeas.io/v1beta1``; every form the CRDs have had is accept
   (base64 of the key) and ACK's ``spec.publicKeyId``. PGP keys are not supported (reported).
 * ``GenericAttestationPolicy``: ``attestationAuthorityNames`` — an image must be attested by every
   listed authority (n-of-n); ``admissionAllowlistPatterns`` / ``admissionWhitelistPatterns``
-  (``namePattern``) become exemptions with the reason "kritis admission allowlist".
+  (``namePattern``) waive the namespace's GenericAttestationPolicies (kritis flattens them), with the
+  reason "kritis admission allowlist". Every policy of a namespace applies and must hold.
 * ``ImageSecurityPolicy``: ``attestationAuthorityName`` (current) or ``attestationAuthorityNames``;
-  ``imageAllowlist`` / ``imageWhitelist`` become exemptions; vulnerability requirements are reported
-  as not audited.
+  ``imageAllowlist`` / ``imageWhitelist`` waive that policy's rule only; vulnerability requirements are
+  reported as not audited. An allowlist never waives another source's rules (native, Kyverno, ...).
 
 Attestations are read from Grafeas: ``$SIGAUDIT_GRAFEAS_URL`` (default Container Analysis,
 ``https://containeranalysis.googleapis.com``), v1beta1, in the note's project, only that note's occurrences.
@@ -27,6 +28,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -158,8 +160,10 @@ def _allowlist(ns: str, patterns: Sequence[str], source: str) -> list[Exemption]
     ]
 
 
-def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> tuple[list[CompiledRule], list[Exemption]]:
-    """``ctx`` is a :class:`scanner.policy.imports.ImportContext`."""
+def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRule]:
+    """``ctx`` is a :class:`scanner.policy.imports.ImportContext`. Allowlists become waivers of the rules
+    kritis applies them to (an ImageSecurityPolicy's to its own rule; GenericAttestationPolicies' to every
+    GenericAttestationPolicy of the namespace, as kritis flattens them), never of another policy's rule."""
     grafeas = os.environ.get("SIGAUDIT_GRAFEAS_URL", DEFAULT_GRAFEAS).rstrip("/")
     authorities: dict[tuple[str, str], Mapping[str, Any]] = {}
     for d in docs:
@@ -203,8 +207,8 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> tuple[list[Comp
         return v
 
     rules: list[CompiledRule] = []
-    exemptions: list[Exemption] = []
-    seen_ns: dict[str, str] = {}
+    gaps: dict[str, list[int]] = {}  # namespace -> its GenericAttestationPolicies' rules (indices)
+    gap_allowlists: dict[str, list[Exemption]] = {}  # namespace -> its GenericAttestationPolicies' allowlists
     for d in docs:
         kind = d.get("kind")
         if kind not in ("GenericAttestationPolicy", "ImageSecurityPolicy"):
@@ -227,16 +231,16 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> tuple[list[Comp
                 str(p)
                 for p in spec.get("imageAllowlist") or spec.get("imageAllowList") or spec.get("imageWhitelist") or []
             ]
-        exemptions += _allowlist(ns, allow, rule)
+        allowlisted = _allowlist(ns, allow, rule)
+        if kind == "GenericAttestationPolicy":
+            gap_allowlists.setdefault(ns, []).extend(allowlisted)
         if not names:
             ctx.warn(rule, "no attestation authority named: nothing to audit")
             continue
-        if ns in seen_ns:
-            # kritis admits an image attested by all authorities of ANY policy of the namespace;
-            # first-match rules can only express one of them (stricter: the first one must hold).
-            ctx.warn(rule, f"namespace {ns} already audited by {seen_ns[ns]}: this policy is not applied")
-            continue
-        seen_ns[ns] = rule
+        # Every policy of the namespace applies and must hold: kritis reviews every ImageSecurityPolicy
+        # and every GenericAttestationPolicy of the pod's namespace (pkg/kritis/review/review.go).
+        if kind == "GenericAttestationPolicy":
+            gaps.setdefault(ns, []).append(len(rules))
         verifiers = []
         if not refusals:
             for n in dict.fromkeys(names):
@@ -253,14 +257,25 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> tuple[list[Comp
                 images=("*",),
                 namespaces=(ns,),
                 verifiers=() if refusals else tuple(verifiers),
-                source=f"kritis:{name}",
+                source=f"kritis:{kind}/{name}",
                 count=len(verifiers) or 1,  # attested by every authority the policy names
                 notes=tuple(dict.fromkeys(notes)),
                 refused=tuple(dict.fromkeys(refusals)),
                 namespace=ns,
+                waivers=() if kind == "GenericAttestationPolicy" else tuple(allowlisted),
             )
         )
-    return rules, exemptions
+    # kritis' ReviewGAP keeps only the last policy's answer (its loop overwrites it), so which one decides
+    # depends on the order the API lists them; requiring every one is never looser.
+    note = "kritis decides on the last GenericAttestationPolicy of the namespace it lists; sigaudit requires each"
+    for ns, indices in gaps.items():
+        for i in indices:
+            r = rules[i]
+            if len(indices) > 1:
+                ctx.warn(r.name, note)
+                r = replace(r, notes=(*r.notes, note))
+            rules[i] = replace(r, waivers=tuple(gap_allowlists.get(ns, ())))
+    return rules
 
 
 def cluster_docs(api_client: Any) -> list[dict[str, Any]]:

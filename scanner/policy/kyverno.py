@@ -10,6 +10,9 @@ Semantics followed (kyverno ``pkg/engine/internal/imageverifier.go``, ``api/kyve
   several entries (Kyverno's ExpandStaticKeys). This maps onto native ``verifierSets``.
 * Keyless ``subject``/``issuer`` are Kyverno wildcards (``*``, ``?``) over the whole value;
   ``additionalExtensions`` are Fulcio certificate extensions matched the same way; both are enforced.
+* Every matching rule of every policy applies and must hold ("all matching policy rules will always be
+  applied"), and so does every ``verifyImages`` entry of a rule whose ``imageReferences`` match: each
+  entry is a native rule without a ``first_match`` group. ``applyRules: One`` is audited as ``All``.
 * The deprecated single-attestor fields (``key``, ``issuer``/``subject``/``roots``,
   ``additionalExtensions``, ``annotations``) are converted as ``ImageVerification.Convert`` does.
 
@@ -131,7 +134,9 @@ FIELDS: FieldTable = table(
                 "webhookConfiguration.timeoutSeconds",
             )
         },
-        "spec.applyRules": mapped("the first matching rule applies, as sigaudit always does"),
+        "spec.applyRules": mapped(
+            "All (the default): every matching rule applies, as in sigaudit; One is audited as All, with a note"
+        ),
         "spec.webhookConfiguration.matchConditions": reported(
             "CEL match conditions are not evaluated: the rules apply to every matching pod"
         ),
@@ -469,12 +474,21 @@ def kyverno_rules(ctx: ImportContext, docs: Iterable[Mapping[str, Any]]) -> list
         spec = doc.get("spec") or {}
         # Fields of the policy itself (every rule of it shares them); the rules are classified one by one.
         top = classify(doc, FIELDS, skip=("spec.rules",))
+        top_notes = list(top.reported)
+        if str(spec.get("applyRules") or "All").lower() == "one":
+            # Kyverno stops at the first rule that applied to the pod; the rules' match blocks are only
+            # partly evaluable here (labels, names, ...), so "first" could pick a rule Kyverno would not
+            # and skip the one it applies. Every matching rule is audited instead: never looser.
+            top_notes.append(
+                "spec.applyRules: One: every matching rule of the policy is audited, not only the first "
+                "(stricter than Kyverno when several rules match an image)"
+            )
         for r in spec.get("rules") or []:
             if not isinstance(r, Mapping) or not r.get("verifyImages"):
                 continue
             rname = f"{prefix}/{r.get('name', '?')}"
             rule_fields = classify(r, FIELDS, "spec.rules[]", skip=("spec.rules[].verifyImages",))
-            notes = [*top.reported, *rule_fields.reported]
+            notes = [*top_notes, *rule_fields.reported]
             refusals = [*top.refused, *rule_fields.refused]
             ns_in, widened = _match_namespaces(r.get("match"))
             ns_out, dropped = _exclude_namespaces(r.get("exclude"))

@@ -56,6 +56,13 @@ class CompiledRule:
     # Why an imported rule cannot be enforced as written: every image it matches is `error`.
     refused: tuple[str, ...] = ()
     namespace: str = ""  # the namespace of a namespaced source object (Kyverno Policy); "" = cluster-wide
+    # Every rule that matches an image applies, and all of them must hold (as Kyverno and policy-controller
+    # require of every matching policy). Rules that name the same group here are alternatives instead:
+    # only the first of them that matches applies (the native file's `match: first`, its default).
+    first_match: str = ""
+    # Waivers of this rule's verdict only, never of another rule's (kritis admission allowlists belong to
+    # their policy); the policy's exemptions waive every rule's verdict for their scope.
+    waivers: tuple[Exemption, ...] = ()
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -317,6 +324,7 @@ def compile_policy(
                 source,
                 rule.count or 1,
                 sets=tuple(sets) if rule.verifier_sets else (),
+                first_match=source if doc.spec.match == "first" else "",
             )
         )
     h = hashlib.sha256(raw)
@@ -357,6 +365,12 @@ def policy_summary(policy: Policy) -> dict[str, Any]:
                     for n, members in (r.requirement_sets if r.verifiers else ())
                 ],
                 "namespace": r.namespace,
+                # How the rule combines with the others that match the same image.
+                "applies": (
+                    f"unless an earlier rule of {r.first_match} matches (first matching rule applies)"
+                    if r.first_match
+                    else "whenever it matches (every matching rule must hold)"
+                ),
                 "refused": list(r.refused),
                 "required": r.required,
                 "verifiers": [v.name for v in r.verifiers],
@@ -365,6 +379,16 @@ def policy_summary(policy: Policy) -> dict[str, Any]:
             }
             for r in policy.rules
         ],
-        "exemptions": [json.loads(e.model_dump_json(by_alias=True)) for e in policy.exemptions],
+        "exemptions": [json.loads(e.model_dump_json(by_alias=True)) for e in policy.exemptions]
+        + _waivers(policy.rules),
         "revocations": [json.loads(r.model_dump_json(by_alias=True)) for r in policy.revocations],
     }
+
+
+def _waivers(rules: Sequence[CompiledRule]) -> list[dict[str, Any]]:
+    """Rules' own waivers, for the exemptions register: each once, with the rules it waives."""
+    seen: dict[int, tuple[Exemption, list[str]]] = {}
+    for r in rules:
+        for w in r.waivers:
+            seen.setdefault(id(w), (w, []))[1].append(r.name)
+    return [{**json.loads(w.model_dump_json(by_alias=True)), "rules": names} for w, names in seen.values()]

@@ -232,6 +232,9 @@ class Spec(_Strict):
     expiry_warning: str = Field(default="720h", alias="expiryWarning")
     insecure_registries: list[str] = Field(default_factory=list, alias="insecureRegistries")
     max_signatures: int = Field(default=50, ge=1, le=10_000, alias="maxSignatures")
+    # How the file's rules combine: first = the first matching rule applies (default); all = every rule
+    # that matches an image must hold. Imported policies always combine as `all`, across sources too.
+    match: Literal["first", "all"] = "first"
     rules: list[Rule] = Field(default_factory=list)
     exemptions: list[Exemption] = Field(default_factory=list)
     revocations: list[Revocation] = Field(default_factory=list)

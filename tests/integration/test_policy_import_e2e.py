@@ -37,18 +37,22 @@ def test_imported_policies_match_native(registry, tmp_path: Path) -> None:
     native_doc = yaml.safe_load(native.read_text())
     trusted, revoked = (tmp_path / "trusted.pub").read_text(), (tmp_path / "revoked.pub").read_text()
 
-    # The same rule as a Kyverno ClusterPolicy: two attestor entries, any one (count: 1).
+    # The same rule as a Kyverno ClusterPolicy: two attestor entries, any one (count: 1). The native file's
+    # rules are first-match among themselves (notation-* before demo/*), but every imported rule that
+    # matches must hold beside them: the Kyverno policy skips the notation images, as a cluster running
+    # both kinds of signatures would.
     kyverno = {
         "apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "demo"},
         "spec": {"validationFailureAction": "Enforce", "rules": [{
             "name": "demo-images", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
-            "verifyImages": [{"imageReferences": [f"{est.host}/demo/*", "127.0.0.1:9/*"], "attestors": [{
+            "verifyImages": [{"imageReferences": [f"{est.host}/demo/*", "127.0.0.1:9/*"],
+                              "skipImageReferences": [f"{est.host}/demo/notation-*"], "attestors": [{
                 "count": 1, "entries": [{"keys": {"publicKeys": trusted, "rekor": {"ignoreTlog": True}}},
                                         {"keys": {"publicKeys": revoked, "rekor": {"ignoreTlog": True}}}]}]}]}]},
     }
     (tmp_path / "kyverno.yaml").write_text(yaml.safe_dump(kyverno))
     # Native file keeps what the imported rule does not say: exemptions, revocations, insecure registries,
-    # and the demo's notation rule (a notation trust policy, not a cosign key; native rules come first).
+    # and the demo's notation rule (a notation trust policy, not a cosign key).
     rest = {**native_doc, "spec": {**native_doc["spec"], "rules": [
         r for r in native_doc["spec"]["rules"] if r["name"] != "demo-images"]}}
     (tmp_path / "rest.yaml").write_text(yaml.safe_dump(rest))
@@ -63,8 +67,10 @@ def test_imported_policies_match_native(registry, tmp_path: Path) -> None:
 
     # The same as a ClusterImagePolicy: its globs are per path segment (demo/* matches demo/x only). A key
     # authority without ctlog has no transparency-log check in policy-controller (pkg/webhook/validator.go).
+    # It has no skip list: its globs name the cosign-signed images (not the notation ones).
+    globs = [{"glob": f"{est.host}/demo/{n}"} for n in est.expected if not n.startswith("notation-")]
     cip = {"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy", "metadata": {"name": "demo"},
-           "spec": {"images": [{"glob": f"{est.host}/demo/*"}, {"glob": "127.0.0.1:9/**"}], "authorities": [
+           "spec": {"images": [*globs, {"glob": "127.0.0.1:9/**"}], "authorities": [
                {"name": "trusted", "key": {"data": trusted}},
                {"name": "revoked", "key": {"data": revoked}}]}}
     (tmp_path / "cip.yaml").write_text(yaml.safe_dump(cip))
@@ -157,3 +163,148 @@ def test_unresolved_image_in_an_exempt_and_a_plain_namespace(tmp_path: Path) -> 
         pods.write_text(json.dumps({"items": [_pod(ns, "agent", [("agent", ref, None)]) for ns in order]}))
         got = scan("--pods-file", str(pods), "--policy", str(policy))
         assert {ns: v[0] for ns, v in _by_namespace(got).items()} == {"kube-system": "exempt", "default": "error"}
+
+
+# -- every policy that matches an image must hold, as in the admission controllers ----------------
+
+
+def _signed_images(registry, tmp_path: Path, a: KeyPair, b: KeyPair) -> Path:
+    """both/a (signed by A), both/b (by B), both/ab (by A and B), in namespace prod."""
+    items = []
+    for name, keys in (("a", (a,)), ("b", (b,)), ("ab", (a, b))):
+        digest = oci.make_image(registry.url, f"both/{name}", "1.0")
+        sign_image(registry.url, registry.host, f"both/{name}", digest, *keys)
+        items.append(_pod("prod", name, [("app", f"{registry.host}/both/{name}:1.0",
+                                          f"{registry.host}/both/{name}@{digest}")]))
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"items": items}))
+    return pods
+
+
+def _kyverno_policy(name: str, host: str, key: KeyPair) -> dict:
+    return {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": name},
+            "spec": {"validationFailureAction": "Enforce", "rules": [{
+                "name": "verify", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                "verifyImages": [{"imageReferences": [f"{host}/both/*"],
+                                  "attestors": [{"entries": [_key_entry(key)]}]}],
+            }]}}
+
+
+def _cip(name: str, host: str, key: KeyPair, mode: str | None = None) -> dict:
+    spec: dict = {"images": [{"glob": f"{host}/both/*"}],
+                  "authorities": [{"name": "k", "key": {"data": key.public_pem}}]}
+    if mode:
+        spec["mode"] = mode
+    return {"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy", "metadata": {"name": name},
+            "spec": spec}
+
+
+def _images(doc: dict) -> dict[str, dict]:
+    return {i["repository"].rsplit("/", 1)[-1]: i for i in doc["images"]}
+
+
+def test_every_matching_kyverno_policy_must_hold(registry, tmp_path: Path) -> None:
+    """Two ClusterPolicies match both/*: key-a trusts A, key-b trusts B. Kyverno applies every matching
+    rule of every policy, so an image signed by A alone is refused by key-b; sigaudit called it verified
+    (the first matching rule applied, the second was never checked)."""
+    a, b = KeyPair.ecdsa(), KeyPair.ecdsa()
+    pods = _signed_images(registry, tmp_path, a, b)
+    (tmp_path / "kyverno.yaml").write_text(yaml.safe_dump_all(
+        [_kyverno_policy("key-a", registry.host, a), _kyverno_policy("key-b", registry.host, b)]))
+    got = scan("--pods-file", str(pods), "--policy", str(_native(tmp_path, registry.host)),
+               "--policy-from", f"kyverno:{tmp_path / 'kyverno.yaml'}")
+    by = _images(got)
+    assert {n: (i["status"], i["compliant"]) for n, i in by.items()} == {
+        "a": ("invalid", False), "b": ("invalid", False), "ab": ("verified", True)}
+    # The verdict names the policy that refused it, its headline is that policy's reason, and every
+    # policy's reasons are kept.
+    assert (by["a"]["rule"], by["a"]["policy_source"]) == ("key-b/verify", "kyverno:ClusterPolicy/key-b")
+    assert (by["b"]["rule"], by["b"]["policy_source"]) == ("key-a/verify", "kyverno:ClusterPolicy/key-a")
+    headline = by["a"]["reasons"][by["a"]["deciding_reason"]]
+    assert "key-b/verify" in headline
+    assert any("key-a/verify" in r for r in by["a"]["reasons"])
+    assert all(any(rule in r for r in by["ab"]["reasons"]) for rule in ("key-a/verify", "key-b/verify"))
+    assert got["summary"]["compliant"] == 1 and got["summary"]["images"] == 3
+
+    # The same two policies from two sources, and a Kyverno policy beside a native rule: every source holds.
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(_kyverno_policy("key-a", registry.host, a)))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(_kyverno_policy("key-b", registry.host, b)))
+    got = scan("--pods-file", str(pods), "--policy", str(_native(tmp_path, registry.host)),
+               "--policy-from", f"kyverno:{tmp_path / 'a.yaml'}", "--policy-from", f"kyverno:{tmp_path / 'b.yaml'}")
+    assert verdicts(got) == {"a": "invalid", "b": "invalid", "ab": "verified"}
+    (tmp_path / "a.pub").write_text(a.public_pem)
+    rule = (f"  rules:\n    - name: native-a\n      images: ['{registry.host}/both/*']\n"
+            "      verifiers: [{cosign: {key: a.pub, ignoreTlog: true}}]\n")
+    native = _native(tmp_path, registry.host, rule)
+    got = scan("--pods-file", str(pods), "--policy", str(native), "--policy-from", f"kyverno:{tmp_path / 'b.yaml'}")
+    assert verdicts(got) == {"a": "invalid", "b": "invalid", "ab": "verified"}
+    assert _images(got)["a"]["policy_source"] == "kyverno:ClusterPolicy/key-b"
+    assert _images(got)["b"]["policy_source"] == str(native)
+
+
+def test_every_matching_cluster_image_policy_must_hold(registry, tmp_path: Path) -> None:
+    """policy-controller: "When more than one policy has a matching image pattern, the image must match at
+    least one signature from each ClusterImagePolicy." A warn-mode policy stays non-blocking, and an
+    exemption waives every matching policy's verdict."""
+    a, b = KeyPair.ecdsa(), KeyPair.ecdsa()
+    pods = _signed_images(registry, tmp_path, a, b)
+    (tmp_path / "cip.yaml").write_text(yaml.safe_dump_all(
+        [_cip("key-a", registry.host, a), _cip("key-b", registry.host, b)]))
+    got = scan("--pods-file", str(pods), "--policy", str(_native(tmp_path, registry.host)),
+               "--policy-from", f"clusterimagepolicy:{tmp_path / 'cip.yaml'}")
+    by = _images(got)
+    assert {n: (i["status"], i["compliant"]) for n, i in by.items()} == {
+        "a": ("invalid", False), "b": ("invalid", False), "ab": ("verified", True)}
+    assert by["a"]["policy_source"] == "clusterimagepolicy:ClusterImagePolicy/key-b"
+
+    # key-b in mode: warn: its failure is reported, not counted; key-a (enforce) still decides compliance.
+    (tmp_path / "cip.yaml").write_text(yaml.safe_dump_all(
+        [_cip("key-a", registry.host, a), _cip("key-b", registry.host, b, mode="warn")]))
+    got = scan("--pods-file", str(pods), "--policy", str(_native(tmp_path, registry.host)),
+               "--policy-from", f"clusterimagepolicy:{tmp_path / 'cip.yaml'}")
+    by = _images(got)
+    assert {n: (i["status"], i["compliant"], i["warn_only"]) for n, i in by.items()} == {
+        "a": ("invalid", True, True), "b": ("invalid", False, False), "ab": ("verified", True, False)}
+    assert by["b"]["policy_source"] == "clusterimagepolicy:ClusterImagePolicy/key-a"
+
+    # An exemption waives the verdicts of every policy that matches the image, and keeps their reasons.
+    native = _native(tmp_path, registry.host, f"  exemptions:\n    - {{images: ['{registry.host}/both/a'], "
+                     "reason: SEC-9, until: '2099-01-01T00:00:00Z'}\n")
+    (tmp_path / "cip.yaml").write_text(yaml.safe_dump_all(
+        [_cip("key-a", registry.host, a), _cip("key-b", registry.host, b)]))
+    got = scan("--pods-file", str(pods), "--policy", str(native),
+               "--policy-from", f"clusterimagepolicy:{tmp_path / 'cip.yaml'}")
+    by = _images(got)
+    assert (by["a"]["status"], by["a"]["compliant"]) == ("exempt", True)
+    assert "without the exemption: invalid" in by["a"]["reasons"]
+    assert any("key-b" in r for r in by["a"]["reasons"])
+    assert verdicts(got) == {"a": "exempt", "b": "invalid", "ab": "verified"}
+
+
+def test_a_kritis_allowlist_waives_only_its_own_policy(registry, tmp_path: Path, monkeypatch) -> None:
+    """A GenericAttestationPolicy is a namespaced resource: its admissionAllowlistPatterns ("*" here) let
+    kritis admit anything in that namespace, but never waive the cluster's other policies. It used to
+    become a policy-wide exemption, so every image of the namespace was `exempt` whatever the native
+    rule (or a Kyverno ClusterPolicy) said."""
+    a, b = KeyPair.ecdsa(), KeyPair.ecdsa()
+    pods = _signed_images(registry, tmp_path, a, b)
+    kritis = [
+        {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "AttestationAuthority",
+         "metadata": {"name": "qa", "namespace": "prod"},
+         "spec": {"noteReference": "projects/p/notes/qa",
+                  "publicKeys": [{"keyType": "PKIX", "keyId": "qa",
+                                  "pkixPublicKey": {"publicKeyPem": b.public_pem}}]}},
+        {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "GenericAttestationPolicy",
+         "metadata": {"name": "anything-goes", "namespace": "prod"},
+         "spec": {"attestationAuthorityNames": ["qa"], "admissionAllowlistPatterns": [{"namePattern": "*"}]}},
+    ]
+    (tmp_path / "kritis.yaml").write_text(yaml.safe_dump_all(kritis))
+    (tmp_path / "a.pub").write_text(a.public_pem)
+    native = _native(tmp_path, registry.host, f"  rules:\n    - name: native-a\n      images: ['{registry.host}/*']\n"
+                     "      verifiers: [{cosign: {key: a.pub, ignoreTlog: true}}]\n")
+    monkeypatch.setenv("SIGAUDIT_GRAFEAS_URL", "http://127.0.0.1:9")  # nothing listens: the waived rule's error
+    got = scan("--pods-file", str(pods), "--policy", str(native), "--policy-from", f"kritis:{tmp_path / 'kritis.yaml'}")
+    by = _images(got)
+    assert {n: i["status"] for n, i in by.items()} == {"a": "exempt", "b": "invalid", "ab": "exempt"}
+    assert by["b"]["policy_source"] == str(native)
+    assert any("kritis admission allowlist" in r for r in by["a"]["reasons"])

@@ -76,10 +76,14 @@ def test_rules_exemptions_and_warnings(tmp_path: Path, monkeypatch) -> None:
     assert rules["kritis:staging/isp"].refused == ("AttestationAuthority staging/qa not found",)
     assert rules["kritis:legacy-ns/old"].refused == ("AttestationAuthority legacy-ns/missing not found",)
     assert rules["kritis:staging/isp"].verifiers == () == rules["kritis:legacy-ns/old"].verifiers
-    ex = {(e.images[0], e.namespaces[0]): e for e in policy.exemptions}
-    assert set(ex) == {("gcr.io/distroless/*", "prod"), ("registry.example/base:1", "staging"),
-                       ("quay.io/old/*", "legacy-ns")}
-    assert all(e.reason.startswith("kritis admission allowlist") for e in policy.exemptions)
+    # Allowlists waive the rules of the policies kritis applies them to, never another source's rules:
+    # they are not policy-wide exemptions.
+    assert policy.exemptions == ()
+    ex = {(r.name, e.images[0], e.namespaces[0]) for r in policy.rules for e in r.waivers}
+    assert ex == {("kritis:prod/gap", "gcr.io/distroless/*", "prod"),
+                  ("kritis:staging/isp", "registry.example/base:1", "staging"),
+                  ("kritis:legacy-ns/old", "quay.io/old/*", "legacy-ns")}
+    assert all(e.reason.startswith("kritis admission allowlist") for r in policy.rules for e in r.waivers)
     text = "\n".join(policy.warnings)
     assert "PGP" in text and "packageVulnerabilityRequirements" in text and "legacy-ns/missing not found" in text
     # Reported fields are notes on every verdict of the rule, not only warnings on stderr.
@@ -96,3 +100,40 @@ def test_bad_note_reference_is_a_config_error(tmp_path: Path, monkeypatch) -> No
 def test_unknown_kind_is_refused_with_kritis_in_the_hint() -> None:
     with pytest.raises(ConfigError, match="kritis:FILE"):
         merge(None, ["gatekeeper:x.yaml"], loader=PolicyLoader(), kubeconfig=None, context=None)
+
+
+def test_every_policy_of_a_namespace_applies(tmp_path: Path, monkeypatch) -> None:
+    """kritis reviews every ImageSecurityPolicy and every GenericAttestationPolicy of the pod's namespace
+    (and for GAPs keeps the last one's answer): each becomes a rule that must hold. Before, the second
+    policy of a namespace was dropped. A GAP and an ISP may share a name."""
+    from scanner.inventory.references import parse_reference
+    from scanner.policy.engine import match_rules
+
+    more = [
+        {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "GenericAttestationPolicy",
+         "metadata": {"name": "gap2", "namespace": "prod"}, "spec": {"attestationAuthorityNames": ["legacy"]}},
+        {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "ImageSecurityPolicy",
+         "metadata": {"name": "gap", "namespace": "prod"},
+         "spec": {"attestationAuthorityName": "qa", "imageAllowlist": ["registry.example/isp-only:*"]}},
+    ]
+    policy = _import(tmp_path, [*DOCS, *more], monkeypatch)
+    rules = match_rules(policy, parse_reference("registry.example/app:1"), "prod")
+    assert [(r.name, r.source) for r in rules] == [
+        ("kritis:prod/gap", "kritis:GenericAttestationPolicy/gap"),
+        ("kritis:prod/gap2", "kritis:GenericAttestationPolicy/gap2"),
+        ("kritis:prod/gap", "kritis:ImageSecurityPolicy/gap")]
+    gap, gap2, isp = rules
+    assert any("last GenericAttestationPolicy" in n for n in gap.notes + gap2.notes)
+    # GAP allowlists are flattened over the namespace's GAPs; an ISP's allowlist is its own.
+    assert [w.images for w in gap2.waivers] == [["gcr.io/distroless/*"]]
+    assert [w.images for w in isp.waivers] == [["registry.example/isp-only:*"]]
+
+
+def test_allowlists_are_in_the_exemptions_register(tmp_path: Path, monkeypatch) -> None:
+    from scanner.policy.loader import policy_summary
+
+    summary = policy_summary(_import(tmp_path, DOCS, monkeypatch))
+    listed = {(e["images"][0], tuple(e["rules"])) for e in summary["exemptions"]}
+    assert listed == {("gcr.io/distroless/*", ("kritis:prod/gap",)),
+                      ("registry.example/base:1", ("kritis:staging/isp",)),
+                      ("quay.io/old/*", ("kritis:legacy-ns/old",))}

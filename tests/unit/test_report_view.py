@@ -207,6 +207,16 @@ def test_exemptions_register_from_the_policy_lists_unused_ones_and_judges_at_sca
     assert r.exemptions[2].namespaces == "kube-system" and r.exemptions[1].namespaces == "*"
 
 
+def test_a_rules_own_waiver_under_several_rules_is_counted_in_the_register() -> None:
+    """Under several rules each rule's reasons carry its name; a kritis allowlist waiving one of them is
+    still an applied exemption."""
+    waived = "rule 'kritis:prod/gap' (kritis:GenericAttestationPolicy/gap): " + EXEMPT_REASON
+    r = build(result([verdict("pause", Status.EXEMPT, [container("kube-system", "pause-1")],
+                              reasons=("2 rules apply to this image and each must hold: …", waived))]))
+    (row,) = r.exemptions
+    assert (row.reason, row.applied_to, row.approved_by) == ("in-house pause image (SEC-42)", 1, "secops")
+
+
 # -- grouping, sorting, caps ------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ split by namespace and exemption like resolved ones."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,10 +21,11 @@ from scanner.models import (
     SignatureResult,
     Status,
     UnresolvedImage,
+    Verdict,
     Workload,
 )
 from scanner.pipeline import _groups, _satisfied
-from scanner.policy.engine import evaluate, rule_satisfied, unresolved_verdicts
+from scanner.policy.engine import evaluate, evaluate_rules, match_rules, rule_satisfied, unresolved_verdicts
 from scanner.policy.loader import CompiledRule, Policy, load_policy
 from scanner.policy.schema import Exemption
 from tests.harness.cosign_sign import KeyPair
@@ -72,16 +74,17 @@ def test_rules_that_share_a_name_are_never_merged() -> None:
     a, b = team_rules()
     img = RunningImage(ImageReference("r.io", "a", "1", D), (container("team-a"), container("team-b")))
     groups = _groups(policy(a, b), img)
-    assert [(g.rule, [c.namespace for c in g.containers]) for g in groups] == [(a, ["team-a"]), (b, ["team-b"])]
+    assert [(g.rules, [c.namespace for c in g.containers]) for g in groups] == [((a,), ["team-a"]),
+                                                                                  ((b,), ["team-b"])]
     # Signed by B only: team-b's pod is verified, team-a's is not (before: one group judged by B's rule).
     verdicts = {}
     for g in groups:
-        assert g.rule is not None
+        (rule,) = g.rules
         # What each key's verifier finds on the one signature (by B).
-        per = [[passed("key B")] if v.name == "key B" else [failed(v.name)] for v in g.rule.verifiers]
+        per = [[passed("key B")] if v.name == "key B" else [failed(v.name)] for v in rule.verifiers]
         sub = RunningImage(img.reference, g.containers)
         flat = [r for rs in per for r in rs]
-        verdicts[g.namespace] = evaluate(sub, g.rule, flat, [], policy(a, b), NOW, g.namespace,
+        verdicts[g.namespace] = evaluate(sub, rule, flat, [], policy(a, b), NOW, g.namespace,
                                          per_verifier=per).status
     assert verdicts == {"team-a": Status.INVALID, "team-b": Status.VERIFIED}
 
@@ -124,7 +127,7 @@ def test_every_requirement_set_must_be_met(signed_by: set[str], ok: bool) -> Non
     # The pipeline's early stop makes the same decision.
     from scanner.pipeline import _Group
 
-    assert _satisfied([_Group(rule, "ns", img.containers)], {id(x): tuple(rs) for x, rs in zip(rule.verifiers, per,
+    assert _satisfied([_Group((rule,), "ns", img.containers)], {id(x): tuple(rs) for x, rs in zip(rule.verifiers, per,
                                                                                                 strict=True)},
                       policy(rule)) is ok
 
@@ -215,3 +218,148 @@ def test_unparseable_image_is_split_by_exemption_too() -> None:
     img = UnresolvedImage(None, "bad image", (container("default"), container("kube-system")), "unparseable")
     statuses = sorted(v.status.value for v in unresolved_verdicts(img, policy(exemptions=(ex,)), NOW))
     assert statuses == ["error", "exempt"]
+
+
+# -- every rule that matches must hold --------------------------------------------------------------
+
+
+def key_rule(name: str, key: str, source: str, **kw: object) -> CompiledRule:
+    return CompiledRule(name, ("r.io/*",), ("*",), (FakeVerifier(key),), source=source, **kw)  # type: ignore[arg-type]
+
+
+def judge(pol: Policy, img: RunningImage, signed_by: set[str], ns: str = "ns") -> Status:
+    return verdict_for(pol, img, signed_by, ns).status
+
+
+def verdict_for(pol: Policy, img: RunningImage, signed_by: set[str], ns: str = "ns") -> Verdict:
+    rules = match_rules(pol, img.reference, ns)
+    per_rule = [[[passed(v.name)] if v.name in signed_by else [failed(v.name)] for v in r.verifiers] for r in rules]
+    return evaluate_rules(img, rules, per_rule, [], pol, NOW, ns)
+
+
+IMG = RunningImage(ImageReference("r.io", "a", "1", D), (container("ns"),), ("pulled from a mirror",))
+
+
+def test_every_matching_policy_must_hold_and_the_failing_one_decides() -> None:
+    p1, p2 = key_rule("p1", "key A", "kyverno:ClusterPolicy/p1"), key_rule("p2", "key B", "kyverno:ClusterPolicy/p2")
+    pol = policy(p1, p2)
+    assert match_rules(pol, IMG.reference, "ns") == (p1, p2)
+    v = verdict_for(pol, IMG, {"key A"})
+    # Before: p1 (first match) verified the image and p2 was never checked.
+    assert (v.status, v.compliant, v.rule, v.policy_source) == (Status.INVALID, False, "p2", "kyverno:ClusterPolicy/p2")
+    assert v.headline == "rule 'p2' (kyverno:ClusterPolicy/p2): key B bad"
+    assert "rule 'p1' (kyverno:ClusterPolicy/p1): key A ok" in v.reasons  # every policy's reasons are kept
+    assert v.reasons[0].startswith("2 rules apply") and "p1' (kyverno:ClusterPolicy/p1): verified" in v.reasons[0]
+    assert v.reasons.count("pulled from a mirror") == 1  # the image's notes once, not once per rule
+    assert {s.verifier for s in v.signatures} == {"key A", "key B"}
+    # The order of the policies does not change the outcome, only who is listed first.
+    assert verdict_for(policy(p2, p1), IMG, {"key A"}).rule == "p2"
+    assert judge(pol, IMG, {"key B"}) is Status.INVALID
+    both = verdict_for(pol, IMG, {"key A", "key B"})
+    assert both.status is Status.VERIFIED and both.deciding_reason == 0 and both.rule == "p1"
+
+
+def test_the_worst_status_wins_whatever_the_order() -> None:
+    revoked = SignatureResult("cosign", "key B", Outcome.FAILED, "key B revoked", SignatureFailure.REVOKED)
+    p1, p2 = key_rule("p1", "key A", "s1"), key_rule("p2", "key B", "s2")
+    for rules in ((p1, p2), (p2, p1)):
+        per = [[[failed("key A")]] if r is p1 else [[revoked]] for r in rules]
+        v = evaluate_rules(IMG, rules, per, [], policy(*rules), NOW, "ns")
+        assert (v.status, v.rule, v.headline) == (Status.REVOKED, "p2", "rule 'p2' (s2): key B revoked")
+
+
+def test_a_native_file_is_first_match_unless_it_says_match_all(tmp_path: Path) -> None:
+    keys = [KeyPair.ecdsa() for _ in range(2)]
+    for i, k in enumerate(keys):
+        (tmp_path / f"k{i}.pub").write_text(k.public_pem)
+    body = ("  rules:\n"
+            "    - {name: a, images: ['r.io/*'], verifiers: [{cosign: {key: k0.pub, ignoreTlog: true}}]}\n"
+            "    - {name: b, images: ['r.io/a'], verifiers: [{cosign: {key: k1.pub, ignoreTlog: true}}]}\n")
+    head = "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+    (tmp_path / "first.yaml").write_text(head + body)
+    (tmp_path / "all.yaml").write_text(head + "  match: all\n" + body)
+    first, every = load_policy(tmp_path / "first.yaml"), load_policy(tmp_path / "all.yaml")
+    assert [r.name for r in match_rules(first, IMG.reference, "ns")] == ["a"]
+    assert [r.name for r in match_rules(every, IMG.reference, "ns")] == ["a", "b"]
+    (tmp_path / "bad.yaml").write_text(head + "  match: any\n" + body)
+    with pytest.raises(ConfigError, match="match"):
+        load_policy(tmp_path / "bad.yaml")
+
+
+def test_a_first_match_native_rule_never_shadows_an_imported_policy() -> None:
+    native_a = key_rule("a", "key A", "policy.yaml", first_match="policy.yaml")
+    native_b = key_rule("b", "key C", "policy.yaml", first_match="policy.yaml")
+    imported = key_rule("p", "key B", "kyverno:ClusterPolicy/p")
+    pol = policy(native_a, native_b, imported)
+    assert match_rules(pol, IMG.reference, "ns") == (native_a, imported)
+    assert judge(pol, IMG, {"key A"}) is Status.INVALID
+    assert judge(pol, IMG, {"key A", "key B"}) is Status.VERIFIED
+
+
+def test_a_warn_only_policy_stays_non_blocking_and_never_hides_an_enforced_failure() -> None:
+    enforce, warn = key_rule("e", "key A", "s1"), key_rule("w", "key B", "s2", mode="warn")
+    pol = policy(warn, enforce)
+    v = verdict_for(pol, IMG, {"key A"})
+    assert (v.status, v.warn_only, v.compliant, v.rule) == (Status.INVALID, True, True, "w")
+    assert "warn only" in v.reasons[0]
+    v = verdict_for(pol, IMG, {"key B"})  # the enforced failure decides, not the warn rule listed first
+    assert (v.status, v.warn_only, v.compliant, v.rule) == (Status.INVALID, False, False, "e")
+    v = verdict_for(pol, IMG, set())
+    assert (v.warn_only, v.compliant, v.rule) == (False, False, "e")
+
+
+def test_an_exemption_waives_every_matching_policy_and_keeps_their_reasons() -> None:
+    p1, p2 = key_rule("p1", "key A", "s1"), key_rule("p2", "key B", "s2")
+    ex = Exemption.model_validate({"images": ["r.io/a"], "reason": "SEC-9", "until": NOW + timedelta(days=60)})
+    v = verdict_for(policy(p1, p2, exemptions=(ex,)), IMG, {"key A"})
+    assert (v.status, v.compliant, v.deciding_reason) == (Status.EXEMPT, True, 0)
+    assert v.reasons[1] == "without the exemption: invalid" and "rule 'p2' (s2): key B bad" in v.reasons
+    lapsed = Exemption.model_validate({"images": ["r.io/a"], "reason": "old", "until": NOW - timedelta(days=1)})
+    v = verdict_for(policy(p1, p2, exemptions=(lapsed,)), IMG, {"key A"})
+    assert (v.status, v.compliant) == (Status.INVALID, False)
+
+
+def test_a_rules_own_waiver_waives_that_rule_only() -> None:
+    """kritis allowlists belong to their policy: they never waive another policy's verdict."""
+    waiver = Exemption.model_validate({"images": ["r.io/*"], "namespaces": ["ns"],
+                                       "reason": "kritis admission allowlist", "until": NOW + timedelta(days=999)})
+    kritis = key_rule("kritis:ns/gap", "attestor", "kritis:GenericAttestationPolicy/gap", waivers=(waiver,))
+    other = key_rule("p", "key B", "kyverno:ClusterPolicy/p")
+    pol = policy(kritis, other)
+    v = verdict_for(pol, IMG, set())
+    assert (v.status, v.rule) == (Status.INVALID, "p")
+    v = verdict_for(pol, IMG, {"key B"})
+    assert (v.status, v.compliant, v.rule) == (Status.EXEMPT, True, "kritis:ns/gap")
+    assert v.headline.startswith("rule 'kritis:ns/gap' (kritis:GenericAttestationPolicy/gap): exempt until")
+    assert judge(policy(kritis), IMG, set()) is Status.EXEMPT  # alone, it waives its own verdict
+    assert judge(pol, IMG, {"key B"}, ns="elsewhere") is Status.INVALID  # the waiver names its namespace
+
+
+def test_the_first_policy_to_lapse_ends_compliance() -> None:
+    p1, p2 = key_rule("p1", "key A", "s1"), key_rule("p2", "key B", "s2")
+    soon, late = NOW + timedelta(days=3), NOW + timedelta(days=300)
+    per = [[[replace(passed("key A"), not_after=late)]], [[replace(passed("key B"), not_after=soon)]]]
+    v = evaluate_rules(IMG, (p1, p2), per, [], policy(p1, p2), NOW, "ns")
+    assert (v.status, v.not_after, v.expiring) == (Status.VERIFIED, soon, True)
+
+
+def test_the_pipeline_early_stop_needs_every_rule() -> None:
+    from scanner.pipeline import _Group
+
+    p1, p2 = key_rule("p1", "key A", "s1"), key_rule("p2", "key B", "s2")
+    (v1,), (v2,) = p1.verifiers, p2.verifiers
+    g = _Group((p1, p2), "ns", IMG.containers)
+    assert g.verifiers == (v1, v2)
+    assert not _satisfied([g], {id(v1): (passed("key A"),), id(v2): (failed("key B"),)}, policy(p1, p2))
+    assert _satisfied([g], {id(v1): (passed("key A"),), id(v2): (passed("key B"),)}, policy(p1, p2))
+
+
+def test_an_unresolved_image_under_several_policies_is_an_error_waived_only_by_all() -> None:
+    waiver = Exemption.model_validate({"images": ["r.io/*"], "reason": "allowlist", "until": NOW + timedelta(days=9)})
+    p1, p2 = key_rule("p1", "key A", "s1", waivers=(waiver,)), key_rule("p2", "key B", "s2")
+    img = UnresolvedImage(ImageReference("r.io", "a", "1", None), "r.io/a:1", (container("ns"),), "not started")
+    (v,) = unresolved_verdicts(img, policy(p1, p2), NOW)
+    assert (v.status, v.rule, v.compliant) == (Status.ERROR, "p2", False)
+    assert v.headline == "rule 'p2' (s2): running digest unknown: not started"
+    (v,) = unresolved_verdicts(img, policy(p1, replace(p2, waivers=(waiver,))), NOW)
+    assert v.status is Status.EXEMPT

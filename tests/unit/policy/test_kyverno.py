@@ -179,3 +179,37 @@ def test_match_filters_that_reach_every_namespace(tmp_path: Path, match: dict[st
     doc = policy_doc({"attestors": [{"entries": [entry(KEYS[0])]}]}, rule={"match": match})
     (rule,) = load(tmp_path, doc).rules
     assert rule.namespaces == ("*",)
+
+
+def test_every_matching_rule_and_entry_applies(tmp_path: Path) -> None:
+    """Kyverno applies every matching rule of every policy, and every verifyImages entry of a rule whose
+    imageReferences match: each is a rule of its own that must hold (none shadows another)."""
+    from scanner.policy.engine import match_rules
+
+    doc = policy_doc({"attestors": [{"entries": [entry(KEYS[0])]}]})
+    doc["spec"]["rules"][0]["verifyImages"].append(
+        {"imageReferences": ["r.io/app*"], "attestors": [{"entries": [entry(KEYS[1])]}]})
+    doc["spec"]["rules"].append({"name": "r2", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                                 "verifyImages": [{"imageReferences": ["r.io/*"],
+                                                   "attestors": [{"entries": [entry(KEYS[2])]}]}]})
+    other = policy_doc({"attestors": [{"entries": [entry(KEYS[1])]}]}, name="q")
+    pol = load(tmp_path, doc, other)
+    assert [r.name for r in match_rules(pol, REF, "ns")] == ["p/r#0", "p/r#1", "p/r2", "q/r"]
+    assert all(not r.first_match for r in pol.rules)
+
+
+def test_apply_rules_one_is_audited_as_all_with_a_note(tmp_path: Path) -> None:
+    """applyRules: One stops at the first rule that applied to the pod; the match blocks are only partly
+    evaluable by an audit, so "first" could pick another rule than Kyverno: every rule is audited."""
+    from scanner.policy.engine import match_rules
+
+    doc = policy_doc({"attestors": [{"entries": [entry(KEYS[0])]}]})
+    doc["spec"]["applyRules"] = "One"
+    doc["spec"]["rules"].append({"name": "r2", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                                 "verifyImages": [{"imageReferences": ["r.io/*"],
+                                                   "attestors": [{"entries": [entry(KEYS[1])]}]}]})
+    pol = load(tmp_path, doc)
+    assert len(match_rules(pol, REF, "ns")) == 2
+    assert all(any("applyRules: One" in n for n in r.notes) for r in pol.rules)
+    doc["spec"]["applyRules"] = "All"
+    assert not any("applyRules" in n for r in load(tmp_path, doc).rules for n in r.notes)
