@@ -235,17 +235,9 @@ def run_scan_command(**opts: Any) -> int:
             if opts["pull_secrets"]:
                 pods = _with_pull_secrets(pods, api, credentials, read_pull_secret, problems)
         if opts["pods_file"] and (opts["namespaces"] or opts["exclude_namespaces"]):
-            from scanner.inventory.pods import namespace_selected
+            from scanner.inventory.pods import select_namespaces
 
-            pods = (
-                p
-                for p in pods
-                if namespace_selected(
-                    str((p.get("metadata") or {}).get("namespace", "default")),
-                    opts["namespaces"],
-                    opts["exclude_namespaces"],
-                )
-            )
+            pods = select_namespaces(pods, opts["namespaces"], opts["exclude_namespaces"])
         if bar is not None:
             bar.start()
         try:

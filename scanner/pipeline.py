@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from scanner import __version__
 from scanner.clock import Clock, system_clock
 from scanner.errors import ParseError, RegistryError
-from scanner.inventory.pods import OwnerResolver, StaticOwnerResolver, containers_from_pod
+from scanner.inventory.pods import OwnerResolver, StaticOwnerResolver, containers_from_pod, pod_label
 from scanner.inventory.references import parse_image_id, parse_reference
 from scanner.models import (
     ContainerRef,
@@ -91,10 +91,9 @@ def build_inventory(pods: Iterable[dict[str, Any]], owners: OwnerResolver | None
         inv.pods += 1
         try:
             containers = containers_from_pod(pod, owners)
-        except ParseError as exc:
-            meta = pod.get("metadata") if isinstance(pod, dict) else None
-            name = f"{meta.get('namespace')}/{meta.get('name')}" if isinstance(meta, dict) else "?"
-            inv.problems.append(f"pod {name} skipped: {exc}")
+        except Exception as exc:  # any malformed pod is skipped and reported (partial scan), never fatal
+            why = str(exc) if isinstance(exc, ParseError) else f"{type(exc).__name__}: {str(exc)[:200]}"
+            inv.problems.append(f"pod {pod_label(pod)} skipped: {why}")
             continue
         for c in containers:
             inv.add(c)
