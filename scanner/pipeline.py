@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -39,12 +41,14 @@ from scanner.models import (
 from scanner.policy.engine import apply_revocations, evaluate, match_exemption, match_rule, unresolved_verdict
 from scanner.policy.loader import CompiledRule, Policy
 from scanner.registry.client import RegistryClient
+from scanner.registry.deadline import within
 from scanner.signatures.discovery import discover, material_fingerprint, merge_material, relist_fingerprint
 from scanner.verify.base import Verifier, Wants
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+SCAN_DEADLINE = "scan deadline reached"
 
 
 @dataclass
@@ -105,7 +109,7 @@ def _pull_secrets(containers: Iterable[ContainerRef]) -> tuple[tuple[str, str], 
 
 
 def resolve(
-    inv: Inventory, client: RegistryClient, *, workers: int
+    inv: Inventory, client: RegistryClient, *, workers: int, deadline: float | None = None
 ) -> tuple[list[RunningImage], list[UnresolvedImage]]:
     """Tag -> digest for containers whose runtime gave no digest; group into RunningImages."""
     running: dict[tuple[str, str, str], RunningImage] = {}
@@ -124,10 +128,14 @@ def resolve(
         text, containers = item
         ref = parse_reference(text)
         try:
-            desc = client.head_manifest(ref, ref.tag or "latest", _pull_secrets(containers))
+            with within(deadline, SCAN_DEADLINE):
+                desc = client.head_manifest(ref, ref.tag or "latest", _pull_secrets(containers))
             return text, containers, desc.digest, ""
         except (RegistryError, ParseError) as exc:
             return text, containers, None, str(exc)
+        except Exception as exc:  # whatever a reply provokes, it is this image's error, never the scan's
+            log.debug("resolving %s failed", text, exc_info=True)
+            return text, containers, None, f"{type(exc).__name__}: {str(exc)[:200]}"
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for text, containers, resolved, err in pool.map(_resolve, list(inv.to_resolve.items())):
@@ -362,6 +370,30 @@ def _from_cache(
     return {vid: e.signatures for vid, e in entries.items()}
 
 
+def _outcome(
+    img: RunningImage, groups: list[_Group], fut: Future[list[Verdict]], deadline: float | None, policy: Policy,
+    now: datetime,
+) -> list[Verdict]:
+    """The verdicts of one image's verification: its own, or ``error`` when it could not finish — the
+    scan deadline passed, or anything at all went wrong in it (one image's failure is never the
+    scan's, and never a pass)."""
+    try:
+        return fut.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except FuturesTimeout:
+        fut.cancel()
+        reason = SCAN_DEADLINE
+    except Exception as exc:
+        log.debug("verification of %s failed", img.reference, exc_info=True)
+        reason = f"verification failed: {type(exc).__name__}: {str(exc)[:200]}"
+    return [
+        evaluate(
+            RunningImage(img.reference, g.containers, img.notes, img.pull_secrets), g.rule, [], [reason], policy,
+            now, g.namespace,
+        )
+        for g in groups
+    ]
+
+
 def _run_verifier(
     v: Verifier, image: RunningImage, material: SignatureMaterial, now: datetime
 ) -> tuple[SignatureResult, ...]:
@@ -393,13 +425,16 @@ def run_scan(
     inventory_problems: list[str] | None = None,
     stop: threading.Event | None = None,
     cache: VerificationCache | None = None,
+    deadline: float | None = None,
 ) -> ScanResult:
+    """``deadline``: a ``time.monotonic()`` value; registry requests stop there, and every image not
+    judged by then gets an ``error`` verdict ("scan deadline reached") in a partial scan."""
     started = clock()
     inv = build_inventory(pods, owners)
     problems = [*(inventory_problems or []), *inv.problems]
     if progress:
         progress("inventory", inv.containers, inv.containers)
-    running, unresolved = resolve(inv, client, workers=workers)
+    running, unresolved = resolve(inv, client, workers=workers, deadline=deadline)
     now = clock()
     stats = ScanStats()
     verdicts: list[Verdict] = []
@@ -418,25 +453,37 @@ def run_scan(
             hits=cache.cache_get_many(keys) if keys else {},
             repo_digests=Counter((img.reference.registry, img.reference.repository) for img in running),
         )
+
+    def _verify(img: RunningImage, groups: list[_Group]) -> list[Verdict]:
+        with within(deadline, SCAN_DEADLINE):
+            return verify_image(img, groups, client, policy, now, stats, cache_state)
+
     done = 0
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [
-            pool.submit(verify_image, img, groups, client, policy, now, stats, cache_state) for img, groups in work
-        ]
-        for fut in futures:
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        futures = [pool.submit(_verify, img, groups) for img, groups in work]
+        for (img, groups), fut in zip(work, futures, strict=True):
             if stop is not None and stop.is_set():
                 for f in futures:
                     f.cancel()
                 raise InterruptedError("scan interrupted")
-            verdicts += fut.result()
+            verdicts += _outcome(img, groups, fut, deadline, policy, now)
             done += 1
             if progress:
                 progress("verify", done, len(futures))
+    finally:
+        # Past the deadline nothing waits for the stragglers: their requests fail on the same deadline.
+        late = deadline is not None and time.monotonic() >= deadline
+        pool.shutdown(wait=not late, cancel_futures=True)
+    if late:
+        problems.append(f"{SCAN_DEADLINE}: images not judged by then have an error verdict")
     if cache is not None and cache_state is not None and cache_state.new:
         cache.cache_put_many(cache_state.new)
     verdicts += [unresolved_verdict(u, policy, now) for u in unresolved]
     verdicts.sort(key=lambda v: (v.image.display, v.rule or ""))
     state = ScanState.PARTIAL if problems else ScanState.COMPLETE
+    with stats.lock:  # stragglers past the deadline may still be counting
+        verifications = dict(stats.verifications)
     return ScanResult(
         cluster=cluster,
         started_at=started,
@@ -448,7 +495,7 @@ def run_scan(
         sigaudit_version=__version__,
         stats={
             **client.stats.as_dict(),
-            "verifications": dict(stats.verifications),
+            "verifications": verifications,
             "pods": inv.pods,
             "cache_reused": cache_state.reused if cache_state else 0,
             "containers": inv.containers,
