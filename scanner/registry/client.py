@@ -16,6 +16,7 @@ import logging
 import re
 import threading
 import time
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -209,7 +210,7 @@ class RegistryClient:
             follow_redirects=False,
             transport=transport,
             verify=verify_tls,
-            headers={"User-Agent": "sigaudit"},
+            headers={"User-Agent": "sigaudit", "Accept-Encoding": "identity"},
         )
         deadline.install(self._http)  # a total deadline per request, headers included
 
@@ -789,11 +790,45 @@ def _short(url: str) -> str:
     return f"{parts.netloc}{parts.path}"[:160]
 
 
+class _BoundedDecoder:
+    """Content-Encoding undone with the output bounded. httpx's own decoders inflate each network chunk
+    whole (64 KiB of gzip can become 64 MiB) before any cap is checked, so a compression bomb would cost
+    memory in every worker at once. We ask for ``identity``; a server that compresses anyway may use
+    gzip or deflate, decoded here at most one byte past the cap; anything else is refused."""
+
+    def __init__(self, encoding: str, url: str) -> None:
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip().lower() not in ("", "identity")]
+        self._url = url
+        if not codings:
+            self._z = None
+        elif codings in (["gzip"], ["x-gzip"], ["deflate"]):
+            self._z = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+        else:
+            raise RegistryError(f"{_short(url)}: unsupported Content-Encoding {encoding[:60]!r}")
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """The decoded bytes of ``data``: at most ``room + 1`` (one past the room tells the caller)."""
+        if self._z is None:
+            return data
+        try:
+            out = self._z.decompress(data, room + 1)
+            while self._z.unconsumed_tail and len(out) <= room:
+                out += self._z.decompress(self._z.unconsumed_tail, room + 1 - len(out))
+        except zlib.error as exc:
+            raise RegistryError(f"{_short(self._url)}: reply body could not be decoded (Content-Encoding): {exc}") \
+                from None
+        return out
+
+
 def _read_capped(resp: httpx.Response, max_bytes: int, until: float, url: str, *, quiet: bool = False) -> bytes:
+    """The body, decoded, at most ``max_bytes`` (LimitExceeded beyond; ``quiet``: drained raw and cut, for
+    HEADs and error replies that are read only so the connection can be reused)."""
+    decoder = None if quiet else _BoundedDecoder(resp.headers.get("content-encoding", ""), url)
     chunks: list[bytes] = []
     total = 0
-    it: Iterator[bytes] = resp.iter_bytes()
-    for chunk in it:
+    it: Iterator[bytes] = resp.iter_raw()
+    for raw in it:
+        chunk = raw if decoder is None else decoder.feed(raw, max_bytes - total)
         total += len(chunk)
         if total > max_bytes:
             if quiet:
