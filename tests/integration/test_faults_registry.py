@@ -12,12 +12,14 @@ name that cannot resolve. Every image is signed with the trusted key, so any ver
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import os
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,9 +365,13 @@ def replies(registry, tmp_path_factory) -> Iterator[Replies]:
     gz = HostileRegistry(upstream=registry.url)
     realm_v6, realm_port = HostileRegistry(), HostileRegistry()
     token_chunked, token_declared = HostileRegistry(), HostileRegistry()
+    bomb = HostileRegistry()
     servers = {"gzip": gz, "realm-ipv6": realm_v6, "realm-port": realm_port, "token-chunked": token_chunked,
-               "token-declared": token_declared}
+               "token-declared": token_declared, "gzip-bomb": bomb}
     try:
+        # 1 MiB of gzip that inflates to 1 GiB, for every GET: inflated whole per network chunk it cost ~64 MiB
+        # a request before any cap was checked; six images verified at once multiply that.
+        bomb.add(Rule("GET", "/v2/", Body(gzip_bomb(1 << 30), headers={"Content-Encoding": "gzip"})))
         # A body that says it is gzip and is not: every GET (.sig manifest, blobs) of this registry.
         gz.add(Rule("GET", "/v2/", Body(b"\x00\x01 certainly not gzip " * 8, headers={"Content-Encoding": "gzip"})))
         for server, realm in ((realm_v6, "http://[::1/token"), (realm_port, "http://127.0.0.1:80:80/token")):
@@ -384,9 +390,10 @@ def replies(registry, tmp_path_factory) -> Iterator[Replies]:
             sign_image(registry.url, gz.host, f"replies/gz{n}", d, key)
             pods.append(_pod("gzip", f"gz{n}", [("c", f"{gz.host}/replies/gz{n}:1", f"{gz.host}/replies/gz{n}@{d}")]))
         for label, server in servers.items():
-            if label != "gzip":
-                d = "sha256:" + "ab" * 32
-                pods.append(_pod(label, "p", [("c", f"{server.host}/replies/app:1", f"{server.host}/replies/app@{d}")]))
+            for n in range(6 if label == "gzip-bomb" else 1 if label != "gzip" else 0):
+                d = "sha256:" + f"{n:02x}" * 32
+                image = f"{server.host}/replies/app{n}"
+                pods.append(_pod(label, f"p{n}", [("c", f"{image}:1", f"{image}@{d}")]))
         (tmp / "k.pub").write_text(key.public_pem)
         hosts = [registry.host, *(s.host for s in servers.values())]
         policy = tmp / "policy.yaml"
@@ -420,11 +427,12 @@ def test_hostile_replies_end_in_json_not_a_crash(replies: Replies) -> None:
 
 def test_only_the_hostile_registries_images_are_errors(replies: Replies) -> None:
     assert [i["status"] for i in replies.images["ok"]] == ["verified"], replies.images["ok"]
-    for label in ("gzip", "realm-ipv6", "realm-port", "token-chunked", "token-declared"):
+    for label in ("gzip", "gzip-bomb", "realm-ipv6", "realm-port", "token-chunked", "token-declared"):
         assert replies.images[label] and all(i["status"] == "error" for i in replies.images[label]), label
 
 
-@pytest.mark.parametrize("label,needle", [("gzip", "could not be decoded"), ("realm-ipv6", "is not a valid URL"),
+@pytest.mark.parametrize("label,needle", [("gzip", "could not be decoded"), ("gzip-bomb", "exceeds the limit"),
+                                          ("realm-ipv6", "is not a valid URL"),
                                           ("realm-port", "is not a valid URL"),
                                           ("token-chunked", "exceeds the limit"),
                                           ("token-declared", "exceeds the limit")])
@@ -433,9 +441,32 @@ def test_each_hostile_reply_is_named_in_the_reasons(replies: Replies, label: str
         assert needle in " | ".join(img["reasons"]), (label, img["reasons"])
 
 
-def test_a_512_mib_token_reply_is_never_held_in_memory(replies: Replies) -> None:
+def test_a_512_mib_token_reply_and_gzip_bombs_are_never_held_in_memory(replies: Replies) -> None:
     # The token endpoint's body was read whole before its 1 MiB check: RSS went from 46 to 1,073 MiB.
     assert replies.max_rss_mib < 300, f"peak RSS {replies.max_rss_mib:.0f} MiB"
+
+
+def gzip_bomb(size: int) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\0" * (1 << 24)
+    return b"".join([*(z.compress(block) for _ in range(size // len(block))), z.flush()])
+
+
+def test_a_compressed_reply_is_still_decoded() -> None:
+    """sigaudit asks for identity; a registry that gzips anyway is decoded (bounded), digest and all."""
+    import gzip
+
+    from scanner.models import ImageReference
+    from scanner.registry.client import RegistryClient
+
+    manifest = sig_index(3)
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    with HostileRegistry() as hostile:
+        hostile.add(Rule("GET", "/v2/", Body(gzip.compress(manifest), headers={"Content-Encoding": "gzip"})))
+        with RegistryClient(insecure_registries={hostile.host}) as client:
+            got = client.get_manifest(ImageReference(hostile.host, "gz", None, digest), digest)
+        assert got.raw == manifest and len(got.doc["layers"]) == 3
+        assert all(s.headers.get("accept-encoding") == "identity" for s in hostile.requests)
 
 
 # -- Deadlines --------------------------------------------------------------------------------------------
