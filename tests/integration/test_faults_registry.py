@@ -473,14 +473,20 @@ def test_a_compressed_reply_is_still_decoded() -> None:
 # -- Deadlines --------------------------------------------------------------------------------------------
 
 
-def test_headers_trickled_a_byte_at_a_time_cannot_stretch_the_total_timeout() -> None:
+@pytest.mark.parametrize("where", ["registry", "token service"])
+def test_headers_trickled_a_byte_at_a_time_cannot_stretch_the_total_timeout(where: str) -> None:
     """Each byte arrives well inside the read timeout; only a deadline over the whole exchange ends it."""
     from scanner.errors import RegistryError
     from scanner.models import ImageReference
     from scanner.registry.client import Limits, RegistryClient
 
     with HostileRegistry() as hostile:
-        hostile.add(Rule("*", "/v2/", Trickle(interval=0.2, pad=600)))  # ~2 minutes of headers
+        if where == "token service":
+            hostile.add(Rule("*", "/v2/", Status(401, headers={
+                "WWW-Authenticate": f'Bearer realm="{hostile.url}/token",service="hostile"'})))
+            hostile.add(Rule("GET", "/token", Trickle(interval=0.2, pad=600)))
+        else:
+            hostile.add(Rule("*", "/v2/", Trickle(interval=0.2, pad=600)))  # ~2 minutes of headers
         with RegistryClient(insecure_registries={hostile.host}, limits=Limits(total_timeout=3)) as client:
             t0 = time.monotonic()
             with pytest.raises(RegistryError, match="too slow"):
