@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
+import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -34,14 +37,64 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"sigaudit: error: {message}", err=True)
     sys.exit(code)
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    """Seconds, or a Go-style duration: ``300``, ``90s``, ``10m``, ``1h30m``."""
+    if value is None or value == "":
+        return None
+    text = value.strip().lower()
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise click.BadParameter(f"{value!r} is not a duration (e.g. 300, 90s, 10m, 1h30m)") from None
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if not 0 < seconds < 10 * 365 * 86400:
+        raise click.BadParameter(f"{value!r} must be a positive duration")
+    return seconds
+
+
 class _LazyGroup(click.Group):
     """Commands whose modules are heavy (the web server, the report renderer) are imported only when
-    invoked: a CronJob's `sigaudit scan` does not pay for Starlette, uvicorn or Jinja2 at start-up."""
+    invoked: a CronJob's `sigaudit scan` does not pay for Starlette, uvicorn or Jinja2 at start-up.
+
+    Also the one guard around every command (scan, serve, report, db, ...): whatever escapes a
+    command ends in an exit code of the contract and one line on stderr, never in Python's exit 1
+    with a traceback (1 means "non-compliant images found")."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except click.Abort:
+            _fail("interrupted", EXIT_FAILED)
+        except click.ClickException as exc:
+            if exc.exit_code != EXIT_VIOLATIONS:
+                raise
+            exc.show()  # click's generic errors exit 1, which here means "non-compliant": a usage error
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_FAILED)
+        except ConfigError as exc:
+            _fail(exc.diagnostics(), EXIT_USAGE)
+        except SigauditError as exc:
+            _fail(exc.diagnostics(), EXIT_FAILED)
+        except Exception as exc:
+            verbose = int(ctx.params.get("verbose") or 0)
+            if verbose >= 2:
+                click.echo(traceback.format_exc().rstrip(), err=True)
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            hint = "" if verbose >= 2 else " (-vv shows the traceback)"
+            _fail(f"unexpected failure: {type(exc).__name__}: {first}{hint}", EXIT_FAILED)
 
     _lazy = {"serve": "scanner.server", "report": "reports.cli"}
 
@@ -148,6 +201,9 @@ def _progress_printer(enabled: bool) -> Any:
               help="At most N manifest GETs per registry per scan (pull-rate limits count these; HEADs are free); "
                    "images beyond it get an error verdict.")
 @click.option("--page-size", type=click.IntRange(1, 5000), default=500, help="Pods per API list page.")
+@click.option("--deadline", callback=_duration, default=None, envvar="SIGAUDIT_DEADLINE",
+              help="Stop the scan after this long (e.g. 300, 10m): images not judged by then get an error "
+                   "verdict and the scan is partial (exit 3).")
 @click.option(
     "--exit-zero-on-violations",
     is_flag=True,
@@ -163,6 +219,7 @@ def scan(**opts: Any) -> None:
 
 
 def run_scan_command(**opts: Any) -> int:
+    deadline_at = time.monotonic() + opts["deadline"] if opts.get("deadline") else None
     from scanner.document import scan_document
     from scanner.pipeline import run_scan
     from scanner.policy.sources import load_policies
@@ -235,17 +292,9 @@ def run_scan_command(**opts: Any) -> int:
             if opts["pull_secrets"]:
                 pods = with_pull_secrets(pods, api, credentials, problems)
         if opts["pods_file"] and (opts["namespaces"] or opts["exclude_namespaces"]):
-            from scanner.inventory.pods import namespace_selected
+            from scanner.inventory.pods import select_namespaces
 
-            pods = (
-                p
-                for p in pods
-                if namespace_selected(
-                    str((p.get("metadata") or {}).get("namespace", "default")),
-                    opts["namespaces"],
-                    opts["exclude_namespaces"],
-                )
-            )
+            pods = select_namespaces(pods, opts["namespaces"], opts["exclude_namespaces"])
         if bar is not None:
             bar.start()
         try:
@@ -260,6 +309,7 @@ def run_scan_command(**opts: Any) -> int:
                 inventory_problems=problems,
                 stop=stop,
                 cache=store if (store is not None and opts["cache"]) else None,
+                deadline=deadline_at,
             )
         finally:
             if bar is not None:
@@ -289,6 +339,13 @@ def run_scan_command(**opts: Any) -> int:
                 pass
         msg = exc.diagnostics() if isinstance(exc, SigauditError) else str(exc)
         _fail(f"scan failed: {msg}", EXIT_FAILED)
+    except BaseException as exc:  # anything else: the scan is marked failed, then main's guard reports it
+        if store is not None and scan_id is not None:
+            try:
+                store.fail_scan(scan_id, [f"scan failed: {type(exc).__name__}: {str(exc)[:200]}"])
+            except Exception:  # noqa: S110 - the original failure is the one to report
+                pass
+        raise
     finally:
         signal.signal(signal.SIGTERM, old_term)
         client.close()

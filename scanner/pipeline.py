@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -20,7 +22,7 @@ from typing import Any, Protocol
 from scanner import __version__
 from scanner.clock import Clock, system_clock
 from scanner.errors import ParseError, RegistryError
-from scanner.inventory.pods import OwnerResolver, StaticOwnerResolver, containers_from_pod
+from scanner.inventory.pods import OwnerResolver, StaticOwnerResolver, containers_from_pod, pod_label
 from scanner.inventory.references import parse_image_id, parse_reference
 from scanner.models import (
     ContainerRef,
@@ -40,12 +42,14 @@ from scanner.policy.engine import evaluate_rules, rule_satisfied, scopes, unreso
 from scanner.policy.loader import CompiledRule, Policy
 from scanner.registry.auth import Credential
 from scanner.registry.client import RegistryClient
+from scanner.registry.deadline import within
 from scanner.signatures.discovery import discover, material_fingerprint, merge_material, relist_fingerprint
 from scanner.verify.base import Verifier, Wants
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+SCAN_DEADLINE = "scan deadline reached"
 
 
 @dataclass
@@ -90,10 +94,9 @@ def build_inventory(pods: Iterable[dict[str, Any]], owners: OwnerResolver | None
         inv.pods += 1
         try:
             containers = containers_from_pod(pod, owners)
-        except ParseError as exc:
-            meta = pod.get("metadata") if isinstance(pod, dict) else None
-            name = f"{meta.get('namespace')}/{meta.get('name')}" if isinstance(meta, dict) else "?"
-            inv.problems.append(f"pod {name} skipped: {exc}")
+        except Exception as exc:  # any malformed pod is skipped and reported (partial scan), never fatal
+            why = str(exc) if isinstance(exc, ParseError) else f"{type(exc).__name__}: {str(exc)[:200]}"
+            inv.problems.append(f"pod {pod_label(pod)} skipped: {why}")
             continue
         for c in containers:
             inv.add(c)
@@ -137,7 +140,7 @@ class UnknownDigest:
 
 
 def resolve(
-    inv: Inventory, client: RegistryClient, *, workers: int
+    inv: Inventory, client: RegistryClient, *, workers: int, deadline: float | None = None
 ) -> tuple[list[RunningImage], list[UnknownDigest]]:
     """Group containers into RunningImages, one per running digest and credential set (see
     :func:`_by_credentials`). For containers whose running digest is unknown, resolve what the spec
@@ -168,9 +171,14 @@ def resolve(
                                  f"the pod spec names {ref.digest}")
         tag = ref.tag or "latest"
         try:
-            desc = client.head_manifest(ref, tag, secrets)
+            with within(deadline, SCAN_DEADLINE):
+                desc = client.head_manifest(ref, tag, secrets)
         except (RegistryError, ParseError) as exc:
             return UnknownDigest(replace(image, notes=(f"information only: tag {tag} could not be resolved: {exc}",)))
+        except Exception as exc:  # whatever a reply provokes, it is this image's note, never the scan's failure
+            log.debug("resolving %s failed", text, exc_info=True)
+            why = f"{type(exc).__name__}: {str(exc)[:200]}"
+            return UnknownDigest(replace(image, notes=(f"information only: tag {tag} could not be resolved: {why}",)))
         return UnknownDigest(image, RunningImage(ref.with_digest(desc.digest), image.containers, (), secrets),
                              f"tag {tag} resolves to {desc.digest} at scan time")
 
@@ -187,7 +195,7 @@ def resolve(
 
 def _unknown_verdicts(
     unknown: list[UnknownDigest], client: RegistryClient, policy: Policy, now: datetime, stats: ScanStats,
-    *, workers: int,
+    *, workers: int, deadline: float | None = None,
 ) -> list[Verdict]:
     """``error`` verdicts for containers whose running digest is unknown; the verdict of what their spec
     names at scan time is added to the reasons as information only."""
@@ -195,7 +203,14 @@ def _unknown_verdicts(
     def _one(item: UnknownDigest) -> list[Verdict]:
         notes = list(item.image.notes)
         if item.current is not None:
-            for v in verify_image(item.current, _groups(policy, item.current), client, policy, now, stats):
+            try:
+                with within(deadline, SCAN_DEADLINE):
+                    info = verify_image(item.current, _groups(policy, item.current), client, policy, now, stats)
+            except Exception as exc:  # information only: its failure is said, and the verdict stays error
+                log.debug("information-only verification of %s failed", item.image.image, exc_info=True)
+                notes.append(f"information only: what the spec names could not be verified: {type(exc).__name__}")
+                info = []
+            for v in info:
                 rule = f" under rule {v.rule!r}" if v.rule else ""
                 notes.append(
                     f"information only, not what runs: {item.named}; that digest on its own is "
@@ -398,6 +413,30 @@ def _from_cache(
     return {vid: e.signatures for vid, e in entries.items()}
 
 
+def _outcome(
+    img: RunningImage, groups: list[_Group], fut: Future[list[Verdict]], deadline: float | None, policy: Policy,
+    now: datetime,
+) -> list[Verdict]:
+    """The verdicts of one image's verification: its own, or ``error`` when it could not finish — the
+    scan deadline passed, or anything at all went wrong in it (one image's failure is never the
+    scan's, and never a pass)."""
+    try:
+        return fut.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except FuturesTimeout:
+        fut.cancel()
+        reason = SCAN_DEADLINE
+    except Exception as exc:
+        log.debug("verification of %s failed", img.reference, exc_info=True)
+        reason = f"verification failed: {type(exc).__name__}: {str(exc)[:200]}"
+    return [
+        evaluate_rules(
+            RunningImage(img.reference, g.containers, img.notes, img.pull_secrets), g.rules,
+            [[[] for _ in rule.verifiers] for rule in g.rules], [reason], policy, now, g.namespace,
+        )
+        for g in groups
+    ]
+
+
 def _run_verifier(
     v: Verifier, image: RunningImage, material: SignatureMaterial, now: datetime
 ) -> tuple[SignatureResult, ...]:
@@ -429,13 +468,16 @@ def run_scan(
     inventory_problems: list[str] | None = None,
     stop: threading.Event | None = None,
     cache: VerificationCache | None = None,
+    deadline: float | None = None,
 ) -> ScanResult:
+    """``deadline``: a ``time.monotonic()`` value; registry requests stop there, and every image not
+    judged by then gets an ``error`` verdict ("scan deadline reached") in a partial scan."""
     started = clock()
     inv = build_inventory(pods, owners)
     problems = [*(inventory_problems or []), *inv.problems]
     if progress:
         progress("inventory", inv.containers, inv.containers)
-    running, unknown = resolve(inv, client, workers=workers)
+    running, unknown = resolve(inv, client, workers=workers, deadline=deadline)
     now = clock()
     stats = ScanStats()
     verdicts: list[Verdict] = []
@@ -453,25 +495,39 @@ def run_scan(
             hits=cache.cache_get_many(keys) if keys else {},
             repo_digests=Counter((img.reference.registry, img.reference.repository) for img in running),
         )
+
+    def _verify(img: RunningImage, groups: list[_Group]) -> list[Verdict]:
+        with within(deadline, SCAN_DEADLINE):
+            return verify_image(img, groups, client, policy, now, stats, cache_state)
+
     done = 0
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [
-            pool.submit(verify_image, img, groups, client, policy, now, stats, cache_state) for img, groups in work
-        ]
-        for fut in futures:
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        futures = [pool.submit(_verify, img, groups) for img, groups in work]
+        for (img, groups), fut in zip(work, futures, strict=True):
             if stop is not None and stop.is_set():
                 for f in futures:
                     f.cancel()
                 raise InterruptedError("scan interrupted")
-            verdicts += fut.result()
+            verdicts += _outcome(img, groups, fut, deadline, policy, now)
             done += 1
             if progress:
                 progress("verify", done, len(futures))
+    finally:
+        # Past the deadline nothing waits for the stragglers: their requests fail on the same deadline.
+        late = deadline is not None and time.monotonic() >= deadline
+        pool.shutdown(wait=not late, cancel_futures=True)
+    if late:
+        problems.append(f"{SCAN_DEADLINE}: images not judged by then have an error verdict")
     if cache is not None and cache_state is not None and cache_state.new:
-        cache.cache_put_many(cache_state.new)
-    verdicts += _unknown_verdicts(unknown, client, policy, now, stats, workers=workers)
+        with cache_state.lock:
+            new = list(cache_state.new)
+        cache.cache_put_many(new)
+    verdicts += _unknown_verdicts(unknown, client, policy, now, stats, workers=workers, deadline=deadline)
     verdicts.sort(key=lambda v: (v.image.display, v.rule or ""))
     state = ScanState.PARTIAL if problems else ScanState.COMPLETE
+    with stats.lock:  # stragglers past the deadline may still be counting
+        verifications = dict(stats.verifications)
     return ScanResult(
         cluster=cluster,
         started_at=started,
@@ -483,7 +539,7 @@ def run_scan(
         sigaudit_version=__version__,
         stats={
             **client.stats.as_dict(),
-            "verifications": dict(stats.verifications),
+            "verifications": verifications,
             "pods": inv.pods,
             "cache_reused": cache_state.reused if cache_state else 0,
             "containers": inv.containers,

@@ -316,17 +316,11 @@ class ScanRunner:
         owners = None
         pods: Any
         if o.pods_file:
-            from scanner.inventory.pods import iter_pods_file, namespace_selected
+            from scanner.inventory.pods import iter_pods_file, select_namespaces
 
             pods = iter_pods_file(o.pods_file)
             if o.namespaces or o.exclude_namespaces:
-                pods = (
-                    p
-                    for p in pods
-                    if namespace_selected(
-                        str((p.get("metadata") or {}).get("namespace", "default")), o.namespaces, o.exclude_namespaces
-                    )
-                )
+                pods = select_namespaces(pods, o.namespaces, o.exclude_namespaces)
         else:
             from scanner.inventory.kube import KubeOwnerResolver, iter_pods, load_api_client, with_pull_secrets
 

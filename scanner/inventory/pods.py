@@ -7,7 +7,7 @@ file (streamed with ijson, never held whole) or from the API (``scanner.inventor
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -18,12 +18,69 @@ from scanner.errors import InventoryError, ParseError
 from scanner.models import ContainerRef, ContainerType, Workload
 
 MAX_PODS_FILE_BYTES = 2 * 1024**3
+# Deepest nesting accepted in one pod (a real pod's managedFields reach about 15 levels). Deeper
+# values are never built: Python's own recursion (str, repr, json) would fail on them later.
+MAX_POD_DEPTH = 100
 _SPEC_KEYS = (
     (ContainerType.INIT, "initContainers", "initContainerStatuses"),
     (ContainerType.CONTAINER, "containers", "containerStatuses"),
     (ContainerType.EPHEMERAL, "ephemeralContainers", "ephemeralContainerStatuses"),
 )
 _POD_TEMPLATE_HASH = re.compile(r"^(?P<deploy>.+)-(?P<hash>[a-z0-9]{1,10})$")
+
+
+class UnreadablePod(dict[str, Any]):
+    """An element of a pod list that could not be read (nested too deep, ...). It travels down the pipe
+    like any pod, carrying what could be read of its metadata, so the stage that reports skipped pods
+    (``containers_from_pod`` raising ParseError) reports it: never dropped silently."""
+
+    def __init__(self, reason: str, namespace: str | None = None, name: str | None = None) -> None:
+        meta = {k: v for k, v in (("namespace", namespace), ("name", name)) if v}
+        super().__init__(metadata=meta)
+        self.reason = reason
+
+
+def _text(value: Any, what: str, where: str, *, required: bool = False) -> str:
+    """A field that must be a string (absent is "" unless ``required``). Untrusted pod lists put
+    lists, numbers and 20,000-deep structures where strings belong: each is a ParseError."""
+    if value is None or value == "":
+        if required:
+            raise ParseError(f"{where}: {what} is missing")
+        return ""
+    if not isinstance(value, str):
+        raise ParseError(f"{where}: {what} is a {type(value).__name__}, not a string")
+    return value
+
+
+def pod_label(pod: Any) -> str:
+    """``namespace/name`` for messages, whatever the pod holds (never renders a hostile structure)."""
+    meta = pod.get("metadata") if isinstance(pod, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return "?"
+    ns, name = meta.get("namespace"), meta.get("name")
+    ns = ns[:253] if isinstance(ns, str) else "?"
+    name = name[:253] if isinstance(name, str) else "?"
+    return f"{ns}/{name}"
+
+
+def pod_namespace(pod: Any) -> str | None:
+    """The pod's namespace ("default" when absent), or None when it is not a string."""
+    meta = pod.get("metadata") if isinstance(pod, Mapping) else None
+    ns = meta.get("namespace") if isinstance(meta, Mapping) else None
+    if ns is None or ns == "":
+        return "default"
+    return ns if isinstance(ns, str) else None
+
+
+def select_namespaces(
+    pods: Iterable[dict[str, Any]], include: Sequence[str], exclude: Sequence[str]
+) -> Iterator[dict[str, Any]]:
+    """Pods of the selected namespaces. A pod whose namespace cannot be read is kept, so that the
+    inventory reports it as skipped rather than this filter dropping it unseen."""
+    for pod in pods:
+        ns = pod_namespace(pod)
+        if ns is None or namespace_selected(ns, include, exclude):
+            yield pod
 
 
 class OwnerResolver(Protocol):
@@ -46,10 +103,12 @@ class StaticOwnerResolver:
 
     def workload(self, namespace: str, pod: Mapping[str, Any]) -> Workload:
         meta = pod.get("metadata") or {}
+        where = f"pod {pod_label(pod)}"
         ref = controller_ref(meta)
         if ref is None:
-            return Workload("Pod", str(meta.get("name", "")))
-        kind, name = str(ref.get("kind", "")), str(ref.get("name", ""))
+            return Workload("Pod", _text(meta.get("name"), "name", where))
+        kind = _text(ref.get("kind"), "ownerReferences kind", where)
+        name = _text(ref.get("name"), "ownerReferences name", where)
         if kind == "ReplicaSet":
             labels = meta.get("labels") or {}
             pth = labels.get("pod-template-hash") if isinstance(labels, Mapping) else None
@@ -67,48 +126,63 @@ def namespace_selected(namespace: str, include: Sequence[str], exclude: Sequence
 
 def containers_from_pod(pod: Mapping[str, Any], owners: OwnerResolver) -> list[ContainerRef]:
     """Every container of a pod with the imageID its runtime reports (None when there is none)."""
+    if isinstance(pod, UnreadablePod):
+        raise ParseError(pod.reason)
     if not isinstance(pod, Mapping):
         raise ParseError("pod is not an object")
     meta = pod.get("metadata")
     spec = pod.get("spec")
     if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
         raise ParseError("pod without metadata or spec")
-    namespace = str(meta.get("namespace") or "default")
-    name = str(meta.get("name") or "")
-    if not name:
-        raise ParseError("pod without a name")
+    where = f"pod {pod_label(pod)}"
+    namespace = _text(meta.get("namespace"), "namespace", where) or "default"
+    name = _text(meta.get("name"), "name", where, required=True)
+    uid = _text(meta.get("uid"), "uid", where)
     status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
     assert isinstance(status, Mapping)
+    pull_secrets = spec.get("imagePullSecrets") or []
+    if not isinstance(pull_secrets, list):
+        raise ParseError(f"{where}: imagePullSecrets is a {type(pull_secrets).__name__}, not a list")
     secrets = tuple(
-        str(s["name"]) for s in (spec.get("imagePullSecrets") or []) if isinstance(s, Mapping) and s.get("name")
+        _text(s.get("name"), "imagePullSecrets name", where) for s in pull_secrets if isinstance(s, Mapping)
     )
+    secrets = tuple(s for s in secrets if s)
     workload = owners.workload(namespace, pod)
     out: list[ContainerRef] = []
     for ctype, spec_key, status_key in _SPEC_KEYS:
         containers = spec.get(spec_key) or []
         statuses = status.get(status_key) or []
         if not isinstance(containers, list) or not isinstance(statuses, list):
-            raise ParseError(f"pod {namespace}/{name}: {spec_key} is not a list")
-        by_name = {s.get("name"): s for s in statuses if isinstance(s, Mapping)}
+            raise ParseError(f"{where}: {spec_key} is not a list")
+        by_name = {s.get("name"): s for s in statuses if isinstance(s, Mapping) and isinstance(s.get("name"), str)}
         for c in containers:
             if not isinstance(c, Mapping) or not isinstance(c.get("image"), str) or not c.get("name"):
-                raise ParseError(f"pod {namespace}/{name}: a {ctype} without name or image")
-            st = by_name.get(c["name"]) or {}
+                raise ParseError(f"{where}: a {ctype} without name or image")
+            cname = _text(c.get("name"), f"{ctype} name", where, required=True)
+            image = _text(c.get("image"), f"{ctype} {cname[:63]} image", where, required=True)
+            st = by_name.get(cname) or {}
             image_id = st.get("imageID") if isinstance(st.get("imageID"), str) else None
             out.append(
                 ContainerRef(
                     namespace=namespace,
                     pod=name,
-                    container=str(c["name"]),
+                    container=cname,
                     container_type=ctype,
-                    image=str(c["image"]),
+                    image=image,
                     image_id=image_id or None,
                     workload=workload,
                     pull_secrets=secrets,
-                    pod_uid=str(meta.get("uid") or ""),
+                    pod_uid=uid,
                 )
             )
     return out
+
+
+def _unreadable(partial: Any, reason: str) -> UnreadablePod:
+    meta = partial.get("metadata") if isinstance(partial, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    ns, name = meta.get("namespace"), meta.get("name")
+    return UnreadablePod(reason, ns if isinstance(ns, str) else None, name if isinstance(name, str) else None)
 
 
 def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None) -> Iterator[dict[str, Any]]:
@@ -134,39 +208,56 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None) -> Iterato
         own = False
     top: ijson.common.ObjectBuilder | None = None
     item: ijson.common.ObjectBuilder | None = None
-    saw_items = False
+    partial: Any = None  # what was built of an element before it passed MAX_POD_DEPTH
+    saw_items = in_items = items_next = False
     count = depth = 0
     try:
-        for prefix, event, value in ijson.parse(stream, use_float=True):
-            if prefix == "" and event == "start_map":
-                top = ijson.common.ObjectBuilder()
+        # basic_parse, not parse: parse builds a dotted prefix per event, which costs O(depth²)
+        # (a 20,000-deep value took 1 GB). The position is tracked here with one depth counter.
+        for event, value in ijson.basic_parse(stream, use_float=True):
+            step = 1 if event in ("start_map", "start_array") else -1 if event in ("end_map", "end_array") else 0
+            if top is None:
+                if event != "start_map":
+                    raise ParseError(f"{label}: not a JSON object (expected `kubectl get pods -A -o json` output)")
+                top, depth = ijson.common.ObjectBuilder(), 1
                 top.event(event, value)
                 continue
-            if prefix == "" and event != "start_map" and top is None:
-                raise ParseError(f"{label}: not a JSON object (expected `kubectl get pods -A -o json` output)")
-            if prefix == "items" and event == "start_array":
-                saw_items = True
-                continue
-            if prefix == "items" and event == "end_array":
-                continue
-            if prefix.startswith("items.item") and saw_items:
-                if item is None:
+            if in_items:  # depth 2 is the `items` array itself; its elements start at depth 3
+                if depth == 2 and event == "end_array":
+                    in_items, depth = False, 1
+                    continue
+                if depth == 2:
                     if event != "start_map":
                         raise ParseError(f"{label}: an element of `items` is not an object")
-                    item, depth = ijson.common.ObjectBuilder(), 0
-                item.event(event, value)
-                if event in ("start_map", "start_array"):
-                    depth += 1
-                elif event in ("end_map", "end_array"):
-                    depth -= 1
-                if depth == 0:
-                    obj, item = item.value, None
-                    if obj.get("kind") in (None, "Pod"):
-                        count += 1
+                    item, partial = ijson.common.ObjectBuilder(), None
+                depth += step
+                if item is not None and depth - 2 > MAX_POD_DEPTH:
+                    partial, item = item.value, None  # the rest of this element is read, never built
+                if item is not None:
+                    item.event(event, value)
+                if depth == 2:
+                    if item is None:
+                        yield _unreadable(partial, f"element {count} of `items` is nested deeper than "
+                                                   f"{MAX_POD_DEPTH} levels")
+                    elif isinstance(obj := item.value, dict) and obj.get("kind") in (None, "Pod"):
                         yield obj
+                    item = None
+                    count += 1
                 continue
-            if top is not None and not prefix.startswith("items"):
-                top.event(event, value)
+            if items_next:
+                items_next = False
+                if event != "start_array":
+                    raise ParseError(f"{label}: `items` is not a list")
+                saw_items = in_items = True
+                depth = 2
+                continue
+            if depth == 1 and event == "map_key" and value == "items":
+                items_next = True
+                continue
+            depth += step
+            if depth > MAX_POD_DEPTH:
+                raise ParseError(f"{label}: nested deeper than {MAX_POD_DEPTH} levels")
+            top.event(event, value)
     except ijson.JSONError as exc:
         raise ParseError(f"{label}: malformed or truncated JSON after {count} pods: {exc}") from exc
     finally:
@@ -179,4 +270,6 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None) -> Iterato
         if isinstance(doc, dict) and doc.get("kind") == "Pod":
             yield doc
             return
-        raise ParseError(f"{label}: neither a List of pods (no `items`) nor a Pod (kind={doc.get('kind')!r})")
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        kind = kind[:63] if isinstance(kind, str) else kind if kind is None else type(kind).__name__
+        raise ParseError(f"{label}: neither a List of pods (no `items`) nor a Pod (kind={kind!r})")

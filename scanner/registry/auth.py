@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from scanner.errors import ConfigError
 from scanner.inventory.references import DOCKER_HUB
+
+log = logging.getLogger(__name__)
 
 _HUB_KEYS = {
     "https://index.docker.io/v1/",
@@ -60,18 +63,25 @@ def parse_docker_config(data: bytes, source: str) -> dict[str, Credential]:
     for key, entry in auths.items():
         if not isinstance(entry, dict):
             continue
-        user, password = entry.get("username"), entry.get("password")
-        if entry.get("auth"):
+        fields = {}
+        for name in ("auth", "username", "password", "identitytoken"):
+            value = entry.get(name)
+            if value is not None and not isinstance(value, str):
+                # Never str() a secret-bearing field of the wrong type into a credential (or a message).
+                raise ConfigError(
+                    f"auths[{key[:253]!r}].{name} is a {type(value).__name__}, not a string", source=source
+                )
+            fields[name] = value or ""
+        user, password = fields["username"], fields["password"]
+        if fields["auth"]:
             try:
-                decoded = base64.b64decode(entry["auth"], validate=False).decode()
+                decoded = base64.b64decode(fields["auth"], validate=False).decode()
             except (binascii.Error, UnicodeDecodeError, ValueError):
-                raise ConfigError(f"auths[{key!r}].auth is not base64 user:password", source=source) from None
+                raise ConfigError(f"auths[{key[:253]!r}].auth is not base64 user:password", source=source) from None
             user, _, password = decoded.partition(":")
-        token = entry.get("identitytoken")
+        token = fields["identitytoken"]
         if user or token:
-            out[_normalise_key(str(key))] = Credential(
-                str(user or "<token>"), str(password or ""), str(token) if token else None
-            )
+            out[_normalise_key(key)] = Credential(user or "<token>", password, token or None)
     return out
 
 
@@ -102,12 +112,19 @@ class CredentialStore:
             if path:
                 raise ConfigError("docker config file not found", source=str(p))
             return cls()
-        return cls(parse_docker_config(p.read_bytes(), str(p)))
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read docker config: {exc.strerror or exc}", source=str(p)) from None
+        return cls(parse_docker_config(data, str(p)))
 
     def add_pull_secret(self, namespace: str, name: str, dockerconfigjson: bytes) -> None:
         try:
             creds = parse_docker_config(dockerconfigjson, f"secret {namespace}/{name}")
-        except ConfigError:
+        except ConfigError as exc:
+            # One tenant's malformed secret never stops the cluster's scan: it is ignored, said so, and
+            # that tenant's images are fetched without it (an error verdict if the registry wants it).
+            log.warning("imagePullSecret ignored: %s", exc.diagnostics())
             creds = {}
         self._secrets[(namespace, name)] = {k: self._intern(c) for k, c in creds.items()}
 

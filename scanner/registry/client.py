@@ -16,8 +16,10 @@ import logging
 import re
 import threading
 import time
-from collections import Counter
+import zlib
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -27,6 +29,7 @@ import httpx
 from scanner.errors import LimitExceeded, NotFound, ParseError, RegistryError
 from scanner.inventory.references import SHA256_RE, registry_api_host
 from scanner.models import Descriptor, ImageReference
+from scanner.registry import deadline
 from scanner.registry.auth import Credential, CredentialStore
 
 log = logging.getLogger(__name__)
@@ -50,8 +53,13 @@ class Limits:
     read_timeout: float = 20.0
     total_timeout: float = 60.0  # per request, including a slow trickle of bytes
     retries: int = 3
-    max_retry_after: float = 30.0
+    max_retry_after: float = 10.0  # a longer Retry-After is waited this long (then retried, then an error)
+    # Seconds of retry waits per registry per scan, summed over threads: once spent, that registry's
+    # 429/5xx replies are errors at once, so one throttled registry cannot keep the workers asleep
+    # while the images of every other registry wait.
+    backoff_budget: float = 60.0
     max_redirects: int = 5
+    token_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +182,19 @@ def _retry_after(value: str | None, cap: float) -> float | None:
         secs = float(value)
     except ValueError:
         try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+            secs = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
             return None
-        secs = when.timestamp() - time.time()
+    if secs != secs:  # NaN
+        return None
     return max(0.0, min(secs, cap))
 
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+# Everything httpx (and the URL parsing around it) raises for a reply that cannot be used: transport
+# failures, bodies that do not decode, URLs in headers that do not parse. Caught where a request is
+# made and turned into RegistryError, so no reply can raise past the client.
+_HTTPX_FAILURES = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError)
 
 
 class BudgetExhausted(RegistryError):
@@ -223,6 +236,7 @@ class RegistryClient:
         self._probe_locks: dict[str, threading.Lock] = {}
         self._tag_locks: dict[tuple[str, str, tuple[Credential, ...]], threading.Lock] = {}
         self._manifest_gets: Counter[str] = Counter()
+        self._backoff_spent: dict[str, float] = defaultdict(float)
         self._lock = threading.Lock()
         timeout = httpx.Timeout(self.limits.read_timeout, connect=self.limits.connect_timeout)
         pool = httpx.Limits(max_connections=max(64, per_registry_concurrency * 4), max_keepalive_connections=64)
@@ -233,8 +247,9 @@ class RegistryClient:
             follow_redirects=False,
             transport=transport,
             verify=verify_tls,
-            headers={"User-Agent": "sigaudit"},
+            headers={"User-Agent": "sigaudit", "Accept-Encoding": "identity"},
         )
+        deadline.install(self._http)  # a total deadline per request, headers included
 
     def close(self) -> None:
         self._http.close()
@@ -256,6 +271,43 @@ class RegistryClient:
             if registry not in self._sems:
                 self._sems[registry] = threading.BoundedSemaphore(self._per_registry)
             return self._sems[registry]
+
+    @contextmanager
+    def _slot(self, registry: str) -> Iterator[None]:
+        """One of the registry's concurrent request slots, for one exchange (never across a wait)."""
+        sem = self._sem(registry)
+        left = deadline.remaining()
+        if not sem.acquire(timeout=None if left is None else max(left, 0.0)):
+            raise RegistryError(f"{registry}: {deadline.expired() or 'deadline reached'}", registry=registry)
+        try:
+            yield
+        finally:
+            sem.release()
+
+    def _pause(self, registry: str, seconds: float, why: str, status: int | None) -> None:
+        """Wait before a retry, outside the registry's slot, within its backoff budget and the deadline."""
+        with self._lock:
+            spent = self._backoff_spent[registry]
+            if spent + seconds > self.limits.backoff_budget:
+                over = True
+            else:
+                over = False
+                self._backoff_spent[registry] += seconds
+        if over:
+            raise RegistryError(
+                f"{registry}: {why}; not retried: {spent:.0f}s of this scan already went into waiting for this "
+                f"registry (budget {self.limits.backoff_budget:g}s)",
+                registry=registry,
+                status=status,
+            )
+        left = deadline.remaining()
+        if left is not None and left <= seconds:
+            words = deadline.current()
+            raise RegistryError(
+                f"{registry}: {why}; {words[1] if words else 'deadline reached'} before a retry", registry=registry,
+                status=status,
+            )
+        time.sleep(seconds)
 
     def _spend_budget(self, registry: str) -> None:
         with self._lock:
@@ -296,9 +348,17 @@ class RegistryClient:
         realm = params.get("realm")
         if not realm:
             raise RegistryError(f"{registry}: bearer challenge without realm", registry=registry, status=401)
-        realm_url = urlsplit(realm)
-        if realm_url.scheme not in ("https", "http"):
-            raise RegistryError(f"{registry}: token realm {realm!r} is not http(s)", registry=registry, status=401)
+        try:
+            realm_url = urlsplit(realm)
+            realm_url.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError:
+            raise RegistryError(
+                f"{registry}: token realm {realm[:200]!r} is not a valid URL", registry=registry, status=401
+            ) from None
+        if realm_url.scheme not in ("https", "http") or not realm_url.hostname:
+            raise RegistryError(
+                f"{registry}: token realm {realm[:200]!r} is not an http(s) URL", registry=registry, status=401
+            )
         if realm_url.scheme == "http" and registry not in self.insecure:
             raise RegistryError(
                 f"{registry}: token realm {realm} is plain HTTP; refusing (list the registry in "
@@ -308,44 +368,67 @@ class RegistryClient:
             )
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         query = {k: v for k, v in query.items() if v}
+        if cred and cred.identity_token:
+            method, url = "POST", realm
+            kwargs: dict[str, Any] = {
+                "data": {
+                    **query,
+                    "grant_type": "refresh_token",
+                    "refresh_token": cred.identity_token,
+                    "client_id": "sigaudit",
+                }
+            }
+        else:
+            method, url = "GET", realm + ("&" if "?" in realm else "?") + urlencode(query)
+            kwargs = {"auth": httpx.BasicAuth(cred.username, cred.password) if cred else None}
+        limit = self.limits.token_bytes
         try:
-            if cred and cred.identity_token:
-                resp = self._http.post(
-                    realm,
-                    data={
-                        **query,
-                        "grant_type": "refresh_token",
-                        "refresh_token": cred.identity_token,
-                        "client_id": "sigaudit",
-                    },
-                )
-            else:
-                auth = httpx.BasicAuth(cred.username, cred.password) if cred else None
-                resp = self._http.get(realm + ("&" if "?" in realm else "?") + urlencode(query), auth=auth)
-        except httpx.HTTPError as exc:
+            # Streamed under the same total deadline as any request, and capped while reading: the
+            # token service is as untrusted as the registry (a 512 MiB reply once took 1 GiB of RSS).
+            with (
+                deadline.within(time.monotonic() + self.limits.total_timeout, "total timeout exceeded"),
+                self._http.stream(method, url, **kwargs) as resp,
+            ):
+                self.stats.record(registry, f"token-{resp.status_code}", resp.status_code >= 400)
+                if resp.status_code in (401, 403):
+                    who = "the configured credentials were rejected" if cred else "anonymous access refused"
+                    raise RegistryError(
+                        f"{registry}: token service refused ({resp.status_code}): {who}",
+                        registry=registry,
+                        status=resp.status_code,
+                    )
+                if resp.status_code != 200:
+                    raise RegistryError(
+                        f"{registry}: token service answered {resp.status_code}",
+                        registry=registry,
+                        status=resp.status_code,
+                    )
+                declared = resp.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise RegistryError(
+                        f"{registry}: token service reply of {int(declared)} bytes exceeds the limit of {limit}",
+                        registry=registry,
+                    )
+                raw = _read_capped(resp, limit, time.monotonic() + self.limits.total_timeout, url)
+        except LimitExceeded:
             raise RegistryError(
-                f"{registry}: token service {realm_url.netloc} unreachable: {type(exc).__name__}", registry=registry
+                f"{registry}: token service reply exceeds the limit of {limit} bytes", registry=registry
+            ) from None
+        except _HTTPX_FAILURES as exc:
+            self.stats.record(registry, "token-error", True)
+            raise RegistryError(
+                f"{registry}: token service {realm_url.netloc}: {_describe_transport_error(exc)}", registry=registry
             ) from exc
-        self.stats.record(registry, f"token-{resp.status_code}", resp.status_code >= 400)
-        if resp.status_code in (401, 403):
-            who = "the configured credentials were rejected" if cred else "anonymous access refused"
-            raise RegistryError(
-                f"{registry}: token service refused ({resp.status_code}): {who}",
-                registry=registry,
-                status=resp.status_code,
-            )
-        if resp.status_code != 200 or len(resp.content) > 1024 * 1024:
-            raise RegistryError(
-                f"{registry}: token service answered {resp.status_code}", registry=registry, status=resp.status_code
-            )
         try:
-            body = resp.json()
+            body = json.loads(raw)
             token = body.get("token") or body.get("access_token")
             ttl = float(body.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError) as exc:
+        except (ValueError, AttributeError, TypeError, RecursionError) as exc:
             raise RegistryError(f"{registry}: token service reply is not JSON", registry=registry) from exc
         if not isinstance(token, str) or not token:
             raise RegistryError(f"{registry}: token service reply has no token", registry=registry)
+        if not ttl == ttl:  # NaN
+            ttl = 60.0
         with self._lock:
             self._tokens[(registry, scope, cred)] = (token, time.monotonic() + max(ttl - 10, 5))
 
@@ -374,23 +457,22 @@ class RegistryClient:
             [preferred, *(c for c in candidates if c is not preferred)] if preferred else list(candidates)
         ) or [None]
         url = self._base(registry) + path
-        with self._sem(registry):
-            for i, cred in enumerate(order):
-                more = i + 1 < len(order)
-                try:
-                    resp, body, from_registry = self._authenticated(
-                        method, registry, url, scope, cred, headers or {}, max_bytes
-                    )
-                except RegistryError as exc:
-                    if more and exc.status in (401, 403):
-                        continue
-                    raise
-                if more and from_registry and resp.status_code in (401, 403):
+        for i, cred in enumerate(order):
+            more = i + 1 < len(order)
+            try:
+                resp, body, from_registry = self._authenticated(
+                    method, registry, url, scope, cred, headers or {}, max_bytes
+                )
+            except RegistryError as exc:
+                if more and exc.status in (401, 403):
                     continue
-                if cred is not None and resp.status_code < 400 and i > 0:
-                    with self._lock:
-                        self._preferred[(registry, scope, candidates)] = cred
-                return resp, body
+                raise
+            if more and from_registry and resp.status_code in (401, 403):
+                continue
+            if cred is not None and resp.status_code < 400 and i > 0:
+                with self._lock:
+                    self._preferred[(registry, scope, candidates)] = cred
+            return resp, body
         raise AssertionError("unreachable: the last credential's answer is always returned")
 
     def _authenticated(
@@ -404,20 +486,28 @@ class RegistryClient:
         max_bytes: int,
     ) -> tuple[httpx.Response, bytes, bool]:
         """The request with one credential (or none): answers the registry's own challenge once,
-        retries transient failures. Returns (response, body, whether the registry itself answered)."""
+        retries transient failures (every wait outside the registry's request slot). Returns
+        (response, body, whether the registry itself answered)."""
         attempt, authed = 0, False
         while True:
             hdrs = {**headers, **self._auth_header(registry, scope, cred)}
-            try:
-                resp, body, final_url = self._send(method, url, hdrs, max_bytes, registry)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                self.stats.record(registry, type(exc).__name__, True)
-                transient = not isinstance(exc, httpx.ConnectError | httpx.ReadTimeout)
-                if attempt < min(self.limits.retries, 2) and transient:
+            failure: Exception | None = None
+            with self._slot(registry):  # held for the exchange only: every wait below is outside it
+                try:
+                    resp, body, final_url = self._send(method, url, hdrs, max_bytes, registry)
+                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                    failure = exc
+            if failure is not None:
+                self.stats.record(registry, type(failure).__name__, True)
+                if (
+                    attempt < min(self.limits.retries, 2)
+                    and not isinstance(failure, httpx.ConnectError | httpx.ReadTimeout)
+                    and deadline.cause(failure) is None
+                ):
                     attempt += 1
-                    time.sleep(0.2 * 2**attempt)
+                    self._pause(registry, 0.2 * 2**attempt, _describe_transport_error(failure), None)
                     continue
-                raise RegistryError(f"{registry}: {_describe_transport_error(exc)}", registry=registry) from exc
+                raise RegistryError(f"{registry}: {_describe_transport_error(failure)}", registry=registry) from failure
             self.stats.record(registry, str(resp.status_code), resp.status_code >= 400 and resp.status_code != 404)
             from_registry = urlsplit(final_url).netloc == urlsplit(url).netloc
             if resp.status_code == 401 and not from_registry:
@@ -446,16 +536,34 @@ class RegistryClient:
             if resp.status_code in RETRY_STATUS and attempt < self.limits.retries:
                 attempt += 1
                 wait = _retry_after(resp.headers.get("retry-after"), self.limits.max_retry_after)
-                time.sleep(wait if wait is not None else min(0.5 * 2**attempt, 8.0))
+                why = "rate limited (429)" if resp.status_code == 429 else f"registry answered {resp.status_code}"
+                self._pause(
+                    registry, wait if wait is not None else min(0.5 * 2**attempt, 8.0), why, resp.status_code
+                )
                 continue
             return resp, body, from_registry
 
     def _send(
         self, method: str, url: str, headers: dict[str, str], max_bytes: int, registry: str
     ) -> tuple[httpx.Response, bytes, str]:
-        """Follows redirects itself; returns (response, body, the URL that answered)."""
+        """One exchange (following same-registry redirects) under the total deadline. Transport
+        failures are raised as httpx's (the caller may retry); every other way a reply can be
+        unusable — a body that does not decode, a URL that does not parse — is a RegistryError.
+        Returns (response, body, the URL that answered)."""
+        at = time.monotonic() + self.limits.total_timeout
+        try:
+            with deadline.within(at, "total timeout exceeded"):
+                return self._exchange(method, url, headers, max_bytes, registry, at)
+        except (httpx.TimeoutException, httpx.TransportError):
+            raise
+        except _HTTPX_FAILURES as exc:
+            self.stats.record(registry, type(exc).__name__, True)
+            raise RegistryError(f"{registry}: {_describe_transport_error(exc)}", registry=registry) from exc
+
+    def _exchange(
+        self, method: str, url: str, headers: dict[str, str], max_bytes: int, registry: str, at: float
+    ) -> tuple[httpx.Response, bytes, str]:
         origin = urlsplit(url).netloc
-        deadline = time.monotonic() + self.limits.total_timeout
         for _ in range(self.limits.max_redirects + 1):
             with self._http.stream(method, url, headers=headers) as resp:
                 if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
@@ -472,15 +580,15 @@ class RegistryClient:
                 # response closed mid-stream closes its connection, and the next request would then pay
                 # for a new one (measured in bench/: every HEAD of a warm scan opened a connection).
                 if method == "HEAD":
-                    _read_capped(resp, 0, deadline, url, quiet=True)
+                    _read_capped(resp, 0, at, url, quiet=True)
                     return resp, b"", url
                 if resp.status_code >= 400:
-                    body = _read_capped(resp, 64 * 1024, deadline, url, quiet=True)
+                    body = _read_capped(resp, 64 * 1024, at, url, quiet=True)
                     return resp, b"" if resp.status_code == 404 else body, url
                 length = resp.headers.get("content-length")
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise LimitExceeded(f"{_short(url)}: {int(length)} bytes exceeds the limit of {max_bytes}")
-                return resp, _read_capped(resp, max_bytes, deadline, url), url
+                return resp, _read_capped(resp, max_bytes, at, url), url
         raise RegistryError(f"{registry}: too many redirects", registry=registry)
 
     # -- API --------------------------------------------------------------------------------------
@@ -775,17 +883,55 @@ def _short(url: str) -> str:
     return f"{parts.netloc}{parts.path}"[:160]
 
 
-def _read_capped(resp: httpx.Response, max_bytes: int, deadline: float, url: str, *, quiet: bool = False) -> bytes:
+class _BoundedDecoder:
+    """Content-Encoding undone with the output bounded. httpx's own decoders inflate each network chunk
+    whole (64 KiB of gzip can become 64 MiB) before any cap is checked, so a compression bomb would cost
+    memory in every worker at once. We ask for ``identity``; a server that compresses anyway may use
+    gzip or deflate, decoded here at most one byte past the cap; anything else is refused."""
+
+    def __init__(self, encoding: str, url: str) -> None:
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip().lower() not in ("", "identity")]
+        self._url = url
+        if not codings:
+            self._z = None
+        elif codings in (["gzip"], ["x-gzip"], ["deflate"]):
+            self._z = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+        else:
+            raise RegistryError(f"{_short(url)}: unsupported Content-Encoding {encoding[:60]!r}")
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """The decoded bytes of ``data``: at most ``room + 1`` (one past the room tells the caller)."""
+        if self._z is None:
+            return data
+        try:
+            out = self._z.decompress(data, room + 1)
+            while self._z.unconsumed_tail and len(out) <= room:
+                out += self._z.decompress(self._z.unconsumed_tail, room + 1 - len(out))
+        except zlib.error as exc:
+            raise RegistryError(f"{_short(self._url)}: reply body could not be decoded (Content-Encoding): {exc}") \
+                from None
+        return out
+
+
+def _read_capped(resp: httpx.Response, max_bytes: int, until: float, url: str, *, quiet: bool = False) -> bytes:
+    """The body, decoded, at most ``max_bytes`` (LimitExceeded beyond; ``quiet``: drained raw and cut, for
+    HEADs and error replies that are read only so the connection can be reused)."""
+    decoder = None if quiet else _BoundedDecoder(resp.headers.get("content-encoding", ""), url)
+    it: Iterator[bytes]
+    if resp.is_stream_consumed:  # a transport that hands over bodies already read (tests' MockTransport)
+        it, decoder = iter([resp.content]), None
+    else:
+        it = resp.iter_raw()
     chunks: list[bytes] = []
     total = 0
-    it: Iterator[bytes] = resp.iter_bytes()
-    for chunk in it:
+    for raw in it:
+        chunk = raw if decoder is None else decoder.feed(raw, max_bytes - total)
         total += len(chunk)
         if total > max_bytes:
             if quiet:
                 break
             raise LimitExceeded(f"{_short(url)}: reply exceeds the limit of {max_bytes} bytes")
-        if time.monotonic() > deadline:
+        if time.monotonic() > until:
             raise RegistryError(f"{_short(url)}: reply too slow (total timeout exceeded)")
         chunks.append(chunk)
     return b"".join(chunks)
@@ -793,6 +939,13 @@ def _read_capped(resp: httpx.Response, max_bytes: int, deadline: float, url: str
 
 def _describe_transport_error(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
+    words = deadline.cause(exc)
+    if words:
+        return f"reply too slow ({words})"
+    if isinstance(exc, httpx.DecodingError):
+        return f"reply body could not be decoded (Content-Encoding): {text[:200]}"
+    if isinstance(exc, httpx.InvalidURL | ValueError):
+        return f"invalid URL or header in the reply: {text[:200]}"
     if isinstance(exc, httpx.ConnectTimeout):
         return "connection timed out"
     if isinstance(exc, httpx.ReadTimeout):

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from scanner.errors import LimitExceeded, RegistryError
+from scanner.registry import deadline
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class HttpFetcher:
         self.allowed_schemes = allowed_schemes
         self._client = client or httpx.Client(follow_redirects=False, headers={"User-Agent": user_agent},
                                               trust_env=False)
+        deadline.install(self._client)  # the wall-clock deadline covers connect and headers, not only the body
 
     def close(self) -> None:
         self._client.close()
@@ -54,15 +56,17 @@ class HttpFetcher:
         try:
             with self._client.stream(method, url, timeout=t, **kw) as resp:  # type: ignore[arg-type]
                 yield resp
-        except httpx.TimeoutException:
-            raise RegistryError(f"{method} {url} timed out after {timeout:g}s") from None
-        except httpx.HTTPError as exc:
-            raise RegistryError(f"{method} {url} failed: {exc}") from None
+        except httpx.TimeoutException as exc:
+            words = deadline.cause(exc)
+            raise RegistryError(f"{method} {url} {words or f'timed out after {timeout:g}s'}") from None
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError) as exc:
+            raise RegistryError(f"{method} {url} failed: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     def _read(self, method: str, url: str, max_bytes: int, timeout: float, **kw: object) -> bytes:
         self._check_url(url)
-        deadline = time.monotonic() + timeout
-        with self._stream(method, url, timeout, **kw) as resp:
+        until = time.monotonic() + timeout
+        with deadline.within(until, f"timed out after {timeout:g}s (connect, headers and body)"), \
+                self._stream(method, url, timeout, **kw) as resp:
             if resp.status_code != 200:
                 raise RegistryError(f"{method} {url} answered HTTP {resp.status_code}", status=resp.status_code)
             declared = resp.headers.get("content-length")
@@ -76,12 +80,13 @@ class HttpFetcher:
                     if total > max_bytes:
                         raise LimitExceeded(f"{url} sent more than the limit of {max_bytes} bytes")
                     chunks.append(chunk)
-                    if time.monotonic() > deadline:
+                    if time.monotonic() > until:
                         raise RegistryError(f"{method} {url} did not finish within {timeout:g}s")
-            except httpx.TimeoutException:
-                raise RegistryError(f"{method} {url} timed out after {timeout:g}s") from None
-            except httpx.HTTPError as exc:
-                raise RegistryError(f"{method} {url} failed: {exc}") from None
+            except httpx.TimeoutException as exc:
+                words = deadline.cause(exc)
+                raise RegistryError(f"{method} {url} {words or f'timed out after {timeout:g}s'}") from None
+            except (httpx.HTTPError, httpx.StreamError, ValueError) as exc:
+                raise RegistryError(f"{method} {url} failed: {type(exc).__name__}: {str(exc)[:200]}") from None
             return b"".join(chunks)
 
     def get(self, url: str, *, max_bytes: int, timeout: float) -> bytes:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from scanner.errors import StoreError
+from scanner.errors import ConfigError, StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _IMMEDIATE = "sigaudit_sqlite_immediate"
@@ -127,15 +127,21 @@ def make_engine(url: str | URL, *, pool_size: int = 5) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(
-        parsed,
-        pool_size=pool_size,
-        max_overflow=2,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        pool_timeout=30,
-        connect_args={"connect_timeout": 10, "application_name": "sigaudit"},
-    )
+    try:
+        return sa.create_engine(
+            parsed,
+            pool_size=pool_size,
+            max_overflow=2,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+            pool_timeout=30,
+            connect_args={"connect_timeout": 10, "application_name": "sigaudit"},
+        )
+    except ImportError as exc:  # the dialect imports its driver here: a missing extra, not a failed scan
+        package = "sigaudit[postgres]" if parsed.get_driver_name() == "psycopg" else parsed.get_driver_name()
+        raise ConfigError(
+            f"{display_url(parsed)}: the database driver is not installed ({exc}): install {package}"
+        ) from None
 
 
 def write_options() -> dict[str, Any]:

@@ -150,6 +150,7 @@ def child(name: str, argv: list[str]) -> None:
         import scanner.inventory.pods
         import scanner.inventory.references
         import scanner.policy.loader
+        import scanner.registry.auth
         import scanner.registry.client
         import scanner.verify.cosign
         import scanner.verify.keys

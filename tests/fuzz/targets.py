@@ -70,6 +70,23 @@ def seeds_pods() -> list[bytes]:
             b'{"items": []}', b'{"kind":"PodList","items":[{"metadata":{},"spec":{"containers":[{}]}}]}']
 
 
+# -- docker config.json / pull secrets --------------------------------------------------------------
+
+
+def check_docker_config(data: bytes) -> None:
+    from scanner.registry.auth import CredentialStore, parse_docker_config
+
+    parse_docker_config(data, "config.json")
+    CredentialStore().add_pull_secret("ns", "secret", data)  # a tenant's secret: never raises
+
+
+def seeds_docker_config() -> list[bytes]:
+    auth = base64.b64encode(b"user:pass").decode()
+    return [json.dumps({"auths": {"r.io": {"auth": auth}, "https://index.docker.io/v1/": {"auth": auth},
+                                  "q.io": {"username": "u", "password": "p"}, "t.io": {"identitytoken": "tok"}}}
+                       ).encode(), b'{"auths": {}}', b'{"auths": {"r.io": {"auth": 12345}}}']
+
+
 # -- image references -------------------------------------------------------------------------------
 
 
@@ -393,6 +410,7 @@ def _typed_cosign() -> tuple[type[BaseException], ...]:
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("pods", check_pods, seeds_pods),
+    Target("docker-config", check_docker_config, seeds_docker_config),
     Target("reference", check_reference, seeds_reference),
     Target("manifest", check_manifest, seeds_manifest),
     Target("cosign", check_cosign, seeds_cosign),

@@ -20,7 +20,8 @@ Usage::
 Actions: :class:`Status` (a status code with headers), :class:`Stall` (send part of the body, then
 hold the connection open), :class:`Truncate` (Content-Length promised, half sent, connection
 closed), :class:`Corrupt` (same length, different bytes), :class:`Body` (a synthetic body, streamed,
-chunked or with Content-Length), :class:`Redirect` (307 to another server, same path). With
+chunked or with Content-Length), :class:`Redirect` (307 to another server, same path),
+:class:`Trickle` (a reply sent a byte at a time, status line and headers included). With
 ``basic_auth=(user, password)`` the proxy itself demands HTTP Basic credentials for every request
 under ``/v2/`` (the real registry behind it needs none).
 """
@@ -88,7 +89,18 @@ class Redirect:
     target: str
 
 
-Action = Status | Stall | Truncate | Corrupt | Body | Redirect
+@dataclass(frozen=True)
+class Trickle:
+    """A 200 reply sent one byte every ``interval`` seconds, from its status line on: each byte arrives
+    well inside any read timeout, so only a deadline over the whole exchange ends it. ``pad`` header
+    bytes make the status line and headers alone last ``pad * interval`` seconds."""
+
+    interval: float = 0.2
+    pad: int = 600
+    body: bytes = b"{}"
+
+
+Action = Status | Stall | Truncate | Corrupt | Body | Redirect | Trickle
 
 
 @dataclass
@@ -215,6 +227,8 @@ class HostileRegistry:
                 self._reply(h, 307, {"Location": action.target.rstrip("/") + h.path}, b"")
             elif isinstance(action, Body):
                 self._body(h, action)
+            elif isinstance(action, Trickle):
+                self._trickle(h, action)
             else:
                 code, headers, data = self._forward(h, body_in)
                 if isinstance(action, Corrupt) and data:
@@ -286,6 +300,17 @@ class HostileRegistry:
         h.wfile.write(data[: int(len(data) * fraction)])
         h.wfile.flush()
         h.close_connection = True
+
+    def _trickle(self, h: BaseHTTPRequestHandler, action: Trickle) -> None:
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: {'a' * action.pad}\r\n"
+                f"Content-Length: {len(action.body)}\r\nConnection: close\r\n\r\n").encode()
+        data = head + (action.body if h.command != "HEAD" else b"")
+        h.close_connection = True
+        for i in range(len(data)):
+            if self._stop.wait(action.interval):
+                return
+            h.wfile.write(data[i : i + 1])  # BrokenPipe/ConnectionReset once the client gave up
+            h.wfile.flush()
 
     def _body(self, h: BaseHTTPRequestHandler, action: Body) -> None:
         data = action.data() if callable(action.data) else action.data

@@ -217,3 +217,90 @@ def test_kube_api_unreachable_is_exit_3_and_no_half_scan(setup: Setup, tmp_path:
     latest, rows = states(db)
     assert latest is None and all(s != "complete" for s in rows), rows
 
+
+
+# -- Failures that used to be Python's exit 1 --------------------------------------------------------------
+
+NO_RULES = "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  rules: []\n"
+D1 = "sha256:" + "1" * 64
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "scanner.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def shadow_module(tmp: Path, name: str, exc: str) -> str:
+    """A directory for PYTHONPATH holding a package ``name`` that raises ``exc`` when imported: a broken
+    or missing dependency, as a real install can have one."""
+    pkg = tmp / "shadow" / name
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(f"raise {exc}\n")
+    return str(tmp / "shadow")
+
+
+def test_malformed_pods_are_skipped_and_the_scan_is_partial(tmp_path: Path) -> None:
+    good = _pod("a", "good", [("c", "r.io/app:1", f"r.io/app@{D1}")])
+    listname = _pod("a", "listname", [("c", "r.io/app:1", f"r.io/app@{D1}")])
+    listname["spec"]["containers"][0]["name"] = ["c"]
+    secrets = _pod("a", "secrets", [("c", "r.io/app:1", f"r.io/app@{D1}")])
+    secrets["spec"]["imagePullSecrets"] = True
+    deep = json.dumps(_pod("a", "deep", [("c", "r.io/app:1", f"r.io/app@{D1}")])).replace(
+        '"labels": {', '"annotations": {"x": ' + "[" * 20_000 + "]" * 20_000 + '}, "labels": {')
+    items = ", ".join([json.dumps(listname), json.dumps(secrets), deep, json.dumps(good)])
+    (tmp_path / "pods.json").write_text('{"kind": "List", "items": [' + items + "]}")
+    (tmp_path / "policy.yaml").write_text(NO_RULES)
+    r = cli("scan", "--pods-file", str(tmp_path / "pods.json"), "--policy", str(tmp_path / "policy.yaml"),
+            "--no-store", "-o", "json", "--no-progress")
+    assert r.returncode == 3, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["scan"]["status"] == "partial"
+    assert [c["pod"] for i in doc["images"] for c in i["containers"]] == ["good"]
+    for pod in ("a/listname", "a/secrets", "a/deep"):
+        assert f"warning: pod {pod} skipped" in r.stderr, (pod, r.stderr)
+
+
+def test_a_docker_config_with_a_non_string_auth_is_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {"r.io": {"auth": 12345}}}))
+    (tmp_path / "policy.yaml").write_text(NO_RULES)
+    (tmp_path / "pods.json").write_text(json.dumps({"kind": "List", "items": []}))
+    r = cli("scan", "--pods-file", str(tmp_path / "pods.json"), "--policy", str(tmp_path / "policy.yaml"),
+            "--docker-config", str(tmp_path / "config.json"), "--no-store", "-o", "json")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "config.json" in r.stderr and "auth is a int, not a string" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["scan", "--pods-file", "PODS", "--policy", "POLICY", "-o", "json"],
+                                  ["db", "upgrade"], ["report", "--format", "json"]], ids=["scan", "db", "report"])
+def test_a_missing_postgres_driver_is_exit_2_naming_the_extra(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "policy.yaml").write_text(NO_RULES)
+    (tmp_path / "pods.json").write_text(json.dumps({"kind": "List", "items": []}))
+    shadow = shadow_module(tmp_path, "psycopg", "ModuleNotFoundError(\"No module named 'psycopg'\", name='psycopg')")
+    args = [{"PODS": str(tmp_path / "pods.json"), "POLICY": str(tmp_path / "policy.yaml")}.get(a, a) for a in args]
+    r = cli(*args, "--db", "postgresql://sigaudit:Db-Pa55word@127.0.0.1:5432/x", env={"PYTHONPATH": shadow})
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "install sigaudit[postgres]" in r.stderr and "Traceback" not in r.stderr
+    assert "Db-Pa55word" not in r.stderr + r.stdout
+
+
+def test_an_unexpected_exception_in_the_real_process_is_exit_3_and_the_scan_is_marked_failed(tmp_path: Path) -> None:
+    """A dependency that blows up on import (here the Kubernetes client, for a live scan) stands for any
+    exception nobody planned for: one line and exit 3, the traceback only with -vv, the scan not left
+    running in the database."""
+    (tmp_path / "policy.yaml").write_text(NO_RULES)
+    shadow = shadow_module(tmp_path, "kubernetes", "RuntimeError('broken install: kubernetes client')")
+    db = f"sqlite:///{tmp_path / 'u.db'}"
+    args = ["scan", "--policy", str(tmp_path / "policy.yaml"), "--db", db, "--cluster", "c1", "--no-progress"]
+    r = cli(*args, env={"PYTHONPATH": shadow})
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines == ["sigaudit: error: unexpected failure: RuntimeError: broken install: kubernetes client "
+                     "(-vv shows the traceback)"], lines
+    latest, rows = states(db)
+    assert latest is None and rows == ["failed"], rows
+    loud = cli("-vv", *args, env={"PYTHONPATH": shadow})
+    assert loud.returncode == 3 and "Traceback" in loud.stderr and "broken install" in loud.stderr

@@ -12,12 +12,14 @@ name that cannot resolve. Every image is signed with the trusted key, so any ver
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import os
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,17 @@ import pytest
 from tests.harness import oci
 from tests.harness.cosign_sign import SIMPLESIGNING, KeyPair, sign_image
 from tests.harness.demo import _pod
-from tests.harness.hostile_registry import Body, Corrupt, HostileRegistry, Redirect, Rule, Stall, Status, Truncate
+from tests.harness.hostile_registry import (
+    Body,
+    Corrupt,
+    HostileRegistry,
+    Redirect,
+    Rule,
+    Stall,
+    Status,
+    Trickle,
+    Truncate,
+)
 from tests.harness.tools import free_port
 
 pytestmark = pytest.mark.integration
@@ -353,3 +365,290 @@ def test_redirect_target_challenge_never_directs_the_registry_credentials(regist
     finally:
         collector.close()
         storage.close()
+
+
+# -- Replies that used to raise past the client ------------------------------------------------------------
+#
+# Each fault below once escaped the registry client as an exception the scan did not expect (DecodingError,
+# ValueError, InvalidURL) and ended the whole scan: no JSON, a traceback, exit 1. Nothing real plays these
+# attackers (no registry or token service sends them), so the hand-made hostile server on 127.0.0.1 does.
+# Each fault has its own registry, and a control image on the real registry must still verify: the fault is
+# that registry's images' error, never the scan's.
+
+TOKEN_REPLY = 512 << 20
+
+
+@dataclass
+class Replies:
+    result: subprocess.CompletedProcess
+    images: dict[str, list[dict[str, Any]]]  # by registry label
+    max_rss_mib: float
+
+
+def run_measured(cmd: list[str], env: dict[str, str], timeout: float = 240) -> tuple[subprocess.CompletedProcess,
+                                                                                      float]:
+    """Run ``cmd``; return its result and its own peak RSS in MiB (wait4 on the child: a bound, not a timing)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **env})
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(cmd, proc.returncode, out.read().decode(), err.read().decode())
+    return result, usage.ru_maxrss / 1024
+
+
+@pytest.fixture(scope="module")
+def replies(registry, tmp_path_factory) -> Iterator[Replies]:
+    tmp = tmp_path_factory.mktemp("replies")
+    key = KeyPair.ecdsa()
+    gz = HostileRegistry(upstream=registry.url)
+    realm_v6, realm_port = HostileRegistry(), HostileRegistry()
+    token_chunked, token_declared = HostileRegistry(), HostileRegistry()
+    bomb = HostileRegistry()
+    servers = {"gzip": gz, "realm-ipv6": realm_v6, "realm-port": realm_port, "token-chunked": token_chunked,
+               "token-declared": token_declared, "gzip-bomb": bomb}
+    try:
+        # 1 MiB of gzip that inflates to 1 GiB, for every GET: inflated whole per network chunk it cost ~64 MiB
+        # a request before any cap was checked; six images verified at once multiply that.
+        bomb.add(Rule("GET", "/v2/", Body(gzip_bomb(1 << 30), headers={"Content-Encoding": "gzip"})))
+        # A body that says it is gzip and is not: every GET (.sig manifest, blobs) of this registry.
+        gz.add(Rule("GET", "/v2/", Body(b"\x00\x01 certainly not gzip " * 8, headers={"Content-Encoding": "gzip"})))
+        for server, realm in ((realm_v6, "http://[::1/token"), (realm_port, "http://127.0.0.1:80:80/token")):
+            server.add(Rule("*", "/v2/", Status(401, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})))
+        for server, chunked in ((token_chunked, True), (token_declared, False)):
+            server.add(Rule("*", "/v2/", Status(401, headers={
+                "WWW-Authenticate": f'Bearer realm="{server.url}/token",service="hostile"'})))
+            server.add(Rule("GET", "/token", Body(b'{"token": "' + b"A" * 1000, size=TOKEN_REPLY, chunked=chunked,
+                                                  content_type="application/json")))
+        control = oci.make_image(registry.url, "replies/control", "1")
+        sign_image(registry.url, registry.host, "replies/control", control, key)
+        pods = [_pod("ok", "control", [("c", f"{registry.host}/replies/control:1",
+                                        f"{registry.host}/replies/control@{control}")])]
+        for n in (1, 2):
+            d = oci.make_image(registry.url, f"replies/gz{n}", "1")
+            sign_image(registry.url, gz.host, f"replies/gz{n}", d, key)
+            pods.append(_pod("gzip", f"gz{n}", [("c", f"{gz.host}/replies/gz{n}:1", f"{gz.host}/replies/gz{n}@{d}")]))
+        for label, server in servers.items():
+            for n in range(6 if label == "gzip-bomb" else 1 if label != "gzip" else 0):
+                d = "sha256:" + f"{n:02x}" * 32
+                image = f"{server.host}/replies/app{n}"
+                pods.append(_pod(label, f"p{n}", [("c", f"{image}:1", f"{image}@{d}")]))
+        (tmp / "k.pub").write_text(key.public_pem)
+        hosts = [registry.host, *(s.host for s in servers.values())]
+        policy = tmp / "policy.yaml"
+        policy.write_text(
+            "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+            f"  insecureRegistries: {json.dumps(hosts)}\n"
+            f"  rules:\n    - {{name: all, images: {json.dumps([h + '/*' for h in hosts])}, "
+            "verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n"
+        )
+        pods_file = tmp / "pods.json"
+        pods_file.write_text(json.dumps({"kind": "List", "items": pods}))
+        r, rss = run_measured([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(pods_file),
+                               "--policy", str(policy), "--no-store", "-o", "json", "--no-progress"],
+                              env={"DOCKER_CONFIG": str(tmp)})
+        images: dict[str, list[dict[str, Any]]] = {}
+        if r.stdout.strip().startswith("{"):
+            for img in json.loads(r.stdout)["images"]:
+                images.setdefault(img["containers"][0]["namespace"], []).append(img)
+        yield Replies(r, images, rss)
+    finally:
+        for s in servers.values():
+            s.close()
+
+
+def test_hostile_replies_end_in_json_not_a_crash(replies: Replies) -> None:
+    r = replies.result
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])  # complete; non-compliant images found
+    assert replies.images, r.stderr[-3000:]
+
+
+def test_only_the_hostile_registries_images_are_errors(replies: Replies) -> None:
+    assert [i["status"] for i in replies.images["ok"]] == ["verified"], replies.images["ok"]
+    for label in ("gzip", "gzip-bomb", "realm-ipv6", "realm-port", "token-chunked", "token-declared"):
+        assert replies.images[label] and all(i["status"] == "error" for i in replies.images[label]), label
+
+
+@pytest.mark.parametrize("label,needle", [("gzip", "could not be decoded"), ("gzip-bomb", "exceeds the limit"),
+                                          ("realm-ipv6", "is not a valid URL"),
+                                          ("realm-port", "is not a valid URL"),
+                                          ("token-chunked", "exceeds the limit"),
+                                          ("token-declared", "exceeds the limit")])
+def test_each_hostile_reply_is_named_in_the_reasons(replies: Replies, label: str, needle: str) -> None:
+    for img in replies.images[label]:
+        assert needle in " | ".join(img["reasons"]), (label, img["reasons"])
+
+
+def test_a_512_mib_token_reply_and_gzip_bombs_are_never_held_in_memory(replies: Replies) -> None:
+    # The token endpoint's body was read whole before its 1 MiB check: RSS went from 46 to 1,073 MiB.
+    print(f"scan peak RSS {replies.max_rss_mib:.0f} MiB")
+    assert replies.max_rss_mib < 300, f"peak RSS {replies.max_rss_mib:.0f} MiB"
+
+
+def gzip_bomb(size: int) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\0" * (1 << 24)
+    return b"".join([*(z.compress(block) for _ in range(size // len(block))), z.flush()])
+
+
+def test_a_compressed_reply_is_still_decoded() -> None:
+    """sigaudit asks for identity; a registry that gzips anyway is decoded (bounded), digest and all."""
+    import gzip
+
+    from scanner.models import ImageReference
+    from scanner.registry.client import RegistryClient
+
+    manifest = sig_index(3)
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    with HostileRegistry() as hostile:
+        hostile.add(Rule("GET", "/v2/", Body(gzip.compress(manifest), headers={"Content-Encoding": "gzip"})))
+        with RegistryClient(insecure_registries={hostile.host}) as client:
+            got = client.get_manifest(ImageReference(hostile.host, "gz", None, digest), digest)
+        assert got.raw == manifest and len(got.doc["layers"]) == 3
+        assert all(s.headers.get("accept-encoding") == "identity" for s in hostile.requests)
+
+
+# -- Deadlines --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["registry", "token service"])
+def test_headers_trickled_a_byte_at_a_time_cannot_stretch_the_total_timeout(where: str) -> None:
+    """Each byte arrives well inside the read timeout; only a deadline over the whole exchange ends it."""
+    from scanner.errors import RegistryError
+    from scanner.models import ImageReference
+    from scanner.registry.client import Limits, RegistryClient
+
+    with HostileRegistry() as hostile:
+        if where == "token service":
+            hostile.add(Rule("*", "/v2/", Status(401, headers={
+                "WWW-Authenticate": f'Bearer realm="{hostile.url}/token",service="hostile"'})))
+            hostile.add(Rule("GET", "/token", Trickle(interval=0.2, pad=600)))
+        else:
+            hostile.add(Rule("*", "/v2/", Trickle(interval=0.2, pad=600)))  # ~2 minutes of headers
+        with RegistryClient(insecure_registries={hostile.host}, limits=Limits(total_timeout=3)) as client:
+            t0 = time.monotonic()
+            with pytest.raises(RegistryError, match="too slow"):
+                client.get_manifest(ImageReference(hostile.host, "slow", "1", None), "1")
+            assert time.monotonic() - t0 < 10  # a 3 s deadline, loosely
+
+
+def test_crl_and_ocsp_fetches_keep_their_deadline_against_trickled_headers() -> None:
+    from scanner.errors import RegistryError
+    from scanner.registry.fetcher import HttpFetcher
+
+    with HostileRegistry() as hostile, HttpFetcher() as fetcher:
+        hostile.add(Rule("*", "/", Trickle(interval=0.2, pad=600)))
+        t0 = time.monotonic()
+        with pytest.raises(RegistryError, match="timed out after 3s"):
+            fetcher.get(f"{hostile.url}/ca.crl", max_bytes=1 << 20, timeout=3)
+        with pytest.raises(RegistryError, match="timed out after 3s"):
+            fetcher.post(f"{hostile.url}/ocsp", b"req", content_type="application/ocsp-request", max_bytes=1 << 20,
+                         timeout=3)
+        assert time.monotonic() - t0 < 20
+
+
+def test_a_retry_wait_does_not_hold_the_registrys_request_slot() -> None:
+    """With one request slot per registry, a request told to come back in 2 s must not keep the slot while it
+    waits: another request to the same registry goes out in the meantime."""
+    import threading
+
+    from scanner.errors import NotFound
+    from scanner.models import ImageReference
+    from scanner.registry.client import RegistryClient
+
+    with HostileRegistry() as hostile:
+        hostile.add(Rule("GET", "/v2/waits/manifests/", Status(429, headers={"Retry-After": "2"}), times=1))
+        with RegistryClient(insecure_registries={hostile.host}, per_registry_concurrency=1) as client:
+            def fetch(repo: str) -> None:
+                with pytest.raises(NotFound):
+                    client.get_manifest(ImageReference(hostile.host, repo, "1", None), "1")
+
+            first = threading.Thread(target=fetch, args=("waits",))
+            first.start()
+            while not hostile.seen("/v2/waits/"):
+                time.sleep(0.01)
+            second = threading.Thread(target=fetch, args=("other",))
+            second.start()
+            first.join(30)
+            second.join(30)
+    order = [s.path.split("/")[2] for s in hostile.requests]
+    assert order == ["waits", "other", "waits"], order
+
+
+def _two_registries(registry, tmp: Path, key: KeyPair, slow: HostileRegistry, n_slow: int) -> tuple[Path, Path]:
+    control = oci.make_image(registry.url, "deadline/control", "1")
+    sign_image(registry.url, registry.host, "deadline/control", control, key)
+    pods = []
+    for i in range(n_slow):
+        d = oci.make_image(registry.url, f"deadline/slow{i}", "1")
+        sign_image(registry.url, slow.host, f"deadline/slow{i}", d, key)
+        image = f"{slow.host}/deadline/slow{i}"
+        pods.append(_pod("slow", f"s{i}", [("c", f"{image}:1", f"{image}@{d}")]))
+    pods.append(_pod("ok", "control", [("c", f"{registry.host}/deadline/control:1",
+                                        f"{registry.host}/deadline/control@{control}")]))
+    (tmp / "k.pub").write_text(key.public_pem)
+    hosts = [registry.host, slow.host]
+    policy = tmp / "policy.yaml"
+    policy.write_text(
+        "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+        f"  insecureRegistries: {json.dumps(hosts)}\n"
+        f"  rules:\n    - {{name: all, images: {json.dumps([h + '/*' for h in hosts])}, "
+        "verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n"
+    )
+    pods_file = tmp / "pods.json"
+    pods_file.write_text(json.dumps({"kind": "List", "items": pods}))
+    return policy, pods_file
+
+
+def test_scan_deadline_turns_what_is_not_verified_into_errors_and_a_partial_scan(registry, tmp_path: Path) -> None:
+    with HostileRegistry(upstream=registry.url) as slow:
+        slow.add(Rule("GET", "/v2/", Trickle(interval=0.2, pad=600)))  # every GET takes ~2 minutes
+        policy, pods_file = _two_registries(registry, tmp_path, KeyPair.ecdsa(), slow, 2)
+        t0 = time.monotonic()
+        r = sigaudit("scan", "--pods-file", str(pods_file), "--policy", str(policy), "--no-store", "-o", "json",
+                     "--no-progress", env={"SIGAUDIT_DEADLINE": "5", "DOCKER_CONFIG": str(tmp_path)}, timeout=90)
+        elapsed = time.monotonic() - t0
+    assert r.returncode == 3, (r.returncode, r.stderr[-3000:])  # partial, never compliant
+    assert "Traceback" not in r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["scan"]["status"] == "partial" and any("scan deadline reached" in e for e in doc["scan"]["errors"])
+    by_ns = {i["containers"][0]["namespace"]: i for i in doc["images"]}
+    assert by_ns["ok"]["status"] == "verified"
+    for img in doc["images"]:
+        if img["containers"][0]["namespace"] == "slow":
+            assert img["status"] == "error" and "scan deadline reached" in " | ".join(img["reasons"]), img
+    assert elapsed < 45, f"a 5 s deadline took {elapsed:.0f}s"
+
+
+def test_a_throttled_registry_cannot_starve_the_others(registry, tmp_path: Path) -> None:
+    """A registry that answers 429 with `Retry-After: 3600` to everything: its images become errors after a
+    bounded amount of waiting (Retry-After capped, a backoff budget per registry), and the images of the
+    other registry, queued behind them, are verified."""
+    with HostileRegistry(upstream=registry.url) as slow:
+        slow.add(Rule("*", "/v2/", Status(429, headers={"Retry-After": "3600"})))
+        policy, pods_file = _two_registries(registry, tmp_path, KeyPair.ecdsa(), slow, 8)
+        t0 = time.monotonic()
+        r = sigaudit("scan", "--pods-file", str(pods_file), "--policy", str(policy), "--no-store", "-o", "json",
+                     "--no-progress", "--concurrency", "4", env={"DOCKER_CONFIG": str(tmp_path)}, timeout=240)
+        elapsed = time.monotonic() - t0
+    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+    doc = json.loads(r.stdout)
+    by_ns: dict[str, list[dict[str, Any]]] = {}
+    for img in doc["images"]:
+        by_ns.setdefault(img["containers"][0]["namespace"], []).append(img)
+    assert [i["status"] for i in by_ns["ok"]] == ["verified"]
+    assert all(i["status"] == "error" and "rate limited (429)" in " | ".join(i["reasons"]) for i in by_ns["slow"])
+    assert elapsed < 100, f"the throttled registry held the scan for {elapsed:.0f}s"  # it was 3 x 30 s per request

@@ -1,0 +1,81 @@
+"""The wall-clock deadline under httpx: nesting, installation on every pool of a client, and that it ends
+an exchange whose server trickles its headers a byte at a time (which per-read timeouts never do)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from scanner.registry import deadline
+
+
+def test_the_earliest_deadline_wins_and_says_what_it_is() -> None:
+    now = time.monotonic()
+    assert deadline.current() is None and deadline.remaining() is None
+    with deadline.within(now + 100, "scan deadline reached"):
+        with deadline.within(now + 5, "total timeout exceeded"):
+            assert deadline.current() == (now + 5, "total timeout exceeded")
+        with deadline.within(None, "ignored"), deadline.within(now + 500, "later"):
+            assert deadline.current() == (now + 100, "scan deadline reached")
+    with deadline.within(now - 1, "scan deadline reached"):
+        assert deadline.expired() == "scan deadline reached"
+    assert deadline.current() is None
+
+
+def test_the_deadline_is_per_thread() -> None:
+    seen: list[object] = []
+    with deadline.within(time.monotonic() + 5, "mine"):
+        t = threading.Thread(target=lambda: seen.append(deadline.current()))
+        t.start()
+        t.join()
+    assert seen == [None]
+
+
+def test_install_wraps_every_pool_of_the_client_once() -> None:
+    client = httpx.Client(mounts={"http://example.invalid": httpx.HTTPTransport()})
+    deadline.install(deadline.install(client))
+    pools = [client._transport._pool, *(t._pool for t in client._mounts.values())]  # type: ignore[union-attr]
+    assert len(pools) == 2
+    for pool in pools:
+        assert isinstance(pool._network_backend, deadline.DeadlineBackend)
+        assert not isinstance(pool._network_backend._inner, deadline.DeadlineBackend)
+    client.close()
+
+
+@pytest.fixture
+def trickler() -> Iterator[str]:
+    """A server that sends a status line and headers one byte every 50 ms (about 10 s in all)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            for b in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 200 + b"\r\nContent-Length: 0\r\n\r\n":
+                if stop.wait(0.05):
+                    return
+                try:
+                    conn.sendall(bytes([b]))
+                except OSError:
+                    return
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/"
+    stop.set()
+    srv.close()
+
+
+def test_a_trickled_header_block_is_cut_at_the_deadline(trickler: str) -> None:
+    with deadline.install(httpx.Client(timeout=5)) as client:
+        t0 = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout) as info, deadline.within(t0 + 0.5, "total timeout exceeded"):
+            client.get(trickler)
+        assert time.monotonic() - t0 < 3  # each byte came well inside the 5 s read timeout
+        assert deadline.cause(info.value) == "total timeout exceeded"

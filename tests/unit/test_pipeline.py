@@ -1,0 +1,71 @@
+"""The pipeline's safety net: whatever one image's verification raises — even an exception no layer below
+expected — is that image's ``error`` verdict, never the scan's end and never a pass; and a scan deadline
+turns what is unfinished into errors in a partial scan."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from scanner.models import ScanState, Status
+from scanner.pipeline import run_scan
+from scanner.policy.loader import load_policy
+from scanner.registry.client import RegistryClient
+from tests.harness.cosign_sign import KeyPair
+from tests.harness.demo import _pod
+
+D = "sha256:" + "ab" * 32
+
+
+def policy(tmp_path: Path):  # type: ignore[no-untyped-def]
+    (tmp_path / "k.pub").write_text(KeyPair.ecdsa().public_pem)
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+        "  insecureRegistries: [boom.test, fine.test, slow.test]\n"
+        "  rules:\n    - {name: all, images: ['*'], verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n")
+    return load_policy(tmp_path / "p.yaml")
+
+
+def pods(*hosts: str) -> list[dict[str, object]]:
+    return [_pod(h.split(".")[0], "p", [("c", f"{h}/app:1", f"{h}/app@{D}")]) for h in hosts]
+
+
+def test_an_exception_nobody_expected_is_that_images_error(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "boom.test":
+            raise RuntimeError("a bug below the client")  # not an httpx error: nothing was written to catch it
+        return httpx.Response(404)
+
+    with RegistryClient(insecure_registries={"boom.test", "fine.test"},
+                        transport=httpx.MockTransport(handler)) as client:
+        result = run_scan(policy(tmp_path), pods("boom.test", "fine.test"), client=client, cluster="c")
+    by_ns = {v.image.containers[0].namespace: v for v in result.verdicts}
+    assert by_ns["boom"].status is Status.ERROR
+    assert any("RuntimeError: a bug below the client" in r for r in by_ns["boom"].reasons), by_ns["boom"].reasons
+    assert by_ns["fine"].status is Status.UNSIGNED  # judged on its own
+    assert result.state is ScanState.COMPLETE
+
+
+def test_the_scan_deadline_leaves_no_image_undecided_and_no_scan_complete(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "slow.test":
+            release.wait(30)  # a transport that ignores every timeout: only the pipeline's deadline can help
+        return httpx.Response(404)
+
+    with RegistryClient(insecure_registries={"slow.test", "fine.test"},
+                        transport=httpx.MockTransport(handler)) as client:
+        t0 = time.monotonic()
+        result = run_scan(policy(tmp_path), pods("slow.test", "fine.test"), client=client, cluster="c",
+                          deadline=time.monotonic() + 1.5)
+        elapsed = time.monotonic() - t0
+        release.set()
+    by_ns = {v.image.containers[0].namespace: v for v in result.verdicts}
+    assert by_ns["slow"].status is Status.ERROR and any("scan deadline reached" in r for r in by_ns["slow"].reasons)
+    assert by_ns["fine"].status is Status.UNSIGNED
+    assert result.state is ScanState.PARTIAL and any("scan deadline reached" in e for e in result.errors)
+    assert elapsed < 10
