@@ -67,9 +67,10 @@ from scanner.verify.sigstore_bundle import (
     verify_bundle_for_digest,
 )
 from scanner.verify.trustroot import (
+    FulcioChainError,
     LazyTrust,
     SigstoreTrust,
-    fulcio_certs_at,
+    fulcio_chain_at,
     load_trusted_root_file,
     public_good_trust,
     trust_from_pems,
@@ -127,27 +128,12 @@ def check_simplesigning_payload(payload: bytes, image_digest: str,
 
 def _verify_chain_at(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
                      trust: SigstoreTrust, when: datetime) -> list[x509.Certificate]:
-    """Path from the leaf to a Fulcio CA of the trust root that is valid at ``when``, with every
-    certificate valid at ``when``. Fulcio leaves carry codeSigning, not clientAuth: only the EKU
-    validators are relaxed, as sigstore-python does."""
-    from cryptography.x509 import ExtendedKeyUsage
-    from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
-    from cryptography.x509.verification import VerificationError as X509VerificationError
-
-    anchors = fulcio_certs_at(trust, when)
-    if not anchors:
-        raise _Fail(CheckName.AUTHENTICITY, f"no Fulcio CA of the trust root is valid at {when.isoformat()}")
-    ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
-                                                                     None)
-    ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
-                                                                     None)
-    verifier = (PolicyBuilder().store(Store(anchors)).time(when)
-                .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy).build_client_verifier())
+    """Path from the leaf to a Fulcio CA of the trust root that is valid at ``when``
+    (``scanner.verify.trustroot.fulcio_chain_at``, shared with the bundle path)."""
     try:
-        return list(verifier.verify(leaf, list(intermediates)).chain)
-    except (X509VerificationError, x509.UnsupportedGeneralNameType) as exc:
-        raise _Fail(CheckName.AUTHENTICITY,
-                    f"certificate does not chain to a trusted Fulcio root at {when.isoformat()}: {exc}") from exc
+        return fulcio_chain_at(leaf, intermediates, trust, when)
+    except FulcioChainError as exc:
+        raise _Fail(CheckName.AUTHENTICITY, str(exc)) from exc
 
 
 def _check_fulcio_profile(leaf: x509.Certificate) -> None:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -220,6 +220,84 @@ class LazyTrust:
                 raise self._error
             assert self._value is not None
             return self._value
+
+
+def _pem_public_keys(pem: bytes, what: str) -> list[bytes]:
+    marker = b"-----BEGIN PUBLIC KEY-----"
+    chunks = [marker + c for c in pem.split(marker)[1:]]
+    if not chunks:
+        raise ConfigError(f"{what} holds no PEM public key")
+    return chunks
+
+
+def with_log_keys(trust: SigstoreTrust, *, rekor_pem: bytes | None = None,
+                  ctlog_pem: bytes | None = None) -> SigstoreTrust:
+    """The same trust root with its transparency-log keys (``rekor_pem``) and/or its CT-log keys
+    (``ctlog_pem``) replaced by the policy's, as cosign's ``--rekor-public-key`` / Kyverno's
+    ``rekor.pubkey`` and ``ctlog.pubkey`` replace them: every format the root then serves (legacy
+    ``.sig`` SETs, Sigstore bundles, SCTs) is judged with those keys, and the fingerprint (the
+    decision identity) names the result."""
+    if rekor_pem is None and ctlog_pem is None:
+        return trust
+    doc = json.loads(trust.raw or trust.root._inner.to_json().encode())
+    replaced = []
+    if rekor_pem is not None:
+        doc["tlogs"] = [_log_instance(k, "rekor.pubkey") for k in _pem_public_keys(rekor_pem, "rekor.pubkey")]
+        replaced.append("Rekor")
+    if ctlog_pem is not None:
+        doc["ctlogs"] = [_log_instance(k, "ctlog.pubkey") for k in _pem_public_keys(ctlog_pem, "ctlog.pubkey")]
+        replaced.append("CT log")
+    raw = json.dumps(doc, sort_keys=True).encode()
+    return trust_from_json(raw, source=f"{trust.source} with the policy's {' and '.join(replaced)} key")
+
+
+class FulcioChainError(ValueError):
+    """The certificate does not chain to a Fulcio CA of the trust root valid at the given time."""
+
+
+def fulcio_chain_at(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], trust: SigstoreTrust,
+                    when: datetime) -> list[x509.Certificate]:
+    """Path from the leaf to a Fulcio CA of the trust root **whose ``validFor`` covers** ``when``,
+    with every certificate valid at ``when`` (sigstore-go ``VerifyLeafCertificate``). sigstore-python
+    trusts every CA of the root whatever its ``validFor`` (``get_fulcio_certs``), so a CA retired
+    from the root (its X.509 validity often runs years longer) would still vouch for certificates
+    issued after its retirement; every keyless path calls this with each verified signing time.
+    Fulcio leaves carry codeSigning, not clientAuth: only the EKU validators are relaxed, as
+    sigstore-python does."""
+    from cryptography.x509 import ExtendedKeyUsage
+    from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
+    from cryptography.x509.verification import VerificationError as X509VerificationError
+
+    anchors = fulcio_certs_at(trust, when)
+    if not anchors:
+        raise FulcioChainError(f"no Fulcio CA of the trust root is valid at {when.isoformat()}")
+    ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
+                                                                     None)
+    ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
+                                                                     None)
+    verifier = (PolicyBuilder().store(Store(anchors)).time(when)
+                .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy).build_client_verifier())
+    try:
+        return list(verifier.verify(leaf, list(intermediates)).chain)
+    except (X509VerificationError, x509.UnsupportedGeneralNameType) as exc:
+        raise FulcioChainError(f"certificate does not chain to a Fulcio CA of the trust root valid at "
+                               f"{when.isoformat()}: {exc}") from exc
+
+
+def tlog_problem_at(trust: SigstoreTrust, key_id: bytes, when: datetime) -> str | None:
+    """None when the trust root has a transparency log with this log id (key id) whose key's
+    ``validFor`` (a closed interval) covers ``when`` (an entry's integrated time); else why not.
+    sigstore-python accepts entries of a log whatever its key's validity period; sigstore-go and
+    this project's legacy SET check (``scanner.verify.rekor``) do not."""
+    logs = [t for t in trust.root._inner.tlogs if t.log_id.key_id == key_id]
+    if not logs:
+        return f"no transparency log of the trust root has log id {key_id.hex()}"
+    for t in logs:
+        valid = t.public_key.valid_for
+        if valid is None or (valid.start <= when and (valid.end is None or when <= valid.end)):
+            return None
+    return (f"the key of transparency log {key_id.hex()} is not valid at the entry's integrated time "
+            f"{when.isoformat()} (validFor in the trust root)")
 
 
 def ca_valid_at(ca: trustroot_v1.CertificateAuthority, when: datetime) -> bool:
