@@ -115,6 +115,24 @@ class CosignVerifierSpec(_Strict):
             raise ValueError("a cosign verifier needs exactly one of key / keyless")
         return self
 
+    @model_validator(mode="after")
+    def _trust_material_named_once(self) -> CosignVerifierSpec:
+        """Each piece of Sigstore trust is given in one place, so none is silently passed over.
+        The trust root is ``trustedRoot`` (here or in ``keyless``), or Kyverno-style ``keyless.roots``
+        (the Fulcio CAs, with ``keyless.rekor`` / ``keyless.ctlog``), or the public-good root; a
+        Rekor key (``rekorPubKey`` or ``keyless.rekor.pubkey``) and a CT key (``keyless.ctlog.pubkey``)
+        replace the logs of whichever root that is."""
+        kl = self.keyless
+        if kl is None:
+            return self
+        if kl.trusted_root is not None and self.trusted_root is not None:
+            raise ValueError("trustedRoot is given twice (keyless.trustedRoot and trustedRoot): give it once")
+        if kl.roots is not None and (kl.trusted_root or self.trusted_root) is not None:
+            raise ValueError("keyless.roots and trustedRoot both name the Fulcio CAs: give one of them")
+        if kl.rekor is not None and self.rekor_pubkey is not None:
+            raise ValueError("the Rekor key is given twice (keyless.rekor.pubkey and rekorPubKey): give it once")
+        return self
+
 
 class NotationVerifierSpec(_Strict):
     trust_policy: str = Field(alias="trustPolicy")  # trustpolicy.json (notation's own format)

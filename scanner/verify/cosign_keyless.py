@@ -72,8 +72,11 @@ from scanner.verify.trustroot import (
     SigstoreTrust,
     fulcio_chain_at,
     load_trusted_root_file,
+    log_instances,
     public_good_trust,
+    read_pem_arg,
     trust_from_pems,
+    with_log_keys,
 )
 
 ANN_SIGNATURE = "dev.cosignproject.cosign/signature"
@@ -220,23 +223,37 @@ class CosignKeylessVerifier(Verifier):
         identities = [IdentityMatcher.from_spec(i) for i in kl.identities]
         ignore_sct = spec.ignore_sct or bool(kl.ctlog and kl.ctlog.ignore_sct)
         trust: SigstoreTrust | LazyTrust
+        # One place for each piece of trust (the schema refuses a second one); a Rekor or CT key
+        # replaces the logs of whichever root is used, so it is enforced for .sig and bundles alike.
+        rekor_src = kl.rekor.pubkey if kl.rekor else spec.rekor_pubkey
+        ctlog_src = kl.ctlog.pubkey if kl.ctlog else None
         root_file = kl.trusted_root or spec.trusted_root
-        if root_file:
-            trust = load_trusted_root_file(root_file, base_dir=base_dir)
-        elif kl.roots:
-            rekor_pem = kl.rekor.pubkey if kl.rekor else spec.rekor_pubkey
-            if not rekor_pem:
+        if kl.roots:
+            if not rekor_src:
                 raise ConfigError("keyless roots need rekor.pubkey (the Rekor log key)", field="keyless.rekor")
-            ctlog_pem = kl.ctlog.pubkey if kl.ctlog else None
-            if not ctlog_pem and not ignore_sct:
+            if not ctlog_src and not ignore_sct:
                 raise ConfigError("keyless roots need ctlog.pubkey unless ctlog.ignoreSCT is set",
                                   field="keyless.ctlog")
-            trust = trust_from_pems(kl.roots, rekor_pem, ctlog_pem, base_dir=base_dir)
+            trust = trust_from_pems(kl.roots, rekor_src, ctlog_src, base_dir=base_dir)
         else:
-            if public_good is None:
+            rekor_pem = read_pem_arg(rekor_src, base_dir, "rekor.pubkey") if rekor_src else None
+            ctlog_pem = read_pem_arg(ctlog_src, base_dir, "ctlog.pubkey") if ctlog_src else None
+            if root_file:
+                trust = with_log_keys(load_trusted_root_file(root_file, base_dir=base_dir),
+                                      rekor_pem=rekor_pem, ctlog_pem=ctlog_pem)
+            else:
                 off = offline if offline is not None else os.environ.get(OFFLINE_ENV, "") in ("1", "true")
-                public_good = lambda: public_good_trust(offline=off)  # noqa: E731
-            trust = LazyTrust(public_good, name="the Sigstore public-good trust root")
+                base_loader: Callable[[], SigstoreTrust] = public_good or (lambda: public_good_trust(offline=off))
+                label = "sigstore-public-good"
+                for what, pem in (("rekor", rekor_pem), ("ctlog", ctlog_pem)):
+                    if pem is not None:
+                        log_instances(pem, f"{what}.pubkey")  # a bad key is a configuration error now
+                        label += f";{what}={hashlib.sha256(pem).hexdigest()}"
+
+                def load() -> SigstoreTrust:
+                    return with_log_keys(base_loader(), rekor_pem=rekor_pem, ctlog_pem=ctlog_pem)
+
+                trust = LazyTrust(load, name="the Sigstore public-good trust root", label=label)
         return cls(identities=identities, trust=trust, ignore_tlog=spec.ignore_tlog, ignore_sct=ignore_sct,
                    require_predicate_types=spec.require_predicate_types, annotations=spec.annotations,
                    name=name)
@@ -253,7 +270,7 @@ class CosignKeylessVerifier(Verifier):
 
     @property
     def trust_fingerprint(self) -> str:
-        root = self._trust.fingerprint if isinstance(self._trust, SigstoreTrust) else "sigstore-public-good"
+        root = self._trust.fingerprint if isinstance(self._trust, SigstoreTrust) else self._trust.label
         parts = {
             "root": root,
             "identities": [str(i) for i in self._identities],

@@ -77,7 +77,7 @@ def load_trusted_root_file(path: str | Path, *, base_dir: Path | None = None) ->
     return trust_from_json(raw, source=str(p))
 
 
-def _read_pem_arg(text_or_path: str, base_dir: Path | None, what: str) -> bytes:
+def read_pem_arg(text_or_path: str, base_dir: Path | None, what: str) -> bytes:
     if "-----BEGIN" in text_or_path:
         return text_or_path.encode()
     p = Path(text_or_path)
@@ -166,9 +166,9 @@ def trust_from_pems(
     roots: str, rekor_pubkey: str, ctlog_pubkey: str | None, *, base_dir: Path | None = None
 ) -> SigstoreTrust:
     raw = trusted_root_json_from_pems(
-        _read_pem_arg(roots, base_dir, "roots"),
-        _read_pem_arg(rekor_pubkey, base_dir, "rekor.pubkey"),
-        _read_pem_arg(ctlog_pubkey, base_dir, "ctlog.pubkey") if ctlog_pubkey else None,
+        read_pem_arg(roots, base_dir, "roots"),
+        read_pem_arg(rekor_pubkey, base_dir, "rekor.pubkey"),
+        read_pem_arg(ctlog_pubkey, base_dir, "ctlog.pubkey") if ctlog_pubkey else None,
     )
     return trust_from_json(raw, source="keyless roots/rekor/ctlog PEMs")
 
@@ -200,9 +200,10 @@ def public_good_trust(*, offline: bool) -> SigstoreTrust:
 class LazyTrust:
     """A trust root loaded on first use, once (the public-good TUF root), remembering a failure."""
 
-    def __init__(self, loader: Callable[[], SigstoreTrust], *, name: str) -> None:
+    def __init__(self, loader: Callable[[], SigstoreTrust], *, name: str, label: str = "sigstore-public-good") -> None:
         self._loader = loader
         self.name = name
+        self.label = label  # names what will be loaded (before it is), for configuration fingerprints
         self._lock = threading.Lock()
         self._value: SigstoreTrust | None = None
         self._error: ConfigError | None = None
@@ -222,12 +223,14 @@ class LazyTrust:
             return self._value
 
 
-def _pem_public_keys(pem: bytes, what: str) -> list[bytes]:
+def log_instances(pem: bytes, what: str) -> list[dict[str, object]]:
+    """``trusted_root.json`` log entries (open-ended validity) for one or more PEM public keys;
+    ``ConfigError`` when there is none or one is unusable (called at policy load)."""
     marker = b"-----BEGIN PUBLIC KEY-----"
     chunks = [marker + c for c in pem.split(marker)[1:]]
     if not chunks:
         raise ConfigError(f"{what} holds no PEM public key")
-    return chunks
+    return [_log_instance(c, what) for c in chunks]
 
 
 def with_log_keys(trust: SigstoreTrust, *, rekor_pem: bytes | None = None,
@@ -242,10 +245,10 @@ def with_log_keys(trust: SigstoreTrust, *, rekor_pem: bytes | None = None,
     doc = json.loads(trust.raw or trust.root._inner.to_json().encode())
     replaced = []
     if rekor_pem is not None:
-        doc["tlogs"] = [_log_instance(k, "rekor.pubkey") for k in _pem_public_keys(rekor_pem, "rekor.pubkey")]
+        doc["tlogs"] = log_instances(rekor_pem, "rekor.pubkey")
         replaced.append("Rekor")
     if ctlog_pem is not None:
-        doc["ctlogs"] = [_log_instance(k, "ctlog.pubkey") for k in _pem_public_keys(ctlog_pem, "ctlog.pubkey")]
+        doc["ctlogs"] = log_instances(ctlog_pem, "ctlog.pubkey")
         replaced.append("CT log")
     raw = json.dumps(doc, sort_keys=True).encode()
     return trust_from_json(raw, source=f"{trust.source} with the policy's {' and '.join(replaced)} key")
