@@ -82,13 +82,24 @@ class Identity(_Strict):
         return self
 
 
+def _not_blank(value: str | None) -> str | None:
+    # An empty trust-material field would read as "not given" and fall back to another root.
+    if value is not None and not value.strip():
+        raise ValueError("must not be empty (leave the field out instead)")
+    return value
+
+
 class PubKeyRef(_Strict):
     pubkey: str  # PEM, file path or https URL
+
+    _pubkey_given = field_validator("pubkey")(_not_blank)
 
 
 class CtlogConfig(_Strict):
     pubkey: str | None = None
     ignore_sct: bool = Field(default=False, alias="ignoreSCT")
+
+    _pubkey_given = field_validator("pubkey")(_not_blank)
 
 
 class Keyless(_Strict):
@@ -97,6 +108,8 @@ class Keyless(_Strict):
     roots: str | None = None  # Kyverno-style PEM roots (Fulcio chain)
     rekor: PubKeyRef | None = None
     ctlog: CtlogConfig | None = None
+
+    _material_given = field_validator("trusted_root", "roots")(_not_blank)
 
 
 class CosignVerifierSpec(_Strict):
@@ -108,6 +121,8 @@ class CosignVerifierSpec(_Strict):
     trusted_root: str | None = Field(default=None, alias="trustedRoot")
     require_predicate_types: list[str] = Field(default_factory=list, alias="requirePredicateTypes")
     annotations: dict[str, str] = Field(default_factory=dict)  # cosign -a k=v
+
+    _material_given = field_validator("key", "rekor_pubkey", "trusted_root")(_not_blank)
 
     @model_validator(mode="after")
     def _key_or_keyless(self) -> CosignVerifierSpec:

@@ -524,6 +524,9 @@ def test_rekor_pub_key_applies_to_key_signed_bundles(tmp_path: Path) -> None:
     ({"trustedRoot": "other.json"}, "trustedRoot is given twice"),
     ({"keyless.roots": "fulcio.pem"}, "keyless.roots and trustedRoot both name the Fulcio CAs"),
     ({"rekorPubKey": "rekor.pub", "keyless.rekor": {"pubkey": "rekor.pub"}}, "the Rekor key is given twice"),
+    # An empty value would read as "not given" and fall back to another root.
+    ({"keyless.trustedRoot": ""}, "must not be empty"),
+    ({"rekorPubKey": " "}, "must not be empty"),
 ])
 def test_trust_material_given_twice_is_refused_at_load(fields: dict[str, Any], needle: str, tmp_path: Path) -> None:
     """One place for each piece of Sigstore trust: a second one would be silently passed over. Refused
