@@ -223,11 +223,14 @@ class RevocationChecker:
     # -- chain ---------------------------------------------------------------------------------
 
     def check_chain(self, chain: Sequence[x509.Certificate], now: datetime,
-                    signing_time: datetime | None = None) -> RevocationResult:
-        """``signing_time``: the authentic signing time, for the invalidityDate exception."""
+                    signing_time: datetime | None = None, *, untrusted: str | None = None) -> RevocationResult:
+        """``signing_time``: the authentic signing time, for the invalidityDate exception.
+        ``untrusted``: why the chain is not trusted; then the endpoints it names are not contacted
+        (whoever can push a signature would otherwise make the scanner send requests wherever it
+        likes) and any certificate naming one is "unknown" for that reason."""
         results: list[CertRevocation] = []
         for i in range(len(chain) - 1):  # the root is non-revokable
-            results.append(self.check_certificate(chain[i], chain[i + 1], now, signing_time))
+            results.append(self.check_certificate(chain[i], chain[i + 1], now, signing_time, untrusted=untrusted))
         revoked = [r for r in results if r.status is RevocationStatus.REVOKED]
         unknown = [r for r in results if r.status is RevocationStatus.UNKNOWN]
         if revoked:
@@ -243,7 +246,7 @@ class RevocationChecker:
                                 else "the chain is a single self-signed certificate (non-revokable)")
 
     def check_certificate(self, cert: x509.Certificate, issuer: x509.Certificate, now: datetime,
-                          signing_time: datetime | None) -> CertRevocation:
+                          signing_time: datetime | None, *, untrusted: str | None = None) -> CertRevocation:
         subj = subject(cert)
         try:
             o_urls, points = ocsp_urls(cert), crl_distribution_points(cert)
@@ -253,6 +256,9 @@ class RevocationChecker:
         if not o_urls and not points:
             return CertRevocation(subj, RevocationStatus.NON_REVOKABLE, "none",
                                   "the certificate names no OCSP responder or CRL distribution point")
+        if untrusted is not None:
+            return CertRevocation(subj, RevocationStatus.UNKNOWN, "none",
+                                  f"not checked: {untrusted}, so the endpoints it names are not contacted")
         if self.fetcher is None:
             return CertRevocation(subj, RevocationStatus.UNKNOWN, "none",
                                   "revocation checking needs network access, which is not configured")
