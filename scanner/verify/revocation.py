@@ -51,6 +51,7 @@ CRL_TIMEOUT = 5.0
 OCSP_MAX_BYTES = 1 << 20
 OCSP_TIMEOUT = 2.0
 MAX_URLS = 4  # distribution points / responders tried per certificate
+MAX_CRL_DOWNLOADS = 6  # CRL URLs tried per certificate, every distribution point together
 MAX_SINGLE_RESPONSES = 64  # SingleResponses examined in one OCSP reply
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -335,9 +336,10 @@ class RevocationChecker:
         one): revoked by any → revoked; else any that cannot be read → unknown; else good."""
         goods: list[str] = []
         unknown: list[str] = []
+        budget = [MAX_CRL_DOWNLOADS]  # URLs tried for one certificate, all points together
         for point in points:
             try:
-                status, why = self._crl_point(cert, issuer, point, now, signing_time)
+                status, why = self._crl_point(cert, issuer, point, now, signing_time, budget)
             except _Unknown as exc:
                 unknown.append(str(exc))
                 continue
@@ -349,11 +351,15 @@ class RevocationChecker:
         return RevocationStatus.OK, "; ".join(goods)
 
     def _crl_point(self, cert: x509.Certificate, issuer: x509.Certificate, point: Sequence[str],
-                   now: datetime, signing_time: datetime | None) -> tuple[RevocationStatus, str]:
+                   now: datetime, signing_time: datetime | None, budget: list[int]) -> tuple[RevocationStatus, str]:
         """One distribution point: its URLs are locations of one CRL, tried in order until one
         gives a CRL that covers the certificate."""
         errors: list[str] = []
         for url in point:
+            if budget[0] <= 0:
+                errors.append(f"not tried: more than {MAX_CRL_DOWNLOADS} CRL locations for one certificate")
+                break
+            budget[0] -= 1
             try:
                 base = self._fetch_crl(url, issuer, now)
                 if _has_extension(base, x509.DeltaCRLIndicator):

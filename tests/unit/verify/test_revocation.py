@@ -274,3 +274,23 @@ def test_an_ocsp_reply_about_several_certificates_is_read_for_this_one(
     assert r.status is expected, r.reason
     if expected is RevocationStatus.UNKNOWN:
         assert "about another certificate" in r.reason
+
+
+def test_crl_downloads_per_certificate_are_bounded(server: Server) -> None:
+    """Every point is read, but not every name of every point: a certificate naming 4 points of 4
+    unreachable locations each costs at most 6 downloads (each bounded in time and size)."""
+    root = issue("Root", ca=True)
+    leaf = issue("Leaf", issuer=root, serial=REVOKED_SERIAL, crl_url=[f"{server.base}/p{i}.crl" for i in range(4)])
+    ext = leaf.cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert len(ext) == 4
+    many = x509.CRLDistributionPoints([x509.DistributionPoint(
+        [x509.UniformResourceIdentifier(f"{server.base}/p{i}-{j}.crl") for j in range(4)], None, None, None)
+        for i in range(4)])
+    b = (x509.CertificateBuilder().subject_name(leaf.cert.subject).issuer_name(root.cert.subject)
+         .public_key(leaf.key.public_key()).serial_number(REVOKED_SERIAL)
+         .not_valid_before(leaf.cert.not_valid_before_utc).not_valid_after(leaf.cert.not_valid_after_utc)
+         .add_extension(many, critical=False))
+    cert = b.sign(root.key, hashes.SHA256())
+    r = RevocationChecker(HttpFetcher()).check_chain([cert, root.cert], NOW)
+    assert r.status is RevocationStatus.UNKNOWN
+    assert len(server.hits) == 6 and "more than 6 CRL locations" in r.reason
