@@ -173,24 +173,48 @@ def trust_from_pems(
     return trust_from_json(raw, source="keyless roots/rekor/ctlog PEMs")
 
 
-def public_good_trust(*, offline: bool) -> SigstoreTrust:
+def _cached_tuf_expiry() -> datetime | None:
+    """When the cached TUF ``timestamp.json`` of the public-good repository expires (None when there
+    is none, or it cannot be read): the TUF rule for how long cached metadata may be believed."""
+    from sigstore._internal.tuf import DEFAULT_TUF_URL, _get_dirs
+
+    metadata_dir, _ = _get_dirs(DEFAULT_TUF_URL)
+    try:
+        doc = json.loads((metadata_dir / "timestamp.json").read_bytes())
+        return datetime.fromisoformat(str(doc["signed"]["expires"]).replace("Z", "+00:00"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def public_good_trust(*, offline: bool, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> SigstoreTrust:
     """The Sigstore public-good root through sigstore-python's TUF client.
 
-    Online: refresh TUF metadata, falling back to the on-disk cache when the refresh fails (a
-    warning is logged). Offline: the cache only (sigstore-python seeds it from its embedded root).
+    Online: refresh TUF metadata; when the refresh fails, the on-disk cache is used (a warning is
+    logged) only while its TUF timestamp metadata has not expired. Past that, a stale root could
+    still trust a CA or log that a TUF update has since retired (a freeze attack, which is what TUF's
+    expiry prevents): ``ConfigError``. Offline (``SIGAUDIT_SIGSTORE_OFFLINE=1``, chosen deliberately
+    for air-gapped clusters): the cache only (sigstore-python seeds it from its embedded root).
     Raises ``ConfigError`` when no root can be had.
     """
     from sigstore.models import ClientTrustConfig
 
     errors: list[str] = []
     for mode in ((True,) if offline else (False, True)):
+        if mode and not offline:
+            expires = _cached_tuf_expiry()
+            if expires is None or expires <= now():
+                errors.append("offline cache: " + (f"its TUF metadata expired at {expires.isoformat()}"
+                                                   if expires is not None else "it was never refreshed")
+                              + "; a stale root may still trust a retired CA or log (set "
+                                "SIGAUDIT_SIGSTORE_OFFLINE=1 to use the cached root deliberately)")
+                continue
         try:
             config = ClientTrustConfig.production(offline=mode)
             root = config.trusted_root
         except Exception as exc:  # TUFError, OSError, validation errors
             errors.append(f"{'offline cache' if mode else 'TUF refresh'}: {exc}")
             if not mode:
-                _log.warning("Sigstore public-good TUF refresh failed (%s); using the on-disk cache", exc)
+                _log.warning("Sigstore public-good TUF refresh failed (%s); trying the on-disk cache", exc)
             continue
         raw = root._inner.to_json().encode()
         return SigstoreTrust(root, "sigstore public-good (TUF)", hashlib.sha256(raw).hexdigest(), raw)
