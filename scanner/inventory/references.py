@@ -54,7 +54,10 @@ def parse_reference(text: str) -> ImageReference:
         if digest.startswith("sha256:") and not SHA256_RE.match(digest):
             raise ParseError(f"invalid image reference {text!r}: sha256 digest must be 64 lowercase hex")
     domain, path = _split_domain(rest)
-    if domain.lower() in _HUB_ALIASES:
+    # A host name is case-insensitive (DNS): REGISTRY.EXAMPLE/app is registry.example/app, pulled from
+    # the same registry. One spelling, so every rule, exemption and trust-policy scope sees one repository.
+    domain = domain.lower()
+    if domain in _HUB_ALIASES:
         domain = DOCKER_HUB
         if "/" not in path:
             path = f"library/{path}"

@@ -82,13 +82,24 @@ class Identity(_Strict):
         return self
 
 
+def _not_blank(value: str | None) -> str | None:
+    # An empty trust-material field would read as "not given" and fall back to another root.
+    if value is not None and not value.strip():
+        raise ValueError("must not be empty (leave the field out instead)")
+    return value
+
+
 class PubKeyRef(_Strict):
     pubkey: str  # PEM, file path or https URL
+
+    _pubkey_given = field_validator("pubkey")(_not_blank)
 
 
 class CtlogConfig(_Strict):
     pubkey: str | None = None
     ignore_sct: bool = Field(default=False, alias="ignoreSCT")
+
+    _pubkey_given = field_validator("pubkey")(_not_blank)
 
 
 class Keyless(_Strict):
@@ -97,6 +108,8 @@ class Keyless(_Strict):
     roots: str | None = None  # Kyverno-style PEM roots (Fulcio chain)
     rekor: PubKeyRef | None = None
     ctlog: CtlogConfig | None = None
+
+    _material_given = field_validator("trusted_root", "roots")(_not_blank)
 
 
 class CosignVerifierSpec(_Strict):
@@ -109,10 +122,30 @@ class CosignVerifierSpec(_Strict):
     require_predicate_types: list[str] = Field(default_factory=list, alias="requirePredicateTypes")
     annotations: dict[str, str] = Field(default_factory=dict)  # cosign -a k=v
 
+    _material_given = field_validator("key", "rekor_pubkey", "trusted_root")(_not_blank)
+
     @model_validator(mode="after")
     def _key_or_keyless(self) -> CosignVerifierSpec:
         if (self.key is None) == (self.keyless is None):
             raise ValueError("a cosign verifier needs exactly one of key / keyless")
+        return self
+
+    @model_validator(mode="after")
+    def _trust_material_named_once(self) -> CosignVerifierSpec:
+        """Each piece of Sigstore trust is given in one place, so none is silently passed over.
+        The trust root is ``trustedRoot`` (here or in ``keyless``), or Kyverno-style ``keyless.roots``
+        (the Fulcio CAs, with ``keyless.rekor`` / ``keyless.ctlog``), or the public-good root; a
+        Rekor key (``rekorPubKey`` or ``keyless.rekor.pubkey``) and a CT key (``keyless.ctlog.pubkey``)
+        replace the logs of whichever root that is."""
+        kl = self.keyless
+        if kl is None:
+            return self
+        if kl.trusted_root is not None and self.trusted_root is not None:
+            raise ValueError("trustedRoot is given twice (keyless.trustedRoot and trustedRoot): give it once")
+        if kl.roots is not None and (kl.trusted_root or self.trusted_root) is not None:
+            raise ValueError("keyless.roots and trustedRoot both name the Fulcio CAs: give one of them")
+        if kl.rekor is not None and self.rekor_pubkey is not None:
+            raise ValueError("the Rekor key is given twice (keyless.rekor.pubkey and rekorPubKey): give it once")
         return self
 
 

@@ -67,12 +67,16 @@ from scanner.verify.sigstore_bundle import (
     verify_bundle_for_digest,
 )
 from scanner.verify.trustroot import (
+    FulcioChainError,
     LazyTrust,
     SigstoreTrust,
-    fulcio_certs_at,
+    fulcio_chain_at,
     load_trusted_root_file,
+    log_instances,
     public_good_trust,
+    read_pem_arg,
     trust_from_pems,
+    with_log_keys,
 )
 
 ANN_SIGNATURE = "dev.cosignproject.cosign/signature"
@@ -127,27 +131,12 @@ def check_simplesigning_payload(payload: bytes, image_digest: str,
 
 def _verify_chain_at(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
                      trust: SigstoreTrust, when: datetime) -> list[x509.Certificate]:
-    """Path from the leaf to a Fulcio CA of the trust root that is valid at ``when``, with every
-    certificate valid at ``when``. Fulcio leaves carry codeSigning, not clientAuth: only the EKU
-    validators are relaxed, as sigstore-python does."""
-    from cryptography.x509 import ExtendedKeyUsage
-    from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
-    from cryptography.x509.verification import VerificationError as X509VerificationError
-
-    anchors = fulcio_certs_at(trust, when)
-    if not anchors:
-        raise _Fail(CheckName.AUTHENTICITY, f"no Fulcio CA of the trust root is valid at {when.isoformat()}")
-    ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
-                                                                     None)
-    ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
-                                                                     None)
-    verifier = (PolicyBuilder().store(Store(anchors)).time(when)
-                .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy).build_client_verifier())
+    """Path from the leaf to a Fulcio CA of the trust root that is valid at ``when``
+    (``scanner.verify.trustroot.fulcio_chain_at``, shared with the bundle path)."""
     try:
-        return list(verifier.verify(leaf, list(intermediates)).chain)
-    except (X509VerificationError, x509.UnsupportedGeneralNameType) as exc:
-        raise _Fail(CheckName.AUTHENTICITY,
-                    f"certificate does not chain to a trusted Fulcio root at {when.isoformat()}: {exc}") from exc
+        return fulcio_chain_at(leaf, intermediates, trust, when)
+    except FulcioChainError as exc:
+        raise _Fail(CheckName.AUTHENTICITY, str(exc)) from exc
 
 
 def _check_fulcio_profile(leaf: x509.Certificate) -> None:
@@ -234,23 +223,37 @@ class CosignKeylessVerifier(Verifier):
         identities = [IdentityMatcher.from_spec(i) for i in kl.identities]
         ignore_sct = spec.ignore_sct or bool(kl.ctlog and kl.ctlog.ignore_sct)
         trust: SigstoreTrust | LazyTrust
+        # One place for each piece of trust (the schema refuses a second one); a Rekor or CT key
+        # replaces the logs of whichever root is used, so it is enforced for .sig and bundles alike.
+        rekor_src = kl.rekor.pubkey if kl.rekor else spec.rekor_pubkey
+        ctlog_src = kl.ctlog.pubkey if kl.ctlog else None
         root_file = kl.trusted_root or spec.trusted_root
-        if root_file:
-            trust = load_trusted_root_file(root_file, base_dir=base_dir)
-        elif kl.roots:
-            rekor_pem = kl.rekor.pubkey if kl.rekor else spec.rekor_pubkey
-            if not rekor_pem:
+        if kl.roots:
+            if not rekor_src:
                 raise ConfigError("keyless roots need rekor.pubkey (the Rekor log key)", field="keyless.rekor")
-            ctlog_pem = kl.ctlog.pubkey if kl.ctlog else None
-            if not ctlog_pem and not ignore_sct:
+            if not ctlog_src and not ignore_sct:
                 raise ConfigError("keyless roots need ctlog.pubkey unless ctlog.ignoreSCT is set",
                                   field="keyless.ctlog")
-            trust = trust_from_pems(kl.roots, rekor_pem, ctlog_pem, base_dir=base_dir)
+            trust = trust_from_pems(kl.roots, rekor_src, ctlog_src, base_dir=base_dir)
         else:
-            if public_good is None:
+            rekor_pem = read_pem_arg(rekor_src, base_dir, "rekor.pubkey") if rekor_src else None
+            ctlog_pem = read_pem_arg(ctlog_src, base_dir, "ctlog.pubkey") if ctlog_src else None
+            if root_file:
+                trust = with_log_keys(load_trusted_root_file(root_file, base_dir=base_dir),
+                                      rekor_pem=rekor_pem, ctlog_pem=ctlog_pem)
+            else:
                 off = offline if offline is not None else os.environ.get(OFFLINE_ENV, "") in ("1", "true")
-                public_good = lambda: public_good_trust(offline=off)  # noqa: E731
-            trust = LazyTrust(public_good, name="the Sigstore public-good trust root")
+                base_loader: Callable[[], SigstoreTrust] = public_good or (lambda: public_good_trust(offline=off))
+                label = "sigstore-public-good"
+                for what, pem in (("rekor", rekor_pem), ("ctlog", ctlog_pem)):
+                    if pem is not None:
+                        log_instances(pem, f"{what}.pubkey")  # a bad key is a configuration error now
+                        label += f";{what}={hashlib.sha256(pem).hexdigest()}"
+
+                def load() -> SigstoreTrust:
+                    return with_log_keys(base_loader(), rekor_pem=rekor_pem, ctlog_pem=ctlog_pem)
+
+                trust = LazyTrust(load, name="the Sigstore public-good trust root", label=label)
         return cls(identities=identities, trust=trust, ignore_tlog=spec.ignore_tlog, ignore_sct=ignore_sct,
                    require_predicate_types=spec.require_predicate_types, annotations=spec.annotations,
                    name=name)
@@ -267,7 +270,7 @@ class CosignKeylessVerifier(Verifier):
 
     @property
     def trust_fingerprint(self) -> str:
-        root = self._trust.fingerprint if isinstance(self._trust, SigstoreTrust) else "sigstore-public-good"
+        root = self._trust.fingerprint if isinstance(self._trust, SigstoreTrust) else self._trust.label
         parts = {
             "root": root,
             "identities": [str(i) for i in self._identities],

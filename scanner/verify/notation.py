@@ -448,7 +448,8 @@ class NotationVerifier(Verifier):
         # 5. Revocation -----------------------------------------------------------------------------
         if run.action(Validation.REVOCATION) is not Action.SKIP:
             authentic = signed_at.value if signed_at is not None and signed_at.authentic else None
-            rr = self._revocation.check_chain(chain, now, authentic)
+            rr = self._revocation.check_chain(chain, now, authentic, untrusted=None if _authentic_chain(run) else
+                                              "the certificate chain does not lead to the trust store")
             details["revocation"] = [{"subject": c.subject, "status": c.status.value, "method": c.method,
                                       "reason": c.reason} for c in rr.certificates]
             if rr.status is RevocationStatus.REVOKED:

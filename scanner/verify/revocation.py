@@ -6,19 +6,26 @@ Revocation Evaluation" (as implemented by notation-core-go ``revocation/``):
 * every certificate of the chain except the root is checked;
 * a certificate with an OCSP URL is checked by OCSP; when OCSP cannot give an answer and the
   certificate has CRL distribution points, the CRLs decide; only CDPs → CRL; neither →
-  non-revokable (counts as good);
+  non-revokable (counts as good). A responder or distribution point named in another scheme
+  than ``http`` (``https``, ``ldap``) cannot be asked: it gives "unknown", never "non-revokable";
+* every distribution point is checked (they may hold partitioned CRLs; the names of one point are
+  locations of one CRL, tried in turn), and a CRL is used only if it covers the certificate:
+  not a delta CRL, no unknown critical extension, and an issuing distribution point that names
+  this point and this kind of certificate (RFC 5280 §5.2.5, §6.3.3);
+* an OCSP response is read for the SingleResponse about this certificate (RFC 6960 §4.2.1);
 * any certificate revoked → revoked; else any unknown → unknown; else good;
 * a revocation entry with an invalidityDate after the authentic signing time does not revoke
   this signature.
 
 Parsing and signature checks are ``cryptography``'s (OCSP request/response, CRL); the network is
 reached only through the injected ``Fetcher`` (which bounds size and time), and only over
-``http://`` as the spec requires. CRLs are cached by URL until their ``nextUpdate``.
+``http://`` as the spec requires. CRLs are cached by URL and issuer until their ``nextUpdate``.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import threading
 from collections.abc import Sequence
@@ -29,7 +36,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
 
 from scanner.verify.base import Fetcher
 from scanner.verify.x509 import is_issued_by, subject, verify_x509_style_signature
@@ -44,6 +51,8 @@ CRL_TIMEOUT = 5.0
 OCSP_MAX_BYTES = 1 << 20
 OCSP_TIMEOUT = 2.0
 MAX_URLS = 4  # distribution points / responders tried per certificate
+MAX_CRL_DOWNLOADS = 6  # CRL URLs tried per certificate, every distribution point together
+MAX_SINGLE_RESPONSES = 64  # SingleResponses examined in one OCSP reply
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -112,35 +121,93 @@ class _Unknown(Exception):
     """Status could not be obtained from this source; the message says why."""
 
 
-def _http_urls(names: Sequence[x509.GeneralName]) -> list[str]:
-    return [n.value for n in names if isinstance(n, x509.UniformResourceIdentifier)
-            and n.value.lower().startswith("http://")]
+def _uris(names: Sequence[x509.GeneralName]) -> list[str]:
+    return [n.value for n in names if isinstance(n, x509.UniformResourceIdentifier)]
+
+
+def _is_http(url: str) -> bool:
+    return url.lower().startswith("http://")
 
 
 def ocsp_urls(cert: x509.Certificate) -> list[str]:
+    """Every OCSP responder the certificate names, whatever the scheme (only http can be asked)."""
     try:
         aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except (x509.ExtensionNotFound, ValueError):
+    except x509.ExtensionNotFound:
         return []
-    return _http_urls([d.access_location for d in aia
-                       if d.access_method == AuthorityInformationAccessOID.OCSP])[:MAX_URLS]
+    return _uris([d.access_location for d in aia if d.access_method == AuthorityInformationAccessOID.OCSP])[:MAX_URLS]
+
+
+def crl_distribution_points(cert: x509.Certificate) -> list[tuple[str, ...]]:
+    """The URIs of each CRL distribution point, whatever the scheme. A point named otherwise (a
+    relative name, a directory name) has no URI: it cannot be fetched and gives "unknown"."""
+    try:
+        cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return []
+    return [tuple(_uris(list(dp.full_name or []))[:MAX_URLS]) for dp in cdp][:MAX_URLS]
 
 
 def crl_urls(cert: x509.Certificate) -> list[str]:
-    try:
-        cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except (x509.ExtensionNotFound, ValueError):
-        return []
-    return _http_urls([n for dp in cdp for n in (dp.full_name or [])])[:MAX_URLS]
+    return [u for point in crl_distribution_points(cert) for u in point]
 
 
 def delta_crl_urls(ext_holder: x509.Certificate | x509.CertificateRevocationList) -> list[str]:
-    """URLs of the Freshest CRL extension (RFC 5280 §5.2.6). ValueError when it is malformed."""
+    """URLs of the Freshest CRL extension (RFC 5280 §5.2.6), whatever the scheme. ValueError when
+    it is malformed."""
     try:
         fresh = ext_holder.extensions.get_extension_for_class(x509.FreshestCRL).value
     except x509.ExtensionNotFound:
         return []
-    return _http_urls([n for dp in fresh for n in (dp.full_name or [])])
+    return _uris([n for dp in fresh for n in (dp.full_name or [])])
+
+
+# CRL extensions understood here (RFC 5280 §5.2): an unknown critical one makes the CRL unusable.
+_KNOWN_CRL_EXTENSIONS = {ExtensionOID.ISSUING_DISTRIBUTION_POINT, ExtensionOID.DELTA_CRL_INDICATOR,
+                         ExtensionOID.CRL_NUMBER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+                         ExtensionOID.FRESHEST_CRL, ExtensionOID.ISSUER_ALTERNATIVE_NAME,
+                         ExtensionOID.AUTHORITY_INFORMATION_ACCESS}
+
+
+def _has_extension(crl: x509.CertificateRevocationList, cls: type[x509.ExtensionType]) -> bool:
+    try:
+        crl.extensions.get_extension_for_class(cls)
+    except x509.ExtensionNotFound:
+        return False
+    return True
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    return bool(bc.ca)
+
+
+def _crl_scope(crl: x509.CertificateRevocationList, cert: x509.Certificate, point: Sequence[str],
+               url: str) -> bool:
+    """RFC 5280 §6.3.3 (b): whether ``crl`` covers ``cert`` for the distribution point ``point``.
+    Returns True when it covers only some revocation reasons (it can revoke, not clear); raises
+    ``_Unknown`` when it does not cover the certificate at all."""
+    try:
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return False
+    if idp.indirect_crl:
+        raise _Unknown(f"CRL from {url} is an indirect CRL, which is not supported")
+    if idp.only_contains_attribute_certs:
+        raise _Unknown(f"CRL from {url} covers only attribute certificates")
+    if idp.only_contains_ca_certs and not _is_ca(cert):
+        raise _Unknown(f"CRL from {url} covers only CA certificates")
+    if idp.only_contains_user_certs and _is_ca(cert):
+        raise _Unknown(f"CRL from {url} covers only end-entity certificates")
+    if idp.full_name is not None and not set(_uris(list(idp.full_name))) & set(point):
+        raise _Unknown(f"CRL from {url} is for another distribution point "
+                       f"({', '.join(_uris(list(idp.full_name))) or 'no URI'})")
+    if idp.relative_name is not None:
+        raise _Unknown(f"CRL from {url} names its distribution point relatively, which is not supported")
+    return idp.only_some_reasons is not None
 
 
 class RevocationChecker:
@@ -157,11 +224,14 @@ class RevocationChecker:
     # -- chain ---------------------------------------------------------------------------------
 
     def check_chain(self, chain: Sequence[x509.Certificate], now: datetime,
-                    signing_time: datetime | None = None) -> RevocationResult:
-        """``signing_time``: the authentic signing time, for the invalidityDate exception."""
+                    signing_time: datetime | None = None, *, untrusted: str | None = None) -> RevocationResult:
+        """``signing_time``: the authentic signing time, for the invalidityDate exception.
+        ``untrusted``: why the chain is not trusted; then the endpoints it names are not contacted
+        (whoever can push a signature would otherwise make the scanner send requests wherever it
+        likes) and any certificate naming one is "unknown" for that reason."""
         results: list[CertRevocation] = []
         for i in range(len(chain) - 1):  # the root is non-revokable
-            results.append(self.check_certificate(chain[i], chain[i + 1], now, signing_time))
+            results.append(self.check_certificate(chain[i], chain[i + 1], now, signing_time, untrusted=untrusted))
         revoked = [r for r in results if r.status is RevocationStatus.REVOKED]
         unknown = [r for r in results if r.status is RevocationStatus.UNKNOWN]
         if revoked:
@@ -177,12 +247,19 @@ class RevocationChecker:
                                 else "the chain is a single self-signed certificate (non-revokable)")
 
     def check_certificate(self, cert: x509.Certificate, issuer: x509.Certificate, now: datetime,
-                          signing_time: datetime | None) -> CertRevocation:
+                          signing_time: datetime | None, *, untrusted: str | None = None) -> CertRevocation:
         subj = subject(cert)
-        o_urls, c_urls = ocsp_urls(cert), crl_urls(cert)
-        if not o_urls and not c_urls:
+        try:
+            o_urls, points = ocsp_urls(cert), crl_distribution_points(cert)
+        except ValueError as exc:  # a malformed AIA or CDP extension: what it names is not known
+            return CertRevocation(subj, RevocationStatus.UNKNOWN, "none",
+                                  f"the certificate's revocation extensions are malformed: {exc}")
+        if not o_urls and not points:
             return CertRevocation(subj, RevocationStatus.NON_REVOKABLE, "none",
                                   "the certificate names no OCSP responder or CRL distribution point")
+        if untrusted is not None:
+            return CertRevocation(subj, RevocationStatus.UNKNOWN, "none",
+                                  f"not checked: {untrusted}, so the endpoints it names are not contacted")
         if self.fetcher is None:
             return CertRevocation(subj, RevocationStatus.UNKNOWN, "none",
                                   "revocation checking needs network access, which is not configured")
@@ -193,10 +270,10 @@ class RevocationChecker:
                 return CertRevocation(subj, status, "ocsp", why)
             except _Unknown as exc:
                 ocsp_reason = f"OCSP: {exc}"
-            if not c_urls:
+            if not points:
                 return CertRevocation(subj, RevocationStatus.UNKNOWN, "ocsp", ocsp_reason)
         try:
-            status, why = self._crl(cert, issuer, c_urls, now, signing_time)
+            status, why = self._crl(cert, issuer, points, now, signing_time)
             return CertRevocation(subj, status, "ocsp+crl" if o_urls else "crl", why)
         except _Unknown as exc:
             reason = f"{ocsp_reason}; CRL: {exc}" if ocsp_reason else f"CRL: {exc}"
@@ -205,7 +282,14 @@ class RevocationChecker:
     # -- CRL -----------------------------------------------------------------------------------
 
     def _fetch_crl(self, url: str, issuer: x509.Certificate, now: datetime) -> x509.CertificateRevocationList:
-        cached = self.cache.get(url, now)
+        """A CRL from ``url`` issued and signed by ``issuer``, current at ``now``, with no critical
+        extension this module does not understand. Cached per URL **and issuer**: the checks made
+        for one issuer say nothing about another whose certificates name the same URL (a re-keyed
+        CA keeps its name and its distribution point)."""
+        if not _is_http(url):
+            raise _Unknown(f"CRL distribution point {url} is not an http:// URL, which is not supported")
+        key = f"{hashlib.sha256(issuer.public_bytes(serialization.Encoding.DER)).hexdigest()} {url}"
+        cached = self.cache.get(key, now)
         if cached is not None:
             return cached
         assert self.fetcher is not None
@@ -221,6 +305,7 @@ class RevocationChecker:
         try:
             crl_issuer = crl.issuer
             crl_issuer.rfc4514_string()
+            exts = list(crl.extensions)
         except (ValueError, TypeError) as exc:
             raise _Unknown(f"CRL from {url} is malformed: {exc}") from None
         if crl_issuer != issuer.subject:
@@ -239,24 +324,62 @@ class RevocationChecker:
             raise _Unknown(f"CRL from {url} expired at {nu.isoformat()} (nextUpdate has passed)")
         if crl.last_update_utc > now + CLOCK_SKEW:
             raise _Unknown(f"CRL from {url} is not valid yet (thisUpdate {crl.last_update_utc.isoformat()})")
-        self.cache.put(url, crl, raw)
+        unknown = [e.oid.dotted_string for e in exts if e.critical and e.oid not in _KNOWN_CRL_EXTENSIONS]
+        if unknown:
+            raise _Unknown(f"CRL from {url} has unsupported critical extensions {unknown} (RFC 5280 §5.2)")
+        self.cache.put(key, crl, raw)
         return crl
 
-    def _crl(self, cert: x509.Certificate, issuer: x509.Certificate, urls: Sequence[str], now: datetime,
-             signing_time: datetime | None) -> tuple[RevocationStatus, str]:
+    def _crl(self, cert: x509.Certificate, issuer: x509.Certificate, points: Sequence[tuple[str, ...]],
+             now: datetime, signing_time: datetime | None) -> tuple[RevocationStatus, str]:
+        """Every distribution point is checked (partitioned CRLs, as notation-core-go checks every
+        one): revoked by any → revoked; else any that cannot be read → unknown; else good."""
+        goods: list[str] = []
+        unknown: list[str] = []
+        budget = [MAX_CRL_DOWNLOADS]  # URLs tried for one certificate, all points together
+        for point in points:
+            try:
+                status, why = self._crl_point(cert, issuer, point, now, signing_time, budget)
+            except _Unknown as exc:
+                unknown.append(str(exc))
+                continue
+            if status is RevocationStatus.REVOKED:
+                return status, why
+            goods.append(why)
+        if unknown:
+            raise _Unknown("; ".join(unknown))
+        return RevocationStatus.OK, "; ".join(goods)
+
+    def _crl_point(self, cert: x509.Certificate, issuer: x509.Certificate, point: Sequence[str],
+                   now: datetime, signing_time: datetime | None, budget: list[int]) -> tuple[RevocationStatus, str]:
+        """One distribution point: its URLs are locations of one CRL, tried in order until one
+        gives a CRL that covers the certificate."""
         errors: list[str] = []
-        for url in urls:  # "try the CDP URLs in order until one succeeds"
+        for url in point:
+            if budget[0] <= 0:
+                errors.append(f"not tried: more than {MAX_CRL_DOWNLOADS} CRL locations for one certificate")
+                break
+            budget[0] -= 1
             try:
                 base = self._fetch_crl(url, issuer, now)
-                delta = self._delta_for(cert, base, issuer, now)
+                if _has_extension(base, x509.DeltaCRLIndicator):
+                    # Served in place of the complete CRL, it lists only recent changes.
+                    raise _Unknown(f"CRL from {url} is a delta CRL, not a complete CRL")
+                partial = _crl_scope(base, cert, point, url)
+                delta = self._delta_for(cert, base, issuer, point, now)
             except _Unknown as exc:
                 errors.append(str(exc))
                 continue
-            return self._lookup(cert, base, delta, signing_time, url)
-        raise _Unknown("; ".join(errors) or "no usable CRL distribution point")
+            status, why = self._lookup(cert, base, delta, signing_time, url)
+            if partial and status is not RevocationStatus.REVOKED:
+                errors.append(f"CRL from {url} covers only some revocation reasons")
+                continue
+            return status, why
+        raise _Unknown("; ".join(errors) or "a CRL distribution point names no URL")
 
     def _delta_for(self, cert: x509.Certificate, base: x509.CertificateRevocationList,
-                   issuer: x509.Certificate, now: datetime) -> x509.CertificateRevocationList | None:
+                   issuer: x509.Certificate, point: Sequence[str],
+                   now: datetime) -> x509.CertificateRevocationList | None:
         # RFC 5280 §5.2.6 / §5.2.4; trust-store-trust-policy.md: delta CRLs MUST be supported.
         try:
             urls = delta_crl_urls(base) or delta_crl_urls(cert)
@@ -273,10 +396,16 @@ class RevocationChecker:
             raise _Unknown(f"CRL from {urls[0]} is not a delta CRL") from None
         try:
             base_number = base.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+            delta_number = delta.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
         except x509.ExtensionNotFound:
-            raise _Unknown("base CRL has no CRL number, a delta CRL cannot be applied") from None
+            raise _Unknown("base or delta CRL has no CRL number, a delta CRL cannot be applied") from None
         if indicator > base_number:
             raise _Unknown(f"delta CRL applies to base CRL number {indicator}, newer than {base_number}")
+        if delta_number <= base_number:
+            # An older delta (replayed over plain HTTP) could "remove from CRL" what the base now lists.
+            raise _Unknown(f"delta CRL number {delta_number} is not greater than the base CRL number {base_number}")
+        if _crl_scope(delta, cert, [*point, urls[0]], urls[0]):
+            raise _Unknown(f"delta CRL from {urls[0]} covers only some revocation reasons")
         return delta
 
     @staticmethod
@@ -304,6 +433,9 @@ class RevocationChecker:
         body = req.public_bytes(serialization.Encoding.DER)
         errors = []
         for url in urls:
+            if not _is_http(url):
+                errors.append(f"{url}: OCSP responder is not an http:// URL, which is not supported")
+                continue
             try:
                 raw = self.fetcher.post(url, body, content_type="application/ocsp-request",
                                         max_bytes=self.ocsp_max_bytes, timeout=self.ocsp_timeout)
@@ -321,31 +453,44 @@ class RevocationChecker:
                     now: datetime, signing_time: datetime | None, url: str) -> tuple[RevocationStatus, str]:
         try:
             resp = ocsp.load_der_ocsp_response(raw)
-        except ValueError as exc:
+            if resp.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
+                raise _Unknown(f"OCSP responder answered {resp.response_status.name}")
+            # RFC 6960 §4.2.1: a response may carry several SingleResponses; only the one whose
+            # CertID is this certificate's speaks for it (the others are bounded and ignored).
+            single = next((r for r in list(resp.responses)[:MAX_SINGLE_RESPONSES]
+                           if r.serial_number == cert.serial_number and r.issuer_key_hash == req.issuer_key_hash
+                           and r.issuer_name_hash == req.issuer_name_hash), None)
+            tbs, signature, hash_alg = resp.tbs_response_bytes, resp.signature, resp.signature_hash_algorithm
+        except (ValueError, UnsupportedAlgorithm) as exc:
             raise _Unknown(f"malformed OCSP response: {exc}") from None
-        if resp.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
-            raise _Unknown(f"OCSP responder answered {resp.response_status.name}")
-        if resp.serial_number != cert.serial_number or resp.issuer_key_hash != req.issuer_key_hash \
-                or resp.issuer_name_hash != req.issuer_name_hash:
+        if single is None:
             raise _Unknown("OCSP response is about another certificate")
         responder = _ocsp_responder(resp, issuer)
         try:
-            verify_x509_style_signature(responder.public_key(), resp.signature, resp.tbs_response_bytes,
-                                        resp.signature_hash_algorithm)
+            verify_x509_style_signature(responder.public_key(), signature, tbs, hash_alg)
         except (InvalidSignature, UnsupportedAlgorithm, TypeError, ValueError):
             raise _Unknown("OCSP response signature does not verify") from None
-        if resp.this_update_utc > now + CLOCK_SKEW:
+        if single.this_update_utc > now + CLOCK_SKEW:
             raise _Unknown("OCSP response is not valid yet")
-        if resp.next_update_utc is not None and now >= resp.next_update_utc:
-            raise _Unknown(f"OCSP response expired at {resp.next_update_utc.isoformat()}")
-        status = resp.certificate_status
+        if single.next_update_utc is not None and now >= single.next_update_utc:
+            raise _Unknown(f"OCSP response expired at {single.next_update_utc.isoformat()}")
+        status = single.certificate_status
         if status is ocsp.OCSPCertStatus.GOOD:
             return RevocationStatus.OK, f"OCSP responder {url} answered good"
         if status is ocsp.OCSPCertStatus.REVOKED:
-            when = resp.revocation_time_utc
-            return _revoked_unless_before_invalidity(resp.single_extensions, when, signing_time,
+            when = single.revocation_time_utc
+            return _revoked_unless_before_invalidity(_single_extensions(resp, single), when, signing_time,
                                                      f"OCSP responder {url} answered revoked")
         raise _Unknown(f"OCSP responder {url} answered unknown")
+
+
+def _single_extensions(resp: ocsp.OCSPResponse, single: ocsp.OCSPSingleResponse) -> x509.Extensions:
+    """The singleExtensions of ``single`` (cryptography exposes them only for a one-response reply;
+    with several, the invalidityDate exception is not applied: the revocation stands)."""
+    try:
+        return resp.single_extensions
+    except ValueError:
+        return x509.Extensions([])
 
 
 def _reason(entry: x509.RevokedCertificate) -> x509.ReasonFlags | None:

@@ -61,7 +61,7 @@ from scanner.verify.rekor import (
     check_hashedrekord_body,
     verify_signature,
 )
-from scanner.verify.trustroot import SigstoreTrust, utc
+from scanner.verify.trustroot import FulcioChainError, SigstoreTrust, fulcio_chain_at, tlog_problem_at, utc
 
 DEFAULT_MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
@@ -242,6 +242,16 @@ def _verify_cert_bundle(bundle: Bundle, digest_hex: str, trust: SigstoreTrust,
         raise _Fail(CheckName.AUTHENTICITY, f"sigstore verification could not run: {exc}",
                     SignatureFailure.ERROR) from exc
 
+    # What sigstore-python leaves out: the trust root's validity periods at the signing time. The
+    # Fulcio CA that issued the certificate, and the log whose integrated time is relied on, must
+    # each be valid (``validFor``) at that time, not merely present in the root.
+    for t in times:
+        try:
+            fulcio_chain_at(cert, [], trust, t.time)
+        except FulcioChainError as exc:
+            raise _Fail(CheckName.AUTHENTICITY, str(exc)) from exc
+    _check_log_validity(bundle._inner.verification_material.tlog_entries, trust)
+
     chain_fps = [hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()]
     details["chain_sha256"] = chain_fps
     details["verified_times"] = sorted(t.time.isoformat() for t in times)
@@ -253,6 +263,16 @@ def _verify_cert_bundle(bundle: Bundle, digest_hex: str, trust: SigstoreTrust,
         signer=ident.primary, issuer=ident.issuer, key_sha256=_spki_sha256(cert.public_key()),
         signed_at=SignedTime.earliest(signed), details=details, statement=statement,
     )
+
+
+def _check_log_validity(entries: Sequence[Any], trust: SigstoreTrust) -> None:
+    """Each log entry whose integrated time serves as a signing time (it has an inclusion promise)
+    must come from a log whose key the trust root holds valid at that time."""
+    for e in entries:
+        if e.integrated_time and e.inclusion_promise:
+            problem = tlog_problem_at(trust, e.log_id.key_id, utc(e.integrated_time))
+            if problem is not None:
+                raise _Fail(CheckName.TLOG, problem)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -436,6 +456,7 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
     if len(times) < sigstore_verifier.VERIFIED_TIME_THRESHOLD:
         raise _Fail(CheckName.TIMESTAMP, "not enough sources of verified time")
 
+    _check_log_validity([entry._inner], trust)
     try:
         entry._verify(trust.root.rekor_keyring(KeyringPurpose.VERIFY))
     except VerificationError as exc:

@@ -40,14 +40,17 @@ def _read(text: str, base_dir: Path, what: str) -> bytes:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
-def _trust(spec: CosignVerifierSpec, base_dir: Path) -> Callable[[], SigstoreTrust]:
-    from scanner.verify.trustroot import LazyTrust, load_trusted_root_file, public_good_trust
+def _trust(spec: CosignVerifierSpec, base_dir: Path, rekor_pem: bytes | None) -> Callable[[], SigstoreTrust]:
+    """The root bundles are judged with: ``trustedRoot`` or the public-good root, its logs replaced
+    by ``rekorPubKey`` when given (so the key is enforced for bundles as for ``.sig`` SETs)."""
+    from scanner.verify.trustroot import LazyTrust, load_trusted_root_file, public_good_trust, with_log_keys
 
     if spec.trusted_root:
-        loaded = load_trusted_root_file(spec.trusted_root, base_dir=base_dir)
+        loaded = with_log_keys(load_trusted_root_file(spec.trusted_root, base_dir=base_dir), rekor_pem=rekor_pem)
         return lambda: loaded
     offline = os.environ.get("SIGAUDIT_SIGSTORE_OFFLINE", "") not in ("", "0", "false")
-    lazy = LazyTrust(lambda: public_good_trust(offline=offline), name="the Sigstore public-good trust root")
+    lazy = LazyTrust(lambda: with_log_keys(public_good_trust(offline=offline), rekor_pem=rekor_pem),
+                     name="the Sigstore public-good trust root")
     return lazy.get
 
 
@@ -58,15 +61,6 @@ def for_key_verifier(
     # A configured trusted root is read now (a bad file is a configuration error, exit 2); the
     # public-good root, and sigstore-python with it, only when a signature (or, with a cache, the
     # decision identity of a verifier that checks every logged signature against it) needs it.
-    loaded: list[Callable[[], SigstoreTrust]] = [_trust(spec, base_dir)] if spec.trusted_root else []
-    lock = threading.Lock()
-
-    def trust() -> SigstoreTrust:
-        with lock:
-            if not loaded:
-                loaded.append(_trust(spec, base_dir))
-        return loaded[0]()
-
     rekor_keys: list[RekorKey] | None = None
     rekor_pem: bytes | None = None
     if spec.rekor_pubkey:
@@ -74,6 +68,15 @@ def for_key_verifier(
 
         rekor_pem = _read(spec.rekor_pubkey, base_dir, "Rekor public key")
         rekor_keys = load_rekor_keys_from_pem(rekor_pem, source="rekorPubKey")
+
+    loaded: list[Callable[[], SigstoreTrust]] = [_trust(spec, base_dir, rekor_pem)] if spec.trusted_root else []
+    lock = threading.Lock()
+
+    def trust() -> SigstoreTrust:
+        with lock:
+            if not loaded:
+                loaded.append(_trust(spec, base_dir, rekor_pem))
+        return loaded[0]()
 
     def keys() -> list[RekorKey]:
         from scanner.verify.rekor import load_rekor_keys_from_trusted_root

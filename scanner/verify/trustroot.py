@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,7 +77,7 @@ def load_trusted_root_file(path: str | Path, *, base_dir: Path | None = None) ->
     return trust_from_json(raw, source=str(p))
 
 
-def _read_pem_arg(text_or_path: str, base_dir: Path | None, what: str) -> bytes:
+def read_pem_arg(text_or_path: str, base_dir: Path | None, what: str) -> bytes:
     if "-----BEGIN" in text_or_path:
         return text_or_path.encode()
     p = Path(text_or_path)
@@ -166,31 +166,55 @@ def trust_from_pems(
     roots: str, rekor_pubkey: str, ctlog_pubkey: str | None, *, base_dir: Path | None = None
 ) -> SigstoreTrust:
     raw = trusted_root_json_from_pems(
-        _read_pem_arg(roots, base_dir, "roots"),
-        _read_pem_arg(rekor_pubkey, base_dir, "rekor.pubkey"),
-        _read_pem_arg(ctlog_pubkey, base_dir, "ctlog.pubkey") if ctlog_pubkey else None,
+        read_pem_arg(roots, base_dir, "roots"),
+        read_pem_arg(rekor_pubkey, base_dir, "rekor.pubkey"),
+        read_pem_arg(ctlog_pubkey, base_dir, "ctlog.pubkey") if ctlog_pubkey else None,
     )
     return trust_from_json(raw, source="keyless roots/rekor/ctlog PEMs")
 
 
-def public_good_trust(*, offline: bool) -> SigstoreTrust:
+def _cached_tuf_expiry() -> datetime | None:
+    """When the cached TUF ``timestamp.json`` of the public-good repository expires (None when there
+    is none, or it cannot be read): the TUF rule for how long cached metadata may be believed."""
+    from sigstore._internal.tuf import DEFAULT_TUF_URL, _get_dirs
+
+    metadata_dir, _ = _get_dirs(DEFAULT_TUF_URL)
+    try:
+        doc = json.loads((metadata_dir / "timestamp.json").read_bytes())
+        return datetime.fromisoformat(str(doc["signed"]["expires"]).replace("Z", "+00:00"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def public_good_trust(*, offline: bool, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> SigstoreTrust:
     """The Sigstore public-good root through sigstore-python's TUF client.
 
-    Online: refresh TUF metadata, falling back to the on-disk cache when the refresh fails (a
-    warning is logged). Offline: the cache only (sigstore-python seeds it from its embedded root).
+    Online: refresh TUF metadata; when the refresh fails, the on-disk cache is used (a warning is
+    logged) only while its TUF timestamp metadata has not expired. Past that, a stale root could
+    still trust a CA or log that a TUF update has since retired (a freeze attack, which is what TUF's
+    expiry prevents): ``ConfigError``. Offline (``SIGAUDIT_SIGSTORE_OFFLINE=1``, chosen deliberately
+    for air-gapped clusters): the cache only (sigstore-python seeds it from its embedded root).
     Raises ``ConfigError`` when no root can be had.
     """
     from sigstore.models import ClientTrustConfig
 
     errors: list[str] = []
     for mode in ((True,) if offline else (False, True)):
+        if mode and not offline:
+            expires = _cached_tuf_expiry()
+            if expires is None or expires <= now():
+                errors.append("offline cache: " + (f"its TUF metadata expired at {expires.isoformat()}"
+                                                   if expires is not None else "it was never refreshed")
+                              + "; a stale root may still trust a retired CA or log (set "
+                                "SIGAUDIT_SIGSTORE_OFFLINE=1 to use the cached root deliberately)")
+                continue
         try:
             config = ClientTrustConfig.production(offline=mode)
             root = config.trusted_root
         except Exception as exc:  # TUFError, OSError, validation errors
             errors.append(f"{'offline cache' if mode else 'TUF refresh'}: {exc}")
             if not mode:
-                _log.warning("Sigstore public-good TUF refresh failed (%s); using the on-disk cache", exc)
+                _log.warning("Sigstore public-good TUF refresh failed (%s); trying the on-disk cache", exc)
             continue
         raw = root._inner.to_json().encode()
         return SigstoreTrust(root, "sigstore public-good (TUF)", hashlib.sha256(raw).hexdigest(), raw)
@@ -200,9 +224,10 @@ def public_good_trust(*, offline: bool) -> SigstoreTrust:
 class LazyTrust:
     """A trust root loaded on first use, once (the public-good TUF root), remembering a failure."""
 
-    def __init__(self, loader: Callable[[], SigstoreTrust], *, name: str) -> None:
+    def __init__(self, loader: Callable[[], SigstoreTrust], *, name: str, label: str = "sigstore-public-good") -> None:
         self._loader = loader
         self.name = name
+        self.label = label  # names what will be loaded (before it is), for configuration fingerprints
         self._lock = threading.Lock()
         self._value: SigstoreTrust | None = None
         self._error: ConfigError | None = None
@@ -220,6 +245,86 @@ class LazyTrust:
                 raise self._error
             assert self._value is not None
             return self._value
+
+
+def log_instances(pem: bytes, what: str) -> list[dict[str, object]]:
+    """``trusted_root.json`` log entries (open-ended validity) for one or more PEM public keys;
+    ``ConfigError`` when there is none or one is unusable (called at policy load)."""
+    marker = b"-----BEGIN PUBLIC KEY-----"
+    chunks = [marker + c for c in pem.split(marker)[1:]]
+    if not chunks:
+        raise ConfigError(f"{what} holds no PEM public key")
+    return [_log_instance(c, what) for c in chunks]
+
+
+def with_log_keys(trust: SigstoreTrust, *, rekor_pem: bytes | None = None,
+                  ctlog_pem: bytes | None = None) -> SigstoreTrust:
+    """The same trust root with its transparency-log keys (``rekor_pem``) and/or its CT-log keys
+    (``ctlog_pem``) replaced by the policy's, as cosign's ``--rekor-public-key`` / Kyverno's
+    ``rekor.pubkey`` and ``ctlog.pubkey`` replace them: every format the root then serves (legacy
+    ``.sig`` SETs, Sigstore bundles, SCTs) is judged with those keys, and the fingerprint (the
+    decision identity) names the result."""
+    if rekor_pem is None and ctlog_pem is None:
+        return trust
+    doc = json.loads(trust.raw or trust.root._inner.to_json().encode())
+    replaced = []
+    if rekor_pem is not None:
+        doc["tlogs"] = log_instances(rekor_pem, "rekor.pubkey")
+        replaced.append("Rekor")
+    if ctlog_pem is not None:
+        doc["ctlogs"] = log_instances(ctlog_pem, "ctlog.pubkey")
+        replaced.append("CT log")
+    raw = json.dumps(doc, sort_keys=True).encode()
+    return trust_from_json(raw, source=f"{trust.source} with the policy's {' and '.join(replaced)} key")
+
+
+class FulcioChainError(ValueError):
+    """The certificate does not chain to a Fulcio CA of the trust root valid at the given time."""
+
+
+def fulcio_chain_at(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], trust: SigstoreTrust,
+                    when: datetime) -> list[x509.Certificate]:
+    """Path from the leaf to a Fulcio CA of the trust root **whose ``validFor`` covers** ``when``,
+    with every certificate valid at ``when`` (sigstore-go ``VerifyLeafCertificate``). sigstore-python
+    trusts every CA of the root whatever its ``validFor`` (``get_fulcio_certs``), so a CA retired
+    from the root (its X.509 validity often runs years longer) would still vouch for certificates
+    issued after its retirement; every keyless path calls this with each verified signing time.
+    Fulcio leaves carry codeSigning, not clientAuth: only the EKU validators are relaxed, as
+    sigstore-python does."""
+    from cryptography.x509 import ExtendedKeyUsage
+    from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
+    from cryptography.x509.verification import VerificationError as X509VerificationError
+
+    anchors = fulcio_certs_at(trust, when)
+    if not anchors:
+        raise FulcioChainError(f"no Fulcio CA of the trust root is valid at {when.isoformat()}")
+    ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
+                                                                     None)
+    ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
+                                                                     None)
+    verifier = (PolicyBuilder().store(Store(anchors)).time(when)
+                .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy).build_client_verifier())
+    try:
+        return list(verifier.verify(leaf, list(intermediates)).chain)
+    except (X509VerificationError, x509.UnsupportedGeneralNameType) as exc:
+        raise FulcioChainError(f"certificate does not chain to a Fulcio CA of the trust root valid at "
+                               f"{when.isoformat()}: {exc}") from exc
+
+
+def tlog_problem_at(trust: SigstoreTrust, key_id: bytes, when: datetime) -> str | None:
+    """None when the trust root has a transparency log with this log id (key id) whose key's
+    ``validFor`` (a closed interval) covers ``when`` (an entry's integrated time); else why not.
+    sigstore-python accepts entries of a log whatever its key's validity period; sigstore-go and
+    this project's legacy SET check (``scanner.verify.rekor``) do not."""
+    logs = [t for t in trust.root._inner.tlogs if t.log_id.key_id == key_id]
+    if not logs:
+        return f"no transparency log of the trust root has log id {key_id.hex()}"
+    for t in logs:
+        valid = t.public_key.valid_for
+        if valid is None or (valid.start <= when and (valid.end is None or when <= valid.end)):
+            return None
+    return (f"the key of transparency log {key_id.hex()} is not valid at the entry's integrated time "
+            f"{when.isoformat()} (validFor in the trust root)")
 
 
 def ca_valid_at(ca: trustroot_v1.CertificateAuthority, when: datetime) -> bool:

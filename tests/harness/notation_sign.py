@@ -68,10 +68,11 @@ def name(cn: str, org: str = "sigaudit") -> x509.Name:
 
 
 def issue(cn: str, *, issuer: Issued | None = None, ca: bool = False, key: Any = None, org: str = "sigaudit",
-          not_before: datetime | None = None, not_after: datetime | None = None, crl_url: str | None = None,
-          ocsp_url: str | None = None, serial: int | None = None,
+          not_before: datetime | None = None, not_after: datetime | None = None,
+          crl_url: str | Sequence[str] | None = None, ocsp_url: str | None = None, serial: int | None = None,
           eku: list[x509.ObjectIdentifier] | None = None) -> Issued:
-    """A CA or code-signing certificate (self-signed when ``issuer`` is None), as notation requires them."""
+    """A CA or code-signing certificate (self-signed when ``issuer`` is None), as notation requires them.
+    ``crl_url``: one URL, or several, each its own CRL distribution point (partitioned CRLs)."""
     now = datetime.now(UTC)
     key = key or ec.generate_private_key(ec.SECP256R1())
     b = (x509.CertificateBuilder().subject_name(name(cn, org))
@@ -86,8 +87,9 @@ def issue(cn: str, *, issuer: Issued | None = None, ca: bool = False, key: Any =
         b = b.add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
         b = b.add_extension(x509.ExtendedKeyUsage(eku or [ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
     if crl_url:
+        points = [crl_url] if isinstance(crl_url, str) else list(crl_url)
         b = b.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-            [x509.UniformResourceIdentifier(crl_url)], None, None, None)]), critical=False)
+            [x509.UniformResourceIdentifier(u)], None, None, None) for u in points]), critical=False)
     if ocsp_url:
         b = b.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
             AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]), critical=False)

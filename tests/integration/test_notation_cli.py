@@ -44,6 +44,9 @@ STRICT = {
     "builder-cose": "verified", "expired-signature": "expired", "expired-certificate": "expired",
     "revoked": "revoked", "crl-unavailable": "error", "untrusted-root": "invalid", "wrong-identity": "invalid",
     "moved-signature": "invalid", "corrupt-envelope": "invalid", "unsigned": "unsigned",
+    # Revocation endpoints notation cannot ask (https OCSP, ldap CRL) leave the status unknown, never
+    # "non-revokable"; every CRL distribution point counts (the second partition lists the leaf).
+    "ocsp-https-only": "error", "crl-ldap-only": "error", "crl-second-point": "revoked",
 }
 
 
@@ -194,6 +197,13 @@ def test_verdicts_agree_with_notation_go(registry_fixture: str, request: pytest.
         crl_pki = ns.PKI(crl_root, crl_leaf)
         crl.files["/leaf.crl"] = ns.crl(crl_root, [0x5151])
         lost_leaf = ns.issue("IT Unknown Signer", issuer=crl_root, crl_url=f"{crl.base}/missing.crl")  # 404
+        https_leaf = ns.issue("IT HTTPS OCSP Signer", issuer=crl_root, ocsp_url=f"https://{crl.base[7:]}/ocsp")
+        ldap_leaf = ns.issue("IT LDAP CRL Signer", issuer=crl_root,
+                             crl_url="ldap://127.0.0.1:1/cn=IT%20CRL%20Root?certificateRevocationList")
+        split_leaf = ns.issue("IT Partitioned Signer", issuer=crl_root, serial=0x5252,
+                              crl_url=[f"{crl.base}/part1.crl", f"{crl.base}/part2.crl"])
+        crl.files["/part1.crl"] = ns.crl(crl_root, [])
+        crl.files["/part2.crl"] = ns.crl(crl_root, [0x5252])
         old = ns.make_pki("IT Old Signer", leaf_not_before=now - timedelta(days=10),
                           leaf_not_after=now - timedelta(days=1))
 
@@ -210,6 +220,9 @@ def test_verdicts_agree_with_notation_go(registry_fixture: str, request: pytest.
         tool.sign(image("expiring"), pki, "--expiry", "48h")
         tool.sign(image("revoked"), crl_pki)
         tool.sign(image("crl-unavailable"), ns.PKI(crl_root, lost_leaf))
+        tool.sign(image("ocsp-https-only"), ns.PKI(crl_root, https_leaf))
+        tool.sign(image("crl-ldap-only"), ns.PKI(crl_root, ldap_leaf))
+        tool.sign(image("crl-second-point"), ns.PKI(crl_root, split_leaf))
         tool.sign(image("untrusted-root"), stranger)
         tool.sign(image("wrong-identity"), pki)
         image("unsigned")

@@ -22,6 +22,11 @@ D = "sha256:" + "a" * 64
         (f"registry.k8s.io/pause@{D}", f"registry.k8s.io/pause@{D}"),
         (f"quay.io/a/b:1@{D}", f"quay.io/a/b:1@{D}"),
         ("127.0.0.1:5000/demo/x:1.0", "127.0.0.1:5000/demo/x:1.0"),
+        # Host names are case-insensitive: one spelling for rules, exemptions and trust-policy scopes.
+        ("LOCALHOST:5000/app:v1", "localhost:5000/app:v1"),
+        ("Ghcr.IO/org/app", "ghcr.io/org/app:latest"),
+        ("INDEX.DOCKER.IO/x/y", "docker.io/x/y:latest"),
+        (f"Registry.Example:5000/prod/app@{D}", f"registry.example:5000/prod/app@{D}"),
     ],
 )
 def test_normalises_like_docker(text: str, expected: str) -> None:

@@ -405,8 +405,10 @@ FIELDS: dict[type, dict[str, str]] = {
         "keyless": "the trust anchor itself (tests/unit/test_cosign_keyless.py)",
         "ignore_tlog": "relaxes the log check; never makes a signature pass that another field refuses",
         "ignore_sct": "relaxes the SCT check; never makes a signature pass that another field refuses",
-        "rekor_pubkey": "log trust material (tests/integration/test_sigstore_interop.py)",
-        "trusted_root": "trust material (tests/integration/test_sigstore_interop.py)",
+        "rekor_pubkey": "log trust material, enforced for every logged format: test_log_keys_* and "
+                        "test_rekor_pub_key_applies_to_key_signed_bundles (and test_sigstore_interop.py)",
+        "trusted_root": "trust material (tests/integration/test_sigstore_interop.py); given twice, or beside "
+                        "keyless.roots, refused at load: test_trust_material_given_twice_is_refused_at_load",
     },
     Revocation: {
         "key_sha256": MATRIX,
@@ -433,3 +435,117 @@ def test_refused_at_load_is_exit_2(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_policy(path)
     assert "policy.yaml:" in str(err.value) and "annotations" in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Log keys: a Rekor key (rekorPubKey, keyless.rekor.pubkey) and a CT key (keyless.ctlog.pubkey)
+# replace the logs of whichever trust root the entry uses (trustedRoot, or the public-good root),
+# for every format that relies on a log; they were once read only beside keyless.roots.
+
+KEYLESS_FORMATS = [f for f in FORMATS if f.kind == "cosign-keyless"]
+OTHER_LOG_KEY = KeyPair.ecdsa()
+
+
+def _root_keys_pem(fmt: Format, tmp: Path, which: str) -> str:
+    """The PEM public keys of the ``tlogs`` or ``ctlogs`` of the format's own trusted root."""
+    root = json.loads(Path(fmt.verifier(tmp)["cosign"]["keyless"]["trustedRoot"]).read_text())
+    pems = []
+    for log in root[which]:
+        der = base64.b64decode(log["publicKey"]["rawBytes"])
+        pems.append(serialization.load_der_public_key(der).public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode())
+    return "".join(pems)
+
+
+def _log_key_entry(fmt: Format, tmp: Path, where: str, pem: str) -> dict[str, Any]:
+    entry = fmt.verifier(tmp)
+    (tmp / "log.pub").write_text(pem)
+    if where == "rekorPubKey":
+        entry["cosign"]["rekorPubKey"] = "log.pub"
+    elif where == "keyless.rekor":
+        entry["cosign"]["keyless"]["rekor"] = {"pubkey": "log.pub"}
+    else:
+        entry["cosign"]["keyless"]["ctlog"] = {"pubkey": "log.pub"}
+    return entry
+
+
+def _signature_outcome(v: Verdict) -> str:
+    (sig,) = v.signatures
+    return sig.outcome.value
+
+
+@pytest.mark.parametrize("where", ["rekorPubKey", "keyless.rekor", "keyless.ctlog"])
+@pytest.mark.parametrize("fmt", KEYLESS_FORMATS, ids=[f.name for f in KEYLESS_FORMATS])
+def test_log_keys_violated_are_never_verified(fmt: Format, where: str, tmp_path: Path) -> None:
+    v = judge(tmp_path, fmt, verifier=_log_key_entry(fmt, tmp_path, where, OTHER_LOG_KEY.public_pem))
+    assert v.status is not Status.VERIFIED and _signature_outcome(v) == "failed", v.reasons
+
+
+@pytest.mark.parametrize("where", ["rekorPubKey", "keyless.rekor", "keyless.ctlog"])
+@pytest.mark.parametrize("fmt", KEYLESS_FORMATS, ids=[f.name for f in KEYLESS_FORMATS])
+def test_log_keys_satisfied_are_verified(fmt: Format, where: str, tmp_path: Path) -> None:
+    pem = _root_keys_pem(fmt, tmp_path, "ctlogs" if where == "keyless.ctlog" else "tlogs")
+    v = judge(tmp_path, fmt, verifier=_log_key_entry(fmt, tmp_path, where, pem))
+    assert _signature_outcome(v) == ("passed" if fmt.image_signature else "skipped"), v.reasons
+    assert v.status is (Status.VERIFIED if fmt.image_signature else Status.UNSIGNED)
+
+
+MANAGED = json.loads((VECTORS / "sigstore-conformance" / "cases.json").read_text())
+_MK = next(c for c in MANAGED["cases"] if c["id"] == "managed-key-happy-path")  # logged in the public Rekor
+MK_DIGEST = "sha256:" + _MK["artifact_sha256"]
+MANAGED_KEY_BUNDLE = Format(
+    "key bundle logged in Rekor", MK_DIGEST, "cosign-key",
+    lambda tmp: {"cosign": {"key": str(VECTORS / "sigstore-conformance" / _MK["verify_with"]["key"]),
+                            "trustedRoot": str(VECTORS / "sigstore-conformance" / _MK["trusted_root"])}},
+    lambda: ((), (bundle_ref((VECTORS / "sigstore-conformance" / _MK["bundle"]).read_bytes(), MK_DIGEST),)))
+
+
+def test_rekor_pub_key_applies_to_key_signed_bundles(tmp_path: Path) -> None:
+    """Key-based: rekorPubKey judged the legacy .sig SET but not a bundle's log entry, which was
+    checked against the trusted root's logs (or the public-good root's) instead."""
+    fmt = MANAGED_KEY_BUNDLE
+    assert judge(tmp_path / "control", fmt).status is Status.VERIFIED
+    entry = fmt.verifier(tmp_path)
+    (tmp_path / "rekor.pub").write_text(OTHER_LOG_KEY.public_pem)
+    v = judge(tmp_path / "other", fmt, verifier={"cosign": {**entry["cosign"], "rekorPubKey": str(tmp_path /
+                                                                                                   "rekor.pub")}})
+    assert v.status is not Status.VERIFIED and _signature_outcome(v) == "failed", v.reasons
+    root = json.loads(Path(entry["cosign"]["trustedRoot"]).read_text())
+    (tmp_path / "rekor-own.pub").write_text("".join(
+        serialization.load_der_public_key(base64.b64decode(t["publicKey"]["rawBytes"])).public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        for t in root["tlogs"]))
+    v = judge(tmp_path / "own", fmt, verifier={"cosign": {**entry["cosign"], "rekorPubKey": str(tmp_path /
+                                                                                                 "rekor-own.pub")}})
+    assert v.status is Status.VERIFIED, v.reasons
+
+
+@pytest.mark.parametrize(("fields", "needle"), [
+    ({"trustedRoot": "other.json"}, "trustedRoot is given twice"),
+    ({"keyless.roots": "fulcio.pem"}, "keyless.roots and trustedRoot both name the Fulcio CAs"),
+    ({"rekorPubKey": "rekor.pub", "keyless.rekor": {"pubkey": "rekor.pub"}}, "the Rekor key is given twice"),
+    # An empty value would read as "not given" and fall back to another root.
+    ({"keyless.trustedRoot": ""}, "must not be empty"),
+    ({"rekorPubKey": " "}, "must not be empty"),
+])
+def test_trust_material_given_twice_is_refused_at_load(fields: dict[str, Any], needle: str, tmp_path: Path) -> None:
+    """One place for each piece of Sigstore trust: a second one would be silently passed over. Refused
+    through the real CLI (exit 2), naming the file, the line and the field."""
+    import subprocess
+    import sys
+
+    entry = _keyless_msg_entry(tmp_path)
+    for k, val in fields.items():
+        if k.startswith("keyless."):
+            entry["cosign"]["keyless"][k.removeprefix("keyless.")] = val
+        else:
+            entry["cosign"][k] = val
+    doc = {"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy",
+           "spec": {"rules": [{"name": "all", "images": ["*"], "verifiers": [entry]}]}}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    proc = subprocess.run([sys.executable, "-m", "scanner.cli", "check-policy", str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+    assert f"{path}:" in proc.stderr and "spec.rules.0.verifiers.0.cosign" in proc.stderr
