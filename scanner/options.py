@@ -42,49 +42,65 @@ def duration(_ctx: click.Context | None, _param: click.Parameter | None, value: 
     return seconds
 
 
+def _envvars(decls: tuple[str, ...]) -> list[str]:
+    """``SIGAUDIT_<OPTION>`` after the long flag (``--policy`` → ``SIGAUDIT_POLICY``, ``-n/--namespace`` →
+    ``SIGAUDIT_NAMESPACE``), as the README promises; click's automatic name, after the parameter's name
+    (``SIGAUDIT_POLICY_PATH``), is still read when it differs."""
+    flag = next(d for d in decls if d.startswith("--")).split("/")[0]
+    names = [f"SIGAUDIT_{flag[2:].replace('-', '_').upper()}"]
+    param = next((d for d in decls if not d.startswith("-")), None)
+    if param is not None and f"SIGAUDIT_{param.upper()}" not in names:
+        names.append(f"SIGAUDIT_{param.upper()}")
+    return names
+
+
+def _option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
+    return click.option(*decls, envvar=_envvars(decls), show_envvar=True, **kwargs)
+
+
 def scan_options(*, serve: bool = False) -> Callable[[F], F]:
     """Add every option of :class:`~scanner.scan.ScanOptions` to a click command (``serve``: the
     pods file is re-read at every scan, so it cannot be stdin)."""
     pods_help = ("`kubectl get pods -A -o json` output, re-read at every scan, instead of the live API." if serve
                  else "`kubectl get pods -A -o json` output ('-' for stdin) instead of the live API.")
     options = [
-        click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="AuditPolicy file (YAML)."),
-        click.option(
+        _option("--policy", "policy_path", type=click.Path(dir_okay=False), help="AuditPolicy file (YAML)."),
+        _option(
             "--policy-from",
             "policy_from",
             multiple=True,
             help="Import policies: kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster, kritis:FILE|cluster, "
             "notation:DIR|cluster.",
         ),
-        click.option("--pods-file", type=click.Path(dir_okay=False, allow_dash=not serve), help=pods_help),
-        click.option("-n", "--namespace", "namespaces", multiple=True,
+        _option("--pods-file", type=click.Path(dir_okay=False, allow_dash=not serve), help=pods_help),
+        _option("-n", "--namespace", "namespaces", multiple=True,
                      help="Only these namespaces (repeatable, globs)."),
-        click.option("--exclude-namespace", "exclude_namespaces", multiple=True, help="Skip these namespaces (globs)."),
-        click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, help="kubeconfig file."),
-        click.option("--context", default=None, help="kubeconfig context."),
-        click.option("--cluster", default="default", help="Cluster name recorded with the scans."),
-        click.option(
+        _option("--exclude-namespace", "exclude_namespaces", multiple=True, help="Skip these namespaces (globs)."),
+        _option("--kubeconfig", type=click.Path(dir_okay=False), default=None, help="kubeconfig file."),
+        _option("--context", default=None, help="kubeconfig context."),
+        _option("--cluster", default="default", help="Cluster name recorded with the scans."),
+        _option(
             "--docker-config",
             type=click.Path(dir_okay=False),
             default=None,
             help="Docker config.json with registry credentials (default: $DOCKER_CONFIG or ~/.docker).",
         ),
-        click.option(
+        _option(
             "--pull-secrets/--no-pull-secrets",
             default=False,
             help="Read the pods' imagePullSecrets through the API for registry credentials.",
         ),
-        click.option("--concurrency", type=click.IntRange(1, 256), default=16, help="Images verified at once."),
-        click.option("--registry-concurrency", type=click.IntRange(1, 256), default=8,
+        _option("--concurrency", type=click.IntRange(1, 256), default=16, help="Images verified at once."),
+        _option("--registry-concurrency", type=click.IntRange(1, 256), default=8,
                      help="Requests per registry at once."),
-        click.option("--registry-budget", type=click.IntRange(min=0), default=None, envvar="SIGAUDIT_REGISTRY_BUDGET",
+        _option("--registry-budget", type=click.IntRange(min=0), default=None,
                      help="At most N manifest GETs per registry per scan (pull-rate limits count these; HEADs are "
                           "free); images beyond it get an error verdict."),
-        click.option("--page-size", type=click.IntRange(1, 5000), default=500, help="Pods per API list page."),
-        click.option("--deadline", callback=duration, default=None, envvar="SIGAUDIT_DEADLINE",
+        _option("--page-size", type=click.IntRange(1, 5000), default=500, help="Pods per API list page."),
+        _option("--deadline", callback=duration, default=None,
                      help="Stop a scan after this long (e.g. 300, 10m): images not judged by then get an error "
                           "verdict and the scan is partial" + ("." if serve else " (exit 3).")),
-        click.option("--cache/--no-cache", default=True,
+        _option("--cache/--no-cache", default=True,
                      help="Reuse verification results across scans (keyed by digest, trust material and the "
                           "signatures attached; revocation and expiry are re-checked every scan)."),
     ]
