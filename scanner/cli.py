@@ -142,7 +142,8 @@ def _progress_printer(enabled: bool) -> Any:
 @click.option("--no-store", is_flag=True, help="Do not record the scan in a database.")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "none"]), default="table")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the JSON document here.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.",
+              envvar=["SIGAUDIT_REPORT", "SIGAUDIT_REPORT_PATH"])
 @click.option("--pushgateway", default=None, help="Push metrics to this Prometheus Pushgateway URL.")
 @click.option("--metrics-file", type=click.Path(dir_okay=False), help="Write metrics (text format) here.")
 @click.option("--per-image-metrics", is_flag=True, help="Also export per-image series (high cardinality).")
