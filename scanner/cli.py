@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
-import time
 import traceback
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,6 +21,7 @@ import click
 
 from scanner import __version__
 from scanner.errors import ConfigError, InventoryError, ParseError, ScanInProgress, SigauditError, StoreError
+from scanner.options import scan_options, scan_options_from
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 log = logging.getLogger("sigaudit")
@@ -40,26 +39,6 @@ def _setup_logging(verbose: int) -> None:
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"sigaudit: error: {message}", err=True)
     sys.exit(code)
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
-
-
-def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
-    """Seconds, or a Go-style duration: ``300``, ``90s``, ``10m``, ``1h30m``."""
-    if value is None or value == "":
-        return None
-    text = value.strip().lower()
-    try:
-        seconds = float(text)
-    except ValueError:
-        parts = _DURATION.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise click.BadParameter(f"{value!r} is not a duration (e.g. 300, 90s, 10m, 1h30m)") from None
-        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if not 0 < seconds < 10 * 365 * 86400:
-        raise click.BadParameter(f"{value!r} must be a positive duration")
-    return seconds
 
 
 class _LazyGroup(click.Group):
@@ -158,88 +137,44 @@ def _progress_printer(enabled: bool) -> Any:
 
 
 @main.command(context_settings={"auto_envvar_prefix": "SIGAUDIT"})
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="AuditPolicy file (YAML).")
-@click.option(
-    "--policy-from",
-    "policy_from",
-    multiple=True,
-    help="Import policies: kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster, kritis:FILE|cluster, "
-    "notation:DIR|cluster.",
-)
-@click.option(
-    "--pods-file",
-    type=click.Path(dir_okay=False, allow_dash=True),
-    help="`kubectl get pods -A -o json` output ('-' for stdin) instead of the live API.",
-)
-@click.option("-n", "--namespace", "namespaces", multiple=True, help="Only these namespaces (repeatable, globs).")
-@click.option("--exclude-namespace", "exclude_namespaces", multiple=True, help="Skip these namespaces (globs).")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, help="kubeconfig file.")
-@click.option("--context", default=None, help="kubeconfig context.")
+@scan_options()
 @click.option("--db", "db_url", default=None, help="Database URL (default: SQLite in $SIGAUDIT_DATA_DIR).")
 @click.option("--no-store", is_flag=True, help="Do not record the scan in a database.")
-@click.option("--cluster", default="default", help="Cluster name recorded with the scan.")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "none"]), default="table")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the JSON document here.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.",
+              envvar=["SIGAUDIT_REPORT", "SIGAUDIT_REPORT_PATH"])
 @click.option("--pushgateway", default=None, help="Push metrics to this Prometheus Pushgateway URL.")
 @click.option("--metrics-file", type=click.Path(dir_okay=False), help="Write metrics (text format) here.")
 @click.option("--per-image-metrics", is_flag=True, help="Also export per-image series (high cardinality).")
-@click.option(
-    "--docker-config",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Docker config.json with registry credentials (default: $DOCKER_CONFIG or ~/.docker).",
-)
-@click.option(
-    "--pull-secrets/--no-pull-secrets",
-    default=False,
-    help="Read the pods' imagePullSecrets through the API for registry credentials.",
-)
-@click.option("--concurrency", type=click.IntRange(1, 256), default=16, help="Images verified at once.")
-@click.option("--registry-concurrency", type=click.IntRange(1, 256), default=8, help="Requests per registry at once.")
-@click.option("--registry-budget", type=click.IntRange(min=0), default=None, envvar="SIGAUDIT_REGISTRY_BUDGET",
-              help="At most N manifest GETs per registry per scan (pull-rate limits count these; HEADs are free); "
-                   "images beyond it get an error verdict.")
-@click.option("--page-size", type=click.IntRange(1, 5000), default=500, help="Pods per API list page.")
-@click.option("--deadline", callback=_duration, default=None, envvar="SIGAUDIT_DEADLINE",
-              help="Stop the scan after this long (e.g. 300, 10m): images not judged by then get an error "
-                   "verdict and the scan is partial (exit 3).")
 @click.option(
     "--exit-zero-on-violations",
     is_flag=True,
     help="Exit 0 when the scan succeeded but found non-compliant images (CronJobs).",
 )
 @click.option("--progress/--no-progress", default=True, help="Progress on stderr.")
-@click.option("--cache/--no-cache", default=True,
-              help="Reuse verification results across scans (keyed by digest, trust material and the signatures "
-                   "attached; revocation and expiry are re-checked every scan).")
 def scan(**opts: Any) -> None:
     """Scan running pods once, verify their images, store and print the verdicts."""
     sys.exit(run_scan_command(**opts))
 
 
 def run_scan_command(**opts: Any) -> int:
-    deadline_at = time.monotonic() + opts["deadline"] if opts.get("deadline") else None
+    """``sigaudit scan``: the options into the scan use case (:func:`scanner.scan.run_once`), its
+    result out to stdout, files and metrics, and an exit code."""
     from scanner.document import scan_document
-    from scanner.pipeline import run_scan
-    from scanner.policy.sources import load_policies
-    from scanner.registry.auth import CredentialStore
-    from scanner.registry.client import RegistryClient
+    from scanner.scan import load_inputs, run_once
 
+    options = scan_options_from(opts)
     try:
-        policy = load_policies(
-            opts["policy_path"], opts["policy_from"], kubeconfig=opts["kubeconfig"], context=opts["context"]
-        )
-        credentials = CredentialStore.from_docker_config(opts["docker_config"])
-        for warning in policy.warnings:
-            click.echo(f"sigaudit: warning: {warning}", err=True)
+        inputs = load_inputs(options)
     except ConfigError as exc:
         _fail(exc.diagnostics(), EXIT_USAGE)
     except InventoryError as exc:
         _fail(exc.diagnostics(), EXIT_FAILED)
+    for warning in inputs.policy.warnings:
+        click.echo(f"sigaudit: warning: {warning}", err=True)
 
     store = None
-    scan_id = None
     if not opts["no_store"]:
         from scanner import store as store_mod
 
@@ -260,95 +195,20 @@ def run_scan_command(**opts: Any) -> int:
 
     old_term = signal.signal(signal.SIGTERM, on_signal)
     progress, bar = _progress_printer(opts["progress"])
-    client = RegistryClient(
-        credentials=credentials,
-        insecure_registries=policy.insecure_registries,
-        per_registry_concurrency=opts["registry_concurrency"],
-        manifest_budget=opts.get("registry_budget"),
-    )
-    from scanner.clock import system_clock
-
+    if bar is not None:
+        bar.start()
     try:
-        if store is not None:
-            scan_id = store.begin_scan(opts["cluster"], system_clock(), policy.digest, __version__)
-        problems: list[str] = []
-        owners = None
-        if opts["pods_file"]:
-            from scanner.inventory.pods import iter_pods_file
-
-            pods = iter_pods_file(opts["pods_file"])
-        else:
-            from scanner.inventory.kube import KubeOwnerResolver, iter_pods, load_api_client, with_pull_secrets
-
-            api = load_api_client(opts["kubeconfig"], opts["context"])
-            owners = KubeOwnerResolver(api)
-            pods = iter_pods(
-                api_client=api,
-                namespaces=opts["namespaces"],
-                exclude_namespaces=opts["exclude_namespaces"],
-                page_size=opts["page_size"],
-                problems=problems,
-            )
-            if opts["pull_secrets"]:
-                pods = with_pull_secrets(pods, api, credentials, problems)
-        if opts["pods_file"] and (opts["namespaces"] or opts["exclude_namespaces"]):
-            from scanner.inventory.pods import select_namespaces
-
-            pods = select_namespaces(pods, opts["namespaces"], opts["exclude_namespaces"])
-        if bar is not None:
-            bar.start()
-        try:
-            result = run_scan(
-                policy,
-                pods,
-                client=client,
-                cluster=opts["cluster"],
-                owners=owners,
-                workers=opts["concurrency"],
-                progress=progress,
-                inventory_problems=problems,
-                stop=stop,
-                cache=store if (store is not None and opts["cache"]) else None,
-                deadline=deadline_at,
-            )
-        finally:
-            if bar is not None:
-                bar.stop()
-        if owners is not None and owners.problems:
-            from dataclasses import replace
-
-            from scanner.models import ScanState
-
-            result = replace(result, errors=(*result.errors, *owners.problems), state=ScanState.PARTIAL)
-        if stop.is_set():
-            raise InterruptedError("interrupted by signal")
-        if store is not None and scan_id is not None:
-            from dataclasses import replace
-
-            from scanner.policy.loader import policy_summary
-
-            store.finish_scan(scan_id, result, policy_summary(policy))
-            result = replace(result, scan_id=scan_id)
+        result = run_once(options, store, inputs=inputs, stop=stop, progress=progress)
     except ScanInProgress as exc:
         _fail(exc.diagnostics(), EXIT_FAILED)
     except (InventoryError, StoreError, ParseError, InterruptedError) as exc:
-        if store is not None and scan_id is not None:
-            try:
-                store.fail_scan(scan_id, [str(exc)])
-            except StoreError:
-                pass
+        # the use case has marked the scan failed; anything else goes to main's guard (exit 3)
         msg = exc.diagnostics() if isinstance(exc, SigauditError) else str(exc)
         _fail(f"scan failed: {msg}", EXIT_FAILED)
-    except BaseException as exc:  # anything else: the scan is marked failed, then main's guard reports it
-        if store is not None and scan_id is not None:
-            try:
-                store.fail_scan(scan_id, [f"scan failed: {type(exc).__name__}: {str(exc)[:200]}"])
-            except Exception:  # noqa: S110 - the original failure is the one to report
-                pass
-        raise
     finally:
+        if bar is not None:
+            bar.stop()
         signal.signal(signal.SIGTERM, old_term)
-        client.close()
 
     doc = scan_document(result)
     if opts["json_out"]:
@@ -359,7 +219,7 @@ def run_scan_command(**opts: Any) -> int:
         from scanner.table import print_table
 
         print_table(result)
-    _exports(result, store, opts, policy)
+    _exports(result, store, opts, inputs.policy)
     if store is not None:
         store.close()
     if result.state.value != "complete":

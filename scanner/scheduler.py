@@ -6,8 +6,10 @@
   leading seconds field is accepted as an extension (``"*/10 * * * * *"``, for tests).
 * :class:`ScanRunner` runs one scan at a time in this process (a second one is refused with
   :class:`ScanBusy`) and relies on the store's :class:`~scanner.errors.ScanInProgress` across processes.
-  A scan is marked complete only by :meth:`Store.finish_scan` at its very end; a stopped, crashed or
-  interrupted scan is marked failed.
+  The scan itself is the one use case of :mod:`scanner.scan` (the same as ``sigaudit scan``'s): it
+  marks a scan complete only at its very end and a stopped, crashed or interrupted scan failed.
+
+The ``serve`` face (:mod:`scanner.server`) hosts this module; it imports no face.
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from scanner import __version__
+from scanner import scan
 from scanner.clock import Clock, system_clock
 from scanner.errors import ConfigError, ScanInProgress, SigauditError, StoreError
 from scanner.models import ScanResult, ScanState
+from scanner.scan import HEARTBEAT_INTERVAL, ScanOptions
 from scanner.store import Store
 
 log = logging.getLogger(__name__)
@@ -152,25 +154,6 @@ class ShuttingDown(SigauditError):
     """The server is stopping and starts no scan."""
 
 
-@dataclass(frozen=True, slots=True)
-class ScanOptions:
-    """What a scan needs; the same meaning as ``sigaudit scan``'s options."""
-
-    cluster: str
-    policy_path: str | None = None
-    policy_from: tuple[str, ...] = ()
-    pods_file: str | None = None
-    namespaces: tuple[str, ...] = ()
-    exclude_namespaces: tuple[str, ...] = ()
-    kubeconfig: str | None = None
-    context: str | None = None
-    docker_config: str | None = None
-    pull_secrets: bool = False
-    concurrency: int = 16
-    registry_concurrency: int = 8
-    page_size: int = 500
-
-
 @dataclass
 class _Running:
     scan_id: int
@@ -197,7 +180,7 @@ class ScanRunner:
         store: Store,
         *,
         clock: Clock = system_clock,
-        heartbeat_interval: float = 30.0,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
         on_finished: Callable[[ScanResult], None] | None = None,
     ) -> None:
         self.options = options
@@ -226,24 +209,21 @@ class ScanRunner:
         Raises ScanBusy (this process), ScanInProgress (another process), ShuttingDown, ConfigError
         (the policy cannot be loaded) or StoreError.
         """
-        from scanner.policy.sources import load_policies
-
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the server is shutting down")
             if self._current is not None:
                 raise ScanBusy(self._current.scan_id)
-            o = self.options
-            policy = load_policies(o.policy_path, o.policy_from, kubeconfig=o.kubeconfig, context=o.context)
+            inputs = scan.load_inputs(self.options)
             started = self.clock()
-            scan_id = self.store.begin_scan(o.cluster, started, policy.digest, __version__)
+            scan_id = scan.begin(self.options, self.store, inputs, lambda: started)
             run = self._current = _Running(scan_id, trigger, started)
-        log.info("scan %d of cluster %s started (%s)", scan_id, o.cluster, trigger)
+        log.info("scan %d of cluster %s started (%s)", scan_id, self.options.cluster, trigger)
         if wait:
-            self._execute(run, policy)
+            self._execute(run, inputs)
         else:
             run.thread = threading.Thread(
-                target=self._execute, args=(run, policy), name=f"sigaudit-scan-{scan_id}", daemon=True
+                target=self._execute, args=(run, inputs), name=f"sigaudit-scan-{scan_id}", daemon=True
             )
             run.thread.start()
         return scan_id
@@ -259,28 +239,11 @@ class ScanRunner:
         except SigauditError as exc:
             log.error("scheduled scan could not start: %s", exc.diagnostics())
 
-    def _execute(self, run: _Running, policy: Any) -> None:
-        from scanner.registry.auth import CredentialStore
-        from scanner.registry.client import RegistryClient
-
-        o = self.options
-        client = None
+    def _execute(self, run: _Running, inputs: scan.ScanInputs) -> None:
         outcome: RunOutcome
         try:
-            with self.store.keepalive(run.scan_id, interval=self.heartbeat_interval):
-                credentials = CredentialStore.from_docker_config(o.docker_config)
-                client = RegistryClient(
-                    credentials=credentials,
-                    insecure_registries=policy.insecure_registries,
-                    per_registry_concurrency=o.registry_concurrency,
-                )
-                result = self._scan(policy, client, credentials, run)
-                if run.stop.is_set():
-                    raise InterruptedError("interrupted: the server is shutting down")
-                from scanner.policy.loader import policy_summary
-
-                self.store.finish_scan(run.scan_id, result, policy_summary(policy))
-            result = replace(result, scan_id=run.scan_id)
+            result = scan.run_begun(self.options, self.store, run.scan_id, inputs, clock=self.clock,
+                                    stop=run.stop, heartbeat_interval=self.heartbeat_interval)
             outcome = RunOutcome(run.scan_id, result.state, result.finished_at, result.errors)
             log.info("scan %d finished: %s, %d images", run.scan_id, result.state.value, len(result.verdicts))
             if self.on_finished is not None:
@@ -288,67 +251,19 @@ class ScanRunner:
                     self.on_finished(result)
                 except Exception:
                     log.exception("after-scan hook failed")
-        except BaseException as exc:  # every failure is recorded, never a half scan
-            msg = exc.diagnostics() if isinstance(exc, SigauditError) else f"{type(exc).__name__}: {exc}"
+        except BaseException as exc:  # the use case has marked the scan failed
+            msg = scan.failure_message(exc)
             if not isinstance(exc, (SigauditError, InterruptedError)):
                 log.exception("scan %d crashed", run.scan_id)
             log.error("scan %d failed: %s", run.scan_id, msg)
-            try:
-                self.store.fail_scan(run.scan_id, [f"scan failed: {msg}"])
-            except StoreError as store_exc:
-                log.error("cannot mark scan %d failed: %s", run.scan_id, store_exc.diagnostics())
             outcome = RunOutcome(run.scan_id, ScanState.FAILED, self.clock(), (msg,))
             if not isinstance(exc, Exception):
                 raise
         finally:
-            if client is not None:
-                client.close()
             with self._lock:
                 self._current = None
                 self._idle.notify_all()
         self.last = outcome
-
-    def _scan(self, policy: Any, client: Any, credentials: Any, run: _Running) -> ScanResult:
-        from scanner.pipeline import run_scan
-
-        o = self.options
-        problems: list[str] = []
-        owners = None
-        pods: Any
-        if o.pods_file:
-            from scanner.inventory.pods import iter_pods_file, select_namespaces
-
-            pods = iter_pods_file(o.pods_file)
-            if o.namespaces or o.exclude_namespaces:
-                pods = select_namespaces(pods, o.namespaces, o.exclude_namespaces)
-        else:
-            from scanner.inventory.kube import KubeOwnerResolver, iter_pods, load_api_client, with_pull_secrets
-
-            api = load_api_client(o.kubeconfig, o.context)
-            owners = KubeOwnerResolver(api)
-            pods = iter_pods(
-                api_client=api,
-                namespaces=o.namespaces,
-                exclude_namespaces=o.exclude_namespaces,
-                page_size=o.page_size,
-                problems=problems,
-            )
-            if o.pull_secrets:
-                pods = with_pull_secrets(pods, api, credentials, problems)
-        result = run_scan(
-            policy,
-            pods,
-            client=client,
-            cluster=o.cluster,
-            owners=owners,
-            workers=o.concurrency,
-            inventory_problems=problems,
-            stop=run.stop,
-            clock=self.clock,
-        )
-        if owners is not None and owners.problems:
-            result = replace(result, errors=(*result.errors, *owners.problems), state=ScanState.PARTIAL)
-        return result
 
     def request_stop(self) -> int | None:
         """Refuse new scans and ask the running one to stop. Returns its scan id."""

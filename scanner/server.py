@@ -40,9 +40,9 @@ from starlette.routing import Route
 from scanner.clock import Clock, system_clock
 from scanner.errors import ConfigError, ScanInProgress, SigauditError, StoreError
 from scanner.metrics.collector import SigauditCollector, StoreSource
+from scanner.options import scan_options, scan_options_from
 from scanner.scheduler import (
     ScanBusy,
-    ScanOptions,
     ScanRunner,
     Schedule,
     ShuttingDown,
@@ -248,25 +248,9 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 @click.command("serve", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="AuditPolicy file (YAML).")
-@click.option("--policy-from", "policy_from", multiple=True,
-              help="Import policies: kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster, notation:DIR.")
-@click.option("--pods-file", type=click.Path(dir_okay=False),
-              help="`kubectl get pods -A -o json` output, re-read at every scan, instead of the live API.")
-@click.option("-n", "--namespace", "namespaces", multiple=True, help="Only these namespaces (repeatable, globs).")
-@click.option("--exclude-namespace", "exclude_namespaces", multiple=True, help="Skip these namespaces (globs).")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, help="kubeconfig file.")
-@click.option("--context", default=None, help="kubeconfig context.")
+@scan_options(serve=True)
 @click.option("--db", "db_url", default=None,
               help="Database URL (default: $SIGAUDIT_DB, else SQLite in $SIGAUDIT_DATA_DIR).")
-@click.option("--cluster", default="default", help="Cluster name recorded with the scans.")
-@click.option("--docker-config", type=click.Path(dir_okay=False), default=None,
-              help="Docker config.json with registry credentials.")
-@click.option("--pull-secrets/--no-pull-secrets", default=False,
-              help="Read the pods' imagePullSecrets through the API for registry credentials.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=16, help="Images verified at once.")
-@click.option("--registry-concurrency", type=click.IntRange(1, 256), default=8, help="Requests per registry at once.")
-@click.option("--page-size", type=click.IntRange(1, 5000), default=500, help="Pods per API list page.")
 @click.option("--schedule", default="0 */6 * * *",
               help="Cron schedule of the scans, UTC (crontab meaning: weekday 0 = Sunday).")
 @click.option("--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on.")
@@ -298,13 +282,13 @@ def _open_store(url: str | None) -> Store:
 def serve(**opts: Any) -> int:
     import uvicorn
 
-    from scanner.policy.sources import load_policies
+    from scanner.scan import load_inputs
 
+    options = scan_options_from(opts)
     try:
         schedule = parse_schedule(opts["schedule"])
         host, port = parse_listen(opts["listen"])
-        load_policies(opts["policy_path"], opts["policy_from"], kubeconfig=opts["kubeconfig"],
-                      context=opts["context"])  # fail fast on a bad policy
+        load_inputs(options)  # fail fast on a bad policy or credentials file
     except ConfigError as exc:
         click.echo(f"sigaudit: error: {exc.diagnostics()}", err=True)
         return EXIT_USAGE
@@ -317,14 +301,6 @@ def serve(**opts: Any) -> int:
         click.echo(f"sigaudit: error: {exc.diagnostics()}", err=True)
         return EXIT_FAILED
 
-    options = ScanOptions(
-        cluster=opts["cluster"], policy_path=opts["policy_path"], policy_from=tuple(opts["policy_from"]),
-        pods_file=opts["pods_file"], namespaces=tuple(opts["namespaces"]),
-        exclude_namespaces=tuple(opts["exclude_namespaces"]), kubeconfig=opts["kubeconfig"],
-        context=opts["context"], docker_config=opts["docker_config"], pull_secrets=opts["pull_secrets"],
-        concurrency=opts["concurrency"], registry_concurrency=opts["registry_concurrency"],
-        page_size=opts["page_size"],
-    )
     runner = ScanRunner(options, store)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SigauditCollector(StoreSource(store, opts["cluster"]), per_image=opts["per_image_metrics"]))

@@ -12,8 +12,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from scanner.cli import _duration, main
+from scanner.cli import main
 from scanner.errors import ConfigError, StoreError
+from scanner.options import duration as _duration
 
 
 def commands(

@@ -1,0 +1,135 @@
+"""The command-line options of a scan, defined once for every face that runs scans.
+
+``sigaudit scan`` and ``sigaudit serve`` both decorate their command with :func:`scan_options` and
+turn the parsed values into a :class:`~scanner.scan.ScanOptions` with :func:`scan_options_from`: a
+scan option added here exists in both commands, with the same default and the same
+``SIGAUDIT_<OPTION>`` environment variable (the commands' ``auto_envvar_prefix``), and reaches the
+one scan use case (:mod:`scanner.scan`). Face-only options (outputs, ``--listen``, ``--schedule``,
+...) stay with their command.
+
+This module is shared by the faces and imports none of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import click
+
+from scanner.scan import ScanOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+
+
+def duration(_ctx: click.Context | None, _param: click.Parameter | None, value: str | None) -> float | None:
+    """A click callback: seconds, or a Go-style duration: ``300``, ``90s``, ``10m``, ``1h30m``."""
+    if value is None or value == "":
+        return None
+    text = value.strip().lower()
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise click.BadParameter(f"{value!r} is not a duration (e.g. 300, 90s, 10m, 1h30m)") from None
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if not 0 < seconds < 10 * 365 * 86400:
+        raise click.BadParameter(f"{value!r} must be a positive duration")
+    return seconds
+
+
+def _envvars(decls: tuple[str, ...]) -> list[str]:
+    """``SIGAUDIT_<OPTION>`` after the long flag (``--policy`` → ``SIGAUDIT_POLICY``, ``-n/--namespace`` →
+    ``SIGAUDIT_NAMESPACE``), as the README promises; click's automatic name, after the parameter's name
+    (``SIGAUDIT_POLICY_PATH``), is still read when it differs."""
+    flag = next(d for d in decls if d.startswith("--")).split("/")[0]
+    names = [f"SIGAUDIT_{flag[2:].replace('-', '_').upper()}"]
+    param = next((d for d in decls if not d.startswith("-")), None)
+    if param is not None and f"SIGAUDIT_{param.upper()}" not in names:
+        names.append(f"SIGAUDIT_{param.upper()}")
+    return names
+
+
+def _option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
+    return click.option(*decls, envvar=_envvars(decls), show_envvar=True, **kwargs)
+
+
+def scan_options(*, serve: bool = False) -> Callable[[F], F]:
+    """Add every option of :class:`~scanner.scan.ScanOptions` to a click command (``serve``: the
+    pods file is re-read at every scan, so it cannot be stdin)."""
+    pods_help = ("`kubectl get pods -A -o json` output, re-read at every scan, instead of the live API." if serve
+                 else "`kubectl get pods -A -o json` output ('-' for stdin) instead of the live API.")
+    options = [
+        _option("--policy", "policy_path", type=click.Path(dir_okay=False), help="AuditPolicy file (YAML)."),
+        _option(
+            "--policy-from",
+            "policy_from",
+            multiple=True,
+            help="Import policies: kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster, kritis:FILE|cluster, "
+            "notation:DIR|cluster.",
+        ),
+        _option("--pods-file", type=click.Path(dir_okay=False, allow_dash=not serve), help=pods_help),
+        _option("-n", "--namespace", "namespaces", multiple=True,
+                     help="Only these namespaces (repeatable, globs)."),
+        _option("--exclude-namespace", "exclude_namespaces", multiple=True, help="Skip these namespaces (globs)."),
+        _option("--kubeconfig", type=click.Path(dir_okay=False), default=None, help="kubeconfig file."),
+        _option("--context", default=None, help="kubeconfig context."),
+        _option("--cluster", default="default", help="Cluster name recorded with the scans."),
+        _option(
+            "--docker-config",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Docker config.json with registry credentials (default: $DOCKER_CONFIG or ~/.docker).",
+        ),
+        _option(
+            "--pull-secrets/--no-pull-secrets",
+            default=False,
+            help="Read the pods' imagePullSecrets through the API for registry credentials.",
+        ),
+        _option("--concurrency", type=click.IntRange(1, 256), default=16, help="Images verified at once."),
+        _option("--registry-concurrency", type=click.IntRange(1, 256), default=8,
+                     help="Requests per registry at once."),
+        _option("--registry-budget", type=click.IntRange(min=0), default=None,
+                     help="At most N manifest GETs per registry per scan (pull-rate limits count these; HEADs are "
+                          "free); images beyond it get an error verdict."),
+        _option("--page-size", type=click.IntRange(1, 5000), default=500, help="Pods per API list page."),
+        _option("--deadline", callback=duration, default=None,
+                     help="Stop a scan after this long (e.g. 300, 10m): images not judged by then get an error "
+                          "verdict and the scan is partial" + ("." if serve else " (exit 3).")),
+        _option("--cache/--no-cache", default=True,
+                     help="Reuse verification results across scans (keyed by digest, trust material and the "
+                          "signatures attached; revocation and expiry are re-checked every scan)."),
+    ]
+
+    def apply(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+def scan_options_from(params: Mapping[str, Any]) -> ScanOptions:
+    """The :class:`~scanner.scan.ScanOptions` of a command's parsed parameters."""
+    return ScanOptions(
+        cluster=params["cluster"],
+        policy_path=params["policy_path"],
+        policy_from=tuple(params["policy_from"]),
+        pods_file=params["pods_file"],
+        namespaces=tuple(params["namespaces"]),
+        exclude_namespaces=tuple(params["exclude_namespaces"]),
+        kubeconfig=params["kubeconfig"],
+        context=params["context"],
+        docker_config=params["docker_config"],
+        pull_secrets=params["pull_secrets"],
+        concurrency=params["concurrency"],
+        registry_concurrency=params["registry_concurrency"],
+        registry_budget=params["registry_budget"],
+        page_size=params["page_size"],
+        deadline=params["deadline"],
+        cache=params["cache"],
+    )

@@ -1,0 +1,228 @@
+"""The scan use case: one scan of one cluster, from options to a stored :class:`ScanResult`.
+
+load the policy → inventory (a pod-list file or the Kubernetes API, with pull secrets) → registry
+client → :func:`scanner.pipeline.run_scan` (with the verification cache and the deadline) → store
+(begin, heartbeats, finish; a failure of any kind marks the scan failed) → the result.
+
+Every face runs scans through here and nowhere else: ``sigaudit scan`` (:mod:`scanner.cli`) calls
+:func:`run_once`; ``sigaudit serve`` (its schedule and ``POST /api/scans``, :mod:`scanner.scheduler`)
+calls :func:`load_inputs` and :func:`begin` when the request arrives (it answers with the scan id)
+and :func:`run_begun` in the scan's thread. Faces build :class:`ScanOptions`, handle their own
+signals, progress display and exports (JSON, table, HTML, metrics), and map exceptions to exit codes
+or HTTP statuses. Nothing here prints, exits, or imports a face.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from scanner import __version__
+from scanner.clock import Clock, system_clock
+from scanner.errors import SigauditError, StoreError
+from scanner.models import ScanResult, ScanState
+
+if TYPE_CHECKING:
+    from scanner.pipeline import Progress
+    from scanner.policy.loader import Policy
+    from scanner.registry.auth import CredentialStore
+    from scanner.store import Store
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 30.0  # seconds between heartbeats of a running scan (the store's stale limit is minutes)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    """Everything one scan needs; the meaning of ``sigaudit scan``'s and ``sigaudit serve``'s options
+    of the same names (see :mod:`scanner.options`, which defines both commands' flags)."""
+
+    cluster: str = "default"
+    policy_path: str | None = None
+    policy_from: tuple[str, ...] = ()
+    pods_file: str | None = None  # a `kubectl get pods -A -o json` file ('-': stdin); None: the live API
+    namespaces: tuple[str, ...] = ()
+    exclude_namespaces: tuple[str, ...] = ()
+    kubeconfig: str | None = None
+    context: str | None = None
+    docker_config: str | None = None
+    pull_secrets: bool = False  # read the pods' imagePullSecrets through the API
+    concurrency: int = 16  # images verified at once
+    registry_concurrency: int = 8  # requests per registry at once
+    registry_budget: int | None = None  # manifest GETs per registry per scan
+    page_size: int = 500  # pods per API list page
+    deadline: float | None = None  # seconds from the start of the scan
+    cache: bool = True  # reuse verification results kept in the store
+
+
+@dataclass(frozen=True, slots=True)
+class ScanInputs:
+    """What is read before a scan is recorded as started: a bad policy or credentials file is a
+    configuration error of the request, not a failed scan."""
+
+    policy: Policy
+    credentials: CredentialStore
+    deadline_at: float | None  # a time.monotonic() value
+
+
+def load_inputs(options: ScanOptions) -> ScanInputs:
+    """Load the policy (and its imports) and the registry credentials. Raises ConfigError or
+    InventoryError (a policy imported from the cluster could not be read). The deadline starts here."""
+    from scanner.policy.sources import load_policies
+    from scanner.registry.auth import CredentialStore
+
+    deadline_at = time.monotonic() + options.deadline if options.deadline else None
+    policy = load_policies(options.policy_path, options.policy_from, kubeconfig=options.kubeconfig,
+                           context=options.context)
+    credentials = CredentialStore.from_docker_config(options.docker_config)
+    return ScanInputs(policy, credentials, deadline_at)
+
+
+def begin(options: ScanOptions, store: Store, inputs: ScanInputs, clock: Clock = system_clock) -> int:
+    """Record a running scan of ``options.cluster``. Raises ScanInProgress (another live scan of the
+    cluster) or StoreError."""
+    return store.begin_scan(options.cluster, clock(), inputs.policy.digest, __version__)
+
+
+def run_begun(
+    options: ScanOptions,
+    store: Store | None,
+    scan_id: int | None,
+    inputs: ScanInputs,
+    *,
+    clock: Clock = system_clock,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL,
+) -> ScanResult:
+    """Run the scan recorded as ``scan_id`` (None, with no store: not recorded) to its end.
+
+    The scan is marked finished (complete or partial) only after its last verdict; whatever escapes
+    (a stop request, an inventory or store error, a crash) marks it failed and is re-raised. A stop
+    request raises InterruptedError.
+    """
+    from scanner.registry.client import RegistryClient
+
+    client = None
+    try:
+        alive = (store.keepalive(scan_id, interval=heartbeat_interval)
+                 if store is not None and scan_id is not None else nullcontext())
+        with alive:
+            client = RegistryClient(
+                credentials=inputs.credentials,
+                insecure_registries=inputs.policy.insecure_registries,
+                per_registry_concurrency=options.registry_concurrency,
+                manifest_budget=options.registry_budget,
+            )
+            result = _scan(options, store, inputs, client, clock=clock, stop=stop, progress=progress)
+            if stop is not None and stop.is_set():
+                raise InterruptedError("interrupted: a stop was requested")
+            if store is not None and scan_id is not None:
+                from scanner.policy.loader import policy_summary
+
+                store.finish_scan(scan_id, result, policy_summary(inputs.policy))
+                result = replace(result, scan_id=scan_id)
+        return result
+    except BaseException as exc:  # every failure is recorded: never a half scan that looks whole
+        if store is not None and scan_id is not None:
+            _mark_failed(store, scan_id, exc)
+        raise
+    finally:
+        if client is not None:
+            client.close()
+
+
+def run_once(
+    options: ScanOptions,
+    store: Store | None,
+    *,
+    inputs: ScanInputs | None = None,
+    clock: Clock = system_clock,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL,
+) -> ScanResult:
+    """One whole scan: :func:`load_inputs` (unless given), :func:`begin` (with a store) and
+    :func:`run_begun`. ``store`` None: nothing is recorded and no cache is used."""
+    inputs = inputs if inputs is not None else load_inputs(options)
+    scan_id = begin(options, store, inputs, clock) if store is not None else None
+    return run_begun(options, store, scan_id, inputs, clock=clock, stop=stop, progress=progress,
+                     heartbeat_interval=heartbeat_interval)
+
+
+def failure_message(exc: BaseException) -> str:
+    """One line naming what ended a scan."""
+    if isinstance(exc, SigauditError):
+        return exc.diagnostics()
+    if isinstance(exc, InterruptedError):
+        return str(exc)
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _mark_failed(store: Store, scan_id: int, exc: BaseException) -> None:
+    try:
+        store.fail_scan(scan_id, [f"scan failed: {failure_message(exc)}"])
+    except StoreError as store_exc:
+        log.error("cannot mark scan %d failed: %s", scan_id, store_exc.diagnostics())
+    except Exception:  # the original failure is the one to report
+        log.exception("cannot mark scan %d failed", scan_id)
+
+
+def _scan(
+    options: ScanOptions,
+    store: Store | None,
+    inputs: ScanInputs,
+    client: Any,
+    *,
+    clock: Clock,
+    stop: threading.Event | None,
+    progress: Progress | None,
+) -> ScanResult:
+    from scanner.pipeline import run_scan
+
+    problems: list[str] = []
+    owners = None
+    pods: Iterable[dict[str, Any]]
+    if options.pods_file:
+        from scanner.inventory.pods import iter_pods_file, select_namespaces
+
+        pods = iter_pods_file(options.pods_file)
+        if options.namespaces or options.exclude_namespaces:
+            pods = select_namespaces(pods, options.namespaces, options.exclude_namespaces)
+    else:
+        from scanner.inventory.kube import KubeOwnerResolver, iter_pods, load_api_client, with_pull_secrets
+
+        api = load_api_client(options.kubeconfig, options.context)
+        owners = KubeOwnerResolver(api)
+        pods = iter_pods(
+            api_client=api,
+            namespaces=options.namespaces,
+            exclude_namespaces=options.exclude_namespaces,
+            page_size=options.page_size,
+            problems=problems,
+        )
+        if options.pull_secrets:
+            pods = with_pull_secrets(pods, api, inputs.credentials, problems)
+    result = run_scan(
+        inputs.policy,
+        pods,
+        client=client,
+        cluster=options.cluster,
+        owners=owners,
+        clock=clock,
+        workers=options.concurrency,
+        progress=progress,
+        inventory_problems=problems,
+        stop=stop,
+        cache=store if (store is not None and options.cache) else None,
+        deadline=inputs.deadline_at,
+    )
+    if owners is not None and owners.problems:
+        result = replace(result, errors=(*result.errors, *owners.problems), state=ScanState.PARTIAL)
+    return result

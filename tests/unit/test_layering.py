@@ -1,0 +1,151 @@
+"""The layering of ``scanner/`` (ARCHITECTURE.md), read from the source with ``ast``: every import,
+at module level and inside functions (a lazy import is still a dependency), and in the faces every
+string naming another face (a command table that imports by name is still a dependency).
+
+* Faces (the commands) never import each other, except the two edges listed, and nothing that is
+  not a face imports a face: there is one scan use case (``scanner.scan``) and faces only call it.
+* ``scanner.verify`` and ``scanner.policy`` decide trust from bytes, trust material and a clock: they
+  do no network, cluster or database I/O. The imports that break this today are listed below as
+  known exceptions (issue #18); the lists may only shrink: a new edge fails, and so does an entry
+  that no longer exists (delete it).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("scanner", "reports")
+
+FACES = frozenset({"scanner.cli", "scanner.server", "scanner.scheduler"})
+ALLOWED_FACE_EDGES = {
+    # `sigaudit serve` is registered in the CLI's lazy command table by module name, so that
+    # `sigaudit scan` does not pay for Starlette at start-up; the CLI only starts it.
+    ("scanner.cli", "scanner.server"),
+    # The serve process hosts the scheduler: its cron job and POST /api/scans start scans through
+    # the same ScanRunner (one scan at a time), which calls the use case.
+    ("scanner.server", "scanner.scheduler"),
+}
+USE_CASE = "scanner.scan"
+
+PURE = ("scanner.verify", "scanner.policy")
+IO = ("httpx", "kubernetes", "urllib3", "requests", "socket", "scanner.registry", "scanner.store",
+      "scanner.inventory.kube", "scanner.inventory.pods", "scanner.pipeline", "scanner.scan", *sorted(FACES))
+# Issue #18: I/O inside the trust layers, to be moved to the edges (fetchers injected by the pipeline).
+KNOWN_IO_EXCEPTIONS = {
+    ("scanner.verify.attestation", "httpx"),  # Grafeas occurrences fetched during verification
+    ("scanner.verify.kms", "httpx"),  # KMS public keys fetched (HashiCorp Vault transit)
+    ("scanner.policy.loader", "httpx"),  # remote trust material (TUF/trust roots) fetched at load
+    ("scanner.policy.loader", "scanner.registry"),  # registry.fetcher.HttpFetcher for that
+    ("scanner.policy.imports", "kubernetes"),  # --policy-from KIND:cluster reads the API
+    ("scanner.policy.imports", "scanner.inventory.kube"),  # ... with the inventory's API client
+    ("scanner.policy.kritis", "kubernetes"),  # kritis:cluster reads the API
+}
+# Issue #18: scanner.policy builds verifiers (policy -> verify), and verifiers read their Specs and
+# the engine's types back from scanner.policy (verify -> policy): a package cycle. Another change moves
+# each Spec into its verifier kind; until then these verify -> policy edges may only shrink.
+KNOWN_VERIFY_TO_POLICY = {
+    ("scanner.verify.attestation", "scanner.policy.loader"),
+    ("scanner.verify.attestation", "scanner.policy.schema"),
+    ("scanner.verify.cosign_keyless", "scanner.policy.schema"),
+    ("scanner.verify.identity", "scanner.policy.schema"),
+    ("scanner.verify.notation", "scanner.policy.notation_trust"),
+    ("scanner.verify.notation", "scanner.policy.schema"),
+    ("scanner.verify.sigstore_hooks", "scanner.policy.schema"),
+    ("scanner.verify.x509", "scanner.policy.notation_trust"),
+}
+
+
+def _modules() -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> Iterator[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                yield sub if sub in MODULES else target
+        elif name in FACES and isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in FACES and node.value != name:
+                yield node.value
+
+
+def _edges() -> set[tuple[str, str]]:
+    return {(name, target) for name, path in MODULES.items() for target in _imports(name, path)}
+
+
+EDGES = _edges()
+
+
+def _under(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def test_the_graph_sees_lazy_imports() -> None:
+    # function-level imports and the CLI's command table are seen (else the rules below prove nothing)
+    assert ("scanner.cli", "scanner.scan") in EDGES
+    assert ("scanner.cli", "scanner.server") in EDGES
+    assert ("scanner.scheduler", "scanner.scan") in EDGES
+    assert ("scanner.scan", "scanner.pipeline") in EDGES
+    assert ("scanner.policy.imports", "kubernetes") in {(a, b.split(".")[0]) for a, b in EDGES}
+
+
+def test_faces_do_not_import_faces() -> None:
+    face_edges = {(a, b) for a, b in EDGES if a in FACES and b in FACES and a != b}
+    assert face_edges <= ALLOWED_FACE_EDGES, face_edges - ALLOWED_FACE_EDGES
+    assert ALLOWED_FACE_EDGES <= face_edges, f"no longer needed, remove: {ALLOWED_FACE_EDGES - face_edges}"
+
+
+def test_only_faces_import_faces() -> None:
+    assert not {(a, b) for a, b in EDGES if b in FACES and a not in FACES}
+
+
+def test_one_use_case_that_knows_no_face_and_no_command_line() -> None:
+    deps = {b for a, b in EDGES if a == USE_CASE}
+    assert not {d for d in deps if d in FACES or _under(d, "click") or _under(d, "scanner.options")}, deps
+    # the faces run scans through the use case, not by wiring the pipeline themselves
+    for face in FACES:
+        assert (face, USE_CASE) in EDGES, face
+        wired = {b for a, b in EDGES if a == face for stage in ("scanner.pipeline", "scanner.registry",
+                                                                "scanner.inventory") if _under(b, stage)}
+        assert not wired, (face, wired)
+
+
+def test_verify_and_policy_do_no_io() -> None:
+    found = {
+        (a, io)
+        for a, b in EDGES
+        if any(_under(a, p) for p in PURE)
+        for io in IO
+        if _under(b, io)
+    }
+    assert found <= KNOWN_IO_EXCEPTIONS, f"new I/O in a trust layer: {sorted(found - KNOWN_IO_EXCEPTIONS)}"
+    assert KNOWN_IO_EXCEPTIONS <= found, f"fixed, remove from the list: {sorted(KNOWN_IO_EXCEPTIONS - found)}"
+
+
+def test_the_verify_policy_cycle_only_shrinks() -> None:
+    back = {(a, b) for a, b in EDGES if _under(a, "scanner.verify") and _under(b, "scanner.policy")}
+    assert back <= KNOWN_VERIFY_TO_POLICY, f"new verify -> policy import: {sorted(back - KNOWN_VERIFY_TO_POLICY)}"
+    assert KNOWN_VERIFY_TO_POLICY <= back, f"fixed, remove from the list: {sorted(KNOWN_VERIFY_TO_POLICY - back)}"

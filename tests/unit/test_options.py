@@ -1,0 +1,59 @@
+"""Every scan option exists in both faces (``sigaudit scan`` and ``sigaudit serve``), with the same
+default and the same ``SIGAUDIT_<OPTION>`` variable, and reaches :class:`scanner.scan.ScanOptions`:
+a scan option cannot again be added to one face and forgotten in the other (issue #18)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import click
+import pytest
+
+from scanner.cli import main
+from scanner.options import scan_options_from
+from scanner.scan import ScanOptions
+
+FIELDS = [f.name for f in dataclasses.fields(ScanOptions)]
+
+
+def _command(name: str) -> click.Command:
+    ctx = click.Context(main)
+    command = main.get_command(ctx, name)
+    assert command is not None
+    return command
+
+
+@pytest.fixture(autouse=True)
+def _no_sigaudit_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SIGAUDIT_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize("face", ["scan", "serve"])
+def test_every_scan_option_is_an_option_of_the_face_with_the_use_cases_default(face: str) -> None:
+    assert set(FIELDS) <= {p.name for p in _command(face).params}
+    assert scan_options_from(_command(face).make_context(face, []).params) == ScanOptions()
+
+
+def test_the_same_environment_gives_both_faces_the_same_scan_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"SIGAUDIT_REGISTRY_BUDGET": "7", "SIGAUDIT_DEADLINE": "10m", "SIGAUDIT_CACHE": "false",
+           "SIGAUDIT_CLUSTER": "prod", "SIGAUDIT_CONCURRENCY": "3", "SIGAUDIT_PULL_SECRETS": "true",
+           "SIGAUDIT_POLICY": "p.yaml", "SIGAUDIT_REGISTRY_CONCURRENCY": "2", "SIGAUDIT_PAGE_SIZE": "50",
+           "SIGAUDIT_NAMESPACE": "a b", "SIGAUDIT_EXCLUDE_NAMESPACE": "kube-*"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    got = {face: scan_options_from(_command(face).make_context(face, []).params) for face in ("scan", "serve")}
+    assert got["scan"] == got["serve"]
+    assert got["serve"] == ScanOptions(cluster="prod", policy_path="p.yaml", registry_budget=7, deadline=600.0,
+                                       cache=False, concurrency=3, pull_secrets=True, registry_concurrency=2,
+                                       page_size=50, namespaces=("a", "b"), exclude_namespaces=("kube-*",))
+
+
+@pytest.mark.parametrize("face", ["scan", "serve"])
+def test_click_s_parameter_named_variables_still_work(face: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGAUDIT_POLICY_PATH", "old.yaml")
+    monkeypatch.setenv("SIGAUDIT_NAMESPACES", "x")
+    options = scan_options_from(_command(face).make_context(face, []).params)
+    assert (options.policy_path, options.namespaces) == ("old.yaml", ("x",))
