@@ -8,6 +8,13 @@ re-serialised: kritis writes compact JSON, gcloud indented key-sorted JSON with 
                   "image": {"docker-manifest-digest": "sha256:..."},
                   "type": "atomic container signature" | "Google cloud binauthz container signature"}}
 
+Both names bind, as kritis' ``attestlib`` checks them (``checkAuthenticatedAttestation``): the digest
+must be the running digest and the docker-reference the repository the image runs from (normalised as
+go-containerregistry's ``Repository.Name()``, so ``index.docker.io/library/nginx`` is Docker Hub's
+``nginx``). An attestation of the same digest in another repository is not an attestation of this one:
+where attestations are filed (a Grafeas ``resourceUri``, a referrer) is not signed. A payload that names
+a key twice (Go's decoder matches keys case-insensitively and keeps the last) is refused.
+
 Signatures (kritis ``pkg/attestlib`` and Binary Authorization's PKIX algorithms): RSA PKCS#1 v1.5 and
 RSA-PSS with SHA-256 / SHA-512 (PSS salt length detected, since kritis signs with the maximum salt and
 Cloud KMS with the digest length), ECDSA P-256/SHA-256, P-384/SHA-384, P-521/SHA-512. ``publicKeyId``
@@ -48,6 +55,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from scanner.errors import ConfigError, ParseError, SigauditError
+from scanner.inventory.references import parse_reference
 from scanner.models import (
     Outcome,
     ReferrerArtifact,
@@ -161,6 +169,28 @@ def occurrence_attestation(occ: Mapping[str, Any]) -> Attestation | None:
     return None
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique even case-insensitively (Go's encoding/json, which kritis
+    and Binary Authorization decode with, matches struct fields case-insensitively, last one wins)."""
+    seen: set[str] = set()
+    for k, _ in pairs:
+        folded = k.casefold()
+        if folded in seen:
+            raise ParseError(f"key {k!r} appears twice")
+        seen.add(folded)
+    return dict(pairs)
+
+
+def load_json(data: bytes | str, what: str, **kwargs: Any) -> Any:
+    """``json.loads`` for untrusted bytes: any failure (including nesting too deep) is a ParseError."""
+    try:
+        return json.loads(data, **kwargs)
+    except RecursionError as exc:
+        raise ParseError(f"{what}: JSON nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ParseError(f"{what} is not JSON: {exc}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Payload:
     docker_reference: str
@@ -171,10 +201,7 @@ class Payload:
     def from_bytes(cls, data: bytes) -> Payload:
         if len(data) > MAX_PAYLOAD_BYTES:
             raise ParseError("payload too large")
-        try:
-            doc = json.loads(data)
-        except ValueError as exc:
-            raise ParseError(f"payload is not JSON: {exc}") from exc
+        doc = load_json(data, "payload", object_pairs_hook=_unique_keys)
         crit = doc.get("critical") if isinstance(doc, dict) else None
         if not isinstance(crit, dict):
             raise ParseError("payload has no critical section")
@@ -185,6 +212,26 @@ class Payload:
         if not isinstance(digest, str) or not isinstance(ptype, str):
             raise ParseError("payload lacks critical.image.docker-manifest-digest or critical.type")
         return cls(ref if isinstance(ref, str) else "", digest, ptype)
+
+
+def repository_mismatch(docker_reference: str, image: RunningImage) -> str | None:
+    """Why a payload's ``docker-reference`` does not name the repository the image runs from, or None.
+
+    kritis compares it with go-containerregistry's ``Repository.Name()`` of the image: a repository,
+    without tag or digest. Docker Hub's spellings are one repository (``parse_reference`` normalises
+    them as ``Repository.Name()`` does)."""
+    if not docker_reference:
+        return "it names no repository (critical.identity.docker-reference)"
+    try:
+        named = parse_reference(docker_reference)
+    except ParseError:
+        return f"its docker-reference {docker_reference[:200]!r} is not an image repository"
+    last = docker_reference.rsplit("/", 1)[-1]
+    if "@" in docker_reference or ":" in last:
+        return f"its docker-reference {docker_reference[:200]!r} is not a bare repository (no tag or digest)"
+    if named.repo != image.reference.repo:
+        return f"it names repository {named.repo}, the image runs from {image.reference.repo}"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,12 +392,18 @@ def judge(
             details=details,
             **common,
         )
-    note = ""
-    if payload.docker_reference and payload.docker_reference.split("@")[0] != image.reference.repo:
-        note = f" (payload names {payload.docker_reference}; the digest matches)"
+    elsewhere = repository_mismatch(payload.docker_reference, image)
+    if elsewhere is not None:
+        return SignatureResult(
+            outcome=Outcome.FAILED,
+            reason=f"attestation {attestation.origin} by {attestor} is for another repository: {elsewhere}",
+            failure=SignatureFailure.INVALID,
+            details=details,
+            **common,
+        )
     return SignatureResult(
         outcome=Outcome.PASSED,
-        reason=f"attested by {attestor} ({describe_key(key.key)} {alg}, {key.ref}){note}",
+        reason=f"attested by {attestor} ({describe_key(key.key)} {alg}, {key.ref})",
         details=details,
         **common,
     )
@@ -542,10 +595,12 @@ class AttestationVerifier(Verifier):
         """Registry attestations only (Grafeas content is not part of the digest-checked material),
         with every key available: the attestor, each key by content and the ids that claim it (an
         attestation hinting only at ids we do not hold is someone else's, not a failure), the note,
-        and the repository (a payload naming another repository is noted in the reason)."""
+        and the repository (the payload must name it). ``binds`` names what a payload must match, so
+        results judged when only the digest was bound are never reused."""
         if self.source is not None or any(k.key is None for k in self.keys):
             return None
         return identity_of("attestation", {
+            "binds": "digest+repository",
             "name": self.name,
             "attestor": self.attestor,
             "keys": [{"ref": k.ref, "spki_sha256": key_sha256(k.key) if k.key is not None else None,

@@ -1,0 +1,112 @@
+"""Attacks on attestations with the real parts: the open-source Grafeas server, AWS KMS in moto (server
+mode), an OCI 1.1 registry (ocireg) and the real ``sigaudit scan`` CLI as a process.
+
+- the attestor's signed attestation of staging/app@X, filed again by someone who may write occurrences
+  under prod/app@X (same digest, the occurrence's resourceUri is not signed), or copied as a referrer
+  of prod/app in the registry: prod/app is not attested (kritis' attestlib checks the repository too).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness import oci
+from tests.harness.demo import _pod
+
+pytestmark = pytest.mark.integration
+
+ATTESTOR = "qa-attestor"
+ARTIFACT = "application/vnd.sigaudit.attestation.v1+json"
+
+
+def sigaudit(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SIGAUDIT_"))}
+    return subprocess.run([sys.executable, "-m", "scanner.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**clean, **env})
+
+
+def kritis_payload(repo: str, digest: str) -> bytes:
+    doc = {"critical": {"identity": {"docker-reference": repo}, "image": {"docker-manifest-digest": digest},
+                        "type": "atomic container signature"}}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def same_image_in(reg: str, *repos: str) -> tuple[oci.Pushed, ...]:
+    """One image (fixed config and layer), pushed to several repositories: one digest everywhere."""
+    config = oci.canonical_json({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+                                 "config": {"Labels": {"sigaudit.test/nonce": os.urandom(8).hex()}}})
+    layer = os.urandom(256)
+    pushed = tuple(oci.push_image(reg, repo, "1", config=config, layers=[layer]) for repo in repos)
+    assert len({p.digest for p in pushed}) == 1
+    return pushed
+
+
+def scan(tmp: Path, pods: list[dict[str, Any]], policy: dict[str, Any], env: dict[str, str],
+         *extra: str) -> dict[str, dict[str, Any]]:
+    pods_file, policy_file = tmp / "pods.json", tmp / "policy.yaml"
+    pods_file.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
+    policy_file.write_text(yaml.safe_dump(policy))
+    r = sigaudit("scan", "--pods-file", str(pods_file), "--policy", str(policy_file), *extra, "--no-store",
+                 "-o", "json", "--no-progress", env=env)
+    assert r.returncode in (0, 1), r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    by = {i["repository"].split("/", 1)[1]: i for i in json.loads(r.stdout)["images"]}
+    for name, image in sorted(by.items()):  # shown with pytest -s: the verdicts of a real run
+        print(f"{name:24} {image['status']:9} {image['reasons'][0] if image['reasons'] else ''}")
+    return by
+
+
+def test_an_attestation_copied_to_another_repository_of_the_same_digest_does_not_count(
+    referrers_registry, moto_kms, grafeas_server, tmp_path: Path
+) -> None:
+    reg, host = referrers_registry.url, referrers_registry.host
+    key = moto_kms.create_key("RSA_2048")
+    grafeas_server.create_project("copies")
+    note = grafeas_server.create_note("copies", ATTESTOR)
+    staging, _prod = same_image_in(reg, "copies/staging/app", "copies/prod/app")
+    digest = staging.digest
+    # The attestor attests staging/app@X, in Grafeas ...
+    p = kritis_payload(f"{host}/copies/staging/app", digest)
+    sig = moto_kms.sign(key, p, "RSASSA_PKCS1_V1_5_SHA_256")
+    grafeas_server.create_attestation("copies", note, f"https://{host}/copies/staging/app@{digest}", p, sig, key)
+    # ... and someone who may write occurrences files the very same attestation under prod/app@X.
+    grafeas_server.create_attestation("copies", note, f"https://{host}/copies/prod/app@{digest}", p, sig, key)
+    # In the registry: the attestation as a referrer of staging/app, and the same referrer copied to prod/app.
+    staging_reg, prod_reg = same_image_in(reg, "copies/staging/reg", "copies/prod/reg")
+    regp = kritis_payload(f"{host}/copies/staging/reg", staging_reg.digest)
+    blob = json.dumps({"serializedPayload": base64.b64encode(regp).decode(), "signatures": [
+        {"publicKeyId": key, "signature": base64.b64encode(moto_kms.sign(key, regp, "RSASSA_PKCS1_V1_5_SHA_256"))
+         .decode()}]}).encode()
+    for repo, subject in (("copies/staging/reg", staging_reg), ("copies/prod/reg", prod_reg)):
+        oci.make_artifact(reg, repo, subject, ARTIFACT, blob, payload_media_type=ARTIFACT)
+
+    pods = [_pod("prod", name, [("app", f"{host}/{repo}:1", f"{host}/{repo}@{d}")])
+            for name, repo, d in (("s", "copies/staging/app", digest), ("p", "copies/prod/app", digest),
+                                  ("sr", "copies/staging/reg", staging_reg.digest),
+                                  ("pr", "copies/prod/reg", prod_reg.digest))]
+    kms_key = f"awskms:///{key}"
+    policy = {"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "spec": {
+        "insecureRegistries": [host],
+        "rules": [
+            {"name": "grafeas", "images": [f"{host}/copies/*/app"], "verifiers": [{"attestation": {
+                "attestor": ATTESTOR, "publicKeys": [kms_key], "noteName": note,
+                "source": f"{grafeas_server.url}/v1beta1/projects/copies"}}]},
+            {"name": "registry", "images": [f"{host}/copies/*/reg"], "verifiers": [{"attestation": {
+                "attestor": ATTESTOR, "publicKeys": [kms_key], "source": "registry"}}]},
+        ]}}
+    by = scan(tmp_path, pods, policy, moto_kms.env)
+    got = {k: v["status"] for k, v in by.items()}
+    assert got == {"copies/staging/app": "verified", "copies/prod/app": "invalid",
+                   "copies/staging/reg": "verified", "copies/prod/reg": "invalid"}, by
+    for name in ("copies/prod/app", "copies/prod/reg"):
+        assert any("for another repository" in r and f"{host}/copies/staging/" in r
+                   for r in by[name]["reasons"]), by[name]["reasons"]
