@@ -90,7 +90,12 @@ def match_exemption(policy: Policy, ref: ImageReference | None, image_text: str,
     for ex in policy.exemptions:
         if not namespace_matches(ex.namespaces, namespace):
             continue
-        hit = image_matches(ex.images, ref) if ref is not None else any(fnmatchcase(image_text, g) for g in ex.images)
+        if ex.matcher is not None:  # an importer's own semantics (kritis allowlists), never widened by globs
+            hit = ex.matcher(ref, image_text)
+        elif ref is not None:
+            hit = image_matches(ex.images, ref)
+        else:
+            hit = any(fnmatchcase(image_text, g) for g in ex.images)
         if hit and (found is None or ex.until > found.until):
             found = ex
     return found

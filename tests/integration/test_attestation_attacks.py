@@ -110,3 +110,48 @@ def test_an_attestation_copied_to_another_repository_of_the_same_digest_does_not
     for name in ("copies/prod/app", "copies/prod/reg"):
         assert any("for another repository" in r and f"{host}/copies/staging/" in r
                    for r in by[name]["reasons"]), by[name]["reasons"]
+
+
+def test_kritis_allowlists_exempt_only_what_kritis_admits(
+    referrers_registry, moto_kms, grafeas_server, tmp_path: Path
+) -> None:
+    """A GenericAttestationPolicy's namePattern `*` stops at `/` and a plain name is that image only;
+    an ImageSecurityPolicy's imageAllowlist entries are exact. Before, they were sigaudit globs: `*`
+    crossed `/`, a name matched every tag, an entry `*` exempted the namespace."""
+    reg, host = referrers_registry.url, referrers_registry.host
+    key = moto_kms.create_key("RSA_2048")
+    grafeas_server.create_project("allow")
+    note = grafeas_server.create_note("allow", ATTESTOR)
+    from scanner.verify.kms import der_to_pem
+
+    pem = der_to_pem(bytes(moto_kms.client().get_public_key(KeyId=key)["PublicKey"])).decode()
+    images = {"team/app": "prod", "team/sub/app": "prod", "exact": "prod", "isp/app": "stage"}
+    pushed = {name: oci.push_image(reg, f"allow/{name}", "2") for name in images}
+    pods = [_pod(ns, name.replace("/", "-"),
+                 [("c", f"{host}/allow/{name}:2", f"{host}/allow/{name}@{pushed[name].digest}")])
+            for name, ns in images.items()]
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "AttestationAuthority",
+         "metadata": {"name": ATTESTOR, "namespace": ns},
+         "spec": {"noteReference": f"v1beta1/{note}",
+                  "publicKeys": [{"keyType": "PKIX", "keyId": key, "pkixPublicKey": {"publicKeyPem": pem}}]}}
+        for ns in ("prod", "stage")
+    ]
+    docs += [
+        {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "GenericAttestationPolicy",
+         "metadata": {"name": "gap", "namespace": "prod"},
+         "spec": {"attestationAuthorityNames": [ATTESTOR], "admissionAllowlistPatterns": [
+             {"namePattern": f"{host}/allow/team/*"}, {"namePattern": f"{host}/allow/exact"}]}},
+        {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "ImageSecurityPolicy",
+         "metadata": {"name": "isp", "namespace": "stage"},
+         "spec": {"attestationAuthorityName": ATTESTOR, "imageAllowlist": ["*", f"{host}/allow/isp/*"]}},
+    ]
+    kritis_file = tmp_path / "kritis.yaml"
+    kritis_file.write_text(yaml.safe_dump_all(docs))
+    native = {"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "spec": {"insecureRegistries": [host]}}
+    by = scan(tmp_path, pods, native, {**moto_kms.env, "SIGAUDIT_GRAFEAS_URL": grafeas_server.url},
+              "--policy-from", f"kritis:{kritis_file}")
+    got = {k: v["status"] for k, v in by.items()}
+    assert got == {"allow/team/app": "exempt", "allow/team/sub/app": "unsigned", "allow/exact": "unsigned",
+                   "allow/isp/app": "unsigned"}, by
+    assert any("kritis admission allowlist" in r for r in by["allow/team/app"]["reasons"])
