@@ -7,11 +7,10 @@ Resources (``kritis.grafeas.io/v1beta1``; every form the CRDs have had is accept
   (base64 of the key) and ACK's ``spec.publicKeyId``. PGP keys are not supported (reported).
 * ``GenericAttestationPolicy``: ``attestationAuthorityNames`` — an image must be attested by every
   listed authority (n-of-n); ``admissionAllowlistPatterns`` / ``admissionWhitelistPatterns``
-  (``namePattern``) become exemptions with the reason "kritis admission allowlist", matched as kritis
-  matches them (:func:`name_pattern_matcher`: exact, or a trailing ``*`` that stops at ``/``).
+  (``namePattern``) become exemptions with the reason "kritis admission allowlist".
 * ``ImageSecurityPolicy``: ``attestationAuthorityName`` (current) or ``attestationAuthorityNames``;
-  ``imageAllowlist`` / ``imageWhitelist`` become exemptions (exact images, as kritis compares them);
-  vulnerability requirements are reported as not audited.
+  ``imageAllowlist`` / ``imageWhitelist`` become exemptions; vulnerability requirements are reported
+  as not audited.
 
 Attestations are read from Grafeas: ``$SIGAUDIT_GRAFEAS_URL`` (default Container Analysis,
 ``https://containeranalysis.googleapis.com``), v1beta1, in the note's project, only that note's occurrences.
