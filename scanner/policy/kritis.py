@@ -287,11 +287,13 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> tuple[list[Comp
                 names.append(str(spec["attestationAuthorityName"]))
             # kritis compares an ImageSecurityPolicy's allowlist entries as exact strings: one with a `*`
             # names no image (the trailing wildcard is a GenericAttestationPolicy pattern only).
-            allow = [
-                str(p)
-                for p in spec.get("imageAllowlist") or spec.get("imageAllowList") or spec.get("imageWhitelist") or []
-                if "*" not in str(p)
-            ]
+            listed = spec.get("imageAllowlist") or spec.get("imageAllowList") or spec.get("imageWhitelist") or []
+            entries = [str(p) for p in listed]
+            allow = [p for p in entries if "*" not in p]
+            for p in entries:
+                if "*" in p:
+                    ctx.warn(rule, f"imageAllowlist entry {p!r} exempts nothing: kritis compares entries exactly, "
+                                   "and no image is named with a '*'")
         exemptions += _allowlist(ns, allow, rule)
         if not names:
             ctx.warn(rule, "no attestation authority named: nothing to audit")

@@ -143,6 +143,7 @@ def test_imported_allowlists_exempt_only_what_kritis_admits(tmp_path: Path, monk
     assert _exempt(policy, "gcr.io/isp/app:1", "isp-ns")
     assert not _exempt(policy, "gcr.io/isp/app:2", "isp-ns") and not _exempt(policy, "gcr.io/other/app:1", "isp-ns")
     assert not _exempt(policy, "gcr.io/team/app:1", "isp-ns")  # each allowlist stays in its namespace
+    assert any("'gcr.io/isp/*' exempts nothing" in w for w in policy.warnings)
 
 
 def test_kritis_stops_at_an_empty_pattern(tmp_path: Path, monkeypatch) -> None:
