@@ -43,6 +43,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,11 +84,22 @@ MAX_ATTESTATIONS = 100  # examined per image
 MAX_PAGES = 20
 PAGE_SIZE = 100
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
-TIMEOUT_SECONDS = 15.0
+TIMEOUT_SECONDS = 15.0  # per socket operation (httpx)
+TOTAL_TIMEOUT_SECONDS = 60.0  # wall clock for one image's listing, every page and byte included
 
 
 class AttestationSourceError(SigauditError):
     """The attestation source could not be read: the verdict is ``error``."""
+
+
+class AttestationListTruncated(AttestationSourceError):
+    """The listing stopped at a bound (pages, attestations) before its end: ``partial`` is what was
+    read. A valid attestation among them still counts; without one, the verdict is ``error``, never
+    "not attested" (the one that counts may be further on)."""
+
+    def __init__(self, message: str, partial: Sequence[Attestation]) -> None:
+        super().__init__(message)
+        self.partial = tuple(partial)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,10 +163,9 @@ def occurrence_attestation(occ: Mapping[str, Any]) -> Attestation | None:
     """A Grafeas occurrence (v1beta1 or v1 JSON) -> its PKIX attestation; None for other kinds and PGP."""
     if occ.get("kind") not in ("ATTESTATION", None):
         return None
-    name = str(occ.get("name") or "(unnamed occurrence)")
+    name = str(occ.get("name") or "(unnamed occurrence)")[:300]
     note = str(occ.get("noteName") or "")
-    resource = occ.get("resource")
-    url = str(occ.get("resourceUri") or (resource.get("uri") if isinstance(resource, Mapping) else "") or "")
+    url = _occurrence_url(occ)
     details = occ.get("attestation")
     if not isinstance(details, Mapping):
         return None
@@ -463,12 +474,13 @@ class GrafeasClient:
         client: Any = None,
         page_size: int = PAGE_SIZE,
         max_pages: int = MAX_PAGES,
+        total_timeout: float = TOTAL_TIMEOUT_SECONDS,
     ) -> None:
         import httpx
 
         self.endpoint = endpoint
         self._token = token
-        self.page_size, self.max_pages = page_size, max_pages
+        self.page_size, self.max_pages, self.total_timeout = page_size, max_pages, total_timeout
         self._client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
         if endpoint.base.startswith("http://"):
             host = urlsplit(endpoint.base).hostname or ""
@@ -479,26 +491,29 @@ class GrafeasClient:
     def label(self) -> str:
         return f"{self.endpoint.base}/{self.endpoint.version}/projects/{self.endpoint.project}"
 
-    def _get(self, params: Mapping[str, str]) -> dict[str, Any]:
+    def _get(self, params: Mapping[str, str], until: float) -> dict[str, Any]:
         import httpx
 
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         url = self.endpoint.occurrences_url
+        late = f"{url}: no complete answer within {self.total_timeout:g}s"
+        body = bytearray()
         try:
             with self._client.stream("GET", url, params=params, headers=headers) as resp:
-                body = b""
                 for chunk in resp.iter_bytes():
                     body += chunk
                     if len(body) > MAX_RESPONSE_BYTES:
                         raise AttestationSourceError(f"{url}: response larger than {MAX_RESPONSE_BYTES} bytes")
+                    if time.monotonic() > until:  # a server trickling its body resets httpx's read timeout
+                        raise AttestationSourceError(late)
                 if resp.status_code != 200:
-                    raise AttestationSourceError(f"{url} answered {resp.status_code}: {body[:200]!r}")
+                    raise AttestationSourceError(f"{url} answered {resp.status_code}: {bytes(body[:200])!r}")
         except httpx.HTTPError as exc:
             raise AttestationSourceError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
         try:
-            doc = json.loads(body)
-        except ValueError as exc:
-            raise AttestationSourceError(f"{url}: response is not JSON") from exc
+            doc = load_json(bytes(body), "the response")
+        except ParseError as exc:
+            raise AttestationSourceError(f"{url}: {exc}") from exc
         if not isinstance(doc, dict):
             raise AttestationSourceError(f"{url}: response is not a JSON object")
         return doc
@@ -509,8 +524,11 @@ class GrafeasClient:
         params = {"filter": f'kind="ATTESTATION" AND ({quoted})', "pageSize": str(self.page_size)}
         out: list[Attestation] = []
         token = ""
+        until = time.monotonic() + self.total_timeout
         for _page in range(self.max_pages):
-            doc = self._get({**params, **({"pageToken": token} if token else {})})
+            if time.monotonic() > until:
+                raise AttestationSourceError(f"{self.label}: listing not complete within {self.total_timeout:g}s")
+            doc = self._get({**params, **({"pageToken": token} if token else {})}, until)
             occs = doc.get("occurrences") or []
             if not isinstance(occs, list):
                 raise AttestationSourceError(f"{self.label}: occurrences is not a list")
@@ -521,8 +539,7 @@ class GrafeasClient:
                     att = occurrence_attestation(occ)
                 except ParseError as exc:
                     # A malformed occurrence about this image is reported, not skipped silently.
-                    url = str(occ.get("resourceUri") or (occ.get("resource") or {}).get("uri") or "")
-                    if url in wanted:
+                    if _occurrence_url(occ) in wanted:
                         raise AttestationSourceError(f"{self.label}: {exc}") from exc
                     continue
                 if att is None or att.resource_url not in wanted:
@@ -531,10 +548,23 @@ class GrafeasClient:
                     continue
                 out.append(att)
             token = str(doc.get("nextPageToken") or "")
-            if not token or len(out) >= MAX_ATTESTATIONS:
-                return out[:MAX_ATTESTATIONS]
+            if len(out) > MAX_ATTESTATIONS or (token and len(out) == MAX_ATTESTATIONS):
+                raise AttestationListTruncated(
+                    f"{self.label}: more than {MAX_ATTESTATIONS} attestations for the image; the first "
+                    f"{MAX_ATTESTATIONS} were examined", out[:MAX_ATTESTATIONS])
+            if not token:
+                return out
         log.warning("%s: stopped after %d pages of occurrences", self.label, self.max_pages)
-        return out[:MAX_ATTESTATIONS]
+        raise AttestationListTruncated(
+            f"{self.label}: the listing goes on after {self.max_pages} pages of {self.page_size} occurrences "
+            "(the server may ignore the resourceUrl filter); the rest was not examined", out)
+
+
+def _occurrence_url(occ: Mapping[str, Any]) -> str:
+    """The resource URL an occurrence is filed under (v1: ``resourceUri``; v1beta1: ``resource.uri``)."""
+    resource = occ.get("resource")
+    url = occ.get("resourceUri") or (resource.get("uri") if isinstance(resource, Mapping) else None)
+    return url if isinstance(url, str) else ""
 
 
 def _note_tail(name: str) -> str:
@@ -548,10 +578,7 @@ def registry_attestations(referrers: Iterable[ReferrerArtifact]) -> list[Attesta
     for r in referrers:
         if not r.artifact_type.startswith(REGISTRY_ARTIFACT_TYPE):
             continue
-        try:
-            doc = json.loads(r.blob)
-        except ValueError as exc:
-            raise ParseError(f"attestation referrer {r.manifest_digest[:19]}: not JSON") from exc
+        doc = load_json(r.blob, f"attestation referrer {r.manifest_digest[:19]}")
         if not isinstance(doc, Mapping):
             raise ParseError(f"attestation referrer {r.manifest_digest[:19]}: not a JSON object")
         out.append(Attestation.from_generic(doc, origin=f"referrer {r.manifest_digest[:19]}"))
@@ -614,11 +641,15 @@ class AttestationVerifier(Verifier):
         return self.source.label if self.source is not None else "registry"
 
     def verify(self, image: RunningImage, material: SignatureMaterial, now: datetime) -> tuple[SignatureResult, ...]:
+        truncated: list[SignatureResult] = []
         try:
             if self.source is None:
                 found = registry_attestations(material.referrers)
             else:
                 found = self.source.attestations(resource_urls(image), self.note_name)
+        except AttestationListTruncated as exc:
+            found = list(exc.partial)
+            truncated.append(self._error(f"not all of {self.attestor}'s attestations could be examined: {exc}"))
         except (AttestationSourceError, ParseError) as exc:
             return (self._error(f"cannot read {self.attestor}'s attestations from {self.source_label}: {exc}"),)
         unavailable = [
@@ -632,8 +663,9 @@ class AttestationVerifier(Verifier):
                                                    verifier=self.name, source=self.source_label))]
         if any(r.outcome is Outcome.PASSED for r in results):
             return tuple(results)
-        # A key we could not fetch might have verified one of them: that is undecided, not absent.
-        return (*unavailable, *results)
+        # A key we could not fetch, or an attestation past the listing's bound, might have verified:
+        # that is undecided, not absent.
+        return (*truncated, *unavailable, *results)
 
     def _error(self, reason: str) -> SignatureResult:
         return SignatureResult(

@@ -4,6 +4,10 @@ mode), an OCI 1.1 registry (ocireg) and the real ``sigaudit scan`` CLI as a proc
 - the attestor's signed attestation of staging/app@X, filed again by someone who may write occurrences
   under prod/app@X (same digest, the occurrence's resourceUri is not signed), or copied as a referrer
   of prod/app in the registry: prod/app is not attested (kritis' attestlib checks the repository too).
+- kritis allowlists exempt only what kritis admits.
+- a hostile Grafeas (a proxy in front of the real one): JSON nested too deeply, an occurrence whose
+  ``resource`` is not an object, pages without end, a body trickled a byte at a time: an ``error``
+  verdict naming the source, never a traceback, a hang, or "not attested".
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import yaml
 
 from tests.harness import oci
 from tests.harness.demo import _pod
+from tests.harness.hostile_registry import Body, HostileRegistry, Rule
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +160,86 @@ def test_kritis_allowlists_exempt_only_what_kritis_admits(
     assert got == {"allow/team/app": "exempt", "allow/team/sub/app": "unsigned", "allow/exact": "unsigned",
                    "allow/isp/app": "unsigned"}, by
     assert any("kritis admission allowlist" in r for r in by["allow/team/app"]["reasons"])
+
+
+def _occurrence(name: str, uri: str, note: str, resource: Any = None) -> dict[str, Any]:
+    return {"name": name, "kind": "ATTESTATION", "noteName": note,
+            "resource": {"uri": uri} if resource is None else resource,
+            "attestation": {"attestation": {"genericSignedAttestation": {
+                "serializedPayload": base64.b64encode(b"{}").decode(),
+                "signatures": [{"signature": "c2ln", "publicKeyId": "someone-else"}]}}}}
+
+
+def test_a_hostile_grafeas_is_an_error_never_a_crash_or_not_attested(
+    referrers_registry, moto_kms, grafeas_server, tmp_path: Path
+) -> None:
+    reg, host = referrers_registry.url, referrers_registry.host
+    key = moto_kms.create_key("RSA_2048")
+    grafeas_server.create_project("hostile")
+    note = grafeas_server.create_note("hostile", ATTESTOR)
+    names = ("deep", "resource-string", "endless")
+    pushed = {n: oci.push_image(reg, f"hostile/{n}", "1") for n in names}
+    pods = [_pod("prod", n, [("c", f"{host}/hostile/{n}:1", f"{host}/hostile/{n}@{pushed[n].digest}")])
+            for n in names]
+    with HostileRegistry(upstream=grafeas_server.url) as proxy:
+        def page(n: str, doc: dict[str, Any]) -> None:
+            # Each image's listing asks for its own resource URL in the filter.
+            proxy.add(Rule("GET", rf"/occurrences\?.*hostile%2F{n}%40", Body(json.dumps(doc).encode(),
+                                                                                content_type="application/json")))
+        proxy.add(Rule("GET", r"/occurrences\?.*hostile%2Fdeep%40",
+                       Body(b"[" * 200_000, content_type="application/json")))
+        uri = f"https://{host}/hostile/resource-string@{pushed['resource-string'].digest}"
+        broken = _occurrence("projects/hostile/occurrences/x", uri, note, resource="not an object")
+        broken["attestation"]["attestation"]["genericSignedAttestation"]["serializedPayload"] = "!!"
+        page("resource-string", {"occurrences": [broken]})
+        # Someone else's occurrences, page after page, each with a next page (the server ignores the filter).
+        noise = [_occurrence(f"projects/hostile/occurrences/n{i}",
+                             f"https://elsewhere.example/app{i}@sha256:{'e' * 64}", note) for i in range(5)]
+        page("endless", {"occurrences": noise, "nextPageToken": "more"})
+        policy = {"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "spec": {
+            "insecureRegistries": [host],
+            "rules": [{"name": "grafeas", "images": [f"{host}/hostile/*"], "verifiers": [{"attestation": {
+                "attestor": ATTESTOR, "publicKeys": [f"awskms:///{key}"], "noteName": note,
+                "source": f"{proxy.url}/v1beta1/projects/hostile"}}]}]}}
+        by = scan(tmp_path, pods, policy, moto_kms.env)
+    got = {k: v["status"] for k, v in by.items()}
+    # resource-string: the broken occurrence is not filed under a URL of the image: not attested.
+    assert got == {"hostile/deep": "error", "hostile/resource-string": "unsigned", "hostile/endless": "error"}, by
+    assert any("nested too deeply" in r for r in by["hostile/deep"]["reasons"])
+    assert any("after 20 pages" in r for r in by["hostile/endless"]["reasons"])
+
+
+def test_a_grafeas_trickling_its_answer_is_cut_at_the_total_timeout(tmp_path: Path) -> None:
+    """httpx's timeout is per read: a byte every half second resets it. The listing has a wall clock."""
+    import socket
+    import threading
+    import time
+
+    from scanner.verify.attestation import AttestationSourceError, GrafeasClient, GrafeasEndpoint
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"1\r\n \r\n")
+                except OSError:
+                    return
+                time.sleep(0.5)
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = srv.getsockname()[1]
+    client = GrafeasClient(GrafeasEndpoint.parse(f"http://127.0.0.1:{port}/v1beta1/projects/p"), total_timeout=3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(AttestationSourceError, match="no complete answer within 3s"):
+            client.attestations([f"https://r.example/a@sha256:{'a' * 64}"], None)
+    finally:
+        stop.set()
+        srv.close()
+    assert time.monotonic() - started < 10

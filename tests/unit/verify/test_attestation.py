@@ -28,7 +28,7 @@ from scanner.models import (
 from scanner.policy.engine import evaluate
 from scanner.policy.loader import CompiledRule, Policy, PolicyLoader
 from scanner.policy.schema import AttestationVerifierSpec, parse_duration
-from scanner.verify.attestation import Attestation, AttestationVerifier
+from scanner.verify.attestation import Attestation, AttestationListTruncated, AttestationVerifier
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 DIGEST = "sha256:" + "a" * 64
@@ -148,3 +148,66 @@ def test_a_payload_that_reads_two_ways_is_refused(text: str, tmp_path: Path) -> 
                  tmp_path=tmp_path)
     assert out.status is Status.INVALID, out.reasons
     assert any("malformed" in r and "twice" in r for r in out.reasons), out.reasons
+
+
+# -- a listing cut at its bound --------------------------------------------------------------------
+
+
+@dataclass
+class Cut:
+    """A source whose listing stopped at a bound (pages, attestations) after ``partial``."""
+
+    partial: list[Attestation] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return "memory"
+
+    def attestations(self, urls: Sequence[str], note_name: str | None) -> list[Attestation]:
+        raise AttestationListTruncated("the listing goes on after 20 pages", self.partial)
+
+
+def _verdict_from(source: Cut, tmp_path: Path):
+    spec = AttestationVerifierSpec(attestor="qa", publicKeys=[PEM], source="http://127.0.0.1:1/v1beta1/projects/p")
+    v = AttestationVerifier.from_spec(spec, base_dir=tmp_path, loader=PolicyLoader(), source=source)
+    rule = CompiledRule("attested", ("*",), ("*",), (v,))
+    policy = Policy((rule,), (), (), parse_duration("720h"), frozenset(), 50, "sha256:x")
+    material = SignatureMaterial(Descriptor("application/vnd.oci.image.manifest.v1+json", DIGEST, 1))
+    return evaluate(image(), rule, v.verify(image(), material, NOW), [], policy, NOW, "prod")
+
+
+def test_a_cut_listing_without_a_valid_attestation_is_an_error_not_unattested(tmp_path: Path) -> None:
+    out = _verdict_from(Cut(), tmp_path)
+    assert out.status is Status.ERROR and "not all of qa's attestations" in out.reasons[0], out.reasons
+    bad = signed(payload_text("registry.example/team/app", "sha256:" + "b" * 64))
+    assert _verdict_from(Cut([bad]), tmp_path).status is Status.ERROR  # the valid one may be further on
+
+
+def test_a_cut_listing_with_a_valid_attestation_still_verifies(tmp_path: Path) -> None:
+    good = signed(payload_text("registry.example/team/app"))
+    assert _verdict_from(Cut([good]), tmp_path).status is Status.VERIFIED
+
+
+# -- untrusted bytes -------------------------------------------------------------------------------
+
+
+def test_nesting_too_deep_is_a_parse_error_not_a_recursion_error() -> None:
+    from scanner.errors import ParseError
+    from scanner.models import ReferrerArtifact
+    from scanner.verify.attestation import REGISTRY_ARTIFACT_TYPE, Payload, registry_attestations
+
+    deep = ReferrerArtifact("sha256:" + "1" * 64, REGISTRY_ARTIFACT_TYPE, REGISTRY_ARTIFACT_TYPE, b"[" * 200_000, {},
+                            None)
+    with pytest.raises(ParseError, match="nested too deeply"):
+        registry_attestations([deep])
+    with pytest.raises(ParseError, match="nested too deeply"):
+        Payload.from_bytes(b'{"a":' * 10_000)  # 50 kB, under the payload bound
+
+
+def test_an_occurrence_whose_resource_is_not_an_object_is_not_filed_under_the_image() -> None:
+    from scanner.verify.attestation import occurrence_attestation
+
+    occ = {"kind": "ATTESTATION", "resource": "registry.example/team/app", "attestation": {
+        "serializedPayload": base64.b64encode(b"{}").decode(), "signatures": []}}
+    att = occurrence_attestation(occ)
+    assert att is not None and att.resource_url == ""
