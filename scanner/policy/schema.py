@@ -138,6 +138,13 @@ class AttestationVerifierSpec(_Strict):
     # Extra publicKeyId hints naming these keys (the ni:///sha-256 id and KMS names are implied).
     public_key_ids: list[str] = Field(default_factory=list, alias="publicKeyIds")
 
+    @model_validator(mode="after")
+    def _note_needs_grafeas(self) -> AttestationVerifierSpec:
+        if self.note_name and self.source == "registry":
+            # Registry attestations carry no note: the field could not be enforced.
+            raise ValueError("noteName applies to a Grafeas source only: attestations in the registry carry no note")
+        return self
+
 
 class VerifierSpec(_Strict):
     cosign: CosignVerifierSpec | None = None

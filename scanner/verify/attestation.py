@@ -448,6 +448,13 @@ class GrafeasEndpoint:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"attestation source {source!r}: use 'registry' or a Grafeas URL "
                               "http(s)://HOST[:PORT]/v1beta1/projects/PROJECT")
+        if "@" in parts.netloc:
+            # The source is named in every reason (JSON, reports, the database): never a password in it.
+            raise ConfigError(f"attestation source {parts.scheme}://{parts.netloc.rsplit('@', 1)[1]}{parts.path}: "
+                              "credentials in the URL are not accepted; give a bearer token in SIGAUDIT_GRAFEAS_TOKEN")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"attestation source {parts.scheme}://{parts.netloc}{parts.path}: a query or fragment "
+                              "would be dropped; the URL ends in /projects/PROJECT")
         segs = [s for s in parts.path.split("/") if s]
         for i in range(len(segs) - 2):
             if segs[i] in ("v1beta1", "v1") and segs[i + 1] == "projects" and i + 3 == len(segs):
@@ -481,11 +488,14 @@ class GrafeasClient:
         self.endpoint = endpoint
         self._token = token
         self.page_size, self.max_pages, self.total_timeout = page_size, max_pages, total_timeout
-        self._client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
         if endpoint.base.startswith("http://"):
             host = urlsplit(endpoint.base).hostname or ""
             if host not in ("127.0.0.1", "localhost", "::1"):
+                if token:
+                    raise ConfigError(f"attestation source {endpoint.base}: SIGAUDIT_GRAFEAS_TOKEN is sent over "
+                                      "https only (or to this machine, 127.0.0.1), never in clear text")
                 log.warning("insecure: reading attestations over plain http from %s", endpoint.base)
+        self._client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
 
     @property
     def label(self) -> str:

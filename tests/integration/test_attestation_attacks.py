@@ -243,3 +243,27 @@ def test_a_grafeas_trickling_its_answer_is_cut_at_the_total_timeout(tmp_path: Pa
         stop.set()
         srv.close()
     assert time.monotonic() - started < 10
+
+
+def test_credentials_in_a_grafeas_source_never_reach_the_output(tmp_path: Path) -> None:
+    """Before: `http://builder:hunter2@host/...` was named in every image's reasons (stdout JSON, and so
+    the database, HTML and CSV). Now the policy is refused at load (exit 2), without repeating it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    digest = "sha256:" + "d" * 64
+    pods = [_pod("prod", "p", [("c", "127.0.0.1:9/team/app:1", f"127.0.0.1:9/team/app@{digest}")])]
+    (tmp_path / "pods.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "spec": {
+            "insecureRegistries": ["127.0.0.1:9"],
+            "rules": [{"name": "r", "images": ["*"], "verifiers": [{"attestation": {
+                "attestor": "qa", "publicKeys": [pem],
+                "source": "http://builder:hunter2@127.0.0.1:9/v1beta1/projects/p"}}]}]}}))
+    r = sigaudit("scan", "--pods-file", str(tmp_path / "pods.json"), "--policy", str(tmp_path / "policy.yaml"),
+                 "--no-store", "-o", "json", "--no-progress", env={})
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "hunter2" not in r.stdout + r.stderr
+    assert "SIGAUDIT_GRAFEAS_TOKEN" in r.stderr

@@ -211,3 +211,44 @@ def test_an_occurrence_whose_resource_is_not_an_object_is_not_filed_under_the_im
         "serializedPayload": base64.b64encode(b"{}").decode(), "signatures": []}}
     att = occurrence_attestation(occ)
     assert att is not None and att.resource_url == ""
+
+
+# -- credentials and fields that could not be enforced ---------------------------------------------
+
+
+def test_credentials_in_a_grafeas_url_are_refused_and_never_repeated() -> None:
+    """The source is named in every reason (JSON, HTML, CSV, the database): user:password in it leaked."""
+    from scanner.errors import ConfigError
+    from scanner.verify.attestation import GrafeasEndpoint
+
+    with pytest.raises(ConfigError, match="SIGAUDIT_GRAFEAS_TOKEN") as refused:
+        GrafeasEndpoint.parse("https://builder:hunter2@grafeas.example/v1beta1/projects/p")
+    assert "hunter2" not in str(refused.value) and "builder" not in str(refused.value)
+    with pytest.raises(ConfigError, match="query"):
+        GrafeasEndpoint.parse("https://grafeas.example/v1beta1/projects/p?key=AIzaSecret")
+
+
+def test_the_grafeas_token_is_never_sent_in_clear_text_to_another_machine() -> None:
+    from scanner.errors import ConfigError
+    from scanner.verify.attestation import GrafeasClient, GrafeasEndpoint
+
+    with pytest.raises(ConfigError, match="https only"):
+        GrafeasClient(GrafeasEndpoint.parse("http://grafeas.example/v1beta1/projects/p"), token="t0ken")
+    GrafeasClient(GrafeasEndpoint.parse("http://127.0.0.1:8080/v1beta1/projects/p"), token="t0ken")  # this machine
+    GrafeasClient(GrafeasEndpoint.parse("https://grafeas.example/v1beta1/projects/p"), token="t0ken")
+    GrafeasClient(GrafeasEndpoint.parse("http://grafeas.example/v1beta1/projects/p"))  # no token: a warning only
+
+
+def test_a_note_on_registry_attestations_is_refused_at_load(tmp_path: Path) -> None:
+    """Registry attestations carry no note: noteName there would be silently unenforced."""
+    from scanner.errors import ConfigError
+    from scanner.policy.loader import load_policy
+
+    (tmp_path / "k.pub").write_text(PEM)
+    doc = {"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "spec": {"rules": [
+        {"name": "r", "images": ["*"], "verifiers": [{"attestation": {
+            "attestor": "qa", "publicKeys": ["k.pub"], "noteName": "projects/p/notes/qa"}}]}]}}
+    (tmp_path / "policy.yaml").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="noteName applies to a Grafeas source only") as refused:
+        load_policy(tmp_path / "policy.yaml")
+    assert refused.value.field is not None and "attestation" in refused.value.field
