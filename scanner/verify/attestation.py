@@ -704,14 +704,14 @@ class AttestationVerifier(Verifier):
 
         extra_ids = frozenset(getattr(spec, "public_key_ids", None) or ())
         keys: list[AttestorKey] = []
-        h = hashlib.sha256(f"attestation\0{spec.attestor}\0{spec.source}".encode())
+        trusted: set[str] = set()  # what the fingerprint names: key contents, unavailable references
         for i, text in enumerate(spec.public_keys):
             where = f"attestation.publicKeys.{i}"
             try:
                 key, label = loader.load_key(text, base_dir, where)
             except KmsKeyUnavailable as exc:
                 keys.append(AttestorKey(text.strip(), None, frozenset(key_ids_for(text.strip())), exc.message))
-                h.update(b"\0unavailable:" + text.strip().encode())
+                trusted.add("unavailable:" + text.strip())
                 continue
             if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
                 raise ConfigError(f"{describe_key(key)} is not a PKIX attestation key (RSA or ECDSA)", field=where)
@@ -719,12 +719,19 @@ class AttestationVerifier(Verifier):
             if text.strip().startswith(("awskms://", "gcpkms://", "azurekms://", "hashivault://")):
                 ids.update(key_ids_for(text.strip()))
             keys.append(AttestorKey(label, key, frozenset(ids)))
-            h.update(b"\0" + key_sha256(key).encode())
+            trusted.add(key_sha256(key))
         note = getattr(spec, "note_name", None)
-        h.update(f"\0note:{note or ''}".encode())
-        if source is None and spec.source != "registry":
-            endpoint = GrafeasEndpoint.parse(spec.source)
+        endpoint = None if spec.source == "registry" else GrafeasEndpoint.parse(spec.source)
+        if source is None and endpoint is not None:
             import os
 
             source = GrafeasClient(endpoint, token=os.environ.get("SIGAUDIT_GRAFEAS_TOKEN") or None)
+        # The fingerprint is canonical (a key set, the source and note as read), so that one verifier
+        # spelled twice (keys in another order, `grafeas+http://…/` for `http://…`, `v1beta1/projects/…`
+        # for `projects/…`) is recognised as listed twice, and never met twice by one attestation.
+        where_from = "registry" if endpoint is None else (
+            f"{endpoint.base}/{endpoint.version}/projects/{endpoint.project}")
+        h = hashlib.sha256(json.dumps(
+            {"kind": "attestation", "attestor": spec.attestor, "source": where_from,
+             "note": _note_tail(note) if note else "", "keys": sorted(trusted)}, sort_keys=True).encode())
         return cls(spec.attestor, tuple(keys), source, note, rule, h.hexdigest())

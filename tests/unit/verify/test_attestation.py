@@ -252,3 +252,27 @@ def test_a_note_on_registry_attestations_is_refused_at_load(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="noteName applies to a Grafeas source only") as refused:
         load_policy(tmp_path / "policy.yaml")
     assert refused.value.field is not None and "attestation" in refused.value.field
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ({"publicKeys": ["a.pub", "b.pub"]}, {"publicKeys": ["b.pub", "a.pub"]}),
+    ({"publicKeys": ["a.pub"]}, {"publicKeys": ["a.pub", "a.pub"]}),
+    ({"publicKeys": ["a.pub"], "source": "http://127.0.0.1:8/v1beta1/projects/p", "noteName": "projects/p/notes/n"},
+     {"publicKeys": ["a.pub"], "source": "grafeas+http://127.0.0.1:8/v1beta1/projects/p/",
+      "noteName": "v1beta1/projects/p/notes/n"}),
+])
+def test_one_attestor_spelled_twice_cannot_make_up_an_n_of_m(first: dict, second: dict, tmp_path: Path) -> None:
+    """count: 2 over the same attestor written two ways would be met by a single attestation."""
+    from scanner.errors import ConfigError
+    from scanner.policy.loader import load_policy
+
+    (tmp_path / "a.pub").write_text(PEM)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    (tmp_path / "b.pub").write_bytes(other.public_bytes(serialization.Encoding.PEM,
+                                                        serialization.PublicFormat.SubjectPublicKeyInfo))
+    doc = {"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "spec": {"rules": [
+        {"name": "r", "images": ["*"], "count": 2, "verifiers": [
+            {"attestation": {"attestor": "qa", **first}}, {"attestation": {"attestor": "qa", **second}}]}]}}
+    (tmp_path / "policy.yaml").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_policy(tmp_path / "policy.yaml")
