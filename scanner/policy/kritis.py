@@ -36,6 +36,7 @@ from scanner.models import ImageReference
 from scanner.policy.fields import FieldTable, classify, mapped, reported, table
 from scanner.policy.loader import CompiledRule
 from scanner.policy.schema import AttestationVerifierSpec, Exemption, ImageMatcher, VerifierSpec
+from scanner.verify.attestation import parse_pkix_pem
 from scanner.verify.base import Verifier
 
 ALLOWLIST_REASON = "kritis admission allowlist"
@@ -111,6 +112,17 @@ def _meta(doc: Mapping[str, Any]) -> tuple[str, str]:
     return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
 
 
+def _one_pkix_pem(ctx: Any, name: str, where: str, pem: str) -> bool:
+    """kritis (attestlib's PKIX key parsing) refuses a PEM that is not exactly one public key: a second
+    block or trailing data makes the key invalid, never "the first key"."""
+    try:
+        parse_pkix_pem(pem.encode())
+    except ParseError as exc:
+        ctx.warn(name, f"{where}: {exc}: ignored")
+        return False
+    return True
+
+
 def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """(PEM keys or KMS URIs, key id hints) of an AttestationAuthority; warnings via ctx."""
     keys: list[str] = []
@@ -124,11 +136,14 @@ def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[
         if ktype == "PGP" or pk.get("asciiArmoredPgpPublicKey"):
             ctx.warn(name, f"publicKeys[{i}] is a PGP key: not supported, ignored")
             continue
+        if ktype != "PKIX":  # kritis' validatePublicKeyType: an unknown type is not a key
+            ctx.warn(name, f"publicKeys[{i}] has keyType {ktype[:40]!r}, not PKIX: ignored")
+            continue
         pem = (pk.get("pkixPublicKey") or {}).get("publicKeyPem")
-        if pem:
-            keys.append(str(pem))
-        else:
+        if not pem:
             ctx.warn(name, f"publicKeys[{i}] has no pkixPublicKey.publicKeyPem")
+        elif _one_pkix_pem(ctx, name, f"publicKeys[{i}]", str(pem)):
+            keys.append(str(pem))
     if spec.get("publicKeyData"):
         raw = str(spec["publicKeyData"]).strip()
         text = raw
@@ -141,7 +156,8 @@ def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[
         if "BEGIN PGP" in text:
             ctx.warn(name, "publicKeyData is a PGP key: not supported, ignored")
         elif "-----BEGIN" in text:
-            keys.append(text)
+            if _one_pkix_pem(ctx, name, "publicKeyData", text):
+                keys.append(text)
         elif text.startswith(("awskms://", "gcpkms://", "azurekms://", "hashivault://")):
             keys.append(text)
     if spec.get("publicKeyId"):  # ACK's fork

@@ -158,3 +158,26 @@ def test_a_pattern_that_is_no_image_name_matches_nothing() -> None:
         parse_reference("gcr.io/*/app:1")
     assert not name_pattern_matcher(["gcr.io/*/app:1", " gcr.io/team/app:1"])(
         parse_reference("gcr.io/team/app:1"), "gcr.io/team/app:1")
+
+
+@pytest.mark.parametrize(("key", "why"), [
+    ({"keyType": "PKIX", "pkixPublicKey": {"publicKeyPem": PEM + PEM}}, "not exactly one PEM"),  # two keys
+    ({"keyType": "PKIX", "pkixPublicKey": {"publicKeyPem": PEM + "trailing"}}, "not exactly one PEM"),
+    ({"keyType": "X509", "pkixPublicKey": {"publicKeyPem": PEM}}, "not PKIX"),
+])
+def test_a_key_kritis_would_not_parse_is_no_key(key: dict, why: str, tmp_path: Path, monkeypatch) -> None:
+    """kritis refuses a PEM that is not exactly one public key (it never takes "the first one"), and a
+    keyType it does not know: with no other key the authority has none, and its policy's images are
+    `error` (refused), never judged with a key kritis would not use."""
+    monkeypatch.setenv("SIGAUDIT_GRAFEAS_URL", "http://127.0.0.1:1")
+    docs = [{"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "AttestationAuthority",
+             "metadata": {"name": "qa", "namespace": "ns"},
+             "spec": {"noteReference": "projects/p/notes/qa", "publicKeys": [key]}},
+            {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "GenericAttestationPolicy",
+             "metadata": {"name": "gap", "namespace": "ns"}, "spec": {"attestationAuthorityNames": ["qa"]}}]
+    f = tmp_path / "kritis.yaml"
+    f.write_text(yaml.safe_dump_all(docs))
+    policy = merge(None, [f"kritis:{f}"], loader=PolicyLoader(), kubeconfig=None, context=None)
+    (rule,) = policy.rules
+    assert rule.refused == ("AttestationAuthority qa has no usable PKIX key",) and rule.verifiers == ()
+    assert any(why in w for w in policy.warnings), policy.warnings
