@@ -209,39 +209,20 @@ def test_a_hostile_grafeas_is_an_error_never_a_crash_or_not_attested(
     assert any("after 20 pages" in r for r in by["hostile/endless"]["reasons"])
 
 
-def test_a_grafeas_trickling_its_answer_is_cut_at_the_total_timeout(tmp_path: Path) -> None:
+def test_a_grafeas_trickling_its_answer_is_cut_at_the_total_timeout() -> None:
     """httpx's timeout is per read: a byte every half second resets it. The listing has a wall clock."""
-    import socket
-    import threading
     import time
 
     from scanner.verify.attestation import AttestationSourceError, GrafeasClient, GrafeasEndpoint
 
-    srv = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-            while not stop.is_set():
-                try:
-                    conn.sendall(b"1\r\n \r\n")
-                except OSError:
-                    return
-                time.sleep(0.5)
-
-    threading.Thread(target=serve, daemon=True).start()
-    port = srv.getsockname()[1]
+    port, close = _trickling_server()
     client = GrafeasClient(GrafeasEndpoint.parse(f"http://127.0.0.1:{port}/v1beta1/projects/p"), total_timeout=3)
     started = time.monotonic()
     try:
         with pytest.raises(AttestationSourceError, match="no complete answer within 3s"):
             client.attestations([f"https://r.example/a@sha256:{'a' * 64}"], None)
     finally:
-        stop.set()
-        srv.close()
+        close()
     assert time.monotonic() - started < 10
 
 
@@ -267,3 +248,67 @@ def test_credentials_in_a_grafeas_source_never_reach_the_output(tmp_path: Path) 
     assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
     assert "hunter2" not in r.stdout + r.stderr
     assert "SIGAUDIT_GRAFEAS_TOKEN" in r.stderr
+
+
+def _trickling_server() -> tuple[int, Any]:
+    """A server on 127.0.0.1 that answers 200 and then sends its body a byte every half second."""
+    import socket
+    import threading
+    import time
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"1\r\n \r\n")
+                except OSError:
+                    return
+                time.sleep(0.5)
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def close() -> None:
+        stop.set()
+        srv.close()
+
+    return srv.getsockname()[1], close
+
+
+def test_a_vault_trickling_its_answer_is_cut_at_the_total_timeout(monkeypatch) -> None:
+    import time
+
+    from scanner.verify import kms
+
+    port, close = _trickling_server()
+    monkeypatch.setenv("VAULT_ADDR", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("VAULT_TOKEN", "s.token")
+    monkeypatch.setattr(kms, "KMS_TOTAL_TIMEOUT_SECONDS", 3.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(kms.KmsKeyUnavailable, match="no complete answer from Vault within 3s"):
+            kms.fetch_public_key_pem("hashivault://attestor")
+    finally:
+        close()
+    assert time.monotonic() - started < 10
+
+
+def test_vault_credentials_never_reach_an_error_reason(monkeypatch) -> None:
+    """Before: a Vault that refused the request gave "Vault answered 403 for https://admin:hunter2@…",
+    the reason of every image the key judges."""
+    from tests.harness.hostile_registry import Status
+
+    from scanner.verify import kms
+
+    with HostileRegistry() as vault:
+        vault.add(Rule("GET", r"/v1/transit/keys/", Status(403, body=b'{"errors":["permission denied"]}')))
+        monkeypatch.setenv("VAULT_ADDR", f"http://admin:hunter2@{vault.host}")
+        monkeypatch.setenv("VAULT_TOKEN", "s.token")
+        with pytest.raises(kms.KmsKeyUnavailable) as refused:
+            kms.fetch_public_key_pem("hashivault://attestor")
+    assert "hunter2" not in str(refused.value), refused.value
