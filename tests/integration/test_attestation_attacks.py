@@ -301,9 +301,8 @@ def test_a_vault_trickling_its_answer_is_cut_at_the_total_timeout(monkeypatch) -
 def test_vault_credentials_never_reach_an_error_reason(monkeypatch) -> None:
     """Before: a Vault that refused the request gave "Vault answered 403 for https://admin:hunter2@…",
     the reason of every image the key judges."""
-    from tests.harness.hostile_registry import Status
-
     from scanner.verify import kms
+    from tests.harness.hostile_registry import Status
 
     with HostileRegistry() as vault:
         vault.add(Rule("GET", r"/v1/transit/keys/", Status(403, body=b'{"errors":["permission denied"]}')))
