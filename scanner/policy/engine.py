@@ -30,6 +30,7 @@ from scanner.models import (
 )
 from scanner.policy.loader import CompiledRule, Policy
 from scanner.policy.schema import Exemption, Revocation
+from scanner.verify.cosign_rules import predicates_still_attested
 
 _WILDCARDS = ("*", "?")
 
@@ -182,7 +183,12 @@ def apply_revocations(
             continue
         out.append(replace(r, outcome=Outcome.FAILED, failure=SignatureFailure.REVOKED,
                            reason=_revocation_reason(r, rev)))
-    return tuple(out)
+    # A required predicate type attested only by a revoked key or identity is not attested.
+    def revoked(attestation: SignatureResult) -> str | None:
+        rev = _revoked(attestation, revocations)
+        return None if rev is None else _revocation_reason(attestation, rev).removeprefix(f"{attestation.reason}; but ")
+
+    return predicates_still_attested(out, revoked)
 
 
 @dataclass(frozen=True, slots=True)

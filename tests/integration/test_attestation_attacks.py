@@ -311,3 +311,45 @@ def test_vault_credentials_never_reach_an_error_reason(monkeypatch) -> None:
         with pytest.raises(kms.KmsKeyUnavailable) as refused:
             kms.fetch_public_key_pem("hashivault://attestor")
     assert "hunter2" not in str(refused.value), refused.value
+
+
+def test_a_required_predicate_attested_only_by_a_revoked_identity_is_not_attested(registry, tmp_path: Path) -> None:
+    """requirePredicateTypes was checked inside the verifier, before the policy's revocations: a
+    provenance attestation made by a revoked (compromised) workflow identity satisfied it, beside a
+    good image signature from the release workflow, and the image was `verified`. Real keyless
+    bundles (@sigstore/cli against the mock Fulcio/Rekor) attached as cosign v3 attaches them."""
+    from tests.sigstore_mock.harness import MockSigstore, attach_bundle, cosign_sign_statement
+
+    issuer = "https://token.actions.githubusercontent.com"
+    release = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
+    compromised = "https://github.com/acme/app/.github/workflows/nightly.yml@refs/heads/main"
+    slsa = "https://slsa.dev/provenance/v1"
+    with MockSigstore.start(tmp_path / "mock") as mock:
+        pushed = oci.push_image(registry.url, "predicates/app", "1")
+        signature = mock.attest(cosign_sign_statement(pushed.digest), subject=release, issuer=issuer)
+        provenance = mock.attest(cosign_sign_statement(pushed.digest, slsa), subject=compromised, issuer=issuer)
+        attach_bundle(registry.url, "predicates/app", pushed, signature, referrers_api=False)
+        attach_bundle(registry.url, "predicates/app", pushed, provenance, referrers_api=False, predicate_type=slsa)
+        pods = [_pod("prod", "p", [("c", f"{registry.host}/predicates/app:1",
+                                    f"{registry.host}/predicates/app@{pushed.digest}")])]
+        verifier = {"cosign": {"keyless": {
+            "identities": [{"subjectRegExp": r"https://github\.com/acme/app/\.github/workflows/.+", "issuer": issuer}],
+            "trustedRoot": str(mock.trusted_root)}, "requirePredicateTypes": [slsa]}}
+
+        def policy(revocations: list[dict[str, str]]) -> dict[str, Any]:
+            return {"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "spec": {
+                "insecureRegistries": [registry.host], "revocations": revocations,
+                "rules": [{"name": "provenance", "images": [f"{registry.host}/predicates/*"],
+                           "verifiers": [verifier]}]}}
+
+        env = {"SIGAUDIT_SIGSTORE_OFFLINE": "1"}
+        control = scan(tmp_path, pods, policy([]), env)["predicates/app"]
+        assert control["status"] == "verified", control
+        revoked = scan(tmp_path, pods, policy([{"identity": compromised, "reason": "nightly workflow compromised"}]),
+                       env)["predicates/app"]
+        assert revoked["status"] == "revoked", revoked
+        assert any(slsa in r and "revoked" in r and "nightly workflow compromised" in r
+                   for r in revoked["reasons"]), revoked["reasons"]
+        # Revoking the release identity instead: the image signature itself is revoked, as before.
+        other = scan(tmp_path, pods, policy([{"identity": release, "reason": "r"}]), env)["predicates/app"]
+        assert other["status"] == "revoked", other
