@@ -353,3 +353,23 @@ def test_a_required_predicate_attested_only_by_a_revoked_identity_is_not_atteste
         # Revoking the release identity instead: the image signature itself is revoked, as before.
         other = scan(tmp_path, pods, policy([{"identity": release, "reason": "r"}]), env)["predicates/app"]
         assert other["status"] == "revoked", other
+
+
+def test_an_occurrence_filed_under_a_near_miss_of_the_resource_url_is_not_the_images(grafeas_server) -> None:
+    """Exactly `https://REPO@DIGEST` or `REPO@DIGEST` (kritis, gcloud): never a prefix, a suffix, a tag,
+    another scheme or case, trailing junk. (Held before this pass; kept as a guard.)"""
+    from scanner.verify.attestation import GrafeasClient, GrafeasEndpoint
+
+    g = grafeas_server
+    g.create_project("nearmiss")
+    note = g.create_note("nearmiss", ATTESTOR)
+    digest = "sha256:" + "c" * 64
+    bare = f"reg.example/team/app@{digest}"
+    for uri in (f"https://{bare}/extra", f"https://{bare}x", f"https://{bare}?x=1", f"http://{bare}",
+                f"HTTPS://{bare}", f"https://reg.example/team/app:1", f"https://reg.example/team/app/sub@{digest}",
+                f"https://reg.example/team@{digest}", f"https://{bare.upper()}", f" {bare}", f"{bare} "):
+        g.create_attestation("nearmiss", note, uri, b"{}", b"s", "k")
+    exact = g.create_attestation("nearmiss", note, f"https://{bare}", b"{}", b"s", "k")
+    client = GrafeasClient(GrafeasEndpoint.parse(g.project_url("nearmiss")))
+    found = client.attestations((f"https://{bare}", bare), note)
+    assert [a.origin for a in found] == [exact]
