@@ -366,7 +366,7 @@ def test_an_occurrence_filed_under_a_near_miss_of_the_resource_url_is_not_the_im
     digest = "sha256:" + "c" * 64
     bare = f"reg.example/team/app@{digest}"
     for uri in (f"https://{bare}/extra", f"https://{bare}x", f"https://{bare}?x=1", f"http://{bare}",
-                f"HTTPS://{bare}", f"https://reg.example/team/app:1", f"https://reg.example/team/app/sub@{digest}",
+                f"HTTPS://{bare}", "https://reg.example/team/app:1", f"https://reg.example/team/app/sub@{digest}",
                 f"https://reg.example/team@{digest}", f"https://{bare.upper()}", f" {bare}", f"{bare} "):
         g.create_attestation("nearmiss", note, uri, b"{}", b"s", "k")
     exact = g.create_attestation("nearmiss", note, f"https://{bare}", b"{}", b"s", "k")
