@@ -34,6 +34,7 @@ from scanner.models import (
 )
 from scanner.policy.loader import CompiledRule, Policy
 from scanner.policy.schema import Exemption, Revocation
+from scanner.verify.cosign_rules import predicates_still_attested
 
 _WILDCARDS = ("*", "?")
 
@@ -123,7 +124,12 @@ def _latest(
     for ex in exemptions:
         if not namespace_matches(ex.namespaces, namespace):
             continue
-        hit = image_matches(ex.images, ref) if ref is not None else any(fnmatchcase(image_text, g) for g in ex.images)
+        if ex.matcher is not None:  # an importer's own semantics (kritis allowlists), never widened by globs
+            hit = ex.matcher(ref, image_text)
+        elif ref is not None:
+            hit = image_matches(ex.images, ref)
+        else:
+            hit = any(fnmatchcase(image_text, g) for g in ex.images)
         if hit and (found is None or ex.until > found.until):
             found = ex
     return found
@@ -213,7 +219,12 @@ def apply_revocations(
             continue
         out.append(replace(r, outcome=Outcome.FAILED, failure=SignatureFailure.REVOKED,
                            reason=_revocation_reason(r, rev)))
-    return tuple(out)
+    # A required predicate type attested only by a revoked key or identity is not attested.
+    def revoked(attestation: SignatureResult) -> str | None:
+        rev = _revoked(attestation, revocations)
+        return None if rev is None else _revocation_reason(attestation, rev).removeprefix(f"{attestation.reason}; but ")
+
+    return predicates_still_attested(out, revoked)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from scanner.errors import ConfigError
+from scanner.errors import ConfigError, ParseError
+from scanner.inventory.references import parse_reference
+from scanner.models import ImageReference
 from scanner.policy.fields import FieldTable, classify, mapped, reported, table
 from scanner.policy.loader import CompiledRule
-from scanner.policy.schema import AttestationVerifierSpec, Exemption, VerifierSpec
+from scanner.policy.schema import AttestationVerifierSpec, Exemption, ImageMatcher, VerifierSpec
+from scanner.verify.attestation import parse_pkix_pem
 from scanner.verify.base import Verifier
 
 ALLOWLIST_REASON = "kritis admission allowlist"
@@ -111,6 +114,17 @@ def _meta(doc: Mapping[str, Any]) -> tuple[str, str]:
     return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
 
 
+def _one_pkix_pem(ctx: Any, name: str, where: str, pem: str) -> bool:
+    """kritis (attestlib's PKIX key parsing) refuses a PEM that is not exactly one public key: a second
+    block or trailing data makes the key invalid, never "the first key"."""
+    try:
+        parse_pkix_pem(pem.encode())
+    except ParseError as exc:
+        ctx.warn(name, f"{where}: {exc}: ignored")
+        return False
+    return True
+
+
 def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """(PEM keys or KMS URIs, key id hints) of an AttestationAuthority; warnings via ctx."""
     keys: list[str] = []
@@ -124,11 +138,14 @@ def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[
         if ktype == "PGP" or pk.get("asciiArmoredPgpPublicKey"):
             ctx.warn(name, f"publicKeys[{i}] is a PGP key: not supported, ignored")
             continue
+        if ktype != "PKIX":  # kritis' validatePublicKeyType: an unknown type is not a key
+            ctx.warn(name, f"publicKeys[{i}] has keyType {ktype[:40]!r}, not PKIX: ignored")
+            continue
         pem = (pk.get("pkixPublicKey") or {}).get("publicKeyPem")
-        if pem:
-            keys.append(str(pem))
-        else:
+        if not pem:
             ctx.warn(name, f"publicKeys[{i}] has no pkixPublicKey.publicKeyPem")
+        elif _one_pkix_pem(ctx, name, f"publicKeys[{i}]", str(pem)):
+            keys.append(str(pem))
     if spec.get("publicKeyData"):
         raw = str(spec["publicKeyData"]).strip()
         text = raw
@@ -141,7 +158,8 @@ def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[
         if "BEGIN PGP" in text:
             ctx.warn(name, "publicKeyData is a PGP key: not supported, ignored")
         elif "-----BEGIN" in text:
-            keys.append(text)
+            if _one_pkix_pem(ctx, name, "publicKeyData", text):
+                keys.append(text)
         elif text.startswith(("awskms://", "gcpkms://", "azurekms://", "hashivault://")):
             keys.append(text)
     if spec.get("publicKeyId"):  # ACK's fork
@@ -149,15 +167,75 @@ def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[
     return keys, ids
 
 
+_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
+
+
+def _registry_like(component: str) -> bool:
+    """go-containerregistry's test for a registry host as the first path component."""
+    return "." in component or ":" in component or component == "localhost"
+
+
+def name_pattern_matcher(patterns: Sequence[str]) -> ImageMatcher:
+    """kritis' ``imageNamePatternMatch`` (pkg/kritis/util/allowlist.go), Binary Authorization's
+    ``admissionWhitelistPatterns``: a pattern is the image exactly as written, or ends in ``*``, which
+    matches any characters except ``/``. A ``*`` or ``?`` anywhere else is a literal (so matches no
+    image), and a plain name does not match its other tags.
+
+    kritis compares the pod's image string; sigaudit matches the normalised forms of the reference
+    the image runs under (``repo:tag``, ``repo@digest``, ``repo:tag@digest``; a name without tag is
+    ``:latest``), so Docker Hub's spellings are one image. Never wider than kritis' own matching."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for p in patterns:
+        if p.endswith("*"):
+            prefix = p[:-1]
+            first = prefix.split("/", 1)[0]
+            if first in _HUB_ALIASES and "/" in prefix:
+                prefixes.append("docker.io/" + prefix.split("/", 1)[1])
+            elif "/" in prefix and _registry_like(first):
+                prefixes.append(prefix)
+            else:  # Docker Hub, written without its registry (nginx*, library/nginx*, bitnami/*)
+                prefixes.append(("docker.io/" if "/" in prefix else "docker.io/library/") + prefix)
+            continue
+        try:
+            exact.add(str(parse_reference(p)))
+        except ParseError:
+            continue  # not an image name: kritis' exact comparison never matches it
+
+    raw_exact = {p for p in patterns if not p.endswith("*")}
+    raw_prefixes = [p[:-1] for p in patterns if p.endswith("*")]
+
+    def kritis_match(image: str, names: set[str], starts: list[str]) -> bool:
+        return image in names or any(image.startswith(p) and "/" not in image[len(p) :] for p in starts)
+
+    def matches(ref: ImageReference | None, text: str) -> bool:
+        if ref is None:  # the image as written could not be parsed: kritis' comparison, on the text
+            return kritis_match(text, raw_exact, raw_prefixes)
+        spellings = [f"{ref.repo}:{ref.tag}"] if ref.tag else []
+        if ref.digest:
+            spellings.append(f"{ref.repo}@{ref.digest}")
+            if ref.tag:
+                spellings.append(f"{ref.repo}:{ref.tag}@{ref.digest}")
+        return any(kritis_match(s, exact, prefixes) for s in spellings)
+
+    return matches
+
+
 def _allowlist(ns: str, patterns: Sequence[str], source: str) -> list[Exemption]:
-    good = [p for p in patterns if p and p.strip() == p and "[" not in p and "]" not in p]
+    """kritis allowlist patterns as one exemption of the namespace, with kritis' matching
+    (:func:`name_pattern_matcher`), never sigaudit's wider globs (``*`` there also matches ``/``)."""
+    good: list[str] = []
+    for p in patterns:
+        if not p:
+            break  # kritis stops at an empty pattern (an error): the patterns after it are never consulted
+        if p.strip() == p and "[" not in p and "]" not in p:  # else it names no image: never matches
+            good.append(p)
     if not good:
         return []
-    return [
-        Exemption.model_validate(
-            {"images": good, "namespaces": [ns], "reason": f"{ALLOWLIST_REASON} ({source})", "until": FOREVER}
-        )
-    ]
+    exemption = Exemption.model_validate(
+        {"images": good, "namespaces": [ns], "reason": f"{ALLOWLIST_REASON} ({source})", "until": FOREVER}
+    )
+    return [exemption.matching_with(name_pattern_matcher(good))]
 
 
 def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRule]:
@@ -227,10 +305,15 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
             names = [str(n) for n in spec.get("attestationAuthorityNames") or []]
             if spec.get("attestationAuthorityName"):
                 names.append(str(spec["attestationAuthorityName"]))
-            allow = [
-                str(p)
-                for p in spec.get("imageAllowlist") or spec.get("imageAllowList") or spec.get("imageWhitelist") or []
-            ]
+            # kritis compares an ImageSecurityPolicy's allowlist entries as exact strings: one with a `*`
+            # names no image (the trailing wildcard is a GenericAttestationPolicy pattern only).
+            listed = spec.get("imageAllowlist") or spec.get("imageAllowList") or spec.get("imageWhitelist") or []
+            entries = [str(p) for p in listed]
+            allow = [p for p in entries if "*" not in p]
+            for p in entries:
+                if "*" in p:
+                    ctx.warn(rule, f"imageAllowlist entry {p!r} exempts nothing: kritis compares entries exactly, "
+                                   "and no image is named with a '*'")
         allowlisted = _allowlist(ns, allow, rule)
         if kind == "GenericAttestationPolicy":
             gap_allowlists.setdefault(ns, []).extend(allowlisted)

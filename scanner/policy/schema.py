@@ -7,10 +7,18 @@ errors), then builds plain verifiers and rules from them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from scanner.models import ImageReference
+
+# Whether an exemption covers an image: (its normalised reference, or None when it cannot be parsed;
+# the image as written) -> bool.
+ImageMatcher = Callable[["ImageReference | None", str], bool]
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -163,6 +171,13 @@ class AttestationVerifierSpec(_Strict):
     # Extra publicKeyId hints naming these keys (the ni:///sha-256 id and KMS names are implied).
     public_key_ids: list[str] = Field(default_factory=list, alias="publicKeyIds")
 
+    @model_validator(mode="after")
+    def _note_needs_grafeas(self) -> AttestationVerifierSpec:
+        if self.note_name and self.source == "registry":
+            # Registry attestations carry no note: the field could not be enforced.
+            raise ValueError("noteName applies to a Grafeas source only: attestations in the registry carry no note")
+        return self
+
 
 class VerifierSpec(_Strict):
     cosign: CosignVerifierSpec | None = None
@@ -233,8 +248,22 @@ class Exemption(_Strict):
     reason: str = Field(min_length=1)
     until: datetime
     approved_by: str | None = Field(default=None, alias="approvedBy")
+    # An importer whose upstream matches images otherwise than sigaudit's globs (kritis' allowlist
+    # patterns) gives its matcher: it replaces the globs of ``images`` (kept for display). Never read
+    # from a policy file.
+    _matcher: ImageMatcher | None = PrivateAttr(default=None)
 
     _globs = field_validator("images", "namespaces")(_check_globs)
+
+    @property
+    def matcher(self) -> ImageMatcher | None:
+        return self._matcher
+
+    def matching_with(self, matcher: ImageMatcher) -> Exemption:
+        """This exemption, covering the images ``matcher`` accepts instead of its ``images`` globs."""
+        copy = self.model_copy()
+        copy._matcher = matcher
+        return copy
 
     @field_validator("until")
     @classmethod

@@ -8,6 +8,13 @@ re-serialised: kritis writes compact JSON, gcloud indented key-sorted JSON with 
                   "image": {"docker-manifest-digest": "sha256:..."},
                   "type": "atomic container signature" | "Google cloud binauthz container signature"}}
 
+Both names bind, as kritis' ``attestlib`` checks them (``checkAuthenticatedAttestation``): the digest
+must be the running digest and the docker-reference the repository the image runs from (normalised as
+go-containerregistry's ``Repository.Name()``, so ``index.docker.io/library/nginx`` is Docker Hub's
+``nginx``). An attestation of the same digest in another repository is not an attestation of this one:
+where attestations are filed (a Grafeas ``resourceUri``, a referrer) is not signed. A payload that names
+a key twice (Go's decoder matches keys case-insensitively and keeps the last) is refused.
+
 Signatures (kritis ``pkg/attestlib`` and Binary Authorization's PKIX algorithms): RSA PKCS#1 v1.5 and
 RSA-PSS with SHA-256 / SHA-512 (PSS salt length detected, since kritis signs with the maximum salt and
 Cloud KMS with the digest length), ECDSA P-256/SHA-256, P-384/SHA-384, P-521/SHA-512. ``publicKeyId``
@@ -36,6 +43,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +56,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from scanner.errors import ConfigError, ParseError, SigauditError
+from scanner.inventory.references import parse_reference
 from scanner.models import (
     Outcome,
     ReferrerArtifact,
@@ -75,11 +84,22 @@ MAX_ATTESTATIONS = 100  # examined per image
 MAX_PAGES = 20
 PAGE_SIZE = 100
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
-TIMEOUT_SECONDS = 15.0
+TIMEOUT_SECONDS = 15.0  # per socket operation (httpx)
+TOTAL_TIMEOUT_SECONDS = 60.0  # wall clock for one image's listing, every page and byte included
 
 
 class AttestationSourceError(SigauditError):
     """The attestation source could not be read: the verdict is ``error``."""
+
+
+class AttestationListTruncated(AttestationSourceError):
+    """The listing stopped at a bound (pages, attestations) before its end: ``partial`` is what was
+    read. A valid attestation among them still counts; without one, the verdict is ``error``, never
+    "not attested" (the one that counts may be further on)."""
+
+    def __init__(self, message: str, partial: Sequence[Attestation]) -> None:
+        super().__init__(message)
+        self.partial = tuple(partial)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,10 +163,9 @@ def occurrence_attestation(occ: Mapping[str, Any]) -> Attestation | None:
     """A Grafeas occurrence (v1beta1 or v1 JSON) -> its PKIX attestation; None for other kinds and PGP."""
     if occ.get("kind") not in ("ATTESTATION", None):
         return None
-    name = str(occ.get("name") or "(unnamed occurrence)")
+    name = str(occ.get("name") or "(unnamed occurrence)")[:300]
     note = str(occ.get("noteName") or "")
-    resource = occ.get("resource")
-    url = str(occ.get("resourceUri") or (resource.get("uri") if isinstance(resource, Mapping) else "") or "")
+    url = _occurrence_url(occ)
     details = occ.get("attestation")
     if not isinstance(details, Mapping):
         return None
@@ -161,6 +180,28 @@ def occurrence_attestation(occ: Mapping[str, Any]) -> Attestation | None:
     return None
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique even case-insensitively (Go's encoding/json, which kritis
+    and Binary Authorization decode with, matches struct fields case-insensitively, last one wins)."""
+    seen: set[str] = set()
+    for k, _ in pairs:
+        folded = k.casefold()
+        if folded in seen:
+            raise ParseError(f"key {k!r} appears twice")
+        seen.add(folded)
+    return dict(pairs)
+
+
+def load_json(data: bytes | str, what: str, **kwargs: Any) -> Any:
+    """``json.loads`` for untrusted bytes: any failure (including nesting too deep) is a ParseError."""
+    try:
+        return json.loads(data, **kwargs)
+    except RecursionError as exc:
+        raise ParseError(f"{what}: JSON nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ParseError(f"{what} is not JSON: {exc}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Payload:
     docker_reference: str
@@ -171,10 +212,7 @@ class Payload:
     def from_bytes(cls, data: bytes) -> Payload:
         if len(data) > MAX_PAYLOAD_BYTES:
             raise ParseError("payload too large")
-        try:
-            doc = json.loads(data)
-        except ValueError as exc:
-            raise ParseError(f"payload is not JSON: {exc}") from exc
+        doc = load_json(data, "payload", object_pairs_hook=_unique_keys)
         crit = doc.get("critical") if isinstance(doc, dict) else None
         if not isinstance(crit, dict):
             raise ParseError("payload has no critical section")
@@ -185,6 +223,26 @@ class Payload:
         if not isinstance(digest, str) or not isinstance(ptype, str):
             raise ParseError("payload lacks critical.image.docker-manifest-digest or critical.type")
         return cls(ref if isinstance(ref, str) else "", digest, ptype)
+
+
+def repository_mismatch(docker_reference: str, image: RunningImage) -> str | None:
+    """Why a payload's ``docker-reference`` does not name the repository the image runs from, or None.
+
+    kritis compares it with go-containerregistry's ``Repository.Name()`` of the image: a repository,
+    without tag or digest. Docker Hub's spellings are one repository (``parse_reference`` normalises
+    them as ``Repository.Name()`` does)."""
+    if not docker_reference:
+        return "it names no repository (critical.identity.docker-reference)"
+    try:
+        named = parse_reference(docker_reference)
+    except ParseError:
+        return f"its docker-reference {docker_reference[:200]!r} is not an image repository"
+    last = docker_reference.rsplit("/", 1)[-1]
+    if "@" in docker_reference or ":" in last:
+        return f"its docker-reference {docker_reference[:200]!r} is not a bare repository (no tag or digest)"
+    if named.repo != image.reference.repo:
+        return f"it names repository {named.repo}, the image runs from {image.reference.repo}"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,12 +403,18 @@ def judge(
             details=details,
             **common,
         )
-    note = ""
-    if payload.docker_reference and payload.docker_reference.split("@")[0] != image.reference.repo:
-        note = f" (payload names {payload.docker_reference}; the digest matches)"
+    elsewhere = repository_mismatch(payload.docker_reference, image)
+    if elsewhere is not None:
+        return SignatureResult(
+            outcome=Outcome.FAILED,
+            reason=f"attestation {attestation.origin} by {attestor} is for another repository: {elsewhere}",
+            failure=SignatureFailure.INVALID,
+            details=details,
+            **common,
+        )
     return SignatureResult(
         outcome=Outcome.PASSED,
-        reason=f"attested by {attestor} ({describe_key(key.key)} {alg}, {key.ref}){note}",
+        reason=f"attested by {attestor} ({describe_key(key.key)} {alg}, {key.ref})",
         details=details,
         **common,
     )
@@ -384,6 +448,13 @@ class GrafeasEndpoint:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"attestation source {source!r}: use 'registry' or a Grafeas URL "
                               "http(s)://HOST[:PORT]/v1beta1/projects/PROJECT")
+        if "@" in parts.netloc:
+            # The source is named in every reason (JSON, reports, the database): never a password in it.
+            raise ConfigError(f"attestation source {parts.scheme}://{parts.netloc.rsplit('@', 1)[1]}{parts.path}: "
+                              "credentials in the URL are not accepted; give a bearer token in SIGAUDIT_GRAFEAS_TOKEN")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"attestation source {parts.scheme}://{parts.netloc}{parts.path}: a query or fragment "
+                              "would be dropped; the URL ends in /projects/PROJECT")
         segs = [s for s in parts.path.split("/") if s]
         for i in range(len(segs) - 2):
             if segs[i] in ("v1beta1", "v1") and segs[i + 1] == "projects" and i + 3 == len(segs):
@@ -410,42 +481,58 @@ class GrafeasClient:
         client: Any = None,
         page_size: int = PAGE_SIZE,
         max_pages: int = MAX_PAGES,
+        total_timeout: float = TOTAL_TIMEOUT_SECONDS,
     ) -> None:
         import httpx
 
         self.endpoint = endpoint
         self._token = token
-        self.page_size, self.max_pages = page_size, max_pages
-        self._client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
+        self.page_size, self.max_pages, self.total_timeout = page_size, max_pages, total_timeout
         if endpoint.base.startswith("http://"):
             host = urlsplit(endpoint.base).hostname or ""
             if host not in ("127.0.0.1", "localhost", "::1"):
+                if token:
+                    raise ConfigError(f"attestation source {endpoint.base}: SIGAUDIT_GRAFEAS_TOKEN is sent over "
+                                      "https only (or to this machine, 127.0.0.1), never in clear text")
                 log.warning("insecure: reading attestations over plain http from %s", endpoint.base)
+        # The listing's wall clock also holds while a server trickles its status line and headers.
+        from scanner.registry import deadline
+
+        self._client = client or deadline.install(
+            httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
+        )
 
     @property
     def label(self) -> str:
         return f"{self.endpoint.base}/{self.endpoint.version}/projects/{self.endpoint.project}"
 
-    def _get(self, params: Mapping[str, str]) -> dict[str, Any]:
+    def _get(self, params: Mapping[str, str], until: float) -> dict[str, Any]:
         import httpx
+
+        from scanner.registry import deadline
 
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         url = self.endpoint.occurrences_url
+        late = f"{url}: no complete answer within {self.total_timeout:g}s"
+        body = bytearray()
         try:
-            with self._client.stream("GET", url, params=params, headers=headers) as resp:
-                body = b""
+            with deadline.within(until, late), self._client.stream("GET", url, params=params, headers=headers) as resp:
                 for chunk in resp.iter_bytes():
                     body += chunk
                     if len(body) > MAX_RESPONSE_BYTES:
                         raise AttestationSourceError(f"{url}: response larger than {MAX_RESPONSE_BYTES} bytes")
+                    if time.monotonic() > until:  # a server trickling its body resets httpx's read timeout
+                        raise AttestationSourceError(late)
                 if resp.status_code != 200:
-                    raise AttestationSourceError(f"{url} answered {resp.status_code}: {body[:200]!r}")
+                    raise AttestationSourceError(f"{url} answered {resp.status_code}: {bytes(body[:200])!r}")
         except httpx.HTTPError as exc:
+            if deadline.cause(exc) is not None:
+                raise AttestationSourceError(late) from exc
             raise AttestationSourceError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
         try:
-            doc = json.loads(body)
-        except ValueError as exc:
-            raise AttestationSourceError(f"{url}: response is not JSON") from exc
+            doc = load_json(bytes(body), "the response")
+        except ParseError as exc:
+            raise AttestationSourceError(f"{url}: {exc}") from exc
         if not isinstance(doc, dict):
             raise AttestationSourceError(f"{url}: response is not a JSON object")
         return doc
@@ -456,8 +543,11 @@ class GrafeasClient:
         params = {"filter": f'kind="ATTESTATION" AND ({quoted})', "pageSize": str(self.page_size)}
         out: list[Attestation] = []
         token = ""
+        until = time.monotonic() + self.total_timeout
         for _page in range(self.max_pages):
-            doc = self._get({**params, **({"pageToken": token} if token else {})})
+            if time.monotonic() > until:
+                raise AttestationSourceError(f"{self.label}: listing not complete within {self.total_timeout:g}s")
+            doc = self._get({**params, **({"pageToken": token} if token else {})}, until)
             occs = doc.get("occurrences") or []
             if not isinstance(occs, list):
                 raise AttestationSourceError(f"{self.label}: occurrences is not a list")
@@ -468,8 +558,7 @@ class GrafeasClient:
                     att = occurrence_attestation(occ)
                 except ParseError as exc:
                     # A malformed occurrence about this image is reported, not skipped silently.
-                    url = str(occ.get("resourceUri") or (occ.get("resource") or {}).get("uri") or "")
-                    if url in wanted:
+                    if _occurrence_url(occ) in wanted:
                         raise AttestationSourceError(f"{self.label}: {exc}") from exc
                     continue
                 if att is None or att.resource_url not in wanted:
@@ -478,10 +567,23 @@ class GrafeasClient:
                     continue
                 out.append(att)
             token = str(doc.get("nextPageToken") or "")
-            if not token or len(out) >= MAX_ATTESTATIONS:
-                return out[:MAX_ATTESTATIONS]
+            if len(out) > MAX_ATTESTATIONS or (token and len(out) == MAX_ATTESTATIONS):
+                raise AttestationListTruncated(
+                    f"{self.label}: more than {MAX_ATTESTATIONS} attestations for the image; the first "
+                    f"{MAX_ATTESTATIONS} were examined", out[:MAX_ATTESTATIONS])
+            if not token:
+                return out
         log.warning("%s: stopped after %d pages of occurrences", self.label, self.max_pages)
-        return out[:MAX_ATTESTATIONS]
+        raise AttestationListTruncated(
+            f"{self.label}: the listing goes on after {self.max_pages} pages of {self.page_size} occurrences "
+            "(the server may ignore the resourceUrl filter); the rest was not examined", out)
+
+
+def _occurrence_url(occ: Mapping[str, Any]) -> str:
+    """The resource URL an occurrence is filed under (v1: ``resourceUri``; v1beta1: ``resource.uri``)."""
+    resource = occ.get("resource")
+    url = occ.get("resourceUri") or (resource.get("uri") if isinstance(resource, Mapping) else None)
+    return url if isinstance(url, str) else ""
 
 
 def _note_tail(name: str) -> str:
@@ -495,10 +597,7 @@ def registry_attestations(referrers: Iterable[ReferrerArtifact]) -> list[Attesta
     for r in referrers:
         if not r.artifact_type.startswith(REGISTRY_ARTIFACT_TYPE):
             continue
-        try:
-            doc = json.loads(r.blob)
-        except ValueError as exc:
-            raise ParseError(f"attestation referrer {r.manifest_digest[:19]}: not JSON") from exc
+        doc = load_json(r.blob, f"attestation referrer {r.manifest_digest[:19]}")
         if not isinstance(doc, Mapping):
             raise ParseError(f"attestation referrer {r.manifest_digest[:19]}: not a JSON object")
         out.append(Attestation.from_generic(doc, origin=f"referrer {r.manifest_digest[:19]}"))
@@ -542,10 +641,12 @@ class AttestationVerifier(Verifier):
         """Registry attestations only (Grafeas content is not part of the digest-checked material),
         with every key available: the attestor, each key by content and the ids that claim it (an
         attestation hinting only at ids we do not hold is someone else's, not a failure), the note,
-        and the repository (a payload naming another repository is noted in the reason)."""
+        and the repository (the payload must name it). ``binds`` names what a payload must match, so
+        results judged when only the digest was bound are never reused."""
         if self.source is not None or any(k.key is None for k in self.keys):
             return None
         return identity_of("attestation", {
+            "binds": "digest+repository",
             "name": self.name,
             "attestor": self.attestor,
             "keys": [{"ref": k.ref, "spki_sha256": key_sha256(k.key) if k.key is not None else None,
@@ -559,11 +660,15 @@ class AttestationVerifier(Verifier):
         return self.source.label if self.source is not None else "registry"
 
     def verify(self, image: RunningImage, material: SignatureMaterial, now: datetime) -> tuple[SignatureResult, ...]:
+        truncated: list[SignatureResult] = []
         try:
             if self.source is None:
                 found = registry_attestations(material.referrers)
             else:
                 found = self.source.attestations(resource_urls(image), self.note_name)
+        except AttestationListTruncated as exc:
+            found = list(exc.partial)
+            truncated.append(self._error(f"not all of {self.attestor}'s attestations could be examined: {exc}"))
         except (AttestationSourceError, ParseError) as exc:
             return (self._error(f"cannot read {self.attestor}'s attestations from {self.source_label}: {exc}"),)
         unavailable = [
@@ -577,8 +682,9 @@ class AttestationVerifier(Verifier):
                                                    verifier=self.name, source=self.source_label))]
         if any(r.outcome is Outcome.PASSED for r in results):
             return tuple(results)
-        # A key we could not fetch might have verified one of them: that is undecided, not absent.
-        return (*unavailable, *results)
+        # A key we could not fetch, or an attestation past the listing's bound, might have verified:
+        # that is undecided, not absent.
+        return (*truncated, *unavailable, *results)
 
     def _error(self, reason: str) -> SignatureResult:
         return SignatureResult(
@@ -607,14 +713,14 @@ class AttestationVerifier(Verifier):
 
         extra_ids = frozenset(getattr(spec, "public_key_ids", None) or ())
         keys: list[AttestorKey] = []
-        h = hashlib.sha256(f"attestation\0{spec.attestor}\0{spec.source}".encode())
+        trusted: set[str] = set()  # what the fingerprint names: key contents, unavailable references
         for i, text in enumerate(spec.public_keys):
             where = f"attestation.publicKeys.{i}"
             try:
                 key, label = loader.load_key(text, base_dir, where)
             except KmsKeyUnavailable as exc:
                 keys.append(AttestorKey(text.strip(), None, frozenset(key_ids_for(text.strip())), exc.message))
-                h.update(b"\0unavailable:" + text.strip().encode())
+                trusted.add("unavailable:" + text.strip())
                 continue
             if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
                 raise ConfigError(f"{describe_key(key)} is not a PKIX attestation key (RSA or ECDSA)", field=where)
@@ -622,12 +728,19 @@ class AttestationVerifier(Verifier):
             if text.strip().startswith(("awskms://", "gcpkms://", "azurekms://", "hashivault://")):
                 ids.update(key_ids_for(text.strip()))
             keys.append(AttestorKey(label, key, frozenset(ids)))
-            h.update(b"\0" + key_sha256(key).encode())
+            trusted.add(key_sha256(key))
         note = getattr(spec, "note_name", None)
-        h.update(f"\0note:{note or ''}".encode())
-        if source is None and spec.source != "registry":
-            endpoint = GrafeasEndpoint.parse(spec.source)
+        endpoint = None if spec.source == "registry" else GrafeasEndpoint.parse(spec.source)
+        if source is None and endpoint is not None:
             import os
 
             source = GrafeasClient(endpoint, token=os.environ.get("SIGAUDIT_GRAFEAS_TOKEN") or None)
+        # The fingerprint is canonical (a key set, the source and note as read), so that one verifier
+        # spelled twice (keys in another order, `grafeas+http://…/` for `http://…`, `v1beta1/projects/…`
+        # for `projects/…`) is recognised as listed twice, and never met twice by one attestation.
+        where_from = "registry" if endpoint is None else (
+            f"{endpoint.base}/{endpoint.version}/projects/{endpoint.project}")
+        h = hashlib.sha256(json.dumps(
+            {"kind": "attestation", "attestor": spec.attestor, "source": where_from,
+             "note": _note_tail(note) if note else "", "keys": sorted(trusted)}, sort_keys=True).encode())
         return cls(spec.attestor, tuple(keys), source, note, rule, h.hexdigest())

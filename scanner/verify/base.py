@@ -24,7 +24,7 @@ from scanner.models import RunningImage, SignatureMaterial, SignatureResult
 
 # Bump when what a verifier decides from the same inputs changes (a check added, a rule tightened):
 # every cached verdict judged by the older logic then misses. The released version is hashed too.
-IDENTITY_VERSION = 1
+IDENTITY_VERSION = 2  # 2: attestations bind the repository; required predicates re-checked after revocations
 IDENTITY_PREFIX = f"di{IDENTITY_VERSION}:"
 
 

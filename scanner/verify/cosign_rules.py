@@ -13,7 +13,11 @@ Per verifier (done here, over all the results of one image):
   envelope with the attestation's predicate type. A verified attestation is kept as evidence
   (outcome ``skipped``: examined, not a signature) and never makes an image ``verified`` alone.
 * **requirePredicateTypes**: each listed type must be the predicate type of a verified bundle;
-  if one is missing, no image signature of this verifier counts.
+  if one is missing, no image signature of this verifier counts. A passing image signature names the
+  types it needs (``details["required_predicate_types"]``) and a verified attestation is marked
+  (``details["verified_attestation"]``), so that the policy engine, which alone knows the
+  revocations, can check again that each type is attested by an attestation that is not revoked
+  (:func:`predicates_still_attested`): one signed by a leaked key attests nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
@@ -62,6 +66,10 @@ def is_attestation(result: SignatureResult) -> bool:
     return result.details.get("role") == ROLE_ATTESTATION
 
 
+VERIFIED_ATTESTATION = "verified_attestation"
+REQUIRED_PREDICATE_TYPES = "required_predicate_types"
+
+
 def apply_cosign_rules(results: Iterable[SignatureResult],
                        require_predicate_types: Sequence[str]) -> tuple[SignatureResult, ...]:
     attested: set[str] = set()
@@ -71,7 +79,10 @@ def apply_cosign_rules(results: Iterable[SignatureResult],
             attested.update(str(p) for p in (r.details.get("predicate_types") or []))
             if is_attestation(r):
                 r = replace(r, outcome=Outcome.SKIPPED,
-                            reason=f"{r.reason}; an attestation is not an image signature")
+                            reason=f"{r.reason}; an attestation is not an image signature",
+                            details={**r.details, VERIFIED_ATTESTATION: True})
+            elif require_predicate_types:
+                r = replace(r, details={**r.details, REQUIRED_PREDICATE_TYPES: sorted(set(require_predicate_types))})
         out.append(r)
     missing = [p for p in require_predicate_types if p not in attested]
     if not missing:
@@ -83,3 +94,34 @@ def apply_cosign_rules(results: Iterable[SignatureResult],
         if r.outcome is Outcome.PASSED else r
         for r in out
     )
+
+
+def predicates_still_attested(
+    results: Sequence[SignatureResult], revoked: Callable[[SignatureResult], str | None]
+) -> tuple[SignatureResult, ...]:
+    """Results once revocations are known: a passing image signature whose required predicate types
+    are attested only by revoked attestations (``revoked(result)`` gives why, or None) fails, revoked.
+    Attestations count for the verifier that produced them (``result.verifier``), as in the verifier."""
+    attested: dict[str, set[str]] = {}
+    why_not: dict[tuple[str, str], str] = {}
+    for r in results:
+        if not r.details.get(VERIFIED_ATTESTATION):
+            continue
+        reason = revoked(r)
+        for p in r.details.get("predicate_types") or []:
+            if reason is None:
+                attested.setdefault(r.verifier, set()).add(str(p))
+            else:
+                why_not.setdefault((r.verifier, str(p)), reason)
+    out = []
+    for r in results:
+        required = r.details.get(REQUIRED_PREDICATE_TYPES) or [] if r.outcome is Outcome.PASSED else []
+        missing = [p for p in required if p not in attested.get(r.verifier, set())]
+        if not missing:
+            out.append(r)
+            continue
+        why = "; ".join(f"{p} is attested only by a revoked attestation ({why_not.get((r.verifier, p), 'none left')})"
+                        for p in missing)
+        out.append(replace(r, outcome=Outcome.FAILED, failure=SignatureFailure.REVOKED, reason=f"{r.reason}; but {why}",
+                           checks=(*r.checks, Check(CheckName.INTEGRITY, Outcome.FAILED, why))))
+    return tuple(out)

@@ -24,12 +24,13 @@ import importlib
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -46,7 +47,8 @@ from scanner.verify.base import Verifier, Wants
 
 KMS_SCHEMES = ("awskms://", "gcpkms://", "azurekms://", "hashivault://")
 MAX_KMS_RESPONSE_BYTES = 1024 * 1024
-KMS_TIMEOUT_SECONDS = 10.0
+KMS_TIMEOUT_SECONDS = 10.0  # per socket operation
+KMS_TOTAL_TIMEOUT_SECONDS = 30.0  # wall clock for one key (Vault; the cloud SDKs bound their own calls)
 
 
 class KmsKeyUnavailable(ConfigError):
@@ -307,9 +309,14 @@ def _vault_token() -> str | None:
 def _vault(ref: str, parsed: VaultKeyRef) -> bytes:
     import httpx
 
+    from scanner.registry import deadline
+
     addr = os.environ.get("VAULT_ADDR")
     if not addr:
         raise KmsKeyUnavailable(ref, "VAULT_ADDR is not set")
+    if "@" in urlsplit(addr).netloc:
+        # The message is an error verdict's reason (JSON, reports, the database): never a password in it.
+        raise KmsKeyUnavailable(ref, "VAULT_ADDR carries credentials: give a token (VAULT_TOKEN, VAULT_TOKEN_FILE)")
     token = _vault_token()
     if not token:
         raise KmsKeyUnavailable(ref, "no Vault token (VAULT_TOKEN, VAULT_TOKEN_FILE or ~/.vault-token)")
@@ -318,16 +325,27 @@ def _vault(ref: str, parsed: VaultKeyRef) -> bytes:
     if os.environ.get("VAULT_NAMESPACE"):
         headers["X-Vault-Namespace"] = os.environ["VAULT_NAMESPACE"]
     url = f"{addr.rstrip('/')}/v1/{mount}/keys/{quote(parsed.name, safe='')}"
-    with httpx.Client(timeout=KMS_TIMEOUT_SECONDS, follow_redirects=False) as client:
-        with client.stream("GET", url, headers=headers) as resp:
-            body = b""
-            for chunk in resp.iter_bytes():
-                body += chunk
-                if len(body) > MAX_KMS_RESPONSE_BYTES:
-                    raise KmsKeyUnavailable(ref, f"Vault answered more than {MAX_KMS_RESPONSE_BYTES} bytes")
-            if resp.status_code != 200:
-                raise KmsKeyUnavailable(ref, f"Vault answered {resp.status_code} for {url}")
-    return vault_transit_public_key(body)
+    until = time.monotonic() + KMS_TOTAL_TIMEOUT_SECONDS
+    body = bytearray()
+    late = f"no complete answer from Vault within {KMS_TOTAL_TIMEOUT_SECONDS:g}s"
+    # The deadline also holds while Vault trickles its status line and headers (httpx's timeouts are
+    # per read: each byte restarts them).
+    with deadline.install(httpx.Client(timeout=KMS_TIMEOUT_SECONDS, follow_redirects=False)) as client:
+        try:
+            with deadline.within(until, late), client.stream("GET", url, headers=headers) as resp:
+                for chunk in resp.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_KMS_RESPONSE_BYTES:
+                        raise KmsKeyUnavailable(ref, f"Vault answered more than {MAX_KMS_RESPONSE_BYTES} bytes")
+                    if time.monotonic() > until:  # a trickled body resets httpx's per-read timeout
+                        raise KmsKeyUnavailable(ref, late)
+                if resp.status_code != 200:
+                    raise KmsKeyUnavailable(ref, f"Vault answered {resp.status_code} for {url}")
+        except httpx.HTTPError as exc:
+            if deadline.cause(exc) is not None:
+                raise KmsKeyUnavailable(ref, late) from exc
+            raise
+    return vault_transit_public_key(bytes(body))
 
 
 def fetch_public_key_pem(ref: str) -> bytes:

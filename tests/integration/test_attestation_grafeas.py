@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from scanner.verify.attestation import GrafeasClient, GrafeasEndpoint
+from scanner.verify.attestation import AttestationListTruncated, GrafeasClient, GrafeasEndpoint
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +28,9 @@ def test_pagination_resource_urls_and_notes(grafeas_server) -> None:
     found = client.attestations(urls, "v1beta1/projects/paged/notes/mine")
     assert sorted(a.origin for a in found) == sorted([with_scheme, bare])
     assert len(client.attestations(urls, None)) == 3  # without a note: every attestor's
-    # A page bound smaller than the listing: stops, returns what it saw, never loops forever.
+    # A page bound smaller than the listing: stops, never loops forever, and says the listing was cut
+    # (with what it saw: a valid attestation among them still counts; without one, the verdict is error).
     bounded = GrafeasClient(GrafeasEndpoint.parse(g.project_url("paged")), page_size=1, max_pages=2)
-    assert len(bounded.attestations(urls, None)) <= 2
+    with pytest.raises(AttestationListTruncated, match="after 2 pages") as cut:
+        bounded.attestations(urls, None)
+    assert len(cut.value.partial) <= 2

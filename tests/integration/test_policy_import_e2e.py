@@ -282,8 +282,9 @@ def test_every_matching_cluster_image_policy_must_hold(registry, tmp_path: Path)
 
 
 def test_a_kritis_allowlist_waives_only_its_own_policy(registry, tmp_path: Path, monkeypatch) -> None:
-    """A GenericAttestationPolicy is a namespaced resource: its admissionAllowlistPatterns ("*" here) let
-    kritis admit anything in that namespace, but never waive the cluster's other policies. It used to
+    """A GenericAttestationPolicy is a namespaced resource: its admissionAllowlistPatterns (here
+    "<registry>/both/*": kritis' trailing `*` does not cross `/`) let kritis admit those images in that
+    namespace, but never waive the cluster's other policies. It used to
     become a policy-wide exemption, so every image of the namespace was `exempt` whatever the native
     rule (or a Kyverno ClusterPolicy) said."""
     a, b = KeyPair.ecdsa(), KeyPair.ecdsa()
@@ -296,7 +297,8 @@ def test_a_kritis_allowlist_waives_only_its_own_policy(registry, tmp_path: Path,
                                   "pkixPublicKey": {"publicKeyPem": b.public_pem}}]}},
         {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "GenericAttestationPolicy",
          "metadata": {"name": "anything-goes", "namespace": "prod"},
-         "spec": {"attestationAuthorityNames": ["qa"], "admissionAllowlistPatterns": [{"namePattern": "*"}]}},
+         "spec": {"attestationAuthorityNames": ["qa"],
+                  "admissionAllowlistPatterns": [{"namePattern": f"{registry.host}/both/*"}]}},
     ]
     (tmp_path / "kritis.yaml").write_text(yaml.safe_dump_all(kritis))
     (tmp_path / "a.pub").write_text(a.public_pem)

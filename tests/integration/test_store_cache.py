@@ -96,11 +96,12 @@ def test_rows_keyed_before_decision_identities_are_never_read(store: Store) -> N
     served; the key still fits the column, so no migration is needed."""
     from scanner.models import ImageReference, RunningImage
     from scanner.store.schema import VerificationCache
+    from scanner.verify.base import IDENTITY_PREFIX
     from scanner.verify.static import StaticVerifier
 
     image = RunningImage(ImageReference("reg.example", "prod/app", "1", D1), ())
     identity = StaticVerifier("pass", source="s").decision_identity(image)
-    assert identity is not None and identity.startswith("di1:")
+    assert identity is not None and identity.startswith(IDENTITY_PREFIX)
     assert len(identity) <= VerificationCache.__table__.c.trust_fingerprint.type.length
     for legacy in ("ab" * 32, "static:pass"):
         store.cache_put(D1, legacy, "m", [sig("old logic")])

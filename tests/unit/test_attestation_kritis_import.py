@@ -114,7 +114,7 @@ def test_every_policy_of_a_namespace_applies(tmp_path: Path, monkeypatch) -> Non
          "metadata": {"name": "gap2", "namespace": "prod"}, "spec": {"attestationAuthorityNames": ["legacy"]}},
         {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "ImageSecurityPolicy",
          "metadata": {"name": "gap", "namespace": "prod"},
-         "spec": {"attestationAuthorityName": "qa", "imageAllowlist": ["registry.example/isp-only:*"]}},
+         "spec": {"attestationAuthorityName": "qa", "imageAllowlist": ["registry.example/isp-only:1"]}},
     ]
     policy = _import(tmp_path, [*DOCS, *more], monkeypatch)
     rules = match_rules(policy, parse_reference("registry.example/app:1"), "prod")
@@ -126,7 +126,7 @@ def test_every_policy_of_a_namespace_applies(tmp_path: Path, monkeypatch) -> Non
     assert any("last GenericAttestationPolicy" in n for n in gap.notes + gap2.notes)
     # GAP allowlists are flattened over the namespace's GAPs; an ISP's allowlist is its own.
     assert [w.images for w in gap2.waivers] == [["gcr.io/distroless/*"]]
-    assert [w.images for w in isp.waivers] == [["registry.example/isp-only:*"]]
+    assert [w.images for w in isp.waivers] == [["registry.example/isp-only:1"]]
 
 
 def test_allowlists_are_in_the_exemptions_register(tmp_path: Path, monkeypatch) -> None:

@@ -37,6 +37,10 @@ IO = ("httpx", "kubernetes", "urllib3", "requests", "socket", "scanner.registry"
 KNOWN_IO_EXCEPTIONS = {
     ("scanner.verify.attestation", "httpx"),  # Grafeas occurrences fetched during verification
     ("scanner.verify.kms", "httpx"),  # KMS public keys fetched (HashiCorp Vault transit)
+    # ... and both under the shared wall-clock request deadline (scanner.registry.deadline), which moves
+    # to the edge with them.
+    ("scanner.verify.attestation", "scanner.registry"),
+    ("scanner.verify.kms", "scanner.registry"),
     ("scanner.policy.loader", "httpx"),  # remote trust material (TUF/trust roots) fetched at load
     ("scanner.policy.loader", "scanner.registry"),  # registry.fetcher.HttpFetcher for that
     ("scanner.policy.imports", "kubernetes"),  # --policy-from KIND:cluster reads the API

@@ -340,8 +340,13 @@ CASES = [
          rewrite("k.pub", ATTEST)),
     Case(("AttestationVerifierSpec.source",), "attestation: registry -> Grafeas (never cached)", same(ATTEST),
          set_(ATTEST, "attestation.source", "http://127.0.0.1:1/v1beta1/projects/p")),
-    Case(("AttestationVerifierSpec.note_name",), "attestation: noteName", same(ATTEST),
-         set_(ATTEST, "attestation.noteName", "projects/p/notes/qa")),
+    # noteName with `source: registry` is refused at load (registry attestations carry no note); with a
+    # Grafeas source nothing is cached.
+    Case(("AttestationVerifierSpec.note_name",), "attestation: noteName (Grafeas only, never cached)",
+         set_(ATTEST, "attestation.source", "http://127.0.0.1:1/v1beta1/projects/p"),
+         set_(_with(ATTEST, "attestation.source", "http://127.0.0.1:1/v1beta1/projects/p"),
+              "attestation.noteName", "projects/p/notes/qa"),
+         expect="a Grafeas source's results are never reused (no identity)"),
     Case(("AttestationVerifierSpec.public_key_ids",), "attestation: publicKeyIds", same(ATTEST),
          set_(ATTEST, "attestation.publicKeyIds", ["qa-key-1"])),
     # the kind

@@ -1,0 +1,183 @@
+"""scanner.policy.kritis: kritis allowlists waive exactly the images kritis would admit, never more.
+
+kritis matches a GenericAttestationPolicy's ``namePattern`` exactly, or with one trailing ``*`` that
+stops at ``/``; an ImageSecurityPolicy's ``imageAllowlist`` entries are exact strings. sigaudit's own
+exemption globs are wider (``*`` crosses ``/``, a plain name matches every tag), so the importer must
+not hand kritis patterns to them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from scanner.errors import ParseError
+from scanner.inventory.references import parse_reference
+from scanner.models import ImageReference
+from scanner.policy.engine import match_exemption
+from scanner.policy.imports import merge
+from scanner.policy.kritis import name_pattern_matcher
+from scanner.policy.loader import PolicyLoader
+
+D0 = "sha256:" + "0" * 64
+D1 = "sha256:" + "1" * 64
+
+# kritis' Test_imageInGapAllowlist (pkg/kritis/util/allowlist_test.go @ 3348562cec04c175bd0fdf7cbd4e26ed73797e71,
+# Apache-2.0, Copyright 2018 Google LLC): the patterns and (image, admitted) cases, transcribed as data.
+KRITIS_PATTERNS = [
+    "gcr.io/1-my-image*",
+    "gcr.io/2-my-image-any-tag:*",
+    "gcr.io/3-my-untagged-image",
+    "gcr.io/4-my-image-tag-prefix:1.*",
+    "gcr.io/5/long/path/my-image*",
+    "gcr.io/6-my-image-w-tag:latest",
+    f"gcr.io/7-my-image@{D0}",
+    "gcr.io/8-my-image@sha256:*",
+    "local-image-1:*",
+    "local-image-2:tag",
+    "local-image-3:tag*",
+]
+KRITIS_CASES = [
+    ("gcr.io/6-my-image-w-tag:latest", True),
+    ("gcr.io/6-my-image-w-tag:some", False),
+    ("gcr.io/2-my-image-any-tag:any", True),
+    ("gcr.io/1-my-image-abc", True),
+    ("gcr.io/1-my-image-abc:tag", True),
+    ("gcr.io/3-my-untagged-image", True),
+    ("gcr.io/3-my-untagged-image:tag", False),
+    ("gcr.io/4-my-image-tag-prefix:1.3", True),
+    ("gcr.io/4-my-image-tag-prefix:2.3", False),
+    ("gcr.io/5/long/path/my-image-1:tag", True),
+    ("gcr.io/5/long/path/my-image/image", False),
+    (f"gcr.io/7-my-image@{D0}", True),
+    (f"gcr.io/7-my-image@{D1}", False),
+    (f"gcr.io/8-my-image@{D1}", True),
+    ("local-image-2:tag", True),
+    ("local-image-2:tag2", False),
+    ("local-image-1:any-tag", True),
+    ("local-image-3:tag-any", True),
+    ("local-image-3:1tag", False),
+    # Test_SplitGapAllowedImages, allowlist ["gcr.io/1-my-image*"]:
+    ("gcr.io/2-my-image:latest", False),
+    ("gcr.io/1-my-image2:latest", True),
+    ("gcr.io/1-my-image/a:latest", False),
+]
+
+
+@pytest.mark.parametrize(("image", "admitted"), KRITIS_CASES, ids=[c[0] for c in KRITIS_CASES])
+def test_name_patterns_match_as_kritis_matches_them(image: str, admitted: bool) -> None:
+    match = name_pattern_matcher(KRITIS_PATTERNS)
+    assert match(parse_reference(image), image) is admitted
+    assert match(None, image) is admitted  # an image whose reference could not be parsed: its text
+
+
+@pytest.mark.parametrize(("pattern", "image"), [
+    ("*", "gcr.io/team/app:1"),                       # sigaudit's glob: everything; kritis: no '/' after ''
+    ("gcr.io/team/*", "gcr.io/team/sub/app:1"),       # * stops at /
+    ("gcr.io/team/app", "gcr.io/team/app:2"),          # a plain name is that image, not its other tags
+    ("gcr.io/*/app:1", "gcr.io/team/app:1"),           # a * before the end is a literal
+    ("gcr.io/team/ap?:1", "gcr.io/team/app:1"),        # so is ?
+])
+def test_what_sigaudit_globs_would_widen_is_not_matched(pattern: str, image: str) -> None:
+    assert name_pattern_matcher([pattern])(parse_reference(image), image) is False
+
+
+def test_docker_hub_spellings_are_one_image() -> None:
+    match = name_pattern_matcher(["nginx*", "index.docker.io/bitnami/*"])
+    assert match(parse_reference("docker.io/library/nginx:1.25"), "docker.io/library/nginx:1.25")
+    assert match(parse_reference("bitnami/redis:7"), "bitnami/redis:7")
+    assert not match(parse_reference("nginx-ingress/controller:1"), "nginx-ingress/controller:1")
+
+
+def test_a_running_digest_matches_the_digest_pattern_and_the_tag_the_pod_names() -> None:
+    running = ImageReference("gcr.io", "team/app", "1.0", D1)  # the pod says :1.0, the runtime D1
+    assert name_pattern_matcher(["gcr.io/team/app:1.0"])(running, str(running))
+    assert name_pattern_matcher([f"gcr.io/team/app@{D1}"])(running, str(running))
+    assert not name_pattern_matcher([f"gcr.io/team/app@{D0}"])(running, str(running))
+    assert not name_pattern_matcher(["gcr.io/team/app:1.1"])(running, str(running))
+
+
+PEM = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def _policy(tmp_path: Path, monkeypatch, gap_patterns: list[str], isp_allowlist: list[str]):
+    monkeypatch.setenv("SIGAUDIT_GRAFEAS_URL", "http://127.0.0.1:1")
+    docs = []
+    for ns in ("gap-ns", "isp-ns"):
+        docs.append({"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "AttestationAuthority",
+                     "metadata": {"name": "qa", "namespace": ns},
+                     "spec": {"noteReference": "projects/p/notes/qa",
+                              "publicKeys": [{"keyType": "PKIX", "pkixPublicKey": {"publicKeyPem": PEM}}]}})
+    docs.append({"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "GenericAttestationPolicy",
+                 "metadata": {"name": "gap", "namespace": "gap-ns"},
+                 "spec": {"attestationAuthorityNames": ["qa"],
+                          "admissionAllowlistPatterns": [{"namePattern": p} for p in gap_patterns]}})
+    docs.append({"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "ImageSecurityPolicy",
+                 "metadata": {"name": "isp", "namespace": "isp-ns"},
+                 "spec": {"attestationAuthorityName": "qa", "imageAllowlist": isp_allowlist}})
+    f = tmp_path / "kritis.yaml"
+    f.write_text(yaml.safe_dump_all(docs))
+    return merge(None, [f"kritis:{f}"], loader=PolicyLoader(), kubeconfig=None, context=None)
+
+
+def _exempt(policy, image: str, ns: str) -> bool:
+    """Whether the imported allowlists waive the image: policy exemptions, or (once each policy's
+    allowlist waives only its own rule) the rules' waivers, all matched by the engine."""
+    allowlists = (*policy.exemptions, *(w for r in policy.rules for w in getattr(r, "waivers", ())))
+    ref = parse_reference(image).with_digest(D1)
+    return match_exemption(replace(policy, exemptions=allowlists), ref, str(ref), ns) is not None
+
+
+def test_imported_allowlists_exempt_only_what_kritis_admits(tmp_path: Path, monkeypatch) -> None:
+    policy = _policy(tmp_path, monkeypatch, ["gcr.io/team/*", "gcr.io/exact"],
+                     ["*", "gcr.io/isp/*", "gcr.io/isp/app:1"])
+    assert _exempt(policy, "gcr.io/team/app:1", "gap-ns")
+    assert not _exempt(policy, "gcr.io/team/sub/app:1", "gap-ns")
+    assert _exempt(policy, "gcr.io/exact", "gap-ns") and not _exempt(policy, "gcr.io/exact:2", "gap-ns")
+    # An ImageSecurityPolicy's entries are exact strings: '*' and 'gcr.io/isp/*' name no image.
+    assert _exempt(policy, "gcr.io/isp/app:1", "isp-ns")
+    assert not _exempt(policy, "gcr.io/isp/app:2", "isp-ns") and not _exempt(policy, "gcr.io/other/app:1", "isp-ns")
+    assert not _exempt(policy, "gcr.io/team/app:1", "isp-ns")  # each allowlist stays in its namespace
+    assert any("'gcr.io/isp/*' exempts nothing" in w for w in policy.warnings)
+
+
+def test_kritis_stops_at_an_empty_pattern(tmp_path: Path, monkeypatch) -> None:
+    """imageInAllowlistByPattern returns on the error an empty pattern raises: later ones never count."""
+    policy = _policy(tmp_path, monkeypatch, ["gcr.io/first/*", "", "gcr.io/later/*"], [])
+    assert _exempt(policy, "gcr.io/first/app:1", "gap-ns")
+    assert not _exempt(policy, "gcr.io/later/app:1", "gap-ns")
+
+
+def test_a_pattern_that_is_no_image_name_matches_nothing() -> None:
+    with pytest.raises(ParseError):
+        parse_reference("gcr.io/*/app:1")
+    assert not name_pattern_matcher(["gcr.io/*/app:1", " gcr.io/team/app:1"])(
+        parse_reference("gcr.io/team/app:1"), "gcr.io/team/app:1")
+
+
+@pytest.mark.parametrize(("key", "why"), [
+    ({"keyType": "PKIX", "pkixPublicKey": {"publicKeyPem": PEM + PEM}}, "not exactly one PEM"),  # two keys
+    ({"keyType": "PKIX", "pkixPublicKey": {"publicKeyPem": PEM + "trailing"}}, "not exactly one PEM"),
+    ({"keyType": "X509", "pkixPublicKey": {"publicKeyPem": PEM}}, "not PKIX"),
+])
+def test_a_key_kritis_would_not_parse_is_no_key(key: dict, why: str, tmp_path: Path, monkeypatch) -> None:
+    """kritis refuses a PEM that is not exactly one public key (it never takes "the first one"), and a
+    keyType it does not know: with no other key the authority has none, and its policy's images are
+    `error` (refused), never judged with a key kritis would not use."""
+    monkeypatch.setenv("SIGAUDIT_GRAFEAS_URL", "http://127.0.0.1:1")
+    docs = [{"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "AttestationAuthority",
+             "metadata": {"name": "qa", "namespace": "ns"},
+             "spec": {"noteReference": "projects/p/notes/qa", "publicKeys": [key]}},
+            {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "GenericAttestationPolicy",
+             "metadata": {"name": "gap", "namespace": "ns"}, "spec": {"attestationAuthorityNames": ["qa"]}}]
+    f = tmp_path / "kritis.yaml"
+    f.write_text(yaml.safe_dump_all(docs))
+    policy = merge(None, [f"kritis:{f}"], loader=PolicyLoader(), kubeconfig=None, context=None)
+    (rule,) = policy.rules
+    assert rule.refused == ("AttestationAuthority qa has no usable PKIX key",) and rule.verifiers == ()
+    assert any(why in w for w in policy.warnings), policy.warnings

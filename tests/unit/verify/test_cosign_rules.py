@@ -1,0 +1,72 @@
+"""scanner.verify.cosign_rules: a required predicate type counts only while an attestation that is
+not revoked attests it (the verifier checks it before revocations are known; the engine again after)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from scanner.models import Outcome, SignatureFailure, SignatureResult, SignedTime, TimeSource
+from scanner.policy.engine import apply_revocations
+from scanner.policy.schema import Revocation
+from scanner.verify.cosign_rules import ROLE_ATTESTATION, apply_cosign_rules
+
+SLSA = "https://slsa.dev/provenance/v1"
+GOOD, LEAKED = "a" * 64, "b" * 64
+T = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def signature(verifier: str = "v") -> SignatureResult:
+    return SignatureResult("sigstore-bundle", verifier, Outcome.PASSED, "image signature verified", key_sha256=GOOD,
+                           signed_at=SignedTime(datetime(2026, 1, 1, tzinfo=UTC), TimeSource.REKOR_SET),
+                           details={"role": "image-signature", "predicate_types": ["https://sigstore.dev/cosign/sign/v1"]})
+
+
+def attestation(key: str, at: SignedTime | None = None, verifier: str = "v") -> SignatureResult:
+    return SignatureResult("sigstore-bundle", verifier, Outcome.PASSED, "attestation verified", key_sha256=key,
+                           signed_at=at, details={"role": ROLE_ATTESTATION, "predicate_types": [SLSA]})
+
+
+def judged(*results: SignatureResult, revocations: list[Revocation]) -> tuple[SignatureResult, ...]:
+    by_verifier: dict[str, list[SignatureResult]] = {}
+    for r in results:
+        by_verifier.setdefault(r.verifier, []).append(r)
+    ruled = [x for rs in by_verifier.values() for x in apply_cosign_rules(rs, [SLSA] if rs[0].verifier == "v" else [])]
+    return apply_revocations(ruled, revocations)
+
+
+def leaked(revoked_at: datetime | None = None) -> list[Revocation]:
+    return [Revocation(keySha256=LEAKED, reason="key leaked", revokedAt=revoked_at)]
+
+
+def test_a_predicate_attested_only_by_a_revoked_key_is_not_attested() -> None:
+    out = judged(signature(), attestation(LEAKED), revocations=leaked())
+    sig = out[0]
+    assert sig.outcome is Outcome.FAILED and sig.failure is SignatureFailure.REVOKED
+    assert SLSA in sig.reason and "key leaked" in sig.reason
+
+
+def test_a_forged_attestation_after_revoked_at_does_not_count_an_older_one_does() -> None:
+    """revokedAt spares the image signature the log proves older; an attestation with no authentic time
+    made by the leaked key is not spared, one whose authentic time is older is."""
+    out = judged(signature(), attestation(LEAKED), revocations=leaked(T))
+    assert out[0].outcome is Outcome.FAILED
+    older = SignedTime(datetime(2026, 2, 1, tzinfo=UTC), TimeSource.REKOR_SET)
+    assert judged(signature(), attestation(LEAKED, older), revocations=leaked(T))[0].outcome is Outcome.PASSED
+    claimed = SignedTime(datetime(2026, 2, 1, tzinfo=UTC), TimeSource.CLAIMED)
+    assert judged(signature(), attestation(LEAKED, claimed), revocations=leaked(T))[0].outcome is Outcome.FAILED
+
+
+def test_another_attestation_that_is_not_revoked_still_attests() -> None:
+    out = judged(signature(), attestation(LEAKED), attestation(GOOD), revocations=leaked())
+    assert out[0].outcome is Outcome.PASSED
+
+
+def test_an_attestation_counts_only_for_its_own_verifier() -> None:
+    """w's attestation (not revoked) does not attest for v, whose own one is revoked."""
+    out = judged(signature(), attestation(LEAKED), attestation(GOOD, verifier="w"), revocations=leaked())
+    assert out[0].outcome is Outcome.FAILED
+
+
+def test_without_required_predicates_nothing_changes() -> None:
+    plain = apply_cosign_rules([signature(), attestation(LEAKED)], [])
+    assert apply_revocations(plain, leaked())[0].outcome is Outcome.PASSED
