@@ -40,6 +40,7 @@ from starlette.routing import Route
 from scanner.clock import Clock, system_clock
 from scanner.errors import ConfigError, ScanInProgress, SigauditError, StoreError
 from scanner.metrics.collector import SigauditCollector, StoreSource
+from scanner.redact import install_log_redaction
 from scanner.scheduler import (
     ScanBusy,
     ScanOptions,
@@ -354,6 +355,8 @@ def serve(**opts: Any) -> int:
     old = {s: signal.signal(s, remember) for s in (signal.SIGTERM, signal.SIGINT)}
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
                             server_header=False, timeout_graceful_shutdown=5)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn's own handlers, configured above
+        install_log_redaction(logging.getLogger(name))
     server = _Server(config)
     try:
         server.run()

@@ -56,6 +56,7 @@ from scanner.models import (
     SignatureMaterial,
     SignatureResult,
 )
+from scanner.redact import display_url
 from scanner.verify.base import Verifier, Wants, identity_of
 from scanner.verify.keys import PublicKey, describe_key, key_sha256, parse_public_key, spki_der
 
@@ -420,34 +421,36 @@ class GrafeasClient:
         if endpoint.base.startswith("http://"):
             host = urlsplit(endpoint.base).hostname or ""
             if host not in ("127.0.0.1", "localhost", "::1"):
-                log.warning("insecure: reading attestations over plain http from %s", endpoint.base)
+                log.warning("insecure: reading attestations over plain http from %s", display_url(endpoint.base))
 
     @property
     def label(self) -> str:
-        return f"{self.endpoint.base}/{self.endpoint.version}/projects/{self.endpoint.project}"
+        """The endpoint as shown in reasons and logs: without any credential its URL carries."""
+        return display_url(f"{self.endpoint.base}/{self.endpoint.version}/projects/{self.endpoint.project}")
 
     def _get(self, params: Mapping[str, str]) -> dict[str, Any]:
         import httpx
 
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         url = self.endpoint.occurrences_url
+        shown = display_url(url)
         try:
             with self._client.stream("GET", url, params=params, headers=headers) as resp:
                 body = b""
                 for chunk in resp.iter_bytes():
                     body += chunk
                     if len(body) > MAX_RESPONSE_BYTES:
-                        raise AttestationSourceError(f"{url}: response larger than {MAX_RESPONSE_BYTES} bytes")
+                        raise AttestationSourceError(f"{shown}: response larger than {MAX_RESPONSE_BYTES} bytes")
                 if resp.status_code != 200:
-                    raise AttestationSourceError(f"{url} answered {resp.status_code}: {body[:200]!r}")
+                    raise AttestationSourceError(f"{shown} answered {resp.status_code}: {body[:200]!r}")
         except httpx.HTTPError as exc:
-            raise AttestationSourceError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+            raise AttestationSourceError(f"cannot reach {shown}: {type(exc).__name__}: {exc}") from exc
         try:
             doc = json.loads(body)
         except ValueError as exc:
-            raise AttestationSourceError(f"{url}: response is not JSON") from exc
+            raise AttestationSourceError(f"{shown}: response is not JSON") from exc
         if not isinstance(doc, dict):
-            raise AttestationSourceError(f"{url}: response is not a JSON object")
+            raise AttestationSourceError(f"{shown}: response is not a JSON object")
         return doc
 
     def attestations(self, resource_urls: Sequence[str], note_name: str | None) -> list[Attestation]:
