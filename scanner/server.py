@@ -51,6 +51,7 @@ from scanner.scheduler import (
     parse_schedule,
 )
 from scanner.store import ScanSummary, Store
+from scanner.store.store import MAX_ID
 
 log = logging.getLogger("sigaudit.serve")
 
@@ -151,7 +152,8 @@ def create_app(ctx: ServerContext) -> Starlette:
     def metrics(_: Request) -> Response:
         return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def healthz(_: Request) -> Response:
+    async def healthz(_: Request) -> Response:
+        # On the event loop, not the thread pool: the liveness probe answers however busy the workers are.
         return PlainTextResponse("ok\n")
 
     def readyz(_: Request) -> Response:
@@ -193,9 +195,10 @@ def create_app(ctx: ServerContext) -> Starlette:
     def get_scan(request: Request) -> Response:
         from scanner.document import scan_document
 
-        scan_id = request.path_params["scan_id"]
-        if not _belongs(ctx, scan_id):
-            return JSONResponse({"error": f"there is no scan {scan_id} of cluster {ctx.cluster}"}, status_code=404)
+        scan_id = _scan_id(str(request.path_params["scan_id"]))
+        if scan_id is None or not _belongs(ctx, scan_id):
+            asked = request.path_params["scan_id"]
+            return JSONResponse({"error": f"there is no scan {asked} of cluster {ctx.cluster}"}, status_code=404)
         try:
             return JSONResponse(scan_document(ctx.store.load_scan(scan_id)))
         except StoreError as exc:
@@ -211,8 +214,8 @@ def create_app(ctx: ServerContext) -> Starlette:
                 scan_id = ctx.store.latest_scan_id(ctx.cluster)
                 if scan_id is None:
                     return PlainTextResponse("no complete scan yet\n", status_code=404)
-            elif name.isdigit() and _belongs(ctx, int(name)):
-                scan_id = int(name)
+            elif (wanted := _scan_id(name)) is not None and _belongs(ctx, wanted):
+                scan_id = wanted
             else:
                 return PlainTextResponse(f"there is no scan {name} of cluster {ctx.cluster}\n", status_code=404)
             body = _render_report(ctx.store, scan_id, fmt)
@@ -229,9 +232,19 @@ def create_app(ctx: ServerContext) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/api/scans", scan_scans, methods=["GET", "POST"]),
-        Route("/api/scans/{scan_id:int}", get_scan),
+        Route("/api/scans/{scan_id}", get_scan),
         Route("/reports/{name}", report),
     ])
+
+
+def _scan_id(text: str) -> int | None:
+    """A scan id from a URL: ASCII digits only (``str.isdigit`` also accepts superscripts, which ``int``
+    refuses, and other scripts' digits, which it reads), and a size the store's ids can have; anything
+    else names no scan."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
+        return None
+    value = int(text)
+    return value if 0 < value <= MAX_ID else None
 
 
 def _belongs(ctx: ServerContext, scan_id: int) -> bool:

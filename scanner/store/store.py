@@ -69,6 +69,7 @@ from scanner.store.schema import (
 )
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
+MAX_ID = 2**31 - 1  # sa.Integer: INTEGER on both backends
 ABANDONED = "abandoned (process died)"
 _FINISHED = (ScanState.COMPLETE.value, ScanState.PARTIAL.value)
 _CHUNK = 500
@@ -211,6 +212,14 @@ class Store:
     def _read(self) -> Iterator[sa.Connection]:
         with self._engine.connect() as conn:
             yield conn
+
+    def _known_id(self, scan_id: int) -> int:
+        """``scan_id`` if it can name a row (the ids are 32-bit INTEGERs); else there is no such scan.
+        A number from a URL or a flag (``/reports/99999999999999999999.json``) is never handed to the
+        driver, which would raise OverflowError (SQLite) or DataError (PostgreSQL) instead."""
+        if isinstance(scan_id, bool) or not isinstance(scan_id, int) or not 0 < scan_id <= MAX_ID:
+            raise StoreError(f"there is no scan {scan_id} in {self.url}")
+        return scan_id
 
     def check_schema(self) -> None:
         """Raise StoreError unless the schema is at the head revision of this sigaudit."""
@@ -442,6 +451,7 @@ class Store:
 
     def load_scan(self, scan_id: int) -> ScanResult:
         """The scan as it was saved, as frozen models."""
+        scan_id = self._known_id(scan_id)
         with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
             scan = conn.execute(sa.select(_scans).where(_scans.c.id == scan_id)).one_or_none()
             if scan is None:
@@ -491,11 +501,13 @@ class Store:
 
     def policy_summary(self, scan_id: int) -> dict[str, Any] | None:
         """The policy a scan applied (rules, exemptions, revocations), as recorded by finish_scan."""
+        scan_id = self._known_id(scan_id)
         with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
             value = conn.execute(sa.select(_scans.c.policy_summary).where(_scans.c.id == scan_id)).scalar()
         return dict(value) if value else None
 
     def scan_summary(self, scan_id: int) -> ScanSummary:
+        scan_id = self._known_id(scan_id)
         with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
             row = conn.execute(sa.select(_scans).where(_scans.c.id == scan_id)).one_or_none()
         if row is None:
@@ -517,6 +529,8 @@ class Store:
 
     def previous_scan_id(self, scan_id: int) -> int | None:
         """The complete scan of the same cluster just before ``scan_id`` (for diffs)."""
+        if not 0 < scan_id <= MAX_ID:
+            return None
         with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
             row = conn.execute(
                 sa.select(_scans.c.cluster, _scans.c.started_at).where(_scans.c.id == scan_id)
@@ -566,6 +580,8 @@ class Store:
     def counts_by_namespace(self, scan_id: int) -> dict[tuple[str, str], int]:
         """(namespace, status) -> number of distinct images running in that namespace, for the
         metrics collector's low-cardinality series. An image running in two namespaces counts in both."""
+        if not 0 < scan_id <= MAX_ID:
+            return {}
         query = (
             sa.select(_containers.c.namespace, _images.c.status, sa.func.count(sa.distinct(_images.c.id)))
             .join(_images, _images.c.id == _containers.c.image_row_id)
