@@ -13,22 +13,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from scanner.redact import redact_text
+from scanner.redact import redact_text, representable
 
 SCHEMA_VERSION = 1
 
 
+def _prose(text: str) -> str:
+    return representable(redact_text(text))
+
+
 def _mask_prose(obj: Any, *names: str) -> None:
     """Mask URL credentials in the free-text fields ``names`` of a frozen model (reasons, notes,
-    errors: what people read). Facts that decisions use (identities, signers, digests) are never
-    touched. Every output — cache, database, JSON, HTML, CSV, table — is built from these models, so a
-    reason a verifier wrote with a raw ``https://user:password@…`` never leaves the process."""
+    errors: what people read), and make them representable (no NUL, no lone surrogate). Facts that
+    decisions use (identities, signers, digests) are never touched. Every output — cache, database,
+    JSON, HTML, CSV, table — is built from these models, so a reason a verifier wrote with a raw
+    ``https://user:password@…`` never leaves the process."""
     for name in names:
         value = getattr(obj, name)
         if isinstance(value, str):
-            masked: Any = redact_text(value)
+            masked: Any = _prose(value)
         else:
-            items = [redact_text(v) if isinstance(v, str) else v for v in value]
+            items = [_prose(v) if isinstance(v, str) else v for v in value]
             masked = value if items == list(value) else type(value)(items)
         if masked is not value and masked != value:
             object.__setattr__(obj, name, masked)

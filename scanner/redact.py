@@ -53,6 +53,18 @@ def redact_text(text: str) -> str:
     return _CREDENTIAL_PARAM.sub(lambda m: m.group("lead") + MASK if m.group("value") else m.group(0), text)
 
 
+_UNREPRESENTABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def representable(text: str) -> str:
+    """``text`` with NUL and lone surrogates replaced by U+FFFD: what every output can carry (a lone
+    surrogate, e.g. from ``"\\ud800"`` in a registry's JSON, is not UTF-8 and breaks any encoder;
+    PostgreSQL text refuses NUL)."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return _UNREPRESENTABLE.sub("\ufffd", text)
+
+
 def display_url(url: str) -> str:
     """One configured URL as it may be shown: no userinfo, credential-like query values masked."""
     try:
@@ -91,4 +103,4 @@ def install_log_redaction(logger: logging.Logger | None = None) -> None:
             handler.addFilter(RedactingFilter())
 
 
-__all__ = ["MASK", "RedactingFilter", "display_url", "install_log_redaction", "redact_text"]
+__all__ = ["MASK", "RedactingFilter", "display_url", "install_log_redaction", "redact_text", "representable"]

@@ -10,6 +10,7 @@ see a half-written one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -48,6 +49,7 @@ from scanner.models import (
     Verdict,
     Workload,
 )
+from scanner.redact import representable
 from scanner.store import codec
 from scanner.store.engine import (
     describe_db_error,
@@ -698,9 +700,58 @@ def _allocate_ids(conn: sa.Connection, table: sa.Table, n: int) -> list[int]:
     ).scalars())
 
 
+def storable_text(value: str, limit: int | None = None) -> str:
+    """``value`` as a text column can hold it on every backend: NUL and lone surrogates become U+FFFD,
+    and text longer than the column's ``limit`` is cut, ending in "…".
+
+    Pod fields (an image, an ownerReference's kind and name) are the cluster's tenants' to write: the
+    API server takes NUL and any length there, and one such pod once made PostgreSQL refuse the whole
+    scan, so that no scan of the cluster could ever be recorded. A verdict's facts are decided before
+    the store; what it stores is their record, marked where it had to be changed."""
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1] + "\u2026"
+    return representable(value)
+
+
+def _storable_json(value: Any) -> Any:
+    """A JSON column's value with every string representable (a lone surrogate would make the reports
+    and the API, which write UTF-8, fail on this scan for good)."""
+    if isinstance(value, str):
+        return representable(value)
+    if isinstance(value, list | tuple):
+        return [_storable_json(v) for v in value]
+    if isinstance(value, dict):
+        return {representable(k) if isinstance(k, str) else k: _storable_json(v) for k, v in value.items()}
+    return value
+
+
+def _storable_columns(table: sa.Table) -> dict[str, Callable[[Any], Any]]:
+    """Column name -> what makes a value storable, for ``table``'s text and JSON columns."""
+    out: dict[str, Callable[[Any], Any]] = {}
+    for c in table.columns:
+        if isinstance(c.type, sa.JSON):
+            out[c.name] = _storable_json
+        elif isinstance(c.type, sa.String):
+            out[c.name] = functools.partial(_storable_value, limit=c.type.length)
+    return out
+
+
+def _storable_value(value: Any, limit: int | None) -> Any:
+    return storable_text(value, limit) if isinstance(value, str) else value
+
+
+def _storable_rows(table: sa.Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    fixes = [(name, fix) for name, fix in _storable_columns(table).items() if name in rows[0]]
+    for row in rows:
+        for name, fix in fixes:
+            row[name] = fix(row[name])
+    return rows
+
+
 def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
+    rows = _storable_rows(table, rows)
     if is_sqlite(conn):
         # One executemany of tuples through the driver, with each column's own bind processor (JSON,
         # UTC datetimes): the same stored values as table.insert(), without SQLAlchemy's per-row
@@ -719,7 +770,8 @@ def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]
     dialect = conn.dialect
 
     def as_json(v: Any) -> Any:
-        return None if v is None else json.dumps(v, ensure_ascii=False)
+        # ASCII, as INSERT's serializer writes it: a lone surrogate in a reason is escaped, not an encoding error.
+        return None if v is None else json.dumps(v)
 
     def as_utc(v: Any) -> Any:
         return _UTC.process_bind_param(v, dialect)  # refuses naive datetimes, as INSERT would
