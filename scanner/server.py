@@ -16,9 +16,6 @@ seconds to wind down, mark it failed (never complete) and exit 0.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
 import signal
@@ -111,41 +108,12 @@ def readiness(ctx: ServerContext) -> tuple[bool, dict[str, Any]]:
     return False, detail
 
 
-def _render_report(store: Store, scan_id: int, fmt: str) -> str | None:
-    """The report from the report engineer's ``reports.render`` when present; JSON and a plain CSV
-    otherwise (HTML then answers 404)."""
-    import importlib
+def _render_report(store: Store, scan_id: int, fmt: str) -> str:
+    """The report renderer's HTML, JSON or CSV (one CSV writer, formula-safe: reports.render)."""
+    from reports import render
 
-    try:
-        report_render: Any = importlib.import_module("reports.render")
-    except ImportError:
-        report_render = None
-    fn = getattr(report_render, f"render_{fmt}", None)
-    if fn is not None:
-        return str(fn(store, scan_id))
-    if fmt == "json":
-        from scanner.document import scan_document
-
-        return json.dumps(scan_document(store.load_scan(scan_id)), indent=2) + "\n"
-    if fmt == "csv":
-        return _fallback_csv(store, scan_id)
-    return None
-
-
-def _fallback_csv(store: Store, scan_id: int) -> str:
-    from scanner.document import scan_document
-
-    doc = scan_document(store.load_scan(scan_id))
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["namespace", "workload_kind", "workload", "pod", "container", "image", "digest", "status",
-                "compliant", "expiring", "not_after", "rule", "reasons"])
-    for img in doc["images"]:
-        for c in img["containers"]:
-            w.writerow([c["namespace"], c["workload_kind"], c["workload_name"], c["pod"], c["container"],
-                        img["reference"], img["digest"] or "", img["status"], img["compliant"], img["expiring"],
-                        img["not_after"] or "", img["rule"] or "", "; ".join(img["reasons"])])
-    return out.getvalue()
+    renderers = {"html": render.render_html, "json": render.render_json, "csv": render.render_csv}
+    return renderers[fmt](store, scan_id)
 
 
 def create_app(ctx: ServerContext) -> Starlette:
@@ -221,8 +189,6 @@ def create_app(ctx: ServerContext) -> Starlette:
             body = _render_report(ctx.store, scan_id, fmt)
         except StoreError as exc:
             return PlainTextResponse(exc.diagnostics() + "\n", status_code=503)
-        if body is None:
-            return PlainTextResponse(f"the {fmt} report is not available in this build\n", status_code=404)
         filename = f"sigaudit-{ctx.cluster}-scan-{scan_id}.{fmt}"
         return Response(body, media_type=_FORMATS[fmt],
                         headers={"Content-Disposition": f'inline; filename="{filename}"'})
