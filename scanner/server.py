@@ -220,6 +220,60 @@ def _belongs(ctx: ServerContext, scan_id: int) -> bool:
         return False
 
 
+HEADER_TIMEOUT_SECONDS = 10.0  # a connection gets this long to send a request's headers
+
+
+def _header_timeout_protocol() -> type:
+    """uvicorn's h11 protocol with a deadline on each request's headers.
+
+    uvicorn has none: a client that sends a request line and then a header byte now and then (slowloris)
+    holds its connection for ever, and a thousand of them exhaust the process's file descriptors, so the
+    probes and /metrics stop answering. Each connection, and each keep-alive wait for the next request,
+    now gets HEADER_TIMEOUT_SECONDS for the headers; a request being answered is never cut."""
+    import asyncio
+
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11Protocol(H11Protocol):
+        _header_deadline: asyncio.TimerHandle | None = None
+
+        def _arm_header_deadline(self) -> None:
+            self._disarm_header_deadline()
+            self._header_deadline = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self._header_deadline_passed)
+
+        def _disarm_header_deadline(self) -> None:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+
+        def _header_deadline_passed(self) -> None:
+            self._header_deadline = None
+            waiting_for_headers = self.cycle is None or self.cycle.response_complete
+            if waiting_for_headers and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request's headers arrived
+                self._disarm_header_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                self._arm_header_deadline()  # the keep-alive wait for the next request's headers
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_deadline()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11Protocol
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -333,7 +387,7 @@ def serve(**opts: Any) -> int:
 
     old = {s: signal.signal(s, remember) for s in (signal.SIGTERM, signal.SIGINT)}
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
-                            server_header=False, timeout_graceful_shutdown=5)
+                            server_header=False, timeout_graceful_shutdown=5, http=_header_timeout_protocol())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn's own handlers, configured above
         install_log_redaction(logging.getLogger(name))
     server = _Server(config)
