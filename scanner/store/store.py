@@ -49,7 +49,7 @@ from scanner.models import (
     Verdict,
     Workload,
 )
-from scanner.redact import representable
+from scanner.redact import redact_text, representable
 from scanner.store import codec
 from scanner.store.engine import (
     describe_db_error,
@@ -444,7 +444,8 @@ class Store:
                 conn.execute(
                     _scans.update()
                     .where(_scans.c.id == scan_id, _scans.c.state == ScanState.RUNNING.value)
-                    .values(state=ScanState.FAILED.value, finished_at=self._clock(), errors=list(errors))
+                    .values(state=ScanState.FAILED.value, finished_at=self._clock(),
+                            errors=[representable(redact_text(e)) for e in errors])
                 )
         finally:
             self._release_scan_lock(scan_id)

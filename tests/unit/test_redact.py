@@ -125,3 +125,18 @@ def test_log_records_are_masked_with_their_arguments_and_tracebacks() -> None:
     text = stream.getvalue()
     assert SECRET not in text and "fetching https://***@h/k.pub" in text
     assert "RuntimeError: cannot reach https://***@h/k.pub" in text
+
+
+def test_a_failed_scans_errors_are_stored_masked(tmp_path: Path) -> None:
+    """fail_scan takes the raw text of whatever stopped the scan (an exception from any library)."""
+    from datetime import UTC, datetime
+
+    from scanner.store import open_store, upgrade
+
+    url = f"sqlite:///{tmp_path / 'sigaudit.db'}"
+    upgrade(url)
+    with open_store(url) as store:
+        scan_id = store.begin_scan("c", datetime.now(UTC), "sha256:00", "test")
+        store.fail_scan(scan_id, [f"scan failed: MaxRetryError: https://admin:{SECRET}@api.example:6443/api\x00"])
+        errors = store.scan_summary(scan_id).errors
+    assert errors == ("scan failed: MaxRetryError: https://***@api.example:6443/api\ufffd",)
