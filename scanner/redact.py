@@ -20,14 +20,15 @@ from urllib.parse import urlsplit, urlunsplit
 MASK = "***"
 
 # scheme://AUTHORITY where the authority (up to the first / ? # or whitespace) holds an '@': everything
-# up to its last '@' is userinfo (an unencoded '@' in a password must not end the mask early).
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s]*)@")
-_CREDENTIAL_PARAM_NAMES = (
-    r"password|passwd|pwd|pass|sslpassword|secret|client_secret|token|access_token|refresh_token|id_token"
-    r"|auth|authorization|api[_-]?key|apikey|key|sig|signature|credential|x-amz-signature|x-amz-credential"
-    r"|x-amz-security-token|x-goog-signature|x-goog-credential"
-)
-_CREDENTIAL_PARAM = re.compile(rf"(?P<lead>[?&;](?:{_CREDENTIAL_PARAM_NAMES})=)(?P<value>[^&#\s'\"]*)", re.IGNORECASE)
+# up to its last '@' is userinfo (an unencoded '@' in a password must not end the mask early). The
+# scheme is bounded, and the parameter name below too, so that matching stays linear in the text
+# (reasons quote tenants' image strings, of any length).
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]{0,30}://)(?P<userinfo>[^/?#\s]*)@")
+# A query parameter whose name says it carries a credential: password, pwd, pass, secret, token (access_,
+# refresh_, private_, X-Amz-Security-Token), auth, key (apikey, api_key), sig/signature (Azure SAS,
+# X-Amz-Signature), credential (X-Amz-Credential), session.
+_PARAM = re.compile(r"(?P<lead>[?&;](?P<name>[\w.\-]{1,128})=)(?P<value>[^&#\s'\"]*)")
+_CREDENTIAL_NAME = re.compile(r"pass|pwd|secret|token|auth|key|sig|credential|session", re.IGNORECASE)
 
 
 _DATABASE_SCHEMES = ("postgresql", "postgres", "sqlite")
@@ -50,7 +51,13 @@ def redact_text(text: str) -> str:
     if "://" not in text and "=" not in text:
         return text
     text = _USERINFO.sub(_userinfo, text)
-    return _CREDENTIAL_PARAM.sub(lambda m: m.group("lead") + MASK if m.group("value") else m.group(0), text)
+    return _PARAM.sub(_param, text)
+
+
+def _param(m: re.Match[str]) -> str:
+    if m.group("value") and _CREDENTIAL_NAME.search(m.group("name")):
+        return m.group("lead") + MASK
+    return m.group(0)
 
 
 _UNREPRESENTABLE = re.compile("[\x00\ud800-\udfff]")
