@@ -14,6 +14,7 @@ import csv
 import functools
 import io
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,11 @@ CSV_COLUMNS = (
     "cluster", "scan_id", "namespace", "workload_kind", "workload_name", "pod", "container", "container_type",
     "image", "digest", "status", "compliant", "reason", "reasons", "rule", "signers", "not_after", "expiring",
 )
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# A formula character (and the full-width forms some spreadsheets read as the same) at the start of
+# the cell or of anything a spreadsheet may take for a new cell or row: after ; tab CR LF (a comma
+# inside a cell is quoted by the writer, and a ';'-locale reader does not split on it), with optional
+# spaces and quotes between.
+_FORMULA_START = re.compile(r"(?:^|(?<=[;\t\r\n]))([ \"]*)(?=[=+\-@\t\r\uff1d\uff0b\uff0d\uff20])")
 
 
 @functools.cache
@@ -137,14 +142,17 @@ def render_json(store: Store, scan_id: int) -> str:
 
 
 def csv_cell(value: object) -> str:
-    """A CSV cell that a spreadsheet will not run: text starting with = + - @ (or tab/CR) gets a quote.
+    """A CSV cell that a spreadsheet will not run: a formula character (= + - @, tab, CR, or their
+    full-width forms) at the start of the cell gets a quote before it, and so does one after a
+    semicolon, tab or line break inside the cell.
 
-    OWASP "CSV Injection": prefixing a single quote makes Excel, LibreOffice and Sheets show text.
+    OWASP "CSV Injection": prefixing a single quote makes Excel, LibreOffice and Sheets show text. The
+    inside of a cell matters too: a spreadsheet whose list separator is ';' (most European locales)
+    splits ``x;=HYPERLINK(…)`` — an image name the API server accepts from any tenant — into two cells
+    whatever the quoting, and one whose record ends at a raw line break starts a row with what follows.
     """
     text = "" if value is None else str(value)
-    if text.startswith(_FORMULA_PREFIXES):
-        return "'" + text
-    return text
+    return _FORMULA_START.sub(r"\1'", text)
 
 
 def _iso(value: datetime | None) -> str:

@@ -34,6 +34,9 @@ def _setup_logging(verbose: int) -> None:
     )
     for noisy in ("httpx", "httpcore", "kubernetes", "urllib3", "hpack", "h2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
+    from scanner.redact import install_log_redaction
+
+    install_log_redaction()  # no log line carries a URL credential (user:password@, ?token=)
 
 
 def _fail(message: str, code: int) -> NoReturn:

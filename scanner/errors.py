@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from scanner.redact import redact_text
+
 
 class SigauditError(Exception):
-    """Base class of every error sigaudit raises on purpose."""
+    """Base class of every error sigaudit raises on purpose.
+
+    Its text never carries a URL credential (``scheme://user:password@…``, ``?token=…``): whatever
+    message a raiser builds, ``str()`` — and so ``diagnostics()``, ``f"{exc}"`` and a traceback —
+    shows it masked (:func:`scanner.redact.redact_text`)."""
+
+    def __str__(self) -> str:
+        return redact_text(super().__str__())
 
     def diagnostics(self) -> str:
         return str(self)

@@ -13,7 +13,30 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from scanner.redact import redact_text, representable
+
 SCHEMA_VERSION = 1
+
+
+def _prose(text: str) -> str:
+    return representable(redact_text(text))
+
+
+def _mask_prose(obj: Any, *names: str) -> None:
+    """Mask URL credentials in the free-text fields ``names`` of a frozen model (reasons, notes,
+    errors: what people read), and make them representable (no NUL, no lone surrogate). Facts that
+    decisions use (identities, signers, digests) are never touched. Every output — cache, database,
+    JSON, HTML, CSV, table — is built from these models, so a reason a verifier wrote with a raw
+    ``https://user:password@…`` never leaves the process."""
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, str):
+            masked: Any = _prose(value)
+        else:
+            items = [_prose(v) if isinstance(v, str) else v for v in value]
+            masked = value if items == list(value) else type(value)(items)
+        if masked is not value and masked != value:
+            object.__setattr__(obj, name, masked)
 
 
 class ContainerType(enum.StrEnum):
@@ -85,6 +108,9 @@ class RunningImage:
     notes: tuple[str, ...] = ()
     pull_secrets: tuple[tuple[str, str], ...] = ()  # (namespace, secret name)
 
+    def __post_init__(self) -> None:
+        _mask_prose(self, "notes")
+
     @property
     def digest(self) -> str:
         assert self.reference.digest is not None
@@ -109,6 +135,9 @@ class UnresolvedImage:
     containers: tuple[ContainerRef, ...]
     reason: str
     notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _mask_prose(self, "reason", "notes")
 
     @property
     def display(self) -> str:
@@ -194,6 +223,9 @@ class Check:
     reason: str = ""
     enforced: bool = True  # a logged-only (not enforced) failure is reported, not fatal
 
+    def __post_init__(self) -> None:
+        _mask_prose(self, "reason")
+
 
 class SignatureFailure(enum.StrEnum):
     """Why a single signature did not count, as the policy needs to know it."""
@@ -255,6 +287,9 @@ class SignatureResult:
     checks: tuple[Check, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)  # chain fingerprints, log index, ...
 
+    def __post_init__(self) -> None:
+        _mask_prose(self, "verifier", "reason")
+
 
 class Status(enum.StrEnum):
     VERIFIED = "verified"
@@ -287,6 +322,7 @@ class Verdict:
     deciding_reason: int = 0
 
     def __post_init__(self) -> None:
+        _mask_prose(self, "reasons")
         if not (0 <= self.deciding_reason < max(1, len(self.reasons))):
             raise ValueError(f"deciding_reason {self.deciding_reason} is not an index into {len(self.reasons)} reasons")
 
@@ -329,3 +365,6 @@ class ScanResult:
     # Counters of the scan's own work, e.g. {"registry_requests": {"<registry>|<code>": n},
     # "registry_errors": {...}, "verifications": {"<verifier kind>|<outcome>": n}}. Persisted as JSON.
     stats: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _mask_prose(self, "errors")

@@ -147,7 +147,8 @@ class ScanBusy(SigauditError):
 
     def __init__(self, scan_id: int | None) -> None:
         self.scan_id = scan_id
-        super().__init__(f"scan {scan_id} is running; wait for it to finish")
+        what = f"scan {scan_id} is running" if scan_id is not None else "a scan is starting"
+        super().__init__(f"{what}; wait for it to finish")
 
 
 class ShuttingDown(SigauditError):
@@ -191,6 +192,7 @@ class ScanRunner:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._current: _Running | None = None
+        self._starting = False  # a start() is loading the policy / recording the scan
         self._closing = False
         self.last: RunOutcome | None = None
 
@@ -208,16 +210,44 @@ class ScanRunner:
 
         Raises ScanBusy (this process), ScanInProgress (another process), ShuttingDown, ConfigError
         (the policy cannot be loaded) or StoreError.
+
+        The slot is claimed first, under the lock; the policy (which may fetch keys over the network or
+        read the cluster) is loaded outside it. A second start meanwhile is refused at once, never queued
+        behind the first: callers of the API cannot pile up threads waiting on a slow policy source.
         """
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the server is shutting down")
-            if self._current is not None:
-                raise ScanBusy(self._current.scan_id)
+            if self._current is not None or self._starting:
+                raise ScanBusy(self._current.scan_id if self._current else None)
+            self._starting = True
+        run: _Running | None = None
+        try:
             inputs = scan.load_inputs(self.options)
+            if self._closing:
+                raise ShuttingDown("the server is shutting down")
             started = self.clock()
             scan_id = scan.begin(self.options, self.store, inputs, lambda: started)
-            run = self._current = _Running(scan_id, trigger, started)
+            with self._lock:
+                run = self._current = _Running(scan_id, trigger, started)
+                closing = self._closing
+            if closing:  # shut down while the scan was being recorded: it never runs
+                run.stop.set()
+                raise ShuttingDown("the server is shutting down")
+        except BaseException:
+            if run is not None:
+                try:
+                    self.store.fail_scan(run.scan_id, ["scan failed: interrupted: the server is shutting down"])
+                except StoreError as exc:
+                    log.error("cannot mark scan %d failed: %s", run.scan_id, exc.diagnostics())
+            with self._lock:
+                self._starting = False
+                if run is not None:
+                    self._current = None
+                self._idle.notify_all()
+            raise
+        with self._lock:
+            self._starting = False
         log.info("scan %d of cluster %s started (%s)", scan_id, self.options.cluster, trigger)
         if wait:
             self._execute(run, inputs)
@@ -276,17 +306,18 @@ class ScanRunner:
         return current.scan_id
 
     def shutdown(self, timeout: float) -> bool:
-        """Stop: wait up to ``timeout`` s for the running scan to wind down, then mark it failed
-        ourselves. Returns True if no scan thread is left running."""
+        """Stop: wait up to ``timeout`` s for the running (or starting) scan to wind down, then mark it
+        failed ourselves. Returns True if no scan thread is left running."""
         scan_id = self.request_stop()
-        if scan_id is None:
+        if scan_id is None and not self._starting:
             return True
         deadline = self.clock() + timedelta(seconds=timeout)
         with self._lock:
-            while self._current is not None and self.clock() < deadline:
+            while (self._current is not None or self._starting) and self.clock() < deadline:
                 self._idle.wait(timeout=0.2)
-            left = self._current is not None
-        if left:
+            left = self._current is not None or self._starting
+            scan_id = self._current.scan_id if self._current is not None else scan_id
+        if left and scan_id is not None:
             log.warning("scan %d did not stop within %.0fs; marking it failed", scan_id, timeout)
             try:
                 self.store.fail_scan(scan_id, ["scan failed: interrupted: the server shut down"])

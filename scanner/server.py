@@ -16,9 +16,6 @@ seconds to wind down, mark it failed (never complete) and exit 0.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
 import signal
@@ -41,6 +38,7 @@ from scanner.clock import Clock, system_clock
 from scanner.errors import ConfigError, ScanInProgress, SigauditError, StoreError
 from scanner.metrics.collector import SigauditCollector, StoreSource
 from scanner.options import scan_options, scan_options_from
+from scanner.redact import install_log_redaction
 from scanner.scheduler import (
     ScanBusy,
     ScanRunner,
@@ -50,6 +48,7 @@ from scanner.scheduler import (
     parse_schedule,
 )
 from scanner.store import ScanSummary, Store
+from scanner.store.store import MAX_ID
 
 log = logging.getLogger("sigaudit.serve")
 
@@ -109,48 +108,20 @@ def readiness(ctx: ServerContext) -> tuple[bool, dict[str, Any]]:
     return False, detail
 
 
-def _render_report(store: Store, scan_id: int, fmt: str) -> str | None:
-    """The report from the report engineer's ``reports.render`` when present; JSON and a plain CSV
-    otherwise (HTML then answers 404)."""
-    import importlib
+def _render_report(store: Store, scan_id: int, fmt: str) -> str:
+    """The report renderer's HTML, JSON or CSV (one CSV writer, formula-safe: reports.render)."""
+    from reports import render
 
-    try:
-        report_render: Any = importlib.import_module("reports.render")
-    except ImportError:
-        report_render = None
-    fn = getattr(report_render, f"render_{fmt}", None)
-    if fn is not None:
-        return str(fn(store, scan_id))
-    if fmt == "json":
-        from scanner.document import scan_document
-
-        return json.dumps(scan_document(store.load_scan(scan_id)), indent=2) + "\n"
-    if fmt == "csv":
-        return _fallback_csv(store, scan_id)
-    return None
-
-
-def _fallback_csv(store: Store, scan_id: int) -> str:
-    from scanner.document import scan_document
-
-    doc = scan_document(store.load_scan(scan_id))
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["namespace", "workload_kind", "workload", "pod", "container", "image", "digest", "status",
-                "compliant", "expiring", "not_after", "rule", "reasons"])
-    for img in doc["images"]:
-        for c in img["containers"]:
-            w.writerow([c["namespace"], c["workload_kind"], c["workload_name"], c["pod"], c["container"],
-                        img["reference"], img["digest"] or "", img["status"], img["compliant"], img["expiring"],
-                        img["not_after"] or "", img["rule"] or "", "; ".join(img["reasons"])])
-    return out.getvalue()
+    renderers = {"html": render.render_html, "json": render.render_json, "csv": render.render_csv}
+    return renderers[fmt](store, scan_id)
 
 
 def create_app(ctx: ServerContext) -> Starlette:
     def metrics(_: Request) -> Response:
         return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def healthz(_: Request) -> Response:
+    async def healthz(_: Request) -> Response:
+        # On the event loop, not the thread pool: the liveness probe answers however busy the workers are.
         return PlainTextResponse("ok\n")
 
     def readyz(_: Request) -> Response:
@@ -192,9 +163,10 @@ def create_app(ctx: ServerContext) -> Starlette:
     def get_scan(request: Request) -> Response:
         from scanner.document import scan_document
 
-        scan_id = request.path_params["scan_id"]
-        if not _belongs(ctx, scan_id):
-            return JSONResponse({"error": f"there is no scan {scan_id} of cluster {ctx.cluster}"}, status_code=404)
+        scan_id = _scan_id(str(request.path_params["scan_id"]))
+        if scan_id is None or not _belongs(ctx, scan_id):
+            asked = request.path_params["scan_id"]
+            return JSONResponse({"error": f"there is no scan {asked} of cluster {ctx.cluster}"}, status_code=404)
         try:
             return JSONResponse(scan_document(ctx.store.load_scan(scan_id)))
         except StoreError as exc:
@@ -210,15 +182,13 @@ def create_app(ctx: ServerContext) -> Starlette:
                 scan_id = ctx.store.latest_scan_id(ctx.cluster)
                 if scan_id is None:
                     return PlainTextResponse("no complete scan yet\n", status_code=404)
-            elif name.isdigit() and _belongs(ctx, int(name)):
-                scan_id = int(name)
+            elif (wanted := _scan_id(name)) is not None and _belongs(ctx, wanted):
+                scan_id = wanted
             else:
                 return PlainTextResponse(f"there is no scan {name} of cluster {ctx.cluster}\n", status_code=404)
             body = _render_report(ctx.store, scan_id, fmt)
         except StoreError as exc:
             return PlainTextResponse(exc.diagnostics() + "\n", status_code=503)
-        if body is None:
-            return PlainTextResponse(f"the {fmt} report is not available in this build\n", status_code=404)
         filename = f"sigaudit-{ctx.cluster}-scan-{scan_id}.{fmt}"
         return Response(body, media_type=_FORMATS[fmt],
                         headers={"Content-Disposition": f'inline; filename="{filename}"'})
@@ -228,9 +198,19 @@ def create_app(ctx: ServerContext) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/api/scans", scan_scans, methods=["GET", "POST"]),
-        Route("/api/scans/{scan_id:int}", get_scan),
+        Route("/api/scans/{scan_id}", get_scan),
         Route("/reports/{name}", report),
     ])
+
+
+def _scan_id(text: str) -> int | None:
+    """A scan id from a URL: ASCII digits only (``str.isdigit`` also accepts superscripts, which ``int``
+    refuses, and other scripts' digits, which it reads), and a size the store's ids can have; anything
+    else names no scan."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
+        return None
+    value = int(text)
+    return value if 0 < value <= MAX_ID else None
 
 
 def _belongs(ctx: ServerContext, scan_id: int) -> bool:
@@ -238,6 +218,60 @@ def _belongs(ctx: ServerContext, scan_id: int) -> bool:
         return ctx.store.scan_summary(scan_id).cluster == ctx.cluster
     except StoreError:
         return False
+
+
+HEADER_TIMEOUT_SECONDS = 10.0  # a connection gets this long to send a request's headers
+
+
+def _header_timeout_protocol() -> type:
+    """uvicorn's h11 protocol with a deadline on each request's headers.
+
+    uvicorn has none: a client that sends a request line and then a header byte now and then (slowloris)
+    holds its connection for ever, and a thousand of them exhaust the process's file descriptors, so the
+    probes and /metrics stop answering. Each connection, and each keep-alive wait for the next request,
+    now gets HEADER_TIMEOUT_SECONDS for the headers; a request being answered is never cut."""
+    import asyncio
+
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11Protocol(H11Protocol):
+        _header_deadline: asyncio.TimerHandle | None = None
+
+        def _arm_header_deadline(self) -> None:
+            self._disarm_header_deadline()
+            self._header_deadline = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self._header_deadline_passed)
+
+        def _disarm_header_deadline(self) -> None:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+
+        def _header_deadline_passed(self) -> None:
+            self._header_deadline = None
+            waiting_for_headers = self.cycle is None or self.cycle.response_complete
+            if waiting_for_headers and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request's headers arrived
+                self._disarm_header_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                self._arm_header_deadline()  # the keep-alive wait for the next request's headers
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_deadline()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11Protocol
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -329,7 +363,9 @@ def serve(**opts: Any) -> int:
 
     old = {s: signal.signal(s, remember) for s in (signal.SIGTERM, signal.SIGINT)}
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
-                            server_header=False, timeout_graceful_shutdown=5)
+                            server_header=False, timeout_graceful_shutdown=5, http=_header_timeout_protocol())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn's own handlers, configured above
+        install_log_redaction(logging.getLogger(name))
     server = _Server(config)
     try:
         server.run()

@@ -10,13 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
+from http.client import HTTPException
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway
+from prometheus_client.exposition import basic_auth_handler, default_handler
 
 from scanner.errors import SigauditError
 from scanner.metrics.collector import MetricsSource, ResultSource, SigauditCollector, StoreSource
 from scanner.models import ScanResult
+from scanner.redact import display_url
 from scanner.store import Store
 
 log = logging.getLogger(__name__)
@@ -66,8 +71,22 @@ def write_textfile(path: str | os.PathLike[str], data: bytes) -> None:
 
 def push(gateway: str, cluster: str, registry: CollectorRegistry, *, timeout: float = 30.0) -> None:
     """PUT the group {job="sigaudit", cluster=<name>}: the whole group is replaced, so series of a
-    namespace that no longer runs anything disappear."""
-    push_to_gateway(gateway, job=PUSH_JOB, registry=registry, grouping_key={"cluster": cluster}, timeout=timeout)
+    namespace that no longer runs anything disappear.
+
+    ``https://user:password@host`` sends the credentials as HTTP Basic authentication; the URL handed
+    to urllib never carries them (urllib would read the password as a port and put it in its error)."""
+    parts = urlsplit(gateway)
+    handler: Callable[..., Callable[[], None]] = default_handler
+    if "@" in parts.netloc:
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        gateway = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+        def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
+                    data: bytes) -> Callable[[], None]:
+            return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+    push_to_gateway(gateway, job=PUSH_JOB, registry=registry, grouping_key={"cluster": cluster}, timeout=timeout,
+                    handler=handler)
 
 
 def after_scan(
@@ -89,6 +108,6 @@ def after_scan(
     if pushgateway:
         try:
             push(pushgateway, result.cluster, registry)
-        except OSError as exc:  # urllib's URLError/HTTPError are OSErrors
-            raise MetricsExportError(f"cannot push the metrics to {pushgateway}: {exc}") from exc
-        log.info("metrics pushed to %s (job=%s, cluster=%s)", pushgateway, PUSH_JOB, result.cluster)
+        except (OSError, ValueError, HTTPException) as exc:  # URLError/HTTPError are OSErrors; InvalidURL is not
+            raise MetricsExportError(f"cannot push the metrics to {display_url(pushgateway)}: {exc}") from exc
+        log.info("metrics pushed to %s (job=%s, cluster=%s)", display_url(pushgateway), PUSH_JOB, result.cluster)

@@ -27,6 +27,7 @@ from scanner.policy.schema import (
     VerifierSpec,
     parse_duration,
 )
+from scanner.redact import display_url, redact_text
 from scanner.verify.base import Fetcher, Verifier
 from scanner.verify.cosign import CosignKeyVerifier
 from scanner.verify.keys import PublicKey, parse_public_key
@@ -95,18 +96,19 @@ KeyFetcher = Callable[[str], bytes]
 def _default_key_fetcher(url: str) -> bytes:
     import httpx
 
+    shown = display_url(url)  # the URL may carry a credential (user:password@, ?token=): never shown
     try:
         with httpx.Client(timeout=10.0, follow_redirects=True) as client, client.stream("GET", url) as resp:
             if resp.status_code != 200:
-                raise ConfigError(f"key URL answered {resp.status_code}", field=url)
+                raise ConfigError(f"key URL answered {resp.status_code}", field=shown)
             body = b""
             for chunk in resp.iter_bytes():
                 body += chunk
                 if len(body) > MAX_URL_KEY_BYTES:
-                    raise ConfigError(f"key URL returned more than {MAX_URL_KEY_BYTES} bytes", field=url)
+                    raise ConfigError(f"key URL returned more than {MAX_URL_KEY_BYTES} bytes", field=shown)
             return body
     except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot fetch key: {type(exc).__name__}: {exc}", field=url) from exc
+        raise ConfigError(f"cannot fetch key: {type(exc).__name__}: {redact_text(str(exc))}", field=shown) from exc
 
 
 def _yaml_line(root: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
@@ -270,8 +272,11 @@ def _sigstore_hooks(spec: CosignVerifierSpec, base_dir: Path) -> tuple[Any, Any,
 
 
 def _label(text: str) -> str:
+    """How a key reference is shown in reasons and reports: a URL without its credentials."""
     if text.startswith("-----BEGIN"):
         return "(inline PEM)"
+    if "://" in text:
+        text = display_url(text)
     return text if len(text) < 120 else text[:117] + "..."
 
 

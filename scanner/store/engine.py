@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from scanner.errors import ConfigError, StoreError
+from scanner.redact import redact_text
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _IMMEDIATE = "sigaudit_sqlite_immediate"
@@ -42,12 +42,11 @@ def default_db_url() -> str:
     return f"sqlite:///{directory / 'sigaudit.db'}"
 
 
-_PASSWORD_IN_TEXT = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
-
-
 def mask_password(text: str) -> str:
-    """Replace any ``user:password@`` inside ``text`` with ``user:***@``."""
-    return _PASSWORD_IN_TEXT.sub(r"\1***\2", text)
+    """Replace any ``user:password@`` inside ``text`` with ``user:***@`` (up to the authority's last
+    ``@``: an unencoded ``@`` in the password is masked too) and credential-like query values
+    (``?password=…``, which libpq accepts) with ``***``."""
+    return redact_text(text)
 
 
 def parse_url(url: str) -> URL:
@@ -69,11 +68,12 @@ def parse_url(url: str) -> URL:
 
 
 def display_url(url: str | URL) -> str:
-    """The URL with its password hidden, for messages and logs."""
+    """The URL with its password hidden (in the userinfo or as a ``password=`` query parameter), for
+    messages and logs."""
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+        return redact_text(url.render_as_string(hide_password=True))
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return redact_text(make_url(url).render_as_string(hide_password=True))
     except (ArgumentError, ValueError):
         return mask_password(url)
 
@@ -153,6 +153,14 @@ def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def _query_password(url: URL) -> str | None:
+    """A password given as a query parameter (``?password=…``; libpq reads it like the userinfo's)."""
+    for key, value in url.query.items():
+        if key.lower() in ("password", "sslpassword"):
+            return value if isinstance(value, str) else (value[0] if value else None)
+    return None
+
+
 def describe_db_error(action: str, url: str | URL, exc: BaseException) -> StoreError:
     """A StoreError for a database failure, never showing the password."""
     orig = getattr(exc, "orig", None) or exc
@@ -160,7 +168,8 @@ def describe_db_error(action: str, url: str | URL, exc: BaseException) -> StoreE
     detail = " ".join(line.strip() for line in text.splitlines()[:2]) if text else type(orig).__name__
     detail = mask_password(detail)
     try:
-        password = url.password if isinstance(url, URL) else make_url(url).password
+        parsed = url if isinstance(url, URL) else make_url(url)
+        password = parsed.password or _query_password(parsed)
     except (ArgumentError, ValueError):
         password = None
     if password and str(password) in detail:

@@ -10,6 +10,7 @@ see a half-written one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -48,6 +49,7 @@ from scanner.models import (
     Verdict,
     Workload,
 )
+from scanner.redact import redact_text, representable
 from scanner.store import codec
 from scanner.store.engine import (
     describe_db_error,
@@ -69,6 +71,7 @@ from scanner.store.schema import (
 )
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
+MAX_ID = 2**31 - 1  # sa.Integer: INTEGER on both backends
 ABANDONED = "abandoned (process died)"
 _FINISHED = (ScanState.COMPLETE.value, ScanState.PARTIAL.value)
 _CHUNK = 500
@@ -211,6 +214,14 @@ class Store:
     def _read(self) -> Iterator[sa.Connection]:
         with self._engine.connect() as conn:
             yield conn
+
+    def _known_id(self, scan_id: int) -> int:
+        """``scan_id`` if it can name a row (the ids are 32-bit INTEGERs); else there is no such scan.
+        A number from a URL or a flag (``/reports/99999999999999999999.json``) is never handed to the
+        driver, which would raise OverflowError (SQLite) or DataError (PostgreSQL) instead."""
+        if isinstance(scan_id, bool) or not isinstance(scan_id, int) or not 0 < scan_id <= MAX_ID:
+            raise StoreError(f"there is no scan {scan_id} in {self.url}")
+        return scan_id
 
     def check_schema(self) -> None:
         """Raise StoreError unless the schema is at the head revision of this sigaudit."""
@@ -433,7 +444,8 @@ class Store:
                 conn.execute(
                     _scans.update()
                     .where(_scans.c.id == scan_id, _scans.c.state == ScanState.RUNNING.value)
-                    .values(state=ScanState.FAILED.value, finished_at=self._clock(), errors=list(errors))
+                    .values(state=ScanState.FAILED.value, finished_at=self._clock(),
+                            errors=[representable(redact_text(e)) for e in errors])
                 )
         finally:
             self._release_scan_lock(scan_id)
@@ -442,6 +454,7 @@ class Store:
 
     def load_scan(self, scan_id: int) -> ScanResult:
         """The scan as it was saved, as frozen models."""
+        scan_id = self._known_id(scan_id)
         with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
             scan = conn.execute(sa.select(_scans).where(_scans.c.id == scan_id)).one_or_none()
             if scan is None:
@@ -491,11 +504,13 @@ class Store:
 
     def policy_summary(self, scan_id: int) -> dict[str, Any] | None:
         """The policy a scan applied (rules, exemptions, revocations), as recorded by finish_scan."""
+        scan_id = self._known_id(scan_id)
         with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
             value = conn.execute(sa.select(_scans.c.policy_summary).where(_scans.c.id == scan_id)).scalar()
         return dict(value) if value else None
 
     def scan_summary(self, scan_id: int) -> ScanSummary:
+        scan_id = self._known_id(scan_id)
         with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
             row = conn.execute(sa.select(_scans).where(_scans.c.id == scan_id)).one_or_none()
         if row is None:
@@ -517,6 +532,8 @@ class Store:
 
     def previous_scan_id(self, scan_id: int) -> int | None:
         """The complete scan of the same cluster just before ``scan_id`` (for diffs)."""
+        if not 0 < scan_id <= MAX_ID:
+            return None
         with self._errors(f"cannot read scan {scan_id}"), self._read() as conn:
             row = conn.execute(
                 sa.select(_scans.c.cluster, _scans.c.started_at).where(_scans.c.id == scan_id)
@@ -566,6 +583,8 @@ class Store:
     def counts_by_namespace(self, scan_id: int) -> dict[tuple[str, str], int]:
         """(namespace, status) -> number of distinct images running in that namespace, for the
         metrics collector's low-cardinality series. An image running in two namespaces counts in both."""
+        if not 0 < scan_id <= MAX_ID:
+            return {}
         query = (
             sa.select(_containers.c.namespace, _images.c.status, sa.func.count(sa.distinct(_images.c.id)))
             .join(_images, _images.c.id == _containers.c.image_row_id)
@@ -682,9 +701,58 @@ def _allocate_ids(conn: sa.Connection, table: sa.Table, n: int) -> list[int]:
     ).scalars())
 
 
+def storable_text(value: str, limit: int | None = None) -> str:
+    """``value`` as a text column can hold it on every backend: NUL and lone surrogates become U+FFFD,
+    and text longer than the column's ``limit`` is cut, ending in "…".
+
+    Pod fields (an image, an ownerReference's kind and name) are the cluster's tenants' to write: the
+    API server takes NUL and any length there, and one such pod once made PostgreSQL refuse the whole
+    scan, so that no scan of the cluster could ever be recorded. A verdict's facts are decided before
+    the store; what it stores is their record, marked where it had to be changed."""
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1] + "\u2026"
+    return representable(value)
+
+
+def _storable_json(value: Any) -> Any:
+    """A JSON column's value with every string representable (a lone surrogate would make the reports
+    and the API, which write UTF-8, fail on this scan for good)."""
+    if isinstance(value, str):
+        return representable(value)
+    if isinstance(value, list | tuple):
+        return [_storable_json(v) for v in value]
+    if isinstance(value, dict):
+        return {representable(k) if isinstance(k, str) else k: _storable_json(v) for k, v in value.items()}
+    return value
+
+
+def _storable_columns(table: sa.Table) -> dict[str, Callable[[Any], Any]]:
+    """Column name -> what makes a value storable, for ``table``'s text and JSON columns."""
+    out: dict[str, Callable[[Any], Any]] = {}
+    for c in table.columns:
+        if isinstance(c.type, sa.JSON):
+            out[c.name] = _storable_json
+        elif isinstance(c.type, sa.String):
+            out[c.name] = functools.partial(_storable_value, limit=c.type.length)
+    return out
+
+
+def _storable_value(value: Any, limit: int | None) -> Any:
+    return storable_text(value, limit) if isinstance(value, str) else value
+
+
+def _storable_rows(table: sa.Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    fixes = [(name, fix) for name, fix in _storable_columns(table).items() if name in rows[0]]
+    for row in rows:
+        for name, fix in fixes:
+            row[name] = fix(row[name])
+    return rows
+
+
 def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
+    rows = _storable_rows(table, rows)
     if is_sqlite(conn):
         # One executemany of tuples through the driver, with each column's own bind processor (JSON,
         # UTC datetimes): the same stored values as table.insert(), without SQLAlchemy's per-row
@@ -703,7 +771,8 @@ def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]
     dialect = conn.dialect
 
     def as_json(v: Any) -> Any:
-        return None if v is None else json.dumps(v, ensure_ascii=False)
+        # ASCII, as INSERT's serializer writes it: a lone surrogate in a reason is escaped, not an encoding error.
+        return None if v is None else json.dumps(v)
 
     def as_utc(v: Any) -> Any:
         return _UTC.process_bind_param(v, dialect)  # refuses naive datetimes, as INSERT would

@@ -65,6 +65,7 @@ from scanner.models import (
     SignatureMaterial,
     SignatureResult,
 )
+from scanner.redact import display_url
 from scanner.verify.base import Verifier, Wants, identity_of
 from scanner.verify.keys import PublicKey, describe_key, key_sha256, parse_public_key, spki_der
 
@@ -494,7 +495,7 @@ class GrafeasClient:
                 if token:
                     raise ConfigError(f"attestation source {endpoint.base}: SIGAUDIT_GRAFEAS_TOKEN is sent over "
                                       "https only (or to this machine, 127.0.0.1), never in clear text")
-                log.warning("insecure: reading attestations over plain http from %s", endpoint.base)
+                log.warning("insecure: reading attestations over plain http from %s", display_url(endpoint.base))
         # The listing's wall clock also holds while a server trickles its status line and headers.
         from scanner.registry import deadline
 
@@ -504,7 +505,8 @@ class GrafeasClient:
 
     @property
     def label(self) -> str:
-        return f"{self.endpoint.base}/{self.endpoint.version}/projects/{self.endpoint.project}"
+        """The endpoint as shown in reasons and logs: without any credential its URL carries."""
+        return display_url(f"{self.endpoint.base}/{self.endpoint.version}/projects/{self.endpoint.project}")
 
     def _get(self, params: Mapping[str, str], until: float) -> dict[str, Any]:
         import httpx
@@ -513,28 +515,29 @@ class GrafeasClient:
 
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         url = self.endpoint.occurrences_url
-        late = f"{url}: no complete answer within {self.total_timeout:g}s"
+        shown = display_url(url)
+        late = f"{shown}: no complete answer within {self.total_timeout:g}s"
         body = bytearray()
         try:
             with deadline.within(until, late), self._client.stream("GET", url, params=params, headers=headers) as resp:
                 for chunk in resp.iter_bytes():
                     body += chunk
                     if len(body) > MAX_RESPONSE_BYTES:
-                        raise AttestationSourceError(f"{url}: response larger than {MAX_RESPONSE_BYTES} bytes")
+                        raise AttestationSourceError(f"{shown}: response larger than {MAX_RESPONSE_BYTES} bytes")
                     if time.monotonic() > until:  # a server trickling its body resets httpx's read timeout
                         raise AttestationSourceError(late)
                 if resp.status_code != 200:
-                    raise AttestationSourceError(f"{url} answered {resp.status_code}: {bytes(body[:200])!r}")
+                    raise AttestationSourceError(f"{shown} answered {resp.status_code}: {bytes(body[:200])!r}")
         except httpx.HTTPError as exc:
             if deadline.cause(exc) is not None:
                 raise AttestationSourceError(late) from exc
-            raise AttestationSourceError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+            raise AttestationSourceError(f"cannot reach {shown}: {type(exc).__name__}: {exc}") from exc
         try:
             doc = load_json(bytes(body), "the response")
         except ParseError as exc:
-            raise AttestationSourceError(f"{url}: {exc}") from exc
+            raise AttestationSourceError(f"{shown}: {exc}") from exc
         if not isinstance(doc, dict):
-            raise AttestationSourceError(f"{url}: response is not a JSON object")
+            raise AttestationSourceError(f"{shown}: response is not a JSON object")
         return doc
 
     def attestations(self, resource_urls: Sequence[str], note_name: str | None) -> list[Attestation]:

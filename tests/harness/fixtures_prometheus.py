@@ -80,16 +80,27 @@ def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def start_pushgateway(workdir: Path) -> Pushgateway:
+def start_pushgateway(workdir: Path, *, basic_auth: tuple[str, str] | None = None) -> Pushgateway:
+    """``basic_auth=(user, password)``: the Pushgateway demands HTTP Basic authentication (its
+    ``--web.config.file``, bcrypt-hashed password) on every request."""
     binary = require_binary("prometheus-pushgateway")
     workdir.mkdir(parents=True, exist_ok=True)
     host = f"127.0.0.1:{free_port()}"
     log_path = workdir / "pushgateway.log"
     # No --persistence.file: metrics live in memory only.
-    proc = _spawn([str(binary), f"--web.listen-address={host}"], log_path)
+    cmd = [str(binary), f"--web.listen-address={host}"]
+    if basic_auth is not None:
+        import bcrypt
+
+        hashed = bcrypt.hashpw(basic_auth[1].encode(), bcrypt.gensalt(rounds=5)).decode()
+        web_config = workdir / "web.yml"
+        web_config.write_text(yaml.safe_dump({"basic_auth_users": {basic_auth[0]: hashed}}))
+        cmd.append(f"--web.config.file={web_config}")
+    proc = _spawn(cmd, log_path)
     pg = Pushgateway(host, proc, log_path)
     try:
-        wait_for_http(f"{pg.url}/-/ready", proc=proc, log_path=log_path)
+        wait_for_http(f"{pg.url}/-/ready", proc=proc, log_path=log_path,
+                      ok_statuses=(200, 401) if basic_auth else (200,))
     except BaseException:
         pg.stop()
         raise

@@ -319,3 +319,46 @@ def test_sigaudit_scan_reads_the_cluster(cluster: Cluster, tmp_path: Path) -> No
     assert got == cluster.expected
     kinds = {c["pod"]: (c["workload_kind"], c["workload_name"]) for i in doc["images"] for c in i["containers"]}
     assert kinds == cluster.workloads
+
+
+def test_a_tenants_hostile_pod_never_keeps_the_clusters_scan_from_being_recorded(
+        kube_apiserver: KubeAPIServer, postgres_url: str, tmp_path: Path) -> None:
+    """Anyone who may create a pod in one namespace writes its image and ownerReferences: the API server
+    takes a NUL in the image and a 200-character ownerReference kind. PostgreSQL refused both, and with
+    them the whole scan (exit 3, nothing recorded, at every run): one tenant blinded the audit of the
+    cluster. Now the scan is recorded (the pod is an error verdict, non-compliant) and reports read it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    s = kube_apiserver
+    ns = f"hostile-{uuid.uuid4().hex[:6]}"
+    ensure_namespace(s, ns)
+    nul_image, long_kind = "reg.example/app\x00:1", "K" * 200
+    manifest = pod_manifest(ns, "tenant", pod_template({}, [container("c", nul_image)]))
+    manifest["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": long_kind, "name": "w\x00", "uid": str(uuid.uuid4()), "controller": True}]
+    created = create(s, manifest)
+    assert created["spec"]["containers"][0]["image"] == nul_image  # the API server stored it as written
+    pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(json.dumps({"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "spec": {
+        "rules": [{"name": "r", "images": ["*"], "verifiers": [{"cosign": {"key": pem}}]}]}}))
+    env = {**os.environ, "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path / "docker")}
+    cli = [sys.executable, "-m", "scanner.cli"]
+    assert subprocess.run([*cli, "db", "upgrade", "--db", postgres_url], capture_output=True, timeout=120,
+                          env=env).returncode == 0
+    r = subprocess.run([*cli, "scan", "--kubeconfig", str(s.kubeconfig), "-n", ns, "--policy", str(policy),
+                        "--db", postgres_url, "-o", "json", "--no-progress"],
+                       capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 1, r.stderr[-3000:]  # complete, and the tenant's pod is non-compliant
+    doc = json.loads(r.stdout)
+    assert doc["scan"]["status"] == "complete" and [i["status"] for i in doc["images"]] == ["error"]
+    for fmt in ("json", "html", "csv"):
+        rep = subprocess.run([*cli, "report", "--db", postgres_url, "--format", fmt], capture_output=True,
+                             timeout=120, env=env)
+        assert rep.returncode == 0, rep.stderr.decode(errors="replace")[-2000:]
+        text = rep.stdout.decode("utf-8")
+        if fmt == "json":
+            text = json.dumps(json.loads(text), ensure_ascii=False)
+        assert "reg.example/app\ufffd:1" in text

@@ -221,3 +221,39 @@ def test_stored_scans_keep_their_registry_counters(stack: Stack) -> None:
                      "scans (serve, and push with a database)")
     served = httpx.get(f"{stack.serve_url}/metrics", timeout=30).text
     assert 'sigaudit_registry_errors{cluster="demo",code=' in served
+
+
+def test_a_pushgateway_url_with_credentials_authenticates_and_never_shows_them(tmp_path: Path) -> None:
+    """``--pushgateway http://user:password@host`` (a Pushgateway behind Basic auth): the push is
+    authenticated with them, and neither a successful nor a refused push prints the password. (It once
+    went to urllib inside the URL: the password was read as a port, the scan crashed with exit 1 and a
+    traceback naming it.)"""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    user, password = "pusher", "Push-Pa55word-61c0"
+    pg = start_pushgateway(tmp_path / "pg", basic_auth=(user, password))
+    try:
+        pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(yaml.safe_dump({"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "spec": {
+            "rules": [{"name": "r", "images": ["*"], "verifiers": [{"cosign": {"key": pem}}]}]}}))
+        pods = tmp_path / "pods.json"
+        pods.write_text(json.dumps({"kind": "List", "items": []}))
+        base = ["-vv", "scan", "--pods-file", str(pods), "--policy", str(policy), "--no-store", "--no-progress",
+                "-o", "json", "--cluster", "pushed"]
+        ok = sigaudit(*base, "--pushgateway", f"http://{user}:{password}@{pg.host}", check=False)
+        assert ok.returncode == 0, ok.stderr[-3000:]
+        assert "metrics export failed" not in ok.stderr, ok.stderr[-3000:]
+        pushed = httpx.get(f"{pg.url}/metrics", auth=(user, password), timeout=10).text
+        assert 'sigaudit_last_success_timestamp_seconds{cluster="pushed"' in pushed
+        refused = sigaudit(*base, "--pushgateway", f"http://{user}:wrong-{password}@{pg.host}", check=False)
+        assert refused.returncode == 0, refused.stderr[-3000:]  # the scan succeeded; only the export did not
+        assert "metrics export failed" in refused.stderr and "401" in refused.stderr, refused.stderr[-3000:]
+        no_port = sigaudit(*base, "--pushgateway", f"http://{user}:{password}@127.0.0.1", check=False)
+        assert no_port.returncode == 0 and "metrics export failed" in no_port.stderr, no_port.stderr[-3000:]
+        for run in (ok, refused, no_port):
+            assert password not in run.stdout + run.stderr
+    finally:
+        pg.stop()

@@ -2,11 +2,14 @@
 
 One full ``sigaudit scan`` (the real CLI, ``-vv``) against registries that need credentials — a
 Basic-auth registry (password in the docker config) and a token-auth registry (password exchanged
-for bearer tokens, which the proxy in front of it records) — writes every output it has: stdout
-JSON, stderr debug logs, ``--json-out``, the HTML report, the metrics file, the SQLite database,
-and ``sigaudit report`` in CSV/JSON/HTML. None of them may contain a password, a bearer token, or
-their base64 forms. The pods carry hostile names (``<script>``, quotes, newlines, CSV formula
-prefixes); JSON round-trips them as data, the HTML report escapes them, the CSV quotes them.
+for bearer tokens, which the proxy in front of it records) — with its public key fetched from an
+HTTPS URL that carries a user and password (``https://user:password@host/k.pub``, the server demands
+them), writes every output it has: stdout JSON, stderr debug logs, ``--json-out``, the HTML report,
+the metrics file, the SQLite database, and ``sigaudit report`` in CSV/JSON/HTML. ``sigaudit -vv serve``
+then runs the same scan through ``POST /api/scans`` and answers every endpoint. None of them may
+contain a password, a bearer token, or their base64 forms. The pods carry hostile names (``<script>``,
+quotes, newlines, CSV formula prefixes); JSON round-trips them as data, the HTML report escapes them,
+the CSV quotes them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tests.harness import oci
 from tests.harness.cosign_sign import KeyPair, sign_image
 from tests.harness.demo import _pod
 from tests.harness.hostile_registry import HostileRegistry
+from tests.harness.static_https import StaticHTTPS
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +41,7 @@ HOSTILE_NS = "ns-<script>alert('ns')</script>"
 HOSTILE_POD = 'pod"><img src=x onerror=alert(1)>\n=HYPERLINK("http://evil")'
 HOSTILE_CONTAINER = "c'; DROP TABLE scans; --\u202e"
 HOSTILE_OWNER = "=cmd|' /C calc'!A0"
+KEY_USER, KEY_PASSWORD = "key-user", "Key-Pa55word-0b8e21"
 
 
 @dataclass
@@ -58,19 +63,20 @@ def outputs(registry, registry_factory_module, tmp_path_factory) -> Iterator[Out
     token_reg = registry_factory_module(auth="token", users={TOKEN_USER: TOKEN_PASSWORD})
     basic = HostileRegistry(upstream=registry.url, basic_auth=(BASIC_USER, BASIC_PASSWORD))
     tokened = HostileRegistry(upstream=token_reg.url, forward_auth=True)
+    keys = StaticHTTPS({"/k.pub": key.public_pem.encode()}, tmp / "keys", basic_auth=(KEY_USER, KEY_PASSWORD))
     try:
         d1 = oci.make_image(registry.url, "sec/basic", "1")
         sign_image(registry.url, basic.host, "sec/basic", d1, key)
         auth = oci.RegistryAuth(TOKEN_USER, TOKEN_PASSWORD)
         d2 = oci.make_image(token_reg.url, "sec/token", "1", auth=auth)
         sign_image(token_reg.url, tokened.host, "sec/token", d2, key, auth=auth)
-        (tmp / "k.pub").write_text(key.public_pem)
+        key_url = f"https://{KEY_USER}:{KEY_PASSWORD}@{keys.host}/k.pub"
         policy = tmp / "policy.yaml"
         policy.write_text(
             "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
             f"  insecureRegistries: ['{basic.host}', '{tokened.host}']\n"
             f"  rules:\n    - {{name: r, images: ['{basic.host}/*', '{tokened.host}/*'], "
-            "verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n"
+            f"verifiers: [{{cosign: {{key: '{key_url}', ignoreTlog: true}}}}]}}\n"
         )
         docker = tmp / "docker"
         docker.mkdir()
@@ -88,7 +94,8 @@ def outputs(registry, registry_factory_module, tmp_path_factory) -> Iterator[Out
         pods_file = tmp / "pods.json"
         pods_file.write_text(json.dumps({"kind": "List", "items": pods}))
         db = tmp / "sigaudit.db"
-        env = {**os.environ, "DOCKER_CONFIG": str(docker), "SIGAUDIT_DATA_DIR": str(tmp / "data")}
+        env = {**os.environ, "DOCKER_CONFIG": str(docker), "SIGAUDIT_DATA_DIR": str(tmp / "data"),
+               "SSL_CERT_FILE": str(keys.ca_path)}
         cli = [sys.executable, "-m", "scanner.cli"]
         r = subprocess.run([*cli, "-vv", "scan", "--pods-file", str(pods_file), "--policy", str(policy),
                             "--db", f"sqlite:///{db}", "-o", "json", "--json-out", str(tmp / "scan.json"),
@@ -104,15 +111,66 @@ def outputs(registry, registry_factory_module, tmp_path_factory) -> Iterator[Out
                                  capture_output=True, env=env, timeout=120)
             assert rep.returncode == 0, rep.stderr.decode()[-2000:]
             files[f"cli-report.{fmt}"], files[f"cli-report-{fmt}.stderr"] = rep.stdout, rep.stderr
+        files.update(_serve_outputs(cli, pods_file, policy, tmp, env))
+        assert any(auth for path, auth in keys.requests if path == "/k.pub"), "the key URL was never fetched"
         tokens = sorted({h.headers["authorization"].split(" ", 1)[1] for h in tokened.requests
                          if h.headers.get("authorization", "").startswith("Bearer ")})
         assert tokens, "the token registry never received a bearer token"
         secrets = [*_forms(BASIC_PASSWORD), *_forms(TOKEN_PASSWORD), *_forms(f"{BASIC_USER}:{BASIC_PASSWORD}"),
-                   *_forms(f"{TOKEN_USER}:{TOKEN_PASSWORD}"), *tokens]
+                   *_forms(f"{TOKEN_USER}:{TOKEN_PASSWORD}"), *_forms(KEY_PASSWORD),
+                   *_forms(f"{KEY_USER}:{KEY_PASSWORD}"), *tokens]
         yield Outputs(files, secrets, json.loads(r.stdout))
     finally:
         basic.close()
         tokened.close()
+        keys.close()
+
+
+def _serve_outputs(cli: list[str], pods_file: Path, policy: Path, tmp: Path, env: dict[str, str]) -> dict[str, bytes]:
+    """``sigaudit -vv serve`` over the same estate: one scan through ``POST /api/scans``, then every
+    endpoint's answer (and the server's log) as outputs."""
+    import time
+
+    import httpx
+
+    from tests.harness.tools import free_port, stop_process, wait_for_http
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*cli, "-vv", "serve", "--pods-file", str(pods_file), "--policy", str(policy),
+             "--db", f"sqlite:///{tmp / 'serve.db'}", "--cluster", "sec", "--listen", f"127.0.0.1:{port}",
+             "--no-run-at-start", "--schedule", "@yearly", "--per-image-metrics"],
+            stdout=log, stderr=subprocess.STDOUT, env={**env, "PYTHONUNBUFFERED": "1"})
+    out: dict[str, bytes] = {}
+    try:
+        wait_for_http(f"{base}/healthz", proc=proc, log_path=log_path, timeout=60)
+        started = httpx.post(f"{base}/api/scans", timeout=30)
+        assert started.status_code == 202, started.text
+        out["serve-post"] = started.content
+        scan_id = started.json()["scan_id"]
+        deadline = time.monotonic() + 120
+        while True:
+            listing = httpx.get(f"{base}/api/scans", timeout=30)
+            if any(s["id"] == scan_id and s["status"] == "complete" for s in listing.json()["scans"]):
+                break
+            assert time.monotonic() < deadline, listing.text
+            time.sleep(0.5)
+        out["serve-list"] = listing.content
+        for path in (f"/api/scans/{scan_id}", "/reports/latest.json", "/reports/latest.csv",
+                     f"/reports/{scan_id}.html", "/metrics", "/readyz"):
+            answer = httpx.get(base + path, timeout=30)
+            assert answer.status_code == 200, (path, answer.text[:500])
+            out[f"serve{path}"] = answer.content
+        assert b'"status":"verified"' in out[f"serve/api/scans/{scan_id}"].replace(b" ", b"")
+    finally:
+        stop_process(proc)
+    # Read after the server closed the database (SQLite checkpoints its WAL into the file then).
+    out["serve-db"] = b"".join(p.read_bytes() for p in sorted(tmp.glob("serve.db*")))
+    out["serve.log"] = log_path.read_bytes()
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +194,9 @@ def test_scan_verified_through_both_credentialed_registries(outputs: Outputs) ->
 
 
 def test_no_output_contains_a_secret(outputs: Outputs) -> None:
-    assert len(outputs.files) == 12
+    assert len(outputs.files) == 22
     assert b"DEBUG" in outputs.files["stderr"]  # -vv really logged at debug level
+    assert b"DEBUG" in outputs.files["serve.log"]
     leaks = [(name, s) for name, data in outputs.files.items() for s in outputs.secrets if s.encode() in data]
     assert not leaks, leaks
 

@@ -158,3 +158,118 @@ def test_serve_schedule_probes_409_and_sigterm_mid_scan(registry: Any, stalling_
     finally:
         if proc.poll() is None:
             stop_process(proc)
+
+
+def test_a_flood_of_scan_requests_during_a_slow_policy_load_never_starves_the_probes(
+        stalling_registry: str, tmp_path: Path) -> None:
+    """The policy is re-read at every scan; when its key URL hangs (here: a port that accepts and
+    never answers the TLS handshake), loading it takes the key fetch's whole timeout. Forty
+    unauthenticated POST /api/scans meanwhile are refused at once (409), and /healthz and
+    GET /api/scans answer at once: the runner's lock is not held across the load, and the liveness
+    probe does not wait for a worker thread. (They used to queue: /healthz took ~60 s.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    def policy(key: str) -> str:
+        return yaml.safe_dump({"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "spec": {
+            "rules": [{"name": "r", "images": ["*"], "verifiers": [{"cosign": {"key": key}}]}]}})
+
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_text(policy(pem))
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"kind": "List", "items": []}))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scanner.cli", "serve", "--pods-file", str(pods), "--policy", str(policy_path),
+             "--db", f"sqlite:///{tmp_path / 'sigaudit.db'}", "--cluster", "flood", "--listen",
+             f"127.0.0.1:{port}", "--no-run-at-start", "--schedule", "@yearly", "--shutdown-timeout", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_for_http(f"{base}/healthz", proc=proc, log_path=log_path, timeout=60)
+        policy_path.write_text(policy(f"https://{stalling_registry}/k.pub"))  # now every load hangs ~10 s
+
+        def post() -> tuple[int, float]:
+            t0 = time.monotonic()
+            r = httpx.post(f"{base}/api/scans", timeout=120)
+            return r.status_code, time.monotonic() - t0
+
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            posts = [pool.submit(post) for _ in range(40)]
+            time.sleep(1.5)
+            t0 = time.monotonic()
+            health = httpx.get(f"{base}/healthz", timeout=30)
+            health_s = time.monotonic() - t0
+            t0 = time.monotonic()
+            listing = httpx.get(f"{base}/api/scans", timeout=30)
+            listing_s = time.monotonic() - t0
+            answers = [f.result() for f in posts]
+        assert health.status_code == 200 and health_s < 3, health_s
+        assert listing.status_code == 200 and listing_s < 3, listing_s
+        refused = [s for code, s in answers if code == 409]
+        assert len(refused) >= 39, answers  # one start loads the policy (then 400: key unreachable)
+        assert max(refused) < 5, answers
+        assert sorted({code for code, _ in answers}) in ([400, 409], [409]), answers
+    finally:
+        stop_process(proc)
+
+
+def test_slow_header_connections_are_closed_and_the_probes_keep_answering(tmp_path: Path) -> None:
+    """Slowloris: connections that send a request line and then a header byte every second, never
+    finishing. uvicorn alone keeps them for ever (a thousand exhaust the file descriptors and the
+    probes stop answering); sigaudit serve closes each once its headers are HEADER_TIMEOUT_SECONDS
+    late, while a client that sends whole requests on a kept-alive connection is served."""
+    from scanner.server import HEADER_TIMEOUT_SECONDS
+
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"kind": "List", "items": []}))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "spec": {
+        "exemptions": [{"images": ["*"], "reason": "r", "until": "2099-01-01T00:00:00Z"}]}}))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scanner.cli", "serve", "--pods-file", str(pods), "--policy", str(policy),
+             "--db", f"sqlite:///{tmp_path / 'sigaudit.db'}", "--cluster", "slow", "--listen", f"127.0.0.1:{port}",
+             "--no-run-at-start", "--schedule", "@yearly"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    slow: list[socket.socket] = []
+    try:
+        wait_for_http(f"{base}/healthz", proc=proc, log_path=log_path, timeout=60)
+        for _ in range(50):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            slow.append(s)
+        closed: set[int] = set()
+        with httpx.Client(base_url=base, timeout=5) as keep_alive:
+            deadline = time.monotonic() + HEADER_TIMEOUT_SECONDS + 8
+            while time.monotonic() < deadline and len(closed) < len(slow):
+                assert keep_alive.get("/healthz").status_code == 200
+                for i, s in enumerate(slow):
+                    if i in closed:
+                        continue
+                    try:
+                        s.sendall(b"X")  # one more header byte: the trickle never ends
+                        s.settimeout(0.01)
+                        if s.recv(1) == b"":
+                            closed.add(i)
+                    except (TimeoutError, BlockingIOError):
+                        pass
+                    except OSError:
+                        closed.add(i)
+                time.sleep(1.0)
+        assert len(closed) == len(slow), f"{len(slow) - len(closed)} slow connections still open"
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    finally:
+        for s in slow:
+            s.close()
+        stop_process(proc)

@@ -471,3 +471,43 @@ def test_counts_by_namespace(store: Store) -> None:
         ("apps", "expired"): 1,
         ("ops", "error"): 2,
     }
+
+
+# -- hostile text ------------------------------------------------------------------------------------
+
+
+def test_text_a_tenant_or_a_registry_can_write_never_stops_a_scan_being_recorded(store: Store) -> None:
+    """The API server takes NUL and any length in a pod's image and ownerReference kind/name; a registry's
+    signature can carry a NUL in a certificate subject or a lone surrogate in JSON. PostgreSQL refused
+    such a row (NUL in text, varchar(128) overflow) and with it the whole scan: one tenant could keep the
+    cluster's audit from ever being recorded. Each is stored, marked (U+FFFD, "…"), and the scan loads."""
+    nul, long_kind, long_name = "reg.example/app\x00:1", "K" * 200, "w" * 400
+    hostile = UnresolvedImage(
+        None, nul, (ContainerRef("ns\x00x", "p" * 300, "c", ContainerType.CONTAINER, nul, None,
+                                 Workload(long_kind, long_name), pod_uid="u" * 100),),
+        f"reference {nul!r} cannot be parsed", ("lone \ud800 surrogate",))
+    sig = SignatureResult(kind="notation", verifier="n", outcome=Outcome.FAILED, reason="untrusted \ud800 signer",
+                          failure=SignatureFailure.INVALID, signer="CN=evil\x00", identity="CN=evil\x00",
+                          checks=(Check(CheckName.AUTHENTICITY, Outcome.FAILED, "CN=evil\x00 not trusted"),),
+                          details={"subject": "CN=evil\x00\ud800"})
+    running = RunningImage(ImageReference("reg.example", "r" * 600, "t" * 200, "sha256:" + "4" * 64),
+                           (ContainerRef("ns", "p", "c", ContainerType.CONTAINER, "img", None, Workload("Pod", "p")),))
+    result = ScanResult("prod", T0, T0 + timedelta(seconds=1), ScanState.COMPLETE, (
+        Verdict(hostile, Status.ERROR, ("running digest unknown: \x00",), rule="r" * 300),
+        Verdict(running, Status.INVALID, ("signed by CN=evil\x00",), signatures=(sig,)),
+    ), "sha256:" + "p" * 64, errors=("namespace \x00: forbidden",))
+    scan_id = record(store, result)
+    back = store.load_scan(scan_id)
+    assert back.state == ScanState.COMPLETE and store.latest_scan_id("prod") == scan_id
+    h, r = back.verdicts
+    c = h.image.containers[0]
+    assert h.image.image == "reg.example/app\ufffd:1" and c.image == "reg.example/app\ufffd:1"
+    assert c.namespace == "ns\ufffdx" and len(c.workload.kind) == 128 and c.workload.kind.endswith("\u2026")
+    assert len(c.workload.name) == 253 and len(c.pod) == 253 and h.rule is not None and len(h.rule) == 253
+    assert r.signatures[0].signer == "CN=evil\ufffd" and "\x00" not in r.signatures[0].checks[0].reason
+    assert len(r.image.reference.repository) == 512 and len(r.image.reference.tag or "") == 128
+    assert r.signatures[0].details["subject"] == "CN=evil\ufffd\ufffd"
+    from reports import render
+
+    for fmt in (render.render_html, render.render_json, render.render_csv):  # what serve and report answer
+        fmt(store, scan_id).encode("utf-8")

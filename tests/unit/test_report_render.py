@@ -146,8 +146,10 @@ def test_html_sections_and_figures() -> None:
 
 @pytest.mark.parametrize("value, expected", [
     ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
-    ("+1", "'+1"), ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"), ("\t=1", "'\t=1"), ("\r=1", "'\r=1"),
-    ("safe", "safe"), ("", ""), ("a=b", "a=b"), (None, ""), (3, "3"),
+    ("+1", "'+1"), ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"), ("\t=1", "'\t'=1"), ("\r=1", "'\r'=1"),
+    ("safe", "safe"), ("", ""), ("a=b", "a=b"), (None, ""), (3, "3"), ("a, -b", "a, -b"),
+    ('x;=HYPERLINK("http://evil","c")', 'x;\'=HYPERLINK("http://evil","c")'),  # a ';'-locale spreadsheet splits here
+    ("pod\n=1+1", "pod\n'=1+1"), ('x; "=1', 'x; "\'=1'), ("\uff1dcmd", "'\uff1dcmd"),
 ])
 def test_csv_cells_cannot_become_formulas(value, expected) -> None:
     assert render.csv_cell(value) == expected
@@ -173,6 +175,47 @@ def test_csv_is_one_row_per_container_and_formula_safe() -> None:
     for row in rows:
         for cell in row.values():
             assert not cell.startswith(("=", "+", "-", "@"))
+
+
+def _spreadsheet_cells(text: str, separator: str) -> list[str]:
+    """The cells a spreadsheet whose list separator is ``separator`` makes of ``text``, as Excel and
+    LibreOffice read a CSV file: a cell is quoted only when its first character is a quote (a quote
+    later in a cell is literal), and an unquoted line break ends the row."""
+    cells: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        cell = ""
+        if text[i] == '"':
+            i += 1
+            while i < n:
+                if text[i] == '"' and i + 1 < n and text[i + 1] == '"':
+                    cell, i = cell + '"', i + 2
+                elif text[i] == '"':
+                    i += 1
+                    break
+                else:
+                    cell, i = cell + text[i], i + 1
+        while i < n and text[i] not in (separator, "\r", "\n"):
+            cell, i = cell + text[i], i + 1
+        cells.append(cell)
+        i += 1
+    return cells
+
+
+@pytest.mark.parametrize("separator", [",", ";", "\t"])
+def test_no_spreadsheet_locale_finds_a_formula_in_the_csv(separator: str) -> None:
+    """Whatever list separator the spreadsheet that opens the file uses, no cell starts with a formula:
+    a tenant's image ``x;=HYPERLINK(…)`` (the API server takes it) or a pod name with a line break."""
+    r = result([
+        verdict("a", Status.VERIFIED, [container("shop", "web-1")]),
+        verdict("evil", Status.ERROR, [container("evil", 'p"\n=HYPERLINK("http://evil")', "c",
+                                                 workload="w;@SUM(1)")],
+                reasons=('image x;=HYPERLINK("http://evil","click") cannot be parsed', "a\t+1", "b\r-1")),
+    ])
+    cells = _spreadsheet_cells(render.csv_for_result(r), separator)
+    assert len(cells) > 5
+    formulas = [c for c in cells if c.lstrip(' "').startswith(("=", "+", "-", "@", "\uff1d"))]
+    assert not formulas, formulas
 
 
 def test_csv_reason_is_the_one_that_decided_the_verdict() -> None:

@@ -64,3 +64,18 @@ def test_passwords_are_masked() -> None:
 def test_sqlite_in_a_missing_directory_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         open_store(f"sqlite:///{tmp_path}/missing/dir/sigaudit.db")
+
+
+def test_a_password_given_as_a_query_parameter_is_masked() -> None:
+    # libpq reads ?password= like the userinfo's password; messages must hide both.
+    url = "postgresql://bob@db/x?password=Qu3ryS3cret&sslmode=require"
+    assert "Qu3ryS3cret" not in display_url(url) and "sslmode=require" in display_url(url)
+    err = describe_db_error("cannot connect to", url, RuntimeError("password Qu3ryS3cret rejected"))
+    assert "Qu3ryS3cret" not in str(err) and "password=***" in str(err)
+
+
+def test_an_unencoded_at_sign_in_the_password_is_masked_whole() -> None:
+    with pytest.raises(StoreError) as err:
+        parse_url("postgresql://bob:p@ss:W0rd@db:5432/x")
+    assert "ss:W0rd" not in str(err.value)
+    assert mask_password("failed for postgresql://bob:p@ss:W0rd@db/x") == "failed for postgresql://bob:***@db/x"
