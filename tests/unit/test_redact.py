@@ -99,12 +99,17 @@ def test_key_url_labels_carry_no_credentials(tmp_path: Path) -> None:
     assert SECRET not in label and label.startswith("https://***@keys.example/k.pub")
 
 
-def test_grafeas_labels_carry_no_credentials() -> None:
+def test_grafeas_sources_with_credentials_are_refused_without_showing_them() -> None:
+    """A Grafeas source with credentials in its URL is refused at load (exit 2: the token goes in
+    SIGAUDIT_GRAFEAS_TOKEN), and the refusal itself never repeats the password."""
+    from scanner.errors import ConfigError
     from scanner.verify.attestation import GrafeasClient, GrafeasEndpoint
 
-    endpoint = GrafeasEndpoint.parse(f"grafeas+https://u:{SECRET}@grafeas.example/v1beta1/projects/p")
-    client = GrafeasClient(endpoint, client=object())
-    assert SECRET not in client.label and "grafeas.example" in client.label
+    with pytest.raises(ConfigError) as info:
+        GrafeasEndpoint.parse(f"grafeas+https://u:{SECRET}@grafeas.example/v1beta1/projects/p")
+    assert SECRET not in str(info.value) and "grafeas.example" in str(info.value)
+    plain = GrafeasClient(GrafeasEndpoint.parse("grafeas+https://grafeas.example/v1beta1/projects/p"), client=object())
+    assert plain.label == "https://grafeas.example/v1beta1/projects/p"
 
 
 def test_log_records_are_masked_with_their_arguments_and_tracebacks() -> None:
