@@ -408,7 +408,7 @@ def _judge(
         else:
             status = Status.UNSIGNED
             # Verifiers may word "nothing found" themselves (attestations: "image is not attested by X").
-            own = [str(nf) for v in rule.verifiers if (nf := getattr(v, "not_found_reason", None))]
+            own = [nf for v in rule.verifiers if (nf := v.not_found_reason)]
             if own and len(own) == len(rule.verifiers):
                 reasons += own
             else:

@@ -37,7 +37,10 @@ D = "sha256:" + "e" * 64
 
 
 class FakeVerifier:
-    """A stand-in verifier: the engine only reads its name."""
+    """A stand-in verifier: the engine reads its name and its optional ``not_found_reason`` (None: the
+    default of ``scanner.verify.base.Verifier``)."""
+
+    not_found_reason: str | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name
