@@ -574,18 +574,6 @@ def build_expiring(verdicts: Iterable[Verdict], anchors: Mapping[str, str]) -> t
     )
 
 
-# The policy engine's exemption reasons (scanner.policy.engine._exempt). Parsed only for scans whose
-# policy was not handed to the report; the policy summary is the better source.
-# Under several rules, a rule's own waiver is said in that rule's reasons ("rule 'r' (source): exempt ...").
-_EXEMPT = re.compile(
-    r"^(?:rule .+?: )?exempt until (?P<until>\S+): (?P<reason>.*?)(?:, approved by (?P<by>.*))?$", re.S
-)
-_LAPSED = re.compile(
-    r"^(?:rule .+?: )?exemption lapsed at (?P<until>\S+)(?:: (?P<reason>.*); not applied| \((?P<reason2>.*)\))$",
-    re.S,
-)
-
-
 def _parse_time(text: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -594,57 +582,80 @@ def _parse_time(text: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+# Shown for images stored as exempt before verdicts recorded which exemption applied (images.exemptions
+# NULL): the reasons say it in words, which the report does not parse.
+NOT_RECORDED = "exemption details not recorded (scan stored by an older sigaudit): see the image's reasons"
+
+
+@dataclass(slots=True)
+class _Hits:
+    until: datetime | None
+    applied: int = 0
+    lapsed: int = 0
+    approved_by: str = ""
+    refs: set[str] = field(default_factory=set)
+
+
+def _scope_of(refs: set[str]) -> str:
+    names = sorted(refs)
+    scope = ", ".join(clean(n, 300) for n in names[:5])
+    if len(names) > 5:
+        scope += f", +{len(names) - 5} more"
+    return scope
+
+
 def build_exemptions(result: ScanResult, policy_summary: Mapping[str, Any] | None,
                      warn_within_days: int = 14) -> tuple[tuple[ExemptionRow, ...], str]:
-    """The exemptions register: from the policy summary when known, else from the verdicts' reasons.
+    """The exemptions register: from the policy summary when known, else from the verdicts.
 
-    "Lapsed" is judged at the scan's time (the report documents that scan).
+    What each image's exemptions did comes from ``Verdict.exemptions`` (fields the engine set), never
+    from the reasons' words. "Lapsed" is judged at the scan's time (the report documents that scan).
     """
     at = result.started_at
-    # (reason, until) -> [applied images, lapsed hits, approved_by, scope names]
-    seen: dict[tuple[str, str], list[Any]] = {}
+    seen: dict[tuple[str, datetime, str], _Hits] = {}
+    unrecorded = _Hits(until=None)
     for v in result.verdicts:
-        for r in v.reasons:
-            m = _EXEMPT.match(r)
-            lapsed = False
-            if m is None:
-                m = _LAPSED.match(r)
-                lapsed = m is not None
-            if m is None:
+        counted: set[tuple[tuple[str, datetime, str], bool]] = set()
+        for x in v.exemptions:
+            key = (x.reason, x.until, x.approved_by or "")
+            if (key, x.lapsed) in counted:  # one waiver of several rules: one image
                 continue
-            until = _parse_time(m.group("until"))
-            reason = m.group("reason") if m.group("reason") is not None else (m.groupdict().get("reason2") or "")
-            key = (reason, ts(until) if until else m.group("until"))
-            entry = seen.setdefault(key, [0, 0, "", set(), until])
-            entry[1 if lapsed else 0] += 1
-            if not lapsed and m.groupdict().get("by"):
-                entry[2] = m.group("by")
-            entry[3].add(reference_text(v))
+            counted.add((key, x.lapsed))
+            hits = seen.setdefault(key, _Hits(until=x.until, approved_by=x.approved_by or ""))
+            if x.lapsed:
+                hits.lapsed += 1
+            else:
+                hits.applied += 1
+            hits.refs.add(reference_text(v))
+        if v.status is Status.EXEMPT and not any(x.applied for x in v.exemptions):
+            unrecorded.applied += 1
+            unrecorded.refs.add(reference_text(v))
     rows: list[ExemptionRow] = []
     if policy_summary is not None and "exemptions" in policy_summary:
         for ex in policy_summary.get("exemptions") or []:
             until = ex.get("until")
             until_dt = until if isinstance(until, datetime) else _parse_time(str(until or ""))
             reason = str(ex.get("reason") or "")
-            hit = seen.get((reason, ts(until_dt) if until_dt else str(until)), [0, 0, "", set(), None])
+            approved_by = str(ex.get("approvedBy") or ex.get("approved_by") or "")
+            hit = seen.get((reason, until_dt, approved_by), _Hits(until_dt)) if until_dt else _Hits(None)
             rows.append(_exemption_row(
                 scope=", ".join(clean(i, 300) for i in ex.get("images") or []),
                 namespaces=", ".join(clean(n, 253) for n in ex.get("namespaces") or ["*"]),
-                reason=reason, approved_by=str(ex.get("approvedBy") or ex.get("approved_by") or ""),
-                until=until_dt, at=at, applied=hit[0], lapsed_hits=hit[1], source="policy",
+                reason=reason, approved_by=approved_by,
+                until=until_dt, at=at, applied=hit.applied, lapsed_hits=hit.lapsed, source="policy",
                 warn_within_days=warn_within_days,
             ))
         source = "policy"
     else:
-        for (reason, _until_text), (applied, lapsed_hits, by, refs, until_dt) in seen.items():
-            names = sorted(refs)
-            scope = ", ".join(clean(n, 300) for n in names[:5])
-            if len(names) > 5:
-                scope += f", +{len(names) - 5} more"
-            rows.append(_exemption_row(scope=scope, namespaces="", reason=reason, approved_by=by, until=until_dt,
-                                       at=at, applied=applied, lapsed_hits=lapsed_hits, source="verdicts",
-                                       warn_within_days=warn_within_days))
+        for (reason, _until, _by), hits in seen.items():
+            rows.append(_exemption_row(scope=_scope_of(hits.refs), namespaces="", reason=reason,
+                                       approved_by=hits.approved_by, until=hits.until, at=at, applied=hits.applied,
+                                       lapsed_hits=hits.lapsed, source="verdicts", warn_within_days=warn_within_days))
         source = "verdicts"
+    if unrecorded.applied:
+        rows.append(_exemption_row(scope=_scope_of(unrecorded.refs), namespaces="", reason=NOT_RECORDED,
+                                   approved_by="", until=None, at=at, applied=unrecorded.applied, lapsed_hits=0,
+                                   source="verdicts", warn_within_days=warn_within_days))
     rows.sort(key=lambda r: (not r.lapsed, not r.expiring, r.until, r.scope, r.reason))
     return tuple(rows), source
 

@@ -68,6 +68,11 @@ def image_doc(v: Verdict) -> dict[str, Any]:
         "not_after": _ts(v.not_after),
         "rule": v.rule,
         "policy_source": v.policy_source,
+        "exemptions": [
+            {"kind": x.kind.value, "reason": x.reason, "until": _ts(x.until), "approved_by": x.approved_by,
+             "applied": x.applied, "rule": x.rule}
+            for x in v.exemptions
+        ],
         "signatures": [signature_doc(s) for s in v.signatures],
         "containers": [
             {

@@ -306,6 +306,32 @@ class Status(enum.StrEnum):
         return self in (Status.VERIFIED, Status.EXEMPT)
 
 
+class ExemptionKind(enum.StrEnum):
+    """Which kind of waiver matched a verdict."""
+
+    POLICY = "policy"  # an exemption of the policy file: waives the image's verdict under every rule
+    WAIVER = "waiver"  # a rule's own waiver (a kritis allowlist): waives that rule's verdict only
+
+
+@dataclass(frozen=True, slots=True)
+class ExemptionRef:
+    """An exemption or waiver that matched an image, as the engine judged it at scan time.
+
+    ``lapsed``: its ``until`` had passed at scan time, so it was not applied (the verdict says so).
+    """
+
+    kind: ExemptionKind
+    reason: str
+    until: datetime
+    approved_by: str | None = None
+    lapsed: bool = False
+    rule: str | None = None  # for a waiver: the rule whose verdict it waives
+
+    @property
+    def applied(self) -> bool:
+        return not self.lapsed
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     image: RunningImage | UnresolvedImage
@@ -320,6 +346,10 @@ class Verdict:
     # Index into ``reasons`` of the reason that decided ``status`` (the others add context). Tables
     # and reports show this one as the verdict's headline; nothing parses the reasons' words.
     deciding_reason: int = 0
+    # The exemptions and waivers that matched the image and mattered: the one that made the status
+    # ``exempt`` (applied) and any that had lapsed (not applied). Reports and the JSON document read
+    # these fields, never the reasons' words. Empty in scans stored before they were recorded.
+    exemptions: tuple[ExemptionRef, ...] = ()
 
     def __post_init__(self) -> None:
         _mask_prose(self, "reasons")

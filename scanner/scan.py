@@ -72,12 +72,17 @@ class ScanInputs:
 
 
 def load_inputs(options: ScanOptions) -> ScanInputs:
-    """Load the policy (and its imports) and the registry credentials. Raises ConfigError or
-    InventoryError (a policy imported from the cluster could not be read). The deadline starts here."""
+    """Load the policy (and its imports) and the registry credentials, and refuse a pods file over its
+    size limit. Raises ConfigError or InventoryError (a policy imported from the cluster could not be
+    read). The deadline starts here."""
     from scanner.policy.sources import load_policies
     from scanner.registry.auth import CredentialStore
 
     deadline_at = time.monotonic() + options.deadline if options.deadline else None
+    if options.pods_file:
+        from scanner.inventory.pods import check_pods_file
+
+        check_pods_file(options.pods_file)
     policy = load_policies(options.policy_path, options.policy_from, kubeconfig=options.kubeconfig,
                            context=options.context)
     credentials = CredentialStore.from_docker_config(options.docker_config)

@@ -201,10 +201,6 @@ class ScanRunner:
         with self._lock:
             return self._current.scan_id if self._current else None
 
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
     def start(self, trigger: str, *, wait: bool = False) -> int:
         """Begin a scan; in a new thread, or in the caller's when ``wait``. Returns its scan id.
 

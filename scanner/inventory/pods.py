@@ -14,9 +14,11 @@ from typing import IO, Any, Protocol
 
 import ijson
 
-from scanner.errors import InventoryError, ParseError
+from scanner.errors import ConfigError, InventoryError, LimitExceeded, ParseError
 from scanner.models import ContainerRef, ContainerType, Workload
 
+# Largest pod list read (a 10,000-pod `kubectl get pods -A -o json` is a few hundred MB): a regular
+# file over it is refused before the scan (check_pods_file, exit 2); a pipe is cut when it passes it.
 MAX_PODS_FILE_BYTES = 2 * 1024**3
 # Deepest nesting accepted in one pod (a real pod's managedFields reach about 15 levels). Deeper
 # values are never built: Python's own recursion (str, repr, json) would fail on them later.
@@ -185,12 +187,52 @@ def _unreadable(partial: Any, reason: str) -> UnreadablePod:
     return UnreadablePod(reason, ns if isinstance(ns, str) else None, name if isinstance(name, str) else None)
 
 
-def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None) -> Iterator[dict[str, Any]]:
+def _size_limit_text(max_bytes: int) -> str:
+    return f"{max_bytes / 1024**3:g} GiB" if max_bytes >= 1024**3 else f"{max_bytes} bytes"
+
+
+def check_pods_file(path: str | Path, max_bytes: int | None = None) -> None:
+    """Refuse, before any scanning, a pod list file larger than ``max_bytes`` (ConfigError: exit 2).
+
+    Standard input (``-``), pipes and files that cannot be stat'ed here are bounded while they are
+    read (:func:`iter_pods_file`); a missing file is reported there too."""
+    if str(path) == "-":
+        return
+    max_bytes = MAX_PODS_FILE_BYTES if max_bytes is None else max_bytes
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return
+    import stat
+
+    if stat.S_ISREG(st.st_mode) and st.st_size > max_bytes:
+        raise ConfigError(f"pod list {path} is {st.st_size} bytes, over the {_size_limit_text(max_bytes)} limit "
+                          "on a pods file: nothing was scanned")
+
+
+class _Bounded:
+    """A byte stream that raises LimitExceeded once more than ``max_bytes`` have been read from it."""
+
+    def __init__(self, stream: IO[bytes], max_bytes: int, label: str) -> None:
+        self._stream, self._left, self._max, self._label = stream, max_bytes, max_bytes, label
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(self._left + 1 if n is None or n < 0 else min(n, self._left + 1))
+        self._left -= len(data)
+        if self._left < 0:
+            raise LimitExceeded(f"{self._label}: larger than the {_size_limit_text(self._max)} limit on a pod list")
+        return data
+
+
+def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
+                   max_bytes: int | None = None) -> Iterator[dict[str, Any]]:
     """Stream pods out of ``kubectl get pods -o json`` output (a ``v1 List``/``PodList``) or a single Pod.
 
     One pass over ijson's event stream: each element of ``items`` is built, yielded and dropped, so
-    a 10,000-pod list is never held whole. ``path`` ``-`` reads standard input.
+    a 10,000-pod list is never held whole. ``path`` ``-`` reads standard input. Reading more than
+    ``max_bytes`` (default :data:`MAX_PODS_FILE_BYTES`) raises LimitExceeded (a ParseError).
     """
+    max_bytes = MAX_PODS_FILE_BYTES if max_bytes is None else max_bytes
     label = "<stdin>" if str(path) == "-" else str(path)
     if stream is None:
         if str(path) == "-":
@@ -214,7 +256,7 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None) -> Iterato
     try:
         # basic_parse, not parse: parse builds a dotted prefix per event, which costs O(depth²)
         # (a 20,000-deep value took 1 GB). The position is tracked here with one depth counter.
-        for event, value in ijson.basic_parse(stream, use_float=True):
+        for event, value in ijson.basic_parse(_Bounded(stream, max_bytes, label), use_float=True):
             step = 1 if event in ("start_map", "start_array") else -1 if event in ("end_map", "end_array") else 0
             if top is None:
                 if event != "start_map":

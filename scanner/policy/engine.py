@@ -23,6 +23,8 @@ from scanner.errors import ParseError
 from scanner.inventory.references import parse_reference
 from scanner.models import (
     ContainerRef,
+    ExemptionKind,
+    ExemptionRef,
     ImageReference,
     Outcome,
     RunningImage,
@@ -302,7 +304,7 @@ def evaluate(
     verdict = _judge(image, rule, results, material_errors, policy, now, per_verifier)
     if rule is not None:
         verdict = _exempt(verdict, match_waiver(rule, image.reference, str(image.reference), namespace), now,
-                          policy.expiry_warning)
+                          policy.expiry_warning, rule)
     exemption = match_exemption(policy, image.reference, str(image.reference), namespace)
     return _exempt(verdict, exemption, now, policy.expiry_warning)
 
@@ -406,7 +408,7 @@ def _judge(
         else:
             status = Status.UNSIGNED
             # Verifiers may word "nothing found" themselves (attestations: "image is not attested by X").
-            own = [str(nf) for v in rule.verifiers if (nf := getattr(v, "not_found_reason", None))]
+            own = [nf for v in rule.verifiers if (nf := v.not_found_reason)]
             if own and len(own) == len(rule.verifiers):
                 reasons += own
             else:
@@ -493,6 +495,7 @@ def evaluate_rules(
             match_waiver(rule, image.reference, str(image.reference), namespace),
             now,
             policy.expiry_warning,
+            rule,
         )
         for rule, per in zip(rules, per_rule, strict=True)
     ]
@@ -541,27 +544,39 @@ def _combine(
         min(lapses) if lapses else None,  # every rule must hold: the first to lapse ends compliance
         worst.warn_only,
         deciding,
+        tuple(x for v in judged for x in v.exemptions),  # each rule's own waivers, applied or lapsed
     )
 
 
-def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime, warn: timedelta) -> Verdict:
-    # A verified verdict needs no waiver; an exempt one (waived by its rule's own waiver) keeps it.
-    if exemption is None or verdict.status in (Status.VERIFIED, Status.EXEMPT):
-        if exemption is not None and exemption.until > now:
-            return verdict
-        if exemption is not None:
-            return replace(
-                verdict,
-                reasons=(*verdict.reasons, f"exemption lapsed at {exemption.until.isoformat()} ({exemption.reason})"),
-            )
+def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime, warn: timedelta,
+            waiver_of: CompiledRule | None = None) -> Verdict:
+    """``verdict`` under ``exemption`` (a policy exemption, or ``waiver_of``'s own waiver). What it did is
+    said in the reasons and recorded as an :class:`ExemptionRef` in ``Verdict.exemptions``."""
+    if exemption is None:
         return verdict
-    if exemption.until <= now:
+    lapsed = exemption.until <= now
+    ref = ExemptionRef(
+        kind=ExemptionKind.WAIVER if waiver_of is not None else ExemptionKind.POLICY,
+        reason=exemption.reason, until=exemption.until, approved_by=exemption.approved_by, lapsed=lapsed,
+        rule=waiver_of.name if waiver_of is not None else None,
+    )
+    # A verified verdict needs no waiver; an exempt one (waived by its rule's own waiver) keeps it.
+    if verdict.status in (Status.VERIFIED, Status.EXEMPT):
+        if not lapsed:
+            return verdict
+        return replace(
+            verdict,
+            reasons=(*verdict.reasons, f"exemption lapsed at {exemption.until.isoformat()} ({exemption.reason})"),
+            exemptions=(*verdict.exemptions, ref),
+        )
+    if lapsed:
         return replace(
             verdict,
             reasons=(
                 *verdict.reasons,
                 f"exemption lapsed at {exemption.until.isoformat()}: {exemption.reason}; not applied",
             ),
+            exemptions=(*verdict.exemptions, ref),
         )
     by = f", approved by {exemption.approved_by}" if exemption.approved_by else ""
     return replace(
@@ -575,6 +590,7 @@ def _exempt(verdict: Verdict, exemption: Exemption | None, now: datetime, warn: 
         not_after=exemption.until,
         expiring=exemption.until - now <= warn,
         deciding_reason=0,
+        exemptions=(ref, *verdict.exemptions),
     )
 
 
@@ -606,4 +622,4 @@ def _unknown(
                 rule.name if rule else None, rule.source if rule else None, warn_only=False)
     if rule is None:
         return v
-    return _exempt(v, match_waiver(rule, image.reference, image.image, namespace), now, policy.expiry_warning)
+    return _exempt(v, match_waiver(rule, image.reference, image.image, namespace), now, policy.expiry_warning, rule)

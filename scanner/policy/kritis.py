@@ -384,7 +384,3 @@ def cluster_docs(api_client: Any) -> list[dict[str, Any]]:
             it.setdefault("kind", kind)
         out += items
     return out
-
-
-def is_kritis(doc: Mapping[str, Any]) -> bool:
-    return doc.get("kind") in _KINDS

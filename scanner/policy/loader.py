@@ -257,7 +257,6 @@ class PolicyLoader:
             tlog_check=tlog_check,
             bundle_check=bundle_check,
             sigstore_trust=sigstore_trust,
-            rule=rule,
         )
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from scanner.errors import ConfigError
 
@@ -651,7 +650,3 @@ def load_trust_store_crs(data: bytes) -> list[NamedStore]:
         validate_store_certificates(typ, name, "caBundle", certs)
         out.append(NamedStore(typ, name, tuple(certs), f"TrustStore/{name}"))
     return out
-
-
-def certificate_der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)

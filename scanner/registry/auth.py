@@ -149,11 +149,3 @@ class CredentialStore:
         if registry in self._default:
             names.append("the scanner's docker config")
         return ", ".join(dict.fromkeys(names)) or "no credentials (anonymous)"
-
-    def all_secrets(self) -> list[str]:
-        """Every secret string held (for tests that grep outputs for leaks)."""
-        out = []
-        for creds in [self._default, *self._secrets.values()]:
-            for c in creds.values():
-                out += [c.password] + ([c.identity_token] if c.identity_token else [])
-        return [s for s in out if s]

@@ -325,7 +325,8 @@ class RegistryClient:
             )
 
     def manifest_gets(self, registry: str) -> int:
-        """Manifest GETs sent to ``registry`` so far (what the budget counts)."""
+        """Manifest GETs sent to ``registry`` so far (what the budget counts). Read by the budget's tests
+        (tests/unit/test_bench_registry_budget.py) only; the scan's own counters are in ``stats``."""
         with self._lock:
             return self._manifest_gets[registry]
 

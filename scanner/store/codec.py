@@ -11,7 +11,17 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult, SignedTime, TimeSource
+from scanner.models import (
+    Check,
+    CheckName,
+    ExemptionKind,
+    ExemptionRef,
+    Outcome,
+    SignatureFailure,
+    SignatureResult,
+    SignedTime,
+    TimeSource,
+)
 
 _TAG = "$sigaudit"
 
@@ -125,4 +135,22 @@ def signature_from_json(raw: Mapping[str, Any]) -> SignatureResult:
             for c in raw["checks"]
         ),
         details=decode(raw["details"]),
+    )
+
+
+def exemption_to_json(ref: ExemptionRef) -> dict[str, Any]:
+    """An ExemptionRef as plain JSON (``images.exemptions``, one per exemption or waiver)."""
+    return {"kind": ref.kind.value, "reason": ref.reason, "until": ref.until.isoformat(),
+            "approved_by": ref.approved_by, "lapsed": ref.lapsed, "rule": ref.rule}
+
+
+def exemption_from_json(raw: Mapping[str, Any]) -> ExemptionRef:
+    """Raises ValueError, KeyError or TypeError on a value that was not written by :func:`exemption_to_json`."""
+    until = datetime.fromisoformat(raw["until"])
+    if until.tzinfo is None:
+        raise ValueError("exemption until without a timezone")
+    return ExemptionRef(
+        kind=ExemptionKind(raw["kind"]), reason=str(raw["reason"]), until=until,
+        approved_by=None if raw.get("approved_by") is None else str(raw["approved_by"]),
+        lapsed=bool(raw["lapsed"]), rule=None if raw.get("rule") is None else str(raw["rule"]),
     )

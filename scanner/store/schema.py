@@ -123,6 +123,9 @@ class Image(Base):
     warn_only: Mapped[bool] = mapped_column(sa.Boolean)
     # Index into ``reasons`` of the one that decided the status; NULL in scans stored before 0004 (0).
     deciding_reason: Mapped[int | None] = mapped_column(sa.Integer)
+    # The exemptions and waivers that mattered to the verdict (``Verdict.exemptions``, as
+    # ``codec.exemption_to_json``); NULL in scans stored before 0005 (reports say "not recorded").
+    exemptions: Mapped[list[Any] | None]
 
     __table_args__ = (
         sa.Index("ix_images_scan_id_status", "scan_id", "status"),

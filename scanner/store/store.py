@@ -814,6 +814,7 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
         "status": str(v.status), "reasons": list(v.reasons), "rule": v.rule,
         "policy_source": v.policy_source, "expiring": v.expiring, "not_after": v.not_after,
         "warn_only": v.warn_only, "deciding_reason": v.deciding_reason,
+        "exemptions": [codec.exemption_to_json(x) for x in v.exemptions],
     }
 
 
@@ -873,10 +874,14 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
     if not 0 <= deciding < max(1, len(i.reasons or ())):
         raise StoreError(f"image row {i.id}: deciding_reason {deciding} is not one of its reasons: the database "
                          "is damaged")
+    try:
+        exemptions = tuple(codec.exemption_from_json(x) for x in i.exemptions or ())
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(f"image row {i.id}: its exemptions cannot be read ({exc}): the database is damaged") from None
     return Verdict(
         image=image, status=Status(i.status), reasons=tuple(i.reasons or ()), rule=i.rule,
         policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),
-        not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=deciding,
+        not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=deciding, exemptions=exemptions,
     )
 
 

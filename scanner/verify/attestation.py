@@ -714,7 +714,7 @@ class AttestationVerifier(Verifier):
         key that cannot be fetched becomes an ``unavailable`` key, so images are ``error``, not the scan."""
         from scanner.verify.kms import KmsKeyUnavailable, key_ids_for
 
-        extra_ids = frozenset(getattr(spec, "public_key_ids", None) or ())
+        extra_ids = frozenset(spec.public_key_ids)
         keys: list[AttestorKey] = []
         trusted: set[str] = set()  # what the fingerprint names: key contents, unavailable references
         for i, text in enumerate(spec.public_keys):
@@ -732,7 +732,7 @@ class AttestationVerifier(Verifier):
                 ids.update(key_ids_for(text.strip()))
             keys.append(AttestorKey(label, key, frozenset(ids)))
             trusted.add(key_sha256(key))
-        note = getattr(spec, "note_name", None)
+        note = spec.note_name
         endpoint = None if spec.source == "registry" else GrafeasEndpoint.parse(spec.source)
         if source is None and endpoint is not None:
             import os

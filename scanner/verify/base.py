@@ -87,6 +87,13 @@ class Verifier(Protocol):
         """
         ...
 
+    @property
+    def not_found_reason(self) -> str | None:
+        """Optional: the verifier's own words for "nothing of my kind is attached to this image" (an
+        attestation verifier: "image is not attested by X"), used in an ``unsigned`` verdict's reasons.
+        None (the default): the engine says "no signature found for the verifiers of rule …"."""
+        return None
+
     def results_cacheable(self, results: tuple[SignatureResult, ...]) -> bool:
         """Optional: whether these results (for an image with a non-None identity) may be reused
         across scans. False when something outside the identity went into them (a CRL or OCSP

@@ -112,7 +112,6 @@ class CosignKeyVerifier(Verifier):
         tlog_check: TlogCheck | None = None,
         bundle_check: BundleCheck | None = None,
         sigstore_trust: SigstoreTrustRef | None = None,
-        rule: str = "",
     ) -> None:
         self._key = key
         self._key_der = spki_der(key)
@@ -128,7 +127,6 @@ class CosignKeyVerifier(Verifier):
         self._tlog_check = tlog_check
         self._bundle_check = bundle_check
         self._sigstore_trust = sigstore_trust
-        self._rule = rule
 
     @property
     def name(self) -> str:

@@ -95,3 +95,43 @@ def test_two_upgrades_at_once_both_succeed(db_url: str) -> None:
     assert errors == []
     assert current_revision(db_url) == head_revision()
     check(db_url)
+
+
+def test_0005_keeps_old_scans_readable_and_their_exemptions_said_not_recorded(db_url: str) -> None:
+    """Down to 0004 drops the exemptions column, back up leaves it NULL: the scan still loads and the
+    report says the exemption details were not recorded (it does not parse the reasons instead)."""
+    from datetime import UTC, datetime
+
+    from reports import render, view
+    from scanner.models import (
+        ExemptionKind,
+        ExemptionRef,
+        ImageReference,
+        RunningImage,
+        ScanResult,
+        ScanState,
+        Status,
+        Verdict,
+    )
+
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    ref = ExemptionRef(ExemptionKind.POLICY, "pause image SEC-42", datetime(2027, 1, 1, tzinfo=UTC), "secops")
+    verdict = Verdict(RunningImage(ImageReference("r.io", "pause", "1", "sha256:" + "3" * 64), ()), Status.EXEMPT,
+                      ("exempt until 2027-01-01T00:00:00+00:00: pause image SEC-42, approved by secops",),
+                      exemptions=(ref,))
+    upgrade(db_url)
+    store = open_store(db_url)
+    try:
+        scan_id = store.begin_scan("prod", at, "sha256:p", "0.1.0")
+        store.finish_scan(scan_id, ScanResult("prod", at, at, ScanState.COMPLETE, (verdict,), "sha256:p"))
+        assert store.load_scan(scan_id).verdicts[0].exemptions == (ref,)
+        assert "pause image SEC-42" in render.render_html(store, scan_id)
+        downgrade(db_url, "0004")
+        upgrade(db_url)
+        check(db_url)
+        (old,) = store.load_scan(scan_id).verdicts
+        assert (old.status, old.exemptions) == (Status.EXEMPT, ())
+        html = render.render_html(store, scan_id)
+        assert view.NOT_RECORDED.replace("'", "&#39;") in html
+    finally:
+        store.close()

@@ -23,6 +23,8 @@ from scanner.models import (
     CheckName,
     ContainerRef,
     ContainerType,
+    ExemptionKind,
+    ExemptionRef,
     ImageReference,
     Outcome,
     RunningImage,
@@ -104,7 +106,11 @@ def sample_result(cluster: str = "prod", at: datetime = T0, n_extra: int = 0,
         Verdict(UnresolvedImage(None, "::bad::", (_container("ops", "z-1", "z", "::bad::"),), "bad reference"),
                 Status.ERROR, ("bad reference",), warn_only=True),
         Verdict(RunningImage(ImageReference("registry.k8s.io", "pause", "3.9", "sha256:" + "3" * 64), ()),
-                Status.EXEMPT, ("exempt until 2027-01-01: pause image",), rule=None),
+                Status.EXEMPT, ("exempt until 2027-01-01: pause image",), rule=None,
+                exemptions=(ExemptionRef(ExemptionKind.POLICY, "pause image", datetime(2027, 1, 1, tzinfo=UTC),
+                                         "secops"),
+                            ExemptionRef(ExemptionKind.WAIVER, "allowlist", at - timedelta(days=1), lapsed=True,
+                                         rule="kritis:ns/gap"))),
     ]
     for i in range(n_extra):
         d = f"sha256:{i:064x}"
@@ -161,6 +167,22 @@ def test_a_deciding_reason_outside_the_reasons_is_a_damaged_database_not_a_crash
         conn.execute(sa.text("UPDATE images SET deciding_reason = 7 WHERE scan_id = :i AND position = 1"),
                      {"i": scan_id})
     with pytest.raises(StoreError, match=r"deciding_reason 7 .* damaged"):
+        store.load_scan(scan_id)
+
+
+def test_exemptions_round_trip_and_old_rows_load_without_them(store: Store) -> None:
+    scan_id = record(store, sample_result())
+    exempt = store.load_scan(scan_id).verdicts[4]
+    assert [(x.kind, x.reason, x.lapsed, x.rule) for x in exempt.exemptions] == [
+        (ExemptionKind.POLICY, "pause image", False, None), (ExemptionKind.WAIVER, "allowlist", True, "kritis:ns/gap")]
+    assert exempt.exemptions[0].until.utcoffset() == timedelta(0)
+    with store.engine.begin() as conn:  # a row written before migration 0005
+        conn.execute(sa.text("UPDATE images SET exemptions = NULL WHERE scan_id = :i"), {"i": scan_id})
+    assert store.load_scan(scan_id).verdicts[4].exemptions == ()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE images SET exemptions = '[{\"kind\": \"nope\"}]' WHERE scan_id = :i "
+                             "AND position = 4"), {"i": scan_id})
+    with pytest.raises(StoreError, match=r"image row \d+: its exemptions cannot be read .* damaged"):
         store.load_scan(scan_id)
 
 

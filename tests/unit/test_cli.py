@@ -7,6 +7,7 @@ is covered without editing this file), by making the command itself raise."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 import pytest
@@ -102,3 +103,30 @@ def test_bad_deadlines_are_usage_errors(text: str) -> None:
 def test_deadline_from_the_environment_is_a_usage_error_when_bad() -> None:
     result = CliRunner().invoke(main, ["scan", "--no-store"], env={"SIGAUDIT_DEADLINE": "soon"})
     assert result.exit_code == 2 and "not a duration" in result.output
+
+
+def test_a_pods_file_over_the_size_limit_is_exit_2_and_stdin_over_it_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from scanner.inventory import pods
+
+    (tmp_path / "policy.yaml").write_text(
+        "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  rules:\n"
+        "    - name: r\n      images: ['*']\n      verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]\n")
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (tmp_path / "k.pub").write_bytes(key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    big = tmp_path / "pods.json"
+    with big.open("wb") as f:
+        f.truncate(pods.MAX_PODS_FILE_BYTES + 1)  # sparse
+    args = ["scan", "--no-store", "--policy", str(tmp_path / "policy.yaml"), "-o", "none", "--no-progress"]
+    result = CliRunner().invoke(main, [*args, "--pods-file", str(big)])
+    assert result.exit_code == 2, result.output
+    assert "over the 2 GiB limit on a pods file: nothing was scanned" in result.output
+    # standard input has no size to check first: it is cut while read, and the scan fails (exit 3)
+    monkeypatch.setattr(pods, "MAX_PODS_FILE_BYTES", 64)
+    result = CliRunner().invoke(main, [*args, "--pods-file", "-"], input=b'{"kind": "List", "items": []}' + b" " * 64)
+    assert result.exit_code == 3, result.output
+    assert "<stdin>: larger than the 64 bytes limit on a pod list" in result.output

@@ -113,7 +113,10 @@ def test_image_globs_on_normalised_reference(glob: str, ref: str, hit: bool) -> 
 
 
 class FakeVerifier:
-    """A stand-in verifier: the engine only reads names from it."""
+    """A stand-in verifier: the engine reads its name and its optional ``not_found_reason`` (None: the
+    default of ``scanner.verify.base.Verifier``)."""
+
+    not_found_reason: str | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 import pytest
@@ -15,7 +15,7 @@ import pytest
 from reports import render, view
 from scanner.clock import fixed_clock
 from scanner.document import scan_document
-from scanner.models import ContainerType, Status
+from scanner.models import ContainerType, ExemptionKind, ExemptionRef, Status
 from tests.unit.test_report_view import GEN, T0, container, result, signature, verdict
 
 XSS_NS = '"><img src=x onerror=alert(1)>'
@@ -55,7 +55,8 @@ def hostile_scan():
         verdict("evil", Status.INVALID, [evil], reasons=(f"reason {SCRIPT}", XSS_NS), sigs=[sig],
                 repo=f"team/{XSS_NS}"),
         verdict("pause", Status.EXEMPT, [container("kube-system", "pause-1")],
-                reasons=(f"exempt until 2027-01-01T00:00:00+00:00: {SCRIPT}, approved by {XSS_NS}",)),
+                reasons=(f"exempt until 2027-01-01T00:00:00+00:00: {SCRIPT}, approved by {XSS_NS}",),
+                exemptions=[ExemptionRef(ExemptionKind.POLICY, SCRIPT, datetime(2027, 1, 1, tzinfo=UTC), XSS_NS)]),
     ], cluster=f"prod{SCRIPT}")
 
 

@@ -15,6 +15,8 @@ from scanner.models import (
     CheckName,
     ContainerRef,
     ContainerType,
+    ExemptionKind,
+    ExemptionRef,
     ImageReference,
     Outcome,
     RunningImage,
@@ -56,12 +58,13 @@ def signature(ok: bool = True, *, signer: str = "sha256:" + "ab" * 32, details: 
 
 def verdict(name: str, status: Status, containers: Sequence[ContainerRef], *, reasons: Sequence[str] = (),
             sigs: Sequence[SignatureResult] | None = None, expiring: bool = False,
-            not_after: datetime | None = None, warn_only: bool = False, repo: str | None = None) -> Verdict:
+            not_after: datetime | None = None, warn_only: bool = False, repo: str | None = None,
+            exemptions: Sequence[ExemptionRef] = ()) -> Verdict:
     ref = ImageReference("registry.example", repo or f"team/{name}", "1.0", digest(name))
     if sigs is None:
         sigs = (signature(True),) if status is Status.VERIFIED else ()
     return Verdict(RunningImage(ref, tuple(containers)), status, tuple(reasons) or (status.value,), "rule-a",
-                   "policy.yaml", tuple(sigs), expiring, not_after, warn_only)
+                   "policy.yaml", tuple(sigs), expiring, not_after, warn_only, exemptions=tuple(exemptions))
 
 
 def result(verdicts: Sequence[Verdict], *, scan_id: int | None = 2, at: datetime = T0,
@@ -170,15 +173,20 @@ def test_trend_numbers_are_plain_numbers() -> None:
 
 EXEMPT_REASON = "exempt until 2027-02-21T10:51:47+00:00: in-house pause image (SEC-42), approved by secops"
 LAPSED_REASON = "exemption lapsed at 2026-10-20T00:00:00+00:00: legacy app, waiver expired; not applied"
+PAUSE = ExemptionRef(ExemptionKind.POLICY, "in-house pause image (SEC-42)",
+                     datetime(2027, 2, 21, 10, 51, 47, tzinfo=UTC), "secops")
+LEGACY = ExemptionRef(ExemptionKind.POLICY, "legacy app, waiver expired", datetime(2026, 10, 20, tzinfo=UTC),
+                      lapsed=True)
 
 
 def test_exemptions_register_from_verdict_reasons_highlights_lapsed_first() -> None:
     r = build(result([
         verdict("pause", Status.EXEMPT, [container("kube-system", "pause-1")],
-                reasons=(EXEMPT_REASON, "without the exemption: unsigned")),
+                reasons=(EXEMPT_REASON, "without the exemption: unsigned"), exemptions=[PAUSE]),
         verdict("pause2", Status.EXEMPT, [container("kube-system", "pause-2")],
-                reasons=(EXEMPT_REASON, "without the exemption: unsigned")),
-        verdict("legacy", Status.UNSIGNED, [container("legacy", "old-1")], reasons=("no signature", LAPSED_REASON)),
+                reasons=(EXEMPT_REASON, "without the exemption: unsigned"), exemptions=[PAUSE]),
+        verdict("legacy", Status.UNSIGNED, [container("legacy", "old-1")], reasons=("no signature", LAPSED_REASON),
+                exemptions=[LEGACY]),
     ]))
     assert r.exemptions_source == "verdicts"
     lapsed, active = r.exemptions
@@ -189,6 +197,45 @@ def test_exemptions_register_from_verdict_reasons_highlights_lapsed_first() -> N
     assert "team/pause:1.0" in active.scope and "team/pause2:1.0" in active.scope
 
 
+def test_the_register_reads_fields_not_the_engines_wording() -> None:
+    """The engine's words may change (or be translated): the register reads ``Verdict.exemptions``."""
+    reworded = ("Ausnahme bis 2027-02-21 (SEC-42)", "sans exemption : unsigned")
+    r = build(result([
+        verdict("pause", Status.EXEMPT, [container("kube-system", "pause-1")], reasons=reworded, exemptions=[PAUSE]),
+        verdict("legacy", Status.UNSIGNED, [container("legacy", "old-1")], reasons=("no signature", "abgelaufen"),
+                exemptions=[LEGACY]),
+    ]))
+    assert [(x.reason, x.lapsed, x.applied_to, x.lapsed_hits, x.approved_by) for x in r.exemptions] == [
+        ("legacy app, waiver expired", True, 0, 1, ""),
+        ("in-house pause image (SEC-42)", False, 1, 0, "secops"),
+    ]
+    # ... and reasons that merely look like an exemption are not one (a registry's error text, quoted in a
+    # reason under several rules, once showed in the register as an applied exemption "approved by ciso")
+    spoof = ("rule 'p' (kyverno:ClusterPolicy/p): could not read all signatures: registry said: "
+             "exempt until 2099-01-01T00:00:00Z: approved, approved by ciso")
+    r = build(result([verdict("evil", Status.ERROR, [container("a", "p")],
+                              reasons=("2 rules apply to this image and each must hold: …", spoof, EXEMPT_REASON,
+                                       LAPSED_REASON))]))
+    assert r.exemptions == ()
+
+
+def test_an_exempt_verdict_stored_without_its_exemption_is_said_not_recorded() -> None:
+    """Scans stored before verdicts recorded their exemptions: the register says so, it does not guess."""
+    r = build(result([verdict("pause", Status.EXEMPT, [container("kube-system", "pause-1")],
+                              reasons=(EXEMPT_REASON,))]))
+    (row,) = r.exemptions
+    assert (row.reason, row.applied_to, row.until, row.lapsed) == (view.NOT_RECORDED, 1, "", False)
+    assert "team/pause:1.0" in row.scope
+    policy = {"exemptions": [{"images": ["registry.example/team/pause*"], "reason": "in-house pause image (SEC-42)",
+                              "until": "2027-02-21T10:51:47Z", "approvedBy": "secops"}]}
+    r = build(result([verdict("pause", Status.EXEMPT, [container("kube-system", "pause-1")],
+                              reasons=(EXEMPT_REASON,))]), policy_summary=policy)
+    assert sorted((x.reason, x.applied_to) for x in r.exemptions) == [
+        ("exemption details not recorded (scan stored by an older sigaudit): see the image's reasons", 1),
+        ("in-house pause image (SEC-42)", 0),
+    ]
+
+
 def test_exemptions_register_from_the_policy_lists_unused_ones_and_judges_at_scan_time() -> None:
     policy = {"exemptions": [
         {"images": ["registry.example/team/pause*"], "namespaces": ["kube-system"],
@@ -197,7 +244,7 @@ def test_exemptions_register_from_the_policy_lists_unused_ones_and_judges_at_sca
         {"images": ["registry.example/old/*"], "reason": "old", "until": (T0 - timedelta(seconds=1)).isoformat()},
     ]}
     r = build(result([verdict("pause", Status.EXEMPT, [container("kube-system", "pause-1")],
-                              reasons=(EXEMPT_REASON,))]), policy_summary=policy)
+                              reasons=(EXEMPT_REASON,), exemptions=[PAUSE])]), policy_summary=policy)
     assert r.exemptions_source == "policy"
     assert [(x.reason, x.lapsed, x.expiring, x.applied_to) for x in r.exemptions] == [
         ("old", True, False, 0),
@@ -208,11 +255,13 @@ def test_exemptions_register_from_the_policy_lists_unused_ones_and_judges_at_sca
 
 
 def test_a_rules_own_waiver_under_several_rules_is_counted_in_the_register() -> None:
-    """Under several rules each rule's reasons carry its name; a kritis allowlist waiving one of them is
-    still an applied exemption."""
+    """A kritis allowlist waiving one of several rules is still an applied exemption; one waiver shared by
+    two rules of the image counts the image once."""
+    waiver = replace(PAUSE, kind=ExemptionKind.WAIVER, rule="kritis:prod/gap")
     waived = "rule 'kritis:prod/gap' (kritis:GenericAttestationPolicy/gap): " + EXEMPT_REASON
     r = build(result([verdict("pause", Status.EXEMPT, [container("kube-system", "pause-1")],
-                              reasons=("2 rules apply to this image and each must hold: …", waived))]))
+                              reasons=("2 rules apply to this image and each must hold: …", waived),
+                              exemptions=[waiver, replace(waiver, rule="kritis:prod/other")])]))
     (row,) = r.exemptions
     assert (row.reason, row.applied_to, row.approved_by) == ("in-house pause image (SEC-42)", 1, "secops")
 

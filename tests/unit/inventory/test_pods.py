@@ -7,12 +7,20 @@ import copy
 import io
 import json
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scanner.errors import ParseError
-from scanner.inventory.pods import MAX_POD_DEPTH, UnreadablePod, iter_pods_file, select_namespaces
+from scanner.errors import ConfigError, LimitExceeded, ParseError
+from scanner.inventory.pods import (
+    MAX_POD_DEPTH,
+    MAX_PODS_FILE_BYTES,
+    UnreadablePod,
+    check_pods_file,
+    iter_pods_file,
+    select_namespaces,
+)
 from scanner.pipeline import build_inventory
 from tests.harness.demo import _pod
 
@@ -143,3 +151,30 @@ def test_the_namespace_filter_passes_an_unreadable_namespace_on_to_be_reported()
     assert [p["metadata"]["name"] for p in kept] == ["odd", "good"]
     inv = build_inventory(kept)
     assert len(inv.problems) == 1 and "namespace" in inv.problems[0]
+
+
+# -- the size of the pod list (MAX_PODS_FILE_BYTES) -------------------------------------------------
+
+
+def test_a_pod_list_larger_than_the_limit_is_cut_while_streaming() -> None:
+    data = as_list(good("a"), good("b")).encode()
+    read_all = iter_pods_file("p.json", io.BytesIO(data), max_bytes=len(data))
+    assert [p["metadata"]["name"] for p in read_all] == ["a", "b"]
+    with pytest.raises(LimitExceeded, match=rf"p.json: larger than the {len(data) - 1} bytes limit on a pod list"):
+        list(iter_pods_file("p.json", io.BytesIO(data), max_bytes=len(data) - 1))
+    # whitespace after the document counts too: the bound is on bytes read, not on what parses
+    with pytest.raises(LimitExceeded):
+        list(iter_pods_file("p.json", io.BytesIO(data + b" " * 64), max_bytes=len(data) + 10))
+
+
+def test_a_pods_file_over_the_limit_is_refused_before_reading(tmp_path: Path) -> None:
+    big = tmp_path / "pods.json"
+    with big.open("wb") as f:  # sparse: no disk used, the size is what counts
+        f.truncate(MAX_PODS_FILE_BYTES + 1)
+    with pytest.raises(ConfigError, match=r"pods.json is 2147483649 bytes, over the 2 GiB limit .*nothing was scanned"):
+        check_pods_file(big)
+    with big.open("r+b") as f:
+        f.truncate(MAX_PODS_FILE_BYTES)
+    check_pods_file(big)  # at the limit: accepted
+    check_pods_file("-")  # standard input is bounded while it is read
+    check_pods_file(tmp_path / "missing.json")  # reported by the reader, as before

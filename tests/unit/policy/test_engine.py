@@ -14,6 +14,8 @@ from scanner.errors import ConfigError
 from scanner.models import (
     ContainerRef,
     ContainerType,
+    ExemptionKind,
+    ExemptionRef,
     ImageReference,
     Outcome,
     RunningImage,
@@ -35,7 +37,10 @@ D = "sha256:" + "e" * 64
 
 
 class FakeVerifier:
-    """A stand-in verifier: the engine only reads its name."""
+    """A stand-in verifier: the engine reads its name and its optional ``not_found_reason`` (None: the
+    default of ``scanner.verify.base.Verifier``)."""
+
+    not_found_reason: str | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -333,6 +338,39 @@ def test_a_rules_own_waiver_waives_that_rule_only() -> None:
     assert v.headline.startswith("rule 'kritis:ns/gap' (kritis:GenericAttestationPolicy/gap): exempt until")
     assert judge(policy(kritis), IMG, set()) is Status.EXEMPT  # alone, it waives its own verdict
     assert judge(pol, IMG, {"key B"}, ns="elsewhere") is Status.INVALID  # the waiver names its namespace
+
+
+def test_the_exemption_that_applied_or_lapsed_is_a_field_of_the_verdict() -> None:
+    """Reports read which exemption or waiver applied from ``Verdict.exemptions``, not from the reasons."""
+    until = NOW + timedelta(days=60)
+    ex = Exemption.model_validate({"images": ["r.io/a"], "reason": "SEC-9", "until": until, "approvedBy": "secops"})
+    p1 = key_rule("p1", "key A", "s1")
+    v = verdict_for(policy(p1, exemptions=(ex,)), IMG, set())
+    assert v.exemptions == (ExemptionRef(ExemptionKind.POLICY, "SEC-9", until, "secops", lapsed=False),)
+    assert v.exemptions[0].applied
+    # a verified image needs no exemption: none is recorded
+    assert verdict_for(policy(p1, exemptions=(ex,)), IMG, {"key A"}).exemptions == ()
+    # a lapsed one is recorded as lapsed, applied or verified
+    old = NOW - timedelta(days=1)
+    lapsed = Exemption.model_validate({"images": ["r.io/a"], "reason": "old", "until": old})
+    for keys, status in ((set(), Status.INVALID), ({"key A"}, Status.VERIFIED)):
+        v = verdict_for(policy(p1, exemptions=(lapsed,)), IMG, keys)
+        assert v.status is status
+        assert v.exemptions == (ExemptionRef(ExemptionKind.POLICY, "old", old, None, lapsed=True),)
+
+
+def test_a_rules_own_waiver_is_recorded_as_that_rules_waiver_under_several_rules() -> None:
+    until = NOW + timedelta(days=999)
+    waiver = Exemption.model_validate({"images": ["r.io/*"], "reason": "kritis admission allowlist", "until": until})
+    kritis = key_rule("kritis:ns/gap", "attestor", "kritis:GenericAttestationPolicy/gap", waivers=(waiver,))
+    other = key_rule("p", "key B", "kyverno:ClusterPolicy/p")
+    v = verdict_for(policy(kritis, other), IMG, {"key B"})
+    assert v.status is Status.EXEMPT
+    assert v.exemptions == (ExemptionRef(ExemptionKind.WAIVER, "kritis admission allowlist", until, None,
+                                         lapsed=False, rule="kritis:ns/gap"),)
+    img = UnresolvedImage(ImageReference("r.io", "a", "1", None), "r.io/a:1", (container("ns"),), "not started")
+    (u,) = unresolved_verdicts(img, policy(kritis), NOW)
+    assert (u.status, [x.kind for x in u.exemptions]) == (Status.EXEMPT, [ExemptionKind.WAIVER])
 
 
 def test_the_first_policy_to_lapse_ends_compliance() -> None:
