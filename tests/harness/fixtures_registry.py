@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import copy
 import re
+import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,3 +354,30 @@ def referrers_registry_factory(tmp_path: Path) -> Iterator[Callable[[], RunningR
 def zot_registry(referrers_registry: RunningRegistry) -> RunningRegistry:
     """The referrers-capable registry under the test plan's name (ocireg stands in for zot)."""
     return referrers_registry
+
+
+@pytest.fixture
+def stalling_registry() -> Iterator[str]:
+    """A TCP port that accepts connections and never answers (a registry that hangs)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not done.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield f"127.0.0.1:{srv.getsockname()[1]}"
+    done.set()
+    t.join(timeout=2)
+    for c in held:
+        c.close()
+    srv.close()

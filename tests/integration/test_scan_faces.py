@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -151,33 +149,6 @@ def test_registry_budget_reaches_serve_scans_by_its_environment_variable(estate:
     assert "error" in {i["status"] for i in cli_doc["images"]}
     assert _verdicts(serve_doc) == _verdicts(cli_doc)
     assert serve_req == cli_req
-
-
-@pytest.fixture
-def stalling_registry() -> Iterator[str]:
-    """A TCP port that accepts connections and never answers (a registry that hangs)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    held: list[socket.socket] = []
-    done = threading.Event()
-
-    def accept() -> None:
-        srv.settimeout(0.2)
-        while not done.is_set():
-            try:
-                held.append(srv.accept()[0])
-            except OSError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield f"127.0.0.1:{srv.getsockname()[1]}"
-    done.set()
-    t.join(timeout=2)
-    for c in held:
-        c.close()
-    srv.close()
 
 
 def test_deadline_reaches_serve_scans_by_its_environment_variable(estate: Any, stalling_registry: str,

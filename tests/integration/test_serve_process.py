@@ -10,9 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,34 +24,6 @@ from tests.harness.demo import publish_estate, write_pods, write_policy
 from tests.harness.tools import free_port, stop_process, wait_for_http
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def stalling_registry() -> Iterator[str]:
-    """A TCP port that accepts connections and never answers (a registry that hangs)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    held: list[socket.socket] = []
-    done = threading.Event()
-
-    def accept() -> None:
-        srv.settimeout(0.2)
-        while not done.is_set():
-            try:
-                conn, _ = srv.accept()
-                held.append(conn)
-            except OSError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield f"127.0.0.1:{srv.getsockname()[1]}"
-    done.set()
-    t.join(timeout=2)
-    for c in held:
-        c.close()
-    srv.close()
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> Any:
