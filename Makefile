@@ -47,7 +47,7 @@ test:
 	@$(PHASE) apt $(MAKE) --no-print-directory system-deps
 	@$(PHASE) venv $(MAKE) --no-print-directory venv
 	@$(PHASE) tools bash tests/tools/ensure-tools.sh
-	@$(PHASE) lint $(VENV)/bin/ruff check scanner reports migrations
+	@$(PHASE) lint $(VENV)/bin/ruff check scanner reports migrations tests bench
 	@$(PHASE) typecheck $(VENV)/bin/mypy
 	@$(PHASE) pytest env -u SIGAUDIT_PHASE_LOG $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 

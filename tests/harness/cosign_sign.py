@@ -97,9 +97,9 @@ def push_signatures(
     config = oci.canonical_json({"architecture": "", "os": "", "rootfs": {"type": "layers", "diff_ids": []}})
     oci.push_blob(url_base, repo, config, auth=auth, client=client)
     descs = []
-    for payload, annotations in layers:
+    for payload, layer_annotations in layers:
         oci.push_blob(url_base, repo, payload, auth=auth, client=client)
-        descs.append(oci.descriptor(SIMPLESIGNING, payload, annotations=dict(annotations)))
+        descs.append(oci.descriptor(SIMPLESIGNING, payload, annotations=dict(layer_annotations)))
     manifest = {
         "schemaVersion": 2,
         "mediaType": oci.OCI_MANIFEST,
