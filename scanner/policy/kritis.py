@@ -238,6 +238,20 @@ def _allowlist(ns: str, patterns: Sequence[str], source: str) -> list[Exemption]
     return [exemption.matching_with(name_pattern_matcher(good))]
 
 
+def _gap_allowlists(ns: str, listed: Sequence[tuple[str, str, list[str]]]) -> list[Exemption]:
+    """The GenericAttestationPolicies' patterns of one namespace, flattened as kritis' ReviewGAP does
+    (``generateGapAllowlist``, pkg/kritis/review/review.go: every policy's patterns, in the order the API
+    lists the policies — by name) and matched in that order, so an empty pattern stops the patterns of
+    every policy after it too, not only its own."""
+    out: list[Exemption] = []
+    for _name, rule, patterns in sorted(listed, key=lambda x: x[0]):
+        kept = patterns[: patterns.index("")] if "" in patterns else patterns
+        out += _allowlist(ns, kept, rule)
+        if len(kept) < len(patterns):
+            break
+    return out
+
+
 def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRule]:
     """``ctx`` is a :class:`scanner.policy.imports.ImportContext`. Allowlists become waivers of the rules
     kritis applies them to (an ImageSecurityPolicy's to its own rule; GenericAttestationPolicies' to every
@@ -246,6 +260,9 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
     authorities: dict[tuple[str, str], Mapping[str, Any]] = {}
     for d in docs:
         if d.get("kind") == "AttestationAuthority":
+            if _meta(d) in authorities:  # the API holds one per name; a file could shadow one with another
+                raise ConfigError(f"AttestationAuthority {'/'.join(_meta(d))} is defined twice: give each once",
+                                  source=ctx.source)
             authorities[_meta(d)] = d
 
     def verifier_for(ns: str, auth_name: str, rule: str, notes: list[str], refusals: list[str]) -> Verifier | None:
@@ -286,7 +303,8 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
 
     rules: list[CompiledRule] = []
     gaps: dict[str, list[int]] = {}  # namespace -> its GenericAttestationPolicies' rules (indices)
-    gap_allowlists: dict[str, list[Exemption]] = {}  # namespace -> its GenericAttestationPolicies' allowlists
+    # namespace -> (name, rule, namePatterns) of its GenericAttestationPolicies, flattened below as kritis does
+    gap_patterns: dict[str, list[tuple[str, str, list[str]]]] = {}
     for d in docs:
         kind = d.get("kind")
         if kind not in ("GenericAttestationPolicy", "ImageSecurityPolicy"):
@@ -314,9 +332,11 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
                 if "*" in p:
                     ctx.warn(rule, f"imageAllowlist entry {p!r} exempts nothing: kritis compares entries exactly, "
                                    "and no image is named with a '*'")
-        allowlisted = _allowlist(ns, allow, rule)
         if kind == "GenericAttestationPolicy":
-            gap_allowlists.setdefault(ns, []).extend(allowlisted)
+            gap_patterns.setdefault(ns, []).append((name, rule, allow))
+            allowlisted = []
+        else:
+            allowlisted = _allowlist(ns, allow, rule)
         if not names:
             ctx.warn(rule, "no attestation authority named: nothing to audit")
             continue
@@ -351,6 +371,7 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
     # kritis' ReviewGAP keeps only the last policy's answer (its loop overwrites it), so which one decides
     # depends on the order the API lists them; requiring every one is never looser.
     note = "kritis decides on the last GenericAttestationPolicy of the namespace it lists; sigaudit requires each"
+    gap_allowlists = {ns: _gap_allowlists(ns, listed) for ns, listed in gap_patterns.items()}
     for ns, indices in gaps.items():
         for i in indices:
             r = rules[i]
