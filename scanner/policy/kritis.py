@@ -238,6 +238,27 @@ def _allowlist(ns: str, patterns: Sequence[str], source: str) -> list[Exemption]
     return [exemption.matching_with(name_pattern_matcher(good))]
 
 
+def _allowlist_field(spec: Mapping[str, Any], spellings: Sequence[str], notes: list[str]) -> list[Any]:
+    """An allowlist that kritis versions spell differently (GenericAttestationPolicy
+    ``admissionWhitelistPatterns`` in pkg/kritis/apis/kritis/v1beta1/genericattestation.go, later
+    ``admissionAllowlistPatterns``; the ImageSecurityPolicy CRD's ``imageAllowList``, Go's
+    case-insensitive ``imageAllowlist``, the former ``imageWhitelist``). Which one the cluster's kritis
+    reads depends on its version, so under two spellings that differ (an empty one included) neither
+    exempts: taking either could be looser than kritis. Not a list: nothing (with a note)."""
+    present = [n for n in spellings if n in spec]
+    if not present:
+        return []
+    values = [spec[n] or [] for n in present]
+    if any(v != values[0] for v in values[1:]):
+        notes.append(f"{' and '.join(present)} differ: which one kritis reads depends on its version, "
+                     "so neither exempts")
+        return []
+    if not isinstance(values[0], list):
+        notes.append(f"{present[0]} is not a list: it exempts nothing")
+        return []
+    return values[0]
+
+
 def _gap_allowlists(ns: str, listed: Sequence[tuple[str, str, list[str]]]) -> list[Exemption]:
     """The GenericAttestationPolicies' patterns of one namespace, flattened as kritis' ReviewGAP does
     (``generateGapAllowlist``, pkg/kritis/review/review.go: every policy's patterns, in the order the API
@@ -317,7 +338,7 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
         refusals: list[str] = list(fields.refused)
         if kind == "GenericAttestationPolicy":
             names = [str(n) for n in spec.get("attestationAuthorityNames") or []]
-            patterns = spec.get("admissionAllowlistPatterns") or spec.get("admissionWhitelistPatterns") or []
+            patterns = _allowlist_field(spec, ("admissionAllowlistPatterns", "admissionWhitelistPatterns"), notes)
             allow = [str(p.get("namePattern") or "") for p in patterns if isinstance(p, Mapping)]
         else:
             names = [str(n) for n in spec.get("attestationAuthorityNames") or []]
@@ -325,7 +346,7 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
                 names.append(str(spec["attestationAuthorityName"]))
             # kritis compares an ImageSecurityPolicy's allowlist entries as exact strings: one with a `*`
             # names no image (the trailing wildcard is a GenericAttestationPolicy pattern only).
-            listed = spec.get("imageAllowlist") or spec.get("imageAllowList") or spec.get("imageWhitelist") or []
+            listed = _allowlist_field(spec, ("imageAllowlist", "imageAllowList", "imageWhitelist"), notes)
             entries = [str(p) for p in listed]
             allow = [p for p in entries if "*" not in p]
             for p in entries:
@@ -338,6 +359,8 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
         else:
             allowlisted = _allowlist(ns, allow, rule)
         if not names:
+            for n in notes:
+                ctx.warn(rule, n)
             ctx.warn(rule, "no attestation authority named: nothing to audit")
             continue
         # Every policy of the namespace applies and must hold: kritis reviews every ImageSecurityPolicy

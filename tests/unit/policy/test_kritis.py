@@ -255,3 +255,32 @@ def test_a_missing_authority_makes_the_policys_images_error_with_the_reason(tmp_
     verdict = evaluate(image, rule, [], [], policy, datetime.now(UTC), "staging", per_verifier=[])
     assert verdict.status is Status.ERROR
     assert any("AttestationAuthority staging/qa not found" in r for r in verdict.reasons)
+
+
+@pytest.mark.parametrize("spec", [
+    {"admissionAllowlistPatterns": [], "admissionWhitelistPatterns": [{"namePattern": "gcr.io/team/*"}]},
+    {"admissionAllowlistPatterns": [{"namePattern": "gcr.io/team/*"}],
+     "admissionWhitelistPatterns": [{"namePattern": "gcr.io/team/app:1"}]},
+    {"admissionWhitelistPatterns": {"namePattern": "gcr.io/team/*"}},  # not a list
+])
+def test_an_allowlist_kritis_versions_would_read_differently_exempts_nothing(
+        spec: dict, tmp_path: Path, monkeypatch) -> None:
+    """kritis' Go type reads one spelling (``admissionWhitelistPatterns``, later ``…Allowlist…``), which
+    one depends on its version. Before, the first non-empty spelling was taken: an empty
+    ``admissionAllowlistPatterns`` beside a wide ``admissionWhitelistPatterns`` exempted what a kritis
+    reading the empty one admits nothing of."""
+    gap = _gap("ns", "gap", [])
+    gap["spec"] = {"attestationAuthorityNames": ["qa"], **spec}
+    policy = _kritis(tmp_path, monkeypatch, [_authority("ns"), gap])
+    assert not _exempt(policy, "gcr.io/team/app:1", "ns")
+    assert any("exempts nothing" in w or "neither exempts" in w for w in policy.warnings), policy.warnings
+
+
+def test_an_image_allowlist_under_two_differing_spellings_exempts_nothing(tmp_path: Path, monkeypatch) -> None:
+    isp = {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "ImageSecurityPolicy",
+           "metadata": {"name": "isp", "namespace": "ns"},
+           "spec": {"attestationAuthorityName": "qa", "imageAllowList": [], "imageWhitelist": ["gcr.io/team/app:1"]}}
+    policy = _kritis(tmp_path, monkeypatch, [_authority("ns"), isp])
+    assert not _exempt(policy, "gcr.io/team/app:1", "ns")
+    isp["spec"]["imageAllowList"] = ["gcr.io/team/app:1"]  # the same list twice: it is the list
+    assert _exempt(_kritis(tmp_path, monkeypatch, [_authority("ns"), isp]), "gcr.io/team/app:1", "ns")
