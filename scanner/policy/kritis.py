@@ -109,6 +109,52 @@ FIELDS: Mapping[str, FieldTable] = {
 }
 
 
+# The JSON types of kritis' Go structs (pkg/kritis/apis/kritis/v1beta1/*.go) for every field sigaudit reads:
+# a value of another type is a resource kritis could not decode, never a crash of the import.
+_META_TYPES: Mapping[str, type | tuple[type, ...]] = {"metadata": dict, "metadata.name": str,
+                                                      "metadata.namespace": str}
+_TYPES: Mapping[str, Mapping[str, type | tuple[type, ...]]] = {
+    "AttestationAuthority": {
+        "spec": dict, "spec.noteReference": str, "spec.publicKeys": list, "spec.publicKeys[]": dict,
+        "spec.publicKeys[].keyId": str, "spec.publicKeys[].keyType": str,
+        "spec.publicKeys[].asciiArmoredPgpPublicKey": str, "spec.publicKeys[].pkixPublicKey": dict,
+        "spec.publicKeys[].pkixPublicKey.publicKeyPem": str, "spec.publicKeyData": str, "spec.publicKeyId": str,
+    },
+    "GenericAttestationPolicy": {
+        "spec": dict, "spec.attestationAuthorityNames": list, "spec.attestationAuthorityNames[]": str,
+        **{f"spec.{f}{tail}": t for f in ("admissionAllowlistPatterns", "admissionWhitelistPatterns")
+           for tail, t in (("", list), ("[]", dict), ("[].namePattern", str))},
+    },
+    "ImageSecurityPolicy": {
+        "spec": dict, "spec.attestationAuthorityName": str, "spec.attestationAuthorityNames": list,
+        "spec.attestationAuthorityNames[]": str,
+        **{f"spec.{f}{tail}": t for f in ("imageAllowlist", "imageAllowList", "imageWhitelist")
+           for tail, t in (("", list), ("[]", str))},
+    },
+}
+
+
+def _type_errors(value: Any, types: Mapping[str, type | tuple[type, ...]], path: str = "") -> list[str]:
+    """Where ``value`` holds a field of another JSON type than kritis' Go type declares (null is the
+    zero value, as Go decodes it)."""
+    want = types.get(path) if path else dict
+    if value is None:
+        return []
+    if want is not None and (not isinstance(value, want) or (isinstance(value, bool) and bool not in (
+            want if isinstance(want, tuple) else (want,)))):
+        return [f"{path or 'the document'}: a {type(value).__name__}, kritis reads a {getattr(want, '__name__', want)}"]
+    out: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            child = f"{path}.{k}" if path else str(k)
+            if any(t == child or t.startswith((child + ".", child + "[]")) for t in types):
+                out += _type_errors(v, types, child)
+    elif isinstance(value, list):
+        for item in value:
+            out += _type_errors(item, types, path + "[]")
+    return out
+
+
 def _meta(doc: Mapping[str, Any]) -> tuple[str, str]:
     meta = doc.get("metadata") or {}
     return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
@@ -279,7 +325,14 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
     GenericAttestationPolicy of the namespace, as kritis flattens them), never of another policy's rule."""
     grafeas = os.environ.get("SIGAUDIT_GRAFEAS_URL", DEFAULT_GRAFEAS).rstrip("/")
     authorities: dict[tuple[str, str], Mapping[str, Any]] = {}
+    malformed: dict[int, list[str]] = {}  # id(doc) -> why kritis could not decode it
     for d in docs:
+        if d.get("kind") not in _KINDS:
+            continue
+        bad_meta = _type_errors({"metadata": d.get("metadata")}, _META_TYPES)
+        if bad_meta:  # the API server never serves such an object: a policy file to correct
+            raise ConfigError(f"{d.get('kind')}: {'; '.join(bad_meta)}", source=ctx.source)
+        malformed[id(d)] = _type_errors(d, _TYPES[str(d["kind"])])[:5]
         if d.get("kind") == "AttestationAuthority":
             if _meta(d) in authorities:  # the API holds one per name; a file could shadow one with another
                 raise ConfigError(f"AttestationAuthority {'/'.join(_meta(d))} is defined twice: give each once",
@@ -291,6 +344,9 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
         doc = authorities.get((ns, auth_name))
         if doc is None:
             refusals.append(f"AttestationAuthority {ns}/{auth_name} not found")
+            return None
+        if malformed[id(doc)]:
+            refusals.append(f"AttestationAuthority {ns}/{auth_name} is malformed: {'; '.join(malformed[id(doc)])}")
             return None
         fields = classify(doc, FIELDS["AttestationAuthority"])
         notes += [f"AttestationAuthority {auth_name}: {n}" for n in fields.reported]
@@ -331,11 +387,13 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
         if kind not in ("GenericAttestationPolicy", "ImageSecurityPolicy"):
             continue
         ns, name = _meta(d)
-        spec = d.get("spec") or {}
         rule = f"kritis:{ns}/{name}"
         fields = classify(d, FIELDS[str(kind)])
         notes: list[str] = list(fields.reported)
-        refusals: list[str] = list(fields.refused)
+        refusals: list[str] = list(fields.refused) + [f"malformed: {why}" for why in malformed[id(d)]]
+        # A malformed policy is refused (its images are error) and nothing of it is read: not its
+        # authorities, nor its allowlist (which then exempts nothing).
+        spec = {} if malformed[id(d)] else d.get("spec") or {}
         if kind == "GenericAttestationPolicy":
             names = [str(n) for n in spec.get("attestationAuthorityNames") or []]
             patterns = _allowlist_field(spec, ("admissionAllowlistPatterns", "admissionWhitelistPatterns"), notes)
@@ -358,7 +416,7 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
             allowlisted = []
         else:
             allowlisted = _allowlist(ns, allow, rule)
-        if not names:
+        if not names and not malformed[id(d)]:
             for n in notes:
                 ctx.warn(rule, n)
             ctx.warn(rule, "no attestation authority named: nothing to audit")

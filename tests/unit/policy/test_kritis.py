@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -261,7 +262,6 @@ def test_a_missing_authority_makes_the_policys_images_error_with_the_reason(tmp_
     {"admissionAllowlistPatterns": [], "admissionWhitelistPatterns": [{"namePattern": "gcr.io/team/*"}]},
     {"admissionAllowlistPatterns": [{"namePattern": "gcr.io/team/*"}],
      "admissionWhitelistPatterns": [{"namePattern": "gcr.io/team/app:1"}]},
-    {"admissionWhitelistPatterns": {"namePattern": "gcr.io/team/*"}},  # not a list
 ])
 def test_an_allowlist_kritis_versions_would_read_differently_exempts_nothing(
         spec: dict, tmp_path: Path, monkeypatch) -> None:
@@ -284,3 +284,41 @@ def test_an_image_allowlist_under_two_differing_spellings_exempts_nothing(tmp_pa
     assert not _exempt(policy, "gcr.io/team/app:1", "ns")
     isp["spec"]["imageAllowList"] = ["gcr.io/team/app:1"]  # the same list twice: it is the list
     assert _exempt(_kritis(tmp_path, monkeypatch, [_authority("ns"), isp]), "gcr.io/team/app:1", "ns")
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    (("gap", "spec"), "str"),
+    (("gap", "spec", "attestationAuthorityNames"), 5),
+    (("gap", "spec", "admissionAllowlistPatterns"), True),
+    (("gap", "spec", "admissionAllowlistPatterns", 0), "gcr.io/team/*"),
+    (("qa", "spec"), ["a"]),
+    (("qa", "spec", "publicKeys"), 1.5),
+    (("qa", "spec", "publicKeys", 0, "pkixPublicKey"), "PEM"),
+])
+def test_a_resource_kritis_could_not_decode_is_refused_never_a_crash(
+        where: tuple, value: object, tmp_path: Path, monkeypatch) -> None:
+    """Before: an AttributeError/TypeError out of the importer (exit 3, the whole scan lost to one tenant's
+    resource). Now the policy (or the policy naming the authority) is refused: its images are `error`,
+    the reason names the field; other namespaces' policies are untouched."""
+    docs = {"qa": _authority("ns"), "gap": _gap("ns", "gap", [{"namePattern": "gcr.io/team/*"}]),
+            "other-qa": _authority("other"), "other": _gap("other", "gap", [])}
+    target: Any = docs[where[0]]
+    for k in where[1:-1]:
+        target = target[k]
+    target[where[-1]] = value
+    policy = _kritis(tmp_path, monkeypatch, list(docs.values()))
+    rules = {r.name: r for r in policy.rules}
+    assert rules["kritis:ns/gap"].verifiers == () and any("malformed" in r for r in rules["kritis:ns/gap"].refused)
+    # A malformed policy's allowlist exempts nothing; a well-formed policy's allowlist still waives (kritis
+    # applies it before it looks the authorities up).
+    assert _exempt(policy, "gcr.io/team/app:1", "ns") is (where[0] == "qa")
+    assert rules["kritis:other/gap"].refused == () and len(rules["kritis:other/gap"].verifiers) == 1
+
+
+@pytest.mark.parametrize("metadata", ["x", {"name": ["a"]}, {"name": "gap", "namespace": 5}])
+def test_metadata_the_api_server_would_not_hold_is_a_config_error(metadata: object, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    gap = _gap("ns", "gap", [])
+    gap["metadata"] = metadata
+    with pytest.raises(ConfigError, match="metadata"):
+        _kritis(tmp_path, monkeypatch, [_authority("ns"), gap])
