@@ -172,7 +172,7 @@ def _one_pkix_pem(ctx: Any, name: str, where: str, pem: str) -> bool:
 
 
 def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """(PEM keys or KMS URIs, key id hints) of an AttestationAuthority; warnings via ctx."""
+    """(PEM keys, key id hints) of an AttestationAuthority; warnings via ctx."""
     keys: list[str] = []
     ids: list[str] = []
     for i, pk in enumerate(spec.get("publicKeys") or []):
@@ -206,8 +206,13 @@ def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[
         elif "-----BEGIN" in text:
             if _one_pkix_pem(ctx, name, "publicKeyData", text):
                 keys.append(text)
-        elif text.startswith(("awskms://", "gcpkms://", "azurekms://", "hashivault://")):
-            keys.append(text)
+        elif text.strip().startswith(("awskms://", "gcpkms://", "azurekms://", "hashivault://")):
+            # kritis reads a key here, never a KMS reference. Following one would be looser than kritis,
+            # and would let whoever may write an authority in a namespace point sigaudit's cloud
+            # credentials at an endpoint of their choosing (awskms://HOST/…, azurekms://HOST/…).
+            ctx.warn(name, "publicKeyData names a KMS key, which kritis does not read: ignored")
+        elif text:
+            ctx.warn(name, "publicKeyData is not a PEM public key: ignored")
     if spec.get("publicKeyId"):  # ACK's fork
         ids.append(str(spec["publicKeyId"]))
     return keys, ids

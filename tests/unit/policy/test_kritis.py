@@ -322,3 +322,25 @@ def test_metadata_the_api_server_would_not_hold_is_a_config_error(metadata: obje
     gap["metadata"] = metadata
     with pytest.raises(ConfigError, match="metadata"):
         _kritis(tmp_path, monkeypatch, [_authority("ns"), gap])
+
+
+@pytest.mark.parametrize("uri", ["awskms://attacker.example/alias/x", "azurekms://attacker.example/key",
+                                 "gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k", "hashivault://k"])
+def test_a_kms_reference_in_public_key_data_is_no_key(uri: str, tmp_path: Path, monkeypatch) -> None:
+    """kritis reads a key in publicKeyData (base64 of a PEM), never a KMS reference. Before, sigaudit
+    fetched it: looser than kritis, and whoever may write an AttestationAuthority in a namespace pointed
+    sigaudit's cloud credentials at an endpoint of their choosing."""
+    import base64
+
+    from scanner.verify import kms
+
+    def never(ref: str) -> bytes:
+        raise AssertionError(f"fetched {ref}")
+
+    monkeypatch.setattr(kms, "fetch_public_key_pem", never)
+    auth = _authority("ns")
+    auth["spec"] = {"noteReference": "projects/p/notes/qa", "publicKeyData": base64.b64encode(uri.encode()).decode()}
+    policy = _kritis(tmp_path, monkeypatch, [auth, _gap("ns", "gap", [])])
+    (rule,) = policy.rules
+    assert rule.verifiers == () and rule.refused == ("AttestationAuthority qa has no usable PKIX key",)
+    assert any("names a KMS key" in w for w in policy.warnings), policy.warnings
