@@ -44,7 +44,9 @@ from scanner.verify.base import Verifier
 ALLOWLIST_REASON = "kritis admission allowlist"
 FOREVER = datetime(9999, 12, 31, tzinfo=UTC)
 DEFAULT_GRAFEAS = "https://containeranalysis.googleapis.com"
-_NOTE = re.compile(r"^(?:v1beta1/|v1/)?projects/([^/]+)/notes/([^/]+)$")
+# Grafeas resource names (projects/P/notes/N): P and N become a URL path; nothing that would end or
+# re-route it (?, #, %, .., spaces).
+_NOTE = re.compile(r"^(?:v1beta1/|v1/)?projects/([A-Za-z0-9][A-Za-z0-9._:-]*)/notes/([A-Za-z0-9][A-Za-z0-9._:-]*)$")
 _KINDS = ("AttestationAuthority", "GenericAttestationPolicy", "ImageSecurityPolicy")
 _CLUSTER_RESOURCES = {
     "attestationauthorities": "AttestationAuthority",
@@ -362,9 +364,11 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
         note = str(spec.get("noteReference") or "")
         m = _NOTE.match(note)
         if not m:
-            raise ConfigError(
-                f"AttestationAuthority {auth_name}: noteReference {note!r} is not projects/P/notes/N", source=ctx.source
-            )
+            # Refused where it is used, not the whole import: one namespace's resource never stops the
+            # audit of the others.
+            refusals.append(f"AttestationAuthority {ns}/{auth_name}: noteReference {note[:200]!r} is not "
+                            "projects/PROJECT/notes/NOTE")
+            return None
         keys, ids = _authority_keys(ctx, rule, spec)
         if not keys:
             refusals.append(f"AttestationAuthority {auth_name} has no usable PKIX key")
