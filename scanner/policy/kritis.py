@@ -136,6 +136,10 @@ _TYPES: Mapping[str, Mapping[str, type | tuple[type, ...]]] = {
 }
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+
+
 def _type_errors(value: Any, types: Mapping[str, type | tuple[type, ...]], path: str = "") -> list[str]:
     """Where ``value`` holds a field of another JSON type than kritis' Go type declares (null is the
     zero value, as Go decodes it)."""
@@ -337,6 +341,12 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
         if d.get("kind") not in _KINDS:
             continue
         bad_meta = _type_errors({"metadata": d.get("metadata")}, _META_TYPES)
+        if not bad_meta:
+            ns, name = _meta(d)
+            if not _DNS_LABEL.fullmatch(ns):  # a namespace is a label: never a glob ("*", "prod*") or junk
+                bad_meta = [f"metadata.namespace {ns[:80]!r} is not a Kubernetes namespace name"]
+            elif not _DNS_SUBDOMAIN.fullmatch(name) or len(name) > 253:
+                bad_meta = [f"metadata.name {name[:80]!r} is not a Kubernetes object name"]
         if bad_meta:  # the API server never serves such an object: a policy file to correct
             raise ConfigError(f"{d.get('kind')}: {'; '.join(bad_meta)}", source=ctx.source)
         malformed[id(d)] = _type_errors(d, _TYPES[str(d["kind"])])[:5]

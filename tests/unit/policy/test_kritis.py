@@ -315,12 +315,15 @@ def test_a_resource_kritis_could_not_decode_is_refused_never_a_crash(
     assert rules["kritis:other/gap"].refused == () and len(rules["kritis:other/gap"].verifiers) == 1
 
 
-@pytest.mark.parametrize("metadata", ["x", {"name": ["a"]}, {"name": "gap", "namespace": 5}])
+@pytest.mark.parametrize("metadata", ["x", {"name": ["a"]}, {"name": "gap", "namespace": 5},
+                                      {"name": "gap", "namespace": "*"},  # a glob: every namespace
+                                      {"name": "gap", "namespace": "prod*"}, {"name": "gap", "namespace": "a[b"},
+                                      {"name": "", "namespace": "ns"}, {"name": "a b", "namespace": "ns"}])
 def test_metadata_the_api_server_would_not_hold_is_a_config_error(metadata: object, tmp_path: Path,
                                                                  monkeypatch) -> None:
     gap = _gap("ns", "gap", [])
     gap["metadata"] = metadata
-    with pytest.raises(ConfigError, match="metadata"):
+    with pytest.raises(ConfigError, match="metadata"):  # before: a crash (exit 3), or a rule for every namespace
         _kritis(tmp_path, monkeypatch, [_authority("ns"), gap])
 
 
