@@ -510,6 +510,11 @@ def _vault(ref: str, parsed: VaultKeyRef) -> bytes:
     if "@" in urlsplit(addr).netloc:
         # The message is an error verdict's reason (JSON, reports, the database): never a password in it.
         raise KmsKeyUnavailable(ref, "VAULT_ADDR carries credentials: give a token (VAULT_TOKEN, VAULT_TOKEN_FILE)")
+    parts = urlsplit(addr)
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")):
+        # As the Grafeas token: a credential goes over https only, or to this machine.
+        raise KmsKeyUnavailable(ref, f"VAULT_ADDR is {parts.scheme or 'no'} URL to {parts.hostname or '?'}: the "
+                                     "Vault token is sent over https only (or to 127.0.0.1)")
     token = _vault_token()
     if not token:
         raise KmsKeyUnavailable(ref, "no Vault token (VAULT_TOKEN, VAULT_TOKEN_FILE or ~/.vault-token)")

@@ -312,3 +312,19 @@ def test_vault_signing_key_is_used() -> None:
 def test_vault_key_that_is_not_the_signing_key_asked_for_is_refused(body: bytes, why: str) -> None:
     with pytest.raises((KmsKeyUnavailable, ParseError), match=why):
         vault_transit_public_key(body, ref="hashivault://cosign", name="cosign")
+
+
+@pytest.mark.parametrize("addr", ["http://vault.example:8200", "http://10.0.0.5:8200", "ftp://vault.example"])
+def test_the_vault_token_is_never_sent_in_clear_text_to_another_machine(addr: str, monkeypatch) -> None:
+    """The Grafeas token already went over https only (or to 127.0.0.1); the Vault token went anywhere."""
+    import httpx
+
+    def no_request(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a request was made")
+
+    monkeypatch.setattr(httpx.Client, "stream", no_request)
+    monkeypatch.setenv("VAULT_ADDR", addr)
+    monkeypatch.setenv("VAULT_TOKEN", "s.secret")
+    with pytest.raises(KmsKeyUnavailable, match="https only") as refused:
+        fetch_public_key_pem("hashivault://cosign")
+    assert "s.secret" not in str(refused.value)
