@@ -44,7 +44,9 @@ from scanner.verify.base import Verifier
 ALLOWLIST_REASON = "kritis admission allowlist"
 FOREVER = datetime(9999, 12, 31, tzinfo=UTC)
 DEFAULT_GRAFEAS = "https://containeranalysis.googleapis.com"
-_NOTE = re.compile(r"^(?:v1beta1/|v1/)?projects/([^/]+)/notes/([^/]+)$")
+# Grafeas resource names (projects/P/notes/N): P and N become a URL path; nothing that would end or
+# re-route it (?, #, %, .., spaces).
+_NOTE = re.compile(r"^(?:v1beta1/|v1/)?projects/([A-Za-z0-9][A-Za-z0-9._:-]*)/notes/([A-Za-z0-9][A-Za-z0-9._:-]*)$")
 _KINDS = ("AttestationAuthority", "GenericAttestationPolicy", "ImageSecurityPolicy")
 _CLUSTER_RESOURCES = {
     "attestationauthorities": "AttestationAuthority",
@@ -109,6 +111,56 @@ FIELDS: Mapping[str, FieldTable] = {
 }
 
 
+# The JSON types of kritis' Go structs (pkg/kritis/apis/kritis/v1beta1/*.go) for every field sigaudit reads:
+# a value of another type is a resource kritis could not decode, never a crash of the import.
+_META_TYPES: Mapping[str, type | tuple[type, ...]] = {"metadata": dict, "metadata.name": str,
+                                                      "metadata.namespace": str}
+_TYPES: Mapping[str, Mapping[str, type | tuple[type, ...]]] = {
+    "AttestationAuthority": {
+        "spec": dict, "spec.noteReference": str, "spec.publicKeys": list, "spec.publicKeys[]": dict,
+        "spec.publicKeys[].keyId": str, "spec.publicKeys[].keyType": str,
+        "spec.publicKeys[].asciiArmoredPgpPublicKey": str, "spec.publicKeys[].pkixPublicKey": dict,
+        "spec.publicKeys[].pkixPublicKey.publicKeyPem": str, "spec.publicKeyData": str, "spec.publicKeyId": str,
+    },
+    "GenericAttestationPolicy": {
+        "spec": dict, "spec.attestationAuthorityNames": list, "spec.attestationAuthorityNames[]": str,
+        **{f"spec.{f}{tail}": t for f in ("admissionAllowlistPatterns", "admissionWhitelistPatterns")
+           for tail, t in (("", list), ("[]", dict), ("[].namePattern", str))},
+    },
+    "ImageSecurityPolicy": {
+        "spec": dict, "spec.attestationAuthorityName": str, "spec.attestationAuthorityNames": list,
+        "spec.attestationAuthorityNames[]": str,
+        **{f"spec.{f}{tail}": t for f in ("imageAllowlist", "imageAllowList", "imageWhitelist")
+           for tail, t in (("", list), ("[]", str))},
+    },
+}
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+
+
+def _type_errors(value: Any, types: Mapping[str, type | tuple[type, ...]], path: str = "") -> list[str]:
+    """Where ``value`` holds a field of another JSON type than kritis' Go type declares (null is the
+    zero value, as Go decodes it)."""
+    want = types.get(path) if path else dict
+    if value is None:
+        return []
+    if want is not None and (not isinstance(value, want) or (isinstance(value, bool) and bool not in (
+            want if isinstance(want, tuple) else (want,)))):
+        return [f"{path or 'the document'}: a {type(value).__name__}, kritis reads a {getattr(want, '__name__', want)}"]
+    out: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            child = f"{path}.{k}" if path else str(k)
+            if any(t == child or t.startswith((child + ".", child + "[]")) for t in types):
+                out += _type_errors(v, types, child)
+    elif isinstance(value, list):
+        for item in value:
+            out += _type_errors(item, types, path + "[]")
+    return out
+
+
 def _meta(doc: Mapping[str, Any]) -> tuple[str, str]:
     meta = doc.get("metadata") or {}
     return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
@@ -126,7 +178,7 @@ def _one_pkix_pem(ctx: Any, name: str, where: str, pem: str) -> bool:
 
 
 def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """(PEM keys or KMS URIs, key id hints) of an AttestationAuthority; warnings via ctx."""
+    """(PEM keys, key id hints) of an AttestationAuthority; warnings via ctx."""
     keys: list[str] = []
     ids: list[str] = []
     for i, pk in enumerate(spec.get("publicKeys") or []):
@@ -160,8 +212,13 @@ def _authority_keys(ctx: Any, name: str, spec: Mapping[str, Any]) -> tuple[list[
         elif "-----BEGIN" in text:
             if _one_pkix_pem(ctx, name, "publicKeyData", text):
                 keys.append(text)
-        elif text.startswith(("awskms://", "gcpkms://", "azurekms://", "hashivault://")):
-            keys.append(text)
+        elif text.strip().startswith(("awskms://", "gcpkms://", "azurekms://", "hashivault://")):
+            # kritis reads a key here, never a KMS reference. Following one would be looser than kritis,
+            # and would let whoever may write an authority in a namespace point sigaudit's cloud
+            # credentials at an endpoint of their choosing (awskms://HOST/…, azurekms://HOST/…).
+            ctx.warn(name, "publicKeyData names a KMS key, which kritis does not read: ignored")
+        elif text:
+            ctx.warn(name, "publicKeyData is not a PEM public key: ignored")
     if spec.get("publicKeyId"):  # ACK's fork
         ids.append(str(spec["publicKeyId"]))
     return keys, ids
@@ -238,14 +295,65 @@ def _allowlist(ns: str, patterns: Sequence[str], source: str) -> list[Exemption]
     return [exemption.matching_with(name_pattern_matcher(good))]
 
 
+def _allowlist_field(spec: Mapping[str, Any], spellings: Sequence[str], notes: list[str]) -> list[Any]:
+    """An allowlist that kritis versions spell differently (GenericAttestationPolicy
+    ``admissionWhitelistPatterns`` in pkg/kritis/apis/kritis/v1beta1/genericattestation.go, later
+    ``admissionAllowlistPatterns``; the ImageSecurityPolicy CRD's ``imageAllowList``, Go's
+    case-insensitive ``imageAllowlist``, the former ``imageWhitelist``). Which one the cluster's kritis
+    reads depends on its version, so under two spellings that differ (an empty one included) neither
+    exempts: taking either could be looser than kritis. Not a list: nothing (with a note)."""
+    present = [n for n in spellings if n in spec]
+    if not present:
+        return []
+    values = [spec[n] or [] for n in present]
+    if any(v != values[0] for v in values[1:]):
+        notes.append(f"{' and '.join(present)} differ: which one kritis reads depends on its version, "
+                     "so neither exempts")
+        return []
+    if not isinstance(values[0], list):
+        notes.append(f"{present[0]} is not a list: it exempts nothing")
+        return []
+    return values[0]
+
+
+def _gap_allowlists(ns: str, listed: Sequence[tuple[str, str, list[str]]]) -> list[Exemption]:
+    """The GenericAttestationPolicies' patterns of one namespace, flattened as kritis' ReviewGAP does
+    (``generateGapAllowlist``, pkg/kritis/review/review.go: every policy's patterns, in the order the API
+    lists the policies — by name) and matched in that order, so an empty pattern stops the patterns of
+    every policy after it too, not only its own."""
+    out: list[Exemption] = []
+    for _name, rule, patterns in sorted(listed, key=lambda x: x[0]):
+        kept = patterns[: patterns.index("")] if "" in patterns else patterns
+        out += _allowlist(ns, kept, rule)
+        if len(kept) < len(patterns):
+            break
+    return out
+
+
 def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRule]:
     """``ctx`` is a :class:`scanner.policy.imports.ImportContext`. Allowlists become waivers of the rules
     kritis applies them to (an ImageSecurityPolicy's to its own rule; GenericAttestationPolicies' to every
     GenericAttestationPolicy of the namespace, as kritis flattens them), never of another policy's rule."""
     grafeas = os.environ.get("SIGAUDIT_GRAFEAS_URL", DEFAULT_GRAFEAS).rstrip("/")
     authorities: dict[tuple[str, str], Mapping[str, Any]] = {}
+    malformed: dict[int, list[str]] = {}  # id(doc) -> why kritis could not decode it
     for d in docs:
+        if d.get("kind") not in _KINDS:
+            continue
+        bad_meta = _type_errors({"metadata": d.get("metadata")}, _META_TYPES)
+        if not bad_meta:
+            ns, name = _meta(d)
+            if not _DNS_LABEL.fullmatch(ns):  # a namespace is a label: never a glob ("*", "prod*") or junk
+                bad_meta = [f"metadata.namespace {ns[:80]!r} is not a Kubernetes namespace name"]
+            elif not _DNS_SUBDOMAIN.fullmatch(name) or len(name) > 253:
+                bad_meta = [f"metadata.name {name[:80]!r} is not a Kubernetes object name"]
+        if bad_meta:  # the API server never serves such an object: a policy file to correct
+            raise ConfigError(f"{d.get('kind')}: {'; '.join(bad_meta)}", source=ctx.source)
+        malformed[id(d)] = _type_errors(d, _TYPES[str(d["kind"])])[:5]
         if d.get("kind") == "AttestationAuthority":
+            if _meta(d) in authorities:  # the API holds one per name; a file could shadow one with another
+                raise ConfigError(f"AttestationAuthority {'/'.join(_meta(d))} is defined twice: give each once",
+                                  source=ctx.source)
             authorities[_meta(d)] = d
 
     def verifier_for(ns: str, auth_name: str, rule: str, notes: list[str], refusals: list[str]) -> Verifier | None:
@@ -253,6 +361,9 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
         doc = authorities.get((ns, auth_name))
         if doc is None:
             refusals.append(f"AttestationAuthority {ns}/{auth_name} not found")
+            return None
+        if malformed[id(doc)]:
+            refusals.append(f"AttestationAuthority {ns}/{auth_name} is malformed: {'; '.join(malformed[id(doc)])}")
             return None
         fields = classify(doc, FIELDS["AttestationAuthority"])
         notes += [f"AttestationAuthority {auth_name}: {n}" for n in fields.reported]
@@ -263,9 +374,11 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
         note = str(spec.get("noteReference") or "")
         m = _NOTE.match(note)
         if not m:
-            raise ConfigError(
-                f"AttestationAuthority {auth_name}: noteReference {note!r} is not projects/P/notes/N", source=ctx.source
-            )
+            # Refused where it is used, not the whole import: one namespace's resource never stops the
+            # audit of the others.
+            refusals.append(f"AttestationAuthority {ns}/{auth_name}: noteReference {note[:200]!r} is not "
+                            "projects/PROJECT/notes/NOTE")
+            return None
         keys, ids = _authority_keys(ctx, rule, spec)
         if not keys:
             refusals.append(f"AttestationAuthority {auth_name} has no usable PKIX key")
@@ -286,20 +399,23 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
 
     rules: list[CompiledRule] = []
     gaps: dict[str, list[int]] = {}  # namespace -> its GenericAttestationPolicies' rules (indices)
-    gap_allowlists: dict[str, list[Exemption]] = {}  # namespace -> its GenericAttestationPolicies' allowlists
+    # namespace -> (name, rule, namePatterns) of its GenericAttestationPolicies, flattened below as kritis does
+    gap_patterns: dict[str, list[tuple[str, str, list[str]]]] = {}
     for d in docs:
         kind = d.get("kind")
         if kind not in ("GenericAttestationPolicy", "ImageSecurityPolicy"):
             continue
         ns, name = _meta(d)
-        spec = d.get("spec") or {}
         rule = f"kritis:{ns}/{name}"
         fields = classify(d, FIELDS[str(kind)])
         notes: list[str] = list(fields.reported)
-        refusals: list[str] = list(fields.refused)
+        refusals: list[str] = list(fields.refused) + [f"malformed: {why}" for why in malformed[id(d)]]
+        # A malformed policy is refused (its images are error) and nothing of it is read: not its
+        # authorities, nor its allowlist (which then exempts nothing).
+        spec = {} if malformed[id(d)] else d.get("spec") or {}
         if kind == "GenericAttestationPolicy":
             names = [str(n) for n in spec.get("attestationAuthorityNames") or []]
-            patterns = spec.get("admissionAllowlistPatterns") or spec.get("admissionWhitelistPatterns") or []
+            patterns = _allowlist_field(spec, ("admissionAllowlistPatterns", "admissionWhitelistPatterns"), notes)
             allow = [str(p.get("namePattern") or "") for p in patterns if isinstance(p, Mapping)]
         else:
             names = [str(n) for n in spec.get("attestationAuthorityNames") or []]
@@ -307,17 +423,21 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
                 names.append(str(spec["attestationAuthorityName"]))
             # kritis compares an ImageSecurityPolicy's allowlist entries as exact strings: one with a `*`
             # names no image (the trailing wildcard is a GenericAttestationPolicy pattern only).
-            listed = spec.get("imageAllowlist") or spec.get("imageAllowList") or spec.get("imageWhitelist") or []
+            listed = _allowlist_field(spec, ("imageAllowlist", "imageAllowList", "imageWhitelist"), notes)
             entries = [str(p) for p in listed]
             allow = [p for p in entries if "*" not in p]
             for p in entries:
                 if "*" in p:
                     ctx.warn(rule, f"imageAllowlist entry {p!r} exempts nothing: kritis compares entries exactly, "
                                    "and no image is named with a '*'")
-        allowlisted = _allowlist(ns, allow, rule)
         if kind == "GenericAttestationPolicy":
-            gap_allowlists.setdefault(ns, []).extend(allowlisted)
-        if not names:
+            gap_patterns.setdefault(ns, []).append((name, rule, allow))
+            allowlisted = []
+        else:
+            allowlisted = _allowlist(ns, allow, rule)
+        if not names and not malformed[id(d)]:
+            for n in notes:
+                ctx.warn(rule, n)
             ctx.warn(rule, "no attestation authority named: nothing to audit")
             continue
         # Every policy of the namespace applies and must hold: kritis reviews every ImageSecurityPolicy
@@ -351,6 +471,7 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
     # kritis' ReviewGAP keeps only the last policy's answer (its loop overwrites it), so which one decides
     # depends on the order the API lists them; requiring every one is never looser.
     note = "kritis decides on the last GenericAttestationPolicy of the namespace it lists; sigaudit requires each"
+    gap_allowlists = {ns: _gap_allowlists(ns, listed) for ns, listed in gap_patterns.items()}
     for ns, indices in gaps.items():
         for i in indices:
             r = rules[i]

@@ -596,16 +596,21 @@ def _note_tail(name: str) -> str:
 
 
 def registry_attestations(referrers: Iterable[ReferrerArtifact]) -> list[Attestation]:
-    out = []
+    """The attestation referrers, at most :data:`MAX_ATTESTATIONS`; past the bound, raises
+    :class:`AttestationListTruncated` with those read (as the Grafeas listing does: never a silent cut,
+    which would make "the valid one is further on" read as "not attested")."""
+    out: list[Attestation] = []
     for r in referrers:
         if not r.artifact_type.startswith(REGISTRY_ARTIFACT_TYPE):
             continue
+        if len(out) == MAX_ATTESTATIONS:
+            raise AttestationListTruncated(
+                f"more than {MAX_ATTESTATIONS} attestation referrers; the first {MAX_ATTESTATIONS} were examined",
+                out)
         doc = load_json(r.blob, f"attestation referrer {r.manifest_digest[:19]}")
         if not isinstance(doc, Mapping):
             raise ParseError(f"attestation referrer {r.manifest_digest[:19]}: not a JSON object")
         out.append(Attestation.from_generic(doc, origin=f"referrer {r.manifest_digest[:19]}"))
-        if len(out) >= MAX_ATTESTATIONS:
-            break
     return out
 
 

@@ -11,6 +11,13 @@ provider's SDK is an optional extra (``sigaudit[aws]``, ``[gcp]``, ``[azure]``);
 plain HTTP, read with httpx. Credentials are whatever the pod already has (IRSA, workload identity,
 ``DefaultAzureCredential``, a Vault token file) — sigaudit never asks for secrets of its own.
 
+Every provider is held to the same checks before its key is used (:func:`signing_key`): the KMS must say
+the key is for signing (AWS ``KeyUsage``, Cloud KMS ``purpose`` and ``algorithm``, Azure ``key_ops``,
+Vault's key ``type``), name a signing algorithm sigaudit verifies whose key is the one returned (curve or
+RSA size), and answer for the key that was asked for (AWS ``KeyId``, Cloud KMS ``name``, Azure ``kid``,
+Vault ``name``); Cloud KMS' ``pem_crc32c`` must match the PEM. A fact the KMS does not state is a
+refusal, never a pass.
+
 Any failure raises :class:`KmsKeyUnavailable` naming the key reference. Verifiers that can be built
 without the key (see :class:`UnavailableKeyVerifier`) turn it into an ``error`` verdict for the images
 the key would have judged, so one KMS outage does not abort the whole scan.
@@ -32,8 +39,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from scanner.errors import ConfigError, ParseError
 from scanner.models import (
@@ -207,8 +215,9 @@ def jwk_to_pem(jwk: Mapping[str, Any]) -> bytes:
     return pem
 
 
-def vault_transit_public_key(body: bytes) -> bytes:
-    """The latest version's public key from Vault/OpenBao ``GET /v1/<transit>/keys/<name>``."""
+def vault_transit_public_key(body: bytes, *, ref: str = "hashivault://", name: str | None = None) -> bytes:
+    """The latest version's public key from Vault/OpenBao ``GET /v1/<transit>/keys/<name>``: the key
+    ``name`` asked for (when given), of a transit type that signs, whose PEM is a key of that type."""
     if len(body) > MAX_KMS_RESPONSE_BYTES:
         raise ParseError("Vault response too large")
     try:
@@ -228,7 +237,191 @@ def vault_transit_public_key(body: bytes) -> bytes:
     if not isinstance(pem, str) or not pem.startswith("-----BEGIN"):
         kind = data.get("type", "?")
         raise ParseError(f"Vault transit key version {version} has no PEM public key (type {kind}; not asymmetric?)")
-    return pem.encode()
+    if name is not None and data.get("name") != name:
+        got = str(data.get("name") or "no key name")[:300]
+        raise KmsKeyUnavailable(ref, f"Vault answered for {got!r}, not {name!r}")
+    if data.get("supports_signing") is False:
+        raise KmsKeyUnavailable(ref, "Vault says the key does not support signing")
+    kind = str(data.get("type") or "")
+    return signing_key(ref, pem.encode(), VAULT_SIGNING_TYPES.get(kind), usage=f"type {kind or 'not stated'}")
+
+
+# ----------------------------------------------------------------------------------------------
+# What every provider's answer must show before its key is used (pure)
+
+# A key's shape: ("EC", curve name), ("RSA", modulus bits) or ("Ed25519", "").
+KeyShape = tuple[str, str | int]
+
+# Cloud KMS CryptoKeyVersionAlgorithm values cosign signs with (sigstore/sigstore
+# pkg/signature/kms/gcp/client.go, its algorithm switch): anything else (RSA_DECRYPT_*, raw PKCS#1,
+# secp256k1, Ed25519, post-quantum) is refused, as cosign refuses it ("unknown algorithm specified by KMS").
+GCP_SIGNING_ALGORITHMS: Mapping[str, KeyShape] = {
+    "EC_SIGN_P256_SHA256": ("EC", "secp256r1"),
+    "EC_SIGN_P384_SHA384": ("EC", "secp384r1"),
+    **{f"RSA_SIGN_{pad}_{bits}_{h}": ("RSA", bits)
+       for pad in ("PKCS1", "PSS") for bits, h in ((2048, "SHA256"), (3072, "SHA256"), (4096, "SHA256"),
+                                                   (4096, "SHA512"))},
+}
+# AWS KMS KeySpec values of SIGN_VERIFY keys sigstore's AWS client verifies (ECC_SECG_P256K1, SM2, HMAC: no).
+AWS_SIGNING_SPECS: Mapping[str, KeyShape] = {
+    "ECC_NIST_P256": ("EC", "secp256r1"),
+    "ECC_NIST_P384": ("EC", "secp384r1"),
+    "ECC_NIST_P521": ("EC", "secp521r1"),
+    "RSA_2048": ("RSA", 2048),
+    "RSA_3072": ("RSA", 3072),
+    "RSA_4096": ("RSA", 4096),
+}
+# Vault/OpenBao transit key types that sign (sigstore's hashivault client); aes*, chacha20, hmac do not.
+VAULT_SIGNING_TYPES: Mapping[str, KeyShape] = {
+    "ecdsa-p256": ("EC", "secp256r1"),
+    "ecdsa-p384": ("EC", "secp384r1"),
+    "ecdsa-p521": ("EC", "secp521r1"),
+    "rsa-2048": ("RSA", 2048),
+    "rsa-3072": ("RSA", 3072),
+    "rsa-4096": ("RSA", 4096),
+    "ed25519": ("Ed25519", ""),
+}
+_JWK_SHAPES: Mapping[str, KeyShape] = {"P-256": ("EC", "secp256r1"), "P-384": ("EC", "secp384r1"),
+                                       "P-521": ("EC", "secp521r1")}
+
+
+def _shape(key: object) -> KeyShape:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return ("EC", key.curve.name)
+    if isinstance(key, rsa.RSAPublicKey):
+        return ("RSA", key.key_size)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return ("Ed25519", "")
+    return (type(key).__name__, "")
+
+
+def signing_key(ref: str, pem: bytes, shape: KeyShape | None, *, usage: str) -> bytes:
+    """The one gate every provider's key passes: the PEM is exactly one public key, of the ``shape`` the
+    KMS declared for a signing algorithm (None: the KMS named no signing algorithm -> refused, ``usage``
+    says what it named). Returns the key re-encoded (SubjectPublicKeyInfo PEM)."""
+    if shape is None:
+        raise KmsKeyUnavailable(ref, f"not a signing key sigaudit verifies: {usage}")
+    text = pem.strip()
+    if text.count(b"-----BEGIN") != 1:
+        raise KmsKeyUnavailable(ref, "the KMS answered no single PEM public key")
+    try:
+        key = serialization.load_pem_public_key(text)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KmsKeyUnavailable(ref, f"the KMS answered no PEM public key: {exc}") from exc
+    got = _shape(key)
+    if got != shape:
+        raise KmsKeyUnavailable(ref, f"the key is {got[0]} {got[1]}, but the KMS declares {shape[0]} {shape[1]} "
+                                     f"({usage})")
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return tuple(table)
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli, reflected polynomial 0x82F63B78; RFC 3720 §12.1 and appendix B.4), the
+    checksum Cloud KMS puts in ``pem_crc32c`` (cloud.google.com/kms/docs/data-integrity-guidelines).
+    Hand-written: no library here provides it, and the SDK's optional ``google-crc32c`` may be absent."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def _enum_name(value: Any) -> str:
+    """An SDK enum (proto-plus / Azure) or a plain string -> its name."""
+    if value is None:
+        return ""
+    name = getattr(value, "name", None)
+    if isinstance(name, str) and not isinstance(value, str):
+        return name
+    return str(getattr(value, "value", value))
+
+
+def gcp_public_key(ref: str, name: str, purpose: Any, resp: Any) -> bytes:
+    """Cloud KMS ``GetCryptoKey``'s purpose and ``GetPublicKey``'s answer for version ``name`` -> PEM.
+    As cosign: the key's purpose is ASYMMETRIC_SIGN and the algorithm one it signs with; and as Cloud
+    KMS' data-integrity guidelines say: the answer names the version asked for, ``pem_crc32c`` matches."""
+    if _enum_name(purpose) != "ASYMMETRIC_SIGN":
+        raise KmsKeyUnavailable(ref, f"key purpose is {_enum_name(purpose) or 'not stated'}, not ASYMMETRIC_SIGN")
+    got = str(getattr(resp, "name", "") or "")
+    if got != name:
+        raise KmsKeyUnavailable(ref, f"the KMS answered for {got[:300] or 'no key name'!r}, not {name!r}")
+    pem = str(getattr(resp, "pem", "") or "").encode()
+    checksum = getattr(resp, "pem_crc32c", None)
+    checksum = getattr(checksum, "value", checksum)  # a protobuf Int64Value, or the int proto-plus makes of it
+    if not isinstance(checksum, int) or isinstance(checksum, bool):
+        raise KmsKeyUnavailable(ref, "the KMS answer has no pem_crc32c: its integrity cannot be checked")
+    if crc32c(pem) != checksum:
+        raise KmsKeyUnavailable(ref, "pem_crc32c does not match the PEM: the answer was corrupted in transit")
+    algorithm = _enum_name(getattr(resp, "algorithm", None))
+    return signing_key(ref, pem, GCP_SIGNING_ALGORITHMS.get(algorithm), usage=f"algorithm {algorithm or 'not stated'}")
+
+
+def aws_public_key(ref: str, parsed: AwsKeyRef, resp: Mapping[str, Any]) -> bytes:
+    """AWS KMS ``GetPublicKey`` -> PEM: a SIGN_VERIFY key of a spec sigstore verifies, the key asked for
+    (a key id or key ARN must be the returned ``KeyId``, the key's ARN; an alias names whatever key it
+    points to, so it is not compared)."""
+    usage = resp.get("KeyUsage")
+    if usage != "SIGN_VERIFY":
+        raise KmsKeyUnavailable(ref, f"key usage is {usage or 'not stated'}, not SIGN_VERIFY")
+    got = str(resp.get("KeyId") or "")
+    asked = parsed.key_id
+    if "alias/" not in asked:
+        # AWS answers the key ARN; moto (and so perhaps other look-alikes) the bare key id.
+        def bare(key_id: str) -> str:
+            return key_id.rsplit(":key/", 1)[-1] if key_id.startswith("arn:") else key_id
+
+        same = got == asked or (not (got.startswith("arn:") and asked.startswith("arn:")) and bare(got) == bare(asked))
+        if not got or not same:
+            raise KmsKeyUnavailable(ref, f"the KMS answered for {got[:300] or 'no key id'!r}, not {asked!r}")
+    spec = str(resp.get("KeySpec") or resp.get("CustomerMasterKeySpec") or "")
+    raw = resp.get("PublicKey")
+    if not isinstance(raw, bytes | bytearray):
+        raise KmsKeyUnavailable(ref, "the KMS answered no public key")
+    try:
+        pem = der_to_pem(bytes(raw))
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KmsKeyUnavailable(ref, f"the KMS answered no DER public key: {exc}") from exc
+    return signing_key(ref, pem, AWS_SIGNING_SPECS.get(spec), usage=f"key spec {spec or 'not stated'}")
+
+
+def azure_public_key(ref: str, parsed: AzureKeyRef, kid: str, key_ops: Any, jwk: Mapping[str, Any]) -> bytes:
+    """An Azure Key Vault key -> PEM: its ``kid`` is ``VAULT/keys/NAME[/VERSION]`` of the key asked for,
+    ``key_ops`` allow ``verify``, and the JWK is an EC (P-256/384/521) or RSA key."""
+    parts = urlsplit(kid)
+    want = urlsplit(parsed.vault_url)
+    segs = [s for s in parts.path.split("/") if s]
+    ok = (parts.scheme == want.scheme and (parts.hostname or "") == (want.hostname or "").lower()
+          and len(segs) in (2, 3) and segs[0] == "keys" and segs[1].casefold() == parsed.name.casefold()
+          and (parsed.version is None or (len(segs) == 3 and segs[2].casefold() == parsed.version.casefold())))
+    if not ok:
+        raise KmsKeyUnavailable(ref, f"the key vault answered for {kid[:300] or 'no key id'!r}, "
+                                     f"not {parsed.vault_url}/keys/{parsed.name}")
+    ops = {_enum_name(o) for o in key_ops or ()}
+    if "verify" not in ops:
+        raise KmsKeyUnavailable(ref, f"key_ops {sorted(ops) or 'not stated'} do not allow verify")
+    kty = _enum_name(jwk.get("kty"))
+    try:
+        pem = jwk_to_pem({**jwk, "kty": kty, "crv": _enum_name(jwk.get("crv")) or None})
+    except (ParseError, ValueError) as exc:
+        raise KmsKeyUnavailable(ref, f"not a signing key sigaudit verifies: {exc}") from exc
+    if kty in ("RSA", "RSA-HSM"):
+        size = serialization.load_pem_public_key(pem).key_size  # type: ignore[union-attr]
+        shape: KeyShape | None = ("RSA", size) if size >= 2048 else None
+    else:
+        shape = _JWK_SHAPES.get(_enum_name(jwk.get("crv")))
+    return signing_key(ref, pem, shape, usage=f"key type {kty}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,27 +450,29 @@ def _aws(ref: str, parsed: AwsKeyRef) -> bytes:
         # AWS_ENDPOINT_URL_KMS / AWS_ENDPOINT_URL, which the SDK reads itself.
         kwargs["endpoint_url"] = f"https://{parsed.endpoint}"
     resp = boto3.client("kms", **kwargs).get_public_key(KeyId=parsed.key_id)
-    if resp.get("KeyUsage") not in (None, "SIGN_VERIFY"):
-        raise KmsKeyUnavailable(ref, f"key usage is {resp.get('KeyUsage')}, not SIGN_VERIFY")
-    return der_to_pem(bytes(resp["PublicKey"]))
+    return aws_public_key(ref, parsed, resp)
 
 
 def _gcp(ref: str, parsed: GcpKeyRef) -> bytes:
     kms = _sdk("google.cloud.kms", "gcp", ref)
     client = kms.KeyManagementServiceClient()
+    # As cosign (sigstore's GCP client): the key's purpose first, then the version.
+    key = client.get_crypto_key(request={"name": parsed.key_name}, timeout=KMS_TIMEOUT_SECONDS)
     name = parsed.version_name
     if name is None:
-        # No version: the newest enabled one, as cosign does for signing keys.
+        # No version: the newest enabled one of this key, as cosign does for signing keys.
+        prefix = f"{parsed.key_name}/cryptoKeyVersions/"
         versions = [
             v
             for v in client.list_crypto_key_versions(request={"parent": parsed.key_name}, timeout=KMS_TIMEOUT_SECONDS)
-            if v.state == kms.CryptoKeyVersion.CryptoKeyVersionState.ENABLED
+            if _enum_name(v.state) == "ENABLED" and str(v.name).startswith(prefix)
+            and str(v.name)[len(prefix):].isdigit()
         ]
         if not versions:
             raise KmsKeyUnavailable(ref, "no enabled key version")
-        name = max(versions, key=lambda v: int(v.name.rsplit("/", 1)[-1])).name
+        name = str(max(versions, key=lambda v: int(str(v.name)[len(prefix):])).name)
     resp = client.get_public_key(request={"name": name}, timeout=KMS_TIMEOUT_SECONDS)
-    return str(resp.pem).encode()
+    return gcp_public_key(ref, name, key.purpose, resp)
 
 
 def _azure(ref: str, parsed: AzureKeyRef) -> bytes:
@@ -287,10 +482,8 @@ def _azure(ref: str, parsed: AzureKeyRef) -> bytes:
     key = client.get_key(parsed.name, version=parsed.version)
     jwk = key.key
     members: dict[str, Any] = {m: getattr(jwk, m, None) for m in ("kty", "crv", "n", "e", "x", "y")}
-    for enum_member in ("kty", "crv"):  # the SDK hands enums (KeyType.rsa_hsm ...)
-        value = members[enum_member]
-        members[enum_member] = None if value is None else str(getattr(value, "value", value))
-    return jwk_to_pem(members)
+    return azure_public_key(ref, parsed, str(getattr(jwk, "kid", None) or getattr(key, "id", "") or ""),
+                            getattr(jwk, "key_ops", None), members)
 
 
 def _vault_token() -> str | None:
@@ -317,6 +510,11 @@ def _vault(ref: str, parsed: VaultKeyRef) -> bytes:
     if "@" in urlsplit(addr).netloc:
         # The message is an error verdict's reason (JSON, reports, the database): never a password in it.
         raise KmsKeyUnavailable(ref, "VAULT_ADDR carries credentials: give a token (VAULT_TOKEN, VAULT_TOKEN_FILE)")
+    parts = urlsplit(addr)
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")):
+        # As the Grafeas token: a credential goes over https only, or to this machine.
+        raise KmsKeyUnavailable(ref, f"VAULT_ADDR is {parts.scheme or 'no'} URL to {parts.hostname or '?'}: the "
+                                     "Vault token is sent over https only (or to 127.0.0.1)")
     token = _vault_token()
     if not token:
         raise KmsKeyUnavailable(ref, "no Vault token (VAULT_TOKEN, VAULT_TOKEN_FILE or ~/.vault-token)")
@@ -345,7 +543,7 @@ def _vault(ref: str, parsed: VaultKeyRef) -> bytes:
             if deadline.cause(exc) is not None:
                 raise KmsKeyUnavailable(ref, late) from exc
             raise
-    return vault_transit_public_key(bytes(body))
+    return vault_transit_public_key(bytes(body), ref=ref, name=parsed.name)
 
 
 def fetch_public_key_pem(ref: str) -> bytes:

@@ -109,3 +109,73 @@ def test_policies_read_from_the_cluster(kube_apiserver, tmp_path: Path) -> None:
     kubeconfig = server.service_account_kubeconfig("team-a", "no-rights", tmp_path / "sa.kubeconfig")
     r = sigaudit("check-policy", "--policy-from", "kyverno:cluster", "--kubeconfig", str(kubeconfig))
     assert r.returncode == 2 and "forbidden: list kyverno.io/v1 clusterpolicies" in r.stderr
+
+
+def test_kritis_authorities_are_resolved_in_the_policys_own_namespace(
+        kube_apiserver, registry, grafeas_server, tmp_path: Path) -> None:
+    """kritis reads a policy's AttestationAuthority in the policy's namespace only (review.go:
+    ``r.config.Auths(gap.Namespace, aName)``). Before, a GenericAttestationPolicy in `staging` naming `qa`,
+    which exists only in `prod` and in a tenant's namespace, took whichever was listed last — the tenant's
+    key — and the tenant's own attestation made the image `verified`. Now it is `error`, naming the
+    missing staging/qa; in `prod` the same image is judged with prod's key."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.harness import oci
+    from tests.harness.demo import _pod
+
+    server = kube_apiserver
+    plurals = {"AttestationAuthority": "attestationauthorities",
+               "GenericAttestationPolicy": "genericattestationpolicies",
+               "ImageSecurityPolicy": "imagesecuritypolicies"}
+    for kind, plural in plurals.items():
+        apply(server, crd("kritis.grafeas.io", "v1beta1", kind, plural, "Namespaced"))
+    for plural in plurals.values():
+        wait_for(server, f"/apis/kritis.grafeas.io/v1beta1/{plural}")
+    keys = {ns: ec.generate_private_key(ec.SECP256R1()) for ns in ("kprod", "ktenant")}
+    grafeas_server.create_project("kns")
+    note = grafeas_server.create_note("kns", "qa")
+    for ns in ("kprod", "kstaging", "ktenant"):
+        ensure_namespace(server, ns)
+    for ns, key in keys.items():
+        pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        apply(server, {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "AttestationAuthority",
+                       "metadata": {"name": "qa", "namespace": ns},
+                       "spec": {"noteReference": note, "publicKeys": [
+                           {"keyType": "PKIX", "keyId": f"{ns}-key", "pkixPublicKey": {"publicKeyPem": pem}}]}})
+    for ns in ("kprod", "kstaging"):
+        apply(server, {"apiVersion": "kritis.grafeas.io/v1beta1", "kind": "GenericAttestationPolicy",
+                       "metadata": {"name": "gap", "namespace": ns}, "spec": {"attestationAuthorityNames": ["qa"]}})
+
+    pushed = oci.push_image(registry.url, "kns/app", "1")
+    repo = f"{registry.host}/kns/app"
+    payload = json.dumps({"critical": {"identity": {"docker-reference": repo},
+                                       "image": {"docker-manifest-digest": pushed.digest},
+                                       "type": "atomic container signature"}}, separators=(",", ":")).encode()
+    # The tenant attests the image with its own key (it may write occurrences in the note's project).
+    sig = keys["ktenant"].sign(payload, ec.ECDSA(hashes.SHA256()))
+    grafeas_server.create_attestation("kns", note, f"https://{repo}@{pushed.digest}", payload, sig, "ktenant-key")
+
+    r = sigaudit("check-policy", "--policy-from", "kritis:cluster", "--kubeconfig", str(server.kubeconfig))
+    assert r.returncode == 0, r.stderr
+    rules = {x["name"]: x for x in json.loads(r.stdout)["rules"]}
+    assert rules["kritis:kstaging/gap"]["refused"] == ["AttestationAuthority kstaging/qa not found"]
+    assert rules["kritis:kprod/gap"]["refused"] == []
+
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        _pod(ns, "app", [("app", f"{repo}:1", f"{repo}@{pushed.digest}")]) for ns in ("kprod", "kstaging")]}))
+    native = tmp_path / "native.yaml"
+    native.write_text(f"apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+                      f"  insecureRegistries: ['{registry.host}']\n")
+    env = {**os.environ, "SIGAUDIT_GRAFEAS_URL": grafeas_server.url}
+    r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(pods), "--policy",
+                        str(native), "--policy-from", "kritis:cluster", "--kubeconfig", str(server.kubeconfig),
+                        "--no-store", "-o", "json", "--no-progress"],
+                       capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    by_ns = {c["namespace"]: i for i in json.loads(r.stdout)["images"] for c in i["containers"]}
+    assert by_ns["kprod"]["status"] == "unsigned", by_ns["kprod"]  # the tenant's key is not prod's
+    assert by_ns["kstaging"]["status"] == "error", by_ns["kstaging"]
+    assert any("AttestationAuthority kstaging/qa not found" in x for x in by_ns["kstaging"]["reasons"])

@@ -91,10 +91,22 @@ def test_rules_exemptions_and_warnings(tmp_path: Path, monkeypatch) -> None:
     assert any("packageVulnerabilityRequirements" in n for n in rules["kritis:staging/isp"].notes)
 
 
-def test_bad_note_reference_is_a_config_error(tmp_path: Path, monkeypatch) -> None:
-    docs = [dict(DOCS[0], spec={**DOCS[0]["spec"], "noteReference": "notes/qa"}), DOCS[2]]
-    with pytest.raises(ConfigError, match="noteReference"):
-        _import(tmp_path, docs, monkeypatch)
+@pytest.mark.parametrize("note", ["notes/qa", "projects/p#/notes/qa", "projects/p?x=1/notes/qa",
+                                  "projects/../notes/qa", "projects/p/notes/q a"])
+def test_bad_note_reference_refuses_the_policies_naming_the_authority(note: str, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """Before: a ConfigError that stopped the whole import (every namespace unaudited, exit 2) for one
+    namespace's authority — or, for `#`/`?` in the project, a Grafeas URL cut short. Now the policies
+    naming it are refused (their images `error`), the others are imported."""
+    docs = [dict(DOCS[0], spec={**DOCS[0]["spec"], "noteReference": note}), DOCS[2],
+            {**DOCS[0], "metadata": {"name": "qa", "namespace": "other"}},
+            {**DOCS[2], "metadata": {"name": "gap", "namespace": "other"},
+             "spec": {"attestationAuthorityNames": ["qa"]}}]
+    policy = _import(tmp_path, docs, monkeypatch)
+    rules = {r.name: r for r in policy.rules}
+    assert any("noteReference" in r for r in rules["kritis:prod/gap"].refused), rules["kritis:prod/gap"].refused
+    assert rules["kritis:prod/gap"].verifiers == ()
+    assert rules["kritis:other/gap"].refused == () and rules["kritis:other/gap"].verifiers
 
 
 def test_unknown_kind_is_refused_with_kritis_in_the_hint() -> None:

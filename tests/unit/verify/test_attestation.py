@@ -277,3 +277,36 @@ def test_one_attestor_spelled_twice_cannot_make_up_an_n_of_m(first: dict, second
     (tmp_path / "policy.yaml").write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="listed twice"):
         load_policy(tmp_path / "policy.yaml")
+
+
+def test_registry_attestations_past_the_bound_are_an_error_not_unattested(tmp_path: Path) -> None:
+    """With ``maxSignatures`` above 100, discovery hands more attestation referrers than the verifier
+    examines. Before, the verifier stopped at 100 without a word: 101 referrers of someone else (key ids
+    we do not hold) put the attestor's own, further on, out of sight and the image read "not attested"."""
+    from scanner.models import ReferrerArtifact
+    from scanner.policy.loader import CompiledRule, Policy
+    from scanner.verify.attestation import MAX_ATTESTATIONS, REGISTRY_ARTIFACT_TYPE
+
+    def referrer(i: int, doc: dict) -> ReferrerArtifact:
+        return ReferrerArtifact(f"sha256:{i:064x}", REGISTRY_ARTIFACT_TYPE, REGISTRY_ARTIFACT_TYPE,
+                                json.dumps(doc).encode(), {}, None)
+
+    noise = {"serializedPayload": base64.b64encode(b"{}").decode(),
+             "signatures": [{"signature": "c2ln", "publicKeyId": "someone-else"}]}
+    good = signed(payload_text("registry.example/team/app"))
+    mine = {"serializedPayload": base64.b64encode(good.serialized_payload).decode(),
+            "signatures": [{"signature": base64.b64encode(good.signatures[0].signature).decode()}]}
+    spec = AttestationVerifierSpec(attestor="qa", publicKeys=[PEM], source="registry")
+    v = AttestationVerifier.from_spec(spec, base_dir=tmp_path, loader=PolicyLoader())
+    rule = CompiledRule("attested", ("*",), ("*",), (v,))
+    policy = Policy((rule,), (), (), parse_duration("720h"), frozenset(), 500, "sha256:x")
+
+    def verdict(docs: list[dict]):
+        material = SignatureMaterial(Descriptor("application/vnd.oci.image.manifest.v1+json", DIGEST, 1),
+                                     referrers=tuple(referrer(i, d) for i, d in enumerate(docs)))
+        return evaluate(image(), rule, v.verify(image(), material, NOW), [], policy, NOW, "prod")
+
+    out = verdict([noise] * (MAX_ATTESTATIONS + 1) + [mine])
+    assert out.status is Status.ERROR and "first 100 were examined" in out.reasons[0], out.reasons
+    assert verdict([noise] * (MAX_ATTESTATIONS - 1) + [mine]).status is Status.VERIFIED
+    assert verdict([noise] * MAX_ATTESTATIONS).status is Status.UNSIGNED  # all of them read: none is qa's
