@@ -27,6 +27,7 @@ import math
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -123,6 +124,8 @@ class ServerContext:
     scan_rate: ScanRateLimit = field(default_factory=lambda: ScanRateLimit(DEFAULT_API_SCAN_INTERVAL))
     # No authentication configured and listening on loopback: only a loopback Host is served (DNS rebinding).
     loopback_host_only: bool = True
+    # The --metrics-listen port: serves /metrics and the probes only (a NetworkPolicy can open it alone).
+    metrics_port: int | None = None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -298,14 +301,30 @@ def create_app(ctx: ServerContext) -> Any:
             "Content-Disposition": content_disposition(f"sigaudit-{ctx.cluster}-scan-{scan_id}.{fmt}"),
             "Content-Security-Policy": REPORT_CSP})
 
-    return _NoSniff(Starlette(routes=[
+    return _NoSniff(_MetricsPortOnlyOpen(ctx.metrics_port, Starlette(routes=[
         Route("/metrics", metrics),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/api/scans", scan_scans, methods=["GET", "POST"]),
         Route("/api/scans/{scan_id}", get_scan),
         Route("/reports/{name}", report),
-    ]))
+    ])))
+
+
+class _MetricsPortOnlyOpen:
+    """On the metrics port, only /metrics and the probes exist (404 for the rest)."""
+
+    def __init__(self, port: int | None, app: Any) -> None:
+        self.port = port
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        server = scope.get("server") if scope["type"] == "http" else None
+        if self.port is not None and server and server[1] == self.port and scope["path"] not in OPEN_PATHS:
+            await PlainTextResponse("the metrics port serves /metrics, /healthz and /readyz only\n",
+                                    status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class _NoSniff:
@@ -449,6 +468,9 @@ def parse_listen(text: str) -> tuple[str, int]:
 @click.option("--schedule", default="0 */6 * * *",
               help="Cron schedule of the scans, UTC (crontab meaning: weekday 0 = Sunday).")
 @click.option("--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on.")
+@click.option("--metrics-listen", default=None,
+              help="Also serve /metrics, /healthz and /readyz (and nothing else) on this HOST:PORT, e.g. for a "
+                   "NetworkPolicy that lets only the monitoring namespace reach it.")
 @click.option("--per-image-metrics", is_flag=True, help="Also export per-image series (high cardinality).")
 @click.option("--run-at-start/--no-run-at-start", default=True,
               help="Scan at start-up unless the latest complete scan is younger than the schedule interval.")
@@ -524,6 +546,9 @@ def serve(**opts: Any) -> int:
     try:
         schedule = parse_schedule(opts["schedule"])
         host, port = parse_listen(opts["listen"])
+        metrics_addr = parse_listen(opts["metrics_listen"]) if opts.get("metrics_listen") else None
+        if metrics_addr is not None and metrics_addr[1] == port:
+            raise ConfigError("--metrics-listen needs a port other than --listen's", field="--metrics-listen")
         auth = build_auth(opts)
         if not auth.enabled and not is_loopback(host) and not opts["insecure_no_auth"]:
             raise ConfigError(
@@ -554,14 +579,23 @@ def serve(**opts: Any) -> int:
                         scan_access=Access.parse(opts["auth_kube_scan"], namespace=opts["auth_kube_namespace"],
                                                  field="--auth-kube-scan"),
                         scan_rate=ScanRateLimit(opts["api_scan_interval"]),
-                        loopback_host_only=not auth.enabled and not opts["insecure_no_auth"])
+                        loopback_host_only=not auth.enabled and not opts["insecure_no_auth"],
+                        metrics_port=metrics_addr[1] if metrics_addr else None)
     app = create_app(ctx)
 
+    try:
+        sockets = [_bind(host, port)] + ([_bind(*metrics_addr)] if metrics_addr else [])
+    except OSError as exc:
+        store.close()
+        click.echo(f"sigaudit: error: cannot listen: {exc.strerror or exc}", err=True)
+        return EXIT_FAILED
     scheduler = build_scheduler(schedule, runner.run_scheduled, misfire_grace_time=opts["misfire_grace_time"])
     scheduler.start()
     nxt = schedule.next_fire_times(system_clock(), 1)
-    log.warning("sigaudit serve: cluster %s, schedule %r (UTC, next %s), listening on %s:%d",
-                opts["cluster"], schedule.expr, _iso(nxt[0]) if nxt else "never", host, port)
+    log.warning("sigaudit serve: cluster %s, schedule %r (UTC, next %s), listening on %s:%d%s, auth: %s",
+                opts["cluster"], schedule.expr, _iso(nxt[0]) if nxt else "never", host, port,
+                f" (metrics on {metrics_addr[0]}:{metrics_addr[1]})" if metrics_addr else "",
+                " + ".join(w for w, on in (("token file", auth.token_file), ("kubernetes", auth.kube)) if on) or "none")
     if opts["run_at_start"]:
         _maybe_scan_at_start(ctx)
 
@@ -585,7 +619,7 @@ def serve(**opts: Any) -> int:
         install_log_redaction(logging.getLogger(name))
     server = _Server(config)
     try:
-        server.run()
+        server.run(sockets=sockets)
     finally:
         scheduler.shutdown(wait=False)
         clean = runner.shutdown(opts["shutdown_timeout"])
@@ -601,6 +635,13 @@ def serve(**opts: Any) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def _maybe_scan_at_start(ctx: ServerContext) -> None:

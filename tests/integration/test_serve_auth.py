@@ -54,11 +54,14 @@ def _serve(tmp_path: Path, *args: str) -> Iterator[str]:
     assert TOKEN not in log_path.read_text(errors="replace")
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture
 def token_server(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "token").write_text(TOKEN + "\n")
     yield from _serve(tmp_path, "--auth-token-file", str(tmp_path / "token"), "--cluster", CLUSTER,
-                      "--api-scan-interval", "300")
+                      "--api-scan-interval", "300", "--metrics-listen", f"127.0.0.1:{METRICS_PORT}")
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -82,6 +85,14 @@ def test_token_auth_browser_refusals_rate_limit_ids_and_headers_on_the_real_serv
         for headers in ({}, {"Authorization": "Bearer " + "0" * len(TOKEN)}, {"Authorization": TOKEN}):
             r = httpx.get(base + path, headers=headers, timeout=10)
             assert r.status_code == 401 and CLUSTER not in r.text, (path, headers, r.status_code, r.text)
+
+    # ... and the --metrics-listen port serves only /metrics and the probes, token or not.
+    metrics = f"http://127.0.0.1:{METRICS_PORT}"
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(metrics + path, timeout=10).status_code == 200, path
+    for path in ("/api/scans", "/reports/latest.json"):
+        assert httpx.get(metrics + path, headers=AUTH, timeout=10).status_code == 404, path
+    assert httpx.post(f"{metrics}/api/scans", json={}, headers=AUTH, timeout=10).status_code == 404
 
     # 2. The hostile ids: 404, never 500, never scan 1.
     for path in ("/reports/99999999999999999999999.html", "/api/scans/99999999999999999999999",
