@@ -120,17 +120,24 @@ class TokenFile:
 
 
 Post = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+TOKEN_REVIEWS = "tokenreviews"  # noqa: S105 - a resource name, not a secret
+SUBJECT_ACCESS_REVIEWS = "subjectaccessreviews"
 
 
 def kube_post(api_client: Any) -> Post:
-    """POST a review object to the API server with the kubernetes client's connection and credentials."""
+    """Create a TokenReview or a SubjectAccessReview with the kubernetes client (its typed methods, so
+    helm/rbac_from_code.py derives the chart's ``create`` rules on both from this code)."""
+    from kubernetes import client
 
-    def post(path: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
-        resp = api_client.call_api(path, "POST", body=dict(body), header_params={
-            "Content-Type": "application/json", "Accept": "application/json"},
-            auth_settings=["BearerToken"], _preload_content=False, _request_timeout=10)
-        data = resp[0].data if isinstance(resp, tuple) else resp.data
-        doc = json.loads(data)
+    authn = client.AuthenticationV1Api(api_client)
+    authz = client.AuthorizationV1Api(api_client)
+
+    def post(kind: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        if kind == TOKEN_REVIEWS:
+            resp = authn.create_token_review(dict(body), _preload_content=False, _request_timeout=10)
+        else:
+            resp = authz.create_subject_access_review(dict(body), _preload_content=False, _request_timeout=10)
+        doc = json.loads(resp.data)
         if not isinstance(doc, dict):
             raise ValueError("the API server's answer is not an object")
         return doc
@@ -172,7 +179,7 @@ class KubeReviewer:
         if self._audiences:
             spec["audiences"] = self._audiences
         try:
-            tr = self._post("/apis/authentication.k8s.io/v1/tokenreviews", {
+            tr = self._post(TOKEN_REVIEWS, {
                 "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec})
             status = tr.get("status") or {}
             if not status.get("authenticated"):
@@ -187,7 +194,7 @@ class KubeReviewer:
                 sar_spec["uid"] = str(user["uid"])
             if user.get("extra"):
                 sar_spec["extra"] = user["extra"]
-            sar = self._post("/apis/authorization.k8s.io/v1/subjectaccessreviews", {
+            sar = self._post(SUBJECT_ACCESS_REVIEWS, {
                 "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": sar_spec})
         except Exception as exc:  # any failure to ask is a refusal, never a pass
             # Not str(exc): an API error's text may carry the response, and the request held the token.
