@@ -129,8 +129,9 @@ def kube_post(api_client: Any) -> Post:
     helm/rbac_from_code.py derives the chart's ``create`` rules on both from this code)."""
     from kubernetes import client
 
-    authn = client.AuthenticationV1Api(api_client)
-    authz = client.AuthorizationV1Api(api_client)
+    # Any: the bodies are plain dicts and the answers raw (_preload_content=False), which the stubs do not model.
+    authn: Any = client.AuthenticationV1Api(api_client)
+    authz: Any = client.AuthorizationV1Api(api_client)
 
     def post(kind: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
         if kind == TOKEN_REVIEWS:
