@@ -60,11 +60,10 @@ from scanner.scheduler import (
 from scanner.server_auth import (
     Access,
     Authenticator,
-    KubeReviewer,
     TokenFile,
     cross_site_refusal,
     is_loopback,
-    kube_post,
+    kube_reviewer,
     rebinding_refusal,
 )
 from scanner.store import ScanSummary, Store
@@ -81,6 +80,7 @@ DEFAULT_READ_ACCESS = "get:sigaudit.io/reports"
 DEFAULT_SCAN_ACCESS = "create:sigaudit.io/scans"
 DEFAULT_API_SCAN_INTERVAL = 60.0
 DEFAULT_MAX_CONNECTIONS = 100
+MAX_POST_BODY = 4096
 # Paths a probe or Prometheus uses: answered even when --max-connections is reached (see the protocol).
 OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
@@ -236,8 +236,13 @@ def create_app(ctx: ServerContext) -> Any:
     async def post_scan(request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
 
-        body = await request.body()
-        if len(body) > 4096 or (body.strip() and not _json_object(body)):
+        body = b""
+        async for chunk in request.stream():  # bounded: never hold a large body in memory
+            body += chunk
+            if len(body) > MAX_POST_BODY:
+                return JSONResponse({"error": f"the body of POST /api/scans is at most {MAX_POST_BODY} bytes"},
+                                    status_code=413)
+        if body.strip() and not _json_object(body):
             return JSONResponse({"error": "the body of POST /api/scans is empty or a JSON object"}, status_code=400)
         return await run_in_threadpool(answer_start, request)
 
@@ -401,6 +406,7 @@ def _header_timeout_protocol() -> type:
     class HeaderTimeoutH11Protocol(H11Protocol):
         _header_deadline: asyncio.TimerHandle | None = None
         _limit: int | None = None
+        _waiting_since = 0.0
 
         # uvicorn answers 503 to any request while --max-connections connections are open (its
         # limit_concurrency, read when a request's headers have been parsed into self.scope); the
@@ -435,6 +441,25 @@ def _header_timeout_protocol() -> type:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm_header_deadline()
+            self._waiting_since = self.loop.time()
+            self._evict_idle()
+
+        def _evict_idle(self) -> None:
+            """Beyond --max-connections waiting for their headers, close the one that has waited longest.
+
+            The header deadline alone lets a client open connections faster than they expire: under a
+            small file-descriptor limit a flood then starves accept(), and the probes time out. Evicting
+            keeps the waiting connections (and so the descriptors) bounded while every new connection,
+            the kubelet's included, is still accepted."""
+            if self._limit is None:
+                return
+            waiting = [c for c in self.connections
+                       if isinstance(c, HeaderTimeoutH11Protocol) and c._header_deadline is not None]
+            if len(waiting) <= self._limit:
+                return
+            oldest = min(waiting, key=lambda c: c._waiting_since)
+            oldest._disarm_header_deadline()
+            oldest.transport.close()
 
         def handle_events(self) -> None:
             cycle = self.cycle
@@ -446,6 +471,7 @@ def _header_timeout_protocol() -> type:
             super().on_response_complete()
             if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
                 self._arm_header_deadline()  # the keep-alive wait for the next request's headers
+                self._waiting_since = self.loop.time()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_header_deadline()
@@ -499,8 +525,9 @@ def parse_listen(text: str) -> tuple[str, int]:
 @click.option("--api-scan-interval", type=click.FloatRange(0, 86400), default=DEFAULT_API_SCAN_INTERVAL,
               show_default=True, help="Minimum seconds between scans started through POST /api/scans (429).")
 @click.option("--max-connections", type=click.IntRange(1, 100000), default=DEFAULT_MAX_CONNECTIONS,
-              show_default=True, help="Open connections beyond which requests other than the probes and "
-                                      "/metrics get 503.")
+              show_default=True, help="Connections waiting for their headers beyond this are closed, oldest "
+                                      "first; with this many open, requests other than the probes and /metrics "
+                                      "get 503.")
 @click.option("--exit-zero-on-violations", is_flag=True, hidden=True,
               help="Accepted for argument lists shared with `scan`; serve never exits on violations.")
 def command(**opts: Any) -> None:
@@ -515,14 +542,7 @@ def build_auth(opts: dict[str, Any]) -> Authenticator:
     token_file = TokenFile(opts["auth_token_file"]) if opts["auth_token_file"] else None
     kube = None
     if opts["auth_kubernetes"]:
-        from scanner.errors import InventoryError
-        from scanner.inventory.kube import load_api_client
-
-        try:
-            api_client = load_api_client(opts["kubeconfig"], opts["context"])
-        except InventoryError as exc:
-            raise ConfigError(exc.diagnostics(), field="--auth-kubernetes") from exc
-        kube = KubeReviewer(kube_post(api_client), audiences=tuple(opts["auth_kube_audiences"]))
+        kube = kube_reviewer(opts["kubeconfig"], opts["context"], audiences=tuple(opts["auth_kube_audiences"]))
     return Authenticator(token_file, kube)
 
 

@@ -208,6 +208,18 @@ class KubeReviewer:
         return Decision(False, 403, f"{name or 'this user'} may not {access}", user=name)
 
 
+def kube_reviewer(kubeconfig: str | None, context: str | None, *, audiences: Sequence[str] = ()) -> KubeReviewer:
+    """A reviewer with the same Kubernetes credentials the inventory uses (in-cluster, or kubeconfig)."""
+    from scanner.errors import InventoryError
+    from scanner.inventory.kube import load_api_client
+
+    try:
+        api_client = load_api_client(kubeconfig, context)
+    except InventoryError as exc:
+        raise ConfigError(exc.diagnostics(), field="--auth-kubernetes") from exc
+    return KubeReviewer(kube_post(api_client), audiences=audiences)
+
+
 class Authenticator:
     """The configured ways in; with none, every request passes (only allowed on loopback, see serve)."""
 
@@ -295,5 +307,6 @@ __all__ = [
     "cross_site_refusal",
     "is_loopback",
     "kube_post",
+    "kube_reviewer",
     "rebinding_refusal",
 ]

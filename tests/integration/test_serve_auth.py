@@ -169,3 +169,47 @@ def test_no_auth_on_a_non_loopback_address_is_refused_at_start(tmp_path: Path) -
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (listen, r.returncode, r.stderr)
         assert "without authentication" in r.stderr and "--insecure-no-auth" in r.stderr, r.stderr
+
+
+def test_a_connection_flood_under_a_small_fd_limit_never_starves_the_probes(tmp_path: Path) -> None:
+    """The issue's numbers: the process may hold 200 file descriptors; 260 connections that never finish
+    their headers arrive, and keep arriving. The oldest connection still waiting for its headers is
+    closed whenever more than --max-connections wait, so /healthz is answered at once throughout."""
+    import resource
+
+    def small_fd_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scanner.cli", "serve", *_inputs(tmp_path), "--listen", f"127.0.0.1:{port}",
+             "--cluster", "fd", "--no-run-at-start", "--max-connections", "50"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=small_fd_limit)
+    slow: list[socket.socket] = []
+    try:
+        wait_for_http(f"{base}/healthz", proc=proc, log_path=log_path, timeout=60)
+        worst = 0.0
+        for wave in range(3):
+            for _ in range(260 // 3 + 1):
+                try:
+                    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    s.sendall(b"GET /api/scans HTTP/1.1\r\nHost: x\r\n")
+                    slow.append(s)
+                except OSError:
+                    pass
+            time.sleep(0.3)
+            for _ in range(3):
+                t0 = time.monotonic()
+                r = httpx.get(f"{base}/healthz", timeout=5)
+                worst = max(worst, time.monotonic() - t0)
+                assert r.status_code == 200, (wave, r.status_code)
+        assert worst < 2, worst
+        assert proc.poll() is None, log_path.read_text()[-2000:]
+    finally:
+        for s in slow:
+            s.close()
+        stop_process(proc)

@@ -289,3 +289,11 @@ def test_content_disposition_of_a_plain_name_is_plain() -> None:
 
     assert content_disposition("sigaudit-prod-scan-3.csv") == 'inline; filename="sigaudit-prod-scan-3.csv"'
     assert content_disposition("a%41.csv") == "inline; filename=\"a_41.csv\"; filename*=UTF-8''a%2541.csv"
+
+
+def test_a_large_post_body_is_refused_without_being_held(store: Store, tmp_path: Path) -> None:
+    c = _client(store, tmp_path, token=False)
+    r = c.post("/api/scans", content=b'{"x": "' + b"a" * 100_000 + b'"}', headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert c.post("/api/scans", content=b"[1]", headers={"Content-Type": "application/json"}).status_code == 400
+    assert len(store.list_scans("c")) == 1
