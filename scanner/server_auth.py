@@ -112,8 +112,10 @@ class TokenFile:
         with self._lock:
             try:
                 self._load()
-            except ConfigError as exc:  # a rotation half-done: keep the token we had
-                log.warning("auth: %s; keeping the previous token", exc.diagnostics())
+            except ConfigError as exc:  # removed, emptied or unreadable: no token is accepted until it is back
+                if self._digest:
+                    log.warning("auth: %s; refusing every token until the file holds one again", exc.diagnostics())
+                self._digest, self._stamp = b"", None
             expected = self._digest
         # Constant time: digests of equal length, compared with hmac.compare_digest.
         return bool(expected) and hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), expected)

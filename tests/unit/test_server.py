@@ -186,6 +186,14 @@ def test_the_token_file_is_re_read_when_the_secret_rotates(store: Store, tmp_pat
     (tmp_path / "token.new").replace(tmp_path / "token")
     assert c.get("/api/scans", headers=BEARER).status_code == 401
     assert c.get("/api/scans", headers={"Authorization": "Bearer rotated-token-0123456789abcdef"}).status_code == 200
+    # Emptied or deleted (a revoked Secret): nothing is accepted, not the last token it held.
+    (tmp_path / "token").write_text("")
+    assert c.get("/api/scans", headers={"Authorization": "Bearer rotated-token-0123456789abcdef"}).status_code == 401
+    (tmp_path / "token").unlink()
+    assert c.get("/api/scans", headers={"Authorization": "Bearer rotated-token-0123456789abcdef"}).status_code == 401
+    assert c.get("/api/scans", headers={"Authorization": "Bearer "}).status_code == 401
+    (tmp_path / "token").write_text(TOKEN)
+    assert c.get("/api/scans", headers=BEARER).status_code == 200
 
 
 def test_a_short_or_missing_token_file_is_refused_at_start(tmp_path: Path) -> None:
