@@ -42,6 +42,10 @@ MAX_TOKEN_BYTES = 16 * 1024  # a ServiceAccount token is ~1 KB; anything far lar
 MIN_FILE_TOKEN_CHARS = 16
 REVIEW_CACHE_SECONDS = 60.0
 REVIEW_CACHE_ENTRIES = 1024
+# Reviews in flight at once, and how long a request waits for a slot: a stalled API server (or a flood of
+# made-up tokens) must not occupy every worker thread, which also answer /readyz and /metrics.
+MAX_REVIEWS_IN_FLIGHT = 8
+REVIEW_SLOT_WAIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +164,7 @@ class KubeReviewer:
         self._now = monotonic
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[bytes, Access], tuple[float, Decision]] = OrderedDict()
+        self._slots = threading.BoundedSemaphore(MAX_REVIEWS_IN_FLIGHT)
 
     def review(self, token: str, access: Access) -> Decision:
         key = (hashlib.sha256(token.encode()).digest(), access)
@@ -168,7 +173,12 @@ class KubeReviewer:
             hit = self._cache.get(key)
             if hit is not None and hit[0] > now:
                 return hit[1]
-        decision = self._review(token, access)
+        if not self._slots.acquire(timeout=REVIEW_SLOT_WAIT_SECONDS):
+            return Decision(False, 503, "too many token reviews in flight; retry")
+        try:
+            decision = self._review(token, access)
+        finally:
+            self._slots.release()
         if decision.status != 503:  # an outage is not remembered: the next request asks again
             with self._lock:
                 self._cache[key] = (now + self._ttl, decision)

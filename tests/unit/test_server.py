@@ -305,3 +305,49 @@ def test_a_large_post_body_is_refused_without_being_held(store: Store, tmp_path:
     assert r.status_code == 413, r.text
     assert c.post("/api/scans", content=b"[1]", headers={"Content-Type": "application/json"}).status_code == 400
     assert len(store.list_scans("c")) == 1
+
+
+def test_kube_reviews_are_cached_fail_closed_and_bounded_in_flight() -> None:
+    """TokenReview then SubjectAccessReview; a failure to ask is 503 (never allowed, never cached); at
+    most MAX_REVIEWS_IN_FLIGHT reviews wait on a stalled API server, the rest are refused at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scanner.server_auth import MAX_REVIEWS_IN_FLIGHT, Access, KubeReviewer
+
+    calls: list[str] = []
+    mode = {"value": "ok"}
+    gate = threading.Event()
+
+    def post(kind: str, body: dict[str, object]) -> dict[str, object]:
+        calls.append(kind)
+        if mode["value"] == "down":
+            raise OSError("connection refused")
+        if mode["value"] == "stall":
+            gate.wait(10)
+        if kind == "tokenreviews":
+            ok = body["spec"]["token"].startswith("good")  # type: ignore[index]
+            return {"status": {"authenticated": ok, "user": {"username": "alice", "groups": ["g"]}}}
+        return {"status": {"allowed": body["spec"]["resourceAttributes"]["verb"] == "get"}}  # type: ignore[index]
+
+    r = KubeReviewer(post)
+    read, scan = Access.parse("get:sigaudit.io/reports"), Access.parse("create:sigaudit.io/scans")
+    assert r.review("good-1", read).allowed
+    assert r.review("good-1", read).allowed and calls == ["tokenreviews", "subjectaccessreviews"]  # cached
+    denied = r.review("good-1", scan)
+    assert not denied.allowed and denied.status == 403 and "create scans.sigaudit.io" in denied.reason
+    assert r.review("bad", read).status == 401
+    mode["value"] = "down"
+    assert r.review("good-2", read).status == 503
+    mode["value"] = "ok"
+    assert r.review("good-2", read).allowed  # the outage was not remembered
+    mode["value"] = "stall"
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        started = time.monotonic()
+        futures = [pool.submit(r.review, f"good-stall-{i}", read) for i in range(30)]
+        time.sleep(2)
+        refused = [f.result() for f in futures if f.done()]
+        gate.set()
+        rest = [f.result() for f in futures]
+    assert len(refused) == 30 - MAX_REVIEWS_IN_FLIGHT, len(refused)
+    assert all(d.status == 503 for d in refused) and time.monotonic() - started < 10
+    assert sum(d.allowed for d in rest) == MAX_REVIEWS_IN_FLIGHT
