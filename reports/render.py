@@ -15,7 +15,7 @@ import functools
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,11 +37,18 @@ CSV_COLUMNS = (
     "cluster", "scan_id", "namespace", "workload_kind", "workload_name", "pod", "container", "container_type",
     "image", "digest", "status", "compliant", "reason", "reasons", "rule", "signers", "not_after", "expiring",
 )
-# A formula character (and the full-width forms some spreadsheets read as the same) at the start of
-# the cell or of anything a spreadsheet may take for a new cell or row: after ; tab CR LF (a comma
-# inside a cell is quoted by the writer, and a ';'-locale reader does not split on it), with optional
-# spaces and quotes between.
-_FORMULA_START = re.compile(r"(?:^|(?<=[;\t\r\n]))([ \"]*)(?=[=+\-@\t\r\uff1d\uff0b\uff0d\uff20])")
+# What a spreadsheet may read as the start of a formula (OWASP "CSV Injection", ASVS 5.0 V1.2.10):
+# = + - @ tab CR LF NUL, the full-width (U+FF1D/0B/0D/20), small (U+FE66/62/63/6B) and minus-sign
+# (U+2212) forms that some spreadsheets fold to them, and | (DDE in older Excel).
+FORMULA_CHARS = "=+-@\t\r\n\x00|\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b\u2212"
+# Before it, what a reader skips or a cell may begin with: spaces (ASCII, no-break, ideographic),
+# quotes, and the control characters that are not formula characters themselves.
+_SKIPPED = "[\\x01-\\x08\\x0b\\x0c\\x0e-\\x20\"'\\u00a0\\u3000\\u2000-\\u200b\\ufeff]"
+# A formula character at the start of the cell or of anything a spreadsheet may take for a new cell or
+# row: after ; tab CR LF (a ';'-locale reader splits an unquoted ';'; a raw line break starts a row), with
+# skipped characters between.
+_FORMULA_START = re.compile(
+    "(?:^|(?<=[;\\t\\r\\n]))(" + _SKIPPED + "*?)(?=[" + re.escape(FORMULA_CHARS) + "])")
 
 
 @functools.cache
@@ -155,6 +162,16 @@ def csv_cell(value: object) -> str:
     return _FORMULA_START.sub(r"\1'", text)
 
 
+def csv_writer(out: io.StringIO) -> Any:
+    """The one CSV writer of sigaudit: every field quoted (a ';' or tab locale never splits a cell), CRLF
+    records; write rows through :func:`csv_row` so every cell is neutralised."""
+    return csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+
+
+def csv_row(values: Iterable[object]) -> list[str]:
+    return [csv_cell(x) for x in values]
+
+
 def _iso(value: datetime | None) -> str:
     return value.isoformat().replace("+00:00", "Z") if value else ""
 
@@ -176,10 +193,10 @@ def csv_for_result(result: ScanResult) -> str:
             ))
     rows.sort(key=lambda r: (r[2], r[3], r[4], r[5], r[6], r[8]))
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
+    writer = csv_writer(out)
+    writer.writerow(csv_row(CSV_COLUMNS))
     for r in rows:
-        writer.writerow([csv_cell(x) for x in r])
+        writer.writerow(csv_row(r))
     return out.getvalue()
 
 
@@ -192,6 +209,8 @@ __all__ = [
     "StoreError",
     "csv_cell",
     "csv_for_result",
+    "csv_row",
+    "csv_writer",
     "html_for_result",
     "json_for_result",
     "render_csv",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from scanner.errors import StoreError
 from scanner.metrics import names as n
-from scanner.models import RunningImage, ScanResult, ScanState, Verdict
+from scanner.models import RunningImage, ScanResult, ScanState, Verdict, Workload
 from scanner.store import Store
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
         for ctr in v.image.containers:
             by_ns[ctr.namespace] += 1
             if not v.compliant:
-                workloads[(c, ctr.namespace, ctr.workload.kind, ctr.workload.name, status)] += 1
+                workloads[(c, ctr.namespace, ctr.workload.kind, workload_label(ctr.workload), status)] += 1
         for sig in v.signatures:
             verifications[(c, sig.kind, sig.outcome.value, sig.failure.value or "none")] += 1
         image, digest = _image_label(v) if per_image else ("", "")
@@ -211,12 +211,12 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
         (n.CONTAINERS, containers),
         (n.NAMESPACE_COMPLIANCE, {(c, ns): ns_compliant[ns] / ns_total[ns] for ns in ns_total}),
         (n.COMPLIANCE, {(c,): _ratio(r)}),
-        (n.NONCOMPLIANT_WORKLOADS, workloads),
+        (n.NONCOMPLIANT_WORKLOADS, capped(workloads, n.MAX_WORKLOAD_SERIES, keep=(0, 4))),
         (n.EXPIRING, {(c, ns): expiring[ns] for ns in ns_total}),
         (n.NAMESPACE_NOT_AFTER, {(c, ns): _ts(t) for ns, t in not_after.items()}),
         (n.VERIFICATIONS, verifications),
-        (n.REGISTRY_REQUESTS, _registry(c, r.stats.get("registry_requests"))),
-        (n.REGISTRY_ERRORS, _registry(c, r.stats.get("registry_errors"))),
+        (n.REGISTRY_REQUESTS, capped(_registry(c, r.stats.get("registry_requests")), n.MAX_REGISTRY_SERIES)),
+        (n.REGISTRY_ERRORS, capped(_registry(c, r.stats.get("registry_errors")), n.MAX_REGISTRY_SERIES)),
     ):
         f = _gauge(series)
         _sorted_add(f, {k: float(val) for k, val in values.items()})
@@ -226,6 +226,26 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
             f = _gauge(series)
             _sorted_add(f, values)
             out.append(f)
+    return out
+
+
+def workload_label(w: Workload) -> str:
+    """The ``workload`` label: the owner's name, but never a bare pod's (generated, new at every
+    rollout, one series each): those share one fixed value."""
+    return n.BARE_POD if w.kind == "Pod" else w.name
+
+
+def capped(values: Mapping[tuple[str, ...], float], limit: int, *,
+           keep: tuple[int, ...] = (0,)) -> dict[tuple[str, ...], float]:
+    """At most ``limit`` series: the largest (ties by labels), and the rest summed into series whose
+    labels are ``OTHER`` except those at the ``keep`` positions (the cluster; a bounded enum)."""
+    if len(values) <= limit:
+        return dict(values)
+    ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
+    out = dict(ranked[:limit])
+    for labels, value in ranked[limit:]:
+        key = tuple(x if i in keep else n.OTHER for i, x in enumerate(labels))
+        out[key] = out.get(key, 0.0) + value
     return out
 
 

@@ -11,6 +11,15 @@ from dataclasses import dataclass
 
 PREFIX = "sigaudit_"
 
+# Bounds on the series whose label values a tenant chooses (issue #27): a namespace's owner names its
+# workloads, and any pod spec can name a registry host. Beyond the top N series (by value, then labels)
+# the rest are summed into one series whose free labels say OTHER, so a scrape never carries more than
+# N + 1 series of each (N + one per status for the workloads), whatever the cluster runs.
+MAX_WORKLOAD_SERIES = 100
+MAX_REGISTRY_SERIES = 50
+OTHER = "(other)"  # no namespace, workload, kind or registry host can be spelled with parentheses
+BARE_POD = "(bare pod)"  # the workload label of pods without a controller: their names are generated
+
 
 @dataclass(frozen=True, slots=True)
 class Series:
@@ -42,7 +51,9 @@ NONCOMPLIANT_WORKLOADS = Series(
     "sigaudit_noncompliant_workload_containers", "gauge",
     ("cluster", "namespace", "workload_kind", "workload", "status"),
     "Containers of a workload (top-level owner) that run a non-compliant image, by status; only workloads "
-    "with violations appear, so the cardinality follows the number of violations.")
+    "with violations appear. Pods without a controller count as workload_kind=\"Pod\", "
+    f"workload=\"{BARE_POD}\" (never the pod's name); at most {MAX_WORKLOAD_SERIES} series, the rest summed "
+    f"per status under namespace, workload_kind and workload \"{OTHER}\".")
 EXPIRING = Series(
     "sigaudit_expiring_images", "gauge", ("cluster", "namespace"),
     "Images whose signature, certificate or exemption lapses inside the policy's expiry warning window "
@@ -57,10 +68,12 @@ VERIFICATIONS = Series(
     "(passed, failed, error, skipped) and reason class (none, invalid, expired, revoked, error).")
 REGISTRY_REQUESTS = Series(
     "sigaudit_registry_requests", "gauge", ("cluster", "registry", "code"),
-    "HTTP requests the latest complete scan made, by registry and status code (\"error\" when no response).")
+    "HTTP requests the latest complete scan made, by registry and status code (\"error\" when no response); "
+    f"at most {MAX_REGISTRY_SERIES} series, the rest summed under registry and code \"{OTHER}\".")
 REGISTRY_ERRORS = Series(
     "sigaudit_registry_errors", "gauge", ("cluster", "registry", "code"),
-    "Failed registry requests of the latest complete scan, by registry and status code.")
+    "Failed registry requests of the latest complete scan, by registry and status code; at most "
+    f"{MAX_REGISTRY_SERIES} series, the rest summed under registry and code \"{OTHER}\".")
 SCAN_DURATION = Series(
     "sigaudit_scan_duration_seconds", "gauge", ("cluster",),
     "Wall-clock duration of the latest complete scan.")

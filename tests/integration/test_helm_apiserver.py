@@ -43,6 +43,7 @@ PLURALS = {
     "ClusterRoleBinding": "clusterrolebindings",
     "Role": "roles",
     "RoleBinding": "rolebindings",
+    "NetworkPolicy": "networkpolicies",
 }
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # no prometheus-operator CRDs on this API server
 

@@ -50,7 +50,10 @@ IMPORT_GROUPS = {
 ALL_ON = {
     "policyImport": {"kyverno": True, "clusterImagePolicy": True, "notation": True, "kritis": True},
     "registryAuth": {"fromImagePullSecrets": True},
+    "mode": "server",  # server.auth.kubernetes (on by default) is a server switch
 }
+# The server's Kubernetes authentication (server.auth.kubernetes.enabled): reviews, never stored.
+AUTH_GROUPS = ("authentication.k8s.io", "authorization.k8s.io")
 
 
 def render(values: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -89,7 +92,8 @@ def _split(perms: set[Any]) -> tuple[set[Any], set[Any], dict[str, set[Any]]]:
     imports = {switch: {p for p in perms if p.group == group} for switch, group in IMPORT_GROUPS.items()}
     imported = set().union(*imports.values())
     secrets = {p for p in perms if p.group == "" and p.resource == "secrets"}
-    return perms - imported - secrets, secrets, imports
+    auth = {p for p in perms if p.group in AUTH_GROUPS}
+    return perms - imported - secrets - auth, secrets, imports
 
 
 def test_code_uses_the_inventory_calls_the_chart_is_built_around(derived: Any) -> None:
@@ -97,10 +101,21 @@ def test_code_uses_the_inventory_calls_the_chart_is_built_around(derived: Any) -
     assert Permission("", "pods", "list") in perms
     assert Permission("apps", "replicasets", "get") in perms
     assert Permission("batch", "jobs", "get") in perms
-    for perm in perms:
+    reviews = {Permission("authentication.k8s.io", "tokenreviews", "create"),
+               Permission("authorization.k8s.io", "subjectaccessreviews", "create")}
+    assert reviews <= perms
+    for perm in perms - reviews:  # a review is answered, not stored
         assert perm.verb in ("get", "list", "watch"), (
             f"the scanner writes to the API: {perm} at {derived.permissions[perm]}"
         )
+
+
+def test_server_auth_switch_grants_exactly_the_review_calls(derived: Any) -> None:
+    inventory, _, _ = _split(set(derived.permissions))
+    auth = {p for p in derived.permissions if p.group in AUTH_GROUPS}
+    assert granted(render({"mode": "server"})) == inventory | auth
+    off = {"mode": "server", "server": {"auth": {"kubernetes": {"enabled": False}, "tokenSecret": {"name": "t"}}}}
+    assert granted(render(off)) == inventory
 
 
 def test_default_chart_grants_exactly_the_inventory_calls(derived: Any) -> None:

@@ -542,7 +542,7 @@ def _chart_with_monitoring_files(tmp_path: Path) -> Path:
 def test_monitoring_on_without_shipped_files_renders_no_empty_objects() -> None:
     objs = render("monitoring-on")
     sm = one(objs, "ServiceMonitor")
-    assert sm["spec"]["endpoints"][0]["port"] == "http" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     svc = one(objs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
@@ -609,9 +609,61 @@ def test_monitoring_is_off_by_default() -> None:
         ({"migrations": {"strategy": "hook"}}, "migrations.strategy=hook"),
         ({"mode": "both", "persistence": {"enabled": False}}, "persistence.enabled"),
         ({"metrics": {"serviceMonitor": {"enabled": True}}}, "mode=server"),
+        ({"mode": "server", "server": {"auth": {"kubernetes": {"enabled": False}}}}, "server.auth"),
+        ({"mode": "server", "server": {"metricsPort": 8080}}, "server.metricsPort"),
+        ({"server": {"auth": {"kubernetes": {"readAccess": "get reports"}}}}, "readAccess"),
+        ({"networkPolicy": {"apiFrom": {"ipBlock": {}}}}, "apiFrom"),
     ],
 )
 def test_bad_values_are_rejected_with_a_message_naming_them(values: dict[str, Any], message: str) -> None:
     out = template(set_json=values, check=False)
     assert out.returncode != 0, f"accepted {values}"
     assert message in out.stderr, out.stderr
+
+
+# --- issue #27: who reaches the server ----------------------------------------------------------------
+
+
+def test_server_authenticates_through_kubernetes_by_default_and_the_networkpolicy_opens_only_metrics() -> None:
+    objs = docs(template(set_json={"mode": "server"}).stdout)
+    server = main_container(one(objs, "Deployment")["spec"]["template"]["spec"])
+    args = args_of(server)
+    assert "--auth-kubernetes" in args and "--auth-kube-read=get:sigaudit.io/reports" in args
+    assert "--auth-kube-scan=create:sigaudit.io/scans" in args and "--metrics-listen=0.0.0.0:9090" in args
+    assert "--insecure-no-auth" not in args and not any(a.startswith("--auth-token-file") for a in args)
+    assert "--api-scan-interval=60" in args and "--max-connections=100" in args
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert ports == {"http": 8080, "metrics": 9090}
+    assert server["livenessProbe"]["httpGet"]["port"] == "metrics"
+    assert server["readinessProbe"]["httpGet"]["port"] == "metrics"
+    assert {p["name"] for p in one(objs, "Service")["spec"]["ports"]} == {"http", "metrics"}
+    np = one(objs, "NetworkPolicy")
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    assert np["spec"]["podSelector"] == one(objs, "Deployment")["spec"]["selector"]
+    [rule] = np["spec"]["ingress"]  # nothing may reach the API port
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    delegator = [o for o in by_kind(objs, "ClusterRole") if o["metadata"]["name"].endswith("-auth-delegator")]
+    assert [r["resources"] for r in delegator[0]["rules"]] == [["tokenreviews"], ["subjectaccessreviews"]]
+
+
+def test_token_secret_scenario_mounts_the_token_and_opens_the_api_to_the_named_peers() -> None:
+    objs = render("server-token-auth")
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    server = main_container(pod)
+    args = args_of(server)
+    assert "--auth-token-file=/etc/sigaudit/auth/token" in args and "--auth-kubernetes" not in args
+    mount = next(m for m in server["volumeMounts"] if m["mountPath"] == "/etc/sigaudit/auth")
+    vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert mount["readOnly"] is True
+    assert vol["secret"] == {"secretName": "sigaudit-api-token", "items": [{"key": "token", "path": "token"}]}
+    assert not [o for o in by_kind(objs, "ClusterRole") if o["metadata"]["name"].endswith("-auth-delegator")]
+    ingress = one(objs, "NetworkPolicy")["spec"]["ingress"]
+    assert ingress[1] == {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}],
+                          "ports": [{"port": "http", "protocol": "TCP"}]}
+
+
+def test_no_networkpolicy_without_a_server_or_when_disabled() -> None:
+    assert not by_kind(docs(template().stdout), "NetworkPolicy")
+    assert not by_kind(docs(template(set_json={"mode": "server", "networkPolicy": {"enabled": False}}).stdout),
+                       "NetworkPolicy")

@@ -72,7 +72,7 @@ def _server(pods: Path, policy: Path, db_url: str, env: dict[str, str], log_path
         proc = subprocess.Popen(
             [sys.executable, "-m", "scanner.cli", "serve", "--pods-file", str(pods), "--policy", str(policy),
              "--db", db_url, "--cluster", "demo", "--listen", f"127.0.0.1:{port}", "--no-run-at-start",
-             "--schedule", "0 0 1 1 *", "--shutdown-timeout", "3"],
+             "--schedule", "0 0 1 1 *", "--shutdown-timeout", "3", "--api-scan-interval", "0"],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
     try:
         base = f"http://127.0.0.1:{port}"
@@ -88,7 +88,7 @@ def _server(pods: Path, policy: Path, db_url: str, env: dict[str, str], log_path
 
 
 def _serve_scan(base: str, log_path: Path) -> dict[str, Any]:
-    r = httpx.post(f"{base}/api/scans", timeout=10)
+    r = httpx.post(f"{base}/api/scans", json={}, timeout=10)
     assert r.status_code == 202, r.text
     scan_id = r.json()["scan_id"]
     deadline = time.monotonic() + 180

@@ -147,7 +147,7 @@ def _serve_outputs(cli: list[str], pods_file: Path, policy: Path, tmp: Path, env
     out: dict[str, bytes] = {}
     try:
         wait_for_http(f"{base}/healthz", proc=proc, log_path=log_path, timeout=60)
-        started = httpx.post(f"{base}/api/scans", timeout=30)
+        started = httpx.post(f"{base}/api/scans", json={}, timeout=30)
         assert started.status_code == 202, started.text
         out["serve-post"] = started.content
         scan_id = started.json()["scan_id"]

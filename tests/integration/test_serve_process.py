@@ -53,7 +53,7 @@ def test_serve_schedule_probes_409_and_sigterm_mid_scan(registry: Any, stalling_
         proc = subprocess.Popen(
             [sys.executable, "-m", "scanner.cli", "serve", "--pods-file", str(pods), "--policy", str(policy_path),
              "--db", db_url, "--cluster", "demo", "--listen", f"127.0.0.1:{port}", "--no-run-at-start",
-             "--schedule", "*/5 * * * * *", "--shutdown-timeout", "3"],
+             "--schedule", "*/5 * * * * *", "--shutdown-timeout", "3", "--api-scan-interval", "0"],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_for_http(f"{base}/healthz", proc=proc, log_path=log_path, timeout=60)
@@ -89,7 +89,7 @@ def test_serve_schedule_probes_409_and_sigterm_mid_scan(registry: Any, stalling_
         last_known = max(s["id"] for s in httpx.get(f"{base}/api/scans", timeout=10).json()["scans"])
 
         def running_new() -> int | None:
-            r = httpx.post(f"{base}/api/scans", timeout=10)
+            r = httpx.post(f"{base}/api/scans", json={}, timeout=10)
             if r.status_code == 202:
                 return int(r.json()["scan_id"])
             body = r.json()
@@ -99,7 +99,7 @@ def test_serve_schedule_probes_409_and_sigterm_mid_scan(registry: Any, stalling_
 
         stalled_id = _wait(running_new, 30, "no scan of the hanging estate started")
         time.sleep(1.0)
-        second = httpx.post(f"{base}/api/scans", timeout=10)
+        second = httpx.post(f"{base}/api/scans", json={}, timeout=10)
         assert second.status_code == 409, second.text
         assert second.json()["running_scan_id"] == stalled_id
         # another process is refused by the store
@@ -160,7 +160,8 @@ def test_a_flood_of_scan_requests_during_a_slow_policy_load_never_starves_the_pr
         proc = subprocess.Popen(
             [sys.executable, "-m", "scanner.cli", "serve", "--pods-file", str(pods), "--policy", str(policy_path),
              "--db", f"sqlite:///{tmp_path / 'sigaudit.db'}", "--cluster", "flood", "--listen",
-             f"127.0.0.1:{port}", "--no-run-at-start", "--schedule", "@yearly", "--shutdown-timeout", "1"],
+             f"127.0.0.1:{port}", "--no-run-at-start", "--schedule", "@yearly", "--shutdown-timeout", "1",
+             "--api-scan-interval", "0"],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_for_http(f"{base}/healthz", proc=proc, log_path=log_path, timeout=60)
@@ -168,7 +169,7 @@ def test_a_flood_of_scan_requests_during_a_slow_policy_load_never_starves_the_pr
 
         def post() -> tuple[int, float]:
             t0 = time.monotonic()
-            r = httpx.post(f"{base}/api/scans", timeout=120)
+            r = httpx.post(f"{base}/api/scans", json={}, timeout=120)
             return r.status_code, time.monotonic() - t0
 
         with ThreadPoolExecutor(max_workers=40) as pool:

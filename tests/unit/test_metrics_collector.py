@@ -110,7 +110,7 @@ def test_families_of_a_complete_scan_have_the_documented_names_labels_and_values
     assert value(got, "sigaudit_noncompliant_workload_containers", **c, namespace="shop", workload_kind="StatefulSet",
                  workload="cart", status="invalid") == 1
     assert value(got, "sigaudit_noncompliant_workload_containers", **c, namespace="tools", workload_kind="Pod",
-                 workload="x1", status="error") == 1
+                 workload="(bare pod)", status="error") == 1
     assert not any(k[0] == "sigaudit_noncompliant_workload_containers" and ("workload", "web") in k[1] for k in got)
     assert value(got, "sigaudit_expiring_images", **c, namespace="shop") == 1
     assert value(got, "sigaudit_expiring_images", **c, namespace="tools") == 0
@@ -197,6 +197,56 @@ def test_textfile_write_failure_keeps_the_previous_file(tmp_path: Path, monkeypa
         write_textfile(target, b"new")
     assert target.read_text() == "previous\n"
     assert [p.name for p in tmp_path.iterdir()] == ["sigaudit.prom"]
+
+
+def _scan(verdicts: tuple[Verdict, ...], stats: dict[str, object] | None = None) -> ScanResult:
+    return ScanResult(cluster="c1", started_at=T0, finished_at=T0, state=ScanState.COMPLETE, verdicts=verdicts,
+                      policy_digest="sha256:p", scan_id=1, sigaudit_version="9.9", stats=stats or {})
+
+
+def _series(result: ScanResult, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {k[1]: v for k, v in samples(render(result, None).decode()).items() if k[0] == name}
+
+
+def test_bare_pods_never_name_a_series() -> None:
+    """Issue #27: 1,000 bare pods made 1,000 workload series, named after pods (new names every
+    rollout). A pod without a controller is workload_kind Pod, workload "(bare pod)"."""
+    verdicts = tuple(Verdict(_img(f"r{i}", "sha256:" + f"{i:064x}",
+                                  _ctr("t", f"pod-{i}-x7k2q", "Pod", f"pod-{i}-x7k2q")),
+                             Status.UNSIGNED, ("u",)) for i in range(1000))
+    got = _series(_scan(verdicts), "sigaudit_noncompliant_workload_containers")
+    assert got == {(("cluster", "c1"), ("namespace", "t"), ("status", "unsigned"), ("workload", "(bare pod)"),
+                    ("workload_kind", "Pod")): 1000.0}
+
+
+def test_workload_series_are_capped_with_the_rest_summed_as_other() -> None:
+    statuses = (Status.UNSIGNED, Status.INVALID)
+    verdicts = tuple(Verdict(_img(f"r{i}", "sha256:" + f"{i:064x}",
+                                  *[_ctr(f"ns{i % 7}", f"p{i}-{j}", "Deployment", f"app-{i}")
+                                    for j in range(1 + i % 3)]),
+                             statuses[i % 2], ("x",)) for i in range(1000))
+    got = _series(_scan(verdicts), "sigaudit_noncompliant_workload_containers")
+    assert len(got) <= names.MAX_WORKLOAD_SERIES + len(Status)
+    assert sum(got.values()) == sum(len(v.image.containers) for v in verdicts)  # nothing lost, only grouped
+    others = {dict(k)["status"]: val for k, val in got.items() if dict(k)["workload"] == names.OTHER}
+    assert set(others) == {"unsigned", "invalid"}
+    assert all(dict(k)["namespace"] == names.OTHER for k in got if dict(k)["workload"] == names.OTHER)
+    kept = [val for k, val in got.items() if dict(k)["workload"] != names.OTHER]
+    assert len(kept) == names.MAX_WORKLOAD_SERIES and min(kept) == 3.0  # the largest are the ones kept
+
+
+def test_registry_series_are_capped_whatever_hosts_and_codes_pods_name() -> None:
+    requests = {f"evil-{i}.example|{200 + i % 300}": 1 + i % 5 for i in range(2000)}
+    requests["reg.example|200"] = 10_000
+    stats = {"registry_requests": requests, "registry_errors": {f"evil-{i}.example|error": 1 for i in range(500)}}
+    for name in ("sigaudit_registry_requests", "sigaudit_registry_errors"):
+        got = _series(_scan((), stats), name)
+        assert len(got) <= names.MAX_REGISTRY_SERIES + 1, (name, len(got))
+        assert sum(got.values()) == sum(stats["registry_requests" if "requests" in name else "registry_errors"]
+                                        .values())
+        assert (("cluster", "c1"), ("code", names.OTHER), ("registry", names.OTHER)) in got
+    assert _series(_scan((), stats), "sigaudit_registry_requests")[
+        (("cluster", "c1"), ("code", "200"), ("registry", "reg.example"))] == 10_000
 
 
 def test_readme_table_lists_every_series() -> None:

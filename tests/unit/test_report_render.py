@@ -151,6 +151,12 @@ def test_html_sections_and_figures() -> None:
     ("safe", "safe"), ("", ""), ("a=b", "a=b"), (None, ""), (3, "3"), ("a, -b", "a, -b"),
     ('x;=HYPERLINK("http://evil","c")', 'x;\'=HYPERLINK("http://evil","c")'),  # a ';'-locale spreadsheet splits here
     ("pod\n=1+1", "pod\n'=1+1"), ('x; "=1', 'x; "\'=1'), ("\uff1dcmd", "'\uff1dcmd"),
+    # Issue #27: a leading NUL (dropped by some readers), the other full-width, small and minus forms,
+    # no-break / ideographic spaces before the formula.
+    ("\x00=1+1", "'\x00=1+1"), ("\x01=1", "\x01'=1"), ("\uff0b1", "'\uff0b1"), ("\uff0d1", "'\uff0d1"),
+    ("\uff20SUM(A1)", "'\uff20SUM(A1)"),
+    ("\ufe661", "'\ufe661"), ("\u22121+1", "'\u22121+1"), ("\u00a0=1", "\u00a0'=1"), ("\u3000=1", "\u3000'=1"),
+    ("x;\x00=1", "x;'\x00=1"), ("\n=1", "'\n'=1"),
 ])
 def test_csv_cells_cannot_become_formulas(value, expected) -> None:
     assert render.csv_cell(value) == expected
@@ -229,3 +235,29 @@ def test_csv_reason_is_the_one_that_decided_the_verdict() -> None:
 def test_json_is_the_scan_document() -> None:
     r = hostile_scan()
     assert json.loads(render.json_for_result(r)) == json.loads(json.dumps(scan_document(r)))
+
+
+def test_every_csv_field_is_quoted() -> None:
+    """Issue #27: cells were quoted only when needed, so ``x;=1+1;y`` went out bare and a ';'-locale
+    spreadsheet split it; every field, the header included, is quoted now."""
+    r = result([verdict("a", Status.VERIFIED, [container("shop", "web-1")])])
+    for line in render.csv_for_result(r).split("\r\n")[:-1]:
+        fields = next(csv.reader([line]))
+        assert line == ",".join('"' + f.replace('"', '""') + '"' for f in fields), line
+
+
+def test_only_the_report_renderer_writes_csv() -> None:
+    """One CSV writer (reports.render.csv_writer, which neutralises every cell): any other module that
+    imports the csv module to write (the server once had its own, unprotected fallback) fails here."""
+    import ast
+    from pathlib import Path
+
+    root = Path(render.__file__).resolve().parents[1]
+    offenders = []
+    for path in [*root.joinpath("scanner").rglob("*.py"), *root.joinpath("reports").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import | ast.ImportFrom) else []
+            mod = node.module if isinstance(node, ast.ImportFrom) else None
+            if ("csv" in names or mod == "csv") and path.name != "render.py":
+                offenders.append(str(path.relative_to(root)))
+    assert not offenders, offenders

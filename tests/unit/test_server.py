@@ -36,7 +36,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def client(store: Store) -> TestClient:
     runner = ScanRunner(ScanOptions(cluster="c"), store)
     ctx = ServerContext(store, runner, parse_schedule("@hourly"), "c", CollectorRegistry(), T0)
-    return TestClient(create_app(ctx), raise_server_exceptions=False)
+    return TestClient(create_app(ctx), raise_server_exceptions=False, base_url="http://127.0.0.1:8080")
 
 
 @pytest.mark.parametrize("path", [
@@ -49,6 +49,12 @@ def client(store: Store) -> TestClient:
     "/reports/%C2%B2.json",
     "/reports/%D9%A1.html",  # Arabic-Indic one: int() would read it as scan 1
     "/reports/1.2.csv",
+    "/reports/1_0.json",  # int() reads "1_0" as 10
+    "/reports/+1.json",
+    "/reports/%201.json",  # int() strips spaces
+    "/reports/1%0A.json",  # a regex's $ matches before a final newline
+    "/api/scans/%EF%BC%91",  # full-width one
+    "/api/scans/0000000000000000001",  # 19 digits
 ])
 def test_a_scan_id_that_names_no_scan_is_404_never_500(client: TestClient, path: str) -> None:
     r = client.get(path)
@@ -130,3 +136,218 @@ def test_a_second_start_is_refused_at_once_while_the_first_loads_its_policy(
     with pytest.raises(ConfigError):
         runner.start("api")
     assert len(calls) == 2
+
+
+# --- Issue #27: authentication, browser-borne requests, the scan interval, report headers -----------------
+
+TOKEN = "s3cret-token-0123456789abcdef"
+
+
+def _client(store: Store, tmp_path: Path, *, cluster: str = "c", interval: float = 0.0, token: bool = True,
+            base_url: str = "http://127.0.0.1:8080") -> TestClient:
+    from scanner.server import ScanRateLimit
+    from scanner.server_auth import Authenticator, TokenFile
+
+    auth = Authenticator()
+    if token:
+        (tmp_path / "token").write_text(TOKEN + "\n")
+        auth = Authenticator(TokenFile(str(tmp_path / "token")))
+    runner = ScanRunner(ScanOptions(cluster=cluster), store)
+    ctx = ServerContext(store, runner, parse_schedule("@hourly"), cluster, CollectorRegistry(), T0, auth=auth,
+                        scan_rate=ScanRateLimit(interval))
+    return TestClient(create_app(ctx), raise_server_exceptions=False, base_url=base_url)
+
+
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.mark.parametrize("path", ["/api/scans", "/api/scans/1", "/reports/latest.json", "/reports/1.html",
+                                  "/reports/1.csv", "/reports/99999999999999999999999.json"])
+def test_api_and_reports_need_the_token_and_probes_stay_open(store: Store, tmp_path: Path, path: str) -> None:
+    c = _client(store, tmp_path)
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": TOKEN},
+                    {"Authorization": f"Basic {TOKEN}"}, {"Authorization": f"Bearer {TOKEN}x"},
+                    {"Authorization": f"Bearer {TOKEN[:-1]}"}):
+        r = c.get(path, headers=headers)
+        assert r.status_code == 401, (path, headers, r.status_code)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert "scans" not in r.json() and "images" not in r.text
+    assert c.get(path, headers=BEARER).status_code in (200, 404)
+    assert c.get(path, headers={"Authorization": f"bearer  {TOKEN} "}).status_code in (200, 404)
+    assert c.post("/api/scans", json={}).status_code == 401
+    for open_path in ("/metrics", "/healthz", "/readyz"):
+        assert c.get(open_path).status_code in (200, 503)  # never 401
+
+
+def test_the_token_file_is_re_read_when_the_secret_rotates(store: Store, tmp_path: Path) -> None:
+    c = _client(store, tmp_path)
+    assert c.get("/api/scans", headers=BEARER).status_code == 200
+    (tmp_path / "token.new").write_text("rotated-token-0123456789abcdef")
+    (tmp_path / "token.new").replace(tmp_path / "token")
+    assert c.get("/api/scans", headers=BEARER).status_code == 401
+    assert c.get("/api/scans", headers={"Authorization": "Bearer rotated-token-0123456789abcdef"}).status_code == 200
+    # Emptied or deleted (a revoked Secret): nothing is accepted, not the last token it held.
+    (tmp_path / "token").write_text("")
+    assert c.get("/api/scans", headers={"Authorization": "Bearer rotated-token-0123456789abcdef"}).status_code == 401
+    (tmp_path / "token").unlink()
+    assert c.get("/api/scans", headers={"Authorization": "Bearer rotated-token-0123456789abcdef"}).status_code == 401
+    assert c.get("/api/scans", headers={"Authorization": "Bearer "}).status_code == 401
+    (tmp_path / "token").write_text(TOKEN)
+    assert c.get("/api/scans", headers=BEARER).status_code == 200
+
+
+def test_a_short_or_missing_token_file_is_refused_at_start(tmp_path: Path) -> None:
+    from scanner.server_auth import TokenFile
+
+    (tmp_path / "short").write_text("abc\n")
+    with pytest.raises(ConfigError, match="shorter"):
+        TokenFile(str(tmp_path / "short"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        TokenFile(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("headers", [
+    {"Content-Type": "application/x-www-form-urlencoded"},  # a form post: no CORS preflight
+    {"Content-Type": "text/plain"},
+    {"Content-Type": "multipart/form-data; boundary=x"},
+    {},
+    {"Content-Type": "application/json", "Origin": "https://evil.example"},
+    {"Content-Type": "application/json", "Origin": "null"},
+    {"Content-Type": "application/json", "Origin": "http://127.0.0.1:8081"},
+    {"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"},
+    {"Content-Type": "application/json", "Sec-Fetch-Site": "same-site"},
+])
+def test_a_post_a_web_page_could_send_starts_no_scan(store: Store, tmp_path: Path, headers: dict[str, str]) -> None:
+    for c in (_client(store, tmp_path), _client(store, tmp_path, token=False)):
+        r = c.post("/api/scans", content=b"{}", headers={**BEARER, **headers})
+        assert r.status_code == 403, (headers, r.status_code, r.text)
+    assert store.latest_scan_id("c") == 1 and len(store.list_scans("c")) == 1
+
+
+def test_a_json_post_from_the_same_origin_starts_a_scan_then_429_with_retry_after(
+        store: Store, tmp_path: Path) -> None:
+    c = _client(store, tmp_path, interval=300)
+    r = c.post("/api/scans", json={}, headers={**BEARER, "Origin": "http://127.0.0.1:8080",
+                                               "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 400 and "no policy" in r.text, r.text  # reached the runner (no policy here)
+    again = c.post("/api/scans", json={}, headers=BEARER)
+    assert again.status_code == 429, again.text
+    assert 290 <= int(again.headers["retry-after"]) <= 300
+    assert c.post("/api/scans", content=b"not json", headers={**BEARER, "Content-Type": "application/json"}
+                  ).status_code == 400
+
+
+def test_a_busy_refusal_does_not_use_up_the_scan_interval() -> None:
+    from scanner.server import ScanRateLimit
+
+    now = [100.0]
+    limit = ScanRateLimit(60, monotonic=lambda: now[0])
+    wait, prev = limit.acquire()
+    assert wait == 0 and prev is not None
+    limit.give_back(prev)  # busy: 409
+    wait, prev = limit.acquire()
+    assert wait == 0 and prev is not None
+    now[0] += 10
+    wait, prev = limit.acquire()
+    assert prev is None and wait == pytest.approx(50)
+    now[0] += 50
+    assert limit.acquire()[1] is not None
+    assert ScanRateLimit(0).acquire()[1] is not None and ScanRateLimit(0).acquire()[1] is not None
+
+
+def test_without_auth_only_a_loopback_host_is_served(store: Store, tmp_path: Path) -> None:
+    """DNS rebinding: a page on evil.example that resolves to 127.0.0.1 is same-origin in the browser."""
+    ok = _client(store, tmp_path, token=False, base_url="http://localhost:8080")
+    assert ok.get("/reports/latest.json").status_code == 200
+    assert _client(store, tmp_path, token=False, base_url="http://[::1]:8080").get("/api/scans").status_code == 200
+    evil = _client(store, tmp_path, token=False, base_url="http://evil.example:8080")
+    assert evil.get("/reports/latest.json").status_code == 403
+    assert evil.get("/api/scans").status_code == 403
+    assert evil.get("/metrics").status_code == 200
+
+
+def test_report_downloads_carry_rfc6266_nosniff_and_csp(tmp_path: Path) -> None:
+    from urllib.parse import unquote
+
+    url = f"sqlite:///{tmp_path / 'sigaudit.db'}"
+    upgrade(url)
+    with open_store(url) as s:
+        cluster = 'prod-東京"; x=\\1'
+        scan_id = s.begin_scan(cluster, T0, "sha256:00", "test")
+        s.finish_scan(scan_id, ScanResult(cluster, T0, T0, ScanState.COMPLETE, (), "sha256:00"))
+        c = _client(s, tmp_path, cluster=cluster)
+        for fmt in ("html", "json", "csv"):
+            r = c.get(f"/reports/latest.{fmt}", headers=BEARER)
+            assert r.status_code == 200, r.text
+            cd = r.headers["content-disposition"]
+            assert cd.isascii()
+            fallback = cd.split('filename="', 1)[1].split('"', 1)[0]
+            assert fallback == f"sigaudit-prod-___ x=_1-scan-1.{fmt}".replace(" ", "_") or fallback.isascii()
+            assert '"' not in fallback and "\\" not in fallback
+            star = cd.split("filename*=UTF-8''", 1)[1]
+            assert unquote(star) == f"sigaudit-{cluster}-scan-1.{fmt}"
+            assert r.headers["x-content-type-options"] == "nosniff"
+            csp = r.headers["content-security-policy"]
+            assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert c.get("/reports/9.html", headers=BEARER).headers["x-content-type-options"] == "nosniff"
+
+
+def test_content_disposition_of_a_plain_name_is_plain() -> None:
+    from scanner.server import content_disposition
+
+    assert content_disposition("sigaudit-prod-scan-3.csv") == 'inline; filename="sigaudit-prod-scan-3.csv"'
+    assert content_disposition("a%41.csv") == "inline; filename=\"a_41.csv\"; filename*=UTF-8''a%2541.csv"
+
+
+def test_a_large_post_body_is_refused_without_being_held(store: Store, tmp_path: Path) -> None:
+    c = _client(store, tmp_path, token=False)
+    r = c.post("/api/scans", content=b'{"x": "' + b"a" * 100_000 + b'"}', headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert c.post("/api/scans", content=b"[1]", headers={"Content-Type": "application/json"}).status_code == 400
+    assert len(store.list_scans("c")) == 1
+
+
+def test_kube_reviews_are_cached_fail_closed_and_bounded_in_flight() -> None:
+    """TokenReview then SubjectAccessReview; a failure to ask is 503 (never allowed, never cached); at
+    most MAX_REVIEWS_IN_FLIGHT reviews wait on a stalled API server, the rest are refused at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scanner.server_auth import MAX_REVIEWS_IN_FLIGHT, Access, KubeReviewer
+
+    calls: list[str] = []
+    mode = {"value": "ok"}
+    gate = threading.Event()
+
+    def post(kind: str, body: dict[str, object]) -> dict[str, object]:
+        calls.append(kind)
+        if mode["value"] == "down":
+            raise OSError("connection refused")
+        if mode["value"] == "stall":
+            gate.wait(10)
+        if kind == "tokenreviews":
+            ok = body["spec"]["token"].startswith("good")  # type: ignore[index]
+            return {"status": {"authenticated": ok, "user": {"username": "alice", "groups": ["g"]}}}
+        return {"status": {"allowed": body["spec"]["resourceAttributes"]["verb"] == "get"}}  # type: ignore[index]
+
+    r = KubeReviewer(post)
+    read, scan = Access.parse("get:sigaudit.io/reports"), Access.parse("create:sigaudit.io/scans")
+    assert r.review("good-1", read).allowed
+    assert r.review("good-1", read).allowed and calls == ["tokenreviews", "subjectaccessreviews"]  # cached
+    denied = r.review("good-1", scan)
+    assert not denied.allowed and denied.status == 403 and "create scans.sigaudit.io" in denied.reason
+    assert r.review("bad", read).status == 401
+    mode["value"] = "down"
+    assert r.review("good-2", read).status == 503
+    mode["value"] = "ok"
+    assert r.review("good-2", read).allowed  # the outage was not remembered
+    mode["value"] = "stall"
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        started = time.monotonic()
+        futures = [pool.submit(r.review, f"good-stall-{i}", read) for i in range(30)]
+        time.sleep(2)
+        refused = [f.result() for f in futures if f.done()]
+        gate.set()
+        rest = [f.result() for f in futures]
+    assert len(refused) == 30 - MAX_REVIEWS_IN_FLIGHT, len(refused)
+    assert all(d.status == 503 for d in refused) and time.monotonic() - started < 10
+    assert sum(d.allowed for d in rest) == MAX_REVIEWS_IN_FLIGHT

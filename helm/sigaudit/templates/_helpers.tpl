@@ -110,6 +110,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail "mode=both with database.type=sqlite needs persistence.enabled=true: the CronJob and the server must share one database file" }}
 {{- end }}
 {{- end }}
+{{- if and (include "sigaudit.runsServer" .) (not .Values.server.auth.kubernetes.enabled) (not .Values.server.auth.tokenSecret.name) (not .Values.server.auth.insecureNoAuth) }}
+{{- fail "the server needs authentication for /api and /reports: server.auth.kubernetes.enabled and/or server.auth.tokenSecret.name (or server.auth.insecureNoAuth=true behind a NetworkPolicy that restricts who connects)" }}
+{{- end }}
+{{- if eq (int .Values.server.port) (int .Values.server.metricsPort) }}
+{{- fail "server.metricsPort must differ from server.port: the metrics port serves /metrics and the probes only" }}
+{{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not (include "sigaudit.runsServer" .)) }}
 {{- fail "metrics.serviceMonitor.enabled needs mode=server or mode=both: in mode=cronjob metrics are pushed to pushgateway.url" }}
 {{- end }}
