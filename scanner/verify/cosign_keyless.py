@@ -75,6 +75,7 @@ from scanner.verify.trustroot import (
     log_instances,
     public_good_trust,
     read_pem_arg,
+    sct_problem_at,
     trust_from_pems,
     with_log_keys,
 )
@@ -415,6 +416,9 @@ class CosignKeylessVerifier(Verifier):
                     verify_sct(cert, verified_chain[1:], trust.root.ct_keyring(KeyringPurpose.VERIFY))
                 except SigstoreError as exc:
                     raise _Fail(CheckName.AUTHENTICITY, f"SCT does not verify: {exc}") from exc
+                problem = sct_problem_at(trust, cert, [t.value for t in times])
+                if problem is not None:  # the CT key must be valid then (validFor), as the CA and log key
+                    raise _Fail(CheckName.AUTHENTICITY, f"SCT: {problem}")
             checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
                                 "certificate chains to a Fulcio root at the signing time"
                                 + ("" if self._ignore_sct else ", SCT verified")))

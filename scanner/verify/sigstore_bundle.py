@@ -61,7 +61,15 @@ from scanner.verify.rekor import (
     check_hashedrekord_body,
     verify_signature,
 )
-from scanner.verify.trustroot import FulcioChainError, SigstoreTrust, fulcio_chain_at, tlog_problem_at, utc
+from scanner.verify.trustroot import (
+    FulcioChainError,
+    SigstoreTrust,
+    fulcio_chain_at,
+    material_valid_at,
+    sct_problem_at,
+    tlog_problem_at,
+    utc,
+)
 
 DEFAULT_MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
@@ -210,47 +218,64 @@ def _verify_cert_bundle(bundle: Bundle, digest_hex: str, trust: SigstoreTrust,
     policies: list[Any] = [IdentityPolicy(identities)]
     if extra_policy is not None:
         policies.append(extra_policy)
-    try:
-        verifier = Verifier(trusted_root=trust.root)
-    except SigstoreError as exc:
-        raise _Fail(CheckName.AUTHENTICITY, f"trust root unusable: {exc}", SignatureFailure.ERROR) from exc
+
+    def run(root: SigstoreTrust) -> tuple[Any, tuple[str, bytes] | None]:
+        """sigstore-python's verification with ``root``: (the verifier, the DSSE payload)."""
+        verifier = Verifier(trusted_root=root.root)
+        if bundle._inner.dsse_envelope is not None:
+            return verifier, verifier.verify_dsse(bundle, AllOf(policies))
+        hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest_hex))
+        verifier.verify_artifact(hashed, bundle, AllOf(policies))
+        return verifier, None
 
     details: dict[str, Any] = {}
     try:
-        if bundle._inner.dsse_envelope is not None:
-            ptype, payload = verifier.verify_dsse(bundle, AllOf(policies))
-            checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
-                                "DSSE signature, certificate chain, SCT and log entry verified"))
-            details["content"] = CONTENT_DSSE
-            statement: _Statement | None = _statement(ptype, payload, digest_hex)
-            assert statement is not None
-            details["predicate_types"] = [statement.predicate_type]
-        else:
-            hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest_hex))
-            verifier.verify_artifact(hashed, bundle, AllOf(policies))
-            checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
-                                "signature over the digest, certificate chain, SCT and log entry verified"))
-            details["content"] = CONTENT_MESSAGE
-            details["predicate_types"] = []
-            statement = None
+        verifier, dsse = run(trust)
         times = verifier._establish_time(bundle)
-    except _Fail:
-        raise
     except (VerificationError, InvalidBundle) as exc:
         raise _Fail(CheckName.AUTHENTICITY, f"sigstore verification failed: {exc}") from exc
     except SigstoreError as exc:  # MetadataError etc.: the trust root could not be used
         raise _Fail(CheckName.AUTHENTICITY, f"sigstore verification could not run: {exc}",
                     SignatureFailure.ERROR) from exc
 
-    # What sigstore-python leaves out: the trust root's validity periods at the signing time. The
-    # Fulcio CA that issued the certificate, and the log whose integrated time is relied on, must
-    # each be valid (``validFor``) at that time, not merely present in the root.
-    for t in times:
+    # What sigstore-python leaves out: the trust root's validity periods (``validFor``). Only the
+    # material valid at every verified signing time may vouch: the Fulcio CA that issued the
+    # certificate, the Rekor key of the log entry, the CT key of the SCT (the TSAs' own periods
+    # sigstore-python checks). Each is checked here, for a reason that names it ...
+    when = [t.time for t in times]
+    for t in when:
         try:
-            fulcio_chain_at(cert, [], trust, t.time)
+            fulcio_chain_at(cert, [], trust, t)
         except FulcioChainError as exc:
             raise _Fail(CheckName.AUTHENTICITY, str(exc)) from exc
-    _check_log_validity(bundle._inner.verification_material.tlog_entries, trust)
+    _check_log_validity(bundle._inner.verification_material.tlog_entries, trust, when)
+    problem = sct_problem_at(trust, cert, when)
+    if problem is not None:
+        raise _Fail(CheckName.AUTHENTICITY, f"SCT: {problem}")
+    # ... and the whole verification runs again on the root without the material that is not, so
+    # nothing sigstore-python picks from the root can be retired material.
+    try:
+        _, dsse_again = run(material_valid_at(trust, when))
+    except (SigstoreError, InvalidBundle, ValueError) as exc:
+        raise _Fail(CheckName.AUTHENTICITY, "sigstore verification failed with only the trust material valid "
+                                            f"at the signing time: {exc}") from exc
+    if dsse_again != dsse:
+        raise _Fail(CheckName.AUTHENTICITY, "sigstore verification gave another payload on the second run")
+
+    if dsse is not None:
+        ptype, payload = dsse
+        checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
+                            "DSSE signature, certificate chain, SCT and log entry verified"))
+        details["content"] = CONTENT_DSSE
+        statement: _Statement | None = _statement(ptype, payload, digest_hex)
+        assert statement is not None
+        details["predicate_types"] = [statement.predicate_type]
+    else:
+        checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
+                            "signature over the digest, certificate chain, SCT and log entry verified"))
+        details["content"] = CONTENT_MESSAGE
+        details["predicate_types"] = []
+        statement = None
 
     chain_fps = [hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()]
     details["chain_sha256"] = chain_fps
@@ -265,14 +290,18 @@ def _verify_cert_bundle(bundle: Bundle, digest_hex: str, trust: SigstoreTrust,
     )
 
 
-def _check_log_validity(entries: Sequence[Any], trust: SigstoreTrust) -> None:
-    """Each log entry whose integrated time serves as a signing time (it has an inclusion promise)
-    must come from a log whose key the trust root holds valid at that time."""
+def _check_log_validity(entries: Sequence[Any], trust: SigstoreTrust, times: Sequence[datetime]) -> None:
+    """Each log entry must come from a log whose key the trust root holds valid at its integrated
+    time when that serves as a signing time (it has an inclusion promise), and at every verified
+    signing time (an entry proven only by its checkpoint, as Rekor v2's, has no time of its own)."""
     for e in entries:
+        problem = None
         if e.integrated_time and e.inclusion_promise:
             problem = tlog_problem_at(trust, e.log_id.key_id, utc(e.integrated_time))
-            if problem is not None:
-                raise _Fail(CheckName.TLOG, problem)
+        if problem is None and times:
+            problem = tlog_problem_at(trust, e.log_id.key_id, times, "the verified signing time")
+        if problem is not None:
+            raise _Fail(CheckName.TLOG, problem)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -456,9 +485,12 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
     if len(times) < sigstore_verifier.VERIFIED_TIME_THRESHOLD:
         raise _Fail(CheckName.TIMESTAMP, "not enough sources of verified time")
 
-    _check_log_validity([entry._inner], trust)
+    when = [t.value for t in times]
+    _check_log_validity([entry._inner], trust, when)
     try:
-        entry._verify(trust.root.rekor_keyring(KeyringPurpose.VERIFY))
+        # Only the log keys valid at the signing time may prove the entry (sigstore-python's keyring
+        # holds every key of the root whatever its validFor).
+        entry._verify(material_valid_at(trust, when).root.rekor_keyring(KeyringPurpose.VERIFY))
     except VerificationError as exc:
         raise _Fail(CheckName.TLOG, f"invalid log entry: {exc}") from exc
     except SigstoreError as exc:

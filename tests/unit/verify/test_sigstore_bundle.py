@@ -99,3 +99,58 @@ def test_validity_end_is_inclusive(tmp_path: Path) -> None:
         if "end" not in ca["validFor"]:
             ca["validFor"]["end"] = "2024-12-16T18:42:56Z"
     assert _verify(KEYLESS, doc).outcome is Outcome.PASSED
+
+
+REKOR_V2 = "rekor2-happy-path"  # hashedrekord 0.0.2: no integrated time, the TSA gives the time (2025-06-12)
+
+
+def test_the_rekor_v2_vector_verifies_with_its_root() -> None:
+    res = _verify(REKOR_V2, _root(CASES[REKOR_V2]))
+    assert res.outcome is Outcome.PASSED, res.reason
+
+
+def test_a_log_key_retired_before_the_timestamp_does_not_prove_a_rekor_v2_entry() -> None:
+    """An entry proven only by its checkpoint has no time of its own: the log key must be valid at
+    the verified (TSA) time. sigstore-python proves it with any key of the root."""
+    doc = copy.deepcopy(_root(CASES[REKOR_V2]))
+    for t in doc["tlogs"]:
+        t["publicKey"]["validFor"] = dict(RETIRED)
+    res = _verify(REKOR_V2, doc)
+    assert res.outcome is Outcome.FAILED and res.failure is SignatureFailure.INVALID, res.reason
+    assert "transparency log (Rekor)" in res.reason and "is not valid at the verified signing time" in res.reason
+    assert "retired at 2021-01-01" in res.reason
+
+
+@pytest.mark.parametrize("case_id", [KEYLESS, REKOR_V2])
+def test_a_ct_key_retired_before_the_signing_time_does_not_vouch_for_the_sct(case_id: str) -> None:
+    """sigstore-python verifies the SCT with every CT key of the root whatever its validFor."""
+    doc = copy.deepcopy(_root(CASES[case_id]))
+    for t in doc["ctlogs"]:
+        t["publicKey"]["validFor"] = dict(RETIRED)
+    res = _verify(case_id, doc)
+    assert res.outcome is Outcome.FAILED and res.failure is SignatureFailure.INVALID, res.reason
+    assert "SCT: the key of CT log" in res.reason and "retired at 2021-01-01" in res.reason
+
+
+def test_a_tsa_retired_before_its_timestamp_gives_no_time() -> None:
+    doc = copy.deepcopy(_root(CASES[REKOR_V2]))
+    for t in doc["timestampAuthorities"]:
+        t["validFor"] = dict(RETIRED)
+    res = _verify(REKOR_V2, doc)
+    assert res.outcome is Outcome.FAILED, res.reason
+    assert "not enough sources of verified time" in res.reason
+
+
+def test_material_valid_at_keeps_only_what_covers_every_time() -> None:
+    from datetime import UTC, datetime
+
+    from scanner.verify.trustroot import material_valid_at
+
+    doc = copy.deepcopy(_root(CASES[KEYLESS]))
+    n_cas = len(doc["certificateAuthorities"])
+    doc["ctlogs"][0]["publicKey"]["validFor"] = dict(RETIRED)
+    kept = json.loads(material_valid_at(_trust(doc), [datetime(2024, 12, 16, tzinfo=UTC)]).raw)
+    assert len(kept["ctlogs"]) == len(doc["ctlogs"]) - 1
+    assert 0 < len(kept["certificateAuthorities"]) < n_cas  # the CAs retired before 2024 are gone
+    assert all("end" not in ca["validFor"] or ca["validFor"]["end"] >= "2024-12-16"
+               for ca in kept["certificateAuthorities"])
