@@ -317,7 +317,8 @@ class CosignKeylessVerifier(Verifier):
         for ref in bundles[:MAX_SIGNATURES]:
             res = verify_bundle_for_digest(ref.blob, image.digest, trust=trust, identities=self._identities,
                                            now=now, max_bundle_bytes=self._max_bundle,
-                                           verifier_name=self.name, annotations=self._annotations)
+                                           verifier_name=self.name, annotations=self._annotations,
+                                           ignore_tlog=self._ignore_tlog, ignore_sct=self._ignore_sct)
             results.append(_with_details(res, {"referrer": ref.manifest_digest}))
         # cosign v3: image-signature bundles found -> only bundles count (no fallback to .sig when they fail).
         if not any(claimed_role(ref.blob) == ROLE_SIGNATURE for ref in bundles[:MAX_SIGNATURES]):

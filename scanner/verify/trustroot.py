@@ -334,6 +334,25 @@ def _log_problem_at(logs: Sequence[trustroot_v1.TransparencyLogInstance], what: 
     return None
 
 
+def fulcio_profile_problem(leaf: x509.Certificate) -> str | None:
+    """The Fulcio certificate profile sigstore-python checks (its ``_verify_common_signing_cert``
+    step 3): key usage digitalSignature, extended key usage codeSigning. None when it holds."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    try:
+        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound as exc:
+        return f"certificate lacks {exc.oid.dotted_string}"
+    except ValueError as exc:
+        return f"certificate extensions are malformed: {exc}"
+    if not ku.digital_signature:
+        return "certificate key usage is not digitalSignature"
+    if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+        return "certificate extended key usage lacks codeSigning"
+    return None
+
+
 def tlog_problem_at(trust: SigstoreTrust, key_id: bytes, when: datetime | Sequence[datetime],
                     at: str = "the entry's integrated time") -> str | None:
     """None when the trust root has a transparency log (Rekor) with this log id (key id) whose key's
