@@ -73,12 +73,12 @@ def estate(registry: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     return {"refs": refs, "root": root, "pub": d / "cosign.pub", "host": registry.host}
 
 
-def scan(tmp: Path, estate: dict[str, Any], root: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def scan(tmp: Path, estate: dict[str, Any], root: dict[str, Any], **keyless_fields: Any) -> dict[str, dict[str, Any]]:
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "trusted_root.json").write_text(json.dumps(root))
     host = estate["host"]
     keyless = {"cosign": {"keyless": {"identities": [{"subject": SUBJECT, "issuer": ISSUER}],
-                                      "trustedRoot": str(tmp / "trusted_root.json")}}}
+                                      "trustedRoot": str(tmp / "trusted_root.json")}, **keyless_fields}}
     key = {"cosign": {"key": str(estate["pub"]), "trustedRoot": str(tmp / "trusted_root.json")}}
     policy = {"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy",
               "spec": {"insecureRegistries": [host],
@@ -134,3 +134,14 @@ def test_retired_material_vouches_for_nothing(what: str, hit: tuple[str, ...], n
                     (name, reasons(d))
         else:  # the key bundle uses no CA or CT key
             assert d["status"] == "verified", (name, reasons(d))
+
+
+def test_ignore_sct_holds_for_keyless_bundles_and_sig_alike(estate: dict[str, Any], tmp_path: Path) -> None:
+    """A CT log the root does not trust (its key retired): with ``ignoreSCT: true`` the SCT is not
+    asked of either format; everything else still is (the CA, the log entry, the identity)."""
+    root = retire(estate["root"], "ct")
+    got = scan(tmp_path / "ignored", estate, root, ignoreSCT=True)
+    assert {n: d["status"] for n, d in got.items()} == dict.fromkeys(estate["refs"], "verified"), \
+        {n: reasons(d) for n, d in got.items()}
+    got = scan(tmp_path / "ca-retired", estate, retire(root, "ca"), ignoreSCT=True)
+    assert got["keyless-bundle"]["status"] == got["keyless-sig"]["status"] == "invalid"
