@@ -137,9 +137,22 @@ def test_retired_material_vouches_for_nothing(what: str, hit: tuple[str, ...], n
 
 
 def test_ignore_sct_holds_for_keyless_bundles_and_sig_alike(estate: dict[str, Any], tmp_path: Path) -> None:
-    """A CT log the root does not trust (its key retired): with ``ignoreSCT: true`` the SCT is not
-    asked of either format; everything else still is (the CA, the log entry, the identity)."""
-    root = retire(estate["root"], "ct")
+    """A CT log the root does not know (another key): with ``ignoreSCT: true`` the SCT is not asked
+    of either format; everything else still is (the CA, the log entry, the identity)."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    root = copy.deepcopy(estate["root"])
+    der = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for log in root["ctlogs"]:
+        log["publicKey"]["rawBytes"] = base64.b64encode(der).decode()
+        log["logId"]["keyId"] = base64.b64encode(hashlib.sha256(der).digest()).decode()
+    got = scan(tmp_path / "required", estate, root)
+    assert got["keyless-bundle"]["status"] == got["keyless-sig"]["status"] == "invalid"
     got = scan(tmp_path / "ignored", estate, root, ignoreSCT=True)
     assert {n: d["status"] for n, d in got.items()} == dict.fromkeys(estate["refs"], "verified"), \
         {n: reasons(d) for n, d in got.items()}
