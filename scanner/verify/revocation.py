@@ -62,6 +62,10 @@ MAX_URLS = 4  # distribution points / responders tried per certificate
 MAX_CRL_DOWNLOADS = 6  # CRL URLs tried per certificate, every distribution point together
 MAX_SINGLE_RESPONSES = 64  # SingleResponses examined in one OCSP reply
 CLOCK_SKEW = timedelta(minutes=5)
+# An OCSP response without nextUpdate is believed this long after its thisUpdate: over plain http
+# anyone may replay an old "good" signed before the revocation, which would otherwise never expire
+# (mozilla::pkix bounds it so; the CA/B Forum code-signing requirements cap OCSP validity at 10 days).
+OCSP_MAX_AGE_WITHOUT_NEXT_UPDATE = timedelta(days=10)
 
 
 class RevocationStatus(enum.StrEnum):
@@ -537,7 +541,7 @@ class RevocationChecker:
             raise _Unknown(f"malformed OCSP response: {exc}") from None
         if single is None:
             raise _Unknown("OCSP response is about another certificate")
-        responder = _ocsp_responder(resp, issuer)
+        responder = _ocsp_responder(resp, issuer, now)
         try:
             verify_x509_style_signature(responder.public_key(), signature, tbs, hash_alg)
         except (InvalidSignature, UnsupportedAlgorithm, TypeError, ValueError):
@@ -546,6 +550,9 @@ class RevocationChecker:
             raise _Unknown("OCSP response is not valid yet")
         if single.next_update_utc is not None and now >= single.next_update_utc:
             raise _Unknown(f"OCSP response expired at {single.next_update_utc.isoformat()}")
+        if single.next_update_utc is None and now >= single.this_update_utc + OCSP_MAX_AGE_WITHOUT_NEXT_UPDATE:
+            raise _Unknown(f"OCSP response has no nextUpdate and its thisUpdate {single.this_update_utc.isoformat()} "
+                           f"is older than {OCSP_MAX_AGE_WITHOUT_NEXT_UPDATE.days} days")
         status = single.certificate_status
         if status is ocsp.OCSPCertStatus.GOOD:
             return RevocationStatus.OK, f"OCSP responder {url} answered good"
@@ -585,13 +592,17 @@ def _revoked_unless_before_invalidity(exts: x509.Extensions, revoked_at: datetim
     return RevocationStatus.REVOKED, what + suffix
 
 
-def _ocsp_responder(resp: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.Certificate:
-    """RFC 6960 §4.2.2.2: the issuer itself, or a delegated responder it issued with id-kp-OCSPSigning."""
+def _ocsp_responder(resp: ocsp.OCSPResponse, issuer: x509.Certificate, now: datetime) -> x509.Certificate:
+    """RFC 6960 §4.2.2.2: the issuer itself, or a delegated responder it issued with id-kp-OCSPSigning,
+    valid now (an expired responder's key is no longer looked after: it could sign any answer)."""
     if _names_responder(resp, issuer):
         return issuer
     for cand in resp.certificates[:4]:
         if not _names_responder(resp, cand) or not is_issued_by(cand, issuer):
             continue
+        if not (cand.not_valid_before_utc - CLOCK_SKEW <= now <= cand.not_valid_after_utc):
+            raise _Unknown(f"OCSP response is signed by a delegated responder whose certificate is not valid now "
+                           f"(valid {cand.not_valid_before_utc.isoformat()} to {cand.not_valid_after_utc.isoformat()})")
         try:
             eku = cand.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except (x509.ExtensionNotFound, ValueError):

@@ -377,3 +377,48 @@ def test_a_cached_crl_is_checked_against_the_issuer_on_every_use(server: Server)
     r = status(leaf, real_ca, Warmed())
     assert r.status is RevocationStatus.REVOKED, r.reason
     assert server.hits == ["/ca.crl"]
+
+
+# ----------------------------------------------------------------------------------------------
+# OCSP replays (attacker pass): plain http lets anyone serve any response the issuer ever signed.
+
+
+def _ocsp_good(signer: Issued, root: Issued, cert: x509.Certificate, *, this_update: Any,
+               next_update: Any, delegated: bool = False) -> bytes:
+    b = ocsp.OCSPResponseBuilder().add_response(
+        cert=cert, issuer=root.cert, algorithm=hashes.SHA1(), cert_status=ocsp.OCSPCertStatus.GOOD,
+        this_update=this_update, next_update=next_update, revocation_time=None, revocation_reason=None)
+    b = b.responder_id(ocsp.OCSPResponderEncoding.HASH, signer.cert)
+    if delegated:
+        b = b.certificates([signer.cert])
+    return b.sign(signer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def test_an_old_ocsp_good_without_next_update_does_not_last_forever(server: Server) -> None:
+    """A 'good' with no nextUpdate, signed a year before the certificate was revoked, replayed today."""
+    root = issue("OCSP Root", ca=True)
+    leaf = issue("Leaf", issuer=root, ocsp_url=f"{server.base}/ocsp")
+    server.routes["/ocsp"] = (200, _ocsp_good(root, root, leaf.cert, this_update=NOW - timedelta(days=365),
+                                              next_update=None))
+    r = status(leaf, root)
+    assert r.status is RevocationStatus.UNKNOWN and "no nextUpdate" in r.reason, r.reason
+    server.routes["/ocsp"] = (200, _ocsp_good(root, root, leaf.cert, this_update=NOW - timedelta(hours=2),
+                                              next_update=None))
+    assert status(leaf, root).status is RevocationStatus.OK
+
+
+def test_an_expired_delegated_ocsp_responder_is_not_believed(server: Server) -> None:
+    """An expired responder's key is no longer looked after: whoever has it could answer 'good' for
+    every certificate of the CA."""
+    root = issue("OCSP Root", ca=True)
+    leaf = issue("Leaf", issuer=root, ocsp_url=f"{server.base}/ocsp")
+    old = issue("Responder", issuer=root, eku=[x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING],
+                not_before=NOW - timedelta(days=800), not_after=NOW - timedelta(days=30))
+    server.routes["/ocsp"] = (200, _ocsp_good(old, root, leaf.cert, this_update=NOW - timedelta(hours=1),
+                                              next_update=NOW + timedelta(days=1), delegated=True))
+    r = status(leaf, root)
+    assert r.status is RevocationStatus.UNKNOWN and "delegated responder" in r.reason, r.reason
+    current = issue("Responder", issuer=root, eku=[x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING])
+    server.routes["/ocsp"] = (200, _ocsp_good(current, root, leaf.cert, this_update=NOW - timedelta(hours=1),
+                                              next_update=NOW + timedelta(days=1), delegated=True))
+    assert status(leaf, root).status is RevocationStatus.OK
