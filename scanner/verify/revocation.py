@@ -262,6 +262,28 @@ def _check_crl_for(crl: x509.CertificateRevocationList, issuer: x509.Certificate
         raise _Unknown(f"CRL from {url} is not valid yet (thisUpdate {crl.last_update_utc.isoformat()})")
 
 
+def _check_crl_processable(crl: x509.CertificateRevocationList, url: str) -> None:
+    """Refuse what no certificate could use: an unknown critical extension of the CRL (RFC 5280
+    §5.2) or of an entry (§5.3), or entries of another issuer (certificateIssuer: an indirect CRL)."""
+    try:
+        exts = list(crl.extensions)
+        entry_exts = [(e.serial_number, list(e.extensions)) for e in crl]
+    except (ValueError, TypeError) as exc:
+        raise _Unknown(f"CRL from {url} is malformed: {exc}") from None
+    unknown = [e.oid.dotted_string for e in exts if e.critical and e.oid not in _KNOWN_CRL_EXTENSIONS]
+    if unknown:
+        raise _Unknown(f"CRL from {url} has unsupported critical extensions {unknown} (RFC 5280 §5.2)")
+    for serial, ext_list in entry_exts:
+        for e in ext_list:
+            if e.oid == CRLEntryExtensionOID.CERTIFICATE_ISSUER:
+                # Entries of another issuer (an indirect CRL): a serial alone no longer names a certificate.
+                raise _Unknown(f"CRL from {url} lists certificates of another issuer (certificateIssuer entry "
+                               "extension, an indirect CRL), which is not supported")
+            if e.critical and e.oid not in _KNOWN_CRL_ENTRY_EXTENSIONS:
+                raise _Unknown(f"CRL from {url} has an entry (serial {serial:#x}) with the unsupported critical "
+                               f"extension {e.oid.dotted_string} (RFC 5280 §5.3)")
+
+
 class RevocationChecker:
     """Checks a chain's revocation status through ``fetcher``; no fetcher → status unknown."""
 
@@ -350,12 +372,13 @@ class RevocationChecker:
             except _Unknown:
                 self.cache.drop(key)  # not usable for this issuer now: download afresh
         crl, raw = self._download_crl(url)
-        _check_crl_for(crl, issuer, url, now)
+        _check_crl_for(crl, issuer, url, now)  # before its entries are read: only the issuer's CRLs cost that
+        _check_crl_processable(crl, url)
         self.cache.put(key, crl, raw)
         return crl
 
     def _download_crl(self, url: str) -> tuple[x509.CertificateRevocationList, bytes]:
-        """Download and parse; refuse what no certificate could use (RFC 5280 §5.2, §5.3)."""
+        """Download and parse (what it may be used for is decided by the caller)."""
         assert self.fetcher is not None
         try:
             raw = self.fetcher.get(url, max_bytes=self.crl_max_bytes, timeout=self.crl_timeout)
@@ -368,23 +391,8 @@ class RevocationChecker:
             raise _Unknown(f"CRL from {url} is malformed: {exc}") from None
         try:
             crl.issuer.rfc4514_string()
-            exts = list(crl.extensions)
-            entries = list(crl)
-            entry_exts = [(e.serial_number, list(e.extensions)) for e in entries]
         except (ValueError, TypeError) as exc:
             raise _Unknown(f"CRL from {url} is malformed: {exc}") from None
-        unknown = [e.oid.dotted_string for e in exts if e.critical and e.oid not in _KNOWN_CRL_EXTENSIONS]
-        if unknown:
-            raise _Unknown(f"CRL from {url} has unsupported critical extensions {unknown} (RFC 5280 §5.2)")
-        for serial, ext_list in entry_exts:
-            for e in ext_list:
-                if e.oid == CRLEntryExtensionOID.CERTIFICATE_ISSUER:
-                    # Entries of another issuer (an indirect CRL): a serial alone no longer names a certificate.
-                    raise _Unknown(f"CRL from {url} lists certificates of another issuer (certificateIssuer entry "
-                                   "extension, an indirect CRL), which is not supported")
-                if e.critical and e.oid not in _KNOWN_CRL_ENTRY_EXTENSIONS:
-                    raise _Unknown(f"CRL from {url} has an entry (serial {serial:#x}) with the unsupported critical "
-                                   f"extension {e.oid.dotted_string} (RFC 5280 §5.3)")
         return crl, raw
 
     def _crl(self, cert: x509.Certificate, issuer: x509.Certificate, points: Sequence[tuple[str, ...]],
