@@ -6,7 +6,8 @@ The signatures are made now by real tools against the offline mock Fulcio/Rekor/
 
 * a keyless Sigstore bundle by ``@sigstore/cli`` (DSSE, Rekor dsse 0.0.1 entry with SET, SCT);
 * a keyless legacy ``.sig`` (the mock Fulcio's certificate, the mock Rekor's SET);
-* a key-signed Sigstore bundle by the real ``cosign3 sign --new-bundle-format --rekor-url <mock>``.
+* a key-signed Sigstore bundle by the real ``cosign3 sign --new-bundle-format --rekor-url <mock>``;
+* a keyless Sigstore bundle by the real ``cosign3 sign --identity-token`` against the mock Fulcio/Rekor.
 
 The mock's own ``trusted_root.json`` is then edited as a TUF update that retires a CA or a key
 does: its ``validFor`` ends in 2021, years before the signing time (the certificates and keys stay
@@ -30,7 +31,13 @@ from tests.harness import oci
 from tests.harness.cosign_sign import simplesigning_payload
 from tests.harness.demo import _pod
 from tests.harness.tools import require_tool
-from tests.sigstore_mock.harness import MockSigstore, attach_bundle, cosign_sign_statement, push_keyless_sig
+from tests.sigstore_mock.harness import (
+    MockSigstore,
+    attach_bundle,
+    cosign_sign_statement,
+    id_token,
+    push_keyless_sig,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +76,16 @@ def estate(registry: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
                            capture_output=True, text=True, timeout=120, env=env)
         assert r.returncode == 0, r.stderr[-3000:]
         refs["key-bundle"] = ref
+
+        # cosign v3 keyless (sigstore-go): Fulcio certificate, Rekor entry and SCT from the mock.
+        pushed = oci.push_image(registry.url, f"{REPO}/keyless-cosign3", "v1")
+        ref = f"{registry.host}/{REPO}/keyless-cosign3@{pushed.digest}"
+        r = subprocess.run([str(cosign3), "sign", "--identity-token", id_token(SUBJECT, ISSUER), "--fulcio-url",
+                            mock.url, "--rekor-url", mock.url, "--new-bundle-format", "--use-signing-config=false",
+                            "--trusted-root", str(mock.trusted_root), "--allow-http-registry", "-y", ref],
+                           capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        refs["keyless-cosign3"] = ref
         root = json.loads(mock.trusted_root.read_text())
     return {"refs": refs, "root": root, "pub": d / "cosign.pub", "host": registry.host}
 
@@ -118,9 +135,9 @@ def test_control_every_signature_verifies_with_the_root_as_published(estate: dic
 
 
 @pytest.mark.parametrize(("what", "hit", "needle"), [
-    ("ca", ("keyless-bundle", "keyless-sig"), "no Fulcio CA of the trust root is valid at"),
-    ("rekor", ("keyless-bundle", "keyless-sig", "key-bundle"), "not valid at"),
-    ("ct", ("keyless-bundle", "keyless-sig"), "SCT: the key of CT log"),
+    ("ca", ("keyless-bundle", "keyless-sig", "keyless-cosign3"), "no Fulcio CA of the trust root is valid at"),
+    ("rekor", ("keyless-bundle", "keyless-sig", "key-bundle", "keyless-cosign3"), "not valid at"),
+    ("ct", ("keyless-bundle", "keyless-sig", "keyless-cosign3"), "SCT: the key of CT log"),
 ])
 def test_retired_material_vouches_for_nothing(what: str, hit: tuple[str, ...], needle: str,
                                                estate: dict[str, Any], tmp_path: Path) -> None:
@@ -153,6 +170,7 @@ def test_ignore_sct_holds_for_keyless_bundles_and_sig_alike(estate: dict[str, An
         log["logId"]["keyId"] = base64.b64encode(hashlib.sha256(der).digest()).decode()
     got = scan(tmp_path / "required", estate, root)
     assert got["keyless-bundle"]["status"] == got["keyless-sig"]["status"] == "invalid"
+    assert got["keyless-cosign3"]["status"] == "invalid"
     got = scan(tmp_path / "ignored", estate, root, ignoreSCT=True)
     assert {n: d["status"] for n, d in got.items()} == dict.fromkeys(estate["refs"], "verified"), \
         {n: reasons(d) for n, d in got.items()}
