@@ -191,11 +191,12 @@ def delta_crl_urls(ext_holder: x509.Certificate | x509.CertificateRevocationList
     return _uris([n for dp in fresh for n in (dp.full_name or [])])
 
 
-# CRL extensions understood here (RFC 5280 §5.2): an unknown critical one makes the CRL unusable.
+# CRL extensions processed here (RFC 5280 §5.2): any other critical one makes the CRL unusable. The
+# authority key identifier is settled by the signature check; issuerAltName and authorityInfoAccess
+# are not read (RFC 5280 has them non-critical), so a critical one is not "processed" either.
 _KNOWN_CRL_EXTENSIONS = {ExtensionOID.ISSUING_DISTRIBUTION_POINT, ExtensionOID.DELTA_CRL_INDICATOR,
                          ExtensionOID.CRL_NUMBER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
-                         ExtensionOID.FRESHEST_CRL, ExtensionOID.ISSUER_ALTERNATIVE_NAME,
-                         ExtensionOID.AUTHORITY_INFORMATION_ACCESS}
+                         ExtensionOID.FRESHEST_CRL}
 # CRL entry extensions processed here (RFC 5280 §5.3); certificateIssuer (indirect CRLs) is refused.
 _KNOWN_CRL_ENTRY_EXTENSIONS = {CRLEntryExtensionOID.CRL_REASON, CRLEntryExtensionOID.INVALIDITY_DATE}
 

@@ -117,10 +117,15 @@ def test_a_partial_crl_that_lists_the_certificate_still_revokes(server: Server) 
     assert status(leaf, root).status is RevocationStatus.REVOKED
 
 
-def test_an_unknown_critical_extension_makes_the_crl_unusable(server: Server) -> None:
+@pytest.mark.parametrize("ext", [
+    x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00"),
+    x509.IssuerAlternativeName([x509.UniformResourceIdentifier("http://ca.example/")]),  # not processed here
+    x509.AuthorityInformationAccess([x509.AccessDescription(
+        x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier("http://ca.example/ca.crt"))]),
+], ids=["unknown", "issuerAltName", "authorityInfoAccess"])
+def test_an_unknown_critical_extension_makes_the_crl_unusable(ext: x509.ExtensionType, server: Server) -> None:
     root = issue("Root", ca=True)
     leaf = issue("Leaf", issuer=root, crl_url=f"{server.base}/leaf.crl", serial=REVOKED_SERIAL)
-    ext = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00")
     server.routes["/leaf.crl"] = (200, crl(root, [], extra=ext))
     r = status(leaf, root)
     assert r.status is RevocationStatus.UNKNOWN and "unsupported critical extensions" in r.reason
