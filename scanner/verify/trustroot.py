@@ -297,7 +297,11 @@ def fulcio_chain_at(leaf: x509.Certificate, intermediates: Sequence[x509.Certifi
 
     anchors = fulcio_certs_at(trust, when)
     if not anchors:
-        raise FulcioChainError(f"no Fulcio CA of the trust root is valid at {when.isoformat()}")
+        retired = [f"{ca.subject.common_name or ca.uri or '?'} (validFor {ca.valid_for.start.isoformat()} to "
+                   f"{ca.valid_for.end.isoformat() if ca.valid_for.end else 'open'})"
+                   for ca in trust.root._inner.certificate_authorities][:4]
+        raise FulcioChainError(f"no Fulcio CA of the trust root is valid at {when.isoformat()}"
+                               + (f"; retired or not yet valid: {', '.join(retired)}" if retired else ""))
     ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
                                                                      None)
     ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
