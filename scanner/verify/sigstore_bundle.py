@@ -536,7 +536,8 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
         entry_digest = digest
     else:
         raise _Fail(CheckName.INTEGRITY, "bundle has neither a message signature nor a DSSE envelope")
-    checks.append(Check(CheckName.INTEGRITY, Outcome.PASSED, "signature verified with the configured key"))
+    checks.append(Check(CheckName.INTEGRITY, Outcome.PASSED,
+                        "signature verified with the " + ("certificate's key" if require_time else "configured key")))
 
     # Trusted time: RFC 3161 timestamps from the trust root's TSAs, and the SET's integrated time.
     times: list[SignedTime] = []
