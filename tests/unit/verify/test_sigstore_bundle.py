@@ -242,7 +242,7 @@ def test_ignore_sct_is_honoured_for_certificate_bundles(case_id: str) -> None:
     assert _keyless(case_id, doc2, ignore_sct=True).outcome is Outcome.FAILED
 
 
-@pytest.mark.parametrize("field", ["ignoreTlog", "ignoreSCT"])
+@pytest.mark.parametrize("field", ["ignoreTlog", "ignoreSCT", "keyless.ctlog.ignoreSCT"])
 def test_the_keyless_verifier_passes_its_log_and_sct_fields_to_bundles(field: str, tmp_path: Path) -> None:
     """From the policy entry to the bundle: cosign: {keyless: ..., ignoreTlog/ignoreSCT: true}."""
     from scanner.models import Descriptor, ImageReference, ReferrerArtifact, RunningImage, SignatureMaterial
@@ -264,10 +264,15 @@ def test_the_keyless_verifier_passes_its_log_and_sct_fields_to_bundles(field: st
     material = SignatureMaterial(subject, referrers=(ref,))
     outcomes = {}
     for value in (False, True):
-        spec = CosignVerifierSpec.model_validate({
-            "keyless": {"identities": [{"subject": vw["certificate_identity"],
-                                        "issuer": vw["certificate_oidc_issuer"]}],
-                        "trustedRoot": str(tmp_path / "root.json")}, field: value})
+        keyless: dict[str, Any] = {"identities": [{"subject": vw["certificate_identity"],
+                                                   "issuer": vw["certificate_oidc_issuer"]}],
+                                   "trustedRoot": str(tmp_path / "root.json")}
+        entry: dict[str, Any] = {"keyless": keyless}
+        if field.startswith("keyless."):
+            keyless["ctlog"] = {"ignoreSCT": value}
+        else:
+            entry[field] = value
+        spec = CosignVerifierSpec.model_validate(entry)
         v = CosignKeylessVerifier.from_spec(spec, base_dir=tmp_path)
         (res,) = v.verify(image, material, datetime(2026, 1, 1, tzinfo=UTC))
         outcomes[value] = res.outcome
