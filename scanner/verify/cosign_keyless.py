@@ -75,6 +75,7 @@ from scanner.verify.trustroot import (
     log_instances,
     public_good_trust,
     read_pem_arg,
+    sct_problem_at,
     trust_from_pems,
     with_log_keys,
 )
@@ -316,7 +317,8 @@ class CosignKeylessVerifier(Verifier):
         for ref in bundles[:MAX_SIGNATURES]:
             res = verify_bundle_for_digest(ref.blob, image.digest, trust=trust, identities=self._identities,
                                            now=now, max_bundle_bytes=self._max_bundle,
-                                           verifier_name=self.name, annotations=self._annotations)
+                                           verifier_name=self.name, annotations=self._annotations,
+                                           ignore_tlog=self._ignore_tlog, ignore_sct=self._ignore_sct)
             results.append(_with_details(res, {"referrer": ref.manifest_digest}))
         # cosign v3: image-signature bundles found -> only bundles count (no fallback to .sig when they fail).
         if not any(claimed_role(ref.blob) == ROLE_SIGNATURE for ref in bundles[:MAX_SIGNATURES]):
@@ -415,6 +417,9 @@ class CosignKeylessVerifier(Verifier):
                     verify_sct(cert, verified_chain[1:], trust.root.ct_keyring(KeyringPurpose.VERIFY))
                 except SigstoreError as exc:
                     raise _Fail(CheckName.AUTHENTICITY, f"SCT does not verify: {exc}") from exc
+                problem = sct_problem_at(trust, cert, [t.value for t in times])
+                if problem is not None:  # the CT key must be valid then (validFor), as the CA and log key
+                    raise _Fail(CheckName.AUTHENTICITY, f"SCT: {problem}")
             checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
                                 "certificate chains to a Fulcio root at the signing time"
                                 + ("" if self._ignore_sct else ", SCT verified")))

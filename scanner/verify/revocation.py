@@ -10,8 +10,10 @@ Revocation Evaluation" (as implemented by notation-core-go ``revocation/``):
   than ``http`` (``https``, ``ldap``) cannot be asked: it gives "unknown", never "non-revokable";
 * every distribution point is checked (they may hold partitioned CRLs; the names of one point are
   locations of one CRL, tried in turn), and a CRL is used only if it covers the certificate:
-  not a delta CRL, no unknown critical extension, and an issuing distribution point that names
-  this point and this kind of certificate (RFC 5280 §5.2.5, §6.3.3);
+  not a delta CRL, no unknown critical extension of the CRL or of an entry, no entry of another
+  issuer (certificateIssuer), and an issuing distribution point that names this point and this
+  kind of certificate (RFC 5280 §5.2, §5.3, §6.3.3); "good" needs CRLs that cover every revocation
+  reason together (a point or CRL limited to some reasons clears only those);
 * an OCSP response is read for the SingleResponse about this certificate (RFC 6960 §4.2.1);
 * any certificate revoked → revoked; else any unknown → unknown; else good;
 * a revocation entry with an invalidityDate after the authentic signing time does not revoke
@@ -19,7 +21,8 @@ Revocation Evaluation" (as implemented by notation-core-go ``revocation/``):
 
 Parsing and signature checks are ``cryptography``'s (OCSP request/response, CRL); the network is
 reached only through the injected ``Fetcher`` (which bounds size and time), and only over
-``http://`` as the spec requires. CRLs are cached by URL and issuer until their ``nextUpdate``.
+``http://`` as the spec requires. CRLs are cached by URL and issuer until their ``nextUpdate``; the
+cache only saves downloads: issuer, signature and validity are checked on every use.
 """
 
 from __future__ import annotations
@@ -36,7 +39,12 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import (
+    AuthorityInformationAccessOID,
+    CRLEntryExtensionOID,
+    ExtendedKeyUsageOID,
+    ExtensionOID,
+)
 
 from scanner.verify.base import Fetcher
 from scanner.verify.x509 import is_issued_by, subject, verify_x509_style_signature
@@ -54,6 +62,10 @@ MAX_URLS = 4  # distribution points / responders tried per certificate
 MAX_CRL_DOWNLOADS = 6  # CRL URLs tried per certificate, every distribution point together
 MAX_SINGLE_RESPONSES = 64  # SingleResponses examined in one OCSP reply
 CLOCK_SKEW = timedelta(minutes=5)
+# An OCSP response without nextUpdate is believed this long after its thisUpdate: over plain http
+# anyone may replay an old "good" signed before the revocation, which would otherwise never expire
+# (mozilla::pkix bounds it so; the CA/B Forum code-signing requirements cap OCSP validity at 10 days).
+OCSP_MAX_AGE_WITHOUT_NEXT_UPDATE = timedelta(days=10)
 
 
 class RevocationStatus(enum.StrEnum):
@@ -117,6 +129,13 @@ class CRLCache:
         return len(self._entries)
 
 
+# Every reason a CRL can be limited to (RFC 5280 §5.2.5 ReasonFlags; unused/removeFromCRL excluded).
+ALL_REASONS = frozenset({x509.ReasonFlags.key_compromise, x509.ReasonFlags.ca_compromise,
+                         x509.ReasonFlags.affiliation_changed, x509.ReasonFlags.superseded,
+                         x509.ReasonFlags.cessation_of_operation, x509.ReasonFlags.certificate_hold,
+                         x509.ReasonFlags.privilege_withdrawn, x509.ReasonFlags.aa_compromise})
+
+
 class _Unknown(Exception):
     """Status could not be obtained from this source; the message says why."""
 
@@ -148,6 +167,16 @@ def crl_distribution_points(cert: x509.Certificate) -> list[tuple[str, ...]]:
     return [tuple(_uris(list(dp.full_name or []))[:MAX_URLS]) for dp in cdp][:MAX_URLS]
 
 
+def crl_point_reasons(cert: x509.Certificate) -> list[frozenset[x509.ReasonFlags] | None]:
+    """The ``reasons`` of each distribution point of :func:`crl_distribution_points` (None: all):
+    a point limited to some reasons gives a CRL that says nothing about the others (RFC 5280 §6.3.3)."""
+    try:
+        cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return []
+    return [frozenset(dp.reasons) if dp.reasons is not None else None for dp in cdp][:MAX_URLS]
+
+
 def crl_urls(cert: x509.Certificate) -> list[str]:
     return [u for point in crl_distribution_points(cert) for u in point]
 
@@ -162,11 +191,14 @@ def delta_crl_urls(ext_holder: x509.Certificate | x509.CertificateRevocationList
     return _uris([n for dp in fresh for n in (dp.full_name or [])])
 
 
-# CRL extensions understood here (RFC 5280 §5.2): an unknown critical one makes the CRL unusable.
+# CRL extensions processed here (RFC 5280 §5.2): any other critical one makes the CRL unusable. The
+# authority key identifier is settled by the signature check; issuerAltName and authorityInfoAccess
+# are not read (RFC 5280 has them non-critical), so a critical one is not "processed" either.
 _KNOWN_CRL_EXTENSIONS = {ExtensionOID.ISSUING_DISTRIBUTION_POINT, ExtensionOID.DELTA_CRL_INDICATOR,
                          ExtensionOID.CRL_NUMBER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
-                         ExtensionOID.FRESHEST_CRL, ExtensionOID.ISSUER_ALTERNATIVE_NAME,
-                         ExtensionOID.AUTHORITY_INFORMATION_ACCESS}
+                         ExtensionOID.FRESHEST_CRL}
+# CRL entry extensions processed here (RFC 5280 §5.3); certificateIssuer (indirect CRLs) is refused.
+_KNOWN_CRL_ENTRY_EXTENSIONS = {CRLEntryExtensionOID.CRL_REASON, CRLEntryExtensionOID.INVALIDITY_DATE}
 
 
 def _has_extension(crl: x509.CertificateRevocationList, cls: type[x509.ExtensionType]) -> bool:
@@ -186,14 +218,14 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 
 def _crl_scope(crl: x509.CertificateRevocationList, cert: x509.Certificate, point: Sequence[str],
-               url: str) -> bool:
+               url: str) -> frozenset[x509.ReasonFlags] | None:
     """RFC 5280 §6.3.3 (b): whether ``crl`` covers ``cert`` for the distribution point ``point``.
-    Returns True when it covers only some revocation reasons (it can revoke, not clear); raises
-    ``_Unknown`` when it does not cover the certificate at all."""
+    Returns the revocation reasons it covers (None: all; a CRL of some reasons only can revoke, not
+    clear, unless others cover the rest); raises ``_Unknown`` when it does not cover the certificate."""
     try:
         idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
     except x509.ExtensionNotFound:
-        return False
+        return None
     if idp.indirect_crl:
         raise _Unknown(f"CRL from {url} is an indirect CRL, which is not supported")
     if idp.only_contains_attribute_certs:
@@ -207,7 +239,50 @@ def _crl_scope(crl: x509.CertificateRevocationList, cert: x509.Certificate, poin
                        f"({', '.join(_uris(list(idp.full_name))) or 'no URI'})")
     if idp.relative_name is not None:
         raise _Unknown(f"CRL from {url} names its distribution point relatively, which is not supported")
-    return idp.only_some_reasons is not None
+    return frozenset(idp.only_some_reasons) if idp.only_some_reasons is not None else None
+
+
+def _check_crl_for(crl: x509.CertificateRevocationList, issuer: x509.Certificate, url: str, now: datetime) -> None:
+    """What makes a parsed CRL usable for certificates of ``issuer`` at ``now``: issued and signed
+    by it, current. Run on every use of a CRL, downloaded or cached."""
+    if crl.issuer != issuer.subject:
+        raise _Unknown(f"CRL from {url} is issued by {_q(crl.issuer.rfc4514_string())}, not by the "
+                       "certificate's issuer")
+    try:
+        valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except (TypeError, UnsupportedAlgorithm, ValueError):
+        valid = False
+    if not valid:
+        raise _Unknown(f"CRL from {url} is not signed by the certificate's issuer")
+    nu = crl.next_update_utc
+    if nu is None:
+        raise _Unknown(f"CRL from {url} has no nextUpdate")
+    if now >= nu:
+        raise _Unknown(f"CRL from {url} expired at {nu.isoformat()} (nextUpdate has passed)")
+    if crl.last_update_utc > now + CLOCK_SKEW:
+        raise _Unknown(f"CRL from {url} is not valid yet (thisUpdate {crl.last_update_utc.isoformat()})")
+
+
+def _check_crl_processable(crl: x509.CertificateRevocationList, url: str) -> None:
+    """Refuse what no certificate could use: an unknown critical extension of the CRL (RFC 5280
+    §5.2) or of an entry (§5.3), or entries of another issuer (certificateIssuer: an indirect CRL)."""
+    try:
+        exts = list(crl.extensions)
+        entry_exts = [(e.serial_number, list(e.extensions)) for e in crl]
+    except (ValueError, TypeError) as exc:
+        raise _Unknown(f"CRL from {url} is malformed: {exc}") from None
+    unknown = [e.oid.dotted_string for e in exts if e.critical and e.oid not in _KNOWN_CRL_EXTENSIONS]
+    if unknown:
+        raise _Unknown(f"CRL from {url} has unsupported critical extensions {unknown} (RFC 5280 §5.2)")
+    for serial, ext_list in entry_exts:
+        for e in ext_list:
+            if e.oid == CRLEntryExtensionOID.CERTIFICATE_ISSUER:
+                # Entries of another issuer (an indirect CRL): a serial alone no longer names a certificate.
+                raise _Unknown(f"CRL from {url} lists certificates of another issuer (certificateIssuer entry "
+                               "extension, an indirect CRL), which is not supported")
+            if e.critical and e.oid not in _KNOWN_CRL_ENTRY_EXTENSIONS:
+                raise _Unknown(f"CRL from {url} has an entry (serial {serial:#x}) with the unsupported critical "
+                               f"extension {e.oid.dotted_string} (RFC 5280 §5.3)")
 
 
 class RevocationChecker:
@@ -283,15 +358,28 @@ class RevocationChecker:
 
     def _fetch_crl(self, url: str, issuer: x509.Certificate, now: datetime) -> x509.CertificateRevocationList:
         """A CRL from ``url`` issued and signed by ``issuer``, current at ``now``, with no critical
-        extension this module does not understand. Cached per URL **and issuer**: the checks made
-        for one issuer say nothing about another whose certificates name the same URL (a re-keyed
-        CA keeps its name and its distribution point)."""
+        extension (of the CRL or of an entry) this module does not process. Cached per URL and issuer,
+        but the cache only saves the download: the issuer, signature and validity period are checked
+        on **every** use (notation-core-go validates after every fetch, cached or not), so no cache
+        entry, however it got there, answers for a certificate whose issuer did not sign it."""
         if not _is_http(url):
             raise _Unknown(f"CRL distribution point {url} is not an http:// URL, which is not supported")
         key = f"{hashlib.sha256(issuer.public_bytes(serialization.Encoding.DER)).hexdigest()} {url}"
         cached = self.cache.get(key, now)
         if cached is not None:
-            return cached
+            try:
+                _check_crl_for(cached, issuer, url, now)
+                return cached
+            except _Unknown:
+                self.cache.drop(key)  # not usable for this issuer now: download afresh
+        crl, raw = self._download_crl(url)
+        _check_crl_for(crl, issuer, url, now)  # before its entries are read: only the issuer's CRLs cost that
+        _check_crl_processable(crl, url)
+        self.cache.put(key, crl, raw)
+        return crl
+
+    def _download_crl(self, url: str) -> tuple[x509.CertificateRevocationList, bytes]:
+        """Download and parse (what it may be used for is decided by the caller)."""
         assert self.fetcher is not None
         try:
             raw = self.fetcher.get(url, max_bytes=self.crl_max_bytes, timeout=self.crl_timeout)
@@ -303,57 +391,55 @@ class RevocationChecker:
         except (ValueError, x509.InvalidVersion) as exc:
             raise _Unknown(f"CRL from {url} is malformed: {exc}") from None
         try:
-            crl_issuer = crl.issuer
-            crl_issuer.rfc4514_string()
-            exts = list(crl.extensions)
+            crl.issuer.rfc4514_string()
         except (ValueError, TypeError) as exc:
             raise _Unknown(f"CRL from {url} is malformed: {exc}") from None
-        if crl_issuer != issuer.subject:
-            raise _Unknown(f"CRL from {url} is issued by {_q(crl.issuer.rfc4514_string())}, not by the "
-                           "certificate's issuer")
-        try:
-            valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-        except (TypeError, UnsupportedAlgorithm, ValueError):
-            valid = False
-        if not valid:
-            raise _Unknown(f"CRL from {url} is not signed by the certificate's issuer")
-        nu = crl.next_update_utc
-        if nu is None:
-            raise _Unknown(f"CRL from {url} has no nextUpdate")
-        if now >= nu:
-            raise _Unknown(f"CRL from {url} expired at {nu.isoformat()} (nextUpdate has passed)")
-        if crl.last_update_utc > now + CLOCK_SKEW:
-            raise _Unknown(f"CRL from {url} is not valid yet (thisUpdate {crl.last_update_utc.isoformat()})")
-        unknown = [e.oid.dotted_string for e in exts if e.critical and e.oid not in _KNOWN_CRL_EXTENSIONS]
-        if unknown:
-            raise _Unknown(f"CRL from {url} has unsupported critical extensions {unknown} (RFC 5280 §5.2)")
-        self.cache.put(key, crl, raw)
-        return crl
+        return crl, raw
 
     def _crl(self, cert: x509.Certificate, issuer: x509.Certificate, points: Sequence[tuple[str, ...]],
              now: datetime, signing_time: datetime | None) -> tuple[RevocationStatus, str]:
         """Every distribution point is checked (partitioned CRLs, as notation-core-go checks every
-        one): revoked by any → revoked; else any that cannot be read → unknown; else good."""
+        one): revoked by any → revoked; else any that cannot be read → unknown; else good only when
+        the CRLs read cover every revocation reason together (RFC 5280 §6.3.3, the reasons mask)."""
         goods: list[str] = []
         unknown: list[str] = []
+        covered: set[x509.ReasonFlags] = set()
+        partial: list[str] = []
         budget = [MAX_CRL_DOWNLOADS]  # URLs tried for one certificate, all points together
-        for point in points:
+        try:
+            point_reasons = crl_point_reasons(cert)
+        except ValueError as exc:
+            raise _Unknown(f"the certificate's CRL distribution points are malformed: {exc}") from None
+        for i, point in enumerate(points):
+            dp_reasons = point_reasons[i] if i < len(point_reasons) else None
             try:
-                status, why = self._crl_point(cert, issuer, point, now, signing_time, budget)
+                status, why, reasons = self._crl_point(cert, issuer, point, now, signing_time, budget, dp_reasons)
             except _Unknown as exc:
                 unknown.append(str(exc))
                 continue
             if status is RevocationStatus.REVOKED:
                 return status, why
             goods.append(why)
+            if reasons is None:
+                covered |= ALL_REASONS
+            else:
+                covered |= reasons
+                partial.append(f"{why} (reasons {', '.join(sorted(r.name for r in reasons)) or 'none'})")
         if unknown:
             raise _Unknown("; ".join(unknown))
+        if not ALL_REASONS <= covered:
+            missing = ", ".join(sorted(r.name for r in ALL_REASONS - covered))
+            raise _Unknown(f"each CRL read covers only some revocation reasons ({'; '.join(partial)}), "
+                           f"none covers {missing} (RFC 5280 §6.3.3)")
         return RevocationStatus.OK, "; ".join(goods)
 
     def _crl_point(self, cert: x509.Certificate, issuer: x509.Certificate, point: Sequence[str],
-                   now: datetime, signing_time: datetime | None, budget: list[int]) -> tuple[RevocationStatus, str]:
+                   now: datetime, signing_time: datetime | None, budget: list[int],
+                   dp_reasons: frozenset[x509.ReasonFlags] | None = None,
+                   ) -> tuple[RevocationStatus, str, frozenset[x509.ReasonFlags] | None]:
         """One distribution point: its URLs are locations of one CRL, tried in order until one
-        gives a CRL that covers the certificate."""
+        gives a CRL that covers the certificate. Also returns the reasons that CRL covers (None: all),
+        those of the point and of the CRL's issuing distribution point together."""
         errors: list[str] = []
         for url in point:
             if budget[0] <= 0:
@@ -365,16 +451,15 @@ class RevocationChecker:
                 if _has_extension(base, x509.DeltaCRLIndicator):
                     # Served in place of the complete CRL, it lists only recent changes.
                     raise _Unknown(f"CRL from {url} is a delta CRL, not a complete CRL")
-                partial = _crl_scope(base, cert, point, url)
+                idp_reasons = _crl_scope(base, cert, point, url)
                 delta = self._delta_for(cert, base, issuer, point, now)
             except _Unknown as exc:
                 errors.append(str(exc))
                 continue
             status, why = self._lookup(cert, base, delta, signing_time, url)
-            if partial and status is not RevocationStatus.REVOKED:
-                errors.append(f"CRL from {url} covers only some revocation reasons")
-                continue
-            return status, why
+            reasons = dp_reasons if idp_reasons is None else (
+                idp_reasons if dp_reasons is None else idp_reasons & dp_reasons)
+            return status, why, reasons
         raise _Unknown("; ".join(errors) or "a CRL distribution point names no URL")
 
     def _delta_for(self, cert: x509.Certificate, base: x509.CertificateRevocationList,
@@ -404,7 +489,7 @@ class RevocationChecker:
         if delta_number <= base_number:
             # An older delta (replayed over plain HTTP) could "remove from CRL" what the base now lists.
             raise _Unknown(f"delta CRL number {delta_number} is not greater than the base CRL number {base_number}")
-        if _crl_scope(delta, cert, [*point, urls[0]], urls[0]):
+        if _crl_scope(delta, cert, [*point, urls[0]], urls[0]) is not None:
             raise _Unknown(f"delta CRL from {urls[0]} covers only some revocation reasons")
         return delta
 
@@ -465,7 +550,7 @@ class RevocationChecker:
             raise _Unknown(f"malformed OCSP response: {exc}") from None
         if single is None:
             raise _Unknown("OCSP response is about another certificate")
-        responder = _ocsp_responder(resp, issuer)
+        responder = _ocsp_responder(resp, issuer, now)
         try:
             verify_x509_style_signature(responder.public_key(), signature, tbs, hash_alg)
         except (InvalidSignature, UnsupportedAlgorithm, TypeError, ValueError):
@@ -474,6 +559,9 @@ class RevocationChecker:
             raise _Unknown("OCSP response is not valid yet")
         if single.next_update_utc is not None and now >= single.next_update_utc:
             raise _Unknown(f"OCSP response expired at {single.next_update_utc.isoformat()}")
+        if single.next_update_utc is None and now >= single.this_update_utc + OCSP_MAX_AGE_WITHOUT_NEXT_UPDATE:
+            raise _Unknown(f"OCSP response has no nextUpdate and its thisUpdate {single.this_update_utc.isoformat()} "
+                           f"is older than {OCSP_MAX_AGE_WITHOUT_NEXT_UPDATE.days} days")
         status = single.certificate_status
         if status is ocsp.OCSPCertStatus.GOOD:
             return RevocationStatus.OK, f"OCSP responder {url} answered good"
@@ -513,13 +601,17 @@ def _revoked_unless_before_invalidity(exts: x509.Extensions, revoked_at: datetim
     return RevocationStatus.REVOKED, what + suffix
 
 
-def _ocsp_responder(resp: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.Certificate:
-    """RFC 6960 §4.2.2.2: the issuer itself, or a delegated responder it issued with id-kp-OCSPSigning."""
+def _ocsp_responder(resp: ocsp.OCSPResponse, issuer: x509.Certificate, now: datetime) -> x509.Certificate:
+    """RFC 6960 §4.2.2.2: the issuer itself, or a delegated responder it issued with id-kp-OCSPSigning,
+    valid now (an expired responder's key is no longer looked after: it could sign any answer)."""
     if _names_responder(resp, issuer):
         return issuer
     for cand in resp.certificates[:4]:
         if not _names_responder(resp, cand) or not is_issued_by(cand, issuer):
             continue
+        if not (cand.not_valid_before_utc - CLOCK_SKEW <= now <= cand.not_valid_after_utc):
+            raise _Unknown(f"OCSP response is signed by a delegated responder whose certificate is not valid now "
+                           f"(valid {cand.not_valid_before_utc.isoformat()} to {cand.not_valid_after_utc.isoformat()})")
         try:
             eku = cand.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except (x509.ExtensionNotFound, ValueError):

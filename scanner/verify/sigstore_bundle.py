@@ -61,7 +61,16 @@ from scanner.verify.rekor import (
     check_hashedrekord_body,
     verify_signature,
 )
-from scanner.verify.trustroot import FulcioChainError, SigstoreTrust, fulcio_chain_at, tlog_problem_at, utc
+from scanner.verify.trustroot import (
+    FulcioChainError,
+    SigstoreTrust,
+    fulcio_chain_at,
+    fulcio_profile_problem,
+    material_valid_at,
+    sct_problem_at,
+    tlog_problem_at,
+    utc,
+)
 
 DEFAULT_MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
@@ -139,6 +148,7 @@ class _Outcome:
     signed_at: SignedTime | None = None
     details: dict[str, Any] | None = None
     statement: _Statement | None = field(default=None)
+    times: list[datetime] = field(default_factory=list)  # the verified signing times
 
 
 def _spki_sha256(key: Any) -> str:
@@ -210,47 +220,64 @@ def _verify_cert_bundle(bundle: Bundle, digest_hex: str, trust: SigstoreTrust,
     policies: list[Any] = [IdentityPolicy(identities)]
     if extra_policy is not None:
         policies.append(extra_policy)
-    try:
-        verifier = Verifier(trusted_root=trust.root)
-    except SigstoreError as exc:
-        raise _Fail(CheckName.AUTHENTICITY, f"trust root unusable: {exc}", SignatureFailure.ERROR) from exc
+
+    def run(root: SigstoreTrust) -> tuple[Any, tuple[str, bytes] | None]:
+        """sigstore-python's verification with ``root``: (the verifier, the DSSE payload)."""
+        verifier = Verifier(trusted_root=root.root)
+        if bundle._inner.dsse_envelope is not None:
+            return verifier, verifier.verify_dsse(bundle, AllOf(policies))
+        hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest_hex))
+        verifier.verify_artifact(hashed, bundle, AllOf(policies))
+        return verifier, None
 
     details: dict[str, Any] = {}
     try:
-        if bundle._inner.dsse_envelope is not None:
-            ptype, payload = verifier.verify_dsse(bundle, AllOf(policies))
-            checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
-                                "DSSE signature, certificate chain, SCT and log entry verified"))
-            details["content"] = CONTENT_DSSE
-            statement: _Statement | None = _statement(ptype, payload, digest_hex)
-            assert statement is not None
-            details["predicate_types"] = [statement.predicate_type]
-        else:
-            hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest_hex))
-            verifier.verify_artifact(hashed, bundle, AllOf(policies))
-            checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
-                                "signature over the digest, certificate chain, SCT and log entry verified"))
-            details["content"] = CONTENT_MESSAGE
-            details["predicate_types"] = []
-            statement = None
+        verifier, dsse = run(trust)
         times = verifier._establish_time(bundle)
-    except _Fail:
-        raise
     except (VerificationError, InvalidBundle) as exc:
         raise _Fail(CheckName.AUTHENTICITY, f"sigstore verification failed: {exc}") from exc
     except SigstoreError as exc:  # MetadataError etc.: the trust root could not be used
         raise _Fail(CheckName.AUTHENTICITY, f"sigstore verification could not run: {exc}",
                     SignatureFailure.ERROR) from exc
 
-    # What sigstore-python leaves out: the trust root's validity periods at the signing time. The
-    # Fulcio CA that issued the certificate, and the log whose integrated time is relied on, must
-    # each be valid (``validFor``) at that time, not merely present in the root.
-    for t in times:
+    # What sigstore-python leaves out: the trust root's validity periods (``validFor``). Only the
+    # material valid at every verified signing time may vouch: the Fulcio CA that issued the
+    # certificate, the Rekor key of the log entry, the CT key of the SCT (the TSAs' own periods
+    # sigstore-python checks). Each is checked here, for a reason that names it ...
+    when = [t.time for t in times]
+    for t in when:
         try:
-            fulcio_chain_at(cert, [], trust, t.time)
+            fulcio_chain_at(cert, [], trust, t)
         except FulcioChainError as exc:
             raise _Fail(CheckName.AUTHENTICITY, str(exc)) from exc
-    _check_log_validity(bundle._inner.verification_material.tlog_entries, trust)
+    _check_log_validity(bundle._inner.verification_material.tlog_entries, trust, when)
+    problem = sct_problem_at(trust, cert, when)
+    if problem is not None:
+        raise _Fail(CheckName.AUTHENTICITY, f"SCT: {problem}")
+    # ... and the whole verification runs again on the root without the material that is not, so
+    # nothing sigstore-python picks from the root can be retired material.
+    try:
+        _, dsse_again = run(material_valid_at(trust, when))
+    except (SigstoreError, InvalidBundle, ValueError) as exc:
+        raise _Fail(CheckName.AUTHENTICITY, "sigstore verification failed with only the trust material valid "
+                                            f"at the signing time: {exc}") from exc
+    if dsse_again != dsse:
+        raise _Fail(CheckName.AUTHENTICITY, "sigstore verification gave another payload on the second run")
+
+    if dsse is not None:
+        ptype, payload = dsse
+        checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
+                            "DSSE signature, certificate chain, SCT and log entry verified"))
+        details["content"] = CONTENT_DSSE
+        statement: _Statement | None = _statement(ptype, payload, digest_hex)
+        assert statement is not None
+        details["predicate_types"] = [statement.predicate_type]
+    else:
+        checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
+                            "signature over the digest, certificate chain, SCT and log entry verified"))
+        details["content"] = CONTENT_MESSAGE
+        details["predicate_types"] = []
+        statement = None
 
     chain_fps = [hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()]
     details["chain_sha256"] = chain_fps
@@ -265,14 +292,85 @@ def _verify_cert_bundle(bundle: Bundle, digest_hex: str, trust: SigstoreTrust,
     )
 
 
-def _check_log_validity(entries: Sequence[Any], trust: SigstoreTrust) -> None:
-    """Each log entry whose integrated time serves as a signing time (it has an inclusion promise)
-    must come from a log whose key the trust root holds valid at that time."""
+def _check_log_validity(entries: Sequence[Any], trust: SigstoreTrust, times: Sequence[datetime]) -> None:
+    """Each log entry must come from a log whose key the trust root holds valid at its integrated
+    time when that serves as a signing time (it has an inclusion promise), and at every verified
+    signing time (an entry proven only by its checkpoint, as Rekor v2's, has no time of its own)."""
     for e in entries:
+        problem = None
         if e.integrated_time and e.inclusion_promise:
             problem = tlog_problem_at(trust, e.log_id.key_id, utc(e.integrated_time))
-            if problem is not None:
-                raise _Fail(CheckName.TLOG, problem)
+        if problem is None and times:
+            problem = tlog_problem_at(trust, e.log_id.key_id, times, "the verified signing time")
+        if problem is not None:
+            raise _Fail(CheckName.TLOG, problem)
+
+
+def _bundle_certificate(inner: Any) -> x509.Certificate:
+    vm = inner.verification_material
+    try:
+        if vm.certificate is not None:
+            return x509.load_der_x509_certificate(vm.certificate.raw_bytes)
+        if vm.x509_certificate_chain is not None and vm.x509_certificate_chain.certificates:
+            return x509.load_der_x509_certificate(vm.x509_certificate_chain.certificates[0].raw_bytes)
+    except ValueError as exc:
+        raise _Fail(CheckName.INTEGRITY, f"bundle certificate is malformed: {exc}") from exc
+    raise _Fail(CheckName.INTEGRITY, "bundle carries no certificate")
+
+
+def _verify_cert_bundle_relaxed(inner: Any, digest_hex: str, trust: SigstoreTrust,
+                                identities: Sequence[IdentityMatcher], checks: list[Check], *,
+                                ignore_tlog: bool, ignore_sct: bool) -> _Outcome:
+    """A certificate bundle under the policy's ``ignoreTlog`` / ``ignoreSCT`` (cosign's
+    ``--insecure-ignore-tlog`` / ``--insecure-ignore-sct``), which sigstore-python cannot honour: it
+    requires exactly one log entry and an SCT. The signature, log entry (when there is one, checked
+    as for key bundles) and RFC 3161 timestamps are judged with the certificate's key; then the
+    certificate as sigstore-python does (chain to a Fulcio CA valid at every verified time, Fulcio
+    profile, SCT unless ignored, identity). Without a log entry only a timestamp gives a time: a
+    Fulcio certificate lives minutes, and is never judged at scan time."""
+    from sigstore._internal.sct import verify_sct
+    from sigstore._internal.trust import KeyringPurpose
+
+    cert = _bundle_certificate(inner)
+    ident = cert_identity(cert)
+    ok, why = match_identities(cert, identities)
+    if not ok:
+        raise _Fail(CheckName.IDENTITY, why)
+    checks.append(Check(CheckName.IDENTITY, Outcome.PASSED, why))
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise _Fail(CheckName.AUTHENTICITY, "unsupported certificate key type")
+    out = _verify_key_bundle(inner, digest_hex, trust, key, None, checks, ignore_tlog=ignore_tlog,
+                             require_time=True)
+    if not out.times:
+        raise _Fail(CheckName.TIMESTAMP, "no trusted signing time: the log is ignored (ignoreTlog) and the bundle "
+                                         "has no RFC 3161 timestamp from a TSA of the trust root")
+    chain: list[x509.Certificate] = []
+    for t in out.times:
+        try:
+            chain = fulcio_chain_at(cert, [], trust, t)
+        except FulcioChainError as exc:
+            raise _Fail(CheckName.AUTHENTICITY, str(exc)) from exc
+    problem = fulcio_profile_problem(cert)
+    if problem is not None:
+        raise _Fail(CheckName.AUTHENTICITY, problem)
+    if ignore_sct:
+        checks.append(Check(CheckName.AUTHENTICITY, Outcome.SKIPPED, "SCT not checked (ignoreSCT)", enforced=False))
+    else:
+        try:
+            verify_sct(cert, chain[1:], material_valid_at(trust, out.times).root.ct_keyring(KeyringPurpose.VERIFY))
+        except SigstoreError as exc:
+            raise _Fail(CheckName.AUTHENTICITY, f"failed to verify SCT on signing certificate: {exc}") from exc
+        problem = sct_problem_at(trust, cert, out.times)
+        if problem is not None:
+            raise _Fail(CheckName.AUTHENTICITY, f"SCT: {problem}")
+    checks.append(Check(CheckName.AUTHENTICITY, Outcome.PASSED,
+                        "certificate chains to a Fulcio CA valid at the signing time"
+                        + ("" if ignore_sct else ", SCT verified")))
+    details = dict(out.details or {})
+    details["chain_sha256"] = [hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()]
+    return _Outcome(signer=ident.primary, issuer=ident.issuer, key_sha256=_spki_sha256(key),
+                    signed_at=out.signed_at, details=details, statement=out.statement, times=out.times)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,7 +437,10 @@ def _check_key_entry_body(entry: TransparencyLogEntry, *, key: VerifyingKey, sig
                 raise _Fail(CheckName.TLOG, "log entry is for another artifact (data.digest differs)")
             if _b64(rek["signature"]["content"], "signature") != signature:
                 raise _Fail(CheckName.TLOG, "log entry is for another signature")
-            raw_key = _b64(rek["signature"]["verifier"]["publicKey"]["rawBytes"], "verifier key")
+            verifier = rek["signature"]["verifier"]
+            # A key (managed-key bundles) or the signing certificate (keyless bundles).
+            raw_key = _b64((verifier["x509Certificate"] if "x509Certificate" in verifier
+                            else verifier["publicKey"])["rawBytes"], "verifier key")
             if not _same_key(raw_key, key):
                 raise _Fail(CheckName.TLOG, "log entry is for another key")
         elif kind == "dsse" and version == "0.0.1":
@@ -364,7 +465,8 @@ def _check_key_entry_body(entry: TransparencyLogEntry, *, key: VerifyingKey, sig
 
 
 def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: VerifyingKey,
-                       artifact: bytes | None, checks: list[Check], ignore_tlog: bool = False) -> _Outcome:
+                       artifact: bytes | None, checks: list[Check], ignore_tlog: bool = False,
+                       require_time: bool = False) -> _Outcome:
     from rfc3161_client import decode_timestamp_response
     from sigstore._internal.trust import KeyringPurpose
     from sigstore.dsse import Envelope
@@ -379,25 +481,27 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
     entries = vm.tlog_entries
     tsrs_raw = (vm.timestamp_verification_data.rfc3161_timestamps
                 if vm.timestamp_verification_data else [])
-    if not entries and ignore_tlog and not tsrs_raw:
+    if not entries and ignore_tlog and not tsrs_raw and not require_time:
         # ``cosign sign --key --tlog-upload=false`` (v3): no log entry, no timestamp. With the
         # policy's ``ignoreTlog: true`` (cosign ``--insecure-ignore-tlog``) the key signature and
         # the binding to the digest are the whole check, as for a legacy ``.sig`` without a bundle.
         return _verify_key_bundle_without_log(inner, digest_hex, key, checks)
-    if len(entries) != 1:
+    if len(entries) > 1 or (not entries and not ignore_tlog):
         raise _Fail(CheckName.INTEGRITY, "expected exactly one transparency log entry in the bundle"
-                    + ("" if entries or ignore_tlog else " (set ignoreTlog: true for signatures made without "
-                                                          "a log)"))
-    try:
-        entry = TransparencyLogEntry(entries[0])
-    except InvalidBundle as exc:
-        raise _Fail(CheckName.INTEGRITY, str(exc)) from exc
+                    + ("" if entries else " (set ignoreTlog: true for signatures made without a log)"))
+    # No entry (the policy ignores the log): the RFC 3161 timestamps are the only trusted time.
+    entry: TransparencyLogEntry | None = None
+    if entries:
+        try:
+            entry = TransparencyLogEntry(entries[0])
+        except InvalidBundle as exc:
+            raise _Fail(CheckName.INTEGRITY, str(exc)) from exc
     if len(tsrs_raw) > _MAX_TIMESTAMPS:
         raise _Fail(CheckName.TIMESTAMP, f"too many signed timestamps: {len(tsrs_raw)}")
     if len({t.signed_timestamp for t in tsrs_raw}) != len(tsrs_raw):
         raise _Fail(CheckName.TIMESTAMP, "duplicate signed timestamps")
-    promise = entry._inner.inclusion_promise
-    if inner.media_type == Bundle.BundleType.BUNDLE_0_1 and not promise:
+    promise = entry._inner.inclusion_promise if entry is not None else None
+    if entry is not None and inner.media_type == Bundle.BundleType.BUNDLE_0_1 and not promise:
         raise _Fail(CheckName.INTEGRITY, "a v0.1 bundle must contain an inclusion promise")
     if not promise and not tsrs_raw:
         raise _Fail(CheckName.INTEGRITY, "bundle must contain an inclusion promise or signed timestamps")
@@ -417,8 +521,8 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
         statement: _Statement | None = _statement(env._inner.payload_type, dsse_payload, digest_hex)
         assert statement is not None
         ptypes = [statement.predicate_type]
-        entry_digest = hashlib.sha256(env.pae()).digest() if entry._inner.kind_version.version == "0.0.2" \
-            else digest
+        entry_digest = hashlib.sha256(env.pae()).digest() \
+            if entry is not None and entry._inner.kind_version.version == "0.0.2" else digest
     elif inner.message_signature is not None:
         ms = inner.message_signature
         signature = ms.signature
@@ -432,7 +536,8 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
         entry_digest = digest
     else:
         raise _Fail(CheckName.INTEGRITY, "bundle has neither a message signature nor a DSSE envelope")
-    checks.append(Check(CheckName.INTEGRITY, Outcome.PASSED, "signature verified with the configured key"))
+    checks.append(Check(CheckName.INTEGRITY, Outcome.PASSED,
+                        "signature verified with the " + ("certificate's key" if require_time else "configured key")))
 
     # Trusted time: RFC 3161 timestamps from the trust root's TSAs, and the SET's integrated time.
     times: list[SignedTime] = []
@@ -448,7 +553,7 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
             result = verifier._verify_signed_timestamp(tsr, signature)
             if result is not None:
                 times.append(SignedTime(result.time.astimezone(UTC), TimeSource.TSA))
-    if entry._inner.integrated_time and promise:
+    if entry is not None and entry._inner.integrated_time and promise:
         kv = entry._inner.kind_version
         if not (kv.kind in ("dsse", "hashedrekord") and kv.version == "0.0.1"):
             raise _Fail(CheckName.TLOG, "integrated time only supported for dsse/hashedrekord 0.0.1")
@@ -456,9 +561,20 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
     if len(times) < sigstore_verifier.VERIFIED_TIME_THRESHOLD:
         raise _Fail(CheckName.TIMESTAMP, "not enough sources of verified time")
 
-    _check_log_validity([entry._inner], trust)
+    when = [t.value for t in times]
+    key_id = _spki_sha256(key)
+    details = {"content": CONTENT_DSSE if dsse_payload is not None else CONTENT_MESSAGE,
+               "predicate_types": ptypes, "verified_times": sorted(t.value.isoformat() for t in times)}
+    if entry is None:
+        checks.append(Check(CheckName.TLOG, Outcome.SKIPPED, "no transparency log entry; not required (ignoreTlog)",
+                            enforced=False))
+        return _Outcome(signer=f"sha256:{key_id}", key_sha256=key_id, signed_at=SignedTime.earliest(times),
+                        details=details, statement=statement, times=when)
+    _check_log_validity([entry._inner], trust, when)
     try:
-        entry._verify(trust.root.rekor_keyring(KeyringPurpose.VERIFY))
+        # Only the log keys valid at the signing time may prove the entry (sigstore-python's keyring
+        # holds every key of the root whatever its validFor).
+        entry._verify(material_valid_at(trust, when).root.rekor_keyring(KeyringPurpose.VERIFY))
     except VerificationError as exc:
         raise _Fail(CheckName.TLOG, f"invalid log entry: {exc}") from exc
     except SigstoreError as exc:
@@ -467,13 +583,8 @@ def _verify_key_bundle(inner: Any, digest_hex: str, trust: SigstoreTrust, key: V
                                  dsse_payload=dsse_payload)
     checks.append(Check(CheckName.TLOG, Outcome.PASSED,
                         f"{kind} entry {entry._inner.log_index} included and consistent"))
-    key_id = _spki_sha256(key)
-    return _Outcome(
-        signer=f"sha256:{key_id}", key_sha256=key_id, signed_at=SignedTime.earliest(times),
-        details={"content": CONTENT_DSSE if dsse_payload is not None else CONTENT_MESSAGE,
-                 "predicate_types": ptypes, "verified_times": sorted(t.value.isoformat() for t in times)},
-        statement=statement,
-    )
+    return _Outcome(signer=f"sha256:{key_id}", key_sha256=key_id, signed_at=SignedTime.earliest(times),
+                    details=details, statement=statement, times=when)
 
 
 def _verify_key_bundle_without_log(inner: Any, digest_hex: str, key: VerifyingKey,
@@ -516,12 +627,16 @@ def verify_bundle(
     verifier_name: str = "sigstore bundle",
     ignore_tlog: bool = False,
     annotations: Mapping[str, str] | None = None,
+    ignore_sct: bool = False,
 ) -> SignatureResult:
     """Verify one Sigstore bundle over an artifact whose sha256 (hex) is given.
 
     Exactly one of ``identities`` (certificate bundles) and ``public_key`` (managed-key bundles).
     ``extra_policy`` is an optional sigstore-python ``VerificationPolicy`` applied on top.
-    ``ignore_tlog`` (public-key bundles only) accepts a bundle with no log entry and no timestamp.
+    ``ignore_tlog`` accepts a bundle with no log entry (a key bundle then needs no timestamp either;
+    a certificate bundle needs an RFC 3161 timestamp, its only trusted time). ``ignore_sct``
+    (certificate bundles) does not ask the certificate for an SCT. A log entry or an SCT that is
+    there is checked all the same when sigstore-python judges the bundle.
     ``annotations`` (cosign ``-a``) must be signed on an image-signature bundle's subject; they are
     not asked of attestations (as ``cosign verify-attestation`` does not). ``details["role"]`` says
     which of the two the bundle is.
@@ -576,11 +691,20 @@ def verify_bundle(
             if public_key is not None:
                 raise _Fail(CheckName.AUTHENTICITY,
                             "bundle carries a certificate; this verifier trusts a key")
-            try:
-                bundle = Bundle(inner)
-            except (InvalidBundle, VerificationError, ValueError) as exc:
-                raise _Fail(CheckName.INTEGRITY, f"invalid bundle: {exc}") from exc
-            out = _verify_cert_bundle(bundle, artifact_sha256, trust, identities, extra_policy, checks)
+            if ignore_sct or (ignore_tlog and not entries):
+                # What sigstore-python cannot be told to skip (it requires one log entry and an SCT).
+                if extra_policy is not None:
+                    raise _Fail(CheckName.AUTHENTICITY, "an extra verification policy needs sigstore-python, "
+                                                        "which cannot ignore the log or the SCT",
+                                SignatureFailure.ERROR)
+                out = _verify_cert_bundle_relaxed(inner, artifact_sha256, trust, identities, checks,
+                                                  ignore_tlog=ignore_tlog, ignore_sct=ignore_sct)
+            else:
+                try:
+                    bundle = Bundle(inner)
+                except (InvalidBundle, VerificationError, ValueError) as exc:
+                    raise _Fail(CheckName.INTEGRITY, f"invalid bundle: {exc}") from exc
+                out = _verify_cert_bundle(bundle, artifact_sha256, trust, identities, extra_policy, checks)
         if now is not None and out.signed_at is not None and out.signed_at.value > now + _FUTURE_SKEW:
             raise _Fail(CheckName.TIMESTAMP, f"signing time {out.signed_at.value.isoformat()} is in the future")
         details = out.details if out.details is not None else {}
@@ -620,6 +744,7 @@ def verify_bundle_for_digest(
     verifier_name: str = "sigstore bundle",
     ignore_tlog: bool = False,
     annotations: Mapping[str, str] | None = None,
+    ignore_sct: bool = False,
 ) -> SignatureResult:
     """Verify a bundle found as an OCI referrer of ``image_digest`` (``sha256:<hex>``).
 
@@ -635,4 +760,4 @@ def verify_bundle_for_digest(
                                checks=(Check(CheckName.DIGEST, Outcome.ERROR, reason),))
     return verify_bundle(bundle_bytes, m.group(1), trust=trust, identities=identities, public_key=public_key,
                          now=now, max_bundle_bytes=max_bundle_bytes, verifier_name=verifier_name,
-                         ignore_tlog=ignore_tlog, annotations=annotations)
+                         ignore_tlog=ignore_tlog, annotations=annotations, ignore_sct=ignore_sct)

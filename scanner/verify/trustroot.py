@@ -297,7 +297,11 @@ def fulcio_chain_at(leaf: x509.Certificate, intermediates: Sequence[x509.Certifi
 
     anchors = fulcio_certs_at(trust, when)
     if not anchors:
-        raise FulcioChainError(f"no Fulcio CA of the trust root is valid at {when.isoformat()}")
+        retired = [f"{ca.subject.common_name or ca.uri or '?'} (validFor {ca.valid_for.start.isoformat()} to "
+                   f"{ca.valid_for.end.isoformat() if ca.valid_for.end else 'open'})"
+                   for ca in trust.root._inner.certificate_authorities][:4]
+        raise FulcioChainError(f"no Fulcio CA of the trust root is valid at {when.isoformat()}"
+                               + (f"; retired or not yet valid: {', '.join(retired)}" if retired else ""))
     ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
                                                                      None)
     ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL,
@@ -311,20 +315,112 @@ def fulcio_chain_at(leaf: x509.Certificate, intermediates: Sequence[x509.Certifi
                                f"{when.isoformat()}: {exc}") from exc
 
 
-def tlog_problem_at(trust: SigstoreTrust, key_id: bytes, when: datetime) -> str | None:
-    """None when the trust root has a transparency log with this log id (key id) whose key's
-    ``validFor`` (a closed interval) covers ``when`` (an entry's integrated time); else why not.
-    sigstore-python accepts entries of a log whatever its key's validity period; sigstore-go and
-    this project's legacy SET check (``scanner.verify.rekor``) do not."""
-    logs = [t for t in trust.root._inner.tlogs if t.log_id.key_id == key_id]
-    if not logs:
-        return f"no transparency log of the trust root has log id {key_id.hex()}"
-    for t in logs:
-        valid = t.public_key.valid_for
-        if valid is None or (valid.start <= when and (valid.end is None or when <= valid.end)):
-            return None
-    return (f"the key of transparency log {key_id.hex()} is not valid at the entry's integrated time "
-            f"{when.isoformat()} (validFor in the trust root)")
+def _timerange_covers(valid: object, when: datetime) -> bool:
+    """protobuf-specs ``TimeRange`` is a closed interval; no range means no bound."""
+    if valid is None:
+        return True
+    start, end = getattr(valid, "start", None), getattr(valid, "end", None)
+    return (start is None or start <= when) and (end is None or when <= end)
+
+
+def _log_problem_at(logs: Sequence[trustroot_v1.TransparencyLogInstance], what: str, key_id: bytes,
+                    times: Sequence[datetime], at: str) -> str | None:
+    matching = [t for t in logs if t.log_id.key_id == key_id]
+    if not matching:
+        return f"no {what} of the trust root has log id {key_id.hex()}"
+    for when in times:
+        if not any(_timerange_covers(t.public_key.valid_for, when) for t in matching):
+            ends = sorted(str(t.public_key.valid_for.end.isoformat()) for t in matching
+                          if t.public_key.valid_for is not None and t.public_key.valid_for.end is not None)
+            retired = f" (retired at {ends[-1]})" if ends else ""
+            return (f"the key of {what} {key_id.hex()} is not valid at {at} {when.isoformat()}"
+                    f"{retired} (validFor in the trust root)")
+    return None
+
+
+def fulcio_profile_problem(leaf: x509.Certificate) -> str | None:
+    """The Fulcio certificate profile sigstore-python checks (its ``_verify_common_signing_cert``
+    step 3): key usage digitalSignature, extended key usage codeSigning. None when it holds."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    try:
+        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound as exc:
+        return f"certificate lacks {exc.oid.dotted_string}"
+    except ValueError as exc:
+        return f"certificate extensions are malformed: {exc}"
+    if not ku.digital_signature:
+        return "certificate key usage is not digitalSignature"
+    if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+        return "certificate extended key usage lacks codeSigning"
+    return None
+
+
+def tlog_problem_at(trust: SigstoreTrust, key_id: bytes, when: datetime | Sequence[datetime],
+                    at: str = "the entry's integrated time") -> str | None:
+    """None when the trust root has a transparency log (Rekor) with this log id (key id) whose key's
+    ``validFor`` (a closed interval) covers ``when`` (an entry's integrated time, or every verified
+    signing time); else why not. sigstore-python accepts entries of a log whatever its key's
+    validity period; sigstore-go and this project's legacy SET check (``scanner.verify.rekor``) do not."""
+    times = [when] if isinstance(when, datetime) else list(when)
+    return _log_problem_at(trust.root._inner.tlogs, "transparency log (Rekor)", key_id, times, at)
+
+
+def ctlog_problem_at(trust: SigstoreTrust, key_id: bytes, times: Sequence[datetime],
+                     at: str = "the verified signing time") -> str | None:
+    """As :func:`tlog_problem_at`, for the CT log that signed a certificate's SCT: sigstore-python
+    verifies the SCT with every CT key of the root whatever its ``validFor``."""
+    return _log_problem_at(trust.root._inner.ctlogs, "CT log", key_id, times, at)
+
+
+def sct_problem_at(trust: SigstoreTrust, cert: x509.Certificate, times: Sequence[datetime]) -> str | None:
+    """The SCT sigstore-python verifies (the certificate's one embedded SCT) must come from a CT log
+    whose key is valid at every verified signing time (and at the SCT's own timestamp)."""
+    try:
+        scts = list(cert.extensions.get_extension_for_class(x509.PrecertificateSignedCertificateTimestamps).value)
+    except x509.ExtensionNotFound:
+        return "the certificate carries no SCT"
+    except ValueError as exc:
+        return f"the certificate's SCT extension is malformed: {exc}"
+    if len(scts) != 1:
+        return f"expected one SCT in the certificate, found {len(scts)}"
+    sct = scts[0]
+    return ctlog_problem_at(trust, sct.log_id, [*times, sct.timestamp.replace(tzinfo=UTC)],
+                            "the verified signing time / SCT time")
+
+
+def material_valid_at(trust: SigstoreTrust, times: Sequence[datetime]) -> SigstoreTrust:
+    """The same trust root keeping only the material (Fulcio CAs, Rekor keys, CT keys, TSAs) whose
+    ``validFor`` covers every one of ``times`` (protobuf-specs TrustedRoot; sigstore-go applies
+    it so). Handed to sigstore-python, which does not read ``validFor`` for CAs, Rekor or CT keys,
+    it makes retired material unusable whatever the code path that picks it."""
+    doc = json.loads(trust.raw or trust.root._inner.to_json().encode())
+
+    def covers(valid: object) -> bool:
+        if not isinstance(valid, dict):
+            return True
+        start = _parse_time(valid.get("start"))
+        end = _parse_time(valid.get("end"))
+        return all((start is None or start <= t) and (end is None or t <= end) for t in times)
+
+    doc["certificateAuthorities"] = [c for c in doc.get("certificateAuthorities") or []
+                                     if covers(c.get("validFor"))]
+    doc["timestampAuthorities"] = [c for c in doc.get("timestampAuthorities") or []
+                                   if covers(c.get("validFor"))]
+    for logs in ("tlogs", "ctlogs"):
+        doc[logs] = [t for t in doc.get(logs) or [] if covers((t.get("publicKey") or {}).get("validFor"))]
+    raw = json.dumps(doc, sort_keys=True).encode()
+    inner = trustroot_v1.TrustedRoot.from_json(raw)
+    return SigstoreTrust(TrustedRoot(inner), f"{trust.source} (material valid at the signing time)",
+                         hashlib.sha256(raw).hexdigest(), raw)
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def ca_valid_at(ca: trustroot_v1.CertificateAuthority, when: datetime) -> bool:

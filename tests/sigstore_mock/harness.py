@@ -36,7 +36,7 @@ from tests.harness.tools import _missing, cache_root, stop_process
 HERE = Path(__file__).resolve().parent
 MOCK_VERSION = json.loads((HERE / "package.json").read_text())["dependencies"]["@sigstore/mock"]
 TOOL_NAME = f"sigstore-mock-{MOCK_VERSION}"
-FIXES = ("pem", "dsse", "proof", "etag")
+FIXES = ("pem", "dsse", "proof", "etag", "bearer")
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"

@@ -2,7 +2,7 @@
 // A local Fulcio + Rekor on 127.0.0.1 built from @sigstore/mock's handlers, with the fixes real
 // verifiers need (see README.md in this directory for why each exists).
 //
-//   NODE_PATH=<install>/node_modules node mock_server.js --out DIR [--port N] [--skip-fix pem,dsse,proof,etag]
+//   NODE_PATH=<install>/node_modules node mock_server.js --out DIR [--port N] [--skip-fix pem,dsse,proof,etag,bearer]
 //
 // @sigstore/mock only ships nock interceptors (in-process); this wraps the same handler functions
 // in a real HTTP server so @sigstore/cli and cosign can talk to it over the loopback.
@@ -35,7 +35,7 @@ function parseArgs(argv) {
   }
   if (!args.out) throw new Error('--out DIR is required');
   for (const f of args.skip) {
-    if (!['pem', 'dsse', 'proof', 'etag'].includes(f)) throw new Error(`unknown fix ${f}`);
+    if (!['pem', 'dsse', 'proof', 'etag', 'bearer'].includes(f)) throw new Error(`unknown fix ${f}`);
   }
   return args;
 }
@@ -178,13 +178,28 @@ async function main() {
   const rekorLogId = crypto.createHash('sha256').update(rekorPubDer).digest();
   const tree = new Tree(new URL(url).host, rekorKey.privateKey, rekorLogId);
 
-  const handleFulcio = async (body) => {
+  const handleFulcio = async (body, authorization) => {
+    // fix 5: sigstore-go (cosign v3) sends the OIDC token as `Authorization: Bearer <jwt>`, as real
+    // Fulcio accepts it, and no `credentials` in the body; the mock's handler reads only the body. It
+    // also wants the 200 real Fulcio's gateway answers (the nock handler says 201).
+    const bearer = !args.skip.has('bearer') && /^Bearer /i.test(authorization || '');
+    if (bearer) {
+      try {
+        const doc = JSON.parse(body);
+        if (doc && !doc.credentials) {
+          doc.credentials = { oidcIdentityToken: authorization.replace(/^Bearer /i, '') };
+          body = JSON.stringify(doc);
+        }
+      } catch (e) { /* the handler reports the bad body */ }
+    }
     const res = await fulcio.fn(body);
-    if (res.statusCode !== 201 || args.skip.has('pem')) return res;
+    if (res.statusCode !== 201) return res;
+    const status = bearer ? { statusCode: 200 } : {};
+    if (args.skip.has('pem')) return { ...res, ...status };
     const doc = JSON.parse(res.response);
     const chain = doc.signedCertificateEmbeddedSct.chain;
     chain.certificates = chain.certificates.map(rewrapPEM);
-    return { ...res, response: JSON.stringify(doc) };
+    return { ...res, ...status, response: JSON.stringify(doc) };
   };
 
   const handleRekor = async (body) => {
@@ -224,7 +239,7 @@ async function main() {
       let out;
       try {
         const p = req.url.split('?')[0];
-        if (req.method === 'POST' && p === '/api/v2/signingCert') out = await handleFulcio(body);
+        if (req.method === 'POST' && p === '/api/v2/signingCert') out = await handleFulcio(body, req.headers.authorization);
         else if (req.method === 'POST' && p === '/api/v1/log/entries') out = await handleRekor(body);
         else if (req.method === 'GET' && p === '/api/v1/log/publicKey') {
           out = { statusCode: 200, response: pemOfSpki(rekorPubDer), contentType: 'application/x-pem-file' };

@@ -403,8 +403,12 @@ FIELDS: dict[type, dict[str, str]] = {
         "require_predicate_types": MATRIX,
         "key": "the trust anchor itself (tests/unit/test_cosign_key_vectors.py)",
         "keyless": "the trust anchor itself (tests/unit/test_cosign_keyless.py)",
-        "ignore_tlog": "relaxes the log check; never makes a signature pass that another field refuses",
-        "ignore_sct": "relaxes the SCT check; never makes a signature pass that another field refuses",
+        "ignore_tlog": "relaxes the log check for .sig and bundles alike (tests/unit/verify/test_sigstore_bundle.py "
+                       "test_a_keyless_bundle_without_a_log_entry_needs_ignore_tlog, ..._passes_its_log_and_sct_"
+                       "fields_to_bundles); never makes a signature pass that another field refuses",
+        "ignore_sct": "relaxes the SCT check for .sig and bundles alike (tests/unit/verify/test_sigstore_bundle.py "
+                      "test_ignore_sct_is_honoured_for_certificate_bundles); never makes a signature pass that "
+                      "another field refuses",
         "rekor_pubkey": "log trust material, enforced for every logged format: test_log_keys_* and "
                         "test_rekor_pub_key_applies_to_key_signed_bundles (and test_sigstore_interop.py)",
         "trusted_root": "trust material (tests/integration/test_sigstore_interop.py); given twice, or beside "

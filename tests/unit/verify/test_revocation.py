@@ -117,10 +117,15 @@ def test_a_partial_crl_that_lists_the_certificate_still_revokes(server: Server) 
     assert status(leaf, root).status is RevocationStatus.REVOKED
 
 
-def test_an_unknown_critical_extension_makes_the_crl_unusable(server: Server) -> None:
+@pytest.mark.parametrize("ext", [
+    x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00"),
+    x509.IssuerAlternativeName([x509.UniformResourceIdentifier("http://ca.example/")]),  # not processed here
+    x509.AuthorityInformationAccess([x509.AccessDescription(
+        x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier("http://ca.example/ca.crt"))]),
+], ids=["unknown", "issuerAltName", "authorityInfoAccess"])
+def test_an_unknown_critical_extension_makes_the_crl_unusable(ext: x509.ExtensionType, server: Server) -> None:
     root = issue("Root", ca=True)
     leaf = issue("Leaf", issuer=root, crl_url=f"{server.base}/leaf.crl", serial=REVOKED_SERIAL)
-    ext = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00")
     server.routes["/leaf.crl"] = (200, crl(root, [], extra=ext))
     r = status(leaf, root)
     assert r.status is RevocationStatus.UNKNOWN and "unsupported critical extensions" in r.reason
@@ -294,3 +299,131 @@ def test_crl_downloads_per_certificate_are_bounded(server: Server) -> None:
     r = RevocationChecker(HttpFetcher()).check_chain([cert, root.cert], NOW)
     assert r.status is RevocationStatus.UNKNOWN
     assert len(server.hits) == 6 and "more than 6 CRL locations" in r.reason
+
+
+# ----------------------------------------------------------------------------------------------
+# CRL entries, reasons and the cache (issue #26 items 4 and 5)
+
+
+def _crl_with_entry(issuer: Issued, serial: int, ext: x509.ExtensionType, critical: bool) -> bytes:
+    entry = (x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(T0 + timedelta(days=1))
+             .add_extension(ext, critical=critical).build())
+    return (x509.CertificateRevocationListBuilder().issuer_name(issuer.cert.subject).last_update(T0)
+            .next_update(T0 + timedelta(days=30)).add_extension(x509.CRLNumber(5), critical=False)
+            .add_revoked_certificate(entry).sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+
+def test_a_crl_with_an_unknown_critical_entry_extension_is_unusable(server: Server) -> None:
+    """RFC 5280 §5.3: a CRL with a critical entry extension that cannot be processed is not used for
+    any certificate, also those it does not list."""
+    root = issue("Root", ca=True)
+    leaf = issue("Leaf", issuer=root, crl_url=f"{server.base}/leaf.crl", serial=REVOKED_SERIAL)
+    ext = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.2"), b"\x05\x00")
+    server.routes["/leaf.crl"] = (200, _crl_with_entry(root, 0x42, ext, critical=True))
+    r = status(leaf, root)
+    assert r.status is RevocationStatus.UNKNOWN and "unsupported critical extension" in r.reason, r.reason
+    server.routes["/leaf.crl"] = (200, _crl_with_entry(root, 0x42, ext, critical=False))
+    assert status(leaf, root).status is RevocationStatus.OK
+
+
+def test_an_indirect_crl_by_its_entries_is_unusable(server: Server) -> None:
+    """A certificateIssuer entry extension makes the following entries another issuer's: a serial alone
+    no longer says which certificate is listed (even without an indirectCRL issuing distribution point)."""
+    root = issue("Root", ca=True)
+    leaf = issue("Leaf", issuer=root, crl_url=f"{server.base}/leaf.crl", serial=REVOKED_SERIAL)
+    other = x509.CertificateIssuer([x509.DirectoryName(x509.Name.from_rfc4514_string("CN=Other CA"))])
+    server.routes["/leaf.crl"] = (200, _crl_with_entry(root, 0x42, other, critical=True))
+    r = status(leaf, root)
+    assert r.status is RevocationStatus.UNKNOWN and "indirect CRL" in r.reason, r.reason
+
+
+def _leaf_with_points(root: Issued, points: list[tuple[str, frozenset[x509.ReasonFlags] | None]]) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cdp = x509.CRLDistributionPoints([x509.DistributionPoint([x509.UniformResourceIdentifier(u)], None, reasons, None)
+                                      for u, reasons in points])
+    return (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string("CN=Leaf,O=Acme"))
+            .issuer_name(root.cert.subject).public_key(key.public_key()).serial_number(REVOKED_SERIAL)
+            .not_valid_before(T0 - timedelta(days=1)).not_valid_after(T0 + timedelta(days=365))
+            .add_extension(cdp, critical=False).sign(root.key, hashes.SHA256()))
+
+
+def test_a_distribution_point_for_some_reasons_does_not_clear_the_others(server: Server) -> None:
+    """RFC 5280 §6.3.3: the CRL of a point limited to keyCompromise says nothing about a certificate
+    revoked for another reason (listed in another CRL the certificate does not name)."""
+    root = issue("Root", ca=True)
+    kc = frozenset({x509.ReasonFlags.key_compromise})
+    leaf = _leaf_with_points(root, [(f"{server.base}/kc.crl", kc)])
+    server.routes["/kc.crl"] = (200, crl(root, []))
+    r = RevocationChecker(HttpFetcher()).check_chain([leaf, root.cert], NOW)
+    assert r.status is RevocationStatus.UNKNOWN and "covers only some revocation reasons" in r.reason, r.reason
+    # Two points that cover every reason together decide.
+    rest = frozenset(x509.ReasonFlags) - {x509.ReasonFlags.unspecified, x509.ReasonFlags.remove_from_crl} - kc
+    leaf = _leaf_with_points(root, [(f"{server.base}/kc.crl", kc), (f"{server.base}/rest.crl", rest)])
+    server.routes["/rest.crl"] = (200, crl(root, []))
+    assert RevocationChecker(HttpFetcher()).check_chain([leaf, root.cert], NOW).status is RevocationStatus.OK
+    server.routes["/rest.crl"] = (200, crl(root, [REVOKED_SERIAL]))
+    assert RevocationChecker(HttpFetcher()).check_chain([leaf, root.cert], NOW).status is RevocationStatus.REVOKED
+
+
+def test_a_cached_crl_is_checked_against_the_issuer_on_every_use(server: Server) -> None:
+    """However a CRL got into the cache (another issuer of the same name, a cache persisted and read
+    back), it answers only for certificates whose issuer signed it: the issuer and signature are
+    checked on every use, and an entry that fails is replaced by a fresh download."""
+    real_ca = issue("Rekeyed CA", ca=True)
+    impostor = issue("Rekeyed CA", ca=True)  # same name, another key
+    leaf = issue("Leaf", issuer=real_ca, crl_url=f"{server.base}/ca.crl", serial=REVOKED_SERIAL)
+    stale = x509.load_der_x509_crl(crl(impostor, []))
+
+    class Warmed(CRLCache):
+        def get(self, url: str, now: Any) -> x509.CertificateRevocationList | None:
+            return stale
+
+    server.routes["/ca.crl"] = (200, crl(real_ca, [REVOKED_SERIAL]))
+    r = status(leaf, real_ca, Warmed())
+    assert r.status is RevocationStatus.REVOKED, r.reason
+    assert server.hits == ["/ca.crl"]
+
+
+# ----------------------------------------------------------------------------------------------
+# OCSP replays (attacker pass): plain http lets anyone serve any response the issuer ever signed.
+
+
+def _ocsp_good(signer: Issued, root: Issued, cert: x509.Certificate, *, this_update: Any,
+               next_update: Any, delegated: bool = False) -> bytes:
+    b = ocsp.OCSPResponseBuilder().add_response(
+        cert=cert, issuer=root.cert, algorithm=hashes.SHA1(), cert_status=ocsp.OCSPCertStatus.GOOD,
+        this_update=this_update, next_update=next_update, revocation_time=None, revocation_reason=None)
+    b = b.responder_id(ocsp.OCSPResponderEncoding.HASH, signer.cert)
+    if delegated:
+        b = b.certificates([signer.cert])
+    return b.sign(signer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def test_an_old_ocsp_good_without_next_update_does_not_last_forever(server: Server) -> None:
+    """A 'good' with no nextUpdate, signed a year before the certificate was revoked, replayed today."""
+    root = issue("OCSP Root", ca=True)
+    leaf = issue("Leaf", issuer=root, ocsp_url=f"{server.base}/ocsp")
+    server.routes["/ocsp"] = (200, _ocsp_good(root, root, leaf.cert, this_update=NOW - timedelta(days=365),
+                                              next_update=None))
+    r = status(leaf, root)
+    assert r.status is RevocationStatus.UNKNOWN and "no nextUpdate" in r.reason, r.reason
+    server.routes["/ocsp"] = (200, _ocsp_good(root, root, leaf.cert, this_update=NOW - timedelta(hours=2),
+                                              next_update=None))
+    assert status(leaf, root).status is RevocationStatus.OK
+
+
+def test_an_expired_delegated_ocsp_responder_is_not_believed(server: Server) -> None:
+    """An expired responder's key is no longer looked after: whoever has it could answer 'good' for
+    every certificate of the CA."""
+    root = issue("OCSP Root", ca=True)
+    leaf = issue("Leaf", issuer=root, ocsp_url=f"{server.base}/ocsp")
+    old = issue("Responder", issuer=root, eku=[x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING],
+                not_before=NOW - timedelta(days=800), not_after=NOW - timedelta(days=30))
+    server.routes["/ocsp"] = (200, _ocsp_good(old, root, leaf.cert, this_update=NOW - timedelta(hours=1),
+                                              next_update=NOW + timedelta(days=1), delegated=True))
+    r = status(leaf, root)
+    assert r.status is RevocationStatus.UNKNOWN and "delegated responder" in r.reason, r.reason
+    current = issue("Responder", issuer=root, eku=[x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING])
+    server.routes["/ocsp"] = (200, _ocsp_good(current, root, leaf.cert, this_update=NOW - timedelta(hours=1),
+                                              next_update=NOW + timedelta(days=1), delegated=True))
+    assert status(leaf, root).status is RevocationStatus.OK
