@@ -1,0 +1,34 @@
+"""Which hosts a cloud's workload identity is sent to: the cloud's own registry hosts, matched on the
+whole host; a host that merely contains a cloud's name (a lookalike on another domain) gets nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from scanner.registry.cloud import provider_of_host
+
+
+@pytest.mark.parametrize(("host", "provider"), [
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com", "ecr"),
+    ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com", "ecr"),
+    ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn", "ecr"),
+    ("123456789012.dkr-ecr.eu-west-1.on.aws", "ecr"),
+    ("public.ecr.aws", "ecr"),
+    ("gcr.io", "gcr"), ("eu.gcr.io", "gcr"), ("europe-west1-docker.pkg.dev", "gcr"),
+    ("myregistry.azurecr.io", "acr"), ("myregistry.azurecr.cn", "acr"),
+])
+def test_a_clouds_registry_hosts(host: str, provider: str) -> None:
+    assert provider_of_host(host) == provider
+
+
+@pytest.mark.parametrize("host", [
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.example",
+    "evil.example/123456789012.dkr.ecr.us-east-1.amazonaws.com",
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com:5000",
+    "x123456789012.dkr.ecr.us-east-1.amazonaws.com",
+    "public.ecr.aws.evil.example", "evilpublic.ecr.aws",
+    "gcr.io.evil.example", "evilgcr.io", "a.b.gcr.io", "docker.pkg.dev", "europe-docker.pkg.dev.evil.example",
+    "myregistry.azurecr.io.evil.example", "my.registry.azurecr.io", "docker.io", "127.0.0.1:5000",
+])
+def test_a_lookalike_host_is_no_clouds(host: str) -> None:
+    assert provider_of_host(host) is None
