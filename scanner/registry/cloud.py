@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 import time
 from datetime import UTC, datetime
@@ -85,7 +86,8 @@ def resolve_ecr(candidate: DeferredCredential) -> Resolved:
     public = host == ECR_PUBLIC
     try:
         session = boto3.session.Session()
-        region = "us-east-1" if public else (match.group("region") if match else session.region_name)
+        configured = session.region_name or os.environ.get("AWS_REGION")  # EKS sets AWS_REGION
+        region = "us-east-1" if public else (match.group("region") if match else configured)
         if not region:
             raise CredentialUnavailable(
                 f"{label}: {candidate.registry} does not name an AWS region and none is configured (set AWS_REGION)"
