@@ -375,10 +375,14 @@ HELPER_CACHE_SECONDS = 15 * 60.0
 
 
 def _resolve_helper(candidate: DeferredCredential) -> Resolved:
-    from scanner.registry.credhelpers import run_helper
+    from scanner.registry import deadline
+    from scanner.registry.credhelpers import HELPER_TIMEOUT, run_helper
 
     server = "https://index.docker.io/v1/" if candidate.registry == DOCKER_HUB else candidate.registry
-    return run_helper(candidate.name, server), time.time() + HELPER_CACHE_SECONDS
+    # Never past the scan's deadline (--deadline) in force on this thread: a helper is killed then.
+    left = deadline.remaining()
+    timeout = HELPER_TIMEOUT if left is None else max(0.1, min(HELPER_TIMEOUT, left))
+    return run_helper(candidate.name, server, timeout=timeout), time.time() + HELPER_CACHE_SECONDS
 
 
 def _default_resolvers() -> dict[str, Resolver]:

@@ -98,7 +98,7 @@ def helper_bin(estate: Estate) -> Path:
 
 
 def scan(estate: Estate, env: dict[str, str], *flags: str, docker: dict | None = None,
-         files: tuple[Path, Path] | None = None) -> tuple[dict, str, int]:
+         files: tuple[Path, Path] | None = None, codes: tuple[int, ...] = (0, 1)) -> tuple[dict, str, int]:
     home = estate.tmp / f"docker-{abs(hash((flags, json.dumps(docker), files)))}"
     home.mkdir(exist_ok=True)
     (home / "config.json").write_text(json.dumps(docker or {}))
@@ -108,7 +108,7 @@ def scan(estate: Estate, env: dict[str, str], *flags: str, docker: dict | None =
          str(policy), "--db", f"sqlite:///{home / 'scans.db'}", "-o", "json", "--no-progress", *flags],
         capture_output=True, env={**os.environ, **env, "DOCKER_CONFIG": str(home)}, timeout=180,
     )
-    assert r.returncode in (0, 1), r.stderr.decode()[-3000:]
+    assert r.returncode in codes, r.stderr.decode()[-3000:]
     doc = json.loads(r.stdout)
     (image,) = doc["images"]
     out = r.stdout + r.stderr + b"".join(p.read_bytes() for p in home.glob("scans.db*"))
@@ -256,3 +256,13 @@ def test_acr_through_managed_identity_and_the_oauth2_exchange(estate: Estate, en
     else:  # an identity the registry does not know: the exchange refuses it
         assert image["status"] == "error"
         assert any("oauth2/exchange answered 401" in r for r in image["reasons"]), image["reasons"]
+
+
+def test_a_hanging_helper_never_holds_the_scan_past_its_deadline(estate: Estate, helper_bin: Path) -> None:
+    import time
+
+    started = time.monotonic()
+    image, _, _ = scan(estate, helper_env(helper_bin), "--registry-auth", "helpers", "--deadline", "2",
+                       docker={"credHelpers": {estate.host: "hangs"}}, codes=(3,))  # partial: exit 3
+    assert image["status"] == "error"
+    assert time.monotonic() - started < 8  # the helper's own limit is 10 s: the deadline (2 s) bounds it
