@@ -130,14 +130,15 @@ def _judged_apart(client: RegistryClient, registry: str, refs: tuple[tuple[str, 
 
 
 def _with_credential_source(verdicts: list[Verdict], img: RunningImage, client: RegistryClient) -> list[Verdict]:
-    """Each verdict says which credential source read the image (its name, never the secret), when
-    the registry answered at all."""
+    """Each verdict says which credential source read the image (its name, never the secret; a pull
+    secret only among those of the verdict's own pods), when the registry answered at all."""
     ref = img.reference
-    source = client.credential_source(ref.registry, ref.repository, img.pull_secrets)
-    if source is None:
-        return verdicts
-    note = f"registry credentials: {source}"
-    return [replace(v, reasons=(*v.reasons, note)) for v in verdicts]
+    out = []
+    for v in verdicts:
+        own = tuple(dict.fromkeys(s for c in v.image.containers for s in _secret_refs(c)))
+        source = client.credential_source(ref.registry, ref.repository, img.pull_secrets, named_for=own)
+        out.append(v if source is None else replace(v, reasons=(*v.reasons, f"registry credentials: {source}")))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -326,9 +326,10 @@ class CredentialStore:
             return "anonymous"
         if isinstance(candidate, DeferredCredential):
             return candidate.label
-        for ns, name in secrets:
-            if self._secrets.get((ns, name), {}).get(registry) == candidate:
-                return f"pull secret {ns}/{name}"
+        holders = [f"{ns}/{name}" for ns, name in dict.fromkeys(secrets)
+                   if self._secrets.get((ns, name), {}).get(registry) == candidate]
+        if holders:
+            return f"pull secret{'s' if len(holders) > 1 else ''} {', '.join(holders)}"
         return "the scanner's docker config"
 
     def describe(self, registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> str:

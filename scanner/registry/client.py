@@ -492,8 +492,8 @@ class RegistryClient:
                 raise
             if more and from_registry and resp.status_code in (401, 403):
                 continue
-            if resp.status_code < 400:
-                self._remember(registry, scope, secrets, candidates, candidate)
+            if resp.status_code < 400 or (resp.status_code == 404 and from_registry):
+                self._remember(registry, scope, secrets, candidates, candidate)  # the registry took it
             elif unavailable and resp.status_code in (401, 403):
                 raise RegistryError(
                     f"{registry}: access refused ({resp.status_code}); {'; '.join(unavailable)}",
@@ -520,10 +520,18 @@ class RegistryClient:
             log.info("%s (%s): registry credentials from %s", registry, scope,
                      self.credentials.label(registry, secrets, candidate))
 
-    def credential_source(self, registry: str, repository: str, secrets: tuple[tuple[str, str], ...]) -> str | None:
-        """Which source's credential the last successful request for ``registry/repository`` on behalf
+    def credential_source(
+        self,
+        registry: str,
+        repository: str,
+        secrets: tuple[tuple[str, str], ...],
+        named_for: tuple[tuple[str, str], ...] | None = None,
+    ) -> str | None:
+        """Which source's credential the last answered request for ``registry/repository`` on behalf
         of pods with pull secrets ``secrets`` used ("anonymous" when every source had nothing for it);
-        None before any request succeeded, or when no source applies to the registry at all."""
+        None before any request was answered, or when no source applies to the registry at all. A pull
+        secret is named among ``named_for`` (default ``secrets``): the secrets of the pods the answer is
+        for, so a verdict never names another tenant's secret."""
         candidates = self.credentials.candidates(registry, secrets)
         if not candidates:
             return None
@@ -532,7 +540,7 @@ class RegistryClient:
             if key not in self._worked:
                 return None
             worked = self._worked[key]
-        return self.credentials.label(registry, secrets, worked)
+        return self.credentials.label(registry, secrets if named_for is None else named_for, worked)
 
     def _authenticated(
         self,
