@@ -32,3 +32,25 @@ def test_a_clouds_registry_hosts(host: str, provider: str) -> None:
 ])
 def test_a_lookalike_host_is_no_clouds(host: str) -> None:
     assert provider_of_host(host) is None
+
+
+def test_cloud_sdk_loggers_never_debug_even_with_vv() -> None:
+    """botocore logs the GetAuthorizationToken reply and every request's headers (X-Amz-Security-Token)
+    at DEBUG; google-auth and azure-identity log token traffic too. ``-vv`` must not turn them on, for the
+    registry credentials and for KMS keys alike."""
+    import logging
+
+    from scanner.cli import _setup_logging
+
+    names = ("botocore", "botocore.endpoint", "boto3", "google.auth", "azure.identity", "msal")
+    root, before = logging.getLogger(), logging.getLogger().level
+    try:
+        for name in names:
+            logging.getLogger(name.split(".")[0]).setLevel(logging.NOTSET)
+        root.setLevel(logging.DEBUG)  # what -vv gives the root logger (pytest's handlers stop basicConfig here)
+        _setup_logging(2)
+        assert logging.getLogger("scanner").isEnabledFor(logging.DEBUG)
+        for name in names:
+            assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
+    finally:
+        root.setLevel(before)
