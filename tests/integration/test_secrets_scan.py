@@ -430,12 +430,13 @@ def test_kube_pull_secrets_stay_in_their_namespace(kube_apiserver, registry_fact
         report_status(s, make_bare_pod(s, ns, "web", tpl), {"app": f"{reg.host}/team/app@{digest}"})
     (tmp_path / "docker").mkdir()
 
-    def scan(*namespaces: str) -> dict[str, tuple[str, str]]:
+    def scan(*namespaces: str, extra: tuple[str, ...] = (), path: str | None = None) -> dict[str, tuple[str, str]]:
         args = [a for ns in namespaces for a in ("-n", ns)]
         r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--kubeconfig", str(s.kubeconfig),
                             "--policy", str(policy), "--no-store", "-o", "json", "--no-progress", "--pull-secrets",
-                            *args], capture_output=True, text=True, timeout=180,
-                           env={**os.environ, "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path / "docker")})
+                            *args, *extra], capture_output=True, text=True, timeout=180,
+                           env={**os.environ, "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path / "docker"),
+                                **({"PATH": path} if path else {})})
         assert r.returncode in (0, 1), r.stderr[-3000:]
         assert TENANTS["alice"] not in r.stdout + r.stderr
         return {c["namespace"]: (i["status"], " | ".join(i["reasons"]))
@@ -448,3 +449,22 @@ def test_kube_pull_secrets_stay_in_their_namespace(kube_apiserver, registry_fact
     assert together["creds-a"][0] == "verified", together
     assert together["creds-0"][0] == "error" and together["creds-b"][0] == "error", together
     assert "pull secret creds-a/regcred" in together["creds-a"][1]
+
+    # #21: a tenant's secret naming a credential helper (credsStore/credHelpers) never makes the scanner
+    # run it — the kubelet reads only `auths` — even with --registry-auth helpers and the helper on PATH.
+    from tests.harness.cloud_creds import write_helper
+
+    marker = tmp_path / "tenant-helper-ran"
+    write_helper(tmp_path / "bin", "tenant", f"open({str(marker)!r}, 'w').write('ran')\n"
+                 f"print(json.dumps({{'Username': 'alice', 'Secret': {TENANTS['alice']!r}}}))\n")
+    ensure_namespace(s, "creds-h")
+    create(s, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+               "metadata": {"name": "regcred", "namespace": "creds-h"},
+               "stringData": {".dockerconfigjson": json.dumps({"credsStore": "tenant",
+                                                               "credHelpers": {reg.host: "tenant"}})}})
+    tpl = pod_template({}, [container("app", f"{reg.host}/team/app:1")], pull_secrets=["regcred"])
+    report_status(s, make_bare_pod(s, "creds-h", "web", tpl), {"app": f"{reg.host}/team/app@{digest}"})
+    helpers = scan("creds-h", "creds-a", extra=("--registry-auth", "helpers"),
+                   path=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    assert helpers["creds-h"][0] == "error" and helpers["creds-a"][0] == "verified", helpers
+    assert not marker.exists(), "a tenant's pull secret made the scanner run a program"
