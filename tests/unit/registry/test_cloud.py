@@ -3,6 +3,8 @@ whole host; a host that merely contains a cloud's name (a lookalike on another d
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from scanner.registry.cloud import provider_of_host
@@ -54,3 +56,20 @@ def test_cloud_sdk_loggers_never_debug_even_with_vv() -> None:
             assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
     finally:
         root.setLevel(before)
+
+
+@pytest.mark.parametrize(("kind", "module", "extra"), [
+    ("ecr", "boto3", "sigaudit[aws]"), ("gcr", "google.auth", "sigaudit[gcp]"),
+    ("acr", "azure.identity", "sigaudit[azure]"),
+])
+def test_a_provider_without_its_sdk_is_unavailable_naming_the_extra(
+    kind: str, module: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from scanner.registry.auth import CredentialUnavailable, DeferredCredential
+    from scanner.registry.cloud import RESOLVERS
+
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    with pytest.raises(CredentialUnavailable, match=re.escape(extra)):
+        RESOLVERS[kind](DeferredCredential(kind, kind, "registry.example"))
