@@ -21,13 +21,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import os
 import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from scanner.redact import quiet_sdk_loggers
 from scanner.registry.auth import Credential, CredentialUnavailable, DeferredCredential, Resolved, Resolver
 
 # After amazon-ecr-credential-helper's ecrPattern (ecr-login/api/client.go).
@@ -44,20 +44,6 @@ REFRESH_MARGIN = 300.0  # a token is renewed this long before it expires
 MIN_REUSE = 60.0  # a token whose expiry is near (or past: clock skew) is still reused this long
 MAX_REPLY = 64 * 1024
 NULL_GUID = "00000000-0000-0000-0000-000000000000"
-
-
-# The cloud SDKs log whole HTTP bodies at DEBUG (botocore: the GetAuthorizationToken reply, the STS
-# request carrying the web identity token), so `-vv` would print the secrets they fetch. Their loggers
-# are held at WARNING whenever one of them is used, whatever the root level: found by the secrets scan
-# of tests/integration/test_secrets_scan.py.
-SDK_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "google", "google_auth_httplib2", "azure", "msal")
-
-
-def quiet_sdk_loggers() -> None:
-    for name in SDK_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level < logging.WARNING:  # NOTSET (0) too: it would inherit the root's DEBUG
-            logger.setLevel(logging.WARNING)
 
 
 def provider_of_host(registry: str) -> str | None:
