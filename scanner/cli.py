@@ -34,8 +34,10 @@ def _setup_logging(verbose: int) -> None:
     )
     for noisy in ("httpx", "httpcore", "kubernetes", "urllib3", "hpack", "h2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
-    from scanner.redact import install_log_redaction
+    # The cloud SDKs log request and reply bodies and headers at DEBUG (tokens, session tokens): never shown.
+    from scanner.redact import install_log_redaction, quiet_sdk_loggers
 
+    quiet_sdk_loggers()
     install_log_redaction()  # no log line carries a URL credential (user:password@, ?token=)
 
 

@@ -90,6 +90,15 @@ def scan_options(*, serve: bool = False) -> Callable[[F], F]:
             default=False,
             help="Read the pods' imagePullSecrets through the API for registry credentials.",
         ),
+        _option(
+            "--registry-auth",
+            "registry_auth",
+            multiple=True,
+            help="More registry credential sources, comma-separated: helpers (the docker config's "
+            "credHelpers/credsStore), ecr, gcr, acr (the workload's cloud identity, for that cloud's registry "
+            "hosts), PROVIDER=HOST (a provider for another host: a mirror, a private endpoint). Tried after the "
+            "pods' pull secrets and the docker config's auths, in that order.",
+        ),
         _option("--concurrency", type=click.IntRange(1, 256), default=16, help="Images verified at once."),
         _option("--registry-concurrency", type=click.IntRange(1, 256), default=8,
                      help="Requests per registry at once."),
@@ -126,6 +135,7 @@ def scan_options_from(params: Mapping[str, Any]) -> ScanOptions:
         context=params["context"],
         docker_config=params["docker_config"],
         pull_secrets=params["pull_secrets"],
+        registry_auth=tuple(params["registry_auth"]),
         concurrency=params["concurrency"],
         registry_concurrency=params["registry_concurrency"],
         registry_budget=params["registry_budget"],

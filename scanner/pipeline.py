@@ -40,7 +40,7 @@ from scanner.models import (
 )
 from scanner.policy.engine import evaluate_rules, rule_satisfied, scopes, unresolved_verdicts
 from scanner.policy.loader import CompiledRule, Policy
-from scanner.registry.auth import Credential
+from scanner.registry.auth import Candidate
 from scanner.registry.client import RegistryClient
 from scanner.registry.deadline import within
 from scanner.signatures.discovery import discover, material_fingerprint, merge_material, relist_fingerprint
@@ -115,7 +115,7 @@ def _by_credentials(
     secrets, then the scanner's): a verdict is reached with one credential set and never lent to
     pods of another — the same digest under two sets is judged twice. Returns (pull secrets that
     stand for the set, containers), in first-seen order."""
-    sets: dict[tuple[Credential, ...], tuple[tuple[tuple[str, str], ...], list[ContainerRef]]] = {}
+    sets: dict[tuple[Candidate, ...], tuple[tuple[tuple[str, str], ...], list[ContainerRef]]] = {}
     for c in containers:
         refs = _secret_refs(c)
         sets.setdefault(client.credentials.candidates(registry, refs), (refs, []))[1].append(c)
@@ -127,6 +127,18 @@ def _judged_apart(client: RegistryClient, registry: str, refs: tuple[tuple[str, 
         f"judged with {client.credentials.describe(registry, refs)}: pods of this digest that use other "
         "registry credentials are judged separately"
     )
+
+
+def _with_credential_source(verdicts: list[Verdict], img: RunningImage, client: RegistryClient) -> list[Verdict]:
+    """Each verdict says which credential source read the image (its name, never the secret; a pull
+    secret only among those of the verdict's own pods), when the registry answered at all."""
+    ref = img.reference
+    out = []
+    for v in verdicts:
+        own = tuple(dict.fromkeys(s for c in v.image.containers for s in _secret_refs(c)))
+        source = client.credential_source(ref.registry, ref.repository, img.pull_secrets, named_for=own)
+        out.append(v if source is None else replace(v, reasons=(*v.reasons, f"registry credentials: {source}")))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +157,7 @@ def resolve(
     """Group containers into RunningImages, one per running digest and credential set (see
     :func:`_by_credentials`). For containers whose running digest is unknown, resolve what the spec
     names now (a tag -> digest request, with their own credentials), for information only."""
-    running: dict[tuple[str, str, str, tuple[Credential, ...]], RunningImage] = {}
+    running: dict[tuple[str, str, str, tuple[Candidate, ...]], RunningImage] = {}
     unknown: list[UnknownDigest] = []
     for key, all_containers in inv.running.items():
         registry, repository, digest = key
@@ -498,7 +510,8 @@ def run_scan(
 
     def _verify(img: RunningImage, groups: list[_Group]) -> list[Verdict]:
         with within(deadline, SCAN_DEADLINE):
-            return verify_image(img, groups, client, policy, now, stats, cache_state)
+            return _with_credential_source(verify_image(img, groups, client, policy, now, stats, cache_state),
+                                           img, client)
 
     done = 0
     pool = ThreadPoolExecutor(max_workers=max(1, workers))

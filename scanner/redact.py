@@ -110,4 +110,22 @@ def install_log_redaction(logger: logging.Logger | None = None) -> None:
             handler.addFilter(RedactingFilter())
 
 
-__all__ = ["MASK", "RedactingFilter", "display_url", "install_log_redaction", "redact_text", "representable"]
+# The cloud SDKs log whole HTTP bodies and headers at DEBUG (botocore: the GetAuthorizationToken reply,
+# the STS request carrying the web identity token, X-Amz-Security-Token), so `-vv` would print the
+# secrets they fetch. Their loggers are held at WARNING by the CLI and whenever a credential resolver
+# runs, whatever the root level (found by the secrets scan of tests/integration/test_secrets_scan.py).
+SDK_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "google", "google_auth_httplib2", "azure", "msal")
+
+
+def quiet_sdk_loggers() -> None:
+    """Hold the cloud SDKs' loggers at WARNING (they never log a secret-bearing line then)."""
+    for name in SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:  # NOTSET (0) too: it would inherit the root's DEBUG
+            logger.setLevel(logging.WARNING)
+
+
+__all__ = [
+    "MASK", "SDK_LOGGERS", "RedactingFilter", "display_url", "install_log_redaction", "quiet_sdk_loggers",
+    "redact_text", "representable",
+]

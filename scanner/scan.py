@@ -53,6 +53,8 @@ class ScanOptions:
     context: str | None = None
     docker_config: str | None = None
     pull_secrets: bool = False  # read the pods' imagePullSecrets through the API
+    # More credential sources: "helpers", "ecr", "gcr", "acr", "PROVIDER=HOST" (see RegistryAuthConfig)
+    registry_auth: tuple[str, ...] = ()
     concurrency: int = 16  # images verified at once
     registry_concurrency: int = 8  # requests per registry at once
     registry_budget: int | None = None  # manifest GETs per registry per scan
@@ -76,7 +78,7 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
     size limit. Raises ConfigError or InventoryError (a policy imported from the cluster could not be
     read). The deadline starts here."""
     from scanner.policy.sources import load_policies
-    from scanner.registry.auth import CredentialStore
+    from scanner.registry.auth import CredentialStore, RegistryAuthConfig
 
     deadline_at = time.monotonic() + options.deadline if options.deadline else None
     if options.pods_file:
@@ -85,7 +87,9 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
         check_pods_file(options.pods_file)
     policy = load_policies(options.policy_path, options.policy_from, kubeconfig=options.kubeconfig,
                            context=options.context)
-    credentials = CredentialStore.from_docker_config(options.docker_config)
+    credentials = CredentialStore.from_docker_config(
+        options.docker_config, RegistryAuthConfig.parse(options.registry_auth)
+    )
     return ScanInputs(policy, credentials, deadline_at)
 
 

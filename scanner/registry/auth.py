@@ -1,7 +1,9 @@
-"""Registry credentials: docker ``config.json`` and the pods' imagePullSecrets.
+"""Registry credentials: the pods' imagePullSecrets, docker ``config.json`` (``auths``, and with
+``--registry-auth helpers`` its ``credHelpers``/``credsStore``), and the cloud providers' workload
+identity (``--registry-auth ecr,gcr,acr``), tried in the kubelet's order.
 
 Secrets live only in memory here; ``Credential.__repr__`` never shows them, and nothing in this
-module logs them.
+module logs them. What is logged and recorded is a credential's *source* (:meth:`CredentialStore.label`).
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ import json
 import logging
 import os
 import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
-from scanner.errors import ConfigError
+from scanner.errors import ConfigError, SigauditError
 from scanner.inventory.references import DOCKER_HUB
 
 log = logging.getLogger(__name__)
@@ -40,11 +46,102 @@ class Credential:
         return "Credential(<redacted>)"
 
 
+class CredentialUnavailable(SigauditError):
+    """A credential source (a helper, a cloud provider) could not give a credential. The message names
+    the source and never carries its output."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredCredential:
+    """A credential obtained only when a request needs it, from a source that runs a program or calls
+    a cloud API: ``kind`` is ``helper`` (``name`` the docker credential helper) or a cloud provider
+    (``ecr``, ``gcr``, ``acr``). Bound to the one ``registry`` host it is for, and equal by what it
+    stands for, so a tuple of candidates stays a stable key for grouping pods and caching tokens."""
+
+    kind: str
+    name: str
+    registry: str
+
+    @property
+    def label(self) -> str:
+        if self.kind == "helper":
+            return f"credential helper docker-credential-{self.name}"
+        return PROVIDER_LABELS.get(self.kind, self.kind)
+
+
+Candidate = Credential | DeferredCredential
+# What a source's resolver returns: the credential (None: the source has none for this registry) and
+# until when (time.time()) it may be reused.
+Resolved = tuple[Credential | None, float]
+Resolver = Callable[[DeferredCredential], Resolved]
+
+PROVIDERS = ("ecr", "gcr", "acr")
+PROVIDER_LABELS = {
+    "ecr": "Amazon ECR (AWS default credential chain)",
+    "gcr": "Google Artifact Registry/GCR (application default credentials)",
+    "acr": "Azure Container Registry (azure-identity token exchange)",
+}
+FAILURE_RETRY_SECONDS = 300.0  # a source that failed is asked again after this long, not on every request
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryAuthConfig:
+    """``--registry-auth``: which sources beyond pull secrets and ``auths`` are used. ``helpers``: the
+    docker config's ``credHelpers``/``credsStore``; ``providers``: cloud providers matched by host;
+    ``hosts``: a provider named for a host that does not look like the cloud's (``ecr=mirror:5000``)."""
+
+    helpers: bool = False
+    providers: frozenset[str] = frozenset()
+    hosts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def parse(cls, values: Iterable[str]) -> RegistryAuthConfig:
+        """``helpers``, ``ecr``, ``gcr``, ``acr``, ``PROVIDER=HOST`` (comma-separated or repeated);
+        ``none`` alone turns everything off. Anything else is a ConfigError (exit 2)."""
+        helpers, providers, hosts = False, set(), dict[str, str]()
+        items = [i.strip() for v in values for i in v.split(",") if i.strip()]
+        for item in items:
+            name, eq, host = item.partition("=")
+            name = name.strip().lower()
+            if item.lower() == "none":
+                if len(items) > 1:
+                    raise ConfigError("`none` cannot be combined with other sources", field="--registry-auth")
+                continue
+            if name == "helpers" and not eq:
+                helpers = True
+            elif name in PROVIDERS:
+                providers.add(name)
+                if eq:
+                    key = _normalise_key(host)
+                    if not key or not re.fullmatch(r"[a-z0-9.-]+(:[0-9]{1,5})?", key):
+                        raise ConfigError(f"{item[:100]!r}: {host[:100]!r} is not a registry host",
+                                          field="--registry-auth")
+                    if hosts.get(key, name) != name:
+                        raise ConfigError(f"{key} is named for both {hosts[key]} and {name}", field="--registry-auth")
+                    hosts[key] = name
+            else:
+                raise ConfigError(
+                    f"unknown source {item[:100]!r} (expected helpers, ecr, gcr, acr, PROVIDER=HOST or none)",
+                    field="--registry-auth",
+                )
+        return cls(helpers, frozenset(providers), MappingProxyType(hosts))
+
+    def provider_for(self, registry: str) -> str | None:
+        """The cloud provider whose workload identity is used for ``registry``: the one named for the
+        host, else the enabled provider whose hosts it matches; None for any other host."""
+        if registry in self.hosts:
+            return self.hosts[registry]
+        from scanner.registry.cloud import provider_of_host
+
+        provider = provider_of_host(registry)
+        return provider if provider in self.providers else None
+
+
 def _normalise_key(key: str) -> str:
     if key in _HUB_KEYS:
         return DOCKER_HUB
-    key = re.sub(r"^https?://", "", key.strip())
-    host = key.split("/", 1)[0]
+    key = re.sub(r"^https?://", "", key.strip(), flags=re.IGNORECASE)
+    host = key.split("/", 1)[0].lower()
     return DOCKER_HUB if host in _HUB_KEYS else host
 
 
@@ -90,15 +187,77 @@ def default_docker_config_path() -> Path:
     return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
 
 
-class CredentialStore:
-    """Registry credentials, kept per owner: the scanner's own (docker ``config.json``) and each pull
-    secret under its (namespace, name). Nothing is pooled: :meth:`candidates` gives a pod only its own
-    pull secrets and the scanner's credentials, in the order the kubelet tries them."""
+@dataclass(frozen=True, slots=True)
+class HelperConfig:
+    """The docker config's ``credHelpers`` (host → helper name) and ``credsStore`` (the helper for
+    every other host). Read from the scanner's own docker config only: a pull secret is a tenant's
+    file, and a tenant never chooses a program the scanner runs (the kubelet reads only ``auths``)."""
 
-    def __init__(self, default: dict[str, Credential] | None = None) -> None:
+    per_host: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    store: str | None = None
+
+    def helper_for(self, registry: str) -> str | None:
+        return self.per_host.get(registry) or self.store
+
+    def __bool__(self) -> bool:
+        return bool(self.per_host or self.store)
+
+
+def parse_helper_config(data: bytes, source: str) -> HelperConfig:
+    """``{"credHelpers": {"host": "name"}, "credsStore": "name"}``; a name that is not a plain name
+    (``docker-credential-<name>`` is looked up on PATH, never a path) is a ConfigError."""
+    from scanner.registry.credhelpers import valid_helper_name
+
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid JSON: {exc}", source=source) from exc
+    if not isinstance(doc, dict):
+        raise ConfigError("not a JSON object", source=source)
+    helpers = doc.get("credHelpers") or {}
+    store = doc.get("credsStore") or None
+    if not isinstance(helpers, dict):
+        raise ConfigError("`credHelpers` is not an object", source=source)
+    def checked(name: object, where: str) -> str:
+        if not isinstance(name, str) or not valid_helper_name(name):
+            shown = name[:64] if isinstance(name, str) else type(name).__name__
+            raise ConfigError(f"{where}: credential helper {shown!r} is not a plain helper name", source=source)
+        return name
+
+    per_host = {_normalise_key(str(k)): checked(v, f"credHelpers[{str(k)[:253]!r}]") for k, v in helpers.items()}
+    store = checked(store, "credsStore") if store is not None else None
+    return HelperConfig(MappingProxyType(per_host), store)
+
+
+class CredentialStore:
+    """Registry credentials, kept per owner: each pull secret under its (namespace, name), the scanner's
+    own (docker ``config.json``: ``auths``, or its credential helpers), and the cloud providers'
+    workload identity. Nothing is pooled: :meth:`candidates` gives a pod only its own pull secrets and
+    the scanner's credentials, in the order the kubelet tries them, each bound to the one host it is for.
+
+    Sources that run a program or call a cloud API are :class:`DeferredCredential` candidates, asked
+    only when a request needs them (:meth:`resolve`), once per validity period, one at a time per
+    source (many images needing the same helper run it once)."""
+
+    def __init__(
+        self,
+        default: dict[str, Credential] | None = None,
+        *,
+        helpers: HelperConfig | None = None,
+        auth: RegistryAuthConfig | None = None,
+        resolvers: Mapping[str, Resolver] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._interned: dict[Credential, Credential] = {}
         self._default = {k: self._intern(c) for k, c in (default or {}).items()}
         self._secrets: dict[tuple[str, str], dict[str, Credential]] = {}
+        self.auth = auth or RegistryAuthConfig()
+        self._helpers = helpers if (helpers and self.auth.helpers) else HelperConfig()
+        self._resolvers = dict(resolvers) if resolvers is not None else _default_resolvers()
+        self._clock = clock
+        self._resolved: dict[DeferredCredential, tuple[Credential | CredentialUnavailable | None, float]] = {}
+        self._source_locks: dict[DeferredCredential, threading.Lock] = {}
+        self._lock = threading.Lock()
 
     def _intern(self, cred: Credential) -> Credential:
         # Equal credentials (the same docker config copied into many namespaces) become one object,
@@ -106,17 +265,22 @@ class CredentialStore:
         return self._interned.setdefault(cred, cred)
 
     @classmethod
-    def from_docker_config(cls, path: str | Path | None) -> CredentialStore:
+    def from_docker_config(cls, path: str | Path | None, auth: RegistryAuthConfig | None = None) -> CredentialStore:
+        auth = auth or RegistryAuthConfig()
         p = Path(path) if path else default_docker_config_path()
         if not p.exists():
             if path:
                 raise ConfigError("docker config file not found", source=str(p))
-            return cls()
+            return cls(auth=auth)
         try:
             data = p.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read docker config: {exc.strerror or exc}", source=str(p)) from None
-        return cls(parse_docker_config(data, str(p)))
+        helpers = parse_helper_config(data, str(p))
+        if helpers and not auth.helpers:
+            log.warning("%s names docker credential helpers (credHelpers/credsStore); they are not run "
+                        "without --registry-auth helpers", p)
+        return cls(parse_docker_config(data, str(p)), helpers=helpers, auth=auth)
 
     def add_pull_secret(self, namespace: str, name: str, dockerconfigjson: bytes) -> None:
         try:
@@ -128,24 +292,101 @@ class CredentialStore:
             creds = {}
         self._secrets[(namespace, name)] = {k: self._intern(c) for k, c in creds.items()}
 
-    def candidates(self, registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> tuple[Credential, ...]:
+    def _own(self, registry: str) -> Candidate | None:
+        """The scanner's configured credential for ``registry``: its credential helper (``credHelpers``
+        for the host, else ``credsStore``: as docker, the helper then answers instead of ``auths``),
+        else its ``auths`` entry."""
+        helper = self._helpers.helper_for(registry)
+        if helper is not None:
+            return DeferredCredential("helper", helper, registry)
+        return self._default.get(registry)
+
+    def candidates(self, registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> tuple[Candidate, ...]:
         """The credentials to try for ``registry`` on behalf of pods whose imagePullSecrets are
         ``secrets`` ((namespace, name) in the pod's order), in the kubelet's order: each of those
-        secrets' entry for the registry, then the scanner's own docker config; each credential once.
-        Empty: anonymous. Another namespace's secrets are never among them."""
-        out: list[Credential] = []
+        secrets' entry for the registry, then the scanner's own (docker config or its helper), then the
+        cloud provider whose registry this host is (``--registry-auth``); each once. Empty: anonymous.
+        Another namespace's secrets are never among them; no candidate is for another host."""
+        out: list[Candidate] = []
         for key in secrets:
             cred = self._secrets.get(key, {}).get(registry)
             if cred is not None and cred not in out:
                 out.append(cred)
-        own = self._default.get(registry)
+        own = self._own(registry)
         if own is not None and own not in out:
             out.append(own)
+        provider = self.auth.provider_for(registry)
+        if provider is not None:
+            out.append(DeferredCredential(provider, provider, registry))
         return tuple(out)
+
+    def label(self, registry: str, secrets: tuple[tuple[str, str], ...], candidate: Candidate | None) -> str:
+        """The source of ``candidate`` for pods with pull secrets ``secrets`` — by name, never contents."""
+        if candidate is None:
+            return "anonymous"
+        if isinstance(candidate, DeferredCredential):
+            return candidate.label
+        holders = [f"{ns}/{name}" for ns, name in dict.fromkeys(secrets)
+                   if self._secrets.get((ns, name), {}).get(registry) == candidate]
+        if holders:
+            return f"pull secret{'s' if len(holders) > 1 else ''} {', '.join(holders)}"
+        return "the scanner's docker config"
 
     def describe(self, registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> str:
         """Where :meth:`candidates` come from, by name only (never a secret's contents)."""
-        names = [f"pull secret {ns}/{name}" for ns, name in secrets if registry in self._secrets.get((ns, name), {})]
-        if registry in self._default:
-            names.append("the scanner's docker config")
+        names = [self.label(registry, secrets, c) for c in self.candidates(registry, secrets)]
         return ", ".join(dict.fromkeys(names)) or "no credentials (anonymous)"
+
+    def resolve(self, candidate: Candidate) -> Credential | None:
+        """The credential ``candidate`` stands for; None when its source has none for the registry.
+        Raises CredentialUnavailable (naming the source) when the source failed: a failure is
+        remembered for FAILURE_RETRY_SECONDS, a credential until shortly before it expires."""
+        if isinstance(candidate, Credential):
+            return candidate
+        with self._lock:
+            lock = self._source_locks.setdefault(candidate, threading.Lock())
+        with lock:  # one run of a helper / one token request per source at a time
+            now = self._clock()
+            with self._lock:
+                cached = self._resolved.get(candidate)
+            if cached is None or cached[1] <= now:
+                resolver = self._resolvers.get(candidate.kind)
+                try:
+                    if resolver is None:
+                        raise CredentialUnavailable(f"{candidate.label}: no resolver for this source")
+                    cred, until = resolver(candidate)
+                    value: Credential | CredentialUnavailable | None = (
+                        self._intern(cred) if cred is not None else None
+                    )
+                except CredentialUnavailable as exc:
+                    value, until = exc, now + FAILURE_RETRY_SECONDS
+                except Exception as exc:  # a source's bug or library surprise is its failure, never the scan's
+                    log.debug("credential source %s failed", candidate.label, exc_info=True)
+                    value = CredentialUnavailable(f"{candidate.label}: failed: {type(exc).__name__}")
+                    until = now + FAILURE_RETRY_SECONDS
+                cached = (value, until)
+                with self._lock:
+                    self._resolved[candidate] = cached
+        if isinstance(cached[0], CredentialUnavailable):
+            raise CredentialUnavailable(str(cached[0]))  # a fresh one per caller: threads share the cache
+        return cached[0]
+
+
+HELPER_CACHE_SECONDS = 15 * 60.0
+
+
+def _resolve_helper(candidate: DeferredCredential) -> Resolved:
+    from scanner.registry import deadline
+    from scanner.registry.credhelpers import HELPER_TIMEOUT, run_helper
+
+    server = "https://index.docker.io/v1/" if candidate.registry == DOCKER_HUB else candidate.registry
+    # Never past the scan's deadline (--deadline) in force on this thread: a helper is killed then.
+    left = deadline.remaining()
+    timeout = HELPER_TIMEOUT if left is None else max(0.1, min(HELPER_TIMEOUT, left))
+    return run_helper(candidate.name, server, timeout=timeout), time.time() + HELPER_CACHE_SECONDS
+
+
+def _default_resolvers() -> dict[str, Resolver]:
+    from scanner.registry import cloud
+
+    return {"helper": _resolve_helper, **cloud.RESOLVERS}

@@ -30,7 +30,7 @@ from scanner.errors import LimitExceeded, NotFound, ParseError, RegistryError
 from scanner.inventory.references import SHA256_RE, registry_api_host
 from scanner.models import Descriptor, ImageReference
 from scanner.registry import deadline
-from scanner.registry.auth import Credential, CredentialStore
+from scanner.registry.auth import Candidate, Credential, CredentialStore, CredentialUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -227,14 +227,17 @@ class RegistryClient:
         # Tokens and tag lists are kept per credential: what one tenant's credentials read is never
         # served to a request made on behalf of another.
         self._tokens: dict[tuple[str, str, Credential | None], tuple[str, float]] = {}
-        self._preferred: dict[tuple[str, str, tuple[Credential, ...]], Credential] = {}
+        self._preferred: dict[tuple[str, str, tuple[Candidate, ...]], Candidate] = {}
+        # The candidate (None: anonymous) whose request last succeeded, per registry, scope and
+        # candidate set: the credential *source* recorded with the verdicts, never the secret.
+        self._worked: dict[tuple[str, str, tuple[Candidate, ...]], Candidate | None] = {}
         self._basic: set[str] = set()
         self._no_referrers_api: set[str] = set()  # registries that answered 404: go straight to the tag
         self._budget = manifest_budget
-        self._tag_sets: dict[tuple[str, str, tuple[Credential, ...]], frozenset[str] | None] = {}
+        self._tag_sets: dict[tuple[str, str, tuple[Candidate, ...]], frozenset[str] | None] = {}
         self._has_referrers_api: set[str] = set()
         self._probe_locks: dict[str, threading.Lock] = {}
-        self._tag_locks: dict[tuple[str, str, tuple[Credential, ...]], threading.Lock] = {}
+        self._tag_locks: dict[tuple[str, str, tuple[Candidate, ...]], threading.Lock] = {}
         self._manifest_gets: Counter[str] = Counter()
         self._backoff_spent: dict[str, float] = defaultdict(float)
         self._lock = threading.Lock()
@@ -454,12 +457,28 @@ class RegistryClient:
         candidates = self.credentials.candidates(registry, secrets)
         with self._lock:
             preferred = self._preferred.get((registry, scope, candidates))
-        order: list[Credential | None] = (
+        order: list[Candidate | None] = (
             [preferred, *(c for c in candidates if c is not preferred)] if preferred else list(candidates)
         ) or [None]
         url = self._base(registry) + path
-        for i, cred in enumerate(order):
+        unavailable: list[str] = []  # sources that could not give a credential, said with the final error
+        for i, candidate in enumerate(order):
             more = i + 1 < len(order)
+            try:
+                cred = self.credentials.resolve(candidate) if candidate is not None else None
+            except CredentialUnavailable as exc:
+                unavailable.append(str(exc))
+                if more:
+                    continue
+                raise RegistryError(f"{registry}: {'; '.join(unavailable)}", registry=registry) from None
+            if cred is None and candidate is not None:
+                # The source has nothing for this registry: the next one; anonymous when none is left
+                # and no source failed (a source that failed is never replaced by anonymous access).
+                if more:
+                    continue
+                if unavailable:
+                    raise RegistryError(f"{registry}: {'; '.join(unavailable)}", registry=registry)
+                candidate = None
             try:
                 resp, body, from_registry = self._authenticated(
                     method, registry, url, scope, cred, headers or {}, max_bytes
@@ -467,14 +486,61 @@ class RegistryClient:
             except RegistryError as exc:
                 if more and exc.status in (401, 403):
                     continue
+                if unavailable:
+                    raise RegistryError(f"{exc}; {'; '.join(unavailable)}", registry=registry,
+                                        status=exc.status) from exc
                 raise
             if more and from_registry and resp.status_code in (401, 403):
                 continue
-            if cred is not None and resp.status_code < 400 and i > 0:
-                with self._lock:
-                    self._preferred[(registry, scope, candidates)] = cred
+            if resp.status_code < 400 or (resp.status_code == 404 and from_registry):
+                self._remember(registry, scope, secrets, candidates, candidate)  # the registry took it
+            elif unavailable and resp.status_code in (401, 403):
+                raise RegistryError(
+                    f"{registry}: access refused ({resp.status_code}); {'; '.join(unavailable)}",
+                    registry=registry, status=resp.status_code,
+                )
             return resp, body
         raise AssertionError("unreachable: the last credential's answer is always returned")
+
+    def _remember(
+        self,
+        registry: str,
+        scope: str,
+        secrets: tuple[tuple[str, str], ...],
+        candidates: tuple[Candidate, ...],
+        candidate: Candidate | None,
+    ) -> None:
+        key = (registry, scope, candidates)
+        with self._lock:
+            if candidate is not None:
+                self._preferred[key] = candidate
+            first = key not in self._worked or self._worked[key] != candidate
+            self._worked[key] = candidate
+        if first and candidates:  # -v says which source answered (never the secret)
+            log.info("%s (%s): registry credentials from %s", registry, scope,
+                     self.credentials.label(registry, secrets, candidate))
+
+    def credential_source(
+        self,
+        registry: str,
+        repository: str,
+        secrets: tuple[tuple[str, str], ...],
+        named_for: tuple[tuple[str, str], ...] | None = None,
+    ) -> str | None:
+        """Which source's credential the last answered request for ``registry/repository`` on behalf
+        of pods with pull secrets ``secrets`` used ("anonymous" when every source had nothing for it);
+        None before any request was answered, or when no source applies to the registry at all. A pull
+        secret is named among ``named_for`` (default ``secrets``): the secrets of the pods the answer is
+        for, so a verdict never names another tenant's secret."""
+        candidates = self.credentials.candidates(registry, secrets)
+        if not candidates:
+            return None
+        key = (registry, f"repository:{repository}:pull", candidates)
+        with self._lock:
+            if key not in self._worked:
+                return None
+            worked = self._worked[key]
+        return self.credentials.label(registry, secrets if named_for is None else named_for, worked)
 
     def _authenticated(
         self,

@@ -74,17 +74,39 @@ def seeds_pods() -> list[bytes]:
 
 
 def check_docker_config(data: bytes) -> None:
-    from scanner.registry.auth import CredentialStore, parse_docker_config
+    from scanner.registry.auth import CredentialStore, parse_docker_config, parse_helper_config
 
-    parse_docker_config(data, "config.json")
     CredentialStore().add_pull_secret("ns", "secret", data)  # a tenant's secret: never raises
+    parse_docker_config(data, "config.json")
+    parse_helper_config(data, "config.json")  # credHelpers/credsStore: a ConfigError or plain names
+
+
+def check_helperoutput(data: bytes) -> None:
+    """What a docker credential helper prints: a Credential or a CredentialUnavailable that never
+    carries any of the bytes."""
+    from scanner.registry.auth import CredentialUnavailable
+    from scanner.registry.credhelpers import parse_helper_output
+
+    try:
+        parse_helper_output(data, "docker-credential-fuzz")
+    except CredentialUnavailable as exc:
+        assert "docker-credential-fuzz" in str(exc)
+        secret = data.strip()
+        assert len(secret) < 8 or secret.decode(errors="replace") not in str(exc), "helper output in a message"
+
+
+def seeds_helperoutput() -> list[bytes]:
+    return [b'{"ServerURL": "r.io", "Username": "u", "Secret": "s3cret"}', b'{"Username": "<token>", "Secret": "t"}',
+            b"credentials not found in native keychain", b'{"Username": 1, "Secret": null}', b"[" * 5000, b"\xff\xfe"]
 
 
 def seeds_docker_config() -> list[bytes]:
     auth = base64.b64encode(b"user:pass").decode()
     return [json.dumps({"auths": {"r.io": {"auth": auth}, "https://index.docker.io/v1/": {"auth": auth},
                                   "q.io": {"username": "u", "password": "p"}, "t.io": {"identitytoken": "tok"}}}
-                       ).encode(), b'{"auths": {}}', b'{"auths": {"r.io": {"auth": 12345}}}']
+                       ).encode(), b'{"auths": {}}', b'{"auths": {"r.io": {"auth": 12345}}}',
+            b'{"credHelpers": {"r.io": "ecr-login", "https://Q.io/v1/": "gcloud"}, "credsStore": "desktop"}',
+            b'{"credHelpers": {"r.io": "../../bin/sh"}, "credsStore": ["x"]}']
 
 
 # -- image references -------------------------------------------------------------------------------
@@ -411,6 +433,7 @@ def _typed_cosign() -> tuple[type[BaseException], ...]:
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("pods", check_pods, seeds_pods),
     Target("docker-config", check_docker_config, seeds_docker_config),
+    Target("helperoutput", check_helperoutput, seeds_helperoutput),
     Target("reference", check_reference, seeds_reference),
     Target("manifest", check_manifest, seeds_manifest),
     Target("cosign", check_cosign, seeds_cosign),

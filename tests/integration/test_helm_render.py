@@ -518,6 +518,39 @@ def test_policy_import_flags() -> None:
         assert r["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
 
 
+@pytest.mark.parametrize(("preset", "provider", "annotation"), [
+    ("eks", "ecr", "eks.amazonaws.com/role-arn"),
+    ("gke", "gcr", "iam.gke.io/gcp-service-account"),
+    ("aks", "acr", "azure.workload.identity/client-id"),
+])
+def test_cloud_presets_turn_on_their_registry_provider_and_workload_identity(
+    preset: str, provider: str, annotation: str
+) -> None:
+    """#21: each cloud preset passes its provider to every scan and annotates the ServiceAccount as its
+    workload identity wants (AKS also labels the pods for the identity webhook)."""
+    objs = render(preset)
+    values = yaml.safe_load((CHART / "ci" / f"{preset}-values.yaml").read_text())
+    sa = one(objs, "ServiceAccount")
+    assert sa["metadata"]["annotations"] == {annotation: values["registryAuth"]["cloudIdentity"]}
+    specs = pod_specs(objs)
+    scanners = [s for w, s in specs if w.startswith(("CronJob", "Deployment"))]
+    assert scanners
+    for spec in scanners:
+        auth = [a for a in args_of(main_container(spec)) if a.startswith("--registry-auth=")]
+        assert len(auth) == 1 and provider in auth[0].removeprefix("--registry-auth=").split(","), auth
+    workloads = [o for o in objs if o.get("kind") in ("CronJob", "Deployment")]
+    for w in workloads:
+        template_ = w["spec"]["jobTemplate"]["spec"]["template"] if w["kind"] == "CronJob" else w["spec"]["template"]
+        labels = template_["metadata"]["labels"]
+        assert (labels.get("azure.workload.identity/use") == "true") == (preset == "aks")
+
+
+def test_no_registry_provider_without_a_preset_or_source() -> None:
+    objs = render("cronjob-sqlite")
+    assert not any(a.startswith("--registry-auth") for _, s in pod_specs(objs) for a in args_of(main_container(s)))
+    assert not one(objs, "ServiceAccount")["metadata"].get("annotations")
+
+
 def _chart_with_monitoring_files(tmp_path: Path) -> Path:
     chart = tmp_path / "sigaudit"
     shutil.copytree(CHART, chart)

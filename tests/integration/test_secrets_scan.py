@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import oci
+from tests.harness.cloud_creds import STATIC_AWS, irsa_env, moto_server, write_answering_helper
 from tests.harness.cosign_sign import KeyPair, sign_image
 from tests.harness.demo import _pod
 from tests.harness.hostile_registry import HostileRegistry
@@ -42,6 +43,9 @@ HOSTILE_POD = 'pod"><img src=x onerror=alert(1)>\n=HYPERLINK("http://evil")'
 HOSTILE_CONTAINER = "c'; DROP TABLE scans; --\u202e"
 HOSTILE_OWNER = "=cmd|' /C calc'!A0"
 KEY_USER, KEY_PASSWORD = "key-user", "Key-Pa55word-0b8e21"
+# The account moto's STS maps the IRSA role to, and the ECR password it then issues (see tests.harness.cloud_creds).
+ECR_ACCOUNT = "123456789012"
+ECR_USER, ECR_PASSWORD = "AWS", f"{ECR_ACCOUNT}-auth-token"
 
 
 @dataclass
@@ -59,8 +63,17 @@ def _forms(secret: str) -> list[str]:
 @pytest.fixture(scope="module")
 def outputs(registry, registry_factory_module, tmp_path_factory) -> Iterator[Outputs]:
     tmp = tmp_path_factory.mktemp("secrets")
+    with moto_server(tmp) as moto:
+        yield from _outputs(registry, registry_factory_module, tmp, moto)
+
+
+def _outputs(registry, registry_factory_module, tmp: Path, moto: str) -> Iterator[Outputs]:
+    """Three credential sources (#21): the Basic registry's password in the docker config's ``auths``,
+    the token registry's from a docker credential helper (``credHelpers``), and a third registry's from
+    Amazon ECR (IRSA through moto, ``--registry-auth ecr=HOST``)."""
     key = KeyPair.ecdsa()
     token_reg = registry_factory_module(auth="token", users={TOKEN_USER: TOKEN_PASSWORD})
+    ecr_reg = registry_factory_module(auth="htpasswd", users={ECR_USER: ECR_PASSWORD})
     basic = HostileRegistry(upstream=registry.url, basic_auth=(BASIC_USER, BASIC_PASSWORD))
     tokened = HostileRegistry(upstream=token_reg.url, forward_auth=True)
     keys = StaticHTTPS({"/k.pub": key.public_pem.encode()}, tmp / "keys", basic_auth=(KEY_USER, KEY_PASSWORD))
@@ -70,32 +83,38 @@ def outputs(registry, registry_factory_module, tmp_path_factory) -> Iterator[Out
         auth = oci.RegistryAuth(TOKEN_USER, TOKEN_PASSWORD)
         d2 = oci.make_image(token_reg.url, "sec/token", "1", auth=auth)
         sign_image(token_reg.url, tokened.host, "sec/token", d2, key, auth=auth)
+        d3 = oci.make_image(ecr_reg.url, "sec/ecr", "1", auth=(ECR_USER, ECR_PASSWORD))
+        sign_image(ecr_reg.url, ecr_reg.host, "sec/ecr", d3, key, auth=(ECR_USER, ECR_PASSWORD))
         key_url = f"https://{KEY_USER}:{KEY_PASSWORD}@{keys.host}/k.pub"
         policy = tmp / "policy.yaml"
         policy.write_text(
             "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
-            f"  insecureRegistries: ['{basic.host}', '{tokened.host}']\n"
-            f"  rules:\n    - {{name: r, images: ['{basic.host}/*', '{tokened.host}/*'], "
+            f"  insecureRegistries: ['{basic.host}', '{tokened.host}', '{ecr_reg.host}']\n"
+            f"  rules:\n    - {{name: r, images: ['{basic.host}/*', '{tokened.host}/*', '{ecr_reg.host}/*'], "
             f"verifiers: [{{cosign: {{key: '{key_url}', ignoreTlog: true}}}}]}}\n"
         )
         docker = tmp / "docker"
         docker.mkdir()
         (docker / "config.json").write_text(json.dumps({"auths": {
             basic.host: {"auth": base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode()},
-            tokened.host: {"username": TOKEN_USER, "password": TOKEN_PASSWORD},
-        }}))
+        }, "credHelpers": {tokened.host: "sectest"}}))
+        write_answering_helper(tmp / "bin", "sectest", {tokened.host: (TOKEN_USER, TOKEN_PASSWORD)})
         pods = [
             _pod("plain", "p1", [("c", f"{basic.host}/sec/basic:1", f"{basic.host}/sec/basic@{d1}")],
                  pull_secrets=["regcred"]),
             _pod(HOSTILE_NS, HOSTILE_POD, [(HOSTILE_CONTAINER, f"{tokened.host}/sec/token:1",
                                             f"{tokened.host}/sec/token@{d2}")], owner=("StatefulSet", HOSTILE_OWNER)),
+            _pod("plain", "p3", [("c", f"{ecr_reg.host}/sec/ecr:1", f"{ecr_reg.host}/sec/ecr@{d3}")]),
         ]
         pods[1]["metadata"]["annotations"] = {"note": "</script><script>alert('annotation')</script>"}
         pods_file = tmp / "pods.json"
         pods_file.write_text(json.dumps({"kind": "List", "items": pods}))
         db = tmp / "sigaudit.db"
-        env = {**os.environ, "DOCKER_CONFIG": str(docker), "SIGAUDIT_DATA_DIR": str(tmp / "data"),
-               "SSL_CERT_FILE": str(keys.ca_path)}
+        env = {**{k: v for k, v in os.environ.items() if k not in STATIC_AWS},
+               "DOCKER_CONFIG": str(docker), "SIGAUDIT_DATA_DIR": str(tmp / "data"),
+               "SSL_CERT_FILE": str(keys.ca_path), "PATH": f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}",
+               "SIGAUDIT_REGISTRY_AUTH": f"helpers,ecr={ecr_reg.host}",
+               **irsa_env(moto, ECR_ACCOUNT, tmp / "web-identity-token")}
         cli = [sys.executable, "-m", "scanner.cli"]
         r = subprocess.run([*cli, "-vv", "scan", "--pods-file", str(pods_file), "--policy", str(policy),
                             "--db", f"sqlite:///{db}", "-o", "json", "--json-out", str(tmp / "scan.json"),
@@ -118,7 +137,8 @@ def outputs(registry, registry_factory_module, tmp_path_factory) -> Iterator[Out
         assert tokens, "the token registry never received a bearer token"
         secrets = [*_forms(BASIC_PASSWORD), *_forms(TOKEN_PASSWORD), *_forms(f"{BASIC_USER}:{BASIC_PASSWORD}"),
                    *_forms(f"{TOKEN_USER}:{TOKEN_PASSWORD}"), *_forms(KEY_PASSWORD),
-                   *_forms(f"{KEY_USER}:{KEY_PASSWORD}"), *tokens]
+                   *_forms(f"{KEY_USER}:{KEY_PASSWORD}"), *tokens, *_forms(ECR_PASSWORD),
+                   *_forms(f"{ECR_USER}:{ECR_PASSWORD}"), (tmp / "web-identity-token").read_text()]
         yield Outputs(files, secrets, json.loads(r.stdout))
     finally:
         basic.close()
@@ -189,8 +209,12 @@ def registry_factory_module(tmp_path_factory) -> Iterator:
         reg.stop()
 
 
-def test_scan_verified_through_both_credentialed_registries(outputs: Outputs) -> None:
-    assert sorted(i["status"] for i in outputs.json_doc["images"]) == ["verified", "verified"]
+def test_scan_verified_through_every_credential_source(outputs: Outputs) -> None:
+    assert sorted(i["status"] for i in outputs.json_doc["images"]) == ["verified"] * 3
+    sources = sorted(r for i in outputs.json_doc["images"] for r in i["reasons"] if r.startswith("registry cred"))
+    assert sources == ["registry credentials: Amazon ECR (AWS default credential chain)",
+                       "registry credentials: credential helper docker-credential-sectest",
+                       "registry credentials: the scanner's docker config"]
 
 
 def test_no_output_contains_a_secret(outputs: Outputs) -> None:
@@ -406,12 +430,13 @@ def test_kube_pull_secrets_stay_in_their_namespace(kube_apiserver, registry_fact
         report_status(s, make_bare_pod(s, ns, "web", tpl), {"app": f"{reg.host}/team/app@{digest}"})
     (tmp_path / "docker").mkdir()
 
-    def scan(*namespaces: str) -> dict[str, tuple[str, str]]:
+    def scan(*namespaces: str, extra: tuple[str, ...] = (), path: str | None = None) -> dict[str, tuple[str, str]]:
         args = [a for ns in namespaces for a in ("-n", ns)]
         r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--kubeconfig", str(s.kubeconfig),
                             "--policy", str(policy), "--no-store", "-o", "json", "--no-progress", "--pull-secrets",
-                            *args], capture_output=True, text=True, timeout=180,
-                           env={**os.environ, "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path / "docker")})
+                            *args, *extra], capture_output=True, text=True, timeout=180,
+                           env={**os.environ, "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path / "docker"),
+                                **({"PATH": path} if path else {})})
         assert r.returncode in (0, 1), r.stderr[-3000:]
         assert TENANTS["alice"] not in r.stdout + r.stderr
         return {c["namespace"]: (i["status"], " | ".join(i["reasons"]))
@@ -424,3 +449,22 @@ def test_kube_pull_secrets_stay_in_their_namespace(kube_apiserver, registry_fact
     assert together["creds-a"][0] == "verified", together
     assert together["creds-0"][0] == "error" and together["creds-b"][0] == "error", together
     assert "pull secret creds-a/regcred" in together["creds-a"][1]
+
+    # #21: a tenant's secret naming a credential helper (credsStore/credHelpers) never makes the scanner
+    # run it — the kubelet reads only `auths` — even with --registry-auth helpers and the helper on PATH.
+    from tests.harness.cloud_creds import write_helper
+
+    marker = tmp_path / "tenant-helper-ran"
+    write_helper(tmp_path / "bin", "tenant", f"open({str(marker)!r}, 'w').write('ran')\n"
+                 f"print(json.dumps({{'Username': 'alice', 'Secret': {TENANTS['alice']!r}}}))\n")
+    ensure_namespace(s, "creds-h")
+    create(s, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+               "metadata": {"name": "regcred", "namespace": "creds-h"},
+               "stringData": {".dockerconfigjson": json.dumps({"credsStore": "tenant",
+                                                               "credHelpers": {reg.host: "tenant"}})}})
+    tpl = pod_template({}, [container("app", f"{reg.host}/team/app:1")], pull_secrets=["regcred"])
+    report_status(s, make_bare_pod(s, "creds-h", "web", tpl), {"app": f"{reg.host}/team/app@{digest}"})
+    helpers = scan("creds-h", "creds-a", extra=("--registry-auth", "helpers"),
+                   path=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    assert helpers["creds-h"][0] == "error" and helpers["creds-a"][0] == "verified", helpers
+    assert not marker.exists(), "a tenant's pull secret made the scanner run a program"

@@ -69,3 +69,62 @@ def test_the_scan_deadline_leaves_no_image_undecided_and_no_scan_complete(tmp_pa
     assert by_ns["fine"].status is Status.UNSIGNED
     assert result.state is ScanState.PARTIAL and any("scan deadline reached" in e for e in result.errors)
     assert elapsed < 10
+
+
+def test_each_verdict_names_the_credential_source_of_its_own_namespace(tmp_path: Path) -> None:
+    """#21: the source that read an image is recorded with its verdicts by name — and a tenant's verdict
+    names its own pull secret, never another namespace's, even when both secrets hold equal credentials
+    (one credential set, one verification)."""
+    import base64
+    import json
+
+    from scanner.registry.auth import CredentialStore
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("authorization") != httpx.BasicAuth("alice", "a")._auth_header:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        return httpx.Response(404)
+
+    store = CredentialStore()
+    secret = json.dumps({"auths": {"fine.test": {"auth": base64.b64encode(b"alice:a").decode()}}}).encode()
+    store.add_pull_secret("team-a", "regcred", secret)
+    store.add_pull_secret("team-c", "copy", secret)
+    estate = [_pod(ns, "p", [("c", "fine.test/app:1", f"fine.test/app@{D}")], pull_secrets=[name])
+              for ns, name in (("team-a", "regcred"), ("team-c", "copy"))]
+    with RegistryClient(credentials=store, insecure_registries={"fine.test"},
+                        transport=httpx.MockTransport(handler)) as client:
+        result = run_scan(policy(tmp_path), estate, client=client, cluster="c")
+    notes = {tuple(sorted({c.namespace for c in v.image.containers})):
+             [r for r in v.reasons if r.startswith("registry credentials")] for v in result.verdicts}
+    assert notes == {("team-a", "team-c"): ["registry credentials: pull secrets team-a/regcred, team-c/copy"]}, notes
+
+
+def test_a_verdict_for_one_namespace_never_names_another_namespaces_secret(tmp_path: Path) -> None:
+    import base64
+    import json
+
+    from scanner.registry.auth import CredentialStore
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("authorization") != httpx.BasicAuth("alice", "a")._auth_header:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        return httpx.Response(404)
+
+    (tmp_path / "k.pub").write_text(KeyPair.ecdsa().public_pem)
+    (tmp_path / "p.yaml").write_text(  # a rule per namespace: one verdict per namespace
+        "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  insecureRegistries: [fine.test]\n  rules:\n"
+        "    - {name: a, namespaces: [team-a], images: ['*'], verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n"
+        "    - {name: c, namespaces: [team-c], images: ['*'], verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n")
+    store = CredentialStore()
+    secret = json.dumps({"auths": {"fine.test": {"auth": base64.b64encode(b"alice:a").decode()}}}).encode()
+    store.add_pull_secret("team-a", "regcred", secret)
+    store.add_pull_secret("team-c", "copy", secret)
+    estate = [_pod(ns, "p", [("c", "fine.test/app:1", f"fine.test/app@{D}")], pull_secrets=[name])
+              for ns, name in (("team-a", "regcred"), ("team-c", "copy"))]
+    with RegistryClient(credentials=store, insecure_registries={"fine.test"},
+                        transport=httpx.MockTransport(handler)) as client:
+        result = run_scan(load_policy(tmp_path / "p.yaml"), estate, client=client, cluster="c")
+    notes = {v.image.containers[0].namespace: [r for r in v.reasons if r.startswith("registry credentials")]
+             for v in result.verdicts}
+    assert notes == {"team-a": ["registry credentials: pull secret team-a/regcred"],
+                     "team-c": ["registry credentials: pull secret team-c/copy"]}, notes

@@ -261,6 +261,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.registryAuth.dockerConfigSecret }}
 - --docker-config=/etc/sigaudit/docker/config.json
 {{- end }}
+{{- with include "sigaudit.registryAuthSources" . }}
+- --registry-auth={{ . }}
+{{- end }}
 {{- if not (kindIs "invalid" .Values.scan.concurrency) }}
 - --concurrency={{ .Values.scan.concurrency }}
 {{- end }}
@@ -308,4 +311,32 @@ tolerations:
     - name: data
       mountPath: /var/lib/sigaudit
     {{- end }}
+{{- end }}
+
+{{/* `--registry-auth` sources: registryAuth.sources plus the provider of the cloud preset. */}}
+{{- define "sigaudit.registryAuthSources" -}}
+{{- $sources := .Values.registryAuth.sources | default list -}}
+{{- with .Values.registryAuth.cloud }}
+{{- $sources = append $sources (get (dict "eks" "ecr" "gke" "gcr" "aks" "acr") .) -}}
+{{- end }}
+{{- join "," (uniq $sources) -}}
+{{- end }}
+
+{{/* ServiceAccount annotations: serviceAccount.annotations plus the cloud preset's workload identity. */}}
+{{- define "sigaudit.serviceAccountAnnotations" -}}
+{{- $annotations := deepCopy (.Values.serviceAccount.annotations | default dict) -}}
+{{- $keys := dict "eks" "eks.amazonaws.com/role-arn" "gke" "iam.gke.io/gcp-service-account" "aks" "azure.workload.identity/client-id" -}}
+{{- if and .Values.registryAuth.cloud .Values.registryAuth.cloudIdentity }}
+{{- $_ := set $annotations (get $keys .Values.registryAuth.cloud) .Values.registryAuth.cloudIdentity -}}
+{{- end }}
+{{- if $annotations }}
+{{- toYaml $annotations }}
+{{- end }}
+{{- end }}
+
+{{/* Pod labels a cloud preset needs (AKS Workload Identity's webhook selects on one). */}}
+{{- define "sigaudit.cloudPodLabels" -}}
+{{- if eq .Values.registryAuth.cloud "aks" }}
+azure.workload.identity/use: "true"
+{{- end }}
 {{- end }}

@@ -97,3 +97,127 @@ def test_one_tenants_malformed_pull_secret_is_ignored_with_a_warning(caplog: pyt
     # the scanner's own config only, as the kubelet would
     assert [c.username for c in store.candidates("r.io", (("tenant-a", "broken"),))] == ["user"]
     assert [c.username for c in store.candidates("r.io", (("tenant-b", "fine"),))] == ["b", "user"]
+
+
+# -- credential helpers and cloud providers (issue #21) -------------------------------------------
+
+from scanner.registry.auth import (  # noqa: E402
+    Credential,
+    CredentialUnavailable,
+    DeferredCredential,
+    RegistryAuthConfig,
+    parse_helper_config,
+)
+
+
+def _helper_config(**doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def _resolvers(calls: list[DeferredCredential], answers: dict[str, Any]) -> dict[str, Any]:
+    def resolve(c: DeferredCredential) -> tuple[Credential | None, float]:
+        calls.append(c)
+        answer = answers[c.kind]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer, 1e12
+
+    return {k: resolve for k in ("helper", "ecr", "gcr", "acr")}
+
+
+def test_kubelet_order_pull_secrets_then_docker_config_or_its_helper_then_cloud_provider() -> None:
+    data = _helper_config(auths={HOST: {"auth": base64.b64encode(b"scanner:own").decode()}},
+                          credHelpers={"123456789012.dkr.ecr.eu-west-1.amazonaws.com": "ecr-login"})
+    auth = RegistryAuthConfig.parse(["helpers,ecr", "gcr=" + HOST])
+    store = CredentialStore(parse_docker_config(data, "c"), helpers=parse_helper_config(data, "c"), auth=auth)
+    store.add_pull_secret("team-a", "regcred", _config("alice", "a"))
+    got = store.candidates(HOST, (("team-a", "regcred"),))
+    assert [getattr(c, "username", None) or c.label for c in got] == [  # type: ignore[union-attr]
+        "alice", "scanner", "Google Artifact Registry/GCR (application default credentials)"]
+    ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    assert store.candidates(ecr) == (DeferredCredential("helper", "ecr-login", ecr),
+                                     DeferredCredential("ecr", "ecr", ecr))
+    assert store.candidates("docker.io") == ()  # no source for a host none is named for
+    assert store.describe(ecr) == ("credential helper docker-credential-ecr-login, "
+                                   "Amazon ECR (AWS default credential chain)")
+
+
+def test_creds_store_answers_for_every_host_instead_of_auths_as_docker_does() -> None:
+    data = _helper_config(auths={HOST: {"auth": base64.b64encode(b"scanner:own").decode()}},
+                          credsStore="desktop", credHelpers={"other.example": "pass"})
+    store = CredentialStore(parse_docker_config(data, "c"), helpers=parse_helper_config(data, "c"),
+                            auth=RegistryAuthConfig(helpers=True))
+    assert store.candidates(HOST) == (DeferredCredential("helper", "desktop", HOST),)
+    assert store.candidates("other.example") == (DeferredCredential("helper", "pass", "other.example"),)
+
+
+def test_helpers_are_not_run_unless_enabled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(_helper_config(credsStore="desktop"))
+    with caplog.at_level(logging.WARNING):
+        store = CredentialStore.from_docker_config(path)
+    assert store.candidates(HOST) == () and "--registry-auth helpers" in caplog.text
+    assert CredentialStore.from_docker_config(path, RegistryAuthConfig(helpers=True)).candidates(HOST) == (
+        DeferredCredential("helper", "desktop", HOST),)
+
+
+def test_a_pull_secret_never_names_a_program_the_scanner_runs() -> None:
+    """A tenant's dockerconfigjson with credHelpers/credsStore: only its ``auths`` are read (as the kubelet)."""
+    store = CredentialStore(auth=RegistryAuthConfig(helpers=True))
+    store.add_pull_secret("team-a", "evil", _helper_config(credsStore="evil", credHelpers={HOST: "evil"}))
+    assert store.candidates(HOST, (("team-a", "evil"),)) == ()
+
+
+@pytest.mark.parametrize("doc", [{"credsStore": "../../bin/sh"}, {"credHelpers": {HOST: "/usr/bin/id"}},
+                                 {"credHelpers": {HOST: 7}}, {"credHelpers": ["x"]}, {"credsStore": "a b"}])
+def test_a_helper_name_that_is_not_a_plain_name_is_a_config_error(doc: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(json.dumps(doc).encode())
+    with pytest.raises(ConfigError):
+        CredentialStore.from_docker_config(path, RegistryAuthConfig(helpers=True))
+
+
+@pytest.mark.parametrize("value", [["s3"], ["ecr=", "x"], ["ecr=a b"], ["ecr=h", "gcr=h"], ["none,ecr"], ["helpers=x"]])
+def test_registry_auth_refuses_what_it_does_not_know(value: list[str]) -> None:
+    with pytest.raises(ConfigError):
+        RegistryAuthConfig.parse(value)
+
+
+def test_registry_auth_names_a_provider_for_a_host_that_is_not_the_clouds() -> None:
+    auth = RegistryAuthConfig.parse(["ECR=HTTPS://127.0.0.1:5000/", "acr"])
+    assert auth.provider_for("127.0.0.1:5000") == "ecr"
+    assert auth.provider_for("123456789012.dkr.ecr.us-east-1.amazonaws.com") == "ecr"
+    assert auth.provider_for("registry1.azurecr.io") == "acr" and auth.provider_for("gcr.io") is None
+    assert RegistryAuthConfig.parse(["none"]) == RegistryAuthConfig()
+
+
+def test_a_source_runs_once_its_failure_is_remembered_and_named() -> None:
+    calls: list[DeferredCredential] = []
+    store = CredentialStore(auth=RegistryAuthConfig.parse(["ecr=" + HOST, "gcr=other.example"]),
+                            resolvers=_resolvers(calls, {"ecr": Credential("AWS", "p"),
+                                                         "gcr": CredentialUnavailable("gcp: no metadata server")}))
+    (ecr,) = store.candidates(HOST)
+    assert store.resolve(ecr) == Credential("AWS", "p") and store.resolve(ecr) == Credential("AWS", "p")
+    (gcr,) = store.candidates("other.example")
+    for _ in range(2):
+        with pytest.raises(CredentialUnavailable, match="no metadata server"):
+            store.resolve(gcr)
+    assert calls == [ecr, gcr]
+
+
+def test_a_source_that_crashes_is_its_failure_never_the_scans() -> None:
+    store = CredentialStore(auth=RegistryAuthConfig.parse(["acr=" + HOST]),
+                            resolvers=_resolvers([], {"acr": KeyError("Secret-in-key")}))
+    with pytest.raises(CredentialUnavailable, match=r"failed: KeyError$"):
+        store.resolve(store.candidates(HOST)[0])
+
+
+def test_a_credential_is_asked_again_shortly_before_it_expires() -> None:
+    now = [1000.0]
+    answers = iter([(Credential("AWS", "first"), 2000.0), (Credential("AWS", "second"), 9000.0)])
+    store = CredentialStore(auth=RegistryAuthConfig.parse(["ecr=" + HOST]),
+                            resolvers={"ecr": lambda c: next(answers)}, clock=lambda: now[0])
+    (ecr,) = store.candidates(HOST)
+    assert store.resolve(ecr).password == "first"  # type: ignore[union-attr]
+    now[0] = 2000.0
+    assert store.resolve(ecr).password == "second"  # type: ignore[union-attr]

@@ -85,3 +85,90 @@ def test_a_blob_is_checked_against_its_sha512_digest() -> None:
         c.get_blob(REF, Descriptor("application/octet-stream", SHA512, len(FORGED)))
     with client(GOOD, []) as c:
         assert c.get_blob(REF, Descriptor("application/octet-stream", SHA512, len(GOOD))) == GOOD
+
+
+# -- credential sources tried in turn (issue #21) ------------------------------------------------
+
+from scanner.errors import RegistryError  # noqa: E402
+from scanner.registry.auth import (  # noqa: E402
+    Credential,
+    CredentialStore,
+    CredentialUnavailable,
+    DeferredCredential,
+    RegistryAuthConfig,
+)
+
+
+def basic_registry(accept: str, seen: list[str | None]) -> httpx.MockTransport:
+    """A registry with Basic auth accepting one ``user:password``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("authorization")
+        seen.append(auth)
+        if auth != httpx.BasicAuth(*accept.split(":", 1))._auth_header:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        return httpx.Response(200, headers={"Content-Type": OCI_MANIFEST, "Content-Length": str(len(GOOD))},
+                              content=b"" if request.method == "HEAD" else GOOD)
+
+    return httpx.MockTransport(handler)
+
+
+def store_with(answers: dict[str, object], *, auth: str = "helpers,ecr=evil.test") -> CredentialStore:
+    def resolve(c: DeferredCredential) -> tuple[Credential | None, float]:
+        answer = answers[c.kind]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer, 1e12  # type: ignore[return-value]
+
+    data = json.dumps({"credsStore": "desk"}).encode()
+    from scanner.registry.auth import parse_helper_config
+
+    return CredentialStore(helpers=parse_helper_config(data, "c"), auth=RegistryAuthConfig.parse([auth]),
+                           resolvers={"helper": resolve, "ecr": resolve})
+
+
+def test_a_failing_helper_is_passed_over_for_the_next_source_which_is_recorded() -> None:
+    seen: list[str | None] = []
+    store = store_with({"helper": CredentialUnavailable("credential helper docker-credential-desk not found"),
+                        "ecr": Credential("AWS", "ecr-pass")})
+    with RegistryClient(credentials=store, insecure_registries={"evil.test"},
+                        transport=basic_registry("AWS:ecr-pass", seen)) as c:
+        assert c.credential_source("evil.test", "team/app", ()) is None  # nothing asked yet
+        c.get_manifest(REF, SHA256)
+        assert c.credential_source("evil.test", "team/app", ()) == "Amazon ECR (AWS default credential chain)"
+
+
+def test_a_source_that_failed_is_never_replaced_by_anonymous_access() -> None:
+    seen: list[str | None] = []
+    store = store_with({"helper": CredentialUnavailable("credential helper docker-credential-desk failed")},
+                       auth="helpers")
+    with RegistryClient(credentials=store, insecure_registries={"evil.test"},
+                        transport=basic_registry("AWS:ecr-pass", seen)) as c, \
+            pytest.raises(RegistryError, match="docker-credential-desk failed"):
+        c.get_manifest(REF, SHA256)
+    assert seen == []  # not even an anonymous request
+
+
+def test_when_every_source_is_refused_the_error_names_the_ones_that_failed() -> None:
+    seen: list[str | None] = []
+    store = store_with({"helper": CredentialUnavailable("credential helper docker-credential-desk timed out"),
+                        "ecr": Credential("AWS", "stale")})
+    with RegistryClient(credentials=store, insecure_registries={"evil.test"},
+                        transport=basic_registry("AWS:ecr-pass", seen)) as c, \
+            pytest.raises(RegistryError) as info:
+        c.get_manifest(REF, SHA256)
+    assert "docker-credential-desk timed out" in str(info.value) and "stale" not in str(info.value)
+
+
+def test_a_source_with_nothing_for_the_registry_leaves_anonymous_access() -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(200, headers={"Content-Type": OCI_MANIFEST}, content=GOOD)
+
+    store = store_with({"helper": None}, auth="helpers")
+    with RegistryClient(credentials=store, insecure_registries={"evil.test"},
+                        transport=httpx.MockTransport(handler)) as c:
+        c.get_manifest(REF, SHA256)
+        assert seen == [None] and c.credential_source("evil.test", "team/app", ()) == "anonymous"

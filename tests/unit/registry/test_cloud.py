@@ -1,0 +1,75 @@
+"""Which hosts a cloud's workload identity is sent to: the cloud's own registry hosts, matched on the
+whole host; a host that merely contains a cloud's name (a lookalike on another domain) gets nothing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from scanner.registry.cloud import provider_of_host
+
+
+@pytest.mark.parametrize(("host", "provider"), [
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com", "ecr"),
+    ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com", "ecr"),
+    ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn", "ecr"),
+    ("123456789012.dkr-ecr.eu-west-1.on.aws", "ecr"),
+    ("public.ecr.aws", "ecr"),
+    ("gcr.io", "gcr"), ("eu.gcr.io", "gcr"), ("europe-west1-docker.pkg.dev", "gcr"),
+    ("myregistry.azurecr.io", "acr"), ("myregistry.azurecr.cn", "acr"),
+])
+def test_a_clouds_registry_hosts(host: str, provider: str) -> None:
+    assert provider_of_host(host) == provider
+
+
+@pytest.mark.parametrize("host", [
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.example",
+    "evil.example/123456789012.dkr.ecr.us-east-1.amazonaws.com",
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com:5000",
+    "x123456789012.dkr.ecr.us-east-1.amazonaws.com",
+    "public.ecr.aws.evil.example", "evilpublic.ecr.aws",
+    "gcr.io.evil.example", "evilgcr.io", "a.b.gcr.io", "docker.pkg.dev", "europe-docker.pkg.dev.evil.example",
+    "myregistry.azurecr.io.evil.example", "my.registry.azurecr.io", "docker.io", "127.0.0.1:5000",
+])
+def test_a_lookalike_host_is_no_clouds(host: str) -> None:
+    assert provider_of_host(host) is None
+
+
+def test_cloud_sdk_loggers_never_debug_even_with_vv() -> None:
+    """botocore logs the GetAuthorizationToken reply and every request's headers (X-Amz-Security-Token)
+    at DEBUG; google-auth and azure-identity log token traffic too. ``-vv`` must not turn them on, for the
+    registry credentials and for KMS keys alike."""
+    import logging
+
+    from scanner.cli import _setup_logging
+
+    names = ("botocore", "botocore.endpoint", "boto3", "google.auth", "azure.identity", "msal")
+    root, before = logging.getLogger(), logging.getLogger().level
+    try:
+        for name in names:
+            logging.getLogger(name.split(".")[0]).setLevel(logging.NOTSET)
+        root.setLevel(logging.DEBUG)  # what -vv gives the root logger (pytest's handlers stop basicConfig here)
+        _setup_logging(2)
+        assert logging.getLogger("scanner").isEnabledFor(logging.DEBUG)
+        for name in names:
+            assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
+    finally:
+        root.setLevel(before)
+
+
+@pytest.mark.parametrize(("kind", "module", "extra"), [
+    ("ecr", "boto3", "sigaudit[aws]"), ("gcr", "google.auth", "sigaudit[gcp]"),
+    ("acr", "azure.identity", "sigaudit[azure]"),
+])
+def test_a_provider_without_its_sdk_is_unavailable_naming_the_extra(
+    kind: str, module: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from scanner.registry.auth import CredentialUnavailable, DeferredCredential
+    from scanner.registry.cloud import RESOLVERS
+
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    with pytest.raises(CredentialUnavailable, match=re.escape(extra)):
+        RESOLVERS[kind](DeferredCredential(kind, kind, "registry.example"))
