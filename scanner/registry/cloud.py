@@ -139,7 +139,7 @@ def resolve_gcr(candidate: DeferredCredential) -> Resolved:
         raise CredentialUnavailable(f"{label}: google-auth is not installed (pip install 'sigaudit[gcp]')") from None
     try:
         credentials, _project = google.auth.default(scopes=list(GCP_SCOPES))
-        credentials.refresh(Request())
+        credentials.refresh(Request())  # type: ignore[no-untyped-call]  # google-auth is untyped here
     except google.auth.exceptions.GoogleAuthError as exc:
         raise CredentialUnavailable(f"{label}: {type(exc).__name__}: {str(exc)[:300]}") from None
     token = getattr(credentials, "token", None)
