@@ -31,7 +31,7 @@ from scanner.policy.engine import namespace_matches
 from scanner.policy.fields import Field, FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.imports import ImportContext, _notation_from_certs, _pems, _secret_value, _tmpfile
 from scanner.policy.loader import CompiledRule
-from scanner.policy.schema import FULCIO_EXTENSIONS, CosignVerifierSpec, VerifierSpec, extension_name
+from scanner.policy.schema import COSIGN_EXTENSIONS, CosignVerifierSpec, VerifierSpec, extension_name
 from scanner.verify.base import Verifier
 
 _ADMISSION = "admission-controller behaviour: an audit judges every running pod whatever it says"
@@ -61,7 +61,9 @@ def _entry_fields(e: str) -> dict[str, Field]:
         f"{e}.keyless.subject": mapped("a Kyverno wildcard over the whole subject"),
         f"{e}.keyless.subjectRegExp": mapped("must match the whole subject (stricter than Go's unanchored match)"),
         f"{e}.keyless.roots": mapped(),
-        f"{e}.keyless.additionalExtensions": mapped("Fulcio extensions, enforced (Kyverno wildcards)"),
+        f"{e}.keyless.additionalExtensions": mapped(
+            "cosign's Fulcio extensions (oidcIssuer, githubWorkflow*), enforced as Kyverno wildcards; a "
+            "certificate without the extension never matches"),
         f"{e}.attestor": refused("nested attestor sets are not supported"),
         f"{e}.repository": reported(_ELSEWHERE),
         f"{e}.annotations": mapped("signature annotations that must be present (cosign -a)"),
@@ -402,10 +404,13 @@ def _entry(
         if extensions:
             try:
                 ident["extensionsRegExp"] = {
-                    extension_name(str(k)): _wildcard_regexp(str(v)) for k, v in extensions.items()
+                    # Kyverno reads cosign's CertExtensionMap only (by name or OID); any other key
+                    # fails verification there, so accepting it here would be looser: refused.
+                    extension_name(str(k), COSIGN_EXTENSIONS): _wildcard_regexp(str(v))
+                    for k, v in extensions.items()
                 }
             except ValueError as exc:
-                refusals.append(f"additionalExtensions: {exc} (Kyverno knows {', '.join(FULCIO_EXTENSIONS)})")
+                refusals.append(f"additionalExtensions: {exc} (Kyverno knows {', '.join(COSIGN_EXTENSIONS)})")
                 return None
         spec_d: dict[str, Any] = {"identities": [ident]}
         if keyless.get("roots"):
