@@ -25,7 +25,6 @@ import pytest
 import yaml
 
 from scanner.policy.schema import FULCIO_EXTENSIONS
-
 from tests.harness import oci
 from tests.harness.cosign_sign import simplesigning_payload
 from tests.harness.demo import _pod

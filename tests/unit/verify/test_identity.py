@@ -11,8 +11,7 @@ import pytest
 from cryptography import x509
 from sigstore.errors import VerificationError
 
-from scanner.policy.schema import Identity
-from scanner.policy.schema import FULCIO_EXTENSIONS
+from scanner.policy.schema import FULCIO_EXTENSIONS, Identity
 from scanner.verify.identity import (
     EXTENSION_POLICIES,
     IdentityMatcher,
