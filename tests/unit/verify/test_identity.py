@@ -192,3 +192,36 @@ def test_a_synthetic_certificate_with_the_extension_matches() -> None:
                   "1.3.6.1.4.1.57264.1.5": b"acme/app"})
     assert match_identities(cert, [matcher(extensions={"sourceRepositoryURI": "https://github.com/acme/app",
                                                        "githubWorkflowRepository": "acme/app"})])[0]
+
+
+# -- the bundle path (v0.1 and v0.3 certificate bundles, sigstore-python's own vectors) ---------------
+
+_SPY = VECTORS / "sigstore-python"
+_SPY_CASES = {c["id"]: c for c in json.loads((_SPY / "cases.json").read_text())["cases"]}
+
+
+@pytest.mark.parametrize("case_id", ["bundle-v0.1-identity-match", "bundle-v0.3-identity",
+                                     "github-actions-cert-extensions"])
+def test_bundles_of_every_version_enforce_required_extensions(case_id: str) -> None:
+    from scanner.models import Outcome
+    from scanner.verify.sigstore_bundle import verify_bundle
+    from scanner.verify.trustroot import load_trusted_root_file
+
+    case = _SPY_CASES[case_id]
+    trust = load_trusted_root_file(_SPY / case["trusted_root"])
+    bundle = (_SPY / case["bundle"]).read_bytes()
+    artifact = (_SPY / case["artifact"]).read_bytes() if "artifact" in case else None
+
+    def verify(**ext: dict[str, str]) -> Outcome:
+        m = IdentityMatcher.from_spec(Identity.model_validate({"issuerRegExp": ".*", "subjectRegExp": ".*", **ext}))
+        res = verify_bundle(bundle, case["artifact_sha256"], trust=trust, identities=[m], artifact=artifact)
+        assert res.outcome is Outcome.PASSED or "identity" in res.reason or "matches none" in res.reason, res.reason
+        return res.outcome
+
+    has_repo = case_id == "github-actions-cert-extensions"
+    assert verify(extensionsRegExp={"oidcIssuerV2": "https://.*"}) is Outcome.PASSED
+    assert verify(extensionsRegExp={"sourceRepositoryURI": ".*"}) is (Outcome.PASSED if has_repo else Outcome.FAILED)
+    assert verify(extensions={"sourceRepositoryURI": "https://github.com/trailofbits/rfc8785.py"}) is (
+        Outcome.PASSED if has_repo else Outcome.FAILED)
+    assert verify(extensions={"sourceRepositoryURI": "https://github.com/trailofbits/rfc8785.py.evil"}) is (
+        Outcome.FAILED)
