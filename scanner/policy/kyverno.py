@@ -402,16 +402,24 @@ def _entry(
                 ident[rx] = ".*"
         extensions = keyless.get("additionalExtensions") or {}
         if extensions:
-            try:
-                ident["extensionsRegExp"] = {
+            if not isinstance(extensions, Mapping):
+                refusals.append("additionalExtensions: not a map of extension name to value")
+                return None
+            required: dict[str, str] = {}
+            for k, v in extensions.items():
+                try:
                     # Kyverno reads cosign's CertExtensionMap only (by name or OID); any other key
                     # fails verification there, so accepting it here would be looser: refused.
-                    extension_name(str(k), COSIGN_EXTENSIONS): _wildcard_regexp(str(v))
-                    for k, v in extensions.items()
-                }
-            except ValueError as exc:
-                refusals.append(f"additionalExtensions: {exc} (Kyverno knows {', '.join(COSIGN_EXTENSIONS)})")
-                return None
+                    name = extension_name(str(k), COSIGN_EXTENSIONS)
+                except ValueError as exc:
+                    refusals.append(f"additionalExtensions: {exc} (Kyverno knows {', '.join(COSIGN_EXTENSIONS)})")
+                    return None
+                if name in required:
+                    # Kyverno checks both spellings (name and OID); one regexp cannot hold both.
+                    refusals.append(f"additionalExtensions names {name} twice (by name and by OID)")
+                    return None
+                required[name] = _wildcard_regexp(str(v))
+            ident["extensionsRegExp"] = required
         spec_d: dict[str, Any] = {"identities": [ident]}
         if keyless.get("roots"):
             spec_d["roots"] = _tmpfile(str(keyless["roots"]), ".pem")
