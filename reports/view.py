@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from scanner.inventory.references import tag_reference_containers
 from scanner.models import (
     ContainerRef,
     RunningImage,
@@ -34,6 +35,7 @@ MAX_SIGNATURES = 10  # signatures shown per image
 MAX_CONTAINERS = 12  # containers listed per image in the evidence
 MAX_PODS = 8  # pod names listed per workload row
 TREND_SCANS = 30
+MAX_TAG_REFERENCES = 500  # containers naming a tag listed in the HTML (all of them in the JSON)
 
 # Order of statuses, worst first: how every list of verdicts is sorted.
 STATUS_ORDER: dict[Status, int] = {
@@ -238,6 +240,17 @@ class ExpiringRow:
 
 
 @dataclass(frozen=True, slots=True)
+class TagReferenceRow:
+    """A container whose pod spec names a tag rather than a digest (a finding, not a verdict)."""
+
+    namespace: str
+    workload: str
+    pod: str
+    container: str
+    image: str
+
+
+@dataclass(frozen=True, slots=True)
 class ExemptionRow:
     scope: str  # image globs (policy) or the images it was applied to (from verdicts)
     namespaces: str
@@ -346,6 +359,8 @@ class Report:
     non_compliant: tuple[NamespaceGroup, ...]
     warnings: tuple[NamespaceGroup, ...]  # warn-only rules: reported, not counted non-compliant
     expiring: tuple[ExpiringRow, ...]
+    tag_references: tuple[TagReferenceRow, ...]  # the first MAX_TAG_REFERENCES
+    tag_references_total: int  # every container naming a tag (the JSON download lists them all)
     exemptions: tuple[ExemptionRow, ...]
     exemptions_source: str
     evidence: tuple[EvidenceItem, ...]
@@ -572,6 +587,17 @@ def build_expiring(verdicts: Iterable[Verdict], anchors: Mapping[str, str]) -> t
         )
         for v in items
     )
+
+
+def build_tag_references(verdicts: Iterable[Verdict]) -> tuple[tuple[TagReferenceRow, ...], int]:
+    """(the first MAX_TAG_REFERENCES rows, the total): containers naming a tag rather than a digest."""
+    found = tag_reference_containers(c for v in verdicts for c in v.image.containers)
+    rows = tuple(
+        TagReferenceRow(namespace=clean(c.namespace, 253), workload=clean(f"{c.workload.kind}/{c.workload.name}", 300),
+                        pod=clean(c.pod, 253), container=_container_label(c), image=clean(c.image))
+        for c in found[:MAX_TAG_REFERENCES]
+    )
+    return rows, len(found)
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -814,6 +840,7 @@ def build_report(
     points = points[-TREND_SCANS:]
     evidence, hidden = build_evidence(ordered, anchors)
     exemptions, ex_source = build_exemptions(result, policy_summary)
+    tag_refs, tag_refs_total = build_tag_references(ordered)
     non_compliant = [v for v in ordered if not v.compliant]
     warn = [v for v in ordered if v.warn_only and not v.status.compliant]
     return Report(
@@ -834,6 +861,8 @@ def build_report(
         non_compliant=build_groups(non_compliant, anchors),
         warnings=build_groups(warn, anchors),
         expiring=build_expiring(ordered, anchors),
+        tag_references=tag_refs,
+        tag_references_total=tag_refs_total,
         exemptions=exemptions,
         exemptions_source=ex_source,
         evidence=evidence,

@@ -10,6 +10,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from scanner.inventory.references import pins_digest, tag_reference_containers
 from scanner.models import SCHEMA_VERSION, RunningImage, ScanResult, SignatureResult, Status, Verdict
 
 
@@ -29,7 +30,18 @@ def summary(result: ScanResult) -> dict[str, Any]:
         "expiring": sum(1 for v in result.verdicts if v.expiring),
         "by_status": {s.value: by_status.get(s.value, 0) for s in Status},
         "compliance_ratio": round(compliant / len(result.verdicts), 6) if result.verdicts else 1.0,
+        "tag_references": len(tag_reference_containers(c for v in result.verdicts for c in v.image.containers)),
     }
+
+
+def findings(result: ScanResult) -> list[dict[str, Any]]:
+    """Findings that change no verdict: containers whose spec names a tag rather than a digest."""
+    return [
+        {"kind": "tag-reference", "namespace": c.namespace, "pod": c.pod, "container": c.container,
+         "container_type": c.container_type.value, "image": c.image,
+         "workload_kind": c.workload.kind, "workload_name": c.workload.name}
+        for c in tag_reference_containers(c for v in result.verdicts for c in v.image.containers)
+    ]
 
 
 def signature_doc(s: SignatureResult) -> dict[str, Any]:
@@ -81,6 +93,7 @@ def image_doc(v: Verdict) -> dict[str, Any]:
                 "container": c.container,
                 "container_type": c.container_type.value,
                 "image": c.image,
+                "tag_reference": not pins_digest(c.image),
                 "image_id": c.image_id,
                 "workload_kind": c.workload.kind,
                 "workload_name": c.workload.name,
@@ -105,4 +118,5 @@ def scan_document(result: ScanResult) -> dict[str, Any]:
         },
         "summary": summary(result),
         "images": [image_doc(v) for v in result.verdicts],
+        "findings": findings(result),
     }

@@ -8,9 +8,10 @@ Python package implements it with docker's normalisation rules.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from scanner.errors import ParseError
-from scanner.models import ImageReference
+from scanner.models import ContainerRef, ImageReference
 
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com", "docker.io"}
@@ -109,3 +110,24 @@ def parse_image_id(image_id: str | None) -> tuple[ImageReference | None, str | N
     if ref.digest is None or not SHA256_RE.match(ref.digest):
         return None, None, f"imageID {image_id[:120]!r} carries no sha256 digest"
     return ImageReference(ref.registry, ref.repository, None, ref.digest), ref.digest, None
+
+
+def pins_digest(image: str) -> bool:
+    """Whether a pod spec's image names a digest (``repo@sha256:…``, with or without a tag), as
+    Kyverno's ``verifyDigest`` and Gatekeeper's ``k8simagedigests`` require. A tag (or no tag, which
+    is ``latest``), or a reference that cannot be parsed, pins nothing: the node pulls whatever the tag
+    names when the pod starts."""
+    try:
+        return parse_reference(image).digest is not None
+    except ParseError:
+        return False
+
+
+def tag_reference_containers(containers: Iterable[ContainerRef]) -> tuple[ContainerRef, ...]:
+    """The containers whose spec names a tag rather than a digest: a finding, never a verdict. Each
+    container once (it may be listed under several verdicts), sorted by namespace, pod, container."""
+    seen: dict[tuple[str, str, str, str], ContainerRef] = {}
+    for c in containers:
+        if not pins_digest(c.image):
+            seen.setdefault((c.namespace, c.pod_uid or c.pod, c.container_type.value, c.container), c)
+    return tuple(sorted(seen.values(), key=lambda c: (c.namespace, c.pod, c.container, c.container_type.value)))

@@ -25,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from scanner.errors import StoreError
+from scanner.inventory.references import tag_reference_containers
 from scanner.metrics import names as n
 from scanner.models import RunningImage, ScanResult, ScanState, Verdict, Workload
 from scanner.store import Store
@@ -221,6 +222,7 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
         f = _gauge(series)
         _sorted_add(f, {k: float(val) for k, val in values.items()})
         out.append(f)
+    out.append(_tag_references(c, r))
     if per_image:
         for series, values in ((n.IMAGE_INFO, image_info), (n.IMAGE_NOT_AFTER, image_not_after)):
             f = _gauge(series)
@@ -247,6 +249,17 @@ def capped(values: Mapping[tuple[str, ...], float], limit: int, *,
         key = tuple(x if i in keep else n.OTHER for i, x in enumerate(labels))
         out[key] = out.get(key, 0.0) + value
     return out
+
+
+def _tag_references(cluster: str, r: ScanResult) -> Metric:
+    """Containers naming a tag rather than a digest, per namespace (every namespace with containers,
+    0 when none): one series per namespace, never per image."""
+    counts: Counter[str] = Counter({ctr.namespace: 0 for v in r.verdicts for ctr in v.image.containers})
+    counts.update(ctr.namespace for ctr in tag_reference_containers(
+        ctr for v in r.verdicts for ctr in v.image.containers))
+    f = _gauge(n.TAG_REFERENCES)
+    _sorted_add(f, {(cluster, ns): float(count) for ns, count in counts.items()})
+    return f
 
 
 def _ratio(r: ScanResult) -> float:

@@ -74,6 +74,10 @@ REGISTRY_ERRORS = Series(
     "sigaudit_registry_errors", "gauge", ("cluster", "registry", "code"),
     "Failed registry requests of the latest complete scan, by registry and status code; at most "
     f"{MAX_REGISTRY_SERIES} series, the rest summed under registry and code \"{OTHER}\".")
+TAG_REFERENCES = Series(
+    "sigaudit_tag_reference_containers", "gauge", ("cluster", "namespace"),
+    "Containers whose pod spec names an image by tag rather than by digest (Kyverno verifyDigest, Gatekeeper "
+    "k8simagedigests), by namespace (0 when none), latest complete scan. A finding: verdicts are unchanged.")
 SCAN_DURATION = Series(
     "sigaudit_scan_duration_seconds", "gauge", ("cluster",),
     "Wall-clock duration of the latest complete scan.")
@@ -101,7 +105,7 @@ IMAGE_NOT_AFTER = Series(
 
 ALL: tuple[Series, ...] = (
     SCAN_INFO, IMAGES, CONTAINERS, NAMESPACE_COMPLIANCE, COMPLIANCE, NONCOMPLIANT_WORKLOADS, EXPIRING,
-    NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, SCAN_DURATION, LAST_SUCCESS,
+    NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, TAG_REFERENCES, SCAN_DURATION, LAST_SUCCESS,
     LAST_COMPLETION, LAST_STATE, STORE_UP, IMAGE_INFO, IMAGE_NOT_AFTER,
 )
 

@@ -31,7 +31,7 @@ from scanner.policy.engine import namespace_matches
 from scanner.policy.fields import Field, FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.imports import ImportContext, _notation_from_certs, _pems, _secret_value, _tmpfile
 from scanner.policy.loader import CompiledRule
-from scanner.policy.schema import FULCIO_EXTENSIONS, CosignVerifierSpec, VerifierSpec, extension_name
+from scanner.policy.schema import COSIGN_EXTENSIONS, CosignVerifierSpec, VerifierSpec, extension_name
 from scanner.verify.base import Verifier
 
 _ADMISSION = "admission-controller behaviour: an audit judges every running pod whatever it says"
@@ -61,7 +61,9 @@ def _entry_fields(e: str) -> dict[str, Field]:
         f"{e}.keyless.subject": mapped("a Kyverno wildcard over the whole subject"),
         f"{e}.keyless.subjectRegExp": mapped("must match the whole subject (stricter than Go's unanchored match)"),
         f"{e}.keyless.roots": mapped(),
-        f"{e}.keyless.additionalExtensions": mapped("Fulcio extensions, enforced (Kyverno wildcards)"),
+        f"{e}.keyless.additionalExtensions": mapped(
+            "cosign's Fulcio extensions (oidcIssuer, githubWorkflow*), enforced as Kyverno wildcards; a "
+            "certificate without the extension never matches"),
         f"{e}.attestor": refused("nested attestor sets are not supported"),
         f"{e}.repository": reported(_ELSEWHERE),
         f"{e}.annotations": mapped("signature annotations that must be present (cosign -a)"),
@@ -400,13 +402,24 @@ def _entry(
                 ident[rx] = ".*"
         extensions = keyless.get("additionalExtensions") or {}
         if extensions:
-            try:
-                ident["extensionsRegExp"] = {
-                    extension_name(str(k)): _wildcard_regexp(str(v)) for k, v in extensions.items()
-                }
-            except ValueError as exc:
-                refusals.append(f"additionalExtensions: {exc} (Kyverno knows {', '.join(FULCIO_EXTENSIONS)})")
+            if not isinstance(extensions, Mapping):
+                refusals.append("additionalExtensions: not a map of extension name to value")
                 return None
+            required: dict[str, str] = {}
+            for k, v in extensions.items():
+                try:
+                    # Kyverno reads cosign's CertExtensionMap only (by name or OID); any other key
+                    # fails verification there, so accepting it here would be looser: refused.
+                    name = extension_name(str(k), COSIGN_EXTENSIONS)
+                except ValueError as exc:
+                    refusals.append(f"additionalExtensions: {exc} (Kyverno knows {', '.join(COSIGN_EXTENSIONS)})")
+                    return None
+                if name in required:
+                    # Kyverno checks both spellings (name and OID); one regexp cannot hold both.
+                    refusals.append(f"additionalExtensions names {name} twice (by name and by OID)")
+                    return None
+                required[name] = _wildcard_regexp(str(v))
+            ident["extensionsRegExp"] = required
         spec_d: dict[str, Any] = {"identities": [ident]}
         if keyless.get("roots"):
             spec_d["roots"] = _tmpfile(str(keyless["roots"]), ".pem")

@@ -7,7 +7,7 @@ errors), then builds plain verifiers and rules from them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -36,10 +36,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-# Fulcio's certificate extensions that a keyless identity may require (cosign's CertExtensionMap;
-# https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md): name -> OID. Their values are the
-# extensions' raw bytes as UTF-8, as cosign and Kyverno read them; an absent extension reads as "".
-FULCIO_EXTENSIONS = {
+# Fulcio's certificate extensions that a keyless identity may require
+# (https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md): name -> OID. The first six are
+# cosign's CertExtensionMap (--certificate-github-workflow-*, Kyverno's additionalExtensions), whose
+# values are the raw extension bytes; the others (1.8-1.22) hold a DER UTF8String. Each is read and
+# checked through sigstore-python's policy class for its OID (scanner/verify/identity.py). A
+# certificate without a required extension never matches, whatever the pattern.
+COSIGN_EXTENSIONS = {
     "oidcIssuer": "1.3.6.1.4.1.57264.1.1",
     "githubWorkflowTrigger": "1.3.6.1.4.1.57264.1.2",
     "githubWorkflowSha": "1.3.6.1.4.1.57264.1.3",
@@ -47,16 +50,34 @@ FULCIO_EXTENSIONS = {
     "githubWorkflowRepository": "1.3.6.1.4.1.57264.1.5",
     "githubWorkflowRef": "1.3.6.1.4.1.57264.1.6",
 }
+FULCIO_EXTENSIONS = {
+    **COSIGN_EXTENSIONS,
+    "oidcIssuerV2": "1.3.6.1.4.1.57264.1.8",
+    "buildSignerURI": "1.3.6.1.4.1.57264.1.9",
+    "buildSignerDigest": "1.3.6.1.4.1.57264.1.10",
+    "runnerEnvironment": "1.3.6.1.4.1.57264.1.11",
+    "sourceRepositoryURI": "1.3.6.1.4.1.57264.1.12",
+    "sourceRepositoryDigest": "1.3.6.1.4.1.57264.1.13",
+    "sourceRepositoryRef": "1.3.6.1.4.1.57264.1.14",
+    "sourceRepositoryIdentifier": "1.3.6.1.4.1.57264.1.15",
+    "sourceRepositoryOwnerURI": "1.3.6.1.4.1.57264.1.16",
+    "sourceRepositoryOwnerIdentifier": "1.3.6.1.4.1.57264.1.17",
+    "buildConfigURI": "1.3.6.1.4.1.57264.1.18",
+    "buildConfigDigest": "1.3.6.1.4.1.57264.1.19",
+    "buildTrigger": "1.3.6.1.4.1.57264.1.20",
+    "runInvocationURI": "1.3.6.1.4.1.57264.1.21",
+    "sourceRepositoryVisibilityAtSigning": "1.3.6.1.4.1.57264.1.22",
+}
 
 
-def extension_name(key: str) -> str:
-    """The extension's name for a name or its dotted OID; ValueError for anything else."""
-    if key in FULCIO_EXTENSIONS:
+def extension_name(key: str, known: Mapping[str, str] = FULCIO_EXTENSIONS) -> str:
+    """The extension's name for a name or its dotted OID among ``known``; ValueError for anything else."""
+    if key in known:
         return key
-    for name, oid in FULCIO_EXTENSIONS.items():
+    for name, oid in known.items():
         if key == oid:
             return name
-    raise ValueError(f"unknown certificate extension {key!r} (known: {', '.join(FULCIO_EXTENSIONS)}, or their OIDs)")
+    raise ValueError(f"unknown certificate extension {key!r} (known: {', '.join(known)}, or their OIDs)")
 
 
 class Identity(_Strict):

@@ -453,7 +453,10 @@ def _identity_doc(i: IdentityMatcher) -> dict[str, Any]:
     """Exact values and regular expressions kept apart (``str(i)`` would let one pass for the other)."""
     return {"issuer": {"exact": i.issuer.exact, "regexp": i.issuer.regexp},
             "subject": {"exact": i.subject.exact, "regexp": i.subject.regexp},
-            "extensions": {name: {"exact": m.exact, "regexp": m.regexp} for name, m in sorted(i.extensions)}}
+            "extensions": {name: {"exact": m.exact, "regexp": m.regexp} for name, m in sorted(i.extensions)},
+            # Since issue #25: an absent extension fails every requirement (it read as "" before, so
+            # ".*" accepted it); results cached under the old reading are not reused.
+            "absent_extension": "never-matches"}
 
 
 def _with_details(res: SignatureResult, extra: Mapping[str, Any]) -> SignatureResult:

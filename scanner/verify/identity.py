@@ -7,6 +7,11 @@ accepts ``philipp.belitz@example.com`` and ``https://github.com/org`` accepts
 ``https://github.com/org-evil/...``; here a regexp that matches only a prefix or a substring does
 not pass (write ``philipp.*``).
 
+A matcher may also require Fulcio certificate extensions (``extensions`` / ``extensionsRegExp``:
+source repository, ref, digest, owner, build signer, trigger, run invocation, ... and cosign's
+legacy GitHub workflow ones); each value is read through sigstore-python's policy class for its OID,
+and a certificate that lacks a required extension matches nothing.
+
 The issuer is read from the Fulcio extensions (https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md):
 1.3.6.1.4.1.57264.1.8 (DER UTF8String, current) and, when that is absent, 1.3.6.1.4.1.57264.1.1
 (raw bytes, deprecated).
@@ -17,13 +22,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat import asn1
 from cryptography.x509 import ObjectIdentifier
 from sigstore.errors import VerificationError
+from sigstore.verify import policy as sigstore_policy
 
-from scanner.policy.schema import FULCIO_EXTENSIONS, extension_name
+from scanner.policy.schema import COSIGN_EXTENSIONS, FULCIO_EXTENSIONS, extension_name
 from scanner.policy.schema import Identity as IdentitySpec
 
 OIDC_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
@@ -92,9 +99,11 @@ class IdentityMatcher:
             return False
         # Every required extension must be present with a matching value; a certificate whose
         # extensions were not read never satisfies a matcher that requires some.
+        # An absent extension fails every requirement, even ``.*`` or an empty exact value.
         if self.extensions and extensions is None:
             return False
-        return all(want.matches((extensions or {}).get(name, "")) for name, want in self.extensions)
+        have = extensions or {}
+        return all(name in have and want.matches(have[name]) for name, want in self.extensions)
 
     def __str__(self) -> str:
         exts = "".join(f" {name} {want}" for name, want in self.extensions)
@@ -133,16 +142,57 @@ def cert_identity(cert: x509.Certificate) -> CertIdentity:
     return CertIdentity(tuple(sans), cert_issuer(cert), cert_extensions(cert))
 
 
+# The reference library's policy class for each extension: it knows the OID and how the value is
+# encoded (raw bytes for cosign's legacy 1.1-1.6, a DER UTF8String for 1.8-1.22).
+EXTENSION_POLICIES: Mapping[str, Any] = {
+    "oidcIssuer": sigstore_policy.OIDCIssuer,
+    "githubWorkflowTrigger": sigstore_policy.GitHubWorkflowTrigger,
+    "githubWorkflowSha": sigstore_policy.GitHubWorkflowSHA,
+    "githubWorkflowName": sigstore_policy.GitHubWorkflowName,
+    "githubWorkflowRepository": sigstore_policy.GitHubWorkflowRepository,
+    "githubWorkflowRef": sigstore_policy.GitHubWorkflowRef,
+    "oidcIssuerV2": sigstore_policy.OIDCIssuerV2,
+    "buildSignerURI": sigstore_policy.OIDCBuildSignerURI,
+    "buildSignerDigest": sigstore_policy.OIDCBuildSignerDigest,
+    "runnerEnvironment": sigstore_policy.OIDCRunnerEnvironment,
+    "sourceRepositoryURI": sigstore_policy.OIDCSourceRepositoryURI,
+    "sourceRepositoryDigest": sigstore_policy.OIDCSourceRepositoryDigest,
+    "sourceRepositoryRef": sigstore_policy.OIDCSourceRepositoryRef,
+    "sourceRepositoryIdentifier": sigstore_policy.OIDCSourceRepositoryIdentifier,
+    "sourceRepositoryOwnerURI": sigstore_policy.OIDCSourceRepositoryOwnerURI,
+    "sourceRepositoryOwnerIdentifier": sigstore_policy.OIDCSourceRepositoryOwnerIdentifier,
+    "buildConfigURI": sigstore_policy.OIDCBuildConfigURI,
+    "buildConfigDigest": sigstore_policy.OIDCBuildConfigDigest,
+    "buildTrigger": sigstore_policy.OIDCBuildTrigger,
+    "runInvocationURI": sigstore_policy.OIDCRunInvocationURI,
+    "sourceRepositoryVisibilityAtSigning": sigstore_policy.OIDCSourceRepositoryVisibility,
+}
+_DER_ENCODED = frozenset(FULCIO_EXTENSIONS.keys() - COSIGN_EXTENSIONS.keys())
+
+
+def extension_value(cert: x509.Certificate, name: str) -> str | None:
+    """The value of Fulcio extension ``name``, or None when the certificate lacks it or it is
+    malformed. The value read is confirmed by sigstore-python's policy class for the extension (the
+    reference decision): should this reading and the library's ever disagree, nothing matches."""
+    cls = EXTENSION_POLICIES[name]
+    try:
+        raw = getattr(cert.extensions.get_extension_for_oid(cls.oid).value, "value", None)
+        if not isinstance(raw, bytes):
+            return None
+        value = asn1.decode_der(str, raw) if name in _DER_ENCODED else raw.decode("utf-8")
+        cls(value).verify(cert)
+    except Exception:  # absent, duplicated, undecodable, or the library disagrees: no value
+        return None
+    return str(value)
+
+
 def cert_extensions(cert: x509.Certificate) -> dict[str, str]:
-    """The Fulcio extensions of FULCIO_EXTENSIONS, read as cosign reads them: the raw extension
-    bytes as a string (undecodable bytes are replaced, so they match no sane pattern)."""
-    by_oid = {oid: name for name, oid in FULCIO_EXTENSIONS.items()}
+    """The Fulcio extensions of FULCIO_EXTENSIONS the certificate carries (well formed), by name."""
     out: dict[str, str] = {}
-    for ext in cert.extensions:
-        name = by_oid.get(ext.oid.dotted_string)
-        raw = getattr(ext.value, "value", None)
-        if name is not None and isinstance(raw, bytes):
-            out[name] = raw.decode("utf-8", errors="replace")
+    for name in FULCIO_EXTENSIONS:
+        value = extension_value(cert, name)
+        if value is not None:
+            out[name] = value
     return out
 
 

@@ -68,11 +68,14 @@ def _b64url(obj: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
 
-def id_token(subject: str, issuer: str) -> str:
+def id_token(subject: str, issuer: str, claims: Mapping[str, str] | None = None) -> str:
     """An unsigned-looking JWT: the mock Fulcio decodes it without checking a signature and puts
-    ``sub`` in the URI SAN and ``iss`` in the 1.3.6.1.4.1.57264.1.1 and .1.8 extensions."""
+    ``sub`` in the URI SAN and ``iss`` in the 1.3.6.1.4.1.57264.1.1 and .1.8 extensions. ``claims``
+    (GitHub Actions token claims: ``repository``, ``ref``, ``sha``, ``workflow_ref``, ``event_name``,
+    ``run_id``/``run_attempt``, ...) become the other Fulcio extensions, as the mock's
+    ``extensionFromClaims`` maps them (1.2-1.6 raw, 1.9-1.22 DER UTF8String)."""
     now = int(time.time())
-    claims = {"iss": issuer, "sub": subject, "aud": "sigstore", "iat": now, "exp": now + 600}
+    claims = {**(claims or {}), "iss": issuer, "sub": subject, "aud": "sigstore", "iat": now, "exp": now + 600}
     return f"{_b64url({'alg': 'RS256', 'typ': 'JWT'})}.{_b64url(claims)}.c2lnYXVkaXQ"
 
 
@@ -158,13 +161,14 @@ class MockSigstore:
 
     # -- signing ---------------------------------------------------------------------------------
 
-    def attest(self, statement: bytes, *, subject: str, issuer: str, timeout: float = 60.0) -> bytes:
+    def attest(self, statement: bytes, *, subject: str, issuer: str, claims: Mapping[str, str] | None = None,
+               timeout: float = 60.0) -> bytes:
         """``sigstore attest`` (the real @sigstore/cli) against this mock: a v0.3 DSSE bundle."""
         n = len(list(self.workdir.glob("statement-*.json")))
         stmt_path = self.workdir / f"statement-{n}.json"
         out = self.workdir / f"bundle-{n}.json"
         stmt_path.write_bytes(statement)
-        env = {**os.environ, "CI": "true", "SIGSTORE_ID_TOKEN": id_token(subject, issuer)}
+        env = {**os.environ, "CI": "true", "SIGSTORE_ID_TOKEN": id_token(subject, issuer, claims)}
         env.pop("ACTIONS_ID_TOKEN_REQUEST_URL", None)
         r = subprocess.run(
             [str(self.modules / ".bin" / "sigstore"), "attest", str(stmt_path), "--fulcio-url", self.url,
@@ -174,7 +178,8 @@ class MockSigstore:
             raise RuntimeError(f"sigstore attest failed ({r.returncode}): {r.stderr[-2000:]}")
         return out.read_bytes()
 
-    def legacy_signature(self, payload: bytes, *, subject: str, issuer: str) -> dict[str, str]:
+    def legacy_signature(self, payload: bytes, *, subject: str, issuer: str,
+                         claims: Mapping[str, str] | None = None) -> dict[str, str]:
         """A keyless ``.sig`` layer's annotations, as cosign v2 writes them: an ephemeral P-256 key
         signs the simplesigning payload, the mock Fulcio certifies the key (leaf + chain), and the
         mock Rekor logs a hashedrekord 0.0.1 entry whose SET becomes the bundle annotation."""
@@ -185,7 +190,7 @@ class MockSigstore:
         pop = base64.b64encode(key.sign(subject.encode(), ec.ECDSA(hashes.SHA256()))).decode()
         with httpx.Client(base_url=self.url, timeout=30.0) as c:
             r = c.post("/api/v2/signingCert", json={
-                "credentials": {"oidcIdentityToken": id_token(subject, issuer)},
+                "credentials": {"oidcIdentityToken": id_token(subject, issuer, claims)},
                 "publicKeyRequest": {"publicKey": {"algorithm": "ECDSA", "content": pub_pem},
                                      "proofOfPossession": pop}})
             r.raise_for_status()

@@ -384,3 +384,17 @@ def test_rules_pass_promtool_check_and_unit_tests() -> None:
     tests_doc = yaml.safe_load((RULES.parent / "sigaudit_test.yaml").read_text())
     tested = {a["alertname"] for t in tests_doc["tests"] for a in t.get("alert_rule_test", [])}
     assert tested == set(rule_exprs())  # a unit test per alert
+
+
+def test_tag_references_per_namespace_without_an_image_label() -> None:
+    d = "sha256:" + "9" * 64
+    by_tag = ContainerRef("a", "p1", "c", ContainerType.CONTAINER, "registry.example/x:1", None, Workload("Pod", "p1"))
+    pinned = ContainerRef("b", "p2", "c", ContainerType.CONTAINER, f"registry.example/x@{d}", None,
+                          Workload("Pod", "p2"))
+    img = RunningImage(ImageReference("registry.example", "x", "1", d), (by_tag, by_tag, pinned))
+    r = ScanResult("c1", T0, T0 + timedelta(seconds=1), ScanState.COMPLETE,
+                   (Verdict(img, Status.VERIFIED, ("ok",)),), "sha256:" + "0" * 64)
+    got = samples(render(r, None).decode())
+    assert value(got, "sigaudit_tag_reference_containers", cluster="c1", namespace="a") == 1
+    assert value(got, "sigaudit_tag_reference_containers", cluster="c1", namespace="b") == 0
+    assert names.TAG_REFERENCES.labels == ("cluster", "namespace")

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from reports import view
 from scanner.models import (
     Check,
@@ -369,3 +371,20 @@ def test_large_scan_is_built_without_quadratic_work() -> None:
     assert r.summary.containers == 10_000 and r.summary.non_compliant == 500
     assert sum(len(g.rows) for g in r.non_compliant) == 500
     assert len(r.changes.new_images) == 1000
+
+
+# -- tag references (issue #25 item 4) -------------------------------------------------------------
+
+
+def test_tag_references_are_counted_listed_capped_and_change_no_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    pinned = "registry.example/team/a@sha256:" + "1" * 64
+    ctrs = [container("shop", "web-1", image="registry.example/team/a:1.0"),
+            container("shop", "web-2", image=pinned),
+            container("pay", "<script>x</script>-1", image="registry.example/team/a")]
+    r = build(result([verdict("a", Status.VERIFIED, ctrs)]))
+    assert r.tag_references_total == 2 and r.summary.compliant == 1
+    assert [(t.namespace, t.pod, t.image) for t in r.tag_references] == [
+        ("pay", "<script>x</script>-1", "registry.example/team/a"), ("shop", "web-1", "registry.example/team/a:1.0")]
+    monkeypatch.setattr(view, "MAX_TAG_REFERENCES", 1)
+    r = build(result([verdict("a", Status.VERIFIED, ctrs)]))
+    assert r.tag_references_total == 2 and len(r.tag_references) == 1

@@ -105,6 +105,16 @@ def test_several_pems_in_one_entry_are_several_entries_all_required(tmp_path: Pa
         ({"attestors": [{"entries": [{"keyless": {"subject": "s", "issuer": "i",
                                                  "additionalExtensions": {"buildTrigger": "push"}}}]}]},
          "unknown certificate extension"),
+        # Kyverno knows cosign's six only: a Fulcio extension it does not read fails there, never passes.
+        ({"attestors": [{"entries": [{"keyless": {"subject": "s", "issuer": "i",
+                                                 "additionalExtensions": {"sourceRepositoryURI": "*"}}}]}]},
+         "unknown certificate extension"),
+        # Kyverno checks both spellings; keeping the last one ("*") would drop the first.
+        ({"attestors": [{"entries": [{"keyless": {"subject": "s", "issuer": "i", "additionalExtensions": {
+            "githubWorkflowRepository": "acme/app", "1.3.6.1.4.1.57264.1.5": "*"}}}]}]}, "twice"),
+        ({"attestors": [{"entries": [{"keyless": {"subject": "s", "issuer": "i",
+                                                 "additionalExtensions": ["githubWorkflowRepository"]}}]}]},
+         "not a map"),
     ],
 )
 def test_what_cannot_be_mapped_exactly_refuses_the_rule(tmp_path: Path, vi: dict[str, Any], why: str) -> None:
