@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from scanner.errors import ConfigError, StoreError
+from scanner.errors import ConfigError, StoreError, StoreFull
 from scanner.redact import redact_text
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -195,5 +195,5 @@ def describe_db_error(action: str, url: str | URL, exc: BaseException) -> StoreE
         # unreadable; then the driver's detail is dropped rather than risk showing the password.
         detail = detail.replace(str(password), "***") if len(str(password)) >= 4 else type(orig).__name__
     if is_disk_full(exc):
-        detail = f"{detail}; {PRUNE_HINT}"
+        return StoreFull(f"{action} {display_url(url)}: {detail}; {PRUNE_HINT}")
     return StoreError(f"{action} {display_url(url)}: {detail}")

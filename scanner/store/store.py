@@ -175,6 +175,9 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is alive and may be a sigaudit: a pid the system gave to
+    another program since (its command line names neither sigaudit nor its ``scanner`` package) is
+    not. When the command line cannot be read, alive is alive: never take over a live scan."""
     if pid <= 0:
         return False
     try:
@@ -182,8 +185,13 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().lower()
+    except OSError:
         return True
-    return True
+    return not cmdline or b"sigaudit" in cmdline or b"scanner" in cmdline
 
 
 class Store:
@@ -345,8 +353,11 @@ class Store:
             # We hold the cluster's advisory lock: whoever wrote this row no longer has its session.
             return False
         if row.owner_host == self._host and row.owner_pid and row.owner_pid != os.getpid():
-            if not _pid_alive(row.owner_pid):
-                return False
+            # Another process of this host: it owns the scan while it lives, however old its last
+            # heartbeat (a long scan on a busy machine, a heartbeat delayed by a locked database).
+            return _pid_alive(row.owner_pid)
+        # Another host (or this very process, whose earlier scan record it no longer runs): only the
+        # heartbeat can tell.
         return bool(now - row.heartbeat_at < self._stale_after)
 
     def _insert_running(self, cluster: str, started_at: datetime, policy_digest: str, version: str,
@@ -383,14 +394,18 @@ class Store:
 
     def heartbeat(self, scan_id: int) -> None:
         """Tell other processes this scan is alive. Raises StoreError if it is no longer running."""
+        if not self._beat(scan_id):
+            raise StoreError(f"scan {scan_id} is no longer running (another process marked it abandoned?)")
+
+    def _beat(self, scan_id: int) -> bool:
+        """Refresh the heartbeat; False when the scan is no longer running. Raises StoreError when the
+        database cannot be written (busy, unreachable)."""
         with self._errors(f"cannot record the heartbeat of scan {scan_id}"), self._write() as conn:
-            done = conn.execute(
+            return bool(conn.execute(
                 _scans.update()
                 .where(_scans.c.id == scan_id, _scans.c.state == ScanState.RUNNING.value)
                 .values(heartbeat_at=self._clock())
-            ).rowcount
-        if not done:
-            raise StoreError(f"scan {scan_id} is no longer running (another process marked it abandoned?)")
+            ).rowcount)
 
     @contextmanager
     def keepalive(self, scan_id: int, interval: float = 60.0) -> Iterator[None]:
@@ -400,9 +415,14 @@ class Store:
         def beat() -> None:
             while not stop.wait(interval):
                 try:
-                    self.heartbeat(scan_id)
-                except StoreError:
-                    return
+                    if not self._beat(scan_id):
+                        return  # finished, or failed: nothing left to keep alive
+                except StoreError as exc:
+                    # A busy or briefly unreachable database: one missed beat, not the last one (a
+                    # scan whose beats stopped for good would be taken over by the next one).
+                    log.warning("scan %d: %s; trying again in %.0f s", scan_id, exc.diagnostics(), interval)
+                except Exception:
+                    log.exception("scan %d: heartbeat failed; trying again", scan_id)
 
         thread = threading.Thread(target=beat, name=f"sigaudit-heartbeat-{scan_id}", daemon=True)
         thread.start()
