@@ -110,6 +110,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail "mode=both with database.type=sqlite needs persistence.enabled=true: the CronJob and the server must share one database file" }}
 {{- end }}
 {{- end }}
+{{- if and (eq .Values.mode "both") (eq (.Values.cronjob.schedule | trim) (.Values.server.schedule | trim)) }}
+{{- fail "mode=both with cronjob.schedule equal to server.schedule: both would scan the cluster at the same minute and the second to start would find the first running (exit 3, or a skipped slot); give them different schedules (the defaults are three hours apart)" }}
+{{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not (include "sigaudit.runsServer" .)) }}
 {{- fail "metrics.serviceMonitor.enabled needs mode=server or mode=both: in mode=cronjob metrics are pushed to pushgateway.url" }}
 {{- end }}
@@ -123,6 +126,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: /tmp/.cache
 - name: SIGAUDIT_DATA_DIR
   value: /var/lib/sigaudit
+{{- if .Values.retention }}
+- name: SIGAUDIT_RETENTION
+  value: {{ .Values.retention | quote }}
+{{- end }}
 {{- if include "sigaudit.isSqlite" . }}
 - name: SIGAUDIT_DB
   value: sqlite:////var/lib/sigaudit/sigaudit.db
