@@ -241,3 +241,17 @@ def test_disk_usage_tells_a_nearly_full_volume(store: Store) -> None:
         assert usage.nearly_full == (usage.free_bytes < max(64 * 2**20, usage.volume_bytes // 10))
     else:
         assert usage.free_bytes is None and not usage.nearly_full
+
+
+def test_the_metrics_tell_how_full_the_database_is(store: Store) -> None:
+    from scanner.metrics.collector import SigauditCollector, StoreSource
+
+    record(store, sample_result("prod", T0))
+    fams = {f.name: f for f in SigauditCollector(StoreSource(store, "prod")).collect()}
+    assert fams["sigaudit_store_size_bytes"].samples[0].value > 0
+    if store.dialect == "sqlite":
+        free = fams["sigaudit_store_free_bytes"].samples[0].value
+        volume = fams["sigaudit_store_volume_bytes"].samples[0].value
+        assert 0 < free <= volume
+    else:
+        assert "sigaudit_store_free_bytes" not in fams
