@@ -174,10 +174,11 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host is alive and may be a sigaudit: a pid the system gave to
-    another program since (its command line names neither sigaudit nor its ``scanner`` package) is
-    not. When the command line cannot be read, alive is alive: never take over a live scan."""
+def _pid_alive(pid: int) -> bool | None:
+    """Whether process ``pid`` of this host is alive and a sigaudit: True when its command line names
+    sigaudit or its ``scanner`` package (or /proc cannot be read), False when it is gone or a zombie (a
+    crashed scan its parent never reaped), None when the pid is alive but another program's (reused
+    since, or sigaudit embedded in one): then only the heartbeat can tell."""
     if pid <= 0:
         return False
     try:
@@ -187,11 +188,15 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         pass
     try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[:1]
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read().lower()
     except OSError:
         return True
-    return not cmdline or b"sigaudit" in cmdline or b"scanner" in cmdline
+    if state and state[0] in (b"Z", b"X"):
+        return False
+    return True if b"sigaudit" in cmdline or b"scanner" in cmdline else None
 
 
 class Store:
@@ -353,11 +358,13 @@ class Store:
             # We hold the cluster's advisory lock: whoever wrote this row no longer has its session.
             return False
         if row.owner_host == self._host and row.owner_pid and row.owner_pid != os.getpid():
-            # Another process of this host: it owns the scan while it lives, however old its last
+            # A sigaudit process of this host owns the scan while it lives, however old its last
             # heartbeat (a long scan on a busy machine, a heartbeat delayed by a locked database).
-            return _pid_alive(row.owner_pid)
-        # Another host (or this very process, whose earlier scan record it no longer runs): only the
-        # heartbeat can tell.
+            alive = _pid_alive(row.owner_pid)
+            if alive is not None:
+                return alive
+        # Another host, this very process (whose earlier scan record it no longer runs) or a pid now
+        # another program's: only the heartbeat can tell.
         return bool(now - row.heartbeat_at < self._stale_after)
 
     def _insert_running(self, cluster: str, started_at: datetime, policy_digest: str, version: str,

@@ -255,3 +255,42 @@ def test_the_metrics_tell_how_full_the_database_is(store: Store) -> None:
         assert 0 < free <= volume
     else:
         assert "sigaudit_store_free_bytes" not in fams
+
+
+def test_the_reports_trend_covers_scans_whose_detail_was_pruned(store: Store) -> None:
+    from reports.render import report_model
+
+    ids = [record(store, sample_result("prod", T0 + i * DAY)) for i in range(5)]
+    store.prune(keep_scans=1)
+    model = report_model(store.load_scan(ids[-1]), store)
+    assert [p.scan_id for p in model.trend.points] == ids
+
+
+def test_a_dead_or_foreign_pid_owns_no_scan() -> None:
+    import subprocess
+    import sys
+
+    from scanner.store.store import _pid_alive
+
+    root = Path(__file__).resolve().parents[2]
+    # alive, and its command line says sigaudit (as `sigaudit scan` and `python -m scanner.cli scan` do)
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "sigaudit", "scan"])
+    other = subprocess.Popen(["sleep", "30"])  # alive, but not a sigaudit: a reused pid
+    zombie = subprocess.Popen([sys.executable, "-m", "scanner.cli", "--version"], cwd=root)
+    try:
+        assert _pid_alive(owner.pid) is True
+        assert _pid_alive(other.pid) is None  # the heartbeat decides
+        deadline = 50
+        while deadline and Path(f"/proc/{zombie.pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z":
+            deadline -= 1
+            import time
+
+            time.sleep(0.1)
+        assert _pid_alive(zombie.pid) is False  # exited, never reaped
+    finally:
+        owner.kill()
+        owner.wait()
+        other.kill()
+        other.wait()
+        zombie.wait()
+    assert _pid_alive(zombie.pid) is False
