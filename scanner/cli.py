@@ -331,6 +331,8 @@ def db_prune(db_url: str | None, keep: Any, keep_scans: int | None, cluster: str
         _fail("say what to keep: --keep AGE and/or --keep-scans N (or --keep-summaries AGE)", EXIT_USAGE)
     url = db_url or store_mod.default_db_url()
     try:
+        if url.startswith("sqlite") and store_mod.current_revision(url) != store_mod.head_revision():
+            store_mod.upgrade(url)  # as scan does: a SQLite file migrates itself
         with store_mod.open_store(url) as store:
             store.check_schema()
             now = datetime.now(UTC)
