@@ -120,3 +120,18 @@ def test_a_second_scan_never_takes_over_a_live_one_with_an_old_heartbeat(db_url:
             first.wait()
     with open_store(db_url) as s:
         assert s.scan_summary(running).state == ScanState.COMPLETE
+
+
+def test_the_servers_scheduled_scan_applies_the_retention_too(db_url: str, tmp_path: Path) -> None:
+    from scanner.scan import Retention, ScanOptions
+    from scanner.scheduler import ScanRunner
+
+    ids = _old_scans(db_url)
+    (tmp_path / "pods.json").write_text(EMPTY)
+    options = ScanOptions(cluster="prod", policy_path=str(_policy(tmp_path)), pods_file=str(tmp_path / "pods.json"),
+                          retention=Retention(keep=timedelta(days=30)))
+    with open_store(db_url) as s:
+        ScanRunner(options, s).run_scheduled()
+        kept = [x.id for x in s.list_scans("prod")]
+        assert len(kept) == 2 and kept[1] == ids["prod"][3]
+        assert len(s.list_scans("staging")) == 4
