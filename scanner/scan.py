@@ -107,7 +107,13 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
 def begin(options: ScanOptions, store: Store, inputs: ScanInputs, clock: Clock = system_clock) -> int:
     """Record a running scan of ``options.cluster``. Raises ScanInProgress (another live scan of the
     cluster) or StoreError."""
-    scan_id = store.begin_scan(options.cluster, clock(), inputs.policy.digest, __version__)
+    try:
+        scan_id = store.begin_scan(options.cluster, clock(), inputs.policy.digest, __version__)
+    except StoreFull:
+        if options.retention is None:
+            raise
+        apply_retention(options, store, clock)  # make room, then try once more
+        scan_id = store.begin_scan(options.cluster, clock(), inputs.policy.digest, __version__)
     try:
         usage = store.disk_usage()
     except StoreError:

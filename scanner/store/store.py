@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from scanner.clock import Clock, system_clock
-from scanner.errors import ScanInProgress, StoreError
+from scanner.errors import ScanInProgress, StoreError, StoreFull
 from scanner.models import (
     Check,
     CheckName,
@@ -54,6 +54,7 @@ from scanner.models import (
 from scanner.redact import redact_text, representable
 from scanner.store import codec
 from scanner.store.engine import (
+    PRUNE_HINT,
     describe_db_error,
     display_url,
     is_sqlite,
@@ -86,6 +87,10 @@ CACHE_TOUCH_GRANULARITY = timedelta(hours=1)
 # Cache entries unused for this long (no scan of any cluster saw their digest running) are pruned, or
 # sooner with a shorter --keep.
 CACHE_KEEP = timedelta(days=30)
+# SQLite: a scan is not begun when less than this is left on the volume. A SQLite file whose volume
+# fills up completely cannot even delete (in WAL mode a delete needs room in the WAL, and the WAL's
+# committed pages need room in the file): stopping short keeps `db prune` able to run.
+RESERVE_BYTES = 32 * 2**20
 RETENTION_NOTE = "detail deleted by retention (sigaudit db prune); its summary is kept for the trend"
 
 _scans = cast(sa.Table, Scan.__table__)
@@ -203,7 +208,8 @@ class Store:
     """The database of scans. Create with :func:`open_store`; close with :meth:`close`."""
 
     def __init__(self, engine: sa.Engine, url: URL, *, clock: Clock = system_clock,
-                 stale_after: timedelta = DEFAULT_STALE_AFTER) -> None:
+                 stale_after: timedelta = DEFAULT_STALE_AFTER, reserve_bytes: int = RESERVE_BYTES) -> None:
+        self._reserve = reserve_bytes
         self._engine = engine
         self._url = url
         self._clock = clock
@@ -289,6 +295,7 @@ class Store:
         """Record a running scan; refuse if another live scan of ``cluster`` is running."""
         if not cluster:
             raise ValueError("cluster name must not be empty")
+        self._check_room()
         lock_conn: sa.Connection | None = None
         with self._errors(f"cannot start a scan of cluster {cluster!r}"):
             if not is_sqlite(self._engine):
@@ -448,6 +455,25 @@ class Store:
                 self._write_scan(conn, scan_id, result, policy_summary)
         finally:
             self._release_scan_lock(scan_id)
+        self._checkpoint()
+
+    def _checkpoint(self, mode: str = "TRUNCATE") -> None:
+        """SQLite: copy the WAL into the database file and empty it, best effort.
+
+        A scan's rows would otherwise stay in the WAL until it holds 1,000 pages, and on a full disk
+        they cannot be checkpointed (the file must grow) nor deleted (the WAL must grow): nothing could
+        make room. With the WAL emptied after each scan, the next write that fills the disk leaves a
+        WAL of garbage frames that prune's small transactions overwrite from its start."""
+        if not is_sqlite(self._engine):
+            return
+        try:
+            raw = self._engine.raw_connection()
+            try:
+                raw.cursor().execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+            finally:
+                raw.close()
+        except (sqlite3.Error, SQLAlchemyError) as exc:
+            log.warning("cannot checkpoint %s: %s", self.url, exc)
 
     def _write_scan(self, conn: sa.Connection, scan_id: int, result: ScanResult,
                     policy_summary: Mapping[str, Any] | None = None) -> None:
@@ -769,6 +795,7 @@ class Store:
                     break
                 deleted += int(conn.execute(_checks.delete().where(_checks.c.signature_id.in_(sig_ids))).rowcount)
                 deleted += int(conn.execute(_signatures.delete().where(_signatures.c.id.in_(sig_ids))).rowcount)
+            self._checkpoint("PASSIVE")
         deleted += self._delete_batched(_containers, [_containers.c.scan_id == scan_id], [_containers.c.id], batch)
         deleted += self._delete_batched(_images, [_images.c.scan_id == scan_id], [_images.c.id], batch)
         with self._write() as conn:
@@ -789,6 +816,9 @@ class Store:
                 else:
                     stmt = table.delete().where(sa.tuple_(*key).in_([tuple(k) for k in keys]))
                 deleted += int(conn.execute(stmt).rowcount)
+            # SQLite: the WAL starts over after each batch instead of growing to 1,000 pages, which a
+            # nearly full volume may not have.
+            self._checkpoint("PASSIVE")
 
     def _file_bytes(self) -> int | None:
         path = self._sqlite_path()
@@ -833,6 +863,17 @@ class Store:
                 if left >= before:
                     break
         cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _check_room(self) -> None:
+        """Raise StoreFull when the volume of a SQLite file has less than the reserve left."""
+        if self._sqlite_path() is None:
+            return
+        usage = self.disk_usage()
+        if usage.free_bytes is not None and usage.free_bytes < self._reserve:
+            raise StoreFull(
+                f"cannot start a scan: only {usage.free_bytes / 2**20:.1f} MiB is left on the volume holding "
+                f"{self.url} (sigaudit stops at {self._reserve / 2**20:.0f} MiB so that it can still delete); "
+                f"{PRUNE_HINT}")
 
     def disk_usage(self) -> DiskUsage:
         """The database's size and (SQLite) the room left on the volume holding it."""
@@ -1167,7 +1208,7 @@ def _cached_from_row(row: Any) -> CachedVerification:
 
 
 def open_store(url: str, *, clock: Clock = system_clock, stale_after: timedelta = DEFAULT_STALE_AFTER,
-               pool_size: int = 5) -> Store:
+               pool_size: int = 5, reserve_bytes: int = RESERVE_BYTES) -> Store:
     """Open the database at ``url`` (and check it answers). Raises StoreError, password masked."""
     parsed = parse_url(url)
     engine = make_engine(parsed, pool_size=pool_size)
@@ -1177,4 +1218,4 @@ def open_store(url: str, *, clock: Clock = system_clock, stale_after: timedelta 
     except SQLAlchemyError as exc:
         engine.dispose()
         raise describe_db_error("cannot connect to", parsed, exc) from None
-    return Store(engine, parsed, clock=clock, stale_after=stale_after)
+    return Store(engine, parsed, clock=clock, stale_after=stale_after, reserve_bytes=reserve_bytes)

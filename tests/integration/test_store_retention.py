@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from scanner.errors import StoreError
+from scanner.errors import StoreError, StoreFull
 from scanner.models import ScanState
 from scanner.store import Store, downgrade, open_store, upgrade
 from scanner.store.store import RETENTION_NOTE
@@ -294,3 +294,44 @@ def test_a_dead_or_foreign_pid_owns_no_scan() -> None:
         other.wait()
         zombie.wait()
     assert _pid_alive(zombie.pid) is False
+
+
+def test_a_scan_is_not_begun_when_the_volume_is_nearly_full(sqlite_url: str) -> None:
+    """A SQLite volume filled to the last byte cannot delete either (the WAL must grow, and committed WAL
+    pages must go into the file): sigaudit stops short of that, with the command that makes room."""
+    upgrade(sqlite_url)
+    with open_store(sqlite_url, reserve_bytes=2**62) as s:
+        with pytest.raises(StoreFull, match=r"only .* MiB is left.*`sigaudit db prune --keep"):
+            s.begin_scan("prod", T0, "p", "v")
+        assert s.list_scans() == []
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A real 3 MiB tmpfs (needs root; skipped elsewhere)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_on_a_real_full_volume_prune_makes_room_and_scans_go_on(small_volume: Path) -> None:
+    url = f"sqlite:///{small_volume / 'sigaudit.db'}"
+    upgrade(url)
+    with open_store(url, reserve_bytes=2**20) as s:
+        with pytest.raises(StoreFull, match="db prune"):
+            for i in range(200):
+                record(s, sample_result("prod", T0 + i * DAY, n_extra=60))
+        assert s.list_scans()[0].state == ScanState.COMPLETE  # stopped before a scan began: none half-written
+        recorded = len(s.history("prod"))
+        assert s.prune(keep_scans=2).scans == recorded - 2
+        for j in range(3):
+            record(s, sample_result("prod", T0 + (300 + j) * DAY, n_extra=60))
+        assert len(s.history("prod")) == recorded + 3
