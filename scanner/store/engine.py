@@ -166,7 +166,7 @@ def _query_password(url: URL) -> str | None:
 
 
 PRUNE_HINT = ("the disk holding the database is full: delete old scans with `sigaudit db prune --keep 30d` "
-              "(it works on a full disk) or give the volume more space")
+              "(it needs little room) or give the volume more space")
 
 
 def is_disk_full(exc: BaseException) -> bool:
