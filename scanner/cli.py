@@ -315,7 +315,8 @@ def db_current(db_url: str | None) -> None:
               help="Keep the detail of each cluster's N newest scans (whatever their age).")
 @click.option("--cluster", default=None, help="Only this cluster's scans (default: every cluster).")
 @click.option("--keep-summaries", callback=age, default=None,
-              help="Also delete the trend's scan summaries older than this (default: keep them).")
+              help="Also delete the trend's summaries, older than this, of scans whose detail is gone "
+                   "(default: keep them).")
 def db_prune(db_url: str | None, keep: Any, keep_scans: int | None, cluster: str | None,
              keep_summaries: Any) -> None:
     """Delete old scans' detail (verdicts, containers, signatures) and give the space back.

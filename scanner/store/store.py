@@ -741,7 +741,9 @@ class Store:
                                              [_cache.c.digest, _cache.c.trust_fingerprint], batch)
             summaries = 0
             if summaries_before is not None:
-                cond = [_summaries.c.started_at < summaries_before]
+                # Only of scans whose detail is gone: a kept scan keeps its point on the trend.
+                cond = [_summaries.c.started_at < summaries_before,
+                        ~sa.exists().where(_scans.c.id == _summaries.c.scan_id)]
                 if cluster is not None:
                     cond.append(_summaries.c.cluster == cluster)
                 summaries = self._delete_batched(_summaries, cond, [_summaries.c.scan_id], batch)

@@ -335,3 +335,11 @@ def test_on_a_real_full_volume_prune_makes_room_and_scans_go_on(small_volume: Pa
         for j in range(3):
             record(s, sample_result("prod", T0 + (300 + j) * DAY, n_extra=60))
         assert len(s.history("prod")) == recorded + 3
+
+
+def test_keep_summaries_deletes_only_summaries_whose_detail_is_gone(store: Store) -> None:
+    ids = [record(store, sample_result("prod", T0 + i * DAY)) for i in range(4)]
+    store.prune(before=T0 + 2 * DAY)  # the detail of the first two goes
+    result = store.prune(before=T0 + 2 * DAY, summaries_before=T0 + 10 * DAY)
+    assert result.summaries == 2
+    assert [h.id for h in store.history("prod")] == ids[2:]  # the scans still detailed keep their points
