@@ -356,6 +356,13 @@ def sigaudit(*args: str) -> list[str]:
     return [sys.executable, "-m", "scanner.cli", *args]
 
 
+def _this_checkout() -> dict[str, str]:
+    """The environment of a sigaudit run from another directory: this checkout's ``scanner`` first on
+    the path, not the one installed in the venv (a worktree's scan would otherwise run main's code)."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{path}" if path else str(REPO_ROOT)}
+
+
 def measure_scan(label: str, reg: Any, est: Estate, pods: Path, policy: Path, db: Path, out: Path,
                  extra: Sequence[str] = ()) -> dict[str, Any]:
     before = settle_count(reg)
@@ -363,7 +370,7 @@ def measure_scan(label: str, reg: Any, est: Estate, pods: Path, policy: Path, db
     json_out = out / f"scan-{label}.json"
     run = run_measured(sigaudit("scan", "--pods-file", str(pods), "--policy", str(policy), "--db",
                                 f"sqlite:///{db}", "--cluster", "bench", "-o", "none", "--json-out", str(json_out),
-                                "--no-progress", *extra), cwd=policy.parent)
+                                "--no-progress", *extra), cwd=policy.parent, env=_this_checkout())
     requests = settle_count(reg) - before
     logged = reg.requests()[before:]
     manifest_gets = sum(1 for r in logged if r.method == "GET" and "/manifests/" in r.path)

@@ -21,7 +21,7 @@ import click
 
 from scanner import __version__
 from scanner.errors import ConfigError, InventoryError, ParseError, ScanInProgress, SigauditError, StoreError
-from scanner.options import scan_options, scan_options_from
+from scanner.options import age, scan_options, scan_options_from
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 log = logging.getLogger("sigaudit")
@@ -265,7 +265,7 @@ def _exports(result: Any, store: Any, opts: dict[str, Any], policy: Any = None) 
 
 @main.group(context_settings={"auto_envvar_prefix": "SIGAUDIT"})
 def db() -> None:
-    """Database migrations."""
+    """Database migrations and retention."""
 
 
 @db.command("upgrade", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
@@ -307,6 +307,47 @@ def db_current(db_url: str | None) -> None:
         click.echo(store_mod.current_revision(db_url or store_mod.default_db_url()) or "base")
     except StoreError as exc:
         _fail(exc.diagnostics(), EXIT_FAILED)
+
+
+@db.command("prune", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
+@click.option("--db", "db_url", default=None, help="Database URL.")
+@click.option("--keep", callback=age, default=None,
+              help="Keep the detail of scans started within this age (e.g. 90d, 12w, 1y).")
+@click.option("--keep-scans", type=click.IntRange(min=0), default=None,
+              help="Keep the detail of each cluster's N newest scans (whatever their age).")
+@click.option("--cluster", default=None, help="Only this cluster's scans (default: every cluster).")
+@click.option("--keep-summaries", callback=age, default=None,
+              help="Also delete the trend's summaries, older than this, of scans whose detail is gone "
+                   "(default: keep them).")
+def db_prune(db_url: str | None, keep: Any, keep_scans: int | None, cluster: str | None,
+             keep_summaries: Any) -> None:
+    """Delete old scans' detail (verdicts, containers, signatures) and give the space back.
+
+    A scan is kept when --keep or --keep-scans keeps it; the newest complete scan of each cluster and
+    every scan's summary (the report's trend) always stay. Deletes in small transactions: it works on
+    a full disk. Prints what it did as JSON on stdout."""
+    from datetime import UTC, datetime
+
+    from scanner import store as store_mod
+
+    if keep is None and keep_scans is None and keep_summaries is None:
+        _fail("say what to keep: --keep AGE and/or --keep-scans N (or --keep-summaries AGE)", EXIT_USAGE)
+    url = db_url or store_mod.default_db_url()
+    try:
+        if url.startswith("sqlite") and store_mod.current_revision(url) != store_mod.head_revision():
+            store_mod.upgrade(url)  # as scan does: a SQLite file migrates itself
+        with store_mod.open_store(url) as store:
+            store.check_schema()
+            now = datetime.now(UTC)
+            result = store.prune(before=now - keep if keep is not None else None, keep_scans=keep_scans,
+                                 cluster=cluster, summaries_before=now - keep_summaries if keep_summaries else None)
+    except StoreError as exc:
+        _fail(exc.diagnostics(), EXIT_FAILED)
+    click.echo(json.dumps({
+        "schema_version": 1, "scans_deleted": result.scans, "rows_deleted": result.rows,
+        "cache_entries_deleted": result.cache_entries, "summaries_deleted": result.summaries,
+        "file_bytes_before": result.file_bytes_before, "file_bytes_after": result.file_bytes_after,
+    }, indent=2))
 
 
 @main.command("check-policy", context_settings={"auto_envvar_prefix": "SIGAUDIT"})

@@ -62,5 +62,9 @@ class StoreError(SigauditError):
     """The database is unreachable or refused the scan. CLI exit 3."""
 
 
+class StoreFull(StoreError):
+    """The disk holding the database (or its size limit) is full: ``sigaudit db prune`` makes room."""
+
+
 class ScanInProgress(StoreError):
     """Another scan for the same cluster is running."""

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import click
 
-from scanner.scan import ScanOptions
+from scanner.scan import Retention, ScanOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,6 +41,24 @@ def duration(_ctx: click.Context | None, _param: click.Parameter | None, value: 
     if not 0 < seconds < 10 * 365 * 86400:
         raise click.BadParameter(f"{value!r} must be a positive duration")
     return seconds
+
+
+_AGE = re.compile(r"(\d+)(y|w|d|h)")
+_AGE_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600}
+
+
+def age(_ctx: click.Context | None, _param: click.Parameter | None, value: str | None) -> timedelta | None:
+    """A click callback: how long to keep scans, ``90d``, ``12w``, ``1y``, ``36h`` (or ``1y6w``)."""
+    if value is None or value == "":
+        return None
+    text = value.strip().lower()
+    parts = _AGE.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise click.BadParameter(f"{value!r} is not an age (e.g. 90d, 12w, 1y, 36h)")
+    seconds = sum(int(n) * _AGE_UNITS[u] for n, u in parts)
+    if not 3600 <= seconds <= 100 * 365 * 86400:
+        raise click.BadParameter(f"{value!r}: keep at least 1h and at most 100y")
+    return timedelta(seconds=seconds)
 
 
 def _envvars(decls: tuple[str, ...]) -> list[str]:
@@ -109,6 +128,10 @@ def scan_options(*, serve: bool = False) -> Callable[[F], F]:
         _option("--deadline", callback=duration, default=None,
                      help="Stop a scan after this long (e.g. 300, 10m): images not judged by then get an error "
                           "verdict and the scan is partial" + ("." if serve else " (exit 3).")),
+        _option("--retention", callback=age, default=None,
+                help="After each successful scan, delete the detail of this cluster's scans older than this "
+                     "(e.g. 90d; the newest complete scan and every scan's summary for the trend are kept), as "
+                     "`sigaudit db prune --keep` does. Default: keep everything."),
         _option("--cache/--no-cache", default=True,
                      help="Reuse verification results across scans (keyed by digest, trust material and the "
                           "signatures attached; revocation and expiry are re-checked every scan)."),
@@ -142,4 +165,5 @@ def scan_options_from(params: Mapping[str, Any]) -> ScanOptions:
         page_size=params["page_size"],
         deadline=params["deadline"],
         cache=params["cache"],
+        retention=Retention(keep=params["retention"]) if params.get("retention") is not None else None,
     )

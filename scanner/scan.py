@@ -20,11 +20,12 @@ import time
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from scanner import __version__
 from scanner.clock import Clock, system_clock
-from scanner.errors import SigauditError, StoreError
+from scanner.errors import SigauditError, StoreError, StoreFull
 from scanner.models import ScanResult, ScanState
 
 if TYPE_CHECKING:
@@ -36,6 +37,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 30.0  # seconds between heartbeats of a running scan (the store's stale limit is minutes)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What ``sigaudit db prune`` keeps (``--keep``, ``--keep-scans``); the rest of the detail is
+    deleted, the scans' summaries stay. At least one of the two is set."""
+
+    keep: timedelta | None = None
+    keep_scans: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep is None and self.keep_scans is None:
+            raise ValueError("a retention keeps something: give keep or keep_scans")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +75,7 @@ class ScanOptions:
     page_size: int = 500  # pods per API list page
     deadline: float | None = None  # seconds from the start of the scan
     cache: bool = True  # reuse verification results kept in the store
+    retention: Retention | None = None  # prune the cluster's old scans after each successful one
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +111,22 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
 def begin(options: ScanOptions, store: Store, inputs: ScanInputs, clock: Clock = system_clock) -> int:
     """Record a running scan of ``options.cluster``. Raises ScanInProgress (another live scan of the
     cluster) or StoreError."""
-    return store.begin_scan(options.cluster, clock(), inputs.policy.digest, __version__)
+    try:
+        scan_id = store.begin_scan(options.cluster, clock(), inputs.policy.digest, __version__)
+    except StoreFull:
+        if options.retention is None:
+            raise
+        apply_retention(options, store, clock)  # make room, then try once more
+        scan_id = store.begin_scan(options.cluster, clock(), inputs.policy.digest, __version__)
+    try:
+        usage = store.disk_usage()
+    except StoreError:
+        return scan_id
+    if usage.nearly_full:
+        log.warning("the volume holding %s has %d MiB free of %d MiB: delete old scans with `sigaudit db prune "
+                    "--keep 30d` (or scan with --retention) before it is full", store.url,
+                    (usage.free_bytes or 0) // 2**20, (usage.volume_bytes or 0) // 2**20)
+    return scan_id
 
 
 def run_begun(
@@ -137,10 +167,14 @@ def run_begun(
 
                 store.finish_scan(scan_id, result, policy_summary(inputs.policy))
                 result = replace(result, scan_id=scan_id)
+        if store is not None and scan_id is not None:
+            apply_retention(options, store, clock)
         return result
     except BaseException as exc:  # every failure is recorded: never a half scan that looks whole
         if store is not None and scan_id is not None:
             _mark_failed(store, scan_id, exc)
+            if isinstance(exc, StoreFull):  # make room for the next scan, which would fail the same way
+                apply_retention(options, store, clock)
         raise
     finally:
         if client is not None:
@@ -163,6 +197,23 @@ def run_once(
     scan_id = begin(options, store, inputs, clock) if store is not None else None
     return run_begun(options, store, scan_id, inputs, clock=clock, stop=stop, progress=progress,
                      heartbeat_interval=heartbeat_interval)
+
+
+def apply_retention(options: ScanOptions, store: Store, clock: Clock = system_clock) -> None:
+    """``--retention``: prune the scanned cluster's old scans (and unused cache entries). A failure
+    is logged, never the scan's: the verdicts are stored already."""
+    retention = options.retention
+    if retention is None:
+        return
+    before = clock() - retention.keep if retention.keep is not None else None
+    try:
+        pruned = store.prune(before=before, keep_scans=retention.keep_scans, cluster=options.cluster)
+    except StoreError as exc:
+        log.warning("retention: cannot prune the old scans of %r: %s", options.cluster, exc.diagnostics())
+        return
+    if pruned.scans or pruned.cache_entries:
+        log.info("retention: deleted the detail of %d scans of %r (%d rows) and %d cache entries",
+                 pruned.scans, options.cluster, pruned.rows, pruned.cache_entries)
 
 
 def failure_message(exc: BaseException) -> str:

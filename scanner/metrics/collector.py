@@ -28,7 +28,7 @@ from scanner.errors import StoreError
 from scanner.inventory.references import tag_reference_containers
 from scanner.metrics import names as n
 from scanner.models import RunningImage, ScanResult, ScanState, Verdict, Workload
-from scanner.store import Store
+from scanner.store import DiskUsage, Store
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ class MetricsSource(Protocol):
         """The ``cluster`` label of series that are not about one scan (``sigaudit_store_up``)."""
         ...
 
+    def disk_usage(self) -> DiskUsage | None:
+        """The database's size and room left (None: not a database). Raises StoreError."""
+        ...
+
 
 class ResultSource:
     """A single ScanResult, seen as a store holding that one scan (``scan --no-store``)."""
@@ -75,6 +79,9 @@ class ResultSource:
 
     def label_cluster(self) -> str:
         return self._result.cluster
+
+    def disk_usage(self) -> DiskUsage | None:
+        return None
 
 
 class StoreSource:
@@ -94,6 +101,9 @@ class StoreSource:
 
     def label_cluster(self) -> str:
         return self.cluster or ""
+
+    def disk_usage(self) -> DiskUsage | None:
+        return self.store.disk_usage()
 
     def _load(self, cluster: str, scan_id: int) -> ScanResult:
         with self._lock:
@@ -299,6 +309,22 @@ class SigauditCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         return []  # no collection (no database query) at registration time
 
+    def _disk(self) -> Iterator[Metric]:
+        try:
+            usage = self.source.disk_usage()
+        except StoreError as exc:
+            log.warning("metrics: cannot read the database size: %s", exc.diagnostics())
+            return
+        if usage is None:
+            return
+        label = [self.source.label_cluster()]
+        for series, value in ((n.STORE_SIZE, usage.database_bytes), (n.STORE_FREE, usage.free_bytes),
+                              (n.STORE_VOLUME, usage.volume_bytes)):
+            if value is not None:
+                f = _gauge(series)
+                f.add_metric(label, float(value))
+                yield f
+
     def collect(self) -> Iterator[Metric]:
         try:
             views = self.source.views()
@@ -313,4 +339,5 @@ class SigauditCollector(Collector):
             f = _gauge(n.STORE_UP)
             f.add_metric([self.source.label_cluster()], 1.0)
             yield f
+            yield from self._disk()
         yield from merge(fam for view in views for fam in families_for(view, per_image=self.per_image))

@@ -94,6 +94,16 @@ STORE_UP = Series(
     "sigaudit_store_up", "gauge", ("cluster",),
     "1 if the database answered this collection, 0 if not (then the other series are absent). Only "
     "exported when the metrics come from a database (not with `scan --no-store`).")
+STORE_SIZE = Series(
+    "sigaudit_store_size_bytes", "gauge", ("cluster",),
+    "Size of the database (the SQLite file and its WAL; PostgreSQL: pg_database_size). Only from a database.")
+STORE_FREE = Series(
+    "sigaudit_store_free_bytes", "gauge", ("cluster",),
+    "Bytes left on the volume holding the SQLite file (absent for PostgreSQL). Alert well before 0: "
+    "`sigaudit db prune` or `--retention` makes room.")
+STORE_VOLUME = Series(
+    "sigaudit_store_volume_bytes", "gauge", ("cluster",),
+    "Size of the volume holding the SQLite file (absent for PostgreSQL).")
 IMAGE_INFO = Series(
     "sigaudit_image_info", "gauge",
     ("cluster", "namespace", "image", "digest", "status", "compliant", "rule"),
@@ -105,8 +115,9 @@ IMAGE_NOT_AFTER = Series(
 
 ALL: tuple[Series, ...] = (
     SCAN_INFO, IMAGES, CONTAINERS, NAMESPACE_COMPLIANCE, COMPLIANCE, NONCOMPLIANT_WORKLOADS, EXPIRING,
-    NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, TAG_REFERENCES, SCAN_DURATION, LAST_SUCCESS,
-    LAST_COMPLETION, LAST_STATE, STORE_UP, IMAGE_INFO, IMAGE_NOT_AFTER,
+    NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, TAG_REFERENCES, SCAN_DURATION,
+    LAST_SUCCESS, LAST_COMPLETION, LAST_STATE, STORE_UP, STORE_SIZE, STORE_FREE, STORE_VOLUME, IMAGE_INFO,
+    IMAGE_NOT_AFTER,
 )
 
 

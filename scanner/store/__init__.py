@@ -9,6 +9,8 @@ from scanner.store.migrate import check, current_revision, downgrade, head_revis
 from scanner.store.store import (
     ABANDONED,
     CachedVerification,
+    DiskUsage,
+    PruneResult,
     ScanSummary,
     Store,
     open_store,
@@ -17,6 +19,8 @@ from scanner.store.store import (
 __all__ = [
     "ABANDONED",
     "CachedVerification",
+    "DiskUsage",
+    "PruneResult",
     "ScanSummary",
     "Store",
     "check",

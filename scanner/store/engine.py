@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from scanner.errors import ConfigError, StoreError
+from scanner.errors import ConfigError, StoreError, StoreFull
 from scanner.redact import redact_text
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -85,6 +85,10 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys = ON")
+        # Before WAL and before the first table: a new file is created with incremental auto-vacuum,
+        # so the pages `sigaudit db prune` frees can be given back to the volume (PRAGMA
+        # incremental_vacuum). A no-op on an existing file (migrate.upgrade converts those).
+        cur.execute("PRAGMA auto_vacuum = INCREMENTAL")
         # Switching a fresh file to WAL needs an exclusive lock and SQLite answers "database is
         # locked" at once, without waiting on busy_timeout, when another connection is switching it
         # too (two first scans or upgrades at the same moment): check first, then retry briefly.
@@ -161,6 +165,20 @@ def _query_password(url: URL) -> str | None:
     return None
 
 
+PRUNE_HINT = ("the disk holding the database is full: delete old scans with `sigaudit db prune --keep 30d` "
+              "(it needs little room) or give the volume more space")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a database error says the disk (or the file's size limit) is full: SQLite's
+    SQLITE_FULL, PostgreSQL's ``disk_full`` (SQLSTATE 53100) or an ENOSPC it passed on."""
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) == "53100" or getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return True
+    text = str(orig).lower()
+    return "database or disk is full" in text or "no space left on device" in text
+
+
 def describe_db_error(action: str, url: str | URL, exc: BaseException) -> StoreError:
     """A StoreError for a database failure, never showing the password."""
     orig = getattr(exc, "orig", None) or exc
@@ -176,4 +194,6 @@ def describe_db_error(action: str, url: str | URL, exc: BaseException) -> StoreE
         # A short password would turn every occurrence of its letters into stars and make the message
         # unreadable; then the driver's detail is dropped rather than risk showing the password.
         detail = detail.replace(str(password), "***") if len(str(password)) >= 4 else type(orig).__name__
+    if is_disk_full(exc):
+        return StoreFull(f"{action} {display_url(url)}: {detail}; {PRUNE_HINT}")
     return StoreError(f"{action} {display_url(url)}: {detail}")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 
 from scanner.errors import StoreError
 from scanner.store.engine import describe_db_error, display_url, is_sqlite, make_engine, write_options
+
+log = logging.getLogger(__name__)
 
 # Key of the PostgreSQL advisory lock that serialises concurrent upgrades.
 MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"sigaudit:migrations").digest()[:8], "big", signed=True)
@@ -101,6 +105,39 @@ def upgrade(url: str, revision: str = "head") -> None:
         from alembic import command
 
         command.upgrade(alembic_config(conn), revision)
+    enable_incremental_vacuum(url)
+
+
+def enable_incremental_vacuum(url: str) -> bool:
+    """SQLite: turn on ``auto_vacuum=incremental`` in a file created without it (before sigaudit set
+    it at creation), so that space freed by ``db prune`` can return to the volume. Changing it needs
+    one VACUUM, which rewrites the file and needs as much free space again: when that fails (a full
+    disk) the file keeps working as before and the next `sigaudit db upgrade` tries again. Returns whether
+    incremental vacuum is on. PostgreSQL: autovacuum does this job; nothing to do."""
+    engine = make_engine(url)
+    try:
+        if not is_sqlite(engine):
+            return False
+        raw = engine.raw_connection()  # pysqlite in autocommit (engine._sqlite_connect): VACUUM runs outside
+        try:                            # a transaction, as it must
+            cur = raw.cursor()
+            if int(cur.execute("PRAGMA auto_vacuum").fetchone()[0] or 0) == 2:
+                return True
+            try:
+                cur.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                cur.execute("VACUUM")
+            except sqlite3.Error as exc:
+                log.warning("cannot turn on incremental auto-vacuum in %s (space freed by `sigaudit db prune` "
+                            "stays inside the file until it can): %s", display_url(url),
+                            describe_db_error("VACUUM", url, exc).diagnostics())
+                return False
+            return int(cur.execute("PRAGMA auto_vacuum").fetchone()[0] or 0) == 2
+        finally:
+            raw.close()
+    except SQLAlchemyError as exc:
+        raise describe_db_error("cannot vacuum", url, exc) from None
+    finally:
+        engine.dispose()
 
 
 def downgrade(url: str, revision: str) -> None:

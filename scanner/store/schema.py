@@ -95,6 +95,32 @@ class Scan(Base):
     )
 
 
+class ScanSummaryRow(Base):
+    """What a finished scan's trend needs, kept after retention deletes its detail (issue 20).
+
+    Written with the scan (:meth:`scanner.store.Store.finish_scan`, in the same transaction) and
+    back-filled by migration 0006. ``scan_id`` names the scan but is no foreign key: the scan row and
+    its verdicts go when ``sigaudit db prune`` deletes the detail, the summary stays (years of trend in
+    a few hundred bytes per scan). ``namespaces`` is ``{namespace: {status: distinct images}}``.
+    """
+
+    __tablename__ = "scan_summaries"
+
+    scan_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    cluster: Mapped[str] = mapped_column(sa.String(253))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    policy_digest: Mapped[str] = mapped_column(sa.String(200))
+    sigaudit_version: Mapped[str] = mapped_column(sa.String(64))
+    total: Mapped[int] = mapped_column(sa.Integer)
+    compliant: Mapped[int] = mapped_column(sa.Integer)
+    counts: Mapped[dict[str, Any]]  # {status: number of images}
+    namespaces: Mapped[dict[str, Any]]
+
+    __table_args__ = (sa.Index("ix_scan_summaries_cluster_started_at", "cluster", "started_at"),)
+
+
 class Image(Base):
     """One verdict: a running digest (or a container whose digest could not be resolved)."""
 

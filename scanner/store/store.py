@@ -13,8 +13,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -31,7 +33,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from scanner.clock import Clock, system_clock
-from scanner.errors import ScanInProgress, StoreError
+from scanner.errors import ScanInProgress, StoreError, StoreFull
 from scanner.models import (
     Check,
     CheckName,
@@ -52,6 +54,7 @@ from scanner.models import (
 from scanner.redact import redact_text, representable
 from scanner.store import codec
 from scanner.store.engine import (
+    PRUNE_HINT,
     describe_db_error,
     display_url,
     is_sqlite,
@@ -64,6 +67,7 @@ from scanner.store.schema import (
     Container,
     Image,
     Scan,
+    ScanSummaryRow,
     Signature,
     SignatureCheck,
     UTCDateTime,
@@ -75,6 +79,19 @@ MAX_ID = 2**31 - 1  # sa.Integer: INTEGER on both backends
 ABANDONED = "abandoned (process died)"
 _FINISHED = (ScanState.COMPLETE.value, ScanState.PARTIAL.value)
 _CHUNK = 500
+# Rows deleted per transaction by prune: a year of detail is never one transaction, and each step fits
+# in the space a full disk still has (SQLite reuses its WAL file; PostgreSQL its free space map).
+PRUNE_BATCH = 2000
+# The verification cache records a use at most this often per entry: a warm scan rewrites no row.
+CACHE_TOUCH_GRANULARITY = timedelta(hours=1)
+# Cache entries unused for this long (no scan of any cluster saw their digest running) are pruned, or
+# sooner with a shorter --keep.
+CACHE_KEEP = timedelta(days=30)
+# SQLite: a scan is not begun when less than this is left on the volume. A SQLite file whose volume
+# fills up completely cannot even delete (in WAL mode a delete needs room in the WAL, and the WAL's
+# committed pages need room in the file): stopping short keeps `db prune` able to run.
+RESERVE_BYTES = 32 * 2**20
+RETENTION_NOTE = "detail deleted by retention (sigaudit db prune); its summary is kept for the trend"
 
 _scans = cast(sa.Table, Scan.__table__)
 _images = cast(sa.Table, Image.__table__)
@@ -82,7 +99,9 @@ _containers = cast(sa.Table, Container.__table__)
 _signatures = cast(sa.Table, Signature.__table__)
 _checks = cast(sa.Table, SignatureCheck.__table__)
 _cache = cast(sa.Table, VerificationCache.__table__)
+_summaries = cast(sa.Table, ScanSummaryRow.__table__)
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _UTC = UTCDateTime()
 
@@ -110,6 +129,34 @@ class ScanSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What :meth:`Store.prune` deleted."""
+
+    scans: int = 0  # scans whose detail was deleted (their summaries stay)
+    rows: int = 0  # detail rows deleted (images, containers, signatures, checks, scans)
+    cache_entries: int = 0
+    summaries: int = 0
+    file_bytes_before: int | None = None  # SQLite: the database file (and its WAL), else None
+    file_bytes_after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    """The database's size and, for a SQLite file, the room left on its volume."""
+
+    database_bytes: int
+    free_bytes: int | None  # None: not known (PostgreSQL: the server's disk is not visible)
+    volume_bytes: int | None
+
+    @property
+    def nearly_full(self) -> bool:
+        """Less than 10% or 64 MiB of the volume left: the next scans may not fit."""
+        if self.free_bytes is None or self.volume_bytes is None:
+            return False
+        return self.free_bytes < max(64 * 2**20, self.volume_bytes // 10)
+
+
+@dataclass(frozen=True, slots=True)
 class CachedVerification:
     """Signature results for one digest under one decision identity (what the verifier declares
     its results depend on: ``Verifier.decision_identity``), kept across scans."""
@@ -132,7 +179,11 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int) -> bool | None:
+    """Whether process ``pid`` of this host is alive and a sigaudit: True when its command line names
+    sigaudit or its ``scanner`` package (or /proc cannot be read), False when it is gone or a zombie (a
+    crashed scan its parent never reaped), None when the pid is alive but another program's (reused
+    since, or sigaudit embedded in one): then only the heartbeat can tell."""
     if pid <= 0:
         return False
     try:
@@ -140,15 +191,25 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[:1]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().lower()
+    except OSError:
         return True
-    return True
+    if state and state[0] in (b"Z", b"X"):
+        return False
+    return True if b"sigaudit" in cmdline or b"scanner" in cmdline else None
 
 
 class Store:
     """The database of scans. Create with :func:`open_store`; close with :meth:`close`."""
 
     def __init__(self, engine: sa.Engine, url: URL, *, clock: Clock = system_clock,
-                 stale_after: timedelta = DEFAULT_STALE_AFTER) -> None:
+                 stale_after: timedelta = DEFAULT_STALE_AFTER, reserve_bytes: int = RESERVE_BYTES) -> None:
+        self._reserve = reserve_bytes
         self._engine = engine
         self._url = url
         self._clock = clock
@@ -234,6 +295,7 @@ class Store:
         """Record a running scan; refuse if another live scan of ``cluster`` is running."""
         if not cluster:
             raise ValueError("cluster name must not be empty")
+        self._check_room()
         lock_conn: sa.Connection | None = None
         with self._errors(f"cannot start a scan of cluster {cluster!r}"):
             if not is_sqlite(self._engine):
@@ -303,8 +365,13 @@ class Store:
             # We hold the cluster's advisory lock: whoever wrote this row no longer has its session.
             return False
         if row.owner_host == self._host and row.owner_pid and row.owner_pid != os.getpid():
-            if not _pid_alive(row.owner_pid):
-                return False
+            # A sigaudit process of this host owns the scan while it lives, however old its last
+            # heartbeat (a long scan on a busy machine, a heartbeat delayed by a locked database).
+            alive = _pid_alive(row.owner_pid)
+            if alive is not None:
+                return alive
+        # Another host, this very process (whose earlier scan record it no longer runs) or a pid now
+        # another program's: only the heartbeat can tell.
         return bool(now - row.heartbeat_at < self._stale_after)
 
     def _insert_running(self, cluster: str, started_at: datetime, policy_digest: str, version: str,
@@ -341,14 +408,18 @@ class Store:
 
     def heartbeat(self, scan_id: int) -> None:
         """Tell other processes this scan is alive. Raises StoreError if it is no longer running."""
+        if not self._beat(scan_id):
+            raise StoreError(f"scan {scan_id} is no longer running (another process marked it abandoned?)")
+
+    def _beat(self, scan_id: int) -> bool:
+        """Refresh the heartbeat; False when the scan is no longer running. Raises StoreError when the
+        database cannot be written (busy, unreachable)."""
         with self._errors(f"cannot record the heartbeat of scan {scan_id}"), self._write() as conn:
-            done = conn.execute(
+            return bool(conn.execute(
                 _scans.update()
                 .where(_scans.c.id == scan_id, _scans.c.state == ScanState.RUNNING.value)
                 .values(heartbeat_at=self._clock())
-            ).rowcount
-        if not done:
-            raise StoreError(f"scan {scan_id} is no longer running (another process marked it abandoned?)")
+            ).rowcount)
 
     @contextmanager
     def keepalive(self, scan_id: int, interval: float = 60.0) -> Iterator[None]:
@@ -358,9 +429,14 @@ class Store:
         def beat() -> None:
             while not stop.wait(interval):
                 try:
-                    self.heartbeat(scan_id)
-                except StoreError:
-                    return
+                    if not self._beat(scan_id):
+                        return  # finished, or failed: nothing left to keep alive
+                except StoreError as exc:
+                    # A busy or briefly unreachable database: one missed beat, not the last one (a
+                    # scan whose beats stopped for good would be taken over by the next one).
+                    log.warning("scan %d: %s; trying again in %.0f s", scan_id, exc.diagnostics(), interval)
+                except Exception:
+                    log.exception("scan %d: heartbeat failed; trying again", scan_id)
 
         thread = threading.Thread(target=beat, name=f"sigaudit-heartbeat-{scan_id}", daemon=True)
         thread.start()
@@ -379,10 +455,29 @@ class Store:
                 self._write_scan(conn, scan_id, result, policy_summary)
         finally:
             self._release_scan_lock(scan_id)
+        self._checkpoint()
+
+    def _checkpoint(self, mode: str = "TRUNCATE") -> None:
+        """SQLite: copy the WAL into the database file and empty it, best effort.
+
+        A scan's rows would otherwise stay in the WAL until it holds 1,000 pages, and on a full disk
+        they cannot be checkpointed (the file must grow) nor deleted (the WAL must grow): nothing could
+        make room. With the WAL emptied after each scan, the next write that fills the disk leaves a
+        WAL of garbage frames that prune's small transactions overwrite from its start."""
+        if not is_sqlite(self._engine):
+            return
+        try:
+            raw = self._engine.raw_connection()
+            try:
+                raw.cursor().execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+            finally:
+                raw.close()
+        except (sqlite3.Error, SQLAlchemyError) as exc:
+            log.warning("cannot checkpoint %s: %s", self.url, exc)
 
     def _write_scan(self, conn: sa.Connection, scan_id: int, result: ScanResult,
                     policy_summary: Mapping[str, Any] | None = None) -> None:
-        query = sa.select(_scans.c.state, _scans.c.cluster).where(_scans.c.id == scan_id)
+        query = sa.select(_scans.c.state, _scans.c.cluster, _scans.c.sigaudit_version).where(_scans.c.id == scan_id)
         if not is_sqlite(conn):
             query = query.with_for_update()
         row = conn.execute(query).one_or_none()
@@ -424,6 +519,19 @@ class Store:
         _bulk_insert(conn, _checks, check_rows)
 
         counts = Counter(str(v.status) for v in result.verdicts)
+        total, compliant = len(result.verdicts), sum(1 for v in result.verdicts if v.compliant)
+        if result.state.value in _FINISHED:
+            summary = {
+                "cluster": result.cluster, "state": result.state.value, "started_at": result.started_at,
+                "finished_at": result.finished_at, "policy_digest": storable_text(result.policy_digest, 200),
+                "sigaudit_version": storable_text(result.sigaudit_version or row.sigaudit_version, 64),
+                "total": total, "compliant": compliant, "counts": dict(sorted(counts.items())),
+                "namespaces": _storable_json(_namespace_counts(result.verdicts)),
+            }
+            insert: Callable[..., Any] = sqlite_dialect.insert if is_sqlite(conn) else pg_dialect.insert
+            # An upsert: a summary left by a scan whose id was reused must never refuse this scan.
+            conn.execute(insert(_summaries).values(scan_id=scan_id, **summary)
+                         .on_conflict_do_update(index_elements=[_summaries.c.scan_id], set_=summary))
         # The last statement of the transaction: only now does the scan read as finished.
         conn.execute(
             _scans.update().where(_scans.c.id == scan_id).values(
@@ -431,7 +539,7 @@ class Store:
                 heartbeat_at=self._clock(), policy_digest=result.policy_digest,
                 sigaudit_version=result.sigaudit_version or sa.literal_column("sigaudit_version"),
                 errors=list(result.errors), counts=dict(sorted(counts.items())),
-                total=len(result.verdicts), compliant=sum(1 for v in result.verdicts if v.compliant),
+                total=total, compliant=compliant,
                 stats=json.loads(json.dumps(dict(result.stats), default=str)),
                 policy_summary=json.loads(json.dumps(dict(policy_summary), default=str)) if policy_summary else None,
             )
@@ -562,16 +670,16 @@ class Store:
         with self._errors("cannot list the scans"), self._read() as conn:
             return [_summary(r) for r in conn.execute(query)]
 
-    def history(self, cluster: str, limit: int = 100) -> list[ScanSummary]:
-        """The last ``limit`` finished (complete or partial) scans of ``cluster``, oldest first."""
-        query = (
-            sa.select(_scans)
-            .where(_scans.c.cluster == cluster, _scans.c.state.in_(_FINISHED))
-            .order_by(_scans.c.started_at.desc(), _scans.c.id.desc())
-            .limit(limit)
-        )
+    def history(self, cluster: str, limit: int = 100, *, since: datetime | None = None) -> list[ScanSummary]:
+        """The last ``limit`` finished (complete or partial) scans of ``cluster`` (started at or after
+        ``since``), oldest first, from the scan summaries: they outlive the detail that
+        :meth:`prune` deletes, so a trend covers the scans whose verdicts are gone too."""
+        query = sa.select(_summaries).where(_summaries.c.cluster == cluster)
+        if since is not None:
+            query = query.where(_summaries.c.started_at >= since)
+        query = query.order_by(_summaries.c.started_at.desc(), _summaries.c.scan_id.desc()).limit(limit)
         with self._errors("cannot read the scan history"), self._read() as conn:
-            rows = [_summary(r) for r in conn.execute(query)]
+            rows = [_summary_of_summary_row(r) for r in conn.execute(query)]
         rows.reverse()
         return rows
 
@@ -597,25 +705,193 @@ class Store:
     def delete_scans_before(self, before: datetime, cluster: str | None = None) -> int:
         """Retention: delete finished and failed scans started before ``before``; the newest
         complete scan of each cluster is always kept. Returns how many scans were deleted."""
-        with self._errors("cannot delete old scans"), self._write() as conn:
-            keep = (
-                sa.select(sa.func.max(_scans.c.id))
-                .where(_scans.c.state == ScanState.COMPLETE.value)
-                .group_by(_scans.c.cluster)
-            )
-            cond = [_scans.c.started_at < before, _scans.c.state != ScanState.RUNNING.value,
-                    _scans.c.id.not_in(keep)]
-            if cluster is not None:
-                cond.append(_scans.c.cluster == cluster)
-            ids = list(conn.execute(sa.select(_scans.c.id).where(*cond)).scalars())
-            for chunk in _chunks(ids):
-                sig_ids = sa.select(_signatures.c.id).where(_signatures.c.scan_id.in_(chunk))
-                conn.execute(_checks.delete().where(_checks.c.signature_id.in_(sig_ids)))
-                conn.execute(_signatures.delete().where(_signatures.c.scan_id.in_(chunk)))
-                conn.execute(_containers.delete().where(_containers.c.scan_id.in_(chunk)))
-                conn.execute(_images.delete().where(_images.c.scan_id.in_(chunk)))
-                conn.execute(_scans.delete().where(_scans.c.id.in_(chunk)))
-            return len(ids)
+        return self.prune(before=before, cluster=cluster, prune_cache=False).scans
+
+    def prune(self, *, before: datetime | None = None, keep_scans: int | None = None, cluster: str | None = None,
+              prune_cache: bool = True, summaries_before: datetime | None = None,
+              batch: int = PRUNE_BATCH) -> PruneResult:
+        """Retention (``sigaudit db prune``): delete the detail (verdicts, containers, signatures,
+        checks and the scan row) of every scan that no ``keep`` keeps, and return the space.
+
+        A scan is kept when it is running, the newest complete scan of its cluster, started at or
+        after ``before``, or one of the ``keep_scans`` newest scans of its cluster; with neither
+        ``before`` nor ``keep_scans`` nothing is deleted. The scan's summary (:meth:`history`) stays
+        (until ``summaries_before``). Each scan is first marked failed with :data:`RETENTION_NOTE`,
+        then deleted in transactions of at most ``batch`` rows, so a prune stopped half-way never
+        leaves a scan that reads as whole, and none of its transactions needs much room: it works on
+        a full disk. The verification cache loses entries no scan has used for ``CACHE_KEEP`` (or
+        since ``before``, if later). SQLite then gives the freed pages back to the volume."""
+        if batch < 1:
+            raise ValueError("batch must be positive")
+        if keep_scans is not None and keep_scans < 0:
+            raise ValueError("keep_scans must not be negative")
+        size_before = self._file_bytes()
+        with self._errors("cannot prune the database"):
+            limited = before is not None or keep_scans is not None
+            doomed = self._prune_candidates(before, keep_scans, cluster) if limited else []
+            rows = 0
+            for scan_id in doomed:
+                rows += self._prune_scan(scan_id, batch)
+            cache = 0
+            if prune_cache:
+                cutoff = self._clock() - CACHE_KEEP
+                if before is not None and before > cutoff:
+                    cutoff = before
+                cache = self._delete_batched(_cache, [_cache.c.used_at < cutoff],
+                                             [_cache.c.digest, _cache.c.trust_fingerprint], batch)
+            summaries = 0
+            if summaries_before is not None:
+                # Only of scans whose detail is gone: a kept scan keeps its point on the trend.
+                cond = [_summaries.c.started_at < summaries_before,
+                        ~sa.exists().where(_scans.c.id == _summaries.c.scan_id)]
+                if cluster is not None:
+                    cond.append(_summaries.c.cluster == cluster)
+                summaries = self._delete_batched(_summaries, cond, [_summaries.c.scan_id], batch)
+            self._return_space()
+        return PruneResult(scans=len(doomed), rows=rows, cache_entries=cache, summaries=summaries,
+                           file_bytes_before=size_before, file_bytes_after=self._file_bytes())
+
+    def _prune_candidates(self, before: datetime | None, keep_scans: int | None, cluster: str | None) -> list[int]:
+        query = sa.select(_scans.c.id, _scans.c.cluster, _scans.c.state, _scans.c.started_at).where(
+            _scans.c.state != ScanState.RUNNING.value)
+        if cluster is not None:
+            query = query.where(_scans.c.cluster == cluster)
+        by_cluster: dict[str, list[Any]] = {}
+        with self._read() as conn:
+            for row in conn.execute(query):
+                by_cluster.setdefault(row.cluster, []).append(row)
+            # SQLite gives a new row max(id) + 1: deleting the newest row would hand its id, which its
+            # summary keeps, to the next scan. The highest id always stays.
+            top = conn.execute(sa.select(sa.func.max(_scans.c.id))).scalar()
+        doomed: list[int] = []
+        for rows in by_cluster.values():
+            rows.sort(key=lambda r: (r.started_at, r.id), reverse=True)  # newest first
+            newest_complete = next((r.id for r in rows if r.state == ScanState.COMPLETE.value), None)
+            for rank, row in enumerate(rows):
+                if row.id in (newest_complete, top):
+                    continue
+                if keep_scans is not None and rank < keep_scans:
+                    continue
+                if before is not None and row.started_at >= before:
+                    continue
+                doomed.append(int(row.id))
+        return sorted(doomed)
+
+    def _prune_scan(self, scan_id: int, batch: int) -> int:
+        """Delete one scan's detail, at most ``batch`` rows per transaction. Returns the rows deleted."""
+        with self._write() as conn:
+            row = conn.execute(sa.select(_scans.c.state, _scans.c.errors).where(_scans.c.id == scan_id)).one_or_none()
+            if row is None or row.state == ScanState.RUNNING.value:
+                return 0
+            if RETENTION_NOTE not in (row.errors or []):
+                # From now on it reads as what it is, a scan without its verdicts: never as a whole one.
+                conn.execute(_scans.update().where(_scans.c.id == scan_id).values(
+                    state=ScanState.FAILED.value, errors=[*(row.errors or []), RETENTION_NOTE]))
+        deleted = 0
+        while True:  # signatures and their checks
+            with self._write() as conn:
+                sig_ids = list(conn.execute(
+                    sa.select(_signatures.c.id).where(_signatures.c.scan_id == scan_id)
+                    .order_by(_signatures.c.id).limit(max(1, batch // 4))).scalars())
+                if not sig_ids:
+                    break
+                deleted += int(conn.execute(_checks.delete().where(_checks.c.signature_id.in_(sig_ids))).rowcount)
+                deleted += int(conn.execute(_signatures.delete().where(_signatures.c.id.in_(sig_ids))).rowcount)
+            self._checkpoint("PASSIVE")
+        deleted += self._delete_batched(_containers, [_containers.c.scan_id == scan_id], [_containers.c.id], batch)
+        deleted += self._delete_batched(_images, [_images.c.scan_id == scan_id], [_images.c.id], batch)
+        with self._write() as conn:
+            deleted += int(conn.execute(_scans.delete().where(
+                _scans.c.id == scan_id, _scans.c.state != ScanState.RUNNING.value)).rowcount)
+        return deleted
+
+    def _delete_batched(self, table: sa.Table, cond: list[Any], key: list[sa.Column[Any]], batch: int) -> int:
+        """Delete the rows of ``table`` matching ``cond``, ``batch`` rows per transaction."""
+        deleted = 0
+        while True:
+            with self._write() as conn:
+                keys = conn.execute(sa.select(*key).where(*cond).limit(batch)).all()
+                if not keys:
+                    return deleted
+                if len(key) == 1:
+                    stmt = table.delete().where(key[0].in_([k[0] for k in keys]))
+                else:
+                    stmt = table.delete().where(sa.tuple_(*key).in_([tuple(k) for k in keys]))
+                deleted += int(conn.execute(stmt).rowcount)
+            # SQLite: the WAL starts over after each batch instead of growing to 1,000 pages, which a
+            # nearly full volume may not have.
+            self._checkpoint("PASSIVE")
+
+    def _file_bytes(self) -> int | None:
+        path = self._sqlite_path()
+        if path is None:
+            return None
+        return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+
+    def _sqlite_path(self) -> str | None:
+        if not is_sqlite(self._engine):
+            return None
+        database = self._url.database or ""
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return os.path.abspath(os.path.expanduser(database))
+
+    def _return_space(self, step_pages: int = 2048) -> None:
+        """SQLite: give free pages back to the volume (a few MiB per step, each step checkpointed, so
+        the WAL never needs much room), then truncate the WAL. PostgreSQL: autovacuum reuses the
+        space of deleted rows; nothing to do."""
+        if not is_sqlite(self._engine):
+            return
+        raw = self._engine.raw_connection()  # autocommit (engine._sqlite_connect): pragmas outside a transaction
+        try:
+            self._vacuum_steps(raw.cursor(), step_pages)
+        except sqlite3.Error as exc:  # the rows are gone; the file shrinks at the next prune
+            log.warning("cannot give the freed space back to the volume yet: %s",
+                        describe_db_error("vacuum", self._url, exc).diagnostics())
+        finally:
+            raw.close()
+
+    @staticmethod
+    def _vacuum_steps(cur: Any, step_pages: int) -> None:
+        def freelist() -> int:
+            return int(cur.execute("PRAGMA freelist_count").fetchone()[0] or 0)
+
+        if int(cur.execute("PRAGMA auto_vacuum").fetchone()[0] or 0) == 2:
+            left = freelist()
+            while left > 0:
+                cur.execute(f"PRAGMA incremental_vacuum({int(step_pages)})").fetchall()
+                cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                left, before = freelist(), left
+                if left >= before:
+                    break
+        cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _check_room(self) -> None:
+        """Raise StoreFull when the volume of a SQLite file has less than the reserve left."""
+        if self._sqlite_path() is None:
+            return
+        usage = self.disk_usage()
+        if usage.free_bytes is not None and usage.free_bytes < self._reserve:
+            raise StoreFull(
+                f"cannot start a scan: only {usage.free_bytes / 2**20:.1f} MiB is left on the volume holding "
+                f"{self.url} (sigaudit stops at {self._reserve / 2**20:.0f} MiB so that it can still delete); "
+                f"{PRUNE_HINT}")
+
+    def disk_usage(self) -> DiskUsage:
+        """The database's size and (SQLite) the room left on the volume holding it."""
+        path = self._sqlite_path()
+        if path is not None:
+            size = self._file_bytes() or 0
+            try:
+                st = os.statvfs(os.path.dirname(path))
+            except OSError:
+                return DiskUsage(size, None, None)
+            return DiskUsage(size, st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
+        if is_sqlite(self._engine):
+            return DiskUsage(0, None, None)
+        with self._errors("cannot read the database size"), self._read() as conn:
+            size = conn.execute(sa.select(sa.func.pg_database_size(sa.func.current_database()))).scalar_one()
+        return DiskUsage(int(size), None, None)
 
     # -- verification cache (issue 9) -------------------------------------------------------------
 
@@ -636,11 +912,20 @@ class Store:
                         key = (row.digest, row.trust_fingerprint)
                         if key in wanted:
                             found[key] = _cached_from_row(row)
-            if touch and found:
-                now = self._clock()
+            now = self._clock()
+            # Only the entries read, and only when their last recorded use is older than the
+            # granularity: a warm scan (same digests within the hour) writes nothing, and an entry of
+            # an old decision identity is not kept alive by its digest's new one.
+            stale = sorted(k for k, v in found.items()
+                           if v.used_at is None or now - v.used_at >= CACHE_TOUCH_GRANULARITY)
+            if touch and stale:
                 with self._write() as conn:
-                    for chunk in _chunks(sorted({d for d, _ in found})):
-                        conn.execute(_cache.update().where(_cache.c.digest.in_(chunk)).values(used_at=now))
+                    conn.execute(
+                        _cache.update()
+                        .where(_cache.c.digest == sa.bindparam("d"), _cache.c.trust_fingerprint == sa.bindparam("t"))
+                        .values(used_at=now),
+                        [{"d": d, "t": t} for d, t in stale],
+                    )
         return found
 
     def cache_put(self, digest: str, decision_identity: str, material_fingerprint: str,
@@ -896,6 +1181,25 @@ def _summary(r: Any) -> ScanSummary:
     )
 
 
+def _namespace_counts(verdicts: Iterable[Verdict]) -> dict[str, dict[str, int]]:
+    """{namespace: {status: verdicts with a container there}}, as counts_by_namespace counts."""
+    out: dict[str, Counter[str]] = {}
+    for v in verdicts:
+        for ns in {c.namespace for c in v.image.containers}:
+            out.setdefault(ns, Counter())[str(v.status)] += 1
+    return {ns: dict(sorted(c.items())) for ns, c in sorted(out.items())}
+
+
+def _summary_of_summary_row(r: Any) -> ScanSummary:
+    counts = {str(s): 0 for s in Status}
+    counts.update({k: int(v) for k, v in (r.counts or {}).items()})
+    return ScanSummary(
+        id=r.scan_id, cluster=r.cluster, state=ScanState(r.state), started_at=r.started_at,
+        finished_at=r.finished_at, counts=counts, compliant=r.compliant, total=r.total,
+        policy_digest=r.policy_digest, version=r.sigaudit_version,
+    )
+
+
 def _cached_from_row(row: Any) -> CachedVerification:
     return CachedVerification(
         digest=row.digest, decision_identity=row.trust_fingerprint,
@@ -906,7 +1210,7 @@ def _cached_from_row(row: Any) -> CachedVerification:
 
 
 def open_store(url: str, *, clock: Clock = system_clock, stale_after: timedelta = DEFAULT_STALE_AFTER,
-               pool_size: int = 5) -> Store:
+               pool_size: int = 5, reserve_bytes: int = RESERVE_BYTES) -> Store:
     """Open the database at ``url`` (and check it answers). Raises StoreError, password masked."""
     parsed = parse_url(url)
     engine = make_engine(parsed, pool_size=pool_size)
@@ -916,4 +1220,4 @@ def open_store(url: str, *, clock: Clock = system_clock, stale_after: timedelta 
     except SQLAlchemyError as exc:
         engine.dispose()
         raise describe_db_error("cannot connect to", parsed, exc) from None
-    return Store(engine, parsed, clock=clock, stale_after=stale_after)
+    return Store(engine, parsed, clock=clock, stale_after=stale_after, reserve_bytes=reserve_bytes)

@@ -483,6 +483,40 @@ def test_both_share_one_sqlite_claim_on_one_node() -> None:
     assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server"
 
 
+def test_both_never_start_the_cronjob_and_the_server_scan_at_the_same_minute() -> None:
+    """Issue 20: both schedules were `0 */6 * * *`; whichever started second exited 3 or skipped its slot."""
+    from datetime import UTC, datetime
+
+    from scanner.scheduler import parse_schedule
+
+    objs = render("both")
+    cron, dep = one(objs, "CronJob"), one(objs, "Deployment")
+    assert cron["spec"].get("timeZone", "Etc/UTC") in ("Etc/UTC", "UTC")  # the server's schedule is UTC too
+    server_args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    server_expr = next(a.split("=", 1)[1] for a in server_args if a.startswith("--schedule="))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    cron_times = set(parse_schedule(cron["spec"]["schedule"]).next_fire_times(start, 400))
+    server_times = set(parse_schedule(server_expr).next_fire_times(start, 400))
+    assert cron_times and server_times and not cron_times & server_times
+    gap = min(abs((a - b).total_seconds()) for a in cron_times for b in server_times)
+    assert gap >= 3600, gap  # an hour-long scan of one does not run into the other
+
+
+def test_retention_reaches_both_scanners_with_a_default() -> None:
+    from scanner.options import age
+
+    objs = render("both")
+    cron, dep = one(objs, "CronJob"), one(objs, "Deployment")
+    for pod in (cron["spec"]["jobTemplate"]["spec"]["template"]["spec"], dep["spec"]["template"]["spec"]):
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        keep = age(None, None, env["SIGAUDIT_RETENTION"])
+        assert keep is not None and keep.days >= 7
+    off = docs(template(set_json={"retention": ""}).stdout)
+    cron = one(off, "CronJob")
+    assert "SIGAUDIT_RETENTION" not in {e["name"] for e in cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+                                         ["containers"][0]["env"]}
+
+
 def test_namespaced_scope_uses_roles_only() -> None:
     objs = render("namespaced")
     assert not by_kind(objs, "ClusterRole") and not by_kind(objs, "ClusterRoleBinding")
@@ -646,6 +680,8 @@ def test_monitoring_is_off_by_default() -> None:
         ({"mode": "server", "server": {"metricsPort": 8080}}, "server.metricsPort"),
         ({"server": {"auth": {"kubernetes": {"readAccess": "get reports"}}}}, "readAccess"),
         ({"networkPolicy": {"apiFrom": {"ipBlock": {}}}}, "apiFrom"),
+        ({"mode": "both", "server": {"schedule": "0 */6 * * *"}}, "cronjob.schedule equal to server.schedule"),
+        ({"retention": "90"}, "retention"),
     ],
 )
 def test_bad_values_are_rejected_with_a_message_naming_them(values: dict[str, Any], message: str) -> None:

@@ -109,3 +109,43 @@ def test_rows_keyed_before_decision_identities_are_never_read(store: Store) -> N
     store.cache_put(D1, identity, "m", [sig()])
     assert store.cache_get(D1, identity).signatures == (sig(),)
     assert store.cache_get(D1, "static:pass").signatures == (sig("old logic"),)
+
+
+def _count_cache_updates(store: Store) -> list[int]:
+    """Rows written by every UPDATE of verification_cache from now on (one item per statement)."""
+    import sqlalchemy as sa
+
+    written: list[int] = []
+
+    def after(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("UPDATE") and "verification_cache" in statement:
+            written.append(max(cursor.rowcount, 0))
+
+    sa.event.listen(store.engine, "after_cursor_execute", after)
+    return written
+
+
+def test_a_warm_scan_rewrites_no_cache_row(store: Store, clock: Clock) -> None:
+    """Issue 20: every scan rewrote every hit's used_at (dead rows on PostgreSQL, WAL on SQLite)."""
+    entries = [CachedVerification(f"sha256:{i:064x}", "t", f"m{i}", (sig(),), T0) for i in range(50)]
+    store.cache_put_many(entries)
+    keys = [(e.digest, "t") for e in entries]
+    written = _count_cache_updates(store)
+    for minutes in (1, 30, 59):  # warm scans within the granularity of the last recorded use
+        clock.at = T0 + timedelta(minutes=minutes)
+        assert len(store.cache_get_many(keys)) == 50
+    assert sum(written) == 0
+    clock.at = T0 + timedelta(hours=7)  # older than the granularity: recorded once, for every hit
+    store.cache_get_many(keys)
+    assert sum(written) == 50
+    assert store.cache_get(entries[0].digest, "t").used_at == T0 + timedelta(hours=7)  # type: ignore[union-attr]
+
+
+def test_a_hit_records_the_use_of_its_own_entry_only(store: Store, clock: Clock) -> None:
+    """An entry of an old decision identity is not kept alive because its digest still runs."""
+    store.cache_put(D1, "old-identity", "m", [sig()])
+    store.cache_put(D1, "new-identity", "m", [sig()])
+    clock.at = T0 + timedelta(days=40)
+    assert store.cache_get(D1, "new-identity") is not None
+    assert store.cache_prune(T0 + timedelta(days=30)) == 1
+    assert store.cache_get(D1, "old-identity") is None and store.cache_get(D1, "new-identity") is not None

@@ -57,3 +57,22 @@ def test_click_s_parameter_named_variables_still_work(face: str, monkeypatch: py
     monkeypatch.setenv("SIGAUDIT_NAMESPACES", "x")
     options = scan_options_from(_command(face).make_context(face, []).params)
     assert (options.policy_path, options.namespaces) == ("old.yaml", ("x",))
+
+
+@pytest.mark.parametrize("face", ["scan", "serve"])
+def test_retention_is_a_scan_option_of_both_faces(face: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from scanner.scan import Retention
+
+    monkeypatch.setenv("SIGAUDIT_RETENTION", "1y2w")
+    options = scan_options_from(_command(face).make_context(face, []).params)
+    assert options.retention == Retention(keep=timedelta(days=365 + 14))
+
+
+@pytest.mark.parametrize("bad", ["90", "90 d", "d", "-5d", "0d", "30m", "101y", "1.5d"])
+def test_a_retention_that_is_not_an_age_is_a_usage_error(bad: str) -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["scan", "--no-store", "--retention", bad])
+    assert result.exit_code == 2 and "retention" in result.output.lower(), result.output

@@ -116,6 +116,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if eq (int .Values.server.port) (int .Values.server.metricsPort) }}
 {{- fail "server.metricsPort must differ from server.port: the metrics port serves /metrics and the probes only" }}
 {{- end }}
+{{- if and (eq .Values.mode "both") (eq (.Values.cronjob.schedule | trim) (.Values.server.schedule | trim)) }}
+{{- fail "mode=both with cronjob.schedule equal to server.schedule: both would scan the cluster at the same minute and the second to start would find the first running (exit 3, or a skipped slot); give them different schedules (the defaults are three hours apart)" }}
+{{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not (include "sigaudit.runsServer" .)) }}
 {{- fail "metrics.serviceMonitor.enabled needs mode=server or mode=both: in mode=cronjob metrics are pushed to pushgateway.url" }}
 {{- end }}
@@ -129,6 +132,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: /tmp/.cache
 - name: SIGAUDIT_DATA_DIR
   value: /var/lib/sigaudit
+{{- if .Values.retention }}
+- name: SIGAUDIT_RETENTION
+  value: {{ .Values.retention | quote }}
+{{- end }}
 {{- if include "sigaudit.isSqlite" . }}
 - name: SIGAUDIT_DB
   value: sqlite:////var/lib/sigaudit/sigaudit.db
