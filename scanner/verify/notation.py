@@ -150,7 +150,10 @@ def check_authentic_timestamp(env: Envelope, statement: TrustPolicyStatement,
                                   f"period, it was expired at {_q(_fmt(cert.not_valid_after_utc))}",
                                   expired_certificate=True, timestamp=ts)
     if revocation is not None:
-        rr = revocation.check_chain(ts.tsa_chain, now, ts.gen_time)
+        # No signing time: genTime is the claim of the very key under check, so it never earns the
+        # invalidityDate exception for that key (notation-go checks this chain with none either); a
+        # compromised TSA key would otherwise backdate its tokens before the date its CRL entry gives.
+        rr = revocation.check_chain(ts.tsa_chain, now)
         if rr.status is RevocationStatus.REVOKED:
             return TimestampCheck(f"timestamping certificate chain: {rr.reason}", timestamp=ts)
         if rr.status is RevocationStatus.UNKNOWN:

@@ -9,13 +9,26 @@ status is "unknown" for that reason, which an ``audit`` level only logs.
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from scanner.models import CheckName, Outcome
+from scanner.policy.notation_trust import parse_trust_policy
 from scanner.registry.fetcher import HttpFetcher
+from scanner.verify.notation import check_authentic_timestamp
+from scanner.verify.notation_envelope import JWS_MEDIA_TYPE, parse_envelope
+from scanner.verify.revocation import RevocationChecker
+from tests.harness import notation_sign
+from tests.harness.notation_sign import Issued
 from tests.unit.test_notation_signing import IMAGE, NOW, Server, issue, jws, make_verifier, material
 
 
@@ -46,3 +59,73 @@ def test_a_trusted_chain_is_still_checked(tmp_path: Path, server: Server) -> Non
     v = make_verifier(tmp_path, [root], level="audit", fetcher=HttpFetcher())
     v.verify(IMAGE, material(jws([leaf, root])), NOW)
     assert server.hits == ["/leaf.crl"]
+
+
+def _tsa(server: Server) -> tuple[Issued, Issued]:
+    """A TSA root and its timestamping leaf (EKU timeStamping, critical), whose CRL the root serves."""
+    root = notation_sign.issue("TSA Root", ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(notation_sign.name("TSA")).issuer_name(root.cert.subject)
+            .public_key(key.public_key()).serial_number(0x75A).not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=365))
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+            .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(f"{server.base}/tsa.crl")], None, None, None)]), critical=False)
+            .sign(root.key, hashes.SHA256()))
+    return root, Issued(cert, key)
+
+
+def _openssl_timestamp(tmp_path: Path, tsa: Issued, root: Issued, message: bytes) -> bytes:
+    """An RFC 3161 token over ``message`` made by ``openssl ts`` with the TSA's key (genTime: now)."""
+    (tmp_path / "msg").write_bytes(message)
+    (tmp_path / "tsa.pem").write_bytes(tsa.cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "tsa.key").write_bytes(tsa.key.private_bytes(serialization.Encoding.PEM,
+                                                             serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+    (tmp_path / "root.pem").write_bytes(root.cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "ts.cnf").write_text("[tsa]\ndefault_tsa = t\n[t]\nserial = ./serial\ndefault_policy = 1.2.3.4\n"
+                                     "digests = sha256\nsigner_digest = sha256\ness_cert_id_alg = sha256\n"
+                                     "accuracy = secs:1\n")
+    (tmp_path / "serial").write_text("01\n")
+    for args in (["-query", "-data", "msg", "-sha256", "-cert", "-out", "req.tsq"],
+                 ["-reply", "-config", "ts.cnf", "-queryfile", "req.tsq", "-signer", "tsa.pem", "-inkey", "tsa.key",
+                  "-chain", "root.pem", "-token_out", "-out", "token.der"]):
+        subprocess.run(["openssl", "ts", *args], cwd=tmp_path, check=True, capture_output=True)
+    return (tmp_path / "token.der").read_bytes()
+
+
+def test_a_revoked_tsa_cannot_vouch_for_itself_with_its_own_gen_time(tmp_path: Path, server: Server) -> None:
+    """The TSA's genTime is the claim of the very key under check: it never earns the invalidityDate
+    exception for that key (notation-go checks the timestamping chain with no signing time). A
+    compromised TSA key whose CRL entry says "invalid from tomorrow" would otherwise backdate any
+    timestamp before that date and keep it authentic."""
+    tsa_root, tsa = _tsa(server)
+    signer_root = notation_sign.issue("Signer Root", ca=True)
+    signer = notation_sign.issue("Signer", issuer=signer_root)
+    now = datetime.now(UTC)
+    env = parse_envelope(JWS_MEDIA_TYPE, notation_sign.jws_envelope(
+        [signer, signer_root], {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                "digest": "sha256:" + "ab" * 32, "size": 1}, signing_time=now - timedelta(minutes=1)))
+    env = dataclasses.replace(env, timestamp_token=_openssl_timestamp(tmp_path, tsa, tsa_root, env.signature))
+    stmt = parse_trust_policy({"version": "1.0", "trustPolicies": [{
+        "name": "p", "registryScopes": ["*"], "signatureVerification": {"level": "strict"},
+        "trustStores": ["ca:s", "tsa:t"], "trustedIdentities": ["*"]}]}).statements[0]
+    checker = RevocationChecker(HttpFetcher())
+
+    server.routes["/tsa.crl"] = (200, notation_sign.crl(tsa_root, []))
+    good = check_authentic_timestamp(env, stmt, [tsa_root.cert], now + timedelta(minutes=1), checker)
+    assert good.problem is None and good.timestamp is not None  # the token itself is sound
+
+    revoked = (x509.CertificateRevocationListBuilder().issuer_name(tsa_root.cert.subject)
+               .last_update(now - timedelta(minutes=5)).next_update(now + timedelta(days=7))
+               .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(0x75A)
+                                        .revocation_date(now - timedelta(minutes=5))
+                                        .add_extension(x509.InvalidityDate(now + timedelta(days=1)), critical=False)
+                                        .build())
+               .sign(tsa_root.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+    server.routes["/tsa.crl"] = (200, revoked)
+    res = check_authentic_timestamp(env, stmt, [tsa_root.cert], now + timedelta(minutes=1), RevocationChecker(
+        HttpFetcher()))
+    assert res.problem is not None and "revoked" in res.problem, res.problem
