@@ -13,6 +13,7 @@
 ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${PYTHON_IMAGE} AS builder
+ARG PYTHON_IMAGE
 # RUN steps are plain POSIX sh: podman's OCI image format ignores SHELL.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -23,7 +24,10 @@ ARG REQUIREMENTS_SHA256=
 WORKDIR /src
 # Build tools (pip, build, setuptools, wheel, cyclonedx-bom) from their own hashed lock, binary wheels only.
 COPY requirements-build.lock requirements.lock ./
-RUN if [ -n "${REQUIREMENTS_SHA256}" ]; then \
+# A base named by tag alone could change under the same build: refused.
+RUN case "${PYTHON_IMAGE}" in *@sha256:????????????????????????????????????????????????????????????????) ;; \
+        *) echo "PYTHON_IMAGE=${PYTHON_IMAGE} is not pinned by digest (name@sha256:<64 hex>)" >&2; exit 1;; esac \
+    && if [ -n "${REQUIREMENTS_SHA256}" ]; then \
         printf '%s  requirements.lock\n' "${REQUIREMENTS_SHA256}" >/tmp/lock.sha256 && sha256sum --strict -c /tmp/lock.sha256; \
     fi \
     && python3 -m venv /opt/build \

@@ -50,9 +50,14 @@ volumes=()
 for f in /etc/ssl/certs/ca-certificates.crt /etc/pip.conf; do
     [[ -r "$f" ]] && volumes+=(--volume "$f:$f:ro")
 done
+previous="$(podman image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)"
 echo "build-image: podman build $TAG on $base_ref" >&2
 t0=$SECONDS
 podman build --network host --pull=never --layers=false --format oci \
     "${build_args[@]}" "${volumes[@]}" --tag "$TAG" --file Dockerfile . >&2
 echo "build-image: built $TAG in $((SECONDS - t0))s" >&2
+# vfs keeps full copies: drop the image this build replaced (unless something still uses it).
+if [[ -n "$previous" && "$previous" != "$(podman image inspect --format '{{.Id}}' "$TAG")" ]]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 echo "$TAG"

@@ -5,8 +5,9 @@
 # The key is the content hash of this script (package list, suite, mirrors): the root filesystem is cached
 # in ${SIGAUDIT_TOOLS_DIR:-~/.cache/sigaudit-tools}/base-<key>/rootfs.tar, outside the checkout, and made
 # again only when this script changes. mmdebstrap runs with SOURCE_DATE_EPOCH so the same package set gives
-# the same tar. /etc/hosts exists (as in Debian's own container images), so the runtime's bind mount of it
-# changes nothing in a read-only container (tests/integration/test_image_podman.py checks `podman diff`).
+# the same tar. /etc/hosts and /etc/mtab exist (as in Debian's own container images): otherwise the runtime
+# (podman's bind mount, runc's mtab symlink) adds them, and a read-only container's diff is not empty
+# (tests/integration/test_image_podman.py checks `podman diff`). Older bases (other keys) are removed.
 # Mirrors: SIGAUDIT_DEBIAN_MIRROR (default deb.debian.org, what this machine reaches).
 set -euo pipefail
 
@@ -34,6 +35,7 @@ if ! podman image exists "$tag"; then
             --aptopt='Acquire::Retries "3"' \
             --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
             --customize-hook='printf "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" >"$1"/etc/hosts' \
+            --customize-hook='ln -sf ../proc/mounts "$1"/etc/mtab' \
             "$SUITE" "$dir/rootfs.part.tar" \
             "deb $MIRROR/debian $SUITE main" \
             "deb $MIRROR/debian $SUITE-updates main" \
@@ -46,5 +48,11 @@ if ! podman image exists "$tag"; then
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["python3"]' \
         "$dir/rootfs.tar" "$tag" >/dev/null
+    for old in "$CACHE"/base-*; do
+        [[ "$old" == "$dir" ]] || rm -rf "$old"
+    done
+    podman images --format '{{.Repository}}:{{.Tag}}' localhost/sigaudit-base | while read -r other; do
+        [[ "$other" == "$tag" ]] || podman rmi "$other" >/dev/null 2>&1 || true
+    done
 fi
 echo "$tag $(podman image inspect --format "{{.Id}}" "$tag")"
