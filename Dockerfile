@@ -18,18 +18,17 @@ ARG PYTHON_IMAGE
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
-# REQUIREMENTS_SHA256: when given (make image gives it), the lock file must have this sha256; the image's
-# label then records which lock it was installed from.
-ARG REQUIREMENTS_SHA256=
+# REQUIREMENTS_SHA256: the sha256 of requirements.lock, kept here by `make lock` (a unit test checks it): the
+# build refuses any other lock, and the image's label records which one it was installed from.
+ARG REQUIREMENTS_SHA256=711089b27dcff6a626e2aacd033e01f0f2cfa404299fc5db496863fb0fd39481
 WORKDIR /src
 # Build tools (pip, build, setuptools, wheel, cyclonedx-bom) from their own hashed lock, binary wheels only.
 COPY requirements-build.lock requirements.lock ./
 # A base named by tag alone could change under the same build: refused.
 RUN case "${PYTHON_IMAGE}" in *@sha256:????????????????????????????????????????????????????????????????) ;; \
         *) echo "PYTHON_IMAGE=${PYTHON_IMAGE} is not pinned by digest (name@sha256:<64 hex>)" >&2; exit 1;; esac \
-    && if [ -n "${REQUIREMENTS_SHA256}" ]; then \
-        printf '%s  requirements.lock\n' "${REQUIREMENTS_SHA256}" >/tmp/lock.sha256 && sha256sum --strict -c /tmp/lock.sha256; \
-    fi \
+    && printf '%s  requirements.lock\n' "${REQUIREMENTS_SHA256}" >/tmp/lock.sha256 \
+    && sha256sum --strict -c /tmp/lock.sha256 \
     && python3 -m venv /opt/build \
     && /opt/build/bin/python -m pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements-build.lock
 # Only what the wheel is made of (see .dockerignore for the rest of the context).
@@ -53,7 +52,7 @@ RUN /opt/build/bin/python -m build --wheel --no-isolation --outdir /dist \
 
 FROM ${PYTHON_IMAGE}
 ARG PYTHON_IMAGE
-ARG REQUIREMENTS_SHA256=
+ARG REQUIREMENTS_SHA256=711089b27dcff6a626e2aacd033e01f0f2cfa404299fc5db496863fb0fd39481
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown

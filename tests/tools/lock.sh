@@ -17,3 +17,6 @@ compile=(env -u PIP_FIND_LINKS CUSTOM_COMPILE_COMMAND="make lock" "$venv/bin/pip
     --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links)
 "${compile[@]}" --extra postgres --output-file requirements.lock pyproject.toml
 "${compile[@]}" --output-file requirements-build.lock requirements-build.in
+# The Dockerfile names the lock it installs from (ARG REQUIREMENTS_SHA256, both stages).
+sha="$(sha256sum requirements.lock | cut -c1-64)"
+sed -i "s/^ARG REQUIREMENTS_SHA256=.*/ARG REQUIREMENTS_SHA256=$sha/" Dockerfile

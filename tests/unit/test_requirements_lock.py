@@ -148,3 +148,13 @@ def test_a_dropped_or_loosened_dependency_is_caught(lock: dict[str, Pin]) -> Non
     extra = {**lock, "requests-toolbelt": Pin("1.0", ["sha256:" + "a" * 64], {"sigaudit (pyproject.toml)"})}
     with pytest.raises(AssertionError):
         test_the_lock_asks_for_nothing_pyproject_dropped(extra)
+
+
+def test_the_dockerfile_names_this_lock() -> None:
+    """The build checks requirements.lock against ARG REQUIREMENTS_SHA256 and records it in a label: both
+    stages' defaults must be this lock's sha256 (`make lock` writes them)."""
+    import hashlib
+
+    want = hashlib.sha256((REPO / "requirements.lock").read_bytes()).hexdigest()
+    got = re.findall(r"^ARG REQUIREMENTS_SHA256=(\S*)$", (REPO / "Dockerfile").read_text(encoding="utf-8"), re.M)
+    assert got == [want, want], f"Dockerfile names {got}, the lock is {want}: run `make lock`"

@@ -38,7 +38,6 @@ created="$(git log -1 --format=%cI 2>/dev/null || echo unknown)"
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -1)"
 build_args=(
     --build-arg "PYTHON_IMAGE=$base_ref"
-    --build-arg "REQUIREMENTS_SHA256=$(sha256sum requirements.lock | cut -c1-64)"
     --build-arg "VERSION=$version"
     --build-arg "REVISION=$revision"
     --build-arg "CREATED=$created"
