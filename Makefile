@@ -10,9 +10,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Debian packages the tests and the demo start as real servers or use as real tools.
 APT_NEEDED := docker-registry postgresql prometheus prometheus-pushgateway chromium etcd-server
+# The container image: podman (with runc: crun refuses this machine's cgroups) builds and runs it; mmdebstrap
+# makes its Python base from Debian's packages (tests/tools/podman/).
+APT_NEEDED += podman runc mmdebstrap
 PYTEST_ARGS ?=
 
-.PHONY: all demo test ci-fresh unit integration lint typecheck tools system-deps venv bench fuzz clean
+.PHONY: all demo test ci-fresh unit integration lint typecheck tools system-deps venv bench fuzz clean image lock
 
 all: test
 
@@ -34,6 +37,15 @@ venv: $(STAMP)
 tools:
 	bash tests/tools/ensure-tools.sh
 
+# localhost/sigaudit:dev in root's podman storage, from the Dockerfile on a base made locally with mmdebstrap
+# (cached in ~/.cache/sigaudit-tools/base-<key>); skipped when the image's inputs have not changed.
+image: system-deps
+	bash tests/tools/podman/build-image.sh
+
+# Regenerate the hashed lock files the image installs from (pip-tools, in its own venv beside the tools).
+lock:
+	bash tests/tools/lock.sh
+
 demo: system-deps venv
 	$(PY) -m tests.harness.demo --out demo-out
 
@@ -47,6 +59,7 @@ test:
 	@$(PHASE) apt $(MAKE) --no-print-directory system-deps
 	@$(PHASE) venv $(MAKE) --no-print-directory venv
 	@$(PHASE) tools bash tests/tools/ensure-tools.sh
+	@$(PHASE) image bash tests/tools/podman/build-image.sh
 	@$(PHASE) lint $(VENV)/bin/ruff check scanner reports migrations tests bench
 	@$(PHASE) typecheck $(VENV)/bin/mypy
 	@$(PHASE) pytest env -u SIGAUDIT_PHASE_LOG $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -1,8 +1,10 @@
-"""The container image recipe, without a Docker engine: ``hadolint`` on the Dockerfile, its shape (multi-stage,
-wheel-only final stage, non-root, OCI labels, no HEALTHCHECK), and its install steps replayed in a fresh
-virtualenv: the builder's ``python -m build --wheel`` over exactly the files the Dockerfile copies, the final
-stage's ``pip install <wheel>[extras]``, then the installed entry point runs ``--version``, ``db upgrade``
-and a scan of the demo estate in a real registry."""
+"""The container image recipe, without a container engine: ``hadolint`` on the Dockerfile, its shape (multi-stage,
+a final stage that copies only the builder's virtualenv, base pinned by digest, installs from the hashed lock,
+non-root, OCI labels, no HEALTHCHECK), and its install steps replayed in a fresh virtualenv: the builder's
+``python -m build --wheel`` over exactly the files the Dockerfile copies, ``pip install --require-hashes -r
+requirements.lock`` and the wheel with ``--no-deps``, then the installed entry point runs ``--version``,
+``db upgrade`` and a scan of the demo estate in a real registry. tests/integration/test_image_podman.py builds
+and runs the real image."""
 
 from __future__ import annotations
 
@@ -89,14 +91,6 @@ def dockerfile() -> tuple[dict[str, str], list[Stage]]:
     return parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
 
 
-def stage_args(stage: Stage) -> dict[str, str]:
-    out = {}
-    for i in stage.all("ARG"):
-        name, _, default = i.args.partition("=")
-        out[name.strip()] = default.strip()
-    return out
-
-
 def test_hadolint_is_clean() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
@@ -124,14 +118,22 @@ def test_multi_stage_wheel_only_non_root(dockerfile: tuple[dict[str, str], list[
     assert len(stages) >= 2, "multi-stage: a builder and a final stage"
     builder, final = stages[0], stages[-1]
     base = expand(final.base, global_args)
-    assert re.fullmatch(r"python:3\.11-slim(-\w+)?(@sha256:[0-9a-f]{64})?", base), base
+    # The default base is the official image pinned by digest (issue #27, item 7).
+    assert re.fullmatch(r"(docker\.io/library/)?python:3\.11-slim(-\w+)?@sha256:[0-9a-f]{64}", base), base
     assert expand(builder.base, global_args) == base, "build the wheel on the Python it will run on"
-    assert any("python -m build --wheel" in i.args for i in builder.all("RUN"))
-    # The final stage gets nothing from the source tree and no build frontend or compiler.
-    assert not final.all("COPY") and not final.all("ADD"), "the final stage copies no source"
+    builds = " ".join(" ".join(i.args for i in builder.all("RUN")).split())
+    assert "-m build --wheel" in builds
+    # Dependencies only from the hashed lock; build tools too.
+    assert "--require-hashes --only-binary=:all: -r requirements.lock" in builds
+    assert "--require-hashes --only-binary=:all: -r requirements-build.lock" in builds
+    assert "--no-deps" in builds and "pip --python /opt/sigaudit/bin/python check" in builds
+    # The final stage gets nothing from the source tree and no build frontend or compiler: only the venv
+    # (and the SBOM) the builder made.
+    assert not final.all("ADD")
+    for i in final.all("COPY"):
+        assert i.args.startswith("--from=builder "), i.args
     runs = " ".join(i.args for i in final.all("RUN"))
-    assert "from=builder" in runs and ".whl" in runs
-    assert "--no-cache-dir" in runs
+    assert "pip" not in runs, "no pip in the final stage"
     assert not re.search(r"apt-get install|apk add|\bgcc\b|build-essential|pip install[^&]*\bbuild\b", runs), runs
     # Non-root, numeric uid 65532 (what the chart's podSecurityContext runs as).
     users = final.all("USER")
@@ -183,11 +185,15 @@ def wheel(dockerfile: tuple[dict[str, str], list[Stage]], tmp_path_factory: pyte
             shutil.copytree(origin, context / src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.db"))
         else:
             shutil.copy2(origin, context / src)
-    build = next(i.args for i in builder.all("RUN") if "python -m build" in i.args)
+    run = next(i.args for i in builder.all("RUN") if "-m build --wheel" in i.args)
+    build = next(step for step in run.split("&&") if "-m build --wheel" in step)
     argv = shlex.split(build)
     dist = context / "dist"
     argv[argv.index("--outdir") + 1] = str(dist)
     argv[0] = sys.executable
+    # The image's builder has the locked setuptools and wheel in its venv (--no-isolation); this test venv
+    # has not, so build gets them in its own isolated environment instead.
+    argv = [a for a in argv if a != "--no-isolation"]
     out = subprocess.run(argv, cwd=context, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     wheels = list(dist.glob("sigaudit-*.whl"))
@@ -225,22 +231,17 @@ class Installed:
 def installed(
     wheel: Path, dockerfile: tuple[dict[str, str], list[Stage]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Installed]:
-    """The final stage's pip install, into a fresh virtualenv (no system site-packages, no checkout)."""
-    _, stages = dockerfile
-    final = stages[-1]
-    extras = stage_args(final).get("EXTRAS", "")
+    """The builder's installs into a fresh virtualenv (no system site-packages, no checkout): the lock with
+    --require-hashes, then the wheel with --no-deps, then pip check."""
     root = tmp_path_factory.mktemp("image")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    requirement = f"{wheel}[{extras}]" if extras else str(wheel)
+    pip = [str(venv / "bin" / "pip"), "--disable-pip-version-check", "-q"]
     # The image runs `pip install --no-cache-dir`; here pip's cache is left on only to spare the network.
-    out = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", requirement],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for step in (["install", "--require-hashes", "--only-binary=:all:", "-r", str(REPO / "requirements.lock")],
+                 ["install", "--no-deps", "--no-index", str(wheel)], ["check"]):
+        out = subprocess.run([*pip, *step], capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     home = root / "home"
     home.mkdir()
     yield Installed(venv, home)

@@ -4,9 +4,10 @@
 # Clones the committed HEAD of this repository into an empty temporary folder (so there is no
 # ../shared beside it), points HOME at a new empty directory (so ~/.cache/sigaudit-tools, the Go
 # module and build caches, pip's and npm's caches all start empty), runs `CI=true bash .ci/run`
-# there and prints the wall time of each phase (apt, venv, each tool build, lint, typecheck,
+# there and prints the wall time of each phase (apt, venv, each tool build, image, lint, typecheck,
 # pytest). Debian packages are machine-wide: on a machine that already has them the apt phase only
-# checks. The folder is kept (its path is printed) unless CI_FRESH_CLEAN=1.
+# checks; so is root's podman storage: an image already built from the same inputs is not rebuilt (for a
+# cold image phase, `podman rmi localhost/sigaudit:dev localhost/sigaudit-base:<key>` first). The folder is kept (its path is printed) unless CI_FRESH_CLEAN=1.
 #
 #   make ci-fresh                    # or: bash tests/tools/ci-fresh.sh
 #   CI_FRESH_ROOT=/var/tmp/x make ci-fresh
