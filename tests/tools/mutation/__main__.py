@@ -17,8 +17,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 from tests.tools.mutation.mutants import Mutant, apply, mutants
 from tests.tools.mutation.targets import TARGETS, Target
@@ -62,21 +65,73 @@ def warm(work: Path, tests: tuple[str, ...]) -> None:
                 pass
 
 
+class LineTracer:
+    """A pytest plugin: which tests run which lines of one file (``sys.settrace``, that file only)."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.current = ""
+        self.lines: dict[int, set[str]] = {}
+
+    def _local(self, frame: FrameType, event: str, arg: object) -> Callable[..., object] | None:
+        if event == "line":
+            self.lines.setdefault(frame.f_lineno, set()).add(self.current)
+        return self._local
+
+    def _global(self, frame: FrameType, event: str, arg: object) -> Callable[..., object] | None:
+        return self._local if frame.f_code.co_filename == self.filename else None
+
+    def pytest_runtest_protocol(self, item: object, nextitem: object) -> None:
+        self.current = str(getattr(item, "nodeid", ""))
+        sys.settrace(self._global)
+        threading.settrace(self._global)
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
+        sys.settrace(None)
+        threading.settrace(None)  # type: ignore[arg-type]
+
+
+def test_map(work: Path, target: Target, tests: tuple[str, ...]) -> dict[int, set[str]]:
+    """line -> the test ids that execute it, from one traced run in a forked child."""
+    out = work / ".mutation-lines.json"
+    tracer = LineTracer(str(work / target.module))
+
+    def collect() -> int:
+        code = _run_pytest(list(tests), plugins=[tracer])
+        out.write_text(json.dumps({str(k): sorted(v) for k, v in tracer.lines.items()}))
+        return code
+
+    fate, _ = _forked(collect, timeout=900)
+    if fate != "survived":
+        raise SystemExit(f"{target.module}: its tests fail unmutated ({fate}): {' '.join(tests)}")
+    return {int(k): set(v) for k, v in json.loads(out.read_text()).items()}
+
+
+def _run_pytest(args: list[str], plugins: list[object] | None = None) -> int:
+    import pytest
+
+    return int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-o", "addopts=", *args],
+                           plugins=plugins))
+
+
 def _pytest(cwd: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
-    """Run the tests in a forked child (the parent has the third-party modules loaded, never the
+    return _forked(lambda: _run_pytest(list(tests)), timeout)
+
+
+def _forked(body: Callable[[], int], timeout: float) -> tuple[str, float]:
+    """Run ``body`` in a forked child (the parent has the third-party modules loaded, never the
     project's); a test failure, a collection error or the timeout kills the mutant."""
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:  # the child
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         code = 3
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            import pytest
-
-            code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-o", "addopts=",
-                                    *tests]))
+            code = body()
         finally:
             os._exit(code)
     while True:
@@ -106,23 +161,24 @@ def run_target(target: Target, work: Path, budget: int | None, equivalent: dict[
     original = path.read_text()
     tests = tuple(t for t in target.tests if (work / t).exists())
     warm(work, tests)
-    base, took = _pytest(work, tests, timeout=600)
-    if base != "survived":
-        raise SystemExit(f"{target.module}: its tests fail unmutated ({base}): {' '.join(tests)}")
-    limit = per_mutant or max(20.0, 4 * took)
+    started = time.monotonic()
+    lines = test_map(work, target, tests)
+    limit = per_mutant or max(30.0, 3 * (time.monotonic() - started))
     found = mutants(target.module, original, target.functions)
     chosen = sample(found, budget)
     results = []
     try:
         for i, m in enumerate(chosen, 1):
             if m.id in equivalent:
-                fate, secs = "equivalent", 0.0
+                fate, secs, chosen_tests = "equivalent", 0.0, []
             else:
                 path.write_text(apply(original, m))
-                fate, secs = _pytest(work, tests, timeout=limit)
+                # Only the tests that run the mutated lines (none run them: every test of the module).
+                chosen_tests = sorted({t for n in range(m.line, m.end_line + 1) for t in lines.get(n, ())})
+                fate, secs = _pytest(work, tuple(chosen_tests) or tests, timeout=limit)
                 path.write_text(original)
             results.append({"id": m.id, "op": m.op, "line": m.line, "function": m.function, "source": m.source,
-                            "fate": fate, "seconds": round(secs, 2)})
+                            "fate": fate, "seconds": round(secs, 2), "tests": len(chosen_tests)})
             line = f"[{target.module} {i}/{len(chosen)}] {fate:10} {m.id}"
             log.append(line)
             print(line, file=sys.stderr, flush=True)
@@ -165,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             for m in mutants(t.module, (ROOT / t.module).read_text(), t.functions):
                 print(f"{m.line:5} {m.id}")
         return 0
+    # Stopped with SIGTERM (or SIGINT in the background), the copy is still removed and the module restored.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     equivalent = load_equivalent()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ class Mutant:
     function: str
     op: str
     line: int
+    end_line: int  # the mutated node's last line (tests that run any of line..end_line judge it)
     source: str  # the original node's source, shortened
     path: Path
     index: int  # which operand of a comparison (``cmp``); 0 otherwise
@@ -117,8 +118,8 @@ def mutants(module: str, source: str, functions: tuple[str, ...] = ()) -> list[M
             base = f"{module}::{func or '<module>'}::{op}::{text}"
             n = seen.get(base, 0)
             seen[base] = n + 1
-            out.append(Mutant(f"{base}#{n}", module, func or "<module>", op, getattr(node, "lineno", 0), text,
-                              path, index))
+            out.append(Mutant(f"{base}#{n}", module, func or "<module>", op, getattr(shown, "lineno", 0),
+                              getattr(shown, "end_lineno", None) or getattr(shown, "lineno", 0), text, path, index))
     return out
 
 
