@@ -32,7 +32,7 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "scanner/verify/identity.py",
-        ("tests/unit/verify/test_identity.py",),
+        ("tests/unit/verify/test_identity.py", "tests/unit/verify/test_identity_matching.py"),
     ),
     Target(
         "scanner/verify/notation.py",
