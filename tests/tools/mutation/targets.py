@@ -39,12 +39,13 @@ TARGETS: tuple[Target, ...] = (
         (
             "tests/unit/verify/test_notation.py",
             "tests/unit/test_notation_vectors.py",
+            "tests/unit/test_notation_signing.py",
             "tests/unit/verify/test_decision_identity.py",
         ),
     ),
     Target(
         "scanner/policy/engine.py",
-        ("tests/unit/policy/test_engine.py", "tests/unit/test_policy.py"),
+        ("tests/unit/policy/test_engine.py", "tests/unit/policy/test_engine_decisions.py", "tests/unit/test_policy.py"),
     ),
     Target(
         "scanner/pipeline.py",
