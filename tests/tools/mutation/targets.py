@@ -38,6 +38,7 @@ TARGETS: tuple[Target, ...] = (
         "scanner/verify/notation.py",
         (
             "tests/unit/verify/test_notation.py",
+            "tests/unit/verify/test_notation_checks.py",
             "tests/unit/test_notation_vectors.py",
             "tests/unit/test_notation_signing.py",
             "tests/unit/verify/test_decision_identity.py",

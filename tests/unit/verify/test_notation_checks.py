@@ -1,0 +1,215 @@
+"""scanner.verify.notation, check by check (issue #28: the deletion of each is noticed by a fast test):
+what may be cached, the signing authority's time inside every validity period, a not-yet-valid
+certificate, the key a ``keySha256`` revocation matches, a configured TSA store demanding a timestamp,
+required user metadata and the signature manifest's subject."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from scanner.errors import ConfigError
+from scanner.models import (
+    Descriptor,
+    ImageReference,
+    Outcome,
+    ReferrerArtifact,
+    RunningImage,
+    SignatureFailure,
+    SignatureMaterial,
+    SignatureResult,
+    SignedTime,
+    TimeSource,
+)
+from scanner.policy.engine import apply_revocations
+from scanner.policy.notation_trust import parse_trust_policy
+from scanner.policy.schema import NotationVerifierSpec, Revocation
+from scanner.verify.notation import NotationVerifier
+from tests.harness.notation_sign import Issued
+from tests.unit.test_notation_signing import IMAGE, NOW, T0, TARGET, issue, jws, make_verifier, material
+
+
+@pytest.fixture(scope="module")
+def pki() -> dict[str, Issued]:
+    root = issue("Acme Root", ca=True)
+    leaf = issue("Acme Signer", issuer=root)
+    return {"root": root, "leaf": leaf}
+
+
+def chain(pki: dict[str, Issued]) -> list[Issued]:
+    return [pki["leaf"], pki["root"]]
+
+
+def one(v: NotationVerifier, blob: bytes, now: Any = NOW, image: RunningImage = IMAGE,
+        mat: SignatureMaterial | None = None) -> SignatureResult:
+    (r,) = v.verify(image, mat or material(blob), now)
+    return r
+
+
+def check(r: SignatureResult, name: str) -> Any:
+    return next(c for c in r.checks if c.name.value == name)
+
+
+# -- what may be cached ----------------------------------------------------------------------------------
+
+def _r(signed: SignedTime | None = None, revocation: list[dict[str, str]] | None = None) -> SignatureResult:
+    details = {} if revocation is None else {"revocation": revocation}
+    return SignatureResult("notation", "n", Outcome.PASSED, "ok", signed_at=signed, details=details)
+
+
+def test_results_that_used_a_network_answer_are_not_cached(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    v = make_verifier(tmp_path, [pki["root"]])
+    assert v.results_cacheable(())
+    assert v.results_cacheable((_r(SignedTime(T0, TimeSource.CLAIMED), [{"method": "none", "status": "good"}]),))
+    assert v.results_cacheable((_r(SignedTime(T0, TimeSource.SIGNING_AUTHORITY)),))
+    assert not v.results_cacheable((_r(SignedTime(T0, TimeSource.TSA)),))
+    assert not v.results_cacheable((_r(revocation=[{"method": "none", "status": "good"},
+                                                   {"method": "crl", "status": "good"}]),))
+    assert not v.results_cacheable((_r(revocation=[{"method": "ocsp", "status": "good"}]),))
+    assert not v.results_cacheable((_r(revocation=[{"method": "none", "status": "unknown"}]),))
+    assert not v.results_cacheable((_r(), _r(SignedTime(T0, TimeSource.TSA))))
+
+
+# -- time ----------------------------------------------------------------------------------------------
+
+def test_a_signing_authority_time_outside_a_certificates_validity_is_refused(tmp_path: Path,
+                                                                           pki: dict[str, Issued]) -> None:
+    v = make_verifier(tmp_path, [pki["root"]], store_type="signingAuthority")
+    for when in (T0 - timedelta(days=2), T0 + timedelta(days=366)):  # the chain: T0 - 1 day .. T0 + 365 days
+        r = one(v, jws(chain(pki), scheme="notary.x509.signingAuthority", signing_time=when))
+        assert (r.outcome, r.failure) == (Outcome.FAILED, SignatureFailure.EXPIRED), when
+        assert "was not valid when the digital signature was produced" in r.reason
+    r = one(v, jws(chain(pki), scheme="notary.x509.signingAuthority", signing_time=T0 + timedelta(days=364)),
+            now=T0 + timedelta(days=400))
+    assert r.outcome is Outcome.PASSED, r.reason  # signed inside the validity: fine after it
+    assert r.signed_at == SignedTime(T0 + timedelta(days=364), TimeSource.SIGNING_AUTHORITY)
+
+
+def test_a_not_yet_valid_certificate_is_refused(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    v = make_verifier(tmp_path, [pki["root"]])
+    r = one(v, jws(chain(pki)), now=T0 - timedelta(days=2))
+    assert (r.outcome, r.failure) == (Outcome.FAILED, SignatureFailure.EXPIRED)
+    assert "verification time is before certificate" in r.reason
+    assert one(v, jws(chain(pki)), now=T0 - timedelta(hours=23)).outcome is Outcome.PASSED
+
+
+def test_an_expired_certificate_is_refused_and_at_its_last_second_accepted(tmp_path: Path,
+                                                                          pki: dict[str, Issued]) -> None:
+    v = make_verifier(tmp_path, [pki["root"]])
+    end = pki["leaf"].cert.not_valid_after_utc
+    assert one(v, jws(chain(pki)), now=end).outcome is Outcome.PASSED
+    r = one(v, jws(chain(pki)), now=end + timedelta(seconds=1))
+    assert r.failure is SignatureFailure.EXPIRED and "it was expired at" in r.reason
+
+
+def test_not_after_is_the_first_certificate_or_signature_end(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    short = issue("Short Signer", issuer=pki["root"], not_after=T0 + timedelta(days=20))
+    r = one(make_verifier(tmp_path, [pki["root"]]), jws([short, pki["root"]]))
+    assert r.not_after == T0 + timedelta(days=20)
+
+
+# -- the key a revocation matches ----------------------------------------------------------------------
+
+def test_a_keysha256_revocation_matches_the_notation_signer(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = one(make_verifier(tmp_path, [pki["root"]]), jws(chain(pki)))
+    der = pki["leaf"].cert.public_key().public_bytes(serialization.Encoding.DER,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert r.outcome is Outcome.PASSED and r.key_sha256 == hashlib.sha256(der).hexdigest()
+    (out,) = apply_revocations([r], [Revocation(keySha256=r.key_sha256, reason="leaked")])
+    assert out.failure is SignatureFailure.REVOKED
+    assert r.identity == r.signer == "CN=Acme Signer,O=Acme,ST=WA,C=US"
+    assert r.issuer == "CN=Acme Root,O=Acme,ST=WA,C=US"
+
+
+# -- a configured TSA store demands a timestamp --------------------------------------------------------
+
+def tsa_verifier(tmp_path: Path, roots: list[Issued], verify_timestamp: str = "always") -> NotationVerifier:
+    for typ in ("ca", "tsa"):
+        store = tmp_path / "store" / "x509" / typ / "acme"
+        store.mkdir(parents=True, exist_ok=True)
+        (store / "root.pem").write_bytes(roots[0].cert.public_bytes(serialization.Encoding.PEM))
+    statement = {"name": "acme", "registryScopes": ["localhost:5000/app"],
+                 "signatureVerification": {"level": "strict", "verifyTimestamp": verify_timestamp},
+                 "trustStores": ["ca:acme", "tsa:acme"], "trustedIdentities": ["*"]}
+    (tmp_path / "trustpolicy.json").write_text(json.dumps({"version": "1.0", "trustPolicies": [statement]}))
+    spec = NotationVerifierSpec(trustPolicy="trustpolicy.json", trustStore="store")
+    return NotationVerifier.from_spec(spec, base_dir=tmp_path, fetcher=None)
+
+
+def test_a_configured_tsa_store_demands_a_timestamp(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = one(tsa_verifier(tmp_path, [pki["root"]]), jws(chain(pki)))
+    assert (r.outcome, r.failure) == (Outcome.FAILED, SignatureFailure.INVALID)
+    assert "no timestamp countersignature" in r.reason
+
+
+def test_after_cert_expiry_a_timestamp_is_demanded_only_once_a_certificate_expired(tmp_path: Path,
+                                                                                pki: dict[str, Issued]) -> None:
+    v = tsa_verifier(tmp_path, [pki["root"]], "afterCertExpiry")
+    assert one(v, jws(chain(pki))).outcome is Outcome.PASSED
+    r = one(v, jws(chain(pki)), now=T0 + timedelta(days=400))
+    assert r.outcome is Outcome.FAILED and "no timestamp countersignature" in r.reason
+
+
+# -- integrity extras ----------------------------------------------------------------------------------
+
+def test_required_user_metadata(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    v = make_verifier(tmp_path, [pki["root"]], user_metadata={"env": "prod"})
+    r = one(v, jws(chain(pki)))
+    assert r.failure is SignatureFailure.INVALID and 'unable to find specified metadata env="prod"' in r.reason
+    target = {"mediaType": TARGET.media_type, "digest": TARGET.digest, "size": TARGET.size,
+              "annotations": {"env": "prod"}}
+    from tests.harness import notation_sign
+
+    good = notation_sign.jws_envelope(chain(pki), target, signing_time=T0)
+    assert one(v, good).outcome is Outcome.PASSED
+
+
+def test_a_signature_manifest_for_another_subject_is_refused(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    v = make_verifier(tmp_path, [pki["root"]])
+    other = Descriptor(TARGET.media_type, "sha256:" + "00" * 32, 1)
+    art = ReferrerArtifact("sha256:" + "cd" * 32, "application/vnd.cncf.notary.signature", "application/jose+json",
+                           jws(chain(pki)), {}, other)
+    r = one(v, b"", mat=SignatureMaterial(image=TARGET, referrers=(art,)))
+    assert r.failure is SignatureFailure.INVALID and "subject is" in r.reason
+    no_subject = ReferrerArtifact(art.manifest_digest, art.artifact_type, art.blob_media_type, art.blob, {}, None)
+    assert one(v, b"", mat=SignatureMaterial(image=TARGET, referrers=(no_subject,))).outcome is Outcome.PASSED
+
+
+def test_only_notation_artifacts_are_judged(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    v = make_verifier(tmp_path, [pki["root"]])
+    art = material(jws(chain(pki))).referrers[0]
+    bundle = ReferrerArtifact(art.manifest_digest, "application/vnd.dev.sigstore.bundle.v0.3+json",
+                              art.blob_media_type, art.blob, {}, TARGET)
+    assert v.verify(IMAGE, SignatureMaterial(image=TARGET, referrers=(bundle,)), NOW) == ()
+
+
+# -- construction and identity -------------------------------------------------------------------------
+
+def test_construction_refuses_blob_policies_and_missing_stores(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    blob_policy = parse_trust_policy({"version": "1.0", "trustPolicies": [
+        {"name": "b", "signatureVerification": {"level": "strict"}, "trustStores": ["ca:x"],
+         "trustedIdentities": ["*"]}]})
+    with pytest.raises(ConfigError, match="OCI trust policy"):
+        NotationVerifier(blob_policy, {})
+    v = make_verifier(tmp_path, [pki["root"]])
+    with pytest.raises(ConfigError, match="which was not loaded"):
+        NotationVerifier(v.policy, {})
+
+
+def test_decision_identity_follows_the_statement_and_its_stores(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    a = make_verifier(tmp_path / "a", [pki["root"]])
+    b = make_verifier(tmp_path / "b", [issue("Other Root", ca=True)])
+    elsewhere = RunningImage(ImageReference("docker.io", "library/nginx", None, TARGET.digest), ())
+    other_repo = RunningImage(ImageReference("docker.io", "library/redis", None, TARGET.digest), ())
+    assert a.decision_identity(IMAGE) != b.decision_identity(IMAGE)
+    assert a.decision_identity(elsewhere) != a.decision_identity(other_repo)  # no statement: the repository
+    assert a.decision_identity(elsewhere) != a.decision_identity(IMAGE)
+    c = make_verifier(tmp_path / "c", [pki["root"]], level="permissive")
+    assert c.decision_identity(IMAGE) != a.decision_identity(IMAGE)
+    assert a.trust_fingerprint != b.trust_fingerprint
