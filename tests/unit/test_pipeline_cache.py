@@ -310,3 +310,22 @@ def test_bundles_are_listed_only_when_the_sig_layout_did_not_satisfy_the_rule(tm
     reg.requests.clear()
     assert scan(unsigned, reg, policy, None) is Status.UNSIGNED
     assert ("referrers", f"{REPO.repository}@{unsigned.digest}") in reg.requests
+
+
+def test_one_verifier_that_cannot_be_remembered_keeps_the_whole_image_out_of_the_cache(tmp_path: Path) -> None:
+    """Results are reused only when every verifier's are: one verifier's error (here: the log is
+    required and the signature carries no Rekor bundle) means none of the image's results is stored."""
+    policy = write_policy(tmp_path, "    - {name: r, images: ['*'], verifiers: "
+                                    "[{cosign: {key: k.pub, ignoreTlog: true}}, {cosign: {key: o.pub}}]}\n")
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY, OTHER)
+    cache = CacheState()
+    assert scan(image, reg, policy, cache) is Status.VERIFIED  # one of two is enough
+    assert cache.new == []
+
+
+def test_an_error_among_passes_is_not_remembered() -> None:
+    ok = SignatureResult("x", "v", Outcome.PASSED, "fine")
+    err = SignatureResult("x", "v", Outcome.ERROR, "could not", SignatureFailure.ERROR)
+    assert not pipeline._results_cacheable(StaticVerifier("pass", source="t"), (ok, err))
