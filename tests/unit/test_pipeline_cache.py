@@ -329,3 +329,19 @@ def test_an_error_among_passes_is_not_remembered() -> None:
     ok = SignatureResult("x", "v", Outcome.PASSED, "fine")
     err = SignatureResult("x", "v", Outcome.ERROR, "could not", SignatureFailure.ERROR)
     assert not pipeline._results_cacheable(StaticVerifier("pass", source="t"), (ok, err))
+
+
+def test_one_expired_verifier_entry_means_no_reuse(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_OF_TWO)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    warm = remembered(image, reg, policy)
+    e1, e2 = warm.hits.values()
+    passing, other = (e1, e2) if e1.signatures[0].outcome is Outcome.PASSED else (e2, e1)
+    expired = replace(passing, signatures=tuple(replace(r, not_after=NOW - timedelta(seconds=1))
+                                                for r in passing.signatures))
+    state = CacheState(hits={(expired.digest, expired.decision_identity): expired,
+                             (other.digest, other.decision_identity): other})
+    scan(image, reg, policy, state)
+    assert state.reused == 0
