@@ -164,6 +164,7 @@ def test_log_required_without_bundle_is_an_error() -> None:
 def test_log_required_without_a_log_key_is_an_error() -> None:
     r = one(verifier(ignore_tlog=False), layer(bundle="{}"))
     assert (r.outcome, r.failure) == (Outcome.ERROR, SignatureFailure.ERROR) and "no Rekor public key" in r.reason
+    assert r.checks[-1] == Check(CheckName.TLOG, Outcome.ERROR, "no Rekor key configured")
 
 
 def test_a_log_bundle_that_does_not_verify_makes_the_signature_invalid() -> None:
@@ -307,3 +308,17 @@ def test_bundles_checked_against_an_unpinned_root_are_not_cached() -> None:
 
 def test_key_id_is_the_spki_sha256() -> None:
     assert key_sha256(pub()) == KEY.spki_sha256
+
+
+def test_trust_fingerprint_names_the_one_configured_item_beside_unconfigured_ones() -> None:
+    a = verifier(sigstore_trust=_trust(pinned={"rekor": "r1", "trusted_root": None}))
+    b = verifier(sigstore_trust=_trust(pinned={"rekor": "r2", "trusted_root": None}))
+    assert a.trust_fingerprint != b.trust_fingerprint
+
+
+def test_the_failed_annotation_check_says_what_was_found() -> None:
+    v = verifier(annotations={"env": "prod"})
+    absent = one(v, layer(simplesigning_payload("r", D, {"other": "x"})))
+    assert absent.checks[-1].reason == "annotation env is absent, not 'prod'"
+    other = one(v, layer(simplesigning_payload("r", D, {"env": "dev"})))
+    assert other.checks[-1].reason == "annotation env is 'dev', not 'prod'"
