@@ -151,3 +151,9 @@ def test_identity_policy() -> None:
     IdentityPolicy([IdentityMatcher.exact(subject="a@b", issuer=ISSUER)]).verify(cert)
     with pytest.raises(VerificationError, match="matches none"):
         IdentityPolicy([IdentityMatcher.exact(subject="x@b", issuer=ISSUER)]).verify(cert)
+
+
+def test_extensions_not_read_fail_even_a_pattern_that_accepts_empty() -> None:
+    m = IdentityMatcher(_Match(exact=ISSUER), _Match(exact="a@b"), (("githubWorkflowRef", _Match(regexp=".*")),))
+    assert m.matches(["a@b"], ISSUER, {})
+    assert not m.matches(["a@b"], ISSUER, None)

@@ -106,6 +106,7 @@ def test_an_expired_certificate_is_refused_and_at_its_last_second_accepted(tmp_p
     assert one(v, jws(chain(pki)), now=end).outcome is Outcome.PASSED
     r = one(v, jws(chain(pki)), now=end + timedelta(seconds=1))
     assert r.failure is SignatureFailure.EXPIRED and "it was expired at" in r.reason
+    assert f'it was expired at "{end.strftime("%a, %d %b %Y %H:%M:%S +0000")}"' in r.reason  # as notation says it
 
 
 def test_not_after_is_the_first_certificate_or_signature_end(tmp_path: Path, pki: dict[str, Issued]) -> None:
