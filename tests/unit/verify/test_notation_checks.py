@@ -214,3 +214,42 @@ def test_decision_identity_follows_the_statement_and_its_stores(tmp_path: Path, 
     c = make_verifier(tmp_path / "c", [pki["root"]], level="permissive")
     assert c.decision_identity(IMAGE) != a.decision_identity(IMAGE)
     assert a.trust_fingerprint != b.trust_fingerprint
+
+
+def test_after_cert_expiry_counts_any_expired_certificate(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    """Only the leaf has expired (the root has not): a timestamp is demanded, not the expiry reported."""
+    v = tsa_verifier(tmp_path, [pki["root"]], "afterCertExpiry")
+    short = issue("Short Signer", issuer=pki["root"], not_after=T0 + timedelta(days=20))
+    r = one(v, jws([short, pki["root"]]), now=T0 + timedelta(days=30))
+    assert r.outcome is Outcome.FAILED and "no timestamp countersignature" in r.reason
+
+
+class _TsaStatus:
+    """The TSA chain's revocation status as the checker would answer it (OCSP/CRL are not offline)."""
+
+    def __init__(self, status: Any) -> None:
+        self.status = status
+
+    def check_chain(self, chain: Any, now: Any, at: Any = None, **kw: Any) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(status=self.status, reason=f"TSA chain {self.status.value}", certificates=())
+
+
+def test_a_revoked_tsa_chain_fails_the_timestamp_and_a_good_one_passes() -> None:
+    from scanner.policy.notation_trust import load_named_store
+    from scanner.verify.notation import check_authentic_timestamp
+    from scanner.verify.notation_envelope import JWS_MEDIA_TYPE, parse_envelope
+    from scanner.verify.revocation import RevocationStatus
+    from tests.unit.test_notation_vectors import CASES, TRUSTSTORE, VECTORS
+    from tests.unit.test_notation_vectors import NOW as VNOW
+
+    case = CASES["timestamp_cases"][0]
+    stmt = parse_trust_policy({"version": "1.0", "trustPolicies": [case["trust_policy_statement"]]}).statements[0]
+    env = parse_envelope(JWS_MEDIA_TYPE, (VECTORS / case["envelope"]).read_bytes())
+    tsa = list(load_named_store(TRUSTSTORE, "tsa", "test-timestamp").certificates)
+    revoked = check_authentic_timestamp(env, stmt, tsa, VNOW, _TsaStatus(RevocationStatus.REVOKED))  # type: ignore[arg-type]
+    assert revoked.problem == "timestamping certificate chain: TSA chain revoked"
+    assert not revoked.error and revoked.timestamp is not None
+    good = check_authentic_timestamp(env, stmt, tsa, VNOW, _TsaStatus(RevocationStatus.OK))  # type: ignore[arg-type]
+    assert good.problem is None and good.timestamp is not None
