@@ -253,3 +253,70 @@ def test_a_revoked_tsa_chain_fails_the_timestamp_and_a_good_one_passes() -> None
     assert not revoked.error and revoked.timestamp is not None
     good = check_authentic_timestamp(env, stmt, tsa, VNOW, _TsaStatus(RevocationStatus.OK))  # type: ignore[arg-type]
     assert good.problem is None and good.timestamp is not None
+
+
+# -- the record of checks, the fingerprint, configuration errors ------------------------------------
+
+def test_a_stopped_signature_reports_each_later_check_once_as_not_evaluated(tmp_path: Path,
+                                                                           pki: dict[str, Issued]) -> None:
+    r = one(make_verifier(tmp_path, [issue("Other Root", ca=True)]), jws(chain(pki)))
+    assert r.failure is SignatureFailure.INVALID
+    assert [c.name.value for c in r.checks] == ["integrity", "authenticity", "trusted-identity", "expiry",
+                                                "authentic-timestamp", "revocation"]
+    assert [c.outcome for c in r.checks[:2]] == [Outcome.PASSED, Outcome.FAILED]
+    assert all(c.outcome is Outcome.SKIPPED and c.reason == "not evaluated: authenticity validation failed"
+               for c in r.checks[2:])
+
+
+def _policy_doc(tmp_path: Path, **statement: Any) -> None:
+    doc = {"name": "acme", "registryScopes": ["localhost:5000/app"], "signatureVerification": {"level": "strict"},
+           "trustStores": ["ca:acme"], "trustedIdentities": ["*"], **statement}
+    (tmp_path / "trustpolicy.json").write_text(json.dumps({"version": "1.0", "trustPolicies": [doc]}))
+
+
+def test_the_trust_fingerprint_changes_with_everything_trusted(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    base = make_verifier(tmp_path / "a", [pki["root"]])
+    prints = {
+        base.trust_fingerprint,
+        make_verifier(tmp_path / "b", [pki["root"]], identities=["x509.subject: C=US, O=Acme"]).trust_fingerprint,
+        make_verifier(tmp_path / "c", [pki["root"]], user_metadata={"env": "prod"}).trust_fingerprint,
+        make_verifier(tmp_path / "d", [pki["root"]], max_signatures=3).trust_fingerprint,
+        make_verifier(tmp_path / "e", [pki["root"]], fetcher=object()).trust_fingerprint,
+        make_verifier(tmp_path / "f", [issue("Other Root", ca=True)]).trust_fingerprint,
+    }
+    assert len(prints) == 6
+    # the same statement naming a store of another name, with the same certificate
+    store = tmp_path / "g" / "store" / "x509" / "ca" / "other"
+    store.mkdir(parents=True)
+    (store / "root.pem").write_bytes(pki["root"].cert.public_bytes(serialization.Encoding.PEM))
+    _policy_doc(tmp_path / "g", trustStores=["ca:other"])
+    renamed = NotationVerifier.from_spec(NotationVerifierSpec(trustPolicy="trustpolicy.json", trustStore="store"),
+                                         base_dir=tmp_path / "g", fetcher=None)
+    raw = renamed.policy.raw
+    assert raw["trustPolicies"][0]["trustStores"] == ["ca:other"]
+    assert renamed.trust_fingerprint not in prints
+    assert base.name == "notation policy trustpolicy.json"
+
+
+def test_trust_store_configuration_errors_name_the_file(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    _policy_doc(tmp_path)
+    spec = NotationVerifierSpec(trustPolicy="trustpolicy.json", trustStore="truststore.yaml")
+    # malformed, not mappings, not UTF-8: a configuration error naming the file (exit 2), never exit 3
+    for bad in (b"kind: [unclosed", b"- a\n- b\n", b"\xff\xfe kind: x"):
+        (tmp_path / "truststore.yaml").write_bytes(bad)
+        with pytest.raises(ConfigError, match=r"truststore\.yaml"):
+            NotationVerifier.from_spec(spec, base_dir=tmp_path, fetcher=None)
+    pem = pki["root"].cert.public_bytes(serialization.Encoding.PEM).decode()
+    (tmp_path / "truststore.yaml").write_text(
+        "apiVersion: notation.nirmata.io/v1alpha1\nkind: TrustStore\nmetadata:\n  name: x\nspec:\n"
+        "  trustStoreName: other\n  type: ca\n  caBundle: |-\n"
+        + "".join(f"    {line}\n" for line in pem.strip().splitlines()))
+    with pytest.raises(ConfigError, match='the trust store "acme" of type "ca" does not exist'):
+        NotationVerifier.from_spec(spec, base_dir=tmp_path, fetcher=None)
+    dir_spec = NotationVerifierSpec(trustPolicy="trustpolicy.json", trustStore="store")
+    (tmp_path / "store" / "x509" / "ca").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="acme"):
+        NotationVerifier.from_spec(dir_spec, base_dir=tmp_path, fetcher=None)  # no such store directory
+    (tmp_path / "store" / "x509" / "ca" / "acme").write_text("a file, not a directory")
+    with pytest.raises(ConfigError, match="acme"):
+        NotationVerifier.from_spec(dir_spec, base_dir=tmp_path, fetcher=None)
