@@ -278,7 +278,7 @@ def test_the_trust_fingerprint_changes_with_everything_trusted(tmp_path: Path, p
     base = make_verifier(tmp_path / "a", [pki["root"]])
     prints = {
         base.trust_fingerprint,
-        make_verifier(tmp_path / "b", [pki["root"]], identities=["x509.subject: C=US, O=Acme"]).trust_fingerprint,
+        make_verifier(tmp_path / "b", [pki["root"]], identities=["x509.subject: C=US, ST=WA, O=A"]).trust_fingerprint,
         make_verifier(tmp_path / "c", [pki["root"]], user_metadata={"env": "prod"}).trust_fingerprint,
         make_verifier(tmp_path / "d", [pki["root"]], max_signatures=3).trust_fingerprint,
         make_verifier(tmp_path / "e", [pki["root"]], fetcher=object()).trust_fingerprint,
