@@ -320,3 +320,28 @@ def test_trust_store_configuration_errors_name_the_file(tmp_path: Path, pki: dic
     (tmp_path / "store" / "x509" / "ca" / "acme").write_text("a file, not a directory")
     with pytest.raises(ConfigError, match="acme"):
         NotationVerifier.from_spec(dir_spec, base_dir=tmp_path, fetcher=None)
+
+
+def test_a_wrong_identity_stops_the_evaluation(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    v = make_verifier(tmp_path, [pki["root"]], identities=["x509.subject: C=US, ST=WA, O=Evil"])
+    r = one(v, jws(chain(pki)))
+    assert r.failure is SignatureFailure.INVALID and "trusted identities" in r.reason
+    assert [c.outcome for c in r.checks] == [Outcome.PASSED, Outcome.PASSED, Outcome.FAILED] + [Outcome.SKIPPED] * 3
+
+
+def test_details_say_what_the_envelope_claimed(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    expiry = T0 + timedelta(days=30)
+    blob = jws(chain(pki), extra={"io.cncf.notary.expiry": expiry.isoformat()},
+               crit=["io.cncf.notary.signingScheme", "io.cncf.notary.expiry"])
+    r = one(make_verifier(tmp_path / "x", [pki["root"]]), blob)
+    assert r.outcome is Outcome.PASSED, r.reason
+    d = r.details
+    assert (d["signing_time"], d["authentic_signing_time"], d["expiry"], d["timestamped"]) == (
+        T0.isoformat(), None, expiry.isoformat(), False)
+    assert d["signing_scheme"] == "notary.x509" and d["chain_subjects"][0] == "CN=Acme Signer,O=Acme,ST=WA,C=US"
+    assert check(r, "expiry").reason == f"signature expires {expiry.isoformat()}"
+    sa = one(make_verifier(tmp_path / "sa", [pki["root"]], store_type="signingAuthority"),
+             jws(chain(pki), scheme="notary.x509.signingAuthority"))
+    assert sa.details["authentic_signing_time"] == T0.isoformat() and sa.details["expiry"] is None
+    assert sa.details["signing_time"] is None
+    assert check(sa, "expiry").reason == "signature has no expiry"
