@@ -345,3 +345,50 @@ def test_details_say_what_the_envelope_claimed(tmp_path: Path, pki: dict[str, Is
     assert sa.details["authentic_signing_time"] == T0.isoformat() and sa.details["expiry"] is None
     assert sa.details["signing_time"] is None
     assert check(sa, "expiry").reason == "signature has no expiry"
+
+
+def _timestamped(revocation: Any, override: dict[str, str] | None = None) -> SignatureResult:
+    """The Notary Project's timestamped JWS vector, judged end to end with the TSA store configured."""
+    from scanner.policy.notation_trust import load_named_store
+    from scanner.verify.notation_envelope import JWS_MEDIA_TYPE, parse_envelope
+    from tests.unit.test_notation_vectors import CASES, TRUSTSTORE, VECTORS
+    from tests.unit.test_notation_vectors import NOW as VNOW
+
+    case = CASES["timestamp_cases"][0]
+    stmt_doc = {**case["trust_policy_statement"], "signatureVerification": {"level": "strict",
+                                                                           "override": override or {}}}
+    policy = parse_trust_policy({"version": "1.0", "trustPolicies": [stmt_doc]})
+    stores = {k: load_named_store(TRUSTSTORE, *k) for k in (("ca", "valid-trust-store"), ("tsa", "test-timestamp"))}
+    blob = (VECTORS / case["envelope"]).read_bytes()
+    t = parse_envelope(JWS_MEDIA_TYPE, blob).target
+    v = NotationVerifier(policy, stores, revocation=revocation)
+    art = ReferrerArtifact("sha256:" + "cd" * 32, "application/vnd.cncf.notary.signature", JWS_MEDIA_TYPE, blob, {},
+                           None)
+    return v.verify_signature(policy.statements[0], art, Descriptor(t.media_type, t.digest, t.size), VNOW)
+
+
+class _Revoked(_TsaStatus):
+    fetcher = None
+
+    def __init__(self) -> None:
+        from scanner.verify.revocation import RevocationStatus
+
+        super().__init__(RevocationStatus.REVOKED)
+
+
+def test_the_tsa_chain_is_checked_for_revocation_unless_revocation_is_skipped() -> None:
+    r = _timestamped(_Revoked())
+    assert r.outcome is Outcome.FAILED, r.reason
+    assert check(r, "authentic-timestamp").outcome is Outcome.FAILED
+    assert "timestamping certificate chain: TSA chain revoked" in r.reason
+    skipped = _timestamped(_Revoked(), {"revocation": "skip"})
+    assert skipped.outcome is Outcome.PASSED, skipped.reason
+    assert skipped.signed_at is not None and skipped.signed_at.source is TimeSource.TSA
+
+
+def test_an_expired_signature_stops_the_evaluation(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    blob = jws(chain(pki), extra={"io.cncf.notary.expiry": (T0 + timedelta(days=5)).isoformat()},
+               crit=["io.cncf.notary.signingScheme", "io.cncf.notary.expiry"])
+    r = one(make_verifier(tmp_path, [pki["root"]]), blob)
+    assert r.failure is SignatureFailure.EXPIRED
+    assert [c.outcome for c in r.checks[3:]] == [Outcome.FAILED, Outcome.SKIPPED, Outcome.SKIPPED]
