@@ -147,6 +147,8 @@ def test_a_configured_tsa_store_demands_a_timestamp(tmp_path: Path, pki: dict[st
     r = one(tsa_verifier(tmp_path, [pki["root"]]), jws(chain(pki)))
     assert (r.outcome, r.failure) == (Outcome.FAILED, SignatureFailure.INVALID)
     assert "no timestamp countersignature" in r.reason
+    assert check(r, "revocation").outcome is Outcome.SKIPPED  # the evaluation stopped at the timestamp
+    assert "timestamp" not in r.details
 
 
 def test_after_cert_expiry_a_timestamp_is_demanded_only_once_a_certificate_expired(tmp_path: Path,
@@ -384,6 +386,8 @@ def test_the_tsa_chain_is_checked_for_revocation_unless_revocation_is_skipped() 
     skipped = _timestamped(_Revoked(), {"revocation": "skip"})
     assert skipped.outcome is Outcome.PASSED, skipped.reason
     assert skipped.signed_at is not None and skipped.signed_at.source is TimeSource.TSA
+    assert skipped.details["timestamp"]["gen_time"] == skipped.signed_at.value.isoformat()
+    assert skipped.details["timestamped"] is True
 
 
 def test_an_expired_signature_stops_the_evaluation(tmp_path: Path, pki: dict[str, Issued]) -> None:
