@@ -396,3 +396,35 @@ def test_an_expired_signature_stops_the_evaluation(tmp_path: Path, pki: dict[str
     r = one(make_verifier(tmp_path, [pki["root"]]), blob)
     assert r.failure is SignatureFailure.EXPIRED
     assert [c.outcome for c in r.checks[3:]] == [Outcome.FAILED, Outcome.SKIPPED, Outcome.SKIPPED]
+
+
+class _Recording:
+    """Records the signing time the verifier hands the revocation check (an invalidity date after an
+    authentic signing time spares a signature; a claimed time must never do that)."""
+
+    fetcher = None
+
+    def __init__(self) -> None:
+        self.at: list[Any] = []
+
+    def check_chain(self, chain: Any, now: Any, at: Any = None, **kw: Any) -> Any:
+        from types import SimpleNamespace
+
+        from scanner.verify.revocation import RevocationStatus
+
+        self.at.append(at)
+        return SimpleNamespace(status=RevocationStatus.OK, reason="ok", certificates=())
+
+
+def test_only_an_authentic_signing_time_reaches_the_revocation_check(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    from scanner.policy.notation_trust import load_trust_policy
+
+    for store_type, scheme, expected in (("ca", "notary.x509", None),
+                                         ("signingAuthority", "notary.x509.signingAuthority", T0)):
+        built = make_verifier(tmp_path / store_type, [pki["root"]], store_type=store_type)
+        rec = _Recording()
+        policy = load_trust_policy(tmp_path / store_type / "trustpolicy.json")
+        v = NotationVerifier(policy, built._stores, revocation=rec)  # type: ignore[arg-type]
+        r = one(v, jws(chain(pki), scheme=scheme))
+        assert r.outcome is Outcome.PASSED, r.reason
+        assert rec.at == [expected], store_type
