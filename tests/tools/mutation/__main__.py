@@ -156,7 +156,8 @@ def sample(items: list[Mutant], budget: int | None) -> list[Mutant]:
 
 
 def run_target(target: Target, work: Path, budget: int | None, equivalent: dict[str, str],
-               per_mutant: float | None, log: list[str]) -> dict[str, object]:
+               per_mutant: float | None, log: list[str], killed_before: frozenset[str] = frozenset()
+               ) -> dict[str, object]:
     path = work / target.module
     original = path.read_text()
     tests = tuple(t for t in target.tests if (work / t).exists())
@@ -171,6 +172,8 @@ def run_target(target: Target, work: Path, budget: int | None, equivalent: dict[
         for i, m in enumerate(chosen, 1):
             if m.id in equivalent:
                 fate, secs, chosen_tests = "equivalent", 0.0, []
+            elif m.id in killed_before:  # --resume: killed by the earlier run's tests, which are all still here
+                fate, secs, chosen_tests = "killed", 0.0, []
             else:
                 path.write_text(apply(original, m))
                 # Only the tests that run the mutated lines (none run them: every test of the module).
@@ -214,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=None, help="seconds per mutant (default 4x the clean run)")
     ap.add_argument("--min-score", type=float, default=0.0, help="exit 1 if a module scores under this (0-1)")
     ap.add_argument("--list", action="store_true", help="list the mutant ids and exit")
+    ap.add_argument("--resume", type=Path, default=None,
+                    help="an earlier results.json: its killed mutants count as killed, only the rest run again")
     args = ap.parse_args(argv)
     targets = [t for t in TARGETS if not args.module or t.module in args.module]
     if args.list:
@@ -225,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     equivalent = load_equivalent()
+    killed_before: frozenset[str] = frozenset()
+    if args.resume is not None:
+        earlier = json.loads(args.resume.read_text())
+        killed_before = frozenset(r["id"] for m in earlier for r in m["results"] if r["fate"] in ("killed", "timeout"))
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     modules: list[dict[str, object]] = []
@@ -238,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in [n for n in sys.modules if _own(n) and n != "tests.tools.mutation.__main__"]:
             del sys.modules[name]  # the copy's modules, never this checkout's (imported by the children)
         for t in targets:
-            modules.append(run_target(t, work, args.budget, equivalent, args.timeout, log))
+            modules.append(run_target(t, work, args.budget, equivalent, args.timeout, log, killed_before))
             (out / "results.json").write_text(json.dumps(modules, indent=1))
             (out / "summary.md").write_text(summary(modules))
     print(summary(modules))
