@@ -428,3 +428,16 @@ def test_only_an_authentic_signing_time_reaches_the_revocation_check(tmp_path: P
         r = one(v, jws(chain(pki), scheme=scheme))
         assert r.outcome is Outcome.PASSED, r.reason
         assert rec.at == [expected], store_type
+
+
+def test_the_reason_says_the_failed_validation_once_and_what_was_only_logged(tmp_path: Path,
+                                                                            pki: dict[str, Issued]) -> None:
+    r = one(make_verifier(tmp_path / "a", [issue("Other Root", ca=True)]), jws(chain(pki)))
+    assert r.reason.count("authenticity validation failed") == 1
+    short = issue("Short Signer", issuer=pki["root"], not_after=T0 + timedelta(days=20))
+    blob = jws([short, pki["root"]], extra={"io.cncf.notary.expiry": (T0 + timedelta(days=5)).isoformat()},
+               crit=["io.cncf.notary.signingScheme", "io.cncf.notary.expiry"])
+    v = make_verifier(tmp_path / "b", [pki["root"]], override={"expiry": "log"})
+    r = one(v, blob, now=T0 + timedelta(days=30))
+    assert r.failure is SignatureFailure.EXPIRED and r.reason.startswith("authenticTimestamp validation failed.")
+    assert '; also logged: expiry was set to "log" and failed with error: expiry validation failed.' in r.reason
