@@ -383,6 +383,7 @@ def test_the_tsa_chain_is_checked_for_revocation_unless_revocation_is_skipped() 
     assert r.outcome is Outcome.FAILED, r.reason
     assert check(r, "authentic-timestamp").outcome is Outcome.FAILED
     assert "timestamping certificate chain: TSA chain revoked" in r.reason
+    assert r.signed_at is not None and r.signed_at.source is TimeSource.CLAIMED  # a rejected timestamp proves nothing
     skipped = _timestamped(_Revoked(), {"revocation": "skip"})
     assert skipped.outcome is Outcome.PASSED, skipped.reason
     assert skipped.signed_at is not None and skipped.signed_at.source is TimeSource.TSA
