@@ -317,10 +317,10 @@ def test_trust_store_configuration_errors_name_the_file(tmp_path: Path, pki: dic
         NotationVerifier.from_spec(spec, base_dir=tmp_path, fetcher=None)
     dir_spec = NotationVerifierSpec(trustPolicy="trustpolicy.json", trustStore="store")
     (tmp_path / "store" / "x509" / "ca").mkdir(parents=True)
-    with pytest.raises(ConfigError, match="acme"):
+    with pytest.raises(ConfigError, match=r"store/ca/acme: "):  # the error names the store's path
         NotationVerifier.from_spec(dir_spec, base_dir=tmp_path, fetcher=None)  # no such store directory
     (tmp_path / "store" / "x509" / "ca" / "acme").write_text("a file, not a directory")
-    with pytest.raises(ConfigError, match="acme"):
+    with pytest.raises(ConfigError, match=r"store/ca/acme: "):
         NotationVerifier.from_spec(dir_spec, base_dir=tmp_path, fetcher=None)
 
 
@@ -389,6 +389,7 @@ def test_the_tsa_chain_is_checked_for_revocation_unless_revocation_is_skipped() 
     assert skipped.signed_at is not None and skipped.signed_at.source is TimeSource.TSA
     assert skipped.details["timestamp"]["gen_time"] == skipped.signed_at.value.isoformat()
     assert skipped.details["timestamped"] is True
+    assert check(skipped, "authentic-timestamp").reason == "RFC 3161 timestamp verified"
 
 
 def test_an_expired_signature_stops_the_evaluation(tmp_path: Path, pki: dict[str, Issued]) -> None:
@@ -442,3 +443,8 @@ def test_the_reason_says_the_failed_validation_once_and_what_was_only_logged(tmp
     r = one(v, blob, now=T0 + timedelta(days=30))
     assert r.failure is SignatureFailure.EXPIRED and r.reason.startswith("authenticTimestamp validation failed.")
     assert '; also logged: expiry was set to "log" and failed with error: expiry validation failed.' in r.reason
+
+
+def test_the_timestamp_step_says_how_it_passed(tmp_path: Path, pki: dict[str, Issued]) -> None:
+    r = one(make_verifier(tmp_path / "a", [pki["root"]]), jws(chain(pki)))
+    assert check(r, "authentic-timestamp").reason == "certificate chain valid at the verification time"
