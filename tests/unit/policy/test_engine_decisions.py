@@ -443,3 +443,8 @@ def test_scopes_group_namespaces_that_share_rules_and_exemption() -> None:
 def test_a_wildcard_glob_is_never_normalised(glob: str) -> None:
     """What makes the wildcard shortcut of _normalise_glob safe to drop (listed as an equivalent mutant)."""
     assert _normalise_glob(glob) == glob
+
+
+def test_an_unresolved_image_matches_any_of_an_exemptions_globs() -> None:
+    ex = exemption(["other/*", "r.io/a:*"])
+    assert match_exemption(pol(exemptions=(ex,)), None, "r.io/a:1", "ns") is ex
