@@ -46,7 +46,8 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "scanner/policy/engine.py",
-        ("tests/unit/policy/test_engine.py", "tests/unit/policy/test_engine_decisions.py", "tests/unit/test_policy.py"),
+        ("tests/unit/policy/test_engine.py", "tests/unit/policy/test_engine_decisions.py", "tests/unit/test_policy.py",
+         "tests/unit/verify/test_cosign_rules.py"),
     ),
     Target(
         "scanner/pipeline.py",

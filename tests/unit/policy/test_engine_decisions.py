@@ -267,7 +267,8 @@ def test_n_of_m_partly_met_with_unreadable_signatures_is_an_error() -> None:
     under mode: warn would be compliant)."""
     r = rule("A", "B", count=2, mode="warn")
     v = judge(r, res("A"), errors=("registry answered 503",))
-    assert v.status is Status.ERROR and not v.compliant
+    assert v.status is Status.ERROR and not v.compliant and v.warn_only
+    assert judge(rule("A", "B", count=2), res("A")).warn_only is False
     assert v.reasons[v.deciding_reason] == "could not read all signatures: registry answered 503"
 
 
@@ -288,8 +289,10 @@ def test_n_of_m_partly_met_says_who_passed_and_who_did_not() -> None:
 def test_a_verified_image_lapses_with_its_longest_lived_signature() -> None:
     r = rule()
     soon, later = NOW + timedelta(days=5), NOW + timedelta(days=60)
-    v = judge(r, res(not_after=soon, reason="soon"), res(not_after=later, reason="later"))
+    v = judge(r, res(not_after=soon, reason="soon"), res(not_after=later, reason="later"), bad(reason="bad"))
     assert v.status is Status.VERIFIED and v.not_after == later and not v.expiring
+    assert "also: bad" in v.reasons and "also: soon" not in v.reasons
+    assert not any("expiry warning window" in x for x in v.reasons)
     assert v.reasons[0] == "later"  # the best signature speaks first
     v = judge(r, res(not_after=soon))
     assert v.expiring and v.not_after == soon and "inside the expiry warning window" in v.reasons[-1]
@@ -394,6 +397,8 @@ def test_several_rules_combine_to_the_worst_and_the_first_to_lapse() -> None:
     assert v.reasons[0].startswith("2 rules apply to this image and each must hold")
     v = evaluate_rules(IMAGE, (a, b), [[[res("A")]], [[bad("B")]]], (), p, NOW, "ns")
     assert v.status is Status.INVALID and v.rule == "b"
+    assert v.reasons[0] == ("2 rules apply to this image and each must hold: "
+                            "rule 'a' (test): verified; rule 'b' (test): invalid")
     assert v.reasons[v.deciding_reason] == "rule 'b' (test): B failed invalid"
     with pytest.raises(ValueError):
         evaluate_rules(IMAGE, (a, b), [[[res("A")]]], (), p, NOW, "ns")
@@ -448,3 +453,13 @@ def test_a_wildcard_glob_is_never_normalised(glob: str) -> None:
 def test_an_unresolved_image_matches_any_of_an_exemptions_globs() -> None:
     ex = exemption(["other/*", "r.io/a:*"])
     assert match_exemption(pol(exemptions=(ex,)), None, "r.io/a:1", "ns") is ex
+
+
+def test_one_rule_or_none_is_exactly_evaluate() -> None:
+    r = rule()
+    p = pol(r)
+    one_rule = evaluate_rules(IMAGE, (r,), [[[res()]]], (), p, NOW, "ns")
+    assert one_rule == evaluate(IMAGE, r, [res()], (), p, NOW, "ns", per_verifier=[[res()]])
+    assert evaluate_rules(IMAGE, (), [], (), pol(), NOW, "ns").status is Status.NO_POLICY
+    with pytest.raises(ValueError, match="one list of per-verifier results per rule"):
+        evaluate_rules(IMAGE, (r,), [], (), p, NOW, "ns")
