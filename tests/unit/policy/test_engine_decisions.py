@@ -430,6 +430,7 @@ def test_unresolved_images_are_errors_split_by_scope() -> None:
     out = unresolved_verdicts(img, pol(r, exemptions=(ex,)), NOW)
     by_ns = {v.image.containers[0].namespace: v for v in out}
     assert by_ns["a"].status is Status.ERROR and by_ns["a"].reasons[0] == "running digest unknown: not started"
+    assert (by_ns["a"].rule, by_ns["a"].policy_source) == ("r", "test")
     assert by_ns["b"].status is Status.EXEMPT
     assert by_ns["c"].status is Status.ERROR and by_ns["c"].rule is None
     nothing = unresolved_verdicts(UnresolvedImage(None, "???", (), "unparseable"), pol(r), NOW)
