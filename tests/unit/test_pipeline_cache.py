@@ -218,17 +218,27 @@ def test_unreadable_material_is_never_remembered(tmp_path: Path) -> None:
 
 
 def test_a_result_that_could_not_be_checked_is_never_remembered(tmp_path: Path) -> None:
-    policy = write_policy(tmp_path, "    - {name: r, images: ['*'], verifiers: [{cosign: {key: k.pub}}]}\n")
+    policy = write_policy(tmp_path, ONE_KEY)
     reg = InMemoryRegistry()
     image = running(reg)
-    reg.sign_cosign(REPO, image.digest, KEY)  # no Rekor bundle while the log is required: an error
+    (group,) = _groups(policy, image)
+    only = replace(group.rules[0], verifiers=(_Erroring("pass", source="t"),))
     cache = CacheState()
-    assert scan(image, reg, policy, cache) is Status.ERROR
+    (verdict,) = verify_image(image, [pipeline._Group((only,), group.namespace, group.containers)], reg, policy,
+                              NOW, ScanStats(), cache)
+    assert verdict.status is Status.ERROR
     assert cache.new == []
     assert not pipeline._results_cacheable(StaticVerifier("pass", source="t"), (
         SignatureResult("x", "v", Outcome.ERROR, "could not", SignatureFailure.ERROR),))
     assert pipeline._results_cacheable(StaticVerifier("pass", source="t"), (
         SignatureResult("x", "v", Outcome.FAILED, "bad", SignatureFailure.INVALID),))
+
+
+class _Erroring(StaticVerifier):
+    """A verifier with a decision identity whose check could not run (an error result)."""
+
+    def verify(self, image: RunningImage, material: object, now: datetime) -> tuple[SignatureResult, ...]:
+        return (SignatureResult("static", self.name, Outcome.ERROR, "could not run", SignatureFailure.ERROR),)
 
 
 class _NoIdentity(StaticVerifier):
@@ -313,15 +323,21 @@ def test_bundles_are_listed_only_when_the_sig_layout_did_not_satisfy_the_rule(tm
 
 
 def test_one_verifier_that_cannot_be_remembered_keeps_the_whole_image_out_of_the_cache(tmp_path: Path) -> None:
-    """Results are reused only when every verifier's are: one verifier's error (here: the log is
-    required and the signature carries no Rekor bundle) means none of the image's results is stored."""
-    policy = write_policy(tmp_path, "    - {name: r, images: ['*'], verifiers: "
-                                    "[{cosign: {key: k.pub, ignoreTlog: true}}, {cosign: {key: o.pub}}]}\n")
+    """Results are stored only when every verifier's may be: one verifier's error (it has a decision
+    identity, so only its results make it uncacheable) means none of the image's results is stored."""
+    policy = write_policy(tmp_path, ONE_KEY)
     reg = InMemoryRegistry()
     image = running(reg)
-    reg.sign_cosign(REPO, image.digest, KEY, OTHER)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    (group,) = _groups(policy, image)
+    (rule,) = group.rules
+    erroring = _Erroring("pass", source="t")
+    assert _cache_key(image, erroring) is not None
+    both = replace(rule, verifiers=(*rule.verifiers, erroring), count=1)
+    groups = [pipeline._Group((both,), group.namespace, group.containers)]
     cache = CacheState()
-    assert scan(image, reg, policy, cache) is Status.VERIFIED  # one of two is enough
+    (verdict,) = verify_image(image, groups, reg, policy, NOW, ScanStats(), cache)
+    assert verdict.status is Status.VERIFIED  # one of two is enough
     assert cache.new == []
 
 
