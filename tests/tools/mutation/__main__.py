@@ -200,7 +200,7 @@ def summary(modules: list[dict[str, object]]) -> str:
              "| module | mutants | run | equivalent | killed | survived | score |", "|---|---|---|---|---|---|---|"]
     for m in modules:
         lines.append(f"| `{m['module']}` | {m['mutants']} | {m['run']} | {m['equivalent']} | {m['killed']} | "
-                     f"{m['survived']} | {float(m['score']):.0%} |")  # type: ignore[arg-type]
+                     f"{m['survived']} | {float(m['score']):.1%} |")  # type: ignore[arg-type]
     for m in modules:
         survivors = [r for r in m["results"] if r["fate"] not in ("killed", "timeout", "equivalent")]  # type: ignore[attr-defined]
         if survivors:
