@@ -41,8 +41,8 @@ from scanner.models import (
 from scanner.policy.engine import evaluate_rules, rule_satisfied, scopes, unresolved_verdicts
 from scanner.policy.loader import CompiledRule, Policy
 from scanner.registry.auth import Candidate
-from scanner.registry.client import RegistryClient
 from scanner.registry.deadline import within
+from scanner.registry.reader import RegistryReader
 from scanner.signatures.discovery import discover, material_fingerprint, merge_material, relist_fingerprint
 from scanner.verify.base import Verifier, Wants
 
@@ -109,7 +109,7 @@ def _secret_refs(c: ContainerRef) -> tuple[tuple[str, str], ...]:
 
 
 def _by_credentials(
-    client: RegistryClient, registry: str, containers: Iterable[ContainerRef]
+    client: RegistryReader, registry: str, containers: Iterable[ContainerRef]
 ) -> list[tuple[tuple[tuple[str, str], ...], list[ContainerRef]]]:
     """Split containers by the credentials their pods may use for ``registry`` (their own pull
     secrets, then the scanner's): a verdict is reached with one credential set and never lent to
@@ -122,14 +122,14 @@ def _by_credentials(
     return list(sets.values())
 
 
-def _judged_apart(client: RegistryClient, registry: str, refs: tuple[tuple[str, str], ...]) -> str:
+def _judged_apart(client: RegistryReader, registry: str, refs: tuple[tuple[str, str], ...]) -> str:
     return (
         f"judged with {client.credentials.describe(registry, refs)}: pods of this digest that use other "
         "registry credentials are judged separately"
     )
 
 
-def _with_credential_source(verdicts: list[Verdict], img: RunningImage, client: RegistryClient) -> list[Verdict]:
+def _with_credential_source(verdicts: list[Verdict], img: RunningImage, client: RegistryReader) -> list[Verdict]:
     """Each verdict says which credential source read the image (its name, never the secret; a pull
     secret only among those of the verdict's own pods), when the registry answered at all."""
     ref = img.reference
@@ -152,7 +152,7 @@ class UnknownDigest:
 
 
 def resolve(
-    inv: Inventory, client: RegistryClient, *, workers: int, deadline: float | None = None
+    inv: Inventory, client: RegistryReader, *, workers: int, deadline: float | None = None
 ) -> tuple[list[RunningImage], list[UnknownDigest]]:
     """Group containers into RunningImages, one per running digest and credential set (see
     :func:`_by_credentials`). For containers whose running digest is unknown, resolve what the spec
@@ -206,7 +206,7 @@ def resolve(
 
 
 def _unknown_verdicts(
-    unknown: list[UnknownDigest], client: RegistryClient, policy: Policy, now: datetime, stats: ScanStats,
+    unknown: list[UnknownDigest], client: RegistryReader, policy: Policy, now: datetime, stats: ScanStats,
     *, workers: int, deadline: float | None = None,
 ) -> list[Verdict]:
     """``error`` verdicts for containers whose running digest is unknown; the verdict of what their spec
@@ -308,7 +308,7 @@ def _still_valid(results: tuple[SignatureResult, ...], now: datetime) -> bool:
 def verify_image(
     image: RunningImage,
     groups: list[_Group],
-    client: RegistryClient,
+    client: RegistryReader,
     policy: Policy,
     now: datetime,
     stats: ScanStats,
@@ -385,7 +385,7 @@ def _satisfied(groups: list[_Group], results: Mapping[int, tuple[SignatureResult
 def _from_cache(
     image: RunningImage,
     keys: Mapping[int, tuple[str, str] | None],
-    client: RegistryClient,
+    client: RegistryReader,
     policy: Policy,
     now: datetime,
     wants: Wants,
@@ -471,7 +471,7 @@ def run_scan(
     policy: Policy,
     pods: Iterable[dict[str, Any]],
     *,
-    client: RegistryClient,
+    client: RegistryReader,
     cluster: str,
     owners: OwnerResolver | None = None,
     clock: Clock = system_clock,

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from scanner.errors import LimitExceeded, NotFound, ParseError, RegistryError
 from scanner.models import CosignLayer, Descriptor, ReferrerArtifact, RunningImage, SignatureMaterial
-from scanner.registry.client import RegistryClient, parse_descriptor
+from scanner.registry.client import parse_descriptor
+from scanner.registry.reader import RegistryReader
 from scanner.verify.base import Wants
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def _artifact_type(doc: Mapping[str, object]) -> str:
 
 
 def discover(
-    client: RegistryClient,
+    client: RegistryReader,
     image: RunningImage,
     wants: Wants,
     *,
@@ -131,7 +132,7 @@ def discover(
 
 
 def _fetch_referrer(
-    client: RegistryClient, image: RunningImage, d: Descriptor, types: list[str], errors: list[str]
+    client: RegistryReader, image: RunningImage, d: Descriptor, types: list[str], errors: list[str]
 ) -> ReferrerArtifact | None:
     ref, secrets = image.reference, image.pull_secrets
     try:
@@ -182,7 +183,7 @@ def material_fingerprint(material: SignatureMaterial) -> str:
 
 
 def relist_fingerprint(
-    client: RegistryClient,
+    client: RegistryReader,
     image: RunningImage,
     previous: str,
     types: frozenset[str],

@@ -41,6 +41,7 @@ from scanner.policy.notation_trust import (
     Level,
     NamedStore,
     TrustPolicyDocument,
+    TrustPolicyError,
     TrustPolicyStatement,
     TrustStoreError,
     Validation,
@@ -251,7 +252,7 @@ class NotationVerifier(Verifier):
         if store_path.is_file():
             try:
                 loaded = load_trust_store_crs(store_path.read_bytes())
-            except (TrustStoreError, OSError) as exc:
+            except (TrustStoreError, TrustPolicyError, OSError) as exc:  # malformed YAML: TrustPolicyError
                 raise ConfigError(str(exc), source=str(store_path)) from None
             stores = {(s.store_type, s.name): s for s in loaded}
             missing = sorted(needed - set(stores))

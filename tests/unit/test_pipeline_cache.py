@@ -1,0 +1,363 @@
+"""The pipeline's cache and satisfaction logic (``verify_image``, ``_from_cache``, ``_satisfied``) against
+the in-memory registry (tests/harness/registry_sim.py): a cached pass is reused only while its
+signature is unexpired and still the one attached; what could not be checked is never remembered;
+the lazy referrer listing happens exactly when the ``.sig`` layout did not satisfy the rule."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from scanner import pipeline
+from scanner.models import (
+    ContainerRef,
+    ContainerType,
+    ImageReference,
+    Outcome,
+    RunningImage,
+    SignatureFailure,
+    SignatureResult,
+    Status,
+    Workload,
+)
+from scanner.pipeline import CacheState, ScanStats, _cache_key, _from_cache, _groups, _satisfied, verify_image
+from scanner.policy.loader import Policy, load_policy
+from scanner.store import CachedVerification
+from scanner.verify.static import StaticVerifier
+from tests.harness.cosign_sign import KeyPair
+from tests.harness.registry_sim import InMemoryRegistry
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+REPO = ImageReference("reg.test", "team/app", "1")
+KEY = KeyPair.ecdsa()
+OTHER = KeyPair.ecdsa()
+
+
+def write_policy(tmp_path: Path, rules: str) -> Policy:
+    (tmp_path / "k.pub").write_text(KEY.public_pem)
+    (tmp_path / "o.pub").write_text(OTHER.public_pem)
+    (tmp_path / "p.yaml").write_text("apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  rules:\n" + rules)
+    return load_policy(tmp_path / "p.yaml")
+
+
+ONE_KEY = "    - {name: r, images: ['*'], verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n"
+TWO_OF_TWO = ("    - {name: r, images: ['*'], count: 2, verifiers: [{cosign: {key: k.pub, ignoreTlog: true}},"
+              " {cosign: {key: o.pub, ignoreTlog: true}}]}\n")
+ONE_OF_TWO = ("    - {name: r, images: ['*'], verifiers: [{cosign: {key: k.pub, ignoreTlog: true}},"
+              " {cosign: {key: o.pub, ignoreTlog: true}}]}\n")
+
+
+def running(reg: InMemoryRegistry, digest: str | None = None, repo: ImageReference = REPO) -> RunningImage:
+    digest = digest or reg.push_image(repo)
+    c = ContainerRef("ns", "pod", "c", ContainerType.CONTAINER, f"{repo.repo}:1", f"{repo.repo}@{digest}",
+                     Workload("Deployment", "app"))
+    return RunningImage(repo.with_digest(digest), (c,))
+
+
+def scan(image: RunningImage, reg: InMemoryRegistry, policy: Policy, cache: CacheState | None,
+         now: datetime = NOW) -> Status:
+    verdicts = verify_image(image, _groups(policy, image), reg, policy, now, ScanStats(), cache)
+    assert len(verdicts) == 1
+    return verdicts[0].status
+
+
+def remembered(image: RunningImage, reg: InMemoryRegistry, policy: Policy) -> CacheState:
+    """A first scan's cache writes, as the next scan loads them."""
+    first = CacheState()
+    assert scan(image, reg, policy, first) is Status.VERIFIED
+    assert first.new, "a verified image with readable material is remembered"
+    return CacheState(hits={(e.digest, e.decision_identity): e for e in first.new})
+
+
+def fetched_blobs(reg: InMemoryRegistry) -> int:
+    return sum(1 for call, _ in reg.requests if call == "get_blob")
+
+
+def test_a_cold_scan_remembers_each_verifier_under_its_key_and_the_material(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    sig = reg.sign_cosign(REPO, image.digest, KEY)
+    cache = CacheState()
+    assert scan(image, reg, policy, cache) is Status.VERIFIED
+    (v,) = _groups(policy, image)[0].verifiers
+    assert [(e.digest, e.decision_identity, e.material_fingerprint) for e in cache.new] == [
+        (*_cache_key(image, v), f"sig={sig}")  # type: ignore[misc]
+    ]
+    assert cache.new[0].signatures[0].outcome is Outcome.PASSED and cache.new[0].computed_at == NOW
+
+
+def test_a_warm_scan_reuses_the_pass_without_fetching_a_signature(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    warm = remembered(image, reg, policy)
+    reg.requests.clear()
+    assert scan(image, reg, policy, warm) is Status.VERIFIED
+    assert warm.reused == 1 and fetched_blobs(reg) == 0 and not warm.new
+    assert ("head_manifest", f"{REPO.repository}:{image.digest.replace(':', '-')}.sig") in reg.requests
+
+
+def test_without_a_cache_nothing_is_remembered_or_reused(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    assert scan(image, reg, policy, None) is Status.VERIFIED
+    assert fetched_blobs(reg) == 1
+    assert _from_cache(image, {1: ("d", "i")}, reg, policy, NOW, pipeline.Wants(True), None) is None
+
+
+def test_a_replaced_signature_is_judged_again(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    warm = remembered(image, reg, policy)
+    reg.sign_cosign(REPO, image.digest, OTHER)  # the .sig tag now holds another key's signature
+    assert scan(image, reg, policy, warm) is Status.INVALID
+    assert warm.reused == 0
+
+
+def test_a_removed_signature_is_judged_again(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    warm = remembered(image, reg, policy)
+    reg.delete_tag(REPO, image.digest.replace(":", "-") + ".sig")
+    assert scan(image, reg, policy, warm) is Status.UNSIGNED
+    assert warm.reused == 0
+
+
+def test_an_expired_cached_pass_is_not_reused(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    warm = remembered(image, reg, policy)
+    (key, entry), = warm.hits.items()
+    expired = tuple(replace(r, not_after=NOW - timedelta(seconds=1)) for r in entry.signatures)
+    warm = CacheState(hits={key: replace(entry, signatures=expired)})
+    reg.requests.clear()
+    assert scan(image, reg, policy, warm) is Status.VERIFIED
+    assert warm.reused == 0 and fetched_blobs(reg) == 1
+    # ... while one that expires later is
+    later = tuple(replace(r, not_after=NOW + timedelta(seconds=1)) for r in entry.signatures)
+    warm = CacheState(hits={key: replace(entry, signatures=later)})
+    assert scan(image, reg, policy, warm) is Status.VERIFIED and warm.reused == 1
+
+
+def test_an_expired_failure_does_not_block_reuse(tmp_path: Path) -> None:
+    """Only passes carry the expiry that matters: a cached failure's not_after is not a reason to re-fetch."""
+    assert pipeline._still_valid((SignatureResult("cosign", "v", Outcome.FAILED, "x", SignatureFailure.INVALID,
+                                                  not_after=NOW - timedelta(days=1)),), NOW)
+    assert not pipeline._still_valid((SignatureResult("cosign", "v", Outcome.PASSED, "x",
+                                                      not_after=NOW),), NOW)  # not_after is exclusive
+    assert pipeline._still_valid((SignatureResult("cosign", "v", Outcome.PASSED, "x"),), NOW)
+
+
+def test_every_verifier_must_be_cached_under_one_material_to_reuse(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_OF_TWO)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    warm = remembered(image, reg, policy)
+    assert len(warm.hits) == 2
+    (k1, e1), (k2, e2) = warm.hits.items()
+    assert scan(image, reg, policy, CacheState(hits={k1: e1})) is Status.VERIFIED  # one verifier missing
+    partial = CacheState(hits={k1: e1})
+    scan(image, reg, policy, partial)
+    assert partial.reused == 0
+    mixed = CacheState(hits={k1: e1, k2: replace(e2, material_fingerprint="sig=-")})
+    scan(image, reg, policy, mixed)
+    assert mixed.reused == 0
+    both = CacheState(hits={k1: e1, k2: e2})
+    scan(image, reg, policy, both)
+    assert both.reused == 1
+
+
+def test_a_registry_error_on_the_relist_means_a_fresh_verification(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    warm = remembered(image, reg, policy)
+    reg.fail.add("head_manifest")
+    assert scan(image, reg, policy, warm) is Status.VERIFIED
+    assert warm.reused == 0
+
+
+def test_many_digests_of_one_repository_relist_by_the_tag_list(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    warm = remembered(image, reg, policy)
+    repo_key = (REPO.registry, REPO.repository)
+    for n, listed in ((pipeline.LIST_TAGS_FROM, True), (pipeline.LIST_TAGS_FROM - 1, False)):
+        state = CacheState(hits=warm.hits, repo_digests={repo_key: n})
+        reg.requests.clear()
+        assert scan(image, reg, policy, state) is Status.VERIFIED and state.reused == 1
+        assert (("tag_set", REPO.repository) in reg.requests) is listed
+
+
+def test_unreadable_material_is_never_remembered(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    reg.fail.add("get_blob")
+    cache = CacheState()
+    assert scan(image, reg, policy, cache) is Status.ERROR
+    assert cache.new == []
+
+
+def test_a_result_that_could_not_be_checked_is_never_remembered(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    (group,) = _groups(policy, image)
+    only = replace(group.rules[0], verifiers=(_Erroring("pass", source="t"),))
+    cache = CacheState()
+    (verdict,) = verify_image(image, [pipeline._Group((only,), group.namespace, group.containers)], reg, policy,
+                              NOW, ScanStats(), cache)
+    assert verdict.status is Status.ERROR
+    assert cache.new == []
+    assert not pipeline._results_cacheable(StaticVerifier("pass", source="t"), (
+        SignatureResult("x", "v", Outcome.ERROR, "could not", SignatureFailure.ERROR),))
+    assert pipeline._results_cacheable(StaticVerifier("pass", source="t"), (
+        SignatureResult("x", "v", Outcome.FAILED, "bad", SignatureFailure.INVALID),))
+
+
+class _Erroring(StaticVerifier):
+    """A verifier with a decision identity whose check could not run (an error result)."""
+
+    def verify(self, image: RunningImage, material: object, now: datetime) -> tuple[SignatureResult, ...]:
+        return (SignatureResult("static", self.name, Outcome.ERROR, "could not run", SignatureFailure.ERROR),)
+
+
+class _NoIdentity(StaticVerifier):
+    def decision_identity(self, image: RunningImage) -> str | None:
+        return None
+
+
+class _BrokenIdentity(StaticVerifier):
+    def decision_identity(self, image: RunningImage) -> str | None:
+        raise RuntimeError("bug")
+
+
+def test_a_verifier_without_an_identity_is_neither_remembered_nor_reused(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    image = running(InMemoryRegistry())
+    assert _cache_key(image, _NoIdentity("pass", source="t")) is None
+    assert _cache_key(image, _BrokenIdentity("pass", source="t")) is None
+    ok = StaticVerifier("pass", source="t")
+    assert _cache_key(image, ok) == (image.digest, ok.decision_identity(image))
+    reg = InMemoryRegistry()
+    entry = CachedVerification(image.digest, "i", "sig=-", (), NOW)
+    state = CacheState(hits={(image.digest, "i"): entry})
+    assert _from_cache(image, {1: None}, reg, policy, NOW, pipeline.Wants(), state) is None
+    assert _from_cache(image, {}, reg, policy, NOW, pipeline.Wants(), state) is None
+    got = _from_cache(image, {1: (image.digest, "i")}, reg, policy, NOW, pipeline.Wants(), state)
+    assert got == {1: ()} and state.reused == 1
+
+
+def test_n_of_m_needs_n_distinct_verifiers(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, TWO_OF_TWO)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    assert scan(image, reg, policy, CacheState()) is not Status.VERIFIED
+    reg.sign_cosign(REPO, image.digest, KEY, OTHER)
+    assert scan(image, reg, policy, CacheState()) is Status.VERIFIED
+
+
+def _result(ok: bool) -> tuple[SignatureResult, ...]:
+    return (SignatureResult("cosign", "v", Outcome.PASSED if ok else Outcome.FAILED, "r",
+                            SignatureFailure.NONE if ok else SignatureFailure.INVALID),)
+
+
+@pytest.mark.parametrize(("first", "second", "expected"),
+                         [(True, True, True), (True, False, False), (False, True, False), (False, False, False)])
+def test_satisfied_is_the_verdicts_n_of_m(tmp_path: Path, first: bool, second: bool, expected: bool) -> None:
+    policy = write_policy(tmp_path, TWO_OF_TWO)
+    image = running(InMemoryRegistry())
+    groups = _groups(policy, image)
+    v1, v2 = groups[0].verifiers
+    assert _satisfied(groups, {id(v1): _result(first), id(v2): _result(second)}, policy) is expected
+
+
+def test_satisfied_needs_every_rule_of_every_group(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    image = running(InMemoryRegistry())
+    (ga,) = _groups(write_policy(tmp_path / "a", ONE_KEY), image)
+    policy = write_policy(tmp_path / "b", ONE_KEY)
+    (gb,) = _groups(policy, image)
+    (v1,), (v2,) = ga.verifiers, gb.verifiers
+    for groups in ([pipeline._Group((*ga.rules, *gb.rules), "ns", image.containers)], [ga, gb]):
+        assert not _satisfied(groups, {id(v1): _result(True), id(v2): _result(False)}, policy)
+        assert not _satisfied(groups, {id(v1): _result(False), id(v2): _result(True)}, policy)
+        assert _satisfied(groups, {id(v1): _result(True), id(v2): _result(True)}, policy)
+
+
+def test_bundles_are_listed_only_when_the_sig_layout_did_not_satisfy_the_rule(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    (v,) = _groups(policy, running(InMemoryRegistry()))[0].verifiers
+    assert v.wants.cosign_sig and v.wants.referrer_types, "the key verifier also reads key-signed bundles"
+    reg = InMemoryRegistry()
+    signed = running(reg)
+    reg.sign_cosign(REPO, signed.digest, KEY)
+    assert scan(signed, reg, policy, None) is Status.VERIFIED
+    assert not any(call == "referrers" for call, _ in reg.requests)
+    assert not any(call == "head_manifest" for call, _ in reg.requests)  # no eager type: no descriptor needed
+    unsigned = running(reg, reg.push_image(REPO, "2", b"other"))
+    reg.requests.clear()
+    assert scan(unsigned, reg, policy, None) is Status.UNSIGNED
+    assert ("referrers", f"{REPO.repository}@{unsigned.digest}") in reg.requests
+
+
+def test_one_verifier_that_cannot_be_remembered_keeps_the_whole_image_out_of_the_cache(tmp_path: Path) -> None:
+    """Results are stored only when every verifier's may be: one verifier's error (it has a decision
+    identity, so only its results make it uncacheable) means none of the image's results is stored."""
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    (group,) = _groups(policy, image)
+    (rule,) = group.rules
+    erroring = _Erroring("pass", source="t")
+    assert _cache_key(image, erroring) is not None
+    both = replace(rule, verifiers=(*rule.verifiers, erroring), count=1)
+    groups = [pipeline._Group((both,), group.namespace, group.containers)]
+    cache = CacheState()
+    (verdict,) = verify_image(image, groups, reg, policy, NOW, ScanStats(), cache)
+    assert verdict.status is Status.VERIFIED  # one of two is enough
+    assert cache.new == []
+
+
+def test_an_error_among_passes_is_not_remembered() -> None:
+    ok = SignatureResult("x", "v", Outcome.PASSED, "fine")
+    err = SignatureResult("x", "v", Outcome.ERROR, "could not", SignatureFailure.ERROR)
+    assert not pipeline._results_cacheable(StaticVerifier("pass", source="t"), (ok, err))
+
+
+def test_one_expired_verifier_entry_means_no_reuse(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_OF_TWO)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    warm = remembered(image, reg, policy)
+    e1, e2 = warm.hits.values()
+    passing, other = (e1, e2) if e1.signatures[0].outcome is Outcome.PASSED else (e2, e1)
+    expired = replace(passing, signatures=tuple(replace(r, not_after=NOW - timedelta(seconds=1))
+                                                for r in passing.signatures))
+    state = CacheState(hits={(expired.digest, expired.decision_identity): expired,
+                             (other.digest, other.decision_identity): other})
+    scan(image, reg, policy, state)
+    assert state.reused == 0
