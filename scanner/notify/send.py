@@ -99,12 +99,14 @@ def slack_body(cluster: str, scan_id: int | None, p: Plan, max_items: int) -> di
     return {"text": "\n".join(lines)}
 
 
-def _alert_labels(cluster: str, key: str, kind: ChangeKind, namespace: str, image: str, digest: str | None,
-                  rule: str | None, extra: Sequence[tuple[str, str]]) -> dict[str, str]:
+def _alert_labels(cluster: str, key: str, kind: ChangeKind, namespace: str,
+                  extra: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """An alert's identity: only what the dedup state can rebuild (the subject key, the kind's
+    severity, the namespace), so that the resolution of an alert names the very alert that fired."""
+    rule, digest = _subject(key)
     labels = dict(extra)
     labels.update({"alertname": ALERTNAME, "severity": kind.severity, "cluster": cluster, "namespace": namespace,
-                   "image": _cut(image), "digest": digest or "", "rule": rule or "",
-                   "sigaudit_key": hashlib.sha256(key.encode()).hexdigest()[:16]})
+                   "rule": rule, "digest": digest, "sigaudit_key": hashlib.sha256(key.encode()).hexdigest()[:16]})
     return labels
 
 
@@ -116,28 +118,30 @@ def alertmanager_body(cluster: str, r: Receiver, p: Plan, max_items: int, now: d
     for c in p.send[:max_items]:
         for ns in c.namespaces or ("",):
             alerts.append({
-                "labels": _alert_labels(cluster, c.key, c.kind, ns, c.image, c.digest, c.rule, r.labels),
+                "labels": _alert_labels(cluster, c.key, c.kind, ns, r.labels),
                 "annotations": {"summary": f"{c.kind.value}: {_cut(c.image)} ({c.status.value})",
                                 "description": _cut(c.reason), "kind": c.kind.value, "status": c.status.value,
+                                "image": _cut(c.image),
                                 "workloads": _cut(", ".join(w for w in c.workloads if w.startswith(ns + "/")))},
                 "startsAt": _iso(now), "endsAt": ends,
             })
+    firing = {tuple(sorted(a["labels"].items())) for a in alerts}
     for s in (*p.resolve[:max_items], *p.replaced):
-        image, digest, rule = _subject(s.key)
         for ns in s.namespaces or ("",):
-            alerts.append({"labels": _alert_labels(cluster, s.key, s.kind, ns, image, digest, rule, r.labels),
-                           "annotations": {"summary": f"resolved: {_cut(image)}"},
+            labels = _alert_labels(cluster, s.key, s.kind, ns, r.labels)
+            if tuple(sorted(labels.items())) in firing:
+                continue  # the same alert fires on (a replaced change in a namespace it still covers)
+            alerts.append({"labels": labels,
+                           "annotations": {"summary": f"resolved: {s.kind.value}"},
                            "startsAt": _iso(s.sent_at), "endsAt": _iso(now)})
     return alerts
 
 
-def _subject(key: str) -> tuple[str, str | None, str | None]:
-    """(image, digest, rule) of a subject key (``rule|digest:…`` or ``rule|image:…``)."""
+def _subject(key: str) -> tuple[str, str]:
+    """(rule, digest) of a subject key (``rule|digest:…`` or ``rule|image:…``: no digest)."""
     rule, _, what = key.partition("|")
     kind, _, value = what.partition(":")
-    if kind == "digest":
-        return value, value, rule or None
-    return value, None, rule or None
+    return rule, value if kind == "digest" else ""
 
 
 def _transient(status: int) -> bool:
