@@ -208,16 +208,27 @@ def _deliver(store: Store, d: Diff, scan_id: int | None, r: Receiver, config: No
         store.record_notified(d.cluster, r.name, delete=p.forget)
     if p.empty:
         return Delivery(r.name, 0, 0, True)
-    # Only what fits in one message is marked: the rest stays unsent and comes in a later message.
-    send, resolve = p.send[: config.max_items], p.resolve[: config.max_items]
-    p = Plan(send, resolve, p.replaced)
+    # A webhook or Slack message carries the top max_items and counts the rest (they are told, as a
+    # count); Alertmanager gets every alert, max_items violations per request, so each one can resolve.
+    send, resolve = p.send, p.resolve
     rows = [Notified(c.key, c.fingerprint, c.kind.value, "pending", c.namespaces, scan_id or 0, now) for c in send]
     store.record_notified(d.cluster, r.name, upsert=rows)
-    url, body, headers = _payload(d.cluster, scan_id, r, p, config.max_items, now)
-    ok = post_fn(r, body, headers, url=url)
+    n = config.max_items
+    if r.type == "alertmanager":
+        batches = [Plan(send[i:i + n], (), ()) for i in range(0, len(send), n)]
+        batches += [Plan((), resolve[i:i + n], ()) for i in range(0, len(resolve), n)]
+        batches += [Plan((), (), p.replaced)] if p.replaced else []
+    else:
+        batches = [p]
+    ok = True
+    for batch in batches:
+        url, body, headers = _payload(d.cluster, scan_id, r, batch, n, now)
+        ok = post_fn(r, body, headers, url=url) and ok
+        if not ok:
+            break
     if ok:
-        store.record_notified(d.cluster, r.name, upsert=[Notified(n.key, n.fingerprint, n.kind, "sent", n.namespaces,
-                                                                  n.scan_id, n.sent_at) for n in rows],
+        store.record_notified(d.cluster, r.name, upsert=[Notified(x.key, x.fingerprint, x.kind, "sent", x.namespaces,
+                                                                  x.scan_id, x.sent_at) for x in rows],
                               delete=[s.key for s in resolve])
         log.info("notified %s (%s): %d violation(s), %d resolved", r.name, r.where, len(send), len(resolve))
     else:
