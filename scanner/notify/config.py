@@ -19,10 +19,11 @@
         labels: {team: platform}              # added to every alert
         alert_ttl: 24h         # endsAt of a firing alert; re-sent before it lapses while the violation lasts
 
-Every receiver also takes ``timeout`` (seconds per attempt, default 10), ``retry_for`` (seconds for
-all attempts, default 60) and ``ca_file`` (a private CA). A receiver URL is https, or http on
-127.0.0.1 / [::1] only: an alert names images, namespaces and workloads, and the webhook body is
-signed with a secret that an eavesdropper must not be able to test guesses against. Secrets
+Every receiver also takes ``timeout`` (per attempt, default 10s), ``retry_for`` (for all attempts,
+default 60s; durations are seconds or ``90s``/``10m``/``24h``) and ``ca_file`` (a private CA). A
+receiver URL is https, or http on 127.0.0.1 / [::1] only: an alert names images, namespaces and
+workloads, and the webhook body is signed with a secret that an eavesdropper must not be able to test
+guesses against. Secrets
 (webhook secret, Slack URL, bearer token) come from the environment or a file (a Kubernetes Secret),
 are read once at load and never logged, stored or shown.
 """
@@ -37,12 +38,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scanner.errors import ConfigError
 
 MAX_FILE = 256 * 1024
 MAX_SECRET = 16 * 1024
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62})$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")
 LOOPBACK = ("127.0.0.1", "::1")
@@ -68,6 +70,17 @@ class ReceiverSpec(_Strict):
     timeout: float = Field(10.0, gt=0, le=300)
     retry_for: float = Field(60.0, ge=0, le=3600)
     alert_ttl: float = Field(24 * 3600.0, ge=300, le=30 * 86400)
+
+    @field_validator("timeout", "retry_for", "alert_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        """Seconds, or ``90s``, ``10m``, ``24h``, ``1h30m``."""
+        if isinstance(value, str) and not value.replace(".", "", 1).isdigit():
+            parts = _DURATION.findall(value.strip().lower())
+            if not parts or "".join(n + u for n, u in parts) != value.strip().lower():
+                raise ValueError("a duration: seconds, or e.g. 90s, 10m, 24h")
+            return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+        return value
 
     @model_validator(mode="after")
     def _fields(self) -> ReceiverSpec:

@@ -73,6 +73,7 @@ def _parse(tmp: Path, receivers: list[dict[str, object]]) -> notify_config.Notif
     ({"name": "h", "type": "alertmanager", "url": "https://u:topsecret@am.example"}, "no credentials"),
     ({"name": "h", "type": "alertmanager", "url": "ftp://am.example"}, "https"),
     ({"name": "h", "type": "alertmanager", "url": "https://am.example", "labels": {"severity": "low"}}, "label"),
+    ({"name": "h", "type": "slack", "url": "https://x.example", "retry_for": "1 week"}, "duration"),
     ({"name": "H/x", "type": "slack", "url": "https://hooks.slack.example/x"}, "name"),
     ({"name": "h", "type": "slack", "url": "https://hooks.slack.example/x", "url_env": "S"}, "exactly one"),
 ])
@@ -92,10 +93,12 @@ def test_secrets_are_read_once_and_never_shown(tmp_path: Path, monkeypatch: pyte
     cfg = _parse(tmp_path, [
         {"name": "hook", "type": "webhook", "url": "https://hooks.example/x", "secret_env": "HOOK_SECRET"},
         {"name": "chat", "type": "slack", "url_file": str(tmp_path / "slack")},
-        {"name": "am", "type": "alertmanager", "url": "http://127.0.0.1:9093", "bearer_token_env": "HOOK_SECRET"},
+        {"name": "am", "type": "alertmanager", "url": "http://127.0.0.1:9093", "bearer_token_env": "HOOK_SECRET",
+         "alert_ttl": "1h30m", "retry_for": "2m", "timeout": 5},
     ])
     hook, chat, am = cfg.receivers
     assert hook.secret == b"s3cr3t-hmac" and am.bearer_token == "s3cr3t-hmac"
+    assert (am.alert_ttl, am.retry_for, am.timeout) == (5400.0, 120.0, 5.0)
     assert chat.url.endswith("s3cr3t-path") and chat.where == "https://hooks.slack.example"
     assert "s3cr3t" not in repr(cfg)
     with pytest.raises(ConfigError, match="unique"):
