@@ -219,3 +219,51 @@ def test_plain_http_to_another_host_and_a_missing_secret_are_refused(tmp_path: P
                            capture_output=True, text=True, timeout=60, env={**os.environ, "S": "x"})
         assert r.returncode == 2 and needle in r.stderr, r.stderr
         assert "pw" not in r.stderr.replace("password", "")
+
+
+def test_serve_scans_notify_through_the_same_use_case(registry_factory, http_receiver, tmp_path: Path) -> None:
+    """``sigaudit serve`` (SIGAUDIT_NOTIFY, as the chart sets it): its API-started scans notify like
+    ``sigaudit scan``; the pods file is re-read at every scan."""
+    from tests.integration.test_scan_faces import _serve_scan, _server
+
+    cl = Cluster(registry_factory(), tmp_path)
+    cl.image("app0", signed=True)
+    cl.image("rogue", signed=False)
+    notify = _notify_file(tmp_path, [{"name": "hook", "type": "webhook", "url": f"{http_receiver.url}/hook",
+                                      "secret_env": "SIGAUDIT_WEBHOOK_SECRET"}])
+
+    def pods(*running: tuple[str, str]) -> None:
+        host = cl.reg.host  # type: ignore[attr-defined]
+        cl.pods.write_text(json.dumps({"kind": "List", "items": [
+            _pod(ns, f"p-{n}", [("c", f"{host}/c/{n}:1", f"{host}/c/{n}@{cl.digests[n]}")]) for ns, n in running]}))
+
+    pods(("shop", "app0"))
+    env = {"SIGAUDIT_NOTIFY": str(notify), "SIGAUDIT_WEBHOOK_SECRET": SECRET}
+    log_path = tmp_path / "serve.log"
+    with _server(cl.pods, cl.policy, cl.db, env, log_path) as base:
+        _serve_scan(base, log_path)
+        pods(("shop", "app0"), ("prod", "rogue"))
+        _serve_scan(base, log_path)
+        _serve_scan(base, log_path)
+    assert len(http_receiver.requests) == 1, log_path.read_text()[-2000:]
+    hook = http_receiver.requests[0]
+    assert hook.headers["x-sigaudit-signature-256"] == "sha256=" + hmac.new(
+        SECRET.encode(), hook.body, hashlib.sha256).hexdigest()
+    assert [(c["kind"], c["namespaces"]) for c in hook.json()["changes"]] == [("newly-non-compliant", ["prod"])]
+    assert hook.json()["cluster"] == "demo"
+    assert SECRET not in log_path.read_text()
+
+
+def test_a_redirect_is_not_followed_and_a_4xx_is_not_retried(http_receiver) -> None:
+    """A receiver (or whoever answers for it) cannot send the signed body or the token elsewhere."""
+    from scanner.notify.config import Receiver
+    from scanner.notify.send import post
+
+    r = Receiver("hook", "webhook", f"{http_receiver.url}/hook", http_receiver.url, b"k", timeout=2, retry_for=5)
+    http_receiver.fail_next(1, 307)
+    assert post(r, b"{}", {}) is False
+    http_receiver.fail_next(1, 403)
+    assert post(r, b"{}", {}) is False
+    assert [q.path for q in http_receiver.requests] == ["/hook", "/hook"]  # one attempt each, no retry
+    http_receiver.fail_next(1, 429)
+    assert post(r, b"{}", {}, sleep=lambda _s: None) is True  # 429 is transient: retried
