@@ -78,9 +78,18 @@ class Diff:
     baseline: bool  # there was no previous complete scan: nothing is "new" yet
 
 
+MAX_KEY = 512  # the dedup state's column
+
+
 def subject_key(v: Verdict) -> str:
+    """The subject's name in the dedup state. A longer one (an image text or rule a tenant made long)
+    ends in a hash of the whole, so that two subjects never share a key (and one cannot hide behind
+    the other's notification)."""
     what = f"digest:{v.digest}" if isinstance(v.image, RunningImage) else f"image:{v.image.display}"
-    return f"{v.rule or ''}|{what}"[:512]
+    key = f"{v.rule or ''}|{what}"
+    if len(key) <= MAX_KEY:
+        return key
+    return key[: MAX_KEY - 72] + "…#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _alerting(v: Verdict) -> bool:

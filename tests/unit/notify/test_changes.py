@@ -154,3 +154,18 @@ def test_refresh_after_resends_a_lasting_violation() -> None:
     assert plan(diff(s2, s2), state, T0 + timedelta(hours=11), refresh_after=timedelta(hours=12)).empty
     again = plan(diff(s2, s2), state, T0 + timedelta(hours=13), refresh_after=timedelta(hours=12))
     assert [c.kind for c in again.send] == [ChangeKind.NEW]
+
+
+def test_long_subjects_never_share_a_key() -> None:
+    """Two unresolved images a tenant wrote with the same 600-character prefix are two subjects: the
+    second is notified even though the first was already."""
+    def unresolved(image: str) -> Verdict:
+        ctr = ContainerRef("shop", "p", "c", ContainerType.CONTAINER, image, None, Workload("Pod", "p"))
+        return Verdict(UnresolvedImage(None, image, (ctr,), "unparseable"), Status.ERROR, ("unknown digest",))
+
+    first, second = unresolved("x" * 600 + "a"), unresolved("x" * 600 + "b")
+    assert subject_key(first) != subject_key(second) and len(subject_key(first)) <= 512
+    d1 = diff(scan(), scan(first))
+    state = _sent(d1, T0)
+    d2 = diff(scan(first), scan(first, second))
+    assert [c.key for c in plan(d2, state, T0).send] == [subject_key(second)]
