@@ -113,3 +113,22 @@ def test_notify_file_errors_are_config_errors(tmp_path: Path) -> None:
             notify_config.load(str(path))
     with pytest.raises(ConfigError, match="cannot read"):
         notify_config.load(str(tmp_path / "missing.yaml"))
+
+
+def test_a_store_failure_is_a_failed_delivery_never_the_scans(caplog: pytest.LogCaptureFixture) -> None:
+    from scanner.errors import StoreError
+    from scanner.models import ScanResult, ScanState
+    from scanner.notify.send import after_scan
+
+    class BrokenStore:
+        def previous_scan_id(self, scan_id: int) -> int:
+            raise StoreError("database is locked")
+
+    cfg = notify_config.NotifyConfig((notify_config.Receiver("hook", "webhook", "http://127.0.0.1:9/x",
+                                                             "http://127.0.0.1:9", b"k"),))
+    result = ScanResult("c1", T0, T0, ScanState.COMPLETE, (), "sha256:p")
+    posted: list[bytes] = []
+    failed = after_scan(BrokenStore(), cfg, result, 2, clock=lambda: T0,  # type: ignore[arg-type]
+                        post_fn=lambda *a, **k: posted.append(a[1]) or True)
+    assert failed == {"hook": 1} and posted == []
+    assert "database is locked" in caplog.text
