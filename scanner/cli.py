@@ -178,6 +178,9 @@ def run_scan_command(**opts: Any) -> int:
         _fail(exc.diagnostics(), EXIT_FAILED)
     for warning in inputs.policy.warnings:
         click.echo(f"sigaudit: warning: {warning}", err=True)
+    if opts["no_store"] and inputs.notify is not None:
+        _fail("--notify needs the database (what is new is judged against the previous scan): drop --no-store",
+              EXIT_USAGE)
 
     store = None
     if not opts["no_store"]:

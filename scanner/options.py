@@ -132,6 +132,9 @@ def scan_options(*, serve: bool = False) -> Callable[[F], F]:
                 help="After each successful scan, delete the detail of this cluster's scans older than this "
                      "(e.g. 90d; the newest complete scan and every scan's summary for the trend are kept), as "
                      "`sigaudit db prune --keep` does. Default: keep everything."),
+        _option("--notify", "notify_path", type=click.Path(dir_okay=False), default=None,
+                help="Notification receivers (YAML: webhook, slack, alertmanager): after each scan, the violations "
+                     "that appeared since the previous complete scan are sent once. Needs the database."),
         _option("--cache/--no-cache", default=True,
                      help="Reuse verification results across scans (keyed by digest, trust material and the "
                           "signatures attached; revocation and expiry are re-checked every scan)."),
@@ -166,4 +169,5 @@ def scan_options_from(params: Mapping[str, Any]) -> ScanOptions:
         deadline=params["deadline"],
         cache=params["cache"],
         retention=Retention(keep=params["retention"]) if params.get("retention") is not None else None,
+        notify_path=params.get("notify_path"),
     )

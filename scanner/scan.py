@@ -29,6 +29,7 @@ from scanner.errors import SigauditError, StoreError, StoreFull
 from scanner.models import ScanResult, ScanState
 
 if TYPE_CHECKING:
+    from scanner.notify.config import NotifyConfig
     from scanner.pipeline import Progress
     from scanner.policy.loader import Policy
     from scanner.registry.auth import CredentialStore
@@ -76,6 +77,7 @@ class ScanOptions:
     deadline: float | None = None  # seconds from the start of the scan
     cache: bool = True  # reuse verification results kept in the store
     retention: Retention | None = None  # prune the cluster's old scans after each successful one
+    notify_path: str | None = None  # --notify: receivers of new violations (scanner.notify.config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ class ScanInputs:
     policy: Policy
     credentials: CredentialStore
     deadline_at: float | None  # a time.monotonic() value
+    notify: NotifyConfig | None = None
 
 
 def load_inputs(options: ScanOptions) -> ScanInputs:
@@ -105,7 +108,12 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
     credentials = CredentialStore.from_docker_config(
         options.docker_config, RegistryAuthConfig.parse(options.registry_auth)
     )
-    return ScanInputs(policy, credentials, deadline_at)
+    notify = None
+    if options.notify_path:
+        from scanner.notify.config import load as load_notify
+
+        notify = load_notify(options.notify_path)
+    return ScanInputs(policy, credentials, deadline_at, notify)
 
 
 def begin(options: ScanOptions, store: Store, inputs: ScanInputs, clock: Clock = system_clock) -> int:
@@ -167,6 +175,7 @@ def run_begun(
 
                 store.finish_scan(scan_id, result, policy_summary(inputs.policy))
                 result = replace(result, scan_id=scan_id)
+                result = _notify(inputs, store, result, scan_id, clock)
         if store is not None and scan_id is not None:
             apply_retention(options, store, clock)
         return result
@@ -197,6 +206,20 @@ def run_once(
     scan_id = begin(options, store, inputs, clock) if store is not None else None
     return run_begun(options, store, scan_id, inputs, clock=clock, stop=stop, progress=progress,
                      heartbeat_interval=heartbeat_interval)
+
+
+def _notify(inputs: ScanInputs, store: Store, result: ScanResult, scan_id: int, clock: Clock) -> ScanResult:
+    """``--notify``: tell the receivers what became non-compliant. Never fails the scan."""
+    if inputs.notify is None:
+        return result
+    from scanner.notify.send import after_scan
+
+    failed = after_scan(store, inputs.notify, result, scan_id, clock=clock)
+    try:
+        store.add_scan_stats(scan_id, "notifications_failed", failed)
+    except StoreError as exc:
+        log.warning("cannot record the notification outcome of scan %d: %s", scan_id, exc.diagnostics())
+    return replace(result, stats={**result.stats, "notifications_failed": failed})
 
 
 def apply_retention(options: ScanOptions, store: Store, clock: Clock = system_clock) -> None:

@@ -233,6 +233,11 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
         _sorted_add(f, {k: float(val) for k, val in values.items()})
         out.append(f)
     out.append(_tag_references(c, r))
+    failed = r.stats.get("notifications_failed")
+    if isinstance(failed, dict) and failed:
+        f = _gauge(n.NOTIFICATIONS_FAILED)
+        _sorted_add(f, {(c, str(k)): float(v) for k, v in failed.items() if isinstance(v, int | float)})
+        out.append(f)
     if per_image:
         for series, values in ((n.IMAGE_INFO, image_info), (n.IMAGE_NOT_AFTER, image_not_after)):
             f = _gauge(series)

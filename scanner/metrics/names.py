@@ -28,6 +28,7 @@ class Series:
     labels: tuple[str, ...]
     help: str
     per_image: bool = False  # only with --per-image-metrics
+    optional: bool = False  # only when the feature is configured (e.g. --notify)
 
 
 SCAN_INFO = Series(
@@ -78,6 +79,11 @@ TAG_REFERENCES = Series(
     "sigaudit_tag_reference_containers", "gauge", ("cluster", "namespace"),
     "Containers whose pod spec names an image by tag rather than by digest (Kyverno verifyDigest, Gatekeeper "
     "k8simagedigests), by namespace (0 when none), latest complete scan. A finding: verdicts are unchanged.")
+NOTIFICATIONS_FAILED = Series(
+    "sigaudit_notifications_failed", "gauge", ("cluster", "receiver"),
+    "1 if the notifications of the latest complete scan could not be delivered to the receiver (named as in "
+    "the --notify file) within its retry bound, else 0; the undelivered ones are sent again after the next "
+    "scan. Only with --notify.", optional=True)
 SCAN_DURATION = Series(
     "sigaudit_scan_duration_seconds", "gauge", ("cluster",),
     "Wall-clock duration of the latest complete scan.")
@@ -115,7 +121,8 @@ IMAGE_NOT_AFTER = Series(
 
 ALL: tuple[Series, ...] = (
     SCAN_INFO, IMAGES, CONTAINERS, NAMESPACE_COMPLIANCE, COMPLIANCE, NONCOMPLIANT_WORKLOADS, EXPIRING,
-    NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, TAG_REFERENCES, SCAN_DURATION,
+    NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, TAG_REFERENCES, NOTIFICATIONS_FAILED,
+    SCAN_DURATION,
     LAST_SUCCESS, LAST_COMPLETION, LAST_STATE, STORE_UP, STORE_SIZE, STORE_FREE, STORE_VOLUME, IMAGE_INFO,
     IMAGE_NOT_AFTER,
 )

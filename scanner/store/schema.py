@@ -261,3 +261,28 @@ class VerificationCache(Base):
 
 
 metadata = Base.metadata
+
+
+class NotificationState(Base):
+    """What each notification receiver was last told about each violation of a cluster (issue 24):
+    the dedup state that makes a violation sent once and resent only when it changes.
+
+    ``key`` names the subject (the rule and the running digest, or the unresolved image);
+    ``fingerprint`` what was said about it (kind, status, expiry, namespaces); ``state`` is
+    ``pending`` from before a delivery until it succeeded (a pending row is sent again after the next
+    scan while the violation lasts), then ``sent``. ``kind`` and ``namespaces`` rebuild the labels of
+    an Alertmanager alert to resolve. No secret and no receiver URL is stored here: receivers are
+    named by their configured ``name``. No foreign key: ``sigaudit db prune`` leaves it alone.
+    """
+
+    __tablename__ = "notification_state"
+
+    cluster: Mapped[str] = mapped_column(sa.String(253), primary_key=True)
+    receiver: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(512), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    namespaces: Mapped[list[Any]]
+    scan_id: Mapped[int] = mapped_column(sa.Integer)  # the scan whose change was (to be) sent
+    sent_at: Mapped[datetime]

@@ -66,6 +66,7 @@ from scanner.store.migrate import check_schema_on
 from scanner.store.schema import (
     Container,
     Image,
+    NotificationState,
     Scan,
     ScanSummaryRow,
     Signature,
@@ -100,6 +101,7 @@ _signatures = cast(sa.Table, Signature.__table__)
 _checks = cast(sa.Table, SignatureCheck.__table__)
 _cache = cast(sa.Table, VerificationCache.__table__)
 _summaries = cast(sa.Table, ScanSummaryRow.__table__)
+_notified = cast(sa.Table, NotificationState.__table__)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,6 +156,19 @@ class DiskUsage:
         if self.free_bytes is None or self.volume_bytes is None:
             return False
         return self.free_bytes < max(64 * 2**20, self.volume_bytes // 10)
+
+
+@dataclass(frozen=True, slots=True)
+class Notified:
+    """One row of the notification dedup state (see :class:`scanner.store.schema.NotificationState`)."""
+
+    key: str
+    fingerprint: str
+    kind: str
+    state: str  # "pending" | "sent"
+    namespaces: tuple[str, ...]
+    scan_id: int
+    sent_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -970,6 +985,42 @@ class Store:
         """Drop entries not used since ``unused_since``. Returns how many were dropped."""
         with self._errors("cannot prune the verification cache"), self._write() as conn:
             return int(conn.execute(_cache.delete().where(_cache.c.used_at < unused_since)).rowcount)
+
+
+    # -- notification dedup state (issue 24) -------------------------------------------------------
+
+    def notified(self, cluster: str, receiver: str) -> dict[str, Notified]:
+        """What ``receiver`` was last told (or is still to be told) about ``cluster``'s violations."""
+        with self._errors("cannot read the notification state"), self._read() as conn:
+            rows = conn.execute(sa.select(_notified).where(_notified.c.cluster == cluster,
+                                                           _notified.c.receiver == receiver))
+            return {r.key: Notified(r.key, r.fingerprint, r.kind, r.state, tuple(r.namespaces or ()),
+                                    r.scan_id, r.sent_at)
+                    for r in rows}
+
+    def record_notified(self, cluster: str, receiver: str, upsert: Sequence[Notified] = (),
+                        delete: Sequence[str] = ()) -> None:
+        """Replace the state rows ``upsert`` and drop the keys ``delete``, in one transaction."""
+        with self._errors("cannot write the notification state"), self._write() as conn:
+            keys = sorted({n.key for n in upsert} | set(delete))
+            for chunk in _chunks(keys):
+                conn.execute(_notified.delete().where(_notified.c.cluster == cluster,
+                                                      _notified.c.receiver == receiver,
+                                                      _notified.c.key.in_(chunk)))
+            rows = [{"cluster": cluster, "receiver": receiver, "key": n.key, "fingerprint": n.fingerprint,
+                     "kind": n.kind, "state": n.state, "namespaces": list(n.namespaces), "scan_id": n.scan_id,
+                     "sent_at": n.sent_at} for n in upsert]
+            for part in _chunks(rows):
+                conn.execute(_notified.insert(), list(part))
+
+    def add_scan_stats(self, scan_id: int, name: str, value: Any) -> None:
+        """Add one counter group to a finished scan's stats (what happened after the verdicts were
+        stored, e.g. notification deliveries), for the metrics collector."""
+        scan_id = self._known_id(scan_id)
+        with self._errors(f"cannot update scan {scan_id}"), self._write() as conn:
+            stats = conn.execute(sa.select(_scans.c.stats).where(_scans.c.id == scan_id)).scalar_one_or_none()
+            merged = {**(stats or {}), name: value}
+            conn.execute(_scans.update().where(_scans.c.id == scan_id).values(stats=merged))
 
 
 def _allocate_ids(conn: sa.Connection, table: sa.Table, n: int) -> list[int]:

@@ -736,3 +736,30 @@ def test_no_networkpolicy_without_a_server_or_when_disabled() -> None:
     assert not by_kind(docs(template().stdout), "NetworkPolicy")
     assert not by_kind(docs(template(set_json={"mode": "server", "networkPolicy": {"enabled": False}}).stdout),
                        "NetworkPolicy")
+
+
+def test_notifications_config_and_secret_refs() -> None:
+    """The --notify file is a ConfigMap the scan reads through SIGAUDIT_NOTIFY; its secrets are Secrets
+    mounted as files, never values in the ConfigMap or the environment."""
+    from scanner.notify.config import NotifySpec
+
+    objs = render("notify")
+    dep = one(objs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    server = main_container(pod)
+    assert env_of(server)["SIGAUDIT_NOTIFY"] == "/etc/sigaudit/notify/notify.yaml"
+    cm = next(c for c in by_kind(objs, "ConfigMap") if c["metadata"]["name"].endswith("-notify"))
+    config = yaml.safe_load(cm["data"]["notify.yaml"])
+    NotifySpec.model_validate(config)  # what the chart renders is what sigaudit accepts
+    assert [r["name"] for r in config["receivers"]] == ["security", "chat", "alertmanager"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["notify"]["configMap"]["name"] == cm["metadata"]["name"]
+    secrets = [vols[f"notify-secret-{i}"]["secret"]["secretName"] for i in (0, 1)]
+    assert secrets == ["sigaudit-webhook", "sigaudit-slack"]
+    mounts = {m["mountPath"]: m for m in server["volumeMounts"]}
+    assert mounts["/etc/sigaudit/notify/notify.yaml"]["subPath"] == "notify.yaml"
+    assert mounts["/etc/sigaudit/notify/sigaudit-webhook"]["readOnly"] is True
+    # without notifications: nothing of it
+    plain = render("server-token-auth")
+    assert "SIGAUDIT_NOTIFY" not in env_of(main_container(one(plain, "Deployment")["spec"]["template"]["spec"]))
+    assert not [c for c in by_kind(plain, "ConfigMap") if c["metadata"]["name"].endswith("-notify")]

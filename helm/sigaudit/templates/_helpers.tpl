@@ -132,6 +132,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: /tmp/.cache
 - name: SIGAUDIT_DATA_DIR
   value: /var/lib/sigaudit
+{{- if .Values.notifications.config }}
+- name: SIGAUDIT_NOTIFY
+  value: /etc/sigaudit/notify/notify.yaml
+{{- end }}
 {{- if .Values.retention }}
 - name: SIGAUDIT_RETENTION
   value: {{ .Values.retention | quote }}
@@ -199,6 +203,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   mountPath: /etc/sigaudit/docker
   readOnly: true
 {{- end }}
+{{- if .Values.notifications.config }}
+- name: notify
+  mountPath: /etc/sigaudit/notify/notify.yaml
+  subPath: notify.yaml
+  readOnly: true
+{{- end }}
+{{- range $i, $s := .Values.notifications.secrets }}
+- name: notify-secret-{{ $i }}
+  mountPath: /etc/sigaudit/notify/{{ $s }}
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{- define "sigaudit.volumes" -}}
@@ -226,6 +241,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: trust-secret-{{ $i }}
   secret:
     secretName: {{ $s.name }}
+{{- end }}
+{{- if .Values.notifications.config }}
+- name: notify
+  configMap:
+    name: {{ include "sigaudit.fullname" . }}-notify
+{{- end }}
+{{- range $i, $s := .Values.notifications.secrets }}
+- name: notify-secret-{{ $i }}
+  secret:
+    secretName: {{ $s }}
 {{- end }}
 {{- if .Values.registryAuth.dockerConfigSecret }}
 - name: docker-config
