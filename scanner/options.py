@@ -103,6 +103,9 @@ def scan_options(*, serve: bool = False) -> Callable[[F], F]:
         _option("--cache/--no-cache", default=True,
                      help="Reuse verification results across scans (keyed by digest, trust material and the "
                           "signatures attached; revocation and expiry are re-checked every scan)."),
+        _option("--reports", "cluster_reports", type=click.Choice(["openreports", "policyreport"]), default=None,
+                help="After each scan, server-side apply its results as policy reports (openreports.io Report / "
+                     "ClusterReport, or wgpolicyk8s.io/v1alpha2 PolicyReport) and delete sigaudit's stale ones."),
     ]
 
     def apply(f: F) -> F:
@@ -132,4 +135,5 @@ def scan_options_from(params: Mapping[str, Any]) -> ScanOptions:
         page_size=params["page_size"],
         deadline=params["deadline"],
         cache=params["cache"],
+        cluster_reports=params.get("cluster_reports"),
     )

@@ -59,6 +59,7 @@ class ScanOptions:
     page_size: int = 500  # pods per API list page
     deadline: float | None = None  # seconds from the start of the scan
     cache: bool = True  # reuse verification results kept in the store
+    cluster_reports: str | None = None  # "openreports" / "policyreport": apply the reports to the cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,8 @@ def run_begun(
 
                 store.finish_scan(scan_id, result, policy_summary(inputs.policy))
                 result = replace(result, scan_id=scan_id)
+        if options.cluster_reports:
+            _publish_reports(options, result)
         return result
     except BaseException as exc:  # every failure is recorded: never a half scan that looks whole
         if store is not None and scan_id is not None:
@@ -159,6 +162,25 @@ def run_once(
     scan_id = begin(options, store, inputs, clock) if store is not None else None
     return run_begun(options, store, scan_id, inputs, clock=clock, stop=stop, progress=progress,
                      heartbeat_interval=heartbeat_interval)
+
+
+def _publish_reports(options: ScanOptions, result: ScanResult) -> None:
+    """The scan's policy reports applied to the cluster (``--reports``); a failure is logged, never a
+    change of the verdicts or of the scan's state."""
+    from scanner.clusterreports.apply import publish
+    from scanner.inventory.kube import load_api_client
+    from scanner.inventory.pods import namespace_selected
+
+    try:
+        api = load_api_client(options.kubeconfig, options.context)
+    except SigauditError as exc:
+        log.warning("policy reports not written: %s", exc.diagnostics())
+        return
+    outcome = publish(result, options.cluster_reports or "", api,
+                      in_scope=lambda ns: namespace_selected(ns, options.namespaces, options.exclude_namespaces))
+    for problem in outcome.problems:
+        log.warning("policy reports: %s", problem)
+    log.info("policy reports: %d applied, %d stale deleted", len(outcome.applied), len(outcome.deleted))
 
 
 def failure_message(exc: BaseException) -> str:
