@@ -12,6 +12,7 @@ Failures are collected as problems (one line each) and never change the verdicts
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -95,9 +96,17 @@ def _name(key: tuple[str | None, str]) -> str:
 
 
 def _why(exc: Exception) -> str:
+    """One line: the HTTP status and the API server's own message (which names a missing permission)."""
     status = getattr(exc, "status", None)
-    reason = getattr(exc, "reason", None)
-    return f"HTTP {status} {reason}" if status is not None else f"{type(exc).__name__}: {str(exc)[:200]}"
+    if status is None:
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    message = ""
+    try:
+        body = json.loads(getattr(exc, "body", None) or "{}")
+        message = str(body.get("message", "")) if isinstance(body, dict) else ""
+    except (TypeError, ValueError):
+        pass
+    return f"HTTP {status} {getattr(exc, 'reason', '') or ''}".rstrip() + (f": {message[:300]}" if message else "")
 
 
 def apply_reports(scan: ScanResult, flavor: Flavor, api: ReportApi, *,

@@ -113,7 +113,7 @@ def test_code_uses_the_inventory_calls_the_chart_is_built_around(derived: Any) -
                Permission("authorization.k8s.io", "subjectaccessreviews", "create")}
     assert reviews <= perms
     reports = {p for p in perms if p.group in REPORT_GROUPS.values()}
-    assert {p.verb for p in reports} == {"list", "patch", "delete"}, reports  # server-side apply and prune
+    assert {p.verb for p in reports} == {"list", "create", "patch", "delete"}, reports  # apply and prune
     for perm in perms - reviews - reports:  # a review is answered, not stored; reports are sigaudit's output
         assert perm.verb in ("get", "list", "watch"), (
             f"the scanner writes to the API: {perm} at {derived.permissions[perm]}"
