@@ -2,15 +2,17 @@
 
 Pure: built from a :class:`~scanner.models.ScanResult`'s fields (status, ``warn_only``, exemptions,
 ``deciding_reason``, ``not_after``), never from the reasons' words. One namespaced report per
-namespace (split into ``sigaudit``, ``sigaudit-2``, ... beyond :data:`MAX_RESULTS` results, so that no
-object outgrows the API server's request limit), and one cluster-scoped report for what belongs to no
-namespace (the scan's own errors, when it was partial). Every object is labelled as sigaudit's
-(:data:`MANAGED_BY`), which is how a later scan finds and replaces or prunes its own, and only its own.
+namespace (split into ``sigaudit``, ``sigaudit-2``, ... beyond :data:`MAX_RESULTS` results or
+:data:`MAX_BYTES` bytes, so that no object outgrows the API server's limit), and one cluster-scoped
+report for what belongs to no namespace (the scan's own errors, when it was partial). Every object is
+labelled as sigaudit's (:data:`MANAGED_BY`), which is how a later scan finds and replaces or prunes its
+own, and only its own.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,7 +26,9 @@ SOURCE = "sigaudit"
 REPORT_NAME = "sigaudit"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sigaudit"}
 CLUSTER_LABEL = "sigaudit.io/cluster"
-MAX_RESULTS = 1000  # results per object: ~1 kB each stays far below etcd's 1.5 MB object limit
+MAX_RESULTS = 1000  # results per object
+MAX_BYTES = 1_000_000  # JSON bytes of the results of one object: below the API server's 1.5 MB object limit
+MAX_NAME = 253  # characters of a policy or rule name
 MAX_MESSAGE = 1024  # characters of a message (a reason may quote hostile registry text)
 MAX_PROPERTY = 512  # characters of one property value
 
@@ -114,7 +118,7 @@ def _timestamp(value: datetime) -> dict[str, int]:
 def _policy(verdict: Verdict) -> tuple[str, str]:
     """(policy, rule): the rule's source file or import (``policy_source``) and its name."""
     rule = verdict.rule or ("no-matching-rule" if verdict.status is Status.NO_POLICY else "none")
-    return (verdict.policy_source or SOURCE), rule
+    return _clip(verdict.policy_source or SOURCE, MAX_NAME), _clip(rule, MAX_NAME)
 
 
 def _exemption(verdict: Verdict) -> ExemptionRef | None:
@@ -234,6 +238,21 @@ def _label(value: str) -> str:
     return text.strip("._-") or "default"
 
 
+def _chunks(results: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive runs of at most MAX_RESULTS results and MAX_BYTES bytes of JSON (at least one each)."""
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for r in results:
+        n = len(json.dumps(r)) + 2  # ASCII-escaped, as the list serializes it, with its separator
+        if chunk and (len(chunk) >= MAX_RESULTS or size + n > MAX_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(r)
+        size += n
+    if chunk:
+        yield chunk
+
+
 def object_name(index: int) -> str:
     return REPORT_NAME if index == 0 else f"{REPORT_NAME}-{index + 1}"
 
@@ -246,14 +265,10 @@ def build_reports(scan: ScanResult, flavor: Flavor) -> list[dict[str, Any]]:
         by_ns.setdefault(namespace, []).append(result)
     out: list[dict[str, Any]] = []
     for namespace in sorted(by_ns):
-        results = sorted(by_ns[namespace], key=_sort_key)
-        for i in range(0, len(results), MAX_RESULTS):
-            out.append(_object(flavor, flavor.kind, object_name(i // MAX_RESULTS), namespace,
-                               results[i:i + MAX_RESULTS], scan))
-    cluster = _scan_errors(scan)
-    for i in range(0, len(cluster), MAX_RESULTS):
-        out.append(_object(flavor, flavor.cluster_kind, object_name(i // MAX_RESULTS), None,
-                           cluster[i:i + MAX_RESULTS], scan))
+        for i, chunk in enumerate(_chunks(sorted(by_ns[namespace], key=_sort_key))):
+            out.append(_object(flavor, flavor.kind, object_name(i), namespace, chunk, scan))
+    for i, chunk in enumerate(_chunks(_scan_errors(scan))):
+        out.append(_object(flavor, flavor.cluster_kind, object_name(i), None, chunk, scan))
     return out
 
 

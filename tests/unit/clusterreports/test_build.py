@@ -3,6 +3,7 @@ contract names (fail closed), from fields, and every object is valid under the u
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from scanner.clusterreports import FLAVORS, build_reports, to_yaml
-from scanner.clusterreports.build import MANAGED_BY, MAX_RESULTS, Result, result_of
+from scanner.clusterreports.build import MANAGED_BY, MAX_BYTES, MAX_RESULTS, Result, result_of
 from scanner.models import (
     ContainerRef,
     ContainerType,
@@ -222,3 +223,18 @@ def test_a_namespace_with_many_results_is_split_into_bounded_objects() -> None:
     assert [(o["metadata"]["name"], len(o["results"])) for o in reports] == [("sigaudit", MAX_RESULTS),
                                                                              ("sigaudit-2", 5)]
     assert sum(o["summary"]["fail"] for o in reports) == MAX_RESULTS + 5
+
+
+def test_large_results_are_split_by_size_too() -> None:
+    # Many long reasons and names: each object's results stay under MAX_BYTES, none is lost.
+    verdicts = [_verdict(Status.INVALID, reasons=("r" * 5000,), deciding_reason=0, rule="n" * 400,
+                         image=RunningImage(ImageReference("r.io", "a" * 900, None, DIGEST),
+                                            tuple(_c(pod=f"p{i}-{j}", kind="Pod", name=f"p{i}-{j}")
+                                                  for j in range(10))))
+                for i in range(80)]
+    reports = build_reports(_scan(*verdicts), FLAVORS["openreports"])
+    assert len(reports) > 1
+    for o in reports:
+        assert len(json.dumps(o["results"]).encode()) <= MAX_BYTES
+        assert len(o["results"][0]["rule"]) < 300
+    assert sum(len(o["results"]) for o in reports) == 800
