@@ -134,9 +134,6 @@ def run_begun(
 
                 store.finish_scan(scan_id, result, policy_summary(inputs.policy))
                 result = replace(result, scan_id=scan_id)
-        if options.cluster_reports:
-            _publish_reports(options, result)
-        return result
     except BaseException as exc:  # every failure is recorded: never a half scan that looks whole
         if store is not None and scan_id is not None:
             _mark_failed(store, scan_id, exc)
@@ -144,6 +141,9 @@ def run_begun(
     finally:
         if client is not None:
             client.close()
+    if options.cluster_reports:  # after the scan is recorded: nothing here changes it
+        _publish_reports(options, result)
+    return result
 
 
 def run_once(
@@ -173,11 +173,19 @@ def _publish_reports(options: ScanOptions, result: ScanResult) -> None:
 
     try:
         api = load_api_client(options.kubeconfig, options.context)
-    except SigauditError as exc:
-        log.warning("policy reports not written: %s", exc.diagnostics())
+    except Exception as exc:  # ConfigError, or a kubeconfig that is not even YAML (whose parser error would
+        # quote the file's lines, credentials included: only its type is logged)
+        log.warning("policy reports not written: %s", exc.diagnostics() if isinstance(exc, SigauditError)
+                    else f"cannot load the kubeconfig ({type(exc).__name__})")
         return
-    outcome = publish(result, options.cluster_reports or "", api,
-                      in_scope=lambda ns: namespace_selected(ns, options.namespaces, options.exclude_namespaces))
+    try:
+        outcome = publish(result, options.cluster_reports or "", api,
+                          in_scope=lambda ns: namespace_selected(ns, options.namespaces, options.exclude_namespaces))
+    except Exception:  # a bug here must not end a scan that succeeded
+        log.exception("policy reports not written")
+        return
+    finally:
+        api.close()
     for problem in outcome.problems:
         log.warning("policy reports: %s", problem)
     log.info("policy reports: %d applied, %d stale deleted", len(outcome.applied), len(outcome.deleted))
