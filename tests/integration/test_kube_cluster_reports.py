@@ -233,3 +233,77 @@ def test_policyreport_format_with_its_chart_rbac(
             r = c.get(f"{OPENREPORTS}/reports")
             if r.status_code >= 400:
                 raise KubeAPIError(r.status_code, r.text)
+
+
+def _policy_reporter() -> Path:
+    """The Policy Reporter built by tests/tools/build-policy-reporter.sh (an optional peer: the Go module
+    proxy refuses its module, so it is built from a checkout)."""
+    import re
+
+    from tests.harness.tools import cache_root
+
+    script = (REPO / "tests" / "tools" / "build-policy-reporter.sh").read_text()
+    m = re.search(r'COMMIT="\$\{SIGAUDIT_POLICY_REPORTER_COMMIT:-([0-9a-f]{40})\}"', script)
+    assert m, "no pinned commit in build-policy-reporter.sh"
+    commit = os.environ.get("SIGAUDIT_POLICY_REPORTER_COMMIT", m.group(1))
+    binary = cache_root() / f"policy-reporter-{commit[:12]}" / "bin" / "policy-reporter"
+    if not binary.is_file():
+        pytest.skip("Policy Reporter not built: the Go module proxy refuses github.com/kyverno/policy-reporter "
+                    "(403 'This module version is not available'); run tests/tools/build-policy-reporter.sh "
+                    "with POLICY_REPORTER_SRC=<checkout> or network access to GitHub")
+    return binary
+
+
+def test_policy_reporter_lists_sigaudits_results(
+    kube_apiserver: KubeAPIServer, cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    """The real Policy Reporter (Kyverno's UI and API over policy reports) reads sigaudit's Reports from
+    the API server and lists its results through its own REST API."""
+    import httpx
+
+    from tests.harness.fixtures_kube import free_port
+
+    binary = _policy_reporter()
+    s = kube_apiserver
+    ns = "sigaudit-polr-ui"
+    ensure_namespace(s, ns)
+    web = make_deployment(s, ns, "shop", pod_template({}, [container("app", f"{IMG}/shop:1")]), replicas=1)
+    _running(s, web.pods, "shop")
+    vendor = make_bare_pod(s, ns, "vendor", pod_template({}, [container("app", f"{IMG}/vendor:1")]))
+    _running(s, [vendor], "vendor")
+    _scan(s.kubeconfig, tmp_path, "openreports", "-n", ns)
+
+    port = free_port()
+    log = (tmp_path / "policy-reporter.log").open("wb")
+    proc = subprocess.Popen([str(binary), "run", "--kubeconfig", str(s.kubeconfig), "--rest-enabled",
+                             "--port", str(port), "--dbfile", str(tmp_path / "polr.db")],
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        items: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "policy-reporter.log").read_text()[-3000:]
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/v1/namespaced-resources/results",
+                              params={"namespaces": ns, "sources": "sigaudit"}, timeout=5)
+                if r.status_code == 200:
+                    body = r.json()
+                    items = body.get("items", []) if isinstance(body, dict) else body
+                    if len(items) >= 2:
+                        break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        by_name = {i["name"]: i for i in items}
+        assert set(by_name) == {"shop", "vendor"}, (items, (tmp_path / "policy-reporter.log").read_text()[-3000:])
+        assert by_name["shop"]["status"] == "fail" and by_name["shop"]["kind"] == "Deployment"
+        assert by_name["shop"]["rule"] == "no-matching-rule"
+        assert by_name["vendor"]["status"] == "skip"
+        assert by_name["vendor"]["properties"]["exemption_reason"] == "vendor image, ticket SEC-12"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
