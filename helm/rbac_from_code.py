@@ -6,8 +6,10 @@ Every API call goes through the official client's typed classes (``CoreV1Api``, 
 the attribute calls whose name is a method of one of those classes, and asks the installed client
 itself what each method does: the request path in the method's generated serializer gives the API
 group and the resource (and subresource), the method's prefix gives the verb (``list_`` -> list,
-``read_`` -> get, ...). ``CustomObjectsApi`` methods take the group and plural as arguments; those must be
-string literals or module-level string constants so that they can be read here.
+``read_`` -> get, ...; a ``patch_`` sent as a server-side apply, ``_content_type="application/apply-patch+yaml"``,
+also needs ``create``: the API server authorizes an apply of a missing object as a create).
+``CustomObjectsApi`` methods take the group and plural as arguments; those must be string literals or
+module-level string constants so that they can be read here.
 
 No mapping is written by hand, so the Helm chart's rules can be compared with what the code calls
 (tests/integration/test_helm_rbac.py).
@@ -57,6 +59,8 @@ _VERB_PREFIXES = (
     ("delete_", "delete"),
     ("watch_", "watch"),
 )
+
+APPLY_PATCH = "application/apply-patch"  # server-side apply's content types (+yaml, +json, +cbor)
 
 _PATH_RE = re.compile(r"""(?:resource_path\s*=\s*|^\s*)['"](/apis?/[^'"]+)['"]""", re.M)
 
@@ -327,6 +331,17 @@ def _record(
         cluster_wide = "{namespace}" not in path
     site = CallSite(name, line, method, cluster_wide)
     watching = streamed or _is_true(bound.get("watch"))
+    if verb == "patch":
+        content_type = next((kw.value for kw in call.keywords if kw.arg == "_content_type"), None)
+        types = _strings(content_type, consts, loops)
+        if content_type is not None and not types:
+            result.problems.append(f"{name}:{line} {method}: _content_type is not a string literal or constant; "
+                                   "whether the patch is a server-side apply (which also creates) cannot be told")
+            return
+        if any(t.startswith(APPLY_PATCH) for t in types):
+            # A server-side apply creates the object when it does not exist: the API server then also
+            # authorizes `create` (a 403 "cannot create resource" otherwise).
+            perms = [*perms, *(Permission(p.group, p.resource, "create") for p in perms)]
     for perm in perms:
         if watching and perm.verb == "list":
             # Watch.stream(f) calls f(watch=True): a watch request, which needs only the watch verb.

@@ -1,4 +1,5 @@
-"""``sigaudit report``: write a stored scan (or the fleet) as HTML, JSON or CSV.
+"""``sigaudit report``: write a stored scan (or the fleet) as HTML, JSON, CSV, or policy-report objects
+(OpenReports / PolicyReport YAML, for GitOps and offline use).
 
 Exit codes, as for ``sigaudit scan``: 0 written, 2 usage error, 3 failure (database unreachable or
 not migrated, no such scan, output not writable). Never 1: a report of a non-compliant scan is a
@@ -48,7 +49,9 @@ def _scan_id(store: object, scan: str, cluster: str | None) -> int:
 @click.option("--scan", "scan", default="latest", help="Scan id, or 'latest' (of --cluster when given).")
 @click.option("--cluster", default=None, help="Cluster whose latest scan to report.")
 @click.option("--fleet", is_flag=True, help="One HTML report across every cluster (latest scan of each).")
-@click.option("--format", "fmt", type=click.Choice(["html", "json", "csv"]), default="html")
+@click.option("--format", "fmt", type=click.Choice(["html", "json", "csv", "openreports", "policyreport"]),
+              default="html", help="openreports / policyreport: the scan's policy-report objects as multi-document "
+                                   "YAML (what `--reports` applies).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               help="Output file ('-' for stdout).")
 def command(db_url: str | None, scan: str, cluster: str | None, fleet: bool, fmt: str, out: str) -> None:
@@ -76,8 +79,13 @@ def command(db_url: str | None, scan: str, cluster: str | None, fleet: bool, fmt
             text = render.render_fleet_html(store)
         else:
             scan_id = _scan_id(store, scan, cluster)
-            text = {"html": render.render_html, "json": render.render_json, "csv": render.render_csv}[fmt](
-                store, scan_id)
+            if fmt in ("openreports", "policyreport"):
+                from scanner.clusterreports import FLAVORS, build_reports, to_yaml
+
+                text = to_yaml(build_reports(store.load_scan(scan_id), FLAVORS[fmt]))
+            else:
+                text = {"html": render.render_html, "json": render.render_json, "csv": render.render_csv}[fmt](
+                    store, scan_id)
     except StoreError as exc:
         _fail(exc.diagnostics(), EXIT_FAILED)
     finally:

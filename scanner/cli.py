@@ -145,7 +145,9 @@ def _progress_printer(enabled: bool) -> Any:
 @scan_options()
 @click.option("--db", "db_url", default=None, help="Database URL (default: SQLite in $SIGAUDIT_DATA_DIR).")
 @click.option("--no-store", is_flag=True, help="Do not record the scan in a database.")
-@click.option("-o", "--output", type=click.Choice(["table", "json", "none"]), default="table")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "openreports", "policyreport", "none"]),
+              default="table", help="stdout: a table, the JSON document, or the verdicts as policy-report "
+                                    "objects (multi-document YAML for kubectl apply / GitOps).")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the JSON document here.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.",
               envvar=["SIGAUDIT_REPORT", "SIGAUDIT_REPORT_PATH"])
@@ -223,6 +225,10 @@ def run_scan_command(**opts: Any) -> int:
         Path(opts["json_out"]).write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     if opts["output"] == "json":
         click.echo(json.dumps(doc, indent=2))
+    elif opts["output"] in ("openreports", "policyreport"):
+        from scanner.clusterreports import FLAVORS, build_reports, to_yaml
+
+        click.echo(to_yaml(build_reports(result, FLAVORS[opts["output"]])), nl=False)
     elif opts["output"] == "table":
         from scanner.table import print_table
 

@@ -138,6 +138,9 @@ def scan_options(*, serve: bool = False) -> Callable[[F], F]:
         _option("--cache/--no-cache", default=True,
                      help="Reuse verification results across scans (keyed by digest, trust material and the "
                           "signatures attached; revocation and expiry are re-checked every scan)."),
+        _option("--reports", "cluster_reports", type=click.Choice(["openreports", "policyreport"]), default=None,
+                help="After each scan, server-side apply its results as policy reports (openreports.io Report / "
+                     "ClusterReport, or wgpolicyk8s.io/v1alpha2 PolicyReport) and delete sigaudit's stale ones."),
     ]
 
     def apply(f: F) -> F:
@@ -170,4 +173,5 @@ def scan_options_from(params: Mapping[str, Any]) -> ScanOptions:
         cache=params["cache"],
         retention=Retention(keep=params["retention"]) if params.get("retention") is not None else None,
         notify_path=params.get("notify_path"),
+        cluster_reports=params.get("cluster_reports"),
     )

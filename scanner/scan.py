@@ -78,6 +78,7 @@ class ScanOptions:
     cache: bool = True  # reuse verification results kept in the store
     retention: Retention | None = None  # prune the cluster's old scans after each successful one
     notify_path: str | None = None  # --notify: receivers of new violations (scanner.notify.config)
+    cluster_reports: str | None = None  # "openreports" / "policyreport": apply the reports to the cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +179,6 @@ def run_begun(
                 result = _notify(inputs, store, result, scan_id, clock)
         if store is not None and scan_id is not None:
             apply_retention(options, store, clock)
-        return result
     except BaseException as exc:  # every failure is recorded: never a half scan that looks whole
         if store is not None and scan_id is not None:
             _mark_failed(store, scan_id, exc)
@@ -188,6 +188,9 @@ def run_begun(
     finally:
         if client is not None:
             client.close()
+    if options.cluster_reports:  # after the scan is recorded: nothing here changes it
+        _publish_reports(options, result)
+    return result
 
 
 def run_once(
@@ -237,6 +240,33 @@ def apply_retention(options: ScanOptions, store: Store, clock: Clock = system_cl
     if pruned.scans or pruned.cache_entries:
         log.info("retention: deleted the detail of %d scans of %r (%d rows) and %d cache entries",
                  pruned.scans, options.cluster, pruned.rows, pruned.cache_entries)
+
+
+def _publish_reports(options: ScanOptions, result: ScanResult) -> None:
+    """The scan's policy reports applied to the cluster (``--reports``); a failure is logged, never a
+    change of the verdicts or of the scan's state."""
+    from scanner.clusterreports.apply import publish
+    from scanner.inventory.kube import load_api_client
+    from scanner.inventory.pods import namespace_selected
+
+    try:
+        api = load_api_client(options.kubeconfig, options.context)
+    except Exception as exc:  # ConfigError, or a kubeconfig that is not even YAML (whose parser error would
+        # quote the file's lines, credentials included: only its type is logged)
+        log.warning("policy reports not written: %s", exc.diagnostics() if isinstance(exc, SigauditError)
+                    else f"cannot load the kubeconfig ({type(exc).__name__})")
+        return
+    try:
+        outcome = publish(result, options.cluster_reports or "", api,
+                          in_scope=lambda ns: namespace_selected(ns, options.namespaces, options.exclude_namespaces))
+    except Exception:  # a bug here must not end a scan that succeeded
+        log.exception("policy reports not written")
+        return
+    finally:
+        api.close()
+    for problem in outcome.problems:
+        log.warning("policy reports: %s", problem)
+    log.info("policy reports: %d applied, %d stale deleted", len(outcome.applied), len(outcome.deleted))
 
 
 def failure_message(exc: BaseException) -> str:

@@ -3,7 +3,8 @@
 The permissions the code needs are derived from its source by ``helm/rbac_from_code.py`` (``ast`` over
 ``scanner/``, each kubernetes-client method mapped to group/resource/verb by the client itself); the
 chart's permissions are read from ``helm template`` output. Both sides are compared per switch: the
-always-on inventory rules, ``registryAuth.fromImagePullSecrets`` and each ``policyImport`` source.
+always-on inventory rules, ``registryAuth.fromImagePullSecrets``, each ``policyImport`` source and each
+``clusterReports.format`` (the only writes besides the server's reviews).
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ ALL_ON = {
 }
 # The server's Kubernetes authentication (server.auth.kubernetes.enabled): reviews, never stored.
 AUTH_GROUPS = ("authentication.k8s.io", "authorization.k8s.io")
+# clusterReports.format -> the API group of the reports it writes (clusterReports.enabled).
+REPORT_GROUPS = {"openreports": "openreports.io", "policyreport": "wgpolicyk8s.io"}
+
+
+def _reports(values: Mapping[str, Any], fmt: str) -> dict[str, Any]:
+    return {**values, "clusterReports": {"enabled": True, "format": fmt}}
 
 
 def render(values: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -93,7 +100,8 @@ def _split(perms: set[Any]) -> tuple[set[Any], set[Any], dict[str, set[Any]]]:
     imported = set().union(*imports.values())
     secrets = {p for p in perms if p.group == "" and p.resource == "secrets"}
     auth = {p for p in perms if p.group in AUTH_GROUPS}
-    return perms - imported - secrets - auth, secrets, imports
+    reports = {p for p in perms if p.group in REPORT_GROUPS.values()}
+    return perms - imported - secrets - auth - reports, secrets, imports
 
 
 def test_code_uses_the_inventory_calls_the_chart_is_built_around(derived: Any) -> None:
@@ -104,7 +112,9 @@ def test_code_uses_the_inventory_calls_the_chart_is_built_around(derived: Any) -
     reviews = {Permission("authentication.k8s.io", "tokenreviews", "create"),
                Permission("authorization.k8s.io", "subjectaccessreviews", "create")}
     assert reviews <= perms
-    for perm in perms - reviews:  # a review is answered, not stored
+    reports = {p for p in perms if p.group in REPORT_GROUPS.values()}
+    assert {p.verb for p in reports} == {"list", "create", "patch", "delete"}, reports  # apply and prune
+    for perm in perms - reviews - reports:  # a review is answered, not stored; reports are sigaudit's output
         assert perm.verb in ("get", "list", "watch"), (
             f"the scanner writes to the API: {perm} at {derived.permissions[perm]}"
         )
@@ -146,28 +156,43 @@ def test_each_policy_import_switch_grants_exactly_what_its_importer_calls(derive
     )
 
 
-def test_all_switches_on_grant_no_more_than_the_code_calls(derived: Any) -> None:
-    """The whole union: nothing granted that no code calls, except importers not written yet."""
-    code = set(derived.permissions)
+@pytest.mark.parametrize("fmt", sorted(REPORT_GROUPS))
+def test_cluster_reports_switch_grants_exactly_the_report_calls_of_its_format(derived: Any, fmt: str) -> None:
+    inventory, _, _ = _split(set(derived.permissions))
+    assert granted(render({"clusterReports": {"enabled": False, "format": fmt}})) == inventory
+    code = {p for p in derived.permissions if p.group == REPORT_GROUPS[fmt]}
+    assert code, f"no code writes {REPORT_GROUPS[fmt]}"
+    assert granted(render(_reports({}, fmt))) - inventory == code
+
+
+@pytest.mark.parametrize("fmt", sorted(REPORT_GROUPS))
+def test_all_switches_on_grant_no_more_than_the_code_calls(derived: Any, fmt: str) -> None:
+    """The whole union: nothing granted that no code calls, except importers not written yet (one report
+    format at a time: the other's calls are not granted)."""
+    other = {g for f, g in REPORT_GROUPS.items() if f != fmt}
+    code = {p for p in derived.permissions if p.group not in other}
     _, _, imports = _split(code)
     pending = {g for s, g in IMPORT_GROUPS.items() if not imports[s]}
-    chart = {p for p in granted(render(ALL_ON)) if p.group not in pending}
+    chart = {p for p in granted(render(_reports(ALL_ON, fmt))) if p.group not in pending}
     assert chart == code, {
         "granted, never called": sorted(map(str, chart - code)),
         "called, not granted": sorted(map(str, code - chart)),
     }
 
 
-def test_namespaced_scope_grants_cluster_wide_only_what_the_code_lists_cluster_wide(derived: Any) -> None:
-    objs = render({"scope": {"namespaces": ["team-a", "team-b"]}, **ALL_ON})
+@pytest.mark.parametrize("fmt", sorted(REPORT_GROUPS))
+def test_namespaced_scope_grants_cluster_wide_only_what_the_code_lists_cluster_wide(derived: Any, fmt: str) -> None:
+    objs = render(_reports({"scope": {"namespaces": ["team-a", "team-b"]}, **ALL_ON}, fmt))
     roles = [o for o in objs if o["kind"] == "Role"]
     assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
     namespaced = granted(objs, ("Role",))
     cluster = granted(objs, ("ClusterRole",))
     _, _, imports = _split(set(derived.permissions))
     pending = {g for s, g in IMPORT_GROUPS.items() if not imports[s]}
-    wide = {p for p in derived.permissions if rbac.needs_cluster_wide(derived, p)}
-    per_ns = set(derived.permissions) - wide
+    other = {g for f, g in REPORT_GROUPS.items() if f != fmt}
+    code = {p for p in derived.permissions if p.group not in other}
+    wide = {p for p in code if rbac.needs_cluster_wide(derived, p)}
+    per_ns = code - wide
     # A call that spans all namespaces (e.g. list_custom_object_for_all_namespaces) needs the ClusterRole;
     # everything the code can do one namespace at a time stays in the Roles.
     assert {p for p in cluster if p.group not in pending} == wide, {

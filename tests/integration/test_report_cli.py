@@ -82,6 +82,19 @@ def test_latest_scan_of_a_cluster_in_each_format(db: dict[str, Any]) -> None:
         assert res.stdout == render.render_json(store, db["ids"]["first"])
 
 
+@pytest.mark.parametrize(("fmt", "kind"), [("openreports", "Report"), ("policyreport", "PolicyReport")])
+def test_a_stored_scan_as_policy_report_objects(db: dict[str, Any], fmt: str, kind: str) -> None:
+    import yaml
+
+    res = run("--db", db["url"], "--scan", str(db["ids"]["second"]), "--format", fmt)
+    assert res.exit_code == 0, res.output
+    docs = list(yaml.safe_load_all(res.stdout))
+    assert [(d["kind"], d["metadata"]["namespace"]) for d in docs] == [(kind, "pay"), (kind, "shop")]
+    results = {d["metadata"]["namespace"]: [r["result"] for r in d["results"]] for d in docs}
+    assert sorted(results["pay"]) == ["fail", "pass"] and results["shop"] == ["fail"]
+    assert {r["properties"]["scan_id"] for d in docs for r in d["results"]} == {str(db["ids"]["second"])}
+
+
 def test_fleet_has_a_row_per_cluster(db: dict[str, Any]) -> None:
     res = run("--db", db["url"], "--fleet")
     assert res.exit_code == 0

@@ -160,6 +160,32 @@ def test_writes_are_derived_as_writes() -> None:
     }
 
 
+def test_a_server_side_apply_also_needs_create() -> None:
+    # The real API server answers an apply of a missing object with 403 "cannot create resource" when
+    # only patch is granted (tests/integration/test_kube_cluster_reports.py found it).
+    result = derive(
+        """
+        APPLY = "application/apply-patch+yaml"
+        def f(custom, apps):
+            custom.patch_namespaced_custom_object("g.io", "v1", "ns", "things", "n", {}, field_manager="m",
+                                                  _content_type=APPLY)
+            apps.patch_namespaced_deployment("d", "ns", body={}, _content_type="application/apply-patch+json")
+            apps.patch_namespaced_stateful_set("d", "ns", body={}, _content_type="application/merge-patch+json")
+        """
+    )
+    assert set(result.permissions) == {
+        P("g.io", "things", "patch"), P("g.io", "things", "create"),
+        P("apps", "deployments", "patch"), P("apps", "deployments", "create"),
+        P("apps", "statefulsets", "patch"),
+    }
+    assert derive(
+        """
+        def f(custom, ct):
+            custom.patch_namespaced_custom_object("g.io", "v1", "ns", "things", "n", {}, _content_type=ct)
+        """
+    ).problems
+
+
 def test_underivable_access_is_a_problem_not_a_silent_pass() -> None:
     result = derive(
         """

@@ -68,3 +68,29 @@ def test_without_a_store_nothing_is_recorded(setup: tuple[ScanOptions, str]) -> 
     options, _url = setup
     result = run_once(options, None)
     assert result.scan_id is None and result.state is ScanState.COMPLETE
+
+
+@pytest.mark.parametrize("server", ["https://127.0.0.1:1", None])
+def test_policy_reports_that_cannot_be_written_leave_the_scan_complete(
+    setup: tuple[ScanOptions, str], tmp_path: Path, caplog: pytest.LogCaptureFixture, server: str | None
+) -> None:
+    from dataclasses import replace
+
+    import yaml
+
+    options, url = setup
+    kubeconfig = tmp_path / "kubeconfig"
+    if server is None:
+        kubeconfig.write_text("not: [a kubeconfig")  # refused when the reports are written
+    else:  # nothing listens: the API calls fail
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    options = replace(options, cluster_reports="openreports", kubeconfig=str(kubeconfig))
+    with store_mod.open_store(url) as store, caplog.at_level("WARNING"):
+        result = run_once(options, store)
+        assert result.state is ScanState.COMPLETE
+        assert store.scan_summary(result.scan_id).state is ScanState.COMPLETE  # type: ignore[arg-type]
+    assert any("policy reports" in r.getMessage() for r in caplog.records), caplog.text

@@ -299,6 +299,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if not (kindIs "invalid" .Values.scan.concurrency) }}
 - --concurrency={{ .Values.scan.concurrency }}
 {{- end }}
+{{- if .Values.clusterReports.enabled }}
+- --reports={{ .Values.clusterReports.format }}
+{{- end }}
 {{- end }}
 
 {{/* Pod-level fields shared by every pod of the chart. */}}

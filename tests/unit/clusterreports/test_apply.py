@@ -1,0 +1,148 @@
+"""What a scan may replace and delete, on an in-memory report API (the real API server is in
+tests/integration/test_kube_cluster_reports.py): only sigaudit's own reports, only after a complete scan,
+only in the namespaces it audited; another tool's report is never forced or deleted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scanner.clusterreports import FLAVORS
+from scanner.clusterreports.apply import FIELD_MANAGER, apply_reports
+from scanner.models import ScanState, Status
+from tests.unit.clusterreports.test_build import _c, _image, _scan, _verdict
+
+
+class ApiError(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(f"HTTP {status}")
+
+
+class MemoryReports:
+    """Reports keyed by (namespace or None, name), with server-side apply's ownership and conflicts."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str | None, str], dict[str, Any]] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self.fail_list = False
+        self.fail_apply: set[tuple[str | None, str]] = set()
+
+    def put(self, ns: str | None, name: str, labels: dict[str, str], manager: str, op: str = "Apply") -> None:
+        meta: dict[str, Any] = {"name": name, "labels": labels, "uid": f"uid-{ns}-{name}",
+                                "managedFields": [{"manager": manager, "operation": op}]}
+        if ns:
+            meta["namespace"] = ns
+        self.objects[ns, name] = {"kind": "Report", "metadata": meta}
+
+    def _list(self, namespaced: bool, selector: str) -> dict[str, Any]:
+        if self.fail_list:
+            raise ApiError(403)
+        key, value = selector.split("=")
+        items = [o for (ns, _), o in self.objects.items() if (ns is not None) == namespaced
+                 and o["metadata"]["labels"].get(key) == value]
+        return {"items": items, "metadata": {}}
+
+    def list_namespaced(self, selector: str, cont: str | None) -> dict[str, Any]:
+        return self._list(True, selector)
+
+    def list_cluster(self, selector: str, cont: str | None) -> dict[str, Any]:
+        return self._list(False, selector)
+
+    def _apply(self, key: tuple[str | None, str], body: dict[str, Any], manager: str, force: bool) -> None:
+        self.calls.append(("apply", key, force))
+        if key in self.fail_apply:
+            raise ApiError(500)
+        cur = self.objects.get(key)
+        if cur is not None and not force and any(m["manager"] != manager for m in cur["metadata"]["managedFields"]):
+            raise ApiError(409)
+        body = {**body, "metadata": {**body["metadata"], "uid": f"uid-{key[0]}-{key[1]}",
+                                     "managedFields": [{"manager": manager, "operation": "Apply"}]}}
+        self.objects[key] = body
+
+    def apply_namespaced(self, namespace: str, name: str, body: dict[str, Any], manager: str, force: bool) -> None:
+        self._apply((namespace, name), body, manager, force)
+
+    def apply_cluster(self, name: str, body: dict[str, Any], manager: str, force: bool) -> None:
+        self._apply((None, name), body, manager, force)
+
+    def delete_namespaced(self, namespace: str, name: str, uid: str) -> None:
+        self.calls.append(("delete", (namespace, name), uid))
+        del self.objects[namespace, name]
+
+    def delete_cluster(self, name: str, uid: str) -> None:
+        self.calls.append(("delete", (None, name), uid))
+        del self.objects[None, name]
+
+
+OURS = {"app.kubernetes.io/managed-by": "sigaudit"}
+FLAVOR = FLAVORS["openreports"]
+
+
+def _shop_scan(state: ScanState = ScanState.COMPLETE) -> Any:
+    return _scan(_verdict(Status.UNSIGNED, image=_image(_c(ns="shop"))), state=state,
+                 errors=("namespace x: forbidden",) if state is ScanState.PARTIAL else ())
+
+
+def test_a_complete_scan_replaces_its_own_and_prunes_only_its_own() -> None:
+    api = MemoryReports()
+    api.put("shop", "sigaudit", OURS, FIELD_MANAGER)  # last scan's
+    api.put("gone", "sigaudit", OURS, FIELD_MANAGER)  # a namespace whose workloads are gone
+    api.put(None, "sigaudit", OURS, FIELD_MANAGER)  # a partial scan's cluster report
+    api.put("gone", "lookalike", OURS, "kyverno")  # a copied label, another manager
+    api.put("gone", "sigaudit-2", OURS, FIELD_MANAGER, op="Update")  # a copied name, not an apply
+    api.put("shop", "kyverno-polr", {"app.kubernetes.io/managed-by": "kyverno"}, "kyverno")
+    out = apply_reports(_shop_scan(), FLAVOR, api)
+    assert out.problems == []
+    assert out.applied == ["shop/sigaudit"]
+    assert sorted(out.deleted) == ["gone/sigaudit", "sigaudit"]
+    assert ("apply", ("shop", "sigaudit"), True) in api.calls  # forced only over its own object
+    assert set(api.objects) == {("shop", "sigaudit"), ("gone", "lookalike"), ("gone", "sigaudit-2"),
+                                ("shop", "kyverno-polr")}
+    assert ("delete", ("gone", "sigaudit"), "uid-gone-sigaudit") in api.calls  # the uid it listed, no other
+
+
+def test_another_tools_object_with_sigaudits_name_is_not_forced() -> None:
+    api = MemoryReports()
+    api.put("shop", "sigaudit", OURS, "kyverno")
+    out = apply_reports(_shop_scan(), FLAVOR, api)
+    assert api.calls == [("apply", ("shop", "sigaudit"), False)]
+    assert out.problems == ["cannot apply Report shop/sigaudit: HTTP 409"]
+    assert api.objects["shop", "sigaudit"]["metadata"]["managedFields"][0]["manager"] == "kyverno"
+
+
+def test_a_partial_scan_writes_but_deletes_nothing() -> None:
+    api = MemoryReports()
+    api.put("unlisted", "sigaudit", OURS, FIELD_MANAGER)
+    out = apply_reports(_shop_scan(ScanState.PARTIAL), FLAVOR, api)
+    assert sorted(out.applied) == ["shop/sigaudit", "sigaudit"]  # with the cluster report of its errors
+    assert out.deleted == [] and ("unlisted", "sigaudit") in api.objects
+
+
+def test_a_namespace_the_scan_did_not_audit_keeps_its_report() -> None:
+    api = MemoryReports()
+    api.put("team-b", "sigaudit", OURS, FIELD_MANAGER)
+    api.put("team-a-old", "sigaudit", OURS, FIELD_MANAGER)
+    out = apply_reports(_shop_scan(), FLAVOR, api, in_scope=lambda ns: ns != "team-b")
+    assert out.deleted == ["team-a-old/sigaudit"] and ("team-b", "sigaudit") in api.objects
+
+
+def test_a_failed_scan_writes_nothing() -> None:
+    for state in (ScanState.FAILED, ScanState.RUNNING):
+        api = MemoryReports()
+        api.put("gone", "sigaudit", OURS, FIELD_MANAGER)
+        out = apply_reports(_shop_scan(state), FLAVOR, api)
+        assert api.calls == [] and out.problems and out.applied == []
+
+
+def test_no_deletion_without_full_knowledge() -> None:
+    api = MemoryReports()
+    api.put("gone", "sigaudit", OURS, FIELD_MANAGER)
+    api.fail_list = True
+    out = apply_reports(_shop_scan(), FLAVOR, api)
+    assert api.calls == [] and out.problems == ["cannot list the existing Report objects: HTTP 403"]
+
+    api = MemoryReports()
+    api.put("gone", "sigaudit", OURS, FIELD_MANAGER)
+    api.fail_apply = {("shop", "sigaudit")}
+    out = apply_reports(_shop_scan(), FLAVOR, api)
+    assert out.deleted == [] and ("gone", "sigaudit") in api.objects
