@@ -37,6 +37,7 @@ import platform
 import random
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,7 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "bench" / "results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PUSH_WORKERS = 16
 
 # Kinds of image in the estate and the verdict sigaudit must give each (the bench checks them, so a
@@ -315,41 +316,123 @@ class ProcRun:
     wall_s: float
     user_s: float
     sys_s: float
-    peak_rss_mb: float
+    peak_rss_mb: float | None  # the child's own high-water mark; None when /usr/bin/time is missing
     exit_code: int
     stderr_tail: str
+    registry_cpu_s: float | None = None
 
     @property
     def cpu_s(self) -> float:
         return self.user_s + self.sys_s
 
 
+TIME_BIN = "/usr/bin/time"
+
+
 def run_measured(cmd: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-                 quiet_stdout: bool = True) -> ProcRun:
-    """Run one process; wall time around it, user/sys CPU and peak RSS of that child from wait4."""
+                 quiet_stdout: bool = True, reg: Any = None) -> ProcRun:
+    """Run one process; wall time around it; user/sys CPU and peak RSS of that process alone.
+
+    ``os.wait4``'s ``ru_maxrss`` is not the child's own: the high-water mark survives ``exec``, so a
+    child forked from this (large) bench process starts at the parent's RSS (a ``/bin/true`` child
+    reported 330 MB). GNU time forks the command from its own small process and reports that
+    grandchild's ``%M`` alone, with its user/system CPU. With ``reg``, the registry's CPU over the
+    same interval too (on a 2-core box the registry's work is part of the wall time)."""
     err_path = Path(tempfile.mkstemp(prefix="bench-stderr-")[1])
+    stat_path = Path(tempfile.mkstemp(prefix="bench-time-")[1])
+    timed = os.access(TIME_BIN, os.X_OK)
+    argv = [TIME_BIN, "-o", str(stat_path), "-f", "%U %S %M", *cmd] if timed else list(cmd)
+    reg_cpu0 = registry_cpu_s(reg) if reg is not None else None
     with err_path.open("wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL if quiet_stdout else None, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
+    reg_cpu = None if reg_cpu0 is None else registry_cpu_s(reg) - reg_cpu0
     tail = err_path.read_text(errors="replace")[-2000:]
     err_path.unlink()
-    return ProcRun(wall, usage.ru_utime, usage.ru_stime, usage.ru_maxrss / 1024.0, proc.returncode, tail)
+    stat = stat_path.read_text().split()
+    stat_path.unlink()
+    if timed and len(stat) >= 3:
+        # GNU time appends its line after "Command exited with non-zero status N" when N != 0.
+        user, sys_, rss_kb = float(stat[-3]), float(stat[-2]), float(stat[-1])
+        return ProcRun(wall, user, sys_, rss_kb / 1024.0, proc.returncode, tail, reg_cpu)
+    return ProcRun(wall, usage.ru_utime, usage.ru_stime, None, proc.returncode, tail, reg_cpu)
+
+
+def registry_cpu_s(reg: Any) -> float:
+    """User+system CPU the registry process has used so far (``/proc/<pid>/stat``)."""
+    try:
+        fields = Path(f"/proc/{reg.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, AttributeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class AccessLog:
+    """The registry's access log read incrementally: each poll parses only the bytes appended since
+    the last one (re-reading the whole log per figure cost the bench itself seconds on a big estate)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+        self.entries: list[Any] = []
+
+    def poll(self) -> int:
+        from tests.harness.fixtures_registry import _ACCESS_LINE, LoggedRequest
+
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return 0
+        self.offset += len(chunk)
+        lines = (self.partial + chunk).split(b"\n")
+        self.partial = lines.pop()
+        for line in lines:
+            m = _ACCESS_LINE.search(line.decode("utf-8", "replace"))
+            if m:
+                self.entries.append(LoggedRequest(m.group(1), m.group(2), int(m.group(3))))
+        return len(self.entries)
+
+    def settle(self) -> int:
+        """Request count once the registry has written its last lines."""
+        last = -1
+        for _ in range(20):
+            n = self.poll()
+            if n == last:
+                return n
+            last = n
+            time.sleep(0.1)
+        return last
+
+
+_LOGS: dict[Path, AccessLog] = {}
+
+
+def access_log(reg: Any) -> AccessLog:
+    return _LOGS.setdefault(Path(reg.log_path), AccessLog(Path(reg.log_path)))
 
 
 def settle_count(reg: Any) -> int:
     """Access-log request count once the registry has written its last lines."""
-    last = -1
-    for _ in range(20):
-        n = int(reg.request_count())
-        if n == last:
-            return n
-        last = n
-        time.sleep(0.1)
-    return last
+    return access_log(reg).settle()
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def spread(values: Sequence[float | None]) -> dict[str, float | None]:
+    """min / median of repeated figures (None when not measured)."""
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return {"min": None, "median": None}
+    return {"min": round(vals[0], 3), "median": round(statistics.median(vals), 3)}
 
 
 def sigaudit(*args: str) -> list[str]:
@@ -365,35 +448,40 @@ def _this_checkout() -> dict[str, str]:
 
 def measure_scan(label: str, reg: Any, est: Estate, pods: Path, policy: Path, db: Path, out: Path,
                  extra: Sequence[str] = ()) -> dict[str, Any]:
-    before = settle_count(reg)
-    before_get = reg.request_count("GET", "/v2/bench/")
+    log_ = access_log(reg)
+    before = log_.settle()
     json_out = out / f"scan-{label}.json"
+    load = load_average()
     run = run_measured(sigaudit("scan", "--pods-file", str(pods), "--policy", str(policy), "--db",
                                 f"sqlite:///{db}", "--cluster", "bench", "-o", "none", "--json-out", str(json_out),
-                                "--no-progress", *extra), cwd=policy.parent, env=_this_checkout())
-    requests = settle_count(reg) - before
-    logged = reg.requests()[before:]
+                                "--no-progress", *extra), cwd=policy.parent, env=_this_checkout(), reg=reg)
+    requests = log_.settle() - before
+    logged = log_.entries[before:]
     manifest_gets = sum(1 for r in logged if r.method == "GET" and "/manifests/" in r.path)
     by_kind = Counter(i.kind for i in est.images)
     notary = sum(1 for r in logged if r.path.startswith("/v2/bench/notary"))
-    gets = reg.request_count("GET", "/v2/bench/") - before_get
+    gets = sum(1 for r in logged if r.method == "GET" and r.path.startswith("/v2/bench/"))
     if run.exit_code not in (0, 1):
         raise RuntimeError(f"sigaudit scan ({label}) exited {run.exit_code}:\n{run.stderr_tail}")
     doc = json.loads(json_out.read_text())
     verdicts = Counter(str(i["status"]) for i in doc["images"])
     wrong = check_verdicts(est, doc)
     n = len(est.images)
-    log(f"{label}: {run.wall_s:.2f}s wall, {run.cpu_s:.2f}s CPU, {run.peak_rss_mb:.0f} MB, "
-        f"{requests} requests ({requests / n:.2f}/digest), verdicts {dict(verdicts)}")
+    log(f"{label}: {run.wall_s:.2f}s wall, {run.cpu_s:.2f}s client CPU, {run.registry_cpu_s or 0:.2f}s registry "
+        f"CPU, {run.peak_rss_mb or 0:.0f} MB, {requests} requests ({requests / n:.2f}/digest), load {load[0]}, "
+        f"verdicts {dict(verdicts)}")
     return {
         "wall_s": round(run.wall_s, 3),
         "cpu_s": round(run.cpu_s, 3),
         "user_s": round(run.user_s, 3),
         "sys_s": round(run.sys_s, 3),
-        "peak_rss_mb": round(run.peak_rss_mb, 1),
+        "registry_cpu_s": None if run.registry_cpu_s is None else round(run.registry_cpu_s, 3),
+        "peak_rss_mb": None if run.peak_rss_mb is None else round(run.peak_rss_mb, 1),
+        "load_average_at_start": load,
         "exit_code": run.exit_code,
         "registry_requests": requests,
         "requests_per_digest": round(requests / n, 3),
+        "client_cpu_per_request_ms": round(run.cpu_s / max(requests, 1) * 1000, 3),
         "manifest_gets": manifest_gets,
         # Split by repository: notation images live in bench/notary*, everything else is cosign-keyed.
         "requests_per_digest_cosign_repos": round((requests - notary) / max(1, n - by_kind[NOTATION]), 3),
@@ -404,6 +492,22 @@ def measure_scan(label: str, reg: Any, est: Estate, pods: Path, policy: Path, db
         "containers": sum(len(i.get("containers") or ()) for i in doc["images"]),
         "unexpected_verdicts": wrong,
     }
+
+
+REPEATED = ("wall_s", "cpu_s", "user_s", "sys_s", "registry_cpu_s", "peak_rss_mb", "client_cpu_per_request_ms")
+
+
+def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One figure from repeated runs: the median under the usual key, ``<key>_min`` beside it, every
+    run under ``runs``; counts come from the first run and wrong verdicts from the worst."""
+    out = dict(runs[0])
+    for key in REPEATED:
+        s = spread([r[key] for r in runs])
+        out[key], out[f"{key}_min"] = s["median"], s["min"]
+    out["repeats"] = len(runs)
+    out["unexpected_verdicts"] = max(r["unexpected_verdicts"] for r in runs)
+    out["runs"] = [{k: r[k] for k in (*REPEATED, "registry_requests", "load_average_at_start")} for r in runs]
+    return out
 
 
 def check_verdicts(est: Estate, doc: dict[str, Any]) -> int:
@@ -418,12 +522,14 @@ def check_verdicts(est: Estate, doc: dict[str, Any]) -> int:
 
 def measure_report(db: Path, out: Path) -> dict[str, Any]:
     html = out / "report.html"
-    run = run_measured(sigaudit("report", "--db", f"sqlite:///{db}", "--format", "html", "--out", str(html)))
+    run = run_measured(sigaudit("report", "--db", f"sqlite:///{db}", "--format", "html", "--out", str(html)),
+                       env=_this_checkout())
     if run.exit_code != 0:
         return {"error": f"exit {run.exit_code}: {run.stderr_tail[-500:]}"}
     size = html.stat().st_size
-    log(f"report: {run.wall_s:.2f}s wall, {size / 1e6:.1f} MB HTML, {run.peak_rss_mb:.0f} MB RSS")
-    return {"wall_s": round(run.wall_s, 3), "cpu_s": round(run.cpu_s, 3), "peak_rss_mb": round(run.peak_rss_mb, 1),
+    log(f"report: {run.wall_s:.2f}s wall, {size / 1e6:.1f} MB HTML, {run.peak_rss_mb or 0:.0f} MB RSS")
+    return {"wall_s": round(run.wall_s, 3), "cpu_s": round(run.cpu_s, 3),
+            "peak_rss_mb": None if run.peak_rss_mb is None else round(run.peak_rss_mb, 1),
             "bytes": size}
 
 
@@ -453,7 +559,7 @@ def cosign_baseline(reg: Any, est: Estate, keydir: Path, sample: int, rng: rando
                             f"{est.host}/{img.repo}@{img.digest}"], env=env)
         total_wall += run.wall_s
         total_cpu += run.cpu_s
-        peak = max(peak, run.peak_rss_mb)
+        peak = max(peak, run.peak_rss_mb or 0.0)
         ok = run.exit_code == 0
         outcomes["verified" if ok else "failed"] += 1
         if ok == (EXPECTED[img.kind] == "verified"):
@@ -518,10 +624,12 @@ def notation_baseline(reg: Any, est: Estate, sample: int, rng: random.Random) ->
     }
 
 
-def ideal_floor(reg: Any, est: Estate, keys: dict[str, Any], workers: int = 16) -> dict[str, Any]:
+def ideal_floor(reg: Any, est: Estate, keys: dict[str, Any], workers: int = 8) -> dict[str, Any]:
     """The floor the issue describes, in-process: per digest the ``.sig`` manifest GET, the payload
-    GET and one ECDSA P-256 verify, 16 threads on one shared httpx client (no auth, no policy, no
-    store, no digest checks beyond what is needed)."""
+    GET and one ECDSA P-256 verify, ``workers`` threads on one urllib3 ``HTTPConnectionPool`` of
+    that many connections — the scan's own per-registry concurrency, so the two compare at equal
+    concurrency (no auth, no policy, no store, no digest checks beyond what is needed)."""
+    import urllib3
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -530,29 +638,31 @@ def ideal_floor(reg: Any, est: Estate, keys: dict[str, Any], workers: int = 16) 
 
     pub = keys["trusted"].private.public_key()
     images = [i for i in est.images if i.kind != NOTATION]
-    before = settle_count(reg)
-    client = httpx.Client(base_url=reg.url, timeout=30.0,
-                          limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers))
+    host, port = reg.host.rsplit(":", 1)
     accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=workers, block=True, retries=False, timeout=30.0)
 
     def one(img: Image) -> bool:
-        r = client.get(f"/v2/{img.repo}/manifests/{sig_tag(img.digest)}", headers=accept)
-        if r.status_code == 404:
+        r = pool.request("GET", f"/v2/{img.repo}/manifests/{sig_tag(img.digest)}", headers=accept)
+        if r.status == 404:
             return False
-        layer = r.json()["layers"][0]
-        payload = client.get(f"/v2/{img.repo}/blobs/{layer['digest']}").content
+        layer = json.loads(r.data)["layers"][0]
+        payload = pool.request("GET", f"/v2/{img.repo}/blobs/{layer['digest']}").data
         try:
             pub.verify(base64.b64decode(layer["annotations"][SIG_ANNOTATION]), payload, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
             return False
         return b'"docker-manifest-digest":"' + img.digest.encode() in payload
 
+    before = settle_count(reg)
+    r0 = registry_cpu_s(reg)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         results = _parallel(one, images, workers)
     finally:
-        client.close()
+        pool.close()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    reg_cpu = registry_cpu_s(reg) - r0
     requests = settle_count(reg) - before
     # The crypto alone: one ECDSA verify per digest, single thread.
     sig = keys["trusted"].sign(b"x" * 300)
@@ -560,72 +670,163 @@ def ideal_floor(reg: Any, est: Estate, keys: dict[str, Any], workers: int = 16) 
     for _ in range(len(images)):
         pub.verify(sig, b"x" * 300, ec.ECDSA(hashes.SHA256()))
     ecdsa = time.perf_counter() - t1
-    log(f"ideal floor: {wall:.2f}s wall for {len(images)} digests ({requests / len(images):.2f} requests/digest), "
-        f"ECDSA alone {ecdsa * 1000:.0f} ms")
+    log(f"ideal floor: {wall:.2f}s wall, {cpu:.2f}s client CPU, {reg_cpu:.2f}s registry CPU for {len(images)} "
+        f"digests ({requests / len(images):.2f} requests/digest), ECDSA alone {ecdsa * 1000:.0f} ms")
     return {
         "description": "per digest: GET .sig manifest, GET payload blob, one ECDSA P-256 verify; "
-                       f"{workers} threads sharing one httpx.Client (in-process, no auth/policy/store)",
+                       f"{workers} threads on one urllib3 HTTPConnectionPool(maxsize={workers}, block=True) "
+                       "(in-process, no auth/policy/store)",
+        "concurrency": workers,
         "digests": len(images),
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
+        "registry_cpu_s": round(reg_cpu, 3),
         "requests_per_digest": round(requests / len(images), 3),
+        "client_cpu_per_request_ms": round(cpu / max(requests, 1) * 1000, 3),
         "ecdsa_verify_total_s": round(ecdsa, 4),
         "ecdsa_verify_per_digest_ms": round(ecdsa / len(images) * 1000, 4),
         "verified": sum(results),
     }
 
 
-def client_comparison(reg: Any, est: Estate, n: int = 2000) -> dict[str, Any]:
-    """``n`` manifest GETs with each candidate HTTP client (the issue: pick the client by measuring)."""
+def warm_floor(reg: Any, est: Estate, workers: int = 8) -> dict[str, Any]:
+    """The warm floor: one request per digest (a HEAD of its ``.sig`` tag), same pool and concurrency."""
+    import urllib3
+
+    from tests.harness.cosign_sign import sig_tag
+
+    host, port = reg.host.rsplit(":", 1)
+    pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=workers, block=True, retries=False, timeout=30.0)
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    r0 = registry_cpu_s(reg)
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        _parallel(lambda i: pool.request("HEAD", f"/v2/{i.repo}/manifests/{sig_tag(i.digest)}", headers=accept),
+                  est.images, workers)
+    finally:
+        pool.close()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"digests": len(est.images), "concurrency": workers, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "registry_cpu_s": round(registry_cpu_s(reg) - r0, 3)}
+
+
+def repeat_floor(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
+    runs = [fn() for _ in range(max(1, repeats))]
+    out = dict(runs[0])
+    for key in ("wall_s", "cpu_s", "registry_cpu_s", "client_cpu_per_request_ms"):
+        if key in out:
+            s = spread([r[key] for r in runs])
+            out[key], out[f"{key}_min"] = s["median"], s["min"]
+    out["repeats"] = len(runs)
+    out["runs"] = [{k: r[k] for k in ("wall_s", "cpu_s", "registry_cpu_s")} for r in runs]
+    return out
+
+
+def client_comparison(reg: Any, est: Estate, n: int = 2000, workers: int = 8, repeats: int = 3) -> dict[str, Any]:
+    """``n`` manifest GETs with each candidate HTTP client, all at the same concurrency ``workers``
+    (threads for the blocking clients, an ``asyncio.Semaphore`` and as many connections for the async
+    ones), each repeated: wall, client CPU per request and the registry's CPU, min and median."""
     import asyncio
+    import http.client
+
+    import urllib3
 
     paths = [f"/v2/{i.repo}/manifests/{i.digest}" for i in est.images]
     paths = (paths * (n // max(len(paths), 1) + 1))[:n]
     accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
-    out: dict[str, Any] = {"requests": len(paths)}
+    host, port = reg.host.rsplit(":", 1)
 
-    def threaded(http2: bool) -> float:
-        with httpx.Client(base_url=reg.url, http2=http2, timeout=30.0,
-                          limits=httpx.Limits(max_connections=16, max_keepalive_connections=16)) as c:
-            t0 = time.perf_counter()
-            _parallel(lambda p: c.get(p, headers=accept).raise_for_status(), paths, 16)
-            return time.perf_counter() - t0
+    def httpx_threads() -> None:
+        with httpx.Client(base_url=reg.url, timeout=30.0,
+                          limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers)) as c:
+            _parallel(lambda p: c.get(p, headers=accept).raise_for_status(), paths, workers)
 
-    async def httpx_async() -> float:
-        async with httpx.AsyncClient(base_url=reg.url, timeout=30.0,
-                                     limits=httpx.Limits(max_connections=32, max_keepalive_connections=32)) as c:
-            sem = asyncio.Semaphore(32)
+    def urllib3_threads() -> None:
+        pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=workers, block=True, retries=False, timeout=30.0)
 
-            async def get(p: str) -> None:
-                async with sem:
-                    (await c.get(p, headers=accept)).raise_for_status()
+        def get(p: str) -> None:
+            r = pool.request("GET", p, headers=accept)
+            if r.status != 200:
+                raise RuntimeError(f"{p}: {r.status}")
 
-            t0 = time.perf_counter()
-            await asyncio.gather(*(get(p) for p in paths))
-            return time.perf_counter() - t0
+        try:
+            _parallel(get, paths, workers)
+        finally:
+            pool.close()
 
-    out["httpx_client_16_threads_s"] = round(threaded(False), 3)
-    out["httpx_client_http2_flag_16_threads_s"] = round(threaded(True), 3)  # plain HTTP: still HTTP/1.1
-    out["httpx_asyncclient_32_s"] = round(asyncio.run(httpx_async()), 3)
+    def stdlib_threads() -> None:
+        import threading
+
+        local = threading.local()
+
+        def get(p: str) -> None:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = http.client.HTTPConnection(host, int(port), timeout=30.0)
+            conn.request("GET", p, headers=accept)
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError(f"{p}: {r.status}")
+
+        _parallel(get, paths, workers)
+
+    def httpx_async() -> None:
+        async def main() -> None:
+            async with httpx.AsyncClient(base_url=reg.url, timeout=30.0, limits=httpx.Limits(
+                    max_connections=workers, max_keepalive_connections=workers)) as c:
+                sem = asyncio.Semaphore(workers)
+
+                async def get(p: str) -> None:
+                    async with sem:
+                        (await c.get(p, headers=accept)).raise_for_status()
+
+                await asyncio.gather(*(get(p) for p in paths))
+
+        asyncio.run(main())
+
+    candidates: dict[str, Callable[[], None]] = {
+        "httpx_client": httpx_threads, "urllib3_pool": urllib3_threads, "stdlib_http_client": stdlib_threads,
+        "httpx_asyncclient": httpx_async,
+    }
     try:
         import aiohttp
 
-        async def aio() -> float:
-            conn = aiohttp.TCPConnector(limit=32)
-            async with aiohttp.ClientSession(reg.url, connector=conn) as s:
-                async def get(p: str) -> None:
-                    async with s.get(p, headers=accept) as r:
-                        r.raise_for_status()
-                        await r.read()
+        def aio() -> None:
+            async def main() -> None:
+                conn = aiohttp.TCPConnector(limit=workers)
+                async with aiohttp.ClientSession(reg.url, connector=conn) as s:
+                    async def get(p: str) -> None:
+                        async with s.get(p, headers=accept) as r:
+                            r.raise_for_status()
+                            await r.read()
 
-                t0 = time.perf_counter()
-                await asyncio.gather(*(get(p) for p in paths))
-                return time.perf_counter() - t0
+                    await asyncio.gather(*(get(p) for p in paths))
 
-        out["aiohttp_32_s"] = round(asyncio.run(aio()), 3)
+            asyncio.run(main())
+
+        candidates["aiohttp"] = aio
     except ImportError:
-        out["aiohttp_32_s"] = None
-    log(f"HTTP clients, {len(paths)} manifest GETs: {out}")
+        pass
+    out: dict[str, Any] = {"requests": len(paths), "concurrency": workers, "repeats": repeats, "clients": {}}
+    measured: dict[str, list[tuple[float, float, float]]] = {name: [] for name in candidates}
+    for _ in range(max(1, repeats)):  # interleaved, so a load spike hits every client alike
+        for name, fn in candidates.items():
+            r0 = registry_cpu_s(reg)
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            measured[name].append((time.perf_counter() - t0, time.process_time() - c0, registry_cpu_s(reg) - r0))
+    for name, runs in measured.items():
+        wall, cpu, rcpu = spread([r[0] for r in runs]), spread([r[1] for r in runs]), spread([r[2] for r in runs])
+        out["clients"][name] = {
+            "wall_s": wall["median"], "wall_s_min": wall["min"],
+            "client_cpu_s": cpu["median"], "client_cpu_s_min": cpu["min"],
+            "client_cpu_per_request_us": round((cpu["median"] or 0) / len(paths) * 1e6, 1),
+            "registry_cpu_s": rcpu["median"],
+        }
+    log(f"HTTP clients, {len(paths)} manifest GETs at concurrency {workers}: "
+        + ", ".join(f"{k} {v['wall_s']:.2f}s / {v['client_cpu_per_request_us']:.0f} us CPU per request"
+                    for k, v in out["clients"].items()))
     return out
 
 
@@ -638,7 +839,7 @@ def targets(res: dict[str, Any]) -> dict[str, Any]:
     values = {
         "cold_wall_s": cold["wall_s"],
         "warm_wall_s": warm["wall_s"],
-        "peak_rss_mb": max(cold["peak_rss_mb"], warm["peak_rss_mb"]),
+        "peak_rss_mb": max((v for v in (cold["peak_rss_mb"], warm["peak_rss_mb"]) if v is not None), default=None),
         "cold_requests_per_digest": cold["requests_per_digest"],
         "warm_requests_per_digest": warm["requests_per_digest"],
         "speedup_vs_cosign": speedup,
@@ -663,9 +864,14 @@ def ratios(res: dict[str, Any]) -> dict[str, Any]:
     floor = res["baselines"].get("ideal_floor") or {}
     if "wall_s" in floor:
         out["cold_wall_over_ideal_floor"] = round(cold["wall_s"] / floor["wall_s"], 2)
+        out["cold_wall_min_over_ideal_floor_min"] = round(cold["wall_s_min"] / floor["wall_s_min"], 2)
+        out["cold_client_cpu_over_ideal_floor"] = round(cold["cpu_s"] / max(floor["cpu_s"], 1e-9), 2)
         if "per_digest_s" in cos:
             # What even the in-process floor achieves against the cosign loop over the same digests.
             out["cosign_loop_over_ideal_floor"] = round(cos["per_digest_s"] * floor["digests"] / floor["wall_s"], 1)
+    wfloor = res["baselines"].get("warm_floor") or {}
+    if "wall_s" in wfloor:
+        out["warm_wall_over_warm_floor"] = round(warm["wall_s"] / wfloor["wall_s"], 2)
     return out
 
 
@@ -679,6 +885,10 @@ def markdown(res: dict[str, Any]) -> str:
     def f(v: Any, fmt: str = "{:.2f}") -> str:
         return "—" if v is None else fmt.format(v)
 
+    def mm(d: dict[str, Any], key: str) -> str:
+        low = d.get(f"{key}_min")
+        return f(d.get(key)) if low is None or d.get("repeats", 1) < 2 else f"{f(d.get(key))} ({f(low)})"
+
     lines = [
         f"## sigaudit benchmark — {res['timestamp']}",
         "",
@@ -689,16 +899,25 @@ def markdown(res: dict[str, Any]) -> str:
         f"{res['machine'].get('load_average_at_end', ['?'])[0]} at the end (a shared machine: wall times move "
         "with it, CPU times much less).",
         "",
-        "| | wall s | CPU s | peak RSS MB | registry requests / unique digest |",
-        "|---|---:|---:|---:|---:|",
-        f"| sigaudit scan, cold (empty DB/cache) | {f(cold['wall_s'])} | {f(cold['cpu_s'])} | "
-        f"{f(cold['peak_rss_mb'], '{:.0f}')} | {f(cold['requests_per_digest'])} |",
-        f"| sigaudit scan, warm (nothing changed) | {f(warm['wall_s'])} | {f(warm['cpu_s'])} | "
-        f"{f(warm['peak_rss_mb'], '{:.0f}')} | {f(warm['requests_per_digest'])} |",
+        f"Figures with a repeat are median (min) of {cold.get('repeats', 1)} runs; client CPU is the scan "
+        "process alone, registry CPU the docker-registry process over the same interval, peak RSS the "
+        "scan process alone (GNU time %M, not wait4's inherited high-water mark).",
+        "",
+        "| | wall s | client CPU s | registry CPU s | peak RSS MB | registry requests / unique digest |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| sigaudit scan, cold (empty DB/cache) | {mm(cold, 'wall_s')} | {mm(cold, 'cpu_s')} | "
+        f"{mm(cold, 'registry_cpu_s')} | {f(cold['peak_rss_mb'], '{:.0f}')} | {f(cold['requests_per_digest'])} |",
+        f"| sigaudit scan, warm (nothing changed) | {mm(warm, 'wall_s')} | {mm(warm, 'cpu_s')} | "
+        f"{mm(warm, 'registry_cpu_s')} | {f(warm['peak_rss_mb'], '{:.0f}')} | {f(warm['requests_per_digest'])} |",
     ]
     if "wall_s" in floor:
-        lines.append(f"| ideal floor (in-process: 2 GETs + 1 ECDSA per digest, {floor['digests']} digests) | "
-                     f"{f(floor['wall_s'])} | {f(floor['cpu_s'])} | — | {f(floor['requests_per_digest'])} |")
+        lines.append(f"| ideal floor (urllib3, {floor.get('concurrency', '?')} connections: 2 GETs + 1 ECDSA per "
+                     f"digest, {floor['digests']} digests) | {mm(floor, 'wall_s')} | {mm(floor, 'cpu_s')} | "
+                     f"{mm(floor, 'registry_cpu_s')} | — | {f(floor['requests_per_digest'])} |")
+    wfloor = b.get("warm_floor") or {}
+    if "wall_s" in wfloor:
+        lines.append(f"| warm floor (one HEAD per digest, {wfloor['concurrency']} connections) | "
+                     f"{mm(wfloor, 'wall_s')} | {mm(wfloor, 'cpu_s')} | {mm(wfloor, 'registry_cpu_s')} | — | 1.00 |")
     if "per_digest_s" in cos:
         lines.append(
             f"| `cosign verify --key` loop, {cos['sample']} sampled digests → extrapolated to "
@@ -730,9 +949,16 @@ def markdown(res: dict[str, Any]) -> str:
               f"cosign loop / cold scan = **{f(r.get('cosign_loop_over_cold_wall'), '{:.0f}')}x** wall "
               f"({f(r.get('cosign_loop_over_cold_cpu'), '{:.0f}')}x CPU); "
               f"cosign loop / warm scan = {f(r.get('cosign_loop_over_warm_wall'), '{:.0f}')}x; "
-              f"cold scan / ideal floor = {f(r.get('cold_wall_over_ideal_floor'))}x; "
+              f"cold scan / ideal floor = {f(r.get('cold_wall_over_ideal_floor'))}x wall (min/min "
+              f"{f(r.get('cold_wall_min_over_ideal_floor_min'))}x), "
+              f"{f(r.get('cold_client_cpu_over_ideal_floor'))}x client CPU; "
+              f"warm scan / warm floor = {f(r.get('warm_wall_over_warm_floor'))}x; "
               f"cosign loop / ideal floor = {f(r.get('cosign_loop_over_ideal_floor'), '{:.0f}')}x "
               "(the most any client could gain on this machine).", ""]
+    lines += [f"Client CPU per registry request: cold {f(cold.get('client_cpu_per_request_ms'))} ms, warm "
+              f"{f(warm.get('client_cpu_per_request_ms'))} ms, ideal floor "
+              f"{f(floor.get('client_cpu_per_request_ms'))} ms (whole process: start-up, inventory, verification, "
+              "store and output included).", ""]
     lines += ["| target | value | met |", "|---|---:|:---:|"]
     for name, t in res["targets"].items():
         op = "≥" if name == "speedup_vs_cosign" else "≤"
@@ -740,9 +966,14 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {name} {op} {t['target']:g} | {f(t['value'])} | {met} |")
     cc = res.get("http_clients")
     if cc:
-        lines += ["", f"HTTP clients, {cc['requests']} manifest GETs against the same registry: "
-                  + ", ".join(f"{k.removesuffix('_s')} {v:.2f}s" for k, v in cc.items()
-                              if k.endswith("_s") and v is not None) + "."]
+        lines += ["", f"HTTP clients, {cc['requests']} manifest GETs against the same registry, all at "
+                  f"concurrency {cc['concurrency']}, median (min) of {cc['repeats']}:", "",
+                  "| client | wall s | client CPU s | client CPU / request µs | registry CPU s |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, c in cc["clients"].items():
+            lines.append(f"| {name} | {f(c['wall_s'])} ({f(c['wall_s_min'])}) | {f(c['client_cpu_s'])} "
+                         f"({f(c['client_cpu_s_min'])}) | {f(c['client_cpu_per_request_us'], '{:.0f}')} | "
+                         f"{f(c['registry_cpu_s'])} |")
     if cold["unexpected_verdicts"] or warm["unexpected_verdicts"]:
         lines += ["", f"**Unexpected verdicts**: cold {cold['unexpected_verdicts']}, "
                   f"warm {warm['unexpected_verdicts']}."]
@@ -778,28 +1009,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pods = work / "pods.json"
         pods_bytes = write_pods(est, args.pods, pods)
         policy = write_policy(est, keys, work)
-        db = work / "sigaudit.db"
         res: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+                        "load_average_at_start": load_average(),
                         "platform": platform.platform(), "registry": "docker-registry (distribution 2.8), "
                         "plain HTTP on 127.0.0.1, access log"},
             "params": {"digests": args.digests, "repos": args.repos, "pods": args.pods,
                        "baseline_sample": args.baseline_sample, "seed": args.seed,
-                       "scan_flags": args.scan_args or "defaults (--concurrency 16, --registry-concurrency 8)"},
+                       "repeat": args.repeat, "registry_concurrency": args.registry_concurrency,
+                       "scan_flags": " ".join(["--registry-concurrency", str(args.registry_concurrency),
+                                               args.scan_args]).strip()},
             "estate": {"digests": len(est.images), "repos": len({i.repo for i in est.images}),
                        "kinds": est.counts(), "publish_s": round(est.publish_s, 2),
                        "publish_requests": est.publish_requests, "pods_file_bytes": pods_bytes},
             "scans": {},
             "baselines": {},
         }
-        extra = shlex.split(args.scan_args)
-        res["scans"]["cold"] = measure_scan("cold", reg, est, pods, policy, db, work, extra)
-        res["scans"]["warm"] = measure_scan("warm", reg, est, pods, policy, db, work, extra)
+        extra = ["--registry-concurrency", str(args.registry_concurrency), *shlex.split(args.scan_args)]
+        colds, warms = [], []
+        for k in range(max(1, args.repeat)):  # each cold scan on its own empty database, then warm on it
+            db = work / f"sigaudit-{k}.db"
+            colds.append(measure_scan("cold", reg, est, pods, policy, db, work, extra))
+            warms.append(measure_scan("warm", reg, est, pods, policy, db, work, extra))
+        res["scans"]["cold"], res["scans"]["warm"] = combine(colds), combine(warms)
         res["report"] = measure_report(db, work)
-        res["baselines"]["ideal_floor"] = ideal_floor(reg, est, keys)
+        conc = args.registry_concurrency
+        res["baselines"]["ideal_floor"] = repeat_floor(lambda: ideal_floor(reg, est, keys, conc), args.repeat)
+        res["baselines"]["warm_floor"] = repeat_floor(lambda: warm_floor(reg, est, conc), args.repeat)
         if args.baseline_sample > 0:
             res["baselines"]["cosign"] = cosign_baseline(reg, est, work, args.baseline_sample, rng)
             res["baselines"]["notation"] = notation_baseline(reg, est, args.baseline_sample, rng)
@@ -807,11 +1045,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             res["baselines"]["cosign"] = {"skipped": "--baseline-sample 0"}
             res["baselines"]["notation"] = {"skipped": "--baseline-sample 0"}
         if not args.skip_clients:
-            res["http_clients"] = client_comparison(reg, est)
+            res["http_clients"] = client_comparison(reg, est, workers=conc, repeats=args.repeat)
         if "sample" in res["baselines"]["cosign"]:
             notes.append(f"cosign baseline: a random sample of {res['baselines']['cosign']['sample']} digests "
                          "(seeded), timed per process and extrapolated linearly to the estate.")
-        res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        res["machine"]["load_average_at_end"] = load_average()
         res["ratios"] = ratios(res)
         res["targets"] = targets(res)
         res["notes"] = notes
@@ -849,6 +1087,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-notation", action="store_true", help="cosign-only estate")
     ap.add_argument("--skip-clients", action="store_true", help="skip the HTTP client comparison")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (registry storage, DB, pods)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each scan and floor; figures are min and median (default 3)")
+    ap.add_argument("--registry-concurrency", type=int, default=8,
+                    help="per-registry concurrency of the scan, the floors and every compared client (default 8, "
+                         "the scan's default): compared at equal concurrency")
     ap.add_argument("--scan-args", default="", help="extra flags for both sigaudit scans, e.g. '--concurrency 8'")
     return ap.parse_args(argv)
 

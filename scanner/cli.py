@@ -168,7 +168,7 @@ def scan(**opts: Any) -> None:
 def run_scan_command(**opts: Any) -> int:
     """``sigaudit scan``: the options into the scan use case (:func:`scanner.scan.run_once`), its
     result out to stdout, files and metrics, and an exit code."""
-    from scanner.document import scan_document
+    from scanner.document import summary, write_scan_json
     from scanner.scan import load_inputs, run_once
 
     options = scan_options_from(opts)
@@ -220,11 +220,11 @@ def run_scan_command(**opts: Any) -> int:
             bar.stop()
         signal.signal(signal.SIGTERM, old_term)
 
-    doc = scan_document(result)
     if opts["json_out"]:
-        Path(opts["json_out"]).write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+        with Path(opts["json_out"]).open("w", encoding="utf-8") as out:
+            write_scan_json(result, out)
     if opts["output"] == "json":
-        click.echo(json.dumps(doc, indent=2))
+        write_scan_json(result, sys.stdout)
     elif opts["output"] in ("openreports", "policyreport"):
         from scanner.clusterreports import FLAVORS, build_reports, to_yaml
 
@@ -240,7 +240,7 @@ def run_scan_command(**opts: Any) -> int:
         for err in result.errors:
             click.echo(f"sigaudit: warning: {err}", err=True)
         return EXIT_FAILED
-    if doc["summary"]["non_compliant"] and not opts["exit_zero_on_violations"]:
+    if summary(result)["non_compliant"] and not opts["exit_zero_on_violations"]:
         return EXIT_VIOLATIONS
     return EXIT_OK
 

@@ -6,9 +6,11 @@ document.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 from scanner.inventory.references import pins_digest, tag_reference_containers
 from scanner.models import SCHEMA_VERSION, RunningImage, ScanResult, SignatureResult, Status, Verdict
@@ -104,6 +106,10 @@ def image_doc(v: Verdict) -> dict[str, Any]:
 
 
 def scan_document(result: ScanResult) -> dict[str, Any]:
+    return {**_head(result), "images": [image_doc(v) for v in result.verdicts], "findings": findings(result)}
+
+
+def _head(result: ScanResult) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "scan": {
@@ -117,6 +123,29 @@ def scan_document(result: ScanResult) -> dict[str, Any]:
             "errors": list(result.errors),
         },
         "summary": summary(result),
-        "images": [image_doc(v) for v in result.verdicts],
-        "findings": findings(result),
     }
+
+
+def _indented(value: Any, level: int) -> str:
+    # JSON strings never hold a raw newline (json.dumps escapes it), so every newline is layout.
+    return json.dumps(value, indent=2).replace("\n", "\n" + " " * level)
+
+
+def iter_scan_json(result: ScanResult) -> Iterator[str]:
+    """The text of ``json.dumps(scan_document(result), indent=2)``, the same bytes, one image at a
+    time: a 10,000-pod scan's document is never held whole as a dict nor as one string (its
+    transient was a quarter of the scan's peak RSS)."""
+    yield "{"
+    for key, value in _head(result).items():
+        yield f"\n  {json.dumps(key)}: {_indented(value, 2)},"
+    yield '\n  "images": ['
+    for i, v in enumerate(result.verdicts):
+        yield ("," if i else "") + "\n    " + _indented(image_doc(v), 4)
+    yield ("\n  ]" if result.verdicts else "]") + ","
+    yield f'\n  "findings": {_indented(findings(result), 2)}\n}}'
+
+
+def write_scan_json(result: ScanResult, out: IO[str]) -> None:
+    for chunk in iter_scan_json(result):
+        out.write(chunk)
+    out.write("\n")

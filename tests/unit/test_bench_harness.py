@@ -25,7 +25,7 @@ def test_harness_writes_complete_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
     sample = 2 if tool_path("cosign") else 0
     rc = bench.main(["--digests", "20", "--repos", "4", "--pods", "50", "--baseline-sample", str(sample),
-                     "--out", str(out), "--skip-clients", "--no-notation"])
+                     "--out", str(out), "--skip-clients", "--no-notation", "--repeat", "2"])
     assert rc == 0
     res = json.loads((out / "latest.json").read_text())
     stamped = [p for p in out.glob("*.json") if p.name != "latest.json"]
@@ -42,12 +42,19 @@ def test_harness_writes_complete_results(tmp_path: Path) -> None:
         assert scan["unexpected_verdicts"] == 0
         assert scan["images"] == 20 and scan["containers"] == 50
         assert scan["verdicts"] == {"invalid": 2, "unsigned": 2, "verified": 16}
+        # Repeated: median and min of two runs, the registry's CPU beside the client's, the load average.
+        assert scan["repeats"] == 2 and len(scan["runs"]) == 2
+        assert scan["wall_s_min"] <= scan["wall_s"] and scan["cpu_s_min"] <= scan["cpu_s"]
+        assert scan["registry_cpu_s"] is not None and scan["registry_cpu_s"] >= 0
+        assert all(len(r["load_average_at_start"]) == 3 for r in scan["runs"])
     cold, warm = res["scans"]["cold"], res["scans"]["warm"]
     assert cold["registry_requests"] >= 20  # at least one lookup per digest, counted by the registry
     assert warm["registry_requests"] < cold["registry_requests"]
     assert res["report"]["bytes"] > 1000 and res["report"]["wall_s"] > 0
     floor = res["baselines"]["ideal_floor"]
     assert floor["digests"] == 20 and floor["verified"] == 16 and floor["wall_s"] > 0
+    assert floor["concurrency"] == res["params"]["registry_concurrency"] and floor["repeats"] == 2
+    assert res["baselines"]["warm_floor"]["digests"] == 20
     cosign = res["baselines"]["cosign"]
     if sample:
         assert cosign["sample"] == 2 and cosign["per_digest_s"] > 0 and cosign["agrees_with_expected"] == 2
@@ -90,6 +97,48 @@ def test_registry_budget_end_to_end(tmp_path: Path) -> None:
     assert len(errors) >= 12 - budget
     assert all(any("registry request budget exhausted" in r for r in i["reasons"]) for i in errors)
     assert {i["status"] for i in doc["images"]} - {"error"}  # the first images were judged normally
+
+
+def test_peak_rss_is_the_childs_own(tmp_path: Path) -> None:
+    """wait4's ru_maxrss survives exec, so a child forked from a large parent reported the parent's
+    RSS (a /bin/true child at 330 MB): the harness must report the child's own high-water mark."""
+    if not Path(bench.TIME_BIN).exists():
+        pytest.skip("GNU time is not installed")
+    ballast = b"x" * (300 << 20)  # the parent holds 300 MB, touched
+    run = bench.run_measured(["/bin/true"])
+    assert len(ballast) and run.exit_code == 0
+    assert run.peak_rss_mb is not None and run.peak_rss_mb < 50, run.peak_rss_mb
+    failing = bench.run_measured(["/bin/false"])  # GNU time's extra "exited with status" line
+    assert failing.exit_code == 1 and failing.peak_rss_mb is not None and failing.peak_rss_mb < 50
+
+
+def test_access_log_is_read_incrementally(tmp_path: Path) -> None:
+    """Each poll parses only what was appended, a line cut mid-write is taken when it completes, and
+    the figures match a full re-read."""
+    path = tmp_path / "access.log"
+    line = '127.0.0.1 - - [07/Dec/2026:06:00:00 +0000] "{} {} HTTP/1.1" 200 2 "" "x"\n'
+    log = bench.AccessLog(path)
+    assert log.poll() == 0  # not written yet
+    path.write_text("registry starting\n" + line.format("GET", "/v2/"))
+    assert log.poll() == 1
+    half = line.format("HEAD", "/v2/a/manifests/t")
+    with path.open("a") as f:
+        f.write(half[:30])
+    assert log.poll() == 1 and log.offset == path.stat().st_size
+    with path.open("a") as f:
+        f.write(half[30:] + line.format("GET", "/v2/b/blobs/sha256:00"))
+    assert log.poll() == 3 and log.settle() == 3
+    assert [(r.method, r.path) for r in log.entries] == [("GET", "/v2/"), ("HEAD", "/v2/a/manifests/t"),
+                                                       ("GET", "/v2/b/blobs/sha256:00")]
+
+
+def test_repeats_give_min_and_median() -> None:
+    runs = [{"wall_s": w, "cpu_s": 1.0, "user_s": 1.0, "sys_s": 0.0, "registry_cpu_s": None, "peak_rss_mb": 90.0,
+             "client_cpu_per_request_ms": 1.0, "registry_requests": 5, "load_average_at_start": [1.0, 1.0, 1.0],
+             "unexpected_verdicts": u} for w, u in ((3.0, 0), (1.0, 2), (2.0, 0))]
+    out = bench.combine(runs)
+    assert out["wall_s"] == 2.0 and out["wall_s_min"] == 1.0 and out["repeats"] == 3
+    assert out["registry_cpu_s"] is None and out["unexpected_verdicts"] == 2
 
 
 def test_mix_is_deterministic() -> None:

@@ -3,10 +3,26 @@ be parsed out of the reasons."""
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import UTC, datetime
 
-from scanner.document import image_doc
-from scanner.models import ExemptionKind, ExemptionRef, ImageReference, RunningImage, Status, Verdict
+import pytest
+
+from scanner.document import image_doc, scan_document, write_scan_json
+from scanner.models import (
+    ContainerRef,
+    ContainerType,
+    ExemptionKind,
+    ExemptionRef,
+    ImageReference,
+    RunningImage,
+    ScanResult,
+    ScanState,
+    Status,
+    Verdict,
+    Workload,
+)
 
 
 def test_an_images_exemptions_are_fields_of_the_document() -> None:
@@ -22,3 +38,27 @@ def test_an_images_exemptions_are_fields_of_the_document() -> None:
          "applied": False, "rule": None},
     ]
     assert image_doc(Verdict(v.image, Status.VERIFIED, ("ok",)))["exemptions"] == []
+
+
+def _result(verdicts: tuple[Verdict, ...]) -> ScanResult:
+    t = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    return ScanResult("c\u00e9\n\"x\"", t, t, ScanState.PARTIAL, verdicts, "sha256:" + "0" * 64,
+                      errors=("ns forbidden\nsecond line",), scan_id=7, sigaudit_version="1.2")
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_streamed_json_is_the_documents_exact_text(n: int) -> None:
+    """The scan's JSON is written one image at a time (never the whole document as one string), and
+    is byte for byte ``json.dumps(scan_document(result), indent=2)``: empty lists, nested layout,
+    escaped newlines, quotes and non-ASCII in any field included."""
+    ref = ImageReference("r.io", "a", "1", "sha256:" + "1" * 64)
+    containers = (ContainerRef("ns", "p\n\"q\"", "c", ContainerType.CONTAINER, "r.io/a:1", None,
+                               Workload("Deployment", "d\u00fc")),)
+    verdicts = tuple(Verdict(RunningImage(ref, containers if i % 2 else ()), Status.INVALID if i else Status.VERIFIED,
+                             (f"reason {i}\nwith a newline", "\u2603"), expiring=i == 2) for i in range(n))
+    result = _result(verdicts)
+    want = json.dumps(scan_document(result), indent=2) + "\n"
+    out = io.StringIO()
+    write_scan_json(result, out)
+    assert out.getvalue() == want
+    assert json.loads(out.getvalue()) == scan_document(result)

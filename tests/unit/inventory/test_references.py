@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scanner.inventory.references import pins_digest, tag_reference_containers
+from scanner.errors import ParseError
+from scanner.inventory.references import parse_reference, pins_digest, tag_reference_containers
 from scanner.models import ContainerRef, ContainerType, Workload
 
 D = "sha256:" + "a" * 64
@@ -39,3 +40,18 @@ def test_each_container_once_sorted() -> None:
     got = tag_reference_containers([a, a, _c("a", "q", "x", f"app@{D}"), init, _c("a", "q", "y", "app:v2")])
     assert [(c.namespace, c.container, c.container_type) for c in got] == [
         ("a", "y", ContainerType.CONTAINER), ("b", "web", ContainerType.CONTAINER), ("b", "web", ContainerType.INIT)]
+
+
+def test_each_distinct_reference_is_parsed_once_and_a_bad_one_always_raises() -> None:
+    from scanner.inventory import references
+
+    text = "Registry.Example:5000/team/app:v1@sha256:" + "a" * 64
+    first = parse_reference(text)
+    assert parse_reference(text) is first  # cached per distinct text (frozen model, safe to share)
+    assert first.registry == "registry.example:5000" and first.tag == "v1"
+    info = references._parse_reference.cache_info()
+    assert info.maxsize is not None and info.maxsize * references.MAX_REFERENCE_LENGTH <= 100 << 20
+    for bad in ("UPPER/case", "a@b@c", "", ["not", "a", "string"], {"a": 1}):
+        for _ in range(2):  # not cached, never a TypeError for an unhashable value from a pod file
+            with pytest.raises(ParseError):
+                parse_reference(bad)  # type: ignore[arg-type]
