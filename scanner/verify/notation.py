@@ -50,8 +50,8 @@ from scanner.policy.notation_trust import (
     load_trust_store_crs,
     subject_string,
 )
-from scanner.policy.schema import NotationVerifierSpec
 from scanner.verify.base import Fetcher, Verifier, Wants, identity_of
+from scanner.verify.kinds.notation import NotationVerifierSpec
 from scanner.verify.notation_envelope import (
     SCHEME_SIGNING_AUTHORITY,
     SCHEME_X509,
