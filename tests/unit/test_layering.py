@@ -47,13 +47,10 @@ KNOWN_IO_EXCEPTIONS = {
     ("scanner.policy.imports", "scanner.inventory.kube"),  # ... with the inventory's API client
     ("scanner.policy.kritis", "kubernetes"),  # kritis:cluster reads the API
 }
-# Issue #18: verifier kinds carry their Specs (scanner/verify/kinds/), so verify no longer reads the
-# policy schema. What is left: DN parsing and identity matching that notation and x509 need still live
-# in scanner.policy.notation_trust. These verify -> policy edges may only shrink.
-KNOWN_VERIFY_TO_POLICY = {
-    ("scanner.verify.notation", "scanner.policy.notation_trust"),
-    ("scanner.verify.x509", "scanner.policy.notation_trust"),
-}
+# Issue #18: verify never imports policy (verifier kinds carry their Specs in scanner/verify/kinds/,
+# notation's trust policy and trust store are read by scanner/verify/notation_trust.py). Empty, and it
+# stays so: policy builds verifiers (policy -> verify), never the other way round.
+KNOWN_VERIFY_TO_POLICY: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, Path]:
