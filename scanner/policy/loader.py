@@ -21,7 +21,6 @@ from scanner.errors import ConfigError, ParseError
 from scanner.models import ImageReference
 from scanner.policy.schema import (
     AuditPolicyDocument,
-    CosignVerifierSpec,
     Exemption,
     Revocation,
     VerifierSpec,
@@ -29,7 +28,6 @@ from scanner.policy.schema import (
 )
 from scanner.redact import display_url, redact_text
 from scanner.verify.base import Fetcher, Verifier
-from scanner.verify.cosign import CosignKeyVerifier
 from scanner.verify.keys import PublicKey, parse_public_key
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
@@ -202,72 +200,46 @@ class PolicyLoader:
         return key, _label(text)
 
     def build_verifier(self, spec: VerifierSpec, base_dir: Path, where: str, rule: str) -> Verifier:
-        if spec.cosign is not None:
-            return self._cosign(spec.cosign, base_dir, where, rule)
-        if spec.notation is not None:
-            from scanner.verify.notation import NotationVerifier
+        """The verifier of one entry, built by its kind (``scanner/verify/kinds/``) with this loader as
+        its edge to files, URLs, KMS and the scan's CRL cache."""
+        kind, value = spec.entry()
+        return kind.build(value, _EntryTrust(self, base_dir, where, rule))
+
+    def fetcher(self) -> Fetcher:
+        if self._fetcher is None:
+            from scanner.registry.fetcher import HttpFetcher
+
+            self._fetcher = HttpFetcher()  # CRL/OCSP over HTTP, size- and time-bounded
+        return self._fetcher
+
+    def crl_cache(self) -> Any:
+        if self._crl_cache is None:
             from scanner.verify.revocation import CRLCache
 
-            if self._fetcher is None:
-                from scanner.registry.fetcher import HttpFetcher
-
-                self._fetcher = HttpFetcher()  # CRL/OCSP over HTTP, size- and time-bounded
-            if self._crl_cache is None:
-                self._crl_cache = CRLCache()  # one per process: CRLs reused until nextUpdate
-            try:
-                for f in (spec.notation.trust_policy, spec.notation.trust_store):
-                    p = (base_dir / f).expanduser()
-                    if p.is_file():
-                        self.trust_material.append(p.read_bytes())
-            except OSError:
-                pass
-            verifier: Verifier = NotationVerifier.from_spec(
-                spec.notation, base_dir=base_dir, fetcher=self._fetcher, crl_cache=self._crl_cache
-            )
-            return verifier
-        if spec.attestation is not None:
-            from scanner.verify.attestation import AttestationVerifier
-
-            attestation: Verifier = AttestationVerifier.from_spec(spec.attestation, base_dir=base_dir, loader=self)
-            return attestation
-        raise ConfigError("empty verifier", field=where)  # pragma: no cover - schema forbids it
-
-    def _cosign(self, spec: CosignVerifierSpec, base_dir: Path, where: str, rule: str) -> Verifier:
-        if spec.keyless is not None:
-            from scanner.verify.cosign_keyless import CosignKeylessVerifier
-
-            return CosignKeylessVerifier.from_spec(spec, base_dir=base_dir)
-        assert spec.key is not None
-        try:
-            key, label = self.load_key(spec.key, base_dir, f"{where}.cosign.key")
-        except ConfigError as exc:
-            from scanner.verify.kms import KmsKeyUnavailable, UnavailableKeyVerifier
-
-            if not isinstance(exc, KmsKeyUnavailable):
-                raise
-            # A KMS outage makes the images this key judges `error`; it does not abort the scan.
-            return UnavailableKeyVerifier(exc.ref, exc.message, kind="cosign", rule=rule)
-        tlog_check, bundle_check, sigstore_trust = _sigstore_hooks(spec, base_dir)
-        return CosignKeyVerifier(
-            key,
-            key_label=label,
-            ignore_tlog=spec.ignore_tlog,
-            annotations=spec.annotations,
-            require_predicate_types=spec.require_predicate_types,
-            tlog_check=tlog_check,
-            bundle_check=bundle_check,
-            sigstore_trust=sigstore_trust,
-        )
+            self._crl_cache = CRLCache()  # one per process: CRLs reused until nextUpdate
+        return self._crl_cache
 
 
-def _sigstore_hooks(spec: CosignVerifierSpec, base_dir: Path) -> tuple[Any, Any, Any]:
-    """Rekor SET checking and key-signed bundle checking, from scanner.verify.rekor / sigstore_bundle,
-    and what they trust (for the verifier's decision identity)."""
-    try:
-        from scanner.verify import sigstore_hooks
-    except ImportError:
-        return None, None, None
-    return sigstore_hooks.for_key_verifier(spec, base_dir)
+@dataclass(frozen=True, slots=True)
+class _EntryTrust:
+    """The loader as one verifier entry's ``Trust`` (scanner.verify.kinds.base)."""
+
+    loader: PolicyLoader
+    base_dir: Path
+    where: str
+    rule: str
+
+    def load_key(self, text: str, base_dir: Path, where: str) -> tuple[PublicKey, str]:
+        return self.loader.load_key(text, base_dir, where)
+
+    def fetcher(self) -> Fetcher:
+        return self.loader.fetcher()
+
+    def crl_cache(self) -> Any:
+        return self.loader.crl_cache()
+
+    def add_material(self, data: bytes) -> None:
+        self.loader.trust_material.append(data)
 
 
 def _label(text: str) -> str:

@@ -7,11 +7,22 @@ errors), then builds plain verifiers and rules from them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, create_model, field_validator, model_validator
+
+from scanner.verify.kinds import KINDS
+from scanner.verify.kinds.attestation import AttestationVerifierSpec as AttestationVerifierSpec
+from scanner.verify.kinds.base import Kind, StrictSpec
+from scanner.verify.kinds.cosign import COSIGN_EXTENSIONS as COSIGN_EXTENSIONS
+from scanner.verify.kinds.cosign import FULCIO_EXTENSIONS as FULCIO_EXTENSIONS
+from scanner.verify.kinds.cosign import CosignVerifierSpec as CosignVerifierSpec
+from scanner.verify.kinds.cosign import Identity as Identity
+from scanner.verify.kinds.cosign import extension_name as extension_name
+from scanner.verify.kinds.notation import NotationVerifierSpec as NotationVerifierSpec
 
 if TYPE_CHECKING:
     from scanner.models import ImageReference
@@ -32,185 +43,49 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(days=d, hours=h, minutes=mi, seconds=s)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+# The base of every policy model, and the verifier kinds' specs (re-exported: importers and the
+# loader name them from here). Each kind's Spec lives with the kind, in scanner/verify/kinds/.
+_Strict = StrictSpec
 
 
-# Fulcio's certificate extensions that a keyless identity may require
-# (https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md): name -> OID. The first six are
-# cosign's CertExtensionMap (--certificate-github-workflow-*, Kyverno's additionalExtensions), whose
-# values are the raw extension bytes; the others (1.8-1.22) hold a DER UTF8String. Each is read and
-# checked through sigstore-python's policy class for its OID (scanner/verify/identity.py). A
-# certificate without a required extension never matches, whatever the pattern.
-COSIGN_EXTENSIONS = {
-    "oidcIssuer": "1.3.6.1.4.1.57264.1.1",
-    "githubWorkflowTrigger": "1.3.6.1.4.1.57264.1.2",
-    "githubWorkflowSha": "1.3.6.1.4.1.57264.1.3",
-    "githubWorkflowName": "1.3.6.1.4.1.57264.1.4",
-    "githubWorkflowRepository": "1.3.6.1.4.1.57264.1.5",
-    "githubWorkflowRef": "1.3.6.1.4.1.57264.1.6",
-}
-FULCIO_EXTENSIONS = {
-    **COSIGN_EXTENSIONS,
-    "oidcIssuerV2": "1.3.6.1.4.1.57264.1.8",
-    "buildSignerURI": "1.3.6.1.4.1.57264.1.9",
-    "buildSignerDigest": "1.3.6.1.4.1.57264.1.10",
-    "runnerEnvironment": "1.3.6.1.4.1.57264.1.11",
-    "sourceRepositoryURI": "1.3.6.1.4.1.57264.1.12",
-    "sourceRepositoryDigest": "1.3.6.1.4.1.57264.1.13",
-    "sourceRepositoryRef": "1.3.6.1.4.1.57264.1.14",
-    "sourceRepositoryIdentifier": "1.3.6.1.4.1.57264.1.15",
-    "sourceRepositoryOwnerURI": "1.3.6.1.4.1.57264.1.16",
-    "sourceRepositoryOwnerIdentifier": "1.3.6.1.4.1.57264.1.17",
-    "buildConfigURI": "1.3.6.1.4.1.57264.1.18",
-    "buildConfigDigest": "1.3.6.1.4.1.57264.1.19",
-    "buildTrigger": "1.3.6.1.4.1.57264.1.20",
-    "runInvocationURI": "1.3.6.1.4.1.57264.1.21",
-    "sourceRepositoryVisibilityAtSigning": "1.3.6.1.4.1.57264.1.22",
-}
+class VerifierEntry(_Strict):
+    """One verifier entry of a rule: exactly one key, naming a kind of the table in
+    ``scanner/verify/kinds/`` (cosign, notation, attestation, ...), whose Spec validates its value.
+    The concrete model, :data:`VerifierSpec`, is assembled from the table by :func:`verifier_entry_model`."""
 
+    _kinds: ClassVar[Mapping[str, Kind[Any]]] = {}
 
-def extension_name(key: str, known: Mapping[str, str] = FULCIO_EXTENSIONS) -> str:
-    """The extension's name for a name or its dotted OID among ``known``; ValueError for anything else."""
-    if key in known:
-        return key
-    for name, oid in known.items():
-        if key == oid:
-            return name
-    raise ValueError(f"unknown certificate extension {key!r} (known: {', '.join(known)}, or their OIDs)")
-
-
-class Identity(_Strict):
-    """A keyless identity, with the semantics of cosign's --certificate-identity[-regexp] and
-    --certificate-oidc-issuer[-regexp]: exact strings, or regular expressions that must match the
-    whole value. ``extensions`` / ``extensionsRegExp`` require Fulcio certificate extensions too
-    (cosign's --certificate-github-workflow-*; Kyverno's keyless ``additionalExtensions``)."""
-
-    issuer: str | None = None
-    issuer_regexp: str | None = Field(default=None, alias="issuerRegExp")
-    subject: str | None = None
-    subject_regexp: str | None = Field(default=None, alias="subjectRegExp")
-    extensions: dict[str, str] = Field(default_factory=dict)
-    extensions_regexp: dict[str, str] = Field(default_factory=dict, alias="extensionsRegExp")
+    def __init__(self, **entry: Any) -> None:
+        # The fields are the table's kinds (``VerifierSpec(cosign=spec)``), unknown to a type checker.
+        super().__init__(**entry)
 
     @model_validator(mode="after")
-    def _one_of_each(self) -> Identity:
-        if (self.issuer is None) == (self.issuer_regexp is None):
-            raise ValueError("give exactly one of issuer / issuerRegExp")
-        if (self.subject is None) == (self.subject_regexp is None):
-            raise ValueError("give exactly one of subject / subjectRegExp")
-        names = [extension_name(k) for k in (*self.extensions, *self.extensions_regexp)]
-        if len(set(names)) != len(names):
-            raise ValueError("an extension is named twice (in extensions and extensionsRegExp, or by name and OID)")
-        for pattern in (self.issuer_regexp, self.subject_regexp, *self.extensions_regexp.values()):
-            if pattern is not None:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    raise ValueError(f"bad regular expression {pattern!r}: {exc}") from exc
+    def _exactly_one(self) -> VerifierEntry:
+        if len([v for _, v in self if v is not None]) != 1:
+            raise ValueError(f"each verifier entry names exactly one of: {', '.join(self._kinds)}")
         return self
 
-
-def _not_blank(value: str | None) -> str | None:
-    # An empty trust-material field would read as "not given" and fall back to another root.
-    if value is not None and not value.strip():
-        raise ValueError("must not be empty (leave the field out instead)")
-    return value
+    def entry(self) -> tuple[Kind[Any], StrictSpec]:
+        """The kind this entry names and its spec."""
+        (name, spec), = [(n, v) for n, v in self if v is not None]
+        return self._kinds[name], spec
 
 
-class PubKeyRef(_Strict):
-    pubkey: str  # PEM, file path or https URL
-
-    _pubkey_given = field_validator("pubkey")(_not_blank)
-
-
-class CtlogConfig(_Strict):
-    pubkey: str | None = None
-    ignore_sct: bool = Field(default=False, alias="ignoreSCT")
-
-    _pubkey_given = field_validator("pubkey")(_not_blank)
+def verifier_entry_model(kinds: Sequence[Kind[Any]]) -> type[VerifierEntry]:
+    """The verifier entry model for ``kinds``: one optional field per kind, named as the kind."""
+    names = [k.name for k in kinds]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a verifier kind is registered twice: {names}")
+    fields: dict[str, Any] = {k.name: (k.spec | None, None) for k in kinds}
+    model: type[VerifierEntry] = create_model("VerifierSpec", __base__=VerifierEntry, **fields)
+    model._kinds = MappingProxyType({k.name: k for k in kinds})
+    return model
 
 
-class Keyless(_Strict):
-    identities: list[Identity] = Field(min_length=1)
-    trusted_root: str | None = Field(default=None, alias="trustedRoot")  # trusted_root.json path
-    roots: str | None = None  # Kyverno-style PEM roots (Fulcio chain)
-    rekor: PubKeyRef | None = None
-    ctlog: CtlogConfig | None = None
-
-    _material_given = field_validator("trusted_root", "roots")(_not_blank)
-
-
-class CosignVerifierSpec(_Strict):
-    key: str | None = None  # PEM, file path, https URL, or a KMS URI (awskms://, hashivault://, ...)
-    keyless: Keyless | None = None
-    ignore_tlog: bool = Field(default=False, alias="ignoreTlog")
-    ignore_sct: bool = Field(default=False, alias="ignoreSCT")
-    rekor_pubkey: str | None = Field(default=None, alias="rekorPubKey")  # for key-based + tlog
-    trusted_root: str | None = Field(default=None, alias="trustedRoot")
-    require_predicate_types: list[str] = Field(default_factory=list, alias="requirePredicateTypes")
-    annotations: dict[str, str] = Field(default_factory=dict)  # cosign -a k=v
-
-    _material_given = field_validator("key", "rekor_pubkey", "trusted_root")(_not_blank)
-
-    @model_validator(mode="after")
-    def _key_or_keyless(self) -> CosignVerifierSpec:
-        if (self.key is None) == (self.keyless is None):
-            raise ValueError("a cosign verifier needs exactly one of key / keyless")
-        return self
-
-    @model_validator(mode="after")
-    def _trust_material_named_once(self) -> CosignVerifierSpec:
-        """Each piece of Sigstore trust is given in one place, so none is silently passed over.
-        The trust root is ``trustedRoot`` (here or in ``keyless``), or Kyverno-style ``keyless.roots``
-        (the Fulcio CAs, with ``keyless.rekor`` / ``keyless.ctlog``), or the public-good root; a
-        Rekor key (``rekorPubKey`` or ``keyless.rekor.pubkey``) and a CT key (``keyless.ctlog.pubkey``)
-        replace the logs of whichever root that is."""
-        kl = self.keyless
-        if kl is None:
-            return self
-        if kl.trusted_root is not None and self.trusted_root is not None:
-            raise ValueError("trustedRoot is given twice (keyless.trustedRoot and trustedRoot): give it once")
-        if kl.roots is not None and (kl.trusted_root or self.trusted_root) is not None:
-            raise ValueError("keyless.roots and trustedRoot both name the Fulcio CAs: give one of them")
-        if kl.rekor is not None and self.rekor_pubkey is not None:
-            raise ValueError("the Rekor key is given twice (keyless.rekor.pubkey and rekorPubKey): give it once")
-        return self
-
-
-class NotationVerifierSpec(_Strict):
-    trust_policy: str = Field(alias="trustPolicy")  # trustpolicy.json (notation's own format)
-    trust_store: str = Field(alias="trustStore")  # directory: x509/{ca,signingAuthority,tsa}/<name>/
-
-
-class AttestationVerifierSpec(_Strict):
-    attestor: str
-    public_keys: list[str] = Field(alias="publicKeys", min_length=1)
-    source: str = "registry"  # "registry" or a Grafeas URL (grafeas+http://host:port/v1beta1/projects/p)
-    # Only occurrences of this Grafeas note count (projects/P/notes/N); kritis' noteReference.
-    note_name: str | None = Field(default=None, alias="noteName")
-    # Extra publicKeyId hints naming these keys (the ni:///sha-256 id and KMS names are implied).
-    public_key_ids: list[str] = Field(default_factory=list, alias="publicKeyIds")
-
-    @model_validator(mode="after")
-    def _note_needs_grafeas(self) -> AttestationVerifierSpec:
-        if self.note_name and self.source == "registry":
-            # Registry attestations carry no note: the field could not be enforced.
-            raise ValueError("noteName applies to a Grafeas source only: attestations in the registry carry no note")
-        return self
-
-
-class VerifierSpec(_Strict):
-    cosign: CosignVerifierSpec | None = None
-    notation: NotationVerifierSpec | None = None
-    attestation: AttestationVerifierSpec | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> VerifierSpec:
-        given = [n for n in ("cosign", "notation", "attestation") if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError("each verifier entry names exactly one of: cosign, notation, attestation")
-        return self
+if TYPE_CHECKING:
+    VerifierSpec = VerifierEntry
+else:
+    VerifierSpec = verifier_entry_model(KINDS)
 
 
 def _check_globs(values: list[str]) -> list[str]:

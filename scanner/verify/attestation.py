@@ -70,8 +70,8 @@ from scanner.verify.base import Verifier, Wants, identity_of
 from scanner.verify.keys import PublicKey, describe_key, key_sha256, parse_public_key, spki_der
 
 if TYPE_CHECKING:
-    from scanner.policy.loader import PolicyLoader
-    from scanner.policy.schema import AttestationVerifierSpec
+    from scanner.verify.kinds.attestation import AttestationVerifierSpec
+    from scanner.verify.kinds.base import KeyLoader
 
 log = logging.getLogger(__name__)
 
@@ -711,7 +711,7 @@ class AttestationVerifier(Verifier):
         spec: AttestationVerifierSpec,
         *,
         base_dir: Path,
-        loader: PolicyLoader,
+        loader: KeyLoader,
         source: AttestationSource | None = None,
         rule: str = "",
     ) -> AttestationVerifier:

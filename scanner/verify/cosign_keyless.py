@@ -47,11 +47,11 @@ from scanner.models import (
     SignedTime,
     TimeSource,
 )
-from scanner.policy.schema import CosignVerifierSpec
 from scanner.verify.base import Verifier, Wants, identity_of
 from scanner.verify.cosign import PayloadError, parse_simplesigning
 from scanner.verify.cosign_rules import ROLE_SIGNATURE, apply_cosign_rules, claimed_role
 from scanner.verify.identity import IdentityMatcher, cert_identity, match_identities
+from scanner.verify.kinds.cosign import CosignVerifierSpec
 from scanner.verify.rekor import (
     RekorError,
     RekorKey,

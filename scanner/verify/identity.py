@@ -30,8 +30,8 @@ from cryptography.x509 import ObjectIdentifier
 from sigstore.errors import VerificationError
 from sigstore.verify import policy as sigstore_policy
 
-from scanner.policy.schema import COSIGN_EXTENSIONS, FULCIO_EXTENSIONS, extension_name
-from scanner.policy.schema import Identity as IdentitySpec
+from scanner.verify.kinds.cosign import COSIGN_EXTENSIONS, FULCIO_EXTENSIONS, extension_name
+from scanner.verify.kinds.cosign import Identity as IdentitySpec
 
 OIDC_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 OIDC_ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")

@@ -36,7 +36,16 @@ from scanner.models import (
     SignedTime,
     TimeSource,
 )
-from scanner.policy.notation_trust import (
+from scanner.verify.base import Fetcher, Verifier, Wants, identity_of
+from scanner.verify.kinds.notation import NotationVerifierSpec
+from scanner.verify.notation_envelope import (
+    SCHEME_SIGNING_AUTHORITY,
+    SCHEME_X509,
+    Envelope,
+    EnvelopeError,
+    parse_envelope,
+)
+from scanner.verify.notation_trust import (
     Action,
     Level,
     NamedStore,
@@ -50,15 +59,6 @@ from scanner.policy.notation_trust import (
     load_trust_policy,
     load_trust_store_crs,
     subject_string,
-)
-from scanner.policy.schema import NotationVerifierSpec
-from scanner.verify.base import Fetcher, Verifier, Wants, identity_of
-from scanner.verify.notation_envelope import (
-    SCHEME_SIGNING_AUTHORITY,
-    SCHEME_X509,
-    Envelope,
-    EnvelopeError,
-    parse_envelope,
 )
 from scanner.verify.revocation import CRLCache, RevocationChecker, RevocationStatus
 from scanner.verify.timestamps import TimestampError, VerifiedTimestamp, verify_timestamp_token

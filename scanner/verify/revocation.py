@@ -47,7 +47,7 @@ from cryptography.x509.oid import (
 )
 
 from scanner.verify.base import Fetcher
-from scanner.verify.x509 import is_issued_by, subject, verify_x509_style_signature
+from scanner.verify.x509 import is_ca, is_issued_by, subject, verify_x509_style_signature
 
 
 def _q(value: object) -> str:
@@ -209,14 +209,6 @@ def _has_extension(crl: x509.CertificateRevocationList, cls: type[x509.Extension
     return True
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return False
-    return bool(bc.ca)
-
-
 def _crl_scope(crl: x509.CertificateRevocationList, cert: x509.Certificate, point: Sequence[str],
                url: str) -> frozenset[x509.ReasonFlags] | None:
     """RFC 5280 §6.3.3 (b): whether ``crl`` covers ``cert`` for the distribution point ``point``.
@@ -230,9 +222,9 @@ def _crl_scope(crl: x509.CertificateRevocationList, cert: x509.Certificate, poin
         raise _Unknown(f"CRL from {url} is an indirect CRL, which is not supported")
     if idp.only_contains_attribute_certs:
         raise _Unknown(f"CRL from {url} covers only attribute certificates")
-    if idp.only_contains_ca_certs and not _is_ca(cert):
+    if idp.only_contains_ca_certs and not is_ca(cert):
         raise _Unknown(f"CRL from {url} covers only CA certificates")
-    if idp.only_contains_user_certs and _is_ca(cert):
+    if idp.only_contains_user_certs and is_ca(cert):
         raise _Unknown(f"CRL from {url} covers only end-entity certificates")
     if idp.full_name is not None and not set(_uris(list(idp.full_name))) & set(point):
         raise _Unknown(f"CRL from {url} is for another distribution point "

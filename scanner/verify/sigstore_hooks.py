@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from scanner.errors import ConfigError
 from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
-from scanner.policy.schema import CosignVerifierSpec
 from scanner.verify.base import sha256_hex
 from scanner.verify.cosign import BundleCheck, SigstoreTrustRef, TlogCheck, TlogEntry
 from scanner.verify.keys import PublicKey
+from scanner.verify.kinds.cosign import CosignVerifierSpec
 
 if TYPE_CHECKING:
     from scanner.verify.rekor import RekorKey

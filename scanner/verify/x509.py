@@ -73,7 +73,7 @@ def spki_sha256(cert: x509.Certificate) -> str:
 
 
 def subject(cert: x509.Certificate) -> str:
-    from scanner.policy.notation_trust import subject_string  # one formatter for every message
+    from scanner.verify.notation_trust import subject_string  # one formatter for every message
 
     return subject_string(cert.subject)
 
@@ -88,6 +88,15 @@ def is_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 def is_self_signed(cert: x509.Certificate) -> bool:
     return is_issued_by(cert, cert)
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    """Whether ``cert``'s basicConstraints say it is a CA (RFC 5280 §4.2.1.9); no extension: it is not."""
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    return bool(bc.ca)
 
 
 def _ext(cert: x509.Certificate, cls: type[x509.ExtensionType]) -> x509.Extension[x509.ExtensionType] | None:

@@ -270,7 +270,7 @@ def test_a_dead_or_foreign_pid_owns_no_scan() -> None:
     import subprocess
     import sys
 
-    from scanner.store.store import _pid_alive
+    from scanner.store.scans import _pid_alive
 
     root = Path(__file__).resolve().parents[2]
     # alive, and its command line says sigaudit (as `sigaudit scan` and `python -m scanner.cli scan` do)

@@ -303,7 +303,7 @@ def test_a_scan_abandoned_by_another_process_cannot_be_finished(db_url: str, sto
     try:
         scan_id = slow.begin_scan("prod", T0, "p", "v")
         if slow.dialect != "sqlite":
-            slow._release_scan_lock(scan_id)  # its lock session is lost (network blip)
+            slow._scans.release_scan_lock(scan_id)  # its lock session is lost (network blip)
         clock.at += timedelta(minutes=30)
         fresh = open_store(db_url, clock=clock)
         try:

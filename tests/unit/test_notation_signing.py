@@ -36,17 +36,17 @@ from scanner.models import (
     SignedTime,
     TimeSource,
 )
-from scanner.policy.notation_trust import (
-    TrustPolicyError,
-    load_trust_policy,
-    load_trust_store_crs,
-    parse_trust_policy,
-)
 from scanner.policy.schema import NotationVerifierSpec
 from scanner.registry.fetcher import HttpFetcher
 from scanner.verify.base import Verifier
 from scanner.verify.notation import NotationVerifier
 from scanner.verify.notation_envelope import COSE_MEDIA_TYPE, JWS_MEDIA_TYPE, parse_envelope
+from scanner.verify.notation_trust import (
+    TrustPolicyError,
+    load_trust_policy,
+    load_trust_store_crs,
+    parse_trust_policy,
+)
 from scanner.verify.revocation import CRLCache, RevocationChecker, RevocationStatus
 from tests.harness import notation_sign
 from tests.harness.notation_sign import Issued

@@ -32,14 +32,6 @@ from scanner.models import (
     SignedTime,
     TimeSource,
 )
-from scanner.policy.notation_trust import (
-    TrustPolicyError,
-    TrustStoreError,
-    check_trusted_identities,
-    load_named_store,
-    parse_trust_policy,
-    parse_trust_policy_bytes,
-)
 from scanner.policy.schema import NotationVerifierSpec
 from scanner.registry.fetcher import HttpFetcher
 from scanner.verify.notation import NotationVerifier, check_authentic_timestamp
@@ -47,6 +39,14 @@ from scanner.verify.notation_envelope import (
     COSE_MEDIA_TYPE,
     JWS_MEDIA_TYPE,
     parse_envelope,
+)
+from scanner.verify.notation_trust import (
+    TrustPolicyError,
+    TrustStoreError,
+    check_trusted_identities,
+    load_named_store,
+    parse_trust_policy,
+    parse_trust_policy_bytes,
 )
 from scanner.verify.revocation import RevocationChecker, RevocationStatus, delta_crl_urls
 from scanner.verify.x509 import validate_timestamping_chain
@@ -467,7 +467,7 @@ def test_crl_cache_is_used_until_next_update(crl_server: _CRLServer) -> None:
 
 @pytest.mark.parametrize("case", cases("crl_extension_parse_cases"))
 def test_crl_extension_parse_cases(case: dict[str, Any]) -> None:
-    from scanner.policy.notation_trust import load_certificates
+    from scanner.verify.notation_trust import load_certificates
 
     path = VECTORS / (case.get("cert") or case["crl"])
     data = path.read_bytes()

@@ -38,7 +38,6 @@ from scanner.models import (
     SignatureResult,
 )
 from scanner.policy.loader import PolicyLoader
-from scanner.policy.notation_trust import TrustPolicyStatement
 from scanner.policy.schema import VerifierSpec
 from scanner.verify.attestation import AttestationVerifier
 from scanner.verify.base import Verifier
@@ -46,6 +45,7 @@ from scanner.verify.cosign import CosignKeyVerifier
 from scanner.verify.cosign_keyless import CosignKeylessVerifier
 from scanner.verify.kms import UnavailableKeyVerifier
 from scanner.verify.notation import NotationVerifier
+from scanner.verify.notation_trust import TrustPolicyStatement
 from scanner.verify.static import StaticVerifier
 from scanner.verify.trustroot import trust_from_json, trusted_root_json_from_pems
 from tests.harness import cosign_sign, notation_sign

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from scanner.models import CheckName, Outcome
-from scanner.policy.notation_trust import parse_trust_policy
 from scanner.registry.fetcher import HttpFetcher
 from scanner.verify.notation import check_authentic_timestamp
 from scanner.verify.notation_envelope import JWS_MEDIA_TYPE, parse_envelope
+from scanner.verify.notation_trust import parse_trust_policy
 from scanner.verify.revocation import RevocationChecker
 from tests.harness import notation_sign
 from tests.harness.notation_sign import Issued

@@ -28,9 +28,9 @@ from scanner.models import (
     TimeSource,
 )
 from scanner.policy.engine import apply_revocations
-from scanner.policy.notation_trust import parse_trust_policy
 from scanner.policy.schema import NotationVerifierSpec, Revocation
 from scanner.verify.notation import NotationVerifier
+from scanner.verify.notation_trust import parse_trust_policy
 from tests.harness.notation_sign import Issued
 from tests.unit.test_notation_signing import IMAGE, NOW, T0, TARGET, issue, jws, make_verifier, material
 
@@ -239,9 +239,9 @@ class _TsaStatus:
 
 
 def test_a_revoked_tsa_chain_fails_the_timestamp_and_a_good_one_passes() -> None:
-    from scanner.policy.notation_trust import load_named_store
     from scanner.verify.notation import check_authentic_timestamp
     from scanner.verify.notation_envelope import JWS_MEDIA_TYPE, parse_envelope
+    from scanner.verify.notation_trust import load_named_store
     from scanner.verify.revocation import RevocationStatus
     from tests.unit.test_notation_vectors import CASES, TRUSTSTORE, VECTORS
     from tests.unit.test_notation_vectors import NOW as VNOW
@@ -351,8 +351,8 @@ def test_details_say_what_the_envelope_claimed(tmp_path: Path, pki: dict[str, Is
 
 def _timestamped(revocation: Any, override: dict[str, str] | None = None) -> SignatureResult:
     """The Notary Project's timestamped JWS vector, judged end to end with the TSA store configured."""
-    from scanner.policy.notation_trust import load_named_store
     from scanner.verify.notation_envelope import JWS_MEDIA_TYPE, parse_envelope
+    from scanner.verify.notation_trust import load_named_store
     from tests.unit.test_notation_vectors import CASES, TRUSTSTORE, VECTORS
     from tests.unit.test_notation_vectors import NOW as VNOW
 
@@ -419,7 +419,7 @@ class _Recording:
 
 
 def test_only_an_authentic_signing_time_reaches_the_revocation_check(tmp_path: Path, pki: dict[str, Issued]) -> None:
-    from scanner.policy.notation_trust import load_trust_policy
+    from scanner.verify.notation_trust import load_trust_policy
 
     for store_type, scheme, expected in (("ca", "notary.x509", None),
                                          ("signingAuthority", "notary.x509.signingAuthority", T0)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from scanner.policy.notation_trust import (
+from scanner.verify.notation_trust import (
     TrustPolicyError,
     TrustStoreError,
     load_trust_policy_cr,

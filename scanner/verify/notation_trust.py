@@ -25,6 +25,7 @@ import yaml
 from cryptography import x509
 
 from scanner.errors import ConfigError
+from scanner.verify.x509 import is_ca
 
 log = logging.getLogger(__name__)
 
@@ -559,21 +560,13 @@ def _is_self_signed(cert: x509.Certificate) -> bool:
     return True
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return False
-    return bc.ca
-
-
 def validate_store_certificates(store_type: str, name: str, fname: str, certs: Sequence[x509.Certificate]) -> None:
     """trust-store-trust-policy.md "Trust Store": ca/signingAuthority hold CA certificates or a
     self-signed signing certificate; tsa holds root CA certificates."""
     for cert in certs:
         subj = subject_string(cert.subject)
         if store_type == "tsa":
-            if not _is_ca(cert):
+            if not is_ca(cert):
                 raise TrustStoreError(f"failed to validate the trusted certificate {fname} in trust store "
                                       f"{name} of type {store_type}: certificate with subject {_q(subj)} is not "
                                       "a root CA certificate: basic constraints CA is false")
@@ -586,7 +579,7 @@ def validate_store_certificates(store_type: str, name: str, fname: str, certs: S
                 raise TrustStoreError(f"failed to validate the trusted certificate {fname} in trust store "
                                       f"{name} of type {store_type}: certificate with subject {_q(subj)} is not "
                                       "self-signed")
-        elif not _is_ca(cert) and not _is_self_signed(cert):
+        elif not is_ca(cert) and not _is_self_signed(cert):
             raise TrustStoreError(f"failed to validate the trusted certificate {fname} in trust store {name} "
                                   f"of type {store_type}: certificate with subject {_q(subj)} is not a CA "
                                   "certificate or self-signed signing certificate")

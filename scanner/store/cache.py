@@ -1,0 +1,129 @@
+"""The verification cache (issue 9): signature results per (digest, decision identity), kept across
+scans, their use recorded at most hourly so that a warm scan rewrites no row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from scanner.models import SignatureResult
+from scanner.store import codec
+from scanner.store.core import Db, dialect_insert
+from scanner.store.core import cache as _cache
+from scanner.store.core import chunks as _chunks
+from scanner.store.engine import is_sqlite
+
+# The verification cache records a use at most this often per entry: a warm scan rewrites no row.
+CACHE_TOUCH_GRANULARITY = timedelta(hours=1)
+# Cache entries unused for this long (no scan of any cluster saw their digest running) are pruned, or
+# sooner with a shorter --keep.
+CACHE_KEEP = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedVerification:
+    """Signature results for one digest under one decision identity (what the verifier declares
+    its results depend on: ``Verifier.decision_identity``), kept across scans."""
+
+    digest: str
+    decision_identity: str
+    material_fingerprint: str
+    signatures: tuple[SignatureResult, ...]
+    computed_at: datetime
+    used_at: datetime | None = field(default=None, compare=False)
+
+
+class Cache:
+    """Reads and writes of the verification cache."""
+
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def cache_get(self, digest: str, decision_identity: str) -> CachedVerification | None:
+        return self.cache_get_many([(digest, decision_identity)]).get((digest, decision_identity))
+
+    def cache_get_many(self, keys: Iterable[tuple[str, str]], *, touch: bool = True
+                       ) -> dict[tuple[str, str], CachedVerification]:
+        """Cached results for (digest, decision identity) pairs; misses are absent from the dict.
+        ``touch`` records the use, so that :meth:`cache_prune` keeps what is still running."""
+        wanted = set(keys)
+        digests = sorted({d for d, _ in wanted})
+        found: dict[tuple[str, str], CachedVerification] = {}
+        with self._db.errors("cannot read the verification cache"):
+            with self._db.read() as conn:
+                for chunk in _chunks(digests):
+                    for row in conn.execute(sa.select(_cache).where(_cache.c.digest.in_(chunk))):
+                        key = (row.digest, row.trust_fingerprint)
+                        if key in wanted:
+                            found[key] = _cached_from_row(row)
+            now = self._db.clock()
+            # Only the entries read, and only when their last recorded use is older than the
+            # granularity: a warm scan (same digests within the hour) writes nothing, and an entry of
+            # an old decision identity is not kept alive by its digest's new one.
+            stale = sorted(k for k, v in found.items()
+                           if v.used_at is None or now - v.used_at >= CACHE_TOUCH_GRANULARITY)
+            if touch and stale:
+                with self._db.write() as conn:
+                    conn.execute(
+                        _cache.update()
+                        .where(_cache.c.digest == sa.bindparam("d"), _cache.c.trust_fingerprint == sa.bindparam("t"))
+                        .values(used_at=now),
+                        [{"d": d, "t": t} for d, t in stale],
+                    )
+        return found
+
+    def cache_put(self, digest: str, decision_identity: str, material_fingerprint: str,
+                  signatures: Sequence[SignatureResult], computed_at: datetime | None = None) -> None:
+        self.cache_put_many([CachedVerification(digest, decision_identity, material_fingerprint,
+                                                tuple(signatures), computed_at or self._db.clock())])
+
+    def cache_put_many(self, entries: Iterable[CachedVerification]) -> None:
+        """Insert or replace cache entries, in one transaction."""
+        now = self._db.clock()
+        rows = {
+            (e.digest, e.decision_identity): {
+                "digest": e.digest, "trust_fingerprint": e.decision_identity,
+                "material_fingerprint": e.material_fingerprint,
+                "results": [codec.signature_to_json(s) for s in e.signatures],
+                "computed_at": e.computed_at, "used_at": now,
+            }
+            for e in entries
+        }
+        if not rows:
+            return
+        insert = dialect_insert(is_sqlite(self._db.engine))
+        with self._db.errors("cannot write the verification cache"), self._db.write() as conn:
+            for chunk in _chunks(list(rows.values())):
+                stmt = insert(_cache)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[_cache.c.digest, _cache.c.trust_fingerprint],
+                    set_={c: stmt.excluded[c] for c in
+                          ("material_fingerprint", "results", "computed_at", "used_at")},
+                )
+                conn.execute(stmt, list(chunk))
+
+    def cache_invalidate(self, digest: str | None = None) -> int:
+        """Drop cache entries (of one digest, or all). Returns how many were dropped."""
+        stmt = _cache.delete()
+        if digest is not None:
+            stmt = stmt.where(_cache.c.digest == digest)
+        with self._db.errors("cannot clear the verification cache"), self._db.write() as conn:
+            return int(conn.execute(stmt).rowcount)
+
+    def cache_prune(self, unused_since: datetime) -> int:
+        """Drop entries not used since ``unused_since``. Returns how many were dropped."""
+        with self._db.errors("cannot prune the verification cache"), self._db.write() as conn:
+            return int(conn.execute(_cache.delete().where(_cache.c.used_at < unused_since)).rowcount)
+
+
+def _cached_from_row(row: Any) -> CachedVerification:
+    return CachedVerification(
+        digest=row.digest, decision_identity=row.trust_fingerprint,
+        material_fingerprint=row.material_fingerprint,
+        signatures=tuple(codec.signature_from_json(s) for s in row.results),
+        computed_at=row.computed_at, used_at=row.used_at,
+    )

@@ -1,0 +1,280 @@
+"""Reading scans back as the frozen models of ``scanner.models``: a whole scan, summaries, listings,
+the trend (from the scan summaries, which outlive retention), clusters and per-namespace counts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from scanner.errors import StoreError
+from scanner.models import (
+    Check,
+    CheckName,
+    ContainerRef,
+    ContainerType,
+    ImageReference,
+    Outcome,
+    RunningImage,
+    ScanResult,
+    ScanState,
+    SignatureFailure,
+    SignatureResult,
+    Status,
+    UnresolvedImage,
+    Verdict,
+    Workload,
+)
+from scanner.store import codec
+from scanner.store.core import FINISHED as _FINISHED
+from scanner.store.core import MAX_ID, Db
+from scanner.store.core import checks as _checks
+from scanner.store.core import containers as _containers
+from scanner.store.core import images as _images
+from scanner.store.core import scans as _scans
+from scanner.store.core import signatures as _signatures
+from scanner.store.core import summaries as _summaries
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSummary:
+    """One scan without its verdicts: for listings, trends and metrics."""
+
+    id: int
+    cluster: str
+    state: ScanState
+    started_at: datetime
+    finished_at: datetime | None
+    counts: Mapping[str, int]  # every Status value -> number of images
+    compliant: int
+    total: int
+    policy_digest: str
+    version: str
+    errors: tuple[str, ...] = ()
+    heartbeat_at: datetime | None = None
+
+    @property
+    def noncompliant(self) -> int:
+        return self.total - self.compliant
+
+
+class Queries:
+    """Every read of recorded scans."""
+
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def load_scan(self, scan_id: int) -> ScanResult:
+        """The scan as it was saved, as frozen models."""
+        scan_id = self._db.known_id(scan_id)
+        with self._db.errors(f"cannot read scan {scan_id}"), self._db.read() as conn:
+            scan = conn.execute(sa.select(_scans).where(_scans.c.id == scan_id)).one_or_none()
+            if scan is None:
+                raise StoreError(f"there is no scan {scan_id} in {self._db.shown}")
+            images = conn.execute(
+                sa.select(_images).where(_images.c.scan_id == scan_id).order_by(_images.c.position)
+            ).all()
+            containers: dict[int, list[ContainerRef]] = {}
+            for c in conn.execute(
+                sa.select(_containers).where(_containers.c.scan_id == scan_id)
+                .order_by(_containers.c.image_row_id, _containers.c.position)
+            ):
+                containers.setdefault(c.image_row_id, []).append(_container_from_row(c))
+            checks: dict[int, list[Check]] = {}
+            for k in conn.execute(
+                sa.select(_checks)
+                .join(_signatures, _signatures.c.id == _checks.c.signature_id)
+                .where(_signatures.c.scan_id == scan_id)
+                .order_by(_checks.c.signature_id, _checks.c.position)
+            ):
+                checks.setdefault(k.signature_id, []).append(
+                    Check(CheckName(k.name), Outcome(k.outcome), k.reason, bool(k.enforced)))
+            signatures: dict[int, list[SignatureResult]] = {}
+            for s in conn.execute(
+                sa.select(_signatures).where(_signatures.c.scan_id == scan_id)
+                .order_by(_signatures.c.image_row_id, _signatures.c.position)
+            ):
+                signatures.setdefault(s.image_row_id, []).append(
+                    _signature_from_row(s, tuple(checks.get(s.id, ()))))
+
+        verdicts = tuple(
+            _verdict_from_row(i, tuple(containers.get(i.id, ())), tuple(signatures.get(i.id, ())))
+            for i in images
+        )
+        return ScanResult(
+            cluster=scan.cluster,
+            started_at=scan.started_at,
+            finished_at=scan.finished_at or scan.heartbeat_at,
+            state=ScanState(scan.state),
+            verdicts=verdicts,
+            policy_digest=scan.policy_digest,
+            errors=tuple(scan.errors or ()),
+            scan_id=scan.id,
+            sigaudit_version=scan.sigaudit_version,
+            stats=dict(scan.stats or {}),
+        )
+
+    def policy_summary(self, scan_id: int) -> dict[str, Any] | None:
+        """The policy a scan applied (rules, exemptions, revocations), as recorded by finish_scan."""
+        scan_id = self._db.known_id(scan_id)
+        with self._db.errors(f"cannot read scan {scan_id}"), self._db.read() as conn:
+            value = conn.execute(sa.select(_scans.c.policy_summary).where(_scans.c.id == scan_id)).scalar()
+        return dict(value) if value else None
+
+    def scan_summary(self, scan_id: int) -> ScanSummary:
+        scan_id = self._db.known_id(scan_id)
+        with self._db.errors(f"cannot read scan {scan_id}"), self._db.read() as conn:
+            row = conn.execute(sa.select(_scans).where(_scans.c.id == scan_id)).one_or_none()
+        if row is None:
+            raise StoreError(f"there is no scan {scan_id} in {self._db.shown}")
+        return _summary(row)
+
+    def latest_scan_id(self, cluster: str | None = None, *, complete_only: bool = True,
+                       include_partial: bool = False) -> int | None:
+        """The newest scan (of ``cluster``, or of any cluster); by default the newest complete one."""
+        query = sa.select(_scans.c.id)
+        if cluster is not None:
+            query = query.where(_scans.c.cluster == cluster)
+        if complete_only:
+            states = list(_FINISHED) if include_partial else [ScanState.COMPLETE.value]
+            query = query.where(_scans.c.state.in_(states))
+        query = query.order_by(_scans.c.started_at.desc(), _scans.c.id.desc()).limit(1)
+        with self._db.errors("cannot read the scans"), self._db.read() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    def previous_scan_id(self, scan_id: int) -> int | None:
+        """The complete scan of the same cluster just before ``scan_id`` (for diffs)."""
+        if not 0 < scan_id <= MAX_ID:
+            return None
+        with self._db.errors(f"cannot read scan {scan_id}"), self._db.read() as conn:
+            row = conn.execute(
+                sa.select(_scans.c.cluster, _scans.c.started_at).where(_scans.c.id == scan_id)
+            ).one_or_none()
+            if row is None:
+                return None
+            return conn.execute(
+                sa.select(_scans.c.id)
+                .where(
+                    _scans.c.cluster == row.cluster,
+                    _scans.c.state == ScanState.COMPLETE.value,
+                    _scans.c.id != scan_id,
+                    sa.or_(_scans.c.started_at < row.started_at,
+                           sa.and_(_scans.c.started_at == row.started_at, _scans.c.id < scan_id)),
+                )
+                .order_by(_scans.c.started_at.desc(), _scans.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+
+    def list_scans(self, cluster: str | None = None, limit: int = 50) -> list[ScanSummary]:
+        """Scans of every state, newest first."""
+        query = sa.select(_scans)
+        if cluster is not None:
+            query = query.where(_scans.c.cluster == cluster)
+        query = query.order_by(_scans.c.started_at.desc(), _scans.c.id.desc()).limit(limit)
+        with self._db.errors("cannot list the scans"), self._db.read() as conn:
+            return [_summary(r) for r in conn.execute(query)]
+
+    def history(self, cluster: str, limit: int = 100, *, since: datetime | None = None) -> list[ScanSummary]:
+        """The last ``limit`` finished (complete or partial) scans of ``cluster`` (started at or after
+        ``since``), oldest first, from the scan summaries: they outlive the detail that
+        :meth:`prune` deletes, so a trend covers the scans whose verdicts are gone too."""
+        query = sa.select(_summaries).where(_summaries.c.cluster == cluster)
+        if since is not None:
+            query = query.where(_summaries.c.started_at >= since)
+        query = query.order_by(_summaries.c.started_at.desc(), _summaries.c.scan_id.desc()).limit(limit)
+        with self._db.errors("cannot read the scan history"), self._db.read() as conn:
+            rows = [_summary_of_summary_row(r) for r in conn.execute(query)]
+        rows.reverse()
+        return rows
+
+    def clusters(self) -> list[str]:
+        with self._db.errors("cannot list the clusters"), self._db.read() as conn:
+            return list(conn.execute(
+                sa.select(_scans.c.cluster).distinct().order_by(_scans.c.cluster)).scalars())
+
+    def counts_by_namespace(self, scan_id: int) -> dict[tuple[str, str], int]:
+        """(namespace, status) -> number of distinct images running in that namespace, for the
+        metrics collector's low-cardinality series. An image running in two namespaces counts in both."""
+        if not 0 < scan_id <= MAX_ID:
+            return {}
+        query = (
+            sa.select(_containers.c.namespace, _images.c.status, sa.func.count(sa.distinct(_images.c.id)))
+            .join(_images, _images.c.id == _containers.c.image_row_id)
+            .where(_containers.c.scan_id == scan_id)
+            .group_by(_containers.c.namespace, _images.c.status)
+        )
+        with self._db.errors(f"cannot read scan {scan_id}"), self._db.read() as conn:
+            return {(ns, status): int(n) for ns, status, n in conn.execute(query)}
+
+
+# -- rows -> models -------------------------------------------------------------------------------
+
+
+def _container_from_row(c: Any) -> ContainerRef:
+    return ContainerRef(
+        namespace=c.namespace, pod=c.pod, container=c.container,
+        container_type=ContainerType(c.container_type), image=c.image, image_id=c.image_id,
+        workload=Workload(c.workload_kind, c.workload_name),
+        pull_secrets=tuple(c.pull_secrets or ()), pod_uid=c.pod_uid,
+    )
+
+
+def _signature_from_row(s: Any, checks: tuple[Check, ...]) -> SignatureResult:
+    return SignatureResult(
+        kind=s.kind, verifier=s.verifier, outcome=Outcome(s.outcome), reason=s.reason,
+        failure=SignatureFailure(s.failure), signer=s.signer, key_sha256=s.key_sha256,
+        identity=s.identity, issuer=s.issuer, signed_at=codec.signed_time(s.signed_at, s.signed_at_source),
+        not_after=s.not_after,
+        checks=checks, details=codec.decode(s.details or {}),
+    )
+
+
+def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
+                      signatures: tuple[SignatureResult, ...]) -> Verdict:
+    ref = (ImageReference(i.registry, i.repository, i.tag, i.digest)
+           if i.registry is not None and i.repository is not None else None)
+    image: RunningImage | UnresolvedImage
+    if i.resolved:
+        if ref is None or ref.digest is None:
+            raise StoreError(f"image row {i.id} is resolved but has no digest: the database is damaged")
+        image = RunningImage(ref, containers, tuple(i.notes or ()),
+                             tuple((ns, name) for ns, name in (i.pull_secrets or ())))
+    else:
+        image = UnresolvedImage(ref, i.image, containers, i.unresolved_reason or "", tuple(i.notes or ()))
+    deciding = i.deciding_reason or 0
+    if not 0 <= deciding < max(1, len(i.reasons or ())):
+        raise StoreError(f"image row {i.id}: deciding_reason {deciding} is not one of its reasons: the database "
+                         "is damaged")
+    try:
+        exemptions = tuple(codec.exemption_from_json(x) for x in i.exemptions or ())
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(f"image row {i.id}: its exemptions cannot be read ({exc}): the database is damaged") from None
+    return Verdict(
+        image=image, status=Status(i.status), reasons=tuple(i.reasons or ()), rule=i.rule,
+        policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),
+        not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=deciding, exemptions=exemptions,
+    )
+
+
+def _summary(r: Any) -> ScanSummary:
+    counts = {str(s): 0 for s in Status}
+    counts.update({k: int(v) for k, v in (r.counts or {}).items()})
+    return ScanSummary(
+        id=r.id, cluster=r.cluster, state=ScanState(r.state), started_at=r.started_at,
+        finished_at=r.finished_at, counts=counts, compliant=r.compliant, total=r.total,
+        policy_digest=r.policy_digest, version=r.sigaudit_version, errors=tuple(r.errors or ()),
+        heartbeat_at=r.heartbeat_at,
+    )
+
+
+def _summary_of_summary_row(r: Any) -> ScanSummary:
+    counts = {str(s): 0 for s in Status}
+    counts.update({k: int(v) for k, v in (r.counts or {}).items()})
+    return ScanSummary(
+        id=r.scan_id, cluster=r.cluster, state=ScanState(r.state), started_at=r.started_at,
+        finished_at=r.finished_at, counts=counts, compliant=r.compliant, total=r.total,
+        policy_digest=r.policy_digest, version=r.sigaudit_version,
+    )
