@@ -29,6 +29,7 @@ from scanner.policy.schema import (
 )
 from scanner.redact import display_url, redact_text
 from scanner.verify.base import Fetcher, Verifier
+from scanner.verify.conditions import requirements_from
 from scanner.verify.cosign import CosignKeyVerifier
 from scanner.verify.keys import PublicKey, parse_public_key
 
@@ -257,6 +258,7 @@ class PolicyLoader:
             tlog_check=tlog_check,
             bundle_check=bundle_check,
             sigstore_trust=sigstore_trust,
+            attestations=requirements_from(spec.attestation_entries()),
         )
 
 
