@@ -81,10 +81,19 @@ def test_a_statement_over_the_size_bound_is_an_error(monkeypatch: pytest.MonkeyP
     (["x" * (c.MAX_EXPRESSION_CHARS + 1)], "characters"),
     (["predicate.l.all(a, predicate.l.all(b, true))"], "comprehension macros"),
     (["predicate.l.exists(a, a == 1) && predicate.l.map(b, b).size() > 0"], "comprehension macros"),
+    (["predicate.l.all(x, x in predicate.l)"], "iteration variable"),  # quadratic
+    (["predicate.l.exists(x, x == statement.predicateType)"], "iteration variable"),
+    (["predicate.l.exists(x, x == 1) && subject.name == 'a'"], "iteration variable"),
 ])
 def test_bad_conditions_are_refused_at_compile(sources: list[str], why: str) -> None:
     with pytest.raises(c.ConditionError, match=why):
         c.compile_requirements([(SLSA, sources)])
+
+
+def test_a_comprehension_over_the_statement_with_literals_and_now_compiles() -> None:
+    outcome, _ = run('!predicate.findings.exists(f, f.severity == "CRITICAL")',
+                     'predicate.findings.all(f, now > timestamp("2026-01-01T00:00:00Z") && f.severity != "")')
+    assert outcome == c.PASSED
 
 
 def test_a_predicate_type_listed_twice_is_refused() -> None:
