@@ -1,6 +1,9 @@
 """CEL conditions on what verified attestations say (issue #25 item 2), judged by ``sigaudit scan``
 over attestations written by the real ``cosign3`` (v3.1.3) into the real docker-registry.
 
+Keyless: the same provenance, signed by the private Sigstore instance (``tests/sigstore_mock``) with
+the real ``sigstore attest`` CLI, judged by a keyless verifier.
+
 One image, signed (``cosign3 sign``) and attested twice (``cosign3 attest``): an SLSA provenance v1
 (``--type slsaprovenance1``) built by a trusted builder from ``https://github.com/acme/app``, and a
 vulnerability scan (``--type vuln``) finished on 2026-12-01 with no critical finding. A second image
@@ -13,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +161,61 @@ def test_a_condition_that_does_not_compile_stops_the_load_naming_the_rule(estate
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert "rule 'provenance-rule'" in r.stderr, r.stderr[-2000:]
     assert "not valid CEL" in r.stderr, r.stderr[-2000:]
+
+
+# -- keyless: the private Sigstore instance (tests/sigstore_mock) and the real `sigstore attest` CLI -----
+
+SUBJECT = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
+ISSUER = "https://token.actions.githubusercontent.com"
+
+
+@pytest.fixture(scope="module")
+def keyless(registry: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from tests.sigstore_mock.harness import MockSigstore, attach_bundle, cosign_sign_statement
+
+    with MockSigstore.start(tmp_path_factory.mktemp("sigstore-mock")) as mock:
+        refs: dict[str, str] = {}
+        for name, source in (("acme", "https://github.com/acme/app"), ("other", "https://github.com/mallory/app")):
+            repo = f"{REPO}/keyless-{name}"
+            pushed = oci.push_image(registry.url, repo, "v1")
+            algo, _, hexd = pushed.digest.partition(":")
+            sig = mock.attest(cosign_sign_statement(pushed.digest), subject=SUBJECT, issuer=ISSUER)
+            attach_bundle(registry.url, repo, pushed, sig, referrers_api=False)
+            stmt = {"_type": "https://in-toto.io/Statement/v1", "subject": [{"name": repo, "digest": {algo: hexd}}],
+                    "predicateType": SLSA, "predicate": _provenance(source)}
+            att = mock.attest(json.dumps(stmt).encode(), subject=SUBJECT, issuer=ISSUER)
+            attach_bundle(registry.url, repo, pushed, att, referrers_api=False, predicate_type=SLSA)
+            refs[name] = f"{registry.host}/{repo}@{pushed.digest}"
+        yield {"refs": refs, "root": mock.trusted_root, "host": registry.host}
+
+
+def scan_keyless(tmp: Path, keyless: dict[str, Any], conditions: list[str]) -> dict[str, dict[str, Any]]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    policy = {"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy",
+              "spec": {"insecureRegistries": [keyless["host"]],
+                       "rules": [{"name": "keyless", "images": [f"{keyless['host']}/{REPO}/keyless-*"],
+                                  "verifiers": [{"cosign": {
+                                      "keyless": {"identities": [{"subject": SUBJECT, "issuer": ISSUER}],
+                                                  "trustedRoot": str(keyless["root"])},
+                                      "attestations": [{"predicateType": SLSA, "conditions": conditions}]}}]}]}}
+    (tmp / "policy.yaml").write_text(yaml.safe_dump(policy))
+    pods = [_pod("ns", f"k{n}", [("c", ref, ref)]) for n, ref in enumerate(keyless["refs"].values())]
+    (tmp / "pods.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
+    r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(tmp / "pods.json"),
+                        "--policy", str(tmp / "policy.yaml"), "--no-store", "-o", "json", "--no-progress"],
+                       capture_output=True, text=True, timeout=180,
+                       env={**os.environ, "SIGAUDIT_SIGSTORE_OFFLINE": "1"})
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    by_digest = {i["digest"]: i for i in json.loads(r.stdout)["images"]}
+    return {name: by_digest[ref.split("@")[1]] for name, ref in keyless["refs"].items()}
+
+
+@pytest.mark.parametrize(("conditions", "want"), [
+    (TRUSTED_SOURCE, {"acme": "verified", "other": "invalid"}),
+    (["predicate.runDetails.nosuch == 'x'"], {"acme": "error", "other": "error"}),
+    ([f'subject.name == "{REPO}/keyless-acme"'], {"acme": "verified", "other": "invalid"}),
+])
+def test_conditions_on_keyless_attestations(keyless: dict[str, Any], tmp_path: Path, conditions: list[str],
+                                            want: dict[str, str]) -> None:
+    got = scan_keyless(tmp_path, keyless, conditions)
+    assert statuses(got) == want, got
