@@ -45,8 +45,9 @@ VARIABLES = ("predicate", "statement", "subject", "now")
 PASSED, FAILED, ERROR = "passed", "failed", "error"
 
 # CEL's comprehension macros (cel-spec "Macros"): each iterates over a list or map. Counted in the
-# source text, string literals included: a count too high refuses an expression, never admits one.
-_COMPREHENSION = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*\(")
+# code (comments and string literals taken out by :func:`_code_only`), with or without the receiver's
+# dot: a count too high refuses an expression, never admits one.
+_COMPREHENSION = re.compile(r"\b(all|exists_one|exists|map|filter)\s*\(")
 _SHOWN = 200  # characters of a value shown in a reason
 _PATH = re.compile(r"\b(?:predicate|statement|subject)(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _MAX_PATHS = 4
@@ -77,19 +78,24 @@ class AttestationRequirement:
 
 
 def compile_condition(source: str) -> Condition:
-    import cel
+    try:
+        import cel
+    except ImportError as exc:  # a product dependency; a broken install is a policy that cannot load
+        raise ConditionError("CEL conditions need the common-expression-language package, which is not "
+                             "installed") from exc
 
     if not isinstance(source, str) or not source.strip():
         raise ConditionError("a condition is an empty expression")
     if len(source) > MAX_EXPRESSION_CHARS:
         raise ConditionError(f"condition is {len(source)} characters, more than the {MAX_EXPRESSION_CHARS} allowed")
-    macros = len(_COMPREHENSION.findall(source))
+    code = _code_only(source)
+    macros = len(_COMPREHENSION.findall(code))
     if macros > MAX_COMPREHENSIONS:
         raise ConditionError(f"condition {source[:_SHOWN]!r} uses {macros} comprehension macros (all, exists, "
                              f"exists_one, map, filter); at most {MAX_COMPREHENSIONS} is allowed (split it into "
                              "several conditions)")
-    m = _COMPREHENSION.search(source)
-    if m is not None and _READS_INPUT.search(source, m.end()):
+    m = _COMPREHENSION.search(code)
+    if m is not None and _READS_INPUT.search(code, m.end()):
         # A macro body that reads the statement again walks it once per element: quadratic cost.
         raise ConditionError(f"condition {source[:_SHOWN]!r}: after a comprehension macro opens, the expression "
                              "may read only its iteration variable, literals and now (not predicate, statement or "
@@ -106,6 +112,34 @@ def compile_condition(source: str) -> Condition:
             continue
     names = frozenset(program.variables()) & frozenset(VARIABLES)
     return Condition(source, program, "now" in names, tuple(paths[:_MAX_PATHS]), names)
+
+
+def _code_only(source: str) -> str:
+    """``source`` with each string literal replaced by ``""`` and each ``//`` comment by a space
+    (cel-spec "Syntax": quoted, triple-quoted and raw strings; comments to the end of the line), so
+    that a comment cannot hide a macro from the bounds."""
+    out: list[str] = []
+    i, n = 0, len(source)
+    while i < n:
+        ch = source[i]
+        if source.startswith("//", i):
+            j = source.find("\n", i)
+            i = n if j < 0 else j
+            out.append(" ")
+            continue
+        if ch in "'\"":
+            prefix = "".join(out[-2:]).lower()
+            raw = prefix.endswith("r") or prefix in ("rb", "br")
+            quote = ch * 3 if source.startswith(ch * 3, i) else ch
+            j = i + len(quote)
+            while j < n and not source.startswith(quote, j):
+                j += 2 if source[j] == "\\" and not raw else 1
+            i = j + len(quote)
+            out.append('""')
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def _paths(source: str) -> list[str]:

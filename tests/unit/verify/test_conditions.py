@@ -82,6 +82,10 @@ def test_a_statement_over_the_size_bound_is_an_error(monkeypatch: pytest.MonkeyP
     (["predicate.l.all(a, predicate.l.all(b, true))"], "comprehension macros"),
     (["predicate.l.exists(a, a == 1) && predicate.l.map(b, b).size() > 0"], "comprehension macros"),
     (["predicate.l.all(x, x in predicate.l)"], "iteration variable"),  # quadratic
+    # a comment cannot hide a macro (CEL has // comments)
+    (["predicate.l.all // c\n (a, predicate.l.all(b, true))"], "comprehension macros"),
+    (["predicate.l.//c\nall(a, a.all(b, true))"], "comprehension macros"),
+    (["predicate.l.exists(x, // note\n x == 1) && predicate.m == 1"], "iteration variable"),
     (["predicate.l.exists(x, x == statement.predicateType)"], "iteration variable"),
     (["predicate.l.exists(x, x == 1) && subject.name == 'a'"], "iteration variable"),
 ])
@@ -93,6 +97,13 @@ def test_bad_conditions_are_refused_at_compile(sources: list[str], why: str) -> 
 def test_a_comprehension_over_the_statement_with_literals_and_now_compiles() -> None:
     outcome, _ = run('!predicate.findings.exists(f, f.severity == "CRITICAL")',
                      'predicate.findings.all(f, now > timestamp("2026-01-01T00:00:00Z") && f.severity != "")')
+    assert outcome == c.PASSED
+
+
+def test_macro_names_and_variables_inside_string_literals_and_comments_do_not_count() -> None:
+    outcome, _ = run('predicate.runDetails.builder.id != "all(map(x)) filter( predicate"',
+                     "predicate.findings.all(f, f.severity != 'predicate.exists(') // all( predicate",
+                     'predicate.findings.exists(f, f.severity == r"""LOW""")')
     assert outcome == c.PASSED
 
 
