@@ -81,6 +81,9 @@ def test_a_statement_over_the_size_bound_is_an_error(monkeypatch: pytest.MonkeyP
     (["x" * (c.MAX_EXPRESSION_CHARS + 1)], "characters"),
     (["predicate.l.all(a, predicate.l.all(b, true))"], "comprehension macros"),
     (["predicate.l.exists(a, a == 1) && predicate.l.map(b, b).size() > 0"], "comprehension macros"),
+    (["size(predicate.l.map(x, x + x)) > 0"], "quadratic"),  # the cel crate builds lists in O(n²)
+    (["size(predicate.l.filter(x, true)) > 0"], "quadratic"),
+    (['predicate.l.exists(x, x.matches("a+"))'], "matches"),
     (["predicate.l.all(x, x in predicate.l)"], "iteration variable"),  # quadratic
     # a comment cannot hide a macro (CEL has // comments)
     (["predicate.l.all // c\n (a, predicate.l.all(b, true))"], "comprehension macros"),
