@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from scanner.verify.cosign_rules import COSIGN_SIGN_PREDICATE
+
 MAX_EXPRESSION_CHARS = 1024
 MAX_CONDITIONS = 16  # per predicate type
 MAX_ENTRIES = 16  # attestation entries per verifier
@@ -175,6 +177,9 @@ def compile_requirements(entries: Sequence[tuple[str, Sequence[str]]]) -> tuple[
     for ptype, sources in entries:
         if not ptype or ptype.strip() != ptype:
             raise ConditionError(f"bad predicateType {ptype!r}")
+        if ptype == COSIGN_SIGN_PREDICATE:
+            raise ConditionError(f"{ptype} is cosign's image signature, not an attestation: its statement carries "
+                                 "no predicate to put conditions on (use annotations)")
         if ptype in seen:
             raise ConditionError(f"predicateType {ptype!r} is listed twice: give all its conditions in one entry")
         seen.add(ptype)

@@ -110,6 +110,11 @@ def test_macro_names_and_variables_inside_string_literals_and_comments_do_not_co
     assert outcome == c.PASSED
 
 
+def test_conditions_on_the_image_signature_predicate_are_refused() -> None:
+    with pytest.raises(c.ConditionError, match="not an attestation"):
+        c.compile_requirements([("https://sigstore.dev/cosign/sign/v1", ["true"])])
+
+
 def test_a_predicate_type_listed_twice_is_refused() -> None:
     with pytest.raises(c.ConditionError, match="twice"):
         c.compile_requirements([(SLSA, ["true"]), (SLSA, ["false"])])
