@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -158,7 +158,19 @@ def parse_policy_document(data: bytes, source: str) -> AuditPolicyDocument:
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(msg + more, source=source, line=_yaml_line(root, loc), field=dotted or None) from exc
+        raise ConfigError(_in_rule(doc, loc) + msg + more, source=source, line=_yaml_line(root, loc),
+                          field=dotted or None) from exc
+
+
+def _in_rule(doc: Mapping[str, Any], loc: list[Any]) -> str:
+    """``rule 'NAME': `` when an error lies inside a named rule (a path says only its index)."""
+    if len(loc) < 3 or loc[:2] != ["spec", "rules"] or not isinstance(loc[2], int):
+        return ""
+    rules = doc.get("spec", {}).get("rules") if isinstance(doc.get("spec"), dict) else None
+    if not isinstance(rules, list) or loc[2] >= len(rules) or not isinstance(rules[loc[2]], dict):
+        return ""
+    name = rules[loc[2]].get("name")
+    return f"rule {name[:100]!r}: " if isinstance(name, str) and name else ""
 
 
 class PolicyLoader:

@@ -19,6 +19,7 @@ from scanner.verify.kinds.attestation import AttestationVerifierSpec as Attestat
 from scanner.verify.kinds.base import Kind, StrictSpec
 from scanner.verify.kinds.cosign import COSIGN_EXTENSIONS as COSIGN_EXTENSIONS
 from scanner.verify.kinds.cosign import FULCIO_EXTENSIONS as FULCIO_EXTENSIONS
+from scanner.verify.kinds.cosign import AttestationConditionsSpec as AttestationConditionsSpec
 from scanner.verify.kinds.cosign import CosignVerifierSpec as CosignVerifierSpec
 from scanner.verify.kinds.cosign import Identity as Identity
 from scanner.verify.kinds.cosign import extension_name as extension_name

@@ -37,6 +37,7 @@ from scanner.models import (
     TimeSource,
 )
 from scanner.verify.base import Verifier, Wants, identity_of
+from scanner.verify.conditions import AttestationRequirement, attestations_identity
 from scanner.verify.cosign_rules import apply_cosign_rules
 from scanner.verify.keys import PublicKey, describe_key, key_sha256, spki_der, verify_signature
 
@@ -57,7 +58,9 @@ class TlogEntry:
 TlogCheck = Callable[[str, str, bytes, bytes], TlogEntry]
 # (bundle bytes, image digest, key, now, required annotations) -> result (sigstore bundles attached
 # as referrers).
-BundleCheck = Callable[[bytes, str, PublicKey, datetime, Mapping[str, str]], SignatureResult]
+# (bundle, digest, key, now, annotations, attestation requirements) -> result
+BundleCheck = Callable[[bytes, str, PublicKey, datetime, Mapping[str, str], Sequence[AttestationRequirement]],
+                       SignatureResult]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,7 @@ class CosignKeyVerifier(Verifier):
         tlog_check: TlogCheck | None = None,
         bundle_check: BundleCheck | None = None,
         sigstore_trust: SigstoreTrustRef | None = None,
+        attestations: Sequence[AttestationRequirement] = (),
     ) -> None:
         self._key = key
         self._key_der = spki_der(key)
@@ -120,6 +124,10 @@ class CosignKeyVerifier(Verifier):
         self._ignore_tlog = ignore_tlog
         self._annotations = dict(annotations or {})
         self._require = tuple(require_predicate_types)
+        self._attestations = tuple(attestations)
+        if self._attestations and bundle_check is None:
+            raise ConfigError("attestations needs Sigstore bundle support (sigstore-python), which is not installed",
+                              field="attestations")
         if self._require and bundle_check is None:
             # Attestations are only read from Sigstore bundles; without them the field could not be honoured.
             raise ConfigError("requirePredicateTypes needs Sigstore bundle support (sigstore-python), "
@@ -144,7 +152,7 @@ class CosignKeyVerifier(Verifier):
         h.update(
             json.dumps(
                 {"tlog": not self._ignore_tlog, "ann": self._annotations, "bundles": self._bundle_check is not None,
-                 "require": sorted(self._require),
+                 "require": sorted(self._require), **attestations_identity(self._attestations),
                  # v2: attestations are not image signatures; annotations apply to bundles too.
                  "rules": 2},
                 sort_keys=True,
@@ -179,12 +187,16 @@ class CosignKeyVerifier(Verifier):
             "bundle_check": self._bundle_check is not None,
             "annotations": dict(sorted(self._annotations.items())),
             "require_predicate_types": sorted(set(self._require)),
+            **attestations_identity(self._attestations),
             "sigstore": sigstore,
         })
 
     def results_cacheable(self, results: tuple[SignatureResult, ...]) -> bool:
         """A bundle whose log entry or timestamp was checked against a root the identity does not
-        pin (the public-good root, consulted for bundles only) is judged afresh every scan."""
+        pin (the public-good root, consulted for bundles only) is judged afresh every scan, and so are
+        attestations whose conditions read the clock (``now``)."""
+        if any(c.uses_now for a in self._attestations for c in a.conditions):
+            return False
         if self._sigstore_trust is None or self._sigstore_trust.bundles_pinned:
             return True
         return not any(
@@ -201,7 +213,8 @@ class CosignKeyVerifier(Verifier):
                 if art.artifact_type.startswith(BUNDLE_ARTIFACT_PREFIX) or art.blob_media_type.startswith(
                     BUNDLE_ARTIFACT_PREFIX
                 ):
-                    r = self._bundle_check(art.blob, image.digest, self._key, now, self._annotations)
+                    r = self._bundle_check(art.blob, image.digest, self._key, now, self._annotations,
+                                           self._attestations)
                     # Attribute the bundle to this verifier and key: n-of-m counting and key
                     # revocation both rely on it.
                     results.append(
@@ -211,7 +224,7 @@ class CosignKeyVerifier(Verifier):
                     )
         for layer in material.cosign_layers:
             results.append(self._verify_layer(layer, image.digest))
-        return apply_cosign_rules(results, self._require)
+        return apply_cosign_rules(results, self._require, self._attestations)
 
     def _result(
         self, outcome: Outcome, reason: str, failure: SignatureFailure, checks: list[Check], **extra: Any

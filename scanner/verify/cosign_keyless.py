@@ -48,6 +48,7 @@ from scanner.models import (
     TimeSource,
 )
 from scanner.verify.base import Verifier, Wants, identity_of
+from scanner.verify.conditions import AttestationRequirement, attestations_identity, requirements_from
 from scanner.verify.cosign import PayloadError, parse_simplesigning
 from scanner.verify.cosign_rules import ROLE_SIGNATURE, apply_cosign_rules, claimed_role
 from scanner.verify.identity import IdentityMatcher, cert_identity, match_identities
@@ -189,6 +190,7 @@ class CosignKeylessVerifier(Verifier):
         annotations: Mapping[str, str] | None = None,
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         name: str | None = None,
+        attestations: Sequence[AttestationRequirement] = (),
     ) -> None:
         if not identities:
             raise ConfigError("a keyless cosign verifier needs at least one identity")
@@ -197,6 +199,7 @@ class CosignKeylessVerifier(Verifier):
         self._ignore_tlog = ignore_tlog
         self._ignore_sct = ignore_sct
         self._require = tuple(require_predicate_types)
+        self._attestations = tuple(attestations)
         self._annotations = dict(annotations or {})
         self._max_bundle = max_bundle_bytes
         self._name = name or f"cosign keyless {self._identities[0]}" + (
@@ -257,7 +260,7 @@ class CosignKeylessVerifier(Verifier):
                 trust = LazyTrust(load, name="the Sigstore public-good trust root", label=label)
         return cls(identities=identities, trust=trust, ignore_tlog=spec.ignore_tlog, ignore_sct=ignore_sct,
                    require_predicate_types=spec.require_predicate_types, annotations=spec.annotations,
-                   name=name)
+                   name=name, attestations=requirements_from(spec.attestation_entries()))
 
     # -- Verifier protocol -------------------------------------------------------------------
 
@@ -277,6 +280,7 @@ class CosignKeylessVerifier(Verifier):
             "identities": [str(i) for i in self._identities],
             "ignore_tlog": self._ignore_tlog, "ignore_sct": self._ignore_sct,
             "require": sorted(self._require), "annotations": sorted(self._annotations.items()),
+            **attestations_identity(self._attestations),
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -297,7 +301,12 @@ class CosignKeylessVerifier(Verifier):
             "require_predicate_types": sorted(set(self._require)),
             "annotations": dict(sorted(self._annotations.items())),
             "max_bundle_bytes": self._max_bundle,
+            **attestations_identity(self._attestations),
         })
+
+    def results_cacheable(self, results: tuple[SignatureResult, ...]) -> bool:
+        """Attestation conditions that read the clock (``now``) are judged afresh every scan."""
+        return not any(c.uses_now for a in self._attestations for c in a.conditions)
 
     def verify(self, image: RunningImage, material: SignatureMaterial,
                now: datetime) -> tuple[SignatureResult, ...]:
@@ -318,12 +327,13 @@ class CosignKeylessVerifier(Verifier):
             res = verify_bundle_for_digest(ref.blob, image.digest, trust=trust, identities=self._identities,
                                            now=now, max_bundle_bytes=self._max_bundle,
                                            verifier_name=self.name, annotations=self._annotations,
-                                           ignore_tlog=self._ignore_tlog, ignore_sct=self._ignore_sct)
+                                           ignore_tlog=self._ignore_tlog, ignore_sct=self._ignore_sct,
+                                           requirements=self._attestations)
             results.append(_with_details(res, {"referrer": ref.manifest_digest}))
         # cosign v3: image-signature bundles found -> only bundles count (no fallback to .sig when they fail).
         if not any(claimed_role(ref.blob) == ROLE_SIGNATURE for ref in bundles[:MAX_SIGNATURES]):
             results += [self._verify_layer(layer, image.digest, trust, now) for layer in layers[:MAX_SIGNATURES]]
-        return apply_cosign_rules(results, self._require)
+        return apply_cosign_rules(results, self._require, self._attestations)
 
     # -- internals ---------------------------------------------------------------------------
 

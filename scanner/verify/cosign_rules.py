@@ -18,6 +18,12 @@ Per verifier (done here, over all the results of one image):
   (``details["verified_attestation"]``), so that the policy engine, which alone knows the
   revocations, can check again that each type is attested by an attestation that is not revoked
   (:func:`predicates_still_attested`): one signed by a leaked key attests nothing.
+* **attestations** (``[{predicateType, conditions}]``): as ``requirePredicateTypes`` for each
+  predicate type, and an attestation counts only when its CEL conditions, evaluated over its
+  verified statement when it was verified (``details["conditions"]``,
+  :mod:`scanner.verify.conditions`), all passed. When no attestation of a type passes, the image
+  signatures fail: ``invalid`` naming the expression and the value that failed, or ``error`` when a
+  condition could not be evaluated.
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
+
+if TYPE_CHECKING:
+    from scanner.verify.conditions import AttestationRequirement
 
 # Light on purpose: the key-based verifier imports this, and sigstore-python only when a bundle needs it.
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -68,29 +78,74 @@ def is_attestation(result: SignatureResult) -> bool:
 
 VERIFIED_ATTESTATION = "verified_attestation"
 REQUIRED_PREDICATE_TYPES = "required_predicate_types"
+CONDITIONS = "conditions"  # details of a verified attestation: what its policy conditions gave
 
 
-def apply_cosign_rules(results: Iterable[SignatureResult],
-                       require_predicate_types: Sequence[str]) -> tuple[SignatureResult, ...]:
+def conditions_passed(result: SignatureResult) -> bool:
+    """Whether an attestation's conditions, if the policy set any for its type, all passed."""
+    judged = result.details.get(CONDITIONS)
+    return judged is None or (isinstance(judged, Mapping) and judged.get("outcome") == "passed")
+
+
+def _why_conditions(ptype: str, attestations: Sequence[SignatureResult]) -> tuple[SignatureFailure, str] | None:
+    """Why no attestation of ``ptype`` satisfied its conditions (None: there was none to judge)."""
+    judged = [j for a in attestations
+              if isinstance(j := a.details.get(CONDITIONS), Mapping) and j.get("predicate_type") == ptype]
+    if not judged:
+        return None
+    failure = SignatureFailure.ERROR if any(j.get("outcome") != "failed" for j in judged) else SignatureFailure.INVALID
+    parts = []
+    for j in judged[:3]:
+        last = (j.get("results") or [{}])[-1]
+        verb = "could not be evaluated" if j.get("outcome") != "failed" else "is false"
+        parts.append(f"condition {str(last.get('expression', ''))[:200]!r} {verb}: {str(last.get('value', ''))[:300]}")
+    return failure, f"attestation {ptype} does not satisfy the policy: " + "; ".join(parts)
+
+
+def apply_cosign_rules(results: Iterable[SignatureResult], require_predicate_types: Sequence[str],
+                       requirements: Sequence[AttestationRequirement] = ()) -> tuple[SignatureResult, ...]:
+    required = list(dict.fromkeys([*require_predicate_types, *(r.predicate_type for r in requirements)]))
     attested: set[str] = set()
     out: list[SignatureResult] = []
+    attestations: list[SignatureResult] = []
+    conditioned = {q.predicate_type for q in requirements if q.conditions}
     for r in results:
         if r.outcome is Outcome.PASSED:
-            attested.update(str(p) for p in (r.details.get("predicate_types") or []))
+            ptypes = [str(p) for p in (r.details.get("predicate_types") or [])]
+            # Conditions not judged (a bundle verified without them) never count as passed.
+            unjudged = CONDITIONS not in r.details and any(p in conditioned for p in ptypes)
+            if conditions_passed(r) and not unjudged:
+                attested.update(ptypes)
             if is_attestation(r):
+                attestations.append(r)
                 r = replace(r, outcome=Outcome.SKIPPED,
                             reason=f"{r.reason}; an attestation is not an image signature",
                             details={**r.details, VERIFIED_ATTESTATION: True})
-            elif require_predicate_types:
-                r = replace(r, details={**r.details, REQUIRED_PREDICATE_TYPES: sorted(set(require_predicate_types))})
+            elif required:
+                r = replace(r, details={**r.details, REQUIRED_PREDICATE_TYPES: sorted(set(required))})
         out.append(r)
-    missing = [p for p in require_predicate_types if p not in attested]
+    missing = [p for p in required if p not in attested]
     if not missing:
         return tuple(out)
-    why = f"required predicate type(s) not attested by a verified bundle: {', '.join(missing)}"
+    failure = SignatureFailure.INVALID
+    whys = []
+    absent = []
+    for p in missing:
+        judged = _why_conditions(p, attestations)
+        if judged is None:
+            absent.append(p)
+            continue
+        whys.append(judged[1])
+        if judged[0] is SignatureFailure.ERROR:
+            failure = SignatureFailure.ERROR
+    if absent:
+        whys.insert(0, f"required predicate type(s) not attested by a verified bundle: {', '.join(absent)}")
+        failure = SignatureFailure.INVALID  # a missing attestation is a definite answer
+    why = "; ".join(whys)
+    outcome = Outcome.ERROR if failure is SignatureFailure.ERROR else Outcome.FAILED
     return tuple(
-        replace(r, outcome=Outcome.FAILED, failure=SignatureFailure.INVALID, reason=f"{r.reason}; but {why}",
-                checks=(*r.checks, Check(CheckName.INTEGRITY, Outcome.FAILED, why)))
+        replace(r, outcome=outcome, failure=failure, reason=f"{r.reason}; but {why}",
+                checks=(*r.checks, Check(CheckName.INTEGRITY, outcome, why)))
         if r.outcome is Outcome.PASSED else r
         for r in out
     )
@@ -105,7 +160,7 @@ def predicates_still_attested(
     attested: dict[str, set[str]] = {}
     why_not: dict[tuple[str, str], str] = {}
     for r in results:
-        if not r.details.get(VERIFIED_ATTESTATION):
+        if not r.details.get(VERIFIED_ATTESTATION) or not conditions_passed(r):
             continue
         reason = revoked(r)
         for p in r.details.get("predicate_types") or []:

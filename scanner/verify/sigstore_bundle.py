@@ -46,7 +46,11 @@ from sigstore.errors import VerificationError
 from sigstore.models import Bundle, InvalidBundle, TransparencyLogEntry
 
 from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult, SignedTime, TimeSource
+from scanner.verify.conditions import ERROR as CONDITIONS_ERROR
+from scanner.verify.conditions import AttestationRequirement
+from scanner.verify.conditions import evaluate as evaluate_conditions
 from scanner.verify.cosign_rules import (
+    CONDITIONS,
     CONTENT_DSSE,
     CONTENT_MESSAGE,
     INTOTO_PAYLOAD_TYPE,
@@ -138,6 +142,8 @@ class _Statement:
 
     predicate_type: str
     subject_annotations: Mapping[str, Any]  # of the first subject naming the digest (cosign's rule)
+    document: Mapping[str, Any] = field(default_factory=dict)  # the whole statement (for conditions)
+    subject: Mapping[str, Any] = field(default_factory=dict)  # the subject naming the digest
 
 
 @dataclass(slots=True)
@@ -175,7 +181,7 @@ def _statement(payload_type: str, payload: bytes, digest_hex: str) -> _Statement
             continue
         ann = s.get("annotations")
         ptype = stmt.get("predicateType")
-        return _Statement(ptype if isinstance(ptype, str) else "", ann if isinstance(ann, dict) else {})
+        return _Statement(ptype if isinstance(ptype, str) else "", ann if isinstance(ann, dict) else {}, stmt, s)
     raise _Fail(CheckName.DIGEST,
                 f"the in-toto statement's subjects do not include sha256:{digest_hex} "
                 "(attestation for another artifact)")
@@ -628,6 +634,7 @@ def verify_bundle(
     ignore_tlog: bool = False,
     annotations: Mapping[str, str] | None = None,
     ignore_sct: bool = False,
+    requirements: Sequence[AttestationRequirement] = (),
 ) -> SignatureResult:
     """Verify one Sigstore bundle over an artifact whose sha256 (hex) is given.
 
@@ -639,7 +646,9 @@ def verify_bundle(
     there is checked all the same when sigstore-python judges the bundle.
     ``annotations`` (cosign ``-a``) must be signed on an image-signature bundle's subject; they are
     not asked of attestations (as ``cosign verify-attestation`` does not). ``details["role"]`` says
-    which of the two the bundle is.
+    which of the two the bundle is. ``requirements`` (the policy's ``attestations``): the conditions
+    for the predicate type of a verified attestation are evaluated over its statement, at ``now``;
+    the outcome lands in ``details["conditions"]`` (the rules of :mod:`cosign_rules` judge it).
     Never raises for bad input: returns a ``SignatureResult`` (INVALID / ERROR with a reason).
     """
     checks: list[Check] = []
@@ -725,11 +734,33 @@ def verify_bundle(
         checks.append(Check(CheckName.AUTHENTICITY, Outcome.ERROR, reason))
         return result(Outcome.ERROR, reason, SignatureFailure.ERROR, None, extra)
     checks.append(Check(CheckName.DIGEST, Outcome.PASSED, f"bound to sha256:{artifact_sha256}"))
+    if extra.get("role") == ROLE_ATTESTATION and out.statement is not None:
+        # Only now, the statement verified and bound to the digest, are its contents read.
+        judged = _judge_conditions(requirements, out.statement, now)
+        if judged is not None:
+            extra[CONDITIONS] = judged
     ptypes = (out.details or {}).get("predicate_types") or []
     what = f"attestation {ptypes[0]}" if extra.get("role") == ROLE_ATTESTATION else "image signature"
     who = f"{out.signer} (issuer {out.issuer})" if out.issuer else out.signer
     return result(Outcome.PASSED, f"sigstore bundle {what} by {who} verified", SignatureFailure.NONE,
                   out, extra)
+
+
+def _judge_conditions(requirements: Sequence[AttestationRequirement], statement: _Statement,
+                      now: datetime | None) -> dict[str, Any] | None:
+    req = next((r for r in requirements if r.predicate_type == statement.predicate_type), None)
+    if req is None:
+        return None
+    if now is None:
+        return {"predicate_type": req.predicate_type, "outcome": CONDITIONS_ERROR,
+                "results": [{"expression": "", "outcome": CONDITIONS_ERROR, "value": "no scan clock given"}]}
+    try:
+        outcome, results = evaluate_conditions(req, statement.document, statement.subject, now)
+    except Exception as exc:  # the evaluator's own bug: the conditions could not be judged
+        outcome, results = CONDITIONS_ERROR, ()
+        return {"predicate_type": req.predicate_type, "outcome": outcome,
+                "results": [{"expression": "", "outcome": outcome, "value": f"{type(exc).__name__}: {exc}"[:300]}]}
+    return {"predicate_type": req.predicate_type, "outcome": outcome, "results": [r.as_details() for r in results]}
 
 
 def verify_bundle_for_digest(
@@ -745,6 +776,7 @@ def verify_bundle_for_digest(
     ignore_tlog: bool = False,
     annotations: Mapping[str, str] | None = None,
     ignore_sct: bool = False,
+    requirements: Sequence[AttestationRequirement] = (),
 ) -> SignatureResult:
     """Verify a bundle found as an OCI referrer of ``image_digest`` (``sha256:<hex>``).
 
@@ -760,4 +792,5 @@ def verify_bundle_for_digest(
                                checks=(Check(CheckName.DIGEST, Outcome.ERROR, reason),))
     return verify_bundle(bundle_bytes, m.group(1), trust=trust, identities=identities, public_key=public_key,
                          now=now, max_bundle_bytes=max_bundle_bytes, verifier_name=verifier_name,
-                         ignore_tlog=ignore_tlog, annotations=annotations, ignore_sct=ignore_sct)
+                         ignore_tlog=ignore_tlog, annotations=annotations, ignore_sct=ignore_sct,
+                         requirements=requirements)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +23,7 @@ from scanner.verify.keys import PublicKey
 from scanner.verify.kinds.cosign import CosignVerifierSpec
 
 if TYPE_CHECKING:
+    from scanner.verify.conditions import AttestationRequirement
     from scanner.verify.rekor import RekorKey
     from scanner.verify.trustroot import SigstoreTrust
 
@@ -95,7 +96,8 @@ def for_key_verifier(
         return TlogEntry(res.integrated_time, res.log_index, res.log_id)
 
     def bundle_check(bundle: bytes, digest: str, key: PublicKey, now: datetime,
-                     annotations: Mapping[str, str]) -> SignatureResult:
+                     annotations: Mapping[str, str],
+                     requirements: Sequence[AttestationRequirement] = ()) -> SignatureResult:
         from scanner.verify.sigstore_bundle import verify_bundle_for_digest
 
         try:
@@ -112,7 +114,7 @@ def for_key_verifier(
             )
         return verify_bundle_for_digest(
             bundle, digest, trust=t, public_key=key, now=now, verifier_name="cosign key (bundle)",
-            ignore_tlog=spec.ignore_tlog, annotations=annotations,
+            ignore_tlog=spec.ignore_tlog, annotations=annotations, requirements=requirements,
         )
 
     # What the checks trust, by content. Configured material is pinned by its bytes. The public-good

@@ -114,6 +114,26 @@ class Keyless(StrictSpec):
     _material_given = field_validator("trusted_root", "roots")(not_blank)
 
 
+class AttestationConditionsSpec(StrictSpec):
+    """A verified attestation of ``predicateType`` whose in-toto statement satisfies every CEL
+    condition (scanner/verify/conditions.py). Compiled here, so a bad expression stops the load."""
+
+    predicate_type: str = Field(alias="predicateType", min_length=1)
+    conditions: list[str] = Field(default_factory=list)
+
+    @field_validator("conditions")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        from scanner.verify.conditions import ConditionError, compile_condition
+
+        try:
+            for source in v:
+                compile_condition(source)
+        except ConditionError as exc:
+            raise ValueError(str(exc)) from exc
+        return v
+
+
 class CosignVerifierSpec(StrictSpec):
     key: str | None = None  # PEM, file path, https URL, or a KMS URI (awskms://, hashivault://, ...)
     keyless: Keyless | None = None
@@ -122,9 +142,24 @@ class CosignVerifierSpec(StrictSpec):
     rekor_pubkey: str | None = Field(default=None, alias="rekorPubKey")  # for key-based + tlog
     trusted_root: str | None = Field(default=None, alias="trustedRoot")
     require_predicate_types: list[str] = Field(default_factory=list, alias="requirePredicateTypes")
+    # Conditions on what verified attestations say (CEL over the in-toto statement).
+    attestations: list[AttestationConditionsSpec] = Field(default_factory=list)
     annotations: dict[str, str] = Field(default_factory=dict)  # cosign -a k=v
 
     _material_given = field_validator("key", "rekor_pubkey", "trusted_root")(not_blank)
+
+    @model_validator(mode="after")
+    def _attestation_entries(self) -> CosignVerifierSpec:
+        from scanner.verify.conditions import ConditionError, compile_requirements
+
+        try:
+            compile_requirements(self.attestation_entries())
+        except ConditionError as exc:
+            raise ValueError(f"attestations: {exc}") from exc
+        return self
+
+    def attestation_entries(self) -> list[tuple[str, list[str]]]:
+        return [(a.predicate_type, list(a.conditions)) for a in self.attestations]
 
     @model_validator(mode="after")
     def _key_or_keyless(self) -> CosignVerifierSpec:
@@ -157,6 +192,7 @@ def build(spec: CosignVerifierSpec, trust: Trust) -> Verifier:
 
         return CosignKeylessVerifier.from_spec(spec, base_dir=trust.base_dir)
     assert spec.key is not None
+    from scanner.verify.conditions import requirements_from
     from scanner.verify.cosign import CosignKeyVerifier
 
     try:
@@ -178,6 +214,7 @@ def build(spec: CosignVerifierSpec, trust: Trust) -> Verifier:
         tlog_check=tlog_check,
         bundle_check=bundle_check,
         sigstore_trust=sigstore_trust,
+        attestations=requirements_from(spec.attestation_entries()),
     )
 
 

@@ -350,6 +350,31 @@ def test_required_predicate_attested_is_verified(fmt: Format, tmp_path: Path) ->
 
 
 # ----------------------------------------------------------------------------------------------
+# cosign `attestations` (CEL conditions on the verified statement); notation and kritis entries
+# refuse the field at load (tests/unit/verify/test_conditions.py).
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=IDS)
+def test_attestation_conditions_unmet_are_never_verified(fmt: Format, tmp_path: Path) -> None:
+    want = [{"predicateType": SPDX, "conditions": ["false"]}]
+    entry = with_fields(fmt, tmp_path, attestations=want) if fmt.kind in COSIGN_KINDS else \
+        _key_entry(tmp_path, attestations=want)
+    extra = (fmt.attest(),) if fmt.attest is not None else ()
+    v = judge(tmp_path, fmt, verifier=entry, extra_referrers=extra)
+    assert v.status is not Status.VERIFIED, v.reasons
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f.attest], ids=lambda f: f.name)
+def test_attestation_conditions_met_are_verified(fmt: Format, tmp_path: Path) -> None:
+    assert fmt.attest is not None
+    entry = with_fields(fmt, tmp_path, attestations=[
+        {"predicateType": SPDX, "conditions": [f'statement.predicateType == "{SPDX}"', "has(predicate.spdxVersion)"]}])
+    assert judge(tmp_path, fmt, verifier=entry).status is not Status.VERIFIED
+    v = judge(tmp_path, fmt, verifier=entry, extra_referrers=(fmt.attest(),))
+    assert v.status is Status.VERIFIED, v.reasons
+
+
+# ----------------------------------------------------------------------------------------------
 # `revocations`: keySha256, identity, revokedAt.
 
 
@@ -401,6 +426,7 @@ FIELDS: dict[type, dict[str, str]] = {
     CosignVerifierSpec: {
         "annotations": MATRIX,
         "require_predicate_types": MATRIX,
+        "attestations": MATRIX,
         "key": "the trust anchor itself (tests/unit/test_cosign_key_vectors.py)",
         "keyless": "the trust anchor itself (tests/unit/test_cosign_keyless.py)",
         "ignore_tlog": "relaxes the log check for .sig and bundles alike (tests/unit/verify/test_sigstore_bundle.py "

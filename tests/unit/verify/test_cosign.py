@@ -212,7 +212,7 @@ def test_key_signed_bundles_are_judged_and_attributed_to_the_key() -> None:
     v = verifier(bundle_check=check, annotations={"a": "b"})
     assert v.wants.cosign_sig and v.wants.referrer_types == frozenset({"application/vnd.dev.sigstore.bundle"})
     (r,) = judge(v, referrers=(artifact(),))
-    assert calls == [(b"bundle-bytes", D, v._key, NOW, {"a": "b"})]
+    assert calls == [(b"bundle-bytes", D, v._key, NOW, {"a": "b"}, ())]  # no attestation conditions
     assert r.verifier == v.name and r.key_sha256 == KEY.spki_sha256 and r.signer == f"sha256:{KEY.spki_sha256}"
     (r,) = judge(verifier(bundle_check=lambda *a: bundle_result(signer="who")), referrers=(artifact(),))
     assert r.signer == "who"
