@@ -151,17 +151,23 @@ def _transient(status: int) -> bool:
 def post(r: Receiver, body: bytes, headers: dict[str, str], *, url: str | None = None,
          sleep: Callable[[float], None] = time.sleep) -> bool:
     """POST with retries, all within ``r.retry_for`` (+ one attempt's timeout). No redirect is
-    followed (it could carry the signed body or token elsewhere, or to plain http). True on 2xx."""
+    followed (it could carry the signed body or token elsewhere, or to plain http). True on 2xx.
+    Each attempt's timeout is a wall-clock bound on the whole exchange (connect, TLS, status line and
+    headers: :mod:`scanner.registry.deadline`), not httpx's per-read one, which a receiver that
+    trickles its headers a byte at a time restarts for ever."""
+    from scanner.registry import deadline as wall
+
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=r.ca_file) if r.ca_file else True
     deadline = time.monotonic() + r.retry_for
     delay, attempt = 1.0, 0
-    with httpx.Client(verify=verify, follow_redirects=False, trust_env=False) as client:
+    with wall.install(httpx.Client(verify=verify, follow_redirects=False, trust_env=False)) as client:
         while True:
             attempt += 1
             left = max(1.0, min(r.timeout, deadline - time.monotonic() + r.timeout))
             try:
-                with client.stream("POST", url or r.url, content=body, headers=headers,
-                                   timeout=httpx.Timeout(left)) as resp:
+                with wall.within(time.monotonic() + left, f"no answer within {left:g} s"), \
+                        client.stream("POST", url or r.url, content=body, headers=headers,
+                                      timeout=httpx.Timeout(left)) as resp:
                     status = resp.status_code
                 if 200 <= status < 300:
                     return True

@@ -157,15 +157,20 @@ ACR_SCOPE = "https://containerregistry.azure.net/.default"
 
 def exchange_acr_token(registry: str, entra_token: str, *, tenant: str | None = None) -> str:
     """POST ``https://<registry>/oauth2/exchange`` (grant ``access_token``) → the ACR refresh token
-    (the ACR token-exchange protocol, docs/AAD-OAuth.md of Azure/acr). Bounded in time and size."""
+    (the ACR token-exchange protocol, docs/AAD-OAuth.md of Azure/acr). Bounded in size, and in time by
+    a wall-clock deadline over the whole exchange (:mod:`scanner.registry.deadline`): httpx's own
+    timeout is per read, which a registry trickling its answer restarts for ever."""
     import httpx
+
+    from scanner.registry import deadline
 
     form = {"grant_type": "access_token", "service": registry, "access_token": entra_token}
     if tenant:
         form["tenant"] = tenant
     try:
         with (
-            httpx.Client(timeout=TIMEOUT, follow_redirects=False) as http,
+            deadline.within(time.monotonic() + TIMEOUT, f"no answer within {TIMEOUT:g} s"),
+            deadline.install(httpx.Client(timeout=TIMEOUT, follow_redirects=False)) as http,
             http.stream("POST", f"https://{registry}/oauth2/exchange", data=form) as resp,
         ):
             if resp.status_code != 200:

@@ -65,16 +65,27 @@ def run_helper(
         raise CredentialUnavailable(f"credential helper {program} could not be run: {exc.strerror or exc}") from None
     out = bytearray()
     over = threading.Event()
+    abandoned = threading.Event()
 
     def pump() -> None:
+        # The reader owns the pipe while it runs: a descendant that left the helper's session can keep
+        # it open past the kill, and a descriptor closed under a blocked read would be read again once
+        # its number is reused (another pipe, a registry or database socket). So the pipe is closed
+        # here, when the read ends, and by run_helper only once this thread is over.
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        while chunk := os.read(fd, 65536):
-            out.extend(chunk)
-            if len(out) > max_output:
-                over.set()
-                _kill(proc)
-                return
+        try:
+            while (chunk := os.read(fd, 65536)) and not abandoned.is_set():
+                out.extend(chunk)
+                if len(out) > max_output:
+                    over.set()
+                    _kill(proc)
+                    return
+        except OSError:
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdout.close()
 
     reader = threading.Thread(target=pump, name=f"credhelper-{name}", daemon=True)
     reader.start()
@@ -86,7 +97,8 @@ def run_helper(
         reader.join(timeout)
         if reader.is_alive():
             _kill(proc)
-            reader.join(5)
+            reader.join(1)
+            abandoned.set()  # a descendant that escaped the kill holds the pipe: the reader ends with it
             raise CredentialUnavailable(f"credential helper {program} did not answer within {timeout:g} s; killed")
         try:
             status = proc.wait(max(1.0, timeout / 10))
@@ -100,7 +112,8 @@ def run_helper(
             _kill(proc)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
-        for stream in (proc.stdin, proc.stdout):
+        abandoned.set()
+        for stream in (proc.stdin, None if reader.is_alive() else proc.stdout):
             with contextlib.suppress(OSError):
                 if stream is not None:
                     stream.close()

@@ -132,3 +132,42 @@ def test_a_store_failure_is_a_failed_delivery_never_the_scans(caplog: pytest.Log
                         post_fn=lambda *a, **k: posted.append(a[1]) or True)
     assert failed == {"hook": 1} and posted == []
     assert "database is locked" in caplog.text
+
+
+def test_a_receiver_trickling_its_headers_cannot_hold_a_delivery_past_its_bound() -> None:
+    # httpx's timeout is per read: a receiver sending a header byte every half second restarts it for ever.
+    # The attempt's timeout is a wall-clock bound on the whole exchange.
+    import socket
+    import threading
+    import time
+
+    from scanner.notify.send import post
+
+    stop = threading.Event()
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def trickle() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000:
+                if stop.wait(0.3):
+                    return
+                try:
+                    conn.send(bytes([byte]))
+                except OSError:
+                    return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    r = notify_config.Receiver("slow", "webhook", f"http://127.0.0.1:{port}/hook", f"http://127.0.0.1:{port}",
+                               b"s", timeout=1.0, retry_for=0.0)
+    outcome: list[bool] = []
+    started = time.monotonic()
+    worker = threading.Thread(target=lambda: outcome.append(post(r, b"{}", {}, sleep=lambda _s: None)), daemon=True)
+    worker.start()
+    worker.join(8)
+    stop.set()
+    srv.close()
+    assert outcome == [False], "the delivery was still waiting for the trickled headers"
+    assert time.monotonic() - started < 5

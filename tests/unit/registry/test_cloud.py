@@ -73,3 +73,59 @@ def test_a_provider_without_its_sdk_is_unavailable_naming_the_extra(
     monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
     with pytest.raises(CredentialUnavailable, match=re.escape(extra)):
         RESOLVERS[kind](DeferredCredential(kind, kind, "registry.example"))
+
+
+def test_a_registry_trickling_its_token_exchange_answer_cannot_hold_the_credential_past_its_timeout(
+    tmp_path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ACR's /oauth2/exchange goes to the registry host (any host with ``acr=HOST``): a header byte every
+    # 0.3 s restarted httpx's per-read timeout for ever, under the credential source's lock.
+    import socket
+    import ssl
+    import threading
+    import time
+
+    from scanner.registry import cloud
+    from scanner.registry.auth import CredentialUnavailable
+    from tests.harness.fixtures_registry import write_tls_material
+
+    ca, cert, key = write_tls_material(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    monkeypatch.setattr(cloud, "TIMEOUT", 1.0)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    stop = threading.Event()
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def trickle() -> None:
+        raw, _ = srv.accept()
+        try:
+            with server_ctx.wrap_socket(raw, server_side=True) as conn:
+                conn.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000:
+                    if stop.wait(0.3):
+                        return
+                    conn.send(bytes([byte]))
+        except OSError:
+            return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    outcome: list[BaseException | str] = []
+
+    def exchange() -> None:
+        try:
+            outcome.append(cloud.exchange_acr_token(f"127.0.0.1:{port}", "entra-token"))
+        except BaseException as exc:  # judged below
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=exchange, daemon=True)
+    worker.start()
+    worker.join(8)
+    stop.set()
+    srv.close()
+    assert outcome, "the token exchange was still waiting for the trickled headers"
+    assert isinstance(outcome[0], CredentialUnavailable), outcome
+    assert "entra-token" not in str(outcome[0])
+    assert time.monotonic() - started < 5

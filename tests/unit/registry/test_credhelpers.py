@@ -104,3 +104,46 @@ def test_a_failing_helper_is_named_with_its_status_never_its_output(helpers: Pat
     with pytest.raises(CredentialUnavailable, match="docker-credential-fails failed \\(exit status 3") as info:
         run_helper("fails", "r.example")
     assert SECRET not in str(info.value)
+
+
+def test_a_descendant_that_escapes_the_kill_never_makes_the_reader_read_a_reused_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The helper's child leaves its session (killpg misses it) and keeps the helper's stdout open. The
+    # reader, abandoned blocked in read(), used to go on reading the descriptor *number* after run_helper
+    # closed it: once the number was reused (here a pipe; in a scan a registry or database socket) it
+    # stole that file's bytes.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    go = tmp_path / "go"
+    write_helper(bindir, "escape", f"""
+        sys.stdin.read()
+        if os.fork() == 0:
+            os.setsid()
+            deadline = time.monotonic() + 30
+            while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.write(1, b"late output\\n")
+            time.sleep(1)
+            os._exit(0)
+        os._exit(0)
+    """)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(CredentialUnavailable, match="did not answer"):
+        run_helper("escape", "registry.example", timeout=0.3)
+    pipes = [os.pipe() for _ in range(8)]  # take the descriptor numbers run_helper gave back
+    try:
+        for _, w in pipes:
+            os.write(w, b"mine")
+        go.touch()
+        time.sleep(0.6)  # the escaped child writes; a reader on a reused number would then read again
+        for r, _ in pipes:
+            os.set_blocking(r, False)
+            try:
+                assert os.read(r, 100) == b"mine"
+            except BlockingIOError:
+                pytest.fail("another file's bytes were read by the helper's abandoned reader")
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)

@@ -79,3 +79,26 @@ def test_a_trickled_header_block_is_cut_at_the_deadline(trickler: str) -> None:
             client.get(trickler)
         assert time.monotonic() - t0 < 3  # each byte came well inside the 5 s read timeout
         assert deadline.cause(info.value) == "total timeout exceeded"
+
+
+# Modules that make an httpx client without the wall-clock deadline, and why (empty is the goal).
+UNBOUNDED_CLIENTS = {
+    "scanner/policy/loader.py": "remote trust material fetched once at policy load, before any scan (not a scan)",
+}
+
+
+def test_every_http_client_of_the_product_is_under_the_wall_clock_deadline() -> None:
+    # httpx's timeouts are per read: a client without deadline.install() can be held for ever by a peer
+    # trickling its headers (found in the notification receivers and ACR's token exchange).
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    unbounded = {}
+    for path in sorted((root / "scanner").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        made = len(re.findall(r"\bhttpx\.(?:Client|stream|get|post|put|request)\(", text))
+        installed = len(re.findall(r"\bdeadline\.install\(|\bwall\.install\(", text))
+        if made > installed:
+            unbounded[str(path.relative_to(root))] = made - installed
+    assert set(unbounded) == set(UNBOUNDED_CLIENTS), unbounded
