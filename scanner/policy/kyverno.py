@@ -30,7 +30,7 @@ from scanner.errors import ConfigError
 from scanner.policy.engine import namespace_matches
 from scanner.policy.fields import Field, FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.imports import ImportContext, _notation_from_certs, _pems, _secret_value, _tmpfile
-from scanner.policy.loader import CompiledRule
+from scanner.policy.loader import KMS_SCHEMES, CompiledRule
 from scanner.policy.schema import COSIGN_EXTENSIONS, CosignVerifierSpec, VerifierSpec, extension_name
 from scanner.verify.base import Verifier
 
@@ -331,6 +331,27 @@ def _cosign(ctx: ImportContext, rule: str, where: str, spec: dict[str, Any]) -> 
     )
 
 
+def _tenant_kms_refusal(material: str) -> str | None:
+    """Why a key of a namespaced ``Policy`` (writable by the namespace's tenant) may not be used: a KMS
+    reference naming its own endpoint (awskms://HOST/…, azurekms:// outside Azure Key Vault) would aim
+    sigaudit's cloud credentials at a host of the tenant's choosing. Whatever field carried it
+    (``kms``, ``publicKeys``, a Secret), in any spelling of the scheme; a ClusterPolicy is the
+    cluster admin's, like the operator's own policy file, and is not limited."""
+    text = material.strip()
+    if not text.lower().startswith(KMS_SCHEMES):
+        return None
+    from scanner.verify.kms import custom_endpoint
+
+    try:
+        host = custom_endpoint(text)
+    except ConfigError as exc:
+        return f"in a namespaced Policy, a KMS reference must be well formed: {exc}"
+    if host is not None:
+        return (f"a namespaced Policy may not name a KMS endpoint ({host!r}): it would send sigaudit's cloud "
+                "credentials there; use the provider's default endpoint, or a ClusterPolicy")
+    return None
+
+
 def _entry(
     ctx: ImportContext,
     entry: Mapping[str, Any],
@@ -375,6 +396,11 @@ def _entry(
                 refusals.append(f"the key in Secret {secret.get('name')!r} could not be read")
                 return None
             material = value
+        if ns:
+            why = _tenant_kms_refusal(material)
+            if why:
+                refusals.append(why)
+                return None
         return _cosign(
             ctx,
             rule,

@@ -223,3 +223,62 @@ def test_apply_rules_one_is_audited_as_all_with_a_note(tmp_path: Path) -> None:
     assert all(any("applyRules: One" in n for n in r.notes) for r in pol.rules)
     doc["spec"]["applyRules"] = "All"
     assert not any("applyRules" in n for r in load(tmp_path, doc).rules for n in r.notes)
+
+
+TENANT_ENDPOINT_REFS = [
+    "awskms://evil.example:443/alias/signing",
+    "awskms://169.254.169.254/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "azurekms://evil.example/key",
+    "azurekms://team.vault.azure.net@evil.example/key",
+    "azurekms://team.vault.azure.net:8443/key",
+    "AWSKMS://evil.example/alias/signing",  # another spelling of the scheme: refused, never read as a file
+]
+
+
+@pytest.fixture
+def kms_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every KMS key fetch the load makes (answered with a real key, as a reachable KMS would)."""
+    from scanner.verify import kms
+
+    calls: list[str] = []
+
+    def fetch(ref: str) -> bytes:
+        calls.append(ref)
+        return KEYS[0].public_pem.encode()
+
+    monkeypatch.setattr(kms, "fetch_public_key_pem", fetch)
+    return calls
+
+
+@pytest.mark.parametrize("field", ["kms", "publicKeys"])
+@pytest.mark.parametrize("ref", TENANT_ENDPOINT_REFS)
+def test_a_namespaced_policy_may_not_aim_the_kms_credentials_at_its_own_host(
+    tmp_path: Path, kms_calls: list[str], ref: str, field: str
+) -> None:
+    vi = {"attestors": [{"entries": [{"keys": {field: ref, "rekor": {"ignoreTlog": True}}}]}]}
+    (rule,) = load(tmp_path, policy_doc(vi, kind="Policy", ns="team-a")).rules
+    assert kms_calls == []  # the tenant's endpoint is never contacted
+    assert rule.verifiers == () and rule.refused, rule.refused  # refused: its images are error, never pass
+    assert any("KMS" in why for why in rule.refused), rule.refused
+
+
+@pytest.mark.parametrize("ref", TENANT_ENDPOINT_REFS[:5])
+def test_a_cluster_policy_keeps_its_kms_endpoint(tmp_path: Path, kms_calls: list[str], ref: str) -> None:
+    vi = {"attestors": [{"entries": [{"keys": {"kms": ref, "rekor": {"ignoreTlog": True}}}]}]}
+    (rule,) = load(tmp_path, policy_doc(vi)).rules
+    assert kms_calls == [ref] and not rule.refused and len(rule.verifiers) == 1
+
+
+@pytest.mark.parametrize("ref", [
+    "awskms:///alias/signing",
+    "awskms:///arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "azurekms://team.vault.azure.net/key",
+    "gcpkms://projects/p/locations/global/keyRings/r/cryptoKeys/k",
+    "hashivault://evil.example:8200",  # a key name at the operator's VAULT_ADDR, never an address
+])
+def test_a_namespaced_policy_may_use_the_providers_own_endpoint(
+    tmp_path: Path, kms_calls: list[str], ref: str
+) -> None:
+    vi = {"attestors": [{"entries": [{"keys": {"kms": ref, "rekor": {"ignoreTlog": True}}}]}]}
+    (rule,) = load(tmp_path, policy_doc(vi, kind="Policy", ns="team-a")).rules
+    assert kms_calls == [ref] and not rule.refused and len(rule.verifiers) == 1
