@@ -386,9 +386,9 @@ def _tenant_entry_refusals(entry: Mapping[str, Any], ns: str) -> list[str]:
             if why:
                 out.append(why)
         secret = block.get("secret")
-        if kind == "keys" and secret:
-            other = str(secret.get("namespace") or "") if isinstance(secret, Mapping) else ""
-            if not isinstance(secret, Mapping) or (other and other != ns):
+        if kind == "keys" and isinstance(secret, Mapping):
+            other = str(secret.get("namespace") or "")
+            if other and other != ns:
                 out.append(f"a namespaced Policy (namespace {ns!r}) may read a key only from a Secret in its own "
                            f"namespace, not from namespace {other!r}")
     return out
@@ -438,6 +438,9 @@ def _entry(
             material = str(keys["kms"])
         else:
             secret = keys["secret"]
+            if not isinstance(secret, Mapping) or not secret.get("name"):
+                refusals.append("keys.secret must be a map with a name (and optionally a namespace)")
+                return None
             value = _secret_value(ctx, str(secret.get("namespace") or ns or "default"), str(secret.get("name")), rule)
             if not value:
                 refusals.append(f"the key in Secret {secret.get('name')!r} could not be read")

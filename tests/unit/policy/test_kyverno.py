@@ -398,3 +398,13 @@ def test_a_namespaced_policys_secret_may_not_hold_a_key_file_or_url(
         rule = _secret_rule(tmp_path, {"name": "signing"})
         assert rule.verifiers == () and any("keys.secret" in w for w in rule.refused), (value, rule.refused)
     assert key_urls == []
+
+
+@pytest.mark.parametrize("kind,ns", [("ClusterPolicy", None), ("Policy", "team-a")])
+@pytest.mark.parametrize("secret", ["other/name", {"namespace": "team-a"}, ["name"]])
+def test_a_malformed_keys_secret_refuses_the_rule(
+    tmp_path: Path, secrets: Secrets, kind: str, ns: str | None, secret: Any
+) -> None:
+    vi = {"attestors": [{"entries": [{"keys": {"secret": secret, "rekor": {"ignoreTlog": True}}}]}]}
+    (rule,) = load(tmp_path, policy_doc(vi, kind=kind, ns=ns)).rules
+    assert secrets.reads == [] and rule.verifiers == () and any("keys.secret" in w for w in rule.refused)
