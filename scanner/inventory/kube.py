@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from scanner.errors import InventoryError
+from scanner.errors import ConfigError, InventoryError
 from scanner.inventory.pods import StaticOwnerResolver, controller_ref, namespace_selected
 from scanner.models import Workload
 
@@ -30,19 +30,43 @@ MAX_LIST_RESTARTS = 3
 
 
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
-    """In-cluster config when running in a pod (and no kubeconfig was named), else kubeconfig."""
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    """In-cluster config when running in a pod (and no kubeconfig was named), else kubeconfig.
 
-    try:
-        if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+    A kubeconfig that cannot be read or parsed is the user's input to fix: a ConfigError (exit 2)
+    naming the file. Its lines are never quoted (a kubeconfig holds tokens and keys): a YAML error
+    is reported by position only, any other parse failure by its type. A failing in-cluster config
+    (no service account token) is the environment's: an InventoryError (exit 3)."""
+    from kubernetes import client, config
+
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
             cfg = client.Configuration()
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             return client.ApiClient(cfg)
+        except Exception as exc:
+            raise InventoryError(f"cannot load the in-cluster Kubernetes configuration: {_why(exc)}") from exc
+    try:
         return config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError, TypeError, ValueError) as exc:
+    except Exception as exc:  # the loader raises whatever its YAML walk hits (YAMLError, TypeError, ...)
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        raise InventoryError(f"cannot load Kubernetes configuration ({where}): {exc}") from exc
+        raise ConfigError(f"cannot load the kubeconfig: {_why(exc)}", source=where, field="--kubeconfig") from exc
+
+
+def _why(exc: Exception) -> str:
+    """What went wrong loading a Kubernetes configuration, without echoing the file's content."""
+    import yaml
+    from kubernetes.config.config_exception import ConfigException
+
+    if isinstance(exc, yaml.YAMLError):
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"not valid YAML{at}"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    if isinstance(exc, ConfigException):  # the client's own words: keys and entry names, not values
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return first[:200]
+    return f"malformed ({type(exc).__name__}: not the shape of a kubeconfig)"
 
 
 def _api_error(exc: Exception, what: str) -> InventoryError:

@@ -30,7 +30,7 @@ from scanner.errors import ConfigError
 from scanner.policy.engine import namespace_matches
 from scanner.policy.fields import Field, FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.imports import ImportContext, _notation_from_certs, _pems, _secret_value, _tmpfile
-from scanner.policy.loader import CompiledRule
+from scanner.policy.loader import KMS_SCHEMES, CompiledRule
 from scanner.policy.schema import COSIGN_EXTENSIONS, CosignVerifierSpec, VerifierSpec, extension_name
 from scanner.verify.base import Verifier
 
@@ -331,6 +331,69 @@ def _cosign(ctx: ImportContext, rule: str, where: str, spec: dict[str, Any]) -> 
     )
 
 
+# Every field of an attestor entry that names key or trust material (one rule for all of them).
+_TENANT_KEY_FIELDS = {
+    "keys": ("publicKeys", "kms"),
+    "certificates": ("cert", "certChain"),
+    "keyless": ("roots",),
+}
+_TENANT_LOG_FIELDS = (("rekor", "pubkey"), ("ctlog", "pubkey"), ("ctlog", "tsaCertChain"))
+
+
+def _tenant_key_refusal(field: str, material: str) -> str | None:
+    """Why a key field of a namespaced ``Policy`` (writable by the namespace's tenant) may not be used.
+    Credentials and trust material stay with their owner: a tenant's key material is inline PEM (or
+    a Secret of its own namespace, whose value is checked here too). A file path would read the
+    scanner's disk, an https:// URL would fetch from a host of the tenant's choosing, and a KMS
+    reference naming its own endpoint (awskms://HOST/…, azurekms:// outside Azure Key Vault) would aim
+    sigaudit's cloud credentials at it; any spelling of the scheme. A KMS key at the provider's
+    default endpoint stays allowed. A ClusterPolicy is the cluster admin's, like the operator's own
+    policy file, and is not limited."""
+    text = material.strip()
+    if text.startswith("-----BEGIN"):
+        return None
+    if text.lower().startswith(KMS_SCHEMES):
+        from scanner.verify.kms import custom_endpoint
+
+        try:
+            host = custom_endpoint(text)
+        except ConfigError as exc:
+            return f"in a namespaced Policy, a KMS reference must be well formed: {exc}"
+        if host is not None:
+            return (f"a namespaced Policy may not name a KMS endpoint ({host!r}): it would send sigaudit's "
+                    "cloud credentials there; use the provider's default endpoint, or a ClusterPolicy")
+        return None
+    kind = "a URL" if "://" in text else "a file path"
+    return (f"a namespaced Policy's {field} must be inline PEM or a Secret in its own namespace, not {kind} "
+            f"({text[:80]!r}): key material of a tenant comes from the tenant's namespace only")
+
+
+def _tenant_entry_refusals(entry: Mapping[str, Any], ns: str) -> list[str]:
+    """The tenant key-source rule over every key field of one attestor entry of a namespaced Policy."""
+    out: list[str] = []
+    for kind, fields in _TENANT_KEY_FIELDS.items():
+        block = entry.get(kind)
+        if not isinstance(block, Mapping):
+            continue
+        values = [(f"{kind}.{f}", block.get(f)) for f in fields]
+        for sub, f in _TENANT_LOG_FIELDS:
+            part = block.get(sub)
+            values.append((f"{kind}.{sub}.{f}", part.get(f) if isinstance(part, Mapping) else part))
+        for field, value in values:
+            if value is None or value == "":
+                continue
+            why = _tenant_key_refusal(field, str(value))
+            if why:
+                out.append(why)
+        secret = block.get("secret")
+        if kind == "keys" and isinstance(secret, Mapping):
+            other = str(secret.get("namespace") or "")
+            if other and other != ns:
+                out.append(f"a namespaced Policy (namespace {ns!r}) may read a key only from a Secret in its own "
+                           f"namespace, not from namespace {other!r}")
+    return out
+
+
 def _entry(
     ctx: ImportContext,
     entry: Mapping[str, Any],
@@ -345,6 +408,11 @@ def _entry(
     if len(kinds) != 1:
         refusals.append(f"an attestor entry must give exactly one of keys, certificates, keyless (has {kinds})")
         return None
+    if ns:
+        tenant = _tenant_entry_refusals(entry, ns)
+        if tenant:
+            refusals.extend(tenant)
+            return None
     ann = entry.get("annotations") if entry.get("annotations") is not None else annotations
     ann = {str(k): str(v) for k, v in (ann or {}).items()}
     if vtype == "notary":
@@ -370,11 +438,19 @@ def _entry(
             material = str(keys["kms"])
         else:
             secret = keys["secret"]
+            if not isinstance(secret, Mapping) or not secret.get("name"):
+                refusals.append("keys.secret must be a map with a name (and optionally a namespace)")
+                return None
             value = _secret_value(ctx, str(secret.get("namespace") or ns or "default"), str(secret.get("name")), rule)
             if not value:
                 refusals.append(f"the key in Secret {secret.get('name')!r} could not be read")
                 return None
             material = value
+        if ns:
+            why = _tenant_key_refusal("keys.secret" if keys.get("secret") else "keys", material)
+            if why:
+                refusals.append(why)
+                return None
         return _cosign(
             ctx,
             rule,

@@ -155,6 +155,33 @@ def parse_kms_ref(ref: str) -> KeyRef:
     raise ConfigError(f"not a KMS reference: {ref!r}", field=ref)
 
 
+# The DNS suffixes of Azure Key Vault and Managed HSM (public, China, US Government clouds).
+_AZURE_VAULT_HOST = re.compile(
+    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\."
+    r"(?:vault\.azure\.net|vault\.azure\.cn|vault\.usgovcloudapi\.net|vault\.microsoftazure\.de"
+    r"|managedhsm\.azure\.net|managedhsm\.azure\.cn|managedhsm\.usgovcloudapi\.net)$"
+)
+
+
+def custom_endpoint(ref: str) -> str | None:
+    """The host a KMS reference itself names for the provider's API, when that is not the provider's
+    own service; None when the endpoint is left to the operator's environment (SDK defaults,
+    ``AWS_ENDPOINT_URL_KMS``, ``VAULT_ADDR``, ...). Whoever writes the reference chooses where the
+    scanner's cloud credentials go: a reference from someone who does not own those credentials
+    must not name one. Raises ConfigError for a malformed reference (parse_kms_ref).
+
+    awskms://HOST/… names one (any explicit host); azurekms:// always names its vault, which counts as
+    custom unless it is an Azure Key Vault / Managed HSM host on the standard port; gcpkms:// and
+    hashivault:// have no endpoint in the reference (the parser accepts none)."""
+    parsed = parse_kms_ref(ref)
+    if isinstance(parsed, AwsKeyRef):
+        return parsed.endpoint
+    if isinstance(parsed, AzureKeyRef):
+        host = parsed.vault_url.removeprefix("https://")  # the whole of it: no port, path, query or userinfo
+        return None if _AZURE_VAULT_HOST.match(host.lower()) else host
+    return None
+
+
 def key_ids_for(ref: str) -> tuple[str, ...]:
     """Names a signer may have put in an attestation's ``publicKeyId`` for this KMS key (hints only):
     the URI itself and, for Cloud KMS, the resource name Binary Authorization uses."""

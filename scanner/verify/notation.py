@@ -451,9 +451,8 @@ class NotationVerifier(Verifier):
             return self._result(run, env, details, now, ts_check)
         # 5. Revocation -----------------------------------------------------------------------------
         if run.action(Validation.REVOCATION) is not Action.SKIP:
-            authentic = signed_at.value if signed_at is not None and signed_at.authentic else None
-            rr = self._revocation.check_chain(chain, now, authentic, untrusted=None if _authentic_chain(run) else
-                                              "the certificate chain does not lead to the trust store")
+            untrusted = None if _authentic_chain(run) else "the certificate chain does not lead to the trust store"
+            rr = self._revocation.check_chain(chain, now, _revocation_time(signed_at), untrusted=untrusted)
             details["revocation"] = [{"subject": c.subject, "status": c.status.value, "method": c.method,
                                       "reason": c.reason} for c in rr.certificates]
             if rr.status is RevocationStatus.REVOKED:
@@ -532,6 +531,17 @@ class NotationVerifier(Verifier):
 def _authentic_chain(run: _Run) -> bool:
     """Whether the signature's chain led to the trust store (not merely logged as failing)."""
     return any(c.name is CheckName.AUTHENTICITY and c.outcome is Outcome.PASSED for c in run.checks)
+
+
+def _revocation_time(signed_at: SignedTime | None) -> datetime | None:
+    """The time that may excuse a CRL/OCSP invalidityDate on the *signing* chain: only the signing
+    authority's authenticSigningTime, as notation-go's ``verifyRevocation`` (verifier/verifier.go)
+    passes ``AuthenticSigningTime`` only for the ``notary.x509.signingAuthority`` scheme. An RFC 3161
+    genTime is not: notation-go gives the signing chain no time for ``notary.x509``, and a key said
+    invalid from a date stays revoked however early a TSA says the signature was made."""
+    if signed_at is not None and signed_at.source is TimeSource.SIGNING_AUTHORITY:
+        return signed_at.value
+    return None
 
 
 def _signing_time(env: Envelope, ts_check: TimestampCheck | None, authentic_chain: bool) -> SignedTime | None:

@@ -294,7 +294,9 @@ class RevocationChecker:
                     signing_time: datetime | None = None, *, untrusted: str | None = None) -> RevocationResult:
         """``signing_time``: the authentic signing time, for the invalidityDate exception — vouched for
         by a party other than the chain checked here (never a time the checked keys sign themselves,
-        such as a TSA's own genTime for the TSA's chain: a compromised key would backdate it).
+        such as a TSA's own genTime for the TSA's chain: a compromised key would backdate it). The
+        caller decides which source counts: notation passes only a signing authority's
+        authenticSigningTime for the signing chain, never a TSA's genTime (as notation-go does).
         ``untrusted``: why the chain is not trusted; then the endpoints it names are not contacted
         (whoever can push a signature would otherwise make the scanner send requests wherever it
         likes) and any certificate naming one is "unknown" for that reason."""

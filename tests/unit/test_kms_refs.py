@@ -120,3 +120,22 @@ def test_vault_down_names_the_reference(monkeypatch) -> None:
     monkeypatch.setenv("VAULT_TOKEN", "t")
     with pytest.raises(KmsKeyUnavailable, match="hashivault://cosign"):
         fetch_public_key_pem("hashivault://cosign")
+
+
+@pytest.mark.parametrize(("ref", "host"), [
+    ("awskms:///alias/a", None),
+    ("awskms://kms.local:4566/alias/a", "kms.local:4566"),
+    ("azurekms://team.vault.azure.net/k", None),
+    ("azurekms://Team.Vault.Azure.Net/k/v1", None),
+    ("azurekms://hsm.managedhsm.azure.net/k", None),
+    ("azurekms://evil.example/k", "evil.example"),
+    ("azurekms://team.vault.azure.net.evil.example/k", "team.vault.azure.net.evil.example"),
+    ("azurekms://team.vault.azure.net@evil.example/k", "team.vault.azure.net@evil.example"),
+    ("azurekms://team.vault.azure.net?x=evil.example/k", "team.vault.azure.net?x=evil.example"),
+    ("gcpkms://projects/p/locations/global/keyRings/r/cryptoKeys/k", None),
+    ("hashivault://evil.example:8200", None),
+])
+def test_custom_endpoint_names_the_host_a_reference_chooses(ref: str, host: str | None) -> None:
+    from scanner.verify.kms import custom_endpoint
+
+    assert custom_endpoint(ref) == host

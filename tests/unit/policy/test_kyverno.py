@@ -223,3 +223,188 @@ def test_apply_rules_one_is_audited_as_all_with_a_note(tmp_path: Path) -> None:
     assert all(any("applyRules: One" in n for n in r.notes) for r in pol.rules)
     doc["spec"]["applyRules"] = "All"
     assert not any("applyRules" in n for r in load(tmp_path, doc).rules for n in r.notes)
+
+
+TENANT_ENDPOINT_REFS = [
+    "awskms://evil.example:443/alias/signing",
+    "awskms://169.254.169.254/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "azurekms://evil.example/key",
+    "azurekms://team.vault.azure.net@evil.example/key",
+    "azurekms://team.vault.azure.net:8443/key",
+    "AWSKMS://evil.example/alias/signing",  # another spelling of the scheme: refused, never read as a file
+]
+
+
+@pytest.fixture
+def kms_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every KMS key fetch the load makes (answered with a real key, as a reachable KMS would)."""
+    from scanner.verify import kms
+
+    calls: list[str] = []
+
+    def fetch(ref: str) -> bytes:
+        calls.append(ref)
+        return KEYS[0].public_pem.encode()
+
+    monkeypatch.setattr(kms, "fetch_public_key_pem", fetch)
+    return calls
+
+
+@pytest.mark.parametrize("field", ["kms", "publicKeys"])
+@pytest.mark.parametrize("ref", TENANT_ENDPOINT_REFS)
+def test_a_namespaced_policy_may_not_aim_the_kms_credentials_at_its_own_host(
+    tmp_path: Path, kms_calls: list[str], ref: str, field: str
+) -> None:
+    vi = {"attestors": [{"entries": [{"keys": {field: ref, "rekor": {"ignoreTlog": True}}}]}]}
+    (rule,) = load(tmp_path, policy_doc(vi, kind="Policy", ns="team-a")).rules
+    assert kms_calls == []  # the tenant's endpoint is never contacted
+    assert rule.verifiers == () and rule.refused, rule.refused  # refused: its images are error, never pass
+    assert any("KMS" in why for why in rule.refused), rule.refused
+
+
+@pytest.mark.parametrize("ref", TENANT_ENDPOINT_REFS[:5])
+def test_a_cluster_policy_keeps_its_kms_endpoint(tmp_path: Path, kms_calls: list[str], ref: str) -> None:
+    vi = {"attestors": [{"entries": [{"keys": {"kms": ref, "rekor": {"ignoreTlog": True}}}]}]}
+    (rule,) = load(tmp_path, policy_doc(vi)).rules
+    assert kms_calls == [ref] and not rule.refused and len(rule.verifiers) == 1
+
+
+@pytest.mark.parametrize("ref", [
+    "awskms:///alias/signing",
+    "awskms:///arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "azurekms://team.vault.azure.net/key",
+    "gcpkms://projects/p/locations/global/keyRings/r/cryptoKeys/k",
+    "hashivault://evil.example:8200",  # a key name at the operator's VAULT_ADDR, never an address
+])
+def test_a_namespaced_policy_may_use_the_providers_own_endpoint(
+    tmp_path: Path, kms_calls: list[str], ref: str
+) -> None:
+    vi = {"attestors": [{"entries": [{"keys": {"kms": ref, "rekor": {"ignoreTlog": True}}}]}]}
+    (rule,) = load(tmp_path, policy_doc(vi, kind="Policy", ns="team-a")).rules
+    assert kms_calls == [ref] and not rule.refused and len(rule.verifiers) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# A namespaced Policy's key material comes from its own namespace only (inline PEM or its own Secret).
+
+
+def _tenant_entries(tmp_path: Path, *, write: bool = True) -> dict[str, dict[str, Any]]:
+    """One attestor entry per key field, naming the scanner's disk (a real, loadable key file) or a URL."""
+    key_file = tmp_path / "operator-key.pem"
+    if write:
+        key_file.write_text(KEYS[0].public_pem)
+    path, url = str(key_file), "https://tenant.example/key.pem"
+    pem = KEYS[1].public_pem
+    keyless = {"subject": "s", "issuer": "i"}
+    return {
+        "keys.publicKeys (file)": {"keys": {"publicKeys": path, "rekor": {"ignoreTlog": True}}},
+        "keys.publicKeys (url)": {"keys": {"publicKeys": url, "rekor": {"ignoreTlog": True}}},
+        "keys.rekor.pubkey": {"keys": {"publicKeys": pem, "rekor": {"pubkey": path}}},
+        "keys.ctlog.pubkey": {"keys": {"publicKeys": pem, "rekor": {"ignoreTlog": True}, "ctlog": {"pubkey": url}}},
+        "certificates.cert": {"certificates": {"cert": path, "rekor": {"ignoreTlog": True}}},
+        "certificates.certChain": {"certificates": {"cert": pem, "certChain": url}},
+        "keyless.roots": {"keyless": {**keyless, "roots": path}},
+        "keyless.rekor.pubkey": {"keyless": {**keyless, "rekor": {"pubkey": path}}},
+        "keyless.ctlog.pubkey": {"keyless": {**keyless, "ctlog": {"pubkey": url}}},
+    }
+
+
+TENANT_FIELDS = list(_tenant_entries(Path("/nonexistent"), write=False))
+
+
+@pytest.fixture
+def key_urls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        calls.append(url)
+        return KEYS[0].public_pem.encode()
+
+    monkeypatch.setattr("scanner.policy.loader._default_key_fetcher", fetch)
+    return calls
+
+
+@pytest.mark.parametrize("field", TENANT_FIELDS)
+def test_a_namespaced_policy_may_not_name_a_key_file_or_url(tmp_path: Path, key_urls: list[str], field: str) -> None:
+    vi = {"attestors": [{"entries": [_tenant_entries(tmp_path)[field]]}]}
+    (rule,) = load(tmp_path, policy_doc(vi, kind="Policy", ns="team-a")).rules
+    assert key_urls == []  # the tenant's host is never contacted
+    assert rule.verifiers == () and any("namespaced Policy" in w for w in rule.refused), rule.refused
+
+
+def test_a_namespaced_policys_deprecated_key_field_is_held_to_the_same_rule(tmp_path: Path) -> None:
+    key_file = tmp_path / "operator-key.pem"
+    key_file.write_text(KEYS[0].public_pem)
+    (rule,) = load(tmp_path, policy_doc({"key": str(key_file)}, kind="Policy", ns="team-a")).rules
+    assert rule.verifiers == () and any("not a file path" in w for w in rule.refused), rule.refused
+
+
+def test_a_cluster_policy_keeps_its_key_file_and_url(tmp_path: Path, key_urls: list[str]) -> None:
+    entries = _tenant_entries(tmp_path)
+    for field in ("keys.publicKeys (file)", "keys.publicKeys (url)"):
+        (rule,) = load(tmp_path, policy_doc({"attestors": [{"entries": [entries[field]]}]})).rules
+        assert not rule.refused and len(rule.verifiers) == 1, (field, rule.refused)
+    assert key_urls == ["https://tenant.example/key.pem"]
+
+
+class Secrets(dict[tuple[str, str], str]):
+    """The cluster's Secrets, (namespace, name) -> key value; every read recorded in ``reads``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[str, str]] = []
+
+    def read(self, ctx: Any, namespace: str, name: str, rule: str) -> str | None:
+        self.reads.append((namespace, name))
+        return self.get((namespace, name))
+
+
+@pytest.fixture
+def secrets(monkeypatch: pytest.MonkeyPatch) -> Secrets:
+    store = Secrets()
+    monkeypatch.setattr("scanner.policy.kyverno._secret_value", store.read)
+    return store
+
+
+def _secret_rule(tmp_path: Path, secret: dict[str, str]) -> Any:
+    vi = {"attestors": [{"entries": [{"keys": {"secret": secret, "rekor": {"ignoreTlog": True}}}]}]}
+    (rule,) = load(tmp_path, policy_doc(vi, kind="Policy", ns="team-a")).rules
+    return rule
+
+
+def test_a_namespaced_policy_may_not_read_a_secret_of_another_namespace(
+    tmp_path: Path, secrets: Secrets
+) -> None:
+    secrets[("cosign-system", "signing")] = KEYS[0].public_pem
+    rule = _secret_rule(tmp_path, {"name": "signing", "namespace": "cosign-system"})
+    assert secrets.reads == []  # never read
+    assert rule.verifiers == () and any("own namespace" in w for w in rule.refused), rule.refused
+
+
+def test_a_namespaced_policy_reads_its_own_secret(tmp_path: Path, secrets: Secrets) -> None:
+    secrets[("team-a", "signing")] = KEYS[0].public_pem
+    for secret in ({"name": "signing"}, {"name": "signing", "namespace": "team-a"}):
+        rule = _secret_rule(tmp_path, secret)
+        assert not rule.refused and len(rule.verifiers) == 1, rule.refused
+
+
+def test_a_namespaced_policys_secret_may_not_hold_a_key_file_or_url(
+    tmp_path: Path, secrets: Secrets, key_urls: list[str]
+) -> None:
+    key_file = tmp_path / "operator-key.pem"
+    key_file.write_text(KEYS[0].public_pem)
+    for value in (str(key_file), "https://tenant.example/key.pem"):
+        secrets[("team-a", "signing")] = value
+        rule = _secret_rule(tmp_path, {"name": "signing"})
+        assert rule.verifiers == () and any("keys.secret" in w for w in rule.refused), (value, rule.refused)
+    assert key_urls == []
+
+
+@pytest.mark.parametrize("kind,ns", [("ClusterPolicy", None), ("Policy", "team-a")])
+@pytest.mark.parametrize("secret", ["other/name", {"namespace": "team-a"}, ["name"]])
+def test_a_malformed_keys_secret_refuses_the_rule(
+    tmp_path: Path, secrets: Secrets, kind: str, ns: str | None, secret: Any
+) -> None:
+    vi = {"attestors": [{"entries": [{"keys": {"secret": secret, "rekor": {"ignoreTlog": True}}}]}]}
+    (rule,) = load(tmp_path, policy_doc(vi, kind=kind, ns=ns)).rules
+    assert secrets.reads == [] and rule.verifiers == () and any("keys.secret" in w for w in rule.refused)

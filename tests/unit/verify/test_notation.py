@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -30,6 +31,7 @@ from scanner.verify.revocation import RevocationChecker
 from tests.harness import notation_sign
 from tests.harness.notation_sign import Issued
 from tests.unit.test_notation_signing import IMAGE, NOW, Server, issue, jws, make_verifier, material
+from tests.unit.test_notation_signing import TARGET as IMAGE_TARGET
 
 
 @pytest.fixture
@@ -129,3 +131,59 @@ def test_a_revoked_tsa_cannot_vouch_for_itself_with_its_own_gen_time(tmp_path: P
     res = check_authentic_timestamp(env, stmt, [tsa_root.cert], now + timedelta(minutes=1), RevocationChecker(
         HttpFetcher()))
     assert res.problem is not None and "revoked" in res.problem, res.problem
+
+
+def test_a_tsa_time_does_not_excuse_an_invalidity_date_on_the_signing_chain(tmp_path: Path, server: Server) -> None:
+    """notation-go hands the signing chain's revocation check an authentic signing time only for the
+    ``notary.x509.signingAuthority`` scheme (verifier/verifier.go ``verifyRevocation``); for
+    ``notary.x509`` it passes none, a verified RFC 3161 timestamp included. So a signing key whose
+    CRL entry carries an invalidityDate after the timestamp's genTime is revoked, as with notation."""
+    import base64
+    import json
+
+    from scanner.verify.notation import NotationVerifier, NotationVerifierSpec
+
+    tsa_root, tsa = _tsa(server)
+    server.routes["/tsa.crl"] = (200, notation_sign.crl(tsa_root, []))
+    root = notation_sign.issue("Signer Root", ca=True)
+    leaf = notation_sign.issue("Signer", issuer=root, crl_url=f"{server.base}/signer.crl", serial=0x5161)
+    now = datetime.now(UTC)
+    target = {"mediaType": IMAGE_TARGET.media_type, "digest": IMAGE_TARGET.digest, "size": IMAGE_TARGET.size}
+    blob = notation_sign.jws_envelope([leaf, root], target, signing_time=now - timedelta(minutes=1))
+    token = _openssl_timestamp(tmp_path, tsa, tsa_root, parse_envelope(JWS_MEDIA_TYPE, blob).signature)
+    doc = json.loads(blob)
+    doc["header"]["io.cncf.notary.timestampSignature"] = base64.b64encode(token).decode()
+    blob = json.dumps(doc).encode()
+
+    for store_type, r in (("ca", root), ("tsa", tsa_root)):
+        d = tmp_path / "store" / "x509" / store_type / "acme"
+        d.mkdir(parents=True)
+        (d / "root.pem").write_bytes(r.cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "trustpolicy.json").write_text(json.dumps({"version": "1.0", "trustPolicies": [{
+        "name": "acme", "registryScopes": ["localhost:5000/app"], "signatureVerification": {"level": "strict"},
+        "trustStores": ["ca:acme", "tsa:acme"], "trustedIdentities": ["*"]}]}))
+
+    def verify() -> Any:  # a new verifier each time: a CRL is cached until its nextUpdate
+        v = NotationVerifier.from_spec(NotationVerifierSpec(trustPolicy="trustpolicy.json", trustStore="store"),
+                                       base_dir=tmp_path, fetcher=HttpFetcher())
+        (r,) = v.verify(IMAGE, material(blob), now + timedelta(minutes=1))
+        return r
+
+    def crl(invalid_from: datetime | None) -> bytes:
+        entry = x509.RevokedCertificateBuilder().serial_number(0x5161).revocation_date(now - timedelta(minutes=5))
+        if invalid_from is not None:
+            entry = entry.add_extension(x509.InvalidityDate(invalid_from), critical=False)
+        return (x509.CertificateRevocationListBuilder().issuer_name(root.cert.subject)
+                .last_update(now - timedelta(minutes=5)).next_update(now + timedelta(days=7))
+                .add_revoked_certificate(entry.build())
+                .sign(root.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+    server.routes["/signer.crl"] = (200, notation_sign.crl(root, []))
+    ok = verify()
+    assert ok.outcome is Outcome.PASSED, ok.reason  # the timestamp and the chain are sound
+    assert next(c for c in ok.checks if c.name is CheckName.TIMESTAMP).outcome is Outcome.PASSED
+
+    for invalid_from in (now + timedelta(days=1), None):  # invalid only after the TSA's genTime, or outright
+        server.routes["/signer.crl"] = (200, crl(invalid_from))
+        r = verify()
+        assert r.outcome is Outcome.FAILED and "revoked" in r.reason, (invalid_from, r.reason)
