@@ -32,6 +32,7 @@ from scanner.verify.keys import PublicKey, parse_public_key
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 MAX_URL_KEY_BYTES = 64 * 1024
+KEY_URL_DEADLINE = 30.0  # seconds for a whole key fetch, headers included (httpx's timeout is per read)
 KMS_SCHEMES = ("awskms://", "gcpkms://", "azurekms://", "hashivault://")
 
 
@@ -92,11 +93,17 @@ KeyFetcher = Callable[[str], bytes]
 
 
 def _default_key_fetcher(url: str) -> bytes:
+    import time
+
     import httpx
+
+    from scanner.registry import deadline
 
     shown = display_url(url)  # the URL may carry a credential (user:password@, ?token=): never shown
     try:
-        with httpx.Client(timeout=10.0, follow_redirects=True) as client, client.stream("GET", url) as resp:
+        with deadline.within(time.monotonic() + KEY_URL_DEADLINE, f"no answer within {KEY_URL_DEADLINE:g} s"), \
+                deadline.install(httpx.Client(timeout=10.0, follow_redirects=True)) as client, \
+                client.stream("GET", url) as resp:
             if resp.status_code != 200:
                 raise ConfigError(f"key URL answered {resp.status_code}", field=shown)
             body = b""

@@ -82,9 +82,20 @@ def test_a_trickled_header_block_is_cut_at_the_deadline(trickler: str) -> None:
 
 
 # Modules that make an httpx client without the wall-clock deadline, and why (empty is the goal).
-UNBOUNDED_CLIENTS = {
-    "scanner/policy/loader.py": "remote trust material fetched once at policy load, before any scan (not a scan)",
-}
+UNBOUNDED_CLIENTS: dict[str, str] = {}
+
+
+def test_a_key_url_trickling_its_headers_is_a_config_error_at_the_deadline(
+    trickler: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scanner.errors import ConfigError
+    from scanner.policy import loader
+
+    monkeypatch.setattr(loader, "KEY_URL_DEADLINE", 0.5, raising=False)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot fetch key"):
+        loader._default_key_fetcher(trickler)
+    assert time.monotonic() - t0 < 3  # the trickle lasts ~10 s, each byte well inside the per-read timeout
 
 
 def test_every_http_client_of_the_product_is_under_the_wall_clock_deadline() -> None:
