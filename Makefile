@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Debian packages the tests and the demo start as real servers or use as real tools.
-APT_NEEDED := docker-registry postgresql prometheus prometheus-pushgateway chromium etcd-server
+APT_NEEDED := docker-registry postgresql prometheus prometheus-pushgateway prometheus-alertmanager chromium etcd-server
 # The container image: podman (with runc: crun refuses this machine's cgroups) builds and runs it; mmdebstrap
 # makes its Python base from Debian's packages (tests/tools/podman/).
 APT_NEEDED += podman runc mmdebstrap
