@@ -9,7 +9,7 @@ from rich.console import Console
 
 from scanner.models import Status
 from scanner.table import print_table
-from tests.unit.test_report_view import container, result, verdict
+from tests.harness.verdicts import container, result, verdict
 
 
 def test_the_reason_column_shows_the_reason_that_decided_the_status() -> None:

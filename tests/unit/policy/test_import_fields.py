@@ -6,7 +6,7 @@ importer the test walks every field of every served version and checks that the 
 means for an audit. Then it sets each refused and reported field, one at a time, in an otherwise valid
 resource and imports it for real: a refused field must refuse the rule (its images are `error`), and a
 reported field must be a note on the rule (shown with every verdict). What the mapped fields do is
-proven by the importers' behaviour tests (tests/unit/policy/test_kyverno.py, test_policy_imports.py, ...).
+proven by the importers' behaviour tests (tests/unit/policy/test_kyverno.py, test_imports.py, ...).
 Unknown fields (a typo, a newer upstream version) are refused.
 """
 

@@ -16,7 +16,7 @@ from scanner.policy.loader import PolicyLoader
 from scanner.verify.keys import key_sha256, parse_public_key
 from tests.vectors import VECTORS
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "policies"
+DATA = Path(__file__).resolve().parents[2] / "data" / "policies"
 ALICE = VECTORS / "cosign/legacy-oci-connaisseur/keys/alice.pub.pem"
 
 
