@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from scanner import yamldoc
 from scanner.errors import ConfigError
 from scanner.models import ImageReference
 from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
@@ -61,7 +62,7 @@ def _docs(data: bytes, source: str) -> list[dict[str, Any]]:
     if len(data) > MAX_IMPORT_BYTES:
         raise ConfigError(f"larger than {MAX_IMPORT_BYTES} bytes", source=source)
     try:
-        docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if d is not None]
+        docs = [d for d in yamldoc.load_all(data.decode("utf-8")) if d is not None]
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"invalid YAML/JSON: {exc}", source=source) from exc
     out: list[dict[str, Any]] = []

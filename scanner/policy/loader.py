@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from scanner import yamldoc
 from scanner.errors import ConfigError, ParseError
 from scanner.models import ImageReference
 from scanner.policy.schema import (
@@ -144,8 +145,8 @@ def parse_policy_document(data: bytes, source: str) -> AuditPolicyDocument:
         raise ConfigError(f"policy file larger than {MAX_POLICY_BYTES} bytes", source=source)
     try:
         text = data.decode("utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        root = yamldoc.compose(text)
+        doc = yamldoc.load(text)
     except UnicodeDecodeError as exc:
         raise ConfigError("policy is not UTF-8 text", source=source) from exc
     except yaml.YAMLError as exc:

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from cryptography import x509
 
+from scanner import yamldoc
 from scanner.errors import ConfigError
 from scanner.verify.x509 import is_ca
 
@@ -494,7 +495,7 @@ def _yaml_docs(data: bytes) -> list[dict[str, Any]]:
     if len(data) > MAX_POLICY_BYTES:
         raise TrustPolicyError(f"document is larger than {MAX_POLICY_BYTES} bytes")
     try:
-        docs = [d for d in yaml.safe_load_all(data) if d is not None]
+        docs = [d for d in yamldoc.load_all(data) if d is not None]
     except yaml.YAMLError as exc:
         raise TrustPolicyError(f"malformed YAML: {exc}") from None
     if not all(isinstance(d, dict) for d in docs):
