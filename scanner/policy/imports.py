@@ -30,8 +30,10 @@ from typing import Any
 
 import yaml
 
+from scanner.clock import parse_kube_time
 from scanner.errors import ConfigError
 from scanner.models import ImageReference
+from scanner.policy.admission import AdmissionFilter, AdmissionMode, AdmissionPolicy, AdmissionScope, Controller
 from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.loader import CompiledRule, Policy, PolicyLoader
 from scanner.policy.schema import CosignVerifierSpec, NotationVerifierSpec, VerifierSpec, parse_duration
@@ -351,9 +353,31 @@ def cip_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]) -> list[Com
                 matcher=cip_glob_matcher(globs),
                 notes=tuple(dict.fromkeys(notes)),
                 refused=tuple(dict.fromkeys(refusals)),
+                admission=_cip_admission(doc, name, mode),
             )
         )
     return rules
+
+
+def _cip_admission(doc: Mapping[str, Any], name: str, mode: str) -> AdmissionPolicy:
+    """How policy-controller applied the policy at admission (scanner/policy/admission.py)."""
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+    spec = doc.get("spec") if isinstance(doc.get("spec"), Mapping) else {}
+    assert isinstance(meta, Mapping) and isinstance(spec, Mapping)
+    match = spec.get("match")
+    narrowing = (
+        tuple(AdmissionFilter(description=f"match={m}"[:300]) for m in match)
+        if isinstance(match, list) and match else ()
+    )
+    return AdmissionPolicy(
+        source="clusterimagepolicy",
+        controller=Controller.POLICY_CONTROLLER,
+        kind="ClusterImagePolicy",
+        name=name,
+        created_at=parse_kube_time(meta.get("creationTimestamp")),
+        mode=AdmissionMode.WARN if mode == "warn" else AdmissionMode.ENFORCE,
+        scope=AdmissionScope(narrowing=narrowing),
+    )
 
 
 def _cip_authority(
