@@ -182,6 +182,13 @@ def _filter_covers(f: AdmissionFilter, c: ContainerRef) -> bool:
     return not kinds or bool(kinds & {"*", "Pod", *_CREATES.get(c.workload.kind, (c.workload.kind,))})
 
 
+def _serves_only_ignore_policies(w: WebhookConfig) -> bool:
+    """Kyverno registers one webhook for its ``failurePolicy: Fail`` policies (``...kyverno.svc-fail``) and
+    one for its ``Ignore`` policies (``...kyverno.svc-ignore``): the latter admits on error by design and
+    serves only the policies that ask for it."""
+    return w.controller is Controller.KYVERNO and w.webhook.endswith("-ignore")
+
+
 def _earliest(containers: Iterable[ContainerRef]) -> datetime | None:
     return min((c.pod_created_at for c in containers if c.pod_created_at is not None), default=None)
 
@@ -250,10 +257,12 @@ def _causes(
                 not_after=_time(not_after))
     if verdict.status is Status.UNSIGNED and verified_before is not None:
         add(AdmissionCause.SIGNATURE_REMOVED, containers, last_verified_scan_at=_time(verified_before))
-    fail_open = [w for w in webhooks if w.controller is policy.controller and w.ignores_failures]
-    if fail_open or (policy.failure_policy or "").strip().lower() == "ignore":
+    ignore = (policy.failure_policy or "").strip().lower() == "ignore"
+    fail_open = [w for w in webhooks if w.controller is policy.controller and w.ignores_failures
+                 and (ignore or not _serves_only_ignore_policies(w))]
+    if fail_open or ignore:
         names = [f"{w.configuration}/{w.webhook}" for w in fail_open]
-        if (policy.failure_policy or "").strip().lower() == "ignore":
+        if ignore:
             names.append(f"{policy.display} failurePolicy")
         add(AdmissionCause.WEBHOOK_FAILS_OPEN, containers, failure_policy="Ignore", webhooks=", ".join(names[:10]))
     found.sort(key=lambda e: e.cause.rank)

@@ -34,7 +34,7 @@ from scanner.policy.admission import (
     WebhookConfig,
     explain,
 )
-from scanner.policy.imports import merge
+from scanner.policy.imports import merge, webhooks_from
 from scanner.policy.loader import PolicyLoader
 from scanner.policy.schema import Revocation
 from tests.harness.cosign_sign import KeyPair
@@ -143,17 +143,46 @@ def test_a_signature_removed_after_an_earlier_verified_scan() -> None:
 
 def test_webhooks_failing_open_only_of_the_policy_s_controller() -> None:
     hooks = [WebhookConfig(Controller.POLICY_CONTROLLER, "policy.sigstore.dev", "policy.sigstore.dev", "Ignore"),
-             WebhookConfig(Controller.KYVERNO, "kyverno-resource-validating-webhook-cfg", "validate.kyverno.svc",
-                           "Fail")]
+             WebhookConfig(Controller.KYVERNO, "kyverno-resource-validating-webhook-cfg", "validate.kyverno.svc-fail",
+                           "Fail"),
+             # Kyverno's webhook for its failurePolicy: Ignore policies only
+             WebhookConfig(Controller.KYVERNO, "kyverno-resource-validating-webhook-cfg",
+                           "validate.kyverno.svc-ignore", "Ignore")]
     assert causes(one(verdict(), policy(), webhooks=hooks)) == [AdmissionCause.UNEXPLAINED]
-    hooks.append(WebhookConfig(Controller.KYVERNO, "kyverno-resource-validating-webhook-cfg",
-                               "validate.kyverno.svc-ignore", "Ignore"))
+    v = one(verdict(), policy(failure_policy="Ignore"), webhooks=hooks)
+    assert causes(v) == [AdmissionCause.WEBHOOK_FAILS_OPEN]
+    assert v.admission is not None
+    assert v.admission.causes[0].facts["webhooks"] == (
+        "kyverno-resource-validating-webhook-cfg/validate.kyverno.svc-ignore, ClusterPolicy/p failurePolicy")
+    # the webhook every Fail policy goes through, set to Ignore by hand (or forceFailurePolicyIgnore)
+    hooks[1] = WebhookConfig(Controller.KYVERNO, "kyverno-resource-validating-webhook-cfg",
+                             "validate.kyverno.svc-fail", "Ignore")
     v = one(verdict(), policy(), webhooks=hooks)
     assert causes(v) == [AdmissionCause.WEBHOOK_FAILS_OPEN]
     assert v.admission is not None
     assert v.admission.causes[0].facts["webhooks"] == (
-        "kyverno-resource-validating-webhook-cfg/validate.kyverno.svc-ignore")
-    assert causes(one(verdict(), policy(failure_policy="Ignore"))) == [AdmissionCause.WEBHOOK_FAILS_OPEN]
+        "kyverno-resource-validating-webhook-cfg/validate.kyverno.svc-fail")
+    cip = policy(source="clusterimagepolicy", controller=Controller.POLICY_CONTROLLER, kind="ClusterImagePolicy")
+    assert causes(one(verdict(), cip, webhooks=hooks)) == [AdmissionCause.WEBHOOK_FAILS_OPEN]
+
+
+def test_webhook_configurations_are_attributed_to_their_controller_and_hostile_shapes_skipped() -> None:
+    items = [
+        {"metadata": {"name": "kyverno-resource-validating-webhook-cfg"},
+         "webhooks": [{"name": "validate.kyverno.svc-fail", "failurePolicy": "Ignore"},
+                      {"name": "validate.kyverno.svc-ignore"}]},
+        {"metadata": {"name": "policy.sigstore.dev"}, "webhooks": [{"name": "policy.sigstore.dev",
+                                                                    "failurePolicy": "Fail"}]},
+        {"metadata": {"name": "other"}, "webhooks": [{"name": "x.example.com", "failurePolicy": "Ignore"}]},
+        {"metadata": "x", "webhooks": "y"}, "z", {"webhooks": [1, {"name": ["a"], "failurePolicy": {"a": 1}}]},
+    ]
+    assert webhooks_from(items) == (
+        WebhookConfig(Controller.KYVERNO, "kyverno-resource-validating-webhook-cfg", "validate.kyverno.svc-fail",
+                      "Ignore"),
+        WebhookConfig(Controller.KYVERNO, "kyverno-resource-validating-webhook-cfg", "validate.kyverno.svc-ignore",
+                      "Fail"),
+        WebhookConfig(Controller.POLICY_CONTROLLER, "policy.sigstore.dev", "policy.sigstore.dev", "Fail"),
+    )
 
 
 def test_several_causes_strongest_first() -> None:
