@@ -362,6 +362,12 @@ class AdmissionEvidence:
     cause: AdmissionCause
     facts: Mapping[str, str]
 
+    def __post_init__(self) -> None:
+        # Names and times from the cluster; a URL with credentials (an annotation, a filter) is masked.
+        masked = {k: _prose(v) for k, v in self.facts.items()}
+        if masked != dict(self.facts):
+            object.__setattr__(self, "facts", masked)
+
 
 @dataclass(frozen=True, slots=True)
 class AdmissionFinding:

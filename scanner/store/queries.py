@@ -283,10 +283,16 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
         exemptions = tuple(codec.exemption_from_json(x) for x in i.exemptions or ())
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError(f"image row {i.id}: its exemptions cannot be read ({exc}): the database is damaged") from None
+    try:
+        admission = codec.admission_from_json(i.admission)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(f"image row {i.id}: its admission finding cannot be read ({exc}): the database is "
+                         "damaged") from None
     return Verdict(
         image=image, status=Status(i.status), reasons=tuple(i.reasons or ()), rule=i.rule,
         policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),
         not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=deciding, exemptions=exemptions,
+        admission=admission,
     )
 
 

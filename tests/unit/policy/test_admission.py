@@ -3,6 +3,9 @@ the importers' admission facts and the pure analysis. The finding never changes 
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -296,3 +299,53 @@ def test_cip_and_kritis_admission_facts(tmp_path: Path) -> None:
     assert rule.admission is not None
     assert (rule.admission.controller, rule.admission.mode, rule.admission.created_at, rule.admission.display) == (
         Controller.POLICY_CONTROLLER, AdmissionMode.WARN, T0, "ClusterImagePolicy/c")
+
+
+# ----------------------------------------------------------------------------------------------
+# outputs: JSON, store codec, HTML section, CSV column, metric
+
+
+def _explained() -> Verdict:
+    hostile = "<script>alert('adm')</script>"
+    pol = policy(name=f"p{hostile}", scope=AdmissionScope(excludes=(AdmissionFilter(
+        f"namespaces=['legacy'] subjects={hostile} https://user:s3cret@example.com/x", namespaces=("legacy",)),)))
+    v = verdict(container(ns="legacy", pod=f"web-{hostile}", created=T0 - timedelta(days=40)))
+    return one(v, pol)
+
+
+def test_the_finding_in_json_store_html_csv_and_metrics() -> None:
+    from reports import render
+    from scanner.clock import fixed_clock
+    from scanner.document import image_doc
+    from scanner.metrics.export import render as metrics_text
+    from scanner.models import ScanResult, ScanState
+    from scanner.store import codec
+
+    v = _explained()
+    assert v.admission is not None
+    doc = image_doc(v)["admission"]
+    assert doc["likely_cause"] == "created-before-policy" and doc["would_admit_now"] is False
+    assert [e["cause"] for e in doc["evidence"]] == ["created-before-policy", "excluded-at-admission"]
+    assert "s3cret" not in json.dumps(doc)  # a URL's credentials are masked in the evidence
+    assert codec.admission_from_json(json.loads(json.dumps(codec.admission_to_json(v.admission)))) == v.admission
+    result = ScanResult("c1", T0, T0, ScanState.COMPLETE, (v,), "sha256:p", scan_id=1)
+    html = render.html_for_result(result, None, clock=fixed_clock(T0))
+    section = html[html.index('<section id="admission">'):html.index('<section id="tag-references">')]
+    assert "Running despite admission policy" in section and "created-before-policy" in section
+    assert "<script" not in html and "&lt;script&gt;alert(&#39;adm&#39;)&lt;/script&gt;" in section
+    rows = list(csv.DictReader(io.StringIO(render.csv_for_result(result))))
+    assert [(r["admission_cause"], r["admission_policy"]) for r in rows] == [
+        ("created-before-policy", "ClusterPolicy/p<script>alert('adm')</script>")]
+    text = metrics_text(result, None).decode()
+    assert 'sigaudit_admission_bypass_containers{cause="created-before-policy",cluster="c1",namespace="legacy"} 1.0' \
+        in text
+
+
+def test_a_damaged_admission_column_is_refused() -> None:
+    from scanner.store import codec
+
+    base = {"policy": "p", "policy_source": "s"}
+    for raw in ({**base, "would_admit_now": "no", "causes": []}, {**base, "would_admit_now": False, "causes": []},
+                {**base, "would_admit_now": False, "causes": [{"cause": "x", "facts": {}}]}):
+        with pytest.raises((ValueError, KeyError, TypeError)):
+            codec.admission_from_json(raw)
