@@ -193,3 +193,12 @@ def test_each_admission_bypass_is_named_as_the_likely_cause(
     assert ignore["webhooks"] == f"{WEBHOOK}/validate.kyverno.svc-fail"
     assert second["removed-pod"]["admission"]["evidence"][0]["facts"]["last_verified_scan_at"]
     assert doc["summary"]["non_compliant"] == len(expected)
+    # The report section, and the finding as stored (what the API, `sigaudit report` and the metrics read).
+    html = (tmp_path / "report.html").read_text()
+    section = html[html.index('<section id="admission">'):html.index('<section id="tag-references">')]
+    assert all(cause in section for cause in expected.values())
+    r = subprocess.run([sys.executable, "-m", "scanner.cli", "report", "--db", f"sqlite:///{db}", "--format", "json"],
+                       capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    stored = _by_pod(json.loads(r.stdout))
+    assert {k: stored[f"{k}-pod"]["admission"]["likely_cause"] for k in expected} == expected
