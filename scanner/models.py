@@ -413,6 +413,10 @@ class Verdict:
     # Why a non-compliant image judged by an imported admission policy runs anyway; set after the
     # policy stage (scanner/policy/admission.py), never read to decide status or compliance.
     admission: AdmissionFinding | None = None
+    # (policy source, rule name) of every rule whose own verdict was not compliant when several rules
+    # judged the image (set by the engine; empty: only ``rule`` decided). Not stored: the admission
+    # analysis reads it before the scan is written.
+    rejected_by: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         _mask_prose(self, "reasons")

@@ -269,6 +269,11 @@ def _causes(
     return found
 
 
+def causes_rank(causes: Sequence[AdmissionEvidence]) -> int:
+    """How weakly ``causes`` explain an admission: the rank of the strongest one (higher: weaker)."""
+    return min(e.cause.rank for e in causes)
+
+
 def explain(
     verdicts: Sequence[Verdict],
     rules: Mapping[tuple[str, str], AdmissionPolicy],
@@ -284,17 +289,24 @@ def explain(
     verified_before = verified_before or {}
     out: list[Verdict] = []
     for v in verdicts:
-        policy = rules.get((v.policy_source or "", v.rule or ""))
-        if policy is None or v.status not in _EXPLAINED or not v.image.containers:
+        keys = dict.fromkeys(((v.policy_source or "", v.rule or ""), *v.rejected_by))
+        policies = [(k, p) for k in keys if (p := rules.get(k)) is not None]
+        if not policies or v.status not in _EXPLAINED or not v.image.containers:
             out.append(v)
             continue
         seen = verified_before.get(v.digest or "") if isinstance(v.image, RunningImage) else None
-        causes = _causes(v, policy, webhooks, revocations, seen)
-        if not causes:
-            causes = [AdmissionEvidence(AdmissionCause.UNEXPLAINED, _pods(v.image.containers))]
+        # Admission denies when any enforcing policy denies: the image got in only if every policy that
+        # rejects it was bypassed. The one whose bypass is least explained is the finding (a tenant's own
+        # Audit-mode Policy never explains away the cluster's Enforce policy); ties: the deciding rule.
+        explained = []
+        for key, policy in policies:
+            causes = _causes(v, policy, webhooks, revocations, seen) or [
+                AdmissionEvidence(AdmissionCause.UNEXPLAINED, _pods(v.image.containers))]
+            explained.append((key, policy, causes))
+        key, policy, causes = max(explained, key=lambda e: causes_rank(e[2]))
         finding = AdmissionFinding(
             policy=policy.display,
-            policy_source=v.policy_source or "",
+            policy_source=key[0],
             would_admit_now=None if v.status is Status.ERROR else False,
             causes=tuple(causes),
         )

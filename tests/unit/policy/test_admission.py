@@ -349,3 +349,26 @@ def test_a_damaged_admission_column_is_refused() -> None:
                 {**base, "would_admit_now": False, "causes": [{"cause": "x", "facts": {}}]}):
         with pytest.raises((ValueError, KeyError, TypeError)):
             codec.admission_from_json(raw)
+
+
+def test_a_tenant_s_audit_policy_never_explains_away_the_cluster_s_enforce_policy(tmp_path: Path) -> None:
+    """Attack: a tenant adds, in its own namespace, a Kyverno Policy in Audit mode that matches its unsigned
+    image and is refused (an `attestations` field: status error, worse than unsigned), so that it decides the
+    verdict. The finding must still be about the cluster's Enforce policy, whose bypass nothing explains."""
+    from scanner.policy.engine import evaluate_rules, match_rules
+
+    cluster = kyverno_doc({"validationFailureAction": "Enforce"})
+    tenant = kyverno_doc({"validationFailureAction": "Audit"}, vi={"attestations": [{"type": "x"}]})
+    tenant["kind"], tenant["metadata"] = "Policy", {"name": "mine", "namespace": "apps",
+                                                     "creationTimestamp": "2026-01-30T00:00:00Z"}
+    pol = load(tmp_path, "kyverno", cluster, tenant)
+    image = RunningImage(parse_reference("r.io/app:1").with_digest(DIGEST), (container(),))
+    rules = match_rules(pol, image.reference, "apps")
+    assert len(rules) == 2
+    v = evaluate_rules(image, rules, [[[] for _ in r.verifiers] for r in rules], [], pol, T0, "apps")
+    assert v.status is Status.ERROR and v.policy_source == "kyverno:Policy/apps/mine"  # the tenant's rule decides
+    admission = {(r.source, r.name): r.admission for r in pol.rules if r.admission is not None}
+    (out,) = explain([v], admission)
+    assert out.admission is not None
+    assert (out.admission.policy, out.admission.likely_cause) == ("ClusterPolicy/p", AdmissionCause.UNEXPLAINED)
+    assert out.status is Status.ERROR
