@@ -291,7 +291,7 @@ def explain(
     for v in verdicts:
         keys = dict.fromkeys(((v.policy_source or "", v.rule or ""), *v.rejected_by))
         policies = [(k, p) for k in keys if (p := rules.get(k)) is not None]
-        if not policies or v.status not in _EXPLAINED or not v.image.containers:
+        if not policies or v.status not in _EXPLAINED or v.compliant or not v.image.containers:
             out.append(v)
             continue
         seen = verified_before.get(v.digest or "") if isinstance(v.image, RunningImage) else None
