@@ -291,6 +291,14 @@ class SignatureResult:
         _mask_prose(self, "verifier", "reason")
 
 
+class VerdictSource(enum.StrEnum):
+    """What produced a verdict: a full scan (the source of truth), or ``sigaudit serve --watch`` on a
+    new running digest between two scans (recorded against the latest complete scan, marked so)."""
+
+    SCAN = "scan"
+    WATCH = "watch"
+
+
 class Status(enum.StrEnum):
     VERIFIED = "verified"
     UNSIGNED = "unsigned"
@@ -350,6 +358,7 @@ class Verdict:
     # ``exempt`` (applied) and any that had lapsed (not applied). Reports and the JSON document read
     # these fields, never the reasons' words. Empty in scans stored before they were recorded.
     exemptions: tuple[ExemptionRef, ...] = ()
+    source: VerdictSource = VerdictSource.SCAN
 
     def __post_init__(self) -> None:
         _mask_prose(self, "reasons")

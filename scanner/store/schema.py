@@ -152,6 +152,8 @@ class Image(Base):
     # The exemptions and waivers that mattered to the verdict (``Verdict.exemptions``, as
     # ``codec.exemption_to_json``); NULL in scans stored before 0005 (reports say "not recorded").
     exemptions: Mapped[list[Any] | None]
+    # ``watch``: found by ``serve --watch`` after the scan finished (``Verdict.source``); NULL: the scan's own.
+    source: Mapped[str | None] = mapped_column(sa.String(16))
 
     __table_args__ = (
         sa.Index("ix_images_scan_id_status", "scan_id", "status"),
