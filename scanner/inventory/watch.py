@@ -162,18 +162,32 @@ class PodInformer:
         self._lock = threading.Lock()
 
     def request_relist(self) -> None:
-        """List again as soon as the current watch request returns (or is interrupted)."""
+        """List again now: the current watch request is interrupted (from a helper thread, so a caller
+        on the informer's own thread — the sink — never waits)."""
+        if self._relist.is_set():
+            return
         self._relist.set()
-        self._interrupt()
+        threading.Thread(target=self._interrupt_until_listing, name="sigaudit-watch-relist", daemon=True).start()
 
-    def _interrupt(self) -> None:
+    def _interrupt_until_listing(self) -> None:
+        """Stop the watch request once it is connected (a stop before the client sent it would be lost:
+        ``Watch.stream`` resets its flag when it starts), until the informer has begun the list."""
+        end = self._now() + self.timeout_seconds + READ_SLACK
+        while self._relist.is_set() and self._now() < end:
+            if self._interrupt(connected_only=True):
+                return
+            time.sleep(0.05)
+
+    def _interrupt(self, *, connected_only: bool = False) -> bool:
         with self._lock:
             w = self._watch
-        if w is not None:
-            try:
-                w.stop()
-            except Exception:  # noqa: S110 - best effort: the request ends at its own timeout anyway
-                pass
+        if w is None or (connected_only and getattr(w, "_resp", None) is None):
+            return False
+        try:
+            w.stop()
+        except Exception:  # noqa: S110 - best effort: the request ends at its own timeout anyway
+            pass
+        return True
 
     def run(self, stop: threading.Event) -> None:
         """Inform until ``stop`` is set. Never raises (a bug is logged and retried after a backoff)."""
@@ -286,6 +300,8 @@ class PodInformer:
         or ``stop``. Returns the resourceVersion to resume from."""
         from kubernetes.client.exceptions import ApiException
 
+        if self._relist.is_set():
+            return rv
         w = _raw_watch()
         with self._lock:
             self._watch = w

@@ -249,7 +249,7 @@ def test_a_burst_of_1000_new_pods_is_all_recorded_with_bounded_memory(
     ensure_namespace(kube_apiserver, ns)
     _run_pod(kube_apiserver, ns, "base", f"{reg.host}/b/base:1", f"{reg.host}/b/base@{base}")
     # A queue smaller than the burst: pods beyond it are dropped and listed again once it drains.
-    gen = _serve(kube_apiserver, tmp_path, _policy(tmp_path, reg.host, key), ns, "--watch-queue-max", "300",
+    gen = _serve(kube_apiserver, tmp_path, _policy(tmp_path, reg.host, key), ns, "--watch-queue-max", "50",
                  "--registry-concurrency", "8")
     s = next(gen)
     try:
@@ -272,17 +272,18 @@ def test_a_burst_of_1000_new_pods_is_all_recorded_with_bounded_memory(
         def recorded() -> set[str]:
             return {c["pod"] for i in s.images(scan["id"]) if i["source"] == "watch" for c in i["containers"]}
 
-        done = _wait(lambda: recorded() >= set(digests) or None, 300, "the burst was not all recorded", every=2)
+        _wait(lambda: recorded() >= set(digests), 300, "the burst was not all recorded", every=2)
         drained = time.monotonic() - t0
         images = [i for i in s.images(scan["id"]) if i["source"] == "watch"]
         assert len(images) == BURST and {i["status"] for i in images} == {"unsigned"}, len(images)
-        assert done == set(digests)
+        assert recorded() == {*digests}
         peak = s.rss_kib("VmHWM")
-        print(f"\nburst: {BURST} pods created in {created:.1f} s, all recorded after {drained:.1f} s; "
-              f"serve RSS before {rss_before // 1024} MiB, peak {peak // 1024} MiB")
-        assert peak - rss_before < 200 * 1024, (rss_before, peak)
         health = s.get("/readyz").json()["watch"]
-        assert health["dropped"] > 0 and health["queue"] == 0, health  # the bound held, and nothing was lost
+        print(f"\nburst: {BURST} pods created in {created:.1f} s, all recorded after {drained:.1f} s; serve RSS "
+              f"before {rss_before // 1024} MiB, peak {peak // 1024} MiB; {health['dropped']} dropped by the full "
+              "queue and recovered by re-listing")
+        assert peak - rss_before < 200 * 1024, (rss_before, peak)
+        assert health["queue"] == 0 and health["verdicts"] == BURST, health
     finally:
         gen.close()
     assert "Traceback" not in s.log.read_text(), s.log.read_text()[-3000:]
