@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE_MAX = 5000
 DEFAULT_BATCH_MAX = 200
 BATCH_DEADLINE = 300.0  # seconds a batch may take (past it: error verdicts, as a scan's deadline gives)
+# Watch verdicts one scan takes at most: pods that churn through new digests between two scans cannot grow
+# the store without bound (the next scan judges what still runs). Beyond it the watch logs and waits.
+MAX_VERDICTS_PER_SCAN = 20_000
+AFTER_WATCH_EVERY = 30.0  # seconds between notifications/report updates while a backlog drains
 
 WatchKey = tuple[str, str, str, str, str | None, tuple[str, ...]]
 
@@ -183,6 +187,9 @@ class Watcher:
         self.informers: list[PodInformer] = []
         self._overflowed = False
         self.started_at = monotonic()
+        self._in_scan = 0  # watch verdicts recorded against status.scan_id
+        self._after_pending: tuple[scan.ScanInputs, int] | None = None
+        self._after_last = 0.0
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -237,6 +244,9 @@ class Watcher:
         keys = {k for v in result.verdicts for k in _verdict_keys(v)}
         with self._lock:
             self._known = keys
+            if self.status.scan_id != result.scan_id:
+                self._in_scan = int(result.stats.get("watch_verdicts") or 0) if isinstance(
+                    result.stats.get("watch_verdicts"), int) else 0
             self.status.scan_id = result.scan_id
         self._drop_known()
         for informer in self.informers:
@@ -299,13 +309,26 @@ class Watcher:
                 self._overflowed = False
                 for informer in self.informers:  # what was dropped is offered again
                     informer.request_relist()
-            if not batch:
-                continue
-            try:
-                self.judge(batch)
-            except Exception:  # never the server's end: the next re-list offers these pods again
-                self.status.batch_failures += 1
-                log.exception("watch: a batch of %d pods could not be judged", len(batch))
+            if batch:
+                try:
+                    self.judge(batch)
+                except Exception:  # never the server's end: the next re-list offers these pods again
+                    self.status.batch_failures += 1
+                    log.exception("watch: a batch of %d pods could not be judged", len(batch))
+            self._after(flush=not len(self.queue))
+
+    def _after(self, *, flush: bool) -> None:
+        """Notifications and reports for the verdicts recorded since the last time: when the queue is
+        empty, or every AFTER_WATCH_EVERY seconds while a backlog drains (each reads the whole scan)."""
+        pending = self._after_pending
+        if pending is None or not (flush or self._now() - self._after_last >= AFTER_WATCH_EVERY):
+            return
+        self._after_pending = None
+        self._after_last = self._now()
+        try:
+            scan.after_watch(self.options, self.store, pending[0], pending[1], self.clock)
+        except Exception:
+            log.exception("watch: notifications / reports failed")
 
     def _current_inputs(self) -> scan.ScanInputs:
         if self._inputs is None or self._inputs_stale:
@@ -337,21 +360,30 @@ class Watcher:
         self.status.pods_judged += len(pods)
         if not new:
             return []
+        if self._in_scan + len(new) > MAX_VERDICTS_PER_SCAN:
+            self.status.batch_failures += 1
+            log.error("watch: scan %d already holds %d watch verdicts; %d more are not recorded (the next scan "
+                      "judges what still runs)", scan_id, self._in_scan, len(new))
+            return []
         try:
-            self.store.add_watch_verdicts(scan_id, self.options.cluster, new)
+            count = self.store.add_watch_verdicts(scan_id, self.options.cluster, new)
         except StoreError as exc:  # the scan was pruned, or the database is down: offered again at the re-list
             self.status.batch_failures += 1
             log.error("watch: cannot record %d verdicts: %s", len(new), exc.diagnostics())
             return []
         with self._lock:
             if self.status.scan_id == scan_id:
+                self._in_scan = count
                 for v in new:
                     self._known |= _verdict_keys(v)
         self.status.verdicts += len(new)
         self.status.last_verdict = self._now()
         log.info("watch: %d new running image(s) judged: %s", len(new),
                  ", ".join(f"{v.image.display} {v.status.value}" for v in new[:5]) + (" …" if len(new) > 5 else ""))
-        scan.after_watch(self.options, self.store, inputs, scan_id, self.clock)
+        if inputs.notify is not None or self.options.cluster_reports:
+            if self._after_pending is not None and self._after_pending[1] != scan_id:
+                self._after(flush=True)  # the verdicts of the previous baseline are told first
+            self._after_pending = (inputs, scan_id)
         return new
 
     # -- health ------------------------------------------------------------------------------------

@@ -195,6 +195,7 @@ class PodInformer:
         need_list = rv is None
         next_list = self._now() + self.relist_every
         failures = 0
+        gone_streak = 0  # 410s in a row: an API server that expires every fresh list is not hammered
         while not stop.is_set():
             try:
                 if need_list or self._relist.is_set() or self._now() >= next_list:
@@ -204,11 +205,14 @@ class PodInformer:
                     next_list = self._now() + self.relist_every
                 assert rv is not None
                 rv = self._watch_once(rv, stop, max(1, min(self.timeout_seconds, int(next_list - self._now()) + 1)))
-                failures = 0
+                failures = gone_streak = 0
             except Gone:
                 self.status.gone += 1
+                gone_streak += 1
                 log.info("watch: the pod list's resourceVersion expired (410 Gone); listing again")
                 need_list = True
+                if gone_streak > 1:
+                    stop.wait(min(self.backoff_max, BACKOFF_FIRST * 2 ** min(gone_streak - 2, 16)))
             except Exception as exc:
                 if stop.is_set() or self._relist.is_set():
                     continue  # the request was interrupted on purpose (stop() / request_relist())

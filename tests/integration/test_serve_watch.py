@@ -5,11 +5,13 @@
 * a digest the scan already decided costs no registry request; one the verification cache decided costs
   the cache's cheap re-list only (counted in the registry's own access log), never a signature fetch;
 * a watch started from a compacted resourceVersion gets 410 Gone and recovers by listing;
-* a burst of 1,000 new pods (through a queue smaller than the burst) is all recorded, with bounded RSS.
+* a burst of 1,000 new pods (through a queue smaller than the burst) is all recorded, with bounded RSS;
+* a watch-found violation is notified once (webhook, deduplicated with the scans' notifications).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,11 +93,13 @@ class Serve:
         raise AssertionError(field)
 
 
-def _serve(server: KubeAPIServer, tmp: Path, policy: Path, ns: str, *extra: str) -> Iterator[Serve]:
+def _serve(server: KubeAPIServer, tmp: Path, policy: Path, ns: str, *extra: str,
+           env_extra: dict[str, str] | None = None) -> Iterator[Serve]:
     port = free_port()
     db = f"sqlite:///{tmp / 'watch.db'}"
     log_path = tmp / "serve.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOME": str(tmp), "DOCKER_CONFIG": str(tmp / "docker")}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOME": str(tmp), "DOCKER_CONFIG": str(tmp / "docker"),
+           **(env_extra or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "scanner.cli", "serve", "--watch", "--kubeconfig", str(server.kubeconfig),
@@ -287,3 +291,46 @@ def test_a_burst_of_1000_new_pods_is_all_recorded_with_bounded_memory(
     finally:
         gen.close()
     assert "Traceback" not in s.log.read_text(), s.log.read_text()[-3000:]
+
+
+def test_a_watch_found_violation_is_notified_once(kube_apiserver: KubeAPIServer, registry_factory: Any,
+                                                  http_receiver: Any, tmp_path: Path) -> None:
+    reg = registry_factory()
+    key = KeyPair.ecdsa()
+    good = oci.make_image(reg.url, "n/good", "1")
+    sign_image(reg.url, reg.host, "n/good", good, key)
+    rogue = oci.make_image(reg.url, "n/rogue", "1")
+    other = oci.make_image(reg.url, "n/other", "1")
+    ns = f"sigaudit-watchn-{uuid.uuid4().hex[:6]}"
+    ensure_namespace(kube_apiserver, ns)
+    _run_pod(kube_apiserver, ns, "good", f"{reg.host}/n/good:1", f"{reg.host}/n/good@{good}")
+    notify = tmp_path / "notify.yaml"
+    notify.write_text(json.dumps({"receivers": [{"name": "hook", "type": "webhook", "url": f"{http_receiver.url}/hook",
+                                                 "secret_env": "SIGAUDIT_WEBHOOK_SECRET"}]}))
+    gen = _serve(kube_apiserver, tmp_path, _policy(tmp_path, reg.host, key), ns, "--notify", str(notify),
+                 "--api-scan-interval", "0", env_extra={"SIGAUDIT_WEBHOOK_SECRET": "s3cret-s3cret-s3cret"})
+    s = next(gen)
+    try:
+        # The start-up scan is the baseline; a second complete scan gives the watch a previous scan to diff.
+        first = s.latest()
+        assert first is not None
+        assert httpx.post(s.base + "/api/scans", json={}, timeout=20).status_code == 202
+        _wait(lambda: (s.latest() or {}).get("id", 0) > first["id"], 60, "the second scan did not complete")
+        assert http_receiver.requests == []
+        _run_pod(kube_apiserver, ns, "rogue", f"{reg.host}/n/rogue:1", f"{reg.host}/n/rogue@{rogue}")
+        got = http_receiver.wait_for(1, timeout=30)
+        changes = got[0].json()["changes"]
+        assert [(c["kind"], c["status"], c["namespaces"]) for c in changes] == [
+            ("newly-non-compliant", "unsigned", [ns])], changes
+        assert "/n/rogue" in changes[0]["image"]
+        # A second pod of it is known (nothing judged, nothing sent); another new violation is sent alone.
+        _run_pod(kube_apiserver, ns, "rogue-2", f"{reg.host}/n/rogue:1", f"{reg.host}/n/rogue@{rogue}")
+        _run_pod(kube_apiserver, ns, "other", f"{reg.host}/n/other:1", f"{reg.host}/n/other@{other}")
+        got = http_receiver.wait_for(2, timeout=30)
+        assert ["/n/other" in c["image"] for c in got[1].json()["changes"]] == [True], got[1].json()
+        time.sleep(2)
+        assert len(http_receiver.requests) == 2
+    finally:
+        gen.close()
+    log = s.log.read_text()
+    assert "Traceback" not in log and "s3cret" not in log, log[-3000:]
