@@ -188,6 +188,7 @@ class Watcher:
         self._overflowed = False
         self.started_at = monotonic()
         self._in_scan = 0  # watch verdicts recorded against status.scan_id
+        self._drained_at = monotonic()  # the drainer last came round (a stuck batch makes the watch stale)
         self._after_pending: tuple[scan.ScanInputs, int] | None = None
         self._after_last = 0.0
 
@@ -301,6 +302,7 @@ class Watcher:
 
     def _drain(self) -> None:
         while not self._stop.is_set():
+            self._drained_at = self._now()
             if self.status.scan_id is None:  # nothing to record against yet
                 self._stop.wait(1.0)
                 continue
@@ -405,8 +407,11 @@ class Watcher:
                               "lists": st.lists, "gone": st.gone, "failures": st.failures,
                               "last_error": st.last_error})
         alive = all(t.is_alive() for t in self._threads) if self._threads else False
-        fresh = fresh and alive
+        # A batch past its deadline (and its notifications' bounds) is stuck: pods wait unjudged.
+        stuck = now - self._drained_at > BATCH_DEADLINE + 120.0
+        fresh = fresh and alive and not stuck
         return fresh, {"fresh": fresh, "queue": len(self.queue), "queue_max": self.queue.maximum,
                        "verdicts": self.status.verdicts, "dropped": self.status.dropped,
                        "batch_failures": self.status.batch_failures, "scan_id": self.status.scan_id,
+                       "threads_alive": alive, "drain_stuck": stuck,
                        "informers": informers}

@@ -128,6 +128,36 @@ def test_a_full_queue_drops_counts_and_asks_for_a_relist() -> None:
     assert len(w.queue) == 2 and w.status.dropped == 3
 
 
+def test_health_is_stale_without_news_from_the_api_server_or_with_a_stuck_drainer() -> None:
+    now = [1000.0]
+    w = Watcher(ScanOptions(cluster="c"), _Store(), api_client=object(), monotonic=lambda: now[0],  # type: ignore[arg-type]
+                timeout_seconds=10, stale_after=30)
+    assert w.health()[0] is False  # not started: no live thread is never fresh
+
+    class Informer:
+        namespace = None
+
+        class status:  # a stand-in for InformerStatus
+            last_contact: float | None = 1000.0
+            lists = gone = failures = 0
+            last_error = None
+
+    class Alive:
+        def is_alive(self) -> bool:
+            return True
+
+    w.informers = [Informer()]  # type: ignore[list-item]
+    w._threads = [Alive()]  # type: ignore[list-item]
+    assert w.health()[0] is True
+    now[0] += 31
+    fresh, detail = w.health()
+    assert not fresh and detail["informers"][0]["fresh"] is False
+    Informer.status.last_contact = now[0]
+    w._drained_at = now[0] - 1000  # a batch that never returns
+    fresh, detail = w.health()
+    assert not fresh and detail["drain_stuck"] is True
+
+
 def test_watch_key_is_the_inventorys_running_digest() -> None:
     c = ctr("a", D1)
     assert watch_key(c) == ("shop", REG, "app", D1, "1", ())
