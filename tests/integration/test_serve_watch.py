@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +335,26 @@ def test_a_watch_found_violation_is_notified_once(kube_apiserver: KubeAPIServer,
         gen.close()
     log = s.log.read_text()
     assert "Traceback" not in log and "s3cret" not in log, log[-3000:]
+
+
+def test_watch_verdicts_on_postgresql(postgres_url: str) -> None:
+    """The watch's rows go in by COPY on PostgreSQL (the same writer as a scan's), positions after the scan's."""
+    from scanner.models import ImageReference, RunningImage, Status, Verdict, VerdictSource
+    from scanner.store import open_store, upgrade
+    from tests.unit.test_watch import D2, REG, ctr, scan_of
+
+    upgrade(postgres_url)
+    store = open_store(postgres_url)
+    try:
+        cluster = f"watch-{uuid.uuid4().hex[:6]}"
+        result = replace(scan_of(ctr("a", "sha256:" + "1" * 64)), cluster=cluster)
+        scan_id = store.begin_scan(cluster, result.started_at, result.policy_digest, "1")
+        store.finish_scan(scan_id, result)
+        v = Verdict(RunningImage(ImageReference(REG, "app", "1", D2), (ctr("b", D2),)), Status.UNSIGNED, ("none",),
+                    source=VerdictSource.WATCH)
+        assert store.add_watch_verdicts(scan_id, cluster, [v, v]) == 2
+        loaded = store.load_scan(scan_id)
+        assert [x.source for x in loaded.verdicts] == [VerdictSource.SCAN, VerdictSource.WATCH, VerdictSource.WATCH]
+        assert [len(x.image.containers) for x in loaded.verdicts] == [1, 1, 1]
+    finally:
+        store.close()
