@@ -398,12 +398,12 @@ class Watcher:
         fresh = True
         for i in self.informers:
             st = i.status
-            since = st.last_contact if st.last_contact is not None else self.started_at
+            since = st.last_watch if st.last_watch is not None else self.started_at
             ok = now - since <= self.stale_after
             fresh = fresh and ok
             informers.append({"namespace": i.namespace, "fresh": ok,
-                              "seconds_since_contact": round(now - st.last_contact, 3)
-                              if st.last_contact is not None else None,
+                              "seconds_since_watch": round(now - st.last_watch, 3)
+                              if st.last_watch is not None else None,
                               "lists": st.lists, "gone": st.gone, "failures": st.failures,
                               "last_error": st.last_error})
         alive = all(t.is_alive() for t in self._threads) if self._threads else False

@@ -59,6 +59,9 @@ class InformerStatus:
     """What the informer last did, for ``/readyz`` and the metrics (monotonic seconds)."""
 
     last_contact: float | None = None  # a list page, an event or a BOOKMARK arrived; a watch ended cleanly
+    # The watch itself (an event, a BOOKMARK, a watch the server ended): what "within seconds" rests on.
+    # Periodic re-lists alone (a watch refused, say by RBAC without the watch verb) leave it behind.
+    last_watch: float | None = None
     last_list: float | None = None
     lists: int = 0
     gone: int = 0  # 410 Gone answers (each followed by a re-list)
@@ -321,7 +324,7 @@ class PodInformer:
         finally:
             with self._lock:
                 self._watch = None
-        self.status.last_contact = self._now()
+        self.status.last_contact = self.status.last_watch = self._now()
         self.status.resource_version = rv
         return rv
 
@@ -332,7 +335,7 @@ class PodInformer:
         obj = event.get("object")
         meta = obj.get("metadata") if isinstance(obj, Mapping) else None
         new_rv = str(meta.get("resourceVersion") or rv) if isinstance(meta, Mapping) else rv
-        self.status.last_contact = self._now()
+        self.status.last_contact = self.status.last_watch = self._now()
         self.status.events += 1
         if kind == "BOOKMARK":
             return new_rv

@@ -337,6 +337,41 @@ def test_a_watch_found_violation_is_notified_once(kube_apiserver: KubeAPIServer,
     assert "Traceback" not in log and "s3cret" not in log, log[-3000:]
 
 
+def test_a_refused_watch_backs_off_and_is_reported_stale_though_lists_succeed(
+        etcd_watching_apiserver: KubeAPIServer) -> None:
+    """RBAC with list but without watch on pods (an old chart, a hand-written Role): the informer lists,
+    retries the watch with backoff, never crashes, and its watch freshness does not advance."""
+    server = etcd_watching_apiserver
+    ns = f"sigaudit-nowatch-{uuid.uuid4().hex[:6]}"
+    kubeconfig = server.service_account_kubeconfig(ns, "lister")
+    from tests.harness.fixtures_kube import apply
+
+    apply(server, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                   "metadata": {"name": "list-pods", "namespace": ns},
+                   "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]})
+    apply(server, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "list-pods", "namespace": ns},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "list-pods"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "lister", "namespace": ns}]})
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    sink = _Sink()
+    informer = PodInformer(api, sink, namespace=ns, timeout_seconds=5, backoff_max=1)
+    stop = threading.Event()
+    t = threading.Thread(target=informer.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        _wait(lambda: informer.status.lists >= 1 and informer.status.failures >= 3, 60, f"{informer.status}")
+        assert informer.status.last_watch is None and "403" in (informer.status.last_error or ""), informer.status
+        assert t.is_alive()
+    finally:
+        stop.set()
+        informer.stop()
+        t.join(10)
+        api.close()
+
+
 def test_watch_verdicts_on_postgresql(postgres_url: str) -> None:
     """The watch's rows go in by COPY on PostgreSQL (the same writer as a scan's), positions after the scan's."""
     from scanner.models import ImageReference, RunningImage, Status, Verdict, VerdictSource

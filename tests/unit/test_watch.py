@@ -138,7 +138,7 @@ def test_health_is_stale_without_news_from_the_api_server_or_with_a_stuck_draine
         namespace = None
 
         class status:  # a stand-in for InformerStatus
-            last_contact: float | None = 1000.0
+            last_watch: float | None = 1000.0
             lists = gone = failures = 0
             last_error = None
 
@@ -152,7 +152,7 @@ def test_health_is_stale_without_news_from_the_api_server_or_with_a_stuck_draine
     now[0] += 31
     fresh, detail = w.health()
     assert not fresh and detail["informers"][0]["fresh"] is False
-    Informer.status.last_contact = now[0]
+    Informer.status.last_watch = now[0]
     w._drained_at = now[0] - 1000  # a batch that never returns
     fresh, detail = w.health()
     assert not fresh and detail["drain_stuck"] is True
