@@ -267,7 +267,7 @@ class PodInformer:
                 if not self.selected(ns):
                     continue
                 uids.add(pod_uid(pod))
-                self.sink.pod_seen(pod)
+                self._deliver(self.sink.pod_seen, pod)
             meta = page.get("metadata") if isinstance(page.get("metadata"), Mapping) else {}
             assert isinstance(meta, Mapping)
             rv = str(meta.get("resourceVersion") or rv)
@@ -347,10 +347,19 @@ class PodInformer:
         if not self.selected(str(pod["metadata"].get("namespace") or "")):
             return new_rv
         if kind == "DELETED":
-            self.sink.pod_gone(pod_uid(pod))
+            self._deliver(self.sink.pod_gone, pod_uid(pod))
         else:
-            self.sink.pod_seen(pod)
+            self._deliver(self.sink.pod_seen, pod)
         return new_rv
+
+    @staticmethod
+    def _deliver(fn: Callable[[Any], None], arg: Any) -> None:
+        """One pod's handling never stops the informer: were it to fail, the same pod would fail the
+        watch again at every retry, and one tenant's pod would blind the watch for the whole cluster."""
+        try:
+            fn(arg)
+        except Exception:
+            log.exception("watch: a pod could not be handled; skipped")
 
 
 def _is_api_error(exc: Exception) -> bool:

@@ -62,3 +62,20 @@ def test_events_reach_the_sink_and_move_the_resource_version() -> None:
     assert informer._event(["not", "an", "event"], "14") == "14"
     assert sink.seen == ["web-7d4b9c-x1"] and sink.gone == ["uid-shop-web-7d4b9c-x1"]
     assert informer.status.events == 5
+
+
+def test_a_pod_the_sink_cannot_handle_never_stops_the_informer() -> None:
+    class Failing(Sink):
+        def pod_seen(self, pod: dict[str, Any]) -> None:
+            if pod["metadata"]["name"] == "evil":
+                raise RuntimeError("boom")
+            super().pod_seen(pod)
+
+    sink = Failing()
+    informer = PodInformer(None, sink)
+    evil, ok = full_pod(), full_pod()
+    evil["metadata"] = {**evil["metadata"], "name": "evil", "resourceVersion": "2"}
+    ok["metadata"] = {**ok["metadata"], "name": "ok", "resourceVersion": "3"}
+    assert informer._event({"type": "ADDED", "object": evil}, "1") == "2"
+    assert informer._event({"type": "ADDED", "object": ok}, "2") == "3"
+    assert sink.seen == ["ok"]
