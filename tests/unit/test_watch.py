@@ -193,6 +193,10 @@ def test_watch_verdicts_are_recorded_against_a_finished_scan_marked_and_seen_by_
     loaded = store.load_scan(scan_id)
     assert [(v.digest, v.source) for v in loaded.verdicts] == [(D1, VerdictSource.SCAN), (D2, VerdictSource.WATCH)]
     assert [i["source"] for i in scan_document(loaded)["images"]] == ["scan", "watch"]
+    from reports import render
+
+    html = render.render_html(store, scan_id)
+    assert html.count("found by watch") == 1
     # the metrics' cached scan is reloaded: the watch verdict counts at the next scrape
     assert len(source.views()[0].latest_complete.verdicts) == 2  # type: ignore[union-attr]
     # the scan's own summary stays what the scan found
