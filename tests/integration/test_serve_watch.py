@@ -393,3 +393,33 @@ def test_watch_verdicts_on_postgresql(postgres_url: str) -> None:
         assert [len(x.image.containers) for x in loaded.verdicts] == [1, 1, 1]
     finally:
         store.close()
+
+
+def test_a_watch_verdict_joins_the_namespaces_report_without_pruning_the_scans_results(
+        kube_apiserver: KubeAPIServer, registry_factory: Any, tmp_path: Path) -> None:
+    from tests.integration.test_kube_cluster_reports import OPENREPORTS, _install_crds, _list
+
+    _install_crds(kube_apiserver)
+    reg = registry_factory()
+    key = KeyPair.ecdsa()
+    good = oci.make_image(reg.url, "r/good", "1")
+    sign_image(reg.url, reg.host, "r/good", good, key)
+    rogue = oci.make_image(reg.url, "r/rogue", "1")
+    ns = f"sigaudit-watchr-{uuid.uuid4().hex[:6]}"
+    ensure_namespace(kube_apiserver, ns)
+    _run_pod(kube_apiserver, ns, "good", f"{reg.host}/r/good:1", f"{reg.host}/r/good@{good}")
+    gen = _serve(kube_apiserver, tmp_path, _policy(tmp_path, reg.host, key), ns, "--reports", "openreports")
+
+    def results() -> dict[str, str]:
+        report = _list(kube_apiserver, OPENREPORTS, "reports", ns).get("sigaudit") or {}
+        return {r["resources"][0]["name"]: r["result"] for r in report.get("results") or []}
+
+    s = next(gen)
+    try:
+        assert _wait(results, 30, "the scan's report was not applied") == {"good": "pass"}
+        _run_pod(kube_apiserver, ns, "rogue", f"{reg.host}/r/rogue:1", f"{reg.host}/r/rogue@{rogue}")
+        assert _wait(lambda: results() if "rogue" in results() else None, 30, "the watch verdict is not reported") \
+            == {"good": "pass", "rogue": "fail"}
+    finally:
+        gen.close()
+    assert "Traceback" not in s.log.read_text(), s.log.read_text()[-3000:]
