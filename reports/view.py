@@ -328,6 +328,7 @@ class EvidenceItem:
     signatures_hidden: int
     containers: tuple[str, ...]
     containers_hidden: int
+    source: str = "scan"  # "watch": found by `serve --watch` after the scan (Verdict.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -811,6 +812,7 @@ def build_evidence(ordered: Sequence[Verdict], anchors: Mapping[str, str]) -> tu
                 for c in cs[:MAX_CONTAINERS]
             ),
             containers_hidden=max(0, len(cs) - MAX_CONTAINERS),
+            source=v.source.value,
         ))
     return tuple(items), hidden
 

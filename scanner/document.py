@@ -95,6 +95,7 @@ def image_doc(v: Verdict) -> dict[str, Any]:
         "not_after": _ts(v.not_after),
         "rule": v.rule,
         "policy_source": v.policy_source,
+        "source": v.source.value,  # "watch": found by `serve --watch` after the scan (the scan is the truth)
         "exemptions": [
             {"kind": x.kind.value, "reason": x.reason, "until": _ts(x.until), "approved_by": x.approved_by,
              "applied": x.applied, "rule": x.rule}

@@ -292,6 +292,14 @@ class SignatureResult:
         _mask_prose(self, "verifier", "reason")
 
 
+class VerdictSource(enum.StrEnum):
+    """What produced a verdict: a full scan (the source of truth), or ``sigaudit serve --watch`` on a
+    new running digest between two scans (recorded against the latest complete scan, marked so)."""
+
+    SCAN = "scan"
+    WATCH = "watch"
+
+
 class Status(enum.StrEnum):
     VERIFIED = "verified"
     UNSIGNED = "unsigned"
@@ -417,6 +425,7 @@ class Verdict:
     # judged the image (set by the engine; empty: only ``rule`` decided). Not stored: the admission
     # analysis reads it before the scan is written.
     rejected_by: tuple[tuple[str, str], ...] = ()
+    source: VerdictSource = VerdictSource.SCAN
 
     def __post_init__(self) -> None:
         _mask_prose(self, "reasons")

@@ -297,8 +297,6 @@ def _scan(
     stop: threading.Event | None,
     progress: Progress | None,
 ) -> ScanResult:
-    from scanner.pipeline import run_scan
-
     problems: list[str] = []
     owners = None
     pods: Iterable[dict[str, Any]]
@@ -322,6 +320,29 @@ def _scan(
         )
         if options.pull_secrets:
             pods = with_pull_secrets(pods, api, inputs.credentials, problems)
+    return _judge(options, store, inputs, client, pods, owners, problems, clock=clock, stop=stop, progress=progress,
+                  workers=options.concurrency, deadline=inputs.deadline_at)
+
+
+def _judge(
+    options: ScanOptions,
+    store: Store | None,
+    inputs: ScanInputs,
+    client: Any,
+    pods: Iterable[dict[str, Any]],
+    owners: Any,
+    problems: list[str],
+    *,
+    clock: Clock,
+    stop: threading.Event | None,
+    progress: Progress | None,
+    workers: int,
+    deadline: float | None,
+) -> ScanResult:
+    """The pipeline over ``pods``, with the verification cache when there is a store: the one way a
+    verdict is reached (scans and ``serve --watch`` alike)."""
+    from scanner.pipeline import run_scan
+
     result = run_scan(
         inputs.policy,
         pods,
@@ -329,12 +350,12 @@ def _scan(
         cluster=options.cluster,
         owners=owners,
         clock=clock,
-        workers=options.concurrency,
+        workers=workers,
         progress=progress,
         inventory_problems=problems,
         stop=stop,
         cache=store if (store is not None and options.cache) else None,
-        deadline=inputs.deadline_at,
+        deadline=deadline,
     )
     if owners is not None and owners.problems:
         result = replace(result, errors=(*result.errors, *owners.problems), state=ScanState.PARTIAL)
@@ -362,3 +383,52 @@ def explain_admission(policy: Policy, result: ScanResult, store: Store | None) -
     verdicts = explain(result.verdicts, rules, webhooks=policy.webhooks, revocations=policy.revocations,
                        verified_before=history)
     return replace(result, verdicts=verdicts)
+
+
+def judge_pods(
+    options: ScanOptions,
+    store: Store | None,
+    inputs: ScanInputs,
+    pods: Iterable[dict[str, Any]],
+    api: Any,
+    *,
+    clock: Clock = system_clock,
+    deadline: float | None = None,
+) -> ScanResult:
+    """The verdicts of ``pods`` already read from the API (``serve --watch``), through the same
+    pipeline, verification cache, owner walk and pull-secret reading (each pod's own namespace) as a
+    scan, at ``--registry-concurrency``. Nothing is recorded here."""
+    from scanner.inventory.kube import KubeOwnerResolver, with_pull_secrets
+    from scanner.registry.client import RegistryClient
+
+    problems: list[str] = []
+    owners = KubeOwnerResolver(api)
+    if options.pull_secrets:
+        pods = with_pull_secrets(pods, api, inputs.credentials, problems)
+    client = RegistryClient(
+        credentials=inputs.credentials,
+        insecure_registries=inputs.policy.insecure_registries,
+        per_registry_concurrency=options.registry_concurrency,
+        manifest_budget=options.registry_budget,
+    )
+    try:
+        return _judge(options, store, inputs, client, pods, owners, problems, clock=clock, stop=None,
+                      progress=None, workers=options.registry_concurrency, deadline=deadline)
+    finally:
+        client.close()
+
+
+def after_watch(options: ScanOptions, store: Store, inputs: ScanInputs, scan_id: int,
+                clock: Clock = system_clock) -> None:
+    """Scan ``scan_id`` gained verdicts from ``serve --watch``: notify the receivers of what became
+    non-compliant (deduplicated as after a scan) and apply its policy reports again. Never raises."""
+    if inputs.notify is None and not options.cluster_reports:
+        return
+    try:
+        result = store.load_scan(scan_id)
+    except StoreError as exc:
+        log.warning("watch: cannot read scan %d back: %s", scan_id, exc.diagnostics())
+        return
+    _notify(inputs, store, result, scan_id, clock)
+    if options.cluster_reports:
+        _publish_reports(options, result)

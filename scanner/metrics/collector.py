@@ -87,8 +87,9 @@ class ResultSource:
 class StoreSource:
     """The latest scans in the database, of one cluster or of every cluster it holds.
 
-    Complete scans never change, so the loaded result is cached by scan id: a scrape costs two small
-    queries per cluster until a new scan completes.
+    A complete scan changes only when ``serve --watch`` adds verdicts to it, so the loaded result is
+    cached by scan id and watch-verdict count: a scrape costs a few small queries per cluster until a
+    new scan completes or the watch records a verdict.
     """
 
     from_store = True
@@ -96,7 +97,7 @@ class StoreSource:
     def __init__(self, store: Store, cluster: str | None = None) -> None:
         self.store = store
         self.cluster = cluster
-        self._cache: dict[str, ScanResult] = {}
+        self._cache: dict[str, tuple[tuple[int, int], ScanResult]] = {}
         self._lock = threading.Lock()
 
     def label_cluster(self) -> str:
@@ -106,13 +107,15 @@ class StoreSource:
         return self.store.disk_usage()
 
     def _load(self, cluster: str, scan_id: int) -> ScanResult:
+        # A complete scan changes only when `serve --watch` adds verdicts to it (its watch count grows).
+        revision = (scan_id, self.store.scan_summary(scan_id).watch_verdicts)
         with self._lock:
             cached = self._cache.get(cluster)
-        if cached is not None and cached.scan_id == scan_id:
-            return cached
+        if cached is not None and cached[0] == revision:
+            return cached[1]
         result = self.store.load_scan(scan_id)
         with self._lock:
-            self._cache[cluster] = result
+            self._cache[cluster] = (revision, result)
         return result
 
     def views(self) -> Sequence[ClusterView]:

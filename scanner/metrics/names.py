@@ -128,6 +128,19 @@ IMAGE_INFO = Series(
 IMAGE_NOT_AFTER = Series(
     "sigaudit_image_not_after_timestamp_seconds", "gauge", ("cluster", "namespace", "image", "digest"),
     "Not-after of each image that expires, Unix seconds. Opt-in: --per-image-metrics.", per_image=True)
+WATCH_QUEUE = Series(
+    "sigaudit_watch_queue_pods", "gauge", ("cluster",),
+    "Pods waiting for `serve --watch` to verify a new running digest. Only with --watch.", optional=True)
+WATCH_VERDICTS = Series(
+    "sigaudit_watch_verdicts", "gauge", ("cluster",),
+    "Verdicts `serve --watch` recorded since the server started. Only with --watch.", optional=True)
+WATCH_DROPPED = Series(
+    "sigaudit_watch_dropped_pods", "gauge", ("cluster",),
+    "Pods dropped since start because the watch queue was full (listed again once it drains). Only with --watch.",
+    optional=True)
+WATCH_FRESH = Series(
+    "sigaudit_watch_fresh", "gauge", ("cluster",),
+    "1 while the pod watch hears from the API server (0: stale, see /readyz). Only with --watch.", optional=True)
 
 ALL: tuple[Series, ...] = (
     SCAN_INFO, IMAGES, CONTAINERS, NAMESPACE_COMPLIANCE, COMPLIANCE, NONCOMPLIANT_WORKLOADS, EXPIRING,
@@ -135,7 +148,7 @@ ALL: tuple[Series, ...] = (
     NOTIFICATIONS_FAILED,
     SCAN_DURATION,
     LAST_SUCCESS, LAST_COMPLETION, LAST_STATE, STORE_UP, STORE_SIZE, STORE_FREE, STORE_VOLUME, IMAGE_INFO,
-    IMAGE_NOT_AFTER,
+    IMAGE_NOT_AFTER, WATCH_QUEUE, WATCH_VERDICTS, WATCH_DROPPED, WATCH_FRESH,
 )
 
 

@@ -26,6 +26,7 @@ from scanner.models import (
     Status,
     UnresolvedImage,
     Verdict,
+    VerdictSource,
     Workload,
 )
 from scanner.store import codec
@@ -62,6 +63,9 @@ class ScanSummary:
     version: str
     errors: tuple[str, ...] = ()
     heartbeat_at: datetime | None = None
+    # Verdicts ``serve --watch`` added after the scan finished (not in ``counts``/``total``): a reader
+    # that caches the loaded scan reloads it when this changes.
+    watch_verdicts: int = 0
 
     @property
     def noncompliant(self) -> int:
@@ -293,6 +297,7 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
         policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),
         not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=deciding, exemptions=exemptions,
         admission=admission,
+        source=VerdictSource(i.source) if i.source else VerdictSource.SCAN,
     )
 
 
@@ -303,8 +308,13 @@ def _summary(r: Any) -> ScanSummary:
         id=r.id, cluster=r.cluster, state=ScanState(r.state), started_at=r.started_at,
         finished_at=r.finished_at, counts=counts, compliant=r.compliant, total=r.total,
         policy_digest=r.policy_digest, version=r.sigaudit_version, errors=tuple(r.errors or ()),
-        heartbeat_at=r.heartbeat_at,
+        heartbeat_at=r.heartbeat_at, watch_verdicts=_watch_count(r.stats),
     )
+
+
+def _watch_count(stats: Any) -> int:
+    value = stats.get("watch_verdicts") if isinstance(stats, dict) else None
+    return value if isinstance(value, int) else 0
 
 
 def _summary_of_summary_row(r: Any) -> ScanSummary:

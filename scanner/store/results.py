@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from scanner.models import (
     ScanState,
     SignatureResult,
     Verdict,
+    VerdictSource,
 )
 from scanner.redact import representable
 from scanner.store import codec
@@ -56,6 +57,32 @@ class Results:
             self._release_scan_lock(scan_id)
         self._db.checkpoint()
 
+    def add_watch_verdicts(self, scan_id: int, cluster: str, verdicts: Sequence[Verdict]) -> int:
+        """Append verdicts found by ``serve --watch`` to the finished scan ``scan_id`` of ``cluster``, marked
+        ``source = watch`` (:class:`VerdictSource`), in one transaction; the scan's own verdicts, counts
+        and trend summary stay as the scan found them. Returns the scan's number of watch verdicts (its
+        ``stats["watch_verdicts"]``, which tells a reader that caches a loaded scan that it changed).
+        Raises StoreError when the scan is not a finished scan of ``cluster`` (retention deleted it, or
+        it never finished)."""
+        if any(v.source is not VerdictSource.WATCH for v in verdicts):
+            raise ValueError("add_watch_verdicts records watch verdicts only")
+        with self._db.errors(f"cannot record watch verdicts in scan {scan_id}"), self._db.write() as conn:
+            query = sa.select(_scans.c.state, _scans.c.cluster, _scans.c.stats).where(_scans.c.id == scan_id)
+            if not is_sqlite(conn):
+                query = query.with_for_update()
+            row = conn.execute(query).one_or_none()
+            if row is None or row.state not in _FINISHED or row.cluster != cluster:
+                raise StoreError(f"cannot record watch verdicts in scan {scan_id}: it is not a finished scan "
+                                 f"of cluster {cluster!r}")
+            top = conn.execute(sa.select(sa.func.coalesce(sa.func.max(_images.c.position), -1))
+                               .where(_images.c.scan_id == scan_id)).scalar_one()
+            _insert_verdicts(conn, scan_id, verdicts, int(top) + 1)
+            stats = dict(row.stats or {})
+            count = int(stats.get("watch_verdicts") or 0) + len(verdicts)
+            stats["watch_verdicts"] = count
+            conn.execute(_scans.update().where(_scans.c.id == scan_id).values(stats=stats))
+        return count
+
     def _write_scan(self, conn: sa.Connection, scan_id: int, result: ScanResult,
                     policy_summary: Mapping[str, Any] | None = None) -> None:
         query = sa.select(_scans.c.state, _scans.c.cluster, _scans.c.sigaudit_version).where(_scans.c.id == scan_id)
@@ -71,33 +98,7 @@ class Results:
             raise StoreError(f"cannot record scan {scan_id}: it belongs to cluster {row.cluster!r}, "
                              f"the result to {result.cluster!r}")
 
-        # Ids are allocated up front so that children can point at their parents without a RETURNING
-        # round trip per batch; the rows then go in by COPY (PostgreSQL) or executemany (SQLite).
-        image_rows = [_image_row(scan_id, pos, v) for pos, v in enumerate(result.verdicts)]
-        image_ids = _allocate_ids(conn, _images, len(image_rows))
-        container_rows: list[dict[str, Any]] = []
-        sig_rows: list[dict[str, Any]] = []
-        sig_checks: list[tuple[Check, ...]] = []
-        for image_id, image_row, verdict in zip(image_ids, image_rows, result.verdicts, strict=True):
-            image_row["id"] = image_id
-            for pos, c in enumerate(verdict.image.containers):
-                container_rows.append(_container_row(scan_id, image_id, pos, c))
-            for pos, sr in enumerate(verdict.signatures):
-                sig_rows.append(_signature_row(scan_id, image_id, pos, sr))
-                sig_checks.append(sr.checks)
-        sig_ids = _allocate_ids(conn, _signatures, len(sig_rows))
-        check_rows: list[dict[str, Any]] = []
-        for sig_id, sig_row, checks in zip(sig_ids, sig_rows, sig_checks, strict=True):
-            sig_row["id"] = sig_id
-            check_rows.extend(
-                {"signature_id": sig_id, "position": pos, "name": str(c.name), "outcome": str(c.outcome),
-                 "reason": c.reason, "enforced": c.enforced}
-                for pos, c in enumerate(checks)
-            )
-        _bulk_insert(conn, _images, image_rows)
-        _bulk_insert(conn, _containers, container_rows)
-        _bulk_insert(conn, _signatures, sig_rows)
-        _bulk_insert(conn, _checks, check_rows)
+        _insert_verdicts(conn, scan_id, result.verdicts, 0)
 
         counts = Counter(str(v.status) for v in result.verdicts)
         total, compliant = len(result.verdicts), sum(1 for v in result.verdicts if v.compliant)
@@ -125,6 +126,37 @@ class Results:
                 policy_summary=json.loads(json.dumps(dict(policy_summary), default=str)) if policy_summary else None,
             )
         )
+
+
+def _insert_verdicts(conn: sa.Connection, scan_id: int, verdicts: Sequence[Verdict], first: int) -> None:
+    """Insert ``verdicts`` (positions from ``first``) with their containers, signatures and checks."""
+    # Ids are allocated up front so that children can point at their parents without a RETURNING
+    # round trip per batch; the rows then go in by COPY (PostgreSQL) or executemany (SQLite).
+    image_rows = [_image_row(scan_id, first + pos, v) for pos, v in enumerate(verdicts)]
+    image_ids = _allocate_ids(conn, _images, len(image_rows))
+    container_rows: list[dict[str, Any]] = []
+    sig_rows: list[dict[str, Any]] = []
+    sig_checks: list[tuple[Check, ...]] = []
+    for image_id, image_row, verdict in zip(image_ids, image_rows, verdicts, strict=True):
+        image_row["id"] = image_id
+        for pos, c in enumerate(verdict.image.containers):
+            container_rows.append(_container_row(scan_id, image_id, pos, c))
+        for pos, sr in enumerate(verdict.signatures):
+            sig_rows.append(_signature_row(scan_id, image_id, pos, sr))
+            sig_checks.append(sr.checks)
+    sig_ids = _allocate_ids(conn, _signatures, len(sig_rows))
+    check_rows: list[dict[str, Any]] = []
+    for sig_id, sig_row, checks in zip(sig_ids, sig_rows, sig_checks, strict=True):
+        sig_row["id"] = sig_id
+        check_rows.extend(
+            {"signature_id": sig_id, "position": pos, "name": str(c.name), "outcome": str(c.outcome),
+             "reason": c.reason, "enforced": c.enforced}
+            for pos, c in enumerate(checks)
+        )
+    _bulk_insert(conn, _images, image_rows)
+    _bulk_insert(conn, _containers, container_rows)
+    _bulk_insert(conn, _signatures, sig_rows)
+    _bulk_insert(conn, _checks, check_rows)
 
 
 def _allocate_ids(conn: sa.Connection, table: sa.Table, n: int) -> list[int]:
@@ -256,6 +288,7 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
         "warn_only": v.warn_only, "deciding_reason": v.deciding_reason,
         "exemptions": [codec.exemption_to_json(x) for x in v.exemptions],
         "admission": codec.admission_to_json(v.admission),
+        "source": None if v.source is VerdictSource.SCAN else str(v.source),
     }
 
 

@@ -155,6 +155,8 @@ class Image(Base):
     # Why a non-compliant image judged by an imported admission policy runs anyway (``Verdict.admission``,
     # as ``codec.admission_to_json``); NULL without one and in scans stored before 0008.
     admission: Mapped[dict[str, Any] | None]
+    # ``watch``: found by ``serve --watch`` after the scan finished (``Verdict.source``); NULL: the scan's own.
+    source: Mapped[str | None] = mapped_column(sa.String(16))
 
     __table_args__ = (
         sa.Index("ix_images_scan_id_status", "scan_id", "status"),

@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from scanner.clock import Clock, system_clock
-from scanner.models import ScanResult, SignatureResult
+from scanner.models import ScanResult, SignatureResult, Verdict
 from scanner.store.cache import CACHE_KEEP as CACHE_KEEP
 from scanner.store.cache import CACHE_TOUCH_GRANULARITY as CACHE_TOUCH_GRANULARITY
 from scanner.store.cache import Cache
@@ -113,6 +113,10 @@ class Store:
     def finish_scan(self, scan_id: int, result: ScanResult, policy_summary: Mapping[str, Any] | None = None) -> None:
         """Write every verdict and mark the scan finished, all in one transaction."""
         self._results.finish_scan(scan_id, result, policy_summary)
+
+    def add_watch_verdicts(self, scan_id: int, cluster: str, verdicts: Sequence[Verdict]) -> int:
+        """Append ``serve --watch`` verdicts to the finished scan ``scan_id`` (see Results.add_watch_verdicts)."""
+        return self._results.add_watch_verdicts(scan_id, cluster, verdicts)
 
     def fail_scan(self, scan_id: int, errors: Sequence[str]) -> None:
         """Mark a running scan failed (no verdicts are written). A no-op if it is not running."""

@@ -3,8 +3,8 @@
 The permissions the code needs are derived from its source by ``helm/rbac_from_code.py`` (``ast`` over
 ``scanner/``, each kubernetes-client method mapped to group/resource/verb by the client itself); the
 chart's permissions are read from ``helm template`` output. Both sides are compared per switch: the
-always-on inventory rules, ``registryAuth.fromImagePullSecrets``, each ``policyImport`` source and each
-``clusterReports.format`` (the only writes besides the server's reviews).
+always-on inventory rules, ``registryAuth.fromImagePullSecrets``, each ``policyImport`` source, each
+``clusterReports.format`` (the only writes besides the server's reviews) and ``server.watch`` (pods: watch).
 """
 
 from __future__ import annotations
@@ -52,9 +52,12 @@ ALL_ON = {
     "policyImport": {"kyverno": True, "clusterImagePolicy": True, "notation": True, "kritis": True},
     "registryAuth": {"fromImagePullSecrets": True},
     "mode": "server",  # server.auth.kubernetes (on by default) is a server switch
+    "server": {"watch": {"enabled": True}},
 }
 # Read by every import from the cluster (the admission controllers' webhooks: scanner/policy/imports.py).
 WEBHOOK_GROUP = "admissionregistration.k8s.io"
+# server.watch.enabled (in a mode that runs the server): the pod informer's watch requests.
+WATCH = frozenset({Permission("", "pods", "watch")})
 # The server's Kubernetes authentication (server.auth.kubernetes.enabled): reviews, never stored.
 AUTH_GROUPS = ("authentication.k8s.io", "authorization.k8s.io")
 # clusterReports.format -> the API group of the reports it writes (clusterReports.enabled).
@@ -104,7 +107,7 @@ def _split(perms: set[Any]) -> tuple[set[Any], set[Any], dict[str, set[Any]]]:
     secrets = {p for p in perms if p.group == "" and p.resource == "secrets"}
     auth = {p for p in perms if p.group in AUTH_GROUPS}
     reports = {p for p in perms if p.group in REPORT_GROUPS.values()}
-    return perms - imported - secrets - auth - reports, secrets, imports
+    return perms - imported - secrets - auth - reports - WATCH, secrets, imports
 
 
 def test_code_uses_the_inventory_calls_the_chart_is_built_around(derived: Any) -> None:
@@ -129,6 +132,18 @@ def test_server_auth_switch_grants_exactly_the_review_calls(derived: Any) -> Non
     assert granted(render({"mode": "server"})) == inventory | auth
     off = {"mode": "server", "server": {"auth": {"kubernetes": {"enabled": False}, "tokenSecret": {"name": "t"}}}}
     assert granted(render(off)) == inventory
+
+
+def test_watch_switch_grants_exactly_the_pod_watch_of_the_informer(derived: Any) -> None:
+    inventory, _, _ = _split(set(derived.permissions))
+    assert WATCH <= set(derived.permissions), "no code watches pods, yet the chart offers server.watch"
+    off = {"mode": "server", "server": {"auth": {"kubernetes": {"enabled": False}, "tokenSecret": {"name": "t"}}}}
+    on = {"mode": "server", "server": {**off["server"], "watch": {"enabled": True}}}
+    assert granted(render(on)) == inventory | WATCH
+    # Only a server watches: the CronJob alone never gets the verb.
+    assert granted(render({"mode": "cronjob", "server": {"watch": {"enabled": True}}})) == inventory
+    args = next(o for o in render(on) if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--watch" in args and "--watch-queue-max=5000" in args
 
 
 def test_default_chart_grants_exactly_the_inventory_calls(derived: Any) -> None:
