@@ -350,6 +350,10 @@ class Verdict:
     # ``exempt`` (applied) and any that had lapsed (not applied). Reports and the JSON document read
     # these fields, never the reasons' words. Empty in scans stored before they were recorded.
     exemptions: tuple[ExemptionRef, ...] = ()
+    # Set when the verdict was judged from the verification cache inside the re-check window
+    # (``--recheck-after``) without a registry request: when the signatures were last seen attached.
+    # None: they were listed (or fetched) in this scan.
+    checked_at: datetime | None = None
 
     def __post_init__(self) -> None:
         _mask_prose(self, "reasons")

@@ -256,6 +256,7 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
         image=image, status=Status(i.status), reasons=tuple(i.reasons or ()), rule=i.rule,
         policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),
         not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=deciding, exemptions=exemptions,
+        checked_at=i.checked_at,
     )
 
 
