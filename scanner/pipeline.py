@@ -292,6 +292,7 @@ class CacheState:
     relists: Mapping[tuple[str, str], Any] = field(default_factory=dict)
     new_relists: list[Any] = field(default_factory=list)
     from_window: int = 0
+    cluster: str = ""  # part of every re-list scope: one cluster's re-list never stands for another's
 
 
 LIST_TAGS_FROM = 3  # running digests in one repository before its tag list is worth a request
@@ -314,13 +315,14 @@ def _results_cacheable(v: Verifier, results: tuple[SignatureResult, ...]) -> boo
     return v.results_cacheable(results)
 
 
-def relist_scope(client: RegistryReader, image: RunningImage) -> str:
-    """What a re-list of ``image``'s signatures stands for besides the digest: the registry, the
-    repository and the credential sources it was read with, by name (never a secret's contents). A
-    re-list in another repository, or with another tenant's pull secrets, is another scope."""
+def relist_scope(client: RegistryReader, image: RunningImage, cluster: str = "") -> str:
+    """What a re-list of ``image``'s signatures stands for besides the digest: the cluster that scanned
+    (its scanner has its own credentials), the registry, the repository and the credential sources it
+    was read with, by name (never a secret's contents). A re-list in another repository, with another
+    tenant's pull secrets or by another cluster's scanner is another scope."""
     ref = image.reference
     who = client.credentials.describe(ref.registry, image.pull_secrets)
-    return hashlib.sha256(json.dumps([ref.registry, ref.repository, who]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([cluster, ref.registry, ref.repository, who]).encode()).hexdigest()
 
 
 def window_due(window: timedelta, digest: str, scope: str, checked_at: datetime | None, now: datetime) -> bool:
@@ -433,7 +435,7 @@ def _mark_relisted(image: RunningImage, client: RegistryReader, fingerprint: str
         return
     from scanner.store import RelistMark
 
-    mark = RelistMark(image.digest, relist_scope(client, image), fingerprint, now)
+    mark = RelistMark(image.digest, relist_scope(client, image, cache.cluster), fingerprint, now)
     with cache.lock:
         cache.new_relists.append(mark)
 
@@ -473,7 +475,7 @@ def _from_window(
     if not all(rule_satisfied(rule, [results[id(v)] for v in rule.verifiers], ()).ok
                for g in groups for rule in g.rules):
         return None
-    scope = relist_scope(client, image)
+    scope = relist_scope(client, image, cache.cluster)
     mark = cache.relists.get((image.digest, scope))
     if mark is None or mark.material_fingerprint not in fingerprints:
         return None
@@ -612,9 +614,11 @@ def run_scan(
             hits=cache.cache_get_many(keys) if keys else {},
             repo_digests=Counter((img.reference.registry, img.reference.repository) for img in running),
             window=recheck_after,
+            cluster=cluster,
         )
         if recheck_after is not None and running:
-            cache_state.relists = cache.relists_get_many({(img.digest, relist_scope(client, img)) for img in running})
+            cache_state.relists = cache.relists_get_many(
+                {(img.digest, relist_scope(client, img, cluster)) for img in running})
 
     def _verify(img: RunningImage, groups: list[_Group]) -> list[Verdict]:
         with within(deadline, SCAN_DEADLINE):

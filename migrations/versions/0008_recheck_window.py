@@ -6,7 +6,7 @@ Create Date: 2026-12-07
 
 With ``--recheck-after``, a digest whose signatures were re-listed within the window is judged from the
 verification cache without a registry request (issue 19). ``signature_relists`` records when, per
-digest and scope (registry, repository and the names of the credential sources: a hash, never a
+digest and scope (cluster, registry, repository and the names of the credential sources: a hash, never a
 secret), the signatures were last seen attached; ``images.checked_at`` says, for a verdict served from
 the window, since when. Scans stored before have NULL (their signatures were listed in the scan).
 """

@@ -267,7 +267,7 @@ class VerificationCache(Base):
 class SignatureRelist(Base):
     """When the signatures of a digest were last seen attached (``--recheck-after``, issue 19).
 
-    One row per digest and *scope*: a hash of the registry, the repository and the names of the
+    One row per digest and *scope*: a hash of the cluster, the registry, the repository and the names of the
     credential sources the digest was read with (never their contents), so that a re-list in one
     repository, or with one tenant's pull secrets, never stands for another. ``material_fingerprint``
     is what the re-list (or the verification) found; a mark counts only for cache entries of that same

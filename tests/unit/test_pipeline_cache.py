@@ -494,6 +494,11 @@ def test_another_tenants_pull_secrets_are_another_scope(tmp_path: Path) -> None:
     assert windowed(tenant_b, reg, policy, warm, NOW + timedelta(minutes=1)).checked_at is None
     assert reg.requests, "tenant b's credentials are used to re-list, not tenant a's mark"
     assert windowed(tenant_a, reg, policy, warm, NOW + timedelta(minutes=1)).checked_at == NOW
+    # Another cluster's scanner (its own credentials) sharing the database does not use the marks either.
+    other_cluster = replace(warm, cluster="other", from_window=0)
+    reg.requests.clear()
+    assert windowed(tenant_a, reg, policy, other_cluster, NOW + timedelta(minutes=1)).checked_at is None
+    assert reg.requests
 
 
 def test_a_policy_or_trust_change_misses_the_window(tmp_path: Path) -> None:
