@@ -13,15 +13,18 @@ What it does (issue 9):
    and — when the fixture builder and the ``notation-go`` tool exist — notation signatures; some
    images are unsigned, some signed with the wrong key, some tampered;
 2. writes ``--pods`` pods (``kubectl get pods -A -o json`` shape) running those digests;
-3. times ``sigaudit scan`` cold (empty SQLite database, so an empty cache) and warm (the same
-   database again, nothing changed) as whole processes: wall time, CPU time and peak RSS from
-   ``os.wait4``; registry requests from the registry's own access log;
+3. times ``sigaudit scan`` cold (empty SQLite database, so an empty cache), warm (the same
+   database again, nothing changed) and, with ``--window``, warm inside the re-check window (after a
+   scan that re-lists and marks every digest) as whole processes: wall time, the scan's own CPU time
+   and peak RSS (GNU time), the registry's CPU; registry requests from the registry's own access log;
 4. in the same run, baselines: the real ``cosign verify --key`` CLI looped over a random sample of
    digests (per digest, extrapolated to the estate), ``notation-go verify`` over a sample of the
    notation digests when available, and the "ideal floor": a plain threaded httpx client doing the
    signature manifest GET, the payload GET and one ECDSA verify (``cryptography``) per digest;
 5. times ``sigaudit report --format html`` for the scan (wall time, file size);
-6. writes ``<out>/<timestamp>.json``, ``<out>/latest.json`` and ``<out>/latest.md``.
+6. with ``--latency-ms 40``: cold scans, the ideal client and the cosign loop again through a proxy
+   on 127.0.0.1 that delays every request (bench/latency_proxy.py), at each ``--latency-concurrency``;
+7. writes ``<out>/<timestamp>.json``, ``<out>/latest.json`` and ``<out>/latest.md``.
 
 The targets (cold <= 20 s, warm <= 3 s, RSS <= 300 MB, <= 3 / <= 1 requests per digest, >= 50x the
 cosign loop) are benchmark figures reported with a met/missed flag, never assertions.
