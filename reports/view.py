@@ -321,6 +321,7 @@ class EvidenceItem:
     rule: str
     policy_source: str
     not_after: str
+    checked_at: str  # judged from the re-check window: signatures last seen attached then ("" otherwise)
     deciding: str  # the reason that decided the status (Verdict.headline)
     reasons: tuple[str, ...]  # the other reasons, in the engine's order
     notes: tuple[str, ...]
@@ -802,6 +803,7 @@ def build_evidence(ordered: Sequence[Verdict], anchors: Mapping[str, str]) -> tu
             anchor=anchors[image_key(v)], reference=clean(reference_text(v)), digest=v.digest or "",
             status=v.status.value, compliant=v.compliant, warn_only=v.warn_only, rule=clean(v.rule or ""),
             policy_source=clean(v.policy_source or ""), not_after=ts(v.not_after),
+            checked_at=ts(v.checked_at),
             deciding=clean(v.headline), reasons=_other_reasons(v), notes=tuple(clean(n) for n in notes),
             signatures=tuple(signature_view(s) for s in v.signatures[:MAX_SIGNATURES]),
             signatures_hidden=max(0, len(v.signatures) - MAX_SIGNATURES),

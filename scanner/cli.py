@@ -180,6 +180,8 @@ def run_scan_command(**opts: Any) -> int:
         _fail(exc.diagnostics(), EXIT_FAILED)
     for warning in inputs.policy.warnings:
         click.echo(f"sigaudit: warning: {warning}", err=True)
+    if opts["no_store"] and options.recheck_after is not None:
+        _fail("--recheck-after judges from the verification cache in the database: drop --no-store", EXIT_USAGE)
     if opts["no_store"] and inputs.notify is not None:
         _fail("--notify needs the database (what is new is judged against the previous scan): drop --no-store",
               EXIT_USAGE)

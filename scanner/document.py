@@ -93,6 +93,9 @@ def image_doc(v: Verdict) -> dict[str, Any]:
         "deciding_reason": v.deciding_reason,
         "expiring": v.expiring,
         "not_after": _ts(v.not_after),
+        # Set when judged from the cache inside the re-check window: its signatures were last seen
+        # attached then (no registry request in this scan). null: listed in this scan.
+        "checked_at": _ts(v.checked_at),
         "rule": v.rule,
         "policy_source": v.policy_source,
         "source": v.source.value,  # "watch": found by `serve --watch` after the scan (the scan is the truth)

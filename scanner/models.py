@@ -426,6 +426,10 @@ class Verdict:
     # analysis reads it before the scan is written.
     rejected_by: tuple[tuple[str, str], ...] = ()
     source: VerdictSource = VerdictSource.SCAN
+    # Set when the verdict was judged from the verification cache inside the re-check window
+    # (``--recheck-after``) without a registry request: when the signatures were last seen attached.
+    # None: they were listed (or fetched) in this scan.
+    checked_at: datetime | None = None
 
     def __post_init__(self) -> None:
         _mask_prose(self, "reasons")

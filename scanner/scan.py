@@ -76,6 +76,7 @@ class ScanOptions:
     page_size: int = 500  # pods per API list page
     deadline: float | None = None  # seconds from the start of the scan
     cache: bool = True  # reuse verification results kept in the store
+    recheck_after: float | None = None  # seconds: the re-check window (scanner.pipeline._from_window)
     retention: Retention | None = None  # prune the cluster's old scans after each successful one
     notify_path: str | None = None  # --notify: receivers of new violations (scanner.notify.config)
     cluster_reports: str | None = None  # "openreports" / "policyreport": apply the reports to the cluster
@@ -356,6 +357,7 @@ def _judge(
         stop=stop,
         cache=store if (store is not None and options.cache) else None,
         deadline=deadline,
+        recheck_after=timedelta(seconds=options.recheck_after) if options.recheck_after else None,
     )
     if owners is not None and owners.problems:
         result = replace(result, errors=(*result.errors, *owners.problems), state=ScanState.PARTIAL)

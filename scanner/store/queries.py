@@ -298,6 +298,7 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
         not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=deciding, exemptions=exemptions,
         admission=admission,
         source=VerdictSource(i.source) if i.source else VerdictSource.SCAN,
+        checked_at=i.checked_at,
     )
 
 

@@ -289,6 +289,7 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
         "exemptions": [codec.exemption_to_json(x) for x in v.exemptions],
         "admission": codec.admission_to_json(v.admission),
         "source": None if v.source is VerdictSource.SCAN else str(v.source),
+        "checked_at": v.checked_at,
     }
 
 

@@ -157,6 +157,10 @@ class Image(Base):
     admission: Mapped[dict[str, Any] | None]
     # ``watch``: found by ``serve --watch`` after the scan finished (``Verdict.source``); NULL: the scan's own.
     source: Mapped[str | None] = mapped_column(sa.String(16))
+    # ``Verdict.checked_at``: when the signatures of a verdict served from the re-check window
+    # (``--recheck-after``) were last re-listed; NULL when they were listed in this scan (and in scans
+    # stored before 0010).
+    checked_at: Mapped[datetime | None]
 
     __table_args__ = (
         sa.Index("ix_images_scan_id_status", "scan_id", "status"),
@@ -263,6 +267,26 @@ class VerificationCache(Base):
     used_at: Mapped[datetime]
 
     __table_args__ = (sa.Index("ix_verification_cache_used_at", "used_at"),)
+
+
+class SignatureRelist(Base):
+    """When the signatures of a digest were last seen attached (``--recheck-after``, issue 19).
+
+    One row per digest and *scope*: a hash of the cluster, the registry, the repository and the names of the
+    credential sources the digest was read with (never their contents), so that a re-list in one
+    repository, or with one tenant's pull secrets, never stands for another. ``material_fingerprint``
+    is what the re-list (or the verification) found; a mark counts only for cache entries of that same
+    material. Written only by scans with a re-check window; pruned with the verification cache.
+    """
+
+    __tablename__ = "signature_relists"
+
+    digest: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    scope: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    material_fingerprint: Mapped[str] = mapped_column(sa.String(512))
+    checked_at: Mapped[datetime]
+
+    __table_args__ = (sa.Index("ix_signature_relists_checked_at", "checked_at"),)
 
 
 metadata = Base.metadata

@@ -25,6 +25,7 @@ from scanner.store.cache import CACHE_KEEP as CACHE_KEEP
 from scanner.store.cache import CACHE_TOUCH_GRANULARITY as CACHE_TOUCH_GRANULARITY
 from scanner.store.cache import Cache
 from scanner.store.cache import CachedVerification as CachedVerification
+from scanner.store.cache import RelistMark as RelistMark
 from scanner.store.core import MAX_ID as MAX_ID
 from scanner.store.core import Db
 from scanner.store.engine import describe_db_error, make_engine, parse_url
@@ -200,6 +201,13 @@ class Store:
     def cache_put_many(self, entries: Iterable[CachedVerification]) -> None:
         """Insert or replace cache entries, in one transaction."""
         self._cache.cache_put_many(entries)
+
+    def relists_get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], RelistMark]:
+        """When the signatures of (digest, scope) pairs were last seen attached (``--recheck-after``)."""
+        return self._cache.relists_get_many(keys)
+
+    def relists_put_many(self, marks: Iterable[RelistMark]) -> None:
+        self._cache.relists_put_many(marks)
 
     def cache_invalidate(self, digest: str | None = None) -> int:
         """Drop cache entries (of one digest, or all). Returns how many were dropped."""
