@@ -12,6 +12,9 @@ Kubernetes API calls (for the chart's RBAC; see scanner/inventory/kube.py):
 - ``CustomObjectsApi.list_cluster_custom_object``  kyverno.io/v1 clusterpolicies,
   policy.sigstore.dev/v1beta1 clusterimagepolicies, policy.sigstore.dev/v1alpha1 trustroots: list
 - ``CustomObjectsApi.list_custom_object_for_all_namespaces``  kyverno.io/v1 policies: list
+- ``CustomObjectsApi.list_cluster_custom_object``  policies.kyverno.io/v1 imagevalidatingpolicies: list
+- ``CustomObjectsApi.list_custom_object_for_all_namespaces``  kyverno.io/v2 policyexceptions,
+  policies.kyverno.io/v1 policyexceptions: list
 - ``CustomObjectsApi.list_cluster_custom_object``  notation.nirmata.io/v1alpha1 trustpolicies, truststores: list
 - ``CoreV1Api.read_namespaced_secret``  secrets named by key.secretRef / keys.secret: get
 """
@@ -144,9 +147,13 @@ def _notation_from_certs(ctx: ImportContext, pem: str, rule: str, *, tsa: str = 
 
 
 def kyverno_rules(ctx: ImportContext, docs: Iterable[Mapping[str, Any]]) -> list[CompiledRule]:
+    """ClusterPolicy/Policy ``verifyImages`` rules and ImageValidatingPolicies, with the waivers their
+    PolicyExceptions grant."""
     from scanner.policy.kyverno import kyverno_rules as rules
+    from scanner.policy.kyverno_ivp import apply_exceptions, ivp_rules
 
-    return rules(ctx, docs)
+    docs = list(docs)
+    return apply_exceptions(ctx, docs, [*rules(ctx, docs), *ivp_rules(ctx, docs)])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -552,6 +559,24 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
                     "kyverno.io", "v1", "policies", _preload_content=False
                 ),
             ),
+            (
+                "policies.kyverno.io/v1 imagevalidatingpolicies",
+                lambda: api.list_cluster_custom_object(
+                    "policies.kyverno.io", "v1", "imagevalidatingpolicies", _preload_content=False
+                ),
+            ),
+            (
+                "kyverno.io/v2 policyexceptions",
+                lambda: api.list_custom_object_for_all_namespaces(
+                    "kyverno.io", "v2", "policyexceptions", _preload_content=False
+                ),
+            ),
+            (
+                "policies.kyverno.io/v1 policyexceptions",
+                lambda: api.list_custom_object_for_all_namespaces(
+                    "policies.kyverno.io", "v1", "policyexceptions", _preload_content=False
+                ),
+            ),
         ]
     else:
         calls = [
@@ -589,6 +614,8 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
                     "trustroots": "TrustRoot",
                     "trustpolicies": "TrustPolicy",
                     "truststores": "TrustStore",
+                    "imagevalidatingpolicies": "ImageValidatingPolicy",
+                    "policyexceptions": "PolicyException",
                 }[what.split()[1]],
             )
         out += items
