@@ -160,23 +160,76 @@ FIELDS: FieldTable = table(
 # matchImageReferences
 
 
-def glob_regexp(glob: str) -> str:
-    """A gobwas/glob pattern (compiled without separators, as Kyverno does) as a full-match regular
-    expression; ValueError for a pattern gobwas would reject."""
-    out: list[str] = []
-    i, n, depth = 0, len(glob), 0
+MAX_GLOB_CHARS = 1024
+MAX_GLOB_EXPANSION = 256  # alternatives a glob's {a,b} groups may expand to
+
+_STAR = None  # a token of a compiled glob: None is "*", a callable matches one character
+
+
+def _alternatives(glob: str) -> list[str]:
+    """The glob with its ``{a,b}`` groups expanded (gobwas' "any of"; nested groups too)."""
+    depth, start, i = 0, -1, 0
+    while i < len(glob):
+        ch = glob[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "[":
+            end = glob.find("]", i + 1)
+            if end < 0:
+                raise ValueError("an unclosed [")
+            i = end + 1
+            continue
+        if ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                inner, parts, d, last = glob[start + 1 : i], [], 0, 0
+                k = 0
+                while k < len(inner):
+                    c = inner[k]
+                    if c == "\\":
+                        k += 2
+                        continue
+                    d += c == "{"
+                    d -= c == "}"
+                    if c == "," and d == 0:
+                        parts.append(inner[last:k])
+                        last = k + 1
+                    k += 1
+                parts.append(inner[last:])
+                out: list[str] = []
+                for part in parts:
+                    for rest in _alternatives(part + glob[i + 1 :]):
+                        out.append(glob[:start] + rest)
+                        if len(out) > MAX_GLOB_EXPANSION:
+                            raise ValueError(f"its {{...}} groups expand to more than {MAX_GLOB_EXPANSION} patterns")
+                return out
+        i += 1
+    if depth:
+        raise ValueError("an unclosed {")
+    return [glob]
+
+
+def _tokens(glob: str) -> list[Callable[[str], bool] | None]:
+    out: list[Callable[[str], bool] | None] = []
+    i, n = 0, len(glob)
     while i < n:
         ch = glob[i]
         if ch == "\\":
             if i + 1 >= n:
                 raise ValueError("a trailing backslash")
-            out.append(re.escape(glob[i + 1]))
+            out.append(_literal(glob[i + 1]))
             i += 2
             continue
         if ch == "*":
-            out.append(".*")
+            if not out or out[-1] is not _STAR:  # consecutive stars are one
+                out.append(_STAR)
         elif ch == "?":
-            out.append(".")
+            out.append(_any_char)
         elif ch == "[":
             end = glob.find("]", i + 1)
             if end < 0:
@@ -186,32 +239,72 @@ def glob_regexp(glob: str) -> str:
             body = body[1:] if neg else body
             if not body:
                 raise ValueError("an empty []")
-            parts = []
+            ranges: list[tuple[str, str]] = []
             j = 0
             while j < len(body):
                 if j + 2 < len(body) and body[j + 1] == "-":
-                    parts.append(f"{re.escape(body[j])}-{re.escape(body[j + 2])}")
+                    ranges.append((body[j], body[j + 2]))
                     j += 3
                 else:
-                    parts.append(re.escape(body[j]))
+                    ranges.append((body[j], body[j]))
                     j += 1
-            out.append(("[^" if neg else "[") + "".join(parts) + "]")
+            out.append(_char_class(tuple(ranges), neg))
             i = end + 1
             continue
-        elif ch == "{":
-            depth += 1
-            out.append("(?:")
-        elif ch == "}" and depth:
-            depth -= 1
-            out.append(")")
-        elif ch == "," and depth:
-            out.append("|")
         else:
-            out.append(re.escape(ch))
+            out.append(_literal(ch))
         i += 1
-    if depth:
-        raise ValueError("an unclosed {")
-    return "".join(out)
+    return out
+
+
+def _literal(lit: str) -> Callable[[str], bool]:
+    return lambda c: c == lit
+
+
+def _any_char(_c: str) -> bool:
+    return True
+
+
+def _char_class(ranges: tuple[tuple[str, str], ...], negated: bool) -> Callable[[str], bool]:
+    return lambda c: any(lo <= c <= hi for lo, hi in ranges) != negated
+
+
+def _END(_c: str) -> bool:  # past the last token: matches nothing
+    return False
+
+
+def _match(tokens: list[Callable[[str], bool] | None], text: str) -> bool:
+    """Whether single-character tokens and stars match the whole text: the wildcard matcher that goes back
+    only to the last star (O(len(text) x len(tokens))), never a backtracking regular expression, which a
+    glob of a few stars makes take minutes (a policy would hold the scan past its deadline)."""
+    i = j = 0
+    star, mark = -1, 0
+    while i < len(text):
+        tok = tokens[j] if j < len(tokens) else _END
+        if tok is _STAR:
+            star, mark = j, i
+            j += 1
+        elif tok is not _END and tok is not None and tok(text[i]):
+            i += 1
+            j += 1
+        elif star >= 0:
+            j, mark = star + 1, mark + 1
+            i = mark
+        else:
+            return False
+    while j < len(tokens) and tokens[j] is _STAR:
+        j += 1
+    return j == len(tokens)
+
+
+def compile_glob(glob: str) -> Callable[[str], bool]:
+    """A gobwas/glob pattern compiled without separators, as Kyverno does (``*`` any run, slashes included;
+    ``?``; ``[a-z]``, ``[!a-z]``; ``{a,b}``; ``\\`` escapes); ValueError for one gobwas would reject or
+    one too large."""
+    if len(glob) > MAX_GLOB_CHARS:
+        raise ValueError(f"longer than {MAX_GLOB_CHARS} characters")
+    compiled = [_tokens(g) for g in _alternatives(glob)]
+    return lambda text: any(_match(t, text) for t in compiled)
 
 
 def _spellings(ref: ImageReference) -> list[str]:
@@ -236,12 +329,12 @@ def _spellings(ref: ImageReference) -> list[str]:
 
 
 def glob_matcher(globs: Iterable[str]) -> Callable[[ImageReference], bool]:
-    patterns = [re.compile(glob_regexp(g), re.S) for g in globs]
+    patterns = [compile_glob(g) for g in globs]
 
     def match(ref: ImageReference) -> bool:
         if not patterns:
             return True  # Kyverno: no matchImageReferences means every image
-        return any(p.fullmatch(s) for p in patterns for s in _spellings(ref))
+        return any(p(s) for p in patterns for s in _spellings(ref))
 
     return match
 
@@ -406,6 +499,15 @@ def _pem_only(value: Any, what: str) -> str:
     return "".join(blocks)
 
 
+def _one_pem(value: Any, what: str) -> str:
+    """Kyverno reads the first PEM block of a key or certificate: a second one is never trusted, so a value
+    with several is refused rather than read otherwise."""
+    pem = _pem_only(value, what)
+    if len(_pems(pem)) != 1:
+        raise ValueError(f"{what} holds {len(_pems(pem))} PEM blocks: give one (one attestor per key)")
+    return pem
+
+
 def _cosign_spec(a: Mapping[str, Any], att_type: str | None, conditions: list[str]) -> dict[str, Any]:
     """A native cosign verifier spec for one IVP cosign attestor; ValueError for what cannot be mapped."""
     kinds = [k for k in ("key", "keyless", "certificate") if a.get(k)]
@@ -428,7 +530,7 @@ def _cosign_spec(a: Mapping[str, Any], att_type: str | None, conditions: list[st
         if key.get("data") and key.get("kms"):
             raise ValueError("key gives both data and kms")
         if key.get("data"):
-            spec["key"] = _pem_only(key["data"], "key.data")
+            spec["key"] = _one_pem(key["data"], "key.data")
         elif key.get("kms"):
             kms = str(key["kms"])
             if not kms.lower().startswith(KMS_SCHEMES):
@@ -444,7 +546,7 @@ def _cosign_spec(a: Mapping[str, Any], att_type: str | None, conditions: list[st
     if a.get("certificate"):
         cert = a["certificate"].get("cert") if isinstance(a["certificate"], Mapping) else None
         value = cert.get("value") if isinstance(cert, Mapping) else None
-        spec["key"] = _pem_only(value, "certificate.cert.value")
+        spec["key"] = _one_pem(value, "certificate.cert.value")
         if rekor:
             spec["rekorPubKey"] = rekor
         return spec
@@ -523,8 +625,9 @@ def _build(ctx: ImportContext, rule: str, att: _Attestor, attestation: str | Non
 
 
 def _mode(actions: Any) -> str:
-    acts = {str(a).lower() for a in actions or []} if isinstance(actions, list) else set()
-    if acts and acts <= {"warn"}:
+    # Kyverno's values are Deny, Audit and Warn (case-sensitive): anything else is never read as Warn.
+    acts = {str(a) for a in actions or []} if isinstance(actions, list) else set()
+    if acts and acts <= {"Warn"}:
         return "warn"
     return "enforce"
 
@@ -598,6 +701,9 @@ def _ivp_rule(ctx: ImportContext, doc: Mapping[str, Any], name: str) -> Compiled
             if req.attestation is not None:
                 att = attestations.get(req.attestation)
                 intoto = att.get("intoto") if isinstance(att, Mapping) else None
+                if isinstance(att, Mapping) and att.get("referrer"):
+                    refusals.append(f"attestation {req.attestation!r}: OCI referrer attestations are not verified")
+                    break
                 if not isinstance(intoto, Mapping) or not intoto.get("type"):
                     refusals.append(f"attestation {req.attestation!r}: only in-toto attestations (intoto.type) "
                                     "are verified" if att is not None else f"no attestation {req.attestation!r}")
@@ -819,8 +925,9 @@ def apply_exceptions(ctx: ImportContext, docs: Iterable[Mapping[str, Any]],
                 except ValueError as exc:
                     raise ConfigError(f"{label}: spec.images: {exc}", source=ctx.source) from exc
                 matcher = m
+            # Kyverno (pkg/cel/engine/exception.go ListExceptions): name and kind must both be equal.
             refs = {str(r.get("name")) for r in spec.get("policyRefs") or []
-                    if isinstance(r, Mapping) and str(r.get("kind") or KIND) == KIND}
+                    if isinstance(r, Mapping) and r.get("kind") == KIND}
 
             covers = _names_ivps(refs)
         if not namespaces:
