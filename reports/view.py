@@ -240,6 +240,21 @@ class ExpiringRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AdmissionRow:
+    """A non-compliant image that an imported admission policy rejects today, running anyway, and why
+    (``Verdict.admission``; information only, never a change of the verdict)."""
+
+    reference: str
+    status: str
+    policy: str
+    would_admit_now: str
+    likely_cause: str
+    causes: tuple[tuple[str, str], ...]  # (cause, "key=value; ...") strongest first
+    namespaces: str
+    evidence_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class TagReferenceRow:
     """A container whose pod spec names a tag rather than a digest (a finding, not a verdict)."""
 
@@ -361,6 +376,7 @@ class Report:
     expiring: tuple[ExpiringRow, ...]
     tag_references: tuple[TagReferenceRow, ...]  # the first MAX_TAG_REFERENCES
     tag_references_total: int  # every container naming a tag (the JSON download lists them all)
+    admission: tuple[AdmissionRow, ...]  # running despite an imported admission policy
     exemptions: tuple[ExemptionRow, ...]
     exemptions_source: str
     evidence: tuple[EvidenceItem, ...]
@@ -598,6 +614,24 @@ def build_tag_references(verdicts: Iterable[Verdict]) -> tuple[tuple[TagReferenc
         for c in found[:MAX_TAG_REFERENCES]
     )
     return rows, len(found)
+
+
+def build_admission(verdicts: Iterable[Verdict], anchors: Mapping[str, str]) -> tuple[AdmissionRow, ...]:
+    """Images running despite an imported admission policy, from ``Verdict.admission`` (fields)."""
+    rows = []
+    for v in verdicts:
+        a = v.admission
+        if a is None:
+            continue
+        rows.append(AdmissionRow(
+            reference=clean(reference_text(v)), status=v.status.value, policy=clean(a.policy, 300),
+            would_admit_now={True: "yes", False: "no", None: "undecided"}[a.would_admit_now],
+            likely_cause=a.likely_cause.value,
+            causes=tuple((e.cause.value, clean("; ".join(f"{k}={val}" for k, val in sorted(e.facts.items())), 1000))
+                         for e in a.causes),
+            namespaces=_namespaces_of(v), evidence_id=anchors.get(image_key(v), ""),
+        ))
+    return tuple(rows)
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -863,6 +897,7 @@ def build_report(
         expiring=build_expiring(ordered, anchors),
         tag_references=tag_refs,
         tag_references_total=tag_refs_total,
+        admission=build_admission(ordered, anchors),
         exemptions=exemptions,
         exemptions_source=ex_source,
         evidence=evidence,

@@ -338,4 +338,27 @@ def _scan(
     )
     if owners is not None and owners.problems:
         result = replace(result, errors=(*result.errors, *owners.problems), state=ScanState.PARTIAL)
-    return result
+    return explain_admission(inputs.policy, result, store)
+
+
+def explain_admission(policy: Policy, result: ScanResult, store: Store | None) -> ScanResult:
+    """Say why each non-compliant image judged by an imported admission policy runs anyway (issue #25
+    item 5): the pure analysis of scanner/policy/admission.py over the policy's admission facts, the
+    cluster's webhooks and, with a store, which digests earlier scans found verified. Never changes a
+    verdict's status; a store that cannot answer only leaves the "signature removed" cause unexamined."""
+    from scanner.models import Status
+    from scanner.policy.admission import explain
+
+    rules = {(r.source, r.name): r.admission for r in policy.rules if r.admission is not None}
+    if not rules:
+        return result
+    history = {}
+    if store is not None:
+        unsigned = [v.digest for v in result.verdicts if v.status is Status.UNSIGNED and v.digest]
+        try:
+            history = store.verified_before(result.cluster, unsigned, result.started_at) if unsigned else {}
+        except StoreError as exc:
+            log.warning("admission analysis: earlier verdicts not read: %s", exc.diagnostics())
+    verdicts = explain(result.verdicts, rules, webhooks=policy.webhooks, revocations=policy.revocations,
+                       verified_before=history)
+    return replace(result, verdicts=verdicts)

@@ -233,6 +233,7 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
         _sorted_add(f, {k: float(val) for k, val in values.items()})
         out.append(f)
     out.append(_tag_references(c, r))
+    out.append(_admission_bypass(c, r))
     failed = r.stats.get("notifications_failed")
     if isinstance(failed, dict) and failed:
         f = _gauge(n.NOTIFICATIONS_FAILED)
@@ -274,6 +275,18 @@ def _tag_references(cluster: str, r: ScanResult) -> Metric:
         ctr for v in r.verdicts for ctr in v.image.containers))
     f = _gauge(n.TAG_REFERENCES)
     _sorted_add(f, {(cluster, ns): float(count) for ns, count in counts.items()})
+    return f
+
+
+def _admission_bypass(cluster: str, r: ScanResult) -> Metric:
+    """Containers running despite an imported admission policy, per namespace and likely cause (a
+    bounded enumeration), capped like the workloads' series."""
+    counts: Counter[tuple[str, ...]] = Counter()
+    for v in r.verdicts:
+        if v.admission is not None:
+            counts.update((cluster, ctr.namespace, v.admission.likely_cause.value) for ctr in v.image.containers)
+    f = _gauge(n.ADMISSION_BYPASS)
+    _sorted_add(f, capped({k: float(x) for k, x in counts.items()}, n.MAX_ADMISSION_SERIES, keep=(0, 2)))
     return f
 
 

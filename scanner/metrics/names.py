@@ -79,6 +79,15 @@ TAG_REFERENCES = Series(
     "sigaudit_tag_reference_containers", "gauge", ("cluster", "namespace"),
     "Containers whose pod spec names an image by tag rather than by digest (Kyverno verifyDigest, Gatekeeper "
     "k8simagedigests), by namespace (0 when none), latest complete scan. A finding: verdicts are unchanged.")
+MAX_ADMISSION_SERIES = 100
+ADMISSION_BYPASS = Series(
+    "sigaudit_admission_bypass_containers", "gauge", ("cluster", "namespace", "cause"),
+    "Containers running a non-compliant image that an imported admission policy (Kyverno, policy-controller, "
+    "kritis) rejects today, by namespace and likely cause (created-before-policy, audit-mode, warn-mode, "
+    "admission-disabled, kind-not-matched, excluded-at-admission, revoked-since-admission, "
+    "expired-since-admission, signature-removed-after-admission, webhook-fails-open, unexplained); only "
+    f"namespaces with such containers appear; at most {MAX_ADMISSION_SERIES} series, the rest summed per cause "
+    f"under namespace \"{OTHER}\". An explanation: verdicts are unchanged.")
 NOTIFICATIONS_FAILED = Series(
     "sigaudit_notifications_failed", "gauge", ("cluster", "receiver"),
     "1 if the notifications of the latest complete scan could not be delivered to the receiver (named as in "
@@ -121,7 +130,8 @@ IMAGE_NOT_AFTER = Series(
 
 ALL: tuple[Series, ...] = (
     SCAN_INFO, IMAGES, CONTAINERS, NAMESPACE_COMPLIANCE, COMPLIANCE, NONCOMPLIANT_WORKLOADS, EXPIRING,
-    NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, TAG_REFERENCES, NOTIFICATIONS_FAILED,
+    NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, TAG_REFERENCES, ADMISSION_BYPASS,
+    NOTIFICATIONS_FAILED,
     SCAN_DURATION,
     LAST_SUCCESS, LAST_COMPLETION, LAST_STATE, STORE_UP, STORE_SIZE, STORE_FREE, STORE_VOLUME, IMAGE_INFO,
     IMAGE_NOT_AFTER,

@@ -17,6 +17,8 @@ Kubernetes API calls (for the chart's RBAC; see scanner/inventory/kube.py):
   policies.kyverno.io/v1 policyexceptions: list
 - ``CustomObjectsApi.list_cluster_custom_object``  notation.nirmata.io/v1alpha1 trustpolicies, truststores: list
 - ``CoreV1Api.read_namespaced_secret``  secrets named by key.secretRef / keys.secret: get
+- ``AdmissionregistrationV1Api.list_validating_webhook_configuration``  the admission controllers' webhooks
+  (their failurePolicy explains why a non-compliant pod was admitted; scanner/policy/admission.py): list
 """
 
 from __future__ import annotations
@@ -33,8 +35,17 @@ from typing import Any
 
 import yaml
 
+from scanner.clock import parse_kube_time
 from scanner.errors import ConfigError
 from scanner.models import ImageReference
+from scanner.policy.admission import (
+    AdmissionFilter,
+    AdmissionMode,
+    AdmissionPolicy,
+    AdmissionScope,
+    Controller,
+    WebhookConfig,
+)
 from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.loader import CompiledRule, Policy, PolicyLoader
 from scanner.policy.schema import CosignVerifierSpec, NotationVerifierSpec, VerifierSpec, parse_duration
@@ -358,9 +369,31 @@ def cip_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]) -> list[Com
                 matcher=cip_glob_matcher(globs),
                 notes=tuple(dict.fromkeys(notes)),
                 refused=tuple(dict.fromkeys(refusals)),
+                admission=_cip_admission(doc, name, mode),
             )
         )
     return rules
+
+
+def _cip_admission(doc: Mapping[str, Any], name: str, mode: str) -> AdmissionPolicy:
+    """How policy-controller applied the policy at admission (scanner/policy/admission.py)."""
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+    spec = doc.get("spec") if isinstance(doc.get("spec"), Mapping) else {}
+    assert isinstance(meta, Mapping) and isinstance(spec, Mapping)
+    match = spec.get("match")
+    narrowing = (
+        tuple(AdmissionFilter(description=f"match={m}"[:300]) for m in match)
+        if isinstance(match, list) and match else ()
+    )
+    return AdmissionPolicy(
+        source="clusterimagepolicy",
+        controller=Controller.POLICY_CONTROLLER,
+        kind="ClusterImagePolicy",
+        name=name,
+        created_at=parse_kube_time(meta.get("creationTimestamp")),
+        mode=AdmissionMode.WARN if mode == "warn" else AdmissionMode.ENFORCE,
+        scope=AdmissionScope(narrowing=narrowing),
+    )
 
 
 def _cip_authority(
@@ -622,6 +655,68 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
     return out
 
 
+MAX_WEBHOOK_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+def _controller_of(configuration: str, webhook: str) -> Controller | None:
+    """Which admission controller a webhook belongs to, by the names those controllers give them."""
+    if ".kyverno.svc" in webhook or configuration.startswith("kyverno-"):
+        return Controller.KYVERNO
+    if webhook.endswith("sigstore.dev") or configuration.endswith("policy.sigstore.dev"):
+        return Controller.POLICY_CONTROLLER
+    if "kritis" in webhook or "kritis" in configuration:
+        return Controller.KRITIS
+    return None
+
+
+def webhooks_from(items: Sequence[Any]) -> tuple[WebhookConfig, ...]:
+    """The webhooks of Kyverno, policy-controller and kritis among ValidatingWebhookConfiguration objects."""
+    out: list[WebhookConfig] = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        meta = item.get("metadata") if isinstance(item.get("metadata"), Mapping) else {}
+        assert isinstance(meta, Mapping)
+        configuration = str(meta.get("name") or "")[:253]
+        hooks = item.get("webhooks") if isinstance(item.get("webhooks"), list) else []
+        assert isinstance(hooks, list)
+        for hook in hooks:
+            if not isinstance(hook, Mapping):
+                continue
+            name = str(hook.get("name") or "")[:253]
+            controller = _controller_of(configuration, name)
+            if controller is not None:
+                policy = hook.get("failurePolicy")
+                out.append(WebhookConfig(controller, configuration, name,
+                                         str(policy)[:16] if isinstance(policy, str) and policy else "Fail"))
+    return tuple(out)
+
+
+def _cluster_webhooks(api_client: Any, warnings: list[str]) -> tuple[WebhookConfig, ...]:
+    """The admission controllers' webhooks in the cluster. They only explain findings: a failure to read
+    them is a warning (the webhook cause is then not examined), never the scan's."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        resp = client.AdmissionregistrationV1Api(api_client).list_validating_webhook_configuration(
+            _preload_content=False
+        )
+        data = resp.data  # type: ignore[attr-defined]
+        if len(data) > MAX_WEBHOOK_CONFIG_BYTES:
+            raise ValueError(f"larger than {MAX_WEBHOOK_CONFIG_BYTES} bytes")
+        items = json.loads(data).get("items") or []
+    except ApiException as exc:
+        warnings.append(f"cannot list validatingwebhookconfigurations ({exc.status} {exc.reason}): whether an "
+                        "admission webhook fails open is not examined")
+        return ()
+    except (ValueError, AttributeError, TypeError) as exc:
+        warnings.append(f"cannot read validatingwebhookconfigurations ({type(exc).__name__}): whether an "
+                        "admission webhook fails open is not examined")
+        return ()
+    return webhooks_from(items if isinstance(items, list) else [])
+
+
 def _refuse_duplicates(rules: Sequence[CompiledRule]) -> None:
     """A rule's identity is (source, namespace, name). Two rules with the same identity (the same
     policy given twice, in two files or as two documents) are refused, never merged or shadowed."""
@@ -699,6 +794,7 @@ def merge(
         for raw in ctx.raw:
             h.update(hashlib.sha256(raw).digest())
     _refuse_duplicates(rules)
+    webhooks = _cluster_webhooks(api_client, warnings) if api_client is not None else ()
     for r in rules:
         for v in r.verifiers:
             h.update(v.trust_fingerprint.encode())
@@ -718,4 +814,5 @@ def merge(
         warnings=tuple(warnings),
         sources=tuple(sources),
         digest="sha256:" + h.hexdigest(),
+        webhooks=webhooks,
     )

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from scanner.errors import ConfigError, ParseError
 from scanner.models import ImageReference
+from scanner.policy.admission import AdmissionPolicy, WebhookConfig
 from scanner.policy.schema import (
     AuditPolicyDocument,
     Exemption,
@@ -63,6 +64,9 @@ class CompiledRule:
     # Waivers of this rule's verdict only, never of another rule's (kritis admission allowlists belong to
     # their policy); the policy's exemptions waive every rule's verdict for their scope.
     waivers: tuple[Exemption, ...] = ()
+    # The admission-controller object the rule was imported from, as that controller applies it
+    # (scanner/policy/admission.py); None for the native file's rules. Explains, never decides.
+    admission: AdmissionPolicy | None = None
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -87,6 +91,8 @@ class Policy:
     digest: str  # sha256 over the policy documents (and referenced trust material), for the report
     sources: tuple[str, ...] = field(default_factory=tuple)
     warnings: tuple[str, ...] = ()  # unsupported fields of imported policies, per rule
+    # The admission controllers' webhooks, read from the cluster with ``--policy-from ...:cluster``.
+    webhooks: tuple[WebhookConfig, ...] = ()
 
 
 KeyFetcher = Callable[[str], bytes]

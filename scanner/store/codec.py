@@ -12,6 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from scanner.models import (
+    AdmissionCause,
+    AdmissionEvidence,
+    AdmissionFinding,
     Check,
     CheckName,
     ExemptionKind,
@@ -153,4 +156,26 @@ def exemption_from_json(raw: Mapping[str, Any]) -> ExemptionRef:
         kind=ExemptionKind(raw["kind"]), reason=str(raw["reason"]), until=until,
         approved_by=None if raw.get("approved_by") is None else str(raw["approved_by"]),
         lapsed=bool(raw["lapsed"]), rule=None if raw.get("rule") is None else str(raw["rule"]),
+    )
+
+
+def admission_to_json(a: AdmissionFinding | None) -> dict[str, Any] | None:
+    """An AdmissionFinding as plain JSON (``images.admission``)."""
+    if a is None:
+        return None
+    return {"policy": a.policy, "policy_source": a.policy_source, "would_admit_now": a.would_admit_now,
+            "causes": [{"cause": e.cause.value, "facts": dict(e.facts)} for e in a.causes]}
+
+
+def admission_from_json(raw: Mapping[str, Any] | None) -> AdmissionFinding | None:
+    """Raises ValueError, KeyError or TypeError on a value that was not written by :func:`admission_to_json`."""
+    if raw is None:
+        return None
+    admit = raw["would_admit_now"]
+    if admit is not None and not isinstance(admit, bool):
+        raise TypeError("would_admit_now is not a boolean")
+    return AdmissionFinding(
+        policy=str(raw["policy"]), policy_source=str(raw["policy_source"]), would_admit_now=admit,
+        causes=tuple(AdmissionEvidence(AdmissionCause(c["cause"]), {str(k): str(v) for k, v in c["facts"].items()})
+                     for c in raw["causes"]),
     )

@@ -3,9 +3,9 @@ the trend (from the scan summaries, which outlive retention), clusters and per-n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +37,13 @@ from scanner.store.core import images as _images
 from scanner.store.core import scans as _scans
 from scanner.store.core import signatures as _signatures
 from scanner.store.core import summaries as _summaries
+
+_IN_CHUNK = 500  # digests per IN (...) list
+
+
+def _utc(at: datetime) -> datetime:
+    """An aggregate (max) loses the column's type decorator on SQLite: give the zone back."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +152,30 @@ class Queries:
         with self._db.errors("cannot read the scans"), self._db.read() as conn:
             return conn.execute(query).scalar_one_or_none()
 
+    def verified_before(self, cluster: str, digests: Iterable[str], before: datetime) -> dict[str, datetime]:
+        """digest -> the start of the newest finished scan of ``cluster`` before ``before`` that judged it
+        ``verified`` (an image admitted signed whose signature is gone now: issue #25 item 5)."""
+        wanted = sorted({d for d in digests if d})
+        out: dict[str, datetime] = {}
+        with self._db.errors("cannot read the earlier verdicts"), self._db.read() as conn:
+            for i in range(0, len(wanted), _IN_CHUNK):
+                rows = conn.execute(
+                    sa.select(_images.c.digest, sa.func.max(_scans.c.started_at))
+                    .join(_scans, _scans.c.id == _images.c.scan_id)
+                    .where(
+                        _images.c.digest.in_(wanted[i:i + _IN_CHUNK]),
+                        _images.c.status == Status.VERIFIED.value,
+                        _scans.c.cluster == cluster,
+                        _scans.c.state.in_(list(_FINISHED)),
+                        _scans.c.started_at < before,
+                    )
+                    .group_by(_images.c.digest)
+                )
+                for digest, at in rows:
+                    if at is not None:
+                        out[digest] = _utc(at)
+        return out
+
     def previous_scan_id(self, scan_id: int) -> int | None:
         """The complete scan of the same cluster just before ``scan_id`` (for diffs)."""
         if not 0 < scan_id <= MAX_ID:
@@ -252,10 +283,16 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
         exemptions = tuple(codec.exemption_from_json(x) for x in i.exemptions or ())
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError(f"image row {i.id}: its exemptions cannot be read ({exc}): the database is damaged") from None
+    try:
+        admission = codec.admission_from_json(i.admission)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(f"image row {i.id}: its admission finding cannot be read ({exc}): the database is "
+                         "damaged") from None
     return Verdict(
         image=image, status=Status(i.status), reasons=tuple(i.reasons or ()), rule=i.rule,
         policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),
         not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=deciding, exemptions=exemptions,
+        admission=admission,
     )
 
 

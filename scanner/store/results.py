@@ -255,6 +255,7 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
         "policy_source": v.policy_source, "expiring": v.expiring, "not_after": v.not_after,
         "warn_only": v.warn_only, "deciding_reason": v.deciding_reason,
         "exemptions": [codec.exemption_to_json(x) for x in v.exemptions],
+        "admission": codec.admission_to_json(v.admission),
     }
 
 

@@ -152,6 +152,9 @@ class Image(Base):
     # The exemptions and waivers that mattered to the verdict (``Verdict.exemptions``, as
     # ``codec.exemption_to_json``); NULL in scans stored before 0005 (reports say "not recorded").
     exemptions: Mapped[list[Any] | None]
+    # Why a non-compliant image judged by an imported admission policy runs anyway (``Verdict.admission``,
+    # as ``codec.admission_to_json``); NULL without one and in scans stored before 0008.
+    admission: Mapped[dict[str, Any] | None]
 
     __table_args__ = (
         sa.Index("ix_images_scan_id_status", "scan_id", "status"),

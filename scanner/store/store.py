@@ -140,6 +140,11 @@ class Store:
         """The complete scan of the same cluster just before ``scan_id`` (for diffs)."""
         return self._queries.previous_scan_id(scan_id)
 
+    def verified_before(self, cluster: str, digests: Iterable[str], before: datetime) -> dict[str, datetime]:
+        """digest -> the start of the newest finished scan of ``cluster`` before ``before`` that judged it
+        verified."""
+        return self._queries.verified_before(cluster, digests, before)
+
     def list_scans(self, cluster: str | None = None, limit: int = 50) -> list[ScanSummary]:
         """Scans of every state, newest first."""
         return self._queries.list_scans(cluster, limit)
