@@ -35,8 +35,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from scanner.clock import parse_kube_time
 from scanner.errors import ConfigError
 from scanner.models import ImageReference
+from scanner.policy.admission import AdmissionFilter, AdmissionMode, AdmissionPolicy, AdmissionScope, Controller
 from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.imports import ImportContext, _notation_from_certs, _pems, _tmpfile
 from scanner.policy.loader import KMS_SCHEMES, CompiledRule
@@ -743,6 +745,54 @@ def _ivp_rule(ctx: ImportContext, doc: Mapping[str, Any], name: str) -> Compiled
         notes=tuple(dict.fromkeys(notes)),
         sets=() if refusals else tuple(sets),
         refused=tuple(dict.fromkeys(refusals)),
+        admission=_admission(doc, name, spec),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# how Kyverno applied the policy at admission (scanner/policy/admission.py): explains, never decides
+
+_RESOURCE_KINDS = {"pods": "Pod", "deployments": "Deployment", "statefulsets": "StatefulSet",
+                   "daemonsets": "DaemonSet", "replicasets": "ReplicaSet", "jobs": "Job", "cronjobs": "CronJob",
+                   "replicationcontrollers": "ReplicationController", "*": "*"}
+
+
+def _kinds_of(rules: Any) -> tuple[str, ...]:
+    """The kinds a list of admission resourceRules names (``pods`` -> ``Pod``; subresources are not pods)."""
+    out: list[str] = []
+    for r in rules if isinstance(rules, list) else []:
+        for res in (r.get("resources") if isinstance(r, Mapping) else None) or []:
+            text = str(res)
+            out.append(_RESOURCE_KINDS.get(text, text))
+    return tuple(dict.fromkeys(out))
+
+
+def _admission(doc: Mapping[str, Any], name: str, spec: Mapping[str, Any]) -> AdmissionPolicy:
+    actions = {str(a) for a in spec.get("validationActions") or []} if isinstance(
+        spec.get("validationActions"), list) else set()
+    mode = (AdmissionMode.ENFORCE if "Deny" in actions or not actions
+            else AdmissionMode.AUDIT if "Audit" in actions else AdmissionMode.WARN)
+    evaluation = _map(spec.get("evaluation"))
+    if _map(evaluation.get("admission")).get("enabled") is False:
+        mode = AdmissionMode.OFF
+    mc = _map(spec.get("matchConstraints"))
+    kinds = _kinds_of(mc.get("resourceRules"))
+    excludes = tuple(AdmissionFilter(description=f"excludeResourceRules {r}"[:300], kinds=_kinds_of([r]))
+                     for r in mc.get("excludeResourceRules") or [] if isinstance(r, Mapping))
+    narrowing = tuple(
+        AdmissionFilter(description=f"{k}={mc[k] if k in mc else spec[k]}"[:300])
+        for k in ("namespaceSelector", "objectSelector", "matchConditions")
+        if (mc.get(k) if k != "matchConditions" else spec.get(k))
+    )
+    return AdmissionPolicy(
+        source="imagevalidatingpolicy",
+        controller=Controller.KYVERNO,
+        kind=KIND,
+        name=name,
+        created_at=parse_kube_time(_map(doc.get("metadata")).get("creationTimestamp")),
+        mode=mode,
+        scope=AdmissionScope(match_kinds=kinds, excludes=excludes, narrowing=narrowing),
+        failure_policy=str(spec["failurePolicy"]) if spec.get("failurePolicy") else None,
     )
 
 

@@ -332,3 +332,26 @@ def test_a_cel_exception_waives_its_image_validating_policy(tmp_path: Path) -> N
     assert w.matcher(parse_reference(f"r.io/legacy-app@{D1}"), "")
     assert not w.matcher(parse_reference(f"r.io/app@{D1}"), "")
     assert not any(r.waivers for r in pol.rules if r.name != rule.name)
+
+
+# -- admission (issue #25 item 5: why a running image slipped past the policy) ----------------------
+
+
+@pytest.mark.parametrize(("actions", "mode"), [(("Deny",), "enforce"), (("Audit",), "audit"),
+                                               (("Warn", "Audit"), "audit"), (("Warn",), "warn")])
+def test_the_admission_description_of_an_ivp(actions: tuple[str, ...], mode: str, tmp_path: Path) -> None:
+    doc = ivp(SIG.format("attestors.k0", "> 0"), actions=actions, failurePolicy="Ignore",
+              matchConstraints={"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                                   "resources": ["pods"]}],
+                                "namespaceSelector": {"matchLabels": {"tier": "prod"}}})
+    doc["metadata"]["creationTimestamp"] = "2026-11-01T10:00:00Z"
+    (rule,) = load(tmp_path, doc).rules
+    adm = rule.admission
+    assert adm is not None
+    assert (adm.kind, adm.name, adm.mode.value, adm.failure_policy) == ("ImageValidatingPolicy", "ivp", mode, "Ignore")
+    assert adm.created_at == datetime(2026, 11, 1, 10, tzinfo=UTC)
+    assert adm.scope.match_kinds == ("Pod",)
+    assert [f.description for f in adm.scope.narrowing] == ["namespaceSelector={'matchLabels': {'tier': 'prod'}}"]
+    doc["spec"]["evaluation"] = {"admission": {"enabled": False}}
+    (rule,) = load(tmp_path, doc).rules
+    assert rule.admission is not None and rule.admission.mode.value == "off"
