@@ -159,6 +159,87 @@ FIELDS: FieldTable = table(
 
 
 # ----------------------------------------------------------------------------------------------
+# shapes: every value the importer reads has the type Kyverno's schema gives it, or the document is refused
+# (exit 2, naming the field) before anything is mapped; a malformed document is never read letter by letter,
+# dropped, or a crash.
+
+_C_SHAPES = {
+    "": dict, ".name": str, ".cosign": dict, ".notary": dict,
+    ".cosign.key": dict, ".cosign.key.data": str, ".cosign.key.kms": str,
+    ".cosign.keyless": dict, ".cosign.keyless.identities": list, ".cosign.keyless.identities[]": dict,
+    **{f".cosign.keyless.identities[].{k}": str for k in ("issuer", "subject", "issuerRegExp", "subjectRegExp")},
+    ".cosign.keyless.additionalExtensions": dict, ".cosign.keyless.roots": str,
+    ".cosign.ctlog": dict, ".cosign.ctlog.rekorPubKey": str, ".cosign.ctlog.ctLogPubKey": str,
+    ".cosign.ctlog.insecureIgnoreTlog": bool, ".cosign.ctlog.insecureIgnoreSCT": bool,
+    ".cosign.trustedRoot": dict, ".cosign.trustedRoot.value": str,
+    ".cosign.certificate": dict, ".cosign.certificate.cert": dict, ".cosign.certificate.cert.value": str,
+    ".cosign.annotations": dict, ".notary.certs": dict, ".notary.certs.value": str,
+    ".notary.tsaCerts": dict, ".notary.tsaCerts.value": str,
+}
+IVP_SHAPES: dict[str, type] = {
+    "metadata": dict, "metadata.name": str, "spec": dict,
+    "spec.matchImageReferences": list, "spec.matchImageReferences[]": dict, "spec.matchImageReferences[].glob": str,
+    "spec.attestors": list, **{f"spec.attestors[]{k}": v for k, v in _C_SHAPES.items()},
+    "spec.attestations": list, "spec.attestations[]": dict, "spec.attestations[].name": str,
+    "spec.attestations[].intoto": dict, "spec.attestations[].intoto.type": str, "spec.attestations[].referrer": dict,
+    "spec.validations": list, "spec.validations[]": dict, "spec.validations[].expression": str,
+    "spec.validationActions": list, "spec.validationActions[]": str,
+    "spec.matchConstraints": dict, "spec.matchConstraints.resourceRules": list,
+    "spec.matchConstraints.resourceRules[]": dict, "spec.matchConstraints.resourceRules[].resources": list,
+    "spec.matchConstraints.excludeResourceRules": list, "spec.matchConstraints.excludeResourceRules[]": dict,
+    "spec.matchConstraints.excludeResourceRules[].resources": list,
+    "spec.evaluation": dict, "spec.evaluation.admission": dict, "spec.failurePolicy": str,
+    "spec.matchConditions": list,
+}
+_META_SHAPES: dict[str, type] = {"metadata": dict, "metadata.name": str, "metadata.namespace": str,
+                                 "metadata.annotations": dict, "spec": dict}
+EXCEPTION_SHAPES: dict[str, type] = {
+    **_META_SHAPES,
+    "spec.exceptions": list, "spec.exceptions[]": dict, "spec.exceptions[].policyName": str,
+    "spec.exceptions[].ruleNames": list, "spec.exceptions[].ruleNames[]": str, "spec.background": bool,
+    "spec.match": dict,
+    **{k.replace("FORM", form): v for form in ("any", "all") for k, v in {
+        "spec.match.FORM": list, "spec.match.FORM[]": dict, "spec.match.FORM[].resources": dict,
+        "spec.match.FORM[].resources.kinds": list, "spec.match.FORM[].resources.kinds[]": str,
+        "spec.match.FORM[].resources.namespaces": list, "spec.match.FORM[].resources.namespaces[]": str,
+        "spec.match.FORM[].resources.operations": list, "spec.match.FORM[].resources.operations[]": str,
+    }.items()},
+}
+CEL_EXCEPTION_SHAPES: dict[str, type] = {
+    **_META_SHAPES,
+    "spec.policyRefs": list, "spec.policyRefs[]": dict, "spec.policyRefs[].name": str, "spec.policyRefs[].kind": str,
+    "spec.images": list, "spec.images[]": str, "spec.expiresAt": str, "spec.matchConditions": list,
+}
+
+
+def _at(node: Any, segs: list[str], where: str) -> Iterable[tuple[str, Any]]:
+    """(concrete path, value) of every value set at a declared path (``[]``: each item of a list)."""
+    if not segs:
+        yield where, node
+        return
+    seg = segs[0]
+    key = seg.removesuffix("[]")
+    if not isinstance(node, Mapping) or node.get(key) is None:
+        return  # absent, or under a value of the wrong type (reported at its own, shorter path)
+    value = node[key]
+    here = f"{where}.{key}" if where else key
+    if seg.endswith("[]"):
+        if isinstance(value, list):
+            for n, item in enumerate(value):
+                yield from _at(item, segs[1:], f"{here}[{n}]") if segs[1:] else [(f"{here}[{n}]", item)]
+        return
+    yield from _at(value, segs[1:], here)
+
+
+def check_shapes(doc: Mapping[str, Any], shapes: Mapping[str, type], label: str, source: str) -> None:
+    for path, want in shapes.items():
+        for where, value in _at(doc, path.split("."), ""):
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ConfigError(f"{label}: {where} is a {type(value).__name__}, not a {want.__name__} (Kyverno's "
+                                  "schema rejects it): the document is refused", source=source)
+
+
+# ----------------------------------------------------------------------------------------------
 # matchImageReferences
 
 
@@ -640,12 +721,13 @@ def ivp_rules(ctx: ImportContext, docs: Iterable[Mapping[str, Any]]) -> list[Com
         kind = doc.get("kind")
         if not str(doc.get("apiVersion", "")).startswith(API_GROUP + "/"):
             continue
-        name = str((doc.get("metadata") or {}).get("name") or "?")
+        name = str(_map(doc.get("metadata")).get("name") or "?")
         if kind == "Namespaced" + KIND:
             ctx.warnings.append(f"{ctx.source}: {kind} {name!r} is not imported (only cluster-wide {KIND}s are)")
             continue
         if kind != KIND:
             continue
+        check_shapes(doc, IVP_SHAPES, f"{KIND} {name!r}", ctx.source)
         rules.append(_ivp_rule(ctx, doc, name))
     return rules
 
@@ -932,9 +1014,11 @@ def apply_exceptions(ctx: ImportContext, docs: Iterable[Mapping[str, Any]],
         if doc.get("kind") != "PolicyException":
             continue
         group = str(doc.get("apiVersion", "")).split("/", 1)[0]
-        meta = doc.get("metadata") or {}
+        meta = _map(doc.get("metadata"))
         name, ns = str(meta.get("name") or "?"), str(meta.get("namespace") or "")
         label = f"PolicyException {ns}/{name}"
+        if group in ("kyverno.io", API_GROUP):
+            check_shapes(doc, EXCEPTION_SHAPES if group == "kyverno.io" else CEL_EXCEPTION_SHAPES, label, ctx.source)
         if not ns:
             raise ConfigError(f"{label}: no metadata.namespace: an exception covers pods of its own namespace only "
                               "(export it with `kubectl get policyexceptions -A -o yaml`)", source=ctx.source)

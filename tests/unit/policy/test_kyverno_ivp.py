@@ -3,6 +3,7 @@ exactly, anything else is refused, and an exception waives only what it names, i
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -355,3 +356,46 @@ def test_the_admission_description_of_an_ivp(actions: tuple[str, ...], mode: str
     doc["spec"]["evaluation"] = {"admission": {"enabled": False}}
     (rule,) = load(tmp_path, doc).rules
     assert rule.admission is not None and rule.admission.mode.value == "off"
+
+
+# -- malformed documents: refused (exit 2) naming the field, never a crash ---------------------------
+
+
+@pytest.mark.parametrize(("where", "value", "path"), [
+    (("metadata",), "str", "metadata"),
+    (("spec",), ["a"], "spec"),
+    (("spec", "attestors"), 5, "spec.attestors"),
+    (("spec", "attestors", 0), "a", "spec.attestors[0]"),
+    (("spec", "attestors", 0, "cosign", "key"), True, "spec.attestors[0].cosign.key"),
+    (("spec", "validations", 0), "expr", "spec.validations[0]"),
+    (("spec", "validations", 0, "expression"), ["x"], "spec.validations[0].expression"),
+    (("spec", "matchImageReferences"), {"glob": "x"}, "spec.matchImageReferences"),
+    (("spec", "validationActions"), "Deny", "spec.validationActions"),
+])
+def test_a_malformed_policy_is_refused_naming_the_field(where: tuple[Any, ...], value: Any, path: str,
+                                                        tmp_path: Path) -> None:
+    doc = ivp(SIG.format("attestors.k0", "> 0"))
+    cur: Any = doc
+    for k in where[:-1]:
+        cur = cur[k]
+    cur[where[-1]] = value
+    with pytest.raises(ConfigError, match=re.escape(f"{path} is a {type(value).__name__}")):
+        load(tmp_path, doc)
+
+
+@pytest.mark.parametrize(("where", "value", "path"), [
+    (("metadata",), ["a"], "metadata"),
+    (("spec", "match"), "str", "spec.match"),
+    (("spec", "match", "any"), 5, "spec.match.any"),
+    (("spec", "exceptions", 0, "ruleNames"), True, "spec.exceptions[0].ruleNames"),
+    (("spec", "match", "any", 0, "resources", "namespaces"), "team-a", "spec.match.any[0].resources.namespaces"),
+])
+def test_a_malformed_exception_is_refused_naming_the_field(where: tuple[Any, ...], value: Any, path: str,
+                                                           tmp_path: Path) -> None:
+    ex = polex()
+    cur: Any = ex
+    for k in where[:-1]:
+        cur = cur[k]
+    cur[where[-1]] = value
+    with pytest.raises(ConfigError, match=re.escape(f"{path} is a {type(value).__name__}")):
+        load(tmp_path, kyverno_policy(), ex)
