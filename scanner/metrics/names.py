@@ -87,7 +87,8 @@ ADMISSION_BYPASS = Series(
     "admission-disabled, kind-not-matched, excluded-at-admission, revoked-since-admission, "
     "expired-since-admission, signature-removed-after-admission, webhook-fails-open, unexplained); only "
     f"namespaces with such containers appear; at most {MAX_ADMISSION_SERIES} series, the rest summed per cause "
-    f"under namespace \"{OTHER}\". An explanation: verdicts are unchanged.")
+    f"under namespace \"{OTHER}\". An explanation: verdicts are unchanged. Only with --policy-from imports.",
+    optional=True)
 NOTIFICATIONS_FAILED = Series(
     "sigaudit_notifications_failed", "gauge", ("cluster", "receiver"),
     "1 if the notifications of the latest complete scan could not be delivered to the receiver (named as in "

@@ -717,6 +717,17 @@ def _cluster_webhooks(api_client: Any, warnings: list[str]) -> tuple[WebhookConf
     return webhooks_from(items if isinstance(items, list) else [])
 
 
+def _refuse_unshaped(docs: Sequence[Mapping[str, Any]], source: str) -> None:
+    """An object whose metadata or spec is not a mapping (``spec: x``) is refused (exit 2): the API server's
+    schema never stores one, and the importers would fail on it with an unexpected error (exit 3)."""
+    for d in docs:
+        for key in ("metadata", "spec"):
+            if d.get(key) is not None and not isinstance(d.get(key), Mapping):
+                name = d.get("metadata", {}).get("name") if isinstance(d.get("metadata"), Mapping) else None
+                raise ConfigError(f"{d.get('kind')} {name or '?'}: {key} is a {type(d.get(key)).__name__}, "
+                                  "not a mapping", source=source)
+
+
 def _refuse_duplicates(rules: Sequence[CompiledRule]) -> None:
     """A rule's identity is (source, namespace, name). Two rules with the same identity (the same
     policy given twice, in two files or as two documents) are refused, never merged or shadowed."""
@@ -778,6 +789,8 @@ def merge(
                     raise ConfigError(f"cannot read: {exc.strerror}", source=where) from exc
                 ctx.raw.append(data)
                 docs = _docs(data, where)
+            if kind != "kritis":  # kritis' importer refuses a malformed resource per rule (scanner/policy/kritis.py)
+                _refuse_unshaped(docs, spec)
             if kind == "kritis":
                 from scanner.policy.kritis import kritis_rules
 

@@ -274,6 +274,17 @@ def test_hostile_kyverno_shapes_do_not_crash_the_admission_facts(tmp_path: Path)
     assert rule.admission.mode is AdmissionMode.AUDIT and rule.admission.mode_overrides == ()
 
 
+@pytest.mark.parametrize("change", [{"spec": "x"}, {"metadata": "x"}, {"spec": ["x"]}])
+def test_a_kyverno_or_cip_object_without_mapping_spec_or_metadata_is_refused_never_a_crash(
+        tmp_path: Path, change: dict[str, Any]) -> None:
+    # was AttributeError: 'str' object has no attribute 'get' (exit 3)
+    cip = {"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy", "metadata": {"name": "c"},
+           "spec": {"images": [{"glob": "r.io/**"}], "authorities": [{"static": {"action": "pass"}}]}}
+    for kind, doc in (("kyverno", kyverno_doc({})), ("clusterimagepolicy", cip)):
+        with pytest.raises(ConfigError, match="not a mapping"):
+            load(tmp_path, kind, doc | change)
+
+
 @pytest.mark.parametrize("block", [
     {"match": {"any": [{"resources": "Pod"}]}},
     {"match": {"any": [{"resources": {"kinds": ["Pod"], "namespaces": "legacy"}}]}},
