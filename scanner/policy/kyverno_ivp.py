@@ -539,6 +539,8 @@ def _parse_validation(expression: str) -> Requirement | Condition:
         atts = set(call.findall(body))
         if len(atts) != 1:
             raise ValueError("a payload condition must read extractPayload(image, attestations.x) of one attestation")
+        if len(call.findall(_code_only(body))) != len(call.findall(body)):
+            raise ValueError("extractPayload(...) is also written inside a string or a comment")
         code = _code_only(call.sub("__payload__", body))
         if code.count("(") != code.count(")") or code.count("[") != code.count("]"):
             raise ValueError("the condition's brackets do not balance")

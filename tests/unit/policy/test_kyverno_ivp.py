@@ -136,6 +136,8 @@ def test_the_documented_shapes_map_exactly(expr: str, want: Requirement | Condit
     "images.containers.map(image, true).all(e, e)",
     "images.containers.map(image, extractPayload(image, attestations.x).a == extractPayload(image, "
     "attestations.y).a).all(e, e)",
+    "images.containers.map(image, extractPayload(image, attestations.x).a == 'extractPayload(image, "
+    "attestations.x)').all(e, e)",
 ])
 def test_any_other_expression_is_refused(expr: str) -> None:
     with pytest.raises(ValueError):
