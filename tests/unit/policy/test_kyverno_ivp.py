@@ -401,3 +401,25 @@ def test_a_malformed_exception_is_refused_naming_the_field(where: tuple[Any, ...
     cur[where[-1]] = value
     with pytest.raises(ConfigError, match=re.escape(f"{path} is a {type(value).__name__}")):
         load(tmp_path, kyverno_policy(), ex)
+
+
+def test_an_ivp_created_after_the_pod_or_in_audit_mode_explains_the_running_image(tmp_path: Path) -> None:
+    """The imported IVP's admission facts drive the admission finding (scanner/policy/admission.py)."""
+    from scanner.models import AdmissionCause, Verdict
+    from scanner.policy.admission import explain
+
+    doc = ivp(SIG.format("attestors.k0", "> 0"))
+    doc["metadata"]["creationTimestamp"] = "2026-11-01T10:00:00Z"
+    (rule,) = load(tmp_path, doc).rules
+    assert rule.admission is not None
+    c = ContainerRef("team-a", "pod", "app", ContainerType.CONTAINER, "r.io/app:1", None, Workload("Pod", "pod"),
+                     pod_created_at=datetime(2026, 10, 1, tzinfo=UTC))
+    v = Verdict(RunningImage(parse_reference(f"r.io/app@{D1}"), (c,)), Status.UNSIGNED, ("no signature",),
+                rule.name, rule.source)
+    (out,) = explain([v], {(rule.source, rule.name): rule.admission})
+    assert out.admission is not None and out.admission.likely_cause is AdmissionCause.CREATED_BEFORE_POLICY
+    assert out.admission.policy == "ImageValidatingPolicy/ivp"
+    (rule,) = load(tmp_path, ivp(SIG.format("attestors.k0", "> 0"), actions=("Audit",))).rules
+    assert rule.admission is not None
+    (out,) = explain([v], {(rule.source, rule.name): rule.admission})
+    assert out.admission is not None and out.admission.likely_cause is AdmissionCause.AUDIT_MODE
