@@ -108,8 +108,9 @@ FIELDS: FieldTable = table(
         "spec.credentials.allowInsecureRegistry": reported(
             "insecure registries come from sigaudit's own configuration (its policy's insecureRegistries)"),
         "spec.validations[].expression": mapped("the documented shapes; any other expression refuses the import"),
-        "spec.validations[].message": mapped("shown with the verdict"),
-        "spec.validations[].messageExpression": reported("not evaluated: the plain message is shown"),
+        "spec.validations[].message": mapped("the admission response's text: the verdict's reasons say what failed"),
+        "spec.validations[].messageExpression": mapped("the admission response's text: the verdict's reasons say "
+                                                       "what failed"),
         "spec.validations[].reason": mapped("the admission response's reason"),
         "spec.attestations[].name": mapped(),
         "spec.attestations[].intoto.type": mapped("the predicate type of a verified in-toto attestation"),
