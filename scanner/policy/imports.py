@@ -12,6 +12,9 @@ Kubernetes API calls (for the chart's RBAC; see scanner/inventory/kube.py):
 - ``CustomObjectsApi.list_cluster_custom_object``  kyverno.io/v1 clusterpolicies,
   policy.sigstore.dev/v1beta1 clusterimagepolicies, policy.sigstore.dev/v1alpha1 trustroots: list
 - ``CustomObjectsApi.list_custom_object_for_all_namespaces``  kyverno.io/v1 policies: list
+- ``CustomObjectsApi.list_cluster_custom_object``  policies.kyverno.io/v1 imagevalidatingpolicies: list
+- ``CustomObjectsApi.list_custom_object_for_all_namespaces``  kyverno.io/v2 policyexceptions,
+  policies.kyverno.io/v1 policyexceptions: list
 - ``CustomObjectsApi.list_cluster_custom_object``  notation.nirmata.io/v1alpha1 trustpolicies, truststores: list
 - ``CoreV1Api.read_namespaced_secret``  secrets named by key.secretRef / keys.secret: get
 - ``AdmissionregistrationV1Api.list_validating_webhook_configuration``  the admission controllers' webhooks
@@ -156,19 +159,56 @@ def _notation_from_certs(ctx: ImportContext, pem: str, rule: str, *, tsa: str = 
 
 
 def kyverno_rules(ctx: ImportContext, docs: Iterable[Mapping[str, Any]]) -> list[CompiledRule]:
+    """ClusterPolicy/Policy ``verifyImages`` rules and ImageValidatingPolicies, with the waivers their
+    PolicyExceptions grant."""
     from scanner.policy.kyverno import kyverno_rules as rules
+    from scanner.policy.kyverno_ivp import apply_exceptions, ivp_rules
 
-    return rules(ctx, docs)
+    docs = list(docs)
+    return apply_exceptions(ctx, docs, [*rules(ctx, docs), *ivp_rules(ctx, docs)])
 
 
 # ----------------------------------------------------------------------------------------------
 # sigstore policy-controller ClusterImagePolicy
 
 
+_CIP_SUFFIX = re.compile(r"(?::[\w][\w.-]*)?(?:@sha256:[0-9a-f]{64})?")
+
+
+def _glob_nfa(tokens: Sequence[tuple[str, str]], text: str) -> bool:
+    """Whether the glob tokens (``**`` any run, ``*`` a run without ``/``, ``?`` one character but ``/``,
+    ``=`` a literal character) match the whole text, by simulating the automaton: O(len(text) x
+    len(tokens)). A backtracking regular expression took 30 s per image name for ``**a**a**a**a**ab``."""
+    def closure(states: set[int]) -> set[int]:
+        stack = list(states)
+        while stack:
+            j = stack.pop()
+            if j < len(tokens) and tokens[j][0] in ("*", "**") and j + 1 not in states:
+                states.add(j + 1)
+                stack.append(j + 1)
+        return states
+
+    states = closure({0})
+    for ch in text:
+        nxt: set[int] = set()
+        for j in states:
+            if j >= len(tokens):
+                continue
+            kind, lit = tokens[j]
+            if kind == "**" or (kind == "*" and ch != "/"):
+                nxt.add(j)
+            elif (kind == "?" and ch != "/") or (kind == "=" and ch == lit):
+                nxt.add(j + 1)
+        if not nxt:
+            return False
+        states = closure(nxt)
+    return len(tokens) in states
+
+
 def cip_glob_matcher(globs: Sequence[str]) -> Callable[[ImageReference], bool]:
     """policy-controller's glob: ``*`` stays within one path segment, ``**`` crosses them; a glob without
     a registry means Docker Hub (``index.docker.io``); it matches the repository, with or without tag."""
-    patterns = []
+    patterns: list[list[tuple[str, str]]] = []
     for g in globs:
         g = g.strip()
         if g.startswith("index.docker.io/"):
@@ -177,26 +217,29 @@ def cip_glob_matcher(globs: Sequence[str]) -> Callable[[ImageReference], bool]:
         has_registry = "/" in g and ("." in first or ":" in first or first == "localhost")
         if not has_registry and not g.startswith("*"):
             g = ("docker.io/library/" if "/" not in g else "docker.io/") + g
-        rx = ""
+        tokens: list[tuple[str, str]] = []
         i = 0
         while i < len(g):
             if g.startswith("**", i):
-                rx += ".*"
+                tokens.append(("**", ""))
                 i += 2
-            elif g[i] == "*":
-                rx += "[^/]*"
-                i += 1
-            elif g[i] == "?":
-                rx += "[^/]"
+            elif g[i] in "*?":
+                tokens.append((g[i], ""))
                 i += 1
             else:
-                rx += re.escape(g[i])
+                tokens.append(("=", g[i]))
                 i += 1
-        patterns.append(re.compile(rf"^{rx}(?::[\w][\w.-]*)?(?:@sha256:[0-9a-f]{{64}})?$"))
+        patterns.append(tokens)
 
     def match(ref: ImageReference) -> bool:
         cands = [ref.repo, f"{ref.repo}:{ref.tag}" if ref.tag else ref.repo]
-        return any(p.match(c) for p in patterns for c in cands)
+        for c in cands:
+            # The glob, then an optional ":tag" and "@sha256:..." (policy-controller matches either).
+            cuts = [len(c), *(k for k, ch in enumerate(c) if ch in ":@")]
+            for k in cuts:
+                if _CIP_SUFFIX.fullmatch(c[k:]) and any(_glob_nfa(t, c[:k]) for t in patterns):
+                    return True
+        return False
 
     return match
 
@@ -586,6 +629,24 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
                     "kyverno.io", "v1", "policies", _preload_content=False
                 ),
             ),
+            (
+                "policies.kyverno.io/v1 imagevalidatingpolicies",
+                lambda: api.list_cluster_custom_object(
+                    "policies.kyverno.io", "v1", "imagevalidatingpolicies", _preload_content=False
+                ),
+            ),
+            (
+                "kyverno.io/v2 policyexceptions",
+                lambda: api.list_custom_object_for_all_namespaces(
+                    "kyverno.io", "v2", "policyexceptions", _preload_content=False
+                ),
+            ),
+            (
+                "policies.kyverno.io/v1 policyexceptions",
+                lambda: api.list_custom_object_for_all_namespaces(
+                    "policies.kyverno.io", "v1", "policyexceptions", _preload_content=False
+                ),
+            ),
         ]
     else:
         calls = [
@@ -623,6 +684,8 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
                     "trustroots": "TrustRoot",
                     "trustpolicies": "TrustPolicy",
                     "truststores": "TrustStore",
+                    "imagevalidatingpolicies": "ImageValidatingPolicy",
+                    "policyexceptions": "PolicyException",
                 }[what.split()[1]],
             )
         out += items

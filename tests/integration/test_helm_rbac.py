@@ -41,12 +41,12 @@ def _load_deriver() -> Any:
 rbac = _load_deriver()
 Permission = rbac.Permission
 
-# Which switch of the chart stands behind the permissions of each API group the importers read.
+# Which switch of the chart stands behind the permissions of the API groups the importers read.
 IMPORT_GROUPS = {
-    "policyImport.kyverno": "kyverno.io",
-    "policyImport.clusterImagePolicy": "policy.sigstore.dev",
-    "policyImport.notation": "notation.nirmata.io",
-    "policyImport.kritis": "kritis.grafeas.io",
+    "policyImport.kyverno": ("kyverno.io", "policies.kyverno.io"),  # policies.kyverno.io: ImageValidatingPolicy
+    "policyImport.clusterImagePolicy": ("policy.sigstore.dev",),
+    "policyImport.notation": ("notation.nirmata.io",),
+    "policyImport.kritis": ("kritis.grafeas.io",),
 }
 ALL_ON = {
     "policyImport": {"kyverno": True, "clusterImagePolicy": True, "notation": True, "kritis": True},
@@ -102,7 +102,7 @@ def derived() -> Any:
 def _split(perms: set[Any]) -> tuple[set[Any], set[Any], dict[str, set[Any]]]:
     """(inventory, secrets, {switch: perms of its API group})."""
     webhooks = {p for p in perms if p.group == WEBHOOK_GROUP}
-    imports = {switch: {p for p in perms if p.group == group} | webhooks for switch, group in IMPORT_GROUPS.items()}
+    imports = {switch: {p for p in perms if p.group in groups} | webhooks for switch, groups in IMPORT_GROUPS.items()}
     imported = set().union(*imports.values())
     secrets = {p for p in perms if p.group == "" and p.resource == "secrets"}
     auth = {p for p in perms if p.group in AUTH_GROUPS}
@@ -190,7 +190,8 @@ def test_all_switches_on_grant_no_more_than_the_code_calls(derived: Any, fmt: st
     other = {g for f, g in REPORT_GROUPS.items() if f != fmt}
     code = {p for p in derived.permissions if p.group not in other}
     _, _, imports = _split(code)
-    pending = {g for s, g in IMPORT_GROUPS.items() if not {p for p in imports[s] if p.group != WEBHOOK_GROUP}}
+    pending = {g for s, gs in IMPORT_GROUPS.items() for g in gs
+               if not {p for p in imports[s] if p.group != WEBHOOK_GROUP}}
     chart = {p for p in granted(render(_reports(ALL_ON, fmt))) if p.group not in pending}
     assert chart == code, {
         "granted, never called": sorted(map(str, chart - code)),
@@ -206,7 +207,8 @@ def test_namespaced_scope_grants_cluster_wide_only_what_the_code_lists_cluster_w
     namespaced = granted(objs, ("Role",))
     cluster = granted(objs, ("ClusterRole",))
     _, _, imports = _split(set(derived.permissions))
-    pending = {g for s, g in IMPORT_GROUPS.items() if not {p for p in imports[s] if p.group != WEBHOOK_GROUP}}
+    pending = {g for s, gs in IMPORT_GROUPS.items() for g in gs
+               if not {p for p in imports[s] if p.group != WEBHOOK_GROUP}}
     other = {g for f, g in REPORT_GROUPS.items() if f != fmt}
     code = {p for p in derived.permissions if p.group not in other}
     wide = {p for p in code if rbac.needs_cluster_wide(derived, p)}
