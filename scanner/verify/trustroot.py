@@ -35,6 +35,7 @@ from sigstore.models import TrustedRoot
 from sigstore_models.trustroot import v1 as trustroot_v1
 
 from scanner.errors import ConfigError
+from scanner.verify import sources
 
 _log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def load_trusted_root_file(path: str | Path, *, base_dir: Path | None = None) ->
     if base_dir is not None and not p.is_absolute():
         p = base_dir / p
     try:
-        raw = p.read_bytes()
+        raw = sources.read_bytes(p)
     except OSError as exc:
         raise ConfigError(f"cannot read trusted root: {exc}", source=str(p)) from exc
     return trust_from_json(raw, source=str(p))
@@ -84,7 +85,7 @@ def read_pem_arg(text_or_path: str, base_dir: Path | None, what: str) -> bytes:
     if base_dir is not None and not p.is_absolute():
         p = base_dir / p
     try:
-        return p.read_bytes()
+        return sources.read_bytes(p)
     except OSError as exc:
         raise ConfigError(f"cannot read {what}: {exc}", source=str(p)) from exc
 
