@@ -281,6 +281,24 @@ class CacheState:
     repo_digests: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
+class EvidenceSink(Protocol):
+    """Keeps what each image was judged on, for the evidence pack (``scanner.evidence.capture.Capture``)."""
+
+    def started(self, now: datetime) -> None: ...
+
+    def prepare(self, refs: Iterable[tuple[str, str]]) -> None:
+        """(digest, material fingerprint) of the cache hits to come: whose material is at hand."""
+        ...
+
+    def reader(self, image: RunningImage, client: RegistryReader) -> RegistryReader:
+        """The reader one image's verification uses (its own: it records that image's answers)."""
+        ...
+
+    def has_material(self, digest: str, fingerprint: str) -> bool: ...
+
+    def judge(self, image: RunningImage, reader: RegistryReader, fingerprint: str | None, cached: bool) -> None: ...
+
+
 LIST_TAGS_FROM = 3  # running digests in one repository before its tag list is worth a request
 
 
@@ -313,6 +331,7 @@ def verify_image(
     now: datetime,
     stats: ScanStats,
     cache: CacheState | None = None,
+    evidence: EvidenceSink | None = None,
 ) -> list[Verdict]:
     verifiers: dict[int, Verifier] = {}
     for g in groups:
@@ -325,6 +344,11 @@ def verify_image(
         wants = wants | v.wants
     keys = {vid: _cache_key(image, v) for vid, v in verifiers.items()} if cache is not None else {}
     cached = _from_cache(image, keys, client, policy, now, wants, cache)
+    fingerprint = None
+    if cached is not None and cache is not None:
+        fingerprint = next(iter({cache.hits[k].material_fingerprint for k in keys.values() if k is not None}))
+        if evidence is not None and not evidence.has_material(image.digest, fingerprint):
+            cached = None  # the evidence pack needs the material a hit was judged on: verify afresh
     if cached is not None:
         results = cached
     elif verifiers:
@@ -347,6 +371,7 @@ def verify_image(
             )
             material = merge_material(material, extra)
             results = {vid: _run_verifier(v, image, material, now) for vid, v in verifiers.items()}
+        fingerprint = material_fingerprint(material)
         if (
             cache is not None
             and not material.errors
@@ -354,13 +379,14 @@ def verify_image(
         ):
             from scanner.store import CachedVerification
 
-            fp = material_fingerprint(material)
             with cache.lock:
                 cache.new += [
-                    CachedVerification(*key, fp, results[vid], now)
+                    CachedVerification(*key, fingerprint, results[vid], now)
                     for vid in verifiers
                     if (key := keys[vid]) is not None
                 ]
+    if evidence is not None:
+        evidence.judge(image, client, fingerprint, cached is not None)
     with stats.lock:
         for found in results.values():
             for r in found:
@@ -481,6 +507,7 @@ def run_scan(
     stop: threading.Event | None = None,
     cache: VerificationCache | None = None,
     deadline: float | None = None,
+    evidence: EvidenceSink | None = None,
 ) -> ScanResult:
     """``deadline``: a ``time.monotonic()`` value; registry requests stop there, and every image not
     judged by then gets an ``error`` verdict ("scan deadline reached") in a partial scan."""
@@ -491,6 +518,8 @@ def run_scan(
         progress("inventory", inv.containers, inv.containers)
     running, unknown = resolve(inv, client, workers=workers, deadline=deadline)
     now = clock()
+    if evidence is not None:
+        evidence.started(now)
     stats = ScanStats()
     verdicts: list[Verdict] = []
     work = [(img, _groups(policy, img)) for img in running]
@@ -507,11 +536,14 @@ def run_scan(
             hits=cache.cache_get_many(keys) if keys else {},
             repo_digests=Counter((img.reference.registry, img.reference.repository) for img in running),
         )
+        if evidence is not None:
+            evidence.prepare((e.digest, e.material_fingerprint) for e in cache_state.hits.values())
 
     def _verify(img: RunningImage, groups: list[_Group]) -> list[Verdict]:
         with within(deadline, SCAN_DEADLINE):
-            return _with_credential_source(verify_image(img, groups, client, policy, now, stats, cache_state),
-                                           img, client)
+            reader = evidence.reader(img, client) if evidence is not None else client
+            return _with_credential_source(
+                verify_image(img, groups, reader, policy, now, stats, cache_state, evidence), img, client)
 
     done = 0
     pool = ThreadPoolExecutor(max_workers=max(1, workers))

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from scanner.policy.loader import Policy
     from scanner.registry.auth import CredentialStore
     from scanner.store import Store
+    from scanner.verify.sources import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class ScanInputs:
     credentials: CredentialStore
     deadline_at: float | None  # a time.monotonic() value
     notify: NotifyConfig | None = None
+    trust: Snapshot | None = None  # the trust material the policy was built from, as read (evidence packs)
 
 
 def load_inputs(options: ScanOptions) -> ScanInputs:
@@ -104,8 +106,12 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
         from scanner.inventory.pods import check_pods_file
 
         check_pods_file(options.pods_file)
-    policy = load_policies(options.policy_path, options.policy_from, kubeconfig=options.kubeconfig,
-                           context=options.context)
+    from scanner.verify import sources as trust_sources
+
+    recording = trust_sources.Recording()  # what the policy was built from, for the evidence pack
+    with trust_sources.reading_from(recording):
+        policy = load_policies(options.policy_path, options.policy_from, kubeconfig=options.kubeconfig,
+                               context=options.context)
     credentials = CredentialStore.from_docker_config(
         options.docker_config, RegistryAuthConfig.parse(options.registry_auth)
     )
@@ -114,7 +120,7 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
         from scanner.notify.config import load as load_notify
 
         notify = load_notify(options.notify_path)
-    return ScanInputs(policy, credentials, deadline_at, notify)
+    return ScanInputs(policy, credentials, deadline_at, notify, recording.snapshot)
 
 
 def begin(options: ScanOptions, store: Store, inputs: ScanInputs, clock: Clock = system_clock) -> int:
@@ -168,7 +174,9 @@ def run_begun(
                 per_registry_concurrency=options.registry_concurrency,
                 manifest_budget=options.registry_budget,
             )
-            result = _scan(options, store, inputs, client, clock=clock, stop=stop, progress=progress)
+            capture = _capture(store, scan_id)
+            result = _scan(options, store, inputs, client, clock=clock, stop=stop, progress=progress,
+                           capture=capture)
             if stop is not None and stop.is_set():
                 raise InterruptedError("interrupted: a stop was requested")
             if store is not None and scan_id is not None:
@@ -176,6 +184,7 @@ def run_begun(
 
                 store.finish_scan(scan_id, result, policy_summary(inputs.policy))
                 result = replace(result, scan_id=scan_id)
+                _keep_evidence(options, store, scan_id, inputs, capture)
                 result = _notify(inputs, store, result, scan_id, clock)
         if store is not None and scan_id is not None:
             apply_retention(options, store, clock)
@@ -209,6 +218,30 @@ def run_once(
     scan_id = begin(options, store, inputs, clock) if store is not None else None
     return run_begun(options, store, scan_id, inputs, clock=clock, stop=stop, progress=progress,
                      heartbeat_interval=heartbeat_interval)
+
+
+def _capture(store: Store | None, scan_id: int | None) -> Any:
+    """With a store, every scan keeps the material its verdicts used (``sigaudit evidence`` builds a
+    pack from it later, for any scan still in retention)."""
+    if store is None or scan_id is None:
+        return None
+    from scanner.evidence.capture import Capture
+
+    return Capture(known=lambda names: set(store.evidence_refs(names)))
+
+
+def _keep_evidence(options: ScanOptions, store: Store, scan_id: int, inputs: ScanInputs, capture: Any) -> None:
+    """The scan's evidence material into the store; a failure is logged, never the scan's (the verdicts
+    are stored already; ``sigaudit evidence`` then says this scan has no evidence)."""
+    if capture is None or inputs.trust is None:
+        return
+    from scanner.evidence.capture import keep
+
+    try:
+        keep(store, scan_id, capture, policy_path=options.policy_path, policy_from=options.policy_from,
+             policy_digest=inputs.policy.digest, trust=inputs.trust)
+    except StoreError as exc:
+        log.warning("the evidence material of scan %d was not kept: %s", scan_id, exc.diagnostics())
 
 
 def _notify(inputs: ScanInputs, store: Store, result: ScanResult, scan_id: int, clock: Clock) -> ScanResult:
@@ -296,6 +329,7 @@ def _scan(
     clock: Clock,
     stop: threading.Event | None,
     progress: Progress | None,
+    capture: Any = None,
 ) -> ScanResult:
     from scanner.pipeline import run_scan
 
@@ -335,6 +369,7 @@ def _scan(
         stop=stop,
         cache=store if (store is not None and options.cache) else None,
         deadline=inputs.deadline_at,
+        evidence=capture,
     )
     if owners is not None and owners.problems:
         result = replace(result, errors=(*result.errors, *owners.problems), state=ScanState.PARTIAL)

@@ -1,0 +1,1 @@
+"""Evidence packs an auditor re-verifies offline (issue #23)."""
