@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from scanner.errors import ConfigError, ParseError
 
@@ -105,7 +106,16 @@ def verify_raw(key: PublicKey, signature: bytes, data: bytes) -> bool:
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             assert algo is not None
-            key.verify(signature, data, ec.ECDSA(algo))
+            try:
+                key.verify(signature, data, ec.ECDSA(algo))
+            except (InvalidSignature, ValueError):
+                # DSSE does not fix the ECDSA encoding: sigaudit, cosign and slsa-verifier use ASN.1 DER,
+                # the spec's own example raw r||s (IEEE P1363). Both name the same (r, s).
+                size = (key.curve.key_size + 7) // 8
+                if len(signature) != 2 * size:
+                    raise
+                r, s = int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+                key.verify(encode_dss_signature(r, s), data, ec.ECDSA(algo))
         elif isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, data)
         else:
@@ -321,14 +331,20 @@ def parse_envelope(envelope: Mapping[str, Any] | bytes) -> tuple[str, bytes, lis
     return payload_type, payload, raw
 
 
-def verify_envelope(envelope: Mapping[str, Any] | bytes, public_key_pem: bytes) -> tuple[str, bytes]:
+def verify_envelope(envelope: Mapping[str, Any] | bytes, public_key_pem: bytes, *,
+                    payload_type: str | None = None) -> tuple[str, bytes]:
     """(payloadType, payload) when one of the envelope's signatures is ``public_key_pem``'s over the PAE;
-    EvidenceError otherwise. The ``keyid`` hints are not trusted (they pick nothing)."""
+    EvidenceError otherwise. The ``keyid`` hints are not trusted (they pick nothing). With
+    ``payload_type``, an envelope of another type is refused too (protocol.md: the verifier rejects a
+    payload type it does not support)."""
     try:
         key = load_public_key(public_key_pem)
     except ConfigError as exc:
         raise EvidenceError(f"verification key: {exc}") from exc
-    payload_type, payload, sigs = parse_envelope(envelope)
+    found_type, payload, sigs = parse_envelope(envelope)
+    if payload_type is not None and found_type != payload_type:
+        raise EvidenceError(f"DSSE payloadType is {found_type!r}, not {payload_type!r}")
+    payload_type = found_type
     message = pae(payload_type, payload)
     if not any(verify_raw(key, sig, message) for sig in sigs):
         raise EvidenceError("no DSSE signature verifies with the given key")

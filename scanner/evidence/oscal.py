@@ -31,7 +31,7 @@ from scanner.models import RunningImage, Status, Verdict
 if TYPE_CHECKING:  # the type only: this module does no store I/O
     from scanner.store.queries import ScanSummary
 
-OSCAL_VERSION = "1.1.2"
+OSCAL_VERSION = "1.1.3"
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/sigaudit/sigaudit/oscal")
 PROP_NS = "https://github.com/sigaudit/sigaudit/ns/oscal"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
