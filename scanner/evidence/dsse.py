@@ -4,7 +4,7 @@ the signature of the evidence pack's manifest and of every SLSA VSA.
 Signatures (pure: bytes and values in, values out; the only I/O is a KMS signer's own call)::
 
     class Signer(Protocol):
-        keyid: str                                     # hex sha256 of the public key's SPKI DER
+        keyid: str                                     # OpenSSH SHA-256 fingerprint (keyid_of)
         def sign(self, data: bytes) -> bytes: ...      # raw signature over data (DER for ECDSA)
         def public_key_pem(self) -> bytes: ...
     def signer_from(ref: str, base_dir: Path = Path(".")) -> Signer
@@ -82,10 +82,14 @@ def _hash_for(key: PublicKey | PrivateKey) -> hashes.HashAlgorithm | None:
 
 
 def keyid_of(public_key_pem: bytes) -> str:
-    """The key id sigaudit writes: hex sha256 of the SubjectPublicKeyInfo DER (as the verdicts' signer ids)."""
+    """The DSSE ``keyid`` sigaudit writes: the key's OpenSSH SHA-256 fingerprint (``SHA256:<base64>``, as
+    ``ssh-keygen -l`` prints it). It is the id go-securesystemslib's DSSE verifier computes for a key it
+    was given without one — so ``slsa-verifier verify-vsa --public-key-path`` and cosign accept the
+    envelope without being told an id: a signature whose keyid differs from that is skipped by them."""
     key = load_public_key(public_key_pem)
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    blob = base64.b64decode(line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
 
 
 def load_public_key(public_key_pem: bytes) -> PublicKey:

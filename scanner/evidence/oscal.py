@@ -68,7 +68,7 @@ def _image_dir(path: str) -> str | None:
         d = parts[1]
         for prefix in ("sha256:", "sha256-", "sha256_"):
             d = d.removeprefix(prefix)
-        return d if _HEX.match(d) else None
+        return d if _HEX.fullmatch(d) else None
     return None
 
 
@@ -81,7 +81,7 @@ def assessment_results(scan: ScanSummary, verdicts: Sequence[Verdict], evidence:
         return str(uuid.uuid5(NAMESPACE, "\x00".join((scope, *key))))
 
     for path, sha in evidence.items():
-        if not _HEX.match(sha):
+        if not _HEX.fullmatch(sha):
             raise ValueError(f"evidence {path!r}: sha256 must be 64 lowercase hex")
 
     # Back-matter: one resource per pack file.

@@ -32,6 +32,10 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"
 WORKLOADS_FIELD = "https://github.com/sigaudit/sigaudit/vsa/workloads/v1"
 STATUS_FIELD = "https://github.com/sigaudit/sigaudit/vsa/verdict/v1"
 
+# The spec's value for "no claim about the build track" (SlsaResult: SLSA_<TRACK>_LEVEL_UNEVALUATED).
+# Not written: slsa-verifier v2.7.1 refuses every VSA that carries it ("invalid SLSA level": it parses
+# the level as a number), so sigaudit leaves the build track out, which claims nothing either.
+# tests/integration/test_evidence_formats.py keeps a canary on that behaviour.
 UNEVALUATED = "SLSA_BUILD_LEVEL_UNEVALUATED"
 SIGNATURE_VERIFIED = "SIGAUDIT_SIGNATURE_VERIFIED"
 EXEMPTED = "SIGAUDIT_EXEMPT"
@@ -59,19 +63,19 @@ class VsaInput:
 
 
 def levels_for(status: str) -> tuple[str, ...]:
-    """The ``verifiedLevels`` for a verdict status: the build track is not evaluated by sigaudit; its own
-    level ``SIGAUDIT_SIGNATURE_VERIFIED`` only for ``verified`` (an exemption is not a verified signature:
-    ``SIGAUDIT_EXEMPT``)."""
+    """The ``verifiedLevels`` for a verdict status: sigaudit's own ``SIGAUDIT_SIGNATURE_VERIFIED`` only for
+    ``verified``; ``SIGAUDIT_EXEMPT`` for an exemption (not a verified signature); nothing otherwise.
+    No SLSA track level: sigaudit does not evaluate the build track (see ``UNEVALUATED``)."""
     status = str(status)
     if status == "verified":
-        return (UNEVALUATED, SIGNATURE_VERIFIED)
+        return (SIGNATURE_VERIFIED,)
     if status == "exempt":
-        return (UNEVALUATED, EXEMPTED)
-    return (UNEVALUATED,)
+        return (EXEMPTED,)
+    return ()
 
 
 def _digest_set(value: Mapping[str, str], what: str) -> dict[str, str]:
-    if not isinstance(value, Mapping) or set(value) != {"sha256"} or not _HEX.match(str(value["sha256"])):
+    if not isinstance(value, Mapping) or set(value) != {"sha256"} or not _HEX.fullmatch(str(value["sha256"])):
         raise ValueError(f"{what} must be {{'sha256': <64 lowercase hex>}}")
     return {"sha256": str(value["sha256"])}
 
@@ -86,25 +90,28 @@ def _check_levels(v: VsaInput) -> list[str]:
     levels = list(v.verified_levels)
     tracks: set[str] = set()
     for level in levels:
-        m = _SLSA_LEVEL.match(level)
+        m = _SLSA_LEVEL.fullmatch(level)
         if m:
             if m.group(1) in tracks:
                 raise ValueError(f"two levels of the SLSA {m.group(1)} track")
             tracks.add(m.group(1))
-        elif level.startswith("SLSA_") or not _CUSTOM_LEVEL.match(level) or level == "FAILED":
+        elif level.startswith("SLSA_") or not _CUSTOM_LEVEL.fullmatch(level) or level == "FAILED":
             raise ValueError(f"verified level {level!r}: custom levels never start with SLSA_")
     if len(set(levels)) != len(levels):
         raise ValueError("a verified level is listed twice")
-    if SIGNATURE_VERIFIED in levels and str(v.status) != "verified":
-        raise ValueError(f"{SIGNATURE_VERIFIED} claimed for a {v.status or 'status-less'} verdict")
-    if EXEMPTED in levels and str(v.status) != "exempt":
-        raise ValueError(f"{EXEMPTED} claimed for a {v.status or 'status-less'} verdict")
+    # The one rule that keeps a VSA from claiming more than the verdict: every level is one that
+    # levels_for() gives this status (a subset: leaving one out never overstates).
+    allowed = levels_for(str(v.status))
+    extra = [level for level in levels if level not in allowed]
+    if extra:
+        raise ValueError(f"verified levels {extra} are not what a {v.status or 'status-less'} verdict shows "
+                         f"(at most {list(allowed)})")
     return levels
 
 
 def vsa_statement(v: VsaInput) -> dict[str, Any]:
     """The in-toto Statement v1 of one image's VSA (see the module docstring for what is refused)."""
-    m = _DIGEST.match(v.digest)
+    m = _DIGEST.fullmatch(v.digest)
     if not m:
         raise ValueError(f"digest {v.digest!r} is not sha256:<64 lowercase hex>")
     repo = v.repository
