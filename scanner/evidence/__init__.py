@@ -1,1 +1,1 @@
-"""Evidence packs an auditor re-verifies offline (issue #23)."""
+"""The evidence pack: a self-contained, signed record of a scan that a third party re-verifies offline."""
