@@ -158,10 +158,15 @@ def recompute(files: Mapping[str, bytes], key_pem: bytes, out: Outcome) -> None:
     from scanner.verify import sources as trust_sources
 
     replay = _json(files, "policy/replay.json")
-    verified_at = datetime.fromisoformat(str(replay["verified_at"]))
-    entries = _json(files, "trust/sources.json").get("entries", [])
-    blobs = {str(e["sha256"]): files.get(str(e.get("file")), b"") for e in entries if "sha256" in e}
-    sources = trust_sources.Replay(entries, blobs)
+    try:
+        verified_at = datetime.fromisoformat(str(replay["verified_at"]))
+        if verified_at.tzinfo is None:
+            raise ValueError("a time without a zone")
+        entries = list(_json(files, "trust/sources.json")["entries"])
+        blobs = {str(e["sha256"]): files.get(str(e.get("file")), b"") for e in entries if "sha256" in e}
+        sources = trust_sources.Replay(entries, blobs)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PackError(f"policy/replay.json or trust/sources.json: malformed: {type(exc).__name__}: {exc}") from None
     with trust_sources.reading_from(sources):
         try:
             policy = load_policies(replay.get("path"), tuple(replay.get("from") or ()))
@@ -173,9 +178,43 @@ def recompute(files: Mapping[str, bytes], key_pem: bytes, out: Outcome) -> None:
             out.problems.append(f"trust/: the snapshot gives policy digest {policy.digest}, the scan recorded "
                                 f"{replay.get('digest')}")
             return
-        for record_name in sorted(n for n in files if n.startswith("images/") and n.endswith("/record.json")):
-            _recompute_image(files, record_name, policy, verified_at, key_pem, out,
-                             verify_image=verify_image, groups=_groups, stats=ScanStats())
+        records = sorted(n for n in files if n.startswith("images/") and n.endswith("/record.json"))
+        for record_name in records:
+            try:
+                _recompute_image(files, record_name, policy, verified_at, key_pem, out,
+                                 verify_image=verify_image, groups=_groups, stats=ScanStats())
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed record is a finding
+                out.problems.append(f"{record_name}: malformed: {type(exc).__name__}: {str(exc)[:200]}")
+    _cross_check(files, records, out)
+
+
+def _cross_check(files: Mapping[str, bytes], records: list[str], out: Outcome) -> None:
+    """The scan's own document lists the same running digests and verdicts as the records (a pack
+    cannot hide a failing image by leaving its record out), and no image without a running digest is
+    compliant."""
+    doc = _json(files, "reports/scan.json")
+    try:
+        in_doc: dict[str, Counter[tuple[str, str]]] = {}
+        for i in doc["images"]:
+            if i.get("digest") is None:
+                if i.get("compliant"):
+                    out.problems.append(f"reports/scan.json: {str(i.get('image'))[:200]} is compliant without a "
+                                        "running digest")
+                continue
+            in_doc.setdefault(str(i["digest"]), Counter())[(str(i.get("rule") or ""), str(i["status"]))] += 1
+        in_records: dict[str, Counter[tuple[str, str]]] = {}
+        for name in records:
+            rec = _json(files, name)
+            in_records[str(rec["digest"])] = Counter((str(v.get("rule") or ""), str(v["status"]))
+                                                     for v in rec["verdicts"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        out.problems.append(f"reports/scan.json: malformed: {type(exc).__name__}: {str(exc)[:200]}")
+        return
+    for digest in sorted(set(in_doc) | set(in_records)):
+        if in_doc.get(digest) != in_records.get(digest):
+            out.problems.append(f"images/{digest.replace(':', '-')}/record.json: its verdicts differ from "
+                                f"reports/scan.json's for {digest}" if digest in in_records else
+                                f"reports/scan.json: {digest} has no record under images/")
 
 
 def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, now: datetime, key_pem: bytes,

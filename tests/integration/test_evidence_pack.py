@@ -84,8 +84,13 @@ def packs(registry, tmp_path_factory):
 
 
 def test_cold_and_warm_packs_reverify_offline(packs) -> None:
-    est, d, _db, _key_, pub, docs = packs
+    est, d, _db, _, pub, docs = packs
     assert docs["warm"]["scan"]["id"] != docs["cold"]["scan"]["id"]
+    from scanner.store import open_store
+
+    with open_store(_db) as store:  # the warm scan was served by the cache (it fetched no signature)
+        assert store.load_scan(docs["warm"]["scan"]["id"]).stats["cache_reused"] >= 5
+        assert store.load_scan(docs["cold"]["scan"]["id"]).stats["cache_reused"] == 0
     for run in ("cold", "warm"):
         r = sigaudit("verify-evidence", str(d / f"{run}.tar.gz"), "--key", str(pub), "-o", "json", netns=True)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -205,3 +210,13 @@ def test_evidence_needs_a_store_and_a_key(packs, tmp_path: Path) -> None:
     r = sigaudit("evidence", "--db", f"sqlite:///{tmp_path / 'empty.db'}", "--sign-key", "k", "--out", "x")
     assert r.returncode in (2, 3) and "Traceback" not in r.stderr
 
+
+
+def test_a_signed_pack_that_leaves_out_a_failing_image_is_caught(packs, tmp_path: Path) -> None:
+    est, d, _db, key, pub, _ = packs
+    files = read_files(d / "cold.tar.gz")
+    gone = f"images/{est.digests['wrong-key'].replace(':', '-')}/"
+    files = {p: b for p, b in files.items() if not p.startswith(gone)}
+    r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "t.tar.gz")), "--key", str(pub),
+                 netns=True)
+    assert r.returncode == 1 and est.digests["wrong-key"] in r.stdout and "no record" in r.stdout, r.stdout
