@@ -465,8 +465,10 @@ def verify_evidence(pack: str, key_path: str | None, insecure_use_pack_key: bool
     if output == "json":
         click.echo(json.dumps({"schema_version": 1, "ok": outcome.ok, "files": outcome.files,
                                "images": outcome.images, "verdicts": outcome.verdicts,
-                               "problems": outcome.problems}, indent=2))
+                               "problems": outcome.problems, "notes": outcome.notes}, indent=2))
     else:
+        for note in outcome.notes:
+            click.echo(f"NOTE {note}")
         for problem in outcome.problems:
             click.echo(f"FAIL {problem}")
         click.echo(f"{'OK' if outcome.ok else 'FAILED'}: {outcome.files} files, {outcome.images} images, "

@@ -64,7 +64,7 @@ def vsa_passed(statuses: Iterable[str]) -> bool:
     return bool(got) and all(s in {p.value for p in PASSING} for s in got)
 
 
-def _vsa_status(statuses: list[str]) -> str:
+def vsa_status(statuses: list[str]) -> str:
     """One status for the image's VSA: the worst of its verdicts (a VSA never claims more than each)."""
     for s in ("error", "invalid", "revoked", "expired", "unsigned", "no-policy"):
         if s in statuses:
@@ -158,7 +158,7 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
         for path in sorted(p for p in files if p.startswith(d + "/blobs/") or p.startswith(d + "/answers-")):
             inputs.append((path, {"sha256": sha256_hex(files[path])}))
         statuses = [v["status"] for v in verdicts] or ["error"]
-        status = _vsa_status(statuses)
+        status = vsa_status(statuses)
         first = by_digest[digest][0].image if by_digest.get(digest) else image_from_json(judged[digest][0]["image"])
         ref = first.reference
         if ref is None:  # a RunningImage always has one

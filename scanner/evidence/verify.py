@@ -31,7 +31,15 @@ from typing import Any
 from scanner.errors import ConfigError, SigauditError
 from scanner.evidence import dsse, vsa
 from scanner.evidence.capture import Material, ReplayReader, image_from_json, sha256_hex
-from scanner.evidence.pack import MANIFEST, MANIFEST_PAYLOAD_TYPE, MANIFEST_SIG, ROOT, verdict_record, vsa_passed
+from scanner.evidence.pack import (
+    MANIFEST,
+    MANIFEST_PAYLOAD_TYPE,
+    MANIFEST_SIG,
+    ROOT,
+    verdict_record,
+    vsa_passed,
+    vsa_status,
+)
 
 MAX_PACK_BYTES = 4 * 1024**3  # uncompressed, all members together
 MAX_MEMBER_BYTES = 256 * 1024**2
@@ -46,6 +54,7 @@ class PackError(SigauditError):
 @dataclass
 class Outcome:
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     images: int = 0
     verdicts: int = 0
     files: int = 0
@@ -245,6 +254,11 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
             return
         got.update(_key(verdict_record(v)) for v in verdicts)
     out.verdicts += sum(recorded.values())
+    if not record.get("judgements") and recorded and all(k[1] == "error" for k in recorded):
+        # The verification never finished (scan deadline, a crash): an error verdict, never compliant,
+        # with nothing to recompute — said, not a mismatch.
+        out.notes.append(f"{record_name}: error verdict of an unfinished verification, not recomputed")
+        got = recorded
     if got != recorded:
         for k in sorted((recorded - got).elements()):
             out.problems.append(f"{record_name}: recorded verdict not reproduced: rule {k[0]!r} {k[1]}: {k[2]}")
@@ -278,6 +292,10 @@ def _check_vsa(files: Mapping[str, bytes], d: str, digest: str, statuses: list[s
     want = "PASSED" if vsa_passed(statuses) else "FAILED"
     if result != want:
         out.problems.append(f"{name}: says {result}, the verdicts say {want}")
+    allowed = set(vsa.levels_for(vsa_status(statuses)))
+    levels = predicate.get("verifiedLevels") if isinstance(predicate, dict) else None
+    if not isinstance(levels, list) or not set(map(str, levels)) <= allowed:
+        out.problems.append(f"{name}: verifiedLevels {levels!r} claim more than the verdicts show ({sorted(allowed)})")
 
 
 def verify_pack(path: Path, key_pem: bytes) -> Outcome:

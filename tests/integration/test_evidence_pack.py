@@ -220,3 +220,20 @@ def test_a_signed_pack_that_leaves_out_a_failing_image_is_caught(packs, tmp_path
     r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "t.tar.gz")), "--key", str(pub),
                  netns=True)
     assert r.returncode == 1 and est.digests["wrong-key"] in r.stdout and "no record" in r.stdout, r.stdout
+
+
+def test_a_signed_vsa_that_overstates_is_caught(packs, tmp_path: Path) -> None:
+    import base64
+
+    from scanner.evidence import vsa
+
+    est, d, _db, key, pub, _ = packs
+    files = read_files(d / "cold.tar.gz")
+    name = f"images/{est.digests['wrong-key'].replace(':', '-')}/vsa.intoto.json"
+    statement = json.loads(base64.b64decode(json.loads(files[name])["payload"]))
+    assert statement["predicate"]["verificationResult"] == "FAILED"
+    statement["predicate"]["verifiedLevels"] = [vsa.SIGNATURE_VERIFIED]
+    files[name] = json.dumps(dsse.sign_envelope(vsa.PAYLOAD_TYPE, json.dumps(statement).encode(),
+                                                dsse.signer_from(str(key)))).encode()
+    r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "t.tar.gz")), "--key", str(pub))
+    assert r.returncode == 1 and name in r.stdout and "claim more" in r.stdout, r.stdout
