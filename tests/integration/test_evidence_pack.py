@@ -237,3 +237,90 @@ def test_a_signed_vsa_that_overstates_is_caught(packs, tmp_path: Path) -> None:
                                                 dsse.signer_from(str(key)))).encode()
     r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "t.tar.gz")), "--key", str(pub))
     assert r.returncode == 1 and name in r.stdout and "claim more" in r.stdout, r.stdout
+
+
+# -- keyless: a private Sigstore instance (tests/sigstore_mock), a legacy .sig and a bundle v0.3 ------------
+
+KEYLESS_SUBJECT = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
+KEYLESS_ISSUER = "https://token.actions.githubusercontent.com"
+
+
+@pytest.fixture(scope="module")
+def keyless_pack(registry, tmp_path_factory):
+    import yaml
+
+    from tests.harness import oci
+    from tests.harness.cosign_sign import simplesigning_payload
+    from tests.harness.demo import _pod
+    from tests.sigstore_mock.harness import MockSigstore, attach_bundle, cosign_sign_statement, push_keyless_sig
+
+    d = tmp_path_factory.mktemp("evidence-keyless")
+    with MockSigstore.start(d / "mock") as mock:
+        refs = {}
+        for subject, tag in ((KEYLESS_SUBJECT, "good"), ("https://github.com/evil/x/.github/workflows/a.yml@main",
+                                                          "other")):
+            repo = f"evk/sig-{tag}"
+            pushed = oci.push_image(registry.url, repo, "v1")
+            payload = simplesigning_payload(f"{registry.host}/{repo}", pushed.digest)
+            push_keyless_sig(registry.url, repo, pushed.digest,
+                             [(payload, mock.legacy_signature(payload, subject=subject, issuer=KEYLESS_ISSUER))])
+            refs[f"sig-{tag}"] = (f"{registry.host}/{repo}@{pushed.digest}", pushed.digest)
+            repo = f"evk/bundle-{tag}"
+            pushed = oci.push_image(registry.url, repo, "v1")
+            bundle = mock.attest(cosign_sign_statement(pushed.digest), subject=subject, issuer=KEYLESS_ISSUER)
+            attach_bundle(registry.url, repo, pushed, bundle, referrers_api=False)
+            refs[f"bundle-{tag}"] = (f"{registry.host}/{repo}@{pushed.digest}", pushed.digest)
+        pods = [_pod("evk", f"p{n}", [("c", ref, ref)]) for n, (ref, _) in enumerate(refs.values())]
+        (d / "pods.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": pods, "metadata": {}}))
+        policy = {"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "metadata": {"name": "evk"},
+                  "spec": {"insecureRegistries": [registry.host], "rules": [{
+                      "name": "keyless", "images": [f"{registry.host}/evk/*"],
+                      "verifiers": [{"cosign": {"keyless": {
+                          "identities": [{"subject": KEYLESS_SUBJECT, "issuer": KEYLESS_ISSUER}],
+                          "trustedRoot": str(mock.trusted_root)}}}]}]}}
+        (d / "policy.yaml").write_text(yaml.safe_dump(policy))
+        key, pub = _key(d)
+        r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(d / "pods.json"),
+                            "--policy", str(d / "policy.yaml"), "--db", f"sqlite:///{d / 'k.db'}", "-o", "json",
+                            "--no-progress", "--evidence", str(d / "k.tar.gz"), "--evidence-key", str(key)],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "SIGAUDIT_SIGSTORE_OFFLINE": "1"})
+        assert r.returncode == 1, r.stderr[-3000:]
+        doc = json.loads(r.stdout)
+    # the mock Sigstore instance is stopped: the re-verification has only the pack
+    return d, pub, refs, doc
+
+
+def test_keyless_pack_reverifies_offline(keyless_pack) -> None:
+    d, pub, refs, doc = keyless_pack
+    status = {i["digest"]: i["status"] for i in doc["images"]}
+    assert status[refs["sig-good"][1]] == status[refs["bundle-good"][1]] == "verified"
+    assert status[refs["sig-other"][1]] != "verified" and status[refs["bundle-other"][1]] != "verified"
+    r = sigaudit("verify-evidence", str(d / "k.tar.gz"), "--key", str(pub), "-o", "json", netns=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["images"] == 4
+    files = read_files(d / "k.tar.gz")
+    sources = json.loads(files["trust/sources.json"])["entries"]
+    assert any(e["path"].endswith("trusted_root.json") and e.get("sha256") for e in sources)
+
+
+def test_keyless_trust_snapshot_tampering_is_caught(keyless_pack, tmp_path: Path) -> None:
+    d, pub, *_ = keyless_pack
+    files = read_files(d / "k.tar.gz")
+    sources = json.loads(files["trust/sources.json"])["entries"]
+    root = next(e for e in sources if e["path"].endswith("trusted_root.json"))
+    name = f"trust/files/{root['sha256']}"
+    files[name] = files[name].replace(b"{", b"{ ", 1)
+    r = sigaudit("verify-evidence", str(repack(files, tmp_path / "t.tar.gz")), "--key", str(pub), netns=True)
+    assert r.returncode == 1 and name in r.stdout, r.stdout
+    # re-signed, the snapshot's index pointing at the new bytes (a sigaudit that lied about its trust
+    # root): the rebuilt policy's digest differs from the one the scan recorded
+    new_sha = sha256_hex(files[name])
+    files[f"trust/files/{new_sha}"] = files.pop(name)
+    for e in sources:
+        if e.get("sha256") == root["sha256"]:
+            e.update(sha256=new_sha, file=f"trust/files/{new_sha}")
+    files["trust/sources.json"] = json.dumps({"schema_version": 1, "entries": sources}).encode()
+    r = sigaudit("verify-evidence", str(repack(resign(files, d / "sign-ecdsa.key"), tmp_path / "t2.tar.gz")),
+                 "--key", str(pub), netns=True)
+    assert r.returncode == 1 and "trust/" in r.stdout and "policy digest" in r.stdout, r.stdout
