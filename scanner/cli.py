@@ -405,12 +405,16 @@ def check_policy(policy_path: str | None, policy_from: tuple[str, ...], kubeconf
 @click.option("--db", "db_url", default=None, help="Database URL.")
 @click.option("--scan", "scan_ref", default="latest", help="The scan's id, or 'latest' (the newest complete scan).")
 @click.option("--cluster", default=None, help="With --scan latest: the newest scan of this cluster.")
-@click.option("--sign-key", required=True, help="The key signing the pack: a PEM private key file or a KMS URI.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The pack (.tar.gz).")
-def evidence(db_url: str | None, scan_ref: str, cluster: str | None, sign_key: str, out_path: str) -> None:
+@click.option("--sign-key", default=None, help="The key signing the pack: a PEM private key file or a KMS URI.")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="The pack (.tar.gz).")
+def evidence(db_url: str | None, scan_ref: str, cluster: str | None, sign_key: str | None,
+             out_path: str | None) -> None:
     """Build the signed evidence pack of a stored scan, for an auditor to re-verify offline."""
     from scanner import store as store_mod
     from scanner.evidence.pack import write_pack
+
+    if not sign_key or not out_path:
+        _fail("give --sign-key KEY (a PEM private key file or a KMS URI) and --out pack.tar.gz", EXIT_USAGE)
 
     url = db_url or store_mod.default_db_url()
     try:
