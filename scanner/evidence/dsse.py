@@ -174,12 +174,14 @@ class FileSigner:
 
 
 # AWS KMS signing algorithms per key shape (the ones kms.py accepts for verification).
+AWS_RAW_MESSAGE_LIMIT = 4096  # bytes KMS Sign accepts as a RAW message
 _AWS_ALGORITHMS = {"ECC_NIST_P256": "ECDSA_SHA_256", "ECC_NIST_P384": "ECDSA_SHA_384"}
 
 
 @dataclass(frozen=True)
 class AwsKmsSigner:
-    """Signs through AWS KMS ``Sign`` (MessageType DIGEST, so any size), with the key the KMS reports.
+    """Signs through AWS KMS ``Sign`` with the key the KMS reports: the message itself (MessageType RAW)
+    up to KMS' 4,096-byte limit, its digest (MessageType DIGEST) beyond it.
 
     Every signature is checked against the public key before it is returned: a KMS that answers for
     another key, or with garbage, fails here rather than in an auditor's hands."""
@@ -216,11 +218,15 @@ class AwsKmsSigner:
         else:
             raise ConfigError(f"KMS key {self.ref}: Ed25519 is not an AWS KMS signing key")
         assert algo is not None
-        h = hashes.Hash(algo)
-        h.update(data)
+        if len(data) <= AWS_RAW_MESSAGE_LIMIT:
+            message, message_type = data, "RAW"
+        else:
+            h = hashes.Hash(algo)
+            h.update(data)
+            message, message_type = h.finalize(), "DIGEST"
         try:
             client, key_id = self._client()
-            resp = client.sign(KeyId=key_id, Message=h.finalize(), MessageType="DIGEST", SigningAlgorithm=name)
+            resp = client.sign(KeyId=key_id, Message=message, MessageType=message_type, SigningAlgorithm=name)
             signature = bytes(resp["Signature"])
         except kms.KmsKeyUnavailable:
             raise
