@@ -26,6 +26,7 @@ import binascii
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,7 +263,12 @@ def signer_from(ref: str, base_dir: Path = Path(".")) -> Signer:
                           "or awskms://…", field=ref)
     path = Path(ref) if os.path.isabs(ref) else base_dir / ref
     try:
-        with path.open("rb") as fh:
+        # O_NONBLOCK: a FIFO (or a device) named as the key must not hang the pack build; only a
+        # regular file is read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ConfigError("not a regular file: give a PEM private key file", source=str(path))
             pem = fh.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read the signing key: {exc.strerror or exc}", source=str(path)) from exc
@@ -322,6 +328,8 @@ def parse_envelope(envelope: Mapping[str, Any] | bytes) -> tuple[str, bytes, lis
             raise EvidenceError(f"DSSE envelope is not JSON: {exc}") from exc
     else:
         doc = envelope
+    if isinstance(doc, Mapping) and isinstance(doc.get("payload"), str) and len(doc["payload"]) > MAX_ENVELOPE_BYTES:
+        raise EvidenceError(f"DSSE payload larger than {MAX_ENVELOPE_BYTES} bytes")
     if not isinstance(doc, Mapping):
         raise EvidenceError("DSSE envelope is not a JSON object")
     payload_type = doc.get("payloadType")

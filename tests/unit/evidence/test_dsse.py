@@ -184,3 +184,12 @@ def test_a_bad_verification_key_is_an_evidence_error(signer: dsse.Signer) -> Non
 
 def test_the_signer_repr_never_shows_the_key(signer: dsse.Signer) -> None:
     assert "PRIVATE" not in repr(signer) and "_key" not in repr(signer)
+
+
+def test_a_fifo_or_a_device_named_as_the_key_is_refused_without_hanging(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    for ref in (str(tmp_path / "fifo"), "/dev/null", str(tmp_path)):
+        with pytest.raises(ConfigError):
+            dsse.signer_from(ref)
