@@ -7,7 +7,8 @@
 - A canary: slsa-verifier still refuses the spec's ``SLSA_BUILD_LEVEL_UNEVALUATED`` (why sigaudit does
   not write it). When this fails, upstream parses it: sigaudit may start writing it.
 - ``cosign verify-blob-attestation --key`` (cosign v2 and v3) accepts the same DSSE envelopes, offline.
-- The DSSE keyid is the key's OpenSSH SHA-256 fingerprint, as ``ssh-keygen -l`` computes it.
+- The DSSE keyid is the id go-securesystemslib computes for a key (its OpenSSH SHA-256 fingerprint): the
+  first test passes for every key type only because slsa-verifier does not skip the signature.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from scanner.errors import ConfigError
 from scanner.evidence import dsse, vsa
-from tests.harness.tools import require_binary, require_tool
+from tests.harness.tools import require_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.tools]
 
@@ -148,18 +149,6 @@ def test_a_keyid_the_verifier_does_not_compute_makes_slsa_verifier_skip_the_sign
     assert not _passed(verify_vsa(tmp_path, env, signer.public_key_pem()))
     # ... and sigaudit's own verifier does not let the keyid decide anything.
     assert dsse.verify_envelope(env, signer.public_key_pem())[0] == vsa.PAYLOAD_TYPE
-
-
-@pytest.mark.parametrize("kind", sorted(KEYS))
-def test_the_keyid_is_the_openssh_fingerprint(tmp_path: Path, kind: str) -> None:
-    keygen = require_binary("ssh-keygen")
-    signer = dsse.signer_from(str(_write_key(tmp_path / "k.pem", kind)))
-    key = serialization.load_pem_public_key(signer.public_key_pem())
-    openssh = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    (tmp_path / "k.pub").write_bytes(openssh)
-    out = subprocess.run([str(keygen), "-l", "-E", "sha256", "-f", str(tmp_path / "k.pub")],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
-    assert out.split()[1] == signer.keyid
 
 
 @pytest.mark.parametrize("tool", ["cosign", "cosign3"])

@@ -52,6 +52,13 @@ def _spec_key_pem(doc: dict) -> bytes:
     return nums.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def test_the_vector_cases_are_the_ones_tested_here() -> None:
+    cases = json.loads((VECTORS / "cases.json").read_text())["protocol_example"]["cases"]
+    assert [(c["id"], c["expected"]) for c in cases] == [
+        ("protocol-example", "pass"), ("protocol-example-signature-bit-flipped", "fail"),
+        ("protocol-example-payload-changed", "fail")]
+
+
 def test_the_spec_example_envelope_verifies_and_a_flipped_byte_does_not() -> None:
     doc = json.loads((VECTORS / "protocol-example.json").read_text())
     pem = _spec_key_pem(doc)
