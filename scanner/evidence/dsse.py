@@ -10,13 +10,17 @@ Signatures (pure: bytes and values in, values out; the only I/O is a KMS signer'
     def signer_from(ref: str, base_dir: Path = Path(".")) -> Signer
     def pae(payload_type: str, payload: bytes) -> bytes
     def sign_envelope(payload_type: str, payload: bytes, signer: Signer) -> dict[str, Any]
-    def verify_envelope(envelope: Mapping[str, Any] | bytes, public_key_pem: bytes) -> tuple[str, bytes]
+    def verify_envelope(envelope: Mapping[str, Any] | bytes, public_key_pem: bytes, *,
+                        payload_type: str | None = None) -> tuple[str, bytes]
+    def keyid_of(public_key_pem: bytes) -> str
     class EvidenceError(ParseError)
 
 Keys: ECDSA P-256 (SHA-256) and P-384 (SHA-384) with ASN.1 DER signatures, Ed25519, RSA >= 2048 with
 PKCS#1 v1.5 / SHA-256 — the schemes cosign, slsa-verifier and sigstore-go use for a plain public key.
 ``signer_from`` takes an unencrypted PEM private key file or an ``awskms://`` URI (the same reference forms
-``scanner/verify/kms.py`` parses); any other reference is a ConfigError.
+``scanner/verify/kms.py`` parses); any other reference (gcpkms://, azurekms://, hashivault:// included:
+not implemented yet) is a ConfigError. Envelope bytes are parsed strictly: bounded size and signature
+count, base64 only, no JSON object with a name twice.
 """
 
 from __future__ import annotations
@@ -317,13 +321,24 @@ def _b64(value: Any, what: str) -> bytes:
         raise EvidenceError(f"DSSE {what} is not base64") from exc
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects with a name twice are refused: parsers disagree on which one counts (the first, the
+    last), so an envelope must not mean one thing to sigaudit and another to an auditor's tool."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 def parse_envelope(envelope: Mapping[str, Any] | bytes) -> tuple[str, bytes, list[bytes]]:
     """(payloadType, payload, signatures) of a well-formed envelope; EvidenceError otherwise."""
     if isinstance(envelope, bytes | bytearray):
         if len(envelope) > MAX_ENVELOPE_BYTES:
             raise EvidenceError(f"DSSE envelope larger than {MAX_ENVELOPE_BYTES} bytes")
         try:
-            doc = json.loads(bytes(envelope))
+            doc = json.loads(bytes(envelope), object_pairs_hook=_unique_keys)
         except (ValueError, RecursionError) as exc:
             raise EvidenceError(f"DSSE envelope is not JSON: {exc}") from exc
     else:

@@ -200,3 +200,14 @@ def test_a_fifo_or_a_device_named_as_the_key_is_refused_without_hanging(tmp_path
     for ref in (str(tmp_path / "fifo"), "/dev/null", str(tmp_path)):
         with pytest.raises(ConfigError):
             dsse.signer_from(ref)
+
+
+def test_an_envelope_with_a_duplicate_key_is_refused(signer: dsse.Signer) -> None:
+    """Parsers differ on which duplicate counts: the envelope must mean one thing to every reader."""
+    good = dsse.sign_envelope("t", b"good", signer)
+    other = base64.b64encode(b"evil").decode()
+    raw = json.dumps(good)[:-1] + f', "payload": "{other}"}}'
+    swapped = '{"payload": "' + other + '", ' + json.dumps(good)[1:]
+    for text in (raw, swapped):
+        with pytest.raises(EvidenceError, match="duplicate"):
+            dsse.verify_envelope(text.encode(), signer.public_key_pem())
