@@ -38,6 +38,7 @@ NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/sigaudit/sigaudit
 PROP_NS = "https://github.com/sigaudit/sigaudit/ns/oscal"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _TOKEN_BAD = re.compile(r"[^A-Za-z0-9._-]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _time(t: datetime) -> str:
@@ -79,7 +80,7 @@ def _href(path: str) -> str:
 def _check_path(path: str) -> None:
     parts = path.split("/")
     if (not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts)
-            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path)):
+            or _CONTROL.search(path)):
         raise ValueError(f"evidence path {path!r} is not a relative path inside the pack")
 
 
@@ -107,8 +108,9 @@ def assessment_results(scan: ScanSummary, verdicts: Sequence[Verdict], evidence:
             raise ValueError(f"evidence {path!r}: sha256 must be 64 lowercase hex")
 
     # Back-matter: one resource per pack file.
+    resource_uuid = {path: uid("resource", path) for path in evidence}
     resources = [
-        {"uuid": uid("resource", path), "title": _text(path),
+        {"uuid": resource_uuid[path], "title": _text(path),
          "rlinks": [{"href": _href(path), "hashes": [{"algorithm": "SHA-256", "value": sha}]}]}
         for path, sha in sorted(evidence.items())
     ]
@@ -168,7 +170,7 @@ def assessment_results(scan: ScanSummary, verdicts: Sequence[Verdict], evidence:
         if files:
             obs["relevant-evidence"] = [
                 {"href": _href(path), "description": _text(f"pack file {path}"),
-                 "links": [{"href": f"#{uid('resource', path)}", "rel": "reference"}]}
+                 "links": [{"href": f"#{resource_uuid[path]}", "rel": "reference"}]}
                 for path in files
             ]
         observations.append(obs)
