@@ -10,13 +10,17 @@ Signatures (pure: bytes and values in, values out; the only I/O is a KMS signer'
     def signer_from(ref: str, base_dir: Path = Path(".")) -> Signer
     def pae(payload_type: str, payload: bytes) -> bytes
     def sign_envelope(payload_type: str, payload: bytes, signer: Signer) -> dict[str, Any]
-    def verify_envelope(envelope: Mapping[str, Any] | bytes, public_key_pem: bytes) -> tuple[str, bytes]
+    def verify_envelope(envelope: Mapping[str, Any] | bytes, public_key_pem: bytes, *,
+                        payload_type: str | None = None) -> tuple[str, bytes]
+    def keyid_of(public_key_pem: bytes) -> str
     class EvidenceError(ParseError)
 
 Keys: ECDSA P-256 (SHA-256) and P-384 (SHA-384) with ASN.1 DER signatures, Ed25519, RSA >= 2048 with
 PKCS#1 v1.5 / SHA-256 — the schemes cosign, slsa-verifier and sigstore-go use for a plain public key.
 ``signer_from`` takes an unencrypted PEM private key file or an ``awskms://`` URI (the same reference forms
-``scanner/verify/kms.py`` parses); any other reference is a ConfigError.
+``scanner/verify/kms.py`` parses); any other reference (gcpkms://, azurekms://, hashivault:// included:
+not implemented yet) is a ConfigError. Envelope bytes are parsed strictly: bounded size and signature
+count, base64 only, no JSON object with a name twice.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import binascii
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,12 +179,14 @@ class FileSigner:
 
 
 # AWS KMS signing algorithms per key shape (the ones kms.py accepts for verification).
+AWS_RAW_MESSAGE_LIMIT = 4096  # bytes KMS Sign accepts as a RAW message
 _AWS_ALGORITHMS = {"ECC_NIST_P256": "ECDSA_SHA_256", "ECC_NIST_P384": "ECDSA_SHA_384"}
 
 
 @dataclass(frozen=True)
 class AwsKmsSigner:
-    """Signs through AWS KMS ``Sign`` (MessageType DIGEST, so any size), with the key the KMS reports.
+    """Signs through AWS KMS ``Sign`` with the key the KMS reports: the message itself (MessageType RAW)
+    up to KMS' 4,096-byte limit, its digest (MessageType DIGEST) beyond it.
 
     Every signature is checked against the public key before it is returned: a KMS that answers for
     another key, or with garbage, fails here rather than in an auditor's hands."""
@@ -216,11 +223,15 @@ class AwsKmsSigner:
         else:
             raise ConfigError(f"KMS key {self.ref}: Ed25519 is not an AWS KMS signing key")
         assert algo is not None
-        h = hashes.Hash(algo)
-        h.update(data)
+        if len(data) <= AWS_RAW_MESSAGE_LIMIT:
+            message, message_type = data, "RAW"
+        else:
+            h = hashes.Hash(algo)
+            h.update(data)
+            message, message_type = h.finalize(), "DIGEST"
         try:
             client, key_id = self._client()
-            resp = client.sign(KeyId=key_id, Message=h.finalize(), MessageType="DIGEST", SigningAlgorithm=name)
+            resp = client.sign(KeyId=key_id, Message=message, MessageType=message_type, SigningAlgorithm=name)
             signature = bytes(resp["Signature"])
         except kms.KmsKeyUnavailable:
             raise
@@ -256,7 +267,12 @@ def signer_from(ref: str, base_dir: Path = Path(".")) -> Signer:
                           "or awskms://…", field=ref)
     path = Path(ref) if os.path.isabs(ref) else base_dir / ref
     try:
-        with path.open("rb") as fh:
+        # O_NONBLOCK: a FIFO (or a device) named as the key must not hang the pack build; only a
+        # regular file is read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ConfigError("not a regular file: give a PEM private key file", source=str(path))
             pem = fh.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read the signing key: {exc.strerror or exc}", source=str(path)) from exc
@@ -305,17 +321,30 @@ def _b64(value: Any, what: str) -> bytes:
         raise EvidenceError(f"DSSE {what} is not base64") from exc
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects with a name twice are refused: parsers disagree on which one counts (the first, the
+    last), so an envelope must not mean one thing to sigaudit and another to an auditor's tool."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 def parse_envelope(envelope: Mapping[str, Any] | bytes) -> tuple[str, bytes, list[bytes]]:
     """(payloadType, payload, signatures) of a well-formed envelope; EvidenceError otherwise."""
     if isinstance(envelope, bytes | bytearray):
         if len(envelope) > MAX_ENVELOPE_BYTES:
             raise EvidenceError(f"DSSE envelope larger than {MAX_ENVELOPE_BYTES} bytes")
         try:
-            doc = json.loads(bytes(envelope))
+            doc = json.loads(bytes(envelope), object_pairs_hook=_unique_keys)
         except (ValueError, RecursionError) as exc:
             raise EvidenceError(f"DSSE envelope is not JSON: {exc}") from exc
     else:
         doc = envelope
+    if isinstance(doc, Mapping) and isinstance(doc.get("payload"), str) and len(doc["payload"]) > MAX_ENVELOPE_BYTES:
+        raise EvidenceError(f"DSSE payload larger than {MAX_ENVELOPE_BYTES} bytes")
     if not isinstance(doc, Mapping):
         raise EvidenceError("DSSE envelope is not a JSON object")
     payload_type = doc.get("payloadType")

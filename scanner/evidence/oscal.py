@@ -25,8 +25,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from scanner.models import RunningImage, Status, Verdict
+from scanner.redact import redact_text, representable
 
 if TYPE_CHECKING:  # the type only: this module does no store I/O
     from scanner.store.queries import ScanSummary
@@ -36,6 +38,7 @@ NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/sigaudit/sigaudit
 PROP_NS = "https://github.com/sigaudit/sigaudit/ns/oscal"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _TOKEN_BAD = re.compile(r"[^A-Za-z0-9._-]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _time(t: datetime) -> str:
@@ -52,14 +55,33 @@ def _token(text: str) -> str:
     return cleaned
 
 
+def _clean(value: str) -> str:
+    """Every string this module writes passes here: credentials masked (``scanner.redact``: exemption
+    reasons, rule names and workload names are not masked by the models), representable text only."""
+    return representable(redact_text(str(value)))
+
+
 def _prop(name: str, value: str) -> dict[str, str]:
-    # OSCAL string values must not be empty and start with a non-whitespace character.
-    text = " ".join(value.split()) or "-"
+    # OSCAL prop values match ^\S(.*\S)?$ on one line: whitespace runs collapse to one space.
+    text = " ".join(_clean(value).split()) or "-"
     return {"name": name, "ns": PROP_NS, "value": text}
 
 
 def _text(value: str) -> str:
-    return value.strip() or "-"
+    return _clean(value).strip() or "-"
+
+
+def _href(path: str) -> str:
+    """A pack path as a relative URI reference (RFC 3986): percent-encoded, ':' included (a first
+    segment with ':' would read as a scheme)."""
+    return quote(path, safe="/")
+
+
+def _check_path(path: str) -> None:
+    parts = path.split("/")
+    if (not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts)
+            or _CONTROL.search(path)):
+        raise ValueError(f"evidence path {path!r} is not a relative path inside the pack")
 
 
 def _image_dir(path: str) -> str | None:
@@ -81,13 +103,15 @@ def assessment_results(scan: ScanSummary, verdicts: Sequence[Verdict], evidence:
         return str(uuid.uuid5(NAMESPACE, "\x00".join((scope, *key))))
 
     for path, sha in evidence.items():
+        _check_path(path)
         if not _HEX.fullmatch(sha):
             raise ValueError(f"evidence {path!r}: sha256 must be 64 lowercase hex")
 
     # Back-matter: one resource per pack file.
+    resource_uuid = {path: uid("resource", path) for path in evidence}
     resources = [
-        {"uuid": uid("resource", path), "title": path,
-         "rlinks": [{"href": path, "hashes": [{"algorithm": "SHA-256", "value": sha}]}]}
+        {"uuid": resource_uuid[path], "title": _text(path),
+         "rlinks": [{"href": _href(path), "hashes": [{"algorithm": "SHA-256", "value": sha}]}]}
         for path, sha in sorted(evidence.items())
     ]
     by_image: dict[str, list[str]] = {}
@@ -136,7 +160,7 @@ def assessment_results(scan: ScanSummary, verdicts: Sequence[Verdict], evidence:
             "collected": collected,
         }
         if v.reasons:
-            obs["remarks"] = "\n".join(f"- {r}" for r in v.reasons)
+            obs["remarks"] = _text("\n".join(f"- {_clean(r)}" for r in v.reasons))
         subjects = sorted({items[(c.namespace, c.workload.kind, c.workload.name)]["uuid"]
                            for c in v.image.containers})
         if subjects:
@@ -145,8 +169,8 @@ def assessment_results(scan: ScanSummary, verdicts: Sequence[Verdict], evidence:
         files = by_image.get(hexd, []) if hexd else []
         if files:
             obs["relevant-evidence"] = [
-                {"href": path, "description": _text(f"pack file {path}"),
-                 "links": [{"href": f"#{uid('resource', path)}", "rel": "reference"}]}
+                {"href": _href(path), "description": _text(f"pack file {path}"),
+                 "links": [{"href": f"#{resource_uuid[path]}", "rel": "reference"}]}
                 for path in files
             ]
         observations.append(obs)
@@ -167,7 +191,7 @@ def assessment_results(scan: ScanSummary, verdicts: Sequence[Verdict], evidence:
             "props": [_prop("rule", name)],
             "target": {
                 "type": "objective-id",
-                "target-id": _token(rule or "no-rule"),
+                "target-id": _token(_clean(rule) or "no-rule"),
                 "status": {"state": "satisfied" if satisfied else "not-satisfied"},
             },
             "related-observations": [{"observation-uuid": u} for _, u in members],

@@ -7,12 +7,20 @@ Signatures (pure)::
     @dataclass(frozen=True) class VsaInput: repository, digest, verifier_version, time_verified, policy_uri,
         policy_digest, input_attestations, passed, verified_levels, workloads, status, reasons
     VERIFIER_ID = "https://github.com/sigaudit/sigaudit"
-    def vsa_statement(v: VsaInput) -> dict[str, Any]
+    def _mask(text: str) -> str:
+    return representable(redact_text(str(text)))
+
+
+def vsa_statement(v: VsaInput) -> dict[str, Any]
     def levels_for(status: str) -> tuple[str, ...]
 
-``vsa_statement`` refuses (ValueError) an input that would overstate: ``SIGAUDIT_SIGNATURE_VERIFIED``
-for a status other than ``verified``, PASSED for an ``error`` (never compliant), a custom level starting
-with ``SLSA_``, two levels of one SLSA track, a digest that is not ``sha256:`` + 64 hex.
+``vsa_statement`` refuses (ValueError) an input that would overstate: a level that ``levels_for`` does
+not give the verdict's status (so ``SIGAUDIT_SIGNATURE_VERIFIED`` only for ``verified``, no SLSA track
+level at all), PASSED for any status but ``verified`` and ``exempt`` — a warn-only violation is
+compliant in sigaudit's report but its VSA says FAILED: a VSA is read by machines (an admission
+controller, ``slsa-verifier`` without ``--verified-level``) that do not know the rule only warned — a
+digest that is not ``sha256:`` + 64 lowercase hex, a repository that is not printable ASCII without
+``@``. Free text (reasons, URIs) is masked like every message sigaudit writes (``scanner.redact``).
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from scanner.redact import redact_text, representable
 
 VERIFIER_ID = "https://github.com/sigaudit/sigaudit"
 PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
@@ -44,6 +54,8 @@ _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _SLSA_LEVEL = re.compile(r"^SLSA_([A-Z]+)_LEVEL_([0-9]+|UNEVALUATED)$")
 _CUSTOM_LEVEL = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_REPOSITORY = re.compile(r"^[\x21-\x3f\x41-\x7e]+$")  # printable ASCII, no space, no '@'
+PASSING = frozenset({"verified", "exempt"})
 
 
 @dataclass(frozen=True)
@@ -109,32 +121,36 @@ def _check_levels(v: VsaInput) -> list[str]:
     return levels
 
 
+def _mask(text: str) -> str:
+    return representable(redact_text(str(text)))
+
+
 def vsa_statement(v: VsaInput) -> dict[str, Any]:
     """The in-toto Statement v1 of one image's VSA (see the module docstring for what is refused)."""
     m = _DIGEST.fullmatch(v.digest)
     if not m:
         raise ValueError(f"digest {v.digest!r} is not sha256:<64 lowercase hex>")
     repo = v.repository
-    if not repo or any(c.isspace() for c in repo) or "@" in repo:
+    if not _REPOSITORY.fullmatch(repo) or "/" not in repo:
         raise ValueError(f"repository {repo!r} is not registry/repository")
-    if v.passed and str(v.status) in ("error", ""):
-        raise ValueError(f"a {v.status or 'status-less'} verdict never passes")
+    if v.passed and str(v.status) not in PASSING:
+        raise ValueError(f"a {v.status or 'status-less'} verdict never gives a PASSED VSA")
     levels = _check_levels(v)
     if not v.policy_uri:
         raise ValueError("policy_uri is required")
-    inputs = [{"uri": uri, "digest": _digest_set(d, f"input attestation {uri}")}
+    inputs = [{"uri": _mask(uri), "digest": _digest_set(d, f"input attestation {uri}")}
               for uri, d in sorted(v.input_attestations, key=lambda a: a[0])]
     predicate: dict[str, Any] = {
         "verifier": {"id": VERIFIER_ID, "version": {"sigaudit": v.verifier_version or "unknown"}},
         "timeVerified": _rfc3339(v.time_verified),
         "resourceUri": f"{repo}@{v.digest}",
-        "policy": {"uri": v.policy_uri, "digest": _digest_set(v.policy_digest, "policy digest")},
+        "policy": {"uri": _mask(v.policy_uri), "digest": _digest_set(v.policy_digest, "policy digest")},
         "inputAttestations": inputs,
         "verificationResult": "PASSED" if v.passed else "FAILED",
         "verifiedLevels": levels,
         "slsaVersion": "1.0",
         WORKLOADS_FIELD: [dict(w) for w in v.workloads],
-        STATUS_FIELD: {"status": str(v.status), "reasons": list(v.reasons)},
+        STATUS_FIELD: {"status": str(v.status), "reasons": [_mask(r) for r in v.reasons]},
     }
     return {
         "_type": STATEMENT_TYPE,

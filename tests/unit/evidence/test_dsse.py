@@ -52,6 +52,13 @@ def _spec_key_pem(doc: dict) -> bytes:
     return nums.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def test_the_vector_cases_are_the_ones_tested_here() -> None:
+    cases = json.loads((VECTORS / "cases.json").read_text())["protocol_example"]["cases"]
+    assert [(c["id"], c["expected"]) for c in cases] == [
+        ("protocol-example", "pass"), ("protocol-example-signature-bit-flipped", "fail"),
+        ("protocol-example-payload-changed", "fail")]
+
+
 def test_the_spec_example_envelope_verifies_and_a_flipped_byte_does_not() -> None:
     doc = json.loads((VECTORS / "protocol-example.json").read_text())
     pem = _spec_key_pem(doc)
@@ -184,3 +191,23 @@ def test_a_bad_verification_key_is_an_evidence_error(signer: dsse.Signer) -> Non
 
 def test_the_signer_repr_never_shows_the_key(signer: dsse.Signer) -> None:
     assert "PRIVATE" not in repr(signer) and "_key" not in repr(signer)
+
+
+def test_a_fifo_or_a_device_named_as_the_key_is_refused_without_hanging(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    for ref in (str(tmp_path / "fifo"), "/dev/null", str(tmp_path)):
+        with pytest.raises(ConfigError):
+            dsse.signer_from(ref)
+
+
+def test_an_envelope_with_a_duplicate_key_is_refused(signer: dsse.Signer) -> None:
+    """Parsers differ on which duplicate counts: the envelope must mean one thing to every reader."""
+    good = dsse.sign_envelope("t", b"good", signer)
+    other = base64.b64encode(b"evil").decode()
+    raw = json.dumps(good)[:-1] + f', "payload": "{other}"}}'
+    swapped = '{"payload": "' + other + '", ' + json.dumps(good)[1:]
+    for text in (raw, swapped):
+        with pytest.raises(EvidenceError, match="duplicate"):
+            dsse.verify_envelope(text.encode(), signer.public_key_pem())

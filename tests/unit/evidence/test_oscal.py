@@ -11,9 +11,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scanner.evidence import oscal
 from scanner.models import (
@@ -48,9 +51,30 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterat
 
 Validator = jsonschema.validators.extend(jsonschema.Draft7Validator, {"pattern": _pattern})
 
+# jsonschema checks "uri"/"uri-reference" only with rfc3987 installed (it is not): RFC 3986's characters,
+# and for a relative reference no ':' in the first segment (RFC 3986 section 4.2).
+_URI_CHARS = re.compile(r"^(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*$")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+\-.]*:")
+FORMATS = jsonschema.FormatChecker()
+for _name, _check in jsonschema.Draft7Validator.FORMAT_CHECKER.checkers.items():
+    FORMATS.checkers[_name] = _check
+
+
+@FORMATS.checks("uri-reference")
+def _uri_reference(value: object) -> bool:
+    if not isinstance(value, str) or not _URI_CHARS.match(value):
+        return False
+    first = value.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    return bool(_SCHEME.match(value)) or ":" not in first
+
+
+@FORMATS.checks("uri")
+def _uri(value: object) -> bool:
+    return isinstance(value, str) and bool(_SCHEME.match(value)) and _uri_reference(value)
+
 
 def errors(doc: dict[str, Any]) -> list[str]:
-    v = Validator(SCHEMA, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    v = Validator(SCHEMA, format_checker=FORMATS)
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(doc)]
 
 
@@ -121,13 +145,13 @@ def test_every_verdict_is_an_observation_with_its_workloads_and_evidence() -> No
     assert [items[s["subject-uuid"]]["description"] for s in obs[0]["subjects"]] == ["Deployment prod/web"]
     resources = {r["uuid"]: r for r in doc["back-matter"]["resources"]}
     ev = obs[0]["relevant-evidence"]
-    assert [e["href"] for e in ev] == [f"images/{D['a']}/vsa.intoto.json"]
+    assert [e["href"] for e in ev] == [f"images/sha256%3A{'a' * 64}/vsa.intoto.json"]
     target = resources[ev[0]["links"][0]["href"].removeprefix("#")]
-    assert target["rlinks"][0] == {"href": f"images/{D['a']}/vsa.intoto.json",
+    assert target["rlinks"][0] == {"href": ev[0]["href"],
                                    "hashes": [{"algorithm": "SHA-256", "value": "1" * 64}]}
     assert [e["href"] for e in obs[1]["relevant-evidence"]] == [f"images/sha256-{'b' * 64}/sig/layer.json"]
     assert "relevant-evidence" not in obs[2]  # no file of that image in the pack: none claimed
-    assert {r["rlinks"][0]["href"] for r in resources.values()} == set(EVIDENCE)
+    assert {unquote(r["rlinks"][0]["href"]) for r in resources.values()} == set(EVIDENCE)
 
 
 def test_findings_per_rule_never_satisfied_by_a_failure_an_error_or_a_warning() -> None:
@@ -159,3 +183,45 @@ def test_an_empty_scan_and_a_running_scan_are_still_valid() -> None:
 def test_a_bad_evidence_hash_is_refused() -> None:
     with pytest.raises(ValueError):
         oscal.assessment_results(SCAN, verdicts(), {"MANIFEST.json": "sha256:" + "1" * 64}, now=NOW)
+
+
+def test_the_format_checks_are_live() -> None:
+    assert not _uri_reference("images/a b") and not _uri_reference("a%zz") and _uri_reference("#x")
+    assert not _uri("images/x") and _uri("https://x.example/")
+    doc = oscal.assessment_results(SCAN, verdicts(), EVIDENCE, now=NOW)
+    hrefs = re.findall(r'"href": "([^"]*)"', json.dumps(doc))
+    assert hrefs and not any(_SCHEME.match(h) for h in hrefs)  # all relative: into the pack
+    doc["assessment-results"]["back-matter"]["resources"][0]["rlinks"][0]["href"] = "images/x y"
+    assert errors(doc)
+
+
+@pytest.mark.parametrize("path", ["", "/etc/passwd", "images/../MANIFEST.json", "a//b", "./x", "a\\b", "a\nb"])
+def test_evidence_paths_outside_the_pack_are_refused(path: str) -> None:
+    with pytest.raises(ValueError):
+        oscal.assessment_results(SCAN, verdicts(), {path: "1" * 64}, now=NOW)
+
+
+def test_credentials_in_exemptions_rules_and_names_never_reach_the_document() -> None:
+    c = _container("prod", "p", "Deployment", "https://u:w0rkload@x.example/", "img")
+    v = Verdict(_running("web", D["a"], c), Status.EXEMPT, ("exempt",), rule="https://u:ru1e@x.example/?token=t",
+                exemptions=(ExemptionRef(ExemptionKind.POLICY, "see https://u:exempti0n@wiki.example/x", UNTIL,
+                                         "https://u:appr0ver@x.example/"),))
+    text = json.dumps(oscal.assessment_results(SCAN, [v], {}, now=NOW))
+    for secret in ("w0rkload", "ru1e", "exempti0n"):
+        assert secret not in text
+
+
+HOSTILE = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40) | st.sampled_from(
+    ["", " ", "\n", "\x00", "<script>alert(1)</script>", "1 dev images/*", "a" * 300, "\u202e", "\ufeff"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ns=HOSTILE, kind=HOSTILE, name=HOSTILE, rule=st.none() | HOSTILE, reason=HOSTILE,
+       path=st.text(st.sampled_from("ab:%# ?é_-."), min_size=1, max_size=12).filter(lambda p: p not in (".", "..")))
+def test_any_cluster_strings_still_give_a_valid_document(ns: str, kind: str, name: str, rule: str | None,
+                                                         reason: str, path: str) -> None:
+    c = _container(ns, "p", kind, name, "img")
+    vs = [Verdict(_running("web", D["a"], c), Status.INVALID, (reason,), rule=rule),
+          Verdict(UnresolvedImage(None, reason, (c,), reason or "?"), Status.ERROR, (reason or "?",), rule=rule)]
+    ev = {f"images/{D['a']}/{path}": "1" * 64}
+    assert errors(oscal.assessment_results(SCAN, vs, ev, now=NOW)) == []

@@ -95,3 +95,29 @@ def test_overstating_inputs_are_refused(change: dict) -> None:
 def test_the_time_is_utc() -> None:
     st = vsa.vsa_statement(replace(BASE, time_verified=datetime(2026, 1, 1, tzinfo=UTC)))
     assert st["predicate"]["timeVerified"] == "2026-01-01T00:00:00Z"
+
+
+def test_a_warn_only_violation_never_gives_a_passed_vsa() -> None:
+    """sigaudit counts a warn-only violation as compliant; a VSA is read by machines that do not know
+    the rule only warned (slsa-verifier without --verified-level accepts any PASSED VSA)."""
+    for status in ("invalid", "unsigned", "expired", "revoked", "no-policy", "error"):
+        with pytest.raises(ValueError, match="never gives a PASSED"):
+            vsa.vsa_statement(replace(BASE, status=status, passed=True, verified_levels=()))
+        st = vsa.vsa_statement(replace(BASE, status=status, passed=False, verified_levels=()))
+        assert st["predicate"]["verificationResult"] == "FAILED"
+
+
+@pytest.mark.parametrize("repo", ["reg/x\x00y", "reg/x\ny", "reg/\u00e9", "noslash", "reg/x@y"])
+def test_a_repository_that_is_not_a_reference_is_refused(repo: str) -> None:
+    with pytest.raises(ValueError):
+        vsa.vsa_statement(replace(BASE, repository=repo))
+
+
+def test_credentials_never_reach_a_vsa() -> None:
+    st = vsa.vsa_statement(replace(
+        BASE, policy_uri="https://alice:s3cret@policies.example/p.yaml?token=t0ken",
+        input_attestations=[("https://bob:hunter2@reg.example/sig", {"sha256": "c" * 64})],
+        reasons=("key from https://carol:pa55@keys.example/k.pub",)))
+    text = repr(st)
+    for secret in ("s3cret", "t0ken", "hunter2", "pa55"):
+        assert secret not in text
