@@ -324,3 +324,25 @@ def test_keyless_trust_snapshot_tampering_is_caught(keyless_pack, tmp_path: Path
     r = sigaudit("verify-evidence", str(repack(resign(files, d / "sign-ecdsa.key"), tmp_path / "t2.tar.gz")),
                  "--key", str(pub), netns=True)
     assert r.returncode == 1 and "trust/" in r.stdout and "policy digest" in r.stdout, r.stdout
+
+
+@pytest.mark.tools
+def test_slsa_verifier_accepts_the_packs_vsas_with_the_packs_key(packs, tmp_path: Path) -> None:
+    from scanner.evidence import vsa
+    from tests.harness.tools import require_tool
+
+    est, d, _db, _k, pub, docs = packs
+    exe = require_tool("slsa-verifier")
+    files = read_files(d / "warm.tar.gz")
+    by_digest = {i["digest"]: i for i in docs["warm"]["images"] if i["digest"]}
+    for name in ("signed", "notation-signed", "wrong-key"):
+        digest = est.digests[name]
+        att = tmp_path / f"{name}.json"
+        att.write_bytes(files[f"images/{digest.replace(':', '-')}/vsa.intoto.json"])
+        repo = by_digest[digest]["repository"]  # registry/repository
+        r = subprocess.run([str(exe), "verify-vsa", "--attestation-path", str(att), "--public-key-path", str(pub),
+                            "--subject-digest", digest, "--verifier-id", vsa.VERIFIER_ID,
+                            "--resource-uri", f"{repo}@{digest}", "--verified-level", vsa.SIGNATURE_VERIFIED],
+                           capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)})
+        passed = r.returncode == 0 and "PASSED" in r.stderr
+        assert passed == (name != "wrong-key"), (name, r.returncode, r.stderr[-1500:])
