@@ -371,7 +371,6 @@ def verify_image(
             )
             material = merge_material(material, extra)
             results = {vid: _run_verifier(v, image, material, now) for vid, v in verifiers.items()}
-        fingerprint = material_fingerprint(material)
         if (
             cache is not None
             and not material.errors
@@ -379,6 +378,9 @@ def verify_image(
         ):
             from scanner.store import CachedVerification
 
+            # Named for the evidence only when cached: a later hit reuses this material, never that of a
+            # verification that met errors (with the same fingerprint).
+            fingerprint = material_fingerprint(material)
             with cache.lock:
                 cache.new += [
                     CachedVerification(*key, fingerprint, results[vid], now)

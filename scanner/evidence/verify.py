@@ -41,7 +41,7 @@ from scanner.evidence.pack import (
     vsa_status,
 )
 
-MAX_PACK_BYTES = 4 * 1024**3  # uncompressed, all members together
+MAX_PACK_BYTES = 1024**3  # uncompressed, all members together (a 2,000-image pack: ~7 MB compressed)
 MAX_MEMBER_BYTES = 256 * 1024**2
 MAX_MEMBERS = 200_000
 MAX_COMPRESSED_RATIO = 200  # a gzip bomb is refused before it is inflated far

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scanner.errors import ConfigError
+from scanner.redact import display_url
 from scanner.verify.base import Fetcher
 
 MISSING = "not in the evidence pack's trust snapshot"
@@ -56,6 +57,14 @@ class FileSystem:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _ref_key(ref: str) -> str:
+    """How a fetched reference is named in a snapshot: shown without credentials (a key URL may carry
+    ``user:password@`` or ``?token=``; a snapshot goes into the store and into evidence packs), and
+    told apart from another by the sha256 of the whole reference."""
+    shown = display_url(ref)
+    return shown if shown == ref else f"{shown} (sha256:{_sha(ref.encode())})"
 
 
 @dataclass
@@ -106,7 +115,8 @@ class Recording:
 
     def fetched(self, kind: str, ref: str, fetch: Callable[[], bytes]) -> bytes:
         data = self._inner.fetched(kind, ref, fetch)
-        self._keep((kind, ref), {"op": kind, "path": ref, "sha256": _sha(data)}, data)
+        name = _ref_key(ref)
+        self._keep((kind, name), {"op": kind, "path": name, "sha256": _sha(data)}, data)
         return data
 
 
@@ -145,13 +155,14 @@ class Replay:
         return data
 
     def fetched(self, kind: str, ref: str, fetch: Callable[[], bytes]) -> bytes:
-        e = self._answers.get((kind, ref))
+        name = _ref_key(ref)
+        e = self._answers.get((kind, name))
         if e is None or "sha256" not in e:
-            raise ConfigError(f"{kind} {ref}: {MISSING}")
+            raise ConfigError(f"{kind} {display_url(ref)}: {MISSING}")
         try:
             return self._blob(e)
         except FileNotFoundError:
-            raise ConfigError(f"{kind} {ref}: {MISSING}") from None
+            raise ConfigError(f"{kind} {display_url(ref)}: {MISSING}") from None
 
 
 _REAL = FileSystem()

@@ -85,3 +85,17 @@ def test_trust_sources_record_then_replay_without_the_files(tmp_path: Path) -> N
         with pytest.raises(ConfigError, match="not in the evidence pack"):
             sources.fetched("url", "https://example.com/k", lambda: b"never called")
     assert sources.read_bytes(tmp_path / "store" / "a.pem") == b"changed on disk"  # outside: the real file
+
+
+def test_a_key_url_credential_never_enters_the_snapshot() -> None:
+    url = "https://user:hunter2@keys.example/k.pub?token=s3cr3t"
+    rec = sources.Recording()
+    with sources.reading_from(rec):
+        assert sources.fetched("url", url, lambda: b"PEM") == b"PEM"
+    text = json.dumps(rec.snapshot.entries)
+    assert "hunter2" not in text and "s3cr3t" not in text and "keys.example" in text
+    with sources.reading_from(sources.Replay(rec.snapshot.entries, rec.snapshot.blobs)):
+        assert sources.fetched("url", url, lambda: b"never") == b"PEM"  # the same URL replays
+        with pytest.raises(ConfigError) as info:  # another credential is another reference
+            sources.fetched("url", url.replace("hunter2", "other"), lambda: b"never")
+        assert "other" not in str(info.value)
