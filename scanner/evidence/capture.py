@@ -18,6 +18,7 @@ fingerprint).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import threading
@@ -300,7 +301,9 @@ class Judged:
 
 
 def material_ref(digest: str, fingerprint: str) -> str:
-    return f"material/{digest}/{hashlib.sha256(fingerprint.encode()).hexdigest()}"
+    from scanner.store.evidence import material_name  # one spelling, which `db prune` matches to cache rows
+
+    return material_name(digest, fingerprint)
 
 
 class Capture:
@@ -372,7 +375,8 @@ def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None,
         "trust": trust.entries,
         "images": sorted(images, key=lambda i: json.dumps(i["image"], sort_keys=True)),
     }
-    doc = canonical_json(index)
+    # Gzipped (deterministically): the index names every container of every image, ~250 bytes each.
+    doc = gzip.compress(canonical_json(index), mtime=0)
     blobs[sha256_hex(doc)] = doc
     refs[scan_ref(scan_id)] = sha256_hex(doc)
     store.evidence_put(blobs, refs)

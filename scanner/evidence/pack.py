@@ -84,7 +84,10 @@ def load_index(store: Any, scan_id: int) -> dict[str, Any]:
     blob = store.evidence_blobs([sha]).get(sha)
     if blob is None:
         raise StoreError(f"the evidence index of scan {scan_id} is missing from the store")
-    doc = json.loads(blob)
+    try:
+        doc = json.loads(gzip.decompress(blob))
+    except (OSError, EOFError, ValueError) as exc:
+        raise StoreError(f"the evidence index of scan {scan_id} is malformed: {exc}") from None
     if not isinstance(doc, dict):
         raise StoreError(f"the evidence index of scan {scan_id} is malformed")
     return doc

@@ -3,9 +3,11 @@ them (``scan/<id>``, ``material/<digest>/<fingerprint>``)."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
-from typing import cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -57,3 +59,64 @@ class Evidence:
                     if hashlib.sha256(data).hexdigest() == row.sha256:
                         out[row.sha256] = data
         return out
+
+
+def material_name(digest: str, fingerprint: str) -> str:
+    """The name of the material a digest was verified on, cold, under a material fingerprint."""
+    return f"material/{digest}/{hashlib.sha256(fingerprint.encode()).hexdigest()}"
+
+
+def _shas_in(doc: Any, key: str) -> set[str]:
+    return {str(e[key]) for e in doc if isinstance(e, dict) and e.get(key)} if isinstance(doc, list) else set()
+
+
+def evidence_prune(db: Db, batch: int) -> int:
+    """Drop the evidence no kept scan and no cache entry can use: ``scan/<id>`` names of deleted scans,
+    ``material/...`` names of no cache entry, and every blob no kept name reaches. Returns the blobs
+    deleted. Reads each kept scan's index (a few hundred KB for 10,000 pods): prune is rare."""
+    from scanner.models import ScanState
+    from scanner.store.core import cache as _cache
+    from scanner.store.core import scans as _scans
+
+    with db.read() as conn:
+        if conn.execute(sa.select(_scans.c.id).where(_scans.c.state == ScanState.RUNNING.value).limit(1)).first():
+            return 0  # a running scan writes its evidence at its end: a later prune collects instead
+        refs = {r.name: r.sha256 for r in conn.execute(sa.select(_refs.c.name, _refs.c.sha256))}
+        live_scans = {f"scan/{i}" for (i,) in conn.execute(sa.select(_scans.c.id))}
+        live_material = {material_name(r.digest, r.material_fingerprint)
+                         for r in conn.execute(sa.select(_cache.c.digest, _cache.c.material_fingerprint))}
+    dead = sorted(n for n in refs if n not in live_scans and n not in live_material)
+    for chunk in _chunks(dead, batch):
+        with db.write() as conn:
+            conn.execute(_refs.delete().where(_refs.c.name.in_(chunk)))
+    kept = {n: s for n, s in refs.items() if n not in set(dead)}
+    live: set[str] = set(kept.values())
+    material_docs: set[str] = set()
+    ev = Evidence(db)
+    for name, sha in kept.items():
+        data = ev.evidence_blobs([sha]).get(sha)
+        if data is None:
+            continue
+        try:
+            if name.startswith("scan/"):
+                index = json.loads(gzip.decompress(data))
+                live |= _shas_in(index.get("trust"), "sha256")
+                material_docs |= _shas_in(index.get("images"), "material")
+            else:
+                material_docs.add(sha)
+        except (OSError, EOFError, ValueError, AttributeError):
+            continue  # unreadable: its blobs are not known to be needed, nor kept by it
+    live |= material_docs
+    for chunk in _chunks(sorted(material_docs), batch):
+        for data in ev.evidence_blobs(chunk).values():
+            try:
+                live |= _shas_in(json.loads(data).get("answers"), "sha256")
+            except (ValueError, AttributeError):
+                continue
+    with db.read() as conn:
+        every = [s for (s,) in conn.execute(sa.select(_blobs.c.sha256))]
+    doomed = sorted(set(every) - live)
+    for chunk in _chunks(doomed, batch):
+        with db.write() as conn:
+            conn.execute(_blobs.delete().where(_blobs.c.sha256.in_(chunk)))
+    return len(doomed)

@@ -346,3 +346,34 @@ def test_slsa_verifier_accepts_the_packs_vsas_with_the_packs_key(packs, tmp_path
                            capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)})
         passed = r.returncode == 0 and "PASSED" in r.stderr
         assert passed == (name != "wrong-key"), (name, r.returncode, r.stderr[-1500:])
+
+
+def test_prune_drops_the_evidence_of_deleted_scans_and_keeps_the_rest(packs, tmp_path: Path) -> None:
+    # A copy of the database: cold and warm scans; prune keeps the newest (warm) scan only.
+    import sqlalchemy as sa
+
+    from scanner.store import open_store
+
+    _est, d, _db, _k, _pub, docs = packs
+    (tmp_path / "p.db").write_bytes((d / "ev.db").read_bytes())
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    cold, warm = docs["cold"]["scan"]["id"], docs["warm"]["scan"]["id"]
+
+    def counts() -> tuple[int, set[str]]:
+        with open_store(url) as store, store.engine.connect() as conn:
+            blobs = conn.execute(sa.text("select count(*) from evidence_blobs")).scalar()
+            names = {n for (n,) in conn.execute(sa.text("select name from evidence_refs"))}
+        return int(blobs), names
+
+    blobs_before, names = counts()
+    assert {f"scan/{cold}", f"scan/{warm}"} <= names
+    with open_store(url) as store:
+        assert store.prune(keep_scans=1).scans == 1
+    blobs_after, names = counts()
+    assert f"scan/{cold}" not in names and f"scan/{warm}" in names
+    assert 0 < blobs_after < blobs_before  # the cold scan's own index went; the shared material stayed
+    key, _ = _key(tmp_path, "ed25519")
+    r = sigaudit("evidence", "--db", url, "--scan", str(warm), "--sign-key", str(key), "--out", str(tmp_path / "w.tgz"))
+    assert r.returncode == 0, r.stderr
+    r = sigaudit("evidence", "--db", url, "--scan", str(cold), "--sign-key", str(key), "--out", str(tmp_path / "c.tgz"))
+    assert r.returncode == 2 and "no evidence material" in r.stderr, r.stderr
