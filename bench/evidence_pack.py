@@ -62,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
                                   "-o", "none", "--no-progress", "--exit-zero-on-violations"])
             assert r.returncode == 0, r.stderr[-2000:]
             res[f"scan_{run}_s"] = round(wall, 2)
+        import sqlite3
+
+        with sqlite3.connect(work / "db.sqlite") as conn:
+            res["evidence_blob_bytes_in_db"] = conn.execute("select sum(length(data)) from evidence_blobs").fetchone()[0]
+            res["scan_index_bytes"] = [n for (n,) in conn.execute(
+                "select length(b.data) from evidence_refs r join evidence_blobs b on b.sha256 = r.sha256 "
+                "where r.name like 'scan/%' order by r.name")]
         wall, cpu, r = timed([*cli, "evidence", "--db", db, "--sign-key", str(work / "k.pem"),
                               "--out", str(work / "pack.tar.gz")])
         assert r.returncode == 0, r.stderr[-2000:]
