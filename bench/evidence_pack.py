@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         import sqlite3
 
         with sqlite3.connect(work / "db.sqlite") as conn:
-            res["evidence_blob_bytes_in_db"] = conn.execute("select sum(length(data)) from evidence_blobs").fetchone()[0]
+            q = "select sum(length(data)) from evidence_blobs"
+            res["evidence_blob_bytes_in_db"] = conn.execute(q).fetchone()[0]
             res["scan_index_bytes"] = [n for (n,) in conn.execute(
                 "select length(b.data) from evidence_refs r join evidence_blobs b on b.sha256 = r.sha256 "
                 "where r.name like 'scan/%' order by r.name")]
