@@ -242,6 +242,8 @@ def _keep_evidence(options: ScanOptions, store: Store, scan_id: int, inputs: Sca
              policy_digest=inputs.policy.digest, trust=inputs.trust)
     except StoreError as exc:
         log.warning("the evidence material of scan %d was not kept: %s", scan_id, exc.diagnostics())
+    except Exception:  # a bug here must not turn a finished scan into a failed one
+        log.exception("the evidence material of scan %d was not kept", scan_id)
 
 
 def _notify(inputs: ScanInputs, store: Store, result: ScanResult, scan_id: int, clock: Clock) -> ScanResult:

@@ -187,7 +187,18 @@ def _cached_tuf_expiry() -> datetime | None:
         return None
 
 
+PUBLIC_GOOD = "sigstore public-good (TUF)"
+
+
 def public_good_trust(*, offline: bool, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> SigstoreTrust:
+    """The public-good root (see :func:`_public_good_root`), read through the trust sources: recorded into
+    a scan's trust snapshot, and replayed from an evidence pack without TUF, its cache or the network."""
+    raw = sources.fetched("sigstore", "public-good trusted_root.json",
+                          lambda: _public_good_root(offline=offline, now=now))
+    return trust_from_json(raw, source=PUBLIC_GOOD)
+
+
+def _public_good_root(*, offline: bool, now: Callable[[], datetime]) -> bytes:
     """The Sigstore public-good root through sigstore-python's TUF client.
 
     Online: refresh TUF metadata; when the refresh fails, the on-disk cache is used (a warning is
@@ -217,8 +228,7 @@ def public_good_trust(*, offline: bool, now: Callable[[], datetime] = lambda: da
             if not mode:
                 _log.warning("Sigstore public-good TUF refresh failed (%s); trying the on-disk cache", exc)
             continue
-        raw = root._inner.to_json().encode()
-        return SigstoreTrust(root, "sigstore public-good (TUF)", hashlib.sha256(raw).hexdigest(), raw)
+        return bytes(root._inner.to_json().encode())
     raise ConfigError("cannot load the Sigstore public-good trust root: " + "; ".join(errors))
 
 
@@ -230,6 +240,8 @@ class LazyTrust:
         self.name = name
         self.label = label  # names what will be loaded (before it is), for configuration fingerprints
         self._lock = threading.Lock()
+        # Loaded on first use, in whichever thread: through the trust sources in force now (at policy load).
+        self._sources = sources.current()
         self._value: SigstoreTrust | None = None
         self._error: ConfigError | None = None
 
@@ -237,7 +249,8 @@ class LazyTrust:
         with self._lock:
             if self._value is None and self._error is None:
                 try:
-                    self._value = self._loader()
+                    with sources.reading_from(self._sources):
+                        self._value = self._loader()
                 except ConfigError as exc:
                     self._error = exc
                 except Exception as exc:

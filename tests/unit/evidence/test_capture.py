@@ -99,3 +99,22 @@ def test_a_key_url_credential_never_enters_the_snapshot() -> None:
         with pytest.raises(ConfigError) as info:  # another credential is another reference
             sources.fetched("url", url.replace("hunter2", "other"), lambda: b"never")
         assert "other" not in str(info.value)
+
+
+def test_the_public_good_root_is_recorded_and_replayed_without_tuf(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scanner.verify import trustroot
+
+    rec = sources.Recording()
+    with sources.reading_from(rec):
+        lazy = trustroot.LazyTrust(lambda: trustroot.public_good_trust(offline=True), name="public good")
+    got = lazy.get()  # loaded later (a worker thread in a scan), outside the context: still recorded
+    assert any(e["op"] == "sigstore" for e in rec.snapshot.entries)
+
+    def no_tuf(**_: object) -> bytes:
+        raise AssertionError("TUF, its cache or the network was consulted during a replay")
+
+    monkeypatch.setattr(trustroot, "_public_good_root", no_tuf)
+    with sources.reading_from(sources.Replay(rec.snapshot.entries, rec.snapshot.blobs)):
+        assert trustroot.public_good_trust(offline=False).fingerprint == got.fingerprint
+    with sources.reading_from(sources.Replay([], {})), pytest.raises(ConfigError, match="not in the evidence pack"):
+        trustroot.public_good_trust(offline=False)
