@@ -295,6 +295,24 @@ class CacheState:
     cluster: str = ""  # part of every re-list scope: one cluster's re-list never stands for another's
 
 
+class EvidenceSink(Protocol):
+    """Keeps what each image was judged on, for the evidence pack (``scanner.evidence.capture.Capture``)."""
+
+    def started(self, now: datetime) -> None: ...
+
+    def prepare(self, refs: Iterable[tuple[str, str]]) -> None:
+        """(digest, material fingerprint) of the cache hits to come: whose material is at hand."""
+        ...
+
+    def reader(self, image: RunningImage, client: RegistryReader) -> RegistryReader:
+        """The reader one image's verification uses (its own: it records that image's answers)."""
+        ...
+
+    def has_material(self, digest: str, fingerprint: str) -> bool: ...
+
+    def judge(self, image: RunningImage, reader: RegistryReader, fingerprint: str | None, cached: bool) -> None: ...
+
+
 LIST_TAGS_FROM = 3  # running digests in one repository before its tag list is worth a request
 
 
@@ -341,6 +359,21 @@ def _still_valid(results: tuple[SignatureResult, ...], now: datetime) -> bool:
     return all(r.not_after is None or r.not_after > now for r in results if r.outcome is Outcome.PASSED)
 
 
+def _hit_fingerprint(keys: Mapping[int, Any], cache: Any) -> str | None:
+    """The material fingerprint of the cache hits an image is judged from (one material: the cache and
+    the re-check window serve a verdict only when every verifier's hit names the same)."""
+    found = {cache.hits[k].material_fingerprint for k in keys.values() if k is not None and k in cache.hits}
+    return next(iter(found)) if len(found) == 1 else None
+
+
+def _evidence_has(evidence: EvidenceSink | None, image: RunningImage, fingerprint: str | None) -> bool:
+    """Whether a cache hit may serve: always without evidence capture; with it, only when the store keeps
+    the material the hit was judged on (else the pack could not show it)."""
+    if evidence is None:
+        return True
+    return fingerprint is not None and evidence.has_material(str(image.digest), fingerprint)
+
+
 def verify_image(
     image: RunningImage,
     groups: list[_Group],
@@ -349,6 +382,7 @@ def verify_image(
     now: datetime,
     stats: ScanStats,
     cache: CacheState | None = None,
+    evidence: EvidenceSink | None = None,
 ) -> list[Verdict]:
     verifiers: dict[int, Verifier] = {}
     for g in groups:
@@ -362,9 +396,17 @@ def verify_image(
     keys = {vid: _cache_key(image, v) for vid, v in verifiers.items()} if cache is not None else {}
     windowed = _from_window(image, keys, client, groups, now, cache)
     checked_at = None
+    fingerprint = None
+    if windowed is not None and not _evidence_has(evidence, image, _hit_fingerprint(keys, cache)):
+        windowed = None  # the evidence pack needs the material a hit was judged on: verify afresh
+    cached = None if windowed is not None else _from_cache(image, keys, client, policy, now, wants, cache)
+    if cached is not None and not _evidence_has(evidence, image, _hit_fingerprint(keys, cache)):
+        cached = None
     if windowed is not None:
         results, checked_at = windowed
-    elif (cached := _from_cache(image, keys, client, policy, now, wants, cache)) is not None:
+        fingerprint = _hit_fingerprint(keys, cache)
+    elif cached is not None:
+        fingerprint = _hit_fingerprint(keys, cache)
         results = cached
     elif verifiers:
         # Referrer types that a verifier needs on their own (notation) are listed at once; those that
@@ -393,14 +435,18 @@ def verify_image(
         ):
             from scanner.store import CachedVerification
 
-            fp = material_fingerprint(material)
+            # Named for the evidence only when cached: a later hit reuses this material, never that of a
+            # verification that met errors (with the same fingerprint).
+            fingerprint = material_fingerprint(material)
             with cache.lock:
                 cache.new += [
-                    CachedVerification(*key, fp, results[vid], now)
+                    CachedVerification(*key, fingerprint, results[vid], now)
                     for vid in verifiers
                     if (key := keys[vid]) is not None
                 ]
-            _mark_relisted(image, client, fp, now, cache)
+            _mark_relisted(image, client, fingerprint, now, cache)
+    if evidence is not None:
+        evidence.judge(image, client, fingerprint, windowed is not None or cached is not None)
     with stats.lock:
         for found in results.values():
             for r in found:
@@ -587,6 +633,7 @@ def run_scan(
     cache: VerificationCache | None = None,
     deadline: float | None = None,
     recheck_after: timedelta | None = None,
+    evidence: EvidenceSink | None = None,
 ) -> ScanResult:
     """``deadline``: a ``time.monotonic()`` value; registry requests stop there, and every image not
     judged by then gets an ``error`` verdict ("scan deadline reached") in a partial scan.
@@ -598,6 +645,8 @@ def run_scan(
         progress("inventory", inv.containers, inv.containers)
     running, unknown = resolve(inv, client, workers=workers, deadline=deadline)
     now = clock()
+    if evidence is not None:
+        evidence.started(now)
     stats = ScanStats()
     verdicts: list[Verdict] = []
     work = [(img, _groups(policy, img)) for img in running]
@@ -619,11 +668,14 @@ def run_scan(
         if recheck_after is not None and running:
             cache_state.relists = cache.relists_get_many(
                 {(img.digest, relist_scope(client, img, cluster)) for img in running})
+        if evidence is not None:
+            evidence.prepare((e.digest, e.material_fingerprint) for e in cache_state.hits.values())
 
     def _verify(img: RunningImage, groups: list[_Group]) -> list[Verdict]:
         with within(deadline, SCAN_DEADLINE):
-            return _with_credential_source(verify_image(img, groups, client, policy, now, stats, cache_state),
-                                           img, client)
+            reader = evidence.reader(img, client) if evidence is not None else client
+            return _with_credential_source(
+                verify_image(img, groups, reader, policy, now, stats, cache_state, evidence), img, client)
 
     done = 0
     pool = ThreadPoolExecutor(max_workers=max(1, workers))

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from scanner.policy.loader import Policy
     from scanner.registry.auth import CredentialStore
     from scanner.store import Store
+    from scanner.verify.sources import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class ScanInputs:
     credentials: CredentialStore
     deadline_at: float | None  # a time.monotonic() value
     notify: NotifyConfig | None = None
+    trust: Snapshot | None = None  # the trust material the policy was built from, as read (evidence packs)
 
 
 def load_inputs(options: ScanOptions) -> ScanInputs:
@@ -105,8 +107,12 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
         from scanner.inventory.pods import check_pods_file
 
         check_pods_file(options.pods_file)
-    policy = load_policies(options.policy_path, options.policy_from, kubeconfig=options.kubeconfig,
-                           context=options.context)
+    from scanner.verify import sources as trust_sources
+
+    recording = trust_sources.Recording()  # what the policy was built from, for the evidence pack
+    with trust_sources.reading_from(recording):
+        policy = load_policies(options.policy_path, options.policy_from, kubeconfig=options.kubeconfig,
+                               context=options.context)
     credentials = CredentialStore.from_docker_config(
         options.docker_config, RegistryAuthConfig.parse(options.registry_auth)
     )
@@ -115,7 +121,7 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
         from scanner.notify.config import load as load_notify
 
         notify = load_notify(options.notify_path)
-    return ScanInputs(policy, credentials, deadline_at, notify)
+    return ScanInputs(policy, credentials, deadline_at, notify, recording.snapshot)
 
 
 def begin(options: ScanOptions, store: Store, inputs: ScanInputs, clock: Clock = system_clock) -> int:
@@ -169,7 +175,9 @@ def run_begun(
                 per_registry_concurrency=options.registry_concurrency,
                 manifest_budget=options.registry_budget,
             )
-            result = _scan(options, store, inputs, client, clock=clock, stop=stop, progress=progress)
+            capture = _capture(store, scan_id)
+            result = _scan(options, store, inputs, client, clock=clock, stop=stop, progress=progress,
+                           capture=capture)
             if stop is not None and stop.is_set():
                 raise InterruptedError("interrupted: a stop was requested")
             if store is not None and scan_id is not None:
@@ -177,6 +185,7 @@ def run_begun(
 
                 store.finish_scan(scan_id, result, policy_summary(inputs.policy))
                 result = replace(result, scan_id=scan_id)
+                _keep_evidence(options, store, scan_id, inputs, capture)
                 result = _notify(inputs, store, result, scan_id, clock)
         if store is not None and scan_id is not None:
             apply_retention(options, store, clock)
@@ -210,6 +219,32 @@ def run_once(
     scan_id = begin(options, store, inputs, clock) if store is not None else None
     return run_begun(options, store, scan_id, inputs, clock=clock, stop=stop, progress=progress,
                      heartbeat_interval=heartbeat_interval)
+
+
+def _capture(store: Store | None, scan_id: int | None) -> Any:
+    """With a store, every scan keeps the material its verdicts used (``sigaudit evidence`` builds a
+    pack from it later, for any scan still in retention)."""
+    if store is None or scan_id is None:
+        return None
+    from scanner.evidence.capture import Capture
+
+    return Capture(known=lambda names: set(store.evidence_refs(names)))
+
+
+def _keep_evidence(options: ScanOptions, store: Store, scan_id: int, inputs: ScanInputs, capture: Any) -> None:
+    """The scan's evidence material into the store; a failure is logged, never the scan's (the verdicts
+    are stored already; ``sigaudit evidence`` then says this scan has no evidence)."""
+    if capture is None or inputs.trust is None:
+        return
+    from scanner.evidence.capture import keep
+
+    try:
+        keep(store, scan_id, capture, policy_path=options.policy_path, policy_from=options.policy_from,
+             policy_digest=inputs.policy.digest, trust=inputs.trust)
+    except StoreError as exc:
+        log.warning("the evidence material of scan %d was not kept: %s", scan_id, exc.diagnostics())
+    except Exception:  # a bug here must not turn a finished scan into a failed one
+        log.exception("the evidence material of scan %d was not kept", scan_id)
 
 
 def _notify(inputs: ScanInputs, store: Store, result: ScanResult, scan_id: int, clock: Clock) -> ScanResult:
@@ -297,6 +332,7 @@ def _scan(
     clock: Clock,
     stop: threading.Event | None,
     progress: Progress | None,
+    capture: Any = None,
 ) -> ScanResult:
     problems: list[str] = []
     owners = None
@@ -322,7 +358,7 @@ def _scan(
         if options.pull_secrets:
             pods = with_pull_secrets(pods, api, inputs.credentials, problems)
     return _judge(options, store, inputs, client, pods, owners, problems, clock=clock, stop=stop, progress=progress,
-                  workers=options.concurrency, deadline=inputs.deadline_at)
+                  workers=options.concurrency, deadline=inputs.deadline_at, capture=capture)
 
 
 def _judge(
@@ -339,6 +375,7 @@ def _judge(
     progress: Progress | None,
     workers: int,
     deadline: float | None,
+    capture: Any = None,
 ) -> ScanResult:
     """The pipeline over ``pods``, with the verification cache when there is a store: the one way a
     verdict is reached (scans and ``serve --watch`` alike)."""
@@ -358,6 +395,7 @@ def _judge(
         cache=store if (store is not None and options.cache) else None,
         deadline=deadline,
         recheck_after=timedelta(seconds=options.recheck_after) if options.recheck_after else None,
+        evidence=capture,
     )
     if owners is not None and owners.problems:
         result = replace(result, errors=(*result.errors, *owners.problems), state=ScanState.PARTIAL)

@@ -50,6 +50,7 @@ from scanner.policy.admission import (
 from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.loader import CompiledRule, Policy, PolicyLoader
 from scanner.policy.schema import CosignVerifierSpec, NotationVerifierSpec, VerifierSpec, parse_duration
+from scanner.verify import sources as trust_sources
 from scanner.verify.base import Verifier
 from scanner.verify.static import StaticVerifier
 
@@ -529,16 +530,17 @@ def _cip_authority(
 
 def notation_rules(ctx: ImportContext, directory: Path) -> list[CompiledRule]:
     policy_file = next(
-        (directory / n for n in ("trustpolicy.oci.json", "trustpolicy.json") if (directory / n).is_file()), None
+        (directory / n for n in ("trustpolicy.oci.json", "trustpolicy.json") if trust_sources.is_file(directory / n)),
+        None,
     )
     if policy_file is None:
         raise ConfigError(
             "no trustpolicy.oci.json or trustpolicy.json in the notation directory", source=str(directory)
         )
     store = directory / "truststore"
-    if not store.is_dir():
+    if not trust_sources.is_dir(store):
         raise ConfigError("no truststore/ directory beside the trust policy", source=str(directory))
-    data = policy_file.read_bytes()
+    data = trust_sources.read_bytes(policy_file)
     ctx.raw.append(data)
     try:
         doc = json.loads(data)
@@ -821,7 +823,7 @@ def merge(
                 ctx.raw.append(json.dumps(docs, sort_keys=True).encode())
             else:
                 try:
-                    data = Path(where).read_bytes()
+                    data = trust_sources.read_bytes(Path(where))
                 except OSError as exc:
                     raise ConfigError(f"cannot read: {exc.strerror}", source=where) from exc
                 ctx.raw.append(data)

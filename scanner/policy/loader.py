@@ -29,6 +29,7 @@ from scanner.policy.schema import (
     parse_duration,
 )
 from scanner.redact import display_url, redact_text
+from scanner.verify import sources
 from scanner.verify.base import Fetcher, Verifier
 from scanner.verify.keys import PublicKey, parse_public_key
 
@@ -204,17 +205,17 @@ class PolicyLoader:
         if text.startswith(KMS_SCHEMES):
             from scanner.verify import kms  # optional, provider SDKs are extras
 
-            data = kms.fetch_public_key_pem(text)
+            data = sources.fetched("kms", text, lambda: kms.fetch_public_key_pem(text))
         elif text.startswith("-----BEGIN"):
             data = text.encode()
         elif text.startswith("https://"):
-            data = self._fetch_key(text)
+            data = sources.fetched("url", text, lambda: self._fetch_key(text))
         elif text.startswith("http://"):
             raise ConfigError("keys are fetched over https only", field=where)
         else:
             path = (base_dir / text).expanduser()
             try:
-                data = path.read_bytes()[: MAX_URL_KEY_BYTES + 1]
+                data = sources.read_bytes(path)[: MAX_URL_KEY_BYTES + 1]
             except OSError as exc:
                 raise ConfigError(f"cannot read key file {path}: {exc.strerror}", field=where) from exc
         try:
@@ -235,7 +236,8 @@ class PolicyLoader:
         if self._fetcher is None:
             from scanner.registry.fetcher import HttpFetcher
 
-            self._fetcher = HttpFetcher()  # CRL/OCSP over HTTP, size- and time-bounded
+            # CRL/OCSP over HTTP, size- and time-bounded; recorded or replayed with the trust sources
+            self._fetcher = sources.wrap_fetcher(HttpFetcher())
         return self._fetcher
 
     def crl_cache(self) -> Any:
@@ -280,7 +282,7 @@ def _label(text: str) -> str:
 def load_policy(path: str | Path, *, loader: PolicyLoader | None = None) -> Policy:
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = sources.read_bytes(p)
     except OSError as exc:
         raise ConfigError(f"cannot read policy: {exc.strerror}", source=str(p)) from exc
     return compile_policy(

@@ -113,6 +113,10 @@ class Retention:
                                              [_cache.c.digest, _cache.c.trust_fingerprint], batch)
                 self._delete_batched(_relists, [_relists.c.checked_at < cutoff],
                                      [_relists.c.digest, _relists.c.scope], batch)
+            if doomed or prune_cache:  # evidence of deleted scans and of forgotten cache entries (issue #23)
+                from scanner.store.evidence import evidence_prune
+
+                evidence_prune(self._db, batch)
             summaries = 0
             if summaries_before is not None:
                 # Only of scans whose detail is gone: a kept scan keeps its point on the trend.

@@ -315,3 +315,27 @@ class NotificationState(Base):
     namespaces: Mapped[list[Any]]
     scan_id: Mapped[int] = mapped_column(sa.Integer)  # the scan whose change was (to be) sent
     sent_at: Mapped[datetime]
+
+
+class EvidenceBlob(Base):
+    """The bytes an evidence pack is built from (issue #23): registry answers a verification used
+    (signature manifests, layers, referrers), trust material, per-scan indexes. Content-addressed by
+    sha256 and written once, so the material of a digest verified cold once serves every warm scan
+    after it. No secret is stored here: registry answers and public trust material only."""
+
+    __tablename__ = "evidence_blobs"
+
+    sha256: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class EvidenceRef(Base):
+    """Names for evidence blobs: ``scan/<id>`` (a scan's evidence index) and
+    ``material/<digest>/<sha256 of the material fingerprint>`` (what a digest was verified on, cold).
+    Written once; no foreign key, so a scan's deletion leaves them to ``sigaudit db prune``."""
+
+    __tablename__ = "evidence_refs"
+
+    name: Mapped[str] = mapped_column(sa.String(512), primary_key=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime]

@@ -29,6 +29,7 @@ from scanner.store.cache import RelistMark as RelistMark
 from scanner.store.core import MAX_ID as MAX_ID
 from scanner.store.core import Db
 from scanner.store.engine import describe_db_error, make_engine, parse_url
+from scanner.store.evidence import Evidence
 from scanner.store.migrate import check_schema_on
 from scanner.store.notified import Notified as Notified
 from scanner.store.notified import NotifiedState
@@ -65,6 +66,7 @@ class Store:
         self._queries = Queries(self._db)
         self._cache = Cache(self._db)
         self._notified = NotifiedState(self._db)
+        self._evidence = Evidence(self._db)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -183,6 +185,18 @@ class Store:
     def disk_usage(self) -> DiskUsage:
         """The database's size and (SQLite) the room left on the volume holding it."""
         return self._retention.disk_usage()
+
+    # -- evidence material (evidence.py) ----------------------------------------------------------
+
+    def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str]) -> None:
+        """Content-addressed blobs and the names pointing at them, each written only if absent."""
+        self._evidence.evidence_put(blobs, refs)
+
+    def evidence_refs(self, names: Iterable[str]) -> dict[str, str]:
+        return self._evidence.evidence_refs(names)
+
+    def evidence_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
+        return self._evidence.evidence_blobs(shas)
 
     # -- verification cache (cache.py) ------------------------------------------------------------
 
