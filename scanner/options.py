@@ -140,9 +140,10 @@ def scan_options(*, serve: bool = False) -> Callable[[F], F]:
                           "signatures attached; revocation and expiry are re-checked every scan)."),
         _option("--recheck-after", callback=duration, default=None,
                 help="Re-check window (e.g. 1h; default off): an image whose cached pass was re-listed within "
-                     "it is judged from the cache without any registry request; each digest is re-listed at least "
-                     "once per window, spread over the scans. Expiry and revocation are still judged every scan; a "
-                     "signature removed inside the window is noticed only at the next re-list. Needs the cache."),
+                     "it is judged from the cache without any registry request; no verdict rests on a re-list "
+                     "older than the window (re-lists are spread over the scans). Expiry and revocation are still "
+                     "judged every scan; a signature removed inside the window is noticed only at the next re-list "
+                     "(up to one window plus one scan interval later). Needs the cache."),
         _option("--reports", "cluster_reports", type=click.Choice(["openreports", "policyreport"]), default=None,
                 help="After each scan, server-side apply its results as policy reports (openreports.io Report / "
                      "ClusterReport, or wgpolicyk8s.io/v1alpha2 PolicyReport) and delete sigaudit's stale ones."),

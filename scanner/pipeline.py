@@ -347,8 +347,9 @@ def window_due(window: timedelta, digest: str, scope: str, checked_at: datetime 
     """Whether the signatures of ``digest`` in ``scope`` must be re-listed in this scan. Each (digest,
     scope) has its own share of the window, between half of it and all of it (a hash of the two), so
     that the digests of one cold scan fall due spread over the window's second half instead of all in
-    one scan, and each is still re-listed at least once per window. A mark without a time, or with a
-    time after ``now`` (a clock set back), is never recent."""
+    one scan, and no verdict is served from a re-list as old as the window. (Re-lists happen only in
+    scans: two of them can be up to the window plus one scan interval apart.) A mark without a time, or
+    with a time after ``now`` (a clock set back), is never recent."""
     if checked_at is None or checked_at > now:
         return True
     share = int(hashlib.sha256(f"{digest}|{scope}".encode()).hexdigest()[:8], 16) / 2**32

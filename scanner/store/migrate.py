@@ -73,6 +73,15 @@ def alembic_head_revision() -> str:
     return head
 
 
+def _set_foreign_keys(conn: sa.Connection, *, on: bool) -> None:
+    """SQLite: turn foreign key enforcement on or off for this connection (outside any transaction)."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute(f"PRAGMA foreign_keys = {'ON' if on else 'OFF'}")
+    if bool(raw.execute("PRAGMA foreign_keys").fetchone()[0]) != on:
+        raise StoreError("cannot switch SQLite foreign keys for the migration (a transaction is open)")
+
+
 @contextmanager
 def _migration_connection(url: str) -> Iterator[sa.Connection]:
     """One connection, in one transaction, holding the migration lock."""
@@ -81,16 +90,17 @@ def _migration_connection(url: str) -> Iterator[sa.Connection]:
         with engine.connect() as conn:
             if is_sqlite(conn):
                 # Batch migrations copy tables; with foreign keys on, dropping the old table would
-                # cascade. The pragma only changes outside a transaction.
-                conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
-                conn.commit()
+                # cascade (DELETE FROM images empties containers and signatures). The pragma only
+                # changes outside a transaction, so it goes to the driver's connection directly: through
+                # SQLAlchemy the engine's begin hook has already sent BEGIN and the pragma is a no-op.
+                _set_foreign_keys(conn, on=False)
                 conn = conn.execution_options(**write_options())  # BEGIN IMMEDIATE: one upgrader
             with conn.begin():
                 if not is_sqlite(conn):
                     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
                 yield conn
             if is_sqlite(conn):
-                conn.exec_driver_sql("PRAGMA foreign_keys = ON")
+                _set_foreign_keys(conn, on=True)
     except StoreError:
         raise
     except SQLAlchemyError as exc:

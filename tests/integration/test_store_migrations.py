@@ -135,3 +135,45 @@ def test_0005_keeps_old_scans_readable_and_their_exemptions_said_not_recorded(db
         assert view.NOT_RECORDED.replace("'", "&#39;") in html
     finally:
         store.close()
+
+
+def test_downgrade_and_upgrade_keep_the_rows_of_child_tables(db_url: str) -> None:
+    """SQLite batch migrations copy a table and drop the old one: with foreign keys on, the drop cascades
+    (DELETE FROM images empties containers, signatures and their checks). The newest migration's
+    downgrade recreates ``images`` (it drops a column); every scan's containers and signatures must
+    survive it and the way back up."""
+    from datetime import UTC, datetime
+
+    from scanner.models import (
+        ContainerRef,
+        ContainerType,
+        ImageReference,
+        Outcome,
+        RunningImage,
+        ScanResult,
+        ScanState,
+        SignatureResult,
+        Status,
+        Verdict,
+        Workload,
+    )
+
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    container = ContainerRef("ns", "p", "c", ContainerType.CONTAINER, "r.io/app:1", None, Workload("Pod", "p"))
+    sig = SignatureResult("cosign", "cosign key k", Outcome.PASSED, "verified", signer="k")
+    verdict = Verdict(RunningImage(ImageReference("r.io", "app", "1", "sha256:" + "4" * 64), (container,)),
+                      Status.VERIFIED, ("verified",), signatures=(sig,), checked_at=at)
+    upgrade(db_url)
+    store = open_store(db_url)
+    try:
+        scan_id = store.begin_scan("prod", at, "sha256:p", "0.1.0")
+        store.finish_scan(scan_id, ScanResult("prod", at, at, ScanState.COMPLETE, (verdict,), "sha256:p"))
+        downgrade(db_url, "-1")
+        upgrade(db_url)
+        check(db_url)
+        (back,) = store.load_scan(scan_id).verdicts
+        assert back.image.containers == (container,), "the downgrade's table copy deleted the containers"
+        assert [s.reason for s in back.signatures] == ["verified"]
+        assert back.checked_at is None  # the column went and came back empty
+    finally:
+        store.close()
