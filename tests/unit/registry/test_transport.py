@@ -1,0 +1,276 @@
+"""The registry client's urllib3 transport against raw sockets: the wall-clock deadline holds where
+urllib3's per-read timeouts do not (a header block, a body or a TLS handshake trickled a byte at a
+time), a connection goes back to its pool only after a complete reply, malformed replies are errors
+with words (never a traceback), and proxies are read from the environment as httpx read them."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from scanner.errors import LimitExceeded, RegistryError, SigauditError
+from scanner.models import ImageReference
+from scanner.registry import deadline, transport
+from scanner.registry.client import OCI_MANIFEST, Limits, RegistryClient
+
+Script = Callable[[socket.socket, int], None]
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 running ``script(conn, n)`` for the n-th accepted connection."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.accepted = 0
+        self.stop = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._run, args=(conn, self.accepted), daemon=True).start()
+
+    def _run(self, conn: socket.socket, n: int) -> None:
+        with conn:
+            try:
+                self.script(conn, n)
+            except OSError:
+                pass
+
+    def trickle(self, conn: socket.socket, data: bytes, interval: float) -> None:
+        for b in data:
+            if self.stop.wait(interval):
+                return
+            conn.sendall(bytes([b]))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[[Script], RawServer]]:
+    servers: list[RawServer] = []
+
+    def make(script: Script) -> RawServer:
+        servers.append(RawServer(script))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+MANIFEST = b'{"schemaVersion": 2, "mediaType": "%s", "layers": []}' % OCI_MANIFEST.encode()
+
+
+def ok_reply(body: bytes = MANIFEST) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: " + OCI_MANIFEST.encode()
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def registry_client(server: RawServer, **limits: float) -> RegistryClient:
+    return RegistryClient(insecure_registries={server.host}, limits=Limits(retries=0, **limits))  # type: ignore[arg-type]
+
+
+def ref(server: RawServer) -> ImageReference:
+    return ImageReference(server.host, "app", "1", None)
+
+
+def test_one_header_byte_a_second_is_cut_at_the_total_timeout(raw: Callable[[Script], RawServer]) -> None:
+    # http.client reads the header block line by line and urllib3's read timeout restarts with every
+    # byte: without a deadline at the socket this request would last the ~100 s of the trickle.
+    def script(conn: socket.socket, n: int) -> None:
+        read_request(conn)
+        server.trickle(conn, b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 100 + b"\r\n\r\n", 1.0)
+
+    server = raw(script)
+    with registry_client(server, read_timeout=5, total_timeout=2.5) as client:
+        t0 = time.monotonic()
+        with pytest.raises(RegistryError, match=r"reply too slow \(total timeout exceeded\)"):
+            client.get_manifest(ref(server), "1")
+        assert time.monotonic() - t0 < 4.5
+
+
+def test_a_body_trickled_a_byte_a_second_is_cut_at_the_total_timeout(raw: Callable[[Script], RawServer]) -> None:
+    def script(conn: socket.socket, n: int) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        server.trickle(conn, b"{" * 1000, 0.5)
+
+    server = raw(script)
+    with registry_client(server, read_timeout=5, total_timeout=2.5) as client:
+        t0 = time.monotonic()
+        with pytest.raises(RegistryError, match="too slow"):
+            client.get_manifest(ref(server), "1")
+        assert time.monotonic() - t0 < 4.5
+
+
+def test_a_tls_handshake_trickled_a_byte_at_a_time_is_cut_at_the_deadline(
+    raw: Callable[[Script], RawServer],
+) -> None:
+    # A TLS record header announcing 16 KiB, then its bytes one by one: each recv of the handshake
+    # succeeds well inside the connect timeout.
+    def script(conn: socket.socket, n: int) -> None:
+        conn.recv(65536)  # the ClientHello
+        server.trickle(conn, b"\x16\x03\x03\x40\x00" + b"\x02" * 16384, 0.2)
+
+    server = raw(script)
+    with RegistryClient(limits=Limits(retries=0, connect_timeout=5, total_timeout=2)) as client:
+        t0 = time.monotonic()
+        with pytest.raises(RegistryError, match="too slow"):
+            client.get_manifest(ref(server), "1")
+        assert time.monotonic() - t0 < 4.5
+
+
+def test_the_deadline_cuts_a_bare_transport_request_and_says_which(raw: Callable[[Script], RawServer]) -> None:
+    def script(conn: socket.socket, n: int) -> None:
+        read_request(conn)
+        server.trickle(conn, b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 100, 0.3)
+
+    server = raw(script)
+    t = transport.Transport(connect_timeout=5, read_timeout=5, maxsize=4, headers={})
+    t0 = time.monotonic()
+    with pytest.raises(Exception) as info, deadline.within(t0 + 1, "scan deadline reached"):
+        t.open("GET", f"http://{server.host}/", {})
+    assert time.monotonic() - t0 < 3
+    assert deadline.cause(info.value) == "scan deadline reached", repr(info.value)
+    t.close()
+
+
+def test_a_connection_is_reused_after_a_complete_reply_and_never_after_a_cut_one(
+    raw: Callable[[Script], RawServer],
+) -> None:
+    big = b"x" * (200 * 1024)
+
+    def script(conn: socket.socket, n: int) -> None:
+        while True:
+            request = read_request(conn)
+            if not request:
+                return
+            if b" /v2/app/manifests/404 " in request:
+                # A 404 whose body is longer than an error reply is read for: the rest stays on the wire
+                # and would be read as the next request's reply if the connection were reused.
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
+            else:
+                conn.sendall(ok_reply())
+
+    server = raw(script)
+    with registry_client(server) as client:
+        for _ in range(3):
+            client.get_manifest(ref(server), "1")
+        assert server.accepted == 1, "complete replies: one kept-alive connection"
+        with pytest.raises(RegistryError, match="not found"):
+            client.get_manifest(ref(server), "404")
+        client.get_manifest(ref(server), "1")
+        assert server.accepted == 2, "the 404 read only in part closed its connection"
+
+
+def test_a_reply_over_the_cap_is_refused_and_its_connection_closed(raw: Callable[[Script], RawServer]) -> None:
+    def script(conn: socket.socket, n: int) -> None:
+        while read_request(conn):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(64):
+                conn.sendall(b"4000\r\n" + b"{" * 0x4000 + b"\r\n")
+            conn.sendall(b"0\r\n\r\n")
+
+    server = raw(script)
+    with registry_client(server, manifest_bytes=100_000) as client:
+        for _ in range(2):
+            with pytest.raises(LimitExceeded, match="exceeds the limit of 100000"):
+                client.get_manifest(ref(server), "1")
+        assert server.accepted == 2
+
+
+@pytest.mark.parametrize("reply,words", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n{}", "schemaVersion None"),  # read to the close
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Length: 11\r\n\r\n{}", "invalid URL or header"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}", "connection broken"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "connection broken"),
+    (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n", "connection broken"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 120 + b"\r\n", "connection broken"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n", "connection broken"),
+    (b"HTTP/1.1 2000 OK\r\n\r\n", "connection broken"),
+    (b"", "connection broken"),
+    (b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\nContent-Length: 0\r\n\r\n", "invalid URL"),
+    (b"HTTP/1.1 302 Found\r\nLocation: http://h:99999999/\r\nContent-Length: 0\r\n\r\n", "invalid URL"),
+    (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope", "could not be decoded"),
+    (b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\nnope", "Content-Encoding"),
+])
+def test_a_malformed_reply_is_an_error_with_words(raw: Callable[[Script], RawServer], reply: bytes,
+                                                  words: str) -> None:
+    def script(conn: socket.socket, n: int) -> None:
+        read_request(conn)
+        conn.sendall(reply)
+
+    server = raw(script)
+    with registry_client(server, total_timeout=5) as client, pytest.raises(SigauditError, match=words):
+        client.get_manifest(ref(server), "1")
+
+
+@pytest.mark.parametrize("no_proxy,host,proxied", [
+    ("", "registry.example.com", True),
+    ("*", "registry.example.com", False),
+    ("example.com", "registry.example.com", False),
+    ("example.com", "example.com", False),
+    ("example.com", "badexample.com", True),
+    (".example.com", "example.com", True),
+    (".example.com", "registry.example.com", False),
+    ("127.0.0.1", "127.0.0.1", False),
+    ("localhost", "localhost", False),
+    ("::1", "::1", False),
+    ("http://registry.example.com", "registry.example.com", False),
+])
+def test_proxies_come_from_the_environment_as_httpx_read_them(
+    monkeypatch: pytest.MonkeyPatch, no_proxy: str, host: str, proxied: bool
+) -> None:
+    import httpx
+
+    for k in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(k, raising=False)
+        monkeypatch.delenv(k.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    rules = transport.environment_proxies()
+    ours = next((r.proxy for r in rules if r.matches("http", host, None)), None)
+    assert (ours is not None) == proxied
+    # ... and httpx, which the client used before, agrees.
+    with httpx.Client() as c:
+        url = httpx.URL(f"http://{'[' + host + ']' if ':' in host else host}/v2/")
+        theirs = c._transport_for_url(url) is not c._transport
+    assert theirs == proxied
+
+
+def test_tls_is_verified_against_certifi_unless_the_environment_names_a_bundle(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    import certifi
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    ctx = transport.ssl_context(True)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert len(ctx.get_ca_certs()) == len(ssl.create_default_context(cafile=certifi.where()).get_ca_certs())
+    off = transport.ssl_context(False)
+    assert off.verify_mode == ssl.CERT_NONE
