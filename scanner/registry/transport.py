@@ -32,12 +32,13 @@ import ssl
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util import make_headers
 
 from scanner.registry import deadline
 
@@ -122,8 +123,8 @@ class _DeadlineMixin:
             self.timeout = base
 
     def send(self, data: Any) -> None:
-        if self.sock is not None:
-            self.sock.settimeout(_left(self.sock.gettimeout()))
+        if self.sock is not None:  # (None: http.client connects first, under connect() below)
+            self.sock.settimeout(_left(self.timeout if isinstance(self.timeout, int | float) else None))
         try:
             super().send(data)  # type: ignore[misc]
         except TimeoutError as exc:
@@ -231,6 +232,17 @@ def environment_proxies() -> list[_Pattern]:
     return sorted((_Pattern(k, v) for k, v in rules.items()), key=lambda p: p.priority)
 
 
+def _proxy_credentials(proxy: str) -> tuple[str, dict[str, str]]:
+    """The proxy URL without its ``user:password@`` and the ``Proxy-Authorization`` header they make,
+    as httpx sent it; the credentials never stay in a URL that an error or a log line could quote."""
+    parts = urlsplit(proxy)
+    if parts.username is None and parts.password is None:
+        return proxy, {}
+    netloc = parts.netloc.rpartition("@")[2]
+    userpass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return parts._replace(netloc=netloc).geturl(), make_headers(proxy_basic_auth=userpass)
+
+
 def _is_ip(text: str, version: int) -> bool:
     try:
         return ipaddress.ip_address(text).version == version
@@ -274,7 +286,8 @@ class Transport:
         with self._lock:
             pm = self._proxied.get(proxy)
             if pm is None:
-                pm = self._proxied[proxy] = urllib3.ProxyManager(proxy, num_pools=256, **self._kw)
+                url, headers = _proxy_credentials(proxy)
+                pm = self._proxied[proxy] = urllib3.ProxyManager(url, proxy_headers=headers, num_pools=256, **self._kw)
                 pm.pool_classes_by_scheme = _POOLS
             return pm
 

@@ -274,3 +274,33 @@ def test_tls_is_verified_against_certifi_unless_the_environment_names_a_bundle(
     assert len(ctx.get_ca_certs()) == len(ssl.create_default_context(cafile=certifi.where()).get_ca_certs())
     off = transport.ssl_context(False)
     assert off.verify_mode == ssl.CERT_NONE
+
+
+def test_proxy_credentials_go_to_the_proxy_only_and_are_never_quoted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # httpx sent a proxy URL's user:password as Proxy-Authorization; urllib3 does not by itself.
+    import base64
+
+    import httpx
+
+    from tests.harness.handler_registry import HandlerProxy, proxy_environment
+
+    seen: list[tuple[str | None, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers.get("proxy-authorization"), request.headers.get("authorization")))
+        return httpx.Response(404)
+
+    proxy = HandlerProxy(handler)
+    try:
+        with proxy_environment(proxy.url.replace("http://", "http://alice:s%40cret@")):
+            client = RegistryClient(insecure_registries={"r.test"}, limits=Limits(retries=0))
+        with client, pytest.raises(RegistryError, match="not found"):
+            client.get_manifest(ImageReference("r.test", "app", "1", None), "1")
+        assert seen == [("Basic " + base64.b64encode(b"alice:s@cret").decode(), None)]
+    finally:
+        proxy.close()
+    with proxy_environment(proxy.url.replace("http://", "http://alice:s%40cret@")):  # now nobody listens
+        client = RegistryClient(insecure_registries={"r.test"}, limits=Limits(retries=0))
+    with client, pytest.raises(RegistryError) as info:
+        client.get_manifest(ImageReference("r.test", "app", "1", None), "1")
+    assert "cret" not in str(info.value) and "alice" not in str(info.value), str(info.value)
