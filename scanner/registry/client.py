@@ -197,6 +197,7 @@ def _retry_after(value: str | None, cap: float) -> float | None:
 
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # RFC 6750's b64token is a subset; anything else is no header value
 # Everything urllib3, http.client and the sockets under them (and the URL parsing around them) raise
 # for a peer or reply that cannot be used: transport failures, timeouts, malformed status lines and
 # headers, URLs that do not parse. Caught where a request is made and turned into RegistryError, so no
@@ -449,6 +450,14 @@ class RegistryClient:
             raise RegistryError(f"{registry}: token service reply is not JSON", registry=registry) from exc
         if not isinstance(token, str) or not token:
             raise RegistryError(f"{registry}: token service reply has no token", registry=registry)
+        if not _TOKEN.fullmatch(token):
+            # A token is a credential: one that cannot be sent as a header (a line break, a space, a
+            # non-ASCII character) was quoted whole in the verdict by the HTTP library's refusal.
+            raise RegistryError(
+                f"{registry}: token service reply has a malformed token ({len(token)} characters, not quoted: "
+                "only printable ASCII without spaces can be sent)",
+                registry=registry,
+            )
         if not ttl == ttl:  # NaN
             ttl = 60.0
         with self._lock:
@@ -1072,6 +1081,9 @@ def _describe_transport_error(exc: BaseException) -> str:
     if isinstance(exc, u3.DecodeError):
         return f"reply body could not be decoded (Content-Encoding): {text[:200]}"
     kind = _failure_kind(exc)
+    if kind == "InvalidReply" and re.search(r"header (value|name)", text, re.IGNORECASE):
+        # http.client refusing one of our request headers quotes it, and it may be a credential.
+        return "a request header could not be sent (not quoted: it may hold a credential)"
     if kind == "InvalidReply":
         return f"invalid URL or header in the reply: {text[:200]}"
     if kind == "ConnectTimeout":

@@ -174,3 +174,22 @@ def test_a_source_with_nothing_for_the_registry_leaves_anonymous_access() -> Non
     with handler_client(handler, credentials=store, insecure_registries={"evil.test"}) as c:
         c.get_manifest(REF, SHA256)
         assert seen == [None] and c.credential_source("evil.test", "team/app", ()) == "anonymous"
+
+
+@pytest.mark.parametrize("token", ["SECRETTOKEN\r\nX-Evil: 1", "SECRET TOKEN", "SECRETTOKEN\u00e9"])
+def test_a_token_that_cannot_be_a_header_is_refused_and_never_quoted(token: str) -> None:
+    # The HTTP library's refusal of the header quoted the whole "Bearer <token>" in the verdict.
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            return httpx.Response(200, json={"token": token})
+        if request.headers.get("authorization"):
+            return httpx.Response(404)
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://evil.test/token"'})
+
+    with client_for(handler) as c, pytest.raises(RegistryError) as info:
+        c.get_manifest(REF, "1")
+    assert "SECRET" not in str(info.value) and "malformed token" in str(info.value), str(info.value)
+
+
+def client_for(handler: Handler) -> RegistryClient:
+    return handler_client(handler, insecure_registries={"evil.test"})
