@@ -10,6 +10,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -263,7 +264,7 @@ def test_proxies_come_from_the_environment_as_httpx_read_them(
 
 
 def test_tls_is_verified_against_certifi_unless_the_environment_names_a_bundle(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import certifi
 
@@ -304,3 +305,48 @@ def test_proxy_credentials_go_to_the_proxy_only_and_are_never_quoted(monkeypatch
     with client, pytest.raises(RegistryError) as info:
         client.get_manifest(ImageReference("r.test", "app", "1", None), "1")
     assert "cret" not in str(info.value) and "alice" not in str(info.value), str(info.value)
+
+
+def test_tls_checks_the_chain_and_the_name_with_the_ca_given_or_named_by_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from scanner.errors import NotFound
+    from tests.harness.fixtures_registry import write_tls_material
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    ca, cert, key = write_tls_material(tmp_path, hosts=("localhost",))  # a name only: 127.0.0.1 is not in it
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    named, by_ip = ImageReference(f"localhost:{port}", "app", "1", None), ImageReference(f"127.0.0.1:{port}", "app")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    try:
+        with RegistryClient(limits=Limits(retries=0)) as c, pytest.raises(RegistryError, match="TLS error"):
+            c.get_manifest(named, "1")  # certifi does not know this CA
+        with RegistryClient(limits=Limits(retries=0), verify_tls=str(ca)) as c:
+            with pytest.raises(NotFound):
+                c.get_manifest(named, "1")
+            with pytest.raises(RegistryError, match="TLS error"):
+                c.get_manifest(by_ip, "1")  # the chain is trusted, the name is not the certificate's
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        with RegistryClient(limits=Limits(retries=0)) as c, pytest.raises(NotFound):
+            c.get_manifest(named, "1")
+    finally:
+        server.shutdown()
+        server.server_close()
