@@ -193,3 +193,29 @@ def test_a_token_that_cannot_be_a_header_is_refused_and_never_quoted(token: str)
 
 def client_for(handler: Handler) -> RegistryClient:
     return handler_client(handler, insecure_registries={"evil.test"})
+
+
+def test_a_cookie_one_tenants_request_earned_is_never_sent_on_anothers() -> None:
+    # httpx kept a cookie jar per client — one client per scan, shared by every tenant: a registry (or
+    # its load balancer) that opens a session cookie after tenant A authenticated then served tenant
+    # B's anonymous requests with A's access, and B's verdict said "anonymous".
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        ok = httpx.Response(200, headers={"Content-Type": OCI_MANIFEST, "Set-Cookie": "session=alice; Path=/"},
+                            content=GOOD)
+        if request.headers.get("authorization") == "Basic " + base64.b64encode(b"alice:a").decode():
+            return ok
+        if "session=alice" in (request.headers.get("cookie") or ""):
+            return ok
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+
+    store = CredentialStore()
+    secret = json.dumps({"auths": {"evil.test": {"auth": base64.b64encode(b"alice:a").decode()}}}).encode()
+    store.add_pull_secret("team-a", "regcred", secret)
+    with handler_client(handler, credentials=store, insecure_registries={"evil.test"}) as c:
+        c.get_manifest(REF, SHA256, (("team-a", "regcred"),))
+        with pytest.raises(RegistryError, match="authentication"):
+            c.get_manifest(REF, SHA256, ())  # tenant B: no pull secret, no docker config
+    assert seen and not any(seen), seen
