@@ -287,6 +287,11 @@ class Transport:
             pm = self._proxied.get(proxy)
             if pm is None:
                 url, headers = _proxy_credentials(proxy)
+                scheme = urlsplit(url).scheme
+                if scheme not in ("http", "https"):
+                    # httpx needed an extra package for SOCKS; urllib3's SOCKS support is a separate manager
+                    words = f"the {scheme[:20]!r} proxy named by the environment is not supported (http and https are)"
+                    raise urllib3.exceptions.ProxyError(words, ValueError(words))
                 pm = self._proxied[proxy] = urllib3.ProxyManager(url, proxy_headers=headers, num_pools=256, **self._kw)
                 pm.pool_classes_by_scheme = _POOLS
             return pm

@@ -350,3 +350,14 @@ def test_tls_checks_the_chain_and_the_name_with_the_ca_given_or_named_by_the_env
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_socks_proxy_in_the_environment_is_an_error_that_says_so() -> None:
+    from tests.harness.handler_registry import proxy_environment
+
+    with proxy_environment("socks5://alice:secret@127.0.0.1:1080"):
+        client = RegistryClient(insecure_registries={"r.test"}, limits=Limits(retries=0))
+    with client, pytest.raises(RegistryError, match="'socks5' proxy named by the environment is not supported") \
+            as info:
+        client.get_manifest(ImageReference("r.test", "app", "1", None), "1")
+    assert "secret" not in str(info.value)
