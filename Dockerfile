@@ -20,7 +20,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 # REQUIREMENTS_SHA256: the sha256 of requirements.lock, kept here by `make lock` (a unit test checks it): the
 # build refuses any other lock, and the image's label records which one it was installed from.
-ARG REQUIREMENTS_SHA256=9dc318d635ef618d8d7459296bb95167d8ec1f6f51a820f8ec69c174a8973f64
+ARG REQUIREMENTS_SHA256=5c18d8f530a9408c088e49fd4f98de22d9bad9ec1a2e731a750f90dd142e5283
 WORKDIR /src
 # Build tools (pip, build, setuptools, wheel, cyclonedx-bom) from their own hashed lock, binary wheels only.
 COPY requirements-build.lock requirements.lock ./
@@ -52,7 +52,7 @@ RUN /opt/build/bin/python -m build --wheel --no-isolation --outdir /dist \
 
 FROM ${PYTHON_IMAGE}
 ARG PYTHON_IMAGE
-ARG REQUIREMENTS_SHA256=9dc318d635ef618d8d7459296bb95167d8ec1f6f51a820f8ec69c174a8973f64
+ARG REQUIREMENTS_SHA256=5c18d8f530a9408c088e49fd4f98de22d9bad9ec1a2e731a750f90dd142e5283
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown

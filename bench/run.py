@@ -840,9 +840,20 @@ def client_comparison(reg: Any, est: Estate, n: int = 2000, workers: int = 8, re
 
         asyncio.run(main())
 
+    def registry_client() -> None:
+        # sigaudit's own client doing the same GETs (auth, slot, deadline, size cap, digest check, JSON
+        # parse): what its transport costs per request beside the bare clients above.
+        from scanner.models import ImageReference
+        from scanner.registry.client import RegistryClient
+
+        refs = [(ImageReference(reg.host, i.repo, None, i.digest), i.digest) for i in est.images]
+        refs = (refs * (n // max(len(refs), 1) + 1))[:n]
+        with RegistryClient(insecure_registries={reg.host}, per_registry_concurrency=workers) as c:
+            _parallel(lambda r: c.get_manifest(r[0], r[1]), refs, workers)
+
     candidates: dict[str, Callable[[], None]] = {
         "httpx_client": httpx_threads, "urllib3_pool": urllib3_threads, "stdlib_http_client": stdlib_threads,
-        "httpx_asyncclient": httpx_async,
+        "httpx_asyncclient": httpx_async, "sigaudit_registry_client": registry_client,
     }
     try:
         import aiohttp

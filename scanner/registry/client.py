@@ -1,7 +1,8 @@
 """An OCI distribution client: manifests, indexes, tags, blobs and the referrers API.
 
-Built on a shared, thread-safe ``httpx.Client`` (HTTP/2 where offered, connection reuse) used from a
-bounded thread pool; concurrency is bounded per registry. Every reply is untrusted: sizes are capped
+Built on urllib3 connection pools, one per host (:mod:`scanner.registry.transport`: the transport
+measured cheapest per request, with the wall-clock deadline at the socket), used from a bounded thread
+pool; concurrency is bounded per registry. Every reply is untrusted: sizes are capped
 while streaming, digests are checked before anything is parsed, retries honour ``Retry-After``,
 redirects to another host never carry credentials, and plain HTTP is used only for registries the
 policy lists as insecure.
@@ -9,11 +10,14 @@ policy lists as insecure.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
+import http.client
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 import zlib
@@ -24,13 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
-import httpx
+import urllib3
+from urllib3 import exceptions as u3
 
 from scanner.errors import LimitExceeded, NotFound, ParseError, RegistryError
 from scanner.inventory.references import SHA256_RE, registry_api_host
 from scanner.models import Descriptor, ImageReference
 from scanner.registry import deadline
 from scanner.registry.auth import Candidate, Credential, CredentialStore, CredentialUnavailable
+from scanner.registry.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +197,25 @@ def _retry_after(value: str | None, cap: float) -> float | None:
 
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
-# Everything httpx (and the URL parsing around it) raises for a reply that cannot be used: transport
-# failures, bodies that do not decode, URLs in headers that do not parse. Caught where a request is
-# made and turned into RegistryError, so no reply can raise past the client.
-_HTTPX_FAILURES = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError)
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # RFC 6750's b64token is a subset; anything else is no header value
+# Everything urllib3, http.client and the sockets under them (and the URL parsing around them) raise
+# for a peer or reply that cannot be used: transport failures, timeouts, malformed status lines and
+# headers, URLs that do not parse. Caught where a request is made and turned into RegistryError, so no
+# reply can raise past the client.
+_TRANSPORT_FAILURES = (u3.HTTPError, http.client.HTTPException, OSError, ValueError)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A registry's answer once its body has been read: status and (case-insensitive) headers."""
+
+    status_code: int
+    headers: Mapping[str, str]
+
+
+def _basic(username: str, password: str) -> str:
+    """RFC 7617 Basic credentials, UTF-8 (as httpx sent them)."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
 
 class BudgetExhausted(RegistryError):
@@ -211,7 +232,6 @@ class RegistryClient:
         insecure_registries: frozenset[str] | set[str] = frozenset(),
         limits: Limits | None = None,
         per_registry_concurrency: int = 16,
-        transport: httpx.BaseTransport | None = None,
         verify_tls: bool | str = True,
         manifest_budget: int | None = None,
     ) -> None:
@@ -241,18 +261,17 @@ class RegistryClient:
         self._manifest_gets: Counter[str] = Counter()
         self._backoff_spent: dict[str, float] = defaultdict(float)
         self._lock = threading.Lock()
-        timeout = httpx.Timeout(self.limits.read_timeout, connect=self.limits.connect_timeout)
-        pool = httpx.Limits(max_connections=max(64, per_registry_concurrency * 4), max_keepalive_connections=64)
-        self._http = httpx.Client(
-            http2=True,
-            timeout=timeout,
-            limits=pool,
-            follow_redirects=False,
-            transport=transport,
-            verify=verify_tls,
+        # The per-registry semaphore (``_slot``) bounds concurrency, not the pools: a slot covers one
+        # exchange with its redirect hops to other hosts, and waiting for it is bounded by the deadline.
+        # The pools keep as many idle connections as were in use at once (several registries may
+        # redirect to one blob host, hence the margin), so none is dropped with a warning.
+        self._http = Transport(
+            verify_tls=verify_tls,
+            connect_timeout=self.limits.connect_timeout,
+            read_timeout=self.limits.read_timeout,
+            maxsize=max(64, per_registry_concurrency * 4),
             headers={"User-Agent": "sigaudit", "Accept-Encoding": "identity"},
         )
-        deadline.install(self._http)  # a total deadline per request, headers included
 
     def close(self) -> None:
         self._http.close()
@@ -340,7 +359,7 @@ class RegistryClient:
         if tok and tok[1] > time.monotonic():
             return {"Authorization": f"Bearer {tok[0]}"}
         if basic and cred:
-            return {"Authorization": httpx.BasicAuth(cred.username, cred.password)._auth_header}
+            return {"Authorization": _basic(cred.username, cred.password)}
         return {}
 
     def _fetch_token(self, registry: str, challenge: str, scope: str, cred: Credential | None) -> None:
@@ -372,40 +391,40 @@ class RegistryClient:
             )
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         query = {k: v for k, v in query.items() if v}
+        headers: dict[str, str] = {}
+        form: bytes | None = None
         if cred and cred.identity_token:
             method, url = "POST", realm
-            kwargs: dict[str, Any] = {
-                "data": {
-                    **query,
-                    "grant_type": "refresh_token",
-                    "refresh_token": cred.identity_token,
-                    "client_id": "sigaudit",
-                }
-            }
+            form = urlencode({
+                **query,
+                "grant_type": "refresh_token",
+                "refresh_token": cred.identity_token,
+                "client_id": "sigaudit",
+            }).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
         else:
             method, url = "GET", realm + ("&" if "?" in realm else "?") + urlencode(query)
-            kwargs = {"auth": httpx.BasicAuth(cred.username, cred.password) if cred else None}
+            if cred:
+                headers["Authorization"] = _basic(cred.username, cred.password)
         limit = self.limits.token_bytes
+        at = time.monotonic() + self.limits.total_timeout
         try:
             # Streamed under the same total deadline as any request, and capped while reading: the
             # token service is as untrusted as the registry (a 512 MiB reply once took 1 GiB of RSS).
-            with (
-                deadline.within(time.monotonic() + self.limits.total_timeout, "total timeout exceeded"),
-                self._http.stream(method, url, **kwargs) as resp,
-            ):
-                self.stats.record(registry, f"token-{resp.status_code}", resp.status_code >= 400)
-                if resp.status_code in (401, 403):
+            with deadline.within(at, "total timeout exceeded"), self._open(method, url, headers, form) as resp:
+                self.stats.record(registry, f"token-{resp.status}", resp.status >= 400)
+                if resp.status in (401, 403):
                     who = "the configured credentials were rejected" if cred else "anonymous access refused"
                     raise RegistryError(
-                        f"{registry}: token service refused ({resp.status_code}): {who}",
+                        f"{registry}: token service refused ({resp.status}): {who}",
                         registry=registry,
-                        status=resp.status_code,
+                        status=resp.status,
                     )
-                if resp.status_code != 200:
+                if resp.status != 200:
                     raise RegistryError(
-                        f"{registry}: token service answered {resp.status_code}",
+                        f"{registry}: token service answered {resp.status}",
                         registry=registry,
-                        status=resp.status_code,
+                        status=resp.status,
                     )
                 declared = resp.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limit:
@@ -413,12 +432,12 @@ class RegistryClient:
                         f"{registry}: token service reply of {int(declared)} bytes exceeds the limit of {limit}",
                         registry=registry,
                     )
-                raw = _read_capped(resp, limit, time.monotonic() + self.limits.total_timeout, url)
+                raw = _read_capped(resp, limit, at, url)
         except LimitExceeded:
             raise RegistryError(
                 f"{registry}: token service reply exceeds the limit of {limit} bytes", registry=registry
             ) from None
-        except _HTTPX_FAILURES as exc:
+        except _TRANSPORT_FAILURES as exc:
             self.stats.record(registry, "token-error", True)
             raise RegistryError(
                 f"{registry}: token service {realm_url.netloc}: {_describe_transport_error(exc)}", registry=registry
@@ -431,6 +450,14 @@ class RegistryClient:
             raise RegistryError(f"{registry}: token service reply is not JSON", registry=registry) from exc
         if not isinstance(token, str) or not token:
             raise RegistryError(f"{registry}: token service reply has no token", registry=registry)
+        if not _TOKEN.fullmatch(token):
+            # A token is a credential: one that cannot be sent as a header (a line break, a space, a
+            # non-ASCII character) was quoted whole in the verdict by the HTTP library's refusal.
+            raise RegistryError(
+                f"{registry}: token service reply has a malformed token ({len(token)} characters, not quoted: "
+                "only printable ASCII without spaces can be sent)",
+                registry=registry,
+            )
         if not ttl == ttl:  # NaN
             ttl = 60.0
         with self._lock:
@@ -446,7 +473,7 @@ class RegistryClient:
         secrets: tuple[tuple[str, str], ...],
         headers: Mapping[str, str] | None = None,
         max_bytes: int,
-    ) -> tuple[httpx.Response, bytes]:
+    ) -> tuple[Reply, bytes]:
         """One request with auth, retries and a streamed size cap. Returns (response, body).
 
         ``secrets`` are the pull secrets of the pods the request is made for: only their credentials
@@ -551,7 +578,7 @@ class RegistryClient:
         cred: Credential | None,
         headers: Mapping[str, str],
         max_bytes: int,
-    ) -> tuple[httpx.Response, bytes, bool]:
+    ) -> tuple[Reply, bytes, bool]:
         """The request with one credential (or none): answers the registry's own challenge once,
         retries transient failures (every wait outside the registry's request slot). Returns
         (response, body, whether the registry itself answered)."""
@@ -562,13 +589,16 @@ class RegistryClient:
             with self._slot(registry):  # held for the exchange only: every wait below is outside it
                 try:
                     resp, body, final_url = self._send(method, url, hdrs, max_bytes, registry)
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    failure = exc
+                except _TransportFailure as exc:
+                    failure = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
             if failure is not None:
-                self.stats.record(registry, type(failure).__name__, True)
+                kind = _failure_kind(failure)
+                self.stats.record(registry, kind, True)
+                # Retried: a connection broken mid-reply, a connect that timed out, a write that failed
+                # (as with httpx). Not: a refused connection, DNS, TLS, a stalled reply, any deadline.
                 if (
                     attempt < min(self.limits.retries, 2)
-                    and not isinstance(failure, httpx.ConnectError | httpx.ReadTimeout)
+                    and kind not in ("ConnectError", "ReadTimeout")
                     and deadline.cause(failure) is None
                 ):
                     attempt += 1
@@ -610,30 +640,45 @@ class RegistryClient:
                 continue
             return resp, body, from_registry
 
+    @contextmanager
+    def _open(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
+    ) -> Iterator[urllib3.BaseHTTPResponse]:
+        """One request; the reply's connection goes back to its pool only if its body was read to the
+        end (urllib3 releases it then), and is closed otherwise — a reply left mid-stream, a cap
+        reached, a deadline — so no later request reads this one's leftover bytes."""
+        resp = self._http.open(method, url, headers, body)
+        try:
+            yield resp
+        finally:
+            resp.close()  # after a complete read urllib3 has already released the connection: a no-op
+            resp.release_conn()
+
     def _send(
         self, method: str, url: str, headers: dict[str, str], max_bytes: int, registry: str
-    ) -> tuple[httpx.Response, bytes, str]:
+    ) -> tuple[Reply, bytes, str]:
         """One exchange (following same-registry redirects) under the total deadline. Transport
-        failures are raised as httpx's (the caller may retry); every other way a reply can be
-        unusable — a body that does not decode, a URL that does not parse — is a RegistryError.
-        Returns (response, body, the URL that answered)."""
+        failures are raised as :class:`_TransportFailure` (the caller may retry); every other way a
+        reply can be unusable — a body that does not decode, a URL that does not parse — is a
+        RegistryError. Returns (reply, body, the URL that answered)."""
         at = time.monotonic() + self.limits.total_timeout
         try:
             with deadline.within(at, "total timeout exceeded"):
                 return self._exchange(method, url, headers, max_bytes, registry, at)
-        except (httpx.TimeoutException, httpx.TransportError):
-            raise
-        except _HTTPX_FAILURES as exc:
-            self.stats.record(registry, type(exc).__name__, True)
+        except _TRANSPORT_FAILURES as exc:
+            if _failure_kind(exc) != "InvalidReply":
+                raise _TransportFailure() from exc
+            self.stats.record(registry, "InvalidReply", True)
             raise RegistryError(f"{registry}: {_describe_transport_error(exc)}", registry=registry) from exc
 
     def _exchange(
         self, method: str, url: str, headers: dict[str, str], max_bytes: int, registry: str, at: float
-    ) -> tuple[httpx.Response, bytes, str]:
+    ) -> tuple[Reply, bytes, str]:
         origin = urlsplit(url).netloc
         for _ in range(self.limits.max_redirects + 1):
-            with self._http.stream(method, url, headers=headers) as resp:
-                if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
+            with self._open(method, url, headers) as resp:
+                status = resp.status
+                if status in (301, 302, 303, 307, 308) and "location" in resp.headers:
                     url = urljoin(url, resp.headers["location"])
                     if urlsplit(url).netloc != origin:
                         # Credentials never follow a redirect to another host (blob storage, CDN, ...).
@@ -642,25 +687,27 @@ class RegistryClient:
                         raise RegistryError(
                             f"{registry}: redirect to plain HTTP {urlsplit(url).netloc} refused", registry=registry
                         )
+                    _read_capped(resp, 64 * 1024, at, url, quiet=True)  # so the connection can be reused
                     continue
                 # Every reply is read to its end (a HEAD's is empty; error bodies are capped small): a
                 # response closed mid-stream closes its connection, and the next request would then pay
                 # for a new one (measured in bench/: every HEAD of a warm scan opened a connection).
+                reply = Reply(status, resp.headers)
                 if method == "HEAD":
                     _read_capped(resp, 0, at, url, quiet=True)
-                    return resp, b"", url
-                if resp.status_code >= 400:
+                    return reply, b"", url
+                if status >= 400:
                     body = _read_capped(resp, 64 * 1024, at, url, quiet=True)
-                    return resp, b"" if resp.status_code == 404 else body, url
+                    return reply, b"" if status == 404 else body, url
                 length = resp.headers.get("content-length")
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise LimitExceeded(f"{_short(url)}: {int(length)} bytes exceeds the limit of {max_bytes}")
-                return resp, _read_capped(resp, max_bytes, at, url), url
+                return reply, _read_capped(resp, max_bytes, at, url), url
         raise RegistryError(f"{registry}: too many redirects", registry=registry)
 
     # -- API --------------------------------------------------------------------------------------
 
-    def _check(self, resp: httpx.Response, registry: str, what: str) -> None:
+    def _check(self, resp: Reply, registry: str, what: str) -> None:
         code = resp.status_code
         if code == 404:
             raise NotFound(f"{registry}: {what} not found", registry=registry, status=404)
@@ -677,7 +724,7 @@ class RegistryClient:
 
     def _manifest_request(
         self, method: str, ref: ImageReference, reference: str, secrets: tuple[tuple[str, str], ...], max_bytes: int
-    ) -> tuple[httpx.Response, bytes]:
+    ) -> tuple[Reply, bytes]:
         """HEAD or GET ``/v2/<repo>/manifests/<reference>``, checked (404 -> NotFound, ...)."""
         resp, body = self._request(
             method,
@@ -980,18 +1027,19 @@ class _BoundedDecoder:
         return out
 
 
-def _read_capped(resp: httpx.Response, max_bytes: int, until: float, url: str, *, quiet: bool = False) -> bytes:
+def _read_capped(
+    resp: urllib3.BaseHTTPResponse, max_bytes: int, until: float, url: str, *, quiet: bool = False
+) -> bytes:
     """The body, decoded, at most ``max_bytes`` (LimitExceeded beyond; ``quiet``: drained raw and cut, for
-    HEADs and error replies that are read only so the connection can be reused)."""
+    HEADs and error replies that are read only so the connection can be reused; a reply cut short is
+    closed, never reused, by :meth:`RegistryClient._open`)."""
     decoder = None if quiet else _BoundedDecoder(resp.headers.get("content-encoding", ""), url)
-    it: Iterator[bytes]
-    if resp.is_stream_consumed:  # a transport that hands over bodies already read (tests' MockTransport)
-        it, decoder = iter([resp.content]), None
-    else:
-        it = resp.iter_raw()
     chunks: list[bytes] = []
     total = 0
-    for raw in it:
+    while True:
+        raw = resp.read(64 * 1024, decode_content=False)
+        if not raw:
+            break
         chunk = raw if decoder is None else decoder.feed(raw, max_bytes - total)
         total += len(chunk)
         if total > max_bytes:
@@ -1004,28 +1052,54 @@ def _read_capped(resp: httpx.Response, max_bytes: int, until: float, url: str, *
     return b"".join(chunks)
 
 
-def _describe_transport_error(exc: Exception) -> str:
+class _TransportFailure(Exception):
+    """Raised from a transport failure (its ``__cause__``) that the caller may retry."""
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """The failure's kind, as the registry statistics count it (the names httpx gave them)."""
+    if isinstance(exc, u3.NewConnectionError | u3.SSLError | ssl.SSLError | ConnectionRefusedError):
+        return "ConnectError"
+    if isinstance(exc, u3.ConnectTimeoutError):
+        return "ConnectTimeout"
+    if isinstance(exc, u3.ReadTimeoutError | u3.TimeoutError | TimeoutError):
+        return "ReadTimeout"
+    if isinstance(exc, u3.ProxyError):
+        return "ProxyError"
+    if isinstance(exc, ValueError | u3.DecodeError | u3.HeaderParsingError | u3.InvalidHeader):
+        return "InvalidReply"
+    if isinstance(exc, u3.ProtocolError | http.client.HTTPException | OSError):
+        return "RemoteProtocolError"
+    return type(exc).__name__
+
+
+def _describe_transport_error(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     words = deadline.cause(exc)
     if words:
         return f"reply too slow ({words})"
-    if isinstance(exc, httpx.DecodingError):
+    if isinstance(exc, u3.DecodeError):
         return f"reply body could not be decoded (Content-Encoding): {text[:200]}"
-    if isinstance(exc, httpx.InvalidURL | ValueError):
+    kind = _failure_kind(exc)
+    if kind == "InvalidReply" and re.search(r"header (value|name)", text, re.IGNORECASE):
+        # http.client refusing one of our request headers quotes it, and it may be a credential.
+        return "a request header could not be sent (not quoted: it may hold a credential)"
+    if kind == "InvalidReply":
         return f"invalid URL or header in the reply: {text[:200]}"
-    if isinstance(exc, httpx.ConnectTimeout):
+    if kind == "ConnectTimeout":
         return "connection timed out"
-    if isinstance(exc, httpx.ReadTimeout):
+    if kind == "ReadTimeout":
         return "reply stalled (read timeout)"
-    if isinstance(exc, httpx.ConnectError):
+    if kind in ("ConnectError", "ProxyError"):
         low = text.lower()
-        if "name or service not known" in low or "nodename nor servname" in low or "temporary failure in name" in low:
+        if isinstance(exc, u3.NameResolutionError) or "name or service not known" in low \
+                or "nodename nor servname" in low or "temporary failure in name" in low:
             return "DNS lookup failed"
-        if "certificate" in low or "ssl" in low or "tls" in low:
+        if isinstance(exc, u3.SSLError | ssl.SSLError) or "certificate" in low or "ssl" in low or "tls" in low:
             return f"TLS error: {text[:200]}"
         if "refused" in low:
             return "connection refused"
         return f"cannot connect: {text[:200]}"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if kind == "RemoteProtocolError":
         return f"connection broken mid-reply (truncated body?): {text[:200]}"
     return f"{type(exc).__name__}: {text[:200]}"

@@ -11,6 +11,9 @@ the calling thread, and fails with a timeout once none is left.
 Deadlines are set per thread with :func:`within` and nest (the earliest wins): the registry client
 sets one per request (its total timeout), the pipeline one per scan (``--deadline``); the CRL/OCSP
 fetcher one per fetch. Each carries the words that explain it ("scan deadline reached").
+
+The registry client itself is on urllib3, not httpx: :mod:`scanner.registry.transport` applies the
+same per-thread deadlines at its sockets (before every connect, write and recv).
 """
 
 from __future__ import annotations

@@ -7,15 +7,17 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from scanner.models import ScanState, Status
 from scanner.pipeline import run_scan
 from scanner.policy.loader import load_policy
-from scanner.registry.client import RegistryClient
 from tests.harness.cosign_sign import KeyPair
 from tests.harness.demo import _pod
+from tests.harness.handler_registry import handler_client
 
 D = "sha256:" + "ab" * 32
 
@@ -33,14 +35,19 @@ def pods(*hosts: str) -> list[dict[str, object]]:
     return [_pod(h.split(".")[0], "p", [("c", f"{h}/app:1", f"{h}/app@{D}")]) for h in hosts]
 
 
-def test_an_exception_nobody_expected_is_that_images_error(tmp_path: Path) -> None:
+def test_an_exception_nobody_expected_is_that_images_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "boom.test":
-            raise RuntimeError("a bug below the client")  # not an httpx error: nothing was written to catch it
         return httpx.Response(404)
 
-    with RegistryClient(insecure_registries={"boom.test", "fine.test"},
-                        transport=httpx.MockTransport(handler)) as client:
+    with handler_client(handler, insecure_registries={"boom.test", "fine.test"}) as client:
+        opened = client._http.open
+
+        def open_(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            if "//boom.test/" in url:
+                raise RuntimeError("a bug below the client")  # not a transport error: nothing was written to catch it
+            return opened(method, url, *args, **kwargs)
+
+        monkeypatch.setattr(client._http, "open", open_)
         result = run_scan(policy(tmp_path), pods("boom.test", "fine.test"), client=client, cluster="c")
     by_ns = {v.image.containers[0].namespace: v for v in result.verdicts}
     assert by_ns["boom"].status is Status.ERROR
@@ -54,11 +61,10 @@ def test_the_scan_deadline_leaves_no_image_undecided_and_no_scan_complete(tmp_pa
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.host == "slow.test":
-            release.wait(30)  # a transport that ignores every timeout: only the pipeline's deadline can help
+            release.wait(30)  # a registry that answers in 30 s (read timeout 20 s): only the scan deadline helps
         return httpx.Response(404)
 
-    with RegistryClient(insecure_registries={"slow.test", "fine.test"},
-                        transport=httpx.MockTransport(handler)) as client:
+    with handler_client(handler, insecure_registries={"slow.test", "fine.test"}) as client:
         t0 = time.monotonic()
         result = run_scan(policy(tmp_path), pods("slow.test", "fine.test"), client=client, cluster="c",
                           deadline=time.monotonic() + 1.5)
@@ -81,7 +87,7 @@ def test_each_verdict_names_the_credential_source_of_its_own_namespace(tmp_path:
     from scanner.registry.auth import CredentialStore
 
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.headers.get("authorization") != httpx.BasicAuth("alice", "a")._auth_header:
+        if request.headers.get("authorization") != "Basic " + base64.b64encode(b"alice:a").decode():
             return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
         return httpx.Response(404)
 
@@ -91,8 +97,7 @@ def test_each_verdict_names_the_credential_source_of_its_own_namespace(tmp_path:
     store.add_pull_secret("team-c", "copy", secret)
     estate = [_pod(ns, "p", [("c", "fine.test/app:1", f"fine.test/app@{D}")], pull_secrets=[name])
               for ns, name in (("team-a", "regcred"), ("team-c", "copy"))]
-    with RegistryClient(credentials=store, insecure_registries={"fine.test"},
-                        transport=httpx.MockTransport(handler)) as client:
+    with handler_client(handler, credentials=store, insecure_registries={"fine.test"}) as client:
         result = run_scan(policy(tmp_path), estate, client=client, cluster="c")
     notes = {tuple(sorted({c.namespace for c in v.image.containers})):
              [r for r in v.reasons if r.startswith("registry credentials")] for v in result.verdicts}
@@ -106,7 +111,7 @@ def test_a_verdict_for_one_namespace_never_names_another_namespaces_secret(tmp_p
     from scanner.registry.auth import CredentialStore
 
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.headers.get("authorization") != httpx.BasicAuth("alice", "a")._auth_header:
+        if request.headers.get("authorization") != "Basic " + base64.b64encode(b"alice:a").decode():
             return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
         return httpx.Response(404)
 
@@ -121,8 +126,7 @@ def test_a_verdict_for_one_namespace_never_names_another_namespaces_secret(tmp_p
     store.add_pull_secret("team-c", "copy", secret)
     estate = [_pod(ns, "p", [("c", "fine.test/app:1", f"fine.test/app@{D}")], pull_secrets=[name])
               for ns, name in (("team-a", "regcred"), ("team-c", "copy"))]
-    with RegistryClient(credentials=store, insecure_registries={"fine.test"},
-                        transport=httpx.MockTransport(handler)) as client:
+    with handler_client(handler, credentials=store, insecure_registries={"fine.test"}) as client:
         result = run_scan(load_policy(tmp_path / "p.yaml"), estate, client=client, cluster="c")
     notes = {v.image.containers[0].namespace: [r for r in v.reasons if r.startswith("registry credentials")]
              for v in result.verdicts}

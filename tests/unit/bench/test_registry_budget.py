@@ -12,6 +12,7 @@ import pytest
 from scanner.errors import RegistryError
 from scanner.models import ImageReference
 from scanner.registry.client import BudgetExhausted, RegistryClient
+from tests.harness.handler_registry import handler_client
 
 MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
@@ -26,8 +27,7 @@ def _client(budget: int | None, seen: list[tuple[str, str, str]]) -> RegistryCli
                    "Content-Length": str(len(MANIFEST))}
         return httpx.Response(200, headers=headers, content=b"" if request.method == "HEAD" else MANIFEST)
 
-    return RegistryClient(insecure_registries={"a.test", "b.test"}, transport=httpx.MockTransport(handler),
-                          manifest_budget=budget)
+    return handler_client(handler, insecure_registries={"a.test", "b.test"}, manifest_budget=budget)
 
 
 def test_budget_counts_manifest_gets_per_registry_and_heads_are_free() -> None:

@@ -1,10 +1,12 @@
 """Content addressing in the registry client: whatever digest a manifest or blob is asked by, the bytes
 that come back are checked against it before anything parses them; an algorithm that cannot be
-checked is refused before any request. The registry here is an httpx MockTransport playing a hostile
-one: no real registry serves content under a digest it does not hash to."""
+checked is refused before any request. The registry here is a function served on a real socket
+(tests/harness/handler_registry.py) playing a hostile one: no real registry serves content under a
+digest it does not hash to."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 
@@ -14,6 +16,7 @@ import pytest
 from scanner.errors import ParseError
 from scanner.models import Descriptor, ImageReference
 from scanner.registry.client import OCI_MANIFEST, RegistryClient
+from tests.harness.handler_registry import Handler, handler_client
 
 REF = ImageReference("evil.test", "team/app", "1", None)
 
@@ -38,7 +41,7 @@ def client(body: bytes, seen: list[str], *, content_digest: str | None = None) -
             headers["Docker-Content-Digest"] = content_digest
         return httpx.Response(200, headers=headers, content=b"" if request.method == "HEAD" else body)
 
-    return RegistryClient(insecure_registries={"evil.test"}, transport=httpx.MockTransport(handler))
+    return handler_client(handler, insecure_registries={"evil.test"})
 
 
 @pytest.mark.parametrize("digest", [SHA512, SHA384, SHA256])
@@ -99,18 +102,18 @@ from scanner.registry.auth import (  # noqa: E402
 )
 
 
-def basic_registry(accept: str, seen: list[str | None]) -> httpx.MockTransport:
+def basic_registry(accept: str, seen: list[str | None]) -> Handler:
     """A registry with Basic auth accepting one ``user:password``."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         auth = request.headers.get("authorization")
         seen.append(auth)
-        if auth != httpx.BasicAuth(*accept.split(":", 1))._auth_header:
+        if auth != "Basic " + base64.b64encode(accept.encode()).decode():
             return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
         return httpx.Response(200, headers={"Content-Type": OCI_MANIFEST, "Content-Length": str(len(GOOD))},
                               content=b"" if request.method == "HEAD" else GOOD)
 
-    return httpx.MockTransport(handler)
+    return handler
 
 
 def store_with(answers: dict[str, object], *, auth: str = "helpers,ecr=evil.test") -> CredentialStore:
@@ -131,8 +134,8 @@ def test_a_failing_helper_is_passed_over_for_the_next_source_which_is_recorded()
     seen: list[str | None] = []
     store = store_with({"helper": CredentialUnavailable("credential helper docker-credential-desk not found"),
                         "ecr": Credential("AWS", "ecr-pass")})
-    with RegistryClient(credentials=store, insecure_registries={"evil.test"},
-                        transport=basic_registry("AWS:ecr-pass", seen)) as c:
+    with handler_client(basic_registry("AWS:ecr-pass", seen), credentials=store,
+                        insecure_registries={"evil.test"}) as c:
         assert c.credential_source("evil.test", "team/app", ()) is None  # nothing asked yet
         c.get_manifest(REF, SHA256)
         assert c.credential_source("evil.test", "team/app", ()) == "Amazon ECR (AWS default credential chain)"
@@ -142,8 +145,8 @@ def test_a_source_that_failed_is_never_replaced_by_anonymous_access() -> None:
     seen: list[str | None] = []
     store = store_with({"helper": CredentialUnavailable("credential helper docker-credential-desk failed")},
                        auth="helpers")
-    with RegistryClient(credentials=store, insecure_registries={"evil.test"},
-                        transport=basic_registry("AWS:ecr-pass", seen)) as c, \
+    with handler_client(basic_registry("AWS:ecr-pass", seen), credentials=store,
+                        insecure_registries={"evil.test"}) as c, \
             pytest.raises(RegistryError, match="docker-credential-desk failed"):
         c.get_manifest(REF, SHA256)
     assert seen == []  # not even an anonymous request
@@ -153,8 +156,8 @@ def test_when_every_source_is_refused_the_error_names_the_ones_that_failed() -> 
     seen: list[str | None] = []
     store = store_with({"helper": CredentialUnavailable("credential helper docker-credential-desk timed out"),
                         "ecr": Credential("AWS", "stale")})
-    with RegistryClient(credentials=store, insecure_registries={"evil.test"},
-                        transport=basic_registry("AWS:ecr-pass", seen)) as c, \
+    with handler_client(basic_registry("AWS:ecr-pass", seen), credentials=store,
+                        insecure_registries={"evil.test"}) as c, \
             pytest.raises(RegistryError) as info:
         c.get_manifest(REF, SHA256)
     assert "docker-credential-desk timed out" in str(info.value) and "stale" not in str(info.value)
@@ -168,7 +171,51 @@ def test_a_source_with_nothing_for_the_registry_leaves_anonymous_access() -> Non
         return httpx.Response(200, headers={"Content-Type": OCI_MANIFEST}, content=GOOD)
 
     store = store_with({"helper": None}, auth="helpers")
-    with RegistryClient(credentials=store, insecure_registries={"evil.test"},
-                        transport=httpx.MockTransport(handler)) as c:
+    with handler_client(handler, credentials=store, insecure_registries={"evil.test"}) as c:
         c.get_manifest(REF, SHA256)
         assert seen == [None] and c.credential_source("evil.test", "team/app", ()) == "anonymous"
+
+
+@pytest.mark.parametrize("token", ["SECRETTOKEN\r\nX-Evil: 1", "SECRET TOKEN", "SECRETTOKEN\u00e9"])
+def test_a_token_that_cannot_be_a_header_is_refused_and_never_quoted(token: str) -> None:
+    # The HTTP library's refusal of the header quoted the whole "Bearer <token>" in the verdict.
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            return httpx.Response(200, json={"token": token})
+        if request.headers.get("authorization"):
+            return httpx.Response(404)
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://evil.test/token"'})
+
+    with client_for(handler) as c, pytest.raises(RegistryError) as info:
+        c.get_manifest(REF, "1")
+    assert "SECRET" not in str(info.value) and "malformed token" in str(info.value), str(info.value)
+
+
+def client_for(handler: Handler) -> RegistryClient:
+    return handler_client(handler, insecure_registries={"evil.test"})
+
+
+def test_a_cookie_one_tenants_request_earned_is_never_sent_on_anothers() -> None:
+    # httpx kept a cookie jar per client — one client per scan, shared by every tenant: a registry (or
+    # its load balancer) that opens a session cookie after tenant A authenticated then served tenant
+    # B's anonymous requests with A's access, and B's verdict said "anonymous".
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        ok = httpx.Response(200, headers={"Content-Type": OCI_MANIFEST, "Set-Cookie": "session=alice; Path=/"},
+                            content=GOOD)
+        if request.headers.get("authorization") == "Basic " + base64.b64encode(b"alice:a").decode():
+            return ok
+        if "session=alice" in (request.headers.get("cookie") or ""):
+            return ok
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+
+    store = CredentialStore()
+    secret = json.dumps({"auths": {"evil.test": {"auth": base64.b64encode(b"alice:a").decode()}}}).encode()
+    store.add_pull_secret("team-a", "regcred", secret)
+    with handler_client(handler, credentials=store, insecure_registries={"evil.test"}) as c:
+        c.get_manifest(REF, SHA256, (("team-a", "regcred"),))
+        with pytest.raises(RegistryError, match="authentication"):
+            c.get_manifest(REF, SHA256, ())  # tenant B: no pull secret, no docker config
+    assert seen and not any(seen), seen

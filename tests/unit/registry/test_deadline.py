@@ -99,8 +99,10 @@ def test_a_key_url_trickling_its_headers_is_a_config_error_at_the_deadline(
 
 
 def test_every_http_client_of_the_product_is_under_the_wall_clock_deadline() -> None:
-    # httpx's timeouts are per read: a client without deadline.install() can be held for ever by a peer
-    # trickling its headers (found in the notification receivers and ACR's token exchange).
+    # httpx's and urllib3's timeouts are per read: a client without the deadline can be held for ever by
+    # a peer trickling its headers (found in the notification receivers and ACR's token exchange). An
+    # httpx client is bounded by deadline.install(); a urllib3 pool only by being made in
+    # scanner/registry/transport.py, whose pools are checked below.
     import re
     from pathlib import Path
 
@@ -110,6 +112,29 @@ def test_every_http_client_of_the_product_is_under_the_wall_clock_deadline() -> 
         text = path.read_text(encoding="utf-8")
         made = len(re.findall(r"\bhttpx\.(?:Client|stream|get|post|put|request)\(", text))
         installed = len(re.findall(r"\bdeadline\.install\(|\bwall\.install\(", text))
-        if made > installed:
-            unbounded[str(path.relative_to(root))] = made - installed
+        pools = re.findall(
+            r"\b(?:PoolManager|ProxyManager|HTTPS?ConnectionPool|connection_from_url|proxy_from_url)\(|"
+            r"\burllib3\.request\(|\bhttp\.client\.HTTPS?Connection\(|\bHTTPS?Connection\(", text)
+        if path.relative_to(root).as_posix() == "scanner/registry/transport.py":
+            pools = []
+        if made > installed or pools:
+            unbounded[str(path.relative_to(root))] = made - installed + len(pools)
     assert set(unbounded) == set(UNBOUNDED_CLIENTS), unbounded
+
+
+def test_every_urllib3_pool_of_the_transport_connects_and_reads_under_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scanner.registry import transport
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    t = transport.Transport(connect_timeout=1, read_timeout=1, maxsize=2, headers={})
+    managers = [t._direct, t._proxy_manager("http://proxy.test:3128")]
+    pools = [m.connection_from_url(u) for m in managers for u in ("http://r.test/", "https://r.test/")]
+    assert pools
+    for pool in pools:
+        assert issubclass(pool.ConnectionCls, transport._DeadlineMixin), type(pool)
+        assert pool.ConnectionCls.response_class is transport._DeadlineResponse
+    t.close()
