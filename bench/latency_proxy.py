@@ -34,6 +34,8 @@ class LatencyProxy:
         self._socks: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.connections = 0
+        # How long each chunk a client sent was held before it went upstream, as scheduled on arrival.
+        self.scheduled: list[float] = []
 
     @property
     def address(self) -> str:
@@ -84,7 +86,11 @@ class LatencyProxy:
         def read_client() -> None:
             try:
                 while data := client.recv(_CHUNK):
-                    pending.put((max(time.monotonic(), handshake_done) + self.delay, data))
+                    now = time.monotonic()
+                    due = max(now, handshake_done) + self.delay
+                    with self._lock:
+                        self.scheduled.append(due - now)
+                    pending.put((due, data))
             except OSError:
                 pass
             pending.put((0.0, b""))

@@ -44,6 +44,17 @@ def _userinfo(m: re.Match[str]) -> str:
     return f"{scheme}{MASK}@"
 
 
+def redact_bytes(data: bytes) -> bytes:
+    """:func:`redact_text` of UTF-8 ``data`` (a policy file, a trust document) as bytes; ``data`` itself
+    when nothing is masked or it is not UTF-8 text (keys, certificates)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+    shown = redact_text(text)
+    return data if shown == text else shown.encode("utf-8")
+
+
 def redact_text(text: str) -> str:
     """``text`` with every URL credential masked: the userinfo of ``scheme://userinfo@host`` (a user
     alone may be a token; a database URL keeps its role name) and the values of credential-like query

@@ -50,6 +50,7 @@ from scanner.policy.admission import (
 from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.loader import CompiledRule, Policy, PolicyLoader
 from scanner.policy.schema import CosignVerifierSpec, NotationVerifierSpec, VerifierSpec, parse_duration
+from scanner.redact import redact_bytes
 from scanner.verify import sources as trust_sources
 from scanner.verify.base import Verifier
 from scanner.verify.static import StaticVerifier
@@ -844,7 +845,7 @@ def merge(
         warnings += ctx.warnings
         sources.append(spec)
         for raw in ctx.raw:
-            h.update(hashlib.sha256(raw).digest())
+            h.update(hashlib.sha256(redact_bytes(raw)).digest())
     _refuse_duplicates(rules)
     webhooks = _cluster_webhooks(api_client, warnings) if api_client is not None else ()
     for r in rules:

@@ -28,7 +28,7 @@ from scanner.policy.schema import (
     VerifierSpec,
     parse_duration,
 )
-from scanner.redact import display_url, redact_text
+from scanner.redact import display_url, redact_bytes, redact_text
 from scanner.verify import sources
 from scanner.verify.base import Fetcher, Verifier
 from scanner.verify.keys import PublicKey, parse_public_key
@@ -331,9 +331,11 @@ def compile_policy(
                 first_match=source if doc.spec.match == "first" else "",
             )
         )
-    h = hashlib.sha256(raw)
+    # Over the text with URL credentials masked: a rotated password is not another policy, and the
+    # evidence pack (which never holds the credentials) reproduces the digest.
+    h = hashlib.sha256(redact_bytes(raw))
     for material in loader.trust_material:
-        h.update(hashlib.sha256(material).digest())
+        h.update(hashlib.sha256(redact_bytes(material)).digest())
     for compiled in rules:
         for built in compiled.verifiers:
             h.update(built.trust_fingerprint.encode())

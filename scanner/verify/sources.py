@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scanner.errors import ConfigError
-from scanner.redact import display_url
+from scanner.redact import display_url, redact_bytes
 from scanner.verify.base import Fetcher
 
 MISSING = "not in the evidence pack's trust snapshot"
@@ -104,7 +104,13 @@ class Recording:
             self._keep(key, {"op": op, "path": str(path), "error": [exc.errno or errno.EIO, exc.strerror or str(exc)]})
             raise
         if op == "read":
-            self._keep(key, {"op": op, "path": str(path), "sha256": _sha(value)}, value)
+            # A policy may spell a key URL with its credentials: the snapshot (database, evidence pack)
+            # keeps the text with them masked, which is also what the policy digest is taken over.
+            kept = redact_bytes(value)
+            entry: dict[str, Any] = {"op": op, "path": str(path), "sha256": _sha(kept)}
+            if kept is not value:
+                entry["redacted"] = True
+            self._keep(key, entry, kept)
         elif op == "iterdir":
             self._keep(key, {"op": op, "path": str(path), "value": sorted(p.name for p in value)})
         elif op == "resolve":
@@ -157,6 +163,11 @@ class Replay:
     def fetched(self, kind: str, ref: str, fetch: Callable[[], bytes]) -> bytes:
         name = _ref_key(ref)
         e = self._answers.get((kind, name))
+        if e is None and display_url(ref) == ref and "***" in ref:
+            # The reference as the snapshot's masked policy spells it: the one recorded reference that
+            # shows the same (several: ambiguous, absent).
+            found = [a for (k, n), a in self._answers.items() if k == kind and n.startswith(ref + " (sha256:")]
+            e = found[0] if len(found) == 1 else None
         if e is None or "sha256" not in e:
             raise ConfigError(f"{kind} {display_url(ref)}: {MISSING}")
         try:

@@ -385,28 +385,38 @@ class Replies:
     max_rss_mib: float
 
 
+# Runs the command from a small, fresh interpreter and reports the command's own peak RSS: ``wait4``'s
+# ``ru_maxrss`` on a child forked from pytest is pytest's high-water mark when that was larger (it survives
+# ``exec``; after the whole unit suite pytest holds ~500 MiB), so a bound measured that way fails for the
+# wrong process.
+_LAUNCH = (
+    "import os, resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(rc)\n"
+)
+
+
 def run_measured(cmd: list[str], env: dict[str, str], timeout: float = 240) -> tuple[subprocess.CompletedProcess,
                                                                                       float]:
-    """Run ``cmd``; return its result and its own peak RSS in MiB (wait4 on the child: a bound, not a timing)."""
+    """Run ``cmd``; return its result and its own peak RSS in MiB (a bound, not a timing)."""
+    import signal
     import tempfile
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **env})
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, rss.name, *cmd], stdout=out, stderr=err,
+                                env={**os.environ, **env}, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         out.seek(0)
         err.seek(0)
         result = subprocess.CompletedProcess(cmd, proc.returncode, out.read().decode(), err.read().decode())
-    return result, usage.ru_maxrss / 1024
+        peak_kib = float(rss.read().strip() or "inf")
+    return result, peak_kib / 1024
 
 
 @pytest.fixture(scope="module")

@@ -118,3 +118,35 @@ def test_the_public_good_root_is_recorded_and_replayed_without_tuf(monkeypatch: 
         assert trustroot.public_good_trust(offline=False).fingerprint == got.fingerprint
     with sources.reading_from(sources.Replay([], {})), pytest.raises(ConfigError, match="not in the evidence pack"):
         trustroot.public_good_trust(offline=False)
+
+
+def test_a_policy_file_with_a_credential_in_a_key_url_is_kept_masked_and_replays(tmp_path: Path) -> None:
+    """The policy text itself may spell ``https://user:password@host/key``: the snapshot (stored in the
+    database and packed for auditors) keeps it masked, and the masked policy rebuilds the same digest."""
+    from scanner.policy.loader import PolicyLoader, load_policy
+
+    url = "https://key-user:Key-Pa55word@keys.example/k.pub"
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  rules:\n"
+        f"    - name: r\n      images: ['registry.example/*']\n      verifiers:\n"
+        f"        - cosign: {{key: '{url}', ignoreTlog: true}}\n"
+    )
+    rec = sources.Recording()
+
+    def fetch(text: str) -> bytes:
+        assert text == url
+        return pem
+
+    with sources.reading_from(rec):
+        live = load_policy(str(policy), loader=PolicyLoader(key_fetcher=fetch))
+    stored = json.dumps(rec.snapshot.entries).encode() + b"".join(rec.snapshot.blobs.values())
+    assert b"Key-Pa55word" not in stored and b"keys.example" in stored
+    with sources.reading_from(sources.Replay(rec.snapshot.entries, rec.snapshot.blobs)):
+        replayed = load_policy(str(policy), loader=PolicyLoader())
+    assert replayed.digest == live.digest
