@@ -96,6 +96,23 @@ def test_a_glob_matches_every_spelling_a_pod_spec_may_use(glob: str, tmp_path: P
     assert match_rules(pol, parse_reference(f"quay.io/x/y:1@{D1}"), "ns") == () or glob.startswith("*")
 
 
+@pytest.mark.parametrize(("glob", "image"), [
+    ("registry-1.docker.io/library/nginx*", "nginx:1.27"),
+    ("registry.hub.docker.com/library/nginx*", "nginx:1.27"),
+    ("docker.io/nginx:*", "nginx:1.27"),
+    ("index.docker.io/nginx*", "nginx:1.27"),
+    ("registry-1.docker.io/team/app*", "team/app:1"),
+    ("REG.example.com/app*", "REG.example.com/app:1"),
+])
+def test_a_glob_matches_every_host_alias_and_case_a_pod_spec_may_use(glob: str, image: str, tmp_path: Path) -> None:
+    """Kyverno matches the glob on the pod spec's text, which may name Docker Hub by any alias the inventory
+    normalises, or write the registry host in capitals: the rule must still apply (else no-policy, or a laxer
+    rule's verdict, where Kyverno denies)."""
+    pol = load(tmp_path, ivp(SIG.format("attestors.k0", "> 0"), matchImageReferences=[{"glob": glob}]))
+    assert match_rules(pol, parse_reference(f"{image}@{D1}"), "ns") == pol.rules
+    assert match_rules(pol, parse_reference(f"quay.io/x/y:1@{D1}"), "ns") == ()
+
+
 def test_no_match_image_references_means_every_image(tmp_path: Path) -> None:
     pol = load(tmp_path, ivp(SIG.format("attestors.k0", "> 0"), matchImageReferences=[]))
     assert match_rules(pol, parse_reference(f"quay.io/x/y@{D1}"), "ns") == pol.rules
