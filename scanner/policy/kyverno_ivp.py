@@ -955,6 +955,7 @@ CEL_EXCEPTION_FIELDS: FieldTable = table(
 )
 
 FOREVER_ISO = "9999-12-31T23:59:59Z"
+_NAMESPACE_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")  # Kubernetes: an RFC 1123 label
 
 
 def _exception_namespaces(doc: Mapping[str, Any], ns: str, label: str) -> list[str]:
@@ -1040,6 +1041,11 @@ def apply_exceptions(ctx: ImportContext, docs: Iterable[Mapping[str, Any]],
         if not ns:
             raise ConfigError(f"{label}: no metadata.namespace: an exception covers pods of its own namespace only "
                               "(export it with `kubectl get policyexceptions -A -o yaml`)", source=ctx.source)
+        if not _NAMESPACE_NAME.fullmatch(ns):
+            # the namespace becomes the waiver's namespace pattern: a glob there ("*", "team-*") would reach
+            # every namespace it matches, not the exception's own
+            raise ConfigError(f"{label}: metadata.namespace {ns[:70]!r} is not a namespace name (a lowercase "
+                              "RFC 1123 label): the exception is refused", source=ctx.source)
         table_ = EXCEPTION_FIELDS if group == "kyverno.io" else CEL_EXCEPTION_FIELDS if group == API_GROUP else None
         if table_ is None:
             continue

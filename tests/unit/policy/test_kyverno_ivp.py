@@ -283,6 +283,17 @@ def test_an_exception_waives_its_rule_in_its_own_namespace_only(tmp_path: Path) 
     assert not waived(pol, "p/other", "team-a")  # only the rules it names
 
 
+@pytest.mark.parametrize("ns", ["*", "team-*", "team-[ab]", "team-?", "Team-A", "team_a", "-team", "a" * 64])
+def test_an_exception_whose_namespace_is_no_namespace_name_is_refused(ns: str, tmp_path: Path) -> None:
+    """metadata.namespace is the exception's own namespace, a Kubernetes name: written as a glob ("*",
+    "team-*") it must never become a waiver over every namespace the glob matches."""
+    for ex in (polex(ns), {**yaml.safe_load((DATA / "cel-exception.yaml").read_text()), "metadata": {
+            "name": "legacy", "namespace": ns}}):
+        ex["spec"].pop("matchConditions", None)
+        with pytest.raises(ConfigError, match=r"metadata\.namespace .* is not a namespace name"):
+            load(tmp_path, kyverno_policy(), ivp(SIG.format("attestors.k0", "> 0"), name="ivpol-sample"), ex)
+
+
 def test_an_exception_gives_an_exempt_verdict_naming_it(tmp_path: Path) -> None:
     pol = load(tmp_path, kyverno_policy(), polex(rules=("*",)))
     rule = next(r for r in pol.rules if r.name == "p/r")
