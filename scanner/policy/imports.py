@@ -71,6 +71,26 @@ class ImportContext:
         return message
 
 
+def _check_expanded_size(docs: list[Any], source: str) -> None:
+    """Refuse documents whose YAML aliases expand past what their bytes could hold (a "billion laughs":
+    a few hundred bytes of ``&a``/``*a`` naming millions of values). Every importer walks, formats and
+    copies the values, and would hold the scan for hours or exhaust memory. Without aliases a value costs
+    at least a byte, so MAX_IMPORT_BYTES values is never reached by a document that does not reuse them;
+    the walk stops at the limit, so it is cheap whatever the expansion."""
+    seen, stack = 0, list(docs)
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_IMPORT_BYTES:
+            raise ConfigError(f"its YAML aliases expand to more than {MAX_IMPORT_BYTES} values: refused",
+                              source=source)
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def _docs(data: bytes, source: str) -> list[dict[str, Any]]:
     if len(data) > MAX_IMPORT_BYTES:
         raise ConfigError(f"larger than {MAX_IMPORT_BYTES} bytes", source=source)
@@ -78,6 +98,9 @@ def _docs(data: bytes, source: str) -> list[dict[str, Any]]:
         docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if d is not None]
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"invalid YAML/JSON: {exc}", source=source) from exc
+    except RecursionError as exc:  # nesting deeper than the parser's stack: not a document Kubernetes serves
+        raise ConfigError("invalid YAML/JSON: nested too deeply", source=source) from exc
+    _check_expanded_size(docs, source)
     out: list[dict[str, Any]] = []
     for d in docs:
         if isinstance(d, dict) and d.get("kind") == "List" and isinstance(d.get("items"), list):
