@@ -365,6 +365,22 @@ def test_a_cel_exception_waives_its_image_validating_policy(tmp_path: Path) -> N
     assert not any(r.waivers for r in pol.rules if r.name != rule.name)
 
 
+@pytest.mark.parametrize("value", [False, "", [], {}])
+def test_an_unknown_field_is_refused_whatever_its_value(value: Any, tmp_path: Path) -> None:
+    """false, "" and [] are the defaults of declared fields only: an unknown field set to one of them (a
+    newer Kyverno's switch, a misspelling) is refused like any other, never dropped as unset."""
+    doc = ivp(SIG.format("attestors.k0", "> 0"), name="ivpol-sample")
+    doc["spec"]["validationConfigurations"] = {"allowUnverified": value}
+    (rule,) = load(tmp_path, doc).rules
+    assert any("validationConfigurations.allowUnverified: unknown field" in r for r in rule.refused)
+    ex = yaml.safe_load((DATA / "cel-exception.yaml").read_text())
+    ex["metadata"]["namespace"] = "team-a"
+    del ex["spec"]["matchConditions"]
+    ex["spec"]["enforceImages"] = value
+    with pytest.raises(ConfigError, match=r"spec\.enforceImages: unknown field"):
+        load(tmp_path, ivp(SIG.format("attestors.k0", "> 0"), name="ivpol-sample"), ex)
+
+
 # -- admission (issue #25 item 5: why a running image slipped past the policy) ----------------------
 
 
