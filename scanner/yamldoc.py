@@ -72,15 +72,31 @@ def _check(node: yaml.Node | None) -> None:
         raise yaml.YAMLError(f"its aliases expand to more than {MAX_EXPANDED_NODES:,} nodes (line {mark.line + 1})")
 
 
+def _bounded(read: Any) -> Any:
+    try:
+        return read()
+    except RecursionError:  # PyYAML composes and constructs recursively: thousands of "[" exhaust the stack
+        raise yaml.YAMLError("nested too deeply") from None
+
+
 def compose(text: str | bytes) -> yaml.Node | None:
     """The node tree of one document (for line numbers), size-checked."""
+    node: yaml.Node | None = _bounded(lambda: _compose(text))
+    return node
+
+
+def _compose(text: str | bytes) -> yaml.Node | None:
     node = yaml.compose(text, Loader=StrictLoader)
     _check(node)
     return node
 
 
 def load(text: str | bytes) -> Any:
-    """One document: ``yaml.YAMLError`` for a duplicate key, an alias bomb or bad YAML."""
+    """One document: ``yaml.YAMLError`` for a duplicate key, an alias bomb, too deep nesting or bad YAML."""
+    return _bounded(lambda: _load(text))
+
+
+def _load(text: str | bytes) -> Any:
     loader = StrictLoader(text)
     try:
         node = loader.get_single_node()
@@ -92,6 +108,10 @@ def load(text: str | bytes) -> Any:
 
 def load_all(text: str | bytes) -> list[Any]:
     """Every document of a stream (``---``-separated), each checked as :func:`load` does."""
+    return list(_bounded(lambda: _load_all(text)))
+
+
+def _load_all(text: str | bytes) -> list[Any]:
     loader = StrictLoader(text)
     out: list[Any] = []
     try:

@@ -74,7 +74,10 @@ def walk(doc: Any, table: FieldTable, root: str = "") -> Iterator[tuple[str, Fie
         path = f"{root}.{key}" if root else str(key)
         field = table.get(path)
         if field is None:
-            if is_set(value):
+            # an unknown field is refused whatever its value: false, "" or [] are the defaults only of the
+            # fields a table declares; of an unknown one, nothing is known (false may well be the stricter
+            # setting), so it is never dropped as "unset"
+            if value is not None:
                 yield path, None, value
             continue
         if not is_set(value):

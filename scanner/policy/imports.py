@@ -81,6 +81,8 @@ def _docs(data: bytes, source: str) -> list[dict[str, Any]]:
         docs = [d for d in yamldoc.load_all(data.decode("utf-8")) if d is not None]
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"invalid YAML/JSON: {exc}", source=source) from exc
+    except RecursionError as exc:  # nesting deeper than the parser's stack: not a document Kubernetes serves
+        raise ConfigError("invalid YAML/JSON: nested too deeply", source=source) from exc
     out: list[dict[str, Any]] = []
     for d in docs:
         if isinstance(d, dict) and d.get("kind") == "List" and isinstance(d.get("items"), list):

@@ -37,6 +37,7 @@ from typing import Any
 
 from scanner.clock import parse_kube_time
 from scanner.errors import ConfigError
+from scanner.inventory.references import _HUB_ALIASES, DOCKER_HUB
 from scanner.models import ImageReference
 from scanner.policy.admission import AdmissionFilter, AdmissionMode, AdmissionPolicy, AdmissionScope, Controller
 from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
@@ -395,11 +396,14 @@ def _spellings(ref: ImageReference) -> list[str]:
     """Every way a pod spec may have written the running image (the tag may be absent, the digest
     present or not; Docker Hub names short or long)."""
     repos = [ref.repo]
-    if ref.registry in ("docker.io", "index.docker.io", "registry-1.docker.io"):
-        path = ref.repository
-        repos += [f"index.docker.io/{path}", path]
-        if path.startswith("library/"):
-            repos.append(path.removeprefix("library/"))
+    if ref.registry in DOCKER_HUB_HOSTS:
+        # every host name the inventory normalises to Docker Hub (scanner/inventory/references.py), with
+        # and without the implicit library/ of an official image, and the short names
+        paths = [ref.repository]
+        if ref.repository.startswith("library/"):
+            paths.append(ref.repository.removeprefix("library/"))
+        repos += [f"{host}/{path}" for host in DOCKER_HUB_HOSTS for path in paths] + paths
+        repos = list(dict.fromkeys(repos))
     out: list[str] = []
     for r in repos:
         out.append(r)
@@ -412,7 +416,18 @@ def _spellings(ref: ImageReference) -> list[str]:
     return out
 
 
-def glob_matcher(globs: Iterable[str]) -> Callable[[ImageReference], bool]:
+# the host names the inventory reads as Docker Hub: one list, so a new alias there is a spelling here
+DOCKER_HUB_HOSTS = (DOCKER_HUB, *sorted(_HUB_ALIASES - {DOCKER_HUB}))
+
+
+def glob_matcher(globs: Iterable[str], fold_case: bool = False) -> Callable[[ImageReference], bool]:
+    """Whether a running image matches one of ``globs`` in some spelling a pod spec may have used.
+    ``fold_case`` (a rule's reach, never an exemption's): the inventory lowercases the registry host, which
+    a pod spec may write in capitals (Kyverno's glob is case-sensitive over the spec's text), so the glob
+    is also tried lowercased: the rule applies at least wherever Kyverno's would."""
+    globs = list(globs)
+    if fold_case:
+        globs += [g.lower() for g in globs if g.lower() != g]
     patterns = [compile_glob(g) for g in globs]
 
     def match(ref: ImageReference) -> bool:
@@ -744,7 +759,7 @@ def _ivp_rule(ctx: ImportContext, doc: Mapping[str, Any], name: str) -> Compiled
     globs = [str(m["glob"]) for m in spec.get("matchImageReferences") or [] if isinstance(m, Mapping) and m.get("glob")]
     matcher: Callable[[ImageReference], bool] = lambda _ref: True  # noqa: E731
     try:
-        matcher = glob_matcher(globs)
+        matcher = glob_matcher(globs, fold_case=True)
     except ValueError as exc:
         refusals.append(f"spec.matchImageReferences: a glob gobwas would reject: {exc}")
     attestors: dict[str, _Attestor] = {}
@@ -940,6 +955,7 @@ CEL_EXCEPTION_FIELDS: FieldTable = table(
 )
 
 FOREVER_ISO = "9999-12-31T23:59:59Z"
+_NAMESPACE_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")  # Kubernetes: an RFC 1123 label
 
 
 def _exception_namespaces(doc: Mapping[str, Any], ns: str, label: str) -> list[str]:
@@ -1025,6 +1041,11 @@ def apply_exceptions(ctx: ImportContext, docs: Iterable[Mapping[str, Any]],
         if not ns:
             raise ConfigError(f"{label}: no metadata.namespace: an exception covers pods of its own namespace only "
                               "(export it with `kubectl get policyexceptions -A -o yaml`)", source=ctx.source)
+        if not _NAMESPACE_NAME.fullmatch(ns):
+            # the namespace becomes the waiver's namespace pattern: a glob there ("*", "team-*") would reach
+            # every namespace it matches, not the exception's own
+            raise ConfigError(f"{label}: metadata.namespace {ns[:70]!r} is not a namespace name (a lowercase "
+                              "RFC 1123 label): the exception is refused", source=ctx.source)
         table_ = EXCEPTION_FIELDS if group == "kyverno.io" else CEL_EXCEPTION_FIELDS if group == API_GROUP else None
         if table_ is None:
             continue

@@ -72,3 +72,12 @@ def test_a_policy_with_a_repeated_field_is_a_config_error_naming_the_line(tmp_pa
     assert err.value.line == 10
     # The same document without the repetition loads.
     parse_policy_document(POLICY.format(key="trusted.pub").encode(), "policy.yaml")
+
+
+def test_nesting_deeper_than_the_parser_is_a_yaml_error_not_a_crash() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    for read in (yamldoc.load, yamldoc.load_all, yamldoc.compose):
+        with pytest.raises(yaml.YAMLError, match="nested too deeply"):
+            read(deep)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        parse_policy_document(deep.encode(), "policy.yaml")

@@ -4,6 +4,7 @@ reported per rule."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from scanner.errors import ConfigError
 from scanner.inventory.references import parse_reference
 from scanner.policy.engine import match_rule
-from scanner.policy.imports import cip_glob_matcher, merge
+from scanner.policy.imports import _docs, cip_glob_matcher, merge
 from scanner.policy.loader import PolicyLoader
 from scanner.verify.keys import key_sha256, parse_public_key
 from tests.vectors import VECTORS
@@ -185,3 +186,34 @@ def test_upstream_policy_controller_sample_maps_to_one_keyless_rule() -> None:
     assert "subject https://github.com/sigstore/policy-controller/" in rule.verifiers[0].name
     assert "issuer https://token.actions.githubusercontent.com" in rule.verifiers[0].name
     assert match_rule(pol, parse_reference("quay.io/any/thing:1"), "x") is rule  # glob "**"
+
+
+# -- the documents every importer reads (_docs): hostile files are refused, never a crash or a held scan --
+
+IVP_HEAD = "apiVersion: policies.kyverno.io/v1\nkind: ImageValidatingPolicy\nmetadata: {name: x}\n"
+
+
+def laughs(levels: int) -> str:
+    """A "billion laughs": each level names the one before nine times (9**levels values in ~60*levels bytes)."""
+    out = 'x-0: &l0 ["x","x","x","x","x","x","x","x","x"]\n'
+    for i in range(1, levels):
+        out += f"x-{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]\n"
+    return out + f"spec: {{matchConstraints: {{namespaceSelector: {{matchLabels: *l{levels - 1}}}}}}}\n"
+
+
+def test_yaml_aliases_that_expand_past_the_size_limit_are_refused_quickly() -> None:
+    data = (IVP_HEAD + laughs(9)).encode()  # 387 million values in under 1 kB
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="aliases expand"):
+        _docs(data, "kyverno:f.yaml")
+    assert time.monotonic() - start < 60  # the walk stops at the limit (seconds), not at 387 million
+
+
+def test_aliases_that_stay_small_are_read() -> None:
+    (doc,) = _docs((IVP_HEAD + laughs(3)).encode(), "kyverno:f.yaml")
+    assert len(doc["spec"]["matchConstraints"]["namespaceSelector"]["matchLabels"]) == 9
+
+
+def test_nesting_deeper_than_the_parser_is_refused_not_a_crash() -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        _docs(("[" * 5000 + "]" * 5000).encode(), "kyverno:f.yaml")

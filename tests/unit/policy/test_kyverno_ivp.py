@@ -96,6 +96,23 @@ def test_a_glob_matches_every_spelling_a_pod_spec_may_use(glob: str, tmp_path: P
     assert match_rules(pol, parse_reference(f"quay.io/x/y:1@{D1}"), "ns") == () or glob.startswith("*")
 
 
+@pytest.mark.parametrize(("glob", "image"), [
+    ("registry-1.docker.io/library/nginx*", "nginx:1.27"),
+    ("registry.hub.docker.com/library/nginx*", "nginx:1.27"),
+    ("docker.io/nginx:*", "nginx:1.27"),
+    ("index.docker.io/nginx*", "nginx:1.27"),
+    ("registry-1.docker.io/team/app*", "team/app:1"),
+    ("REG.example.com/app*", "REG.example.com/app:1"),
+])
+def test_a_glob_matches_every_host_alias_and_case_a_pod_spec_may_use(glob: str, image: str, tmp_path: Path) -> None:
+    """Kyverno matches the glob on the pod spec's text, which may name Docker Hub by any alias the inventory
+    normalises, or write the registry host in capitals: the rule must still apply (else no-policy, or a laxer
+    rule's verdict, where Kyverno denies)."""
+    pol = load(tmp_path, ivp(SIG.format("attestors.k0", "> 0"), matchImageReferences=[{"glob": glob}]))
+    assert match_rules(pol, parse_reference(f"{image}@{D1}"), "ns") == pol.rules
+    assert match_rules(pol, parse_reference(f"quay.io/x/y:1@{D1}"), "ns") == ()
+
+
 def test_no_match_image_references_means_every_image(tmp_path: Path) -> None:
     pol = load(tmp_path, ivp(SIG.format("attestors.k0", "> 0"), matchImageReferences=[]))
     assert match_rules(pol, parse_reference(f"quay.io/x/y@{D1}"), "ns") == pol.rules
@@ -266,6 +283,17 @@ def test_an_exception_waives_its_rule_in_its_own_namespace_only(tmp_path: Path) 
     assert not waived(pol, "p/other", "team-a")  # only the rules it names
 
 
+@pytest.mark.parametrize("ns", ["*", "team-*", "team-[ab]", "team-?", "Team-A", "team_a", "-team", "a" * 64])
+def test_an_exception_whose_namespace_is_no_namespace_name_is_refused(ns: str, tmp_path: Path) -> None:
+    """metadata.namespace is the exception's own namespace, a Kubernetes name: written as a glob ("*",
+    "team-*") it must never become a waiver over every namespace the glob matches."""
+    for ex in (polex(ns), {**yaml.safe_load((DATA / "cel-exception.yaml").read_text()), "metadata": {
+            "name": "legacy", "namespace": ns}}):
+        ex["spec"].pop("matchConditions", None)
+        with pytest.raises(ConfigError, match=r"metadata\.namespace .* is not a namespace name"):
+            load(tmp_path, kyverno_policy(), ivp(SIG.format("attestors.k0", "> 0"), name="ivpol-sample"), ex)
+
+
 def test_an_exception_gives_an_exempt_verdict_naming_it(tmp_path: Path) -> None:
     pol = load(tmp_path, kyverno_policy(), polex(rules=("*",)))
     rule = next(r for r in pol.rules if r.name == "p/r")
@@ -335,6 +363,22 @@ def test_a_cel_exception_waives_its_image_validating_policy(tmp_path: Path) -> N
     assert w.matcher(parse_reference(f"r.io/legacy-app@{D1}"), "")
     assert not w.matcher(parse_reference(f"r.io/app@{D1}"), "")
     assert not any(r.waivers for r in pol.rules if r.name != rule.name)
+
+
+@pytest.mark.parametrize("value", [False, "", [], {}])
+def test_an_unknown_field_is_refused_whatever_its_value(value: Any, tmp_path: Path) -> None:
+    """false, "" and [] are the defaults of declared fields only: an unknown field set to one of them (a
+    newer Kyverno's switch, a misspelling) is refused like any other, never dropped as unset."""
+    doc = ivp(SIG.format("attestors.k0", "> 0"), name="ivpol-sample")
+    doc["spec"]["validationConfigurations"] = {"allowUnverified": value}
+    (rule,) = load(tmp_path, doc).rules
+    assert any("validationConfigurations.allowUnverified: unknown field" in r for r in rule.refused)
+    ex = yaml.safe_load((DATA / "cel-exception.yaml").read_text())
+    ex["metadata"]["namespace"] = "team-a"
+    del ex["spec"]["matchConditions"]
+    ex["spec"]["enforceImages"] = value
+    with pytest.raises(ConfigError, match=r"spec\.enforceImages: unknown field"):
+        load(tmp_path, ivp(SIG.format("attestors.k0", "> 0"), name="ivpol-sample"), ex)
 
 
 # -- admission (issue #25 item 5: why a running image slipped past the policy) ----------------------
