@@ -14,14 +14,29 @@ from datetime import datetime
 from typing import IO, Any
 
 from scanner.inventory.references import pins_digest, tag_reference_containers
-from scanner.models import SCHEMA_VERSION, AdmissionFinding, RunningImage, ScanResult, SignatureResult, Status, Verdict
+from scanner.models import (
+    SCHEMA_VERSION,
+    AdmissionFinding,
+    ContainerRef,
+    RunningImage,
+    ScanResult,
+    SignatureResult,
+    Status,
+    Verdict,
+)
 
 
 def _ts(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def summary(result: ScanResult) -> dict[str, Any]:
+def _tag_references(result: ScanResult) -> tuple[ContainerRef, ...]:
+    return tag_reference_containers(c for v in result.verdicts for c in v.image.containers)
+
+
+def summary(result: ScanResult, tag_references: tuple[ContainerRef, ...] | None = None) -> dict[str, Any]:
+    """The document's ``summary``; ``tag_references`` when the caller has them (a pass over every
+    container of the scan: the document computes them once for its summary and its findings)."""
     by_status = Counter(v.status.value for v in result.verdicts)
     containers = sum(len(v.image.containers) for v in result.verdicts)
     compliant = sum(1 for v in result.verdicts if v.compliant)
@@ -33,17 +48,17 @@ def summary(result: ScanResult) -> dict[str, Any]:
         "expiring": sum(1 for v in result.verdicts if v.expiring),
         "by_status": {s.value: by_status.get(s.value, 0) for s in Status},
         "compliance_ratio": round(compliant / len(result.verdicts), 6) if result.verdicts else 1.0,
-        "tag_references": len(tag_reference_containers(c for v in result.verdicts for c in v.image.containers)),
+        "tag_references": len(_tag_references(result) if tag_references is None else tag_references),
     }
 
 
-def findings(result: ScanResult) -> list[dict[str, Any]]:
+def findings(result: ScanResult, tag_references: tuple[ContainerRef, ...] | None = None) -> list[dict[str, Any]]:
     """Findings that change no verdict: containers whose spec names a tag rather than a digest."""
     return [
         {"kind": "tag-reference", "namespace": c.namespace, "pod": c.pod, "container": c.container,
          "container_type": c.container_type.value, "image": c.image,
          "workload_kind": c.workload.kind, "workload_name": c.workload.name}
-        for c in tag_reference_containers(c for v in result.verdicts for c in v.image.containers)
+        for c in (_tag_references(result) if tag_references is None else tag_references)
     ]
 
 
@@ -122,10 +137,12 @@ def image_doc(v: Verdict) -> dict[str, Any]:
 
 
 def scan_document(result: ScanResult) -> dict[str, Any]:
-    return {**_head(result), "images": [image_doc(v) for v in result.verdicts], "findings": findings(result)}
+    tags = _tag_references(result)
+    return {**_head(result, tags), "images": [image_doc(v) for v in result.verdicts],
+            "findings": findings(result, tags)}
 
 
-def _head(result: ScanResult) -> dict[str, Any]:
+def _head(result: ScanResult, tag_references: tuple[ContainerRef, ...]) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "scan": {
@@ -138,7 +155,7 @@ def _head(result: ScanResult) -> dict[str, Any]:
             "sigaudit_version": result.sigaudit_version,
             "errors": list(result.errors),
         },
-        "summary": summary(result),
+        "summary": summary(result, tag_references),
     }
 
 
@@ -237,14 +254,15 @@ def iter_scan_json(result: ScanResult) -> Iterator[str]:
     """The text of ``json.dumps(scan_document(result), indent=2)``, the same bytes, one image at a
     time: a 10,000-pod scan's document is never held whole as a dict nor as one string (its
     transient was a quarter of the scan's peak RSS)."""
+    tags = _tag_references(result)
     yield "{"
-    for key, value in _head(result).items():
+    for key, value in _head(result, tags).items():
         yield f"\n  {_ESCAPE(key)}: {_indented(value, _PAD2)},"
     yield '\n  "images": ['
     for i, v in enumerate(result.verdicts):
         yield ("," if i else "") + _PAD4 + _indented(image_doc(v), _PAD4)
     yield ("\n  ]" if result.verdicts else "]") + ","
-    yield f'\n  "findings": {_indented(findings(result), _PAD2)}\n}}'
+    yield f'\n  "findings": {_indented(findings(result, tags), _PAD2)}\n}}'
 
 
 def write_scan_json(result: ScanResult, out: IO[str]) -> None:
