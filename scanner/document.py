@@ -178,10 +178,11 @@ _KEYS: dict[str, str] = {}
 
 def _key(k: Any) -> str:
     """A key as json.dumps writes it, with its ": " (the keys it accepts; skipkeys=False: any other is
-    a TypeError). The document's own keys are written once and remembered."""
+    a TypeError). The document's own keys are written once and remembered: at most 256 of at most
+    64 characters, so keys a signature's details carry (untrusted) never grow what the process holds."""
     if isinstance(k, str):
         text = _ESCAPE(k) + ": "
-        if type(k) is str and len(_KEYS) < 256:
+        if type(k) is str and len(k) <= 64 and len(_KEYS) < 256:
             _KEYS[k] = text
         return text
     if isinstance(k, float):

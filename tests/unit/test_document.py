@@ -88,3 +88,13 @@ def test_the_indented_encoder_refuses_what_json_dumps_refuses(value: object) -> 
         json.dumps(value, indent=2)
     with pytest.raises(TypeError):
         _indented(value, "\n")
+
+
+def test_keys_from_untrusted_details_are_not_remembered_beyond_a_bound() -> None:
+    """The encoder remembers the text of the document's own keys; a signature's details (whose keys
+    an attacker may choose) never make it hold more than 256 short keys."""
+    from scanner import document
+
+    many = {f"k{i}-" + "x" * 1000 if i % 2 else f"k{i}": i for i in range(2000)}
+    assert _indented(many, "\n") == json.dumps(many, indent=2)
+    assert len(document._KEYS) <= 256 and max(map(len, document._KEYS)) <= 64
