@@ -202,7 +202,7 @@ def _flat(values: Any) -> bool:
     return {type(v) for v in values} <= _SCALARS
 
 
-@functools.cache
+@functools.lru_cache(maxsize=32)  # one per nesting level; bounded, whatever depth a value reaches
 def _flat_encoder(inner: str) -> Any:
     """json's C encoder (the one json.dumps runs without ``indent``) with the item separator of an
     indented container at ``inner``: a container of plain scalars comes out exactly as the indented

@@ -98,3 +98,13 @@ def test_keys_from_untrusted_details_are_not_remembered_beyond_a_bound() -> None
     many = {f"k{i}-" + "x" * 1000 if i % 2 else f"k{i}": i for i in range(2000)}
     assert _indented(many, "\n") == json.dumps(many, indent=2)
     assert len(document._KEYS) <= 256 and max(map(len, document._KEYS)) <= 64
+
+
+def test_a_deep_value_is_written_as_json_writes_it_and_holds_a_bounded_number_of_encoders() -> None:
+    from scanner import document
+
+    deep: object = {"leaf": [1, "a"]}
+    for i in range(150):
+        deep = {f"k{i}": deep, "n": i} if i % 2 else [deep, i]
+    assert _indented(deep, "\n") == json.dumps(deep, indent=2)
+    assert document._flat_encoder.cache_info().currsize <= 32
