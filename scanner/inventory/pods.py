@@ -339,6 +339,11 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
             top.event(event, value)
     except ijson.JSONError as exc:
         raise ParseError(f"{label}: malformed or truncated JSON after {count} pods: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        # yajl lets an overlong UTF-8 sequence (C0 80, "modified UTF-8") through its own check and
+        # ijson's decoding of the string then raises this, not a JSONError: the same bad input.
+        raise ParseError(f"{label}: malformed JSON after {count} pods: a string is not valid UTF-8 "
+                         f"({exc.reason} at byte {exc.start} of the string)") from exc
     finally:
         if own:
             stream.close()

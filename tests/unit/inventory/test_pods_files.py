@@ -118,6 +118,16 @@ def test_malformed_pod_lists_raise_parse_errors(raw: bytes) -> None:
         list(iter_pods_file("f", io.BytesIO(raw)))
 
 
+@pytest.mark.parametrize("raw", [b'"\xc0\x80"', b'{"kind": "Pod", "metadata": {"name": "p\xc0\x80"}}',
+                                 b'{"items": [{"metadata": {"name": "p\xc0\x80"}}]}', b'{"items": [{"\xc0\x80": 1}]}',
+                                 b'{"items": [], "\xe0\x80\x80": 1}'])
+def test_an_overlong_utf8_sequence_is_a_parse_error_not_a_crash(raw: bytes) -> None:
+    """yajl accepts overlong UTF-8 (C0 80) and ijson's decoding of the string then raised
+    UnicodeDecodeError out of the parse: the scan died as an unexpected failure (exit 3)."""
+    with pytest.raises(ParseError, match="not valid UTF-8"):
+        list(iter_pods_file("f", io.BytesIO(raw)))
+
+
 def _random_value(rng: random.Random, depth: int) -> object:
     pick = rng.randrange(9 if depth < 12 else 6)
     if pick == 0:
