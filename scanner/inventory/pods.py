@@ -43,7 +43,20 @@ class UnreadablePod(dict[str, Any]):
         self.reason = reason
 
 
-def _text(value: Any, what: str, where: str, *, required: bool = False) -> str:
+class _Where:
+    """``pod namespace/name`` for an error message, rendered only when a message is made (two labels a
+    pod were a tenth of reading a 10,000-pod list, for messages almost never written)."""
+
+    __slots__ = ("pod",)
+
+    def __init__(self, pod: Any) -> None:
+        self.pod = pod
+
+    def __str__(self) -> str:
+        return f"pod {pod_label(self.pod)}"
+
+
+def _text(value: Any, what: str, where: str | _Where, *, required: bool = False) -> str:
     """A field that must be a string (absent is "" unless ``required``). Untrusted pod lists put
     lists, numbers and 20,000-deep structures where strings belong: each is a ParseError."""
     if value is None or value == "":
@@ -106,7 +119,7 @@ class StaticOwnerResolver:
 
     def workload(self, namespace: str, pod: Mapping[str, Any]) -> Workload:
         meta = pod.get("metadata") or {}
-        where = f"pod {pod_label(pod)}"
+        where = _Where(pod)
         ref = controller_ref(meta)
         if ref is None:
             return Workload("Pod", _text(meta.get("name"), "name", where))
@@ -137,7 +150,7 @@ def containers_from_pod(pod: Mapping[str, Any], owners: OwnerResolver) -> list[C
     spec = pod.get("spec")
     if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
         raise ParseError("pod without metadata or spec")
-    where = f"pod {pod_label(pod)}"
+    where = _Where(pod)
     namespace = _text(meta.get("namespace"), "namespace", where) or "default"
     name = _text(meta.get("name"), "name", where, required=True)
     uid = _text(meta.get("uid"), "uid", where)
