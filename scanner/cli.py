@@ -172,7 +172,7 @@ def scan(**opts: Any) -> None:
 def run_scan_command(**opts: Any) -> int:
     """``sigaudit scan``: the options into the scan use case (:func:`scanner.scan.run_once`), its
     result out to stdout, files and metrics, and an exit code."""
-    from scanner.document import summary, write_scan_json
+    from scanner.document import write_scan_json
     from scanner.scan import load_inputs, run_once
 
     options = scan_options_from(opts)
@@ -262,7 +262,7 @@ def run_scan_command(**opts: Any) -> int:
         for err in result.errors:
             click.echo(f"sigaudit: warning: {err}", err=True)
         return EXIT_FAILED
-    if summary(result)["non_compliant"] and not opts["exit_zero_on_violations"]:
+    if not all(v.compliant for v in result.verdicts) and not opts["exit_zero_on_violations"]:
         return EXIT_VIOLATIONS
     return EXIT_OK
 

@@ -43,7 +43,20 @@ class UnreadablePod(dict[str, Any]):
         self.reason = reason
 
 
-def _text(value: Any, what: str, where: str, *, required: bool = False) -> str:
+class _Where:
+    """``pod namespace/name`` for an error message, rendered only when a message is made (two labels a
+    pod were a tenth of reading a 10,000-pod list, for messages almost never written)."""
+
+    __slots__ = ("pod",)
+
+    def __init__(self, pod: Any) -> None:
+        self.pod = pod
+
+    def __str__(self) -> str:
+        return f"pod {pod_label(self.pod)}"
+
+
+def _text(value: Any, what: str, where: str | _Where, *, required: bool = False) -> str:
     """A field that must be a string (absent is "" unless ``required``). Untrusted pod lists put
     lists, numbers and 20,000-deep structures where strings belong: each is a ParseError."""
     if value is None or value == "":
@@ -106,7 +119,7 @@ class StaticOwnerResolver:
 
     def workload(self, namespace: str, pod: Mapping[str, Any]) -> Workload:
         meta = pod.get("metadata") or {}
-        where = f"pod {pod_label(pod)}"
+        where = _Where(pod)
         ref = controller_ref(meta)
         if ref is None:
             return Workload("Pod", _text(meta.get("name"), "name", where))
@@ -137,7 +150,7 @@ def containers_from_pod(pod: Mapping[str, Any], owners: OwnerResolver) -> list[C
     spec = pod.get("spec")
     if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
         raise ParseError("pod without metadata or spec")
-    where = f"pod {pod_label(pod)}"
+    where = _Where(pod)
     namespace = _text(meta.get("namespace"), "namespace", where) or "default"
     name = _text(meta.get("name"), "name", where, required=True)
     uid = _text(meta.get("uid"), "uid", where)
@@ -252,42 +265,76 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
     else:
         own = False
     top: ijson.common.ObjectBuilder | None = None
-    item: ijson.common.ObjectBuilder | None = None
-    partial: Any = None  # what was built of an element before it passed MAX_POD_DEPTH
+    # The element of `items` being built, inline rather than through ijson's ObjectBuilder (a method
+    # call and a closure per event cost half the parse): ``cur`` is the innermost container, ``stack``
+    # its parents; a map's next value goes under ``key`` (one pending key suffices: a value follows
+    # its key at once). ``element`` is None while nothing is built (between elements, or once it
+    # passed MAX_POD_DEPTH: the rest of it is read, never built; ``partial`` is what was).
+    element: dict[str, Any] | None = None
+    cur: Any = None
+    stack: list[Any] = []
+    key: Any = None
+    partial: Any = None
     saw_items = in_items = items_next = False
     count = depth = 0
     try:
         # basic_parse, not parse: parse builds a dotted prefix per event, which costs O(depth²)
-        # (a 20,000-deep value took 1 GB). The position is tracked here with one depth counter.
+        # (a 20,000-deep value took 1 GB; ijson.items and kvitems track that prefix too: a 100,000-deep
+        # element, a 600 kB file, took them 10 GB). The position is tracked here with one depth counter.
         for event, value in ijson.basic_parse(_Bounded(stream, max_bytes, label), use_float=True):
+            if in_items:  # depth 2 is the `items` array itself; its elements start at depth 3
+                if event == "map_key":
+                    key = value
+                elif event == "start_map" or event == "start_array":
+                    if depth == 2:
+                        if event != "start_map":
+                            raise ParseError(f"{label}: an element of `items` is not an object")
+                        element = cur = {}
+                        stack, partial, depth = [], None, 3
+                        continue
+                    depth += 1
+                    if element is None:
+                        continue
+                    if depth - 2 > MAX_POD_DEPTH:
+                        partial, element = element, None
+                        continue
+                    new: Any = {} if event == "start_map" else []
+                    if type(cur) is dict:
+                        cur[key] = new
+                    else:
+                        cur.append(new)
+                    stack.append(cur)
+                    cur = new
+                elif event == "end_map" or event == "end_array":
+                    if depth == 2:  # the end of `items`
+                        in_items, depth = False, 1
+                        continue
+                    depth -= 1
+                    if depth > 2:
+                        if element is not None:
+                            cur = stack.pop()
+                        continue
+                    if element is None:
+                        yield _unreadable(partial, f"element {count} of `items` is nested deeper than "
+                                                   f"{MAX_POD_DEPTH} levels")
+                    elif element.get("kind") in (None, "Pod"):
+                        yield element
+                    element = cur = partial = None
+                    count += 1
+                elif depth == 2:
+                    raise ParseError(f"{label}: an element of `items` is not an object")
+                elif element is not None:
+                    if type(cur) is dict:
+                        cur[key] = value
+                    else:
+                        cur.append(value)
+                continue
             step = 1 if event in ("start_map", "start_array") else -1 if event in ("end_map", "end_array") else 0
             if top is None:
                 if event != "start_map":
                     raise ParseError(f"{label}: not a JSON object (expected `kubectl get pods -A -o json` output)")
                 top, depth = ijson.common.ObjectBuilder(), 1
                 top.event(event, value)
-                continue
-            if in_items:  # depth 2 is the `items` array itself; its elements start at depth 3
-                if depth == 2 and event == "end_array":
-                    in_items, depth = False, 1
-                    continue
-                if depth == 2:
-                    if event != "start_map":
-                        raise ParseError(f"{label}: an element of `items` is not an object")
-                    item, partial = ijson.common.ObjectBuilder(), None
-                depth += step
-                if item is not None and depth - 2 > MAX_POD_DEPTH:
-                    partial, item = item.value, None  # the rest of this element is read, never built
-                if item is not None:
-                    item.event(event, value)
-                if depth == 2:
-                    if item is None:
-                        yield _unreadable(partial, f"element {count} of `items` is nested deeper than "
-                                                   f"{MAX_POD_DEPTH} levels")
-                    elif isinstance(obj := item.value, dict) and obj.get("kind") in (None, "Pod"):
-                        yield obj
-                    item = None
-                    count += 1
                 continue
             if items_next:
                 items_next = False
@@ -305,6 +352,11 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
             top.event(event, value)
     except ijson.JSONError as exc:
         raise ParseError(f"{label}: malformed or truncated JSON after {count} pods: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        # yajl lets an overlong UTF-8 sequence (C0 80, "modified UTF-8") through its own check and
+        # ijson's decoding of the string then raises this, not a JSONError: the same bad input.
+        raise ParseError(f"{label}: malformed JSON after {count} pods: a string is not valid UTF-8 "
+                         f"({exc.reason} at byte {exc.start} of the string)") from exc
     finally:
         if own:
             stream.close()

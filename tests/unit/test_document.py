@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from scanner.document import image_doc, scan_document, write_scan_json
+from scanner.document import _indented, image_doc, scan_document, write_scan_json
 from scanner.models import (
     ContainerRef,
     ContainerType,
@@ -62,3 +62,49 @@ def test_streamed_json_is_the_documents_exact_text(n: int) -> None:
     write_scan_json(result, out)
     assert out.getvalue() == want
     assert json.loads(out.getvalue()) == scan_document(result)
+
+
+class _Str(str):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    {}, [], (), {"a": {}}, [[], {}, ()], "x\n\"\u00e9", 0, -1, 2**70, 1.5, float("nan"), float("inf"), -float("inf"),
+    True, False, None, {"k": [1, "a", None, True, 2.5]}, [{"a": 1}, {"b": [1, [2, [3, {}]]]}],
+    {1: "int key", 2.5: "float key", False: "bool key", None: "none key", "s": ("a", "b")},
+    {_Str("sub"): _Str("class"), "n": [_Str("x")]}, {"deep": {"a": {"b": {"c": [1, 2, {"d": "e"}]}}}},
+])
+def test_the_indented_encoder_writes_what_json_dumps_writes(value: object) -> None:
+    """The document's encoder (json's C encoder for containers of plain scalars, a join for the rest)
+    writes exactly ``json.dumps(value, indent=2)`` at every nesting level, for every type json accepts."""
+    for pad in ("\n", "\n  ", "\n    "):
+        want = json.dumps(value, indent=2).replace("\n", pad)
+        assert _indented(value, pad) == want
+
+
+@pytest.mark.parametrize("value", [{"a": object()}, [1, {2}], {(1, 2): "tuple key"}, {"a": [b"bytes"]}])
+def test_the_indented_encoder_refuses_what_json_dumps_refuses(value: object) -> None:
+    with pytest.raises(TypeError):
+        json.dumps(value, indent=2)
+    with pytest.raises(TypeError):
+        _indented(value, "\n")
+
+
+def test_keys_from_untrusted_details_are_not_remembered_beyond_a_bound() -> None:
+    """The encoder remembers the text of the document's own keys; a signature's details (whose keys
+    an attacker may choose) never make it hold more than 256 short keys."""
+    from scanner import document
+
+    many = {f"k{i}-" + "x" * 1000 if i % 2 else f"k{i}": i for i in range(2000)}
+    assert _indented(many, "\n") == json.dumps(many, indent=2)
+    assert len(document._KEYS) <= 256 and max(map(len, document._KEYS)) <= 64
+
+
+def test_a_deep_value_is_written_as_json_writes_it_and_holds_a_bounded_number_of_encoders() -> None:
+    from scanner import document
+
+    deep: object = {"leaf": [1, "a"]}
+    for i in range(150):
+        deep = {f"k{i}": deep, "n": i} if i % 2 else [deep, i]
+    assert _indented(deep, "\n") == json.dumps(deep, indent=2)
+    assert document._flat_encoder.cache_info().currsize <= 32
