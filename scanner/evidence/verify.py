@@ -97,7 +97,7 @@ def read_pack(path: Path, *, max_bytes: int = MAX_PACK_BYTES, max_member: int = 
     files: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-            count = 0
+            count = total = 0
             for m in tar:
                 count += 1
                 if count > max_members:
@@ -107,16 +107,24 @@ def read_pack(path: Path, *, max_bytes: int = MAX_PACK_BYTES, max_member: int = 
                     raise PackError(f"member {m.name[:200]!r}: not a plain relative path under {ROOT}/")
                 if m.isdir():
                     continue
-                if not m.isreg():
-                    raise PackError(f"member {m.name[:200]!r}: a link or special file is not allowed")
+                # Only plain files: a sparse member (GNU or PAX GNU.sparse.*) is "regular" to tarfile
+                # but inflates to its claimed size from a few bytes, past every bound on the archive.
+                if m.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or m.sparse is not None:
+                    raise PackError(f"member {m.name[:200]!r}: a link or special file is not allowed (nor sparse)")
                 if m.size > max_member:
                     raise PackError(f"member {m.name[:200]!r}: larger than {max_member} bytes")
+                total += m.size
+                if total > max_bytes:
+                    raise PackError(f"the pack's files add up to more than {max_bytes} bytes")
                 if rel in files:
                     raise PackError(f"member {m.name[:200]!r}: appears twice")
                 f = tar.extractfile(m)
                 if f is None:
                     raise PackError(f"member {m.name[:200]!r}: unreadable")
-                files[rel] = f.read(max_member + 1)
+                data = f.read(m.size + 1)
+                if len(data) != m.size:
+                    raise PackError(f"member {m.name[:200]!r}: holds {len(data)} bytes, its header says {m.size}")
+                files[rel] = data
     except tarfile.TarError as exc:
         raise PackError(f"the pack is not a tar archive: {exc}") from None
     return files

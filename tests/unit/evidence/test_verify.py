@@ -78,3 +78,28 @@ def test_a_plain_pack_reads(tmp_path: Path) -> None:
     assert read_pack(p) == {"a/b.json": b"{}"}
     out = verify_pack(p, b"")
     assert out.problems == ["MANIFEST.json: missing"]
+
+
+def _sparse_pack(tmp_path: Path, members: int, claimed: int) -> Path:
+    """PAX GNU sparse 0.1 members: 10 bytes stored, ``claimed`` bytes when read (tarfile calls them regular)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(members):
+            info = tarfile.TarInfo(f"evidence/hole{i}")
+            info.size = 10
+            info.pax_headers = {"GNU.sparse.map": "0,10", "GNU.sparse.size": str(claimed)}
+            tar.addfile(info, io.BytesIO(b"x" * 10))
+    p = tmp_path / "sparse.tar.gz"
+    p.write_bytes(gzip.compress(raw.getvalue()))
+    return p
+
+
+def test_a_sparse_member_cannot_inflate_past_the_bounds(tmp_path: Path) -> None:
+    # A few hundred bytes on disk that would read as 4 x 2 MB (as 200,000 x 256 MB with the real bounds).
+    p = _sparse_pack(tmp_path, 4, 2 * 1024 * 1024)
+    assert p.stat().st_size < 1024
+    with pytest.raises(PackError, match="sparse"):
+        read_pack(p, max_bytes=1024 * 1024)
+    out = verify_pack(p, b"")
+    assert not out.ok and "sparse" in out.problems[0]
+
