@@ -24,7 +24,7 @@ import tarfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class Outcome:
     images: int = 0
     verdicts: int = 0
     files: int = 0
+    scan: dict[str, Any] = field(default_factory=dict)  # which scan the pack says it is (id, cluster, time)
 
     @property
     def ok(self) -> bool:
@@ -205,6 +206,40 @@ def recompute(files: Mapping[str, bytes], key_pem: bytes, out: Outcome) -> None:
     _cross_check(files, records, out)
 
 
+def _check_identity(files: Mapping[str, bytes], manifest: Mapping[str, Any], out: Outcome) -> None:
+    """The signed manifest, policy/replay.json and reports/scan.json name one scan: its id, cluster,
+    policy digest and time of verification (which lies within the scan's start and end) — a pack cannot
+    replay its material at a time, or under a scan, other than the one it reports."""
+    replay = _json(files, "policy/replay.json")
+    doc = _json(files, "reports/scan.json")
+    scan = doc.get("scan") if isinstance(doc, dict) else None
+    if not isinstance(replay, dict) or not isinstance(scan, dict):
+        out.problems.append("policy/replay.json or reports/scan.json: malformed")
+        return
+    same = {
+        "scan id": (manifest.get("scan_id"), replay.get("scan_id"), scan.get("id")),
+        "cluster": (manifest.get("cluster"), replay.get("cluster"), scan.get("cluster")),
+        "policy digest": (manifest.get("policy_digest"), replay.get("digest"), scan.get("policy_digest")),
+        "time of verification": (manifest.get("verified_at"), replay.get("verified_at"), replay.get("verified_at")),
+    }
+    for what, (a, b, c) in same.items():
+        if not (a == b == c) or a is None:
+            out.problems.append(f"{MANIFEST}, policy/replay.json, reports/scan.json: the {what} differs "
+                                f"({str(a)[:100]!r}, {str(b)[:100]!r}, {str(c)[:100]!r})")
+    try:
+        at = datetime.fromisoformat(str(replay.get("verified_at")))
+        start = datetime.fromisoformat(str(scan.get("started_at")).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(scan.get("finished_at")).replace("Z", "+00:00"))
+        inside = start - timedelta(seconds=1) <= at <= end + timedelta(seconds=1)
+    except (TypeError, ValueError) as exc:
+        out.problems.append(f"policy/replay.json or reports/scan.json: a time is malformed: {exc}")
+        return
+    if not inside:
+        out.problems.append(f"policy/replay.json: verified_at {at.isoformat()} is outside the scan "
+                            f"({start.isoformat()} .. {end.isoformat()})")
+    out.scan = {"id": scan.get("id"), "cluster": scan.get("cluster"), "verified_at": replay.get("verified_at")}
+
+
 def _cross_check(files: Mapping[str, bytes], records: list[str], out: Outcome) -> None:
     """The scan's own document lists the same running digests and verdicts as the records (a pack
     cannot hide a failing image by leaving its record out), and no image without a running digest is
@@ -272,7 +307,10 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
             out.problems.append(f"{record_name}: recorded verdict not reproduced: rule {k[0]!r} {k[1]}: {k[2]}")
         for k in sorted((got - recorded).elements()):
             out.problems.append(f"{record_name}: the pack's material gives: rule {k[0]!r} {k[1]}: {k[2]}")
-    _check_vsa(files, d, digest, [v["status"] for v in record.get("verdicts", [])], key_pem, out)
+    repos = {f"{j['image']['reference']['registry']}/{j['image']['reference']['repository']}"
+             for j in record.get("judgements", [])}
+    _check_vsa(files, d, digest, [v["status"] for v in record.get("verdicts", [])], key_pem, out,
+               now=now, policy_digest=str(policy.digest), repositories=repos)
 
 
 def _key(v: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -280,7 +318,7 @@ def _key(v: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def _check_vsa(files: Mapping[str, bytes], d: str, digest: str, statuses: list[str], key_pem: bytes,
-               out: Outcome) -> None:
+               out: Outcome, *, now: datetime, policy_digest: str, repositories: set[str]) -> None:
     name = f"{d}/vsa.intoto.json"
     if name not in files:
         out.problems.append(f"{name}: missing")
@@ -289,14 +327,34 @@ def _check_vsa(files: Mapping[str, bytes], d: str, digest: str, statuses: list[s
         _, payload = dsse.verify_envelope(files[name], key_pem, payload_type=vsa.PAYLOAD_TYPE)
         statement = json.loads(payload)
         predicate = statement["predicate"]
-        subject_ok = any(s.get("digest", {}).get("sha256") == digest.removeprefix("sha256:")
-                         for s in statement.get("subject", []))
         result = predicate["verificationResult"]
-    except (dsse.EvidenceError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        subjects = statement["subject"]
+        # Exactly this image: a second subject would carry this verdict to another digest, another
+        # name or resourceUri to another repository (slsa-verifier matches on them, nothing else does).
+        subject = subjects[0] if isinstance(subjects, list) and len(subjects) == 1 else None
+        subject_name = subject.get("name") if isinstance(subject, dict) else None
+        subject_ok = isinstance(subject, dict) and subject.get("digest") == {"sha256": digest.removeprefix("sha256:")}
+        resource = predicate.get("resourceUri")
+        claims = {
+            "_type": (statement.get("_type"), vsa.STATEMENT_TYPE),
+            "predicateType": (statement.get("predicateType"), vsa.PREDICATE_TYPE),
+            "verifier.id": ((predicate.get("verifier") or {}).get("id"), vsa.VERIFIER_ID),
+            "timeVerified": (predicate.get("timeVerified"), vsa._rfc3339(now)),
+            "policy.digest": ((predicate.get("policy") or {}).get("digest"),
+                              {"sha256": policy_digest.removeprefix("sha256:")}),
+        }
+    except (dsse.EvidenceError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         out.problems.append(f"{name}: not a VSA signed by the given key: {exc}")
         return
     if not subject_ok:
-        out.problems.append(f"{name}: its subject is not {digest}")
+        out.problems.append(f"{name}: its subject is not {digest} alone")
+    elif (not isinstance(subject_name, str) or resource != f"{subject_name}@{digest}"
+          or (repositories and subject_name not in repositories)):
+        out.problems.append(f"{name}: its subject name / resourceUri {str(resource)[:200]!r} is not the "
+                            f"repository the image was judged in ({', '.join(sorted(repositories)) or '?'})")
+    for what, (got_value, want_value) in claims.items():
+        if got_value != want_value:
+            out.problems.append(f"{name}: {what} is {str(got_value)[:200]!r}, the scan's is {str(want_value)[:200]!r}")
     want = "PASSED" if vsa_passed(statuses) else "FAILED"
     if result != want:
         out.problems.append(f"{name}: says {result}, the verdicts say {want}")
@@ -310,7 +368,9 @@ def verify_pack(path: Path, key_pem: bytes) -> Outcome:
     out = Outcome()
     try:
         files = read_pack(path)
-        if check_integrity(files, key_pem, out) is not None and out.ok:
+        manifest = check_integrity(files, key_pem, out)
+        if manifest is not None and out.ok:
+            _check_identity(files, manifest, out)
             recompute(files, key_pem, out)
     except PackError as exc:
         out.problems.append(str(exc))

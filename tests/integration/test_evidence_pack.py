@@ -377,3 +377,74 @@ def test_prune_drops_the_evidence_of_deleted_scans_and_keeps_the_rest(packs, tmp
     assert r.returncode == 0, r.stderr
     r = sigaudit("evidence", "--db", url, "--scan", str(cold), "--sign-key", str(key), "--out", str(tmp_path / "c.tgz"))
     assert r.returncode == 2 and "no evidence material" in r.stderr, r.stderr
+
+
+# -- second attacker (fix/attack-evidence): a pack signed by the right key that still misstates ---------------
+
+def _resign_vsa(files: dict[str, bytes], name: str, key: Path, change) -> None:
+    import base64
+
+    from scanner.evidence import vsa
+
+    statement = json.loads(base64.b64decode(json.loads(files[name])["payload"]))
+    change(statement)
+    files[name] = json.dumps(dsse.sign_envelope(vsa.PAYLOAD_TYPE, json.dumps(statement).encode(),
+                                                dsse.signer_from(str(key)))).encode()
+
+
+@pytest.mark.parametrize("lie", ["second-subject", "resource-uri", "time", "policy"])
+def test_a_signed_passed_vsa_that_names_another_image_repository_time_or_policy_is_caught(
+        packs, tmp_path: Path, lie: str) -> None:
+    # 'signed' PASSED; its VSA (signed by the right key) also names the failing 'wrong-key' digest, or
+    # another repository, time or policy: slsa-verifier would accept that VSA for what it names.
+    est, d, _db, key, pub, _ = packs
+    files = read_files(d / "cold.tar.gz")
+    name = f"images/{est.digests['signed'].replace(':', '-')}/vsa.intoto.json"
+    bad_hex = est.digests["wrong-key"].removeprefix("sha256:")
+
+    def change(st: dict) -> None:
+        assert st["predicate"]["verificationResult"] == "PASSED"
+        if lie == "second-subject":
+            st["subject"].append({"name": st["subject"][0]["name"], "digest": {"sha256": bad_hex}})
+        elif lie == "resource-uri":
+            st["subject"][0]["name"] = "evil.example/other"
+            st["predicate"]["resourceUri"] = f"evil.example/other@{est.digests['signed']}"
+        elif lie == "time":
+            st["predicate"]["timeVerified"] = "2020-01-01T00:00:00Z"
+        else:
+            st["predicate"]["policy"]["digest"] = {"sha256": "0" * 64}
+
+    _resign_vsa(files, name, key, change)
+    r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "t.tar.gz")), "--key", str(pub),
+                 netns=True)
+    assert r.returncode == 1 and name in r.stdout, r.stdout + r.stderr
+
+
+def test_a_signed_pack_replayed_at_another_time_or_as_another_scan_is_caught(packs, tmp_path: Path) -> None:
+    # Material judged at the scan's time, re-signed as if verified a year earlier (manifest, replay and
+    # every VSA agreeing): key-based verdicts do not change with the time, so only the scan's own start
+    # and end (reports/scan.json) show it.
+    _est, d, _db, key, pub, docs = packs
+    files = read_files(d / "cold.tar.gz")
+    manifest = json.loads(files[MANIFEST])
+    replay = json.loads(files["policy/replay.json"])
+    earlier = "2025-01-01T00:00:00+00:00"
+    manifest["verified_at"] = replay["verified_at"] = earlier
+    files[MANIFEST] = json.dumps(manifest).encode()
+    files["policy/replay.json"] = json.dumps(replay).encode()
+    for name in [p for p in files if p.endswith("/vsa.intoto.json")]:
+        _resign_vsa(files, name, key, lambda st: st["predicate"].update(timeVerified="2025-01-01T00:00:00Z"))
+    r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "t.tar.gz")), "--key", str(pub),
+                 netns=True)
+    assert r.returncode == 1 and "outside the scan" in r.stdout, r.stdout + r.stderr
+    # the same pack under another scan id (the manifest says scan 999; the reports say otherwise)
+    files = read_files(d / "cold.tar.gz")
+    manifest = json.loads(files[MANIFEST])
+    manifest["scan_id"] = 999
+    files[MANIFEST] = json.dumps(manifest).encode()
+    r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "u.tar.gz")), "--key", str(pub),
+                 netns=True)
+    assert r.returncode == 1 and "scan id differs" in r.stdout, r.stdout + r.stderr
+    # and an honest pack says which scan it is (an old pack is told apart from a new one by that)
+    r = sigaudit("verify-evidence", str(d / "cold.tar.gz"), "--key", str(pub), "-o", "json", netns=True)
+    assert r.returncode == 0 and json.loads(r.stdout)["scan"]["id"] == docs["cold"]["scan"]["id"], r.stdout
