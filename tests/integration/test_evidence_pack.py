@@ -448,3 +448,52 @@ def test_a_signed_pack_replayed_at_another_time_or_as_another_scan_is_caught(pac
     # and an honest pack says which scan it is (an old pack is told apart from a new one by that)
     r = sigaudit("verify-evidence", str(d / "cold.tar.gz"), "--key", str(pub), "-o", "json", netns=True)
     assert r.returncode == 0 and json.loads(r.stdout)["scan"]["id"] == docs["cold"]["scan"]["id"], r.stdout
+
+
+def test_grafeas_attestation_verdicts_are_recomputed_from_the_pack_without_a_connection(
+        registry, grafeas_server, tmp_path: Path) -> None:
+    # A Grafeas attestation source is read at verification time, over HTTP. The scan records each
+    # listing with the trust snapshot; verify-evidence answers from the pack. Before, it listed the
+    # occurrences again from the URL the pack's policy names, with the auditor's SIGAUDIT_GRAFEAS_TOKEN:
+    # in a network namespace that failed (error != the recorded verified); with a network, it opened a
+    # connection to a host of the pack's choosing and sent the token there.
+    from cryptography.hazmat.primitives import hashes
+
+    from tests.harness.oci import make_image
+
+    g = grafeas_server
+    g.create_project("ev")
+    note = g.create_note("ev", "qa")
+    priv = ec.generate_private_key(ec.SECP256R1())
+    pem = priv.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    digest = make_image(registry.url, "evatt/app", "1.0")
+    repo = f"{registry.host}/evatt/app"
+    payload = json.dumps({"critical": {"identity": {"docker-reference": repo},
+                                       "image": {"docker-manifest-digest": digest},
+                                       "type": "atomic container signature"}}, separators=(",", ":")).encode()
+    g.create_attestation("ev", note, f"https://{repo}@{digest}", payload,
+                         priv.sign(payload, ec.ECDSA(hashes.SHA256())), "qa-key")
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy",
+                                  "metadata": {"name": "att"}, "spec": {
+                                      "insecureRegistries": [registry.host],
+                                      "rules": [{"name": "attested", "images": [f"{repo}*"], "verifiers": [
+                                          {"attestation": {"attestor": "qa", "publicKeys": [pem], "noteName": note,
+                                                           "source": g.project_url("ev")}}]}]}}))
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [{
+        "metadata": {"name": "app", "namespace": "prod", "uid": "uid-app", "labels": {}},
+        "spec": {"containers": [{"name": "app", "image": f"{repo}:1.0"}]},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "app", "image": f"{repo}:1.0", "imageID": f"{repo}@{digest}", "ready": True}]}}]}))
+    key, pub = _key(tmp_path)
+    r = sigaudit("scan", "--pods-file", str(pods), "--policy", str(policy), "--db", f"sqlite:///{tmp_path / 'a.db'}",
+                 "-o", "json", "--no-progress", "--evidence", str(tmp_path / "att.tar.gz"), "--evidence-key", str(key))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [i["status"] for i in json.loads(r.stdout)["images"]] == ["verified"]
+    r = sigaudit("verify-evidence", str(tmp_path / "att.tar.gz"), "--key", str(pub), netns=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the listing is in the trust snapshot, never the token (none was set) nor a credential
+    files = read_files(tmp_path / "att.tar.gz")
+    assert any(e["op"] == "grafeas" for e in json.loads(files["trust/sources.json"])["entries"])
