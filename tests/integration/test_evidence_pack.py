@@ -497,3 +497,61 @@ def test_grafeas_attestation_verdicts_are_recomputed_from_the_pack_without_a_con
     # the listing is in the trust snapshot, never the token (none was set) nor a credential
     files = read_files(tmp_path / "att.tar.gz")
     assert any(e["op"] == "grafeas" for e in json.loads(files["trust/sources.json"])["entries"])
+
+
+def test_a_policy_read_from_the_cluster_is_replayed_from_the_pack_never_the_auditors_cluster(
+        registry, kube_apiserver, tmp_path: Path) -> None:
+    # `--policy-from kyverno:cluster`: the ClusterPolicy and the Secret holding its key are read from the
+    # API server. Before, they were not in the trust snapshot: verify-evidence loaded the auditor's own
+    # kubeconfig (a file outside the pack) and listed the auditor's cluster (offline: "policy does not
+    # load"). Now they are replayed from the pack, and of the Secret only the key it was read for is kept.
+    import base64
+
+    from tests.harness.cosign_sign import KeyPair, sign_image
+    from tests.harness.fixtures_kube import apply
+    from tests.integration.test_kube_policy_import import crd, wait_for
+
+    server = kube_apiserver
+    apply(server, crd("kyverno.io", "v1", "ClusterPolicy", "clusterpolicies", "Cluster"))
+    apply(server, crd("kyverno.io", "v1", "Policy", "policies", "Namespaced"))
+    wait_for(server, "/apis/kyverno.io/v1/clusterpolicies")
+    from tests.harness.fixtures_kube import ensure_namespace
+
+    ensure_namespace(server, "evkube")
+    signer = KeyPair.ecdsa()
+    apply(server, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ev-pub", "namespace": "evkube"},
+                   "data": {"cosign.pub": base64.b64encode(signer.public_pem.encode()).decode(),
+                            "token": base64.b64encode(b"s3cr3t-never-in-a-pack").decode()}})
+    apply(server, {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "ev-verify"},
+                   "spec": {"rules": [{"name": "r1", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                                       "verifyImages": [{"imageReferences": [f"{registry.host}/evkube/*"],
+                                                         "attestors": [{"entries": [{"keys": {
+                                                             "secret": {"name": "ev-pub", "namespace": "evkube"},
+                                                             "rekor": {"ignoreTlog": True}}}]}]}]}]}})
+    from tests.harness.oci import make_image
+
+    digest = make_image(registry.url, "evkube/app", "1.0")
+    sign_image(registry.url, registry.host, "evkube/app", digest, signer)
+    repo = f"{registry.host}/evkube/app"
+    native = tmp_path / "native.json"
+    native.write_text(json.dumps({"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy",
+                                  "metadata": {"name": "n"}, "spec": {
+                                      "insecureRegistries": [registry.host],
+                                      "rules": [{"name": "none", "images": ["none.example/*"], "verifiers": [
+                                          {"cosign": {"key": signer.public_pem, "ignoreTlog": True}}]}]}}))
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [{
+        "metadata": {"name": "app", "namespace": "evkube", "uid": "uid-evk", "labels": {}},
+        "spec": {"containers": [{"name": "app", "image": f"{repo}:1.0"}]},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "app", "image": f"{repo}:1.0", "imageID": f"{repo}@{digest}", "ready": True}]}}]}))
+    key, pub = _key(tmp_path)
+    r = sigaudit("scan", "--pods-file", str(pods), "--policy", str(native), "--policy-from", "kyverno:cluster",
+                 "--kubeconfig", str(server.kubeconfig), "--db", f"sqlite:///{tmp_path / 'k.db'}", "-o", "json",
+                 "--no-progress", "--evidence", str(tmp_path / "k.tar.gz"), "--evidence-key", str(key))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [i["status"] for i in json.loads(r.stdout)["images"]] == ["verified"], r.stdout
+    r = sigaudit("verify-evidence", str(tmp_path / "k.tar.gz"), "--key", str(pub), netns=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    packed = b"".join(read_files(tmp_path / "k.tar.gz").values())
+    assert b"s3cr3t-never-in-a-pack" not in packed and base64.b64encode(b"s3cr3t-never-in-a-pack") not in packed
