@@ -246,27 +246,68 @@ def _cross_check(files: Mapping[str, bytes], records: list[str], out: Outcome) -
     compliant."""
     doc = _json(files, "reports/scan.json")
     try:
-        in_doc: dict[str, Counter[tuple[str, str]]] = {}
+        in_doc: dict[str, Counter[tuple[str, str, bool]]] = {}
         for i in doc["images"]:
             if i.get("digest") is None:
-                if i.get("compliant"):
-                    out.problems.append(f"reports/scan.json: {str(i.get('image'))[:200]} is compliant without a "
+                if i.get("compliant") is not False or i.get("status") in ("verified", "exempt"):
+                    out.problems.append(f"reports/scan.json: {str(i.get('reference'))[:200]} is compliant without a "
                                         "running digest")
                 continue
-            in_doc.setdefault(str(i["digest"]), Counter())[(str(i.get("rule") or ""), str(i["status"]))] += 1
-        in_records: dict[str, Counter[tuple[str, str]]] = {}
+            in_doc.setdefault(str(i["digest"]), Counter())[
+                (str(i.get("rule") or ""), str(i["status"]), i.get("compliant") is True)] += 1
+        in_records: dict[str, Counter[tuple[str, str, bool]]] = {}
         for name in records:
             rec = _json(files, name)
-            in_records[str(rec["digest"])] = Counter((str(v.get("rule") or ""), str(v["status"]))
-                                                     for v in rec["verdicts"])
-    except (KeyError, TypeError, AttributeError) as exc:
-        out.problems.append(f"reports/scan.json: malformed: {type(exc).__name__}: {str(exc)[:200]}")
+            in_records[str(rec["digest"])] = Counter((str(v.get("rule") or ""), str(v["status"]),
+                                                      v.get("compliant") is True) for v in rec["verdicts"])
+        _check_reports(files, doc, out)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        out.problems.append(f"reports/: malformed: {type(exc).__name__}: {str(exc)[:200]}")
         return
     for digest in sorted(set(in_doc) | set(in_records)):
         if in_doc.get(digest) != in_records.get(digest):
             out.problems.append(f"images/{digest.replace(':', '-')}/record.json: its verdicts differ from "
                                 f"reports/scan.json's for {digest}" if digest in in_records else
                                 f"reports/scan.json: {digest} has no record under images/")
+
+
+def _check_reports(files: Mapping[str, bytes], doc: Mapping[str, Any], out: Outcome) -> None:
+    """What a reader takes from the pack without re-verifying — the summary, the CSV, the OSCAL
+    observations and findings — says what reports/scan.json's images say (which the recompute holds)."""
+    import csv
+
+    images = list(doc["images"])
+    ok = {"verified", "exempt"}
+    summary = doc["summary"]
+    compliant = sum(1 for i in images if i.get("compliant") is True)
+    want = {"images": len(images), "compliant": compliant, "non_compliant": len(images) - compliant}
+    by_status = Counter(str(i["status"]) for i in images)
+    if any(summary.get(k) != v for k, v in want.items()) or any(
+            int(n) != by_status.get(s, 0) for s, n in dict(summary["by_status"]).items()) or (
+            set(by_status) - set(summary["by_status"])):
+        out.problems.append("reports/scan.json: its summary does not count its images")
+    per_container = Counter((str(i.get("digest") or ""), str(i["status"]), "true" if i.get("compliant") is True
+                             else "false") for i in images for _ in i.get("containers", []))
+    rows = list(csv.DictReader(io.StringIO(files["reports/verdicts.csv"].decode())))
+    in_csv = Counter((r["digest"], r["status"], r["compliant"]) for r in rows)
+    if in_csv != per_container:
+        out.problems.append("reports/verdicts.csv: its rows differ from reports/scan.json's images")
+    oscal_doc = json.loads(files["reports/assessment-results.json"])
+    result = oscal_doc["assessment-results"]["results"][0]
+    observed: dict[str, tuple[str, str, str]] = {}
+    for o in result.get("observations", []):
+        props = {p["name"]: p["value"] for p in o.get("props", [])}
+        observed[o["uuid"]] = (props.get("digest", ""), props.get("status", ""), props.get("compliant", ""))
+    per_image = Counter((str(i.get("digest") or ""), str(i["status"]), "true" if i.get("compliant") is True
+                         else "false") for i in images)
+    if Counter(observed.values()) != per_image:
+        out.problems.append("reports/assessment-results.json: its observations differ from reports/scan.json's images")
+    for f in result.get("findings", []):
+        members = [observed.get(r["observation-uuid"]) for r in f.get("related-observations", [])]
+        satisfied = bool(members) and all(m is not None and m[1] in ok for m in members)
+        if f["target"]["status"]["state"] != ("satisfied" if satisfied else "not-satisfied"):
+            out.problems.append(f"reports/assessment-results.json: finding {str(f.get('title'))[:200]!r} says "
+                                f"{f['target']['status']['state']}, its observations do not")
 
 
 def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, now: datetime, key_pem: bytes,
@@ -279,7 +320,7 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
         return
     out.images += 1
     recorded = Counter(_key(v) for v in record.get("verdicts", []))
-    got: Counter[tuple[str, str, str]] = Counter()
+    got: Counter[tuple[str, str, str, bool]] = Counter()
     for j in record.get("judgements", []):
         img = image_from_json(j["image"])
         if img.digest != digest:
@@ -304,17 +345,20 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
         got = recorded
     if got != recorded:
         for k in sorted((recorded - got).elements()):
-            out.problems.append(f"{record_name}: recorded verdict not reproduced: rule {k[0]!r} {k[1]}: {k[2]}")
+            out.problems.append(f"{record_name}: recorded verdict not reproduced: rule {k[0]!r} {k[1]}"
+                                f"{' (compliant)' if k[3] else ''}: {k[2]}")
         for k in sorted((got - recorded).elements()):
-            out.problems.append(f"{record_name}: the pack's material gives: rule {k[0]!r} {k[1]}: {k[2]}")
+            out.problems.append(f"{record_name}: the pack's material gives: rule {k[0]!r} {k[1]}"
+                                f"{' (compliant)' if k[3] else ''}: {k[2]}")
     repos = {f"{j['image']['reference']['registry']}/{j['image']['reference']['repository']}"
              for j in record.get("judgements", [])}
     _check_vsa(files, d, digest, [v["status"] for v in record.get("verdicts", [])], key_pem, out,
                now=now, policy_digest=str(policy.digest), repositories=repos)
 
 
-def _key(v: Mapping[str, Any]) -> tuple[str, str, str]:
-    return (str(v.get("rule") or ""), str(v.get("status")), str(v.get("deciding_reason")))
+def _key(v: Mapping[str, Any]) -> tuple[str, str, str, bool]:
+    # compliant too: a warn-only rule's violation is compliant; an invalid verdict said compliant is a lie
+    return (str(v.get("rule") or ""), str(v.get("status")), str(v.get("deciding_reason")), v.get("compliant") is True)
 
 
 def _check_vsa(files: Mapping[str, bytes], d: str, digest: str, statuses: list[str], key_pem: bytes,

@@ -555,3 +555,51 @@ def test_a_policy_read_from_the_cluster_is_replayed_from_the_pack_never_the_audi
     assert r.returncode == 0, r.stdout + r.stderr
     packed = b"".join(read_files(tmp_path / "k.tar.gz").values())
     assert b"s3cr3t-never-in-a-pack" not in packed and base64.b64encode(b"s3cr3t-never-in-a-pack") not in packed
+
+
+@pytest.mark.parametrize("lie", ["compliant", "summary", "csv", "oscal-observation", "oscal-finding"])
+def test_a_signed_pack_whose_reports_say_compliant_for_a_failing_image_is_caught(
+        packs, tmp_path: Path, lie: str) -> None:
+    # Every verdict's status and reason are true; what a reader takes without re-verifying says
+    # 'wrong-key' (invalid) is compliant: scan.json (with its record), its summary, the CSV, OSCAL.
+    est, d, _db, key, pub, _ = packs
+    files = read_files(d / "cold.tar.gz")
+    bad = est.digests["wrong-key"]
+    doc = json.loads(files["reports/scan.json"])
+    if lie == "compliant":
+        rec_name = f"images/{bad.replace(':', '-')}/record.json"
+        rec = json.loads(files[rec_name])
+        for v in rec["verdicts"]:
+            v["compliant"] = True
+        files[rec_name] = json.dumps(rec).encode()
+        for i in doc["images"]:
+            if i["digest"] == bad:
+                i.update(compliant=True, warn_only=True)
+        doc["summary"]["compliant"] += 1
+        doc["summary"]["non_compliant"] -= 1
+        files["reports/scan.json"] = json.dumps(doc).encode()
+    elif lie == "summary":
+        doc["summary"]["compliant"] = doc["summary"]["images"]
+        doc["summary"]["non_compliant"] = 0
+        files["reports/scan.json"] = json.dumps(doc).encode()
+    elif lie == "csv":
+        text = files["reports/verdicts.csv"].decode()
+        line = next(ln for ln in text.splitlines() if bad in ln)
+        lied = line.replace('"invalid","false"', '"verified","true"')
+        files["reports/verdicts.csv"] = text.replace(line, lied).encode()
+        assert files["reports/verdicts.csv"].decode() != text
+    else:
+        oscal = json.loads(files["reports/assessment-results.json"])
+        res = oscal["assessment-results"]["results"][0]
+        if lie == "oscal-observation":
+            obs = next(o for o in res["observations"] if any(p["value"] == bad for p in o["props"]))
+            for p in obs["props"]:
+                if p["name"] in ("status", "compliant"):
+                    p["value"] = {"status": "verified", "compliant": "true"}[p["name"]]
+        else:
+            for f in res["findings"]:
+                f["target"]["status"]["state"] = "satisfied"
+        files["reports/assessment-results.json"] = json.dumps(oscal).encode()
+    r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "t.tar.gz")), "--key", str(pub),
+                 netns=True)
+    assert r.returncode == 1, r.stdout + r.stderr
