@@ -274,7 +274,7 @@ def _cross_check(files: Mapping[str, bytes], records: list[str], out: Outcome) -
 def _check_reports(files: Mapping[str, bytes], doc: Mapping[str, Any], out: Outcome) -> None:
     """What a reader takes from the pack without re-verifying — the summary, the CSV, the OSCAL
     observations and findings — says what reports/scan.json's images say (which the recompute holds)."""
-    import csv
+    from reports.render import csv_records
 
     images = list(doc["images"])
     ok = {"verified", "exempt"}
@@ -288,7 +288,7 @@ def _check_reports(files: Mapping[str, bytes], doc: Mapping[str, Any], out: Outc
         out.problems.append("reports/scan.json: its summary does not count its images")
     per_container = Counter((str(i.get("digest") or ""), str(i["status"]), "true" if i.get("compliant") is True
                              else "false") for i in images for _ in i.get("containers", []))
-    rows = list(csv.DictReader(io.StringIO(files["reports/verdicts.csv"].decode())))
+    rows = csv_records(files["reports/verdicts.csv"].decode())
     in_csv = Counter((r["digest"], r["status"], r["compliant"]) for r in rows)
     if in_csv != per_container:
         out.problems.append("reports/verdicts.csv: its rows differ from reports/scan.json's images")
