@@ -136,7 +136,7 @@ def _json(files: Mapping[str, bytes], name: str) -> Any:
         return json.loads(files[name])
     except KeyError:
         raise PackError(f"{name}: missing") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # nested past the parser's depth: a hostile file, not a crash
         raise PackError(f"{name}: not JSON: {exc}") from None
 
 
@@ -292,7 +292,7 @@ def _check_reports(files: Mapping[str, bytes], doc: Mapping[str, Any], out: Outc
     in_csv = Counter((r["digest"], r["status"], r["compliant"]) for r in rows)
     if in_csv != per_container:
         out.problems.append("reports/verdicts.csv: its rows differ from reports/scan.json's images")
-    oscal_doc = json.loads(files["reports/assessment-results.json"])
+    oscal_doc = _json(files, "reports/assessment-results.json")
     result = oscal_doc["assessment-results"]["results"][0]
     observed: dict[str, tuple[str, str, str]] = {}
     for o in result.get("observations", []):
@@ -387,7 +387,7 @@ def _check_vsa(files: Mapping[str, bytes], d: str, digest: str, statuses: list[s
             "policy.digest": ((predicate.get("policy") or {}).get("digest"),
                               {"sha256": policy_digest.removeprefix("sha256:")}),
         }
-    except (dsse.EvidenceError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+    except (dsse.EvidenceError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
         out.problems.append(f"{name}: not a VSA signed by the given key: {exc}")
         return
     if not subject_ok:

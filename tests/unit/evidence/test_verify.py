@@ -103,3 +103,31 @@ def test_a_sparse_member_cannot_inflate_past_the_bounds(tmp_path: Path) -> None:
     out = verify_pack(p, b"")
     assert not out.ok and "sparse" in out.problems[0]
 
+
+
+@pytest.mark.parametrize("victim", ["policy/replay.json", "reports/scan.json", "trust/sources.json"])
+def test_a_signed_pack_nested_past_the_parsers_depth_is_a_finding_not_a_crash(tmp_path: Path, victim: str) -> None:
+    import hashlib
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from scanner.evidence import dsse
+    from scanner.evidence.pack import MANIFEST, MANIFEST_PAYLOAD_TYPE, MANIFEST_SIG, write_tar
+
+    key = tmp_path / "k.pem"
+    key.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    signer = dsse.signer_from(str(key))
+    files = {"policy/replay.json": b'{"verified_at": "2026-01-01T00:00:00+00:00"}',
+             "trust/sources.json": b'{"entries": []}', "reports/scan.json": b"{}"}
+    files[victim] = b"[" * 200_000 + b"]" * 200_000  # RecursionError in json.loads, not a ValueError
+    manifest = {"schema_version": 1, "files": {p: hashlib.sha256(b).hexdigest() for p, b in files.items()}}
+    files[MANIFEST] = json.dumps(manifest).encode()
+    files[MANIFEST_SIG] = json.dumps(dsse.sign_envelope(MANIFEST_PAYLOAD_TYPE, files[MANIFEST], signer)).encode()
+    p = tmp_path / "deep.tar.gz"
+    with p.open("wb") as fh:
+        write_tar(files, fh)
+    out = verify_pack(p, signer.public_key_pem())
+    assert not out.ok and any("not JSON" in x for x in out.problems), out.problems
