@@ -292,6 +292,13 @@ def _check_reports(files: Mapping[str, bytes], doc: Mapping[str, Any], out: Outc
     in_csv = Counter((r["digest"], r["status"], r["compliant"]) for r in rows)
     if in_csv != per_container:
         out.problems.append("reports/verdicts.csv: its rows differ from reports/scan.json's images")
+    inventory = _json(files, "inventory/workloads.json")
+    in_inventory = Counter((c["namespace"], c["pod"], c["container"], c.get("digest"), c["owner"]["kind"],
+                            c["owner"]["name"]) for c in inventory["containers"])
+    in_doc = Counter({(c["namespace"], c["pod"], c["container"], i.get("digest"), c["workload_kind"],
+                       c["workload_name"]): 1 for i in images for c in i.get("containers", [])})
+    if +in_inventory != in_doc or any(n != 1 for n in in_inventory.values()):
+        out.problems.append("inventory/workloads.json: its containers differ from reports/scan.json's")
     oscal_doc = _json(files, "reports/assessment-results.json")
     result = oscal_doc["assessment-results"]["results"][0]
     observed: dict[str, tuple[str, str, str]] = {}

@@ -557,7 +557,7 @@ def test_a_policy_read_from_the_cluster_is_replayed_from_the_pack_never_the_audi
     assert b"s3cr3t-never-in-a-pack" not in packed and base64.b64encode(b"s3cr3t-never-in-a-pack") not in packed
 
 
-@pytest.mark.parametrize("lie", ["compliant", "summary", "csv", "oscal-observation", "oscal-finding"])
+@pytest.mark.parametrize("lie", ["compliant", "summary", "csv", "oscal-observation", "oscal-finding", "inventory"])
 def test_a_signed_pack_whose_reports_say_compliant_for_a_failing_image_is_caught(
         packs, tmp_path: Path, lie: str) -> None:
     # Every verdict's status and reason are true; what a reader takes without re-verifying says
@@ -578,6 +578,10 @@ def test_a_signed_pack_whose_reports_say_compliant_for_a_failing_image_is_caught
         doc["summary"]["compliant"] += 1
         doc["summary"]["non_compliant"] -= 1
         files["reports/scan.json"] = json.dumps(doc).encode()
+    elif lie == "inventory":  # the failing image's pod left out of the inventory
+        inv = json.loads(files["inventory/workloads.json"])
+        inv["containers"] = [c for c in inv["containers"] if c["digest"] != bad]
+        files["inventory/workloads.json"] = json.dumps(inv).encode()
     elif lie == "summary":
         doc["summary"]["compliant"] = doc["summary"]["images"]
         doc["summary"]["non_compliant"] = 0
