@@ -169,6 +169,11 @@ def csv_writer(out: io.StringIO) -> Any:
     return csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
 
 
+def csv_records(text: str) -> list[dict[str, str]]:
+    """The rows of a CSV written here, by column name (verify-evidence compares them with scan.json)."""
+    return list(csv.DictReader(io.StringIO(text)))
+
+
 def csv_row(values: Iterable[object]) -> list[str]:
     return [csv_cell(x) for x in values]
 

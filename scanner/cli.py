@@ -470,9 +470,12 @@ def verify_evidence(pack: str, key_path: str | None, insecure_use_pack_key: bool
     outcome = verify_pack(Path(pack), key_pem)
     if output == "json":
         click.echo(json.dumps({"schema_version": 1, "ok": outcome.ok, "files": outcome.files,
-                               "images": outcome.images, "verdicts": outcome.verdicts,
+                               "images": outcome.images, "verdicts": outcome.verdicts, "scan": outcome.scan,
                                "problems": outcome.problems, "notes": outcome.notes}, indent=2))
     else:
+        if outcome.scan:  # which scan this is: an old pack passes as well as a new one
+            click.echo(f"SCAN {outcome.scan.get('id')} of cluster {outcome.scan.get('cluster')}, verified at "
+                       f"{outcome.scan.get('verified_at')}")
         for note in outcome.notes:
             click.echo(f"NOTE {note}")
         for problem in outcome.problems:

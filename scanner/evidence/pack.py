@@ -56,7 +56,8 @@ def digest_dir(digest: str) -> str:
 def verdict_record(v: Verdict) -> dict[str, Any]:
     """What verify-evidence compares: the rule, the status and the deciding reason."""
     deciding = v.reasons[v.deciding_reason] if 0 <= v.deciding_reason < len(v.reasons) else ""
-    return {"rule": v.rule, "status": v.status.value, "deciding_reason": deciding, "reasons": list(v.reasons)}
+    return {"rule": v.rule, "status": v.status.value, "compliant": v.compliant, "deciding_reason": deciding,
+            "reasons": list(v.reasons)}
 
 
 def vsa_passed(statuses: Iterable[str]) -> bool:

@@ -24,7 +24,7 @@ import tarfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class Outcome:
     images: int = 0
     verdicts: int = 0
     files: int = 0
+    scan: dict[str, Any] = field(default_factory=dict)  # which scan the pack says it is (id, cluster, time)
 
     @property
     def ok(self) -> bool:
@@ -97,7 +98,7 @@ def read_pack(path: Path, *, max_bytes: int = MAX_PACK_BYTES, max_member: int = 
     files: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-            count = 0
+            count = total = 0
             for m in tar:
                 count += 1
                 if count > max_members:
@@ -107,16 +108,24 @@ def read_pack(path: Path, *, max_bytes: int = MAX_PACK_BYTES, max_member: int = 
                     raise PackError(f"member {m.name[:200]!r}: not a plain relative path under {ROOT}/")
                 if m.isdir():
                     continue
-                if not m.isreg():
-                    raise PackError(f"member {m.name[:200]!r}: a link or special file is not allowed")
+                # Only plain files: a sparse member (GNU or PAX GNU.sparse.*) is "regular" to tarfile
+                # but inflates to its claimed size from a few bytes, past every bound on the archive.
+                if m.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or m.sparse is not None:
+                    raise PackError(f"member {m.name[:200]!r}: a link or special file is not allowed (nor sparse)")
                 if m.size > max_member:
                     raise PackError(f"member {m.name[:200]!r}: larger than {max_member} bytes")
+                total += m.size
+                if total > max_bytes:
+                    raise PackError(f"the pack's files add up to more than {max_bytes} bytes")
                 if rel in files:
                     raise PackError(f"member {m.name[:200]!r}: appears twice")
                 f = tar.extractfile(m)
                 if f is None:
                     raise PackError(f"member {m.name[:200]!r}: unreadable")
-                files[rel] = f.read(max_member + 1)
+                data = f.read(m.size + 1)
+                if len(data) != m.size:
+                    raise PackError(f"member {m.name[:200]!r}: holds {len(data)} bytes, its header says {m.size}")
+                files[rel] = data
     except tarfile.TarError as exc:
         raise PackError(f"the pack is not a tar archive: {exc}") from None
     return files
@@ -127,7 +136,7 @@ def _json(files: Mapping[str, bytes], name: str) -> Any:
         return json.loads(files[name])
     except KeyError:
         raise PackError(f"{name}: missing") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # nested past the parser's depth: a hostile file, not a crash
         raise PackError(f"{name}: not JSON: {exc}") from None
 
 
@@ -197,33 +206,115 @@ def recompute(files: Mapping[str, bytes], key_pem: bytes, out: Outcome) -> None:
     _cross_check(files, records, out)
 
 
+def _check_identity(files: Mapping[str, bytes], manifest: Mapping[str, Any], out: Outcome) -> None:
+    """The signed manifest, policy/replay.json and reports/scan.json name one scan: its id, cluster,
+    policy digest and time of verification (which lies within the scan's start and end) — a pack cannot
+    replay its material at a time, or under a scan, other than the one it reports."""
+    replay = _json(files, "policy/replay.json")
+    doc = _json(files, "reports/scan.json")
+    scan = doc.get("scan") if isinstance(doc, dict) else None
+    if not isinstance(replay, dict) or not isinstance(scan, dict):
+        out.problems.append("policy/replay.json or reports/scan.json: malformed")
+        return
+    same = {
+        "scan id": (manifest.get("scan_id"), replay.get("scan_id"), scan.get("id")),
+        "cluster": (manifest.get("cluster"), replay.get("cluster"), scan.get("cluster")),
+        "policy digest": (manifest.get("policy_digest"), replay.get("digest"), scan.get("policy_digest")),
+        "time of verification": (manifest.get("verified_at"), replay.get("verified_at"), replay.get("verified_at")),
+    }
+    for what, (a, b, c) in same.items():
+        if not (a == b == c) or a is None:
+            out.problems.append(f"{MANIFEST}, policy/replay.json, reports/scan.json: the {what} differs "
+                                f"({str(a)[:100]!r}, {str(b)[:100]!r}, {str(c)[:100]!r})")
+    try:
+        at = datetime.fromisoformat(str(replay.get("verified_at")))
+        start = datetime.fromisoformat(str(scan.get("started_at")).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(scan.get("finished_at")).replace("Z", "+00:00"))
+        inside = start - timedelta(seconds=1) <= at <= end + timedelta(seconds=1)
+    except (TypeError, ValueError) as exc:
+        out.problems.append(f"policy/replay.json or reports/scan.json: a time is malformed: {exc}")
+        return
+    if not inside:
+        out.problems.append(f"policy/replay.json: verified_at {at.isoformat()} is outside the scan "
+                            f"({start.isoformat()} .. {end.isoformat()})")
+    out.scan = {"id": scan.get("id"), "cluster": scan.get("cluster"), "verified_at": replay.get("verified_at")}
+
+
 def _cross_check(files: Mapping[str, bytes], records: list[str], out: Outcome) -> None:
     """The scan's own document lists the same running digests and verdicts as the records (a pack
     cannot hide a failing image by leaving its record out), and no image without a running digest is
     compliant."""
     doc = _json(files, "reports/scan.json")
     try:
-        in_doc: dict[str, Counter[tuple[str, str]]] = {}
+        in_doc: dict[str, Counter[tuple[str, str, bool]]] = {}
         for i in doc["images"]:
             if i.get("digest") is None:
-                if i.get("compliant"):
-                    out.problems.append(f"reports/scan.json: {str(i.get('image'))[:200]} is compliant without a "
+                if i.get("compliant") is not False or i.get("status") in ("verified", "exempt"):
+                    out.problems.append(f"reports/scan.json: {str(i.get('reference'))[:200]} is compliant without a "
                                         "running digest")
                 continue
-            in_doc.setdefault(str(i["digest"]), Counter())[(str(i.get("rule") or ""), str(i["status"]))] += 1
-        in_records: dict[str, Counter[tuple[str, str]]] = {}
+            in_doc.setdefault(str(i["digest"]), Counter())[
+                (str(i.get("rule") or ""), str(i["status"]), i.get("compliant") is True)] += 1
+        in_records: dict[str, Counter[tuple[str, str, bool]]] = {}
         for name in records:
             rec = _json(files, name)
-            in_records[str(rec["digest"])] = Counter((str(v.get("rule") or ""), str(v["status"]))
-                                                     for v in rec["verdicts"])
-    except (KeyError, TypeError, AttributeError) as exc:
-        out.problems.append(f"reports/scan.json: malformed: {type(exc).__name__}: {str(exc)[:200]}")
+            in_records[str(rec["digest"])] = Counter((str(v.get("rule") or ""), str(v["status"]),
+                                                      v.get("compliant") is True) for v in rec["verdicts"])
+        _check_reports(files, doc, out)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        out.problems.append(f"reports/: malformed: {type(exc).__name__}: {str(exc)[:200]}")
         return
     for digest in sorted(set(in_doc) | set(in_records)):
         if in_doc.get(digest) != in_records.get(digest):
             out.problems.append(f"images/{digest.replace(':', '-')}/record.json: its verdicts differ from "
                                 f"reports/scan.json's for {digest}" if digest in in_records else
                                 f"reports/scan.json: {digest} has no record under images/")
+
+
+def _check_reports(files: Mapping[str, bytes], doc: Mapping[str, Any], out: Outcome) -> None:
+    """What a reader takes from the pack without re-verifying — the summary, the CSV, the OSCAL
+    observations and findings — says what reports/scan.json's images say (which the recompute holds)."""
+    from reports.render import csv_records
+
+    images = list(doc["images"])
+    ok = {"verified", "exempt"}
+    summary = doc["summary"]
+    compliant = sum(1 for i in images if i.get("compliant") is True)
+    want = {"images": len(images), "compliant": compliant, "non_compliant": len(images) - compliant}
+    by_status = Counter(str(i["status"]) for i in images)
+    if any(summary.get(k) != v for k, v in want.items()) or any(
+            int(n) != by_status.get(s, 0) for s, n in dict(summary["by_status"]).items()) or (
+            set(by_status) - set(summary["by_status"])):
+        out.problems.append("reports/scan.json: its summary does not count its images")
+    per_container = Counter((str(i.get("digest") or ""), str(i["status"]), "true" if i.get("compliant") is True
+                             else "false") for i in images for _ in i.get("containers", []))
+    rows = csv_records(files["reports/verdicts.csv"].decode())
+    in_csv = Counter((r["digest"], r["status"], r["compliant"]) for r in rows)
+    if in_csv != per_container:
+        out.problems.append("reports/verdicts.csv: its rows differ from reports/scan.json's images")
+    inventory = _json(files, "inventory/workloads.json")
+    in_inventory = Counter((c["namespace"], c["pod"], c["container"], c.get("digest"), c["owner"]["kind"],
+                            c["owner"]["name"]) for c in inventory["containers"])
+    in_doc = Counter({(c["namespace"], c["pod"], c["container"], i.get("digest"), c["workload_kind"],
+                       c["workload_name"]): 1 for i in images for c in i.get("containers", [])})
+    if +in_inventory != in_doc or any(n != 1 for n in in_inventory.values()):
+        out.problems.append("inventory/workloads.json: its containers differ from reports/scan.json's")
+    oscal_doc = _json(files, "reports/assessment-results.json")
+    result = oscal_doc["assessment-results"]["results"][0]
+    observed: dict[str, tuple[str, str, str]] = {}
+    for o in result.get("observations", []):
+        props = {p["name"]: p["value"] for p in o.get("props", [])}
+        observed[o["uuid"]] = (props.get("digest", ""), props.get("status", ""), props.get("compliant", ""))
+    per_image = Counter((str(i.get("digest") or ""), str(i["status"]), "true" if i.get("compliant") is True
+                         else "false") for i in images)
+    if Counter(observed.values()) != per_image:
+        out.problems.append("reports/assessment-results.json: its observations differ from reports/scan.json's images")
+    for f in result.get("findings", []):
+        members = [observed.get(r["observation-uuid"]) for r in f.get("related-observations", [])]
+        satisfied = bool(members) and all(m is not None and m[1] in ok for m in members)
+        if f["target"]["status"]["state"] != ("satisfied" if satisfied else "not-satisfied"):
+            out.problems.append(f"reports/assessment-results.json: finding {str(f.get('title'))[:200]!r} says "
+                                f"{f['target']['status']['state']}, its observations do not")
 
 
 def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, now: datetime, key_pem: bytes,
@@ -236,7 +327,7 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
         return
     out.images += 1
     recorded = Counter(_key(v) for v in record.get("verdicts", []))
-    got: Counter[tuple[str, str, str]] = Counter()
+    got: Counter[tuple[str, str, str, bool]] = Counter()
     for j in record.get("judgements", []):
         img = image_from_json(j["image"])
         if img.digest != digest:
@@ -261,18 +352,24 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
         got = recorded
     if got != recorded:
         for k in sorted((recorded - got).elements()):
-            out.problems.append(f"{record_name}: recorded verdict not reproduced: rule {k[0]!r} {k[1]}: {k[2]}")
+            out.problems.append(f"{record_name}: recorded verdict not reproduced: rule {k[0]!r} {k[1]}"
+                                f"{' (compliant)' if k[3] else ''}: {k[2]}")
         for k in sorted((got - recorded).elements()):
-            out.problems.append(f"{record_name}: the pack's material gives: rule {k[0]!r} {k[1]}: {k[2]}")
-    _check_vsa(files, d, digest, [v["status"] for v in record.get("verdicts", [])], key_pem, out)
+            out.problems.append(f"{record_name}: the pack's material gives: rule {k[0]!r} {k[1]}"
+                                f"{' (compliant)' if k[3] else ''}: {k[2]}")
+    repos = {f"{j['image']['reference']['registry']}/{j['image']['reference']['repository']}"
+             for j in record.get("judgements", [])}
+    _check_vsa(files, d, digest, [v["status"] for v in record.get("verdicts", [])], key_pem, out,
+               now=now, policy_digest=str(policy.digest), repositories=repos)
 
 
-def _key(v: Mapping[str, Any]) -> tuple[str, str, str]:
-    return (str(v.get("rule") or ""), str(v.get("status")), str(v.get("deciding_reason")))
+def _key(v: Mapping[str, Any]) -> tuple[str, str, str, bool]:
+    # compliant too: a warn-only rule's violation is compliant; an invalid verdict said compliant is a lie
+    return (str(v.get("rule") or ""), str(v.get("status")), str(v.get("deciding_reason")), v.get("compliant") is True)
 
 
 def _check_vsa(files: Mapping[str, bytes], d: str, digest: str, statuses: list[str], key_pem: bytes,
-               out: Outcome) -> None:
+               out: Outcome, *, now: datetime, policy_digest: str, repositories: set[str]) -> None:
     name = f"{d}/vsa.intoto.json"
     if name not in files:
         out.problems.append(f"{name}: missing")
@@ -281,14 +378,34 @@ def _check_vsa(files: Mapping[str, bytes], d: str, digest: str, statuses: list[s
         _, payload = dsse.verify_envelope(files[name], key_pem, payload_type=vsa.PAYLOAD_TYPE)
         statement = json.loads(payload)
         predicate = statement["predicate"]
-        subject_ok = any(s.get("digest", {}).get("sha256") == digest.removeprefix("sha256:")
-                         for s in statement.get("subject", []))
         result = predicate["verificationResult"]
-    except (dsse.EvidenceError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        subjects = statement["subject"]
+        # Exactly this image: a second subject would carry this verdict to another digest, another
+        # name or resourceUri to another repository (slsa-verifier matches on them, nothing else does).
+        subject = subjects[0] if isinstance(subjects, list) and len(subjects) == 1 else None
+        subject_name = subject.get("name") if isinstance(subject, dict) else None
+        subject_ok = isinstance(subject, dict) and subject.get("digest") == {"sha256": digest.removeprefix("sha256:")}
+        resource = predicate.get("resourceUri")
+        claims = {
+            "_type": (statement.get("_type"), vsa.STATEMENT_TYPE),
+            "predicateType": (statement.get("predicateType"), vsa.PREDICATE_TYPE),
+            "verifier.id": ((predicate.get("verifier") or {}).get("id"), vsa.VERIFIER_ID),
+            "timeVerified": (predicate.get("timeVerified"), vsa._rfc3339(now)),
+            "policy.digest": ((predicate.get("policy") or {}).get("digest"),
+                              {"sha256": policy_digest.removeprefix("sha256:")}),
+        }
+    except (dsse.EvidenceError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
         out.problems.append(f"{name}: not a VSA signed by the given key: {exc}")
         return
     if not subject_ok:
-        out.problems.append(f"{name}: its subject is not {digest}")
+        out.problems.append(f"{name}: its subject is not {digest} alone")
+    elif (not isinstance(subject_name, str) or resource != f"{subject_name}@{digest}"
+          or (repositories and subject_name not in repositories)):
+        out.problems.append(f"{name}: its subject name / resourceUri {str(resource)[:200]!r} is not the "
+                            f"repository the image was judged in ({', '.join(sorted(repositories)) or '?'})")
+    for what, (got_value, want_value) in claims.items():
+        if got_value != want_value:
+            out.problems.append(f"{name}: {what} is {str(got_value)[:200]!r}, the scan's is {str(want_value)[:200]!r}")
     want = "PASSED" if vsa_passed(statuses) else "FAILED"
     if result != want:
         out.problems.append(f"{name}: says {result}, the verdicts say {want}")
@@ -302,7 +419,9 @@ def verify_pack(path: Path, key_pem: bytes) -> Outcome:
     out = Outcome()
     try:
         files = read_pack(path)
-        if check_integrity(files, key_pem, out) is not None and out.ok:
+        manifest = check_integrity(files, key_pem, out)
+        if manifest is not None and out.ok:
+            _check_identity(files, manifest, out)
             recompute(files, key_pem, out)
     except PackError as exc:
         out.problems.append(str(exc))

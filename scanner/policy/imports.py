@@ -115,18 +115,23 @@ def _secret_value(ctx: ImportContext, namespace: str, name: str, rule: str) -> s
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    try:
+    def read() -> bytes:
+        # Only the key taken from the Secret is answered (and kept in a scan's trust snapshot, hence its
+        # evidence pack): never the Secret's other data.
         resp = client.CoreV1Api(ctx.api_client).read_namespaced_secret(name, namespace, _preload_content=False)
-        obj = json.loads(resp.data)  # type: ignore[arg-type]
+        data = json.loads(resp.data).get("data") or {}  # type: ignore[arg-type]
+        for key in ("cosign.pub", "publicKey", "key", *data.keys()):
+            if key in data:
+                return base64.b64decode(data[key])
+        return b""
+
+    try:
+        value = trust_sources.fetched("kube-secret", f"{namespace}/{name}", read)
     except ApiException as exc:
         raise ConfigError(
             f"cannot read Secret {namespace}/{name} named by rule {rule}: {exc.status} {exc.reason}", source=ctx.source
         ) from exc
-    data = obj.get("data") or {}
-    for key in ("cosign.pub", "publicKey", "key", *data.keys()):
-        if key in data:
-            return base64.b64decode(data[key]).decode()
-    return None
+    return value.decode() if value else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -601,6 +606,39 @@ def notation_cluster_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]
 # from the cluster
 
 
+class _LazyApiClient:
+    """The cluster's API client, loaded (its kubeconfig read) at its first request. Every request goes
+    through the trust sources: a replay of a pack's trust snapshot (``verify-evidence``) answers them
+    all, so it never reads this machine's kubeconfig nor reaches a cluster."""
+
+    def __init__(self, kubeconfig: str | None, context: str | None) -> None:
+        self._args = (kubeconfig, context)
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            from scanner.inventory.kube import load_api_client
+
+            self._client = load_api_client(*self._args)
+        return getattr(self._client, name)
+
+
+def _data_of(call: Callable[[], Any]) -> Callable[[], bytes]:
+    """The listing's bytes; a CRD not installed (404) is an empty listing, so that the trust snapshot
+    holds that answer too (a replay otherwise finds no answer and the policy does not load)."""
+    from kubernetes.client.exceptions import ApiException
+
+    def data() -> bytes:
+        try:
+            return bytes(call().data)
+        except ApiException as exc:
+            if exc.status == 404:
+                return b'{"items": []}'
+            raise
+
+    return data
+
+
 def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
@@ -671,7 +709,7 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for what, call in calls:
         try:
-            items = json.loads(call().data).get("items") or []
+            items = json.loads(trust_sources.fetched("kube", what, _data_of(call))).get("items") or []
         except ApiException as exc:
             if exc.status == 404:  # CRD not installed
                 continue
@@ -813,9 +851,7 @@ def merge(
         else:
             if where == "cluster":
                 if api_client is None:
-                    from scanner.inventory.kube import load_api_client
-
-                    api_client = load_api_client(kubeconfig, context)
+                    api_client = _LazyApiClient(kubeconfig, context)
                 ctx.api_client = api_client
                 if kind == "kritis":
                     from scanner.policy.kritis import cluster_docs

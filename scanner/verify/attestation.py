@@ -502,6 +502,11 @@ class GrafeasClient:
         self._client = client or deadline.install(
             httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
         )
+        # The trust sources in force when the policy was loaded: a scan records each listing (its evidence
+        # pack holds it), and `verify-evidence` answers from the pack: no connection, no token sent.
+        from scanner.verify import sources
+
+        self._sources = sources.current()
 
     @property
     def label(self) -> str:
@@ -509,12 +514,31 @@ class GrafeasClient:
         return display_url(f"{self.endpoint.base}/{self.endpoint.version}/projects/{self.endpoint.project}")
 
     def _get(self, params: Mapping[str, str], until: float) -> dict[str, Any]:
+        from urllib.parse import urlencode
+
+        from scanner.verify.sources import MISSING
+
+        url = self.endpoint.occurrences_url
+        shown = display_url(url)
+        try:
+            raw = self._sources.fetched("grafeas", f"{url}?{urlencode(sorted(params.items()))}",
+                                        lambda: self._fetch(url, params, until))
+        except ConfigError as exc:  # a replay without this listing (verify-evidence): never a network call
+            raise AttestationSourceError(f"{shown}: the listing is {MISSING}") from exc
+        try:
+            doc = load_json(raw, "the response")
+        except ParseError as exc:
+            raise AttestationSourceError(f"{shown}: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise AttestationSourceError(f"{shown}: response is not a JSON object")
+        return doc
+
+    def _fetch(self, url: str, params: Mapping[str, str], until: float) -> bytes:
         import httpx
 
         from scanner.registry import deadline
 
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        url = self.endpoint.occurrences_url
         shown = display_url(url)
         late = f"{shown}: no complete answer within {self.total_timeout:g}s"
         body = bytearray()
@@ -532,13 +556,7 @@ class GrafeasClient:
             if deadline.cause(exc) is not None:
                 raise AttestationSourceError(late) from exc
             raise AttestationSourceError(f"cannot reach {shown}: {type(exc).__name__}: {exc}") from exc
-        try:
-            doc = load_json(bytes(body), "the response")
-        except ParseError as exc:
-            raise AttestationSourceError(f"{shown}: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise AttestationSourceError(f"{shown}: response is not a JSON object")
-        return doc
+        return bytes(body)
 
     def attestations(self, resource_urls: Sequence[str], note_name: str | None) -> list[Attestation]:
         wanted = set(resource_urls)

@@ -377,3 +377,233 @@ def test_prune_drops_the_evidence_of_deleted_scans_and_keeps_the_rest(packs, tmp
     assert r.returncode == 0, r.stderr
     r = sigaudit("evidence", "--db", url, "--scan", str(cold), "--sign-key", str(key), "--out", str(tmp_path / "c.tgz"))
     assert r.returncode == 2 and "no evidence material" in r.stderr, r.stderr
+
+
+# -- second attacker (fix/attack-evidence): a pack signed by the right key that still misstates ---------------
+
+def _resign_vsa(files: dict[str, bytes], name: str, key: Path, change) -> None:
+    import base64
+
+    from scanner.evidence import vsa
+
+    statement = json.loads(base64.b64decode(json.loads(files[name])["payload"]))
+    change(statement)
+    files[name] = json.dumps(dsse.sign_envelope(vsa.PAYLOAD_TYPE, json.dumps(statement).encode(),
+                                                dsse.signer_from(str(key)))).encode()
+
+
+@pytest.mark.parametrize("lie", ["second-subject", "resource-uri", "time", "policy"])
+def test_a_signed_passed_vsa_that_names_another_image_repository_time_or_policy_is_caught(
+        packs, tmp_path: Path, lie: str) -> None:
+    # 'signed' PASSED; its VSA (signed by the right key) also names the failing 'wrong-key' digest, or
+    # another repository, time or policy: slsa-verifier would accept that VSA for what it names.
+    est, d, _db, key, pub, _ = packs
+    files = read_files(d / "cold.tar.gz")
+    name = f"images/{est.digests['signed'].replace(':', '-')}/vsa.intoto.json"
+    bad_hex = est.digests["wrong-key"].removeprefix("sha256:")
+
+    def change(st: dict) -> None:
+        assert st["predicate"]["verificationResult"] == "PASSED"
+        if lie == "second-subject":
+            st["subject"].append({"name": st["subject"][0]["name"], "digest": {"sha256": bad_hex}})
+        elif lie == "resource-uri":
+            st["subject"][0]["name"] = "evil.example/other"
+            st["predicate"]["resourceUri"] = f"evil.example/other@{est.digests['signed']}"
+        elif lie == "time":
+            st["predicate"]["timeVerified"] = "2020-01-01T00:00:00Z"
+        else:
+            st["predicate"]["policy"]["digest"] = {"sha256": "0" * 64}
+
+    _resign_vsa(files, name, key, change)
+    r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "t.tar.gz")), "--key", str(pub),
+                 netns=True)
+    assert r.returncode == 1 and name in r.stdout, r.stdout + r.stderr
+
+
+def test_a_signed_pack_replayed_at_another_time_or_as_another_scan_is_caught(packs, tmp_path: Path) -> None:
+    # Material judged at the scan's time, re-signed as if verified a year earlier (manifest, replay and
+    # every VSA agreeing): key-based verdicts do not change with the time, so only the scan's own start
+    # and end (reports/scan.json) show it.
+    _est, d, _db, key, pub, docs = packs
+    files = read_files(d / "cold.tar.gz")
+    manifest = json.loads(files[MANIFEST])
+    replay = json.loads(files["policy/replay.json"])
+    earlier = "2025-01-01T00:00:00+00:00"
+    manifest["verified_at"] = replay["verified_at"] = earlier
+    files[MANIFEST] = json.dumps(manifest).encode()
+    files["policy/replay.json"] = json.dumps(replay).encode()
+    for name in [p for p in files if p.endswith("/vsa.intoto.json")]:
+        _resign_vsa(files, name, key, lambda st: st["predicate"].update(timeVerified="2025-01-01T00:00:00Z"))
+    r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "t.tar.gz")), "--key", str(pub),
+                 netns=True)
+    assert r.returncode == 1 and "outside the scan" in r.stdout, r.stdout + r.stderr
+    # the same pack under another scan id (the manifest says scan 999; the reports say otherwise)
+    files = read_files(d / "cold.tar.gz")
+    manifest = json.loads(files[MANIFEST])
+    manifest["scan_id"] = 999
+    files[MANIFEST] = json.dumps(manifest).encode()
+    r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "u.tar.gz")), "--key", str(pub),
+                 netns=True)
+    assert r.returncode == 1 and "scan id differs" in r.stdout, r.stdout + r.stderr
+    # and an honest pack says which scan it is (an old pack is told apart from a new one by that)
+    r = sigaudit("verify-evidence", str(d / "cold.tar.gz"), "--key", str(pub), "-o", "json", netns=True)
+    assert r.returncode == 0 and json.loads(r.stdout)["scan"]["id"] == docs["cold"]["scan"]["id"], r.stdout
+
+
+def test_grafeas_attestation_verdicts_are_recomputed_from_the_pack_without_a_connection(
+        registry, grafeas_server, tmp_path: Path) -> None:
+    # A Grafeas attestation source is read at verification time, over HTTP. The scan records each
+    # listing with the trust snapshot; verify-evidence answers from the pack. Before, it listed the
+    # occurrences again from the URL the pack's policy names, with the auditor's SIGAUDIT_GRAFEAS_TOKEN:
+    # in a network namespace that failed (error != the recorded verified); with a network, it opened a
+    # connection to a host of the pack's choosing and sent the token there.
+    from cryptography.hazmat.primitives import hashes
+
+    from tests.harness.oci import make_image
+
+    g = grafeas_server
+    g.create_project("ev")
+    note = g.create_note("ev", "qa")
+    priv = ec.generate_private_key(ec.SECP256R1())
+    pem = priv.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    digest = make_image(registry.url, "evatt/app", "1.0")
+    repo = f"{registry.host}/evatt/app"
+    payload = json.dumps({"critical": {"identity": {"docker-reference": repo},
+                                       "image": {"docker-manifest-digest": digest},
+                                       "type": "atomic container signature"}}, separators=(",", ":")).encode()
+    g.create_attestation("ev", note, f"https://{repo}@{digest}", payload,
+                         priv.sign(payload, ec.ECDSA(hashes.SHA256())), "qa-key")
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy",
+                                  "metadata": {"name": "att"}, "spec": {
+                                      "insecureRegistries": [registry.host],
+                                      "rules": [{"name": "attested", "images": [f"{repo}*"], "verifiers": [
+                                          {"attestation": {"attestor": "qa", "publicKeys": [pem], "noteName": note,
+                                                           "source": g.project_url("ev")}}]}]}}))
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [{
+        "metadata": {"name": "app", "namespace": "prod", "uid": "uid-app", "labels": {}},
+        "spec": {"containers": [{"name": "app", "image": f"{repo}:1.0"}]},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "app", "image": f"{repo}:1.0", "imageID": f"{repo}@{digest}", "ready": True}]}}]}))
+    key, pub = _key(tmp_path)
+    r = sigaudit("scan", "--pods-file", str(pods), "--policy", str(policy), "--db", f"sqlite:///{tmp_path / 'a.db'}",
+                 "-o", "json", "--no-progress", "--evidence", str(tmp_path / "att.tar.gz"), "--evidence-key", str(key))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [i["status"] for i in json.loads(r.stdout)["images"]] == ["verified"]
+    r = sigaudit("verify-evidence", str(tmp_path / "att.tar.gz"), "--key", str(pub), netns=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the listing is in the trust snapshot, never the token (none was set) nor a credential
+    files = read_files(tmp_path / "att.tar.gz")
+    assert any(e["op"] == "grafeas" for e in json.loads(files["trust/sources.json"])["entries"])
+
+
+def test_a_policy_read_from_the_cluster_is_replayed_from_the_pack_never_the_auditors_cluster(
+        registry, kube_apiserver, tmp_path: Path) -> None:
+    # `--policy-from kyverno:cluster`: the ClusterPolicy and the Secret holding its key are read from the
+    # API server. Before, they were not in the trust snapshot: verify-evidence loaded the auditor's own
+    # kubeconfig (a file outside the pack) and listed the auditor's cluster (offline: "policy does not
+    # load"). Now they are replayed from the pack, and of the Secret only the key it was read for is kept.
+    import base64
+
+    from tests.harness.cosign_sign import KeyPair, sign_image
+    from tests.harness.fixtures_kube import apply
+    from tests.integration.test_kube_policy_import import crd, wait_for
+
+    server = kube_apiserver
+    apply(server, crd("kyverno.io", "v1", "ClusterPolicy", "clusterpolicies", "Cluster"))
+    apply(server, crd("kyverno.io", "v1", "Policy", "policies", "Namespaced"))
+    wait_for(server, "/apis/kyverno.io/v1/clusterpolicies")
+    from tests.harness.fixtures_kube import ensure_namespace
+
+    ensure_namespace(server, "evkube")
+    signer = KeyPair.ecdsa()
+    apply(server, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ev-pub", "namespace": "evkube"},
+                   "data": {"cosign.pub": base64.b64encode(signer.public_pem.encode()).decode(),
+                            "token": base64.b64encode(b"s3cr3t-never-in-a-pack").decode()}})
+    apply(server, {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "ev-verify"},
+                   "spec": {"rules": [{"name": "r1", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                                       "verifyImages": [{"imageReferences": [f"{registry.host}/evkube/*"],
+                                                         "attestors": [{"entries": [{"keys": {
+                                                             "secret": {"name": "ev-pub", "namespace": "evkube"},
+                                                             "rekor": {"ignoreTlog": True}}}]}]}]}]}})
+    from tests.harness.oci import make_image
+
+    digest = make_image(registry.url, "evkube/app", "1.0")
+    sign_image(registry.url, registry.host, "evkube/app", digest, signer)
+    repo = f"{registry.host}/evkube/app"
+    native = tmp_path / "native.json"
+    native.write_text(json.dumps({"apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy",
+                                  "metadata": {"name": "n"}, "spec": {
+                                      "insecureRegistries": [registry.host],
+                                      "rules": [{"name": "none", "images": ["none.example/*"], "verifiers": [
+                                          {"cosign": {"key": signer.public_pem, "ignoreTlog": True}}]}]}}))
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [{
+        "metadata": {"name": "app", "namespace": "evkube", "uid": "uid-evk", "labels": {}},
+        "spec": {"containers": [{"name": "app", "image": f"{repo}:1.0"}]},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "app", "image": f"{repo}:1.0", "imageID": f"{repo}@{digest}", "ready": True}]}}]}))
+    key, pub = _key(tmp_path)
+    r = sigaudit("scan", "--pods-file", str(pods), "--policy", str(native), "--policy-from", "kyverno:cluster",
+                 "--kubeconfig", str(server.kubeconfig), "--db", f"sqlite:///{tmp_path / 'k.db'}", "-o", "json",
+                 "--no-progress", "--evidence", str(tmp_path / "k.tar.gz"), "--evidence-key", str(key))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [i["status"] for i in json.loads(r.stdout)["images"]] == ["verified"], r.stdout
+    r = sigaudit("verify-evidence", str(tmp_path / "k.tar.gz"), "--key", str(pub), netns=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    packed = b"".join(read_files(tmp_path / "k.tar.gz").values())
+    assert b"s3cr3t-never-in-a-pack" not in packed and base64.b64encode(b"s3cr3t-never-in-a-pack") not in packed
+
+
+@pytest.mark.parametrize("lie", ["compliant", "summary", "csv", "oscal-observation", "oscal-finding", "inventory"])
+def test_a_signed_pack_whose_reports_say_compliant_for_a_failing_image_is_caught(
+        packs, tmp_path: Path, lie: str) -> None:
+    # Every verdict's status and reason are true; what a reader takes without re-verifying says
+    # 'wrong-key' (invalid) is compliant: scan.json (with its record), its summary, the CSV, OSCAL.
+    est, d, _db, key, pub, _ = packs
+    files = read_files(d / "cold.tar.gz")
+    bad = est.digests["wrong-key"]
+    doc = json.loads(files["reports/scan.json"])
+    if lie == "compliant":
+        rec_name = f"images/{bad.replace(':', '-')}/record.json"
+        rec = json.loads(files[rec_name])
+        for v in rec["verdicts"]:
+            v["compliant"] = True
+        files[rec_name] = json.dumps(rec).encode()
+        for i in doc["images"]:
+            if i["digest"] == bad:
+                i.update(compliant=True, warn_only=True)
+        doc["summary"]["compliant"] += 1
+        doc["summary"]["non_compliant"] -= 1
+        files["reports/scan.json"] = json.dumps(doc).encode()
+    elif lie == "inventory":  # the failing image's pod left out of the inventory
+        inv = json.loads(files["inventory/workloads.json"])
+        inv["containers"] = [c for c in inv["containers"] if c["digest"] != bad]
+        files["inventory/workloads.json"] = json.dumps(inv).encode()
+    elif lie == "summary":
+        doc["summary"]["compliant"] = doc["summary"]["images"]
+        doc["summary"]["non_compliant"] = 0
+        files["reports/scan.json"] = json.dumps(doc).encode()
+    elif lie == "csv":
+        text = files["reports/verdicts.csv"].decode()
+        line = next(ln for ln in text.splitlines() if bad in ln)
+        lied = line.replace('"invalid","false"', '"verified","true"')
+        files["reports/verdicts.csv"] = text.replace(line, lied).encode()
+        assert files["reports/verdicts.csv"].decode() != text
+    else:
+        oscal = json.loads(files["reports/assessment-results.json"])
+        res = oscal["assessment-results"]["results"][0]
+        if lie == "oscal-observation":
+            obs = next(o for o in res["observations"] if any(p["value"] == bad for p in o["props"]))
+            for p in obs["props"]:
+                if p["name"] in ("status", "compliant"):
+                    p["value"] = {"status": "verified", "compliant": "true"}[p["name"]]
+        else:
+            for f in res["findings"]:
+                f["target"]["status"]["state"] = "satisfied"
+        files["reports/assessment-results.json"] = json.dumps(oscal).encode()
+    r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "t.tar.gz")), "--key", str(pub),
+                 netns=True)
+    assert r.returncode == 1, r.stdout + r.stderr

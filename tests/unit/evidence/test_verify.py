@@ -78,3 +78,56 @@ def test_a_plain_pack_reads(tmp_path: Path) -> None:
     assert read_pack(p) == {"a/b.json": b"{}"}
     out = verify_pack(p, b"")
     assert out.problems == ["MANIFEST.json: missing"]
+
+
+def _sparse_pack(tmp_path: Path, members: int, claimed: int) -> Path:
+    """PAX GNU sparse 0.1 members: 10 bytes stored, ``claimed`` bytes when read (tarfile calls them regular)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(members):
+            info = tarfile.TarInfo(f"evidence/hole{i}")
+            info.size = 10
+            info.pax_headers = {"GNU.sparse.map": "0,10", "GNU.sparse.size": str(claimed)}
+            tar.addfile(info, io.BytesIO(b"x" * 10))
+    p = tmp_path / "sparse.tar.gz"
+    p.write_bytes(gzip.compress(raw.getvalue()))
+    return p
+
+
+def test_a_sparse_member_cannot_inflate_past_the_bounds(tmp_path: Path) -> None:
+    # A few hundred bytes on disk that would read as 4 x 2 MB (as 200,000 x 256 MB with the real bounds).
+    p = _sparse_pack(tmp_path, 4, 2 * 1024 * 1024)
+    assert p.stat().st_size < 1024
+    with pytest.raises(PackError, match="sparse"):
+        read_pack(p, max_bytes=1024 * 1024)
+    out = verify_pack(p, b"")
+    assert not out.ok and "sparse" in out.problems[0]
+
+
+
+@pytest.mark.parametrize("victim", ["policy/replay.json", "reports/scan.json", "trust/sources.json"])
+def test_a_signed_pack_nested_past_the_parsers_depth_is_a_finding_not_a_crash(tmp_path: Path, victim: str) -> None:
+    import hashlib
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from scanner.evidence import dsse
+    from scanner.evidence.pack import MANIFEST, MANIFEST_PAYLOAD_TYPE, MANIFEST_SIG, write_tar
+
+    key = tmp_path / "k.pem"
+    key.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    signer = dsse.signer_from(str(key))
+    files = {"policy/replay.json": b'{"verified_at": "2026-01-01T00:00:00+00:00"}',
+             "trust/sources.json": b'{"entries": []}', "reports/scan.json": b"{}"}
+    files[victim] = b"[" * 200_000 + b"]" * 200_000  # RecursionError in json.loads, not a ValueError
+    manifest = {"schema_version": 1, "files": {p: hashlib.sha256(b).hexdigest() for p, b in files.items()}}
+    files[MANIFEST] = json.dumps(manifest).encode()
+    files[MANIFEST_SIG] = json.dumps(dsse.sign_envelope(MANIFEST_PAYLOAD_TYPE, files[MANIFEST], signer)).encode()
+    p = tmp_path / "deep.tar.gz"
+    with p.open("wb") as fh:
+        write_tar(files, fh)
+    out = verify_pack(p, signer.public_key_pem())
+    assert not out.ok and any("not JSON" in x for x in out.problems), out.problems
