@@ -1,4 +1,5 @@
-"""JSON encoding of the values the models keep in free-form mappings (``SignatureResult.details``).
+"""JSON encoding of the values the models keep in free-form mappings (``SignatureResult.details``),
+and the content hashes that key the store's shared rows (verdicts, container groups, verdict sets).
 
 JSON has no tuples, datetimes or bytes; verifiers put all three in ``details``. They are tagged on the
 way in and rebuilt on the way out, so that what is loaded equals what was saved.
@@ -7,13 +8,18 @@ way in and rebuilt on the way out, so that what is loaded equals what was saved.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
-from datetime import datetime
+import dataclasses
+import enum
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from scanner.models import (
     Check,
     CheckName,
+    ContainerRef,
     ExemptionKind,
     ExemptionRef,
     Outcome,
@@ -21,6 +27,7 @@ from scanner.models import (
     SignatureResult,
     SignedTime,
     TimeSource,
+    Verdict,
 )
 
 _TAG = "$sigaudit"
@@ -154,3 +161,70 @@ def exemption_from_json(raw: Mapping[str, Any]) -> ExemptionRef:
         approved_by=None if raw.get("approved_by") is None else str(raw["approved_by"]),
         lapsed=bool(raw["lapsed"]), rule=None if raw.get("rule") is None else str(raw["rule"]),
     )
+
+
+# -- content hashes (issue 20) --------------------------------------------------------------------
+#
+# A scan's verdicts and containers are stored once per distinct content and shared by every scan
+# that has it, so the key must change whenever anything a report, the JSON document or a diff could
+# show changes. It is therefore computed from the WHOLE model, walked generically (every field of
+# every dataclass, by its declared fields), never from a hand-kept list of columns: a field added to
+# Verdict, SignatureResult, ContainerRef, ... next year is covered without anyone remembering to.
+# The form is injective: dataclasses carry their type name (RunningImage vs UnresolvedImage),
+# tuples, datetimes, bytes, sets and mappings are tagged, so no two different values share a key.
+
+
+def canonical(value: Any) -> Any:
+    """``value`` as plain JSON that equals another's exactly when the values are equal. Raises
+    TypeError on a type it does not know (a new kind of field must be taught here, never skipped)."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return canonical(value.value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return {_TAG: "float", "v": repr(value)}
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime in a verdict: use an aware UTC datetime")
+        return {_TAG: "datetime", "v": value.astimezone(UTC).isoformat()}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {_TAG: "bytes", "v": base64.b64encode(bytes(value)).decode("ascii")}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {_TAG: "dc", "t": type(value).__qualname__,
+                "v": {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if isinstance(value, tuple):
+        return {_TAG: "tuple", "v": [canonical(v) for v in value]}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    if isinstance(value, Mapping):
+        items = [[canonical(k), canonical(v)] for k, v in value.items()]
+        items.sort(key=lambda kv: json.dumps(kv[0], sort_keys=True))
+        return {_TAG: "map", "v": items}
+    if isinstance(value, frozenset | set):
+        return {_TAG: "set", "v": sorted((canonical(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))}
+    raise TypeError(f"cannot hash a {type(value).__name__}: teach scanner.store.codec.canonical its content")
+
+
+def content_hash(value: Any) -> str:
+    """The SHA-256 (hex) of ``value``'s canonical JSON."""
+    text = json.dumps(canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def verdict_hash(verdict: Verdict) -> str:
+    """The key of a verdict's stored row: everything in the verdict except its image's containers
+    (stored as their own group, :func:`containers_hash`)."""
+    bare = dataclasses.replace(verdict, image=dataclasses.replace(verdict.image, containers=()))
+    return content_hash(bare)
+
+
+def containers_hash(containers: Sequence[ContainerRef]) -> str:
+    """The key of a container group: the containers, in order."""
+    return content_hash(tuple(containers))
+
+
+def verdict_set_hash(members: Iterable[tuple[str, str]]) -> str:
+    """The key of a verdict set: its (verdict hash, containers hash) pairs, in order."""
+    return content_hash(tuple(tuple(m) for m in members))
