@@ -20,6 +20,7 @@ the wall time of ``finish_scan``. PostgreSQL is the real server the tests start
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sqlite3
@@ -155,6 +156,58 @@ def measure(url: str, pods: int, warm: int, churn: float) -> dict[str, Any]:
     return out
 
 
+def history(pods: int) -> list[ScanResult]:
+    """A multi-scan history with changes of every kind: the estate, unchanged, with a rollout, with
+    re-judged digests, with unresolved images, exemptions and signature details of every type (the
+    store tests' sample scan), unchanged again, and a partial one."""
+    from tests.integration.test_store_scans import sample_result
+
+    out = []
+    for i, churn in enumerate((0.0, 0.0, 0.05, 0.05, 0.2)):
+        at = T0 + timedelta(hours=6 * i)
+        r = estate(pods, at, churn)
+        if i >= 3:
+            # (bytes and datetimes in details left out: the JSON document cannot show them, on any
+            # version; the real verifiers put only JSON types there)
+            extra = [dataclasses.replace(v, signatures=tuple(
+                dataclasses.replace(s, details={k: x for k, x in s.details.items()
+                                                if not isinstance(x, bytes | datetime)})
+                for s in v.signatures)) for v in sample_result("bench", T0, n_extra=3).verdicts]
+            r = dataclasses.replace(r, verdicts=(*r.verdicts, *extra))
+        out.append(r)
+    out.append(dataclasses.replace(out[-1], started_at=T0 + timedelta(hours=36), state=ScanState.PARTIAL,
+                                   finished_at=T0 + timedelta(hours=36, seconds=30),
+                                   errors=("namespace x: forbidden",)))
+    return out
+
+
+def render(url: str, pods: int, directory: Path) -> None:
+    """Record :func:`history` and write every output a stored scan feeds: the JSON document, CSV, the
+    HTML report (with its trend and its diff against the previous scan, at a fixed clock), the
+    metrics' namespace counts, the history and the listing. Run it on two versions of the store and
+    ``diff -r`` the directories: they must be byte-identical."""
+    from reports import render as reports
+
+    upgrade(url)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open_store(url) as store:
+        ids = []
+        for r in history(pods):
+            scan_id = store.begin_scan(r.cluster, r.started_at, r.policy_digest, r.sigaudit_version)
+            store.finish_scan(scan_id, r, {"rules": ["bench"]})
+            ids.append(scan_id)
+        for n, scan_id in enumerate(ids):
+            (directory / f"{n}.json").write_text(reports.render_json(store, scan_id), encoding="utf-8")
+            (directory / f"{n}.csv").write_text(reports.render_csv(store, scan_id), encoding="utf-8")
+            (directory / f"{n}.html").write_text(reports.render_html(store, scan_id, clock=lambda: T0),
+                                                 encoding="utf-8")
+            counts = sorted(f"{ns} {st} {c}" for (ns, st), c in store.counts_by_namespace(scan_id).items())
+            (directory / f"{n}.namespaces.txt").write_text("\n".join(counts) + "\n", encoding="utf-8")
+        (directory / "history.txt").write_text("\n".join(repr(h) for h in store.history("bench")) + "\n",
+                                               encoding="utf-8")
+        (directory / "fleet.html").write_text(reports.render_fleet_html(store, clock=lambda: T0), encoding="utf-8")
+
+
 def markdown(results: Sequence[dict[str, Any]]) -> str:
     lines = ["| backend | pods | scan | bytes added | rows added | finish_scan (s) |", "|---|---|---|---|---|---|"]
     for r in results:
@@ -172,7 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warm", type=int, default=3, help="unchanged scans after the cold one")
     parser.add_argument("--churn", type=float, default=0.01, help="share of pods replaced in the last scan (0: none)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--render", type=Path, metavar="DIR",
+                        help="instead: record a multi-scan history (SQLite) and write every report of it into DIR")
     args = parser.parse_args(argv)
+    if args.render:
+        with tempfile.TemporaryDirectory(prefix="sigaudit-render-") as tmp:
+            render(f"sqlite:///{tmp}/render.db", int(args.pods.split(",")[0]), args.render)
+        return 0
     results = []
     server = None
     with tempfile.TemporaryDirectory(prefix="sigaudit-storage-") as tmp:
