@@ -111,13 +111,7 @@ def estate(pods: int, at: datetime, churn: float = 0.0) -> ScanResult:
 
 def _size(store: Store, url: str) -> int:
     if store.dialect == "sqlite":
-        path = url.removeprefix("sqlite:///")
-        con = sqlite3.connect(path)
-        try:
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        finally:
-            con.close()
-        return os.path.getsize(path) + (os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0)
+        return _file_size(Path(url.removeprefix("sqlite:///")))
     with store.engine.connect() as conn:
         return int(conn.execute(sa.text(
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
@@ -208,6 +202,54 @@ def render(url: str, pods: int, directory: Path) -> None:
         (directory / "fleet.html").write_text(reports.render_fleet_html(store, clock=lambda: T0), encoding="utf-8")
 
 
+def real_scans(pods: int, scans: int = 3) -> list[dict[str, Any]]:
+    """The same through the real CLI: the bench's estate (``bench/run.py``: docker-registry, cosign
+    and notation signatures, ``pods / 5`` digests), ``sigaudit scan --pods-file`` run ``scans`` times
+    on one SQLite file; the file's growth after each."""
+    import shutil
+    import subprocess
+
+    from bench.run import _this_checkout, notation_available, publish, sigaudit, write_pods, write_policy
+    from tests.harness.cosign_sign import KeyPair
+    from tests.harness.fixtures_registry import start_distribution
+
+    work = Path(tempfile.mkdtemp(prefix="sigaudit-storage-cli-"))
+    reg = start_distribution(work / "registry")
+    out: list[dict[str, Any]] = []
+    try:
+        keys = {"trusted": KeyPair.ecdsa(), "wrong": KeyPair.ecdsa()}
+        est = publish(reg.url, reg.host, max(1, pods // 5), 20, keys, notation_available()[0], work)
+        write_pods(est, pods, work / "pods.json")
+        policy = write_policy(est, keys, work)
+        db = work / "sigaudit.db"
+        size = 0
+        for i in range(scans):
+            cmd = sigaudit("scan", "--pods-file", str(work / "pods.json"), "--policy", str(policy), "--db",
+                           f"sqlite:///{db}", "--cluster", "bench", "-o", "none", "--no-progress")
+            t = time.perf_counter()
+            done = subprocess.run(cmd, cwd=policy.parent, env=_this_checkout(), capture_output=True, text=True,
+                                  check=False, timeout=1800)
+            if done.returncode not in (0, 1):
+                raise RuntimeError(f"sigaudit scan exited {done.returncode}: {done.stderr[-2000:]}")
+            wall = time.perf_counter() - t
+            new_size = _file_size(db)
+            out.append({"label": "cold" if i == 0 else "warm", "bytes": new_size - size, "wall_s": round(wall, 2)})
+            size = new_size
+    finally:
+        reg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _file_size(path: Path) -> int:
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        con.close()
+    return os.path.getsize(path)
+
+
 def markdown(results: Sequence[dict[str, Any]]) -> str:
     lines = ["| backend | pods | scan | bytes added | rows added | finish_scan (s) |", "|---|---|---|---|---|---|"]
     for r in results:
@@ -227,7 +269,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--render", type=Path, metavar="DIR",
                         help="instead: record a multi-scan history (SQLite) and write every report of it into DIR")
+    parser.add_argument("--cli", action="store_true",
+                        help="instead: real `sigaudit scan` runs against the bench estate (SQLite, the first --pods)")
     args = parser.parse_args(argv)
+    if args.cli:
+        for s in real_scans(int(args.pods.split(",")[0]), 1 + args.warm):
+            print(f"| sqlite (CLI) | {args.pods.split(',')[0]} | {s['label']} | {s['bytes'] / 1024:,.1f} KB | "
+                  f"{s['wall_s']:.1f} s |")
+        return 0
     if args.render:
         with tempfile.TemporaryDirectory(prefix="sigaudit-render-") as tmp:
             render(f"sqlite:///{tmp}/render.db", int(args.pods.split(",")[0]), args.render)
