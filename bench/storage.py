@@ -137,11 +137,12 @@ def measure(url: str, pods: int, warm: int, churn: float) -> dict[str, Any]:
             at = T0 + timedelta(hours=6 * i)
             result = estate(pods, at, ch)
             scan_id = store.begin_scan(result.cluster, at, result.policy_digest, result.sigaudit_version)
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             store.finish_scan(scan_id, result)
-            wall = time.perf_counter() - t
+            wall, cpu = time.perf_counter() - t, time.process_time() - cpu
             new_size, new_rows = _size(store, url), _rows(store)
-            out["scans"].append({"label": label, "churn": ch, "bytes": new_size - size, "write_s": round(wall, 3),
+            out["scans"].append({"label": label, "churn": ch, "bytes": new_size - size,
+                                 "write_s": round(wall, 3), "cpu_s": round(cpu, 3),
                                  "rows": {t: new_rows.get(t, 0) - rows.get(t, 0) for t in new_rows
                                           if new_rows.get(t, 0) != rows.get(t, 0)}})
             size, rows = new_size, new_rows
@@ -251,12 +252,13 @@ def _file_size(path: Path) -> int:
 
 
 def markdown(results: Sequence[dict[str, Any]]) -> str:
-    lines = ["| backend | pods | scan | bytes added | rows added | finish_scan (s) |", "|---|---|---|---|---|---|"]
+    lines = ["| backend | pods | scan | bytes added | rows added | finish_scan wall / CPU (s) |",
+             "|---|---|---|---|---|---|"]
     for r in results:
         for s in r["scans"]:
             label = s["label"] if s["label"] != "churn" else f"{s['churn']:.0%} churn"
             lines.append(f"| {r['backend']} | {r['pods']:,} | {label} | {s['bytes'] / 1024:,.1f} KB | "
-                         f"{sum(s['rows'].values()):,} | {s['write_s']:.2f} |")
+                         f"{sum(s['rows'].values()):,} | {s['write_s']:.2f} / {s.get('cpu_s', 0):.2f} |")
     return "\n".join(lines)
 
 
