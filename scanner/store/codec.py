@@ -170,7 +170,7 @@ def exemption_from_json(raw: Mapping[str, Any]) -> ExemptionRef:
 # UnresolvedImage) and every field, recursively, with strings quoted and escaped, enums with their
 # class, datetimes with their zone — so a field added to Verdict, SignatureResult, ContainerRef, ...
 # next year is covered without anyone remembering to. (A model class must therefore keep the
-# generated repr and never declare a field ``repr=False``: tests/unit/store/test_codec.py checks
+# generated repr and never declare a field ``repr=False``: tests/unit/store/test_codec_hashes.py checks
 # every class reachable from Verdict.) It is also about four times faster than walking the fields
 # in Python, which a 10,000-container scan notices. Two equal values that print differently (the
 # same instant in two zones) only cost a second row, never a shared one.
