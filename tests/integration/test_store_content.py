@@ -159,3 +159,35 @@ def test_two_clusters_writing_the_same_new_content_at_once_both_succeed(postgres
     finally:
         for s in stores:
             s.close()
+
+
+def test_scans_and_prunes_at_the_same_time_never_lose_shared_content(postgres_url: str) -> None:
+    """A scan names content an earlier scan wrote while a prune collects what no scan names: the prune
+    must never retire a verdict between the scan's look-up and its commit (the content lock), so every
+    kept scan always reads back whole and no scan fails to record."""
+    upgrade(postgres_url)
+    writer, pruner = open_store(postgres_url), open_store(postgres_url)
+    variants = [estate(300, T0, churn=c) for c in (0.0, 0.5)]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def prune() -> None:
+        try:
+            while not done.is_set():
+                pruner.prune(keep_scans=1)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=prune)
+    thread.start()
+    try:
+        for i in range(16):
+            r = dataclasses.replace(variants[i % 2], started_at=T0 + timedelta(hours=i))
+            scan_id = _record(writer, r)
+            assert writer.load_scan(scan_id).verdicts == r.verdicts
+    finally:
+        done.set()
+        thread.join(timeout=120)
+        writer.close()
+        pruner.close()
+    assert not errors, errors
