@@ -176,9 +176,15 @@ def exemption_from_json(raw: Mapping[str, Any]) -> ExemptionRef:
 # same instant in two zones) only cost a second row, never a shared one.
 
 
+# Part of every content hash. Bump it whenever the rows a verdict or a container is written to change
+# what they keep of it (a column added, an encoding changed): rows written before then are not reused
+# for content they would not reproduce (the model's repr alone would not tell, if the model did not change).
+ROWS_VERSION = "1"
+
+
 def content_hash(value: Any) -> str:
-    """The SHA-256 (hex) of ``value``'s repr: see above."""
-    return hashlib.sha256(repr(value).encode("utf-8", "surrogatepass")).hexdigest()
+    """The SHA-256 (hex) of ``value``'s repr, after :data:`ROWS_VERSION`: see above."""
+    return hashlib.sha256(f"sigaudit rows v{ROWS_VERSION}\n{value!r}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def verdict_hash(verdict: Verdict) -> str:

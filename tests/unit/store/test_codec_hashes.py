@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from scanner.models import (
     Check,
     CheckName,
@@ -153,3 +155,12 @@ def test_a_running_and_an_unresolved_image_with_the_same_words_never_share_a_row
     a = Verdict(running.image, Status.ERROR, ("x', 'y",))
     b = Verdict(running.image, Status.ERROR, ("x", "y"))
     assert codec.verdict_hash(a) != codec.verdict_hash(b)
+
+
+def test_a_new_rows_version_makes_every_hash_new(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the rows keep something new of a verdict, rows written before are never reused."""
+    verdict = _full_verdict()
+    before = (codec.verdict_hash(verdict), codec.containers_hash(verdict.image.containers))
+    monkeypatch.setattr(codec, "ROWS_VERSION", codec.ROWS_VERSION + "+1")
+    assert codec.verdict_hash(verdict) != before[0]
+    assert codec.containers_hash(verdict.image.containers) != before[1]
