@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from scanner.errors import StoreFull
 from scanner.models import ScanState
 from scanner.store.cache import CACHE_KEEP
-from scanner.store.core import Db, lock_content
+from scanner.store.core import DEAD, Db, lock_content
 from scanner.store.core import cache as _cache
 from scanner.store.core import checks as _checks
 from scanner.store.core import containers as _containers
@@ -36,9 +36,6 @@ PRUNE_BATCH = 2000
 # fills up completely cannot even delete (in WAL mode a delete needs room in the WAL, and the WAL's
 # committed pages need room in the file): stopping short keeps `db prune` able to run.
 RESERVE_BYTES = 32 * 2**20
-# The content hash of a verdict, container group or verdict set being deleted: no hash a scan writes
-# (a SHA-256 in hex, or "legacy:<id>") begins so, so no scan can name it again.
-DEAD = "dead:"
 
 log = logging.getLogger(__name__)
 

@@ -191,3 +191,16 @@ def test_scans_and_prunes_at_the_same_time_never_lose_shared_content(postgres_ur
         writer.close()
         pruner.close()
     assert not errors, errors
+
+
+def test_a_kept_scan_that_names_a_verdict_being_deleted_reads_as_damaged_not_as_less(store: Store) -> None:
+    """Were a verdict retired under a scan that still names it (it cannot be, by the content lock),
+    the scan would be read without some evidence: it is refused as damaged instead."""
+    scan_id = _record(store, estate(50, T0))
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE images SET content_hash = 'dead:' || CAST(id AS VARCHAR(20)) WHERE id = "
+                             "(SELECT min(image_id) FROM verdict_set_members)"))
+    from scanner.errors import StoreError
+
+    with pytest.raises(StoreError, match="incomplete: the database is damaged"):
+        store.load_scan(scan_id)
