@@ -79,6 +79,62 @@ def decode(value: Any) -> Any:
     return value
 
 
+# -- content hashes (issue 20) --------------------------------------------------------------------
+#
+# A scan's verdicts and containers are stored once per distinct content and shared by every scan
+# that has it, so the key must change whenever anything a report, the JSON document or a diff could
+# show changes. It is therefore computed from the WHOLE model, never from a hand-kept list of
+# columns: the ``repr`` that ``@dataclass`` generates names the class (RunningImage vs
+# UnresolvedImage) and every field, recursively, with strings quoted and escaped, enums with their
+# class, datetimes with their zone — so a field added to Verdict, SignatureResult, ContainerRef, ...
+# next year is covered without anyone remembering to. (A model class must therefore keep the
+# generated repr and never declare a field ``repr=False``: tests/unit/store/test_codec_hashes.py checks
+# every class reachable from Verdict.) It is also about four times faster than walking the fields
+# in Python, which a 10,000-container scan notices. Two equal values that print differently (the
+# same instant in two zones) only cost a second row, never a shared one.
+
+
+# Part of every content hash. Bump it whenever the rows a verdict or a container is written to change
+# what they keep of it (a column added, an encoding changed): rows written before then are not reused
+# for content they would not reproduce (the model's repr alone would not tell, if the model did not change).
+ROWS_VERSION = "1"
+
+
+def content_hash(value: Any) -> str:
+    """The SHA-256 (hex) of ``value``'s repr, after :data:`ROWS_VERSION`: see above."""
+    return hashlib.sha256(f"sigaudit rows v{ROWS_VERSION}\n{value!r}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def verdict_hash(verdict: Verdict) -> str:
+    """The key of a verdict's stored row: every field of the verdict and of its image except the
+    image's containers (stored as their own group, :func:`containers_hash`)."""
+    image = verdict.image
+    bare = (type(image).__qualname__,
+            tuple((n, getattr(image, n)) for n in _field_names(type(image)) if n != "containers"))
+    fields = tuple((n, bare if n == "image" else getattr(verdict, n)) for n in _field_names(type(verdict)))
+    return content_hash((type(verdict).__qualname__, fields))
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+def containers_hash(containers: Sequence[ContainerRef]) -> str:
+    """The key of a container group: the containers, in order."""
+    return content_hash(tuple(containers))
+
+
+def verdict_set_hash(members: Iterable[tuple[str, str]]) -> str:
+    """The key of a verdict set: its (verdict hash, containers hash) pairs, in order."""
+    return content_hash(tuple(tuple(m) for m in members))
+
+
 def _dt(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -159,59 +215,3 @@ def exemption_from_json(raw: Mapping[str, Any]) -> ExemptionRef:
         approved_by=None if raw.get("approved_by") is None else str(raw["approved_by"]),
         lapsed=bool(raw["lapsed"]), rule=None if raw.get("rule") is None else str(raw["rule"]),
     )
-
-
-# -- content hashes (issue 20) --------------------------------------------------------------------
-#
-# A scan's verdicts and containers are stored once per distinct content and shared by every scan
-# that has it, so the key must change whenever anything a report, the JSON document or a diff could
-# show changes. It is therefore computed from the WHOLE model, never from a hand-kept list of
-# columns: the ``repr`` that ``@dataclass`` generates names the class (RunningImage vs
-# UnresolvedImage) and every field, recursively, with strings quoted and escaped, enums with their
-# class, datetimes with their zone — so a field added to Verdict, SignatureResult, ContainerRef, ...
-# next year is covered without anyone remembering to. (A model class must therefore keep the
-# generated repr and never declare a field ``repr=False``: tests/unit/store/test_codec_hashes.py checks
-# every class reachable from Verdict.) It is also about four times faster than walking the fields
-# in Python, which a 10,000-container scan notices. Two equal values that print differently (the
-# same instant in two zones) only cost a second row, never a shared one.
-
-
-# Part of every content hash. Bump it whenever the rows a verdict or a container is written to change
-# what they keep of it (a column added, an encoding changed): rows written before then are not reused
-# for content they would not reproduce (the model's repr alone would not tell, if the model did not change).
-ROWS_VERSION = "1"
-
-
-def content_hash(value: Any) -> str:
-    """The SHA-256 (hex) of ``value``'s repr, after :data:`ROWS_VERSION`: see above."""
-    return hashlib.sha256(f"sigaudit rows v{ROWS_VERSION}\n{value!r}".encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def verdict_hash(verdict: Verdict) -> str:
-    """The key of a verdict's stored row: every field of the verdict and of its image except the
-    image's containers (stored as their own group, :func:`containers_hash`)."""
-    image = verdict.image
-    bare = (type(image).__qualname__,
-            tuple((n, getattr(image, n)) for n in _field_names(type(image)) if n != "containers"))
-    fields = tuple((n, bare if n == "image" else getattr(verdict, n)) for n in _field_names(type(verdict)))
-    return content_hash((type(verdict).__qualname__, fields))
-
-
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
-
-
-def containers_hash(containers: Sequence[ContainerRef]) -> str:
-    """The key of a container group: the containers, in order."""
-    return content_hash(tuple(containers))
-
-
-def verdict_set_hash(members: Iterable[tuple[str, str]]) -> str:
-    """The key of a verdict set: its (verdict hash, containers hash) pairs, in order."""
-    return content_hash(tuple(tuple(m) for m in members))
