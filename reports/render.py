@@ -36,6 +36,7 @@ TREND_SCANS = view.TREND_SCANS
 CSV_COLUMNS = (
     "cluster", "scan_id", "namespace", "workload_kind", "workload_name", "pod", "container", "container_type",
     "image", "digest", "status", "compliant", "reason", "reasons", "rule", "signers", "not_after", "expiring",
+    "admission_cause", "admission_policy",
 )
 # What a spreadsheet may read as the start of a formula (OWASP "CSV Injection", ASVS 5.0 V1.2.10):
 # = + - @ tab CR LF NUL, the full-width (U+FF1D/0B/0D/20), small (U+FE66/62/63/6B) and minus-sign
@@ -190,6 +191,7 @@ def csv_for_result(result: ScanResult) -> str:
                 c.workload.name, c.pod, c.container, c.container_type.value, c.image, digest, v.status.value,
                 "true" if v.compliant else "false", v.headline, reasons, v.rule or "", signers, _iso(v.not_after),
                 "true" if v.expiring else "false",
+                v.admission.likely_cause.value if v.admission else "", v.admission.policy if v.admission else "",
             ))
     rows.sort(key=lambda r: (r[2], r[3], r[4], r[5], r[6], r[8]))
     out = io.StringIO()

@@ -240,6 +240,21 @@ class ExpiringRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AdmissionRow:
+    """A non-compliant image that an imported admission policy rejects today, running anyway, and why
+    (``Verdict.admission``; information only, never a change of the verdict)."""
+
+    reference: str
+    status: str
+    policy: str
+    would_admit_now: str
+    likely_cause: str
+    causes: tuple[tuple[str, str], ...]  # (cause, "key=value; ...") strongest first
+    namespaces: str
+    evidence_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class TagReferenceRow:
     """A container whose pod spec names a tag rather than a digest (a finding, not a verdict)."""
 
@@ -306,6 +321,7 @@ class EvidenceItem:
     rule: str
     policy_source: str
     not_after: str
+    checked_at: str  # judged from the re-check window: signatures last seen attached then ("" otherwise)
     deciding: str  # the reason that decided the status (Verdict.headline)
     reasons: tuple[str, ...]  # the other reasons, in the engine's order
     notes: tuple[str, ...]
@@ -313,6 +329,7 @@ class EvidenceItem:
     signatures_hidden: int
     containers: tuple[str, ...]
     containers_hidden: int
+    source: str = "scan"  # "watch": found by `serve --watch` after the scan (Verdict.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +378,7 @@ class Report:
     expiring: tuple[ExpiringRow, ...]
     tag_references: tuple[TagReferenceRow, ...]  # the first MAX_TAG_REFERENCES
     tag_references_total: int  # every container naming a tag (the JSON download lists them all)
+    admission: tuple[AdmissionRow, ...]  # running despite an imported admission policy
     exemptions: tuple[ExemptionRow, ...]
     exemptions_source: str
     evidence: tuple[EvidenceItem, ...]
@@ -600,6 +618,24 @@ def build_tag_references(verdicts: Iterable[Verdict]) -> tuple[tuple[TagReferenc
     return rows, len(found)
 
 
+def build_admission(verdicts: Iterable[Verdict], anchors: Mapping[str, str]) -> tuple[AdmissionRow, ...]:
+    """Images running despite an imported admission policy, from ``Verdict.admission`` (fields)."""
+    rows = []
+    for v in verdicts:
+        a = v.admission
+        if a is None:
+            continue
+        rows.append(AdmissionRow(
+            reference=clean(reference_text(v)), status=v.status.value, policy=clean(a.policy, 300),
+            would_admit_now={True: "yes", False: "no", None: "undecided"}[a.would_admit_now],
+            likely_cause=a.likely_cause.value,
+            causes=tuple((e.cause.value, clean("; ".join(f"{k}={val}" for k, val in sorted(e.facts.items())), 1000))
+                         for e in a.causes),
+            namespaces=_namespaces_of(v), evidence_id=anchors.get(image_key(v), ""),
+        ))
+    return tuple(rows)
+
+
 def _parse_time(text: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -767,6 +803,7 @@ def build_evidence(ordered: Sequence[Verdict], anchors: Mapping[str, str]) -> tu
             anchor=anchors[image_key(v)], reference=clean(reference_text(v)), digest=v.digest or "",
             status=v.status.value, compliant=v.compliant, warn_only=v.warn_only, rule=clean(v.rule or ""),
             policy_source=clean(v.policy_source or ""), not_after=ts(v.not_after),
+            checked_at=ts(v.checked_at),
             deciding=clean(v.headline), reasons=_other_reasons(v), notes=tuple(clean(n) for n in notes),
             signatures=tuple(signature_view(s) for s in v.signatures[:MAX_SIGNATURES]),
             signatures_hidden=max(0, len(v.signatures) - MAX_SIGNATURES),
@@ -777,6 +814,7 @@ def build_evidence(ordered: Sequence[Verdict], anchors: Mapping[str, str]) -> tu
                 for c in cs[:MAX_CONTAINERS]
             ),
             containers_hidden=max(0, len(cs) - MAX_CONTAINERS),
+            source=v.source.value,
         ))
     return tuple(items), hidden
 
@@ -863,6 +901,7 @@ def build_report(
         expiring=build_expiring(ordered, anchors),
         tag_references=tag_refs,
         tag_references_total=tag_refs_total,
+        admission=build_admission(ordered, anchors),
         exemptions=exemptions,
         exemptions_source=ex_source,
         evidence=evidence,

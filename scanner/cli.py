@@ -160,6 +160,10 @@ def _progress_printer(enabled: bool) -> Any:
     help="Exit 0 when the scan succeeded but found non-compliant images (CronJobs).",
 )
 @click.option("--progress/--no-progress", default=True, help="Progress on stderr.")
+@click.option("--evidence", "evidence_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the scan's signed evidence pack (.tar.gz) here; needs --evidence-key and the store.")
+@click.option("--evidence-key", default=None, help="The key signing the evidence pack: a PEM private key file or a "
+                                                   "KMS URI (awskms://...).")
 def scan(**opts: Any) -> None:
     """Scan running pods once, verify their images, store and print the verdicts."""
     sys.exit(run_scan_command(**opts))
@@ -180,6 +184,11 @@ def run_scan_command(**opts: Any) -> int:
         _fail(exc.diagnostics(), EXIT_FAILED)
     for warning in inputs.policy.warnings:
         click.echo(f"sigaudit: warning: {warning}", err=True)
+    if opts["no_store"] and options.recheck_after is not None:
+        _fail("--recheck-after judges from the verification cache in the database: drop --no-store", EXIT_USAGE)
+    if opts.get("evidence_path") and (opts["no_store"] or not opts.get("evidence_key")):
+        _fail("--evidence needs --evidence-key and the database (the pack is built from the stored scan): "
+              "give --evidence-key and drop --no-store", EXIT_USAGE)
     if opts["no_store"] and inputs.notify is not None:
         _fail("--notify needs the database (what is new is judged against the previous scan): drop --no-store",
               EXIT_USAGE)
@@ -234,8 +243,21 @@ def run_scan_command(**opts: Any) -> int:
 
         print_table(result)
     _exports(result, store, opts, inputs.policy)
+    evidence_failed = False
+    if opts.get("evidence_path") and store is not None and result.scan_id is not None:
+        from scanner.evidence.pack import write_pack
+
+        try:
+            size = write_pack(store, result.scan_id, opts["evidence_key"], opts["evidence_path"])
+            click.echo(f"sigaudit: evidence pack written to {opts['evidence_path']} ({size} bytes)", err=True)
+        except (OSError, SigauditError) as exc:
+            msg = exc.diagnostics() if isinstance(exc, SigauditError) else str(exc)
+            click.echo(f"sigaudit: error: evidence pack not written: {msg}", err=True)
+            evidence_failed = True
     if store is not None:
         store.close()
+    if evidence_failed:
+        return EXIT_FAILED
     if result.state.value != "complete":
         for err in result.errors:
             click.echo(f"sigaudit: warning: {err}", err=True)
@@ -379,6 +401,86 @@ def check_policy(policy_path: str | None, policy_from: tuple[str, ...], kubeconf
     for w in policy.warnings:
         click.echo(f"sigaudit: warning: {w}", err=True)
     click.echo(json.dumps({**policy_summary(policy), "warnings": list(policy.warnings)}, indent=2, default=str))
+
+
+@main.command("evidence", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
+@click.option("--db", "db_url", default=None, help="Database URL.")
+@click.option("--scan", "scan_ref", default="latest", help="The scan's id, or 'latest' (the newest complete scan).")
+@click.option("--cluster", default=None, help="With --scan latest: the newest scan of this cluster.")
+@click.option("--sign-key", default=None, help="The key signing the pack: a PEM private key file or a KMS URI.")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="The pack (.tar.gz).")
+def evidence(db_url: str | None, scan_ref: str, cluster: str | None, sign_key: str | None,
+             out_path: str | None) -> None:
+    """Build the signed evidence pack of a stored scan, for an auditor to re-verify offline."""
+    from scanner import store as store_mod
+    from scanner.evidence.pack import write_pack
+
+    if not sign_key or not out_path:
+        _fail("give --sign-key KEY (a PEM private key file or a KMS URI) and --out pack.tar.gz", EXIT_USAGE)
+
+    url = db_url or store_mod.default_db_url()
+    try:
+        with store_mod.open_store(url) as store:
+            store.check_schema()
+            if scan_ref == "latest":
+                scan_id = store.latest_scan_id(cluster)
+                if scan_id is None:
+                    _fail("no complete scan in the database" + (f" for cluster {cluster!r}" if cluster else ""),
+                          EXIT_USAGE)
+            elif scan_ref.isdigit():
+                scan_id = int(scan_ref)
+            else:
+                _fail(f"--scan {scan_ref!r}: give a scan id or 'latest'", EXIT_USAGE)
+            size = write_pack(store, scan_id, sign_key, out_path)
+    except StoreError as exc:
+        _fail(exc.diagnostics(), EXIT_FAILED)
+    click.echo(f"sigaudit: evidence pack of scan {scan_id} written to {out_path} ({size} bytes)", err=True)
+
+
+@main.command("verify-evidence", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
+@click.argument("pack", type=click.Path(dir_okay=False))
+@click.option("--key", "key_path", type=click.Path(dir_okay=False), default=None,
+              help="The verdict-signing public key (PEM) you were given out of band.")
+@click.option("--insecure-use-pack-key", is_flag=True,
+              help="Check the signature against the key inside the pack: proves only that the pack is "
+                   "self-consistent, not who made it.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def verify_evidence(pack: str, key_path: str | None, insecure_use_pack_key: bool, output: str) -> None:
+    """Re-verify an evidence pack offline: signature, every file's hash, every verdict recomputed.
+
+    Exit 0 when all holds, 1 when anything does not (each problem names its file), 2 usage."""
+    from scanner.evidence.verify import PackError, read_pack, verify_pack
+
+    if key_path is None and not insecure_use_pack_key:
+        _fail("give --key verdict-signing.pub (the key you trust; the pack's own copy proves nothing), or "
+              "--insecure-use-pack-key", EXIT_USAGE)
+    if key_path is not None:
+        try:
+            key_pem = Path(key_path).read_bytes()[: 64 * 1024]
+        except OSError as exc:
+            _fail(f"cannot read --key {key_path}: {exc.strerror}", EXIT_USAGE)
+    else:
+        log.warning("verify-evidence: --insecure-use-pack-key: the signature is checked against the pack's own "
+                    "key; this proves nothing about who made the pack")
+        try:
+            key_pem = read_pack(Path(pack)).get("verdict-signing.pub", b"")
+        except PackError as exc:
+            key_pem = b""
+            click.echo(f"sigaudit: {exc}", err=True)
+    outcome = verify_pack(Path(pack), key_pem)
+    if output == "json":
+        click.echo(json.dumps({"schema_version": 1, "ok": outcome.ok, "files": outcome.files,
+                               "images": outcome.images, "verdicts": outcome.verdicts,
+                               "problems": outcome.problems, "notes": outcome.notes}, indent=2))
+    else:
+        for note in outcome.notes:
+            click.echo(f"NOTE {note}")
+        for problem in outcome.problems:
+            click.echo(f"FAIL {problem}")
+        click.echo(f"{'OK' if outcome.ok else 'FAILED'}: {outcome.files} files, {outcome.images} images, "
+                   f"{outcome.verdicts} verdicts recomputed" + ("" if outcome.ok else
+                                                              f", {len(outcome.problems)} problems"))
+    sys.exit(EXIT_OK if outcome.ok else EXIT_VIOLATIONS)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from scanner.inventory.references import pins_digest, tag_reference_containers
-from scanner.models import SCHEMA_VERSION, RunningImage, ScanResult, SignatureResult, Status, Verdict
+from scanner.models import SCHEMA_VERSION, AdmissionFinding, RunningImage, ScanResult, SignatureResult, Status, Verdict
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -66,6 +66,19 @@ def signature_doc(s: SignatureResult) -> dict[str, Any]:
     }
 
 
+def admission_doc(a: AdmissionFinding | None) -> dict[str, Any] | None:
+    """Why a non-compliant image judged by an imported admission policy runs anyway (information only)."""
+    if a is None:
+        return None
+    return {
+        "policy": a.policy,
+        "policy_source": a.policy_source,
+        "would_admit_now": a.would_admit_now,
+        "likely_cause": a.likely_cause.value,
+        "evidence": [{"cause": e.cause.value, "facts": dict(e.facts)} for e in a.causes],
+    }
+
+
 def image_doc(v: Verdict) -> dict[str, Any]:
     img = v.image
     ref = img.reference
@@ -80,13 +93,18 @@ def image_doc(v: Verdict) -> dict[str, Any]:
         "deciding_reason": v.deciding_reason,
         "expiring": v.expiring,
         "not_after": _ts(v.not_after),
+        # Set when judged from the cache inside the re-check window: its signatures were last seen
+        # attached then (no registry request in this scan). null: listed in this scan.
+        "checked_at": _ts(v.checked_at),
         "rule": v.rule,
         "policy_source": v.policy_source,
+        "source": v.source.value,  # "watch": found by `serve --watch` after the scan (the scan is the truth)
         "exemptions": [
             {"kind": x.kind.value, "reason": x.reason, "until": _ts(x.until), "approved_by": x.approved_by,
              "applied": x.applied, "rule": x.rule}
             for x in v.exemptions
         ],
+        "admission": admission_doc(v.admission),
         "signatures": [signature_doc(s) for s in v.signatures],
         "containers": [
             {

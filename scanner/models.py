@@ -66,6 +66,7 @@ class ContainerRef:
     workload: Workload
     pull_secrets: tuple[str, ...] = ()
     pod_uid: str = ""
+    pod_created_at: datetime | None = None  # metadata.creationTimestamp (None when the pod list has none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +292,14 @@ class SignatureResult:
         _mask_prose(self, "verifier", "reason")
 
 
+class VerdictSource(enum.StrEnum):
+    """What produced a verdict: a full scan (the source of truth), or ``sigaudit serve --watch`` on a
+    new running digest between two scans (recorded against the latest complete scan, marked so)."""
+
+    SCAN = "scan"
+    WATCH = "watch"
+
+
 class Status(enum.StrEnum):
     VERIFIED = "verified"
     UNSIGNED = "unsigned"
@@ -332,6 +341,65 @@ class ExemptionRef:
         return not self.lapsed
 
 
+class AdmissionCause(enum.StrEnum):
+    """Why an image an admission policy rejects today is running anyway, strongest first (the order of
+    this enumeration is the order of strength: a fact that proves admission never judged the pod before
+    one that only makes it possible)."""
+
+    ADMISSION_DISABLED = "admission-disabled"  # the policy is not evaluated at admission (Kyverno admission: false)
+    AUDIT_MODE = "audit-mode"  # the policy only reports at admission (Kyverno Audit)
+    WARN_MODE = "warn-mode"  # the policy only warns at admission (policy-controller mode: warn)
+    CREATED_BEFORE_POLICY = "created-before-policy"  # the pod existed before the policy object
+    KIND_NOT_MATCHED = "kind-not-matched"  # the policy's match kinds do not cover what created the pod
+    EXCLUDED_AT_ADMISSION = "excluded-at-admission"  # an exclude/selector the audit cannot evaluate names it
+    REVOKED_SINCE = "revoked-since-admission"  # the signature was revoked after the pod was admitted
+    EXPIRED_SINCE = "expired-since-admission"  # the signature or certificate lapsed after the pod was admitted
+    SIGNATURE_REMOVED = "signature-removed-after-admission"  # verified in an earlier scan, unsigned now
+    WEBHOOK_FAILS_OPEN = "webhook-fails-open"  # failurePolicy: Ignore: a webhook error or timeout admits
+    UNEXPLAINED = "unexplained"  # none of the above: admission was bypassed or the controller is absent
+
+    @property
+    def rank(self) -> int:
+        return list(AdmissionCause).index(self)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionEvidence:
+    """One cause that holds, with the values that show it (timestamps as RFC 3339, names)."""
+
+    cause: AdmissionCause
+    facts: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        # Names and times from the cluster; a URL with credentials (an annotation, a filter) is masked.
+        masked = {k: _prose(v) for k, v in self.facts.items()}
+        if masked != dict(self.facts):
+            object.__setattr__(self, "facts", masked)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionFinding:
+    """Why a non-compliant image judged by an imported admission policy is running (issue #25 item 5).
+
+    Information only: it never changes the verdict's status or compliance. ``policy``: the admission
+    object (``ClusterPolicy/require-signed``); ``would_admit_now``: whether the policy would admit the
+    image now, i.e. the verdict itself (False; None when the verdict could not be decided); ``causes``:
+    every cause that holds, strongest first (never empty: ``unexplained`` when none does)."""
+
+    policy: str
+    policy_source: str
+    would_admit_now: bool | None
+    causes: tuple[AdmissionEvidence, ...]
+
+    def __post_init__(self) -> None:
+        if not self.causes:
+            raise ValueError("an admission finding names at least one cause (unexplained when none holds)")
+
+    @property
+    def likely_cause(self) -> AdmissionCause:
+        return self.causes[0].cause
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     image: RunningImage | UnresolvedImage
@@ -350,6 +418,18 @@ class Verdict:
     # ``exempt`` (applied) and any that had lapsed (not applied). Reports and the JSON document read
     # these fields, never the reasons' words. Empty in scans stored before they were recorded.
     exemptions: tuple[ExemptionRef, ...] = ()
+    # Why a non-compliant image judged by an imported admission policy runs anyway; set after the
+    # policy stage (scanner/policy/admission.py), never read to decide status or compliance.
+    admission: AdmissionFinding | None = None
+    # (policy source, rule name) of every rule whose own verdict was not compliant when several rules
+    # judged the image (set by the engine; empty: only ``rule`` decided). Not stored: the admission
+    # analysis reads it before the scan is written.
+    rejected_by: tuple[tuple[str, str], ...] = ()
+    source: VerdictSource = VerdictSource.SCAN
+    # Set when the verdict was judged from the verification cache inside the re-check window
+    # (``--recheck-after``) without a registry request: when the signatures were last seen attached.
+    # None: they were listed (or fetched) in this scan.
+    checked_at: datetime | None = None
 
     def __post_init__(self) -> None:
         _mask_prose(self, "reasons")

@@ -138,6 +138,11 @@ def scan_options(*, serve: bool = False) -> Callable[[F], F]:
         _option("--cache/--no-cache", default=True,
                      help="Reuse verification results across scans (keyed by digest, trust material and the "
                           "signatures attached; revocation and expiry are re-checked every scan)."),
+        _option("--recheck-after", callback=duration, default=None,
+                help="Re-check window (e.g. 1h; default off): an image whose cached pass was re-listed within "
+                     "it is judged from the cache without any registry request; each digest is re-listed at least "
+                     "once per window, spread over the scans. Expiry and revocation are still judged every scan; a "
+                     "signature removed inside the window is noticed only at the next re-list. Needs the cache."),
         _option("--reports", "cluster_reports", type=click.Choice(["openreports", "policyreport"]), default=None,
                 help="After each scan, server-side apply its results as policy reports (openreports.io Report / "
                      "ClusterReport, or wgpolicyk8s.io/v1alpha2 PolicyReport) and delete sigaudit's stale ones."),
@@ -153,6 +158,8 @@ def scan_options(*, serve: bool = False) -> Callable[[F], F]:
 
 def scan_options_from(params: Mapping[str, Any]) -> ScanOptions:
     """The :class:`~scanner.scan.ScanOptions` of a command's parsed parameters."""
+    if params.get("recheck_after") is not None and not params["cache"]:
+        raise click.UsageError("--recheck-after judges from the verification cache: drop --no-cache")
     return ScanOptions(
         cluster=params["cluster"],
         policy_path=params["policy_path"],
@@ -171,6 +178,7 @@ def scan_options_from(params: Mapping[str, Any]) -> ScanOptions:
         page_size=params["page_size"],
         deadline=params["deadline"],
         cache=params["cache"],
+        recheck_after=params.get("recheck_after"),
         retention=Retention(keep=params["retention"]) if params.get("retention") is not None else None,
         notify_path=params.get("notify_path"),
         cluster_reports=params.get("cluster_reports"),

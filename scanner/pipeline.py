@@ -8,6 +8,8 @@ bounded concurrency (per registry in the client, overall here).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -16,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from scanner import __version__
@@ -267,6 +269,10 @@ class VerificationCache(Protocol):
 
     def cache_put_many(self, entries: Iterable[Any]) -> None: ...
 
+    def relists_get_many(self, keys: Iterable[tuple[str, str]]) -> Mapping[tuple[str, str], Any]: ...
+
+    def relists_put_many(self, marks: Iterable[Any]) -> None: ...
+
 
 @dataclass
 class CacheState:
@@ -279,6 +285,32 @@ class CacheState:
     # Running digests per (registry, repository): where many share a repository, one tag listing per
     # repository replaces a request per digest in the warm re-list.
     repo_digests: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # The re-check window (``--recheck-after``; None: every cached result is re-listed every scan),
+    # the re-list marks loaded up front by (digest, scope), those to write back, and how many images
+    # were judged from the window.
+    window: timedelta | None = None
+    relists: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    new_relists: list[Any] = field(default_factory=list)
+    from_window: int = 0
+    cluster: str = ""  # part of every re-list scope: one cluster's re-list never stands for another's
+
+
+class EvidenceSink(Protocol):
+    """Keeps what each image was judged on, for the evidence pack (``scanner.evidence.capture.Capture``)."""
+
+    def started(self, now: datetime) -> None: ...
+
+    def prepare(self, refs: Iterable[tuple[str, str]]) -> None:
+        """(digest, material fingerprint) of the cache hits to come: whose material is at hand."""
+        ...
+
+    def reader(self, image: RunningImage, client: RegistryReader) -> RegistryReader:
+        """The reader one image's verification uses (its own: it records that image's answers)."""
+        ...
+
+    def has_material(self, digest: str, fingerprint: str) -> bool: ...
+
+    def judge(self, image: RunningImage, reader: RegistryReader, fingerprint: str | None, cached: bool) -> None: ...
 
 
 LIST_TAGS_FROM = 3  # running digests in one repository before its tag list is worth a request
@@ -301,8 +333,45 @@ def _results_cacheable(v: Verifier, results: tuple[SignatureResult, ...]) -> boo
     return v.results_cacheable(results)
 
 
+def relist_scope(client: RegistryReader, image: RunningImage, cluster: str = "") -> str:
+    """What a re-list of ``image``'s signatures stands for besides the digest: the cluster that scanned
+    (its scanner has its own credentials), the registry, the repository and the credential sources it
+    was read with, by name (never a secret's contents). A re-list in another repository, with another
+    tenant's pull secrets or by another cluster's scanner is another scope."""
+    ref = image.reference
+    who = client.credentials.describe(ref.registry, image.pull_secrets)
+    return hashlib.sha256(json.dumps([cluster, ref.registry, ref.repository, who]).encode()).hexdigest()
+
+
+def window_due(window: timedelta, digest: str, scope: str, checked_at: datetime | None, now: datetime) -> bool:
+    """Whether the signatures of ``digest`` in ``scope`` must be re-listed in this scan. Each (digest,
+    scope) has its own share of the window, between half of it and all of it (a hash of the two), so
+    that the digests of one cold scan fall due spread over the window's second half instead of all in
+    one scan, and each is still re-listed at least once per window. A mark without a time, or with a
+    time after ``now`` (a clock set back), is never recent."""
+    if checked_at is None or checked_at > now:
+        return True
+    share = int(hashlib.sha256(f"{digest}|{scope}".encode()).hexdigest()[:8], 16) / 2**32
+    return now - checked_at >= window * (1 - share / 2)
+
+
 def _still_valid(results: tuple[SignatureResult, ...], now: datetime) -> bool:
     return all(r.not_after is None or r.not_after > now for r in results if r.outcome is Outcome.PASSED)
+
+
+def _hit_fingerprint(keys: Mapping[int, Any], cache: Any) -> str | None:
+    """The material fingerprint of the cache hits an image is judged from (one material: the cache and
+    the re-check window serve a verdict only when every verifier's hit names the same)."""
+    found = {cache.hits[k].material_fingerprint for k in keys.values() if k is not None and k in cache.hits}
+    return next(iter(found)) if len(found) == 1 else None
+
+
+def _evidence_has(evidence: EvidenceSink | None, image: RunningImage, fingerprint: str | None) -> bool:
+    """Whether a cache hit may serve: always without evidence capture; with it, only when the store keeps
+    the material the hit was judged on (else the pack could not show it)."""
+    if evidence is None:
+        return True
+    return fingerprint is not None and evidence.has_material(str(image.digest), fingerprint)
 
 
 def verify_image(
@@ -313,6 +382,7 @@ def verify_image(
     now: datetime,
     stats: ScanStats,
     cache: CacheState | None = None,
+    evidence: EvidenceSink | None = None,
 ) -> list[Verdict]:
     verifiers: dict[int, Verifier] = {}
     for g in groups:
@@ -324,8 +394,19 @@ def verify_image(
     for v in verifiers.values():
         wants = wants | v.wants
     keys = {vid: _cache_key(image, v) for vid, v in verifiers.items()} if cache is not None else {}
-    cached = _from_cache(image, keys, client, policy, now, wants, cache)
-    if cached is not None:
+    windowed = _from_window(image, keys, client, groups, now, cache)
+    checked_at = None
+    fingerprint = None
+    if windowed is not None and not _evidence_has(evidence, image, _hit_fingerprint(keys, cache)):
+        windowed = None  # the evidence pack needs the material a hit was judged on: verify afresh
+    cached = None if windowed is not None else _from_cache(image, keys, client, policy, now, wants, cache)
+    if cached is not None and not _evidence_has(evidence, image, _hit_fingerprint(keys, cache)):
+        cached = None
+    if windowed is not None:
+        results, checked_at = windowed
+        fingerprint = _hit_fingerprint(keys, cache)
+    elif cached is not None:
+        fingerprint = _hit_fingerprint(keys, cache)
         results = cached
     elif verifiers:
         # Referrer types that a verifier needs on their own (notation) are listed at once; those that
@@ -354,13 +435,18 @@ def verify_image(
         ):
             from scanner.store import CachedVerification
 
-            fp = material_fingerprint(material)
+            # Named for the evidence only when cached: a later hit reuses this material, never that of a
+            # verification that met errors (with the same fingerprint).
+            fingerprint = material_fingerprint(material)
             with cache.lock:
                 cache.new += [
-                    CachedVerification(*key, fp, results[vid], now)
+                    CachedVerification(*key, fingerprint, results[vid], now)
                     for vid in verifiers
                     if (key := keys[vid]) is not None
                 ]
+            _mark_relisted(image, client, fingerprint, now, cache)
+    if evidence is not None:
+        evidence.judge(image, client, fingerprint, windowed is not None or cached is not None)
     with stats.lock:
         for found in results.values():
             for r in found:
@@ -369,7 +455,13 @@ def verify_image(
     for g in groups:
         sub = RunningImage(image.reference, g.containers, image.notes, image.pull_secrets)
         per_rule = [[results[id(v)] for v in rule.verifiers] for rule in g.rules]
-        verdicts.append(evaluate_rules(sub, g.rules, per_rule, material.errors, policy, now, g.namespace))
+        verdict = evaluate_rules(sub, g.rules, per_rule, material.errors, policy, now, g.namespace)
+        if checked_at is not None:
+            verdict = replace(verdict, checked_at=checked_at, reasons=(
+                *verdict.reasons,
+                f"judged from the verification cache without a registry request: its signatures were last "
+                f"seen attached at {checked_at.isoformat()} (re-check window)"))
+        verdicts.append(verdict)
     return verdicts
 
 
@@ -380,6 +472,64 @@ def _satisfied(groups: list[_Group], results: Mapping[int, tuple[SignatureResult
         for g in groups
         for rule in g.rules
     )
+
+
+def _mark_relisted(image: RunningImage, client: RegistryReader, fingerprint: str, now: datetime,
+                   cache: CacheState) -> None:
+    """Record that ``image``'s signatures were seen attached now (only with a re-check window)."""
+    if cache.window is None:
+        return
+    from scanner.store import RelistMark
+
+    mark = RelistMark(image.digest, relist_scope(client, image, cache.cluster), fingerprint, now)
+    with cache.lock:
+        cache.new_relists.append(mark)
+
+
+def _from_window(
+    image: RunningImage,
+    keys: Mapping[int, tuple[str, str] | None],
+    client: RegistryReader,
+    groups: list[_Group],
+    now: datetime,
+    cache: CacheState | None,
+) -> tuple[dict[int, tuple[SignatureResult, ...]], datetime] | None:
+    """Cached results and when their signatures were last seen attached, without any request, when a
+    re-check window is set and: every verifier is cached under its identity, all of one material,
+    whose re-list mark in this image's scope (repository, credentials) is of that material and not
+    due (:func:`window_due`); the cached results were a pass of every rule (a cached unsigned,
+    invalid or undecided result is re-checked every scan); and no cached pass has lapsed by ``now``
+    (a lapsed one is verified again, as without a window: only the verifier knows whether an
+    authentic timestamp keeps it valid). Revocations are judged on the results by the engine."""
+    if cache is None or cache.window is None or not keys:
+        return None
+    entries: dict[int, Any] = {}
+    for vid, key in keys.items():
+        entry = cache.hits.get(key) if key is not None else None
+        if entry is None:
+            return None
+        entries[vid] = entry
+    fingerprints = {e.material_fingerprint for e in entries.values()}
+    if len(fingerprints) != 1:
+        return None
+    results: dict[int, tuple[SignatureResult, ...]] = {vid: tuple(e.signatures) for vid, e in entries.items()}
+    if any(r.outcome is Outcome.ERROR for rs in results.values() for r in rs):
+        return None
+    if not all(_still_valid(rs, now) for rs in results.values()):
+        return None
+    # A pass when judged (before revocation and expiry, which are judged now on these facts).
+    if not all(rule_satisfied(rule, [results[id(v)] for v in rule.verifiers], ()).ok
+               for g in groups for rule in g.rules):
+        return None
+    scope = relist_scope(client, image, cache.cluster)
+    mark = cache.relists.get((image.digest, scope))
+    if mark is None or mark.material_fingerprint not in fingerprints:
+        return None
+    if window_due(cache.window, image.digest, scope, mark.checked_at, now):
+        return None
+    with cache.lock:
+        cache.from_window += 1
+    return results, mark.checked_at
 
 
 def _from_cache(
@@ -420,6 +570,7 @@ def _from_cache(
         return None
     if current != next(iter(fingerprints)):
         return None
+    _mark_relisted(image, client, current, now, cache)
     with cache.lock:
         cache.reused += 1
     return {vid: e.signatures for vid, e in entries.items()}
@@ -481,9 +632,12 @@ def run_scan(
     stop: threading.Event | None = None,
     cache: VerificationCache | None = None,
     deadline: float | None = None,
+    recheck_after: timedelta | None = None,
+    evidence: EvidenceSink | None = None,
 ) -> ScanResult:
     """``deadline``: a ``time.monotonic()`` value; registry requests stop there, and every image not
-    judged by then gets an ``error`` verdict ("scan deadline reached") in a partial scan."""
+    judged by then gets an ``error`` verdict ("scan deadline reached") in a partial scan.
+    ``recheck_after``: the re-check window (needs ``cache``): see :func:`_from_window`."""
     started = clock()
     inv = build_inventory(pods, owners)
     problems = [*(inventory_problems or []), *inv.problems]
@@ -491,6 +645,8 @@ def run_scan(
         progress("inventory", inv.containers, inv.containers)
     running, unknown = resolve(inv, client, workers=workers, deadline=deadline)
     now = clock()
+    if evidence is not None:
+        evidence.started(now)
     stats = ScanStats()
     verdicts: list[Verdict] = []
     work = [(img, _groups(policy, img)) for img in running]
@@ -506,12 +662,20 @@ def run_scan(
         cache_state = CacheState(
             hits=cache.cache_get_many(keys) if keys else {},
             repo_digests=Counter((img.reference.registry, img.reference.repository) for img in running),
+            window=recheck_after,
+            cluster=cluster,
         )
+        if recheck_after is not None and running:
+            cache_state.relists = cache.relists_get_many(
+                {(img.digest, relist_scope(client, img, cluster)) for img in running})
+        if evidence is not None:
+            evidence.prepare((e.digest, e.material_fingerprint) for e in cache_state.hits.values())
 
     def _verify(img: RunningImage, groups: list[_Group]) -> list[Verdict]:
         with within(deadline, SCAN_DEADLINE):
-            return _with_credential_source(verify_image(img, groups, client, policy, now, stats, cache_state),
-                                           img, client)
+            reader = evidence.reader(img, client) if evidence is not None else client
+            return _with_credential_source(
+                verify_image(img, groups, reader, policy, now, stats, cache_state, evidence), img, client)
 
     done = 0
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
@@ -536,6 +700,10 @@ def run_scan(
         with cache_state.lock:
             new = list(cache_state.new)
         cache.cache_put_many(new)
+    if cache is not None and cache_state is not None and cache_state.new_relists:
+        with cache_state.lock:
+            marks = list(cache_state.new_relists)
+        cache.relists_put_many(marks)
     verdicts += _unknown_verdicts(unknown, client, policy, now, stats, workers=workers, deadline=deadline)
     verdicts.sort(key=lambda v: (v.image.display, v.rule or ""))
     state = ScanState.PARTIAL if problems else ScanState.COMPLETE
@@ -555,6 +723,7 @@ def run_scan(
             "verifications": verifications,
             "pods": inv.pods,
             "cache_reused": cache_state.reused if cache_state else 0,
+            "cache_window": cache_state.from_window if cache_state else 0,
             "containers": inv.containers,
         },
     )

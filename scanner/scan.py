@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from scanner.policy.loader import Policy
     from scanner.registry.auth import CredentialStore
     from scanner.store import Store
+    from scanner.verify.sources import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class ScanOptions:
     page_size: int = 500  # pods per API list page
     deadline: float | None = None  # seconds from the start of the scan
     cache: bool = True  # reuse verification results kept in the store
+    recheck_after: float | None = None  # seconds: the re-check window (scanner.pipeline._from_window)
     retention: Retention | None = None  # prune the cluster's old scans after each successful one
     notify_path: str | None = None  # --notify: receivers of new violations (scanner.notify.config)
     cluster_reports: str | None = None  # "openreports" / "policyreport": apply the reports to the cluster
@@ -90,6 +92,7 @@ class ScanInputs:
     credentials: CredentialStore
     deadline_at: float | None  # a time.monotonic() value
     notify: NotifyConfig | None = None
+    trust: Snapshot | None = None  # the trust material the policy was built from, as read (evidence packs)
 
 
 def load_inputs(options: ScanOptions) -> ScanInputs:
@@ -104,8 +107,12 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
         from scanner.inventory.pods import check_pods_file
 
         check_pods_file(options.pods_file)
-    policy = load_policies(options.policy_path, options.policy_from, kubeconfig=options.kubeconfig,
-                           context=options.context)
+    from scanner.verify import sources as trust_sources
+
+    recording = trust_sources.Recording()  # what the policy was built from, for the evidence pack
+    with trust_sources.reading_from(recording):
+        policy = load_policies(options.policy_path, options.policy_from, kubeconfig=options.kubeconfig,
+                               context=options.context)
     credentials = CredentialStore.from_docker_config(
         options.docker_config, RegistryAuthConfig.parse(options.registry_auth)
     )
@@ -114,7 +121,7 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
         from scanner.notify.config import load as load_notify
 
         notify = load_notify(options.notify_path)
-    return ScanInputs(policy, credentials, deadline_at, notify)
+    return ScanInputs(policy, credentials, deadline_at, notify, recording.snapshot)
 
 
 def begin(options: ScanOptions, store: Store, inputs: ScanInputs, clock: Clock = system_clock) -> int:
@@ -168,7 +175,9 @@ def run_begun(
                 per_registry_concurrency=options.registry_concurrency,
                 manifest_budget=options.registry_budget,
             )
-            result = _scan(options, store, inputs, client, clock=clock, stop=stop, progress=progress)
+            capture = _capture(store, scan_id)
+            result = _scan(options, store, inputs, client, clock=clock, stop=stop, progress=progress,
+                           capture=capture)
             if stop is not None and stop.is_set():
                 raise InterruptedError("interrupted: a stop was requested")
             if store is not None and scan_id is not None:
@@ -176,6 +185,7 @@ def run_begun(
 
                 store.finish_scan(scan_id, result, policy_summary(inputs.policy))
                 result = replace(result, scan_id=scan_id)
+                _keep_evidence(options, store, scan_id, inputs, capture)
                 result = _notify(inputs, store, result, scan_id, clock)
         if store is not None and scan_id is not None:
             apply_retention(options, store, clock)
@@ -209,6 +219,32 @@ def run_once(
     scan_id = begin(options, store, inputs, clock) if store is not None else None
     return run_begun(options, store, scan_id, inputs, clock=clock, stop=stop, progress=progress,
                      heartbeat_interval=heartbeat_interval)
+
+
+def _capture(store: Store | None, scan_id: int | None) -> Any:
+    """With a store, every scan keeps the material its verdicts used (``sigaudit evidence`` builds a
+    pack from it later, for any scan still in retention)."""
+    if store is None or scan_id is None:
+        return None
+    from scanner.evidence.capture import Capture
+
+    return Capture(known=lambda names: set(store.evidence_refs(names)))
+
+
+def _keep_evidence(options: ScanOptions, store: Store, scan_id: int, inputs: ScanInputs, capture: Any) -> None:
+    """The scan's evidence material into the store; a failure is logged, never the scan's (the verdicts
+    are stored already; ``sigaudit evidence`` then says this scan has no evidence)."""
+    if capture is None or inputs.trust is None:
+        return
+    from scanner.evidence.capture import keep
+
+    try:
+        keep(store, scan_id, capture, policy_path=options.policy_path, policy_from=options.policy_from,
+             policy_digest=inputs.policy.digest, trust=inputs.trust)
+    except StoreError as exc:
+        log.warning("the evidence material of scan %d was not kept: %s", scan_id, exc.diagnostics())
+    except Exception:  # a bug here must not turn a finished scan into a failed one
+        log.exception("the evidence material of scan %d was not kept", scan_id)
 
 
 def _notify(inputs: ScanInputs, store: Store, result: ScanResult, scan_id: int, clock: Clock) -> ScanResult:
@@ -296,9 +332,8 @@ def _scan(
     clock: Clock,
     stop: threading.Event | None,
     progress: Progress | None,
+    capture: Any = None,
 ) -> ScanResult:
-    from scanner.pipeline import run_scan
-
     problems: list[str] = []
     owners = None
     pods: Iterable[dict[str, Any]]
@@ -322,6 +357,30 @@ def _scan(
         )
         if options.pull_secrets:
             pods = with_pull_secrets(pods, api, inputs.credentials, problems)
+    return _judge(options, store, inputs, client, pods, owners, problems, clock=clock, stop=stop, progress=progress,
+                  workers=options.concurrency, deadline=inputs.deadline_at, capture=capture)
+
+
+def _judge(
+    options: ScanOptions,
+    store: Store | None,
+    inputs: ScanInputs,
+    client: Any,
+    pods: Iterable[dict[str, Any]],
+    owners: Any,
+    problems: list[str],
+    *,
+    clock: Clock,
+    stop: threading.Event | None,
+    progress: Progress | None,
+    workers: int,
+    deadline: float | None,
+    capture: Any = None,
+) -> ScanResult:
+    """The pipeline over ``pods``, with the verification cache when there is a store: the one way a
+    verdict is reached (scans and ``serve --watch`` alike)."""
+    from scanner.pipeline import run_scan
+
     result = run_scan(
         inputs.policy,
         pods,
@@ -329,13 +388,87 @@ def _scan(
         cluster=options.cluster,
         owners=owners,
         clock=clock,
-        workers=options.concurrency,
+        workers=workers,
         progress=progress,
         inventory_problems=problems,
         stop=stop,
         cache=store if (store is not None and options.cache) else None,
-        deadline=inputs.deadline_at,
+        deadline=deadline,
+        recheck_after=timedelta(seconds=options.recheck_after) if options.recheck_after else None,
+        evidence=capture,
     )
     if owners is not None and owners.problems:
         result = replace(result, errors=(*result.errors, *owners.problems), state=ScanState.PARTIAL)
-    return result
+    return explain_admission(inputs.policy, result, store)
+
+
+def explain_admission(policy: Policy, result: ScanResult, store: Store | None) -> ScanResult:
+    """Say why each non-compliant image judged by an imported admission policy runs anyway (issue #25
+    item 5): the pure analysis of scanner/policy/admission.py over the policy's admission facts, the
+    cluster's webhooks and, with a store, which digests earlier scans found verified. Never changes a
+    verdict's status; a store that cannot answer only leaves the "signature removed" cause unexamined."""
+    from scanner.models import Status
+    from scanner.policy.admission import explain
+
+    rules = {(r.source, r.name): r.admission for r in policy.rules if r.admission is not None}
+    if not rules:
+        return result
+    history = {}
+    if store is not None:
+        unsigned = [v.digest for v in result.verdicts if v.status is Status.UNSIGNED and v.digest]
+        try:
+            history = store.verified_before(result.cluster, unsigned, result.started_at) if unsigned else {}
+        except StoreError as exc:
+            log.warning("admission analysis: earlier verdicts not read: %s", exc.diagnostics())
+    verdicts = explain(result.verdicts, rules, webhooks=policy.webhooks, revocations=policy.revocations,
+                       verified_before=history)
+    return replace(result, verdicts=verdicts)
+
+
+def judge_pods(
+    options: ScanOptions,
+    store: Store | None,
+    inputs: ScanInputs,
+    pods: Iterable[dict[str, Any]],
+    api: Any,
+    *,
+    clock: Clock = system_clock,
+    deadline: float | None = None,
+) -> ScanResult:
+    """The verdicts of ``pods`` already read from the API (``serve --watch``), through the same
+    pipeline, verification cache, owner walk and pull-secret reading (each pod's own namespace) as a
+    scan, at ``--registry-concurrency``. Nothing is recorded here."""
+    from scanner.inventory.kube import KubeOwnerResolver, with_pull_secrets
+    from scanner.registry.client import RegistryClient
+
+    problems: list[str] = []
+    owners = KubeOwnerResolver(api)
+    if options.pull_secrets:
+        pods = with_pull_secrets(pods, api, inputs.credentials, problems)
+    client = RegistryClient(
+        credentials=inputs.credentials,
+        insecure_registries=inputs.policy.insecure_registries,
+        per_registry_concurrency=options.registry_concurrency,
+        manifest_budget=options.registry_budget,
+    )
+    try:
+        return _judge(options, store, inputs, client, pods, owners, problems, clock=clock, stop=None,
+                      progress=None, workers=options.registry_concurrency, deadline=deadline)
+    finally:
+        client.close()
+
+
+def after_watch(options: ScanOptions, store: Store, inputs: ScanInputs, scan_id: int,
+                clock: Clock = system_clock) -> None:
+    """Scan ``scan_id`` gained verdicts from ``serve --watch``: notify the receivers of what became
+    non-compliant (deduplicated as after a scan) and apply its policy reports again. Never raises."""
+    if inputs.notify is None and not options.cluster_reports:
+        return
+    try:
+        result = store.load_scan(scan_id)
+    except StoreError as exc:
+        log.warning("watch: cannot read scan %d back: %s", scan_id, exc.diagnostics())
+        return
+    _notify(inputs, store, result, scan_id, clock)
+    if options.cluster_reports:
+        _publish_reports(options, result)

@@ -126,6 +126,8 @@ class ServerContext:
     loopback_host_only: bool = True
     # The --metrics-listen port: serves /metrics and the probes only (a NetworkPolicy can open it alone).
     metrics_port: int | None = None
+    # --watch: the pod watch (scanner.watch.Watcher); /readyz reports it stale.
+    watch: Any = None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -153,6 +155,11 @@ def readiness(ctx: ServerContext) -> tuple[bool, dict[str, Any]]:
         detail.update(database="unreachable", error=exc.diagnostics())
         return False, detail
     detail["database"] = "ok"
+    if ctx.watch is not None:
+        fresh, detail["watch"] = ctx.watch.health()
+        if not fresh:
+            detail["reason"] = "the pod watch has not heard from the API server recently (see watch)"
+            return False, detail
     if latest is not None and latest.finished_at is not None:
         age = now - latest.finished_at
         detail.update(last_complete_scan=latest.id, last_success=_iso(latest.finished_at),
@@ -528,6 +535,13 @@ def parse_listen(text: str) -> tuple[str, int]:
               show_default=True, help="Connections waiting for their headers beyond this are closed, oldest "
                                       "first; with this many open, requests other than the probes and /metrics "
                                       "get 503.")
+@click.option("--watch/--no-watch", "watch", default=False,
+              help="Watch the pods through the Kubernetes API and verify each new running digest within seconds, "
+                   "through the same pipeline and verification cache as the scans; its verdicts are recorded "
+                   "against the latest complete scan, marked source: watch.")
+@click.option("--watch-queue-max", type=click.IntRange(1, 1_000_000), default=5000, show_default=True,
+              help="Pods waiting for --watch's verification beyond this are dropped and listed again once the "
+                   "queue drains.")
 @click.option("--exit-zero-on-violations", is_flag=True, hidden=True,
               help="Accepted for argument lists shared with `scan`; serve never exits on violations.")
 def command(**opts: Any) -> None:
@@ -591,16 +605,29 @@ def serve(**opts: Any) -> int:
         click.echo(f"sigaudit: error: {exc.diagnostics()}", err=True)
         return EXIT_FAILED
 
-    runner = ScanRunner(options, store)
+    watcher = None
+    if opts.get("watch"):
+        from scanner.watch import Watcher
+
+        if options.pods_file:
+            store.close()
+            click.echo("sigaudit: error: --watch watches the Kubernetes API; it cannot watch a --pods-file", err=True)
+            return EXIT_USAGE
+        watcher = Watcher(options, store, queue_max=opts["watch_queue_max"])
+    runner = ScanRunner(options, store, on_finished=watcher.scan_finished if watcher is not None else None)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SigauditCollector(StoreSource(store, opts["cluster"]), per_image=opts["per_image_metrics"]))
+    if watcher is not None:
+        from scanner.metrics.watch import WatchCollector
+
+        registry.register(WatchCollector(watcher, opts["cluster"]))
     ctx = ServerContext(store, runner, schedule, opts["cluster"], registry, system_clock(), auth=auth,
                         read_access=Access.parse(opts["auth_kube_read"], namespace=opts["auth_kube_namespace"]),
                         scan_access=Access.parse(opts["auth_kube_scan"], namespace=opts["auth_kube_namespace"],
                                                  field="--auth-kube-scan"),
                         scan_rate=ScanRateLimit(opts["api_scan_interval"]),
                         loopback_host_only=not auth.enabled and not opts["insecure_no_auth"],
-                        metrics_port=metrics_addr[1] if metrics_addr else None)
+                        metrics_port=metrics_addr[1] if metrics_addr else None, watch=watcher)
     app = create_app(ctx)
 
     try:
@@ -609,6 +636,15 @@ def serve(**opts: Any) -> int:
         store.close()
         click.echo(f"sigaudit: error: cannot listen: {exc.strerror or exc}", err=True)
         return EXIT_FAILED
+    if watcher is not None:
+        try:
+            watcher.start()
+        except SigauditError as exc:
+            store.close()
+            for sock in sockets:
+                sock.close()
+            click.echo(f"sigaudit: error: --watch: {exc.diagnostics()}", err=True)
+            return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
     scheduler = build_scheduler(schedule, runner.run_scheduled, misfire_grace_time=opts["misfire_grace_time"])
     scheduler.start()
     nxt = schedule.next_fire_times(system_clock(), 1)
@@ -642,6 +678,8 @@ def serve(**opts: Any) -> int:
         server.run(sockets=sockets)
     finally:
         scheduler.shutdown(wait=False)
+        if watcher is not None:
+            watcher.stop()
         clean = runner.shutdown(opts["shutdown_timeout"])
         store.close()
         for s, h in old.items():

@@ -45,4 +45,5 @@ def print_table(result: ScanResult, console: Console | None = None) -> None:
     console.print(
         f"{s['images']} images in {s['containers']} containers: {counts}. "
         f"Compliant {s['compliant']}/{s['images']}" + (" (* expiring soon)" if s["expiring"] else "")
+        + (f". Finding: {s['tag_references']} container(s) name a tag, not a digest" if s["tag_references"] else "")
     )

@@ -14,6 +14,7 @@ from typing import IO, Any, Protocol
 
 import ijson
 
+from scanner.clock import parse_kube_time
 from scanner.errors import ConfigError, InventoryError, LimitExceeded, ParseError
 from scanner.models import ContainerRef, ContainerType, Workload
 
@@ -140,6 +141,7 @@ def containers_from_pod(pod: Mapping[str, Any], owners: OwnerResolver) -> list[C
     namespace = _text(meta.get("namespace"), "namespace", where) or "default"
     name = _text(meta.get("name"), "name", where, required=True)
     uid = _text(meta.get("uid"), "uid", where)
+    created_at = parse_kube_time(meta.get("creationTimestamp"))
     status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
     assert isinstance(status, Mapping)
     pull_secrets = spec.get("imagePullSecrets") or []
@@ -175,6 +177,7 @@ def containers_from_pod(pod: Mapping[str, Any], owners: OwnerResolver) -> list[C
                     workload=workload,
                     pull_secrets=secrets,
                     pod_uid=uid,
+                    pod_created_at=created_at,
                 )
             )
     return out

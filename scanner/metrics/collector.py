@@ -87,8 +87,9 @@ class ResultSource:
 class StoreSource:
     """The latest scans in the database, of one cluster or of every cluster it holds.
 
-    Complete scans never change, so the loaded result is cached by scan id: a scrape costs two small
-    queries per cluster until a new scan completes.
+    A complete scan changes only when ``serve --watch`` adds verdicts to it, so the loaded result is
+    cached by scan id and watch-verdict count: a scrape costs a few small queries per cluster until a
+    new scan completes or the watch records a verdict.
     """
 
     from_store = True
@@ -96,7 +97,7 @@ class StoreSource:
     def __init__(self, store: Store, cluster: str | None = None) -> None:
         self.store = store
         self.cluster = cluster
-        self._cache: dict[str, ScanResult] = {}
+        self._cache: dict[str, tuple[tuple[int, int], ScanResult]] = {}
         self._lock = threading.Lock()
 
     def label_cluster(self) -> str:
@@ -106,13 +107,15 @@ class StoreSource:
         return self.store.disk_usage()
 
     def _load(self, cluster: str, scan_id: int) -> ScanResult:
+        # A complete scan changes only when `serve --watch` adds verdicts to it (its watch count grows).
+        revision = (scan_id, self.store.scan_summary(scan_id).watch_verdicts)
         with self._lock:
             cached = self._cache.get(cluster)
-        if cached is not None and cached.scan_id == scan_id:
-            return cached
+        if cached is not None and cached[0] == revision:
+            return cached[1]
         result = self.store.load_scan(scan_id)
         with self._lock:
-            self._cache[cluster] = result
+            self._cache[cluster] = (revision, result)
         return result
 
     def views(self) -> Sequence[ClusterView]:
@@ -233,6 +236,7 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
         _sorted_add(f, {k: float(val) for k, val in values.items()})
         out.append(f)
     out.append(_tag_references(c, r))
+    out.append(_admission_bypass(c, r))
     failed = r.stats.get("notifications_failed")
     if isinstance(failed, dict) and failed:
         f = _gauge(n.NOTIFICATIONS_FAILED)
@@ -274,6 +278,18 @@ def _tag_references(cluster: str, r: ScanResult) -> Metric:
         ctr for v in r.verdicts for ctr in v.image.containers))
     f = _gauge(n.TAG_REFERENCES)
     _sorted_add(f, {(cluster, ns): float(count) for ns, count in counts.items()})
+    return f
+
+
+def _admission_bypass(cluster: str, r: ScanResult) -> Metric:
+    """Containers running despite an imported admission policy, per namespace and likely cause (a
+    bounded enumeration), capped like the workloads' series."""
+    counts: Counter[tuple[str, ...]] = Counter()
+    for v in r.verdicts:
+        if v.admission is not None:
+            counts.update((cluster, ctr.namespace, v.admission.likely_cause.value) for ctr in v.image.containers)
+    f = _gauge(n.ADMISSION_BYPASS)
+    _sorted_add(f, capped({k: float(x) for k, x in counts.items()}, n.MAX_ADMISSION_SERIES, keep=(0, 2)))
     return f
 
 

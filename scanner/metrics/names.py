@@ -79,6 +79,16 @@ TAG_REFERENCES = Series(
     "sigaudit_tag_reference_containers", "gauge", ("cluster", "namespace"),
     "Containers whose pod spec names an image by tag rather than by digest (Kyverno verifyDigest, Gatekeeper "
     "k8simagedigests), by namespace (0 when none), latest complete scan. A finding: verdicts are unchanged.")
+MAX_ADMISSION_SERIES = 100
+ADMISSION_BYPASS = Series(
+    "sigaudit_admission_bypass_containers", "gauge", ("cluster", "namespace", "cause"),
+    "Containers running a non-compliant image that an imported admission policy (Kyverno, policy-controller, "
+    "kritis) rejects today, by namespace and likely cause (created-before-policy, audit-mode, warn-mode, "
+    "admission-disabled, kind-not-matched, excluded-at-admission, revoked-since-admission, "
+    "expired-since-admission, signature-removed-after-admission, webhook-fails-open, unexplained); only "
+    f"namespaces with such containers appear; at most {MAX_ADMISSION_SERIES} series, the rest summed per cause "
+    f"under namespace \"{OTHER}\". An explanation: verdicts are unchanged. Only with --policy-from imports.",
+    optional=True)
 NOTIFICATIONS_FAILED = Series(
     "sigaudit_notifications_failed", "gauge", ("cluster", "receiver"),
     "1 if the notifications of the latest complete scan could not be delivered to the receiver (named as in "
@@ -118,13 +128,27 @@ IMAGE_INFO = Series(
 IMAGE_NOT_AFTER = Series(
     "sigaudit_image_not_after_timestamp_seconds", "gauge", ("cluster", "namespace", "image", "digest"),
     "Not-after of each image that expires, Unix seconds. Opt-in: --per-image-metrics.", per_image=True)
+WATCH_QUEUE = Series(
+    "sigaudit_watch_queue_pods", "gauge", ("cluster",),
+    "Pods waiting for `serve --watch` to verify a new running digest. Only with --watch.", optional=True)
+WATCH_VERDICTS = Series(
+    "sigaudit_watch_verdicts", "gauge", ("cluster",),
+    "Verdicts `serve --watch` recorded since the server started. Only with --watch.", optional=True)
+WATCH_DROPPED = Series(
+    "sigaudit_watch_dropped_pods", "gauge", ("cluster",),
+    "Pods dropped since start because the watch queue was full (listed again once it drains). Only with --watch.",
+    optional=True)
+WATCH_FRESH = Series(
+    "sigaudit_watch_fresh", "gauge", ("cluster",),
+    "1 while the pod watch hears from the API server (0: stale, see /readyz). Only with --watch.", optional=True)
 
 ALL: tuple[Series, ...] = (
     SCAN_INFO, IMAGES, CONTAINERS, NAMESPACE_COMPLIANCE, COMPLIANCE, NONCOMPLIANT_WORKLOADS, EXPIRING,
-    NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, TAG_REFERENCES, NOTIFICATIONS_FAILED,
+    NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, TAG_REFERENCES, ADMISSION_BYPASS,
+    NOTIFICATIONS_FAILED,
     SCAN_DURATION,
     LAST_SUCCESS, LAST_COMPLETION, LAST_STATE, STORE_UP, STORE_SIZE, STORE_FREE, STORE_VOLUME, IMAGE_INFO,
-    IMAGE_NOT_AFTER,
+    IMAGE_NOT_AFTER, WATCH_QUEUE, WATCH_VERDICTS, WATCH_DROPPED, WATCH_FRESH,
 )
 
 

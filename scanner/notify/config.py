@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scanner import yamldoc
 from scanner.errors import ConfigError
 
 MAX_FILE = 256 * 1024
@@ -227,7 +228,7 @@ def load(path: str) -> NotifyConfig:
     if len(raw) > MAX_FILE:
         raise ConfigError(f"over {MAX_FILE} bytes", source=path)
     try:
-        data = yaml.safe_load(raw)
+        data = yamldoc.load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"not YAML: {str(exc).splitlines()[0][:200]}", source=path) from None
     if not isinstance(data, dict):

@@ -545,6 +545,7 @@ def _combine(
         worst.warn_only,
         deciding,
         tuple(x for v in judged for x in v.exemptions),  # each rule's own waivers, applied or lapsed
+        rejected_by=tuple((r.source, r.name) for r, v in zip(rules, judged, strict=True) if not v.status.compliant),
     )
 
 

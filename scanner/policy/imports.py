@@ -12,8 +12,13 @@ Kubernetes API calls (for the chart's RBAC; see scanner/inventory/kube.py):
 - ``CustomObjectsApi.list_cluster_custom_object``  kyverno.io/v1 clusterpolicies,
   policy.sigstore.dev/v1beta1 clusterimagepolicies, policy.sigstore.dev/v1alpha1 trustroots: list
 - ``CustomObjectsApi.list_custom_object_for_all_namespaces``  kyverno.io/v1 policies: list
+- ``CustomObjectsApi.list_cluster_custom_object``  policies.kyverno.io/v1 imagevalidatingpolicies: list
+- ``CustomObjectsApi.list_custom_object_for_all_namespaces``  kyverno.io/v2 policyexceptions,
+  policies.kyverno.io/v1 policyexceptions: list
 - ``CustomObjectsApi.list_cluster_custom_object``  notation.nirmata.io/v1alpha1 trustpolicies, truststores: list
 - ``CoreV1Api.read_namespaced_secret``  secrets named by key.secretRef / keys.secret: get
+- ``AdmissionregistrationV1Api.list_validating_webhook_configuration``  the admission controllers' webhooks
+  (their failurePolicy explains why a non-compliant pod was admitted; scanner/policy/admission.py): list
 """
 
 from __future__ import annotations
@@ -30,11 +35,22 @@ from typing import Any
 
 import yaml
 
+from scanner import yamldoc
+from scanner.clock import parse_kube_time
 from scanner.errors import ConfigError
 from scanner.models import ImageReference
+from scanner.policy.admission import (
+    AdmissionFilter,
+    AdmissionMode,
+    AdmissionPolicy,
+    AdmissionScope,
+    Controller,
+    WebhookConfig,
+)
 from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.loader import CompiledRule, Policy, PolicyLoader
 from scanner.policy.schema import CosignVerifierSpec, NotationVerifierSpec, VerifierSpec, parse_duration
+from scanner.verify import sources as trust_sources
 from scanner.verify.base import Verifier
 from scanner.verify.static import StaticVerifier
 
@@ -61,7 +77,7 @@ def _docs(data: bytes, source: str) -> list[dict[str, Any]]:
     if len(data) > MAX_IMPORT_BYTES:
         raise ConfigError(f"larger than {MAX_IMPORT_BYTES} bytes", source=source)
     try:
-        docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if d is not None]
+        docs = [d for d in yamldoc.load_all(data.decode("utf-8")) if d is not None]
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"invalid YAML/JSON: {exc}", source=source) from exc
     out: list[dict[str, Any]] = []
@@ -144,19 +160,56 @@ def _notation_from_certs(ctx: ImportContext, pem: str, rule: str, *, tsa: str = 
 
 
 def kyverno_rules(ctx: ImportContext, docs: Iterable[Mapping[str, Any]]) -> list[CompiledRule]:
+    """ClusterPolicy/Policy ``verifyImages`` rules and ImageValidatingPolicies, with the waivers their
+    PolicyExceptions grant."""
     from scanner.policy.kyverno import kyverno_rules as rules
+    from scanner.policy.kyverno_ivp import apply_exceptions, ivp_rules
 
-    return rules(ctx, docs)
+    docs = list(docs)
+    return apply_exceptions(ctx, docs, [*rules(ctx, docs), *ivp_rules(ctx, docs)])
 
 
 # ----------------------------------------------------------------------------------------------
 # sigstore policy-controller ClusterImagePolicy
 
 
+_CIP_SUFFIX = re.compile(r"(?::[\w][\w.-]*)?(?:@sha256:[0-9a-f]{64})?")
+
+
+def _glob_nfa(tokens: Sequence[tuple[str, str]], text: str) -> bool:
+    """Whether the glob tokens (``**`` any run, ``*`` a run without ``/``, ``?`` one character but ``/``,
+    ``=`` a literal character) match the whole text, by simulating the automaton: O(len(text) x
+    len(tokens)). A backtracking regular expression took 30 s per image name for ``**a**a**a**a**ab``."""
+    def closure(states: set[int]) -> set[int]:
+        stack = list(states)
+        while stack:
+            j = stack.pop()
+            if j < len(tokens) and tokens[j][0] in ("*", "**") and j + 1 not in states:
+                states.add(j + 1)
+                stack.append(j + 1)
+        return states
+
+    states = closure({0})
+    for ch in text:
+        nxt: set[int] = set()
+        for j in states:
+            if j >= len(tokens):
+                continue
+            kind, lit = tokens[j]
+            if kind == "**" or (kind == "*" and ch != "/"):
+                nxt.add(j)
+            elif (kind == "?" and ch != "/") or (kind == "=" and ch == lit):
+                nxt.add(j + 1)
+        if not nxt:
+            return False
+        states = closure(nxt)
+    return len(tokens) in states
+
+
 def cip_glob_matcher(globs: Sequence[str]) -> Callable[[ImageReference], bool]:
     """policy-controller's glob: ``*`` stays within one path segment, ``**`` crosses them; a glob without
     a registry means Docker Hub (``index.docker.io``); it matches the repository, with or without tag."""
-    patterns = []
+    patterns: list[list[tuple[str, str]]] = []
     for g in globs:
         g = g.strip()
         if g.startswith("index.docker.io/"):
@@ -165,26 +218,29 @@ def cip_glob_matcher(globs: Sequence[str]) -> Callable[[ImageReference], bool]:
         has_registry = "/" in g and ("." in first or ":" in first or first == "localhost")
         if not has_registry and not g.startswith("*"):
             g = ("docker.io/library/" if "/" not in g else "docker.io/") + g
-        rx = ""
+        tokens: list[tuple[str, str]] = []
         i = 0
         while i < len(g):
             if g.startswith("**", i):
-                rx += ".*"
+                tokens.append(("**", ""))
                 i += 2
-            elif g[i] == "*":
-                rx += "[^/]*"
-                i += 1
-            elif g[i] == "?":
-                rx += "[^/]"
+            elif g[i] in "*?":
+                tokens.append((g[i], ""))
                 i += 1
             else:
-                rx += re.escape(g[i])
+                tokens.append(("=", g[i]))
                 i += 1
-        patterns.append(re.compile(rf"^{rx}(?::[\w][\w.-]*)?(?:@sha256:[0-9a-f]{{64}})?$"))
+        patterns.append(tokens)
 
     def match(ref: ImageReference) -> bool:
         cands = [ref.repo, f"{ref.repo}:{ref.tag}" if ref.tag else ref.repo]
-        return any(p.match(c) for p in patterns for c in cands)
+        for c in cands:
+            # The glob, then an optional ":tag" and "@sha256:..." (policy-controller matches either).
+            cuts = [len(c), *(k for k, ch in enumerate(c) if ch in ":@")]
+            for k in cuts:
+                if _CIP_SUFFIX.fullmatch(c[k:]) and any(_glob_nfa(t, c[:k]) for t in patterns):
+                    return True
+        return False
 
     return match
 
@@ -351,9 +407,31 @@ def cip_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]) -> list[Com
                 matcher=cip_glob_matcher(globs),
                 notes=tuple(dict.fromkeys(notes)),
                 refused=tuple(dict.fromkeys(refusals)),
+                admission=_cip_admission(doc, name, mode),
             )
         )
     return rules
+
+
+def _cip_admission(doc: Mapping[str, Any], name: str, mode: str) -> AdmissionPolicy:
+    """How policy-controller applied the policy at admission (scanner/policy/admission.py)."""
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+    spec = doc.get("spec") if isinstance(doc.get("spec"), Mapping) else {}
+    assert isinstance(meta, Mapping) and isinstance(spec, Mapping)
+    match = spec.get("match")
+    narrowing = (
+        tuple(AdmissionFilter(description=f"match={m}"[:300]) for m in match)
+        if isinstance(match, list) and match else ()
+    )
+    return AdmissionPolicy(
+        source="clusterimagepolicy",
+        controller=Controller.POLICY_CONTROLLER,
+        kind="ClusterImagePolicy",
+        name=name,
+        created_at=parse_kube_time(meta.get("creationTimestamp")),
+        mode=AdmissionMode.WARN if mode == "warn" else AdmissionMode.ENFORCE,
+        scope=AdmissionScope(narrowing=narrowing),
+    )
 
 
 def _cip_authority(
@@ -452,16 +530,17 @@ def _cip_authority(
 
 def notation_rules(ctx: ImportContext, directory: Path) -> list[CompiledRule]:
     policy_file = next(
-        (directory / n for n in ("trustpolicy.oci.json", "trustpolicy.json") if (directory / n).is_file()), None
+        (directory / n for n in ("trustpolicy.oci.json", "trustpolicy.json") if trust_sources.is_file(directory / n)),
+        None,
     )
     if policy_file is None:
         raise ConfigError(
             "no trustpolicy.oci.json or trustpolicy.json in the notation directory", source=str(directory)
         )
     store = directory / "truststore"
-    if not store.is_dir():
+    if not trust_sources.is_dir(store):
         raise ConfigError("no truststore/ directory beside the trust policy", source=str(directory))
-    data = policy_file.read_bytes()
+    data = trust_sources.read_bytes(policy_file)
     ctx.raw.append(data)
     try:
         doc = json.loads(data)
@@ -552,6 +631,24 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
                     "kyverno.io", "v1", "policies", _preload_content=False
                 ),
             ),
+            (
+                "policies.kyverno.io/v1 imagevalidatingpolicies",
+                lambda: api.list_cluster_custom_object(
+                    "policies.kyverno.io", "v1", "imagevalidatingpolicies", _preload_content=False
+                ),
+            ),
+            (
+                "kyverno.io/v2 policyexceptions",
+                lambda: api.list_custom_object_for_all_namespaces(
+                    "kyverno.io", "v2", "policyexceptions", _preload_content=False
+                ),
+            ),
+            (
+                "policies.kyverno.io/v1 policyexceptions",
+                lambda: api.list_custom_object_for_all_namespaces(
+                    "policies.kyverno.io", "v1", "policyexceptions", _preload_content=False
+                ),
+            ),
         ]
     else:
         calls = [
@@ -589,10 +686,85 @@ def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
                     "trustroots": "TrustRoot",
                     "trustpolicies": "TrustPolicy",
                     "truststores": "TrustStore",
+                    "imagevalidatingpolicies": "ImageValidatingPolicy",
+                    "policyexceptions": "PolicyException",
                 }[what.split()[1]],
             )
         out += items
     return out
+
+
+MAX_WEBHOOK_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+def _controller_of(configuration: str, webhook: str) -> Controller | None:
+    """Which admission controller a webhook belongs to, by the names those controllers give them."""
+    if ".kyverno.svc" in webhook or configuration.startswith("kyverno-"):
+        return Controller.KYVERNO
+    if webhook.endswith("sigstore.dev") or configuration.endswith("policy.sigstore.dev"):
+        return Controller.POLICY_CONTROLLER
+    if "kritis" in webhook or "kritis" in configuration:
+        return Controller.KRITIS
+    return None
+
+
+def webhooks_from(items: Sequence[Any]) -> tuple[WebhookConfig, ...]:
+    """The webhooks of Kyverno, policy-controller and kritis among ValidatingWebhookConfiguration objects."""
+    out: list[WebhookConfig] = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        meta = item.get("metadata") if isinstance(item.get("metadata"), Mapping) else {}
+        assert isinstance(meta, Mapping)
+        configuration = str(meta.get("name") or "")[:253]
+        hooks = item.get("webhooks") if isinstance(item.get("webhooks"), list) else []
+        assert isinstance(hooks, list)
+        for hook in hooks:
+            if not isinstance(hook, Mapping):
+                continue
+            name = str(hook.get("name") or "")[:253]
+            controller = _controller_of(configuration, name)
+            if controller is not None:
+                policy = hook.get("failurePolicy")
+                out.append(WebhookConfig(controller, configuration, name,
+                                         str(policy)[:16] if isinstance(policy, str) and policy else "Fail"))
+    return tuple(out)
+
+
+def _cluster_webhooks(api_client: Any, warnings: list[str]) -> tuple[WebhookConfig, ...]:
+    """The admission controllers' webhooks in the cluster. They only explain findings: a failure to read
+    them is a warning (the webhook cause is then not examined), never the scan's."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        resp = client.AdmissionregistrationV1Api(api_client).list_validating_webhook_configuration(
+            _preload_content=False
+        )
+        data = resp.data  # type: ignore[attr-defined]
+        if len(data) > MAX_WEBHOOK_CONFIG_BYTES:
+            raise ValueError(f"larger than {MAX_WEBHOOK_CONFIG_BYTES} bytes")
+        items = json.loads(data).get("items") or []
+    except ApiException as exc:
+        warnings.append(f"cannot list validatingwebhookconfigurations ({exc.status} {exc.reason}): whether an "
+                        "admission webhook fails open is not examined")
+        return ()
+    except (ValueError, AttributeError, TypeError) as exc:
+        warnings.append(f"cannot read validatingwebhookconfigurations ({type(exc).__name__}): whether an "
+                        "admission webhook fails open is not examined")
+        return ()
+    return webhooks_from(items if isinstance(items, list) else [])
+
+
+def _refuse_unshaped(docs: Sequence[Mapping[str, Any]], source: str) -> None:
+    """An object whose metadata or spec is not a mapping (``spec: x``) is refused (exit 2): the API server's
+    schema never stores one, and the importers would fail on it with an unexpected error (exit 3)."""
+    for d in docs:
+        for key in ("metadata", "spec"):
+            if d.get(key) is not None and not isinstance(d.get(key), Mapping):
+                name = d.get("metadata", {}).get("name") if isinstance(d.get("metadata"), Mapping) else None
+                raise ConfigError(f"{d.get('kind')} {name or '?'}: {key} is a {type(d.get(key)).__name__}, "
+                                  "not a mapping", source=source)
 
 
 def _refuse_duplicates(rules: Sequence[CompiledRule]) -> None:
@@ -651,11 +823,13 @@ def merge(
                 ctx.raw.append(json.dumps(docs, sort_keys=True).encode())
             else:
                 try:
-                    data = Path(where).read_bytes()
+                    data = trust_sources.read_bytes(Path(where))
                 except OSError as exc:
                     raise ConfigError(f"cannot read: {exc.strerror}", source=where) from exc
                 ctx.raw.append(data)
                 docs = _docs(data, where)
+            if kind != "kritis":  # kritis' importer refuses a malformed resource per rule (scanner/policy/kritis.py)
+                _refuse_unshaped(docs, spec)
             if kind == "kritis":
                 from scanner.policy.kritis import kritis_rules
 
@@ -672,6 +846,7 @@ def merge(
         for raw in ctx.raw:
             h.update(hashlib.sha256(raw).digest())
     _refuse_duplicates(rules)
+    webhooks = _cluster_webhooks(api_client, warnings) if api_client is not None else ()
     for r in rules:
         for v in r.verifiers:
             h.update(v.trust_fingerprint.encode())
@@ -691,4 +866,5 @@ def merge(
         warnings=tuple(warnings),
         sources=tuple(sources),
         digest="sha256:" + h.hexdigest(),
+        webhooks=webhooks,
     )

@@ -32,9 +32,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from scanner.clock import parse_kube_time
 from scanner.errors import ConfigError, ParseError
 from scanner.inventory.references import parse_reference
 from scanner.models import ImageReference
+from scanner.policy.admission import AdmissionPolicy, Controller
 from scanner.policy.fields import FieldTable, classify, mapped, reported, table
 from scanner.policy.loader import CompiledRule
 from scanner.policy.schema import AttestationVerifierSpec, Exemption, ImageMatcher, VerifierSpec
@@ -466,6 +468,11 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
                 refused=tuple(dict.fromkeys(refusals)),
                 namespace=ns,
                 waivers=() if kind == "GenericAttestationPolicy" else tuple(allowlisted),
+                admission=AdmissionPolicy(
+                    source="kritis", controller=Controller.KRITIS, kind=str(kind), name=name, namespace=ns,
+                    created_at=parse_kube_time((d.get("metadata") or {}).get("creationTimestamp")
+                                               if isinstance(d.get("metadata"), Mapping) else None),
+                ),
             )
         )
     # kritis' ReviewGAP keeps only the last policy's answer (its loop overwrites it), so which one decides

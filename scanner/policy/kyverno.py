@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
+from scanner.clock import parse_kube_time
 from scanner.errors import ConfigError
+from scanner.policy.admission import AdmissionFilter, AdmissionMode, AdmissionPolicy, AdmissionScope, Controller
 from scanner.policy.engine import namespace_matches
 from scanner.policy.fields import Field, FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.imports import ImportContext, _notation_from_certs, _pems, _secret_value, _tmpfile
@@ -193,15 +196,35 @@ def _wildcard_regexp(pattern: str) -> str:
 
 
 def _filters(block: Any) -> tuple[str, list[Mapping[str, Any]]]:
-    """("any" | "all", filters) of a match/exclude block (the legacy form is one "any" filter)."""
-    if not isinstance(block, Mapping):
+    """("any" | "all", filters) of a match/exclude block (the legacy form is one "any" filter).
+
+    A filter of the wrong shape (``resources: Pod``, ``namespaces: legacy`` as a string, ``any`` not a
+    list) is refused (exit 2), never read letter by letter nor dropped: Kyverno's schema rejects it, and
+    reading ``"legacy"`` as six one-letter namespaces would silently narrow the rule."""
+    if block is None:
         return "any", []
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"a match/exclude block is a {type(block).__name__}, not a mapping")
+    for form in ("any", "all"):
+        if block.get(form) is not None and not isinstance(block.get(form), list):
+            raise ConfigError(f"match/exclude {form} is a {type(block.get(form)).__name__}, not a list")
     if block.get("all"):
-        return "all", [f for f in block["all"] if isinstance(f, Mapping)]
-    filters = [f for f in block.get("any") or [] if isinstance(f, Mapping)]
-    if block.get("resources") or block.get("subjects") or block.get("roles") or block.get("clusterRoles"):
-        filters.append(block)
-    return "any", filters
+        filters = [f for f in block["all"] if isinstance(f, Mapping)]
+        how = "all"
+    else:
+        filters = [f for f in block.get("any") or [] if isinstance(f, Mapping)]
+        if block.get("resources") or block.get("subjects") or block.get("roles") or block.get("clusterRoles"):
+            filters.append(block)
+        how = "any"
+    for f in filters:
+        res = f.get("resources")
+        if res is not None and not isinstance(res, Mapping):
+            raise ConfigError(f"match/exclude resources is a {type(res).__name__}, not a mapping")
+        for key in ("namespaces", "kinds", "names", "operations"):
+            value = (res or {}).get(key)
+            if value is not None and not isinstance(value, list):
+                raise ConfigError(f"match/exclude resources.{key} is a {type(value).__name__}, not a list")
+    return how, filters
 
 
 def _mixed(block: Any) -> bool:
@@ -592,10 +615,101 @@ def kyverno_rules(ctx: ImportContext, docs: Iterable[Mapping[str, Any]]) -> list
             vis = [vi for vi in r.get("verifyImages") or [] if isinstance(vi, Mapping)]
             for i, vi in enumerate(vis):
                 vname = rname if len(vis) == 1 else f"{rname}#{i}"
-                rules += _verify_images(
-                    ctx, vi, vname, label, pns, namespaces, ns_out, list(dict.fromkeys(notes)), list(refusals)
-                )
+                admission = _admission(doc, str(kind), pname, pns, r, vi)
+                rules += [
+                    replace(rule, admission=admission)
+                    for rule in _verify_images(
+                        ctx, vi, vname, label, pns, namespaces, ns_out, list(dict.fromkeys(notes)), list(refusals)
+                    )
+                ]
     return rules
+
+
+# ----------------------------------------------------------------------------------------------
+# how Kyverno applied the rule at admission (scanner/policy/admission.py): explains, never decides
+
+_ACTIONS = {"enforce": AdmissionMode.ENFORCE, "audit": AdmissionMode.AUDIT}
+
+
+def _action(value: Any, default: AdmissionMode) -> AdmissionMode:
+    return _ACTIONS.get(str(value).strip().lower(), default) if value is not None else default
+
+
+def _res(f: Mapping[str, Any]) -> Mapping[str, Any]:
+    res = f.get("resources")
+    return res if isinstance(res, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    return tuple(str(x) for x in value) if isinstance(value, list) else ()
+
+
+def _describe(f: Mapping[str, Any]) -> str:
+    res = _res(f)
+    parts = [f"{k}={res[k]}" for k in sorted(res, key=str) if res.get(k)]
+    parts += [f"{k}={f[k]}" for k in ("subjects", "roles", "clusterRoles") if f.get(k)]
+    return " ".join(parts)[:300]
+
+
+def _as_filter(f: Mapping[str, Any]) -> AdmissionFilter:
+    res = _res(f)
+    return AdmissionFilter(description=_describe(f), namespaces=_strs(res.get("namespaces")),
+                           kinds=_strs(res.get("kinds")))
+
+
+def _admission(
+    doc: Mapping[str, Any], kind: str, name: str, namespace: str, rule: Mapping[str, Any], vi: Mapping[str, Any]
+) -> AdmissionPolicy:
+    spec = doc.get("spec") if isinstance(doc.get("spec"), Mapping) else {}
+    assert isinstance(spec, Mapping)
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+    assert isinstance(meta, Mapping)
+    # Kyverno's default validationFailureAction is Audit; a verifyImages failureAction (1.13+) wins.
+    mode = _action(vi.get("failureAction"), _action(spec.get("validationFailureAction"), AdmissionMode.AUDIT))
+    if spec.get("admission") is False:
+        mode = AdmissionMode.OFF
+    overrides = tuple(
+        (_action(o.get("action"), mode), _strs(o.get("namespaces")))
+        for o in _list(spec.get("validationFailureActionOverrides"))
+        if isinstance(o, Mapping) and _strs(o.get("namespaces")) and vi.get("failureAction") is None
+    )
+    hook = spec.get("webhookConfiguration") if isinstance(spec.get("webhookConfiguration"), Mapping) else {}
+    assert isinstance(hook, Mapping)
+    failure_policy = hook.get("failurePolicy") or spec.get("failurePolicy")
+    _, matches = _filters(rule.get("match"))
+    kinds: list[str] = []
+    for f in matches:
+        fk = _strs(_res(f).get("kinds"))
+        if not fk:
+            kinds = []
+            break
+        kinds += fk
+    narrowing = tuple(
+        _as_filter(f) for f in matches
+        if any(_res(f).get(k) for k in ("name", "names", "selector", "namespaceSelector", "annotations"))
+        or any(f.get(k) for k in ("subjects", "roles", "clusterRoles"))
+    )
+    _, excludes = _filters(rule.get("exclude"))
+    return AdmissionPolicy(
+        source="kyverno",
+        controller=Controller.KYVERNO,
+        kind=kind,
+        name=name,
+        namespace=namespace,
+        created_at=parse_kube_time(meta.get("creationTimestamp")),
+        mode=mode,
+        scope=AdmissionScope(
+            match_kinds=tuple(dict.fromkeys(kinds)),
+            excludes=tuple(_as_filter(f) for f in excludes if not _clean(f) or _mixed(rule.get("exclude"))),
+            narrowing=narrowing,
+        ),
+        failure_policy=str(failure_policy) if failure_policy else None,
+        mode_overrides=overrides,
+    )
 
 
 def _verify_images(

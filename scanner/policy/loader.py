@@ -17,8 +17,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from scanner import yamldoc
 from scanner.errors import ConfigError, ParseError
 from scanner.models import ImageReference
+from scanner.policy.admission import AdmissionPolicy, WebhookConfig
 from scanner.policy.schema import (
     AuditPolicyDocument,
     Exemption,
@@ -27,6 +29,7 @@ from scanner.policy.schema import (
     parse_duration,
 )
 from scanner.redact import display_url, redact_text
+from scanner.verify import sources
 from scanner.verify.base import Fetcher, Verifier
 from scanner.verify.keys import PublicKey, parse_public_key
 
@@ -63,6 +66,9 @@ class CompiledRule:
     # Waivers of this rule's verdict only, never of another rule's (kritis admission allowlists belong to
     # their policy); the policy's exemptions waive every rule's verdict for their scope.
     waivers: tuple[Exemption, ...] = ()
+    # The admission-controller object the rule was imported from, as that controller applies it
+    # (scanner/policy/admission.py); None for the native file's rules. Explains, never decides.
+    admission: AdmissionPolicy | None = None
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -87,6 +93,8 @@ class Policy:
     digest: str  # sha256 over the policy documents (and referenced trust material), for the report
     sources: tuple[str, ...] = field(default_factory=tuple)
     warnings: tuple[str, ...] = ()  # unsupported fields of imported policies, per rule
+    # The admission controllers' webhooks, read from the cluster with ``--policy-from ...:cluster``.
+    webhooks: tuple[WebhookConfig, ...] = ()
 
 
 KeyFetcher = Callable[[str], bytes]
@@ -144,8 +152,8 @@ def parse_policy_document(data: bytes, source: str) -> AuditPolicyDocument:
         raise ConfigError(f"policy file larger than {MAX_POLICY_BYTES} bytes", source=source)
     try:
         text = data.decode("utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        root = yamldoc.compose(text)
+        doc = yamldoc.load(text)
     except UnicodeDecodeError as exc:
         raise ConfigError("policy is not UTF-8 text", source=source) from exc
     except yaml.YAMLError as exc:
@@ -197,17 +205,17 @@ class PolicyLoader:
         if text.startswith(KMS_SCHEMES):
             from scanner.verify import kms  # optional, provider SDKs are extras
 
-            data = kms.fetch_public_key_pem(text)
+            data = sources.fetched("kms", text, lambda: kms.fetch_public_key_pem(text))
         elif text.startswith("-----BEGIN"):
             data = text.encode()
         elif text.startswith("https://"):
-            data = self._fetch_key(text)
+            data = sources.fetched("url", text, lambda: self._fetch_key(text))
         elif text.startswith("http://"):
             raise ConfigError("keys are fetched over https only", field=where)
         else:
             path = (base_dir / text).expanduser()
             try:
-                data = path.read_bytes()[: MAX_URL_KEY_BYTES + 1]
+                data = sources.read_bytes(path)[: MAX_URL_KEY_BYTES + 1]
             except OSError as exc:
                 raise ConfigError(f"cannot read key file {path}: {exc.strerror}", field=where) from exc
         try:
@@ -228,7 +236,8 @@ class PolicyLoader:
         if self._fetcher is None:
             from scanner.registry.fetcher import HttpFetcher
 
-            self._fetcher = HttpFetcher()  # CRL/OCSP over HTTP, size- and time-bounded
+            # CRL/OCSP over HTTP, size- and time-bounded; recorded or replayed with the trust sources
+            self._fetcher = sources.wrap_fetcher(HttpFetcher())
         return self._fetcher
 
     def crl_cache(self) -> Any:
@@ -273,7 +282,7 @@ def _label(text: str) -> str:
 def load_policy(path: str | Path, *, loader: PolicyLoader | None = None) -> Policy:
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = sources.read_bytes(p)
     except OSError as exc:
         raise ConfigError(f"cannot read policy: {exc.strerror}", source=str(p)) from exc
     return compile_policy(

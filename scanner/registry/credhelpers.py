@@ -132,7 +132,7 @@ def parse_helper_output(data: bytes, program: str) -> Credential:
     """``{"ServerURL", "Username", "Secret"}`` → Credential. Nothing of ``data`` is ever put in a message."""
     garbage = CredentialUnavailable(
         f"credential helper {program} answered with something that is not a credential "
-        f'({len(data)} bytes; expected JSON {{"Username", "Secret"}}; not shown)'
+        f"({len(data)} bytes, not shown; expected a JSON object with Username and Secret)"
     )
     try:
         doc = json.loads(data)

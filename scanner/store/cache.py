@@ -15,6 +15,7 @@ from scanner.store import codec
 from scanner.store.core import Db, dialect_insert
 from scanner.store.core import cache as _cache
 from scanner.store.core import chunks as _chunks
+from scanner.store.core import relists as _relists
 from scanner.store.engine import is_sqlite
 
 # The verification cache records a use at most this often per entry: a warm scan rewrites no row.
@@ -35,6 +36,18 @@ class CachedVerification:
     signatures: tuple[SignatureResult, ...]
     computed_at: datetime
     used_at: datetime | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RelistMark:
+    """When the signature material ``material_fingerprint`` of ``digest`` was last seen attached, in
+    one scope (registry, repository, credential sources: see ``SignatureRelist``) — the fact the
+    re-check window (``--recheck-after``) trusts instead of a request."""
+
+    digest: str
+    scope: str
+    material_fingerprint: str
+    checked_at: datetime
 
 
 class Cache:
@@ -106,17 +119,52 @@ class Cache:
                 )
                 conn.execute(stmt, list(chunk))
 
+    def relists_get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], RelistMark]:
+        """The re-list marks of (digest, scope) pairs; those never marked are absent."""
+        wanted = set(keys)
+        found: dict[tuple[str, str], RelistMark] = {}
+        with self._db.errors("cannot read the verification cache"), self._db.read() as conn:
+            for chunk in _chunks(sorted({d for d, _ in wanted})):
+                for row in conn.execute(sa.select(_relists).where(_relists.c.digest.in_(chunk))):
+                    if (row.digest, row.scope) in wanted:
+                        found[(row.digest, row.scope)] = RelistMark(row.digest, row.scope,
+                                                                    row.material_fingerprint, row.checked_at)
+        return found
+
+    def relists_put_many(self, marks: Iterable[RelistMark]) -> None:
+        """Insert or replace re-list marks, in one transaction."""
+        rows = {(m.digest, m.scope): {"digest": m.digest, "scope": m.scope,
+                                      "material_fingerprint": m.material_fingerprint, "checked_at": m.checked_at}
+                for m in marks}
+        if not rows:
+            return
+        insert = dialect_insert(is_sqlite(self._db.engine))
+        with self._db.errors("cannot write the verification cache"), self._db.write() as conn:
+            for chunk in _chunks(list(rows.values())):
+                stmt = insert(_relists)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[_relists.c.digest, _relists.c.scope],
+                    set_={c: stmt.excluded[c] for c in ("material_fingerprint", "checked_at")},
+                )
+                conn.execute(stmt, list(chunk))
+
     def cache_invalidate(self, digest: str | None = None) -> int:
-        """Drop cache entries (of one digest, or all). Returns how many were dropped."""
+        """Drop cache entries and re-list marks (of one digest, or all). Returns how many cache
+        entries were dropped."""
         stmt = _cache.delete()
+        marks = _relists.delete()
         if digest is not None:
             stmt = stmt.where(_cache.c.digest == digest)
+            marks = marks.where(_relists.c.digest == digest)
         with self._db.errors("cannot clear the verification cache"), self._db.write() as conn:
+            conn.execute(marks)
             return int(conn.execute(stmt).rowcount)
 
     def cache_prune(self, unused_since: datetime) -> int:
-        """Drop entries not used since ``unused_since``. Returns how many were dropped."""
+        """Drop entries not used since ``unused_since`` (and re-list marks older than that). Returns
+        how many entries were dropped."""
         with self._db.errors("cannot prune the verification cache"), self._db.write() as conn:
+            conn.execute(_relists.delete().where(_relists.c.checked_at < unused_since))
             return int(conn.execute(_cache.delete().where(_cache.c.used_at < unused_since)).rowcount)
 
 

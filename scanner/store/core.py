@@ -27,6 +27,7 @@ from scanner.store.schema import (
     ScanSummaryRow,
     Signature,
     SignatureCheck,
+    SignatureRelist,
     VerdictSet,
     VerdictSetMember,
     VerificationCache,
@@ -42,6 +43,7 @@ containers = cast(sa.Table, Container.__table__)
 signatures = cast(sa.Table, Signature.__table__)
 checks = cast(sa.Table, SignatureCheck.__table__)
 cache = cast(sa.Table, VerificationCache.__table__)
+relists = cast(sa.Table, SignatureRelist.__table__)
 summaries = cast(sa.Table, ScanSummaryRow.__table__)
 notified = cast(sa.Table, NotificationState.__table__)
 verdict_sets = cast(sa.Table, VerdictSet.__table__)

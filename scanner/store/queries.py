@@ -3,9 +3,9 @@ the trend (from the scan summaries, which outlive retention), clusters and per-n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +26,7 @@ from scanner.models import (
     Status,
     UnresolvedImage,
     Verdict,
+    VerdictSource,
     Workload,
 )
 from scanner.store import codec
@@ -39,6 +40,13 @@ from scanner.store.core import scans as _scans
 from scanner.store.core import signatures as _signatures
 from scanner.store.core import summaries as _summaries
 from scanner.store.core import verdict_sets as _sets
+
+_IN_CHUNK = 500  # digests per IN (...) list
+
+
+def _utc(at: datetime) -> datetime:
+    """An aggregate (max) loses the column's type decorator on SQLite: give the zone back."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,9 @@ class ScanSummary:
     version: str
     errors: tuple[str, ...] = ()
     heartbeat_at: datetime | None = None
+    # Verdicts ``serve --watch`` added after the scan finished (not in ``counts``/``total``): a reader
+    # that caches the loaded scan reloads it when this changes.
+    watch_verdicts: int = 0
 
     @property
     def noncompliant(self) -> int:
@@ -160,6 +171,30 @@ class Queries:
         query = query.order_by(_scans.c.started_at.desc(), _scans.c.id.desc()).limit(1)
         with self._db.errors("cannot read the scans"), self._db.read() as conn:
             return conn.execute(query).scalar_one_or_none()
+
+    def verified_before(self, cluster: str, digests: Iterable[str], before: datetime) -> dict[str, datetime]:
+        """digest -> the start of the newest finished scan of ``cluster`` before ``before`` that judged it
+        ``verified`` (an image admitted signed whose signature is gone now: issue #25 item 5)."""
+        wanted = sorted({d for d in digests if d})
+        out: dict[str, datetime] = {}
+        with self._db.errors("cannot read the earlier verdicts"), self._db.read() as conn:
+            for i in range(0, len(wanted), _IN_CHUNK):
+                rows = conn.execute(
+                    sa.select(_images.c.digest, sa.func.max(_scans.c.started_at))
+                    .join(_scans, _scans.c.id == _images.c.scan_id)
+                    .where(
+                        _images.c.digest.in_(wanted[i:i + _IN_CHUNK]),
+                        _images.c.status == Status.VERIFIED.value,
+                        _scans.c.cluster == cluster,
+                        _scans.c.state.in_(list(_FINISHED)),
+                        _scans.c.started_at < before,
+                    )
+                    .group_by(_images.c.digest)
+                )
+                for digest, at in rows:
+                    if at is not None:
+                        out[digest] = _utc(at)
+        return out
 
     def previous_scan_id(self, scan_id: int) -> int | None:
         """The complete scan of the same cluster just before ``scan_id`` (for diffs)."""
@@ -271,10 +306,18 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
         exemptions = tuple(codec.exemption_from_json(x) for x in i.exemptions or ())
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError(f"image row {i.id}: its exemptions cannot be read ({exc}): the database is damaged") from None
+    try:
+        admission = codec.admission_from_json(i.admission)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(f"image row {i.id}: its admission finding cannot be read ({exc}): the database is "
+                         "damaged") from None
     return Verdict(
         image=image, status=Status(i.status), reasons=tuple(i.reasons or ()), rule=i.rule,
         policy_source=i.policy_source, signatures=signatures, expiring=bool(i.expiring),
         not_after=i.not_after, warn_only=bool(i.warn_only), deciding_reason=deciding, exemptions=exemptions,
+        admission=admission,
+        source=VerdictSource(i.source) if i.source else VerdictSource.SCAN,
+        checked_at=i.checked_at,
     )
 
 
@@ -285,8 +328,13 @@ def _summary(r: Any) -> ScanSummary:
         id=r.id, cluster=r.cluster, state=ScanState(r.state), started_at=r.started_at,
         finished_at=r.finished_at, counts=counts, compliant=r.compliant, total=r.total,
         policy_digest=r.policy_digest, version=r.sigaudit_version, errors=tuple(r.errors or ()),
-        heartbeat_at=r.heartbeat_at,
+        heartbeat_at=r.heartbeat_at, watch_verdicts=_watch_count(r.stats),
     )
+
+
+def _watch_count(stats: Any) -> int:
+    value = stats.get("watch_verdicts") if isinstance(stats, dict) else None
+    return value if isinstance(value, int) else 0
 
 
 def _summary_of_summary_row(r: Any) -> ScanSummary:

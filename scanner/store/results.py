@@ -9,6 +9,7 @@ import functools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from scanner.models import (
     ScanState,
     SignatureResult,
     Verdict,
+    VerdictSource,
 )
 from scanner.redact import representable
 from scanner.store import codec
@@ -59,6 +61,37 @@ class Results:
         finally:
             self._release_scan_lock(scan_id)
         self._db.checkpoint()
+
+    def add_watch_verdicts(self, scan_id: int, cluster: str, verdicts: Sequence[Verdict]) -> int:
+        """Append verdicts found by ``serve --watch`` to the finished scan ``scan_id`` of ``cluster``, marked
+        ``source = watch`` (:class:`VerdictSource`), in one transaction; the scan's own verdicts, counts
+        and trend summary stay as the scan found them. Returns the scan's number of watch verdicts (its
+        ``stats["watch_verdicts"]``, which tells a reader that caches a loaded scan that it changed).
+        Raises StoreError when the scan is not a finished scan of ``cluster`` (retention deleted it, or
+        it never finished)."""
+        if any(v.source is not VerdictSource.WATCH for v in verdicts):
+            raise ValueError("add_watch_verdicts records watch verdicts only")
+        with self._db.errors(f"cannot record watch verdicts in scan {scan_id}"), self._db.write() as conn:
+            query = sa.select(_scans.c.state, _scans.c.cluster, _scans.c.stats, _scans.c.verdict_set_id).where(
+                _scans.c.id == scan_id)
+            if not is_sqlite(conn):
+                query = query.with_for_update()
+            row = conn.execute(query).one_or_none()
+            if row is None or row.state not in _FINISHED or row.cluster != cluster:
+                raise StoreError(f"cannot record watch verdicts in scan {scan_id}: it is not a finished scan "
+                                 f"of cluster {cluster!r}")
+            # A verdict set may be shared by other scans (and is named by its content): never changed.
+            # The scan is re-pointed at a set of its own members followed by the new ones.
+            lock_content(conn)
+            old_set = row.verdict_set_id
+            new_set = _write_content(conn, verdicts, _set_members(conn, old_set))
+            stats = dict(row.stats or {})
+            count = int(stats.get("watch_verdicts") or 0) + len(verdicts)
+            stats["watch_verdicts"] = count
+            conn.execute(_scans.update().where(_scans.c.id == scan_id).values(stats=stats, verdict_set_id=new_set))
+            if old_set is not None and old_set != new_set:
+                _drop_set_if_unnamed(conn, old_set)
+        return count
 
     def _write_scan(self, conn: sa.Connection, scan_id: int, result: ScanResult,
                     policy_summary: Mapping[str, Any] | None = None) -> None:
@@ -106,8 +139,9 @@ class Results:
         )
 
 
-def _write_content(conn: sa.Connection, verdicts: Sequence[Verdict]) -> int:
-    """Store the verdicts' content that is not stored yet, and return the id of their verdict set.
+def _write_content(conn: sa.Connection, verdicts: Sequence[Verdict], base: _Members | None = None) -> int:
+    """Store the verdicts' content that is not stored yet, and return the id of their verdict set:
+    the members of ``base`` (an existing set, which is left as it is), then ``verdicts``.
 
     Verdicts, container groups and the set are looked up by content hash first: what an earlier scan
     wrote is named, not written again, so a scan that finds what the previous one found adds no row
@@ -115,7 +149,8 @@ def _write_content(conn: sa.Connection, verdicts: Sequence[Verdict]) -> int:
     row per verdict)."""
     v_hashes = [codec.verdict_hash(v) for v in verdicts]
     g_hashes = [codec.containers_hash(v.image.containers) for v in verdicts]
-    s_hash = codec.verdict_set_hash(zip(v_hashes, g_hashes, strict=True))
+    first = 0 if base is None else len(base.pairs)
+    s_hash = codec.verdict_set_hash([*(base.pairs if base else ()), *zip(v_hashes, g_hashes, strict=True)])
     found = conn.execute(sa.select(_sets.c.id).where(_sets.c.content_hash == s_hash)).scalar_one_or_none()
     if found is not None:
         return int(found)
@@ -143,12 +178,50 @@ def _write_content(conn: sa.Connection, verdicts: Sequence[Verdict]) -> int:
     _bulk_insert(conn, _containers, container_rows)
 
     (set_id,) = _allocate_ids(conn, _sets, 1)
-    _bulk_insert(conn, _sets, [{"id": set_id, "content_hash": s_hash, "size": len(verdicts)}])
+    _bulk_insert(conn, _sets, [{"id": set_id, "content_hash": s_hash, "size": first + len(verdicts)}])
+    if base is not None and first:
+        conn.execute(_members.insert().from_select(
+            ["set_id", "position", "image_id", "group_id"],
+            sa.select(sa.literal(set_id), _members.c.position, _members.c.image_id, _members.c.group_id)
+            .where(_members.c.set_id == base.set_id)))
     _bulk_insert(conn, _members, [
-        {"set_id": set_id, "position": pos, "image_id": image_ids[vh], "group_id": group_ids[gh]}
+        {"set_id": set_id, "position": first + pos, "image_id": image_ids[vh], "group_id": group_ids[gh]}
         for pos, (vh, gh) in enumerate(zip(v_hashes, g_hashes, strict=True))
     ])
     return set_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Members:
+    """An existing verdict set: its id and its members' (verdict hash, containers hash), in order."""
+
+    set_id: int
+    pairs: tuple[tuple[str, str], ...]
+
+
+def _set_members(conn: sa.Connection, set_id: int | None) -> _Members | None:
+    if set_id is None:
+        return None
+    rows = conn.execute(
+        sa.select(_members.c.position, _images.c.content_hash, _groups.c.content_hash.label("group_hash"))
+        .join(_images, _images.c.id == _members.c.image_id)
+        .join(_groups, _groups.c.id == _members.c.group_id)
+        .where(_members.c.set_id == set_id).order_by(_members.c.position)
+    ).all()
+    size = conn.execute(sa.select(_sets.c.size).where(_sets.c.id == set_id)).scalar()
+    if size is None or len(rows) != size or [r.position for r in rows] != list(range(size)):
+        raise StoreError(f"verdict set {set_id} is incomplete: the database is damaged")
+    return _Members(set_id, tuple((str(r.content_hash), str(r.group_hash)) for r in rows))
+
+
+def _drop_set_if_unnamed(conn: sa.Connection, set_id: int) -> None:
+    """Delete the verdict set ``set_id`` (not its verdicts or groups) if no scan names it: a scan
+    re-pointed by watch verdicts leaves its former set behind, one member row per verdict each time,
+    which would otherwise wait for the next prune. The caller holds the content lock."""
+    if conn.execute(sa.select(sa.exists().where(_scans.c.verdict_set_id == set_id))).scalar():
+        return
+    conn.execute(_members.delete().where(_members.c.set_id == set_id))
+    conn.execute(_sets.delete().where(_sets.c.id == set_id))
 
 
 def _known(conn: sa.Connection, table: sa.Table, hashes: Sequence[str]) -> dict[str, int]:
@@ -314,6 +387,9 @@ def _image_row(v: Verdict) -> dict[str, Any]:
         "policy_source": v.policy_source, "expiring": v.expiring, "not_after": v.not_after,
         "warn_only": v.warn_only, "deciding_reason": v.deciding_reason,
         "exemptions": [codec.exemption_to_json(x) for x in v.exemptions],
+        "admission": codec.admission_to_json(v.admission),
+        "source": None if v.source is VerdictSource.SCAN else str(v.source),
+        "checked_at": v.checked_at,
     }
 
 

@@ -23,6 +23,7 @@ from scanner.store.core import containers as _containers
 from scanner.store.core import groups as _groups
 from scanner.store.core import images as _images
 from scanner.store.core import members as _members
+from scanner.store.core import relists as _relists
 from scanner.store.core import scans as _scans
 from scanner.store.core import signatures as _signatures
 from scanner.store.core import summaries as _summaries
@@ -116,6 +117,12 @@ class Retention:
                     cutoff = before
                 cache = self._delete_batched(_cache, [_cache.c.used_at < cutoff],
                                              [_cache.c.digest, _cache.c.trust_fingerprint], batch)
+                self._delete_batched(_relists, [_relists.c.checked_at < cutoff],
+                                     [_relists.c.digest, _relists.c.scope], batch)
+            if doomed or prune_cache:  # evidence of deleted scans and of forgotten cache entries (issue #23)
+                from scanner.store.evidence import evidence_prune
+
+                evidence_prune(self._db, batch)
             summaries = 0
             if summaries_before is not None:
                 # Only of scans whose detail is gone: a kept scan keeps its point on the trend.

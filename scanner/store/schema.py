@@ -198,6 +198,15 @@ class Image(Base):
     # The exemptions and waivers that mattered to the verdict (``Verdict.exemptions``, as
     # ``codec.exemption_to_json``); NULL in scans stored before 0005 (reports say "not recorded").
     exemptions: Mapped[list[Any] | None]
+    # Why a non-compliant image judged by an imported admission policy runs anyway (``Verdict.admission``,
+    # as ``codec.admission_to_json``); NULL without one and in scans stored before 0008.
+    admission: Mapped[dict[str, Any] | None]
+    # ``watch``: found by ``serve --watch`` after the scan finished (``Verdict.source``); NULL: the scan's own.
+    source: Mapped[str | None] = mapped_column(sa.String(16))
+    # ``Verdict.checked_at``: when the signatures of a verdict served from the re-check window
+    # (``--recheck-after``) were last re-listed; NULL when they were listed in this scan (and in scans
+    # stored before 0010).
+    checked_at: Mapped[datetime | None]
 
     __table_args__ = (sa.Index("ix_images_digest", "digest"),)
 
@@ -296,6 +305,26 @@ class VerificationCache(Base):
     __table_args__ = (sa.Index("ix_verification_cache_used_at", "used_at"),)
 
 
+class SignatureRelist(Base):
+    """When the signatures of a digest were last seen attached (``--recheck-after``, issue 19).
+
+    One row per digest and *scope*: a hash of the cluster, the registry, the repository and the names of the
+    credential sources the digest was read with (never their contents), so that a re-list in one
+    repository, or with one tenant's pull secrets, never stands for another. ``material_fingerprint``
+    is what the re-list (or the verification) found; a mark counts only for cache entries of that same
+    material. Written only by scans with a re-check window; pruned with the verification cache.
+    """
+
+    __tablename__ = "signature_relists"
+
+    digest: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    scope: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    material_fingerprint: Mapped[str] = mapped_column(sa.String(512))
+    checked_at: Mapped[datetime]
+
+    __table_args__ = (sa.Index("ix_signature_relists_checked_at", "checked_at"),)
+
+
 metadata = Base.metadata
 
 
@@ -322,3 +351,27 @@ class NotificationState(Base):
     namespaces: Mapped[list[Any]]
     scan_id: Mapped[int] = mapped_column(sa.Integer)  # the scan whose change was (to be) sent
     sent_at: Mapped[datetime]
+
+
+class EvidenceBlob(Base):
+    """The bytes an evidence pack is built from (issue #23): registry answers a verification used
+    (signature manifests, layers, referrers), trust material, per-scan indexes. Content-addressed by
+    sha256 and written once, so the material of a digest verified cold once serves every warm scan
+    after it. No secret is stored here: registry answers and public trust material only."""
+
+    __tablename__ = "evidence_blobs"
+
+    sha256: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class EvidenceRef(Base):
+    """Names for evidence blobs: ``scan/<id>`` (a scan's evidence index) and
+    ``material/<digest>/<sha256 of the material fingerprint>`` (what a digest was verified on, cold).
+    Written once; no foreign key, so a scan's deletion leaves them to ``sigaudit db prune``."""
+
+    __tablename__ = "evidence_refs"
+
+    name: Mapped[str] = mapped_column(sa.String(512), primary_key=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime]

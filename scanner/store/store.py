@@ -20,14 +20,16 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from scanner.clock import Clock, system_clock
-from scanner.models import ScanResult, SignatureResult
+from scanner.models import ScanResult, SignatureResult, Verdict
 from scanner.store.cache import CACHE_KEEP as CACHE_KEEP
 from scanner.store.cache import CACHE_TOUCH_GRANULARITY as CACHE_TOUCH_GRANULARITY
 from scanner.store.cache import Cache
 from scanner.store.cache import CachedVerification as CachedVerification
+from scanner.store.cache import RelistMark as RelistMark
 from scanner.store.core import MAX_ID as MAX_ID
 from scanner.store.core import Db
 from scanner.store.engine import describe_db_error, make_engine, parse_url
+from scanner.store.evidence import Evidence
 from scanner.store.migrate import check_schema_on
 from scanner.store.notified import Notified as Notified
 from scanner.store.notified import NotifiedState
@@ -63,6 +65,7 @@ class Store:
         self._queries = Queries(self._db)
         self._cache = Cache(self._db)
         self._notified = NotifiedState(self._db)
+        self._evidence = Evidence(self._db)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -113,6 +116,10 @@ class Store:
         """Write every verdict and mark the scan finished, all in one transaction."""
         self._results.finish_scan(scan_id, result, policy_summary)
 
+    def add_watch_verdicts(self, scan_id: int, cluster: str, verdicts: Sequence[Verdict]) -> int:
+        """Append ``serve --watch`` verdicts to the finished scan ``scan_id`` (see Results.add_watch_verdicts)."""
+        return self._results.add_watch_verdicts(scan_id, cluster, verdicts)
+
     def fail_scan(self, scan_id: int, errors: Sequence[str]) -> None:
         """Mark a running scan failed (no verdicts are written). A no-op if it is not running."""
         self._scans.fail_scan(scan_id, errors)
@@ -138,6 +145,11 @@ class Store:
     def previous_scan_id(self, scan_id: int) -> int | None:
         """The complete scan of the same cluster just before ``scan_id`` (for diffs)."""
         return self._queries.previous_scan_id(scan_id)
+
+    def verified_before(self, cluster: str, digests: Iterable[str], before: datetime) -> dict[str, datetime]:
+        """digest -> the start of the newest finished scan of ``cluster`` before ``before`` that judged it
+        verified."""
+        return self._queries.verified_before(cluster, digests, before)
 
     def list_scans(self, cluster: str | None = None, limit: int = 50) -> list[ScanSummary]:
         """Scans of every state, newest first."""
@@ -173,6 +185,18 @@ class Store:
         """The database's size and (SQLite) the room left on the volume holding it."""
         return self._retention.disk_usage()
 
+    # -- evidence material (evidence.py) ----------------------------------------------------------
+
+    def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str]) -> None:
+        """Content-addressed blobs and the names pointing at them, each written only if absent."""
+        self._evidence.evidence_put(blobs, refs)
+
+    def evidence_refs(self, names: Iterable[str]) -> dict[str, str]:
+        return self._evidence.evidence_refs(names)
+
+    def evidence_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
+        return self._evidence.evidence_blobs(shas)
+
     # -- verification cache (cache.py) ------------------------------------------------------------
 
     def cache_get(self, digest: str, decision_identity: str) -> CachedVerification | None:
@@ -190,6 +214,13 @@ class Store:
     def cache_put_many(self, entries: Iterable[CachedVerification]) -> None:
         """Insert or replace cache entries, in one transaction."""
         self._cache.cache_put_many(entries)
+
+    def relists_get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], RelistMark]:
+        """When the signatures of (digest, scope) pairs were last seen attached (``--recheck-after``)."""
+        return self._cache.relists_get_many(keys)
+
+    def relists_put_many(self, marks: Iterable[RelistMark]) -> None:
+        self._cache.relists_put_many(marks)
 
     def cache_invalidate(self, digest: str | None = None) -> int:
         """Drop cache entries (of one digest, or all). Returns how many were dropped."""

@@ -36,6 +36,7 @@ from scanner.models import (
     SignedTime,
     TimeSource,
 )
+from scanner.verify import sources
 from scanner.verify.base import Fetcher, Verifier, Wants, identity_of
 from scanner.verify.kinds.notation import NotationVerifierSpec
 from scanner.verify.notation_envelope import (
@@ -244,14 +245,14 @@ class NotationVerifier(Verifier):
     def from_spec(cls, spec: NotationVerifierSpec, *, base_dir: Path, fetcher: Fetcher | None,
                   max_signatures: int = 50, crl_cache: CRLCache | None = None,
                   user_metadata: Mapping[str, str] | None = None) -> NotationVerifier:
-        policy_path = (base_dir / spec.trust_policy).resolve()
+        policy_path = sources.resolve(base_dir / spec.trust_policy)
         policy = load_trust_policy(policy_path)
-        store_path = (base_dir / spec.trust_store).resolve()
+        store_path = sources.resolve(base_dir / spec.trust_store)
         needed = {key for s in policy.statements for key in s.trust_stores}
         stores: dict[tuple[str, str], NamedStore] = {}
-        if store_path.is_file():
+        if sources.is_file(store_path):
             try:
-                loaded = load_trust_store_crs(store_path.read_bytes())
+                loaded = load_trust_store_crs(sources.read_bytes(store_path))
             except (TrustStoreError, TrustPolicyError, OSError) as exc:  # malformed YAML: TrustPolicyError
                 raise ConfigError(str(exc), source=str(store_path)) from None
             stores = {(s.store_type, s.name): s for s in loaded}

@@ -24,7 +24,9 @@ from typing import Any
 import yaml
 from cryptography import x509
 
+from scanner import yamldoc
 from scanner.errors import ConfigError
+from scanner.verify import sources
 from scanner.verify.x509 import is_ca
 
 log = logging.getLogger(__name__)
@@ -473,7 +475,7 @@ def parse_trust_policy_bytes(data: bytes) -> TrustPolicyDocument:
 def load_trust_policy(path: Path) -> TrustPolicyDocument:
     """Read a ``trustpolicy.json`` (or a kyverno-notation-aws ``TrustPolicy`` YAML)."""
     try:
-        data = path.read_bytes()
+        data = sources.read_bytes(path)
     except OSError as exc:
         raise ConfigError(f"cannot read trust policy: {exc.strerror}", source=str(path)) from None
     try:
@@ -494,7 +496,7 @@ def _yaml_docs(data: bytes) -> list[dict[str, Any]]:
     if len(data) > MAX_POLICY_BYTES:
         raise TrustPolicyError(f"document is larger than {MAX_POLICY_BYTES} bytes")
     try:
-        docs = [d for d in yaml.safe_load_all(data) if d is not None]
+        docs = [d for d in yamldoc.load_all(data) if d is not None]
     except yaml.YAMLError as exc:
         raise TrustPolicyError(f"malformed YAML: {exc}") from None
     if not all(isinstance(d, dict) for d in docs):
@@ -587,24 +589,24 @@ def validate_store_certificates(store_type: str, name: str, fname: str, certs: S
 
 def load_named_store(root: Path, store_type: str, name: str) -> NamedStore:
     """``<root>/x509/<type>/<name>/*`` (``root`` may also be the ``x509`` directory itself)."""
-    base = root / "x509" if (root / "x509").is_dir() else root
+    base = root / "x509" if sources.is_dir(root / "x509") else root
     directory = base / store_type / name
-    if directory.is_symlink():
+    if sources.is_symlink(directory):
         raise TrustStoreError(f"the trust store {_q(name)} of type {_q(store_type)} is a symlink, which is not "
                               "allowed")
-    if not directory.is_dir():
+    if not sources.is_dir(directory):
         raise TrustStoreError(f"the trust store {_q(name)} of type {_q(store_type)} does not exist")
     certs: list[x509.Certificate] = []
-    for entry in sorted(directory.iterdir()):
-        if entry.is_symlink():
+    for entry in sources.iterdir(directory):
+        if sources.is_symlink(entry):
             raise TrustStoreError(f"the trust store {_q(name)} of type {_q(store_type)} holds a symlink "
                                   f"{_q(entry.name)}, which is not allowed")
-        if entry.is_dir():
+        if sources.is_dir(entry):
             log.warning("trust store %s:%s: ignoring sub-directory %s", store_type, name, entry.name)
             continue
-        if entry.stat().st_size > MAX_STORE_FILE_BYTES:
+        if sources.size(entry) > MAX_STORE_FILE_BYTES:
             raise TrustStoreError(f"trusted certificate file {entry.name} in trust store {name} is too large")
-        data = entry.read_bytes()
+        data = sources.read_bytes(entry)
         loaded = load_certificates(data, f"{entry.name} in trust store {name} of type {store_type}")
         if not loaded:
             raise TrustStoreError(f"no x509 certificates were found in trusted certificate {entry.name} of "

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from scanner.errors import ConfigError, ParseError, SigauditError
+from scanner.verify import sources
 
 MAX_ANNOTATION_BYTES = 256 * 1024
 MAX_BODY_BYTES = 128 * 1024
@@ -139,7 +140,7 @@ def load_rekor_keys_from_trusted_root(raw: bytes | str | Path, *, source: str = 
     if isinstance(raw, Path):
         source = source or str(raw)
         try:
-            raw = raw.read_bytes()
+            raw = sources.read_bytes(raw)
         except OSError as exc:
             raise ConfigError(f"cannot read trusted root: {exc}", source=source) from exc
     try:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from scanner.errors import ConfigError
 from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult
+from scanner.verify import sources
 from scanner.verify.base import sha256_hex
 from scanner.verify.cosign import BundleCheck, SigstoreTrustRef, TlogCheck, TlogEntry
 from scanner.verify.keys import PublicKey
@@ -36,7 +37,7 @@ def _read(text: str, base_dir: Path, what: str) -> bytes:
         return text.encode()
     path = (base_dir / text).expanduser()
     try:
-        return path.read_bytes()
+        return sources.read_bytes(path)
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
 

@@ -35,6 +35,7 @@ from sigstore.models import TrustedRoot
 from sigstore_models.trustroot import v1 as trustroot_v1
 
 from scanner.errors import ConfigError
+from scanner.verify import sources
 
 _log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def load_trusted_root_file(path: str | Path, *, base_dir: Path | None = None) ->
     if base_dir is not None and not p.is_absolute():
         p = base_dir / p
     try:
-        raw = p.read_bytes()
+        raw = sources.read_bytes(p)
     except OSError as exc:
         raise ConfigError(f"cannot read trusted root: {exc}", source=str(p)) from exc
     return trust_from_json(raw, source=str(p))
@@ -84,7 +85,7 @@ def read_pem_arg(text_or_path: str, base_dir: Path | None, what: str) -> bytes:
     if base_dir is not None and not p.is_absolute():
         p = base_dir / p
     try:
-        return p.read_bytes()
+        return sources.read_bytes(p)
     except OSError as exc:
         raise ConfigError(f"cannot read {what}: {exc}", source=str(p)) from exc
 
@@ -186,7 +187,18 @@ def _cached_tuf_expiry() -> datetime | None:
         return None
 
 
+PUBLIC_GOOD = "sigstore public-good (TUF)"
+
+
 def public_good_trust(*, offline: bool, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> SigstoreTrust:
+    """The public-good root (see :func:`_public_good_root`), read through the trust sources: recorded into
+    a scan's trust snapshot, and replayed from an evidence pack without TUF, its cache or the network."""
+    raw = sources.fetched("sigstore", "public-good trusted_root.json",
+                          lambda: _public_good_root(offline=offline, now=now))
+    return trust_from_json(raw, source=PUBLIC_GOOD)
+
+
+def _public_good_root(*, offline: bool, now: Callable[[], datetime]) -> bytes:
     """The Sigstore public-good root through sigstore-python's TUF client.
 
     Online: refresh TUF metadata; when the refresh fails, the on-disk cache is used (a warning is
@@ -216,8 +228,7 @@ def public_good_trust(*, offline: bool, now: Callable[[], datetime] = lambda: da
             if not mode:
                 _log.warning("Sigstore public-good TUF refresh failed (%s); trying the on-disk cache", exc)
             continue
-        raw = root._inner.to_json().encode()
-        return SigstoreTrust(root, "sigstore public-good (TUF)", hashlib.sha256(raw).hexdigest(), raw)
+        return bytes(root._inner.to_json().encode())
     raise ConfigError("cannot load the Sigstore public-good trust root: " + "; ".join(errors))
 
 
@@ -229,6 +240,8 @@ class LazyTrust:
         self.name = name
         self.label = label  # names what will be loaded (before it is), for configuration fingerprints
         self._lock = threading.Lock()
+        # Loaded on first use, in whichever thread: through the trust sources in force now (at policy load).
+        self._sources = sources.current()
         self._value: SigstoreTrust | None = None
         self._error: ConfigError | None = None
 
@@ -236,7 +249,8 @@ class LazyTrust:
         with self._lock:
             if self._value is None and self._error is None:
                 try:
-                    self._value = self._loader()
+                    with sources.reading_from(self._sources):
+                        self._value = self._loader()
                 except ConfigError as exc:
                     self._error = exc
                 except Exception as exc:

@@ -497,8 +497,9 @@ class KubeAPIServer:
 _shared: dict[str, Any] = {"server": None, "users": 0, "cleanup": None}
 
 
-def start_kube_apiserver(workdir: Path) -> tuple[KubeAPIServer, Callable[[], None]]:
-    """Start etcd + kube-apiserver under ``workdir``; returns the server and its stop function."""
+def start_kube_apiserver(workdir: Path, extra_args: Sequence[str] = ()) -> tuple[KubeAPIServer, Callable[[], None]]:
+    """Start etcd + kube-apiserver (with ``extra_args``) under ``workdir``; returns the server and its stop
+    function."""
     apiserver_bin = find_kube_apiserver()
     if apiserver_bin is None:
         _missing(f"kube-apiserver {pinned_kube_version()}")
@@ -519,7 +520,7 @@ def start_kube_apiserver(workdir: Path) -> tuple[KubeAPIServer, Callable[[], Non
 
     try:
         etcd.start()
-        server.start()
+        server.start(extra_args)
     except BaseException:
         cleanup()
         raise

@@ -3,8 +3,8 @@
 The permissions the code needs are derived from its source by ``helm/rbac_from_code.py`` (``ast`` over
 ``scanner/``, each kubernetes-client method mapped to group/resource/verb by the client itself); the
 chart's permissions are read from ``helm template`` output. Both sides are compared per switch: the
-always-on inventory rules, ``registryAuth.fromImagePullSecrets``, each ``policyImport`` source and each
-``clusterReports.format`` (the only writes besides the server's reviews).
+always-on inventory rules, ``registryAuth.fromImagePullSecrets``, each ``policyImport`` source, each
+``clusterReports.format`` (the only writes besides the server's reviews) and ``server.watch`` (pods: watch).
 """
 
 from __future__ import annotations
@@ -41,18 +41,23 @@ def _load_deriver() -> Any:
 rbac = _load_deriver()
 Permission = rbac.Permission
 
-# Which switch of the chart stands behind the permissions of each API group the importers read.
+# Which switch of the chart stands behind the permissions of the API groups the importers read.
 IMPORT_GROUPS = {
-    "policyImport.kyverno": "kyverno.io",
-    "policyImport.clusterImagePolicy": "policy.sigstore.dev",
-    "policyImport.notation": "notation.nirmata.io",
-    "policyImport.kritis": "kritis.grafeas.io",
+    "policyImport.kyverno": ("kyverno.io", "policies.kyverno.io"),  # policies.kyverno.io: ImageValidatingPolicy
+    "policyImport.clusterImagePolicy": ("policy.sigstore.dev",),
+    "policyImport.notation": ("notation.nirmata.io",),
+    "policyImport.kritis": ("kritis.grafeas.io",),
 }
 ALL_ON = {
     "policyImport": {"kyverno": True, "clusterImagePolicy": True, "notation": True, "kritis": True},
     "registryAuth": {"fromImagePullSecrets": True},
     "mode": "server",  # server.auth.kubernetes (on by default) is a server switch
+    "server": {"watch": {"enabled": True}},
 }
+# Read by every import from the cluster (the admission controllers' webhooks: scanner/policy/imports.py).
+WEBHOOK_GROUP = "admissionregistration.k8s.io"
+# server.watch.enabled (in a mode that runs the server): the pod informer's watch requests.
+WATCH = frozenset({Permission("", "pods", "watch")})
 # The server's Kubernetes authentication (server.auth.kubernetes.enabled): reviews, never stored.
 AUTH_GROUPS = ("authentication.k8s.io", "authorization.k8s.io")
 # clusterReports.format -> the API group of the reports it writes (clusterReports.enabled).
@@ -96,12 +101,13 @@ def derived() -> Any:
 
 def _split(perms: set[Any]) -> tuple[set[Any], set[Any], dict[str, set[Any]]]:
     """(inventory, secrets, {switch: perms of its API group})."""
-    imports = {switch: {p for p in perms if p.group == group} for switch, group in IMPORT_GROUPS.items()}
+    webhooks = {p for p in perms if p.group == WEBHOOK_GROUP}
+    imports = {switch: {p for p in perms if p.group in groups} | webhooks for switch, groups in IMPORT_GROUPS.items()}
     imported = set().union(*imports.values())
     secrets = {p for p in perms if p.group == "" and p.resource == "secrets"}
     auth = {p for p in perms if p.group in AUTH_GROUPS}
     reports = {p for p in perms if p.group in REPORT_GROUPS.values()}
-    return perms - imported - secrets - auth - reports, secrets, imports
+    return perms - imported - secrets - auth - reports - WATCH, secrets, imports
 
 
 def test_code_uses_the_inventory_calls_the_chart_is_built_around(derived: Any) -> None:
@@ -128,6 +134,18 @@ def test_server_auth_switch_grants_exactly_the_review_calls(derived: Any) -> Non
     assert granted(render(off)) == inventory
 
 
+def test_watch_switch_grants_exactly_the_pod_watch_of_the_informer(derived: Any) -> None:
+    inventory, _, _ = _split(set(derived.permissions))
+    assert WATCH <= set(derived.permissions), "no code watches pods, yet the chart offers server.watch"
+    off = {"mode": "server", "server": {"auth": {"kubernetes": {"enabled": False}, "tokenSecret": {"name": "t"}}}}
+    on = {"mode": "server", "server": {**off["server"], "watch": {"enabled": True}}}
+    assert granted(render(on)) == inventory | WATCH
+    # Only a server watches: the CronJob alone never gets the verb.
+    assert granted(render({"mode": "cronjob", "server": {"watch": {"enabled": True}}})) == inventory
+    args = next(o for o in render(on) if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--watch" in args and "--watch-queue-max=5000" in args
+
+
 def test_default_chart_grants_exactly_the_inventory_calls(derived: Any) -> None:
     inventory, _, _ = _split(set(derived.permissions))
     assert granted(render({})) == inventory
@@ -145,7 +163,7 @@ def test_each_policy_import_switch_grants_exactly_what_its_importer_calls(derive
     key = switch.split(".")[1]
     chart_extra = granted(render({"policyImport": {key: True}})) - inventory
     code = imports[switch]
-    if not code:
+    if not {p for p in code if p.group != WEBHOOK_GROUP}:
         pytest.skip(
             f"no code reads {IMPORT_GROUPS[switch]} yet; the chart grants {sorted(map(str, chart_extra))} "
             f"for {switch}, to be checked once the importer lands"
@@ -172,7 +190,8 @@ def test_all_switches_on_grant_no_more_than_the_code_calls(derived: Any, fmt: st
     other = {g for f, g in REPORT_GROUPS.items() if f != fmt}
     code = {p for p in derived.permissions if p.group not in other}
     _, _, imports = _split(code)
-    pending = {g for s, g in IMPORT_GROUPS.items() if not imports[s]}
+    pending = {g for s, gs in IMPORT_GROUPS.items() for g in gs
+               if not {p for p in imports[s] if p.group != WEBHOOK_GROUP}}
     chart = {p for p in granted(render(_reports(ALL_ON, fmt))) if p.group not in pending}
     assert chart == code, {
         "granted, never called": sorted(map(str, chart - code)),
@@ -188,7 +207,8 @@ def test_namespaced_scope_grants_cluster_wide_only_what_the_code_lists_cluster_w
     namespaced = granted(objs, ("Role",))
     cluster = granted(objs, ("ClusterRole",))
     _, _, imports = _split(set(derived.permissions))
-    pending = {g for s, g in IMPORT_GROUPS.items() if not imports[s]}
+    pending = {g for s, gs in IMPORT_GROUPS.items() for g in gs
+               if not {p for p in imports[s] if p.group != WEBHOOK_GROUP}}
     other = {g for f, g in REPORT_GROUPS.items() if f != fmt}
     code = {p for p in derived.permissions if p.group not in other}
     wide = {p for p in code if rbac.needs_cluster_wide(derived, p)}

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from reports import render
 from scanner.models import Status
 from scanner.store import open_store, upgrade
-from tests.unit.test_report_view import T0, container, result, verdict
+from tests.harness.verdicts import T0, container, result, verdict
 
 pytestmark = pytest.mark.integration
 

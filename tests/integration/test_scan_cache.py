@@ -279,3 +279,57 @@ def test_cosign_key_verdict_is_not_reused_under_another_rekor_key_or_trusted_roo
         # And back: the first verdict is served again (the old entry is still valid for the old trust).
         (tmp_path / trust_file).write_bytes(ours[kind])
         assert scan_statuses(pods, policy, db) == {image: "verified"}, label
+
+
+def test_recheck_window_judges_a_warm_scan_without_requests(registry_factory, tmp_path: Path) -> None:
+    """--recheck-after through the real CLI, store and registry: the second scan sends no request and
+    says since when each verdict's signatures were seen; a changed key is still a miss; --no-store or
+    --no-cache with a window is a usage error."""
+    reg = registry_factory()
+    key = KeyPair.ecdsa()
+    names = [f"app{i}" for i in range(4)]
+    digests = {n: oci.make_image(reg.url, f"w/{n}", "1") for n in names}
+    for n in names[:3]:
+        sign_image(reg.url, reg.host, f"w/{n}", digests[n], key)  # app3 stays unsigned
+    (tmp_path / "k.pub").write_text(key.public_pem)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+                      f"  insecureRegistries: ['{reg.host}']\n"
+                      f"  rules:\n    - name: r\n      images: ['{reg.host}/*']\n"
+                      "      verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]\n")
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"kind": "List", "items": [
+        _pod("ns", f"p-{n}", [("c", f"{reg.host}/w/{n}:1", f"{reg.host}/w/{n}@{d}")]) for n, d in digests.items()]}))
+    db = f"sqlite:///{tmp_path / 's.db'}"
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(pods), "--policy",
+                               str(policy), "--db", db, "-o", "json", "--no-progress", *extra],
+                              capture_output=True, text=True, timeout=120, env=os.environ.copy())
+
+    def statuses(doc: dict) -> dict[str, tuple[str, str | None]]:
+        return {i["repository"].rsplit("/", 1)[-1]: (i["status"], i["checked_at"]) for i in doc["images"]}
+
+    cold = run("--recheck-after", "1h")
+    assert cold.returncode == 1, cold.stderr
+    assert statuses(json.loads(cold.stdout)) == {"app0": ("verified", None), "app1": ("verified", None),
+                                                 "app2": ("verified", None), "app3": ("unsigned", None)}
+    before = reg.request_count()
+    warm = run("--recheck-after", "1h")
+    warm_doc = json.loads(warm.stdout)
+    got = statuses(warm_doc)
+    # Only the unsigned image is re-checked (the /v2/ probe, a HEAD of its .sig tag, a referrers listing).
+    assert 1 <= reg.request_count() - before <= 3, reg.request_count() - before
+    assert got["app3"] == ("unsigned", None)
+    assert all(got[n][0] == "verified" and got[n][1] for n in names[:3]), got
+    # Without the window the same database re-lists every digest, as before.
+    before = reg.request_count()
+    assert {s for s, _ in statuses(json.loads(run().stdout)).values()} == {"verified", "unsigned"}
+    assert reg.request_count() - before >= len(names)
+    # A changed trust key is a miss inside the window.
+    (tmp_path / "k.pub").write_text(KeyPair.ecdsa().public_pem)
+    changed = statuses(json.loads(run("--recheck-after", "1h").stdout))
+    assert changed["app0"] == ("invalid", None) and changed["app3"] == ("unsigned", None)
+    for extra in (("--no-store",), ("--no-cache",)):
+        r = run("--recheck-after", "1h", *extra)
+        assert r.returncode == 2 and "--recheck-after" in r.stderr, (extra, r.stderr)

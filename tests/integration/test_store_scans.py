@@ -541,3 +541,28 @@ def test_text_a_tenant_or_a_registry_can_write_never_stops_a_scan_being_recorded
 
     for fmt in (render.render_html, render.render_json, render.render_csv):  # what serve and report answer
         fmt(store, scan_id).encode("utf-8")
+
+
+# -- admission (issue #25 item 5) -----------------------------------------------------------------
+
+
+def test_verified_before_names_the_latest_finished_scan_that_verified_a_digest(store: Store) -> None:
+    from scanner.models import AdmissionCause, AdmissionEvidence, AdmissionFinding
+
+    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    record(store, sample_result(at=T0))
+    record(store, sample_result(at=T0 + timedelta(days=1)))
+    record(store, sample_result(cluster="other", at=T0 + timedelta(days=2)))
+    later = T0 + timedelta(days=3)
+    assert store.verified_before("prod", [d1, d2, "sha256:" + "f" * 64], later) == {d1: T0 + timedelta(days=1)}
+    assert store.verified_before("prod", [d1], T0 + timedelta(hours=1)) == {d1: T0}
+    assert store.verified_before("prod", [d1], T0) == {}  # only scans before
+    assert store.verified_before("nowhere", [d1], later) == {}
+    # the finding round-trips
+    result = sample_result(at=later)
+    finding = AdmissionFinding("ClusterPolicy/p", "kyverno:ClusterPolicy/p", False, (
+        AdmissionEvidence(AdmissionCause.SIGNATURE_REMOVED, {"last_verified_scan_at": "2026-01-02T00:00:00Z"}),))
+    v = dataclasses.replace(result.verdicts[1], admission=finding)
+    result = dataclasses.replace(result, verdicts=(result.verdicts[0], v, *result.verdicts[2:]))
+    loaded = store.load_scan(record(store, result))
+    assert loaded.verdicts[1].admission == finding and loaded.verdicts[0].admission is None

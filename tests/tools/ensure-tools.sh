@@ -4,6 +4,7 @@
 #   tests/tools/ensure-tools.sh [TOOL...]     (no args: all default tools)
 #
 # Tools: cosign cosign3 notation helm kubeconform ocireg kube-apiserver notation-go sigstore-mock grafeas
+#        slsa-verifier
 # Each lands in ${SIGAUDIT_TOOLS_DIR:-~/.cache/sigaudit-tools}/<tool>-<version>/bin/<tool>,
 # versions pinned in tests/tools/versions.env. Idempotent: a tool whose binary is
 # already there is not rebuilt. Builds run one at a time (the machines have 2 cores).
@@ -19,7 +20,8 @@ CACHE="${SIGAUDIT_TOOLS_DIR:-$HOME/.cache/sigaudit-tools}"
 mkdir -p "$CACHE"
 LOG="${SIGAUDIT_TOOLS_LOG:-$CACHE/build.log}"
 # The default set is every tool any test asks for (tests/unit/test_layout.py checks it); `make tools` builds it.
-DEFAULT_TOOLS=(cosign cosign3 notation helm kubeconform ocireg kube-apiserver notation-go sigstore-mock grafeas)
+DEFAULT_TOOLS=(cosign cosign3 notation helm kubeconform ocireg kube-apiserver notation-go sigstore-mock grafeas
+    slsa-verifier)
 
 export GOFLAGS=-mod=mod
 
@@ -142,6 +144,27 @@ grafeas_tool() {
     echo "grafeas $want"
 }
 
+# slsa-verifier: the CLI package cli/slsa-verifier, built inside the downloaded module (the proxy
+# refuses the module's version list, so `go install pkg@version` cannot run).
+slsa_verifier_tool() {
+    local bin="$CACHE/slsa-verifier-$SLSA_VERIFIER_VERSION/bin"
+    local want="$bin/slsa-verifier"
+    if [[ -x "$want" ]]; then
+        echo "slsa-verifier $want"
+        return 0
+    fi
+    mkdir -p "$bin"
+    local t0=$SECONDS dir
+    echo "== $(date -u +%FT%TZ) go build ./cli/slsa-verifier in $SLSA_VERIFIER_MODULE@$SLSA_VERIFIER_VERSION" >>"$LOG"
+    dir="$(go mod download -json "$SLSA_VERIFIER_MODULE@$SLSA_VERIFIER_VERSION" 2>>"$LOG" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+    [[ -d "$dir" ]] || fail "slsa-verifier $SLSA_VERIFIER_VERSION (go mod download)"
+    (cd "$dir" && GOFLAGS=-mod=readonly nice go build -o "$want" ./cli/slsa-verifier) >>"$LOG" 2>&1 \
+        || fail "slsa-verifier $SLSA_VERIFIER_VERSION"
+    echo "== slsa-verifier $SLSA_VERIFIER_VERSION built in $((SECONDS - t0))s" >>"$LOG"
+    echo "slsa-verifier $want"
+}
+
 build() {
     local tool="$1" explicit="$2"
     case "$tool" in
@@ -155,6 +178,7 @@ build() {
         kube-apiserver) kube_tool "$explicit" ;;
         sigstore-mock) npm_sigstore_mock ;;
         grafeas) grafeas_tool ;;
+        slsa-verifier) slsa_verifier_tool ;;
         *)
             echo "ensure-tools: unknown tool '$tool' (known: ${DEFAULT_TOOLS[*]})" >&2
             exit 2

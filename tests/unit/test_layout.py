@@ -74,3 +74,31 @@ def test_make_system_deps_installs_every_program_a_test_asks_for() -> None:
     packages = {DEBIAN_PACKAGES.get(name, name) for name in asked - not_needed}
     missing = sorted(packages - apt)
     assert not missing, f"packages the tests need that `make system-deps` does not install: {missing}"
+
+
+# Tests of the repository as a whole (its layout, import graph, lock file, tools), not of one module.
+PROJECT_TESTS = {"test_layout", "test_layering", "test_fuzz_smoke", "test_mutation_tool", "test_requirements_lock",
+                 "test_startup_imports"}
+# Top-level code folders besides scanner/ whose tests mirror them too.
+OTHER_TREES = {"reports", "bench", "helm"}
+
+
+def test_unit_tests_mirror_the_source_tree() -> None:
+    """``tests/unit/<package>/test_<module>[_<aspect>].py``: a flat unit test names a module of scanner/ itself
+    (or is a test of the repository as a whole); a unit test folder names a package of scanner/ or another
+    top-level code folder, so a reader finds a module's tests where the module is."""
+    unit = ROOT / "tests" / "unit"
+    scanner_modules = {p.stem for p in (ROOT / "scanner").glob("*.py")}
+    packages = {p.name for p in (ROOT / "scanner").iterdir() if (p / "__init__.py").is_file()} | OTHER_TREES
+    misplaced = []
+    for test in sorted(unit.glob("test_*.py")):
+        stem = test.stem
+        if stem in PROJECT_TESTS:
+            continue
+        module = stem.removeprefix("test_")
+        if not any(module == m or module.startswith(m + "_") for m in scanner_modules):
+            misplaced.append(f"{test.relative_to(ROOT)}: names no module of scanner/")
+    for folder in sorted(p for p in unit.iterdir() if p.is_dir() and p.name != "__pycache__"):
+        if folder.name not in packages:
+            misplaced.append(f"{folder.relative_to(ROOT)}/: names no package of scanner/ nor {sorted(OTHER_TREES)}")
+    assert not misplaced, "unit tests must mirror the source tree:\n" + "\n".join(misplaced)

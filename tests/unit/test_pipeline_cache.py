@@ -5,6 +5,7 @@ the lazy referrer listing happens exactly when the ``.sig`` layout did not satis
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -361,3 +362,176 @@ def test_one_expired_verifier_entry_means_no_reuse(tmp_path: Path) -> None:
                              (other.digest, other.decision_identity): other})
     scan(image, reg, policy, state)
     assert state.reused == 0
+
+
+# The re-check window (--recheck-after, issue 19): a cached pass whose signatures were seen attached
+# within the window is judged without any request; everything else is re-checked as without it.
+
+WINDOW = timedelta(hours=1)
+
+
+def windowed(image: RunningImage, reg: InMemoryRegistry, policy: Policy, cache: CacheState,
+             now: datetime = NOW) -> pipeline.Verdict:
+    (verdict,) = verify_image(image, _groups(policy, image), reg, policy, now, ScanStats(), cache)
+    return verdict
+
+
+def cold_with_window(image: RunningImage, reg: InMemoryRegistry, policy: Policy) -> CacheState:
+    """A first scan with the window, and the state the next scan loads from what it wrote."""
+    first = CacheState(window=WINDOW)
+    assert windowed(image, reg, policy, first).status is Status.VERIFIED
+    assert first.new_relists, "a verified image's signatures are marked as seen attached"
+    return CacheState(hits={(e.digest, e.decision_identity): e for e in first.new},
+                      relists={(m.digest, m.scope): m for m in first.new_relists}, window=WINDOW)
+
+
+def signed(tmp_path: Path, rules: str = ONE_KEY) -> tuple[Policy, InMemoryRegistry, RunningImage]:
+    policy = write_policy(tmp_path, rules)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, KEY)
+    return policy, reg, image
+
+
+def test_inside_the_window_a_cached_pass_is_judged_without_any_request(tmp_path: Path) -> None:
+    policy, reg, image = signed(tmp_path)
+    warm = cold_with_window(image, reg, policy)
+    reg.requests.clear()
+    v = windowed(image, reg, policy, warm, NOW + timedelta(minutes=20))
+    assert v.status is Status.VERIFIED and v.checked_at == NOW
+    assert reg.requests == [] and warm.from_window == 1 and not warm.new and not warm.new_relists
+    assert "re-check window" in v.reasons[-1]
+
+
+def test_without_a_window_the_cached_pass_is_relisted_every_scan(tmp_path: Path) -> None:
+    policy, reg, image = signed(tmp_path)
+    warm = cold_with_window(image, reg, policy)
+    warm.window = None
+    reg.requests.clear()
+    v = windowed(image, reg, policy, warm, NOW + timedelta(minutes=1))
+    assert v.status is Status.VERIFIED and v.checked_at is None and reg.requests and warm.from_window == 0
+
+
+def test_once_due_the_signatures_are_relisted_and_marked_again(tmp_path: Path) -> None:
+    policy, reg, image = signed(tmp_path)
+    warm = cold_with_window(image, reg, policy)
+    reg.requests.clear()
+    later = NOW + WINDOW  # every digest is due by the end of the window, whatever its share
+    v = windowed(image, reg, policy, warm, later)
+    assert v.status is Status.VERIFIED and v.checked_at is None
+    assert [call for call, _ in reg.requests] == ["head_manifest"] and warm.reused == 1
+    assert [m.checked_at for m in warm.new_relists] == [later]
+
+
+def test_a_signature_removed_is_seen_at_the_next_relist(tmp_path: Path) -> None:
+    """The documented trade-off: inside the window the removal is not seen; once due, it is."""
+    policy, reg, image = signed(tmp_path)
+    warm = cold_with_window(image, reg, policy)
+    reg.delete_tag(REPO, image.digest.replace(":", "-") + ".sig")
+    assert windowed(image, reg, policy, warm, NOW + timedelta(minutes=1)).status is Status.VERIFIED
+    assert windowed(image, reg, policy, warm, NOW + WINDOW).status is Status.UNSIGNED
+
+
+def test_the_digests_of_one_scan_fall_due_spread_over_the_second_half_of_the_window() -> None:
+    digests = [f"sha256:{i:064x}" for i in range(400)]
+    due = {t: sum(pipeline.window_due(WINDOW, d, "s", NOW, NOW + t) for d in digests)
+           for t in (WINDOW / 2 - timedelta(seconds=1), WINDOW * 3 / 4, WINDOW)}
+    assert due[WINDOW / 2 - timedelta(seconds=1)] == 0
+    assert 100 < due[WINDOW * 3 / 4] < 300
+    assert due[WINDOW] == len(digests)
+
+
+def test_a_mark_without_a_time_or_from_the_future_is_never_recent() -> None:
+    assert pipeline.window_due(WINDOW, "sha256:a", "s", None, NOW)
+    assert pipeline.window_due(WINDOW, "sha256:a", "s", NOW + timedelta(seconds=1), NOW)
+
+
+def test_an_unsigned_or_failed_cached_result_is_never_served_from_the_window(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path, ONE_KEY)
+    reg = InMemoryRegistry()
+    image = running(reg)
+    reg.sign_cosign(REPO, image.digest, OTHER)  # signed, but not by the policy's key: invalid
+    first = CacheState(window=WINDOW)
+    assert windowed(image, reg, policy, first).status is Status.INVALID
+    warm = CacheState(hits={(e.digest, e.decision_identity): e for e in first.new},
+                      relists={(m.digest, m.scope): m for m in first.new_relists}, window=WINDOW)
+    assert warm.hits and warm.relists, "the invalid result is cached and marked"
+    reg.requests.clear()
+    assert windowed(image, reg, policy, warm, NOW + timedelta(minutes=1)).status is Status.INVALID
+    assert reg.requests and warm.from_window == 0
+
+
+def test_a_mark_of_other_material_or_another_repository_does_not_count(tmp_path: Path) -> None:
+    policy, reg, image = signed(tmp_path)
+    warm = cold_with_window(image, reg, policy)
+    ((key, mark),) = warm.relists.items()
+    other_material = CacheState(hits=warm.hits, relists={key: replace(mark, material_fingerprint="sig=-")},
+                                window=WINDOW)
+    reg.requests.clear()
+    assert windowed(image, reg, policy, other_material, NOW + timedelta(minutes=1)).checked_at is None
+    assert reg.requests
+    # The same digest pulled from another repository: its .sig tag there was never seen.
+    elsewhere = ImageReference("reg.test", "team/copy", "1")
+    copy = RunningImage(elsewhere.with_digest(image.digest), image.containers)
+    reg.requests.clear()
+    v = windowed(copy, reg, policy, warm, NOW + timedelta(minutes=1))
+    assert v.checked_at is None and reg.requests and warm.from_window == 0
+
+
+def test_another_tenants_pull_secrets_are_another_scope(tmp_path: Path) -> None:
+    policy, reg, image = signed(tmp_path)
+    for ns in ("a", "b"):
+        reg.credentials.add_pull_secret(ns, "pull", json.dumps(
+            {"auths": {"reg.test": {"username": f"tenant-{ns}", "password": "pw"}}}).encode())
+    tenant_a = replace(image, pull_secrets=(("a", "pull"),))
+    tenant_b = replace(image, pull_secrets=(("b", "pull"),))
+    first = CacheState(window=WINDOW)
+    assert windowed(tenant_a, reg, policy, first).status is Status.VERIFIED
+    warm = CacheState(hits={(e.digest, e.decision_identity): e for e in first.new},
+                      relists={(m.digest, m.scope): m for m in first.new_relists}, window=WINDOW)
+    assert pipeline.relist_scope(reg, tenant_a) != pipeline.relist_scope(reg, tenant_b)
+    reg.requests.clear()
+    assert windowed(tenant_b, reg, policy, warm, NOW + timedelta(minutes=1)).checked_at is None
+    assert reg.requests, "tenant b's credentials are used to re-list, not tenant a's mark"
+    assert windowed(tenant_a, reg, policy, warm, NOW + timedelta(minutes=1)).checked_at == NOW
+    # Another cluster's scanner (its own credentials) sharing the database does not use the marks either.
+    other_cluster = replace(warm, cluster="other", from_window=0)
+    reg.requests.clear()
+    assert windowed(tenant_a, reg, policy, other_cluster, NOW + timedelta(minutes=1)).checked_at is None
+    assert reg.requests
+
+
+def test_a_policy_or_trust_change_misses_the_window(tmp_path: Path) -> None:
+    policy, reg, image = signed(tmp_path)
+    warm = cold_with_window(image, reg, policy)
+    (tmp_path / "other").mkdir()
+    changed = write_policy(tmp_path / "other", ONE_KEY.replace("k.pub", "o.pub"))
+    reg.requests.clear()
+    v = windowed(image, reg, changed, warm, NOW + timedelta(minutes=1))
+    assert v.status is Status.INVALID and v.checked_at is None and fetched_blobs(reg) == 1
+
+
+def test_a_revoked_key_is_honoured_inside_the_window(tmp_path: Path) -> None:
+    policy, reg, image = signed(tmp_path)
+    warm = cold_with_window(image, reg, policy)
+    (entry,) = warm.hits.values()
+    key_sha = entry.signatures[0].key_sha256
+    assert key_sha
+    (tmp_path / "r").mkdir()
+    revoking = write_policy(tmp_path / "r",
+                            ONE_KEY + f"  revocations:\n    - {{keySha256: '{key_sha}', reason: leaked}}\n")
+    reg.requests.clear()
+    v = windowed(image, reg, revoking, warm, NOW + timedelta(minutes=1))
+    assert v.status is Status.REVOKED and v.checked_at == NOW and reg.requests == []
+
+
+def test_a_pass_that_lapsed_since_is_verified_again_inside_the_window(tmp_path: Path) -> None:
+    policy, reg, image = signed(tmp_path)
+    warm = cold_with_window(image, reg, policy)
+    ((key, entry),) = warm.hits.items()
+    lapsing = tuple(replace(r, not_after=NOW + timedelta(minutes=5)) for r in entry.signatures)
+    warm.hits = {key: replace(entry, signatures=lapsing)}
+    assert windowed(image, reg, policy, warm, NOW + timedelta(minutes=1)).checked_at == NOW
+    reg.requests.clear()
+    v = windowed(image, reg, policy, warm, NOW + timedelta(minutes=6))
+    assert v.checked_at is None and fetched_blobs(reg) == 1

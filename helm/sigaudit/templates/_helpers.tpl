@@ -136,6 +136,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: SIGAUDIT_NOTIFY
   value: /etc/sigaudit/notify/notify.yaml
 {{- end }}
+{{- if .Values.recheckAfter }}
+- name: SIGAUDIT_RECHECK_AFTER
+  value: {{ .Values.recheckAfter | quote }}
+{{- end }}
 {{- if .Values.retention }}
 - name: SIGAUDIT_RETENTION
   value: {{ .Values.retention | quote }}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from scanner.verify import sources
 from scanner.verify.base import Verifier
 from scanner.verify.kinds.base import Kind, StrictSpec, Trust
 
@@ -19,8 +20,8 @@ def build(spec: NotationVerifierSpec, trust: Trust) -> Verifier:
     try:
         for f in (spec.trust_policy, spec.trust_store):
             p = (trust.base_dir / f).expanduser()
-            if p.is_file():
-                trust.add_material(p.read_bytes())
+            if sources.is_file(p):
+                trust.add_material(sources.read_bytes(p))
     except OSError:
         pass
     return NotationVerifier.from_spec(

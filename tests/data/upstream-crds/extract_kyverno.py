@@ -1,10 +1,13 @@
-"""Write the parts of Kyverno's policy CRDs that the importer's field test walks.
+"""Write the parts of Kyverno's CRDs that the importer's field test walks.
 
 The upstream CRDs (config/crds/kyverno/kyverno.io_{clusterpolicies,policies}.yaml, 1.4 MB each) are
 mostly descriptions and the schemas of validate/mutate/generate rules, which the importer does not read.
 This keeps, for every served version, the openAPIV3Schema with every ``description`` removed and the
 ``validate``/``mutate``/``generate`` rule subtrees and ``status`` (written by Kyverno, with copies of
 the rules) replaced by a marked empty object (their presence is still declared).
+
+ImageValidatingPolicy and the two PolicyException CRDs have no ``rules``: only the descriptions and
+``status`` are taken out.
 
 Usage: python extract_kyverno.py UPSTREAM_CRD.yaml > kyverno.io_X.schema.json
 """
@@ -43,8 +46,10 @@ def main() -> None:
         if not v.get("served"):
             continue
         schema = v["schema"]["openAPIV3Schema"]
-        rules = schema["properties"]["spec"]["properties"]["rules"]["items"]
-        rules["properties"] = strip(rules["properties"], under_rule=True)
+        spec = schema["properties"]["spec"]["properties"]
+        if "rules" in spec:
+            rules = spec["rules"]["items"]
+            rules["properties"] = strip(rules["properties"], under_rule=True)
         if "status" in schema["properties"]:
             schema["properties"]["status"] = {"type": "object", "x-sigaudit-pruned": True}
         versions[v["name"]] = strip(schema)

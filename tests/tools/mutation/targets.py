@@ -26,7 +26,7 @@ TARGETS: tuple[Target, ...] = (
         "scanner/verify/cosign.py",
         (
             "tests/unit/verify/test_cosign.py",
-            "tests/unit/test_cosign_key_vectors.py",
+            "tests/unit/verify/test_cosign_key_vectors.py",
             "tests/unit/verify/test_decision_identity.py",
         ),
     ),
@@ -39,15 +39,15 @@ TARGETS: tuple[Target, ...] = (
         (
             "tests/unit/verify/test_notation.py",
             "tests/unit/verify/test_notation_checks.py",
-            "tests/unit/test_notation_vectors.py",
-            "tests/unit/test_notation_signing.py",
+            "tests/unit/verify/test_notation_vectors.py",
+            "tests/unit/verify/test_notation_signing.py",
             "tests/unit/verify/test_decision_identity.py",
         ),
     ),
     Target(
         "scanner/policy/engine.py",
-        ("tests/unit/policy/test_engine.py", "tests/unit/policy/test_engine_decisions.py", "tests/unit/test_policy.py",
-         "tests/unit/verify/test_cosign_rules.py"),
+        ("tests/unit/policy/test_engine.py", "tests/unit/policy/test_engine_decisions.py",
+         "tests/unit/policy/test_policy.py", "tests/unit/verify/test_cosign_rules.py"),
     ),
     Target(
         "scanner/pipeline.py",

@@ -6,7 +6,7 @@ importer the test walks every field of every served version and checks that the 
 means for an audit. Then it sets each refused and reported field, one at a time, in an otherwise valid
 resource and imports it for real: a refused field must refuse the rule (its images are `error`), and a
 reported field must be a note on the rule (shown with every verdict). What the mapped fields do is
-proven by the importers' behaviour tests (tests/unit/policy/test_kyverno.py, test_policy_imports.py, ...).
+proven by the importers' behaviour tests (tests/unit/policy/test_kyverno.py, test_imports.py, ...).
 Unknown fields (a typo, a newer upstream version) are refused.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from scanner.policy import kritis
+from scanner.errors import ConfigError
+from scanner.policy import kritis, kyverno_ivp
 from scanner.policy.fields import FieldTable, Handling
 from scanner.policy.imports import CIP_FIELDS, TRUSTROOT_FIELDS, merge
 from scanner.policy.kyverno import FIELDS as KYVERNO_FIELDS
@@ -97,6 +99,11 @@ COMMON_META = {"apiVersion", "kind", "metadata", "status"}  # every resource has
 SCHEMAS = [
     ("kyverno ClusterPolicy", ["kyverno.io_clusterpolicies.schema.json"], KYVERNO_FIELDS, set()),
     ("kyverno Policy", ["kyverno.io_policies.schema.json"], KYVERNO_FIELDS, set()),
+    ("kyverno ImageValidatingPolicy", ["policies.kyverno.io_imagevalidatingpolicies.schema.json"],
+     kyverno_ivp.FIELDS, set()),
+    ("kyverno PolicyException", ["kyverno.io_policyexceptions.schema.json"], kyverno_ivp.EXCEPTION_FIELDS, set()),
+    ("kyverno CEL PolicyException", ["policies.kyverno.io_policyexceptions.schema.json"],
+     kyverno_ivp.CEL_EXCEPTION_FIELDS, set()),
     ("ClusterImagePolicy", ["policy-controller-300-clusterimagepolicy.yaml"], CIP_FIELDS, set()),
     ("TrustRoot", ["policy-controller-300-trustroot.yaml"], TRUSTROOT_FIELDS, set()),
     ("kritis AttestationAuthority", ["kritis-attestation-authority-crd.yaml"], kritis.FIELDS["AttestationAuthority"],
@@ -176,6 +183,31 @@ def kyverno_doc(kind: str = "ClusterPolicy") -> dict[str, Any]:
             {"keys": {"publicKeys": ALICE, "rekor": {"ignoreTlog": True}}}]}]}]}]}}
 
 
+def ivp_doc() -> dict[str, Any]:
+    return {"apiVersion": "policies.kyverno.io/v1", "kind": "ImageValidatingPolicy", "metadata": {"name": "ivp"},
+            "spec": {"validationActions": ["Deny"], "matchImageReferences": [{"glob": "r.io/*"}],
+                     "attestors": [{"name": "alice", "cosign": {"key": {"data": ALICE},
+                                                                "ctlog": {"insecureIgnoreTlog": True}}}],
+                     "validations": [{"expression": "images.containers.map(image, verifyImageSignatures(image, "
+                                                    "[attestors.alice])).all(e, e > 0)"}]}}
+
+
+def exception_docs(group: str) -> list[dict[str, Any]]:
+    """The base policies (a ClusterPolicy and an ImageValidatingPolicy) and an exception of ``group``
+    that waives one of them in its own namespace."""
+    if group == "kyverno.io":
+        ex: dict[str, Any] = {"apiVersion": "kyverno.io/v2", "kind": "PolicyException",
+                              "metadata": {"name": "ex", "namespace": "team-a"},
+                              "spec": {"exceptions": [{"policyName": "p", "ruleNames": ["r"]}],
+                                       "match": {"any": [{"resources": {"kinds": ["Pod"],
+                                                                        "namespaces": ["team-a"]}}]}}}
+    else:
+        ex = {"apiVersion": "policies.kyverno.io/v1", "kind": "PolicyException",
+              "metadata": {"name": "ex", "namespace": "team-a"},
+              "spec": {"policyRefs": [{"name": "ivp", "kind": "ImageValidatingPolicy"}]}}
+    return [kyverno_doc(), ivp_doc(), ex]
+
+
 def cip_doc() -> dict[str, Any]:
     return {"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy", "metadata": {"name": "c"},
             "spec": {"images": [{"glob": "r.io/**"}], "authorities": [{"name": "a", "key": {"data": ALICE}}]}}
@@ -210,6 +242,20 @@ def _kyverno(kind: str) -> Callable[[str, Any], tuple[str, list[dict[str, Any]],
     return build
 
 
+def _ivp(path: str, value: Any) -> tuple[str, list[dict[str, Any]], str]:
+    doc = ivp_doc()
+    _inject(doc, path, value)
+    return "kyverno", [doc], "ImageValidatingPolicy/ivp"
+
+
+def _exception(group: str) -> Callable[[str, Any], tuple[str, list[dict[str, Any]], str]]:
+    def build(path: str, value: Any) -> tuple[str, list[dict[str, Any]], str]:
+        docs = exception_docs(group)
+        _inject(docs[-1], path, value)
+        return "kyverno", docs, "p/r" if group == "kyverno.io" else "ImageValidatingPolicy/ivp"
+    return build
+
+
 def _cip(path: str, value: Any) -> tuple[str, list[dict[str, Any]], str]:
     doc = cip_doc()
     _inject(doc, path, value)
@@ -234,9 +280,13 @@ def _kritis(kind: str) -> Callable[[str, Any], tuple[str, list[dict[str, Any]], 
     return build
 
 
+EXCEPTIONS = ("kyverno PolicyException", "kyverno CEL PolicyException")
 BUILDERS = {
     "kyverno ClusterPolicy": _kyverno("ClusterPolicy"),
     "kyverno Policy": _kyverno("Policy"),
+    "kyverno ImageValidatingPolicy": _ivp,
+    "kyverno PolicyException": _exception("kyverno.io"),
+    "kyverno CEL PolicyException": _exception("policies.kyverno.io"),
     "ClusterImagePolicy": _cip,
     "TrustRoot": _trustroot,
     "kritis AttestationAuthority": _kritis("AttestationAuthority"),
@@ -264,6 +314,12 @@ def test_each_declaration_holds_when_the_field_is_set(
 ) -> None:
     monkeypatch.setenv("SIGAUDIT_GRAFEAS_URL", "http://127.0.0.1:1")
     source, docs, rule_name = BUILDERS[what](path, copy.deepcopy(value))
+    if what in EXCEPTIONS:
+        # An exception is refused whole (exit 2, naming it): it never waives more than it can be evaluated to.
+        assert handling is Handling.REFUSED
+        with pytest.raises(ConfigError, match=re.escape(path)):
+            _import(source, docs, tmp_path)
+        return
     pol = _import(source, docs, tmp_path)
     rule = _rule(pol, rule_name)
     if handling is Handling.REFUSED:
@@ -283,7 +339,13 @@ def _rule(pol: Policy, name: str) -> CompiledRule:
 @pytest.mark.parametrize("what", sorted(BUILDERS))
 def test_an_unknown_field_refuses_the_rule(what: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIGAUDIT_GRAFEAS_URL", "http://127.0.0.1:1")
-    where = {"kyverno ClusterPolicy": "spec.rules[].verifyImages[].attestors[].entries[].keys.mustVerifyTwice",
+    if what in EXCEPTIONS:
+        source, docs, _ = BUILDERS[what]("spec.waiveEverything", {"k": "v"})
+        with pytest.raises(ConfigError, match=r"spec\.waiveEverything: unknown field"):
+            _import(source, docs, tmp_path)
+        return
+    where = {"kyverno ImageValidatingPolicy": "spec.attestors[].cosign.keyless.requireRekorV3",
+             "kyverno ClusterPolicy": "spec.rules[].verifyImages[].attestors[].entries[].keys.mustVerifyTwice",
              "kyverno Policy": "spec.rules[].verifyImages[].requireProvenance",
              "ClusterImagePolicy": "spec.authorities[].keyless.requireRekorV2",
              "TrustRoot": "spec.sigstoreKeysV2",
@@ -302,6 +364,12 @@ def test_the_base_documents_are_not_refused(tmp_path: Path, monkeypatch: pytest.
     for kind in ("ClusterPolicy", "Policy"):
         (rule,) = _import("kyverno", [kyverno_doc(kind)], tmp_path).rules
         assert rule.refused == () and rule.notes == () and len(rule.verifiers) == 1
+    (rule,) = _import("kyverno", [ivp_doc()], tmp_path).rules
+    assert rule.refused == () and rule.notes == () and len(rule.verifiers) == 1
+    for group in ("kyverno.io", "policies.kyverno.io"):
+        pol = _import("kyverno", exception_docs(group), tmp_path)
+        waived = ["p/r" if group == "kyverno.io" else "ImageValidatingPolicy/ivp"]
+        assert [r.name for r in pol.rules if r.waivers] == waived
     (rule,) = _import("clusterimagepolicy", [cip_doc()], tmp_path).rules
     assert rule.refused == () and rule.notes == () and len(rule.verifiers) == 1
     pol = _import("kritis", kritis_docs(), tmp_path)

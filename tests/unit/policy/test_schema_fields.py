@@ -427,8 +427,8 @@ FIELDS: dict[type, dict[str, str]] = {
         "annotations": MATRIX,
         "require_predicate_types": MATRIX,
         "attestations": MATRIX,
-        "key": "the trust anchor itself (tests/unit/test_cosign_key_vectors.py)",
-        "keyless": "the trust anchor itself (tests/unit/test_cosign_keyless.py)",
+        "key": "the trust anchor itself (tests/unit/verify/test_cosign_key_vectors.py)",
+        "keyless": "the trust anchor itself (tests/unit/verify/test_cosign_keyless_vectors.py)",
         "ignore_tlog": "relaxes the log check for .sig and bundles alike (tests/unit/verify/test_sigstore_bundle.py "
                        "test_a_keyless_bundle_without_a_log_entry_needs_ignore_tlog, ..._passes_its_log_and_sct_"
                        "fields_to_bundles); never makes a signature pass that another field refuses",

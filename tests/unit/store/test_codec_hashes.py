@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 
 from scanner.models import (
+    AdmissionCause,
+    AdmissionEvidence,
+    AdmissionFinding,
     Check,
     CheckName,
     ContainerRef,
@@ -31,6 +34,7 @@ from scanner.models import (
     TimeSource,
     UnresolvedImage,
     Verdict,
+    VerdictSource,
     Workload,
 )
 from scanner.store import codec
@@ -55,7 +59,12 @@ def _full_verdict() -> Verdict:
                          ("a note",), (("ns", "regcred"),))
     return Verdict(image, Status.EXPIRED, ("first", "second"), rule="r", policy_source="policy.yaml",
                    signatures=(sig,), expiring=True, not_after=T, warn_only=True, deciding_reason=1,
-                   exemptions=(ExemptionRef(ExemptionKind.WAIVER, "w", T, "secops", True, "r"),))
+                   exemptions=(ExemptionRef(ExemptionKind.WAIVER, "w", T, "secops", True, "r"),),
+                   admission=AdmissionFinding("ClusterPolicy/p", "kyverno.yaml", False, (
+                       AdmissionEvidence(AdmissionCause.AUDIT_MODE, {"validationFailureAction": "Audit"}),
+                       AdmissionEvidence(AdmissionCause.CREATED_BEFORE_POLICY, {"pod": "2026-11-01T00:00:00Z"}))),
+                   rejected_by=(("kyverno.yaml", "p"), ("policy.yaml", "r")),
+                   source=VerdictSource.WATCH, checked_at=T - timedelta(minutes=5))
 
 
 class _Marker:
@@ -93,6 +102,10 @@ def test_every_field_of_a_verdict_at_any_depth_is_part_of_its_hash() -> None:
     for path, changed in _variants(verdict, "Verdict"):
         if path == "Verdict.image":
             continue  # not a model any more; its fields are changed one by one below
+        if path.removeprefix("Verdict.").split(".")[0].split("[")[0] in codec.NOT_STORED:
+            # ...and so does what no row keeps (a verdict read back would not find its own row).
+            assert codec.verdict_hash(changed) == base, path
+            continue
         if path.startswith("Verdict.image.containers"):
             # Stored as the verdict's container group: the verdict's own hash leaves them out on purpose...
             assert codec.verdict_hash(changed) == base, path
@@ -101,7 +114,23 @@ def test_every_field_of_a_verdict_at_any_depth_is_part_of_its_hash() -> None:
         if codec.verdict_hash(changed) == base:
             missed.append(path)
     assert not missed, f"fields not covered by the verdict hash: {missed}"
-    assert seen > 40  # the walk went deep (signatures, checks, times, exemptions, the reference)
+    assert seen > 50  # the walk went deep (signatures, checks, times, exemptions, admission, the reference)
+    for name in ("admission", "source", "checked_at"):  # stored since the content store was written
+        assert codec.verdict_hash(_with(verdict, name, _Marker())) != base, name
+
+
+def test_only_rejected_by_is_left_out_of_the_verdict_hash_and_no_row_keeps_it() -> None:
+    """A field left out of the hash must be one the store does not keep; anything else would let two
+    different verdicts share a row. rejected_by is read by the admission analysis before the store."""
+    assert codec.NOT_STORED == {"rejected_by"}
+    from scanner.store.results import _image_row
+    from scanner.store.schema import Image
+
+    columns = {c.name for c in Image.__table__.columns}
+    for name in codec.NOT_STORED:
+        assert name not in columns and name not in _image_row(_full_verdict())
+    verdict = _full_verdict()
+    assert codec.verdict_hash(verdict) == codec.verdict_hash(dataclasses.replace(verdict, rejected_by=()))
 
 
 def test_every_field_of_a_container_is_part_of_its_group_hash() -> None:

@@ -19,7 +19,7 @@ from scanner.models import CheckName, Outcome
 from scanner.policy.schema import CosignVerifierSpec
 from scanner.verify.cosign_keyless import CosignKeylessVerifier
 from scanner.verify.trustroot import SigstoreTrust, load_trusted_root_file
-from tests.unit.test_cosign_keyless import (
+from tests.unit.verify.test_cosign_keyless_vectors import (
     COSIGN,
     KEYLESS_DIGEST,
     LEGACY,

@@ -30,8 +30,8 @@ from scanner.verify.notation_trust import parse_trust_policy
 from scanner.verify.revocation import RevocationChecker
 from tests.harness import notation_sign
 from tests.harness.notation_sign import Issued
-from tests.unit.test_notation_signing import IMAGE, NOW, Server, issue, jws, make_verifier, material
-from tests.unit.test_notation_signing import TARGET as IMAGE_TARGET
+from tests.unit.verify.test_notation_signing import IMAGE, NOW, Server, issue, jws, make_verifier, material
+from tests.unit.verify.test_notation_signing import TARGET as IMAGE_TARGET
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from scanner.policy.schema import NotationVerifierSpec, Revocation
 from scanner.verify.notation import NotationVerifier
 from scanner.verify.notation_trust import parse_trust_policy
 from tests.harness.notation_sign import Issued
-from tests.unit.test_notation_signing import IMAGE, NOW, T0, TARGET, issue, jws, make_verifier, material
+from tests.unit.verify.test_notation_signing import IMAGE, NOW, T0, TARGET, issue, jws, make_verifier, material
 
 
 @pytest.fixture(scope="module")
@@ -243,8 +243,8 @@ def test_a_revoked_tsa_chain_fails_the_timestamp_and_a_good_one_passes() -> None
     from scanner.verify.notation_envelope import JWS_MEDIA_TYPE, parse_envelope
     from scanner.verify.notation_trust import load_named_store
     from scanner.verify.revocation import RevocationStatus
-    from tests.unit.test_notation_vectors import CASES, TRUSTSTORE, VECTORS
-    from tests.unit.test_notation_vectors import NOW as VNOW
+    from tests.unit.verify.test_notation_vectors import CASES, TRUSTSTORE, VECTORS
+    from tests.unit.verify.test_notation_vectors import NOW as VNOW
 
     case = CASES["timestamp_cases"][0]
     stmt = parse_trust_policy({"version": "1.0", "trustPolicies": [case["trust_policy_statement"]]}).statements[0]
@@ -353,8 +353,8 @@ def _timestamped(revocation: Any, override: dict[str, str] | None = None) -> Sig
     """The Notary Project's timestamped JWS vector, judged end to end with the TSA store configured."""
     from scanner.verify.notation_envelope import JWS_MEDIA_TYPE, parse_envelope
     from scanner.verify.notation_trust import load_named_store
-    from tests.unit.test_notation_vectors import CASES, TRUSTSTORE, VECTORS
-    from tests.unit.test_notation_vectors import NOW as VNOW
+    from tests.unit.verify.test_notation_vectors import CASES, TRUSTSTORE, VECTORS
+    from tests.unit.verify.test_notation_vectors import NOW as VNOW
 
     case = CASES["timestamp_cases"][0]
     stmt_doc = {**case["trust_policy_statement"], "signatureVerification": {"level": "strict",

@@ -22,7 +22,7 @@ from cryptography.x509 import ocsp
 from scanner.registry.fetcher import HttpFetcher
 from scanner.verify.revocation import CRLCache, RevocationChecker, RevocationStatus
 from tests.harness.notation_sign import Issued
-from tests.unit.test_notation_signing import NOW, T0, Server, issue
+from tests.unit.verify.test_notation_signing import NOW, T0, Server, issue
 
 REVOKED_SERIAL = 0x7001
 

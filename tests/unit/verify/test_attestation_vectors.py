@@ -12,7 +12,7 @@ import pytest
 from scanner.errors import ParseError
 from scanner.verify.attestation import parse_pkix_pem, verify_pkix
 
-DATA = json.loads((Path(__file__).parents[1] / "data" / "kritis" / "verify_detached_vectors.json").read_text())
+DATA = json.loads((Path(__file__).parents[2] / "data" / "kritis" / "verify_detached_vectors.json").read_text())
 CASES = DATA["cases"]
 
 

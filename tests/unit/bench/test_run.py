@@ -25,7 +25,8 @@ def test_harness_writes_complete_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
     sample = 2 if tool_path("cosign") else 0
     rc = bench.main(["--digests", "20", "--repos", "4", "--pods", "50", "--baseline-sample", str(sample),
-                     "--out", str(out), "--skip-clients", "--no-notation", "--repeat", "2"])
+                     "--out", str(out), "--skip-clients", "--no-notation", "--repeat", "2",
+                     "--latency-ms", "40", "--latency-concurrency", "4,8", "--latency-sample", str(sample)])
     assert rc == 0
     res = json.loads((out / "latest.json").read_text())
     stamped = [p for p in out.glob("*.json") if p.name != "latest.json"]
@@ -48,6 +49,23 @@ def test_harness_writes_complete_results(tmp_path: Path) -> None:
         assert scan["registry_cpu_s"] is not None and scan["registry_cpu_s"] >= 0
         assert all(len(r["load_average_at_start"]) == 3 for r in scan["runs"])
     cold, warm = res["scans"]["cold"], res["scans"]["warm"]
+    # Inside the re-check window only the images that did not pass are re-listed (2 unsigned, 2 invalid).
+    marking, window = res["scans"]["warm_marking"], res["scans"]["warm_window"]
+    assert marking["unexpected_verdicts"] == window["unexpected_verdicts"] == 0
+    assert marking["registry_requests"] >= 20 and 4 <= window["registry_requests"] <= 4 * 3, window
+    assert res["targets"]["warm_window_wall_s"]["value"] == window["wall_s"]
+    # Latency mode: every request through the proxy waits 40 ms, so a cold scan at 4 connections takes at
+    # least its requests / 4 x 40 ms; the ideal client at the same concurrency likewise.
+    lat = res["latency"]
+    assert set(lat["by_concurrency"]) == {"4", "8"}
+    for n, row in lat["by_concurrency"].items():
+        c = row["scan_cold"]
+        assert c["unexpected_verdicts"] == 0
+        assert c["wall_s_min"] >= c["registry_requests"] / int(n) * 0.040
+        assert row["ideal_floor"]["wall_s_min"] >= 20 * 1.88 / int(n) * 0.040 * 0.9
+    if sample:
+        assert lat["cosign"]["per_digest_s"] > 0.040 and lat["by_concurrency"]["4"]["cosign_loop_over_cold_wall"] > 0
+    assert "Latency mode" in (out / "latest.md").read_text()
     assert cold["registry_requests"] >= 20  # at least one lookup per digest, counted by the registry
     assert warm["registry_requests"] < cold["registry_requests"]
     assert res["report"]["bytes"] > 1000 and res["report"]["wall_s"] > 0
@@ -66,6 +84,62 @@ def test_harness_writes_complete_results(tmp_path: Path) -> None:
         assert t["met"] in (True, False, None)
     md = (out / "latest.md").read_text()
     assert "sigaudit scan, cold" in md and "sigaudit scan, warm" in md and "| target |" in md
+
+
+def test_latency_proxy_delays_each_request_once() -> None:
+    """bench/latency_proxy.py: each request waits the delay once (plus one for a new connection), and
+    requests on separate connections are delayed in parallel, not one after another."""
+    import http.client
+    import http.server
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.latency_proxy import LatencyProxy
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = LatencyProxy(("127.0.0.1", server.server_address[1]), 0.1).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+        t0 = time.monotonic()
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"ok"
+        first = time.monotonic() - t0  # handshake + request
+        t0 = time.monotonic()
+        for _ in range(3):
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == b"ok"
+        three = time.monotonic() - t0  # three requests on the open connection
+        conn.close()
+        assert 0.2 <= first < 0.6 and 0.3 <= three < 0.9, (first, three)
+
+        def one(_: int) -> float:
+            c = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+            c.request("GET", "/")
+            c.getresponse().read()
+            c.close()
+            return time.monotonic()
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            done = max(pool.map(one, range(8)))
+        assert done - t0 < 0.6  # 8 connections at once: ~0.2 s, not 8 x 0.2
+    finally:
+        proxy.stop()
+        server.shutdown()
 
 
 def test_registry_budget_end_to_end(tmp_path: Path) -> None:

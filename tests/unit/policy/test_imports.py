@@ -16,7 +16,7 @@ from scanner.policy.loader import PolicyLoader
 from scanner.verify.keys import key_sha256, parse_public_key
 from tests.vectors import VECTORS
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "policies"
+DATA = Path(__file__).resolve().parents[2] / "data" / "policies"
 ALICE = VECTORS / "cosign/legacy-oci-connaisseur/keys/alice.pub.pem"
 
 
@@ -101,6 +101,23 @@ def test_cip_glob_semantics() -> None:
     assert cip_glob_matcher(["nginx"])(parse_reference("docker.io/library/nginx:1.25"))
     assert cip_glob_matcher(["index.docker.io/library/nginx*"])(parse_reference("nginx:1.25"))
     assert cip_glob_matcher(["**"])(parse_reference("quay.io/x/y:z"))
+    assert cip_glob_matcher(["ghcr.io/sigstore/cosign:v?"])(parse_reference("ghcr.io/sigstore/cosign:v2"))
+    assert not cip_glob_matcher(["ghcr.io/sigstore/cosign:v?"])(parse_reference("ghcr.io/sigstore/cosign:v22"))
+    assert cip_glob_matcher(["localhost:5000/*"])(parse_reference("localhost:5000/app:1"))
+    assert not cip_glob_matcher(["localhost"])(parse_reference("localhost:5000/app:1"))
+
+
+def test_cip_globs_match_in_linear_time() -> None:
+    """A regular expression made from ``**a**a**a**a**ab`` backtracked for 30 s on one 150-character name
+    (per image and rule: a policy held the scan past its deadline)."""
+    import time
+
+    ref = parse_reference("r.io/" + "a" * 200 + ":1")
+    start = time.monotonic()
+    assert not cip_glob_matcher(["r.io/" + "**a" * 30 + "b"])(ref)
+    assert not cip_glob_matcher(["r.io/" + "*a" * 30 + "b"])(ref)
+    assert cip_glob_matcher(["r.io/" + "**a" * 30])(ref)
+    assert time.monotonic() - start < 1.0
 
 
 def test_cip_authorities_static_and_warn_mode() -> None:

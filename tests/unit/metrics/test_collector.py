@@ -37,7 +37,7 @@ from scanner.models import (
 )
 from scanner.scheduler import crontab_day_of_week, parse_schedule
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 

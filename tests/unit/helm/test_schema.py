@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-CHART = Path(__file__).resolve().parents[2] / "helm" / "sigaudit"
+CHART = Path(__file__).resolve().parents[3] / "helm" / "sigaudit"
 SCHEMA = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
 VALIDATOR = jsonschema.Draft7Validator(SCHEMA)

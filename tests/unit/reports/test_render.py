@@ -16,7 +16,7 @@ from reports import render, view
 from scanner.clock import fixed_clock
 from scanner.document import scan_document
 from scanner.models import ContainerType, ExemptionKind, ExemptionRef, Status
-from tests.unit.test_report_view import GEN, T0, container, result, signature, verdict
+from tests.harness.verdicts import GEN, T0, container, result, signature, verdict
 
 XSS_NS = '"><img src=x onerror=alert(1)>'
 SCRIPT = "<script>alert('pwned')</script>"

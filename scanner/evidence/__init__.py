@@ -1,0 +1,1 @@
+"""The evidence pack: a self-contained, signed record of a scan that a third party re-verifies offline."""

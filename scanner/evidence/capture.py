@@ -1,0 +1,382 @@
+"""Capture and replay of the registry answers a verdict was reached on (issue #23).
+
+:class:`RecordingReader` wraps the scan's :class:`~scanner.registry.reader.RegistryReader` for ONE image's
+verification (the pipeline hands each image its own, so nothing is shared between images or threads)
+and keeps every answer: manifests and blobs as bytes with their digest and media type, referrers
+lists, tag lists, and the errors (a 404 for an absent ``.sig`` tag is as much a fact the verdict used
+as a signature). :class:`ReplayReader` answers the same questions from such a record, with no network:
+``sigaudit verify-evidence`` re-runs the same verification code over it. A question the record does
+not hold is a :class:`~scanner.errors.RegistryError` ("not in the evidence pack"), never a "not found"
+(which would read as "unsigned" and could change a verdict quietly).
+
+:class:`Capture` is the pipeline's :class:`~scanner.pipeline.EvidenceSink` for one scan: it hands out
+the per-image readers, keeps what each image was judged on, and knows which signature material the
+store already holds for a cache hit (a warm scan fetches no signatures: the material of the first,
+cold verification is kept content-addressed in the store and referenced by digest and material
+fingerprint).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from scanner.errors import LimitExceeded, NotFound, ParseError, RegistryError, SigauditError
+from scanner.models import ContainerRef, ContainerType, Descriptor, ImageReference, RunningImage, Workload
+from scanner.registry.auth import CredentialStore
+from scanner.registry.client import Manifest, RegistryStats
+from scanner.registry.reader import RegistryReader, Secrets
+
+NOT_IN_PACK = "not in the evidence pack"
+_ERRORS: dict[str, type[SigauditError]] = {
+    "NotFound": NotFound, "RegistryError": RegistryError, "ParseError": ParseError, "LimitExceeded": LimitExceeded,
+}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _desc_json(d: Descriptor) -> dict[str, Any]:
+    return {"mediaType": d.media_type, "digest": d.digest, "size": d.size,
+            "annotations": dict(d.annotations), "artifactType": d.artifact_type}
+
+
+def _desc_from(j: Mapping[str, Any]) -> Descriptor:
+    return Descriptor(str(j["mediaType"]), str(j["digest"]), int(j["size"]),
+                      dict(j.get("annotations") or {}), j.get("artifactType"))
+
+
+def _key(op: str, ref: ImageReference, reference: str, extra: str | None = None) -> str:
+    return json.dumps([op, ref.registry, ref.repository, reference, extra])
+
+
+@dataclass
+class Material:
+    """One image's recorded answers: ``answers`` (JSON-able, by key) and the bytes they name."""
+
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": 1, "answers": [{"key": json.loads(k), **v} for k, v in sorted(self.answers.items())]}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Material:
+        answers = {}
+        for a in doc.get("answers", []):
+            a = dict(a)
+            answers[json.dumps(a.pop("key"))] = a
+        return cls(answers, dict(blobs))
+
+    def blob_names(self) -> set[str]:
+        return {str(a["sha256"]) for a in self.answers.values() if "sha256" in a}
+
+
+class RecordingReader:
+    """A RegistryReader that keeps every answer of the reader it wraps (for one image)."""
+
+    def __init__(self, inner: RegistryReader) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self.material = Material()
+
+    @property
+    def credentials(self) -> CredentialStore:
+        return self._inner.credentials
+
+    @property
+    def stats(self) -> RegistryStats:
+        return self._inner.stats
+
+    def _keep(self, key: str, answer: dict[str, Any], data: bytes | None = None) -> None:
+        with self._lock:
+            if data is not None:
+                self.material.blobs[answer["sha256"]] = data
+            self.material.answers.setdefault(key, answer)
+
+    def _failed(self, key: str, exc: SigauditError) -> None:
+        status = getattr(exc, "status", None)
+        self._keep(key, {"error": {"type": type(exc).__name__ if type(exc).__name__ in _ERRORS else "RegistryError",
+                                   "message": str(exc), "status": status}})
+
+    def head_manifest(self, ref: ImageReference, reference: str, secrets: Secrets = ()) -> Descriptor:
+        key = _key("head_manifest", ref, reference)
+        try:
+            d = self._inner.head_manifest(ref, reference, secrets)
+        except SigauditError as exc:
+            self._failed(key, exc)
+            raise
+        self._keep(key, {"descriptor": _desc_json(d)})
+        return d
+
+    def get_manifest(self, ref: ImageReference, reference: str, secrets: Secrets = (), *,
+                     max_bytes: int | None = None) -> Manifest:
+        key = _key("get_manifest", ref, reference)
+        try:
+            m = self._inner.get_manifest(ref, reference, secrets, max_bytes=max_bytes)
+        except SigauditError as exc:
+            self._failed(key, exc)
+            raise
+        self._keep(key, {"digest": m.digest, "mediaType": m.media_type, "sha256": sha256_hex(m.raw)}, m.raw)
+        return m
+
+    def get_blob(self, ref: ImageReference, desc: Descriptor, secrets: Secrets = (), *,
+                 max_bytes: int | None = None) -> bytes:
+        key = _key("get_blob", ref, desc.digest)
+        try:
+            data = self._inner.get_blob(ref, desc, secrets, max_bytes=max_bytes)
+        except SigauditError as exc:
+            self._failed(key, exc)
+            raise
+        self._keep(key, {"mediaType": desc.media_type, "sha256": sha256_hex(data)}, data)
+        return data
+
+    def referrers(self, ref: ImageReference, digest: str, artifact_type: str | None = None,
+                  secrets: Secrets = ()) -> tuple[list[Descriptor], str]:
+        key = _key("referrers", ref, digest, artifact_type)
+        try:
+            descs, source = self._inner.referrers(ref, digest, artifact_type, secrets)
+        except SigauditError as exc:
+            self._failed(key, exc)
+            raise
+        self._keep(key, {"descriptors": [_desc_json(d) for d in descs], "source": source})
+        return descs, source
+
+    def uses_referrers_tag_schema(self, ref: ImageReference, digest: str, secrets: Secrets = ()) -> bool:
+        key = _key("uses_referrers_tag_schema", ref, digest)
+        try:
+            value = self._inner.uses_referrers_tag_schema(ref, digest, secrets)
+        except SigauditError as exc:
+            self._failed(key, exc)
+            raise
+        self._keep(key, {"value": bool(value)})
+        return value
+
+    def tag_set(self, ref: ImageReference, secrets: Secrets = ()) -> frozenset[str] | None:
+        key = _key("tag_set", ref, "")
+        try:
+            tags = self._inner.tag_set(ref, secrets)
+        except SigauditError as exc:
+            self._failed(key, exc)
+            raise
+        self._keep(key, {"value": None if tags is None else sorted(tags)})
+        return tags
+
+    def credential_source(self, registry: str, repository: str, secrets: Secrets,
+                          named_for: Secrets | None = None) -> str | None:
+        return self._inner.credential_source(registry, repository, secrets, named_for)
+
+
+class ReplayReader:
+    """A RegistryReader over recorded answers only: no network, every answer digest-checked again."""
+
+    def __init__(self, material: Material) -> None:
+        self._m = material
+        self._stats = RegistryStats()
+        self._credentials = CredentialStore()
+
+    @property
+    def credentials(self) -> CredentialStore:
+        return self._credentials
+
+    @property
+    def stats(self) -> RegistryStats:
+        return self._stats
+
+    def _answer(self, key: str) -> dict[str, Any]:
+        a = self._m.answers.get(key)
+        if a is None:
+            op, registry, repository, reference, _ = json.loads(key)
+            raise RegistryError(f"{NOT_IN_PACK}: {op} {registry}/{repository} {reference}", registry=registry)
+        err = a.get("error")
+        if isinstance(err, Mapping):
+            cls = _ERRORS.get(str(err.get("type")), RegistryError)
+            message = str(err.get("message", ""))
+            if issubclass(cls, RegistryError):
+                status = err.get("status")
+                raise cls(message, status=status if isinstance(status, int) else None)
+            raise cls(message)
+        return a
+
+    def _bytes(self, a: Mapping[str, Any], max_bytes: int | None) -> bytes:
+        data = self._m.blobs.get(str(a.get("sha256")))
+        if data is None or sha256_hex(data) != a.get("sha256"):
+            raise RegistryError(f"{NOT_IN_PACK}: blob sha256:{a.get('sha256')}")
+        if max_bytes is not None and len(data) > max_bytes:
+            raise LimitExceeded(f"{len(data)} bytes exceeds the limit of {max_bytes}")
+        return data
+
+    def head_manifest(self, ref: ImageReference, reference: str, secrets: Secrets = ()) -> Descriptor:
+        return _desc_from(self._answer(_key("head_manifest", ref, reference))["descriptor"])
+
+    def get_manifest(self, ref: ImageReference, reference: str, secrets: Secrets = (), *,
+                     max_bytes: int | None = None) -> Manifest:
+        a = self._answer(_key("get_manifest", ref, reference))
+        raw = self._bytes(a, max_bytes)
+        digest = str(a["digest"])
+        if digest.startswith("sha256:") and digest != "sha256:" + sha256_hex(raw):
+            raise ParseError(f"manifest digest mismatch for {reference}")
+        if reference.startswith("sha256:") and reference != digest:
+            raise ParseError(f"manifest digest mismatch for {reference}")
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise ParseError(f"manifest is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ParseError("manifest is not a JSON object")
+        return Manifest(digest, str(a["mediaType"]), raw, doc)
+
+    def get_blob(self, ref: ImageReference, desc: Descriptor, secrets: Secrets = (), *,
+                 max_bytes: int | None = None) -> bytes:
+        data = self._bytes(self._answer(_key("get_blob", ref, desc.digest)), max_bytes)
+        if desc.digest.startswith("sha256:") and desc.digest != "sha256:" + sha256_hex(data):
+            raise ParseError(f"blob digest mismatch for {desc.digest}")
+        return data
+
+    def referrers(self, ref: ImageReference, digest: str, artifact_type: str | None = None,
+                  secrets: Secrets = ()) -> tuple[list[Descriptor], str]:
+        a = self._answer(_key("referrers", ref, digest, artifact_type))
+        return [_desc_from(d) for d in a["descriptors"]], str(a["source"])
+
+    def uses_referrers_tag_schema(self, ref: ImageReference, digest: str, secrets: Secrets = ()) -> bool:
+        return bool(self._answer(_key("uses_referrers_tag_schema", ref, digest))["value"])
+
+    def tag_set(self, ref: ImageReference, secrets: Secrets = ()) -> frozenset[str] | None:
+        value = self._answer(_key("tag_set", ref, ""))["value"]
+        return None if value is None else frozenset(str(t) for t in value)
+
+    def credential_source(self, registry: str, repository: str, secrets: Secrets,
+                          named_for: Secrets | None = None) -> str | None:
+        return None
+
+
+# -- RunningImage <-> JSON (the image as it was judged: reference, containers, notes, pull secrets) --
+
+def image_to_json(img: RunningImage) -> dict[str, Any]:
+    r = img.reference
+    return {
+        "reference": {"registry": r.registry, "repository": r.repository, "tag": r.tag, "digest": r.digest},
+        "containers": [
+            {"namespace": c.namespace, "pod": c.pod, "container": c.container, "type": c.container_type.value,
+             "image": c.image, "imageID": c.image_id, "pullSecrets": list(c.pull_secrets), "podUID": c.pod_uid,
+             "workload": {"kind": c.workload.kind, "name": c.workload.name}}
+            for c in img.containers
+        ],
+        "notes": list(img.notes),
+        "pullSecrets": [list(s) for s in img.pull_secrets],
+    }
+
+
+def image_from_json(doc: Mapping[str, Any]) -> RunningImage:
+    r = doc["reference"]
+    return RunningImage(
+        ImageReference(str(r["registry"]), str(r["repository"]), r.get("tag"), r.get("digest")),
+        tuple(
+            ContainerRef(str(c["namespace"]), str(c["pod"]), str(c["container"]), ContainerType(c["type"]),
+                         str(c["image"]), c.get("imageID"), Workload(str(c["workload"]["kind"]),
+                                                                      str(c["workload"]["name"])),
+                         tuple(str(s) for s in c.get("pullSecrets", ())), str(c.get("podUID", "")))
+            for c in doc["containers"]
+        ),
+        tuple(str(n) for n in doc.get("notes", ())),
+        tuple((str(a), str(b)) for a, b in doc.get("pullSecrets", ())),
+    )
+
+
+@dataclass
+class Judged:
+    """One image as the scan judged it, and the material it was judged on."""
+
+    image: RunningImage
+    fingerprint: str | None
+    material: Material | None  # None: a cache hit whose (cold) material the store holds
+    material_ref: str | None = None  # "material/<digest>/<fingerprint>" in the store
+
+
+def material_ref(digest: str, fingerprint: str) -> str:
+    from scanner.store.evidence import material_name  # one spelling, which `db prune` matches to cache rows
+
+    return material_name(digest, fingerprint)
+
+
+class Capture:
+    """The pipeline's EvidenceSink for one scan. ``known``: which material refs the store holds."""
+
+    def __init__(self, known: Any = None) -> None:
+        self._known_lookup = known  # Callable[[Iterable[str]], set[str]] | None
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+        self.judged: list[Judged] = []
+        self.verified_at: datetime | None = None
+
+    def started(self, now: datetime) -> None:
+        self.verified_at = now
+
+    def prepare(self, refs: Iterable[tuple[str, str]]) -> None:
+        names = {material_ref(d, fp) for d, fp in refs}
+        if self._known_lookup is not None and names:
+            self._known |= set(self._known_lookup(names))
+
+    def reader(self, image: RunningImage, client: RegistryReader) -> RegistryReader:
+        return RecordingReader(client)
+
+    def has_material(self, digest: str, fingerprint: str) -> bool:
+        return material_ref(digest, fingerprint) in self._known
+
+    def judge(self, image: RunningImage, reader: RegistryReader, fingerprint: str | None, cached: bool) -> None:
+        material = reader.material if isinstance(reader, RecordingReader) and not cached else None
+        ref = material_ref(str(image.digest), fingerprint) if fingerprint is not None else None
+        with self._lock:
+            self.judged.append(Judged(image, fingerprint, material, ref))
+
+
+def canonical_json(doc: Any) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def scan_ref(scan_id: int) -> str:
+    return f"scan/{scan_id}"
+
+
+def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None, policy_from: Iterable[str],
+         policy_digest: str, trust: Any) -> None:
+    """Write what ``capture`` saw into the store: each cold image's material (content-addressed, named
+    by digest and material fingerprint) and the scan's evidence index (``scan/<id>``), which names
+    the trust snapshot, the verification time and, per image, the material it was judged on."""
+    blobs: dict[str, bytes] = dict(trust.blobs)
+    refs: dict[str, str] = {}
+    images = []
+    warm = {j.material_ref for j in capture.judged if j.material is None and j.material_ref}
+    known = store.evidence_refs(warm) if warm else {}
+    for j in capture.judged:
+        sha = None
+        if j.material is not None:
+            doc = canonical_json(j.material.to_json())
+            sha = sha256_hex(doc)
+            blobs[sha] = doc
+            blobs.update(j.material.blobs)
+            if j.material_ref is not None:
+                refs[j.material_ref] = sha
+        elif j.material_ref is not None:
+            sha = known.get(j.material_ref)
+        images.append({"image": image_to_json(j.image), "fingerprint": j.fingerprint, "material": sha})
+    index = {
+        "schema_version": 1,
+        "scan_id": scan_id,
+        "verified_at": capture.verified_at.isoformat() if capture.verified_at else None,
+        "policy": {"path": policy_path, "from": list(policy_from), "digest": policy_digest},
+        "trust": trust.entries,
+        "images": sorted(images, key=lambda i: json.dumps(i["image"], sort_keys=True)),
+    }
+    # Gzipped (deterministically): the index names every container of every image, ~250 bytes each.
+    doc = gzip.compress(canonical_json(index), mtime=0)
+    blobs[sha256_hex(doc)] = doc
+    refs[scan_ref(scan_id)] = sha256_hex(doc)
+    store.evidence_put(blobs, refs)

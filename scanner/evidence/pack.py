@@ -1,0 +1,272 @@
+"""Build a scan's evidence pack (issue #23) from the store: everything a third party needs to
+re-verify every verdict offline, signed.
+
+Layout (one directory ``evidence/`` in a deterministic ``.tar.gz``: sorted members, fixed mtimes,
+uid/gid 0, gzip without a name or time — two builds of one scan with a deterministic signature
+scheme (Ed25519, RSA PKCS#1 v1.5) are byte-identical)::
+
+    MANIFEST.json              sha256 of every other file (and the scan it describes)
+    MANIFEST.json.dsse.json    DSSE envelope over MANIFEST.json (the operator's key, file or KMS)
+    verdict-signing.pub        the public key (a convenience: verify-evidence pins its own --key)
+    VERIFY.md                  the offline commands
+    policy/replay.json         how the policy was loaded (paths as given), its digest, the time of verification
+    policy/applied.json        the rules as applied (``policy_summary``)
+    trust/sources.json         every trust-material question the policy load asked, and its answer
+    trust/files/<sha256>       the bytes of those answers (policy files, keys, trust roots, trust stores, CRLs)
+    inventory/workloads.json   pod/container -> running digest, owner
+    images/<sha256-hex>/record.json        the image(s) as judged, the recorded verdicts, the material files
+    images/<sha256-hex>/answers-<n>.json   the registry answers a judgement used
+    images/<sha256-hex>/blobs/<sha256>     manifests, signature layers, envelopes, bundles, raw
+    images/<sha256-hex>/vsa.intoto.json    the image's SLSA VSA, DSSE-signed
+    reports/scan.json  reports/verdicts.csv  reports/report.html  reports/assessment-results.json (OSCAL)
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from scanner import __version__
+from scanner.errors import ConfigError, StoreError
+from scanner.evidence import dsse, oscal, vsa
+from scanner.evidence.capture import canonical_json, image_from_json, scan_ref, sha256_hex
+from scanner.models import RunningImage, ScanResult, Status, Verdict
+
+ROOT = "evidence"
+MANIFEST = "MANIFEST.json"
+MANIFEST_SIG = "MANIFEST.json.dsse.json"
+MANIFEST_PAYLOAD_TYPE = "application/vnd.sigaudit.evidence-manifest+json"
+PASSING = (Status.VERIFIED, Status.EXEMPT)  # what a VSA says PASSED for; anything else FAILED
+
+
+def _dump(doc: Any) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def digest_dir(digest: str) -> str:
+    return "images/" + digest.replace(":", "-")
+
+
+def verdict_record(v: Verdict) -> dict[str, Any]:
+    """What verify-evidence compares: the rule, the status and the deciding reason."""
+    deciding = v.reasons[v.deciding_reason] if 0 <= v.deciding_reason < len(v.reasons) else ""
+    return {"rule": v.rule, "status": v.status.value, "deciding_reason": deciding, "reasons": list(v.reasons)}
+
+
+def vsa_passed(statuses: Iterable[str]) -> bool:
+    got = list(statuses)
+    return bool(got) and all(s in {p.value for p in PASSING} for s in got)
+
+
+def vsa_status(statuses: list[str]) -> str:
+    """One status for the image's VSA: the worst of its verdicts (a VSA never claims more than each)."""
+    for s in ("error", "invalid", "revoked", "expired", "unsigned", "no-policy"):
+        if s in statuses:
+            return s
+    if statuses and all(s == "verified" for s in statuses):
+        return "verified"
+    if statuses and all(s in ("verified", "exempt") for s in statuses):
+        return "exempt"
+    return "error"
+
+
+def load_index(store: Any, scan_id: int) -> dict[str, Any]:
+    sha = store.evidence_refs([scan_ref(scan_id)]).get(scan_ref(scan_id))
+    if sha is None:
+        raise ConfigError(f"scan {scan_id} has no evidence material (scanned without a store, before this "
+                          "sigaudit kept evidence, or its material was pruned)")
+    blob = store.evidence_blobs([sha]).get(sha)
+    if blob is None:
+        raise StoreError(f"the evidence index of scan {scan_id} is missing from the store")
+    try:
+        doc = json.loads(gzip.decompress(blob))
+    except (OSError, EOFError, ValueError) as exc:
+        raise StoreError(f"the evidence index of scan {scan_id} is malformed: {exc}") from None
+    if not isinstance(doc, dict):
+        raise StoreError(f"the evidence index of scan {scan_id} is malformed")
+    return doc
+
+
+def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, bytes]:
+    """The pack's files (path -> bytes), MANIFEST and its signature included."""
+    from reports.render import csv_for_result, html_for_result
+    from scanner.clock import fixed_clock
+    from scanner.document import iter_scan_json
+
+    index = load_index(store, scan_id)
+    result: ScanResult = store.load_scan(scan_id)
+    summary = store.scan_summary(scan_id)
+    policy_summary = store.policy_summary(scan_id)
+    verified_at = datetime.fromisoformat(str(index["verified_at"]))
+    built_at = result.finished_at or verified_at
+    files: dict[str, bytes] = {}
+
+    # trust snapshot and policy
+    entries = []
+    trust_shas = set()
+    for e in index.get("trust", []):
+        e = dict(e)
+        if "sha256" in e:
+            e["file"] = f"trust/files/{e['sha256']}"
+            trust_shas.add(str(e["sha256"]))
+        entries.append(e)
+    trust_blobs = store.evidence_blobs(trust_shas)
+    missing = trust_shas - set(trust_blobs)
+    if missing:
+        raise StoreError(f"the trust snapshot of scan {scan_id} lacks {len(missing)} file(s) in the store")
+    for sha, data in trust_blobs.items():
+        files[f"trust/files/{sha}"] = data
+    files["trust/sources.json"] = _dump({"schema_version": 1, "entries": entries})
+    policy = index["policy"]
+    files["policy/replay.json"] = _dump({"schema_version": 1, "path": policy.get("path"),
+                                         "from": policy.get("from", []), "digest": policy["digest"],
+                                         "verified_at": index["verified_at"], "scan_id": scan_id,
+                                         "cluster": result.cluster})
+    files["policy/applied.json"] = _dump(policy_summary or {})
+
+    # images: material, records, VSAs
+    by_digest: dict[str, list[Verdict]] = {}
+    for v in result.verdicts:
+        if isinstance(v.image, RunningImage) and v.image.digest:
+            by_digest.setdefault(str(v.image.digest), []).append(v)
+    judged: dict[str, list[dict[str, Any]]] = {}
+    for j in index.get("images", []):
+        judged.setdefault(str(j["image"]["reference"]["digest"]), []).append(j)
+    material_docs = store.evidence_blobs({str(j["material"]) for js in judged.values() for j in js if j["material"]})
+    policy_hex = str(policy["digest"]).removeprefix("sha256:")
+    for digest in sorted(set(by_digest) | set(judged)):
+        d = digest_dir(digest)
+        judgements = []
+        inputs: list[tuple[str, Mapping[str, str]]] = []
+        for n, j in enumerate(judged.get(digest, [])):
+            answers_file = None
+            doc = material_docs.get(str(j["material"])) if j["material"] else None
+            if doc is not None:
+                answers_file = f"{d}/answers-{n}.json"
+                material = json.loads(doc)
+                shas = {str(a["sha256"]) for a in material.get("answers", []) if "sha256" in a}
+                for sha, data in store.evidence_blobs(shas).items():
+                    files[f"{d}/blobs/{sha}"] = data
+                files[answers_file] = _dump(material)
+            judgements.append({"image": j["image"], "fingerprint": j["fingerprint"], "answers": answers_file})
+        verdicts = [verdict_record(v) for v in by_digest.get(digest, [])]
+        files[f"{d}/record.json"] = _dump({"schema_version": 1, "digest": digest, "judgements": judgements,
+                                           "verdicts": verdicts})
+        for path in sorted(p for p in files if p.startswith(d + "/blobs/") or p.startswith(d + "/answers-")):
+            inputs.append((path, {"sha256": sha256_hex(files[path])}))
+        statuses = [v["status"] for v in verdicts] or ["error"]
+        status = vsa_status(statuses)
+        first = by_digest[digest][0].image if by_digest.get(digest) else image_from_json(judged[digest][0]["image"])
+        ref = first.reference
+        if ref is None:  # a RunningImage always has one
+            raise StoreError(f"image {digest} of scan {scan_id} has no reference")
+        workloads = sorted({(c.namespace, c.workload.kind, c.workload.name)
+                            for v in by_digest.get(digest, []) for c in v.image.containers})
+        statement = vsa.vsa_statement(vsa.VsaInput(
+            repository=f"{ref.registry}/{ref.repository}", digest=digest, verifier_version=__version__,
+            time_verified=verified_at, policy_uri="policy/applied.json", policy_digest={"sha256": policy_hex},
+            input_attestations=inputs, passed=vsa_passed(statuses), verified_levels=vsa.levels_for(status),
+            workloads=[{"namespace": ns, "kind": k, "name": nm} for ns, k, nm in workloads],
+            status=status, reasons=tuple(r for v in verdicts for r in v["reasons"][:1]),
+        ))
+        files[f"{d}/vsa.intoto.json"] = _dump(dsse.sign_envelope(vsa.PAYLOAD_TYPE, canonical_json(statement), signer))
+
+    # inventory
+    containers = []
+    for v in result.verdicts:
+        for c in v.image.containers:
+            containers.append({"namespace": c.namespace, "pod": c.pod, "container": c.container,
+                              "type": c.container_type.value, "image": c.image, "imageID": c.image_id,
+                              "digest": v.image.digest if isinstance(v.image, RunningImage) else None,
+                              "owner": {"kind": c.workload.kind, "name": c.workload.name}})
+    uniq = {json.dumps(w, sort_keys=True): w for w in containers}
+    files["inventory/workloads.json"] = _dump({"schema_version": 1, "containers": [uniq[k] for k in sorted(uniq)]})
+
+    # reports
+    files["reports/scan.json"] = "".join(iter_scan_json(result)).encode() + b"\n"
+    files["reports/verdicts.csv"] = csv_for_result(result).encode()
+    files["reports/report.html"] = html_for_result(result, None, policy_summary=policy_summary,
+                                                   clock=fixed_clock(built_at)).encode()
+    evidence = {p: sha256_hex(b) for p, b in files.items() if p.startswith("images/")}
+    files["reports/assessment-results.json"] = _dump(oscal.assessment_results(summary, result.verdicts, evidence,
+                                                                               now=built_at))
+    files["verdict-signing.pub"] = signer.public_key_pem()
+    files["VERIFY.md"] = _verify_md(result, scan_id).encode()
+
+    manifest = {"schema_version": 1, "scan_id": scan_id, "cluster": result.cluster,
+                "policy_digest": policy["digest"], "verified_at": index["verified_at"],
+                "sigaudit_version": __version__,
+                "files": {p: hashlib.sha256(b).hexdigest() for p, b in sorted(files.items())}}
+    files[MANIFEST] = _dump(manifest)
+    files[MANIFEST_SIG] = _dump(dsse.sign_envelope(MANIFEST_PAYLOAD_TYPE, files[MANIFEST], signer))
+    return files
+
+
+def _verify_md(result: ScanResult, scan_id: int) -> str:
+    return f"""# Evidence pack of scan {scan_id} of cluster {result.cluster}
+
+Re-verify every verdict offline (no network is opened), against the verdict-signing key you were
+given out of band (the copy in this pack proves nothing by itself):
+
+    sigaudit verify-evidence pack.tar.gz --key verdict-signing.pub
+
+It checks MANIFEST.json's DSSE signature and the sha256 of every file, rebuilds the policy from
+trust/ and policy/, re-runs every image's verification over images/<digest>/ at the scan's time
+(policy/replay.json), and compares status and deciding reason with each recorded verdict and VSA.
+Exit 0: all holds; 1: a mismatch or tampered file (named); 2: usage; 3: unexpected failure.
+
+With the upstream tools, after `tar -xzf pack.tar.gz`:
+
+    # each image's VSA (one per running digest, failed ones included)
+    slsa-verifier verify-vsa --attestation-path evidence/images/sha256-<hex>/vsa.intoto.json \\
+        --public-key-path verdict-signing.pub --subject-digest sha256:<hex> \\
+        --verifier-id {vsa.VERIFIER_ID} --resource-uri <registry/repo>@sha256:<hex> \\
+        --verified-level {vsa.SIGNATURE_VERIFIED}
+    # the manifest's hashes
+    cd evidence && python3 -c 'import json,hashlib;m=json.load(open("MANIFEST.json"));\\
+    print(all(hashlib.sha256(open(p,"rb").read()).hexdigest()==h for p,h in m["files"].items()))'
+
+reports/assessment-results.json is OSCAL {oscal.OSCAL_VERSION} assessment-results for GRC tools.
+"""
+
+
+def write_tar(files: Mapping[str, bytes], out: Any) -> None:
+    """A deterministic .tar.gz of ``files`` under ``evidence/``: sorted, mtime 0, root-owned, 0644/0755."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs = sorted({"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)})
+        for d in [ROOT, *(f"{ROOT}/{d}" for d in dirs)]:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            tar.addfile(info)
+        for path in sorted(files):
+            info = tarfile.TarInfo(f"{ROOT}/{path}")
+            info.size, info.mode, info.mtime = len(files[path]), 0o644, 0
+            tar.addfile(info, io.BytesIO(files[path]))
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) as gz:
+        gz.write(raw.getvalue())
+
+
+def write_pack(store: Any, scan_id: int, sign_key: str, out_path: str) -> int:
+    """Build scan ``scan_id``'s pack signed with ``sign_key`` (a PEM file or a KMS URI) into
+    ``out_path`` (written beside it, then renamed: never a half pack). Returns its size in bytes."""
+    import os
+    from pathlib import Path
+
+    signer = dsse.signer_from(sign_key)
+    files = build_files(store, scan_id, signer)
+    out = Path(out_path)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        with tmp.open("wb") as fh:
+            write_tar(files, fh)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out.stat().st_size

@@ -1,0 +1,309 @@
+"""``sigaudit verify-evidence``: check a pack and recompute every verdict from it alone (issue #23).
+
+The pack is untrusted input: it is read into memory under bounds (members, sizes, total), and only
+regular files and directories under ``evidence/`` with plain relative names are accepted (no links,
+devices, absolute or ``..`` paths, no name twice). Then:
+
+1. MANIFEST.json's DSSE signature against the key the auditor pins (``--key``);
+2. the sha256 of every file against MANIFEST.json; a file present but not listed, or listed but
+   absent, fails too — each problem names the file;
+3. the policy is rebuilt from ``trust/`` only (:class:`scanner.verify.sources.Replay`: no file of this
+   machine, no network) and must give the digest the scan recorded;
+4. each image's verification is re-run by the pipeline's own code over a :class:`ReplayReader` of
+   its recorded registry answers, at the scan's time; status, rule and deciding reason must equal the
+   recorded verdicts, and each VSA (signed by the same key) must say PASSED exactly when they pass.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import posixpath
+import tarfile
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from scanner.errors import ConfigError, SigauditError
+from scanner.evidence import dsse, vsa
+from scanner.evidence.capture import Material, ReplayReader, image_from_json, sha256_hex
+from scanner.evidence.pack import (
+    MANIFEST,
+    MANIFEST_PAYLOAD_TYPE,
+    MANIFEST_SIG,
+    ROOT,
+    verdict_record,
+    vsa_passed,
+    vsa_status,
+)
+
+MAX_PACK_BYTES = 1024**3  # uncompressed, all members together (a 2,000-image pack: ~7 MB compressed)
+MAX_MEMBER_BYTES = 256 * 1024**2
+MAX_MEMBERS = 200_000
+MAX_COMPRESSED_RATIO = 200  # a gzip bomb is refused before it is inflated far
+
+
+class PackError(SigauditError):
+    """The pack cannot be read as an evidence pack (named member and why): a tampered or hostile pack."""
+
+
+@dataclass
+class Outcome:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    images: int = 0
+    verdicts: int = 0
+    files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _safe_name(name: str) -> str | None:
+    """The member's path inside ``evidence/``, or None when it is not a plain relative path there."""
+    if name.startswith("/") or "\\" in name or "\x00" in name:
+        return None
+    norm = posixpath.normpath(name)
+    if norm != name.rstrip("/") or norm.startswith("../") or norm == ".." or "/../" in norm:
+        return None
+    if norm == ROOT:
+        return ""
+    if not norm.startswith(ROOT + "/"):
+        return None
+    rest = norm[len(ROOT) + 1:]
+    return rest if rest and all(p not in ("", ".", "..") for p in rest.split("/")) else None
+
+
+def read_pack(path: Path, *, max_bytes: int = MAX_PACK_BYTES, max_member: int = MAX_MEMBER_BYTES,
+              max_members: int = MAX_MEMBERS) -> dict[str, bytes]:
+    """The pack's files (path under ``evidence/`` -> bytes). PackError for anything not a plain pack."""
+    try:
+        compressed = path.stat().st_size
+    except OSError as exc:
+        raise ConfigError(f"cannot read the pack: {exc.strerror}", source=str(path)) from exc
+    limit = min(max_bytes, max(compressed, 1) * MAX_COMPRESSED_RATIO + 1024 * 1024)
+    try:
+        with gzip.open(path, "rb") as gz:
+            raw = gz.read(limit + 1)
+    except (OSError, EOFError) as exc:
+        raise PackError(f"the pack is not a gzip file: {exc}") from None
+    if len(raw) > limit:
+        raise PackError(f"the pack inflates past {limit} bytes (a compression bomb or an oversized pack)")
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            count = 0
+            for m in tar:
+                count += 1
+                if count > max_members:
+                    raise PackError(f"the pack has more than {max_members} members")
+                rel = _safe_name(m.name)
+                if rel is None:
+                    raise PackError(f"member {m.name[:200]!r}: not a plain relative path under {ROOT}/")
+                if m.isdir():
+                    continue
+                if not m.isreg():
+                    raise PackError(f"member {m.name[:200]!r}: a link or special file is not allowed")
+                if m.size > max_member:
+                    raise PackError(f"member {m.name[:200]!r}: larger than {max_member} bytes")
+                if rel in files:
+                    raise PackError(f"member {m.name[:200]!r}: appears twice")
+                f = tar.extractfile(m)
+                if f is None:
+                    raise PackError(f"member {m.name[:200]!r}: unreadable")
+                files[rel] = f.read(max_member + 1)
+    except tarfile.TarError as exc:
+        raise PackError(f"the pack is not a tar archive: {exc}") from None
+    return files
+
+
+def _json(files: Mapping[str, bytes], name: str) -> Any:
+    try:
+        return json.loads(files[name])
+    except KeyError:
+        raise PackError(f"{name}: missing") from None
+    except ValueError as exc:
+        raise PackError(f"{name}: not JSON: {exc}") from None
+
+
+def check_integrity(files: Mapping[str, bytes], key_pem: bytes, out: Outcome) -> dict[str, Any] | None:
+    """Steps 1-2. The manifest, when its signature holds (else None and the problem is in ``out``)."""
+    if MANIFEST not in files or MANIFEST_SIG not in files:
+        out.problems.append(f"{MANIFEST if MANIFEST not in files else MANIFEST_SIG}: missing")
+        return None
+    try:
+        _, payload = dsse.verify_envelope(files[MANIFEST_SIG], key_pem, payload_type=MANIFEST_PAYLOAD_TYPE)
+    except dsse.EvidenceError as exc:
+        out.problems.append(f"{MANIFEST_SIG}: the manifest signature does not verify with the given key: {exc}")
+        return None
+    if payload != files[MANIFEST]:
+        out.problems.append(f"{MANIFEST}: differs from the signed manifest")
+        return None
+    manifest = _json(files, MANIFEST)
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict):
+        out.problems.append(f"{MANIFEST}: no file list")
+        return None
+    for name in sorted(set(files) - set(listed) - {MANIFEST, MANIFEST_SIG}):
+        out.problems.append(f"{name}: not listed in {MANIFEST}")
+    for name, want in sorted(listed.items()):
+        if name not in files:
+            out.problems.append(f"{name}: listed in {MANIFEST} but missing")
+        elif sha256_hex(files[name]) != want:
+            out.problems.append(f"{name}: sha256 differs from {MANIFEST} (tampered)")
+    out.files = len(listed)
+    return dict(manifest)
+
+
+def recompute(files: Mapping[str, bytes], key_pem: bytes, out: Outcome) -> None:
+    """Steps 3-4, on a pack whose integrity holds."""
+    from scanner.pipeline import ScanStats, _groups, verify_image
+    from scanner.policy.sources import load_policies
+    from scanner.verify import sources as trust_sources
+
+    replay = _json(files, "policy/replay.json")
+    try:
+        verified_at = datetime.fromisoformat(str(replay["verified_at"]))
+        if verified_at.tzinfo is None:
+            raise ValueError("a time without a zone")
+        entries = list(_json(files, "trust/sources.json")["entries"])
+        blobs = {str(e["sha256"]): files.get(str(e.get("file")), b"") for e in entries if "sha256" in e}
+        sources = trust_sources.Replay(entries, blobs)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PackError(f"policy/replay.json or trust/sources.json: malformed: {type(exc).__name__}: {exc}") from None
+    with trust_sources.reading_from(sources):
+        try:
+            policy = load_policies(replay.get("path"), tuple(replay.get("from") or ()))
+        except (ConfigError, OSError) as exc:
+            msg = exc.diagnostics() if isinstance(exc, SigauditError) else str(exc)
+            out.problems.append(f"trust/: the policy does not load from the pack's trust snapshot: {msg}")
+            return
+        if policy.digest != replay.get("digest"):
+            out.problems.append(f"trust/: the snapshot gives policy digest {policy.digest}, the scan recorded "
+                                f"{replay.get('digest')}")
+            return
+        records = sorted(n for n in files if n.startswith("images/") and n.endswith("/record.json"))
+        for record_name in records:
+            try:
+                _recompute_image(files, record_name, policy, verified_at, key_pem, out,
+                                 verify_image=verify_image, groups=_groups, stats=ScanStats())
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed record is a finding
+                out.problems.append(f"{record_name}: malformed: {type(exc).__name__}: {str(exc)[:200]}")
+    _cross_check(files, records, out)
+
+
+def _cross_check(files: Mapping[str, bytes], records: list[str], out: Outcome) -> None:
+    """The scan's own document lists the same running digests and verdicts as the records (a pack
+    cannot hide a failing image by leaving its record out), and no image without a running digest is
+    compliant."""
+    doc = _json(files, "reports/scan.json")
+    try:
+        in_doc: dict[str, Counter[tuple[str, str]]] = {}
+        for i in doc["images"]:
+            if i.get("digest") is None:
+                if i.get("compliant"):
+                    out.problems.append(f"reports/scan.json: {str(i.get('image'))[:200]} is compliant without a "
+                                        "running digest")
+                continue
+            in_doc.setdefault(str(i["digest"]), Counter())[(str(i.get("rule") or ""), str(i["status"]))] += 1
+        in_records: dict[str, Counter[tuple[str, str]]] = {}
+        for name in records:
+            rec = _json(files, name)
+            in_records[str(rec["digest"])] = Counter((str(v.get("rule") or ""), str(v["status"]))
+                                                     for v in rec["verdicts"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        out.problems.append(f"reports/scan.json: malformed: {type(exc).__name__}: {str(exc)[:200]}")
+        return
+    for digest in sorted(set(in_doc) | set(in_records)):
+        if in_doc.get(digest) != in_records.get(digest):
+            out.problems.append(f"images/{digest.replace(':', '-')}/record.json: its verdicts differ from "
+                                f"reports/scan.json's for {digest}" if digest in in_records else
+                                f"reports/scan.json: {digest} has no record under images/")
+
+
+def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, now: datetime, key_pem: bytes,
+                     out: Outcome, *, verify_image: Any, groups: Any, stats: Any) -> None:
+    d = record_name.rsplit("/", 1)[0]
+    record = _json(files, record_name)
+    digest = str(record.get("digest"))
+    if d != "images/" + digest.replace(":", "-"):
+        out.problems.append(f"{record_name}: records digest {digest} in another image's directory")
+        return
+    out.images += 1
+    recorded = Counter(_key(v) for v in record.get("verdicts", []))
+    got: Counter[tuple[str, str, str]] = Counter()
+    for j in record.get("judgements", []):
+        img = image_from_json(j["image"])
+        if img.digest != digest:
+            out.problems.append(f"{record_name}: a judgement of {img.digest} under {digest}")
+            return
+        material = Material()
+        if j.get("answers"):
+            doc = _json(files, str(j["answers"]))
+            names = {str(a["sha256"]) for a in doc.get("answers", []) if "sha256" in a}
+            material = Material.from_json(doc, {s: files[f"{d}/blobs/{s}"] for s in names if f"{d}/blobs/{s}" in files})
+        try:
+            verdicts = verify_image(img, groups(policy, img), ReplayReader(material), policy, now, stats)
+        except Exception as exc:  # the pipeline's own guard makes this an error verdict; say it here
+            out.problems.append(f"{record_name}: re-verification failed: {type(exc).__name__}: {str(exc)[:200]}")
+            return
+        got.update(_key(verdict_record(v)) for v in verdicts)
+    out.verdicts += sum(recorded.values())
+    if not record.get("judgements") and recorded and all(k[1] == "error" for k in recorded):
+        # The verification never finished (scan deadline, a crash): an error verdict, never compliant,
+        # with nothing to recompute — said, not a mismatch.
+        out.notes.append(f"{record_name}: error verdict of an unfinished verification, not recomputed")
+        got = recorded
+    if got != recorded:
+        for k in sorted((recorded - got).elements()):
+            out.problems.append(f"{record_name}: recorded verdict not reproduced: rule {k[0]!r} {k[1]}: {k[2]}")
+        for k in sorted((got - recorded).elements()):
+            out.problems.append(f"{record_name}: the pack's material gives: rule {k[0]!r} {k[1]}: {k[2]}")
+    _check_vsa(files, d, digest, [v["status"] for v in record.get("verdicts", [])], key_pem, out)
+
+
+def _key(v: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (str(v.get("rule") or ""), str(v.get("status")), str(v.get("deciding_reason")))
+
+
+def _check_vsa(files: Mapping[str, bytes], d: str, digest: str, statuses: list[str], key_pem: bytes,
+               out: Outcome) -> None:
+    name = f"{d}/vsa.intoto.json"
+    if name not in files:
+        out.problems.append(f"{name}: missing")
+        return
+    try:
+        _, payload = dsse.verify_envelope(files[name], key_pem, payload_type=vsa.PAYLOAD_TYPE)
+        statement = json.loads(payload)
+        predicate = statement["predicate"]
+        subject_ok = any(s.get("digest", {}).get("sha256") == digest.removeprefix("sha256:")
+                         for s in statement.get("subject", []))
+        result = predicate["verificationResult"]
+    except (dsse.EvidenceError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        out.problems.append(f"{name}: not a VSA signed by the given key: {exc}")
+        return
+    if not subject_ok:
+        out.problems.append(f"{name}: its subject is not {digest}")
+    want = "PASSED" if vsa_passed(statuses) else "FAILED"
+    if result != want:
+        out.problems.append(f"{name}: says {result}, the verdicts say {want}")
+    allowed = set(vsa.levels_for(vsa_status(statuses)))
+    levels = predicate.get("verifiedLevels") if isinstance(predicate, dict) else None
+    if not isinstance(levels, list) or not set(map(str, levels)) <= allowed:
+        out.problems.append(f"{name}: verifiedLevels {levels!r} claim more than the verdicts show ({sorted(allowed)})")
+
+
+def verify_pack(path: Path, key_pem: bytes) -> Outcome:
+    out = Outcome()
+    try:
+        files = read_pack(path)
+        if check_integrity(files, key_pem, out) is not None and out.ok:
+            recompute(files, key_pem, out)
+    except PackError as exc:
+        out.problems.append(str(exc))
+    return out

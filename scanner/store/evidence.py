@@ -1,0 +1,122 @@
+"""Evidence material (issue #23): content-addressed blobs, written once, and the names that point at
+them (``scan/<id>``, ``material/<digest>/<fingerprint>``)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+import sqlalchemy as sa
+
+from scanner.store.core import Db, dialect_insert
+from scanner.store.core import chunks as _chunks
+from scanner.store.engine import is_sqlite
+from scanner.store.schema import EvidenceBlob, EvidenceRef
+
+_blobs = cast(sa.Table, EvidenceBlob.__table__)
+_refs = cast(sa.Table, EvidenceRef.__table__)
+
+
+class Evidence:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str]) -> None:
+        """Write blobs (keyed by their sha256 hex, checked) and names, each only if absent: what a
+        name pointed at first is what it keeps pointing at. One transaction."""
+        for sha, data in blobs.items():
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise ValueError(f"evidence blob {sha} does not hash to its name")
+        insert = dialect_insert(is_sqlite(self._db.engine))
+        now = self._db.clock()
+        with self._db.errors("cannot write the evidence material"), self._db.write() as conn:
+            for chunk in _chunks(sorted(blobs)):
+                conn.execute(insert(_blobs).on_conflict_do_nothing(index_elements=[_blobs.c.sha256]),
+                             [{"sha256": s, "data": blobs[s]} for s in chunk])
+            for chunk in _chunks(sorted(refs)):
+                conn.execute(insert(_refs).on_conflict_do_nothing(index_elements=[_refs.c.name]),
+                             [{"name": n, "sha256": refs[n], "created_at": now} for n in chunk])
+
+    def evidence_refs(self, names: Iterable[str]) -> dict[str, str]:
+        """name -> sha256 for the names that exist."""
+        out: dict[str, str] = {}
+        with self._db.errors("cannot read the evidence material"), self._db.read() as conn:
+            for chunk in _chunks(sorted(set(names))):
+                for row in conn.execute(sa.select(_refs.c.name, _refs.c.sha256).where(_refs.c.name.in_(chunk))):
+                    out[row.name] = row.sha256
+        return out
+
+    def evidence_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
+        """sha256 -> bytes for the blobs that exist (each checked against its name)."""
+        out: dict[str, bytes] = {}
+        with self._db.errors("cannot read the evidence material"), self._db.read() as conn:
+            for chunk in _chunks(sorted(set(shas))):
+                for row in conn.execute(sa.select(_blobs.c.sha256, _blobs.c.data).where(_blobs.c.sha256.in_(chunk))):
+                    data = bytes(row.data)
+                    if hashlib.sha256(data).hexdigest() == row.sha256:
+                        out[row.sha256] = data
+        return out
+
+
+def material_name(digest: str, fingerprint: str) -> str:
+    """The name of the material a digest was verified on, cold, under a material fingerprint."""
+    return f"material/{digest}/{hashlib.sha256(fingerprint.encode()).hexdigest()}"
+
+
+def _shas_in(doc: Any, key: str) -> set[str]:
+    return {str(e[key]) for e in doc if isinstance(e, dict) and e.get(key)} if isinstance(doc, list) else set()
+
+
+def evidence_prune(db: Db, batch: int) -> int:
+    """Drop the evidence no kept scan and no cache entry can use: ``scan/<id>`` names of deleted scans,
+    ``material/...`` names of no cache entry, and every blob no kept name reaches. Returns the blobs
+    deleted. Reads each kept scan's index (a few hundred KB for 10,000 pods): prune is rare."""
+    from scanner.models import ScanState
+    from scanner.store.core import cache as _cache
+    from scanner.store.core import scans as _scans
+
+    with db.read() as conn:
+        if conn.execute(sa.select(_scans.c.id).where(_scans.c.state == ScanState.RUNNING.value).limit(1)).first():
+            return 0  # a running scan writes its evidence at its end: a later prune collects instead
+        refs = {r.name: r.sha256 for r in conn.execute(sa.select(_refs.c.name, _refs.c.sha256))}
+        live_scans = {f"scan/{i}" for (i,) in conn.execute(sa.select(_scans.c.id))}
+        live_material = {material_name(r.digest, r.material_fingerprint)
+                         for r in conn.execute(sa.select(_cache.c.digest, _cache.c.material_fingerprint))}
+    dead = sorted(n for n in refs if n not in live_scans and n not in live_material)
+    for chunk in _chunks(dead, batch):
+        with db.write() as conn:
+            conn.execute(_refs.delete().where(_refs.c.name.in_(chunk)))
+    kept = {n: s for n, s in refs.items() if n not in set(dead)}
+    live: set[str] = set(kept.values())
+    material_docs: set[str] = set()
+    ev = Evidence(db)
+    for name, sha in kept.items():
+        data = ev.evidence_blobs([sha]).get(sha)
+        if data is None:
+            continue
+        try:
+            if name.startswith("scan/"):
+                index = json.loads(gzip.decompress(data))
+                live |= _shas_in(index.get("trust"), "sha256")
+                material_docs |= _shas_in(index.get("images"), "material")
+            else:
+                material_docs.add(sha)
+        except (OSError, EOFError, ValueError, AttributeError):
+            continue  # unreadable: its blobs are not known to be needed, nor kept by it
+    live |= material_docs
+    for chunk in _chunks(sorted(material_docs), batch):
+        for data in ev.evidence_blobs(chunk).values():
+            try:
+                live |= _shas_in(json.loads(data).get("answers"), "sha256")
+            except (ValueError, AttributeError):
+                continue
+    with db.read() as conn:
+        every = [s for (s,) in conn.execute(sa.select(_blobs.c.sha256))]
+    doomed = sorted(set(every) - live)
+    for chunk in _chunks(doomed, batch):
+        with db.write() as conn:
+            conn.execute(_blobs.delete().where(_blobs.c.sha256.in_(chunk)))
+    return len(doomed)

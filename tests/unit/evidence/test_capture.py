@@ -1,0 +1,120 @@
+"""Recording and replay of the registry answers one image's verification used, and of the trust
+material a policy load read: the replay answers what was recorded, digest-checked, and nothing else
+(an unrecorded question is an error, never a 'not found' that would read as 'unsigned')."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scanner.errors import ConfigError, NotFound, ParseError, RegistryError
+from scanner.evidence.capture import Material, RecordingReader, ReplayReader, canonical_json
+from scanner.models import ImageReference
+from scanner.verify import sources
+from tests.harness.registry_sim import InMemoryRegistry
+
+
+def _roundtrip(m: Material) -> Material:
+    doc = json.loads(canonical_json(m.to_json()))
+    return Material.from_json(doc, m.blobs)
+
+
+def test_replay_answers_exactly_what_was_recorded() -> None:
+    sim = InMemoryRegistry()
+    ref = ImageReference("r.example", "app")
+    digest = sim.push_image(ref)
+    rec = RecordingReader(sim)
+    m = rec.get_manifest(ref, digest)
+    with pytest.raises(NotFound):
+        rec.get_manifest(ref, "sha256-" + digest[7:] + ".sig")
+    replay = ReplayReader(_roundtrip(rec.material))
+    assert replay.get_manifest(ref, digest).raw == m.raw
+    with pytest.raises(NotFound):  # a recorded 404 is replayed as a 404
+        replay.get_manifest(ref, "sha256-" + digest[7:] + ".sig")
+    with pytest.raises(RegistryError, match="not in the evidence pack") as info:  # never NotFound
+        replay.get_manifest(ref, "other")
+    assert not isinstance(info.value, NotFound)
+    with pytest.raises(RegistryError, match="not in the evidence pack"):
+        replay.referrers(ref, digest)
+
+
+def test_replayed_bytes_are_digest_checked() -> None:
+    sim = InMemoryRegistry()
+    ref = ImageReference("r.example", "app")
+    digest = sim.push_image(ref)
+    rec = RecordingReader(sim)
+    rec.get_manifest(ref, digest)
+    m = _roundtrip(rec.material)
+    sha = next(iter(m.blobs))
+    m.blobs[sha] = m.blobs[sha] + b" "
+    with pytest.raises(RegistryError, match="not in the evidence pack"):
+        ReplayReader(m).get_manifest(ref, digest)
+    # a record whose digest lies about its bytes
+    m = _roundtrip(rec.material)
+    key = next(iter(m.answers))
+    m.answers[key]["digest"] = "sha256:" + "0" * 64
+    with pytest.raises(ParseError, match="digest mismatch"):
+        ReplayReader(m).get_manifest(ref, digest)
+
+
+def test_trust_sources_record_then_replay_without_the_files(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "a.pem").write_bytes(b"A")
+    rec = sources.Recording()
+    with sources.reading_from(rec):
+        assert sources.is_dir(tmp_path / "store")
+        assert [p.name for p in sources.iterdir(tmp_path / "store")] == ["a.pem"]
+        assert sources.read_bytes(tmp_path / "store" / "a.pem") == b"A"
+        assert sources.fetched("kms", "awskms:///k", lambda: b"PEM") == b"PEM"
+        with pytest.raises(OSError):
+            sources.read_bytes(tmp_path / "absent")
+    snap = rec.snapshot
+    (tmp_path / "store" / "a.pem").write_bytes(b"changed on disk")
+    replay = sources.Replay(json.loads(json.dumps(snap.entries)), snap.blobs)
+    with sources.reading_from(replay):
+        assert sources.is_dir(tmp_path / "store")
+        assert sources.read_bytes(tmp_path / "store" / "a.pem") == b"A"  # the snapshot, not the disk
+        assert sources.fetched("kms", "awskms:///k", lambda: b"never called") == b"PEM"
+        with pytest.raises(FileNotFoundError):
+            sources.read_bytes(tmp_path / "absent")
+        with pytest.raises(FileNotFoundError, match="not in the evidence pack"):
+            sources.read_bytes(tmp_path / "never-asked")
+        assert not sources.is_file(tmp_path / "never-asked")
+        with pytest.raises(ConfigError, match="not in the evidence pack"):
+            sources.fetched("url", "https://example.com/k", lambda: b"never called")
+    assert sources.read_bytes(tmp_path / "store" / "a.pem") == b"changed on disk"  # outside: the real file
+
+
+def test_a_key_url_credential_never_enters_the_snapshot() -> None:
+    url = "https://user:hunter2@keys.example/k.pub?token=s3cr3t"
+    rec = sources.Recording()
+    with sources.reading_from(rec):
+        assert sources.fetched("url", url, lambda: b"PEM") == b"PEM"
+    text = json.dumps(rec.snapshot.entries)
+    assert "hunter2" not in text and "s3cr3t" not in text and "keys.example" in text
+    with sources.reading_from(sources.Replay(rec.snapshot.entries, rec.snapshot.blobs)):
+        assert sources.fetched("url", url, lambda: b"never") == b"PEM"  # the same URL replays
+        with pytest.raises(ConfigError) as info:  # another credential is another reference
+            sources.fetched("url", url.replace("hunter2", "other"), lambda: b"never")
+        assert "other" not in str(info.value)
+
+
+def test_the_public_good_root_is_recorded_and_replayed_without_tuf(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scanner.verify import trustroot
+
+    rec = sources.Recording()
+    with sources.reading_from(rec):
+        lazy = trustroot.LazyTrust(lambda: trustroot.public_good_trust(offline=True), name="public good")
+    got = lazy.get()  # loaded later (a worker thread in a scan), outside the context: still recorded
+    assert any(e["op"] == "sigstore" for e in rec.snapshot.entries)
+
+    def no_tuf(**_: object) -> bytes:
+        raise AssertionError("TUF, its cache or the network was consulted during a replay")
+
+    monkeypatch.setattr(trustroot, "_public_good_root", no_tuf)
+    with sources.reading_from(sources.Replay(rec.snapshot.entries, rec.snapshot.blobs)):
+        assert trustroot.public_good_trust(offline=False).fingerprint == got.fingerprint
+    with sources.reading_from(sources.Replay([], {})), pytest.raises(ConfigError, match="not in the evidence pack"):
+        trustroot.public_good_trust(offline=False)
