@@ -181,7 +181,9 @@ class Queries:
             for i in range(0, len(wanted), _IN_CHUNK):
                 rows = conn.execute(
                     sa.select(_images.c.digest, sa.func.max(_scans.c.started_at))
-                    .join(_scans, _scans.c.id == _images.c.scan_id)
+                    .select_from(_scans)
+                    .join(_members, _members.c.set_id == _scans.c.verdict_set_id)
+                    .join(_images, _images.c.id == _members.c.image_id)
                     .where(
                         _images.c.digest.in_(wanted[i:i + _IN_CHUNK]),
                         _images.c.status == Status.VERIFIED.value,

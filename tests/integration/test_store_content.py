@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -215,3 +216,129 @@ def test_a_kept_scan_that_names_a_verdict_being_deleted_reads_as_damaged_not_as_
 
     with pytest.raises(StoreError, match="incomplete: the database is damaged"):
         store.load_scan(scan_id)
+
+
+# -- what main added since: the admission finding, watch verdicts, the re-check window ---------------
+
+
+def _with_new_fields(result: ScanResult, rejected: str) -> ScanResult:
+    """``result`` whose non-compliant verdicts carry an admission finding and the rules that rejected
+    them (``rejected`` in the rule name: not stored, so it must not matter to the store), and whose
+    compliant ones were served from the re-check window."""
+    from scanner.models import AdmissionCause, AdmissionEvidence, AdmissionFinding
+
+    finding = AdmissionFinding("ClusterPolicy/require-signed", "kyverno.yaml", False, (
+        AdmissionEvidence(AdmissionCause.AUDIT_MODE, {"validationFailureAction": "Audit"}),))
+    verdicts = tuple(
+        dataclasses.replace(v, checked_at=T0 - timedelta(minutes=30)) if v.compliant
+        else dataclasses.replace(v, admission=finding, rejected_by=(("kyverno.yaml", rejected),))
+        for v in result.verdicts)
+    return dataclasses.replace(result, verdicts=verdicts)
+
+
+def _as_stored(result: ScanResult, scan_id: int) -> ScanResult:
+    """What the store gives back: everything but the verdicts' in-memory ``rejected_by``."""
+    return dataclasses.replace(result, scan_id=scan_id,
+                               verdicts=tuple(dataclasses.replace(v, rejected_by=()) for v in result.verdicts))
+
+
+def test_an_unchanged_scan_with_admission_findings_and_window_verdicts_writes_nothing(
+        store: Store, tmp_path: Path) -> None:
+    """admission and checked_at are stored, so they are content; rejected_by is not stored, so a verdict
+    that differs only there shares its row (and a verdict read back, which has none, finds its own)."""
+    cold = _with_new_fields(estate(2000, T0), "require-signed")
+    assert any(v.admission for v in cold.verdicts) and any(v.checked_at for v in cold.verdicts)
+    first = _record(store, cold)
+    rows = _rows(store)
+    size = _file_bytes(tmp_path / "sigaudit.db") if store.dialect == "sqlite" else None
+    warm = _with_new_fields(estate(2000, T0 + timedelta(hours=6)), "another-rule")
+    second = _record(store, warm)
+    assert _rows(store) == rows
+    if size is not None:
+        assert _file_bytes(tmp_path / "sigaudit.db") - size < 50 * 1024
+    assert store.load_scan(first) == _as_stored(cold, first)
+    assert store.load_scan(second) == _as_stored(warm, second)
+    # A changed finding is new content.
+    moved = _with_new_fields(estate(2000, T0 + timedelta(hours=12)), "require-signed")
+    moved = dataclasses.replace(moved, verdicts=tuple(
+        dataclasses.replace(v, checked_at=T0) if v.checked_at else v for v in moved.verdicts))
+    third = _record(store, moved)
+    assert _rows(store)["images"] > rows["images"]
+    assert store.load_scan(third) == _as_stored(moved, third)
+
+
+def _watch_verdict(n: int) -> Any:
+    from scanner.models import (
+        ContainerRef,
+        ContainerType,
+        ImageReference,
+        RunningImage,
+        Status,
+        Verdict,
+        VerdictSource,
+        Workload,
+    )
+
+    digest = f"sha256:{n:064x}"
+    c = ContainerRef("watched", f"pod-{n}", "app", ContainerType.CONTAINER, "r.io/new:1", f"r.io/new@{digest}",
+                     Workload("Pod", f"pod-{n}"), (), f"uid-w{n}")
+    return Verdict(RunningImage(ImageReference("r.io", "new", "1", digest), (c,)), Status.UNSIGNED,
+                   ("no signature found",), rule="bench", source=VerdictSource.WATCH)
+
+
+def test_watch_verdicts_never_change_a_shared_verdict_set(store: Store) -> None:
+    """Two scans with the same content name one verdict set. Watch verdicts added to the second make
+    it a new set (its members, then the watch's); the first scan reads back exactly as it was."""
+    a = estate(200, T0)
+    b = estate(200, T0 + timedelta(hours=6))
+    first, second = _record(store, a), _record(store, b)
+    with store.engine.connect() as conn:
+        sets = conn.execute(sa.text("SELECT id, verdict_set_id FROM scans")).all()
+    assert len({s for _, s in sets}) == 1  # shared
+    before = _rows(store)
+    watch = [_watch_verdict(1), _watch_verdict(2)]
+    assert store.add_watch_verdicts(second, "bench", watch) == 2
+    assert store.load_scan(first) == dataclasses.replace(a, scan_id=first)
+    loaded = store.load_scan(second)
+    assert loaded.verdicts == b.verdicts + tuple(watch)
+    assert loaded.stats["watch_verdicts"] == 2 and store.scan_summary(second).total == len(b.verdicts)
+    after = _rows(store)
+    assert after["verdict_sets"] == before["verdict_sets"] + 1  # the first scan's set stays: it names it
+    assert after["verdict_set_members"] == before["verdict_set_members"] + len(b.verdicts) + 2
+    assert after["images"] == before["images"] + 2 and after["container_groups"] == before["container_groups"] + 2
+    # More watch verdicts: the second scan's own set is named by no one else and goes at once.
+    assert store.add_watch_verdicts(second, "bench", [_watch_verdict(3)]) == 3
+    assert _rows(store)["verdict_sets"] == after["verdict_sets"]
+    assert store.load_scan(second).verdicts == b.verdicts + tuple(watch) + (_watch_verdict(3),)
+    assert store.load_scan(first) == dataclasses.replace(a, scan_id=first)
+    counts = store.counts_by_namespace(second)
+    assert counts[("watched", "unsigned")] == 3
+    # Retention: the first scan goes; the second keeps every verdict it names, watch ones included.
+    store.prune(keep_scans=1)
+    assert store.load_scan(second).verdicts == b.verdicts + tuple(watch) + (_watch_verdict(3),)
+
+
+def test_the_migration_carries_admission_source_and_checked_at_both_ways(db_url: str) -> None:
+    """Down to the revision before the content store and back: a watch verdict stays a watch verdict,
+    a finding stays, a window verdict keeps its time (the conversion copies every images column)."""
+    upgrade(db_url)
+    result = _with_new_fields(estate(100, T0), "require-signed")
+    with open_store(db_url) as store:
+        scan_id = _record(store, result)
+        store.add_watch_verdicts(scan_id, "bench", [_watch_verdict(7)])
+        expected = store.load_scan(scan_id)
+    assert {v.source.value for v in expected.verdicts} == {"scan", "watch"}
+    downgrade(db_url, _before_content_migration())
+    with sa.create_engine(db_url).connect() as conn:
+        got = conn.execute(sa.text(
+            "SELECT count(*), sum(CASE WHEN CAST(admission AS TEXT) LIKE '%require-signed%' THEN 1 ELSE 0 END), "
+            "count(source), count(checked_at) FROM images WHERE scan_id = :i"),
+            {"i": scan_id}).one()
+    assert tuple(got) == (len(expected.verdicts), sum(1 for v in expected.verdicts if v.admission), 1,
+                          sum(1 for v in expected.verdicts if v.checked_at))
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        assert store.load_scan(scan_id) == expected
+        assert store.verified_before("bench", [v.image.reference.digest for v in expected.verdicts
+                                               if v.image.reference and v.status.value == "verified"],
+                                     T0 + timedelta(days=1))
