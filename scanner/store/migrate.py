@@ -74,7 +74,10 @@ def alembic_head_revision() -> str:
 
 
 def _set_foreign_keys(conn: sa.Connection, *, on: bool) -> None:
-    """SQLite: turn foreign key enforcement on or off for this connection (outside any transaction)."""
+    """SQLite: turn foreign key enforcement on or off for this connection (outside any transaction: an open
+    one is committed first, since any statement through SQLAlchemy begins one), and check it took."""
+    if conn.in_transaction():
+        conn.commit()
     raw = conn.connection.dbapi_connection
     assert raw is not None
     raw.execute(f"PRAGMA foreign_keys = {'ON' if on else 'OFF'}")
@@ -99,6 +102,12 @@ def _migration_connection(url: str) -> Iterator[sa.Connection]:
                 if not is_sqlite(conn):
                     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
                 yield conn
+                if is_sqlite(conn):
+                    # What the foreign keys would have refused, a migration must not leave behind.
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise StoreError(f"the migration would leave rows that refer to nothing ({broken[:3]}); "
+                                         "nothing was changed")
             if is_sqlite(conn):
                 _set_foreign_keys(conn, on=True)
     except StoreError:

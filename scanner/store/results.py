@@ -1,5 +1,6 @@
-"""Writing a scan's results: every verdict, container, signature and check, its trend summary, and
-the scan marked finished, in ONE transaction (COPY on PostgreSQL, executemany on SQLite), with every
+"""Writing a scan's results: the verdicts, containers, signatures and checks it is the first to have
+(content-addressed, shared with every other scan that has them: issue 20), its verdict set, its trend
+summary, and the scan marked finished, in ONE transaction (COPY on PostgreSQL, executemany on SQLite), with every
 text made storable on both backends."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import functools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,13 +28,16 @@ from scanner.models import (
 from scanner.redact import representable
 from scanner.store import codec
 from scanner.store.core import FINISHED as _FINISHED
-from scanner.store.core import Db, dialect_insert
+from scanner.store.core import Db, chunks, dialect_insert, lock_content
 from scanner.store.core import checks as _checks
 from scanner.store.core import containers as _containers
+from scanner.store.core import groups as _groups
 from scanner.store.core import images as _images
+from scanner.store.core import members as _members
 from scanner.store.core import scans as _scans
 from scanner.store.core import signatures as _signatures
 from scanner.store.core import summaries as _summaries
+from scanner.store.core import verdict_sets as _sets
 from scanner.store.engine import is_sqlite
 from scanner.store.schema import UTCDateTime
 
@@ -67,20 +72,25 @@ class Results:
         if any(v.source is not VerdictSource.WATCH for v in verdicts):
             raise ValueError("add_watch_verdicts records watch verdicts only")
         with self._db.errors(f"cannot record watch verdicts in scan {scan_id}"), self._db.write() as conn:
-            query = sa.select(_scans.c.state, _scans.c.cluster, _scans.c.stats).where(_scans.c.id == scan_id)
+            query = sa.select(_scans.c.state, _scans.c.cluster, _scans.c.stats, _scans.c.verdict_set_id).where(
+                _scans.c.id == scan_id)
             if not is_sqlite(conn):
                 query = query.with_for_update()
             row = conn.execute(query).one_or_none()
             if row is None or row.state not in _FINISHED or row.cluster != cluster:
                 raise StoreError(f"cannot record watch verdicts in scan {scan_id}: it is not a finished scan "
                                  f"of cluster {cluster!r}")
-            top = conn.execute(sa.select(sa.func.coalesce(sa.func.max(_images.c.position), -1))
-                               .where(_images.c.scan_id == scan_id)).scalar_one()
-            _insert_verdicts(conn, scan_id, verdicts, int(top) + 1)
+            # A verdict set may be shared by other scans (and is named by its content): never changed.
+            # The scan is re-pointed at a set of its own members followed by the new ones.
+            lock_content(conn)
+            old_set = row.verdict_set_id
+            new_set = _write_content(conn, verdicts, _set_members(conn, old_set))
             stats = dict(row.stats or {})
             count = int(stats.get("watch_verdicts") or 0) + len(verdicts)
             stats["watch_verdicts"] = count
-            conn.execute(_scans.update().where(_scans.c.id == scan_id).values(stats=stats))
+            conn.execute(_scans.update().where(_scans.c.id == scan_id).values(stats=stats, verdict_set_id=new_set))
+            if old_set is not None and old_set != new_set:
+                _drop_set_if_unnamed(conn, old_set)
         return count
 
     def _write_scan(self, conn: sa.Connection, scan_id: int, result: ScanResult,
@@ -98,7 +108,8 @@ class Results:
             raise StoreError(f"cannot record scan {scan_id}: it belongs to cluster {row.cluster!r}, "
                              f"the result to {result.cluster!r}")
 
-        _insert_verdicts(conn, scan_id, result.verdicts, 0)
+        lock_content(conn)
+        set_id = _write_content(conn, result.verdicts)
 
         counts = Counter(str(v.status) for v in result.verdicts)
         total, compliant = len(result.verdicts), sum(1 for v in result.verdicts if v.compliant)
@@ -121,28 +132,118 @@ class Results:
                 heartbeat_at=self._db.clock(), policy_digest=result.policy_digest,
                 sigaudit_version=result.sigaudit_version or sa.literal_column("sigaudit_version"),
                 errors=list(result.errors), counts=dict(sorted(counts.items())),
-                total=total, compliant=compliant,
+                total=total, compliant=compliant, verdict_set_id=set_id,
                 stats=json.loads(json.dumps(dict(result.stats), default=str)),
                 policy_summary=json.loads(json.dumps(dict(policy_summary), default=str)) if policy_summary else None,
             )
         )
 
 
-def _insert_verdicts(conn: sa.Connection, scan_id: int, verdicts: Sequence[Verdict], first: int) -> None:
-    """Insert ``verdicts`` (positions from ``first``) with their containers, signatures and checks."""
-    # Ids are allocated up front so that children can point at their parents without a RETURNING
-    # round trip per batch; the rows then go in by COPY (PostgreSQL) or executemany (SQLite).
-    image_rows = [_image_row(scan_id, first + pos, v) for pos, v in enumerate(verdicts)]
-    image_ids = _allocate_ids(conn, _images, len(image_rows))
+def _write_content(conn: sa.Connection, verdicts: Sequence[Verdict], base: _Members | None = None) -> int:
+    """Store the verdicts' content that is not stored yet, and return the id of their verdict set:
+    the members of ``base`` (an existing set, which is left as it is), then ``verdicts``.
+
+    Verdicts, container groups and the set are looked up by content hash first: what an earlier scan
+    wrote is named, not written again, so a scan that finds what the previous one found adds no row
+    here at all, and one that finds a change adds the rows of what changed (and a new set: one small
+    row per verdict)."""
+    v_hashes = [codec.verdict_hash(v) for v in verdicts]
+    g_hashes = [codec.containers_hash(v.image.containers) for v in verdicts]
+    first = 0 if base is None else len(base.pairs)
+    s_hash = codec.verdict_set_hash([*(base.pairs if base else ()), *zip(v_hashes, g_hashes, strict=True)])
+    found = conn.execute(sa.select(_sets.c.id).where(_sets.c.content_hash == s_hash)).scalar_one_or_none()
+    if found is not None:
+        return int(found)
+
+    image_ids = _known(conn, _images, v_hashes)
+    new_verdicts: dict[str, Verdict] = {}
+    for h, v in zip(v_hashes, verdicts, strict=True):
+        if h not in image_ids:
+            new_verdicts.setdefault(h, v)
+    _write_verdicts(conn, new_verdicts, image_ids)
+
+    group_ids = _known(conn, _groups, g_hashes)
+    new_groups: dict[str, tuple[ContainerRef, ...]] = {}
+    for h, v in zip(g_hashes, verdicts, strict=True):
+        if h not in group_ids:
+            new_groups.setdefault(h, v.image.containers)
+    ids = _allocate_ids(conn, _groups, len(new_groups))
+    group_rows: list[dict[str, Any]] = []
     container_rows: list[dict[str, Any]] = []
+    for gid, (h, containers) in zip(ids, new_groups.items(), strict=True):
+        group_ids[h] = gid
+        group_rows.append({"id": gid, "content_hash": h})
+        container_rows.extend(_container_row(gid, pos, c) for pos, c in enumerate(containers))
+    _bulk_insert(conn, _groups, group_rows)
+    _bulk_insert(conn, _containers, container_rows)
+
+    (set_id,) = _allocate_ids(conn, _sets, 1)
+    _bulk_insert(conn, _sets, [{"id": set_id, "content_hash": s_hash, "size": first + len(verdicts)}])
+    if base is not None and first:
+        conn.execute(_members.insert().from_select(
+            ["set_id", "position", "image_id", "group_id"],
+            sa.select(sa.literal(set_id), _members.c.position, _members.c.image_id, _members.c.group_id)
+            .where(_members.c.set_id == base.set_id)))
+    _bulk_insert(conn, _members, [
+        {"set_id": set_id, "position": first + pos, "image_id": image_ids[vh], "group_id": group_ids[gh]}
+        for pos, (vh, gh) in enumerate(zip(v_hashes, g_hashes, strict=True))
+    ])
+    return set_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Members:
+    """An existing verdict set: its id and its members' (verdict hash, containers hash), in order."""
+
+    set_id: int
+    pairs: tuple[tuple[str, str], ...]
+
+
+def _set_members(conn: sa.Connection, set_id: int | None) -> _Members | None:
+    if set_id is None:
+        return None
+    rows = conn.execute(
+        sa.select(_members.c.position, _images.c.content_hash, _groups.c.content_hash.label("group_hash"))
+        .join(_images, _images.c.id == _members.c.image_id)
+        .join(_groups, _groups.c.id == _members.c.group_id)
+        .where(_members.c.set_id == set_id).order_by(_members.c.position)
+    ).all()
+    size = conn.execute(sa.select(_sets.c.size).where(_sets.c.id == set_id)).scalar()
+    if size is None or len(rows) != size or [r.position for r in rows] != list(range(size)):
+        raise StoreError(f"verdict set {set_id} is incomplete: the database is damaged")
+    return _Members(set_id, tuple((str(r.content_hash), str(r.group_hash)) for r in rows))
+
+
+def _drop_set_if_unnamed(conn: sa.Connection, set_id: int) -> None:
+    """Delete the verdict set ``set_id`` (not its verdicts or groups) if no scan names it: a scan
+    re-pointed by watch verdicts leaves its former set behind, one member row per verdict each time,
+    which would otherwise wait for the next prune. The caller holds the content lock."""
+    if conn.execute(sa.select(sa.exists().where(_scans.c.verdict_set_id == set_id))).scalar():
+        return
+    conn.execute(_members.delete().where(_members.c.set_id == set_id))
+    conn.execute(_sets.delete().where(_sets.c.id == set_id))
+
+
+def _known(conn: sa.Connection, table: sa.Table, hashes: Sequence[str]) -> dict[str, int]:
+    """content hash -> id of the rows of ``table`` that exist already."""
+    out: dict[str, int] = {}
+    for chunk in chunks(sorted(set(hashes))):
+        out.update((h, int(i)) for i, h in conn.execute(
+            sa.select(table.c.id, table.c.content_hash).where(table.c.content_hash.in_(chunk))))
+    return out
+
+
+def _write_verdicts(conn: sa.Connection, verdicts: Mapping[str, Verdict], image_ids: dict[str, int]) -> None:
+    """Insert the verdicts ``verdicts`` (by content hash) with their signatures and checks."""
+    ids = _allocate_ids(conn, _images, len(verdicts))
+    image_rows: list[dict[str, Any]] = []
     sig_rows: list[dict[str, Any]] = []
     sig_checks: list[tuple[Check, ...]] = []
-    for image_id, image_row, verdict in zip(image_ids, image_rows, verdicts, strict=True):
-        image_row["id"] = image_id
-        for pos, c in enumerate(verdict.image.containers):
-            container_rows.append(_container_row(scan_id, image_id, pos, c))
+    for image_id, (h, verdict) in zip(ids, verdicts.items(), strict=True):
+        image_ids[h] = image_id
+        image_rows.append({"id": image_id, "content_hash": h, **_image_row(verdict)})
         for pos, sr in enumerate(verdict.signatures):
-            sig_rows.append(_signature_row(scan_id, image_id, pos, sr))
+            sig_rows.append(_signature_row(image_id, pos, sr))
             sig_checks.append(sr.checks)
     sig_ids = _allocate_ids(conn, _signatures, len(sig_rows))
     check_rows: list[dict[str, Any]] = []
@@ -154,7 +255,6 @@ def _insert_verdicts(conn: sa.Connection, scan_id: int, verdicts: Sequence[Verdi
             for pos, c in enumerate(checks)
         )
     _bulk_insert(conn, _images, image_rows)
-    _bulk_insert(conn, _containers, container_rows)
     _bulk_insert(conn, _signatures, sig_rows)
     _bulk_insert(conn, _checks, check_rows)
 
@@ -270,7 +370,7 @@ def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]
 # -- models -> rows -------------------------------------------------------------------------------
 
 
-def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
+def _image_row(v: Verdict) -> dict[str, Any]:
     img = v.image
     ref = img.reference
     if isinstance(img, RunningImage):
@@ -279,7 +379,7 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
     else:
         text, unresolved, notes, secrets = img.image, img.reason, list(img.notes), []
     return {
-        "scan_id": scan_id, "position": position, "resolved": isinstance(img, RunningImage),
+        "resolved": isinstance(img, RunningImage),
         "registry": ref.registry if ref else None, "repository": ref.repository if ref else None,
         "tag": ref.tag if ref else None, "digest": ref.digest if ref else None,
         "image": text, "unresolved_reason": unresolved, "notes": notes, "pull_secrets": secrets,
@@ -293,9 +393,9 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
     }
 
 
-def _container_row(scan_id: int, image_id: int, position: int, c: ContainerRef) -> dict[str, Any]:
+def _container_row(group_id: int, position: int, c: ContainerRef) -> dict[str, Any]:
     return {
-        "scan_id": scan_id, "image_row_id": image_id, "position": position,
+        "group_id": group_id, "position": position,
         "namespace": c.namespace, "pod": c.pod, "pod_uid": c.pod_uid, "container": c.container,
         "container_type": str(c.container_type), "image": c.image, "image_id": c.image_id,
         "workload_kind": c.workload.kind, "workload_name": c.workload.name,
@@ -303,9 +403,9 @@ def _container_row(scan_id: int, image_id: int, position: int, c: ContainerRef) 
     }
 
 
-def _signature_row(scan_id: int, image_id: int, position: int, s: SignatureResult) -> dict[str, Any]:
+def _signature_row(image_id: int, position: int, s: SignatureResult) -> dict[str, Any]:
     return {
-        "scan_id": scan_id, "image_row_id": image_id, "position": position, "kind": s.kind,
+        "image_row_id": image_id, "position": position, "kind": s.kind,
         "verifier": s.verifier, "outcome": str(s.outcome), "reason": s.reason,
         "failure": str(s.failure), "signer": s.signer, "key_sha256": s.key_sha256,
         "identity": s.identity, "issuer": s.issuer, "signed_at": s.signed_at.value if s.signed_at else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from scanner.models import Check, CheckName, Outcome, SignatureFailure, SignatureResult, SignedTime, TimeSource
 from scanner.store import codec
@@ -64,8 +64,8 @@ def test_rows_without_a_time_source_load_as_unknown_never_authentic() -> None:
 
 def test_utc_datetime_refuses_naive_and_normalises_to_utc() -> None:
     col = UTCDateTime()
-    pg = sa.dialects.postgresql.dialect()  # type: ignore[attr-defined]
-    lite = sa.dialects.sqlite.dialect()  # type: ignore[attr-defined]
+    pg = postgresql.dialect()  # type: ignore[no-untyped-call]
+    lite = sqlite.dialect()
     with pytest.raises(ValueError, match="naive"):
         col.process_bind_param(datetime(2026, 1, 1), pg)
     plus2 = datetime(2026, 1, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))
