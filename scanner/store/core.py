@@ -20,12 +20,15 @@ from scanner.models import ScanState
 from scanner.store.engine import describe_db_error, display_url, is_sqlite, write_options
 from scanner.store.schema import (
     Container,
+    ContainerGroup,
     Image,
     NotificationState,
     Scan,
     ScanSummaryRow,
     Signature,
     SignatureCheck,
+    VerdictSet,
+    VerdictSetMember,
     VerificationCache,
 )
 
@@ -41,6 +44,21 @@ checks = cast(sa.Table, SignatureCheck.__table__)
 cache = cast(sa.Table, VerificationCache.__table__)
 summaries = cast(sa.Table, ScanSummaryRow.__table__)
 notified = cast(sa.Table, NotificationState.__table__)
+verdict_sets = cast(sa.Table, VerdictSet.__table__)
+members = cast(sa.Table, VerdictSetMember.__table__)
+groups = cast(sa.Table, ContainerGroup.__table__)
+
+# PostgreSQL: the transaction-level advisory lock that serialises whoever adds or removes shared
+# content (a scan's write, retention's collection), so that a verdict a scan is about to name is never
+# collected under it and two clusters never insert the same new verdict at once. SQLite writers are
+# serialised by BEGIN IMMEDIATE already.
+CONTENT_LOCK_KEY = int.from_bytes(b"sigaudit:content"[:8], "big", signed=True)
+
+
+def lock_content(conn: sa.Connection) -> None:
+    """Take :data:`CONTENT_LOCK_KEY` until the end of ``conn``'s transaction (PostgreSQL)."""
+    if not is_sqlite(conn):
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CONTENT_LOCK_KEY)))
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

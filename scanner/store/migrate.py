@@ -81,22 +81,38 @@ def _migration_connection(url: str) -> Iterator[sa.Connection]:
         with engine.connect() as conn:
             if is_sqlite(conn):
                 # Batch migrations copy tables; with foreign keys on, dropping the old table would
-                # cascade. The pragma only changes outside a transaction.
-                conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
-                conn.commit()
+                # cascade (DROP TABLE signatures deleted every signature_checks row) or fail. The
+                # pragma only changes outside a transaction, and any statement through SQLAlchemy
+                # begins one (engine._sqlite_begin): it goes to the driver's connection directly.
+                _sqlite_pragma(conn, "foreign_keys = OFF")
                 conn = conn.execution_options(**write_options())  # BEGIN IMMEDIATE: one upgrader
             with conn.begin():
                 if not is_sqlite(conn):
                     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
                 yield conn
+                if is_sqlite(conn):
+                    # What the foreign keys would have refused, a migration must not leave behind.
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise StoreError(f"the migration would leave rows that refer to nothing ({broken[:3]}); "
+                                         "nothing was changed")
             if is_sqlite(conn):
-                conn.exec_driver_sql("PRAGMA foreign_keys = ON")
+                _sqlite_pragma(conn, "foreign_keys = ON")
     except StoreError:
         raise
     except SQLAlchemyError as exc:
         raise describe_db_error("cannot migrate", url, exc) from None
     finally:
         engine.dispose()
+
+
+def _sqlite_pragma(conn: sa.Connection, pragma: str) -> None:
+    """Run ``PRAGMA <pragma>`` on the driver's connection, outside any transaction."""
+    if conn.in_transaction():
+        conn.commit()
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute(f"PRAGMA {pragma}")
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -30,13 +30,15 @@ from scanner.models import (
 )
 from scanner.store import codec
 from scanner.store.core import FINISHED as _FINISHED
-from scanner.store.core import MAX_ID, Db
+from scanner.store.core import MAX_ID, Db, chunks
 from scanner.store.core import checks as _checks
 from scanner.store.core import containers as _containers
 from scanner.store.core import images as _images
+from scanner.store.core import members as _members
 from scanner.store.core import scans as _scans
 from scanner.store.core import signatures as _signatures
 from scanner.store.core import summaries as _summaries
+from scanner.store.core import verdict_sets as _sets
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,35 +76,47 @@ class Queries:
             scan = conn.execute(sa.select(_scans).where(_scans.c.id == scan_id)).one_or_none()
             if scan is None:
                 raise StoreError(f"there is no scan {scan_id} in {self._db.shown}")
-            images = conn.execute(
-                sa.select(_images).where(_images.c.scan_id == scan_id).order_by(_images.c.position)
+            size = 0 if scan.verdict_set_id is None else conn.execute(
+                sa.select(_sets.c.size).where(_sets.c.id == scan.verdict_set_id)).scalar()
+            members = [] if scan.verdict_set_id is None else conn.execute(
+                sa.select(_members.c.image_id, _members.c.group_id).where(_members.c.set_id == scan.verdict_set_id)
+                .order_by(_members.c.position)
             ).all()
+            image_ids = sorted({m.image_id for m in members})
+            group_ids = sorted({m.group_id for m in members})
+            images: dict[int, Any] = {}
             containers: dict[int, list[ContainerRef]] = {}
-            for c in conn.execute(
-                sa.select(_containers).where(_containers.c.scan_id == scan_id)
-                .order_by(_containers.c.image_row_id, _containers.c.position)
-            ):
-                containers.setdefault(c.image_row_id, []).append(_container_from_row(c))
-            checks: dict[int, list[Check]] = {}
-            for k in conn.execute(
-                sa.select(_checks)
-                .join(_signatures, _signatures.c.id == _checks.c.signature_id)
-                .where(_signatures.c.scan_id == scan_id)
-                .order_by(_checks.c.signature_id, _checks.c.position)
-            ):
-                checks.setdefault(k.signature_id, []).append(
-                    Check(CheckName(k.name), Outcome(k.outcome), k.reason, bool(k.enforced)))
             signatures: dict[int, list[SignatureResult]] = {}
-            for s in conn.execute(
-                sa.select(_signatures).where(_signatures.c.scan_id == scan_id)
-                .order_by(_signatures.c.image_row_id, _signatures.c.position)
-            ):
-                signatures.setdefault(s.image_row_id, []).append(
-                    _signature_from_row(s, tuple(checks.get(s.id, ()))))
+            checks: dict[int, list[Check]] = {}
+            for chunk in chunks(image_ids):
+                images.update((i.id, i) for i in conn.execute(sa.select(_images).where(_images.c.id.in_(chunk))))
+                for k in conn.execute(
+                    sa.select(_checks)
+                    .join(_signatures, _signatures.c.id == _checks.c.signature_id)
+                    .where(_signatures.c.image_row_id.in_(chunk))
+                    .order_by(_checks.c.signature_id, _checks.c.position)
+                ):
+                    checks.setdefault(k.signature_id, []).append(
+                        Check(CheckName(k.name), Outcome(k.outcome), k.reason, bool(k.enforced)))
+                for s in conn.execute(
+                    sa.select(_signatures).where(_signatures.c.image_row_id.in_(chunk))
+                    .order_by(_signatures.c.image_row_id, _signatures.c.position)
+                ):
+                    signatures.setdefault(s.image_row_id, []).append(
+                        _signature_from_row(s, tuple(checks.get(s.id, ()))))
+            for chunk in chunks(group_ids):
+                for c in conn.execute(
+                    sa.select(_containers).where(_containers.c.group_id.in_(chunk))
+                    .order_by(_containers.c.group_id, _containers.c.position)
+                ):
+                    containers.setdefault(c.group_id, []).append(_container_from_row(c))
 
+        if size is None or len(members) != size or any(m.image_id not in images for m in members):
+            raise StoreError(f"scan {scan_id}: its verdicts are incomplete: the database is damaged")
         verdicts = tuple(
-            _verdict_from_row(i, tuple(containers.get(i.id, ())), tuple(signatures.get(i.id, ())))
-            for i in images
+            _verdict_from_row(images[m.image_id], tuple(containers.get(m.group_id, ())),
+                              tuple(signatures.get(m.image_id, ())))
+            for m in members
         )
         return ScanResult(
             cluster=scan.cluster,
@@ -201,9 +215,12 @@ class Queries:
         if not 0 < scan_id <= MAX_ID:
             return {}
         query = (
-            sa.select(_containers.c.namespace, _images.c.status, sa.func.count(sa.distinct(_images.c.id)))
-            .join(_images, _images.c.id == _containers.c.image_row_id)
-            .where(_containers.c.scan_id == scan_id)
+            sa.select(_containers.c.namespace, _images.c.status, sa.func.count(sa.distinct(_members.c.position)))
+            .select_from(_scans)
+            .join(_members, _members.c.set_id == _scans.c.verdict_set_id)
+            .join(_images, _images.c.id == _members.c.image_id)
+            .join(_containers, _containers.c.group_id == _members.c.group_id)
+            .where(_scans.c.id == scan_id)
             .group_by(_containers.c.namespace, _images.c.status)
         )
         with self._db.errors(f"cannot read scan {scan_id}"), self._db.read() as conn:

@@ -1,5 +1,6 @@
-"""Writing a scan's results: every verdict, container, signature and check, its trend summary, and
-the scan marked finished, in ONE transaction (COPY on PostgreSQL, executemany on SQLite), with every
+"""Writing a scan's results: the verdicts, containers, signatures and checks it is the first to have
+(content-addressed, shared with every other scan that has them: issue 20), its verdict set, its trend
+summary, and the scan marked finished, in ONE transaction (COPY on PostgreSQL, executemany on SQLite), with every
 text made storable on both backends."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,13 +26,16 @@ from scanner.models import (
 from scanner.redact import representable
 from scanner.store import codec
 from scanner.store.core import FINISHED as _FINISHED
-from scanner.store.core import Db, dialect_insert
+from scanner.store.core import Db, chunks, dialect_insert, lock_content
 from scanner.store.core import checks as _checks
 from scanner.store.core import containers as _containers
+from scanner.store.core import groups as _groups
 from scanner.store.core import images as _images
+from scanner.store.core import members as _members
 from scanner.store.core import scans as _scans
 from scanner.store.core import signatures as _signatures
 from scanner.store.core import summaries as _summaries
+from scanner.store.core import verdict_sets as _sets
 from scanner.store.engine import is_sqlite
 from scanner.store.schema import UTCDateTime
 
@@ -71,33 +75,8 @@ class Results:
             raise StoreError(f"cannot record scan {scan_id}: it belongs to cluster {row.cluster!r}, "
                              f"the result to {result.cluster!r}")
 
-        # Ids are allocated up front so that children can point at their parents without a RETURNING
-        # round trip per batch; the rows then go in by COPY (PostgreSQL) or executemany (SQLite).
-        image_rows = [_image_row(scan_id, pos, v) for pos, v in enumerate(result.verdicts)]
-        image_ids = _allocate_ids(conn, _images, len(image_rows))
-        container_rows: list[dict[str, Any]] = []
-        sig_rows: list[dict[str, Any]] = []
-        sig_checks: list[tuple[Check, ...]] = []
-        for image_id, image_row, verdict in zip(image_ids, image_rows, result.verdicts, strict=True):
-            image_row["id"] = image_id
-            for pos, c in enumerate(verdict.image.containers):
-                container_rows.append(_container_row(scan_id, image_id, pos, c))
-            for pos, sr in enumerate(verdict.signatures):
-                sig_rows.append(_signature_row(scan_id, image_id, pos, sr))
-                sig_checks.append(sr.checks)
-        sig_ids = _allocate_ids(conn, _signatures, len(sig_rows))
-        check_rows: list[dict[str, Any]] = []
-        for sig_id, sig_row, checks in zip(sig_ids, sig_rows, sig_checks, strict=True):
-            sig_row["id"] = sig_id
-            check_rows.extend(
-                {"signature_id": sig_id, "position": pos, "name": str(c.name), "outcome": str(c.outcome),
-                 "reason": c.reason, "enforced": c.enforced}
-                for pos, c in enumerate(checks)
-            )
-        _bulk_insert(conn, _images, image_rows)
-        _bulk_insert(conn, _containers, container_rows)
-        _bulk_insert(conn, _signatures, sig_rows)
-        _bulk_insert(conn, _checks, check_rows)
+        lock_content(conn)
+        set_id = _write_content(conn, result.verdicts)
 
         counts = Counter(str(v.status) for v in result.verdicts)
         total, compliant = len(result.verdicts), sum(1 for v in result.verdicts if v.compliant)
@@ -120,11 +99,91 @@ class Results:
                 heartbeat_at=self._db.clock(), policy_digest=result.policy_digest,
                 sigaudit_version=result.sigaudit_version or sa.literal_column("sigaudit_version"),
                 errors=list(result.errors), counts=dict(sorted(counts.items())),
-                total=total, compliant=compliant,
+                total=total, compliant=compliant, verdict_set_id=set_id,
                 stats=json.loads(json.dumps(dict(result.stats), default=str)),
                 policy_summary=json.loads(json.dumps(dict(policy_summary), default=str)) if policy_summary else None,
             )
         )
+
+
+def _write_content(conn: sa.Connection, verdicts: Sequence[Verdict]) -> int:
+    """Store the verdicts' content that is not stored yet, and return the id of their verdict set.
+
+    Verdicts, container groups and the set are looked up by content hash first: what an earlier scan
+    wrote is named, not written again, so a scan that finds what the previous one found adds no row
+    here at all, and one that finds a change adds the rows of what changed (and a new set: one small
+    row per verdict)."""
+    v_hashes = [codec.verdict_hash(v) for v in verdicts]
+    g_hashes = [codec.containers_hash(v.image.containers) for v in verdicts]
+    s_hash = codec.verdict_set_hash(zip(v_hashes, g_hashes, strict=True))
+    found = conn.execute(sa.select(_sets.c.id).where(_sets.c.content_hash == s_hash)).scalar_one_or_none()
+    if found is not None:
+        return int(found)
+
+    image_ids = _known(conn, _images, v_hashes)
+    new_verdicts: dict[str, Verdict] = {}
+    for h, v in zip(v_hashes, verdicts, strict=True):
+        if h not in image_ids:
+            new_verdicts.setdefault(h, v)
+    _write_verdicts(conn, new_verdicts, image_ids)
+
+    group_ids = _known(conn, _groups, g_hashes)
+    new_groups: dict[str, tuple[ContainerRef, ...]] = {}
+    for h, v in zip(g_hashes, verdicts, strict=True):
+        if h not in group_ids:
+            new_groups.setdefault(h, v.image.containers)
+    ids = _allocate_ids(conn, _groups, len(new_groups))
+    group_rows: list[dict[str, Any]] = []
+    container_rows: list[dict[str, Any]] = []
+    for gid, (h, containers) in zip(ids, new_groups.items(), strict=True):
+        group_ids[h] = gid
+        group_rows.append({"id": gid, "content_hash": h})
+        container_rows.extend(_container_row(gid, pos, c) for pos, c in enumerate(containers))
+    _bulk_insert(conn, _groups, group_rows)
+    _bulk_insert(conn, _containers, container_rows)
+
+    (set_id,) = _allocate_ids(conn, _sets, 1)
+    _bulk_insert(conn, _sets, [{"id": set_id, "content_hash": s_hash, "size": len(verdicts)}])
+    _bulk_insert(conn, _members, [
+        {"set_id": set_id, "position": pos, "image_id": image_ids[vh], "group_id": group_ids[gh]}
+        for pos, (vh, gh) in enumerate(zip(v_hashes, g_hashes, strict=True))
+    ])
+    return set_id
+
+
+def _known(conn: sa.Connection, table: sa.Table, hashes: Sequence[str]) -> dict[str, int]:
+    """content hash -> id of the rows of ``table`` that exist already."""
+    out: dict[str, int] = {}
+    for chunk in chunks(sorted(set(hashes))):
+        out.update((h, int(i)) for i, h in conn.execute(
+            sa.select(table.c.id, table.c.content_hash).where(table.c.content_hash.in_(chunk))))
+    return out
+
+
+def _write_verdicts(conn: sa.Connection, verdicts: Mapping[str, Verdict], image_ids: dict[str, int]) -> None:
+    """Insert the verdicts ``verdicts`` (by content hash) with their signatures and checks."""
+    ids = _allocate_ids(conn, _images, len(verdicts))
+    image_rows: list[dict[str, Any]] = []
+    sig_rows: list[dict[str, Any]] = []
+    sig_checks: list[tuple[Check, ...]] = []
+    for image_id, (h, verdict) in zip(ids, verdicts.items(), strict=True):
+        image_ids[h] = image_id
+        image_rows.append({"id": image_id, "content_hash": h, **_image_row(verdict)})
+        for pos, sr in enumerate(verdict.signatures):
+            sig_rows.append(_signature_row(image_id, pos, sr))
+            sig_checks.append(sr.checks)
+    sig_ids = _allocate_ids(conn, _signatures, len(sig_rows))
+    check_rows: list[dict[str, Any]] = []
+    for sig_id, sig_row, checks in zip(sig_ids, sig_rows, sig_checks, strict=True):
+        sig_row["id"] = sig_id
+        check_rows.extend(
+            {"signature_id": sig_id, "position": pos, "name": str(c.name), "outcome": str(c.outcome),
+             "reason": c.reason, "enforced": c.enforced}
+            for pos, c in enumerate(checks)
+        )
+    _bulk_insert(conn, _images, image_rows)
+    _bulk_insert(conn, _signatures, sig_rows)
+    _bulk_insert(conn, _checks, check_rows)
 
 
 def _allocate_ids(conn: sa.Connection, table: sa.Table, n: int) -> list[int]:
@@ -238,7 +297,7 @@ def _bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]
 # -- models -> rows -------------------------------------------------------------------------------
 
 
-def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
+def _image_row(v: Verdict) -> dict[str, Any]:
     img = v.image
     ref = img.reference
     if isinstance(img, RunningImage):
@@ -247,7 +306,7 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
     else:
         text, unresolved, notes, secrets = img.image, img.reason, list(img.notes), []
     return {
-        "scan_id": scan_id, "position": position, "resolved": isinstance(img, RunningImage),
+        "resolved": isinstance(img, RunningImage),
         "registry": ref.registry if ref else None, "repository": ref.repository if ref else None,
         "tag": ref.tag if ref else None, "digest": ref.digest if ref else None,
         "image": text, "unresolved_reason": unresolved, "notes": notes, "pull_secrets": secrets,
@@ -258,9 +317,9 @@ def _image_row(scan_id: int, position: int, v: Verdict) -> dict[str, Any]:
     }
 
 
-def _container_row(scan_id: int, image_id: int, position: int, c: ContainerRef) -> dict[str, Any]:
+def _container_row(group_id: int, position: int, c: ContainerRef) -> dict[str, Any]:
     return {
-        "scan_id": scan_id, "image_row_id": image_id, "position": position,
+        "group_id": group_id, "position": position,
         "namespace": c.namespace, "pod": c.pod, "pod_uid": c.pod_uid, "container": c.container,
         "container_type": str(c.container_type), "image": c.image, "image_id": c.image_id,
         "workload_kind": c.workload.kind, "workload_name": c.workload.name,
@@ -268,9 +327,9 @@ def _container_row(scan_id: int, image_id: int, position: int, c: ContainerRef) 
     }
 
 
-def _signature_row(scan_id: int, image_id: int, position: int, s: SignatureResult) -> dict[str, Any]:
+def _signature_row(image_id: int, position: int, s: SignatureResult) -> dict[str, Any]:
     return {
-        "scan_id": scan_id, "image_row_id": image_id, "position": position, "kind": s.kind,
+        "image_row_id": image_id, "position": position, "kind": s.kind,
         "verifier": s.verifier, "outcome": str(s.outcome), "reason": s.reason,
         "failure": str(s.failure), "signer": s.signer, "key_sha256": s.key_sha256,
         "identity": s.identity, "issuer": s.issuer, "signed_at": s.signed_at.value if s.signed_at else None,

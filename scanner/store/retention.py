@@ -16,14 +16,17 @@ import sqlalchemy as sa
 from scanner.errors import StoreFull
 from scanner.models import ScanState
 from scanner.store.cache import CACHE_KEEP
-from scanner.store.core import Db
+from scanner.store.core import Db, lock_content
 from scanner.store.core import cache as _cache
 from scanner.store.core import checks as _checks
 from scanner.store.core import containers as _containers
+from scanner.store.core import groups as _groups
 from scanner.store.core import images as _images
+from scanner.store.core import members as _members
 from scanner.store.core import scans as _scans
 from scanner.store.core import signatures as _signatures
 from scanner.store.core import summaries as _summaries
+from scanner.store.core import verdict_sets as _sets
 from scanner.store.engine import PRUNE_HINT, describe_db_error, is_sqlite
 
 # Rows deleted per transaction by prune: a year of detail is never one transaction, and each step fits
@@ -33,7 +36,9 @@ PRUNE_BATCH = 2000
 # fills up completely cannot even delete (in WAL mode a delete needs room in the WAL, and the WAL's
 # committed pages need room in the file): stopping short keeps `db prune` able to run.
 RESERVE_BYTES = 32 * 2**20
-RETENTION_NOTE = "detail deleted by retention (sigaudit db prune); its summary is kept for the trend"
+# The content hash of a verdict, container group or verdict set being deleted: no hash a scan writes
+# (a SHA-256 in hex, or "legacy:<id>") begins so, so no scan can name it again.
+DEAD = "dead:"
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +86,18 @@ class Retention:
     def prune(self, *, before: datetime | None = None, keep_scans: int | None = None, cluster: str | None = None,
               prune_cache: bool = True, summaries_before: datetime | None = None,
               batch: int = PRUNE_BATCH) -> PruneResult:
-        """Retention (``sigaudit db prune``): delete the detail (verdicts, containers, signatures,
-        checks and the scan row) of every scan that no ``keep`` keeps, and return the space.
+        """Retention (``sigaudit db prune``): delete every scan that no ``keep`` keeps, then the
+        content only deleted scans named (verdict sets, verdicts with their signatures and checks,
+        container groups: shared by scans with the same content, see :mod:`scanner.store.schema`),
+        and return the space.
 
         A scan is kept when it is running, the newest complete scan of its cluster, started at or
         after ``before``, or one of the ``keep_scans`` newest scans of its cluster; with neither
         ``before`` nor ``keep_scans`` nothing is deleted. The scan's summary (:meth:`history`) stays
-        (until ``summaries_before``). Each scan is first marked failed with :data:`RETENTION_NOTE`,
-        then deleted in transactions of at most ``batch`` rows, so a prune stopped half-way never
-        leaves a scan that reads as whole, and none of its transactions needs much room: it works on
-        a full disk. The verification cache loses entries no scan has used for ``CACHE_KEEP`` (or
+        (until ``summaries_before``). A scan row goes in a transaction of its own (it never reads as
+        whole without its verdicts); its content is collected in transactions of at most ``batch``
+        rows (:meth:`_collect`), so none needs much room: it works on a full disk.
+        The verification cache loses entries no scan has used for ``CACHE_KEEP`` (or
         since ``before``, if later). SQLite then gives the freed pages back to the volume."""
         if batch < 1:
             raise ValueError("batch must be positive")
@@ -103,6 +110,8 @@ class Retention:
             rows = 0
             for scan_id in doomed:
                 rows += self._prune_scan(scan_id, batch)
+            if limited:
+                rows += self._collect(batch)
             cache = 0
             if prune_cache:
                 cutoff = self._db.clock() - CACHE_KEEP
@@ -149,32 +158,62 @@ class Retention:
         return sorted(doomed)
 
     def _prune_scan(self, scan_id: int, batch: int) -> int:
-        """Delete one scan's detail, at most ``batch`` rows per transaction. Returns the rows deleted."""
+        """Delete one scan's row (its detail is shared content, collected by :meth:`_collect`).
+        Returns the rows deleted."""
         with self._db.write() as conn:
-            row = conn.execute(sa.select(_scans.c.state, _scans.c.errors).where(_scans.c.id == scan_id)).one_or_none()
-            if row is None or row.state == ScanState.RUNNING.value:
-                return 0
-            if RETENTION_NOTE not in (row.errors or []):
-                # From now on it reads as what it is, a scan without its verdicts: never as a whole one.
-                conn.execute(_scans.update().where(_scans.c.id == scan_id).values(
-                    state=ScanState.FAILED.value, errors=[*(row.errors or []), RETENTION_NOTE]))
-        deleted = 0
-        while True:  # signatures and their checks
-            with self._db.write() as conn:
-                sig_ids = list(conn.execute(
-                    sa.select(_signatures.c.id).where(_signatures.c.scan_id == scan_id)
-                    .order_by(_signatures.c.id).limit(max(1, batch // 4))).scalars())
-                if not sig_ids:
-                    break
-                deleted += int(conn.execute(_checks.delete().where(_checks.c.signature_id.in_(sig_ids))).rowcount)
-                deleted += int(conn.execute(_signatures.delete().where(_signatures.c.id.in_(sig_ids))).rowcount)
-            self._db.checkpoint("PASSIVE")
-        deleted += self._delete_batched(_containers, [_containers.c.scan_id == scan_id], [_containers.c.id], batch)
-        deleted += self._delete_batched(_images, [_images.c.scan_id == scan_id], [_images.c.id], batch)
-        with self._db.write() as conn:
-            deleted += int(conn.execute(_scans.delete().where(
+            return int(conn.execute(_scans.delete().where(
                 _scans.c.id == scan_id, _scans.c.state != ScanState.RUNNING.value)).rowcount)
+
+    def _collect(self, batch: int) -> int:
+        """Delete the verdict sets no scan names, then the verdicts and container groups no set names,
+        at most ``batch`` rows per transaction. Returns the rows deleted.
+
+        A row is first *retired* (its content hash becomes ``dead:<id>``, in the transaction that found
+        it unreferenced, under the content lock that a scan's write takes too): from then on no new
+        scan can name it, so a collection stopped half-way never leaves a half-deleted set, verdict or
+        group for a later scan to reuse; the next prune finishes it."""
+        deleted = 0
+        unnamed_sets = ~sa.exists().where(_scans.c.verdict_set_id == _sets.c.id)
+        deleted += self._retire_and_delete(_sets, unnamed_sets,
+                                           [(_members, _members.c.set_id, [_members.c.set_id, _members.c.position])],
+                                           batch)
+        unnamed_images = ~sa.exists().where(_members.c.image_id == _images.c.id)
+        deleted += self._retire_and_delete(_images, unnamed_images, [], batch, signatures=True)
+        unnamed_groups = ~sa.exists().where(_members.c.group_id == _groups.c.id)
+        deleted += self._retire_and_delete(_groups, unnamed_groups,
+                                           [(_containers, _containers.c.group_id, [_containers.c.id])], batch)
         return deleted
+
+    def _retire_and_delete(self, table: sa.Table, unnamed: Any,
+                           children: list[tuple[sa.Table, Any, list[sa.Column[Any]]]],
+                           batch: int, *, signatures: bool = False) -> int:
+        dead = table.c.content_hash.startswith(DEAD)
+        last = 0
+        while True:  # retire: a bounded UPDATE per transaction, walking the table once by id
+            with self._db.write() as conn:
+                lock_content(conn)
+                ids = list(conn.execute(sa.select(table.c.id).where(table.c.id > last, unnamed, ~dead)
+                                        .order_by(table.c.id).limit(batch)).scalars())
+                if not ids:
+                    break
+                last = ids[-1]
+                conn.execute(table.update().where(table.c.id.in_(ids)).values(
+                    content_hash=sa.literal(DEAD) + sa.cast(table.c.id, sa.String)))
+        deleted = 0
+        for child, fk, key in children:
+            deleted += self._delete_batched(child, [fk.in_(sa.select(table.c.id).where(dead))], key, batch)
+        if signatures:
+            while True:  # signatures and their checks
+                with self._db.write() as conn:
+                    sig_ids = list(conn.execute(
+                        sa.select(_signatures.c.id).where(_signatures.c.image_row_id.in_(sa.select(table.c.id).where(dead)))
+                        .order_by(_signatures.c.id).limit(max(1, batch // 4))).scalars())
+                    if not sig_ids:
+                        break
+                    deleted += int(conn.execute(_checks.delete().where(_checks.c.signature_id.in_(sig_ids))).rowcount)
+                    deleted += int(conn.execute(_signatures.delete().where(_signatures.c.id.in_(sig_ids))).rowcount)
+                self._db.checkpoint("PASSIVE")
+        return deleted + self._delete_batched(table, [dead], [table.c.id], batch)
 
     def _delete_batched(self, table: sa.Table, cond: list[Any], key: list[sa.Column[Any]], batch: int) -> int:
         """Delete the rows of ``table`` matching ``cond``, ``batch`` rows per transaction."""

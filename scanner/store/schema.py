@@ -1,8 +1,14 @@
 """SQLAlchemy 2 typed models of the store. These classes never leave ``scanner.store``.
 
-One scan row per run (per cluster); its verdicts (``images``), the containers that run each image,
-the signatures judged for each image and their individual checks hang off it and are written in one
-transaction by :meth:`scanner.store.Store.finish_scan`. ``verification_cache`` survives across scans
+One scan row per run (per cluster). Its detail is content-addressed (issue 20), so that a scan that
+finds what the previous one found writes almost nothing: the scan names a **verdict set**
+(``verdict_sets``), the ordered list of its verdicts; each member (``verdict_set_members``) names one
+**verdict** (``images``, with the signatures judged for it and their checks) and one **container
+group** (``container_groups``: the containers that ran that image). Verdicts, container groups and
+verdict sets are each keyed by the SHA-256 of their canonical content (:mod:`scanner.store.codec`),
+written once and shared by every scan that has the same content; retention deletes one only when no
+scan refers to it any more. Everything is written in one transaction by
+:meth:`scanner.store.Store.finish_scan`. ``verification_cache`` survives across scans
 (issue 9): it is keyed by digest and the fingerprint of the trust material that judged it.
 
 Enumerations (status, outcome, state, ...) are stored as plain strings, not database enums, so that a
@@ -88,11 +94,50 @@ class Scan(Base):
     # for the metrics collector, and the policy it applied (rules, exemptions) for the report.
     stats: Mapped[dict[str, Any] | None]
     policy_summary: Mapped[dict[str, Any] | None]
+    # The scan's verdicts; NULL for a scan that recorded none (running, failed).
+    verdict_set_id: Mapped[int | None] = mapped_column(sa.ForeignKey("verdict_sets.id"))
 
     __table_args__ = (
         sa.Index("ix_scans_cluster_started_at", "cluster", "started_at"),
         sa.Index("ix_scans_cluster_state", "cluster", "state"),
+        sa.Index("ix_scans_verdict_set_id", "verdict_set_id"),
     )
+
+
+class VerdictSet(Base):
+    """The ordered verdicts of one or more scans, keyed by the hash of its members' content hashes."""
+
+    __tablename__ = "verdict_sets"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    content_hash: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    size: Mapped[int] = mapped_column(sa.Integer)  # number of members
+
+
+class VerdictSetMember(Base):
+    """Position ``position`` of a verdict set: one verdict and the containers that ran its image."""
+
+    __tablename__ = "verdict_set_members"
+
+    set_id: Mapped[int] = mapped_column(sa.ForeignKey("verdict_sets.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    # No cascade: a verdict or a group goes only once no member names it (retention.py).
+    image_id: Mapped[int] = mapped_column(sa.ForeignKey("images.id"))
+    group_id: Mapped[int] = mapped_column(sa.ForeignKey("container_groups.id"))
+
+    __table_args__ = (
+        sa.Index("ix_verdict_set_members_image_id", "image_id"),
+        sa.Index("ix_verdict_set_members_group_id", "group_id"),
+    )
+
+
+class ContainerGroup(Base):
+    """The containers of one verdict, keyed by the hash of their canonical content."""
+
+    __tablename__ = "container_groups"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    content_hash: Mapped[str] = mapped_column(sa.String(80), unique=True)
 
 
 class ScanSummaryRow(Base):
@@ -122,13 +167,14 @@ class ScanSummaryRow(Base):
 
 
 class Image(Base):
-    """One verdict: a running digest (or a container whose digest could not be resolved)."""
+    """One verdict: a running digest (or a container whose digest could not be resolved), without
+    its containers (a ``container_groups`` row); shared by every scan whose verdict has this content."""
 
     __tablename__ = "images"
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    scan_id: Mapped[int] = mapped_column(sa.ForeignKey("scans.id", ondelete="CASCADE"))
-    position: Mapped[int] = mapped_column(sa.Integer)  # order of the verdict in the scan
+    # codec.verdict_hash of the verdict (its containers left out); "legacy:<id>" for rows of older scans.
+    content_hash: Mapped[str] = mapped_column(sa.String(80), unique=True)
     resolved: Mapped[bool] = mapped_column(sa.Boolean)  # RunningImage (true) or UnresolvedImage
     # The normalised reference; all NULL for an unresolved image without one.
     # "registry" is reserved on declarative classes: the attribute has another name than the column.
@@ -153,21 +199,16 @@ class Image(Base):
     # ``codec.exemption_to_json``); NULL in scans stored before 0005 (reports say "not recorded").
     exemptions: Mapped[list[Any] | None]
 
-    __table_args__ = (
-        sa.Index("ix_images_scan_id_status", "scan_id", "status"),
-        sa.Index("ix_images_digest", "digest"),
-        sa.UniqueConstraint("scan_id", "position", name="uq_images_scan_id_position"),
-    )
+    __table_args__ = (sa.Index("ix_images_digest", "digest"),)
 
 
 class Container(Base):
-    """One container of one pod, and the verdict (image row) it ran under."""
+    """One container of one pod, in the group of the containers that ran one verdict's image."""
 
     __tablename__ = "containers"
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    scan_id: Mapped[int] = mapped_column(sa.ForeignKey("scans.id", ondelete="CASCADE"))
-    image_row_id: Mapped[int] = mapped_column(sa.ForeignKey("images.id", ondelete="CASCADE"))
+    group_id: Mapped[int] = mapped_column(sa.ForeignKey("container_groups.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(sa.Integer)
     namespace: Mapped[str] = mapped_column(sa.String(253))
     pod: Mapped[str] = mapped_column(sa.String(253))
@@ -180,10 +221,7 @@ class Container(Base):
     workload_name: Mapped[str] = mapped_column(sa.String(253))
     pull_secrets: Mapped[list[Any]]  # secret names only
 
-    __table_args__ = (
-        sa.Index("ix_containers_scan_id_namespace", "scan_id", "namespace"),
-        sa.Index("ix_containers_image_row_id", "image_row_id"),
-    )
+    __table_args__ = (sa.Index("ix_containers_group_id", "group_id"),)
 
 
 class Signature(Base):
@@ -192,7 +230,6 @@ class Signature(Base):
     __tablename__ = "signatures"
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    scan_id: Mapped[int] = mapped_column(sa.ForeignKey("scans.id", ondelete="CASCADE"))
     image_row_id: Mapped[int] = mapped_column(sa.ForeignKey("images.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(sa.Integer)
     kind: Mapped[str] = mapped_column(sa.String(64))
@@ -211,7 +248,6 @@ class Signature(Base):
     details: Mapped[dict[str, Any]]
 
     __table_args__ = (
-        sa.Index("ix_signatures_scan_id", "scan_id"),
         sa.Index("ix_signatures_image_row_id", "image_row_id"),
         sa.Index("ix_signatures_key_sha256", "key_sha256"),
     )

@@ -37,7 +37,6 @@ from scanner.store.results import Results
 from scanner.store.results import storable_text as storable_text
 from scanner.store.retention import PRUNE_BATCH as PRUNE_BATCH
 from scanner.store.retention import RESERVE_BYTES as RESERVE_BYTES
-from scanner.store.retention import RETENTION_NOTE as RETENTION_NOTE
 from scanner.store.retention import DiskUsage as DiskUsage
 from scanner.store.retention import PruneResult as PruneResult
 from scanner.store.retention import Retention

@@ -161,11 +161,17 @@ def test_save_then_load_gives_the_same_scan(store: Store) -> None:
     assert isinstance(loaded.verdicts[3].image, UnresolvedImage) and loaded.verdicts[3].image.reference is None
 
 
+# The verdict row (images.id) a scan names at position :p, and every one it names.
+IMAGES_OF = ("SELECT m.image_id FROM verdict_set_members m JOIN scans s ON s.verdict_set_id = m.set_id "
+             "WHERE s.id = :i")
+IMAGE_AT = IMAGES_OF + " AND m.position = :p"
+
+
 def test_a_deciding_reason_outside_the_reasons_is_a_damaged_database_not_a_crash(store: Store) -> None:
     scan_id = record(store, sample_result())
     with store.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE images SET deciding_reason = 7 WHERE scan_id = :i AND position = 1"),
-                     {"i": scan_id})
+        conn.execute(sa.text(f"UPDATE images SET deciding_reason = 7 WHERE id = ({IMAGE_AT})"),
+                     {"i": scan_id, "p": 1})
     with pytest.raises(StoreError, match=r"deciding_reason 7 .* damaged"):
         store.load_scan(scan_id)
 
@@ -177,11 +183,11 @@ def test_exemptions_round_trip_and_old_rows_load_without_them(store: Store) -> N
         (ExemptionKind.POLICY, "pause image", False, None), (ExemptionKind.WAIVER, "allowlist", True, "kritis:ns/gap")]
     assert exempt.exemptions[0].until.utcoffset() == timedelta(0)
     with store.engine.begin() as conn:  # a row written before migration 0005
-        conn.execute(sa.text("UPDATE images SET exemptions = NULL WHERE scan_id = :i"), {"i": scan_id})
+        conn.execute(sa.text(f"UPDATE images SET exemptions = NULL WHERE id IN ({IMAGES_OF})"), {"i": scan_id})
     assert store.load_scan(scan_id).verdicts[4].exemptions == ()
     with store.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE images SET exemptions = '[{\"kind\": \"nope\"}]' WHERE scan_id = :i "
-                             "AND position = 4"), {"i": scan_id})
+        conn.execute(sa.text("UPDATE images SET exemptions = '[{\"kind\": \"nope\"}]' "
+                             f"WHERE id = ({IMAGE_AT})"), {"i": scan_id, "p": 4})
     with pytest.raises(StoreError, match=r"image row \d+: its exemptions cannot be read .* damaged"):
         store.load_scan(scan_id)
 
@@ -323,9 +329,10 @@ def test_a_scan_abandoned_by_another_process_cannot_be_finished(db_url: str, sto
 def _state_and_rows(store: Store, scan_id: int) -> tuple[str, int, int]:
     with store.engine.connect() as conn:
         state = conn.execute(sa.text("SELECT state FROM scans WHERE id = :i"), {"i": scan_id}).scalar_one()
-        images = conn.execute(sa.text("SELECT count(*) FROM images WHERE scan_id = :i"), {"i": scan_id}).scalar()
-        ctrs = conn.execute(sa.text("SELECT count(*) FROM containers WHERE scan_id = :i"),
-                            {"i": scan_id}).scalar()
+        images = conn.execute(sa.text(f"SELECT count(*) FROM ({IMAGES_OF}) x"), {"i": scan_id}).scalar()
+        ctrs = conn.execute(sa.text(
+            "SELECT count(*) FROM containers c JOIN verdict_set_members m ON m.group_id = c.group_id "
+            "JOIN scans s ON s.verdict_set_id = m.set_id WHERE s.id = :i"), {"i": scan_id}).scalar()
     return state, int(images or 0), int(ctrs or 0)
 
 
@@ -337,7 +344,7 @@ def test_a_failure_half_way_through_the_write_records_nothing(store: Store) -> N
     def explode(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
         # The last statement: every image, container, signature and check row is already written.
         if statement.lstrip().upper().startswith("UPDATE SCANS"):
-            cursor.execute(f"SELECT count(*) FROM containers WHERE scan_id = {int(scan_id)}")
+            cursor.execute("SELECT count(*) FROM verdict_set_members WHERE set_id = (SELECT max(id) FROM verdict_sets)")
             seen_inside.append(cursor.fetchone()[0])
             raise RuntimeError("injected failure after the rows, before the scan is marked finished")
 
@@ -347,7 +354,8 @@ def test_a_failure_half_way_through_the_write_records_nothing(store: Store) -> N
             store.finish_scan(scan_id, sample_result("prod", T0 + timedelta(hours=1), n_extra=50))
     finally:
         sa.event.remove(store.engine, "before_cursor_execute", explode)
-    assert seen_inside == [3 + 1 + 1 + 1 + 50 * 5]  # the rows were there, inside the transaction ...
+    # the new scan's verdicts were there, inside the transaction ...
+    assert seen_inside == [len(sample_result("prod", T0, n_extra=50).verdicts)]
     assert _state_and_rows(store, scan_id) == ("running", 0, 0)  # ... and are gone with it
     assert store.latest_scan_id("prod") == previous
 
