@@ -341,27 +341,27 @@ def measure(store: Store, url: str, clusters: Sequence[Cluster], *, now: datetim
                                    "--out", str(work / "r.json")), repeat)
     out["report_fleet"] = timed(cli("report", "--db", url, "--fleet", "--out", str(work / "fleet.html")), repeat)
 
-    def scrape(source: StoreSource) -> None:
-        list(SigauditCollector(source).collect())
+    def scrape(collector: SigauditCollector) -> None:
+        list(collector.collect())
 
-    one = StoreSource(store, big.name)
-    out["scrape_cold"] = timed(lambda: scrape(StoreSource(store, big.name)), repeat)
+    # serve registers one collector for its life: a warm scrape is the second and later ones
+    out["scrape_cold"] = timed(lambda: scrape(SigauditCollector(StoreSource(store, big.name))), repeat)
+    one = SigauditCollector(StoreSource(store, big.name))
     scrape(one)
     out["scrape_warm"] = timed(lambda: scrape(one), repeat)
-    fleet = StoreSource(store)
+    fleet = SigauditCollector(StoreSource(store))
     scrape(fleet)
     out["scrape_fleet"] = timed(lambda: scrape(fleet), repeat)
     out["explain"] = explain(store, big.name)
     pruned = [c for c in clusters if c.pruned]
-    runs = []
+    runs: list[dict[str, Any]] = []
     for c in pruned[:repeat]:
         la = _loadavg()
         cpu = _cpu()
         t = time.perf_counter()
         cli("db", "prune", "--db", url, "--cluster", c.name, "--keep", f"{detail_days}d")()
         runs.append({"s": round(time.perf_counter() - t, 3), "cpu_s": round(_cpu() - cpu, 3), "load": round(la, 1),
-                     "cluster": c.name,
-                     "pods": c.pods})
+                     "cluster": c.name, "pods": c.pods})
     if runs:
         walls = [r["s"] for r in runs]
         out["prune_month"] = {"min": min(walls), "median": statistics.median(walls),
@@ -465,8 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 measured["size_extrapolated"] = {
                     "detail_days": args.detail_days, "bytes_per_scan": round(per_step),
                     "database_bytes": round(summary_bytes + per_step * args.detail_days * 4 * len(clusters))}
-        result = {"args": vars(args) | {"json": str(args.json) if args.json else None}, "loaded": loaded,
-                  "measured": measured, "loadavg_end": os.getloadavg()}
+        result: dict[str, Any] = {"args": vars(args) | {"json": str(args.json) if args.json else None},
+                                  "loaded": loaded, "measured": measured, "loadavg_end": os.getloadavg()}
     finally:
         if server is not None:
             server.stop()
