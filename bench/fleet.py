@@ -374,8 +374,9 @@ def markdown(r: dict[str, Any]) -> str:
     m = r["measured"]
     mb = 2**20
     lines = [f"Loaded: {r['loaded']['clusters']} clusters ({r['loaded']['pods_total']:,} pods, "
-             f"{r['loaded']['scans']:,} detail scans through the Store API, {r['loaded']['summaries']:,} "
-             f"scan summaries = a year), database {m['size']['database_bytes'] / mb:,.0f} MB", "",
+             f"{r['loaded']['scans']:,} scan rows, {r['loaded']['summaries']:,} scan summaries = a year; "
+             f"detail of {r['loaded']['detail_steps_per_cluster']} scans a cluster written through the Store API), "
+             f"database {m['size']['database_bytes'] / mb:,.0f} MB", "",
              "| what | min | median | client CPU (median) | target | load avg |", "|---|---|---|---|---|---|"]
     for key in ("write_warm", "write_churn", "report_html", "report_json", "report_fleet", "scrape_cold",
                 "scrape_warm", "scrape_fleet", "prune_month"):
