@@ -15,7 +15,7 @@ APT_NEEDED := docker-registry postgresql prometheus prometheus-pushgateway prome
 APT_NEEDED += podman runc mmdebstrap
 PYTEST_ARGS ?=
 
-.PHONY: all demo test ci-fresh unit integration lint typecheck tools system-deps venv bench fuzz mutation clean image lock test-optional-peers
+.PHONY: all demo test ci-fresh unit integration lint typecheck tools system-deps venv bench bench-fleet fuzz mutation clean image lock test-optional-peers
 
 all: test
 
@@ -79,6 +79,10 @@ test-optional-peers: venv tools
 
 bench: system-deps venv tools
 	$(PY) -m bench.run
+
+# 50 clusters x a year on a real PostgreSQL 15 (bench/fleet.py; ~20 min on 2 busy cores). Not part of `make test`.
+bench-fleet: system-deps venv
+	$(PY) -m bench.fleet --load-days 3 --json bench/results/fleet.json
 
 fuzz: venv
 	$(PY) -m tests.fuzz.run $(FUZZ_ARGS)

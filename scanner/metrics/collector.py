@@ -313,10 +313,10 @@ def merge(families: Iterable[Metric]) -> list[Metric]:
     """Join same-named families of several clusters into one family each (one HELP/TYPE per name)."""
     merged: dict[str, Metric] = {}
     for fam in families:
-        if fam.name in merged:
-            merged[fam.name].samples.extend(fam.samples)
-        else:
-            merged[fam.name] = fam
+        into = merged.get(fam.name)
+        if into is None:  # a new family: the given ones stay as they are (the collector caches them)
+            into = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+        into.samples.extend(fam.samples)
     return list(merged.values())
 
 
@@ -326,6 +326,25 @@ class SigauditCollector(Collector):
     def __init__(self, source: MetricsSource, *, per_image: bool = False) -> None:
         self.source = source
         self.per_image = per_image
+        # cluster -> (what its families were computed from, the families): a stored complete scan
+        # never changes, so a scrape recomputes a cluster's series only after a new scan finished
+        # (computing them from a 10,000-pod scan costs more CPU than a scrape may take).
+        self._families: dict[str, tuple[tuple[object, ...], list[Metric]]] = {}
+        self._lock = threading.Lock()
+
+    def _families_of(self, view: ClusterView) -> list[Metric]:
+        latest = view.latest_complete
+        if not self.source.from_store or (latest is not None and latest.scan_id is None):
+            return families_for(view, per_image=self.per_image)
+        key = (latest.scan_id if latest is not None else None, view.last_finished_state, view.last_finished_at)
+        with self._lock:
+            cached = self._families.get(view.cluster)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        families = families_for(view, per_image=self.per_image)
+        with self._lock:
+            self._families[view.cluster] = (key, families)
+        return families
 
     def describe(self) -> Iterable[Metric]:
         return []  # no collection (no database query) at registration time
@@ -361,4 +380,4 @@ class SigauditCollector(Collector):
             f.add_metric([self.source.label_cluster()], 1.0)
             yield f
             yield from self._disk()
-        yield from merge(fam for view in views for fam in families_for(view, per_image=self.per_image))
+        yield from merge(fam for view in views for fam in self._families_of(view))

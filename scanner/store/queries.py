@@ -244,9 +244,18 @@ class Queries:
         return rows
 
     def clusters(self) -> list[str]:
+        """Every cluster with a scan, in order: one index probe per cluster (``ix_scans_cluster_started_at``,
+        each step the next name after the last), not ``SELECT DISTINCT``, which reads every scan row
+        (73,000 a year at 50 clusters) on every scrape and fleet report."""
+        step = sa.select(sa.func.min(_scans.c.cluster).label("cluster")).cte("cluster_names", recursive=True)
+        after = _scans.alias("later")
+        step = step.union_all(
+            sa.select(sa.select(sa.func.min(after.c.cluster)).where(after.c.cluster > step.c.cluster)
+                      .scalar_subquery())
+            .where(step.c.cluster.is_not(None)))
         with self._db.errors("cannot list the clusters"), self._db.read() as conn:
-            return list(conn.execute(
-                sa.select(_scans.c.cluster).distinct().order_by(_scans.c.cluster)).scalars())
+            return [c for c in conn.execute(sa.select(step.c.cluster).where(step.c.cluster.is_not(None)))
+                    .scalars()]
 
     def counts_by_namespace(self, scan_id: int) -> dict[tuple[str, str], int]:
         """(namespace, status) -> number of distinct images running in that namespace, for the

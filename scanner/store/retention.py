@@ -7,11 +7,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 
 from scanner.errors import StoreFull
 from scanner.models import ScanState
@@ -131,7 +133,10 @@ class Retention:
                 if cluster is not None:
                     cond.append(_summaries.c.cluster == cluster)
                 summaries = self._delete_batched(_summaries, cond, [_summaries.c.scan_id], batch)
-            self._return_space()
+            touched = [_scans, _sets, _members, _images, _signatures, _checks, _groups, _containers] if rows else []
+            touched += [_cache] if cache else []
+            touched += [_summaries] if summaries else []
+            self._return_space(touched)
         return PruneResult(scans=len(doomed), rows=rows, cache_entries=cache, summaries=summaries,
                            file_bytes_before=size_before, file_bytes_after=self._db.file_bytes())
 
@@ -169,55 +174,86 @@ class Retention:
                 _scans.c.id == scan_id, _scans.c.state != ScanState.RUNNING.value)).rowcount)
 
     def _collect(self, batch: int) -> int:
-        """Delete the verdict sets no scan names, then the verdicts and container groups no set names,
-        at most ``batch`` rows per transaction. Returns the rows deleted.
+        """Delete the verdict sets no scan names, then the verdicts and container groups no set names.
+        Returns the rows deleted.
 
-        A row is first *retired* (its content hash becomes ``dead:<id>``, in the transaction that found
-        it unreferenced, under the content lock that a scan's write takes too): from then on no new
-        scan can name it, so a collection stopped half-way never leaves a half-deleted set, verdict or
-        group for a later scan to reuse; the next prune finishes it."""
+        Each transaction takes the content lock that a scan's write takes too, finds unnamed rows and
+        deletes them *with* their children (members, signatures and checks, containers): a collection
+        stopped half-way never leaves a half-deleted set, verdict or group for a later scan to reuse,
+        and it needs no room to mark one (on a full PostgreSQL disk an UPDATE that marks a row needs a
+        new row version, so it fails where a DELETE does not). A transaction deletes parents while
+        their children add up to at most ``batch`` rows (one parent at least: a transaction is bounded
+        by the largest verdict set or container group, a cluster's size, never by the history), in
+        statements of at most ``batch`` rows."""
         deleted = 0
         unnamed_sets = ~sa.exists().where(_scans.c.verdict_set_id == _sets.c.id)
-        deleted += self._retire_and_delete(_sets, unnamed_sets,
-                                           [(_members, _members.c.set_id, [_members.c.set_id, _members.c.position])],
-                                           batch)
+        deleted += self._delete_unnamed(_sets, unnamed_sets,
+                                        [(_members, _members.c.set_id, [_members.c.set_id, _members.c.position])],
+                                        batch)
         unnamed_images = ~sa.exists().where(_members.c.image_id == _images.c.id)
-        deleted += self._retire_and_delete(_images, unnamed_images, [], batch, signatures=True)
+        deleted += self._delete_unnamed(_images, unnamed_images, [], batch, signatures=True)
         unnamed_groups = ~sa.exists().where(_members.c.group_id == _groups.c.id)
-        deleted += self._retire_and_delete(_groups, unnamed_groups,
-                                           [(_containers, _containers.c.group_id, [_containers.c.id])], batch)
+        deleted += self._delete_unnamed(_groups, unnamed_groups,
+                                        [(_containers, _containers.c.group_id, [_containers.c.id])], batch)
         return deleted
 
-    def _retire_and_delete(self, table: sa.Table, unnamed: Any,
-                           children: list[tuple[sa.Table, Any, list[sa.Column[Any]]]],
-                           batch: int, *, signatures: bool = False) -> int:
-        dead = table.c.content_hash.startswith(DEAD)
-        last = 0
-        while True:  # retire: a bounded UPDATE per transaction, walking the table once by id
+    def _delete_unnamed(self, table: sa.Table, unnamed: Any,
+                        children: list[tuple[sa.Table, Any, list[sa.Column[Any]]]],
+                        batch: int, *, signatures: bool = False) -> int:
+        deleted = 0
+        while True:
             with self._db.write() as conn:
                 lock_content(conn)
-                ids = list(conn.execute(sa.select(table.c.id).where(table.c.id > last, unnamed, ~dead)
-                                        .order_by(table.c.id).limit(batch)).scalars())
+                ids = list(conn.execute(sa.select(table.c.id).where(unnamed).order_by(table.c.id)
+                                        .limit(batch)).scalars())
                 if not ids:
-                    break
-                last = ids[-1]
-                conn.execute(table.update().where(table.c.id.in_(ids)).values(
-                    content_hash=sa.literal(DEAD) + sa.cast(table.c.id, sa.String)))
-        deleted = 0
-        for child, fk, key in children:
-            deleted += self._delete_batched(child, [fk.in_(sa.select(table.c.id).where(dead))], key, batch)
-        if signatures:
-            while True:  # signatures and their checks
-                with self._db.write() as conn:
-                    sig_ids = list(conn.execute(
-                        sa.select(_signatures.c.id).where(_signatures.c.image_row_id.in_(sa.select(table.c.id).where(dead)))
-                        .order_by(_signatures.c.id).limit(max(1, batch // 4))).scalars())
-                    if not sig_ids:
+                    return deleted
+                if signatures:  # a signature and its checks: ~4 rows
+                    weights = {k: 4 * int(n) for k, n in conn.execute(
+                        sa.select(_signatures.c.image_row_id, sa.func.count())
+                        .where(_signatures.c.image_row_id.in_(ids)).group_by(_signatures.c.image_row_id))}
+                else:
+                    child, fk, _ = children[0]
+                    weights = {k: int(n) for k, n in conn.execute(
+                        sa.select(fk, sa.func.count()).select_from(child).where(fk.in_(ids)).group_by(fk))}
+                chosen: list[int] = []
+                total = 0
+                for i in ids:
+                    total += 1 + weights.get(i, 0)
+                    if chosen and total > batch:
                         break
-                    deleted += int(conn.execute(_checks.delete().where(_checks.c.signature_id.in_(sig_ids))).rowcount)
-                    deleted += int(conn.execute(_signatures.delete().where(_signatures.c.id.in_(sig_ids))).rowcount)
-                self._db.checkpoint("PASSIVE")
-        return deleted + self._delete_batched(table, [dead], [table.c.id], batch)
+                    chosen.append(i)
+                for child, fk, key in children:
+                    deleted += self._delete_chunks(conn, child, [fk.in_(chosen)], key, batch)
+                if signatures:
+                    while True:
+                        sig_ids = list(conn.execute(
+                            sa.select(_signatures.c.id).where(_signatures.c.image_row_id.in_(chosen))
+                            .limit(max(1, batch // 4))).scalars())
+                        if not sig_ids:
+                            break
+                        deleted += int(conn.execute(
+                            _checks.delete().where(_checks.c.signature_id.in_(sig_ids))).rowcount)
+                        deleted += int(conn.execute(
+                            _signatures.delete().where(_signatures.c.id.in_(sig_ids))).rowcount)
+                deleted += int(conn.execute(table.delete().where(table.c.id.in_(chosen))).rowcount)
+            self._db.checkpoint("PASSIVE")
+
+    @staticmethod
+    def _delete_chunks(conn: sa.Connection, table: sa.Table, cond: list[Any], key: list[sa.Column[Any]],
+                       batch: int) -> int:
+        """Delete the rows of ``table`` matching ``cond`` in statements of at most ``batch`` rows, in
+        ``conn``'s transaction."""
+        deleted = 0
+        while True:
+            keys = conn.execute(sa.select(*key).where(*cond).limit(batch)).all()
+            if not keys:
+                return deleted
+            if len(key) == 1:
+                stmt = table.delete().where(key[0].in_([k[0] for k in keys]))
+            else:
+                stmt = table.delete().where(sa.tuple_(*key).in_([tuple(k) for k in keys]))
+            deleted += int(conn.execute(stmt).rowcount)
 
     def _delete_batched(self, table: sa.Table, cond: list[Any], key: list[sa.Column[Any]], batch: int) -> int:
         """Delete the rows of ``table`` matching ``cond``, ``batch`` rows per transaction."""
@@ -236,11 +272,33 @@ class Retention:
             # nearly full volume may not have.
             self._db.checkpoint("PASSIVE")
 
-    def _return_space(self, step_pages: int = 2048) -> None:
+    def _vacuum_postgresql(self, tables: Sequence[sa.Table]) -> None:
+        """VACUUM each table (outside a transaction): the space of its deleted rows becomes reusable.
+        It needs no new room once the table's free-space and visibility maps exist (autovacuum
+        creates them early in a table's life); where it fails the rows are gone all the same, and
+        autovacuum makes their space reusable later."""
+        failed: list[str] = []
+        last: SQLAlchemyError | None = None
+        with self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in tables:
+                try:
+                    conn.execute(sa.text(f'VACUUM "{table.name}"'))
+                except SQLAlchemyError as exc:
+                    failed.append(table.name)
+                    last = exc
+        if last is not None:
+            log.warning("the rows are deleted, but VACUUM of %s failed (autovacuum will make their space "
+                        "reusable later): %s", ", ".join(failed),
+                        describe_db_error("vacuum", self._db.url, last).diagnostics())
+
+    def _return_space(self, tables: Sequence[sa.Table] = (), step_pages: int = 2048) -> None:
         """SQLite: give free pages back to the volume (a few MiB per step, each step checkpointed, so
-        the WAL never needs much room), then truncate the WAL. PostgreSQL: autovacuum reuses the
-        space of deleted rows; nothing to do."""
+        the WAL never needs much room), then truncate the WAL. PostgreSQL: VACUUM the tables rows
+        were deleted from, so the next scan can reuse their space at once (autovacuum would, later:
+        on a full disk every scan until then fails); the files keep their size."""
         if not is_sqlite(self._db.engine):
+            if tables:
+                self._vacuum_postgresql(tables)
             return
         raw = self._db.engine.raw_connection()  # autocommit (engine._sqlite_connect): pragmas outside a transaction
         try:

@@ -5,6 +5,7 @@ Pure and fast: scans are built from the models; the store-backed path is in test
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from scanner.errors import ConfigError, StoreError
@@ -36,6 +39,7 @@ from scanner.models import (
     Workload,
 )
 from scanner.scheduler import crontab_day_of_week, parse_schedule
+from scanner.store import ScanSummary
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -399,3 +403,51 @@ def test_tag_references_per_namespace_without_an_image_label() -> None:
     assert value(got, "sigaudit_tag_reference_containers", cluster="c1", namespace="a") == 1
     assert value(got, "sigaudit_tag_reference_containers", cluster="c1", namespace="b") == 0
     assert names.TAG_REFERENCES.labels == ("cluster", "namespace")
+
+
+class _TwoClusterStore:
+    """The store calls StoreSource makes, over scans held in memory."""
+
+    def __init__(self) -> None:
+        self.scans = {1: dataclasses.replace(sample(), cluster="c1", scan_id=1),
+                      2: dataclasses.replace(sample(), cluster="c2", scan_id=2)}
+
+    def clusters(self) -> list[str]:
+        return sorted({r.cluster for r in self.scans.values()})
+
+    def latest_scan_id(self, cluster: str) -> int | None:
+        return max((i for i, r in self.scans.items() if r.cluster == cluster), default=None)
+
+    def load_scan(self, scan_id: int) -> ScanResult:
+        return self.scans[scan_id]
+
+    def list_scans(self, cluster: str, limit: int = 50) -> list[ScanSummary]:
+        return []
+
+    def disk_usage(self) -> None:
+        return None
+
+
+def test_a_scrape_recomputes_a_clusters_series_only_after_a_new_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Computing the series of a 10,000-pod scan takes longer than a scrape may (issue 20: a scrape of 50
+    clusters took 4 s); a stored complete scan never changes, so they are computed once per scan."""
+    from scanner.metrics import collector as module
+
+    computed: list[str] = []
+    real = module.families_for
+
+    def counting(view: module.ClusterView, *, per_image: bool = False) -> list[Metric]:
+        computed.append(view.cluster)
+        return real(view, per_image=per_image)
+
+    monkeypatch.setattr(module, "families_for", counting)
+    store = _TwoClusterStore()
+    registry = registry_for(StoreSource(store))  # type: ignore[arg-type]
+    first = generate_latest(registry)
+    assert b'cluster="c1"' in first and b'cluster="c2"' in first
+    assert generate_latest(registry) == first == generate_latest(registry)  # nothing doubled by merging
+    assert sorted(computed) == ["c1", "c2"]
+    store.scans[3] = dataclasses.replace(sample(), cluster="c1", scan_id=3,
+                                         verdicts=sample().verdicts[:1])  # a new scan of c1
+    changed = generate_latest(registry)
+    assert changed != first and sorted(computed) == ["c1", "c1", "c2"]
