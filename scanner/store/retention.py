@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from scanner.errors import StoreFull
 from scanner.models import ScanState
 from scanner.store.cache import CACHE_KEEP
-from scanner.store.core import DEAD, Db, lock_content
+from scanner.store.core import Db, lock_content
 from scanner.store.core import cache as _cache
 from scanner.store.core import checks as _checks
 from scanner.store.core import containers as _containers
