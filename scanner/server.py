@@ -47,6 +47,7 @@ from starlette.routing import Route
 from scanner.clock import Clock, system_clock
 from scanner.errors import ConfigError, ScanInProgress, SigauditError, StoreError
 from scanner.metrics.collector import SigauditCollector, StoreSource
+from scanner.models import ScanResult
 from scanner.options import scan_options, scan_options_from
 from scanner.redact import install_log_redaction
 from scanner.scheduler import (
@@ -614,9 +615,16 @@ def serve(**opts: Any) -> int:
             click.echo("sigaudit: error: --watch watches the Kubernetes API; it cannot watch a --pods-file", err=True)
             return EXIT_USAGE
         watcher = Watcher(options, store, queue_max=opts["watch_queue_max"])
-    runner = ScanRunner(options, store, on_finished=watcher.scan_finished if watcher is not None else None)
+    collector = SigauditCollector(StoreSource(store, opts["cluster"]), per_image=opts["per_image_metrics"])
+
+    def finished(result: ScanResult) -> None:
+        if watcher is not None:
+            watcher.scan_finished(result)
+        collector.prime()  # the next /metrics scrape answers from the collector's cache
+
+    runner = ScanRunner(options, store, on_finished=finished)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SigauditCollector(StoreSource(store, opts["cluster"]), per_image=opts["per_image_metrics"]))
+    registry.register(collector)
     if watcher is not None:
         from scanner.metrics.watch import WatchCollector
 
