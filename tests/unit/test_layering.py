@@ -35,14 +35,6 @@ IO = ("httpx", "kubernetes", "urllib3", "requests", "socket", "scanner.registry"
       "scanner.inventory.kube", "scanner.inventory.pods", "scanner.pipeline", "scanner.scan", *sorted(FACES))
 # Issue #18: I/O inside the trust layers, to be moved to the edges (fetchers injected by the pipeline).
 KNOWN_IO_EXCEPTIONS = {
-    ("scanner.verify.attestation", "httpx"),  # Grafeas occurrences fetched during verification
-    ("scanner.verify.kms", "httpx"),  # KMS public keys fetched (HashiCorp Vault transit)
-    # ... and both under the shared wall-clock request deadline (scanner.registry.deadline), which moves
-    # to the edge with them.
-    ("scanner.verify.attestation", "scanner.registry"),
-    ("scanner.verify.kms", "scanner.registry"),
-    ("scanner.policy.loader", "httpx"),  # remote trust material (TUF/trust roots) fetched at load
-    ("scanner.policy.loader", "scanner.registry"),  # registry.fetcher.HttpFetcher for that
     ("scanner.policy.imports", "kubernetes"),  # --policy-from KIND:cluster reads the API
     ("scanner.policy.imports", "scanner.inventory.kube"),  # ... with the inventory's API client
     ("scanner.policy.kritis", "kubernetes"),  # kritis:cluster reads the API
