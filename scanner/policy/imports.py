@@ -118,7 +118,12 @@ def _secret_value(ctx: ImportContext, namespace: str, name: str, rule: str) -> s
         ) from exc
     for key in ("cosign.pub", "publicKey", "key", *data.keys()):
         if key in data:
-            return base64.b64decode(data[key]).decode()
+            try:  # a binary Secret (a DER key) or a malformed value: no key, so the rule is refused
+                return base64.b64decode(data[key], validate=True).decode("utf-8")
+            except (ValueError, TypeError) as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+                ctx.warn(rule, f"Secret {namespace}/{name} key {str(key)[:64]!r} is not a text key "
+                               f"({type(exc).__name__})")
+                return None
     return None
 
 
