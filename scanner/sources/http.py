@@ -16,12 +16,25 @@ from scanner.registry import deadline
 from scanner.verify.base import Fetcher, HttpAnswer, HttpGetError
 
 
+def _refuse_plain_http(request: httpx.Request) -> None:
+    if request.url.scheme != "https":
+        raise httpx.UnsupportedProtocol(
+            f"{display_url(str(request.url))} is not https (trust material is fetched over https only)",
+            request=request,
+        )
+
+
 class HttpxGet:
     """One httpx client (its connections reused across calls) bounded by size and wall clock."""
 
-    def __init__(self, *, timeout: float, follow_redirects: bool = False, trust_env: bool = True) -> None:
+    def __init__(
+        self, *, timeout: float, follow_redirects: bool = False, trust_env: bool = True, https_only: bool = False
+    ) -> None:
+        # https_only: every request, redirects included, goes over https (a key named by an https URL
+        # must not arrive in clear text because its server redirected to http).
+        hooks = {"request": [_refuse_plain_http]} if https_only else {}
         self._client = deadline.install(
-            httpx.Client(timeout=timeout, follow_redirects=follow_redirects, trust_env=trust_env)
+            httpx.Client(timeout=timeout, follow_redirects=follow_redirects, trust_env=trust_env, event_hooks=hooks)
         )
 
     def close(self) -> None:
@@ -58,7 +71,7 @@ def fetch_key_url(url: str, *, max_bytes: int, seconds: float) -> bytes:
     """A policy key named by URL (``key: https://...``), redirects followed, bounded in size and time.
     Raises ConfigError naming the URL as shown (never a credential it carries)."""
     shown = display_url(url)
-    with HttpxGet(timeout=10.0, follow_redirects=True) as get:
+    with HttpxGet(timeout=10.0, follow_redirects=True, https_only=True) as get:
         try:
             answer = get(url, max_bytes=max_bytes, until=time.monotonic() + seconds)
         except HttpGetError as exc:
