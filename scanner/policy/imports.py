@@ -47,6 +47,7 @@ from scanner.policy.admission import (
     Controller,
     WebhookConfig,
 )
+from scanner.policy.cluster import ClusterReader, ClusterReadError
 from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
 from scanner.policy.loader import CompiledRule, Policy, PolicyLoader
 from scanner.policy.schema import CosignVerifierSpec, NotationVerifierSpec, VerifierSpec, parse_duration
@@ -64,7 +65,7 @@ class ImportContext:
     loader: PolicyLoader
     base_dir: Path
     source: str
-    api_client: Any = None  # set when reading from the cluster
+    cluster: ClusterReader | None = None  # set when reading from the cluster
     warnings: list[str] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
 
@@ -109,29 +110,32 @@ def _tmpfile(content: str | bytes, suffix: str) -> str:
 
 
 def _secret_value(ctx: ImportContext, namespace: str, name: str, rule: str) -> str | None:
-    if ctx.api_client is None:
+    if ctx.cluster is None:
         ctx.warn(rule, f"key from Secret {namespace}/{name} can only be read with --policy-from ...:cluster")
         return None
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     def read() -> bytes:
         # Only the key taken from the Secret is answered (and kept in a scan's trust snapshot, hence its
-        # evidence pack): never the Secret's other data.
-        resp = client.CoreV1Api(ctx.api_client).read_namespaced_secret(name, namespace, _preload_content=False)
-        data = json.loads(resp.data).get("data") or {}  # type: ignore[arg-type]
+        # evidence pack): never the Secret's other data. Its base64 text, as the API gives it.
+        data = ctx.cluster.secret_data(namespace, name)  # type: ignore[union-attr]
         for key in ("cosign.pub", "publicKey", "key", *data.keys()):
             if key in data:
-                return base64.b64decode(data[key])
+                value = data[key]
+                return value.encode("utf-8", "replace") if isinstance(value, str) else b"\x00"
         return b""
 
     try:
         value = trust_sources.fetched("kube-secret", f"{namespace}/{name}", read)
-    except ApiException as exc:
+    except ClusterReadError as exc:
         raise ConfigError(
-            f"cannot read Secret {namespace}/{name} named by rule {rule}: {exc.status} {exc.reason}", source=ctx.source
+            f"cannot read Secret {namespace}/{name} named by rule {rule}: {exc}", source=ctx.source
         ) from exc
-    return value.decode() if value else None
+    if not value:
+        return None
+    try:  # a binary Secret (a DER key) or a malformed value: no key, so the rule is refused
+        return base64.b64decode(value, validate=True).decode("utf-8")
+    except (ValueError, TypeError) as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        ctx.warn(rule, f"Secret {namespace}/{name}: its key is not a text key ({type(exc).__name__})")
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -606,136 +610,35 @@ def notation_cluster_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]
 # from the cluster
 
 
-class _LazyApiClient:
-    """The cluster's API client, loaded (its kubeconfig read) at its first request. Every request goes
+class _LazyCluster:
+    """The cluster's reader, connected (its kubeconfig read) at its first request. Every request goes
     through the trust sources: a replay of a pack's trust snapshot (``verify-evidence``) answers them
     all, so it never reads this machine's kubeconfig nor reaches a cluster."""
 
     def __init__(self, kubeconfig: str | None, context: str | None) -> None:
         self._args = (kubeconfig, context)
-        self._client: Any = None
+        self._reader: ClusterReader | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        if self._client is None:
-            from scanner.inventory.kube import load_api_client
+    def _get(self) -> ClusterReader:
+        if self._reader is None:  # the edge's default, as python-tuf's Updater takes its RequestsFetcher
+            from scanner.sources.kube import KubeClusterReader
 
-            self._client = load_api_client(*self._args)
-        return getattr(self._client, name)
+            self._reader = KubeClusterReader.connect(*self._args)
+        return self._reader
 
+    def policy_documents(self, kind: Any) -> list[dict[str, Any]]:
+        return self._get().policy_documents(kind)
 
-def _data_of(call: Callable[[], Any]) -> Callable[[], bytes]:
-    """The listing's bytes; a CRD not installed (404) is an empty listing, so that the trust snapshot
-    holds that answer too (a replay otherwise finds no answer and the policy does not load)."""
-    from kubernetes.client.exceptions import ApiException
+    def secret_data(self, namespace: str, name: str) -> Mapping[str, Any]:
+        return self._get().secret_data(namespace, name)
 
-    def data() -> bytes:
-        try:
-            return bytes(call().data)
-        except ApiException as exc:
-            if exc.status == 404:
-                return b'{"items": []}'
-            raise
-
-    return data
+    def validating_webhook_configurations(self) -> list[Any]:
+        return self._get().validating_webhook_configurations()
 
 
-def _cluster_docs(api_client: Any, kind: str) -> list[dict[str, Any]]:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    api = client.CustomObjectsApi(api_client)
-    calls: list[tuple[str, Callable[[], Any]]]
-    if kind == "notation":
-        calls = [
-            (
-                "notation.nirmata.io/v1alpha1 trustpolicies",
-                lambda: api.list_cluster_custom_object(
-                    "notation.nirmata.io", "v1alpha1", "trustpolicies", _preload_content=False
-                ),
-            ),
-            (
-                "notation.nirmata.io/v1alpha1 truststores",
-                lambda: api.list_cluster_custom_object(
-                    "notation.nirmata.io", "v1alpha1", "truststores", _preload_content=False
-                ),
-            ),
-        ]
-    elif kind == "kyverno":
-        calls = [
-            (
-                "kyverno.io/v1 clusterpolicies",
-                lambda: api.list_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", _preload_content=False),
-            ),
-            (
-                "kyverno.io/v1 policies",
-                lambda: api.list_custom_object_for_all_namespaces(
-                    "kyverno.io", "v1", "policies", _preload_content=False
-                ),
-            ),
-            (
-                "policies.kyverno.io/v1 imagevalidatingpolicies",
-                lambda: api.list_cluster_custom_object(
-                    "policies.kyverno.io", "v1", "imagevalidatingpolicies", _preload_content=False
-                ),
-            ),
-            (
-                "kyverno.io/v2 policyexceptions",
-                lambda: api.list_custom_object_for_all_namespaces(
-                    "kyverno.io", "v2", "policyexceptions", _preload_content=False
-                ),
-            ),
-            (
-                "policies.kyverno.io/v1 policyexceptions",
-                lambda: api.list_custom_object_for_all_namespaces(
-                    "policies.kyverno.io", "v1", "policyexceptions", _preload_content=False
-                ),
-            ),
-        ]
-    else:
-        calls = [
-            (
-                "policy.sigstore.dev/v1beta1 clusterimagepolicies",
-                lambda: api.list_cluster_custom_object(
-                    "policy.sigstore.dev", "v1beta1", "clusterimagepolicies", _preload_content=False
-                ),
-            ),
-            (
-                "policy.sigstore.dev/v1alpha1 trustroots",
-                lambda: api.list_cluster_custom_object(
-                    "policy.sigstore.dev", "v1alpha1", "trustroots", _preload_content=False
-                ),
-            ),
-        ]
-    out: list[dict[str, Any]] = []
-    for what, call in calls:
-        try:
-            items = json.loads(trust_sources.fetched("kube", what, _data_of(call))).get("items") or []
-        except ApiException as exc:
-            if exc.status == 404:  # CRD not installed
-                continue
-            if exc.status == 403:
-                raise ConfigError(f"forbidden: list {what} (the service account lacks this RBAC permission)") from exc
-            raise ConfigError(f"cannot list {what}: {exc.status} {exc.reason}") from exc
-        for it in items:
-            it.setdefault("apiVersion", what.split()[0])
-            it.setdefault(
-                "kind",
-                {
-                    "clusterpolicies": "ClusterPolicy",
-                    "policies": "Policy",
-                    "clusterimagepolicies": "ClusterImagePolicy",
-                    "trustroots": "TrustRoot",
-                    "trustpolicies": "TrustPolicy",
-                    "truststores": "TrustStore",
-                    "imagevalidatingpolicies": "ImageValidatingPolicy",
-                    "policyexceptions": "PolicyException",
-                }[what.split()[1]],
-            )
-        out += items
-    return out
-
-
-MAX_WEBHOOK_CONFIG_BYTES = 16 * 1024 * 1024
+def _recorded(what: str, read: Callable[[], Any]) -> Any:
+    """A cluster read through the trust sources (recorded in a scan's snapshot, answered by a replay)."""
+    return json.loads(trust_sources.fetched("kube", what, lambda: json.dumps(read(), sort_keys=True).encode()))
 
 
 def _controller_of(configuration: str, webhook: str) -> Controller | None:
@@ -772,29 +675,16 @@ def webhooks_from(items: Sequence[Any]) -> tuple[WebhookConfig, ...]:
     return tuple(out)
 
 
-def _cluster_webhooks(api_client: Any, warnings: list[str]) -> tuple[WebhookConfig, ...]:
+def _cluster_webhooks(cluster: ClusterReader, warnings: list[str]) -> tuple[WebhookConfig, ...]:
     """The admission controllers' webhooks in the cluster. They only explain findings: a failure to read
     them is a warning (the webhook cause is then not examined), never the scan's."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     try:
-        resp = client.AdmissionregistrationV1Api(api_client).list_validating_webhook_configuration(
-            _preload_content=False
-        )
-        data = resp.data  # type: ignore[attr-defined]
-        if len(data) > MAX_WEBHOOK_CONFIG_BYTES:
-            raise ValueError(f"larger than {MAX_WEBHOOK_CONFIG_BYTES} bytes")
-        items = json.loads(data).get("items") or []
-    except ApiException as exc:
-        warnings.append(f"cannot list validatingwebhookconfigurations ({exc.status} {exc.reason}): whether an "
-                        "admission webhook fails open is not examined")
+        items = _recorded("admissionregistration.k8s.io/v1 validatingwebhookconfigurations",
+                          cluster.validating_webhook_configurations)
+    except (ClusterReadError, ConfigError) as exc:  # ConfigError: a replay without this answer
+        warnings.append(f"{exc}: whether an admission webhook fails open is not examined")
         return ()
-    except (ValueError, AttributeError, TypeError) as exc:
-        warnings.append(f"cannot read validatingwebhookconfigurations ({type(exc).__name__}): whether an "
-                        "admission webhook fails open is not examined")
-        return ()
-    return webhooks_from(items if isinstance(items, list) else [])
+    return webhooks_from(items)
 
 
 def _refuse_unshaped(docs: Sequence[Mapping[str, Any]], source: str) -> None:
@@ -829,12 +719,15 @@ def merge(
     loader: PolicyLoader,
     kubeconfig: str | None,
     context: str | None,
+    cluster: ClusterReader | None = None,
 ) -> Policy:
+    """``policy`` with the rules imported from ``policy_from``. A ``KIND:cluster`` source is read through
+    ``cluster`` (default: the edge's reader of the API server named by ``kubeconfig``/``context``)."""
     rules = list(policy.rules) if policy else []
     warnings: list[str] = list(policy.warnings) if policy else []
     sources = list(policy.sources) if policy else []
     h = hashlib.sha256((policy.digest if policy else "").encode())
-    api_client = None
+    used_cluster: ClusterReader | None = None
     for spec in policy_from:
         kind, sep, where = spec.partition(":")
         kind = kind.lower()
@@ -850,15 +743,11 @@ def merge(
             new = notation_rules(ctx, Path(where))
         else:
             if where == "cluster":
-                if api_client is None:
-                    api_client = _LazyApiClient(kubeconfig, context)
-                ctx.api_client = api_client
-                if kind == "kritis":
-                    from scanner.policy.kritis import cluster_docs
-
-                    docs = cluster_docs(api_client)
-                else:
-                    docs = _cluster_docs(api_client, kind)
+                if cluster is None:
+                    cluster = _LazyCluster(kubeconfig, context)
+                used_cluster = ctx.cluster = cluster
+                docs = _recorded(f"{kind} policy documents",
+                                 lambda r=cluster, k=kind: r.policy_documents(k))  # type: ignore[misc]
                 ctx.raw.append(json.dumps(docs, sort_keys=True).encode())
             else:
                 try:
@@ -885,7 +774,7 @@ def merge(
         for raw in ctx.raw:
             h.update(hashlib.sha256(redact_bytes(raw)).digest())
     _refuse_duplicates(rules)
-    webhooks = _cluster_webhooks(api_client, warnings) if api_client is not None else ()
+    webhooks = _cluster_webhooks(used_cluster, warnings) if used_cluster is not None else ()
     for r in rules:
         for v in r.verifiers:
             h.update(v.trust_fingerprint.encode())

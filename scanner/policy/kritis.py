@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -50,11 +49,6 @@ DEFAULT_GRAFEAS = "https://containeranalysis.googleapis.com"
 # re-route it (?, #, %, .., spaces).
 _NOTE = re.compile(r"^(?:v1beta1/|v1/)?projects/([A-Za-z0-9][A-Za-z0-9._:-]*)/notes/([A-Za-z0-9][A-Za-z0-9._:-]*)$")
 _KINDS = ("AttestationAuthority", "GenericAttestationPolicy", "ImageSecurityPolicy")
-_CLUSTER_RESOURCES = {
-    "attestationauthorities": "AttestationAuthority",
-    "genericattestationpolicies": "GenericAttestationPolicy",
-    "imagesecuritypolicies": "ImageSecurityPolicy",
-}
 
 
 _SIGNER = "used by kritis to sign, not to verify"
@@ -487,38 +481,3 @@ def kritis_rules(ctx: Any, docs: Sequence[Mapping[str, Any]]) -> list[CompiledRu
                 r = replace(r, notes=(*r.notes, note))
             rules[i] = replace(r, waivers=tuple(gap_allowlists.get(ns, ())))
     return rules
-
-
-def cluster_docs(api_client: Any) -> list[dict[str, Any]]:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    api = client.CustomObjectsApi(api_client)
-    out: list[dict[str, Any]] = []
-    for plural, kind in _CLUSTER_RESOURCES.items():
-        try:
-            from scanner.verify import sources as trust_sources
-
-            def listing(plural: str = plural) -> bytes:
-                try:
-                    resp: Any = api.list_custom_object_for_all_namespaces("kritis.grafeas.io", "v1beta1", plural,
-                                                                          _preload_content=False)
-                except ApiException as exc:
-                    if exc.status == 404:  # CRD not installed: an empty listing, kept in the trust snapshot
-                        return b'{"items": []}'
-                    raise
-                return bytes(resp.data)
-
-            raw = trust_sources.fetched("kube", f"kritis.grafeas.io/v1beta1 {plural}", listing)
-            items = json.loads(raw).get("items") or []
-        except ApiException as exc:
-            if exc.status == 404:  # CRD not installed
-                continue
-            if exc.status == 403:
-                raise ConfigError(f"forbidden: list kritis.grafeas.io/v1beta1 {plural}") from exc
-            raise ConfigError(f"cannot list kritis.grafeas.io/v1beta1 {plural}: {exc.status} {exc.reason}") from exc
-        for it in items:
-            it.setdefault("apiVersion", "kritis.grafeas.io/v1beta1")
-            it.setdefault("kind", kind)
-        out += items
-    return out

@@ -28,7 +28,7 @@ from scanner.policy.schema import (
     VerifierSpec,
     parse_duration,
 )
-from scanner.redact import display_url, redact_bytes, redact_text
+from scanner.redact import display_url, redact_bytes
 from scanner.verify import sources
 from scanner.verify.base import Fetcher, Verifier
 from scanner.verify.keys import PublicKey, parse_public_key
@@ -101,27 +101,10 @@ KeyFetcher = Callable[[str], bytes]
 
 
 def _default_key_fetcher(url: str) -> bytes:
-    import time
+    """A key named by URL, read through the edge (``scanner/sources/http.py``): the policy layer does no I/O."""
+    from scanner.sources.http import fetch_key_url
 
-    import httpx
-
-    from scanner.registry import deadline
-
-    shown = display_url(url)  # the URL may carry a credential (user:password@, ?token=): never shown
-    try:
-        with deadline.within(time.monotonic() + KEY_URL_DEADLINE, f"no answer within {KEY_URL_DEADLINE:g} s"), \
-                deadline.install(httpx.Client(timeout=10.0, follow_redirects=True)) as client, \
-                client.stream("GET", url) as resp:
-            if resp.status_code != 200:
-                raise ConfigError(f"key URL answered {resp.status_code}", field=shown)
-            body = b""
-            for chunk in resp.iter_bytes():
-                body += chunk
-                if len(body) > MAX_URL_KEY_BYTES:
-                    raise ConfigError(f"key URL returned more than {MAX_URL_KEY_BYTES} bytes", field=shown)
-            return body
-    except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot fetch key: {type(exc).__name__}: {redact_text(str(exc))}", field=shown) from exc
+    return fetch_key_url(url, max_bytes=MAX_URL_KEY_BYTES, seconds=KEY_URL_DEADLINE)
 
 
 def _yaml_line(root: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
@@ -234,10 +217,10 @@ class PolicyLoader:
 
     def fetcher(self) -> Fetcher:
         if self._fetcher is None:
-            from scanner.registry.fetcher import HttpFetcher
+            from scanner.sources.http import crl_fetcher
 
             # CRL/OCSP over HTTP, size- and time-bounded; recorded or replayed with the trust sources
-            self._fetcher = sources.wrap_fetcher(HttpFetcher())
+            self._fetcher = sources.wrap_fetcher(crl_fetcher())
         return self._fetcher
 
     def crl_cache(self) -> Any:

@@ -66,7 +66,7 @@ from scanner.models import (
     SignatureResult,
 )
 from scanner.redact import display_url
-from scanner.verify.base import Verifier, Wants, identity_of
+from scanner.verify.base import HttpGet, HttpGetError, Verifier, Wants, identity_of
 from scanner.verify.keys import PublicKey, describe_key, key_sha256, parse_public_key, spki_der
 
 if TYPE_CHECKING:
@@ -479,13 +479,11 @@ class GrafeasClient:
         endpoint: GrafeasEndpoint,
         *,
         token: str | None = None,
-        client: Any = None,
+        get: HttpGet | None = None,
         page_size: int = PAGE_SIZE,
         max_pages: int = MAX_PAGES,
         total_timeout: float = TOTAL_TIMEOUT_SECONDS,
     ) -> None:
-        import httpx
-
         self.endpoint = endpoint
         self._token = token
         self.page_size, self.max_pages, self.total_timeout = page_size, max_pages, total_timeout
@@ -496,12 +494,12 @@ class GrafeasClient:
                     raise ConfigError(f"attestation source {endpoint.base}: SIGAUDIT_GRAFEAS_TOKEN is sent over "
                                       "https only (or to this machine, 127.0.0.1), never in clear text")
                 log.warning("insecure: reading attestations over plain http from %s", display_url(endpoint.base))
-        # The listing's wall clock also holds while a server trickles its status line and headers.
-        from scanner.registry import deadline
+        if get is None:  # the edge's default (scanner/sources/http.py), as python-tuf's RequestsFetcher
+            from scanner.sources.http import HttpxGet
 
-        self._client = client or deadline.install(
-            httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
-        )
+            get = HttpxGet(timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
+        # The listing's wall clock also holds while a server trickles its status line and headers.
+        self._http_get: HttpGet = get
         # The trust sources in force when the policy was loaded: a scan records each listing (its evidence
         # pack holds it), and `verify-evidence` answers from the pack: no connection, no token sent.
         from scanner.verify import sources
@@ -534,28 +532,20 @@ class GrafeasClient:
         return doc
 
     def _fetch(self, url: str, params: Mapping[str, str], until: float) -> bytes:
-        import httpx
-
-        from scanner.registry import deadline
-
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         shown = display_url(url)
         late = f"{shown}: no complete answer within {self.total_timeout:g}s"
-        body = bytearray()
         try:
-            with deadline.within(until, late), self._client.stream("GET", url, params=params, headers=headers) as resp:
-                for chunk in resp.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        raise AttestationSourceError(f"{shown}: response larger than {MAX_RESPONSE_BYTES} bytes")
-                    if time.monotonic() > until:  # a server trickling its body resets httpx's read timeout
-                        raise AttestationSourceError(late)
-                if resp.status_code != 200:
-                    raise AttestationSourceError(f"{shown} answered {resp.status_code}: {bytes(body[:200])!r}")
-        except httpx.HTTPError as exc:
-            if deadline.cause(exc) is not None:
+            answer = self._http_get(url, params=params, headers=headers, max_bytes=MAX_RESPONSE_BYTES, until=until)
+        except HttpGetError as exc:
+            if exc.late:
                 raise AttestationSourceError(late) from exc
-            raise AttestationSourceError(f"cannot reach {shown}: {type(exc).__name__}: {exc}") from exc
+            if exc.too_large:
+                raise AttestationSourceError(f"{shown}: response larger than {MAX_RESPONSE_BYTES} bytes") from exc
+            raise AttestationSourceError(f"cannot reach {shown}: {exc}") from exc
+        body = answer.body
+        if answer.status != 200:
+            raise AttestationSourceError(f"{shown} answered {answer.status}: {body[:200]!r}")
         return bytes(body)
 
     def attestations(self, resource_urls: Sequence[str], note_name: str | None) -> list[Attestation]:

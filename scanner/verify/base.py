@@ -106,6 +106,35 @@ class Verifier(Protocol):
     ) -> tuple[SignatureResult, ...]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """A complete HTTP answer: its status and its whole body (bounded by the caller's ``max_bytes``)."""
+
+    status: int
+    body: bytes
+
+
+class HttpGetError(Exception):
+    """An HTTP GET that gave no complete answer: unreachable or refused (the message names the error
+    type), past its wall-clock deadline (``late``) or larger than allowed (``too_large``)."""
+
+    def __init__(self, message: str, *, late: bool = False, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.late, self.too_large = late, too_large
+
+
+class HttpGet(Protocol):
+    """How a verifier reads trust material over HTTP (Grafeas occurrences, a Vault transit key): the
+    edge (``scanner/sources/http.py``) implements it, as python-tuf's ``FetcherInterface``. It bounds
+    the body to ``max_bytes`` and the whole exchange (status line and headers included) to ``until``
+    (a ``time.monotonic()`` value), and raises :class:`HttpGetError` for every failure."""
+
+    def __call__(
+        self, url: str, *, headers: Mapping[str, str] | None = None, params: Mapping[str, str] | None = None,
+        max_bytes: int, until: float,
+    ) -> HttpAnswer: ...
+
+
 class Fetcher(Protocol):
     """The one way a verifier may reach the network (CRL, OCSP). Implementations bound size and time."""
 

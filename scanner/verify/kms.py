@@ -51,7 +51,7 @@ from scanner.models import (
     SignatureMaterial,
     SignatureResult,
 )
-from scanner.verify.base import Verifier, Wants
+from scanner.verify.base import HttpGet, HttpGetError, Verifier, Wants
 
 KMS_SCHEMES = ("awskms://", "gcpkms://", "azurekms://", "hashivault://")
 MAX_KMS_RESPONSE_BYTES = 1024 * 1024
@@ -526,11 +526,7 @@ def _vault_token() -> str | None:
     return None
 
 
-def _vault(ref: str, parsed: VaultKeyRef) -> bytes:
-    import httpx
-
-    from scanner.registry import deadline
-
+def _vault(ref: str, parsed: VaultKeyRef, get: HttpGet | None = None) -> bytes:
     addr = os.environ.get("VAULT_ADDR")
     if not addr:
         raise KmsKeyUnavailable(ref, "VAULT_ADDR is not set")
@@ -551,30 +547,29 @@ def _vault(ref: str, parsed: VaultKeyRef) -> bytes:
         headers["X-Vault-Namespace"] = os.environ["VAULT_NAMESPACE"]
     url = f"{addr.rstrip('/')}/v1/{mount}/keys/{quote(parsed.name, safe='')}"
     until = time.monotonic() + KMS_TOTAL_TIMEOUT_SECONDS
-    body = bytearray()
     late = f"no complete answer from Vault within {KMS_TOTAL_TIMEOUT_SECONDS:g}s"
-    # The deadline also holds while Vault trickles its status line and headers (httpx's timeouts are
-    # per read: each byte restarts them).
-    with deadline.install(httpx.Client(timeout=KMS_TIMEOUT_SECONDS, follow_redirects=False)) as client:
-        try:
-            with deadline.within(until, late), client.stream("GET", url, headers=headers) as resp:
-                for chunk in resp.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_KMS_RESPONSE_BYTES:
-                        raise KmsKeyUnavailable(ref, f"Vault answered more than {MAX_KMS_RESPONSE_BYTES} bytes")
-                    if time.monotonic() > until:  # a trickled body resets httpx's per-read timeout
-                        raise KmsKeyUnavailable(ref, late)
-                if resp.status_code != 200:
-                    raise KmsKeyUnavailable(ref, f"Vault answered {resp.status_code} for {url}")
-        except httpx.HTTPError as exc:
-            if deadline.cause(exc) is not None:
-                raise KmsKeyUnavailable(ref, late) from exc
-            raise
+    if get is None:  # the edge's default (scanner/sources/http.py): under the wall-clock deadline
+        from scanner.sources.http import HttpxGet
+
+        with HttpxGet(timeout=KMS_TIMEOUT_SECONDS, follow_redirects=False) as own:
+            return _vault(ref, parsed, own)
+    try:
+        answer = get(url, headers=headers, max_bytes=MAX_KMS_RESPONSE_BYTES, until=until)
+    except HttpGetError as exc:
+        if exc.late:
+            raise KmsKeyUnavailable(ref, late) from exc
+        if exc.too_large:
+            raise KmsKeyUnavailable(ref, f"Vault answered more than {MAX_KMS_RESPONSE_BYTES} bytes") from exc
+        raise KmsKeyUnavailable(ref, f"cannot fetch the public key: {exc}") from exc
+    if answer.status != 200:
+        raise KmsKeyUnavailable(ref, f"Vault answered {answer.status} for {url}")
+    body = answer.body
     return vault_transit_public_key(bytes(body), ref=ref, name=parsed.name)
 
 
-def fetch_public_key_pem(ref: str) -> bytes:
-    """The PEM public key behind a KMS reference. Raises KmsKeyUnavailable (a ConfigError) naming it."""
+def fetch_public_key_pem(ref: str, *, get: HttpGet | None = None) -> bytes:
+    """The PEM public key behind a KMS reference. Raises KmsKeyUnavailable (a ConfigError) naming it.
+    ``get`` reads Vault over HTTP (default: the edge's, ``scanner/sources/http.py``)."""
     parsed = parse_kms_ref(ref)
     try:
         if isinstance(parsed, AwsKeyRef):
@@ -583,7 +578,7 @@ def fetch_public_key_pem(ref: str) -> bytes:
             return _gcp(ref, parsed)
         if isinstance(parsed, AzureKeyRef):
             return _azure(ref, parsed)
-        return _vault(ref, parsed)
+        return _vault(ref, parsed, get)
     except KmsKeyUnavailable:
         raise
     except Exception as exc:  # SDK errors of every provider: the key could not be fetched

@@ -108,7 +108,7 @@ def test_grafeas_sources_with_credentials_are_refused_without_showing_them() -> 
     with pytest.raises(ConfigError) as info:
         GrafeasEndpoint.parse(f"grafeas+https://u:{SECRET}@grafeas.example/v1beta1/projects/p")
     assert SECRET not in str(info.value) and "grafeas.example" in str(info.value)
-    plain = GrafeasClient(GrafeasEndpoint.parse("grafeas+https://grafeas.example/v1beta1/projects/p"), client=object())
+    plain = GrafeasClient(GrafeasEndpoint.parse("grafeas+https://grafeas.example/v1beta1/projects/p"), get=object())  # type: ignore[arg-type]
     assert plain.label == "https://grafeas.example/v1beta1/projects/p"
 
 

@@ -217,3 +217,48 @@ def test_aliases_that_stay_small_are_read() -> None:
 def test_nesting_deeper_than_the_parser_is_refused_not_a_crash() -> None:
     with pytest.raises(ConfigError, match="nested too deeply"):
         _docs(("[" * 5000 + "]" * 5000).encode(), "kyverno:f.yaml")
+
+
+class _Cluster:
+    """A ClusterReader (scanner/policy/cluster.py) answering from memory: the importers' seam."""
+
+    def __init__(self, docs: list[dict], secret: dict) -> None:
+        self.docs, self.secret = docs, secret
+        self.asked: list[tuple[str, str]] = []
+
+    def policy_documents(self, kind: str) -> list[dict]:
+        return [dict(d) for d in self.docs] if kind == "kyverno" else []
+
+    def secret_data(self, namespace: str, name: str) -> dict:
+        self.asked.append((namespace, name))
+        return self.secret
+
+    def validating_webhook_configurations(self) -> list:
+        return []
+
+
+@pytest.mark.parametrize("value", [
+    "//79/Q==",  # the bytes ff fe fd: a DER key or any binary Secret, not text
+    "not base64!",  # no API server stores it, a reader may still hand it over
+    12,  # not even a string
+])
+def test_a_secret_key_that_is_not_text_refuses_the_rule_and_does_not_crash(value: object) -> None:
+    import base64
+
+    policy = {
+        "apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "p"},
+        "spec": {"rules": [{"name": "r", "verifyImages": [{
+            "imageReferences": ["registry.example/*"],
+            "attestors": [{"entries": [{"keys": {"secret": {"name": "k", "namespace": "ns"}}}]}],
+        }]}]},
+    }
+    cluster = _Cluster([policy], {"ca.crt": value})
+    pol = merge(None, ["kyverno:cluster"], loader=PolicyLoader(), kubeconfig=None, context=None,
+                cluster=cluster)  # type: ignore[arg-type]
+    assert cluster.asked == [("ns", "k")]
+    (rule,) = pol.rules
+    assert rule.refused and not rule.verifiers, rule  # fail closed: the rule cannot be satisfied
+    good = base64.b64encode(ALICE.read_bytes()).decode()
+    ok = merge(None, ["kyverno:cluster"], loader=PolicyLoader(), kubeconfig=None, context=None,
+               cluster=_Cluster([policy], {"cosign.pub": good}))  # type: ignore[arg-type]
+    assert not ok.rules[0].refused and ok.rules[0].verifiers

@@ -1,77 +1,58 @@
 """What --policy-from KIND:cluster read is kept in the trust snapshot and replayed from it (evidence
-packs): a listing, a CRD not installed (404), and of a Secret only the key taken from it."""
+packs): the listings, and of a Secret only the key taken from it; a replay never asks the cluster."""
 
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
-
-import pytest
-from kubernetes.client.exceptions import ApiException
 
 from scanner.policy import imports
 from scanner.verify import sources
 
 
-class _Resp:
-    def __init__(self, doc: Any) -> None:
-        self.data = json.dumps(doc).encode()
+class _Cluster:
+    """A ClusterReader (scanner/policy/cluster.py) answering from memory, counting what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def policy_documents(self, kind: str) -> list[dict[str, Any]]:
+        self.asked.append(f"documents {kind}")
+        return [{"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "p"}}]
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, Any]:
+        self.asked.append(f"secret {namespace}/{name}")
+        return {"cosign.pub": base64.b64encode(b"PUBKEY").decode(), "token": base64.b64encode(b"s3cr3t").decode()}
+
+    def validating_webhook_configurations(self) -> list[Any]:
+        self.asked.append("webhooks")
+        return [{"metadata": {"name": "kyverno-resource-validating-webhook-cfg"}}]
 
 
-class _FakeCustomObjects:
-    calls = 0
-
-    def __init__(self, api_client: Any = None) -> None:
-        pass
-
-    def list_cluster_custom_object(self, group: str, version: str, plural: str, **_: Any) -> _Resp:
-        type(self).calls += 1
-        if plural == "clusterpolicies":
-            return _Resp({"items": [{"metadata": {"name": "p"}}]})
-        raise ApiException(status=404, reason="Not Found")
-
-    def list_custom_object_for_all_namespaces(self, group: str, version: str, plural: str, **_: Any) -> _Resp:
-        type(self).calls += 1
-        raise ApiException(status=404, reason="Not Found")
-
-
-def test_cluster_listings_and_absent_crds_replay_without_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
-    import kubernetes.client
-
-    monkeypatch.setattr(kubernetes.client, "CustomObjectsApi", _FakeCustomObjects)
+def test_cluster_listings_replay_without_the_cluster() -> None:
+    cluster = _Cluster()
     recording = sources.Recording()
     with sources.reading_from(recording):
-        live = imports._cluster_docs(object(), "kyverno")
-    assert [d["metadata"]["name"] for d in live] == ["p"]
-    assert _FakeCustomObjects.calls == 2
+        live = imports._recorded("kyverno policy documents", lambda: cluster.policy_documents("kyverno"))
+        hooks = imports._cluster_webhooks(cluster, [])
+    assert [d["metadata"]["name"] for d in live] == ["p"] and cluster.asked == ["documents kyverno", "webhooks"]
     snap = recording.snapshot
-    replay = sources.Replay(snap.entries, snap.blobs)
-    with sources.reading_from(replay):
-        again = imports._cluster_docs(object(), "kyverno")  # the namespaced Policy CRD was absent: replayed too
-    assert again == live and _FakeCustomObjects.calls == 2  # no request: from the snapshot alone
+    with sources.reading_from(sources.Replay(snap.entries, snap.blobs)):
+        again = imports._recorded("kyverno policy documents", lambda: cluster.policy_documents("kyverno"))
+        assert imports._cluster_webhooks(cluster, []) == hooks
+    assert again == live and cluster.asked == ["documents kyverno", "webhooks"]  # from the snapshot alone
 
 
-def test_of_a_secret_only_its_key_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    import kubernetes.client
-
-    class _Core:
-        def __init__(self, api_client: Any = None) -> None:
-            pass
-
-        def read_namespaced_secret(self, name: str, namespace: str, **_: Any) -> _Resp:
-            return _Resp({"data": {"cosign.pub": base64.b64encode(b"PUBKEY").decode(),
-                                   "token": base64.b64encode(b"s3cr3t").decode()}})
-
-    monkeypatch.setattr(kubernetes.client, "CoreV1Api", _Core)
+def test_of_a_secret_only_its_key_is_kept() -> None:
+    cluster = _Cluster()
     ctx = imports.ImportContext(loader=None, base_dir=None, source="kyverno:cluster")  # type: ignore[arg-type]
-    ctx.api_client = object()
+    ctx.cluster = cluster  # type: ignore[assignment]
     recording = sources.Recording()
     with sources.reading_from(recording):
         assert imports._secret_value(ctx, "ns", "s", "r") == "PUBKEY"
-    assert list(recording.snapshot.blobs.values()) == [b"PUBKEY"]
+    kept = b"".join(recording.snapshot.blobs.values())
+    assert b"s3cr3t" not in kept and base64.b64encode(b"s3cr3t") not in kept
     snap = recording.snapshot
-    ctx.api_client = object()
-    monkeypatch.setattr(kubernetes.client, "CoreV1Api", None)  # any request would fail
     with sources.reading_from(sources.Replay(snap.entries, snap.blobs)):
         assert imports._secret_value(ctx, "ns", "s", "r") == "PUBKEY"
+    assert cluster.asked == ["secret ns/s"]  # the replay asked nothing

@@ -94,7 +94,7 @@ def test_a_key_url_trickling_its_headers_is_a_config_error_at_the_deadline(
     monkeypatch.setattr(loader, "KEY_URL_DEADLINE", 0.5, raising=False)
     t0 = time.monotonic()
     with pytest.raises(ConfigError, match="cannot fetch key"):
-        loader._default_key_fetcher(trickler)
+        loader._default_key_fetcher(trickler)  # through scanner/sources/http.py
     assert time.monotonic() - t0 < 3  # the trickle lasts ~10 s, each byte well inside the per-read timeout
 
 
