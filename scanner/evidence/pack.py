@@ -34,7 +34,7 @@ from typing import Any
 
 from scanner import __version__
 from scanner.errors import ConfigError, StoreError
-from scanner.evidence import dsse, oscal, vsa
+from scanner.evidence import dsse, ocilayout, oscal, vsa
 from scanner.evidence.capture import canonical_json, image_from_json, scan_ref, sha256_hex
 from scanner.models import RunningImage, ScanResult, Status, Verdict
 
@@ -144,6 +144,8 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
         d = digest_dir(digest)
         judgements = []
         inputs: list[tuple[str, Mapping[str, str]]] = []
+        materials: list[dict[str, Any]] = []
+        image_blobs: dict[str, bytes] = {}
         for n, j in enumerate(judged.get(digest, [])):
             answers_file = None
             doc = material_docs.get(str(j["material"])) if j["material"] else None
@@ -153,8 +155,13 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
                 shas = {str(a["sha256"]) for a in material.get("answers", []) if "sha256" in a}
                 for sha, data in store.evidence_blobs(shas).items():
                     files[f"{d}/blobs/{sha}"] = data
+                    image_blobs[sha] = data
                 files[answers_file] = _dump(material)
+                materials.append(material)
             judgements.append({"image": j["image"], "fingerprint": j["fingerprint"], "answers": answers_file})
+        # the same material as an OCI image layout, for `cosign verify --local-image` / `notation --oci-layout`
+        for rel, data in ocilayout.layout_files(digest, materials, image_blobs).items():
+            files[f"{d}/{ocilayout.LAYOUT}/{rel}"] = data
         verdicts = [verdict_record(v) for v in by_digest.get(digest, [])]
         files[f"{d}/record.json"] = _dump({"schema_version": 1, "digest": digest, "judgements": judgements,
                                            "verdicts": verdicts})

@@ -195,6 +195,22 @@ def recompute(files: Mapping[str, bytes], key_pem: bytes, out: Outcome) -> None:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed record is a finding
                 out.problems.append(f"{record_name}: malformed: {type(exc).__name__}: {str(exc)[:200]}")
     _cross_check(files, records, out)
+    _check_layouts(files, out)
+
+
+def _check_layouts(files: Mapping[str, bytes], out: Outcome) -> None:
+    """Each image's OCI layout (for the upstream tools) is content-addressed and holds only the material
+    the recompute used: every layout blob is also the image's ``blobs/<sha256>``."""
+    from scanner.evidence.ocilayout import LAYOUT, check_layout
+
+    marker = f"/{LAYOUT}/"
+    prefixes = sorted({n[: n.index(marker) + len(marker)] for n in files if n.startswith("images/") and marker in n})
+    for prefix in prefixes:
+        out.problems.extend(check_layout(files, prefix))
+        image_dir = prefix[: -len(marker)]
+        for name in sorted(n for n in files if n.startswith(prefix + "blobs/sha256/")):
+            if files.get(f"{image_dir}/blobs/{name.rsplit('/', 1)[1]}") != files[name]:
+                out.problems.append(f"{name}: not the material recorded in {image_dir}/blobs/")
 
 
 def _cross_check(files: Mapping[str, bytes], records: list[str], out: Outcome) -> None:
