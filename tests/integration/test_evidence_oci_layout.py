@@ -108,20 +108,15 @@ def _trust_file(root: Path, suffix: str) -> Path:
 
 
 def _notation_config(root: Path, into: Path) -> Path:
-    """$XDG_CONFIG_HOME for notation, from the pack's trust snapshot alone: notation/trustpolicy.json and
-    notation/truststore/x509/<type>/<store>/<cert> (the files the policy load read)."""
-    entries = json.loads((root / "trust/sources.json").read_bytes())["entries"]
-    policy = next(e for e in entries if e["path"].endswith("trustpolicy.json") and e.get("file"))
-    base = policy["path"].rsplit("/", 1)[0] + "/truststore/"
-    conf = into / "notation"
-    conf.mkdir(parents=True)
-    shutil.copyfile(root / policy["file"], conf / "trustpolicy.json")
-    for e in entries:
-        if e.get("file") and e["path"].startswith(base):
-            target = conf / "truststore" / e["path"][len(base):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(root / e["file"], target)
-    return into
+    """$XDG_CONFIG_HOME for notation, made by VERIFY.md's recipe as written (from the trust snapshot alone)."""
+    verify_md = (root / "VERIFY.md").read_text()
+    start = verify_md.index("python3 - <<'EOF'\n")
+    recipe = verify_md[start:verify_md.index("\nEOF\n", start) + 5]
+    work = into / "work"
+    shutil.copytree(root, work / "evidence")
+    r = _run(["bash", "-c", recipe], cwd=work, offline=True)
+    assert r.returncode == 0, r.stderr
+    return work / "notation-config"
 
 
 def test_cosign_verifies_the_layout_offline_with_the_packs_key_copy(pack: dict[str, Any], tmp_path: Path) -> None:
@@ -134,6 +129,8 @@ def test_cosign_verifies_the_layout_offline_with_the_packs_key_copy(pack: dict[s
                      "--insecure-ignore-tlog"], env={"HOME": str(tmp_path)}, offline=True)
 
     good = _layout(root, refs["cosign-signed"])
+    verify_md = (root / "VERIFY.md").read_text()  # names the layout and the key copy it is checked with
+    assert f"evidence/{good.relative_to(root)}" in verify_md and f"evidence/{key.relative_to(root)}" in verify_md
     r = verify(good)
     assert r.returncode == 0, r.stderr[-2000:]
     assert refs["cosign-signed"].split("@")[1] in r.stdout
