@@ -74,7 +74,7 @@ def layout_files(digest: str, materials: Iterable[Mapping[str, Any]], blobs: Map
             else:
                 try:
                     doc = json.loads(data)
-                except ValueError:
+                except (ValueError, RecursionError):
                     doc = None
                 subject = doc.get("subject") if isinstance(doc, dict) else None
                 if not isinstance(subject, dict) or subject.get("digest") != digest:
@@ -91,9 +91,11 @@ def layout_files(digest: str, materials: Iterable[Mapping[str, Any]], blobs: Map
     return out
 
 
-def check_layout(files: Mapping[str, bytes], prefix: str) -> list[str]:
+def check_layout(files: Mapping[str, bytes], prefix: str, digest: str | None = None) -> list[str]:
     """Problems with the layout under ``prefix`` (e.g. ``images/sha256-…/oci/``): a blob whose bytes are
-    not its name, or an index.json entry with no blob or a wrong size."""
+    not its name, an index.json entry with no blob or a wrong size, and (given the image ``digest``) an
+    index that would point the upstream tools at another image or another image's ``.sig`` tag: exactly
+    one ``kind`` image entry, naming ``digest``, and cosign tag entries named for it."""
     problems = []
     for name in sorted(n for n in files if n.startswith(prefix + "blobs/")):
         rest = name[len(prefix):]
@@ -109,6 +111,23 @@ def check_layout(files: Mapping[str, bytes], prefix: str) -> list[str]:
             blob = files.get(prefix + "blobs/" + str(m["digest"]).replace(":", "/"))
             if blob is None or len(blob) != int(m["size"]):
                 problems.append(f"{prefix}index.json: {m['digest']} has no blob of its size in the layout")
-    except (ValueError, KeyError, TypeError) as exc:
+        if digest is not None:
+            problems += _check_entries(manifests, prefix, digest)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         problems.append(f"{prefix}index.json: malformed ({type(exc).__name__})")
+    return problems
+
+
+def _check_entries(manifests: list[Any], prefix: str, digest: str) -> list[str]:
+    hexd = digest.removeprefix("sha256:")
+    tags = {KIND_SIGS: f"sha256-{hexd}.sig", KIND_ATTS: f"sha256-{hexd}.att"}
+    problems = []
+    kinds = [((m.get("annotations") or {}).get(KIND), m) for m in manifests]
+    images = [m for k, m in kinds if k in (KIND_IMAGE, KIND_IMAGE_INDEX)]
+    if len(images) != 1 or images[0].get("digest") != digest:
+        problems.append(f"{prefix}index.json: its image entry is not exactly one, naming {digest}")
+    for kind, tag in tags.items():
+        entries = [m for k, m in kinds if k == kind]
+        if len(entries) > 1 or any((m.get("annotations") or {}).get(REF_NAME) != tag for m in entries):
+            problems.append(f"{prefix}index.json: its {kind} entry is not one, named {tag}")
     return problems

@@ -206,8 +206,9 @@ def _check_layouts(files: Mapping[str, bytes], out: Outcome) -> None:
     marker = f"/{LAYOUT}/"
     prefixes = sorted({n[: n.index(marker) + len(marker)] for n in files if n.startswith("images/") and marker in n})
     for prefix in prefixes:
-        out.problems.extend(check_layout(files, prefix))
         image_dir = prefix[: -len(marker)]
+        digest = image_dir.removeprefix("images/").replace("-", ":", 1)
+        out.problems.extend(check_layout(files, prefix, digest))
         for name in sorted(n for n in files if n.startswith(prefix + "blobs/sha256/")):
             if files.get(f"{image_dir}/blobs/{name.rsplit('/', 1)[1]}") != files[name]:
                 out.problems.append(f"{name}: not the material recorded in {image_dir}/blobs/")

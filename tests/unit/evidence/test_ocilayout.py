@@ -86,3 +86,27 @@ def test_check_layout_names_a_swapped_blob_and_a_dangling_entry() -> None:
     assert check_layout({**prefixed, "p/index.json": b"{"}, "p/") == ["p/index.json: malformed (JSONDecodeError)"]
     assert check_layout({k: v for k, v in prefixed.items() if not k.endswith("index.json")}, "p/") == [
         "p/index.json: missing"]
+
+
+def test_check_layout_refuses_an_index_that_points_the_tools_at_another_image() -> None:
+    other = _doc(layers=[{"mediaType": "x", "digest": "sha256:" + "2" * 64, "size": 1}])
+    m = _material(_answer("get_manifest", DIGEST, IMG), _answer("get_manifest", f"sha256-{HEX}.sig", SIG))
+    files = layout_files(DIGEST, [m], _blobs(IMG, SIG))
+    assert check_layout(files, "", DIGEST) == []
+    index = json.loads(files["index.json"])
+    # the image entry swapped for another (signed) image's manifest, present in the layout
+    forged = json.loads(json.dumps(index))
+    forged["manifests"][0].update(digest="sha256:" + sha256_hex(other), size=len(other))
+    bad = {**files, "index.json": json.dumps(forged).encode(), f"blobs/sha256/{sha256_hex(other)}": other}
+    assert any("image entry" in p for p in check_layout(bad, "", DIGEST))
+    # a second image entry, or a .sig entry named for another digest
+    twice = json.loads(json.dumps(index))
+    twice["manifests"].insert(0, dict(twice["manifests"][0]))
+    assert any("image entry" in p
+               for p in check_layout({**files, "index.json": json.dumps(twice).encode()}, "", DIGEST))
+    renamed = json.loads(json.dumps(index))
+    renamed["manifests"][1]["annotations"]["org.opencontainers.image.ref.name"] = "sha256-" + "3" * 64 + ".sig"
+    assert any(".sig" in p for p in check_layout({**files, "index.json": json.dumps(renamed).encode()}, "", DIGEST))
+    assert check_layout({**files, "index.json": b'{"manifests": ["x"]}'}, "", DIGEST) == [
+        "index.json: malformed (TypeError)"]
+    assert check_layout({**files, "index.json": b'{"manifests": [{"digest": 1, "size": 0}, 7]}'}, "", DIGEST)
