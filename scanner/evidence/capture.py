@@ -324,8 +324,9 @@ def record_image_manifest(reader: RecordingReader, image: RunningImage) -> None:
 class Capture:
     """The pipeline's EvidenceSink for one scan. ``known``: which material refs the store holds."""
 
-    def __init__(self, known: Any = None) -> None:
+    def __init__(self, known: Any = None, *, image_manifests: bool = True) -> None:
         self._known_lookup = known  # Callable[[Iterable[str]], set[str]] | None
+        self._image_manifests = image_manifests  # record each cold image's manifest (the pack's OCI layout)
         self._known: set[str] = set()
         self._lock = threading.Lock()
         self.judged: list[Judged] = []
@@ -347,7 +348,7 @@ class Capture:
 
     def judge(self, image: RunningImage, reader: RegistryReader, fingerprint: str | None, cached: bool) -> None:
         material = reader.material if isinstance(reader, RecordingReader) and not cached else None
-        if material is not None and isinstance(reader, RecordingReader) and image.digest:
+        if self._image_manifests and material is not None and isinstance(reader, RecordingReader) and image.digest:
             record_image_manifest(reader, image)
         ref = material_ref(str(image.digest), fingerprint) if fingerprint is not None else None
         with self._lock:

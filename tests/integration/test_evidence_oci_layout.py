@@ -202,3 +202,23 @@ def test_verify_evidence_holds_and_names_a_tampered_layout_blob(pack: dict[str, 
         write_tar(resign(forged, pack["d"] / "sign.key"), fh)
     r = _run([*cli, str(bad), "--key", str(pub)], offline=True)
     assert r.returncode == 1 and victim in r.stdout, r.stdout + r.stderr
+
+
+def test_the_image_manifest_for_the_layout_never_spends_the_registry_budget(pack: dict[str, Any]) -> None:
+    """Recording the image manifest is one more manifest GET per cold image: under --registry-budget
+    (pull-rate etiquette) it is not made, so keeping evidence (any scan with a store) never turns a
+    verdict into a budget error. The budget is the exact number of GETs the verdicts need, one image at a time."""
+    d = pack["d"]
+
+    def statuses(*extra: str) -> dict[str, str]:
+        r = _run([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(d / "pods.json"), "--policy",
+                  str(d / "policy.yaml"), "-o", "json", "--no-progress", "--no-cache",
+                  "--registry-concurrency", "1", *extra])
+        assert r.returncode in (0, 1), r.stderr[-2000:]
+        return {i["digest"]: i["status"] for i in json.loads(r.stdout)["images"]}
+
+    unbounded = statuses("--no-store")
+    assert sorted(unbounded.values()) == ["invalid", "verified", "verified"]
+    budget = next(b for b in range(1, 20) if statuses("--no-store", "--registry-budget", str(b)) == unbounded)
+    db = f"sqlite:///{d / f'budget-{budget}.db'}"
+    assert statuses("--db", db, "--registry-budget", str(budget)) == unbounded
