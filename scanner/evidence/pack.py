@@ -167,7 +167,9 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
         verdicts = [verdict_record(v) for v in by_digest.get(digest, [])]
         files[f"{d}/record.json"] = _dump({"schema_version": 1, "digest": digest, "judgements": judgements,
                                            "verdicts": verdicts})
-        for path in sorted(p for p in files if p.startswith(d + "/blobs/") or p.startswith(d + "/answers-")):
+        # the image's signature files (its blobs/ and answers-<n>.json), without a pass over the whole pack
+        own = {f"{d}/blobs/{sha}" for sha in image_blobs} | {str(j["answers"]) for j in judgements if j["answers"]}
+        for path in sorted(own):
             inputs.append((path, {"sha256": sha256_hex(files[path])}))
         statuses = [v["status"] for v in verdicts] or ["error"]
         status = vsa_status(statuses)

@@ -204,13 +204,16 @@ def _check_layouts(files: Mapping[str, bytes], out: Outcome) -> None:
     from scanner.evidence.ocilayout import LAYOUT, check_layout
 
     marker = f"/{LAYOUT}/"
-    prefixes = sorted({n[: n.index(marker) + len(marker)] for n in files if n.startswith("images/") and marker in n})
-    for prefix in prefixes:
+    layouts: dict[str, dict[str, bytes]] = {}  # one pass over the pack, grouped by layout (not per image)
+    for name, data in files.items():
+        if name.startswith("images/") and marker in name:
+            layouts.setdefault(name[: name.index(marker) + len(marker)], {})[name] = data
+    for prefix, members in sorted(layouts.items()):
         image_dir = prefix[: -len(marker)]
         digest = image_dir.removeprefix("images/").replace("-", ":", 1)
-        out.problems.extend(check_layout(files, prefix, digest))
-        for name in sorted(n for n in files if n.startswith(prefix + "blobs/sha256/")):
-            if files.get(f"{image_dir}/blobs/{name.rsplit('/', 1)[1]}") != files[name]:
+        out.problems.extend(check_layout(members, prefix, digest))
+        for name in sorted(n for n in members if n.startswith(prefix + "blobs/sha256/")):
+            if files.get(f"{image_dir}/blobs/{name.rsplit('/', 1)[1]}") != members[name]:
                 out.problems.append(f"{name}: not the material recorded in {image_dir}/blobs/")
 
 
