@@ -43,10 +43,13 @@ def _dump(doc: Any) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
 
-def layout_files(digest: str, materials: Iterable[Mapping[str, Any]], blobs: Mapping[str, bytes]) -> dict[str, bytes]:
+def layout_files(digest: str, materials: Iterable[Mapping[str, Any]], blobs: Mapping[str, bytes],
+                 repository: tuple[str, str] | None = None) -> dict[str, bytes]:
     """The layout's files (path relative to the layout directory -> bytes) for image ``digest``, from its
     recorded material documents (``Material.to_json``) and their blobs (by sha256 hex). Empty when
-    the image manifest was not recorded (no tool could run on the layout)."""
+    the image manifest was not recorded (no tool could run on the layout). ``repository`` (registry,
+    repository): only that repository's answers — one digest run from two repositories has two sets of
+    signatures, and a layout holds one (the one VERIFY.md names)."""
     hexd = digest.removeprefix("sha256:")
     sig_tag, att_tag = f"sha256-{hexd}.sig", f"sha256-{hexd}.att"
     out: dict[str, bytes] = {}
@@ -57,6 +60,9 @@ def layout_files(digest: str, materials: Iterable[Mapping[str, Any]], blobs: Map
             key, sha = a.get("key"), a.get("sha256")
             data = blobs.get(str(sha)) if sha is not None else None
             if data is None or sha256_hex(data) != sha:
+                continue
+            if repository is not None and (not isinstance(key, list) or len(key) < 3
+                                           or (key[1], key[2]) != repository):
                 continue
             out[f"blobs/sha256/{sha}"] = data
             if not isinstance(key, list) or len(key) < 4 or key[0] != "get_manifest":

@@ -140,7 +140,7 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
         judged.setdefault(str(j["image"]["reference"]["digest"]), []).append(j)
     material_docs = store.evidence_blobs({str(j["material"]) for js in judged.values() for j in js if j["material"]})
     policy_hex = str(policy["digest"]).removeprefix("sha256:")
-    layout_repos: dict[str, Any] = {}
+    layout_repos: dict[str, str] = {}  # digest -> the registry/repository its layout's material is from
     for digest in sorted(set(by_digest) | set(judged)):
         d = digest_dir(digest)
         judgements = []
@@ -161,7 +161,9 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
                 materials.append(material)
             judgements.append({"image": j["image"], "fingerprint": j["fingerprint"], "answers": answers_file})
         # the same material as an OCI image layout, for `cosign verify --local-image` / `notation --oci-layout`
-        layout = ocilayout.layout_files(digest, materials, image_blobs)
+        first_ref = judged[digest][0]["image"]["reference"] if judged.get(digest) else None
+        layout = ocilayout.layout_files(digest, materials, image_blobs, None if first_ref is None else
+                                        (str(first_ref["registry"]), str(first_ref["repository"])))
         for rel, data in layout.items():
             files[f"{d}/{ocilayout.LAYOUT}/{rel}"] = data
         verdicts = [verdict_record(v) for v in by_digest.get(digest, [])]
@@ -177,8 +179,8 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
         ref = first.reference
         if ref is None:  # a RunningImage always has one
             raise StoreError(f"image {digest} of scan {scan_id} has no reference")
-        if layout:
-            layout_repos[digest] = ref
+        if layout and first_ref is not None:
+            layout_repos[digest] = f"{first_ref['registry']}/{first_ref['repository']}"
         workloads = sorted({(c.namespace, c.workload.kind, c.workload.name)
                             for v in by_digest.get(digest, []) for c in v.image.containers})
         statement = vsa.vsa_statement(vsa.VsaInput(
@@ -210,7 +212,7 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
     files["reports/assessment-results.json"] = _dump(oscal.assessment_results(summary, result.verdicts, evidence,
                                                                                now=built_at))
     files["verdict-signing.pub"] = signer.public_key_pem()
-    layouts = sorted((digest, f"{r.registry}/{r.repository}") for digest, r in layout_repos.items())
+    layouts = sorted(layout_repos.items())
     keys = sorted((str(e["path"]), str(e["file"])) for e in entries
                   if e.get("file") and str(e["path"]).endswith((".pub", ".pem", ".key")) and "/truststore/" not in
                   str(e["path"]))

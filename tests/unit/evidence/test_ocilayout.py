@@ -110,3 +110,21 @@ def test_check_layout_refuses_an_index_that_points_the_tools_at_another_image() 
     assert check_layout({**files, "index.json": b'{"manifests": ["x"]}'}, "", DIGEST) == [
         "index.json: malformed (TypeError)"]
     assert check_layout({**files, "index.json": b'{"manifests": [{"digest": 1, "size": 0}, 7]}'}, "", DIGEST)
+
+
+def test_one_digest_from_two_repositories_gets_the_named_repositorys_signatures_only() -> None:
+    other_sig = _doc(layers=[])
+    a = _material(_answer("get_manifest", DIGEST, IMG), _answer("get_manifest", f"sha256-{HEX}.sig", SIG))
+    b = {"schema_version": 1, "answers": [
+        {**_answer("get_manifest", DIGEST, IMG), "key": ["get_manifest", "r.example", "mirror", DIGEST, None]},
+        {**_answer("get_manifest", f"sha256-{HEX}.sig", other_sig),
+         "key": ["get_manifest", "r.example", "mirror", f"sha256-{HEX}.sig", None]}]}
+    files = layout_files(DIGEST, [a, b], _blobs(IMG, SIG, other_sig), ("r.example", "app"))
+    sigs = [m for m in json.loads(files["index.json"])["manifests"]
+            if m.get("annotations", {}).get("kind") == KIND_SIGS]
+    assert [m["digest"] for m in sigs] == ["sha256:" + sha256_hex(SIG)]
+    assert f"blobs/sha256/{sha256_hex(other_sig)}" not in files
+    assert check_layout(files, "", DIGEST) == []
+    # unfiltered, the two .sig manifests would be two entries, which the check refuses
+    merged = layout_files(DIGEST, [a, b], _blobs(IMG, SIG, other_sig))
+    assert any(".sig" in p for p in check_layout(merged, "", DIGEST))
