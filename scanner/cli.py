@@ -7,6 +7,8 @@ and logs to stderr.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import os
@@ -176,6 +178,8 @@ def run_scan_command(**opts: Any) -> int:
     from scanner.scan import load_inputs, run_once
 
     options = scan_options_from(opts)
+    if opts.get("evidence_path"):  # the pack's OCI layouts need each image's own manifest
+        options = dataclasses.replace(options, image_manifests=True)
     try:
         inputs = load_inputs(options)
     except ConfigError as exc:

@@ -81,6 +81,9 @@ class ScanOptions:
     retention: Retention | None = None  # prune the cluster's old scans after each successful one
     notify_path: str | None = None  # --notify: receivers of new violations (scanner.notify.config)
     cluster_reports: str | None = None  # "openreports" / "policyreport": apply the reports to the cluster
+    # Record each cold image's own manifest for the evidence pack's OCI layouts (`scan --evidence`): one
+    # more manifest GET per image, so only when a pack is asked for, and never under a registry budget.
+    image_manifests: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +178,8 @@ def run_begun(
                 per_registry_concurrency=options.registry_concurrency,
                 manifest_budget=options.registry_budget,
             )
-            capture = _capture(store, scan_id)
+            capture = _capture(store, scan_id,
+                               image_manifests=options.image_manifests and options.registry_budget is None)
             result = _scan(options, store, inputs, client, clock=clock, stop=stop, progress=progress,
                            capture=capture)
             if stop is not None and stop.is_set():
@@ -221,14 +225,16 @@ def run_once(
                      heartbeat_interval=heartbeat_interval)
 
 
-def _capture(store: Store | None, scan_id: int | None) -> Any:
+def _capture(store: Store | None, scan_id: int | None, *, image_manifests: bool = False) -> Any:
     """With a store, every scan keeps the material its verdicts used (``sigaudit evidence`` builds a
-    pack from it later, for any scan still in retention)."""
+    pack from it later, for any scan still in retention). ``image_manifests``: also record each cold
+    image's manifest for the pack's OCI layouts — one more manifest GET, so not under a
+    ``--registry-budget`` (the budget is for the verdicts, never spent on evidence)."""
     if store is None or scan_id is None:
         return None
     from scanner.evidence.capture import Capture
 
-    return Capture(known=lambda names: set(store.evidence_refs(names)))
+    return Capture(known=lambda names: set(store.evidence_refs(names)), image_manifests=image_manifests)
 
 
 def _keep_evidence(options: ScanOptions, store: Store, scan_id: int, inputs: ScanInputs, capture: Any) -> None:

@@ -306,11 +306,27 @@ def material_ref(digest: str, fingerprint: str) -> str:
     return material_name(digest, fingerprint)
 
 
+MAX_IMAGE_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec's recommended manifest limit
+
+
+def record_image_manifest(reader: RecordingReader, image: RunningImage) -> None:
+    """Record the running digest's manifest bytes (verification reads its descriptor only): the pack's
+    OCI layout needs them for the upstream tools (cosign recomputes the signed digest from them, notation
+    resolves the signed descriptor to them). Asked after the verdict's own questions, so it never changes
+    what the verdict used; a failure leaves the layout without that image (recorded as an error answer)."""
+    try:
+        reader.get_manifest(image.reference, str(image.digest), image.pull_secrets,
+                            max_bytes=MAX_IMAGE_MANIFEST_BYTES)
+    except SigauditError:
+        pass
+
+
 class Capture:
     """The pipeline's EvidenceSink for one scan. ``known``: which material refs the store holds."""
 
-    def __init__(self, known: Any = None) -> None:
+    def __init__(self, known: Any = None, *, image_manifests: bool = True) -> None:
         self._known_lookup = known  # Callable[[Iterable[str]], set[str]] | None
+        self._image_manifests = image_manifests  # record each cold image's manifest (the pack's OCI layout)
         self._known: set[str] = set()
         self._lock = threading.Lock()
         self.judged: list[Judged] = []
@@ -332,6 +348,8 @@ class Capture:
 
     def judge(self, image: RunningImage, reader: RegistryReader, fingerprint: str | None, cached: bool) -> None:
         material = reader.material if isinstance(reader, RecordingReader) and not cached else None
+        if self._image_manifests and material is not None and isinstance(reader, RecordingReader) and image.digest:
+            record_image_manifest(reader, image)
         ref = material_ref(str(image.digest), fingerprint) if fingerprint is not None else None
         with self._lock:
             self.judged.append(Judged(image, fingerprint, material, ref))

@@ -34,7 +34,7 @@ from typing import Any
 
 from scanner import __version__
 from scanner.errors import ConfigError, StoreError
-from scanner.evidence import dsse, oscal, vsa
+from scanner.evidence import dsse, ocilayout, oscal, vsa
 from scanner.evidence.capture import canonical_json, image_from_json, scan_ref, sha256_hex
 from scanner.models import RunningImage, ScanResult, Status, Verdict
 
@@ -141,10 +141,13 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
         judged.setdefault(str(j["image"]["reference"]["digest"]), []).append(j)
     material_docs = store.evidence_blobs({str(j["material"]) for js in judged.values() for j in js if j["material"]})
     policy_hex = str(policy["digest"]).removeprefix("sha256:")
+    layout_repos: dict[str, str] = {}  # digest -> the registry/repository its layout's material is from
     for digest in sorted(set(by_digest) | set(judged)):
         d = digest_dir(digest)
         judgements = []
         inputs: list[tuple[str, Mapping[str, str]]] = []
+        materials: list[dict[str, Any]] = []
+        image_blobs: dict[str, bytes] = {}
         for n, j in enumerate(judged.get(digest, [])):
             answers_file = None
             doc = material_docs.get(str(j["material"])) if j["material"] else None
@@ -154,12 +157,22 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
                 shas = {str(a["sha256"]) for a in material.get("answers", []) if "sha256" in a}
                 for sha, data in store.evidence_blobs(shas).items():
                     files[f"{d}/blobs/{sha}"] = data
+                    image_blobs[sha] = data
                 files[answers_file] = _dump(material)
+                materials.append(material)
             judgements.append({"image": j["image"], "fingerprint": j["fingerprint"], "answers": answers_file})
+        # the same material as an OCI image layout, for `cosign verify --local-image` / `notation --oci-layout`
+        first_ref = judged[digest][0]["image"]["reference"] if judged.get(digest) else None
+        layout = ocilayout.layout_files(digest, materials, image_blobs, None if first_ref is None else
+                                        (str(first_ref["registry"]), str(first_ref["repository"])))
+        for rel, data in layout.items():
+            files[f"{d}/{ocilayout.LAYOUT}/{rel}"] = data
         verdicts = [verdict_record(v) for v in by_digest.get(digest, [])]
         files[f"{d}/record.json"] = _dump({"schema_version": 1, "digest": digest, "judgements": judgements,
                                            "verdicts": verdicts})
-        for path in sorted(p for p in files if p.startswith(d + "/blobs/") or p.startswith(d + "/answers-")):
+        # the image's signature files (its blobs/ and answers-<n>.json), without a pass over the whole pack
+        own = {f"{d}/blobs/{sha}" for sha in image_blobs} | {str(j["answers"]) for j in judgements if j["answers"]}
+        for path in sorted(own):
             inputs.append((path, {"sha256": sha256_hex(files[path])}))
         statuses = [v["status"] for v in verdicts] or ["error"]
         status = vsa_status(statuses)
@@ -167,6 +180,8 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
         ref = first.reference
         if ref is None:  # a RunningImage always has one
             raise StoreError(f"image {digest} of scan {scan_id} has no reference")
+        if layout and first_ref is not None:
+            layout_repos[digest] = f"{first_ref['registry']}/{first_ref['repository']}"
         workloads = sorted({(c.namespace, c.workload.kind, c.workload.name)
                             for v in by_digest.get(digest, []) for c in v.image.containers})
         statement = vsa.vsa_statement(vsa.VsaInput(
@@ -198,7 +213,11 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
     files["reports/assessment-results.json"] = _dump(oscal.assessment_results(summary, result.verdicts, evidence,
                                                                                now=built_at))
     files["verdict-signing.pub"] = signer.public_key_pem()
-    files["VERIFY.md"] = _verify_md(result, scan_id).encode()
+    layouts = sorted(layout_repos.items())
+    keys = sorted((str(e["path"]), str(e["file"])) for e in entries
+                  if e.get("file") and str(e["path"]).endswith((".pub", ".pem", ".key")) and "/truststore/" not in
+                  str(e["path"]))
+    files["VERIFY.md"] = (_verify_md(result, scan_id) + _verify_md_layouts(layouts, keys)).encode()
 
     manifest = {"schema_version": 1, "scan_id": scan_id, "cluster": result.cluster,
                 "policy_digest": policy["digest"], "verified_at": index["verified_at"],
@@ -234,6 +253,72 @@ With the upstream tools, after `tar -xzf pack.tar.gz`:
     print(all(hashlib.sha256(open(p,"rb").read()).hexdigest()==h for p,h in m["files"].items()))'
 
 reports/assessment-results.json is OSCAL {oscal.OSCAL_VERSION} assessment-results for GRC tools.
+"""
+
+
+def _verify_md_layouts(layouts: list[tuple[str, str]], keys: list[tuple[str, str]]) -> str:
+    """VERIFY.md's section for the upstream tools on each image's OCI layout (``images/<digest>/oci/``)."""
+    if not layouts:
+        return ""
+    nl = "\n"
+    key_lines = [f"{p}  ->  evidence/{f}" for p, f in keys] or ["(none: the policy names no key file)"]
+    images = [f"evidence/{digest_dir(d)}/{ocilayout.LAYOUT}  {d}  {repo}" for d, repo in layouts]
+    return f"""
+## The upstream tools on each image's OCI layout (offline)
+
+images/sha256-<hex>/oci/ is an OCI image layout of the material sigaudit recorded for that image: the
+image manifest, the cosign `.sig`/`.att` manifests and their layers, and the image's referrers (notation
+signature manifests and envelopes, Sigstore bundles). Every blob in it is also one of
+images/sha256-<hex>/blobs/, and verify-evidence checks that. The layouts (directory, digest, repository):
+
+```
+{nl.join(images)}
+```
+
+Key files of the trust snapshot (the path the scan read -> its copy in the pack):
+
+```
+{nl.join(key_lines)}
+```
+
+cosign v2, for signatures in the `.sig` tag made with a key (`--insecure-ignore-tlog` only where the
+policy said `ignoreTlog`; keyless signatures also need `--certificate-identity`,
+`--certificate-oidc-issuer` and the trusted root from trust/):
+
+```sh
+cosign verify --local-image evidence/images/sha256-<hex>/oci --key <key copy> --insecure-ignore-tlog
+```
+
+notation (`--oci-layout` is experimental), with a configuration made from the trust snapshot alone:
+
+```sh
+{NOTATION_CONFIG_SH}NOTATION_EXPERIMENTAL=1 XDG_CONFIG_HOME=$PWD/notation-config notation verify \\
+    --oci-layout evidence/images/sha256-<hex>/oci@sha256:<hex> --scope <registry/repository>
+```
+
+Run them in a network namespace (`unshare -n`) to see that nothing is fetched. The upstream tools
+check the signatures against the trust given, not sigaudit's policy (identities beyond the trust
+policy, expiry warnings, exemptions, revocation lists): `sigaudit verify-evidence` is the full
+re-verification.
+"""
+
+
+# VERIFY.md's recipe for notation's configuration ($XDG_CONFIG_HOME/notation/{trustpolicy.json,truststore/})
+# from trust/sources.json; run from the directory the pack was extracted in (the tests run it as written).
+NOTATION_CONFIG_SH = """python3 - <<'EOF'
+import json, pathlib, shutil
+root = pathlib.Path("evidence")
+entries = json.loads((root / "trust/sources.json").read_text())["entries"]
+pol = next(x for x in entries if x["path"].endswith("trustpolicy.json") and x.get("file"))
+base, out = pol["path"].rsplit("/", 1)[0] + "/truststore/", pathlib.Path("notation-config/notation")
+out.mkdir(parents=True)
+shutil.copyfile(root / pol["file"], out / "trustpolicy.json")
+for x in entries:
+    rel = x["path"][len(base):] if x.get("file") and x["path"].startswith(base) else ""
+    if rel and ".." not in rel.split("/"):
+        (out / "truststore" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / x["file"], out / "truststore" / rel)
+EOF
 """
 
 

@@ -204,6 +204,26 @@ def recompute(files: Mapping[str, bytes], key_pem: bytes, out: Outcome) -> None:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed record is a finding
                 out.problems.append(f"{record_name}: malformed: {type(exc).__name__}: {str(exc)[:200]}")
     _cross_check(files, records, out)
+    _check_layouts(files, out)
+
+
+def _check_layouts(files: Mapping[str, bytes], out: Outcome) -> None:
+    """Each image's OCI layout (for the upstream tools) is content-addressed and holds only the material
+    the recompute used: every layout blob is also the image's ``blobs/<sha256>``."""
+    from scanner.evidence.ocilayout import LAYOUT, check_layout
+
+    marker = f"/{LAYOUT}/"
+    layouts: dict[str, dict[str, bytes]] = {}  # one pass over the pack, grouped by layout (not per image)
+    for name, data in files.items():
+        if name.startswith("images/") and marker in name:
+            layouts.setdefault(name[: name.index(marker) + len(marker)], {})[name] = data
+    for prefix, members in sorted(layouts.items()):
+        image_dir = prefix[: -len(marker)]
+        digest = image_dir.removeprefix("images/").replace("-", ":", 1)
+        out.problems.extend(check_layout(members, prefix, digest))
+        for name in sorted(n for n in members if n.startswith(prefix + "blobs/sha256/")):
+            if files.get(f"{image_dir}/blobs/{name.rsplit('/', 1)[1]}") != members[name]:
+                out.problems.append(f"{name}: not the material recorded in {image_dir}/blobs/")
 
 
 def _check_identity(files: Mapping[str, bytes], manifest: Mapping[str, Any], out: Outcome) -> None:

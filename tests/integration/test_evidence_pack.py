@@ -607,3 +607,52 @@ def test_a_signed_pack_whose_reports_say_compliant_for_a_failing_image_is_caught
     r = sigaudit("verify-evidence", str(repack(resign(files, key), tmp_path / "t.tar.gz")), "--key", str(pub),
                  netns=True)
     assert r.returncode == 1, r.stdout + r.stderr
+
+
+def _extract(pack: Path, into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(pack, "r:gz") as tar:
+        tar.extractall(into, filter="data")
+    return into / "evidence"
+
+
+def _offline(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.fail("the upstream tools are run in a network namespace: needs unshare and root")
+    return subprocess.run(["unshare", "-n", *cmd], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.tools
+def test_upstream_cosign_verifies_the_packs_oci_layout_offline(packs, tmp_path: Path) -> None:
+    """The pack's images/<digest>/oci/ is an OCI layout the real `cosign verify --local-image` accepts with
+    the pack's copy of the key, offline; the wrong key's signature and a tampered layout blob fail it."""
+    from tests.harness.tools import require_tool
+
+    est, d, *_ = packs
+    cosign = require_tool("cosign")
+    root = _extract(d / "warm.tar.gz", tmp_path / "x")
+    entries = json.loads((root / "trust/sources.json").read_bytes())["entries"]
+    key = root / next(e["file"] for e in entries if e["path"].endswith("trusted.pub") and e.get("sha256"))
+    home = {"HOME": str(tmp_path), "TUF_ROOT": str(tmp_path / "tuf")}
+
+    def verify(name: str) -> subprocess.CompletedProcess:
+        layout = root / "images" / est.digests[name].replace(":", "-") / "oci"
+        assert (layout / "index.json").is_file() and (layout / "oci-layout").is_file(), name
+        return _offline([str(cosign), "verify", "--local-image", str(layout), "--key", str(key),
+                         "--insecure-ignore-tlog"], home)
+
+    for name in ("signed", "multiarch"):
+        r = verify(name)
+        assert r.returncode == 0, (name, r.stderr[-1500:])
+        assert est.digests[name] in r.stdout, r.stdout[-500:]
+    for name in ("wrong-key", "tampered", "other-digest"):
+        assert verify(name).returncode != 0, name
+    # a flipped byte in the .sig manifest's signature layer: cosign rejects the layout
+    layout = root / "images" / est.digests["signed"].replace(":", "-") / "oci"
+    index = json.loads((layout / "index.json").read_bytes())
+    sig = next(m for m in index["manifests"] if m["annotations"].get("kind") == "dev.cosignproject.cosign/sigs")
+    layer = json.loads((layout / "blobs" / sig["digest"].replace(":", "/")).read_bytes())["layers"][0]
+    payload = layout / "blobs" / layer["digest"].replace(":", "/")
+    payload.write_bytes(payload.read_bytes().replace(b'"critical"', b'"Critical"', 1))
+    assert verify("signed").returncode != 0

@@ -68,3 +68,21 @@ def test_a_hit_without_material_in_the_store_is_verified_afresh(tmp_path: Path) 
     assert v.status is Status.VERIFIED and not any(call == "get_blob" for call, _ in reg.requests)
     (j,) = having.judged
     assert j.material is None and j.material_ref is not None  # the store's cold material stands for it
+
+
+def test_the_image_manifest_for_the_layouts_is_asked_only_when_a_pack_is(tmp_path: Path) -> None:
+    """Every scan with a store keeps its material; the running image's own manifest (for the pack's OCI
+    layouts) costs one more GET per image, so only `scan --evidence` asks for it."""
+    from scanner.scan import _capture
+
+    policy = write_policy(tmp_path, ONE_KEY)
+    asked = []
+    for wanted in (False, True):
+        reg = InMemoryRegistry()
+        image = running(reg)
+        reg.sign_cosign(REPO, image.digest, KEY)
+        capture = _capture(object(), 1, image_manifests=wanted)  # type: ignore[arg-type]
+        (v,) = judge(image, reg, policy, CacheState(), capture)
+        assert v.status is Status.VERIFIED
+        asked.append(sum(1 for call, what in reg.requests if call == "get_manifest" and image.digest in what))
+    assert asked[0] == 0 and asked[1] == 1, asked
