@@ -8,7 +8,6 @@ and logs to stderr.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import logging
 import os
