@@ -507,7 +507,7 @@ def test_a_policy_read_from_the_cluster_is_replayed_from_the_pack_never_the_audi
     # load"). Now they are replayed from the pack, and of the Secret only the key it was read for is kept.
     import base64
 
-    from tests.harness.cosign_sign import KeyPair, sign_image
+    from tests.harness.cosign_sign import KeyPair
     from tests.harness.fixtures_kube import apply
     from tests.integration.test_kube_policy_import import crd, wait_for
 
@@ -522,12 +522,25 @@ def test_a_policy_read_from_the_cluster_is_replayed_from_the_pack_never_the_audi
     apply(server, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ev-pub", "namespace": "evkube"},
                    "data": {"cosign.pub": base64.b64encode(signer.public_pem.encode()).decode(),
                             "token": base64.b64encode(b"s3cr3t-never-in-a-pack").decode()}})
-    apply(server, {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "ev-verify"},
+    policy_obj = {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "ev-verify"},
                    "spec": {"rules": [{"name": "r1", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
                                        "verifyImages": [{"imageReferences": [f"{registry.host}/evkube/*"],
                                                          "attestors": [{"entries": [{"keys": {
                                                              "secret": {"name": "ev-pub", "namespace": "evkube"},
-                                                             "rekor": {"ignoreTlog": True}}}]}]}]}]}})
+                                                             "rekor": {"ignoreTlog": True}}}]}]}]}]}}
+    apply(server, policy_obj)
+    try:
+        _scan_and_replay_the_cluster_policy(registry, server, signer, tmp_path)
+    finally:  # the API server is shared by the session: another test lists every ClusterPolicy
+        from tests.harness.fixtures_kube import delete
+
+        delete(server, policy_obj)
+
+
+def _scan_and_replay_the_cluster_policy(registry, server, signer, tmp_path: Path) -> None:
+    import base64
+
+    from tests.harness.cosign_sign import sign_image
     from tests.harness.oci import make_image
 
     digest = make_image(registry.url, "evkube/app", "1.0")
