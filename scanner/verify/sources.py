@@ -183,6 +183,16 @@ def _mem_name(path: Path | str) -> str | None:
     return None if i < 0 else text[i:].rstrip("/")
 
 
+def under(base_dir: Path | None, path: str | Path) -> Path:
+    """``path`` as a policy next to ``base_dir`` names it; an in-memory name stays itself (so it reads
+    the same in messages, labels and snapshots whatever directory the scan ran from)."""
+    name = _mem_name(path)
+    if name is not None:
+        return Path(name)
+    p = Path(path)
+    return base_dir / p if base_dir is not None and not p.is_absolute() else p
+
+
 def is_virtual(text: str) -> bool:
     return MEM_PREFIX in text
 
