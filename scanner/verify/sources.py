@@ -177,10 +177,11 @@ def virtual_tree(files: Mapping[str, str | bytes], suffix: str = ".d") -> str:
 
 
 def _mem_name(path: Path | str) -> str | None:
-    """The in-memory name ``path`` asks for (also when a base directory was joined in front), or None."""
+    """The in-memory name ``path`` asks for, or None (a path on disk). Only a name that starts with the
+    prefix is one: the verifiers join a policy's base directory in front through :func:`under`, which
+    leaves such a name alone, and any other path is the disk's."""
     text = str(path)
-    i = text.find(MEM_PREFIX)
-    return None if i < 0 else text[i:].rstrip("/")
+    return text.rstrip("/") if text.startswith(MEM_PREFIX) else None
 
 
 def under(base_dir: Path | None, path: str | Path) -> Path:

@@ -26,10 +26,11 @@ def test_virtual_files_and_trees_are_answered_from_memory(which: str, tmp_path: 
     with sources.reading_from(src):
         assert sources.read_bytes(Path(name)) == b"-----BEGIN CERTIFICATE-----\nx\n"
         # a policy's base directory joined in front (as the verifiers do) names the same material
-        assert sources.read_bytes(tmp_path / name) == b"-----BEGIN CERTIFICATE-----\nx\n"
+        assert sources.under(tmp_path, name) == Path(name)
+        assert sources.read_bytes(sources.under(tmp_path, name)) == b"-----BEGIN CERTIFICATE-----\nx\n"
         assert sources.is_file(Path(name)) and not sources.is_dir(Path(name))
         assert sources.size(Path(name)) == len(b"-----BEGIN CERTIFICATE-----\nx\n")
-        assert sources.resolve(tmp_path / root) == Path(root)
+        assert sources.resolve(sources.under(tmp_path, root)) == Path(root)
         assert sources.is_dir(Path(root)) and sources.is_dir(Path(root) / "x509" / "ca")
         assert [p.name for p in sources.iterdir(Path(root))] == ["trustpolicy.json", "x509"]
         assert sources.read_bytes(Path(root) / "x509/ca/s/a.pem") == b"A"
@@ -55,7 +56,7 @@ def test_a_virtual_name_never_reaches_the_disk(tmp_path: Path, monkeypatch: pyte
             with pytest.raises(FileNotFoundError):
                 sources.read_bytes(Path("sigaudit-mem:/planted.pem"))
             with pytest.raises(FileNotFoundError):
-                sources.read_bytes(tmp_path / "sigaudit-mem:/planted.pem")
+                sources.read_bytes(sources.under(tmp_path, "sigaudit-mem:/planted.pem"))
 
 
 _PEM = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n"
