@@ -27,7 +27,6 @@ import base64
 import hashlib
 import json
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -99,16 +98,6 @@ def _pems(text: str) -> list[str]:
     return [m.group(0) + "\n" for m in _PEM_BLOCK.finditer(text or "")]
 
 
-def _tmpfile(content: str | bytes, suffix: str) -> str:
-    """Trust material that the verifiers load from files (notation stores, trusted roots)."""
-    d = Path(tempfile.gettempdir()) / "sigaudit-imports"
-    d.mkdir(parents=True, exist_ok=True)
-    data = content.encode() if isinstance(content, str) else content
-    p = d / (hashlib.sha256(data).hexdigest()[:24] + suffix)
-    p.write_bytes(data)
-    return str(p)
-
-
 def _secret_value(ctx: ImportContext, namespace: str, name: str, rule: str) -> str | None:
     if ctx.cluster is None:
         ctx.warn(rule, f"key from Secret {namespace}/{name} can only be read with --policy-from ...:cluster")
@@ -144,15 +133,10 @@ def _secret_value(ctx: ImportContext, namespace: str, name: str, rule: str) -> s
 
 def _notation_from_certs(ctx: ImportContext, pem: str, rule: str, *, tsa: str = "") -> Verifier:
     """A notation verifier trusting these certificates (Kyverno's Notary attestor: any identity)."""
-    root = Path(_tmpfile(pem, "")).with_suffix(".d")
-    store = root / "x509" / "ca" / "kyverno"
-    store.mkdir(parents=True, exist_ok=True)
-    (store / "certs.pem").write_text(pem)
+    files: dict[str, str] = {"x509/ca/kyverno/certs.pem": pem}
     stores = ["ca:kyverno"]
     if tsa.strip():
-        tsa_dir = root / "x509" / "tsa" / "kyverno-tsa"
-        tsa_dir.mkdir(parents=True, exist_ok=True)
-        (tsa_dir / "tsa.pem").write_text("".join(_pems(tsa)))
+        files["x509/tsa/kyverno-tsa/tsa.pem"] = "".join(_pems(tsa))
         stores.append("tsa:kyverno-tsa")
     policy = {
         "version": "1.0",
@@ -166,7 +150,8 @@ def _notation_from_certs(ctx: ImportContext, pem: str, rule: str, *, tsa: str = 
             }
         ],
     }
-    (root / "trustpolicy.json").write_text(json.dumps(policy))
+    files["trustpolicy.json"] = json.dumps(policy)
+    root = Path(trust_sources.virtual_tree(files))
     spec = NotationVerifierSpec.model_validate({"trustPolicy": str(root / "trustpolicy.json"), "trustStore": str(root)})
     return ctx.loader.build_verifier(VerifierSpec(notation=spec), ctx.base_dir, f"{rule}.notary", rule)
 
@@ -491,7 +476,7 @@ def _cip_authority(
         if data is None:
             refusals.append(f"authority {name}: TrustRoot {ref!r} has no sigstoreKeys")
             return []
-        trusted_root = _tmpfile(data, ".json")
+        trusted_root = trust_sources.virtual(data, ".json")
         ctx.raw.append(data)
     key = auth.get("key")
     if isinstance(key, Mapping):
@@ -526,7 +511,7 @@ def _cip_authority(
         if trusted_root:
             spec_d["trustedRoot"] = trusted_root
         elif isinstance(ca, Mapping) and ca.get("data"):
-            spec_d["roots"] = _tmpfile(str(ca["data"]), ".pem")
+            spec_d["roots"] = trust_sources.virtual(str(ca["data"]), ".pem")
             notes.append(f"authority {name}: ca-cert without Rekor/CT keys: give a TrustRoot for full verification")
         spec = CosignVerifierSpec.model_validate(
             {"keyless": spec_d, "ignoreTlog": ignore_tlog, "ignoreSCT": bool(keyless.get("insecureIgnoreSCT"))}
@@ -579,13 +564,13 @@ def notation_cluster_rules(ctx: ImportContext, docs: Sequence[Mapping[str, Any]]
     """kyverno-notation-aws ``TrustPolicy``/``TrustStore`` resources (notation.nirmata.io/v1alpha1): one
     rule per TrustPolicy, with every TrustStore available to it."""
     stores = [d for d in docs if d.get("kind") == "TrustStore"]
-    store_file = _tmpfile(yaml.safe_dump_all(stores) if stores else "", ".truststores.yaml")
+    store_file = trust_sources.virtual(yaml.safe_dump_all(stores) if stores else "", ".truststores.yaml")
     rules: list[CompiledRule] = []
     for doc in docs:
         if doc.get("kind") != "TrustPolicy":
             continue
         name = str((doc.get("metadata") or {}).get("name") or "?")
-        policy_file = _tmpfile(yaml.safe_dump(doc), ".trustpolicy.yaml")
+        policy_file = trust_sources.virtual(yaml.safe_dump(doc), ".trustpolicy.yaml")
         scopes = [
             str(s)
             for st in (doc.get("spec") or {}).get("trustPolicies") or []
@@ -736,6 +721,7 @@ def merge(
                 f"--policy-from {spec!r}: use kyverno:FILE|cluster, clusterimagepolicy:FILE|cluster, "
                 "kritis:FILE|cluster or notation:DIR"
             )
+        trust_sources.refuse_virtual(where, spec)
         ctx = ImportContext(
             loader=loader, base_dir=Path(where).parent if where != "cluster" else Path.cwd(), source=spec
         )
@@ -756,6 +742,7 @@ def merge(
                     raise ConfigError(f"cannot read: {exc.strerror}", source=where) from exc
                 ctx.raw.append(data)
                 docs = _docs(data, where)
+            trust_sources.refuse_virtual(docs, spec)
             if kind != "kritis":  # kritis' importer refuses a malformed resource per rule (scanner/policy/kritis.py)
                 _refuse_unshaped(docs, spec)
             if kind == "kritis":

@@ -32,9 +32,10 @@ from scanner.errors import ConfigError
 from scanner.policy.admission import AdmissionFilter, AdmissionMode, AdmissionPolicy, AdmissionScope, Controller
 from scanner.policy.engine import namespace_matches
 from scanner.policy.fields import Field, FieldTable, classify, mapped, refused, reported, table
-from scanner.policy.imports import ImportContext, _notation_from_certs, _pems, _secret_value, _tmpfile
+from scanner.policy.imports import ImportContext, _notation_from_certs, _pems, _secret_value
 from scanner.policy.loader import KMS_SCHEMES, CompiledRule
 from scanner.policy.schema import COSIGN_EXTENSIONS, CosignVerifierSpec, VerifierSpec, extension_name
+from scanner.verify import sources as trust_sources
 from scanner.verify.base import Verifier
 
 _ADMISSION = "admission-controller behaviour: an audit judges every running pod whatever it says"
@@ -521,14 +522,14 @@ def _entry(
             ident["extensionsRegExp"] = required
         spec_d: dict[str, Any] = {"identities": [ident]}
         if keyless.get("roots"):
-            spec_d["roots"] = _tmpfile(str(keyless["roots"]), ".pem")
+            spec_d["roots"] = trust_sources.virtual(str(keyless["roots"]), ".pem")
         rekor = keyless.get("rekor") or {}
         if rekor.get("pubkey"):
-            spec_d["rekor"] = {"pubkey": _tmpfile(str(rekor["pubkey"]), ".pem")}
+            spec_d["rekor"] = {"pubkey": trust_sources.virtual(str(rekor["pubkey"]), ".pem")}
         ctlog = keyless.get("ctlog") or {}
         if ctlog.get("pubkey") or ctlog.get("ignoreSCT"):
             spec_d["ctlog"] = {
-                **({"pubkey": _tmpfile(str(ctlog["pubkey"]), ".pem")} if ctlog.get("pubkey") else {}),
+                **({"pubkey": trust_sources.virtual(str(ctlog["pubkey"]), ".pem")} if ctlog.get("pubkey") else {}),
                 "ignoreSCT": bool(ctlog.get("ignoreSCT")),
             }
         return _cosign(

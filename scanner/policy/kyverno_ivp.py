@@ -41,9 +41,10 @@ from scanner.inventory.references import _HUB_ALIASES, DOCKER_HUB
 from scanner.models import ImageReference
 from scanner.policy.admission import AdmissionFilter, AdmissionMode, AdmissionPolicy, AdmissionScope, Controller
 from scanner.policy.fields import FieldTable, classify, mapped, refused, reported, table
-from scanner.policy.imports import ImportContext, _notation_from_certs, _pems, _tmpfile
+from scanner.policy.imports import ImportContext, _notation_from_certs, _pems
 from scanner.policy.loader import KMS_SCHEMES, CompiledRule
 from scanner.policy.schema import FULCIO_EXTENSIONS, CosignVerifierSpec, VerifierSpec, extension_name
+from scanner.verify import sources as trust_sources
 from scanner.verify.base import Verifier
 from scanner.verify.conditions import ConditionError, _code_only, compile_condition
 
@@ -622,8 +623,11 @@ def _cosign_spec(a: Mapping[str, Any], att_type: str | None, conditions: list[st
     if att_type is not None:
         spec["attestations"] = [{"predicateType": att_type, "conditions": conditions}]
     tr = _map(a.get("trustedRoot"))
-    trusted_root = _tmpfile(str(tr["value"]), ".json") if tr.get("value") else None
-    rekor = _tmpfile(_pem_only(ctlog["rekorPubKey"], "ctlog.rekorPubKey"), ".pem") if ctlog.get("rekorPubKey") else None
+    trusted_root = trust_sources.virtual(str(tr["value"]), ".json") if tr.get("value") else None
+    rekor = (
+        trust_sources.virtual(_pem_only(ctlog["rekorPubKey"], "ctlog.rekorPubKey"), ".pem")
+        if ctlog.get("rekorPubKey") else None
+    )
     if a.get("key"):
         key = a["key"]
         if not isinstance(key, Mapping):
@@ -679,14 +683,14 @@ def _cosign_spec(a: Mapping[str, Any], att_type: str | None, conditions: list[st
         raise ValueError("keyless without identities: nothing pins the signer")
     kspec: dict[str, Any] = {"identities": ids}
     if kl.get("roots"):
-        kspec["roots"] = _tmpfile(_pem_only(kl["roots"], "keyless.roots"), ".pem")
+        kspec["roots"] = trust_sources.virtual(_pem_only(kl["roots"], "keyless.roots"), ".pem")
     if trusted_root:
         kspec["trustedRoot"] = trusted_root
     if rekor:
         kspec["rekor"] = {"pubkey": rekor}
     if ctlog.get("ctLogPubKey") or ctlog.get("insecureIgnoreSCT"):
         kspec["ctlog"] = {
-            **({"pubkey": _tmpfile(_pem_only(ctlog["ctLogPubKey"], "ctlog.ctLogPubKey"), ".pem")}
+            **({"pubkey": trust_sources.virtual(_pem_only(ctlog["ctLogPubKey"], "ctlog.ctLogPubKey"), ".pem")}
                if ctlog.get("ctLogPubKey") else {}),
             "ignoreSCT": bool(ctlog.get("insecureIgnoreSCT")),
         }

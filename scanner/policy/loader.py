@@ -146,6 +146,7 @@ def parse_policy_document(data: bytes, source: str) -> AuditPolicyDocument:
         ) from exc
     if not isinstance(doc, dict):
         raise ConfigError("a policy file is a YAML mapping (apiVersion, kind, spec)", source=source)
+    sources.refuse_virtual(doc, source)
     try:
         return AuditPolicyDocument.model_validate(doc)
     except ValidationError as exc:
@@ -195,6 +196,8 @@ class PolicyLoader:
             data = sources.fetched("url", text, lambda: self._fetch_key(text))
         elif text.startswith("http://"):
             raise ConfigError("keys are fetched over https only", field=where)
+        elif sources.is_virtual(text):  # keys arrive inline or from a file; never another import's material
+            raise ConfigError(f"a key cannot be read from {sources.MEM_PREFIX!r}", field=where)
         else:
             path = (base_dir / text).expanduser()
             try:
@@ -264,6 +267,7 @@ def _label(text: str) -> str:
 
 def load_policy(path: str | Path, *, loader: PolicyLoader | None = None) -> Policy:
     p = Path(path)
+    sources.refuse_virtual(str(p), str(p))
     try:
         data = sources.read_bytes(p)
     except OSError as exc:

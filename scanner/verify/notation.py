@@ -245,9 +245,9 @@ class NotationVerifier(Verifier):
     def from_spec(cls, spec: NotationVerifierSpec, *, base_dir: Path, fetcher: Fetcher | None,
                   max_signatures: int = 50, crl_cache: CRLCache | None = None,
                   user_metadata: Mapping[str, str] | None = None) -> NotationVerifier:
-        policy_path = sources.resolve(base_dir / spec.trust_policy)
+        policy_path = sources.resolve(sources.under(base_dir, spec.trust_policy))
         policy = load_trust_policy(policy_path)
-        store_path = sources.resolve(base_dir / spec.trust_store)
+        store_path = sources.resolve(sources.under(base_dir, spec.trust_store))
         needed = {key for s in policy.statements for key in s.trust_stores}
         stores: dict[tuple[str, str], NamedStore] = {}
         if sources.is_file(store_path):

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 def _read(text: str, base_dir: Path, what: str) -> bytes:
     if text.lstrip().startswith("-----BEGIN"):
         return text.encode()
-    path = (base_dir / text).expanduser()
+    path = sources.under(base_dir, text).expanduser()
     try:
         return sources.read_bytes(path)
     except OSError as exc:

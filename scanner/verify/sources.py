@@ -15,6 +15,14 @@ The queries are keyed by the path *as the code asked for it* (relative paths sta
 replay of the same policy load asks the same questions. A CRL or OCSP answer fetched during
 verification (in a worker thread) goes through the fetcher wrapped at load time
 (:func:`wrap_fetcher`), which records into the same record.
+
+Trust material an importer derives from a document (a ClusterImagePolicy CA, a notation trust store
+built from certificates, a Kyverno keyless root) is handed to the verifiers as bytes: :func:`virtual`
+and :func:`virtual_tree` register it in memory under a ``sigaudit-mem:/<sha256>`` name that is never a
+file-system path, and every question about such a name is answered from memory (never from the disk)
+in every :class:`Sources` -- a :class:`Recording` keeps the answers like a file's, so a pack shows the
+material; a :class:`Replay` answers them from the memory the replayed import filled again. A name
+with that prefix written by a user is refused where documents are read (:func:`refuse_virtual`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from scanner.redact import display_url, redact_bytes
 from scanner.verify.base import Fetcher
 
 MISSING = "not in the evidence pack's trust snapshot"
+MEM_PREFIX = "sigaudit-mem:/"
 
 
 class Sources(Protocol):
@@ -126,6 +135,113 @@ class Recording:
         return data
 
 
+_mem_lock = threading.Lock()
+_mem_files: dict[str, bytes] = {}
+_mem_dirs: dict[str, set[str]] = {}
+
+
+def _as_bytes(content: str | bytes) -> bytes:
+    return content.encode() if isinstance(content, str) else bytes(content)
+
+
+def _mem_put(name: str, data: bytes) -> None:
+    with _mem_lock:
+        _mem_files[name] = data
+        parent, _, child = name.rpartition("/")
+        while parent + "/" != MEM_PREFIX and parent.startswith(MEM_PREFIX):
+            _mem_dirs.setdefault(parent, set()).add(child)
+            parent, _, child = parent.rpartition("/")
+
+
+def virtual(content: str | bytes, suffix: str = "") -> str:
+    """A name under which the verifiers read ``content`` (content-addressed: the same bytes give the
+    same name, in this process and in a replay)."""
+    data = _as_bytes(content)
+    name = f"{MEM_PREFIX}{_sha(data)}{suffix}"
+    _mem_put(name, data)
+    return name
+
+
+def virtual_tree(files: Mapping[str, str | bytes], suffix: str = ".d") -> str:
+    """A directory (``relative/path -> content``) the verifiers read like a directory on disk."""
+    tree = {rel.strip("/"): _as_bytes(c) for rel, c in files.items()}
+    if not tree or any(not r or ".." in r.split("/") or "" in r.split("/") for r in tree):
+        raise ValueError(f"virtual_tree: bad relative paths {sorted(tree)}")
+    digest = _sha(b"".join(f"{r}\0{_sha(d)}\n".encode() for r, d in sorted(tree.items())))
+    root = f"{MEM_PREFIX}{digest}{suffix}"
+    for rel, data in tree.items():
+        _mem_put(f"{root}/{rel}", data)
+    with _mem_lock:
+        _mem_dirs.setdefault(root, set())
+    return root
+
+
+def _mem_name(path: Path | str) -> str | None:
+    """The in-memory name ``path`` asks for, or None (a path on disk). Only a name that starts with the
+    prefix is one: the verifiers join a policy's base directory in front through :func:`under`, which
+    leaves such a name alone, and any other path is the disk's."""
+    text = str(path)
+    return text.rstrip("/") if text.startswith(MEM_PREFIX) else None
+
+
+def under(base_dir: Path | None, path: str | Path) -> Path:
+    """``path`` as a policy next to ``base_dir`` names it; an in-memory name stays itself (so it reads
+    the same in messages, labels and snapshots whatever directory the scan ran from)."""
+    name = _mem_name(path)
+    if name is not None:
+        return Path(name)
+    p = Path(path)
+    return base_dir / p if base_dir is not None and not p.is_absolute() else p
+
+
+def is_virtual(text: str) -> bool:
+    return MEM_PREFIX in text
+
+
+def refuse_virtual(doc: Any, source: str) -> None:
+    """A document a user wrote (a policy file, an imported resource) never names in-memory material:
+    a tenant must not pick up what another import registered."""
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if is_virtual(item):
+                raise ConfigError(f"{MEM_PREFIX!r} names sigaudit's in-memory trust material, not a file",
+                                  source=source)
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
+def _mem_answer(op: str, name: str) -> Any:
+    with _mem_lock:
+        data = _mem_files.get(name)
+        children = _mem_dirs.get(name)
+    if op == "is_file":
+        return data is not None
+    if op == "is_dir":
+        return children is not None
+    if op == "is_symlink":
+        return False
+    if op == "resolve":
+        return Path(name)
+    if data is None and children is None:
+        raise FileNotFoundError(errno.ENOENT, "no such in-memory trust material", name)
+    if op == "read":
+        if data is None:
+            raise IsADirectoryError(errno.EISDIR, "a directory", name)
+        return data
+    if op == "size":
+        return len(data) if data is not None else 0
+    if op == "iterdir":
+        if children is None:
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", name)
+        return [Path(name) / c for c in sorted(children)]
+    raise ValueError(f"unknown question {op!r}")
+
+
 class Replay:
     """Answers only from a snapshot; what it does not hold is absent."""
 
@@ -134,6 +250,8 @@ class Replay:
         self._blobs = blobs
 
     def query(self, op: str, path: Path, real: Callable[[], Any]) -> Any:
+        if _mem_name(path) is not None:  # in-memory material: the replayed import registered it again
+            return real()
         e = self._answers.get((op, str(path)))
         if e is None:
             if op in ("is_file", "is_dir", "is_symlink"):
@@ -194,32 +312,39 @@ def reading_from(sources: Sources) -> Iterator[Sources]:
         _current.reset(token)
 
 
+def _ask(op: str, path: Path, real: Callable[[], Any]) -> Any:
+    name = _mem_name(path)
+    if name is not None:  # never the disk: the name exists only in memory
+        return current().query(op, Path(name), lambda: _mem_answer(op, name))
+    return current().query(op, path, real)
+
+
 def read_bytes(path: Path) -> bytes:
-    return bytes(current().query("read", path, path.read_bytes))
+    return bytes(_ask("read", path, path.read_bytes))
 
 
 def is_file(path: Path) -> bool:
-    return bool(current().query("is_file", path, path.is_file))
+    return bool(_ask("is_file", path, path.is_file))
 
 
 def is_dir(path: Path) -> bool:
-    return bool(current().query("is_dir", path, path.is_dir))
+    return bool(_ask("is_dir", path, path.is_dir))
 
 
 def is_symlink(path: Path) -> bool:
-    return bool(current().query("is_symlink", path, path.is_symlink))
+    return bool(_ask("is_symlink", path, path.is_symlink))
 
 
 def iterdir(path: Path) -> list[Path]:
-    return list(current().query("iterdir", path, lambda: sorted(path.iterdir())))
+    return list(_ask("iterdir", path, lambda: sorted(path.iterdir())))
 
 
 def size(path: Path) -> int:
-    return int(current().query("size", path, lambda: path.stat().st_size))
+    return int(_ask("size", path, lambda: path.stat().st_size))
 
 
 def resolve(path: Path) -> Path:
-    return Path(current().query("resolve", path, path.resolve))
+    return Path(_ask("resolve", path, path.resolve))
 
 
 def fetched(kind: str, ref: str, fetch: Callable[[], bytes]) -> bytes:

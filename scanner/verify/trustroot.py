@@ -68,9 +68,7 @@ def trust_from_json(raw: bytes, *, source: str) -> SigstoreTrust:
 
 
 def load_trusted_root_file(path: str | Path, *, base_dir: Path | None = None) -> SigstoreTrust:
-    p = Path(path)
-    if base_dir is not None and not p.is_absolute():
-        p = base_dir / p
+    p = sources.under(base_dir, path)
     try:
         raw = sources.read_bytes(p)
     except OSError as exc:
@@ -81,9 +79,7 @@ def load_trusted_root_file(path: str | Path, *, base_dir: Path | None = None) ->
 def read_pem_arg(text_or_path: str, base_dir: Path | None, what: str) -> bytes:
     if "-----BEGIN" in text_or_path:
         return text_or_path.encode()
-    p = Path(text_or_path)
-    if base_dir is not None and not p.is_absolute():
-        p = base_dir / p
+    p = sources.under(base_dir, text_or_path)
     try:
         return sources.read_bytes(p)
     except OSError as exc:

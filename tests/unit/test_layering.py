@@ -172,3 +172,65 @@ def test_importing_the_trust_layers_loads_no_network_or_cluster_client() -> None
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# Issue #18: the trust layers never write to the file system. Trust material an importer derives goes to
+# the verifiers as bytes (scanner.verify.sources.virtual / virtual_tree), never through a temp file.
+WRITING_METHODS = frozenset({"write_bytes", "write_text", "mkdir", "touch", "symlink_to", "hardlink_to", "unlink",
+                             "rmdir"})  # pathlib's, and names no read-only call in the trust layers uses
+WRITING_OS = frozenset({"open", "makedirs", "mkdir", "remove", "rename", "replace", "unlink", "rmdir", "symlink",
+                        "link", "write", "truncate", "mkfifo"})
+WRITING_MODULES = ("tempfile", "shutil")
+
+
+def _is_read_mode(call: ast.Call, positional: int) -> bool:
+    """``open``'s mode, read from the call: only a literal mode without w/a/x/+ is a read."""
+    mode: ast.expr | None = call.args[positional] if len(call.args) > positional else None
+    for kw in call.keywords:
+        if kw.arg == "mode":
+            mode = kw.value
+    if mode is None:
+        return True
+    return isinstance(mode, ast.Constant) and isinstance(mode.value, str) and not set(mode.value) & set("wax+")
+
+
+def _writes(path: Path) -> Iterator[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, f"import {a.name}") for a in node.names if a.name in WRITING_MODULES)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "") in WRITING_MODULES:
+            yield node.lineno, f"from {node.module} import ..."
+        elif isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name) and f.id == "open" and not _is_read_mode(node, 1):
+                yield node.lineno, "open(..., writing)"
+            elif isinstance(f, ast.Attribute):
+                owner = f.value.id if isinstance(f.value, ast.Name) else ""
+                if owner in WRITING_MODULES or (owner == "os" and f.attr in WRITING_OS):
+                    yield node.lineno, f"{owner}.{f.attr}()"
+                elif f.attr in WRITING_METHODS:
+                    yield node.lineno, f".{f.attr}()"
+                elif f.attr == "open" and not _is_read_mode(node, 0):
+                    yield node.lineno, ".open(..., writing)"
+
+
+def test_the_write_check_sees_writes(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import tempfile\nfrom shutil import copy\n"
+        "def f(p, m):\n    p.mkdir()\n    p.write_bytes(b'')\n    open(p, 'w')\n    open(p, mode=m)\n"
+        "    p.open('ab')\n    os.makedirs(p)\n    tempfile.mkdtemp()\n"
+        "    open(p)\n    p.open()\n    open(p, 'rb')\n    'a'.replace('a', 'b')\n    os.path.join(p)\n"
+    )
+    assert [line for line, _ in _writes(sample)] == [1, 2, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_verify_and_policy_never_write_files() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {what}"
+        for name, path in MODULES.items()
+        if any(_under(name, p) for p in PURE)
+        for line, what in _writes(path)
+    ]
+    assert not found, "the trust layers write files (hand bytes to the verifiers instead):\n" + "\n".join(found)

@@ -19,7 +19,7 @@ def build(spec: NotationVerifierSpec, trust: Trust) -> Verifier:
 
     try:
         for f in (spec.trust_policy, spec.trust_store):
-            p = (trust.base_dir / f).expanduser()
+            p = sources.under(trust.base_dir, f).expanduser()
             if sources.is_file(p):
                 trust.add_material(sources.read_bytes(p))
     except OSError:

@@ -150,3 +150,75 @@ def test_a_policy_file_with_a_credential_in_a_key_url_is_kept_masked_and_replays
     with sources.reading_from(sources.Replay(rec.snapshot.entries, rec.snapshot.blobs)):
         replayed = load_policy(str(policy), loader=PolicyLoader())
     assert replayed.digest == live.digest
+
+
+def _ca_pem() -> str:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    k = ec.generate_private_key(ec.SECP256R1())
+    n = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imported ca")])
+    t = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    c = (x509.CertificateBuilder().subject_name(n).issuer_name(n).public_key(k.public_key()).serial_number(1)
+         .not_valid_before(t).not_valid_after(t + datetime.timedelta(days=3650))
+         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(k, hashes.SHA256()))
+    return c.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _pub_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_an_imported_policys_ca_material_replays_on_another_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trust material an importer derives (a Notary attestor's CA turned into a notation trust store, a
+    keyless root with its log keys) is recorded and replays in a process with another temp directory and
+    nothing in memory, giving the same policy digest; nothing is written to disk on either side."""
+    import tempfile
+
+    from scanner.policy.sources import load_policies
+
+    entries = {"any": [{"resources": {"kinds": ["Pod"]}}]}
+    doc = {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "p"},
+           "spec": {"validationFailureAction": "Enforce", "rules": [
+               {"name": "notary", "match": entries,
+                "verifyImages": [{"type": "Notary", "imageReferences": ["registry.example/n/*"],
+                                  "attestors": [{"entries": [{"certificates": {"cert": _ca_pem()}}]}]}]},
+               {"name": "keyless", "match": entries,
+                "verifyImages": [{"imageReferences": ["registry.example/k/*"],
+                                  "attestors": [{"entries": [{"keyless": {
+                                      "subject": "s@example.com", "issuer": "https://issuer.example",
+                                      "roots": _ca_pem(), "rekor": {"pubkey": _pub_pem()},
+                                      "ctlog": {"pubkey": _pub_pem()}}}]}]}]}]}}
+    imported = tmp_path / "kyverno.json"
+    imported.write_text(json.dumps(doc))
+    scan_tmp, verify_tmp = tmp_path / "scan-tmp", tmp_path / "verify-tmp"
+    scan_tmp.mkdir()
+    verify_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scan_tmp))
+    rec = sources.Recording()
+    with sources.reading_from(rec):
+        live = load_policies(None, (f"kyverno:{imported}",))
+    assert [r.name for r in live.rules] == ["p/notary", "p/keyless"]
+    assert any(e["path"].startswith(sources.MEM_PREFIX) for e in rec.snapshot.entries)
+
+    # verify-evidence elsewhere: another temp directory, an empty overlay, only the snapshot
+    monkeypatch.setattr(tempfile, "tempdir", str(verify_tmp))
+    monkeypatch.setattr(sources, "_mem_files", {})
+    monkeypatch.setattr(sources, "_mem_dirs", {})
+    replay = sources.Replay(json.loads(json.dumps(rec.snapshot.entries)), rec.snapshot.blobs)
+    imported.unlink()
+    with sources.reading_from(replay):
+        again = load_policies(None, (f"kyverno:{imported}",))
+    assert again.digest == live.digest
+    assert [r.name for r in again.rules] == ["p/notary", "p/keyless"]
+    assert list(scan_tmp.iterdir()) == [] and list(verify_tmp.iterdir()) == []
