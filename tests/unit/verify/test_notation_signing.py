@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,7 @@ from scanner.verify.notation_trust import (
 from scanner.verify.revocation import CRLCache, RevocationChecker, RevocationStatus
 from tests.harness import notation_sign
 from tests.harness.notation_sign import Issued
+from tests.harness.revocation_server import RevocationServer
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=10)
@@ -299,49 +298,8 @@ def test_chain_of_fifty_certificates(tmp_path: Path, pki: dict[str, Issued]) -> 
 # Revocation over real HTTP: CRL, OCSP, a 50 MB CRL, a hanging responder.
 
 
-class Server:
-    """A tiny HTTP server on 127.0.0.1: ``routes[path] -> (status, body)`` or a callable."""
+Server = RevocationServer  # other tests import it from here by that name
 
-    def __init__(self) -> None:
-        self.routes: dict[str, Any] = {}
-        self.hits: list[str] = []
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def _serve(self, body_in: bytes) -> None:
-                outer.hits.append(self.path)
-                route = outer.routes.get(self.path)
-                if callable(route):
-                    route = route(body_in)
-                if route is None:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                status, body = route
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def do_GET(self) -> None:
-                self._serve(b"")
-
-            def do_POST(self) -> None:
-                self._serve(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,7 @@ from scanner.verify.notation_trust import (
 )
 from scanner.verify.revocation import RevocationChecker, RevocationStatus, delta_crl_urls
 from scanner.verify.x509 import validate_timestamping_chain
+from tests.harness.revocation_server import RevocationServer
 from tests.vectors import VECTORS as ALL_VECTORS
 
 VECTORS = ALL_VECTORS / "notation"
@@ -375,41 +374,7 @@ def test_trust_policy_document_cases(case: dict[str, Any]) -> None:
 # until 2124, leaf_expired.crl's nextUpdate (2023-12-25) has passed.
 
 
-class _CRLServer:
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.hits = 0
-        files = self.files
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.hits += 1
-                body = files.get(self.path)
-                if body is None:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/pkix-crl")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        try:
-            self.httpd = ThreadingHTTPServer(("127.0.0.1", 10086), Handler)
-        except OSError:
-            self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+_CRLServer = RevocationServer
 
 
 class _RewritingFetcher(HttpFetcher):
@@ -426,7 +391,7 @@ class _RewritingFetcher(HttpFetcher):
 
 @pytest.fixture(scope="module")
 def crl_server() -> Any:
-    s = _CRLServer()
+    s = _CRLServer(10086)
     yield s
     s.close()
 
@@ -454,15 +419,15 @@ def test_crl_cache_is_used_until_next_update(crl_server: _CRLServer) -> None:
         crl_server.files["/" + url.rsplit("/", 1)[1]] = (VECTORS / path).read_bytes()
     chain = x509.load_pem_x509_certificates((VECTORS / case["chain"]).read_bytes())
     checker = RevocationChecker(_RewritingFetcher(crl_server.port))
-    before = crl_server.hits
+    before = len(crl_server.hits)
     assert checker.check_chain(chain, NOW).ok
-    assert crl_server.hits == before + 2
+    assert len(crl_server.hits) == before + 2
     assert checker.check_chain(chain, NOW).ok
-    assert crl_server.hits == before + 2  # served from the cache
+    assert len(crl_server.hits) == before + 2  # served from the cache
     # Past nextUpdate (2124-10-18) the cached CRLs are stale and fetched again (and are then stale).
     later = datetime(2125, 1, 1, tzinfo=UTC)
     assert checker.check_chain(chain, later).status is RevocationStatus.UNKNOWN
-    assert crl_server.hits > before + 2
+    assert len(crl_server.hits) > before + 2
 
 
 @pytest.mark.parametrize("case", cases("crl_extension_parse_cases"))
