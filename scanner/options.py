@@ -144,6 +144,11 @@ def scan_options(*, serve: bool = False) -> Callable[[F], F]:
                      "older than the window (re-lists are spread over the scans). Expiry and revocation are still "
                      "judged every scan; a signature removed inside the window is noticed only at the next re-list "
                      "(up to one window plus one scan interval later). Needs the cache."),
+        _option("--evidence-layouts/--no-evidence-layouts", "image_manifests", default=False,
+                help="Also keep each newly verified image's own manifest, so that evidence packs of these scans "
+                     "(`sigaudit evidence`) hold OCI layouts the upstream cosign and notation verify offline: one "
+                     "more manifest GET per newly verified image, never under --registry-budget. `scan "
+                     "--evidence` turns it on."),
         _option("--reports", "cluster_reports", type=click.Choice(["openreports", "policyreport"]), default=None,
                 help="After each scan, server-side apply its results as policy reports (openreports.io Report / "
                      "ClusterReport, or wgpolicyk8s.io/v1alpha2 PolicyReport) and delete sigaudit's stale ones."),
@@ -183,4 +188,5 @@ def scan_options_from(params: Mapping[str, Any]) -> ScanOptions:
         retention=Retention(keep=params["retention"]) if params.get("retention") is not None else None,
         notify_path=params.get("notify_path"),
         cluster_reports=params.get("cluster_reports"),
+        image_manifests=bool(params.get("image_manifests", False)),
     )
