@@ -134,6 +134,29 @@ def _as_response(token: bytes) -> TimeStampResponse:
         raise TimestampError(f"failed to parse timestamp countersignature: {exc}") from None
 
 
+def parse_token(token: bytes) -> TimeStampResponse:
+    """A bare TimeStampToken as rfc3161-client's (granted) TimeStampResponse, certificates re-sorted."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise TimestampError(f"timestamp token is larger than {MAX_TOKEN_BYTES} bytes")
+    return _as_response(token)
+
+
+def split_response(response: bytes) -> tuple[int, bytes | None]:
+    """A TSA's TimeStampResp (RFC 3161 §2.4.2) as (PKIStatus, the bare token or None)."""
+    tag, cs, ce = _tlv(response, 0)
+    if tag != 0x30 or ce != len(response):
+        raise TimestampError("failed to parse timestamp response: not a DER SEQUENCE")
+    items = _children(response, cs, ce)
+    if not items or len(items) > 2 or items[0][0] != 0x30:
+        raise TimestampError("failed to parse timestamp response: not a TimeStampResp")
+    status_items = _children(response, items[0][2], items[0][3])
+    if not status_items or status_items[0][0] != 0x02 or not 0 < status_items[0][3] - status_items[0][2] <= 2:
+        raise TimestampError("failed to parse timestamp response: no PKIStatus")
+    status = int.from_bytes(response[status_items[0][2]:status_items[0][3]], "big", signed=True)
+    token = response[items[1][1]:items[1][3]] if len(items) == 2 else None
+    return status, token
+
+
 def verify_timestamp_token(token: bytes, message: bytes,
                            tsa_roots: Sequence[x509.Certificate]) -> VerifiedTimestamp:
     """Verify an RFC 3161 token over ``message`` against the ``tsa`` store's root certificates.
