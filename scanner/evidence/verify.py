@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from scanner.errors import ConfigError, SigauditError
 from scanner.evidence import dsse, vsa
@@ -450,25 +452,49 @@ class TimestampTrust:
     required: bool = False
 
 
+def _self_signed(cert: x509.Certificate) -> bool:
+    """A root whose self-signature verifies, its signature BIT STRING without unused bits (cryptography
+    ignores that octet: a flipped bit there would pass unseen)."""
+    from scanner.verify.timestamps import TimestampError, der_children
+
+    try:
+        cert.verify_directly_issued_by(cert)
+        parts = der_children(cert.public_bytes(Encoding.DER))
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm, TimestampError):
+        return False
+    return len(parts) == 3 and parts[2][0] == 0x03 and parts[2][1] == 0
+
+
 def check_timestamp(files: Mapping[str, bytes], key_pem: bytes, manifest: Mapping[str, Any],
                     trust: TimestampTrust, out: Outcome) -> None:
     """The token, when present, is a trusted TSA's over the bytes of a manifest signature that verifies
     with the pinned key (not any signature in the envelope), at a time not before the scan's."""
-    from scanner.verify.timestamps import parse_token, verify_timestamp_token
+    from scanner.verify.timestamps import (
+        check_signer_algorithms,
+        load_certificates,
+        parse_token,
+        verify_timestamp_token,
+    )
 
     token = files.get(MANIFEST_TSR)
     if token is None:
         if trust.required:
             out.problems.append(f"{MANIFEST_TSR}: missing (--require-timestamp): the manifest is not timestamped")
         return
+    try:
+        resp = parse_token(token)
+        pool = load_certificates(resp)
+        shape = (resp.signed_data.version, [si.version for si in resp.signed_data.signer_infos])
+        check_signer_algorithms(token)
+    except ValueError as exc:  # TimestampError too
+        out.problems.append(f"{MANIFEST_TSR}: not a timestamp token: {str(exc)[:200]}")
+        return
+    if shape[0] != 3 or len(shape[1]) != 1 or shape[1][0] not in (1, 3):  # RFC 5652 §5.1, §5.3; RFC 3161 §2.4.2
+        out.problems.append(f"{MANIFEST_TSR}: not a timestamp token of one signer (CMS versions {shape})")
+        return
     roots = list(trust.roots)
     if not roots and trust.pack_chain:
-        try:
-            pool = [x509.load_der_x509_certificate(c) for c in parse_token(token).signed_data.certificates]
-        except ValueError as exc:  # TimestampError too
-            out.problems.append(f"{MANIFEST_TSR}: not a timestamp token: {str(exc)[:200]}")
-            return
-        roots = [c for c in pool if c.subject == c.issuer]
+        roots = [c for c in pool if c.subject == c.issuer and _self_signed(c)]
     if not roots:
         out.problems.append(f"{MANIFEST_TSR}: no TSA certificate to check it against: give --tsa-ca-cert "
                             "(or --insecure-use-pack-tsa-cert)" if not trust.pack_chain else
@@ -492,6 +518,12 @@ def check_timestamp(files: Mapping[str, bytes], key_pem: bytes, manifest: Mappin
     else:
         out.problems.append(f"{MANIFEST_TSR}: not a trusted TSA's timestamp over the manifest signature: "
                             f"{(errors or ['no signature of the given key'])[0][:300]}")
+        return
+    # The certificates are outside the TSA's signature: one the chain does not use (a tampered copy of the
+    # root, a stray certificate) fails too, so that no byte of the token can change unnoticed there.
+    used = {c.public_bytes(Encoding.DER) for c in (*ts.tsa_chain, *roots)}
+    if any(c.public_bytes(Encoding.DER) not in used for c in pool):
+        out.problems.append(f"{MANIFEST_TSR}: carries a certificate that is not in the TSA's chain (tampered)")
         return
     try:
         verified_at = datetime.fromisoformat(str(manifest.get("verified_at")))
