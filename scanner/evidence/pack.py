@@ -231,6 +231,8 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
                 "policy_digest": policy["digest"], "verified_at": index["verified_at"],
                 "sigaudit_version": __version__,
                 "files": {p: hashlib.sha256(b).hexdigest() for p, b in sorted(files.items())}}
+    if tsa_url:  # signed: a pack whose token was stripped (it cannot be listed above) says it had one
+        manifest["timestamp"] = MANIFEST_TSR
     files[MANIFEST] = _dump(manifest)
     envelope = dsse.sign_envelope(MANIFEST_PAYLOAD_TYPE, files[MANIFEST], signer)
     files[MANIFEST_SIG] = _dump(envelope)

@@ -478,8 +478,11 @@ def check_timestamp(files: Mapping[str, bytes], key_pem: bytes, manifest: Mappin
 
     token = files.get(MANIFEST_TSR)
     if token is None:
-        if trust.required:
-            out.problems.append(f"{MANIFEST_TSR}: missing (--require-timestamp): the manifest is not timestamped")
+        if manifest.get("timestamp") is not None:
+            out.problems.append(f"{MANIFEST_TSR}: missing, and {MANIFEST} says the pack was timestamped (removed)")
+        elif trust.required or trust.roots:
+            why = "--require-timestamp" if trust.required else "--tsa-ca-cert"
+            out.problems.append(f"{MANIFEST_TSR}: missing ({why}): the manifest is not timestamped")
         return
     try:
         resp = parse_token(token)

@@ -722,7 +722,7 @@ def test_a_timestamped_pack_reverifies_offline_with_the_tsa_time(tsa_pack) -> No
     assert r2.returncode == 0 and "Verification: OK" in r2.stdout, r2.stdout + r2.stderr
 
 
-def test_a_timestamp_the_auditor_cannot_trust_or_that_covers_other_bytes_fails(tsa_pack, tmp_path: Path) -> None:
+def test_a_timestamp_the_auditor_cannot_trust_or_that_covers_other_bytes_fails(packs, tsa_pack, tmp_path: Path) -> None:
     from scanner.sources.tsa import request_timestamp
     from tests.harness.tsa_server import make_tsa_pki
 
@@ -765,11 +765,16 @@ def test_a_timestamp_the_auditor_cannot_trust_or_that_covers_other_bytes_fails(t
     r = verify({**files, MANIFEST_SIG: json.dumps(env).encode(),
                 "MANIFEST.json.tsr": request_timestamp(tsa.url, b"\x30" * 70)}, "--tsa-ca-cert", root)
     assert r.returncode == 1 and "FAIL MANIFEST.json.tsr" in r.stdout, r.stdout
-    # the token removed: fine without --require-timestamp, a failure with it
+    # the token removed: the signed manifest says there was one
     stripped = {k: v for k, v in files.items() if k != "MANIFEST.json.tsr"}
-    assert verify(stripped).returncode == 0
-    r = verify(stripped, "--require-timestamp")
+    r = verify(stripped)
     assert r.returncode == 1 and "FAIL MANIFEST.json.tsr: missing" in r.stdout, r.stdout
+    # an untimestamped pack: fine without --require-timestamp / --tsa-ca-cert, a failure with either
+    cold = str(packs[1] / "cold.tar.gz")
+    assert sigaudit("verify-evidence", cold, "--key", str(packs[4])).returncode == 0
+    for extra in (["--require-timestamp"], ["--tsa-ca-cert", root]):
+        r = sigaudit("verify-evidence", cold, "--key", str(packs[4]), *extra)
+        assert r.returncode == 1 and "FAIL MANIFEST.json.tsr: missing" in r.stdout, r.stdout
 
 
 def test_evidence_tsa_url_from_the_db_and_a_tsa_that_fails(packs, tsa_pack, tmp_path: Path) -> None:
