@@ -165,6 +165,10 @@ def _progress_printer(enabled: bool) -> Any:
               help="Also write the scan's signed evidence pack (.tar.gz) here; needs --evidence-key and the store.")
 @click.option("--evidence-key", default=None, help="The key signing the evidence pack: a PEM private key file or a "
                                                    "KMS URI (awskms://...).")
+@click.option("--evidence-tsa-url", default=None, help="Timestamp the evidence pack's manifest signature by this "
+                                                       "RFC 3161 TSA (http(s) URL).")
+@click.option("--evidence-tsa-ca-cert", default=None, type=click.Path(dir_okay=False),
+              help="With --evidence-tsa-url: the TSA's root certificate(s), PEM; the token is checked at build.")
 def scan(**opts: Any) -> None:
     """Scan running pods once, verify their images, store and print the verdicts."""
     sys.exit(run_scan_command(**opts))
@@ -189,6 +193,9 @@ def run_scan_command(**opts: Any) -> int:
         click.echo(f"sigaudit: warning: {warning}", err=True)
     if opts["no_store"] and options.recheck_after is not None:
         _fail("--recheck-after judges from the verification cache in the database: drop --no-store", EXIT_USAGE)
+    if (opts.get("evidence_tsa_url") or opts.get("evidence_tsa_ca_cert")) and not opts.get("evidence_path"):
+        _fail("--evidence-tsa-url / --evidence-tsa-ca-cert need --evidence", EXIT_USAGE)
+    evidence_tsa_roots = _tsa_roots(opts.get("evidence_tsa_ca_cert"), "--evidence-tsa-ca-cert")
     if opts.get("evidence_path") and (opts["no_store"] or not opts.get("evidence_key")):
         _fail("--evidence needs --evidence-key and the database (the pack is built from the stored scan): "
               "give --evidence-key and drop --no-store", EXIT_USAGE)
@@ -251,7 +258,8 @@ def run_scan_command(**opts: Any) -> int:
         from scanner.evidence.pack import write_pack
 
         try:
-            size = write_pack(store, result.scan_id, opts["evidence_key"], opts["evidence_path"])
+            size = write_pack(store, result.scan_id, opts["evidence_key"], opts["evidence_path"],
+                              tsa_url=opts.get("evidence_tsa_url"), tsa_roots=evidence_tsa_roots)
             click.echo(f"sigaudit: evidence pack written to {opts['evidence_path']} ({size} bytes)", err=True)
         except (OSError, SigauditError) as exc:
             msg = exc.diagnostics() if isinstance(exc, SigauditError) else str(exc)
@@ -412,14 +420,21 @@ def check_policy(policy_path: str | None, policy_from: tuple[str, ...], kubeconf
 @click.option("--cluster", default=None, help="With --scan latest: the newest scan of this cluster.")
 @click.option("--sign-key", default=None, help="The key signing the pack: a PEM private key file or a KMS URI.")
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="The pack (.tar.gz).")
+@click.option("--tsa-url", default=None, help="Timestamp the manifest signature by this RFC 3161 TSA (http(s) URL).")
+@click.option("--tsa-ca-cert", default=None, type=click.Path(dir_okay=False),
+              help="With --tsa-url: the TSA's root certificate(s), PEM; the token is checked before writing.")
 def evidence(db_url: str | None, scan_ref: str, cluster: str | None, sign_key: str | None,
-             out_path: str | None) -> None:
+             out_path: str | None, tsa_url: str | None, tsa_ca_cert: str | None) -> None:
     """Build the signed evidence pack of a stored scan, for an auditor to re-verify offline."""
     from scanner import store as store_mod
     from scanner.evidence.pack import write_pack
+    from scanner.sources.tsa import TsaError
 
     if not sign_key or not out_path:
         _fail("give --sign-key KEY (a PEM private key file or a KMS URI) and --out pack.tar.gz", EXIT_USAGE)
+    if tsa_ca_cert and not tsa_url:
+        _fail("--tsa-ca-cert needs --tsa-url", EXIT_USAGE)
+    tsa_roots = _tsa_roots(tsa_ca_cert, "--tsa-ca-cert")
 
     url = db_url or store_mod.default_db_url()
     try:
@@ -434,10 +449,27 @@ def evidence(db_url: str | None, scan_ref: str, cluster: str | None, sign_key: s
                 scan_id = int(scan_ref)
             else:
                 _fail(f"--scan {scan_ref!r}: give a scan id or 'latest'", EXIT_USAGE)
-            size = write_pack(store, scan_id, sign_key, out_path)
-    except StoreError as exc:
+            size = write_pack(store, scan_id, sign_key, out_path, tsa_url=tsa_url, tsa_roots=tsa_roots)
+    except (StoreError, TsaError) as exc:
         _fail(exc.diagnostics(), EXIT_FAILED)
     click.echo(f"sigaudit: evidence pack of scan {scan_id} written to {out_path} ({size} bytes)", err=True)
+
+
+def _tsa_roots(path: str | None, option: str) -> list[Any]:
+    """The PEM certificates of a TSA trust option (exit 2 when unreadable or without a certificate)."""
+    if not path:
+        return []
+    from cryptography import x509
+
+    try:
+        data = Path(path).read_bytes()[: 1024 * 1024]
+    except OSError as exc:
+        _fail(f"cannot read {option} {path}: {exc.strerror}", EXIT_USAGE)
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        _fail(f"{option} {path}: not PEM certificates", EXIT_USAGE)
+    return list(certs)
 
 
 @main.command("verify-evidence", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
@@ -447,12 +479,26 @@ def evidence(db_url: str | None, scan_ref: str, cluster: str | None, sign_key: s
 @click.option("--insecure-use-pack-key", is_flag=True,
               help="Check the signature against the key inside the pack: proves only that the pack is "
                    "self-consistent, not who made it.")
+@click.option("--tsa-ca-cert", default=None, type=click.Path(dir_okay=False),
+              help="The TSA root certificate(s) (PEM) you trust for the manifest's RFC 3161 timestamp.")
+@click.option("--insecure-use-pack-tsa-cert", is_flag=True,
+              help="Check the timestamp against the certificates inside the token: proves nothing about the TSA.")
+@click.option("--require-timestamp", is_flag=True, help="Fail a pack whose manifest is not timestamped.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
-def verify_evidence(pack: str, key_path: str | None, insecure_use_pack_key: bool, output: str) -> None:
+def verify_evidence(pack: str, key_path: str | None, insecure_use_pack_key: bool, tsa_ca_cert: str | None,
+                    insecure_use_pack_tsa_cert: bool, require_timestamp: bool, output: str) -> None:
     """Re-verify an evidence pack offline: signature, every file's hash, every verdict recomputed.
 
     Exit 0 when all holds, 1 when anything does not (each problem names its file), 2 usage."""
-    from scanner.evidence.verify import PackError, read_pack, verify_pack
+    from scanner.evidence.verify import PackError, TimestampTrust, read_pack, verify_pack
+
+    if tsa_ca_cert and insecure_use_pack_tsa_cert:
+        _fail("give --tsa-ca-cert or --insecure-use-pack-tsa-cert, not both", EXIT_USAGE)
+    trust = TimestampTrust(roots=tuple(_tsa_roots(tsa_ca_cert, "--tsa-ca-cert")),
+                           pack_chain=insecure_use_pack_tsa_cert, required=require_timestamp)
+    if insecure_use_pack_tsa_cert:
+        log.warning("verify-evidence: --insecure-use-pack-tsa-cert: the timestamp is checked against the token's "
+                    "own certificates; this proves nothing about which TSA made it")
 
     if key_path is None and not insecure_use_pack_key:
         _fail("give --key verdict-signing.pub (the key you trust; the pack's own copy proves nothing), or "
@@ -470,15 +516,19 @@ def verify_evidence(pack: str, key_path: str | None, insecure_use_pack_key: bool
         except PackError as exc:
             key_pem = b""
             click.echo(f"sigaudit: {exc}", err=True)
-    outcome = verify_pack(Path(pack), key_pem)
+    outcome = verify_pack(Path(pack), key_pem, trust)
     if output == "json":
         click.echo(json.dumps({"schema_version": 1, "ok": outcome.ok, "files": outcome.files,
                                "images": outcome.images, "verdicts": outcome.verdicts, "scan": outcome.scan,
+                               "timestamp": outcome.timestamp or None,
                                "problems": outcome.problems, "notes": outcome.notes}, indent=2))
     else:
         if outcome.scan:  # which scan this is: an old pack passes as well as a new one
             click.echo(f"SCAN {outcome.scan.get('id')} of cluster {outcome.scan.get('cluster')}, verified at "
                        f"{outcome.scan.get('verified_at')}")
+        if outcome.timestamp:
+            click.echo(f"TIMESTAMP {outcome.timestamp['time']} by {outcome.timestamp['tsa']} (trusted by "
+                       f"{outcome.timestamp['trusted_by']})")
         for note in outcome.notes:
             click.echo(f"NOTE {note}")
         for problem in outcome.problems:

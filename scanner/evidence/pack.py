@@ -7,6 +7,7 @@ scheme (Ed25519, RSA PKCS#1 v1.5) are byte-identical)::
 
     MANIFEST.json              sha256 of every other file (and the scan it describes)
     MANIFEST.json.dsse.json    DSSE envelope over MANIFEST.json (the operator's key, file or KMS)
+    MANIFEST.json.tsr          with --tsa-url: an RFC 3161 TimeStampToken over that envelope's signature bytes
     verdict-signing.pub        the public key (a convenience: verify-evidence pins its own --key)
     VERIFY.md                  the offline commands
     policy/replay.json         how the policy was loaded (paths as given), its digest, the time of verification
@@ -23,14 +24,17 @@ scheme (Ed25519, RSA PKCS#1 v1.5) are byte-identical)::
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+from cryptography import x509
 
 from scanner import __version__
 from scanner.errors import ConfigError, StoreError
@@ -41,6 +45,7 @@ from scanner.models import RunningImage, ScanResult, Status, Verdict
 ROOT = "evidence"
 MANIFEST = "MANIFEST.json"
 MANIFEST_SIG = "MANIFEST.json.dsse.json"
+MANIFEST_TSR = "MANIFEST.json.tsr"  # made after the manifest, so not listed in it: it covers the signature itself
 MANIFEST_PAYLOAD_TYPE = "application/vnd.sigaudit.evidence-manifest+json"
 PASSING = (Status.VERIFIED, Status.EXEMPT)  # what a VSA says PASSED for; anything else FAILED
 
@@ -94,8 +99,10 @@ def load_index(store: Any, scan_id: int) -> dict[str, Any]:
     return doc
 
 
-def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, bytes]:
-    """The pack's files (path -> bytes), MANIFEST and its signature included."""
+def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str | None = None,
+                tsa_roots: Sequence[x509.Certificate] = ()) -> dict[str, bytes]:
+    """The pack's files (path -> bytes), MANIFEST and its signature included; with ``tsa_url``, the
+    TSA's timestamp over the signature too (checked against ``tsa_roots`` when given)."""
     from reports.render import csv_for_result, html_for_result
     from scanner.clock import fixed_clock
     from scanner.document import iter_scan_json
@@ -217,15 +224,55 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer) -> dict[str, byte
     keys = sorted((str(e["path"]), str(e["file"])) for e in entries
                   if e.get("file") and str(e["path"]).endswith((".pub", ".pem", ".key")) and "/truststore/" not in
                   str(e["path"]))
-    files["VERIFY.md"] = (_verify_md(result, scan_id) + _verify_md_layouts(layouts, keys)).encode()
+    files["VERIFY.md"] = (_verify_md(result, scan_id) + _verify_md_layouts(layouts, keys)
+                          + (_verify_md_timestamp() if tsa_url else "")).encode()
 
     manifest = {"schema_version": 1, "scan_id": scan_id, "cluster": result.cluster,
                 "policy_digest": policy["digest"], "verified_at": index["verified_at"],
                 "sigaudit_version": __version__,
                 "files": {p: hashlib.sha256(b).hexdigest() for p, b in sorted(files.items())}}
+    if tsa_url:  # signed: a pack whose token was stripped (it cannot be listed above) says it had one
+        manifest["timestamp"] = MANIFEST_TSR
     files[MANIFEST] = _dump(manifest)
-    files[MANIFEST_SIG] = _dump(dsse.sign_envelope(MANIFEST_PAYLOAD_TYPE, files[MANIFEST], signer))
+    envelope = dsse.sign_envelope(MANIFEST_PAYLOAD_TYPE, files[MANIFEST], signer)
+    files[MANIFEST_SIG] = _dump(envelope)
+    if tsa_url:
+        files[MANIFEST_TSR] = timestamp_signature(base64.b64decode(envelope["signatures"][0]["sig"]), tsa_url,
+                                                  tsa_roots)
     return files
+
+
+def timestamp_signature(signature: bytes, tsa_url: str, tsa_roots: Sequence[x509.Certificate] = ()) -> bytes:
+    """The TSA's token over the manifest signature's bytes; with ``tsa_roots``, verified against them now
+    (a TSA the auditor will not trust fails the build, not the audit)."""
+    from scanner.sources.tsa import TsaError, request_timestamp
+    from scanner.verify.timestamps import TimestampError, verify_timestamp_token
+
+    token = request_timestamp(tsa_url, signature)
+    if tsa_roots:
+        try:
+            verify_timestamp_token(token, signature, tsa_roots)
+        except TimestampError as exc:
+            raise TsaError(f"the TSA's token does not verify against --tsa-ca-cert: {exc}") from None
+    return token
+
+
+def _verify_md_timestamp() -> str:
+    return f"""
+## The manifest's timestamp (RFC 3161)
+
+{MANIFEST_TSR} is a TSA's TimeStampToken over the raw signature bytes of {MANIFEST_SIG} (sha256
+message imprint): it proves the signed manifest existed at the TSA's time. verify-evidence checks it
+against the TSA certificate you trust and prints that time (`--require-timestamp` fails a pack without one):
+
+    sigaudit verify-evidence pack.tar.gz --key verdict-signing.pub --tsa-ca-cert tsa-root.pem
+
+With OpenSSL, after `tar -xzf pack.tar.gz`:
+
+    python3 -c 'import json,base64,sys;e=json.load(open("evidence/{MANIFEST_SIG}"));\
+    sys.stdout.buffer.write(base64.b64decode(e["signatures"][0]["sig"]))' > manifest.sig
+    openssl ts -verify -data manifest.sig -in evidence/{MANIFEST_TSR} -token_in -CAfile tsa-root.pem
+"""
 
 
 def _verify_md(result: ScanResult, scan_id: int) -> str:
@@ -339,14 +386,16 @@ def write_tar(files: Mapping[str, bytes], out: Any) -> None:
         gz.write(raw.getvalue())
 
 
-def write_pack(store: Any, scan_id: int, sign_key: str, out_path: str) -> int:
+def write_pack(store: Any, scan_id: int, sign_key: str, out_path: str, *, tsa_url: str | None = None,
+               tsa_roots: Sequence[x509.Certificate] = ()) -> int:
     """Build scan ``scan_id``'s pack signed with ``sign_key`` (a PEM file or a KMS URI) into
-    ``out_path`` (written beside it, then renamed: never a half pack). Returns its size in bytes."""
+    ``out_path`` (written beside it, then renamed: never a half pack), timestamped by ``tsa_url`` when
+    given. Returns its size in bytes."""
     import os
     from pathlib import Path
 
     signer = dsse.signer_from(sign_key)
-    files = build_files(store, scan_id, signer)
+    files = build_files(store, scan_id, signer, tsa_url=tsa_url, tsa_roots=tsa_roots)
     out = Path(out_path)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:

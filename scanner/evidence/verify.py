@@ -28,6 +28,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from scanner.errors import ConfigError, SigauditError
 from scanner.evidence import dsse, vsa
 from scanner.evidence.capture import Material, ReplayReader, image_from_json, sha256_hex
@@ -35,6 +39,7 @@ from scanner.evidence.pack import (
     MANIFEST,
     MANIFEST_PAYLOAD_TYPE,
     MANIFEST_SIG,
+    MANIFEST_TSR,
     ROOT,
     verdict_record,
     vsa_passed,
@@ -59,6 +64,7 @@ class Outcome:
     verdicts: int = 0
     files: int = 0
     scan: dict[str, Any] = field(default_factory=dict)  # which scan the pack says it is (id, cluster, time)
+    timestamp: dict[str, Any] = field(default_factory=dict)  # the TSA's verified time of the manifest signature
 
     @property
     def ok(self) -> bool:
@@ -158,7 +164,7 @@ def check_integrity(files: Mapping[str, bytes], key_pem: bytes, out: Outcome) ->
     if not isinstance(listed, dict):
         out.problems.append(f"{MANIFEST}: no file list")
         return None
-    for name in sorted(set(files) - set(listed) - {MANIFEST, MANIFEST_SIG}):
+    for name in sorted(set(files) - set(listed) - {MANIFEST, MANIFEST_SIG, MANIFEST_TSR}):
         out.problems.append(f"{name}: not listed in {MANIFEST}")
     for name, want in sorted(listed.items()):
         if name not in files:
@@ -435,11 +441,114 @@ def _check_vsa(files: Mapping[str, bytes], d: str, digest: str, statuses: list[s
         out.problems.append(f"{name}: verifiedLevels {levels!r} claim more than the verdicts show ({sorted(allowed)})")
 
 
-def verify_pack(path: Path, key_pem: bytes) -> Outcome:
+@dataclass(frozen=True)
+class TimestampTrust:
+    """How verify-evidence treats MANIFEST.json.tsr: the TSA roots the auditor trusts (``--tsa-ca-cert``),
+    or (``pack_chain``, insecure) the self-signed certificates inside the token; ``required``: a pack
+    without a token fails."""
+
+    roots: tuple[x509.Certificate, ...] = ()
+    pack_chain: bool = False
+    required: bool = False
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    """A root whose self-signature verifies, its signature BIT STRING without unused bits (cryptography
+    ignores that octet: a flipped bit there would pass unseen)."""
+    from scanner.verify.timestamps import TimestampError, der_children
+
+    try:
+        cert.verify_directly_issued_by(cert)
+        parts = der_children(cert.public_bytes(Encoding.DER))
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm, TimestampError):
+        return False
+    return len(parts) == 3 and parts[2][0] == 0x03 and parts[2][1] == 0
+
+
+def check_timestamp(files: Mapping[str, bytes], key_pem: bytes, manifest: Mapping[str, Any],
+                    trust: TimestampTrust, out: Outcome) -> None:
+    """The token, when present, is a trusted TSA's over the bytes of a manifest signature that verifies
+    with the pinned key (not any signature in the envelope), at a time not before the scan's."""
+    from scanner.verify.timestamps import (
+        check_signer_algorithms,
+        load_certificates,
+        parse_token,
+        verify_timestamp_token,
+    )
+
+    token = files.get(MANIFEST_TSR)
+    if token is None:
+        if manifest.get("timestamp") is not None:
+            out.problems.append(f"{MANIFEST_TSR}: missing, and {MANIFEST} says the pack was timestamped (removed)")
+        elif trust.required or trust.roots:
+            why = "--require-timestamp" if trust.required else "--tsa-ca-cert"
+            out.problems.append(f"{MANIFEST_TSR}: missing ({why}): the manifest is not timestamped")
+        return
+    try:
+        resp = parse_token(token)
+        pool = load_certificates(resp)
+        shape = (resp.signed_data.version, [si.version for si in resp.signed_data.signer_infos])
+        check_signer_algorithms(token)
+    except ValueError as exc:  # TimestampError too
+        out.problems.append(f"{MANIFEST_TSR}: not a timestamp token: {str(exc)[:200]}")
+        return
+    if shape[0] != 3 or len(shape[1]) != 1 or shape[1][0] not in (1, 3):  # RFC 5652 §5.1, §5.3; RFC 3161 §2.4.2
+        out.problems.append(f"{MANIFEST_TSR}: not a timestamp token of one signer (CMS versions {shape})")
+        return
+    roots = list(trust.roots)
+    if not roots and trust.pack_chain:
+        roots = [c for c in pool if c.subject == c.issuer and _self_signed(c)]
+    if not roots:
+        out.problems.append(f"{MANIFEST_TSR}: no TSA certificate to check it against: give --tsa-ca-cert "
+                            "(or --insecure-use-pack-tsa-cert)" if not trust.pack_chain else
+                            f"{MANIFEST_TSR}: the token carries no root certificate: give --tsa-ca-cert")
+        return
+    try:
+        key = dsse.load_public_key(key_pem)
+        payload_type, payload, sigs = dsse.parse_envelope(files[MANIFEST_SIG])
+    except (dsse.EvidenceError, ConfigError) as exc:
+        out.problems.append(f"{MANIFEST_SIG}: {exc}")
+        return
+    message = dsse.pae(payload_type, payload)
+    signed = [sig for sig in sigs if dsse.verify_raw(key, sig, message)]
+    errors: list[str] = []
+    for sig in signed:
+        try:
+            ts = verify_timestamp_token(token, sig, roots)
+            break
+        except ValueError as exc:  # TimestampError, or a certificate the token carries that does not parse
+            errors.append(str(exc))
+    else:
+        out.problems.append(f"{MANIFEST_TSR}: not a trusted TSA's timestamp over the manifest signature: "
+                            f"{(errors or ['no signature of the given key'])[0][:300]}")
+        return
+    # The certificates are outside the TSA's signature: one the chain does not use (a tampered copy of the
+    # root, a stray certificate) fails too, so that no byte of the token can change unnoticed there.
+    used = {c.public_bytes(Encoding.DER) for c in (*ts.tsa_chain, *roots)}
+    if any(c.public_bytes(Encoding.DER) not in used for c in pool):
+        out.problems.append(f"{MANIFEST_TSR}: carries a certificate that is not in the TSA's chain (tampered)")
+        return
+    try:
+        verified_at = datetime.fromisoformat(str(manifest.get("verified_at")))
+        before = verified_at.tzinfo is not None and ts.latest < verified_at - timedelta(seconds=1)
+    except ValueError:
+        before = False  # _check_identity names the malformed time
+    if before:
+        out.problems.append(f"{MANIFEST_TSR}: the TSA's time {ts.gen_time.isoformat()} is before the scan's "
+                            f"verification ({verified_at.isoformat()})")
+        return
+    out.timestamp = {"time": ts.gen_time.isoformat(), "accuracy_seconds": ts.accuracy.total_seconds(),
+                     "tsa": ts.tsa_chain[0].subject.rfc4514_string()[:300],
+                     "trusted_by": "tsa-ca-cert" if trust.roots else "the token's own chain (insecure)"}
+
+
+def verify_pack(path: Path, key_pem: bytes, timestamp: TimestampTrust | None = None) -> Outcome:
     out = Outcome()
     try:
         files = read_pack(path)
         manifest = check_integrity(files, key_pem, out)
+        if manifest is not None:
+            check_timestamp(files, key_pem, manifest, timestamp or TimestampTrust(), out)
         if manifest is not None and out.ok:
             _check_identity(files, manifest, out)
             recompute(files, key_pem, out)

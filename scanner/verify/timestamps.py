@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from rfc3161_client import VerificationError, VerifierBuilder, decode_timestamp_response
 from rfc3161_client.tsp import TimeStampResponse
 
@@ -99,6 +100,14 @@ def _children(data: bytes, start: int, end: int) -> list[tuple[int, int, int, in
     return out
 
 
+def der_children(der: bytes) -> list[tuple[int, int]]:
+    """(tag, first content octet or -1) of each element inside the DER SEQUENCE ``der``."""
+    tag, cs, ce = _tlv(der, 0)
+    if tag != 0x30 or ce != len(der):
+        raise TimestampError("not a DER SEQUENCE")
+    return [(t, der[c_s] if c_e > c_s else -1) for t, _, c_s, c_e in _children(der, cs, ce)]
+
+
 def _sort_certificates(token: bytes) -> bytes:
     """Return the token with SignedData.certificates in DER SET OF order."""
     tag, cs, ce = _tlv(token, 0)
@@ -134,6 +143,100 @@ def _as_response(token: bytes) -> TimeStampResponse:
         raise TimestampError(f"failed to parse timestamp countersignature: {exc}") from None
 
 
+def parse_token(token: bytes) -> TimeStampResponse:
+    """A bare TimeStampToken as rfc3161-client's (granted) TimeStampResponse, certificates re-sorted."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise TimestampError(f"timestamp token is larger than {MAX_TOKEN_BYTES} bytes")
+    return _as_response(token)
+
+
+def load_certificates(resp: TimeStampResponse) -> list[x509.Certificate]:
+    """The token's certificates, parsed now: cryptography parses names and extensions lazily, and a
+    hostile certificate must fail here as a TimestampError, not later as a KeyError or InvalidVersion."""
+    try:
+        pool = [x509.load_der_x509_certificate(c) for c in resp.signed_data.certificates]
+        for c in pool:
+            _ = (c.subject, c.issuer, c.extensions, c.public_key(), c.not_valid_before_utc, c.not_valid_after_utc)
+    except (ValueError, KeyError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType,
+            UnsupportedAlgorithm) as exc:
+        raise TimestampError(f"failed to parse timestamp countersignature: a certificate: {str(exc)[:200]}") from None
+    return pool
+
+
+def _oid(der: bytes) -> str:
+    """Dotted form of an OBJECT IDENTIFIER's content octets."""
+    arcs, value = [], 0
+    for b in der:
+        value = (value << 7) | (b & 0x7F)
+        if not b & 0x80:
+            arcs.append(value)
+            value = 0
+    if not arcs or der[-1] & 0x80:
+        raise TimestampError("failed to parse timestamp countersignature: a malformed OID")
+    first = min(arcs[0] // 40, 2)
+    return ".".join(map(str, [first, arcs[0] - 40 * first, *arcs[1:]]))
+
+
+def signer_algorithms(token: bytes) -> tuple[str, str]:
+    """(digestAlgorithm, signatureAlgorithm) OIDs of the token's one SignerInfo (RFC 5652 §5.3).
+    rfc3161-client verifies with the digest and the certificate's key and never reads the second."""
+    tag, cs, ce = _tlv(token, 0)
+    ci = _children(token, cs, ce)
+    if tag != 0x30 or len(ci) != 2 or ci[1][0] != 0xA0:
+        raise TimestampError("failed to parse timestamp countersignature: not a CMS ContentInfo")
+    sd = _children(token, ci[1][2], ci[1][3])
+    if len(sd) != 1 or sd[0][0] != 0x30:
+        raise TimestampError("failed to parse timestamp countersignature: not a CMS SignedData")
+    items = _children(token, sd[0][2], sd[0][3])
+    if not items or items[-1][0] != 0x31:
+        raise TimestampError("failed to parse timestamp countersignature: no signerInfos")
+    infos = _children(token, items[-1][2], items[-1][3])
+    if len(infos) != 1 or infos[0][0] != 0x30:
+        raise TimestampError("failed to parse timestamp countersignature: not one SignerInfo")
+    fields = [f for f in _children(token, infos[0][2], infos[0][3]) if f[0] == 0x30]  # sid?, digestAlg, sigAlg
+    if len(fields) < 2:
+        raise TimestampError("failed to parse timestamp countersignature: a SignerInfo without algorithms")
+    oids = []
+    for f in fields[-2:]:
+        inner = _children(token, f[2], f[3])
+        if not inner or inner[0][0] != 0x06:
+            raise TimestampError("failed to parse timestamp countersignature: an AlgorithmIdentifier without OID")
+        oids.append(_oid(token[inner[0][2]:inner[0][3]]))
+    return oids[0], oids[1]
+
+
+# signatureAlgorithm values a SignerInfo may name for its digestAlgorithm (RFC 5754 §3, RFC 8419 §3.1):
+# the bare key algorithm, or the one combined with the same digest.
+_SIG_OIDS = {"2.16.840.1.101.3.4.2.1": {"1.2.840.10045.4.3.2", "1.2.840.113549.1.1.11"},
+             "2.16.840.1.101.3.4.2.2": {"1.2.840.10045.4.3.3", "1.2.840.113549.1.1.12"},
+             "2.16.840.1.101.3.4.2.3": {"1.2.840.10045.4.3.4", "1.2.840.113549.1.1.13", "1.3.101.112"}}
+_BARE_KEY_OIDS = {"1.2.840.10045.2.1", "1.2.840.113549.1.1.1", "1.2.840.113549.1.1.10"}
+
+
+def check_signer_algorithms(token: bytes) -> None:
+    """TimestampError unless the SignerInfo's signatureAlgorithm agrees with its digestAlgorithm."""
+    digest, signature = signer_algorithms(token)
+    if signature not in _SIG_OIDS.get(digest, set()) | _BARE_KEY_OIDS:
+        raise TimestampError(f"timestamp countersignature: signature algorithm {signature} does not go with "
+                             f"digest algorithm {digest}")
+
+
+def split_response(response: bytes) -> tuple[int, bytes | None]:
+    """A TSA's TimeStampResp (RFC 3161 §2.4.2) as (PKIStatus, the bare token or None)."""
+    tag, cs, ce = _tlv(response, 0)
+    if tag != 0x30 or ce != len(response):
+        raise TimestampError("failed to parse timestamp response: not a DER SEQUENCE")
+    items = _children(response, cs, ce)
+    if not items or len(items) > 2 or items[0][0] != 0x30:
+        raise TimestampError("failed to parse timestamp response: not a TimeStampResp")
+    status_items = _children(response, items[0][2], items[0][3])
+    if not status_items or status_items[0][0] != 0x02 or not 0 < status_items[0][3] - status_items[0][2] <= 2:
+        raise TimestampError("failed to parse timestamp response: no PKIStatus")
+    status = int.from_bytes(response[status_items[0][2]:status_items[0][3]], "big", signed=True)
+    token = response[items[1][1]:items[1][3]] if len(items) == 2 else None
+    return status, token
+
+
 def verify_timestamp_token(token: bytes, message: bytes,
                            tsa_roots: Sequence[x509.Certificate]) -> VerifiedTimestamp:
     """Verify an RFC 3161 token over ``message`` against the ``tsa`` store's root certificates.
@@ -167,10 +270,13 @@ def verify_timestamp_token(token: bytes, message: bytes,
     if not resp.signed_data.certificates:
         raise TimestampError("failed to verify the timestamp countersignature with error: failed to verify "
                              "signed token: signing certificate not found in the timestamp token")
-    pool = [x509.load_der_x509_certificate(c) for c in resp.signed_data.certificates]
-    signer = next(iter(resp.signed_data.signer_infos), None)
-    leaf = next((c for c in pool if signer is not None and c.issuer == signer.issuer
-                 and c.serial_number == signer.serial_number), None)
+    pool = load_certificates(resp)
+    try:
+        signer = next(iter(resp.signed_data.signer_infos), None)
+        leaf = next((c for c in pool if signer is not None and c.issuer == signer.issuer
+                     and c.serial_number == signer.serial_number), None)
+    except (ValueError, KeyError) as exc:  # the SignerInfo's issuer name does not parse
+        raise TimestampError(f"failed to parse timestamp countersignature: its signer: {exc}") from None
     if leaf is None:
         raise TimestampError("failed to verify the timestamp countersignature with error: failed to verify "
                              "signed token: signing certificate not found in the timestamp token")

@@ -1,0 +1,76 @@
+"""RFC 3161 timestamp requests (``sigaudit evidence --tsa-url``): one TimeStampReq POSTed to a TSA,
+bounded in size and wall-clock time like the other HTTP edges (``scanner.sources.http``).
+
+    def request_timestamp(url: str, message: bytes, *, seconds: float = TSA_SECONDS) -> bytes
+
+The request is over sha256(message), with a random nonce and ``certReq`` true (the token carries the
+TSA's certificate, so it verifies offline). The answer must be a granted TimeStampResp whose token has
+that imprint and that nonce; the token (the bare TimeStampToken, RFC 3161 §2.4.2) is returned. Whether
+the TSA is trusted is the verifier's question (``scanner.verify.timestamps``), not this one's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import httpx
+from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
+
+from scanner.errors import SigauditError
+from scanner.redact import display_url, redact_text
+from scanner.registry import deadline
+from scanner.verify import timestamps
+
+TSA_SECONDS = 30.0  # wall clock for the whole exchange
+MAX_RESPONSE_BYTES = timestamps.MAX_TOKEN_BYTES + 1024  # a larger token is refused when verified anyway
+CONTENT_TYPE_QUERY = "application/timestamp-query"
+CONTENT_TYPE_REPLY = "application/timestamp-reply"
+
+
+class TsaError(SigauditError):
+    """The TSA could not be reached, or its answer is not a timestamp over what was asked."""
+
+
+def request_timestamp(url: str, message: bytes, *, seconds: float = TSA_SECONDS,
+                      max_bytes: int = MAX_RESPONSE_BYTES) -> bytes:
+    """A TimeStampToken over ``message`` from the TSA at ``url`` (http or https). TsaError naming the URL as
+    shown (never a credential in it) when there is none."""
+    shown = display_url(url)
+    if not url.startswith(("http://", "https://")):
+        raise TsaError(f"TSA URL {shown}: not http(s)")
+    req = (TimestampRequestBuilder().data(message).hash_algorithm(HashAlgorithm.SHA256)
+           .nonce(nonce=True).cert_request(cert_request=True).build())
+    until = time.monotonic() + seconds
+    body = bytearray()
+    try:
+        with deadline.install(httpx.Client(timeout=min(seconds, 10.0), follow_redirects=False)) as client, \
+                deadline.within(until, "late"), \
+                client.stream("POST", url, content=req.as_bytes(),
+                              headers={"Content-Type": CONTENT_TYPE_QUERY, "Accept": CONTENT_TYPE_REPLY}) as resp:
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise TsaError(f"TSA {shown}: answer larger than {max_bytes} bytes")
+                if time.monotonic() > until:
+                    raise TsaError(f"TSA {shown}: no complete answer within {seconds:g} s")
+            status = resp.status_code
+    except httpx.HTTPError as exc:
+        if deadline.cause(exc) is not None:
+            raise TsaError(f"TSA {shown}: no complete answer within {seconds:g} s") from None
+        raise TsaError(f"TSA {shown}: {type(exc).__name__}: {redact_text(str(exc))}") from None
+    if status != 200:
+        raise TsaError(f"TSA {shown}: answered HTTP {status}")
+    try:
+        status_code, token = timestamps.split_response(bytes(body))
+        info = timestamps.parse_token(token).tst_info if status_code in (0, 1) and token else None
+    except (timestamps.TimestampError, ValueError) as exc:
+        raise TsaError(f"TSA {shown}: not a TimeStampResp: {str(exc)[:200]}") from None
+    if info is None or token is None:  # granted, grantedWithMods (RFC 3161 §2.4.2) carry a token
+        raise TsaError(f"TSA {shown}: refused the request (PKIStatus {status_code})")
+    if (info.message_imprint.hash_algorithm.dotted_string != "2.16.840.1.101.3.4.2.1"
+            or info.message_imprint.message != hashlib.sha256(message).digest()):
+        raise TsaError(f"TSA {shown}: the token is over other bytes than the ones sent")
+    if info.nonce != req.nonce:
+        raise TsaError(f"TSA {shown}: the token's nonce is not the request's (a replayed answer)")
+    return bytes(token)
