@@ -13,6 +13,8 @@ APT_NEEDED := docker-registry postgresql prometheus prometheus-pushgateway prome
 # The container image: podman (with runc: crun refuses this machine's cgroups) builds and runs it; mmdebstrap
 # makes its Python base from Debian's packages (tests/tools/podman/).
 APT_NEEDED += podman runc mmdebstrap
+# The evidence tests' RFC 3161 TSA is OpenSSL's own (`openssl ts -reply`, tests/harness/tsa_server.py).
+APT_NEEDED += openssl
 PYTEST_ARGS ?=
 
 .PHONY: all demo test ci-fresh unit integration lint typecheck tools system-deps venv bench bench-fleet fuzz mutation clean image lock test-optional-peers

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.harness.tools import require_binary
+
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sigaudit tests"),
@@ -61,8 +63,8 @@ def openssl_reply(directory: Path, query: bytes, *, token_only: bool = False) ->
     """``openssl ts -reply`` over a DER TimeStampReq with the TSA in ``directory``: a TimeStampResp (or
     the bare token)."""
     (directory / "req.tsq").write_bytes(query)
-    subprocess.run(["openssl", "ts", "-reply", "-config", "ts.cnf", "-queryfile", "req.tsq", "-signer", "tsa.pem",
-                    "-inkey", "tsa.key", "-chain", "root.pem", *(["-token_out"] if token_only else []),
+    subprocess.run([str(require_binary("openssl")), "ts", "-reply", "-config", "ts.cnf", "-queryfile", "req.tsq",
+                    "-signer", "tsa.pem", "-inkey", "tsa.key", "-chain", "root.pem", *(["-token_out"] if token_only else []),
                     "-out", "resp.tsr"], cwd=directory, check=True, capture_output=True, timeout=30)
     return (directory / "resp.tsr").read_bytes()
 
