@@ -64,7 +64,8 @@ def openssl_reply(directory: Path, query: bytes, *, token_only: bool = False) ->
     the bare token)."""
     (directory / "req.tsq").write_bytes(query)
     subprocess.run([str(require_binary("openssl")), "ts", "-reply", "-config", "ts.cnf", "-queryfile", "req.tsq",
-                    "-signer", "tsa.pem", "-inkey", "tsa.key", "-chain", "root.pem", *(["-token_out"] if token_only else []),
+                    "-signer", "tsa.pem", "-inkey", "tsa.key", "-chain", "root.pem",
+                    *(["-token_out"] if token_only else []),
                     "-out", "resp.tsr"], cwd=directory, check=True, capture_output=True, timeout=30)
     return (directory / "resp.tsr").read_bytes()
 
