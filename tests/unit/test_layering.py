@@ -247,8 +247,11 @@ def test_verify_and_policy_never_write_files() -> None:
 # loads another distribution's `reports` or `migrations` (common names) — or nothing.
 REPOSITORY_PACKAGES = ("reports", "migrations")
 CODE_TREES = ("scanner", "reports", "migrations", "tests", "bench", "helm")
-# Calls whose first argument names a package (importlib, Jinja2's loader, importlib.resources).
-MODULE_NAME_CALLS = frozenset({"import_module", "__import__", "find_spec", "PackageLoader", "files"})
+# Calls whose first argument names a package (importlib, Jinja2's loader, importlib.resources, pkgutil,
+# pkg_resources).
+MODULE_NAME_CALLS = frozenset({"import_module", "__import__", "find_spec", "PackageLoader", "files", "path",
+                               "read_text", "open_text", "read_binary", "open_binary", "contents", "get_data",
+                               "resource_filename", "resource_string", "resource_stream"})
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
@@ -289,8 +292,9 @@ def test_the_top_level_package_check_sees_every_spelling(tmp_path: Path) -> None
         "lazy = {'report': 'reports.cli'}\n"
         "from scanner.reports import view\nfrom . import reports\nPLURAL = 'reports'\nopen('reports.yaml')\n"
         "d = {'f': 'reports.yaml'}\nmonkeypatch.setattr('migrations.env.context', None)\n"
+        "importlib.resources.files('reports').joinpath('templates')\npkgutil.get_data('migrations', 'alembic.ini')\n"
     )
-    assert [line for line, _ in _top_level_package_uses(sample)] == [1, 2, 3, 4, 5, 6, 7, 13]
+    assert [line for line, _ in _top_level_package_uses(sample)] == [1, 2, 3, 4, 5, 6, 7, 13, 14, 15]
 
 
 def test_reports_and_migrations_are_used_under_scanner_only() -> None:
