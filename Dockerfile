@@ -31,7 +31,9 @@ RUN case "${PYTHON_IMAGE}" in *@sha256:?????????????????????????????????????????
     && sha256sum --strict -c /tmp/lock.sha256 \
     && python3 -m venv /opt/build \
     && /opt/build/bin/python -m pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements-build.lock
-# Only what the wheel is made of (see .dockerignore for the rest of the context).
+# Only what the wheel is made of (see .dockerignore for the rest of the context). scanner/reports and
+# scanner/migrations are links to reports/ and migrations/: the wheel ships them as scanner.reports and
+# scanner.migrations, nothing else beside scanner/ in site-packages.
 COPY pyproject.toml README.md ./
 COPY scanner/ scanner/
 COPY reports/ reports/

@@ -181,7 +181,7 @@ def render(url: str, pods: int, directory: Path) -> None:
     HTML report (with its trend and its diff against the previous scan, at a fixed clock), the
     metrics' namespace counts, the history and the listing. Run it on two versions of the store and
     ``diff -r`` the directories: they must be byte-identical."""
-    from reports import render as reports
+    from scanner.reports import render as reports
 
     upgrade(url)
     directory.mkdir(parents=True, exist_ok=True)

@@ -60,8 +60,8 @@ def command(db_url: str | None, scan: str, cluster: str | None, fleet: bool, fmt
         _fail("--fleet writes HTML only (use --format json or csv per scan)", EXIT_USAGE)
     if fleet and scan != "latest":
         _fail("--fleet reports the latest scan of every cluster; --scan does not apply", EXIT_USAGE)
-    from reports import render
     from scanner import store as store_mod
+    from scanner.reports import render
     from scanner.store.engine import parse_url
 
     try:

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
-from reports import view
 from scanner import __version__
 from scanner.clock import Clock, system_clock
 from scanner.document import scan_document
 from scanner.errors import StoreError
 from scanner.models import RunningImage, ScanResult
+from scanner.reports import view
 
 if TYPE_CHECKING:
     from scanner.store import Store
@@ -55,7 +55,7 @@ _FORMULA_START = re.compile(
 @functools.cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("reports", "templates"),
+        loader=jinja2.PackageLoader("scanner.reports", "templates"),
         # Templates are named *.html.j2 / *.css: escape everything whatever its name (a CSS include has
         # no expressions, so escaping it changes nothing).
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "htm", "xml", "j2"), default=True),

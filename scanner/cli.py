@@ -81,7 +81,7 @@ class _LazyGroup(click.Group):
             hint = "" if verbose >= 2 else " (-vv shows the traceback)"
             _fail(f"unexpected failure: {type(exc).__name__}: {first}{hint}", EXIT_FAILED)
 
-    _lazy = {"serve": "scanner.server", "report": "reports.cli"}
+    _lazy = {"serve": "scanner.server", "report": "scanner.reports.cli"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self._lazy})
@@ -295,8 +295,8 @@ def _exports(result: Any, store: Any, opts: dict[str, Any], policy: Any = None) 
             click.echo(f"sigaudit: warning: metrics export failed: {exc}", err=True)
     if opts.get("report_path"):
         try:
-            from reports import render
             from scanner.policy.loader import policy_summary
+            from scanner.reports import render
 
             summary = policy_summary(policy) if policy is not None else None
             Path(opts["report_path"]).write_text(render.html_for_result(result, store, policy_summary=summary))

@@ -178,8 +178,8 @@ def readiness(ctx: ServerContext) -> tuple[bool, dict[str, Any]]:
 
 
 def _render_report(store: Store, scan_id: int, fmt: str) -> str:
-    """The report renderer's HTML, JSON or CSV (one CSV writer, formula-safe: reports.render)."""
-    from reports import render
+    """The report renderer's HTML, JSON or CSV (one CSV writer, formula-safe: scanner.reports.render)."""
+    from scanner.reports import render
 
     renderers = {"html": render.render_html, "json": render.render_json, "csv": render.render_csv}
     return renderers[fmt](store, scan_id)

@@ -103,9 +103,9 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
                 tsa_roots: Sequence[x509.Certificate] = ()) -> dict[str, bytes]:
     """The pack's files (path -> bytes), MANIFEST and its signature included; with ``tsa_url``, the
     TSA's timestamp over the signature too (checked against ``tsa_roots`` when given)."""
-    from reports.render import csv_for_result, html_for_result
     from scanner.clock import fixed_clock
     from scanner.document import iter_scan_json
+    from scanner.reports.render import csv_for_result, html_for_result
 
     index = load_index(store, scan_id)
     result: ScanResult = store.load_scan(scan_id)

@@ -300,7 +300,7 @@ def _cross_check(files: Mapping[str, bytes], records: list[str], out: Outcome) -
 def _check_reports(files: Mapping[str, bytes], doc: Mapping[str, Any], out: Outcome) -> None:
     """What a reader takes from the pack without re-verifying — the summary, the CSV, the OSCAL
     observations and findings — says what reports/scan.json's images say (which the recompute holds)."""
-    from reports.render import csv_records
+    from scanner.reports.render import csv_records
 
     images = list(doc["images"])
     ok = {"verified", "exempt"}

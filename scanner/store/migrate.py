@@ -32,7 +32,7 @@ MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"sigaudit:migrations").diges
 
 
 def script_location() -> Path:
-    import migrations
+    from scanner import migrations
 
     return Path(migrations.__file__).resolve().parent
 

@@ -249,7 +249,8 @@ def installed(
 
 def test_installed_package_comes_from_the_wheel(installed: Installed) -> None:
     out = subprocess.run(
-        [str(installed.venv / "bin" / "python"), "-c", "import scanner, reports, migrations; print(scanner.__file__)"],
+        [str(installed.venv / "bin" / "python"), "-c",
+         "import scanner, scanner.reports, scanner.migrations; print(scanner.__file__)"],
         capture_output=True,
         text=True,
         cwd=installed.home,

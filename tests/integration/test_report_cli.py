@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from reports import render
 from scanner.models import Status
+from scanner.reports import render
 from scanner.store import open_store, upgrade
 from tests.harness.verdicts import T0, container, result, verdict
 
@@ -51,8 +51,8 @@ def run(*args: str) -> Any:
 def test_report_is_registered_on_the_sigaudit_command() -> None:
     import click
 
-    from reports import cli as report_cli
     from scanner.cli import main
+    from scanner.reports import cli as report_cli
 
     # Loaded on demand (the report module is not imported by a plain scan).
     assert "report" in main.list_commands(click.Context(main))

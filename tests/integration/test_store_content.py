@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from bench.storage import T0, estate, history
-from reports import render
 from scanner.models import ScanResult
+from scanner.reports import render
 from scanner.store import Store, downgrade, open_store, upgrade
 
 pytestmark = pytest.mark.integration

@@ -102,7 +102,6 @@ def test_0005_keeps_old_scans_readable_and_their_exemptions_said_not_recorded(db
     report says the exemption details were not recorded (it does not parse the reasons instead)."""
     from datetime import UTC, datetime
 
-    from reports import render, view
     from scanner.models import (
         ExemptionKind,
         ExemptionRef,
@@ -113,6 +112,7 @@ def test_0005_keeps_old_scans_readable_and_their_exemptions_said_not_recorded(db
         Status,
         Verdict,
     )
+    from scanner.reports import render, view
 
     at = datetime(2026, 12, 1, tzinfo=UTC)
     ref = ExemptionRef(ExemptionKind.POLICY, "pause image SEC-42", datetime(2027, 1, 1, tzinfo=UTC), "secops")

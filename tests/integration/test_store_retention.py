@@ -263,7 +263,7 @@ def test_the_metrics_tell_how_full_the_database_is(store: Store) -> None:
 
 
 def test_the_reports_trend_covers_scans_whose_detail_was_pruned(store: Store) -> None:
-    from reports.render import report_model
+    from scanner.reports.render import report_model
 
     ids = [record(store, sample_result("prod", T0 + i * DAY)) for i in range(5)]
     store.prune(keep_scans=1)

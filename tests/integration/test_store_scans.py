@@ -537,7 +537,7 @@ def test_text_a_tenant_or_a_registry_can_write_never_stops_a_scan_being_recorded
     assert r.signatures[0].signer == "CN=evil\ufffd" and "\x00" not in r.signatures[0].checks[0].reason
     assert len(r.image.reference.repository) == 512 and len(r.image.reference.tag or "") == 128
     assert r.signatures[0].details["subject"] == "CN=evil\ufffd\ufffd"
-    from reports import render
+    from scanner.reports import render
 
     for fmt in (render.render_html, render.render_json, render.render_csv):  # what serve and report answer
         fmt(store, scan_id).encode("utf-8")

@@ -13,11 +13,13 @@ string naming another face (a command table that imports by name is still a depe
 from __future__ import annotations
 
 import ast
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("scanner", "reports")
+PACKAGES = ("scanner",)
 
 FACES = frozenset({"scanner.cli", "scanner.server", "scanner.scheduler"})
 ALLOWED_FACE_EDGES = {
@@ -45,13 +47,16 @@ KNOWN_VERIFY_TO_POLICY: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, Path]:
+    """Every module by the name it is imported as: scanner/reports and scanner/migrations are links to the
+    repository's reports/ and migrations/ (issue 18), followed as the wheel's build follows them."""
     out: dict[str, Path] = {}
     for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = path.relative_to(ROOT).with_suffix("").parts
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            out[name] = path
-    return out
+        for folder, _dirs, files in os.walk(ROOT / package, followlinks=True):
+            for file in sorted(f for f in files if f.endswith(".py")):
+                path = Path(folder, file)
+                parts = path.relative_to(ROOT).with_suffix("").parts
+                out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return dict(sorted(out.items()))
 
 
 MODULES = _modules()
@@ -234,3 +239,69 @@ def test_verify_and_policy_never_write_files() -> None:
         for line, what in _writes(path)
     ]
     assert not found, "the trust layers write files (hand bytes to the verifiers instead):\n" + "\n".join(found)
+
+
+# Issue #18: the repository's reports/ and migrations/ are the packages scanner.reports and scanner.migrations
+# (links scanner/reports -> ../reports, scanner/migrations -> ../migrations; the wheel installs nothing else at
+# the top of site-packages). Naming them as top-level packages works only from a checkout, and in an install
+# loads another distribution's `reports` or `migrations` (common names) — or nothing.
+REPOSITORY_PACKAGES = ("reports", "migrations")
+CODE_TREES = ("scanner", "reports", "migrations", "tests", "bench", "helm")
+# Calls whose first argument names a package (importlib, Jinja2's loader, importlib.resources, pkgutil,
+# pkg_resources).
+MODULE_NAME_CALLS = frozenset({"import_module", "__import__", "find_spec", "PackageLoader", "files", "path",
+                               "read_text", "open_text", "read_binary", "open_binary", "contents", "get_data",
+                               "resource_filename", "resource_string", "resource_stream"})
+DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+def _names_a_repository_module(text: str) -> bool:
+    """A dotted string naming a module of reports/ or migrations/ (a lazy command table, a patch target);
+    ``"reports.yaml"`` is a file name, not a module."""
+    if not DOTTED.fullmatch(text):
+        return False
+    top, sub = text.split(".")[:2]
+    return top in REPOSITORY_PACKAGES and ((ROOT / top / f"{sub}.py").is_file() or (ROOT / top / sub).is_dir())
+
+
+def _top_level_package_uses(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[tuple[int, str]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            f = node.func
+            called = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            names = [str(node.args[0].value)] if called in MODULE_NAME_CALLS else []
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _names_a_repository_module(node.value):
+            names = [node.value]
+        else:
+            continue
+        found |= {(node.lineno, n) for n in names if n.split(".")[0] in REPOSITORY_PACKAGES}
+    return sorted(found)
+
+
+def test_the_top_level_package_check_sees_every_spelling(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import reports\nimport migrations.env as e\nfrom reports.render import x\nfrom migrations import versions\n"
+        "jinja2.PackageLoader('reports', 'templates')\nimportlib.import_module('reports.cli')\n"
+        "lazy = {'report': 'reports.cli'}\n"
+        "from scanner.reports import view\nfrom . import reports\nPLURAL = 'reports'\nopen('reports.yaml')\n"
+        "d = {'f': 'reports.yaml'}\nmonkeypatch.setattr('migrations.env.context', None)\n"
+        "importlib.resources.files('reports').joinpath('templates')\npkgutil.get_data('migrations', 'alembic.ini')\n"
+    )
+    assert [line for line, _ in _top_level_package_uses(sample)] == [1, 2, 3, 4, 5, 6, 7, 13, 14, 15]
+
+
+def test_reports_and_migrations_are_used_under_scanner_only() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {name}"
+        for tree in CODE_TREES
+        for path in sorted((ROOT / tree).rglob("*.py"))
+        for line, name in _top_level_package_uses(path)
+    ]
+    assert not found, "use scanner.reports / scanner.migrations:\n" + "\n".join(found)

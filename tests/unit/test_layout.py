@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.vectors import VECTORS
@@ -79,8 +82,9 @@ def test_make_system_deps_installs_every_program_a_test_asks_for() -> None:
 # Tests of the repository as a whole (its layout, import graph, lock file, tools), not of one module.
 PROJECT_TESTS = {"test_layout", "test_layering", "test_fuzz_smoke", "test_mutation_tool", "test_requirements_lock",
                  "test_startup_imports"}
-# Top-level code folders besides scanner/ whose tests mirror them too.
-OTHER_TREES = {"reports", "bench", "helm"}
+# Top-level code folders besides scanner/ whose tests mirror them too (reports/ is scanner.reports: a package of
+# scanner/ through its link).
+OTHER_TREES = {"bench", "helm"}
 
 
 def test_unit_tests_mirror_the_source_tree() -> None:
@@ -102,3 +106,26 @@ def test_unit_tests_mirror_the_source_tree() -> None:
         if folder.name not in packages:
             misplaced.append(f"{folder.relative_to(ROOT)}/: names no package of scanner/ nor {sorted(OTHER_TREES)}")
     assert not misplaced, "unit tests must mirror the source tree:\n" + "\n".join(misplaced)
+
+
+def test_reports_and_migrations_resolve_to_this_checkout_under_scanner() -> None:
+    """Issue #18: the repository keeps reports/ and migrations/ at its top, and they are imported as
+    scanner.reports and scanner.migrations — the names the wheel installs them under — through the links
+    scanner/reports -> ../reports and scanner/migrations -> ../migrations. Run as the tests and the CLI run
+    (``python -m`` from the checkout), they resolve to this checkout's folders, never to another checkout's
+    (an editable install's finder) nor to another distribution's top-level ``reports``."""
+    for name in ("reports", "migrations"):
+        link = ROOT / "scanner" / name
+        assert link.is_symlink() and link.readlink() == Path("..", name), f"scanner/{name} must link to ../{name}"
+    code = ("import json, scanner.reports, scanner.migrations, jinja2\n"
+            "from scanner.store.migrate import script_location\n"
+            "loader = jinja2.PackageLoader('scanner.reports', 'templates')\n"
+            "print(json.dumps([scanner.reports.__file__, scanner.migrations.__file__, str(script_location()),"
+            " loader.get_source(jinja2.Environment(), 'report.html.j2')[1]]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    reports, migrations, location, template = (Path(p).resolve() for p in json.loads(out.stdout))
+    assert reports == ROOT / "reports" / "__init__.py"
+    assert migrations == ROOT / "migrations" / "__init__.py"
+    assert location == ROOT / "migrations" and (location / "env.py").is_file()
+    assert template == ROOT / "reports" / "templates" / "report.html.j2"

@@ -193,7 +193,7 @@ def test_watch_verdicts_are_recorded_against_a_finished_scan_marked_and_seen_by_
     loaded = store.load_scan(scan_id)
     assert [(v.digest, v.source) for v in loaded.verdicts] == [(D1, VerdictSource.SCAN), (D2, VerdictSource.WATCH)]
     assert [i["source"] for i in scan_document(loaded)["images"]] == ["scan", "watch"]
-    from reports import render
+    from scanner.reports import render
 
     html = render.render_html(store, scan_id)
     assert html.count("found by watch") == 1

@@ -43,7 +43,7 @@ def load_equivalent(path: Path = EQUIVALENT) -> dict[str, str]:
     return out
 
 
-OWN = ("scanner", "tests", "reports", "migrations", "bench")
+OWN = ("scanner", "tests", "bench")  # reports/ and migrations/ are scanner.reports, scanner.migrations
 
 
 def _own(name: str) -> bool:
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     log: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sigaudit-mutation-") as tmp:
         work = Path(tmp) / "repo"
-        shutil.copytree(ROOT, work, ignore=IGNORE)
+        shutil.copytree(ROOT, work, ignore=IGNORE, symlinks=True)  # scanner/reports stays a link to ../reports
         sys.dont_write_bytecode = True  # a mutant is never shadowed by the bytecode of another
         os.chdir(work)
         sys.path.insert(0, str(work))

@@ -328,11 +328,11 @@ def _explained() -> Verdict:
 
 
 def test_the_finding_in_json_store_html_csv_and_metrics() -> None:
-    from reports import render
     from scanner.clock import fixed_clock
     from scanner.document import image_doc
     from scanner.metrics.export import render as metrics_text
     from scanner.models import ScanResult, ScanState
+    from scanner.reports import render
     from scanner.store import codec
 
     v = _explained()

@@ -12,10 +12,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from reports import render, view
 from scanner.clock import fixed_clock
 from scanner.document import scan_document
 from scanner.models import ContainerType, ExemptionKind, ExemptionRef, Status
+from scanner.reports import render, view
 from tests.harness.verdicts import GEN, T0, container, result, signature, verdict
 
 XSS_NS = '"><img src=x onerror=alert(1)>'
@@ -247,7 +247,7 @@ def test_every_csv_field_is_quoted() -> None:
 
 
 def test_only_the_report_renderer_writes_csv() -> None:
-    """One CSV writer (reports.render.csv_writer, which neutralises every cell): any other module that
+    """One CSV writer (scanner.reports.render.csv_writer, which neutralises every cell): any other module that
     imports the csv module to write (the server once had its own, unprotected fallback) fails here."""
     import ast
     from pathlib import Path

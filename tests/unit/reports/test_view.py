@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reports import view
 from scanner.models import (
     ExemptionKind,
     ExemptionRef,
@@ -19,6 +18,7 @@ from scanner.models import (
     UnresolvedImage,
     Verdict,
 )
+from scanner.reports import view
 from tests.harness.verdicts import GEN, T0, container, result, signature, verdict
 
 
