@@ -22,6 +22,9 @@ real key from ``cryptography``. The real SDKs are driven against them where they
 answer names another key version), ``bad_crc`` (Cloud KMS: a wrong ``signatureCrc32c``), ``no_verified``
 (Cloud KMS: ``verifiedDigestCrc32c`` false), ``status`` (a 500), ``hang`` (no answer for a minute),
 ``giant`` (a 64 MiB body).
+
+The SDKs keep no bound on an answer's size (a giant answer is bounded by the wall clock only, and its
+extra members are dropped by their parsers); Vault's answers are read by sigaudit, bounded at 1 MiB.
 """
 
 from __future__ import annotations
@@ -180,8 +183,8 @@ class FakeCloudKms(_Fake):
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         p = unquote(urlsplit(path).path).removeprefix("/v1/")
-        m = re.match(r"^(projects/.+/cryptoKeys/[^/:]+)(?:/cryptoKeyVersions(?:/(\d+))?)?(/publicKey|:asymmetricSign)?$",
-                     p)
+        m = re.match(r"^(projects/.+/cryptoKeys/[^/:]+)(?:/cryptoKeyVersions(?:/(\d+))?)?"
+                     r"(/publicKey|:asymmetricSign)?$", p)
         if not m or m.group(1) not in self.keys:
             return 404, b'{"error": {"code": 404, "message": "not found"}}'
         key_name, version, what = m.group(1), m.group(2), m.group(3)
@@ -273,7 +276,9 @@ class FakeKeyVault(_Fake):
             return early
         req = json.loads(body)
         digest = _unb64url(req["value"])
-        sig = self._bad(key, digest, sign_digest(key, digest))
+        # other_version: another version of the key signs (the SDK keeps the kid it asked for, not the answer's)
+        signing = self.other if self.misbehave == "other_version" else key
+        sig = self._bad(key, digest, sign_digest(signing, digest))
         if isinstance(key, ec.EllipticCurvePrivateKey) and self.misbehave != "garbage":
             r, s = decode_dss_signature(sig)
             size = (key.curve.key_size + 7) // 8
@@ -289,7 +294,7 @@ def vault_type(key: PrivateKey) -> str:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return "ed25519"
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return "ecdsa-p384" if isinstance(key.curve, ec.SECP384R1) else "ecdsa-p256"
+        return {"secp384r1": "ecdsa-p384", "secp521r1": "ecdsa-p521"}.get(key.curve.name, "ecdsa-p256")
     return f"rsa-{key.key_size}"
 
 
