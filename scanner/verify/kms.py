@@ -559,7 +559,7 @@ def vault_signature(body: bytes, *, ref: str, version: int) -> bytes:
         raise KmsKeyUnavailable(ref, "Vault's sign answer is not JSON") from exc
     data = doc.get("data") if isinstance(doc, dict) else None
     text = data.get("signature") if isinstance(data, dict) else None
-    m = _VAULT_SIGNATURE.match(text) if isinstance(text, str) else None
+    m = _VAULT_SIGNATURE.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise KmsKeyUnavailable(ref, "Vault's sign answer has no vault:vN:<base64> signature")
     if int(m.group(1)) != version:
