@@ -24,6 +24,7 @@ import base64
 import hashlib
 import importlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -57,6 +58,24 @@ def _sdk(load: Callable[[], Any], extra: str, ref: str) -> Any:
             from exc
 
 
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s\"',}]+")
+_SECRET_FIELD = re.compile(r"(?i)\b(token|authorization|access_token|x-vault-token|secret)([\"']?\s*[:=]\s*[\"']?)"
+                           r"(?!bearer\b|basic\b)[^\s\"',}]+")
+
+
+def scrub(text: str) -> str:
+    """An SDK's error text as it may appear in a message: a KMS (or a proxy before it) may echo the
+    request's credentials in its error body, so URL credentials, JWTs, bearer/token values and the Vault
+    token itself are masked, and the text is cut at 500 characters."""
+    text = _JWT.sub("[jwt]", redact_text(text))
+    text = _SECRET_FIELD.sub(r"\1\2[redacted]", _BEARER.sub(r"\1\2[redacted]", text))
+    token = _vault_token()
+    if token and len(token) >= 4:
+        text = text.replace(token, "[redacted]")
+    return text[:500]
+
+
 def _bounded(ref: str, what: str, call: Callable[[], T]) -> T:
     """``call()`` under the wall clock: the SDKs' own timeouts are per socket operation (a KMS that
     trickles its answer, or retries, holds them for as long as it likes). The call runs on a daemon
@@ -84,7 +103,7 @@ def _bounded(ref: str, what: str, call: Callable[[], T]) -> T:
         if isinstance(exc, KmsKeyUnavailable):
             raise exc
         # The SDKs' errors: the message names no credential (redacted), only what failed.
-        raise KmsKeyUnavailable(ref, f"{what}: {type(exc).__name__}: {redact_text(str(exc))[:500]}") from exc
+        raise KmsKeyUnavailable(ref, f"{what}: {type(exc).__name__}: {scrub(str(exc))}") from exc
     value: T = box["value"]
     return value
 
@@ -298,8 +317,7 @@ class _Vault:
                 raise KmsKeyUnavailable(self.ref, f"no complete answer from Vault within {seconds:g}s") from exc
             if deadline.cause(exc) is not None:
                 raise KmsKeyUnavailable(self.ref, str(deadline.cause(exc))) from exc
-            raise KmsKeyUnavailable(self.ref, f"cannot reach Vault: {type(exc).__name__}: "
-                                              f"{redact_text(str(exc))[:300]}") from exc
+            raise KmsKeyUnavailable(self.ref, f"cannot reach Vault: {type(exc).__name__}: {scrub(str(exc))}") from exc
         if not 200 <= status < 300:
             raise KmsKeyUnavailable(self.ref, f"Vault answered {status} for /v1/{self.mount}/{path}")
         return bytes(answer)
@@ -353,8 +371,8 @@ class KmsEdge:
         except KmsKeyUnavailable:
             raise
         except Exception as exc:  # SDK errors of every provider: the key could not be fetched
-            raise KmsKeyUnavailable(ref, f"cannot fetch the public key: {type(exc).__name__}: "
-                                         f"{redact_text(str(exc))[:500]}") from exc
+            raise KmsKeyUnavailable(ref, f"cannot fetch the public key: {type(exc).__name__}: {scrub(str(exc))}") \
+                from exc
 
 
 def public_key_pem(ref: str) -> bytes:
@@ -370,5 +388,4 @@ def open_signer(ref: str, edge: KmsEdge | None = None) -> KmsKey:
     except KmsKeyUnavailable:
         raise
     except Exception as exc:
-        raise KmsKeyUnavailable(ref, f"cannot fetch the public key: {type(exc).__name__}: "
-                                     f"{redact_text(str(exc))[:500]}") from exc
+        raise KmsKeyUnavailable(ref, f"cannot fetch the public key: {type(exc).__name__}: {scrub(str(exc))}") from exc

@@ -21,7 +21,7 @@ real key from ``cryptography``. The real SDKs are driven against them where they
 ``garbage`` (random bytes), ``other_key`` (a valid signature by another key), ``other_version`` (the
 answer names another key version), ``bad_crc`` (Cloud KMS: a wrong ``signatureCrc32c``), ``no_verified``
 (Cloud KMS: ``verifiedDigestCrc32c`` false), ``status`` (a 500), ``hang`` (no answer for a minute),
-``giant`` (a 64 MiB body).
+``giant`` (an 8 MiB body), ``echo`` (a 500 whose body repeats the request's credentials).
 
 The SDKs keep no bound on an answer's size (a giant answer is bounded by the wall clock only, and its
 extra members are dropped by their parsers); Vault's answers are read by sigaudit, bounded at 1 MiB.
@@ -153,13 +153,16 @@ class _Fake:
             return sign_digest(self.other, digest)
         return good
 
-    def _early(self) -> tuple[int, bytes] | None:
+    def _early(self, headers: dict[str, str] | None = None) -> tuple[int, bytes] | None:
+        if self.misbehave == "echo":  # an error body that repeats the request's credentials
+            creds = {k: v for k, v in (headers or {}).items() if k.lower() in ("authorization", "x-vault-token")}
+            return 500, json.dumps({"error": {"code": 500, "message": f"bad request with {creds}"}}).encode()
         if self.misbehave == "status":
             return 500, b'{"error": {"code": 500, "message": "internal"}}'
         if self.misbehave == "hang":
             return -1, b""
         if self.misbehave == "giant":
-            return 200, b'{"x": "' + b"A" * (64 * 1024 * 1024) + b'"}'
+            return 200, b'{"x": "' + b"A" * (8 * 1024 * 1024) + b'"}'
         return None
 
 
@@ -205,7 +208,7 @@ class FakeCloudKms(_Fake):
                                     "algorithm": self.algorithm.get(name, gcp_algorithm(key)),
                                     "protectionLevel": "SOFTWARE"}).encode()
         if what == ":asymmetricSign" and method == "POST":
-            early = self._early()
+            early = self._early(headers)
             if early:
                 return early
             req = json.loads(body)
@@ -271,7 +274,7 @@ class FakeKeyVault(_Fake):
             return 404, b'{"error": {"code": "KeyNotFound", "message": "no such version"}}'
         if not sign:
             return 200, json.dumps({"key": self._jwk(name, version, key), "attributes": {"enabled": True}}).encode()
-        early = self._early()
+        early = self._early(headers)
         if early:
             return early
         req = json.loads(body)
@@ -319,7 +322,7 @@ class FakeVault(_Fake):
                 "supports_signing": True,
                 "keys": {str(v): {"public_key": pem_of(k).decode(), "name": "P-256"} for v, k in versions.items()},
             }}).encode()
-        early = self._early()
+        early = self._early(headers)
         if early:
             return early
         req = json.loads(body)

@@ -28,6 +28,7 @@ from tests.harness.tools import _missing
 GCP_KEY = "projects/p/locations/global/keyRings/r/cryptoKeys/evidence"
 TOKEN = "s.vault-token-never-shown"
 ENTRA = "entra-access-token-never-shown"
+GTOKEN = "ya29.google-access-token-never-shown"
 
 
 def _sdk(module: str) -> Any:
@@ -61,10 +62,10 @@ def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         older = ec.generate_private_key(ec.SECP256R1())
         if provider == "gcp":
             gkms = _sdk("google.cloud.kms")
-            anonymous = _sdk("google.auth.credentials").AnonymousCredentials
+            token = _sdk("google.oauth2.credentials").Credentials  # what Application Default Credentials yield
             fake: Any = FakeCloudKms({GCP_KEY: {**({1: older} if versions > 1 else {}), versions: key}})
             client = gkms.KeyManagementServiceClient(
-                transport="rest", client_options={"api_endpoint": fake.url}, credentials=anonymous())
+                transport="rest", client_options={"api_endpoint": fake.url}, credentials=token(GTOKEN))
             started.append(fake)
             return Kms(fake, f"gcpkms://{GCP_KEY}", KmsEdge(gcp_client=client), key)
         if provider == "azure":
@@ -113,9 +114,9 @@ def test_each_kms_signs_what_its_public_key_verifies_and_no_other_key_does(start
 
 
 MODES = {
-    "gcp": ["garbage", "other_key", "other_version", "bad_crc", "no_verified", "status", "giant"],
-    "azure": ["garbage", "other_key", "other_version", "status", "giant"],
-    "vault": ["garbage", "other_key", "other_version", "status", "giant"],
+    "gcp": ["garbage", "other_key", "other_version", "bad_crc", "no_verified", "status", "giant", "echo"],
+    "azure": ["garbage", "other_key", "other_version", "status", "giant", "echo"],
+    "vault": ["garbage", "other_key", "other_version", "status", "giant", "echo"],
 }
 WHY = {
     "garbage": "does not verify|r\\|\\|s pair",
@@ -124,6 +125,7 @@ WHY = {
     "bad_crc": "signature_crc32c",
     "no_verified": "digest_crc32c",
     "status": "500|HttpResponseError|InternalServerError|ServiceUnavailable",
+    "echo": "500|HttpResponseError|InternalServerError",
     "giant": "more than|too large|no key name|no signature",  # the SDKs drop the unknown member, no signature left
 }
 
@@ -140,8 +142,10 @@ def test_a_kms_answering_wrong_is_an_error_never_a_signature(start: Any, provide
     import re
 
     assert re.search(WHY[mode], str(err.value)), err.value
-    for secret in (TOKEN, ENTRA):
+    for secret in (TOKEN, ENTRA, GTOKEN):
         assert secret not in str(err.value)
+    if mode == "echo" and provider != "vault":  # the SDK quoted the body repeating the credential, masked
+        assert "[redacted]" in str(err.value), err.value
 
 
 @pytest.mark.parametrize("provider", ["gcp", "azure", "vault"])
