@@ -5,7 +5,7 @@ tests/harness/fake_kms.py (no real Cloud KMS, Key Vault or Vault server runs her
 SDKs: azure-keyvault-keys with DefaultAzureCredential's managed-identity leg against a hand-made token
 endpoint, google-cloud-kms' REST transport aimed at the fake (in process: the SDK takes no endpoint from
 the environment). A KMS that answers with another key's signature or an error is exit 2, no pack
-written, and the Vault token appears in no output."""
+written, and the Vault token appears in no output; one that does not answer is cut at `--deadline`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,15 @@ def test_a_vault_transit_key_signs_the_pack(scanned) -> None:
             assert r.returncode == 2, (mode, r.stderr)
             assert "hashivault://evidence" in r.stderr and TOKEN not in r.stdout + r.stderr
             assert not bad.exists() and not list(d.glob(f".vault-{mode}*"))
+
+        # a Vault that does not answer is cut at the command's deadline
+        vault.misbehave = "hang"
+        hung = d / "vault-hang.tar.gz"
+        began = time.monotonic()
+        r = sigaudit("evidence", "--db", db, "--sign-key", "hashivault://evidence", "--out", str(hung),
+                     "--deadline", "3s", env=env)
+        assert r.returncode == 2 and "evidence deadline of 3s reached" in r.stderr, r.stderr
+        assert time.monotonic() - began < 25 and not hung.exists()
 
 
 def test_an_azure_key_vault_key_signs_the_pack(scanned, tmp_path: Path) -> None:
