@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from scanner.errors import ConfigError, ParseError
+from scanner.errors import ConfigError, ParseError, SigauditError
 
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024  # a manifest of a 2,000-image pack is well under 2 MiB
 MAX_SIGNATURES = 16  # signatures examined in one envelope
@@ -178,13 +178,18 @@ class FileSigner:
         return f"FileSigner(keyid={self.keyid!r})"
 
 
+class KmsSigningError(SigauditError):
+    """A KMS failed to sign (an error, no answer in time) or answered a signature its public key does not
+    verify. Not a configuration error (the key was read and is usable): the command failed (exit 3)."""
+
+
 @dataclass(frozen=True)
 class KmsSigner:
     """Signs through a KMS key (``scanner/sources/kms.py``: AWS KMS, Cloud KMS, Azure Key Vault, Vault
     transit), in the scheme :func:`verify_raw` checks for the key's shape.
 
     Every signature is checked against the key's public key before it is returned: a KMS that answers
-    for another key or another key version, or with garbage, fails here (KmsKeyUnavailable, exit 2)
+    for another key or another key version, or with garbage, fails here (KmsSigningError, exit 3)
     rather than in an auditor's hands."""
 
     keyid: str
@@ -194,9 +199,13 @@ class KmsSigner:
     def sign(self, data: bytes) -> bytes:
         from scanner.verify import kms
 
-        signature = bytes(self._key.sign(data))
+        try:
+            signature = bytes(self._key.sign(data))
+        except kms.KmsKeyUnavailable as exc:
+            raise KmsSigningError(str(exc)) from exc
         if not verify_raw(load_public_key(self._key.pem), signature, data):
-            raise kms.KmsKeyUnavailable(self.ref, "the KMS returned a signature that its public key does not verify")
+            raise KmsSigningError(f"KMS key {self.ref}: the KMS returned a signature that its public key does not "
+                                  "verify")
         return signature
 
     def public_key_pem(self) -> bytes:
@@ -218,9 +227,8 @@ def signer_from(ref: str, base_dir: Path = Path("."), edge: Any = None) -> Signe
     if ref.startswith(kms.KMS_SCHEMES):
         from scanner.sources.kms import open_signer
 
-        key = open_signer(ref, edge)
-        load_public_key(key.pem)  # a key type the pack's verifiers accept, before anything is signed
-        kms.signing_hash(ref, key.pem)
+        key = open_signer(ref, edge)  # read, and checked to sign in the pack's scheme (else exit 2)
+        load_public_key(key.pem)
         return KmsSigner(keyid_of(key.pem), ref, key)
     if "://" in ref:
         raise ConfigError(f"unknown key reference scheme {ref.split('://', 1)[0]!r}: a PEM private key file "

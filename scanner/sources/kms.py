@@ -115,6 +115,11 @@ class KmsKey:
     ref: str
     pem: bytes
     _sign: Callable[[bytes], bytes] = field(repr=False)
+    _check: Callable[[], object] = field(repr=False)
+
+    def check(self) -> None:
+        """KmsKeyUnavailable unless the key can sign in the pack's scheme (pure: no call is made)."""
+        self._check()
 
     def sign(self, data: bytes) -> bytes:
         """The provider's signature over ``data`` (ASN.1 DER for ECDSA); not yet verified."""
@@ -151,11 +156,15 @@ def _aws_key(ref: str, parsed: AwsKeyRef) -> KmsKey:
     pem = _bounded(ref, "cannot fetch the public key",
                    lambda: vkms.aws_public_key(ref, parsed, client.get_public_key(KeyId=parsed.key_id)))
 
-    def sign(data: bytes) -> bytes:
+    def scheme() -> tuple[str, str]:
         h = vkms.signing_hash(ref, pem)
         algorithm = _AWS_ALGORITHMS.get(f"{h}:{vkms.key_shape(pem)[0]}")
         if algorithm is None:
             raise KmsKeyUnavailable(ref, "not an AWS KMS signing key for evidence (ECDSA P-256/P-384, RSA)")
+        return h, algorithm
+
+    def sign(data: bytes) -> bytes:
+        h, algorithm = scheme()
         if len(data) <= AWS_RAW_MESSAGE_LIMIT:
             message, message_type = data, "RAW"
         else:
@@ -164,7 +173,7 @@ def _aws_key(ref: str, parsed: AwsKeyRef) -> KmsKey:
                            SigningAlgorithm=algorithm)
         return bytes(resp["Signature"])
 
-    return KmsKey(ref, pem, sign)
+    return KmsKey(ref, pem, sign, scheme)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,17 +208,20 @@ def _gcp_key(ref: str, parsed: GcpKeyRef, client: Any | None) -> KmsKey:
 
     name, pem, algorithm = _bounded(ref, "cannot fetch the public key", read)
 
-    def sign(data: bytes) -> bytes:
+    def scheme() -> str:
         if algorithm not in vkms.GCP_DSSE_ALGORITHMS:
             raise KmsKeyUnavailable(ref, f"cannot sign evidence with a {algorithm} key (EC_SIGN_P256_SHA256, "
                                          "EC_SIGN_P384_SHA384, RSA_SIGN_PKCS1_*_SHA256)")
-        h = vkms.signing_hash(ref, pem)
+        return vkms.signing_hash(ref, pem)
+
+    def sign(data: bytes) -> bytes:
+        h = scheme()
         digest = _digest(h, data)
         resp = made[0].asymmetric_sign(
             request={"name": name, "digest": {h: digest}, "digest_crc32c": vkms.crc32c(digest)}, timeout=timeout)
         return vkms.gcp_signature(ref, name, resp)
 
-    return KmsKey(ref, pem, sign)
+    return KmsKey(ref, pem, sign, scheme)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,19 +243,23 @@ def _azure_key(ref: str, parsed: AzureKeyRef, credential: Any | None) -> KmsKey:
 
     kid, pem = _bounded(ref, "cannot fetch the public key", read)
 
-    def sign(data: bytes) -> bytes:
+    def scheme() -> tuple[str, str]:
         h = vkms.signing_hash(ref, pem)
         algorithm = vkms.AZURE_ALGORITHMS.get(f"{h}:{vkms.key_shape(pem)[0]}")
         if algorithm is None:
             raise KmsKeyUnavailable(ref, "not an Azure Key Vault signing key for evidence (EC P-256/P-384, RSA)")
         if len([s for s in urlsplit(kid).path.split("/") if s]) != 3:
             raise KmsKeyUnavailable(ref, f"the key vault named no key version ({kid[:300]!r})")
+        return h, algorithm
+
+    def sign(data: bytes) -> bytes:
+        h, algorithm = scheme()
         crypto = _sdk(lambda: importlib.import_module("azure.keyvault.keys.crypto"), "azure", ref)
         result = crypto.CryptographyClient(kid, credential).sign(crypto.SignatureAlgorithm(algorithm),
                                                                   _digest(h, data))
         return vkms.azure_signature(ref, kid, algorithm, result.key_id, result.algorithm, result.signature, pem)
 
-    return KmsKey(ref, pem, sign)
+    return KmsKey(ref, pem, sign, scheme)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,8 +344,11 @@ def _vault_key(ref: str, parsed: VaultKeyRef) -> KmsKey:
     name = quote(parsed.name, safe="")
     version, pem = vkms.vault_transit_key(vault.call("GET", f"keys/{name}"), ref=ref, name=parsed.name)
 
+    def scheme() -> str:
+        return vkms.signing_hash(ref, pem)
+
     def sign(data: bytes) -> bytes:
-        h = vkms.signing_hash(ref, pem)
+        h = scheme()
         body: dict[str, Any] = {"key_version": version, "marshaling_algorithm": "asn1"}
         if h:
             body |= {"input": base64.b64encode(_digest(h, data)).decode(), "prehashed": True,
@@ -340,7 +359,7 @@ def _vault_key(ref: str, parsed: VaultKeyRef) -> KmsKey:
             body["input"] = base64.b64encode(data).decode()
         return vkms.vault_signature(vault.call("POST", f"sign/{name}", body), ref=ref, version=version)
 
-    return KmsKey(ref, pem, sign)
+    return KmsKey(ref, pem, sign, scheme)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -381,10 +400,13 @@ def public_key_pem(ref: str) -> bytes:
 
 
 def open_signer(ref: str, edge: KmsEdge | None = None) -> KmsKey:
-    """The signing key behind a KMS reference (its public key read and checked first)."""
+    """The signing key behind a KMS reference: its public key read and checked, and the key one that
+    signs in the pack's scheme (else KmsKeyUnavailable, before anything is signed)."""
     edge = edge or KmsEdge()
     try:
-        return edge.open(ref)
+        key = edge.open(ref)
+        key.check()
+        return key
     except KmsKeyUnavailable:
         raise
     except Exception as exc:

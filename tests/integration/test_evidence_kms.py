@@ -4,7 +4,7 @@ with the KMS key's public half; another key fails it. The KMSes are the hand-mad
 tests/harness/fake_kms.py (no real Cloud KMS, Key Vault or Vault server runs here), driven by the real
 SDKs: azure-keyvault-keys with DefaultAzureCredential's managed-identity leg against a hand-made token
 endpoint, google-cloud-kms' REST transport aimed at the fake (in process: the SDK takes no endpoint from
-the environment). A KMS that answers with another key's signature or an error is exit 2, no pack
+the environment). A KMS that answers with another key's signature or an error is exit 3, no pack
 written, and the Vault token appears in no output; one that does not answer is cut at `--deadline`."""
 
 from __future__ import annotations
@@ -85,12 +85,12 @@ def test_a_vault_transit_key_signs_the_pack(scanned) -> None:
         assert r.returncode == 0, r.stderr
         assert TOKEN not in r.stdout + r.stderr
         _check_pack(pack, pem_of(key), d)
-        # a Vault that signs with another key, or fails: exit 2, the key named, no pack, no token shown
+        # a Vault that signs with another key, or fails: exit 3, the key named, no pack, no token shown
         for mode in ("other_key", "other_version", "status"):
             vault.misbehave = mode
             bad = d / f"vault-{mode}.tar.gz"
             r = sigaudit("evidence", "--db", db, "--sign-key", "hashivault://evidence", "--out", str(bad), env=env)
-            assert r.returncode == 2, (mode, r.stderr)
+            assert r.returncode == 3, (mode, r.stderr)
             assert "hashivault://evidence" in r.stderr and TOKEN not in r.stdout + r.stderr
             assert not bad.exists() and not list(d.glob(f".vault-{mode}*"))
 
@@ -100,7 +100,7 @@ def test_a_vault_transit_key_signs_the_pack(scanned) -> None:
         began = time.monotonic()
         r = sigaudit("evidence", "--db", db, "--sign-key", "hashivault://evidence", "--out", str(hung),
                      "--deadline", "3s", env=env)
-        assert r.returncode == 2 and "evidence deadline of 3s reached" in r.stderr, r.stderr
+        assert r.returncode == 3 and "evidence deadline of 3s reached" in r.stderr, r.stderr
         assert time.monotonic() - began < 25 and not hung.exists()
 
 
@@ -148,9 +148,9 @@ def test_a_cloud_kms_key_signs_the_pack(scanned, monkeypatch: pytest.MonkeyPatch
             scan_id = store.latest_scan_id(None)
             write_pack(store, scan_id, f"gcpkms://{GCP_KEY}", str(pack))
             fake.misbehave = "bad_crc"
-            from scanner.verify.kms import KmsKeyUnavailable
+            from scanner.evidence.dsse import KmsSigningError
 
-            with pytest.raises(KmsKeyUnavailable, match="signature_crc32c"):
+            with pytest.raises(KmsSigningError, match="signature_crc32c"):
                 write_pack(store, scan_id, f"gcpkms://{GCP_KEY}", str(d / "gcp-bad.tar.gz"))
             assert not (d / "gcp-bad.tar.gz").exists()
         signs = [p for m, p, _, _ in fake.requests if m == "POST"]

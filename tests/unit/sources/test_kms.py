@@ -3,7 +3,8 @@ hand-made fakes of Cloud KMS, Azure Key Vault and Vault transit on 127.0.0.1 (te
 no real service or emulator of them can run here), driven through the real google-cloud-kms (REST
 transport) and azure-keyvault-keys SDKs. A KMS that answers wrong — garbage, another key's signature,
 another key version, a checksum that does not hold, an error status, a giant body, no answer — is a
-KmsKeyUnavailable (a ConfigError: exit 2), never a signature."""
+KmsSigningError (exit 3), never a signature; a key that cannot sign in the pack's scheme is refused before
+anything is signed (KmsKeyUnavailable, a ConfigError: exit 2)."""
 
 from __future__ import annotations
 
@@ -135,9 +136,9 @@ def test_a_kms_answering_wrong_is_an_error_never_a_signature(start: Any, provide
     k = start(provider, P256)
     signer = dsse.signer_from(k.ref, edge=k.edge)
     k.fake.misbehave = mode
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(dsse.KmsSigningError) as err:  # the KMS failed, not the configuration: exit 3
         dsse.sign_envelope("application/vnd.test+json", b"{}", signer)
-    assert isinstance(err.value, kms.KmsKeyUnavailable)
+    assert not isinstance(err.value, ConfigError)
     assert k.ref in str(err.value)
     import re
 
@@ -156,14 +157,14 @@ def test_a_kms_that_does_not_answer_is_cut_at_the_deadline(start: Any, provider:
     k.fake.misbehave = "hang"
     monkeypatch.setattr(kms, "KMS_TOTAL_TIMEOUT_SECONDS", 2.0)
     began = time.monotonic()
-    with pytest.raises(kms.KmsKeyUnavailable, match="within 2s"):
+    with pytest.raises(dsse.KmsSigningError, match="within 2s"):
         signer.sign(b"data")
     assert time.monotonic() - began < 6
     # an earlier deadline of the command (scan --deadline) wins, with its words
     monkeypatch.setattr(kms, "KMS_TOTAL_TIMEOUT_SECONDS", 30.0)
     began = time.monotonic()
     with deadline.within(time.monotonic() + 1.5, "scan deadline reached"), \
-            pytest.raises(kms.KmsKeyUnavailable, match="scan deadline reached"):
+            pytest.raises(dsse.KmsSigningError, match="scan deadline reached"):
         signer.sign(b"data")
     assert time.monotonic() - began < 6
 
@@ -172,9 +173,8 @@ def test_keys_whose_signatures_the_pack_cannot_carry_are_refused_before_signing(
     # Cloud KMS RSA-PSS: cosign and slsa-verifier verify a PEM RSA key as PKCS#1 v1.5; P-521: not a DSSE key here
     k = start("gcp", RSA)
     k.fake.algorithm[f"{GCP_KEY}/cryptoKeyVersions/1"] = "RSA_SIGN_PSS_2048_SHA256"
-    signer = dsse.signer_from(k.ref, edge=k.edge)
-    with pytest.raises(kms.KmsKeyUnavailable, match="RSA_SIGN_PSS_2048_SHA256"):
-        signer.sign(b"data")
+    with pytest.raises(kms.KmsKeyUnavailable, match="RSA_SIGN_PSS_2048_SHA256"):  # a ConfigError: exit 2
+        dsse.signer_from(k.ref, edge=k.edge)
     assert not [r for r in k.fake.requests if ":asymmetricSign" in r[1]]
     k2 = start("vault", ec.generate_private_key(ec.SECP521R1()))
     with pytest.raises(ConfigError, match="secp521r1"):
