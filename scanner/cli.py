@@ -22,7 +22,7 @@ import click
 
 from scanner import __version__
 from scanner.errors import ConfigError, InventoryError, ParseError, ScanInProgress, SigauditError, StoreError
-from scanner.options import age, scan_options, scan_options_from
+from scanner.options import age, duration, scan_options, scan_options_from
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 log = logging.getLogger("sigaudit")
@@ -164,7 +164,7 @@ def _progress_printer(enabled: bool) -> Any:
 @click.option("--evidence", "evidence_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the scan's signed evidence pack (.tar.gz) here; needs --evidence-key and the store.")
 @click.option("--evidence-key", default=None, help="The key signing the evidence pack: a PEM private key file or a "
-                                                   "KMS URI (awskms://...).")
+                                                   "KMS URI (awskms://, gcpkms://, azurekms://, hashivault://).")
 @click.option("--evidence-tsa-url", default=None, help="Timestamp the evidence pack's manifest signature by this "
                                                        "RFC 3161 TSA (http(s) URL).")
 @click.option("--evidence-tsa-ca-cert", default=None, type=click.Path(dir_okay=False),
@@ -418,13 +418,17 @@ def check_policy(policy_path: str | None, policy_from: tuple[str, ...], kubeconf
 @click.option("--db", "db_url", default=None, help="Database URL.")
 @click.option("--scan", "scan_ref", default="latest", help="The scan's id, or 'latest' (the newest complete scan).")
 @click.option("--cluster", default=None, help="With --scan latest: the newest scan of this cluster.")
-@click.option("--sign-key", default=None, help="The key signing the pack: a PEM private key file or a KMS URI.")
+@click.option("--sign-key", default=None, help="The key signing the pack: a PEM private key file or a KMS URI "
+                                               "(awskms://, gcpkms://, azurekms://, hashivault://).")
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="The pack (.tar.gz).")
 @click.option("--tsa-url", default=None, help="Timestamp the manifest signature by this RFC 3161 TSA (http(s) URL).")
 @click.option("--tsa-ca-cert", default=None, type=click.Path(dir_okay=False),
               help="With --tsa-url: the TSA's root certificate(s), PEM; the token is checked before writing.")
+@click.option("--deadline", "deadline_s", callback=duration, default=None,
+              help="Give up building the pack after this long (e.g. 60, 2m): every KMS and TSA call is cut at it "
+                   "(each KMS call has its own 30 s bound besides).")
 def evidence(db_url: str | None, scan_ref: str, cluster: str | None, sign_key: str | None,
-             out_path: str | None, tsa_url: str | None, tsa_ca_cert: str | None) -> None:
+             out_path: str | None, tsa_url: str | None, tsa_ca_cert: str | None, deadline_s: float | None) -> None:
     """Build the signed evidence pack of a stored scan, for an auditor to re-verify offline."""
     from scanner import store as store_mod
     from scanner.evidence.pack import write_pack
@@ -449,7 +453,8 @@ def evidence(db_url: str | None, scan_ref: str, cluster: str | None, sign_key: s
                 scan_id = int(scan_ref)
             else:
                 _fail(f"--scan {scan_ref!r}: give a scan id or 'latest'", EXIT_USAGE)
-            size = write_pack(store, scan_id, sign_key, out_path, tsa_url=tsa_url, tsa_roots=tsa_roots)
+            size = write_pack(store, scan_id, sign_key, out_path, tsa_url=tsa_url, tsa_roots=tsa_roots,
+                              deadline_s=deadline_s)
     except (StoreError, TsaError) as exc:
         _fail(exc.diagnostics(), EXIT_FAILED)
     click.echo(f"sigaudit: evidence pack of scan {scan_id} written to {out_path} ({size} bytes)", err=True)

@@ -1,7 +1,7 @@
 """DSSE v1 envelopes (https://github.com/secure-systems-lab/dsse, ``envelope.md`` and ``protocol.md``):
 the signature of the evidence pack's manifest and of every SLSA VSA.
 
-Signatures (pure: bytes and values in, values out; the only I/O is a KMS signer's own call)::
+Signatures (pure: bytes and values in, values out; a KMS signer's calls are the edge's)::
 
     class Signer(Protocol):
         keyid: str                                     # OpenSSH SHA-256 fingerprint (keyid_of)
@@ -17,10 +17,10 @@ Signatures (pure: bytes and values in, values out; the only I/O is a KMS signer'
 
 Keys: ECDSA P-256 (SHA-256) and P-384 (SHA-384) with ASN.1 DER signatures, Ed25519, RSA >= 2048 with
 PKCS#1 v1.5 / SHA-256 — the schemes cosign, slsa-verifier and sigstore-go use for a plain public key.
-``signer_from`` takes an unencrypted PEM private key file or an ``awskms://`` URI (the same reference forms
-``scanner/verify/kms.py`` parses); any other reference (gcpkms://, azurekms://, hashivault:// included:
-not implemented yet) is a ConfigError. Envelope bytes are parsed strictly: bounded size and signature
-count, base64 only, no JSON object with a name twice.
+``signer_from`` takes an unencrypted PEM private key file or a KMS URI (``awskms://``, ``gcpkms://``,
+``azurekms://``, ``hashivault://``: the forms ``scanner/verify/kms.py`` parses; the calls are made by
+``scanner/sources/kms.py``); any other reference is a ConfigError. Envelope bytes are parsed strictly:
+bounded size and signature count, base64 only, no JSON object with a name twice.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import json
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from scanner.errors import ConfigError, ParseError
+from scanner.errors import ConfigError, ParseError, SigauditError
 
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024  # a manifest of a 2,000-image pack is well under 2 MiB
 MAX_SIGNATURES = 16  # signatures examined in one envelope
@@ -178,93 +178,61 @@ class FileSigner:
         return f"FileSigner(keyid={self.keyid!r})"
 
 
-# AWS KMS signing algorithms per key shape (the ones kms.py accepts for verification).
-AWS_RAW_MESSAGE_LIMIT = 4096  # bytes KMS Sign accepts as a RAW message
-_AWS_ALGORITHMS = {"ECC_NIST_P256": "ECDSA_SHA_256", "ECC_NIST_P384": "ECDSA_SHA_384"}
+class KmsSigningError(SigauditError):
+    """A KMS failed to sign (an error, no answer in time) or answered a signature its public key does not
+    verify. Not a configuration error (the key was read and is usable): the command failed (exit 3)."""
 
 
 @dataclass(frozen=True)
-class AwsKmsSigner:
-    """Signs through AWS KMS ``Sign`` with the key the KMS reports: the message itself (MessageType RAW)
-    up to KMS' 4,096-byte limit, its digest (MessageType DIGEST) beyond it.
+class KmsSigner:
+    """Signs through a KMS key (``scanner/sources/kms.py``: AWS KMS, Cloud KMS, Azure Key Vault, Vault
+    transit), in the scheme :func:`verify_raw` checks for the key's shape.
 
-    Every signature is checked against the public key before it is returned: a KMS that answers for
-    another key, or with garbage, fails here rather than in an auditor's hands."""
+    Every signature is checked against the key's public key before it is returned: a KMS that answers
+    for another key or another key version, or with garbage, fails here (KmsSigningError, exit 3)
+    rather than in an auditor's hands."""
 
     keyid: str
     ref: str
-    _pem: bytes
-
-    def _client(self) -> Any:
-        from scanner.verify import kms
-
-        parsed = kms.parse_kms_ref(self.ref)
-        assert isinstance(parsed, kms.AwsKeyRef)
-        boto3 = kms._sdk("boto3", "aws", self.ref)
-        botocore_config = kms._sdk("botocore.config", "aws", self.ref)
-        kwargs: dict[str, Any] = {"config": botocore_config.Config(
-            connect_timeout=kms.KMS_TIMEOUT_SECONDS, read_timeout=kms.KMS_TIMEOUT_SECONDS,
-            retries={"max_attempts": 2})}
-        if parsed.region:
-            kwargs["region_name"] = parsed.region
-        if parsed.endpoint:
-            kwargs["endpoint_url"] = f"https://{parsed.endpoint}"
-        return boto3.client("kms", **kwargs), parsed.key_id
+    _key: Any = field(repr=False)  # scanner.sources.kms.KmsKey
 
     def sign(self, data: bytes) -> bytes:
         from scanner.verify import kms
 
-        key = load_public_key(self._pem)
-        algo = _hash_for(key)
-        if isinstance(key, rsa.RSAPublicKey):
-            name = "RSASSA_PKCS1_V1_5_SHA_256"
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            name = _AWS_ALGORITHMS["ECC_NIST_P256" if isinstance(key.curve, ec.SECP256R1) else "ECC_NIST_P384"]
-        else:
-            raise ConfigError(f"KMS key {self.ref}: Ed25519 is not an AWS KMS signing key")
-        assert algo is not None
-        if len(data) <= AWS_RAW_MESSAGE_LIMIT:
-            message, message_type = data, "RAW"
-        else:
-            h = hashes.Hash(algo)
-            h.update(data)
-            message, message_type = h.finalize(), "DIGEST"
         try:
-            client, key_id = self._client()
-            resp = client.sign(KeyId=key_id, Message=message, MessageType=message_type, SigningAlgorithm=name)
-            signature = bytes(resp["Signature"])
-        except kms.KmsKeyUnavailable:
-            raise
-        except Exception as exc:  # the SDK's errors: the signature could not be made
-            raise kms.KmsKeyUnavailable(self.ref, f"cannot sign: {type(exc).__name__}: {exc}") from exc
-        if not verify_raw(key, signature, data):
-            raise kms.KmsKeyUnavailable(self.ref, "the KMS returned a signature that its public key does not verify")
+            signature = bytes(self._key.sign(data))
+        except kms.KmsKeyUnavailable as exc:
+            raise KmsSigningError(str(exc)) from exc
+        if not verify_raw(load_public_key(self._key.pem), signature, data):
+            raise KmsSigningError(f"KMS key {self.ref}: the KMS returned a signature that its public key does not "
+                                  "verify")
         return signature
 
     def public_key_pem(self) -> bytes:
-        return self._pem
+        return bytes(self._key.pem)
 
 
-def signer_from(ref: str, base_dir: Path = Path(".")) -> Signer:
-    """A signer for a PEM private key file (relative to ``base_dir``) or an ``awskms://`` reference.
+def signer_from(ref: str, base_dir: Path = Path("."), edge: Any = None) -> Signer:
+    """A signer for a PEM private key file (relative to ``base_dir``) or a KMS reference (``awskms://``,
+    ``gcpkms://``, ``azurekms://``, ``hashivault://``; ``edge``, a ``scanner.sources.kms.KmsEdge``, makes
+    the SDK clients: default, the SDKs' own).
 
-    ConfigError (exit 2) for anything else: a KMS scheme sigaudit cannot sign with yet, an unreadable or
-    unsupported key. The error names the reference, never the file's content."""
+    ConfigError (exit 2) for anything else: an unknown scheme, an unreadable or unsupported key, a KMS
+    key that cannot sign in the pack's scheme. The error names the reference, never the file's content."""
     from scanner.verify import kms
 
     ref = ref.strip()
     if not ref:
         raise ConfigError("no signing key given")
-    if ref.startswith("awskms://"):
-        kms.parse_kms_ref(ref)
-        pem = kms.fetch_public_key_pem(ref)
-        return AwsKmsSigner(keyid_of(pem), ref, pem)
-    if any(ref.startswith(s) for s in kms.KMS_SCHEMES):
-        raise ConfigError(f"signing with {ref.split('://', 1)[0]}:// keys is not supported yet (awskms:// or a "
-                          "PEM private key file)", field=ref)
+    if ref.startswith(kms.KMS_SCHEMES):
+        from scanner.sources.kms import open_signer
+
+        key = open_signer(ref, edge)  # read, and checked to sign in the pack's scheme (else exit 2)
+        load_public_key(key.pem)
+        return KmsSigner(keyid_of(key.pem), ref, key)
     if "://" in ref:
         raise ConfigError(f"unknown key reference scheme {ref.split('://', 1)[0]!r}: a PEM private key file "
-                          "or awskms://…", field=ref)
+                          f"or a KMS URI ({', '.join(kms.KMS_SCHEMES)})", field=ref)
     path = Path(ref) if os.path.isabs(ref) else base_dir / ref
     try:
         # O_NONBLOCK: a FIFO (or a device) named as the key must not hang the pack build; only a

@@ -124,7 +124,7 @@ class HttpGetError(Exception):
 
 
 class HttpGet(Protocol):
-    """How a verifier reads trust material over HTTP (Grafeas occurrences, a Vault transit key): the
+    """How a verifier reads trust material over HTTP (Grafeas occurrences): the
     edge (``scanner/sources/http.py``) implements it, as python-tuf's ``FetcherInterface``. It bounds
     the body to ``max_bytes`` and the whole exchange (status line and headers included) to ``until``
     (a ``time.monotonic()`` value), and raises :class:`HttpGetError` for every failure."""

@@ -5,11 +5,13 @@
     azurekms://VAULT-HOST/KEY[/VERSION]
     hashivault://KEY                   transit engine; VAULT_ADDR, VAULT_TOKEN (or a token file)
 
-This is the edge: the policy loader calls :func:`fetch_public_key_pem` once per reference per scan
-(``PolicyLoader.load_key`` caches by reference) and verifiers only ever see the parsed key. Each
-provider's SDK is an optional extra (``sigaudit[aws]``, ``[gcp]``, ``[azure]``); Vault's transit API is
-plain HTTP, read with httpx. Credentials are whatever the pod already has (IRSA, workload identity,
-``DefaultAzureCredential``, a Vault token file) — sigaudit never asks for secrets of its own.
+This module is pure (issue #18): reference parsing, the checks every provider's answer must pass, and
+the key's shape; the I/O (the provider SDKs, Vault's HTTP API, the signing calls of the evidence
+pack's KMS signers) is the edge's, ``scanner/sources/kms.py``, behind :class:`KmsPublicKeys` (taken as
+a lazy default by :func:`fetch_public_key_pem`). The policy loader calls :func:`fetch_public_key_pem`
+once per reference per scan (``PolicyLoader.load_key`` caches by reference) and verifiers only ever see
+the parsed key. Credentials are whatever the pod already has (IRSA, workload identity,
+``DefaultAzureCredential``, a Vault token) — sigaudit never asks for secrets of its own.
 
 Every provider is held to the same checks before its key is used (:func:`signing_key`): the KMS must say
 the key is for signing (AWS ``KeyUsage``, Cloud KMS ``purpose`` and ``algorithm``, Azure ``key_ops``,
@@ -27,21 +29,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
 import json
-import os
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlsplit
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from scanner.errors import ConfigError, ParseError
 from scanner.models import (
@@ -51,12 +50,13 @@ from scanner.models import (
     SignatureMaterial,
     SignatureResult,
 )
-from scanner.verify.base import HttpGet, HttpGetError, Verifier, Wants
+from scanner.redact import redact_text
+from scanner.verify.base import Verifier, Wants
 
 KMS_SCHEMES = ("awskms://", "gcpkms://", "azurekms://", "hashivault://")
 MAX_KMS_RESPONSE_BYTES = 1024 * 1024
 KMS_TIMEOUT_SECONDS = 10.0  # per socket operation
-KMS_TOTAL_TIMEOUT_SECONDS = 30.0  # wall clock for one key (Vault; the cloud SDKs bound their own calls)
+KMS_TOTAL_TIMEOUT_SECONDS = 30.0  # wall clock for one KMS call (read by the edge, scanner/sources/kms.py)
 
 
 class KmsKeyUnavailable(ConfigError):
@@ -452,137 +452,153 @@ def azure_public_key(ref: str, parsed: AzureKeyRef, kid: str, key_ops: Any, jwk:
 
 
 # ----------------------------------------------------------------------------------------------
-# Providers (I/O)
+# Signing with a KMS key (the evidence pack's signers; the calls are the edge's, the checks are here)
+#
+# The pack's DSSE signatures are verified the one way a plain public key is verified by sigaudit,
+# cosign and slsa-verifier: ECDSA P-256/SHA-256 and P-384/SHA-384 (ASN.1 DER), RSA PKCS#1 v1.5 with
+# SHA-256, Ed25519. A KMS key is asked to sign only in that scheme; a key of another shape or
+# algorithm (RSA-PSS, SHA-512, P-521, secp256k1) is refused before anything is signed.
+
+DSSE_SIGNING_HASHES: Mapping[KeyShape, str] = {
+    ("EC", "secp256r1"): "sha256",
+    ("EC", "secp384r1"): "sha384",
+    ("Ed25519", ""): "",  # signs the message itself
+}
+# Cloud KMS algorithms whose signature is that scheme (PSS and SHA-512 ones verify as something else).
+GCP_DSSE_ALGORITHMS = frozenset({"EC_SIGN_P256_SHA256", "EC_SIGN_P384_SHA384", "RSA_SIGN_PKCS1_2048_SHA256",
+                                 "RSA_SIGN_PKCS1_3072_SHA256", "RSA_SIGN_PKCS1_4096_SHA256"})
 
 
-def _sdk(module: str, extra: str, ref: str) -> Any:
+def key_shape(pem: bytes) -> KeyShape:
+    """The shape of a PEM public key (one :func:`signing_key` returned)."""
+    return _shape(serialization.load_pem_public_key(pem))
+
+
+def signing_hash(ref: str, pem: bytes) -> str:
+    """The hash the evidence signature of this key is made over ("" for Ed25519: the message itself);
+    KmsKeyUnavailable for a key whose signatures the pack's verifiers would not accept."""
+    shape = key_shape(pem)
+    if shape[0] == "RSA" and isinstance(shape[1], int) and shape[1] >= 2048:
+        return "sha256"
+    if shape in DSSE_SIGNING_HASHES:
+        return DSSE_SIGNING_HASHES[shape]
+    raise KmsKeyUnavailable(ref, f"cannot sign evidence with a {shape[0]} {shape[1]} key (ECDSA P-256/P-384, "
+                                 "RSA PKCS#1 v1.5 with SHA-256, Ed25519)")
+
+
+def raw_ecdsa_to_der(ref: str, pem: bytes, raw: bytes) -> bytes:
+    """An ECDSA signature as IEEE P1363 ``r || s`` (Azure Key Vault's, JWS' form) -> ASN.1 DER, the form
+    cosign and slsa-verifier read. Its length must be exactly twice the curve's size."""
+    shape = key_shape(pem)
+    size = {"secp256r1": 32, "secp384r1": 48}.get(str(shape[1])) if shape[0] == "EC" else None
+    if size is None or len(raw) != 2 * size:
+        raise KmsKeyUnavailable(ref, f"the KMS answered a {len(raw)}-byte signature, not an r||s pair of the key's "
+                                     "curve")
+    return encode_dss_signature(int.from_bytes(raw[:size], "big"), int.from_bytes(raw[size:], "big"))
+
+
+def gcp_signature(ref: str, name: str, resp: Any) -> bytes:
+    """Cloud KMS ``AsymmetricSign``'s answer -> the signature, as the data-integrity guidelines say: it
+    names the version asked for, says it verified the request's ``digest_crc32c``, and its
+    ``signature_crc32c`` matches the signature."""
+    got = str(getattr(resp, "name", "") or "")
+    if got != name:
+        raise KmsKeyUnavailable(ref, f"the KMS signed with {got[:300] or 'no key name'!r}, not {name!r}")
+    if getattr(resp, "verified_digest_crc32c", None) is not True:
+        raise KmsKeyUnavailable(ref, "the KMS did not verify the request's digest_crc32c: the request may have been "
+                                     "corrupted in transit")
+    signature = getattr(resp, "signature", None)
+    if not isinstance(signature, bytes | bytearray) or not signature:
+        raise KmsKeyUnavailable(ref, "the KMS answered no signature")
+    checksum = getattr(resp, "signature_crc32c", None)
+    checksum = getattr(checksum, "value", checksum)
+    if not isinstance(checksum, int) or isinstance(checksum, bool) or crc32c(bytes(signature)) != checksum:
+        raise KmsKeyUnavailable(ref, "signature_crc32c does not match the signature: the answer was corrupted in "
+                                     "transit")
+    return bytes(signature)
+
+
+AZURE_ALGORITHMS: Mapping[str, str] = {"sha256:EC": "ES256", "sha384:EC": "ES384", "sha256:RSA": "RS256"}
+
+
+def azure_signature(ref: str, kid: str, algorithm: str, answer_kid: Any, answer_algorithm: Any, raw: Any,
+                    pem: bytes) -> bytes:
+    """Azure Key Vault ``sign``'s answer -> the signature (DER for ECDSA): made by exactly the key
+    version whose public key was read (``kid``) with the algorithm asked for."""
+    got = str(answer_kid or "")
+    if got != kid:
+        raise KmsKeyUnavailable(ref, f"the key vault signed with {got[:300] or 'no key id'!r}, not {kid!r}")
+    if _enum_name(answer_algorithm) != algorithm:
+        raise KmsKeyUnavailable(ref, f"the key vault signed with {_enum_name(answer_algorithm)[:40]!r}, not "
+                                     f"{algorithm}")
+    if not isinstance(raw, bytes | bytearray) or not raw:
+        raise KmsKeyUnavailable(ref, "the key vault answered no signature")
+    return raw_ecdsa_to_der(ref, pem, bytes(raw)) if algorithm.startswith("ES") else bytes(raw)
+
+
+def vault_transit_key(body: bytes, *, ref: str, name: str) -> tuple[int, bytes]:
+    """(latest version, its public key) of a Vault transit key (:func:`vault_transit_public_key`)."""
+    pem = vault_transit_public_key(body, ref=ref, name=name)
+    latest = json.loads(body)["data"].get("latest_version")
+    if not isinstance(latest, int) or isinstance(latest, bool) or latest < 1:
+        raise KmsKeyUnavailable(ref, "Vault states no latest_version of the key: cannot tell which version signs")
+    return latest, pem
+
+
+_VAULT_SIGNATURE = re.compile(r"^vault:v([1-9][0-9]{0,9}):([A-Za-z0-9+/]+={0,2})$")
+
+
+def vault_signature(body: bytes, *, ref: str, version: int) -> bytes:
+    """Vault/OpenBao ``POST /v1/<transit>/sign/<name>``'s answer -> the signature: ``vault:vN:<base64>``
+    made by key version N, the one whose public key was read."""
+    if len(body) > MAX_KMS_RESPONSE_BYTES:
+        raise KmsKeyUnavailable(ref, "Vault response too large")
     try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise KmsKeyUnavailable(ref, f"needs the {module} package: pip install 'sigaudit[{extra}]'") from exc
-
-
-def _aws(ref: str, parsed: AwsKeyRef) -> bytes:
-    boto3 = _sdk("boto3", "aws", ref)
-    botocore_config = _sdk("botocore.config", "aws", ref)
-    kwargs: dict[str, Any] = {
-        "config": botocore_config.Config(
-            connect_timeout=KMS_TIMEOUT_SECONDS, read_timeout=KMS_TIMEOUT_SECONDS, retries={"max_attempts": 2}
-        )
-    }
-    if parsed.region:
-        kwargs["region_name"] = parsed.region
-    if parsed.endpoint:
-        # As cosign: the URI's host is an https endpoint. Plain-http test endpoints come from
-        # AWS_ENDPOINT_URL_KMS / AWS_ENDPOINT_URL, which the SDK reads itself.
-        kwargs["endpoint_url"] = f"https://{parsed.endpoint}"
-    resp = boto3.client("kms", **kwargs).get_public_key(KeyId=parsed.key_id)
-    return aws_public_key(ref, parsed, resp)
-
-
-def _gcp(ref: str, parsed: GcpKeyRef) -> bytes:
-    kms = _sdk("google.cloud.kms", "gcp", ref)
-    client = kms.KeyManagementServiceClient()
-    # As cosign (sigstore's GCP client): the key's purpose first, then the version.
-    key = client.get_crypto_key(request={"name": parsed.key_name}, timeout=KMS_TIMEOUT_SECONDS)
-    name = parsed.version_name
-    if name is None:
-        # No version: the newest enabled one of this key, as cosign does for signing keys.
-        prefix = f"{parsed.key_name}/cryptoKeyVersions/"
-        versions = [
-            v
-            for v in client.list_crypto_key_versions(request={"parent": parsed.key_name}, timeout=KMS_TIMEOUT_SECONDS)
-            if _enum_name(v.state) == "ENABLED" and str(v.name).startswith(prefix)
-            and str(v.name)[len(prefix):].isdigit()
-        ]
-        if not versions:
-            raise KmsKeyUnavailable(ref, "no enabled key version")
-        name = str(max(versions, key=lambda v: int(str(v.name)[len(prefix):])).name)
-    resp = client.get_public_key(request={"name": name}, timeout=KMS_TIMEOUT_SECONDS)
-    return gcp_public_key(ref, name, key.purpose, resp)
-
-
-def _azure(ref: str, parsed: AzureKeyRef) -> bytes:
-    keys = _sdk("azure.keyvault.keys", "azure", ref)
-    identity = _sdk("azure.identity", "azure", ref)
-    client = keys.KeyClient(vault_url=parsed.vault_url, credential=identity.DefaultAzureCredential())
-    key = client.get_key(parsed.name, version=parsed.version)
-    jwk = key.key
-    members: dict[str, Any] = {m: getattr(jwk, m, None) for m in ("kty", "crv", "n", "e", "x", "y")}
-    return azure_public_key(ref, parsed, str(getattr(jwk, "kid", None) or getattr(key, "id", "") or ""),
-                            getattr(jwk, "key_ops", None), members)
-
-
-def _vault_token() -> str | None:
-    token = os.environ.get("VAULT_TOKEN")
-    if token:
-        return token.strip()
-    for candidate in (os.environ.get("VAULT_TOKEN_FILE"), str(Path("~/.vault-token").expanduser())):
-        if candidate:
-            try:
-                return Path(candidate).read_text(encoding="utf-8")[:8192].strip() or None
-            except OSError:
-                continue
-    return None
-
-
-def _vault(ref: str, parsed: VaultKeyRef, get: HttpGet | None = None) -> bytes:
-    addr = os.environ.get("VAULT_ADDR")
-    if not addr:
-        raise KmsKeyUnavailable(ref, "VAULT_ADDR is not set")
-    if "@" in urlsplit(addr).netloc:
-        # The message is an error verdict's reason (JSON, reports, the database): never a password in it.
-        raise KmsKeyUnavailable(ref, "VAULT_ADDR carries credentials: give a token (VAULT_TOKEN, VAULT_TOKEN_FILE)")
-    parts = urlsplit(addr)
-    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")):
-        # As the Grafeas token: a credential goes over https only, or to this machine.
-        raise KmsKeyUnavailable(ref, f"VAULT_ADDR is {parts.scheme or 'no'} URL to {parts.hostname or '?'}: the "
-                                     "Vault token is sent over https only (or to 127.0.0.1)")
-    token = _vault_token()
-    if not token:
-        raise KmsKeyUnavailable(ref, "no Vault token (VAULT_TOKEN, VAULT_TOKEN_FILE or ~/.vault-token)")
-    mount = os.environ.get("TRANSIT_SECRET_ENGINE_PATH", "transit").strip("/")
-    headers = {"X-Vault-Token": token}
-    if os.environ.get("VAULT_NAMESPACE"):
-        headers["X-Vault-Namespace"] = os.environ["VAULT_NAMESPACE"]
-    url = f"{addr.rstrip('/')}/v1/{mount}/keys/{quote(parsed.name, safe='')}"
-    until = time.monotonic() + KMS_TOTAL_TIMEOUT_SECONDS
-    late = f"no complete answer from Vault within {KMS_TOTAL_TIMEOUT_SECONDS:g}s"
-    if get is None:  # the edge's default (scanner/sources/http.py): under the wall-clock deadline
-        from scanner.sources.http import HttpxGet
-
-        with HttpxGet(timeout=KMS_TIMEOUT_SECONDS, follow_redirects=False) as own:
-            return _vault(ref, parsed, own)
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise KmsKeyUnavailable(ref, "Vault's sign answer is not JSON") from exc
+    data = doc.get("data") if isinstance(doc, dict) else None
+    text = data.get("signature") if isinstance(data, dict) else None
+    m = _VAULT_SIGNATURE.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise KmsKeyUnavailable(ref, "Vault's sign answer has no vault:vN:<base64> signature")
+    if int(m.group(1)) != version:
+        raise KmsKeyUnavailable(ref, f"Vault signed with key version {m.group(1)}, not {version}")
     try:
-        answer = get(url, headers=headers, max_bytes=MAX_KMS_RESPONSE_BYTES, until=until)
-    except HttpGetError as exc:
-        if exc.late:
-            raise KmsKeyUnavailable(ref, late) from exc
-        if exc.too_large:
-            raise KmsKeyUnavailable(ref, f"Vault answered more than {MAX_KMS_RESPONSE_BYTES} bytes") from exc
-        raise KmsKeyUnavailable(ref, f"cannot fetch the public key: {exc}") from exc
-    if answer.status != 200:
-        raise KmsKeyUnavailable(ref, f"Vault answered {answer.status} for {url}")
-    body = answer.body
-    return vault_transit_public_key(bytes(body), ref=ref, name=parsed.name)
+        return base64.b64decode(m.group(2), validate=True)
+    except ValueError as exc:
+        raise KmsKeyUnavailable(ref, "Vault's signature is not base64") from exc
 
 
-def fetch_public_key_pem(ref: str, *, get: HttpGet | None = None) -> bytes:
+# ----------------------------------------------------------------------------------------------
+# The edge's protocol (issue #18): the SDK clients and HTTP calls live in scanner/sources/kms.py
+
+
+class KmsPublicKeys(Protocol):
+    """How the trust layer reads a KMS key's public half: the provider's raw answer, passed through the
+    checks above (``aws_public_key``, ``gcp_public_key``, ``azure_public_key``,
+    ``vault_transit_public_key``), as PEM. The edge (``scanner/sources/kms.py``) implements it over the
+    provider SDKs and Vault's HTTP API, every call under the wall-clock deadline; it raises
+    :class:`KmsKeyUnavailable` for every failure."""
+
+    def __call__(self, ref: str) -> bytes: ...
+
+
+def fetch_public_key_pem(ref: str, *, keys: KmsPublicKeys | None = None) -> bytes:
     """The PEM public key behind a KMS reference. Raises KmsKeyUnavailable (a ConfigError) naming it.
-    ``get`` reads Vault over HTTP (default: the edge's, ``scanner/sources/http.py``)."""
-    parsed = parse_kms_ref(ref)
+    ``keys`` reads it (default: the edge's, ``scanner/sources/kms.py``, taken here lazily)."""
+    parse_kms_ref(ref)
+    if keys is None:
+        from scanner.sources.kms import public_key_pem
+
+        keys = public_key_pem
     try:
-        if isinstance(parsed, AwsKeyRef):
-            return _aws(ref, parsed)
-        if isinstance(parsed, GcpKeyRef):
-            return _gcp(ref, parsed)
-        if isinstance(parsed, AzureKeyRef):
-            return _azure(ref, parsed)
-        return _vault(ref, parsed, get)
-    except KmsKeyUnavailable:
+        return keys(ref)
+    except (KmsKeyUnavailable, ConfigError):
         raise
-    except Exception as exc:  # SDK errors of every provider: the key could not be fetched
-        raise KmsKeyUnavailable(ref, f"cannot fetch the public key: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # whatever else the reader raised: the key could not be fetched
+        raise KmsKeyUnavailable(ref, f"cannot fetch the public key: {type(exc).__name__}: {redact_text(str(exc))}") \
+            from exc
 
 
 # ----------------------------------------------------------------------------------------------

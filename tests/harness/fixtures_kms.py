@@ -11,8 +11,10 @@ Fixtures:
   no TLS, bound to 127.0.0.1 by a config file. ``.project_url(project)``, ``.create_project``,
   ``.create_note``, ``.create_attestation``.
 
-Vault/OpenBao: no server can be obtained here (the Go module proxy refuses openbao's modules and
-Vault is not packaged), so ``hashivault://`` is tested through its response parsing only.
+Vault/OpenBao, Cloud KMS, Azure Key Vault: no server can be obtained here (the Go module proxy refuses
+openbao's modules and Vault is not packaged; the clouds publish no emulator), so their public keys are
+tested through response parsing, and the evidence pack's signing through the hand-made REST fakes of
+``tests/harness/fake_kms.py``.
 """
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ def test_an_aws_kms_key_signs_vsas_slsa_verifier_accepts(tmp_path: Path, moto_km
     # DIGEST (it hashes the digest again), so its signature does not verify: the signer checks every
     # signature against the public key and refuses it rather than hand out a pack nobody can verify.
     big = replace(BASE, workloads=[{"namespace": "prod", "kind": "Pod", "name": f"p{i}"} for i in range(500)])
-    with pytest.raises(ConfigError, match="does not verify"):
+    with pytest.raises(dsse.KmsSigningError, match="does not verify"):  # the KMS failed: exit 3
         _sign(big, signer)
     # An RSA key signs too (PKCS#1 v1.5, SHA-256).
     rsa_signer = dsse.signer_from(f"awskms:///{moto_kms.create_key('RSA_3072')}")

@@ -328,3 +328,61 @@ def test_the_vault_token_is_never_sent_in_clear_text_to_another_machine(addr: st
     with pytest.raises(KmsKeyUnavailable, match="https only") as refused:
         fetch_public_key_pem("hashivault://cosign")
     assert "s.secret" not in str(refused.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# The checks on a KMS's signing answer (the evidence pack's signers; scanner/sources/kms.py makes the calls)
+
+
+def _vault_sign(signature: object) -> bytes:
+    return json.dumps({"data": {"signature": signature}}).encode()
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (_vault_sign("vault:v3:AAAA"), "key version 3, not 2"),
+    (_vault_sign("vault:v02:AAAA"), "no vault:vN:"),
+    (_vault_sign("vault:v2:AAAA\n"), "no vault:vN:"),
+    (_vault_sign("AAAA"), "no vault:vN:"),
+    (_vault_sign(None), "no vault:vN:"),
+    (b"[]", "no vault:vN:"),
+    (b"not json", "not JSON"),
+    (b"{" + b" " * (2 * 1024 * 1024) + b"}", "too large"),
+])
+def test_a_vault_signature_must_be_of_the_version_whose_key_was_read(body: bytes, why: str) -> None:
+    from scanner.verify.kms import vault_signature
+
+    with pytest.raises(KmsKeyUnavailable, match=why):
+        vault_signature(body, ref="hashivault://k", version=2)
+    assert vault_signature(_vault_sign("vault:v2:AAAA"), ref="hashivault://k", version=2) == b"\0\0\0"
+
+
+def test_an_azure_signature_must_come_from_the_key_version_read_and_be_an_r_s_pair_of_its_curve() -> None:
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    from scanner.verify.kms import azure_signature
+
+    pem, kid = _pem(P256).encode(), f"{VAULT}/keys/signer/0123abcd"
+    raw = (5).to_bytes(32, "big") + (7).to_bytes(32, "big")
+    assert decode_dss_signature(azure_signature("azurekms://v/signer", kid, "ES256", kid, "ES256", raw, pem)) == (5, 7)
+    for answer_kid, alg, sig, why in [(kid + "0", "ES256", raw, "signed with"), (kid, "ES384", raw, "signed with"),
+                                      (kid, "ES256", raw[:-1], "63-byte"), (kid, "ES256", b"", "no signature"),
+                                      ("", "ES256", raw, "no key id")]:
+        with pytest.raises(KmsKeyUnavailable, match=why):
+            azure_signature("azurekms://v/signer", kid, "ES256", answer_kid, alg, sig, pem)
+
+
+def test_a_cloud_kms_signature_must_name_the_version_and_hold_both_checksums() -> None:
+    from scanner.verify.kms import gcp_signature
+
+    name = f"{KEY}/cryptoKeyVersions/2"
+    good = types.SimpleNamespace(name=name, signature=b"sig", signature_crc32c=crc32c(b"sig"),
+                                 verified_digest_crc32c=True)
+    assert gcp_signature("gcpkms://k", name, good) == b"sig"
+    for change, why in [({"name": f"{KEY}/cryptoKeyVersions/1"}, "signed with"),
+                        ({"verified_digest_crc32c": False}, "digest_crc32c"),
+                        ({"verified_digest_crc32c": None}, "digest_crc32c"),
+                        ({"signature_crc32c": crc32c(b"sig") ^ 1}, "signature_crc32c"),
+                        ({"signature_crc32c": None}, "signature_crc32c"),
+                        ({"signature": b""}, "no signature")]:
+        with pytest.raises(KmsKeyUnavailable, match=why):
+            gcp_signature("gcpkms://k", name, types.SimpleNamespace(**{**vars(good), **change}))

@@ -1,0 +1,192 @@
+"""The evidence pack's KMS signers (scanner/sources/kms.py, scanner/evidence/dsse.KmsSigner) against
+hand-made fakes of Cloud KMS, Azure Key Vault and Vault transit on 127.0.0.1 (tests/harness/fake_kms.py:
+no real service or emulator of them can run here), driven through the real google-cloud-kms (REST
+transport) and azure-keyvault-keys SDKs. A KMS that answers wrong — garbage, another key's signature,
+another key version, a checksum that does not hold, an error status, a giant body, no answer — is a
+KmsSigningError (exit 3), never a signature; a key that cannot sign in the pack's scheme is refused before
+anything is signed (KmsKeyUnavailable, a ConfigError: exit 2)."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from scanner.errors import ConfigError
+from scanner.evidence import dsse
+from scanner.registry import deadline
+from scanner.sources.kms import KmsEdge
+from scanner.verify import kms
+from tests.harness.fake_kms import FakeCloudKms, FakeKeyVault, FakeVault, PrivateKey, pem_of
+from tests.harness.tools import _missing
+
+GCP_KEY = "projects/p/locations/global/keyRings/r/cryptoKeys/evidence"
+TOKEN = "s.vault-token-never-shown"
+ENTRA = "entra-access-token-never-shown"
+GTOKEN = "ya29.google-access-token-never-shown"
+
+
+def _sdk(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        _missing(f"{module} is not installed: pip install -e '.[test]'")
+        raise AssertionError("unreachable") from None
+
+
+P256 = ec.generate_private_key(ec.SECP256R1())
+P384 = ec.generate_private_key(ec.SECP384R1())
+RSA = rsa.generate_private_key(65537, 2048)
+ED = ed25519.Ed25519PrivateKey.generate()
+OTHER = ec.generate_private_key(ec.SECP256R1())
+
+
+@dataclass
+class Kms:
+    fake: Any
+    ref: str
+    edge: KmsEdge
+    key: PrivateKey
+
+
+@pytest.fixture
+def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    started: list[Any] = []
+
+    def go(provider: str, key: PrivateKey, *, versions: int = 1) -> Kms:
+        older = ec.generate_private_key(ec.SECP256R1())
+        if provider == "gcp":
+            gkms = _sdk("google.cloud.kms")
+            token = _sdk("google.oauth2.credentials").Credentials  # what Application Default Credentials yield
+            fake: Any = FakeCloudKms({GCP_KEY: {**({1: older} if versions > 1 else {}), versions: key}})
+            client = gkms.KeyManagementServiceClient(
+                transport="rest", client_options={"api_endpoint": fake.url}, credentials=token(GTOKEN))
+            started.append(fake)
+            return Kms(fake, f"gcpkms://{GCP_KEY}", KmsEdge(gcp_client=client), key)
+        if provider == "azure":
+            _sdk("azure.keyvault.keys")
+            access_token = _sdk("azure.core.credentials").AccessToken
+
+            class Credential:  # what DefaultAzureCredential hands the SDK: an Entra ID token
+                def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+                    return access_token(ENTRA, int(time.time()) + 3600)
+
+            fake = FakeKeyVault({"evidence": {**({"0aa": older} if versions > 1 else {}), "1bb": key}}, tmp_path,
+                                token=ENTRA)
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(fake.ca_path))
+            started.append(fake)
+            return Kms(fake, f"azurekms://127.0.0.1:{fake.port}/evidence", KmsEdge(azure_credential=Credential()),
+                       key)
+        fake = FakeVault({"evidence": {**({1: older} if versions > 1 else {}), versions: key}}, TOKEN)
+        monkeypatch.setenv("VAULT_ADDR", fake.url)
+        monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+        started.append(fake)
+        return Kms(fake, "hashivault://evidence", KmsEdge(), key)
+
+    yield go
+    for fake in started:
+        fake.close()
+
+
+CASES = [("gcp", P256), ("gcp", P384), ("gcp", RSA), ("azure", P256), ("azure", P384), ("azure", RSA),
+         ("vault", P256), ("vault", P384), ("vault", RSA), ("vault", ED)]
+
+
+@pytest.mark.parametrize(("provider", "key"), CASES, ids=[f"{p}-{type(k).__name__[:3]}{getattr(k, 'key_size', '')}"
+                                                           for p, k in CASES])
+def test_each_kms_signs_what_its_public_key_verifies_and_no_other_key_does(start: Any, provider: str,
+                                                                          key: PrivateKey) -> None:
+    k = start(provider, key, versions=2)  # the newest version signs, and is the one read
+    signer = dsse.signer_from(k.ref, edge=k.edge)
+    assert isinstance(signer, dsse.KmsSigner)
+    assert signer.public_key_pem() == pem_of(key)
+    assert signer.keyid == dsse.keyid_of(pem_of(key))
+    for payload in (b"{}", b"x" * 10_000):  # small and beyond AWS' RAW limit: always the digest here
+        env = dsse.sign_envelope("application/vnd.test+json", payload, signer)
+        assert dsse.verify_envelope(env, pem_of(key)) == ("application/vnd.test+json", payload)
+        with pytest.raises(dsse.EvidenceError, match="no DSSE signature verifies"):
+            dsse.verify_envelope(env, pem_of(OTHER))
+
+
+MODES = {
+    "gcp": ["garbage", "other_key", "other_version", "bad_crc", "no_verified", "status", "giant", "echo"],
+    "azure": ["garbage", "other_key", "other_version", "status", "giant", "echo"],
+    "vault": ["garbage", "other_key", "other_version", "status", "giant", "echo"],
+}
+WHY = {
+    "garbage": "does not verify|r\\|\\|s pair",
+    "other_key": "does not verify",
+    "other_version": "version|signed with|does not verify",
+    "bad_crc": "signature_crc32c",
+    "no_verified": "digest_crc32c",
+    "status": "500|HttpResponseError|InternalServerError|ServiceUnavailable",
+    "echo": "500|HttpResponseError|InternalServerError",
+    "giant": "more than|too large|no key name|no signature",  # the SDKs drop the unknown member, no signature left
+}
+
+
+@pytest.mark.parametrize(("provider", "mode"), [(p, m) for p, ms in MODES.items() for m in ms])
+def test_a_kms_answering_wrong_is_an_error_never_a_signature(start: Any, provider: str, mode: str) -> None:
+    k = start(provider, P256)
+    signer = dsse.signer_from(k.ref, edge=k.edge)
+    k.fake.misbehave = mode
+    with pytest.raises(dsse.KmsSigningError) as err:  # the KMS failed, not the configuration: exit 3
+        dsse.sign_envelope("application/vnd.test+json", b"{}", signer)
+    assert not isinstance(err.value, ConfigError)
+    assert k.ref in str(err.value)
+    import re
+
+    assert re.search(WHY[mode], str(err.value)), err.value
+    for secret in (TOKEN, ENTRA, GTOKEN):
+        assert secret not in str(err.value)
+    if mode == "echo" and provider != "vault":  # the SDK quoted the body repeating the credential, masked
+        assert "[redacted]" in str(err.value), err.value
+
+
+@pytest.mark.parametrize("provider", ["gcp", "azure", "vault"])
+def test_a_kms_that_does_not_answer_is_cut_at_the_deadline(start: Any, provider: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    k = start(provider, P256)
+    signer = dsse.signer_from(k.ref, edge=k.edge)
+    k.fake.misbehave = "hang"
+    monkeypatch.setattr(kms, "KMS_TOTAL_TIMEOUT_SECONDS", 2.0)
+    began = time.monotonic()
+    with pytest.raises(dsse.KmsSigningError, match="within 2s"):
+        signer.sign(b"data")
+    assert time.monotonic() - began < 6
+    # an earlier deadline of the command (scan --deadline) wins, with its words
+    monkeypatch.setattr(kms, "KMS_TOTAL_TIMEOUT_SECONDS", 30.0)
+    began = time.monotonic()
+    with deadline.within(time.monotonic() + 1.5, "scan deadline reached"), \
+            pytest.raises(dsse.KmsSigningError, match="scan deadline reached"):
+        signer.sign(b"data")
+    assert time.monotonic() - began < 6
+
+
+def test_keys_whose_signatures_the_pack_cannot_carry_are_refused_before_signing(start: Any) -> None:
+    # Cloud KMS RSA-PSS: cosign and slsa-verifier verify a PEM RSA key as PKCS#1 v1.5; P-521: not a DSSE key here
+    k = start("gcp", RSA)
+    k.fake.algorithm[f"{GCP_KEY}/cryptoKeyVersions/1"] = "RSA_SIGN_PSS_2048_SHA256"
+    with pytest.raises(kms.KmsKeyUnavailable, match="RSA_SIGN_PSS_2048_SHA256"):  # a ConfigError: exit 2
+        dsse.signer_from(k.ref, edge=k.edge)
+    assert not [r for r in k.fake.requests if ":asymmetricSign" in r[1]]
+    k2 = start("vault", ec.generate_private_key(ec.SECP521R1()))
+    with pytest.raises(ConfigError, match="secp521r1"):
+        dsse.signer_from(k2.ref, edge=k2.edge)
+
+
+def test_the_vault_token_goes_only_to_vault_and_never_into_a_message(start: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    k = start("vault", P256)
+    dsse.sign_envelope("application/vnd.test+json", b"{}", dsse.signer_from(k.ref))
+    assert all(r[2].get("X-Vault-Token") == TOKEN for r in k.fake.requests)
+    monkeypatch.setenv("VAULT_TOKEN", "s.wrong-token")
+    with pytest.raises(kms.KmsKeyUnavailable) as err:
+        dsse.signer_from(k.ref)
+    assert "403" in str(err.value) and "s.wrong-token" not in str(err.value)
