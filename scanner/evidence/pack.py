@@ -13,10 +13,12 @@ scheme (Ed25519, RSA PKCS#1 v1.5) are byte-identical)::
     policy/replay.json         how the policy was loaded (paths as given), its digest, the time of verification
     policy/applied.json        the rules as applied (``policy_summary``)
     trust/sources.json         every trust-material question the policy load asked, and its answer
-    trust/files/<sha256>       the bytes of those answers (policy files, keys, trust roots, trust stores, CRLs)
+    trust/files/<sha256>       the bytes of those answers (policy files, keys, trust roots, trust stores, CRLs),
+                               and of the trust answers each image's verification used (answers-<n>.json "trust")
     inventory/workloads.json   pod/container -> running digest, owner
     images/<sha256-hex>/record.json        the image(s) as judged, the recorded verdicts, the material files
-    images/<sha256-hex>/answers-<n>.json   the registry answers a judgement used
+    images/<sha256-hex>/answers-<n>.json   the registry answers a judgement used, and the trust answers its
+                                           verification read (CRL, OCSP, Grafeas listing, lazy root; by sha256)
     images/<sha256-hex>/blobs/<sha256>     manifests, signature layers, envelopes, bundles, raw
     images/<sha256-hex>/vsa.intoto.json    the image's SLSA VSA, DSSE-signed
     reports/scan.json  reports/verdicts.csv  reports/report.html  reports/assessment-results.json (OSCAL)
@@ -39,7 +41,7 @@ from cryptography import x509
 from scanner import __version__
 from scanner.errors import ConfigError, StoreError
 from scanner.evidence import dsse, ocilayout, oscal, vsa
-from scanner.evidence.capture import canonical_json, image_from_json, scan_ref, sha256_hex
+from scanner.evidence.capture import canonical_json, image_from_json, scan_ref, sha256_hex, trust_blob_names
 from scanner.models import RunningImage, ScanResult, Status, Verdict
 
 ROOT = "evidence"
@@ -165,6 +167,14 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
                 for sha, data in store.evidence_blobs(shas).items():
                     files[f"{d}/blobs/{sha}"] = data
                     image_blobs[sha] = data
+                # the trust answers the verification used (CRLs, listings...): once in the pack, by content
+                wanted = trust_blob_names(material) - {p.removeprefix("trust/files/") for p in files}
+                got = store.evidence_blobs(wanted)
+                if set(got) != wanted:
+                    raise StoreError(f"the material of image {digest} of scan {scan_id} lacks "
+                                     f"{len(wanted - set(got))} trust file(s) in the store")
+                for sha, data in got.items():
+                    files[f"trust/files/{sha}"] = data
                 files[answers_file] = _dump(material)
                 materials.append(material)
             judgements.append({"image": j["image"], "fingerprint": j["fingerprint"], "answers": answers_file})

@@ -23,6 +23,7 @@ import posixpath
 import tarfile
 from collections import Counter
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scanner.errors import ConfigError, SigauditError
 from scanner.evidence import dsse, vsa
-from scanner.evidence.capture import Material, ReplayReader, image_from_json, sha256_hex
+from scanner.evidence.capture import Material, ReplayReader, image_from_json, sha256_hex, trust_blob_names
 from scanner.evidence.pack import (
     MANIFEST,
     MANIFEST_PAYLOAD_TYPE,
@@ -345,6 +346,8 @@ def _check_reports(files: Mapping[str, bytes], doc: Mapping[str, Any], out: Outc
 
 def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, now: datetime, key_pem: bytes,
                      out: Outcome, *, verify_image: Any, groups: Any, stats: Any) -> None:
+    from scanner.verify import sources as trust_sources
+
     d = record_name.rsplit("/", 1)[0]
     record = _json(files, record_name)
     digest = str(record.get("digest"))
@@ -359,13 +362,19 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
         if img.digest != digest:
             out.problems.append(f"{record_name}: a judgement of {img.digest} under {digest}")
             return
-        material = Material()
+        material = Material(trust=None)
         if j.get("answers"):
             doc = _json(files, str(j["answers"]))
             names = {str(a["sha256"]) for a in doc.get("answers", []) if "sha256" in a}
             material = Material.from_json(doc, {s: files[f"{d}/blobs/{s}"] for s in names if f"{d}/blobs/{s}" in files})
+        # The trust answers this image's verification read (its CRLs, listings...), and only those: never
+        # another image's (a record from before sigaudit kept them per image uses the scan's snapshot).
+        own_trust = (trust_sources.answering_first(material.trust_entries(), {
+            s: files[f"trust/files/{s}"] for s in trust_blob_names({"trust": material.trust_entries()})
+            if f"trust/files/{s}" in files}) if material.trust is not None else nullcontext())
         try:
-            verdicts = verify_image(img, groups(policy, img), ReplayReader(material), policy, now, stats)
+            with own_trust:
+                verdicts = verify_image(img, groups(policy, img), ReplayReader(material), policy, now, stats)
         except Exception as exc:  # the pipeline's own guard makes this an error verdict; say it here
             out.problems.append(f"{record_name}: re-verification failed: {type(exc).__name__}: {str(exc)[:200]}")
             return
