@@ -551,12 +551,43 @@ def check_timestamp(files: Mapping[str, bytes], key_pem: bytes, manifest: Mappin
                      "trusted_by": "tsa-ca-cert" if trust.roots else "the token's own chain (insecure)"}
 
 
-def verify_pack(path: Path, key_pem: bytes, timestamp: TimestampTrust | None = None) -> Outcome:
+@dataclass(frozen=True)
+class Expected:
+    """What the auditor expects of the pack, checked against its signed manifest: a scan verified no
+    earlier than ``not_before`` (a stale pack replayed as current fails), and scan ``scan_id`` (a pack
+    of another scan substituted for the one asked for fails)."""
+
+    not_before: datetime | None = None
+    scan_id: int | None = None
+
+
+def check_expected(manifest: Mapping[str, Any], expected: Expected, out: Outcome) -> None:
+    if expected.scan_id is not None:
+        got = manifest.get("scan_id")
+        if not isinstance(got, int) or isinstance(got, bool) or got != expected.scan_id:
+            out.problems.append(f"{MANIFEST}: the pack is of scan {str(got)[:40]}, not the expected scan "
+                                f"{expected.scan_id} (--expect-scan)")
+    if expected.not_before is not None:
+        try:
+            at = datetime.fromisoformat(str(manifest.get("verified_at")))
+            if at.tzinfo is None:
+                raise ValueError("a time without a zone")
+        except ValueError as exc:
+            out.problems.append(f"{MANIFEST}: verified_at is malformed ({exc}): cannot check --not-before")
+            return
+        if at < expected.not_before:
+            out.problems.append(f"{MANIFEST}: the scan was verified at {at.isoformat()}, before "
+                                f"{expected.not_before.isoformat()} (--not-before): a stale pack")
+
+
+def verify_pack(path: Path, key_pem: bytes, timestamp: TimestampTrust | None = None,
+                expected: Expected | None = None) -> Outcome:
     out = Outcome()
     try:
         files = read_pack(path)
         manifest = check_integrity(files, key_pem, out)
         if manifest is not None:
+            check_expected(manifest, expected or Expected(), out)
             check_timestamp(files, key_pem, manifest, timestamp or TimestampTrust(), out)
         if manifest is not None and out.ok:
             _check_identity(files, manifest, out)

@@ -261,3 +261,22 @@ def test_a_grafeas_listing_follows_each_image_into_the_warm_pack(registry, grafe
         listings = [t for a in answers for t in json.loads(files[a]).get("trust", []) if t["op"] == "grafeas"]
         assert len(listings) == 1 and digest.split(":")[1] in listings[0]["path"], listings
         assert f"trust/files/{listings[0]['sha256']}" in files
+
+
+def test_an_auditor_refuses_a_stale_or_substituted_pack(crl_estate) -> None:
+    """verify-evidence --not-before / --expect-scan check the signed manifest's time and scan id."""
+    e = crl_estate
+    cold, warm = e["docs"]["cold"]["scan"]["id"], e["docs"]["warm"]["scan"]["id"]
+    pack, pub = str(e["d"] / "cold.tar.gz"), str(e["pub"])
+    ok = sigaudit("verify-evidence", pack, "--key", pub, "--expect-scan", str(cold), "--not-before", "1h")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    r = sigaudit("verify-evidence", pack, "--key", pub, "--expect-scan", str(warm))  # the old pack for the new
+    assert r.returncode == 1 and f"not the expected scan {warm} (--expect-scan)" in r.stdout, r.stdout
+    future = (datetime.now(UTC) + timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    r = sigaudit("verify-evidence", pack, "--key", pub, "--not-before", future)
+    assert r.returncode == 1 and "(--not-before): a stale pack" in r.stdout, r.stdout
+    r = sigaudit("verify-evidence", pack, "--key", pub, env={"SIGAUDIT_NOT_BEFORE": future})  # from the env too
+    assert r.returncode == 1 and "--not-before" in r.stdout, r.stdout
+    for bad in ("2026-12-07T00:00:00", "last tuesday"):
+        r = sigaudit("verify-evidence", pack, "--key", pub, "--not-before", bad)
+        assert r.returncode == 2, r.stdout + r.stderr
