@@ -503,6 +503,8 @@ def _not_before(text: str) -> datetime:
 @click.option("--insecure-use-pack-tsa-cert", is_flag=True,
               help="Check the timestamp against the certificates inside the token: proves nothing about the TSA.")
 @click.option("--require-timestamp", is_flag=True, help="Fail a pack whose manifest is not timestamped.")
+@click.option("--insecure-skip-tsa-revocation", is_flag=True,
+              help="Do not check the revocation of the TSA's certificate chain (from the CRLs in the pack).")
 @click.option("--not-before", default=None, metavar="TIME",
               help="Fail a pack whose scan was verified before TIME (RFC 3339 with a zone, e.g. "
                    "2026-12-07T00:00:00Z, or an age such as 24h / 7d before now): a stale pack.")
@@ -510,7 +512,8 @@ def _not_before(text: str) -> datetime:
               help="Fail a pack that is not of scan ID (the id in its signed manifest): a substituted pack.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def verify_evidence(pack: str, key_path: str | None, insecure_use_pack_key: bool, tsa_ca_cert: str | None,
-                    insecure_use_pack_tsa_cert: bool, require_timestamp: bool, not_before: str | None,
+                    insecure_use_pack_tsa_cert: bool, require_timestamp: bool,
+                    insecure_skip_tsa_revocation: bool, not_before: str | None,
                     expect_scan: int | None, output: str) -> None:
     """Re-verify an evidence pack offline: signature, every file's hash, every verdict recomputed.
 
@@ -522,7 +525,10 @@ def verify_evidence(pack: str, key_path: str | None, insecure_use_pack_key: bool
     if tsa_ca_cert and insecure_use_pack_tsa_cert:
         _fail("give --tsa-ca-cert or --insecure-use-pack-tsa-cert, not both", EXIT_USAGE)
     trust = TimestampTrust(roots=tuple(_tsa_roots(tsa_ca_cert, "--tsa-ca-cert")),
-                           pack_chain=insecure_use_pack_tsa_cert, required=require_timestamp)
+                           pack_chain=insecure_use_pack_tsa_cert, required=require_timestamp,
+                           skip_revocation=insecure_skip_tsa_revocation)
+    if insecure_skip_tsa_revocation:
+        log.warning("verify-evidence: --insecure-skip-tsa-revocation: a revoked TSA certificate is not noticed")
     if insecure_use_pack_tsa_cert:
         log.warning("verify-evidence: --insecure-use-pack-tsa-cert: the timestamp is checked against the token's "
                     "own certificates; this proves nothing about which TSA made it")

@@ -8,6 +8,7 @@ scheme (Ed25519, RSA PKCS#1 v1.5) are byte-identical)::
     MANIFEST.json              sha256 of every other file (and the scan it describes)
     MANIFEST.json.dsse.json    DSSE envelope over MANIFEST.json (the operator's key, file or KMS)
     MANIFEST.json.tsr          with --tsa-url: an RFC 3161 TimeStampToken over that envelope's signature bytes
+    tsa/crls/<sha256>.crl      with --tsa-url: the CRLs of the TSA's chain, fetched at build (manifest: tsa_revocation)
     verdict-signing.pub        the public key (a convenience: verify-evidence pins its own --key)
     VERIFY.md                  the offline commands
     policy/replay.json         how the policy was loaded (paths as given), its digest, the time of verification
@@ -37,6 +38,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from scanner import __version__
 from scanner.errors import ConfigError, StoreError
@@ -49,6 +51,7 @@ MANIFEST = "MANIFEST.json"
 MANIFEST_SIG = "MANIFEST.json.dsse.json"
 MANIFEST_TSR = "MANIFEST.json.tsr"  # made after the manifest, so not listed in it: it covers the signature itself
 MANIFEST_PAYLOAD_TYPE = "application/vnd.sigaudit.evidence-manifest+json"
+TSA_CRLS = "tsa/crls"  # the CRLs of the TSA's chain (with --tsa-url), named in the manifest's tsa_revocation
 PASSING = (Status.VERIFIED, Status.EXEMPT)  # what a VSA says PASSED for; anything else FAILED
 
 
@@ -237,19 +240,47 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
     files["VERIFY.md"] = (_verify_md(result, scan_id) + _verify_md_layouts(layouts, keys)
                           + (_verify_md_timestamp() if tsa_url else "")).encode()
 
+    tsa_crls: list[dict[str, str]] = []
+    tsa_certs: set[bytes] = set()
+    if tsa_url:  # the CRLs of the TSA's chain, under the signed manifest (checked offline by verify-evidence)
+        probe = timestamp_signature(hashlib.sha256(b"sigaudit evidence: the TSA's chain").digest(), tsa_url)
+        tsa_certs = _token_certificates(probe)
+        from scanner.sources.tsa import fetch_chain_crls
+
+        for url, der in fetch_chain_crls(probe):
+            name = f"{TSA_CRLS}/{sha256_hex(der)}.crl"
+            files[name] = der
+            tsa_crls.append({"url": url, "file": name})
+
     manifest = {"schema_version": 1, "scan_id": scan_id, "cluster": result.cluster,
                 "policy_digest": policy["digest"], "verified_at": index["verified_at"],
                 "sigaudit_version": __version__,
                 "files": {p: hashlib.sha256(b).hexdigest() for p, b in sorted(files.items())}}
     if tsa_url:  # signed: a pack whose token was stripped (it cannot be listed above) says it had one
         manifest["timestamp"] = MANIFEST_TSR
+        manifest["tsa_revocation"] = {"crls": tsa_crls}
     files[MANIFEST] = _dump(manifest)
     envelope = dsse.sign_envelope(MANIFEST_PAYLOAD_TYPE, files[MANIFEST], signer)
     files[MANIFEST_SIG] = _dump(envelope)
     if tsa_url:
         files[MANIFEST_TSR] = timestamp_signature(base64.b64decode(envelope["signatures"][0]["sig"]), tsa_url,
                                                   tsa_roots)
+        if _token_certificates(files[MANIFEST_TSR]) != tsa_certs:
+            from scanner.sources.tsa import TsaError
+
+            raise TsaError("the TSA signed with other certificates than a moment before (the CRLs in the pack "
+                           "are for those): build the pack again")
     return files
+
+
+def _token_certificates(token: bytes) -> set[bytes]:
+    from scanner.sources.tsa import TsaError
+    from scanner.verify.timestamps import load_certificates, parse_token
+
+    try:
+        return {c.public_bytes(serialization.Encoding.DER) for c in load_certificates(parse_token(token))}
+    except ValueError as exc:
+        raise TsaError(f"the TSA's token: {str(exc)[:200]}") from None
 
 
 def timestamp_signature(signature: bytes, tsa_url: str, tsa_roots: Sequence[x509.Certificate] = ()) -> bytes:

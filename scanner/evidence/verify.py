@@ -459,6 +459,7 @@ class TimestampTrust:
     roots: tuple[x509.Certificate, ...] = ()
     pack_chain: bool = False
     required: bool = False
+    skip_revocation: bool = False  # --insecure-skip-tsa-revocation: the TSA chain's CRLs are not checked
 
 
 def _self_signed(cert: x509.Certificate) -> bool:
@@ -546,9 +547,62 @@ def check_timestamp(files: Mapping[str, bytes], key_pem: bytes, manifest: Mappin
         out.problems.append(f"{MANIFEST_TSR}: the TSA's time {ts.gen_time.isoformat()} is before the scan's "
                             f"verification ({verified_at.isoformat()})")
         return
+    if trust.skip_revocation:
+        revocation = "not checked (--insecure-skip-tsa-revocation)"
+        out.notes.append(f"{MANIFEST_TSR}: the revocation of the TSA's chain was not checked "
+                         "(--insecure-skip-tsa-revocation)")
+    else:
+        problem = _tsa_revocation(files, manifest, ts)
+        if problem is not None:
+            out.problems.append(f"{MANIFEST_TSR}: {problem}")
+            return
+        revocation = "checked against the pack's CRLs"
     out.timestamp = {"time": ts.gen_time.isoformat(), "accuracy_seconds": ts.accuracy.total_seconds(),
                      "tsa": ts.tsa_chain[0].subject.rfc4514_string()[:300],
-                     "trusted_by": "tsa-ca-cert" if trust.roots else "the token's own chain (insecure)"}
+                     "trusted_by": "tsa-ca-cert" if trust.roots else "the token's own chain (insecure)",
+                     "revocation": revocation}
+
+
+class _PackCrls:
+    """A Fetcher answering only the CRLs a pack holds (by the URL the manifest names): no network."""
+
+    def __init__(self, crls: Mapping[str, bytes]) -> None:
+        self._crls = crls
+
+    def get(self, url: str, *, max_bytes: int, timeout: float) -> bytes:
+        data = self._crls.get(url)
+        if data is None:
+            raise LookupError("not in the evidence pack")
+        if len(data) > max_bytes:
+            raise LookupError(f"larger than {max_bytes} bytes")
+        return data
+
+    def post(self, url: str, body: bytes, *, content_type: str, max_bytes: int, timeout: float) -> bytes:
+        raise LookupError("OCSP is not answered from an evidence pack")
+
+
+def _tsa_revocation(files: Mapping[str, bytes], manifest: Mapping[str, Any], ts: Any) -> str | None:
+    """The TSA chain's revocation, from the CRLs the signed manifest names (fetched when the pack was
+    built), at the TSA's time: any certificate of the chain revoked, or one whose revocation the pack
+    cannot settle (a distribution point without its CRL, a stale CRL, OCSP only), fails. No
+    invalidityDate exception: the only time at hand is the TSA's own, which a compromised key backdates."""
+    from scanner.verify.revocation import RevocationChecker, RevocationStatus
+
+    listed = manifest.get("tsa_revocation")
+    crls: dict[str, bytes] = {}
+    entries = listed.get("crls") if isinstance(listed, dict) else []
+    for e in entries if isinstance(entries, list) else []:
+        name = str(e.get("file")) if isinstance(e, dict) else ""
+        if not name.startswith("tsa/crls/") or name not in files:
+            return f"{name[:200] or 'a CRL'} named in {MANIFEST}'s tsa_revocation is not in the pack"
+        crls[str(e.get("url"))] = files[name]
+    rr = RevocationChecker(_PackCrls(crls)).check_chain(list(ts.tsa_chain), ts.gen_time)
+    if rr.status is RevocationStatus.REVOKED:
+        return f"the TSA's certificate chain is revoked: {rr.reason}"
+    if rr.status is RevocationStatus.UNKNOWN:
+        return (f"the revocation of the TSA's chain cannot be settled from the pack: {rr.reason} "
+                "(--insecure-skip-tsa-revocation accepts that)")
+    return None
 
 
 @dataclass(frozen=True)

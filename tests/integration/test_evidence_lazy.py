@@ -280,3 +280,95 @@ def test_an_auditor_refuses_a_stale_or_substituted_pack(crl_estate) -> None:
     for bad in ("2026-12-07T00:00:00", "last tuesday"):
         r = sigaudit("verify-evidence", pack, "--key", pub, "--not-before", bad)
         assert r.returncode == 2, r.stdout + r.stderr
+
+
+# -- The TSA chain's revocation, checked offline from CRLs in the pack -------------------------------
+
+
+def _evidence_with_tsa(e: dict[str, Any], tsa: Any, out: Path) -> subprocess.CompletedProcess:
+    root = e["d"] / "tsa-root.pem"
+    root.write_bytes(tsa.root_pem)
+    return sigaudit("evidence", "--db", f"sqlite:///{e['d'] / 'lazy.db'}", "--scan",
+                    str(e["docs"]["cold"]["scan"]["id"]), "--sign-key", str(e["key"]), "--out", str(out),
+                    "--tsa-url", tsa.url, "--tsa-ca-cert", str(root))
+
+
+def _verify_tsa(e: dict[str, Any], pack: Path, *extra: str) -> subprocess.CompletedProcess:
+    return sigaudit("verify-evidence", str(pack), "--key", str(e["pub"]), "--tsa-ca-cert",
+                    str(e["d"] / "tsa-root.pem"), "-o", "json", *extra, netns=True)
+
+
+def _resign_and_timestamp(files: dict[str, bytes], key: Path, tsa_url: str, out: Path) -> Path:
+    """What a sigaudit that lied would make: the manifest as the files are now, signed and timestamped."""
+    import base64
+
+    from scanner.evidence.pack import MANIFEST_TSR
+    from scanner.sources.tsa import request_timestamp
+
+    signer = dsse.signer_from(str(key))
+    files = dict(files)
+    manifest = json.loads(files[MANIFEST])
+    manifest["files"] = {p: sha256_hex(b) for p, b in sorted(files.items())
+                         if p not in (MANIFEST, MANIFEST_SIG, MANIFEST_TSR)}
+    files[MANIFEST] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    envelope = dsse.sign_envelope(MANIFEST_PAYLOAD_TYPE, files[MANIFEST], signer)
+    files[MANIFEST_SIG] = json.dumps(envelope).encode()
+    files[MANIFEST_TSR] = request_timestamp(tsa_url, base64.b64decode(envelope["signatures"][0]["sig"]))
+    with out.open("wb") as fh:
+        write_tar(files, fh)
+    return out
+
+
+def test_the_tsa_chains_revocation_is_checked_offline_from_the_packs_crls(crl_estate, tmp_path: Path) -> None:
+    from tests.harness.tsa_server import TsaServer, tsa_crl
+
+    e = crl_estate
+    server = e["server"]
+    with TsaServer.start(tmp_path / "tsa", crl_url=f"{server.base}/tsa.crl") as tsa:
+        server.files["/tsa.crl"] = tsa_crl(tsa.directory)
+        r = _evidence_with_tsa(e, tsa, tmp_path / "good.tar.gz")
+        assert r.returncode == 0, r.stderr
+        files = read_files(tmp_path / "good.tar.gz")
+        manifest = json.loads(files[MANIFEST])
+        (crl,) = manifest["tsa_revocation"]["crls"]
+        assert crl["url"] == f"{server.base}/tsa.crl" and files[crl["file"]] == server.files["/tsa.crl"]
+        assert crl["file"] in manifest["files"]  # under the signed manifest
+        r = _verify_tsa(e, tmp_path / "good.tar.gz")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout)["timestamp"]["revocation"] == "checked against the pack's CRLs"
+
+        # the TSA's certificate revoked (before the token's time): the pack fails
+        server.files["/tsa.crl"] = tsa_crl(tsa.directory, revoked=True)
+        assert _evidence_with_tsa(e, tsa, tmp_path / "revoked.tar.gz").returncode == 0
+        r = _verify_tsa(e, tmp_path / "revoked.tar.gz")
+        assert r.returncode == 1 and "the TSA's certificate chain is revoked" in r.stdout, r.stdout
+
+        # a CRL past its nextUpdate at the TSA's time, or a CRL of another issuer, settles nothing: fails
+        now = datetime.now(UTC)
+        for what, data in {"stale": tsa_crl(tsa.directory, next_update=now - timedelta(minutes=1)),
+                           "other issuer": e["server"].files["/alpha.crl"]}.items():
+            server.files["/tsa.crl"] = data
+            assert _evidence_with_tsa(e, tsa, tmp_path / "x.tar.gz").returncode == 0, what
+            r = _verify_tsa(e, tmp_path / "x.tar.gz")
+            assert r.returncode == 1 and "cannot be settled from the pack" in r.stdout, f"{what}: {r.stdout}"
+
+        # no CRL in the pack for a certificate that names one (a pack that left it out, re-signed and
+        # re-timestamped): fails closed unless the auditor says --insecure-skip-tsa-revocation
+        files = read_files(tmp_path / "good.tar.gz")
+        manifest = json.loads(files[MANIFEST])
+        del files[manifest["tsa_revocation"]["crls"][0]["file"]]
+        manifest["tsa_revocation"]["crls"] = []
+        files[MANIFEST] = json.dumps(manifest).encode()
+        pack = _resign_and_timestamp(files, e["key"], tsa.url, tmp_path / "dropped.tar.gz")
+        r = _verify_tsa(e, pack)
+        assert r.returncode == 1 and "cannot be settled from the pack" in r.stdout, r.stdout
+        assert "not in the evidence pack" in r.stdout, r.stdout
+        r = _verify_tsa(e, pack, "--insecure-skip-tsa-revocation")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "not checked (--insecure-skip-tsa-revocation)" in r.stdout and "insecure" in r.stderr
+
+        # the CRL cannot be fetched when the pack is built: no pack (it could never be checked)
+        del server.files["/tsa.crl"]
+        r = _evidence_with_tsa(e, tsa, tmp_path / "nocrl.tar.gz")
+        assert r.returncode != 0 and "names a CRL that cannot be fetched" in r.stderr, r.stderr
+        assert not (tmp_path / "nocrl.tar.gz").exists()
