@@ -308,6 +308,13 @@ against the TSA certificate you trust and prints that time (`--require-timestamp
 
     sigaudit verify-evidence pack.tar.gz --key verdict-signing.pub --tsa-ca-cert tsa-root.pem
 
+The CRLs of the TSA's certificate chain were fetched when the pack was built: {TSA_CRLS}/<sha256>.crl,
+named with their distribution point in MANIFEST.json's tsa_revocation (signed). verify-evidence checks
+the chain's revocation from them alone, at the TSA's time: a revoked certificate, or one naming a
+distribution point whose CRL is absent, stale or not its issuer's, fails the pack
+(`--insecure-skip-tsa-revocation` accepts that, with a warning). The OpenSSL recipe below checks the
+token only, not revocation.
+
 With OpenSSL, after `tar -xzf pack.tar.gz`:
 
     python3 -c 'import json,base64,sys;e=json.load(open("evidence/{MANIFEST_SIG}"));\
@@ -327,7 +334,15 @@ given out of band (the copy in this pack proves nothing by itself):
 It checks MANIFEST.json's DSSE signature and the sha256 of every file, rebuilds the policy from
 trust/ and policy/, re-runs every image's verification over images/<digest>/ at the scan's time
 (policy/replay.json), and compares status and deciding reason with each recorded verdict and VSA.
+Each image is replayed with the trust answers its own verification read (answers-<n>.json "trust":
+CRLs, OCSP answers, Grafeas listings, a lazily loaded root; bytes in trust/files/), never another
+image's: a verdict a later scan reused from an earlier one carries them too.
 Exit 0: all holds; 1: a mismatch or tampered file (named); 2: usage; 3: unexpected failure.
+
+To refuse a stale or substituted pack, say which scan you expect and how old it may be (both are
+checked against the signed manifest):
+
+    sigaudit verify-evidence pack.tar.gz --key verdict-signing.pub --expect-scan {scan_id} --not-before 7d
 
 With the upstream tools, after `tar -xzf pack.tar.gz`:
 
