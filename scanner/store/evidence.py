@@ -110,7 +110,9 @@ def evidence_prune(db: Db, batch: int) -> int:
     for chunk in _chunks(sorted(material_docs), batch):
         for data in ev.evidence_blobs(chunk).values():
             try:
-                live |= _shas_in(json.loads(data).get("answers"), "sha256")
+                doc = json.loads(data)
+                # the registry answers and the trust answers (CRLs, listings...) the verification read
+                live |= _shas_in(doc.get("answers"), "sha256") | _shas_in(doc.get("trust"), "sha256")
             except (ValueError, AttributeError):
                 continue
     with db.read() as conn:
