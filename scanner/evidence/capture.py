@@ -432,3 +432,47 @@ def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None,
     blobs[sha256_hex(doc)] = doc
     refs[scan_ref(scan_id)] = sha256_hex(doc)
     store.evidence_put(blobs, refs)
+
+
+def watch_ref(scan_id: int, batch: int) -> str:
+    """The evidence index of one ``serve --watch`` batch added to scan ``scan_id`` (``batch``: the scan's
+    count of watch verdicts after it, unique per batch)."""
+    return f"{scan_ref(scan_id)}/watch/{batch}"
+
+
+def keep_watch(store: Any, scan_id: int, batch: int, capture: Capture, digests: Iterable[str], *,
+               policy_digest: str) -> None:
+    """Write what ``capture`` saw for the verdicts ``serve --watch`` added to scan ``scan_id`` (those of
+    ``digests``): each image's material like a scan's, and an index of the batch (``watch_ref``) naming
+    its own time of verification, which the pack replays those images at."""
+    wanted = set(digests)
+    blobs: dict[str, bytes] = {}
+    refs: dict[str, str] = {}
+    judged = [j for j in capture.judged if j.image.digest in wanted]
+    warm = {j.material_ref for j in judged if j.material is None and j.material_ref}
+    known = store.evidence_refs(warm) if warm else {}
+    images = []
+    for j in judged:
+        sha = None
+        if j.material is not None:
+            doc = canonical_json(j.material.to_json())
+            sha = sha256_hex(doc)
+            blobs[sha] = doc
+            blobs.update(j.material.blobs)
+            if j.material_ref is not None:
+                refs[j.material_ref] = sha
+        elif j.material_ref is not None:
+            sha = known.get(j.material_ref)
+        images.append({"image": image_to_json(j.image), "fingerprint": j.fingerprint, "material": sha})
+    index = {
+        "schema_version": 1,
+        "scan_id": scan_id,
+        "source": "watch",
+        "verified_at": capture.verified_at.isoformat() if capture.verified_at else None,
+        "policy": {"digest": policy_digest},
+        "images": sorted(images, key=lambda i: json.dumps(i["image"], sort_keys=True)),
+    }
+    doc = gzip.compress(canonical_json(index), mtime=0)
+    blobs[sha256_hex(doc)] = doc
+    refs[watch_ref(scan_id, batch)] = sha256_hex(doc)
+    store.evidence_put(blobs, refs)

@@ -104,6 +104,31 @@ def load_index(store: Any, scan_id: int) -> dict[str, Any]:
     return doc
 
 
+def load_watch_indexes(store: Any, scan_id: int) -> list[dict[str, Any]]:
+    """The indexes of the ``serve --watch`` batches added to scan ``scan_id`` (oldest first)."""
+    from scanner.evidence.capture import watch_ref
+
+    refs = store.evidence_refs_under(watch_ref(scan_id, 0).removesuffix("0"))
+    blobs = store.evidence_blobs(set(refs.values()))
+    out = []
+    for name, sha in sorted(refs.items(), key=lambda kv: int(kv[0].rsplit("/", 1)[1]) if
+                            kv[0].rsplit("/", 1)[1].isdigit() else 0):
+        try:
+            doc = json.loads(gzip.decompress(blobs[sha]))
+        except (KeyError, OSError, EOFError, ValueError) as exc:
+            raise StoreError(f"the evidence index {name} is missing or malformed: {exc}") from None
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out
+
+
+def judged_at(scan_time: datetime, judgements: Sequence[Mapping[str, Any]]) -> datetime:
+    """When an image was last judged: the latest of its judgements' own times (``serve --watch``
+    batches), else the scan's. A VSA says that time."""
+    times = [datetime.fromisoformat(str(j["verified_at"])) for j in judgements if j.get("verified_at")]
+    return max([scan_time, *times])
+
+
 def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str | None = None,
                 tsa_roots: Sequence[x509.Certificate] = ()) -> dict[str, bytes]:
     """The pack's files (path -> bytes), MANIFEST and its signature included; with ``tsa_url``, the
@@ -151,6 +176,14 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
     judged: dict[str, list[dict[str, Any]]] = {}
     for j in index.get("images", []):
         judged.setdefault(str(j["image"]["reference"]["digest"]), []).append(j)
+    # what `serve --watch` added to the scan, each batch judged at its own time under the same policy (a
+    # batch under another policy is left out: its verdicts then fail closed as not reproduced)
+    for batch in load_watch_indexes(store, scan_id):
+        if batch.get("policy", {}).get("digest") != policy["digest"] or not batch.get("verified_at"):
+            continue
+        for j in batch.get("images", []):
+            judged.setdefault(str(j["image"]["reference"]["digest"]), []).append(
+                {**j, "verified_at": batch["verified_at"]})
     material_docs = store.evidence_blobs({str(j["material"]) for js in judged.values() for j in js if j["material"]})
     policy_hex = str(policy["digest"]).removeprefix("sha256:")
     layout_repos: dict[str, str] = {}  # digest -> the registry/repository its layout's material is from
@@ -180,7 +213,10 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
                     files[f"trust/files/{sha}"] = data
                 files[answers_file] = _dump(material)
                 materials.append(material)
-            judgements.append({"image": j["image"], "fingerprint": j["fingerprint"], "answers": answers_file})
+            judgement = {"image": j["image"], "fingerprint": j["fingerprint"], "answers": answers_file}
+            if j.get("verified_at"):  # a serve --watch batch: replayed at its own time, not the scan's
+                judgement["verified_at"] = j["verified_at"]
+            judgements.append(judgement)
         # the same material as an OCI image layout, for `cosign verify --local-image` / `notation --oci-layout`
         first_ref = judged[digest][0]["image"]["reference"] if judged.get(digest) else None
         layout = ocilayout.layout_files(digest, materials, image_blobs, None if first_ref is None else
@@ -206,7 +242,8 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
                             for v in by_digest.get(digest, []) for c in v.image.containers})
         statement = vsa.vsa_statement(vsa.VsaInput(
             repository=f"{ref.registry}/{ref.repository}", digest=digest, verifier_version=__version__,
-            time_verified=verified_at, policy_uri="policy/applied.json", policy_digest={"sha256": policy_hex},
+            time_verified=judged_at(verified_at, judgements), policy_uri="policy/applied.json",
+            policy_digest={"sha256": policy_hex},
             input_attestations=inputs, passed=vsa_passed(statuses), verified_levels=vsa.levels_for(status),
             workloads=[{"namespace": ns, "kind": k, "name": nm} for ns, k, nm in workloads],
             status=status, reasons=tuple(r for v in verdicts for r in v["reasons"][:1]),

@@ -42,6 +42,7 @@ from scanner.evidence.pack import (
     MANIFEST_SIG,
     MANIFEST_TSR,
     ROOT,
+    judged_at,
     verdict_record,
     vsa_passed,
     vsa_status,
@@ -362,6 +363,13 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
         if img.digest != digest:
             out.problems.append(f"{record_name}: a judgement of {img.digest} under {digest}")
             return
+        at = now  # the scan's time; a serve --watch judgement its own (never before the scan's)
+        if j.get("verified_at"):
+            at = datetime.fromisoformat(str(j["verified_at"]))
+            if at.tzinfo is None or at < now:
+                out.problems.append(f"{record_name}: a judgement verified at {str(j['verified_at'])[:40]}, before "
+                                    f"the scan's time {now.isoformat()} (or without a zone)")
+                return
         material = Material(trust=None)
         if j.get("answers"):
             doc = _json(files, str(j["answers"]))
@@ -374,7 +382,7 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
             if f"trust/files/{s}" in files}) if material.trust is not None else nullcontext())
         try:
             with own_trust:
-                verdicts = verify_image(img, groups(policy, img), ReplayReader(material), policy, now, stats)
+                verdicts = verify_image(img, groups(policy, img), ReplayReader(material), policy, at, stats)
         except Exception as exc:  # the pipeline's own guard makes this an error verdict; say it here
             out.problems.append(f"{record_name}: re-verification failed: {type(exc).__name__}: {str(exc)[:200]}")
             return
@@ -395,7 +403,8 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
     repos = {f"{j['image']['reference']['registry']}/{j['image']['reference']['repository']}"
              for j in record.get("judgements", [])}
     _check_vsa(files, d, digest, [v["status"] for v in record.get("verdicts", [])], key_pem, out,
-               now=now, policy_digest=str(policy.digest), repositories=repos)
+               now=judged_at(now, record.get("judgements", [])), policy_digest=str(policy.digest),
+               repositories=repos)
 
 
 def _key(v: Mapping[str, Any]) -> tuple[str, str, str, bool]:

@@ -372,3 +372,41 @@ def test_the_tsa_chains_revocation_is_checked_offline_from_the_packs_crls(crl_es
         r = _evidence_with_tsa(e, tsa, tmp_path / "nocrl.tar.gz")
         assert r.returncode != 0 and "names a CRL that cannot be fetched" in r.stderr, r.stderr
         assert not (tmp_path / "nocrl.tar.gz").exists()
+
+
+def test_serve_watch_verdicts_are_in_the_scans_pack_and_replayed_at_their_own_time(
+        crl_estate, registry, tmp_path: Path) -> None:
+    """A verdict `serve --watch` adds to the baseline scan keeps its material like a scan's; the scan's
+    pack replays it at the batch's time (before, it had none: "not reproduced")."""
+    from scanner.scan import ScanOptions
+    from scanner.store import open_store
+    from scanner.watch import Watcher
+
+    e = crl_estate
+    db = tmp_path / "watch.db"
+    shutil.copyfile(e["d"] / "lazy.db", db)  # the estate's database, not changed for the other tests
+    pki = e["pkis"]["alpha"]
+    digest = make_image(registry.url, "lazy/gamma", "1.0")
+    ns.sign_image(registry.url, "lazy/gamma", digest, pki.chain)
+    repo = f"{registry.host}/lazy/gamma"
+    pod = json.loads(pods_file(tmp_path / "p.json", {"gamma": (repo, digest)}).read_text())["items"][0]
+    with open_store(f"sqlite:///{db}") as store:
+        w = Watcher(ScanOptions(cluster="lazy", policy_path=str(e["policy"])), store, api_client=object())
+        w._seed_from_store()
+        scan_id = w.status.scan_id
+        assert scan_id == e["docs"]["warm"]["scan"]["id"]
+        (v,) = w.judge([pod])
+        assert v.status.value == "verified" and v.image.digest == digest
+    out = tmp_path / "watched.tar.gz"
+    r = sigaudit("evidence", "--db", f"sqlite:///{db}", "--scan", str(scan_id), "--sign-key", str(e["key"]),
+                 "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    r = sigaudit("verify-evidence", str(out), "--key", str(e["pub"]), "-o", "json", netns=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["images"] == 3
+    files = read_files(out)
+    record = json.loads(files[f"images/{digest.replace(':', '-')}/record.json"])
+    (judgement,) = record["judgements"]
+    scan_time = json.loads(files[MANIFEST])["verified_at"]
+    assert judgement["verified_at"] > scan_time and judgement["answers"]
+    assert crl_entries(files, digest)  # its CRL, read by the watch's verification
