@@ -36,3 +36,19 @@ def test_prune_keeps_the_trust_answers_a_kept_scans_image_material_names(tmp_pat
         assert evidence_prune(store._db, 100) == 1
         kept = store.evidence_blobs({_sha(b) for b in (answer, crl, orphan, doc, index)})
         assert set(kept) == {_sha(answer), _sha(crl), _sha(doc), _sha(index)}
+
+
+def test_prune_keeps_a_kept_scans_watch_batches_and_drops_those_of_a_deleted_scan(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    upgrade(url)
+    with open_store(url) as store:
+        scan_id = store.begin_scan("c", T0, "sha256:p", "1")
+        store.finish_scan(scan_id, ScanResult(cluster="c", started_at=T0, finished_at=T0 + timedelta(seconds=5),
+                                              state=ScanState.COMPLETE, verdicts=(), policy_digest="sha256:p"))
+        kept, gone = (gzip.compress(json.dumps({"images": [], "n": n}).encode(), mtime=0) for n in (1, 2))
+        store.evidence_put({_sha(kept): kept, _sha(gone): gone},
+                           {f"scan/{scan_id}/watch/3": _sha(kept), f"scan/{scan_id + 99}/watch/1": _sha(gone)})
+        evidence_prune(store._db, 100)
+        assert set(store.evidence_refs_under(f"scan/{scan_id}/")) == {f"scan/{scan_id}/watch/3"}
+        assert store.evidence_refs_under(f"scan/{scan_id + 99}/") == {}
+        assert set(store.evidence_blobs({_sha(kept), _sha(gone)})) == {_sha(kept)}
