@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import traceback
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -477,6 +478,24 @@ def _tsa_roots(path: str | None, option: str) -> list[Any]:
     return list(certs)
 
 
+def _not_before(text: str) -> datetime:
+    """``--not-before``: an RFC 3339 time with a zone, or an age (``90m``, ``24h``, ``7d``) before now."""
+    import re
+    from datetime import UTC, timedelta
+
+    m = re.fullmatch(r"(\d{1,6})([smhd])", text.strip())
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})
+    try:
+        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        _fail(f"--not-before {text!r}: not an RFC 3339 time (2026-12-07T00:00:00Z) or an age (24h, 7d)", EXIT_USAGE)
+    if at.tzinfo is None:
+        _fail(f"--not-before {text!r}: give a time zone (Z or +hh:mm): a time without one is ambiguous", EXIT_USAGE)
+    return at
+
+
 @main.command("verify-evidence", context_settings={"auto_envvar_prefix": "SIGAUDIT"})
 @click.argument("pack", type=click.Path(dir_okay=False))
 @click.option("--key", "key_path", type=click.Path(dir_okay=False), default=None,
@@ -489,18 +508,32 @@ def _tsa_roots(path: str | None, option: str) -> list[Any]:
 @click.option("--insecure-use-pack-tsa-cert", is_flag=True,
               help="Check the timestamp against the certificates inside the token: proves nothing about the TSA.")
 @click.option("--require-timestamp", is_flag=True, help="Fail a pack whose manifest is not timestamped.")
+@click.option("--insecure-skip-tsa-revocation", is_flag=True,
+              help="Do not check the revocation of the TSA's certificate chain (from the CRLs in the pack).")
+@click.option("--not-before", default=None, metavar="TIME",
+              help="Fail a pack whose scan was verified before TIME (RFC 3339 with a zone, e.g. "
+                   "2026-12-07T00:00:00Z, or an age such as 24h / 7d before now): a stale pack.")
+@click.option("--expect-scan", type=int, default=None, metavar="ID",
+              help="Fail a pack that is not of scan ID (the id in its signed manifest): a substituted pack.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def verify_evidence(pack: str, key_path: str | None, insecure_use_pack_key: bool, tsa_ca_cert: str | None,
-                    insecure_use_pack_tsa_cert: bool, require_timestamp: bool, output: str) -> None:
+                    insecure_use_pack_tsa_cert: bool, require_timestamp: bool,
+                    insecure_skip_tsa_revocation: bool, not_before: str | None,
+                    expect_scan: int | None, output: str) -> None:
     """Re-verify an evidence pack offline: signature, every file's hash, every verdict recomputed.
 
     Exit 0 when all holds, 1 when anything does not (each problem names its file), 2 usage."""
-    from scanner.evidence.verify import PackError, TimestampTrust, read_pack, verify_pack
+    from scanner.evidence.verify import Expected, PackError, TimestampTrust, read_pack, verify_pack
+
+    expected = Expected(not_before=_not_before(not_before) if not_before else None, scan_id=expect_scan)
 
     if tsa_ca_cert and insecure_use_pack_tsa_cert:
         _fail("give --tsa-ca-cert or --insecure-use-pack-tsa-cert, not both", EXIT_USAGE)
     trust = TimestampTrust(roots=tuple(_tsa_roots(tsa_ca_cert, "--tsa-ca-cert")),
-                           pack_chain=insecure_use_pack_tsa_cert, required=require_timestamp)
+                           pack_chain=insecure_use_pack_tsa_cert, required=require_timestamp,
+                           skip_revocation=insecure_skip_tsa_revocation)
+    if insecure_skip_tsa_revocation:
+        log.warning("verify-evidence: --insecure-skip-tsa-revocation: a revoked TSA certificate is not noticed")
     if insecure_use_pack_tsa_cert:
         log.warning("verify-evidence: --insecure-use-pack-tsa-cert: the timestamp is checked against the token's "
                     "own certificates; this proves nothing about which TSA made it")
@@ -521,7 +554,7 @@ def verify_evidence(pack: str, key_path: str | None, insecure_use_pack_key: bool
         except PackError as exc:
             key_pem = b""
             click.echo(f"sigaudit: {exc}", err=True)
-    outcome = verify_pack(Path(pack), key_pem, trust)
+    outcome = verify_pack(Path(pack), key_pem, trust, expected)
     if output == "json":
         click.echo(json.dumps({"schema_version": 1, "ok": outcome.ok, "files": outcome.files,
                                "images": outcome.images, "verdicts": outcome.verdicts, "scan": outcome.scan,

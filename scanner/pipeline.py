@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -309,6 +310,12 @@ class EvidenceSink(Protocol):
         ...
 
     def has_material(self, digest: str, fingerprint: str) -> bool: ...
+
+    def trust_reads(self, reader: RegistryReader) -> AbstractContextManager[None]:
+        """Around one image's verification (in its thread): the trust material it reads (CRLs, OCSP
+        answers, listings, lazily loaded roots) is kept with ``reader``'s record, so it follows the
+        verdict into the store and into the pack of a later scan that reuses it."""
+        ...
 
     def judge(self, image: RunningImage, reader: RegistryReader, fingerprint: str | None, cached: bool) -> None: ...
 
@@ -673,8 +680,9 @@ def run_scan(
             evidence.prepare((e.digest, e.material_fingerprint) for e in cache_state.hits.values())
 
     def _verify(img: RunningImage, groups: list[_Group]) -> list[Verdict]:
-        with within(deadline, SCAN_DEADLINE):
-            reader = evidence.reader(img, client) if evidence is not None else client
+        reader = evidence.reader(img, client) if evidence is not None else client
+        with within(deadline, SCAN_DEADLINE), (evidence.trust_reads(reader) if evidence is not None
+                                               else nullcontext()):
             return _with_credential_source(
                 verify_image(img, groups, reader, policy, now, stats, cache_state, evidence), img, client)
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from scanner import __version__
 from scanner.clock import Clock, system_clock
 from scanner.errors import SigauditError, StoreError, StoreFull
-from scanner.models import ScanResult, ScanState
+from scanner.models import RunningImage, ScanResult, ScanState, Verdict
 
 if TYPE_CHECKING:
     from scanner.notify.config import NotifyConfig
@@ -440,10 +440,12 @@ def judge_pods(
     *,
     clock: Clock = system_clock,
     deadline: float | None = None,
+    capture: Any = None,
 ) -> ScanResult:
     """The verdicts of ``pods`` already read from the API (``serve --watch``), through the same
     pipeline, verification cache, owner walk and pull-secret reading (each pod's own namespace) as a
-    scan, at ``--registry-concurrency``. Nothing is recorded here."""
+    scan, at ``--registry-concurrency``. Nothing is recorded here; ``capture`` (:func:`watch_capture`)
+    keeps what each image was judged on, for :func:`keep_watch_evidence`."""
     from scanner.inventory.kube import KubeOwnerResolver, with_pull_secrets
     from scanner.registry.client import RegistryClient
 
@@ -459,9 +461,32 @@ def judge_pods(
     )
     try:
         return _judge(options, store, inputs, client, pods, owners, problems, clock=clock, stop=None,
-                      progress=None, workers=options.registry_concurrency, deadline=deadline)
+                      progress=None, workers=options.registry_concurrency, deadline=deadline, capture=capture)
     finally:
         client.close()
+
+
+def watch_capture(store: Store) -> Any:
+    """What ``serve --watch`` keeps of a batch's verifications for the evidence pack, like a scan."""
+    from scanner.evidence.capture import Capture
+
+    return Capture(known=lambda names: set(store.evidence_refs(names)), image_manifests=False)
+
+
+def keep_watch_evidence(store: Store, scan_id: int, batch: int, inputs: ScanInputs, capture: Any,
+                        verdicts: Iterable[Verdict]) -> None:
+    """The material of the verdicts ``serve --watch`` added to scan ``scan_id``, into the store (the
+    pack of the scan replays them at the batch's time). A failure is logged, never the watch's."""
+    from scanner.evidence.capture import keep_watch
+
+    digests = {str(v.image.digest) for v in verdicts if isinstance(v.image, RunningImage) and v.image.digest}
+    try:
+        keep_watch(store, scan_id, batch, capture, digests, policy_digest=inputs.policy.digest)
+    except StoreError as exc:
+        log.warning("watch: the evidence material of scan %d's watch verdicts was not kept: %s", scan_id,
+                    exc.diagnostics())
+    except Exception:
+        log.exception("watch: the evidence material of scan %d's watch verdicts was not kept", scan_id)
 
 
 def after_watch(options: ScanOptions, store: Store, inputs: ScanInputs, scan_id: int,

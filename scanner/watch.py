@@ -352,8 +352,9 @@ class Watcher:
             self.status.batch_failures += 1
             log.error("watch: cannot load the policy or credentials: %s", exc.diagnostics())
             return []
+        capture = scan.watch_capture(self.store)  # the material of each verdict, for the scan's evidence pack
         result = scan.judge_pods(self.options, self.store if self.options.cache else None, inputs, pods, self._api,
-                                 clock=self.clock, deadline=time.monotonic() + BATCH_DEADLINE)
+                                 clock=self.clock, deadline=time.monotonic() + BATCH_DEADLINE, capture=capture)
         for problem in result.errors:
             log.warning("watch: %s", problem)
         with self._lock:
@@ -373,6 +374,7 @@ class Watcher:
             self.status.batch_failures += 1
             log.error("watch: cannot record %d verdicts: %s", len(new), exc.diagnostics())
             return []
+        scan.keep_watch_evidence(self.store, scan_id, count, inputs, capture, new)
         with self._lock:
             if self.status.scan_id == scan_id:
                 self._in_scan = count

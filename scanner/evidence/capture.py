@@ -23,6 +23,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,6 +33,7 @@ from scanner.models import ContainerRef, ContainerType, Descriptor, ImageReferen
 from scanner.registry.auth import CredentialStore
 from scanner.registry.client import Manifest, RegistryStats
 from scanner.registry.reader import RegistryReader, Secrets
+from scanner.verify.sources import Use, noting
 
 NOT_IN_PACK = "not in the evidence pack"
 _ERRORS: dict[str, type[SigauditError]] = {
@@ -59,13 +61,21 @@ def _key(op: str, ref: ImageReference, reference: str, extra: str | None = None)
 
 @dataclass
 class Material:
-    """One image's recorded answers: ``answers`` (JSON-able, by key) and the bytes they name."""
+    """One image's recorded answers: ``answers`` (JSON-able, by key) and the bytes they name, and
+    ``trust``: the trust-sources answers its verification used (CRLs, OCSP answers, Grafeas listings,
+    lazily loaded roots; snapshot entries by ``[op, path]``, their bytes in ``blobs`` too). ``trust``
+    None: a record made before sigaudit kept them per image (replayed from the scan's snapshot)."""
 
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
+    trust: dict[str, dict[str, Any]] | None = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema_version": 1, "answers": [{"key": json.loads(k), **v} for k, v in sorted(self.answers.items())]}
+        doc: dict[str, Any] = {"schema_version": 1,
+                               "answers": [{"key": json.loads(k), **v} for k, v in sorted(self.answers.items())]}
+        if self.trust is not None:
+            doc["trust"] = [v for _, v in sorted(self.trust.items())]
+        return doc
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Material:
@@ -73,10 +83,21 @@ class Material:
         for a in doc.get("answers", []):
             a = dict(a)
             answers[json.dumps(a.pop("key"))] = a
-        return cls(answers, dict(blobs))
+        trust = None
+        if "trust" in doc:
+            trust = {json.dumps([str(e["op"]), str(e["path"])]): dict(e) for e in doc["trust"]}
+        return cls(answers, dict(blobs), trust)
 
     def blob_names(self) -> set[str]:
         return {str(a["sha256"]) for a in self.answers.values() if "sha256" in a}
+
+    def trust_entries(self) -> list[dict[str, Any]]:
+        return list((self.trust or {}).values())
+
+
+def trust_blob_names(doc: Mapping[str, Any]) -> set[str]:
+    """The sha256 of every trust answer a recorded material document names (see :class:`Material`)."""
+    return {str(e["sha256"]) for e in doc.get("trust") or () if isinstance(e, Mapping) and "sha256" in e}
 
 
 class RecordingReader:
@@ -100,6 +121,16 @@ class RecordingReader:
             if data is not None:
                 self.material.blobs[answer["sha256"]] = data
             self.material.answers.setdefault(key, answer)
+
+    def note_trust(self, use: Use) -> None:
+        """A trust answer this image's verification used (a :func:`scanner.verify.sources.noting` tap)."""
+        entry = {k: v for k, v in use.entry.items() if k in ("op", "path", "sha256", "value", "error", "redacted")}
+        with self._lock:
+            if use.data is not None and "sha256" in entry:
+                self.material.blobs[str(entry["sha256"])] = use.data
+            trust = self.material.trust if self.material.trust is not None else {}
+            trust.setdefault(json.dumps([str(entry["op"]), str(entry["path"])]), entry)
+            self.material.trust = trust
 
     def _failed(self, key: str, exc: SigauditError) -> None:
         status = getattr(exc, "status", None)
@@ -346,6 +377,9 @@ class Capture:
     def has_material(self, digest: str, fingerprint: str) -> bool:
         return material_ref(digest, fingerprint) in self._known
 
+    def trust_reads(self, reader: RegistryReader) -> AbstractContextManager[None]:
+        return noting(reader.note_trust) if isinstance(reader, RecordingReader) else nullcontext()
+
     def judge(self, image: RunningImage, reader: RegistryReader, fingerprint: str | None, cached: bool) -> None:
         material = reader.material if isinstance(reader, RecordingReader) and not cached else None
         if self._image_manifests and material is not None and isinstance(reader, RecordingReader) and image.digest:
@@ -397,4 +431,48 @@ def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None,
     doc = gzip.compress(canonical_json(index), mtime=0)
     blobs[sha256_hex(doc)] = doc
     refs[scan_ref(scan_id)] = sha256_hex(doc)
+    store.evidence_put(blobs, refs)
+
+
+def watch_ref(scan_id: int, batch: int) -> str:
+    """The evidence index of one ``serve --watch`` batch added to scan ``scan_id`` (``batch``: the scan's
+    count of watch verdicts after it, unique per batch)."""
+    return f"{scan_ref(scan_id)}/watch/{batch}"
+
+
+def keep_watch(store: Any, scan_id: int, batch: int, capture: Capture, digests: Iterable[str], *,
+               policy_digest: str) -> None:
+    """Write what ``capture`` saw for the verdicts ``serve --watch`` added to scan ``scan_id`` (those of
+    ``digests``): each image's material like a scan's, and an index of the batch (``watch_ref``) naming
+    its own time of verification, which the pack replays those images at."""
+    wanted = set(digests)
+    blobs: dict[str, bytes] = {}
+    refs: dict[str, str] = {}
+    judged = [j for j in capture.judged if j.image.digest in wanted]
+    warm = {j.material_ref for j in judged if j.material is None and j.material_ref}
+    known = store.evidence_refs(warm) if warm else {}
+    images = []
+    for j in judged:
+        sha = None
+        if j.material is not None:
+            doc = canonical_json(j.material.to_json())
+            sha = sha256_hex(doc)
+            blobs[sha] = doc
+            blobs.update(j.material.blobs)
+            if j.material_ref is not None:
+                refs[j.material_ref] = sha
+        elif j.material_ref is not None:
+            sha = known.get(j.material_ref)
+        images.append({"image": image_to_json(j.image), "fingerprint": j.fingerprint, "material": sha})
+    index = {
+        "schema_version": 1,
+        "scan_id": scan_id,
+        "source": "watch",
+        "verified_at": capture.verified_at.isoformat() if capture.verified_at else None,
+        "policy": {"digest": policy_digest},
+        "images": sorted(images, key=lambda i: json.dumps(i["image"], sort_keys=True)),
+    }
+    doc = gzip.compress(canonical_json(index), mtime=0)
+    blobs[sha256_hex(doc)] = doc
+    refs[watch_ref(scan_id, batch)] = sha256_hex(doc)
     store.evidence_put(blobs, refs)

@@ -8,15 +8,18 @@ scheme (Ed25519, RSA PKCS#1 v1.5) are byte-identical)::
     MANIFEST.json              sha256 of every other file (and the scan it describes)
     MANIFEST.json.dsse.json    DSSE envelope over MANIFEST.json (the operator's key, file or KMS)
     MANIFEST.json.tsr          with --tsa-url: an RFC 3161 TimeStampToken over that envelope's signature bytes
+    tsa/crls/<sha256>.crl      with --tsa-url: the CRLs of the TSA's chain, fetched at build (manifest: tsa_revocation)
     verdict-signing.pub        the public key (a convenience: verify-evidence pins its own --key)
     VERIFY.md                  the offline commands
     policy/replay.json         how the policy was loaded (paths as given), its digest, the time of verification
     policy/applied.json        the rules as applied (``policy_summary``)
     trust/sources.json         every trust-material question the policy load asked, and its answer
-    trust/files/<sha256>       the bytes of those answers (policy files, keys, trust roots, trust stores, CRLs)
+    trust/files/<sha256>       the bytes of those answers (policy files, keys, trust roots, trust stores, CRLs),
+                               and of the trust answers each image's verification used (answers-<n>.json "trust")
     inventory/workloads.json   pod/container -> running digest, owner
     images/<sha256-hex>/record.json        the image(s) as judged, the recorded verdicts, the material files
-    images/<sha256-hex>/answers-<n>.json   the registry answers a judgement used
+    images/<sha256-hex>/answers-<n>.json   the registry answers a judgement used, and the trust answers its
+                                           verification read (CRL, OCSP, Grafeas listing, lazy root; by sha256)
     images/<sha256-hex>/blobs/<sha256>     manifests, signature layers, envelopes, bundles, raw
     images/<sha256-hex>/vsa.intoto.json    the image's SLSA VSA, DSSE-signed
     reports/scan.json  reports/verdicts.csv  reports/report.html  reports/assessment-results.json (OSCAL)
@@ -35,11 +38,12 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from scanner import __version__
 from scanner.errors import ConfigError, StoreError
 from scanner.evidence import dsse, ocilayout, oscal, vsa
-from scanner.evidence.capture import canonical_json, image_from_json, scan_ref, sha256_hex
+from scanner.evidence.capture import canonical_json, image_from_json, scan_ref, sha256_hex, trust_blob_names
 from scanner.models import RunningImage, ScanResult, Status, Verdict
 
 ROOT = "evidence"
@@ -47,6 +51,7 @@ MANIFEST = "MANIFEST.json"
 MANIFEST_SIG = "MANIFEST.json.dsse.json"
 MANIFEST_TSR = "MANIFEST.json.tsr"  # made after the manifest, so not listed in it: it covers the signature itself
 MANIFEST_PAYLOAD_TYPE = "application/vnd.sigaudit.evidence-manifest+json"
+TSA_CRLS = "tsa/crls"  # the CRLs of the TSA's chain (with --tsa-url), named in the manifest's tsa_revocation
 PASSING = (Status.VERIFIED, Status.EXEMPT)  # what a VSA says PASSED for; anything else FAILED
 
 
@@ -99,6 +104,31 @@ def load_index(store: Any, scan_id: int) -> dict[str, Any]:
     return doc
 
 
+def load_watch_indexes(store: Any, scan_id: int) -> list[dict[str, Any]]:
+    """The indexes of the ``serve --watch`` batches added to scan ``scan_id`` (oldest first)."""
+    from scanner.evidence.capture import watch_ref
+
+    refs = store.evidence_refs_under(watch_ref(scan_id, 0).removesuffix("0"))
+    blobs = store.evidence_blobs(set(refs.values()))
+    out = []
+    for name, sha in sorted(refs.items(), key=lambda kv: int(kv[0].rsplit("/", 1)[1]) if
+                            kv[0].rsplit("/", 1)[1].isdigit() else 0):
+        try:
+            doc = json.loads(gzip.decompress(blobs[sha]))
+        except (KeyError, OSError, EOFError, ValueError) as exc:
+            raise StoreError(f"the evidence index {name} is missing or malformed: {exc}") from None
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out
+
+
+def judged_at(scan_time: datetime, judgements: Sequence[Mapping[str, Any]]) -> datetime:
+    """When an image was last judged: the latest of its judgements' own times (``serve --watch``
+    batches), else the scan's. A VSA says that time."""
+    times = [datetime.fromisoformat(str(j["verified_at"])) for j in judgements if j.get("verified_at")]
+    return max([scan_time, *times])
+
+
 def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str | None = None,
                 tsa_roots: Sequence[x509.Certificate] = ()) -> dict[str, bytes]:
     """The pack's files (path -> bytes), MANIFEST and its signature included; with ``tsa_url``, the
@@ -146,6 +176,14 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
     judged: dict[str, list[dict[str, Any]]] = {}
     for j in index.get("images", []):
         judged.setdefault(str(j["image"]["reference"]["digest"]), []).append(j)
+    # what `serve --watch` added to the scan, each batch judged at its own time under the same policy (a
+    # batch under another policy is left out: its verdicts then fail closed as not reproduced)
+    for batch in load_watch_indexes(store, scan_id):
+        if batch.get("policy", {}).get("digest") != policy["digest"] or not batch.get("verified_at"):
+            continue
+        for j in batch.get("images", []):
+            judged.setdefault(str(j["image"]["reference"]["digest"]), []).append(
+                {**j, "verified_at": batch["verified_at"]})
     material_docs = store.evidence_blobs({str(j["material"]) for js in judged.values() for j in js if j["material"]})
     policy_hex = str(policy["digest"]).removeprefix("sha256:")
     layout_repos: dict[str, str] = {}  # digest -> the registry/repository its layout's material is from
@@ -165,9 +203,20 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
                 for sha, data in store.evidence_blobs(shas).items():
                     files[f"{d}/blobs/{sha}"] = data
                     image_blobs[sha] = data
+                # the trust answers the verification used (CRLs, listings...): once in the pack, by content
+                wanted = trust_blob_names(material) - {p.removeprefix("trust/files/") for p in files}
+                got = store.evidence_blobs(wanted)
+                if set(got) != wanted:
+                    raise StoreError(f"the material of image {digest} of scan {scan_id} lacks "
+                                     f"{len(wanted - set(got))} trust file(s) in the store")
+                for sha, data in got.items():
+                    files[f"trust/files/{sha}"] = data
                 files[answers_file] = _dump(material)
                 materials.append(material)
-            judgements.append({"image": j["image"], "fingerprint": j["fingerprint"], "answers": answers_file})
+            judgement = {"image": j["image"], "fingerprint": j["fingerprint"], "answers": answers_file}
+            if j.get("verified_at"):  # a serve --watch batch: replayed at its own time, not the scan's
+                judgement["verified_at"] = j["verified_at"]
+            judgements.append(judgement)
         # the same material as an OCI image layout, for `cosign verify --local-image` / `notation --oci-layout`
         first_ref = judged[digest][0]["image"]["reference"] if judged.get(digest) else None
         layout = ocilayout.layout_files(digest, materials, image_blobs, None if first_ref is None else
@@ -193,7 +242,8 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
                             for v in by_digest.get(digest, []) for c in v.image.containers})
         statement = vsa.vsa_statement(vsa.VsaInput(
             repository=f"{ref.registry}/{ref.repository}", digest=digest, verifier_version=__version__,
-            time_verified=verified_at, policy_uri="policy/applied.json", policy_digest={"sha256": policy_hex},
+            time_verified=judged_at(verified_at, judgements), policy_uri="policy/applied.json",
+            policy_digest={"sha256": policy_hex},
             input_attestations=inputs, passed=vsa_passed(statuses), verified_levels=vsa.levels_for(status),
             workloads=[{"namespace": ns, "kind": k, "name": nm} for ns, k, nm in workloads],
             status=status, reasons=tuple(r for v in verdicts for r in v["reasons"][:1]),
@@ -227,19 +277,47 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
     files["VERIFY.md"] = (_verify_md(result, scan_id) + _verify_md_layouts(layouts, keys)
                           + (_verify_md_timestamp() if tsa_url else "")).encode()
 
+    tsa_crls: list[dict[str, str]] = []
+    tsa_certs: set[bytes] = set()
+    if tsa_url:  # the CRLs of the TSA's chain, under the signed manifest (checked offline by verify-evidence)
+        probe = timestamp_signature(hashlib.sha256(b"sigaudit evidence: the TSA's chain").digest(), tsa_url)
+        tsa_certs = _token_certificates(probe)
+        from scanner.sources.tsa import fetch_chain_crls
+
+        for url, der in fetch_chain_crls(probe):
+            name = f"{TSA_CRLS}/{sha256_hex(der)}.crl"
+            files[name] = der
+            tsa_crls.append({"url": url, "file": name})
+
     manifest = {"schema_version": 1, "scan_id": scan_id, "cluster": result.cluster,
                 "policy_digest": policy["digest"], "verified_at": index["verified_at"],
                 "sigaudit_version": __version__,
                 "files": {p: hashlib.sha256(b).hexdigest() for p, b in sorted(files.items())}}
     if tsa_url:  # signed: a pack whose token was stripped (it cannot be listed above) says it had one
         manifest["timestamp"] = MANIFEST_TSR
+        manifest["tsa_revocation"] = {"crls": tsa_crls}
     files[MANIFEST] = _dump(manifest)
     envelope = dsse.sign_envelope(MANIFEST_PAYLOAD_TYPE, files[MANIFEST], signer)
     files[MANIFEST_SIG] = _dump(envelope)
     if tsa_url:
         files[MANIFEST_TSR] = timestamp_signature(base64.b64decode(envelope["signatures"][0]["sig"]), tsa_url,
                                                   tsa_roots)
+        if _token_certificates(files[MANIFEST_TSR]) != tsa_certs:
+            from scanner.sources.tsa import TsaError
+
+            raise TsaError("the TSA signed with other certificates than a moment before (the CRLs in the pack "
+                           "are for those): build the pack again")
     return files
+
+
+def _token_certificates(token: bytes) -> set[bytes]:
+    from scanner.sources.tsa import TsaError
+    from scanner.verify.timestamps import load_certificates, parse_token
+
+    try:
+        return {c.public_bytes(serialization.Encoding.DER) for c in load_certificates(parse_token(token))}
+    except ValueError as exc:
+        raise TsaError(f"the TSA's token: {str(exc)[:200]}") from None
 
 
 def timestamp_signature(signature: bytes, tsa_url: str, tsa_roots: Sequence[x509.Certificate] = ()) -> bytes:
@@ -267,6 +345,13 @@ against the TSA certificate you trust and prints that time (`--require-timestamp
 
     sigaudit verify-evidence pack.tar.gz --key verdict-signing.pub --tsa-ca-cert tsa-root.pem
 
+The CRLs of the TSA's certificate chain were fetched when the pack was built: {TSA_CRLS}/<sha256>.crl,
+named with their distribution point in MANIFEST.json's tsa_revocation (signed). verify-evidence checks
+the chain's revocation from them alone, at the TSA's time: a revoked certificate, or one naming a
+distribution point whose CRL is absent, stale or not its issuer's, fails the pack
+(`--insecure-skip-tsa-revocation` accepts that, with a warning). The OpenSSL recipe below checks the
+token only, not revocation.
+
 With OpenSSL, after `tar -xzf pack.tar.gz`:
 
     python3 -c 'import json,base64,sys;e=json.load(open("evidence/{MANIFEST_SIG}"));\
@@ -286,7 +371,15 @@ given out of band (the copy in this pack proves nothing by itself):
 It checks MANIFEST.json's DSSE signature and the sha256 of every file, rebuilds the policy from
 trust/ and policy/, re-runs every image's verification over images/<digest>/ at the scan's time
 (policy/replay.json), and compares status and deciding reason with each recorded verdict and VSA.
+Each image is replayed with the trust answers its own verification read (answers-<n>.json "trust":
+CRLs, OCSP answers, Grafeas listings, a lazily loaded root; bytes in trust/files/), never another
+image's: a verdict a later scan reused from an earlier one carries them too.
 Exit 0: all holds; 1: a mismatch or tampered file (named); 2: usage; 3: unexpected failure.
+
+To refuse a stale or substituted pack, say which scan you expect and how old it may be (both are
+checked against the signed manifest):
+
+    sigaudit verify-evidence pack.tar.gz --key verdict-signing.pub --expect-scan {scan_id} --not-before 7d
 
 With the upstream tools, after `tar -xzf pack.tar.gz`:
 

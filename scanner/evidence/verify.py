@@ -23,6 +23,7 @@ import posixpath
 import tarfile
 from collections import Counter
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,13 +35,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scanner.errors import ConfigError, SigauditError
 from scanner.evidence import dsse, vsa
-from scanner.evidence.capture import Material, ReplayReader, image_from_json, sha256_hex
+from scanner.evidence.capture import Material, ReplayReader, image_from_json, sha256_hex, trust_blob_names
 from scanner.evidence.pack import (
     MANIFEST,
     MANIFEST_PAYLOAD_TYPE,
     MANIFEST_SIG,
     MANIFEST_TSR,
     ROOT,
+    judged_at,
     verdict_record,
     vsa_passed,
     vsa_status,
@@ -345,6 +347,8 @@ def _check_reports(files: Mapping[str, bytes], doc: Mapping[str, Any], out: Outc
 
 def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, now: datetime, key_pem: bytes,
                      out: Outcome, *, verify_image: Any, groups: Any, stats: Any) -> None:
+    from scanner.verify import sources as trust_sources
+
     d = record_name.rsplit("/", 1)[0]
     record = _json(files, record_name)
     digest = str(record.get("digest"))
@@ -359,13 +363,26 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
         if img.digest != digest:
             out.problems.append(f"{record_name}: a judgement of {img.digest} under {digest}")
             return
-        material = Material()
+        at = now  # the scan's time; a serve --watch judgement its own (never before the scan's)
+        if j.get("verified_at"):
+            at = datetime.fromisoformat(str(j["verified_at"]))
+            if at.tzinfo is None or at < now:
+                out.problems.append(f"{record_name}: a judgement verified at {str(j['verified_at'])[:40]}, before "
+                                    f"the scan's time {now.isoformat()} (or without a zone)")
+                return
+        material = Material(trust=None)
         if j.get("answers"):
             doc = _json(files, str(j["answers"]))
             names = {str(a["sha256"]) for a in doc.get("answers", []) if "sha256" in a}
             material = Material.from_json(doc, {s: files[f"{d}/blobs/{s}"] for s in names if f"{d}/blobs/{s}" in files})
+        # The trust answers this image's verification read (its CRLs, listings...), and only those: never
+        # another image's (a record from before sigaudit kept them per image uses the scan's snapshot).
+        own_trust = (trust_sources.answering_first(material.trust_entries(), {
+            s: files[f"trust/files/{s}"] for s in trust_blob_names({"trust": material.trust_entries()})
+            if f"trust/files/{s}" in files}) if material.trust is not None else nullcontext())
         try:
-            verdicts = verify_image(img, groups(policy, img), ReplayReader(material), policy, now, stats)
+            with own_trust:
+                verdicts = verify_image(img, groups(policy, img), ReplayReader(material), policy, at, stats)
         except Exception as exc:  # the pipeline's own guard makes this an error verdict; say it here
             out.problems.append(f"{record_name}: re-verification failed: {type(exc).__name__}: {str(exc)[:200]}")
             return
@@ -386,7 +403,8 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
     repos = {f"{j['image']['reference']['registry']}/{j['image']['reference']['repository']}"
              for j in record.get("judgements", [])}
     _check_vsa(files, d, digest, [v["status"] for v in record.get("verdicts", [])], key_pem, out,
-               now=now, policy_digest=str(policy.digest), repositories=repos)
+               now=judged_at(now, record.get("judgements", [])), policy_digest=str(policy.digest),
+               repositories=repos)
 
 
 def _key(v: Mapping[str, Any]) -> tuple[str, str, str, bool]:
@@ -450,6 +468,7 @@ class TimestampTrust:
     roots: tuple[x509.Certificate, ...] = ()
     pack_chain: bool = False
     required: bool = False
+    skip_revocation: bool = False  # --insecure-skip-tsa-revocation: the TSA chain's CRLs are not checked
 
 
 def _self_signed(cert: x509.Certificate) -> bool:
@@ -537,17 +556,101 @@ def check_timestamp(files: Mapping[str, bytes], key_pem: bytes, manifest: Mappin
         out.problems.append(f"{MANIFEST_TSR}: the TSA's time {ts.gen_time.isoformat()} is before the scan's "
                             f"verification ({verified_at.isoformat()})")
         return
+    if trust.skip_revocation:
+        revocation = "not checked (--insecure-skip-tsa-revocation)"
+        out.notes.append(f"{MANIFEST_TSR}: the revocation of the TSA's chain was not checked "
+                         "(--insecure-skip-tsa-revocation)")
+    else:
+        problem = _tsa_revocation(files, manifest, ts)
+        if problem is not None:
+            out.problems.append(f"{MANIFEST_TSR}: {problem}")
+            return
+        revocation = "checked against the pack's CRLs"
     out.timestamp = {"time": ts.gen_time.isoformat(), "accuracy_seconds": ts.accuracy.total_seconds(),
                      "tsa": ts.tsa_chain[0].subject.rfc4514_string()[:300],
-                     "trusted_by": "tsa-ca-cert" if trust.roots else "the token's own chain (insecure)"}
+                     "trusted_by": "tsa-ca-cert" if trust.roots else "the token's own chain (insecure)",
+                     "revocation": revocation}
 
 
-def verify_pack(path: Path, key_pem: bytes, timestamp: TimestampTrust | None = None) -> Outcome:
+class _PackCrls:
+    """A Fetcher answering only the CRLs a pack holds (by the URL the manifest names): no network."""
+
+    def __init__(self, crls: Mapping[str, bytes]) -> None:
+        self._crls = crls
+
+    def get(self, url: str, *, max_bytes: int, timeout: float) -> bytes:
+        data = self._crls.get(url)
+        if data is None:
+            raise LookupError("not in the evidence pack")
+        if len(data) > max_bytes:
+            raise LookupError(f"larger than {max_bytes} bytes")
+        return data
+
+    def post(self, url: str, body: bytes, *, content_type: str, max_bytes: int, timeout: float) -> bytes:
+        raise LookupError("OCSP is not answered from an evidence pack")
+
+
+def _tsa_revocation(files: Mapping[str, bytes], manifest: Mapping[str, Any], ts: Any) -> str | None:
+    """The TSA chain's revocation, from the CRLs the signed manifest names (fetched when the pack was
+    built), at the TSA's time: any certificate of the chain revoked, or one whose revocation the pack
+    cannot settle (a distribution point without its CRL, a stale CRL, OCSP only), fails. No
+    invalidityDate exception: the only time at hand is the TSA's own, which a compromised key backdates."""
+    from scanner.verify.revocation import RevocationChecker, RevocationStatus
+
+    listed = manifest.get("tsa_revocation")
+    crls: dict[str, bytes] = {}
+    entries = listed.get("crls") if isinstance(listed, dict) else []
+    for e in entries if isinstance(entries, list) else []:
+        name = str(e.get("file")) if isinstance(e, dict) else ""
+        if not name.startswith("tsa/crls/") or name not in files:
+            return f"{name[:200] or 'a CRL'} named in {MANIFEST}'s tsa_revocation is not in the pack"
+        crls[str(e.get("url"))] = files[name]
+    rr = RevocationChecker(_PackCrls(crls)).check_chain(list(ts.tsa_chain), ts.gen_time)
+    if rr.status is RevocationStatus.REVOKED:
+        return f"the TSA's certificate chain is revoked: {rr.reason}"
+    if rr.status is RevocationStatus.UNKNOWN:
+        return (f"the revocation of the TSA's chain cannot be settled from the pack: {rr.reason} "
+                "(--insecure-skip-tsa-revocation accepts that)")
+    return None
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the auditor expects of the pack, checked against its signed manifest: a scan verified no
+    earlier than ``not_before`` (a stale pack replayed as current fails), and scan ``scan_id`` (a pack
+    of another scan substituted for the one asked for fails)."""
+
+    not_before: datetime | None = None
+    scan_id: int | None = None
+
+
+def check_expected(manifest: Mapping[str, Any], expected: Expected, out: Outcome) -> None:
+    if expected.scan_id is not None:
+        got = manifest.get("scan_id")
+        if not isinstance(got, int) or isinstance(got, bool) or got != expected.scan_id:
+            out.problems.append(f"{MANIFEST}: the pack is of scan {str(got)[:40]}, not the expected scan "
+                                f"{expected.scan_id} (--expect-scan)")
+    if expected.not_before is not None:
+        try:
+            at = datetime.fromisoformat(str(manifest.get("verified_at")))
+            if at.tzinfo is None:
+                raise ValueError("a time without a zone")
+        except ValueError as exc:
+            out.problems.append(f"{MANIFEST}: verified_at is malformed ({exc}): cannot check --not-before")
+            return
+        if at < expected.not_before:
+            out.problems.append(f"{MANIFEST}: the scan was verified at {at.isoformat()}, before "
+                                f"{expected.not_before.isoformat()} (--not-before): a stale pack")
+
+
+def verify_pack(path: Path, key_pem: bytes, timestamp: TimestampTrust | None = None,
+                expected: Expected | None = None) -> Outcome:
     out = Outcome()
     try:
         files = read_pack(path)
         manifest = check_integrity(files, key_pem, out)
         if manifest is not None:
+            check_expected(manifest, expected or Expected(), out)
             check_timestamp(files, key_pem, manifest, timestamp or TimestampTrust(), out)
         if manifest is not None and out.ok:
             _check_identity(files, manifest, out)

@@ -230,7 +230,9 @@ class PolicyLoader:
         if self._crl_cache is None:
             from scanner.verify.revocation import CRLCache
 
-            self._crl_cache = CRLCache()  # one per process: CRLs reused until nextUpdate
+            # one per policy load: CRLs reused until nextUpdate, each reuse noted by (or, replayed, checked
+            # against) the trust sources in force now
+            self._crl_cache = CRLCache(reusable=sources.reuse_check())
         return self._crl_cache
 
 

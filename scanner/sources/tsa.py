@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Any
 
 import httpx
 from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
@@ -74,3 +75,54 @@ def request_timestamp(url: str, message: bytes, *, seconds: float = TSA_SECONDS,
     if info.nonce != req.nonce:
         raise TsaError(f"TSA {shown}: the token's nonce is not the request's (a replayed answer)")
     return bytes(token)
+
+
+TSA_CRL_SECONDS = 30.0  # wall clock for every CRL of the TSA's chain together
+MAX_TSA_CERTIFICATES = 8  # certificates of a token whose CRLs are fetched
+
+
+def fetch_chain_crls(token: bytes, *, fetcher: Any = None,
+                     seconds: float = TSA_CRL_SECONDS) -> list[tuple[str, bytes]]:
+    """The CRLs of the token's certificates (``sigaudit evidence --tsa-url``: they go into the pack, under
+    its signed manifest, so ``verify-evidence`` checks the TSA chain's revocation offline): for every
+    certificate that is not self-signed, every CRL distribution point, its first ``http://`` name that
+    answers — through the CRL edge (``scanner.sources.http.crl_fetcher``: size-capped, each request
+    time-bounded) within ``seconds`` in all. A point none of whose names answers is a TsaError: a pack
+    whose TSA chain cannot be checked later is not built (fail closed). The bytes are checked by the
+    verifier, not here."""
+    from scanner.sources.http import crl_fetcher
+    from scanner.verify.revocation import CRL_MAX_BYTES, CRL_TIMEOUT, crl_distribution_points
+
+    try:
+        certs = timestamps.load_certificates(timestamps.parse_token(token))
+    except ValueError as exc:
+        raise TsaError(f"the TSA's token: {str(exc)[:200]}") from None
+    fetcher = fetcher if fetcher is not None else crl_fetcher()
+    until = time.monotonic() + seconds
+    out: dict[str, bytes] = {}
+    for cert in [c for c in certs if c.issuer != c.subject][:MAX_TSA_CERTIFICATES]:
+        try:
+            points = crl_distribution_points(cert)
+        except ValueError as exc:
+            raise TsaError(f"the TSA certificate {cert.subject.rfc4514_string()[:200]}: malformed CRL "
+                           f"distribution points: {exc}") from None
+        for names in points:
+            errors = []
+            for url in names:
+                if url in out:
+                    break
+                if not url.lower().startswith("http://"):
+                    errors.append(f"{display_url(url)}: not http://")
+                    continue
+                left = until - time.monotonic()
+                if left <= 0:
+                    raise TsaError(f"the CRLs of the TSA's chain: not fetched within {seconds:g} s")
+                try:
+                    out[url] = bytes(fetcher.get(url, max_bytes=CRL_MAX_BYTES, timeout=min(CRL_TIMEOUT, left)))
+                    break
+                except Exception as exc:  # the fetcher's errors are transport errors of any kind
+                    errors.append(f"{display_url(url)}: {redact_text(str(exc))[:200]}")
+            else:
+                raise TsaError(f"the TSA certificate {cert.subject.rfc4514_string()[:200]} names a CRL that cannot be "
+                               f"fetched: {'; '.join(errors) or 'no URI'}")
+    return sorted(out.items())

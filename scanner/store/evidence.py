@@ -49,6 +49,13 @@ class Evidence:
                     out[row.name] = row.sha256
         return out
 
+    def evidence_refs_under(self, prefix: str) -> dict[str, str]:
+        """name -> sha256 for the names that start with ``prefix`` (a scan's ``serve --watch`` batches)."""
+        with self._db.errors("cannot read the evidence material"), self._db.read() as conn:
+            rows = conn.execute(sa.select(_refs.c.name, _refs.c.sha256).where(
+                _refs.c.name.startswith(prefix, autoescape=True)))
+            return {row.name: row.sha256 for row in rows}
+
     def evidence_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
         """sha256 -> bytes for the blobs that exist (each checked against its name)."""
         out: dict[str, bytes] = {}
@@ -85,7 +92,9 @@ def evidence_prune(db: Db, batch: int) -> int:
         live_scans = {f"scan/{i}" for (i,) in conn.execute(sa.select(_scans.c.id))}
         live_material = {material_name(r.digest, r.material_fingerprint)
                          for r in conn.execute(sa.select(_cache.c.digest, _cache.c.material_fingerprint))}
-    dead = sorted(n for n in refs if n not in live_scans and n not in live_material)
+    # scan/<id>/watch/<n>: what `serve --watch` added to scan <id> lives as long as the scan
+    dead = sorted(n for n in refs if n not in live_scans and n not in live_material
+                  and n.split("/watch/", 1)[0] not in live_scans)
     for chunk in _chunks(dead, batch):
         with db.write() as conn:
             conn.execute(_refs.delete().where(_refs.c.name.in_(chunk)))
@@ -110,7 +119,9 @@ def evidence_prune(db: Db, batch: int) -> int:
     for chunk in _chunks(sorted(material_docs), batch):
         for data in ev.evidence_blobs(chunk).values():
             try:
-                live |= _shas_in(json.loads(data).get("answers"), "sha256")
+                doc = json.loads(data)
+                # the registry answers and the trust answers (CRLs, listings...) the verification read
+                live |= _shas_in(doc.get("answers"), "sha256") | _shas_in(doc.get("trust"), "sha256")
             except (ValueError, AttributeError):
                 continue
     with db.read() as conn:

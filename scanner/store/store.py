@@ -194,6 +194,9 @@ class Store:
     def evidence_refs(self, names: Iterable[str]) -> dict[str, str]:
         return self._evidence.evidence_refs(names)
 
+    def evidence_refs_under(self, prefix: str) -> dict[str, str]:
+        return self._evidence.evidence_refs_under(prefix)
+
     def evidence_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
         return self._evidence.evidence_blobs(shas)
 

@@ -31,7 +31,7 @@ import enum
 import hashlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -98,10 +98,14 @@ class CRLCache:
     """In-memory CRLs keyed by URL, usable until their nextUpdate. Thread-safe; pass one per scan
     (or keep one across scans); the DER bytes are kept so a caller may persist them."""
 
-    def __init__(self, max_entries: int = 256) -> None:
+    def __init__(self, max_entries: int = 256, *, reusable: Callable[[str, bytes], bool] | None = None) -> None:
+        """``reusable(url, der)``: asked before each hit is served (the trust sources' edge: a scan notes
+        the CRL as used by the image judged now, an evidence replay serves only the CRL that image
+        recorded); False makes it a miss."""
         self._entries: dict[str, tuple[x509.CertificateRevocationList, bytes]] = {}
         self._lock = threading.Lock()
         self._max = max_entries
+        self._reusable = reusable
 
     def get(self, url: str, now: datetime) -> x509.CertificateRevocationList | None:
         with self._lock:
@@ -114,6 +118,12 @@ class CRLCache:
             self.drop(url)
             return None
         return crl
+
+    def may_reuse(self, key: str, url: str) -> bool:
+        """Whether the entry under ``key`` (fetched from ``url``) may serve now (``reusable``)."""
+        with self._lock:
+            hit = self._entries.get(key)
+        return hit is None or self._reusable is None or self._reusable(url, hit[1])
 
     def put(self, url: str, crl: x509.CertificateRevocationList, raw: bytes) -> None:
         with self._lock:
@@ -362,7 +372,7 @@ class RevocationChecker:
             raise _Unknown(f"CRL distribution point {url} is not an http:// URL, which is not supported")
         key = f"{hashlib.sha256(issuer.public_bytes(serialization.Encoding.DER)).hexdigest()} {url}"
         cached = self.cache.get(key, now)
-        if cached is not None:
+        if cached is not None and self.cache.may_reuse(key, url):
             try:
                 _check_crl_for(cached, issuer, url, now)
                 return cached

@@ -16,6 +16,15 @@ replay of the same policy load asks the same questions. A CRL or OCSP answer fet
 verification (in a worker thread) goes through the fetcher wrapped at load time
 (:func:`wrap_fetcher`), which records into the same record.
 
+Material read *during* one image's verification (a CRL, an OCSP answer, a Grafeas listing, the lazily
+loaded public-good root) is also noted to the taps in force in that thread (:func:`noting`): the
+evidence capture keeps it with the image's own material, so that it follows the image's verdict into
+the store and, for a cache hit, into a later (warm) scan's pack. A cache that serves such material
+again without a fetch (the CRL cache, a lazily loaded root) asks :meth:`Sources.reusable` first: a
+:class:`Recording` notes the use (as if fetched), a :class:`Replay` allows it only when the image
+being replayed recorded the same bytes (:func:`answering_first`), so no image is ever replayed with
+another image's CRL.
+
 Trust material an importer derives from a document (a ClusterImagePolicy CA, a notation trust store
 built from certificates, a Kyverno keyless root) is handed to the verifiers as bytes: :func:`virtual`
 and :func:`virtual_tree` register it in memory under a ``sigaudit-mem:/<sha256>`` name that is never a
@@ -30,7 +39,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -55,6 +64,10 @@ class Sources(Protocol):
         """Bytes named by ``ref`` (a key URL, a KMS key URI, a CRL/OCSP URL) that ``fetch`` reads."""
         ...
 
+    def reusable(self, kind: str, ref: str, data: bytes) -> bool:
+        """Whether ``data``, fetched earlier as ``ref``, may answer again without a fetch (a cache)."""
+        ...
+
 
 class FileSystem:
     def query(self, op: str, path: Path, real: Callable[[], Any]) -> Any:
@@ -62,6 +75,9 @@ class FileSystem:
 
     def fetched(self, kind: str, ref: str, fetch: Callable[[], bytes]) -> bytes:
         return fetch()
+
+    def reusable(self, kind: str, ref: str, data: bytes) -> bool:
+        return True
 
 
 def _sha(data: bytes) -> str:
@@ -87,6 +103,37 @@ class Snapshot:
         return {"schema_version": 1, "entries": self.entries}
 
 
+@dataclass(frozen=True)
+class Use:
+    """One trust answer used: the question (``kind``: a file-system op or a fetched kind; ``ref``: the
+    path or reference as asked), its snapshot ``entry`` and bytes (None for an answer without)."""
+
+    kind: str
+    ref: str
+    entry: Mapping[str, Any]
+    data: bytes | None
+    fetched: bool  # a fetched reference (CRL, OCSP, listing, root), not a file-system question
+
+
+Tap = Callable[[Use], None]
+_taps: ContextVar[tuple[Tap, ...]] = ContextVar("sigaudit_trust_taps", default=())
+
+
+@contextmanager
+def noting(tap: Tap) -> Iterator[None]:
+    """Trust answers used in this context (this thread's image verification) are also given to ``tap``."""
+    token = _taps.set((*_taps.get(), tap))
+    try:
+        yield
+    finally:
+        _taps.reset(token)
+
+
+def _note(use: Use) -> None:
+    for tap in _taps.get():
+        tap(use)
+
+
 class Recording:
     """Reads for real and keeps every question and answer (thread-safe: CRL fetches come from workers)."""
 
@@ -110,8 +157,11 @@ class Recording:
         try:
             value = self._inner.query(op, path, real)
         except OSError as exc:
-            self._keep(key, {"op": op, "path": str(path), "error": [exc.errno or errno.EIO, exc.strerror or str(exc)]})
+            failed = {"op": op, "path": str(path), "error": [exc.errno or errno.EIO, exc.strerror or str(exc)]}
+            self._keep(key, failed)
+            _note(Use(op, str(path), failed, None, False))
             raise
+        kept: bytes | None = None
         if op == "read":
             # A policy may spell a key URL with its credentials: the snapshot (database, evidence pack)
             # keeps the text with them masked, which is also what the policy digest is taken over.
@@ -119,20 +169,33 @@ class Recording:
             entry: dict[str, Any] = {"op": op, "path": str(path), "sha256": _sha(kept)}
             if kept is not value:
                 entry["redacted"] = True
-            self._keep(key, entry, kept)
         elif op == "iterdir":
-            self._keep(key, {"op": op, "path": str(path), "value": sorted(p.name for p in value)})
+            entry = {"op": op, "path": str(path), "value": sorted(p.name for p in value)}
         elif op == "resolve":
-            self._keep(key, {"op": op, "path": str(path), "value": str(value)})
+            entry = {"op": op, "path": str(path), "value": str(value)}
         else:
-            self._keep(key, {"op": op, "path": str(path), "value": value})
+            entry = {"op": op, "path": str(path), "value": value}
+        self._keep(key, entry, kept)
+        _note(Use(op, str(path), entry, kept, False))
         return value
 
     def fetched(self, kind: str, ref: str, fetch: Callable[[], bytes]) -> bytes:
         data = self._inner.fetched(kind, ref, fetch)
-        name = _ref_key(ref)
-        self._keep((kind, name), {"op": kind, "path": name, "sha256": _sha(data)}, data)
+        self._fetched(kind, ref, data)
         return data
+
+    def _fetched(self, kind: str, ref: str, data: bytes) -> None:
+        name = _ref_key(ref)
+        entry = {"op": kind, "path": name, "sha256": _sha(data)}
+        self._keep((kind, name), entry, data)
+        _note(Use(kind, ref, entry, data, True))
+
+    def reusable(self, kind: str, ref: str, data: bytes) -> bool:
+        """A cache serves ``data`` again: the image judged now used it, as if fetched."""
+        if not self._inner.reusable(kind, ref, data):
+            return False
+        self._fetched(kind, ref, data)
+        return True
 
 
 _mem_lock = threading.Lock()
@@ -242,6 +305,28 @@ def _mem_answer(op: str, name: str) -> Any:
     raise ValueError(f"unknown question {op!r}")
 
 
+@dataclass(frozen=True)
+class _Overlay:
+    answers: Mapping[tuple[str, str], Mapping[str, Any]]
+    blobs: Mapping[str, bytes]
+
+
+_overlay: ContextVar[_Overlay | None] = ContextVar("sigaudit_trust_overlay", default=None)
+
+
+@contextmanager
+def answering_first(entries: Sequence[Mapping[str, Any]], blobs: Mapping[str, bytes]) -> Iterator[None]:
+    """In a :class:`Replay`, within this context: the trust answers one image's verification recorded
+    (its CRLs, OCSP answers, listings, lazily loaded roots). A fetched reference is answered from them
+    only, never from the scan's snapshot (what another image read); a file question the image did not
+    record falls back to the snapshot (what the policy was loaded from)."""
+    token = _overlay.set(_Overlay({(str(e["op"]), str(e["path"])): e for e in entries}, blobs))
+    try:
+        yield
+    finally:
+        _overlay.reset(token)
+
+
 class Replay:
     """Answers only from a snapshot; what it does not hold is absent."""
 
@@ -249,10 +334,17 @@ class Replay:
         self._answers = {(str(e["op"]), str(e["path"])): e for e in entries}
         self._blobs = blobs
 
+    def _fetched_answers(self) -> tuple[Mapping[tuple[str, str], Mapping[str, Any]], Mapping[str, bytes]]:
+        over = _overlay.get()
+        return (over.answers, over.blobs) if over is not None else (self._answers, self._blobs)
+
     def query(self, op: str, path: Path, real: Callable[[], Any]) -> Any:
         if _mem_name(path) is not None:  # in-memory material: the replayed import registered it again
             return real()
-        e = self._answers.get((op, str(path)))
+        over = _overlay.get()
+        e, blobs = (over.answers.get((op, str(path))), over.blobs) if over is not None else (None, self._blobs)
+        if e is None:
+            e, blobs = self._answers.get((op, str(path))), self._blobs
         if e is None:
             if op in ("is_file", "is_dir", "is_symlink"):
                 return False
@@ -263,7 +355,7 @@ class Replay:
             code, msg = e["error"]
             raise OSError(int(code), str(msg), str(path))
         if op == "read":
-            return self._blob(e)
+            return self._blob(e, blobs)
         if op == "iterdir":
             return [path / str(n) for n in e["value"]]
         if op == "resolve":
@@ -272,26 +364,39 @@ class Replay:
             return int(e["value"])
         return bool(e["value"])
 
-    def _blob(self, e: Mapping[str, Any]) -> bytes:
-        data = self._blobs.get(str(e.get("sha256")))
+    def _blob(self, e: Mapping[str, Any], blobs: Mapping[str, bytes] | None = None) -> bytes:
+        data = (self._blobs if blobs is None else blobs).get(str(e.get("sha256")))
         if data is None or _sha(data) != e.get("sha256"):
             raise FileNotFoundError(errno.ENOENT, MISSING, str(e["path"]))
         return data
 
-    def fetched(self, kind: str, ref: str, fetch: Callable[[], bytes]) -> bytes:
+    def _fetched_entry(self, kind: str, ref: str) -> tuple[Mapping[str, Any] | None, Mapping[str, bytes]]:
+        answers, blobs = self._fetched_answers()
         name = _ref_key(ref)
-        e = self._answers.get((kind, name))
+        e = answers.get((kind, name))
         if e is None and display_url(ref) == ref and "***" in ref:
             # The reference as the snapshot's masked policy spells it: the one recorded reference that
             # shows the same (several: ambiguous, absent).
-            found = [a for (k, n), a in self._answers.items() if k == kind and n.startswith(ref + " (sha256:")]
+            found = [a for (k, n), a in answers.items() if k == kind and n.startswith(ref + " (sha256:")]
             e = found[0] if len(found) == 1 else None
+        return e, blobs
+
+    def fetched(self, kind: str, ref: str, fetch: Callable[[], bytes]) -> bytes:
+        e, blobs = self._fetched_entry(kind, ref)
         if e is None or "sha256" not in e:
             raise ConfigError(f"{kind} {display_url(ref)}: {MISSING}")
         try:
-            return self._blob(e)
+            data = self._blob(e, blobs)
         except FileNotFoundError:
             raise ConfigError(f"{kind} {display_url(ref)}: {MISSING}") from None
+        _note(Use(kind, ref, e, data, True))  # a lazy loader remembers what it was answered (LazyTrust)
+        return data
+
+    def reusable(self, kind: str, ref: str, data: bytes) -> bool:
+        """Only the very bytes the image being replayed recorded for ``ref`` (a CRL another image's
+        replay put in the cache is fetched again, from this image's record)."""
+        e, blobs = self._fetched_entry(kind, ref)
+        return e is not None and e.get("sha256") == _sha(data) and blobs.get(_sha(data)) == data
 
 
 _REAL = FileSystem()
@@ -366,6 +471,13 @@ class _SourcedFetcher:
             "post", f"{url}#{_sha(body)}",
             lambda: self.inner.post(url, body, content_type=content_type, max_bytes=max_bytes, timeout=timeout),
         )
+
+
+def reuse_check() -> Callable[[str, bytes], bool]:
+    """For a cache of fetched GETs (the CRL cache), bound to the sources in force now: whether bytes
+    fetched earlier from a URL may answer again (see :meth:`Sources.reusable`)."""
+    sources = current()
+    return lambda url, data: sources.reusable("get", url, data)
 
 
 def wrap_fetcher(fetcher: Fetcher) -> Fetcher:

@@ -240,13 +240,20 @@ class LazyTrust:
         self._sources = sources.current()
         self._value: SigstoreTrust | None = None
         self._error: ConfigError | None = None
+        self._used: list[sources.Use] = []  # what the load fetched: each later use is one of it too
 
     def get(self) -> SigstoreTrust:
         with self._lock:
+            if self._value is not None and not all(
+                    self._sources.reusable(u.kind, u.ref, u.data) for u in self._used if u.data is not None):
+                self._value = None  # a replay of an image that recorded another root: load that one
             if self._value is None and self._error is None:
+                used: list[sources.Use] = []
                 try:
-                    with sources.reading_from(self._sources):
+                    with sources.reading_from(self._sources), sources.noting(lambda u: used.append(u) if u.fetched
+                                                                             else None):
                         self._value = self._loader()
+                    self._used = used
                 except ConfigError as exc:
                     self._error = exc
                 except Exception as exc:

@@ -30,8 +30,9 @@ def _name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def make_tsa_pki(directory: Path, cn: str = "Test TSA") -> bytes:
-    """Write ``tsa.pem``, ``tsa.key``, ``root.pem``, ``ts.cnf`` into ``directory``; returns the root PEM."""
+def make_tsa_pki(directory: Path, cn: str = "Test TSA", *, crl_url: str | None = None) -> bytes:
+    """Write ``tsa.pem``, ``tsa.key``, ``root.pem``, ``root.key``, ``ts.cnf`` into ``directory``; returns the
+    root PEM. ``crl_url``: the TSA certificate names it as its CRL distribution point."""
     now = datetime.now(UTC)
     root_key = ec.generate_private_key(ec.SECP256R1())
     root = (x509.CertificateBuilder().subject_name(_name(cn + " Root")).issuer_name(_name(cn + " Root"))
@@ -41,13 +42,19 @@ def make_tsa_pki(directory: Path, cn: str = "Test TSA") -> bytes:
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .sign(root_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(root.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=365))
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
-            .sign(root_key, hashes.SHA256()))
+    builder = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(root.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=365))
+               .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                              critical=True)
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True))
+    if crl_url:
+        builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            [x509.UniformResourceIdentifier(crl_url)], None, None, None)]), critical=False)
+    leaf = builder.sign(root_key, hashes.SHA256())
     pem = serialization.Encoding.PEM
+    (directory / "root.key").write_bytes(root_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                                serialization.NoEncryption()))
     (directory / "tsa.pem").write_bytes(leaf.public_bytes(pem))
     (directory / "tsa.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
                                                           serialization.NoEncryption()))
@@ -79,9 +86,9 @@ class TsaServer:
 
     @classmethod
     @contextmanager
-    def start(cls, directory: Path) -> Iterator[TsaServer]:
+    def start(cls, directory: Path, *, crl_url: str | None = None) -> Iterator[TsaServer]:
         directory.mkdir(parents=True, exist_ok=True)
-        root_pem = make_tsa_pki(directory)
+        root_pem = make_tsa_pki(directory, crl_url=crl_url)
         lock = threading.Lock()
         seen: list[bytes] = []
 
@@ -115,3 +122,18 @@ class TsaServer:
         finally:
             httpd.shutdown()
             httpd.server_close()
+
+
+def tsa_crl(directory: Path, *, revoked: bool = False, next_update: datetime | None = None) -> bytes:
+    """A DER CRL of the TSA's root (in ``directory``, made by :func:`make_tsa_pki`), listing the TSA
+    certificate when ``revoked``."""
+    root = x509.load_pem_x509_certificate((directory / "root.pem").read_bytes())
+    key = serialization.load_pem_private_key((directory / "root.key").read_bytes(), None)
+    tsa = x509.load_pem_x509_certificate((directory / "tsa.pem").read_bytes())
+    now = datetime.now(UTC)
+    b = (x509.CertificateRevocationListBuilder().issuer_name(root.subject).last_update(now - timedelta(hours=1))
+         .next_update(next_update or now + timedelta(days=1)).add_extension(x509.CRLNumber(1), critical=False))
+    if revoked:
+        b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(tsa.serial_number)
+                                      .revocation_date(now - timedelta(minutes=30)).build())
+    return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]

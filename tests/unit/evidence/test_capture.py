@@ -4,6 +4,7 @@ material a policy load read: the replay answers what was recorded, digest-checke
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -222,3 +223,40 @@ def test_an_imported_policys_ca_material_replays_on_another_machine(
     assert again.digest == live.digest
     assert [r.name for r in again.rules] == ["p/notary", "p/keyless"]
     assert list(scan_tmp.iterdir()) == [] and list(verify_tmp.iterdir()) == []
+
+
+def test_the_trust_an_images_verification_reads_is_kept_with_its_material() -> None:
+    """Issue #23: a CRL (or listing, or lazily loaded root) read while one image is judged is part of
+    that image's material: stored with it, so a later scan that reuses its verdict carries it too. A
+    record from before (no "trust" key) is told apart: it replays from the scan's snapshot."""
+    from scanner.evidence.capture import Capture, trust_blob_names
+
+    rec = sources.Recording()
+    with sources.reading_from(rec):
+        fetch = sources.wrap_fetcher(_Fetcher({"http://ca/x.crl": b"CRL"}))
+    capture = Capture()
+    reg = InMemoryRegistry()
+    a, b = RecordingReader(reg), RecordingReader(reg)
+    with capture.trust_reads(a):
+        assert fetch.get("http://ca/x.crl", max_bytes=9, timeout=1) == b"CRL"
+    with capture.trust_reads(b):
+        pass  # judged without reading it
+    doc = json.loads(json.dumps(a.material.to_json()))
+    assert doc["trust"] == [{"op": "get", "path": "http://ca/x.crl", "sha256": hashlib.sha256(b"CRL").hexdigest()}]
+    assert a.material.blobs[hashlib.sha256(b"CRL").hexdigest()] == b"CRL"
+    assert trust_blob_names(doc) == {hashlib.sha256(b"CRL").hexdigest()}
+    assert b.material.to_json()["trust"] == []  # recorded: it read none (a replay gives it none)
+    again = Material.from_json(doc, a.material.blobs)
+    assert again.trust_entries() == doc["trust"]
+    assert Material.from_json({"answers": []}, {}).trust is None  # an older record
+
+
+class _Fetcher:
+    def __init__(self, answers: dict[str, bytes]) -> None:
+        self.answers = answers
+
+    def get(self, url: str, *, max_bytes: int, timeout: float) -> bytes:
+        return self.answers[url]
+
+    def post(self, url: str, body: bytes, *, content_type: str, max_bytes: int, timeout: float) -> bytes:
+        raise AssertionError("no POST")

@@ -131,3 +131,30 @@ def test_a_signed_pack_nested_past_the_parsers_depth_is_a_finding_not_a_crash(tm
         write_tar(files, fh)
     out = verify_pack(p, signer.public_key_pem())
     assert not out.ok and any("not JSON" in x for x in out.problems), out.problems
+
+
+def test_the_auditors_expectations_are_checked_against_the_signed_manifest() -> None:
+    """--not-before / --expect-scan (issue 23): a stale pack, or one of another scan, fails; an exact match
+    and a time at the bound pass; a malformed or zoneless verified_at cannot pass --not-before."""
+    from datetime import UTC, datetime
+
+    from scanner.evidence.verify import Expected, Outcome, check_expected
+
+    manifest = {"scan_id": 7, "verified_at": "2026-12-07T10:00:00+00:00"}
+    at = datetime(2026, 12, 7, 10, tzinfo=UTC)
+
+    def problems(m: dict, e: Expected) -> list[str]:
+        out = Outcome()
+        check_expected(m, e, out)
+        return out.problems
+
+    assert problems(manifest, Expected(not_before=at, scan_id=7)) == []
+    assert problems(manifest, Expected()) == []
+    (p,) = problems(manifest, Expected(not_before=at.replace(second=1)))
+    assert "before" in p and "stale" in p
+    (p,) = problems(manifest, Expected(scan_id=8))
+    assert "not the expected scan 8" in p
+    for bad in ("7", True, None):  # a string, a bool (== 1 in Python) or no id is never scan 7 / 1
+        assert problems({**manifest, "scan_id": bad}, Expected(scan_id=1 if bad is True else 7))
+    for bad_time in ("2026-12-07T10:00:00", "yesterday", None):
+        assert problems({**manifest, "verified_at": bad_time}, Expected(not_before=at))

@@ -427,3 +427,25 @@ def test_an_expired_delegated_ocsp_responder_is_not_believed(server: Server) -> 
     server.routes["/ocsp"] = (200, _ocsp_good(current, root, leaf.cert, this_update=NOW - timedelta(hours=1),
                                               next_update=NOW + timedelta(days=1), delegated=True))
     assert status(leaf, root).status is RevocationStatus.OK
+
+
+def test_a_cached_crl_serves_again_only_when_the_trust_sources_allow_it(server: Server) -> None:
+    """Issue #23: a scan notes each reuse for the image judged now; an evidence replay allows only the
+    CRL the replayed image recorded — else the CRL is fetched (from that image's record) again."""
+    ca = issue("Root", ca=True)
+    leaf = issue("Leaf", issuer=ca, crl_url=f"{server.base}/ca.crl", serial=REVOKED_SERIAL)
+    server.routes["/ca.crl"] = (200, crl(ca, []))
+    asked: list[tuple[str, bytes]] = []
+    allow = [True]
+
+    def reusable(url: str, der: bytes) -> bool:
+        asked.append((url, der))
+        return allow[0]
+
+    cache = CRLCache(reusable=reusable)
+    assert status(leaf, ca, cache).status is RevocationStatus.OK
+    assert status(leaf, ca, cache).status is RevocationStatus.OK
+    assert server.hits == ["/ca.crl"] and [u for u, _ in asked] == [f"{server.base}/ca.crl"]
+    allow[0] = False
+    assert status(leaf, ca, cache).status is RevocationStatus.OK
+    assert server.hits == ["/ca.crl", "/ca.crl"]  # refused: fetched again

@@ -105,3 +105,92 @@ def test_a_key_text_naming_in_memory_material_is_refused(tmp_path: Path) -> None
 
     with pytest.raises(ConfigError, match="cannot be read from"):
         PolicyLoader().load_key(sources.virtual(_PEM, ".pem"), tmp_path, "k")
+
+
+# -- Trust material read during one image's verification (issue #23: it follows the image's verdict) --
+
+
+class _Net:
+    """A fetcher standing in for the network: ``answers[url]`` bytes, ``asked`` every URL fetched."""
+
+    def __init__(self, answers: dict[str, bytes]) -> None:
+        self.answers, self.asked = answers, []
+
+    def get(self, url: str, *, max_bytes: int, timeout: float) -> bytes:
+        self.asked.append(url)
+        return self.answers[url]
+
+    def post(self, url: str, body: bytes, *, content_type: str, max_bytes: int, timeout: float) -> bytes:
+        raise AssertionError("no POST here")
+
+
+def test_each_images_fetches_and_cache_reuses_are_noted_to_that_images_tap() -> None:
+    net = _Net({"http://ca/a.crl": b"CRL-A"})
+    rec = sources.Recording()
+    with sources.reading_from(rec):
+        fetcher = sources.wrap_fetcher(net)
+        reusable = sources.reuse_check()
+    first: list[sources.Use] = []
+    second: list[sources.Use] = []
+    with sources.noting(first.append):
+        assert fetcher.get("http://ca/a.crl", max_bytes=100, timeout=1) == b"CRL-A"
+    with sources.noting(second.append):  # the next image: served by a cache, without a fetch
+        assert reusable("http://ca/a.crl", b"CRL-A")
+    assert net.asked == ["http://ca/a.crl"]
+    for uses in (first, second):
+        (u,) = uses
+        assert (u.kind, u.ref, u.data, u.fetched) == ("get", "http://ca/a.crl", b"CRL-A", True)
+        assert u.entry == {"op": "get", "path": "http://ca/a.crl", "sha256": sources._sha(b"CRL-A")}
+    # outside any image: kept in the scan's snapshot, noted to nobody
+    assert [e["path"] for e in rec.snapshot.entries] == ["http://ca/a.crl"]
+
+
+def test_a_replayed_image_is_answered_from_its_own_record_only() -> None:
+    a, b = {"op": "get", "path": "http://ca/x.crl", "sha256": sources._sha(b"A")}, \
+        {"op": "get", "path": "http://ca/x.crl", "sha256": sources._sha(b"B")}
+    replay = sources.Replay([a], {a["sha256"]: b"A"})  # the scan's snapshot holds image A's CRL
+    with sources.reading_from(replay):
+        fetcher = sources.wrap_fetcher(_Net({}))
+        reusable = sources.reuse_check()
+    assert fetcher.get("http://ca/x.crl", max_bytes=9, timeout=1) == b"A"  # no image: the snapshot
+    with sources.answering_first([b], {b["sha256"]: b"B"}):  # image B recorded another CRL at that URL
+        assert fetcher.get("http://ca/x.crl", max_bytes=9, timeout=1) == b"B"
+        assert not reusable("http://ca/x.crl", b"A")  # a cache filled by A's replay never answers for B
+        assert reusable("http://ca/x.crl", b"B")
+    with sources.answering_first([], {}):  # an image that recorded none: never the snapshot's (A's)
+        with pytest.raises(ConfigError, match="not in the evidence pack"):
+            fetcher.get("http://ca/x.crl", max_bytes=9, timeout=1)
+        assert not reusable("http://ca/x.crl", b"A")
+    with sources.answering_first([b], {}):  # named but its bytes absent: absent
+        with pytest.raises(ConfigError):
+            fetcher.get("http://ca/x.crl", max_bytes=9, timeout=1)
+
+
+def test_a_lazily_loaded_root_is_noted_for_every_image_and_reloaded_for_one_that_recorded_another() -> None:
+    from scanner.verify.trustroot import LazyTrust
+
+    loads: list[bytes] = []
+
+    def loader() -> object:
+        raw = sources.fetched("sigstore", "public-good trusted_root.json", lambda: b"ROOT-1")
+        loads.append(raw)
+        return raw
+
+    rec = sources.Recording()
+    with sources.reading_from(rec):
+        lazy = LazyTrust(loader, name="root")  # type: ignore[arg-type]
+    seen: dict[str, list[sources.Use]] = {"a": [], "b": []}
+    for image, uses in seen.items():
+        with sources.noting(uses.append):
+            assert lazy.get() == b"ROOT-1"
+    assert loads == [b"ROOT-1"]  # loaded once, used by both images: both records hold it
+    assert [u.data for u in seen["a"]] == [b"ROOT-1"] and [u.data for u in seen["b"]] == [b"ROOT-1"]
+    entry = seen["a"][0].entry
+    replay = sources.Replay([dict(entry)], {entry["sha256"]: b"ROOT-1"})
+    with sources.reading_from(replay):
+        lazy = LazyTrust(loader, name="root")  # type: ignore[arg-type]
+    other = {"op": "sigstore", "path": "public-good trusted_root.json", "sha256": sources._sha(b"ROOT-2")}
+    with sources.answering_first([entry], {entry["sha256"]: b"ROOT-1"}):
+        assert lazy.get() == b"ROOT-1"
+    with sources.answering_first([other], {other["sha256"]: b"ROOT-2"}):
+        assert lazy.get() == b"ROOT-2"  # not the root another image's replay loaded

@@ -1,0 +1,54 @@
+"""Evidence material in the store (issue #23): what `db prune` keeps of a kept scan's evidence."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from scanner.models import ScanResult, ScanState
+from scanner.store import open_store, upgrade
+from scanner.store.evidence import evidence_prune
+
+T0 = datetime(2026, 12, 7, 10, tzinfo=UTC)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_prune_keeps_the_trust_answers_a_kept_scans_image_material_names(tmp_path: Path) -> None:
+    """An image's material names the CRLs / listings its verification read ("trust"): they live as long
+    as the material does (a later scan's pack reuses them), not only while the scan that fetched them does."""
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    upgrade(url)
+    with open_store(url) as store:
+        scan_id = store.begin_scan("c", T0, "sha256:p", "1")
+        store.finish_scan(scan_id, ScanResult(cluster="c", started_at=T0, finished_at=T0 + timedelta(seconds=5),
+                                              state=ScanState.COMPLETE, verdicts=(), policy_digest="sha256:p"))
+        answer, crl, orphan = b"signature manifest", b"the CRL", b"nobody's"
+        doc = json.dumps({"schema_version": 1, "answers": [{"key": ["get_blob"], "sha256": _sha(answer)}],
+                          "trust": [{"op": "get", "path": "http://ca/x.crl", "sha256": _sha(crl)}]}).encode()
+        index = gzip.compress(json.dumps({"trust": [], "images": [{"material": _sha(doc)}]}).encode(), mtime=0)
+        store.evidence_put({_sha(b): b for b in (answer, crl, orphan, doc, index)}, {f"scan/{scan_id}": _sha(index)})
+        assert evidence_prune(store._db, 100) == 1
+        kept = store.evidence_blobs({_sha(b) for b in (answer, crl, orphan, doc, index)})
+        assert set(kept) == {_sha(answer), _sha(crl), _sha(doc), _sha(index)}
+
+
+def test_prune_keeps_a_kept_scans_watch_batches_and_drops_those_of_a_deleted_scan(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    upgrade(url)
+    with open_store(url) as store:
+        scan_id = store.begin_scan("c", T0, "sha256:p", "1")
+        store.finish_scan(scan_id, ScanResult(cluster="c", started_at=T0, finished_at=T0 + timedelta(seconds=5),
+                                              state=ScanState.COMPLETE, verdicts=(), policy_digest="sha256:p"))
+        kept, gone = (gzip.compress(json.dumps({"images": [], "n": n}).encode(), mtime=0) for n in (1, 2))
+        store.evidence_put({_sha(kept): kept, _sha(gone): gone},
+                           {f"scan/{scan_id}/watch/3": _sha(kept), f"scan/{scan_id + 99}/watch/1": _sha(gone)})
+        evidence_prune(store._db, 100)
+        assert set(store.evidence_refs_under(f"scan/{scan_id}/")) == {f"scan/{scan_id}/watch/3"}
+        assert store.evidence_refs_under(f"scan/{scan_id + 99}/") == {}
+        assert set(store.evidence_blobs({_sha(kept), _sha(gone)})) == {_sha(kept)}
