@@ -738,7 +738,7 @@ class RegistryClient:
                     return reply, b"", url
                 if status >= 400:
                     body = _read_capped(resp, 64 * 1024, at, url, quiet=True)
-                    return reply, b"" if status == 404 else body, url
+                    return reply, body, url  # a 404's error codes tell a hidden repository (NAME_UNKNOWN)
                 length = resp.headers.get("content-length")
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise LimitExceeded(f"{_short(url)}: {int(length)} bytes exceeds the limit of {max_bytes}")
@@ -968,8 +968,12 @@ class RegistryClient:
                 max_bytes=self.limits.manifest_bytes,
             )
             if resp.status_code == 404 and pages == 0:
-                with self._lock:
-                    self._no_referrers_api.add(ref.registry)
+                if "NAME_UNKNOWN" not in _error_codes(body):
+                    with self._lock:
+                        self._no_referrers_api.add(ref.registry)
+                # else: the repository is unknown to every credential tried (or hidden from them, as
+                # GHCR, ECR and Harbor answer): that says nothing of the registry's API, and is never
+                # learnt for its other repositories (whose referrers would then be looked for in tags only).
                 return self._referrers_tag(ref, digest, artifact_type, secrets)
             self._check(resp, ref.registry, f"referrers of {digest[:19]}")
             if pages == 0:
@@ -1023,6 +1027,18 @@ def _filter(entries: list[Descriptor], artifact_type: str | None) -> list[Descri
     # Registries and old fallback indexes may report the config's media type (the empty type) as a
     # referrer's artifactType: keep those and decide from the manifest itself (SPEC-NOTES §4/§6).
     return [e for e in entries if e.artifact_type in _UNTRUSTED_TYPES or e.artifact_type.startswith(artifact_type)]
+
+
+def _error_codes(body: bytes) -> set[str]:
+    """The ``errors[].code`` of a distribution error reply (empty when it is not one)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return set()
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return set()
+    return {e["code"] for e in errors if isinstance(e, dict) and isinstance(e.get("code"), str)}
 
 
 def _next_link(header: str | None) -> str | None:

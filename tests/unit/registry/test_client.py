@@ -331,3 +331,45 @@ def test_a_not_found_for_every_credential_is_asked_once_each_and_counts_against_
             c.get_manifest(REF, "sha256:" + "e" * 64, refs)
         assert c.manifest_gets("evil.test") == 3
         assert len([s for s in seen if s[0] == "GET"]) <= 3 + 2  # plus at most one 401 challenge per account
+
+
+def test_a_hidden_repositorys_404_never_teaches_that_the_registry_lacks_the_referrers_api() -> None:
+    """A repository no credential may see answers 404 NAME_UNKNOWN to the referrers API too; that says
+    nothing of the registry's API. Learnt registry-wide, it sent every other repository's referrers to
+    the tag schema, where signatures pushed through the API are not: "unsigned"."""
+    from scanner.registry.client import OCI_INDEX
+
+    entry = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "b" * 64, "size": 10,
+             "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"}
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/v2/team/hidden/"):
+            return httpx.Response(404, content=b'{"errors":[{"code":"NAME_UNKNOWN","message":"hidden"}]}')
+        if "/referrers/" in request.url.path:
+            return httpx.Response(200, headers={"Content-Type": OCI_INDEX}, content=index)
+        return httpx.Response(404, content=b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+
+    digest = "sha256:" + "a" * 64
+    with handler_client(handler, insecure_registries={"evil.test"}) as c:
+        hidden = ImageReference("evil.test", "team/hidden", None, digest)
+        assert c.referrers(hidden, digest) == ([], "none")
+        found, source = c.referrers(REF, digest)
+        assert source == "api" and [d.digest for d in found] == [entry["digest"]]
+        assert not c.uses_referrers_tag_schema(REF, digest)
+
+
+def test_a_registry_without_the_referrers_api_is_still_learnt_from_its_404() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(404, content=b"404 page not found\n")  # distribution 2.8: no such route
+
+    digest = "sha256:" + "a" * 64
+    with handler_client(handler, insecure_registries={"evil.test"}) as c:
+        assert c.referrers(REF, digest) == ([], "none")
+        assert c.uses_referrers_tag_schema(REF, digest)
+        seen.clear()
+        c.referrers(REF, digest)
+        assert not any("/referrers/" in p for p in seen)  # straight to the tag
