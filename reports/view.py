@@ -26,6 +26,7 @@ from scanner.models import (
     SignatureResult,
     Status,
     Verdict,
+    image_counts,
 )
 
 MAX_TEXT = 2000  # characters of one hostile string shown in the HTML
@@ -438,7 +439,8 @@ def _percent(compliant: int, total: int) -> tuple[float, str]:
 
 def build_summary(result: ScanResult) -> Summary:
     counts = Counter(v.status for v in result.verdicts)
-    compliant = sum(1 for v in result.verdicts if v.compliant)
+    images = image_counts(result.verdicts)  # distinct images, as the JSON document's summary counts them
+    compliant = images.compliant
     containers = 0
     containers_ok = 0
     namespaces: set[str] = set()
@@ -448,17 +450,17 @@ def build_summary(result: ScanResult) -> Summary:
         if v.compliant:
             containers_ok += n
         namespaces.update(c.namespace for c in v.image.containers)
-    ratio, percent = _percent(compliant, len(result.verdicts))
+    ratio, percent = _percent(compliant, images.images)
     by_status = tuple(
         StatusCount(s.value, counts.get(s, 0), s.compliant, STATUS_HELP[s])
         for s in sorted(Status, key=lambda s: STATUS_ORDER[s])
     )
     return Summary(
-        images=len(result.verdicts),
+        images=images.images,
         containers=containers,
         namespaces=len(namespaces),
         compliant=compliant,
-        non_compliant=len(result.verdicts) - compliant,
+        non_compliant=images.non_compliant,
         warn_only=sum(1 for v in result.verdicts if v.compliant and not v.status.compliant),
         expiring=sum(1 for v in result.verdicts if v.expiring),
         ratio=ratio,

@@ -23,6 +23,7 @@ from scanner.models import (
     SignatureResult,
     Status,
     Verdict,
+    image_counts,
 )
 
 
@@ -39,15 +40,15 @@ def summary(result: ScanResult, tag_references: tuple[ContainerRef, ...] | None 
     container of the scan: the document computes them once for its summary and its findings)."""
     by_status = Counter(v.status.value for v in result.verdicts)
     containers = sum(len(v.image.containers) for v in result.verdicts)
-    compliant = sum(1 for v in result.verdicts if v.compliant)
+    counts = image_counts(result.verdicts)  # distinct images: a credential split is one image
     return {
-        "images": len(result.verdicts),
+        "images": counts.images,
         "containers": containers,
-        "compliant": compliant,
-        "non_compliant": len(result.verdicts) - compliant,
+        "compliant": counts.compliant,
+        "non_compliant": counts.non_compliant,
         "expiring": sum(1 for v in result.verdicts if v.expiring),
         "by_status": {s.value: by_status.get(s.value, 0) for s in Status},
-        "compliance_ratio": round(compliant / len(result.verdicts), 6) if result.verdicts else 1.0,
+        "compliance_ratio": counts.ratio,
         "tag_references": len(_tag_references(result) if tag_references is None else tag_references),
     }
 

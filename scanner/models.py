@@ -8,7 +8,7 @@ No stage imports a later one; every stage takes and returns these models.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -478,3 +478,44 @@ class ScanResult:
 
     def __post_init__(self) -> None:
         _mask_prose(self, "errors")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageCounts:
+    """How many distinct images a scan judged, and how many of them are compliant."""
+
+    images: int
+    compliant: int
+
+    @property
+    def non_compliant(self) -> int:
+        return self.images - self.compliant
+
+    @property
+    def ratio(self) -> float:
+        return round(self.compliant / self.images, 6) if self.images else 1.0
+
+
+def image_identity(v: Verdict) -> tuple[object, ...]:
+    """What makes a verdict's image one image of the scan: its registry, repository and digest (for
+    an unknown running digest: what the spec names and why it is unknown), and the rule and exemption
+    it was judged by — the README's "one verdict per running digest and per set of rules and
+    exemption". The credential set is not part of it: pods of one digest that read the registry with
+    different credentials are judged apart (a verdict is never lent across tenants) but run one image."""
+    img = v.image
+    where: tuple[object, ...]
+    if isinstance(img, RunningImage):
+        where = ("digest", img.reference.registry, img.reference.repository, img.digest)
+    else:
+        where = ("unknown", img.image, img.reason)
+    return (*where, v.policy_source, v.rule, v.exemptions)
+
+
+def image_counts(verdicts: Iterable[Verdict]) -> ImageCounts:
+    """Distinct images (:func:`image_identity`) and the compliant ones among them. Fail closed: an
+    image judged apart under several credential sets is compliant only when every verdict of it is."""
+    compliant: dict[tuple[object, ...], bool] = {}
+    for v in verdicts:
+        key = image_identity(v)
+        compliant[key] = compliant.get(key, True) and v.compliant
+    return ImageCounts(len(compliant), sum(compliant.values()))

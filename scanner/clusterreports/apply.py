@@ -18,13 +18,22 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from scanner.clusterreports.build import MANAGED_BY, Flavor, build_reports
+from scanner.clusterreports.build import CLUSTER_LABEL, MANAGED_BY, Flavor, build_reports, cluster_label
 from scanner.models import ScanResult, ScanState
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "sigaudit"
-SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+
+
+def owner_labels(cluster: str) -> dict[str, str]:
+    """The labels that make a report this install's: sigaudit's, of this ``--cluster``. Two installs
+    with different cluster names (one API server, several audit scopes) never prune each other's."""
+    return {**MANAGED_BY, CLUSTER_LABEL: cluster_label(cluster)}
+
+
+def owner_selector(cluster: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in owner_labels(cluster).items())
 
 
 class ReportApi(Protocol):
@@ -66,20 +75,21 @@ def publish(scan: ScanResult, flavor_name: str, api_client: Any, *,
     return apply_reports(scan, flavor, api_for(flavor, api_client), in_scope=in_scope)
 
 
-def _ours(obj: Mapping[str, Any]) -> bool:
-    """Labelled as sigaudit's and applied by sigaudit's field manager (a label alone can be copied)."""
+def _ours(obj: Mapping[str, Any], cluster: str) -> bool:
+    """Labelled as this install's (sigaudit's, of this cluster name) and applied by sigaudit's field
+    manager (a label alone can be copied). Checked here too, whatever the list's selector returned."""
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") or {}
-    if any(labels.get(k) != v for k, v in MANAGED_BY.items()):
+    if any(labels.get(k) != v for k, v in owner_labels(cluster).items()):
         return False
     return any(m.get("manager") == FIELD_MANAGER and m.get("operation") == "Apply"
                for m in meta.get("managedFields") or [])
 
 
-def _pages(list_fn: Any) -> Iterator[dict[str, Any]]:
+def _pages(list_fn: Any, selector: str) -> Iterator[dict[str, Any]]:
     cont: str | None = None
     while True:
-        page = list_fn(SELECTOR, cont)
+        page = list_fn(selector, cont)
         yield from page.get("items") or []
         cont = (page.get("metadata") or {}).get("continue") or None
         if not cont:
@@ -124,9 +134,10 @@ def apply_reports(scan: ScanResult, flavor: Flavor, api: ReportApi, *,
         return out
     desired = build_reports(scan, flavor)
     existing: dict[tuple[str | None, str], dict[str, Any]] = {}
+    selector = owner_selector(scan.cluster)  # this install's only: another --cluster's are never pruned
     try:
-        for obj in [*_pages(api.list_namespaced), *_pages(api.list_cluster)]:
-            if _ours(obj):
+        for obj in [*_pages(api.list_namespaced, selector), *_pages(api.list_cluster, selector)]:
+            if _ours(obj, scan.cluster):
                 existing[_key(obj)] = obj
     except Exception as exc:  # the API's errors are many (ApiException, urllib3, TLS): each is a problem
         out.problems.append(f"cannot list the existing {flavor.kind} objects: {_why(exc)}")

@@ -221,7 +221,7 @@ def _sort_key(r: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _object(flavor: Flavor, kind: str, name: str, namespace: str | None, results: list[dict[str, Any]],
             scan: ScanResult) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "labels": {**MANAGED_BY, CLUSTER_LABEL: _label(scan.cluster)}}
+    metadata: dict[str, Any] = {"name": name, "labels": {**MANAGED_BY, CLUSTER_LABEL: cluster_label(scan.cluster)}}
     if namespace is not None:
         metadata["namespace"] = namespace
     obj: dict[str, Any] = {"apiVersion": flavor.api_version, "kind": kind, "metadata": metadata}
@@ -232,7 +232,7 @@ def _object(flavor: Flavor, kind: str, name: str, namespace: str | None, results
     return obj
 
 
-def _label(value: str) -> str:
+def cluster_label(value: str) -> str:
     """A label value (≤ 63 of [A-Za-z0-9._-], alphanumeric at both ends) naming the cluster."""
     text = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "_" for ch in value)[:63]
     return text.strip("._-") or "default"

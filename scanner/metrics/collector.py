@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from scanner.errors import StoreError
 from scanner.inventory.references import tag_reference_containers
 from scanner.metrics import names as n
-from scanner.models import RunningImage, ScanResult, ScanState, Verdict, Workload
+from scanner.models import RunningImage, ScanResult, ScanState, Verdict, Workload, image_counts, image_identity
 from scanner.store import DiskUsage, Store
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,8 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
     verifications: Counter[tuple[str, ...]] = Counter()
     image_info: dict[tuple[str, ...], float] = {}
     image_not_after: dict[tuple[str, ...], float] = {}
+    counted: set[tuple[object, ...]] = set()
+    ns_images: dict[tuple[str, tuple[object, ...]], bool] = {}  # compliant only if every verdict of it is
     for v in r.verdicts:
         status, compliant = v.status.value, "true" if v.compliant else "false"
         by_ns: dict[str, int] = defaultdict(int)
@@ -207,10 +209,13 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
             verifications[(c, sig.kind, sig.outcome.value, sig.failure.value or "none")] += 1
         image, digest = _image_label(v) if per_image else ("", "")
         for ns, count in by_ns.items():
-            images[(c, ns, status, compliant)] += 1
+            # One image per namespace however many credential sets judged it (image_identity).
+            seen = (ns, image_identity(v))
+            if (seen, status, compliant) not in counted:
+                counted.add((seen, status, compliant))
+                images[(c, ns, status, compliant)] += 1
             containers[(c, ns, status, compliant)] += count
-            ns_total[ns] += 1
-            ns_compliant[ns] += 1 if v.compliant else 0
+            ns_images[seen] = ns_images.get(seen, True) and v.compliant
             expiring[ns] += 1 if v.expiring else 0
             if v.not_after is not None and (ns not in not_after or v.not_after < not_after[ns]):
                 not_after[ns] = v.not_after
@@ -220,6 +225,9 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
                     key = (c, ns, image, digest)
                     image_not_after[key] = min(_ts(v.not_after), image_not_after.get(key, float("inf")))
 
+    for (ns, _image), ok in ns_images.items():
+        ns_total[ns] += 1
+        ns_compliant[ns] += 1 if ok else 0
     for series, values in (
         (n.IMAGES, images),
         (n.CONTAINERS, containers),
@@ -294,9 +302,8 @@ def _admission_bypass(cluster: str, r: ScanResult) -> Metric:
 
 
 def _ratio(r: ScanResult) -> float:
-    if not r.verdicts:
-        return 1.0
-    return sum(1 for v in r.verdicts if v.compliant) / len(r.verdicts)
+    counts = image_counts(r.verdicts)  # distinct images, as the JSON document's summary counts them
+    return counts.compliant / counts.images if counts.images else 1.0
 
 
 def _registry(cluster: str, counts: object) -> dict[tuple[str, ...], float]:

@@ -354,7 +354,7 @@ class CredentialStore:
                 try:
                     if resolver is None:
                         raise CredentialUnavailable(f"{candidate.label}: no resolver for this source")
-                    cred, until = resolver(candidate)
+                    cred, until = _bounded(resolver, candidate)
                     value: Credential | CredentialUnavailable | None = (
                         self._intern(cred) if cred is not None else None
                     )
@@ -370,6 +370,52 @@ class CredentialStore:
         if isinstance(cached[0], CredentialUnavailable):
             raise CredentialUnavailable(str(cached[0]))  # a fresh one per caller: threads share the cache
         return cached[0]
+
+
+# At most this long for one source to give a credential (a helper's run, a cloud SDK's whole chain:
+# STS then GetAuthorizationToken, the metadata server's ping then its token), and never past the scan's
+# deadline (--deadline) in force on the calling thread.
+SOURCE_TIMEOUT = 30.0
+_GRACE = 0.5  # a source bounded by the deadline itself (a helper, killed then) says so first
+
+
+def _bounded(resolver: Resolver, candidate: DeferredCredential) -> Resolved:
+    """``resolver(candidate)`` on a worker thread, waited for at most SOURCE_TIMEOUT and never past the
+    calling thread's deadline: the cloud SDKs (boto3's credential chain and its STS client, google-auth's
+    metadata server requests) have their own timeouts and retries, per socket operation, that no
+    deadline of ours reaches, so a token endpoint that accepts and never answers would hold the scan
+    for minutes. The worker runs under the same deadline (a helper is killed at it, httpx calls end at
+    it); one left waiting in an SDK is abandoned (a daemon thread) and its late answer dropped."""
+    import queue
+
+    from scanner.registry import deadline
+
+    scope = deadline.current()
+    left = None if scope is None else scope[0] - time.monotonic()
+    if left is not None and left <= 0:
+        raise CredentialUnavailable(f"{candidate.label}: not asked: {scope[1] if scope else 'deadline reached'}")
+    wait = SOURCE_TIMEOUT if left is None else min(SOURCE_TIMEOUT, left + _GRACE)
+    answers: queue.SimpleQueue[tuple[bool, object]] = queue.SimpleQueue()
+
+    def work() -> None:
+        try:
+            with deadline.within(None if scope is None else scope[0], scope[1] if scope else ""):
+                answers.put((True, resolver(candidate)))
+        except BaseException as exc:  # handed to the caller, who raises or reports it
+            answers.put((False, exc))
+
+    threading.Thread(target=work, name=f"credential-{candidate.kind}", daemon=True).start()
+    try:
+        ok, value = answers.get(timeout=wait)
+    except queue.Empty:
+        why = scope[1] if scope is not None and left is not None and left + _GRACE <= SOURCE_TIMEOUT else None
+        raise CredentialUnavailable(
+            f"{candidate.label}: no answer within {wait:.1f} s" + (f" ({why})" if why else "") + "; abandoned"
+        ) from None
+    if not ok:
+        assert isinstance(value, BaseException)
+        raise value
+    return value  # type: ignore[return-value]
 
 
 HELPER_CACHE_SECONDS = 15 * 60.0

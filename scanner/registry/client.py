@@ -477,10 +477,14 @@ class RegistryClient:
         """One request with auth, retries and a streamed size cap. Returns (response, body).
 
         ``secrets`` are the pull secrets of the pods the request is made for: only their credentials
-        and the scanner's own are used, each tried in turn when the registry refuses the previous one
-        (401/403), as the kubelet does; the one that worked is tried first next time."""
-        if method == "GET" and "/manifests/" in path:
-            self._spend_budget(registry)
+        and the scanner's own are used, each tried in turn, as the kubelet does, when the registry
+        refuses the previous one (401/403) *or says it has no such thing* (404: GHCR, ECR, Harbor
+        answer NAME_UNKNOWN / MANIFEST_UNKNOWN to an account that may not see a repository); the one
+        that worked is tried first next time. A not-found answer stands only once every credential
+        was tried: the first credential the registry accepted that said so is the answer (and the
+        source named) when the later ones were refused; a later one that failed otherwise (transport,
+        5xx, budget, a source that could not give a credential) is the error, named as its own source,
+        never the earlier one's not-found. Every credential's manifest GET counts against the budget."""
         candidates = self.credentials.candidates(registry, secrets)
         with self._lock:
             preferred = self._preferred.get((registry, scope, candidates))
@@ -489,6 +493,9 @@ class RegistryClient:
         ) or [None]
         url = self._base(registry) + path
         unavailable: list[str] = []  # sources that could not give a credential, said with the final error
+        # The first not-found answer of a credential the registry accepted: the answer when no later
+        # credential gets further (a later refusal never turns it into an authentication error).
+        not_found: tuple[Reply, bytes, Candidate | None] | None = None
         for i, candidate in enumerate(order):
             more = i + 1 < len(order)
             try:
@@ -497,6 +504,8 @@ class RegistryClient:
                 unavailable.append(str(exc))
                 if more:
                     continue
+                if not_found is not None:  # a source that failed is never a not-found: fail closed
+                    self._attempted(registry, scope, candidates, candidate)
                 raise RegistryError(f"{registry}: {'; '.join(unavailable)}", registry=registry) from None
             if cred is None and candidate is not None:
                 # The source has nothing for this registry: the next one; anonymous when none is left
@@ -504,30 +513,61 @@ class RegistryClient:
                 if more:
                     continue
                 if unavailable:
+                    if not_found is not None:
+                        self._attempted(registry, scope, candidates, None)
                     raise RegistryError(f"{registry}: {'; '.join(unavailable)}", registry=registry)
+                if not_found is not None:  # every source with a credential was tried
+                    self._remember(registry, scope, secrets, candidates, not_found[2])
+                    return not_found[0], not_found[1]
                 candidate = None
             try:
+                if method == "GET" and "/manifests/" in path:
+                    self._spend_budget(registry)  # each credential's GET is one the registry counts
                 resp, body, from_registry = self._authenticated(
                     method, registry, url, scope, cred, headers or {}, max_bytes
                 )
             except RegistryError as exc:
                 if more and exc.status in (401, 403):
                     continue
+                if not_found is not None:
+                    if exc.status in (401, 403) and not unavailable:  # refused: the earlier not-found stands
+                        self._remember(registry, scope, secrets, candidates, not_found[2])
+                        return not_found[0], not_found[1]
+                    self._attempted(registry, scope, candidates, candidate)  # its own failure, named as its
                 if unavailable:
                     raise RegistryError(f"{exc}; {'; '.join(unavailable)}", registry=registry,
                                         status=exc.status) from exc
                 raise
             if more and from_registry and resp.status_code in (401, 403):
                 continue
+            if more and from_registry and resp.status_code == 404:
+                # Not found *for this credential*: a registry that hides what an account may not see
+                # says 404; the next credential may see it (as the kubelet tries its next secret).
+                if not_found is None:
+                    not_found = (resp, body, candidate)
+                continue
+            if not_found is not None and resp.status_code in (401, 403) and from_registry and not unavailable:
+                self._remember(registry, scope, secrets, candidates, not_found[2])
+                return not_found[0], not_found[1]
             if resp.status_code < 400 or (resp.status_code == 404 and from_registry):
                 self._remember(registry, scope, secrets, candidates, candidate)  # the registry took it
-            elif unavailable and resp.status_code in (401, 403):
+            elif not_found is not None:
+                self._attempted(registry, scope, candidates, candidate)
+            if unavailable and resp.status_code in (401, 403):
                 raise RegistryError(
                     f"{registry}: access refused ({resp.status_code}); {'; '.join(unavailable)}",
                     registry=registry, status=resp.status_code,
                 )
             return resp, body
         raise AssertionError("unreachable: the last credential's answer is always returned")
+
+    def _attempted(
+        self, registry: str, scope: str, candidates: tuple[Candidate, ...], candidate: Candidate | None
+    ) -> None:
+        """The source whose failure is the answer after an earlier credential's not-found: the verdict
+        names it (:meth:`credential_source`), never the earlier source whose not-found was set aside."""
+        with self._lock:
+            self._worked[(registry, scope, candidates)] = candidate
 
     def _remember(
         self,
@@ -698,7 +738,7 @@ class RegistryClient:
                     return reply, b"", url
                 if status >= 400:
                     body = _read_capped(resp, 64 * 1024, at, url, quiet=True)
-                    return reply, b"" if status == 404 else body, url
+                    return reply, body, url  # a 404's error codes tell a hidden repository (NAME_UNKNOWN)
                 length = resp.headers.get("content-length")
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise LimitExceeded(f"{_short(url)}: {int(length)} bytes exceeds the limit of {max_bytes}")
@@ -928,8 +968,12 @@ class RegistryClient:
                 max_bytes=self.limits.manifest_bytes,
             )
             if resp.status_code == 404 and pages == 0:
-                with self._lock:
-                    self._no_referrers_api.add(ref.registry)
+                if "NAME_UNKNOWN" not in _error_codes(body):
+                    with self._lock:
+                        self._no_referrers_api.add(ref.registry)
+                # else: the repository is unknown to every credential tried (or hidden from them, as
+                # GHCR, ECR and Harbor answer): that says nothing of the registry's API, and is never
+                # learnt for its other repositories (whose referrers would then be looked for in tags only).
                 return self._referrers_tag(ref, digest, artifact_type, secrets)
             self._check(resp, ref.registry, f"referrers of {digest[:19]}")
             if pages == 0:
@@ -983,6 +1027,18 @@ def _filter(entries: list[Descriptor], artifact_type: str | None) -> list[Descri
     # Registries and old fallback indexes may report the config's media type (the empty type) as a
     # referrer's artifactType: keep those and decide from the manifest itself (SPEC-NOTES §4/§6).
     return [e for e in entries if e.artifact_type in _UNTRUSTED_TYPES or e.artifact_type.startswith(artifact_type)]
+
+
+def _error_codes(body: bytes) -> set[str]:
+    """The ``errors[].code`` of a distribution error reply (empty when it is not one)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return set()
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return set()
+    return {e["code"] for e in errors if isinstance(e, dict) and isinstance(e.get("code"), str)}
 
 
 def _next_link(header: str | None) -> str | None:

@@ -137,9 +137,17 @@ def resolve_gcr(candidate: DeferredCredential) -> Resolved:
         from google.auth.transport.requests import Request
     except ImportError:
         raise CredentialUnavailable(f"{label}: google-auth is not installed (pip install 'sigaudit[gcp]')") from None
+
+    class _Bounded(Request):
+        """Every token request within TIMEOUT (google-auth's own default is 120 s per request)."""
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            kwargs["timeout"] = min(float(kwargs.get("timeout") or TIMEOUT), TIMEOUT)
+            return super().__call__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
     try:
         credentials, _project = google.auth.default(scopes=list(GCP_SCOPES))
-        credentials.refresh(Request())  # type: ignore[no-untyped-call]  # google-auth is untyped here
+        credentials.refresh(_Bounded())  # type: ignore[no-untyped-call]  # google-auth is untyped here
     except google.auth.exceptions.GoogleAuthError as exc:
         raise CredentialUnavailable(f"{label}: {type(exc).__name__}: {str(exc)[:300]}") from None
     token = getattr(credentials, "token", None)

@@ -24,6 +24,7 @@ from scanner.models import (
     SignatureResult,
     Verdict,
     VerdictSource,
+    image_counts,
 )
 from scanner.redact import representable
 from scanner.store import codec
@@ -112,7 +113,8 @@ class Results:
         set_id = _write_content(conn, result.verdicts)
 
         counts = Counter(str(v.status) for v in result.verdicts)
-        total, compliant = len(result.verdicts), sum(1 for v in result.verdicts if v.compliant)
+        images = image_counts(result.verdicts)  # distinct images: a credential split is one image
+        total, compliant = images.images, images.compliant
         if result.state.value in _FINISHED:
             summary = {
                 "cluster": result.cluster, "state": result.state.value, "started_at": result.started_at,

@@ -110,9 +110,15 @@ class Rule:
     action: Action
     times: int | None = None  # fire this many times, then forward normally; None = always
     fired: int = 0
+    # Only for requests carrying exactly this Authorization header (None: any): a registry that
+    # answers one account otherwise than another (GHCR, ECR, Harbor hide a repository an account may
+    # not see behind 404 NAME_UNKNOWN).
+    authorization: str | None = None
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, authorization: str | None = None) -> bool:
         if self.times is not None and self.fired >= self.times:
+            return False
+        if self.authorization is not None and authorization != self.authorization:
             return False
         return self.method in ("*", method) and re.search(self.path, path) is not None
 
@@ -208,7 +214,7 @@ class HostileRegistry:
         rule = None
         with self._lock:
             for r in self.rules:
-                if r.matches(h.command, h.path):
+                if r.matches(h.command, h.path, h.headers.get("Authorization")):
                     r.fired += 1
                     rule = r
                     break

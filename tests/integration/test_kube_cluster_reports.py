@@ -311,3 +311,50 @@ def test_policy_reporter_lists_sigaudits_results(
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def test_two_installs_with_different_cluster_names_never_prune_each_others_reports(
+    kube_apiserver: KubeAPIServer, cluster: dict[str, Any]
+) -> None:
+    """One API server, two sigaudit installs (``--cluster east`` and ``--cluster west``): west's partial
+    scan writes its namespace's report and the ClusterReport of its errors; east's complete scan, which
+    audits that namespace too but finds nothing of its own there, prunes only east's stale reports —
+    with the real API server's label selectors and server-side apply."""
+    import dataclasses
+
+    from scanner.clusterreports.apply import publish
+    from scanner.inventory.kube import load_api_client
+    from scanner.models import ScanState, Status
+    from tests.unit.clusterreports.test_build import _c, _image, _scan, _verdict
+
+    s = kube_apiserver
+    east_ns, west_ns, gone_ns = "sigaudit-two-east", "sigaudit-two-west", "sigaudit-two-gone"
+    for ns in (east_ns, west_ns, gone_ns):
+        ensure_namespace(s, ns)
+    api = load_api_client(str(s.kubeconfig))
+
+    def scan(cluster_name: str, ns: str, state: ScanState = ScanState.COMPLETE) -> Any:
+        result = _scan(_verdict(Status.UNSIGNED, image=_image(_c(ns=ns))), state=state,
+                       errors=("namespace x: forbidden",) if state is ScanState.PARTIAL else ())
+        return dataclasses.replace(result, cluster=cluster_name)
+
+    assert publish(scan("east", gone_ns), "openreports", api).problems == []  # east's, later stale
+    out = publish(scan("west", west_ns, ScanState.PARTIAL), "openreports", api)
+    assert out.problems == [] and sorted(out.applied) == ["sigaudit", f"{west_ns}/sigaudit"]
+    with s.http() as c:
+        west_cluster_report = c.get(f"{OPENREPORTS}/clusterreports/sigaudit").json()
+    assert west_cluster_report["metadata"]["labels"]["sigaudit.io/cluster"] == "west"
+
+    out = publish(scan("east", east_ns), "openreports", api)  # complete, every namespace in scope
+    assert out.problems == [] and out.deleted == [f"{gone_ns}/sigaudit"], out
+    assert set(_list(s, OPENREPORTS, "reports", west_ns)) == {"sigaudit"}
+    assert _list(s, OPENREPORTS, "reports", gone_ns) == {}
+    with s.http() as c:
+        now = c.get(f"{OPENREPORTS}/clusterreports/sigaudit")
+    assert now.status_code == 200, "east pruned west's ClusterReport"
+    assert now.json()["metadata"]["resourceVersion"] == west_cluster_report["metadata"]["resourceVersion"]
+
+    # west, complete again, prunes its own ClusterReport and leaves east's namespace alone
+    out = publish(scan("west", west_ns), "openreports", api)
+    assert out.deleted == ["sigaudit"], out
+    assert set(_list(s, OPENREPORTS, "reports", east_ns)) == {"sigaudit"}

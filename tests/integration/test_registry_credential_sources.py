@@ -266,3 +266,39 @@ def test_a_hanging_helper_never_holds_the_scan_past_its_deadline(estate: Estate,
                        docker={"credHelpers": {estate.host: "hangs"}}, codes=(3,))  # partial: exit 3
     assert image["status"] == "error"
     assert time.monotonic() - started < 8  # the helper's own limit is 10 s: the deadline (2 s) bounds it
+
+
+# -- a cloud's token endpoint that never answers: the scan's --deadline bounds the SDK calls ---------
+# boto3 (STS AssumeRoleWithWebIdentity, then ECR GetAuthorizationToken) and google-auth (the metadata
+# server's token) have their own timeouts (60 s, 120 s, retries): without the deadline around them a
+# hanging endpoint held the scan far past --deadline 2.
+
+
+@pytest.mark.usefixtures("no_static_aws")
+def test_a_hanging_aws_endpoint_never_holds_the_scan_past_its_deadline(estate: Estate, stalling_registry: str) -> None:
+    import time
+
+    started = time.monotonic()
+    image, _, _ = scan(estate, ecr_env(estate, f"http://{stalling_registry}", ACCOUNT), "--registry-auth",
+                       f"ecr={estate.host}", "--deadline", "2", codes=(3,))  # partial: exit 3
+    took = time.monotonic() - started
+    assert image["status"] == "error"
+    assert any("Amazon ECR" in r for r in image["reasons"]), image["reasons"]
+    assert took < 9, f"the scan took {took:.1f} s with --deadline 2"
+
+
+def test_a_hanging_metadata_server_never_holds_the_scan_past_its_deadline(estate: Estate,
+                                                                          stalling_registry: str) -> None:
+    pytest.importorskip("google.auth", reason="google-auth (sigaudit[gcp], in the test extras)")
+    import time
+
+    (estate.tmp / "gcloud-hang").mkdir(exist_ok=True)
+    env = {"GCE_METADATA_HOST": stalling_registry, "GCE_METADATA_IP": stalling_registry,
+           "CLOUDSDK_CONFIG": str(estate.tmp / "gcloud-hang"), "GOOGLE_APPLICATION_CREDENTIALS": "",
+           "NO_GCE_CHECK": "False"}
+    started = time.monotonic()
+    image, _, _ = scan(estate, env, "--registry-auth", f"gcr={estate.host}", "--deadline", "2", codes=(3,))
+    took = time.monotonic() - started
+    assert image["status"] == "error"
+    assert any("Google Artifact Registry/GCR" in r for r in image["reasons"]), image["reasons"]
+    assert took < 9, f"the scan took {took:.1f} s with --deadline 2"

@@ -108,3 +108,45 @@ def test_a_deep_value_is_written_as_json_writes_it_and_holds_a_bounded_number_of
         deep = {f"k{i}": deep, "n": i} if i % 2 else [deep, i]
     assert _indented(deep, "\n") == json.dumps(deep, indent=2)
     assert document._flat_encoder.cache_info().currsize <= 32
+
+
+def _split_by_credentials(second: Status) -> tuple[Verdict, ...]:
+    """One digest run by two tenants whose pods read the registry with different pull secrets: the
+    pipeline judges it twice (a verdict is never lent across credential sets)."""
+    ref = ImageReference("r.io", "team/app", "1", "sha256:" + "1" * 64)
+
+    def image(ns: str) -> RunningImage:
+        c = ContainerRef(ns, "p", "c", ContainerType.CONTAINER, "r.io/team/app:1", None, Workload("Pod", "p"))
+        return RunningImage(ref, (c,), pull_secrets=((ns, "regcred"),))
+
+    other = RunningImage(ImageReference("r.io", "team/other", "1", "sha256:" + "2" * 64), ())
+    return (Verdict(image("team-a"), Status.VERIFIED, ("ok",), rule="r", policy_source="p.yaml"),
+            Verdict(image("team-b"), second, ("judged with pull secret team-b/regcred",), rule="r",
+                    policy_source="p.yaml"),
+            Verdict(other, Status.VERIFIED, ("ok",), rule="r", policy_source="p.yaml"))
+
+
+def test_summary_counts_a_digest_judged_under_two_credential_sets_as_one_image() -> None:
+    doc = scan_document(_result(_split_by_credentials(Status.VERIFIED)))
+    assert len(doc["images"]) == 3  # the verdicts are all listed
+    s = doc["summary"]
+    assert (s["images"], s["compliant"], s["non_compliant"], s["compliance_ratio"]) == (2, 2, 0, 1.0)
+    assert s["containers"] == 2
+
+
+def test_a_split_image_is_compliant_only_when_every_credential_sets_verdict_is() -> None:
+    s = scan_document(_result(_split_by_credentials(Status.ERROR)))["summary"]
+    assert (s["images"], s["compliant"], s["non_compliant"], s["compliance_ratio"]) == (2, 1, 1, 0.5)
+    assert s["by_status"]["verified"] == 2 and s["by_status"]["error"] == 1  # by_status counts verdicts
+
+
+def test_other_splits_stay_distinct_images() -> None:
+    """Two rules, or another repository, or one namespace exempted: the README's "one verdict per
+    digest and per set of rules and exemption" — those are distinct images, only credentials are not."""
+    a, b, _ = _split_by_credentials(Status.VERIFIED)
+    until = datetime(2099, 1, 1, tzinfo=UTC)
+    other_rule = Verdict(b.image, Status.VERIFIED, ("ok",), rule="r2", policy_source="p.yaml")
+    exempt = Verdict(b.image, Status.EXEMPT, ("w",), rule="r", policy_source="p.yaml",
+                     exemptions=(ExemptionRef(ExemptionKind.POLICY, "waived", until),))
+    assert scan_document(_result((a, other_rule)))["summary"]["images"] == 2
+    assert scan_document(_result((a, exempt)))["summary"]["images"] == 2

@@ -37,9 +37,9 @@ class MemoryReports:
     def _list(self, namespaced: bool, selector: str) -> dict[str, Any]:
         if self.fail_list:
             raise ApiError(403)
-        key, value = selector.split("=")
+        wanted = dict(term.split("=", 1) for term in selector.split(","))  # label selector: every term
         items = [o for (ns, _), o in self.objects.items() if (ns is not None) == namespaced
-                 and o["metadata"]["labels"].get(key) == value]
+                 and all(o["metadata"]["labels"].get(k) == v for k, v in wanted.items())]
         return {"items": items, "metadata": {}}
 
     def list_namespaced(self, selector: str, cont: str | None) -> dict[str, Any]:
@@ -74,7 +74,7 @@ class MemoryReports:
         del self.objects[None, name]
 
 
-OURS = {"app.kubernetes.io/managed-by": "sigaudit"}
+OURS = {"app.kubernetes.io/managed-by": "sigaudit", "sigaudit.io/cluster": "prod"}  # _scan's cluster
 FLAVOR = FLAVORS["openreports"]
 
 
@@ -146,3 +146,23 @@ def test_no_deletion_without_full_knowledge() -> None:
     api.fail_apply = {("shop", "sigaudit")}
     out = apply_reports(_shop_scan(), FLAVOR, api)
     assert out.deleted == [] and ("gone", "sigaudit") in api.objects
+
+
+def test_another_installs_reports_are_never_pruned() -> None:
+    """Two installs on one API server with different --cluster: a complete scan of one never deletes the
+    other's reports (its namespaces, its cluster report), only its own stale ones."""
+    import dataclasses
+
+    api = MemoryReports()
+    staging = {**OURS, "sigaudit.io/cluster": "staging"}
+    api.put("team-b", "sigaudit", staging, FIELD_MANAGER)  # the other install's namespace
+    api.put(None, "sigaudit", staging, FIELD_MANAGER)  # the other install's partial scan's errors
+    api.put("gone", "sigaudit", OURS, FIELD_MANAGER)  # this install's, stale
+    api.put("old", "sigaudit", {"app.kubernetes.io/managed-by": "sigaudit"}, FIELD_MANAGER)  # no cluster label
+    out = apply_reports(_shop_scan(), FLAVOR, api)
+    assert out.problems == [] and out.deleted == ["gone/sigaudit"]
+    assert {("team-b", "sigaudit"), (None, "sigaudit"), ("old", "sigaudit")} <= set(api.objects)
+    # and the other install's complete scan, in turn, prunes only its own
+    other = dataclasses.replace(_shop_scan(), cluster="staging")
+    out = apply_reports(other, FLAVOR, api)
+    assert sorted(out.deleted) == ["sigaudit", "team-b/sigaudit"]

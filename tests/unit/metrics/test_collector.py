@@ -482,3 +482,24 @@ def test_priming_after_a_scan_leaves_the_next_scrape_nothing_to_compute(monkeypa
     assert sorted(computed) == ["c1", "c2"]
     assert b'cluster="c1"' in generate_latest(registry)
     assert sorted(computed) == ["c1", "c2"]  # the scrape computed nothing
+
+
+def test_a_digest_judged_under_two_credential_sets_is_one_image_of_its_namespace() -> None:
+    """Two pods of one namespace with different pull secrets: the digest is judged twice (never lent
+    across credential sets) but runs as one image; fail closed, it is compliant only if both are."""
+    digest = "sha256:" + "d" * 64
+
+    def img(pod: str) -> RunningImage:
+        return RunningImage(ImageReference("reg.example", "shop/web", "1.0", digest), (_ctr("shop", pod),),
+                            pull_secrets=(("shop", f"secret-{pod}"),))
+
+    both = (Verdict(img("w1"), Status.VERIFIED, ("ok",), rule="r"),
+            Verdict(img("w2"), Status.VERIFIED, ("ok",), rule="r"))
+    got = samples(render(_scan(both), None).decode())
+    c = {"cluster": "c1", "namespace": "shop"}
+    assert value(got, "sigaudit_images", **c, status="verified", compliant="true") == 1
+    assert value(got, "sigaudit_containers", **c, status="verified", compliant="true") == 2
+    one_error = (both[0], Verdict(img("w2"), Status.ERROR, ("refused",), rule="r"))
+    got = samples(render(_scan(one_error), None).decode())
+    assert value(got, "sigaudit_namespace_compliance_ratio", **c) == 0.0
+    assert value(got, "sigaudit_compliance_ratio", cluster="c1") == 0.0

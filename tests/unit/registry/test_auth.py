@@ -221,3 +221,61 @@ def test_a_credential_is_asked_again_shortly_before_it_expires() -> None:
     assert store.resolve(ecr).password == "first"  # type: ignore[union-attr]
     now[0] = 2000.0
     assert store.resolve(ecr).password == "second"  # type: ignore[union-attr]
+
+
+# -- a source that never answers is bounded by the scan's deadline ---------------------------------
+
+
+def test_a_source_that_never_answers_is_abandoned_at_the_scans_deadline() -> None:
+    """A cloud SDK waiting on a token endpoint that never answers (its own timeouts and retries are
+    out of our reach) is given up at the deadline in force on the calling thread, named, and the
+    failure is remembered like any other; the SDK's late answer is dropped."""
+    import threading
+    import time
+
+    from scanner.registry import deadline
+    from scanner.registry.auth import (
+        Credential,
+        CredentialUnavailable,
+        RegistryAuthConfig,
+    )
+
+    release = threading.Event()
+    calls: list[float | None] = []
+
+    def hangs(c: DeferredCredential) -> tuple[Credential | None, float]:
+        calls.append(deadline.remaining())  # the worker runs under the caller's deadline
+        release.wait(30)
+        return Credential("AWS", "late-token"), 1e12
+
+    store = CredentialStore(auth=RegistryAuthConfig.parse(["ecr=evil.test"]), resolvers={"ecr": hangs})
+    (candidate,) = store.candidates("evil.test")
+    started = time.monotonic()
+    try:
+        words = r"Amazon ECR.*no answer within 1\.[45] s \(scan deadline reached\)"
+        with deadline.within(time.monotonic() + 1.0, "scan deadline reached"), \
+                pytest.raises(CredentialUnavailable, match=words):
+            store.resolve(candidate)
+        assert time.monotonic() - started < 3
+        assert calls and calls[0] is not None and 0 < calls[0] <= 1.0
+        with pytest.raises(CredentialUnavailable):  # remembered: not asked again at once
+            store.resolve(candidate)
+        assert len(calls) == 1
+    finally:
+        release.set()
+
+
+def test_a_deadline_already_passed_asks_no_source() -> None:
+    import time
+
+    from scanner.registry import deadline
+    from scanner.registry.auth import CredentialUnavailable, RegistryAuthConfig
+
+    asked: list[DeferredCredential] = []
+    store = CredentialStore(auth=RegistryAuthConfig.parse(["gcr=evil.test"]),
+                            resolvers={"gcr": lambda c: (asked.append(c), (None, 1e12))[1]})
+    (candidate,) = store.candidates("evil.test")
+    with deadline.within(time.monotonic() - 1, "scan deadline reached"), \
+            pytest.raises(CredentialUnavailable, match="not asked: scan deadline reached"):
+        store.resolve(candidate)
+    assert asked == []

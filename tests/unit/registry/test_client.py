@@ -219,3 +219,157 @@ def test_a_cookie_one_tenants_request_earned_is_never_sent_on_anothers() -> None
         with pytest.raises(RegistryError, match="authentication"):
             c.get_manifest(REF, SHA256, ())  # tenant B: no pull secret, no docker config
     assert seen and not any(seen), seen
+
+
+# -- a registry that hides what an account may not see (404), as GHCR, ECR and Harbor do ----------
+
+from scanner.errors import NotFound  # noqa: E402
+from scanner.registry.client import BudgetExhausted  # noqa: E402
+
+
+def _secret(host: str, user: str, password: str) -> bytes:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return json.dumps({"auths": {host: {"auth": token}}}).encode()
+
+
+def _basic_of(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def hiding_registry(seen: list[tuple[str, str, str | None]], *, sees: dict[str, int]) -> Handler:
+    """Basic auth; each account in ``sees`` (user -> status) is answered that status for everything
+    (404: the repository is hidden from it; 200: the manifest); an unknown account is refused (401)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("authorization")
+        seen.append((request.method, request.url.host, auth))
+        for user, status in sees.items():
+            if auth == _basic_of(user, user + "-pw"):
+                if status == 200:
+                    return httpx.Response(200, headers={"Content-Type": OCI_MANIFEST,
+                                                        "Content-Length": str(len(GOOD))},
+                                          content=b"" if request.method == "HEAD" else GOOD)
+                if status == 599:
+                    return httpx.Response(500, content=b"broken")
+                return httpx.Response(status, content=b'{"errors":[{"code":"NAME_UNKNOWN"}]}')
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+
+    return handler
+
+
+def two_secrets(*users: str, other_host: str = "elsewhere.test") -> tuple[CredentialStore, tuple[tuple[str, str], ...]]:
+    store = CredentialStore()
+    refs = []
+    for user in users:
+        store.add_pull_secret("team-a", f"{user}-secret", _secret("evil.test", user, user + "-pw"))
+        refs.append(("team-a", f"{user}-secret"))
+    # a third secret of the pod is for another host: never sent to evil.test
+    store.add_pull_secret("team-a", "other-host", _secret(other_host, "carol", "carol-pw"))
+    refs.append(("team-a", "other-host"))
+    return store, tuple(refs)
+
+
+def test_a_404_for_the_first_pull_secret_is_retried_with_the_next_which_is_named() -> None:
+    seen: list[tuple[str, str, str | None]] = []
+    store, refs = two_secrets("alice", "bob")
+    with handler_client(hiding_registry(seen, sees={"alice": 404, "bob": 200}), credentials=store,
+                        insecure_registries={"evil.test"}) as c:
+        assert c.get_manifest(REF, SHA256, refs).raw == GOOD
+        assert c.credential_source("evil.test", "team/app", refs) == "pull secret team-a/bob-secret"
+        # the one that worked is tried first next time (the HEAD, then the GET it needs: both bob's)
+        seen.clear()
+        c.head_manifest(REF, SHA256, refs)
+        assert seen and {a for _, _, a in seen} == {_basic_of("bob", "bob-pw")}
+    assert all(host == "evil.test" for _, host, _ in seen)
+    assert not any(a and "carol" in base64.b64decode(a.split()[1]).decode() for _, _, a in seen if a)
+
+
+def test_a_later_credentials_refusal_never_turns_an_earlier_not_found_into_its_own() -> None:
+    """alice's account sees no such repository (404); bob's password is wrong (401): the image is not
+    found, as alice was told — not "authentication refused", and named as alice's answer."""
+    seen: list[tuple[str, str, str | None]] = []
+    store, refs = two_secrets("alice", "bob")
+    with handler_client(hiding_registry(seen, sees={"alice": 404}), credentials=store,
+                        insecure_registries={"evil.test"}) as c:
+        with pytest.raises(NotFound):
+            c.get_manifest(REF, SHA256, refs)
+        assert c.credential_source("evil.test", "team/app", refs) == "pull secret team-a/alice-secret"
+
+
+@pytest.mark.parametrize("bob", [599, 403])
+def test_a_later_credentials_failure_is_an_error_never_the_earlier_not_found(bob: int) -> None:
+    """alice: not found; bob's request fails (a 5xx after retries) or is forbidden after the
+    not-found: when bob's answer is no answer at all, the image is never "not found" (never
+    "unsigned" for a signature tag); a refusal is bob's and leaves alice's not-found standing."""
+    seen: list[tuple[str, str, str | None]] = []
+    store, refs = two_secrets("alice", "bob")
+    from scanner.registry.client import Limits
+
+    with handler_client(hiding_registry(seen, sees={"alice": 404, "bob": bob}), credentials=store,
+                        insecure_registries={"evil.test"}, limits=Limits(retries=0)) as c:
+        if bob == 599:
+            with pytest.raises(RegistryError) as info:
+                c.get_manifest(REF, SHA256, refs)
+            assert not isinstance(info.value, NotFound) and "500" in str(info.value)
+            assert c.credential_source("evil.test", "team/app", refs) == "pull secret team-a/bob-secret"
+        else:
+            with pytest.raises(NotFound):
+                c.get_manifest(REF, SHA256, refs)
+            assert c.credential_source("evil.test", "team/app", refs) == "pull secret team-a/alice-secret"
+
+
+def test_a_not_found_for_every_credential_is_asked_once_each_and_counts_against_the_budget() -> None:
+    seen: list[tuple[str, str, str | None]] = []
+    store, refs = two_secrets("alice", "bob")
+    with handler_client(hiding_registry(seen, sees={"alice": 404, "bob": 404}), credentials=store,
+                        insecure_registries={"evil.test"}, manifest_budget=3) as c:
+        with pytest.raises(NotFound):
+            c.get_manifest(REF, SHA256, refs)
+        assert c.manifest_gets("evil.test") == 2  # one GET per credential, each counted
+        # the budget's last GET goes to alice; bob's cannot be sent: never "not found", an error
+        with pytest.raises(BudgetExhausted):
+            c.get_manifest(REF, "sha256:" + "e" * 64, refs)
+        assert c.manifest_gets("evil.test") == 3
+        assert len([s for s in seen if s[0] == "GET"]) <= 3 + 2  # plus at most one 401 challenge per account
+
+
+def test_a_hidden_repositorys_404_never_teaches_that_the_registry_lacks_the_referrers_api() -> None:
+    """A repository no credential may see answers 404 NAME_UNKNOWN to the referrers API too; that says
+    nothing of the registry's API. Learnt registry-wide, it sent every other repository's referrers to
+    the tag schema, where signatures pushed through the API are not: "unsigned"."""
+    from scanner.registry.client import OCI_INDEX
+
+    entry = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "b" * 64, "size": 10,
+             "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"}
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/v2/team/hidden/"):
+            return httpx.Response(404, content=b'{"errors":[{"code":"NAME_UNKNOWN","message":"hidden"}]}')
+        if "/referrers/" in request.url.path:
+            return httpx.Response(200, headers={"Content-Type": OCI_INDEX}, content=index)
+        return httpx.Response(404, content=b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+
+    digest = "sha256:" + "a" * 64
+    with handler_client(handler, insecure_registries={"evil.test"}) as c:
+        hidden = ImageReference("evil.test", "team/hidden", None, digest)
+        assert c.referrers(hidden, digest) == ([], "none")
+        found, source = c.referrers(REF, digest)
+        assert source == "api" and [d.digest for d in found] == [entry["digest"]]
+        assert not c.uses_referrers_tag_schema(REF, digest)
+
+
+def test_a_registry_without_the_referrers_api_is_still_learnt_from_its_404() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(404, content=b"404 page not found\n")  # distribution 2.8: no such route
+
+    digest = "sha256:" + "a" * 64
+    with handler_client(handler, insecure_registries={"evil.test"}) as c:
+        assert c.referrers(REF, digest) == ([], "none")
+        assert c.uses_referrers_tag_schema(REF, digest)
+        seen.clear()
+        c.referrers(REF, digest)
+        assert not any("/referrers/" in p for p in seen)  # straight to the tag
