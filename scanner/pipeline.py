@@ -118,9 +118,13 @@ def _by_credentials(
     pods of another — the same digest under two sets is judged twice. Returns (pull secrets that
     stand for the set, containers), in first-seen order."""
     sets: dict[tuple[Candidate, ...], tuple[tuple[tuple[str, str], ...], list[ContainerRef]]] = {}
+    asked: dict[tuple[tuple[str, str], ...], tuple[Candidate, ...]] = {}  # the pods of a digest share secrets
     for c in containers:
         refs = _secret_refs(c)
-        sets.setdefault(client.credentials.candidates(registry, refs), (refs, []))[1].append(c)
+        found = asked.get(refs)
+        if found is None:
+            found = asked[refs] = client.credentials.candidates(registry, refs)
+        sets.setdefault(found, (refs, []))[1].append(c)
     return list(sets.values())
 
 

@@ -563,3 +563,35 @@ def test_the_relist_scope_is_made_once_per_repository_credentials_and_cluster(
     assert sorted(calls) == [("team/app", ""), ("team/app", ""), ("team/other", "")]
     other_cluster = replace(state, cluster="other")  # shares the memo: the cluster is part of its key
     assert other_cluster.scope(reg, images[0]) == real(reg, images[0], "other") != state.scope(reg, images[0])
+
+
+def test_a_digests_containers_are_split_by_credentials_with_one_question_per_secret_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pods of a Deployment share their pull secrets: the credential candidates are asked once per
+    distinct set of a digest, not once per container (issue 19), and the split is the same."""
+    reg = InMemoryRegistry()
+    for ns in ("a", "b"):
+        reg.credentials.add_pull_secret(ns, "pull", json.dumps(
+            {"auths": {"reg.test": {"username": f"tenant-{ns}", "password": "pw"}}}).encode())
+
+    def container(ns: str, pod: str, secrets: tuple[str, ...]) -> ContainerRef:
+        return ContainerRef(ns, pod, "c", ContainerType.CONTAINER, "reg.test/team/app:1", None,
+                            Workload("Deployment", "app"), secrets)
+
+    containers = [*(container("a", f"p{i}", ("pull",)) for i in range(10)), container("b", "q", ("pull",)),
+                  container("a", "r", ()), *(container("a", f"s{i}", ("pull",)) for i in range(3))]
+    asked: list[tuple[tuple[str, str], ...]] = []
+    real = reg.credentials.candidates
+
+    def counting(registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> tuple[object, ...]:
+        asked.append(secrets)
+        return real(registry, secrets)
+
+    monkeypatch.setattr(reg.credentials, "candidates", counting)
+    groups = pipeline._by_credentials(reg, "reg.test", containers)
+    assert sorted(asked) == sorted([(("a", "pull"),), (("b", "pull"),), ()])
+    assert [(refs, [c.pod for c in cs]) for refs, cs in groups] == [
+        ((("a", "pull"),), [*(f"p{i}" for i in range(10)), *(f"s{i}" for i in range(3))]),
+        ((("b", "pull"),), ["q"]),
+        ((), ["r"]),
+    ]
