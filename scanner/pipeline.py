@@ -119,9 +119,13 @@ def _by_credentials(
     pods of another — the same digest under two sets is judged twice. Returns (pull secrets that
     stand for the set, containers), in first-seen order."""
     sets: dict[tuple[Candidate, ...], tuple[tuple[tuple[str, str], ...], list[ContainerRef]]] = {}
+    asked: dict[tuple[tuple[str, str], ...], tuple[Candidate, ...]] = {}  # the pods of a digest share secrets
     for c in containers:
         refs = _secret_refs(c)
-        sets.setdefault(client.credentials.candidates(registry, refs), (refs, []))[1].append(c)
+        found = asked.get(refs)
+        if found is None:
+            found = asked[refs] = client.credentials.candidates(registry, refs)
+        sets.setdefault(found, (refs, []))[1].append(c)
     return list(sets.values())
 
 
@@ -294,6 +298,17 @@ class CacheState:
     new_relists: list[Any] = field(default_factory=list)
     from_window: int = 0
     cluster: str = ""  # part of every re-list scope: one cluster's re-list never stands for another's
+    # relist_scope by (cluster, credential store, registry, repository, pull secrets): asked up to three times
+    # per image, the same for every digest of a repository read with the same credentials.
+    scopes: dict[tuple[Any, ...], str] = field(default_factory=dict)
+
+    def scope(self, client: RegistryReader, image: RunningImage) -> str:
+        ref = image.reference
+        key = (self.cluster, id(client.credentials), ref.registry, ref.repository, image.pull_secrets)
+        found = self.scopes.get(key)
+        if found is None:
+            found = self.scopes[key] = relist_scope(client, image, self.cluster)
+        return found
 
 
 class EvidenceSink(Protocol):
@@ -489,7 +504,7 @@ def _mark_relisted(image: RunningImage, client: RegistryReader, fingerprint: str
         return
     from scanner.store import RelistMark
 
-    mark = RelistMark(image.digest, relist_scope(client, image, cache.cluster), fingerprint, now)
+    mark = RelistMark(image.digest, cache.scope(client, image), fingerprint, now)
     with cache.lock:
         cache.new_relists.append(mark)
 
@@ -529,7 +544,7 @@ def _from_window(
     if not all(rule_satisfied(rule, [results[id(v)] for v in rule.verifiers], ()).ok
                for g in groups for rule in g.rules):
         return None
-    scope = relist_scope(client, image, cache.cluster)
+    scope = cache.scope(client, image)
     mark = cache.relists.get((image.digest, scope))
     if mark is None or mark.material_fingerprint not in fingerprints:
         return None
@@ -675,7 +690,7 @@ def run_scan(
         )
         if recheck_after is not None and running:
             cache_state.relists = cache.relists_get_many(
-                {(img.digest, relist_scope(client, img, cluster)) for img in running})
+                {(img.digest, cache_state.scope(client, img)) for img in running})
         if evidence is not None:
             evidence.prepare((e.digest, e.material_fingerprint) for e in cache_state.hits.values())
 

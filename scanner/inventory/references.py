@@ -100,6 +100,22 @@ def parse_image_id(image_id: str | None) -> tuple[ImageReference | None, str | N
     """
     if not image_id:
         return None, None, "the runtime reported no image digest (container not started?)"
+    if type(image_id) is not str or len(image_id) > _CACHED_IMAGE_ID_LENGTH:
+        return _parse_image_id(image_id)  # not kept: a real imageID is a few hundred characters at most
+    return _cached_image_id(image_id)
+
+
+_CACHED_IMAGE_ID_LENGTH = 512  # at most _CACHE_SIZE of them are kept (8 MiB)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _cached_image_id(image_id: str) -> tuple[ImageReference | None, str | None, str | None]:
+    # Five pods of a Deployment report one imageID: each distinct one is read once per process (a
+    # pure function of the string; its answers are immutable).
+    return _parse_image_id(image_id)
+
+
+def _parse_image_id(image_id: str) -> tuple[ImageReference | None, str | None, str | None]:
     value = image_id.strip()
     for scheme in ("docker-pullable://", "containerd://", "cri-o://"):
         if value.startswith(scheme):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -220,10 +221,10 @@ class PolicyLoader:
 
     def fetcher(self) -> Fetcher:
         if self._fetcher is None:
-            from scanner.sources.http import crl_fetcher
-
-            # CRL/OCSP over HTTP, size- and time-bounded; recorded or replayed with the trust sources
-            self._fetcher = sources.wrap_fetcher(crl_fetcher())
+            # CRL/OCSP over HTTP, size- and time-bounded; recorded or replayed with the trust sources.
+            # Made at its first request: most scans fetch nothing (a cached verdict, a key signature),
+            # and the HTTP client's imports were a tenth of a scan's start-up (issue 19).
+            self._fetcher = sources.wrap_fetcher(_FirstUse(_crl_fetcher))
         return self._fetcher
 
     def crl_cache(self) -> Any:
@@ -234,6 +235,33 @@ class PolicyLoader:
             # against) the trust sources in force now
             self._crl_cache = CRLCache(reusable=sources.reuse_check())
         return self._crl_cache
+
+
+def _crl_fetcher() -> Fetcher:
+    from scanner.sources.http import crl_fetcher
+
+    return crl_fetcher()
+
+
+class _FirstUse:
+    """A :class:`Fetcher` made by ``make`` at its first request (once, whatever the threads)."""
+
+    def __init__(self, make: Callable[[], Fetcher]) -> None:
+        self._make = make
+        self._made: Fetcher | None = None
+        self._lock = threading.Lock()
+
+    def _fetcher(self) -> Fetcher:
+        with self._lock:
+            if self._made is None:
+                self._made = self._make()
+            return self._made
+
+    def get(self, url: str, *, max_bytes: int, timeout: float) -> bytes:
+        return self._fetcher().get(url, max_bytes=max_bytes, timeout=timeout)
+
+    def post(self, url: str, body: bytes, *, content_type: str, max_bytes: int, timeout: float) -> bytes:
+        return self._fetcher().post(url, body, content_type=content_type, max_bytes=max_bytes, timeout=timeout)
 
 
 @dataclass(frozen=True, slots=True)

@@ -535,3 +535,63 @@ def test_a_pass_that_lapsed_since_is_verified_again_inside_the_window(tmp_path: 
     reg.requests.clear()
     v = windowed(image, reg, policy, warm, NOW + timedelta(minutes=6))
     assert v.checked_at is None and fetched_blobs(reg) == 1
+
+
+def test_the_relist_scope_is_made_once_per_repository_credentials_and_cluster(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked up to three times per image (load the marks, judge, mark), the scope is computed once per
+    (cluster, credentials, registry, repository, pull secrets) of a scan (issue 19), and every one of
+    those still makes its own scope."""
+    reg = InMemoryRegistry()
+    reg.credentials.add_pull_secret("a", "pull", json.dumps(
+        {"auths": {"reg.test": {"username": "tenant-a", "password": "pw"}}}).encode())
+    images = [running(reg) for _ in range(3)]
+    other_repo = running(reg, repo=ImageReference("reg.test", "team/other", "1"))
+    tenant = replace(images[0], pull_secrets=(("a", "pull"),))
+    calls: list[tuple[str, str]] = []
+    real = pipeline.relist_scope
+
+    def counting(client: object, image: RunningImage, cluster: str = "") -> str:
+        calls.append((image.reference.repository, cluster))
+        return real(client, image, cluster)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "relist_scope", counting)
+    state = CacheState(window=WINDOW)
+    for _ in range(3):
+        for img in [*images, other_repo, tenant]:
+            assert state.scope(reg, img) == real(reg, img)
+    assert sorted(calls) == [("team/app", ""), ("team/app", ""), ("team/other", "")]
+    other_cluster = replace(state, cluster="other")  # shares the memo: the cluster is part of its key
+    assert other_cluster.scope(reg, images[0]) == real(reg, images[0], "other") != state.scope(reg, images[0])
+
+
+def test_a_digests_containers_are_split_by_credentials_with_one_question_per_secret_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pods of a Deployment share their pull secrets: the credential candidates are asked once per
+    distinct set of a digest, not once per container (issue 19), and the split is the same."""
+    reg = InMemoryRegistry()
+    for ns in ("a", "b"):
+        reg.credentials.add_pull_secret(ns, "pull", json.dumps(
+            {"auths": {"reg.test": {"username": f"tenant-{ns}", "password": "pw"}}}).encode())
+
+    def container(ns: str, pod: str, secrets: tuple[str, ...]) -> ContainerRef:
+        return ContainerRef(ns, pod, "c", ContainerType.CONTAINER, "reg.test/team/app:1", None,
+                            Workload("Deployment", "app"), secrets)
+
+    containers = [*(container("a", f"p{i}", ("pull",)) for i in range(10)), container("b", "q", ("pull",)),
+                  container("a", "r", ()), *(container("a", f"s{i}", ("pull",)) for i in range(3))]
+    asked: list[tuple[tuple[str, str], ...]] = []
+    real = reg.credentials.candidates
+
+    def counting(registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> tuple[object, ...]:
+        asked.append(secrets)
+        return real(registry, secrets)
+
+    monkeypatch.setattr(reg.credentials, "candidates", counting)
+    groups = pipeline._by_credentials(reg, "reg.test", containers)
+    assert sorted(asked) == sorted([(("a", "pull"),), (("b", "pull"),), ()])
+    assert [(refs, [c.pod for c in cs]) for refs, cs in groups] == [
+        ((("a", "pull"),), [*(f"p{i}" for i in range(10)), *(f"s{i}" for i in range(3))]),
+        ((("b", "pull"),), ["q"]),
+        ((), ["r"]),
+    ]

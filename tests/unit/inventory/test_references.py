@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scanner.errors import ParseError
+from scanner.inventory import references
 from scanner.inventory.references import parse_reference, pins_digest, tag_reference_containers
 from scanner.models import ContainerRef, ContainerType, Workload
 
@@ -55,3 +56,26 @@ def test_each_distinct_reference_is_parsed_once_and_a_bad_one_always_raises() ->
         for _ in range(2):  # not cached, never a TypeError for an unhashable value from a pod file
             with pytest.raises(ParseError):
                 parse_reference(bad)  # type: ignore[arg-type]
+
+
+def test_each_distinct_image_id_is_read_once_and_answers_as_uncached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five pods of a Deployment report one imageID: a 10,000-pod list is read with one parse per
+    distinct imageID (issue 19), and the answers are those of an uncached parse, whatever came first."""
+    digest = "sha256:" + "a" * 64
+    ids = [f"docker.io/library/nginx@{digest}", f"docker-pullable://nginx@{digest}", f"sha256:{'a' * 64}",
+           f"docker://sha256:{'a' * 64}", "nginx:1.25", f"registry.example/App@{digest}", " ",
+           f"x/y@sha256:{'A' * 64}", f"r.example/{'a' * 600}@{digest}"]
+    want = [references._parse_image_id(i) for i in ids]
+    references._cached_image_id.cache_clear()
+    calls: list[str] = []
+    real = references._parse_image_id
+
+    def counting(image_id: str) -> tuple[object, ...]:
+        calls.append(image_id)
+        return real(image_id)
+
+    monkeypatch.setattr(references, "_parse_image_id", counting)
+    for _ in range(5):
+        assert [references.parse_image_id(i) for i in ids] == want
+    long_id = ids[-1]
+    assert sorted(calls) == sorted([*ids[:-1], *[long_id] * 5])  # a long one is parsed every time, never kept

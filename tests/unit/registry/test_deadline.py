@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from scanner.registry import deadline
+from scanner.registry import deadline, httpx_deadline
 
 
 def test_the_earliest_deadline_wins_and_says_what_it_is() -> None:
@@ -42,8 +42,8 @@ def test_install_wraps_every_pool_of_the_client_once() -> None:
     pools = [client._transport._pool, *(t._pool for t in client._mounts.values())]  # type: ignore[union-attr]
     assert len(pools) == 2
     for pool in pools:
-        assert isinstance(pool._network_backend, deadline.DeadlineBackend)
-        assert not isinstance(pool._network_backend._inner, deadline.DeadlineBackend)
+        assert isinstance(pool._network_backend, httpx_deadline.DeadlineBackend)
+        assert not isinstance(pool._network_backend._inner, httpx_deadline.DeadlineBackend)
     client.close()
 
 
