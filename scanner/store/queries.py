@@ -30,7 +30,7 @@ from scanner.models import (
     Workload,
 )
 from scanner.store import codec
-from scanner.store.core import DEAD, MAX_ID, Db, chunks
+from scanner.store.core import MAX_ID, Db, chunks
 from scanner.store.core import FINISHED as _FINISHED
 from scanner.store.core import checks as _checks
 from scanner.store.core import containers as _containers
@@ -122,9 +122,7 @@ class Queries:
                 ):
                     containers.setdefault(c.group_id, []).append(_container_from_row(c))
 
-        if (size is None or len(members) != size or any(m.image_id not in images for m in members)
-                or any(str(i.content_hash).startswith(DEAD) for i in images.values())):
-            # (a verdict being deleted by retention is never named by a scan that is kept)
+        if size is None or len(members) != size or any(m.image_id not in images for m in members):
             raise StoreError(f"scan {scan_id}: its verdicts are incomplete: the database is damaged")
         verdicts = tuple(
             _verdict_from_row(images[m.image_id], tuple(containers.get(m.group_id, ())),

@@ -205,13 +205,16 @@ def test_scans_and_prunes_at_the_same_time_never_lose_shared_content(postgres_ur
     assert not errors, errors
 
 
-def test_a_kept_scan_that_names_a_verdict_being_deleted_reads_as_damaged_not_as_less(store: Store) -> None:
-    """Were a verdict retired under a scan that still names it (it cannot be, by the content lock),
-    the scan would be read without some evidence: it is refused as damaged instead."""
+def test_a_scan_whose_verdict_set_lost_a_member_reads_as_damaged_not_as_less(store: Store) -> None:
+    """Were a verdict set's member lost under a scan that still names it (retention collects a set only
+    when no kept scan names it, under the content lock), the scan would be read without some evidence:
+    its recorded size disagrees, and it is refused as damaged instead."""
     scan_id = _record(store, estate(50, T0))
     with store.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE images SET content_hash = 'dead:' || CAST(id AS VARCHAR(20)) WHERE id = "
-                             "(SELECT min(image_id) FROM verdict_set_members)"))
+        gone = conn.execute(sa.text(
+            "DELETE FROM verdict_set_members WHERE set_id = (SELECT verdict_set_id FROM scans WHERE id = :s) "
+            "AND position = 0"), {"s": scan_id}).rowcount
+    assert gone == 1
     from scanner.errors import StoreError
 
     with pytest.raises(StoreError, match="incomplete: the database is damaged"):
