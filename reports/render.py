@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -24,7 +23,7 @@ import jinja2
 from reports import view
 from scanner import __version__
 from scanner.clock import Clock, system_clock
-from scanner.document import scan_document
+from scanner.document import iter_scan_json
 from scanner.errors import StoreError
 from scanner.models import RunningImage, ScanResult
 
@@ -141,7 +140,10 @@ def render_fleet_html(store: Store, *, clock: Clock = system_clock) -> str:
 
 
 def json_for_result(result: ScanResult) -> str:
-    return json.dumps(scan_document(result), indent=2) + "\n"
+    """``json.dumps(scan_document(result), indent=2)`` and a newline, the same bytes, written by the one
+    encoder of the document (``scanner.document.iter_scan_json``, what ``scan -o json`` writes): json's
+    indented encoder is pure Python, a third of a 10,000-pod report's wall time."""
+    return "".join(iter_scan_json(result)) + "\n"
 
 
 def render_json(store: Store, scan_id: int) -> str:
