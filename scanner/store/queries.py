@@ -3,6 +3,7 @@ the trend (from the scan summaries, which outlive retention), clusters and per-n
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,8 +31,8 @@ from scanner.models import (
     Workload,
 )
 from scanner.store import codec
-from scanner.store.core import MAX_ID, Db
 from scanner.store.core import FINISHED as _FINISHED
+from scanner.store.core import MAX_ID, Db, chunks
 from scanner.store.core import checks as _checks
 from scanner.store.core import containers as _containers
 from scanner.store.core import images as _images
@@ -72,6 +73,20 @@ class ScanSummary:
     @property
     def noncompliant(self) -> int:
         return self.total - self.compliant
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterHead:
+    """What a cluster's metrics are computed from, without its verdicts (:meth:`Queries.heads`)."""
+
+    cluster: str
+    latest_complete: int | None  # the newest complete scan
+    # Changes whenever that scan's stored content can have: a finished scan is written again only
+    # through its stats (the verdicts ``serve --watch`` adds, the notification outcome), so its id and
+    # its stats name a revision of what it reads as.
+    latest_revision: str | None
+    last_finished_state: ScanState | None  # the newest finished scan of any state (complete, partial, failed)
+    last_finished_at: datetime | None
 
 
 class Queries:
@@ -250,15 +265,46 @@ class Queries:
         """Every cluster with a scan, in order: one index probe per cluster (``ix_scans_cluster_started_at``,
         each step the next name after the last), not ``SELECT DISTINCT``, which reads every scan row
         (73,000 a year at 50 clusters) on every scrape and fleet report."""
-        step = sa.select(sa.func.min(_scans.c.cluster).label("cluster")).cte("cluster_names", recursive=True)
-        after = _scans.alias("later")
-        step = step.union_all(
-            sa.select(sa.select(sa.func.min(after.c.cluster)).where(after.c.cluster > step.c.cluster)
-                      .scalar_subquery())
-            .where(step.c.cluster.is_not(None)))
+        step = _cluster_names()
         with self._db.errors("cannot list the clusters"), self._db.read() as conn:
             return [c for c in conn.execute(sa.select(step.c.cluster).where(step.c.cluster.is_not(None)))
                     .scalars()]
+
+    def heads(self, cluster: str | None = None) -> list[ClusterHead]:
+        """Per cluster (``cluster``, or every cluster with a scan, in order): its newest complete scan and
+        that scan's revision, and its newest finished scan's state and time. Two statements whatever the
+        number of clusters (a scrape of 50 clusters made three queries per cluster: 0.47 s, issue 20),
+        each an index probe per cluster (``ix_scans_cluster_started_at``)."""
+        if cluster is not None:
+            names: Any = sa.select(sa.literal(cluster, sa.String).label("cluster")).subquery("cluster_names")
+        else:
+            names = _cluster_names()
+
+        def newest(states: list[str], *where: Any) -> Any:
+            return (sa.select(_scans.c.id)
+                    .where(_scans.c.cluster == names.c.cluster, _scans.c.state.in_(states), *where)
+                    .order_by(_scans.c.started_at.desc(), _scans.c.id.desc()).limit(1).scalar_subquery())
+
+        query = (sa.select(names.c.cluster, newest([ScanState.COMPLETE.value]).label("complete"),
+                           newest([s.value for s in _LAST_STATES], _scans.c.finished_at.is_not(None))
+                           .label("finished"))
+                 .where(names.c.cluster.is_not(None)).order_by(names.c.cluster))
+        with self._db.errors("cannot read the latest scans"), self._db.read() as conn:
+            rows = conn.execute(query).all()
+            ids = sorted({i for r in rows for i in (r.complete, r.finished) if i is not None})
+            scans = {s.id: s for chunk in chunks(ids) for s in conn.execute(
+                sa.select(_scans.c.id, _scans.c.state, _scans.c.finished_at, _scans.c.stats)
+                .where(_scans.c.id.in_(chunk))).all()}
+        out = []
+        for r in rows:
+            latest, last = scans.get(r.complete), scans.get(r.finished)
+            out.append(ClusterHead(
+                cluster=r.cluster, latest_complete=latest.id if latest is not None else None,
+                latest_revision=(f"{latest.id}:{json.dumps(latest.stats, sort_keys=True, default=str)}"
+                                 if latest is not None else None),
+                last_finished_state=ScanState(last.state) if last is not None else None,
+                last_finished_at=last.finished_at if last is not None else None))
+        return out
 
     def counts_by_namespace(self, scan_id: int) -> dict[tuple[str, str], int]:
         """(namespace, status) -> number of distinct images running in that namespace, for the
@@ -333,6 +379,20 @@ def _verdict_from_row(i: Any, containers: tuple[ContainerRef, ...],
         source=VerdictSource(i.source) if i.source else VerdictSource.SCAN,
         checked_at=i.checked_at,
     )
+
+
+_LAST_STATES = (ScanState.COMPLETE, ScanState.PARTIAL, ScanState.FAILED)
+
+
+def _cluster_names() -> Any:
+    """The names of the clusters with a scan, as a recursive CTE (column ``cluster``; its last row is
+    NULL): each step the smallest name after the last, an index probe."""
+    step = sa.select(sa.func.min(_scans.c.cluster).label("cluster")).cte("cluster_names", recursive=True)
+    after = _scans.alias("later")
+    return step.union_all(
+        sa.select(sa.select(sa.func.min(after.c.cluster)).where(after.c.cluster > step.c.cluster)
+                  .scalar_subquery())
+        .where(step.c.cluster.is_not(None)))
 
 
 def _summary(r: Any) -> ScanSummary:

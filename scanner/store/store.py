@@ -33,6 +33,7 @@ from scanner.store.evidence import Evidence
 from scanner.store.migrate import check_schema_on
 from scanner.store.notified import Notified as Notified
 from scanner.store.notified import NotifiedState
+from scanner.store.queries import ClusterHead as ClusterHead
 from scanner.store.queries import Queries
 from scanner.store.queries import ScanSummary as ScanSummary
 from scanner.store.results import Results
@@ -162,6 +163,11 @@ class Store:
 
     def clusters(self) -> list[str]:
         return self._queries.clusters()
+
+    def heads(self, cluster: str | None = None) -> list[ClusterHead]:
+        """Per cluster (``cluster`` or every one): its newest complete scan and that scan's revision, and
+        its newest finished scan's state and time, in two statements (the metrics collector's scrape)."""
+        return self._queries.heads(cluster)
 
     def counts_by_namespace(self, scan_id: int) -> dict[tuple[str, str], int]:
         """(namespace, status) -> number of distinct images running in that namespace."""
