@@ -383,7 +383,7 @@ class SigauditCollector(Collector):
             return
         label = [self.source.label_cluster()]
         for series, value in ((n.STORE_SIZE, usage.database_bytes), (n.STORE_FREE, usage.free_bytes),
-                              (n.STORE_VOLUME, usage.volume_bytes)):
+                              (n.STORE_VOLUME, usage.volume_bytes), (n.STORE_CAPACITY, usage.capacity_bytes)):
             if value is not None:
                 f = _gauge(series)
                 f.add_metric(label, float(value))

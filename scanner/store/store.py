@@ -58,9 +58,10 @@ class Store:
     shared plumbing of ``core.py``."""
 
     def __init__(self, engine: sa.Engine, url: URL, *, clock: Clock = system_clock,
-                 stale_after: timedelta = DEFAULT_STALE_AFTER, reserve_bytes: int = RESERVE_BYTES) -> None:
+                 stale_after: timedelta = DEFAULT_STALE_AFTER, reserve_bytes: int = RESERVE_BYTES,
+                 capacity_bytes: int | None = None) -> None:
         self._db = Db(engine, url, clock)
-        self._retention = Retention(self._db, reserve_bytes=reserve_bytes)
+        self._retention = Retention(self._db, reserve_bytes=reserve_bytes, capacity_bytes=capacity_bytes)
         self._scans = Scans(self._db, stale_after=stale_after, check_room=self._retention.check_room)
         self._results = Results(self._db, release_scan_lock=self._scans.release_scan_lock)
         self._queries = Queries(self._db)
@@ -188,7 +189,7 @@ class Store:
                                      summaries_before=summaries_before, batch=batch)
 
     def disk_usage(self) -> DiskUsage:
-        """The database's size and (SQLite) the room left on the volume holding it."""
+        """The database's size, (SQLite) the room left on the volume holding it, and the declared capacity."""
         return self._retention.disk_usage()
 
     # -- evidence material (evidence.py) ----------------------------------------------------------
@@ -253,8 +254,10 @@ class Store:
 
 
 def open_store(url: str, *, clock: Clock = system_clock, stale_after: timedelta = DEFAULT_STALE_AFTER,
-               pool_size: int = 5, reserve_bytes: int = RESERVE_BYTES) -> Store:
-    """Open the database at ``url`` (and check it answers). Raises StoreError, password masked."""
+               pool_size: int = 5, reserve_bytes: int = RESERVE_BYTES, capacity_bytes: int | None = None) -> Store:
+    """Open the database at ``url`` (and check it answers). Raises StoreError, password masked.
+    ``capacity_bytes``: the size the database may reach (``--db-capacity``): a scan is not begun within
+    ``reserve_bytes`` of it, and past 80% of it the database is nearly full (:class:`DiskUsage`)."""
     parsed = parse_url(url)
     engine = make_engine(parsed, pool_size=pool_size)
     try:
@@ -263,4 +266,5 @@ def open_store(url: str, *, clock: Clock = system_clock, stale_after: timedelta 
     except SQLAlchemyError as exc:
         engine.dispose()
         raise describe_db_error("cannot connect to", parsed, exc) from None
-    return Store(engine, parsed, clock=clock, stale_after=stale_after, reserve_bytes=reserve_bytes)
+    return Store(engine, parsed, clock=clock, stale_after=stale_after, reserve_bytes=reserve_bytes,
+                 capacity_bytes=capacity_bytes)
