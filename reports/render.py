@@ -97,9 +97,14 @@ def _previous(store: Store | None, result: ScanResult) -> ScanResult | None:
 def report_model(result: ScanResult, store: Store | None = None, *, policy_summary: Mapping[str, Any] | None = None,
                  clock: Clock = system_clock) -> view.Report:
     """The view model of ``result``'s report, with history and changes from ``store`` when given."""
+    return _model(result, _previous(store, result), store, policy_summary=policy_summary, clock=clock)
+
+
+def _model(result: ScanResult, previous: ScanResult | None, store: Store | None, *,
+           policy_summary: Mapping[str, Any] | None, clock: Clock) -> view.Report:
     return view.build_report(
         result,
-        previous=_previous(store, result),
+        previous=previous,
         history=_history(store, result.cluster),
         policy_summary=policy_summary,
         generated_at=clock(),
@@ -119,8 +124,13 @@ def html_for_result(result: ScanResult, store: Store | None, *, policy_summary: 
 
 def render_html(store: Store, scan_id: int, *, policy_summary: Mapping[str, Any] | None = None,
                 clock: Clock = system_clock) -> str:
-    """The HTML report of stored scan ``scan_id``. Raises StoreError when there is no such scan."""
-    return html_for_result(store.load_scan(scan_id), store, policy_summary=policy_summary, clock=clock)
+    """The HTML report of stored scan ``scan_id``. Raises StoreError when there is no such scan.
+    The scan and the previous one (for the changes) are read together: they share most of their rows."""
+    prev = store.previous_scan_id(scan_id)
+    if prev is None:
+        return html_for_result(store.load_scan(scan_id), store, policy_summary=policy_summary, clock=clock)
+    result, previous = store.load_scans([scan_id, prev])
+    return render_report(_model(result, previous, store, policy_summary=policy_summary, clock=clock))
 
 
 def render_fleet_html(store: Store, *, clock: Clock = system_clock) -> str:

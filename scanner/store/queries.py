@@ -4,7 +4,7 @@ the trend (from the scan summaries, which outlive retention), clusters and per-n
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -97,28 +97,41 @@ class Queries:
 
     def load_scan(self, scan_id: int) -> ScanResult:
         """The scan as it was saved, as frozen models."""
-        scan_id = self._db.known_id(scan_id)
-        with self._db.errors(f"cannot read scan {scan_id}"), self._db.read() as conn:
-            scan = conn.execute(sa.select(_scans).where(_scans.c.id == scan_id)).one_or_none()
-            if scan is None:
-                raise StoreError(f"there is no scan {scan_id} in {self._db.shown}")
-            size = 0 if scan.verdict_set_id is None else conn.execute(
-                sa.select(_sets.c.size).where(_sets.c.id == scan.verdict_set_id)).scalar()
-            members = [] if scan.verdict_set_id is None else conn.execute(
-                sa.select(_members.c.image_id, _members.c.group_id).where(_members.c.set_id == scan.verdict_set_id)
-                .order_by(_members.c.position)
-            ).all()
+        return self.load_scans([scan_id])[0]
+
+    def load_scans(self, scan_ids: Sequence[int]) -> list[ScanResult]:
+        """The scans as they were saved, in the order asked, read together: a verdict or container group
+        that several of them share (content-addressed: most of two consecutive scans) is read and built
+        once (the HTML report reads a scan and its previous one). Raises StoreError naming the first
+        scan that is missing or damaged."""
+        ids = [self._db.known_id(i) for i in scan_ids]
+        what = f"scan {ids[0]}" if len(ids) == 1 else "scans " + ", ".join(map(str, ids))
+        with self._db.errors(f"cannot read {what}"), self._db.read() as conn:
+            scans = {r.id: r for r in conn.execute(sa.select(_scans).where(_scans.c.id.in_(ids))).all()}
+            for i in ids:
+                if i not in scans:
+                    raise StoreError(f"there is no scan {i} in {self._db.shown}")
+            set_ids = sorted({r.verdict_set_id for r in scans.values() if r.verdict_set_id is not None})
+            sizes: dict[int, int] = {}
+            members: dict[int, list[Any]] = {}
             images: dict[int, Any] = {}
             containers: dict[int, list[ContainerRef]] = {}
             signatures: dict[int, list[SignatureResult]] = {}
             checks: dict[int, list[Check]] = {}
-            if members:
-                # The rows the set names, selected by the set in the database (a semi-join on the members'
+            if set_ids:
+                sizes = {r.id: r.size for r in conn.execute(
+                    sa.select(_sets.c.id, _sets.c.size).where(_sets.c.id.in_(set_ids))).all()}
+                for m in conn.execute(
+                    sa.select(_members.c.set_id, _members.c.image_id, _members.c.group_id)
+                    .where(_members.c.set_id.in_(set_ids)).order_by(_members.c.set_id, _members.c.position)
+                ).all():
+                    members.setdefault(m.set_id, []).append(m)
+                # The rows the sets name, selected by the sets in the database (a semi-join on the members'
                 # indexes), each table in one statement fetched whole: no id lists of a scan's size sent
                 # back (PostgreSQL's driver parsed each 500-placeholder IN list afresh) and no row fetched
                 # one call at a time (a 10,000-pod report spent half its load there).
-                in_set = sa.select(_members.c.image_id).where(_members.c.set_id == scan.verdict_set_id)
-                groups_in_set = sa.select(_members.c.group_id).where(_members.c.set_id == scan.verdict_set_id)
+                in_set = sa.select(_members.c.image_id).where(_members.c.set_id.in_(set_ids))
+                groups_in_set = sa.select(_members.c.group_id).where(_members.c.set_id.in_(set_ids))
                 images.update((i.id, i) for i in conn.execute(
                     sa.select(_images).where(_images.c.id.in_(in_set))).all())
                 for k in conn.execute(
@@ -142,25 +155,36 @@ class Queries:
                 ).all():
                     containers.setdefault(c.group_id, []).append(_container_from_row(c))
 
-        if size is None or len(members) != size or any(m.image_id not in images for m in members):
-            raise StoreError(f"scan {scan_id}: its verdicts are incomplete: the database is damaged")
-        verdicts = tuple(
-            _verdict_from_row(images[m.image_id], tuple(containers.get(m.group_id, ())),
-                              tuple(signatures.get(m.image_id, ())))
-            for m in members
-        )
-        return ScanResult(
-            cluster=scan.cluster,
-            started_at=scan.started_at,
-            finished_at=scan.finished_at or scan.heartbeat_at,
-            state=ScanState(scan.state),
-            verdicts=verdicts,
-            policy_digest=scan.policy_digest,
-            errors=tuple(scan.errors or ()),
-            scan_id=scan.id,
-            sigaudit_version=scan.sigaudit_version,
-            stats=dict(scan.stats or {}),
-        )
+        built: dict[tuple[int, int], Verdict] = {}  # (verdict row, container group) -> the model, shared
+
+        def verdict(m: Any) -> Verdict:
+            key = (m.image_id, m.group_id)
+            v = built.get(key)
+            if v is None:
+                v = built[key] = _verdict_from_row(images[m.image_id], tuple(containers.get(m.group_id, ())),
+                                                   tuple(signatures.get(m.image_id, ())))
+            return v
+
+        out = []
+        for i in ids:
+            scan = scans[i]
+            named = members.get(scan.verdict_set_id, []) if scan.verdict_set_id is not None else []
+            size = 0 if scan.verdict_set_id is None else sizes.get(scan.verdict_set_id)
+            if size is None or len(named) != size or any(m.image_id not in images for m in named):
+                raise StoreError(f"scan {i}: its verdicts are incomplete: the database is damaged")
+            out.append(ScanResult(
+                cluster=scan.cluster,
+                started_at=scan.started_at,
+                finished_at=scan.finished_at or scan.heartbeat_at,
+                state=ScanState(scan.state),
+                verdicts=tuple(verdict(m) for m in named),
+                policy_digest=scan.policy_digest,
+                errors=tuple(scan.errors or ()),
+                scan_id=scan.id,
+                sigaudit_version=scan.sigaudit_version,
+                stats=dict(scan.stats or {}),
+            ))
+        return out
 
     def policy_summary(self, scan_id: int) -> dict[str, Any] | None:
         """The policy a scan applied (rules, exemptions, revocations), as recorded by finish_scan."""

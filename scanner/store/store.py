@@ -132,6 +132,11 @@ class Store:
         """The scan as it was saved, as frozen models."""
         return self._queries.load_scan(scan_id)
 
+    def load_scans(self, scan_ids: Sequence[int]) -> list[ScanResult]:
+        """The scans, in the order asked, read together: what they share is read once (a report's scan
+        and its previous one)."""
+        return self._queries.load_scans(scan_ids)
+
     def policy_summary(self, scan_id: int) -> dict[str, Any] | None:
         """The policy a scan applied (rules, exemptions, revocations), as recorded by finish_scan."""
         return self._queries.policy_summary(scan_id)
