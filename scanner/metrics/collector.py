@@ -132,7 +132,7 @@ class StoreSource:
     def heads(self) -> Sequence[Head]:
         return [Head(h.cluster, (h.latest_revision, h.last_finished_state, h.last_finished_at),
                      h.latest_complete, h.last_finished_state, h.last_finished_at)
-                for h in self.store.heads(self.cluster)]
+                for h in self.store.heads(self.cluster or None)]
 
     def view(self, head: Head) -> ClusterView:
         latest = self.store.load_scan(head.scan_id) if head.scan_id is not None else None
