@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -23,7 +22,7 @@ import jinja2
 
 from scanner import __version__
 from scanner.clock import Clock, system_clock
-from scanner.document import scan_document
+from scanner.document import iter_scan_json
 from scanner.errors import StoreError
 from scanner.models import RunningImage, ScanResult
 from scanner.reports import view
@@ -98,9 +97,14 @@ def _previous(store: Store | None, result: ScanResult) -> ScanResult | None:
 def report_model(result: ScanResult, store: Store | None = None, *, policy_summary: Mapping[str, Any] | None = None,
                  clock: Clock = system_clock) -> view.Report:
     """The view model of ``result``'s report, with history and changes from ``store`` when given."""
+    return _model(result, _previous(store, result), store, policy_summary=policy_summary, clock=clock)
+
+
+def _model(result: ScanResult, previous: ScanResult | None, store: Store | None, *,
+           policy_summary: Mapping[str, Any] | None, clock: Clock) -> view.Report:
     return view.build_report(
         result,
-        previous=_previous(store, result),
+        previous=previous,
         history=_history(store, result.cluster),
         policy_summary=policy_summary,
         generated_at=clock(),
@@ -120,8 +124,13 @@ def html_for_result(result: ScanResult, store: Store | None, *, policy_summary: 
 
 def render_html(store: Store, scan_id: int, *, policy_summary: Mapping[str, Any] | None = None,
                 clock: Clock = system_clock) -> str:
-    """The HTML report of stored scan ``scan_id``. Raises StoreError when there is no such scan."""
-    return html_for_result(store.load_scan(scan_id), store, policy_summary=policy_summary, clock=clock)
+    """The HTML report of stored scan ``scan_id``. Raises StoreError when there is no such scan.
+    The scan and the previous one (for the changes) are read together: they share most of their rows."""
+    prev = store.previous_scan_id(scan_id)
+    if prev is None:
+        return html_for_result(store.load_scan(scan_id), store, policy_summary=policy_summary, clock=clock)
+    result, previous = store.load_scans([scan_id, prev])
+    return render_report(_model(result, previous, store, policy_summary=policy_summary, clock=clock))
 
 
 def render_fleet_html(store: Store, *, clock: Clock = system_clock) -> str:
@@ -141,7 +150,10 @@ def render_fleet_html(store: Store, *, clock: Clock = system_clock) -> str:
 
 
 def json_for_result(result: ScanResult) -> str:
-    return json.dumps(scan_document(result), indent=2) + "\n"
+    """``json.dumps(scan_document(result), indent=2)`` and a newline, the same bytes, written by the one
+    encoder of the document (``scanner.document.iter_scan_json``, what ``scan -o json`` writes): json's
+    indented encoder is pure Python, a third of a 10,000-pod report's wall time."""
+    return "".join(iter_scan_json(result)) + "\n"
 
 
 def render_json(store: Store, scan_id: int) -> str:

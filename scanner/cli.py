@@ -182,6 +182,8 @@ def run_scan_command(**opts: Any) -> int:
     from scanner.scan import load_inputs, run_once
 
     options = scan_options_from(opts)
+    if opts["no_store"] and options.db_capacity is not None:
+        _fail("--db-capacity is the database's: drop --no-store", EXIT_USAGE)
     if opts.get("evidence_path"):  # the pack's OCI layouts need each image's own manifest
         options = dataclasses.replace(options, image_manifests=True)
     try:
@@ -212,7 +214,7 @@ def run_scan_command(**opts: Any) -> int:
             url = opts["db_url"] or store_mod.default_db_url()
             if url.startswith("sqlite") and store_mod.current_revision(url) != store_mod.head_revision():
                 store_mod.upgrade(url)  # a laptop or CronJob SQLite file migrates itself
-            store = store_mod.open_store(url)
+            store = store_mod.open_store(url, capacity_bytes=options.db_capacity)
             store.check_schema()
         except StoreError as exc:
             _fail(exc.diagnostics(), EXIT_FAILED)

@@ -61,6 +61,24 @@ def age(_ctx: click.Context | None, _param: click.Parameter | None, value: str |
     return timedelta(seconds=seconds)
 
 
+_SIZE = re.compile(r"(\d+)(ki|mi|gi|ti|k|m|g|t|)b?")
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+               "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def size(_ctx: click.Context | None, _param: click.Parameter | None, value: str | None) -> int | None:
+    """A click callback: bytes, or a Kubernetes quantity (``50Gi``, ``500Mi``, ``2T``; ``GB`` = ``G``)."""
+    if value is None or value == "":
+        return None
+    m = _SIZE.fullmatch(value.strip().lower())
+    if m is None:
+        raise click.BadParameter(f"{value!r} is not a size (e.g. 50Gi, 500Mi, 2T, or bytes)")
+    n = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    if not 64 * 2**20 <= n <= 2**60:
+        raise click.BadParameter(f"{value!r}: a database capacity is at least 64Mi")
+    return n
+
+
 def _envvars(decls: tuple[str, ...]) -> list[str]:
     """``SIGAUDIT_<OPTION>`` after the long flag (``--policy`` → ``SIGAUDIT_POLICY``, ``-n/--namespace`` →
     ``SIGAUDIT_NAMESPACE``), as the README promises; click's automatic name, after the parameter's name
@@ -132,6 +150,11 @@ def scan_options(*, serve: bool = False) -> Callable[[F], F]:
                 help="After each successful scan, delete the detail of this cluster's scans older than this "
                      "(e.g. 90d; the newest complete scan and every scan's summary for the trend are kept), as "
                      "`sigaudit db prune --keep` does. Default: keep everything."),
+        _option("--db-capacity", "db_capacity", callback=size, default=None,
+                help="The size the database may reach (e.g. 50Gi: PostgreSQL's volume less its WAL; sigaudit cannot "
+                     "see the server's disk). Past 80% a scan warns; within 32 MiB of it a scan is refused (exit 3, "
+                     "saying `sigaudit db prune`) before its write could fail; sigaudit_store_capacity_bytes "
+                     "exports it. A SQLite file's volume is measured as well. Default: not declared."),
         _option("--notify", "notify_path", type=click.Path(dir_okay=False), default=None,
                 help="Notification receivers (YAML: webhook, slack, alertmanager): after each scan, the violations "
                      "that appeared since the previous complete scan are sent once. Needs the database."),
@@ -189,4 +212,5 @@ def scan_options_from(params: Mapping[str, Any]) -> ScanOptions:
         notify_path=params.get("notify_path"),
         cluster_reports=params.get("cluster_reports"),
         image_manifests=bool(params.get("image_manifests", False)),
+        db_capacity=params.get("db_capacity"),
     )

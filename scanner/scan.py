@@ -84,6 +84,9 @@ class ScanOptions:
     # Record each cold image's own manifest for the evidence pack's OCI layouts (`scan --evidence`): one
     # more manifest GET per image, so only when a pack is asked for, and never under a registry budget.
     image_manifests: bool = False
+    # --db-capacity: the size the database may reach (PostgreSQL's disk is not visible to a client); the
+    # faces open the store with it (scanner.store.open_store's capacity_bytes).
+    db_capacity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +145,8 @@ def begin(options: ScanOptions, store: Store, inputs: ScanInputs, clock: Clock =
     except StoreError:
         return scan_id
     if usage.nearly_full:
-        log.warning("the volume holding %s has %d MiB free of %d MiB: delete old scans with `sigaudit db prune "
-                    "--keep 30d` (or scan with --retention) before it is full", store.url,
-                    (usage.free_bytes or 0) // 2**20, (usage.volume_bytes or 0) // 2**20)
+        log.warning("the database %s is nearly full (%s): delete old scans with `sigaudit db prune --keep 30d` "
+                    "(or scan with --retention) before it is full", store.url, usage.describe())
     return scan_id
 
 

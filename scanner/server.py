@@ -561,13 +561,13 @@ def build_auth(opts: dict[str, Any]) -> Authenticator:
     return Authenticator(token_file, kube)
 
 
-def _open_store(url: str | None) -> Store:
+def _open_store(url: str | None, capacity_bytes: int | None = None) -> Store:
     from scanner import store as store_mod
 
     url = url or store_mod.default_db_url()
     if url.startswith("sqlite"):
         store_mod.upgrade(url)  # like `scan`: a SQLite file migrates itself
-    store = store_mod.open_store(url)
+    store = store_mod.open_store(url, capacity_bytes=capacity_bytes)
     store.check_schema()
     return store
 
@@ -601,7 +601,7 @@ def serve(**opts: Any) -> int:
         click.echo(f"sigaudit: error: {exc.diagnostics()}", err=True)
         return EXIT_FAILED
     try:
-        store = _open_store(opts["db_url"])
+        store = _open_store(opts["db_url"], options.db_capacity)
     except StoreError as exc:
         click.echo(f"sigaudit: error: {exc.diagnostics()}", err=True)
         return EXIT_FAILED

@@ -355,7 +355,7 @@ def record_image_manifest(reader: RecordingReader, image: RunningImage) -> None:
 class Capture:
     """The pipeline's EvidenceSink for one scan. ``known``: which material refs the store holds."""
 
-    def __init__(self, known: Any = None, *, image_manifests: bool = True) -> None:
+    def __init__(self, known: Any = None, *, image_manifests: bool = False) -> None:
         self._known_lookup = known  # Callable[[Iterable[str]], set[str]] | None
         self._image_manifests = image_manifests  # record each cold image's manifest (the pack's OCI layout)
         self._known: set[str] = set()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -45,13 +45,30 @@ class ClusterView:
     last_finished_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A cluster as a scrape first sees it: cheap to read, and naming what its view would be."""
+
+    cluster: str
+    # Equal revisions give equal views (so the same families); None: never reuse what was computed.
+    revision: Hashable | None
+    scan_id: int | None = None  # the scan the view is read from (a store source)
+    last_finished_state: ScanState | None = None
+    last_finished_at: datetime | None = None
+
+
 class MetricsSource(Protocol):
     """Where the collector reads scans from: the store, or one fresh ScanResult."""
 
     from_store: bool
 
-    def views(self) -> Sequence[ClusterView]:
-        """One view per cluster; raises StoreError when the database cannot be read."""
+    def heads(self) -> Sequence[Head]:
+        """One head per cluster, without loading any scan; raises StoreError when the database cannot
+        be read."""
+        ...
+
+    def view(self, head: Head) -> ClusterView:
+        """The view ``head`` names (loads its scan); raises StoreError."""
         ...
 
     def label_cluster(self) -> str:
@@ -71,11 +88,17 @@ class ResultSource:
     def __init__(self, result: ScanResult) -> None:
         self._result = result
 
-    def views(self) -> Sequence[ClusterView]:
+    def heads(self) -> Sequence[Head]:
+        return [Head(self._result.cluster, None)]
+
+    def view(self, head: Head) -> ClusterView:
         r = self._result
         if r.state == ScanState.RUNNING:
-            return [ClusterView(r.cluster, None)]
-        return [ClusterView(r.cluster, r if r.state == ScanState.COMPLETE else None, r.state, r.finished_at)]
+            return ClusterView(r.cluster, None)
+        return ClusterView(r.cluster, r if r.state == ScanState.COMPLETE else None, r.state, r.finished_at)
+
+    def views(self) -> Sequence[ClusterView]:
+        return [self.view(h) for h in self.heads()]
 
     def label_cluster(self) -> str:
         return self._result.cluster
@@ -87,9 +110,11 @@ class ResultSource:
 class StoreSource:
     """The latest scans in the database, of one cluster or of every cluster it holds.
 
-    A complete scan changes only when ``serve --watch`` adds verdicts to it, so the loaded result is
-    cached by scan id and watch-verdict count: a scrape costs a few small queries per cluster until a
-    new scan completes or the watch records a verdict.
+    Its heads are two statements whatever the number of clusters (``Store.heads``); a head's revision is
+    its latest complete scan's (id and stored stats: the only way a finished scan is written again) and
+    its last finished scan's state and time. It caches nothing: the collector keeps each cluster's
+    families by that revision, so a scrape loads a scan only after a new one finished or the stored
+    one changed.
     """
 
     from_store = True
@@ -97,8 +122,6 @@ class StoreSource:
     def __init__(self, store: Store, cluster: str | None = None) -> None:
         self.store = store
         self.cluster = cluster
-        self._cache: dict[str, tuple[tuple[int, int], ScanResult]] = {}
-        self._lock = threading.Lock()
 
     def label_cluster(self) -> str:
         return self.cluster or ""
@@ -106,31 +129,17 @@ class StoreSource:
     def disk_usage(self) -> DiskUsage | None:
         return self.store.disk_usage()
 
-    def _load(self, cluster: str, scan_id: int) -> ScanResult:
-        # A complete scan changes only when `serve --watch` adds verdicts to it (its watch count grows).
-        revision = (scan_id, self.store.scan_summary(scan_id).watch_verdicts)
-        with self._lock:
-            cached = self._cache.get(cluster)
-        if cached is not None and cached[0] == revision:
-            return cached[1]
-        result = self.store.load_scan(scan_id)
-        with self._lock:
-            self._cache[cluster] = (revision, result)
-        return result
+    def heads(self) -> Sequence[Head]:
+        return [Head(h.cluster, (h.latest_revision, h.last_finished_state, h.last_finished_at),
+                     h.latest_complete, h.last_finished_state, h.last_finished_at)
+                for h in self.store.heads(self.cluster or None)]
+
+    def view(self, head: Head) -> ClusterView:
+        latest = self.store.load_scan(head.scan_id) if head.scan_id is not None else None
+        return ClusterView(head.cluster, latest, head.last_finished_state, head.last_finished_at)
 
     def views(self) -> Sequence[ClusterView]:
-        clusters = [self.cluster] if self.cluster else self.store.clusters()
-        out = []
-        for cluster in clusters:
-            latest_id = self.store.latest_scan_id(cluster)
-            latest = self._load(cluster, latest_id) if latest_id is not None else None
-            state, at = None, None
-            for s in self.store.list_scans(cluster, limit=20):
-                if s.state in FINISHED_STATES and s.finished_at is not None:
-                    state, at = s.state, s.finished_at
-                    break
-            out.append(ClusterView(cluster, latest, state, at))
-        return out
+        return [self.view(h) for h in self.heads()]
 
 
 def _ts(value: datetime) -> float:
@@ -333,27 +342,33 @@ class SigauditCollector(Collector):
     def __init__(self, source: MetricsSource, *, per_image: bool = False) -> None:
         self.source = source
         self.per_image = per_image
-        # cluster -> (what its families were computed from, the families): a stored complete scan
-        # never changes, so a scrape recomputes a cluster's series only after a new scan finished
-        # (computing them from a 10,000-pod scan costs more CPU than a scrape may take).
-        self._families: dict[str, tuple[tuple[object, ...], list[Metric]]] = {}
+        # cluster -> (the head revision its families were computed from, the families): the one cache
+        # of the metrics path. A stored complete scan changes only through its stats, which are in the
+        # revision, so a scrape recomputes a cluster's series only after a new scan finished or the
+        # stored one changed (loading and computing them from a 10,000-pod scan costs more than a scrape
+        # may take).
+        self._families: dict[str, tuple[Hashable, list[Metric]]] = {}
         self._lock = threading.Lock()
 
-    def _families_of(self, view: ClusterView) -> list[Metric]:
-        latest = view.latest_complete
-        if not self.source.from_store or (latest is not None and latest.scan_id is None):
-            return families_for(view, per_image=self.per_image)
-        # A complete scan changes only by the verdicts `serve --watch` adds to it: their count is in the key.
-        key = (latest.scan_id if latest is not None else None, len(latest.verdicts) if latest is not None else 0,
-               view.last_finished_state, view.last_finished_at)
+    def _families_of(self, head: Head) -> list[Metric]:
+        if head.revision is None:
+            return families_for(self.source.view(head), per_image=self.per_image)
         with self._lock:
-            cached = self._families.get(view.cluster)
-        if cached is not None and cached[0] == key:
+            cached = self._families.get(head.cluster)
+        if cached is not None and cached[0] == head.revision:
             return cached[1]
-        families = families_for(view, per_image=self.per_image)
+        families = families_for(self.source.view(head), per_image=self.per_image)
         with self._lock:
-            self._families[view.cluster] = (key, families)
+            self._families[head.cluster] = (head.revision, families)
         return families
+
+    def _all_families(self, heads: Sequence[Head]) -> list[Metric]:
+        out = [fam for head in heads for fam in self._families_of(head)]
+        current = {h.cluster for h in heads}
+        with self._lock:  # a cluster whose scans are all gone (db prune) leaves the cache too
+            for gone in [c for c in self._families if c not in current]:
+                del self._families[gone]
+        return out
 
     def prime(self) -> None:
         """Load and compute what the next scrape will ask for (``serve`` calls it in the scan's thread when
@@ -375,7 +390,7 @@ class SigauditCollector(Collector):
             return
         label = [self.source.label_cluster()]
         for series, value in ((n.STORE_SIZE, usage.database_bytes), (n.STORE_FREE, usage.free_bytes),
-                              (n.STORE_VOLUME, usage.volume_bytes)):
+                              (n.STORE_VOLUME, usage.volume_bytes), (n.STORE_CAPACITY, usage.capacity_bytes)):
             if value is not None:
                 f = _gauge(series)
                 f.add_metric(label, float(value))
@@ -383,7 +398,8 @@ class SigauditCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            views = self.source.views()
+            heads = self.source.heads()
+            families = self._all_families(heads)
         except StoreError as exc:
             log.warning("metrics: cannot read the store: %s", exc.diagnostics())
             if self.source.from_store:
@@ -396,4 +412,4 @@ class SigauditCollector(Collector):
             f.add_metric([self.source.label_cluster()], 1.0)
             yield f
             yield from self._disk()
-        yield from merge(fam for view in views for fam in self._families_of(view))
+        yield from merge(families)

@@ -120,6 +120,11 @@ STORE_FREE = Series(
 STORE_VOLUME = Series(
     "sigaudit_store_volume_bytes", "gauge", ("cluster",),
     "Size of the volume holding the SQLite file (absent for PostgreSQL).")
+STORE_CAPACITY = Series(
+    "sigaudit_store_capacity_bytes", "gauge", ("cluster",),
+    "The size the database may reach, as the operator declared it (`--db-capacity`; absent when not declared): "
+    "PostgreSQL does not tell a client how full the server's disk is. Past 80% sigaudit warns; a scan is not "
+    "begun within 32 MiB of it. Alert on sigaudit_store_size_bytes / sigaudit_store_capacity_bytes.")
 IMAGE_INFO = Series(
     "sigaudit_image_info", "gauge",
     ("cluster", "namespace", "image", "digest", "status", "compliant", "rule"),
@@ -147,7 +152,8 @@ ALL: tuple[Series, ...] = (
     NAMESPACE_NOT_AFTER, VERIFICATIONS, REGISTRY_REQUESTS, REGISTRY_ERRORS, TAG_REFERENCES, ADMISSION_BYPASS,
     NOTIFICATIONS_FAILED,
     SCAN_DURATION,
-    LAST_SUCCESS, LAST_COMPLETION, LAST_STATE, STORE_UP, STORE_SIZE, STORE_FREE, STORE_VOLUME, IMAGE_INFO,
+    LAST_SUCCESS, LAST_COMPLETION, LAST_STATE, STORE_UP, STORE_SIZE, STORE_FREE, STORE_VOLUME, STORE_CAPACITY,
+    IMAGE_INFO,
     IMAGE_NOT_AFTER, WATCH_QUEUE, WATCH_VERDICTS, WATCH_DROPPED, WATCH_FRESH,
 )
 

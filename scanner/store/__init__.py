@@ -9,6 +9,7 @@ from scanner.store.migrate import check, current_revision, downgrade, head_revis
 from scanner.store.store import (
     ABANDONED,
     CachedVerification,
+    ClusterHead,
     DiskUsage,
     Notified,
     PruneResult,
@@ -21,6 +22,7 @@ from scanner.store.store import (
 __all__ = [
     "ABANDONED",
     "CachedVerification",
+    "ClusterHead",
     "DiskUsage",
     "Notified",
     "PruneResult",

@@ -50,10 +50,6 @@ verdict_sets = cast(sa.Table, VerdictSet.__table__)
 members = cast(sa.Table, VerdictSetMember.__table__)
 groups = cast(sa.Table, ContainerGroup.__table__)
 
-# The content hash of a verdict, container group or verdict set being deleted by retention: no hash a
-# scan writes (a SHA-256 in hex, or "legacy:<id>") begins so, so no scan can name it again.
-DEAD = "dead:"
-
 # PostgreSQL: the transaction-level advisory lock that serialises whoever adds or removes shared
 # content (a scan's write, retention's collection), so that a verdict a scan is about to name is never
 # collected under it and two clusters never insert the same new verdict at once. SQLite writers are

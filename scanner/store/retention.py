@@ -55,28 +55,51 @@ class PruneResult:
     file_bytes_after: int | None = None
 
 
+# A database past this share of its declared capacity (``--db-capacity``) is nearly full.
+CAPACITY_WARN = 0.8
+
+
 @dataclass(frozen=True, slots=True)
 class DiskUsage:
-    """The database's size and, for a SQLite file, the room left on its volume."""
+    """The database's size, for a SQLite file the room left on its volume, and the capacity the operator
+    declared (``--db-capacity``: PostgreSQL does not tell a client how full the server's disk is)."""
 
     database_bytes: int
     free_bytes: int | None  # None: not known (PostgreSQL: the server's disk is not visible)
     volume_bytes: int | None
+    capacity_bytes: int | None = None  # declared; None: not declared
 
     @property
     def nearly_full(self) -> bool:
-        """Less than 10% or 64 MiB of the volume left: the next scans may not fit."""
+        """Less than 10% or 64 MiB of the volume left, or the database past 80% of its declared capacity:
+        the next scans may not fit."""
+        if self.capacity_bytes is not None and self.database_bytes >= self.capacity_bytes * CAPACITY_WARN:
+            return True
         if self.free_bytes is None or self.volume_bytes is None:
             return False
         return self.free_bytes < max(64 * 2**20, self.volume_bytes // 10)
+
+    def describe(self) -> str:
+        """How full it is, for a warning."""
+        parts = []
+        if self.capacity_bytes is not None:
+            parts.append(f"{self.database_bytes / 2**20:,.0f} MiB of the {self.capacity_bytes / 2**20:,.0f} MiB "
+                         f"declared with --db-capacity ({self.database_bytes / self.capacity_bytes:.0%})")
+        if self.free_bytes is not None and self.volume_bytes is not None:
+            parts.append(f"{self.free_bytes / 2**20:,.0f} MiB free of {self.volume_bytes / 2**20:,.0f} MiB on its "
+                         "volume")
+        return "; ".join(parts)
 
 
 class Retention:
     """Pruning and the room on the volume."""
 
-    def __init__(self, db: Db, *, reserve_bytes: int) -> None:
+    def __init__(self, db: Db, *, reserve_bytes: int, capacity_bytes: int | None = None) -> None:
+        if capacity_bytes is not None and capacity_bytes <= 0:
+            raise ValueError("the declared capacity must be positive")
         self._db = db
         self._reserve = reserve_bytes
+        self._capacity = capacity_bytes
 
     def delete_scans_before(self, before: datetime, cluster: str | None = None) -> int:
         """Retention: delete finished and failed scans started before ``before``; the newest
@@ -325,10 +348,18 @@ class Retention:
         cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def check_room(self) -> None:
-        """Raise StoreFull when the volume of a SQLite file has less than the reserve left."""
-        if self._db.sqlite_path() is None:
+        """Raise StoreFull when the volume of a SQLite file has less than the reserve left, or the
+        database has less than the reserve left of its declared capacity (any backend)."""
+        if self._db.sqlite_path() is None and self._capacity is None:
             return
         usage = self.disk_usage()
+        if usage.capacity_bytes is not None and usage.capacity_bytes - usage.database_bytes < self._reserve:
+            raise StoreFull(
+                f"cannot start a scan: {self._db.shown} holds {usage.database_bytes / 2**20:,.1f} MiB of the "
+                f"{usage.capacity_bytes / 2**20:,.0f} MiB declared with --db-capacity (sigaudit stops "
+                f"{self._reserve / 2**20:.0f} MiB short of it so that a scan's write never meets a full disk); "
+                "delete old scans with `sigaudit db prune --keep 30d` (it needs little room), or declare the "
+                "capacity the database's volume really has")
         if usage.free_bytes is not None and usage.free_bytes < self._reserve:
             raise StoreFull(
                 f"cannot start a scan: only {usage.free_bytes / 2**20:.1f} MiB is left on the volume holding "
@@ -343,10 +374,10 @@ class Retention:
             try:
                 st = os.statvfs(os.path.dirname(path))
             except OSError:
-                return DiskUsage(size, None, None)
-            return DiskUsage(size, st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
+                return DiskUsage(size, None, None, self._capacity)
+            return DiskUsage(size, st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize, self._capacity)
         if is_sqlite(self._db.engine):
             return DiskUsage(0, None, None)
         with self._db.errors("cannot read the database size"), self._db.read() as conn:
             size = conn.execute(sa.select(sa.func.pg_database_size(sa.func.current_database()))).scalar_one()
-        return DiskUsage(int(size), None, None)
+        return DiskUsage(int(size), None, None, self._capacity)

@@ -33,6 +33,7 @@ from scanner.store.evidence import Evidence
 from scanner.store.migrate import check_schema_on
 from scanner.store.notified import Notified as Notified
 from scanner.store.notified import NotifiedState
+from scanner.store.queries import ClusterHead as ClusterHead
 from scanner.store.queries import Queries
 from scanner.store.queries import ScanSummary as ScanSummary
 from scanner.store.results import Results
@@ -57,9 +58,10 @@ class Store:
     shared plumbing of ``core.py``."""
 
     def __init__(self, engine: sa.Engine, url: URL, *, clock: Clock = system_clock,
-                 stale_after: timedelta = DEFAULT_STALE_AFTER, reserve_bytes: int = RESERVE_BYTES) -> None:
+                 stale_after: timedelta = DEFAULT_STALE_AFTER, reserve_bytes: int = RESERVE_BYTES,
+                 capacity_bytes: int | None = None) -> None:
         self._db = Db(engine, url, clock)
-        self._retention = Retention(self._db, reserve_bytes=reserve_bytes)
+        self._retention = Retention(self._db, reserve_bytes=reserve_bytes, capacity_bytes=capacity_bytes)
         self._scans = Scans(self._db, stale_after=stale_after, check_room=self._retention.check_room)
         self._results = Results(self._db, release_scan_lock=self._scans.release_scan_lock)
         self._queries = Queries(self._db)
@@ -130,6 +132,11 @@ class Store:
         """The scan as it was saved, as frozen models."""
         return self._queries.load_scan(scan_id)
 
+    def load_scans(self, scan_ids: Sequence[int]) -> list[ScanResult]:
+        """The scans, in the order asked, read together: what they share is read once (a report's scan
+        and its previous one)."""
+        return self._queries.load_scans(scan_ids)
+
     def policy_summary(self, scan_id: int) -> dict[str, Any] | None:
         """The policy a scan applied (rules, exemptions, revocations), as recorded by finish_scan."""
         return self._queries.policy_summary(scan_id)
@@ -163,6 +170,11 @@ class Store:
     def clusters(self) -> list[str]:
         return self._queries.clusters()
 
+    def heads(self, cluster: str | None = None) -> list[ClusterHead]:
+        """Per cluster (``cluster`` or every one): its newest complete scan and that scan's revision, and
+        its newest finished scan's state and time, in two statements (the metrics collector's scrape)."""
+        return self._queries.heads(cluster)
+
     def counts_by_namespace(self, scan_id: int) -> dict[tuple[str, str], int]:
         """(namespace, status) -> number of distinct images running in that namespace."""
         return self._queries.counts_by_namespace(scan_id)
@@ -182,7 +194,7 @@ class Store:
                                      summaries_before=summaries_before, batch=batch)
 
     def disk_usage(self) -> DiskUsage:
-        """The database's size and (SQLite) the room left on the volume holding it."""
+        """The database's size, (SQLite) the room left on the volume holding it, and the declared capacity."""
         return self._retention.disk_usage()
 
     # -- evidence material (evidence.py) ----------------------------------------------------------
@@ -250,8 +262,10 @@ class Store:
 
 
 def open_store(url: str, *, clock: Clock = system_clock, stale_after: timedelta = DEFAULT_STALE_AFTER,
-               pool_size: int = 5, reserve_bytes: int = RESERVE_BYTES) -> Store:
-    """Open the database at ``url`` (and check it answers). Raises StoreError, password masked."""
+               pool_size: int = 5, reserve_bytes: int = RESERVE_BYTES, capacity_bytes: int | None = None) -> Store:
+    """Open the database at ``url`` (and check it answers). Raises StoreError, password masked.
+    ``capacity_bytes``: the size the database may reach (``--db-capacity``): a scan is not begun within
+    ``reserve_bytes`` of it, and past 80% of it the database is nearly full (:class:`DiskUsage`)."""
     parsed = parse_url(url)
     engine = make_engine(parsed, pool_size=pool_size)
     try:
@@ -260,4 +274,5 @@ def open_store(url: str, *, clock: Clock = system_clock, stale_after: timedelta 
     except SQLAlchemyError as exc:
         engine.dispose()
         raise describe_db_error("cannot connect to", parsed, exc) from None
-    return Store(engine, parsed, clock=clock, stale_after=stale_after, reserve_bytes=reserve_bytes)
+    return Store(engine, parsed, clock=clock, stale_after=stale_after, reserve_bytes=reserve_bytes,
+                 capacity_bytes=capacity_bytes)

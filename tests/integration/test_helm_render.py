@@ -517,6 +517,17 @@ def test_retention_reaches_both_scanners_with_a_default() -> None:
                                          ["containers"][0]["env"]}
 
 
+def test_the_declared_database_capacity_reaches_both_scanners() -> None:
+    from scanner.options import size
+
+    for values, want in (({"database": {"capacity": "50Gi"}}, 50 * 2**30), ({}, None)):
+        objs = docs(template(set_json={"mode": "both", **values}).stdout)
+        cron, dep = one(objs, "CronJob"), one(objs, "Deployment")
+        for pod in (cron["spec"]["jobTemplate"]["spec"]["template"]["spec"], dep["spec"]["template"]["spec"]):
+            env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+            assert size(None, None, env.get("SIGAUDIT_DB_CAPACITY")) == want
+
+
 def test_namespaced_scope_uses_roles_only() -> None:
     objs = render("namespaced")
     assert not by_kind(objs, "ClusterRole") and not by_kind(objs, "ClusterRoleBinding")
@@ -682,6 +693,7 @@ def test_monitoring_is_off_by_default() -> None:
         ({"networkPolicy": {"apiFrom": {"ipBlock": {}}}}, "apiFrom"),
         ({"mode": "both", "server": {"schedule": "0 */6 * * *"}}, "cronjob.schedule equal to server.schedule"),
         ({"retention": "90"}, "retention"),
+        ({"database": {"capacity": "50 GB"}}, "capacity"),
     ],
 )
 def test_bad_values_are_rejected_with_a_message_naming_them(values: dict[str, Any], message: str) -> None:

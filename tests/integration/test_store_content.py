@@ -205,17 +205,42 @@ def test_scans_and_prunes_at_the_same_time_never_lose_shared_content(postgres_ur
     assert not errors, errors
 
 
-def test_a_kept_scan_that_names_a_verdict_being_deleted_reads_as_damaged_not_as_less(store: Store) -> None:
-    """Were a verdict retired under a scan that still names it (it cannot be, by the content lock),
-    the scan would be read without some evidence: it is refused as damaged instead."""
+def test_a_scan_whose_verdict_set_lost_a_member_reads_as_damaged_not_as_less(store: Store) -> None:
+    """Were a verdict set's member lost under a scan that still names it (retention collects a set only
+    when no kept scan names it, under the content lock), the scan would be read without some evidence:
+    its recorded size disagrees, and it is refused as damaged instead."""
     scan_id = _record(store, estate(50, T0))
     with store.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE images SET content_hash = 'dead:' || CAST(id AS VARCHAR(20)) WHERE id = "
-                             "(SELECT min(image_id) FROM verdict_set_members)"))
+        gone = conn.execute(sa.text(
+            "DELETE FROM verdict_set_members WHERE set_id = (SELECT verdict_set_id FROM scans WHERE id = :s) "
+            "AND position = 0"), {"s": scan_id}).rowcount
+    assert gone == 1
     from scanner.errors import StoreError
 
     with pytest.raises(StoreError, match="incomplete: the database is damaged"):
         store.load_scan(scan_id)
+
+
+def test_scans_read_together_are_the_scans_read_alone_and_share_what_they_share(store: Store) -> None:
+    """The HTML report reads a scan and its previous one together (issue 20: the previous scan was read
+    and built afresh, a third of a 10,000-pod report): the same scans, in the order asked, a verdict they
+    share built once; a missing scan is refused as alone."""
+    first = _record(store, estate(200, T0))
+    second = _record(store, estate(200, T0 + timedelta(hours=6), churn=0.05))
+    empty = _record(store, dataclasses.replace(estate(1, T0), verdicts=(), cluster="other"))
+    together = store.load_scans([second, first, empty])
+    assert together == [store.load_scan(second), store.load_scan(first), store.load_scan(empty)]
+    shared = {id(v) for v in together[0].verdicts} & {id(v) for v in together[1].verdicts}
+    assert len(shared) >= len(together[0].verdicts) // 2  # the unchanged verdicts are the same objects
+    from scanner.errors import StoreError
+
+    with pytest.raises(StoreError, match="there is no scan 999999"):
+        store.load_scans([first, 999999])
+    from scanner.clock import fixed_clock
+
+    clock = fixed_clock(T0)  # the same page either way
+    assert render.render_html(store, second, clock=clock) == render.html_for_result(store.load_scan(second), store,
+                                                                                  clock=clock)
 
 
 # -- what main added since: the admission finding, watch verdicts, the re-check window ---------------

@@ -76,3 +76,27 @@ def test_a_retention_that_is_not_an_age_is_a_usage_error(bad: str) -> None:
 
     result = CliRunner().invoke(main, ["scan", "--no-store", "--retention", bad])
     assert result.exit_code == 2 and "retention" in result.output.lower(), result.output
+
+
+@pytest.mark.parametrize("face", ["scan", "serve"])
+@pytest.mark.parametrize(("given", "want"), [("50Gi", 50 * 2**30), ("500Mi", 500 * 2**20), ("2T", 2 * 10**12),
+                                             ("1GB", 10**9), ("67108864", 2**26)])
+def test_db_capacity_is_a_scan_option_of_both_faces(face: str, given: str, want: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGAUDIT_DB_CAPACITY", given)
+    assert scan_options_from(_command(face).make_context(face, []).params).db_capacity == want
+
+
+@pytest.mark.parametrize("bad", ["50 Gi", "Gi", "-5Gi", "1.5Gi", "10Mi", "0", "50Gx"])
+def test_a_db_capacity_that_is_not_a_size_is_a_usage_error(bad: str) -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["scan", "--db-capacity", bad])
+    assert result.exit_code == 2 and "db-capacity" in result.output.lower(), result.output
+
+
+def test_db_capacity_without_the_database_is_a_usage_error() -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["scan", "--no-store", "--db-capacity", "1Gi"])
+    assert result.exit_code == 2 and "--db-capacity" in result.output, result.output

@@ -351,3 +351,31 @@ def test_kube_reviews_are_cached_fail_closed_and_bounded_in_flight() -> None:
     assert len(refused) == 30 - MAX_REVIEWS_IN_FLIGHT, len(refused)
     assert all(d.status == 503 for d in refused) and time.monotonic() - started < 10
     assert sum(d.allowed for d in rest) == MAX_REVIEWS_IN_FLIGHT
+
+
+def test_serve_opens_its_store_with_the_declared_capacity(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``--db-capacity`` reaches serve's store (its scans' room check and its /metrics), as scan's."""
+    from click.testing import CliRunner
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from scanner import server
+    from scanner.cli import main
+    from scanner.errors import StoreError
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (tmp_path / "k.pub").write_bytes(key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  rules:\n    - name: r\n"
+                      "      images: ['*']\n      verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]\n")
+    seen: list[object] = []
+
+    def opened(url, capacity_bytes=None):  # type: ignore[no-untyped-def]
+        seen.append(capacity_bytes)
+        raise StoreError("stop here")
+
+    monkeypatch.setattr(server, "_open_store", opened)
+    (tmp_path / "pods.json").write_text('{"kind": "List", "items": []}')
+    result = CliRunner().invoke(main, ["serve", "--policy", str(policy), "--pods-file",
+                                       str(tmp_path / "pods.json"), "--db-capacity", "2Gi"])
+    assert seen == [2 * 2**30], result.output

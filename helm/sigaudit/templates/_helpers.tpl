@@ -144,6 +144,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: SIGAUDIT_RETENTION
   value: {{ .Values.retention | quote }}
 {{- end }}
+{{- if .Values.database.capacity }}
+- name: SIGAUDIT_DB_CAPACITY
+  value: {{ .Values.database.capacity | quote }}
+{{- end }}
 {{- if include "sigaudit.isSqlite" . }}
 - name: SIGAUDIT_DB
   value: sqlite:////var/lib/sigaudit/sigaudit.db

@@ -86,3 +86,18 @@ def test_the_image_manifest_for_the_layouts_is_asked_only_when_a_pack_is(tmp_pat
         assert v.status is Status.VERIFIED
         asked.append(sum(1 for call, what in reg.requests if call == "get_manifest" and image.digest in what))
     assert asked[0] == 0 and asked[1] == 1, asked
+
+
+def test_a_capture_asks_no_image_manifest_unless_told(tmp_path: Path) -> None:
+    """The extra GET per image is opt-in at the class too, not only in ``scan._capture``: a Capture
+    built elsewhere (a future face, a test) costs no request it was not asked to make."""
+    policy = write_policy(tmp_path, ONE_KEY)
+    asked = []
+    for capture in (Capture(), Capture(image_manifests=True)):  # the default, then the opt-in
+        reg = InMemoryRegistry()
+        image = running(reg)
+        reg.sign_cosign(REPO, image.digest, KEY)
+        (v,) = judge(image, reg, policy, CacheState(), capture)
+        assert v.status is Status.VERIFIED
+        asked.append(sum(1 for call, what in reg.requests if call == "get_manifest" and image.digest in what))
+    assert asked == [0, 1], asked

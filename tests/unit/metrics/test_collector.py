@@ -39,7 +39,7 @@ from scanner.models import (
     Workload,
 )
 from scanner.scheduler import crontab_day_of_week, parse_schedule
-from scanner.store import ScanSummary
+from scanner.store import ClusterHead
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -421,13 +421,15 @@ class _TwoClusterStore:
     def load_scan(self, scan_id: int) -> ScanResult:
         return self.scans[scan_id]
 
-    def scan_summary(self, scan_id: int) -> object:
-        import types
-
-        return types.SimpleNamespace(watch_verdicts=len(self.scans[scan_id].verdicts))
-
-    def list_scans(self, cluster: str, limit: int = 50) -> list[ScanSummary]:
-        return []
+    def heads(self, cluster: str | None = None) -> list[ClusterHead]:
+        """As Store.heads: the revision changes when the stored scan does (here: its verdicts, as the
+        watch verdicts' count in the real store's stats)."""
+        out = []
+        for c in [cluster] if cluster else self.clusters():
+            latest = self.latest_scan_id(c)
+            revision = f"{latest}:{len(self.scans[latest].verdicts)}" if latest is not None else None
+            out.append(ClusterHead(c, latest, revision, None, None))
+        return out
 
     def disk_usage(self) -> None:
         return None
