@@ -151,6 +151,45 @@ def test_latency_proxy_delays_each_request_once() -> None:
         server.shutdown()
 
 
+def test_latency_proxy_keeps_the_byte_order_of_chunks_due_at_once() -> None:
+    """Chunks a client sends before the handshake's delay is over are all due at the same instant; they
+    must reach the upstream in the order sent (asyncio's timer heap does not order equal times), and
+    the client's EOF after them — else a pipelined request or a TLS record would arrive scrambled."""
+    import socket
+    import threading
+
+    from bench.latency_proxy import LatencyProxy
+
+    upstream = socket.create_server(("127.0.0.1", 0))
+    got = bytearray()
+
+    def sink() -> None:
+        conn, _ = upstream.accept()
+        while data := conn.recv(65536):
+            got.extend(data)
+        conn.sendall(b"done")
+        conn.close()
+
+    t = threading.Thread(target=sink, daemon=True)
+    t.start()
+    proxy = LatencyProxy(("127.0.0.1", upstream.getsockname()[1]), 0.05).start()
+    try:
+        c = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sent = b"".join(b"%05d;" % i for i in range(3000))
+        for i in range(0, len(sent), 6):
+            c.sendall(sent[i:i + 6])
+        c.shutdown(socket.SHUT_WR)
+        assert c.recv(16) == b"done"  # the EOF reached the upstream after the data
+        c.close()
+        t.join(10)
+    finally:
+        proxy.stop()
+        upstream.close()
+    assert bytes(got) == sent
+    assert len(proxy.scheduled) > 1  # several chunks really were scheduled
+
+
 def test_latency_proxy_process_delays_and_reports_its_cpu() -> None:
     """The bench runs the proxy as a process of its own (its CPU read from /proc, not counted as the
     in-process ideal client's): through it a request still waits the handshake's and its own delay."""
