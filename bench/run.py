@@ -1227,9 +1227,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (registry storage, DB, pods)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of each scan and floor; figures are min and median (default 3)")
-    ap.add_argument("--registry-concurrency", type=int, default=8,
-                    help="per-registry concurrency of the scan, the floors and every compared client (default 8, "
-                         "the scan's default): compared at equal concurrency")
+    from scanner.scan import ScanOptions
+
+    scan_default = ScanOptions().registry_concurrency
+    ap.add_argument("--registry-concurrency", type=int, default=scan_default,
+                    help=f"per-registry concurrency of the scan, the floors and every compared client (default "
+                         f"{scan_default}, the scan's default): compared at equal concurrency")
     ap.add_argument("--latency-ms", type=int, default=0,
                     help="latency mode: also measure cold scans, the ideal client and the cosign loop through a "
                          "proxy on 127.0.0.1 that delays every request by this many ms (e.g. 40; default 0: off)")

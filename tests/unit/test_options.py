@@ -76,3 +76,10 @@ def test_a_retention_that_is_not_an_age_is_a_usage_error(bad: str) -> None:
 
     result = CliRunner().invoke(main, ["scan", "--no-store", "--retention", bad])
     assert result.exit_code == 2 and "retention" in result.output.lower(), result.output
+
+
+def test_the_default_workers_never_cap_the_default_registry_concurrency() -> None:
+    """An image's registry requests are sequential, so fewer images at once than requests per registry
+    would leave the per-registry concurrency (tuned against a remote registry, README "Performance")
+    unreachable with one registry."""
+    assert ScanOptions().concurrency >= ScanOptions().registry_concurrency
