@@ -234,6 +234,29 @@ def test_latency_proxy_process_delays_and_reports_its_cpu() -> None:
     assert proxy.connections == 1 and proxy.proc is not None and proxy.proc.returncode == 0
 
 
+def test_latency_proxy_process_does_not_outlive_the_bench() -> None:
+    """A bench killed without stopping its proxy leaves no proxy process behind on the shared box."""
+    import os
+    import subprocess
+    import time
+
+    code = ("import os, sys; from bench.latency_proxy import ProxyProcess; "
+            "p = ProxyProcess(('127.0.0.1', 9), 0.01).start(); print(p.proc.pid, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return  # exited, not yet reaped by init
+        time.sleep(0.2)
+    os.kill(pid, 9)
+    raise AssertionError("the proxy outlived the process that started it")
+
+
 def test_registry_budget_end_to_end(tmp_path: Path) -> None:
     require_binary("docker-registry")
     from tests.harness.cosign_sign import KeyPair
