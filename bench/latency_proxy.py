@@ -312,10 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--delay", type=float, required=True, help="round trip to add, seconds (e.g. 0.04)")
     args = ap.parse_args(argv)
     host, port = args.upstream.rsplit(":", 1)
+    parent = os.getppid()  # before the port is printed: the parent waits for that line, so it is alive here
     proxy = LatencyProxy((host, int(port)), args.delay, record=False)
     print(proxy.port, flush=True)
-
-    parent = os.getppid()
 
     async def run() -> None:
         task = asyncio.ensure_future(proxy.serve())
