@@ -730,33 +730,59 @@ def latency_mode(reg: Any, est: Estate, keys: dict[str, Any], work: Path, args: 
     """Cold scans, the ideal client and the ``cosign verify`` loop through one proxy on 127.0.0.1 that
     delays every request by ``--latency-ms`` (bench/latency_proxy.py: one round trip to a registry in
     another region), each at the concurrencies of ``--latency-concurrency``. The scan gets
-    ``--registry-concurrency N --concurrency max(16, N)`` so that the per-registry limit binds."""
+    ``--registry-concurrency N --concurrency max(16, N)`` so that the per-registry limit binds.
+
+    The proxy is a process of its own: its CPU is recorded beside the client's and the registry's (on
+    two shared cores all three are the wall time), and the in-process ideal client's CPU is its own."""
     from dataclasses import replace as _replace
 
-    from bench.latency_proxy import LatencyProxy
+    from bench.latency_proxy import ProxyProcess
 
     host, port = reg.host.rsplit(":", 1)
-    proxy = LatencyProxy((host, int(port)), args.latency_ms / 1000.0).start()
+    proxy = ProxyProcess((host, int(port)), args.latency_ms / 1000.0).start()
+
+    def with_proxy_cpu(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        p0 = proxy.cpu_s()
+        row = fn()
+        row["proxy_cpu_s"] = round(proxy.cpu_s() - p0, 3)
+        return row
+
     try:
         pest = _replace(est, host=proxy.address)
         pods = work / "pods-latency.json"
         write_pods(pest, args.pods, pods)
         policy = write_policy(pest, keys, work, "policy-latency.yaml")
-        out: dict[str, Any] = {"delay_ms": args.latency_ms, "proxy": "bench/latency_proxy.py (threaded TCP, "
-                               "each request delayed once, new connections one more round trip)", "by_concurrency": {}}
+        out: dict[str, Any] = {"delay_ms": args.latency_ms, "proxy": "bench/latency_proxy.py (asyncio TCP, its own "
+                               "process, each request delayed once, new connections one more round trip)",
+                               "by_concurrency": {}}
         for conc in args.latency_concurrency:
             extra = ["--registry-concurrency", str(conc), "--concurrency", str(max(16, conc)),
                      *shlex.split(args.scan_args)]
-            colds = [measure_scan(f"latency-{args.latency_ms}ms-cold-c{conc}", reg, pest, pods, policy,
-                                  work / f"latency-{conc}-{k}.db", work, extra)
-                     for k in range(max(1, args.repeat))]
-            floor = repeat_floor(lambda c=conc: ideal_floor(reg, pest, keys, c, proxy.address),
-                                 args.repeat)
+            def cold_scan(k: int, c: int = conc, e: list[str] = extra) -> dict[str, Any]:
+                return measure_scan(f"latency-{args.latency_ms}ms-cold-c{c}", reg, pest, pods, policy,
+                                    work / f"latency-{c}-{k}.db", work, e)
+
+            def floor_run(c: int = conc) -> dict[str, Any]:
+                return with_proxy_cpu(lambda: ideal_floor(reg, pest, keys, c, proxy.address))
+
+            colds = [with_proxy_cpu(lambda k=k: cold_scan(k)) for k in range(max(1, args.repeat))]  # type: ignore[misc]
+            floor = repeat_floor(floor_run, args.repeat)
             cold = combine(colds)
+            s = spread([r["proxy_cpu_s"] for r in colds])
+            cold["proxy_cpu_s"], cold["proxy_cpu_s_min"] = s["median"], s["min"]
+            for r, run_ in zip(colds, cold["runs"], strict=True):
+                run_["proxy_cpu_s"] = r["proxy_cpu_s"]
             floor_requests = floor["requests_per_digest"] * floor["digests"]
             out["by_concurrency"][str(conc)] = {
                 "scan_cold": cold, "ideal_floor": floor,
+                "load_average": [r["load_average_at_start"][0] for r in colds],
+                # The wall time round trips alone allow: requests x delay / N (what a free CPU would give).
+                "round_trip_bound_s": round(cold["registry_requests"] * args.latency_ms / 1000.0 / conc, 2),
+                # ... and the CPU alone: client + registry + proxy CPU over the machine's cores.
+                "cpu_bound_s": round(sum(cold[k] or 0.0 for k in ("cpu_s", "registry_cpu_s", "proxy_cpu_s"))
+                                     / (os.cpu_count() or 1), 2),
                 "cold_wall_over_ideal_floor": round(cold["wall_s"] / floor["wall_s"], 2),
+                "cold_wall_min_over_ideal_floor_min": round(cold["wall_s_min"] / floor["wall_s_min"], 2),
                 # Through the proxy time goes with requests / N: the floor makes fewer requests (cosign
                 # digests only, no referrers listing), so per request is the like-for-like ratio.
                 "cold_wall_per_request_over_ideal": round(
@@ -764,26 +790,27 @@ def latency_mode(reg: Any, est: Estate, keys: dict[str, Any], work: Path, args: 
                     2),
             }
         if args.baseline_sample > 0:
-            out["cosign"] = cosign_baseline(reg, pest, work, max(1, args.latency_sample), rng)
+            out["cosign"] = with_proxy_cpu(lambda: cosign_baseline(reg, pest, work, max(1, args.latency_sample), rng))
             per = out["cosign"].get("extrapolated_wall_s")
             if per:
                 for row in out["by_concurrency"].values():
                     row["cosign_loop_over_cold_wall"] = round(per / row["scan_cold"]["wall_s"], 1)
-        out["proxy_connections"] = proxy.connections
+                    row["cosign_loop_over_cold_wall_min"] = round(per / row["scan_cold"]["wall_s_min"], 1)
     finally:
         proxy.stop()
+    out["proxy_connections"] = proxy.connections
     return out
 
 
 def repeat_floor(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
     runs = [fn() for _ in range(max(1, repeats))]
     out = dict(runs[0])
-    for key in ("wall_s", "cpu_s", "registry_cpu_s", "client_cpu_per_request_ms"):
+    for key in ("wall_s", "cpu_s", "registry_cpu_s", "proxy_cpu_s", "client_cpu_per_request_ms"):
         if key in out:
             s = spread([r[key] for r in runs])
             out[key], out[f"{key}_min"] = s["median"], s["min"]
     out["repeats"] = len(runs)
-    out["runs"] = [{k: r[k] for k in ("wall_s", "cpu_s", "registry_cpu_s")} for r in runs]
+    out["runs"] = [{k: r[k] for k in ("wall_s", "cpu_s", "registry_cpu_s", "proxy_cpu_s") if k in r} for r in runs]
     return out
 
 
@@ -1053,12 +1080,19 @@ def markdown(res: dict[str, Any]) -> str:
     if lat:
         lines += ["", f"Latency mode: through a proxy on 127.0.0.1 that delays every request by {lat['delay_ms']} ms "
                   f"({lat['proxy']}); cold scans (`--registry-concurrency N --concurrency max(16, N)`, each on an "
-                  "empty database) beside the ideal client at the same N; median (min).", "",
-                  "| N | scan cold wall s | client CPU s | requests / digest | ideal client wall s | scan / ideal | "
-                  "scan / ideal per request | cosign loop / scan |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "empty database) beside the ideal client at the same N; median (min). CPU seconds of the scan, "
+                  "the registry and the proxy (each its own process); bounds: requests x delay / N (round trips "
+                  "alone) and (scan + registry + proxy CPU) / cores (CPU alone).", "",
+                  "| N | scan cold wall s | scan CPU s | registry CPU s | proxy CPU s | load | round-trip bound s | "
+                  "CPU bound s | ideal client wall s | scan / ideal | scan / ideal per request | cosign loop / scan |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for n, row in lat["by_concurrency"].items():
             c, fl = row["scan_cold"], row["ideal_floor"]
-            lines.append(f"| {n} | {mm(c, 'wall_s')} | {mm(c, 'cpu_s')} | {f(c['requests_per_digest'])} | "
+            loads = row.get("load_average") or []
+            load = f"{min(loads):.0f}-{max(loads):.0f}" if loads else "—"
+            lines.append(f"| {n} | {mm(c, 'wall_s')} | {mm(c, 'cpu_s')} | {mm(c, 'registry_cpu_s')} | "
+                         f"{mm(c, 'proxy_cpu_s')} | {load} | "
+                         f"{f(row.get('round_trip_bound_s'))} | {f(row.get('cpu_bound_s'))} | "
                          f"{mm(fl, 'wall_s')} | {f(row['cold_wall_over_ideal_floor'])} | "
                          f"{f(row.get('cold_wall_per_request_over_ideal'))} | "
                          f"{f(row.get('cosign_loop_over_cold_wall'), '{:.0f}')}x |")
@@ -1204,14 +1238,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (registry storage, DB, pods)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of each scan and floor; figures are min and median (default 3)")
-    ap.add_argument("--registry-concurrency", type=int, default=8,
-                    help="per-registry concurrency of the scan, the floors and every compared client (default 8, "
-                         "the scan's default): compared at equal concurrency")
+    from scanner.scan import ScanOptions
+
+    scan_default = ScanOptions().registry_concurrency
+    ap.add_argument("--registry-concurrency", type=int, default=scan_default,
+                    help=f"per-registry concurrency of the scan, the floors and every compared client (default "
+                         f"{scan_default}, the scan's default): compared at equal concurrency")
     ap.add_argument("--latency-ms", type=int, default=0,
                     help="latency mode: also measure cold scans, the ideal client and the cosign loop through a "
                          "proxy on 127.0.0.1 that delays every request by this many ms (e.g. 40; default 0: off)")
-    ap.add_argument("--latency-concurrency", type=lambda v: [int(x) for x in v.split(",")], default=[8, 16, 32],
-                    help="registry concurrencies measured in latency mode (default 8,16,32)")
+    ap.add_argument("--latency-concurrency", type=lambda v: [int(x) for x in v.split(",")], default=[8, 16, 32, 64],
+                    help="registry concurrencies measured in latency mode (default 8,16,32,64)")
     ap.add_argument("--latency-sample", type=int, default=30,
                     help="digests the cosign loop verifies through the proxy (default 30)")
     ap.add_argument("--window", default="1h",

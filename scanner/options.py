@@ -136,8 +136,8 @@ def scan_options(*, serve: bool = False) -> Callable[[F], F]:
             "hosts), PROVIDER=HOST (a provider for another host: a mirror, a private endpoint). Tried after the "
             "pods' pull secrets and the docker config's auths, in that order.",
         ),
-        _option("--concurrency", type=click.IntRange(1, 256), default=16, help="Images verified at once."),
-        _option("--registry-concurrency", type=click.IntRange(1, 256), default=8,
+        _option("--concurrency", type=click.IntRange(1, 256), default=32, help="Images verified at once."),
+        _option("--registry-concurrency", type=click.IntRange(1, 256), default=32,
                      help="Requests per registry at once."),
         _option("--registry-budget", type=click.IntRange(min=0), default=None,
                      help="At most N manifest GETs per registry per scan (pull-rate limits count these; HEADs are "

@@ -100,3 +100,10 @@ def test_db_capacity_without_the_database_is_a_usage_error() -> None:
 
     result = CliRunner().invoke(main, ["scan", "--no-store", "--db-capacity", "1Gi"])
     assert result.exit_code == 2 and "--db-capacity" in result.output, result.output
+
+
+def test_the_default_workers_never_cap_the_default_registry_concurrency() -> None:
+    """An image's registry requests are sequential, so fewer images at once than requests per registry
+    would leave the per-registry concurrency (tuned against a remote registry, README "Performance")
+    unreachable with one registry."""
+    assert ScanOptions().concurrency >= ScanOptions().registry_concurrency

@@ -64,6 +64,12 @@ def test_harness_writes_complete_results(tmp_path: Path) -> None:
         assert c["unexpected_verdicts"] == 0
         assert c["wall_s_min"] >= c["registry_requests"] / int(n) * 0.040
         assert row["ideal_floor"]["wall_s_min"] >= 20 * 1.88 / int(n) * 0.040 * 0.9
+        # The proxy is a process of its own: its CPU is measured beside the scan's and the registry's.
+        assert c["proxy_cpu_s"] is not None and c["proxy_cpu_s"] >= 0 and len(c["runs"]) == 2
+        assert all("proxy_cpu_s" in r for r in c["runs"]) and "proxy_cpu_s" in row["ideal_floor"]
+        assert row["round_trip_bound_s"] == round(c["registry_requests"] * 0.040 / int(n), 2)
+        assert row["cpu_bound_s"] > 0 and len(row["load_average"]) == 2
+    assert lat["proxy_connections"] > 0
     if sample:
         assert lat["cosign"]["per_digest_s"] > 0.040 and lat["by_concurrency"]["4"]["cosign_loop_over_cold_wall"] > 0
     assert "Latency mode" in (out / "latest.md").read_text()
@@ -144,6 +150,112 @@ def test_latency_proxy_delays_each_request_once() -> None:
     finally:
         proxy.stop()
         server.shutdown()
+
+
+def test_latency_proxy_keeps_the_byte_order_of_chunks_due_at_once() -> None:
+    """Chunks a client sends before the handshake's delay is over are all due at the same instant; they
+    must reach the upstream in the order sent (asyncio's timer heap does not order equal times), and
+    the client's EOF after them — else a pipelined request or a TLS record would arrive scrambled."""
+    import socket
+    import threading
+
+    from bench.latency_proxy import LatencyProxy
+
+    upstream = socket.create_server(("127.0.0.1", 0))
+    got = bytearray()
+
+    def sink() -> None:
+        conn, _ = upstream.accept()
+        while data := conn.recv(65536):
+            got.extend(data)
+        conn.sendall(b"done")
+        conn.close()
+
+    t = threading.Thread(target=sink, daemon=True)
+    t.start()
+    proxy = LatencyProxy(("127.0.0.1", upstream.getsockname()[1]), 0.05).start()
+    try:
+        c = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sent = b"".join(b"%05d;" % i for i in range(3000))
+        for i in range(0, len(sent), 6):
+            c.sendall(sent[i:i + 6])
+        c.shutdown(socket.SHUT_WR)
+        assert c.recv(16) == b"done"  # the EOF reached the upstream after the data
+        c.close()
+        t.join(10)
+    finally:
+        proxy.stop()
+        upstream.close()
+    assert bytes(got) == sent
+    assert len(proxy.scheduled) > 1  # several chunks really were scheduled
+
+
+def test_latency_proxy_process_delays_and_reports_its_cpu() -> None:
+    """The bench runs the proxy as a process of its own (its CPU read from /proc, not counted as the
+    in-process ideal client's): through it a request still waits the handshake's and its own delay."""
+    import http.client
+    import http.server
+    import threading
+    import time
+
+    from bench.latency_proxy import ProxyProcess
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            body = b"x" * 300_000  # several chunks back through the proxy
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = ProxyProcess(("127.0.0.1", server.server_address[1]), 0.1).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+        t0 = time.monotonic()
+        conn.request("GET", "/")
+        assert len(conn.getresponse().read()) == 300_000
+        assert time.monotonic() - t0 >= 2 * 0.1 - 0.01
+        t1 = time.monotonic()
+        conn.request("GET", "/")
+        assert len(conn.getresponse().read()) == 300_000
+        assert time.monotonic() - t1 >= 0.1 - 0.01
+        conn.close()
+        assert proxy.cpu_s() >= 0 and proxy.proc is not None and proxy.proc.poll() is None
+    finally:
+        proxy.stop()
+        server.shutdown()
+    assert proxy.connections == 1 and proxy.proc is not None and proxy.proc.returncode == 0
+
+
+def test_latency_proxy_process_does_not_outlive_the_bench() -> None:
+    """A bench killed without stopping its proxy leaves no proxy process behind on the shared box."""
+    import os
+    import subprocess
+    import time
+
+    code = ("import os, sys; from bench.latency_proxy import ProxyProcess; "
+            "p = ProxyProcess(('127.0.0.1', 9), 0.01).start(); print(p.proc.pid, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return  # exited, not yet reaped by init
+        time.sleep(0.2)
+    os.kill(pid, 9)
+    raise AssertionError("the proxy outlived the process that started it")
 
 
 def test_registry_budget_end_to_end(tmp_path: Path) -> None:
