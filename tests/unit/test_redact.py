@@ -155,8 +155,8 @@ def test_a_failed_scans_errors_are_stored_masked(tmp_path: Path) -> None:
 ])
 def test_masking_stays_linear_on_hostile_text(text: str) -> None:
     """Reasons quote image strings a tenant writes, of any length: masking them must never hang. The bound is
-    on this thread's CPU time, not the wall clock, so a loaded machine cannot fail it (the linear masking takes 0.03-0.15 CPU-s on these
-    inputs here)."""
+    on this thread's CPU time, not the wall clock, so a loaded machine cannot fail it (the linear masking
+    takes 0.03-0.15 CPU-s on these inputs here)."""
     import time
 
     started = time.thread_time()
