@@ -91,10 +91,24 @@ class _LazyGroup(click.Group):
         if cmd_name in self._lazy and cmd_name not in self.commands:
             try:
                 module = __import__(self._lazy[cmd_name], fromlist=["command"])
-            except ImportError:
-                return None
+            except ImportError as exc:
+                return _unloadable(cmd_name, exc)
             self.add_command(module.command, cmd_name)
         return super().get_command(ctx, cmd_name)
+
+
+def _unloadable(name: str, exc: ImportError) -> click.Command:
+    """A command of the contract whose module cannot be imported (a broken or partial installation) still
+    exists: it fails with exit 3 and says why, instead of click's "No such command" (exit 2, a usage error
+    the user did not make)."""
+    why = f"cannot load the {name} command: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+
+    @click.command(name, help=why, add_help_option=False,
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def unloadable() -> None:
+        _fail(f"{why} (the installation is incomplete: reinstall sigaudit)", EXIT_FAILED)
+
+    return unloadable
 
 
 @click.group(

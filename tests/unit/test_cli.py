@@ -130,3 +130,17 @@ def test_a_pods_file_over_the_size_limit_is_exit_2_and_stdin_over_it_exit_3(
     result = CliRunner().invoke(main, [*args, "--pods-file", "-"], input=b'{"kind": "List", "items": []}' + b" " * 64)
     assert result.exit_code == 3, result.output
     assert "<stdin>: larger than the 64 bytes limit on a pod list" in result.output
+
+
+def test_a_command_whose_module_cannot_be_imported_is_exit_3_not_no_such_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partial installation (a lazily imported command module missing) is sigaudit's failure, not the
+    user's usage error: exit 3 naming the command and the import error, and --help still lists it."""
+    monkeypatch.setitem(type(main)._lazy, "report", "scanner.no_such_module_for_this_test")
+    monkeypatch.delitem(main.commands, "report", raising=False)
+    result = CliRunner().invoke(main, ["report", "--db", "sqlite:///x.db"])
+    assert result.exit_code == 3, result.output
+    assert "cannot load the report command: ModuleNotFoundError" in result.output
+    assert "No such command" not in result.output
+    listing = CliRunner().invoke(main, ["--help"])
+    assert listing.exit_code == 0 and "report" in listing.output
