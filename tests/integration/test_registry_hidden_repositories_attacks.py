@@ -118,3 +118,30 @@ def test_required_false_a_refused_source_never_makes_a_bad_signature_unsigned(
         result = _two(h, ns)
         v = next(v for v in result.verdicts)
         assert not v.compliant, v.reasons
+
+
+def test_a_signature_the_next_source_sees_is_still_about_the_running_digest(hiding: Hiding, tmp_path) -> None:  # noqa: F811
+    """alice is hidden from the repository; bob sees a `.sig` at the running digest's tag, signed with
+    the trusted key but for another digest (a signature moved from another image): never verified."""
+    import dataclasses
+
+    from scanner.policy.loader import load_policy
+    from tests.harness import oci
+    from tests.harness.cosign_sign import KeyPair, sign_image
+
+    h = hiding
+    key = KeyPair.ecdsa()
+    auth = oci.RegistryAuth("bob", TENANTS["bob"])
+    upstream = h.front.upstream
+    assert upstream is not None
+    running = oci.make_image(upstream, "team/app", "2", auth=auth)
+    sign_image(upstream, h.host, "team/app", running, key, payload_digest=h.signed, auth=auth)
+    (tmp_path / "k2.pub").write_text(key.public_pem)
+    p = tmp_path / "p.yaml"
+    p.write_text("apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+                 f"  insecureRegistries: ['{h.host}']\n"
+                 f"  rules:\n    - {{name: r, images: ['{h.host}/*'], "
+                 "verifiers: [{cosign: {key: k2.pub, ignoreTlog: true}}]}\n")
+    h = dataclasses.replace(h, policy=load_policy(p), signed=running)
+    status, reasons = _by_ns(_two(h))["team-a"]
+    assert status == "invalid", reasons
