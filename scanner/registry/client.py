@@ -473,6 +473,7 @@ class RegistryClient:
         secrets: tuple[tuple[str, str], ...],
         headers: Mapping[str, str] | None = None,
         max_bytes: int,
+        unknown_if_refused: bool = True,
     ) -> tuple[Reply, bytes]:
         """One request with auth, retries and a streamed size cap. Returns (response, body).
 
@@ -484,7 +485,9 @@ class RegistryClient:
         was tried and none was refused (a refused one might have seen it: an error naming both); a
         later one that failed otherwise (transport, 5xx, budget, a source that could not give a
         credential) is the error, named as its own source, never the earlier one's not-found. Every
-        credential's manifest GET counts against the budget."""
+        credential's manifest GET counts against the budget. ``unknown_if_refused=False`` (the referrers
+        API, whose 404 may mean "no such API": its fallback, the tag schema, is asked under the rule)
+        lets a not-found stand over a refusal."""
         candidates = self.credentials.candidates(registry, secrets)
         with self._lock:
             preferred = self._preferred.get((registry, scope, candidates))
@@ -499,6 +502,7 @@ class RegistryClient:
         # might see the thing looked: with a refusal among them (a hidden repository says 404 to the
         # account that may not see it) whether it exists cannot be told — an error, never "unsigned".
         refused: list[tuple[Candidate | None, int]] = []
+        refusals = refused if unknown_if_refused else []  # what _refused_not_found weighs
         for i, candidate in enumerate(order):
             more = i + 1 < len(order)
             try:
@@ -520,7 +524,7 @@ class RegistryClient:
                         self._attempted(registry, scope, candidates, None)
                     raise RegistryError(f"{registry}: {'; '.join(unavailable)}", registry=registry)
                 if not_found is not None:  # every source with a credential was tried
-                    self._refused_not_found(registry, scope, secrets, candidates, not_found[2], refused)
+                    self._refused_not_found(registry, scope, secrets, candidates, not_found[2], refusals)
                     self._remember(registry, scope, secrets, candidates, not_found[2])
                     return not_found[0], not_found[1]
                 candidate = None
@@ -537,7 +541,9 @@ class RegistryClient:
                     continue
                 if not_found is not None:
                     if exc.status in (401, 403) and not unavailable:
-                        self._refused_not_found(registry, scope, secrets, candidates, not_found[2], refused)
+                        self._refused_not_found(registry, scope, secrets, candidates, not_found[2], refusals)
+                        self._remember(registry, scope, secrets, candidates, not_found[2])
+                        return not_found[0], not_found[1]  # not weighed (the referrers API): it stands
                     self._attempted(registry, scope, candidates, candidate)  # its own failure, named as its
                 if unavailable:
                     raise RegistryError(f"{exc}; {'; '.join(unavailable)}", registry=registry,
@@ -554,9 +560,11 @@ class RegistryClient:
                     not_found = (resp, body, candidate)
                 continue
             if not_found is not None and resp.status_code in (401, 403) and from_registry and not unavailable:
-                self._refused_not_found(registry, scope, secrets, candidates, not_found[2], refused)
-            if resp.status_code == 404 and refused:  # not found for this one, refused to another: unknown
-                self._refused_not_found(registry, scope, secrets, candidates, candidate, refused)
+                self._refused_not_found(registry, scope, secrets, candidates, not_found[2], refusals)
+                self._remember(registry, scope, secrets, candidates, not_found[2])
+                return not_found[0], not_found[1]  # not weighed (the referrers API): it stands
+            if resp.status_code == 404 and refusals:  # not found for this one, refused to another: unknown
+                self._refused_not_found(registry, scope, secrets, candidates, candidate, refusals)
             if resp.status_code < 400 or (resp.status_code == 404 and from_registry):
                 self._remember(registry, scope, secrets, candidates, candidate)  # the registry took it
             elif not_found is not None:
@@ -998,6 +1006,7 @@ class RegistryClient:
                 secrets=secrets,
                 headers={"Accept": OCI_INDEX},
                 max_bytes=self.limits.manifest_bytes,
+                unknown_if_refused=False,  # a 404 may mean "no API": the tag schema is then asked
             )
             if resp.status_code == 404 and pages == 0:
                 if "NAME_UNKNOWN" not in _error_codes(body):

@@ -374,3 +374,32 @@ def test_a_registry_without_the_referrers_api_is_still_learnt_from_its_404() -> 
         seen.clear()
         c.referrers(REF, digest)
         assert not any("/referrers/" in p for p in seen)  # straight to the tag
+
+
+def test_a_refused_source_leaves_the_referrers_api_probe_to_the_tag_schema_and_weighs_the_tag() -> None:
+    """A registry without the referrers API answers its route 404 to every account: with a stale second
+    secret (401) that 404 still means "no API" and the tag schema is asked — where bob finds the
+    referrers (a notation signature). But a tag bob does not find while the stale one is refused is
+    not "no referrers": it cannot be told."""
+    from scanner.registry.client import OCI_INDEX
+
+    entry = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "b" * 64, "size": 10,
+             "artifactType": "application/vnd.cncf.notary.signature"}
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode()
+    digest, other = "sha256:" + "a" * 64, "sha256:" + "c" * 64
+    store, refs = two_secrets("bob", "stale")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("authorization") != _basic_of("bob", "bob-pw"):
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        if request.url.path.endswith("/manifests/" + digest.replace(":", "-")):
+            return httpx.Response(200, headers={"Content-Type": OCI_INDEX, "Content-Length": str(len(index))},
+                                  content=b"" if request.method == "HEAD" else index)
+        return httpx.Response(404, content=b"404 page not found\n")  # distribution 2.8: no referrers route
+
+    with handler_client(handler, credentials=store, insecure_registries={"evil.test"}) as c:
+        found, source = c.referrers(REF, digest, None, refs)
+        assert source == "tag" and [d.digest for d in found] == [entry["digest"]]
+        with pytest.raises(RegistryError) as info:
+            c.referrers(REF, other, None, refs)
+        assert not isinstance(info.value, NotFound) and "refused to pull secret team-a/stale-secret" in str(info.value)
