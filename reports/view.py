@@ -510,6 +510,18 @@ def _workloads_of(v: Verdict, limit: int = 4) -> str:
     return ", ".join(shown)
 
 
+def _by_image(verdicts: Iterable[Verdict]) -> dict[str, Verdict]:
+    """One verdict per :func:`image_key`, failing closed: a digest judged apart (per credential set, per
+    rule) is represented by its first non-compliant verdict, never by whichever came last — a passing
+    verdict of one tenant must not hide another's failure (nor make it "fixed")."""
+    out: dict[str, Verdict] = {}
+    for v in verdicts:
+        key = image_key(v)
+        if key not in out or (out[key].compliant and not v.compliant):
+            out[key] = v
+    return out
+
+
 def build_changes(current: ScanResult, previous: ScanResult | None, anchors: Mapping[str, str]) -> Changes:
     """What changed since ``previous`` (the same cluster's previous complete scan), by image digest.
 
@@ -520,8 +532,8 @@ def build_changes(current: ScanResult, previous: ScanResult | None, anchors: Map
     """
     if previous is None:
         return Changes(None, "")
-    before = {image_key(v): v for v in previous.verdicts}
-    now = {image_key(v): v for v in current.verdicts}
+    before = _by_image(previous.verdicts)
+    now = _by_image(current.verdicts)
 
     def row(v: Verdict, b: Verdict | None, a: Verdict | None, key: str) -> ChangeRow:
         return ChangeRow(

@@ -18,7 +18,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from scanner.clusterreports.build import CLUSTER_LABEL, MANAGED_BY, Flavor, build_reports, cluster_label
+from scanner.clusterreports.build import (
+    CLUSTER_ANNOTATION,
+    CLUSTER_LABEL,
+    MANAGED_BY,
+    Flavor,
+    build_reports,
+    cluster_label,
+)
 from scanner.models import ScanResult, ScanState
 
 log = logging.getLogger(__name__)
@@ -81,6 +88,12 @@ def _ours(obj: Mapping[str, Any], cluster: str) -> bool:
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") or {}
     if any(labels.get(k) != v for k, v in owner_labels(cluster).items()):
+        return False
+    # The label value is lossy ("prod/eu" and "prod_eu", names alike in their first 63 characters share
+    # one): the annotation names the install exactly. A report written before the annotation existed
+    # is this install's only when its --cluster is the label value itself (no other name can be).
+    named = (meta.get("annotations") or {}).get(CLUSTER_ANNOTATION)
+    if named != cluster and (named is not None or cluster_label(cluster) != cluster):
         return False
     return any(m.get("manager") == FIELD_MANAGER and m.get("operation") == "Apply"
                for m in meta.get("managedFields") or [])

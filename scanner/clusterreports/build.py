@@ -26,6 +26,9 @@ SOURCE = "sigaudit"
 REPORT_NAME = "sigaudit"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sigaudit"}
 CLUSTER_LABEL = "sigaudit.io/cluster"
+# The --cluster name itself: the label value is lossy (63 of [A-Za-z0-9._-]), so "prod/eu" and "prod_eu"
+# share one; which install a report belongs to is decided by this annotation (clusterreports.apply).
+CLUSTER_ANNOTATION = "sigaudit.io/cluster-name"
 MAX_RESULTS = 1000  # results per object
 MAX_BYTES = 1_000_000  # JSON bytes of the results of one object: below the API server's 1.5 MB object limit
 MAX_NAME = 253  # characters of a policy or rule name
@@ -221,7 +224,8 @@ def _sort_key(r: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _object(flavor: Flavor, kind: str, name: str, namespace: str | None, results: list[dict[str, Any]],
             scan: ScanResult) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "labels": {**MANAGED_BY, CLUSTER_LABEL: cluster_label(scan.cluster)}}
+    metadata: dict[str, Any] = {"name": name, "labels": {**MANAGED_BY, CLUSTER_LABEL: cluster_label(scan.cluster)},
+                                "annotations": {CLUSTER_ANNOTATION: scan.cluster}}
     if namespace is not None:
         metadata["namespace"] = namespace
     obj: dict[str, Any] = {"apiVersion": flavor.api_version, "kind": kind, "metadata": metadata}

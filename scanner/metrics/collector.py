@@ -205,8 +205,9 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
     verifications: Counter[tuple[str, ...]] = Counter()
     image_info: dict[tuple[str, ...], float] = {}
     image_not_after: dict[tuple[str, ...], float] = {}
-    counted: set[tuple[object, ...]] = set()
-    ns_images: dict[tuple[str, tuple[object, ...]], bool] = {}  # compliant only if every verdict of it is
+    # One image per namespace however many credential sets judged it (image_identity), counted once
+    # under the status of its first non-compliant verdict (fail closed: compliant only if every verdict is).
+    ns_images: dict[tuple[str, tuple[object, ...]], Verdict] = {}
     for v in r.verdicts:
         status, compliant = v.status.value, "true" if v.compliant else "false"
         by_ns: dict[str, int] = defaultdict(int)
@@ -218,13 +219,10 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
             verifications[(c, sig.kind, sig.outcome.value, sig.failure.value or "none")] += 1
         image, digest = _image_label(v) if per_image else ("", "")
         for ns, count in by_ns.items():
-            # One image per namespace however many credential sets judged it (image_identity).
             seen = (ns, image_identity(v))
-            if (seen, status, compliant) not in counted:
-                counted.add((seen, status, compliant))
-                images[(c, ns, status, compliant)] += 1
+            if seen not in ns_images or (ns_images[seen].compliant and not v.compliant):
+                ns_images[seen] = v
             containers[(c, ns, status, compliant)] += count
-            ns_images[seen] = ns_images.get(seen, True) and v.compliant
             expiring[ns] += 1 if v.expiring else 0
             if v.not_after is not None and (ns not in not_after or v.not_after < not_after[ns]):
                 not_after[ns] = v.not_after
@@ -234,9 +232,10 @@ def families_for(view: ClusterView, *, per_image: bool = False) -> list[Metric]:
                     key = (c, ns, image, digest)
                     image_not_after[key] = min(_ts(v.not_after), image_not_after.get(key, float("inf")))
 
-    for (ns, _image), ok in ns_images.items():
+    for (ns, _image), worst in ns_images.items():
+        images[(c, ns, worst.status.value, "true" if worst.compliant else "false")] += 1
         ns_total[ns] += 1
-        ns_compliant[ns] += 1 if ok else 0
+        ns_compliant[ns] += 1 if worst.compliant else 0
     for series, values in (
         (n.IMAGES, images),
         (n.CONTAINERS, containers),

@@ -473,6 +473,7 @@ class RegistryClient:
         secrets: tuple[tuple[str, str], ...],
         headers: Mapping[str, str] | None = None,
         max_bytes: int,
+        unknown_if_refused: bool = True,
     ) -> tuple[Reply, bytes]:
         """One request with auth, retries and a streamed size cap. Returns (response, body).
 
@@ -481,10 +482,12 @@ class RegistryClient:
         refuses the previous one (401/403) *or says it has no such thing* (404: GHCR, ECR, Harbor
         answer NAME_UNKNOWN / MANIFEST_UNKNOWN to an account that may not see a repository); the one
         that worked is tried first next time. A not-found answer stands only once every credential
-        was tried: the first credential the registry accepted that said so is the answer (and the
-        source named) when the later ones were refused; a later one that failed otherwise (transport,
-        5xx, budget, a source that could not give a credential) is the error, named as its own source,
-        never the earlier one's not-found. Every credential's manifest GET counts against the budget."""
+        was tried and none was refused (a refused one might have seen it: an error naming both); a
+        later one that failed otherwise (transport, 5xx, budget, a source that could not give a
+        credential) is the error, named as its own source, never the earlier one's not-found. Every
+        credential's manifest GET counts against the budget. ``unknown_if_refused=False`` (the referrers
+        API, whose 404 may mean "no such API": its fallback, the tag schema, is asked under the rule)
+        lets a not-found stand over a refusal."""
         candidates = self.credentials.candidates(registry, secrets)
         with self._lock:
             preferred = self._preferred.get((registry, scope, candidates))
@@ -493,9 +496,13 @@ class RegistryClient:
         ) or [None]
         url = self._base(registry) + path
         unavailable: list[str] = []  # sources that could not give a credential, said with the final error
-        # The first not-found answer of a credential the registry accepted: the answer when no later
-        # credential gets further (a later refusal never turns it into an authentication error).
+        # The first not-found answer of a credential: the answer when every later one says the same.
         not_found: tuple[Reply, bytes, Candidate | None] | None = None
+        # Sources the registry refused (401/403). A not-found is only an answer when every source that
+        # might see the thing looked: with a refusal among them (a hidden repository says 404 to the
+        # account that may not see it) whether it exists cannot be told — an error, never "unsigned".
+        refused: list[tuple[Candidate | None, int]] = []
+        refusals = refused if unknown_if_refused else []  # what _refused_not_found weighs
         for i, candidate in enumerate(order):
             more = i + 1 < len(order)
             try:
@@ -517,6 +524,7 @@ class RegistryClient:
                         self._attempted(registry, scope, candidates, None)
                     raise RegistryError(f"{registry}: {'; '.join(unavailable)}", registry=registry)
                 if not_found is not None:  # every source with a credential was tried
+                    self._refused_not_found(registry, scope, secrets, candidates, not_found[2], refusals)
                     self._remember(registry, scope, secrets, candidates, not_found[2])
                     return not_found[0], not_found[1]
                 candidate = None
@@ -527,19 +535,24 @@ class RegistryClient:
                     method, registry, url, scope, cred, headers or {}, max_bytes
                 )
             except RegistryError as exc:
+                if exc.status in (401, 403):
+                    refused.append((candidate, exc.status))
                 if more and exc.status in (401, 403):
                     continue
                 if not_found is not None:
-                    if exc.status in (401, 403) and not unavailable:  # refused: the earlier not-found stands
+                    if exc.status in (401, 403) and not unavailable:
+                        self._refused_not_found(registry, scope, secrets, candidates, not_found[2], refusals)
                         self._remember(registry, scope, secrets, candidates, not_found[2])
-                        return not_found[0], not_found[1]
+                        return not_found[0], not_found[1]  # not weighed (the referrers API): it stands
                     self._attempted(registry, scope, candidates, candidate)  # its own failure, named as its
                 if unavailable:
                     raise RegistryError(f"{exc}; {'; '.join(unavailable)}", registry=registry,
                                         status=exc.status) from exc
                 raise
-            if more and from_registry and resp.status_code in (401, 403):
-                continue
+            if from_registry and resp.status_code in (401, 403):
+                refused.append((candidate, resp.status_code))
+                if more:
+                    continue
             if more and from_registry and resp.status_code == 404:
                 # Not found *for this credential*: a registry that hides what an account may not see
                 # says 404; the next credential may see it (as the kubelet tries its next secret).
@@ -547,8 +560,11 @@ class RegistryClient:
                     not_found = (resp, body, candidate)
                 continue
             if not_found is not None and resp.status_code in (401, 403) and from_registry and not unavailable:
+                self._refused_not_found(registry, scope, secrets, candidates, not_found[2], refusals)
                 self._remember(registry, scope, secrets, candidates, not_found[2])
-                return not_found[0], not_found[1]
+                return not_found[0], not_found[1]  # not weighed (the referrers API): it stands
+            if resp.status_code == 404 and refusals:  # not found for this one, refused to another: unknown
+                self._refused_not_found(registry, scope, secrets, candidates, candidate, refusals)
             if resp.status_code < 400 or (resp.status_code == 404 and from_registry):
                 self._remember(registry, scope, secrets, candidates, candidate)  # the registry took it
             elif not_found is not None:
@@ -560,6 +576,30 @@ class RegistryClient:
                 )
             return resp, body
         raise AssertionError("unreachable: the last credential's answer is always returned")
+
+    def _refused_not_found(
+        self,
+        registry: str,
+        scope: str,
+        secrets: tuple[tuple[str, str], ...],
+        candidates: tuple[Candidate, ...],
+        said_not_found: Candidate | None,
+        refused: list[tuple[Candidate | None, int]],
+    ) -> None:
+        """Raise when a not-found answer would stand though the registry refused another source: a
+        registry that hides a repository says 404 to an account that may not see it, so the refused
+        source might have seen what the other was told is not there (a ``.sig`` tag: "unsigned", which
+        ``required: false`` allows). The sources are named, never their contents."""
+        if not refused:
+            return
+        self._attempted(registry, scope, candidates, refused[0][0])
+        label = self.credentials.label
+        who = ", ".join(dict.fromkeys(f"{label(registry, secrets, c)} ({code})" for c, code in refused))
+        raise RegistryError(
+            f"{registry}: not found with {label(registry, secrets, said_not_found)}, and access refused to "
+            f"{who}: whether it exists cannot be told",
+            registry=registry, status=refused[0][1],
+        )
 
     def _attempted(
         self, registry: str, scope: str, candidates: tuple[Candidate, ...], candidate: Candidate | None
@@ -966,6 +1006,7 @@ class RegistryClient:
                 secrets=secrets,
                 headers={"Accept": OCI_INDEX},
                 max_bytes=self.limits.manifest_bytes,
+                unknown_if_refused=False,  # a 404 may mean "no API": the tag schema is then asked
             )
             if resp.status_code == 404 and pages == 0:
                 if "NAME_UNKNOWN" not in _error_codes(body):

@@ -166,3 +166,28 @@ def test_another_installs_reports_are_never_pruned() -> None:
     other = dataclasses.replace(_shop_scan(), cluster="staging")
     out = apply_reports(other, FLAVOR, api)
     assert sorted(out.deleted) == ["sigaudit", "team-b/sigaudit"]
+
+
+def test_cluster_names_sharing_a_label_value_never_prune_each_other() -> None:
+    """The sigaudit.io/cluster label value is the --cluster name made a label (≤ 63 of [A-Za-z0-9._-]):
+    "prod/eu" and "prod_eu", or two names alike in their first 63 characters, share it. A complete
+    scan of one install must not take the other's reports for its own stale ones and delete them."""
+    import dataclasses
+
+    long = "x" * 63
+    for mine, theirs in (("prod/eu", "prod_eu"), ("prod_eu", "prod/eu"), (long + "-a", long + "-b"),
+                         ("prod", "prod-"), ("ü", "default")):
+        api = MemoryReports()
+        other = apply_reports(dataclasses.replace(_shop_scan(), cluster=theirs), FLAVOR, api)
+        assert other.problems == [] and ("shop", "sigaudit") in api.objects
+        # the other install's report, moved aside to a namespace this install has no workloads in
+        api.objects["team-b", "sigaudit"] = api.objects.pop(("shop", "sigaudit"))
+        api.objects["team-b", "sigaudit"]["metadata"]["namespace"] = "team-b"
+        out = apply_reports(dataclasses.replace(_shop_scan(), cluster=mine), FLAVOR, api)
+        assert out.problems == [] and out.deleted == [], (mine, theirs)
+        assert ("team-b", "sigaudit") in api.objects
+        # while its own stale report is still pruned
+        api.objects["gone", "sigaudit"] = api.objects.pop(("shop", "sigaudit"))
+        api.objects["gone", "sigaudit"]["metadata"]["namespace"] = "gone"
+        out = apply_reports(dataclasses.replace(_shop_scan(), cluster=mine), FLAVOR, api)
+        assert out.deleted == ["gone/sigaudit"], (mine, theirs)

@@ -505,3 +505,25 @@ def test_a_digest_judged_under_two_credential_sets_is_one_image_of_its_namespace
     got = samples(render(_scan(one_error), None).decode())
     assert value(got, "sigaudit_namespace_compliance_ratio", **c) == 0.0
     assert value(got, "sigaudit_compliance_ratio", cluster="c1") == 0.0
+
+
+def test_a_split_image_with_one_failing_verdict_is_never_counted_compliant_in_sigaudit_images() -> None:
+    """A digest judged under two credential sets, verified for one and unsigned for the other, is one
+    image of its namespace — non-compliant (fail closed), as the namespace ratio says: the
+    sigaudit_images series must not also count it once under compliant="true" (a dashboard summing
+    compliant images then counted it compliant, and the namespace had two images)."""
+    digest = "sha256:" + "e" * 64
+
+    def img(pod: str) -> RunningImage:
+        return RunningImage(ImageReference("reg.example", "shop/web", "1.0", digest), (_ctr("shop", pod),),
+                            pull_secrets=(("shop", f"secret-{pod}"),))
+
+    for first, second in ((Status.VERIFIED, Status.UNSIGNED), (Status.UNSIGNED, Status.VERIFIED)):
+        verdicts = (Verdict(img("w1"), first, ("x",), rule="r"), Verdict(img("w2"), second, ("y",), rule="r"))
+        images = _series(_scan(verdicts), "sigaudit_images")
+        shop = {dict(k)["compliant"]: val for k, val in images.items() if dict(k)["namespace"] == "shop" and val}
+        assert shop == {"false": 1.0}, images
+        got = samples(render(_scan(verdicts), None).decode())
+        assert value(got, "sigaudit_images", cluster="c1", namespace="shop", status="unsigned",
+                     compliant="false") == 1
+        assert value(got, "sigaudit_namespace_compliance_ratio", cluster="c1", namespace="shop") == 0.0

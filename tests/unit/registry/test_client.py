@@ -284,38 +284,39 @@ def test_a_404_for_the_first_pull_secret_is_retried_with_the_next_which_is_named
     assert not any(a and "carol" in base64.b64decode(a.split()[1]).decode() for _, _, a in seen if a)
 
 
-def test_a_later_credentials_refusal_never_turns_an_earlier_not_found_into_its_own() -> None:
-    """alice's account sees no such repository (404); bob's password is wrong (401): the image is not
-    found, as alice was told — not "authentication refused", and named as alice's answer."""
-    seen: list[tuple[str, str, str | None]] = []
-    store, refs = two_secrets("alice", "bob")
-    with handler_client(hiding_registry(seen, sees={"alice": 404}), credentials=store,
-                        insecure_registries={"evil.test"}) as c:
-        with pytest.raises(NotFound):
-            c.get_manifest(REF, SHA256, refs)
-        assert c.credential_source("evil.test", "team/app", refs) == "pull secret team-a/alice-secret"
+def test_a_later_credentials_refusal_never_lets_an_earlier_not_found_stand() -> None:
+    """alice's account sees no such repository (404); bob's password is wrong (401), in either order:
+    a hiding registry says 404 to an account that may not see a repository, so bob — who was refused —
+    might have seen it. Whether it exists cannot be told: an error naming both (never a NotFound, which
+    for a signature tag is "unsigned", and "unsigned" is what ``required: false`` allows)."""
+    for first in (True, False):
+        seen: list[tuple[str, str, str | None]] = []
+        store, refs = two_secrets("alice", "bob") if first else two_secrets("bob", "alice")
+        with handler_client(hiding_registry(seen, sees={"alice": 404}), credentials=store,
+                            insecure_registries={"evil.test"}) as c:
+            with pytest.raises(RegistryError) as info:
+                c.get_manifest(REF, SHA256, refs)
+            assert not isinstance(info.value, NotFound)
+            assert "not found with pull secret team-a/alice-secret" in str(info.value)
+            assert "refused to pull secret team-a/bob-secret (401)" in str(info.value)
+            assert c.credential_source("evil.test", "team/app", refs) == "pull secret team-a/bob-secret"
 
 
 @pytest.mark.parametrize("bob", [599, 403])
 def test_a_later_credentials_failure_is_an_error_never_the_earlier_not_found(bob: int) -> None:
     """alice: not found; bob's request fails (a 5xx after retries) or is forbidden after the
     not-found: when bob's answer is no answer at all, the image is never "not found" (never
-    "unsigned" for a signature tag); a refusal is bob's and leaves alice's not-found standing."""
+    "unsigned" for a signature tag)."""
     seen: list[tuple[str, str, str | None]] = []
     store, refs = two_secrets("alice", "bob")
     from scanner.registry.client import Limits
 
     with handler_client(hiding_registry(seen, sees={"alice": 404, "bob": bob}), credentials=store,
                         insecure_registries={"evil.test"}, limits=Limits(retries=0)) as c:
-        if bob == 599:
-            with pytest.raises(RegistryError) as info:
-                c.get_manifest(REF, SHA256, refs)
-            assert not isinstance(info.value, NotFound) and "500" in str(info.value)
-            assert c.credential_source("evil.test", "team/app", refs) == "pull secret team-a/bob-secret"
-        else:
-            with pytest.raises(NotFound):
-                c.get_manifest(REF, SHA256, refs)
-            assert c.credential_source("evil.test", "team/app", refs) == "pull secret team-a/alice-secret"
+        with pytest.raises(RegistryError) as info:
+            c.get_manifest(REF, SHA256, refs)
+        assert not isinstance(info.value, NotFound) and str(min(bob, 500)) in str(info.value)
+        assert c.credential_source("evil.test", "team/app", refs) == "pull secret team-a/bob-secret"
 
 
 def test_a_not_found_for_every_credential_is_asked_once_each_and_counts_against_the_budget() -> None:
@@ -373,3 +374,32 @@ def test_a_registry_without_the_referrers_api_is_still_learnt_from_its_404() -> 
         seen.clear()
         c.referrers(REF, digest)
         assert not any("/referrers/" in p for p in seen)  # straight to the tag
+
+
+def test_a_refused_source_leaves_the_referrers_api_probe_to_the_tag_schema_and_weighs_the_tag() -> None:
+    """A registry without the referrers API answers its route 404 to every account: with a stale second
+    secret (401) that 404 still means "no API" and the tag schema is asked — where bob finds the
+    referrers (a notation signature). But a tag bob does not find while the stale one is refused is
+    not "no referrers": it cannot be told."""
+    from scanner.registry.client import OCI_INDEX
+
+    entry = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "b" * 64, "size": 10,
+             "artifactType": "application/vnd.cncf.notary.signature"}
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode()
+    digest, other = "sha256:" + "a" * 64, "sha256:" + "c" * 64
+    store, refs = two_secrets("bob", "stale")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("authorization") != _basic_of("bob", "bob-pw"):
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        if request.url.path.endswith("/manifests/" + digest.replace(":", "-")):
+            return httpx.Response(200, headers={"Content-Type": OCI_INDEX, "Content-Length": str(len(index))},
+                                  content=b"" if request.method == "HEAD" else index)
+        return httpx.Response(404, content=b"404 page not found\n")  # distribution 2.8: no referrers route
+
+    with handler_client(handler, credentials=store, insecure_registries={"evil.test"}) as c:
+        found, source = c.referrers(REF, digest, None, refs)
+        assert source == "tag" and [d.digest for d in found] == [entry["digest"]]
+        with pytest.raises(RegistryError) as info:
+            c.referrers(REF, other, None, refs)
+        assert not isinstance(info.value, NotFound) and "refused to pull secret team-a/stale-secret" in str(info.value)

@@ -334,3 +334,21 @@ def test_tag_references_are_counted_listed_capped_and_change_no_verdict(monkeypa
     monkeypatch.setattr(view, "MAX_TAG_REFERENCES", 1)
     r = build(result([verdict("a", Status.VERIFIED, ctrs)]))
     assert r.tag_references_total == 2 and len(r.tag_references) == 1
+
+
+def test_a_digest_judged_apart_is_newly_non_compliant_when_any_verdict_of_it_fails() -> None:
+    """One digest judged under two credential sets (pods of two namespaces, different pull secrets):
+    one verdict verified, the other unsigned. The changes section took whichever verdict came last, so
+    the failing one could hide behind the passing one: no "newly non-compliant", no "signature
+    disappeared", and even a "fixed" for an image that still fails for one tenant."""
+    a, b = [container("team-a", "web-1")], [container("team-b", "web-1")]
+    previous = result([verdict("x", Status.VERIFIED, a), verdict("x", Status.VERIFIED, b),
+                       verdict("y", Status.UNSIGNED, a)], scan_id=1, at=T0 - timedelta(days=1))
+    for order in (1, -1):
+        current = result([*[verdict("x", Status.UNSIGNED, b), verdict("x", Status.VERIFIED, a)][::order],
+                          *[verdict("y", Status.UNSIGNED, b), verdict("y", Status.VERIFIED, a)][::order]])
+        ch = build(current, previous=previous).changes
+        refs = lambda rows: [r.reference.split("/")[-1] for r in rows]  # noqa: E731
+        assert refs(ch.newly_non_compliant) == ["x:1.0"], order
+        assert refs(ch.signature_disappeared) == ["x:1.0"], order
+        assert ch.fixed == (), order  # y still fails for team-b
