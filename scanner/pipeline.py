@@ -53,6 +53,11 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 SCAN_DEADLINE = "scan deadline reached"
+# How long past the deadline an image's own verification may still end with its own reason (a credential
+# source abandoned at the deadline names itself 0.5 s after it: registry.auth._GRACE) before it is judged
+# "scan deadline reached". One window for all images (their work runs at once), so a scan ends at most this
+# much after its deadline; the scan is partial either way.
+LATE_GRACE = 1.0
 
 
 @dataclass
@@ -607,7 +612,7 @@ def _outcome(
     scan deadline passed, or anything at all went wrong in it (one image's failure is never the
     scan's, and never a pass)."""
     try:
-        return fut.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return fut.result(timeout=None if deadline is None else max(0.0, deadline + LATE_GRACE - time.monotonic()))
     except FuturesTimeout:
         fut.cancel()
         reason = SCAN_DEADLINE
