@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
+import json
 import os
 import re
 import threading
@@ -64,15 +65,33 @@ _SECRET_FIELD = re.compile(r"(?i)\b(token|authorization|access_token|x-vault-tok
                            r"(?!bearer\b|basic\b)[^\s\"',}]+")
 
 
+# Credentials this process handed to a KMS (the Vault token, the Entra/Google access tokens and AWS keys
+# the SDKs used): each is masked wherever it appears, however the KMS quoted it (alone, without a
+# "Bearer" or a "token:" before it). Opaque tokens have no shape a pattern could tell.
+_HANDED: set[str] = set()
+_HANDED_LOCK = threading.Lock()
+
+
+def _handed(*secrets: object) -> None:
+    with _HANDED_LOCK:
+        _HANDED.update(s for s in secrets if isinstance(s, str) and len(s) >= 4)
+
+
 def scrub(text: str) -> str:
     """An SDK's error text as it may appear in a message: a KMS (or a proxy before it) may echo the
-    request's credentials in its error body, so URL credentials, JWTs, bearer/token values and the Vault
-    token itself are masked, and the text is cut at 500 characters."""
+    request's credentials in its error body, so URL credentials, JWTs, bearer/token values and every
+    credential handed to a KMS (the Vault token; the tokens and keys the SDKs sent) are masked — also as
+    Python or JSON quote them (a token with a control character, quoted ``\\n``) — and the text is cut
+    at 500 characters."""
     text = _JWT.sub("[jwt]", redact_text(text))
     text = _SECRET_FIELD.sub(r"\1\2[redacted]", _BEARER.sub(r"\1\2[redacted]", text))
     token = _vault_token()
-    if token and len(token) >= 4:
-        text = text.replace(token, "[redacted]")
+    with _HANDED_LOCK:
+        secrets = set(_HANDED) | ({token} if token and len(token) >= 4 else set())
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in {secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "replace"))[2:-1],
+                     json.dumps(secret)[1:-1]}:
+            text = text.replace(form, "[redacted]")
     return text[:500]
 
 
@@ -151,10 +170,55 @@ def _aws_client(ref: str, parsed: AwsKeyRef) -> Any:
     return boto3.client("kms", **kwargs)
 
 
+def _aws_keys(client: Any) -> None:
+    """Remember the keys an AWS KMS client signed its request with (on the calling worker thread:
+    reading refreshable credentials may refresh them)."""
+    credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+    frozen = getattr(credentials, "get_frozen_credentials", None)
+    if frozen is not None:
+        keys = frozen()
+        _handed(keys.access_key, keys.secret_key, keys.token)
+
+
+def _gcp_token(client: Any) -> None:
+    """Remember the access token a Cloud KMS client sent (its credentials refresh it on first use)."""
+    _handed(getattr(getattr(getattr(client, "_transport", None), "_credentials", None), "token", None))
+
+
+class _RecordingCredential:
+    """An Azure credential whose every token is remembered (:func:`scrub` masks it), the rest passed
+    through; ``get_token_info`` exists exactly when the wrapped credential has it (azure-core asks)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        token = self._inner.get_token(*scopes, **kwargs)
+        _handed(getattr(token, "token", None))
+        return token
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name != "get_token_info":
+            return attr
+
+        def get_token_info(*scopes: str, **kwargs: Any) -> Any:
+            info = attr(*scopes, **kwargs)
+            _handed(getattr(info, "token", None))
+            return info
+
+        return get_token_info
+
+
 def _aws_key(ref: str, parsed: AwsKeyRef) -> KmsKey:
     client = _aws_client(ref, parsed)
-    pem = _bounded(ref, "cannot fetch the public key",
-                   lambda: vkms.aws_public_key(ref, parsed, client.get_public_key(KeyId=parsed.key_id)))
+    def read() -> bytes:
+        try:
+            return vkms.aws_public_key(ref, parsed, client.get_public_key(KeyId=parsed.key_id))
+        finally:
+            _aws_keys(client)
+
+    pem = _bounded(ref, "cannot fetch the public key", read)
 
     def scheme() -> tuple[str, str]:
         h = vkms.signing_hash(ref, pem)
@@ -169,8 +233,11 @@ def _aws_key(ref: str, parsed: AwsKeyRef) -> KmsKey:
             message, message_type = data, "RAW"
         else:
             message, message_type = _digest(h, data), "DIGEST"
-        resp = client.sign(KeyId=parsed.key_id, Message=message, MessageType=message_type,
-                           SigningAlgorithm=algorithm)
+        try:
+            resp = client.sign(KeyId=parsed.key_id, Message=message, MessageType=message_type,
+                               SigningAlgorithm=algorithm)
+        finally:
+            _aws_keys(client)
         return bytes(resp["Signature"])
 
     return KmsKey(ref, pem, sign, scheme)
@@ -206,7 +273,13 @@ def _gcp_key(ref: str, parsed: GcpKeyRef, client: Any | None) -> KmsKey:
         resp = client.get_public_key(request={"name": name}, timeout=timeout)
         return name, vkms.gcp_public_key(ref, name, key.purpose, resp), vkms._enum_name(resp.algorithm)
 
-    name, pem, algorithm = _bounded(ref, "cannot fetch the public key", read)
+    def read_once() -> tuple[str, bytes, str]:
+        try:
+            return read()
+        finally:
+            _gcp_token(made[0])
+
+    name, pem, algorithm = _bounded(ref, "cannot fetch the public key", read_once)
 
     def scheme() -> str:
         if algorithm not in vkms.GCP_DSSE_ALGORITHMS:
@@ -217,8 +290,12 @@ def _gcp_key(ref: str, parsed: GcpKeyRef, client: Any | None) -> KmsKey:
     def sign(data: bytes) -> bytes:
         h = scheme()
         digest = _digest(h, data)
-        resp = made[0].asymmetric_sign(
-            request={"name": name, "digest": {h: digest}, "digest_crc32c": vkms.crc32c(digest)}, timeout=timeout)
+        try:
+            resp = made[0].asymmetric_sign(
+                request={"name": name, "digest": {h: digest}, "digest_crc32c": vkms.crc32c(digest)},
+                timeout=timeout)
+        finally:
+            _gcp_token(made[0])
         return vkms.gcp_signature(ref, name, resp)
 
     return KmsKey(ref, pem, sign, scheme)
@@ -232,6 +309,7 @@ def _azure_key(ref: str, parsed: AzureKeyRef, credential: Any | None) -> KmsKey:
     keys = _sdk(lambda: importlib.import_module("azure.keyvault.keys"), "azure", ref)
     if credential is None:
         credential = _sdk(lambda: importlib.import_module("azure.identity"), "azure", ref).DefaultAzureCredential()
+    credential = _RecordingCredential(credential)
     client = keys.KeyClient(vault_url=parsed.vault_url, credential=credential)
 
     def read() -> tuple[str, bytes]:
@@ -279,6 +357,9 @@ def _vault_token() -> str | None:
     return None
 
 
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")  # visible ASCII: what an X-Vault-Token header carries
+
+
 @dataclass(frozen=True)
 class _Vault:
     ref: str
@@ -303,6 +384,12 @@ class _Vault:
         token = _vault_token()
         if not token:
             raise KmsKeyUnavailable(ref, "no Vault token (VAULT_TOKEN, VAULT_TOKEN_FILE or ~/.vault-token)")
+        if not _HEADER_TOKEN.fullmatch(token):
+            # A line break or control character: HTTP refuses it, quoting it whole in its error. Never sent,
+            # never shown (not even in part).
+            raise KmsKeyUnavailable(ref, "the Vault token (VAULT_TOKEN, VAULT_TOKEN_FILE or ~/.vault-token) is not "
+                                         "one line of printable ASCII: not sent")
+        _handed(token)
         headers = {"X-Vault-Token": token}
         if os.environ.get("VAULT_NAMESPACE"):
             headers["X-Vault-Namespace"] = os.environ["VAULT_NAMESPACE"]

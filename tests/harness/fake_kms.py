@@ -157,6 +157,11 @@ class _Fake:
         if self.misbehave == "echo":  # an error body that repeats the request's credentials
             creds = {k: v for k, v in (headers or {}).items() if k.lower() in ("authorization", "x-vault-token")}
             return 500, json.dumps({"error": {"code": 500, "message": f"bad request with {creds}"}}).encode()
+        if self.misbehave == "echo_bare":  # the credential alone, without a "Bearer"/"token:" before it
+            creds = [v.split(" ", 1)[-1] for k, v in (headers or {}).items()
+                     if k.lower() in ("authorization", "x-vault-token")]
+            message = f"credential {' '.join(creds)} expired"
+            return 500, json.dumps({"error": {"code": 500, "message": message}}).encode()
         if self.misbehave == "status":
             return 500, b'{"error": {"code": 500, "message": "internal"}}'
         if self.misbehave == "hang":

@@ -190,3 +190,36 @@ def test_the_vault_token_goes_only_to_vault_and_never_into_a_message(start: Any,
     with pytest.raises(kms.KmsKeyUnavailable) as err:
         dsse.signer_from(k.ref)
     assert "403" in str(err.value) and "s.wrong-token" not in str(err.value)
+
+
+@pytest.mark.parametrize("provider", ["gcp", "azure", "vault"])
+def test_a_credential_the_kms_echoes_alone_is_masked_too(start: Any, provider: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # The error body repeats the access token bare ("credential ya29.… expired"): no "Bearer", no "token:"
+    # before it, not a JWT (Google's tokens are opaque) — only knowing what was sent can mask it.
+    from scanner.sources import kms as edge
+
+    monkeypatch.setattr(edge, "_HANDED", set(), raising=False)  # nothing remembered from earlier tests
+    k = start(provider, P256)
+    signer = dsse.signer_from(k.ref, edge=k.edge)
+    k.fake.misbehave = "echo_bare"
+    with pytest.raises(dsse.KmsSigningError) as err:
+        dsse.sign_envelope("application/vnd.test+json", b"{}", signer)
+    for secret in (TOKEN, ENTRA, GTOKEN):
+        assert secret not in str(err.value), err.value
+    if provider != "vault":  # Vault's errors name the status only
+        assert "credential [redacted] expired" in str(err.value), err.value
+
+
+@pytest.mark.parametrize("token", ["s.first-line-secret\ns.second-line-secret", "s.first-part\x01s.second-part",
+                                   "s.first-part s.second-part"])
+def test_a_vault_token_that_is_no_header_value_is_refused_unsent_and_unshown(start: Any, token: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # A token file of two lines: HTTP refused the header and its error quoted the whole token (b'…\n…').
+    k = start("vault", P256)
+    monkeypatch.setenv("VAULT_TOKEN", token)
+    with pytest.raises(kms.KmsKeyUnavailable, match="not one line of printable ASCII") as err:
+        dsse.signer_from(k.ref)
+    for part in token.replace("\x01", " ").split():
+        assert part.split(".", 1)[1] not in str(err.value), err.value
+    assert not k.fake.requests  # nothing was sent
