@@ -164,6 +164,9 @@ class _Fake:
             return 500, json.dumps({"error": {"code": 500, "message": message}}).encode()
         if self.misbehave == "status":
             return 500, b'{"error": {"code": 500, "message": "internal"}}'
+        if self.misbehave == "slow":  # answers, each time just inside the SDKs' and sigaudit's per-call bounds
+            time.sleep(getattr(self, "slow_seconds", 5.0))
+            return None
         if self.misbehave == "hang":
             return -1, b""
         if self.misbehave == "giant":
