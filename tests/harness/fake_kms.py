@@ -106,6 +106,8 @@ class _Fake:
                     time.sleep(60)
                     return
                 self.send_response(status)
+                if 300 <= status < 400 and getattr(outer, "location", None):
+                    self.send_header("Location", outer.location)
                 if status == 401 and getattr(outer, "challenge", None):
                     self.send_header("WWW-Authenticate", outer.challenge)
                 self.send_header("Content-Type", "application/json")
@@ -162,6 +164,8 @@ class _Fake:
                      if k.lower() in ("authorization", "x-vault-token")]
             message = f"credential {' '.join(creds)} expired"
             return 500, json.dumps({"error": {"code": 500, "message": message}}).encode()
+        if self.misbehave == "redirect":  # to ``self.location``: another host
+            return 307, b"{}"
         if self.misbehave == "status":
             return 500, b'{"error": {"code": 500, "message": "internal"}}'
         if self.misbehave == "slow":  # answers, each time just inside the SDKs' and sigaudit's per-call bounds

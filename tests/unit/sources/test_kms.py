@@ -223,3 +223,40 @@ def test_a_vault_token_that_is_no_header_value_is_refused_unsent_and_unshown(sta
     for part in token.replace("\x01", " ").split():
         assert part.split(".", 1)[1] not in str(err.value), err.value
     assert not k.fake.requests  # nothing was sent
+
+
+@pytest.mark.parametrize("provider", ["gcp", "azure", "vault"])
+def test_a_kms_redirecting_to_another_host_gets_no_credential_there(start: Any, provider: str) -> None:
+    import socket
+    import threading
+
+    seen: list[bytes] = []
+    other = socket.socket()
+    other.bind(("127.0.0.2", 0))  # another host
+    other.listen(5)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = other.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(3)
+                try:
+                    seen.append(conn.recv(65536))
+                    conn.sendall(b"HTTP/1.1 500 x\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    k = start(provider, P256)
+    signer = dsse.signer_from(k.ref, edge=k.edge)
+    k.fake.misbehave, k.fake.location = "redirect", f"http://127.0.0.2:{other.getsockname()[1]}/elsewhere"
+    try:
+        with pytest.raises(dsse.KmsSigningError) as err:
+            dsse.sign_envelope("application/vnd.test+json", b"{}", signer)
+    finally:
+        other.close()
+    for secret in (TOKEN, ENTRA, GTOKEN):
+        assert not [s for s in seen if secret.encode() in s] and secret not in str(err.value)
