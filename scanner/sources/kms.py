@@ -407,8 +407,14 @@ class _Vault:
         client = deadline.install(httpx.Client(timeout=vkms.KMS_TIMEOUT_SECONDS, follow_redirects=False))
         try:
             with client, deadline.within(until, "late"), \
-                    client.stream(method, url, headers=self.headers, json=body) as resp:
-                for chunk in resp.iter_bytes():
+                    client.stream(method, url, headers={**self.headers, "Accept-Encoding": "identity"},
+                                  json=body) as resp:
+                # The body as sent, never inflated: httpx inflates a whole network chunk at once (and
+                # "gzip, gzip" layer on layer), so a 600-byte answer once took 500 MB before the cap saw it.
+                encoding = resp.headers.get("content-encoding", "").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise KmsKeyUnavailable(self.ref, f"Vault answered a {encoding[:40]!r}-encoded body, not asked for")
+                for chunk in resp.iter_raw():
                     answer += chunk
                     if len(answer) > limit:
                         raise KmsKeyUnavailable(self.ref, f"Vault answered more than {limit} bytes")

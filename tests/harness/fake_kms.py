@@ -30,12 +30,14 @@ extra members are dropped by their parsers); Vault's answers are read by sigaudi
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import re
 import ssl
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,8 @@ class _Fake:
                     time.sleep(60)
                     return
                 self.send_response(status)
+                if getattr(outer, "encoding", None):
+                    self.send_header("Content-Encoding", outer.encoding)
                 if 300 <= status < 400 and getattr(outer, "location", None):
                     self.send_header("Location", outer.location)
                 if status == 401 and getattr(outer, "challenge", None):
@@ -164,6 +168,9 @@ class _Fake:
                      if k.lower() in ("authorization", "x-vault-token")]
             message = f"credential {' '.join(creds)} expired"
             return 500, json.dumps({"error": {"code": 500, "message": message}}).encode()
+        if self.misbehave == "bomb":  # a few hundred bytes that inflate to 256 MiB ("gzip, gzip")
+            self.encoding = "gzip, gzip"
+            return 200, gzip_bomb(256)
         if self.misbehave == "redirect":  # to ``self.location``: another host
             return 307, b"{}"
         if self.misbehave == "status":
@@ -179,6 +186,14 @@ class _Fake:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+def gzip_bomb(mib: int) -> bytes:
+    """``mib`` MiB of zeros, gzipped twice (Content-Encoding: gzip, gzip): a few hundred bytes."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\0" * (1 << 20)
+    once = b"".join([*(inner.compress(block) for _ in range(mib)), inner.flush()])
+    return gzip.compress(once, 9)
 
 
 def gcp_algorithm(key: PrivateKey) -> str:

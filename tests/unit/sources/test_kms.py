@@ -260,3 +260,21 @@ def test_a_kms_redirecting_to_another_host_gets_no_credential_there(start: Any, 
         other.close()
     for secret in (TOKEN, ENTRA, GTOKEN):
         assert not [s for s in seen if secret.encode() in s] and secret not in str(err.value)
+
+
+def test_a_vault_answer_that_inflates_to_hundreds_of_mib_is_refused_uninflated(start: Any) -> None:
+    # A few hundred bytes, Content-Encoding "gzip, gzip": httpx inflated each network chunk whole, layer
+    # on layer, so the 1 MiB cap saw the answer only after 256 MiB had been allocated.
+    import tracemalloc
+
+    k = start("vault", P256)
+    signer = dsse.signer_from(k.ref, edge=k.edge)
+    k.fake.misbehave = "bomb"
+    tracemalloc.start()
+    try:
+        with pytest.raises(dsse.KmsSigningError, match=r"encoded body|more than"):
+            signer.sign(b"data")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024, peak
