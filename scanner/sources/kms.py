@@ -305,12 +305,51 @@ def _gcp_key(ref: str, parsed: GcpKeyRef, client: Any | None) -> KmsKey:
 # Azure Key Vault
 
 
+def _azure_transport() -> Any:
+    """azure-core's requests transport whose every answer is read within MAX_KMS_RESPONSE_BYTES,
+    inflated a block at a time: the SDK read whole bodies, so a few hundred bytes of "gzip, gzip" from a
+    key vault took a GiB of memory before anything looked at them."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from urllib3.util.retry import Retry
+
+    limit = vkms.MAX_KMS_RESPONSE_BYTES
+
+    class TooLarge(requests.RequestException):
+        pass
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def send(self, request: Any, stream: bool = False, **kwargs: Any) -> Any:  # type: ignore[override]
+            resp = super().send(request, stream=True, **kwargs)
+            body, size = [], 0
+            try:
+                for block in resp.raw.stream(64 * 1024, decode_content=True):
+                    size += len(block)
+                    if size > limit:
+                        raise TooLarge(f"the KMS answered more than {limit} bytes")
+                    body.append(block)
+            finally:
+                resp.close()
+            resp._content, resp._content_consumed = b"".join(body), True
+            return resp
+
+    class Transport(RequestsTransport):  # type: ignore[misc]
+        def _init_session(self, session: Any) -> None:
+            super()._init_session(session)
+            adapter = Adapter(max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+            for prefix in self._protocols:
+                session.mount(prefix, adapter)
+
+    return Transport()
+
+
 def _azure_key(ref: str, parsed: AzureKeyRef, credential: Any | None) -> KmsKey:
     keys = _sdk(lambda: importlib.import_module("azure.keyvault.keys"), "azure", ref)
     if credential is None:
         credential = _sdk(lambda: importlib.import_module("azure.identity"), "azure", ref).DefaultAzureCredential()
     credential = _RecordingCredential(credential)
-    client = keys.KeyClient(vault_url=parsed.vault_url, credential=credential)
+    transport = _sdk(_azure_transport, "azure", ref)
+    client = keys.KeyClient(vault_url=parsed.vault_url, credential=credential, transport=transport)
 
     def read() -> tuple[str, bytes]:
         key = client.get_key(parsed.name, version=parsed.version)
@@ -333,8 +372,8 @@ def _azure_key(ref: str, parsed: AzureKeyRef, credential: Any | None) -> KmsKey:
     def sign(data: bytes) -> bytes:
         h, algorithm = scheme()
         crypto = _sdk(lambda: importlib.import_module("azure.keyvault.keys.crypto"), "azure", ref)
-        result = crypto.CryptographyClient(kid, credential).sign(crypto.SignatureAlgorithm(algorithm),
-                                                                  _digest(h, data))
+        result = crypto.CryptographyClient(kid, credential, transport=_azure_transport()).sign(
+            crypto.SignatureAlgorithm(algorithm), _digest(h, data))
         return vkms.azure_signature(ref, kid, algorithm, result.key_id, result.algorithm, result.signature, pem)
 
     return KmsKey(ref, pem, sign, scheme)

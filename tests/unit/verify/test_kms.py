@@ -244,7 +244,7 @@ def _install_azure(monkeypatch, key: Any, kid: str, ops: list[KeyOperation]) -> 
     jwk.kid, jwk.key_ops = kid, ops
 
     class KeyClient:
-        def __init__(self, vault_url: str, credential: Any) -> None:
+        def __init__(self, vault_url: str, credential: Any, **kwargs: Any) -> None:  # transport=…
             pass
 
         def get_key(self, name: str, version: str | None = None) -> Any:
