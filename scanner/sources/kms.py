@@ -95,6 +95,13 @@ def scrub(text: str) -> str:
     return text[:500]
 
 
+def _scrubbed(exc: KmsKeyUnavailable) -> KmsKeyUnavailable:
+    """``exc`` with its message scrubbed: the checks quote what the KMS answered (a key name, a kid, a
+    type), and a hostile KMS can answer the credential it was sent there."""
+    message = scrub(exc.message)
+    return exc if message == exc.message else KmsKeyUnavailable(exc.ref, message)
+
+
 def _bounded(ref: str, what: str, call: Callable[[], T]) -> T:
     """``call()`` under the wall clock: the SDKs' own timeouts are per socket operation (a KMS that
     trickles its answer, or retries, holds them for as long as it likes). The call runs on a daemon
@@ -120,7 +127,7 @@ def _bounded(ref: str, what: str, call: Callable[[], T]) -> T:
     if "error" in box:
         exc = box["error"]
         if isinstance(exc, KmsKeyUnavailable):
-            raise exc
+            raise _scrubbed(exc) from None
         # The SDKs' errors: the message names no credential (redacted), only what failed.
         raise KmsKeyUnavailable(ref, f"{what}: {type(exc).__name__}: {scrub(str(exc))}") from exc
     value: T = box["value"]
@@ -508,13 +515,16 @@ class KmsEdge:
 
     def open(self, ref: str) -> KmsKey:
         parsed = vkms.parse_kms_ref(ref)
-        if isinstance(parsed, AwsKeyRef):
-            return _aws_key(ref, parsed)
-        if isinstance(parsed, GcpKeyRef):
-            return _gcp_key(ref, parsed, self.gcp_client)
-        if isinstance(parsed, AzureKeyRef):
-            return _azure_key(ref, parsed, self.azure_credential)
-        return _vault_key(ref, parsed)
+        try:
+            if isinstance(parsed, AwsKeyRef):
+                return _aws_key(ref, parsed)
+            if isinstance(parsed, GcpKeyRef):
+                return _gcp_key(ref, parsed, self.gcp_client)
+            if isinstance(parsed, AzureKeyRef):
+                return _azure_key(ref, parsed, self.azure_credential)
+            return _vault_key(ref, parsed)
+        except KmsKeyUnavailable as exc:
+            raise _scrubbed(exc) from None
 
     def public_key_pem(self, ref: str) -> bytes:
         try:

@@ -243,6 +243,8 @@ class FakeCloudKms(_Fake):
             verified = crc32c(digest) == int(req.get("digestCrc32c", -1))
             sig = self._bad(key, digest, sign_digest(key, digest))
             crc = crc32c(sig) ^ (1 if self.misbehave == "bad_crc" else 0)
+            if self.misbehave == "echo_field":  # the credential where the version's name belongs
+                name = {k.lower(): v for k, v in headers.items()}.get("authorization", "").split(" ", 1)[-1]
             answer_name = f"{key_name}/cryptoKeyVersions/{int(version) + 1}" if self.misbehave == "other_version" \
                 else name
             return 200, json.dumps({"name": answer_name, "signature": base64.b64encode(sig).decode(),
@@ -300,7 +302,10 @@ class FakeKeyVault(_Fake):
         if key is None:
             return 404, b'{"error": {"code": "KeyNotFound", "message": "no such version"}}'
         if not sign:
-            return 200, json.dumps({"key": self._jwk(name, version, key), "attributes": {"enabled": True}}).encode()
+            jwk = self._jwk(name, version, key)
+            if self.misbehave == "echo_field":  # the credential where the key id belongs
+                jwk["kid"] = auth.split(" ", 1)[-1]
+            return 200, json.dumps({"key": jwk, "attributes": {"enabled": True}}).encode()
         early = self._early(headers)
         if early:
             return early
@@ -345,7 +350,8 @@ class FakeVault(_Fake):
         latest = max(versions)
         if m.group(1) == "keys":
             return 200, json.dumps({"data": {
-                "name": name, "type": vault_type(versions[latest]), "latest_version": latest,
+                "name": self.token if self.misbehave == "echo_field" else name,
+                "type": vault_type(versions[latest]), "latest_version": latest,
                 "supports_signing": True,
                 "keys": {str(v): {"public_key": pem_of(k).decode(), "name": "P-256"} for v, k in versions.items()},
             }}).encode()

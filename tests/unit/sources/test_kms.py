@@ -280,3 +280,28 @@ def test_an_answer_that_inflates_to_hundreds_of_mib_is_refused_uninflated(start:
     finally:
         tracemalloc.stop()
     assert peak < 32 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize("provider", ["gcp", "azure", "vault"])
+def test_a_credential_the_kms_answers_in_a_field_the_checks_quote_is_masked(start: Any, provider: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # The answer names the credential where the key version / kid / key name belongs: the check that
+    # refuses it quoted the field as it came ("the KMS signed with 'ya29.…'").
+    from scanner.sources import kms as edge
+
+    monkeypatch.setattr(edge, "_HANDED", set(), raising=False)
+    k = start(provider, P256)
+    if provider != "gcp":  # the key name / kid is quoted when the key is read (Cloud KMS: when it signs)
+        k.fake.misbehave = "echo_field"
+        with pytest.raises(kms.KmsKeyUnavailable) as refused:
+            dsse.signer_from(k.ref, edge=k.edge)
+        err: Exception = refused.value
+    else:
+        signer = dsse.signer_from(k.ref, edge=k.edge)
+        k.fake.misbehave = "echo_field"
+        with pytest.raises(dsse.KmsSigningError) as failed:
+            dsse.sign_envelope("application/vnd.test+json", b"{}", signer)
+        err = failed.value
+    assert "[redacted]" in str(err), err
+    for secret in (TOKEN, ENTRA, GTOKEN):
+        assert secret not in str(err), err
