@@ -450,7 +450,10 @@ class _Vault:
         url = f"{self.addr}/v1/{self.mount}/{path}"
         limit = vkms.MAX_KMS_RESPONSE_BYTES
         answer = bytearray()
-        client = deadline.install(httpx.Client(timeout=vkms.KMS_TIMEOUT_SECONDS, follow_redirects=False))
+        # A plain-http Vault is this machine (from_env): never through a proxy from the environment, which
+        # would carry the token in clear text to another host (Vault's own client does not proxy loopback).
+        client = deadline.install(httpx.Client(timeout=vkms.KMS_TIMEOUT_SECONDS, follow_redirects=False,
+                                               trust_env=urlsplit(self.addr).scheme == "https"))
         try:
             with client, deadline.within(until, "late"), \
                     client.stream(method, url, headers={**self.headers, "Accept-Encoding": "identity"},

@@ -305,3 +305,43 @@ def test_a_credential_the_kms_answers_in_a_field_the_checks_quote_is_masked(star
     assert "[redacted]" in str(err), err
     for secret in (TOKEN, ENTRA, GTOKEN):
         assert secret not in str(err), err
+
+
+def test_a_plain_http_vault_on_this_machine_is_never_reached_through_a_proxy(start: Any,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # HTTP_PROXY set for the cluster: httpx sent GET http://127.0.0.1:…/v1/transit/keys/… with the token
+    # in clear text to the proxy's host; Vault's own client never proxies loopback.
+    import socket
+    import threading
+
+    seen: list[bytes] = []
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.2", 0))  # another host
+    proxy.listen(5)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = proxy.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(3)
+                try:
+                    seen.append(conn.recv(65536))
+                    conn.sendall(b"HTTP/1.1 502 x\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    k = start("vault", P256)
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.2:{proxy.getsockname()[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        env = dsse.sign_envelope("application/vnd.test+json", b"{}", dsse.signer_from(k.ref))
+    finally:
+        proxy.close()
+    assert dsse.verify_envelope(env, pem_of(P256))
+    assert not seen, seen
