@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from datetime import datetime
 from pathlib import Path
@@ -243,6 +244,7 @@ def run_scan_command(**opts: Any) -> int:
     progress, bar = _progress_printer(opts["progress"])
     if bar is not None:
         bar.start()
+    scan_began = time.monotonic()
     try:
         result = run_once(options, store, inputs=inputs, stop=stop, progress=progress)
     except ScanInProgress as exc:
@@ -274,9 +276,12 @@ def run_scan_command(**opts: Any) -> int:
     if opts.get("evidence_path") and store is not None and result.scan_id is not None:
         from scanner.evidence.pack import write_pack
 
+        # The pack is part of the run --deadline bounds: its KMS and TSA calls get the time the scan left.
+        left = None if not options.deadline else max(options.deadline - (time.monotonic() - scan_began), 0.0)
         try:
             size = write_pack(store, result.scan_id, opts["evidence_key"], opts["evidence_path"],
-                              tsa_url=opts.get("evidence_tsa_url"), tsa_roots=evidence_tsa_roots)
+                              tsa_url=opts.get("evidence_tsa_url"), tsa_roots=evidence_tsa_roots,
+                              deadline_s=left, deadline_words="scan deadline reached (building the evidence pack)")
             click.echo(f"sigaudit: evidence pack written to {opts['evidence_path']} ({size} bytes)", err=True)
         except (OSError, SigauditError) as exc:
             msg = exc.diagnostics() if isinstance(exc, SigauditError) else str(exc)

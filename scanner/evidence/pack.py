@@ -480,11 +480,13 @@ def write_tar(files: Mapping[str, bytes], out: Any) -> None:
 
 
 def write_pack(store: Any, scan_id: int, sign_key: str, out_path: str, *, tsa_url: str | None = None,
-               tsa_roots: Sequence[x509.Certificate] = (), deadline_s: float | None = None) -> int:
+               tsa_roots: Sequence[x509.Certificate] = (), deadline_s: float | None = None,
+               deadline_words: str | None = None) -> int:
     """Build scan ``scan_id``'s pack signed with ``sign_key`` (a PEM file or a KMS URI) into
     ``out_path`` (written beside it, then renamed: never a half pack), timestamped by ``tsa_url`` when
     given. With ``deadline_s``, every KMS and TSA call is cut once that many seconds have passed (the
-    wall-clock deadline of ``scanner.registry.deadline``). Returns its size in bytes."""
+    wall-clock deadline of ``scanner.registry.deadline``; ``deadline_words`` say what passed). Returns its
+    size in bytes."""
     import os
     import time
     from pathlib import Path
@@ -492,7 +494,7 @@ def write_pack(store: Any, scan_id: int, sign_key: str, out_path: str, *, tsa_ur
     from scanner.registry import deadline
 
     until = None if deadline_s is None else time.monotonic() + deadline_s
-    with deadline.within(until, f"evidence deadline of {deadline_s or 0:g}s reached"):
+    with deadline.within(until, deadline_words or f"evidence deadline of {deadline_s or 0:g}s reached"):
         signer = dsse.signer_from(sign_key)
         files = build_files(store, scan_id, signer, tsa_url=tsa_url, tsa_roots=tsa_roots)
     out = Path(out_path)

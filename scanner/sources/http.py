@@ -53,8 +53,14 @@ class HttpxGet:
         body = bytearray()
         try:
             with deadline.within(until, "late"), \
-                    self._client.stream("GET", url, params=params, headers=headers) as resp:
-                for chunk in resp.iter_bytes():
+                    self._client.stream("GET", url, params=params,
+                                        headers={**(headers or {}), "Accept-Encoding": "identity"}) as resp:
+                # The body as sent, never inflated: httpx inflates a whole network chunk at once ("gzip,
+                # gzip" layer on layer), so a few hundred bytes took hundreds of MiB before the cap saw them.
+                encoding = resp.headers.get("content-encoding", "").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise HttpGetError(f"answered a {encoding[:40]!r}-encoded body, not asked for")
+                for chunk in resp.iter_raw():
                     body += chunk
                     if len(body) > max_bytes:
                         raise HttpGetError(f"answer larger than {max_bytes} bytes", too_large=True)

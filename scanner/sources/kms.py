@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
+import json
 import os
 import re
 import threading
@@ -64,16 +65,41 @@ _SECRET_FIELD = re.compile(r"(?i)\b(token|authorization|access_token|x-vault-tok
                            r"(?!bearer\b|basic\b)[^\s\"',}]+")
 
 
+# Credentials this process handed to a KMS (the Vault token, the Entra/Google access tokens and AWS keys
+# the SDKs used): each is masked wherever it appears, however the KMS quoted it (alone, without a
+# "Bearer" or a "token:" before it). Opaque tokens have no shape a pattern could tell.
+_HANDED: set[str] = set()
+_HANDED_LOCK = threading.Lock()
+
+
+def _handed(*secrets: object) -> None:
+    with _HANDED_LOCK:
+        _HANDED.update(s for s in secrets if isinstance(s, str) and len(s) >= 4)
+
+
 def scrub(text: str) -> str:
     """An SDK's error text as it may appear in a message: a KMS (or a proxy before it) may echo the
-    request's credentials in its error body, so URL credentials, JWTs, bearer/token values and the Vault
-    token itself are masked, and the text is cut at 500 characters."""
+    request's credentials in its error body, so URL credentials, JWTs, bearer/token values and every
+    credential handed to a KMS (the Vault token; the tokens and keys the SDKs sent) are masked — also as
+    Python or JSON quote them (a token with a control character, quoted ``\\n``) — and the text is cut
+    at 500 characters."""
     text = _JWT.sub("[jwt]", redact_text(text))
     text = _SECRET_FIELD.sub(r"\1\2[redacted]", _BEARER.sub(r"\1\2[redacted]", text))
     token = _vault_token()
-    if token and len(token) >= 4:
-        text = text.replace(token, "[redacted]")
+    with _HANDED_LOCK:
+        secrets = set(_HANDED) | ({token} if token and len(token) >= 4 else set())
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in {secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "replace"))[2:-1],
+                     json.dumps(secret)[1:-1]}:
+            text = text.replace(form, "[redacted]")
     return text[:500]
+
+
+def _scrubbed(exc: KmsKeyUnavailable) -> KmsKeyUnavailable:
+    """``exc`` with its message scrubbed: the checks quote what the KMS answered (a key name, a kid, a
+    type), and a hostile KMS can answer the credential it was sent there."""
+    message = scrub(exc.message)
+    return exc if message == exc.message else KmsKeyUnavailable(exc.ref, message)
 
 
 def _bounded(ref: str, what: str, call: Callable[[], T]) -> T:
@@ -101,7 +127,7 @@ def _bounded(ref: str, what: str, call: Callable[[], T]) -> T:
     if "error" in box:
         exc = box["error"]
         if isinstance(exc, KmsKeyUnavailable):
-            raise exc
+            raise _scrubbed(exc) from None
         # The SDKs' errors: the message names no credential (redacted), only what failed.
         raise KmsKeyUnavailable(ref, f"{what}: {type(exc).__name__}: {scrub(str(exc))}") from exc
     value: T = box["value"]
@@ -151,10 +177,55 @@ def _aws_client(ref: str, parsed: AwsKeyRef) -> Any:
     return boto3.client("kms", **kwargs)
 
 
+def _aws_keys(client: Any) -> None:
+    """Remember the keys an AWS KMS client signed its request with (on the calling worker thread:
+    reading refreshable credentials may refresh them)."""
+    credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+    frozen = getattr(credentials, "get_frozen_credentials", None)
+    if frozen is not None:
+        keys = frozen()
+        _handed(keys.access_key, keys.secret_key, keys.token)
+
+
+def _gcp_token(client: Any) -> None:
+    """Remember the access token a Cloud KMS client sent (its credentials refresh it on first use)."""
+    _handed(getattr(getattr(getattr(client, "_transport", None), "_credentials", None), "token", None))
+
+
+class _RecordingCredential:
+    """An Azure credential whose every token is remembered (:func:`scrub` masks it), the rest passed
+    through; ``get_token_info`` exists exactly when the wrapped credential has it (azure-core asks)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        token = self._inner.get_token(*scopes, **kwargs)
+        _handed(getattr(token, "token", None))
+        return token
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name != "get_token_info":
+            return attr
+
+        def get_token_info(*scopes: str, **kwargs: Any) -> Any:
+            info = attr(*scopes, **kwargs)
+            _handed(getattr(info, "token", None))
+            return info
+
+        return get_token_info
+
+
 def _aws_key(ref: str, parsed: AwsKeyRef) -> KmsKey:
     client = _aws_client(ref, parsed)
-    pem = _bounded(ref, "cannot fetch the public key",
-                   lambda: vkms.aws_public_key(ref, parsed, client.get_public_key(KeyId=parsed.key_id)))
+    def read() -> bytes:
+        try:
+            return vkms.aws_public_key(ref, parsed, client.get_public_key(KeyId=parsed.key_id))
+        finally:
+            _aws_keys(client)
+
+    pem = _bounded(ref, "cannot fetch the public key", read)
 
     def scheme() -> tuple[str, str]:
         h = vkms.signing_hash(ref, pem)
@@ -169,8 +240,11 @@ def _aws_key(ref: str, parsed: AwsKeyRef) -> KmsKey:
             message, message_type = data, "RAW"
         else:
             message, message_type = _digest(h, data), "DIGEST"
-        resp = client.sign(KeyId=parsed.key_id, Message=message, MessageType=message_type,
-                           SigningAlgorithm=algorithm)
+        try:
+            resp = client.sign(KeyId=parsed.key_id, Message=message, MessageType=message_type,
+                               SigningAlgorithm=algorithm)
+        finally:
+            _aws_keys(client)
         return bytes(resp["Signature"])
 
     return KmsKey(ref, pem, sign, scheme)
@@ -206,7 +280,13 @@ def _gcp_key(ref: str, parsed: GcpKeyRef, client: Any | None) -> KmsKey:
         resp = client.get_public_key(request={"name": name}, timeout=timeout)
         return name, vkms.gcp_public_key(ref, name, key.purpose, resp), vkms._enum_name(resp.algorithm)
 
-    name, pem, algorithm = _bounded(ref, "cannot fetch the public key", read)
+    def read_once() -> tuple[str, bytes, str]:
+        try:
+            return read()
+        finally:
+            _gcp_token(made[0])
+
+    name, pem, algorithm = _bounded(ref, "cannot fetch the public key", read_once)
 
     def scheme() -> str:
         if algorithm not in vkms.GCP_DSSE_ALGORITHMS:
@@ -217,8 +297,12 @@ def _gcp_key(ref: str, parsed: GcpKeyRef, client: Any | None) -> KmsKey:
     def sign(data: bytes) -> bytes:
         h = scheme()
         digest = _digest(h, data)
-        resp = made[0].asymmetric_sign(
-            request={"name": name, "digest": {h: digest}, "digest_crc32c": vkms.crc32c(digest)}, timeout=timeout)
+        try:
+            resp = made[0].asymmetric_sign(
+                request={"name": name, "digest": {h: digest}, "digest_crc32c": vkms.crc32c(digest)},
+                timeout=timeout)
+        finally:
+            _gcp_token(made[0])
         return vkms.gcp_signature(ref, name, resp)
 
     return KmsKey(ref, pem, sign, scheme)
@@ -228,11 +312,51 @@ def _gcp_key(ref: str, parsed: GcpKeyRef, client: Any | None) -> KmsKey:
 # Azure Key Vault
 
 
+def _azure_transport() -> Any:
+    """azure-core's requests transport whose every answer is read within MAX_KMS_RESPONSE_BYTES,
+    inflated a block at a time: the SDK read whole bodies, so a few hundred bytes of "gzip, gzip" from a
+    key vault took a GiB of memory before anything looked at them."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from urllib3.util.retry import Retry
+
+    limit = vkms.MAX_KMS_RESPONSE_BYTES
+
+    class TooLarge(requests.RequestException):
+        pass
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def send(self, request: Any, stream: bool = False, **kwargs: Any) -> Any:  # type: ignore[override]
+            resp = super().send(request, stream=True, **kwargs)
+            body, size = [], 0
+            try:
+                for block in resp.raw.stream(64 * 1024, decode_content=True):
+                    size += len(block)
+                    if size > limit:
+                        raise TooLarge(f"the KMS answered more than {limit} bytes")
+                    body.append(block)
+            finally:
+                resp.close()
+            resp._content, resp._content_consumed = b"".join(body), True
+            return resp
+
+    class Transport(RequestsTransport):  # type: ignore[misc]
+        def _init_session(self, session: Any) -> None:
+            super()._init_session(session)
+            adapter = Adapter(max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+            for prefix in self._protocols:
+                session.mount(prefix, adapter)
+
+    return Transport()
+
+
 def _azure_key(ref: str, parsed: AzureKeyRef, credential: Any | None) -> KmsKey:
     keys = _sdk(lambda: importlib.import_module("azure.keyvault.keys"), "azure", ref)
     if credential is None:
         credential = _sdk(lambda: importlib.import_module("azure.identity"), "azure", ref).DefaultAzureCredential()
-    client = keys.KeyClient(vault_url=parsed.vault_url, credential=credential)
+    credential = _RecordingCredential(credential)
+    transport = _sdk(_azure_transport, "azure", ref)
+    client = keys.KeyClient(vault_url=parsed.vault_url, credential=credential, transport=transport)
 
     def read() -> tuple[str, bytes]:
         key = client.get_key(parsed.name, version=parsed.version)
@@ -255,8 +379,8 @@ def _azure_key(ref: str, parsed: AzureKeyRef, credential: Any | None) -> KmsKey:
     def sign(data: bytes) -> bytes:
         h, algorithm = scheme()
         crypto = _sdk(lambda: importlib.import_module("azure.keyvault.keys.crypto"), "azure", ref)
-        result = crypto.CryptographyClient(kid, credential).sign(crypto.SignatureAlgorithm(algorithm),
-                                                                  _digest(h, data))
+        result = crypto.CryptographyClient(kid, credential, transport=_azure_transport()).sign(
+            crypto.SignatureAlgorithm(algorithm), _digest(h, data))
         return vkms.azure_signature(ref, kid, algorithm, result.key_id, result.algorithm, result.signature, pem)
 
     return KmsKey(ref, pem, sign, scheme)
@@ -277,6 +401,9 @@ def _vault_token() -> str | None:
             except OSError:
                 continue
     return None
+
+
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")  # visible ASCII: what an X-Vault-Token header carries
 
 
 @dataclass(frozen=True)
@@ -303,6 +430,12 @@ class _Vault:
         token = _vault_token()
         if not token:
             raise KmsKeyUnavailable(ref, "no Vault token (VAULT_TOKEN, VAULT_TOKEN_FILE or ~/.vault-token)")
+        if not _HEADER_TOKEN.fullmatch(token):
+            # A line break or control character: HTTP refuses it, quoting it whole in its error. Never sent,
+            # never shown (not even in part).
+            raise KmsKeyUnavailable(ref, "the Vault token (VAULT_TOKEN, VAULT_TOKEN_FILE or ~/.vault-token) is not "
+                                         "one line of printable ASCII: not sent")
+        _handed(token)
         headers = {"X-Vault-Token": token}
         if os.environ.get("VAULT_NAMESPACE"):
             headers["X-Vault-Namespace"] = os.environ["VAULT_NAMESPACE"]
@@ -317,11 +450,20 @@ class _Vault:
         url = f"{self.addr}/v1/{self.mount}/{path}"
         limit = vkms.MAX_KMS_RESPONSE_BYTES
         answer = bytearray()
-        client = deadline.install(httpx.Client(timeout=vkms.KMS_TIMEOUT_SECONDS, follow_redirects=False))
+        # A plain-http Vault is this machine (from_env): never through a proxy from the environment, which
+        # would carry the token in clear text to another host (Vault's own client does not proxy loopback).
+        client = deadline.install(httpx.Client(timeout=vkms.KMS_TIMEOUT_SECONDS, follow_redirects=False,
+                                               trust_env=urlsplit(self.addr).scheme == "https"))
         try:
             with client, deadline.within(until, "late"), \
-                    client.stream(method, url, headers=self.headers, json=body) as resp:
-                for chunk in resp.iter_bytes():
+                    client.stream(method, url, headers={**self.headers, "Accept-Encoding": "identity"},
+                                  json=body) as resp:
+                # The body as sent, never inflated: httpx inflates a whole network chunk at once (and
+                # "gzip, gzip" layer on layer), so a 600-byte answer once took 500 MB before the cap saw it.
+                encoding = resp.headers.get("content-encoding", "").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise KmsKeyUnavailable(self.ref, f"Vault answered a {encoding[:40]!r}-encoded body, not asked for")
+                for chunk in resp.iter_raw():
                     answer += chunk
                     if len(answer) > limit:
                         raise KmsKeyUnavailable(self.ref, f"Vault answered more than {limit} bytes")
@@ -376,13 +518,16 @@ class KmsEdge:
 
     def open(self, ref: str) -> KmsKey:
         parsed = vkms.parse_kms_ref(ref)
-        if isinstance(parsed, AwsKeyRef):
-            return _aws_key(ref, parsed)
-        if isinstance(parsed, GcpKeyRef):
-            return _gcp_key(ref, parsed, self.gcp_client)
-        if isinstance(parsed, AzureKeyRef):
-            return _azure_key(ref, parsed, self.azure_credential)
-        return _vault_key(ref, parsed)
+        try:
+            if isinstance(parsed, AwsKeyRef):
+                return _aws_key(ref, parsed)
+            if isinstance(parsed, GcpKeyRef):
+                return _gcp_key(ref, parsed, self.gcp_client)
+            if isinstance(parsed, AzureKeyRef):
+                return _azure_key(ref, parsed, self.azure_credential)
+            return _vault_key(ref, parsed)
+        except KmsKeyUnavailable as exc:
+            raise _scrubbed(exc) from None
 
     def public_key_pem(self, ref: str) -> bytes:
         try:

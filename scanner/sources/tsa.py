@@ -48,8 +48,14 @@ def request_timestamp(url: str, message: bytes, *, seconds: float = TSA_SECONDS,
         with deadline.install(httpx.Client(timeout=min(seconds, 10.0), follow_redirects=False)) as client, \
                 deadline.within(until, "late"), \
                 client.stream("POST", url, content=req.as_bytes(),
-                              headers={"Content-Type": CONTENT_TYPE_QUERY, "Accept": CONTENT_TYPE_REPLY}) as resp:
-            for chunk in resp.iter_bytes():
+                              headers={"Content-Type": CONTENT_TYPE_QUERY, "Accept": CONTENT_TYPE_REPLY,
+                                       "Accept-Encoding": "identity"}) as resp:
+            # The answer as sent, never inflated: httpx inflates a whole network chunk at once ("gzip,
+            # gzip" layer on layer), so a few hundred bytes took hundreds of MiB before the cap saw them.
+            encoding = resp.headers.get("content-encoding", "").strip().lower()
+            if encoding not in ("", "identity"):
+                raise TsaError(f"TSA {shown}: answered a {encoding[:40]!r}-encoded body, not asked for")
+            for chunk in resp.iter_raw():
                 body += chunk
                 if len(body) > max_bytes:
                     raise TsaError(f"TSA {shown}: answer larger than {max_bytes} bytes")

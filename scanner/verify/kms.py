@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -423,13 +423,22 @@ def aws_public_key(ref: str, parsed: AwsKeyRef, resp: Mapping[str, Any]) -> byte
     return signing_key(ref, pem, AWS_SIGNING_SPECS.get(spec), usage=f"key spec {spec or 'not stated'}")
 
 
+def _port(url: SplitResult) -> int | None:
+    try:
+        return url.port or {"https": 443, "http": 80}.get(url.scheme)
+    except ValueError:  # not a port number
+        return -1
+
+
 def azure_public_key(ref: str, parsed: AzureKeyRef, kid: str, key_ops: Any, jwk: Mapping[str, Any]) -> bytes:
     """An Azure Key Vault key -> PEM: its ``kid`` is ``VAULT/keys/NAME[/VERSION]`` of the key asked for,
     ``key_ops`` allow ``verify``, and the JWK is an EC (P-256/384/521) or RSA key."""
     parts = urlsplit(kid)
     want = urlsplit(parsed.vault_url)
     segs = [s for s in parts.path.split("/") if s]
+    # The port too: the signing client sends the bearer token to the kid's origin, the vault's only.
     ok = (parts.scheme == want.scheme and (parts.hostname or "") == (want.hostname or "").lower()
+          and _port(parts) == _port(want)
           and len(segs) in (2, 3) and segs[0] == "keys" and segs[1].casefold() == parsed.name.casefold()
           and (parsed.version is None or (len(segs) == 3 and segs[2].casefold() == parsed.version.casefold())))
     if not ok:

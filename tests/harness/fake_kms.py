@@ -30,12 +30,14 @@ extra members are dropped by their parsers); Vault's answers are read by sigaudi
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import re
 import ssl
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,10 @@ class _Fake:
                     time.sleep(60)
                     return
                 self.send_response(status)
+                if getattr(outer, "encoding", None):
+                    self.send_header("Content-Encoding", outer.encoding)
+                if 300 <= status < 400 and getattr(outer, "location", None):
+                    self.send_header("Location", outer.location)
                 if status == 401 and getattr(outer, "challenge", None):
                     self.send_header("WWW-Authenticate", outer.challenge)
                 self.send_header("Content-Type", "application/json")
@@ -157,8 +163,21 @@ class _Fake:
         if self.misbehave == "echo":  # an error body that repeats the request's credentials
             creds = {k: v for k, v in (headers or {}).items() if k.lower() in ("authorization", "x-vault-token")}
             return 500, json.dumps({"error": {"code": 500, "message": f"bad request with {creds}"}}).encode()
+        if self.misbehave == "echo_bare":  # the credential alone, without a "Bearer"/"token:" before it
+            creds = [v.split(" ", 1)[-1] for k, v in (headers or {}).items()
+                     if k.lower() in ("authorization", "x-vault-token")]
+            message = f"credential {' '.join(creds)} expired"
+            return 500, json.dumps({"error": {"code": 500, "message": message}}).encode()
+        if self.misbehave == "bomb":  # a few hundred bytes that inflate to 256 MiB ("gzip, gzip")
+            self.encoding = "gzip, gzip"
+            return 200, gzip_bomb(256)
+        if self.misbehave == "redirect":  # to ``self.location``: another host
+            return 307, b"{}"
         if self.misbehave == "status":
             return 500, b'{"error": {"code": 500, "message": "internal"}}'
+        if self.misbehave == "slow":  # answers, each time just inside the SDKs' and sigaudit's per-call bounds
+            time.sleep(getattr(self, "slow_seconds", 5.0))
+            return None
         if self.misbehave == "hang":
             return -1, b""
         if self.misbehave == "giant":
@@ -167,6 +186,14 @@ class _Fake:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+def gzip_bomb(mib: int) -> bytes:
+    """``mib`` MiB of zeros, gzipped twice (Content-Encoding: gzip, gzip): a few hundred bytes."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\0" * (1 << 20)
+    once = b"".join([*(inner.compress(block) for _ in range(mib)), inner.flush()])
+    return gzip.compress(once, 9)
 
 
 def gcp_algorithm(key: PrivateKey) -> str:
@@ -216,6 +243,8 @@ class FakeCloudKms(_Fake):
             verified = crc32c(digest) == int(req.get("digestCrc32c", -1))
             sig = self._bad(key, digest, sign_digest(key, digest))
             crc = crc32c(sig) ^ (1 if self.misbehave == "bad_crc" else 0)
+            if self.misbehave == "echo_field":  # the credential where the version's name belongs
+                name = {k.lower(): v for k, v in headers.items()}.get("authorization", "").split(" ", 1)[-1]
             answer_name = f"{key_name}/cryptoKeyVersions/{int(version) + 1}" if self.misbehave == "other_version" \
                 else name
             return 200, json.dumps({"name": answer_name, "signature": base64.b64encode(sig).decode(),
@@ -273,7 +302,10 @@ class FakeKeyVault(_Fake):
         if key is None:
             return 404, b'{"error": {"code": "KeyNotFound", "message": "no such version"}}'
         if not sign:
-            return 200, json.dumps({"key": self._jwk(name, version, key), "attributes": {"enabled": True}}).encode()
+            jwk = self._jwk(name, version, key)
+            if self.misbehave == "echo_field":  # the credential where the key id belongs
+                jwk["kid"] = auth.split(" ", 1)[-1]
+            return 200, json.dumps({"key": jwk, "attributes": {"enabled": True}}).encode()
         early = self._early(headers)
         if early:
             return early
@@ -318,7 +350,8 @@ class FakeVault(_Fake):
         latest = max(versions)
         if m.group(1) == "keys":
             return 200, json.dumps({"data": {
-                "name": name, "type": vault_type(versions[latest]), "latest_version": latest,
+                "name": self.token if self.misbehave == "echo_field" else name,
+                "type": vault_type(versions[latest]), "latest_version": latest,
                 "supports_signing": True,
                 "keys": {str(v): {"public_key": pem_of(k).decode(), "name": "P-256"} for v, k in versions.items()},
             }}).encode()

@@ -104,6 +104,27 @@ def test_a_vault_transit_key_signs_the_pack(scanned) -> None:
         assert time.monotonic() - began < 25 and not hung.exists()
 
 
+def test_scan_evidence_with_a_slow_kms_ends_at_the_scan_deadline(scanned) -> None:
+    # A Vault that answers each sign just inside the 30 s per-call bound: without the scan's --deadline
+    # over the pack, `scan --evidence` ran one slow call per image past it (and wrote the pack).
+    d, _ = scanned
+    db = f"sqlite:///{d / 'slow.db'}"
+    with FakeVault({"evidence": {1: ec.generate_private_key(ec.SECP256R1())}}, TOKEN) as vault:
+        vault.misbehave, vault.slow_seconds = "slow", 4.0
+        pack = d / "vault-slow.tar.gz"
+        began = time.monotonic()
+        r = sigaudit("scan", "--pods-file", str(d / "pods.json"), "--policy", str(d / "policy.yaml"), "--db", db,
+                     "--cluster", "slow", "--no-progress", "--deadline", "10s", "--evidence", str(pack),
+                     "--evidence-key", "hashivault://evidence", env={"VAULT_ADDR": vault.url, "VAULT_TOKEN": TOKEN})
+        took = time.monotonic() - began
+        signs = [p for m, p, _, _ in vault.requests if m == "POST"]
+    assert len(signs) < 5, signs  # the demo's images would take one slow sign each
+    assert r.returncode == 3, r.stderr
+    assert "scan deadline reached (building the evidence pack)" in r.stderr and TOKEN not in r.stdout + r.stderr
+    assert took < 10 + 8, took  # the deadline, plus start-up
+    assert not pack.exists()
+
+
 def test_an_azure_key_vault_key_signs_the_pack(scanned, tmp_path: Path) -> None:
     _sdk("azure.keyvault.keys")
     _sdk("azure.identity")

@@ -190,3 +190,158 @@ def test_the_vault_token_goes_only_to_vault_and_never_into_a_message(start: Any,
     with pytest.raises(kms.KmsKeyUnavailable) as err:
         dsse.signer_from(k.ref)
     assert "403" in str(err.value) and "s.wrong-token" not in str(err.value)
+
+
+@pytest.mark.parametrize("provider", ["gcp", "azure", "vault"])
+def test_a_credential_the_kms_echoes_alone_is_masked_too(start: Any, provider: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # The error body repeats the access token bare ("credential ya29.… expired"): no "Bearer", no "token:"
+    # before it, not a JWT (Google's tokens are opaque) — only knowing what was sent can mask it.
+    from scanner.sources import kms as edge
+
+    monkeypatch.setattr(edge, "_HANDED", set(), raising=False)  # nothing remembered from earlier tests
+    k = start(provider, P256)
+    signer = dsse.signer_from(k.ref, edge=k.edge)
+    k.fake.misbehave = "echo_bare"
+    with pytest.raises(dsse.KmsSigningError) as err:
+        dsse.sign_envelope("application/vnd.test+json", b"{}", signer)
+    for secret in (TOKEN, ENTRA, GTOKEN):
+        assert secret not in str(err.value), err.value
+    if provider != "vault":  # Vault's errors name the status only
+        assert "credential [redacted] expired" in str(err.value), err.value
+
+
+@pytest.mark.parametrize("token", ["s.first-line-secret\ns.second-line-secret", "s.first-part\x01s.second-part",
+                                   "s.first-part s.second-part"])
+def test_a_vault_token_that_is_no_header_value_is_refused_unsent_and_unshown(start: Any, token: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # A token file of two lines: HTTP refused the header and its error quoted the whole token (b'…\n…').
+    k = start("vault", P256)
+    monkeypatch.setenv("VAULT_TOKEN", token)
+    with pytest.raises(kms.KmsKeyUnavailable, match="not one line of printable ASCII") as err:
+        dsse.signer_from(k.ref)
+    for part in token.replace("\x01", " ").split():
+        assert part.split(".", 1)[1] not in str(err.value), err.value
+    assert not k.fake.requests  # nothing was sent
+
+
+@pytest.mark.parametrize("provider", ["gcp", "azure", "vault"])
+def test_a_kms_redirecting_to_another_host_gets_no_credential_there(start: Any, provider: str) -> None:
+    import socket
+    import threading
+
+    seen: list[bytes] = []
+    other = socket.socket()
+    other.bind(("127.0.0.2", 0))  # another host
+    other.listen(5)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = other.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(3)
+                try:
+                    seen.append(conn.recv(65536))
+                    conn.sendall(b"HTTP/1.1 500 x\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    k = start(provider, P256)
+    signer = dsse.signer_from(k.ref, edge=k.edge)
+    k.fake.misbehave, k.fake.location = "redirect", f"http://127.0.0.2:{other.getsockname()[1]}/elsewhere"
+    try:
+        with pytest.raises(dsse.KmsSigningError) as err:
+            dsse.sign_envelope("application/vnd.test+json", b"{}", signer)
+    finally:
+        other.close()
+    for secret in (TOKEN, ENTRA, GTOKEN):
+        assert not [s for s in seen if secret.encode() in s] and secret not in str(err.value)
+
+
+@pytest.mark.parametrize("provider", ["vault", "azure"])
+def test_an_answer_that_inflates_to_hundreds_of_mib_is_refused_uninflated(start: Any, provider: str) -> None:
+    # A few hundred bytes, Content-Encoding "gzip, gzip": httpx (Vault) inflated each network chunk whole,
+    # layer on layer, so the 1 MiB cap saw the answer only after 256 MiB had been allocated; the Key
+    # Vault SDK read the whole inflated body (1 GiB at its peak) with no cap at all.
+    import tracemalloc
+
+    k = start(provider, P256)
+    signer = dsse.signer_from(k.ref, edge=k.edge)
+    k.fake.misbehave = "bomb"
+    tracemalloc.start()
+    try:
+        with pytest.raises(dsse.KmsSigningError, match=r"encoded body|more than"):
+            signer.sign(b"data")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize("provider", ["gcp", "azure", "vault"])
+def test_a_credential_the_kms_answers_in_a_field_the_checks_quote_is_masked(start: Any, provider: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # The answer names the credential where the key version / kid / key name belongs: the check that
+    # refuses it quoted the field as it came ("the KMS signed with 'ya29.…'").
+    from scanner.sources import kms as edge
+
+    monkeypatch.setattr(edge, "_HANDED", set(), raising=False)
+    k = start(provider, P256)
+    if provider != "gcp":  # the key name / kid is quoted when the key is read (Cloud KMS: when it signs)
+        k.fake.misbehave = "echo_field"
+        with pytest.raises(kms.KmsKeyUnavailable) as refused:
+            dsse.signer_from(k.ref, edge=k.edge)
+        err: Exception = refused.value
+    else:
+        signer = dsse.signer_from(k.ref, edge=k.edge)
+        k.fake.misbehave = "echo_field"
+        with pytest.raises(dsse.KmsSigningError) as failed:
+            dsse.sign_envelope("application/vnd.test+json", b"{}", signer)
+        err = failed.value
+    assert "[redacted]" in str(err), err
+    for secret in (TOKEN, ENTRA, GTOKEN):
+        assert secret not in str(err), err
+
+
+def test_a_plain_http_vault_on_this_machine_is_never_reached_through_a_proxy(start: Any,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # HTTP_PROXY set for the cluster: httpx sent GET http://127.0.0.1:…/v1/transit/keys/… with the token
+    # in clear text to the proxy's host; Vault's own client never proxies loopback.
+    import socket
+    import threading
+
+    seen: list[bytes] = []
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.2", 0))  # another host
+    proxy.listen(5)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = proxy.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(3)
+                try:
+                    seen.append(conn.recv(65536))
+                    conn.sendall(b"HTTP/1.1 502 x\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    k = start("vault", P256)
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.2:{proxy.getsockname()[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        env = dsse.sign_envelope("application/vnd.test+json", b"{}", dsse.signer_from(k.ref))
+    finally:
+        proxy.close()
+    assert dsse.verify_envelope(env, pem_of(P256))
+    assert not seen, seen

@@ -244,7 +244,7 @@ def _install_azure(monkeypatch, key: Any, kid: str, ops: list[KeyOperation]) -> 
     jwk.kid, jwk.key_ops = kid, ops
 
     class KeyClient:
-        def __init__(self, vault_url: str, credential: Any) -> None:
+        def __init__(self, vault_url: str, credential: Any, **kwargs: Any) -> None:  # transport=…
             pass
 
         def get_key(self, name: str, version: str | None = None) -> Any:
@@ -275,6 +275,8 @@ def test_azure_signing_key_is_used(ref: str, key: Any, monkeypatch) -> None:
     ("azurekms://myvault.vault.azure.net/signer", f"{VAULT}/keys/other/1", [KeyOperation.verify], "answered for"),
     ("azurekms://myvault.vault.azure.net/signer", "https://evil.vault.azure.net/keys/signer/1",
      [KeyOperation.verify], "answered for"),
+    ("azurekms://myvault.vault.azure.net/signer", f"{VAULT}:8443/keys/signer/1", [KeyOperation.verify],
+     "answered for"),  # another port of the vault's host: the signing client would send the token there
     ("azurekms://myvault.vault.azure.net/signer/2", f"{VAULT}/keys/signer/1", [KeyOperation.verify],
      "answered for"),
 ])
