@@ -179,12 +179,19 @@ def exchange_acr_token(registry: str, entra_token: str, *, tenant: str | None = 
         with (
             deadline.within(time.monotonic() + TIMEOUT, f"no answer within {TIMEOUT:g} s"),
             deadline.install(httpx.Client(timeout=TIMEOUT, follow_redirects=False)) as http,
-            http.stream("POST", f"https://{registry}/oauth2/exchange", data=form) as resp,
+            http.stream("POST", f"https://{registry}/oauth2/exchange", data=form,
+                        headers={"Accept-Encoding": "identity"}) as resp,
         ):
             if resp.status_code != 200:
                 raise CredentialUnavailable(f"{registry}/oauth2/exchange answered {resp.status_code}")
+            # The body as sent, never inflated: httpx inflates a whole network chunk at once, layer on
+            # layer ("gzip, gzip"), so a few hundred bytes took hundreds of MiB before the cap saw them.
+            encoding = resp.headers.get("content-encoding", "").strip().lower()
+            if encoding not in ("", "identity"):
+                raise CredentialUnavailable(
+                    f"{registry}/oauth2/exchange answered a {encoding[:40]!r}-encoded body, not asked for")
             body = b""
-            for chunk in resp.iter_bytes():
+            for chunk in resp.iter_raw():
                 body += chunk
                 if len(body) > MAX_REPLY:
                     raise CredentialUnavailable(f"{registry}/oauth2/exchange reply exceeds {MAX_REPLY} bytes")
