@@ -130,3 +130,12 @@ def test_a_pods_file_over_the_size_limit_is_exit_2_and_stdin_over_it_exit_3(
     result = CliRunner().invoke(main, [*args, "--pods-file", "-"], input=b'{"kind": "List", "items": []}' + b" " * 64)
     assert result.exit_code == 3, result.output
     assert "<stdin>: larger than the 64 bytes limit on a pod list" in result.output
+
+
+@pytest.mark.parametrize("age", ["999999d", "999999d "])
+def test_verify_evidence_an_age_before_year_one_is_a_usage_error_not_a_crash(tmp_path: Path, age: str) -> None:
+    """``--not-before 999999d`` reaches before datetime.min: refused as usage (exit 2), not exit 3."""
+    r = CliRunner().invoke(main, ["verify-evidence", str(tmp_path / "pack.tar.gz"), "--insecure-use-pack-key",
+                                  "--not-before", age])
+    assert r.exit_code == 2, r.output
+    assert "--not-before" in r.output and "Traceback" not in r.output
