@@ -410,3 +410,52 @@ def test_serve_watch_verdicts_are_in_the_scans_pack_and_replayed_at_their_own_ti
     scan_time = json.loads(files[MANIFEST])["verified_at"]
     assert judgement["verified_at"] > scan_time and judgement["answers"]
     assert crl_entries(files, digest)  # its CRL, read by the watch's verification
+
+
+def test_a_watch_judgement_dated_after_now_or_before_the_scan_fails(crl_estate, registry, tmp_path: Path) -> None:
+    """A re-signed pack whose watch judgement claims a time of verification in the future (after the
+    auditor's check) or before the scan's: no honest pack says that, so verify-evidence fails it — its
+    record, replay and VSA otherwise agree (the VSA re-signed with that time, as a lying sigaudit would)."""
+    from scanner.evidence import vsa as vsa_mod
+    from scanner.scan import ScanOptions
+    from scanner.store import open_store
+    from scanner.watch import Watcher
+
+    e = crl_estate
+    db = tmp_path / "watch.db"
+    shutil.copyfile(e["d"] / "lazy.db", db)
+    digest = make_image(registry.url, "lazy/delta", "1.0")
+    ns.sign_image(registry.url, "lazy/delta", digest, e["pkis"]["alpha"].chain)
+    pod = json.loads(pods_file(tmp_path / "p.json", {"delta": (f"{registry.host}/lazy/delta", digest)})
+                     .read_text())["items"][0]
+    with open_store(f"sqlite:///{db}") as store:
+        w = Watcher(ScanOptions(cluster="lazy", policy_path=str(e["policy"])), store, api_client=object())
+        w._seed_from_store()
+        scan_id = w.status.scan_id
+        (v,) = w.judge([pod])
+        assert v.status.value == "verified"
+    out = tmp_path / "watched.tar.gz"
+    r = sigaudit("evidence", "--db", f"sqlite:///{db}", "--scan", str(scan_id), "--sign-key", str(e["key"]),
+                 "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    files = read_files(out)
+    d = f"images/{digest.replace(':', '-')}"
+    scan_time = datetime.fromisoformat(json.loads(files[MANIFEST])["verified_at"])
+    signer = dsse.signer_from(str(e["key"]))
+    for what, at in {"after now": datetime.now(UTC) + timedelta(hours=2),
+                     "before the scan": scan_time - timedelta(minutes=1)}.items():
+        f = dict(files)
+        record = json.loads(f[f"{d}/record.json"])
+        (judgement,) = record["judgements"]
+        judgement["verified_at"] = at.isoformat()
+        f[f"{d}/record.json"] = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+        _, payload = dsse.verify_envelope(f[f"{d}/vsa.intoto.json"], e["pub"].read_bytes(),
+                                          payload_type=vsa_mod.PAYLOAD_TYPE)
+        statement = json.loads(payload)
+        statement["predicate"]["timeVerified"] = vsa_mod._rfc3339(max(at, scan_time))
+        f[f"{d}/vsa.intoto.json"] = json.dumps(dsse.sign_envelope(
+            vsa_mod.PAYLOAD_TYPE, json.dumps(statement).encode(), signer)).encode()
+        pack = resign(f, e["key"], tmp_path / "dated.tar.gz")
+        r = sigaudit("verify-evidence", str(pack), "--key", str(e["pub"]), netns=True)
+        assert r.returncode == 1, f"{what}: {r.stdout}{r.stderr}"
+        assert f"{d}/record.json: a judgement verified at" in r.stdout, f"{what}: {r.stdout}"
