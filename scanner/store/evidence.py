@@ -6,18 +6,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import sqlalchemy as sa
 
-from scanner.store.core import Db, dialect_insert
+from scanner.store.core import Db, dialect_insert, lock_content
 from scanner.store.core import chunks as _chunks
 from scanner.store.engine import is_sqlite
 from scanner.store.schema import EvidenceBlob, EvidenceRef
 
 _blobs = cast(sa.Table, EvidenceBlob.__table__)
 _refs = cast(sa.Table, EvidenceRef.__table__)
+log = logging.getLogger(__name__)
 
 
 class Evidence:
@@ -33,6 +35,7 @@ class Evidence:
         insert = dialect_insert(is_sqlite(self._db.engine))
         now = self._db.clock()
         with self._db.errors("cannot write the evidence material"), self._db.write() as conn:
+            lock_content(conn)  # against evidence_prune's deletion (a blob named here is never deleted under it)
             for chunk in _chunks(sorted(blobs)):
                 conn.execute(insert(_blobs).on_conflict_do_nothing(index_elements=[_blobs.c.sha256]),
                              [{"sha256": s, "data": blobs[s]} for s in chunk])
@@ -88,6 +91,10 @@ def evidence_prune(db: Db, batch: int) -> int:
     with db.read() as conn:
         if conn.execute(sa.select(_scans.c.id).where(_scans.c.state == ScanState.RUNNING.value).limit(1)).first():
             return 0  # a running scan writes its evidence at its end: a later prune collects instead
+        # The blobs first, then the names: a blob written after this (a `serve --watch` batch, which no
+        # running scan announces) is never a candidate; an existing blob a name written later reaches is
+        # kept by the count of names checked before each deletion (below).
+        every = [s for (s,) in conn.execute(sa.select(_blobs.c.sha256))]
         refs = {r.name: r.sha256 for r in conn.execute(sa.select(_refs.c.name, _refs.c.sha256))}
         live_scans = {f"scan/{i}" for (i,) in conn.execute(sa.select(_scans.c.id))}
         live_material = {material_name(r.digest, r.material_fingerprint)
@@ -98,7 +105,8 @@ def evidence_prune(db: Db, batch: int) -> int:
     for chunk in _chunks(dead, batch):
         with db.write() as conn:
             conn.execute(_refs.delete().where(_refs.c.name.in_(chunk)))
-    kept = {n: s for n, s in refs.items() if n not in set(dead)}
+    gone = set(dead)
+    kept = {n: s for n, s in refs.items() if n not in gone}
     live: set[str] = set(kept.values())
     material_docs: set[str] = set()
     ev = Evidence(db)
@@ -124,10 +132,18 @@ def evidence_prune(db: Db, batch: int) -> int:
                 live |= _shas_in(doc.get("answers"), "sha256") | _shas_in(doc.get("trust"), "sha256")
             except (ValueError, AttributeError):
                 continue
-    with db.read() as conn:
-        every = [s for (s,) in conn.execute(sa.select(_blobs.c.sha256))]
     doomed = sorted(set(every) - live)
+    deleted = 0
     for chunk in _chunks(doomed, batch):
         with db.write() as conn:
+            lock_content(conn)  # evidence_put takes it too: no name is written between the count and the delete
+            names = conn.execute(sa.select(sa.func.count()).select_from(_refs)).scalar_one()
+            if names != len(kept):
+                # A writer named material since it was marked (names are only ever added, except here):
+                # what the new name reaches is not known to be dead. The next prune collects.
+                log.info("evidence prune: evidence was written while it ran; %d unreachable blob(s) left for "
+                         "the next prune", len(doomed) - deleted)
+                break
             conn.execute(_blobs.delete().where(_blobs.c.sha256.in_(chunk)))
-    return len(doomed)
+        deleted += len(chunk)
+    return deleted

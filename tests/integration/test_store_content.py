@@ -342,3 +342,11 @@ def test_the_migration_carries_admission_source_and_checked_at_both_ways(db_url:
         assert store.verified_before("bench", [v.image.reference.digest for v in expected.verdicts
                                                if v.image.reference and v.status.value == "verified"],
                                      T0 + timedelta(days=1))
+
+
+def test_prune_keeps_what_a_watch_batch_written_meanwhile_names(db_url: str, monkeypatch) -> None:
+    """The evidence prune and a `serve --watch` batch written while it marks (see the unit test), on the
+    real database: the blobs the batch names survive."""
+    from tests.unit.store.test_evidence import prune_during_a_watch_batch
+
+    prune_during_a_watch_batch(db_url, monkeypatch)
