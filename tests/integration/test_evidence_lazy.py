@@ -459,3 +459,32 @@ def test_a_watch_judgement_dated_after_now_or_before_the_scan_fails(crl_estate, 
         r = sigaudit("verify-evidence", str(pack), "--key", str(e["pub"]), netns=True)
         assert r.returncode == 1, f"{what}: {r.stdout}{r.stderr}"
         assert f"{d}/record.json: a judgement verified at" in r.stdout, f"{what}: {r.stdout}"
+
+
+def test_a_tsa_with_delta_crls_gives_a_pack_whose_revocation_check_uses_them(crl_estate, tmp_path: Path) -> None:
+    """The TSA certificate names a delta CRL (Freshest CRL): the pack carries it too, so the offline check
+    — which applies it as the live one does — can settle the chain (before, every such pack failed: "not
+    in the evidence pack"), and a revocation the delta lists fails the pack."""
+    from tests.harness.tsa_server import TsaServer, tsa_crl
+
+    e = crl_estate
+    server = e["server"]
+    with TsaServer.start(tmp_path / "tsa", crl_url=f"{server.base}/tsa-base.crl",
+                         delta_url=f"{server.base}/tsa-delta.crl") as tsa:
+        server.files["/tsa-base.crl"] = tsa_crl(tsa.directory)
+        server.files["/tsa-delta.crl"] = tsa_crl(tsa.directory, delta=True)
+        r = _evidence_with_tsa(e, tsa, tmp_path / "good.tar.gz")
+        assert r.returncode == 0, r.stderr
+        urls = {c["url"] for c in json.loads(read_files(tmp_path / "good.tar.gz")[MANIFEST])["tsa_revocation"]["crls"]}
+        assert urls == {f"{server.base}/tsa-base.crl", f"{server.base}/tsa-delta.crl"}
+        r = _verify_tsa(e, tmp_path / "good.tar.gz")
+        assert r.returncode == 0, r.stdout + r.stderr
+        # revoked in the delta only: the pack fails
+        server.files["/tsa-delta.crl"] = tsa_crl(tsa.directory, delta=True, revoked=True)
+        assert _evidence_with_tsa(e, tsa, tmp_path / "revoked.tar.gz").returncode == 0
+        r = _verify_tsa(e, tmp_path / "revoked.tar.gz")
+        assert r.returncode == 1 and "the TSA's certificate chain is revoked" in r.stdout, r.stdout
+        # the delta cannot be fetched when the pack is built: no pack (it could never be checked)
+        del server.files["/tsa-delta.crl"]
+        r = _evidence_with_tsa(e, tsa, tmp_path / "nodelta.tar.gz")
+        assert r.returncode != 0 and "delta CRL that cannot be fetched" in r.stderr, r.stderr
