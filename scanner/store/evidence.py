@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
@@ -19,7 +18,6 @@ from scanner.store.schema import EvidenceBlob, EvidenceRef
 
 _blobs = cast(sa.Table, EvidenceBlob.__table__)
 _refs = cast(sa.Table, EvidenceRef.__table__)
-log = logging.getLogger(__name__)
 
 
 class Evidence:
@@ -80,6 +78,9 @@ def _shas_in(doc: Any, key: str) -> set[str]:
     return {str(e[key]) for e in doc if isinstance(e, dict) and e.get(key)} if isinstance(doc, list) else set()
 
 
+MAX_PRUNE_LOOKS = 100  # evidence written while one prune runs, looked at again at most this often
+
+
 def evidence_prune(db: Db, batch: int) -> int:
     """Drop the evidence no kept scan and no cache entry can use: ``scan/<id>`` names of deleted scans,
     ``material/...`` names of no cache entry, and every blob no kept name reaches. Returns the blobs
@@ -93,7 +94,7 @@ def evidence_prune(db: Db, batch: int) -> int:
             return 0  # a running scan writes its evidence at its end: a later prune collects instead
         # The blobs first, then the names: a blob written after this (a `serve --watch` batch, which no
         # running scan announces) is never a candidate; an existing blob a name written later reaches is
-        # kept by the count of names checked before each deletion (below).
+        # found by the look at the names before each deletion (below).
         every = [s for (s,) in conn.execute(sa.select(_blobs.c.sha256))]
         refs = {r.name: r.sha256 for r in conn.execute(sa.select(_refs.c.name, _refs.c.sha256))}
         live_scans = {f"scan/{i}" for (i,) in conn.execute(sa.select(_scans.c.id))}
@@ -107,10 +108,39 @@ def evidence_prune(db: Db, batch: int) -> int:
             conn.execute(_refs.delete().where(_refs.c.name.in_(chunk)))
     gone = set(dead)
     kept = {n: s for n, s in refs.items() if n not in gone}
-    live: set[str] = set(kept.values())
-    material_docs: set[str] = set()
     ev = Evidence(db)
-    for name, sha in kept.items():
+    live = _reached(ev, kept, batch)
+    doomed = sorted(set(every) - live)
+    deleted, i, looks = 0, 0, 0
+    while i < len(doomed):
+        chunk = doomed[i:i + batch]
+        with db.write() as conn:
+            lock_content(conn)  # evidence_put takes it too: no name is written between this look and the delete
+            # names are only ever added (but here): another count means a writer named material since
+            changed = conn.execute(sa.select(sa.func.count()).select_from(_refs)).scalar_one() != len(kept)
+            if not changed:
+                chunk = [sha for sha in chunk if sha not in live]
+                if chunk:
+                    conn.execute(_blobs.delete().where(_blobs.c.sha256.in_(chunk)))
+        if not changed:
+            deleted, i = deleted + len(chunk), i + batch
+            continue
+        looks += 1
+        if looks > MAX_PRUNE_LOOKS:  # a writer busier than the prune: the next prune collects the rest
+            break
+        with db.read() as conn:  # what the new names reach lives too; then this chunk again
+            now = {r.name: r.sha256 for r in conn.execute(sa.select(_refs.c.name, _refs.c.sha256))}
+        live |= _reached(ev, {n: sha for n, sha in now.items() if n not in kept}, batch)
+        kept = now
+    return deleted
+
+
+def _reached(ev: Evidence, named: Mapping[str, str], batch: int) -> set[str]:
+    """Every blob the names reach: their own, a scan's (or watch batch's) index's trust files and image
+    materials, each material's registry and trust answers."""
+    live: set[str] = set(named.values())
+    material_docs: set[str] = set()
+    for name, sha in named.items():
         data = ev.evidence_blobs([sha]).get(sha)
         if data is None:
             continue
@@ -132,18 +162,4 @@ def evidence_prune(db: Db, batch: int) -> int:
                 live |= _shas_in(doc.get("answers"), "sha256") | _shas_in(doc.get("trust"), "sha256")
             except (ValueError, AttributeError):
                 continue
-    doomed = sorted(set(every) - live)
-    deleted = 0
-    for chunk in _chunks(doomed, batch):
-        with db.write() as conn:
-            lock_content(conn)  # evidence_put takes it too: no name is written between the count and the delete
-            names = conn.execute(sa.select(sa.func.count()).select_from(_refs)).scalar_one()
-            if names != len(kept):
-                # A writer named material since it was marked (names are only ever added, except here):
-                # what the new name reaches is not known to be dead. The next prune collects.
-                log.info("evidence prune: evidence was written while it ran; %d unreachable blob(s) left for "
-                         "the next prune", len(doomed) - deleted)
-                break
-            conn.execute(_blobs.delete().where(_blobs.c.sha256.in_(chunk)))
-        deleted += len(chunk)
-    return deleted
+    return live

@@ -72,8 +72,9 @@ def prune_during_a_watch_batch(url: str, monkeypatch: Any) -> None:
         store.finish_scan(scan_id, ScanResult(cluster="c", started_at=T0, finished_at=T0 + timedelta(seconds=5),
                                               state=ScanState.COMPLETE, verdicts=(), policy_digest="sha256:p"))
         index = gzip.compress(json.dumps({"images": []}).encode(), mtime=0)
-        old_answer = b"a signature manifest no name reaches yet"
-        store.evidence_put({_sha(index): index, _sha(old_answer): old_answer}, {f"scan/{scan_id}": _sha(index)})
+        old_answer, orphan = b"a signature manifest no name reaches yet", b"what nothing will ever name"
+        store.evidence_put({_sha(index): index, _sha(old_answer): old_answer, _sha(orphan): orphan},
+                           {f"scan/{scan_id}": _sha(index)})
         new_answer = b"the CRL the watch read"
         doc = json.dumps({"schema_version": 1, "answers": [{"key": ["get_blob"], "sha256": _sha(old_answer)}],
                           "trust": [{"op": "get", "path": "http://ca/x.crl", "sha256": _sha(new_answer)}]}).encode()
@@ -88,10 +89,11 @@ def prune_during_a_watch_batch(url: str, monkeypatch: Any) -> None:
             return real(self, shas)
 
         monkeypatch.setattr(Evidence, "evidence_blobs", marking)
-        evidence_prune(store._db, 100)
+        assert evidence_prune(store._db, 100) == 1  # the orphan only: a busy watch never stalls the prune
         monkeypatch.setattr(Evidence, "evidence_blobs", real)
         assert fired
         assert set(store.evidence_blobs(set(blobs))) == set(blobs)
+        assert store.evidence_blobs({_sha(orphan)}) == {}
         # the next prune, with no writer, keeps them too (the batch names them) and collects nothing else
         assert evidence_prune(store._db, 100) == 0
         assert set(store.evidence_blobs(set(blobs) | {_sha(index)})) == set(blobs) | {_sha(index)}
