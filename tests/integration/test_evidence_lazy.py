@@ -343,14 +343,21 @@ def test_the_tsa_chains_revocation_is_checked_offline_from_the_packs_crls(crl_es
         r = _verify_tsa(e, tmp_path / "revoked.tar.gz")
         assert r.returncode == 1 and "the TSA's certificate chain is revoked" in r.stdout, r.stdout
 
-        # a CRL past its nextUpdate at the TSA's time, or a CRL of another issuer, settles nothing: fails
+        # a CRL past its nextUpdate at the TSA's time settles nothing: fails
         now = datetime.now(UTC)
-        for what, data in {"stale": tsa_crl(tsa.directory, next_update=now - timedelta(minutes=1)),
-                           "other issuer": e["server"].files["/alpha.crl"]}.items():
-            server.files["/tsa.crl"] = data
-            assert _evidence_with_tsa(e, tsa, tmp_path / "x.tar.gz").returncode == 0, what
-            r = _verify_tsa(e, tmp_path / "x.tar.gz")
-            assert r.returncode == 1 and "cannot be settled from the pack" in r.stdout, f"{what}: {r.stdout}"
+        server.files["/tsa.crl"] = tsa_crl(tsa.directory, next_update=now - timedelta(minutes=1))
+        assert _evidence_with_tsa(e, tsa, tmp_path / "x.tar.gz").returncode == 0
+        r = _verify_tsa(e, tmp_path / "x.tar.gz")
+        assert r.returncode == 1 and "cannot be settled from the pack" in r.stdout, r.stdout
+        # a CRL of another issuer: never stored at build; put in a re-signed, re-timestamped pack, it
+        # settles nothing either
+        server.files["/tsa.crl"] = e["server"].files["/alpha.crl"]
+        r = _evidence_with_tsa(e, tsa, tmp_path / "other.tar.gz")
+        assert r.returncode != 0 and "not a CRL of the certificate's issuer" in r.stderr, r.stderr
+        files = read_files(tmp_path / "good.tar.gz")
+        files[json.loads(files[MANIFEST])["tsa_revocation"]["crls"][0]["file"]] = e["server"].files["/alpha.crl"]
+        r = _verify_tsa(e, _resign_and_timestamp(files, e["key"], tsa.url, tmp_path / "other-issuer.tar.gz"))
+        assert r.returncode == 1 and "cannot be settled from the pack" in r.stdout, r.stdout
 
         # no CRL in the pack for a certificate that names one (a pack that left it out, re-signed and
         # re-timestamped): fails closed unless the auditor says --insecure-skip-tsa-revocation
@@ -488,3 +495,36 @@ def test_a_tsa_with_delta_crls_gives_a_pack_whose_revocation_check_uses_them(crl
         del server.files["/tsa-delta.crl"]
         r = _evidence_with_tsa(e, tsa, tmp_path / "nodelta.tar.gz")
         assert r.returncode != 0 and "delta CRL that cannot be fetched" in r.stderr, r.stderr
+
+
+def test_what_a_tsa_certificate_names_as_its_crl_is_stored_only_if_it_is_that_crl(crl_estate, tmp_path: Path) -> None:
+    """The TSA's token (or whoever answers for the TSA over http://) names the CRL locations sigaudit
+    fetches at build, and the answers go into the pack that auditors get: one that is not a CRL of the
+    certificate's issuer — an internal endpoint's credentials, here — is never stored (no pack is
+    written), and with --tsa-ca-cert an untrusted TSA's certificates are not followed at all."""
+    from tests.harness.tsa_server import TsaServer
+
+    e = crl_estate
+    server = e["server"]
+    secret = b'{"AccessKeyId": "ASIAEXAMPLE", "SecretAccessKey": "s3cr3t-metadata-credential"}'
+    with TsaServer.start(tmp_path / "tsa", crl_url=f"{server.base}/latest/meta-data/creds") as tsa:
+        server.files["/latest/meta-data/creds"] = secret
+        out = tmp_path / "leak.tar.gz"
+        r = sigaudit("evidence", "--db", f"sqlite:///{e['d'] / 'lazy.db'}", "--scan",
+                     str(e["docs"]["cold"]["scan"]["id"]), "--sign-key", str(e["key"]), "--out", str(out),
+                     "--tsa-url", tsa.url)
+        leaked = out.exists() and any(b"s3cr3t-metadata-credential" in b for b in read_files(out).values())
+        assert not leaked, "the endpoint's answer was stored in the pack"
+        assert r.returncode != 0 and "names a CRL that cannot be fetched" in r.stderr, r.stderr
+        assert "not a CRL" in r.stderr, r.stderr
+    # a TSA the builder does not trust (another root given): its chain's endpoints are never contacted
+    with TsaServer.start(tmp_path / "tsa2", crl_url=f"{server.base}/untrusted-tsa.crl") as tsa:
+        other = tmp_path / "other-root.pem"
+        other.write_bytes((e["d"] / "tsa-root.pem").read_bytes() if (e["d"] / "tsa-root.pem").exists()
+                          else e["pkis"]["alpha"].root.cert.public_bytes(serialization.Encoding.PEM))
+        before = [h for h in server.hits if "untrusted-tsa" in str(h)]
+        r = sigaudit("evidence", "--db", f"sqlite:///{e['d'] / 'lazy.db'}", "--scan",
+                     str(e["docs"]["cold"]["scan"]["id"]), "--sign-key", str(e["key"]), "--out",
+                     str(tmp_path / "untrusted.tar.gz"), "--tsa-url", tsa.url, "--tsa-ca-cert", str(other))
+        assert r.returncode != 0 and not (tmp_path / "untrusted.tar.gz").exists(), r.stderr
+        assert [h for h in server.hits if "untrusted-tsa" in str(h)] == before, server.hits
