@@ -266,6 +266,10 @@ def _check_identity(files: Mapping[str, bytes], manifest: Mapping[str, Any], out
     if not inside:
         out.problems.append(f"policy/replay.json: verified_at {at.isoformat()} is outside the scan "
                             f"({start.isoformat()} .. {end.isoformat()})")
+    checked_at = datetime.now(UTC)
+    if at.tzinfo is not None and at > checked_at + FUTURE_SKEW:  # a future-dated pack would pass --not-before
+        out.problems.append(f"policy/replay.json: verified_at {at.isoformat()} is after the time of this check "
+                            f"({checked_at.isoformat()}): a time no sigaudit could have seen")
     out.scan = {"id": scan.get("id"), "cluster": scan.get("cluster"), "verified_at": replay.get("verified_at")}
 
 
