@@ -507,7 +507,10 @@ def _not_before(text: str) -> datetime:
     m = re.fullmatch(r"(\d{1,6})([smhd])", text.strip())
     if m:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})
+        try:
+            return datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})
+        except OverflowError:  # 999999d: before year 1, a usage error rather than exit 3
+            _fail(f"--not-before {text!r}: an age reaching before year 1", EXIT_USAGE)
     try:
         at = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

@@ -280,11 +280,13 @@ def build_files(store: Any, scan_id: int, signer: dsse.Signer, *, tsa_url: str |
     tsa_crls: list[dict[str, str]] = []
     tsa_certs: set[bytes] = set()
     if tsa_url:  # the CRLs of the TSA's chain, under the signed manifest (checked offline by verify-evidence)
-        probe = timestamp_signature(hashlib.sha256(b"sigaudit evidence: the TSA's chain").digest(), tsa_url)
+        # verified like the final token: an untrusted TSA's certificates name no location sigaudit contacts
+        probe = timestamp_signature(hashlib.sha256(b"sigaudit evidence: the TSA's chain").digest(), tsa_url,
+                                    tsa_roots)
         tsa_certs = _token_certificates(probe)
         from scanner.sources.tsa import fetch_chain_crls
 
-        for url, der in fetch_chain_crls(probe):
+        for url, der in fetch_chain_crls(probe, roots=tsa_roots):
             name = f"{TSA_CRLS}/{sha256_hex(der)}.crl"
             files[name] = der
             tsa_crls.append({"url": url, "file": name})

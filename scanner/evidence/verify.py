@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ MAX_PACK_BYTES = 1024**3  # uncompressed, all members together (a 2,000-image pa
 MAX_MEMBER_BYTES = 256 * 1024**2
 MAX_MEMBERS = 200_000
 MAX_COMPRESSED_RATIO = 200  # a gzip bomb is refused before it is inflated far
+FUTURE_SKEW = timedelta(minutes=5)  # clocks of the scanning and the auditing host may differ by that much
 
 
 class PackError(SigauditError):
@@ -265,6 +266,10 @@ def _check_identity(files: Mapping[str, bytes], manifest: Mapping[str, Any], out
     if not inside:
         out.problems.append(f"policy/replay.json: verified_at {at.isoformat()} is outside the scan "
                             f"({start.isoformat()} .. {end.isoformat()})")
+    checked_at = datetime.now(UTC)
+    if at.tzinfo is not None and at > checked_at + FUTURE_SKEW:  # a future-dated pack would pass --not-before
+        out.problems.append(f"policy/replay.json: verified_at {at.isoformat()} is after the time of this check "
+                            f"({checked_at.isoformat()}): a time no sigaudit could have seen")
     out.scan = {"id": scan.get("id"), "cluster": scan.get("cluster"), "verified_at": replay.get("verified_at")}
 
 
@@ -350,6 +355,7 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
     from scanner.verify import sources as trust_sources
 
     d = record_name.rsplit("/", 1)[0]
+    checked_at = datetime.now(UTC)
     record = _json(files, record_name)
     digest = str(record.get("digest"))
     if d != "images/" + digest.replace(":", "-"):
@@ -369,6 +375,10 @@ def _recompute_image(files: Mapping[str, bytes], record_name: str, policy: Any, 
             if at.tzinfo is None or at < now:
                 out.problems.append(f"{record_name}: a judgement verified at {str(j['verified_at'])[:40]}, before "
                                     f"the scan's time {now.isoformat()} (or without a zone)")
+                return
+            if at > checked_at + FUTURE_SKEW:  # no pack can hold a verdict reached after it is checked
+                out.problems.append(f"{record_name}: a judgement verified at {at.isoformat()}, after the time of "
+                                    f"this check ({checked_at.isoformat()}): a time no sigaudit could have seen")
                 return
         material = Material(trust=None)
         if j.get("answers"):

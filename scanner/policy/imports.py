@@ -98,7 +98,12 @@ def _pems(text: str) -> list[str]:
     return [m.group(0) + "\n" for m in _PEM_BLOCK.finditer(text or "")]
 
 
-def _secret_value(ctx: ImportContext, namespace: str, name: str, rule: str) -> str | None:
+def _secret_value(ctx: ImportContext, namespace: str, name: str, rule: str,
+                  entry: str | None = "cosign.pub") -> str | None:
+    """The public key in a Secret, as the admission controller takes it: ``entry`` of its data (Kyverno's
+    ``keys.secret`` is cosign's ``k8s://``, which reads ``cosign.pub`` alone), or with ``entry`` None its
+    only data entry (policy-controller refuses a Secret of several). Never another entry: a Secret also
+    holding ``cosign.key`` / ``cosign.password`` (the signing pair) gives no key, not one of those."""
     if ctx.cluster is None:
         ctx.warn(rule, f"key from Secret {namespace}/{name} can only be read with --policy-from ...:cluster")
         return None
@@ -106,11 +111,11 @@ def _secret_value(ctx: ImportContext, namespace: str, name: str, rule: str) -> s
         # Only the key taken from the Secret is answered (and kept in a scan's trust snapshot, hence its
         # evidence pack): never the Secret's other data. Its base64 text, as the API gives it.
         data = ctx.cluster.secret_data(namespace, name)  # type: ignore[union-attr]
-        for key in ("cosign.pub", "publicKey", "key", *data.keys()):
-            if key in data:
-                value = data[key]
-                return value.encode("utf-8", "replace") if isinstance(value, str) else b"\x00"
-        return b""
+        key = entry if entry is not None else (next(iter(data)) if len(data) == 1 else None)
+        if key is None or key not in data:
+            return b""
+        value = data[key]
+        return value.encode("utf-8", "replace") if isinstance(value, str) else b"\x00"
 
     try:
         value = trust_sources.fetched("kube-secret", f"{namespace}/{name}", read)
@@ -483,7 +488,8 @@ def _cip_authority(
         material = key.get("data") or key.get("kms")
         secret = key.get("secretRef")
         if not material and isinstance(secret, Mapping) and secret.get("name"):
-            material = _secret_value(ctx, str(secret.get("namespace") or "cosign-system"), str(secret["name"]), name)
+            material = _secret_value(ctx, str(secret.get("namespace") or "cosign-system"), str(secret["name"]), name,
+                                     entry=None)
         if not material:
             refusals.append(f"authority {name}: key without data, kms or a readable secretRef")
             return []

@@ -87,17 +87,59 @@ TSA_CRL_SECONDS = 30.0  # wall clock for every CRL of the TSA's chain together
 MAX_TSA_CERTIFICATES = 8  # certificates of a token whose CRLs are fetched
 
 
-def fetch_chain_crls(token: bytes, *, fetcher: Any = None,
+def _crl_problem(data: bytes, cert: Any, issuer: Any) -> str | None:
+    """Why ``data`` is not a CRL of ``cert``'s issuer (signed by ``issuer`` when that certificate is at
+    hand), or None. Only such bytes go into a pack: the locations come from the TSA's token, and the
+    answer of whatever else they name (an internal endpoint's credentials) must never be stored."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    try:
+        crl = x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_crl(data)
+        named = crl.issuer == cert.issuer
+    except (ValueError, TypeError):
+        return "not a CRL"
+    if not named:
+        return "not a CRL of the certificate's issuer"
+    if issuer is not None:
+        try:
+            signed = crl.is_signature_valid(issuer.public_key())
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            signed = False
+        if not signed:
+            return "not a CRL signed by the certificate's issuer"
+    return None
+
+
+def _issuer(cert: Any, pool: list[Any]) -> Any:
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
+    for c in pool:
+        if c.subject == cert.issuer:
+            try:
+                cert.verify_directly_issued_by(c)
+                return c
+            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+                continue
+    return None
+
+
+def fetch_chain_crls(token: bytes, *, fetcher: Any = None, roots: Any = (),
                      seconds: float = TSA_CRL_SECONDS) -> list[tuple[str, bytes]]:
     """The CRLs of the token's certificates (``sigaudit evidence --tsa-url``: they go into the pack, under
     its signed manifest, so ``verify-evidence`` checks the TSA chain's revocation offline): for every
     certificate that is not self-signed, every CRL distribution point, its first ``http://`` name that
-    answers — through the CRL edge (``scanner.sources.http.crl_fetcher``: size-capped, each request
-    time-bounded) within ``seconds`` in all. A point none of whose names answers is a TsaError: a pack
-    whose TSA chain cannot be checked later is not built (fail closed). The bytes are checked by the
-    verifier, not here."""
+    answers with a CRL of the certificate's issuer (signed by it, when the issuer is among the token's
+    certificates or ``roots``), and the delta CRL (Freshest CRL) the certificate or that CRL names, which
+    the offline check applies as the live one does — through the CRL edge
+    (``scanner.sources.http.crl_fetcher``: size-capped, each request time-bounded) within ``seconds`` in
+    all. A point none of whose names answers so, or such a delta CRL, is a TsaError: a pack whose TSA
+    chain cannot be checked later is not built (fail closed), and no other answer is ever stored. The
+    verifier checks the CRLs again (validity, scope, revocation)."""
+    from cryptography import x509
+
     from scanner.sources.http import crl_fetcher
-    from scanner.verify.revocation import CRL_MAX_BYTES, CRL_TIMEOUT, crl_distribution_points
+    from scanner.verify.revocation import CRL_MAX_BYTES, CRL_TIMEOUT, crl_distribution_points, delta_crl_urls
 
     try:
         certs = timestamps.load_certificates(timestamps.parse_token(token))
@@ -106,12 +148,31 @@ def fetch_chain_crls(token: bytes, *, fetcher: Any = None,
     fetcher = fetcher if fetcher is not None else crl_fetcher()
     until = time.monotonic() + seconds
     out: dict[str, bytes] = {}
+    pool = [*certs, *roots]
+
+    def get(url: str, cert: x509.Certificate) -> bytes:
+        left = until - time.monotonic()
+        if left <= 0:
+            raise TsaError(f"the CRLs of the TSA's chain: not fetched within {seconds:g} s")
+        data = bytes(fetcher.get(url, max_bytes=CRL_MAX_BYTES, timeout=min(CRL_TIMEOUT, left)))
+        problem = _crl_problem(data, cert, _issuer(cert, pool))
+        if problem is not None:
+            raise ValueError(problem)
+        return data
+
+    def deltas(holder: x509.Certificate | x509.CertificateRevocationList) -> list[str]:
+        try:
+            return delta_crl_urls(holder)
+        except ValueError:  # malformed: the verifier says so
+            return []
+
     for cert in [c for c in certs if c.issuer != c.subject][:MAX_TSA_CERTIFICATES]:
         try:
             points = crl_distribution_points(cert)
         except ValueError as exc:
             raise TsaError(f"the TSA certificate {cert.subject.rfc4514_string()[:200]}: malformed CRL "
                            f"distribution points: {exc}") from None
+        fresh: list[str] = []  # the delta CRL of each point: its base's Freshest CRL, else the certificate's
         for names in points:
             errors = []
             for url in names:
@@ -120,15 +181,34 @@ def fetch_chain_crls(token: bytes, *, fetcher: Any = None,
                 if not url.lower().startswith("http://"):
                     errors.append(f"{display_url(url)}: not http://")
                     continue
-                left = until - time.monotonic()
-                if left <= 0:
-                    raise TsaError(f"the CRLs of the TSA's chain: not fetched within {seconds:g} s")
                 try:
-                    out[url] = bytes(fetcher.get(url, max_bytes=CRL_MAX_BYTES, timeout=min(CRL_TIMEOUT, left)))
-                    break
-                except Exception as exc:  # the fetcher's errors are transport errors of any kind
+                    out[url] = get(url, cert)
+                except TsaError:
+                    raise
+                except Exception as exc:  # the fetcher's errors are transport errors of any kind; or not the CRL
                     errors.append(f"{display_url(url)}: {redact_text(str(exc))[:200]}")
+                    continue
+                try:
+                    data = out[url]
+                    base = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
+                            else x509.load_der_x509_crl(data))
+                    named = deltas(base) or deltas(cert)
+                except ValueError:  # not a CRL: the verifier says so
+                    named = []
+                if len(named) == 1:  # as the verifier (more than one delta CRL URL is "unknown" there)
+                    fresh.append(named[0])
+                break
             else:
                 raise TsaError(f"the TSA certificate {cert.subject.rfc4514_string()[:200]} names a CRL that cannot be "
                                f"fetched: {'; '.join(errors) or 'no URI'}")
+        for url in fresh:
+            if url in out or not url.lower().startswith("http://"):
+                continue
+            try:
+                out[url] = get(url, cert)
+            except TsaError:
+                raise
+            except Exception as exc:
+                raise TsaError(f"the TSA certificate {cert.subject.rfc4514_string()[:200]} names a delta CRL that "
+                               f"cannot be fetched: {display_url(url)}: {redact_text(str(exc))[:200]}") from None
     return sorted(out.items())

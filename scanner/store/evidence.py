@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
-from scanner.store.core import Db, dialect_insert
+from scanner.store.core import Db, dialect_insert, lock_content
 from scanner.store.core import chunks as _chunks
 from scanner.store.engine import is_sqlite
 from scanner.store.schema import EvidenceBlob, EvidenceRef
@@ -33,6 +33,7 @@ class Evidence:
         insert = dialect_insert(is_sqlite(self._db.engine))
         now = self._db.clock()
         with self._db.errors("cannot write the evidence material"), self._db.write() as conn:
+            lock_content(conn)  # against evidence_prune's deletion (a blob named here is never deleted under it)
             for chunk in _chunks(sorted(blobs)):
                 conn.execute(insert(_blobs).on_conflict_do_nothing(index_elements=[_blobs.c.sha256]),
                              [{"sha256": s, "data": blobs[s]} for s in chunk])
@@ -77,6 +78,9 @@ def _shas_in(doc: Any, key: str) -> set[str]:
     return {str(e[key]) for e in doc if isinstance(e, dict) and e.get(key)} if isinstance(doc, list) else set()
 
 
+MAX_PRUNE_LOOKS = 100  # evidence written while one prune runs, looked at again at most this often
+
+
 def evidence_prune(db: Db, batch: int) -> int:
     """Drop the evidence no kept scan and no cache entry can use: ``scan/<id>`` names of deleted scans,
     ``material/...`` names of no cache entry, and every blob no kept name reaches. Returns the blobs
@@ -88,6 +92,10 @@ def evidence_prune(db: Db, batch: int) -> int:
     with db.read() as conn:
         if conn.execute(sa.select(_scans.c.id).where(_scans.c.state == ScanState.RUNNING.value).limit(1)).first():
             return 0  # a running scan writes its evidence at its end: a later prune collects instead
+        # The blobs first, then the names: a blob written after this (a `serve --watch` batch, which no
+        # running scan announces) is never a candidate; an existing blob a name written later reaches is
+        # found by the look at the names before each deletion (below).
+        every = [s for (s,) in conn.execute(sa.select(_blobs.c.sha256))]
         refs = {r.name: r.sha256 for r in conn.execute(sa.select(_refs.c.name, _refs.c.sha256))}
         live_scans = {f"scan/{i}" for (i,) in conn.execute(sa.select(_scans.c.id))}
         live_material = {material_name(r.digest, r.material_fingerprint)
@@ -98,11 +106,41 @@ def evidence_prune(db: Db, batch: int) -> int:
     for chunk in _chunks(dead, batch):
         with db.write() as conn:
             conn.execute(_refs.delete().where(_refs.c.name.in_(chunk)))
-    kept = {n: s for n, s in refs.items() if n not in set(dead)}
-    live: set[str] = set(kept.values())
-    material_docs: set[str] = set()
+    gone = set(dead)
+    kept = {n: s for n, s in refs.items() if n not in gone}
     ev = Evidence(db)
-    for name, sha in kept.items():
+    live = _reached(ev, kept, batch)
+    doomed = sorted(set(every) - live)
+    deleted, i, looks = 0, 0, 0
+    while i < len(doomed):
+        chunk = doomed[i:i + batch]
+        with db.write() as conn:
+            lock_content(conn)  # evidence_put takes it too: no name is written between this look and the delete
+            # names are only ever added (but here): another count means a writer named material since
+            changed = conn.execute(sa.select(sa.func.count()).select_from(_refs)).scalar_one() != len(kept)
+            if not changed:
+                chunk = [sha for sha in chunk if sha not in live]
+                if chunk:
+                    conn.execute(_blobs.delete().where(_blobs.c.sha256.in_(chunk)))
+        if not changed:
+            deleted, i = deleted + len(chunk), i + batch
+            continue
+        looks += 1
+        if looks > MAX_PRUNE_LOOKS:  # a writer busier than the prune: the next prune collects the rest
+            break
+        with db.read() as conn:  # what the new names reach lives too; then this chunk again
+            now = {r.name: r.sha256 for r in conn.execute(sa.select(_refs.c.name, _refs.c.sha256))}
+        live |= _reached(ev, {n: sha for n, sha in now.items() if n not in kept}, batch)
+        kept = now
+    return deleted
+
+
+def _reached(ev: Evidence, named: Mapping[str, str], batch: int) -> set[str]:
+    """Every blob the names reach: their own, a scan's (or watch batch's) index's trust files and image
+    materials, each material's registry and trust answers."""
+    live: set[str] = set(named.values())
+    material_docs: set[str] = set()
+    for name, sha in named.items():
         data = ev.evidence_blobs([sha]).get(sha)
         if data is None:
             continue
@@ -124,10 +162,4 @@ def evidence_prune(db: Db, batch: int) -> int:
                 live |= _shas_in(doc.get("answers"), "sha256") | _shas_in(doc.get("trust"), "sha256")
             except (ValueError, AttributeError):
                 continue
-    with db.read() as conn:
-        every = [s for (s,) in conn.execute(sa.select(_blobs.c.sha256))]
-    doomed = sorted(set(every) - live)
-    for chunk in _chunks(doomed, batch):
-        with db.write() as conn:
-            conn.execute(_blobs.delete().where(_blobs.c.sha256.in_(chunk)))
-    return len(doomed)
+    return live

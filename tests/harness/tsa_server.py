@@ -30,9 +30,11 @@ def _name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def make_tsa_pki(directory: Path, cn: str = "Test TSA", *, crl_url: str | None = None) -> bytes:
+def make_tsa_pki(directory: Path, cn: str = "Test TSA", *, crl_url: str | None = None,
+                 delta_url: str | None = None) -> bytes:
     """Write ``tsa.pem``, ``tsa.key``, ``root.pem``, ``root.key``, ``ts.cnf`` into ``directory``; returns the
-    root PEM. ``crl_url``: the TSA certificate names it as its CRL distribution point."""
+    root PEM. ``crl_url``: the TSA certificate names it as its CRL distribution point; ``delta_url`` as
+    its Freshest CRL (delta CRLs)."""
     now = datetime.now(UTC)
     root_key = ec.generate_private_key(ec.SECP256R1())
     root = (x509.CertificateBuilder().subject_name(_name(cn + " Root")).issuer_name(_name(cn + " Root"))
@@ -51,6 +53,9 @@ def make_tsa_pki(directory: Path, cn: str = "Test TSA", *, crl_url: str | None =
     if crl_url:
         builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
             [x509.UniformResourceIdentifier(crl_url)], None, None, None)]), critical=False)
+    if delta_url:
+        builder = builder.add_extension(x509.FreshestCRL([x509.DistributionPoint(
+            [x509.UniformResourceIdentifier(delta_url)], None, None, None)]), critical=False)
     leaf = builder.sign(root_key, hashes.SHA256())
     pem = serialization.Encoding.PEM
     (directory / "root.key").write_bytes(root_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
@@ -86,9 +91,10 @@ class TsaServer:
 
     @classmethod
     @contextmanager
-    def start(cls, directory: Path, *, crl_url: str | None = None) -> Iterator[TsaServer]:
+    def start(cls, directory: Path, *, crl_url: str | None = None,
+              delta_url: str | None = None) -> Iterator[TsaServer]:
         directory.mkdir(parents=True, exist_ok=True)
-        root_pem = make_tsa_pki(directory, crl_url=crl_url)
+        root_pem = make_tsa_pki(directory, crl_url=crl_url, delta_url=delta_url)
         lock = threading.Lock()
         seen: list[bytes] = []
 
@@ -124,15 +130,19 @@ class TsaServer:
             httpd.server_close()
 
 
-def tsa_crl(directory: Path, *, revoked: bool = False, next_update: datetime | None = None) -> bytes:
+def tsa_crl(directory: Path, *, revoked: bool = False, next_update: datetime | None = None,
+            delta: bool = False) -> bytes:
     """A DER CRL of the TSA's root (in ``directory``, made by :func:`make_tsa_pki`), listing the TSA
-    certificate when ``revoked``."""
+    certificate when ``revoked``; ``delta``: a delta CRL (number 2) over the base CRL number 1."""
     root = x509.load_pem_x509_certificate((directory / "root.pem").read_bytes())
     key = serialization.load_pem_private_key((directory / "root.key").read_bytes(), None)
     tsa = x509.load_pem_x509_certificate((directory / "tsa.pem").read_bytes())
     now = datetime.now(UTC)
     b = (x509.CertificateRevocationListBuilder().issuer_name(root.subject).last_update(now - timedelta(hours=1))
-         .next_update(next_update or now + timedelta(days=1)).add_extension(x509.CRLNumber(1), critical=False))
+         .next_update(next_update or now + timedelta(days=1))
+         .add_extension(x509.CRLNumber(2 if delta else 1), critical=False))
+    if delta:
+        b = b.add_extension(x509.DeltaCRLIndicator(1), critical=True)
     if revoked:
         b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(tsa.serial_number)
                                       .revocation_date(now - timedelta(minutes=30)).build())

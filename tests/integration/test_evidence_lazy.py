@@ -343,14 +343,21 @@ def test_the_tsa_chains_revocation_is_checked_offline_from_the_packs_crls(crl_es
         r = _verify_tsa(e, tmp_path / "revoked.tar.gz")
         assert r.returncode == 1 and "the TSA's certificate chain is revoked" in r.stdout, r.stdout
 
-        # a CRL past its nextUpdate at the TSA's time, or a CRL of another issuer, settles nothing: fails
+        # a CRL past its nextUpdate at the TSA's time settles nothing: fails
         now = datetime.now(UTC)
-        for what, data in {"stale": tsa_crl(tsa.directory, next_update=now - timedelta(minutes=1)),
-                           "other issuer": e["server"].files["/alpha.crl"]}.items():
-            server.files["/tsa.crl"] = data
-            assert _evidence_with_tsa(e, tsa, tmp_path / "x.tar.gz").returncode == 0, what
-            r = _verify_tsa(e, tmp_path / "x.tar.gz")
-            assert r.returncode == 1 and "cannot be settled from the pack" in r.stdout, f"{what}: {r.stdout}"
+        server.files["/tsa.crl"] = tsa_crl(tsa.directory, next_update=now - timedelta(minutes=1))
+        assert _evidence_with_tsa(e, tsa, tmp_path / "x.tar.gz").returncode == 0
+        r = _verify_tsa(e, tmp_path / "x.tar.gz")
+        assert r.returncode == 1 and "cannot be settled from the pack" in r.stdout, r.stdout
+        # a CRL of another issuer: never stored at build; put in a re-signed, re-timestamped pack, it
+        # settles nothing either
+        server.files["/tsa.crl"] = e["server"].files["/alpha.crl"]
+        r = _evidence_with_tsa(e, tsa, tmp_path / "other.tar.gz")
+        assert r.returncode != 0 and "not a CRL of the certificate's issuer" in r.stderr, r.stderr
+        files = read_files(tmp_path / "good.tar.gz")
+        files[json.loads(files[MANIFEST])["tsa_revocation"]["crls"][0]["file"]] = e["server"].files["/alpha.crl"]
+        r = _verify_tsa(e, _resign_and_timestamp(files, e["key"], tsa.url, tmp_path / "other-issuer.tar.gz"))
+        assert r.returncode == 1 and "cannot be settled from the pack" in r.stdout, r.stdout
 
         # no CRL in the pack for a certificate that names one (a pack that left it out, re-signed and
         # re-timestamped): fails closed unless the auditor says --insecure-skip-tsa-revocation
@@ -410,3 +417,114 @@ def test_serve_watch_verdicts_are_in_the_scans_pack_and_replayed_at_their_own_ti
     scan_time = json.loads(files[MANIFEST])["verified_at"]
     assert judgement["verified_at"] > scan_time and judgement["answers"]
     assert crl_entries(files, digest)  # its CRL, read by the watch's verification
+
+
+def test_a_watch_judgement_dated_after_now_or_before_the_scan_fails(crl_estate, registry, tmp_path: Path) -> None:
+    """A re-signed pack whose watch judgement claims a time of verification in the future (after the
+    auditor's check) or before the scan's: no honest pack says that, so verify-evidence fails it — its
+    record, replay and VSA otherwise agree (the VSA re-signed with that time, as a lying sigaudit would)."""
+    from scanner.evidence import vsa as vsa_mod
+    from scanner.scan import ScanOptions
+    from scanner.store import open_store
+    from scanner.watch import Watcher
+
+    e = crl_estate
+    db = tmp_path / "watch.db"
+    shutil.copyfile(e["d"] / "lazy.db", db)
+    digest = make_image(registry.url, "lazy/delta", "1.0")
+    ns.sign_image(registry.url, "lazy/delta", digest, e["pkis"]["alpha"].chain)
+    pod = json.loads(pods_file(tmp_path / "p.json", {"delta": (f"{registry.host}/lazy/delta", digest)})
+                     .read_text())["items"][0]
+    with open_store(f"sqlite:///{db}") as store:
+        w = Watcher(ScanOptions(cluster="lazy", policy_path=str(e["policy"])), store, api_client=object())
+        w._seed_from_store()
+        scan_id = w.status.scan_id
+        (v,) = w.judge([pod])
+        assert v.status.value == "verified"
+    out = tmp_path / "watched.tar.gz"
+    r = sigaudit("evidence", "--db", f"sqlite:///{db}", "--scan", str(scan_id), "--sign-key", str(e["key"]),
+                 "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    files = read_files(out)
+    d = f"images/{digest.replace(':', '-')}"
+    scan_time = datetime.fromisoformat(json.loads(files[MANIFEST])["verified_at"])
+    signer = dsse.signer_from(str(e["key"]))
+    for what, at in {"after now": datetime.now(UTC) + timedelta(hours=2),
+                     "before the scan": scan_time - timedelta(minutes=1)}.items():
+        f = dict(files)
+        record = json.loads(f[f"{d}/record.json"])
+        (judgement,) = record["judgements"]
+        judgement["verified_at"] = at.isoformat()
+        f[f"{d}/record.json"] = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+        _, payload = dsse.verify_envelope(f[f"{d}/vsa.intoto.json"], e["pub"].read_bytes(),
+                                          payload_type=vsa_mod.PAYLOAD_TYPE)
+        statement = json.loads(payload)
+        statement["predicate"]["timeVerified"] = vsa_mod._rfc3339(max(at, scan_time))
+        f[f"{d}/vsa.intoto.json"] = json.dumps(dsse.sign_envelope(
+            vsa_mod.PAYLOAD_TYPE, json.dumps(statement).encode(), signer)).encode()
+        pack = resign(f, e["key"], tmp_path / "dated.tar.gz")
+        r = sigaudit("verify-evidence", str(pack), "--key", str(e["pub"]), netns=True)
+        assert r.returncode == 1, f"{what}: {r.stdout}{r.stderr}"
+        assert f"{d}/record.json: a judgement verified at" in r.stdout, f"{what}: {r.stdout}"
+
+
+def test_a_tsa_with_delta_crls_gives_a_pack_whose_revocation_check_uses_them(crl_estate, tmp_path: Path) -> None:
+    """The TSA certificate names a delta CRL (Freshest CRL): the pack carries it too, so the offline check
+    — which applies it as the live one does — can settle the chain (before, every such pack failed: "not
+    in the evidence pack"), and a revocation the delta lists fails the pack."""
+    from tests.harness.tsa_server import TsaServer, tsa_crl
+
+    e = crl_estate
+    server = e["server"]
+    with TsaServer.start(tmp_path / "tsa", crl_url=f"{server.base}/tsa-base.crl",
+                         delta_url=f"{server.base}/tsa-delta.crl") as tsa:
+        server.files["/tsa-base.crl"] = tsa_crl(tsa.directory)
+        server.files["/tsa-delta.crl"] = tsa_crl(tsa.directory, delta=True)
+        r = _evidence_with_tsa(e, tsa, tmp_path / "good.tar.gz")
+        assert r.returncode == 0, r.stderr
+        urls = {c["url"] for c in json.loads(read_files(tmp_path / "good.tar.gz")[MANIFEST])["tsa_revocation"]["crls"]}
+        assert urls == {f"{server.base}/tsa-base.crl", f"{server.base}/tsa-delta.crl"}
+        r = _verify_tsa(e, tmp_path / "good.tar.gz")
+        assert r.returncode == 0, r.stdout + r.stderr
+        # revoked in the delta only: the pack fails
+        server.files["/tsa-delta.crl"] = tsa_crl(tsa.directory, delta=True, revoked=True)
+        assert _evidence_with_tsa(e, tsa, tmp_path / "revoked.tar.gz").returncode == 0
+        r = _verify_tsa(e, tmp_path / "revoked.tar.gz")
+        assert r.returncode == 1 and "the TSA's certificate chain is revoked" in r.stdout, r.stdout
+        # the delta cannot be fetched when the pack is built: no pack (it could never be checked)
+        del server.files["/tsa-delta.crl"]
+        r = _evidence_with_tsa(e, tsa, tmp_path / "nodelta.tar.gz")
+        assert r.returncode != 0 and "delta CRL that cannot be fetched" in r.stderr, r.stderr
+
+
+def test_what_a_tsa_certificate_names_as_its_crl_is_stored_only_if_it_is_that_crl(crl_estate, tmp_path: Path) -> None:
+    """The TSA's token (or whoever answers for the TSA over http://) names the CRL locations sigaudit
+    fetches at build, and the answers go into the pack that auditors get: one that is not a CRL of the
+    certificate's issuer — an internal endpoint's credentials, here — is never stored (no pack is
+    written), and with --tsa-ca-cert an untrusted TSA's certificates are not followed at all."""
+    from tests.harness.tsa_server import TsaServer
+
+    e = crl_estate
+    server = e["server"]
+    secret = b'{"AccessKeyId": "ASIAEXAMPLE", "SecretAccessKey": "s3cr3t-metadata-credential"}'
+    with TsaServer.start(tmp_path / "tsa", crl_url=f"{server.base}/latest/meta-data/creds") as tsa:
+        server.files["/latest/meta-data/creds"] = secret
+        out = tmp_path / "leak.tar.gz"
+        r = sigaudit("evidence", "--db", f"sqlite:///{e['d'] / 'lazy.db'}", "--scan",
+                     str(e["docs"]["cold"]["scan"]["id"]), "--sign-key", str(e["key"]), "--out", str(out),
+                     "--tsa-url", tsa.url)
+        leaked = out.exists() and any(b"s3cr3t-metadata-credential" in b for b in read_files(out).values())
+        assert not leaked, "the endpoint's answer was stored in the pack"
+        assert r.returncode != 0 and "names a CRL that cannot be fetched" in r.stderr, r.stderr
+        assert "not a CRL" in r.stderr, r.stderr
+    # a TSA the builder does not trust (another root given): its chain's endpoints are never contacted
+    with TsaServer.start(tmp_path / "tsa2", crl_url=f"{server.base}/untrusted-tsa.crl") as tsa:
+        other = tmp_path / "other-root.pem"
+        other.write_bytes((e["d"] / "tsa-root.pem").read_bytes() if (e["d"] / "tsa-root.pem").exists()
+                          else e["pkis"]["alpha"].root.cert.public_bytes(serialization.Encoding.PEM))
+        before = [h for h in server.hits if "untrusted-tsa" in str(h)]
+        r = sigaudit("evidence", "--db", f"sqlite:///{e['d'] / 'lazy.db'}", "--scan",
+                     str(e["docs"]["cold"]["scan"]["id"]), "--sign-key", str(e["key"]), "--out",
+                     str(tmp_path / "untrusted.tar.gz"), "--tsa-url", tsa.url, "--tsa-ca-cert", str(other))
+        assert r.returncode != 0 and not (tmp_path / "untrusted.tar.gz").exists(), r.stderr
+        assert [h for h in server.hits if "untrusted-tsa" in str(h)] == before, server.hits

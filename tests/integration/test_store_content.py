@@ -367,3 +367,65 @@ def test_the_migration_carries_admission_source_and_checked_at_both_ways(db_url:
         assert store.verified_before("bench", [v.image.reference.digest for v in expected.verdicts
                                                if v.image.reference and v.status.value == "verified"],
                                      T0 + timedelta(days=1))
+
+
+def test_prune_keeps_what_a_watch_batch_written_meanwhile_names(db_url: str, monkeypatch) -> None:
+    """The evidence prune and a `serve --watch` batch written while it marks (see the unit test), on the
+    real database: the blobs the batch names survive."""
+    from tests.unit.store.test_evidence import prune_during_a_watch_batch
+
+    prune_during_a_watch_batch(db_url, monkeypatch)
+
+
+def test_evidence_written_while_prunes_run_is_whole_afterwards(db_url: str) -> None:
+    """`serve --watch` batches (each naming a new blob and re-putting one that lost its name) written while
+    evidence prunes run in another connection: every name still reaches all its blobs afterwards."""
+    import gzip
+    import hashlib
+    import json
+
+    from scanner.models import ScanState
+    from scanner.store.evidence import evidence_prune
+
+    def sha(b: bytes) -> str:
+        return hashlib.sha256(b).hexdigest()
+
+    upgrade(db_url)
+    writer, pruner = open_store(db_url), open_store(db_url)
+    try:
+        scan_id = writer.begin_scan("c", T0, "sha256:p", "1")
+        writer.finish_scan(scan_id, ScanResult(cluster="c", started_at=T0, finished_at=T0 + timedelta(seconds=5),
+                                               state=ScanState.COMPLETE, verdicts=(), policy_digest="sha256:p"))
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def prune() -> None:
+            try:
+                while not done.is_set():
+                    evidence_prune(pruner._db, 50)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=prune)
+        thread.start()
+        batches = {}
+        try:
+            for n in range(40):
+                orphan = f"unnamed until batch {n}".encode()
+                writer.evidence_put({sha(orphan): orphan}, {})  # a blob nothing names: prune may take it
+                answer = f"answer {n}".encode()
+                doc = json.dumps({"answers": [{"sha256": sha(answer)}, {"sha256": sha(orphan)}]}).encode()
+                index = gzip.compress(json.dumps({"images": [{"material": sha(doc)}], "n": n}).encode(), mtime=0)
+                blobs = {sha(b): b for b in (answer, orphan, doc, index)}
+                writer.evidence_put(blobs, {f"scan/{scan_id}/watch/{n}": sha(index)})
+                batches[n] = set(blobs)
+        finally:
+            done.set()
+            thread.join(timeout=120)
+        assert not errors, errors
+        evidence_prune(pruner._db, 50)
+        for n, shas in batches.items():
+            assert set(writer.evidence_blobs(shas)) == shas, f"batch {n} lost blobs"
+    finally:
+        writer.close()
+        pruner.close()

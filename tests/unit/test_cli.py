@@ -144,3 +144,12 @@ def test_a_command_whose_module_cannot_be_imported_is_exit_3_not_no_such_command
     assert "No such command" not in result.output
     listing = CliRunner().invoke(main, ["--help"])
     assert listing.exit_code == 0 and "report" in listing.output
+
+
+@pytest.mark.parametrize("age", ["999999d", "999999d "])
+def test_verify_evidence_an_age_before_year_one_is_a_usage_error_not_a_crash(tmp_path: Path, age: str) -> None:
+    """``--not-before 999999d`` reaches before datetime.min: refused as usage (exit 2), not exit 3."""
+    r = CliRunner().invoke(main, ["verify-evidence", str(tmp_path / "pack.tar.gz"), "--insecure-use-pack-key",
+                                  "--not-before", age])
+    assert r.exit_code == 2, r.output
+    assert "--not-before" in r.output and "Traceback" not in r.output

@@ -158,3 +158,28 @@ def test_the_auditors_expectations_are_checked_against_the_signed_manifest() -> 
         assert problems({**manifest, "scan_id": bad}, Expected(scan_id=1 if bad is True else 7))
     for bad_time in ("2026-12-07T10:00:00", "yesterday", None):
         assert problems({**manifest, "verified_at": bad_time}, Expected(not_before=at))
+
+
+def test_a_pack_whose_scan_claims_a_time_after_the_check_fails() -> None:
+    """A re-signed pack dated in the future (manifest, replay and report agreeing) would pass --not-before
+    for as long as its author likes: no honest pack was verified after the auditor checks it."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from scanner.evidence.verify import Outcome, _check_identity
+
+    def problems(at: datetime) -> list[str]:
+        t = at.isoformat()
+        manifest = {"scan_id": 7, "cluster": "c", "policy_digest": "sha256:p", "verified_at": t}
+        files = {"policy/replay.json": json.dumps({"scan_id": 7, "cluster": "c", "digest": "sha256:p",
+                                                   "verified_at": t}).encode(),
+                 "reports/scan.json": json.dumps({"scan": {"id": 7, "cluster": "c", "policy_digest": "sha256:p",
+                                                           "started_at": (at - timedelta(seconds=5)).isoformat(),
+                                                           "finished_at": t}}).encode()}
+        out = Outcome()
+        _check_identity(files, manifest, out)
+        return out.problems
+
+    assert problems(datetime.now(UTC) - timedelta(hours=1)) == []
+    (p,) = problems(datetime.now(UTC) + timedelta(days=30))
+    assert "after the time of this check" in p

@@ -159,3 +159,38 @@ def test_the_url_credential_is_never_shown(tsa) -> None:
     assert "s3cret" not in str(err.value)
     with pytest.raises(TsaError, match="not http"):
         request_timestamp("file:///etc/passwd", b"m")
+
+
+def test_the_chains_crls_stored_are_only_crls_signed_by_the_certificates_issuer(tsa, tmp_path: Path) -> None:
+    """fetch_chain_crls keeps only what a pack may carry: a CRL of the TSA certificate's issuer, signed by
+    it. The same issuer name under another key, or any other answer, is refused (the build fails)."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from scanner.sources.tsa import fetch_chain_crls
+    from tests.harness.tsa_server import tsa_crl
+
+    url = "http://ca.invalid/tsa.crl"
+    root = x509.load_pem_x509_certificate(make_tsa_pki(tmp_path, crl_url=url))
+    token = request_timestamp(tsa(lambda q: openssl_reply(tmp_path, q)), b"probe")
+    now = datetime.now(UTC)
+    forged = (x509.CertificateRevocationListBuilder().issuer_name(root.subject).last_update(now)
+              .next_update(now + timedelta(days=1)).sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+              .public_bytes(serialization.Encoding.DER))
+
+    class Fetcher:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def get(self, u: str, *, max_bytes: int, timeout: float) -> bytes:
+            assert u == url
+            return self.data
+
+    for data, why in ((forged, "not a CRL signed by the certificate's issuer"),
+                      (b'{"SecretAccessKey": "x"}', "not a CRL")):
+        with pytest.raises(TsaError, match=why):
+            fetch_chain_crls(token, fetcher=Fetcher(data), roots=[root])
+    good = tsa_crl(tmp_path)
+    assert fetch_chain_crls(token, fetcher=Fetcher(good), roots=[root]) == [(url, good)]

@@ -7,6 +7,7 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from scanner.models import ScanResult, ScanState
 from scanner.store import open_store, upgrade
@@ -52,3 +53,47 @@ def test_prune_keeps_a_kept_scans_watch_batches_and_drops_those_of_a_deleted_sca
         assert set(store.evidence_refs_under(f"scan/{scan_id}/")) == {f"scan/{scan_id}/watch/3"}
         assert store.evidence_refs_under(f"scan/{scan_id + 99}/") == {}
         assert set(store.evidence_blobs({_sha(kept), _sha(gone)})) == {_sha(kept)}
+
+
+def test_prune_never_deletes_what_a_watch_batch_written_while_it_runs_names(tmp_path: Path, monkeypatch) -> None:
+    """`serve --watch` writes a batch (scan/<id>/watch/<n>) whenever it judges, with no running scan to hold
+    prune off: a batch written while prune marks must keep the blobs it names — the new ones and one that
+    existed unnamed (re-put, so only named) — or the kept scan's pack no longer builds."""
+    prune_during_a_watch_batch(f"sqlite:///{tmp_path / 'e.db'}", monkeypatch)
+
+
+def prune_during_a_watch_batch(url: str, monkeypatch: Any) -> None:
+    """(Also run on PostgreSQL by tests/integration/test_store_content.py.)"""
+    from scanner.store.evidence import Evidence
+
+    upgrade(url)
+    with open_store(url) as store, open_store(url) as watch:
+        scan_id = store.begin_scan("c", T0, "sha256:p", "1")
+        store.finish_scan(scan_id, ScanResult(cluster="c", started_at=T0, finished_at=T0 + timedelta(seconds=5),
+                                              state=ScanState.COMPLETE, verdicts=(), policy_digest="sha256:p"))
+        index = gzip.compress(json.dumps({"images": []}).encode(), mtime=0)
+        old_answer, orphan = b"a signature manifest no name reaches yet", b"what nothing will ever name"
+        store.evidence_put({_sha(index): index, _sha(old_answer): old_answer, _sha(orphan): orphan},
+                           {f"scan/{scan_id}": _sha(index)})
+        new_answer = b"the CRL the watch read"
+        doc = json.dumps({"schema_version": 1, "answers": [{"key": ["get_blob"], "sha256": _sha(old_answer)}],
+                          "trust": [{"op": "get", "path": "http://ca/x.crl", "sha256": _sha(new_answer)}]}).encode()
+        batch = gzip.compress(json.dumps({"images": [{"material": _sha(doc)}]}).encode(), mtime=0)
+        blobs = {_sha(b): b for b in (old_answer, new_answer, doc, batch)}
+        real, fired = Evidence.evidence_blobs, []
+
+        def marking(self, shas):  # the watch's batch commits while prune is marking
+            if not fired:
+                fired.append(1)
+                watch.evidence_put(blobs, {f"scan/{scan_id}/watch/1": _sha(batch)})
+            return real(self, shas)
+
+        monkeypatch.setattr(Evidence, "evidence_blobs", marking)
+        assert evidence_prune(store._db, 100) == 1  # the orphan only: a busy watch never stalls the prune
+        monkeypatch.setattr(Evidence, "evidence_blobs", real)
+        assert fired
+        assert set(store.evidence_blobs(set(blobs))) == set(blobs)
+        assert store.evidence_blobs({_sha(orphan)}) == {}
+        # the next prune, with no writer, keeps them too (the batch names them) and collects nothing else
+        assert evidence_prune(store._db, 100) == 0
+        assert set(store.evidence_blobs(set(blobs) | {_sha(index)})) == set(blobs) | {_sha(index)}
