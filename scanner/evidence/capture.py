@@ -397,17 +397,15 @@ def scan_ref(scan_id: int) -> str:
     return f"scan/{scan_id}"
 
 
-def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None, policy_from: Iterable[str],
-         policy_digest: str, trust: Any) -> None:
-    """Write what ``capture`` saw into the store: each cold image's material (content-addressed, named
-    by digest and material fingerprint) and the scan's evidence index (``scan/<id>``), which names
-    the trust snapshot, the verification time and, per image, the material it was judged on."""
-    blobs: dict[str, bytes] = dict(trust.blobs)
-    refs: dict[str, str] = {}
-    images = []
-    warm = {j.material_ref for j in capture.judged if j.material is None and j.material_ref}
+def _image_entries(store: Any, judged: Iterable[Judged], blobs: dict[str, bytes],
+                   refs: dict[str, str]) -> list[dict[str, Any]]:
+    """The index entries of ``judged`` images: a cold image's material is added to ``blobs`` (and named in
+    ``refs`` by its material ref); a warm one points at the material its cache entry already names."""
+    judged = list(judged)
+    warm = {j.material_ref for j in judged if j.material is None and j.material_ref}
     known = store.evidence_refs(warm) if warm else {}
-    for j in capture.judged:
+    images = []
+    for j in judged:
         sha = None
         if j.material is not None:
             doc = canonical_json(j.material.to_json())
@@ -419,6 +417,17 @@ def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None,
         elif j.material_ref is not None:
             sha = known.get(j.material_ref)
         images.append({"image": image_to_json(j.image), "fingerprint": j.fingerprint, "material": sha})
+    return images
+
+
+def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None, policy_from: Iterable[str],
+         policy_digest: str, trust: Any) -> None:
+    """Write what ``capture`` saw into the store: each cold image's material (content-addressed, named
+    by digest and material fingerprint) and the scan's evidence index (``scan/<id>``), which names
+    the trust snapshot, the verification time and, per image, the material it was judged on."""
+    blobs: dict[str, bytes] = dict(trust.blobs)
+    refs: dict[str, str] = {}
+    images = _image_entries(store, capture.judged, blobs, refs)
     index = {
         "schema_version": 1,
         "scan_id": scan_id,
@@ -448,22 +457,7 @@ def keep_watch(store: Any, scan_id: int, batch: int, capture: Capture, digests: 
     wanted = set(digests)
     blobs: dict[str, bytes] = {}
     refs: dict[str, str] = {}
-    judged = [j for j in capture.judged if j.image.digest in wanted]
-    warm = {j.material_ref for j in judged if j.material is None and j.material_ref}
-    known = store.evidence_refs(warm) if warm else {}
-    images = []
-    for j in judged:
-        sha = None
-        if j.material is not None:
-            doc = canonical_json(j.material.to_json())
-            sha = sha256_hex(doc)
-            blobs[sha] = doc
-            blobs.update(j.material.blobs)
-            if j.material_ref is not None:
-                refs[j.material_ref] = sha
-        elif j.material_ref is not None:
-            sha = known.get(j.material_ref)
-        images.append({"image": image_to_json(j.image), "fingerprint": j.fingerprint, "material": sha})
+    images = _image_entries(store, [j for j in capture.judged if j.image.digest in wanted], blobs, refs)
     index = {
         "schema_version": 1,
         "scan_id": scan_id,
