@@ -71,6 +71,19 @@ def remaining() -> float | None:
     return None if cur is None else cur[0] - time.monotonic()
 
 
+def capped(base: float | None, exc_type: type[Exception]) -> float | None:
+    """The timeout for the next socket operation: ``base`` (the per-operation timeout) capped by the time
+    left before this thread's earliest deadline; raises ``exc_type(words)`` once none is left. One rule
+    for both transports (urllib3's sockets and httpx's httpcore streams)."""
+    cur = current()
+    if cur is None:
+        return base
+    left = cur[0] - time.monotonic()
+    if left <= 0:
+        raise exc_type(cur[1])
+    return left if base is None else min(base, left)
+
+
 def expired() -> str | None:
     """The words of a deadline that has passed, or None."""
     cur = current()

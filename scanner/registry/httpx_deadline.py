@@ -4,14 +4,13 @@ deadline lives below httpx). Imported only when an httpx client is made."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import httpcore
 import httpx
 
-from scanner.registry.deadline import DeadlineExceeded, current, expired
+from scanner.registry.deadline import DeadlineExceeded, capped, expired
 
 
 class _ConnectDeadline(DeadlineExceeded, httpcore.ConnectTimeout):
@@ -27,13 +26,7 @@ class _WriteDeadline(DeadlineExceeded, httpcore.WriteTimeout):
 
 
 def _budget(timeout: float | None, exc_type: type[Exception]) -> float | None:
-    cur = current()
-    if cur is None:
-        return timeout
-    left = cur[0] - time.monotonic()
-    if left <= 0:
-        raise exc_type(cur[1])
-    return left if timeout is None else min(timeout, left)
+    return capped(timeout, exc_type)
 
 
 def _timed_out(exc_type: type[Exception], exc: Exception) -> Exception:

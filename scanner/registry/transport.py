@@ -30,7 +30,6 @@ import re
 import socket
 import ssl
 import threading
-import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies
@@ -52,13 +51,7 @@ class DeadlineTimeout(deadline.DeadlineExceeded, TimeoutError):
 def _left(base: float | None) -> float | None:
     """The socket timeout for the next operation: ``base`` (the per-operation timeout) capped by the
     time left before the thread's earliest deadline; raises once none is left."""
-    cur = deadline.current()
-    if cur is None:
-        return base
-    left = cur[0] - time.monotonic()
-    if left <= 0:
-        raise DeadlineTimeout(cur[1])
-    return left if base is None else min(base, left)
+    return deadline.capped(base, DeadlineTimeout)
 
 
 def _deadline_words(exc: BaseException) -> BaseException:
