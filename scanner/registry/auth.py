@@ -238,14 +238,22 @@ def _specificity(key: str) -> tuple[int, bool]:
     return (-len(path.split("/")) if path else 0, any(c in host for c in "*?[\\"))
 
 
-def matching(creds: Mapping[str, Credential], registry: str, repository: str) -> list[Credential]:
+# A docker config's ``auths``: (normalised key, credential) in the file's order. A list, not a map: two
+# spellings of one key (``reg.io``, ``https://reg.io/v1/``) are two credentials, both tried, as the
+# kubelet keeps both (its keyring appends), never one silently dropped.
+DockerAuths = tuple[tuple[str, Credential], ...]
+
+
+def matching(creds: DockerAuths, registry: str, repository: str) -> list[Credential]:
     """The credentials of one docker config that are for ``registry/repository``, most specific key
-    first (ties in the kubelet's own order: its index sorted in reverse)."""
-    keys = sorted((k for k in creds if key_matches(k, registry, repository)), reverse=True)
-    return [creds[k] for k in sorted(keys, key=_specificity)]
+    first (ties in the kubelet's own order: its index sorted in reverse, then the file's order)."""
+    found = [(k, c) for k, c in creds if key_matches(k, registry, repository)]
+    found.sort(key=lambda kc: kc[0], reverse=True)
+    found.sort(key=lambda kc: _specificity(kc[0]))
+    return [c for _, c in found]
 
 
-def parse_docker_config(data: bytes, source: str) -> dict[str, Credential]:
+def parse_docker_config(data: bytes, source: str) -> DockerAuths:
     """``{"auths": {"host": {"auth": b64(user:pass)} | {"username","password"} | {"identitytoken"}}}``."""
     try:
         doc = json.loads(data)
@@ -256,7 +264,7 @@ def parse_docker_config(data: bytes, source: str) -> dict[str, Credential]:
     auths = doc.get("auths", {})
     if not isinstance(auths, dict):
         raise ConfigError("`auths` is not an object", source=source)
-    out: dict[str, Credential] = {}
+    out: list[tuple[str, Credential]] = []
     for key, entry in auths.items():
         if not isinstance(entry, dict):
             continue
@@ -278,8 +286,8 @@ def parse_docker_config(data: bytes, source: str) -> dict[str, Credential]:
             user, _, password = decoded.partition(":")
         token = fields["identitytoken"]
         if user or token:
-            out[_normalise_key(key)] = Credential(user or "<token>", password, token or None)
-    return out
+            out.append((_normalise_key(key), Credential(user or "<token>", password, token or None)))
+    return tuple(out)
 
 
 def default_docker_config_path() -> Path:
@@ -341,7 +349,7 @@ class CredentialStore:
 
     def __init__(
         self,
-        default: dict[str, Credential] | None = None,
+        default: DockerAuths | Mapping[str, Credential] | None = None,
         *,
         helpers: HelperConfig | None = None,
         auth: RegistryAuthConfig | None = None,
@@ -349,8 +357,9 @@ class CredentialStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._interned: dict[Credential, Credential] = {}
-        self._default = {k: self._intern(c) for k, c in (default or {}).items()}
-        self._secrets: dict[tuple[str, str], dict[str, Credential]] = {}
+        pairs = default.items() if isinstance(default, Mapping) else (default or ())
+        self._default: DockerAuths = tuple((k, self._intern(c)) for k, c in pairs)
+        self._secrets: dict[tuple[str, str], DockerAuths] = {}
         self.auth = auth or RegistryAuthConfig()
         self._helpers = helpers if (helpers and self.auth.helpers) else HelperConfig()
         self._resolvers = dict(resolvers) if resolvers is not None else _default_resolvers()
@@ -389,8 +398,8 @@ class CredentialStore:
             # One tenant's malformed secret never stops the cluster's scan: it is ignored, said so, and
             # that tenant's images are fetched without it (an error verdict if the registry wants it).
             log.warning("imagePullSecret ignored: %s", exc.diagnostics())
-            creds = {}
-        self._secrets[(namespace, name)] = {k: self._intern(c) for k, c in creds.items()}
+            creds = ()
+        self._secrets[(namespace, name)] = tuple((k, self._intern(c)) for k, c in creds)
 
     def _own(self, registry: str, repository: str) -> list[Candidate]:
         """The scanner's configured credentials for ``registry/repository``: its credential helper
@@ -409,7 +418,7 @@ class CredentialStore:
         and keys equally specific in the pod's order of its secrets."""
         found = [(key, n, cred, ref)
                  for n, ref in enumerate(dict.fromkeys(secrets))
-                 for key, cred in self._secrets.get(ref, {}).items() if key_matches(key, registry, repository)]
+                 for key, cred in self._secrets.get(ref, ()) if key_matches(key, registry, repository)]
         found.sort(key=lambda f: f[1])
         found.sort(key=lambda f: f[0], reverse=True)
         found.sort(key=lambda f: _specificity(f[0]))

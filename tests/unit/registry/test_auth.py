@@ -70,9 +70,9 @@ def test_a_non_string_field_is_a_config_error(field: str, value: Any) -> None:
 
 
 def test_string_fields_still_work() -> None:
-    creds = parse_docker_config(json.dumps({"auths": {
+    creds = dict(parse_docker_config(json.dumps({"auths": {
         "https://r.io/v1/": {"auth": GOOD}, "q.io": {"username": "u", "password": "p"},
-        "t.io": {"identitytoken": "tok"}, "skip.io": "not an object"}}).encode(), "c")
+        "t.io": {"identitytoken": "tok"}, "skip.io": "not an object"}}).encode(), "c"))
     assert (creds["r.io"].username, creds["r.io"].password) == ("user", "pa55")
     assert creds["q.io"].password == "p" and creds["t.io"].identity_token == "tok" and "skip.io" not in creds
 
@@ -398,3 +398,10 @@ def test_ipv6_hosts_and_ports() -> None:
     assert _users(store, "[::1]:5000/team-a/app") == ["u"]
     assert _users(store, "[::1]:5000/team-b/app") == []
     assert _users(store, "[::1]/team-b/app") == ["v"]
+
+
+def test_two_spellings_of_one_key_are_two_credentials_both_tried() -> None:
+    """The kubelet keeps both entries of ``reg.io`` and ``https://reg.io/v1/``: neither is dropped."""
+    store = CredentialStore(parse_docker_config(_auths({"reg.io": "own-1", "https://reg.io/v1/": "own-2"}), "c"))
+    store.add_pull_secret("ns", "s", _auths({"reg.io/team-a": "a1", "https://reg.io/v2/team-a/": "a2"}))
+    assert _users(store, "reg.io/team-a/app") == ["a1", "a2", "own-1", "own-2"]
