@@ -150,7 +150,7 @@ def _normalise_key(key: str) -> str:
     key = re.split(r"[?#]", key, maxsplit=1)[0]
     host, _, path = key.partition("/")
     host = host.rpartition("@")[2].lower()  # url userinfo is never part of the host
-    if host in _HUB_KEYS or host == "registry.hub.docker.com":
+    if host in _HUB_KEYS:
         host = DOCKER_HUB
     path = "/" + unquote(path)
     if path.startswith(("/v1/", "/v2/")):
