@@ -117,11 +117,12 @@ def _secret_refs(c: ContainerRef) -> tuple[tuple[str, str], ...]:
 
 
 def _by_credentials(
-    client: RegistryReader, registry: str, containers: Iterable[ContainerRef]
+    client: RegistryReader, registry: str, repository: str, containers: Iterable[ContainerRef]
 ) -> list[tuple[tuple[tuple[str, str], ...], list[ContainerRef]]]:
     """Split containers by the credentials their pods may use for ``registry`` (their own pull
     secrets, then the scanner's): a verdict is reached with one credential set and never lent to
-    pods of another — the same digest under two sets is judged twice. Returns (pull secrets that
+    pods of another — the same digest under two sets is judged twice. The repository matters: a pull
+    secret's key may be for a path (``reg.io/team-a``). Returns (pull secrets that
     stand for the set, containers), in first-seen order."""
     sets: dict[tuple[Candidate, ...], tuple[tuple[tuple[str, str], ...], list[ContainerRef]]] = {}
     asked: dict[tuple[tuple[str, str], ...], tuple[Candidate, ...]] = {}  # the pods of a digest share secrets
@@ -129,15 +130,22 @@ def _by_credentials(
         refs = _secret_refs(c)
         found = asked.get(refs)
         if found is None:
-            found = asked[refs] = client.credentials.candidates(registry, refs)
+            found = asked[refs] = client.credentials.candidates(registry, refs, repository=repository)
         sets.setdefault(found, (refs, []))[1].append(c)
     return list(sets.values())
 
 
-def _judged_apart(client: RegistryReader, registry: str, refs: tuple[tuple[str, str], ...]) -> str:
+def _registry_repository(text: str) -> tuple[str, str]:
+    ref = parse_reference(text)
+    return ref.registry, ref.repository
+
+
+def _judged_apart(
+    client: RegistryReader, registry: str, repository: str, refs: tuple[tuple[str, str], ...]
+) -> str:
     return (
-        f"judged with {client.credentials.describe(registry, refs)}: pods of this digest that use other "
-        "registry credentials are judged separately"
+        f"judged with {client.credentials.describe(registry, refs, repository=repository)}: pods of this digest "
+        "that use other registry credentials are judged separately"
     )
 
 
@@ -174,8 +182,9 @@ def resolve(
     for key, all_containers in inv.running.items():
         registry, repository, digest = key
         ref = ImageReference(registry, repository, inv.tags.get(key), digest)
-        for refs, containers in _by_credentials(client, registry, all_containers):
-            running[(registry, repository, digest, client.credentials.candidates(registry, refs))] = RunningImage(
+        for refs, containers in _by_credentials(client, registry, repository, all_containers):
+            creds = client.credentials.candidates(registry, refs, repository=repository)
+            running[(registry, repository, digest, creds)] = RunningImage(
                 ref, tuple(containers), tuple(sorted(inv.notes.get(key, ()))), refs
             )
     for image, (reason, containers) in inv.unparseable.items():
@@ -183,7 +192,7 @@ def resolve(
     to_look_up = [
         (text, why, refs, containers)
         for (text, why), all_containers in inv.unknown.items()
-        for refs, containers in _by_credentials(client, parse_reference(text).registry, all_containers)
+        for refs, containers in _by_credentials(client, *_registry_repository(text), all_containers)
     ]
 
     def _current(item: tuple[str, str, tuple[tuple[str, str], ...], list[ContainerRef]]) -> UnknownDigest:
@@ -210,7 +219,7 @@ def resolve(
         unknown += pool.map(_current, to_look_up)
     per_digest = Counter(k[:3] for k in running)
     return [
-        replace(img, notes=(*img.notes, _judged_apart(client, k[0], img.pull_secrets)))
+        replace(img, notes=(*img.notes, _judged_apart(client, k[0], k[1], img.pull_secrets)))
         if per_digest[k[:3]] > 1
         else img
         for k, img in running.items()
@@ -366,7 +375,7 @@ def relist_scope(client: RegistryReader, image: RunningImage, cluster: str = "")
     was read with, by name (never a secret's contents). A re-list in another repository, with another
     tenant's pull secrets or by another cluster's scanner is another scope."""
     ref = image.reference
-    who = client.credentials.describe(ref.registry, image.pull_secrets)
+    who = client.credentials.describe(ref.registry, image.pull_secrets, repository=ref.repository)
     return hashlib.sha256(json.dumps([cluster, ref.registry, ref.repository, who]).encode()).hexdigest()
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import unquote
 
 from scanner.errors import ConfigError, SigauditError
 from scanner.inventory.references import DOCKER_HUB
@@ -138,14 +139,121 @@ class RegistryAuthConfig:
 
 
 def _normalise_key(key: str) -> str:
+    """A docker config ``auths`` key as the kubelet reads it (``BasicDockerKeyring.Add``): the scheme
+    dropped, the host lower-cased (Docker Hub's names as ``docker.io``), and the path kept — ``/v1/`` or
+    ``/v2/`` in front of it dropped, cleaned (``.``, ``..``, empty segments), no slash at either end:
+    ``reg.io``, ``reg.io:5000/team-a``, ``*.reg.io/team``. A query or fragment is not part of it."""
+    key = key.strip()
     if key in _HUB_KEYS:
         return DOCKER_HUB
-    key = re.sub(r"^https?://", "", key.strip(), flags=re.IGNORECASE)
-    host = key.split("/", 1)[0].lower()
-    return DOCKER_HUB if host in _HUB_KEYS else host
+    key = re.sub(r"^https?://", "", key, flags=re.IGNORECASE)
+    key = re.split(r"[?#]", key, maxsplit=1)[0]
+    host, _, path = key.partition("/")
+    host = host.rpartition("@")[2].lower()  # url userinfo is never part of the host
+    if host in _HUB_KEYS:
+        host = DOCKER_HUB
+    path = "/" + unquote(path)
+    if path.startswith(("/v1/", "/v2/")):
+        path = path[3:]
+    return "/".join([host, *_clean_path(path)])
 
 
-def parse_docker_config(data: bytes, source: str) -> dict[str, Credential]:
+def _clean_path(path: str) -> list[str]:
+    """``path``'s segments as Go's ``path.Clean`` leaves them (a ``..`` above the root stays at it)."""
+    out: list[str] = []
+    for part in path.split("/"):
+        if part == "..":
+            if out:
+                out.pop()
+        elif part and part != ".":
+            out.append(part)
+    return out
+
+
+def _host_port(host: str) -> tuple[str, str]:
+    """(host, port) as Go's ``net.SplitHostPort`` splits them (``[v6]:port``), else (host, "")."""
+    if m := re.fullmatch(r"\[([^\]]*)\](?::(.*))?", host):
+        return m[1], m[2] or ""
+    if host.count(":") == 1:
+        name, _, port = host.partition(":")
+        return name, port
+    return host, ""
+
+
+def _glob_part(pattern: str, text: str) -> bool:
+    """One dot-separated part of a host against a key's glob part, as Go's ``filepath.Match`` (which the
+    kubelet uses): ``*`` any run of characters, ``?`` one, ``[...]`` a class (``^`` negates), ``\\``
+    escapes; a malformed pattern matches nothing."""
+    if not any(c in pattern for c in "*?[\\"):
+        return pattern == text
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "\\":
+            if i + 1 == len(pattern):
+                return False
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] == "^" else i + 1)
+            body = pattern[i + 1 : end]
+            if end < 0 or body in ("", "^") or "\\" in body:
+                return False
+            neg = body.startswith("^")
+            body = body.removeprefix("^")
+            if not re.fullmatch(r"(?:[^\]\-\^](?:-[^\]\-\^])?)+", body):
+                return False
+            out.append(("[^" if neg else "[") + "".join(ch if ch == "-" else re.escape(ch) for ch in body) + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.fullmatch("".join(out), text, flags=re.DOTALL) is not None
+
+
+def key_matches(key: str, registry: str, repository: str) -> bool:
+    """Whether a normalised ``auths`` key is for the image ``registry/repository``, as the kubelet
+    matches (``URLsMatch``): the same port, as many host parts, each matching the key's glob part
+    (``*.reg.io`` is ``a.reg.io``, never ``reg.io`` nor ``a.b.reg.io``); and the key's path a prefix of
+    the repository on a ``/`` boundary (``reg.io/team`` is never ``reg.io/team-a/app``: stricter than
+    the kubelet's plain string prefix, so one team's credential is never another's)."""
+    host, _, path = key.partition("/")
+    glob_host, glob_port = _host_port(host)
+    target_host, target_port = _host_port(registry.lower())
+    if glob_port != target_port:
+        return False
+    glob_parts, target_parts = glob_host.split("."), target_host.split(".")
+    if len(glob_parts) != len(target_parts) or not all(map(_glob_part, glob_parts, target_parts)):
+        return False
+    return not path or repository == path or repository.startswith(path + "/")
+
+
+def _specificity(key: str) -> tuple[int, bool]:
+    """Most specific first: the longer path, then a host without a glob."""
+    host, _, path = key.partition("/")
+    return (-len(path.split("/")) if path else 0, any(c in host for c in "*?[\\"))
+
+
+# A docker config's ``auths``: (normalised key, credential) in the file's order. A list, not a map: two
+# spellings of one key (``reg.io``, ``https://reg.io/v1/``) are two credentials, both tried, as the
+# kubelet keeps both (its keyring appends), never one silently dropped.
+DockerAuths = tuple[tuple[str, Credential], ...]
+
+
+def matching(creds: DockerAuths, registry: str, repository: str) -> list[Credential]:
+    """The credentials of one docker config that are for ``registry/repository``, most specific key
+    first (ties in the kubelet's own order: its index sorted in reverse, then the file's order)."""
+    found = [(k, c) for k, c in creds if key_matches(k, registry, repository)]
+    found.sort(key=lambda kc: kc[0], reverse=True)
+    found.sort(key=lambda kc: _specificity(kc[0]))
+    return [c for _, c in found]
+
+
+def parse_docker_config(data: bytes, source: str) -> DockerAuths:
     """``{"auths": {"host": {"auth": b64(user:pass)} | {"username","password"} | {"identitytoken"}}}``."""
     try:
         doc = json.loads(data)
@@ -156,7 +264,7 @@ def parse_docker_config(data: bytes, source: str) -> dict[str, Credential]:
     auths = doc.get("auths", {})
     if not isinstance(auths, dict):
         raise ConfigError("`auths` is not an object", source=source)
-    out: dict[str, Credential] = {}
+    out: list[tuple[str, Credential]] = []
     for key, entry in auths.items():
         if not isinstance(entry, dict):
             continue
@@ -178,8 +286,8 @@ def parse_docker_config(data: bytes, source: str) -> dict[str, Credential]:
             user, _, password = decoded.partition(":")
         token = fields["identitytoken"]
         if user or token:
-            out[_normalise_key(key)] = Credential(user or "<token>", password, token or None)
-    return out
+            out.append((_normalise_key(key), Credential(user or "<token>", password, token or None)))
+    return tuple(out)
 
 
 def default_docker_config_path() -> Path:
@@ -241,7 +349,7 @@ class CredentialStore:
 
     def __init__(
         self,
-        default: dict[str, Credential] | None = None,
+        default: DockerAuths | Mapping[str, Credential] | None = None,
         *,
         helpers: HelperConfig | None = None,
         auth: RegistryAuthConfig | None = None,
@@ -249,8 +357,9 @@ class CredentialStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._interned: dict[Credential, Credential] = {}
-        self._default = {k: self._intern(c) for k, c in (default or {}).items()}
-        self._secrets: dict[tuple[str, str], dict[str, Credential]] = {}
+        pairs = default.items() if isinstance(default, Mapping) else (default or ())
+        self._default: DockerAuths = tuple((k, self._intern(c)) for k, c in pairs)
+        self._secrets: dict[tuple[str, str], DockerAuths] = {}
         self.auth = auth or RegistryAuthConfig()
         self._helpers = helpers if (helpers and self.auth.helpers) else HelperConfig()
         self._resolvers = dict(resolvers) if resolvers is not None else _default_resolvers()
@@ -289,52 +398,71 @@ class CredentialStore:
             # One tenant's malformed secret never stops the cluster's scan: it is ignored, said so, and
             # that tenant's images are fetched without it (an error verdict if the registry wants it).
             log.warning("imagePullSecret ignored: %s", exc.diagnostics())
-            creds = {}
-        self._secrets[(namespace, name)] = {k: self._intern(c) for k, c in creds.items()}
+            creds = ()
+        self._secrets[(namespace, name)] = tuple((k, self._intern(c)) for k, c in creds)
 
-    def _own(self, registry: str) -> Candidate | None:
-        """The scanner's configured credential for ``registry``: its credential helper (``credHelpers``
-        for the host, else ``credsStore``: as docker, the helper then answers instead of ``auths``),
-        else its ``auths`` entry."""
+    def _own(self, registry: str, repository: str) -> list[Candidate]:
+        """The scanner's configured credentials for ``registry/repository``: its credential helper
+        (``credHelpers`` for the host, else ``credsStore``: as docker, the helper then answers instead of
+        ``auths``), else its ``auths`` entries for the image, most specific first."""
         helper = self._helpers.helper_for(registry)
         if helper is not None:
-            return DeferredCredential("helper", helper, registry)
-        return self._default.get(registry)
+            return [DeferredCredential("helper", helper, registry)]
+        return list(matching(self._default, registry, repository))
 
-    def candidates(self, registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> tuple[Candidate, ...]:
-        """The credentials to try for ``registry`` on behalf of pods whose imagePullSecrets are
-        ``secrets`` ((namespace, name) in the pod's order), in the kubelet's order: each of those
-        secrets' entry for the registry, then the scanner's own (docker config or its helper), then the
-        cloud provider whose registry this host is (``--registry-auth``); each once. Empty: anonymous.
-        Another namespace's secrets are never among them; no candidate is for another host."""
+    def _from_secrets(
+        self, registry: str, repository: str, secrets: tuple[tuple[str, str], ...]
+    ) -> list[tuple[Credential, tuple[str, str]]]:
+        """The entries of the pod's pull secrets for ``registry/repository``, as the kubelet orders them:
+        it merges a pod's secrets into one keyring, so the most specific key of any secret comes first,
+        and keys equally specific in the pod's order of its secrets."""
+        found = [(key, n, cred, ref)
+                 for n, ref in enumerate(dict.fromkeys(secrets))
+                 for key, cred in self._secrets.get(ref, ()) if key_matches(key, registry, repository)]
+        found.sort(key=lambda f: f[1])
+        found.sort(key=lambda f: f[0], reverse=True)
+        found.sort(key=lambda f: _specificity(f[0]))
+        return [(cred, ref) for _, _, cred, ref in found]
+
+    def candidates(
+        self, registry: str, secrets: tuple[tuple[str, str], ...] = (), *, repository: str
+    ) -> tuple[Candidate, ...]:
+        """The credentials to try for the image ``registry/repository`` on behalf of pods whose
+        imagePullSecrets are ``secrets`` ((namespace, name) in the pod's order), in the kubelet's order:
+        those secrets' entries whose key is for the image (host glob and path prefix, most specific
+        first), then the scanner's own (docker config or its helper), then the cloud provider whose
+        registry this host is (``--registry-auth``); each once. Empty: anonymous. Another namespace's
+        secrets are never among them; no candidate is for another host or another path."""
         out: list[Candidate] = []
-        for key in secrets:
-            cred = self._secrets.get(key, {}).get(registry)
-            if cred is not None and cred not in out:
+        for cred, _ in self._from_secrets(registry, repository, secrets):
+            if cred not in out:
                 out.append(cred)
-        own = self._own(registry)
-        if own is not None and own not in out:
-            out.append(own)
+        for own in self._own(registry, repository):
+            if own not in out:
+                out.append(own)
         provider = self.auth.provider_for(registry)
         if provider is not None:
             out.append(DeferredCredential(provider, provider, registry))
         return tuple(out)
 
-    def label(self, registry: str, secrets: tuple[tuple[str, str], ...], candidate: Candidate | None) -> str:
+    def label(
+        self, registry: str, secrets: tuple[tuple[str, str], ...], candidate: Candidate | None, *, repository: str
+    ) -> str:
         """The source of ``candidate`` for pods with pull secrets ``secrets`` — by name, never contents."""
         if candidate is None:
             return "anonymous"
         if isinstance(candidate, DeferredCredential):
             return candidate.label
-        holders = [f"{ns}/{name}" for ns, name in dict.fromkeys(secrets)
-                   if self._secrets.get((ns, name), {}).get(registry) == candidate]
+        holders = list(dict.fromkeys(f"{ns}/{name}" for cred, (ns, name) in
+                                     self._from_secrets(registry, repository, secrets) if cred == candidate))
         if holders:
             return f"pull secret{'s' if len(holders) > 1 else ''} {', '.join(holders)}"
         return "the scanner's docker config"
 
-    def describe(self, registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> str:
+    def describe(self, registry: str, secrets: tuple[tuple[str, str], ...] = (), *, repository: str) -> str:
         """Where :meth:`candidates` come from, by name only (never a secret's contents)."""
-        names = [self.label(registry, secrets, c) for c in self.candidates(registry, secrets)]
+        names = [self.label(registry, secrets, c, repository=repository)
+                 for c in self.candidates(registry, secrets, repository=repository)]
         return ", ".join(dict.fromkeys(names)) or "no credentials (anonymous)"
 
     def resolve(self, candidate: Candidate) -> Credential | None:

@@ -213,6 +213,16 @@ class Reply:
     headers: Mapping[str, str]
 
 
+def _scope_repository(scope: str) -> str:
+    """The repository of a token scope ``repository:NAME:pull``: the credentials for a request are
+    chosen by the image's path as well as its host (a docker config key may be ``reg.io/team-a``)."""
+    kind, _, rest = scope.partition(":")
+    name, colon, _ = rest.rpartition(":")
+    if kind != "repository" or not colon or not name:
+        raise ValueError(f"not a repository scope: {scope[:200]!r}")
+    return name
+
+
 def _basic(username: str, password: str) -> str:
     """RFC 7617 Basic credentials, UTF-8 (as httpx sent them)."""
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
@@ -488,7 +498,7 @@ class RegistryClient:
         credential's manifest GET counts against the budget. ``unknown_if_refused=False`` (the referrers
         API, whose 404 may mean "no such API": its fallback, the tag schema, is asked under the rule)
         lets a not-found stand over a refusal."""
-        candidates = self.credentials.candidates(registry, secrets)
+        candidates = self.credentials.candidates(registry, secrets, repository=_scope_repository(scope))
         with self._lock:
             preferred = self._preferred.get((registry, scope, candidates))
         order: list[Candidate | None] = (
@@ -593,10 +603,12 @@ class RegistryClient:
         if not refused:
             return
         self._attempted(registry, scope, candidates, refused[0][0])
-        label = self.credentials.label
-        who = ", ".join(dict.fromkeys(f"{label(registry, secrets, c)} ({code})" for c, code in refused))
+        def label(c: Candidate | None) -> str:
+            return self.credentials.label(registry, secrets, c, repository=_scope_repository(scope))
+
+        who = ", ".join(dict.fromkeys(f"{label(c)} ({code})" for c, code in refused))
         raise RegistryError(
-            f"{registry}: not found with {label(registry, secrets, said_not_found)}, and access refused to "
+            f"{registry}: not found with {label(said_not_found)}, and access refused to "
             f"{who}: whether it exists cannot be told",
             registry=registry, status=refused[0][1],
         )
@@ -625,7 +637,7 @@ class RegistryClient:
             self._worked[key] = candidate
         if first and candidates:  # -v says which source answered (never the secret)
             log.info("%s (%s): registry credentials from %s", registry, scope,
-                     self.credentials.label(registry, secrets, candidate))
+                     self.credentials.label(registry, secrets, candidate, repository=_scope_repository(scope)))
 
     def credential_source(
         self,
@@ -639,7 +651,7 @@ class RegistryClient:
         None before any request was answered, or when no source applies to the registry at all. A pull
         secret is named among ``named_for`` (default ``secrets``): the secrets of the pods the answer is
         for, so a verdict never names another tenant's secret."""
-        candidates = self.credentials.candidates(registry, secrets)
+        candidates = self.credentials.candidates(registry, secrets, repository=repository)
         if not candidates:
             return None
         key = (registry, f"repository:{repository}:pull", candidates)
@@ -647,7 +659,8 @@ class RegistryClient:
             if key not in self._worked:
                 return None
             worked = self._worked[key]
-        return self.credentials.label(registry, secrets if named_for is None else named_for, worked)
+        return self.credentials.label(registry, secrets if named_for is None else named_for, worked,
+                                      repository=repository)
 
     def _authenticated(
         self,
@@ -914,7 +927,8 @@ class RegistryClient:
         pages of 1000 tags (the caller then asks per digest). Lets a warm scan see that ``.sig`` /
         referrers tags are still absent without one request per digest. Per credential set: a list
         read with one tenant's credentials never answers for another's."""
-        key = (ref.registry, ref.repository, self.credentials.candidates(ref.registry, secrets))
+        candidates = self.credentials.candidates(ref.registry, secrets, repository=ref.repository)
+        key = (ref.registry, ref.repository, candidates)
         with self._lock:
             if key in self._tag_sets:
                 return self._tag_sets[key]

@@ -583,12 +583,12 @@ def test_a_digests_containers_are_split_by_credentials_with_one_question_per_sec
     asked: list[tuple[tuple[str, str], ...]] = []
     real = reg.credentials.candidates
 
-    def counting(registry: str, secrets: tuple[tuple[str, str], ...] = ()) -> tuple[object, ...]:
+    def counting(registry: str, secrets: tuple[tuple[str, str], ...] = (), *, repository: str) -> tuple[object, ...]:
         asked.append(secrets)
-        return real(registry, secrets)
+        return real(registry, secrets, repository=repository)
 
     monkeypatch.setattr(reg.credentials, "candidates", counting)
-    groups = pipeline._by_credentials(reg, "reg.test", containers)
+    groups = pipeline._by_credentials(reg, "reg.test", "team/app", containers)
     assert sorted(asked) == sorted([(("a", "pull"),), (("b", "pull"),), ()])
     assert [(refs, [c.pod for c in cs]) for refs, cs in groups] == [
         ((("a", "pull"),), [*(f"p{i}" for i in range(10)), *(f"s{i}" for i in range(3))]),

@@ -16,6 +16,7 @@ from scanner.errors import ConfigError
 from scanner.registry.auth import CredentialStore, parse_docker_config
 
 HOST = "registry.example:5000"
+REPO = "app"
 
 
 def _config(user: str, password: str, host: str = HOST) -> bytes:
@@ -33,25 +34,27 @@ def _store() -> CredentialStore:
 
 def test_a_pod_gets_its_own_secrets_then_the_scanners_never_another_namespaces() -> None:
     store = _store()
-    users = [c.username for c in store.candidates(HOST, (("team-a", "other"), ("team-a", "regcred")))]
+    users = [c.username for c in store.candidates(HOST, (("team-a", "other"), ("team-a", "regcred")), repository=REPO)]
     assert users == ["alice", "scanner"]
-    assert [c.username for c in store.candidates(HOST, (("team-b", "regcred"),))] == ["bob", "scanner"]
-    assert [c.username for c in store.candidates(HOST, ())] == ["scanner"]  # no secret: never team-a's
-    assert store.candidates("elsewhere.example", (("team-b", "regcred"),)) == ()  # anonymous
-    assert store.candidates(HOST, (("team-b", "missing"),)) == store.candidates(HOST, ())
+    assert [c.username for c in store.candidates(HOST, (("team-b", "regcred"),), repository=REPO)] == ["bob", "scanner"]
+    assert [c.username for c in store.candidates(HOST, (), repository=REPO)] == ["scanner"]  # no secret: never team-a's
+    assert store.candidates("elsewhere.example", (("team-b", "regcred"),), repository=REPO) == ()  # anonymous
+    missing = store.candidates(HOST, (("team-b", "missing"),), repository=REPO)
+    assert missing == store.candidates(HOST, (), repository=REPO)
 
 
 def test_equal_credentials_in_two_namespaces_are_one_credential_set() -> None:
     store = _store()
-    assert store.candidates(HOST, (("team-a", "regcred"),)) == store.candidates(HOST, (("team-c", "copy"),))
-    assert store.candidates(HOST, (("team-a", "regcred"),)) != store.candidates(HOST, (("team-b", "regcred"),))
+    team_a = store.candidates(HOST, (("team-a", "regcred"),), repository=REPO)
+    assert team_a == store.candidates(HOST, (("team-c", "copy"),), repository=REPO)
+    assert team_a != store.candidates(HOST, (("team-b", "regcred"),), repository=REPO)
 
 
 def test_describe_names_secrets_never_their_contents() -> None:
     store = _store()
-    text = store.describe(HOST, (("team-a", "other"), ("team-a", "regcred")))
+    text = store.describe(HOST, (("team-a", "other"), ("team-a", "regcred")), repository=REPO)
     assert text == "pull secret team-a/regcred, the scanner's docker config"
-    assert "alice" not in text and CredentialStore().describe(HOST) == "no credentials (anonymous)"
+    assert "alice" not in text and CredentialStore().describe(HOST, repository=REPO) == "no credentials (anonymous)"
 
 
 GOOD = base64.b64encode(b"user:pa55").decode()
@@ -67,9 +70,9 @@ def test_a_non_string_field_is_a_config_error(field: str, value: Any) -> None:
 
 
 def test_string_fields_still_work() -> None:
-    creds = parse_docker_config(json.dumps({"auths": {
+    creds = dict(parse_docker_config(json.dumps({"auths": {
         "https://r.io/v1/": {"auth": GOOD}, "q.io": {"username": "u", "password": "p"},
-        "t.io": {"identitytoken": "tok"}, "skip.io": "not an object"}}).encode(), "c")
+        "t.io": {"identitytoken": "tok"}, "skip.io": "not an object"}}).encode(), "c"))
     assert (creds["r.io"].username, creds["r.io"].password) == ("user", "pa55")
     assert creds["q.io"].password == "p" and creds["t.io"].identity_token == "tok" and "skip.io" not in creds
 
@@ -95,8 +98,8 @@ def test_one_tenants_malformed_pull_secret_is_ignored_with_a_warning(caplog: pyt
                           .encode())
     assert any("tenant-a/broken" in r.getMessage() and "not a string" in r.getMessage() for r in caplog.records)
     # the scanner's own config only, as the kubelet would
-    assert [c.username for c in store.candidates("r.io", (("tenant-a", "broken"),))] == ["user"]
-    assert [c.username for c in store.candidates("r.io", (("tenant-b", "fine"),))] == ["b", "user"]
+    assert [c.username for c in store.candidates("r.io", (("tenant-a", "broken"),), repository=REPO)] == ["user"]
+    assert [c.username for c in store.candidates("r.io", (("tenant-b", "fine"),), repository=REPO)] == ["b", "user"]
 
 
 # -- credential helpers and cloud providers (issue #21) -------------------------------------------
@@ -131,14 +134,14 @@ def test_kubelet_order_pull_secrets_then_docker_config_or_its_helper_then_cloud_
     auth = RegistryAuthConfig.parse(["helpers,ecr", "gcr=" + HOST])
     store = CredentialStore(parse_docker_config(data, "c"), helpers=parse_helper_config(data, "c"), auth=auth)
     store.add_pull_secret("team-a", "regcred", _config("alice", "a"))
-    got = store.candidates(HOST, (("team-a", "regcred"),))
+    got = store.candidates(HOST, (("team-a", "regcred"),), repository=REPO)
     assert [getattr(c, "username", None) or c.label for c in got] == [  # type: ignore[union-attr]
         "alice", "scanner", "Google Artifact Registry/GCR (application default credentials)"]
     ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
-    assert store.candidates(ecr) == (DeferredCredential("helper", "ecr-login", ecr),
+    assert store.candidates(ecr, repository=REPO) == (DeferredCredential("helper", "ecr-login", ecr),
                                      DeferredCredential("ecr", "ecr", ecr))
-    assert store.candidates("docker.io") == ()  # no source for a host none is named for
-    assert store.describe(ecr) == ("credential helper docker-credential-ecr-login, "
+    assert store.candidates("docker.io", repository=REPO) == ()  # no source for a host none is named for
+    assert store.describe(ecr, repository=REPO) == ("credential helper docker-credential-ecr-login, "
                                    "Amazon ECR (AWS default credential chain)")
 
 
@@ -147,8 +150,9 @@ def test_creds_store_answers_for_every_host_instead_of_auths_as_docker_does() ->
                           credsStore="desktop", credHelpers={"other.example": "pass"})
     store = CredentialStore(parse_docker_config(data, "c"), helpers=parse_helper_config(data, "c"),
                             auth=RegistryAuthConfig(helpers=True))
-    assert store.candidates(HOST) == (DeferredCredential("helper", "desktop", HOST),)
-    assert store.candidates("other.example") == (DeferredCredential("helper", "pass", "other.example"),)
+    assert store.candidates(HOST, repository=REPO) == (DeferredCredential("helper", "desktop", HOST),)
+    other = DeferredCredential("helper", "pass", "other.example")
+    assert store.candidates("other.example", repository=REPO) == (other,)
 
 
 def test_helpers_are_not_run_unless_enabled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -156,8 +160,9 @@ def test_helpers_are_not_run_unless_enabled(tmp_path: Path, caplog: pytest.LogCa
     path.write_bytes(_helper_config(credsStore="desktop"))
     with caplog.at_level(logging.WARNING):
         store = CredentialStore.from_docker_config(path)
-    assert store.candidates(HOST) == () and "--registry-auth helpers" in caplog.text
-    assert CredentialStore.from_docker_config(path, RegistryAuthConfig(helpers=True)).candidates(HOST) == (
+    assert store.candidates(HOST, repository=REPO) == () and "--registry-auth helpers" in caplog.text
+    with_helpers = CredentialStore.from_docker_config(path, RegistryAuthConfig(helpers=True))
+    assert with_helpers.candidates(HOST, repository=REPO) == (
         DeferredCredential("helper", "desktop", HOST),)
 
 
@@ -165,7 +170,7 @@ def test_a_pull_secret_never_names_a_program_the_scanner_runs() -> None:
     """A tenant's dockerconfigjson with credHelpers/credsStore: only its ``auths`` are read (as the kubelet)."""
     store = CredentialStore(auth=RegistryAuthConfig(helpers=True))
     store.add_pull_secret("team-a", "evil", _helper_config(credsStore="evil", credHelpers={HOST: "evil"}))
-    assert store.candidates(HOST, (("team-a", "evil"),)) == ()
+    assert store.candidates(HOST, (("team-a", "evil"),), repository=REPO) == ()
 
 
 @pytest.mark.parametrize("doc", [{"credsStore": "../../bin/sh"}, {"credHelpers": {HOST: "/usr/bin/id"}},
@@ -196,9 +201,9 @@ def test_a_source_runs_once_its_failure_is_remembered_and_named() -> None:
     store = CredentialStore(auth=RegistryAuthConfig.parse(["ecr=" + HOST, "gcr=other.example"]),
                             resolvers=_resolvers(calls, {"ecr": Credential("AWS", "p"),
                                                          "gcr": CredentialUnavailable("gcp: no metadata server")}))
-    (ecr,) = store.candidates(HOST)
+    (ecr,) = store.candidates(HOST, repository=REPO)
     assert store.resolve(ecr) == Credential("AWS", "p") and store.resolve(ecr) == Credential("AWS", "p")
-    (gcr,) = store.candidates("other.example")
+    (gcr,) = store.candidates("other.example", repository=REPO)
     for _ in range(2):
         with pytest.raises(CredentialUnavailable, match="no metadata server"):
             store.resolve(gcr)
@@ -209,7 +214,7 @@ def test_a_source_that_crashes_is_its_failure_never_the_scans() -> None:
     store = CredentialStore(auth=RegistryAuthConfig.parse(["acr=" + HOST]),
                             resolvers=_resolvers([], {"acr": KeyError("Secret-in-key")}))
     with pytest.raises(CredentialUnavailable, match=r"failed: KeyError$"):
-        store.resolve(store.candidates(HOST)[0])
+        store.resolve(store.candidates(HOST, repository=REPO)[0])
 
 
 def test_a_credential_is_asked_again_shortly_before_it_expires() -> None:
@@ -217,7 +222,7 @@ def test_a_credential_is_asked_again_shortly_before_it_expires() -> None:
     answers = iter([(Credential("AWS", "first"), 2000.0), (Credential("AWS", "second"), 9000.0)])
     store = CredentialStore(auth=RegistryAuthConfig.parse(["ecr=" + HOST]),
                             resolvers={"ecr": lambda c: next(answers)}, clock=lambda: now[0])
-    (ecr,) = store.candidates(HOST)
+    (ecr,) = store.candidates(HOST, repository=REPO)
     assert store.resolve(ecr).password == "first"  # type: ignore[union-attr]
     now[0] = 2000.0
     assert store.resolve(ecr).password == "second"  # type: ignore[union-attr]
@@ -249,7 +254,7 @@ def test_a_source_that_never_answers_is_abandoned_at_the_scans_deadline() -> Non
         return Credential("AWS", "late-token"), 1e12
 
     store = CredentialStore(auth=RegistryAuthConfig.parse(["ecr=evil.test"]), resolvers={"ecr": hangs})
-    (candidate,) = store.candidates("evil.test")
+    (candidate,) = store.candidates("evil.test", repository=REPO)
     started = time.monotonic()
     try:
         words = r"Amazon ECR.*no answer within 1\.[45] s \(scan deadline reached\)"
@@ -274,8 +279,129 @@ def test_a_deadline_already_passed_asks_no_source() -> None:
     asked: list[DeferredCredential] = []
     store = CredentialStore(auth=RegistryAuthConfig.parse(["gcr=evil.test"]),
                             resolvers={"gcr": lambda c: (asked.append(c), (None, 1e12))[1]})
-    (candidate,) = store.candidates("evil.test")
+    (candidate,) = store.candidates("evil.test", repository=REPO)
     with deadline.within(time.monotonic() - 1, "scan deadline reached"), \
             pytest.raises(CredentialUnavailable, match="not asked: scan deadline reached"):
         store.resolve(candidate)
     assert asked == []
+
+
+# Path-scoped keys (``reg.io/team-a``), matched as the kubelet matches them (``BasicDockerKeyring``):
+# the host (its glob, its port) and the key's path a prefix of the image's repository, most specific
+# first, every matching key tried in turn. One secret's team-b entry is never team-a's credential.
+
+
+def _auths(entries: dict[str, str]) -> bytes:
+    return json.dumps({"auths": {k: {"auth": base64.b64encode(f"{u}:pw-{u}".encode()).decode()}
+                                 for k, u in entries.items()}}).encode()
+
+
+def _users(store: CredentialStore, image: str, secrets: tuple[tuple[str, str], ...] = (("ns", "s"),)) -> list[str]:
+    registry, _, repository = image.partition("/")
+    return [c.username for c in store.candidates(registry, secrets, repository=repository)]  # type: ignore[union-attr]
+
+
+def test_path_keys_of_one_secret_stay_with_their_path() -> None:
+    store = CredentialStore()
+    store.add_pull_secret("ns", "s", _auths({"reg.io/team-a": "alice", "reg.io/team-b": "bob", "reg.io": "carol"}))
+    assert _users(store, "reg.io/team-a/app") == ["alice", "carol"]
+    assert _users(store, "reg.io/team-b/app") == ["bob", "carol"]
+    assert _users(store, "reg.io/team-c/app") == ["carol"]
+    assert _users(store, "other.io/team-a/app") == []
+    assert store.describe("reg.io", (("ns", "s"),), repository="team-a/app") == "pull secret ns/s"
+
+
+def test_path_keys_across_a_pods_secrets_and_the_scanners_most_specific_first() -> None:
+    """The kubelet merges a pod's secrets into one keyring: the most specific key of any secret first,
+    equally specific ones in the pod's order; the node's (here: the scanner's) own after them."""
+    store = CredentialStore(parse_docker_config(_auths({"reg.io": "own", "reg.io/team-a/app": "own-app"}), "c"))
+    store.add_pull_secret("ns", "host", _auths({"reg.io": "carol"}))
+    store.add_pull_secret("ns", "team", _auths({"reg.io/team-a": "alice", "reg.io/team-b": "bob"}))
+    store.add_pull_secret("ns", "app", _auths({"reg.io/team-a/app": "dave"}))
+    store.add_pull_secret("ns", "also", _auths({"https://reg.io/v2/team-a/": "erin"}))
+    pod = (("ns", "host"), ("ns", "team"), ("ns", "app"), ("ns", "also"))
+    assert _users(store, "reg.io/team-a/app", pod) == ["dave", "alice", "erin", "carol", "own-app", "own"]
+    assert _users(store, "reg.io/team-b/app", pod) == ["bob", "carol", "own"]
+    assert _users(store, "reg.io/team-a/app", ()) == ["own-app", "own"]
+    first = store.candidates("reg.io", pod, repository="team-b/app")[0]
+    assert store.label("reg.io", pod, first, repository="team-b/app") == "pull secret ns/team"
+
+
+@pytest.mark.parametrize(("key", "image", "matches"), [
+    ("reg.io/team", "reg.io/team-a/app", False),  # a prefix, but not on a `/` boundary
+    ("reg.io/team", "reg.io/team/app", True),
+    ("reg.io/team/app", "reg.io/team/app", True),
+    ("reg.io/team/app", "reg.io/team/application", False),
+    ("reg.io/", "reg.io/x/app", True),
+    ("https://reg.io/v1/", "reg.io/x/app", True),
+    ("http://reg.io/v2/team-a/", "reg.io/team-a/app", True),
+    ("https://reg.io/v2/team-a", "reg.io/team-b/app", False),
+    ("REG.IO/team-a", "reg.io/team-a/app", True),  # host names are case-insensitive
+    ("HTTPS://Reg.Io", "reg.io/x", True),
+    ("reg.io/TEAM-A", "reg.io/team-a/app", False),  # paths are not
+    ("reg.io:5000/team-a", "reg.io:5000/team-a/app", True),
+    ("reg.io:5000", "reg.io/x", False),
+    ("reg.io", "reg.io:5000/x", False),
+    ("reg.io:5000", "reg.io:5001/x", False),
+    ("*.reg.io", "a.reg.io/x", True),
+    ("*.reg.io", "reg.io/x", False),
+    ("*.reg.io", "a.b.reg.io/x", False),
+    ("*.reg.io/team-a", "a.reg.io/team-b/x", False),
+    ("*.reg.io/team-a", "a.reg.io/team-a/x", True),
+    ("*.reg.io", "a.evil.io/x", False),
+    ("reg.*", "reg.io/x", True),
+    ("*", "reg.io/x", False),
+    ("[a-c].reg.io", "b.reg.io/x", True),
+    ("[^a].reg.io", "a.reg.io/x", False),
+    ("[.reg.io", "[.reg.io/x", False),  # a malformed glob matches nothing
+    ("other.io/team-a", "reg.io/team-a/app", False),  # a path key for another host
+    ("reg.io.evil.io/team-a", "reg.io/team-a/app", False),
+    ("reg.io/team-b/../team-a", "reg.io/team-a/app", True),  # cleaned, as the kubelet cleans it
+    ("reg.io/team-b/../team-a", "reg.io/team-b/app", False),
+    ("reg.io/../../team-a", "reg.io/team-a/x", True),
+    ("reg.io//team-a/./", "reg.io/team-a/x", True),
+    ("reg.io/team-a?x=team-b", "reg.io/team-a/x", True),
+    ("reg.io/team-a#", "reg.io/team-b/x", False),
+    ("reg.io/team-%61", "reg.io/team-a/x", True),  # a URL path, decoded
+    ("user@reg.io/team-a", "reg.io/team-a/x", True),
+    ("evil.io@reg.io", "evil.io/x", False),
+    ("docker.io/library", "docker.io/library/nginx", True),
+    ("index.docker.io/library", "docker.io/library/nginx", True),
+    ("https://index.docker.io/v1/", "docker.io/library/nginx", True),
+    ("docker.io/team-a", "docker.io/team-b/app", False),
+])
+def test_which_keys_are_for_an_image(key: str, image: str, matches: bool) -> None:
+    store = CredentialStore()
+    store.add_pull_secret("ns", "s", _auths({key: "u"}))
+    assert _users(store, image) == (["u"] if matches else [])
+
+
+def test_a_provider_host_with_a_path_is_refused_never_widened_to_the_host() -> None:
+    assert RegistryAuthConfig.parse(["ecr=Mirror:5000/"]).hosts == {"mirror:5000": "ecr"}
+    with pytest.raises(ConfigError, match="is not a registry host"):
+        RegistryAuthConfig.parse(["ecr=mirror:5000/team-a"])
+
+
+def test_a_helper_named_for_a_path_is_not_the_hosts_helper() -> None:
+    """docker looks ``credHelpers`` up by host name only: a key with a path never names the host's helper."""
+    from scanner.registry.auth import parse_helper_config
+
+    data = json.dumps({"credHelpers": {"reg.io/team-a": "team-a", "REG.io": "host"}}).encode()
+    assert parse_helper_config(data, "c").helper_for("reg.io") == "host"
+    data = json.dumps({"credHelpers": {"reg.io/team-a": "team-a"}}).encode()
+    assert parse_helper_config(data, "c").helper_for("reg.io") is None
+
+
+def test_ipv6_hosts_and_ports() -> None:
+    store = CredentialStore()
+    store.add_pull_secret("ns", "s", _auths({"[::1]:5000/team-a": "u", "[::1]": "v"}))
+    assert _users(store, "[::1]:5000/team-a/app") == ["u"]
+    assert _users(store, "[::1]:5000/team-b/app") == []
+    assert _users(store, "[::1]/team-b/app") == ["v"]
+
+
+def test_two_spellings_of_one_key_are_two_credentials_both_tried() -> None:
+    """The kubelet keeps both entries of ``reg.io`` and ``https://reg.io/v1/``: neither is dropped."""
+    store = CredentialStore(parse_docker_config(_auths({"reg.io": "own-1", "https://reg.io/v1/": "own-2"}), "c"))
+    store.add_pull_secret("ns", "s", _auths({"reg.io/team-a": "a1", "https://reg.io/v2/team-a/": "a2"}))
+    assert _users(store, "reg.io/team-a/app") == ["a1", "a2", "own-1", "own-2"]
