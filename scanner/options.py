@@ -43,7 +43,9 @@ def duration(_ctx: click.Context | None, _param: click.Parameter | None, value: 
     return seconds
 
 
-_AGE = re.compile(r"(\d+)(y|w|d|h)")
+# ASCII digits, a bounded number of them: int() reads other scripts' digits, and more than 4,300 digits
+# raised ValueError (an unexpected failure, exit 3) where a usage error belongs.
+_AGE = re.compile(r"([0-9]{1,12})(y|w|d|h)")
 _AGE_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600}
 
 
@@ -61,7 +63,7 @@ def age(_ctx: click.Context | None, _param: click.Parameter | None, value: str |
     return timedelta(seconds=seconds)
 
 
-_SIZE = re.compile(r"(\d+)(ki|mi|gi|ti|k|m|g|t|)b?")
+_SIZE = re.compile(r"([0-9]{1,19})(ki|mi|gi|ti|k|m|g|t|)b?")  # ASCII digits, bounded (as _AGE)
 _SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
                "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 

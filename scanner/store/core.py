@@ -88,6 +88,7 @@ class Db:
         self.engine = engine
         self.url = url
         self.clock = clock
+        self._uri_file: tuple[str | None] | None = None  # the file a ``file:`` URI opened, once read
 
     @property
     def shown(self) -> str:
@@ -159,6 +160,19 @@ class Db:
         if not is_sqlite(self.engine):
             return None
         database = self.url.database or ""
-        if not database or database == ":memory:" or database.startswith("file:"):
+        if not database or database == ":memory:":
             return None
+        if database.startswith("file:"):
+            return self._uri_path()
         return os.path.abspath(os.path.expanduser(database))
+
+    def _uri_path(self) -> str | None:
+        """The file a ``file:`` URI opened, as SQLite names it (``PRAGMA database_list``; empty for an
+        in-memory database): its volume and size are checked as a plain path's are (they were not, and
+        a scan began on a full volume)."""
+        if self._uri_file is None:
+            with self.errors("cannot read the database file's name"), self.read() as conn:
+                rows = conn.exec_driver_sql("PRAGMA database_list").all()
+            found = next((str(r[2]) for r in rows if r[1] == "main" and r[2]), None)
+            self._uri_file = (os.path.abspath(found) if found else None,)
+        return self._uri_file[0]

@@ -377,7 +377,12 @@ class Retention:
                 return DiskUsage(size, None, None, self._capacity)
             return DiskUsage(size, st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize, self._capacity)
         if is_sqlite(self._db.engine):
-            return DiskUsage(0, None, None)
+            # A ``file:`` URI or ``:memory:``: no file to stat, but its pages are counted (a declared
+            # capacity is measured on every backend: a size that read as 0 let a scan into a full database).
+            with self._db.errors("cannot read the database size"), self._db.read() as conn:
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+                page = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+            return DiskUsage(int(pages) * int(page), None, None, self._capacity)
         with self._db.errors("cannot read the database size"), self._db.read() as conn:
             size = conn.execute(sa.select(sa.func.pg_database_size(sa.func.current_database()))).scalar_one()
         return DiskUsage(int(size), None, None, self._capacity)

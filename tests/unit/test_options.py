@@ -107,3 +107,16 @@ def test_the_default_workers_never_cap_the_default_registry_concurrency() -> Non
     would leave the per-registry concurrency (tuned against a remote registry, README "Performance")
     unreachable with one registry."""
     assert ScanOptions().concurrency >= ScanOptions().registry_concurrency
+
+
+@pytest.mark.parametrize(("option", "bad"), [
+    ("--db-capacity", "9" * 5000), ("--db-capacity", "\uff15\uff10Gi"), ("--db-capacity", "\u0665\u0660Gi"),
+    ("--retention", "9" * 5000 + "d"), ("--retention", "\u0663\u0660d"), ("--retention", "\uff19\uff10d"),
+])
+def test_a_size_or_age_in_other_digits_or_thousands_of_them_is_a_usage_error(option: str, bad: str) -> None:
+    # int() reads any script's digits, and past 4,300 of them raised ValueError: an unexpected failure
+    # (exit 3) where a usage error belongs, or a value no Kubernetes quantity spells.
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["scan", option, bad])
+    assert result.exit_code == 2 and option[2:] in result.output.lower(), result.output
