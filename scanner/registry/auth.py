@@ -180,39 +180,82 @@ def _host_port(host: str) -> tuple[str, str]:
     return host, ""
 
 
-def _glob_part(pattern: str, text: str) -> bool:
-    """One dot-separated part of a host against a key's glob part, as Go's ``filepath.Match`` (which the
-    kubelet uses): ``*`` any run of characters, ``?`` one, ``[...]`` a class (``^`` negates), ``\\``
-    escapes; a malformed pattern matches nothing."""
-    if not any(c in pattern for c in "*?[\\"):
-        return pattern == text
-    out, i = [], 0
+# One position of a host glob: ``*`` (any run of characters), or a set of characters as (negated, ranges)
+# — ``?`` is the negated empty set, a literal its own one-character range.
+_GlobItem = str | tuple[bool, tuple[tuple[str, str], ...]]
+
+
+def _glob_items(pattern: str) -> list[_GlobItem] | None:
+    """``pattern``'s positions, or None when it is malformed (then it matches nothing)."""
+    out: list[_GlobItem] = []
+    i = 0
     while i < len(pattern):
         c = pattern[i]
         if c == "*":
-            out.append(".*")
+            if not out or out[-1] != "*":
+                out.append("*")
         elif c == "?":
-            out.append(".")
+            out.append((True, ()))
         elif c == "\\":
             if i + 1 == len(pattern):
-                return False
+                return None
             i += 1
-            out.append(re.escape(pattern[i]))
+            out.append((False, ((pattern[i], pattern[i]),)))
         elif c == "[":
             end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] == "^" else i + 1)
             body = pattern[i + 1 : end]
             if end < 0 or body in ("", "^") or "\\" in body:
-                return False
+                return None
             neg = body.startswith("^")
             body = body.removeprefix("^")
             if not re.fullmatch(r"(?:[^\]\-\^](?:-[^\]\-\^])?)+", body):
-                return False
-            out.append(("[^" if neg else "[") + "".join(ch if ch == "-" else re.escape(ch) for ch in body) + "]")
+                return None
+            ranges: list[tuple[str, str]] = []
+            j = 0
+            while j < len(body):
+                if body[j + 1 : j + 2] == "-":
+                    ranges.append((body[j], body[j + 2]))  # lo > hi: matches nothing, as in Go
+                    j += 3
+                else:
+                    ranges.append((body[j], body[j]))
+                    j += 1
+            out.append((neg, tuple(ranges)))
             i = end
         else:
-            out.append(re.escape(c))
+            out.append((False, ((c, c),)))
         i += 1
-    return re.fullmatch("".join(out), text, flags=re.DOTALL) is not None
+    return out
+
+
+def _glob_part(pattern: str, text: str) -> bool:
+    """One dot-separated part of a host against a key's glob part, as Go's ``filepath.Match`` (which the
+    kubelet uses): ``*`` any run of characters, ``?`` one, ``[...]`` a class (``^`` negates), ``\\``
+    escapes; a malformed pattern matches nothing. Matched as a set of positions, one step per glob
+    item (bounded by the host part's length) — never a regular expression, whose backtracking a key such as
+    ``*a*a*a*a*a*a*c`` (a pull secret's, beside its own pod's image) turns exponential, holding the
+    whole scan."""
+    if not any(c in pattern for c in "*?[\\"):
+        return pattern == text
+    items = _glob_items(pattern)
+    if items is None or sum(item != "*" for item in items) > len(text):
+        return False
+
+    at: dict[str, int] = {}  # each character of the host part: the bit set of where it stands
+    for i, ch in enumerate(text):
+        at[ch] = at.get(ch, 0) | 1 << i
+    fits: dict[_GlobItem, int] = {}
+    ends = 1  # bit i: the glob so far matches text[:i]
+    for item in items:
+        if isinstance(item, str):  # "*"
+            ends = -(ends & -ends) & ((1 << (len(text) + 1)) - 1)  # every end from the first on
+        else:
+            if item not in fits:
+                neg, ranges = item
+                fits[item] = sum(m for ch, m in at.items() if any(lo <= ch <= hi for lo, hi in ranges) != neg)
+            ends = (ends & fits[item]) << 1
+        if not ends:
+            return False
+    return bool(ends >> len(text) & 1)
 
 
 def key_matches(key: str, registry: str, repository: str) -> bool:
