@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import unquote
 
 from scanner.errors import ConfigError, SigauditError
@@ -281,6 +282,10 @@ def _specificity(key: str) -> tuple[int, bool]:
     return (-len(path.split("/")) if path else 0, any(c in host for c in "*?[\\"))
 
 
+# (registry, repository, a pod's pull secrets or None for the scanner's own) -> the keys for that image.
+_MatchedKey = tuple[str, str, tuple[tuple[str, str], ...] | None]
+_MATCHED_MAX = 20_000
+
 # A docker config's ``auths``: (normalised key, credential) in the file's order. A list, not a map: two
 # spellings of one key (``reg.io``, ``https://reg.io/v1/``) are two credentials, both tried, as the
 # kubelet keeps both (its keyring appends), never one silently dropped.
@@ -403,6 +408,10 @@ class CredentialStore:
         pairs = default.items() if isinstance(default, Mapping) else (default or ())
         self._default: DockerAuths = tuple((k, self._intern(c)) for k, c in pairs)
         self._secrets: dict[tuple[str, str], DockerAuths] = {}
+        # The keys for an image, found once per (registry, repository[, pull secrets]): every request
+        # asks, and a config (or a tenant's 1 MB secret) may hold tens of thousands of keys. Emptied when a
+        # pull secret is added; bounded, so a long watch over a churning cluster does not grow it forever.
+        self._matched: dict[_MatchedKey, list[Any]] = {}
         self.auth = auth or RegistryAuthConfig()
         self._helpers = helpers if (helpers and self.auth.helpers) else HelperConfig()
         self._resolvers = dict(resolvers) if resolvers is not None else _default_resolvers()
@@ -443,6 +452,7 @@ class CredentialStore:
             log.warning("imagePullSecret ignored: %s", exc.diagnostics())
             creds = ()
         self._secrets[(namespace, name)] = tuple((k, self._intern(c)) for k, c in creds)
+        self._matched = {}
 
     def _own(self, registry: str, repository: str) -> list[Candidate]:
         """The scanner's configured credentials for ``registry/repository``: its credential helper
@@ -451,7 +461,17 @@ class CredentialStore:
         helper = self._helpers.helper_for(registry)
         if helper is not None:
             return [DeferredCredential("helper", helper, registry)]
-        return list(matching(self._default, registry, repository))
+        return list(self._memo((registry, repository, None), lambda: matching(self._default, registry, repository)))
+
+    def _memo(self, key: _MatchedKey, find: Callable[[], list[Any]]) -> list[Any]:
+        memo = self._matched  # add_pull_secret replaces it: a list found before never lands in the new one
+        found = memo.get(key)
+        if found is None:
+            found = find()
+            if len(memo) >= _MATCHED_MAX:
+                memo.clear()
+            memo[key] = found
+        return found
 
     def _from_secrets(
         self, registry: str, repository: str, secrets: tuple[tuple[str, str], ...]
@@ -459,6 +479,11 @@ class CredentialStore:
         """The entries of the pod's pull secrets for ``registry/repository``, as the kubelet orders them:
         it merges a pod's secrets into one keyring, so the most specific key of any secret comes first,
         and keys equally specific in the pod's order of its secrets."""
+        return self._memo((registry, repository, secrets), lambda: self._find_in_secrets(registry, repository, secrets))
+
+    def _find_in_secrets(
+        self, registry: str, repository: str, secrets: tuple[tuple[str, str], ...]
+    ) -> list[tuple[Credential, tuple[str, str]]]:
         found = [(key, n, cred, ref)
                  for n, ref in enumerate(dict.fromkeys(secrets))
                  for key, cred in self._secrets.get(ref, ()) if key_matches(key, registry, repository)]

@@ -434,3 +434,26 @@ def test_a_pathological_glob_is_matched_in_bounded_time() -> None:
     assert _users(store, "a" * 30 + ".io/x") == []
     assert _users(store, "a" * 4000 + ".io/x") == []
     assert time.monotonic() - started < 2
+
+
+def test_a_secret_with_tens_of_thousands_of_keys_is_searched_once_per_image() -> None:
+    """Every registry request asks for its candidates: a tenant's 1 MB secret (20 000 keys) once cost a
+    scan of all of them per request, for every image of that tenant."""
+    import time
+
+    keys = {f"reg{i}.io/team-{i}": "u" for i in range(20_000)}
+    store = CredentialStore(parse_docker_config(_auths(keys), "c"))
+    store.add_pull_secret("ns", "s", _auths(keys))
+    started = time.monotonic()
+    for _ in range(300):
+        assert _users(store, "reg5.io/team-5/app") == ["u"]
+    assert time.monotonic() - started < 3
+
+
+def test_a_pull_secret_added_later_is_seen_by_the_next_lookup() -> None:
+    store = CredentialStore(parse_docker_config(_auths({"reg.io": "own"}), "c"))
+    assert _users(store, "reg.io/team-a/app") == ["own"]
+    store.add_pull_secret("ns", "s", _auths({"reg.io/team-a": "a"}))
+    assert _users(store, "reg.io/team-a/app") == ["a", "own"]
+    store.add_pull_secret("ns", "s", _auths({"reg.io/team-b": "b"}))
+    assert _users(store, "reg.io/team-a/app") == ["own"]
