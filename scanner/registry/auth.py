@@ -150,7 +150,12 @@ def _normalise_key(key: str) -> str:
     key = re.sub(r"^https?://", "", key, flags=re.IGNORECASE)
     key = re.split(r"[?#]", key, maxsplit=1)[0]
     host, _, path = key.partition("/")
-    host = host.rpartition("@")[2].lower()  # url userinfo is never part of the host
+    userinfo, at, host = host.rpartition("@")  # url userinfo is never part of the host
+    if at and not re.fullmatch(r"[A-Za-z0-9\-._:~!$&'()*+,;=%@]*", userinfo):
+        # Not a URL's userinfo (Go's url.Parse, hence the kubelet, refuses the key): ``reg.io\@evil.io``
+        # reads as reg.io to a reviewer (and to a browser), and its credential never goes to evil.io.
+        return ""
+    host = host.lower()
     if host in _HUB_KEYS:
         host = DOCKER_HUB
     path = "/" + unquote(path)

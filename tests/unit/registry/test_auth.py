@@ -457,3 +457,15 @@ def test_a_pull_secret_added_later_is_seen_by_the_next_lookup() -> None:
     assert _users(store, "reg.io/team-a/app") == ["a", "own"]
     store.add_pull_secret("ns", "s", _auths({"reg.io/team-b": "b"}))
     assert _users(store, "reg.io/team-a/app") == ["own"]
+
+
+@pytest.mark.parametrize("key", ["reg.io\\@evil.io", "https://reg.io\\@evil.io/team-a", "reg.io/\\@evil.io",
+                                 "a b@evil.io", "reg.io\\@evil.io:5000"])
+def test_a_key_that_is_not_a_url_never_sends_its_credential_to_the_host_after_a_backslash(key: str) -> None:
+    """``reg.io\\@evil.io`` reads as reg.io (a browser, a reviewer): Go's url.Parse, hence the kubelet,
+    refuses it (a backslash is no userinfo); sigaudit once sent its credential to evil.io."""
+    store = CredentialStore()
+    store.add_pull_secret("ns", "s", _auths({key: "u", "user@reg.io": "ok"}))
+    assert _users(store, "evil.io/team-a/app") == []
+    assert _users(store, "evil.io:5000/team-a/app") == []
+    assert _users(store, "reg.io/team-a/app") == ["ok"]
