@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import unquote
 
 from scanner.errors import ConfigError, SigauditError
@@ -149,7 +150,12 @@ def _normalise_key(key: str) -> str:
     key = re.sub(r"^https?://", "", key, flags=re.IGNORECASE)
     key = re.split(r"[?#]", key, maxsplit=1)[0]
     host, _, path = key.partition("/")
-    host = host.rpartition("@")[2].lower()  # url userinfo is never part of the host
+    userinfo, at, host = host.rpartition("@")  # url userinfo is never part of the host
+    if at and not re.fullmatch(r"[A-Za-z0-9\-._:~!$&'()*+,;=%@]*", userinfo):
+        # Not a URL's userinfo (Go's url.Parse, hence the kubelet, refuses the key): ``reg.io\@evil.io``
+        # reads as reg.io to a reviewer (and to a browser), and its credential never goes to evil.io.
+        return ""
+    host = host.lower()
     if host in _HUB_KEYS:
         host = DOCKER_HUB
     path = "/" + unquote(path)
@@ -180,39 +186,82 @@ def _host_port(host: str) -> tuple[str, str]:
     return host, ""
 
 
-def _glob_part(pattern: str, text: str) -> bool:
-    """One dot-separated part of a host against a key's glob part, as Go's ``filepath.Match`` (which the
-    kubelet uses): ``*`` any run of characters, ``?`` one, ``[...]`` a class (``^`` negates), ``\\``
-    escapes; a malformed pattern matches nothing."""
-    if not any(c in pattern for c in "*?[\\"):
-        return pattern == text
-    out, i = [], 0
+# One position of a host glob: ``*`` (any run of characters), or a set of characters as (negated, ranges)
+# — ``?`` is the negated empty set, a literal its own one-character range.
+_GlobItem = str | tuple[bool, tuple[tuple[str, str], ...]]
+
+
+def _glob_items(pattern: str) -> list[_GlobItem] | None:
+    """``pattern``'s positions, or None when it is malformed (then it matches nothing)."""
+    out: list[_GlobItem] = []
+    i = 0
     while i < len(pattern):
         c = pattern[i]
         if c == "*":
-            out.append(".*")
+            if not out or out[-1] != "*":
+                out.append("*")
         elif c == "?":
-            out.append(".")
+            out.append((True, ()))
         elif c == "\\":
             if i + 1 == len(pattern):
-                return False
+                return None
             i += 1
-            out.append(re.escape(pattern[i]))
+            out.append((False, ((pattern[i], pattern[i]),)))
         elif c == "[":
             end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] == "^" else i + 1)
             body = pattern[i + 1 : end]
             if end < 0 or body in ("", "^") or "\\" in body:
-                return False
+                return None
             neg = body.startswith("^")
             body = body.removeprefix("^")
             if not re.fullmatch(r"(?:[^\]\-\^](?:-[^\]\-\^])?)+", body):
-                return False
-            out.append(("[^" if neg else "[") + "".join(ch if ch == "-" else re.escape(ch) for ch in body) + "]")
+                return None
+            ranges: list[tuple[str, str]] = []
+            j = 0
+            while j < len(body):
+                if body[j + 1 : j + 2] == "-":
+                    ranges.append((body[j], body[j + 2]))  # lo > hi: matches nothing, as in Go
+                    j += 3
+                else:
+                    ranges.append((body[j], body[j]))
+                    j += 1
+            out.append((neg, tuple(ranges)))
             i = end
         else:
-            out.append(re.escape(c))
+            out.append((False, ((c, c),)))
         i += 1
-    return re.fullmatch("".join(out), text, flags=re.DOTALL) is not None
+    return out
+
+
+def _glob_part(pattern: str, text: str) -> bool:
+    """One dot-separated part of a host against a key's glob part, as Go's ``filepath.Match`` (which the
+    kubelet uses): ``*`` any run of characters, ``?`` one, ``[...]`` a class (``^`` negates), ``\\``
+    escapes; a malformed pattern matches nothing. Matched as a set of positions, one step per glob
+    item (bounded by the host part's length) — never a regular expression, whose backtracking a key such as
+    ``*a*a*a*a*a*a*c`` (a pull secret's, beside its own pod's image) turns exponential, holding the
+    whole scan."""
+    if not any(c in pattern for c in "*?[\\"):
+        return pattern == text
+    items = _glob_items(pattern)
+    if items is None or sum(item != "*" for item in items) > len(text):
+        return False
+
+    at: dict[str, int] = {}  # each character of the host part: the bit set of where it stands
+    for i, ch in enumerate(text):
+        at[ch] = at.get(ch, 0) | 1 << i
+    fits: dict[_GlobItem, int] = {}
+    ends = 1  # bit i: the glob so far matches text[:i]
+    for item in items:
+        if isinstance(item, str):  # "*"
+            ends = -(ends & -ends) & ((1 << (len(text) + 1)) - 1)  # every end from the first on
+        else:
+            if item not in fits:
+                neg, ranges = item
+                fits[item] = sum(m for ch, m in at.items() if any(lo <= ch <= hi for lo, hi in ranges) != neg)
+            ends = (ends & fits[item]) << 1
+        if not ends:
+            return False
+    return bool(ends >> len(text) & 1)
 
 
 def key_matches(key: str, registry: str, repository: str) -> bool:
@@ -237,6 +286,10 @@ def _specificity(key: str) -> tuple[int, bool]:
     host, _, path = key.partition("/")
     return (-len(path.split("/")) if path else 0, any(c in host for c in "*?[\\"))
 
+
+# (registry, repository, a pod's pull secrets or None for the scanner's own) -> the keys for that image.
+_MatchedKey = tuple[str, str, tuple[tuple[str, str], ...] | None]
+_MATCHED_MAX = 20_000
 
 # A docker config's ``auths``: (normalised key, credential) in the file's order. A list, not a map: two
 # spellings of one key (``reg.io``, ``https://reg.io/v1/``) are two credentials, both tried, as the
@@ -360,6 +413,10 @@ class CredentialStore:
         pairs = default.items() if isinstance(default, Mapping) else (default or ())
         self._default: DockerAuths = tuple((k, self._intern(c)) for k, c in pairs)
         self._secrets: dict[tuple[str, str], DockerAuths] = {}
+        # The keys for an image, found once per (registry, repository[, pull secrets]): every request
+        # asks, and a config (or a tenant's 1 MB secret) may hold tens of thousands of keys. Emptied when a
+        # pull secret is added; bounded, so a long watch over a churning cluster does not grow it forever.
+        self._matched: dict[_MatchedKey, list[Any]] = {}
         self.auth = auth or RegistryAuthConfig()
         self._helpers = helpers if (helpers and self.auth.helpers) else HelperConfig()
         self._resolvers = dict(resolvers) if resolvers is not None else _default_resolvers()
@@ -400,6 +457,7 @@ class CredentialStore:
             log.warning("imagePullSecret ignored: %s", exc.diagnostics())
             creds = ()
         self._secrets[(namespace, name)] = tuple((k, self._intern(c)) for k, c in creds)
+        self._matched = {}
 
     def _own(self, registry: str, repository: str) -> list[Candidate]:
         """The scanner's configured credentials for ``registry/repository``: its credential helper
@@ -408,7 +466,17 @@ class CredentialStore:
         helper = self._helpers.helper_for(registry)
         if helper is not None:
             return [DeferredCredential("helper", helper, registry)]
-        return list(matching(self._default, registry, repository))
+        return list(self._memo((registry, repository, None), lambda: matching(self._default, registry, repository)))
+
+    def _memo(self, key: _MatchedKey, find: Callable[[], list[Any]]) -> list[Any]:
+        memo = self._matched  # add_pull_secret replaces it: a list found before never lands in the new one
+        found = memo.get(key)
+        if found is None:
+            found = find()
+            if len(memo) >= _MATCHED_MAX:
+                memo.clear()
+            memo[key] = found
+        return found
 
     def _from_secrets(
         self, registry: str, repository: str, secrets: tuple[tuple[str, str], ...]
@@ -416,6 +484,11 @@ class CredentialStore:
         """The entries of the pod's pull secrets for ``registry/repository``, as the kubelet orders them:
         it merges a pod's secrets into one keyring, so the most specific key of any secret comes first,
         and keys equally specific in the pod's order of its secrets."""
+        return self._memo((registry, repository, secrets), lambda: self._find_in_secrets(registry, repository, secrets))
+
+    def _find_in_secrets(
+        self, registry: str, repository: str, secrets: tuple[tuple[str, str], ...]
+    ) -> list[tuple[Credential, tuple[str, str]]]:
         found = [(key, n, cred, ref)
                  for n, ref in enumerate(dict.fromkeys(secrets))
                  for key, cred in self._secrets.get(ref, ()) if key_matches(key, registry, repository)]

@@ -77,3 +77,40 @@ def test_each_teams_image_is_read_with_its_own_path_scoped_entry(registry_factor
         assert "registry credentials: pull secret apps/regcred" in got["team-a/app"][1]
         # each account only ever asked for its own team's repository
         assert not [s for s in front.seen(r"^/v2/team-") if s.fault == "Status"], "an account read the other team's"
+
+
+@pytest.mark.parametrize("glob", ["*" * 300 + "x", "[z-a]ocalhost"])
+def test_a_pathological_or_odd_glob_key_neither_hangs_nor_crashes_the_scan(registry, tmp_path: Path, glob: str) -> None:
+    """The real CLI, the real docker-registry: a docker config key whose host glob once hung the scan in
+    a backtracking regular expression (``*…*x`` against ``localhost``: no deadline could fire, the GIL
+    was held) or crashed it (``[z-a]``: re.error). The key matches nothing; the image is verified."""
+    import subprocess
+    import sys
+
+    key = KeyPair.ecdsa()
+    digest = oci.make_image(registry.url, "odd/app", "1")
+    sign_image(registry.url, registry.host, "odd/app", digest, key)
+    host = f"localhost:{registry.port}"
+    (tmp_path / "k.pub").write_text(key.public_pem)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n"
+        f"  insecureRegistries: ['{host}']\n"
+        f"  rules:\n    - {{name: r, images: ['{host}/*'], "
+        "verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]}\n"
+    )
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"kind": "List", "items": [
+        _pod("a", "p", [("c", f"{host}/odd/app:1", f"{host}/odd/app@{digest}")])]}))
+    cfg = tmp_path / "docker"
+    cfg.mkdir()
+    (cfg / "config.json").write_text(json.dumps({"auths": {f"{glob}:{registry.port}": _entry("alice")}}))
+    r = subprocess.run(
+        [sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(pods), "--policy", str(policy),
+         "--no-store", "-o", "json", "--no-progress", "--docker-config", str(cfg / "config.json")],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    img = json.loads(r.stdout)["images"][0]
+    assert img["status"] == "verified", img["reasons"]
+    assert "Traceback" not in r.stderr

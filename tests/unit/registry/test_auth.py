@@ -405,3 +405,67 @@ def test_two_spellings_of_one_key_are_two_credentials_both_tried() -> None:
     store = CredentialStore(parse_docker_config(_auths({"reg.io": "own-1", "https://reg.io/v1/": "own-2"}), "c"))
     store.add_pull_secret("ns", "s", _auths({"reg.io/team-a": "a1", "https://reg.io/v2/team-a/": "a2"}))
     assert _users(store, "reg.io/team-a/app") == ["a1", "a2", "own-1", "own-2"]
+
+
+@pytest.mark.parametrize(("key", "image", "matches"), [
+    ("[z-a].reg.io", "b.reg.io/x", False),  # a reversed range matches nothing (as in Go), never raises
+    ("[a-ca-z]x.reg.io", "kx.reg.io/x", True),
+    ("[^z-a]x.reg.io", "kx.reg.io/x", True),
+    ("[a-c", "b/x", False),
+    ("\\*.reg.io", "a.reg.io/x", False),  # an escaped star is a star
+    ("a\\", "a/x", False),
+    ("*?", "a.reg.io/x", False),
+])
+def test_odd_globs_match_as_go_does_and_never_raise(key: str, image: str, matches: bool) -> None:
+    store = CredentialStore()
+    store.add_pull_secret("ns", "s", _auths({key: "u"}))
+    assert _users(store, image) == (["u"] if matches else [])
+
+
+def test_a_pathological_glob_is_matched_in_bounded_time() -> None:
+    """A tenant's key ``*a*a…*c`` beside its own pod's image ``aaa…`` once took exponential time in a
+    backtracking regular expression (holding the GIL: the whole scan hung, past every deadline)."""
+    import time
+
+    store = CredentialStore()
+    store.add_pull_secret("ns", "s", _auths({"*a" * 12 + "*c.io": "u", "*" * 5000 + "c.io": "v",
+                                             "[a-z]" * 3000 + ".io": "w"}))
+    started = time.monotonic()
+    assert _users(store, "a" * 30 + ".io/x") == []
+    assert _users(store, "a" * 4000 + ".io/x") == []
+    assert time.monotonic() - started < 2
+
+
+def test_a_secret_with_tens_of_thousands_of_keys_is_searched_once_per_image() -> None:
+    """Every registry request asks for its candidates: a tenant's 1 MB secret (20 000 keys) once cost a
+    scan of all of them per request, for every image of that tenant."""
+    import time
+
+    keys = {f"reg{i}.io/team-{i}": "u" for i in range(20_000)}
+    store = CredentialStore(parse_docker_config(_auths(keys), "c"))
+    store.add_pull_secret("ns", "s", _auths(keys))
+    started = time.monotonic()
+    for _ in range(300):
+        assert _users(store, "reg5.io/team-5/app") == ["u"]
+    assert time.monotonic() - started < 3
+
+
+def test_a_pull_secret_added_later_is_seen_by_the_next_lookup() -> None:
+    store = CredentialStore(parse_docker_config(_auths({"reg.io": "own"}), "c"))
+    assert _users(store, "reg.io/team-a/app") == ["own"]
+    store.add_pull_secret("ns", "s", _auths({"reg.io/team-a": "a"}))
+    assert _users(store, "reg.io/team-a/app") == ["a", "own"]
+    store.add_pull_secret("ns", "s", _auths({"reg.io/team-b": "b"}))
+    assert _users(store, "reg.io/team-a/app") == ["own"]
+
+
+@pytest.mark.parametrize("key", ["reg.io\\@evil.io", "https://reg.io\\@evil.io/team-a", "reg.io/\\@evil.io",
+                                 "a b@evil.io", "reg.io\\@evil.io:5000"])
+def test_a_key_that_is_not_a_url_never_sends_its_credential_to_the_host_after_a_backslash(key: str) -> None:
+    """``reg.io\\@evil.io`` reads as reg.io (a browser, a reviewer): Go's url.Parse, hence the kubelet,
+    refuses it (a backslash is no userinfo); sigaudit once sent its credential to evil.io."""
+    store = CredentialStore()
+    store.add_pull_secret("ns", "s", _auths({key: "u", "user@reg.io": "ok"}))
+    assert _users(store, "evil.io/team-a/app") == []
+    assert _users(store, "evil.io:5000/team-a/app") == []
+    assert _users(store, "reg.io/team-a/app") == ["ok"]
