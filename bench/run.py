@@ -519,6 +519,12 @@ def measure_scan(label: str, reg: Any, est: Estate, pods: Path, policy: Path, db
         "requests_per_digest_notation_repos": round(notary / by_kind[NOTATION], 3) if by_kind[NOTATION] else None,
         "gets": gets,
         "verdicts": dict(sorted(verdicts.items())),
+        # Signatures whose authenticity check ran (passed or failed) — on a cold scan, the verifies it
+        # made; a warm scan's document repeats the cached ones.
+        "signatures_authenticated": sum(1 for i in doc["images"] for sig in i.get("signatures") or ()
+                                        for c in sig.get("checks") or ()
+                                        if c.get("name") == "authenticity"
+                                        and c.get("outcome") in ("passed", "failed")),
         "images": len(doc["images"]),
         "containers": sum(len(i.get("containers") or ()) for i in doc["images"]),
         "unexpected_verdicts": wrong,
@@ -747,12 +753,14 @@ def warm_floor(reg: Any, est: Estate, workers: int = 8) -> dict[str, Any]:
 
 
 def replay_floor(reg: Any, est: Estate, keys: dict[str, Any], scan_requests: Sequence[Any], workers: int,
-                 address: str | None = None, label: str = "replay floor") -> dict[str, Any]:
+                 address: str | None = None, label: str = "replay floor",
+                 scan_signatures: int | None = None) -> dict[str, Any]:
     """The scan's own requests (its access-log lines) made by an ideal client (bench/replay.py): each
     digest's chain in order, N of them at once on one urllib3 ``HTTPConnectionPool(maxsize=N,
     block=True)``, every body read, one signature verify in process per signature found — at the
     scan's concurrency, through the proxy when ``address`` is the latency proxy's. Afterwards the
-    registry's own log of the replay is compared with the scan's: (method, path, status) multisets."""
+    registry's own log of the replay is compared with the scan's: (method, path, status) multisets,
+    and with ``scan_signatures`` (a cold scan's authenticity checks) the number of signatures verified."""
     import urllib3
 
     from bench import replay as rp
@@ -798,6 +806,8 @@ def replay_floor(reg: Any, est: Estate, keys: dict[str, Any], scan_requests: Seq
         "client_cpu_per_request_ms": round(cpu / max(requests, 1) * 1000, 3),
         "signatures_checked": done.signatures_checked,
         "signatures_valid": done.signatures_valid,
+        "scan_signatures": scan_signatures,
+        "same_signatures_as_scan": None if scan_signatures is None else done.signatures_checked == scan_signatures,
         "status_mismatches": done.status_mismatches,
         # The check that this floor did the scan's work: the registry logged the same multiset.
         "same_requests_as_scan": not missing and not extra,
@@ -849,11 +859,13 @@ def latency_mode(reg: Any, est: Estate, keys: dict[str, Any], work: Path, args: 
             def floor_run(c: int = conc) -> dict[str, Any]:
                 return with_proxy_cpu(lambda: ideal_floor(reg, pest, keys, c, proxy.address))
 
-            def replay_run(r: list[Any], c: int = conc) -> dict[str, Any]:
-                return with_proxy_cpu(lambda: replay_floor(reg, pest, keys, r, c, proxy.address,
-                                                           f"replay floor (latency, N={c})"))
-
             colds = [with_proxy_cpu(lambda k=k: cold_scan(k)) for k in range(max(1, args.repeat))]  # type: ignore[misc]
+
+            def replay_run(r: list[Any], c: int = conc, sigs: int = colds[0]["signatures_authenticated"]
+                           ) -> dict[str, Any]:
+                return with_proxy_cpu(lambda: replay_floor(reg, pest, keys, r, c, proxy.address,
+                                                           f"replay floor (latency, N={c})", sigs))
+
             floor = repeat_floor(floor_run, args.repeat)
             replay = repeat_floor(each(replay_run, scan_requests), args.repeat)
             cold = combine(colds)
@@ -908,8 +920,9 @@ def repeat_floor(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, An
             s = spread([r[key] for r in runs])
             out[key], out[f"{key}_min"] = s["median"], s["min"]
     out["repeats"] = len(runs)
-    if "same_requests_as_scan" in out:
-        out["same_requests_as_scan"] = all(r["same_requests_as_scan"] for r in runs)
+    for key in ("same_requests_as_scan", "same_signatures_as_scan"):
+        if out.get(key) is not None:
+            out[key] = all(r[key] for r in runs)
     out["runs"] = [{k: r[k] for k in ("wall_s", "cpu_s", "registry_cpu_s", "proxy_cpu_s", "same_requests_as_scan")
                     if k in r} for r in runs]
     return out
@@ -1150,6 +1163,10 @@ def markdown(res: dict[str, Any]) -> str:
         if "wall_s" in rf:
             same = "same requests as the scan" if rf.get("same_requests_as_scan") else \
                 "**requests differ from the scan's**"
+            if rf.get("same_signatures_as_scan") is False:
+                same += f", **the scan verified {rf['scan_signatures']} signatures**"
+            if rf.get("unattributed_requests"):
+                same += f", {rf['unattributed_requests']} requests of no digest made once each"
             lines.append(floor_row(
                 f"replay floor, {which}: the {which} scan's {rf['requests']} requests replayed (urllib3, "
                 f"{rf['concurrency']} connections, each digest's chain in order, {rf['signatures_checked']} "
@@ -1335,7 +1352,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res["baselines"]["warm_floor"] = repeat_floor(lambda: warm_floor(reg, est, conc), args.repeat)
         # The scans' own requests replayed (run k replays scan k's): the floors the issue-19 targets use.
         res["baselines"]["replay_floor"] = repeat_floor(
-            each(lambda r: replay_floor(reg, est, keys, r, conc, label="replay floor (cold)"), cold_requests),
+            each(lambda r: replay_floor(reg, est, keys, r, conc, label="replay floor (cold)",
+                                        scan_signatures=colds[0]["signatures_authenticated"]), cold_requests),
             args.repeat)
         res["baselines"]["warm_replay_floor"] = repeat_floor(
             each(lambda r: replay_floor(reg, est, keys, r, conc, label="replay floor (warm)"), warm_requests),

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -103,11 +104,12 @@ def estate(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
         pods = tmp / "pods.json"
         bench.write_pods(est, 40, pods)
         policy = bench.write_policy(est, keys, tmp)
-        logged: dict[str, list[object]] = {"cold": [], "warm": []}
+        logged: dict[str, Any] = {"cold": [], "warm": []}
         for label in ("cold", "warm"):
             scan = bench.measure_scan(label, reg, est, pods, policy, tmp / "s.db", tmp, ["--concurrency", "4"],
                                       logged[label])
             assert scan["unexpected_verdicts"] == 0 and scan["exit_code"] == 1, scan
+            logged[f"{label}_signatures"] = scan["signatures_authenticated"]
         yield reg, est, keys, logged
     finally:
         reg.stop()
@@ -133,6 +135,8 @@ def test_replay_floor_makes_the_scans_own_requests(estate, label: str) -> None: 
         assert floor["chains"] == 20
         assert floor["signatures_checked"] == 20 - kinds[bench.UNSIGNED]
         assert floor["signatures_valid"] == kinds[bench.COSIGN] + kinds[bench.NOTATION]
+        assert floor["same_signatures_as_scan"] is None  # not asked for here; the bench passes the scan's count
+        assert logged["cold_signatures"] == floor["signatures_checked"]  # the scan's authenticity checks
         # The previous floor did other work: fewer requests, and none for notation or unsigned images.
         assert floor["requests"] > 2 * (20 - kinds[bench.NOTATION] - kinds[bench.UNSIGNED])
 
