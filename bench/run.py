@@ -19,10 +19,13 @@ What it does (issue 9):
    and peak RSS (GNU time), the registry's CPU; registry requests from the registry's own access log;
 4. in the same run, baselines: the real ``cosign verify --key`` CLI looped over a random sample of
    digests (per digest, extrapolated to the estate), ``notation-go verify`` over a sample of the
-   notation digests when available, and the "ideal floor": a plain threaded httpx client doing the
-   signature manifest GET, the payload GET and one ECDSA verify (``cryptography``) per digest;
+   notation digests when available, the "replay floors" (bench/replay.py: the cold and the warm
+   scan's own requests from the registry's access log, replayed per digest in order by urllib3
+   threads at the scan's concurrency with one in-process signature verify per signature — the
+   issue-19 ratios use them) and, for continuity, the previous "ideal floor" (the signature manifest
+   GET, the payload GET and one ECDSA verify per cosign digest) and warm floor (one HEAD per digest);
 5. times ``sigaudit report --format html`` for the scan (wall time, file size);
-6. with ``--latency-ms 40``: cold scans, the ideal client and the cosign loop again through a proxy
+6. with ``--latency-ms 40``: cold scans, their replay floor, the ideal client and the cosign loop again through a proxy
    on 127.0.0.1 that delays every request (bench/latency_proxy.py), at each ``--latency-concurrency``;
 7. writes ``<out>/<timestamp>.json``, ``<out>/latest.json`` and ``<out>/latest.md``.
 
