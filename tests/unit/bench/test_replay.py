@@ -125,7 +125,7 @@ def test_replay_floor_makes_the_scans_own_requests(estate, label: str) -> None: 
     floor = bench.replay_floor(reg, est, keys, scan_requests, 4)
     replayed = reg.requests()[before:]
     # The registry's own log of the replay: the scan's (method, path, status) multiset, nothing else.
-    assert rp.signature(replayed) == rp.signature(scan_requests)  # type: ignore[arg-type]
+    assert rp.signature(replayed) == rp.signature(scan_requests)
     assert floor["same_requests_as_scan"] is True and floor["status_mismatches"] == 0
     assert floor["requests"] == floor["scan_requests"] == len(scan_requests)
     assert floor["client_cpu_per_request_ms"] > 0 and floor["concurrency"] == 4
