@@ -19,10 +19,13 @@ What it does (issue 9):
    and peak RSS (GNU time), the registry's CPU; registry requests from the registry's own access log;
 4. in the same run, baselines: the real ``cosign verify --key`` CLI looped over a random sample of
    digests (per digest, extrapolated to the estate), ``notation-go verify`` over a sample of the
-   notation digests when available, and the "ideal floor": a plain threaded httpx client doing the
-   signature manifest GET, the payload GET and one ECDSA verify (``cryptography``) per digest;
+   notation digests when available, the "replay floors" (bench/replay.py: the cold and the warm
+   scan's own requests from the registry's access log, replayed per digest in order by urllib3
+   threads at the scan's concurrency with one in-process signature verify per signature — the
+   issue-19 ratios use them) and, for continuity, the previous "ideal floor" (the signature manifest
+   GET, the payload GET and one ECDSA verify per cosign digest) and warm floor (one HEAD per digest);
 5. times ``sigaudit report --format html`` for the scan (wall time, file size);
-6. with ``--latency-ms 40``: cold scans, the ideal client and the cosign loop again through a proxy
+6. with ``--latency-ms 40``: cold scans, their replay floor, the ideal client and the cosign loop again through a proxy
    on 127.0.0.1 that delays every request (bench/latency_proxy.py), at each ``--latency-concurrency``;
 7. writes ``<out>/<timestamp>.json``, ``<out>/latest.json`` and ``<out>/latest.md``.
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import platform
@@ -74,6 +78,11 @@ TARGETS = {
     "cold_requests_per_digest": 3.0,
     "warm_requests_per_digest": 1.0,
     "speedup_vs_cosign": 50.0,
+    # Issue 19: the scan against its own requests made by an ideal client (the replay floors), at the
+    # same concurrency; through the latency proxy at the scan's default --registry-concurrency.
+    "cold_over_replay_floor": 1.3,
+    "warm_over_warm_replay_floor": 1.2,
+    "latency_cold_over_replay_floor": 1.5,
 }
 
 
@@ -90,6 +99,10 @@ class Image:
     tag: str
     digest: str
     kind: str
+    # Digests of what the bench published for this image's signatures (the cosign payload blob, the
+    # notation signature manifest and envelope): the replay floor attributes a request for one of
+    # them to this image's chain.
+    artifacts: tuple[str, ...] = ()
 
 
 @dataclass
@@ -195,6 +208,7 @@ def publish(url: str, host: str, n_digests: int, n_repos: int, keys: dict[str, A
             raw = oci.canonical_json(manifest)
             tag = f"v{i}"
             digest = oci.push_manifest(url, repo, tag, raw, oci.OCI_MANIFEST, client=client)
+            artifacts: tuple[str, ...] = ()
             if kind in (COSIGN, WRONG_KEY, TAMPERED):
                 payload = simplesigning_payload(f"{host}/{repo}", digest)
                 signature = (keys["wrong"] if kind == WRONG_KEY else keys["trusted"]).sign(payload)
@@ -202,6 +216,7 @@ def publish(url: str, host: str, n_digests: int, n_repos: int, keys: dict[str, A
                     payload = payload.replace(b"cosign container image signature",
                                               b"cosign container image signaturE")
                 oci.push_blob(url, repo, payload, client=client)
+                artifacts = (oci.sha256_digest(payload),)
                 sig_manifest = {
                     "schemaVersion": 2,
                     "mediaType": oci.OCI_MANIFEST,
@@ -212,8 +227,8 @@ def publish(url: str, host: str, n_digests: int, n_repos: int, keys: dict[str, A
                 oci.push_manifest(url, repo, sig_tag(digest), oci.canonical_json(sig_manifest), oci.OCI_MANIFEST,
                                   client=client)
             elif kind == NOTATION and notation is not None:
-                notation.sign(url, repo, oci.descriptor(oci.OCI_MANIFEST, raw), client)
-            return Image(repo, tag, digest, kind)
+                artifacts = notation.sign(url, repo, oci.descriptor(oci.OCI_MANIFEST, raw), client)
+            return Image(repo, tag, digest, kind, artifacts)
 
         est.images = _parallel(push_one, list(range(n_digests)))
     finally:
@@ -242,7 +257,8 @@ class NotationSigner:
         policy, store = ns.write_trust_material(directory, {"bench": [pki.root]})
         return cls(directory, pki, Path(policy), Path(store))
 
-    def sign(self, url: str, repo: str, subject: dict[str, Any], client: httpx.Client) -> None:
+    def sign(self, url: str, repo: str, subject: dict[str, Any], client: httpx.Client) -> tuple[str, str]:
+        """Push one signature of ``subject``; returns the signature manifest's and envelope's digests."""
         from tests.harness import notation_sign as ns
         from tests.harness import oci
 
@@ -264,6 +280,7 @@ class NotationSigner:
              "annotations": annotations}]}
         oci.push_manifest(url, repo, subject["digest"].replace(":", "-"), oci.canonical_json(index), oci.OCI_INDEX,
                           client=client)
+        return digest, oci.sha256_digest(envelope)
 
     def verifier_spec(self) -> dict[str, str]:
         return {"trustPolicy": str(self.trust_policy), "trustStore": str(self.trust_store)}
@@ -461,7 +478,8 @@ def _this_checkout() -> dict[str, str]:
 
 
 def measure_scan(label: str, reg: Any, est: Estate, pods: Path, policy: Path, db: Path, out: Path,
-                 extra: Sequence[str] = ()) -> dict[str, Any]:
+                 extra: Sequence[str] = (), requests_out: list[Any] | None = None) -> dict[str, Any]:
+    """One scan as a whole process; ``requests_out`` receives its access-log lines (for the replay floor)."""
     log_ = access_log(reg)
     before = log_.settle()
     json_out = out / f"scan-{label}.json"
@@ -471,6 +489,8 @@ def measure_scan(label: str, reg: Any, est: Estate, pods: Path, policy: Path, db
                                 "--no-progress", *extra), cwd=policy.parent, env=_this_checkout(), reg=reg)
     requests = log_.settle() - before
     logged = log_.entries[before:]
+    if requests_out is not None:
+        requests_out.extend(logged)
     manifest_gets = sum(1 for r in logged if r.method == "GET" and "/manifests/" in r.path)
     by_kind = Counter(i.kind for i in est.images)
     notary = sum(1 for r in logged if r.path.startswith("/v2/bench/notary"))
@@ -502,6 +522,12 @@ def measure_scan(label: str, reg: Any, est: Estate, pods: Path, policy: Path, db
         "requests_per_digest_notation_repos": round(notary / by_kind[NOTATION], 3) if by_kind[NOTATION] else None,
         "gets": gets,
         "verdicts": dict(sorted(verdicts.items())),
+        # Signatures whose authenticity check ran (passed or failed) — on a cold scan, the verifies it
+        # made; a warm scan's document repeats the cached ones.
+        "signatures_authenticated": sum(1 for i in doc["images"] for sig in i.get("signatures") or ()
+                                        for c in sig.get("checks") or ()
+                                        if c.get("name") == "authenticity"
+                                        and c.get("outcome") in ("passed", "failed")),
         "images": len(doc["images"]),
         "containers": sum(len(i.get("containers") or ()) for i in doc["images"]),
         "unexpected_verdicts": wrong,
@@ -713,6 +739,7 @@ def warm_floor(reg: Any, est: Estate, workers: int = 8) -> dict[str, Any]:
     host, port = reg.host.rsplit(":", 1)
     pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=workers, block=True, retries=False, timeout=30.0)
     accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    before = settle_count(reg)
     r0 = registry_cpu_s(reg)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
@@ -721,8 +748,75 @@ def warm_floor(reg: Any, est: Estate, workers: int = 8) -> dict[str, Any]:
     finally:
         pool.close()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    reg_cpu = registry_cpu_s(reg) - r0
+    requests = settle_count(reg) - before
     return {"digests": len(est.images), "concurrency": workers, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-            "registry_cpu_s": round(registry_cpu_s(reg) - r0, 3)}
+            "registry_cpu_s": round(reg_cpu, 3), "requests": requests,
+            "client_cpu_per_request_ms": round(cpu / max(requests, 1) * 1000, 3)}
+
+
+def replay_floor(reg: Any, est: Estate, keys: dict[str, Any], scan_requests: Sequence[Any], workers: int,
+                 address: str | None = None, label: str = "replay floor",
+                 scan_signatures: int | None = None) -> dict[str, Any]:
+    """The scan's own requests (its access-log lines) made by an ideal client (bench/replay.py): each
+    digest's chain in order, N of them at once on one urllib3 ``HTTPConnectionPool(maxsize=N,
+    block=True)``, every body read, one signature verify in process per signature found — at the
+    scan's concurrency, through the proxy when ``address`` is the latency proxy's. Afterwards the
+    registry's own log of the replay is compared with the scan's: (method, path, status) multisets,
+    and with ``scan_signatures`` (a cold scan's authenticity checks) the number of signatures verified."""
+    import urllib3
+
+    from bench import replay as rp
+
+    owners = {i.digest: i.digest for i in est.images} | {a: i.digest for i in est.images for a in i.artifacts}
+    units = rp.plan(scan_requests, owners)
+    check = rp.SignatureCheck(keys["trusted"].private.public_key())
+    host, port = (address or reg.host).rsplit(":", 1)
+    pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=workers, block=True, retries=False, timeout=30.0)
+    log_ = access_log(reg)
+    before = log_.settle()
+    r0 = registry_cpu_s(reg)
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        done = rp.replay(pool, units, check, workers)
+    finally:
+        pool.close()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    reg_cpu = registry_cpu_s(reg) - r0
+    requests = log_.settle() - before
+    want, got = rp.signature(scan_requests), rp.signature(log_.entries[before:])
+    missing, extra = want - got, got - want
+    n = len(est.images)
+    log(f"{label}: {wall:.2f}s wall, {cpu:.2f}s client CPU, {reg_cpu:.2f}s registry CPU, {requests} requests "
+        f"({requests / n:.2f}/digest) in {done.units} units, {done.signatures_checked} signatures "
+        f"({done.signatures_valid} valid); same requests as the scan: {not missing and not extra}")
+    return {
+        "description": "the scan's own requests from the registry's access log, replayed: each digest's chain in "
+                       f"order, {workers} threads on one urllib3 HTTPConnectionPool(maxsize={workers}, block=True), "
+                       "every body read, one signature verify in process per signature (ECDSA P-256 for cosign, "
+                       "the JWS leaf key for notation; no chain building, auth, policy, store or output)",
+        "concurrency": workers,
+        "digests": n,
+        "units": done.units,
+        "chains": sum(1 for u in units if u.owner is not None),
+        "unattributed_requests": sum(len(u.requests) for u in units if u.owner is None),
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "registry_cpu_s": round(reg_cpu, 3),
+        "requests": requests,
+        "scan_requests": len(scan_requests),
+        "requests_per_digest": round(requests / n, 3),
+        "client_cpu_per_request_ms": round(cpu / max(requests, 1) * 1000, 3),
+        "signatures_checked": done.signatures_checked,
+        "signatures_valid": done.signatures_valid,
+        "scan_signatures": scan_signatures,
+        "same_signatures_as_scan": None if scan_signatures is None else done.signatures_checked == scan_signatures,
+        "status_mismatches": done.status_mismatches,
+        # The check that this floor did the scan's work: the registry logged the same multiset.
+        "same_requests_as_scan": not missing and not extra,
+        "missing_examples": [" ".join(map(str, k)) for k in list(missing)[:5]],
+        "extra_examples": [" ".join(map(str, k)) for k in list(extra)[:5]],
+    }
 
 
 def latency_mode(reg: Any, est: Estate, keys: dict[str, Any], work: Path, args: argparse.Namespace,
@@ -758,15 +852,25 @@ def latency_mode(reg: Any, est: Estate, keys: dict[str, Any], work: Path, args: 
         for conc in args.latency_concurrency:
             extra = ["--registry-concurrency", str(conc), "--concurrency", str(max(16, conc)),
                      *shlex.split(args.scan_args)]
-            def cold_scan(k: int, c: int = conc, e: list[str] = extra) -> dict[str, Any]:
+            scan_requests: list[list[Any]] = [[] for _ in range(max(1, args.repeat))]
+
+            def cold_scan(k: int, c: int = conc, e: list[str] = extra,
+                          logged: list[list[Any]] = scan_requests) -> dict[str, Any]:
                 return measure_scan(f"latency-{args.latency_ms}ms-cold-c{c}", reg, pest, pods, policy,
-                                    work / f"latency-{c}-{k}.db", work, e)
+                                    work / f"latency-{c}-{k}.db", work, e, logged[k])
 
             def floor_run(c: int = conc) -> dict[str, Any]:
                 return with_proxy_cpu(lambda: ideal_floor(reg, pest, keys, c, proxy.address))
 
             colds = [with_proxy_cpu(lambda k=k: cold_scan(k)) for k in range(max(1, args.repeat))]  # type: ignore[misc]
+
+            def replay_run(r: list[Any], c: int = conc, sigs: int = colds[0]["signatures_authenticated"]
+                           ) -> dict[str, Any]:
+                return with_proxy_cpu(lambda: replay_floor(reg, pest, keys, r, c, proxy.address,
+                                                           f"replay floor (latency, N={c})", sigs))
+
             floor = repeat_floor(floor_run, args.repeat)
+            replay = repeat_floor(each(replay_run, scan_requests), args.repeat)
             cold = combine(colds)
             s = spread([r["proxy_cpu_s"] for r in colds])
             cold["proxy_cpu_s"], cold["proxy_cpu_s_min"] = s["median"], s["min"]
@@ -774,7 +878,7 @@ def latency_mode(reg: Any, est: Estate, keys: dict[str, Any], work: Path, args: 
                 run_["proxy_cpu_s"] = r["proxy_cpu_s"]
             floor_requests = floor["requests_per_digest"] * floor["digests"]
             out["by_concurrency"][str(conc)] = {
-                "scan_cold": cold, "ideal_floor": floor,
+                "scan_cold": cold, "ideal_floor": floor, "replay_floor": replay,
                 "load_average": [r["load_average_at_start"][0] for r in colds],
                 # The wall time round trips alone allow: requests x delay / N (what a free CPU would give).
                 "round_trip_bound_s": round(cold["registry_requests"] * args.latency_ms / 1000.0 / conc, 2),
@@ -783,6 +887,9 @@ def latency_mode(reg: Any, est: Estate, keys: dict[str, Any], work: Path, args: 
                                      / (os.cpu_count() or 1), 2),
                 "cold_wall_over_ideal_floor": round(cold["wall_s"] / floor["wall_s"], 2),
                 "cold_wall_min_over_ideal_floor_min": round(cold["wall_s_min"] / floor["wall_s_min"], 2),
+                # The target's ratio: the scan against its own requests replayed through the same proxy.
+                "cold_wall_over_replay_floor": round(cold["wall_s"] / replay["wall_s"], 2),
+                "cold_wall_min_over_replay_floor_min": round(cold["wall_s_min"] / replay["wall_s_min"], 2),
                 # Through the proxy time goes with requests / N: the floor makes fewer requests (cosign
                 # digests only, no referrers listing), so per request is the like-for-like ratio.
                 "cold_wall_per_request_over_ideal": round(
@@ -802,6 +909,12 @@ def latency_mode(reg: Any, est: Estate, keys: dict[str, Any], work: Path, args: 
     return out
 
 
+def each(fn: Callable[[Any], dict[str, Any]], items: Sequence[Any]) -> Callable[[], dict[str, Any]]:
+    """A floor run that takes the next of ``items`` on each call (cycling): run k replays scan k."""
+    it = itertools.cycle(items)
+    return lambda: fn(next(it))
+
+
 def repeat_floor(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
     runs = [fn() for _ in range(max(1, repeats))]
     out = dict(runs[0])
@@ -810,7 +923,11 @@ def repeat_floor(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, An
             s = spread([r[key] for r in runs])
             out[key], out[f"{key}_min"] = s["median"], s["min"]
     out["repeats"] = len(runs)
-    out["runs"] = [{k: r[k] for k in ("wall_s", "cpu_s", "registry_cpu_s", "proxy_cpu_s") if k in r} for r in runs]
+    for key in ("same_requests_as_scan", "same_signatures_as_scan"):
+        if out.get(key) is not None:
+            out[key] = all(r[key] for r in runs)
+    out["runs"] = [{k: r[k] for k in ("wall_s", "cpu_s", "registry_cpu_s", "proxy_cpu_s", "same_requests_as_scan")
+                    if k in r} for r in runs]
     return out
 
 
@@ -947,6 +1064,11 @@ def targets(res: dict[str, Any]) -> dict[str, Any]:
         "cold_requests_per_digest": cold["requests_per_digest"],
         "warm_requests_per_digest": warm["requests_per_digest"],
         "speedup_vs_cosign": speedup,
+        "cold_over_replay_floor": res["ratios"].get("cold_wall_over_replay_floor"),
+        "warm_over_warm_replay_floor": res["ratios"].get("warm_wall_over_warm_replay_floor"),
+        "latency_cold_over_replay_floor": ((res.get("latency") or {}).get("by_concurrency", {})
+                                           .get(str(res["params"]["registry_concurrency"])) or {})
+        .get("cold_wall_over_replay_floor"),
     }
     out = {}
     for name, target in TARGETS.items():
@@ -976,6 +1098,17 @@ def ratios(res: dict[str, Any]) -> dict[str, Any]:
     wfloor = res["baselines"].get("warm_floor") or {}
     if "wall_s" in wfloor:
         out["warm_wall_over_warm_floor"] = round(warm["wall_s"] / wfloor["wall_s"], 2)
+    # The targets' ratios: each scan against its own requests replayed by the ideal client.
+    replay = res["baselines"].get("replay_floor") or {}
+    if "wall_s" in replay:
+        out["cold_wall_over_replay_floor"] = round(cold["wall_s"] / replay["wall_s"], 2)
+        out["cold_wall_min_over_replay_floor_min"] = round(cold["wall_s_min"] / replay["wall_s_min"], 2)
+        out["cold_client_cpu_over_replay_floor"] = round(cold["cpu_s"] / max(replay["cpu_s"], 1e-9), 2)
+    wreplay = res["baselines"].get("warm_replay_floor") or {}
+    if "wall_s" in wreplay:
+        out["warm_wall_over_warm_replay_floor"] = round(warm["wall_s"] / wreplay["wall_s"], 2)
+        out["warm_wall_min_over_warm_replay_floor_min"] = round(warm["wall_s_min"] / wreplay["wall_s_min"], 2)
+        out["warm_client_cpu_over_warm_replay_floor"] = round(warm["cpu_s"] / max(wreplay["cpu_s"], 1e-9), 2)
     return out
 
 
@@ -1007,49 +1140,72 @@ def markdown(res: dict[str, Any]) -> str:
         "process alone, registry CPU the docker-registry process over the same interval, peak RSS the "
         "scan process alone (GNU time %M, not wait4's inherited high-water mark).",
         "",
-        "| | wall s | client CPU s | registry CPU s | peak RSS MB | registry requests / unique digest |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| sigaudit scan, cold (empty DB/cache) | {mm(cold, 'wall_s')} | {mm(cold, 'cpu_s')} | "
-        f"{mm(cold, 'registry_cpu_s')} | {f(cold['peak_rss_mb'], '{:.0f}')} | {f(cold['requests_per_digest'])} |",
-        f"| sigaudit scan, warm (nothing changed) | {mm(warm, 'wall_s')} | {mm(warm, 'cpu_s')} | "
-        f"{mm(warm, 'registry_cpu_s')} | {f(warm['peak_rss_mb'], '{:.0f}')} | {f(warm['requests_per_digest'])} |",
+        "| | wall s | client CPU s | registry CPU s | peak RSS MB | registry requests / unique digest | "
+        "client CPU / request ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def scan_row(label: str, d: dict[str, Any]) -> str:
+        return (f"| sigaudit scan, {label} | {mm(d, 'wall_s')} | {mm(d, 'cpu_s')} | {mm(d, 'registry_cpu_s')} | "
+                f"{f(d['peak_rss_mb'], '{:.0f}')} | {f(d['requests_per_digest'])} | "
+                f"{f(d.get('client_cpu_per_request_ms'))} |")
+
+    def floor_row(label: str, d: dict[str, Any], per_digest: float | None) -> str:
+        return (f"| {label} | {mm(d, 'wall_s')} | {mm(d, 'cpu_s')} | {mm(d, 'registry_cpu_s')} | — | "
+                f"{f(per_digest)} | {mm(d, 'client_cpu_per_request_ms')} |")
+
+    lines += [scan_row("cold (empty DB/cache)", cold), scan_row("warm (nothing changed)", warm)]
     for key, label in (("warm_marking", f"warm, `--recheck-after {p.get('window')}`, every digest due (re-list "
                                         "and mark)"),
                        ("warm_window", f"warm, `--recheck-after {p.get('window')}`, inside the window")):
         w = res["scans"].get(key)
         if w:
-            lines.append(f"| sigaudit scan, {label} | {mm(w, 'wall_s')} | {mm(w, 'cpu_s')} | "
-                         f"{mm(w, 'registry_cpu_s')} | {f(w['peak_rss_mb'], '{:.0f}')} | "
-                         f"{f(w['requests_per_digest'])} |")
+            lines.append(scan_row(label, w))
+    for key, which in (("replay_floor", "cold"), ("warm_replay_floor", "warm")):
+        rf = b.get(key) or {}
+        if "wall_s" in rf:
+            same = "same requests as the scan" if rf.get("same_requests_as_scan") else \
+                "**requests differ from the scan's**"
+            if rf.get("same_signatures_as_scan") is False:
+                same += f", **the scan verified {rf['scan_signatures']} signatures**"
+            if rf.get("unattributed_requests"):
+                same += f", {rf['unattributed_requests']} requests of no digest made once each"
+            lines.append(floor_row(
+                f"replay floor, {which}: the {which} scan's {rf['requests']} requests replayed (urllib3, "
+                f"{rf['concurrency']} connections, each digest's chain in order, {rf['signatures_checked']} "
+                f"signature verifies in process; {same})", rf, rf["requests_per_digest"]))
     if "wall_s" in floor:
-        lines.append(f"| ideal floor (urllib3, {floor.get('concurrency', '?')} connections: 2 GETs + 1 ECDSA per "
-                     f"digest, {floor['digests']} digests) | {mm(floor, 'wall_s')} | {mm(floor, 'cpu_s')} | "
-                     f"{mm(floor, 'registry_cpu_s')} | — | {f(floor['requests_per_digest'])} |")
+        lines.append(floor_row(f"ideal floor, previous (urllib3, {floor.get('concurrency', '?')} connections: 2 GETs "
+                               f"+ 1 ECDSA per cosign digest, {floor['digests']} digests)", floor,
+                               floor["requests_per_digest"]))
     wfloor = b.get("warm_floor") or {}
     if "wall_s" in wfloor:
-        lines.append(f"| warm floor (one HEAD per digest, {wfloor['concurrency']} connections) | "
-                     f"{mm(wfloor, 'wall_s')} | {mm(wfloor, 'cpu_s')} | {mm(wfloor, 'registry_cpu_s')} | — | 1.00 |")
+        lines.append(floor_row(f"warm floor, previous (one HEAD per digest, {wfloor['concurrency']} connections)",
+                               wfloor, 1.0))
     if "per_digest_s" in cos:
+        cos_requests = cos["requests_per_digest"] * cos["sample"]
         lines.append(
             f"| `cosign verify --key` loop, {cos['sample']} sampled digests → extrapolated to "
             f"{cos['extrapolated_digests']} | {f(cos['extrapolated_wall_s'], '{:.0f}')} "
             f"({f(cos['per_digest_s'] * 1000, '{:.0f}')} ms/digest) | {f(cos['extrapolated_cpu_s'], '{:.0f}')} | "
-            f"{f(cos['peak_rss_mb'], '{:.0f}')} (one process) | {f(cos['requests_per_digest'])} |")
+            f"{f(cos['peak_rss_mb'], '{:.0f}')} (one process) | {f(cos['requests_per_digest'])} | "
+            f"{f(cos['cpu_s'] / cos_requests * 1000 if cos_requests else None)} |")
     else:
-        lines.append(f"| cosign loop | {cos.get('skipped', 'not run')} | | | |")
+        lines.append(f"| cosign loop | {cos.get('skipped', 'not run')} | | | | | |")
     if "per_digest_s" in nota:
+        nota_requests = nota["requests_per_digest"] * nota["sample"]
+        nota_cpu = nota["cpu_s"] / nota_requests * 1000 if nota_requests else None
         lines.append(
             f"| `notation verify` loop (notation-go), {nota['sample']} sampled → extrapolated to "
             f"{nota['extrapolated_digests']} | {f(nota['extrapolated_wall_s'], '{:.0f}')} "
             f"({f(nota['per_digest_s'] * 1000, '{:.0f}')} ms/digest) | {f(nota['cpu_s'])} (sample) | — | "
-            f"{f(nota['requests_per_digest'])} |")
+            f"{f(nota['requests_per_digest'])} | {f(nota_cpu)} |")
     else:
-        lines.append(f"| notation loop | {nota.get('skipped', 'not run')} | | | |")
+        lines.append(f"| notation loop | {nota.get('skipped', 'not run')} | | | | | |")
     if "wall_s" in rep:
         lines.append(f"| `sigaudit report --format html` ({cold['images']} images, {cold['containers']} "
-                     f"containers) | {f(rep['wall_s'])} | {f(rep['cpu_s'])} | {f(rep['peak_rss_mb'], '{:.0f}')} | "
-                     f"— ({rep['bytes'] / 1e6:.1f} MB file) |")
+                     f"containers) | {f(rep['wall_s'])} | {f(rep['cpu_s'])} | — | {f(rep['peak_rss_mb'], '{:.0f}')} | "
+                     f"— ({rep['bytes'] / 1e6:.1f} MB file) | — |")
     if cold.get("requests_per_digest_notation_repos") is not None:
         lines += ["", "Registry requests per digest by signature kind (cold / warm): cosign-keyed "
                   f"{f(cold['requests_per_digest_cosign_repos'])} / {f(warm['requests_per_digest_cosign_repos'])}, "
@@ -1061,16 +1217,18 @@ def markdown(res: dict[str, Any]) -> str:
               f"cosign loop / cold scan = **{f(r.get('cosign_loop_over_cold_wall'), '{:.0f}')}x** wall "
               f"({f(r.get('cosign_loop_over_cold_cpu'), '{:.0f}')}x CPU); "
               f"cosign loop / warm scan = {f(r.get('cosign_loop_over_warm_wall'), '{:.0f}')}x; "
-              f"cold scan / ideal floor = {f(r.get('cold_wall_over_ideal_floor'))}x wall (min/min "
-              f"{f(r.get('cold_wall_min_over_ideal_floor_min'))}x), "
-              f"{f(r.get('cold_client_cpu_over_ideal_floor'))}x client CPU; "
-              f"warm scan / warm floor = {f(r.get('warm_wall_over_warm_floor'))}x; "
+              f"**cold scan / cold replay floor = {f(r.get('cold_wall_over_replay_floor'))}x** wall (min/min "
+              f"{f(r.get('cold_wall_min_over_replay_floor_min'))}x), "
+              f"{f(r.get('cold_client_cpu_over_replay_floor'))}x client CPU; "
+              f"**warm scan / warm replay floor = {f(r.get('warm_wall_over_warm_replay_floor'))}x** wall (min/min "
+              f"{f(r.get('warm_wall_min_over_warm_replay_floor_min'))}x), "
+              f"{f(r.get('warm_client_cpu_over_warm_replay_floor'))}x client CPU; "
+              f"against the previous floors: cold / ideal floor = {f(r.get('cold_wall_over_ideal_floor'))}x, "
+              f"warm / warm floor = {f(r.get('warm_wall_over_warm_floor'))}x; "
               f"cosign loop / ideal floor = {f(r.get('cosign_loop_over_ideal_floor'), '{:.0f}')}x "
               "(the most any client could gain on this machine).", ""]
-    lines += [f"Client CPU per registry request: cold {f(cold.get('client_cpu_per_request_ms'))} ms, warm "
-              f"{f(warm.get('client_cpu_per_request_ms'))} ms, ideal floor "
-              f"{f(floor.get('client_cpu_per_request_ms'))} ms (whole process: start-up, inventory, verification, "
-              "store and output included).", ""]
+    lines += ["Client CPU per registry request: the scans' figures are the whole process (start-up, inventory, "
+              "verification, store and output included); the floors' the in-process client alone.", ""]
     lines += ["| target | value | met |", "|---|---:|:---:|"]
     for name, t in res["targets"].items():
         op = "≥" if name == "speedup_vs_cosign" else "≤"
@@ -1080,20 +1238,26 @@ def markdown(res: dict[str, Any]) -> str:
     if lat:
         lines += ["", f"Latency mode: through a proxy on 127.0.0.1 that delays every request by {lat['delay_ms']} ms "
                   f"({lat['proxy']}); cold scans (`--registry-concurrency N --concurrency max(16, N)`, each on an "
-                  "empty database) beside the ideal client at the same N; median (min). CPU seconds of the scan, "
-                  "the registry and the proxy (each its own process); bounds: requests x delay / N (round trips "
-                  "alone) and (scan + registry + proxy CPU) / cores (CPU alone).", "",
-                  "| N | scan cold wall s | scan CPU s | registry CPU s | proxy CPU s | load | round-trip bound s | "
-                  "CPU bound s | ideal client wall s | scan / ideal | scan / ideal per request | cosign loop / scan |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "empty database) beside the replay floor (that scan's own requests replayed through the same "
+                  "proxy at the same N) and the previous ideal client (2 GETs + ECDSA per cosign digest); median "
+                  "(min). CPU seconds of the scan, the registry and the proxy (each its own process); bounds: "
+                  "requests x delay / N (round trips alone) and (scan + registry + proxy CPU) / cores (CPU alone).",
+                  "",
+                  "| N | scan cold wall s | scan CPU s | scan CPU / request ms | registry CPU s | proxy CPU s | load | "
+                  "round-trip bound s | CPU bound s | replay floor wall s | replay CPU / request ms | scan / replay | "
+                  "previous ideal client wall s | scan / previous ideal per request | cosign loop / scan |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for n, row in lat["by_concurrency"].items():
-            c, fl = row["scan_cold"], row["ideal_floor"]
+            c, fl, rf = row["scan_cold"], row["ideal_floor"], row.get("replay_floor") or {}
             loads = row.get("load_average") or []
             load = f"{min(loads):.0f}-{max(loads):.0f}" if loads else "—"
-            lines.append(f"| {n} | {mm(c, 'wall_s')} | {mm(c, 'cpu_s')} | {mm(c, 'registry_cpu_s')} | "
-                         f"{mm(c, 'proxy_cpu_s')} | {load} | "
+            lines.append(f"| {n} | {mm(c, 'wall_s')} | {mm(c, 'cpu_s')} | {f(c.get('client_cpu_per_request_ms'))} | "
+                         f"{mm(c, 'registry_cpu_s')} | {mm(c, 'proxy_cpu_s')} | {load} | "
                          f"{f(row.get('round_trip_bound_s'))} | {f(row.get('cpu_bound_s'))} | "
-                         f"{mm(fl, 'wall_s')} | {f(row['cold_wall_over_ideal_floor'])} | "
+                         f"{mm(rf, 'wall_s') if rf else '—'} | {f(rf.get('client_cpu_per_request_ms'))} | "
+                         f"**{f(row.get('cold_wall_over_replay_floor'))}**"
+                         f"{'' if rf.get('same_requests_as_scan', True) else ' (requests differ)'} | "
+                         f"{mm(fl, 'wall_s')} | "
                          f"{f(row.get('cold_wall_per_request_over_ideal'))} | "
                          f"{f(row.get('cosign_loop_over_cold_wall'), '{:.0f}')}x |")
         lc = lat.get("cosign") or {}
@@ -1168,11 +1332,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         extra = ["--registry-concurrency", str(args.registry_concurrency), *shlex.split(args.scan_args)]
         colds, warms, primes, windows = [], [], [], []
+        cold_requests: list[list[Any]] = []  # each scan's access-log lines, for the replay floors
+        warm_requests: list[list[Any]] = []
         window = ["--recheck-after", args.window] if args.window else []
         for k in range(max(1, args.repeat)):  # each cold scan on its own empty database, then warm on it
             db = work / f"sigaudit-{k}.db"
-            colds.append(measure_scan("cold", reg, est, pods, policy, db, work, extra))
-            warms.append(measure_scan("warm", reg, est, pods, policy, db, work, extra))
+            cold_requests.append([])
+            warm_requests.append([])
+            colds.append(measure_scan("cold", reg, est, pods, policy, db, work, extra, cold_requests[-1]))
+            warms.append(measure_scan("warm", reg, est, pods, policy, db, work, extra, warm_requests[-1]))
             if window:
                 # A warm scan that re-lists everything and marks it, then one inside the window.
                 primes.append(measure_scan("warm-marking", reg, est, pods, policy, db, work, [*extra, *window]))
@@ -1185,6 +1353,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         conc = args.registry_concurrency
         res["baselines"]["ideal_floor"] = repeat_floor(lambda: ideal_floor(reg, est, keys, conc), args.repeat)
         res["baselines"]["warm_floor"] = repeat_floor(lambda: warm_floor(reg, est, conc), args.repeat)
+        # The scans' own requests replayed (run k replays scan k's): the floors the issue-19 targets use.
+        res["baselines"]["replay_floor"] = repeat_floor(
+            each(lambda r: replay_floor(reg, est, keys, r, conc, label="replay floor (cold)",
+                                        scan_signatures=colds[0]["signatures_authenticated"]), cold_requests),
+            args.repeat)
+        res["baselines"]["warm_replay_floor"] = repeat_floor(
+            each(lambda r: replay_floor(reg, est, keys, r, conc, label="replay floor (warm)"), warm_requests),
+            args.repeat)
         if args.baseline_sample > 0:
             res["baselines"]["cosign"] = cosign_baseline(reg, est, work, args.baseline_sample, rng)
             res["baselines"]["notation"] = notation_baseline(reg, est, args.baseline_sample, rng)

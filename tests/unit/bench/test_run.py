@@ -69,6 +69,12 @@ def test_harness_writes_complete_results(tmp_path: Path) -> None:
         assert all("proxy_cpu_s" in r for r in c["runs"]) and "proxy_cpu_s" in row["ideal_floor"]
         assert row["round_trip_bound_s"] == round(c["registry_requests"] * 0.040 / int(n), 2)
         assert row["cpu_bound_s"] > 0 and len(row["load_average"]) == 2
+        # The replay floor through the same proxy: that N's cold scans' own requests, at the same N.
+        rf = row["replay_floor"]
+        assert rf["same_requests_as_scan"] is True and rf["concurrency"] == int(n) and rf["repeats"] == 2
+        assert rf["requests"] == c["registry_requests"] and "proxy_cpu_s" in rf and rf["same_signatures_as_scan"]
+        assert rf["wall_s_min"] >= rf["requests"] / int(n) * 0.040 * 0.9
+        assert row["cold_wall_over_replay_floor"] == round(c["wall_s"] / rf["wall_s"], 2)
     assert lat["proxy_connections"] > 0
     if sample:
         assert lat["cosign"]["per_digest_s"] > 0.040 and lat["by_concurrency"]["4"]["cosign_loop_over_cold_wall"] > 0
@@ -80,6 +86,21 @@ def test_harness_writes_complete_results(tmp_path: Path) -> None:
     assert floor["digests"] == 20 and floor["verified"] == 16 and floor["wall_s"] > 0
     assert floor["concurrency"] == res["params"]["registry_concurrency"] and floor["repeats"] == 2
     assert res["baselines"]["warm_floor"]["digests"] == 20
+    assert res["baselines"]["warm_floor"]["client_cpu_per_request_ms"] > 0
+    # The replay floors: each scan's own requests, as the registry logged them, at the scan's concurrency.
+    for key, scan in (("replay_floor", cold), ("warm_replay_floor", warm)):
+        rf = res["baselines"][key]
+        assert rf["same_requests_as_scan"] is True and rf["status_mismatches"] == 0, rf
+        assert rf["requests"] == scan["registry_requests"] and rf["repeats"] == 2
+        assert rf["concurrency"] == res["params"]["registry_concurrency"] and rf["client_cpu_per_request_ms"] > 0
+    assert res["baselines"]["replay_floor"]["signatures_checked"] == 18  # all but the 2 unsigned
+    assert res["baselines"]["replay_floor"]["signatures_valid"] == 16
+    assert res["baselines"]["replay_floor"]["same_signatures_as_scan"] is True
+    assert cold["signatures_authenticated"] == 18
+    assert res["ratios"]["cold_wall_over_replay_floor"] == round(cold["wall_s"] / res["baselines"]["replay_floor"]
+                                                                 ["wall_s"], 2)
+    assert res["targets"]["cold_over_replay_floor"]["value"] == res["ratios"]["cold_wall_over_replay_floor"]
+    assert res["targets"]["warm_over_warm_replay_floor"]["value"] == res["ratios"]["warm_wall_over_warm_replay_floor"]
     cosign = res["baselines"]["cosign"]
     if sample:
         assert cosign["sample"] == 2 and cosign["per_digest_s"] > 0 and cosign["agrees_with_expected"] == 2
@@ -91,6 +112,7 @@ def test_harness_writes_complete_results(tmp_path: Path) -> None:
         assert t["met"] in (True, False, None)
     md = (out / "latest.md").read_text()
     assert "sigaudit scan, cold" in md and "sigaudit scan, warm" in md and "| target |" in md
+    assert "replay floor, cold" in md and "replay floor, warm" in md and "requests differ" not in md
 
 
 def test_latency_proxy_delays_each_request_once() -> None:
