@@ -25,10 +25,6 @@ class _WriteDeadline(DeadlineExceeded, httpcore.WriteTimeout):
     pass
 
 
-def _budget(timeout: float | None, exc_type: type[Exception]) -> float | None:
-    return capped(timeout, exc_type)
-
-
 def _timed_out(exc_type: type[Exception], exc: Exception) -> Exception:
     words = expired()
     return exc_type(words) if words else exc
@@ -40,13 +36,13 @@ class _Stream(httpcore.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         try:
-            return self._inner.read(max_bytes, _budget(timeout, _ReadDeadline))
+            return self._inner.read(max_bytes, capped(timeout, _ReadDeadline))
         except httpcore.ReadTimeout as exc:
             raise _timed_out(_ReadDeadline, exc) from exc
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         try:
-            self._inner.write(buffer, _budget(timeout, _WriteDeadline))
+            self._inner.write(buffer, capped(timeout, _WriteDeadline))
         except httpcore.WriteTimeout as exc:
             raise _timed_out(_WriteDeadline, exc) from exc
 
@@ -57,7 +53,7 @@ class _Stream(httpcore.NetworkStream):
         self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.NetworkStream:
         try:
-            return _Stream(self._inner.start_tls(ssl_context, server_hostname, _budget(timeout, _ConnectDeadline)))
+            return _Stream(self._inner.start_tls(ssl_context, server_hostname, capped(timeout, _ConnectDeadline)))
         except httpcore.ConnectTimeout as exc:
             raise _timed_out(_ConnectDeadline, exc) from exc
 
@@ -81,7 +77,7 @@ class DeadlineBackend(httpcore.NetworkBackend):
     ) -> httpcore.NetworkStream:
         try:
             stream = self._inner.connect_tcp(
-                host, port, _budget(timeout, _ConnectDeadline), local_address, socket_options
+                host, port, capped(timeout, _ConnectDeadline), local_address, socket_options
             )
         except httpcore.ConnectTimeout as exc:
             raise _timed_out(_ConnectDeadline, exc) from exc
@@ -91,7 +87,7 @@ class DeadlineBackend(httpcore.NetworkBackend):
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.NetworkStream:
         try:
-            stream = self._inner.connect_unix_socket(path, _budget(timeout, _ConnectDeadline), socket_options)
+            stream = self._inner.connect_unix_socket(path, capped(timeout, _ConnectDeadline), socket_options)
         except httpcore.ConnectTimeout as exc:
             raise _timed_out(_ConnectDeadline, exc) from exc
         return _Stream(stream)

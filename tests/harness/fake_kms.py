@@ -30,14 +30,12 @@ extra members are dropped by their parsers); Vault's answers are read by sigaudi
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import os
 import re
 import ssl
 import threading
 import time
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 
 from scanner.verify.kms import crc32c
+from tests.harness.bomb_server import gzip_bomb
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -186,14 +185,6 @@ class _Fake:
 
 
 # ----------------------------------------------------------------------------------------------
-
-
-def gzip_bomb(mib: int) -> bytes:
-    """``mib`` MiB of zeros, gzipped twice (Content-Encoding: gzip, gzip): a few hundred bytes."""
-    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
-    block = b"\0" * (1 << 20)
-    once = b"".join([*(inner.compress(block) for _ in range(mib)), inner.flush()])
-    return gzip.compress(once, 9)
 
 
 def gcp_algorithm(key: PrivateKey) -> str:

@@ -137,43 +137,17 @@ def test_a_token_exchange_answer_that_inflates_to_hundreds_of_mib_is_refused_uni
     # A registry (any host with ``acr=HOST``) answering /oauth2/exchange with a few hundred bytes of
     # "gzip, gzip": httpx's iter_bytes inflated each network chunk whole, so the size cap saw 256 MiB.
     import ssl
-    import threading
-    import tracemalloc
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from scanner.registry import cloud
     from scanner.registry.auth import CredentialUnavailable
-    from tests.harness.fake_kms import gzip_bomb
+    from tests.harness.bomb_server import peak_allocation, serving_gzip_bomb
     from tests.harness.fixtures_registry import write_tls_material
 
     ca, cert, key = write_tls_material(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(ca))
-    bomb = gzip_bomb(256)
-
-    class Bomb(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Encoding", "gzip, gzip")
-            self.send_header("Content-Length", str(len(bomb)))
-            self.end_headers()
-            self.wfile.write(bomb)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Bomb)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    tracemalloc.start()
-    try:
+    with serving_gzip_bomb(256, tls=ctx, content_type="application/json") as server, peak_allocation() as peak:
         with pytest.raises(CredentialUnavailable, match=r"encoded body|exceeds"):
-            cloud.exchange_acr_token(f"127.0.0.1:{server.server_address[1]}", "entra-token")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-        server.shutdown()
-    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MiB allocated for a {len(bomb)}-byte answer"
+            cloud.exchange_acr_token(f"127.0.0.1:{server.port}", "entra-token")
+    assert peak.bytes < 32 * 2**20, f"{peak.bytes / 2**20:.0f} MiB allocated for a {server.size}-byte answer"

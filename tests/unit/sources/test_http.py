@@ -79,35 +79,12 @@ def test_an_answer_that_inflates_to_hundreds_of_mib_is_refused_uninflated() -> N
     # A few hundred bytes, Content-Encoding "gzip, gzip": httpx inflated each network chunk whole, layer
     # on layer, so the size cap saw the answer only after 256 MiB had been allocated.
     import time
-    import tracemalloc
 
     from scanner.sources.http import HttpxGet
     from scanner.verify.base import HttpGetError
-    from tests.harness.fake_kms import gzip_bomb
+    from tests.harness.bomb_server import peak_allocation, serving_gzip_bomb
 
-    bomb = gzip_bomb(256)
-
-    class Bomb(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Encoding", "gzip, gzip")
-            self.send_header("Content-Length", str(len(bomb)))
-            self.end_headers()
-            self.wfile.write(bomb)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Bomb)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    tracemalloc.start()
-    try:
+    with serving_gzip_bomb(256) as server, peak_allocation() as peak:
         with HttpxGet(timeout=5.0) as get, pytest.raises(HttpGetError, match=r"encoded body|larger than"):
-            get(f"http://127.0.0.1:{server.server_address[1]}/key.pub", max_bytes=64 * 1024,
-                until=time.monotonic() + 10)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-        server.shutdown()
-        server.server_close()
-    assert peak < 32 * 1024 * 1024, peak
+            get(f"{server.url}/key.pub", max_bytes=64 * 1024, until=time.monotonic() + 10)
+    assert peak.bytes < 32 * 1024 * 1024, peak

@@ -121,36 +121,12 @@ def test_an_oversized_or_trickling_answer_is_bounded(tsa) -> None:
 def test_an_answer_that_inflates_to_hundreds_of_mib_is_refused_uninflated() -> None:
     # A few hundred bytes, Content-Encoding "gzip, gzip": httpx inflated each network chunk whole, layer
     # on layer, so the 64 KiB cap saw the answer only after 256 MiB had been allocated.
-    import tracemalloc
+    from tests.harness.bomb_server import peak_allocation, serving_gzip_bomb
 
-    from tests.harness.fake_kms import gzip_bomb
-
-    bomb = gzip_bomb(256)
-
-    class Bomb(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Encoding", "gzip, gzip")
-            self.send_header("Content-Length", str(len(bomb)))
-            self.end_headers()
-            self.wfile.write(bomb)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Bomb)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    tracemalloc.start()
-    try:
+    with serving_gzip_bomb(256) as server, peak_allocation() as peak:
         with pytest.raises(TsaError, match=r"encoded body|larger than"):
-            request_timestamp(f"http://127.0.0.1:{server.server_address[1]}/", b"m")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-        server.shutdown()
-        server.server_close()
-    assert peak < 32 * 1024 * 1024, peak
+            request_timestamp(f"{server.url}/", b"m")
+    assert peak.bytes < 32 * 1024 * 1024, peak
 
 
 def test_the_url_credential_is_never_shown(tsa) -> None:
