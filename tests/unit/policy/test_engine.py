@@ -29,7 +29,14 @@ from scanner.models import (
     Workload,
 )
 from scanner.pipeline import _groups, _satisfied
-from scanner.policy.engine import evaluate, evaluate_rules, image_matches, match_rules, rule_satisfied, unresolved_verdicts
+from scanner.policy.engine import (
+    evaluate,
+    evaluate_rules,
+    image_matches,
+    match_rules,
+    rule_satisfied,
+    unresolved_verdicts,
+)
 from scanner.policy.loader import CompiledRule, Policy, load_policy
 from scanner.policy.schema import Exemption
 from tests.harness.cosign_sign import KeyPair
