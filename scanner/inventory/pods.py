@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeGuard
 
 import ijson
 
@@ -66,6 +66,10 @@ def _text(value: Any, what: str, where: str | _Where, *, required: bool = False)
     if not isinstance(value, str):
         raise ParseError(f"{where}: {what} is a {type(value).__name__}, not a string")
     return value
+
+
+def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    return type(value) is dict or isinstance(value, Mapping)  # a parsed pod holds dicts: skip the ABC check
 
 
 def pod_label(pod: Any) -> str:
@@ -159,10 +163,6 @@ def namespace_selected(namespace: str, include: Sequence[str], exclude: Sequence
     if include and not any(fnmatchcase(namespace, n) for n in include):
         return False
     return not any(fnmatchcase(namespace, n) for n in exclude)
-
-
-def _is_map(value: Any) -> bool:
-    return type(value) is dict or isinstance(value, Mapping)  # a parsed pod holds dicts: skip the ABC check
 
 
 def _str(value: Any, what: str, where: _Where, *, required: bool = False) -> str:
