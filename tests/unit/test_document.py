@@ -111,6 +111,29 @@ def test_the_indented_encoder_writes_what_json_dumps_writes(value: object) -> No
         assert _indented(value, pad) == want
 
 
+@pytest.mark.parametrize("value", [
+    {}, [], {"a": {}}, [[], {}, ()], {"s": "x\n\"\u00e9\u2028\ud800"}, {"n": [0, -1, 2**70, 1.5, float("nan"),
+    float("inf"), -float("inf"), True, False, None]},
+    {1: "int key", 2.5: "float key", False: "bool key", None: "none key", "s": ("a", "b")},
+    {_Str("sub"): _Str("class"), "n": [_Str("x")]}, {"deep": {"a": {"b": {"c": [1, 2, {"d": "e"}]}}}},
+])
+def test_a_line_of_the_document_is_what_json_dumps_writes(value: object) -> None:
+    from scanner.document import _LINE
+
+    assert _LINE(value) == json.dumps(value)
+    assert "\n" not in _LINE(value)
+
+
+@pytest.mark.parametrize("value", [{"a": object()}, [1, {2}], {(1, 2): "tuple key"}, {"a": [b"bytes"]}])
+def test_a_line_of_the_document_refuses_what_json_dumps_refuses(value: object) -> None:
+    from scanner.document import _LINE
+
+    with pytest.raises(TypeError):
+        json.dumps(value)
+    with pytest.raises(TypeError):
+        _LINE(value)
+
+
 @pytest.mark.parametrize("value", [{"a": object()}, [1, {2}], {(1, 2): "tuple key"}, {"a": [b"bytes"]}])
 def test_the_indented_encoder_refuses_what_json_dumps_refuses(value: object) -> None:
     with pytest.raises(TypeError):
