@@ -150,7 +150,7 @@ def render_fleet_html(store: Store, *, clock: Clock = system_clock) -> str:
 
 
 def json_for_result(result: ScanResult) -> str:
-    """``json.dumps(scan_document(result), indent=2)`` and a newline, the same bytes, written by the one
+    """The scan's document (:func:`scanner.document.scan_document`) and a newline, written by the one
     encoder of the document (``scanner.document.iter_scan_json``, what ``scan -o json`` writes): json's
     indented encoder is pure Python, a third of a 10,000-pod report's wall time."""
     return "".join(iter_scan_json(result)) + "\n"

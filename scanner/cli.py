@@ -7,7 +7,9 @@ and logs to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -187,7 +190,27 @@ def _progress_printer(enabled: bool) -> Any:
               help="With --evidence-tsa-url: the TSA's root certificate(s), PEM; the token is checked at build.")
 def scan(**opts: Any) -> None:
     """Scan running pods once, verify their images, store and print the verdicts."""
-    sys.exit(run_scan_command(**opts))
+    with one_shot_collector():
+        code = run_scan_command(**opts)
+    sys.exit(code)
+
+
+# The cyclic collector's thresholds for one scan in its own process: a scan of 10,000 pods allocates
+# millions of short-lived objects that form no cycles (pod dicts, containers, verdicts, rows); CPython's
+# defaults (700, 10, 10) ran ~1,000 young collections and walked the whole heap 4-6 times, 0.3 CPU-s of a
+# warm scan (issue 19). Reference counting still frees them at once; only cycles wait for a collection.
+ONE_SHOT_GC_THRESHOLDS = (50_000, 20, 100)
+
+
+@contextlib.contextmanager
+def one_shot_collector() -> Iterator[None]:
+    """Fewer, larger collections while a one-shot scan runs; the previous thresholds after it."""
+    before = gc.get_threshold()
+    gc.set_threshold(*ONE_SHOT_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def run_scan_command(**opts: Any) -> int:

@@ -363,6 +363,11 @@ def _cache_key(image: RunningImage, v: Verifier) -> tuple[str, str] | None:
     return None if identity is None else (image.digest, identity)
 
 
+def image_cache_keys(image: RunningImage, groups: list[_Group]) -> dict[int, tuple[str, str] | None]:
+    """The cache key of each verifier of ``image`` (by ``id``), as :func:`verify_image` looks them up."""
+    return {id(v): _cache_key(image, v) for g in groups for v in g.verifiers}
+
+
 def _results_cacheable(v: Verifier, results: tuple[SignatureResult, ...]) -> bool:
     if any(r.outcome is Outcome.ERROR for r in results):
         return False  # a check that could not run is retried next scan, never remembered
@@ -420,7 +425,10 @@ def verify_image(
     stats: ScanStats,
     cache: CacheState | None = None,
     evidence: EvidenceSink | None = None,
+    keys: Mapping[int, tuple[str, str] | None] | None = None,
 ) -> list[Verdict]:
+    """``keys``: this image's cache keys by ``id(verifier)`` when the caller made them already
+    (:func:`image_cache_keys`; each is a decision identity, made once per image and scan)."""
     verifiers: dict[int, Verifier] = {}
     for g in groups:
         for v in g.verifiers:
@@ -430,7 +438,10 @@ def verify_image(
     wants = Wants()
     for v in verifiers.values():
         wants = wants | v.wants
-    keys = {vid: _cache_key(image, v) for vid, v in verifiers.items()} if cache is not None else {}
+    if cache is None:
+        keys = {}
+    elif keys is None:
+        keys = image_cache_keys(image, groups)
     windowed = _from_window(image, keys, client, groups, now, cache)
     checked_at = None
     fingerprint = None
@@ -688,14 +699,10 @@ def run_scan(
     verdicts: list[Verdict] = []
     work = [(img, _groups(policy, img)) for img in running]
     cache_state = None
+    image_keys: list[dict[int, tuple[str, str] | None] | None] = [None] * len(work)
     if cache is not None:
-        keys = [
-            key
-            for img, gs in work
-            for g in gs
-            for v in g.verifiers
-            if (key := _cache_key(img, v)) is not None
-        ]
+        image_keys = [image_cache_keys(img, gs) for img, gs in work]  # once per image: verify_image reuses them
+        keys = [key for per in image_keys if per for key in per.values() if key is not None]
         cache_state = CacheState(
             hits=cache.cache_get_many(keys) if keys else {},
             repo_digests=Counter((img.reference.registry, img.reference.repository) for img in running),
@@ -708,17 +715,18 @@ def run_scan(
         if evidence is not None:
             evidence.prepare((e.digest, e.material_fingerprint) for e in cache_state.hits.values())
 
-    def _verify(img: RunningImage, groups: list[_Group]) -> list[Verdict]:
+    def _verify(img: RunningImage, groups: list[_Group],
+                keys: dict[int, tuple[str, str] | None] | None) -> list[Verdict]:
         reader = evidence.reader(img, client) if evidence is not None else client
         with within(deadline, SCAN_DEADLINE), (evidence.trust_reads(reader) if evidence is not None
                                                else nullcontext()):
             return _with_credential_source(
-                verify_image(img, groups, reader, policy, now, stats, cache_state, evidence), img, client)
+                verify_image(img, groups, reader, policy, now, stats, cache_state, evidence, keys), img, client)
 
     done = 0
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
-        futures = [pool.submit(_verify, img, groups) for img, groups in work]
+        futures = [pool.submit(_verify, img, groups, ks) for (img, groups), ks in zip(work, image_keys, strict=True)]
         for (img, groups), fut in zip(work, futures, strict=True):
             if stop is not None and stop.is_set():
                 for f in futures:

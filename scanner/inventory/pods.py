@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeGuard
 
 import ijson
 
@@ -68,6 +68,10 @@ def _text(value: Any, what: str, where: str | _Where, *, required: bool = False)
     return value
 
 
+def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    return type(value) is dict or isinstance(value, Mapping)  # a parsed pod holds dicts: skip the ABC check
+
+
 def pod_label(pod: Any) -> str:
     """``namespace/name`` for messages, whatever the pod holds (never renders a hostile structure)."""
     meta = pod.get("metadata") if isinstance(pod, Mapping) else None
@@ -108,14 +112,21 @@ def controller_ref(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
     if not isinstance(refs, list):
         return None
     for ref in refs:
-        if isinstance(ref, Mapping) and ref.get("controller"):
+        if _is_map(ref) and ref.get("controller"):
             return ref
-    return refs[0] if refs and isinstance(refs[0], Mapping) else None
+    return refs[0] if refs and _is_map(refs[0]) else None
 
 
 class StaticOwnerResolver:
     """Owners from the pod alone (pod-list files, no API): ReplicaSet -> Deployment through the
     ``pod-template-hash`` label that the Deployment controller sets; other owners as they are."""
+
+    # Workloads by (owner kind, owner name, pod-template-hash label): the pods of one ReplicaSet ask the
+    # same question. Bounded; a label that is not a string is never a key.
+    _MEMO_SIZE = 65536
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[str, str, str | None], Workload] = {}
 
     def workload(self, namespace: str, pod: Mapping[str, Any]) -> Workload:
         meta = pod.get("metadata") or {}
@@ -125,9 +136,23 @@ class StaticOwnerResolver:
             return Workload("Pod", _text(meta.get("name"), "name", where))
         kind = _text(ref.get("kind"), "ownerReferences kind", where)
         name = _text(ref.get("name"), "ownerReferences name", where)
+        pth = None
         if kind == "ReplicaSet":
             labels = meta.get("labels") or {}
-            pth = labels.get("pod-template-hash") if isinstance(labels, Mapping) else None
+            pth = labels.get("pod-template-hash") if _is_map(labels) else None
+        if pth is not None and type(pth) is not str:
+            return self._resolve(kind, name, pth)
+        key = (kind, name, pth)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._resolve(kind, name, pth)
+            if len(self._memo) < self._MEMO_SIZE:
+                self._memo[key] = found
+        return found
+
+    @staticmethod
+    def _resolve(kind: str, name: str, pth: Any) -> Workload:
+        if kind == "ReplicaSet":
             m = _POD_TEMPLATE_HASH.match(name)
             if pth and m and m.group("hash") == pth:
                 return Workload("Deployment", m.group("deploy"))
@@ -140,30 +165,38 @@ def namespace_selected(namespace: str, include: Sequence[str], exclude: Sequence
     return not any(fnmatchcase(namespace, n) for n in exclude)
 
 
+def _str(value: Any, what: str, where: _Where, *, required: bool = False) -> str:
+    """:func:`_text`, with a plain non-empty string (every field of a sane pod) returned at once."""
+    return value if type(value) is str and value else _text(value, what, where, required=required)
+
+
 def containers_from_pod(pod: Mapping[str, Any], owners: OwnerResolver) -> list[ContainerRef]:
     """Every container of a pod with the imageID its runtime reports (None when there is none)."""
     if isinstance(pod, UnreadablePod):
         raise ParseError(pod.reason)
-    if not isinstance(pod, Mapping):
+    if not _is_map(pod):
         raise ParseError("pod is not an object")
     meta = pod.get("metadata")
     spec = pod.get("spec")
-    if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
+    if not _is_map(meta) or not _is_map(spec):
         raise ParseError("pod without metadata or spec")
     where = _Where(pod)
-    namespace = _text(meta.get("namespace"), "namespace", where) or "default"
-    name = _text(meta.get("name"), "name", where, required=True)
-    uid = _text(meta.get("uid"), "uid", where)
+    namespace = _str(meta.get("namespace"), "namespace", where) or "default"
+    name = _str(meta.get("name"), "name", where, required=True)
+    uid = _str(meta.get("uid"), "uid", where)
     created_at = parse_kube_time(meta.get("creationTimestamp"))
-    status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
-    assert isinstance(status, Mapping)
+    status = pod.get("status")
+    if not _is_map(status):
+        status = {}
     pull_secrets = spec.get("imagePullSecrets") or []
     if not isinstance(pull_secrets, list):
         raise ParseError(f"{where}: imagePullSecrets is a {type(pull_secrets).__name__}, not a list")
-    secrets = tuple(
-        _text(s.get("name"), "imagePullSecrets name", where) for s in pull_secrets if isinstance(s, Mapping)
-    )
-    secrets = tuple(s for s in secrets if s)
+    secrets: tuple[str, ...] = ()
+    if pull_secrets:
+        secrets = tuple(
+            _text(s.get("name"), "imagePullSecrets name", where) for s in pull_secrets if _is_map(s)
+        )
+        secrets = tuple(s for s in secrets if s)
     workload = owners.workload(namespace, pod)
     out: list[ContainerRef] = []
     for ctype, spec_key, status_key in _SPEC_KEYS:
@@ -171,12 +204,18 @@ def containers_from_pod(pod: Mapping[str, Any], owners: OwnerResolver) -> list[C
         statuses = status.get(status_key) or []
         if not isinstance(containers, list) or not isinstance(statuses, list):
             raise ParseError(f"{where}: {spec_key} is not a list")
-        by_name = {s.get("name"): s for s in statuses if isinstance(s, Mapping) and isinstance(s.get("name"), str)}
+        if not containers:
+            continue
+        by_name = {s.get("name"): s for s in statuses if _is_map(s) and isinstance(s.get("name"), str)}
         for c in containers:
-            if not isinstance(c, Mapping) or not isinstance(c.get("image"), str) or not c.get("name"):
+            if not _is_map(c) or not isinstance(c.get("image"), str) or not c.get("name"):
                 raise ParseError(f"{where}: a {ctype} without name or image")
-            cname = _text(c.get("name"), f"{ctype} name", where, required=True)
-            image = _text(c.get("image"), f"{ctype} {cname[:63]} image", where, required=True)
+            cname = c.get("name")
+            if type(cname) is not str:
+                cname = _text(cname, f"{ctype} name", where, required=True)
+            image = c.get("image")
+            if type(image) is not str or not image:
+                image = _text(image, f"{ctype} {cname[:63]} image", where, required=True)
             st = by_name.get(cname) or {}
             image_id = st.get("imageID") if isinstance(st.get("imageID"), str) else None
             out.append(

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -52,6 +53,7 @@ def _candidates(ref: ImageReference) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the policy's glob text: the same for every image
 def _normalise_glob(glob: str) -> str:
     if any(w in glob for w in _WILDCARDS):
         return glob
@@ -71,17 +73,30 @@ def image_matches(globs: Iterable[str], ref: ImageReference) -> bool:
 
 
 def namespace_matches(globs: Iterable[str], namespace: str) -> bool:
+    return _namespace_in(tuple(globs), namespace)
+
+
+# A pure function of the globs and the namespace (equal strings, equal answer): a cluster has a few
+# hundred namespaces, and every image of a scan asks it again for each of its namespaces and rules.
+@functools.lru_cache(maxsize=8192)
+def _namespace_in(globs: tuple[str, ...], namespace: str) -> bool:
     return any(fnmatchcase(namespace, g) for g in globs)
 
 
-def rule_applies(rule: CompiledRule, ref: ImageReference, namespace: str) -> bool:
+def _image_applies(rule: CompiledRule, ref: ImageReference) -> bool:
+    """The image half of :func:`rule_applies` (its ``images``/``matcher`` and ``skip_images``)."""
     hit = rule.matcher(ref) if rule.matcher is not None else image_matches(rule.images, ref)
-    return (
-        hit
-        and namespace_matches(rule.namespaces, namespace)
-        and not (rule.exclude_namespaces and namespace_matches(rule.exclude_namespaces, namespace))
-        and not (rule.skip_images and image_matches(rule.skip_images, ref))
-    )
+    return hit and not (rule.skip_images and image_matches(rule.skip_images, ref))
+
+
+def _namespace_applies(rule: CompiledRule, namespace: str) -> bool:
+    """The namespace half of :func:`rule_applies` (``namespaces`` and ``exclude_namespaces``)."""
+    return namespace_matches(rule.namespaces, namespace) and not (
+        rule.exclude_namespaces and namespace_matches(rule.exclude_namespaces, namespace))
+
+
+def rule_applies(rule: CompiledRule, ref: ImageReference, namespace: str) -> bool:
+    return _image_applies(rule, ref) and _namespace_applies(rule, namespace)
 
 
 def match_rules(policy: Policy, ref: ImageReference, namespace: str) -> tuple[CompiledRule, ...]:
@@ -90,10 +105,16 @@ def match_rules(policy: Policy, ref: ImageReference, namespace: str) -> tuple[Co
     A rule with a ``first_match`` group is skipped when an earlier rule of the same group matched: of a
     group only the first matching rule applies. Rules without a group, and the first of every other
     group, apply whenever they match."""
+    return _in_namespace([r for r in policy.rules if _image_applies(r, ref)], namespace)
+
+
+def _in_namespace(image_rules: Sequence[CompiledRule], namespace: str) -> tuple[CompiledRule, ...]:
+    """:func:`match_rules` given the rules whose image half applies (in policy order): the image is
+    matched once per image, not once per namespace it runs in."""
     out: list[CompiledRule] = []
     taken: set[str] = set()
-    for rule in policy.rules:
-        if not rule_applies(rule, ref, namespace):
+    for rule in image_rules:
+        if not _namespace_applies(rule, namespace):
             continue
         if rule.first_match:
             if rule.first_match in taken:
@@ -168,8 +189,9 @@ def scopes(
     for c in containers:
         by_ns.setdefault(c.namespace, []).append(c)
     groups: dict[tuple[tuple[tuple[int, int], ...], int], Scope] = {}
+    image_rules = [r for r in policy.rules if _image_applies(r, ref)] if ref is not None else []
     for ns, cs in sorted(by_ns.items()):
-        rules = match_rules(policy, ref, ns) if ref is not None else ()
+        rules = _in_namespace(image_rules, ns)
         exemption = match_exemption(policy, ref, image_text, ns)
         key = (tuple((id(r), id(match_waiver(r, ref, image_text, ns))) for r in rules), id(exemption))
         prev = groups.get(key)

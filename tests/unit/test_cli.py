@@ -6,6 +6,7 @@ is covered without editing this file), by making the command itself raise."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +154,45 @@ def test_verify_evidence_an_age_before_year_one_is_a_usage_error_not_a_crash(tmp
                                   "--not-before", age])
     assert r.exit_code == 2, r.output
     assert "--not-before" in r.output and "Traceback" not in r.output
+
+
+def test_a_one_shot_scan_does_not_walk_the_heap_again_and_again(tmp_path: Path) -> None:
+    """Issue 19: with CPython's default collector thresholds a warm scan of 10,000 pods ran ~1,000
+    young collections and 4-6 full ones (0.3-0.4 CPU-s of a 2.7 CPU-s scan) over objects that form no
+    cycles. The scan command runs with larger thresholds (no full collection in a scan of thousands of
+    pods) and gives the previous ones back when it ends."""
+    import gc
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from tests.harness.demo import _pod
+
+    (tmp_path / "policy.yaml").write_text(  # matches nothing: no registry request is made
+        "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  rules:\n"
+        "    - name: r\n      images: ['elsewhere.test/*']\n"
+        "      verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]\n")
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (tmp_path / "k.pub").write_bytes(key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    digest = "sha256:" + "a" * 64
+    items = [_pod(f"ns-{p % 20}", f"web-{p}", [("app", f"127.0.0.1:1/app{p % 1000}:1",
+                                                f"127.0.0.1:1/app{p % 1000}@{digest}")]) for p in range(4000)]
+    (tmp_path / "pods.json").write_text(json.dumps({"kind": "List", "items": items}))
+    full: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    before = gc.get_threshold()
+    gc.callbacks.append(count)
+    try:
+        result = CliRunner().invoke(main, ["scan", "--no-store", "--policy", str(tmp_path / "policy.yaml"), "-o",
+                                           "none", "--json-out", str(tmp_path / "out.json"), "--no-progress",
+                                           "--pods-file", str(tmp_path / "pods.json")], catch_exceptions=False)
+    finally:
+        gc.callbacks.remove(count)
+    assert result.exit_code == 1, result.output  # no rule matches: no-policy verdicts are not compliant
+    assert len(json.loads((tmp_path / "out.json").read_text())["images"]) == 1000
+    assert full == []
+    assert gc.get_threshold() == before

@@ -132,3 +132,42 @@ def test_a_verdict_for_one_namespace_never_names_another_namespaces_secret(tmp_p
              for v in result.verdicts}
     assert notes == {"team-a": ["registry credentials: pull secret team-a/regcred"],
                      "team-c": ["registry credentials: pull secret team-c/copy"]}, notes
+
+
+class _DictCache:
+    """A verification cache in memory (the store's four methods), empty at the start."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], Any] = {}
+
+    def cache_get_many(self, keys: Any) -> dict[tuple[str, str], Any]:
+        return {k: self.rows[k] for k in keys if k in self.rows}
+
+    def cache_put_many(self, entries: Any) -> None:
+        self.rows.update({(e.digest, e.decision_identity): e for e in entries})
+
+    def relists_get_many(self, keys: Any) -> dict[tuple[str, str], Any]:
+        return {}
+
+    def relists_put_many(self, marks: Any) -> None:
+        pass
+
+
+def test_each_images_decision_identities_are_made_once_per_scan(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: the scan made every image's cache keys (a decision identity each: canonical JSON and a
+    hash) to load the cache, then again in the image's verification. Once per image and verifier."""
+    p = policy(tmp_path)
+    verifier = p.rules[0].verifiers[0]
+    made: list[str] = []
+    original = type(verifier).decision_identity
+
+    def counted(self: Any, image: Any) -> str | None:
+        made.append(str(image.reference))
+        return original(self, image)
+
+    monkeypatch.setattr(type(verifier), "decision_identity", counted)
+    with handler_client(lambda request: httpx.Response(404), insecure_registries={"a.test", "b.test"}) as client:
+        result = run_scan(p, pods("a.test", "b.test"), client=client, cluster="c", cache=_DictCache())
+    assert sorted(v.status for v in result.verdicts) == [Status.UNSIGNED, Status.UNSIGNED]
+    assert sorted(made) == [f"a.test/app:1@{D}", f"b.test/app:1@{D}"]

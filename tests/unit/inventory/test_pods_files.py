@@ -159,3 +159,52 @@ def test_each_element_is_built_exactly_as_json_reads_it(seed: int) -> None:
         '"y": {}', '"y": {}, "x": "last"', seed % 3)  # a duplicate key in some elements
     want = [p for p in json.loads(text)["items"] if p.get("kind") in (None, "Pod")]
     assert list(iter_pods_file("x.json", io.BytesIO(text.encode()))) == want
+
+
+def test_the_pods_of_one_replicaset_resolve_their_owner_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: every pod of a ReplicaSet worked out the same Deployment again (a regular expression
+    and a model per pod); one resolver answers each distinct owner once."""
+    from scanner.inventory import pods as pods_module
+
+    real = pods_module._POD_TEMPLATE_HASH
+    asked: list[str] = []
+
+    class Counting:
+        def match(self, name: str) -> object:
+            asked.append(name)
+            return real.match(name)
+
+    monkeypatch.setattr(pods_module, "_POD_TEMPLATE_HASH", Counting())
+    owners = StaticOwnerResolver()
+    listing = [_pod(f"ns{i % 3}", f"web-abc12-{i}", [("c", "r.io/a:1", None)], owner=("ReplicaSet", "web-abc12"),
+                    labels={"pod-template-hash": "abc12"}) for i in range(5)]
+    assert {(c.workload.kind, c.workload.name) for p in listing for c in containers_from_pod(p, owners)} == {
+        ("Deployment", "web")}
+    assert asked == ["web-abc12"]
+
+
+@pytest.mark.parametrize(("owner", "labels", "want"), [
+    (("ReplicaSet", "web-abc12"), {"pod-template-hash": "abc12"}, ("Deployment", "web")),
+    (("ReplicaSet", "web-abc12"), {"pod-template-hash": "abc13"}, ("ReplicaSet", "web-abc12")),
+    (("ReplicaSet", "web-abc12"), {"pod-template-hash": "ABC12"}, ("ReplicaSet", "web-abc12")),
+    (("ReplicaSet", "web-abc12"), {}, ("ReplicaSet", "web-abc12")),
+    (("ReplicaSet", "web-abc12"), {"pod-template-hash": ["abc12"]}, ("ReplicaSet", "web-abc12")),
+    (("ReplicaSet", "web-abc12"), {"pod-template-hash": 12}, ("ReplicaSet", "web-abc12")),
+    (("ReplicaSet", "web-abc12 "), {"pod-template-hash": "abc12"}, ("ReplicaSet", "web-abc12 ")),
+    (("Replicaset", "web-abc12"), {"pod-template-hash": "abc12"}, ("Replicaset", "web-abc12")),
+    (("StatefulSet", "web-abc12"), {"pod-template-hash": "abc12"}, ("StatefulSet", "web-abc12")),
+    (("ReplicaSet", "web-abc1"), {"pod-template-hash": "abc1"}, ("Deployment", "web")),
+])
+def test_lookalike_owners_never_share_a_remembered_workload(owner: tuple[str, str], labels: dict[str, object],
+                                                           want: tuple[str, str]) -> None:
+    """One resolver, asked first about a Deployment's pods, then about a pod whose owner differs in one
+    field (the label, its case or type, the kind's case, a trailing space): each gets its own answer."""
+    owners = StaticOwnerResolver()
+    first = _pod("ns", "web-abc12-1", [("c", "r.io/a:1", None)], owner=("ReplicaSet", "web-abc12"),
+                 labels={"pod-template-hash": "abc12"})
+    assert containers_from_pod(first, owners)[0].workload.name == "web"
+    pod = _pod("ns", "other-pod", [("c", "r.io/a:1", None)], owner=owner, labels=labels)
+    w = containers_from_pod(pod, owners)[0].workload
+    assert (w.kind, w.name) == want
+    fresh = containers_from_pod(pod, StaticOwnerResolver())[0].workload
+    assert (fresh.kind, fresh.name) == want

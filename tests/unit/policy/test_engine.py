@@ -4,8 +4,10 @@ split by namespace and exemption like resolved ones."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,14 @@ from scanner.models import (
     Workload,
 )
 from scanner.pipeline import _groups, _satisfied
-from scanner.policy.engine import evaluate, evaluate_rules, match_rules, rule_satisfied, unresolved_verdicts
+from scanner.policy.engine import (
+    evaluate,
+    evaluate_rules,
+    image_matches,
+    match_rules,
+    rule_satisfied,
+    unresolved_verdicts,
+)
 from scanner.policy.loader import CompiledRule, Policy, load_policy
 from scanner.policy.schema import Exemption
 from tests.harness.cosign_sign import KeyPair
@@ -401,3 +410,56 @@ def test_an_unresolved_image_under_several_policies_is_an_error_waived_only_by_a
     assert v.headline == "rule 'p2' (s2): running digest unknown: not started"
     (v,) = unresolved_verdicts(img, policy(p1, replace(p2, waivers=(waiver,))), NOW)
     assert v.status is Status.EXEMPT
+
+
+def test_an_images_rules_are_matched_once_per_image_not_once_per_namespace() -> None:
+    """Issue 19: splitting an image's containers by namespace matched every rule's image globs (or its
+    importer's matcher) again for each namespace the image runs in; the image half is asked once."""
+    calls: list[ImageReference] = []
+
+    def matcher(ref: ImageReference) -> bool:
+        calls.append(ref)
+        return True
+
+    rule = CompiledRule("r", ("*",), ("*",), (FakeVerifier("v"),), matcher=matcher)
+    image = RunningImage(ImageReference("r.io", "a", "1", D), tuple(container(f"ns-{i}") for i in range(5)))
+    groups = _groups(policy(rule), image)
+    assert [g.rules for g in groups] == [(rule,)] and len(groups[0].containers) == 5
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scopes_select_exactly_the_rules_match_rules_selects_in_each_namespace(seed: int) -> None:
+    """The per-image matching (and the memoised namespace globs) select, namespace by namespace, what
+    :func:`match_rules` selects: lookalike namespaces (case, a trailing space, a prefix) and images
+    (another repository, tag or digest) never share an answer; ``first_match`` groups, excluded
+    namespaces and skipped images are honoured."""
+    rng = random.Random(seed)
+    namespaces = ["team-a", "team-A", "team-a ", "team-ab", "prod", "prod-x", "kube-system", "default"]
+    ns_globs = [("*",), ("team-a",), ("team-*",), ("prod",), ("prod*",), ("kube-*",), ("team-A", "default")]
+    img_globs = [("*",), ("r.io/a",), ("r.io/a:1",), (f"r.io/a@{D}",), ("r.io/b",), ("r.io/a*",), ("q.io/*",)]
+    rules = tuple(
+        CompiledRule(f"r{i}", rng.choice(img_globs), rng.choice(ns_globs), (FakeVerifier("v"),),
+                     exclude_namespaces=rng.choice([(), ("prod-x",), ("team-a",)]),
+                     skip_images=rng.choice([(), ("r.io/a:2",), ("r.io/a",)]),
+                     first_match=rng.choice(["", "", "g1", "g2"]))
+        for i in range(8)
+    )
+    p = policy(*rules)
+    for ref in (ImageReference("r.io", "a", "1", D), ImageReference("r.io", "a", "2", D),
+                ImageReference("r.io", "ab", "1", D), ImageReference("q.io", "a", None, D)):
+        image = RunningImage(ref, tuple(container(ns, f"p{k}") for k, ns in enumerate(namespaces)))
+        got = {c.namespace: g.rules for g in _groups(p, image) for c in g.containers}
+        for ns in namespaces:
+            want = []
+            taken: set[str] = set()
+            for r in rules:  # match_rules as it was written, rule by rule
+                hit = (image_matches(r.images, ref) and any(fnmatchcase(ns, g) for g in r.namespaces)
+                       and not any(fnmatchcase(ns, g) for g in r.exclude_namespaces)
+                       and not (r.skip_images and image_matches(r.skip_images, ref)))
+                if not hit or (r.first_match and r.first_match in taken):
+                    continue
+                if r.first_match:
+                    taken.add(r.first_match)
+                want.append(r)
+            assert got[ns] == tuple(want) == match_rules(p, ref, ns), (ref, ns)
