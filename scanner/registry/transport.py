@@ -54,6 +54,14 @@ def _left(base: float | None) -> float | None:
     return deadline.capped(base, DeadlineTimeout)
 
 
+def _settimeout(sock: Any, timeout: float | None) -> None:
+    """``sock.settimeout(timeout)`` unless it is already that: each call is two ``fcntl`` system calls
+    (CPython re-sets blocking mode), and with the deadline further away than the per-operation timeout
+    the value is the same for every recv of a request (issue 19: 4 calls a request, ~11 µs each)."""
+    if sock.gettimeout() != timeout:
+        sock.settimeout(timeout)
+
+
 def _deadline_words(exc: BaseException) -> BaseException:
     words = deadline.expired()
     return DeadlineTimeout(words) if words and isinstance(exc, TimeoutError | OSError) else exc
@@ -68,7 +76,7 @@ class _DeadlineSocketIO(socket.SocketIO):
         self._base = base
 
     def readinto(self, b: Any) -> int | None:
-        self._socket.settimeout(_left(self._base))
+        _settimeout(self._socket, _left(self._base))
         try:
             return super().readinto(b)
         except TimeoutError as exc:
@@ -117,7 +125,7 @@ class _DeadlineMixin:
 
     def send(self, data: Any) -> None:
         if self.sock is not None:  # (None: http.client connects first, under connect() below)
-            self.sock.settimeout(_left(self.timeout if isinstance(self.timeout, int | float) else None))
+            _settimeout(self.sock, _left(self.timeout if isinstance(self.timeout, int | float) else None))
         try:
             super().send(data)  # type: ignore[misc]
         except TimeoutError as exc:
@@ -274,6 +282,10 @@ class Transport:
         self._rules = environment_proxies()
         self._proxied: dict[str, urllib3.ProxyManager] = {}
         self._lock = threading.Lock()
+        # (scheme, host, port) -> its proxy (None: direct) and, direct, its pool: the rule matching and
+        # urllib3's pool-key normalisation were a tenth of a request's client CPU (issue 19). A pool the
+        # manager evicted (over 1024 hosts) is closed (``pool is None``) and asked for again.
+        self._routes: dict[tuple[str, str, int | None], tuple[str | None, HTTPConnectionPool | None]] = {}
 
     def _proxy_manager(self, proxy: str) -> urllib3.ProxyManager:
         with self._lock:
@@ -299,17 +311,25 @@ class Transport:
         default = 443 if parts.scheme == "https" else 80
         if port == default:
             port = None
-        proxy = next((r.proxy for r in self._rules if r.matches(parts.scheme, parts.hostname, port)), None)
+        route = (parts.scheme, parts.hostname, port)
+        proxy, pool = self._routes.get(route, (None, None))
+        if pool is None or pool.pool is None:
+            proxy = next((r.proxy for r in self._rules if r.matches(parts.scheme, parts.hostname, port)), None)
+            pool = None if proxy is not None else self._direct.connection_from_host(parts.hostname, port,
+                                                                                    parts.scheme)
+            if len(self._routes) < 4096:
+                self._routes[route] = (proxy, pool)
         hdrs = {**self._headers, **headers}
         opts: dict[str, Any] = {"body": body, "headers": hdrs, "redirect": False, "retries": False,
                                 "preload_content": False, "decode_content": False, "timeout": self._timeout}
-        if proxy is None:
-            pool = self._direct.connection_from_host(parts.hostname, port, parts.scheme)
+        if pool is not None:
             path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
             return pool.urlopen(method, path, **opts)
+        assert proxy is not None
         return self._proxy_manager(proxy).urlopen(method, url, **opts)
 
     def close(self) -> None:
+        self._routes.clear()
         self._direct.clear()
         with self._lock:
             for pm in self._proxied.values():
