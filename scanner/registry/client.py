@@ -858,7 +858,8 @@ class RegistryClient:
         listing per repository instead of a 404 per digest (issue 19: 600 of a cold scan's 5,001
         requests). The same fact as the 404: the registry says, with the same credentials, the tag is
         not there. A tag that is listed is still fetched (and checked) per digest; a listing refused,
-        failed or too long (None) leaves every lookup to its own request."""
+        failed or too long (None), or pods with more than one credential source for the repository,
+        leave every lookup to its own request."""
         with self._lock:
             self._listed_repos = self._listed_repos | frozenset(repositories)
 
@@ -866,6 +867,11 @@ class RegistryClient:
         with self._lock:
             listed = (ref.registry, ref.repository) in self._listed_repos
         if not listed:
+            return False
+        if len(self.credentials.candidates(ref.registry, secrets, repository=ref.repository)) > 1:
+            # Several sources: a per-tag 404 stands only once none of them was refused (a refused one
+            # might see what the others are told is not there); a listing hides which answered, so
+            # each tag is asked under that rule instead.
             return False
         tags = self.tag_set(ref, secrets)
         return tags is not None and tag not in tags

@@ -76,3 +76,37 @@ def test_a_listing_that_cannot_be_used_leaves_each_lookup_to_its_own_request(rep
     assert "tag list" not in str(exc.value)
     assert seen == ["GET /v2/team/app/tags/list", f"GET /v2/team/app/manifests/{SIG}",
                     f"GET /v2/team/app/manifests/{ABSENT[0]}"]
+
+
+def test_with_two_credential_sources_each_tag_is_asked_under_the_refusal_rule() -> None:
+    """bob's password is wrong (401); alice lists the repository without the tag. Asked per tag, alice's
+    404 does not stand beside bob's refusal (he might see it): an error, never "unsigned" — a listing
+    would hide the refusal, so it is not used when more than one source applies."""
+    import base64
+
+    from scanner.errors import RegistryError
+    from scanner.registry.auth import CredentialStore
+
+    store, refs = CredentialStore(), []
+    for user in ("alice", "bob"):
+        token = base64.b64encode(f"{user}:{'alice-pw' if user == 'alice' else 'wrong'}".encode()).decode()
+        store.add_pull_secret("team-a", f"{user}-secret",
+                              json.dumps({"auths": {"evil.test": {"auth": token}}}).encode())
+        refs.append(("team-a", f"{user}-secret"))
+    alice = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.headers.get("authorization") != alice:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        if request.url.path.endswith("/tags/list"):
+            return httpx.Response(200, json={"tags": ["1"]})
+        return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
+
+    with handler_client(handler, credentials=store, insecure_registries={"evil.test"}) as c:
+        c.answer_absent_tags_from_lists([("evil.test", "team/app")])
+        for order in (tuple(refs), tuple(reversed(refs))):
+            with pytest.raises(RegistryError, match="cannot be told"):
+                c.get_manifest(REF, ABSENT[0], order)
+    assert not any("/tags/list" in s for s in seen)
