@@ -698,6 +698,10 @@ def run_scan(
     stats = ScanStats()
     verdicts: list[Verdict] = []
     work = [(img, _groups(policy, img)) for img in running]
+    repo_digests = Counter((img.reference.registry, img.reference.repository) for img in running)
+    # Where many digests share a repository, its tag list answers "no .sig / referrers tag" for all of
+    # them (one request instead of a 404 per digest), cold or warm.
+    client.answer_absent_tags_from_lists(k for k, n in repo_digests.items() if n >= LIST_TAGS_FROM)
     cache_state = None
     image_keys: list[dict[int, tuple[str, str] | None] | None] = [None] * len(work)
     if cache is not None:
@@ -705,7 +709,7 @@ def run_scan(
         keys = [key for per in image_keys if per for key in per.values() if key is not None]
         cache_state = CacheState(
             hits=cache.cache_get_many(keys) if keys else {},
-            repo_digests=Counter((img.reference.registry, img.reference.repository) for img in running),
+            repo_digests=repo_digests,
             window=recheck_after,
             cluster=cluster,
         )

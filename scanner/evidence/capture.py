@@ -190,6 +190,9 @@ class RecordingReader:
         self._keep(key, {"value": bool(value)})
         return value
 
+    def answer_absent_tags_from_lists(self, repositories: Iterable[tuple[str, str]]) -> None:
+        self._inner.answer_absent_tags_from_lists(repositories)
+
     def tag_set(self, ref: ImageReference, secrets: Secrets = ()) -> frozenset[str] | None:
         key = _key("tag_set", ref, "")
         try:
@@ -278,6 +281,9 @@ class ReplayReader:
 
     def uses_referrers_tag_schema(self, ref: ImageReference, digest: str, secrets: Secrets = ()) -> bool:
         return bool(self._answer(_key("uses_referrers_tag_schema", ref, digest))["value"])
+
+    def answer_absent_tags_from_lists(self, repositories: Iterable[tuple[str, str]]) -> None:
+        """Nothing to do: a lookup the scan answered from a tag list was recorded as its own NotFound."""
 
     def tag_set(self, ref: ImageReference, secrets: Secrets = ()) -> frozenset[str] | None:
         value = self._answer(_key("tag_set", ref, ""))["value"]

@@ -22,7 +22,7 @@ import threading
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -266,6 +266,7 @@ class RegistryClient:
         self._budget = manifest_budget
         self._tag_sets: dict[tuple[str, str, tuple[Candidate, ...]], frozenset[str] | None] = {}
         self._has_referrers_api: set[str] = set()
+        self._listed_repos: frozenset[tuple[str, str]] = frozenset()  # see answer_absent_tags_from_lists
         self._probe_locks: dict[str, threading.Lock] = {}
         self._tag_locks: dict[tuple[str, str, tuple[Candidate, ...]], threading.Lock] = {}
         self._manifest_gets: Counter[str] = Counter()
@@ -849,6 +850,32 @@ class RegistryClient:
         # No usable header, or asked by another algorithm's digest: fetch it and check it.
         return self.get_manifest(ref, reference, secrets).descriptor
 
+    def answer_absent_tags_from_lists(self, repositories: Iterable[tuple[str, str]]) -> None:
+        """For these (registry, repository) pairs — where a scan reads many digests — a manifest GET by
+        a *tag* first consults the repository's tag list (:meth:`tag_set`: one listing per scan and
+        credential set): a tag the list does not hold is answered :class:`NotFound` without a request.
+        A cosign ``.sig`` tag or a referrers-schema ``sha256-<hex>`` tag that is absent then costs one
+        listing per repository instead of a 404 per digest (issue 19: 600 of a cold scan's 5,001
+        requests). The same fact as the 404: the registry says, with the same credentials, the tag is
+        not there. A tag that is listed is still fetched (and checked) per digest; a listing refused,
+        failed or too long (None), or pods with more than one credential source for the repository,
+        leave every lookup to its own request."""
+        with self._lock:
+            self._listed_repos = self._listed_repos | frozenset(repositories)
+
+    def _absent_from_list(self, ref: ImageReference, tag: str, secrets: tuple[tuple[str, str], ...]) -> bool:
+        with self._lock:
+            listed = (ref.registry, ref.repository) in self._listed_repos
+        if not listed:
+            return False
+        if len(self.credentials.candidates(ref.registry, secrets, repository=ref.repository)) > 1:
+            # Several sources: a per-tag 404 stands only once none of them was refused (a refused one
+            # might see what the others are told is not there); a listing hides which answered, so
+            # each tag is asked under that rule instead.
+            return False
+        tags = self.tag_set(ref, secrets)
+        return tags is not None and tag not in tags
+
     def get_manifest(
         self,
         ref: ImageReference,
@@ -859,6 +886,9 @@ class RegistryClient:
     ) -> Manifest:
         if is_digest(reference):
             checkable_digest(reference, f"manifest {ref.repo}@{reference[:80]}")  # refused before any request
+        elif self._absent_from_list(ref, reference, secrets):
+            raise NotFound(f"{ref.registry}: manifest {ref.repo}:{reference} not found (not in the repository's "
+                           "tag list)", registry=ref.registry, status=404)
         resp, body = self._manifest_request("GET", ref, reference, secrets, max_bytes or self.limits.manifest_bytes)
         if is_digest(reference):
             # Asked by digest (the running image, a referrer listed by digest): the content must be it,
@@ -960,8 +990,8 @@ class RegistryClient:
                 if resp.status_code != 200:
                     return None
                 doc = json.loads(body)
-            except (RegistryError, ParseError, ValueError, UnicodeDecodeError):
-                return None
+            except (RegistryError, ParseError, ValueError, UnicodeDecodeError, RecursionError):
+                return None  # (RecursionError: a reply nested too deep for json)
             page = doc.get("tags") if isinstance(doc, dict) else None
             if page is None:
                 page = []

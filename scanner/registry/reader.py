@@ -8,6 +8,7 @@ cache and satisfaction logic have fast unit tests.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from scanner.models import Descriptor, ImageReference
@@ -44,6 +45,11 @@ class RegistryReader(Protocol):
     def uses_referrers_tag_schema(self, ref: ImageReference, digest: str, secrets: Secrets = ()) -> bool: ...
 
     def tag_set(self, ref: ImageReference, secrets: Secrets = ()) -> frozenset[str] | None: ...
+
+    def answer_absent_tags_from_lists(self, repositories: Iterable[tuple[str, str]]) -> None:
+        """(registry, repository) pairs whose manifest GETs by tag may be answered ``NotFound`` from the
+        repository's tag list (:meth:`tag_set`) when the tag is not listed. A reader without tag lists
+        (a replay, an in-memory registry) ignores it: every lookup is then its own answer."""
 
     def credential_source(
         self, registry: str, repository: str, secrets: Secrets,

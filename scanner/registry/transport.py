@@ -22,6 +22,7 @@ credential rule on redirects, ``Retry-After``, the size caps and the bounded inf
 
 from __future__ import annotations
 
+import email.parser
 import http.client
 import io
 import ipaddress
@@ -30,6 +31,7 @@ import re
 import socket
 import ssl
 import threading
+import types
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies
@@ -54,6 +56,14 @@ def _left(base: float | None) -> float | None:
     return deadline.capped(base, DeadlineTimeout)
 
 
+def _settimeout(sock: Any, timeout: float | None) -> None:
+    """``sock.settimeout(timeout)`` unless it is already that: each call is two ``fcntl`` system calls
+    (CPython re-sets blocking mode), and with the deadline further away than the per-operation timeout
+    the value is the one urllib3 has just set (issue 19: our two a request, beside urllib3's own two)."""
+    if sock.gettimeout() != timeout:
+        sock.settimeout(timeout)
+
+
 def _deadline_words(exc: BaseException) -> BaseException:
     words = deadline.expired()
     return DeadlineTimeout(words) if words and isinstance(exc, TimeoutError | OSError) else exc
@@ -68,7 +78,7 @@ class _DeadlineSocketIO(socket.SocketIO):
         self._base = base
 
     def readinto(self, b: Any) -> int | None:
-        self._socket.settimeout(_left(self._base))
+        _settimeout(self._socket, _left(self._base))
         try:
             return super().readinto(b)
         except TimeoutError as exc:
@@ -89,9 +99,46 @@ class _SocketView:
         return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
 
 
+# A header line in its plainest form: an RFC 9110 token, a colon, a value without any character that
+# ``str.splitlines`` (which the email parser splits on, after http.client decodes the block as Latin-1)
+# would break at. Every such line is parsed by the email parser to exactly (name, value.lstrip(" \t")).
+_PLAIN_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n\x0b\x0c\x1c-\x1e\x85]*)\r?\n")
+_MAXLINE, _MAXHEADERS = 65536, 100  # http.client's limits
+
+
+def _parse_headers(fp: Any, _class: type[http.client.HTTPMessage] = http.client.HTTPMessage) -> Any:
+    """http.client's ``parse_headers`` without the email parser for a block of plain lines (issue 19: a
+    quarter of a request's client CPU in urllib3's own path, ~40 µs of ~55). The same limits (line
+    length, header count) and the same message; any other line — a continuation, an empty or odd name, a
+    line break the email parser would split at — sends the whole block to the email parser, as before."""
+    lines: list[bytes] = []
+    while True:  # http.client's _read_headers, step for step (the blank line is kept, and counted)
+        line = fp.readline(_MAXLINE + 1)
+        if len(line) > _MAXLINE:
+            raise http.client.LineTooLong("header line")
+        lines.append(line)
+        if len(lines) > _MAXHEADERS:
+            raise http.client.HTTPException(f"got more than {_MAXHEADERS} headers")
+        if line in (b"\r\n", b"\n", b""):
+            break
+    msg = _class()
+    for line in lines[:-1]:
+        m = _PLAIN_HEADER.fullmatch(line)
+        if m is None:
+            return email.parser.Parser(_class=_class).parsestr(b"".join(lines).decode("iso-8859-1"))
+        msg.set_raw(m.group(1).decode("iso-8859-1"), m.group(2).decode("iso-8859-1"))
+    return msg
+
+
 class _DeadlineResponse(http.client.HTTPResponse):
     def __init__(self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None) -> None:
         super().__init__(_SocketView(sock), debuglevel, method, url)  # type: ignore[arg-type]
+
+    # CPython's own ``begin`` (status line, 1xx skipping, version, framing) run with the parser above in
+    # place of the module's ``parse_headers``: nothing of it is copied, so it follows the interpreter.
+    begin = types.FunctionType(
+        http.client.HTTPResponse.begin.__code__, {**vars(http.client), "parse_headers": _parse_headers}, "begin"
+    )
 
 
 class _DeadlineMixin:
@@ -117,7 +164,7 @@ class _DeadlineMixin:
 
     def send(self, data: Any) -> None:
         if self.sock is not None:  # (None: http.client connects first, under connect() below)
-            self.sock.settimeout(_left(self.timeout if isinstance(self.timeout, int | float) else None))
+            _settimeout(self.sock, _left(self.timeout if isinstance(self.timeout, int | float) else None))
         try:
             super().send(data)  # type: ignore[misc]
         except TimeoutError as exc:
@@ -274,6 +321,10 @@ class Transport:
         self._rules = environment_proxies()
         self._proxied: dict[str, urllib3.ProxyManager] = {}
         self._lock = threading.Lock()
+        # (scheme, host, port) -> its proxy (None: direct) and, direct, its pool: the rule matching and
+        # urllib3's pool-key normalisation were a tenth of a request's client CPU (issue 19). A pool the
+        # manager evicted (over 1024 hosts) is closed (``pool is None``) and asked for again.
+        self._routes: dict[tuple[str, str, int | None], tuple[str | None, HTTPConnectionPool | None]] = {}
 
     def _proxy_manager(self, proxy: str) -> urllib3.ProxyManager:
         with self._lock:
@@ -299,17 +350,25 @@ class Transport:
         default = 443 if parts.scheme == "https" else 80
         if port == default:
             port = None
-        proxy = next((r.proxy for r in self._rules if r.matches(parts.scheme, parts.hostname, port)), None)
+        route = (parts.scheme, parts.hostname, port)
+        proxy, pool = self._routes.get(route, (None, None))
+        if pool is None or pool.pool is None:
+            proxy = next((r.proxy for r in self._rules if r.matches(parts.scheme, parts.hostname, port)), None)
+            pool = None if proxy is not None else self._direct.connection_from_host(parts.hostname, port,
+                                                                                    parts.scheme)
+            if len(self._routes) < 4096:
+                self._routes[route] = (proxy, pool)
         hdrs = {**self._headers, **headers}
         opts: dict[str, Any] = {"body": body, "headers": hdrs, "redirect": False, "retries": False,
                                 "preload_content": False, "decode_content": False, "timeout": self._timeout}
-        if proxy is None:
-            pool = self._direct.connection_from_host(parts.hostname, port, parts.scheme)
+        if pool is not None:
             path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
             return pool.urlopen(method, path, **opts)
+        assert proxy is not None
         return self._proxy_manager(proxy).urlopen(method, url, **opts)
 
     def close(self) -> None:
+        self._routes.clear()
         self._direct.clear()
         with self._lock:
             for pm in self._proxied.values():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,6 +177,9 @@ class InMemoryRegistry:
     ) -> str | None:
         """The in-memory registry needs no credentials: no source applies."""
         return None
+
+    def answer_absent_tags_from_lists(self, repositories: Iterable[tuple[str, str]]) -> None:
+        """Ignored: every lookup of the in-memory registry is its own answer."""
 
     def tag_set(self, ref: ImageReference, secrets: Secrets = ()) -> frozenset[str] | None:
         self._call("tag_set", ref.repository)
