@@ -306,7 +306,10 @@ def test_registry_budget_end_to_end(tmp_path: Path) -> None:
         reg.stop()
     doc = json.loads((tmp_path / "scan.json").read_text())
     errors = [i for i in doc["images"] if i["status"] == "error"]
-    assert len(errors) >= 12 - budget
+    # Each signed image spends at least one manifest GET; an unsigned one may be answered by its repository's
+    # tag list (no manifest GET, so no budget).
+    unsigned = sum(1 for i in est.images if i.kind == bench.UNSIGNED)
+    assert errors and len(errors) >= 12 - budget - unsigned
     assert all(any("registry request budget exhausted" in r for r in i["reasons"]) for i in errors)
     assert {i["status"] for i in doc["images"]} - {"error"}  # the first images were judged normally
 
