@@ -18,10 +18,10 @@ fingerprint).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import threading
+import zlib
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -452,8 +452,15 @@ def index_bytes(head: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) ->
     opening = '{"images":['
     if not empty.startswith(opening + "]"):
         raise ValueError("an index head has a key that sorts before 'images'")
-    text = opening + ",".join(e for _, e in entries) + empty[len(opening):]
-    return gzip.compress(text.encode(), compresslevel=INDEX_GZIP_LEVEL, mtime=0)
+    # Streamed into the compressor entry by entry: the document is never held whole, as text or as bytes
+    # (~9 MB at the moment of a cold scan's peak RSS). A gzip stream (wbits 31: no name, time 0).
+    z = zlib.compressobj(INDEX_GZIP_LEVEL, zlib.DEFLATED, 31)
+    parts = [z.compress(opening.encode())]
+    for n, (_, entry) in enumerate(entries):
+        parts.append(z.compress((entry if n == 0 else "," + entry).encode()))
+    parts.append(z.compress(empty[len(opening):].encode()))
+    parts.append(z.flush())
+    return b"".join(parts)
 
 
 def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None, policy_from: Iterable[str],
