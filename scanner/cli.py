@@ -8,6 +8,7 @@ and logs to stderr.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -187,7 +188,22 @@ def _progress_printer(enabled: bool) -> Any:
               help="With --evidence-tsa-url: the TSA's root certificate(s), PEM; the token is checked at build.")
 def scan(**opts: Any) -> None:
     """Scan running pods once, verify their images, store and print the verdicts."""
+    one_shot_gc()
     sys.exit(run_scan_command(**opts))
+
+
+# A one-shot scan builds about ten objects per container and keeps most of them to its end (inventory,
+# verdicts, documents); CPython's cyclic collector, run every 700 net allocations, walked that growing
+# heap again and again: ~0.25 of a warm 10,000-pod scan's ~2.3 CPU-s (issue 19). The scan makes few
+# reference cycles, so collecting young objects every 20,000 allocations instead costs ~1 MB of peak RSS
+# here; the older generations keep their default ratios. Only ``sigaudit scan`` (a process that ends with
+# its scan) changes it, never a long-running ``serve`` or a library caller.
+SCAN_GC_THRESHOLD = (20_000, 10, 10)
+
+
+def one_shot_gc() -> None:
+    """Tune the cyclic garbage collector for a process that runs one scan and exits."""
+    gc.set_threshold(*SCAN_GC_THRESHOLD)
 
 
 def run_scan_command(**opts: Any) -> int:
