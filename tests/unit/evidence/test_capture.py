@@ -290,6 +290,7 @@ def test_an_index_is_the_canonical_json_of_its_sorted_document_byte_for_byte() -
         images, key=lambda i: (_canonical_text(i["image"]), canonical_json(i)))})
     for order in (images, list(reversed(images))):  # the order images were judged in (threads) never shows
         assert gzip.decompress(index_bytes(head, order)) == want
+        assert index_bytes(head, order) == index_bytes(head, images)  # the compressed bytes too: one name
     assert gzip.decompress(index_bytes({**head, "source": "watch"}, images)) == canonical_json(
         {**head, "source": "watch", "images": json.loads(want)["images"]})
     assert gzip.decompress(index_bytes(head, [])) == canonical_json({**head, "images": []})
