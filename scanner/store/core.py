@@ -17,38 +17,25 @@ from sqlalchemy.exc import SQLAlchemyError
 from scanner.clock import Clock
 from scanner.errors import StoreError
 from scanner.models import ScanState
+from scanner.store import schema as _schema
 from scanner.store.engine import describe_db_error, display_url, is_sqlite, write_options
-from scanner.store.schema import (
-    Container,
-    ContainerGroup,
-    Image,
-    NotificationState,
-    Scan,
-    ScanSummaryRow,
-    Signature,
-    SignatureCheck,
-    SignatureRelist,
-    VerdictSet,
-    VerdictSetMember,
-    VerificationCache,
-)
 
 MAX_ID = 2**31 - 1  # sa.Integer: INTEGER on both backends
 FINISHED = (ScanState.COMPLETE.value, ScanState.PARTIAL.value)
 _CHUNK = 500
 
-scans = cast(sa.Table, Scan.__table__)
-images = cast(sa.Table, Image.__table__)
-containers = cast(sa.Table, Container.__table__)
-signatures = cast(sa.Table, Signature.__table__)
-checks = cast(sa.Table, SignatureCheck.__table__)
-cache = cast(sa.Table, VerificationCache.__table__)
-relists = cast(sa.Table, SignatureRelist.__table__)
-summaries = cast(sa.Table, ScanSummaryRow.__table__)
-notified = cast(sa.Table, NotificationState.__table__)
-verdict_sets = cast(sa.Table, VerdictSet.__table__)
-members = cast(sa.Table, VerdictSetMember.__table__)
-groups = cast(sa.Table, ContainerGroup.__table__)
+scans = _schema.scans
+images = _schema.images
+containers = _schema.containers
+signatures = _schema.signatures
+checks = _schema.signature_checks
+cache = _schema.verification_cache
+relists = _schema.signature_relists
+summaries = _schema.scan_summaries
+notified = _schema.notification_state
+verdict_sets = _schema.verdict_sets
+members = _schema.verdict_set_members
+groups = _schema.container_groups
 
 # PostgreSQL: the transaction-level advisory lock that serialises whoever adds or removes shared
 # content (a scan's write, retention's collection), so that a verdict a scan is about to name is never

@@ -7,17 +7,15 @@ import gzip
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 
 from scanner.store.core import Db, dialect_insert, lock_content
 from scanner.store.core import chunks as _chunks
 from scanner.store.engine import is_sqlite
-from scanner.store.schema import EvidenceBlob, EvidenceRef
-
-_blobs = cast(sa.Table, EvidenceBlob.__table__)
-_refs = cast(sa.Table, EvidenceRef.__table__)
+from scanner.store.schema import evidence_blobs as _blobs
+from scanner.store.schema import evidence_refs as _refs
 
 
 class Evidence:

@@ -95,14 +95,14 @@ def test_rows_keyed_before_decision_identities_are_never_read(store: Store) -> N
     key (a bare sha256 hex trust fingerprint, ``static:pass``) can never equal one, so it is never
     served; the key still fits the column, so no migration is needed."""
     from scanner.models import ImageReference, RunningImage
-    from scanner.store.schema import VerificationCache
+    from scanner.store.schema import verification_cache
     from scanner.verify.base import IDENTITY_PREFIX
     from scanner.verify.static import StaticVerifier
 
     image = RunningImage(ImageReference("reg.example", "prod/app", "1", D1), ())
     identity = StaticVerifier("pass", source="s").decision_identity(image)
     assert identity is not None and identity.startswith(IDENTITY_PREFIX)
-    assert len(identity) <= VerificationCache.__table__.c.trust_fingerprint.type.length
+    assert len(identity) <= verification_cache.c.trust_fingerprint.type.length
     for legacy in ("ab" * 32, "static:pass"):
         store.cache_put(D1, legacy, "m", [sig("old logic")])
     assert store.cache_get(D1, identity) is None

@@ -260,3 +260,43 @@ class _Fetcher:
 
     def post(self, url: str, body: bytes, *, content_type: str, max_bytes: int, timeout: float) -> bytes:
         raise AssertionError("no POST")
+
+
+def _index_image(name: str, namespace: str) -> dict[str, object]:
+    from scanner.evidence.capture import image_to_json
+    from scanner.models import ContainerRef, ContainerType, RunningImage, Workload
+
+    ref = ImageReference("127.0.0.1:5000", name, "v1", "sha256:" + hashlib.sha256(name.encode()).hexdigest())
+    c = ContainerRef(namespace, f"pod-{name}", "app", ContainerType.CONTAINER, f"127.0.0.1:5000/{name}:v1", None,
+                     Workload("Deployment", name), ("pull",), "uid")
+    return image_to_json(RunningImage(ref, (c,), (), ()))
+
+
+def test_an_index_is_the_canonical_json_of_its_sorted_document_byte_for_byte() -> None:
+    """index_bytes serialises each image once and splices the entries into the head; what it writes must be
+    exactly canonical_json of the whole document, whatever the strings hold (non-ASCII, quotes, backslashes,
+    separators that a splice could confuse), with the images in a total, deterministic order."""
+    import gzip
+
+    from scanner.evidence.capture import _canonical_text, index_bytes
+
+    hostile = ['ns-ü', 'ns"q', 'ns\\b', 'ns],"images":[', 'ns-\u2028', 'a', 'a']
+    images = [{"image": _index_image(f"r{i % 3}", ns), "fingerprint": None if i % 2 else f"fp{i}",
+               "material": None if i % 3 else f"{i:064x}"} for i, ns in enumerate(hostile)]
+    images.append(dict(images[-1]))  # the same entry twice (one image judged twice)
+    head = {"schema_version": 1, "scan_id": 7, "verified_at": "2026-12-07T00:00:00+00:00",
+            "policy": {"path": "p.yaml", "from": ["x"], "digest": "sha256:0"}, "trust": [{"op": "o", "path": "é"}]}
+    want = canonical_json({**head, "images": sorted(
+        images, key=lambda i: (_canonical_text(i["image"]), canonical_json(i)))})
+    for order in (images, list(reversed(images))):  # the order images were judged in (threads) never shows
+        assert gzip.decompress(index_bytes(head, order)) == want
+        assert index_bytes(head, order) == index_bytes(head, images)  # the compressed bytes too: one name
+    assert gzip.decompress(index_bytes({**head, "source": "watch"}, images)) == canonical_json(
+        {**head, "source": "watch", "images": json.loads(want)["images"]})
+    assert gzip.decompress(index_bytes(head, [])) == canonical_json({**head, "images": []})
+    with pytest.raises(ValueError):
+        index_bytes({**head, "images": []}, images)  # the head never carries entries of its own
+    with pytest.raises(ValueError):
+        index_bytes({**head, "a_key": 1}, images)  # a key sorting before "images" would break the splice
+    with pytest.raises(ValueError):
+        index_bytes(head, [{**images[0], "extra": 1}])  # an entry with another shape is not spliced blindly

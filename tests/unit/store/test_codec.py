@@ -74,3 +74,24 @@ def test_utc_datetime_refuses_naive_and_normalises_to_utc() -> None:
     assert stored == datetime(2026, 1, 1) and stored.tzinfo is None
     back = col.process_result_value(stored, lite)
     assert back == datetime(2026, 1, 1, tzinfo=UTC) and back.tzinfo is UTC
+
+
+def test_checks_read_from_the_cache_equal_fresh_ones_and_a_bad_one_is_still_refused() -> None:
+    """signature_from_json builds each distinct check once (issue 19): the checks it returns must equal
+    what the Check constructor gives for the same values — the reason masked as the model masks it, the
+    enforcement flag kept apart — and an unknown check name must fail every time, not once."""
+    reasons = ["ok", "fetched https://user:secret@reg.example/v2/", "nul\x00here", "ok"]
+    raw = codec.signature_to_json(SignatureResult(
+        kind="cosign", verifier="key", outcome=Outcome.PASSED, reason="r", failure=SignatureFailure.NONE,
+        signer="s", checks=tuple(Check(CheckName.INTEGRITY, Outcome.PASSED, r, enforced=n % 2 == 0)
+                                 for n, r in enumerate(reasons))))
+    for _ in range(2):
+        loaded = codec.signature_from_json(raw)
+        assert loaded.checks == tuple(Check(CheckName.INTEGRITY, Outcome.PASSED, r, enforced=n % 2 == 0)
+                                      for n, r in enumerate(reasons))
+        assert "secret" not in repr(loaded.checks) and "\x00" not in repr(loaded.checks)
+        assert [c.enforced for c in loaded.checks] == [True, False, True, False]
+    bad = {**raw, "checks": [{**raw["checks"][0], "name": "no-such-check"}]}
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            codec.signature_from_json(bad)

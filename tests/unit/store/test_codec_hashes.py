@@ -124,9 +124,9 @@ def test_only_rejected_by_is_left_out_of_the_verdict_hash_and_no_row_keeps_it() 
     different verdicts share a row. rejected_by is read by the admission analysis before the store."""
     assert codec.NOT_STORED == {"rejected_by"}
     from scanner.store.results import _image_row
-    from scanner.store.schema import Image
+    from scanner.store.schema import images
 
-    columns = {c.name for c in Image.__table__.columns}
+    columns = {c.name for c in images.columns}
     for name in codec.NOT_STORED:
         assert name not in columns and name not in _image_row(_full_verdict())
     verdict = _full_verdict()
