@@ -1009,7 +1009,10 @@ class RegistryClient:
             nxt = _next_link(resp.headers.get("link"))
             if not nxt:
                 return frozenset(tags)
-            parts = urlsplit(nxt)
+            try:
+                parts = urlsplit(nxt)
+            except ValueError:  # e.g. "http://[::1/…": an unusable listing, never the lookup's failure
+                return None
             if parts.netloc and parts.netloc != registry_api_host(ref.registry):
                 return None
             path = parts.path + ("?" + parts.query if parts.query else "")
