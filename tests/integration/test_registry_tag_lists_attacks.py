@@ -73,3 +73,42 @@ def test_required_false_a_tag_list_omitting_a_sig_tag_never_makes_its_image_pass
     assert r.returncode == 1, "an image whose signature is bad or unreadable passed"
     for n in ("bare1", "bare2", "bare3"):
         assert images[digests[n]]["status"] == "unsigned", images[digests[n]]
+
+
+def test_required_false_a_warm_scan_never_takes_a_stale_listing_for_still_unsigned(registry_factory,
+                                                                                  tmp_path: Path) -> None:
+    """The warm path's re-list too: scan 1 finds no `.sig` (unsigned, cached); a signature of an untrusted
+    key is then pushed, and the listing (a lagging cache) still omits it. Under `required: false` the
+    second scan must look at the tag itself: `invalid`, never the cached `unsigned`."""
+    reg = registry_factory()
+    trusted, other = KeyPair.ecdsa(), KeyPair.ecdsa()
+    names = ["bad", "bare1", "bare2", "bare3"]
+    digests = {n: oci.make_image(reg.url, "team/app", n) for n in names}
+    with HostileRegistry(upstream=reg.url) as front:
+        kyverno = {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "opt"},
+                   "spec": {"validationFailureAction": "Enforce", "rules": [{
+                       "name": "opt", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                       "verifyImages": [{"imageReferences": [f"{front.host}/*"], "required": False,
+                                         "attestors": [{"entries": [{"keys": {
+                                             "publicKeys": trusted.public_pem,
+                                             "rekor": {"ignoreTlog": True}, "ctlog": {"ignoreSCT": True}}}]}]}]}]}}
+        (tmp_path / "kyverno.yaml").write_text(yaml.safe_dump(kyverno))
+        (tmp_path / "rest.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "metadata": {"name": "rest"},
+            "spec": {"insecureRegistries": [front.host], "rules": []}}))
+        pods = tmp_path / "pods.json"
+        pods.write_text(json.dumps({"kind": "List", "items": [
+            _pod("ns", f"p-{n}", [("c", f"{front.host}/team/app:{n}", f"{front.host}/team/app@{d}")])
+            for n, d in digests.items()]}))
+        args = ("scan", "--pods-file", str(pods), "--policy", str(tmp_path / "rest.yaml"),
+                "--policy-from", f"kyverno:{tmp_path / 'kyverno.yaml'}",
+                "--db", f"sqlite:///{tmp_path / 's.db'}", "-o", "json", "--no-progress", "--cluster", "c")
+        first = sigaudit(*args)
+        assert first.returncode == 0, first.stderr
+        sign_image(reg.url, front.host, "team/app", digests["bad"], other)
+        front.add(Rule("GET", r"^/v2/team/app/tags/list", Body(json.dumps({"name": "team/app", "tags": names})
+                                                                  .encode(), content_type="application/json")))
+        r = sigaudit(*args)
+    images = {i["digest"]: i for i in json.loads(r.stdout)["images"]}
+    assert images[digests["bad"]]["status"] == "invalid", images[digests["bad"]]["reasons"]
+    assert r.returncode == 1, r.stderr
