@@ -698,9 +698,14 @@ def run_scan(
     stats = ScanStats()
     verdicts: list[Verdict] = []
     work = [(img, _groups(policy, img)) for img in running]
-    repo_digests = Counter((img.reference.registry, img.reference.repository) for img in running)
     # Where many digests share a repository, its tag list answers "no .sig / referrers tag" for all of
-    # them (one request instead of a 404 per digest), cold or warm.
+    # them (one request instead of a 404 per digest), cold or warm — except where a matching rule has
+    # `required: false`: there "unsigned" passes, and a listing filtered by per-tag permission or served
+    # from a lagging cache omits a tag that would have been refused (error) or read (a bad signature).
+    loose = {(img.reference.registry, img.reference.repository)
+             for img, gs in work for g in gs for rule in g.rules if not rule.required}
+    repo_digests = Counter(k for img in running if (k := (img.reference.registry, img.reference.repository))
+                           not in loose)
     client.answer_absent_tags_from_lists(k for k, n in repo_digests.items() if n >= LIST_TAGS_FROM)
     cache_state = None
     image_keys: list[dict[int, tuple[str, str] | None] | None] = [None] * len(work)

@@ -232,6 +232,10 @@ class BudgetExhausted(RegistryError):
     """The per-registry manifest GET budget of this scan is spent (pull-rate etiquette)."""
 
 
+_TAGS_PER_PAGE = 1000  # asked per tag-list page; a listing holding more than its pages asked for is unusable
+_TAG_MAX = 128  # the distribution spec's longest tag
+
+
 class RegistryClient:
     """Thread-safe; share one per scan. ``secrets`` arguments name the pods' pull secrets."""
 
@@ -975,7 +979,7 @@ class RegistryClient:
     def _list_tags(
         self, ref: ImageReference, secrets: tuple[tuple[str, str], ...], max_pages: int
     ) -> frozenset[str] | None:
-        path = f"/v2/{ref.repository}/tags/list?n=1000"
+        path = f"/v2/{ref.repository}/tags/list?n={_TAGS_PER_PAGE}"
         tags: set[str] = set()
         for _ in range(max_pages):
             try:
@@ -995,13 +999,20 @@ class RegistryClient:
             page = doc.get("tags") if isinstance(doc, dict) else None
             if page is None:
                 page = []
-            if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
-                return None
+            if not isinstance(page, list) or not all(isinstance(t, str) and len(t) <= _TAG_MAX for t in page):
+                return None  # (a tag longer than the distribution spec's 128 characters is no tag)
             tags.update(page)
+            if len(tags) > max_pages * _TAGS_PER_PAGE:
+                # More than was asked for (a registry ignoring ``n``): kept for the whole scan, a 4 MiB page
+                # of short tags per repository would be ~270 MiB each; asked per digest instead.
+                return None
             nxt = _next_link(resp.headers.get("link"))
             if not nxt:
                 return frozenset(tags)
-            parts = urlsplit(nxt)
+            try:
+                parts = urlsplit(nxt)
+            except ValueError:  # e.g. "http://[::1/…": an unusable listing, never the lookup's failure
+                return None
             if parts.netloc and parts.netloc != registry_api_host(ref.registry):
                 return None
             path = parts.path + ("?" + parts.query if parts.query else "")

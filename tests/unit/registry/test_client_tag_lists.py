@@ -65,7 +65,13 @@ def test_a_repository_not_named_is_asked_per_tag() -> None:
     httpx.Response(200, json={"tags": [1, 2]}),
     httpx.Response(200, json={"tags": ["1"]},
                    headers={"Link": '<http://elsewhere.test/v2/x/tags/list?n=1>; rel="next"'}),
-], ids=["refused", "not-found", "not-json", "too-deep", "not-a-list", "not-strings", "next-page-elsewhere"])
+    # A registry ignoring n=1000: more tags than five pages asked for, each kept for the whole scan (a 4 MiB
+    # page of short tags is ~270 MiB of set per repository)
+    httpx.Response(200, json={"tags": [f"t{i}" for i in range(5001)]}),
+    httpx.Response(200, json={"tags": ["1", "t" * 129]}),  # no tag is longer than 128 (distribution spec)
+    httpx.Response(200, json={"tags": ["1"]}, headers={"Link": '<http://[::1/v2/x/tags/list>; rel="next"'}),
+], ids=["refused", "not-found", "not-json", "too-deep", "not-a-list", "not-strings", "next-page-elsewhere",
+        "more-than-asked", "a-tag-too-long", "next-page-unparseable"])
 def test_a_listing_that_cannot_be_used_leaves_each_lookup_to_its_own_request(reply: httpx.Response) -> None:
     seen: list[str] = []
     with registry(seen, reply) as c:
