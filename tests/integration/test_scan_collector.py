@@ -3,10 +3,12 @@ cyclic garbage: the real CLI as a process, a real docker-registry behind the hos
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,43 @@ def test_replies_broken_mid_body_do_not_pile_up_while_a_scan_runs(registry, tmp_
     assert broken >= images
     peak_mb = int((tmp_path / "rss").read_text()) // 1024
     assert peak_mb < 600, f"peak RSS {peak_mb} MB for {broken} replies broken mid-body"
+
+
+def _bytes_held_by_frames() -> int:
+    """Bytes that frame objects alive in this process hold in their locals (bytes, or lists of them)."""
+    total = 0
+    for o in gc.get_objects():
+        if not isinstance(o, types.FrameType) or o is sys._getframe():
+            continue
+        for v in o.f_locals.values():
+            for b in v if isinstance(v, list) else (v,):
+                if isinstance(b, bytes | bytearray):
+                    total += len(b)
+    return total
+
+
+def test_a_reply_broken_mid_body_leaves_no_frame_holding_its_bytes(registry) -> None:
+    """The registry client itself: the partial body of a reply cut short is not kept by the cycle the
+    failure makes (the frames it passed through are cleared), whatever the collector's thresholds."""
+    from scanner.errors import RegistryError
+    from scanner.models import ImageReference
+    from scanner.registry.client import Limits, RegistryClient
+
+    sig = oci.push_image(registry.url, "gc/one", "sha256-" + "ab" * 32 + ".sig")
+    big = b'{"schemaVersion":2,"layers":[' + b'{"a":1},' * 480_000 + b'{}]}'
+    with HostileRegistry(upstream=registry.url) as hostile:
+        hostile.add(Rule("GET", r"/manifests/sha256-", Stall(fraction=0.95, hold=0.02, body=big)))
+        ref = ImageReference(hostile.host, "gc/one", None, None)
+        with RegistryClient(insecure_registries={hostile.host}, limits=Limits(retries=0)) as client:
+            gc.collect()
+            gc.disable()
+            try:
+                baseline = _bytes_held_by_frames()
+                for _ in range(3):
+                    with pytest.raises(RegistryError, match="broken mid-reply"):
+                        client.get_manifest(ref, "sha256-" + "ab" * 32 + ".sig")
+                held = _bytes_held_by_frames() - baseline
+            finally:
+                gc.enable()
+    assert sig.digest and hostile.seen("/manifests/sha256-")
+    assert held < 1_000_000, f"{held} bytes of broken replies still held by frames"
