@@ -197,9 +197,12 @@ def scan(**opts: Any) -> None:
 
 # The cyclic collector's thresholds for one scan in its own process: a scan of 10,000 pods allocates
 # millions of short-lived objects that form no cycles (pod dicts, containers, verdicts, rows); CPython's
-# defaults (700, 10, 10) ran ~1,000 young collections and walked the whole heap 4-6 times, 0.3 CPU-s of a
-# warm scan (issue 19). Reference counting still frees them at once; only cycles wait for a collection.
-ONE_SHOT_GC_THRESHOLDS = (50_000, 20, 100)
+# defaults (700, 10, 10) walked the whole heap 4-6 times, 0.3 CPU-s of a warm scan (issue 19): the older
+# generations' multipliers are raised, so a full walk is rare. The young threshold stays CPython's: it
+# counts objects, not bytes, and cyclic garbage waits for it. A registry's reply broken mid-body leaves
+# urllib3's exceptions in a cycle with the partial body (up to the reply limit, MiB) in their frames:
+# a young threshold of 50,000 let ~1 GB of them pile up over 150 such images (700: the default's ~0.2 GB).
+ONE_SHOT_GC_THRESHOLDS = (700, 20, 100)
 
 
 @contextlib.contextmanager

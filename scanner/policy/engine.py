@@ -73,7 +73,14 @@ def image_matches(globs: Iterable[str], ref: ImageReference) -> bool:
 
 
 def namespace_matches(globs: Iterable[str], namespace: str) -> bool:
+    if len(namespace) > _MEMO_NAMESPACE_LENGTH:  # never a Kubernetes namespace: asked, not remembered
+        return any(fnmatchcase(namespace, g) for g in globs)
     return _namespace_in(tuple(globs), namespace)
+
+
+# A namespace is a DNS label (63 characters); a pod-list file may say anything. The memo below lives as
+# long as the process (serve, the scheduler): only names a cluster can have are kept, at most 8192 of them.
+_MEMO_NAMESPACE_LENGTH = 253
 
 
 # A pure function of the globs and the namespace (equal strings, equal answer): a cluster has a few

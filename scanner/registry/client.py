@@ -20,6 +20,7 @@ import re
 import ssl
 import threading
 import time
+import traceback
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
@@ -764,6 +765,7 @@ class RegistryClient:
             with deadline.within(at, "total timeout exceeded"):
                 return self._exchange(method, url, headers, max_bytes, registry, at)
         except _TRANSPORT_FAILURES as exc:
+            _drop_locals(exc)
             if _failure_kind(exc) != "InvalidReply":
                 raise _TransportFailure() from exc
             self.stats.record(registry, "InvalidReply", True)
@@ -1202,6 +1204,19 @@ def _read_capped(
             raise RegistryError(f"{_short(url)}: reply too slow (total timeout exceeded)")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _drop_locals(exc: BaseException) -> None:
+    """Clear the finished frames of a transport failure's tracebacks (its chain included): urllib3
+    raises a reply broken mid-body through context managers, a reference cycle whose frames hold the
+    body read so far (up to the reply limit). Cleared, those bytes go at once, not at the cyclic
+    collector's next pass; the traceback keeps its files and lines."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen and len(seen) < 16:
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)  # a frame still running is skipped
+        e = e.__cause__ or e.__context__
 
 
 class _TransportFailure(Exception):

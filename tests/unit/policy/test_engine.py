@@ -463,3 +463,17 @@ def test_scopes_select_exactly_the_rules_match_rules_selects_in_each_namespace(s
                     taken.add(r.first_match)
                 want.append(r)
             assert got[ns] == tuple(want) == match_rules(p, ref, ns), (ref, ns)
+
+
+def test_a_namespace_no_cluster_can_have_is_matched_but_not_kept_by_the_process() -> None:
+    """The namespace memo lives as long as the process (serve re-reads a pod-list file at every scan):
+    a pod-list file's 50 MB "namespace" is matched as any other, and is not held once the scan is done."""
+    import sys
+
+    from scanner.policy.engine import namespace_matches
+
+    huge = "prod-" + "x" * 50_000_000
+    before = sys.getrefcount(huge)
+    assert namespace_matches(("prod-*",), huge) and not namespace_matches(("team-*",), huge)
+    assert sys.getrefcount(huge) == before  # nothing else holds it: freed with the scan's pods
+    assert namespace_matches(("prod-*",), "prod-a") and not namespace_matches(("prod-*",), "prod")
