@@ -206,3 +206,49 @@ def test_a_sqlite_cache_row_that_is_not_json_is_a_miss(sqlite_url: str, clock: C
     upgrade(sqlite_url)
     with open_store(sqlite_url, clock=clock) as s:
         _damage_d2_and_read(s, text)
+
+
+def test_a_warm_scan_over_damaged_cache_rows_verifies_again_and_repairs_them(registry, tmp_path) -> None:
+    """The real CLI on the real docker-registry: every cache row damaged by hand (a signature without its
+    fields) made the next scan fail with exit 3 ("unexpected failure: KeyError: 'kind'"); now that scan
+    verifies again (the cold scan's verdicts, nothing served from the cache), says so on stderr, and the
+    scan after it is served by the cache."""
+    import json
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+
+    from tests.harness.demo import publish_estate, write_pods, write_policy
+
+    est = publish_estate(registry.url, registry.host)
+    policy, pods = write_policy(est, tmp_path), write_pods(est, tmp_path / "pods.json")
+    db = f"sqlite:///{tmp_path / 'warm.db'}"
+
+    def scan() -> tuple[dict[str, Any], str]:
+        r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(pods), "--policy",
+                            str(policy), "--db", db, "-o", "json", "--cluster", "c", "--no-progress"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1, r.stderr  # the demo estate has non-compliant images; the scan itself is fine
+        return json.loads(r.stdout), r.stderr
+
+    def statuses(doc: dict[str, Any]) -> list[tuple[str, str]]:
+        return sorted((str(i.get("digest") or i.get("reference")), str(i["status"])) for i in doc["images"])
+
+    def reused(doc: dict[str, Any]) -> int:
+        with open_store(db) as s:
+            return int(s.load_scan(doc["scan"]["id"]).stats["cache_reused"])
+
+    cold, _ = scan()
+    assert {"verified", "non_compliant"} <= {s for _, s in statuses(cold)} or len(statuses(cold)) >= 5
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        damaged = conn.execute(sa.text("UPDATE verification_cache SET results = "
+                                       "'[{\"checks\": [{\"name\": \"Integrity\"}]}]'")).rowcount
+    engine.dispose()
+    assert damaged >= 5
+    again, stderr = scan()
+    assert statuses(again) == statuses(cold) and reused(again) == 0
+    assert "cannot be read" in stderr and "Traceback" not in stderr
+    warm, _ = scan()
+    assert statuses(warm) == statuses(cold) and reused(warm) >= 5
