@@ -3,6 +3,8 @@ scans, their use recorded at most hourly so that a warm scan rewrites no row."""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,6 +19,8 @@ from scanner.store.core import cache as _cache
 from scanner.store.core import chunks as _chunks
 from scanner.store.core import relists as _relists
 from scanner.store.engine import is_sqlite
+
+log = logging.getLogger(__name__)
 
 # The verification cache records a use at most this often per entry: a warm scan rewrites no row.
 CACHE_TOUCH_GRANULARITY = timedelta(hours=1)
@@ -69,10 +73,10 @@ class Cache:
         with self._db.errors("cannot read the verification cache"):
             with self._db.read() as conn:
                 for chunk in _chunks(digests):
-                    for row in conn.execute(sa.select(_cache).where(_cache.c.digest.in_(chunk))):
+                    for row in conn.execute(_RAW_SELECT.where(_cache.c.digest.in_(chunk))):
                         key = (row.digest, row.trust_fingerprint)
-                        if key in wanted:
-                            found[key] = _cached_from_row(row)
+                        if key in wanted and (entry := _cached_from_row(row)) is not None:
+                            found[key] = entry
             now = self._db.clock()
             # Only the entries read, and only when their last recorded use is older than the
             # granularity: a warm scan (same digests within the hour) writes nothing, and an entry of
@@ -168,10 +172,28 @@ class Cache:
             return int(conn.execute(_cache.delete().where(_cache.c.used_at < unused_since)).rowcount)
 
 
-def _cached_from_row(row: Any) -> CachedVerification:
+# The results column as the database holds it, decoded by _cached_from_row: a row whose JSON does not
+# parse (SQLite keeps whatever text was written) is then one miss, not a failed read of the whole cache.
+_RAW_SELECT = sa.select(*(c for c in _cache.c if c.name != "results"),
+                        sa.type_coerce(_cache.c.results, sa.Text).label("results"))
+
+
+def _cached_from_row(row: Any) -> CachedVerification | None:
+    """The entry of one row, or None (a miss) when its results do not decode: a row damaged on disk, written
+    by hand, or by a version whose checks this one does not know (an unknown check name or outcome, a
+    missing field, a value of another type) is never served and never stops the scan; the image is
+    verified again and the scan's write replaces the row."""
+    try:
+        results = json.loads(row.results) if isinstance(row.results, str | bytes) else row.results
+        if not isinstance(results, list):
+            raise TypeError(f"results is a {type(results).__name__}")
+        signatures = tuple(codec.signature_from_json(s) for s in results)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
+        log.warning("verification cache: the entry of %s cannot be read (%s); verifying again",
+                    row.digest, type(exc).__name__)
+        return None
     return CachedVerification(
         digest=row.digest, decision_identity=row.trust_fingerprint,
-        material_fingerprint=row.material_fingerprint,
-        signatures=tuple(codec.signature_from_json(s) for s in row.results),
+        material_fingerprint=row.material_fingerprint, signatures=signatures,
         computed_at=row.computed_at, used_at=row.used_at,
     )

@@ -204,10 +204,26 @@ def signature_from_json(raw: Mapping[str, Any]) -> SignatureResult:
         issuer=raw["issuer"],
         signed_at=signed_time(_undt(raw["signed_at"]), raw.get("signed_at_source")),
         not_after=_undt(raw["not_after"]),
-        checks=tuple(_check(c["name"], c["outcome"], c["reason"], bool(c["enforced"]))
+        checks=tuple(_check_of(c["name"], c["outcome"], c["reason"], bool(c["enforced"]))
                      for c in raw["checks"]),
         details=decode(raw["details"]),
     )
+
+
+# Reasons longer than this are built each time, never memoised: a reason can quote what a signature or its
+# certificate carries (an identity, a parse error), and a long-running ``serve`` keeps the memo between scans,
+# so the memo's bound is 4,096 entries of at most this much text (~1 MB), not 4,096 reasons of any size.
+MEMO_REASON_CHARS = 256
+
+
+def _check_of(name: str, outcome: str, reason: str, enforced: bool) -> Check:
+    """A cached check: a reason that is not text is refused (the cache read turns that into a miss); a short
+    one is shared through :func:`_check`, a long one built on its own."""
+    if not isinstance(reason, str):
+        raise TypeError(f"a check reason is a {type(reason).__name__}, not text")
+    if len(reason) > MEMO_REASON_CHARS:
+        return Check(CheckName(name), Outcome(outcome), reason, enforced)
+    return _check(name, outcome, reason, enforced)
 
 
 @functools.lru_cache(maxsize=4096)

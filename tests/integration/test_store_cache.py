@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -149,3 +150,105 @@ def test_a_hit_records_the_use_of_its_own_entry_only(store: Store, clock: Clock)
     assert store.cache_get(D1, "new-identity") is not None
     assert store.cache_prune(T0 + timedelta(days=30)) == 1
     assert store.cache_get(D1, "old-identity") is None and store.cache_get(D1, "new-identity") is not None
+
+
+
+# -- attacker review of fix/winwarm: a cache row that does not decode ----------------------------------------
+
+_GOOD = {"name": "integrity", "outcome": "passed", "reason": "ok", "enforced": True}
+_DAMAGES: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "a check name in another case": lambda raw: [{**raw, "checks": [{**_GOOD, "name": "Integrity"}]}],
+    "an unknown outcome": lambda raw: [{**raw, "checks": [{**_GOOD, "outcome": "PASSED"}]}],
+    "a list as a check reason": lambda raw: [{**raw, "checks": [{**_GOOD, "reason": ["ok"]}]}],
+    "an object as a check reason": lambda raw: [{**raw, "checks": [{**_GOOD, "reason": {"a": 1}}]}],
+    "a check without its name": lambda raw: [{**raw, "checks": [{k: v for k, v in _GOOD.items() if k != "name"}]}],
+    "a signing time that is no time": lambda raw: [{**raw, "signed_at": "yesterday"}],
+    "results that are an object": lambda raw: {"checks": []},
+    "results that are null": lambda raw: None,
+    "a signature that is a number": lambda raw: [5],
+}
+
+
+def _damage_d2_and_read(store: Store, sql_value: str) -> None:
+    """D1 and D2 cached, D2's results replaced by ``sql_value`` (text as written to the column): D2 is a miss,
+    D1 is still served, and the write that follows a new verification replaces D2's row."""
+    import sqlalchemy as sa
+
+    store.cache_put(D1, "t", "m", [sig()])
+    store.cache_put(D2, "t", "m", [sig()])
+    cell = ":r" if store.engine.dialect.name == "sqlite" else "CAST(:r AS JSON)"
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE verification_cache SET results = {cell} WHERE digest = :d"),
+                     {"r": sql_value, "d": D2})
+    got = store.cache_get_many([(D1, "t"), (D2, "t")])
+    assert set(got) == {(D1, "t")} and got[(D1, "t")].signatures == (sig(),)
+    store.cache_put(D2, "t", "m", [sig()])  # what the scan writes once it verified D2 again
+    assert store.cache_get(D2, "t") == CachedVerification(D2, "t", "m", (sig(),), T0)
+
+
+@pytest.mark.parametrize("damage", sorted(_DAMAGES))
+def test_a_cache_row_that_does_not_decode_is_a_miss_and_the_next_write_replaces_it(store: Store, damage: str) -> None:
+    """A row damaged on disk, written by hand or by another version is never served and never fails the
+    read: a warm scan stopped with exit 3 on it ("unexpected failure: ValueError: 'Integrity' is not a
+    valid CheckName"), and fix/winwarm's per-value check memo turned a list or object reason, which the
+    code before it read, into a TypeError too."""
+    import json
+
+    from scanner.store import codec
+
+    _damage_d2_and_read(store, json.dumps(_DAMAGES[damage](codec.signature_to_json(sig()))))
+
+
+@pytest.mark.parametrize("text", ["not json", "[" * 100_000 + "]" * 100_000])
+def test_a_sqlite_cache_row_that_is_not_json_is_a_miss(sqlite_url: str, clock: Clock, text: str) -> None:
+    """SQLite keeps whatever text is written to a JSON column: text that does not parse, or parses past
+    the decoder's depth, is one miss, not a failed read of the whole cache."""
+    upgrade(sqlite_url)
+    with open_store(sqlite_url, clock=clock) as s:
+        _damage_d2_and_read(s, text)
+
+
+def test_a_warm_scan_over_damaged_cache_rows_verifies_again_and_repairs_them(registry, tmp_path) -> None:
+    """The real CLI on the real docker-registry: every cache row damaged by hand (a signature without its
+    fields) made the next scan fail with exit 3 ("unexpected failure: KeyError: 'kind'"); now that scan
+    verifies again (the cold scan's verdicts, nothing served from the cache), says so on stderr, and the
+    scan after it is served by the cache."""
+    import json
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+
+    from tests.harness.demo import publish_estate, write_pods, write_policy
+
+    est = publish_estate(registry.url, registry.host)
+    policy, pods = write_policy(est, tmp_path), write_pods(est, tmp_path / "pods.json")
+    db = f"sqlite:///{tmp_path / 'warm.db'}"
+
+    def scan() -> tuple[dict[str, Any], str]:
+        r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", str(pods), "--policy",
+                            str(policy), "--db", db, "-o", "json", "--cluster", "c", "--no-progress"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1, r.stderr  # the demo estate has non-compliant images; the scan itself is fine
+        return json.loads(r.stdout), r.stderr
+
+    def statuses(doc: dict[str, Any]) -> list[tuple[str, str]]:
+        return sorted((str(i.get("digest") or i.get("reference")), str(i["status"])) for i in doc["images"])
+
+    def reused(doc: dict[str, Any]) -> int:
+        with open_store(db) as s:
+            return int(s.load_scan(doc["scan"]["id"]).stats["cache_reused"])
+
+    cold, _ = scan()
+    assert {"verified", "non_compliant"} <= {s for _, s in statuses(cold)} or len(statuses(cold)) >= 5
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        damaged = conn.execute(sa.text("UPDATE verification_cache SET results = "
+                                       "'[{\"checks\": [{\"name\": \"Integrity\"}]}]'")).rowcount
+    engine.dispose()
+    assert damaged >= 5
+    again, stderr = scan()
+    assert statuses(again) == statuses(cold) and reused(again) == 0
+    assert "cannot be read" in stderr and "Traceback" not in stderr
+    warm, _ = scan()
+    assert statuses(warm) == statuses(cold) and reused(warm) >= 5

@@ -95,3 +95,21 @@ def test_checks_read_from_the_cache_equal_fresh_ones_and_a_bad_one_is_still_refu
     for _ in range(2):
         with pytest.raises(ValueError):
             codec.signature_from_json(bad)
+
+
+def test_the_check_memo_keeps_no_long_reason_and_refuses_a_reason_that_is_not_text() -> None:
+    """Attacker review of fix/winwarm: the per-value check memo outlives a scan in ``serve``; a reason can
+    quote what a signature carries, so a long one is built on its own (equal to a fresh Check), never kept,
+    and a reason that is not text (a hand-written or damaged cache row) is refused, not memoised or served."""
+    long_reason = "identity " + "x" * 100_000 + " does not match"
+    raw = codec.signature_to_json(SignatureResult(
+        kind="cosign", verifier="key", outcome=Outcome.FAILED, reason="r", failure=SignatureFailure.INVALID,
+        signer="s", checks=(Check(CheckName.IDENTITY, Outcome.FAILED, long_reason),)))
+    codec._check.cache_clear()
+    loaded = codec.signature_from_json(raw)
+    assert loaded.checks == (Check(CheckName.IDENTITY, Outcome.FAILED, long_reason),)
+    assert codec._check.cache_info().currsize == 0  # nothing of 100 KB stays behind the scan
+    for reason in (["ok"], {"a": 1}, 5, None):
+        bad = {**raw, "checks": [{**raw["checks"][0], "reason": reason}]}
+        with pytest.raises(TypeError):
+            codec.signature_from_json(bad)
