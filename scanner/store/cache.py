@@ -172,10 +172,12 @@ class Cache:
             return int(conn.execute(_cache.delete().where(_cache.c.used_at < unused_since)).rowcount)
 
 
-# The results column as the database holds it, decoded by _cached_from_row: a row whose JSON does not
-# parse (SQLite keeps whatever text was written) is then one miss, not a failed read of the whole cache.
+# The results column as text, decoded by _cached_from_row: a row whose JSON does not parse (SQLite keeps
+# whatever text was written) or nests past the decoder's depth (PostgreSQL accepts thousands of levels) is
+# then one miss, not a failed read of the whole cache. A CAST in SQL, not only SQLAlchemy's type: psycopg
+# decodes json/jsonb itself while fetching, before any per-row check could catch its RecursionError.
 _RAW_SELECT = sa.select(*(c for c in _cache.c if c.name != "results"),
-                        sa.type_coerce(_cache.c.results, sa.Text).label("results"))
+                        sa.cast(_cache.c.results, sa.Text).label("results"))
 
 
 def _cached_from_row(row: Any) -> CachedVerification | None:

@@ -208,6 +208,13 @@ def test_a_sqlite_cache_row_that_is_not_json_is_a_miss(sqlite_url: str, clock: C
         _damage_d2_and_read(s, text)
 
 
+def test_a_cache_row_nested_past_the_decoders_depth_is_a_miss_on_every_backend(store: Store) -> None:
+    """PostgreSQL accepts JSON nested thousands of levels deep; its driver decoded the column while fetching,
+    so the RecursionError escaped the per-row check and failed the whole read (exit 3 for the scan). The
+    column is read as text on every backend and decoded row by row."""
+    _damage_d2_and_read(store, "[" * 3000 + "]" * 3000)
+
+
 def test_a_warm_scan_over_damaged_cache_rows_verifies_again_and_repairs_them(registry, tmp_path) -> None:
     """The real CLI on the real docker-registry: every cache row damaged by hand (a signature without its
     fields) made the next scan fail with exit 3 ("unexpected failure: KeyError: 'kind'"); now that scan
