@@ -87,8 +87,9 @@ def start_pushgateway(workdir: Path, *, basic_auth: tuple[str, str] | None = Non
     workdir.mkdir(parents=True, exist_ok=True)
     host = f"127.0.0.1:{free_port()}"
     log_path = workdir / "pushgateway.log"
-    # No --persistence.file: metrics live in memory only.
-    cmd = [str(binary), f"--web.listen-address={host}"]
+    # Metrics live in memory only: Debian's build persists to /var/lib/prometheus/pushgateway.data unless
+    # told otherwise, and every gateway the tests started then loaded what earlier runs had pushed.
+    cmd = [str(binary), f"--web.listen-address={host}", "--persistence.file="]
     if basic_auth is not None:
         import bcrypt
 
