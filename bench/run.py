@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1078,6 +1078,14 @@ def targets(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _over(out: dict[str, Any], scan_name: str, scan: Mapping[str, Any], floor_name: str,
+          floor: Mapping[str, Any]) -> None:
+    """A scan against a floor measured in the same run: median wall, min wall and client CPU ratios."""
+    out[f"{scan_name}_wall_over_{floor_name}"] = round(scan["wall_s"] / floor["wall_s"], 2)
+    out[f"{scan_name}_wall_min_over_{floor_name}_min"] = round(scan["wall_s_min"] / floor["wall_s_min"], 2)
+    out[f"{scan_name}_client_cpu_over_{floor_name}"] = round(scan["cpu_s"] / max(floor["cpu_s"], 1e-9), 2)
+
+
 def ratios(res: dict[str, Any]) -> dict[str, Any]:
     cold, warm = res["scans"]["cold"], res["scans"]["warm"]
     out: dict[str, Any] = {}
@@ -1089,9 +1097,7 @@ def ratios(res: dict[str, Any]) -> dict[str, Any]:
         out["cosign_loop_over_cold_cpu"] = round(cos["extrapolated_cpu_s"] / max(cold["cpu_s"], 1e-9), 1)
     floor = res["baselines"].get("ideal_floor") or {}
     if "wall_s" in floor:
-        out["cold_wall_over_ideal_floor"] = round(cold["wall_s"] / floor["wall_s"], 2)
-        out["cold_wall_min_over_ideal_floor_min"] = round(cold["wall_s_min"] / floor["wall_s_min"], 2)
-        out["cold_client_cpu_over_ideal_floor"] = round(cold["cpu_s"] / max(floor["cpu_s"], 1e-9), 2)
+        _over(out, "cold", cold, "ideal_floor", floor)
         if "per_digest_s" in cos:
             # What even the in-process floor achieves against the cosign loop over the same digests.
             out["cosign_loop_over_ideal_floor"] = round(cos["per_digest_s"] * floor["digests"] / floor["wall_s"], 1)
@@ -1101,14 +1107,10 @@ def ratios(res: dict[str, Any]) -> dict[str, Any]:
     # The targets' ratios: each scan against its own requests replayed by the ideal client.
     replay = res["baselines"].get("replay_floor") or {}
     if "wall_s" in replay:
-        out["cold_wall_over_replay_floor"] = round(cold["wall_s"] / replay["wall_s"], 2)
-        out["cold_wall_min_over_replay_floor_min"] = round(cold["wall_s_min"] / replay["wall_s_min"], 2)
-        out["cold_client_cpu_over_replay_floor"] = round(cold["cpu_s"] / max(replay["cpu_s"], 1e-9), 2)
+        _over(out, "cold", cold, "replay_floor", replay)
     wreplay = res["baselines"].get("warm_replay_floor") or {}
     if "wall_s" in wreplay:
-        out["warm_wall_over_warm_replay_floor"] = round(warm["wall_s"] / wreplay["wall_s"], 2)
-        out["warm_wall_min_over_warm_replay_floor_min"] = round(warm["wall_s_min"] / wreplay["wall_s_min"], 2)
-        out["warm_client_cpu_over_warm_replay_floor"] = round(warm["cpu_s"] / max(wreplay["cpu_s"], 1e-9), 2)
+        _over(out, "warm", warm, "warm_replay_floor", wreplay)
     return out
 
 

@@ -301,9 +301,6 @@ class CacheState:
     new: list[Any] = field(default_factory=list)
     reused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # Running digests per (registry, repository): where many share a repository, one tag listing per
-    # repository replaces a request per digest in the warm re-list.
-    repo_digests: Mapping[tuple[str, str], int] = field(default_factory=dict)
     # The re-check window (``--recheck-after``; None: every cached result is re-listed every scan),
     # the re-list marks loaded up front by (digest, scope), those to write back, and how many images
     # were judged from the window.
@@ -610,8 +607,6 @@ def _from_cache(
             next(iter(fingerprints)),
             wants.referrer_types,
             max_signatures=policy.max_signatures,
-            list_tags=cache.repo_digests.get((image.reference.registry, image.reference.repository), 0)
-            >= LIST_TAGS_FROM,
             check_sig=wants.cosign_sig,
         )
     except (RegistryError, ParseError):
@@ -714,7 +709,6 @@ def run_scan(
         keys = [key for per in image_keys if per for key in per.values() if key is not None]
         cache_state = CacheState(
             hits=cache.cache_get_many(keys) if keys else {},
-            repo_digests=repo_digests,
             window=recheck_after,
             cluster=cluster,
         )

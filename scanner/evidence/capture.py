@@ -193,16 +193,6 @@ class RecordingReader:
     def answer_absent_tags_from_lists(self, repositories: Iterable[tuple[str, str]]) -> None:
         self._inner.answer_absent_tags_from_lists(repositories)
 
-    def tag_set(self, ref: ImageReference, secrets: Secrets = ()) -> frozenset[str] | None:
-        key = _key("tag_set", ref, "")
-        try:
-            tags = self._inner.tag_set(ref, secrets)
-        except SigauditError as exc:
-            self._failed(key, exc)
-            raise
-        self._keep(key, {"value": None if tags is None else sorted(tags)})
-        return tags
-
     def credential_source(self, registry: str, repository: str, secrets: Secrets,
                           named_for: Secrets | None = None) -> str | None:
         return self._inner.credential_source(registry, repository, secrets, named_for)
@@ -284,10 +274,6 @@ class ReplayReader:
 
     def answer_absent_tags_from_lists(self, repositories: Iterable[tuple[str, str]]) -> None:
         """Nothing to do: a lookup the scan answered from a tag list was recorded as its own NotFound."""
-
-    def tag_set(self, ref: ImageReference, secrets: Secrets = ()) -> frozenset[str] | None:
-        value = self._answer(_key("tag_set", ref, ""))["value"]
-        return None if value is None else frozenset(str(t) for t in value)
 
     def credential_source(self, registry: str, repository: str, secrets: Secrets,
                           named_for: Secrets | None = None) -> str | None:

@@ -841,9 +841,12 @@ class RegistryClient:
     def head_manifest(
         self, ref: ImageReference, reference: str, secrets: tuple[tuple[str, str], ...] = ()
     ) -> Descriptor:
-        """tag or digest -> descriptor (digest from ``Docker-Content-Digest``; GET if HEAD lacks it)."""
+        """tag or digest -> descriptor (digest from ``Docker-Content-Digest``; GET if HEAD lacks it). A tag
+        is answered from the repository's tag list under the same rule as :meth:`get_manifest`."""
         if is_digest(reference):
             checkable_digest(reference, f"manifest {ref.repo}@{reference[:80]}")
+        else:
+            self._raise_if_absent_from_list(ref, reference, secrets)
         resp, _ = self._manifest_request("HEAD", ref, reference, secrets, 0)
         digest = resp.headers.get("docker-content-digest", "")
         media = resp.headers.get("content-type", "").split(";")[0].strip()
@@ -870,6 +873,9 @@ class RegistryClient:
             self._listed_repos = self._listed_repos | frozenset(repositories)
 
     def _absent_from_list(self, ref: ImageReference, tag: str, secrets: tuple[tuple[str, str], ...]) -> bool:
+        """Whether ``tag`` may be answered absent from ``ref``'s tag list: the one place that decides it,
+        for every lookup of a manifest by tag (:meth:`get_manifest`, :meth:`head_manifest`, and through
+        them the ``.sig`` tag, the referrers tag schema, a warm scan's re-list)."""
         with self._lock:
             listed = (ref.registry, ref.repository) in self._listed_repos
         if not listed:
@@ -882,6 +888,11 @@ class RegistryClient:
         tags = self.tag_set(ref, secrets)
         return tags is not None and tag not in tags
 
+    def _raise_if_absent_from_list(self, ref: ImageReference, tag: str, secrets: tuple[tuple[str, str], ...]) -> None:
+        if self._absent_from_list(ref, tag, secrets):
+            raise NotFound(f"{ref.registry}: manifest {ref.repo}:{tag} not found (not in the repository's "
+                           "tag list)", registry=ref.registry, status=404)
+
     def get_manifest(
         self,
         ref: ImageReference,
@@ -892,9 +903,8 @@ class RegistryClient:
     ) -> Manifest:
         if is_digest(reference):
             checkable_digest(reference, f"manifest {ref.repo}@{reference[:80]}")  # refused before any request
-        elif self._absent_from_list(ref, reference, secrets):
-            raise NotFound(f"{ref.registry}: manifest {ref.repo}:{reference} not found (not in the repository's "
-                           "tag list)", registry=ref.registry, status=404)
+        else:
+            self._raise_if_absent_from_list(ref, reference, secrets)
         resp, body = self._manifest_request("GET", ref, reference, secrets, max_bytes or self.limits.manifest_bytes)
         if is_digest(reference):
             # Asked by digest (the running image, a referrer listed by digest): the content must be it,

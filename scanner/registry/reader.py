@@ -44,12 +44,12 @@ class RegistryReader(Protocol):
 
     def uses_referrers_tag_schema(self, ref: ImageReference, digest: str, secrets: Secrets = ()) -> bool: ...
 
-    def tag_set(self, ref: ImageReference, secrets: Secrets = ()) -> frozenset[str] | None: ...
-
     def answer_absent_tags_from_lists(self, repositories: Iterable[tuple[str, str]]) -> None:
-        """(registry, repository) pairs whose manifest GETs by tag may be answered ``NotFound`` from the
-        repository's tag list (:meth:`tag_set`) when the tag is not listed. A reader without tag lists
-        (a replay, an in-memory registry) ignores it: every lookup is then its own answer."""
+        """(registry, repository) pairs whose manifest lookups by tag (GET and HEAD) may be answered
+        ``NotFound`` from the repository's tag list when the tag is not listed — decided by the reader
+        alone, under its rules (``RegistryClient._absent_from_list``); no caller reads a tag list to
+        answer for a tag itself. A reader without tag lists (a replay, an in-memory registry) ignores
+        it: every lookup is then its own answer."""
 
     def credential_source(
         self, registry: str, repository: str, secrets: Secrets,

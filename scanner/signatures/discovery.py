@@ -189,34 +189,26 @@ def relist_fingerprint(
     types: frozenset[str],
     *,
     max_signatures: int = 50,
-    list_tags: bool = False,
     check_sig: bool = True,
 ) -> str:
     """The fingerprint again from a cheap re-list (a HEAD on the ``.sig`` tag; one referrers listing
     only if the previous scan listed them), without fetching signature blobs. Raises on registry
     errors (the caller then re-fetches everything).
 
-    ``list_tags`` (many digests of one repository in this scan): the repository's tag list, fetched
-    once per scan, answers "still no ``.sig`` tag" and "still no referrers tag" (registries without
-    the referrers API keep referrers in a ``sha256-<hex>`` tag) without a request per digest. A tag
-    that exists is still looked at per digest: a replaced signature keeps its tag."""
+    Every lookup goes through the reader: where the scan lets a repository's tag list answer "this tag
+    is absent" (``answer_absent_tags_from_lists``: many digests, one credential source, no
+    ``required: false`` rule), the client answers the ``.sig`` HEAD — and, on a registry without the
+    referrers API, the ``sha256-<hex>`` tag its referrers lookup reads — from that list under its own
+    rules; never here. A tag that exists is still looked at per digest: a replaced signature keeps its
+    tag."""
     ref, secrets = image.reference, image.pull_secrets
-    tags = client.tag_set(ref, secrets) if list_tags else None
-    sig_tag = cosign_sig_tag(image.digest)
-    if not check_sig or (tags is not None and sig_tag not in tags):
-        out = "sig=-"  # no verifier reads the .sig layout, or the tag is absent
+    if not check_sig:
+        out = "sig=-"  # no verifier reads the .sig layout
     else:
         try:
-            out = f"sig={client.head_manifest(ref, sig_tag, secrets).digest}"
+            out = f"sig={client.head_manifest(ref, cosign_sig_tag(image.digest), secrets).digest}"
         except NotFound:
             out = "sig=-"
-    if (
-        previous.endswith(";refs=")
-        and tags is not None
-        and image.digest.replace(":", "-", 1)[:128] not in tags
-        and client.uses_referrers_tag_schema(ref, image.digest, secrets)
-    ):
-        return out + ";refs="
     if ";refs=" in previous:
         order = sorted(types)
         descs, _ = client.referrers(ref, image.digest, None, secrets)

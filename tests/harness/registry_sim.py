@@ -180,8 +180,3 @@ class InMemoryRegistry:
 
     def answer_absent_tags_from_lists(self, repositories: Iterable[tuple[str, str]]) -> None:
         """Ignored: every lookup of the in-memory registry is its own answer."""
-
-    def tag_set(self, ref: ImageReference, secrets: Secrets = ()) -> frozenset[str] | None:
-        self._call("tag_set", ref.repository)
-        repo = self.repos.get((ref.registry, ref.repository))
-        return frozenset(repo.tags) if repo else frozenset()

@@ -2,14 +2,17 @@
 docker-registry behind the hostile proxy: a tag list is not as authoritative as the tag itself. A
 registry that filters its listing by per-tag permission, or serves it from a lagging cache, omits a
 ``.sig`` tag that is there; where "unsigned" is allowed (``required: false``) that omission must never
-turn a bad or unreadable signature into a pass."""
+turn a bad or unreadable signature into a pass, and where the pods have more than one credential source
+for the repository no listing answers at all (a per-tag 404 stands only once none of them was refused)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,10 +25,60 @@ from tests.harness.hostile_registry import Body, HostileRegistry, Rule, Status
 
 pytestmark = pytest.mark.integration
 
+NAMES = ["bad", "bare1", "bare2", "bare3"]  # four digests of one repository: past the tag-list threshold
+
 
 def sigaudit(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "scanner.cli", *args], capture_output=True, text=True,
                           timeout=180, env=os.environ.copy())
+
+
+@dataclass(frozen=True)
+class Estate:
+    trusted: KeyPair
+    other: KeyPair
+    digests: dict[str, str]  # name -> digest in team/app
+    scan_args: tuple[str, ...]
+
+
+def _estate(front: HostileRegistry, upstream: str, tmp_path: Path, *, required: bool, names: list[str] = NAMES,
+            auth: tuple[str, str] | None = None, docker_config: Path | None = None) -> Estate:
+    """``names`` pushed to ``team/app`` of the registry behind ``front``, one pod each; a Kyverno rule
+    (``required`` as given) trusting one key; the scan's arguments (SQLite store, JSON out)."""
+    trusted, other = KeyPair.ecdsa(), KeyPair.ecdsa()
+    digests = {n: oci.make_image(upstream, "team/app", n, auth=auth) for n in names}
+    kyverno = {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "opt"},
+               "spec": {"validationFailureAction": "Enforce", "rules": [{
+                   "name": "opt", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                   "verifyImages": [{"imageReferences": [f"{front.host}/*"], "required": required,
+                                     "attestors": [{"entries": [{"keys": {
+                                         "publicKeys": trusted.public_pem,
+                                         "rekor": {"ignoreTlog": True}, "ctlog": {"ignoreSCT": True}}}]}]}]}]}}
+    (tmp_path / "kyverno.yaml").write_text(yaml.safe_dump(kyverno))
+    (tmp_path / "rest.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "metadata": {"name": "rest"},
+        "spec": {"insecureRegistries": [front.host], "rules": []}}))
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"kind": "List", "items": [
+        _pod("ns", f"p-{n}", [("c", f"{front.host}/team/app:{n}", f"{front.host}/team/app@{d}")])
+        for n, d in digests.items()]}))
+    args = ("scan", "--pods-file", str(pods), "--policy", str(tmp_path / "rest.yaml"),
+            "--policy-from", f"kyverno:{tmp_path / 'kyverno.yaml'}",
+            "--db", f"sqlite:///{tmp_path / 's.db'}", "-o", "json", "--no-progress", "--cluster", "c")
+    if docker_config is not None:
+        args += ("--docker-config", str(docker_config))
+    return Estate(trusted, other, digests, args)
+
+
+def _stale_listing(front: HostileRegistry, tags: list[str]) -> None:
+    """The proxy serves ``team/app``'s tag list as ``tags`` (a lagging cache or a filtered listing)."""
+    front.add(Rule("GET", r"^/v2/team/app/tags/list", Body(json.dumps({"name": "team/app", "tags": tags})
+                                                              .encode(), content_type="application/json")))
+
+
+def _statuses(r: subprocess.CompletedProcess) -> dict[str, dict]:
+    assert r.returncode in (0, 1), r.stderr
+    return {i["digest"]: i for i in json.loads(r.stdout)["images"]}
 
 
 @pytest.mark.parametrize("omitted", ["refused (per-tag permission)", "served (a stale listing)"])
@@ -36,43 +89,20 @@ def test_required_false_a_tag_list_omitting_a_sig_tag_never_makes_its_image_pass
     403 (filtered: `error`) or serves it (stale: `invalid`); either way the image is not compliant,
     as on main — never `unsigned`, which `required: false` lets pass."""
     reg = registry_factory()
-    trusted, other = KeyPair.ecdsa(), KeyPair.ecdsa()
-    names = ["bad", "bare1", "bare2", "bare3"]
-    digests = {n: oci.make_image(reg.url, "team/app", n) for n in names}
     with HostileRegistry(upstream=reg.url) as front:
-        sign_image(reg.url, front.host, "team/app", digests["bad"], other)
-        hidden = sig_tag(digests["bad"])
-        listed = [t for t in names]  # every tag but the .sig one
-        front.add(Rule("GET", r"^/v2/team/app/tags/list", Body(json.dumps({"name": "team/app", "tags": listed})
-                                                                  .encode(), content_type="application/json")))
+        est = _estate(front, reg.url, tmp_path, required=False)
+        sign_image(reg.url, front.host, "team/app", est.digests["bad"], est.other)
+        _stale_listing(front, NAMES)  # every tag but the .sig one
         if omitted.startswith("refused"):
-            front.add(Rule("*", rf"^/v2/team/app/manifests/{hidden}", Status(403)))
-        kyverno = {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "opt"},
-                   "spec": {"validationFailureAction": "Enforce", "rules": [{
-                       "name": "opt", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
-                       "verifyImages": [{"imageReferences": [f"{front.host}/*"], "required": False,
-                                         "attestors": [{"entries": [{"keys": {
-                                             "publicKeys": trusted.public_pem,
-                                             "rekor": {"ignoreTlog": True}, "ctlog": {"ignoreSCT": True}}}]}]}]}]}}
-        (tmp_path / "kyverno.yaml").write_text(yaml.safe_dump(kyverno))
-        (tmp_path / "rest.yaml").write_text(yaml.safe_dump({
-            "apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "metadata": {"name": "rest"},
-            "spec": {"insecureRegistries": [front.host], "rules": []}}))
-        pods = tmp_path / "pods.json"
-        pods.write_text(json.dumps({"kind": "List", "items": [
-            _pod("ns", f"p-{n}", [("c", f"{front.host}/team/app:{n}", f"{front.host}/team/app@{d}")])
-            for n, d in digests.items()]}))
-        r = sigaudit("scan", "--pods-file", str(pods), "--policy", str(tmp_path / "rest.yaml"),
-                     "--policy-from", f"kyverno:{tmp_path / 'kyverno.yaml'}",
-                     "--db", f"sqlite:///{tmp_path / 's.db'}", "-o", "json", "--no-progress", "--cluster", "c")
-    assert r.returncode in (0, 1), r.stderr
-    images = {i["digest"]: i for i in json.loads(r.stdout)["images"]}
-    bad = images[digests["bad"]]
+            front.add(Rule("*", rf"^/v2/team/app/manifests/{sig_tag(est.digests['bad'])}", Status(403)))
+        r = sigaudit(*est.scan_args)
+    images = _statuses(r)
+    bad = images[est.digests["bad"]]
     want = "error" if omitted.startswith("refused") else "invalid"
     assert bad["status"] == want, (bad["status"], bad["reasons"])
     assert r.returncode == 1, "an image whose signature is bad or unreadable passed"
     for n in ("bare1", "bare2", "bare3"):
-        assert images[digests[n]]["status"] == "unsigned", images[digests[n]]
+        assert images[est.digests[n]]["status"] == "unsigned", images[est.digests[n]]
 
 
 def test_required_false_a_warm_scan_never_takes_a_stale_listing_for_still_unsigned(registry_factory,
@@ -81,34 +111,51 @@ def test_required_false_a_warm_scan_never_takes_a_stale_listing_for_still_unsign
     key is then pushed, and the listing (a lagging cache) still omits it. Under `required: false` the
     second scan must look at the tag itself: `invalid`, never the cached `unsigned`."""
     reg = registry_factory()
-    trusted, other = KeyPair.ecdsa(), KeyPair.ecdsa()
-    names = ["bad", "bare1", "bare2", "bare3"]
-    digests = {n: oci.make_image(reg.url, "team/app", n) for n in names}
     with HostileRegistry(upstream=reg.url) as front:
-        kyverno = {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "opt"},
-                   "spec": {"validationFailureAction": "Enforce", "rules": [{
-                       "name": "opt", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
-                       "verifyImages": [{"imageReferences": [f"{front.host}/*"], "required": False,
-                                         "attestors": [{"entries": [{"keys": {
-                                             "publicKeys": trusted.public_pem,
-                                             "rekor": {"ignoreTlog": True}, "ctlog": {"ignoreSCT": True}}}]}]}]}]}}
-        (tmp_path / "kyverno.yaml").write_text(yaml.safe_dump(kyverno))
-        (tmp_path / "rest.yaml").write_text(yaml.safe_dump({
-            "apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "metadata": {"name": "rest"},
-            "spec": {"insecureRegistries": [front.host], "rules": []}}))
-        pods = tmp_path / "pods.json"
-        pods.write_text(json.dumps({"kind": "List", "items": [
-            _pod("ns", f"p-{n}", [("c", f"{front.host}/team/app:{n}", f"{front.host}/team/app@{d}")])
-            for n, d in digests.items()]}))
-        args = ("scan", "--pods-file", str(pods), "--policy", str(tmp_path / "rest.yaml"),
-                "--policy-from", f"kyverno:{tmp_path / 'kyverno.yaml'}",
-                "--db", f"sqlite:///{tmp_path / 's.db'}", "-o", "json", "--no-progress", "--cluster", "c")
-        first = sigaudit(*args)
+        est = _estate(front, reg.url, tmp_path, required=False)
+        first = sigaudit(*est.scan_args)
         assert first.returncode == 0, first.stderr
-        sign_image(reg.url, front.host, "team/app", digests["bad"], other)
-        front.add(Rule("GET", r"^/v2/team/app/tags/list", Body(json.dumps({"name": "team/app", "tags": names})
-                                                                  .encode(), content_type="application/json")))
-        r = sigaudit(*args)
-    images = {i["digest"]: i for i in json.loads(r.stdout)["images"]}
-    assert images[digests["bad"]]["status"] == "invalid", images[digests["bad"]]["reasons"]
+        sign_image(reg.url, front.host, "team/app", est.digests["bad"], est.other)
+        _stale_listing(front, NAMES)
+        r = sigaudit(*est.scan_args)
+    images = _statuses(r)
+    assert images[est.digests["bad"]]["status"] == "invalid", images[est.digests["bad"]]["reasons"]
     assert r.returncode == 1, r.stderr
+
+
+def test_two_credential_sources_a_warm_scan_never_answers_a_sig_tag_from_the_listing(registry_factory,
+                                                                                     tmp_path: Path) -> None:
+    """The warm re-list obeys the same rule as every other tag lookup: with more than one credential
+    source for the repository (here the scanner's docker config holds an entry for the host and a more
+    specific one for `host/team`), the tag list never answers "still no `.sig`" (a listing hides which
+    source answered it, and a per-tag 404 stands only once none of them was refused). Scan 1 caches
+    `unsigned` for four digests; two then gain a `.sig` (one by the trusted key, one by another) that the
+    listing, served stale, omits. Scan 2 must ask each tag: `verified` and `invalid`, not the cached
+    `unsigned` (the re-list once read the list itself and skipped this rule)."""
+    users = {"alice": "wonderland", "bob": "builder"}
+    reg = registry_factory(auth="htpasswd", users=users)
+    names = ["good", *NAMES]
+    with HostileRegistry(upstream=reg.url, forward_auth=True) as front:
+        config = tmp_path / "docker" / "config.json"
+        config.parent.mkdir()
+        config.write_text(json.dumps({"auths": {
+            front.host: {"auth": base64.b64encode(b"alice:wonderland").decode()},
+            f"{front.host}/team": {"auth": base64.b64encode(b"bob:builder").decode()}}}))
+        est = _estate(front, reg.url, tmp_path, required=True, names=names, auth=reg.auth, docker_config=config)
+        first = _statuses(sigaudit(*est.scan_args))
+        assert {d: i["status"] for d, i in first.items()} == {d: "unsigned" for d in est.digests.values()}, \
+            [i["reasons"] for i in first.values()]
+        sign_image(reg.url, front.host, "team/app", est.digests["good"], est.trusted, auth=reg.auth)
+        sign_image(reg.url, front.host, "team/app", est.digests["bad"], est.other, auth=reg.auth)
+        _stale_listing(front, names)
+        before = len(front.requests)
+        r = sigaudit(*est.scan_args)
+        looked = [q.path for q in front.requests[before:]]
+    images = _statuses(r)
+    assert images[est.digests["good"]]["status"] == "verified", images[est.digests["good"]]["reasons"]
+    assert images[est.digests["bad"]]["status"] == "invalid", images[est.digests["bad"]]["reasons"]
+    for n in ("bare1", "bare2", "bare3"):
+        assert images[est.digests[n]]["status"] == "unsigned", images[est.digests[n]]
+    assert r.returncode == 1, r.stderr
+    for d in est.digests.values():  # every .sig tag asked for itself
+        assert any(p == f"/v2/team/app/manifests/{sig_tag(d)}" for p in looked), sig_tag(d)

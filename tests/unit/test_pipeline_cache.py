@@ -193,20 +193,6 @@ def test_a_registry_error_on_the_relist_means_a_fresh_verification(tmp_path: Pat
     assert warm.reused == 0
 
 
-def test_many_digests_of_one_repository_relist_by_the_tag_list(tmp_path: Path) -> None:
-    policy = write_policy(tmp_path, ONE_KEY)
-    reg = InMemoryRegistry()
-    image = running(reg)
-    reg.sign_cosign(REPO, image.digest, KEY)
-    warm = remembered(image, reg, policy)
-    repo_key = (REPO.registry, REPO.repository)
-    for n, listed in ((pipeline.LIST_TAGS_FROM, True), (pipeline.LIST_TAGS_FROM - 1, False)):
-        state = CacheState(hits=warm.hits, repo_digests={repo_key: n})
-        reg.requests.clear()
-        assert scan(image, reg, policy, state) is Status.VERIFIED and state.reused == 1
-        assert (("tag_set", REPO.repository) in reg.requests) is listed
-
-
 def test_unreadable_material_is_never_remembered(tmp_path: Path) -> None:
     policy = write_policy(tmp_path, ONE_KEY)
     reg = InMemoryRegistry()

@@ -47,6 +47,25 @@ def test_unlisted_tags_of_a_named_repository_are_not_found_after_one_listing() -
     assert seen == ["GET /v2/team/app/tags/list", f"GET /v2/team/app/manifests/{SIG}"]
 
 
+def test_a_head_by_tag_is_answered_from_the_same_listing_under_the_same_rule() -> None:
+    """HEAD (a warm scan's re-list of a `.sig` tag) asks the one place a GET asks: an unlisted tag is
+    not found with the same words, a listed one is still asked, a digest never comes from the list."""
+    seen: list[str] = []
+    with registry(seen) as c:
+        c.answer_absent_tags_from_lists([("evil.test", "team/app")])
+        for tag in ABSENT:
+            with pytest.raises(NotFound, match="not in the repository's tag list"):
+                c.head_manifest(REF, tag)
+        assert c.head_manifest(REF, SIG).size == len(MANIFEST)
+        with pytest.raises(NotFound) as exc:
+            c.head_manifest(REF, "sha256:" + "f" * 64)
+    assert "tag list" not in str(exc.value)
+    assert seen[0] == "GET /v2/team/app/tags/list" and seen.count("GET /v2/team/app/tags/list") == 1
+    assert not [s for s in seen if any(s.endswith(t) for t in ABSENT)], seen
+    assert f"HEAD /v2/team/app/manifests/{SIG}" in seen
+    assert seen[-1] == "HEAD /v2/team/app/manifests/sha256:" + "f" * 64
+
+
 def test_a_repository_not_named_is_asked_per_tag() -> None:
     seen: list[str] = []
     with registry(seen) as c:
@@ -84,7 +103,8 @@ def test_a_listing_that_cannot_be_used_leaves_each_lookup_to_its_own_request(rep
                     f"GET /v2/team/app/manifests/{ABSENT[0]}"]
 
 
-def test_with_two_credential_sources_each_tag_is_asked_under_the_refusal_rule() -> None:
+@pytest.mark.parametrize("lookup", ["get_manifest", "head_manifest"])
+def test_with_two_credential_sources_each_tag_is_asked_under_the_refusal_rule(lookup: str) -> None:
     """bob's password is wrong (401); alice lists the repository without the tag. Asked per tag, alice's
     404 does not stand beside bob's refusal (he might see it): an error, never "unsigned" — a listing
     would hide the refusal, so it is not used when more than one source applies."""
@@ -114,5 +134,6 @@ def test_with_two_credential_sources_each_tag_is_asked_under_the_refusal_rule() 
         c.answer_absent_tags_from_lists([("evil.test", "team/app")])
         for order in (tuple(refs), tuple(reversed(refs))):
             with pytest.raises(RegistryError, match="cannot be told"):
-                c.get_manifest(REF, ABSENT[0], order)
+                getattr(c, lookup)(REF, ABSENT[0], order)
     assert not any("/tags/list" in s for s in seen)
+    assert sum(s.endswith(ABSENT[0]) for s in seen) >= 4  # each order: each source asked for the tag
