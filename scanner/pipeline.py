@@ -149,16 +149,13 @@ def _judged_apart(
     )
 
 
-def _with_credential_source(verdicts: list[Verdict], img: RunningImage, client: RegistryReader) -> list[Verdict]:
-    """Each verdict says which credential source read the image (its name, never the secret; a pull
+def _credential_reasons(v: Verdict, img: RunningImage, client: RegistryReader) -> tuple[str, ...]:
+    """The reason that says which credential source read the image (its name, never the secret; a pull
     secret only among those of the verdict's own pods), when the registry answered at all."""
     ref = img.reference
-    out = []
-    for v in verdicts:
-        own = tuple(dict.fromkeys(s for c in v.image.containers for s in _secret_refs(c)))
-        source = client.credential_source(ref.registry, ref.repository, img.pull_secrets, named_for=own)
-        out.append(v if source is None else replace(v, reasons=(*v.reasons, f"registry credentials: {source}")))
-    return out
+    own = tuple(dict.fromkeys(s for c in v.image.containers for s in _secret_refs(c)))
+    source = client.credential_source(ref.registry, ref.repository, img.pull_secrets, named_for=own)
+    return () if source is None else (f"registry credentials: {source}",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,9 +420,13 @@ def verify_image(
     cache: CacheState | None = None,
     evidence: EvidenceSink | None = None,
     keys: Mapping[int, tuple[str, str] | None] | None = None,
+    *,
+    more_reasons: Callable[[Verdict], tuple[str, ...]] | None = None,
 ) -> list[Verdict]:
     """``keys``: this image's cache keys by ``id(verifier)`` when the caller made them already
-    (:func:`image_cache_keys`; each is a decision identity, made once per image and scan)."""
+    (:func:`image_cache_keys`; each is a decision identity, made once per image and scan).
+    ``more_reasons``: reasons the caller appends to each verdict once judged (the credential source),
+    in the same copy of the verdict as the window's reason (a frozen verdict's copy costs ~12 µs)."""
     verifiers: dict[int, Verifier] = {}
     for g in groups:
         for v in g.verifiers:
@@ -501,11 +502,14 @@ def verify_image(
         sub = RunningImage(image.reference, g.containers, image.notes, image.pull_secrets)
         per_rule = [[results[id(v)] for v in rule.verifiers] for rule in g.rules]
         verdict = evaluate_rules(sub, g.rules, per_rule, material.errors, policy, now, g.namespace)
+        more = more_reasons(verdict) if more_reasons is not None else ()
         if checked_at is not None:
             verdict = replace(verdict, checked_at=checked_at, reasons=(
                 *verdict.reasons,
                 f"judged from the verification cache without a registry request: its signatures were last "
-                f"seen attached at {checked_at.isoformat()} (re-check window)"))
+                f"seen attached at {checked_at.isoformat()} (re-check window)", *more))
+        elif more:
+            verdict = replace(verdict, reasons=(*verdict.reasons, *more))
         verdicts.append(verdict)
     return verdicts
 
@@ -723,8 +727,8 @@ def run_scan(
         reader = evidence.reader(img, client) if evidence is not None else client
         with within(deadline, SCAN_DEADLINE), (evidence.trust_reads(reader) if evidence is not None
                                                else nullcontext()):
-            return _with_credential_source(
-                verify_image(img, groups, reader, policy, now, stats, cache_state, evidence, keys), img, client)
+            return verify_image(img, groups, reader, policy, now, stats, cache_state, evidence, keys,
+                                more_reasons=lambda v: _credential_reasons(v, img, client))
 
     done = 0
     pool = ThreadPoolExecutor(max_workers=max(1, workers))

@@ -350,9 +350,9 @@ def _scan(
     owners = None
     pods: Iterable[dict[str, Any]]
     if options.pods_file:
-        from scanner.inventory.pods import iter_pods_file, select_namespaces
+        from scanner.inventory.pods import INVENTORY_FIELDS, iter_pods_file, select_namespaces
 
-        pods = iter_pods_file(options.pods_file)
+        pods = iter_pods_file(options.pods_file, keep=INVENTORY_FIELDS)  # only what the inventory reads
         if options.namespaces or options.exclude_namespaces:
             pods = select_namespaces(pods, options.namespaces, options.exclude_namespaces)
     else:

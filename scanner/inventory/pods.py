@@ -32,6 +32,25 @@ _SPEC_KEYS = (
 _POD_TEMPLATE_HASH = re.compile(r"^(?P<deploy>.+)-(?P<hash>[a-z0-9]{1,10})$")
 
 
+_CONTAINER_FIELDS = [{"name": None, "image": None}]
+_STATUS_FIELDS = [{"name": None, "imageID": None}]
+# What the inventory reads of a pod (containers_from_pod, StaticOwnerResolver, the namespace filters,
+# the messages naming a pod): a real pod list's managedFields, env, volumes, conditions are most of its
+# bytes, and building them was most of the parse (issue 19). A test checks each field read is here.
+INVENTORY_FIELDS: Mapping[str, Any] = {
+    "kind": None,
+    "metadata": {"namespace": None, "name": None, "uid": None, "creationTimestamp": None,
+                 "ownerReferences": None, "labels": None},
+    "spec": {"containers": _CONTAINER_FIELDS, "initContainers": _CONTAINER_FIELDS,
+             "ephemeralContainers": _CONTAINER_FIELDS, "imagePullSecrets": None},
+    "status": {"containerStatuses": _STATUS_FIELDS, "initContainerStatuses": _STATUS_FIELDS,
+               "ephemeralContainerStatuses": _STATUS_FIELDS},
+}
+
+
+_LEFT_OUT = object()
+
+
 class UnreadablePod(dict[str, Any]):
     """An element of a pod list that could not be read (nested too deep, ...). It travels down the pipe
     like any pod, carrying what could be read of its metadata, so the stage that reports skipped pods
@@ -280,12 +299,20 @@ class _Bounded:
 
 
 def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
-                   max_bytes: int | None = None) -> Iterator[dict[str, Any]]:
+                   max_bytes: int | None = None, keep: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """Stream pods out of ``kubectl get pods -o json`` output (a ``v1 List``/``PodList``) or a single Pod.
 
     One pass over ijson's event stream: each element of ``items`` is built, yielded and dropped, so
     a 10,000-pod list is never held whole. ``path`` ``-`` reads standard input. Reading more than
     ``max_bytes`` (default :data:`MAX_PODS_FILE_BYTES`) raises LimitExceeded (a ParseError).
+
+    ``keep`` (e.g. :data:`INVENTORY_FIELDS`): build only these fields of each pod, a tree (a mapping:
+    only those keys of an object whose value is an object or array, each with the tree of its value,
+    and every scalar field; a one-element list ``[tree]``: an
+    array, each element with that tree; None: the whole value). A value of another shape than the tree
+    says is built whole, as without ``keep``, so a wrong type reads as wrong, never as empty. Every
+    field left out is read past, never built — so its depth never makes a pod unreadable: nothing deep
+    is built from it. Without ``keep`` a pod is built whole.
     """
     max_bytes = MAX_PODS_FILE_BYTES if max_bytes is None else max_bytes
     label = "<stdin>" if str(path) == "-" else str(path)
@@ -316,6 +343,11 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
     partial: Any = None
     saw_items = in_items = items_next = False
     count = depth = 0
+    # With ``keep``: ``node`` is the part of it that applies to ``cur`` (None: all of it; ``stack`` holds
+    # each parent with its node); ``skip`` is the depth of a value read past, never built (0: none).
+    node: Any = None
+    resume: Any = None
+    skip = 0
     try:
         # basic_parse, not parse: parse builds a dotted prefix per event, which costs O(depth²)
         # (a 20,000-deep value took 1 GB; ijson.items and kvitems track that prefix too: a 100,000-deep
@@ -330,28 +362,42 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
                             raise ParseError(f"{label}: an element of `items` is not an object")
                         element = cur = {}
                         stack, partial, depth = [], None, 3
+                        node, skip = keep, 0
                         continue
                     depth += 1
-                    if element is None:
+                    if cur is None:  # nothing is built: too deep, or a value read past
                         continue
                     if depth - 2 > MAX_POD_DEPTH:
-                        partial, element = element, None
+                        partial, element, cur = element, None, None
                         continue
+                    child = None
+                    if node is not None:
+                        # a map's node names its fields; a list's is [the node of each element]
+                        child = node.get(key, _LEFT_OUT) if type(node) is dict else node[0]
+                        if child is _LEFT_OUT:  # a value the caller never reads: read past it, never built
+                            resume, cur, skip = cur, None, depth
+                            continue
+                        # A value of another shape than ``keep`` says (a map where a list belongs) is
+                        # built whole: filtered, it could turn out empty and read as absent, not as wrong.
+                        if child is not None and (type(child) is dict) is not (event == "start_map"):
+                            child = None
                     new: Any = {} if event == "start_map" else []
                     if type(cur) is dict:
                         cur[key] = new
                     else:
                         cur.append(new)
-                    stack.append(cur)
-                    cur = new
+                    stack.append((cur, node))
+                    cur, node = new, child
                 elif event == "end_map" or event == "end_array":
                     if depth == 2:  # the end of `items`
                         in_items, depth = False, 1
                         continue
                     depth -= 1
                     if depth > 2:
-                        if element is not None:
-                            cur = stack.pop()
+                        if cur is not None:
+                            cur, node = stack.pop()
+                        elif skip and depth < skip:  # the end of a value read past
+                            cur, skip = resume, 0
                         continue
                     if element is None:
                         yield _unreadable(partial, f"element {count} of `items` is nested deeper than "
@@ -362,7 +408,9 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
                     count += 1
                 elif depth == 2:
                     raise ParseError(f"{label}: an element of `items` is not an object")
-                elif element is not None:
+                elif cur is not None:
+                    # A scalar is kept wherever its map is (storing it costs what asking whether to
+                    # would): only nested values are left out.
                     if type(cur) is dict:
                         cur[key] = value
                     else:

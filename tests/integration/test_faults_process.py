@@ -247,9 +247,13 @@ def test_malformed_pods_are_skipped_and_the_scan_is_partial(tmp_path: Path) -> N
     listname["spec"]["containers"][0]["name"] = ["c"]
     secrets = _pod("a", "secrets", [("c", "r.io/app:1", f"r.io/app@{D1}")])
     secrets["spec"]["imagePullSecrets"] = True
+    nest = "[" * 20_000 + "]" * 20_000
     deep = json.dumps(_pod("a", "deep", [("c", "r.io/app:1", f"r.io/app@{D1}")])).replace(
-        '"labels": {', '"annotations": {"x": ' + "[" * 20_000 + "]" * 20_000 + '}, "labels": {')
-    items = ", ".join([json.dumps(listname), json.dumps(secrets), deep, json.dumps(good)])
+        '"labels": {}', '"labels": {"x": ' + nest + "}", 1)  # a field the inventory reads
+    # where the inventory never reads (annotations), a deep value is never built: that pod is judged (issue 19)
+    deepnote = json.dumps(_pod("a", "deepnote", [("c", "r.io/app:1", f"r.io/app@{D1}")])).replace(
+        '"labels": {', '"annotations": {"x": ' + nest + '}, "labels": {')
+    items = ", ".join([json.dumps(listname), json.dumps(secrets), deep, deepnote, json.dumps(good)])
     (tmp_path / "pods.json").write_text('{"kind": "List", "items": [' + items + "]}")
     (tmp_path / "policy.yaml").write_text(NO_RULES)
     r = cli("scan", "--pods-file", str(tmp_path / "pods.json"), "--policy", str(tmp_path / "policy.yaml"),
@@ -258,9 +262,10 @@ def test_malformed_pods_are_skipped_and_the_scan_is_partial(tmp_path: Path) -> N
     assert "Traceback" not in r.stderr
     doc = json.loads(r.stdout)
     assert doc["scan"]["status"] == "partial"
-    assert [c["pod"] for i in doc["images"] for c in i["containers"]] == ["good"]
+    assert sorted(c["pod"] for i in doc["images"] for c in i["containers"]) == ["deepnote", "good"]
     for pod in ("a/listname", "a/secrets", "a/deep"):
         assert f"warning: pod {pod} skipped" in r.stderr, (pod, r.stderr)
+    assert "a/deepnote skipped" not in r.stderr
 
 
 def test_a_docker_config_with_a_non_string_auth_is_exit_2(tmp_path: Path) -> None:
