@@ -490,7 +490,9 @@ def test_candidates_are_found_once_per_image_and_secrets_and_a_new_secret_is_see
     for _ in range(5):
         assert store.candidates(HOST, team_a, repository=REPO) == first
     assert calls[0] == 1
-    assert [getattr(c, "username", None) for c in store.candidates(HOST, (("team-b", "regcred"),), repository=REPO)] == ["bob", "scanner"]
+    team_b = store.candidates(HOST, (("team-b", "regcred"),), repository=REPO)
+    assert [getattr(c, "username", None) for c in team_b] == ["bob", "scanner"]
     assert store.candidates("elsewhere.example", team_a, repository=REPO) == ()
     store.add_pull_secret("team-a", "regcred", _config("dave", "d"))  # the secret changed (a watch re-read it)
-    assert [getattr(c, "username", None) for c in store.candidates(HOST, team_a, repository=REPO)] == ["dave", "scanner"]
+    renewed = store.candidates(HOST, team_a, repository=REPO)
+    assert [getattr(c, "username", None) for c in renewed] == ["dave", "scanner"]
