@@ -417,6 +417,9 @@ class CredentialStore:
         # asks, and a config (or a tenant's 1 MB secret) may hold tens of thousands of keys. Emptied when a
         # pull secret is added; bounded, so a long watch over a churning cluster does not grow it forever.
         self._matched: dict[_MatchedKey, list[Any]] = {}
+        # The whole answer of :meth:`candidates` per (registry, repository, pull secrets): every registry
+        # request asks (three times a request on a cold scan, issue 19). Emptied with ``_matched``.
+        self._candidates: dict[_MatchedKey, tuple[Candidate, ...]] = {}
         self.auth = auth or RegistryAuthConfig()
         self._helpers = helpers if (helpers and self.auth.helpers) else HelperConfig()
         self._resolvers = dict(resolvers) if resolvers is not None else _default_resolvers()
@@ -458,6 +461,7 @@ class CredentialStore:
             creds = ()
         self._secrets[(namespace, name)] = tuple((k, self._intern(c)) for k, c in creds)
         self._matched = {}
+        self._candidates = {}
 
     def _own(self, registry: str, repository: str) -> list[Candidate]:
         """The scanner's configured credentials for ``registry/repository``: its credential helper
@@ -506,6 +510,19 @@ class CredentialStore:
         first), then the scanner's own (docker config or its helper), then the cloud provider whose
         registry this host is (``--registry-auth``); each once. Empty: anonymous. Another namespace's
         secrets are never among them; no candidate is for another host or another path."""
+        memo = self._candidates  # add_pull_secret replaces it: an answer found before never lands in the new one
+        key = (registry, repository, secrets)
+        found = memo.get(key)
+        if found is None:
+            found = self._find_candidates(registry, secrets, repository)
+            if len(memo) >= _MATCHED_MAX:
+                memo.clear()
+            memo[key] = found
+        return found
+
+    def _find_candidates(
+        self, registry: str, secrets: tuple[tuple[str, str], ...], repository: str
+    ) -> tuple[Candidate, ...]:
         out: list[Candidate] = []
         for cred, _ in self._from_secrets(registry, repository, secrets):
             if cred not in out:

@@ -11,8 +11,10 @@ notaryproject/specifications ``specs/signature-specification.md`` "Certificate R
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -48,14 +50,30 @@ def load_der_chain(ders: Sequence[bytes]) -> list[x509.Certificate]:
         if len(der) > MAX_CERT_BYTES:
             raise LimitExceeded(f"certificate {i} of the chain is larger than {MAX_CERT_BYTES} bytes")
         try:
-            cert = x509.load_der_x509_certificate(der)
-            # cryptography parses lazily: touch the fields every later step reads, so malformed
-            # DER fails here as a parse error rather than later as an untyped exception.
-            _ = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.version, cert.public_key())
+            cert = _load_der(bytes(der))
         except (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
             raise ParseError(f"certificate {i} of the chain is malformed: {exc}") from None
         out.append(cert)
     return out
+
+
+# Issue 19: every signature of one signer carries the same certificates, and parsing them (with the
+# fields touched below) and checking the chain's rules were half of a notation verify's client CPU on a
+# cold scan. Both are pure functions of the certificates' exact DER bytes: the parsed certificate is
+# kept per DER (the key is the bytes themselves, so only identical bytes ever share an entry), and the
+# chain rules' outcome per chain below. Failures are not kept (a malformed certificate is parsed again
+# each time: it costs the sender, not the cache). Bounded: an estate with more signers re-parses.
+_CERT_MEMO_MAX = 256
+_CHAIN_MEMO_MAX = 256
+
+
+@functools.lru_cache(maxsize=_CERT_MEMO_MAX)
+def _load_der(der: bytes) -> x509.Certificate:
+    cert = x509.load_der_x509_certificate(der)
+    # cryptography parses lazily: touch the fields every later step reads, so malformed
+    # DER fails here as a parse error rather than later as an untyped exception.
+    _ = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.version, cert.public_key())
+    return cert
 
 
 def der(cert: x509.Certificate) -> bytes:
@@ -314,12 +332,39 @@ def _validate_chain(chain: Sequence[x509.Certificate], timestamping: bool) -> No
 
 def validate_signing_chain(chain: Sequence[x509.Certificate]) -> None:
     """Code-signing chain rules (signature-specification.md "Certificate Requirements")."""
-    _validate_chain(chain, timestamping=False)
+    _validate_chain_once(chain, timestamping=False)
 
 
 def validate_timestamping_chain(chain: Sequence[x509.Certificate]) -> None:
     """Timestamping chain rules (signature-specification.md "Timestamping certificate requirements")."""
-    _validate_chain(chain, timestamping=True)
+    _validate_chain_once(chain, timestamping=True)
+
+
+# The outcome of the chain rules per (the SHA-256 of each certificate's DER, in order; which profile):
+# None (valid) or the ChainError's message. The rules read nothing but the certificates (no clock, no
+# trust store, no network: validity times, trust and revocation are later steps), so the same bytes
+# always get the same answer. Only a ChainError is an outcome; any other exception is raised each time.
+_chain_outcomes: dict[tuple[tuple[bytes, ...], bool], str | None] = {}
+_chain_lock = threading.Lock()
+
+
+def _validate_chain_once(chain: Sequence[x509.Certificate], timestamping: bool) -> None:
+    key = (tuple(hashlib.sha256(der(c)).digest() for c in chain), timestamping)
+    with _chain_lock:
+        known = key in _chain_outcomes
+        outcome = _chain_outcomes.get(key)
+    if not known:
+        try:
+            _validate_chain(chain, timestamping)
+            outcome = None
+        except ChainError as exc:
+            outcome = str(exc.args[0]) if exc.args else str(exc)
+        with _chain_lock:
+            if len(_chain_outcomes) >= _CHAIN_MEMO_MAX:
+                _chain_outcomes.clear()
+            _chain_outcomes[key] = outcome
+    if outcome is not None:
+        raise ChainError(outcome)
 
 
 def chain_trusted_by(chain: Sequence[x509.Certificate], trusted: Sequence[x509.Certificate]) -> bool:

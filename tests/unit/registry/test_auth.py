@@ -469,3 +469,30 @@ def test_a_key_that_is_not_a_url_never_sends_its_credential_to_the_host_after_a_
     assert _users(store, "evil.io/team-a/app") == []
     assert _users(store, "evil.io:5000/team-a/app") == []
     assert _users(store, "reg.io/team-a/app") == ["ok"]
+
+
+def test_candidates_are_found_once_per_image_and_secrets_and_a_new_secret_is_seen(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: every registry request asks for its candidates (three times a request on a cold scan);
+    the answer is worked out once per (registry, repository, pull secrets), never served to other
+    secrets, another repository or host, and a pull secret added later is in the next answer."""
+    store = _store()
+    calls = [0]
+    real = store._own
+
+    def counted(registry: str, repository: str) -> Any:
+        calls[0] += 1
+        return real(registry, repository)
+
+    monkeypatch.setattr(store, "_own", counted)
+    team_a = (("team-a", "regcred"),)
+    first = store.candidates(HOST, team_a, repository=REPO)
+    for _ in range(5):
+        assert store.candidates(HOST, team_a, repository=REPO) == first
+    assert calls[0] == 1
+    team_b = store.candidates(HOST, (("team-b", "regcred"),), repository=REPO)
+    assert [getattr(c, "username", None) for c in team_b] == ["bob", "scanner"]
+    assert store.candidates("elsewhere.example", team_a, repository=REPO) == ()
+    store.add_pull_secret("team-a", "regcred", _config("dave", "d"))  # the secret changed (a watch re-read it)
+    renewed = store.candidates(HOST, team_a, repository=REPO)
+    assert [getattr(c, "username", None) for c in renewed] == ["dave", "scanner"]
