@@ -159,3 +159,30 @@ def test_two_credential_sources_a_warm_scan_never_answers_a_sig_tag_from_the_lis
     assert r.returncode == 1, r.stderr
     for d in est.digests.values():  # every .sig tag asked for itself
         assert any(p == f"/v2/team/app/manifests/{sig_tag(d)}" for p in looked), sig_tag(d)
+
+
+@pytest.mark.parametrize("document", [b"[]", b'{"errors":[{"code":"DENIED","message":"denied"}]}',
+                                      b'{"name":"team/other","tags":["bare1"]}'],
+                         ids=["not-an-object", "an-error-document", "another-repository"])
+def test_a_200_that_is_no_tag_list_of_the_repository_answers_no_tag_absent(registry_factory, tmp_path: Path,
+                                                                          document: bytes) -> None:
+    """A listing answered 200 with a document that is not this repository's tag list (another JSON value, an
+    error document, another repository's list) was read as "no tags": a warm scan's re-list then took the
+    cached `verified` image's `.sig` for gone and judged it `unsigned`, and a newly pushed bad signature
+    `unsigned` instead of `invalid`. Such a listing is unusable: every tag is asked for itself."""
+    reg = registry_factory()
+    names = ["good", *NAMES]
+    with HostileRegistry(upstream=reg.url) as front:
+        est = _estate(front, reg.url, tmp_path, required=True, names=names)
+        sign_image(reg.url, front.host, "team/app", est.digests["good"], est.trusted)
+        first = _statuses(sigaudit(*est.scan_args))
+        assert first[est.digests["good"]]["status"] == "verified", first[est.digests["good"]]["reasons"]
+        sign_image(reg.url, front.host, "team/app", est.digests["bad"], est.other)
+        front.add(Rule("GET", r"^/v2/team/app/tags/list", Body(document, content_type="application/json")))
+        r = sigaudit(*est.scan_args)
+    images = _statuses(r)
+    assert images[est.digests["good"]]["status"] == "verified", images[est.digests["good"]]["reasons"]
+    assert images[est.digests["bad"]]["status"] == "invalid", images[est.digests["bad"]]["reasons"]
+    for n in ("bare1", "bare2", "bare3"):
+        assert images[est.digests[n]]["status"] == "unsigned", images[est.digests[n]]
+    assert r.returncode == 1, r.stderr
