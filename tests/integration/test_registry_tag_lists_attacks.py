@@ -186,3 +186,47 @@ def test_a_200_that_is_no_tag_list_of_the_repository_answers_no_tag_absent(regis
     for n in ("bare1", "bare2", "bare3"):
         assert images[est.digests[n]]["status"] == "unsigned", images[est.digests[n]]
     assert r.returncode == 1, r.stderr
+
+
+def test_required_false_reaches_the_information_only_verification_of_a_pod_whose_digest_is_unknown(
+        registry_factory, tmp_path: Path) -> None:
+    """Three pods of namespace `a` (a rule that requires a signature) put `team/app` past the tag-list
+    threshold; a pod of namespace `b` (`required: false`) runs a digest the runtime does not report, so
+    what its spec names (`team/app:b`, signed by an untrusted key) is verified for information only —
+    after the listing was allowed. A listing omitting that `.sig` tag must not answer for it: the
+    note says `invalid` (the tag asked for itself), never `unsigned`, which `required: false` lets pass."""
+    reg = registry_factory()
+    trusted, other = KeyPair.ecdsa(), KeyPair.ecdsa()
+    with HostileRegistry(upstream=reg.url) as front:
+        digests = {n: oci.make_image(reg.url, "team/app", n) for n in ("a1", "a2", "a3", "b")}
+        sign_image(reg.url, front.host, "team/app", digests["b"], other)
+
+        def rule(name: str, ns: str, required: bool) -> dict:
+            return {"name": name, "match": {"any": [{"resources": {"kinds": ["Pod"], "namespaces": [ns]}}]},
+                    "verifyImages": [{"imageReferences": [f"{front.host}/*"], "required": required,
+                                      "attestors": [{"entries": [{"keys": {
+                                          "publicKeys": trusted.public_pem,
+                                          "rekor": {"ignoreTlog": True}, "ctlog": {"ignoreSCT": True}}}]}]}]}
+
+        (tmp_path / "kyverno.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "p"},
+            "spec": {"validationFailureAction": "Enforce",
+                     "rules": [rule("strict", "a", True), rule("opt", "b", False)]}}))
+        (tmp_path / "rest.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "metadata": {"name": "rest"},
+            "spec": {"insecureRegistries": [front.host], "rules": []}}))
+        pods = [_pod("a", f"p-{n}", [("c", f"{front.host}/team/app:{n}", f"{front.host}/team/app@{digests[n]}")])
+                for n in ("a1", "a2", "a3")]
+        pods.append(_pod("b", "p-b", [("c", f"{front.host}/team/app:b", None)]))
+        (tmp_path / "pods.json").write_text(json.dumps({"kind": "List", "items": pods}))
+        _stale_listing(front, ["a1", "a2", "a3", "b"])  # every tag but b's .sig
+        r = sigaudit("scan", "--pods-file", str(tmp_path / "pods.json"), "--policy", str(tmp_path / "rest.yaml"),
+                     "--policy-from", f"kyverno:{tmp_path / 'kyverno.yaml'}", "-o", "json", "--no-progress")
+        asked = {q.path for q in front.requests}
+    assert r.returncode in (0, 1, 3), r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    doc = json.loads(r.stdout)
+    b = [i for i in doc["images"] if not i.get("digest")]  # the pod whose running digest is unknown
+    notes = [reason for i in b for reason in i["reasons"] if "information only, not what runs" in reason]
+    assert notes and all("on its own is invalid" in n for n in notes), [i["reasons"] for i in b]
+    assert f"/v2/team/app/manifests/{sig_tag(digests['b'])}" in asked
