@@ -701,8 +701,11 @@ def run_scan(
     # them (one request instead of a 404 per digest), cold or warm — except where a matching rule has
     # `required: false`: there "unsigned" passes, and a listing filtered by per-tag permission or served
     # from a lagging cache omits a tag that would have been refused (error) or read (a bad signature).
+    # Every image this client will verify counts, the information-only ones of pods whose running digest is
+    # unknown (`_unknown_verdicts`, after the listing is allowed) included.
+    judged = [*work, *((u.current, _groups(policy, u.current)) for u in unknown if u.current is not None)]
     loose = {(img.reference.registry, img.reference.repository)
-             for img, gs in work for g in gs for rule in g.rules if not rule.required}
+             for img, gs in judged for g in gs for rule in g.rules if not rule.required}
     repo_digests = Counter(k for img in running if (k := (img.reference.registry, img.reference.repository))
                            not in loose)
     client.answer_absent_tags_from_lists(k for k, n in repo_digests.items() if n >= LIST_TAGS_FROM)

@@ -736,6 +736,14 @@ def _verify_images(
     for text in (*images, *(str(x) for x in vi.get("skipImageReferences") or [])):
         if _VARIABLE.search(text):
             refusals.append(f"image reference {text!r} uses a variable: variables are not evaluated")
+    elsewhere = vi.get("repository") or any(
+        isinstance(e, Mapping) and e.get("repository")
+        for a in vi.get("attestors") or [] if isinstance(a, Mapping) for e in a.get("entries") or [])
+    if elsewhere and not bool(vi.get("required", True)):
+        # Looked for beside the image, a bad signature kept elsewhere is not found: "unsigned", which
+        # required: false lets pass where Kyverno, reading it, fails the image.
+        refusals.append("required: false with signatures kept in another repository (repository): a bad "
+                        "signature there would not be found here, and unsigned passes")
     vtype = str(vi.get("type") or "Cosign").lower()
     if vtype not in ("cosign", "sigstorebundle", "notary"):
         refusals.append(f"type {vi.get('type')!r} is not supported")

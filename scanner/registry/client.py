@@ -1008,9 +1008,9 @@ class RegistryClient:
                 doc = json.loads(body)
             except (RegistryError, ParseError, ValueError, UnicodeDecodeError, RecursionError):
                 return None  # (RecursionError: a reply nested too deep for json)
-            page = doc.get("tags") if isinstance(doc, dict) else None
-            if page is None:
-                page = []
+            if not _tag_list_of(doc, ref.repository):
+                return None  # not this repository's tag list: never read as "it has no tags"
+            page = doc["tags"] if doc["tags"] is not None else []  # null: a repository without tags
             if not isinstance(page, list) or not all(isinstance(t, str) and len(t) <= _TAG_MAX for t in page):
                 return None  # (a tag longer than the distribution spec's 128 characters is no tag)
             tags.update(page)
@@ -1147,6 +1147,18 @@ def _error_codes(body: bytes) -> set[str]:
     if not isinstance(errors, list):
         return set()
     return {e["code"] for e in errors if isinstance(e, dict) and isinstance(e.get("code"), str)}
+
+
+def _tag_list_of(doc: Any, repository: str) -> bool:
+    """Whether ``doc`` is a tag list page (the distribution spec's ``{"name": ..., "tags": [...]}``) of
+    ``repository``: an object whose ``tags`` member is there (null: no tags) and whose ``name``, when
+    given, is that repository. Anything else a 200 may carry — another JSON value, an error document,
+    an object without ``tags``, another repository's list — says nothing of this repository's tags: read
+    as an empty list it would answer every ``.sig`` and referrers tag "absent" (a verified image shown
+    ``unsigned``, a bad signature shown ``unsigned`` instead of ``invalid``)."""
+    if not isinstance(doc, dict) or "tags" not in doc:
+        return False
+    return "name" not in doc or doc["name"] == repository
 
 
 def _next_link(header: str | None) -> str | None:

@@ -159,3 +159,74 @@ def test_two_credential_sources_a_warm_scan_never_answers_a_sig_tag_from_the_lis
     assert r.returncode == 1, r.stderr
     for d in est.digests.values():  # every .sig tag asked for itself
         assert any(p == f"/v2/team/app/manifests/{sig_tag(d)}" for p in looked), sig_tag(d)
+
+
+@pytest.mark.parametrize("document", [b"[]", b'{"errors":[{"code":"DENIED","message":"denied"}]}',
+                                      b'{"name":"team/other","tags":["bare1"]}'],
+                         ids=["not-an-object", "an-error-document", "another-repository"])
+def test_a_200_that_is_no_tag_list_of_the_repository_answers_no_tag_absent(registry_factory, tmp_path: Path,
+                                                                          document: bytes) -> None:
+    """A listing answered 200 with a document that is not this repository's tag list (another JSON value, an
+    error document, another repository's list) was read as "no tags": a warm scan's re-list then took the
+    cached `verified` image's `.sig` for gone and judged it `unsigned`, and a newly pushed bad signature
+    `unsigned` instead of `invalid`. Such a listing is unusable: every tag is asked for itself."""
+    reg = registry_factory()
+    names = ["good", *NAMES]
+    with HostileRegistry(upstream=reg.url) as front:
+        est = _estate(front, reg.url, tmp_path, required=True, names=names)
+        sign_image(reg.url, front.host, "team/app", est.digests["good"], est.trusted)
+        first = _statuses(sigaudit(*est.scan_args))
+        assert first[est.digests["good"]]["status"] == "verified", first[est.digests["good"]]["reasons"]
+        sign_image(reg.url, front.host, "team/app", est.digests["bad"], est.other)
+        front.add(Rule("GET", r"^/v2/team/app/tags/list", Body(document, content_type="application/json")))
+        r = sigaudit(*est.scan_args)
+    images = _statuses(r)
+    assert images[est.digests["good"]]["status"] == "verified", images[est.digests["good"]]["reasons"]
+    assert images[est.digests["bad"]]["status"] == "invalid", images[est.digests["bad"]]["reasons"]
+    for n in ("bare1", "bare2", "bare3"):
+        assert images[est.digests[n]]["status"] == "unsigned", images[est.digests[n]]
+    assert r.returncode == 1, r.stderr
+
+
+def test_required_false_reaches_the_information_only_verification_of_a_pod_whose_digest_is_unknown(
+        registry_factory, tmp_path: Path) -> None:
+    """Three pods of namespace `a` (a rule that requires a signature) put `team/app` past the tag-list
+    threshold; a pod of namespace `b` (`required: false`) runs a digest the runtime does not report, so
+    what its spec names (`team/app:b`, signed by an untrusted key) is verified for information only —
+    after the listing was allowed. A listing omitting that `.sig` tag must not answer for it: the
+    note says `invalid` (the tag asked for itself), never `unsigned`, which `required: false` lets pass."""
+    reg = registry_factory()
+    trusted, other = KeyPair.ecdsa(), KeyPair.ecdsa()
+    with HostileRegistry(upstream=reg.url) as front:
+        digests = {n: oci.make_image(reg.url, "team/app", n) for n in ("a1", "a2", "a3", "b")}
+        sign_image(reg.url, front.host, "team/app", digests["b"], other)
+
+        def rule(name: str, ns: str, required: bool) -> dict:
+            return {"name": name, "match": {"any": [{"resources": {"kinds": ["Pod"], "namespaces": [ns]}}]},
+                    "verifyImages": [{"imageReferences": [f"{front.host}/*"], "required": required,
+                                      "attestors": [{"entries": [{"keys": {
+                                          "publicKeys": trusted.public_pem,
+                                          "rekor": {"ignoreTlog": True}, "ctlog": {"ignoreSCT": True}}}]}]}]}
+
+        (tmp_path / "kyverno.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "p"},
+            "spec": {"validationFailureAction": "Enforce",
+                     "rules": [rule("strict", "a", True), rule("opt", "b", False)]}}))
+        (tmp_path / "rest.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "sigaudit.io/v1alpha1", "kind": "AuditPolicy", "metadata": {"name": "rest"},
+            "spec": {"insecureRegistries": [front.host], "rules": []}}))
+        pods = [_pod("a", f"p-{n}", [("c", f"{front.host}/team/app:{n}", f"{front.host}/team/app@{digests[n]}")])
+                for n in ("a1", "a2", "a3")]
+        pods.append(_pod("b", "p-b", [("c", f"{front.host}/team/app:b", None)]))
+        (tmp_path / "pods.json").write_text(json.dumps({"kind": "List", "items": pods}))
+        _stale_listing(front, ["a1", "a2", "a3", "b"])  # every tag but b's .sig
+        r = sigaudit("scan", "--pods-file", str(tmp_path / "pods.json"), "--policy", str(tmp_path / "rest.yaml"),
+                     "--policy-from", f"kyverno:{tmp_path / 'kyverno.yaml'}", "-o", "json", "--no-progress")
+        asked = {q.path for q in front.requests}
+    assert r.returncode in (0, 1, 3), r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    doc = json.loads(r.stdout)
+    b = [i for i in doc["images"] if not i.get("digest")]  # the pod whose running digest is unknown
+    notes = [reason for i in b for reason in i["reasons"] if "information only, not what runs" in reason]
+    assert notes and all("on its own is invalid" in n for n in notes), [i["reasons"] for i in b]
+    assert f"/v2/team/app/manifests/{sig_tag(digests['b'])}" in asked

@@ -115,6 +115,12 @@ def test_several_pems_in_one_entry_are_several_entries_all_required(tmp_path: Pa
         ({"attestors": [{"entries": [{"keyless": {"subject": "s", "issuer": "i",
                                                  "additionalExtensions": ["githubWorkflowRepository"]}}]}]},
          "not a map"),
+        # Signatures kept elsewhere are looked for beside the image: a bad one there is not found, and
+        # required: false lets "unsigned" pass where Kyverno, reading it, fails the image.
+        ({"required": False, "repository": "r.io/sigs", "attestors": [{"entries": [entry(KEYS[0])]}]},
+         "another repository"),
+        ({"required": False, "attestors": [{"entries": [{**entry(KEYS[0]), "repository": "r.io/sigs"}]}]},
+         "another repository"),
     ],
 )
 def test_what_cannot_be_mapped_exactly_refuses_the_rule(tmp_path: Path, vi: dict[str, Any], why: str) -> None:

@@ -89,8 +89,16 @@ def test_a_repository_not_named_is_asked_per_tag() -> None:
     httpx.Response(200, json={"tags": [f"t{i}" for i in range(5001)]}),
     httpx.Response(200, json={"tags": ["1", "t" * 129]}),  # no tag is longer than 128 (distribution spec)
     httpx.Response(200, json={"tags": ["1"]}, headers={"Link": '<http://[::1/v2/x/tags/list>; rel="next"'}),
+    # A 200 whose document is no tag list of this repository says nothing of its tags (it was read as
+    # "no tags": every .sig and referrers tag absent, a verified image shown unsigned)
+    httpx.Response(200, json=[]),
+    httpx.Response(200, content=b"null"),
+    httpx.Response(200, json={}),
+    httpx.Response(200, json={"errors": [{"code": "DENIED", "message": "requested access is denied"}]}),
+    httpx.Response(200, json={"name": "team/other", "tags": ["1"]}),
 ], ids=["refused", "not-found", "not-json", "too-deep", "not-a-list", "not-strings", "next-page-elsewhere",
-        "more-than-asked", "a-tag-too-long", "next-page-unparseable"])
+        "more-than-asked", "a-tag-too-long", "next-page-unparseable", "not-an-object", "json-null", "no-tags-member",
+        "an-error-document", "another-repository"])
 def test_a_listing_that_cannot_be_used_leaves_each_lookup_to_its_own_request(reply: httpx.Response) -> None:
     seen: list[str] = []
     with registry(seen, reply) as c:
