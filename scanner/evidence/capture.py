@@ -18,11 +18,12 @@ fingerprint).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import threading
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -452,14 +453,10 @@ def _canonical_encoder() -> Any:
 _canonical_text = _canonical_encoder()
 
 
-def index_bytes(head: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) -> bytes:
-    """The gzipped :func:`canonical_json` of ``{**head, "images": images}``, the images ordered by their
-    ``image`` (its canonical JSON; the whole entry breaks ties), each entry serialised ONCE: the index of a
-    10,000-container scan is ~4.5 MB of JSON, and sorting by a second serialisation of every image cost as
-    much as writing the document (issue 19). Byte-for-byte what ``canonical_json`` of the sorted document
-    gives (tests/unit/evidence/test_capture.py compares them)."""
-    if "images" in head:
-        raise ValueError("the index head must not carry the images")
+def _sorted_entries(images: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The canonical text of each index entry, ordered by its ``image`` (its canonical JSON; the whole entry
+    breaks ties), each entry serialised ONCE: sorting by a second serialisation of every image cost as much
+    as writing the document (issue 19)."""
     entries = []
     for i in images:
         if set(i) != {"fingerprint", "image", "material"}:
@@ -469,6 +466,32 @@ def index_bytes(head: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) ->
         entries.append((image, f'{{"fingerprint":{_canonical_text(i["fingerprint"])},"image":{image},'
                                f'"material":{_canonical_text(i["material"])}}}'))
     entries.sort()
+    return [e for _, e in entries]
+
+
+def _list_pieces(entries: list[str]) -> Iterator[bytes]:
+    """``[`` + the entries joined by ``,`` + ``]``, piece by piece (never held whole)."""
+    yield b"["
+    for n, entry in enumerate(entries):
+        yield (entry if n == 0 else "," + entry).encode()
+    yield b"]"
+
+
+def _gzip(pieces: Iterable[bytes]) -> bytes:
+    """A deterministic gzip stream (wbits 31: no name, time 0) of the pieces, streamed into the compressor."""
+    z = zlib.compressobj(INDEX_GZIP_LEVEL, zlib.DEFLATED, 31)
+    parts = [z.compress(p) for p in pieces]
+    parts.append(z.flush())
+    return b"".join(parts)
+
+
+def index_bytes(head: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) -> bytes:
+    """The gzipped :func:`canonical_json` of ``{**head, "images": images}`` (an index of schema 1, which
+    ``serve --watch`` batches still write), the images in :func:`_sorted_entries`' order. Byte-for-byte what
+    ``canonical_json`` of the sorted document gives (tests/unit/evidence/test_capture.py compares them)."""
+    if "images" in head:
+        raise ValueError("the index head must not carry the images")
+    entries = _sorted_entries(images)
     empty = _canonical_text({**head, "images": []})
     # "images" sorts before every other key of an index head (policy, scan_id, schema_version, source,
     # trust, verified_at), so the document opens with it: the entries go between its brackets.
@@ -476,36 +499,79 @@ def index_bytes(head: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) ->
     if not empty.startswith(opening + "]"):
         raise ValueError("an index head has a key that sorts before 'images'")
     # Streamed into the compressor entry by entry: the document is never held whole, as text or as bytes
-    # (~9 MB at the moment of a cold scan's peak RSS). A gzip stream (wbits 31: no name, time 0).
-    z = zlib.compressobj(INDEX_GZIP_LEVEL, zlib.DEFLATED, 31)
-    parts = [z.compress(opening.encode())]
-    for n, (_, entry) in enumerate(entries):
-        parts.append(z.compress((entry if n == 0 else "," + entry).encode()))
-    parts.append(z.compress(empty[len(opening):].encode()))
-    parts.append(z.flush())
-    return b"".join(parts)
+    # (~9 MB at the moment of a cold scan's peak RSS).
+    return _gzip([opening[:-1].encode(), *_list_pieces(entries), empty[len(opening) + 1:].encode()])
+
+
+@dataclass(frozen=True, slots=True)
+class IndexImages:
+    """A scan's image entries as their own blob (index schema 2): ``sha256`` names the gzipped blob,
+    ``text_sha256`` its text; ``data`` the blob when it is not stored yet (None: an earlier scan stored it)."""
+
+    sha256: str
+    text_sha256: str
+    data: bytes | None
+
+
+def index_images(store: Any, images: Iterable[Mapping[str, Any]]) -> IndexImages:
+    """The image entries of an index as a blob: the one an earlier scan stored when its entries were the same
+    text (found by ``images/<sha256 of the text>`` and checked against it, so a name pointing elsewhere is
+    never trusted: the entries are then compressed afresh), else a new one. A scan that judged the same
+    images on the same material as the previous one stores no entries and compresses none (issue 19)."""
+    from scanner.store.evidence import images_name
+
+    entries = _sorted_entries(images)
+    h = hashlib.sha256()
+    for piece in _list_pieces(entries):
+        h.update(piece)
+    text_sha = h.hexdigest()
+    name = images_name(text_sha)
+    sha = store.evidence_refs([name]).get(name)
+    if sha is not None:
+        data = store.evidence_blobs([sha]).get(sha)  # checked against its name (sha) by the store
+        try:
+            if data is not None and sha256_hex(gzip.decompress(data)) == text_sha:
+                return IndexImages(sha, text_sha, None)
+        except (OSError, EOFError):
+            pass
+    data = _gzip(_list_pieces(entries))
+    return IndexImages(sha256_hex(data), text_sha, data)
 
 
 def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None, policy_from: Iterable[str],
          policy_digest: str, trust: Any) -> None:
     """Write what ``capture`` saw into the store: each cold image's material (content-addressed, named
     by digest and material fingerprint) and the scan's evidence index (``scan/<id>``), which names
-    the trust snapshot, the verification time and, per image, the material it was judged on."""
+    the trust snapshot, the verification time, the policy and the blob of its image entries (per image,
+    the material it was judged on: :func:`index_images`)."""
+    from scanner.store.evidence import EvidenceMissing, images_name
+
     blobs: dict[str, bytes] = dict(trust.blobs)
     refs: dict[str, str] = {}
     images = _image_entries(store, capture.judged, blobs, refs)
+    entries = index_images(store, images)
     head = {
-        "schema_version": 1,
+        "schema_version": 2,
         "scan_id": scan_id,
         "verified_at": capture.verified_at.isoformat() if capture.verified_at else None,
         "policy": {"path": policy_path, "from": list(policy_from), "digest": policy_digest},
         "trust": trust.entries,
+        "images_blob": {"sha256": entries.sha256, "text_sha256": entries.text_sha256},
     }
-    # Gzipped (deterministically): the index names every container of every image, ~250 bytes each.
-    doc = index_bytes(head, images)
+    doc = _gzip([canonical_json(head)])
     blobs[sha256_hex(doc)] = doc
     refs[scan_ref(scan_id)] = sha256_hex(doc)
-    store.evidence_put(blobs, refs)
+    refs[images_name(entries.text_sha256)] = entries.sha256
+    if entries.data is not None:
+        blobs[entries.sha256] = entries.data
+        store.evidence_put(blobs, refs)
+        return
+    try:
+        store.evidence_put(blobs, refs, needs=[entries.sha256])
+    except EvidenceMissing:  # `db prune` deleted the earlier scan's entries since: store them afresh
+        data = _gzip(_list_pieces(_sorted_entries(images)))
+        blobs[sha256_hex(data)] = data
+        store.evidence_put(blobs, refs)
 
 
 def watch_ref(scan_id: int, batch: int) -> str:
