@@ -362,9 +362,11 @@ class Capture:
     """The pipeline's EvidenceSink for one scan. ``known``: which material refs the store holds."""
 
     def __init__(self, known: Any = None, *, image_manifests: bool = False) -> None:
-        self._known_lookup = known  # Callable[[Iterable[str]], set[str]] | None
+        self._known_lookup = known  # Callable[[Iterable[str]], Mapping[str, str] | set[str]] | None
         self._image_manifests = image_manifests  # record each cold image's manifest (the pack's OCI layout)
-        self._known: set[str] = set()
+        # material ref -> the sha256 its name points at (None: known to exist, sha not asked). A name, once
+        # written, never points elsewhere: the index reuses what this look-up found (issue 19).
+        self._known: dict[str, str | None] = {}
         self._lock = threading.Lock()
         self.judged: list[Judged] = []
         self.verified_at: datetime | None = None
@@ -375,10 +377,15 @@ class Capture:
     def prepare(self, refs: Iterable[tuple[str, str]]) -> None:
         names = {material_ref(d, fp) for d, fp in refs}
         if self._known_lookup is not None and names:
-            self._known |= set(self._known_lookup(names))
+            found = self._known_lookup(names)
+            self._known.update(found if isinstance(found, Mapping) else dict.fromkeys(found))
 
     def reader(self, image: RunningImage, client: RegistryReader) -> RegistryReader:
         return RecordingReader(client)
+
+    def seen_material(self) -> Mapping[str, str | None]:
+        """The material refs :meth:`prepare` found, with the sha256 each points at where it was asked."""
+        return self._known
 
     def has_material(self, digest: str, fingerprint: str) -> bool:
         return material_ref(digest, fingerprint) in self._known
@@ -404,12 +411,15 @@ def scan_ref(scan_id: int) -> str:
 
 
 def _image_entries(store: Any, judged: Iterable[Judged], blobs: dict[str, bytes],
-                   refs: dict[str, str]) -> list[dict[str, Any]]:
+                   refs: dict[str, str], seen: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
     """The index entries of ``judged`` images: a cold image's material is added to ``blobs`` (and named in
-    ``refs`` by its material ref); a warm one points at the material its cache entry already names."""
+    ``refs`` by its material ref); a warm one points at the material its cache entry already names (as
+    ``seen`` found it when the scan began, else looked up now)."""
     judged = list(judged)
     warm = {j.material_ref for j in judged if j.material is None and j.material_ref}
-    known = store.evidence_refs(warm) if warm else {}
+    known = {n: sha for n in warm if (sha := (seen or {}).get(n)) is not None}
+    if warm - set(known):
+        known.update(store.evidence_refs(warm - set(known)))
     images = []
     for j in judged:
         sha = None
@@ -560,7 +570,7 @@ def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None,
 
     blobs: dict[str, bytes] = dict(trust.blobs)
     refs: dict[str, str] = {}
-    images = _image_entries(store, capture.judged, blobs, refs)
+    images = _image_entries(store, capture.judged, blobs, refs, capture.seen_material())
     entries = index_images(store, images)
     head = {
         "schema_version": 2,
@@ -600,7 +610,8 @@ def keep_watch(store: Any, scan_id: int, batch: int, capture: Capture, digests: 
     wanted = set(digests)
     blobs: dict[str, bytes] = {}
     refs: dict[str, str] = {}
-    images = _image_entries(store, [j for j in capture.judged if j.image.digest in wanted], blobs, refs)
+    images = _image_entries(store, [j for j in capture.judged if j.image.digest in wanted], blobs, refs,
+                            capture.seen_material())
     head = {
         "schema_version": 1,
         "scan_id": scan_id,

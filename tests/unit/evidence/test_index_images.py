@@ -211,3 +211,36 @@ def test_entries_pruned_between_the_look_up_and_the_write_are_stored_afresh(stor
     monkeypatch.setattr(cap, "index_images", pruned_after_look)
     _keep(store, second, _capture(images))
     assert load_index(store, second)["images"] == _want(images)
+
+
+def test_the_index_names_the_material_the_scan_found_when_it_began_without_asking_again(store: Any) -> None:
+    """A warm image's entry points at the material its cache hit was allowed on: the look-up the scan made
+    when it began (a name never points elsewhere once written) is not repeated for the index (issue 19);
+    a name it did not look up is asked then, as before."""
+    from scanner.evidence.capture import material_ref
+
+    img, other = _image(1), _image(2)
+    material = b'{"schema_version":1,"answers":[]}'
+    sha = hashlib.sha256(material).hexdigest()
+    names = {material_ref(str(i.digest), "fp"): sha for i in (img, other)}
+    store.evidence_put({sha: material}, names)
+    asked: list[str] = []
+    real = store.evidence_refs
+
+    def spy(ns: Any) -> dict[str, str]:
+        ns = list(ns)
+        asked.extend(ns)
+        return real(ns)
+
+    c = Capture(known=spy)
+    c.started(T0)
+    c.prepare([(str(img.digest), "fp")])
+    c.judge(img, None, "fp", True)  # type: ignore[arg-type]
+    c.judge(other, None, "fp", True)  # type: ignore[arg-type]
+    asked.clear()
+    store.evidence_refs = spy
+    scan_id = _scan(store)
+    _keep(store, scan_id, c)
+    assert material_ref(str(img.digest), "fp") not in asked
+    assert material_ref(str(other.digest), "fp") in asked
+    assert [e["material"] for e in load_index(store, scan_id)["images"]] == [sha, sha]
