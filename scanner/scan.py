@@ -240,7 +240,7 @@ def _capture(store: Store | None, scan_id: int | None, *, image_manifests: bool 
         return None
     from scanner.evidence.capture import Capture
 
-    return Capture(known=lambda names: set(store.evidence_refs(names)), image_manifests=image_manifests)
+    return Capture(known=lambda names: store.evidence_refs(names), image_manifests=image_manifests)
 
 
 def _keep_evidence(options: ScanOptions, store: Store, scan_id: int, inputs: ScanInputs, capture: Any) -> None:
@@ -476,7 +476,7 @@ def watch_capture(store: Store) -> Any:
     """What ``serve --watch`` keeps of a batch's verifications for the evidence pack, like a scan."""
     from scanner.evidence.capture import Capture
 
-    return Capture(known=lambda names: set(store.evidence_refs(names)), image_manifests=False)
+    return Capture(known=lambda names: store.evidence_refs(names), image_manifests=False)
 
 
 def keep_watch_evidence(store: Store, scan_id: int, batch: int, inputs: ScanInputs, capture: Any,

@@ -22,7 +22,7 @@ import hashlib
 import json
 import threading
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -348,9 +348,11 @@ class Capture:
     """The pipeline's EvidenceSink for one scan. ``known``: which material refs the store holds."""
 
     def __init__(self, known: Any = None, *, image_manifests: bool = False) -> None:
-        self._known_lookup = known  # Callable[[Iterable[str]], set[str]] | None
+        self._known_lookup = known  # Callable[[Iterable[str]], Mapping[str, str] | set[str]] | None
         self._image_manifests = image_manifests  # record each cold image's manifest (the pack's OCI layout)
-        self._known: set[str] = set()
+        # material ref -> the sha256 its name points at (None: known to exist, sha not asked). A name, once
+        # written, never points elsewhere: the index reuses what this look-up found (issue 19).
+        self._known: dict[str, str | None] = {}
         self._lock = threading.Lock()
         self.judged: list[Judged] = []
         self.verified_at: datetime | None = None
@@ -361,10 +363,15 @@ class Capture:
     def prepare(self, refs: Iterable[tuple[str, str]]) -> None:
         names = {material_ref(d, fp) for d, fp in refs}
         if self._known_lookup is not None and names:
-            self._known |= set(self._known_lookup(names))
+            found = self._known_lookup(names)
+            self._known.update(found if isinstance(found, Mapping) else dict.fromkeys(found))
 
     def reader(self, image: RunningImage, client: RegistryReader) -> RegistryReader:
         return RecordingReader(client)
+
+    def seen_material(self) -> Mapping[str, str | None]:
+        """The material refs :meth:`prepare` found, with the sha256 each points at where it was asked."""
+        return self._known
 
     def has_material(self, digest: str, fingerprint: str) -> bool:
         return material_ref(digest, fingerprint) in self._known
@@ -390,12 +397,15 @@ def scan_ref(scan_id: int) -> str:
 
 
 def _image_entries(store: Any, judged: Iterable[Judged], blobs: dict[str, bytes],
-                   refs: dict[str, str]) -> list[dict[str, Any]]:
+                   refs: dict[str, str], seen: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
     """The index entries of ``judged`` images: a cold image's material is added to ``blobs`` (and named in
-    ``refs`` by its material ref); a warm one points at the material its cache entry already names."""
+    ``refs`` by its material ref); a warm one points at the material its cache entry already names (as
+    ``seen`` found it when the scan began, else looked up now)."""
     judged = list(judged)
     warm = {j.material_ref for j in judged if j.material is None and j.material_ref}
-    known = store.evidence_refs(warm) if warm else {}
+    known = {n: sha for n in warm if (sha := (seen or {}).get(n)) is not None}
+    if warm - set(known):
+        known.update(store.evidence_refs(warm - set(known)))
     images = []
     for j in judged:
         sha = None
@@ -417,18 +427,31 @@ def _image_entries(store: Any, judged: Iterable[Judged], blobs: dict[str, bytes]
 INDEX_GZIP_LEVEL = 6
 
 
-def _canonical_text(doc: Any) -> str:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def _canonical_encoder() -> Any:
+    """``json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` less its per-call
+    set-up (a JSONEncoder and a C encoder built for each of the index's 6,000 values, a third of writing it:
+    issue 19): json's C encoder with those arguments, made once. Without the circular-reference check,
+    which only changes the error a self-containing value raises (ValueError becomes RecursionError); the
+    index's values are built here from models, never self-containing."""
+    make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+    escape = json.encoder.c_encode_basestring  # type: ignore[attr-defined]
+    if make is None or escape is None:  # an interpreter without json's C speedups
+        return lambda doc: json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def fail(o: Any) -> Any:
+        raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+    encode = make(None, fail, escape, None, ":", ",", True, False, True)
+    return lambda doc: "".join(encode(doc, 0))
 
 
-def index_bytes(head: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) -> bytes:
-    """The gzipped :func:`canonical_json` of ``{**head, "images": images}``, the images ordered by their
-    ``image`` (its canonical JSON; the whole entry breaks ties), each entry serialised ONCE: the index of a
-    10,000-container scan is ~4.5 MB of JSON, and sorting by a second serialisation of every image cost as
-    much as writing the document (issue 19). Byte-for-byte what ``canonical_json`` of the sorted document
-    gives (tests/unit/evidence/test_capture.py compares them)."""
-    if "images" in head:
-        raise ValueError("the index head must not carry the images")
+_canonical_text = _canonical_encoder()
+
+
+def _sorted_entries(images: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The canonical text of each index entry, ordered by its ``image`` (its canonical JSON; the whole entry
+    breaks ties), each entry serialised ONCE: sorting by a second serialisation of every image cost as much
+    as writing the document (issue 19)."""
     entries = []
     for i in images:
         if set(i) != {"fingerprint", "image", "material"}:
@@ -438,6 +461,32 @@ def index_bytes(head: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) ->
         entries.append((image, f'{{"fingerprint":{_canonical_text(i["fingerprint"])},"image":{image},'
                                f'"material":{_canonical_text(i["material"])}}}'))
     entries.sort()
+    return [e for _, e in entries]
+
+
+def _list_pieces(entries: list[str]) -> Iterator[bytes]:
+    """``[`` + the entries joined by ``,`` + ``]``, piece by piece (never held whole)."""
+    yield b"["
+    for n, entry in enumerate(entries):
+        yield (entry if n == 0 else "," + entry).encode()
+    yield b"]"
+
+
+def _gzip(pieces: Iterable[bytes]) -> bytes:
+    """A deterministic gzip stream (wbits 31: no name, time 0) of the pieces, streamed into the compressor."""
+    z = zlib.compressobj(INDEX_GZIP_LEVEL, zlib.DEFLATED, 31)
+    parts = [z.compress(p) for p in pieces]
+    parts.append(z.flush())
+    return b"".join(parts)
+
+
+def index_bytes(head: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) -> bytes:
+    """The gzipped :func:`canonical_json` of ``{**head, "images": images}`` (an index of schema 1, which
+    ``serve --watch`` batches still write), the images in :func:`_sorted_entries`' order. Byte-for-byte what
+    ``canonical_json`` of the sorted document gives (tests/unit/evidence/test_capture.py compares them)."""
+    if "images" in head:
+        raise ValueError("the index head must not carry the images")
+    entries = _sorted_entries(images)
     empty = _canonical_text({**head, "images": []})
     # "images" sorts before every other key of an index head (policy, scan_id, schema_version, source,
     # trust, verified_at), so the document opens with it: the entries go between its brackets.
@@ -445,36 +494,92 @@ def index_bytes(head: Mapping[str, Any], images: Iterable[Mapping[str, Any]]) ->
     if not empty.startswith(opening + "]"):
         raise ValueError("an index head has a key that sorts before 'images'")
     # Streamed into the compressor entry by entry: the document is never held whole, as text or as bytes
-    # (~9 MB at the moment of a cold scan's peak RSS). A gzip stream (wbits 31: no name, time 0).
-    z = zlib.compressobj(INDEX_GZIP_LEVEL, zlib.DEFLATED, 31)
-    parts = [z.compress(opening.encode())]
-    for n, (_, entry) in enumerate(entries):
-        parts.append(z.compress((entry if n == 0 else "," + entry).encode()))
-    parts.append(z.compress(empty[len(opening):].encode()))
-    parts.append(z.flush())
-    return b"".join(parts)
+    # (~9 MB at the moment of a cold scan's peak RSS).
+    return _gzip([opening[:-1].encode(), *_list_pieces(entries), empty[len(opening) + 1:].encode()])
+
+
+@dataclass(frozen=True, slots=True)
+class IndexImages:
+    """A scan's image entries as their own blob (index schema 2): ``sha256`` names the gzipped blob,
+    ``text_sha256`` its text; ``data`` the blob when it is not stored yet (None: an earlier scan stored it)."""
+
+    sha256: str
+    text_sha256: str
+    data: bytes | None
+
+
+def _gunzip_sha256(data: bytes) -> str | None:
+    """The sha256 of what the gzip stream ``data`` holds (None: not one whole gzip stream), decompressed a
+    megabyte at a time: the entries of a 10,000-container scan are ~4.5 MB of text, never held whole here."""
+    z = zlib.decompressobj(31)
+    h = hashlib.sha256()
+    rest = data
+    try:
+        while rest:
+            h.update(z.decompress(rest, 1 << 20))
+            rest = z.unconsumed_tail
+        h.update(z.flush())
+    except zlib.error:
+        return None
+    return h.hexdigest() if z.eof and not z.unused_data else None
+
+
+def index_images(store: Any, images: Iterable[Mapping[str, Any]]) -> IndexImages:
+    """The image entries of an index as a blob: the one an earlier scan stored when its entries were the same
+    text (found by ``images/<sha256 of the text>`` and checked against it, so a name pointing elsewhere is
+    never trusted: the entries are then compressed afresh), else a new one. A scan that judged the same
+    images on the same material as the previous one stores no entries and compresses none (issue 19)."""
+    from scanner.store.evidence import images_name
+
+    entries = _sorted_entries(images)
+    h = hashlib.sha256()
+    for piece in _list_pieces(entries):
+        h.update(piece)
+    text_sha = h.hexdigest()
+    name = images_name(text_sha)
+    sha = store.evidence_refs([name]).get(name)
+    if sha is not None:
+        data = store.evidence_blobs([sha]).get(sha)  # checked against its name (sha) by the store
+        if data is not None and _gunzip_sha256(data) == text_sha:
+            return IndexImages(sha, text_sha, None)
+    data = _gzip(_list_pieces(entries))
+    return IndexImages(sha256_hex(data), text_sha, data)
 
 
 def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None, policy_from: Iterable[str],
          policy_digest: str, trust: Any) -> None:
     """Write what ``capture`` saw into the store: each cold image's material (content-addressed, named
     by digest and material fingerprint) and the scan's evidence index (``scan/<id>``), which names
-    the trust snapshot, the verification time and, per image, the material it was judged on."""
+    the trust snapshot, the verification time, the policy and the blob of its image entries (per image,
+    the material it was judged on: :func:`index_images`)."""
+    from scanner.store.evidence import EvidenceMissing, images_name
+
     blobs: dict[str, bytes] = dict(trust.blobs)
     refs: dict[str, str] = {}
-    images = _image_entries(store, capture.judged, blobs, refs)
+    images = _image_entries(store, capture.judged, blobs, refs, capture.seen_material())
+    entries = index_images(store, images)
     head = {
-        "schema_version": 1,
+        "schema_version": 2,
         "scan_id": scan_id,
         "verified_at": capture.verified_at.isoformat() if capture.verified_at else None,
         "policy": {"path": policy_path, "from": list(policy_from), "digest": policy_digest},
         "trust": trust.entries,
+        "images_blob": {"sha256": entries.sha256, "text_sha256": entries.text_sha256},
     }
-    # Gzipped (deterministically): the index names every container of every image, ~250 bytes each.
-    doc = index_bytes(head, images)
+    doc = _gzip([canonical_json(head)])
     blobs[sha256_hex(doc)] = doc
     refs[scan_ref(scan_id)] = sha256_hex(doc)
-    store.evidence_put(blobs, refs)
+    refs[images_name(entries.text_sha256)] = entries.sha256
+    if entries.data is not None:
+        blobs[entries.sha256] = entries.data
+        store.evidence_put(blobs, refs)
+        return
+    try:
+        store.evidence_put(blobs, refs, needs=[entries.sha256])
+    except EvidenceMissing:  # `db prune` deleted the earlier scan's entries since: store them afresh
+        data = _gzip(_list_pieces(_sorted_entries(images)))
+        blobs[sha256_hex(data)] = data
+        store.evidence_put(blobs, refs)
 
 
 def watch_ref(scan_id: int, batch: int) -> str:
@@ -491,7 +596,8 @@ def keep_watch(store: Any, scan_id: int, batch: int, capture: Capture, digests: 
     wanted = set(digests)
     blobs: dict[str, bytes] = {}
     refs: dict[str, str] = {}
-    images = _image_entries(store, [j for j in capture.judged if j.image.digest in wanted], blobs, refs)
+    images = _image_entries(store, [j for j in capture.judged if j.image.digest in wanted], blobs, refs,
+                            capture.seen_material())
     head = {
         "schema_version": 1,
         "scan_id": scan_id,

@@ -101,7 +101,19 @@ def load_index(store: Any, scan_id: int) -> dict[str, Any]:
         raise StoreError(f"the evidence index of scan {scan_id} is malformed: {exc}") from None
     if not isinstance(doc, dict):
         raise StoreError(f"the evidence index of scan {scan_id} is malformed")
-    return doc
+    return _with_images(store, doc, f"the evidence index of scan {scan_id}")
+
+
+def _with_images(store: Any, doc: dict[str, Any], what: str) -> dict[str, Any]:
+    """``doc`` with its image entries in ``images``, whether it holds them (schema 1) or names their blob
+    (schema 2, checked against the text it names): a StoreError when they cannot be read."""
+    from scanner.store.evidence import index_images
+
+    try:
+        images = index_images(doc, store.evidence_blobs)
+    except ValueError as exc:
+        raise StoreError(f"{what} is malformed: {exc}") from None
+    return {**doc, "images": images}
 
 
 def load_watch_indexes(store: Any, scan_id: int) -> list[dict[str, Any]]:
@@ -118,7 +130,7 @@ def load_watch_indexes(store: Any, scan_id: int) -> list[dict[str, Any]]:
         except (KeyError, OSError, EOFError, ValueError) as exc:
             raise StoreError(f"the evidence index {name} is missing or malformed: {exc}") from None
         if isinstance(doc, dict):
-            out.append(doc)
+            out.append(_with_images(store, doc, f"the evidence index {name}"))
     return out
 
 

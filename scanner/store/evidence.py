@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,20 +18,34 @@ from scanner.store.schema import evidence_blobs as _blobs
 from scanner.store.schema import evidence_refs as _refs
 
 
+class EvidenceMissing(Exception):
+    """A blob that what evidence_put writes names, and that it was told the store holds, is not stored
+    (``db prune`` deleted it since it was looked up): nothing was written."""
+
+
 class Evidence:
     def __init__(self, db: Db) -> None:
         self._db = db
 
-    def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str]) -> None:
+    def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str], *,
+                     needs: Iterable[str] = ()) -> None:
         """Write blobs (keyed by their sha256 hex, checked) and names, each only if absent: what a
-        name pointed at first is what it keeps pointing at. One transaction."""
+        name pointed at first is what it keeps pointing at. One transaction. ``needs``: blobs stored
+        already that what is written names (a scan's index naming the image entries an earlier scan
+        stored): checked under the content lock, so that ``db prune`` cannot delete one between the
+        caller's look and this write; EvidenceMissing, and nothing written, when one is gone."""
         for sha, data in blobs.items():
             if hashlib.sha256(data).hexdigest() != sha:
                 raise ValueError(f"evidence blob {sha} does not hash to its name")
         insert = dialect_insert(is_sqlite(self._db.engine))
         now = self._db.clock()
+        needed = sorted(set(needs) - set(blobs))
         with self._db.errors("cannot write the evidence material"), self._db.write() as conn:
             lock_content(conn)  # against evidence_prune's deletion (a blob named here is never deleted under it)
+            for chunk in _chunks(needed):
+                found = set(conn.execute(sa.select(_blobs.c.sha256).where(_blobs.c.sha256.in_(chunk))).scalars())
+                if found != set(chunk):
+                    raise EvidenceMissing(f"evidence blob(s) {sorted(set(chunk) - found)} are no longer stored")
             for chunk in _chunks(sorted(blobs)):
                 conn.execute(insert(_blobs).on_conflict_do_nothing(index_elements=[_blobs.c.sha256]),
                              [{"sha256": s, "data": blobs[s]} for s in chunk])
@@ -67,6 +81,47 @@ class Evidence:
         return out
 
 
+# A scan's evidence index names its image entries (the bulk of it: every container of every image) as a blob
+# of their own (index schema 2), stored once for every scan whose entries are the same: a scan that judged
+# the same images on the same material as the previous one stores and compresses no entries at all (issue
+# 19). ``images/<sha256 of the entries' text>`` names that blob: a writer's look-up only (the index names the
+# blob itself), kept by ``db prune`` while a kept index names the blob.
+IMAGES_PREFIX = "images/"
+
+
+def images_name(text_sha256: str) -> str:
+    return f"{IMAGES_PREFIX}{text_sha256}"
+
+
+def index_images(index: Mapping[str, Any], blobs: Callable[[Iterable[str]], Mapping[str, bytes]]) -> list[Any]:
+    """The image entries of a scan's (or watch batch's) evidence index: its own ``images`` (schema 1), or
+    those of the blob its ``images_blob`` names (schema 2), whose text must hash to the ``text_sha256`` the
+    index says. ValueError when they cannot be read as a list (missing, damaged, or not what the index says)."""
+    named = index.get("images_blob")
+    if named is None:
+        images = index.get("images", [])
+    else:
+        if not isinstance(named, dict) or not isinstance(named.get("sha256"), str):
+            raise ValueError("its images_blob is malformed")
+        sha = named["sha256"]
+        data = blobs([sha]).get(sha)
+        if data is None:
+            raise ValueError(f"its image entries ({sha}) are missing from the store")
+        try:
+            text = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"its image entries ({sha}) are not gzip: {exc}") from None
+        if hashlib.sha256(text).hexdigest() != named.get("text_sha256"):
+            raise ValueError(f"its image entries ({sha}) are not those it names")
+        try:
+            images = json.loads(text)
+        except RecursionError:
+            raise ValueError(f"its image entries ({sha}) nest too deep") from None
+    if not isinstance(images, list):
+        raise ValueError("its images are not a list")
+    return images
+
+
 def material_name(digest: str, fingerprint: str) -> str:
     """The name of the material a digest was verified on, cold, under a material fingerprint."""
     return f"material/{digest}/{hashlib.sha256(fingerprint.encode()).hexdigest()}"
@@ -100,14 +155,20 @@ def evidence_prune(db: Db, batch: int) -> int:
                          for r in conn.execute(sa.select(_cache.c.digest, _cache.c.material_fingerprint))}
     # scan/<id>/watch/<n>: what `serve --watch` added to scan <id> lives as long as the scan
     dead = sorted(n for n in refs if n not in live_scans and n not in live_material
-                  and n.split("/watch/", 1)[0] not in live_scans)
+                  and n.split("/watch/", 1)[0] not in live_scans and not n.startswith(IMAGES_PREFIX))
     for chunk in _chunks(dead, batch):
         with db.write() as conn:
             conn.execute(_refs.delete().where(_refs.c.name.in_(chunk)))
     gone = set(dead)
     kept = {n: s for n, s in refs.items() if n not in gone}
     ev = Evidence(db)
-    live = _reached(ev, kept, batch)
+    # an images/ name keeps nothing alive: it is kept while a kept index names its blob
+    live = _reached(ev, {n: s for n, s in kept.items() if not n.startswith(IMAGES_PREFIX)}, batch)
+    stale = sorted(n for n, s in kept.items() if n.startswith(IMAGES_PREFIX) and s not in live)
+    for chunk in _chunks(stale, batch):
+        with db.write() as conn:
+            conn.execute(_refs.delete().where(_refs.c.name.in_(chunk)))
+    kept = {n: s for n, s in kept.items() if n not in set(stale)}
     doomed = sorted(set(every) - live)
     deleted, i, looks = 0, 0, 0
     while i < len(doomed):
@@ -146,7 +207,10 @@ def _reached(ev: Evidence, named: Mapping[str, str], batch: int) -> set[str]:
             if name.startswith("scan/"):
                 index = json.loads(gzip.decompress(data))
                 live |= _shas_in(index.get("trust"), "sha256")
-                material_docs |= _shas_in(index.get("images"), "material")
+                named = index.get("images_blob")
+                if isinstance(named, dict) and named.get("sha256"):
+                    live.add(str(named["sha256"]))  # kept even when damaged: never the prune's to judge
+                material_docs |= _shas_in(index_images(index, ev.evidence_blobs), "material")
             else:
                 material_docs.add(sha)
         except (OSError, EOFError, ValueError, AttributeError):

@@ -199,9 +199,11 @@ class Store:
 
     # -- evidence material (evidence.py) ----------------------------------------------------------
 
-    def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str]) -> None:
-        """Content-addressed blobs and the names pointing at them, each written only if absent."""
-        self._evidence.evidence_put(blobs, refs)
+    def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str], *,
+                     needs: Iterable[str] = ()) -> None:
+        """Content-addressed blobs and the names pointing at them, each written only if absent; nothing is
+        written (EvidenceMissing) when a blob of ``needs`` (stored already, named by what is written) is not."""
+        self._evidence.evidence_put(blobs, refs, needs=needs)
 
     def evidence_refs(self, names: Iterable[str]) -> dict[str, str]:
         return self._evidence.evidence_refs(names)

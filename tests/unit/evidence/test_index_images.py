@@ -1,0 +1,246 @@
+"""A scan's evidence index names its image entries as a blob of their own (index schema 2, issue 19): a scan
+that judged the same images on the same material as an earlier one stores and compresses no entries, and
+what every reader gets is exactly the entries the scan judged (or a StoreError, never a wrong list)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from scanner.errors import StoreError
+from scanner.evidence import capture as cap
+from scanner.evidence.capture import Capture, Judged, canonical_json, image_to_json, index_bytes, keep, scan_ref
+from scanner.evidence.pack import load_index
+from scanner.models import (
+    ContainerRef,
+    ContainerType,
+    ImageReference,
+    RunningImage,
+    ScanResult,
+    ScanState,
+    Workload,
+)
+from scanner.store import open_store, upgrade
+from scanner.store.evidence import IMAGES_PREFIX, evidence_prune, images_name
+
+T0 = datetime(2026, 12, 7, 10, tzinfo=UTC)
+TRUST = SimpleNamespace(blobs={}, entries=[])
+
+
+def _image(n: int, pod: str = "p") -> RunningImage:
+    ref = ImageReference("127.0.0.1:5000", f"r{n}", "v1", f"sha256:{n:064x}")
+    return RunningImage(ref, (ContainerRef("ns", f"{pod}-{n}", "app", ContainerType.CONTAINER,
+                                           f"127.0.0.1:5000/r{n}:v1", None, Workload("Deployment", f"d{n}"), (),
+                                           f"uid-{n}"),))
+
+
+def _capture(images: list[RunningImage]) -> Capture:
+    c = Capture()
+    c.started(T0)
+    for img in images:
+        c.judged.append(Judged(img, "fp", None, f"material/{img.digest}/x"))
+    return c
+
+
+def _scan(store: Any) -> int:
+    scan_id = store.begin_scan("c", T0, "sha256:p", "1")
+    store.finish_scan(scan_id, ScanResult(cluster="c", started_at=T0, finished_at=T0 + timedelta(seconds=5),
+                                          state=ScanState.COMPLETE, verdicts=(), policy_digest="sha256:p"))
+    return scan_id
+
+
+def _keep(store: Any, scan_id: int, capture: Capture) -> None:
+    keep(store, scan_id, capture, policy_path="p.yaml", policy_from=[], policy_digest="sha256:p", trust=TRUST)
+
+
+def _blob_count(store: Any) -> int:
+    import sqlalchemy as sa
+
+    from scanner.store.schema import evidence_blobs
+
+    with store._db.read() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(evidence_blobs)).scalar_one())
+
+
+def _want(images: list[RunningImage]) -> list[Any]:
+    """The entries a schema-1 index of these images holds (what every reader got before)."""
+    head = {"schema_version": 1, "scan_id": 1, "verified_at": None, "policy": {}, "trust": []}
+    entries = [{"image": image_to_json(i), "fingerprint": "fp", "material": None} for i in images]
+    return json.loads(gzip.decompress(index_bytes(head, entries)))["images"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    upgrade(url)
+    with open_store(url) as s:
+        yield s
+
+
+def _stored_bytes(store: Any) -> int:
+    import sqlalchemy as sa
+
+    from scanner.store.schema import evidence_blobs
+
+    with store._db.read() as conn:
+        return sum(len(d) for (d,) in conn.execute(sa.select(evidence_blobs.c.data)))
+
+
+def test_a_scan_that_judged_the_same_images_stores_no_entries_and_reads_the_same(store: Any) -> None:
+    images = [_image(n) for n in range(3)]
+    first, second = _scan(store), _scan(store)
+    _keep(store, first, _capture(images))
+    blobs = _blob_count(store)
+    _keep(store, second, _capture(list(reversed(images))))  # judged in another order: the same entries
+    assert _blob_count(store) == blobs + 1  # its index alone
+    many = [_image(n) for n in range(200)]
+    before = _stored_bytes(store)
+    _keep(store, _scan(store), _capture(many))
+    new = _stored_bytes(store) - before
+    _keep(store, _scan(store), _capture(many))
+    assert _stored_bytes(store) - before - new < new / 10  # the second index is its head alone
+    blobs = _blob_count(store)
+    assert load_index(store, first)["images"] == load_index(store, second)["images"] == _want(images)
+    # a changed container (another pod) is other entries: stored, and read as they are
+    third = _scan(store)
+    changed = [_image(0, pod="q"), *images[1:]]
+    _keep(store, third, _capture(changed))
+    assert _blob_count(store) == blobs + 2  # its index and its entries
+    assert load_index(store, third)["images"] == _want(changed)
+    assert load_index(store, first)["images"] == _want(images)
+
+
+def test_a_name_pointing_at_other_entries_is_never_trusted(store: Any) -> None:
+    """images/<text sha> is a look-up hint: a damaged or planted name (another scan's entries, not gzip,
+    missing) makes the writer compress its own entries, which the index names; the reader checks the text."""
+    images, other = [_image(1)], [_image(2)]
+    planted = _scan(store)
+    _keep(store, planted, _capture(other))
+    other_blob = load_raw_index(store, planted)["images_blob"]["sha256"]
+    entries = [{"image": image_to_json(i), "fingerprint": "fp", "material": None} for i in images]
+    text = b"".join(cap._list_pieces(cap._sorted_entries(entries)))
+    planted_name = images_name(hashlib.sha256(text).hexdigest())
+    store.evidence_put({}, {planted_name: other_blob})
+    victim = _scan(store)
+    _keep(store, victim, _capture(images))
+    assert store.evidence_refs([planted_name]) == {planted_name: other_blob}  # the look-up found the plant
+    assert load_index(store, victim)["images"] == _want(images)
+    assert load_raw_index(store, victim)["images_blob"]["sha256"] != other_blob
+
+
+def load_raw_index(store: Any, scan_id: int) -> dict[str, Any]:
+    sha = store.evidence_refs([scan_ref(scan_id)])[scan_ref(scan_id)]
+    return json.loads(gzip.decompress(store.evidence_blobs([sha])[sha]))
+
+
+@pytest.mark.parametrize("damage", ["wrong text", "not gzip", "missing", "not a list", "deep"])
+def test_damaged_entries_are_a_store_error_never_a_wrong_list(store: Any, damage: str) -> None:
+    scan_id = _scan(store)
+    payload = {"wrong text": b'[{"fingerprint":null,"image":{},"material":null}]', "not gzip": None,
+               "missing": None, "not a list": b'{"a":1}', "deep": b"[" * 100_000}[damage]
+    data = b"\x1f\x8b garbage" if damage == "not gzip" else gzip.compress(payload or b"[]", mtime=0)
+    text_sha = hashlib.sha256(b"[]" if damage == "wrong text" else gzip.decompress(data) if damage != "not gzip"
+                              else b"").hexdigest()
+    blobs = {} if damage == "missing" else {hashlib.sha256(data).hexdigest(): data}
+    head = {"schema_version": 2, "scan_id": scan_id, "verified_at": T0.isoformat(), "policy": {"digest": "sha256:p"},
+            "trust": [], "images_blob": {"sha256": hashlib.sha256(data).hexdigest(), "text_sha256": text_sha}}
+    index = gzip.compress(canonical_json(head), mtime=0)
+    store.evidence_put({**blobs, hashlib.sha256(index).hexdigest(): index},
+                       {scan_ref(scan_id): hashlib.sha256(index).hexdigest()})
+    with pytest.raises(StoreError, match="malformed"):
+        load_index(store, scan_id)
+    evidence_prune(store._db, 100)  # prune reads it too: no crash, and the named blob is not its to judge
+    if blobs:
+        assert set(store.evidence_blobs(blobs)) == set(blobs)
+
+
+def test_an_index_of_schema_1_still_loads(store: Any) -> None:
+    """Databases written before: the index holds its entries itself."""
+    scan_id = _scan(store)
+    head = {"schema_version": 1, "scan_id": scan_id, "verified_at": T0.isoformat(), "policy": {"digest": "sha256:p"},
+            "trust": []}
+    entries = [{"image": image_to_json(_image(1)), "fingerprint": "fp", "material": None}]
+    index = index_bytes(head, entries)
+    sha = hashlib.sha256(index).hexdigest()
+    store.evidence_put({sha: index}, {scan_ref(scan_id): sha})
+    assert load_index(store, scan_id)["images"] == _want([_image(1)])
+
+
+def test_prune_keeps_the_entries_a_kept_scan_names_and_drops_the_rest(store: Any) -> None:
+    from scanner.store.core import scans as _scans
+
+    kept_images, gone_images = [_image(1)], [_image(2)]
+    kept, gone = _scan(store), _scan(store)
+    _keep(store, kept, _capture(kept_images))
+    _keep(store, gone, _capture(gone_images))
+    gone_blob = load_raw_index(store, gone)["images_blob"]["sha256"]
+    with store._db.write() as conn:
+        conn.execute(_scans.delete().where(_scans.c.id == gone))
+    evidence_prune(store._db, 100)
+    assert load_index(store, kept)["images"] == _want(kept_images)
+    assert store.evidence_blobs([gone_blob]) == {}
+    names = {n for n in store.evidence_refs_under(IMAGES_PREFIX)}
+    assert len(names) == 1  # the kept scan's look-up name survives (the next scan reuses its entries)
+    blobs = _blob_count(store)
+    again = _scan(store)
+    _keep(store, again, _capture(kept_images))
+    assert _blob_count(store) == blobs + 1
+
+
+def test_entries_pruned_between_the_look_up_and_the_write_are_stored_afresh(store: Any, monkeypatch) -> None:
+    images = [_image(1)]
+    first, second = _scan(store), _scan(store)
+    _keep(store, first, _capture(images))
+    real = cap.index_images
+
+    def pruned_after_look(st: Any, entries: Any) -> Any:
+        found = real(st, entries)
+        assert found.data is None  # found the first scan's entries
+        with st._db.write() as conn:  # as `db prune` would, after the look-up and before the write
+            from scanner.store.schema import evidence_blobs
+            conn.execute(evidence_blobs.delete().where(evidence_blobs.c.sha256 == found.sha256))
+        return found
+
+    monkeypatch.setattr(cap, "index_images", pruned_after_look)
+    _keep(store, second, _capture(images))
+    assert load_index(store, second)["images"] == _want(images)
+
+
+def test_the_index_names_the_material_the_scan_found_when_it_began_without_asking_again(store: Any) -> None:
+    """A warm image's entry points at the material its cache hit was allowed on: the look-up the scan made
+    when it began (a name never points elsewhere once written) is not repeated for the index (issue 19);
+    a name it did not look up is asked then, as before."""
+    from scanner.evidence.capture import material_ref
+
+    img, other = _image(1), _image(2)
+    material = b'{"schema_version":1,"answers":[]}'
+    sha = hashlib.sha256(material).hexdigest()
+    names = {material_ref(str(i.digest), "fp"): sha for i in (img, other)}
+    store.evidence_put({sha: material}, names)
+    asked: list[str] = []
+    real = store.evidence_refs
+
+    def spy(ns: Any) -> dict[str, str]:
+        ns = list(ns)
+        asked.extend(ns)
+        return real(ns)
+
+    c = Capture(known=spy)
+    c.started(T0)
+    c.prepare([(str(img.digest), "fp")])
+    c.judge(img, None, "fp", True)  # type: ignore[arg-type]
+    c.judge(other, None, "fp", True)  # type: ignore[arg-type]
+    asked.clear()
+    store.evidence_refs = spy
+    scan_id = _scan(store)
+    _keep(store, scan_id, c)
+    assert material_ref(str(img.digest), "fp") not in asked
+    assert material_ref(str(other.digest), "fp") in asked
+    assert [e["material"] for e in load_index(store, scan_id)["images"]] == [sha, sha]
