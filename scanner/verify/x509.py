@@ -63,17 +63,31 @@ def load_der_chain(ders: Sequence[bytes]) -> list[x509.Certificate]:
 # kept per DER (the key is the bytes themselves, so only identical bytes ever share an entry), and the
 # chain rules' outcome per chain below. Failures are not kept (a malformed certificate is parsed again
 # each time: it costs the sender, not the cache). Bounded: an estate with more signers re-parses.
+# Bounded in bytes too, not only in entries: the memos live as long as the process (``serve``), and
+# whoever can push a signature chooses the sizes — 256 certificates of 64 KB, or 256 chain failures
+# each quoting two such subjects (~0.4 MB a message once escaped), held ~110 MB for good. So only a
+# certificate of at most _CERT_MEMO_ENTRY_BYTES and a failure message of at most _CHAIN_MEMO_ENTRY_CHARS
+# are kept (a real signer's are a few hundred bytes); larger ones are worked out again each time, as
+# failures are: they cost the sender, never the scanner's memory.
 _CERT_MEMO_MAX = 256
 _CHAIN_MEMO_MAX = 256
+_CERT_MEMO_ENTRY_BYTES = 8 * 1024
+_CHAIN_MEMO_ENTRY_CHARS = 2 * 1024
 
 
-@functools.lru_cache(maxsize=_CERT_MEMO_MAX)
-def _load_der(der: bytes) -> x509.Certificate:
+def _parse_der(der: bytes) -> x509.Certificate:
     cert = x509.load_der_x509_certificate(der)
     # cryptography parses lazily: touch the fields every later step reads, so malformed
     # DER fails here as a parse error rather than later as an untyped exception.
     _ = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.version, cert.public_key())
     return cert
+
+
+_parse_der_once = functools.lru_cache(maxsize=_CERT_MEMO_MAX)(_parse_der)
+
+
+def _load_der(der: bytes) -> x509.Certificate:
+    return _parse_der_once(der) if len(der) <= _CERT_MEMO_ENTRY_BYTES else _parse_der(der)
 
 
 def der(cert: x509.Certificate) -> bytes:
@@ -359,10 +373,11 @@ def _validate_chain_once(chain: Sequence[x509.Certificate], timestamping: bool) 
             outcome = None
         except ChainError as exc:
             outcome = str(exc.args[0]) if exc.args else str(exc)
-        with _chain_lock:
-            if len(_chain_outcomes) >= _CHAIN_MEMO_MAX:
-                _chain_outcomes.clear()
-            _chain_outcomes[key] = outcome
+        if outcome is None or len(outcome) <= _CHAIN_MEMO_ENTRY_CHARS:
+            with _chain_lock:
+                if len(_chain_outcomes) >= _CHAIN_MEMO_MAX:
+                    _chain_outcomes.clear()
+                _chain_outcomes[key] = outcome
     if outcome is not None:
         raise ChainError(outcome)
 

@@ -85,3 +85,51 @@ def test_a_malformed_certificate_fails_every_time(chain: list[bytes]) -> None:
     for _ in range(2):
         with pytest.raises(ParseError, match="malformed"):
             x509.load_der_chain([chain[0][:40]])
+
+
+def _sized(serial: int, filler: str) -> bytes:
+    """A self-signed certificate whose subject is ``filler`` (an organisation) and its own serial."""
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = _KEY.setdefault("k", ec.generate_private_key(ec.SECP256R1()))
+    name = cx509.Name([cx509.NameAttribute(NameOID.ORGANIZATION_NAME, filler),
+                       cx509.NameAttribute(NameOID.COMMON_NAME, f"n{serial}")])
+    cert = (cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(serial).not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
+            .not_valid_after(datetime(2040, 1, 1, tzinfo=UTC)).sign(key, hashes.SHA256()))
+    return _der(cert)
+
+
+_KEY: dict[str, Any] = {}
+
+
+def test_the_memos_hold_no_attacker_sized_entries() -> None:
+    """The memos live as long as ``serve``: whoever pushes signatures chooses the certificates' sizes.
+    Chains of two ~60 KB certificates, each failing with a message quoting both subjects (a control
+    character escaped six-fold), held ~0.45 MB each in them for good (~110 MB at the 256 entries they
+    keep); now a large certificate or message is worked out again each time, its reason whole."""
+    import gc
+    import tracemalloc
+
+    chains = 16
+    ders = [_sized(i + 1, "\x01" * 30_000) for i in range(2 * chains)]
+    assert len(ders[0]) <= x509.MAX_CERT_BYTES
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(chains):
+            certs = x509.load_der_chain([ders[2 * i], ders[2 * i + 1]])  # the leaf is not issued by the other
+            for _ in range(1 if i else 2):  # judged again the second time, with the same reason
+                with pytest.raises(x509.ChainError, match="is not issued by") as exc:
+                    x509.validate_signing_chain(certs)
+                assert len(str(exc.value)) > 300_000
+            del certs, exc
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 2_000_000, f"{held / 1e6:.1f} MB held after {chains} chains"
