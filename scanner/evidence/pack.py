@@ -95,9 +95,11 @@ def load_index(store: Any, scan_id: int) -> dict[str, Any]:
     blob = store.evidence_blobs([sha]).get(sha)
     if blob is None:
         raise StoreError(f"the evidence index of scan {scan_id} is missing from the store")
+    from scanner.store.evidence import gunzip
+
     try:
-        doc = json.loads(gzip.decompress(blob))
-    except (OSError, EOFError, ValueError) as exc:
+        doc = json.loads(gunzip(blob))
+    except (ValueError, RecursionError) as exc:
         raise StoreError(f"the evidence index of scan {scan_id} is malformed: {exc}") from None
     if not isinstance(doc, dict):
         raise StoreError(f"the evidence index of scan {scan_id} is malformed")
@@ -119,6 +121,7 @@ def _with_images(store: Any, doc: dict[str, Any], what: str) -> dict[str, Any]:
 def load_watch_indexes(store: Any, scan_id: int) -> list[dict[str, Any]]:
     """The indexes of the ``serve --watch`` batches added to scan ``scan_id`` (oldest first)."""
     from scanner.evidence.capture import watch_ref
+    from scanner.store.evidence import gunzip
 
     refs = store.evidence_refs_under(watch_ref(scan_id, 0).removesuffix("0"))
     blobs = store.evidence_blobs(set(refs.values()))
@@ -126,8 +129,8 @@ def load_watch_indexes(store: Any, scan_id: int) -> list[dict[str, Any]]:
     for name, sha in sorted(refs.items(), key=lambda kv: int(kv[0].rsplit("/", 1)[1]) if
                             kv[0].rsplit("/", 1)[1].isdigit() else 0):
         try:
-            doc = json.loads(gzip.decompress(blobs[sha]))
-        except (KeyError, OSError, EOFError, ValueError) as exc:
+            doc = json.loads(gunzip(blobs[sha]))
+        except (KeyError, ValueError, RecursionError) as exc:
             raise StoreError(f"the evidence index {name} is missing or malformed: {exc}") from None
         if isinstance(doc, dict):
             out.append(_with_images(store, doc, f"the evidence index {name}"))

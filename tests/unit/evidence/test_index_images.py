@@ -244,3 +244,82 @@ def test_the_index_names_the_material_the_scan_found_when_it_began_without_askin
     assert material_ref(str(img.digest), "fp") not in asked
     assert material_ref(str(other.digest), "fp") in asked
     assert [e["material"] for e in load_index(store, scan_id)["images"]] == [sha, sha]
+
+
+def _plant(store: Any, scan_id: int, index: bytes, *blobs: bytes) -> None:
+    """A scan's index (and the blobs it names) written straight into the store, as a hostile or damaged
+    database holds them: each blob under its own sha256, so the store's name check passes."""
+    every = {hashlib.sha256(b).hexdigest(): b for b in (index, *blobs)}
+    store.evidence_put(every, {scan_ref(scan_id): hashlib.sha256(index).hexdigest()})
+
+
+def _corrupt_body(text: bytes) -> bytes:
+    """A gzip header and trailer around a deflate body that is not one (zlib.error, which is no OSError)."""
+    good = gzip.compress(text, mtime=0)
+    return good[:10] + b"\xff" * 20 + good[-8:]
+
+
+@pytest.mark.parametrize("damage", ["corrupt deflate", "inflates past the limit", "trailing garbage"])
+def test_hostile_entries_are_a_store_error_for_the_pack_and_the_prune(store: Any, damage: str,
+                                                                      monkeypatch: Any) -> None:
+    """Entries whose deflate body is damaged, or which inflate past what any index holds (a gzip bomb), are
+    the evidence's clear StoreError and a blob prune leaves alone: never an unexpected exception (exit 3 with
+    a traceback) nor the whole bomb held in memory."""
+    from scanner.store import evidence as store_evidence
+
+    monkeypatch.setattr(store_evidence, "MAX_INDEX_TEXT", 1 << 20, raising=False)
+    text = b"[" + b" " * (2 << 20) + b"]" if damage == "inflates past the limit" else b"[]"
+    data = {"corrupt deflate": _corrupt_body(text), "inflates past the limit": gzip.compress(text, mtime=0),
+            "trailing garbage": gzip.compress(text, mtime=0) + b"garbage"}[damage]
+    scan_id = _scan(store)
+    head = {"schema_version": 2, "scan_id": scan_id, "verified_at": T0.isoformat(), "policy": {"digest": "sha256:p"},
+            "trust": [], "images_blob": {"sha256": hashlib.sha256(data).hexdigest(),
+                                         "text_sha256": hashlib.sha256(text).hexdigest()}}
+    _plant(store, scan_id, gzip.compress(canonical_json(head), mtime=0), data)
+    with pytest.raises(StoreError, match="malformed"):
+        load_index(store, scan_id)
+    evidence_prune(store._db, 100)
+    assert hashlib.sha256(data).hexdigest() in store.evidence_blobs([hashlib.sha256(data).hexdigest()])
+
+
+@pytest.mark.parametrize("damage", ["corrupt deflate", "deep"])
+def test_a_hostile_index_is_a_store_error_for_the_pack_and_the_prune(store: Any, damage: str) -> None:
+    """The index itself (either schema) damaged the same ways: the same clear error, and prune goes on."""
+    scan_id = _scan(store)
+    index = _corrupt_body(b"{}") if damage == "corrupt deflate" else gzip.compress(b"[" * 100_000, mtime=0)
+    _plant(store, scan_id, index)
+    with pytest.raises(StoreError, match="malformed"):
+        load_index(store, scan_id)
+    evidence_prune(store._db, 100)
+
+
+def test_the_cli_pack_of_hostile_entries_is_a_clear_error(tmp_path: Path) -> None:
+    """The real CLI on such a database: the store's error, not 'unexpected failure'."""
+    import subprocess
+    import sys
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    upgrade(url)
+    with open_store(url) as st:
+        scan_id = _scan(st)
+        data = _corrupt_body(b"[]")
+        head = {"schema_version": 2, "scan_id": scan_id, "verified_at": T0.isoformat(),
+                "policy": {"digest": "sha256:p"}, "trust": [],
+                "images_blob": {"sha256": hashlib.sha256(data).hexdigest(),
+                                "text_sha256": hashlib.sha256(b"[]").hexdigest()}}
+        _plant(st, scan_id, gzip.compress(canonical_json(head), mtime=0), data)
+    key = tmp_path / "k.pem"
+    key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    for args in (["evidence", "--scan", str(scan_id), "--sign-key", str(key), "--out", str(tmp_path / "p.tgz")],
+                 ["db", "prune", "--keep", "1d"]):
+        run = subprocess.run([sys.executable, "-m", "scanner.cli", *args, "--db", url], capture_output=True,
+                             text=True, timeout=120)
+        assert "unexpected failure" not in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+    assert "is malformed" in subprocess.run(
+        [sys.executable, "-m", "scanner.cli", "evidence", "--scan", str(scan_id), "--sign-key", str(key), "--out",
+         str(tmp_path / "p.tgz"), "--db", url], capture_output=True, text=True, timeout=120).stderr
