@@ -15,6 +15,7 @@ from tests.unit.evidence.test_index_images import (  # noqa: F401 - collected he
     test_a_scan_that_judged_the_same_images_stores_no_entries_and_reads_the_same,
     test_an_index_of_schema_1_still_loads,
     test_damaged_entries_are_a_store_error_never_a_wrong_list,
+    test_entries_of_other_gzip_bytes_pruned_before_the_write_are_named_as_stored_afresh,
     test_entries_pruned_between_the_look_up_and_the_write_are_stored_afresh,
     test_hostile_entries_are_a_store_error_for_the_pack_and_the_prune,
     test_prune_keeps_the_entries_a_kept_scan_names_and_drops_the_rest,

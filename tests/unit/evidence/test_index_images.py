@@ -323,3 +323,35 @@ def test_the_cli_pack_of_hostile_entries_is_a_clear_error(tmp_path: Path) -> Non
     assert "is malformed" in subprocess.run(
         [sys.executable, "-m", "scanner.cli", "evidence", "--scan", str(scan_id), "--sign-key", str(key), "--out",
          str(tmp_path / "p.tgz"), "--db", url], capture_output=True, text=True, timeout=120).stderr
+
+
+def test_entries_of_other_gzip_bytes_pruned_before_the_write_are_named_as_stored_afresh(store: Any,
+                                                                                        monkeypatch: Any) -> None:
+    """The earlier scan's entries are the same text in other gzip bytes (another zlib, another sigaudit on the
+    same database); `db prune` deletes them between the look-up and the write: the index must name the blob
+    written afresh, never the deleted one (the pack of that scan then failed: its entries 'missing')."""
+    images = [_image(1)]
+    entries = [{"image": image_to_json(i), "fingerprint": "fp", "material": None} for i in images]
+    text = b"".join(cap._list_pieces(cap._sorted_entries(entries)))
+    other = gzip.compress(text, compresslevel=1, mtime=0)
+    assert other != cap._gzip([text])
+    earlier = _scan(store)
+    head = {"schema_version": 2, "scan_id": earlier, "verified_at": T0.isoformat(), "policy": {"digest": "sha256:p"},
+            "trust": [], "images_blob": {"sha256": hashlib.sha256(other).hexdigest(),
+                                         "text_sha256": hashlib.sha256(text).hexdigest()}}
+    _plant(store, earlier, gzip.compress(canonical_json(head), mtime=0), other)
+    store.evidence_put({}, {images_name(hashlib.sha256(text).hexdigest()): hashlib.sha256(other).hexdigest()})
+    real = cap.index_images
+
+    def pruned_after_look(st: Any, found_entries: Any) -> Any:
+        found = real(st, found_entries)
+        assert found.data is None and found.sha256 == hashlib.sha256(other).hexdigest()
+        with st._db.write() as conn:  # as `db prune` would, after the look-up and before the write
+            from scanner.store.schema import evidence_blobs
+            conn.execute(evidence_blobs.delete().where(evidence_blobs.c.sha256 == found.sha256))
+        return found
+
+    monkeypatch.setattr(cap, "index_images", pruned_after_look)
+    scan_id = _scan(store)
+    _keep(store, scan_id, _capture(images))
+    assert load_index(store, scan_id)["images"] == _want(images)
