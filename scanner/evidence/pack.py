@@ -32,6 +32,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -113,9 +114,30 @@ def _with_images(store: Any, doc: dict[str, Any], what: str) -> dict[str, Any]:
 
     try:
         images = index_images(doc, store.evidence_blobs)
+        for n, j in enumerate(images):
+            _check_entry(j, n)
     except ValueError as exc:
         raise StoreError(f"{what} is malformed: {exc}") from None
     return {**doc, "images": images}
+
+
+def _check_entry(j: Any, n: int) -> None:
+    """ValueError unless ``j`` is an image entry as the pack reads it (an image, its fingerprint, the sha256
+    of its material or None): a damaged or planted entry is the store's clear error, never a KeyError or
+    TypeError out of the pack's build (exit 3, 'unexpected failure')."""
+    from scanner.evidence.capture import image_from_json
+
+    if not isinstance(j, dict) or set(j) != {"fingerprint", "image", "material"}:
+        raise ValueError(f"its image entry {n} is not an image entry")
+    if not all(v is None or isinstance(v, str) for v in (j["fingerprint"], j["material"])):
+        raise ValueError(f"its image entry {n} has a fingerprint or material that is no string")
+    try:
+        image_from_json(j["image"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"its image entry {n} is not an image: {exc!r}") from None
+    digest = j["image"]["reference"].get("digest") if isinstance(j["image"]["reference"], dict) else None
+    if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise ValueError(f"its image entry {n} names no sha256 digest")
 
 
 def load_watch_indexes(store: Any, scan_id: int) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from tests.unit.evidence.test_index_images import (  # noqa: F401 - collected he
     test_entries_of_other_gzip_bytes_pruned_before_the_write_are_named_as_stored_afresh,
     test_entries_pruned_between_the_look_up_and_the_write_are_stored_afresh,
     test_hostile_entries_are_a_store_error_for_the_pack_and_the_prune,
+    test_planted_entries_of_the_named_text_are_a_store_error_not_a_crash,
     test_prune_keeps_the_entries_a_kept_scan_names_and_drops_the_rest,
 )
 

@@ -355,3 +355,29 @@ def test_entries_of_other_gzip_bytes_pruned_before_the_write_are_named_as_stored
     scan_id = _scan(store)
     _keep(store, scan_id, _capture(images))
     assert load_index(store, scan_id)["images"] == _want(images)
+
+
+@pytest.mark.parametrize("text", [
+    b"[1]",
+    b'[{"fingerprint":null,"image":{},"material":null}]',
+    b'[{"fingerprint":null,"image":{"reference":{"digest":"sha256:aa"}},"material":null}]',
+    b'[{"fingerprint":null,"image":{"containers":[],"reference":{"registry":"r","repository":"x"}},"material":null}]',
+    b'[{"fingerprint":null,"image":{"containers":[],"reference":{"digest":"sha256:aa","registry":"r",'
+    b'"repository":"x"}},"material":7}]',
+    b'[{"fingerprint":null,"image":{"containers":[],"reference":{"digest":"sha256:aa","registry":"r",'
+    b'"repository":"x"}},"material":null}]',
+], ids=["not an object", "no reference", "no registry", "no digest", "material no string", "no sha256 digest"])
+def test_planted_entries_of_the_named_text_are_a_store_error_not_a_crash(store: Any, text: bytes) -> None:
+    """Entries that are the text their index names but no image entries as the pack reads them (a planted
+    pair of rows): the pack's StoreError ('malformed'), never a KeyError/TypeError out of its build (exit 3,
+    'unexpected failure')."""
+    from scanner.evidence.pack import build_files
+
+    scan_id = _scan(store)
+    data = gzip.compress(text, mtime=0)
+    head = {"schema_version": 2, "scan_id": scan_id, "verified_at": T0.isoformat(), "policy": {"digest": "sha256:p"},
+            "trust": [], "images_blob": {"sha256": hashlib.sha256(data).hexdigest(),
+                                         "text_sha256": hashlib.sha256(text).hexdigest()}}
+    _plant(store, scan_id, gzip.compress(canonical_json(head), mtime=0), data)
+    with pytest.raises(StoreError, match="malformed"):
+        build_files(store, scan_id, None)  # type: ignore[arg-type]
