@@ -113,6 +113,15 @@ def _with_images(store: Any, doc: dict[str, Any], what: str) -> dict[str, Any]:
     from scanner.store.evidence import index_images
 
     try:
+        # which entries the scan judged is said once, in its schema's spelling (a schema-2 index naming no
+        # blob read as no images: a pack presenting none of what the scan judged); `db prune` reads leniently
+        if ("images_blob" in doc) == ("images" in doc):
+            raise ValueError("it holds its image entries and names a blob of them" if "images" in doc
+                             else "it names no image entries")
+        if "images_blob" in doc and not isinstance(doc["images_blob"], dict):
+            raise ValueError("its images_blob is malformed")
+        if (doc.get("schema_version") == 1) != ("images" in doc):
+            raise ValueError(f"its image entries are not those of its schema_version {doc.get('schema_version')!r}")
         images = index_images(doc, store.evidence_blobs)
         for n, j in enumerate(images):
             _check_entry(j, n)

@@ -381,3 +381,24 @@ def test_planted_entries_of_the_named_text_are_a_store_error_not_a_crash(store: 
     _plant(store, scan_id, gzip.compress(canonical_json(head), mtime=0), data)
     with pytest.raises(StoreError, match="malformed"):
         build_files(store, scan_id, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", ["schema 2 naming none", "schema 2 with a null blob", "both",
+                                   "schema 1 naming a blob", "schema 1 without images"])
+def test_an_index_naming_its_entries_in_no_or_two_ways_is_malformed(store: Any, shape: str) -> None:
+    """Which entries the scan judged is said exactly once, in its schema's spelling: an index of schema 2
+    naming no blob (or null) read as no images at all, a pack presenting none of what the scan judged."""
+    scan_id = _scan(store)
+    text = b"".join(cap._list_pieces(cap._sorted_entries(
+        [{"image": image_to_json(_image(1)), "fingerprint": "fp", "material": None}])))
+    data = gzip.compress(text, mtime=0)
+    blob = {"sha256": hashlib.sha256(data).hexdigest(), "text_sha256": hashlib.sha256(text).hexdigest()}
+    head: dict[str, Any] = {"scan_id": scan_id, "verified_at": T0.isoformat(), "policy": {"digest": "sha256:p"},
+                            "trust": []}
+    head |= {"schema 2 naming none": {"schema_version": 2}, "schema 2 with a null blob": {"schema_version": 2,
+             "images_blob": None}, "both": {"schema_version": 2, "images_blob": blob, "images": []},
+             "schema 1 naming a blob": {"schema_version": 1, "images_blob": blob},
+             "schema 1 without images": {"schema_version": 1}}[shape]
+    _plant(store, scan_id, gzip.compress(canonical_json(head), mtime=0), data)
+    with pytest.raises(StoreError, match="malformed"):
+        load_index(store, scan_id)
