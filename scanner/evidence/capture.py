@@ -557,29 +557,33 @@ def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None,
     blobs: dict[str, bytes] = dict(trust.blobs)
     refs: dict[str, str] = {}
     images = _image_entries(store, capture.judged, blobs, refs, capture.seen_material())
-    entries = index_images(store, images)
     head = {
         "schema_version": 2,
         "scan_id": scan_id,
         "verified_at": capture.verified_at.isoformat() if capture.verified_at else None,
         "policy": {"path": policy_path, "from": list(policy_from), "digest": policy_digest},
         "trust": trust.entries,
-        "images_blob": {"sha256": entries.sha256, "text_sha256": entries.text_sha256},
     }
-    doc = _gzip([canonical_json(head)])
-    blobs[sha256_hex(doc)] = doc
-    refs[scan_ref(scan_id)] = sha256_hex(doc)
-    refs[images_name(entries.text_sha256)] = entries.sha256
-    if entries.data is not None:
-        blobs[entries.sha256] = entries.data
-        store.evidence_put(blobs, refs)
-        return
+
+    def put(entries: IndexImages) -> None:
+        """The index naming ``entries`` (the blob this very write stores or needs: never another's name),
+        written with them in one transaction."""
+        doc = _gzip([canonical_json({**head, "images_blob": {"sha256": entries.sha256,
+                                                             "text_sha256": entries.text_sha256}})])
+        out = {**blobs, sha256_hex(doc): doc}
+        if entries.data is not None:
+            out[entries.sha256] = entries.data
+        store.evidence_put(out, {**refs, scan_ref(scan_id): sha256_hex(doc),
+                                 images_name(entries.text_sha256): entries.sha256},
+                           needs=[] if entries.data is not None else [entries.sha256])
+
+    entries = index_images(store, images)
     try:
-        store.evidence_put(blobs, refs, needs=[entries.sha256])
-    except EvidenceMissing:  # `db prune` deleted the earlier scan's entries since: store them afresh
+        put(entries)
+    except EvidenceMissing:  # `db prune` deleted the earlier scan's entries since: store them afresh. Their
+        # bytes may differ from the earlier ones (another zlib): the index names what is written now.
         data = _gzip(_list_pieces(_sorted_entries(images)))
-        blobs[sha256_hex(data)] = data
-        store.evidence_put(blobs, refs)
+        put(IndexImages(sha256_hex(data), entries.text_sha256, data))
 
 
 def watch_ref(scan_id: int, batch: int) -> str:

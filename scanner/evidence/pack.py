@@ -32,6 +32,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -95,9 +96,11 @@ def load_index(store: Any, scan_id: int) -> dict[str, Any]:
     blob = store.evidence_blobs([sha]).get(sha)
     if blob is None:
         raise StoreError(f"the evidence index of scan {scan_id} is missing from the store")
+    from scanner.store.evidence import gunzip
+
     try:
-        doc = json.loads(gzip.decompress(blob))
-    except (OSError, EOFError, ValueError) as exc:
+        doc = json.loads(gunzip(blob))
+    except (ValueError, RecursionError) as exc:
         raise StoreError(f"the evidence index of scan {scan_id} is malformed: {exc}") from None
     if not isinstance(doc, dict):
         raise StoreError(f"the evidence index of scan {scan_id} is malformed")
@@ -110,15 +113,46 @@ def _with_images(store: Any, doc: dict[str, Any], what: str) -> dict[str, Any]:
     from scanner.store.evidence import index_images
 
     try:
+        # which entries the scan judged is said once, in its schema's spelling (a schema-2 index naming no
+        # blob read as no images: a pack presenting none of what the scan judged); `db prune` reads leniently
+        if ("images_blob" in doc) == ("images" in doc):
+            raise ValueError("it holds its image entries and names a blob of them" if "images" in doc
+                             else "it names no image entries")
+        if "images_blob" in doc and not isinstance(doc["images_blob"], dict):
+            raise ValueError("its images_blob is malformed")
+        if (doc.get("schema_version") == 1) != ("images" in doc):
+            raise ValueError(f"its image entries are not those of its schema_version {doc.get('schema_version')!r}")
         images = index_images(doc, store.evidence_blobs)
+        for n, j in enumerate(images):
+            _check_entry(j, n)
     except ValueError as exc:
         raise StoreError(f"{what} is malformed: {exc}") from None
     return {**doc, "images": images}
 
 
+def _check_entry(j: Any, n: int) -> None:
+    """ValueError unless ``j`` is an image entry as the pack reads it (an image, its fingerprint, the sha256
+    of its material or None): a damaged or planted entry is the store's clear error, never a KeyError or
+    TypeError out of the pack's build (exit 3, 'unexpected failure')."""
+    from scanner.evidence.capture import image_from_json
+
+    if not isinstance(j, dict) or set(j) != {"fingerprint", "image", "material"}:
+        raise ValueError(f"its image entry {n} is not an image entry")
+    if not all(v is None or isinstance(v, str) for v in (j["fingerprint"], j["material"])):
+        raise ValueError(f"its image entry {n} has a fingerprint or material that is no string")
+    try:
+        image_from_json(j["image"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"its image entry {n} is not an image: {exc!r}") from None
+    digest = j["image"]["reference"].get("digest") if isinstance(j["image"]["reference"], dict) else None
+    if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise ValueError(f"its image entry {n} names no sha256 digest")
+
+
 def load_watch_indexes(store: Any, scan_id: int) -> list[dict[str, Any]]:
     """The indexes of the ``serve --watch`` batches added to scan ``scan_id`` (oldest first)."""
     from scanner.evidence.capture import watch_ref
+    from scanner.store.evidence import gunzip
 
     refs = store.evidence_refs_under(watch_ref(scan_id, 0).removesuffix("0"))
     blobs = store.evidence_blobs(set(refs.values()))
@@ -126,8 +160,8 @@ def load_watch_indexes(store: Any, scan_id: int) -> list[dict[str, Any]]:
     for name, sha in sorted(refs.items(), key=lambda kv: int(kv[0].rsplit("/", 1)[1]) if
                             kv[0].rsplit("/", 1)[1].isdigit() else 0):
         try:
-            doc = json.loads(gzip.decompress(blobs[sha]))
-        except (KeyError, OSError, EOFError, ValueError) as exc:
+            doc = json.loads(gunzip(blobs[sha]))
+        except (KeyError, ValueError, RecursionError) as exc:
             raise StoreError(f"the evidence index {name} is missing or malformed: {exc}") from None
         if isinstance(doc, dict):
             out.append(_with_images(store, doc, f"the evidence index {name}"))

@@ -3,9 +3,9 @@ them (``scan/<id>``, ``material/<digest>/<fingerprint>``)."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -93,6 +93,43 @@ def images_name(text_sha256: str) -> str:
     return f"{IMAGES_PREFIX}{text_sha256}"
 
 
+# What a stored index or its image entries may decompress to: a 10,000-container scan's entries are ~4.5 MB of
+# text; a blob that inflates past this (a gzip bomb planted in the database) is refused, never held.
+MAX_INDEX_TEXT = 256 << 20
+
+
+def gunzip(data: bytes, limit: int | None = None) -> bytes:
+    """What the gzip stream ``data`` holds (every member, as ``gzip.decompress``), at most ``limit`` bytes of
+    it. ValueError for anything else: not gzip, truncated, a damaged deflate body (zlib.error, which is no
+    OSError), trailing garbage, or more than ``limit`` bytes. Every reader of a stored index goes through
+    here, so that damaged or hostile rows are a clear error, never an unexpected exception (exit 3)."""
+    limit = MAX_INDEX_TEXT if limit is None else limit
+    if not data:
+        raise ValueError("empty, not gzip")
+    out: list[bytes] = []
+    size = 0
+    rest = data
+    try:
+        while rest:  # member by member
+            z = zlib.decompressobj(31)
+            chunk = rest
+            while chunk and not z.eof:
+                out.append(z.decompress(chunk, limit - size + 1))
+                size += len(out[-1])
+                if size > limit:
+                    raise ValueError(f"it inflates past {limit} bytes")
+                chunk = z.unconsumed_tail
+            if not z.eof:
+                out.append(z.flush())
+                size += len(out[-1])
+            if not z.eof or size > limit:
+                raise ValueError("a truncated gzip stream" if not z.eof else f"it inflates past {limit} bytes")
+            rest = z.unused_data
+    except zlib.error as exc:
+        raise ValueError(f"not gzip: {exc}") from None
+    return b"".join(out)
+
+
 def index_images(index: Mapping[str, Any], blobs: Callable[[Iterable[str]], Mapping[str, bytes]]) -> list[Any]:
     """The image entries of a scan's (or watch batch's) evidence index: its own ``images`` (schema 1), or
     those of the blob its ``images_blob`` names (schema 2), whose text must hash to the ``text_sha256`` the
@@ -108,9 +145,9 @@ def index_images(index: Mapping[str, Any], blobs: Callable[[Iterable[str]], Mapp
         if data is None:
             raise ValueError(f"its image entries ({sha}) are missing from the store")
         try:
-            text = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"its image entries ({sha}) are not gzip: {exc}") from None
+            text = gunzip(data)
+        except ValueError as exc:
+            raise ValueError(f"its image entries ({sha}) are unreadable: {exc}") from None
         if hashlib.sha256(text).hexdigest() != named.get("text_sha256"):
             raise ValueError(f"its image entries ({sha}) are not those it names")
         try:
@@ -205,15 +242,15 @@ def _reached(ev: Evidence, named: Mapping[str, str], batch: int) -> set[str]:
             continue
         try:
             if name.startswith("scan/"):
-                index = json.loads(gzip.decompress(data))
+                index = json.loads(gunzip(data))
                 live |= _shas_in(index.get("trust"), "sha256")
-                named = index.get("images_blob")
-                if isinstance(named, dict) and named.get("sha256"):
-                    live.add(str(named["sha256"]))  # kept even when damaged: never the prune's to judge
+                entries = index.get("images_blob")
+                if isinstance(entries, dict) and entries.get("sha256"):
+                    live.add(str(entries["sha256"]))  # kept even when damaged: never the prune's to judge
                 material_docs |= _shas_in(index_images(index, ev.evidence_blobs), "material")
             else:
                 material_docs.add(sha)
-        except (OSError, EOFError, ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             continue  # unreadable: its blobs are not known to be needed, nor kept by it
     live |= material_docs
     for chunk in _chunks(sorted(material_docs), batch):
@@ -222,6 +259,6 @@ def _reached(ev: Evidence, named: Mapping[str, str], batch: int) -> set[str]:
                 doc = json.loads(data)
                 # the registry answers and the trust answers (CRLs, listings...) the verification read
                 live |= _shas_in(doc.get("answers"), "sha256") | _shas_in(doc.get("trust"), "sha256")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 continue
     return live

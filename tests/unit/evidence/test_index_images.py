@@ -244,3 +244,161 @@ def test_the_index_names_the_material_the_scan_found_when_it_began_without_askin
     assert material_ref(str(img.digest), "fp") not in asked
     assert material_ref(str(other.digest), "fp") in asked
     assert [e["material"] for e in load_index(store, scan_id)["images"]] == [sha, sha]
+
+
+def _plant(store: Any, scan_id: int, index: bytes, *blobs: bytes) -> None:
+    """A scan's index (and the blobs it names) written straight into the store, as a hostile or damaged
+    database holds them: each blob under its own sha256, so the store's name check passes."""
+    every = {hashlib.sha256(b).hexdigest(): b for b in (index, *blobs)}
+    store.evidence_put(every, {scan_ref(scan_id): hashlib.sha256(index).hexdigest()})
+
+
+def _corrupt_body(text: bytes) -> bytes:
+    """A gzip header and trailer around a deflate body that is not one (zlib.error, which is no OSError)."""
+    good = gzip.compress(text, mtime=0)
+    return good[:10] + b"\xff" * 20 + good[-8:]
+
+
+@pytest.mark.parametrize("damage", ["corrupt deflate", "inflates past the limit", "trailing garbage"])
+def test_hostile_entries_are_a_store_error_for_the_pack_and_the_prune(store: Any, damage: str,
+                                                                      monkeypatch: Any) -> None:
+    """Entries whose deflate body is damaged, or which inflate past what any index holds (a gzip bomb), are
+    the evidence's clear StoreError and a blob prune leaves alone: never an unexpected exception (exit 3 with
+    a traceback) nor the whole bomb held in memory."""
+    from scanner.store import evidence as store_evidence
+
+    monkeypatch.setattr(store_evidence, "MAX_INDEX_TEXT", 1 << 20, raising=False)
+    text = b"[" + b" " * (2 << 20) + b"]" if damage == "inflates past the limit" else b"[]"
+    data = {"corrupt deflate": _corrupt_body(text), "inflates past the limit": gzip.compress(text, mtime=0),
+            "trailing garbage": gzip.compress(text, mtime=0) + b"garbage"}[damage]
+    scan_id = _scan(store)
+    head = {"schema_version": 2, "scan_id": scan_id, "verified_at": T0.isoformat(), "policy": {"digest": "sha256:p"},
+            "trust": [], "images_blob": {"sha256": hashlib.sha256(data).hexdigest(),
+                                         "text_sha256": hashlib.sha256(text).hexdigest()}}
+    _plant(store, scan_id, gzip.compress(canonical_json(head), mtime=0), data)
+    with pytest.raises(StoreError, match="malformed"):
+        load_index(store, scan_id)
+    evidence_prune(store._db, 100)
+    assert hashlib.sha256(data).hexdigest() in store.evidence_blobs([hashlib.sha256(data).hexdigest()])
+
+
+@pytest.mark.parametrize("damage", ["corrupt deflate", "deep"])
+def test_a_hostile_index_is_a_store_error_for_the_pack_and_the_prune(store: Any, damage: str) -> None:
+    """The index itself (either schema) damaged the same ways: the same clear error, and prune goes on."""
+    scan_id = _scan(store)
+    index = _corrupt_body(b"{}") if damage == "corrupt deflate" else gzip.compress(b"[" * 100_000, mtime=0)
+    _plant(store, scan_id, index)
+    with pytest.raises(StoreError, match="malformed"):
+        load_index(store, scan_id)
+    evidence_prune(store._db, 100)
+
+
+def test_the_cli_pack_of_hostile_entries_is_a_clear_error(tmp_path: Path) -> None:
+    """The real CLI on such a database: the store's error, not 'unexpected failure'."""
+    import subprocess
+    import sys
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    upgrade(url)
+    with open_store(url) as st:
+        scan_id = _scan(st)
+        data = _corrupt_body(b"[]")
+        head = {"schema_version": 2, "scan_id": scan_id, "verified_at": T0.isoformat(),
+                "policy": {"digest": "sha256:p"}, "trust": [],
+                "images_blob": {"sha256": hashlib.sha256(data).hexdigest(),
+                                "text_sha256": hashlib.sha256(b"[]").hexdigest()}}
+        _plant(st, scan_id, gzip.compress(canonical_json(head), mtime=0), data)
+    key = tmp_path / "k.pem"
+    key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    for args in (["evidence", "--scan", str(scan_id), "--sign-key", str(key), "--out", str(tmp_path / "p.tgz")],
+                 ["db", "prune", "--keep", "1d"]):
+        run = subprocess.run([sys.executable, "-m", "scanner.cli", *args, "--db", url], capture_output=True,
+                             text=True, timeout=120)
+        assert "unexpected failure" not in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+    assert "is malformed" in subprocess.run(
+        [sys.executable, "-m", "scanner.cli", "evidence", "--scan", str(scan_id), "--sign-key", str(key), "--out",
+         str(tmp_path / "p.tgz"), "--db", url], capture_output=True, text=True, timeout=120).stderr
+
+
+def test_entries_of_other_gzip_bytes_pruned_before_the_write_are_named_as_stored_afresh(store: Any,
+                                                                                        monkeypatch: Any) -> None:
+    """The earlier scan's entries are the same text in other gzip bytes (another zlib, another sigaudit on the
+    same database); `db prune` deletes them between the look-up and the write: the index must name the blob
+    written afresh, never the deleted one (the pack of that scan then failed: its entries 'missing')."""
+    images = [_image(1)]
+    entries = [{"image": image_to_json(i), "fingerprint": "fp", "material": None} for i in images]
+    text = b"".join(cap._list_pieces(cap._sorted_entries(entries)))
+    other = gzip.compress(text, compresslevel=1, mtime=0)
+    assert other != cap._gzip([text])
+    earlier = _scan(store)
+    head = {"schema_version": 2, "scan_id": earlier, "verified_at": T0.isoformat(), "policy": {"digest": "sha256:p"},
+            "trust": [], "images_blob": {"sha256": hashlib.sha256(other).hexdigest(),
+                                         "text_sha256": hashlib.sha256(text).hexdigest()}}
+    _plant(store, earlier, gzip.compress(canonical_json(head), mtime=0), other)
+    store.evidence_put({}, {images_name(hashlib.sha256(text).hexdigest()): hashlib.sha256(other).hexdigest()})
+    real = cap.index_images
+
+    def pruned_after_look(st: Any, found_entries: Any) -> Any:
+        found = real(st, found_entries)
+        assert found.data is None and found.sha256 == hashlib.sha256(other).hexdigest()
+        with st._db.write() as conn:  # as `db prune` would, after the look-up and before the write
+            from scanner.store.schema import evidence_blobs
+            conn.execute(evidence_blobs.delete().where(evidence_blobs.c.sha256 == found.sha256))
+        return found
+
+    monkeypatch.setattr(cap, "index_images", pruned_after_look)
+    scan_id = _scan(store)
+    _keep(store, scan_id, _capture(images))
+    assert load_index(store, scan_id)["images"] == _want(images)
+
+
+@pytest.mark.parametrize("text", [
+    b"[1]",
+    b'[{"fingerprint":null,"image":{},"material":null}]',
+    b'[{"fingerprint":null,"image":{"reference":{"digest":"sha256:aa"}},"material":null}]',
+    b'[{"fingerprint":null,"image":{"containers":[],"reference":{"registry":"r","repository":"x"}},"material":null}]',
+    b'[{"fingerprint":null,"image":{"containers":[],"reference":{"digest":"sha256:aa","registry":"r",'
+    b'"repository":"x"}},"material":7}]',
+    b'[{"fingerprint":null,"image":{"containers":[],"reference":{"digest":"sha256:aa","registry":"r",'
+    b'"repository":"x"}},"material":null}]',
+], ids=["not an object", "no reference", "no registry", "no digest", "material no string", "no sha256 digest"])
+def test_planted_entries_of_the_named_text_are_a_store_error_not_a_crash(store: Any, text: bytes) -> None:
+    """Entries that are the text their index names but no image entries as the pack reads them (a planted
+    pair of rows): the pack's StoreError ('malformed'), never a KeyError/TypeError out of its build (exit 3,
+    'unexpected failure')."""
+    from scanner.evidence.pack import build_files
+
+    scan_id = _scan(store)
+    data = gzip.compress(text, mtime=0)
+    head = {"schema_version": 2, "scan_id": scan_id, "verified_at": T0.isoformat(), "policy": {"digest": "sha256:p"},
+            "trust": [], "images_blob": {"sha256": hashlib.sha256(data).hexdigest(),
+                                         "text_sha256": hashlib.sha256(text).hexdigest()}}
+    _plant(store, scan_id, gzip.compress(canonical_json(head), mtime=0), data)
+    with pytest.raises(StoreError, match="malformed"):
+        build_files(store, scan_id, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", ["schema 2 naming none", "schema 2 with a null blob", "both",
+                                   "schema 1 naming a blob", "schema 1 without images"])
+def test_an_index_naming_its_entries_in_no_or_two_ways_is_malformed(store: Any, shape: str) -> None:
+    """Which entries the scan judged is said exactly once, in its schema's spelling: an index of schema 2
+    naming no blob (or null) read as no images at all, a pack presenting none of what the scan judged."""
+    scan_id = _scan(store)
+    text = b"".join(cap._list_pieces(cap._sorted_entries(
+        [{"image": image_to_json(_image(1)), "fingerprint": "fp", "material": None}])))
+    data = gzip.compress(text, mtime=0)
+    blob = {"sha256": hashlib.sha256(data).hexdigest(), "text_sha256": hashlib.sha256(text).hexdigest()}
+    head: dict[str, Any] = {"scan_id": scan_id, "verified_at": T0.isoformat(), "policy": {"digest": "sha256:p"},
+                            "trust": []}
+    head |= {"schema 2 naming none": {"schema_version": 2}, "schema 2 with a null blob": {"schema_version": 2,
+             "images_blob": None}, "both": {"schema_version": 2, "images_blob": blob, "images": []},
+             "schema 1 naming a blob": {"schema_version": 1, "images_blob": blob},
+             "schema 1 without images": {"schema_version": 1}}[shape]
+    _plant(store, scan_id, gzip.compress(canonical_json(head), mtime=0), data)
+    with pytest.raises(StoreError, match="malformed"):
+        load_index(store, scan_id)
