@@ -261,6 +261,23 @@ def _unreadable(partial: Any, reason: str) -> UnreadablePod:
     return UnreadablePod(reason, ns if isinstance(ns, str) else None, name if isinstance(name, str) else None)
 
 
+_POD_SPEC_KEYS = tuple(k for _, k, _ in _SPEC_KEYS)
+
+
+def _not_a_pod(element: dict[str, Any], kind: Any) -> str | None:
+    """Why an element of `items` whose kind is not ``Pod`` must still be reported (None: another kind
+    of object, e.g. a Service of ``kubectl get all -o json``, left out as it is no pod). A kind that is
+    not a string, a list (``PodList``, a List of Lists) or an object holding a pod's containers under
+    another spelling (``pod``, ``Pod ``) may be running containers: it is reported as a skipped pod,
+    never dropped unseen (its images were absent from a scan that said "complete")."""
+    if type(kind) is not str:
+        return f"has a kind that is a {type(kind).__name__}, not a string"
+    spec = element.get("spec")
+    if kind.endswith("List") or (type(spec) is dict and any(k in spec for k in _POD_SPEC_KEYS)):
+        return f"is of kind {kind[:63]!r} yet holds containers or items: not read as a pod"
+    return None
+
+
 def _size_limit_text(max_bytes: int) -> str:
     return f"{max_bytes / 1024**3:g} GiB" if max_bytes >= 1024**3 else f"{max_bytes} bytes"
 
@@ -402,8 +419,10 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
                     if element is None:
                         yield _unreadable(partial, f"element {count} of `items` is nested deeper than "
                                                    f"{MAX_POD_DEPTH} levels")
-                    elif element.get("kind") in (None, "Pod"):
+                    elif (kind := element.get("kind")) in (None, "Pod"):
                         yield element
+                    elif (why := _not_a_pod(element, kind)) is not None:
+                        yield _unreadable(element, f"element {count} of `items` {why}")
                     element = cur = partial = None
                     count += 1
                 elif depth == 2:

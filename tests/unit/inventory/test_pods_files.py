@@ -208,3 +208,31 @@ def test_lookalike_owners_never_share_a_remembered_workload(owner: tuple[str, st
     assert (w.kind, w.name) == want
     fresh = containers_from_pod(pod, StaticOwnerResolver())[0].workload
     assert (fresh.kind, fresh.name) == want
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["whole", "keep"])
+def test_an_element_with_containers_under_another_kind_is_reported_never_dropped(keep: bool) -> None:
+    """An element of `items` whose kind is not "Pod" was left out unseen: a pod with ``kind: ["Pod"]``,
+    ``1``, ``{}``, ``"pod"`` or ``""`` had its running images absent from a scan that said "complete",
+    exit 0. Such an element is reported as a skipped pod (the scan is partial); another kind of object
+    (a Service, a Deployment of ``kubectl get all``) is still left out, and a Pod is read as one."""
+    from scanner.inventory.pods import INVENTORY_FIELDS
+
+    def pod(name: str, kind: object) -> dict[str, object]:
+        p = _pod("ns", name, [("c", "r.io/a:1", f"r.io/a@{D1}")])
+        p["kind"] = kind
+        return p
+
+    odd = {"list": ["Pod"], "int": 1, "map": {"kind": "Pod"}, "null-ish": False, "lower": "pod", "empty": "",
+           "spaced": "Pod ", "podlist": "PodList"}
+    items = [pod(n, k) for n, k in odd.items()] + [pod("ok", "Pod")]
+    items.append({"kind": "Service", "metadata": {"namespace": "ns", "name": "svc"}, "spec": {"ports": []}})
+    items.append({"kind": "Deployment", "metadata": {"namespace": "ns", "name": "web"},
+                  "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "r.io/a:1"}]}}}})
+    items.append({"kind": "List", "metadata": {}, "items": [pod("nested", "Pod")]})
+    raw = json.dumps({"kind": "List", "items": items}).encode()
+    inv = build_inventory(iter_pods_file("pods.json", io.BytesIO(raw), keep=INVENTORY_FIELDS if keep else None))
+    assert {c.pod for cs in inv.running.values() for c in cs} == {"ok"}
+    skipped = sorted(p.split(" ")[1] for p in inv.problems)
+    assert skipped == sorted([f"ns/{n}" for n in odd] + ["?/?"]), inv.problems  # the nested List too
+    assert all("skipped" in p and "kind" in p for p in inv.problems)
