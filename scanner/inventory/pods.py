@@ -469,6 +469,11 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
     if top is None:
         raise ParseError(f"{label}: empty input (expected `kubectl get pods -A -o json` output)")
     doc = top.value
+    if saw_items and isinstance(doc, dict):
+        spec = doc.get("spec")
+        if doc.get("kind") == "Pod" or (type(spec) is dict and any(k in spec for k in _POD_SPEC_KEYS)):
+            # its own containers would be read by nobody: a scan would miss them and say "complete"
+            raise ParseError(f"{label}: a List (it has `items`) that is also a Pod (its own kind or containers)")
     if not saw_items:
         if isinstance(doc, dict) and doc.get("kind") == "Pod":
             yield doc

@@ -236,3 +236,21 @@ def test_an_element_with_containers_under_another_kind_is_reported_never_dropped
     skipped = sorted(p.split(" ")[1] for p in inv.problems)
     assert skipped == sorted([f"ns/{n}" for n in odd] + ["?/?"]), inv.problems  # the nested List too
     assert all("skipped" in p and "kind" in p for p in inv.problems)
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["whole", "keep"])
+@pytest.mark.parametrize("shape", ["kind", "containers"])
+def test_a_pod_that_also_has_items_is_refused_not_read_as_an_empty_list(keep: bool, shape: str) -> None:
+    """A document that is a Pod (its kind, or its own containers) and also has `items`: only the items
+    were read, so the pod's own running images were absent from a scan that said "complete"."""
+    from scanner.inventory.pods import INVENTORY_FIELDS
+
+    doc: dict[str, object] = _pod("ns", "top", [("c", "r.io/a:1", f"r.io/a@{D1}")])
+    if shape == "containers":
+        doc["kind"] = "List"
+    else:
+        doc["spec"] = {}
+    doc["items"] = []
+    raw = json.dumps(doc).encode()
+    with pytest.raises(ParseError, match="also a Pod"):
+        list(iter_pods_file("pods.json", io.BytesIO(raw), keep=INVENTORY_FIELDS if keep else None))
