@@ -115,10 +115,13 @@ def select_namespaces(
     pods: Iterable[dict[str, Any]], include: Sequence[str], exclude: Sequence[str]
 ) -> Iterator[dict[str, Any]]:
     """Pods of the selected namespaces. A pod whose namespace cannot be read is kept, so that the
-    inventory reports it as skipped rather than this filter dropping it unseen."""
+    inventory reports it as skipped rather than this filter dropping it unseen; so is every unreadable
+    pod (an UnreadablePod): its namespace is what was read before it was cut off — none (it read as
+    "default", and a pod of a selected namespace was dropped unseen by ``--namespace``) or a first of
+    duplicate keys that json's last one overrides."""
     for pod in pods:
         ns = pod_namespace(pod)
-        if ns is None or namespace_selected(ns, include, exclude):
+        if ns is None or type(pod) is UnreadablePod or namespace_selected(ns, include, exclude):
             yield pod
 
 

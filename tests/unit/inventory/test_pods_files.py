@@ -254,3 +254,23 @@ def test_a_pod_that_also_has_items_is_refused_not_read_as_an_empty_list(keep: bo
     raw = json.dumps(doc).encode()
     with pytest.raises(ParseError, match="also a Pod"):
         list(iter_pods_file("pods.json", io.BytesIO(raw), keep=INVENTORY_FIELDS if keep else None))
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["whole", "keep"])
+@pytest.mark.parametrize("before", ["nothing", "another namespace"])
+def test_an_unreadable_pod_is_never_dropped_by_the_namespace_filter(keep: bool, before: str) -> None:
+    """A pod cut off (too deep) before its namespace was read came out as namespace "default": under
+    ``--namespace prod`` the filter dropped it unseen, and the scan of prod said "complete" without its
+    images. With the namespace read from the first of duplicate keys (json takes the last), likewise."""
+    from scanner.inventory.pods import INVENTORY_FIELDS, select_namespaces
+
+    nest = "[" * 150 + "]" * 150
+    early = '"metadata": {"namespace": "other"}, ' if before != "nothing" else ""
+    cut = '"spec": {"containers": [{"name": "c", "image": ' + nest + "}]}"  # overridden by the real spec
+    pod = json.dumps(_pod("prod", "victim", [("c", "r.io/a:1", f"r.io/a@{D1}")])).replace(
+        '"kind": "Pod"', '"kind": "Pod", ' + early + cut, 1)
+    raw = ('{"kind": "List", "items": [' + pod + "]}").encode()
+    pods = select_namespaces(iter_pods_file("pods.json", io.BytesIO(raw), keep=INVENTORY_FIELDS if keep else None),
+                             ["prod"], [])
+    inv = build_inventory(pods)
+    assert len(inv.problems) == 1 and "nested deeper than" in inv.problems[0], inv.problems
