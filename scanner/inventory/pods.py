@@ -103,9 +103,13 @@ def pod_label(pod: Any) -> str:
 
 
 def pod_namespace(pod: Any) -> str | None:
-    """The pod's namespace ("default" when absent), or None when it is not a string."""
+    """The pod's namespace ("default" when absent), or None when it cannot be read: not a string, or
+    no metadata object to read it from (that pod read as "default" and ``--namespace`` dropped it unseen,
+    where the inventory reports it)."""
     meta = pod.get("metadata") if isinstance(pod, Mapping) else None
-    ns = meta.get("namespace") if isinstance(meta, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return None
+    ns = meta.get("namespace")
     if ns is None or ns == "":
         return "default"
     return ns if isinstance(ns, str) else None

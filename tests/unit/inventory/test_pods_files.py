@@ -274,3 +274,17 @@ def test_an_unreadable_pod_is_never_dropped_by_the_namespace_filter(keep: bool, 
                              ["prod"], [])
     inv = build_inventory(pods)
     assert len(inv.problems) == 1 and "nested deeper than" in inv.problems[0], inv.problems
+
+
+@pytest.mark.parametrize("metadata", ["ns", None, ["ns"], "absent"])
+def test_a_pod_without_a_metadata_object_is_never_dropped_by_the_namespace_filter(metadata: object) -> None:
+    """A pod whose metadata is not an object read as namespace "default": ``--namespace prod`` dropped it
+    unseen (its images absent from a "complete" scan) where the inventory reports it as skipped."""
+    from scanner.inventory.pods import select_namespaces
+
+    pod = _pod("prod", "victim", [("c", "r.io/a:1", f"r.io/a@{D1}")])
+    pod["metadata"] = metadata
+    if metadata == "absent":
+        del pod["metadata"]
+    inv = build_inventory(select_namespaces([pod], ["prod"], []))
+    assert len(inv.problems) == 1 and "without metadata" in inv.problems[0], inv.problems
