@@ -7,6 +7,7 @@ file (streamed with ijson, never held whole) or from the API (``scanner.inventor
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -309,12 +310,19 @@ def check_pods_file(path: str | Path, max_bytes: int | None = None) -> None:
 
 
 class _Bounded:
-    """A byte stream that raises LimitExceeded once more than ``max_bytes`` have been read from it."""
+    """A byte stream that raises LimitExceeded once more than ``max_bytes`` have been read from it,
+    and InventoryError when asked for more after ``deadline`` (a ``time.monotonic()`` value): checked
+    once a read (ijson reads 64 KiB at a time), so a huge or deeply nested list — read past, never
+    built — never holds a scan minutes beyond its ``--deadline``."""
 
-    def __init__(self, stream: IO[bytes], max_bytes: int, label: str) -> None:
+    def __init__(self, stream: IO[bytes], max_bytes: int, label: str, deadline: float | None = None) -> None:
         self._stream, self._left, self._max, self._label = stream, max_bytes, max_bytes, label
+        self._deadline = deadline
 
     def read(self, n: int = -1) -> bytes:
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            raise InventoryError(f"{self._label}: the scan deadline passed while the pod list was read "
+                                 f"({self._max - self._left} bytes): no image was judged")
         data = self._stream.read(self._left + 1 if n is None or n < 0 else min(n, self._left + 1))
         self._left -= len(data)
         if self._left < 0:
@@ -323,7 +331,8 @@ class _Bounded:
 
 
 def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
-                   max_bytes: int | None = None, keep: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+                   max_bytes: int | None = None, keep: Mapping[str, Any] | None = None,
+                   deadline: float | None = None) -> Iterator[dict[str, Any]]:
     """Stream pods out of ``kubectl get pods -o json`` output (a ``v1 List``/``PodList``) or a single Pod.
 
     One pass over ijson's event stream: each element of ``items`` is built, yielded and dropped, so
@@ -337,6 +346,8 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
     says is built whole, as without ``keep``, so a wrong type reads as wrong, never as empty. Every
     field left out is read past, never built — so its depth never makes a pod unreadable: nothing deep
     is built from it. Without ``keep`` a pod is built whole.
+
+    ``deadline`` (a ``time.monotonic()`` value, the scan's): reading on past it raises InventoryError.
     """
     max_bytes = MAX_PODS_FILE_BYTES if max_bytes is None else max_bytes
     label = "<stdin>" if str(path) == "-" else str(path)
@@ -376,7 +387,7 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
         # basic_parse, not parse: parse builds a dotted prefix per event, which costs O(depth²)
         # (a 20,000-deep value took 1 GB; ijson.items and kvitems track that prefix too: a 100,000-deep
         # element, a 600 kB file, took them 10 GB). The position is tracked here with one depth counter.
-        for event, value in ijson.basic_parse(_Bounded(stream, max_bytes, label), use_float=True):
+        for event, value in ijson.basic_parse(_Bounded(stream, max_bytes, label, deadline), use_float=True):
             if in_items:  # depth 2 is the `items` array itself; its elements start at depth 3
                 if event == "map_key":
                     key = value
