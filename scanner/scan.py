@@ -352,7 +352,8 @@ def _scan(
     if options.pods_file:
         from scanner.inventory.pods import INVENTORY_FIELDS, iter_pods_file, select_namespaces
 
-        pods = iter_pods_file(options.pods_file, keep=INVENTORY_FIELDS)  # only what the inventory reads
+        pods = iter_pods_file(options.pods_file, keep=INVENTORY_FIELDS,  # only what the inventory reads
+                              deadline=inputs.deadline_at)
         if options.namespaces or options.exclude_namespaces:
             pods = select_namespaces(pods, options.namespaces, options.exclude_namespaces)
     else:

@@ -7,6 +7,7 @@ file (streamed with ijson, never held whole) or from the API (``scanner.inventor
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -103,9 +104,13 @@ def pod_label(pod: Any) -> str:
 
 
 def pod_namespace(pod: Any) -> str | None:
-    """The pod's namespace ("default" when absent), or None when it is not a string."""
+    """The pod's namespace ("default" when absent), or None when it cannot be read: not a string, or
+    no metadata object to read it from (that pod read as "default" and ``--namespace`` dropped it unseen,
+    where the inventory reports it)."""
     meta = pod.get("metadata") if isinstance(pod, Mapping) else None
-    ns = meta.get("namespace") if isinstance(meta, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return None
+    ns = meta.get("namespace")
     if ns is None or ns == "":
         return "default"
     return ns if isinstance(ns, str) else None
@@ -115,10 +120,13 @@ def select_namespaces(
     pods: Iterable[dict[str, Any]], include: Sequence[str], exclude: Sequence[str]
 ) -> Iterator[dict[str, Any]]:
     """Pods of the selected namespaces. A pod whose namespace cannot be read is kept, so that the
-    inventory reports it as skipped rather than this filter dropping it unseen."""
+    inventory reports it as skipped rather than this filter dropping it unseen; so is every unreadable
+    pod (an UnreadablePod): its namespace is what was read before it was cut off — none (it read as
+    "default", and a pod of a selected namespace was dropped unseen by ``--namespace``) or a first of
+    duplicate keys that json's last one overrides."""
     for pod in pods:
         ns = pod_namespace(pod)
-        if ns is None or namespace_selected(ns, include, exclude):
+        if ns is None or type(pod) is UnreadablePod or namespace_selected(ns, include, exclude):
             yield pod
 
 
@@ -261,6 +269,23 @@ def _unreadable(partial: Any, reason: str) -> UnreadablePod:
     return UnreadablePod(reason, ns if isinstance(ns, str) else None, name if isinstance(name, str) else None)
 
 
+_POD_SPEC_KEYS = tuple(k for _, k, _ in _SPEC_KEYS)
+
+
+def _not_a_pod(element: dict[str, Any], kind: Any) -> str | None:
+    """Why an element of `items` whose kind is not ``Pod`` must still be reported (None: another kind
+    of object, e.g. a Service of ``kubectl get all -o json``, left out as it is no pod). A kind that is
+    not a string, a list (``PodList``, a List of Lists) or an object holding a pod's containers under
+    another spelling (``pod``, ``Pod ``) may be running containers: it is reported as a skipped pod,
+    never dropped unseen (its images were absent from a scan that said "complete")."""
+    if type(kind) is not str:
+        return f"has a kind that is a {type(kind).__name__}, not a string"
+    spec = element.get("spec")
+    if kind.endswith("List") or (type(spec) is dict and any(k in spec for k in _POD_SPEC_KEYS)):
+        return f"is of kind {kind[:63]!r} yet holds containers or items: not read as a pod"
+    return None
+
+
 def _size_limit_text(max_bytes: int) -> str:
     return f"{max_bytes / 1024**3:g} GiB" if max_bytes >= 1024**3 else f"{max_bytes} bytes"
 
@@ -285,12 +310,19 @@ def check_pods_file(path: str | Path, max_bytes: int | None = None) -> None:
 
 
 class _Bounded:
-    """A byte stream that raises LimitExceeded once more than ``max_bytes`` have been read from it."""
+    """A byte stream that raises LimitExceeded once more than ``max_bytes`` have been read from it,
+    and InventoryError when asked for more after ``deadline`` (a ``time.monotonic()`` value): checked
+    once a read (ijson reads 64 KiB at a time), so a huge or deeply nested list — read past, never
+    built — never holds a scan minutes beyond its ``--deadline``."""
 
-    def __init__(self, stream: IO[bytes], max_bytes: int, label: str) -> None:
+    def __init__(self, stream: IO[bytes], max_bytes: int, label: str, deadline: float | None = None) -> None:
         self._stream, self._left, self._max, self._label = stream, max_bytes, max_bytes, label
+        self._deadline = deadline
 
     def read(self, n: int = -1) -> bytes:
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            raise InventoryError(f"{self._label}: the scan deadline passed while the pod list was read "
+                                 f"({self._max - self._left} bytes): no image was judged")
         data = self._stream.read(self._left + 1 if n is None or n < 0 else min(n, self._left + 1))
         self._left -= len(data)
         if self._left < 0:
@@ -299,7 +331,8 @@ class _Bounded:
 
 
 def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
-                   max_bytes: int | None = None, keep: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+                   max_bytes: int | None = None, keep: Mapping[str, Any] | None = None,
+                   deadline: float | None = None) -> Iterator[dict[str, Any]]:
     """Stream pods out of ``kubectl get pods -o json`` output (a ``v1 List``/``PodList``) or a single Pod.
 
     One pass over ijson's event stream: each element of ``items`` is built, yielded and dropped, so
@@ -313,6 +346,8 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
     says is built whole, as without ``keep``, so a wrong type reads as wrong, never as empty. Every
     field left out is read past, never built — so its depth never makes a pod unreadable: nothing deep
     is built from it. Without ``keep`` a pod is built whole.
+
+    ``deadline`` (a ``time.monotonic()`` value, the scan's): reading on past it raises InventoryError.
     """
     max_bytes = MAX_PODS_FILE_BYTES if max_bytes is None else max_bytes
     label = "<stdin>" if str(path) == "-" else str(path)
@@ -352,7 +387,7 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
         # basic_parse, not parse: parse builds a dotted prefix per event, which costs O(depth²)
         # (a 20,000-deep value took 1 GB; ijson.items and kvitems track that prefix too: a 100,000-deep
         # element, a 600 kB file, took them 10 GB). The position is tracked here with one depth counter.
-        for event, value in ijson.basic_parse(_Bounded(stream, max_bytes, label), use_float=True):
+        for event, value in ijson.basic_parse(_Bounded(stream, max_bytes, label, deadline), use_float=True):
             if in_items:  # depth 2 is the `items` array itself; its elements start at depth 3
                 if event == "map_key":
                     key = value
@@ -402,8 +437,10 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
                     if element is None:
                         yield _unreadable(partial, f"element {count} of `items` is nested deeper than "
                                                    f"{MAX_POD_DEPTH} levels")
-                    elif element.get("kind") in (None, "Pod"):
+                    elif (kind := element.get("kind")) in (None, "Pod"):
                         yield element
+                    elif (why := _not_a_pod(element, kind)) is not None:
+                        yield _unreadable(element, f"element {count} of `items` {why}")
                     element = cur = partial = None
                     count += 1
                 elif depth == 2:
@@ -450,6 +487,11 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
     if top is None:
         raise ParseError(f"{label}: empty input (expected `kubectl get pods -A -o json` output)")
     doc = top.value
+    if saw_items and isinstance(doc, dict):
+        spec = doc.get("spec")
+        if doc.get("kind") == "Pod" or (type(spec) is dict and any(k in spec for k in _POD_SPEC_KEYS)):
+            # its own containers would be read by nobody: a scan would miss them and say "complete"
+            raise ParseError(f"{label}: a List (it has `items`) that is also a Pod (its own kind or containers)")
     if not saw_items:
         if isinstance(doc, dict) and doc.get("kind") == "Pod":
             yield doc

@@ -268,6 +268,24 @@ def test_malformed_pods_are_skipped_and_the_scan_is_partial(tmp_path: Path) -> N
     assert "a/deepnote skipped" not in r.stderr
 
 
+def test_the_scan_deadline_cuts_a_pod_list_read_past_not_only_the_registry_work(tmp_path: Path) -> None:
+    """A 60 MB value nested in a field the inventory never reads is read past, event by event, never
+    built: it held a ``--deadline 1`` scan ~9 s (a 2 GiB file: minutes), the deadline only checked once
+    the list was read. The reader stops at the deadline: exit 3, saying so, nothing judged."""
+    nest = "[" * 30_000_000 + "]" * 30_000_000
+    pod = json.dumps(_pod("a", "deep", [("c", "r.io/app:1", f"r.io/app@{D1}")])).replace(
+        '"labels": {', '"annotations": {"x": ' + nest + '}, "labels": {')
+    (tmp_path / "pods.json").write_text('{"kind": "List", "items": [' + pod + "]}")
+    (tmp_path / "policy.yaml").write_text(NO_RULES)
+    t0 = time.monotonic()
+    r = cli("scan", "--pods-file", str(tmp_path / "pods.json"), "--policy", str(tmp_path / "policy.yaml"),
+            "--no-store", "-o", "json", "--no-progress", "--deadline", "1")
+    took = time.monotonic() - t0
+    assert r.returncode == 3, (r.returncode, r.stderr[-2000:])
+    assert "deadline passed while the pod list was read" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert took < 30, took
+
+
 def test_a_docker_config_with_a_non_string_auth_is_exit_2(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"auths": {"r.io": {"auth": 12345}}}))
     (tmp_path / "policy.yaml").write_text(NO_RULES)

@@ -208,3 +208,83 @@ def test_lookalike_owners_never_share_a_remembered_workload(owner: tuple[str, st
     assert (w.kind, w.name) == want
     fresh = containers_from_pod(pod, StaticOwnerResolver())[0].workload
     assert (fresh.kind, fresh.name) == want
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["whole", "keep"])
+def test_an_element_with_containers_under_another_kind_is_reported_never_dropped(keep: bool) -> None:
+    """An element of `items` whose kind is not "Pod" was left out unseen: a pod with ``kind: ["Pod"]``,
+    ``1``, ``{}``, ``"pod"`` or ``""`` had its running images absent from a scan that said "complete",
+    exit 0. Such an element is reported as a skipped pod (the scan is partial); another kind of object
+    (a Service, a Deployment of ``kubectl get all``) is still left out, and a Pod is read as one."""
+    from scanner.inventory.pods import INVENTORY_FIELDS
+
+    def pod(name: str, kind: object) -> dict[str, object]:
+        p = _pod("ns", name, [("c", "r.io/a:1", f"r.io/a@{D1}")])
+        p["kind"] = kind
+        return p
+
+    odd = {"list": ["Pod"], "int": 1, "map": {"kind": "Pod"}, "null-ish": False, "lower": "pod", "empty": "",
+           "spaced": "Pod ", "podlist": "PodList"}
+    items = [pod(n, k) for n, k in odd.items()] + [pod("ok", "Pod")]
+    items.append({"kind": "Service", "metadata": {"namespace": "ns", "name": "svc"}, "spec": {"ports": []}})
+    items.append({"kind": "Deployment", "metadata": {"namespace": "ns", "name": "web"},
+                  "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "r.io/a:1"}]}}}})
+    items.append({"kind": "List", "metadata": {}, "items": [pod("nested", "Pod")]})
+    raw = json.dumps({"kind": "List", "items": items}).encode()
+    inv = build_inventory(iter_pods_file("pods.json", io.BytesIO(raw), keep=INVENTORY_FIELDS if keep else None))
+    assert {c.pod for cs in inv.running.values() for c in cs} == {"ok"}
+    skipped = sorted(p.split(" ")[1] for p in inv.problems)
+    assert skipped == sorted([f"ns/{n}" for n in odd] + ["?/?"]), inv.problems  # the nested List too
+    assert all("skipped" in p and "kind" in p for p in inv.problems)
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["whole", "keep"])
+@pytest.mark.parametrize("shape", ["kind", "containers"])
+def test_a_pod_that_also_has_items_is_refused_not_read_as_an_empty_list(keep: bool, shape: str) -> None:
+    """A document that is a Pod (its kind, or its own containers) and also has `items`: only the items
+    were read, so the pod's own running images were absent from a scan that said "complete"."""
+    from scanner.inventory.pods import INVENTORY_FIELDS
+
+    doc: dict[str, object] = _pod("ns", "top", [("c", "r.io/a:1", f"r.io/a@{D1}")])
+    if shape == "containers":
+        doc["kind"] = "List"
+    else:
+        doc["spec"] = {}
+    doc["items"] = []
+    raw = json.dumps(doc).encode()
+    with pytest.raises(ParseError, match="also a Pod"):
+        list(iter_pods_file("pods.json", io.BytesIO(raw), keep=INVENTORY_FIELDS if keep else None))
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["whole", "keep"])
+@pytest.mark.parametrize("before", ["nothing", "another namespace"])
+def test_an_unreadable_pod_is_never_dropped_by_the_namespace_filter(keep: bool, before: str) -> None:
+    """A pod cut off (too deep) before its namespace was read came out as namespace "default": under
+    ``--namespace prod`` the filter dropped it unseen, and the scan of prod said "complete" without its
+    images. With the namespace read from the first of duplicate keys (json takes the last), likewise."""
+    from scanner.inventory.pods import INVENTORY_FIELDS, select_namespaces
+
+    nest = "[" * 150 + "]" * 150
+    early = '"metadata": {"namespace": "other"}, ' if before != "nothing" else ""
+    cut = '"spec": {"containers": [{"name": "c", "image": ' + nest + "}]}"  # overridden by the real spec
+    pod = json.dumps(_pod("prod", "victim", [("c", "r.io/a:1", f"r.io/a@{D1}")])).replace(
+        '"kind": "Pod"', '"kind": "Pod", ' + early + cut, 1)
+    raw = ('{"kind": "List", "items": [' + pod + "]}").encode()
+    pods = select_namespaces(iter_pods_file("pods.json", io.BytesIO(raw), keep=INVENTORY_FIELDS if keep else None),
+                             ["prod"], [])
+    inv = build_inventory(pods)
+    assert len(inv.problems) == 1 and "nested deeper than" in inv.problems[0], inv.problems
+
+
+@pytest.mark.parametrize("metadata", ["ns", None, ["ns"], "absent"])
+def test_a_pod_without_a_metadata_object_is_never_dropped_by_the_namespace_filter(metadata: object) -> None:
+    """A pod whose metadata is not an object read as namespace "default": ``--namespace prod`` dropped it
+    unseen (its images absent from a "complete" scan) where the inventory reports it as skipped."""
+    from scanner.inventory.pods import select_namespaces
+
+    pod = _pod("prod", "victim", [("c", "r.io/a:1", f"r.io/a@{D1}")])
+    pod["metadata"] = metadata
+    if metadata == "absent":
+        del pod["metadata"]
+    inv = build_inventory(select_namespaces([pod], ["prod"], []))
+    assert len(inv.problems) == 1 and "without metadata" in inv.problems[0], inv.problems
