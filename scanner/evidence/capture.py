@@ -508,20 +508,27 @@ class IndexImages:
     data: bytes | None
 
 
-def _gunzip_sha256(data: bytes) -> str | None:
-    """The sha256 of what the gzip stream ``data`` holds (None: not one whole gzip stream), decompressed a
-    megabyte at a time: the entries of a 10,000-container scan are ~4.5 MB of text, never held whole here."""
+def _gunzip_sha256(data: bytes, size: int) -> str | None:
+    """The sha256 of what the gzip stream ``data`` holds, which must be ``size`` bytes (None: not one whole
+    gzip stream, or not of that size), decompressed a megabyte at a time: the entries of a 10,000-container
+    scan are ~4.5 MB of text, never held whole here. Never more than ``size`` + 1 bytes are inflated: a
+    planted blob that inflates to more (a gzip bomb under an ``images/`` name) costs no more than the text."""
     z = zlib.decompressobj(31)
     h = hashlib.sha256()
-    rest = data
+    rest, out = data, 0
     try:
-        while rest:
-            h.update(z.decompress(rest, 1 << 20))
+        while not z.eof:
+            piece = z.decompress(rest, min(1 << 20, size - out + 1))
+            out += len(piece)
+            if out > size:
+                return None
+            h.update(piece)
+            if not piece and not rest:  # truncated: no input left, nothing more to give
+                break
             rest = z.unconsumed_tail
-        h.update(z.flush())
     except zlib.error:
         return None
-    return h.hexdigest() if z.eof and not z.unused_data else None
+    return h.hexdigest() if z.eof and not z.unused_data and out == size else None
 
 
 def index_images(store: Any, images: Iterable[Mapping[str, Any]]) -> IndexImages:
@@ -533,14 +540,16 @@ def index_images(store: Any, images: Iterable[Mapping[str, Any]]) -> IndexImages
 
     entries = _sorted_entries(images)
     h = hashlib.sha256()
+    size = 0
     for piece in _list_pieces(entries):
         h.update(piece)
+        size += len(piece)
     text_sha = h.hexdigest()
     name = images_name(text_sha)
     sha = store.evidence_refs([name]).get(name)
     if sha is not None:
         data = store.evidence_blobs([sha]).get(sha)  # checked against its name (sha) by the store
-        if data is not None and _gunzip_sha256(data) == text_sha:
+        if data is not None and _gunzip_sha256(data, size) == text_sha:
             return IndexImages(sha, text_sha, None)
     data = _gzip(_list_pieces(entries))
     return IndexImages(sha256_hex(data), text_sha, data)

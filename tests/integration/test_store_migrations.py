@@ -177,3 +177,113 @@ def test_downgrade_and_upgrade_keep_the_rows_of_child_tables(db_url: str) -> Non
         assert back.checked_at is None  # the column went and came back empty
     finally:
         store.close()
+
+
+def _before_index_schema2() -> str:
+    """The revision before the one marking evidence indexes of schema 2 (by name: the lead renumbers)."""
+    from alembic.script import ScriptDirectory
+
+    from scanner.store.migrate import alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    (before,) = {str(s.down_revision) for s in scripts if "evidence_index_schema2" in str(s.path)}
+    return before
+
+
+def _raw_index(url: str, scan_id: int) -> dict:
+    """A scan's index as the earlier (schema-1-only) code path reads it, after checking that no ``images/``
+    name is left (the earlier prune would drop it and what it names)."""
+    from scanner.store.schema import evidence_refs
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            names = set(conn.execute(sa.select(evidence_refs.c.name)).scalars())
+    finally:
+        engine.dispose()
+    assert not any(n.startswith("images/") for n in names)
+    return _raw_index_head(url, scan_id)
+
+
+def test_an_earlier_version_refuses_schema_2_indexes_and_the_downgrade_writes_them_back(db_url: str) -> None:
+    """Indexes of schema 2 name shared entries an earlier sigaudit's prune deletes: the revision marks them
+    (an earlier binary refuses the database); the downgrade writes each back as schema 1, whose ``images``
+    are what the scan judged, so the earlier code path reads them whole."""
+    from scanner.evidence.capture import image_to_json, index_bytes, scan_ref, sha256_hex
+    from scanner.evidence.pack import load_index
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan, _want
+
+    before = _before_index_schema2()
+    assert head_revision() != before
+    upgrade(db_url, before)
+    images = [_image(n) for n in range(5)]
+    with open_store(db_url) as store:  # a schema-1 index written by the earlier version
+        old = _scan(store)
+        doc = index_bytes({"schema_version": 1, "scan_id": old, "verified_at": None, "policy": {}, "trust": []},
+                          [{"image": image_to_json(i), "fingerprint": "fp", "material": None} for i in images])
+        store.evidence_put({sha256_hex(doc): doc}, {scan_ref(old): sha256_hex(doc)})
+    upgrade(db_url)
+    check(db_url)
+    with open_store(db_url) as store:
+        assert load_index(store, old)["images"] == _want(images)  # schema 1 still reads
+        first, second, third = _scan(store), _scan(store), _scan(store)
+        _keep(store, first, _capture(images))
+        _keep(store, second, _capture(images))  # shares the first's entries
+        _keep(store, third, _capture(images[:2]))
+        assert all("images_blob" in _raw_index_head(db_url, s) for s in (first, second, third))
+    # an earlier binary (head: the revision before) refuses the database now
+    with open_store(db_url) as store, pytest.MonkeyPatch.context() as mp:
+        mp.setattr("scanner.store.migrate.head_revision", lambda: before)
+        with pytest.raises(StoreError, match=f"this sigaudit needs {before}"):
+            store.check_schema()
+    downgrade(db_url, before)
+    assert current_revision(db_url) == before
+    for scan_id, judged in ((old, images), (first, images), (second, images), (third, images[:2])):
+        index = _raw_index(db_url, scan_id)
+        assert "images_blob" not in index and index["schema_version"] == 1 and index["scan_id"] == scan_id
+        assert index["images"] == _want(judged)
+    upgrade(db_url)
+    check(db_url)
+    with open_store(db_url) as store:
+        assert load_index(store, second)["images"] == _want(images)
+
+
+def test_the_downgrade_refuses_schema_2_indexes_it_cannot_write_back(db_url: str) -> None:
+    """An index whose entries are gone would read as no images to the earlier code: the downgrade is
+    refused, nothing changed, and the message says how many scans."""
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan
+
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        kept, lost = _scan(store), _scan(store)
+        _keep(store, kept, _capture([_image(1)]))
+        _keep(store, lost, _capture([_image(2)]))
+    entries = _raw_index_head(db_url, lost)["images_blob"]["sha256"]
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM evidence_blobs WHERE sha256 = :s"), {"s": entries})
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreError, match=rf"1 scan\(s\) hold an index .* \(scan/{lost}\)"):
+        downgrade(db_url, _before_index_schema2())
+    assert current_revision(db_url) == head_revision()
+    assert "images_blob" in _raw_index_head(db_url, kept)  # nothing was written back
+
+
+def _raw_index_head(url: str, scan_id: int) -> dict:
+    import gzip
+    import json
+
+    from scanner.evidence.capture import scan_ref
+    from scanner.store.schema import evidence_blobs, evidence_refs
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            sha = conn.execute(sa.select(evidence_refs.c.sha256)
+                               .where(evidence_refs.c.name == scan_ref(scan_id))).scalar_one()
+            data = conn.execute(sa.select(evidence_blobs.c.data).where(evidence_blobs.c.sha256 == sha)).scalar_one()
+    finally:
+        engine.dispose()
+    return dict(json.loads(gzip.decompress(bytes(data))))

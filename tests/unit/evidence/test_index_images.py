@@ -135,6 +135,49 @@ def test_a_name_pointing_at_other_entries_is_never_trusted(store: Any) -> None:
     assert load_raw_index(store, victim)["images_blob"]["sha256"] != other_blob
 
 
+def test_a_gzip_bomb_under_the_name_is_refused_after_the_text_s_length(store: Any, monkeypatch: Any) -> None:
+    """The reuse check knows the text the named blob must hold: a blob planted under images/<text sha> that
+    inflates to far more (a bomb: 64 MiB from ~64 kB) is refused once its output passes that length, never
+    inflated whole on every scan; the scan stores its own entries, which the index names."""
+    import zlib
+
+    images = [_image(1)]
+    entries = [{"image": image_to_json(i), "fingerprint": "fp", "material": None} for i in images]
+    text = b"".join(cap._list_pieces(cap._sorted_entries(entries)))
+    bomb = gzip.compress(text + b" " * (64 << 20), compresslevel=1, mtime=0)
+    bomb_sha = hashlib.sha256(bomb).hexdigest()
+    store.evidence_put({bomb_sha: bomb}, {images_name(hashlib.sha256(text).hexdigest()): bomb_sha})
+    inflated = [0]
+    real = zlib.decompressobj
+
+    class Counting:
+        def __init__(self, *args: Any) -> None:
+            self._z = real(*args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._z, name)
+
+        def decompress(self, data: bytes, *args: Any) -> bytes:
+            out = self._z.decompress(data, *args)
+            inflated[0] += len(out)
+            return out
+
+        def flush(self, *args: Any) -> bytes:
+            out = self._z.flush(*args)
+            inflated[0] += len(out)
+            return out
+
+    monkeypatch.setattr(cap.zlib, "decompressobj", Counting)
+    result = cap.index_images(store, entries)
+    monkeypatch.undo()
+    assert inflated[0] <= len(text) + 1, f"inflated {inflated[0]} bytes to check a {len(text)}-byte text"
+    assert result.sha256 != bomb_sha and result.data is not None  # not reused: its own entries
+    victim = _scan(store)
+    _keep(store, victim, _capture(images))
+    assert load_index(store, victim)["images"] == _want(images)
+    assert load_raw_index(store, victim)["images_blob"]["sha256"] != bomb_sha
+
+
 def load_raw_index(store: Any, scan_id: int) -> dict[str, Any]:
     sha = store.evidence_refs([scan_ref(scan_id)])[scan_ref(scan_id)]
     return json.loads(gzip.decompress(store.evidence_blobs([sha])[sha]))

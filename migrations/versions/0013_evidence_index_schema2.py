@@ -1,0 +1,130 @@
+"""evidence indexes of schema 2: the revision that marks them
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-07
+
+A scan's evidence index (``scan/<id>``) may now be of schema 2: a head naming its image entries as a
+shared, content-addressed blob (``images_blob``: ``sha256`` of the gzipped blob, ``text_sha256`` of its
+text; found again by writers under ``images/<text_sha256>``). An earlier sigaudit does not know these
+blobs: its ``db prune`` deletes them, after which every pack of those scans fails. No table changes; this
+revision exists so that an earlier sigaudit refuses the database ("this sigaudit needs 0012").
+
+Upgrade: nothing to do (indexes of schema 1 stay readable). Downgrade: every index of schema 2 is written
+back as schema 1 (its entries inlined, gzipped, stored under the hash of the new bytes and the scan's name
+pointed at them), the ``images/`` names dropped; the blobs no name reaches any more are left to ``db prune``.
+An index whose entries are missing or not what it names cannot be written back: the downgrade is refused
+(nothing changed) naming those scans, since the earlier reader would take such an index for no images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0013"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_BATCH = 100  # indexes read per step of the downgrade
+_MAX_TEXT = 256 << 20  # what an index or its entries may inflate to (as the readers' bound)
+
+_blobs = sa.table("evidence_blobs", sa.column("sha256", sa.String(64)), sa.column("data", sa.LargeBinary))
+_refs = sa.table("evidence_refs", sa.column("name", sa.String(512)), sa.column("sha256", sa.String(64)))
+
+
+def upgrade() -> None:
+    pass  # a version marker: schema-1 indexes stay as they are and readable
+
+
+def _gunzip(data: bytes) -> bytes | None:
+    """One whole gzip stream's content, at most _MAX_TEXT bytes (None: anything else)."""
+    z = zlib.decompressobj(31)
+    out: list[bytes] = []
+    size, rest = 0, data
+    try:
+        while rest and not z.eof:
+            out.append(z.decompress(rest, _MAX_TEXT - size + 1))
+            size += len(out[-1])
+            if size > _MAX_TEXT:
+                return None
+            rest = z.unconsumed_tail
+    except zlib.error:
+        return None
+    return b"".join(out) if z.eof and not z.unused_data else None
+
+
+def _gzip(data: bytes) -> bytes:
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)  # deterministic (no name, time 0), as sigaudit writes indexes
+    return z.compress(data) + z.flush()
+
+
+def _canonical(doc: Any) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _blob(conn: sa.Connection, sha: str) -> bytes | None:
+    data = conn.execute(sa.select(_blobs.c.data).where(_blobs.c.sha256 == sha)).scalar()
+    if data is None or hashlib.sha256(bytes(data)).hexdigest() != sha:
+        return None
+    return bytes(data)
+
+
+def downgrade() -> None:
+    conn = op.get_bind()
+    names = [n for (n,) in conn.execute(sa.select(_refs.c.name).where(_refs.c.name.startswith("scan/"))
+                                        .order_by(_refs.c.name))]
+    damaged: list[str] = []
+    entries_cache: tuple[str, list[Any]] | None = None  # consecutive scans mostly share their entries
+    for i in range(0, len(names), _BATCH):
+        chunk = names[i : i + _BATCH]
+        rows = conn.execute(sa.select(_refs.c.name, _refs.c.sha256).where(_refs.c.name.in_(chunk))).all()
+        for name, sha in rows:
+            data = _blob(conn, sha)
+            text = _gunzip(data) if data is not None else None
+            try:
+                index = json.loads(text) if text is not None else None
+            except (ValueError, RecursionError):
+                index = None
+            if not isinstance(index, dict) or "images_blob" not in index:
+                continue  # schema 1 (or unreadable, which the earlier readers refuse as before)
+            named = index["images_blob"]
+            images: Any = None
+            if isinstance(named, dict) and isinstance(named.get("sha256"), str) and "images" not in index:
+                if entries_cache is not None and entries_cache[0] == named["sha256"] + str(named.get("text_sha256")):
+                    images = entries_cache[1]
+                else:
+                    raw = _blob(conn, named["sha256"])
+                    entries = _gunzip(raw) if raw is not None else None
+                    if entries is not None and hashlib.sha256(entries).hexdigest() == named.get("text_sha256"):
+                        try:
+                            images = json.loads(entries)
+                        except (ValueError, RecursionError):
+                            images = None
+                    if isinstance(images, list):
+                        entries_cache = (named["sha256"] + str(named["text_sha256"]), images)
+            if not isinstance(images, list):
+                damaged.append(name)
+                continue
+            head = {k: v for k, v in index.items() if k != "images_blob"}
+            doc = _gzip(_canonical({**head, "schema_version": 1, "images": images}))
+            new = hashlib.sha256(doc).hexdigest()
+            if conn.execute(sa.select(_blobs.c.sha256).where(_blobs.c.sha256 == new)).first() is None:
+                conn.execute(_blobs.insert().values(sha256=new, data=doc))
+            conn.execute(_refs.update().where(_refs.c.name == name).values(sha256=new))
+    if damaged:
+        from scanner.errors import StoreError
+
+        shown = ", ".join(damaged[:10]) + (f" and {len(damaged) - 10} more" if len(damaged) > 10 else "")
+        raise StoreError(
+            f"cannot downgrade below the evidence index schema 2: {len(damaged)} scan(s) hold an index whose "
+            f"image entries are missing or damaged ({shown}); an earlier sigaudit would read them as no "
+            "images. Delete those scans (`sigaudit db prune`) or keep this version; nothing was changed")
+    conn.execute(_refs.delete().where(_refs.c.name.startswith("images/")))
