@@ -81,6 +81,17 @@ def _statuses(r: subprocess.CompletedProcess) -> dict[str, dict]:
     return {i["digest"]: i for i in json.loads(r.stdout)["images"]}
 
 
+def _assert_good_verified_bad_invalid_bare_unsigned(r: subprocess.CompletedProcess, est: Estate) -> None:
+    """What asking every tag for itself shows: the trusted `.sig` verified, the other key's invalid, the
+    bare digests unsigned (exit 1)."""
+    images = _statuses(r)
+    assert images[est.digests["good"]]["status"] == "verified", images[est.digests["good"]]["reasons"]
+    assert images[est.digests["bad"]]["status"] == "invalid", images[est.digests["bad"]]["reasons"]
+    for n in ("bare1", "bare2", "bare3"):
+        assert images[est.digests[n]]["status"] == "unsigned", images[est.digests[n]]
+    assert r.returncode == 1, r.stderr
+
+
 @pytest.mark.parametrize("omitted", ["refused (per-tag permission)", "served (a stale listing)"])
 def test_required_false_a_tag_list_omitting_a_sig_tag_never_makes_its_image_pass(
         registry_factory, tmp_path: Path, omitted: str) -> None:
@@ -151,12 +162,7 @@ def test_two_credential_sources_a_warm_scan_never_answers_a_sig_tag_from_the_lis
         before = len(front.requests)
         r = sigaudit(*est.scan_args)
         looked = [q.path for q in front.requests[before:]]
-    images = _statuses(r)
-    assert images[est.digests["good"]]["status"] == "verified", images[est.digests["good"]]["reasons"]
-    assert images[est.digests["bad"]]["status"] == "invalid", images[est.digests["bad"]]["reasons"]
-    for n in ("bare1", "bare2", "bare3"):
-        assert images[est.digests[n]]["status"] == "unsigned", images[est.digests[n]]
-    assert r.returncode == 1, r.stderr
+    _assert_good_verified_bad_invalid_bare_unsigned(r, est)
     for d in est.digests.values():  # every .sig tag asked for itself
         assert any(p == f"/v2/team/app/manifests/{sig_tag(d)}" for p in looked), sig_tag(d)
 
@@ -180,12 +186,7 @@ def test_a_200_that_is_no_tag_list_of_the_repository_answers_no_tag_absent(regis
         sign_image(reg.url, front.host, "team/app", est.digests["bad"], est.other)
         front.add(Rule("GET", r"^/v2/team/app/tags/list", Body(document, content_type="application/json")))
         r = sigaudit(*est.scan_args)
-    images = _statuses(r)
-    assert images[est.digests["good"]]["status"] == "verified", images[est.digests["good"]]["reasons"]
-    assert images[est.digests["bad"]]["status"] == "invalid", images[est.digests["bad"]]["reasons"]
-    for n in ("bare1", "bare2", "bare3"):
-        assert images[est.digests[n]]["status"] == "unsigned", images[est.digests[n]]
-    assert r.returncode == 1, r.stderr
+    _assert_good_verified_bad_invalid_bare_unsigned(r, est)
 
 
 def test_required_false_reaches_the_information_only_verification_of_a_pod_whose_digest_is_unknown(
