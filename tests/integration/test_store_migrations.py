@@ -287,3 +287,71 @@ def _raw_index_head(url: str, scan_id: int) -> dict:
     finally:
         engine.dispose()
     return dict(json.loads(gzip.decompress(bytes(data))))
+
+
+def _repoint(url: str, scan_id: int, data: bytes) -> None:
+    """Store ``data`` as scan ``scan_id``'s index (a row another writer, or a hand, put there)."""
+    import hashlib
+
+    from scanner.evidence.capture import scan_ref
+    from scanner.store.schema import evidence_blobs, evidence_refs
+
+    sha = hashlib.sha256(data).hexdigest()
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(evidence_blobs.insert().values(sha256=sha, data=data))
+            conn.execute(evidence_refs.update().where(evidence_refs.c.name == scan_ref(scan_id)).values(sha256=sha))
+    finally:
+        engine.dispose()
+
+
+def test_the_downgrade_writes_back_every_schema_2_index_the_earlier_reader_reads(db_url: str) -> None:
+    """The earlier code path reads an index with ``gzip.decompress`` (members one after another, NUL padding
+    after them): a schema-2 index so stored is read by it as no images, so the downgrade must recognise it
+    and write it back (it left it as it was, being stricter than that reader)."""
+    import gzip
+    import json
+
+    from scanner.evidence.pack import load_index
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan, _want
+
+    upgrade(db_url)
+    images = [_image(n) for n in range(3)]
+    with open_store(db_url) as store:
+        members, padded = _scan(store), _scan(store)
+        _keep(store, members, _capture(images))
+        _keep(store, padded, _capture(images[:1]))
+    text = json.dumps(_raw_index_head(db_url, members)).encode()
+    _repoint(db_url, members, gzip.compress(text[:10], mtime=0) + gzip.compress(text[10:], mtime=0))
+    _repoint(db_url, padded, gzip.compress(json.dumps(_raw_index_head(db_url, padded)).encode(), mtime=0) + b"\0" * 4)
+    with open_store(db_url) as store:
+        assert load_index(store, members)["images"] == _want(images)  # this version reads it whole
+    downgrade(db_url, _before_index_schema2())
+    for scan_id, judged in ((members, images), (padded, images[:1])):
+        index = _raw_index(db_url, scan_id)
+        assert "images_blob" not in index and index["schema_version"] == 1
+        assert index["images"] == _want(judged)
+
+
+def test_the_downgrade_refuses_an_index_naming_another_scans_entries_split_differently(db_url: str) -> None:
+    """A planted head whose ``sha256`` + ``text_sha256`` spell, split elsewhere, those of the entries the
+    previous scan named names no entries at all: refused, never written back with the other scan's images."""
+    import gzip
+    import json
+
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan
+
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        real, planted = _scan(store), _scan(store)
+        _keep(store, real, _capture([_image(1), _image(2)]))
+        _keep(store, planted, _capture([_image(3)]))
+    named = _raw_index_head(db_url, real)["images_blob"]
+    head = _raw_index_head(db_url, planted)
+    head["images_blob"] = {"sha256": named["sha256"] + named["text_sha256"][:8],
+                           "text_sha256": named["text_sha256"][8:]}
+    _repoint(db_url, planted, gzip.compress(json.dumps(head).encode(), mtime=0))
+    with pytest.raises(StoreError, match=rf"1 scan\(s\) hold an index .* \(scan/{planted}\)"):
+        downgrade(db_url, _before_index_schema2())
+    assert current_revision(db_url) == head_revision()
