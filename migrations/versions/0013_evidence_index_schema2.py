@@ -126,7 +126,11 @@ def downgrade() -> None:
                 damaged.append(name)
                 continue
             head = {k: v for k, v in index.items() if k != "images_blob"}
-            doc = _gzip(_canonical({**head, "schema_version": 1, "images": images}))
+            try:
+                doc = _gzip(_canonical({**head, "schema_version": 1, "images": images}))
+            except (ValueError, RecursionError):  # a lone surrogate ("\\ud800" read from the JSON) is no UTF-8
+                damaged.append(name)
+                continue
             new = hashlib.sha256(doc).hexdigest()
             if conn.execute(sa.select(_blobs.c.sha256).where(_blobs.c.sha256 == new)).first() is None:
                 conn.execute(_blobs.insert().values(sha256=new, data=doc))

@@ -355,3 +355,38 @@ def test_the_downgrade_refuses_an_index_naming_another_scans_entries_split_diffe
     with pytest.raises(StoreError, match=rf"1 scan\(s\) hold an index .* \(scan/{planted}\)"):
         downgrade(db_url, _before_index_schema2())
     assert current_revision(db_url) == head_revision()
+
+
+def test_the_downgrade_refuses_an_index_it_cannot_write_as_utf8(db_url: str) -> None:
+    """JSON may spell a lone surrogate (``"\\ud800"``), which no UTF-8 text holds: an index (its head or its
+    entries) saying one cannot be written back as the earlier reader reads it. A clear refusal naming the
+    scans, never an unexpected UnicodeEncodeError (exit 3 'unexpected failure')."""
+    import gzip
+    import hashlib
+    import json
+
+    from scanner.store.schema import evidence_blobs
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan
+
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        in_head, in_entries = _scan(store), _scan(store)
+        _keep(store, in_head, _capture([_image(1)]))
+        _keep(store, in_entries, _capture([_image(2)]))
+    head = _raw_index_head(db_url, in_head)
+    _repoint(db_url, in_head, gzip.compress(json.dumps({**head, "policy": {"path": "\ud800"}}).encode(), mtime=0))
+    text = json.dumps([{"image": {"name": "\udc80"}, "fingerprint": None, "material": None}]).encode()
+    entries = gzip.compress(text, mtime=0)
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(evidence_blobs.insert().values(sha256=hashlib.sha256(entries).hexdigest(), data=entries))
+    finally:
+        engine.dispose()
+    head = _raw_index_head(db_url, in_entries)
+    head["images_blob"] = {"sha256": hashlib.sha256(entries).hexdigest(),
+                           "text_sha256": hashlib.sha256(text).hexdigest()}
+    _repoint(db_url, in_entries, gzip.compress(json.dumps(head).encode(), mtime=0))
+    with pytest.raises(StoreError, match=rf"2 scan\(s\) hold an index .* \(scan/{in_head}, scan/{in_entries}\)"):
+        downgrade(db_url, _before_index_schema2())
+    assert current_revision(db_url) == head_revision()
