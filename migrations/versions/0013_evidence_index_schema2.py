@@ -86,7 +86,12 @@ def _blob(conn: sa.Connection, sha: str) -> bytes | None:
 
 
 def downgrade() -> None:
+    from scanner.store.core import lock_content
+
     conn = op.get_bind()
+    # a writer of schema-2 indexes checks the revision under this lock (SQLite: BEGIN IMMEDIATE already):
+    # none commits one between the look at the names below and this revision's end
+    lock_content(conn)
     names = [n for (n,) in conn.execute(sa.select(_refs.c.name).where(_refs.c.name.startswith("scan/"))
                                         .order_by(_refs.c.name))]
     damaged: list[str] = []

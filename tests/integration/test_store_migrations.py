@@ -390,3 +390,25 @@ def test_the_downgrade_refuses_an_index_it_cannot_write_as_utf8(db_url: str) -> 
     with pytest.raises(StoreError, match=rf"2 scan\(s\) hold an index .* \(scan/{in_head}, scan/{in_entries}\)"):
         downgrade(db_url, _before_index_schema2())
     assert current_revision(db_url) == head_revision()
+
+
+def test_a_scan_running_across_the_downgrade_writes_no_schema_2_index_below_it(db_url: str) -> None:
+    """A scan (or `serve`) checked the schema when it began; one that ends after a `db downgrade` would store
+    a schema-2 index the downgrade never saw, which the earlier version reads as no images (and whose
+    entries its prune deletes). The write checks the revision under the lock the downgrade takes: refused,
+    nothing written (the scan logs that it kept no evidence)."""
+    from scanner.evidence.capture import scan_ref
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan
+
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        store.check_schema()  # as a scan does when it begins
+        scan_id = _scan(store)
+        downgrade(db_url, _before_index_schema2())
+        with pytest.raises(StoreError, match="this sigaudit needs"):
+            _keep(store, scan_id, _capture([_image(1)]))
+        assert store.evidence_refs([scan_ref(scan_id)]) == {}
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        _keep(store, scan_id, _capture([_image(1)]))  # at this revision again: written
+        assert scan_ref(scan_id) in store.evidence_refs([scan_ref(scan_id)])
