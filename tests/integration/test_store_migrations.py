@@ -412,3 +412,34 @@ def test_a_scan_running_across_the_downgrade_writes_no_schema_2_index_below_it(d
     with open_store(db_url) as store:
         _keep(store, scan_id, _capture([_image(1)]))  # at this revision again: written
         assert scan_ref(scan_id) in store.evidence_refs([scan_ref(scan_id)])
+
+
+def test_the_downgrade_writes_its_index_over_a_row_already_under_its_name_that_holds_other_bytes(
+        db_url: str) -> None:
+    """The index the downgrade writes is predictable (canonical JSON, deterministic gzip): a row planted (or
+    damaged) ahead under its sha256 with other bytes must not become the scan's index (read as missing)."""
+    import gzip
+    import hashlib
+    import json
+    import zlib
+
+    from scanner.store.schema import evidence_blobs
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan, _want
+
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        scan_id = _scan(store)
+        _keep(store, scan_id, _capture([_image(1)]))
+    head = {k: v for k, v in _raw_index_head(db_url, scan_id).items() if k != "images_blob"}
+    text = json.dumps({**head, "schema_version": 1, "images": _want([_image(1)])}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False).encode()
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    predicted = hashlib.sha256(z.compress(text) + z.flush()).hexdigest()
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(evidence_blobs.insert().values(sha256=predicted, data=gzip.compress(b"{}")))
+    finally:
+        engine.dispose()
+    downgrade(db_url, _before_index_schema2())
+    assert _raw_index(db_url, scan_id)["images"] == _want([_image(1)])
