@@ -45,20 +45,28 @@ def upgrade() -> None:
 
 
 def _gunzip(data: bytes) -> bytes | None:
-    """One whole gzip stream's content, at most _MAX_TEXT bytes (None: anything else)."""
-    z = zlib.decompressobj(31)
+    """The content of the gzip stream ``data``, at most _MAX_TEXT bytes (None: anything else), read as every
+    earlier reader read it (``gzip.decompress``: one or more members, NUL padding after each): an index an
+    earlier sigaudit reads must be recognised here for what it is, or a schema-2 index it would read as no
+    images is left as it is. (The entries are checked against the text the index names.)"""
     out: list[bytes] = []
     size, rest = 0, data
     try:
-        while rest and not z.eof:
-            out.append(z.decompress(rest, _MAX_TEXT - size + 1))
-            size += len(out[-1])
-            if size > _MAX_TEXT:
+        while True:
+            z = zlib.decompressobj(31)
+            while rest and not z.eof:
+                out.append(z.decompress(rest, _MAX_TEXT - size + 1))
+                size += len(out[-1])
+                if size > _MAX_TEXT:
+                    return None
+                rest = z.unconsumed_tail
+            if not z.eof:
                 return None
-            rest = z.unconsumed_tail
+            rest = z.unused_data.lstrip(b"\0")
+            if not rest:
+                return b"".join(out)
     except zlib.error:
         return None
-    return b"".join(out) if z.eof and not z.unused_data else None
 
 
 def _gzip(data: bytes) -> bytes:
@@ -78,14 +86,20 @@ def _blob(conn: sa.Connection, sha: str) -> bytes | None:
 
 
 def downgrade() -> None:
+    from scanner.store.core import lock_content
+
     conn = op.get_bind()
+    # a writer of schema-2 indexes checks the revision under this lock (SQLite: BEGIN IMMEDIATE already):
+    # none commits one between the look at the names below and this revision's end
+    lock_content(conn)
     names = [n for (n,) in conn.execute(sa.select(_refs.c.name).where(_refs.c.name.startswith("scan/"))
                                         .order_by(_refs.c.name))]
     damaged: list[str] = []
-    entries_cache: tuple[str, list[Any]] | None = None  # consecutive scans mostly share their entries
+    entries_cache: tuple[tuple[str, Any], list[Any]] | None = None  # consecutive scans mostly share entries
     for i in range(0, len(names), _BATCH):
         chunk = names[i : i + _BATCH]
-        rows = conn.execute(sa.select(_refs.c.name, _refs.c.sha256).where(_refs.c.name.in_(chunk))).all()
+        rows = conn.execute(sa.select(_refs.c.name, _refs.c.sha256).where(_refs.c.name.in_(chunk))
+                            .order_by(_refs.c.name)).all()
         for name, sha in rows:
             data = _blob(conn, sha)
             text = _gunzip(data) if data is not None else None
@@ -98,7 +112,10 @@ def downgrade() -> None:
             named = index["images_blob"]
             images: Any = None
             if isinstance(named, dict) and isinstance(named.get("sha256"), str) and "images" not in index:
-                if entries_cache is not None and entries_cache[0] == named["sha256"] + str(named.get("text_sha256")):
+                # the pair, never a concatenation: a planted head naming sha256 + text_sha256 split elsewhere
+                # would otherwise be given another scan's entries instead of being refused
+                key = (named["sha256"], named.get("text_sha256"))
+                if entries_cache is not None and entries_cache[0] == key:
                     images = entries_cache[1]
                 else:
                     raw = _blob(conn, named["sha256"])
@@ -109,15 +126,22 @@ def downgrade() -> None:
                         except (ValueError, RecursionError):
                             images = None
                     if isinstance(images, list):
-                        entries_cache = (named["sha256"] + str(named["text_sha256"]), images)
+                        entries_cache = (key, images)
             if not isinstance(images, list):
                 damaged.append(name)
                 continue
             head = {k: v for k, v in index.items() if k != "images_blob"}
-            doc = _gzip(_canonical({**head, "schema_version": 1, "images": images}))
+            try:
+                doc = _gzip(_canonical({**head, "schema_version": 1, "images": images}))
+            except (ValueError, RecursionError):  # a lone surrogate ("\\ud800" read from the JSON) is no UTF-8
+                damaged.append(name)
+                continue
             new = hashlib.sha256(doc).hexdigest()
             if conn.execute(sa.select(_blobs.c.sha256).where(_blobs.c.sha256 == new)).first() is None:
                 conn.execute(_blobs.insert().values(sha256=new, data=doc))
+            elif _blob(conn, new) is None:  # a row under that name not holding those bytes (damaged, or
+                # planted ahead: the bytes written here are predictable): it gets them, or the index is lost
+                conn.execute(_blobs.update().where(_blobs.c.sha256 == new).values(data=doc))
             conn.execute(_refs.update().where(_refs.c.name == name).values(sha256=new))
     if damaged:
         from scanner.errors import StoreError

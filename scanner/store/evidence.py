@@ -28,12 +28,16 @@ class Evidence:
         self._db = db
 
     def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str], *,
-                     needs: Iterable[str] = ()) -> None:
+                     needs: Iterable[str] = (), at_head: bool = False) -> None:
         """Write blobs (keyed by their sha256 hex, checked) and names, each only if absent: what a
         name pointed at first is what it keeps pointing at. One transaction. ``needs``: blobs stored
         already that what is written names (a scan's index naming the image entries an earlier scan
         stored): checked under the content lock, so that ``db prune`` cannot delete one between the
-        caller's look and this write; EvidenceMissing, and nothing written, when one is gone."""
+        caller's look and this write; EvidenceMissing, and nothing written, when one is gone.
+        ``at_head``: what is written is read right only by this sigaudit's revision (an index of schema 2):
+        StoreError, nothing written, unless the database is at it, checked under the content lock (which
+        the downgrade below it takes): a scan or `serve` started before a `db downgrade` never leaves an
+        index the earlier version reads as no images (and whose entries its prune deletes)."""
         for sha, data in blobs.items():
             if hashlib.sha256(data).hexdigest() != sha:
                 raise ValueError(f"evidence blob {sha} does not hash to its name")
@@ -42,6 +46,10 @@ class Evidence:
         needed = sorted(set(needs) - set(blobs))
         with self._db.errors("cannot write the evidence material"), self._db.write() as conn:
             lock_content(conn)  # against evidence_prune's deletion (a blob named here is never deleted under it)
+            if at_head:
+                from scanner.store.migrate import check_schema_on
+
+                check_schema_on(conn, self._db.shown)
             for chunk in _chunks(needed):
                 found = set(conn.execute(sa.select(_blobs.c.sha256).where(_blobs.c.sha256.in_(chunk))).scalars())
                 if found != set(chunk):

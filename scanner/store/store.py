@@ -200,10 +200,11 @@ class Store:
     # -- evidence material (evidence.py) ----------------------------------------------------------
 
     def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str], *,
-                     needs: Iterable[str] = ()) -> None:
+                     needs: Iterable[str] = (), at_head: bool = False) -> None:
         """Content-addressed blobs and the names pointing at them, each written only if absent; nothing is
-        written (EvidenceMissing) when a blob of ``needs`` (stored already, named by what is written) is not."""
-        self._evidence.evidence_put(blobs, refs, needs=needs)
+        written (EvidenceMissing) when a blob of ``needs`` (stored already, named by what is written) is not,
+        nor (StoreError) with ``at_head`` when the database is not at this sigaudit's revision."""
+        self._evidence.evidence_put(blobs, refs, needs=needs, at_head=at_head)
 
     def evidence_refs(self, names: Iterable[str]) -> dict[str, str]:
         return self._evidence.evidence_refs(names)

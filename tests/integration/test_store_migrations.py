@@ -287,3 +287,159 @@ def _raw_index_head(url: str, scan_id: int) -> dict:
     finally:
         engine.dispose()
     return dict(json.loads(gzip.decompress(bytes(data))))
+
+
+def _repoint(url: str, scan_id: int, data: bytes) -> None:
+    """Store ``data`` as scan ``scan_id``'s index (a row another writer, or a hand, put there)."""
+    import hashlib
+
+    from scanner.evidence.capture import scan_ref
+    from scanner.store.schema import evidence_blobs, evidence_refs
+
+    sha = hashlib.sha256(data).hexdigest()
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(evidence_blobs.insert().values(sha256=sha, data=data))
+            conn.execute(evidence_refs.update().where(evidence_refs.c.name == scan_ref(scan_id)).values(sha256=sha))
+    finally:
+        engine.dispose()
+
+
+def test_the_downgrade_writes_back_every_schema_2_index_the_earlier_reader_reads(db_url: str) -> None:
+    """The earlier code path reads an index with ``gzip.decompress`` (members one after another, NUL padding
+    after them): a schema-2 index so stored is read by it as no images, so the downgrade must recognise it
+    and write it back (it left it as it was, being stricter than that reader)."""
+    import gzip
+    import json
+
+    from scanner.evidence.pack import load_index
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan, _want
+
+    upgrade(db_url)
+    images = [_image(n) for n in range(3)]
+    with open_store(db_url) as store:
+        members, padded = _scan(store), _scan(store)
+        _keep(store, members, _capture(images))
+        _keep(store, padded, _capture(images[:1]))
+    text = json.dumps(_raw_index_head(db_url, members)).encode()
+    _repoint(db_url, members, gzip.compress(text[:10], mtime=0) + gzip.compress(text[10:], mtime=0))
+    _repoint(db_url, padded, gzip.compress(json.dumps(_raw_index_head(db_url, padded)).encode(), mtime=0) + b"\0" * 4)
+    with open_store(db_url) as store:
+        assert load_index(store, members)["images"] == _want(images)  # this version reads it whole
+    downgrade(db_url, _before_index_schema2())
+    for scan_id, judged in ((members, images), (padded, images[:1])):
+        index = _raw_index(db_url, scan_id)
+        assert "images_blob" not in index and index["schema_version"] == 1
+        assert index["images"] == _want(judged)
+
+
+def test_the_downgrade_refuses_an_index_naming_another_scans_entries_split_differently(db_url: str) -> None:
+    """A planted head whose ``sha256`` + ``text_sha256`` spell, split elsewhere, those of the entries the
+    previous scan named names no entries at all: refused, never written back with the other scan's images."""
+    import gzip
+    import json
+
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan
+
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        real, planted = _scan(store), _scan(store)
+        _keep(store, real, _capture([_image(1), _image(2)]))
+        _keep(store, planted, _capture([_image(3)]))
+    named = _raw_index_head(db_url, real)["images_blob"]
+    head = _raw_index_head(db_url, planted)
+    head["images_blob"] = {"sha256": named["sha256"] + named["text_sha256"][:8],
+                           "text_sha256": named["text_sha256"][8:]}
+    _repoint(db_url, planted, gzip.compress(json.dumps(head).encode(), mtime=0))
+    with pytest.raises(StoreError, match=rf"1 scan\(s\) hold an index .* \(scan/{planted}\)"):
+        downgrade(db_url, _before_index_schema2())
+    assert current_revision(db_url) == head_revision()
+
+
+def test_the_downgrade_refuses_an_index_it_cannot_write_as_utf8(db_url: str) -> None:
+    """JSON may spell a lone surrogate (``"\\ud800"``), which no UTF-8 text holds: an index (its head or its
+    entries) saying one cannot be written back as the earlier reader reads it. A clear refusal naming the
+    scans, never an unexpected UnicodeEncodeError (exit 3 'unexpected failure')."""
+    import gzip
+    import hashlib
+    import json
+
+    from scanner.store.schema import evidence_blobs
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan
+
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        in_head, in_entries = _scan(store), _scan(store)
+        _keep(store, in_head, _capture([_image(1)]))
+        _keep(store, in_entries, _capture([_image(2)]))
+    head = _raw_index_head(db_url, in_head)
+    _repoint(db_url, in_head, gzip.compress(json.dumps({**head, "policy": {"path": "\ud800"}}).encode(), mtime=0))
+    text = json.dumps([{"image": {"name": "\udc80"}, "fingerprint": None, "material": None}]).encode()
+    entries = gzip.compress(text, mtime=0)
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(evidence_blobs.insert().values(sha256=hashlib.sha256(entries).hexdigest(), data=entries))
+    finally:
+        engine.dispose()
+    head = _raw_index_head(db_url, in_entries)
+    head["images_blob"] = {"sha256": hashlib.sha256(entries).hexdigest(),
+                           "text_sha256": hashlib.sha256(text).hexdigest()}
+    _repoint(db_url, in_entries, gzip.compress(json.dumps(head).encode(), mtime=0))
+    with pytest.raises(StoreError, match=rf"2 scan\(s\) hold an index .* \(scan/{in_head}, scan/{in_entries}\)"):
+        downgrade(db_url, _before_index_schema2())
+    assert current_revision(db_url) == head_revision()
+
+
+def test_a_scan_running_across_the_downgrade_writes_no_schema_2_index_below_it(db_url: str) -> None:
+    """A scan (or `serve`) checked the schema when it began; one that ends after a `db downgrade` would store
+    a schema-2 index the downgrade never saw, which the earlier version reads as no images (and whose
+    entries its prune deletes). The write checks the revision under the lock the downgrade takes: refused,
+    nothing written (the scan logs that it kept no evidence)."""
+    from scanner.evidence.capture import scan_ref
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan
+
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        store.check_schema()  # as a scan does when it begins
+        scan_id = _scan(store)
+        downgrade(db_url, _before_index_schema2())
+        with pytest.raises(StoreError, match="this sigaudit needs"):
+            _keep(store, scan_id, _capture([_image(1)]))
+        assert store.evidence_refs([scan_ref(scan_id)]) == {}
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        _keep(store, scan_id, _capture([_image(1)]))  # at this revision again: written
+        assert scan_ref(scan_id) in store.evidence_refs([scan_ref(scan_id)])
+
+
+def test_the_downgrade_writes_its_index_over_a_row_already_under_its_name_that_holds_other_bytes(
+        db_url: str) -> None:
+    """The index the downgrade writes is predictable (canonical JSON, deterministic gzip): a row planted (or
+    damaged) ahead under its sha256 with other bytes must not become the scan's index (read as missing)."""
+    import gzip
+    import hashlib
+    import json
+    import zlib
+
+    from scanner.store.schema import evidence_blobs
+    from tests.unit.evidence.test_index_images import _capture, _image, _keep, _scan, _want
+
+    upgrade(db_url)
+    with open_store(db_url) as store:
+        scan_id = _scan(store)
+        _keep(store, scan_id, _capture([_image(1)]))
+    head = {k: v for k, v in _raw_index_head(db_url, scan_id).items() if k != "images_blob"}
+    text = json.dumps({**head, "schema_version": 1, "images": _want([_image(1)])}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False).encode()
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    predicted = hashlib.sha256(z.compress(text) + z.flush()).hexdigest()
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(evidence_blobs.insert().values(sha256=predicted, data=gzip.compress(b"{}")))
+    finally:
+        engine.dispose()
+    downgrade(db_url, _before_index_schema2())
+    assert _raw_index(db_url, scan_id)["images"] == _want([_image(1)])
