@@ -139,13 +139,21 @@ class _BoundedResponse:
         return bytes(body)
 
     def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
+        """urllib3's own stream (a watch's events as they come: a chunked reply's chunks, never a wait for
+        a full buffer), each step under the request's deadlines."""
+        chunks = self._r.stream(amt, decode_content=decode_content)
         while True:
             with self._within():
                 self._check()
-                chunk = self._r.read(_CHUNK if amt is None else amt, decode_content=decode_content)
-            if not chunk:
+                chunk = next(chunks, None)
+            if chunk is None:
                 return
             yield chunk
+
+    @property
+    def connection(self) -> Any:
+        """The connection: ``Watch.stop`` shuts its socket down to end a read blocked in a watch."""
+        return self._r.connection
 
     def release_conn(self) -> None:
         self._r.release_conn()

@@ -105,6 +105,18 @@ def fake_apiserver() -> Iterator[Callable[[Callable[[socket.socket, threading.Ev
         s.close()
 
 
+def _kubeconfig(tmp_path: Path, port: int) -> Path:
+    """A kubeconfig naming the fake API server, with a bearer token that must never be printed."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+        f"users: [{{name: u, user: {{token: {SECRET}}}}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    return kubeconfig
+
+
 def _scan(
     tmp_path: Path, port: int, *extra: str, deadline: float | None = DEADLINE
 ) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -114,13 +126,7 @@ def _scan(
     (tmp_path / "policy.yaml").write_text(POLICY)
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     (tmp_path / "k.pub").write_bytes(key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
-        f"users: [{{name: u, user: {{token: {SECRET}}}}}]\n"
-        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
-    )
+    kubeconfig = _kubeconfig(tmp_path, port)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "KUBECONFIG"))}
     cmd = [sys.executable, "-m", "scanner.cli", "scan", "--no-progress", "-o", "none",
            "--policy", str(tmp_path / "policy.yaml"), "--kubeconfig", str(kubeconfig), *extra]
@@ -172,3 +178,91 @@ def test_an_endless_page_is_cut_at_the_size_limit_without_a_deadline(
     assert "64 MiB" in proc.stderr and "list pods" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert SECRET not in proc.stderr + proc.stdout
+
+
+def _pod_list(owner: bool, secret: bool) -> bytes:
+    import json
+
+    meta: dict[str, object] = {"name": "p", "namespace": "ns", "uid": "u1"}
+    if owner:
+        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": "rs", "controller": True,
+                                    "apiVersion": "apps/v1", "uid": "u2"}]
+    spec: dict[str, object] = {"containers": [{"name": "c", "image": "127.0.0.1:1/x/y@sha256:" + "a" * 64}]}
+    if secret:
+        spec["imagePullSecrets"] = [{"name": "pull"}]
+    return json.dumps({"kind": "PodList", "metadata": {}, "items": [{"metadata": meta, "spec": spec}]}).encode()
+
+
+def _lists_then_stalls(owner: bool, secret: bool) -> Callable[[socket.socket, threading.Event], None]:
+    """Answers the pod list at once; every other request (the owner GET, the pull secret) is left silent."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        buf = b""
+        while not stop.is_set():
+            while b"\r\n\r\n" not in buf:
+                got = conn.recv(65536)
+                if not got:
+                    return
+                buf += got
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            if not head.split(b" ", 2)[1].startswith(b"/api/v1/pods"):
+                stop.wait(90)
+                return
+            body = _pod_list(owner, secret)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    return behaviour
+
+
+@pytest.mark.parametrize(("owner", "secret", "what"), [(True, False, "get replicaset ns/rs"),
+                                                       (False, True, "get secret ns/pull")],
+                         ids=["owner-get", "pull-secret"])
+def test_every_kubernetes_read_of_the_scan_ends_at_its_deadline(
+    tmp_path: Path, fake_apiserver: Callable[..., int], owner: bool, secret: bool, what: str
+) -> None:
+    port = fake_apiserver(_lists_then_stalls(owner, secret))
+    proc, elapsed = _scan(tmp_path, port, "--no-store", *(["--pull-secrets"] if secret else []))
+    assert proc.returncode == 3, proc.stderr
+    assert elapsed <= DEADLINE + MARGIN, f"a {DEADLINE:g} s deadline took {elapsed:.1f} s"
+    assert what in proc.stderr and "scan deadline reached" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and SECRET not in proc.stderr + proc.stdout
+
+
+def _error_without_end(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n")
+    pad = b"x" * (1024 * 1024)
+    for _ in range(200):
+        if stop.is_set():
+            return
+        conn.sendall(pad)
+
+
+def test_an_endless_error_body_is_cut_and_the_status_reported(
+    tmp_path: Path, fake_apiserver: Callable[..., int]
+) -> None:
+    port = fake_apiserver(_error_without_end)
+    proc, _ = _scan(tmp_path, port, "--no-store", deadline=None)
+    assert proc.returncode == 3, proc.stderr
+    assert "answered 500" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and SECRET not in proc.stderr + proc.stdout
+
+
+def test_without_a_scan_deadline_a_request_is_cut_at_its_own_total(
+    tmp_path: Path, fake_apiserver: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sources, policy reports and the watch's lists have no scan deadline: a trickle a byte every
+    0.5 s (each recv well inside the read timeout) is still cut at the request's total."""
+    from scanner.errors import InventoryError
+    from scanner.inventory import kube
+
+    monkeypatch.setattr(kube, "TOTAL_TIMEOUT", 1.5)
+    port = fake_apiserver(_trickle_headers)
+    kubeconfig = _kubeconfig(tmp_path, port)
+    api = kube.load_api_client(str(kubeconfig))
+    began = time.monotonic()
+    with pytest.raises(InventoryError) as err:
+        kube.read_pull_secret(api, "ns", "pull")
+    assert time.monotonic() - began < 1.5 + 2.0
+    assert "within 1.5 s" in str(err.value) and SECRET not in str(err.value)
