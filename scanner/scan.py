@@ -359,7 +359,7 @@ def _scan(
     else:
         from scanner.inventory.kube import KubeOwnerResolver, iter_pods, load_api_client, with_pull_secrets
 
-        api = load_api_client(options.kubeconfig, options.context)
+        api = load_api_client(options.kubeconfig, options.context, deadline=inputs.deadline_at)
         owners = KubeOwnerResolver(api)
         pods = iter_pods(
             api_client=api,

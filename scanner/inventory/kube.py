@@ -11,6 +11,13 @@ the Helm chart's ClusterRole can be derived from the code. Calls used here:
 Responses are read raw (``_preload_content=False``) and parsed as JSON, so pods keep the API's
 camelCase shape — the same shape as a ``kubectl get pods -o json`` file — and no model objects are
 built for 10,000 pods.
+
+Every request goes through the client :func:`load_api_client` makes, whose connection pool is
+bounded (:class:`_BoundedPoolManager`), so no call site has to remember it: each request gets a
+connect and a per-read timeout when its caller gave none, every socket operation (the header block's
+reads included) is cut at the scan's ``--deadline`` and at the request's own total limit (a server
+that trickles cannot hold it), and a body is read in chunks with a size cap, the clock checked
+between chunks.
 """
 
 from __future__ import annotations
@@ -18,19 +25,206 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any, Protocol
 
 from scanner.errors import ConfigError, InventoryError
 from scanner.inventory.pods import StaticOwnerResolver, controller_ref, namespace_selected
 from scanner.models import Workload
+from scanner.registry import deadline as deadlines
 
 log = logging.getLogger(__name__)
 MAX_LIST_RESTARTS = 3
 
+# The bounds of every Kubernetes API request, as the registry client's (scanner/registry/client.py
+# Limits: 5 s connect, 20 s a read, 60 s a request) but for an API server: a list page of 5,000 pods
+# may take a busy server tens of seconds to start, so a read may wait 30 s and a request last 120 s.
+# A caller's own timeout (the watch's, the server's TokenReview) is kept; the scan's --deadline, when
+# there is one, cuts everything earlier.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 30.0
+TOTAL_TIMEOUT = 120.0  # one request with its body, a trickle included (watch streams excepted)
+# One reply at most: a page is at most --page-size pods (500 by default, 5,000 at most); a fat pod
+# (many containers, env, managedFields) is 10-30 KB of JSON, so a default page of fat pods is a
+# few MB and 64 MiB leaves room for 5,000 pods of ~13 KB. Over it the scan fails (lower --page-size)
+# rather than hold an attacker's endless body in memory.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_ERROR_BODY_BYTES = 64 * 1024  # the body of a non-2xx reply is only ever a diagnostic: cut there
+_CHUNK = 64 * 1024
+SCAN_DEADLINE = "scan deadline reached"
 
-def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
+
+class ResponseTooLarge(ValueError):
+    """A Kubernetes API reply over :data:`MAX_RESPONSE_BYTES`."""
+
+
+class _BoundedResponse:
+    """The raw urllib3 reply of one request, read under the request's deadlines: ``data`` reads the
+    body in chunks, capped, with the clock checked between chunks; ``stream`` (a watch) likewise per
+    chunk. Everything the kubernetes client and sigaudit use of a reply, nothing more."""
+
+    def __init__(self, resp: Any, scopes: tuple[tuple[float | None, str], ...]) -> None:
+        self._r = resp
+        self._scopes = scopes
+        self._body: bytes | None = None
+        self.status = resp.status
+        self.reason = resp.reason
+        self.headers = resp.headers
+
+    def getheaders(self) -> Any:
+        return self._r.headers
+
+    def getheader(self, name: str, default: Any = None) -> Any:
+        return self._r.headers.get(name, default)
+
+    def _within(self) -> ExitStack:
+        stack = ExitStack()
+        for at, words in self._scopes:
+            stack.enter_context(deadlines.within(at, words))
+        return stack
+
+    def _check(self) -> None:
+        words = deadlines.expired()
+        if words:
+            from scanner.registry.transport import DeadlineTimeout
+
+            raise DeadlineTimeout(words)
+
+    @property
+    def data(self) -> bytes:
+        if self._body is None:
+            self._body = self._read_all()
+        return self._body
+
+    def read(self, amt: int | None = None, **_: Any) -> bytes:
+        return self.data if amt is None else self._read_some(amt)
+
+    def _read_some(self, amt: int) -> bytes:
+        with self._within():
+            self._check()
+            return bytes(self._r.read(min(amt, _CHUNK)))
+
+    def _read_all(self) -> bytes:
+        ok = 200 <= int(self.status or 0) <= 299
+        cap = MAX_RESPONSE_BYTES if ok else MAX_ERROR_BODY_BYTES
+        body = bytearray()
+        try:
+            with self._within():
+                while True:
+                    self._check()
+                    chunk = self._r.read(_CHUNK)
+                    if not chunk:
+                        break
+                    body += chunk
+                    if len(body) > cap:
+                        if ok:
+                            raise ResponseTooLarge(
+                                f"the reply is over the {cap // (1024 * 1024)} MiB limit on one Kubernetes API "
+                                "response (a list page: lower --page-size)")
+                        del body[cap:]  # a diagnostic only: the start of it is enough
+                        self._r.close()
+                        break
+                    self._check()
+        except BaseException as exc:
+            self._r.close()  # a connection left mid-body never goes back to the pool
+            words = deadlines.expired()
+            if words and not isinstance(exc, deadlines.DeadlineExceeded | ResponseTooLarge):
+                from scanner.registry.transport import DeadlineTimeout
+
+                raise DeadlineTimeout(words) from exc
+            raise
+        self._r.release_conn()
+        return bytes(body)
+
+    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
+        """urllib3's own stream (a watch's events as they come: a chunked reply's chunks, never a wait for
+        a full buffer), each step under the request's deadlines."""
+        chunks = self._r.stream(amt, decode_content=decode_content)
+        while True:
+            with self._within():
+                self._check()
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    @property
+    def connection(self) -> Any:
+        """The connection: ``Watch.stop`` shuts its socket down to end a read blocked in a watch."""
+        return self._r.connection
+
+    def release_conn(self) -> None:
+        self._r.release_conn()
+
+    def close(self) -> None:
+        self._r.close()
+
+
+class _BoundedPoolManager:
+    """The kubernetes client's connection pool with the bounds of every request (module docstring):
+    the client calls ``request`` and ``clear`` only."""
+
+    def __init__(self, inner: Any, deadline_at: float | None) -> None:
+        import urllib3
+
+        from scanner.registry.transport import DEADLINE_POOLS
+
+        if type(inner) in (urllib3.PoolManager, urllib3.ProxyManager):  # (a SOCKS proxy keeps its own pools:
+            inner.pool_classes_by_scheme = DEADLINE_POOLS               # its requests get the checks between chunks)
+        self._inner = inner
+        self._deadline = deadline_at
+
+    def request(self, method: str, url: str, **kw: Any) -> _BoundedResponse:
+        import urllib3
+
+        timeout = kw.get("timeout")
+        if timeout is None:
+            timeout = kw["timeout"] = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)
+        given = timeout.total if isinstance(timeout, urllib3.Timeout) else None
+        total = float(given) if isinstance(given, int | float) and given > 0 else TOTAL_TIMEOUT
+        # A watch stream is long by design (the server ends it after timeoutSeconds; the caller's read
+        # timeout covers a silent one): only the scan deadline bounds it.
+        query = url.partition("?")[2].lower()
+        watching = "watch=true" in query.split("&")
+        scopes = (
+            (self._deadline, f"{SCAN_DEADLINE} while the Kubernetes API was read"),
+            (None if watching else time.monotonic() + total,
+             f"no complete reply from the Kubernetes API within {total:g} s"),
+        )
+        stack = ExitStack()
+        with stack:
+            for at, words in scopes:
+                stack.enter_context(deadlines.within(at, words))
+            try:
+                resp = self._inner.request(method, url, **kw)
+            except Exception as exc:
+                passed = deadlines.expired()
+                if passed and deadlines.cause(exc) is None:
+                    from scanner.registry.transport import DeadlineTimeout
+
+                    raise DeadlineTimeout(passed) from exc
+                raise
+        return _BoundedResponse(resp, scopes)
+
+    def clear(self) -> None:
+        self._inner.clear()
+
+
+def _bounded(api_client: Any, deadline_at: float | None) -> Any:
+    rest = api_client.rest_client
+    rest.pool_manager = _BoundedPoolManager(rest.pool_manager, deadline_at)
+    return api_client
+
+
+def load_api_client(
+    kubeconfig: str | None = None, context: str | None = None, *, deadline: float | None = None
+) -> Any:
     """In-cluster config when running in a pod (and no kubeconfig was named), else kubeconfig.
+
+    Every request of the client is bounded (module docstring); ``deadline`` (a ``time.monotonic()``
+    value: the scan's) cuts them all there.
 
     A kubeconfig that cannot be read or parsed is the user's input to fix: a ConfigError (exit 2)
     naming the file. Its lines are never quoted (a kubeconfig holds tokens and keys): a YAML error
@@ -42,14 +236,15 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
         try:
             cfg = client.Configuration()
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            return client.ApiClient(cfg)
+            return _bounded(client.ApiClient(cfg), deadline)
         except Exception as exc:
             raise InventoryError(f"cannot load the in-cluster Kubernetes configuration: {_why(exc)}") from exc
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        api = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
     except Exception as exc:  # the loader raises whatever its YAML walk hits (YAMLError, TypeError, ...)
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise ConfigError(f"cannot load the kubeconfig: {_why(exc)}", source=where, field="--kubeconfig") from exc
+    return _bounded(api, deadline)
 
 
 def _why(exc: Exception) -> str:
@@ -78,7 +273,18 @@ def _api_error(exc: Exception, what: str) -> InventoryError:
         if exc.status == 401:
             return InventoryError(f"unauthorized: {what} (credentials rejected by the API server)")
         return InventoryError(f"{what}: API server answered {exc.status} {exc.reason}")
+    why = deadlines.cause(exc)
+    if why is not None:  # the words of the deadline; never the request (its headers hold the token)
+        return InventoryError(f"{what}: {why}; nothing more was read")
+    if isinstance(exc, ResponseTooLarge):
+        return InventoryError(f"{what}: {exc}")
     return InventoryError(f"{what}: API server unreachable ({type(exc).__name__}: {exc})")
+
+
+def _transport_error(exc: BaseException) -> bool:
+    """A failure to exchange with the API server (refused, reset, timed out, cut at a deadline, a reply
+    over its limit): urllib3's errors do not share a base with OSError."""
+    return isinstance(exc, OSError | ValueError) or type(exc).__module__.startswith("urllib3")
 
 
 def _load(resp: Any) -> dict[str, Any]:
@@ -134,11 +340,10 @@ def iter_pods(
                     problems.append(str(err))
                     break
                 raise err from exc
-            except (OSError, ValueError) as exc:
-                raise _api_error(exc, "list pods") from exc
-            except Exception as exc:  # urllib3 errors do not share a base with OSError
-                if type(exc).__module__.startswith("urllib3"):
-                    raise _api_error(exc, "list pods") from exc
+            except Exception as exc:
+                if _transport_error(exc):
+                    what = f"list pods in namespace {ns}" if ns else "list pods in all namespaces"
+                    raise _api_error(exc, what) from exc
                 raise
             for pod in page.get("items") or []:
                 if not isinstance(pod, dict):
@@ -183,7 +388,13 @@ class KubeOwnerResolver:
                 obj = _load(self._apps.read_namespaced_replica_set(name, namespace, _preload_content=False))
             else:
                 obj = _load(self._batch.read_namespaced_job(name, namespace, _preload_content=False))
-        except ApiException as exc:
+        except InventoryError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, ApiException):
+                if _transport_error(exc):
+                    raise _api_error(exc, f"get {kind.lower()} {namespace}/{name}") from exc
+                raise
             if exc.status == 403:
                 msg = f"forbidden: get {kind.lower()}s in {namespace}; owners of its pods not walked"
                 if msg not in self.problems:
@@ -244,7 +455,13 @@ def read_pull_secret(
 
     try:
         obj = _load(client.CoreV1Api(api_client).read_namespaced_secret(name, namespace, _preload_content=False))
-    except ApiException as exc:
+    except InventoryError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, ApiException):
+            if _transport_error(exc):
+                raise _api_error(exc, f"get secret {namespace}/{name} (an imagePullSecret)") from exc
+            raise
         log.warning("cannot read pull secret %s/%s: %s %s", namespace, name, exc.status, exc.reason)
         if problems is not None and exc.status in (401, 403):
             problems.append(

@@ -188,6 +188,7 @@ class _TLSPool(HTTPSConnectionPool):
 
 
 _POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _Pool, "https": _TLSPool}
+DEADLINE_POOLS = _POOLS  # for another urllib3 PoolManager under the same deadlines (the Kubernetes client's)
 
 
 def ssl_context(verify: bool | str) -> ssl.SSLContext:

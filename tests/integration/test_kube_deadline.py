@@ -1,0 +1,268 @@
+"""Every Kubernetes API request honours ``--deadline`` and reads a bounded body (issue: an attacker's
+listener that accepts and never answers, or answers headers and then trickles, held ``sigaudit scan
+--deadline 3`` until it was killed at 60 s). A real socket server on 127.0.0.1 plays the API server;
+the real CLI runs against a kubeconfig that points at it (bearer token included, never printed)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+SECRET = "k8s-bearer-token-never-printed"
+POLICY = (
+    "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  rules:\n"
+    "    - name: r\n      images: ['*']\n      verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]\n"
+)
+DEADLINE = 3.0
+MARGIN = 4.0  # interpreter start and exit around the deadline (a correctness bound, not a speed test)
+
+
+def _read_request(conn: socket.socket) -> None:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        got = conn.recv(65536)
+        if not got:
+            return
+        buf += got
+
+
+def _silent(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    stop.wait(90)
+
+
+def _trickle_headers(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 10_000:
+        if stop.wait(0.5):
+            return
+        conn.sendall(bytes([byte]))
+
+
+def _trickle_body(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                 b'{"kind":"PodList","items":[')
+    while not stop.wait(0.5):
+        conn.sendall(b" ")
+
+
+def _oversized(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                 b'{"kind":"PodList","items":[')
+    pad = b" " * (1024 * 1024)
+    try:
+        for _ in range(200):  # 200 MiB, well over the cap, unless the client hangs up first
+            if stop.is_set():
+                return
+            conn.sendall(pad)
+    except OSError:
+        return
+
+
+def _quietly(behaviour: Callable[[socket.socket, threading.Event], None], conn: socket.socket,
+             stop: threading.Event) -> None:
+    try:
+        behaviour(conn, stop)
+    except OSError:  # the scanner hung up: what it should do
+        pass
+
+
+@pytest.fixture
+def fake_apiserver() -> Iterator[Callable[[Callable[[socket.socket, threading.Event], None]], int]]:
+    stop = threading.Event()
+    socks: list[socket.socket] = []
+
+    def start(behaviour: Callable[[socket.socket, threading.Event], None]) -> int:
+        srv = socket.create_server(("127.0.0.1", 0))
+        socks.append(srv)
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                socks.append(conn)
+                threading.Thread(target=_quietly, args=(behaviour, conn, stop), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+        return int(srv.getsockname()[1])
+
+    yield start
+    stop.set()
+    for s in socks:
+        s.close()
+
+
+def _kubeconfig(tmp_path: Path, port: int) -> Path:
+    """A kubeconfig naming the fake API server, with a bearer token that must never be printed."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+        f"users: [{{name: u, user: {{token: {SECRET}}}}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    return kubeconfig
+
+
+def _scan(
+    tmp_path: Path, port: int, *extra: str, deadline: float | None = DEADLINE
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (tmp_path / "k.pub").write_bytes(key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    kubeconfig = _kubeconfig(tmp_path, port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "KUBECONFIG"))}
+    cmd = [sys.executable, "-m", "scanner.cli", "scan", "--no-progress", "-o", "none",
+           "--policy", str(tmp_path / "policy.yaml"), "--kubeconfig", str(kubeconfig), *extra]
+    if deadline is not None:
+        cmd += ["--deadline", f"{deadline:g}s"]
+    began = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    return proc, time.monotonic() - began
+
+
+@pytest.mark.parametrize("behaviour", [_silent, _trickle_headers, _trickle_body],
+                         ids=["accept-and-silent", "headers-trickled", "body-trickled"])
+def test_a_stalling_api_server_ends_the_scan_at_its_deadline_with_exit_3(
+    tmp_path: Path, fake_apiserver: Callable[..., int], behaviour: Callable[..., None]
+) -> None:
+    port = fake_apiserver(behaviour)
+    proc, elapsed = _scan(tmp_path, port, "--no-store")
+    assert proc.returncode == 3, proc.stderr
+    assert elapsed <= DEADLINE + MARGIN, f"a {DEADLINE:g} s deadline took {elapsed:.1f} s"
+    assert "scan deadline reached" in proc.stderr and "Kubernetes API" in proc.stderr, proc.stderr
+    assert "list pods" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr, proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout
+
+
+def test_a_scan_cut_at_its_deadline_is_stored_failed_never_complete(
+    tmp_path: Path, fake_apiserver: Callable[..., int]
+) -> None:
+    port = fake_apiserver(_trickle_body)
+    db = tmp_path / "s.db"
+    upgrade = subprocess.run([sys.executable, "-m", "scanner.cli", "db", "upgrade", "--db", f"sqlite:///{db}"],
+                             capture_output=True, text=True, timeout=120)
+    assert upgrade.returncode == 0, upgrade.stderr
+    proc, elapsed = _scan(tmp_path, port, "--db", f"sqlite:///{db}")
+    assert proc.returncode == 3, proc.stderr
+    assert elapsed <= DEADLINE + MARGIN + 2, f"a {DEADLINE:g} s deadline took {elapsed:.1f} s"
+    with sqlite3.connect(db) as conn:
+        states = [row[0] for row in conn.execute("SELECT state FROM scans")]
+    assert states and "complete" not in states, states
+    assert SECRET not in proc.stderr + proc.stdout
+
+
+def test_an_endless_page_is_cut_at_the_size_limit_without_a_deadline(
+    tmp_path: Path, fake_apiserver: Callable[..., int]
+) -> None:
+    port = fake_apiserver(_oversized)
+    proc, _ = _scan(tmp_path, port, "--no-store", deadline=None)
+    assert proc.returncode == 3, proc.stderr
+    assert "64 MiB" in proc.stderr and "list pods" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout
+
+
+def _pod_list(owner: bool, secret: bool) -> bytes:
+    import json
+
+    meta: dict[str, object] = {"name": "p", "namespace": "ns", "uid": "u1"}
+    if owner:
+        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": "rs", "controller": True,
+                                    "apiVersion": "apps/v1", "uid": "u2"}]
+    spec: dict[str, object] = {"containers": [{"name": "c", "image": "127.0.0.1:1/x/y@sha256:" + "a" * 64}]}
+    if secret:
+        spec["imagePullSecrets"] = [{"name": "pull"}]
+    return json.dumps({"kind": "PodList", "metadata": {}, "items": [{"metadata": meta, "spec": spec}]}).encode()
+
+
+def _lists_then_stalls(owner: bool, secret: bool) -> Callable[[socket.socket, threading.Event], None]:
+    """Answers the pod list at once; every other request (the owner GET, the pull secret) is left silent."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        buf = b""
+        while not stop.is_set():
+            while b"\r\n\r\n" not in buf:
+                got = conn.recv(65536)
+                if not got:
+                    return
+                buf += got
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            if not head.split(b" ", 2)[1].startswith(b"/api/v1/pods"):
+                stop.wait(90)
+                return
+            body = _pod_list(owner, secret)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    return behaviour
+
+
+@pytest.mark.parametrize(("owner", "secret", "what"), [(True, False, "get replicaset ns/rs"),
+                                                       (False, True, "get secret ns/pull")],
+                         ids=["owner-get", "pull-secret"])
+def test_every_kubernetes_read_of_the_scan_ends_at_its_deadline(
+    tmp_path: Path, fake_apiserver: Callable[..., int], owner: bool, secret: bool, what: str
+) -> None:
+    port = fake_apiserver(_lists_then_stalls(owner, secret))
+    proc, elapsed = _scan(tmp_path, port, "--no-store", *(["--pull-secrets"] if secret else []))
+    assert proc.returncode == 3, proc.stderr
+    assert elapsed <= DEADLINE + MARGIN, f"a {DEADLINE:g} s deadline took {elapsed:.1f} s"
+    assert what in proc.stderr and "scan deadline reached" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and SECRET not in proc.stderr + proc.stdout
+
+
+def _error_without_end(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n")
+    pad = b"x" * (1024 * 1024)
+    for _ in range(200):
+        if stop.is_set():
+            return
+        conn.sendall(pad)
+
+
+def test_an_endless_error_body_is_cut_and_the_status_reported(
+    tmp_path: Path, fake_apiserver: Callable[..., int]
+) -> None:
+    port = fake_apiserver(_error_without_end)
+    proc, _ = _scan(tmp_path, port, "--no-store", deadline=None)
+    assert proc.returncode == 3, proc.stderr
+    assert "answered 500" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and SECRET not in proc.stderr + proc.stdout
+
+
+def test_without_a_scan_deadline_a_request_is_cut_at_its_own_total(
+    tmp_path: Path, fake_apiserver: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sources, policy reports and the watch's lists have no scan deadline: a trickle a byte every
+    0.5 s (each recv well inside the read timeout) is still cut at the request's total."""
+    from scanner.errors import InventoryError
+    from scanner.inventory import kube
+
+    monkeypatch.setattr(kube, "TOTAL_TIMEOUT", 1.5)
+    port = fake_apiserver(_trickle_headers)
+    kubeconfig = _kubeconfig(tmp_path, port)
+    api = kube.load_api_client(str(kubeconfig))
+    began = time.monotonic()
+    with pytest.raises(InventoryError) as err:
+        kube.read_pull_secret(api, "ns", "pull")
+    assert time.monotonic() - began < 1.5 + 2.0
+    assert "within 1.5 s" in str(err.value) and SECRET not in str(err.value)
