@@ -122,7 +122,7 @@ def load_inputs(options: ScanOptions) -> ScanInputs:
     recording = trust_sources.Recording()  # what the policy was built from, for the evidence pack
     with trust_sources.reading_from(recording):
         policy = load_policies(options.policy_path, options.policy_from, kubeconfig=options.kubeconfig,
-                               context=options.context)
+                               context=options.context, deadline=deadline_at)
     credentials = CredentialStore.from_docker_config(
         options.docker_config, RegistryAuthConfig.parse(options.registry_auth)
     )

@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from typing import Any, Protocol
 
 from scanner.errors import ConfigError, InventoryError
@@ -281,6 +281,24 @@ def _api_error(exc: Exception, what: str) -> InventoryError:
     return InventoryError(f"{what}: API server unreachable ({type(exc).__name__}: {exc})")
 
 
+@contextmanager
+def api_errors(what: str) -> Iterator[None]:
+    """Around one Kubernetes API call: a failure to exchange with the API server (refused, reset, cut at
+    a deadline, a reply over its limit) becomes the :class:`InventoryError` naming ``what`` (never the
+    request: its headers hold the token). An ``ApiException`` (the server's answer, for the caller to
+    judge), an ``InventoryError`` and anything else pass through unchanged."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        yield
+    except InventoryError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, ApiException) and _transport_error(exc):
+            raise _api_error(exc, what) from exc
+        raise
+
+
 def _transport_error(exc: BaseException) -> bool:
     """A failure to exchange with the API server (refused, reset, timed out, cut at a deadline, a reply
     over its limit): urllib3's errors do not share a base with OSError."""
@@ -384,17 +402,12 @@ class KubeOwnerResolver:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            if kind == "ReplicaSet":
-                obj = _load(self._apps.read_namespaced_replica_set(name, namespace, _preload_content=False))
-            else:
-                obj = _load(self._batch.read_namespaced_job(name, namespace, _preload_content=False))
-        except InventoryError:
-            raise
-        except Exception as exc:
-            if not isinstance(exc, ApiException):
-                if _transport_error(exc):
-                    raise _api_error(exc, f"get {kind.lower()} {namespace}/{name}") from exc
-                raise
+            with api_errors(f"get {kind.lower()} {namespace}/{name}"):
+                if kind == "ReplicaSet":
+                    obj = _load(self._apps.read_namespaced_replica_set(name, namespace, _preload_content=False))
+                else:
+                    obj = _load(self._batch.read_namespaced_job(name, namespace, _preload_content=False))
+        except ApiException as exc:
             if exc.status == 403:
                 msg = f"forbidden: get {kind.lower()}s in {namespace}; owners of its pods not walked"
                 if msg not in self.problems:
@@ -454,14 +467,9 @@ def read_pull_secret(
     from kubernetes.client.exceptions import ApiException
 
     try:
-        obj = _load(client.CoreV1Api(api_client).read_namespaced_secret(name, namespace, _preload_content=False))
-    except InventoryError:
-        raise
-    except Exception as exc:
-        if not isinstance(exc, ApiException):
-            if _transport_error(exc):
-                raise _api_error(exc, f"get secret {namespace}/{name} (an imagePullSecret)") from exc
-            raise
+        with api_errors(f"get secret {namespace}/{name} (an imagePullSecret)"):
+            obj = _load(client.CoreV1Api(api_client).read_namespaced_secret(name, namespace, _preload_content=False))
+    except ApiException as exc:
         log.warning("cannot read pull secret %s/%s: %s %s", namespace, name, exc.status, exc.reason)
         if problems is not None and exc.status in (401, 403):
             problems.append(

@@ -606,15 +606,16 @@ class _LazyCluster:
     through the trust sources: a replay of a pack's trust snapshot (``verify-evidence``) answers them
     all, so it never reads this machine's kubeconfig nor reaches a cluster."""
 
-    def __init__(self, kubeconfig: str | None, context: str | None) -> None:
+    def __init__(self, kubeconfig: str | None, context: str | None, deadline: float | None = None) -> None:
         self._args = (kubeconfig, context)
+        self._deadline = deadline
         self._reader: ClusterReader | None = None
 
     def _get(self) -> ClusterReader:
         if self._reader is None:  # the edge's default, as python-tuf's Updater takes its RequestsFetcher
             from scanner.sources.kube import KubeClusterReader
 
-            self._reader = KubeClusterReader.connect(*self._args)
+            self._reader = KubeClusterReader.connect(*self._args, deadline=self._deadline)
         return self._reader
 
     def policy_documents(self, kind: Any) -> list[dict[str, Any]]:
@@ -711,9 +712,11 @@ def merge(
     kubeconfig: str | None,
     context: str | None,
     cluster: ClusterReader | None = None,
+    deadline: float | None = None,
 ) -> Policy:
     """``policy`` with the rules imported from ``policy_from``. A ``KIND:cluster`` source is read through
-    ``cluster`` (default: the edge's reader of the API server named by ``kubeconfig``/``context``)."""
+    ``cluster`` (default: the edge's reader of the API server named by ``kubeconfig``/``context``, every
+    request cut at ``deadline``, the scan's ``time.monotonic()`` value)."""
     rules = list(policy.rules) if policy else []
     warnings: list[str] = list(policy.warnings) if policy else []
     sources = list(policy.sources) if policy else []
@@ -736,7 +739,7 @@ def merge(
         else:
             if where == "cluster":
                 if cluster is None:
-                    cluster = _LazyCluster(kubeconfig, context)
+                    cluster = _LazyCluster(kubeconfig, context, deadline)
                 used_cluster = ctx.cluster = cluster
                 docs = _recorded(f"{kind} policy documents",
                                  lambda r=cluster, k=kind: r.policy_documents(k))  # type: ignore[misc]

@@ -9,9 +9,11 @@ from scanner.policy.loader import Policy, PolicyLoader, load_policy
 
 
 def load_policies(
-    policy_path: str | None, policy_from: Sequence[str], *, kubeconfig: str | None = None, context: str | None = None
+    policy_path: str | None, policy_from: Sequence[str], *, kubeconfig: str | None = None, context: str | None = None,
+    deadline: float | None = None,
 ) -> Policy:
-    """The native policy file and any ``--policy-from`` imports, merged (native rules first)."""
+    """The native policy file and any ``--policy-from`` imports, merged (native rules first). ``deadline``
+    (a ``time.monotonic()`` value: the scan's) cuts every read of the Kubernetes API there."""
     if not policy_path and not policy_from:
         raise ConfigError("no policy: give --policy FILE (an AuditPolicy) or --policy-from SOURCE")
     loader = PolicyLoader()
@@ -19,6 +21,7 @@ def load_policies(
     if policy_from:
         from scanner.policy.imports import merge
 
-        return merge(policy, policy_from, loader=loader, kubeconfig=kubeconfig, context=context)
+        return merge(policy, policy_from, loader=loader, kubeconfig=kubeconfig, context=context,
+                     deadline=deadline)
     assert policy is not None
     return policy

@@ -11,8 +11,10 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from scanner.errors import ConfigError
+from scanner.errors import ConfigError, InventoryError
+from scanner.inventory.kube import api_errors
 from scanner.policy.cluster import ClusterReadError, ImportKind
+from scanner.registry import deadline as deadlines
 
 MAX_WEBHOOK_CONFIG_BYTES = 16 * 1024 * 1024
 _KRITIS_RESOURCES = {
@@ -27,10 +29,12 @@ class KubeClusterReader:
         self.api_client = api_client
 
     @classmethod
-    def connect(cls, kubeconfig: str | None, context: str | None) -> KubeClusterReader:
+    def connect(cls, kubeconfig: str | None, context: str | None, *, deadline: float | None = None
+                ) -> KubeClusterReader:
+        """``deadline``: the scan's (a ``time.monotonic()`` value), which cuts every request there."""
         from scanner.inventory.kube import load_api_client
 
-        return cls(load_api_client(kubeconfig, context))
+        return cls(load_api_client(kubeconfig, context, deadline=deadline))
 
     def policy_documents(self, kind: ImportKind) -> list[dict[str, Any]]:
         if kind == "kritis":
@@ -39,8 +43,10 @@ class KubeClusterReader:
 
     def secret_data(self, namespace: str, name: str) -> Mapping[str, Any]:
         try:
-            resp = client.CoreV1Api(self.api_client).read_namespaced_secret(name, namespace, _preload_content=False)
-            obj = json.loads(resp.data)  # type: ignore[arg-type]
+            with api_errors(f"get secret {namespace}/{name} (a policy key)"):
+                resp = client.CoreV1Api(self.api_client).read_namespaced_secret(name, namespace, _preload_content=False)
+                raw: Any = resp.data
+            obj = json.loads(raw)
         except ApiException as exc:
             raise ClusterReadError(f"{exc.status} {exc.reason}") from exc
         data = obj.get("data") if isinstance(obj, Mapping) else None
@@ -48,15 +54,21 @@ class KubeClusterReader:
 
     def validating_webhook_configurations(self) -> list[Any]:
         try:
-            resp = client.AdmissionregistrationV1Api(self.api_client).list_validating_webhook_configuration(
-                _preload_content=False
-            )
-            data = resp.data  # type: ignore[attr-defined]
+            with api_errors("list validatingwebhookconfigurations"):
+                resp = client.AdmissionregistrationV1Api(self.api_client).list_validating_webhook_configuration(
+                    _preload_content=False
+                )
+                data = resp.data  # type: ignore[attr-defined]
             if len(data) > MAX_WEBHOOK_CONFIG_BYTES:
                 raise ValueError(f"larger than {MAX_WEBHOOK_CONFIG_BYTES} bytes")
             items = json.loads(data).get("items") or []
         except ApiException as exc:
             raise ClusterReadError(f"cannot list validatingwebhookconfigurations ({exc.status} {exc.reason})") from exc
+        except InventoryError as exc:
+            if exc.__cause__ is not None and deadlines.cause(exc.__cause__) is not None:
+                raise  # the scan's deadline ends the scan: not a warning about webhooks
+
+            raise ClusterReadError(str(exc)) from exc
         except (ValueError, AttributeError, TypeError) as exc:
             raise ClusterReadError(f"cannot read validatingwebhookconfigurations ({type(exc).__name__})") from exc
         return items if isinstance(items, list) else []
@@ -129,7 +141,9 @@ def _crd_documents(api_client: Any, kind: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for what, call in calls:
         try:
-            items = json.loads(call().data).get("items") or []
+            with api_errors(f"list {what} (--policy-from)"):
+                data = call().data
+            items = json.loads(data).get("items") or []
         except ApiException as exc:
             if exc.status == 404:  # CRD not installed
                 continue
@@ -160,10 +174,12 @@ def _kritis_documents(api_client: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for plural, kind in _KRITIS_RESOURCES.items():
         try:
-            resp: Any = api.list_custom_object_for_all_namespaces(
-                "kritis.grafeas.io", "v1beta1", plural, _preload_content=False
-            )
-            items = json.loads(resp.data).get("items") or []
+            with api_errors(f"list kritis.grafeas.io/v1beta1 {plural} (--policy-from)"):
+                resp: Any = api.list_custom_object_for_all_namespaces(
+                    "kritis.grafeas.io", "v1beta1", plural, _preload_content=False
+                )
+                data = resp.data
+            items = json.loads(data).get("items") or []
         except ApiException as exc:
             if exc.status == 404:  # CRD not installed
                 continue

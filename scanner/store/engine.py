@@ -49,21 +49,32 @@ def mask_password(text: str) -> str:
     return redact_text(text)
 
 
+SUPPORTED_DATABASES = "sqlite (sqlite:///path) or postgresql (postgresql://user@host/db)"
+
+
 def parse_url(url: str) -> URL:
-    """Parse and normalise a database URL; plain ``postgresql://`` means psycopg 3."""
+    """Parse and normalise a database URL; plain ``postgresql://`` means psycopg 3.
+
+    A URL sigaudit cannot use (malformed, another database, another SQLite driver) is the user's
+    input to fix: :class:`ConfigError` (exit 2), naming the supported schemes, password masked."""
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
-        raise StoreError(f"not a database URL: {mask_password(url)!r}") from None
+        # Unparsed text has no known userinfo to mask: show only what precedes the first ':'.
+        scheme = url.split(":", 1)[0].strip()[:40]
+        shown = f"{scheme!r}" + ("..." if ":" in url else "") if scheme else "an empty or scheme-less string"
+        raise ConfigError(f"not a database URL (starting {shown}): use {SUPPORTED_DATABASES}") from None
     backend, _, driver = parsed.drivername.partition("+")
     if backend in ("postgresql", "postgres"):
         if driver not in ("psycopg", "psycopg2"):
             parsed = parsed.set(drivername="postgresql+psycopg")
     elif backend == "sqlite":
         if driver not in ("", "pysqlite"):
-            raise StoreError(f"unsupported SQLite driver {parsed.drivername!r}: use sqlite:///path")
+            raise ConfigError(f"unsupported SQLite driver {parsed.drivername!r}: use {SUPPORTED_DATABASES} "
+                              f"- got {display_url(parsed)}")
     else:
-        raise StoreError(f"unsupported database {backend!r}: use sqlite:///path or postgresql://...")
+        raise ConfigError(f"unsupported database {backend!r}: use {SUPPORTED_DATABASES} "
+                          f"- got {display_url(parsed)}")
     return parsed
 
 

@@ -266,3 +266,21 @@ def test_without_a_scan_deadline_a_request_is_cut_at_its_own_total(
         kube.read_pull_secret(api, "ns", "pull")
     assert time.monotonic() - began < 1.5 + 2.0
     assert "within 1.5 s" in str(err.value) and SECRET not in str(err.value)
+
+
+@pytest.mark.parametrize("source", ["kyverno:cluster", "kritis:cluster", "clusterimagepolicy:cluster"])
+def test_a_policy_read_from_a_silent_api_server_ends_the_scan_at_its_deadline(
+    tmp_path: Path, fake_apiserver: Callable[..., int], source: str
+) -> None:
+    """``--policy-from KIND:cluster`` is read before any pod: its requests are the scan's too, cut at
+    ``--deadline`` (they had only the per-request total, 120 s, and held the scan past its deadline)."""
+    port = fake_apiserver(_silent)
+    (tmp_path / "pods.json").write_text('{"kind": "List", "items": []}')
+    proc, elapsed = _scan(tmp_path, port, "--no-store", "--policy-from", source,
+                          "--pods-file", str(tmp_path / "pods.json"))
+    assert proc.returncode == 3, proc.stderr
+    assert elapsed <= DEADLINE + MARGIN, f"a {DEADLINE:g} s deadline took {elapsed:.1f} s"
+    assert "scan deadline reached" in proc.stderr and "--policy-from" in proc.stderr, proc.stderr
+    assert "list " in proc.stderr, proc.stderr  # names what was being read
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr, proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout

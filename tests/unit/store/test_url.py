@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scanner.errors import StoreError
+from scanner.errors import ConfigError, StoreError
 from scanner.store import default_db_url, display_url, mask_password, open_store
 from scanner.store.engine import describe_db_error, parse_url
 
@@ -47,7 +47,7 @@ def test_sqlite_url_is_kept() -> None:
 
 @pytest.mark.parametrize("url", ["mysql://u:p@h/d", "not a url"])
 def test_unsupported_urls_are_refused_without_the_password(url: str) -> None:
-    with pytest.raises(StoreError) as err:
+    with pytest.raises(ConfigError) as err:
         parse_url(url)
     assert ":p@" not in str(err.value)
 
@@ -75,7 +75,7 @@ def test_a_password_given_as_a_query_parameter_is_masked() -> None:
 
 
 def test_an_unencoded_at_sign_in_the_password_is_masked_whole() -> None:
-    with pytest.raises(StoreError) as err:
+    with pytest.raises(ConfigError) as err:
         parse_url("postgresql://bob:p@ss:W0rd@db:5432/x")
     assert "ss:W0rd" not in str(err.value)
     assert mask_password("failed for postgresql://bob:p@ss:W0rd@db/x") == "failed for postgresql://bob:***@db/x"
