@@ -230,7 +230,7 @@ def _collect_then_freeze() -> None:
     are torn down): collect every unreachable object once — the scan's cyclic garbage is finalised as it
     would have been — then freeze the survivors, so that the interpreter's own teardown no longer walks
     the whole heap (the modules, the policy, the scan's models) in the full collections it runs while
-    it clears the modules: 0.13-0.20 CPU-s of a 2 CPU-s window scan, ~0.05 with this (issue 19, README
+    it clears the modules: 0.09-0.20 CPU-s of a 2 CPU-s window scan, 0.03-0.05 with this (issue 19, README
     "Performance"). Nothing is skipped that a scan needs: the store is closed and every output file
     written and closed before the command returns, and what the teardown frees by reference count
     (most of it) is still freed and finalised; only cycles that first appear during the teardown
