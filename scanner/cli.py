@@ -7,6 +7,7 @@ and logs to stderr.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import gc
@@ -207,13 +208,36 @@ ONE_SHOT_GC_THRESHOLDS = (700, 20, 100)
 
 @contextlib.contextmanager
 def one_shot_collector() -> Iterator[None]:
-    """Fewer, larger collections while a one-shot scan runs; the previous thresholds after it."""
+    """Fewer, larger collections while a one-shot scan runs; the previous thresholds after it. And an
+    interpreter exit that does not walk the start-up heap (:func:`_collect_then_freeze`)."""
+    global _EXIT_COLLECTOR_SET
     before = gc.get_threshold()
     gc.set_threshold(*ONE_SHOT_GC_THRESHOLDS)
+    if not _EXIT_COLLECTOR_SET:  # once per process: a caller running many scans in process adds one handler
+        _EXIT_COLLECTOR_SET = True
+        atexit.register(_collect_then_freeze)
     try:
         yield
     finally:
         gc.set_threshold(*before)
+
+
+_EXIT_COLLECTOR_SET = False
+
+
+def _collect_then_freeze() -> None:
+    """At interpreter exit (an ``atexit`` handler: after the scan's threads are joined, before the modules
+    are torn down): collect every unreachable object once — the scan's cyclic garbage is finalised as it
+    would have been — then freeze the survivors, so that the interpreter's own teardown no longer walks
+    the whole heap (the modules, the policy, the scan's models) in the full collections it runs while
+    it clears the modules: 0.09-0.20 CPU-s of a 2 CPU-s window scan, 0.03-0.05 with this (issue 19, README
+    "Performance"). Nothing is skipped that a scan needs: the store is closed and every output file
+    written and closed before the command returns, and what the teardown frees by reference count
+    (most of it) is still freed and finalised; only cycles that first appear during the teardown
+    itself are left to the operating system, as the process ends. Never ``os._exit``: the other
+    ``atexit`` handlers (logging's flush, ``weakref.finalize``) and the teardown still run."""
+    gc.collect()
+    gc.freeze()
 
 
 def run_scan_command(**opts: Any) -> int:

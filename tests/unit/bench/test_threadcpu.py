@@ -45,3 +45,32 @@ def test_each_thread_is_charged_its_own_cpu_and_nesting_counts_once(monkeypatch:
     assert timing.seconds["cpu_probe.idle"] < 0.05
     assert mod.busy is busy and mod.idle is idle
     assert timing.table()[0].endswith("cpu_probe.busy")
+
+
+def test_every_phase_names_a_function_that_exists_and_is_put_back() -> None:
+    """``--phases`` wraps the scan's stages outside the workers: a renamed stage must fail here, not
+    silently drop out of the table."""
+    import importlib
+
+    timing = threadcpu.ThreadCPU()
+    originals = []
+    for spec in threadcpu.PHASES:
+        module, _, qual = spec.partition(":")
+        owner = importlib.import_module(module)
+        *path, name = qual.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        originals.append((owner, name, getattr(owner, name)))
+        timing.wrap(spec)
+    assert all(getattr(o, n) is not f for o, n, f in originals)
+    timing.restore()
+    assert all(getattr(o, n) is f for o, n, f in originals)
+
+
+def test_the_collector_s_cpu_is_counted_per_generation() -> None:
+    import gc
+
+    with threadcpu.CollectorCPU() as collector:
+        gc.collect()
+    assert collector.collections[2] >= 1 and collector.seconds >= 0.0
+    assert collector not in gc.callbacks
