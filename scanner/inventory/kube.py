@@ -53,6 +53,7 @@ TOTAL_TIMEOUT = 120.0  # one request with its body, a trickle included (watch st
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024  # the body of a non-2xx reply is only ever a diagnostic: cut there
 _CHUNK = 64 * 1024
+WATCH_SLACK = 30.0  # seconds past a watch's timeoutSeconds before the stream is cut (the server ends it then)
 SCAN_DEADLINE = "scan deadline reached"
 
 
@@ -129,26 +130,53 @@ class _BoundedResponse:
                     self._check()
         except BaseException as exc:
             self._r.close()  # a connection left mid-body never goes back to the pool
-            words = deadlines.expired()
-            if words and not isinstance(exc, deadlines.DeadlineExceeded | ResponseTooLarge):
-                from scanner.registry.transport import DeadlineTimeout
-
-                raise DeadlineTimeout(words) from exc
-            raise
+            cut = _deadline_words(exc)
+            if cut is exc:
+                raise
+            raise cut from exc
         self._r.release_conn()
         return bytes(body)
 
     def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
-        """urllib3's own stream (a watch's events as they come: a chunked reply's chunks, never a wait for
-        a full buffer), each step under the request's deadlines."""
-        chunks = self._r.stream(amt, decode_content=decode_content)
-        while True:
-            with self._within():
-                self._check()
-                chunk = next(chunks, None)
-            if chunk is None:
-                return
-            yield chunk
+        """A watch's events as they come, each step under the request's deadlines and at most
+        :data:`_CHUNK` bytes: a chunked reply's chunks (a chunk announced as a terabyte is read a piece
+        at a time), else whatever the socket has (``read1``: never a wait for a full buffer, never the
+        body to its end — urllib3's ``stream(None)`` reads it whole). Only whole lines are handed on
+        (the client's ``iter_resp_lines`` searches its whole buffer for a newline at every step: a long
+        line in small pieces would cost quadratic time); a line over :data:`MAX_RESPONSE_BYTES` fails
+        the stream (:class:`ResponseTooLarge`) rather than grow for ever."""
+        step = _CHUNK if amt is None else max(1, min(amt, _CHUNK))
+        if self._r.chunked:
+            pieces: Iterator[bytes] = self._r.stream(step, decode_content=decode_content)
+        else:
+            pieces = iter(lambda: bytes(self._r.read1(step, decode_content=decode_content)), b"")
+        pending = bytearray()  # the bytes after the last newline
+        try:
+            while True:
+                with self._within():
+                    self._check()
+                    piece = next(pieces, None)
+                if piece is None:
+                    break
+                newline = piece.rfind(b"\n")
+                if newline < 0:
+                    pending += piece
+                    if len(pending) > MAX_RESPONSE_BYTES:
+                        raise ResponseTooLarge(
+                            f"a watch event is over the {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB limit on one "
+                            "Kubernetes API response")
+                    continue
+                line = bytes(pending) + piece[:newline + 1]
+                pending = bytearray(piece[newline + 1:])
+                yield line
+        except BaseException as exc:
+            self._r.close()  # a stream left mid-body never goes back to the pool
+            cut = _deadline_words(exc)
+            if cut is exc:
+                raise
+            raise cut from exc
+        if pending:
+            yield bytes(pending)
 
     @property
     def connection(self) -> Any:
@@ -160,6 +188,19 @@ class _BoundedResponse:
 
     def close(self) -> None:
         self._r.close()
+
+
+def _deadline_words(exc: BaseException) -> BaseException:
+    """What to raise for ``exc`` met reading a reply: the words of a deadline that has passed (the read
+    was cut by it), else ``exc`` itself."""
+    if isinstance(exc, deadlines.DeadlineExceeded | ResponseTooLarge):
+        return exc
+    words = deadlines.expired() or deadlines.cause(exc)
+    if words:
+        from scanner.registry.transport import DeadlineTimeout
+
+        return DeadlineTimeout(words)
+    return exc
 
 
 class _BoundedPoolManager:
@@ -184,14 +225,15 @@ class _BoundedPoolManager:
             timeout = kw["timeout"] = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)
         given = timeout.total if isinstance(timeout, urllib3.Timeout) else None
         total = float(given) if isinstance(given, int | float) and given > 0 else TOTAL_TIMEOUT
-        # A watch stream is long by design (the server ends it after timeoutSeconds; the caller's read
-        # timeout covers a silent one): only the scan deadline bounds it.
-        query = url.partition("?")[2].lower()
-        watching = "watch=true" in query.split("&")
+        # A watch stream is long by design: the server ends it after the timeoutSeconds it was asked for,
+        # so that, and WATCH_SLACK, is its total (a server that ignores it and trickles a byte a read
+        # timeout would hold it for ever); a watch that names none gets the total of any request.
+        watch_for = _watch_seconds(url)
+        if watch_for is not None:
+            total = watch_for + WATCH_SLACK
         scopes = (
             (self._deadline, f"{SCAN_DEADLINE} while the Kubernetes API was read"),
-            (None if watching else time.monotonic() + total,
-             f"no complete reply from the Kubernetes API within {total:g} s"),
+            (time.monotonic() + total, f"no complete reply from the Kubernetes API within {total:g} s"),
         )
         stack = ExitStack()
         with stack:
@@ -210,6 +252,19 @@ class _BoundedPoolManager:
 
     def clear(self) -> None:
         self._inner.clear()
+
+
+def _watch_seconds(url: str) -> float | None:
+    """The ``timeoutSeconds`` of a watch request (``watch=true``), or None (not a watch, or none named)."""
+    from urllib.parse import parse_qs
+
+    query = {k.lower(): v for k, v in parse_qs(url.partition("?")[2]).items()}
+    if "true" not in [v.lower() for v in query.get("watch", [])]:
+        return None
+    try:
+        return max(0.0, float(query.get("timeoutseconds", [""])[0]))
+    except ValueError:
+        return None
 
 
 def _bounded(api_client: Any, deadline_at: float | None) -> Any:

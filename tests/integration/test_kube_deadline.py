@@ -284,3 +284,101 @@ def test_a_policy_read_from_a_silent_api_server_ends_the_scan_at_its_deadline(
     assert "list " in proc.stderr, proc.stderr  # names what was being read
     assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr, proc.stderr
     assert SECRET not in proc.stderr + proc.stdout
+
+
+def _lists_then_watch(body: Callable[[socket.socket, threading.Event], None]
+                      ) -> Callable[[socket.socket, threading.Event], None]:
+    """Answers a pod list (one per connection) with an empty list; a watch request gets ``body``."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            got = conn.recv(65536)
+            if not got:
+                return
+            buf += got
+        if b"watch=true" not in buf.split(b"\r\n", 1)[0]:
+            page = b'{"kind":"PodList","metadata":{"resourceVersion":"7"},"items":[]}'
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                         b"Content-Length: " + str(len(page)).encode() + b"\r\n\r\n" + page)
+            return
+        body(conn, stop)
+
+    return behaviour
+
+
+def _watch_line_without_end_close_framed(conn: socket.socket, stop: threading.Event) -> None:
+    """A watch reply framed by the connection's close, one line that never ends (96 MiB, then closed)."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+    pad = b"x" * (1024 * 1024)
+    for _ in range(96):
+        if stop.is_set():
+            return
+        conn.sendall(pad)
+
+
+def _watch_chunk_of_a_terabyte(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 + b"%x\r\n" % (1 << 40))
+    pad = b"x" * (1024 * 1024)
+    for _ in range(96):
+        if stop.is_set():
+            return
+        conn.sendall(pad)
+
+
+def _watch_trickled_past_its_timeout(conn: socket.socket, stop: threading.Event) -> None:
+    """A watch that ignores its timeoutSeconds: a blank line every 0.3 s (each read well inside the
+    read timeout), for 20 s."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(66):
+        if stop.wait(0.3):
+            return
+        conn.sendall(b"1\r\n\n\r\n")
+
+
+class _Sink:
+    def pod_seen(self, pod: object) -> None: ...
+    def pod_gone(self, uid: str) -> None: ...
+    def listed(self, namespace: str | None, uids: set[str]) -> None: ...
+
+
+@pytest.mark.parametrize("body", [_watch_line_without_end_close_framed, _watch_chunk_of_a_terabyte],
+                         ids=["close-framed", "chunk-of-a-terabyte"])
+def test_a_watch_event_without_end_is_cut_at_the_size_limit(
+    tmp_path: Path, fake_apiserver: Callable[..., int], body: Callable[..., None]
+) -> None:
+    """``serve --watch``: the client's stream(None) read a close-framed watch body whole, and the line
+    buffer grew without bound (96 MiB sent: ~900 MB resident for 400 MiB), and a chunk announced as a
+    terabyte was a MemoryError. A watch line over the reply limit now fails that watch (the informer
+    retries after its backoff) with the memory of one reply."""
+    from scanner.inventory import kube
+    from scanner.inventory.watch import PodInformer
+
+    port = fake_apiserver(_lists_then_watch(body))
+    api = kube.load_api_client(str(_kubeconfig(tmp_path, port)))
+    informer = PodInformer(api, _Sink(), timeout_seconds=5)
+    rv = informer._list(threading.Event())
+    with pytest.raises(kube.ResponseTooLarge, match="64 MiB"):
+        informer._watch_once(rv, threading.Event(), 5)
+
+
+def test_a_watch_that_ignores_its_timeout_is_cut_after_it(
+    tmp_path: Path, fake_apiserver: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch is asked to end after timeoutSeconds; a server that keeps it open with a byte now and
+    then (each read inside the read timeout) held the informer for ever (no re-list, no resume): it is
+    cut WATCH_SLACK after its timeoutSeconds."""
+    from scanner.inventory import kube
+    from scanner.inventory.watch import PodInformer
+    from scanner.registry.deadline import DeadlineExceeded
+
+    monkeypatch.setattr(kube, "WATCH_SLACK", 1.0)
+    port = fake_apiserver(_lists_then_watch(_watch_trickled_past_its_timeout))
+    api = kube.load_api_client(str(_kubeconfig(tmp_path, port)))
+    informer = PodInformer(api, _Sink(), timeout_seconds=1)
+    rv = informer._list(threading.Event())
+    began = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="within 2 s"):
+        informer._watch_once(rv, threading.Event(), 1)
+    assert time.monotonic() - began < 2 + 2.0
