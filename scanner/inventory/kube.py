@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any, Protocol
 
 from scanner.errors import ConfigError, InventoryError
@@ -55,6 +56,9 @@ MAX_ERROR_BODY_BYTES = 64 * 1024  # the body of a non-2xx reply is only ever a d
 _CHUNK = 64 * 1024
 WATCH_SLACK = 30.0  # seconds past a watch's timeoutSeconds before the stream is cut (the server ends it then)
 SCAN_DEADLINE = "scan deadline reached"
+# A kubeconfig's credential command (user.exec: aws eks get-token, gke-gcloud-auth-plugin, kubelogin) is
+# given this long to print its credential; the scan's --deadline cuts it earlier.
+EXEC_TIMEOUT = 60.0
 
 
 class ResponseTooLarge(ValueError):
@@ -267,9 +271,61 @@ def _watch_seconds(url: str) -> float | None:
         return None
 
 
+class _BoundedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """The process of a kubeconfig's credential command (``user.exec``, an auth-provider's ``cmd-path``):
+    the client waits for it with ``communicate()`` and no timeout, so a plugin that never ends (a login
+    waiting for a browser, a stuck cloud CLI) held ``load_api_client`` — and the scan, past its
+    ``--deadline`` — for ever. Here the wait is at most :data:`EXEC_TIMEOUT`, cut at the calling
+    thread's deadline; then the plugin is killed and the client told in words that never quote its
+    arguments (they can hold a client secret: the client logs what it is told)."""
+
+    def communicate(self, input: Any = None, timeout: float | None = None) -> Any:
+        left = deadlines.remaining()
+        limit = EXEC_TIMEOUT if left is None else max(0.0, min(EXEC_TIMEOUT, left))
+        if timeout is not None:
+            limit = min(limit, timeout)
+        try:
+            return super().communicate(input, limit)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            with suppress(subprocess.TimeoutExpired):  # a descendant still holding the pipes is left to them
+                super().communicate(None, 1.0)
+            program = os.path.basename(str(self.args[0] if isinstance(self.args, list | tuple) else self.args))
+            from kubernetes.config.config_exception import ConfigException
+
+            raise ConfigException(
+                f"the kubeconfig's credential command {program[:64]!r} did not finish within {limit:.1f} s; "
+                "killed") from None
+
+
+class _BoundedSubprocess:
+    """The ``subprocess`` module as the client's credential-command code sees it: Popen bounded."""
+
+    Popen = _BoundedPopen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+
+def _bound_credential_commands() -> None:
+    from kubernetes.config import exec_provider, kube_config
+
+    for module in (exec_provider, kube_config):
+        if getattr(module, "subprocess", None) is subprocess:
+            setattr(module, "subprocess", _BoundedSubprocess())  # noqa: B010 - the module has no stub for it
+
+
 def _bounded(api_client: Any, deadline_at: float | None) -> Any:
     rest = api_client.rest_client
     rest.pool_manager = _BoundedPoolManager(rest.pool_manager, deadline_at)
+    cfg = api_client.configuration
+    refresh = getattr(cfg, "refresh_api_key_hook", None)
+    if refresh is not None:  # an expired exec credential is fetched again before a request: the scan's too
+        def bounded_refresh(conf: Any) -> Any:
+            with deadlines.within(deadline_at, f"{SCAN_DEADLINE} while the kubeconfig's credential command ran"):
+                return refresh(conf)
+
+        cfg.refresh_api_key_hook = bounded_refresh
     return api_client
 
 
@@ -285,6 +341,13 @@ def load_api_client(
     naming the file. Its lines are never quoted (a kubeconfig holds tokens and keys): a YAML error
     is reported by position only, any other parse failure by its type. A failing in-cluster config
     (no service account token) is the environment's: an InventoryError (exit 3)."""
+
+    _bound_credential_commands()
+    with deadlines.within(deadline, f"{SCAN_DEADLINE} while the kubeconfig's credential command ran"):
+        return _load_api_client(kubeconfig, context, deadline)
+
+
+def _load_api_client(kubeconfig: str | None, context: str | None, deadline: float | None) -> Any:
     from kubernetes import client, config
 
     if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):

@@ -118,7 +118,7 @@ def _kubeconfig(tmp_path: Path, port: int) -> Path:
 
 
 def _scan(
-    tmp_path: Path, port: int, *extra: str, deadline: float | None = DEADLINE
+    tmp_path: Path, port: int, *extra: str, deadline: float | None = DEADLINE, kubeconfig: Path | None = None
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -126,7 +126,7 @@ def _scan(
     (tmp_path / "policy.yaml").write_text(POLICY)
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     (tmp_path / "k.pub").write_bytes(key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    kubeconfig = _kubeconfig(tmp_path, port)
+    kubeconfig = kubeconfig or _kubeconfig(tmp_path, port)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "KUBECONFIG"))}
     cmd = [sys.executable, "-m", "scanner.cli", "scan", "--no-progress", "-o", "none",
            "--policy", str(tmp_path / "policy.yaml"), "--kubeconfig", str(kubeconfig), *extra]
@@ -382,3 +382,25 @@ def test_a_watch_that_ignores_its_timeout_is_cut_after_it(
     with pytest.raises(DeadlineExceeded, match="within 2 s"):
         informer._watch_once(rv, threading.Event(), 1)
     assert time.monotonic() - began < 2 + 2.0
+
+
+def test_a_credential_command_that_never_ends_is_killed_at_the_scan_deadline(
+    tmp_path: Path, fake_apiserver: Callable[..., int]
+) -> None:
+    """A kubeconfig ``user.exec`` plugin that never prints (a login waiting for a browser, a stuck cloud
+    CLI): the client waits for it without a timeout, so ``scan --deadline 3s`` waited as long as the
+    plugin did. It is killed at the deadline, and its arguments (a client secret) are never printed."""
+    port = fake_apiserver(_silent)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+        "users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1beta1, command: /bin/sh,"
+        f" args: ['-c', 'sleep 45 # --oidc-client-secret={SECRET}']}}}}}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    proc, elapsed = _scan(tmp_path, port, "--no-store", kubeconfig=kubeconfig)
+    assert proc.returncode == 3, proc.stderr
+    assert elapsed <= DEADLINE + MARGIN + 2, f"a {DEADLINE:g} s deadline took {elapsed:.1f} s"  # (+ the kill)
+    assert "credential command 'sh' did not finish" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and SECRET not in proc.stderr + proc.stdout
