@@ -430,6 +430,24 @@ def _load(resp: Any) -> dict[str, Any]:
     return data
 
 
+def _page(page: Mapping[str, Any], what: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The pods and the continue token of one list page, or InventoryError: a page whose items are not
+    a list of objects (each with an object for metadata) is never read as fewer pods."""
+    meta = page.get("metadata")
+    items = page.get("items")
+    token = meta.get("continue") if isinstance(meta, dict) else None
+    if meta is not None and not isinstance(meta, dict):
+        raise InventoryError(f"{what}: the API server's list has a metadata that is not an object")
+    if items is not None and not isinstance(items, list):
+        raise InventoryError(f"{what}: the API server's list has items that are not a list")
+    if not all(isinstance(i, dict) and isinstance(i.get("metadata", {}), dict) for i in items or ()):
+        raise InventoryError(f"{what}: the API server's list has items that are not pods (each an object "
+                             "with an object for metadata)")
+    if token is not None and not isinstance(token, str):
+        raise InventoryError(f"{what}: the API server's list has a continue token that is not a string")
+    return items or [], token or None
+
+
 def iter_pods(
     *,
     api_client: Any = None,
@@ -457,6 +475,8 @@ def iter_pods(
     for ns in targets:
         restarts = 0
         token: str | None = None
+        tokens: set[str] = set()  # the continue tokens of this list so far
+        what = f"list pods in namespace {ns}" if ns else "list pods in all namespaces"
         while True:
             try:
                 if ns is None:
@@ -468,9 +488,8 @@ def iter_pods(
                 if exc.status == 410 and token is not None and restarts < MAX_LIST_RESTARTS:
                     restarts += 1
                     log.warning("pod list continue token expired (410 Gone); restarting the list")
-                    token = None
+                    token, tokens = None, set()
                     continue
-                what = f"list pods in namespace {ns}" if ns else "list pods in all namespaces"
                 err = _api_error(exc, what)
                 if ns is not None and exc.status == 403 and problems is not None:
                     problems.append(str(err))
@@ -478,12 +497,10 @@ def iter_pods(
                 raise err from exc
             except Exception as exc:
                 if _transport_error(exc):
-                    what = f"list pods in namespace {ns}" if ns else "list pods in all namespaces"
-                    raise _api_error(exc, what) from exc
+                        raise _api_error(exc, what) from exc
                 raise
-            for pod in page.get("items") or []:
-                if not isinstance(pod, dict):
-                    continue
+            items, token = _page(page, what)
+            for pod in items:
                 meta = pod.get("metadata") or {}
                 uid = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
                 if uid in seen:
@@ -492,9 +509,12 @@ def iter_pods(
                     continue
                 seen.add(uid)
                 yield pod
-            token = (page.get("metadata") or {}).get("continue") or None
             if not token:
                 break
+            if token in tokens:  # a server handing back a token twice would page for ever (no --deadline)
+                raise InventoryError(f"{what}: the API server sent a continue token it had sent before; "
+                                     "the list would never end")
+            tokens.add(token)
 
 
 class KubeOwnerResolver:

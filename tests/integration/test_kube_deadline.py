@@ -404,3 +404,70 @@ def test_a_credential_command_that_never_ends_is_killed_at_the_scan_deadline(
     assert elapsed <= DEADLINE + MARGIN + 2, f"a {DEADLINE:g} s deadline took {elapsed:.1f} s"  # (+ the kill)
     assert "credential command 'sh' did not finish" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and SECRET not in proc.stderr + proc.stdout
+
+
+def _answers(page: bytes) -> Callable[[socket.socket, threading.Event], None]:
+    """Answers every request on the connection with the pod list ``page``."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        buf = b""
+        while not stop.is_set():
+            while b"\r\n\r\n" not in buf:
+                got = conn.recv(65536)
+                if not got:
+                    return
+                buf += got
+            _, _, buf = buf.partition(b"\r\n\r\n")
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                         + str(len(page)).encode() + b"\r\n\r\n" + page)
+
+    return behaviour
+
+
+_POD = '{"metadata": {"name": "p", "namespace": "ns", "uid": "u1"}, "spec": {"containers": []}}'
+
+
+@pytest.mark.parametrize(("page", "words"), [
+    ('{"kind": "PodList", "metadata": {"continue": "again"}, "items": [' + _POD + "]}", "continue token"),
+    ('{"kind": "PodList", "metadata": [], "items": []}', "metadata"),
+    ('{"kind": "PodList", "metadata": {}, "items": "' + "x" * 50 + '"}', "items"),
+    ('{"kind": "PodList", "metadata": {}, "items": {"a": ' + _POD + "}}", "items"),
+    ('{"kind": "PodList", "metadata": {}, "items": [' + _POD + ", 7]}", "items"),
+    ('{"kind": "PodList", "metadata": {}, "items": [{"metadata": []}]}', "metadata"),
+], ids=["repeated-continue-token", "metadata-a-list", "items-a-string",
+        "items-an-object", "an-item-not-an-object", "a-pod-metadata-a-list"])
+def test_a_malformed_or_endless_pod_list_fails_the_scan_never_reads_as_complete(
+    tmp_path: Path, fake_apiserver: Callable[..., int], page: str, words: str
+) -> None:
+    """A page handing back a continue token it had sent paged for ever without --deadline; a page whose
+    items are not a list of objects was read as fewer pods (a complete scan, exit 0), and a metadata
+    that is not an object was an unexpected error."""
+    port = fake_apiserver(_answers(page.encode()))
+    proc, _ = _scan(tmp_path, port, "--no-store", deadline=None)
+    assert proc.returncode == 3, proc.stderr
+    assert "list pods" in proc.stderr and words in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr, proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout
+
+
+def test_a_malformed_pod_list_never_tells_the_watch_every_pod_is_gone(
+    tmp_path: Path, fake_apiserver: Callable[..., int]
+) -> None:
+    """``serve --watch``: a list whose items are not a list of pods was read as no pods, and the sink
+    told that every pod it knew was gone; it is a failed list (retried after the informer's backoff)."""
+    from scanner.errors import InventoryError
+    from scanner.inventory import kube
+    from scanner.inventory.watch import PodInformer
+
+    listed: list[set[str]] = []
+
+    class Sink(_Sink):
+        def listed(self, namespace: str | None, uids: set[str]) -> None:
+            listed.append(uids)
+
+    page = b'{"kind": "PodList", "metadata": {"resourceVersion": "7"}, "items": "' + b"x" * 50 + b'"}'
+    port = fake_apiserver(_answers(page))
+    informer = PodInformer(kube.load_api_client(str(_kubeconfig(tmp_path, port))), Sink())
+    with pytest.raises(InventoryError, match="items"):
+        informer._list(threading.Event())
+    assert listed == []
