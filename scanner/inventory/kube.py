@@ -46,7 +46,7 @@ MAX_LIST_RESTARTS = 3
 # there is one, cuts everything earlier.
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
-TOTAL_TIMEOUT = 120.0  # one request with its body, a trickle included (watch streams excepted)
+TOTAL_TIMEOUT = 120.0  # one request with its body, a trickle included (a watch: its timeoutSeconds + WATCH_SLACK)
 # One reply at most: a page is at most --page-size pods (500 by default, 5,000 at most); a fat pod
 # (many containers, env, managedFields) is 10-30 KB of JSON, so a default page of fat pods is a
 # few MB and 64 MiB leaves room for 5,000 pods of ~13 KB. Over it the scan fails (lower --page-size)
