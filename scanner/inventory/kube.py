@@ -438,6 +438,8 @@ def _page(page: Mapping[str, Any], what: str) -> tuple[list[dict[str, Any]], str
     token = meta.get("continue") if isinstance(meta, dict) else None
     if meta is not None and not isinstance(meta, dict):
         raise InventoryError(f"{what}: the API server's list has a metadata that is not an object")
+    if "items" not in page:  # the API server's lists always carry it (null when empty): a Status, an empty {}
+        raise InventoryError(f"{what}: the API server's reply is not a list (no items)")
     if items is not None and not isinstance(items, list):
         raise InventoryError(f"{what}: the API server's list has items that are not a list")
     if not all(isinstance(i, dict) and isinstance(i.get("metadata", {}), dict) for i in items or ()):

@@ -434,8 +434,9 @@ _POD = '{"metadata": {"name": "p", "namespace": "ns", "uid": "u1"}, "spec": {"co
     ('{"kind": "PodList", "metadata": {}, "items": {"a": ' + _POD + "}}", "items"),
     ('{"kind": "PodList", "metadata": {}, "items": [' + _POD + ", 7]}", "items"),
     ('{"kind": "PodList", "metadata": {}, "items": [{"metadata": []}]}', "metadata"),
+    ('{"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "try later"}', "items"),
 ], ids=["repeated-continue-token", "metadata-a-list", "items-a-string",
-        "items-an-object", "an-item-not-an-object", "a-pod-metadata-a-list"])
+        "items-an-object", "an-item-not-an-object", "a-pod-metadata-a-list", "a-status-with-200"])
 def test_a_malformed_or_endless_pod_list_fails_the_scan_never_reads_as_complete(
     tmp_path: Path, fake_apiserver: Callable[..., int], page: str, words: str
 ) -> None:
