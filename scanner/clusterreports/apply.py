@@ -101,12 +101,17 @@ def _ours(obj: Mapping[str, Any], cluster: str) -> bool:
 
 def _pages(list_fn: Any, selector: str) -> Iterator[dict[str, Any]]:
     cont: str | None = None
+    seen: set[str] = set()
     while True:
         page = list_fn(selector, cont)
         yield from page.get("items") or []
         cont = (page.get("metadata") or {}).get("continue") or None
         if not cont:
             return
+        if not isinstance(cont, str) or cont in seen:  # handed back twice: the list would never end
+            raise ValueError("the API server sent a continue token it had sent before (or not a string); "
+                             "the list would never end")
+        seen.add(cont)
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str | None, str]:

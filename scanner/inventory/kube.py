@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any, Protocol
 
 from scanner.errors import ConfigError, InventoryError
@@ -45,7 +46,7 @@ MAX_LIST_RESTARTS = 3
 # there is one, cuts everything earlier.
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
-TOTAL_TIMEOUT = 120.0  # one request with its body, a trickle included (watch streams excepted)
+TOTAL_TIMEOUT = 120.0  # one request with its body, a trickle included (a watch: its timeoutSeconds + WATCH_SLACK)
 # One reply at most: a page is at most --page-size pods (500 by default, 5,000 at most); a fat pod
 # (many containers, env, managedFields) is 10-30 KB of JSON, so a default page of fat pods is a
 # few MB and 64 MiB leaves room for 5,000 pods of ~13 KB. Over it the scan fails (lower --page-size)
@@ -53,7 +54,11 @@ TOTAL_TIMEOUT = 120.0  # one request with its body, a trickle included (watch st
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024  # the body of a non-2xx reply is only ever a diagnostic: cut there
 _CHUNK = 64 * 1024
+WATCH_SLACK = 30.0  # seconds past a watch's timeoutSeconds before the stream is cut (the server ends it then)
 SCAN_DEADLINE = "scan deadline reached"
+# A kubeconfig's credential command (user.exec: aws eks get-token, gke-gcloud-auth-plugin, kubelogin) is
+# given this long to print its credential; the scan's --deadline cuts it earlier.
+EXEC_TIMEOUT = 60.0
 
 
 class ResponseTooLarge(ValueError):
@@ -129,26 +134,53 @@ class _BoundedResponse:
                     self._check()
         except BaseException as exc:
             self._r.close()  # a connection left mid-body never goes back to the pool
-            words = deadlines.expired()
-            if words and not isinstance(exc, deadlines.DeadlineExceeded | ResponseTooLarge):
-                from scanner.registry.transport import DeadlineTimeout
-
-                raise DeadlineTimeout(words) from exc
-            raise
+            cut = _deadline_words(exc)
+            if cut is exc:
+                raise
+            raise cut from exc
         self._r.release_conn()
         return bytes(body)
 
     def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
-        """urllib3's own stream (a watch's events as they come: a chunked reply's chunks, never a wait for
-        a full buffer), each step under the request's deadlines."""
-        chunks = self._r.stream(amt, decode_content=decode_content)
-        while True:
-            with self._within():
-                self._check()
-                chunk = next(chunks, None)
-            if chunk is None:
-                return
-            yield chunk
+        """A watch's events as they come, each step under the request's deadlines and at most
+        :data:`_CHUNK` bytes: a chunked reply's chunks (a chunk announced as a terabyte is read a piece
+        at a time), else whatever the socket has (``read1``: never a wait for a full buffer, never the
+        body to its end — urllib3's ``stream(None)`` reads it whole). Only whole lines are handed on
+        (the client's ``iter_resp_lines`` searches its whole buffer for a newline at every step: a long
+        line in small pieces would cost quadratic time); a line over :data:`MAX_RESPONSE_BYTES` fails
+        the stream (:class:`ResponseTooLarge`) rather than grow for ever."""
+        step = _CHUNK if amt is None else max(1, min(amt, _CHUNK))
+        if self._r.chunked:
+            pieces: Iterator[bytes] = self._r.stream(step, decode_content=decode_content)
+        else:
+            pieces = iter(lambda: bytes(self._r.read1(step, decode_content=decode_content)), b"")
+        pending = bytearray()  # the bytes after the last newline
+        try:
+            while True:
+                with self._within():
+                    self._check()
+                    piece = next(pieces, None)
+                if piece is None:
+                    break
+                newline = piece.rfind(b"\n")
+                if newline < 0:
+                    pending += piece
+                    if len(pending) > MAX_RESPONSE_BYTES:
+                        raise ResponseTooLarge(
+                            f"a watch event is over the {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB limit on one "
+                            "Kubernetes API response")
+                    continue
+                line = bytes(pending) + piece[:newline + 1]
+                pending = bytearray(piece[newline + 1:])
+                yield line
+        except BaseException as exc:
+            self._r.close()  # a stream left mid-body never goes back to the pool
+            cut = _deadline_words(exc)
+            if cut is exc:
+                raise
+            raise cut from exc
+        if pending:
+            yield bytes(pending)
 
     @property
     def connection(self) -> Any:
@@ -160,6 +192,19 @@ class _BoundedResponse:
 
     def close(self) -> None:
         self._r.close()
+
+
+def _deadline_words(exc: BaseException) -> BaseException:
+    """What to raise for ``exc`` met reading a reply: the words of a deadline that has passed (the read
+    was cut by it), else ``exc`` itself."""
+    if isinstance(exc, deadlines.DeadlineExceeded | ResponseTooLarge):
+        return exc
+    words = deadlines.expired() or deadlines.cause(exc)
+    if words:
+        from scanner.registry.transport import DeadlineTimeout
+
+        return DeadlineTimeout(words)
+    return exc
 
 
 class _BoundedPoolManager:
@@ -184,14 +229,15 @@ class _BoundedPoolManager:
             timeout = kw["timeout"] = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)
         given = timeout.total if isinstance(timeout, urllib3.Timeout) else None
         total = float(given) if isinstance(given, int | float) and given > 0 else TOTAL_TIMEOUT
-        # A watch stream is long by design (the server ends it after timeoutSeconds; the caller's read
-        # timeout covers a silent one): only the scan deadline bounds it.
-        query = url.partition("?")[2].lower()
-        watching = "watch=true" in query.split("&")
+        # A watch stream is long by design: the server ends it after the timeoutSeconds it was asked for,
+        # so that, and WATCH_SLACK, is its total (a server that ignores it and trickles a byte a read
+        # timeout would hold it for ever); a watch that names none gets the total of any request.
+        watch_for = _watch_seconds(url)
+        if watch_for is not None:
+            total = watch_for + WATCH_SLACK
         scopes = (
             (self._deadline, f"{SCAN_DEADLINE} while the Kubernetes API was read"),
-            (None if watching else time.monotonic() + total,
-             f"no complete reply from the Kubernetes API within {total:g} s"),
+            (time.monotonic() + total, f"no complete reply from the Kubernetes API within {total:g} s"),
         )
         stack = ExitStack()
         with stack:
@@ -212,9 +258,74 @@ class _BoundedPoolManager:
         self._inner.clear()
 
 
+def _watch_seconds(url: str) -> float | None:
+    """The ``timeoutSeconds`` of a watch request (``watch=true``), or None (not a watch, or none named)."""
+    from urllib.parse import parse_qs
+
+    query = {k.lower(): v for k, v in parse_qs(url.partition("?")[2]).items()}
+    if "true" not in [v.lower() for v in query.get("watch", [])]:
+        return None
+    try:
+        return max(0.0, float(query.get("timeoutseconds", [""])[0]))
+    except ValueError:
+        return None
+
+
+class _BoundedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """The process of a kubeconfig's credential command (``user.exec``, an auth-provider's ``cmd-path``):
+    the client waits for it with ``communicate()`` and no timeout, so a plugin that never ends (a login
+    waiting for a browser, a stuck cloud CLI) held ``load_api_client`` — and the scan, past its
+    ``--deadline`` — for ever. Here the wait is at most :data:`EXEC_TIMEOUT`, cut at the calling
+    thread's deadline; then the plugin is killed and the client told in words that never quote its
+    arguments (they can hold a client secret: the client logs what it is told)."""
+
+    def communicate(self, input: Any = None, timeout: float | None = None) -> Any:
+        left = deadlines.remaining()
+        limit = EXEC_TIMEOUT if left is None else max(0.0, min(EXEC_TIMEOUT, left))
+        if timeout is not None:
+            limit = min(limit, timeout)
+        try:
+            return super().communicate(input, limit)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            with suppress(subprocess.TimeoutExpired):  # a descendant still holding the pipes is left to them
+                super().communicate(None, 1.0)
+            program = os.path.basename(str(self.args[0] if isinstance(self.args, list | tuple) else self.args))
+            from kubernetes.config.config_exception import ConfigException
+
+            raise ConfigException(
+                f"the kubeconfig's credential command {program[:64]!r} did not finish within {limit:.1f} s; "
+                "killed") from None
+
+
+class _BoundedSubprocess:
+    """The ``subprocess`` module as the client's credential-command code sees it: Popen bounded."""
+
+    Popen = _BoundedPopen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+
+def _bound_credential_commands() -> None:
+    from kubernetes.config import exec_provider, kube_config
+
+    for module in (exec_provider, kube_config):
+        if getattr(module, "subprocess", None) is subprocess:
+            setattr(module, "subprocess", _BoundedSubprocess())  # noqa: B010 - the module has no stub for it
+
+
 def _bounded(api_client: Any, deadline_at: float | None) -> Any:
     rest = api_client.rest_client
     rest.pool_manager = _BoundedPoolManager(rest.pool_manager, deadline_at)
+    cfg = api_client.configuration
+    refresh = getattr(cfg, "refresh_api_key_hook", None)
+    if refresh is not None:  # an expired exec credential is fetched again before a request: the scan's too
+        def bounded_refresh(conf: Any) -> Any:
+            with deadlines.within(deadline_at, f"{SCAN_DEADLINE} while the kubeconfig's credential command ran"):
+                return refresh(conf)
+
+        cfg.refresh_api_key_hook = bounded_refresh
     return api_client
 
 
@@ -230,6 +341,13 @@ def load_api_client(
     naming the file. Its lines are never quoted (a kubeconfig holds tokens and keys): a YAML error
     is reported by position only, any other parse failure by its type. A failing in-cluster config
     (no service account token) is the environment's: an InventoryError (exit 3)."""
+
+    _bound_credential_commands()
+    with deadlines.within(deadline, f"{SCAN_DEADLINE} while the kubeconfig's credential command ran"):
+        return _load_api_client(kubeconfig, context, deadline)
+
+
+def _load_api_client(kubeconfig: str | None, context: str | None, deadline: float | None) -> Any:
     from kubernetes import client, config
 
     if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -312,6 +430,26 @@ def _load(resp: Any) -> dict[str, Any]:
     return data
 
 
+def _page(page: Mapping[str, Any], what: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The pods and the continue token of one list page, or InventoryError: a page whose items are not
+    a list of objects (each with an object for metadata) is never read as fewer pods."""
+    meta = page.get("metadata")
+    items = page.get("items")
+    token = meta.get("continue") if isinstance(meta, dict) else None
+    if meta is not None and not isinstance(meta, dict):
+        raise InventoryError(f"{what}: the API server's list has a metadata that is not an object")
+    if "items" not in page:  # the API server's lists always carry it (null when empty): a Status, an empty {}
+        raise InventoryError(f"{what}: the API server's reply is not a list (no items)")
+    if items is not None and not isinstance(items, list):
+        raise InventoryError(f"{what}: the API server's list has items that are not a list")
+    if not all(isinstance(i, dict) and isinstance(i.get("metadata", {}), dict) for i in items or ()):
+        raise InventoryError(f"{what}: the API server's list has items that are not pods (each an object "
+                             "with an object for metadata)")
+    if token is not None and not isinstance(token, str):
+        raise InventoryError(f"{what}: the API server's list has a continue token that is not a string")
+    return items or [], token or None
+
+
 def iter_pods(
     *,
     api_client: Any = None,
@@ -339,6 +477,8 @@ def iter_pods(
     for ns in targets:
         restarts = 0
         token: str | None = None
+        tokens: set[str] = set()  # the continue tokens of this list so far
+        what = f"list pods in namespace {ns}" if ns else "list pods in all namespaces"
         while True:
             try:
                 if ns is None:
@@ -350,9 +490,8 @@ def iter_pods(
                 if exc.status == 410 and token is not None and restarts < MAX_LIST_RESTARTS:
                     restarts += 1
                     log.warning("pod list continue token expired (410 Gone); restarting the list")
-                    token = None
+                    token, tokens = None, set()
                     continue
-                what = f"list pods in namespace {ns}" if ns else "list pods in all namespaces"
                 err = _api_error(exc, what)
                 if ns is not None and exc.status == 403 and problems is not None:
                     problems.append(str(err))
@@ -360,12 +499,10 @@ def iter_pods(
                 raise err from exc
             except Exception as exc:
                 if _transport_error(exc):
-                    what = f"list pods in namespace {ns}" if ns else "list pods in all namespaces"
-                    raise _api_error(exc, what) from exc
+                        raise _api_error(exc, what) from exc
                 raise
-            for pod in page.get("items") or []:
-                if not isinstance(pod, dict):
-                    continue
+            items, token = _page(page, what)
+            for pod in items:
                 meta = pod.get("metadata") or {}
                 uid = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
                 if uid in seen:
@@ -374,9 +511,12 @@ def iter_pods(
                     continue
                 seen.add(uid)
                 yield pod
-            token = (page.get("metadata") or {}).get("continue") or None
             if not token:
                 break
+            if token in tokens:  # a server handing back a token twice would page for ever (no --deadline)
+                raise InventoryError(f"{what}: the API server sent a continue token it had sent before; "
+                                     "the list would never end")
+            tokens.add(token)
 
 
 class KubeOwnerResolver:

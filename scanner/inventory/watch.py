@@ -243,8 +243,11 @@ class PodInformer:
         resourceVersion. A 410 on a ``continue`` token restarts the list."""
         from kubernetes.client.exceptions import ApiException
 
+        from scanner.inventory.kube import _page
+
         uids: set[str] = set()
         token: str | None = None
+        tokens: set[str] = set()
         rv = ""
         restarts = 0
         while True:
@@ -255,11 +258,12 @@ class PodInformer:
             except ApiException as exc:
                 if exc.status == 410 and token is not None and restarts < 3:
                     restarts += 1
-                    token, uids = None, set()
+                    token, uids, tokens = None, set(), set()
                     continue
                 raise
             self.status.last_contact = self._now()
-            for item in page.get("items") or []:
+            items, token = _page(page, "list pods")  # never fewer pods (all of them "gone") for a malformed page
+            for item in items:
                 pod = slim_pod(item)
                 if pod is None:
                     continue
@@ -271,9 +275,11 @@ class PodInformer:
             meta = page.get("metadata") if isinstance(page.get("metadata"), Mapping) else {}
             assert isinstance(meta, Mapping)
             rv = str(meta.get("resourceVersion") or rv)
-            token = meta.get("continue") or None
             if not token:
                 break
+            if token in tokens:  # a server handing back a token twice would page for ever
+                raise ValueError("the API server sent a continue token it had sent before; the list would never end")
+            tokens.add(token)
         if not rv:
             raise ValueError("the pod list carries no resourceVersion")
         self.sink.listed(self.namespace, uids)

@@ -118,7 +118,7 @@ def _kubeconfig(tmp_path: Path, port: int) -> Path:
 
 
 def _scan(
-    tmp_path: Path, port: int, *extra: str, deadline: float | None = DEADLINE
+    tmp_path: Path, port: int, *extra: str, deadline: float | None = DEADLINE, kubeconfig: Path | None = None
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -126,7 +126,7 @@ def _scan(
     (tmp_path / "policy.yaml").write_text(POLICY)
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     (tmp_path / "k.pub").write_bytes(key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    kubeconfig = _kubeconfig(tmp_path, port)
+    kubeconfig = kubeconfig or _kubeconfig(tmp_path, port)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "KUBECONFIG"))}
     cmd = [sys.executable, "-m", "scanner.cli", "scan", "--no-progress", "-o", "none",
            "--policy", str(tmp_path / "policy.yaml"), "--kubeconfig", str(kubeconfig), *extra]
@@ -284,3 +284,191 @@ def test_a_policy_read_from_a_silent_api_server_ends_the_scan_at_its_deadline(
     assert "list " in proc.stderr, proc.stderr  # names what was being read
     assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr, proc.stderr
     assert SECRET not in proc.stderr + proc.stdout
+
+
+def _lists_then_watch(body: Callable[[socket.socket, threading.Event], None]
+                      ) -> Callable[[socket.socket, threading.Event], None]:
+    """Answers a pod list (one per connection) with an empty list; a watch request gets ``body``."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            got = conn.recv(65536)
+            if not got:
+                return
+            buf += got
+        if b"watch=true" not in buf.split(b"\r\n", 1)[0]:
+            page = b'{"kind":"PodList","metadata":{"resourceVersion":"7"},"items":[]}'
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                         b"Content-Length: " + str(len(page)).encode() + b"\r\n\r\n" + page)
+            return
+        body(conn, stop)
+
+    return behaviour
+
+
+def _watch_line_without_end_close_framed(conn: socket.socket, stop: threading.Event) -> None:
+    """A watch reply framed by the connection's close, one line that never ends (96 MiB, then closed)."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+    pad = b"x" * (1024 * 1024)
+    for _ in range(96):
+        if stop.is_set():
+            return
+        conn.sendall(pad)
+
+
+def _watch_chunk_of_a_terabyte(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 + b"%x\r\n" % (1 << 40))
+    pad = b"x" * (1024 * 1024)
+    for _ in range(96):
+        if stop.is_set():
+            return
+        conn.sendall(pad)
+
+
+def _watch_trickled_past_its_timeout(conn: socket.socket, stop: threading.Event) -> None:
+    """A watch that ignores its timeoutSeconds: a blank line every 0.3 s (each read well inside the
+    read timeout), for 20 s."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(66):
+        if stop.wait(0.3):
+            return
+        conn.sendall(b"1\r\n\n\r\n")
+
+
+class _Sink:
+    def pod_seen(self, pod: object) -> None: ...
+    def pod_gone(self, uid: str) -> None: ...
+    def listed(self, namespace: str | None, uids: set[str]) -> None: ...
+
+
+@pytest.mark.parametrize("body", [_watch_line_without_end_close_framed, _watch_chunk_of_a_terabyte],
+                         ids=["close-framed", "chunk-of-a-terabyte"])
+def test_a_watch_event_without_end_is_cut_at_the_size_limit(
+    tmp_path: Path, fake_apiserver: Callable[..., int], body: Callable[..., None]
+) -> None:
+    """``serve --watch``: the client's stream(None) read a close-framed watch body whole, and the line
+    buffer grew without bound (96 MiB sent: ~900 MB resident for 400 MiB), and a chunk announced as a
+    terabyte was a MemoryError. A watch line over the reply limit now fails that watch (the informer
+    retries after its backoff) with the memory of one reply."""
+    from scanner.inventory import kube
+    from scanner.inventory.watch import PodInformer
+
+    port = fake_apiserver(_lists_then_watch(body))
+    api = kube.load_api_client(str(_kubeconfig(tmp_path, port)))
+    informer = PodInformer(api, _Sink(), timeout_seconds=5)
+    rv = informer._list(threading.Event())
+    with pytest.raises(kube.ResponseTooLarge, match="64 MiB"):
+        informer._watch_once(rv, threading.Event(), 5)
+
+
+def test_a_watch_that_ignores_its_timeout_is_cut_after_it(
+    tmp_path: Path, fake_apiserver: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch is asked to end after timeoutSeconds; a server that keeps it open with a byte now and
+    then (each read inside the read timeout) held the informer for ever (no re-list, no resume): it is
+    cut WATCH_SLACK after its timeoutSeconds."""
+    from scanner.inventory import kube
+    from scanner.inventory.watch import PodInformer
+    from scanner.registry.deadline import DeadlineExceeded
+
+    monkeypatch.setattr(kube, "WATCH_SLACK", 1.0)
+    port = fake_apiserver(_lists_then_watch(_watch_trickled_past_its_timeout))
+    api = kube.load_api_client(str(_kubeconfig(tmp_path, port)))
+    informer = PodInformer(api, _Sink(), timeout_seconds=1)
+    rv = informer._list(threading.Event())
+    began = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="within 2 s"):
+        informer._watch_once(rv, threading.Event(), 1)
+    assert time.monotonic() - began < 2 + 2.0
+
+
+def test_a_credential_command_that_never_ends_is_killed_at_the_scan_deadline(
+    tmp_path: Path, fake_apiserver: Callable[..., int]
+) -> None:
+    """A kubeconfig ``user.exec`` plugin that never prints (a login waiting for a browser, a stuck cloud
+    CLI): the client waits for it without a timeout, so ``scan --deadline 3s`` waited as long as the
+    plugin did. It is killed at the deadline, and its arguments (a client secret) are never printed."""
+    port = fake_apiserver(_silent)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+        "users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1beta1, command: /bin/sh,"
+        f" args: ['-c', 'sleep 45 # --oidc-client-secret={SECRET}']}}}}}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    proc, elapsed = _scan(tmp_path, port, "--no-store", kubeconfig=kubeconfig)
+    assert proc.returncode == 3, proc.stderr
+    assert elapsed <= DEADLINE + MARGIN + 2, f"a {DEADLINE:g} s deadline took {elapsed:.1f} s"  # (+ the kill)
+    assert "credential command 'sh' did not finish" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and SECRET not in proc.stderr + proc.stdout
+
+
+def _answers(page: bytes) -> Callable[[socket.socket, threading.Event], None]:
+    """Answers every request on the connection with the pod list ``page``."""
+
+    def behaviour(conn: socket.socket, stop: threading.Event) -> None:
+        buf = b""
+        while not stop.is_set():
+            while b"\r\n\r\n" not in buf:
+                got = conn.recv(65536)
+                if not got:
+                    return
+                buf += got
+            _, _, buf = buf.partition(b"\r\n\r\n")
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                         + str(len(page)).encode() + b"\r\n\r\n" + page)
+
+    return behaviour
+
+
+_POD = '{"metadata": {"name": "p", "namespace": "ns", "uid": "u1"}, "spec": {"containers": []}}'
+
+
+@pytest.mark.parametrize(("page", "words"), [
+    ('{"kind": "PodList", "metadata": {"continue": "again"}, "items": [' + _POD + "]}", "continue token"),
+    ('{"kind": "PodList", "metadata": [], "items": []}', "metadata"),
+    ('{"kind": "PodList", "metadata": {}, "items": "' + "x" * 50 + '"}', "items"),
+    ('{"kind": "PodList", "metadata": {}, "items": {"a": ' + _POD + "}}", "items"),
+    ('{"kind": "PodList", "metadata": {}, "items": [' + _POD + ", 7]}", "items"),
+    ('{"kind": "PodList", "metadata": {}, "items": [{"metadata": []}]}', "metadata"),
+    ('{"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "try later"}', "items"),
+], ids=["repeated-continue-token", "metadata-a-list", "items-a-string",
+        "items-an-object", "an-item-not-an-object", "a-pod-metadata-a-list", "a-status-with-200"])
+def test_a_malformed_or_endless_pod_list_fails_the_scan_never_reads_as_complete(
+    tmp_path: Path, fake_apiserver: Callable[..., int], page: str, words: str
+) -> None:
+    """A page handing back a continue token it had sent paged for ever without --deadline; a page whose
+    items are not a list of objects was read as fewer pods (a complete scan, exit 0), and a metadata
+    that is not an object was an unexpected error."""
+    port = fake_apiserver(_answers(page.encode()))
+    proc, _ = _scan(tmp_path, port, "--no-store", deadline=None)
+    assert proc.returncode == 3, proc.stderr
+    assert "list pods" in proc.stderr and words in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr, proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout
+
+
+def test_a_malformed_pod_list_never_tells_the_watch_every_pod_is_gone(
+    tmp_path: Path, fake_apiserver: Callable[..., int]
+) -> None:
+    """``serve --watch``: a list whose items are not a list of pods was read as no pods, and the sink
+    told that every pod it knew was gone; it is a failed list (retried after the informer's backoff)."""
+    from scanner.errors import InventoryError
+    from scanner.inventory import kube
+    from scanner.inventory.watch import PodInformer
+
+    listed: list[set[str]] = []
+
+    class Sink(_Sink):
+        def listed(self, namespace: str | None, uids: set[str]) -> None:
+            listed.append(uids)
+
+    page = b'{"kind": "PodList", "metadata": {"resourceVersion": "7"}, "items": "' + b"x" * 50 + b'"}'
+    port = fake_apiserver(_answers(page))
+    informer = PodInformer(kube.load_api_client(str(_kubeconfig(tmp_path, port))), Sink())
+    with pytest.raises(InventoryError, match="items"):
+        informer._list(threading.Event())
+    assert listed == []

@@ -191,3 +191,24 @@ def test_cluster_names_sharing_a_label_value_never_prune_each_other() -> None:
         api.objects["gone", "sigaudit"]["metadata"]["namespace"] = "gone"
         out = apply_reports(dataclasses.replace(_shop_scan(), cluster=mine), FLAVOR, api)
         assert out.deleted == ["gone/sigaudit"], (mine, theirs)
+
+
+def test_a_list_whose_continue_token_comes_back_ends_as_a_problem_never_a_loop() -> None:
+    """``--reports`` lists the existing reports page by page with no deadline (after the scan): a server
+    handing back the same continue token paged for ever. Here the fake stops after 50 pages (the old
+    code's endless loop) and the problem must name the repeated token."""
+    api = MemoryReports()
+    api.put("gone", "sigaudit", OURS, FIELD_MANAGER)
+    calls = []
+
+    def list_namespaced(selector: str, cont: str | None) -> dict[str, Any]:
+        calls.append(cont)
+        if len(calls) > 50:
+            raise RuntimeError("still paging")
+        return {"items": [], "metadata": {"continue": "again"}}
+
+    api.list_namespaced = list_namespaced  # type: ignore[method-assign]
+    out = apply_reports(_shop_scan(), FLAVOR, api)
+    assert len(calls) == 2
+    assert out.deleted == [] and ("gone", "sigaudit") in api.objects
+    assert len(out.problems) == 1 and "continue token" in out.problems[0], out.problems
