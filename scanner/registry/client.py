@@ -305,22 +305,21 @@ class RegistryClient:
         return f"{scheme}://{registry_api_host(registry)}"
 
     def _sem(self, registry: str) -> threading.BoundedSemaphore:
-        with self._lock:
-            if registry not in self._sems:
-                self._sems[registry] = threading.BoundedSemaphore(self._per_registry)
-            return self._sems[registry]
+        sem = self._sems.get(registry)  # made once per registry: read without the lock after that
+        if sem is None:
+            with self._lock:
+                sem = self._sems.setdefault(registry, threading.BoundedSemaphore(self._per_registry))
+        return sem
 
-    @contextmanager
-    def _slot(self, registry: str) -> Iterator[None]:
-        """One of the registry's concurrent request slots, for one exchange (never across a wait)."""
+    def _slot(self, registry: str) -> threading.BoundedSemaphore:
+        """One of the registry's concurrent request slots, for one exchange (never across a wait): the
+        semaphore, acquired; the caller releases it (``try``/``finally``, not a generator's context
+        manager: this is every request's path, issue 19)."""
         sem = self._sem(registry)
         left = deadline.remaining()
         if not sem.acquire(timeout=None if left is None else max(left, 0.0)):
             raise RegistryError(f"{registry}: {deadline.expired() or 'deadline reached'}", registry=registry)
-        try:
-            yield
-        finally:
-            sem.release()
+        return sem
 
     def _pause(self, registry: str, seconds: float, why: str, status: int | None) -> None:
         """Wait before a retry, outside the registry's slot, within its backoff budget and the deadline."""
@@ -685,11 +684,13 @@ class RegistryClient:
         while True:
             hdrs = {**headers, **self._auth_header(registry, scope, cred)}
             failure: Exception | None = None
-            with self._slot(registry):  # held for the exchange only: every wait below is outside it
-                try:
-                    resp, body, final_url = self._send(method, url, hdrs, max_bytes, registry)
-                except _TransportFailure as exc:
-                    failure = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+            slot = self._slot(registry)  # held for the exchange only: every wait below is outside it
+            try:
+                resp, body, final_url = self._send(method, url, hdrs, max_bytes, registry)
+            except _TransportFailure as exc:
+                failure = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+            finally:
+                slot.release()
             if failure is not None:
                 kind = _failure_kind(failure)
                 self.stats.record(registry, kind, True)
@@ -705,7 +706,7 @@ class RegistryClient:
                     continue
                 raise RegistryError(f"{registry}: {_describe_transport_error(failure)}", registry=registry) from failure
             self.stats.record(registry, str(resp.status_code), resp.status_code >= 400 and resp.status_code != 404)
-            from_registry = urlsplit(final_url).netloc == urlsplit(url).netloc
+            from_registry = final_url == url or urlsplit(final_url).netloc == urlsplit(url).netloc
             if resp.status_code == 401 and not from_registry:
                 # A host the registry redirected to (blob storage, a CDN) may not say where the
                 # registry's credentials go: its challenge is never answered (host = host:port).
@@ -776,7 +777,9 @@ class RegistryClient:
     ) -> tuple[Reply, bytes, str]:
         origin = urlsplit(url).netloc
         for _ in range(self.limits.max_redirects + 1):
-            with self._open(method, url, headers) as resp:
+            # As :meth:`_open`, without a generator's context manager (every request's path, issue 19).
+            resp = self._http.open(method, url, headers)
+            try:
                 status = resp.status
                 if status in (301, 302, 303, 307, 308) and "location" in resp.headers:
                     url = urljoin(url, resp.headers["location"])
@@ -803,6 +806,9 @@ class RegistryClient:
                 if length and length.isdigit() and int(length) > max_bytes:
                     raise LimitExceeded(f"{_short(url)}: {int(length)} bytes exceeds the limit of {max_bytes}")
                 return reply, _read_capped(resp, max_bytes, at, url), url
+            finally:
+                resp.close()  # after a complete read urllib3 has already released the connection
+                resp.release_conn()
         raise RegistryError(f"{registry}: too many redirects", registry=registry)
 
     # -- API --------------------------------------------------------------------------------------
@@ -1225,6 +1231,11 @@ def _read_capped(
         if time.monotonic() > until:
             raise RegistryError(f"{_short(url)}: reply too slow (total timeout exceeded)")
         chunks.append(chunk)
+        if resp.length_remaining == 0:
+            # The declared length is read: http.client has closed the reply and urllib3 released its
+            # connection, so the next read could only answer b"" (issue 19: one read call less a reply).
+            # A HEAD never gets here (its first read is empty), nor a chunked or unframed reply (None).
+            break
     return b"".join(chunks)
 
 

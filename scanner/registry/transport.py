@@ -322,10 +322,10 @@ class Transport:
         self._rules = environment_proxies()
         self._proxied: dict[str, urllib3.ProxyManager] = {}
         self._lock = threading.Lock()
-        # (scheme, host, port) -> its proxy (None: direct) and, direct, its pool: the rule matching and
+        # (scheme, netloc) -> its proxy (None: direct) and, direct, its pool: the rule matching and
         # urllib3's pool-key normalisation were a tenth of a request's client CPU (issue 19). A pool the
         # manager evicted (over 1024 hosts) is closed (``pool is None``) and asked for again.
-        self._routes: dict[tuple[str, str, int | None], tuple[str | None, HTTPConnectionPool | None]] = {}
+        self._routes: dict[tuple[str, str], tuple[str | None, HTTPConnectionPool | None]] = {}
 
     def _proxy_manager(self, proxy: str) -> urllib3.ProxyManager:
         with self._lock:
@@ -345,15 +345,17 @@ class Transport:
         self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
     ) -> urllib3.BaseHTTPResponse:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url[:200]!r}")
-        port = parts.port  # ValueError for a port that is not a number
-        default = 443 if parts.scheme == "https" else 80
-        if port == default:
-            port = None
-        route = (parts.scheme, parts.hostname, port)
+        # Keyed by the URL's own scheme and netloc (only one that passed the checks below is ever kept):
+        # on a hit, nothing about the host is parsed again (issue 19: ``hostname`` and ``port`` are
+        # parsed afresh at each access, a few µs a request).
+        route = (parts.scheme, parts.netloc)
         proxy, pool = self._routes.get(route, (None, None))
         if pool is None or pool.pool is None:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) URL: {url[:200]!r}")
+            port = parts.port  # ValueError for a port that is not a number
+            if port == (443 if parts.scheme == "https" else 80):
+                port = None
             proxy = next((r.proxy for r in self._rules if r.matches(parts.scheme, parts.hostname, port)), None)
             pool = None if proxy is not None else self._direct.connection_from_host(parts.hostname, port,
                                                                                     parts.scheme)

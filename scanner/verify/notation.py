@@ -66,8 +66,10 @@ from scanner.verify.timestamps import TimestampError, VerifiedTimestamp, verify_
 from scanner.verify.x509 import (
     ChainError,
     chain_trusted_by,
+    der,
     fingerprint,
     spki_sha256,
+    trust_anchors,
     validate_signing_chain,
 )
 
@@ -238,6 +240,9 @@ class NotationVerifier(Verifier):
         self._fingerprint = h.hexdigest()
         self._store_certs = {key: sorted(fingerprint(c) for c in store.certificates)
                              for key, store in self._stores.items()}
+        # Each store's certificates as the DER a chain is looked up in: trust material, encoded once
+        # here rather than for every signature (issue 19).
+        self._store_anchors = {key: trust_anchors(store.certificates) for key, store in self._stores.items()}
 
     # -- construction at the edge --------------------------------------------------------------
 
@@ -380,11 +385,14 @@ class NotationVerifier(Verifier):
             return self._result(run, env, details, now)
         chain = env.certificates
         leaf = chain[0]
+        chain_der = [der(c) for c in chain]  # once a signature: its fingerprints and the trust lookup
+        chain_subjects = [subject_string(c.subject) for c in chain]
+        signer = chain_subjects[0]
         details.update({
             "signing_scheme": env.signing_scheme,
             "signature_algorithm": env.signature_algorithm,
-            "chain_sha256": [fingerprint(c) for c in chain],
-            "chain_subjects": [subject_string(c.subject) for c in chain],
+            "chain_sha256": [hashlib.sha256(d).hexdigest() for d in chain_der],
+            "chain_subjects": chain_subjects,
             "signing_time": env.signing_time.isoformat() if env.signing_time else None,
             "authentic_signing_time": (env.authentic_signing_time.isoformat()
                                        if env.authentic_signing_time else None),
@@ -396,11 +404,10 @@ class NotationVerifier(Verifier):
         # 2. Authenticity: trust store, then trusted identity ----------------------------------------
         store_type = "ca" if env.signing_scheme == SCHEME_X509 else "signingAuthority"
         names = stmt.stores_of(store_type)
-        trusted = [c for n in names for c in self._stores[(store_type, n)].certificates]
         if not names:
             problem = (f"authenticity validation failed. the trust policy statement {_q(stmt.name)} has no trust "
                        f"store of type {_q(store_type)}, which signing scheme {env.signing_scheme} needs")
-        elif not chain_trusted_by(chain, trusted):
+        elif not any(chain_trusted_by(chain_der, self._store_anchors[(store_type, n)]) for n in names):
             problem = ("authenticity validation failed. the signature's certificate chain does not contain any "
                        "trusted certificate")
         else:
@@ -413,7 +420,7 @@ class NotationVerifier(Verifier):
         run.record(Validation.AUTHENTICITY,
                    None if id_problem is None else f"authenticity validation failed. {id_problem} defined in "
                                                    f"the trust policy {_q(stmt.name)}",
-                   passed_reason=f"signer {_q(subject_string(leaf.subject))} is a trusted identity",
+                   passed_reason=f"signer {_q(signer)} is a trusted identity",
                    name=CheckName.IDENTITY)
         if run.stopped:
             return self._result(run, env, details, now)

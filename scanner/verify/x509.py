@@ -15,7 +15,8 @@ import functools
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 
 from cryptography import x509
@@ -382,10 +383,16 @@ def _validate_chain_once(chain: Sequence[x509.Certificate], timestamping: bool) 
         raise ChainError(outcome)
 
 
-def chain_trusted_by(chain: Sequence[x509.Certificate], trusted: Sequence[x509.Certificate]) -> bool:
-    """trust-store-trust-policy.md step "Authenticity": some certificate of the chain is in the store."""
-    anchors = {der(c) for c in trusted}
-    return any(der(c) in anchors for c in chain)
+def trust_anchors(trusted: Iterable[x509.Certificate]) -> frozenset[bytes]:
+    """The exact DER of each trusted certificate: what :func:`chain_trusted_by` looks a chain up in,
+    made once per trust store (issue 19: it was re-encoded for every signature)."""
+    return frozenset(der(c) for c in trusted)
+
+
+def chain_trusted_by(chain: Sequence[x509.Certificate] | Sequence[bytes], anchors: AbstractSet[bytes]) -> bool:
+    """trust-store-trust-policy.md step "Authenticity": some certificate of the chain (certificates, or
+    their DER) is in the store (:func:`trust_anchors`): byte for byte the same certificate."""
+    return any((c if isinstance(c, bytes) else der(c)) in anchors for c in chain)
 
 
 def validity_problem(cert: x509.Certificate, at: datetime) -> str | None:

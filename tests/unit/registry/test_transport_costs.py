@@ -86,3 +86,56 @@ def test_the_deadline_still_cuts_a_request_whose_timeout_was_left_alone(server: 
         client.get_manifest(ImageReference(host, "app", "1", None), "1")
         with deadline.within(0.0, "scan deadline reached"), pytest.raises(RegistryError, match="deadline"):
             client.get_manifest(ImageReference(host, "app", "1", None), "1")
+
+
+def test_a_reply_of_declared_length_is_read_in_one_call_and_its_connection_kept(
+    server: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once its Content-Length is read, a reply is complete (http.client closed it, urllib3 released the
+    connection): no second read that could only say b"" (issue 19, the request wrapper)."""
+    import urllib3.response
+
+    host, accepted = server
+    reads: list[int | None] = []
+    real = urllib3.response.HTTPResponse.read
+
+    def counting(self: urllib3.response.HTTPResponse, amt: int | None = None, *a: object, **kw: object) -> bytes:
+        reads.append(amt)
+        return real(self, amt, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(urllib3.response.HTTPResponse, "read", counting)
+    with RegistryClient(insecure_registries={host}, limits=Limits(retries=0)) as client:
+        for _ in range(5):
+            assert client.get_manifest(ImageReference(host, "app", "1", None), "1").raw == MANIFEST
+    assert len(reads) == 5
+    assert accepted[0] == 1  # still one kept-alive connection
+
+
+def test_a_request_enters_no_generator_context_manager_and_parses_no_host_again(
+    server: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sigaudit's per-request path is plain code (issue 19: each ``@contextmanager`` use costs a
+    generator, and the path had three; ``SplitResult.hostname`` / ``.port`` parse the netloc at each
+    access): after a host's first request, neither runs again for it (urllib3's own are its own)."""
+    import contextlib
+    import urllib.parse
+
+    host, _ = server
+    entered: list[object] = []
+    real_enter = contextlib._GeneratorContextManager.__enter__
+    monkeypatch.setattr(contextlib._GeneratorContextManager, "__enter__",
+                        lambda self: (entered.append(self.gen.gi_code.co_qualname), real_enter(self))[1])
+    parsed: list[str] = []
+    real_hostinfo = urllib.parse._NetlocResultMixinStr._hostinfo  # type: ignore[attr-defined]
+    monkeypatch.setattr(urllib.parse._NetlocResultMixinStr, "_hostinfo",
+                        property(lambda self: (parsed.append(self.netloc), real_hostinfo.fget(self))[1]))
+    with RegistryClient(insecure_registries={host}, limits=Limits(retries=0)) as client:
+        client.get_manifest(ImageReference(host, "app", "1", None), "1")
+        entered.clear()
+        parsed.clear()
+        from scanner.registry import deadline
+
+        with deadline.within(1e12, "scan deadline reached"):  # as a scan's worker runs them
+            client.get_manifest(ImageReference(host, "app", "1", None), "1")
+            client.head_manifest(ImageReference(host, "app", "1", None), "1")
+    assert [e for e in entered if "_error_catcher" not in e] == [] and parsed == []

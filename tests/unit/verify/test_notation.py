@@ -187,3 +187,34 @@ def test_a_tsa_time_does_not_excuse_an_invalidity_date_on_the_signing_chain(tmp_
         server.routes["/signer.crl"] = (200, crl(invalid_from))
         r = verify()
         assert r.outcome is Outcome.FAILED and "revoked" in r.reason, (invalid_from, r.reason)
+
+
+def test_the_trust_store_is_not_re_encoded_for_every_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19 (what a notation verify recomputed per signature): the store's certificates are trust
+    material, encoded once when the verifier is made; a signature encodes only its own chain, once —
+    and the lookup is still by the exact bytes (the same name and key re-issued is not the anchor)."""
+    from scanner.verify import notation as notation_mod
+    from scanner.verify import x509 as x509_mod
+
+    root = issue("Costs Root", ca=True)
+    leaf = issue("Costs Signer", issuer=root)
+    others = [issue(f"Other Root {i}", ca=True) for i in range(12)]
+    v = make_verifier(tmp_path, [*others, root])
+    encoded: list[object] = []
+    real = x509_mod.der
+
+    def counting(cert: x509.Certificate) -> bytes:
+        encoded.append(cert)
+        return real(cert)
+
+    monkeypatch.setattr(x509_mod, "der", counting)
+    monkeypatch.setattr(notation_mod, "der", counting, raising=False)
+    for _ in range(3):
+        (r,) = v.verify(IMAGE, material(jws([leaf, root])), NOW)
+        assert r.outcome is Outcome.PASSED, r.reason
+    # each signature's chain of two: once for the chain rules' memo key, once for its fingerprints and
+    # the trust lookup; never the store's thirteen
+    assert len(encoded) <= 3 * 2 * 2, len(encoded)
+    twin = issue("Costs Root", ca=True, key=root.key)  # same subject and key, other bytes
+    (r,) = make_verifier(tmp_path / "twin", [twin]).verify(IMAGE, material(jws([leaf, root])), NOW)
+    assert r.outcome is Outcome.FAILED and "does not contain any trusted certificate" in r.reason
