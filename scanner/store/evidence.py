@@ -107,10 +107,11 @@ MAX_INDEX_TEXT = 256 << 20
 
 
 def gunzip(data: bytes, limit: int | None = None) -> bytes:
-    """What the gzip stream ``data`` holds (every member, as ``gzip.decompress``), at most ``limit`` bytes of
-    it. ValueError for anything else: not gzip, truncated, a damaged deflate body (zlib.error, which is no
-    OSError), trailing garbage, or more than ``limit`` bytes. Every reader of a stored index goes through
-    here, so that damaged or hostile rows are a clear error, never an unexpected exception (exit 3)."""
+    """What the gzip stream ``data`` holds (every member, NUL padding after each skipped, as ``gzip.decompress``),
+    at most ``limit`` bytes of it. ValueError for anything else: not gzip, truncated, a damaged deflate body
+    (zlib.error, which is no OSError), trailing garbage, or more than ``limit`` bytes. Every reader of a stored
+    index goes through here (and migration 0013, which must read what an earlier reader reads), so that
+    damaged or hostile rows are a clear error, never an unexpected exception (exit 3)."""
     limit = MAX_INDEX_TEXT if limit is None else limit
     if not data:
         raise ValueError("empty, not gzip")
@@ -132,7 +133,7 @@ def gunzip(data: bytes, limit: int | None = None) -> bytes:
                 size += len(out[-1])
             if not z.eof or size > limit:
                 raise ValueError("a truncated gzip stream" if not z.eof else f"it inflates past {limit} bytes")
-            rest = z.unused_data
+            rest = z.unused_data.lstrip(b"\0")  # NUL padding after a member, as gzip.decompress skips it
     except zlib.error as exc:
         raise ValueError(f"not gzip: {exc}") from None
     return b"".join(out)

@@ -97,3 +97,19 @@ def prune_during_a_watch_batch(url: str, monkeypatch: Any) -> None:
         # the next prune, with no writer, keeps them too (the batch names them) and collects nothing else
         assert evidence_prune(store._db, 100) == 0
         assert set(store.evidence_blobs(set(blobs) | {_sha(index)})) == set(blobs) | {_sha(index)}
+
+
+def test_gunzip_reads_what_gzip_decompress_reads_nul_padding_included() -> None:
+    """One gunzip for the store's readers and the 0013 downgrade (which recognises the indexes an earlier
+    sigaudit reads with ``gzip.decompress``): members one after another, NUL padding after each skipped;
+    anything else refused."""
+    import pytest
+
+    from scanner.store.evidence import gunzip
+
+    one = gzip.compress(b'{"a":1}', mtime=0)
+    for data in (one, one + b"\0" * 4, one + b"\0" + one, one + one + b"\0"):
+        assert gunzip(data) == gzip.decompress(data)
+    for bad in (b"", b"\0" * 4, b"\0" + one, one + b"x", one[:-1], one + b"\0" + b"garbage"):
+        with pytest.raises(ValueError):
+            gunzip(bad)
