@@ -57,7 +57,7 @@ def _gunzip(data: bytes) -> bytes | None:
 
 def _blob(conn: sa.Connection, sha: str) -> bytes | None:
     data = conn.execute(sa.select(_blobs.c.data).where(_blobs.c.sha256 == sha)).scalar()
-    if data is None or hashlib.sha256(bytes(data)).hexdigest() != sha:
+    if not isinstance(data, bytes | bytearray | memoryview) or hashlib.sha256(bytes(data)).hexdigest() != sha:
         return None
     return bytes(data)
 
