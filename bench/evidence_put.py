@@ -16,6 +16,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from scanner.store import open_store, upgrade
@@ -44,7 +45,8 @@ def _measure(url: str, n: int, size: int, repeat: int) -> dict[str, Any]:
         blobs[hashlib.sha256(data).hexdigest()] = data
     with open_store(url) as store:
         store.evidence_put(blobs, {})
-        ways = {"ignore": lambda: _ignore(store, blobs), "compare": lambda: store.evidence_put(blobs, {})}
+        ways: dict[str, Callable[[], None]] = {"ignore": lambda: _ignore(store, blobs),
+                                               "compare": lambda: store.evidence_put(blobs, {})}
         times: dict[str, list[float]] = {k: [] for k in ways}
         for _ in range(repeat):
             for name, put in ways.items():
