@@ -469,14 +469,18 @@ def db_prune(db_url: str | None, keep: Any, keep_scans: int | None, cluster: str
 @click.option("--policy-from", "policy_from", multiple=True, help="Imported policies, as for scan.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None)
 @click.option("--context", default=None)
+@click.option("--deadline", "deadline_s", callback=duration, default=None,
+              help="Stop after this long (e.g. 30, 2m), as scan's --deadline: a read of the cluster's policies "
+                   "(--policy-from KIND:cluster) not answered by then fails, naming it (exit 3).")
 def check_policy(policy_path: str | None, policy_from: tuple[str, ...], kubeconfig: str | None,
-                 context: str | None) -> None:
+                 context: str | None, deadline_s: float | None) -> None:
     """Validate a policy (and imports), load their keys, and print the rules sigaudit will apply."""
     from scanner.policy.loader import policy_summary
     from scanner.policy.sources import load_policies
 
+    deadline = time.monotonic() + deadline_s if deadline_s else None
     try:
-        policy = load_policies(policy_path, policy_from, kubeconfig=kubeconfig, context=context)
+        policy = load_policies(policy_path, policy_from, kubeconfig=kubeconfig, context=context, deadline=deadline)
     except ConfigError as exc:
         _fail(exc.diagnostics(), EXIT_USAGE)
     except InventoryError as exc:

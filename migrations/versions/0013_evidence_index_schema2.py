@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +33,6 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _BATCH = 100  # indexes read per step of the downgrade
-_MAX_TEXT = 256 << 20  # what an index or its entries may inflate to (as the readers' bound)
 
 _blobs = sa.table("evidence_blobs", sa.column("sha256", sa.String(64)), sa.column("data", sa.LargeBinary))
 _refs = sa.table("evidence_refs", sa.column("name", sa.String(512)), sa.column("sha256", sa.String(64)))
@@ -45,47 +43,29 @@ def upgrade() -> None:
 
 
 def _gunzip(data: bytes) -> bytes | None:
-    """The content of the gzip stream ``data``, at most _MAX_TEXT bytes (None: anything else), read as every
-    earlier reader read it (``gzip.decompress``: one or more members, NUL padding after each): an index an
-    earlier sigaudit reads must be recognised here for what it is, or a schema-2 index it would read as no
-    images is left as it is. (The entries are checked against the text the index names.)"""
-    out: list[bytes] = []
-    size, rest = 0, data
+    """The content of the gzip stream ``data`` as the store's readers read it (every member, NUL padding after
+    each, as every earlier reader's ``gzip.decompress``: an index an earlier sigaudit reads must be recognised
+    here for what it is, or a schema-2 index it would read as no images is left as it is), at most
+    MAX_INDEX_TEXT bytes; None: anything else. (The entries are checked against the text the index names.)"""
+    from scanner.store.evidence import gunzip
+
     try:
-        while True:
-            z = zlib.decompressobj(31)
-            while rest and not z.eof:
-                out.append(z.decompress(rest, _MAX_TEXT - size + 1))
-                size += len(out[-1])
-                if size > _MAX_TEXT:
-                    return None
-                rest = z.unconsumed_tail
-            if not z.eof:
-                return None
-            rest = z.unused_data.lstrip(b"\0")
-            if not rest:
-                return b"".join(out)
-    except zlib.error:
+        return gunzip(data)
+    except ValueError:
         return None
-
-
-def _gzip(data: bytes) -> bytes:
-    z = zlib.compressobj(6, zlib.DEFLATED, 31)  # deterministic (no name, time 0), as sigaudit writes indexes
-    return z.compress(data) + z.flush()
-
-
-def _canonical(doc: Any) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _blob(conn: sa.Connection, sha: str) -> bytes | None:
     data = conn.execute(sa.select(_blobs.c.data).where(_blobs.c.sha256 == sha)).scalar()
-    if data is None or hashlib.sha256(bytes(data)).hexdigest() != sha:
+    if not isinstance(data, bytes | bytearray | memoryview) or hashlib.sha256(bytes(data)).hexdigest() != sha:
         return None
     return bytes(data)
 
 
 def downgrade() -> None:
+    # the index writer's own encoding (canonical JSON, deterministic gzip): what is written back here is byte
+    # for byte what sigaudit writes for that document
+    from scanner.evidence.capture import _gzip, canonical_json
     from scanner.store.core import lock_content
 
     conn = op.get_bind()
@@ -132,7 +112,7 @@ def downgrade() -> None:
                 continue
             head = {k: v for k, v in index.items() if k != "images_blob"}
             try:
-                doc = _gzip(_canonical({**head, "schema_version": 1, "images": images}))
+                doc = _gzip([canonical_json({**head, "schema_version": 1, "images": images})])
             except (ValueError, RecursionError):  # a lone surrogate ("\\ud800" read from the JSON) is no UTF-8
                 damaged.append(name)
                 continue

@@ -104,6 +104,10 @@ def load_index(store: Any, scan_id: int) -> dict[str, Any]:
         raise StoreError(f"the evidence index of scan {scan_id} is malformed: {exc}") from None
     if not isinstance(doc, dict):
         raise StoreError(f"the evidence index of scan {scan_id} is malformed")
+    # scan ids are predictable: a scan's name planted ahead at another scan's index is kept by the write
+    if type(doc.get("scan_id")) is not int or doc["scan_id"] != scan_id:
+        raise StoreError(f"the evidence index of scan {scan_id} is malformed: it is that of scan "
+                         f"{str(doc.get('scan_id'))[:20]!r}")
     return _with_images(store, doc, f"the evidence index of scan {scan_id}")
 
 

@@ -6,6 +6,7 @@ file (streamed with ijson, never held whole) or from the API (``scanner.inventor
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -313,21 +314,81 @@ class _Bounded:
     """A byte stream that raises LimitExceeded once more than ``max_bytes`` have been read from it,
     and InventoryError when asked for more after ``deadline`` (a ``time.monotonic()`` value): checked
     once a read (ijson reads 64 KiB at a time), so a huge or deeply nested list — read past, never
-    built — never holds a scan minutes beyond its ``--deadline``."""
+    built — never holds a scan minutes beyond its ``--deadline``.
 
-    def __init__(self, stream: IO[bytes], max_bytes: int, label: str, deadline: float | None = None) -> None:
+    ``fd``: a pipe, FIFO, socket or terminal read from directly, each read waiting for data (poll) no
+    longer than the deadline: a writer that never writes, or never closes, is the same InventoryError
+    at the deadline, never a read blocked past it (a slow writer is read as its bytes arrive)."""
+
+    def __init__(self, stream: IO[bytes] | None, max_bytes: int, label: str, deadline: float | None = None,
+                 fd: int | None = None) -> None:
         self._stream, self._left, self._max, self._label = stream, max_bytes, max_bytes, label
-        self._deadline = deadline
+        self._deadline, self._fd = deadline, fd
+        self._poll: Any = None
+        if fd is not None and deadline is not None:
+            import select
+
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLIN)
+
+    def _late(self) -> InventoryError:
+        return InventoryError(f"{self._label}: the scan deadline passed while the pod list was read "
+                              f"({self._max - self._left} bytes): no image was judged")
 
     def read(self, n: int = -1) -> bytes:
         if self._deadline is not None and time.monotonic() >= self._deadline:
-            raise InventoryError(f"{self._label}: the scan deadline passed while the pod list was read "
-                                 f"({self._max - self._left} bytes): no image was judged")
-        data = self._stream.read(self._left + 1 if n is None or n < 0 else min(n, self._left + 1))
+            raise self._late()
+        want = self._left + 1 if n is None or n < 0 else min(n, self._left + 1)
+        if want == 0:  # ijson's read(0) asks for the type of the stream, not for data
+            return b""
+        if self._fd is None:
+            assert self._stream is not None
+            data = self._stream.read(want)
+        else:
+            if self._poll is not None:
+                import math
+
+                left = self._deadline - time.monotonic() if self._deadline is not None else 0.0
+                # ready: data, the writer gone (EOF) or an error (os.read says which)
+                if left <= 0 or not self._poll.poll(math.ceil(left * 1000)):
+                    raise self._late()
+            try:
+                data = os.read(self._fd, min(want, 1 << 20))
+            except OSError as exc:
+                raise InventoryError(f"cannot read pod list {self._label}: {exc.strerror}") from exc
         self._left -= len(data)
         if self._left < 0:
             raise LimitExceeded(f"{self._label}: larger than the {_size_limit_text(self._max)} limit on a pod list")
         return data
+
+
+def _open_pods_file(path: str | Path, label: str) -> tuple[IO[bytes] | None, int | None, bool]:
+    """(stream, fd, own) to read the pod list at ``path`` (``-``: standard input) from. A regular file is a
+    buffered stream; anything else (a pipe, a FIFO, a socket, a terminal) its fd, which :class:`_Bounded`
+    waits on with the deadline. A FIFO is opened without waiting for a writer (a plain open() blocks until
+    one comes, past any deadline); its reads then wait for one."""
+    import stat
+    import sys
+
+    if str(path) == "-":
+        try:
+            fd = sys.stdin.fileno()
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        except (AttributeError, ValueError, OSError):  # no real stdin (replaced, closed): read it as a stream
+            return sys.stdin.buffer, None, False
+        return (sys.stdin.buffer, None, False) if regular else (None, fd, False)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InventoryError(f"cannot read pod list {label}: {exc.strerror}") from exc
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return os.fdopen(fd, "rb"), None, True
+        os.set_blocking(fd, True)  # reads wait in poll(), bounded; a read after it returns what is there
+    except BaseException:
+        os.close(fd)
+        raise
+    return None, fd, True
 
 
 def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
@@ -351,18 +412,9 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
     """
     max_bytes = MAX_PODS_FILE_BYTES if max_bytes is None else max_bytes
     label = "<stdin>" if str(path) == "-" else str(path)
+    fd: int | None = None
     if stream is None:
-        if str(path) == "-":
-            import sys
-
-            stream = sys.stdin.buffer
-            own = False
-        else:
-            try:
-                stream = open(path, "rb")
-            except OSError as exc:
-                raise InventoryError(f"cannot read pod list {label}: {exc.strerror}") from exc
-            own = True
+        stream, fd, own = _open_pods_file(path, label)
     else:
         own = False
     top: ijson.common.ObjectBuilder | None = None
@@ -387,7 +439,7 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
         # basic_parse, not parse: parse builds a dotted prefix per event, which costs O(depth²)
         # (a 20,000-deep value took 1 GB; ijson.items and kvitems track that prefix too: a 100,000-deep
         # element, a 600 kB file, took them 10 GB). The position is tracked here with one depth counter.
-        for event, value in ijson.basic_parse(_Bounded(stream, max_bytes, label, deadline), use_float=True):
+        for event, value in ijson.basic_parse(_Bounded(stream, max_bytes, label, deadline, fd), use_float=True):
             if in_items:  # depth 2 is the `items` array itself; its elements start at depth 3
                 if event == "map_key":
                     key = value
@@ -482,8 +534,10 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
         raise ParseError(f"{label}: malformed JSON after {count} pods: a string is not valid UTF-8 "
                          f"({exc.reason} at byte {exc.start} of the string)") from exc
     finally:
-        if own:
+        if own and stream is not None:
             stream.close()
+        elif own and fd is not None:
+            os.close(fd)
     if top is None:
         raise ParseError(f"{label}: empty input (expected `kubectl get pods -A -o json` output)")
     doc = top.value

@@ -29,8 +29,9 @@ class Evidence:
 
     def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str], *,
                      needs: Iterable[str] = (), at_head: bool = False) -> None:
-        """Write blobs (keyed by their sha256 hex, checked) and names, each only if absent: what a
-        name pointed at first is what it keeps pointing at. One transaction. ``needs``: blobs stored
+        """Write blobs (keyed by their sha256 hex, checked) and names, each only if absent (a blob: or stored
+        under its name but not those bytes, which it then gets): what a name pointed at first is what it keeps
+        pointing at. One transaction. ``needs``: blobs stored
         already that what is written names (a scan's index naming the image entries an earlier scan
         stored): checked under the content lock, so that ``db prune`` cannot delete one between the
         caller's look and this write; EvidenceMissing, and nothing written, when one is gone.
@@ -54,9 +55,15 @@ class Evidence:
                 found = set(conn.execute(sa.select(_blobs.c.sha256).where(_blobs.c.sha256.in_(chunk))).scalars())
                 if found != set(chunk):
                     raise EvidenceMissing(f"evidence blob(s) {sorted(set(chunk) - found)} are no longer stored")
+            # A row already under a blob's name is kept only when it holds these very bytes (so it hashes to
+            # its name): one planted ahead under the predictable name of content yet to be written, or left
+            # damaged, gets them, compared in the database (no stored blob is read back nor hashed here): an
+            # insert-or-ignore kept it, and every reader of what names it failed on it forever.
+            put = insert(_blobs)
+            put = put.on_conflict_do_update(index_elements=[_blobs.c.sha256], set_={"data": put.excluded.data},
+                                            where=_blobs.c.data.is_distinct_from(put.excluded.data))
             for chunk in _chunks(sorted(blobs)):
-                conn.execute(insert(_blobs).on_conflict_do_nothing(index_elements=[_blobs.c.sha256]),
-                             [{"sha256": s, "data": blobs[s]} for s in chunk])
+                conn.execute(put, [{"sha256": s, "data": blobs[s]} for s in chunk])
             for chunk in _chunks(sorted(refs)):
                 conn.execute(insert(_refs).on_conflict_do_nothing(index_elements=[_refs.c.name]),
                              [{"name": n, "sha256": refs[n], "created_at": now} for n in chunk])
@@ -83,6 +90,8 @@ class Evidence:
         with self._db.errors("cannot read the evidence material"), self._db.read() as conn:
             for chunk in _chunks(sorted(set(shas))):
                 for row in conn.execute(sa.select(_blobs.c.sha256, _blobs.c.data).where(_blobs.c.sha256.in_(chunk))):
+                    if not isinstance(row.data, bytes | bytearray | memoryview):
+                        continue  # SQLite keeps what it is given: a planted TEXT value is no blob (bytes() raised)
                     data = bytes(row.data)
                     if hashlib.sha256(data).hexdigest() == row.sha256:
                         out[row.sha256] = data
@@ -107,10 +116,11 @@ MAX_INDEX_TEXT = 256 << 20
 
 
 def gunzip(data: bytes, limit: int | None = None) -> bytes:
-    """What the gzip stream ``data`` holds (every member, as ``gzip.decompress``), at most ``limit`` bytes of
-    it. ValueError for anything else: not gzip, truncated, a damaged deflate body (zlib.error, which is no
-    OSError), trailing garbage, or more than ``limit`` bytes. Every reader of a stored index goes through
-    here, so that damaged or hostile rows are a clear error, never an unexpected exception (exit 3)."""
+    """What the gzip stream ``data`` holds (every member, NUL padding after each skipped, as ``gzip.decompress``),
+    at most ``limit`` bytes of it. ValueError for anything else: not gzip, truncated, a damaged deflate body
+    (zlib.error, which is no OSError), trailing garbage, or more than ``limit`` bytes. Every reader of a stored
+    index goes through here (and migration 0013, which must read what an earlier reader reads), so that
+    damaged or hostile rows are a clear error, never an unexpected exception (exit 3)."""
     limit = MAX_INDEX_TEXT if limit is None else limit
     if not data:
         raise ValueError("empty, not gzip")
@@ -132,7 +142,7 @@ def gunzip(data: bytes, limit: int | None = None) -> bytes:
                 size += len(out[-1])
             if not z.eof or size > limit:
                 raise ValueError("a truncated gzip stream" if not z.eof else f"it inflates past {limit} bytes")
-            rest = z.unused_data
+            rest = z.unused_data.lstrip(b"\0")  # NUL padding after a member, as gzip.decompress skips it
     except zlib.error as exc:
         raise ValueError(f"not gzip: {exc}") from None
     return b"".join(out)

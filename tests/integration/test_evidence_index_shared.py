@@ -12,6 +12,7 @@ from scanner.store import open_store, upgrade
 from tests.unit.evidence.test_index_images import (  # noqa: F401 - collected here, with this module's store
     test_a_hostile_index_is_a_store_error_for_the_pack_and_the_prune,
     test_a_name_pointing_at_other_entries_is_never_trusted,
+    test_a_scan_name_planted_ahead_at_another_scans_index_is_a_store_error,
     test_a_scan_that_judged_the_same_images_stores_no_entries_and_reads_the_same,
     test_an_index_naming_its_entries_in_no_or_two_ways_is_malformed,
     test_an_index_of_schema_1_still_loads,
@@ -21,6 +22,7 @@ from tests.unit.evidence.test_index_images import (  # noqa: F401 - collected he
     test_hostile_entries_are_a_store_error_for_the_pack_and_the_prune,
     test_planted_entries_of_the_named_text_are_a_store_error_not_a_crash,
     test_prune_keeps_the_entries_a_kept_scan_names_and_drops_the_rest,
+    test_rows_planted_ahead_under_the_names_a_scan_writes_are_repaired_by_its_write,
 )
 
 

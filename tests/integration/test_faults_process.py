@@ -286,6 +286,83 @@ def test_the_scan_deadline_cuts_a_pod_list_read_past_not_only_the_registry_work(
     assert took < 30, took
 
 
+def _pods_file_cut_at_the_deadline(r_code: int, stderr: str, took: float, label: str, db: str) -> None:
+    assert r_code == 3, (r_code, stderr[-2000:])
+    assert f"{label}: the scan deadline passed while the pod list was read" in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+    assert took < 3 + 5, took  # the deadline, plus the interpreter's start and a loaded machine
+    latest, rows = states(db)
+    assert latest is None and "complete" not in rows, rows
+
+
+def test_a_fifo_pods_file_no_writer_ever_opens_ends_at_the_deadline(tmp_path: Path) -> None:
+    """A FIFO with no writer held ``open()`` (and then a read) before any deadline check: the scan ran until
+    killed. It is opened without waiting and each read waits no longer than the deadline."""
+    import os
+
+    fifo = tmp_path / "pods.fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "policy.yaml").write_text(NO_RULES)
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    t0 = time.monotonic()
+    r = cli("scan", "--pods-file", str(fifo), "--policy", str(tmp_path / "policy.yaml"), "--db", db,
+            "--cluster", "c1", "-o", "json", "--no-progress", "--deadline", "3", timeout=40)
+    _pods_file_cut_at_the_deadline(r.returncode, r.stderr, time.monotonic() - t0, str(fifo), db)
+
+
+def test_a_stdin_pods_file_held_open_and_silent_ends_at_the_deadline(tmp_path: Path) -> None:
+    """``--pods-file -`` on a pipe whose writer never writes nor closes it (and one that wrote half a list and
+    went silent): exit 3 at the deadline naming <stdin>, never a read blocked past it."""
+    (tmp_path / "policy.yaml").write_text(NO_RULES)
+    for n, first in enumerate([b"", b'{"kind": "List", "items": ['], 1):
+        db = f"sqlite:///{tmp_path / f's{n}.db'}"
+        out, err = tmp_path / f"out{n}", tmp_path / f"err{n}"
+        t0 = time.monotonic()
+        with out.open("wb") as o, err.open("wb") as e:
+            proc = subprocess.Popen([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", "-", "--policy",
+                                     str(tmp_path / "policy.yaml"), "--db", db, "--cluster", "c1", "-o", "json",
+                                     "--no-progress", "--deadline", "3"], stdin=subprocess.PIPE, stdout=o, stderr=e)
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(first)
+                proc.stdin.flush()
+                code = proc.wait(timeout=40)  # the pipe stays open: its writer is this test
+            finally:
+                proc.kill()
+                proc.wait()
+                proc.stdin.close()
+        _pods_file_cut_at_the_deadline(code, err.read_text(), time.monotonic() - t0, "<stdin>", db)
+
+
+def test_a_fifo_pods_file_written_slowly_within_the_deadline_is_read_whole(tmp_path: Path) -> None:
+    """The deadline bounds each wait, not the pace: a writer trickling a list in for a few seconds is read."""
+    import os
+    import threading
+
+    fifo = tmp_path / "pods.fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "policy.yaml").write_text(NO_RULES)
+    doc = json.dumps({"kind": "List", "items": []}).encode()
+
+    def trickle() -> None:
+        time.sleep(1)  # the scan waits for its writer first
+        with fifo.open("wb", buffering=0) as f:
+            for i in range(0, len(doc), 4):
+                f.write(doc[i : i + 4])
+                time.sleep(0.2)
+
+    writer = threading.Thread(target=trickle, daemon=True)
+    writer.start()
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    r = cli("scan", "--pods-file", str(fifo), "--policy", str(tmp_path / "policy.yaml"), "--db", db,
+            "--cluster", "c1", "-o", "json", "--no-progress", "--deadline", "20", timeout=90)
+    writer.join(timeout=10)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert json.loads(r.stdout)["scan"]["status"] == "complete"
+    latest, rows = states(db)
+    assert latest is not None and rows == ["complete"], rows
+
+
 def test_a_docker_config_with_a_non_string_auth_is_exit_2(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"auths": {"r.io": {"auth": 12345}}}))
     (tmp_path / "policy.yaml").write_text(NO_RULES)

@@ -472,3 +472,35 @@ def test_a_malformed_pod_list_never_tells_the_watch_every_pod_is_gone(
     with pytest.raises(InventoryError, match="items"):
         informer._list(threading.Event())
     assert listed == []
+
+
+@pytest.mark.parametrize("source", ["kyverno:cluster", "clusterimagepolicy:cluster"])
+def test_check_policy_reading_a_silent_api_server_ends_at_its_deadline(
+    tmp_path: Path, fake_apiserver: Callable[..., int], source: str
+) -> None:
+    """``check-policy --policy-from KIND:cluster`` reads the same API as a scan: its ``--deadline`` cuts those
+    reads (it had none: 120 s per request, several requests) with exit 3 naming the read."""
+    port = fake_apiserver(_silent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "KUBECONFIG"))}
+    cmd = [sys.executable, "-m", "scanner.cli", "check-policy", "--policy-from", source,
+           "--kubeconfig", str(_kubeconfig(tmp_path, port)), "--deadline", f"{DEADLINE:g}s"]
+    began = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    elapsed = time.monotonic() - began
+    assert proc.returncode == 3, proc.stderr
+    assert elapsed <= DEADLINE + MARGIN, f"a {DEADLINE:g} s deadline took {elapsed:.1f} s"
+    assert "deadline reached" in proc.stderr and "--policy-from" in proc.stderr, proc.stderr
+    assert "list " in proc.stderr, proc.stderr  # names what was being read
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr, proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout and proc.stdout == ""
+
+
+def test_check_policy_deadline_is_parsed_as_scans(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text("apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  rules: []\n")
+    for bad in ("0", "-3", "soon", "1x"):
+        proc = subprocess.run([sys.executable, "-m", "scanner.cli", "check-policy", str(tmp_path / "policy.yaml"),
+                               "--deadline", bad], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "--deadline" in proc.stderr, (bad, proc.stderr)
+    ok = subprocess.run([sys.executable, "-m", "scanner.cli", "check-policy", str(tmp_path / "policy.yaml"),
+                         "--deadline", "1m"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr

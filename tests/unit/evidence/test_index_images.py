@@ -302,6 +302,40 @@ def _corrupt_body(text: bytes) -> bytes:
     return good[:10] + b"\xff" * 20 + good[-8:]
 
 
+@pytest.mark.parametrize("damage", ["same length, one byte changed", "truncated", "empty", "another blob"])
+def test_rows_planted_ahead_under_the_names_a_scan_writes_are_repaired_by_its_write(store: Any, damage: str) -> None:
+    """Blob names are predictable (the sha256 of content yet to be written: a scan's index and its entries).
+    A row planted under one before the write (database write access), or left damaged, was kept by the
+    write's insert-or-ignore, and the scan's evidence failed for good (the readers check the hash and find
+    nothing). The write gives such a row its bytes: the evidence reads whole."""
+    import sqlalchemy as sa
+
+    from scanner.store.schema import evidence_blobs
+
+    images = [_image(n) for n in range(3)]
+    scan_id = _scan(store)
+    written: dict[str, bytes] = {}
+    dry = SimpleNamespace(evidence_refs=store.evidence_refs, evidence_blobs=store.evidence_blobs,
+                          evidence_put=lambda blobs, refs, **_: written.update(blobs))
+    _keep(dry, scan_id, _capture(images))  # what the real write will write, nothing written
+    assert len(written) >= 2  # the index and its entries
+    other = next(iter(written.values()))
+    for sha, data in written.items():
+        bad = {"same length, one byte changed": data[:-1] + bytes([data[-1] ^ 1]), "truncated": data[: len(data) // 2],
+               "empty": b"", "another blob": other if data != other else b"x"}[damage]
+        with store._db.write() as conn:
+            conn.execute(sa.insert(evidence_blobs).values(sha256=sha, data=bad))
+    assert store.evidence_blobs(written) == {}  # every reader finds nothing under those names
+    _keep(store, scan_id, _capture(images))
+    assert store.evidence_blobs(written) == written  # repaired
+    assert load_index(store, scan_id)["images"] == _want(images)
+    # a row that holds the bytes is left as it is (the next scan of the same images writes the same entries)
+    before = _blob_count(store)
+    again = _scan(store)
+    _keep(store, again, _capture(images))
+    assert _blob_count(store) == before + 1 and load_index(store, again)["images"] == _want(images)
+
+
 @pytest.mark.parametrize("damage", ["corrupt deflate", "inflates past the limit", "trailing garbage"])
 def test_hostile_entries_are_a_store_error_for_the_pack_and_the_prune(store: Any, damage: str,
                                                                       monkeypatch: Any) -> None:
@@ -445,3 +479,27 @@ def test_an_index_naming_its_entries_in_no_or_two_ways_is_malformed(store: Any, 
     _plant(store, scan_id, gzip.compress(canonical_json(head), mtime=0), data)
     with pytest.raises(StoreError, match="malformed"):
         load_index(store, scan_id)
+
+
+@pytest.mark.parametrize("named", ["the other scan", "true", "a string"])
+def test_a_scan_name_planted_ahead_at_another_scans_index_is_a_store_error(store: Any, named: str) -> None:
+    """``scan/<id>`` names are predictable and written only if absent: one planted ahead at another scan's
+    (genuine) index, or at an index claiming the id in another spelling, is refused, never that scan's pack."""
+    images = [_image(n) for n in range(2)]
+    first = _scan(store)
+    _keep(store, first, _capture(images))
+    second = _scan(store)
+    claimed: Any = {"the other scan": first, "true": True, "a string": str(second)}[named]
+    if named == "the other scan":
+        index = store.evidence_refs([scan_ref(first)])[scan_ref(first)]
+        store.evidence_put({}, {scan_ref(second): index})
+    else:
+        text = b"[]"
+        head = {"schema_version": 2, "scan_id": claimed, "verified_at": T0.isoformat(), "policy": {}, "trust": [],
+                "images_blob": {"sha256": hashlib.sha256(gzip.compress(text, mtime=0)).hexdigest(),
+                                "text_sha256": hashlib.sha256(text).hexdigest()}}
+        _plant(store, second, gzip.compress(canonical_json(head), mtime=0), gzip.compress(text, mtime=0))
+    _keep(store, second, _capture(images))  # the scan's own write keeps the planted name (first one wins)
+    with pytest.raises(StoreError, match="it is that of scan"):
+        load_index(store, second)
+    assert load_index(store, first)["images"] == _want(images)

@@ -97,3 +97,48 @@ def prune_during_a_watch_batch(url: str, monkeypatch: Any) -> None:
         # the next prune, with no writer, keeps them too (the batch names them) and collects nothing else
         assert evidence_prune(store._db, 100) == 0
         assert set(store.evidence_blobs(set(blobs) | {_sha(index)})) == set(blobs) | {_sha(index)}
+
+
+def test_gunzip_reads_what_gzip_decompress_reads_nul_padding_included() -> None:
+    """One gunzip for the store's readers and the 0013 downgrade (which recognises the indexes an earlier
+    sigaudit reads with ``gzip.decompress``): members one after another, NUL padding after each skipped;
+    anything else refused."""
+    import pytest
+
+    from scanner.store.evidence import gunzip
+
+    one = gzip.compress(b'{"a":1}', mtime=0)
+    for data in (one, one + b"\0" * 4, one + b"\0" + one, one + one + b"\0"):
+        assert gunzip(data) == gzip.decompress(data)
+    for bad in (b"", b"\0" * 4, b"\0" + one, one + b"x", one[:-1], one + b"\0" + b"garbage"):
+        with pytest.raises(ValueError):
+            gunzip(bad)
+
+
+def test_a_blob_row_not_holding_its_names_bytes_is_rewritten_by_the_next_put(tmp_path: Path) -> None:
+    """``evidence_put`` gives a row under a blob's name the bytes that name them when it holds anything else
+    (planted ahead, torn): it was kept by an insert-or-ignore and read as missing for good. A SQLite TEXT
+    value of the very bytes (SQLite keeps what it is given) is no blob either: read as missing, never a crash,
+    and rewritten. A row that holds the bytes is left alone."""
+    import sqlalchemy as sa
+
+    from scanner.store.schema import evidence_blobs
+
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    upgrade(url)
+    good = {hashlib.sha256(d).hexdigest(): d for d in (b"alpha evidence", b"beta evidence", b"gamma", b"delta")}
+    shas = sorted(good)
+    planted = {shas[0]: b"alpha evidencf", shas[1]: b"", shas[2]: b"gamma" * 1000}
+    with open_store(url) as store:
+        with store._db.write() as conn:
+            for sha, bad in planted.items():
+                conn.execute(sa.insert(evidence_blobs).values(sha256=sha, data=bad))
+            conn.exec_driver_sql("INSERT INTO evidence_blobs (sha256, data) VALUES (?, ?)",
+                                 (shas[3], good[shas[3]].decode()))
+        assert store.evidence_blobs(shas) == {}
+        store.evidence_put(good, {})
+        assert store.evidence_blobs(shas) == good
+        with store._db.read() as conn:
+            assert {t for (t,) in conn.exec_driver_sql("SELECT typeof(data) FROM evidence_blobs")} == {"blob"}
+        store.evidence_put(good, {})  # all held: nothing to change
+        assert store.evidence_blobs(shas) == good
