@@ -503,3 +503,33 @@ def test_a_scan_name_planted_ahead_at_another_scans_index_is_a_store_error(store
     with pytest.raises(StoreError, match="it is that of scan"):
         load_index(store, second)
     assert load_index(store, first)["images"] == _want(images)
+
+
+@pytest.mark.parametrize("planted", ["another scan's watch batch", "another scan's index", "the scan's own index",
+                                     "no object"])
+def test_a_watch_name_planted_at_another_scans_index_is_a_store_error(store: Any, planted: str) -> None:
+    """``scan/<id>/watch/<n>`` names are as predictable as ``scan/<id>`` and every one under the scan is read
+    into its pack: one planted (ahead, or after) at another scan's genuine watch batch or index under the same
+    policy added that scan's judgements, at that scan's time of verification, to this scan's pack (its VSAs
+    said the later time) without an error. It is refused as the scan's own name is."""
+    from scanner.evidence.capture import keep_watch, watch_ref
+    from scanner.evidence.pack import load_watch_indexes
+
+    images = [_image(n) for n in range(2)]
+    first, second = _scan(store), _scan(store)
+    _keep(store, first, _capture(images))
+    _keep(store, second, _capture(images))
+    late = _capture(images)
+    late.started(T0 + timedelta(days=30))
+    keep_watch(store, first, 1, late, [i.digest for i in images], policy_digest="sha256:p")
+    assert [b["scan_id"] for b in load_watch_indexes(store, first)] == [first]  # a genuine batch reads
+    if planted == "no object":  # was skipped: the batch's verdicts then read as never judged, without a word
+        listed = gzip.compress(b"[]", mtime=0)
+        store.evidence_put({hashlib.sha256(listed).hexdigest(): listed},
+                           {watch_ref(second, 7): hashlib.sha256(listed).hexdigest()})
+    else:
+        source = {"another scan's watch batch": watch_ref(first, 1), "another scan's index": scan_ref(first),
+                  "the scan's own index": scan_ref(second)}[planted]
+        store.evidence_put({}, {watch_ref(second, 7): store.evidence_refs([source])[source]})
+    with pytest.raises(StoreError, match="malformed"):
+        load_watch_indexes(store, second)
