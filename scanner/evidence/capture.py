@@ -584,7 +584,8 @@ def keep(store: Any, scan_id: int, capture: Capture, *, policy_path: str | None,
             out[entries.sha256] = entries.data
         store.evidence_put(out, {**refs, scan_ref(scan_id): sha256_hex(doc),
                                  images_name(entries.text_sha256): entries.sha256},
-                           needs=[] if entries.data is not None else [entries.sha256], at_head=True)
+                           needs=[] if entries.data is not None else [entries.sha256], at_head=True,
+                           own=[scan_ref(scan_id)])  # its id is new: a name found under it was planted
 
     entries = index_images(store, images)
     try:

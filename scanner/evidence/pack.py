@@ -104,11 +104,21 @@ def load_index(store: Any, scan_id: int) -> dict[str, Any]:
         raise StoreError(f"the evidence index of scan {scan_id} is malformed: {exc}") from None
     if not isinstance(doc, dict):
         raise StoreError(f"the evidence index of scan {scan_id} is malformed")
-    # scan ids are predictable: a scan's name planted ahead at another scan's index is kept by the write
-    if type(doc.get("scan_id")) is not int or doc["scan_id"] != scan_id:
-        raise StoreError(f"the evidence index of scan {scan_id} is malformed: it is that of scan "
-                         f"{str(doc.get('scan_id'))[:20]!r}")
+    _own(doc, scan_id, None, f"the evidence index of scan {scan_id}")
     return _with_images(store, doc, f"the evidence index of scan {scan_id}")
+
+
+def _own(doc: dict[str, Any], scan_id: int, source: str | None, what: str) -> None:
+    """StoreError unless ``doc`` is an index of scan ``scan_id`` of that ``source`` (None: the scan's own index;
+    "watch": a serve --watch batch). Its names (``scan/<id>``, ``scan/<id>/watch/<n>``) are predictable and
+    written only if absent: one planted at another scan's index, or at an index of the other kind, is kept by
+    the write, and every reader of an index goes through here, never that scan's pack."""
+    if type(doc.get("scan_id")) is not int or doc["scan_id"] != scan_id:
+        raise StoreError(f"{what} is malformed: it is that of scan {str(doc.get('scan_id'))[:20]!r}")
+    if doc.get("source") != source:
+        raise StoreError(f"{what} is malformed: it is " + ("a serve --watch batch's" if doc.get("source") == "watch"
+                                                           else "a scan's own" if "source" not in doc
+                                                           else f"of source {str(doc['source'])[:20]!r}"))
 
 
 def _with_images(store: Any, doc: dict[str, Any], what: str) -> dict[str, Any]:
@@ -167,8 +177,10 @@ def load_watch_indexes(store: Any, scan_id: int) -> list[dict[str, Any]]:
             doc = json.loads(gunzip(blobs[sha]))
         except (KeyError, ValueError, RecursionError) as exc:
             raise StoreError(f"the evidence index {name} is missing or malformed: {exc}") from None
-        if isinstance(doc, dict):
-            out.append(_with_images(store, doc, f"the evidence index {name}"))
+        if not isinstance(doc, dict):  # read as no batch, it left the batch's verdicts unexplained, silently
+            raise StoreError(f"the evidence index {name} is malformed")
+        _own(doc, scan_id, "watch", f"the evidence index {name}")
+        out.append(_with_images(store, doc, f"the evidence index {name}"))
     return out
 
 

@@ -325,7 +325,7 @@ class _Bounded:
         self._stream, self._left, self._max, self._label = stream, max_bytes, max_bytes, label
         self._deadline, self._fd = deadline, fd
         self._poll: Any = None
-        if fd is not None and deadline is not None:
+        if fd is not None:  # without a deadline too: a FIFO's read before its writer came said EOF at once
             import select
 
             self._poll = select.poll()
@@ -345,17 +345,23 @@ class _Bounded:
             assert self._stream is not None
             data = self._stream.read(want)
         else:
-            if self._poll is not None:
-                import math
+            while True:
+                if self._deadline is None:  # a FIFO no writer has opened yet is not ready: wait for one, as
+                    self._poll.poll()  # open() did (a read returned EOF: "premature EOF" before kubectl wrote)
+                else:
+                    import math
 
-                left = self._deadline - time.monotonic() if self._deadline is not None else 0.0
-                # ready: data, the writer gone (EOF) or an error (os.read says which)
-                if left <= 0 or not self._poll.poll(math.ceil(left * 1000)):
-                    raise self._late()
-            try:
-                data = os.read(self._fd, min(want, 1 << 20))
-            except OSError as exc:
-                raise InventoryError(f"cannot read pod list {self._label}: {exc.strerror}") from exc
+                    left = self._deadline - time.monotonic()
+                    # ready: data, the writer gone (EOF) or an error (os.read says which)
+                    if left <= 0 or not self._poll.poll(math.ceil(left * 1000)):
+                        raise self._late()
+                try:
+                    data = os.read(self._fd, min(want, 1 << 20))
+                    break
+                except BlockingIOError:  # a FIFO we opened stays non-blocking: its data, ready at poll, was
+                    continue  # taken by another reader of it (a blocking read then waited past any deadline)
+                except OSError as exc:
+                    raise InventoryError(f"cannot read pod list {self._label}: {exc.strerror}") from exc
         self._left -= len(data)
         if self._left < 0:
             raise LimitExceeded(f"{self._label}: larger than the {_size_limit_text(self._max)} limit on a pod list")
@@ -371,11 +377,16 @@ def _open_pods_file(path: str | Path, label: str) -> tuple[IO[bytes] | None, int
     import sys
 
     if str(path) == "-":
+        if sys.stdin is None:  # started with its stdin closed (`<&-`): sys.stdin.buffer was an AttributeError
+            raise InventoryError(f"cannot read pod list {label}: standard input is closed")
         try:
             fd = sys.stdin.fileno()
             regular = stat.S_ISREG(os.fstat(fd).st_mode)
         except (AttributeError, ValueError, OSError):  # no real stdin (replaced, closed): read it as a stream
-            return sys.stdin.buffer, None, False
+            buffer = getattr(sys.stdin, "buffer", None)
+            if buffer is None:
+                raise InventoryError(f"cannot read pod list {label}: standard input is no byte stream") from None
+            return buffer, None, False
         return (sys.stdin.buffer, None, False) if regular else (None, fd, False)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -384,7 +395,8 @@ def _open_pods_file(path: str | Path, label: str) -> tuple[IO[bytes] | None, int
     try:
         if stat.S_ISREG(os.fstat(fd).st_mode):
             return os.fdopen(fd, "rb"), None, True
-        os.set_blocking(fd, True)  # reads wait in poll(), bounded; a read after it returns what is there
+        # left non-blocking: reads wait in poll(), bounded, and a read after it never waits (another reader
+        # of the FIFO may have taken what poll saw)
     except BaseException:
         os.close(fd)
         raise

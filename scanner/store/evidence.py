@@ -28,10 +28,13 @@ class Evidence:
         self._db = db
 
     def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str], *,
-                     needs: Iterable[str] = (), at_head: bool = False) -> None:
+                     needs: Iterable[str] = (), at_head: bool = False, own: Iterable[str] = ()) -> None:
         """Write blobs (keyed by their sha256 hex, checked) and names, each only if absent (a blob: or stored
         under its name but not those bytes, which it then gets): what a name pointed at first is what it keeps
-        pointing at. One transaction. ``needs``: blobs stored
+        pointing at. ``own``: names of ``refs`` this write alone may write (a scan's ``scan/<id>``: its id is
+        new, the scan writes it once), which point at what it says whatever was found under them (a name
+        planted ahead under the predictable id was kept, and the pack showed the planted index as the scan's).
+        One transaction. ``needs``: blobs stored
         already that what is written names (a scan's index naming the image entries an earlier scan
         stored): checked under the content lock, so that ``db prune`` cannot delete one between the
         caller's look and this write; EvidenceMissing, and nothing written, when one is gone.
@@ -64,9 +67,17 @@ class Evidence:
                                             where=_blobs.c.data.is_distinct_from(put.excluded.data))
             for chunk in _chunks(sorted(blobs)):
                 conn.execute(put, [{"sha256": s, "data": blobs[s]} for s in chunk])
-            for chunk in _chunks(sorted(refs)):
-                conn.execute(insert(_refs).on_conflict_do_nothing(index_elements=[_refs.c.name]),
-                             [{"name": n, "sha256": refs[n], "created_at": now} for n in chunk])
+            mine = set(own)
+            if mine - set(refs):
+                raise ValueError(f"evidence names {sorted(mine - set(refs))} are not written")
+            first = insert(_refs).on_conflict_do_nothing(index_elements=[_refs.c.name])
+            claim = insert(_refs)
+            claim = claim.on_conflict_do_update(index_elements=[_refs.c.name],
+                                                set_={"sha256": claim.excluded.sha256,
+                                                      "created_at": claim.excluded.created_at})
+            for put_refs, names in ((first, sorted(set(refs) - mine)), (claim, sorted(mine))):
+                for chunk in _chunks(names):
+                    conn.execute(put_refs, [{"name": n, "sha256": refs[n], "created_at": now} for n in chunk])
 
     def evidence_refs(self, names: Iterable[str]) -> dict[str, str]:
         """name -> sha256 for the names that exist."""

@@ -200,11 +200,12 @@ class Store:
     # -- evidence material (evidence.py) ----------------------------------------------------------
 
     def evidence_put(self, blobs: Mapping[str, bytes], refs: Mapping[str, str], *,
-                     needs: Iterable[str] = (), at_head: bool = False) -> None:
-        """Content-addressed blobs and the names pointing at them, each written only if absent; nothing is
+                     needs: Iterable[str] = (), at_head: bool = False, own: Iterable[str] = ()) -> None:
+        """Content-addressed blobs and the names pointing at them, each written only if absent (``own``: names
+        this write alone may write, pointed at what it says whatever was found); nothing is
         written (EvidenceMissing) when a blob of ``needs`` (stored already, named by what is written) is not,
         nor (StoreError) with ``at_head`` when the database is not at this sigaudit's revision."""
-        self._evidence.evidence_put(blobs, refs, needs=needs, at_head=at_head)
+        self._evidence.evidence_put(blobs, refs, needs=needs, at_head=at_head, own=own)
 
     def evidence_refs(self, names: Iterable[str]) -> dict[str, str]:
         return self._evidence.evidence_refs(names)

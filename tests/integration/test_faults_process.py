@@ -363,6 +363,50 @@ def test_a_fifo_pods_file_written_slowly_within_the_deadline_is_read_whole(tmp_p
     assert latest is not None and rows == ["complete"], rows
 
 
+def test_a_fifo_pods_file_whose_writer_comes_after_the_scan_opened_it_is_read_without_a_deadline(
+        tmp_path: Path) -> None:
+    """``mkfifo p; sigaudit scan --pods-file p & kubectl get pods -A -o json > p``: without --deadline the FIFO
+    (opened without waiting for a writer) was read at once, found at EOF, and the scan failed ("premature
+    EOF") before kubectl wrote. Its read waits for the writer, as open() did."""
+    import os
+    import threading
+
+    fifo = tmp_path / "pods.fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "policy.yaml").write_text(NO_RULES)
+
+    def late_writer() -> None:
+        time.sleep(2)
+        with fifo.open("wb") as f:
+            f.write(json.dumps({"kind": "List", "items": []}).encode())
+
+    writer = threading.Thread(target=late_writer, daemon=True)
+    writer.start()
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    r = cli("scan", "--pods-file", str(fifo), "--policy", str(tmp_path / "policy.yaml"), "--db", db,
+            "--cluster", "c1", "-o", "json", "--no-progress", timeout=60)
+    writer.join(timeout=10)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    latest, rows = states(db)
+    assert latest is not None and rows == ["complete"], rows
+
+
+def test_a_stdin_pods_file_on_a_closed_stdin_is_an_inventory_error_not_an_unexpected_one(tmp_path: Path) -> None:
+    """``--pods-file - <&-``: Python sets sys.stdin to None, and sys.stdin.buffer was an AttributeError
+    ("unexpected failure"). It is the pod list that cannot be read, named, exit 3."""
+    import os
+
+    (tmp_path / "policy.yaml").write_text(NO_RULES)
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", "--pods-file", "-", "--policy",
+                        str(tmp_path / "policy.yaml"), "--db", db, "--cluster", "c1", "-o", "json", "--no-progress",
+                        "--deadline", "10"], capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: os.close(0))
+    assert r.returncode == 3, (r.returncode, r.stderr[-2000:])
+    assert "cannot read pod list <stdin>: standard input is closed" in r.stderr, r.stderr
+    assert "unexpected" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_a_docker_config_with_a_non_string_auth_is_exit_2(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"auths": {"r.io": {"auth": 12345}}}))
     (tmp_path / "policy.yaml").write_text(NO_RULES)

@@ -499,7 +499,67 @@ def test_a_scan_name_planted_ahead_at_another_scans_index_is_a_store_error(store
                 "images_blob": {"sha256": hashlib.sha256(gzip.compress(text, mtime=0)).hexdigest(),
                                 "text_sha256": hashlib.sha256(text).hexdigest()}}
         _plant(store, second, gzip.compress(canonical_json(head), mtime=0), gzip.compress(text, mtime=0))
-    _keep(store, second, _capture(images))  # the scan's own write keeps the planted name (first one wins)
+    # the scan's own write claims its name (below); one whose write failed (logged, the scan stands) keeps it
     with pytest.raises(StoreError, match="it is that of scan"):
         load_index(store, second)
     assert load_index(store, first)["images"] == _want(images)
+
+
+@pytest.mark.parametrize("planted", ["a forged index claiming the scan's id", "another scan's index"])
+def test_a_scan_name_planted_ahead_is_claimed_by_the_scans_own_write(store: Any, planted: str) -> None:
+    """``scan/<id>`` is predictable and was written only if absent: an index planted ahead under it with the
+    scan's own id (no images, another time and trust) was kept, and read as the scan's evidence without an
+    error. The scan's write points its own name at its own index."""
+    images = [_image(n) for n in range(2)]
+    first = _scan(store)
+    _keep(store, first, _capture(images))
+    second = _scan(store)
+    if planted == "another scan's index":
+        store.evidence_put({}, {scan_ref(second): store.evidence_refs([scan_ref(first)])[scan_ref(first)]})
+    else:
+        text = b"[]"
+        head = {"schema_version": 2, "scan_id": second, "verified_at": (T0 + timedelta(days=9)).isoformat(),
+                "policy": {"path": "p.yaml", "from": [], "digest": "sha256:p"},
+                "trust": [{"kind": "key", "sha256": "0" * 64}],
+                "images_blob": {"sha256": hashlib.sha256(gzip.compress(text, mtime=0)).hexdigest(),
+                                "text_sha256": hashlib.sha256(text).hexdigest()}}
+        _plant(store, second, gzip.compress(canonical_json(head), mtime=0), gzip.compress(text, mtime=0))
+    _keep(store, second, _capture(images))
+    index = load_index(store, second)
+    assert index["scan_id"] == second and index["images"] == _want(images)
+    assert index["verified_at"] == T0.isoformat() and index["trust"] == []
+    assert load_index(store, first)["images"] == _want(images)
+    # every other name is still written only if absent: what a material name pointed at first, it keeps
+    before = store.evidence_refs([scan_ref(first)])
+    store.evidence_put({}, {scan_ref(first): "f" * 64})
+    assert store.evidence_refs([scan_ref(first)]) == before
+
+
+@pytest.mark.parametrize("planted", ["another scan's watch batch", "another scan's index", "the scan's own index",
+                                     "no object"])
+def test_a_watch_name_planted_at_another_scans_index_is_a_store_error(store: Any, planted: str) -> None:
+    """``scan/<id>/watch/<n>`` names are as predictable as ``scan/<id>`` and every one under the scan is read
+    into its pack: one planted (ahead, or after) at another scan's genuine watch batch or index under the same
+    policy added that scan's judgements, at that scan's time of verification, to this scan's pack (its VSAs
+    said the later time) without an error. It is refused as the scan's own name is."""
+    from scanner.evidence.capture import keep_watch, watch_ref
+    from scanner.evidence.pack import load_watch_indexes
+
+    images = [_image(n) for n in range(2)]
+    first, second = _scan(store), _scan(store)
+    _keep(store, first, _capture(images))
+    _keep(store, second, _capture(images))
+    late = _capture(images)
+    late.started(T0 + timedelta(days=30))
+    keep_watch(store, first, 1, late, [i.digest for i in images], policy_digest="sha256:p")
+    assert [b["scan_id"] for b in load_watch_indexes(store, first)] == [first]  # a genuine batch reads
+    if planted == "no object":  # was skipped: the batch's verdicts then read as never judged, without a word
+        listed = gzip.compress(b"[]", mtime=0)
+        store.evidence_put({hashlib.sha256(listed).hexdigest(): listed},
+                           {watch_ref(second, 7): hashlib.sha256(listed).hexdigest()})
+    else:
+        source = {"another scan's watch batch": watch_ref(first, 1), "another scan's index": scan_ref(first),
+                  "the scan's own index": scan_ref(second)}[planted]
+        store.evidence_put({}, {watch_ref(second, 7): store.evidence_refs([source])[source]})
+    with pytest.raises(StoreError, match="malformed"):
+        load_watch_indexes(store, second)

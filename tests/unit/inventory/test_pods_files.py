@@ -288,3 +288,67 @@ def test_a_pod_without_a_metadata_object_is_never_dropped_by_the_namespace_filte
         del pod["metadata"]
     inv = build_inventory(select_namespaces([pod], ["prod"], []))
     assert len(inv.problems) == 1 and "without metadata" in inv.problems[0], inv.problems
+
+
+def test_a_fifo_whose_data_another_reader_takes_still_ends_at_the_deadline(tmp_path, monkeypatch) -> None:
+    """A FIFO can have a second reader: what poll() saw ready it may take first. The FIFO was read blocking
+    after poll, so that read waited for the next bytes, past any deadline (the scan held until killed). Here
+    the thief is a poll that drains the FIFO before it answers "ready", every time."""
+    import os
+    import select
+    import threading
+    import time
+
+    from scanner.errors import InventoryError
+
+    fifo = tmp_path / "pods.fifo"
+    os.mkfifo(fifo)
+    real_poll = select.poll
+
+    class Thief:
+        def __init__(self) -> None:
+            self._p = real_poll()
+            self._fds: list[int] = []
+
+        def register(self, fd: int, mask: int) -> None:
+            self._fds.append(fd)
+            self._p.register(fd, mask)
+
+        def poll(self, timeout: float | None = None) -> list:
+            ready = self._p.poll(timeout)
+            if ready:
+                thief = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+                try:
+                    while True:
+                        try:
+                            if not os.read(thief, 1 << 16):
+                                break
+                        except BlockingIOError:
+                            break
+                finally:
+                    os.close(thief)
+            return ready
+
+    monkeypatch.setattr(select, "poll", Thief)
+    writer_fd: list[int] = []
+    outcome: list[BaseException | None] = []
+
+    def scan() -> None:
+        try:
+            list(iter_pods_file(fifo, deadline=time.monotonic() + 2))
+            outcome.append(None)
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    reader = threading.Thread(target=scan, daemon=True)
+    reader.start()
+    time.sleep(0.3)
+    writer_fd.append(os.open(fifo, os.O_WRONLY))
+    os.write(writer_fd[0], b'{"kind": "List", ')  # ready, taken, and the writer stays silent and open
+    reader.join(timeout=8)
+    hung = reader.is_alive()
+    os.close(writer_fd[0])  # releases a read blocked on the old code
+    reader.join(timeout=5)
+    assert not hung, "the read waited past the deadline"
+    assert len(outcome) == 1 and isinstance(outcome[0], InventoryError), outcome
+    assert "the scan deadline passed" in str(outcome[0])
