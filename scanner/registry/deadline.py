@@ -21,19 +21,21 @@ tenth of start-up).
 
 from __future__ import annotations
 
-import contextvars
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
     import httpx
 
+    T = TypeVar("T")
+
 _local = threading.local()
-T = TypeVar("T")
 
 
 class DeadlineExceeded(Exception):  # mixed into httpcore's timeout classes below
@@ -114,6 +116,9 @@ def run(call: Callable[[], T], *, grace: float = 0.0) -> T:
     context (its own httpx/urllib3 calls still end at them, with their words); past the deadline and
     the grace, the worker is abandoned and :class:`Abandoned` raised with the deadline's words. A
     deadline already passed raises at once, before anything is asked. Without one: ``call()`` here."""
+    import contextvars
+    import queue
+
     scopes = list(_scopes())
     if not scopes:
         return call()
