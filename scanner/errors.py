@@ -68,3 +68,8 @@ class StoreFull(StoreError):
 
 class ScanInProgress(StoreError):
     """Another scan for the same cluster is running."""
+
+
+class DeadlineReached(SigauditError):
+    """A command's deadline (``--deadline``) passed while something it needs was still being read (a
+    policy's key URL, KMS key or trusted root); it names what, never a credential. CLI exit 3."""

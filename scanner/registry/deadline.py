@@ -26,7 +26,12 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
     import httpx
+
+    T = TypeVar("T")
 
 _local = threading.local()
 
@@ -67,9 +72,10 @@ class within:  # lower case: it replaced a function of that name, used as ``with
 
 
 def current() -> tuple[float, str] | None:
-    """The earliest deadline in force on this thread, with its words."""
+    """The earliest deadline in force on this thread, with its words; of deadlines at the same instant
+    (a request cut at the scan's own deadline), the innermost, whose words say more."""
     scopes = _scopes()
-    return min(scopes) if scopes else None
+    return min(reversed(scopes), key=lambda scope: scope[0]) if scopes else None
 
 
 def remaining() -> float | None:
@@ -108,6 +114,47 @@ def cause(exc: BaseException) -> str | None:
             return None
         seen = nxt
     return None
+
+
+def run(call: Callable[[], T], *, grace: float = 0.0) -> T:
+    """``call()`` never past this thread's earliest deadline (plus ``grace``), whatever it blocks in: a
+    name lookup (``getaddrinfo`` has no timeout), an SDK's retries, a socket no deadline of ours reaches.
+    With a deadline in force it runs on a daemon worker thread that inherits this thread's deadlines and
+    context (its own httpx/urllib3 calls still end at them, with their words); past the deadline and
+    the grace, the worker is abandoned and :class:`Abandoned` raised with the deadline's words. A
+    deadline already passed raises at once, before anything is asked. Without one: ``call()`` here."""
+    import contextvars
+    import queue
+
+    scopes = list(_scopes())
+    if not scopes:
+        return call()
+    at, words = min(scopes)
+    if at <= time.monotonic():
+        raise Abandoned(words)
+    context = contextvars.copy_context()
+    answers: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+
+    def work() -> None:
+        _local.scopes = list(scopes)
+        try:
+            answers.put((True, context.run(call)))
+        except BaseException as exc:  # handed to the caller's thread
+            answers.put((False, exc))
+
+    threading.Thread(target=work, name="sigaudit-deadline", daemon=True).start()
+    try:
+        ok, value = answers.get(timeout=max(at - time.monotonic(), 0.0) + grace)
+    except queue.Empty:
+        raise Abandoned(words) from None
+    if not ok:
+        raise value
+    result: T = value
+    return result
+
+
+class Abandoned(Exception):
+    """:func:`run` gave up waiting at a deadline (``str()``: the deadline's words)."""
 
 
 def install(client: httpx.Client) -> httpx.Client:

@@ -453,7 +453,16 @@ def resolve(path: Path) -> Path:
 
 
 def fetched(kind: str, ref: str, fetch: Callable[[], bytes]) -> bytes:
-    return current().fetched(kind, ref, fetch)
+    """Remote trust material (a key URL, a KMS key, a trusted root, a cluster read): ``fetch`` reads it,
+    ended by the caller's deadline (a policy load's ``--deadline``) as well as by its own limits
+    (``scanner.sources.deadline``, the edge, taken lazily: importing the trust layers loads no client)."""
+
+    def bounded() -> bytes:
+        from scanner.sources.deadline import read
+
+        return read(kind, ref, fetch)
+
+    return current().fetched(kind, ref, bounded)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,35 @@ def test_the_earliest_deadline_wins_and_says_what_it_is() -> None:
     assert deadline.current() is None
 
 
+def test_of_deadlines_at_the_same_instant_the_innermost_says_what_passed() -> None:
+    # A request cut at the scan's own deadline names itself ("... while the Kubernetes API was read"),
+    # whatever the words of the outer scope that set the same instant (they once sorted alphabetically).
+    at = time.monotonic() + 100
+    with deadline.within(at, "a outer"), deadline.within(at, "z inner"):
+        assert deadline.current() == (at, "z inner")
+
+
+def test_run_ends_any_call_at_the_deadline_and_hands_it_the_callers_deadlines_and_context() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    var.set("caller's")
+    at = time.monotonic() + 0.5
+    with deadline.within(at, "scan deadline reached"):
+        assert deadline.run(lambda: (deadline.current(), var.get())) == ((at, "scan deadline reached"), "caller's")
+        with pytest.raises(ValueError, match="its own"):
+            deadline.run(lambda: (_ for _ in ()).throw(ValueError("its own")))
+        began = time.monotonic()
+        with pytest.raises(deadline.Abandoned, match="scan deadline reached"):
+            deadline.run(lambda: threading.Event().wait(30))  # blocks where no socket deadline reaches
+        assert time.monotonic() - began < 1.5
+        asked: list[int] = []
+        with pytest.raises(deadline.Abandoned):  # already passed: not even started
+            deadline.run(lambda: asked.append(1))
+        assert asked == []
+    assert deadline.run(lambda: 7) == 7  # no deadline: called here
+
+
 def test_the_deadline_is_per_thread() -> None:
     seen: list[object] = []
     with deadline.within(time.monotonic() + 5, "mine"):
