@@ -272,3 +272,16 @@ def test_a_key_read_in_time_is_read_and_a_policy_without_a_deadline_is_unchanged
         policy = str(_policy(tmp_path, [f"{base}/cosign.pub"]))
         for deadline in (time.monotonic() + 20, None):
             assert len(load_policies(policy, (), deadline=deadline).rules) == 1
+
+
+def test_check_policy_naming_a_silent_key_url_ends_at_its_deadline(tmp_path: Path, silent: Silent,
+                                                                   tls_env: ssl.SSLContext) -> None:
+    # check-policy loads the policy through the same load_policies as a scan: its --deadline cuts the key read
+    # (before fix/keydl: the key URL's own 10 s, exit 2 "bad policy").
+    url = f"https://reader:{SECRET}@127.0.0.1:{silent.port}/keys/cosign.pub?token={SECRET}"
+    args = [sys.executable, "-m", "scanner.cli", "check-policy", str(_policy(tmp_path, [url])),
+            "--deadline", f"{DEADLINE:g}s"]
+    began = time.monotonic()
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=45, env=dict(os.environ))
+    _ends_at_the_deadline(proc, time.monotonic() - began, f"key URL https://127.0.0.1:{silent.port}/keys/cosign.pub")
+    assert SECRET not in proc.stdout
