@@ -106,6 +106,19 @@ class _BoundedResponse:
     def read(self, amt: int | None = None, **_: Any) -> bytes:
         return self.data if amt is None else self._read_some(amt)
 
+    @contextmanager
+    def _closed_on_failure(self) -> Iterator[None]:
+        """A reply left mid-body is closed (its connection never goes back to the pool), and a failure
+        met after the request's deadline passed is that deadline's (:func:`_deadline_words`)."""
+        try:
+            yield
+        except BaseException as exc:
+            self._r.close()
+            cut = _deadline_words(exc)
+            if cut is exc:
+                raise
+            raise cut from exc
+
     def _read_some(self, amt: int) -> bytes:
         with self._within():
             self._check()
@@ -115,7 +128,7 @@ class _BoundedResponse:
         ok = 200 <= int(self.status or 0) <= 299
         cap = MAX_RESPONSE_BYTES if ok else MAX_ERROR_BODY_BYTES
         body = bytearray()
-        try:
+        with self._closed_on_failure():
             with self._within():
                 while True:
                     self._check()
@@ -132,12 +145,6 @@ class _BoundedResponse:
                         self._r.close()
                         break
                     self._check()
-        except BaseException as exc:
-            self._r.close()  # a connection left mid-body never goes back to the pool
-            cut = _deadline_words(exc)
-            if cut is exc:
-                raise
-            raise cut from exc
         self._r.release_conn()
         return bytes(body)
 
@@ -155,7 +162,7 @@ class _BoundedResponse:
         else:
             pieces = iter(lambda: bytes(self._r.read1(step, decode_content=decode_content)), b"")
         pending = bytearray()  # the bytes after the last newline
-        try:
+        with self._closed_on_failure():
             while True:
                 with self._within():
                     self._check()
@@ -173,12 +180,6 @@ class _BoundedResponse:
                 line = bytes(pending) + piece[:newline + 1]
                 pending = bytearray(piece[newline + 1:])
                 yield line
-        except BaseException as exc:
-            self._r.close()  # a stream left mid-body never goes back to the pool
-            cut = _deadline_words(exc)
-            if cut is exc:
-                raise
-            raise cut from exc
         if pending:
             yield bytes(pending)
 

@@ -26,13 +26,26 @@ DEADLINE = 3.0
 MARGIN = 4.0  # interpreter start and exit around the deadline (a correctness bound, not a speed test)
 
 
-def _read_request(conn: socket.socket) -> None:
+def _requests(conn: socket.socket, stop: threading.Event) -> Iterator[bytes]:
+    """The head of each request on the connection (GETs: no bodies), until it closes or the test ends."""
     buf = b""
-    while b"\r\n\r\n" not in buf:
-        got = conn.recv(65536)
-        if not got:
-            return
-        buf += got
+    while not stop.is_set():
+        while b"\r\n\r\n" not in buf:
+            got = conn.recv(65536)
+            if not got:
+                return
+            buf += got
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        yield head
+
+
+def _read_request(conn: socket.socket) -> bytes | None:
+    return next(_requests(conn, threading.Event()), None)
+
+
+def _json_reply(body: bytes, *, close: bool = False) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + (b"Connection: close\r\n" if close else b"")
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
 def _silent(conn: socket.socket, stop: threading.Event) -> None:
@@ -197,20 +210,11 @@ def _lists_then_stalls(owner: bool, secret: bool) -> Callable[[socket.socket, th
     """Answers the pod list at once; every other request (the owner GET, the pull secret) is left silent."""
 
     def behaviour(conn: socket.socket, stop: threading.Event) -> None:
-        buf = b""
-        while not stop.is_set():
-            while b"\r\n\r\n" not in buf:
-                got = conn.recv(65536)
-                if not got:
-                    return
-                buf += got
-            head, _, buf = buf.partition(b"\r\n\r\n")
+        for head in _requests(conn, stop):
             if not head.split(b" ", 2)[1].startswith(b"/api/v1/pods"):
                 stop.wait(90)
                 return
-            body = _pod_list(owner, secret)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            conn.sendall(_json_reply(_pod_list(owner, secret)))
 
     return behaviour
 
@@ -291,16 +295,11 @@ def _lists_then_watch(body: Callable[[socket.socket, threading.Event], None]
     """Answers a pod list (one per connection) with an empty list; a watch request gets ``body``."""
 
     def behaviour(conn: socket.socket, stop: threading.Event) -> None:
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            got = conn.recv(65536)
-            if not got:
-                return
-            buf += got
-        if b"watch=true" not in buf.split(b"\r\n", 1)[0]:
-            page = b'{"kind":"PodList","metadata":{"resourceVersion":"7"},"items":[]}'
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                         b"Content-Length: " + str(len(page)).encode() + b"\r\n\r\n" + page)
+        head = _read_request(conn)
+        if head is None:
+            return
+        if b"watch=true" not in head.split(b"\r\n", 1)[0]:
+            conn.sendall(_json_reply(b'{"kind":"PodList","metadata":{"resourceVersion":"7"},"items":[]}', close=True))
             return
         body(conn, stop)
 
@@ -410,16 +409,8 @@ def _answers(page: bytes) -> Callable[[socket.socket, threading.Event], None]:
     """Answers every request on the connection with the pod list ``page``."""
 
     def behaviour(conn: socket.socket, stop: threading.Event) -> None:
-        buf = b""
-        while not stop.is_set():
-            while b"\r\n\r\n" not in buf:
-                got = conn.recv(65536)
-                if not got:
-                    return
-                buf += got
-            _, _, buf = buf.partition(b"\r\n\r\n")
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                         + str(len(page)).encode() + b"\r\n\r\n" + page)
+        for _ in _requests(conn, stop):
+            conn.sendall(_json_reply(page))
 
     return behaviour
 

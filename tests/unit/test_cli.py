@@ -163,21 +163,7 @@ def test_a_one_shot_scan_does_not_walk_the_heap_again_and_again(tmp_path: Path) 
     pods) and gives the previous ones back when it ends."""
     import gc
 
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    from tests.harness.demo import _pod
-
-    (tmp_path / "policy.yaml").write_text(  # matches nothing: no registry request is made
-        "apiVersion: sigaudit.io/v1alpha1\nkind: AuditPolicy\nspec:\n  rules:\n"
-        "    - name: r\n      images: ['elsewhere.test/*']\n"
-        "      verifiers: [{cosign: {key: k.pub, ignoreTlog: true}}]\n")
-    key = ec.generate_private_key(ec.SECP256R1()).public_key()
-    (tmp_path / "k.pub").write_bytes(key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    digest = "sha256:" + "a" * 64
-    items = [_pod(f"ns-{p % 20}", f"web-{p}", [("app", f"127.0.0.1:1/app{p % 1000}:1",
-                                                f"127.0.0.1:1/app{p % 1000}@{digest}")]) for p in range(4000)]
-    (tmp_path / "pods.json").write_text(json.dumps({"kind": "List", "items": items}))
+    args = _scan_files(tmp_path, 4000, repos=1000)  # a policy matching none of them: no registry request
     full: list[int] = []
 
     def count(phase: str, info: dict[str, int]) -> None:
@@ -187,9 +173,7 @@ def test_a_one_shot_scan_does_not_walk_the_heap_again_and_again(tmp_path: Path) 
     before = gc.get_threshold()
     gc.callbacks.append(count)
     try:
-        result = CliRunner().invoke(main, ["scan", "--no-store", "--policy", str(tmp_path / "policy.yaml"), "-o",
-                                           "none", "--json-out", str(tmp_path / "out.json"), "--no-progress",
-                                           "--pods-file", str(tmp_path / "pods.json")], catch_exceptions=False)
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
     finally:
         gc.callbacks.remove(count)
     assert result.exit_code == 1, result.output  # no rule matches: no-policy verdicts are not compliant
@@ -198,8 +182,9 @@ def test_a_one_shot_scan_does_not_walk_the_heap_again_and_again(tmp_path: Path) 
     assert gc.get_threshold() == before
 
 
-def _scan_files(tmp_path: Path, pods: int) -> list[str]:
-    """A --no-store scan of ``pods`` pods under a policy that matches none of them (no registry request)."""
+def _scan_files(tmp_path: Path, pods: int, repos: int = 100) -> list[str]:
+    """A --no-store scan of ``pods`` pods (in ``repos`` repositories) under a policy that matches none of them
+    (no registry request)."""
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -212,8 +197,8 @@ def _scan_files(tmp_path: Path, pods: int) -> list[str]:
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     (tmp_path / "k.pub").write_bytes(key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
     digest = "sha256:" + "a" * 64
-    items = [_pod(f"ns-{p % 20}", f"web-{p}", [("app", f"127.0.0.1:1/app{p % 100}:1",
-                                                f"127.0.0.1:1/app{p % 100}@{digest}")]) for p in range(pods)]
+    items = [_pod(f"ns-{p % 20}", f"web-{p}", [("app", f"127.0.0.1:1/app{p % repos}:1",
+                                                f"127.0.0.1:1/app{p % repos}@{digest}")]) for p in range(pods)]
     (tmp_path / "pods.json").write_text(json.dumps({"kind": "List", "items": items}))
     return ["scan", "--no-store", "--policy", str(tmp_path / "policy.yaml"), "-o", "none", "--json-out",
             str(tmp_path / "out.json"), "--no-progress", "--pods-file", str(tmp_path / "pods.json")]

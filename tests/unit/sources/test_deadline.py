@@ -90,7 +90,13 @@ def trickling(tls_env: ssl.SSLContext) -> Iterator[str]:
     """An https key server whose answer is a real key, a byte every 0.2 s (each byte restarts httpx's
     read timeout; the key URL's own limit is 30 s)."""
 
-    class Trickle(BaseHTTPRequestHandler):
+    yield from _https(_key_handler(0.2), tls_env)
+
+
+def _key_handler(pause: float) -> type[BaseHTTPRequestHandler]:
+    """A key server's handler: a real key, ``pause`` s after each of its bytes (0: at once)."""
+
+    class Key(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
             pass
 
@@ -98,12 +104,12 @@ def trickling(tls_env: ssl.SSLContext) -> Iterator[str]:
             self.send_response(200)
             self.send_header("Content-Length", str(len(KEY)))
             self.end_headers()
-            for i in range(len(KEY)):
-                self.wfile.write(KEY[i:i + 1])
+            for piece in ([KEY[i:i + 1] for i in range(len(KEY))] if pause else [KEY]):
+                self.wfile.write(piece)
                 self.wfile.flush()
-                time.sleep(0.2)
+                time.sleep(pause)
 
-    yield from _https(Trickle, tls_env)
+    return Key
 
 
 @pytest.fixture
@@ -258,17 +264,7 @@ def test_a_key_read_in_time_is_read_and_a_policy_without_a_deadline_is_unchanged
                                                                                  tls_env: ssl.SSLContext) -> None:
     from scanner.policy.sources import load_policies
 
-    class Key(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(KEY)))
-            self.end_headers()
-            self.wfile.write(KEY)
-
-    for base in _https(Key, tls_env):
+    for base in _https(_key_handler(0), tls_env):
         policy = str(_policy(tmp_path, [f"{base}/cosign.pub"]))
         for deadline in (time.monotonic() + 20, None):
             assert len(load_policies(policy, (), deadline=deadline).rules) == 1
