@@ -8,6 +8,7 @@ Python package implements it with docker's normalisation rules.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections.abc import Iterable
 
@@ -69,7 +70,7 @@ def _parse_reference(text: str) -> ImageReference:
     domain, path = _split_domain(rest)
     # A host name is case-insensitive (DNS): REGISTRY.EXAMPLE/app is registry.example/app, pulled from
     # the same registry. One spelling, so every rule, exemption and trust-policy scope sees one repository.
-    domain = domain.lower()
+    domain = _canonical_host(domain.lower(), text)
     if domain in _HUB_ALIASES:
         domain = DOCKER_HUB
         if "/" not in path:
@@ -80,6 +81,28 @@ def _parse_reference(text: str) -> ImageReference:
     if tag is None and not digest:
         tag = "latest"
     return ImageReference(registry=domain, repository=path, tag=tag, digest=digest or None)
+
+
+def _canonical_host(domain: str, text: str) -> str:
+    """One spelling of a registry's host and port beside the case: the port as a plain number
+    (``localhost:05000`` is ``localhost:5000``, the port the kubelet dials too) and an IPv6 literal in its
+    compressed form (``[0:0::1]`` is ``[::1]``), so no second spelling of one registry escapes the
+    rules, exemptions and trust-policy scopes written for it. A bracketed host that is no IPv6 address is
+    refused. (``:443`` is kept: the kubelet matches credentials by the port as written.)"""
+    host, port = domain, ""
+    if domain.startswith("["):
+        literal, _, rest = domain[1:].partition("]")
+        try:
+            host = f"[{ipaddress.IPv6Address(literal).compressed}]"
+        except ValueError:
+            raise ParseError(f"invalid image reference {text[:200]!r}: [{literal[:60]}] is no IPv6 address") \
+                from None
+        port = rest[1:]
+    elif ":" in domain:
+        host, _, port = domain.partition(":")
+    if port.isdigit():
+        port = str(int(port))
+    return f"{host}:{port}" if port else host
 
 
 def registry_api_host(registry: str) -> str:

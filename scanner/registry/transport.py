@@ -104,6 +104,7 @@ class _SocketView:
 # would break at. Every such line is parsed by the email parser to exactly (name, value.lstrip(" \t")).
 _PLAIN_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n\x0b\x0c\x1c-\x1e\x85]*)\r?\n")
 _MAXLINE, _MAXHEADERS = 65536, 100  # http.client's limits
+_MAX_INTERIM = 16  # interim (1xx) replies before a reply's answer: a registry sends one or two at most
 
 
 def _parse_headers(fp: Any, _class: type[http.client.HTTPMessage] = http.client.HTTPMessage) -> Any:
@@ -133,6 +134,22 @@ def _parse_headers(fp: Any, _class: type[http.client.HTTPMessage] = http.client.
 class _DeadlineResponse(http.client.HTTPResponse):
     def __init__(self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None) -> None:
         super().__init__(_SocketView(sock), debuglevel, method, url)  # type: ignore[arg-type]
+        self._interim = 0
+
+    def _read_status(self) -> tuple[str, int, str]:
+        """The status line, an interim 1xx reply passed off as ``100 Continue``: CPython's ``begin``
+        skips only that one, and took any other 1xx (a CDN's ``103 Early Hints``) for the answer — a
+        success with an empty body, the registry's real reply thrown away with the read buffer. At
+        most :data:`_MAX_INTERIM` of them; a ``101`` (no request of ours asks to switch) is refused."""
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        if 100 <= status < 200:
+            if status == 101:
+                raise http.client.HTTPException("a 101 Switching Protocols reply, to a request that asked for none")
+            self._interim += 1
+            if self._interim > _MAX_INTERIM:
+                raise http.client.HTTPException(f"more than {_MAX_INTERIM} interim (1xx) replies before the answer")
+            return version, http.client.CONTINUE, reason
+        return version, status, reason
 
     # CPython's own ``begin`` (status line, 1xx skipping, version, framing) run with the parser above in
     # place of the module's ``parse_headers``: nothing of it is copied, so it follows the interpreter.

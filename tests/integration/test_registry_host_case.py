@@ -49,14 +49,19 @@ def _scan(tmp: Path, ca: Path, pods: list[dict[str, Any]], rules: list[dict[str,
     return out
 
 
-def test_an_upper_case_registry_host_is_judged_as_the_same_repository(registry_factory: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("spelling", ["LOCALHOST:{port}", "localhost:0{port}"])
+def test_an_upper_case_registry_host_is_judged_as_the_same_repository(
+    registry_factory: Any, tmp_path: Path, spelling: str
+) -> None:
+    """(Also the port: ``localhost:0<port>`` is the same registry, dialled on the same port, and was once
+    judged as another repository just as ``LOCALHOST`` was.)"""
     reg = registry_factory(tls=True)
     assert reg.ca_path is not None
     port = reg.url.rsplit(":", 1)[1]
     host = f"localhost:{port}"
     with reg.client() as c:
         digest = oci.make_image(f"https://{host}", "prod/app", "v1", client=c)  # unsigned
-    lower, upper = f"{host}/prod/app@{digest}", f"LOCALHOST:{port}/prod/app@{digest}"
+    lower, upper = f"{host}/prod/app@{digest}", f"{spelling.format(port=port)}/prod/app@{digest}"
 
     # notation: the prod repository is strict, everything else (other registries) is skipped.
     pki = ns.make_pki("Prod Signer")

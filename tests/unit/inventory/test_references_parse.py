@@ -4,6 +4,7 @@ import pytest
 
 from scanner.errors import ParseError
 from scanner.inventory.references import parse_image_id, parse_reference
+from scanner.policy.engine import image_matches
 
 D = "sha256:" + "a" * 64
 
@@ -86,3 +87,29 @@ def test_an_image_id_not_in_the_exact_registry_form_gives_no_digest(image_id: st
 def test_image_id_missing(empty: str | None) -> None:
     _ref, digest, note = parse_image_id(empty)
     assert digest is None and "no image digest" in note
+
+
+@pytest.mark.parametrize("text,registry", [
+    ("localhost:05000/prod/app:1", "localhost:5000"),
+    ("registry.example:0443/prod/app:1", "registry.example:443"),
+    ("[0:0:0:0:0:0:0:1]:5000/prod/app:1", "[::1]:5000"),
+    ("[::0001]:05000/prod/app:1", "[::1]:5000"),
+    ("[FE80::A]/prod/app:1", "[fe80::a]"),
+    ("localhost:5000/prod/app:1", "localhost:5000"),
+])
+def test_a_registry_port_or_ip_literal_has_one_spelling(text: str, registry: str) -> None:
+    """``localhost:05000`` is the registry ``localhost:5000`` (the same port, dialled by the kubelet as by
+    sigaudit), ``[0:0::1]`` is ``[::1]``: once kept as written, a pod running ``localhost:0<port>/prod/app``
+    escaped the rule and the trust policy scope written for ``localhost:<port>/prod/app`` (the real CLI:
+    tests/integration/test_registry_host_case.py)."""
+    ref = parse_reference(text)
+    assert ref.registry == registry
+    assert ref == parse_reference(f"{registry}/prod/app:1")
+    if not registry.startswith("["):  # (a glob reads "[...]" as a character class)
+        assert image_matches([f"{registry}/prod/*"], ref)
+
+
+@pytest.mark.parametrize("text", ["[127.0.0.1]/app", "[1:2:3]/app", "[1::2::3]:5000/app"])
+def test_a_bracketed_host_that_is_no_ipv6_address_is_refused(text: str) -> None:
+    with pytest.raises(ParseError, match="IPv6"):
+        parse_reference(text)

@@ -361,3 +361,46 @@ def test_a_socks_proxy_in_the_environment_is_an_error_that_says_so() -> None:
             as info:
         client.get_manifest(ImageReference("r.test", "app", "1", None), "1")
     assert "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("interim", [
+    b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+    b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 199 Misc\r\nX: y\r\n\r\n",
+])
+def test_an_interim_1xx_reply_is_skipped_never_taken_for_the_answer(
+    raw: Callable[[Script], RawServer], interim: bytes
+) -> None:
+    """http.client skips only ``100 Continue``: a 103 (Early Hints, what a CDN in front of a registry
+    sends) was taken as the final reply, a success with an empty body, and the registry's real answer
+    was thrown away with the connection's buffer — a 404 read as "not JSON", a manifest as empty."""
+    def script(conn: socket.socket, n: int) -> None:
+        while request := read_request(conn):
+            if b" /v2/app/manifests/gone " in request:
+                conn.sendall(interim + b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}")
+            else:
+                conn.sendall(interim + ok_reply())
+
+    server = raw(script)
+    with registry_client(server, total_timeout=5) as client:
+        with pytest.raises(RegistryError, match="not found"):
+            client.get_manifest(ref(server), "gone")
+        assert client.get_manifest(ref(server), "1").raw == MANIFEST
+        assert client.head_manifest(ref(server), "1").size == len(MANIFEST)
+        assert server.accepted == 1, "the interim replies were read off the connection, which stays usable"
+
+
+@pytest.mark.parametrize("reply,words", [
+    (b"HTTP/1.1 103 Early Hints\r\n\r\n" * 40 + ok_reply(), "interim"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n" + ok_reply(), "101"),
+])
+def test_endless_interim_replies_or_an_unasked_protocol_switch_are_errors(
+    raw: Callable[[Script], RawServer], reply: bytes, words: str
+) -> None:
+    def script(conn: socket.socket, n: int) -> None:
+        read_request(conn)
+        conn.sendall(reply)
+
+    server = raw(script)
+    with registry_client(server, total_timeout=5) as client, pytest.raises(RegistryError, match=words):
+        client.get_manifest(ref(server), "1")
