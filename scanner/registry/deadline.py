@@ -135,7 +135,7 @@ def run(call: Callable[[], T], *, grace: float = 0.0) -> T:
     scopes = list(_scopes())
     if not scopes:
         return call()
-    at, words = min(scopes)
+    at, words = current() or scopes[0]  # the innermost of equal deadlines, as everywhere else
     if at <= time.monotonic():
         raise Abandoned(words)
     with _abandoned_lock:

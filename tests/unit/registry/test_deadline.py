@@ -211,3 +211,11 @@ def test_a_read_ending_with_a_base_exception_is_a_failure_never_an_exit(exc: Bas
             pytest.raises(Exception, match=type(exc).__name__) as err:
         deadline.run(ends)
     assert isinstance(err.value, Exception)
+
+
+def test_run_says_what_passed_in_the_innermost_words_of_equal_deadlines() -> None:
+    # run took min() of (instant, words) tuples: of equal instants, the alphabetically first words.
+    at = time.monotonic() + 0.2
+    with deadline.within(at, "a scan's deadline"), deadline.within(at, "the policy load's deadline"), \
+            pytest.raises(deadline.Abandoned, match="the policy load's deadline"):
+        deadline.run(lambda: threading.Event().wait(5))
