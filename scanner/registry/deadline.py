@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 _local = threading.local()
+# How many workers :func:`run` gave up on may still be running (hanging) at once, process-wide.
+MAX_ABANDONED = 32
+_abandoned: list[threading.Thread] = []
+_abandoned_lock = threading.Lock()
 
 
 class DeadlineExceeded(Exception):  # mixed into httpcore's timeout classes below
@@ -122,16 +126,25 @@ def run(call: Callable[[], T], *, grace: float = 0.0) -> T:
     With a deadline in force it runs on a daemon worker thread that inherits this thread's deadlines and
     context (its own httpx/urllib3 calls still end at them, with their words); past the deadline and
     the grace, the worker is abandoned and :class:`Abandoned` raised with the deadline's words. A
-    deadline already passed raises at once, before anything is asked. Without one: ``call()`` here."""
+    deadline already passed raises at once, before anything is asked, and so does any call while
+    :data:`MAX_ABANDONED` workers given up on earlier still run: what hangs past deadlines is bounded in a
+    process that runs for months. Without one: ``call()`` here."""
     import contextvars
     import queue
 
     scopes = list(_scopes())
     if not scopes:
         return call()
-    at, words = min(scopes)
+    at, words = current() or scopes[0]  # the innermost of equal deadlines, as everywhere else
     if at <= time.monotonic():
         raise Abandoned(words)
+    with _abandoned_lock:
+        _abandoned[:] = [worker for worker in _abandoned if worker.is_alive()]
+        if len(_abandoned) >= MAX_ABANDONED:
+            # A long-running process (serve) whose reads keep hanging past their deadlines (a peer that
+            # trickles forever, a lookup that never returns) would grow a thread and a socket per read
+            # without end: past MAX_ABANDONED still hanging, the read is not started and ends as cut.
+            raise Abandoned(f"{words} ({len(_abandoned)} earlier reads still hang past their deadlines)")
     context = contextvars.copy_context()
     answers: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
 
@@ -139,13 +152,18 @@ def run(call: Callable[[], T], *, grace: float = 0.0) -> T:
         _local.scopes = list(scopes)
         try:
             answers.put((True, context.run(call)))
-        except BaseException as exc:  # handed to the caller's thread
+        except Exception as exc:  # handed to the caller's thread
             answers.put((False, exc))
+        except BaseException as exc:  # a SystemExit(0) re-raised there would end a command "all compliant"
+            answers.put((False, WorkerExit(f"the read ended with {type(exc).__name__}")))
 
-    threading.Thread(target=work, name="sigaudit-deadline", daemon=True).start()
+    worker = threading.Thread(target=work, name="sigaudit-deadline", daemon=True)
+    worker.start()
     try:
         ok, value = answers.get(timeout=max(at - time.monotonic(), 0.0) + grace)
     except queue.Empty:
+        with _abandoned_lock:
+            _abandoned.append(worker)
         raise Abandoned(words) from None
     if not ok:
         raise value
@@ -155,6 +173,11 @@ def run(call: Callable[[], T], *, grace: float = 0.0) -> T:
 
 class Abandoned(Exception):
     """:func:`run` gave up waiting at a deadline (``str()``: the deadline's words)."""
+
+
+class WorkerExit(Exception):
+    """The call :func:`run` ran on its worker raised what is not an ``Exception`` (``SystemExit``,
+    ``KeyboardInterrupt``, ``GeneratorExit``): it reaches the caller as a failure, never as an exit."""
 
 
 def install(client: httpx.Client) -> httpx.Client:

@@ -105,33 +105,19 @@ def _scrubbed(exc: KmsKeyUnavailable) -> KmsKeyUnavailable:
 def _bounded(ref: str, what: str, call: Callable[[], T]) -> T:
     """``call()`` under the wall clock: the SDKs' own timeouts are per socket operation (a KMS that
     trickles its answer, or retries, holds them for as long as it likes). The call runs on a daemon
-    thread; past the time left, the command goes on with an error and the thread is abandoned."""
+    thread (``deadline.run``, which also bounds how many such threads a long-running ``serve`` keeps
+    hanging); past the time left, the command goes on with an error and the thread is abandoned."""
     seconds = vkms.KMS_TOTAL_TIMEOUT_SECONDS
-    words = f"no answer from the KMS within {seconds:g}s"
-    outer = deadline.current()
-    if outer is not None and outer[0] - time.monotonic() < seconds:
-        seconds, words = max(outer[0] - time.monotonic(), 0.0), outer[1]
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = call()
-        except BaseException as exc:  # handed to the caller's thread below
-            box["error"] = exc
-
-    worker = threading.Thread(target=run, name="sigaudit-kms", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        raise KmsKeyUnavailable(ref, f"{what}: {words}")
-    if "error" in box:
-        exc = box["error"]
-        if isinstance(exc, KmsKeyUnavailable):
-            raise _scrubbed(exc) from None
+    try:
+        with deadline.within(time.monotonic() + seconds, f"no answer from the KMS within {seconds:g}s"):
+            return deadline.run(call)
+    except deadline.Abandoned as exc:
+        raise KmsKeyUnavailable(ref, f"{what}: {exc}") from None
+    except KmsKeyUnavailable as exc:
+        raise _scrubbed(exc) from None
+    except Exception as exc:
         # The SDKs' errors: the message names no credential (redacted), only what failed.
         raise KmsKeyUnavailable(ref, f"{what}: {type(exc).__name__}: {scrub(str(exc))}") from exc
-    value: T = box["value"]
-    return value
 
 
 @dataclass(frozen=True)

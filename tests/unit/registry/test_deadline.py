@@ -167,3 +167,55 @@ def test_every_urllib3_pool_of_the_transport_connects_and_reads_under_the_deadli
         assert issubclass(pool.ConnectionCls, transport._DeadlineMixin), type(pool)
         assert pool.ConnectionCls.response_class is transport._DeadlineResponse
     t.close()
+
+
+def test_run_bounds_how_many_workers_it_leaves_hanging_in_a_long_running_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # serve runs scans for months: a read that hangs past every deadline (a KMS trickling forever) left one
+    # more thread (and its socket) behind at each scan, without end.
+    monkeypatch.setattr(deadline, "MAX_ABANDONED", 3, raising=False)
+    monkeypatch.setattr(deadline, "_abandoned", [], raising=False)
+    released = threading.Event()
+    started: list[int] = []
+    before = {t.ident for t in threading.enumerate()}
+
+    def hangs() -> None:
+        started.append(1)
+        released.wait(30)
+
+    try:
+        for _ in range(6):
+            with deadline.within(time.monotonic() + 0.05, "scan deadline reached"), \
+                    pytest.raises(deadline.Abandoned, match="scan deadline reached"):
+                deadline.run(hangs)
+        assert len(started) == 3  # the fourth is not started while three still hang: cut at once
+        hanging = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+        assert len(hanging) <= 3
+    finally:
+        released.set()
+    for t in threading.enumerate():
+        if t.ident not in before and t.name == "sigaudit-deadline":
+            t.join(5)
+    with deadline.within(time.monotonic() + 5, "scan deadline reached"):
+        assert deadline.run(lambda: 7) == 7  # the ones that ended no longer count
+
+
+@pytest.mark.parametrize("exc", [SystemExit(0), KeyboardInterrupt(), GeneratorExit()])
+def test_a_read_ending_with_a_base_exception_is_a_failure_never_an_exit(exc: BaseException) -> None:
+    # Re-raised on the caller's thread, a SystemExit(0) from a read ended the command with exit 0.
+    def ends() -> None:
+        raise exc
+
+    with deadline.within(time.monotonic() + 5, "scan deadline reached"), \
+            pytest.raises(Exception, match=type(exc).__name__) as err:
+        deadline.run(ends)
+    assert isinstance(err.value, Exception)
+
+
+def test_run_says_what_passed_in_the_innermost_words_of_equal_deadlines() -> None:
+    # run took min() of (instant, words) tuples: of equal instants, the alphabetically first words.
+    at = time.monotonic() + 0.2
+    with deadline.within(at, "a scan's deadline"), deadline.within(at, "the policy load's deadline"), \
+            pytest.raises(deadline.Abandoned, match="the policy load's deadline"):
+        deadline.run(lambda: threading.Event().wait(5))

@@ -281,3 +281,66 @@ def test_check_policy_naming_a_silent_key_url_ends_at_its_deadline(tmp_path: Pat
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=45, env=dict(os.environ))
     _ends_at_the_deadline(proc, time.monotonic() - began, f"key URL https://127.0.0.1:{silent.port}/keys/cosign.pub")
     assert SECRET not in proc.stdout
+
+
+class TrickleForever:
+    """A plain-HTTP listener on 127.0.0.1 that, on every connection, sends a byte every 0.2 s and never
+    completes a status line: each byte restarts an SDK's per-read timeout, so only a wall clock ends it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn:
+            while not self.closed.wait(0.2):
+                try:
+                    conn.sendall(b"H")
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+
+
+def test_serve_scans_against_a_kms_trickling_forever_leave_a_bounded_number_of_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # serve loads the policy at every scan: each load's KMS call (boto3, real sockets) was abandoned at the
+    # deadline and its thread, with its socket, hung for as long as the KMS trickled -- one more per scan.
+    from scanner.policy.sources import load_policies
+    from scanner.registry import deadline as deadlines
+
+    monkeypatch.setattr(deadlines, "MAX_ABANDONED", 3, raising=False)
+    monkeypatch.setattr(deadlines, "_abandoned", [], raising=False)
+    kms = TrickleForever()
+    for name, value in {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLEEXAMPLE", "AWS_SECRET_ACCESS_KEY": SECRET,
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{kms.port}"}.items():
+        monkeypatch.setenv(name, value)
+    ref = "awskms:///arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    policy = str(_policy(tmp_path, [ref]))
+    before = {t.ident for t in threading.enumerate()}
+    try:
+        for _ in range(7):
+            with pytest.raises(DeadlineReached) as err:  # never a key, never a pass
+                load_policies(policy, (), deadline=time.monotonic() + 0.4)
+            assert SECRET not in str(err.value)
+        time.sleep(0.3)
+        left = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()
+                and t.name.startswith("sigaudit-")]
+        assert len(left) <= 3, [t.name for t in left]
+    finally:
+        kms.close()
