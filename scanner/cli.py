@@ -1,6 +1,7 @@
 """The ``sigaudit`` command. The only module that exits the process.
 
-Exit codes: 0 compliant, 1 non-compliant found, 2 usage/config error, 3 the scan failed or was partial.
+Exit codes: 0 compliant, 1 non-compliant found, 2 usage/config error, 3 the scan failed or was partial;
+141 stdout's reader went away (128 + SIGPIPE).
 Every option also reads ``SIGAUDIT_<OPTION>`` from the environment. Data goes to stdout; progress
 and logs to stderr.
 """
@@ -11,6 +12,7 @@ import atexit
 import contextlib
 import dataclasses
 import gc
+import io
 import json
 import logging
 import os
@@ -31,6 +33,10 @@ from scanner.errors import ConfigError, InventoryError, ParseError, ScanInProgre
 from scanner.options import age, duration, scan_options, scan_options_from
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+# stdout's reader went away before all of it was written (`sigaudit scan -o json | head -c 100`): what a shell
+# reports for a process SIGPIPE ended (128 + 13), as `cat` or `grep` would. Never 1 ("non-compliant"), nor
+# 0: the output was not delivered; not 3 either: the scan's own work was done (README "Exit codes").
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 log = logging.getLogger("sigaudit")
 
 
@@ -53,17 +59,72 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _reader_gone() -> NoReturn:
+    """stdout's reader stopped reading: no internal error, and nothing to say (its reader is gone). stdout is
+    pointed at /dev/null first, so the interpreter's final flush of what is still buffered cannot raise
+    again (the Python docs' "Note on SIGPIPE"); then exit :data:`EXIT_BROKEN_PIPE`, quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (AttributeError, OSError, ValueError):  # no real stdout (None, replaced, closed): nothing to flush
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
+def _stdout_writes_whole() -> None:
+    """Under ``PYTHONUNBUFFERED=1`` (the container image sets it) sys.stdout writes straight to the raw file, and
+    its TextIOWrapper ignores how much a write took: a write cut short (its reader closed the pipe while it
+    was blocked) silently drops the rest — no error, a truncated document and exit 0 or 1. A BufferedWriter
+    between them writes everything or raises (BrokenPipeError: :func:`_reader_gone`). Line-buffered, and every
+    command flushes what it wrote, so the output still goes out as it is written."""
+    out = sys.stdout
+    raw = getattr(out, "buffer", None)
+    if not isinstance(out, io.TextIOWrapper) or not isinstance(raw, io.RawIOBase):
+        return  # buffered already, or not a real file (click's test runner, pytest's capture)
+    out.flush()
+    # the old wrapper stays sys.__stdout__ (never collected, so never closing fd 1 behind the new one)
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw), encoding=out.encoding, errors=out.errors,
+                                  line_buffering=True)
+
+
+def _flush_stdout() -> None:
+    """What a command wrote reaches its reader now, inside the guard, not at the interpreter's exit (where a
+    broken pipe is "Exception ignored" and exit 120)."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
 class _LazyGroup(click.Group):
     """Commands whose modules are heavy (the web server, the report renderer) are imported only when
     invoked: a CronJob's `sigaudit scan` does not pay for Starlette, uvicorn or Jinja2 at start-up.
 
     Also the one guard around every command (scan, serve, report, db, ...): whatever escapes a
     command ends in an exit code of the contract and one line on stderr, never in Python's exit 1
-    with a traceback (1 means "non-compliant images found")."""
+    with a traceback (1 means "non-compliant images found"). A closed stdout (its reader exited) is
+    :func:`_reader_gone`, whichever command wrote to it and wherever (click's own answer, exit 1, would
+    read as a verdict)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        _stdout_writes_whole()
+        try:  # `sigaudit --help`/`--version` write while their options are parsed, before invoke
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError:
+            _reader_gone()
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                result = super().invoke(ctx)
+            except (SystemExit, click.exceptions.Exit):
+                _flush_stdout()
+                raise
+            _flush_stdout()
+            return result
+        except BrokenPipeError:
+            _reader_gone()
         except click.exceptions.Exit:
             raise
         except click.Abort:
@@ -130,10 +191,11 @@ def main(verbose: int) -> None:
 def _progress_printer(enabled: bool) -> Any:
     if not enabled:
         return None, None
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    from scanner.table import PipeConsole
+
+    console = PipeConsole(stderr=True)
     if not console.is_terminal:
         last: dict[str, int] = {}
 
@@ -308,19 +370,11 @@ def run_scan_command(**opts: Any) -> int:
             bar.stop()
         signal.signal(signal.SIGTERM, old_term)
 
+    # Every file, the metrics, the evidence pack and the store first; stdout last: a reader of stdout that
+    # exits early (`| head`) ends the command there (exit 141) and must not cost any of them.
     if opts["json_out"]:
         with Path(opts["json_out"]).open("w", encoding="utf-8") as out:
             write_scan_json(result, out)
-    if opts["output"] == "json":
-        write_scan_json(result, sys.stdout)
-    elif opts["output"] in ("openreports", "policyreport"):
-        from scanner.clusterreports import FLAVORS, build_reports, to_yaml
-
-        click.echo(to_yaml(build_reports(result, FLAVORS[opts["output"]])), nl=False)
-    elif opts["output"] == "table":
-        from scanner.table import print_table
-
-        print_table(result)
     _exports(result, store, opts, inputs.policy)
     evidence_failed = False
     if opts.get("evidence_path") and store is not None and result.scan_id is not None:
@@ -340,14 +394,34 @@ def run_scan_command(**opts: Any) -> int:
     if store is not None:
         store.close()
     if evidence_failed:
-        return EXIT_FAILED
-    if result.state.value != "complete":
+        code = EXIT_FAILED
+    elif result.state.value != "complete":
         for err in result.errors:
             click.echo(f"sigaudit: warning: {err}", err=True)
-        return EXIT_FAILED
-    if not all(v.compliant for v in result.verdicts) and not opts["exit_zero_on_violations"]:
-        return EXIT_VIOLATIONS
-    return EXIT_OK
+        code = EXIT_FAILED
+    elif not all(v.compliant for v in result.verdicts) and not opts["exit_zero_on_violations"]:
+        code = EXIT_VIOLATIONS
+    else:
+        code = EXIT_OK
+    _write_stdout(result, opts["output"])
+    return code
+
+
+def _write_stdout(result: Any, output: str) -> None:
+    """The scan's stdout (``-o``), flushed: the last thing a scan does (a broken pipe here ends the command)."""
+    if output == "json":
+        from scanner.document import write_scan_json
+
+        write_scan_json(result, sys.stdout)
+    elif output in ("openreports", "policyreport"):
+        from scanner.clusterreports import FLAVORS, build_reports, to_yaml
+
+        click.echo(to_yaml(build_reports(result, FLAVORS[output])), nl=False)
+    elif output == "table":
+        from scanner.table import print_table
+
+        print_table(result)
+    _flush_stdout()
 
 
 def _exports(result: Any, store: Any, opts: dict[str, Any], policy: Any = None) -> None:

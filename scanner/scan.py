@@ -353,7 +353,7 @@ def _scan(
         from scanner.inventory.pods import INVENTORY_FIELDS, iter_pods_file, select_namespaces
 
         pods = iter_pods_file(options.pods_file, keep=INVENTORY_FIELDS,  # only what the inventory reads
-                              deadline=inputs.deadline_at)
+                              deadline=inputs.deadline_at, stop=stop)
         if options.namespaces or options.exclude_namespaces:
             pods = select_namespaces(pods, options.namespaces, options.exclude_namespaces)
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -9,14 +11,25 @@ from rich.table import Table
 from scanner.document import summary
 from scanner.models import RunningImage, ScanResult, Status
 
+
+class PipeConsole(Console):
+    """A rich Console that leaves a broken pipe to its caller: rich's own answer (stdout to /dev/null, then
+    ``SystemExit(1)``) is exit 1, "non-compliant images found" in sigaudit's contract — a verdict the scan
+    never reached. The CLI's guard turns the BrokenPipeError into its own exit (README "Exit codes")."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more is written to a reader that is gone
+        raise BrokenPipeError(errno.EPIPE, "the reader of the output went away")
+
+
 _STYLE = {Status.VERIFIED: "green", Status.EXEMPT: "cyan", Status.NO_POLICY: "yellow", Status.ERROR: "magenta"}
 
 
 def print_table(result: ScanResult, console: Console | None = None) -> None:
     if console is None:
-        console = Console(soft_wrap=False)
+        console = PipeConsole(soft_wrap=False)
         if not console.is_terminal:
-            console = Console(soft_wrap=False, width=200)  # files and pipes: don't squeeze into 80 columns
+            console = PipeConsole(soft_wrap=False, width=200)  # files and pipes: don't squeeze into 80 columns
     table = Table(
         title=f"sigaudit scan of cluster {escape(result.cluster)} ({result.state.value})",
         show_lines=False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
@@ -26,6 +27,10 @@ MAX_PODS_FILE_BYTES = 2 * 1024**3
 # Deepest nesting accepted in one pod (a real pod's managedFields reach about 15 levels). Deeper
 # values are never built: Python's own recursion (str, repr, json) would fail on them later.
 MAX_POD_DEPTH = 100
+# A read waiting for a pipe's or FIFO's writer wakes this often to look at the scan's stop request: a
+# SIGTERM's handler only sets it (the poll it interrupts is resumed, PEP 475), and a scan run in a thread
+# (serve) gets no signal at all.
+STOP_CHECK_S = 0.5
 _SPEC_KEYS = (
     (ContainerType.INIT, "initContainers", "initContainerStatuses"),
     (ContainerType.CONTAINER, "containers", "containerStatuses"),
@@ -318,12 +323,16 @@ class _Bounded:
 
     ``fd``: a pipe, FIFO, socket or terminal read from directly, each read waiting for data (poll) no
     longer than the deadline: a writer that never writes, or never closes, is the same InventoryError
-    at the deadline, never a read blocked past it (a slow writer is read as its bytes arrive)."""
+    at the deadline, never a read blocked past it (a slow writer is read as its bytes arrive).
+
+    ``stop`` (the scan's stop request, set by SIGTERM): every read, and every wait for data (in slices of
+    :data:`STOP_CHECK_S`), looks at it and raises InterruptedError once it is set — a stop ends the scan
+    as it does in any other stage, never only at the deadline (or never, without one)."""
 
     def __init__(self, stream: IO[bytes] | None, max_bytes: int, label: str, deadline: float | None = None,
-                 fd: int | None = None) -> None:
+                 fd: int | None = None, stop: threading.Event | None = None) -> None:
         self._stream, self._left, self._max, self._label = stream, max_bytes, max_bytes, label
-        self._deadline, self._fd = deadline, fd
+        self._deadline, self._fd, self._stop = deadline, fd, stop
         self._poll: Any = None
         if fd is not None:  # without a deadline too: a FIFO's read before its writer came said EOF at once
             import select
@@ -335,7 +344,31 @@ class _Bounded:
         return InventoryError(f"{self._label}: the scan deadline passed while the pod list was read "
                               f"({self._max - self._left} bytes): no image was judged")
 
+    def _stopped(self) -> None:
+        if self._stop is not None and self._stop.is_set():
+            raise InterruptedError(f"interrupted: a stop was requested while the pod list {self._label} was read "
+                                   f"({self._max - self._left} bytes): no image was judged")
+
+    def _wait(self) -> None:
+        """Until the fd is ready (data, the writer gone or an error: os.read says which); InterruptedError
+        on a stop request, the deadline's InventoryError at the deadline."""
+        import math
+
+        while True:
+            self._stopped()
+            slice_s = None if self._stop is None else STOP_CHECK_S
+            if self._deadline is not None:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise self._late()
+                slice_s = left if slice_s is None else min(left, slice_s)
+            # without a deadline or a stop: a FIFO no writer has opened yet is not ready: wait for one, as
+            # open() did (a read returned EOF: "premature EOF" before kubectl wrote)
+            if self._poll.poll(None if slice_s is None else math.ceil(slice_s * 1000)):
+                return
+
     def read(self, n: int = -1) -> bytes:
+        self._stopped()
         if self._deadline is not None and time.monotonic() >= self._deadline:
             raise self._late()
         want = self._left + 1 if n is None or n < 0 else min(n, self._left + 1)
@@ -346,15 +379,7 @@ class _Bounded:
             data = self._stream.read(want)
         else:
             while True:
-                if self._deadline is None:  # a FIFO no writer has opened yet is not ready: wait for one, as
-                    self._poll.poll()  # open() did (a read returned EOF: "premature EOF" before kubectl wrote)
-                else:
-                    import math
-
-                    left = self._deadline - time.monotonic()
-                    # ready: data, the writer gone (EOF) or an error (os.read says which)
-                    if left <= 0 or not self._poll.poll(math.ceil(left * 1000)):
-                        raise self._late()
+                self._wait()
                 try:
                     data = os.read(self._fd, min(want, 1 << 20))
                     break
@@ -405,7 +430,8 @@ def _open_pods_file(path: str | Path, label: str) -> tuple[IO[bytes] | None, int
 
 def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
                    max_bytes: int | None = None, keep: Mapping[str, Any] | None = None,
-                   deadline: float | None = None) -> Iterator[dict[str, Any]]:
+                   deadline: float | None = None,
+                   stop: threading.Event | None = None) -> Iterator[dict[str, Any]]:
     """Stream pods out of ``kubectl get pods -o json`` output (a ``v1 List``/``PodList``) or a single Pod.
 
     One pass over ijson's event stream: each element of ``items`` is built, yielded and dropped, so
@@ -421,6 +447,8 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
     is built from it. Without ``keep`` a pod is built whole.
 
     ``deadline`` (a ``time.monotonic()`` value, the scan's): reading on past it raises InventoryError.
+    ``stop`` (the scan's stop request): once set, the next read — or the wait for a writer — raises
+    InterruptedError within :data:`STOP_CHECK_S`.
     """
     max_bytes = MAX_PODS_FILE_BYTES if max_bytes is None else max_bytes
     label = "<stdin>" if str(path) == "-" else str(path)
@@ -451,7 +479,7 @@ def iter_pods_file(path: str | Path, stream: IO[bytes] | None = None, *,
         # basic_parse, not parse: parse builds a dotted prefix per event, which costs O(depth²)
         # (a 20,000-deep value took 1 GB; ijson.items and kvitems track that prefix too: a 100,000-deep
         # element, a 600 kB file, took them 10 GB). The position is tracked here with one depth counter.
-        for event, value in ijson.basic_parse(_Bounded(stream, max_bytes, label, deadline, fd), use_float=True):
+        for event, value in ijson.basic_parse(_Bounded(stream, max_bytes, label, deadline, fd, stop), use_float=True):
             if in_items:  # depth 2 is the `items` array itself; its elements start at depth 3
                 if event == "map_key":
                     key = value

@@ -352,3 +352,56 @@ def test_a_fifo_whose_data_another_reader_takes_still_ends_at_the_deadline(tmp_p
     assert not hung, "the read waited past the deadline"
     assert len(outcome) == 1 and isinstance(outcome[0], InventoryError), outcome
     assert "the scan deadline passed" in str(outcome[0])
+
+
+@pytest.mark.parametrize("deadline_s", [None, 60.0])
+def test_a_stop_request_ends_the_wait_for_a_fifos_writer(tmp_path, deadline_s: float | None) -> None:
+    """The scan's stop request (SIGTERM's handler sets it; a signal never interrupts a thread's poll) was
+    looked at only after the pod list was read: a FIFO no writer opens held the scan until --deadline, or
+    forever. The wait looks at it every STOP_CHECK_S: InterruptedError, as a stop elsewhere in a scan."""
+    import os
+    import threading
+    import time
+
+    from scanner.inventory.pods import STOP_CHECK_S
+
+    fifo = tmp_path / "pods.fifo"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def scan() -> None:
+        try:
+            deadline = None if deadline_s is None else time.monotonic() + deadline_s
+            list(iter_pods_file(fifo, deadline=deadline, stop=stop))
+            outcome.append(None)
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    reader = threading.Thread(target=scan, daemon=True)
+    reader.start()
+    time.sleep(0.3)
+    assert reader.is_alive() and not outcome, outcome
+    stop.set()
+    set_at = time.monotonic()
+    reader.join(timeout=10)
+    took = time.monotonic() - set_at
+    hung = reader.is_alive()
+    if hung:  # releases the reader of the old code: a writer that opens and closes (EOF)
+        os.close(os.open(fifo, os.O_WRONLY))
+        reader.join(timeout=5)
+    assert not hung, "the wait for a writer ignored the stop request"
+    assert took < STOP_CHECK_S + 1, took
+    assert len(outcome) == 1 and isinstance(outcome[0], InterruptedError), outcome
+    assert "a stop was requested while the pod list" in str(outcome[0]) and str(fifo) in str(outcome[0])
+
+
+def test_a_stop_request_ends_the_read_of_a_regular_file_too() -> None:
+    """Every read looks at it: a long pod list from a file is not read to its end once a stop came."""
+    import io
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(InterruptedError, match="a stop was requested"):
+        list(iter_pods_file("pods.json", io.BytesIO(b'{"kind": "List", "items": []}'), stop=stop))
