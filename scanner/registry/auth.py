@@ -598,42 +598,39 @@ _GRACE = 0.5  # a source bounded by the deadline itself (a helper, killed then) 
 
 
 def _bounded(resolver: Resolver, candidate: DeferredCredential) -> Resolved:
-    """``resolver(candidate)`` on a worker thread, waited for at most SOURCE_TIMEOUT and never past the
-    calling thread's deadline: the cloud SDKs (boto3's credential chain and its STS client, google-auth's
-    metadata server requests) have their own timeouts and retries, per socket operation, that no
-    deadline of ours reaches, so a token endpoint that accepts and never answers would hold the scan
-    for minutes. The worker runs under the same deadline (a helper is killed at it, httpx calls end at
-    it); one left waiting in an SDK is abandoned (a daemon thread) and its late answer dropped."""
-    import queue
-
+    """``resolver(candidate)`` through :func:`scanner.registry.deadline.run`, waited for at most
+    SOURCE_TIMEOUT and never past the calling thread's deadline (plus _GRACE): the cloud SDKs (boto3's
+    credential chain and its STS client, google-auth's metadata server requests) have their own timeouts
+    and retries, per socket operation, that no deadline of ours reaches, so a token endpoint that accepts
+    and never answers would hold the scan for minutes. The worker runs under the same deadlines and
+    context (a helper is killed at them, httpx calls end at them); one left waiting in an SDK is
+    abandoned and its late answer dropped. One mechanism with every other read run bounds: abandoned
+    workers count toward ``deadline.MAX_ABANDONED`` (past it the source is not asked), and a source
+    ending with ``SystemExit``/``KeyboardInterrupt`` is a failure (``WorkerExit``), never the command's
+    exit."""
     from scanner.registry import deadline
 
     scope = deadline.current()
     left = None if scope is None else scope[0] - time.monotonic()
     if left is not None and left <= 0:
         raise CredentialUnavailable(f"{candidate.label}: not asked: {scope[1] if scope else 'deadline reached'}")
+    # The scan's deadline binds: wait for it plus _GRACE, capped at SOURCE_TIMEOUT. Otherwise the source's
+    # own SOURCE_TIMEOUT, set as a deadline (so the worker's own reads end there too), without grace.
+    by_scan = scope is not None and left is not None and left < SOURCE_TIMEOUT
     wait = SOURCE_TIMEOUT if left is None else min(SOURCE_TIMEOUT, left + _GRACE)
-    answers: queue.SimpleQueue[tuple[bool, object]] = queue.SimpleQueue()
-
-    def work() -> None:
-        try:
-            with deadline.within(None if scope is None else scope[0], scope[1] if scope else ""):
-                answers.put((True, resolver(candidate)))
-        except BaseException as exc:  # handed to the caller, who raises or reports it
-            answers.put((False, exc))
-
-    threading.Thread(target=work, name=f"credential-{candidate.kind}", daemon=True).start()
+    grace = wait - left if by_scan and left is not None else 0.0
+    cap = deadline.within(None if by_scan else time.monotonic() + SOURCE_TIMEOUT,
+                          f"credential source timeout ({SOURCE_TIMEOUT:g} s)")
     try:
-        ok, value = answers.get(timeout=wait)
-    except queue.Empty:
+        with cap:
+            return deadline.run(lambda: resolver(candidate), grace=grace)
+    except deadline.NotStarted as exc:
+        raise CredentialUnavailable(f"{candidate.label}: not asked: {exc}") from None
+    except deadline.Abandoned:
         why = scope[1] if scope is not None and left is not None and left + _GRACE <= SOURCE_TIMEOUT else None
         raise CredentialUnavailable(
             f"{candidate.label}: no answer within {wait:.1f} s" + (f" ({why})" if why else "") + "; abandoned"
         ) from None
-    if not ok:
-        assert isinstance(value, BaseException)
-        raise value
-    return value  # type: ignore[return-value]
 
 
 HELPER_CACHE_SECONDS = 15 * 60.0

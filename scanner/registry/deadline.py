@@ -137,14 +137,14 @@ def run(call: Callable[[], T], *, grace: float = 0.0) -> T:
         return call()
     at, words = current() or scopes[0]  # the innermost of equal deadlines, as everywhere else
     if at <= time.monotonic():
-        raise Abandoned(words)
+        raise NotStarted(words)
     with _abandoned_lock:
         _abandoned[:] = [worker for worker in _abandoned if worker.is_alive()]
         if len(_abandoned) >= MAX_ABANDONED:
             # A long-running process (serve) whose reads keep hanging past their deadlines (a peer that
             # trickles forever, a lookup that never returns) would grow a thread and a socket per read
             # without end: past MAX_ABANDONED still hanging, the read is not started and ends as cut.
-            raise Abandoned(f"{words} ({len(_abandoned)} earlier reads still hang past their deadlines)")
+            raise NotStarted(f"{words} ({len(_abandoned)} earlier reads still hang past their deadlines)")
     context = contextvars.copy_context()
     answers: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
 
@@ -173,6 +173,11 @@ def run(call: Callable[[], T], *, grace: float = 0.0) -> T:
 
 class Abandoned(Exception):
     """:func:`run` gave up waiting at a deadline (``str()``: the deadline's words)."""
+
+
+class NotStarted(Abandoned):
+    """:func:`run` did not start the call (its deadline had passed, or :data:`MAX_ABANDONED` workers still
+    hang): nothing was asked, which a caller may say in its own words."""
 
 
 class WorkerExit(Exception):

@@ -306,24 +306,24 @@ def _lists_then_watch(body: Callable[[socket.socket, threading.Event], None]
     return behaviour
 
 
-def _watch_line_without_end_close_framed(conn: socket.socket, stop: threading.Event) -> None:
-    """A watch reply framed by the connection's close, one line that never ends (96 MiB, then closed)."""
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+def _send_mebibytes(conn: socket.socket, stop: threading.Event, count: int) -> None:
     pad = b"x" * (1024 * 1024)
-    for _ in range(96):
+    for _ in range(count):
         if stop.is_set():
             return
         conn.sendall(pad)
+
+
+def _watch_line_without_end_close_framed(conn: socket.socket, stop: threading.Event) -> None:
+    """A watch reply framed by the connection's close, one line that never ends (96 MiB, then closed)."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+    _send_mebibytes(conn, stop, 96)
 
 
 def _watch_chunk_of_a_terabyte(conn: socket.socket, stop: threading.Event) -> None:
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
                  + b"%x\r\n" % (1 << 40))
-    pad = b"x" * (1024 * 1024)
-    for _ in range(96):
-        if stop.is_set():
-            return
-        conn.sendall(pad)
+    _send_mebibytes(conn, stop, 96)
 
 
 def _watch_trickled_past_its_timeout(conn: socket.socket, stop: threading.Event) -> None:

@@ -3,6 +3,9 @@
 import io
 import json
 import random
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -296,7 +299,6 @@ def test_a_fifo_whose_data_another_reader_takes_still_ends_at_the_deadline(tmp_p
     the thief is a poll that drains the FIFO before it answers "ready", every time."""
     import os
     import select
-    import threading
     import time
 
     from scanner.errors import InventoryError
@@ -331,17 +333,7 @@ def test_a_fifo_whose_data_another_reader_takes_still_ends_at_the_deadline(tmp_p
 
     monkeypatch.setattr(select, "poll", Thief)
     writer_fd: list[int] = []
-    outcome: list[BaseException | None] = []
-
-    def scan() -> None:
-        try:
-            list(iter_pods_file(fifo, deadline=time.monotonic() + 2))
-            outcome.append(None)
-        except BaseException as exc:  # reported below
-            outcome.append(exc)
-
-    reader = threading.Thread(target=scan, daemon=True)
-    reader.start()
+    reader, outcome = _read_in_a_thread(fifo, lambda: time.monotonic() + 2)
     time.sleep(0.3)
     writer_fd.append(os.open(fifo, os.O_WRONLY))
     os.write(writer_fd[0], b'{"kind": "List", ')  # ready, taken, and the writer stays silent and open
@@ -368,18 +360,8 @@ def test_a_stop_request_ends_the_wait_for_a_fifos_writer(tmp_path, deadline_s: f
     fifo = tmp_path / "pods.fifo"
     os.mkfifo(fifo)
     stop = threading.Event()
-    outcome: list[BaseException | None] = []
-
-    def scan() -> None:
-        try:
-            deadline = None if deadline_s is None else time.monotonic() + deadline_s
-            list(iter_pods_file(fifo, deadline=deadline, stop=stop))
-            outcome.append(None)
-        except BaseException as exc:  # reported below
-            outcome.append(exc)
-
-    reader = threading.Thread(target=scan, daemon=True)
-    reader.start()
+    reader, outcome = _read_in_a_thread(
+        fifo, lambda: None if deadline_s is None else time.monotonic() + deadline_s, stop=stop)
     time.sleep(0.3)
     assert reader.is_alive() and not outcome, outcome
     stop.set()
@@ -405,3 +387,21 @@ def test_a_stop_request_ends_the_read_of_a_regular_file_too() -> None:
     stop.set()
     with pytest.raises(InterruptedError, match="a stop was requested"):
         list(iter_pods_file("pods.json", io.BytesIO(b'{"kind": "List", "items": []}'), stop=stop))
+
+
+def _read_in_a_thread(path: Any, deadline: Callable[[], float | None],
+                      **kw: Any) -> tuple[threading.Thread, list[BaseException | None]]:
+    """``iter_pods_file(path)`` read to its end on a thread (started); the outcome list gets None, or what
+    it raised. ``deadline()`` is taken on the thread, as the reader starts."""
+    outcome: list[BaseException | None] = []
+
+    def scan() -> None:
+        try:
+            list(iter_pods_file(path, deadline=deadline(), **kw))
+            outcome.append(None)
+        except BaseException as exc:  # reported by the caller
+            outcome.append(exc)
+
+    reader = threading.Thread(target=scan, daemon=True)
+    reader.start()
+    return reader, outcome

@@ -496,3 +496,59 @@ def test_candidates_are_found_once_per_image_and_secrets_and_a_new_secret_is_see
     store.add_pull_secret("team-a", "regcred", _config("dave", "d"))  # the secret changed (a watch re-read it)
     renewed = store.candidates(HOST, team_a, repository=REPO)
     assert [getattr(c, "username", None) for c in renewed] == ["dave", "scanner"]
+
+
+# -- a credential source runs through deadline.run: its two protections hold for every source ------
+
+
+@pytest.mark.parametrize("exc", [SystemExit(0), KeyboardInterrupt()])
+def test_a_source_ending_with_system_exit_is_its_failure_never_the_commands_exit(exc: BaseException) -> None:
+    """_bounded re-raised the worker's BaseException on the scan's thread: a resolver (a cloud SDK, a
+    plugin) raising SystemExit(0) ended the command with exit 0, read as "all compliant"."""
+    import time
+
+    from scanner.registry import deadline
+    from scanner.registry.auth import CredentialUnavailable, RegistryAuthConfig
+
+    def ends(c: DeferredCredential) -> tuple[None, float]:
+        raise exc
+
+    for within in (deadline.within(time.monotonic() + 5, "scan deadline reached"), deadline.within(None, "")):
+        store = CredentialStore(auth=RegistryAuthConfig.parse(["ecr=evil.test"]), resolvers={"ecr": ends})
+        (candidate,) = store.candidates("evil.test", repository=REPO)
+        with within, pytest.raises(CredentialUnavailable, match=r"^Amazon ECR.*failed: WorkerExit$"):
+            store.resolve(candidate)
+
+
+def test_abandoned_credential_workers_count_toward_max_abandoned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A credential endpoint that never answers left one thread (and socket) behind per scan for the life
+    of serve: its abandoned workers were not counted. Past MAX_ABANDONED the source is not asked."""
+    import threading
+    import time
+
+    from scanner.registry import deadline
+    from scanner.registry.auth import Credential, CredentialUnavailable, RegistryAuthConfig
+
+    monkeypatch.setattr(deadline, "MAX_ABANDONED", 2, raising=False)
+    monkeypatch.setattr(deadline, "_abandoned", [], raising=False)
+    release = threading.Event()
+    started: list[str] = []
+
+    def hangs(c: DeferredCredential) -> tuple[Credential | None, float]:
+        started.append(c.registry)
+        release.wait(30)
+        return Credential("AWS", "late-token"), 1e12
+
+    hosts = ["a.evil.test", "b.evil.test", "c.evil.test"]
+    store = CredentialStore(auth=RegistryAuthConfig.parse([f"ecr={h}" for h in hosts]), resolvers={"ecr": hangs})
+    try:
+        for i, host in enumerate(hosts):
+            (candidate,) = store.candidates(host, repository=REPO)
+            words = "no answer within .*; abandoned" if i < 2 else "not asked: .*2 earlier reads still hang"
+            with deadline.within(time.monotonic() + 0.05, "scan deadline reached"), \
+                    pytest.raises(CredentialUnavailable, match=words) as err:
+                store.resolve(candidate)
+            assert "late-token" not in str(err.value)
+        assert started == hosts[:2]  # the third is not started while two still hang
+    finally:
+        release.set()

@@ -43,6 +43,7 @@ class Silent:
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
         self.held: list[socket.socket] = []
+        self.closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -52,9 +53,13 @@ class Silent:
             except OSError:
                 return
             self.accepted += 1
-            self.held.append(conn)
+            self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        self.held.append(conn)
 
     def close(self) -> None:
+        self.closed.set()
         self.sock.close()
         for conn in self.held:
             conn.close()
@@ -283,25 +288,12 @@ def test_check_policy_naming_a_silent_key_url_ends_at_its_deadline(tmp_path: Pat
     assert SECRET not in proc.stdout
 
 
-class TrickleForever:
+class TrickleForever(Silent):
     """A plain-HTTP listener on 127.0.0.1 that, on every connection, sends a byte every 0.2 s and never
     completes a status line: each byte restarts an SDK's per-read timeout, so only a wall clock ends it."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
-        self.closed = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+    def _serve(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
 
     def _trickle(self, conn: socket.socket) -> None:
         with conn:
@@ -310,10 +302,6 @@ class TrickleForever:
                     conn.sendall(b"H")
                 except OSError:
                     return
-
-    def close(self) -> None:
-        self.closed.set()
-        self.sock.close()
 
 
 def test_serve_scans_against_a_kms_trickling_forever_leave_a_bounded_number_of_threads(
